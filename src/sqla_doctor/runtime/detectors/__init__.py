@@ -1,0 +1,1 @@
+"""One module per runtime detector; found automatically by the registry."""

@@ -1,0 +1,1 @@
+"""The static analyzer: reads source with ``ast``; never imports or runs it."""

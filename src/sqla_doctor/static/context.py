@@ -1,0 +1,118 @@
+"""What a rule may read: the file's source and tree, parents, names, and the project index."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqla_doctor.findings import Location
+from sqla_doctor.static.index import FileFacts, ProjectIndex
+from sqla_doctor.static.index.names import NameResolver
+
+if TYPE_CHECKING:
+    from sqla_doctor.config import Config
+
+_PARENT = "_sqd_parent"
+
+
+class FileContext:
+    """One parsed file, as rules see it."""
+
+    def __init__(
+        self,
+        path: str,
+        source: str,
+        tree: ast.Module,
+        facts: FileFacts,
+        index: ProjectIndex,
+    ) -> None:
+        self.path = path
+        self.source = source
+        self.tree = tree
+        self.facts = facts
+        self.index = index
+        self.names: NameResolver = index.resolver(facts)
+        self._lines: list[str] | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.source.splitlines()
+        return self._lines
+
+    # Positions -----------------------------------------------------------------------
+    def _char_col(self, line: int, byte_col: int) -> int:
+        """ast columns count UTF-8 bytes; findings and edits count characters."""
+        if not 0 < line <= len(self.lines):
+            return byte_col
+        text = self.lines[line - 1]
+        if text.isascii():
+            return byte_col
+        return len(text.encode("utf-8")[:byte_col].decode("utf-8", errors="replace"))
+
+    def span(self, node: ast.AST) -> tuple[int, int, int, int]:
+        """(start line, start col, end line, end col); lines 1-based, columns 0-based chars."""
+        line = getattr(node, "lineno", 1)
+        col = getattr(node, "col_offset", 0)
+        end_line = getattr(node, "end_lineno", None) or line
+        end_col = getattr(node, "end_col_offset", None)
+        start = self._char_col(line, col)
+        end = self._char_col(end_line, end_col) if end_col is not None else start
+        return line, start, end_line, end
+
+    def location(self, node: ast.AST) -> Location:
+        line, col, end_line, end_col = self.span(node)
+        return Location(self.path, line, col + 1, end_line, end_col + 1)
+
+    def text(self, node: ast.AST) -> str:
+        return ast.get_source_segment(self.source, node) or ""
+
+    # Tree navigation -----------------------------------------------------------------
+    @staticmethod
+    def parent(node: ast.AST) -> ast.AST | None:
+        parent: ast.AST | None = getattr(node, _PARENT, None)
+        return parent
+
+    def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
+        current = self.parent(node)
+        while current is not None:
+            yield current
+            current = self.parent(current)
+
+    def enclosing_scope(self, node: ast.AST) -> ast.AST:
+        """The function (or lambda) whose body holds ``node``, else the module."""
+        for ancestor in self.ancestors(node):
+            if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                return ancestor
+        return self.tree
+
+    def enclosing_statement(self, node: ast.AST) -> ast.stmt | None:
+        current: ast.AST | None = node
+        while current is not None and not isinstance(current, ast.stmt):
+            current = self.parent(current)
+        return current
+
+    def in_async_function(self, node: ast.AST) -> bool:
+        return isinstance(self.enclosing_scope(node), ast.AsyncFunctionDef)
+
+
+@dataclass
+class ProjectContext:
+    """The whole project, for project rules: every file's facts and how to read a file."""
+
+    root: Path
+    index: ProjectIndex
+    config: Config
+    paths: list[Path] = field(default_factory=list)
+
+    def display(self, path: Path) -> str:
+        from sqla_doctor.static.files import display_path
+
+        return display_path(path, self.root)
+
+
+def set_parent(child: ast.AST, parent: ast.AST) -> None:
+    setattr(child, _PARENT, parent)

@@ -1,0 +1,281 @@
+"""Read every file once, index the project, then run every enabled rule in one traversal.
+
+Source is parsed with :mod:`ast` and never imported or executed. A file that cannot be
+read, decoded or parsed becomes a finding of its own and the run goes on.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import io
+import tokenize
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqla_doctor.config import Config
+from sqla_doctor.findings import Finding, Kind, Location, Severity
+from sqla_doctor.registry import Check, Registry, registry
+from sqla_doctor.static.context import FileContext, ProjectContext, set_parent
+from sqla_doctor.static.files import discover, display_path, module_for
+from sqla_doctor.static.index import FileFacts, ProjectIndex
+from sqla_doctor.static.rule import ProjectRule, Rule
+from sqla_doctor.suppression import Suppressions
+
+UNPARSABLE = "SQD901"
+UNUSED_NOQA = "SQD902"
+
+
+@dataclass
+class SourceFile:
+    """A file read and parsed, or the reason it could not be."""
+
+    path: Path
+    display: str
+    source: str | None = None
+    tree: ast.Module | None = None
+    facts: FileFacts | None = None
+    error: Finding | None = None
+
+
+@dataclass
+class Result:
+    findings: list[Finding] = field(default_factory=list)
+    files: int = 0
+    internal_errors: list[str] = field(default_factory=list)
+
+
+def read_source(path: Path, display: str) -> SourceFile:
+    """Decode with the file's declared encoding (PEP 263), then parse."""
+    item = SourceFile(path=path, display=display)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        item.error = _unparsable(display, 1, 1, f"cannot read file: {error.strerror or error}")
+        return item
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        source = data.decode(encoding)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as error:
+        reason = getattr(error, "reason", None) or str(error)
+        item.error = _unparsable(display, 1, 1, f"cannot decode file: {reason}")
+        return item
+    if source.startswith("\ufeff"):
+        source = source[1:]
+    item.source = source
+    try:
+        item.tree = ast.parse(source, filename=display)
+    except SyntaxError as error:
+        message = f"cannot parse file: {error.msg}"
+        item.error = _unparsable(display, error.lineno or 1, error.offset or 1, message)
+    except (ValueError, RecursionError, MemoryError) as error:
+        # Null bytes raise ValueError before 3.12; absurd nesting exhausts the C stack.
+        message = f"cannot parse file: {type(error).__name__}: {error}"
+        item.error = _unparsable(display, 1, 1, message)
+    return item
+
+
+def _unparsable(path: str, line: int, col: int, reason: str) -> Finding:
+    return Finding(
+        code=UNPARSABLE,
+        name="unparsable-file",
+        message=reason,
+        location=Location(path, max(line, 1), max(col, 1)),
+        severity=Severity.ERROR,
+        kind=Kind.STATIC,
+    )
+
+
+class Engine:
+    """Runs a selection of rules over paths."""
+
+    def __init__(self, config: Config, selected: set[str], checks: Registry | None = None) -> None:
+        self.config = config
+        self.selected = selected
+        self.registry = checks or registry()
+        self.file_rules: list[type[Rule]] = []
+        self.project_rules: list[type[ProjectRule]] = []
+        for check in self.registry:
+            if check.code not in selected:
+                continue
+            if issubclass(check, Rule):
+                self.file_rules.append(check)
+            elif issubclass(check, ProjectRule):
+                self.project_rules.append(check)
+
+    # Entry points --------------------------------------------------------------------
+    def check_paths(self, paths: Sequence[Path]) -> Result:
+        files = list(
+            discover(
+                paths,
+                self.config.root,
+                exclude=(*self.config.exclude, *self.config.extend_exclude),
+                respect_gitignore=self.config.respect_gitignore,
+            )
+        )
+        sources = [read_source(path, display_path(path, self.config.root)) for path in files]
+        return self.check_sources(sources, scanned_paths=list(paths))
+
+    def check_sources(self, sources: list[SourceFile], scanned_paths: list[Path] | None = None) -> Result:
+        result = Result(files=len(sources))
+        for item in sources:
+            if item.tree is not None:
+                module, is_package = module_for(item.path)
+                item.facts = FileFacts.extract(item.display, module, is_package, item.tree)
+        index = ProjectIndex.build(item.facts for item in sources if item.facts is not None)
+        suppressions: dict[str, Suppressions] = {}
+        raw: list[Finding] = []
+        for item in sources:
+            if item.source is not None:
+                suppressions[item.display] = Suppressions.parse(item.source)
+            if item.error is not None:
+                raw.append(item.error)
+                continue
+            assert item.tree is not None and item.facts is not None and item.source is not None
+            ctx = FileContext(item.display, item.source, item.tree, item.facts, index)
+            raw.extend(self._run_file_rules(ctx, result))
+        project = ProjectContext(
+            root=self.config.root, index=index, config=self.config, paths=scanned_paths or []
+        )
+        for rule_class in self.project_rules:
+            try:
+                raw.extend(rule_class().check_project(project))
+            except Exception as error:  # noqa: BLE001 - one rule's bug must not stop the run
+                result.internal_errors.append(f"{rule_class.code} crashed: {error!r}")
+        result.findings = self._filter(raw, suppressions)
+        return result
+
+    # Rules ---------------------------------------------------------------------------
+    def _run_file_rules(self, ctx: FileContext, result: Result) -> list[Finding]:
+        rules = [rule_class(ctx) for rule_class in self.file_rules]
+        visit: dict[str, list[Callable[[ast.AST], None]]] = {}
+        leave: dict[str, list[Callable[[ast.AST], None]]] = {}
+        for rule in rules:
+            for attr in dir(type(rule)):
+                if attr.startswith("visit_"):
+                    visit.setdefault(attr[6:], []).append(getattr(rule, attr))
+                elif attr.startswith("leave_"):
+                    leave.setdefault(attr[6:], []).append(getattr(rule, attr))
+        try:
+            events = _link_and_order(ctx.tree, set(visit), set(leave))
+        except RecursionError:
+            return [_unparsable(ctx.path, 1, 1, "file is nested too deeply to analyse")]
+        broken: set[int] = set()
+        for node, entering in events:
+            handlers = (visit if entering else leave).get(type(node).__name__, ())
+            for handler in handlers:
+                owner = id(handler.__self__)  # type: ignore[attr-defined]
+                if owner in broken:
+                    continue
+                try:
+                    handler(node)
+                except Exception as error:  # noqa: BLE001 - isolate a rule's bug to that rule
+                    broken.add(owner)
+                    rule = handler.__self__  # type: ignore[attr-defined]
+                    line = getattr(node, "lineno", 1)
+                    result.internal_errors.append(
+                        f"{rule.code} crashed on {ctx.path}:{line}: {type(error).__name__}: {error}"
+                    )
+        return [finding for rule in rules for finding in rule.findings]
+
+    def _filter(self, findings: Iterable[Finding], suppressions: dict[str, Suppressions]) -> list[Finding]:
+        kept: list[Finding] = []
+        alias = self._alias
+        for finding in findings:
+            if finding.code != UNPARSABLE and finding.code not in self.selected:
+                continue
+            if self._ignored_for_file(finding):
+                continue
+            file_suppressions = suppressions.get(finding.location.path)
+            if file_suppressions is not None and file_suppressions.suppresses(finding, alias):
+                continue
+            kept.append(finding)
+        if UNUSED_NOQA in self.selected:
+            kept.extend(self._unused_noqa(suppressions))
+        return sorted(set(kept), key=lambda f: f.sort_key)
+
+    def _alias(self, code_or_name: str) -> str | None:
+        check = self.registry.get(code_or_name)
+        return check.code if check is not None else None
+
+    def _ignored_for_file(self, finding: Finding) -> bool:
+        for glob, codes in self.config.per_file_ignores.items():
+            if fnmatch.fnmatch(finding.location.path, glob) or fnmatch.fnmatch(
+                finding.location.path, glob.rstrip("/") + "/*"
+            ):
+                try:
+                    if finding.code in self.registry.expand(codes):
+                        return True
+                except KeyError:
+                    continue
+        return False
+
+    def _unused_noqa(self, suppressions: dict[str, Suppressions]) -> Iterable[Finding]:
+        check = self.registry.get(UNUSED_NOQA)
+        assert check is not None
+        for path, file_suppressions in suppressions.items():
+            for directive, codes in file_suppressions.unused():
+                # A noqa for a rule that is not selected this run may still be needed.
+                relevant = [c for c in codes if (self._alias(c) or c) in self.selected]
+                if codes and not relevant:
+                    continue
+                what = ", ".join(relevant) if codes else "all findings"
+                yield Finding(
+                    code=check.code,
+                    name=check.name,
+                    message=check.message.format(codes=what),
+                    location=Location(path, directive.line, directive.col),
+                    severity=check.severity,
+                    kind=Kind.STATIC,
+                )
+
+
+def _link_and_order(
+    tree: ast.AST, visit_types: set[str], leave_types: set[str]
+) -> list[tuple[ast.AST, bool]]:
+    """Set parent links on every node and list (node, entering) events in tree order.
+
+    Parents are linked for the whole tree before any rule runs, so a rule visiting a
+    node may navigate anywhere inside it.
+    """
+    events: list[tuple[ast.AST, bool]] = []
+    stack: list[tuple[ast.AST, bool]] = [(tree, True)]
+    iter_children = ast.iter_child_nodes
+    while stack:
+        node, entering = stack.pop()
+        if not entering:
+            events.append((node, False))
+            continue
+        name = type(node).__name__
+        if name in visit_types:
+            events.append((node, True))
+        if name in leave_types:
+            stack.append((node, False))
+        children = list(iter_children(node))
+        for child in reversed(children):
+            set_parent(child, node)
+            stack.append((child, True))
+    return events
+
+
+def selected_codes(checks: Registry, config: Config, select: Sequence[str] | None,
+                   ignore: Sequence[str] | None, kinds: tuple[Kind, ...]) -> set[str]:
+    """The codes a run checks: config and CLI select/ignore, limited to ``kinds``."""
+    chosen = checks.expand(select if select else config.select)
+    chosen |= checks.expand(config.extend_select)
+    chosen -= checks.expand(config.ignore)
+    if ignore:
+        chosen -= checks.expand(ignore)
+    return {code for code in chosen if _kind_of(checks, code) in kinds}
+
+
+def _kind_of(checks: Registry, code: str) -> Kind:
+    check: type[Check] | None = checks.get(code)
+    return check.kind if check is not None else Kind.STATIC
+
+
+def check(paths: Sequence[Path], config: Config, selected: set[str]) -> Result:
+    """Convenience: run the engine once."""
+    return Engine(config, selected).check_paths(paths)
+

@@ -1,0 +1,225 @@
+"""Which files a check reads: explicit paths, minus excluded, git-ignored and virtualenv folders."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# Folders never worth reading (ruff's defaults, plus virtualenvs found by pyvenv.cfg).
+SKIPPED_DIRS = frozenset(
+    {
+        ".git", ".hg", ".svn", ".bzr", ".tox", ".nox", ".venv", "venv", ".mypy_cache",
+        ".ruff_cache", ".pytest_cache", "__pycache__", "node_modules", "site-packages",
+        "__pypackages__", ".eggs", "_build", "buck-out", ".direnv", ".pants.d",
+        ".sqla-doctor-cache",
+    }
+)
+
+
+def display_path(path: Path, root: Path) -> str:
+    """Paths relative to the root when below it, in POSIX form (stable across OSes)."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    regex: re.Pattern[str]
+    negated: bool
+    dir_only: bool
+
+
+class GitIgnore:
+    """The subset of gitignore semantics that real projects use: globs, **, !, /, dir/."""
+
+    def __init__(self, base: Path, lines: Iterable[str]) -> None:
+        self.base = base
+        self.patterns: list[_Pattern] = []
+        for raw in lines:
+            line = raw.rstrip("\n").rstrip()
+            if not line or line.startswith("#"):
+                continue
+            negated = line.startswith("!")
+            if negated:
+                line = line[1:]
+            dir_only = line.endswith("/")
+            line = line.strip("/") if dir_only else line
+            anchored = "/" in line.lstrip("/")[:-1] or line.startswith("/")
+            line = line.lstrip("/")
+            self.patterns.append(_Pattern(_glob_regex(line, anchored), negated, dir_only))
+
+    @classmethod
+    def load(cls, directory: Path) -> GitIgnore | None:
+        path = directory / ".gitignore"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        return cls(directory, text.splitlines())
+
+    def ignores(self, path: Path, is_dir: bool) -> bool | None:
+        """True/False if a pattern decides, None if none matches."""
+        try:
+            relative = path.relative_to(self.base).as_posix()
+        except ValueError:
+            return None
+        verdict: bool | None = None
+        for pattern in self.patterns:
+            if pattern.dir_only and not is_dir:
+                continue
+            if pattern.regex.match(relative):
+                verdict = not pattern.negated
+        return verdict
+
+
+def _glob_regex(pattern: str, anchored: bool) -> re.Pattern[str]:
+    parts: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            parts.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("/**", i) and i + 3 == len(pattern):
+            parts.append("/.*")
+            i += 3
+        elif pattern.startswith("**", i):
+            parts.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            parts.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            parts.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                parts.append(re.escape(pattern[i]))
+                i += 1
+            else:
+                parts.append(pattern[i : end + 1].replace("[!", "[^"))
+                i = end + 1
+        else:
+            parts.append(re.escape(pattern[i]))
+            i += 1
+    body = "".join(parts)
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(f"^{prefix}{body}(?:/.*)?$")
+
+
+def _matches_any(relative: str, name: str, globs: Iterable[str]) -> bool:
+    for glob in globs:
+        pattern = glob.rstrip("/")
+        if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(name, pattern):
+            return True
+        if fnmatch.fnmatch(relative, pattern + "/*") or relative.startswith(pattern + "/"):
+            return True
+    return False
+
+
+def discover(
+    paths: Iterable[Path],
+    root: Path,
+    exclude: Iterable[str] = (),
+    respect_gitignore: bool = True,
+    suffixes: tuple[str, ...] = (".py", ".pyi"),
+) -> Iterator[Path]:
+    """Python files under ``paths``; an explicitly named file is always read."""
+    excluded = tuple(exclude)
+    root = root.resolve()
+    seen: set[Path] = set()
+    for given in paths:
+        if given.is_file():
+            resolved = given.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                yield given
+            continue
+        ignores = _ignores_above(given.resolve(), root) if respect_gitignore else []
+        yield from _walk(given, root, excluded, ignores, respect_gitignore, suffixes, seen)
+
+
+def _ignores_above(directory: Path, root: Path) -> list[GitIgnore]:
+    """.gitignore files between the project root and a starting directory."""
+    found: list[GitIgnore] = []
+    chain = [directory, *directory.parents]
+    for candidate in reversed(chain):
+        if candidate != directory and root not in (candidate, *candidate.parents):
+            continue
+        ignore = GitIgnore.load(candidate)
+        if ignore is not None and candidate != directory:
+            found.append(ignore)
+    return found
+
+
+def _walk(
+    top: Path,
+    root: Path,
+    exclude: tuple[str, ...],
+    ignores: list[GitIgnore],
+    respect_gitignore: bool,
+    suffixes: tuple[str, ...],
+    seen: set[Path],
+) -> Iterator[Path]:
+    stack: list[tuple[Path, list[GitIgnore]]] = [(top, ignores)]
+    while stack:
+        directory, active = stack.pop()
+        if respect_gitignore:
+            own = GitIgnore.load(directory)
+            if own is not None:
+                active = [*active, own]
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs: list[tuple[Path, list[GitIgnore]]] = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                continue
+            relative = display_path(path, root)
+            if is_dir:
+                if entry.name in SKIPPED_DIRS or (path / "pyvenv.cfg").exists():
+                    continue
+                if _matches_any(relative, entry.name, exclude) or _ignored(active, path, True):
+                    continue
+                subdirs.append((path, active))
+            elif entry.name.endswith(suffixes):
+                if _matches_any(relative, entry.name, exclude) or _ignored(active, path, False):
+                    continue
+                resolved = path.resolve()
+                if resolved not in seen:
+                    seen.add(resolved)
+                    yield path
+        stack.extend(reversed(subdirs))
+
+
+def _ignored(ignores: list[GitIgnore], path: Path, is_dir: bool) -> bool:
+    verdict = False
+    for ignore in ignores:
+        decided = ignore.ignores(path, is_dir)
+        if decided is not None:
+            verdict = decided
+    return verdict
+
+
+def module_for(path: Path) -> tuple[str, bool]:
+    """The dotted module name of a file, found by climbing packages' ``__init__.py``."""
+    path = path.resolve()
+    is_package = path.name == "__init__.py"
+    parts = [] if is_package else [path.stem]
+    directory = path.parent
+    while (directory / "__init__.py").exists():
+        parts.append(directory.name)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    return ".".join(reversed(parts)), is_package

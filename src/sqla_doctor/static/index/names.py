@@ -1,0 +1,208 @@
+"""Resolve names to qualified names through imports and aliases, without importing anything.
+
+``import sqlalchemy as sa`` makes ``sa.text`` resolve to ``sqlalchemy.text``;
+``from sqlalchemy import text as sql_text`` makes ``sql_text`` resolve to the same, while a
+``text`` defined locally or imported from an HTML helper resolves elsewhere. Names bound
+in other modules of the project resolve through the project index (re-exports included).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Libraries whose public names are SQLAlchemy's own (re-exports or proxies).
+SQLA_ROOTS = ("sqlalchemy", "sqlmodel")
+# `db = SQLAlchemy()` exposes sqlalchemy and sqlalchemy.orm names as attributes; we record
+# such an instance with this marker so that `db.Column` resolves to `sqlalchemy.Column`.
+FLASK_SQLALCHEMY_INSTANCE = "sqlalchemy"
+FLASK_SQLALCHEMY_CLASSES = ("flask_sqlalchemy.SQLAlchemy", "flask_sqlalchemy.extension.SQLAlchemy")
+
+
+def module_name_for(path_parts: tuple[str, ...]) -> str:
+    """``("app", "models", "__init__.py")`` → ``app.models``."""
+    parts = list(path_parts)
+    if parts and parts[-1].endswith(".py"):
+        parts[-1] = parts[-1][:-3]
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def resolve_relative(module: str, is_package: bool, level: int, target: str | None) -> str:
+    """The absolute module a ``from .x import y`` in ``module`` refers to."""
+    if level == 0:
+        return target or ""
+    base = module.split(".") if module else []
+    if not is_package:
+        base = base[:-1]
+    if level > 1:
+        base = base[: len(base) - (level - 1)] if level - 1 <= len(base) else []
+    if target:
+        base.append(target)
+    return ".".join(base)
+
+
+@dataclass
+class ModuleNames:
+    """The names a module binds by import, and the top-level names it defines."""
+
+    module: str
+    is_package: bool = False
+    imports: dict[str, str] = field(default_factory=dict)
+    # Names bound at module level to something the resolver can name (a call's target,
+    # another name): ``engine = create_engine(...)`` → ``engine: call:sqlalchemy.create_engine``.
+    assigned: dict[str, str] = field(default_factory=dict)
+    defined: set[str] = field(default_factory=set)
+
+    @classmethod
+    def collect(cls, tree: ast.Module, module: str, is_package: bool) -> ModuleNames:
+        names = cls(module=module, is_package=is_package)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        names.imports[alias.asname] = alias.name
+                    else:
+                        top = alias.name.split(".")[0]
+                        names.imports.setdefault(top, top)
+            elif isinstance(node, ast.ImportFrom):
+                source = resolve_relative(module, is_package, node.level, node.module)
+                for alias in node.names:
+                    if alias.name == "*":
+                        continue
+                    local = alias.asname or alias.name
+                    names.imports[local] = f"{source}.{alias.name}" if source else alias.name
+        for stmt in tree.body:
+            names._collect_definition(stmt)
+        return names
+
+    def _collect_definition(self, stmt: ast.stmt) -> None:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            self.defined.add(stmt.name)
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    self.defined.add(target.id)
+                    if stmt.value is not None:
+                        origin = self._origin(stmt.value)
+                        if origin:
+                            self.assigned[target.id] = origin
+        elif isinstance(stmt, (ast.If, ast.Try)):
+            # Conditional imports and `try: ... except ImportError:` definitions.
+            for child in ast.iter_child_nodes(stmt):
+                if isinstance(child, ast.stmt):
+                    self._collect_definition(child)
+                elif isinstance(child, ast.ExceptHandler):
+                    for inner in child.body:
+                        self._collect_definition(inner)
+
+    def _origin(self, value: ast.expr) -> str | None:
+        resolver = NameResolver(self)
+        if isinstance(value, ast.Call):
+            target = resolver.qualify(value.func)
+            return f"call:{target}" if target else None
+        target = resolver.qualify(value)
+        return f"name:{target}" if target else None
+
+
+class NameResolver:
+    """Qualified names for expressions of one module, with the project's help if given."""
+
+    def __init__(
+        self,
+        names: ModuleNames,
+        project: Mapping[str, ModuleNames] | None = None,
+    ) -> None:
+        self.names = names
+        self.project = project or {}
+        self._cache: dict[str, str | None] = {}
+
+    def qualify(self, node: ast.expr) -> str | None:
+        """``sa.orm.relationship`` → ``sqlalchemy.orm.relationship``; unknown → None."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        base = self._qualify_local(node.id)
+        if base is None:
+            return None
+        return ".".join([base, *reversed(parts)])
+
+    def _qualify_local(self, name: str) -> str | None:
+        imported = self.names.imports.get(name)
+        if imported is not None:
+            return self.follow(imported)
+        if name in self.names.defined:
+            return self.follow(f"{self.names.module}.{name}" if self.names.module else name)
+        return None
+
+    def follow(self, qualified: str, depth: int = 0) -> str:
+        """Follow re-exports and aliases through the project's modules to the origin."""
+        if depth > 16 or not self.project:
+            return qualified
+        cached = self._cache.get(qualified)
+        if cached is not None:
+            return cached
+        result = qualified
+        module, _, attr = qualified.rpartition(".")
+        owner = self.project.get(module)
+        if owner is not None and attr:
+            imported = owner.imports.get(attr)
+            if imported is not None and imported != qualified:
+                result = self.follow(imported, depth + 1)
+            else:
+                origin = owner.assigned.get(attr)
+                if origin is not None and origin.startswith("name:"):
+                    result = self.follow(origin[5:], depth + 1)
+        else:
+            # `pkg.module.attr.more` where `pkg.module` is in the project: resolve the head.
+            head, _, tail = module.rpartition(".")
+            if head and head in self.project and tail:
+                followed = self.follow(f"{head}.{tail}", depth + 1)
+                if followed != f"{head}.{tail}":
+                    result = f"{followed}.{attr}"
+        self._cache[qualified] = result
+        return result
+
+    def origin_of(self, qualified: str) -> str | None:
+        """What a module-level name was assigned from: ``call:sqlalchemy.create_engine``."""
+        module, _, attr = qualified.rpartition(".")
+        owner = self.project.get(module)
+        if owner is None and module == self.names.module:
+            owner = self.names
+        return owner.assigned.get(attr) if owner is not None else None
+
+    def sqla_name(self, node: ast.expr) -> str | None:
+        """The SQLAlchemy public name an expression refers to, if it is SQLAlchemy's.
+
+        ``sa.text``, ``sql_text`` (imported ``as``), ``sqlmodel.text`` and Flask-SQLAlchemy's
+        ``db.text`` all give ``"text"``; an HTML helper's ``text`` gives None.
+        """
+        qualified = self.qualify(node)
+        if qualified is None:
+            return None
+        return self.sqla_tail(qualified)
+
+    def sqla_tail(self, qualified: str) -> str | None:
+        root, _, rest = qualified.partition(".")
+        if root in SQLA_ROOTS and rest:
+            return rest.rpartition(".")[2]
+        # `db.Column` where `db = SQLAlchemy()`.
+        owner, _, attr = qualified.rpartition(".")
+        if owner and self.is_flask_sqlalchemy(owner):
+            return attr
+        return None
+
+    def is_flask_sqlalchemy(self, qualified: str) -> bool:
+        origin = self.origin_of(qualified)
+        return origin is not None and origin[5:] in FLASK_SQLALCHEMY_CLASSES
+
+
+def is_sqla_call(resolver: NameResolver, node: ast.AST, *names: str) -> bool:
+    """Whether ``node`` is a call of one of SQLAlchemy's ``names`` (through any alias)."""
+    return isinstance(node, ast.Call) and resolver.sqla_name(node.func) in names

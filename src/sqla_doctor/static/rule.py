@@ -1,0 +1,126 @@
+"""The base of every static rule: metadata, examples that run as tests, ``report()``.
+
+A rule defines ``visit_<NodeType>`` / ``leave_<NodeType>`` methods named after stdlib
+``ast`` classes; the engine walks each file once and calls every enabled rule. Rules read
+project-wide facts from ``self.ctx.index`` and never walk the whole module themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqla_doctor.findings import Applicability, Edit, Finding, Fix, Kind, Location, Related
+from sqla_doctor.registry import Check
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.context import FileContext, ProjectContext
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Code the rule must stay silent on. ``path`` lets a case pose as another file."""
+
+    code: str
+    path: str = "example.py"
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Code the rule must fire on, with the expected message and fix when given.
+
+    ``line`` is the 1-based line of the (first) finding in ``code`` once dedented.
+    ``files`` adds other modules of the same project (path → source), for rules that
+    resolve names across modules.
+    """
+
+    code: str
+    expected_message: str | None = None
+    expected_fix: str | None = None
+    line: int | None = None
+    count: int | None = None
+    path: str = "example.py"
+    files: dict[str, str] = field(default_factory=dict)
+
+
+class Rule(Check):
+    """A static rule, run once per file."""
+
+    kind = Kind.STATIC
+    VALID: ClassVar[Sequence[Valid]] = ()
+    INVALID: ClassVar[Sequence[Invalid]] = ()
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self.findings: list[Finding] = []
+
+    def report(
+        self,
+        node: ast.AST,
+        *,
+        fix: Fix | None = None,
+        hint: str | None = None,
+        related: Iterable[Related] = (),
+        **message_args: Any,
+    ) -> None:
+        """Record a finding at ``node``, with the message formatted from ``message_args``."""
+        self.findings.append(
+            Finding(
+                code=self.code,
+                name=self.name,
+                message=self.message.format(**message_args),
+                location=self.ctx.location(node),
+                severity=self.severity,
+                pitfalls=self.pitfalls,
+                kind=self.kind,
+                fix_hint=hint,
+                related=tuple(related),
+                fix=fix,
+            )
+        )
+
+    def replace(self, node: ast.AST, text: str, description: str) -> Fix:
+        """A fix replacing ``node``'s source with ``text``, with this rule's applicability."""
+        start_line, start_col, end_line, end_col = self.ctx.span(node)
+        applicability = self.fix if self.fix is not Applicability.NONE else Applicability.SAFE
+        return Fix(
+            description=description,
+            edits=(Edit(start_line, start_col, end_line, end_col, text),),
+            applicability=applicability,
+        )
+
+
+class ProjectRule(Check):
+    """A rule that needs the whole project at once (imports reached, migration graphs)."""
+
+    kind = Kind.STATIC
+    VALID: ClassVar[Sequence[Valid]] = ()
+    INVALID: ClassVar[Sequence[Invalid]] = ()
+
+    def check_project(self, project: ProjectContext) -> Iterable[Finding]:
+        raise NotImplementedError
+
+    def finding(
+        self,
+        location: Location,
+        *,
+        hint: str | None = None,
+        related: Iterable[Related] = (),
+        fix: Fix | None = None,
+        **message_args: Any,
+    ) -> Finding:
+        return Finding(
+            code=self.code,
+            name=self.name,
+            message=self.message.format(**message_args),
+            location=location,
+            severity=self.severity,
+            pitfalls=self.pitfalls,
+            kind=self.kind,
+            fix_hint=hint,
+            related=tuple(related),
+            fix=fix,
+        )

@@ -1,0 +1,151 @@
+"""SQD501: a mutable literal as a column's Python-side default."""
+
+from __future__ import annotations
+
+import ast
+
+from sqla_doctor.findings import Applicability, Severity
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_COLUMN_FACTORIES = frozenset({"mapped_column", "Column"})
+_DEFAULT_KEYWORDS = ("default", "insert_default", "onupdate")
+_MUTABLE_CALLS = frozenset({"list", "dict", "set", "bytearray", "defaultdict", "OrderedDict", "Counter", "deque"})
+
+
+def _is_mutable(node: ast.expr) -> bool:
+    if isinstance(node, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)):
+        return True
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+        return name in _MUTABLE_CALLS
+    return False
+
+
+class MutableColumnDefault(Rule):
+    """
+    ## What it does
+    Checks for a list, dict or set literal (or a `list()`/`dict()`/`set()` call) passed as
+    `default=`, `insert_default=` or `onupdate=` to `mapped_column()` or `Column()`.
+
+    ## Why is this bad?
+    The expression is evaluated once, when the class is defined. Every row inserted
+    without a value gets that same object, and the ORM hands the same object to every new
+    instance: appending a tag to one row's list appends it to all of them, and to the
+    default itself.
+
+    ## Example
+    ```python
+    class Article(Base):
+        __tablename__ = "articles"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        tags: Mapped[list[str]] = mapped_column(JSON, default=[])
+    ```
+
+    Use instead:
+    ```python
+    class Article(Base):
+        __tablename__ = "articles"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        tags: Mapped[list[str]] = mapped_column(JSON, default=lambda: [])
+    ```
+
+    ## Fix safety
+    Safe: wrapping the literal in a `lambda` makes SQLAlchemy call it once per row, so
+    each row gets its own copy with the same contents; nothing else changes.
+
+    ## References
+    - [Column INSERT/UPDATE Defaults](https://docs.sqlalchemy.org/en/20/core/defaults.html#python-executed-functions)
+    """
+
+    code = "SQD501"
+    name = "mutable-column-default"
+    pitfalls = ("P11",)
+    severity = Severity.ERROR
+    fix = Applicability.SAFE
+    message = "mutable `{keyword}={value}` is shared by every row of this column"
+
+    VALID = (
+        Valid(
+            """
+            from sqlalchemy import JSON
+            from sqlalchemy.orm import mapped_column
+            tags = mapped_column(JSON, default=lambda: [])
+            meta = mapped_column(JSON, default=dict)
+            flags = mapped_column(JSON, server_default="[]")
+            pair = mapped_column(JSON, default=(1, 2))
+            """
+        ),
+        # Not SQLAlchemy's Column: a form library's field with the same name.
+        Valid(
+            """
+            from wtforms import Column
+            choices = Column(default=[])
+            """
+        ),
+        # Pydantic and SQLModel copy field defaults per instance.
+        Valid(
+            """
+            from sqlmodel import Field, SQLModel
+            class Hero(SQLModel, table=True):
+                tags: list[str] = Field(default=[])
+            """
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """
+            from sqlalchemy import JSON
+            from sqlalchemy.orm import Mapped, mapped_column
+            class Article(Base):
+                tags: Mapped[list[str]] = mapped_column(JSON, default=[])
+            """,
+            expected_message="mutable `default=[]` is shared by every row of this column",
+            line=4,
+            expected_fix="""
+            from sqlalchemy import JSON
+            from sqlalchemy.orm import Mapped, mapped_column
+            class Article(Base):
+                tags: Mapped[list[str]] = mapped_column(JSON, default=lambda: [])
+            """,
+        ),
+        Invalid(
+            """
+            import sqlalchemy as sa
+            settings = sa.Column(sa.JSON, default={"theme": "dark"}, onupdate=set())
+            """,
+            count=2,
+            expected_fix="""
+            import sqlalchemy as sa
+            settings = sa.Column(sa.JSON, default=lambda: {"theme": "dark"}, onupdate=lambda: set())
+            """,
+        ),
+        Invalid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            db = SQLAlchemy()
+            class Post(db.Model):
+                tags = db.Column(db.JSON, default=list())
+            """,
+            expected_fix="""
+            from flask_sqlalchemy import SQLAlchemy
+            db = SQLAlchemy()
+            class Post(db.Model):
+                tags = db.Column(db.JSON, default=lambda: list())
+            """,
+        ),
+    )
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if not node.keywords or self.ctx.names.sqla_name(node.func) not in _COLUMN_FACTORIES:
+            return
+        for keyword in node.keywords:
+            if keyword.arg in _DEFAULT_KEYWORDS and _is_mutable(keyword.value):
+                value = self.ctx.text(keyword.value)
+                self.report(
+                    keyword,
+                    keyword=keyword.arg,
+                    value=value if len(value) <= 30 else value[:27] + "...",
+                    fix=self.replace(keyword.value, f"lambda: {value}", "wrap the default in a lambda"),
+                    hint=f"use `{keyword.arg}=lambda: {value}` so that each row gets its own copy",
+                )
