@@ -56,6 +56,8 @@ class Config:
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
     respect_gitignore: bool = True
+    # `check --since REVISION`: migration checks only look at revisions newer than this.
+    migrations_since: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def with_overrides(self, **changes: Any) -> Config:
