@@ -97,7 +97,8 @@ def find_pyproject(start: Path) -> Path | None:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            data: dict[str, Any] = tomllib.load(handle)
+            return data
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
@@ -107,9 +108,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def load(path: Path | None = None, start: Path | None = None) -> Config:
     """Load the config from ``path``, or find it from ``start`` (default: the cwd)."""
     if path is None:
-        path = find_pyproject(start or Path.cwd())
+        start = (start or Path.cwd()).resolve()
+        path = find_pyproject(start)
         if path is None:
-            return Config(root=(start or Path.cwd()).resolve() if start else Path.cwd())
+            return Config(root=start if start.is_dir() else start.parent)
     data = _read_toml(path)
     section = data.get("tool", {}).get(SECTION, {})
     if not isinstance(section, dict):
@@ -130,8 +132,7 @@ def from_mapping(section: Mapping[str, Any], root: Path, source: Path | None = N
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{key} must be a table of glob = [codes]")
             values[attr] = {
-                str(glob): _strings(codes, f"{where}.{key}.{glob}")
-                for glob, codes in value.items()
+                str(glob): _strings(codes, f"{where}.{key}.{glob}") for glob, codes in value.items()
             }
         elif attr == "runtime":
             values[attr] = _runtime(value, f"{where}.runtime")

@@ -70,8 +70,8 @@ class Suppressions:
         # A multi-line construct may carry its noqa on its first or its last line.
         lines = {finding.location.line, finding.location.end_line or finding.location.line}
         for line in sorted(lines):
-            directive = self.lines.get(line)
-            if directive is not None and self._matches(directive, keys, alias):
+            found = self.lines.get(line)
+            if found is not None and self._matches(found, keys, alias):
                 return True
         return False
 

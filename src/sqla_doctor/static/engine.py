@@ -58,8 +58,10 @@ def read_source(path: Path, display: str) -> SourceFile:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
         source = data.decode(encoding)
     except (SyntaxError, UnicodeDecodeError, LookupError) as error:
-        reason = getattr(error, "reason", None) or str(error)
-        item.error = _unparsable(display, 1, 1, f"cannot decode file: {reason}")
+        reason = getattr(error, "reason", None) or getattr(error, "msg", None) or str(error)
+        item.error = _unparsable(
+            display, 1, 1, f"cannot decode file (not UTF-8 or its declared encoding): {reason}"
+        )
         return item
     if source.startswith("\ufeff"):
         source = source[1:]
@@ -117,7 +119,9 @@ class Engine:
         sources = [read_source(path, display_path(path, self.config.root)) for path in files]
         return self.check_sources(sources, scanned_paths=list(paths))
 
-    def check_sources(self, sources: list[SourceFile], scanned_paths: list[Path] | None = None) -> Result:
+    def check_sources(
+        self, sources: list[SourceFile], scanned_paths: list[Path] | None = None
+    ) -> Result:
         result = Result(files=len(sources))
         for item in sources:
             if item.tree is not None:
@@ -132,7 +136,8 @@ class Engine:
             if item.error is not None:
                 raw.append(item.error)
                 continue
-            assert item.tree is not None and item.facts is not None and item.source is not None
+            if item.tree is None or item.facts is None or item.source is None:
+                continue
             ctx = FileContext(item.display, item.source, item.tree, item.facts, index)
             raw.extend(self._run_file_rules(ctx, result))
         project = ProjectContext(
@@ -141,7 +146,7 @@ class Engine:
         for rule_class in self.project_rules:
             try:
                 raw.extend(rule_class().check_project(project))
-            except Exception as error:  # noqa: BLE001 - one rule's bug must not stop the run
+            except Exception as error:
                 result.internal_errors.append(f"{rule_class.code} crashed: {error!r}")
         result.findings = self._filter(raw, suppressions)
         return result
@@ -170,7 +175,7 @@ class Engine:
                     continue
                 try:
                     handler(node)
-                except Exception as error:  # noqa: BLE001 - isolate a rule's bug to that rule
+                except Exception as error:
                     broken.add(owner)
                     rule = handler.__self__  # type: ignore[attr-defined]
                     line = getattr(node, "lineno", 1)
@@ -179,7 +184,9 @@ class Engine:
                     )
         return [finding for rule in rules for finding in rule.findings]
 
-    def _filter(self, findings: Iterable[Finding], suppressions: dict[str, Suppressions]) -> list[Finding]:
+    def _filter(
+        self, findings: Iterable[Finding], suppressions: dict[str, Suppressions]
+    ) -> list[Finding]:
         kept: list[Finding] = []
         alias = self._alias
         for finding in findings:
@@ -259,8 +266,13 @@ def _link_and_order(
     return events
 
 
-def selected_codes(checks: Registry, config: Config, select: Sequence[str] | None,
-                   ignore: Sequence[str] | None, kinds: tuple[Kind, ...]) -> set[str]:
+def selected_codes(
+    checks: Registry,
+    config: Config,
+    select: Sequence[str] | None,
+    ignore: Sequence[str] | None,
+    kinds: tuple[Kind, ...],
+) -> set[str]:
     """The codes a run checks: config and CLI select/ignore, limited to ``kinds``."""
     chosen = checks.expand(select if select else config.select)
     chosen |= checks.expand(config.extend_select)
@@ -278,4 +290,3 @@ def _kind_of(checks: Registry, code: str) -> Kind:
 def check(paths: Sequence[Path], config: Config, selected: set[str]) -> Result:
     """Convenience: run the engine once."""
     return Engine(config, selected).check_paths(paths)
-

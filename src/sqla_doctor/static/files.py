@@ -12,9 +12,26 @@ from pathlib import Path
 # Folders never worth reading (ruff's defaults, plus virtualenvs found by pyvenv.cfg).
 SKIPPED_DIRS = frozenset(
     {
-        ".git", ".hg", ".svn", ".bzr", ".tox", ".nox", ".venv", "venv", ".mypy_cache",
-        ".ruff_cache", ".pytest_cache", "__pycache__", "node_modules", "site-packages",
-        "__pypackages__", ".eggs", "_build", "buck-out", ".direnv", ".pants.d",
+        ".git",
+        ".hg",
+        ".svn",
+        ".bzr",
+        ".tox",
+        ".nox",
+        ".venv",
+        "venv",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        "__pycache__",
+        "node_modules",
+        "site-packages",
+        "__pypackages__",
+        ".eggs",
+        "_build",
+        "buck-out",
+        ".direnv",
+        ".pants.d",
         ".sqla-doctor-cache",
     }
 )

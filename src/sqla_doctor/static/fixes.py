@@ -37,7 +37,11 @@ def apply_fixes(source: str, fixes: Iterable[Fix]) -> tuple[str, int]:
     applied = 0
     for fix in fixes:
         spans = [
-            (_absolute(starts, e.start_line, e.start_col), _absolute(starts, e.end_line, e.end_col), e)
+            (
+                _absolute(starts, e.start_line, e.start_col),
+                _absolute(starts, e.end_line, e.end_col),
+                e,
+            )
             for e in fix.edits
         ]
         if any(a < end and start < b for a, b, _ in spans for start, end in taken):

@@ -38,7 +38,11 @@ def run_example(check: type[Check], case: Valid | Invalid, unsafe: bool = True) 
             raise AssertionError("; ".join(result.internal_errors))
         source = dedent_source(case.code)
         mine = [f for f in result.findings if f.location.path == case.path]
-        fixes = [f.fix for f in mine if f.fix is not None and (unsafe or f.fix.applicability.value == "safe")]
+        fixes = [
+            f.fix
+            for f in mine
+            if f.fix is not None and (unsafe or f.fix.applicability.value == "safe")
+        ]
         fixed, _ = apply_fixes(source, fixes)
         return ExampleRun(findings=result.findings, source=source, fixed=fixed)
 
@@ -70,7 +74,9 @@ def assert_example(check: type[Check], case: Valid | Invalid) -> None:
         assert first.location.line == case.line, f"expected line {case.line}, got {first.location}"
     if case.expected_message is not None:
         messages = [f.message for f in own]
-        assert case.expected_message in messages, f"expected {case.expected_message!r} in {messages}"
+        assert case.expected_message in messages, (
+            f"expected {case.expected_message!r} in {messages}"
+        )
     if case.expected_fix is not None:
         assert run.fixed == dedent_source(case.expected_fix), (
             f"fix differs:\n--- got\n{run.fixed}\n--- expected\n{dedent_source(case.expected_fix)}"

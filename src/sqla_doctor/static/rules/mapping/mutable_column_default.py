@@ -9,7 +9,9 @@ from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _COLUMN_FACTORIES = frozenset({"mapped_column", "Column"})
 _DEFAULT_KEYWORDS = ("default", "insert_default", "onupdate")
-_MUTABLE_CALLS = frozenset({"list", "dict", "set", "bytearray", "defaultdict", "OrderedDict", "Counter", "deque"})
+_MUTABLE_CALLS = frozenset(
+    {"list", "dict", "set", "bytearray", "defaultdict", "OrderedDict", "Counter", "deque"}
+)
 
 
 def _is_mutable(node: ast.expr) -> bool:
@@ -17,7 +19,13 @@ def _is_mutable(node: ast.expr) -> bool:
         return True
     if isinstance(node, ast.Call):
         func = node.func
-        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+        name = (
+            func.id
+            if isinstance(func, ast.Name)
+            else func.attr
+            if isinstance(func, ast.Attribute)
+            else None
+        )
         return name in _MUTABLE_CALLS
     return False
 
@@ -146,6 +154,8 @@ class MutableColumnDefault(Rule):
                     keyword,
                     keyword=keyword.arg,
                     value=value if len(value) <= 30 else value[:27] + "...",
-                    fix=self.replace(keyword.value, f"lambda: {value}", "wrap the default in a lambda"),
+                    fix=self.replace(
+                        keyword.value, f"lambda: {value}", "wrap the default in a lambda"
+                    ),
                     hint=f"use `{keyword.arg}=lambda: {value}` so that each row gets its own copy",
                 )

@@ -37,6 +37,4 @@ class UnusedNoqa(Rule):
         Valid("x = 1\n"),
         Valid("x = 1  # noqa: E501\n"),
     )
-    INVALID = (
-        Invalid("x = 1  # noqa: SQD902, unparsable-file\n", line=1),
-    )
+    INVALID = (Invalid("x = 1  # noqa: SQD902, unparsable-file\n", line=1),)

@@ -1,0 +1,1 @@
+"""The bookstore and users/orders app of the seed articles, with their pitfalls left in."""

@@ -1,0 +1,16 @@
+"""Engines and session factories."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import sessionmaker
+
+DATABASE_URL = "sqlite:///bookstore.db"
+
+SessionLocal = sessionmaker()
+
+
+def make_engine(url: str = DATABASE_URL) -> Engine:
+    engine = create_engine(url, echo=True)
+    SessionLocal.configure(bind=engine)
+    return engine

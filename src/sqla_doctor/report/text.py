@@ -1,0 +1,43 @@
+"""``path:line:col: CODE [*] message``, the fix, related places, and a summary line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqla_doctor.findings import Applicability, Finding
+from sqla_doctor.report import ReportContext
+
+
+def render(findings: Sequence[Finding], context: ReportContext) -> str:
+    lines: list[str] = []
+    for finding in findings:
+        fixable = finding.fix is not None and finding.fix.applicability is not Applicability.NONE
+        marker = " [*]" if fixable else ""
+        lines.append(f"{finding.location}: {finding.code}{marker} {finding.message}")
+        for related in finding.related:
+            lines.append(f"  --> {related.location}: {related.message}")
+        if finding.fix_hint:
+            lines.append(f"  = fix: {finding.fix_hint}")
+    lines.append(summary(findings, context))
+    return "\n".join(lines) + "\n"
+
+
+def summary(findings: Sequence[Finding], context: ReportContext) -> str:
+    where = f" in {context.files} file{'s' if context.files != 1 else ''}" if context.files else ""
+    if not findings:
+        return f"All clean: no findings{where}."
+    safe = sum(
+        1 for f in findings if f.fix is not None and f.fix.applicability is Applicability.SAFE
+    )
+    unsafe = sum(
+        1 for f in findings if f.fix is not None and f.fix.applicability is Applicability.UNSAFE
+    )
+    count = len(findings)
+    text = f"Found {count} finding{'s' if count != 1 else ''}{where}."
+    if safe:
+        text += f" {safe} fixable with `sqla-doctor fix`."
+    if unsafe:
+        text += f" {unsafe} more with `sqla-doctor fix --unsafe-fixes`."
+    codes = sorted({f.code for f in findings})
+    text += f" Run `sqla-doctor explain {codes[0]}` to learn about a rule."
+    return text

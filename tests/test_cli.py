@@ -1,0 +1,258 @@
+"""The `sqla-doctor` command: exit codes, selection, config, bad input, fix, explain, rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import run_cli, write_tree
+
+MUTABLE = """
+import sqlalchemy as sa
+tags = sa.Column(sa.JSON, default=[])
+"""
+
+
+def test_clean_project_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No findings: exit 0 and an explicit all-clean line."""
+    write_tree(tmp_path, {"app.py": "x = 1\n"})
+    result = run_cli(capsys, "check", str(tmp_path))
+    assert result.code == 0
+    assert "All clean: no findings in 1 file." in result.out
+
+
+def test_findings_exit_one_with_path_line_col_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Findings: exit 1, `path:line:col: CODE message` and the fix."""
+    write_tree(tmp_path, {"app.py": MUTABLE})
+    result = run_cli(capsys, "check", str(tmp_path))
+    assert result.code == 1
+    assert "app.py:2:27: SQD501 [*] mutable `default=[]`" in result.out
+    assert "= fix: use `default=lambda: []`" in result.out
+
+
+def test_exit_zero_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"app.py": MUTABLE})
+    assert run_cli(capsys, "check", "--exit-zero", str(tmp_path)).code == 0
+
+
+@pytest.mark.parametrize("flag", ["--ignore", "--select"])
+def test_select_and_ignore_by_code_name_and_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    """Codes, names and prefixes all select; ignoring the code silences it."""
+    write_tree(tmp_path, {"app.py": MUTABLE})
+    for selector in ("SQD501", "mutable-column-default", "SQD5"):
+        result = run_cli(capsys, "check", flag, selector, str(tmp_path))
+        assert result.code == (0 if flag == "--ignore" else 1), (selector, result)
+
+
+def test_unknown_selector_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tree(tmp_path, {"app.py": "x = 1\n"})
+    result = run_cli(capsys, "check", "--select", "SQD999", str(tmp_path))
+    assert result.code == 2
+    assert result.err.count("\n") == 1
+    assert "unknown rule selector 'SQD999'" in result.err
+
+
+def test_missing_path_is_one_line_and_the_run_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing path is reported in one line; the other paths are still checked; exit 2."""
+    write_tree(tmp_path, {"app.py": MUTABLE})
+    result = run_cli(capsys, "check", str(tmp_path / "nope.py"), str(tmp_path / "app.py"))
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [
+        f"sqla-doctor: error: path does not exist: {tmp_path / 'nope.py'}"
+    ]
+    assert "SQD501" in result.out
+
+
+def test_unparsable_and_undecodable_files_are_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A syntax error or bad bytes become SQD901 findings and the other files are checked."""
+    write_tree(
+        tmp_path,
+        {
+            "broken.py": "def f(:\n    pass\n",
+            "latin.py": b"name = '\xe9t\xe9'\n",
+            "nulls.py": b"x = 1\x00\n",
+            "app.py": MUTABLE,
+        },
+    )
+    result = run_cli(capsys, "check", str(tmp_path))
+    assert result.code == 1
+    assert "broken.py:1:7: SQD901 cannot parse file" in result.out
+    assert "latin.py:1:1: SQD901 cannot decode file" in result.out
+    assert "nulls.py:1:1: SQD901" in result.out
+    assert "app.py:2:27: SQD501" in result.out
+
+
+def test_declared_encoding_is_honoured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(
+        tmp_path, {"latin.py": "# -*- coding: latin-1 -*-\nname = 'été'\n".encode("latin-1")}
+    )
+    assert run_cli(capsys, "check", str(tmp_path)).code == 0
+
+
+def test_broken_config_is_one_line_and_defaults_are_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tree(
+        tmp_path,
+        {"pyproject.toml": "[tool.sqla-doctor]\nselect = 3\n", "app.py": MUTABLE},
+    )
+    result = run_cli(capsys, "check", str(tmp_path))
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1
+    assert "select must be a string or a list of strings" in result.err
+    assert "SQD501" in result.out
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(tmp_path, {"pyproject.toml": "[tool.sqla-doctor\n", "app.py": "x = 1\n"})
+    result = run_cli(capsys, "check", str(tmp_path))
+    assert result.code == 2
+    assert "invalid TOML" in result.err
+
+
+def test_config_ignore_and_per_file_ignores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "pyproject.toml": """
+                [tool.sqla-doctor]
+                per-file-ignores = { "legacy/*" = ["mutable-column-default"] }
+            """,
+            "legacy/old.py": MUTABLE,
+            "new.py": MUTABLE,
+        },
+    )
+    result = run_cli(capsys, "check", "--format", "json", str(tmp_path))
+    paths = {f["location"]["path"] for f in json.loads(result.out)["findings"]}
+    assert paths == {"new.py"}
+
+
+def test_exclude_gitignore_and_virtualenvs_are_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "pyproject.toml": '[tool.sqla-doctor]\nexclude = ["generated/"]\n',
+            ".gitignore": "build_output/\n*.tmp.py\n!keep.tmp.py\n",
+            "generated/a.py": MUTABLE,
+            "build_output/b.py": MUTABLE,
+            "scratch.tmp.py": MUTABLE,
+            "keep.tmp.py": MUTABLE,
+            "env/pyvenv.cfg": "home = /usr\n",
+            "env/lib/c.py": MUTABLE,
+            ".venv/lib/d.py": MUTABLE,
+            "src/app.py": MUTABLE,
+        },
+    )
+    result = run_cli(capsys, "check", "--format", "json", str(tmp_path))
+    paths = {f["location"]["path"] for f in json.loads(result.out)["findings"]}
+    assert paths == {"src/app.py", "keep.tmp.py"}
+
+
+def test_default_path_is_the_project_around_the_cwd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tree(tmp_path, {"pyproject.toml": "[tool.sqla-doctor]\n", "pkg/app.py": MUTABLE})
+    monkeypatch.chdir(tmp_path / "pkg")
+    result = run_cli(capsys, "check")
+    assert "pkg/app.py:2:27: SQD501" in result.out
+
+
+def test_noqa_by_code_and_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "a.py": "import sqlalchemy as sa\nx = sa.Column(sa.JSON, default=[])  # noqa: SQD501\n",
+            "b.py": "import sqlalchemy as sa\n"
+            "x = sa.Column(sa.JSON, default=[])  # noqa: mutable-column-default\n",
+            "c.py": "# sqla-doctor: noqa: SQD501\n"
+            "import sqlalchemy as sa\nx = sa.Column(sa.JSON, default=[])\n",
+        },
+    )
+    assert run_cli(capsys, "check", str(tmp_path)).code == 0
+
+
+def test_fix_applies_safe_fixes_and_diff_shows_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tree(tmp_path, {"app.py": MUTABLE})
+    diff = run_cli(capsys, "fix", "--diff", str(tmp_path))
+    assert diff.code == 1
+    assert "+tags = sa.Column(sa.JSON, default=lambda: [])" in diff.out
+    assert "default=[]" in (tmp_path / "app.py").read_text()
+    fixed = run_cli(capsys, "fix", str(tmp_path))
+    assert fixed.code == 0
+    assert (tmp_path / "app.py").read_text().endswith("default=lambda: [])\n")
+    assert run_cli(capsys, "check", str(tmp_path)).code == 0
+
+
+def test_explain_prints_the_rule_page(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "explain", "mutable-column-default")
+    assert result.code == 0
+    assert result.out.startswith("# SQD501: mutable-column-default")
+    assert "## Why is this bad?" in result.out
+    assert run_cli(capsys, "explain", "SQD000").code == 2
+
+
+def test_rules_json_lists_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = json.loads(run_cli(capsys, "rules", "--format", "json").out)
+    row = next(r for r in rows if r["code"] == "SQD501")
+    assert row == {
+        "code": "SQD501",
+        "name": "mutable-column-default",
+        "pitfalls": ["P11"],
+        "kind": "static",
+        "severity": "error",
+        "fix": "safe",
+        "summary": row["summary"],
+    }
+    assert {r["kind"] for r in rows} <= {"static", "runtime", "migration"}
+
+
+def test_baseline_reports_only_new_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_tree(tmp_path, {"app.py": MUTABLE})
+    baseline = tmp_path / "baseline.json"
+    assert run_cli(capsys, "check", "--write-baseline", str(baseline), str(tmp_path)).code == 0
+    # Moving the line does not resurrect it; a second occurrence is new.
+    (tmp_path / "app.py").write_text("\n\n" + MUTABLE + "other = sa.Column(sa.JSON, default={})\n")
+    result = run_cli(capsys, "check", "--baseline", str(baseline), str(tmp_path))
+    assert result.code == 1
+    assert "default={}" in result.out
+    assert "default=[]" not in result.out
+
+
+def test_console_script_runs_without_importing_the_checked_code(tmp_path: Path) -> None:
+    """The checked module would write a file when imported; checking it must not."""
+    marker = tmp_path / "imported"
+    write_tree(tmp_path, {"evil.py": f"open({str(marker)!r}, 'w').write('x')\n" + MUTABLE})
+    proc = subprocess.run(
+        [sys.executable, "-m", "sqla_doctor", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert not marker.exists()
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys).code == 2
