@@ -56,6 +56,8 @@ class Config:
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
     respect_gitignore: bool = True
+    # Seconds one file's analysis may take before it is stopped and reported (0: no limit).
+    file_timeout: float = 20.0
     # `check --since REVISION`: migration checks only look at revisions newer than this.
     migrations_since: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -72,6 +74,7 @@ _TOP_KEYS = {
     "exclude": "exclude",
     "extend-exclude": "extend_exclude",
     "respect-gitignore": "respect_gitignore",
+    "file-timeout": "file_timeout",
     "runtime": "runtime",
 }
 
@@ -128,6 +131,10 @@ def from_mapping(section: Mapping[str, Any], root: Path, source: Path | None = N
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(_TOP_KEYS)})")
         if attr == "respect_gitignore":
             values[attr] = _bool(value, f"{where}.{key}")
+        elif attr == "file_timeout":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{where}.{key} must be a non-negative number of seconds")
+            values[attr] = float(value)
         elif attr == "per_file_ignores":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{key} must be a table of glob = [codes]")

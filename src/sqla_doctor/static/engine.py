@@ -7,10 +7,13 @@ read, decoded or parsed becomes a finding of its own and the run goes on.
 from __future__ import annotations
 
 import ast
+import contextlib
 import fnmatch
 import io
+import signal
+import threading
 import tokenize
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,35 @@ from sqla_doctor.suppression import Suppressions
 
 UNPARSABLE = "SQD901"
 UNUSED_NOQA = "SQD902"
+TIMEOUT = "SQD903"
+
+
+class _FileTimeout(BaseException):
+    """Raised inside a rule by the per-file alarm; a BaseException so rules can't swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (main thread on Unix only; elsewhere no limit)."""
+    usable = (
+        seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def _expired(signum: int, frame: object) -> None:
+        raise _FileTimeout
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -139,7 +171,11 @@ class Engine:
             if item.tree is None or item.facts is None or item.source is None:
                 continue
             ctx = FileContext(item.display, item.source, item.tree, item.facts, index)
-            raw.extend(self._run_file_rules(ctx, result))
+            try:
+                with time_limit(self.config.file_timeout):
+                    raw.extend(self._run_file_rules(ctx, result))
+            except _FileTimeout:
+                raw.append(self._timeout(item.display))
         project = ProjectContext(
             root=self.config.root, index=index, config=self.config, paths=scanned_paths or []
         )
@@ -150,6 +186,17 @@ class Engine:
                 result.internal_errors.append(f"{rule_class.code} crashed: {error!r}")
         result.findings = self._filter(raw, suppressions)
         return result
+
+    def _timeout(self, path: str) -> Finding:
+        check = self.registry.get(TIMEOUT)
+        assert check is not None
+        return Finding(
+            code=check.code,
+            name=check.name,
+            message=check.message.format(seconds=self.config.file_timeout),
+            location=Location(path, 1, 1),
+            severity=check.severity,
+        )
 
     # Rules ---------------------------------------------------------------------------
     def _run_file_rules(self, ctx: FileContext, result: Result) -> list[Finding]:
@@ -190,7 +237,7 @@ class Engine:
         kept: list[Finding] = []
         alias = self._alias
         for finding in findings:
-            if finding.code != UNPARSABLE and finding.code not in self.selected:
+            if finding.code not in (UNPARSABLE, TIMEOUT) and finding.code not in self.selected:
                 continue
             if self._ignored_for_file(finding):
                 continue
