@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sqla_doctor.findings import Finding
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "json", "sarif", "github", "html")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ def renderer(fmt: str) -> Renderer:
         from sqla_doctor.report.sarif import render
     elif fmt == "github":
         from sqla_doctor.report.github import render
+    elif fmt == "html":
+        from sqla_doctor.report.html import render
     else:
         raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     return render
