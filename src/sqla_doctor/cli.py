@@ -42,6 +42,20 @@ def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {number}")
+    return number
+
+
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--select",
@@ -112,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=FORMATS, default="text")
     demo.add_argument("--output", "-o", type=Path, metavar="FILE")
 
+    pool = commands.add_parser(
+        "pool", help="check that every worker's connection pool fits in the PostgreSQL server"
+    )
+    pool.add_argument("url", metavar="URL", help="the app's database URL")
+    pool.add_argument("--workers", type=_positive, default=1, help="processes running the app")
+    pool.add_argument("--engines", type=_positive, default=1, help="engines per process")
+    pool.add_argument("--pool-size", type=_non_negative, default=5)
+    pool.add_argument("--max-overflow", type=_non_negative, default=10)
+
     run = commands.add_parser(
         "run", help="run a command with the runtime doctor installed: sqla-doctor run -- CMD ..."
     )
@@ -144,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo_main(fmt=args.format, output=args.output)
         if args.command == "run":
             return _run(args, errors)
+        if args.command == "pool":
+            return _pool(args, errors)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -335,6 +360,21 @@ def _rules(fmt: str) -> int:
         pitfalls = ",".join(c.pitfalls) or "-"
         print(f"{c.code}  {c.name:<{width}}  {c.kind.value:<9} {c.fix.value:<6} {pitfalls}")
     return EXIT_CLEAN
+
+
+# pool --------------------------------------------------------------------------------------
+def _pool(args: argparse.Namespace, errors: _Errors) -> int:
+    from sqla_doctor.pool_check import PoolCheckError, PoolPlan, read_capacity, report
+
+    plan = PoolPlan(args.workers, args.engines, args.pool_size, args.max_overflow)
+    try:
+        capacity = read_capacity(args.url)
+    except PoolCheckError as error:
+        errors(str(error))
+        return EXIT_ERROR
+    fits, text = report(args.url, capacity, plan)
+    sys.stdout.write(text)
+    return EXIT_CLEAN if fits else EXIT_FINDINGS
 
 
 # run ---------------------------------------------------------------------------------------
