@@ -72,7 +72,7 @@ def read_capacity(raw_url: str) -> ServerCapacity:
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            settings = dict(
+            settings: dict[str, str] = dict(
                 connection.execute(
                     text(
                         "SELECT name, setting FROM pg_settings WHERE name IN "
