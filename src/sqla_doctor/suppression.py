@@ -90,7 +90,7 @@ class Suppressions:
         """Directives (or some of their codes) that suppressed nothing."""
         for directive in [*self.lines.values(), *self.file_wide]:
             if ALL in directive.codes:
-                # A bare line `# noqa` may be meant for another linter; ours is file-wide.
+                # A bare line-level noqa may be meant for another linter; ours is file-wide.
                 if directive.file_wide and not directive.used:
                     yield directive, []
                 continue
