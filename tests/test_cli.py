@@ -256,3 +256,27 @@ def test_console_script_runs_without_importing_the_checked_code(tmp_path: Path) 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys).code == 2
+
+
+def test_diff_against_reports_only_changed_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old findings stay quiet; a new line and a new file are reported."""
+    write_tree(tmp_path, {"old.py": MUTABLE, "pyproject.toml": "[tool.sqla-doctor]\n"})
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base")
+    (tmp_path / "old.py").write_text(MUTABLE.lstrip() + "more = sa.Column(sa.JSON, default={})\n")
+    write_tree(tmp_path, {"new.py": MUTABLE})
+    result = run_cli(capsys, "check", "--format", "json", "--diff-against", "HEAD", str(tmp_path))
+    found = {
+        (f["location"]["path"], f["location"]["line"]) for f in json.loads(result.out)["findings"]
+    }
+    assert found == {("old.py", 3), ("new.py", 2)}
+    bad = run_cli(capsys, "check", "--diff-against", "no-such-rev", str(tmp_path))
+    assert bad.code == 2
+    assert "--diff-against no-such-rev" in bad.err

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="report only findings not recorded in this baseline file",
     )
     check.add_argument(
+        "--diff-against",
+        metavar="REV",
+        help="report only findings on lines changed since this git revision",
+    )
+    check.add_argument(
         "--write-baseline",
         type=Path,
         metavar="FILE",
@@ -240,6 +245,13 @@ def _check(args: argparse.Namespace, errors: _Errors) -> int:
         write_baseline(args.write_baseline, findings)
         print(f"Recorded {len(findings)} findings in {args.write_baseline}.")
         return EXIT_ERROR if errors.count else EXIT_CLEAN
+    if args.diff_against:
+        from sqla_doctor.changed_lines import DiffError, changed_lines, only_changed
+
+        try:
+            findings = only_changed(findings, changed_lines(config.root, args.diff_against))
+        except DiffError as error:
+            errors(f"--diff-against {args.diff_against}: {error}")
     if args.baseline:
         from sqla_doctor.baseline import BaselineError, filter_new
 
