@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -54,6 +55,28 @@ def _non_negative(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, not {number}")
     return number
+
+
+def _add_performance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the cache (.sqla-doctor-cache/)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the cache lives (default: PROJECT/.sqla-doctor-cache)",
+    )
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=_non_negative,
+        default=1,
+        metavar="N",
+        help="worker processes (0: one per CPU; default 1)",
+    )
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
@@ -114,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="record today's findings in FILE (then exit 0)",
     )
     _add_selection(check)
+    _add_performance(check)
 
     fix = commands.add_parser("fix", help="apply fixes (safe ones unless --unsafe-fixes)")
     fix.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     fix.add_argument("--unsafe-fixes", action="store_true", help="also apply unsafe fixes")
     fix.add_argument("--diff", action="store_true", help="show the changes instead of writing them")
     _add_selection(fix)
+    _add_performance(fix)
 
     explain = commands.add_parser("explain", help="print a rule's documentation")
     explain.add_argument("rule", metavar="CODE", help="a rule code (SQD301) or name")
@@ -219,6 +244,7 @@ def _selection(args: argparse.Namespace, config: Config, errors: _Errors) -> set
 def _analyse(
     args: argparse.Namespace, errors: _Errors, since: str | None = None
 ) -> tuple[Config, Result]:
+    from sqla_doctor.static.cache import CACHE_DIR_NAME
     from sqla_doctor.static.engine import Engine
 
     paths = list(args.paths) or [Path.cwd()]
@@ -229,7 +255,9 @@ def _analyse(
         config = config.with_overrides(migrations_since=since)
     selected = _selection(args, config, errors)
     existing = _existing_paths(paths, errors)
-    engine = Engine(config, selected)
+    cache_dir = None if args.no_cache else (args.cache_dir or config.root / CACHE_DIR_NAME)
+    jobs = args.jobs or os.cpu_count() or 1
+    engine = Engine(config, selected, cache_dir=cache_dir, jobs=jobs)
     result = engine.check_paths(existing)
     for message in result.internal_errors:
         errors(f"internal error: {message}")

@@ -9,20 +9,23 @@ from __future__ import annotations
 import ast
 import contextlib
 import fnmatch
+import hashlib
 import io
 import signal
 import threading
 import tokenize
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqla_doctor.config import Config
 from sqla_doctor.findings import Finding, Kind, Location, Severity
 from sqla_doctor.registry import Check, Registry, registry
+from sqla_doctor.static.cache import FileCache
 from sqla_doctor.static.context import FileContext, ProjectContext, set_parent
 from sqla_doctor.static.files import discover, display_path, module_for
 from sqla_doctor.static.index import FileFacts, ProjectIndex
+from sqla_doctor.static.parallel import PARALLEL_MIN_FILES, parallel_prepare, parallel_rules
 from sqla_doctor.static.rule import ProjectRule, Rule
 from sqla_doctor.suppression import Suppressions
 
@@ -69,6 +72,9 @@ class SourceFile:
     tree: ast.Module | None = None
     facts: FileFacts | None = None
     error: Finding | None = None
+    digest: str = ""
+    suppressions: Suppressions | None = None
+    cached: list[Finding] | None = None  # raw findings reused from the cache
 
 
 @dataclass
@@ -86,6 +92,16 @@ def read_source(path: Path, display: str) -> SourceFile:
     except OSError as error:
         item.error = _unparsable(display, 1, 1, f"cannot read file: {error.strerror or error}")
         return item
+    item.digest = content_digest(data)
+    return _decode_and_parse(item, data)
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _decode_and_parse(item: SourceFile, data: bytes) -> SourceFile:
+    display = item.display
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
         source = data.decode(encoding)
@@ -110,6 +126,52 @@ def read_source(path: Path, display: str) -> SourceFile:
     return item
 
 
+class TreeBudget:
+    """Keep parsed trees between the passes while they fit; re-parse the rest later.
+
+    Holding every tree is fastest but makes memory grow with the project; past the budget a
+    file is parsed once more when its rules run, so memory stays flat in the file count.
+    """
+
+    def __init__(self, max_source_bytes: int = 8 * 1024 * 1024) -> None:
+        self.remaining = max_source_bytes
+
+    def keep(self, size: int) -> bool:
+        self.remaining -= size
+        return self.remaining >= 0
+
+
+def extract_facts(item: SourceFile) -> FileFacts:
+    assert item.tree is not None
+    module, is_package = module_for(item.path)
+    return FileFacts.extract(item.display, module, is_package, item.tree)
+
+
+def prepare(
+    path: Path, display: str, cache: FileCache | None = None, budget: TreeBudget | None = None
+) -> SourceFile:
+    """Pass 1 for one file: read, hash, then take its facts from the cache or parse it."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        item = SourceFile(path=path, display=display)
+        item.error = _unparsable(display, 1, 1, f"cannot read file: {error.strerror or error}")
+        return item
+    digest = content_digest(data)
+    if cache is not None:
+        hit = cache.prepared(path, display, digest)
+        if hit is not None:
+            return hit
+    item = _decode_and_parse(SourceFile(path=path, display=display, digest=digest), data)
+    if item.source is not None:
+        item.suppressions = Suppressions.parse(item.source)
+    if item.tree is not None:
+        item.facts = extract_facts(item)
+        if budget is not None and not budget.keep(len(data)):
+            item.tree = item.source = None
+    return item
+
+
 def _unparsable(path: str, line: int, col: int, reason: str) -> Finding:
     return Finding(
         code=UNPARSABLE,
@@ -124,9 +186,19 @@ def _unparsable(path: str, line: int, col: int, reason: str) -> Finding:
 class Engine:
     """Runs a selection of rules over paths."""
 
-    def __init__(self, config: Config, selected: set[str], checks: Registry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        selected: set[str],
+        checks: Registry | None = None,
+        *,
+        cache_dir: Path | None = None,
+        jobs: int = 1,
+    ) -> None:
         self.config = config
         self.selected = selected
+        self.cache_dir = cache_dir
+        self.jobs = max(1, jobs)
         self.registry = checks or registry()
         self.file_rules: list[type[Rule]] = []
         self.project_rules: list[type[ProjectRule]] = []
@@ -148,34 +220,47 @@ class Engine:
                 respect_gitignore=self.config.respect_gitignore,
             )
         )
-        sources = [read_source(path, display_path(path, self.config.root)) for path in files]
-        return self.check_sources(sources, scanned_paths=list(paths))
+        cache = FileCache.load(self.cache_dir) if self.cache_dir is not None else None
+        displays = [display_path(path, self.config.root) for path in files]
+        if self.jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
+            sources = parallel_prepare(files, displays, cache, self.jobs)
+        else:
+            budget = TreeBudget()
+            sources = [prepare(p, d, cache, budget) for p, d in zip(files, displays, strict=True)]
+        return self.check_sources(sources, scanned_paths=list(paths), cache=cache)
 
     def check_sources(
-        self, sources: list[SourceFile], scanned_paths: list[Path] | None = None
+        self,
+        sources: list[SourceFile],
+        scanned_paths: list[Path] | None = None,
+        cache: FileCache | None = None,
     ) -> Result:
         result = Result(files=len(sources))
         for item in sources:
-            if item.tree is not None:
-                module, is_package = module_for(item.path)
-                item.facts = FileFacts.extract(item.display, module, is_package, item.tree)
+            if item.facts is None and item.tree is not None:
+                item.facts = extract_facts(item)
         index = ProjectIndex.build(item.facts for item in sources if item.facts is not None)
-        suppressions: dict[str, Suppressions] = {}
+        findings_key = self._findings_key(sources)
         raw: list[Finding] = []
+        pending: list[SourceFile] = []
         for item in sources:
-            if item.source is not None:
-                suppressions[item.display] = Suppressions.parse(item.source)
             if item.error is not None:
                 raw.append(item.error)
+            elif item.facts is None:
                 continue
-            if item.tree is None or item.facts is None or item.source is None:
-                continue
-            ctx = FileContext(item.display, item.source, item.tree, item.facts, index)
-            try:
-                with time_limit(self.config.file_timeout):
-                    raw.extend(self._run_file_rules(ctx, result))
-            except _FileTimeout:
-                raw.append(self._timeout(item.display))
+            elif cache is not None and (hit := cache.findings(item, findings_key)) is not None:
+                raw.extend(hit)
+            else:
+                pending.append(item)
+        if self.jobs > 1 and len(pending) >= PARALLEL_MIN_FILES:
+            produced = parallel_rules(self, pending, index)
+        else:
+            produced = [self.run_rules(item, index) for item in pending]
+        for item, (findings, errors) in zip(pending, produced, strict=True):
+            raw.extend(findings)
+            result.internal_errors.extend(errors)
+            if cache is not None and not errors:
+                cache.store_findings(item, findings_key, findings)
         project = ProjectContext(
             root=self.config.root, index=index, config=self.config, paths=scanned_paths or []
         )
@@ -184,8 +269,44 @@ class Engine:
                 raw.extend(rule_class().check_project(project))
             except Exception as error:
                 result.internal_errors.append(f"{rule_class.code} crashed: {error!r}")
+        suppressions = {
+            item.display: item.suppressions for item in sources if item.suppressions is not None
+        }
         result.findings = self._filter(raw, suppressions)
+        if cache is not None:
+            cache.save(sources)
         return result
+
+    def _findings_key(self, sources: list[SourceFile]) -> str:
+        """What a file's findings depend on besides its own text: the rules run and every
+        file's facts (a rule may read the whole project index)."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(",".join(sorted(c.__name__ for c in self.file_rules)).encode())
+        digest.update(repr(replace(self.config, root=Path("."), source=None)).encode())
+        for item in sorted(sources, key=lambda i: i.display):
+            digest.update(item.display.encode())
+            digest.update(item.digest.encode() if item.facts is not None else b"-")
+        return digest.hexdigest()
+
+    def run_rules(self, item: SourceFile, index: ProjectIndex) -> tuple[list[Finding], list[str]]:
+        """The raw findings of one file (re-parsing it if its tree was not kept)."""
+        if item.tree is None:
+            reparsed = read_source(item.path, item.display)
+            if reparsed.tree is None or reparsed.source is None:
+                return ([reparsed.error] if reparsed.error else []), []
+            item.tree, item.source = reparsed.tree, reparsed.source
+        assert item.facts is not None
+        assert item.source is not None
+        ctx = FileContext(item.display, item.source, item.tree, item.facts, index)
+        result = Result()
+        try:
+            with time_limit(self.config.file_timeout):
+                findings = self._run_file_rules(ctx, result)
+        except _FileTimeout:
+            findings = [self._timeout(item.display)]
+        # The tree is not needed any more; dropping it keeps memory flat in the file count.
+        item.tree = None
+        return findings, result.internal_errors
 
     def _timeout(self, path: str) -> Finding:
         check = self.registry.get(TIMEOUT)
