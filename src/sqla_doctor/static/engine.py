@@ -9,11 +9,13 @@ from __future__ import annotations
 import ast
 import contextlib
 import fnmatch
+import gc
 import hashlib
 import io
 import signal
 import threading
 import tokenize
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +40,16 @@ class _FileTimeout(BaseException):
     """Raised inside a rule by the per-file alarm; a BaseException so rules can't swallow it."""
 
 
+def _in_finalizer(frame: types.FrameType | None) -> bool:
+    """Whether ``frame`` runs inside a gc callback (hypothesis installs one) or ``__del__``."""
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Interrupt the block after ``seconds`` (main thread on Unix only; elsewhere no limit)."""
@@ -50,11 +62,14 @@ def time_limit(seconds: float) -> Iterator[None]:
         yield
         return
 
-    def _expired(signum: int, frame: object) -> None:
-        raise _FileTimeout
+    def _expired(signum: int, frame: types.FrameType | None) -> None:
+        if not _in_finalizer(frame):
+            raise _FileTimeout
 
     previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Repeat every 50 ms: an alarm that lands in a gc callback or __del__ does not raise
+    # there (Python would swallow it as "Exception ignored in ..."); the next one does.
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
     try:
         yield
     finally:

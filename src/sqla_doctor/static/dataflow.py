@@ -1,0 +1,1893 @@
+"""Intra-file data flow: what reaches a name, what a string is built from, what an object is.
+
+Three questions rules keep asking, answered from one parsed file without running it:
+
+- :class:`DataFlow` — which bindings of a name may reach a given use (``sql = f"..."`` two
+  lines up, a ``for`` target, a parameter, an import). Flow-sensitive inside the function
+  (or module body) that owns the name, so ``sql = "SELECT 1"`` on one line and
+  ``sql = f"... {x}"`` on the next are told apart; names from enclosing scopes are answered
+  with every binding there, because a closure or a function body runs later.
+- :class:`StringFlow` — whether a string expression is a constant, or built by f-string,
+  ``%``, ``.format()``, ``+`` or ``str.join()`` from values that are not, and which values
+  those are. Follows names through :class:`DataFlow`; anything it cannot see into (a call,
+  a parameter, an attribute) is *opaque*, never guessed.
+- :class:`SqlaObjects` — whether an expression denotes a SQLAlchemy session, session
+  factory, engine or connection: by constructor, factory product (across modules through
+  the project index), ``with`` target, annotation (``Annotated[Session, Depends(...)]``
+  included), FastAPI ``Depends(get_db)``, Flask-SQLAlchemy's ``db.session`` and
+  ``self.session`` attributes assigned in the class.
+
+Everything is computed on demand and cached per node; rules build one instance per file.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import functools
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.context import FileContext
+
+__all__ = [
+    "Binding",
+    "BindingKind",
+    "DataFlow",
+    "Interpolation",
+    "ObjectKind",
+    "SqlaObjects",
+    "StringFlow",
+    "StringPrefix",
+    "StringValue",
+    "ValueState",
+    "call_keyword",
+    "expr_is_class_like",
+    "has_star_kwargs",
+    "is_false_literal",
+    "is_truthy_literal",
+    "source_segment",
+]
+
+_SCOPES = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+_MAX_DEPTH = 24
+_MAX_LOOP_PASSES = 8
+
+
+# Bindings -----------------------------------------------------------------------------
+class BindingKind(enum.Enum):
+    """How a binding gives a name its value."""
+
+    ASSIGN = "assign"  # x = v, x: T = v, (x := v), a, b = v1, v2
+    AUG_ASSIGN = "aug_assign"  # x += v: the previous value combined with v
+    ANNOTATION = "annotation"  # x: T with no value (binds nothing at run time; types only)
+    PARAMETER = "parameter"  # a function or lambda parameter
+    LOOP = "loop"  # for x in v / [... for x in v]: one element of v
+    WITH = "with"  # with v as x: what v.__enter__() returns
+    IMPORT = "import"
+    DEFINITION = "definition"  # def x / class x
+    OTHER = "other"  # except ... as x, match captures, unpacking we cannot follow
+
+
+@dataclass(frozen=True, eq=False)
+class Binding:
+    """One place that binds a name. Compared by identity: each is one place in the tree.
+
+    ``value`` is the expression whose value (or, for LOOP, one element of which; for WITH,
+    the context manager of which) the name receives. ``path`` locates the name inside an
+    unpacking target: ``(1,)`` for ``b`` in ``for a, b in pairs``.
+    """
+
+    name: str
+    kind: BindingKind
+    node: ast.AST
+    value: ast.expr | None = None
+    path: tuple[int, ...] = ()
+    annotation: ast.expr | None = None
+    op: ast.operator | None = None
+    target: ast.expr | None = None
+    default: ast.expr | None = None
+
+    @property
+    def line(self) -> int:
+        where = self.node if hasattr(self.node, "lineno") else self.target
+        return int(getattr(where, "lineno", 0))
+
+
+def _target_bindings(
+    target: ast.expr,
+    kind: BindingKind,
+    node: ast.AST,
+    value: ast.expr | None,
+    path: tuple[int, ...] = (),
+) -> Iterator[Binding]:
+    """Bindings made by assigning ``value`` to ``target`` (names only; attributes bind none)."""
+    if isinstance(target, ast.Name):
+        yield Binding(target.id, kind, node, value=value, path=path, target=target)
+    elif isinstance(target, (ast.Tuple, ast.List)):
+        literal = (
+            value
+            if kind is BindingKind.ASSIGN
+            and not path
+            and isinstance(value, (ast.Tuple, ast.List))
+            and len(value.elts) == len(target.elts)
+            and not any(isinstance(e, ast.Starred) for e in (*value.elts, *target.elts))
+            else None
+        )
+        for index, element in enumerate(target.elts):
+            if literal is not None:
+                # `a, b = "x", y`: each name gets its own element directly.
+                yield from _target_bindings(element, kind, node, literal.elts[index])
+            elif isinstance(element, ast.Starred):
+                yield from _target_bindings(element.value, BindingKind.OTHER, node, None)
+            else:
+                yield from _target_bindings(element, kind, node, value, (*path, index))
+    elif isinstance(target, ast.Starred):
+        yield from _target_bindings(target.value, BindingKind.OTHER, node, None)
+
+
+def _walrus_bindings(node: ast.AST) -> Iterator[Binding]:
+    """``(x := v)`` anywhere in an expression, comprehensions included (PEP 572), lambdas not."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.NamedExpr) and isinstance(current.target, ast.Name):
+            yield Binding(
+                current.target.id, BindingKind.ASSIGN, current, value=current.value,
+                target=current.target,
+            )
+        for child in ast.iter_child_nodes(current):
+            if not isinstance(child, (*_NESTED, ast.stmt)):
+                stack.append(child)
+
+
+def _header_expressions(stmt: ast.stmt) -> list[ast.AST]:
+    """The expressions a statement evaluates itself (not those of the blocks it holds)."""
+    if isinstance(stmt, (ast.If, ast.While)):
+        return [stmt.test]
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        return [stmt.iter]
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        return [item.context_expr for item in stmt.items]
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = stmt.args
+        defaults = [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
+        return [*stmt.decorator_list, *defaults]
+    if isinstance(stmt, ast.ClassDef):
+        return [*stmt.decorator_list, *stmt.bases, *(k.value for k in stmt.keywords)]
+    if isinstance(stmt, ast.Try) or _is_try_star(stmt):
+        return []
+    if _is_match(stmt):
+        return [stmt.subject]  # type: ignore[attr-defined]
+    return [stmt]
+
+
+def _is_try_star(stmt: ast.AST) -> bool:
+    return type(stmt).__name__ == "TryStar"
+
+
+def _is_match(stmt: ast.AST) -> bool:
+    return type(stmt).__name__ == "Match"
+
+
+def _simple_bindings(stmt: ast.stmt) -> list[Binding]:
+    """Bindings a non-compound statement makes, in order (walrus first: it runs first)."""
+    found = list(_walrus_bindings(stmt))
+    if isinstance(stmt, ast.Assign):
+        for target in stmt.targets:
+            found.extend(_target_bindings(target, BindingKind.ASSIGN, stmt, stmt.value))
+    elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        kind = BindingKind.ASSIGN if stmt.value is not None else BindingKind.ANNOTATION
+        found.append(
+            Binding(
+                stmt.target.id, kind, stmt, value=stmt.value, annotation=stmt.annotation,
+                target=stmt.target,
+            )
+        )
+    elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+        found.append(
+            Binding(
+                stmt.target.id, BindingKind.AUG_ASSIGN, stmt, value=stmt.value, op=stmt.op,
+                target=stmt.target,
+            )
+        )
+    elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        for alias in stmt.names:
+            if alias.name == "*":
+                continue
+            local = alias.asname or alias.name.split(".")[0]
+            found.append(Binding(local, BindingKind.IMPORT, stmt))
+    return found
+
+
+def _parameters(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[Binding]:
+    args = function.args
+    positional = [*args.posonlyargs, *args.args]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+    defaults.extend(args.defaults)
+    found = [
+        Binding(a.arg, BindingKind.PARAMETER, a, annotation=a.annotation, default=d)
+        for a, d in zip(positional, defaults, strict=True)
+    ]
+    found.extend(
+        Binding(a.arg, BindingKind.PARAMETER, a, annotation=a.annotation, default=d)
+        for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+    )
+    for extra in (args.vararg, args.kwarg):
+        if extra is not None:
+            found.append(Binding(extra.arg, BindingKind.OTHER, extra, annotation=extra.annotation))
+    return found
+
+
+def _statement_blocks(stmt: ast.stmt) -> list[list[ast.stmt]]:
+    blocks: list[list[ast.stmt]] = []
+    for name in ("body", "orelse", "finalbody"):
+        block = getattr(stmt, name, None)
+        if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+            blocks.append(block)
+    for handler in getattr(stmt, "handlers", ()) or ():
+        blocks.append(handler.body)
+    for case in getattr(stmt, "cases", ()) or ():
+        blocks.append(case.body)
+    return blocks
+
+
+def _compound_bindings(stmt: ast.stmt) -> list[Binding]:
+    """Bindings a compound statement makes in its header (targets, `as` names, def names)."""
+    found: list[Binding] = []
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        found.extend(_target_bindings(stmt.target, BindingKind.LOOP, stmt, stmt.iter))
+    elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+        for item in stmt.items:
+            if item.optional_vars is not None:
+                found.extend(
+                    _target_bindings(item.optional_vars, BindingKind.WITH, stmt, item.context_expr)
+                )
+    elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        found.append(Binding(stmt.name, BindingKind.DEFINITION, stmt))
+    elif isinstance(stmt, ast.Try) or _is_try_star(stmt):
+        for handler in stmt.handlers:  # type: ignore[attr-defined]
+            if handler.name:
+                found.append(Binding(handler.name, BindingKind.OTHER, handler))
+    elif _is_match(stmt):
+        for case in stmt.cases:  # type: ignore[attr-defined]
+            for sub in ast.walk(case.pattern):
+                name = getattr(sub, "name", None) or getattr(sub, "rest", None)
+                if isinstance(name, str):
+                    found.append(Binding(name, BindingKind.OTHER, sub))
+    return found
+
+
+def _is_compound(stmt: ast.stmt) -> bool:
+    return isinstance(
+        stmt, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try)
+    ) or _is_try_star(stmt) or _is_match(stmt)
+
+
+def _declared(body: Sequence[ast.stmt], kind: type[ast.Global] | type[ast.Nonlocal]) -> set[str]:
+    names: set[str] = set()
+    stack = list(body)
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, kind):
+            names.update(stmt.names)
+        elif not isinstance(stmt, _NESTED):
+            for block in _statement_blocks(stmt):
+                stack.extend(block)
+    return names
+
+
+@dataclass
+class _Scope:
+    node: ast.AST
+    bindings: dict[str, list[Binding]]
+    global_names: set[str]
+    nonlocal_names: set[str]
+
+
+class _Reach:
+    """Reaching definitions of one name at one use, by walking the owning scope's body once.
+
+    Loops are walked to a fixpoint; ``try`` handlers start from every state the body may
+    have been in; ``return``/``raise``/``break``/``continue`` end their path.
+    """
+
+    def __init__(self, flow: DataFlow, name: str, on_path: set[int]) -> None:
+        self.flow = flow
+        self.name = name
+        self.on_path = on_path
+        self.found: set[Binding] = set()
+        self.loops: list[tuple[list[frozenset[Binding]], list[frozenset[Binding]]]] = []
+
+    def apply(self, state: frozenset[Binding], bindings: Iterable[Binding]) -> frozenset[Binding]:
+        for binding in bindings:
+            if binding.name != self.name:
+                continue
+            if binding.kind is BindingKind.ANNOTATION:
+                state = state | {binding}
+            else:
+                state = frozenset({binding})
+        return state
+
+    def block(
+        self, stmts: Sequence[ast.stmt], state: frozenset[Binding] | None
+    ) -> frozenset[Binding] | None:
+        for stmt in stmts:
+            if state is None:
+                return None
+            state = self.statement(stmt, state)
+        return state
+
+    def statement(self, stmt: ast.stmt, state: frozenset[Binding]) -> frozenset[Binding] | None:
+        on_path = id(stmt) in self.on_path
+        if not _is_compound(stmt) and not isinstance(stmt, _NESTED):
+            if on_path:
+                self.found |= state
+            if isinstance(stmt, (ast.Return, ast.Raise)):
+                return None
+            if isinstance(stmt, (ast.Break, ast.Continue)):
+                if self.loops:
+                    self.loops[-1][0 if isinstance(stmt, ast.Break) else 1].append(state)
+                return None
+            if isinstance(stmt, ast.Delete):
+                targets = [t for t in stmt.targets if isinstance(t, ast.Name)]
+                if any(t.id == self.name for t in targets):
+                    return frozenset()
+            return self.apply(state, self.flow.simple_bindings(stmt))
+        if isinstance(stmt, _NESTED):
+            # Walked only when the use is in a decorator, default, annotation or base (a
+            # use inside the body belongs to that scope), or is the class statement itself.
+            if on_path:
+                self.found |= state
+            return self.apply(state, self.flow.compound_bindings(stmt))
+        headers = _header_expressions(stmt)
+        if on_path and any(id(h) in self.on_path for h in headers):
+            self.found |= state
+        state = self.apply(state, self.flow.header_walruses(stmt))
+        if isinstance(stmt, ast.If):
+            return _union(self.block(stmt.body, state), self.block(stmt.orelse, state))
+        if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
+            return self.loop(stmt, state)
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            return self.block(stmt.body, self.apply(state, self.flow.compound_bindings(stmt)))
+        if isinstance(stmt, ast.Try) or _is_try_star(stmt):
+            return self.try_(stmt, state)
+        if _is_match(stmt):
+            outs: list[frozenset[Binding] | None] = [state]
+            for case in stmt.cases:  # type: ignore[attr-defined]
+                captured = [
+                    b for b in self.flow.compound_bindings(stmt)
+                    if any(b.node is sub for sub in ast.walk(case.pattern))
+                ]
+                case_state = self.apply(state, captured)
+                if case.guard is not None and id(case.guard) in self.on_path:
+                    self.found |= case_state
+                outs.append(self.block(case.body, case_state))
+            return _union(*outs)
+        return state
+
+    def loop(
+        self, stmt: ast.For | ast.AsyncFor | ast.While, state: frozenset[Binding]
+    ) -> frozenset[Binding] | None:
+        targets = self.flow.compound_bindings(stmt) if not isinstance(stmt, ast.While) else []
+        head = state
+        breaks: list[frozenset[Binding]] = []
+        for _ in range(_MAX_LOOP_PASSES):
+            if isinstance(stmt, ast.While) and id(stmt.test) in self.on_path:
+                self.found |= head
+            self.loops.append(([], []))
+            out = self.block(stmt.body, self.apply(head, targets))
+            breaks, continues = self.loops.pop()
+            new_head = _union(head, out, *continues) or head
+            if new_head == head:
+                break
+            head = new_head
+        endless = isinstance(stmt, ast.While) and _is_true(stmt.test)
+        after = None if endless else self.block(stmt.orelse, head)
+        return _union(after, *breaks)
+
+    def try_(self, stmt: ast.stmt, state: frozenset[Binding]) -> frozenset[Binding] | None:
+        body: list[ast.stmt] = stmt.body  # type: ignore[attr-defined]
+        body_out = self.block(body, state)
+        anywhere = frozenset(b for b in self.flow.block_bindings(body) if b.name == self.name)
+        entry = state | anywhere | (body_out or frozenset())
+        outs: list[frozenset[Binding] | None] = []
+        caught = self.flow.compound_bindings(stmt)
+        for handler in stmt.handlers:  # type: ignore[attr-defined]
+            named = [b for b in caught if b.node is handler]
+            outs.append(self.block(handler.body, self.apply(entry, named)))
+        orelse: list[ast.stmt] = stmt.orelse  # type: ignore[attr-defined]
+        outs.append(self.block(orelse, body_out) if body_out is not None else None)
+        merged = _union(*outs)
+        finalbody: list[ast.stmt] = stmt.finalbody  # type: ignore[attr-defined]
+        if not finalbody:
+            return merged
+        return self.block(finalbody, _union(merged, entry) or entry)
+
+
+def _union(*states: frozenset[Binding] | None) -> frozenset[Binding] | None:
+    result: frozenset[Binding] | None = None
+    for state in states:
+        if state is not None:
+            result = state if result is None else result | state
+    return result
+
+
+def _is_true(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and bool(node.value) is True
+
+
+def _position(node: ast.AST) -> tuple[int, int]:
+    return int(getattr(node, "lineno", 0)), int(getattr(node, "col_offset", 0))
+
+
+class DataFlow:
+    """Which bindings of a name may reach a use, in one file (parents must be linked)."""
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self._scopes: dict[int, _Scope] = {}
+        self._cache: dict[int, tuple[Binding, ...]] = {}
+        # Bindings are made once per statement: the reaching walk compares them by
+        # identity, and its loop fixpoint only converges if they stay the same objects.
+        self._simple: dict[int, list[Binding]] = {}
+        self._compound: dict[int, list[Binding]] = {}
+        self._walruses: dict[int, list[Binding]] = {}
+        self._blocks: dict[int, list[Binding]] = {}
+
+    # Bindings per statement --------------------------------------------------------
+    def simple_bindings(self, stmt: ast.stmt) -> list[Binding]:
+        found = self._simple.get(id(stmt))
+        if found is None:
+            found = self._simple[id(stmt)] = _simple_bindings(stmt)
+        return found
+
+    def compound_bindings(self, stmt: ast.stmt) -> list[Binding]:
+        found = self._compound.get(id(stmt))
+        if found is None:
+            found = self._compound[id(stmt)] = [
+                *self.header_walruses(stmt), *_compound_bindings(stmt)
+            ]
+        return found
+
+    def header_walruses(self, stmt: ast.stmt) -> list[Binding]:
+        found = self._walruses.get(id(stmt))
+        if found is None:
+            found = self._walruses[id(stmt)] = [
+                b for h in _header_expressions(stmt) if h is not stmt for b in _walrus_bindings(h)
+            ]
+        return found
+
+    def block_bindings(self, body: Sequence[ast.stmt]) -> list[Binding]:
+        """Every binding in ``body`` and the blocks it holds, nested scopes excluded."""
+        key = id(body)
+        found = self._blocks.get(key)
+        if found is not None:
+            return found
+        found = []
+        stack = list(reversed(body))
+        while stack:
+            stmt = stack.pop()
+            if isinstance(stmt, _NESTED) or _is_compound(stmt):
+                found.extend(self.compound_bindings(stmt))
+                if isinstance(stmt, _NESTED):
+                    continue
+                for block in reversed(_statement_blocks(stmt)):
+                    stack.extend(reversed(block))
+            else:
+                found.extend(self.simple_bindings(stmt))
+        self._blocks[key] = found
+        return found
+
+    # Scopes ------------------------------------------------------------------------
+    def scope_of(self, node: ast.AST) -> ast.AST:
+        """The function, lambda, class or module whose namespace ``node`` is evaluated in."""
+        child = node
+        for ancestor in self.ctx.ancestors(node):
+            if isinstance(ancestor, _SCOPES):
+                if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    # Decorators, defaults, bases and annotations run in the enclosing scope.
+                    inside = [*ancestor.body]
+                    if not any(child is stmt for stmt in inside):
+                        child = ancestor
+                        continue
+                if isinstance(ancestor, ast.Lambda) and child is not ancestor.body:
+                    child = ancestor
+                    continue
+                return ancestor
+            child = ancestor
+        return self.ctx.tree
+
+    def _scope(self, node: ast.AST) -> _Scope:
+        cached = self._scopes.get(id(node))
+        if cached is not None:
+            return cached
+        bindings: dict[str, list[Binding]] = {}
+        body: list[ast.stmt] = []
+        if isinstance(node, _FUNCTIONS):
+            for parameter in _parameters(node):
+                bindings.setdefault(parameter.name, []).append(parameter)
+            if isinstance(node, ast.Lambda):
+                for walrus in _walrus_bindings(node.body):
+                    bindings.setdefault(walrus.name, []).append(walrus)
+            else:
+                body = node.body
+        elif isinstance(node, (ast.Module, ast.ClassDef)):
+            body = node.body
+        for binding in self.block_bindings(body):
+            bindings.setdefault(binding.name, []).append(binding)
+        scope = _Scope(
+            node, bindings, _declared(body, ast.Global), _declared(body, ast.Nonlocal)
+        )
+        self._scopes[id(node)] = scope
+        return scope
+
+    def scope_bindings(self, scope: ast.AST, name: str) -> tuple[Binding, ...]:
+        """Every binding of ``name`` in ``scope`` (flow-insensitive, nested scopes excluded)."""
+        return tuple(self._scope(scope).bindings.get(name, ()))
+
+    # Reaching bindings -------------------------------------------------------------
+    def bindings(self, name: ast.Name) -> tuple[Binding, ...]:
+        """The bindings of ``name`` that may reach it; () when it is bound nowhere in the file.
+
+        In its own scope, only the bindings that reach this point along some path; from an
+        enclosing function or the module, all of that scope's bindings.
+        """
+        cached = self._cache.get(id(name))
+        if cached is None:
+            cached = self._compute(name)
+            self._cache[id(name)] = cached
+        return cached
+
+    def bindings_before(self, binding: Binding) -> tuple[Binding, ...]:
+        """For ``x += v`` (or ``x = x + v``): the bindings of ``x`` reaching that statement."""
+        target = binding.target
+        if isinstance(target, ast.Name):
+            return self.bindings(target)
+        return ()
+
+    def _compute(self, name: ast.Name) -> tuple[Binding, ...]:
+        comprehension = self._comprehension_bindings(name)
+        if comprehension:
+            return comprehension
+        use: ast.AST = name
+        scope = self.scope_of(name)
+        flow_sensitive = True
+        while True:
+            info = self._scope(scope)
+            if name.id in info.global_names:
+                module = self.scope_bindings(self.ctx.tree, name.id)
+                if flow_sensitive and name.id in info.bindings:
+                    # `global x; x = ...; use(x)`: this function's own assignments first.
+                    return self._reaching(scope, name.id, use, frozenset(module))
+                return module
+            if name.id in info.bindings and name.id not in info.nonlocal_names:
+                if flow_sensitive:
+                    return self._reaching(scope, name.id, use)
+                return tuple(info.bindings[name.id])
+            if isinstance(scope, ast.Module):
+                return ()
+            outer = self.scope_of(scope)
+            if isinstance(scope, ast.ClassDef):
+                # A class body sees the enclosing scope as it is where the class is defined.
+                use = scope
+            else:
+                # A function body runs later: every binding of the enclosing scope counts,
+                # and methods do not see their class's attributes.
+                flow_sensitive = False
+                while isinstance(outer, ast.ClassDef):
+                    outer = self.scope_of(outer)
+            scope = outer
+
+    def _reaching(
+        self, scope: ast.AST, name: str, use: ast.AST, start: frozenset[Binding] | None = None
+    ) -> tuple[Binding, ...]:
+        info = self._scope(scope)
+        if isinstance(scope, ast.Lambda):
+            return tuple(info.bindings.get(name, ()))
+        on_path = {id(use)}
+        on_path.update(id(a) for a in self.ctx.ancestors(use))
+        walker = _Reach(self, name, on_path)
+        if start is None:
+            start = frozenset(
+                b for b in info.bindings.get(name, ()) if b.kind is BindingKind.PARAMETER
+            )
+        body: list[ast.stmt] = getattr(scope, "body", [])
+        walker.block(body, start)
+        return tuple(sorted(walker.found, key=lambda b: _position(b.node)))
+
+    def _comprehension_bindings(self, name: ast.Name) -> tuple[Binding, ...]:
+        for ancestor in self.ctx.ancestors(name):
+            if isinstance(ancestor, _SCOPES):
+                return ()
+            if not isinstance(ancestor, _COMPREHENSIONS):
+                continue
+            generators = ancestor.generators
+            # Targets bind for what follows them; the first iterable runs outside.
+            limit = len(generators)
+            for index, generator in enumerate(generators):
+                if _contains(generator.iter, name):
+                    limit = index
+                    break
+                if _contains(generator, name):
+                    limit = index + 1
+                    break
+            found = [
+                b
+                for generator in generators[:limit]
+                for b in self._generator_bindings(generator)
+                if b.name == name.id
+            ]
+            if found:
+                return (found[-1],)
+        return ()
+
+    def _generator_bindings(self, generator: ast.comprehension) -> list[Binding]:
+        found = self._compound.get(id(generator))
+        if found is None:
+            found = self._compound[id(generator)] = list(
+                _target_bindings(generator.target, BindingKind.LOOP, generator, generator.iter)
+            )
+        return found
+
+    # Mutations ---------------------------------------------------------------------
+    def method_calls(self, name: ast.Name, methods: Iterable[str]) -> list[ast.Call]:
+        """Calls ``name.<method>(...)`` in the scope owning ``name``, placed before it.
+
+        For containers filled step by step: ``parts.append(f"... {x}")``.
+        """
+        wanted = set(methods)
+        scope = self.scope_of(name)
+        limit = _position(name)
+        found: list[ast.Call] = []
+        body: list[ast.stmt] = getattr(scope, "body", [])
+        if not isinstance(body, list):
+            return found
+        for stmt in body:
+            for node in _walk_scope(stmt):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in wanted
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == name.id
+                    and _position(node) < limit
+                ):
+                    found.append(node)
+        return found
+
+    def function_named(self, name: ast.Name) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        """The ``def`` a name refers to, when that is the only thing it is bound to here."""
+        bindings = self.bindings(name)
+        if len(bindings) == 1:
+            node = bindings[0].node
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                return node
+        return None
+
+
+def _walk_scope(node: ast.AST) -> Iterator[ast.AST]:
+    """``ast.walk`` that does not enter nested functions, lambdas or classes."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        for child in ast.iter_child_nodes(current):
+            if not isinstance(child, _NESTED):
+                stack.append(child)
+
+
+def _last_name(expr: ast.expr) -> str:
+    """``Depends`` for both ``Depends`` and ``fastapi.Depends``; "" for anything else."""
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    return ""
+
+
+def _contains(tree: ast.AST, node: ast.AST) -> bool:
+    return any(sub is node for sub in ast.walk(tree))
+
+
+# Source text --------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _physical_lines(source: str) -> tuple[str, ...]:
+    # The line breaks the tokenizer knows; str.splitlines() also breaks on \f and \x1c.
+    return tuple(re.split(r"\r\n|\r|\n", source))
+
+
+def source_segment(ctx: FileContext, node: ast.AST) -> str:
+    """``node``'s source text (what ``FileContext.text`` gives, without re-splitting the
+    file on every call)."""
+    lineno = getattr(node, "lineno", None)
+    end_lineno = getattr(node, "end_lineno", None)
+    col = getattr(node, "col_offset", None)
+    end_col = getattr(node, "end_col_offset", None)
+    if lineno is None or end_lineno is None or col is None or end_col is None:
+        return ""
+    lines = _physical_lines(ctx.source)
+    if not 0 < lineno <= end_lineno <= len(lines):
+        return ""
+    chosen = [line.encode("utf-8") for line in lines[lineno - 1 : end_lineno]]
+    if len(chosen) == 1:
+        return chosen[0][col:end_col].decode("utf-8", errors="replace")
+    chosen[0] = chosen[0][col:]
+    chosen[-1] = chosen[-1][:end_col]
+    return "\n".join(part.decode("utf-8", errors="replace") for part in chosen)
+
+
+# Call helpers -------------------------------------------------------------------------
+def call_keyword(call: ast.Call, name: str) -> ast.keyword | None:
+    """The keyword argument ``name=`` of a call, if given."""
+    for keyword in call.keywords:
+        if keyword.arg == name:
+            return keyword
+    return None
+
+
+def has_star_kwargs(call: ast.Call) -> bool:
+    """``f(**options)``: any keyword may hide inside; callers should not conclude absence."""
+    return any(keyword.arg is None for keyword in call.keywords)
+
+
+def is_truthy_literal(node: ast.expr) -> bool:
+    """A literal that is true (``True``, ``1``, ``"debug"``)."""
+    return isinstance(node, ast.Constant) and node.value is not None and bool(node.value)
+
+
+def is_false_literal(node: ast.expr) -> bool:
+    """A literal that is false (``False``, ``0``, ``None``, ``""``)."""
+    return isinstance(node, ast.Constant) and not node.value
+
+
+# Strings ------------------------------------------------------------------------------
+class ValueState(enum.Enum):
+    """What is known of a value's text."""
+
+    STATIC = "static"  # fixed by the source: literals, constants, numbers
+    DYNAMIC = "dynamic"  # a string built from at least one value that is not static
+    OPAQUE = "opaque"  # not knowable here: a parameter, a call, an attribute
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """A non-static value spliced into a string, how, and where the splicing happens."""
+
+    value: ast.expr
+    how: str
+    at: ast.AST
+
+
+@dataclass(frozen=True)
+class StringValue:
+    state: ValueState
+    is_str: bool = False
+    interpolations: tuple[Interpolation, ...] = ()
+
+    @property
+    def dynamic(self) -> bool:
+        return self.state is ValueState.DYNAMIC
+
+
+_STATIC = StringValue(ValueState.STATIC, is_str=False)
+_STATIC_STR = StringValue(ValueState.STATIC, is_str=True)
+_OPAQUE = StringValue(ValueState.OPAQUE)
+_UPPER = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
+_NUMERIC_BUILTINS = frozenset({"int", "float", "len", "bool", "abs", "round", "ord", "hash"})
+_STR_PRESERVING = frozenset(
+    {
+        "strip", "lstrip", "rstrip", "upper", "lower", "title", "casefold", "capitalize",
+        "swapcase", "ljust", "rjust", "center", "zfill", "expandtabs", "removeprefix",
+        "removesuffix",
+    }
+)
+# Identifier quoting (`dialect.identifier_preparer.quote(name)`, psycopg's
+# `quote_ident`): the text that comes out is escaped for SQL, whatever went in.
+_QUOTING = frozenset(
+    {"quote", "quote_identifier", "quote_schema", "format_table", "format_column", "quote_ident"}
+)
+_NUMERIC_SPEC = re.compile(r"^[^a-zA-Z]*[bcdeEfFgGnoxX%]$")
+HOW_FSTRING = "an f-string"
+HOW_PERCENT = "`%` formatting"
+HOW_FORMAT = "`.format()`"
+HOW_CONCAT = "concatenation"
+HOW_JOIN = "`str.join()`"
+HOW_REPLACE = "`.replace()`"
+
+
+def _is_constant_name(name: str) -> bool:
+    return len(name.strip("_")) > 1 and bool(_UPPER.match(name))
+
+
+class StringFlow:
+    """How a string expression is built, following names through :class:`DataFlow`.
+
+    ``value(expr)`` is STATIC for text fixed by the source (literals, literal-only
+    concatenation, f-strings of constants, UPPER_CASE constants, numbers, lookups in a
+    literal dict), DYNAMIC when some non-static value is spliced in by an f-string, ``%``,
+    ``.format()``, ``+``, ``str.join()`` or ``.replace()`` (``interpolations`` lists them),
+    and OPAQUE when nothing is known (a parameter or a call passed as is).
+    """
+
+    def __init__(self, flow: DataFlow) -> None:
+        self.flow = flow
+        self._active: set[int] = set()
+        self._cache: dict[int, StringValue] = {}
+        self._cuts = 0
+
+    def value(self, expr: ast.expr) -> StringValue:
+        cached = self._cache.get(id(expr))
+        if cached is not None:
+            return cached
+        return self._guarded(expr, self._value)
+
+    def _guarded(
+        self, node: ast.AST | Binding, compute: Callable[[Any], StringValue]
+    ) -> StringValue:
+        key = id(node)
+        if key in self._active or len(self._active) > _MAX_DEPTH:
+            # A cycle (loop-carried `sql += ...`) adds nothing new to what reaches.
+            self._cuts += 1
+            return _STATIC
+        cuts = self._cuts
+        self._active.add(key)
+        try:
+            result = compute(node)
+        finally:
+            self._active.discard(key)
+        if self._cuts == cuts and not isinstance(node, Binding):
+            # Only what was computed whole is reusable; a cut value may miss a part.
+            self._cache[key] = result
+        return result
+
+    # Building blocks ---------------------------------------------------------------
+    @staticmethod
+    def build(
+        parts: Iterable[tuple[ast.expr, StringValue]], how: str, at: ast.AST
+    ) -> StringValue:
+        """A string made of ``parts``: opaque parts become interpolations made ``how``."""
+        found: list[Interpolation] = []
+        for node, part in parts:
+            if part.state is ValueState.DYNAMIC:
+                found.extend(part.interpolations)
+            elif part.state is ValueState.OPAQUE:
+                found.append(Interpolation(node, how, at))
+        if found:
+            return StringValue(ValueState.DYNAMIC, True, tuple(found))
+        return _STATIC_STR
+
+    @staticmethod
+    def either(values: Sequence[StringValue]) -> StringValue:
+        """One of several values (branches, bindings): dynamic if any is, static if all are."""
+        if not values:
+            return _OPAQUE
+        dynamic = [v for v in values if v.state is ValueState.DYNAMIC]
+        if dynamic:
+            found = tuple(i for v in dynamic for i in v.interpolations)
+            return StringValue(ValueState.DYNAMIC, True, found)
+        if all(v.state is ValueState.STATIC for v in values):
+            return StringValue(ValueState.STATIC, all(v.is_str for v in values))
+        return StringValue(ValueState.OPAQUE, any(v.is_str for v in values))
+
+    def binop(
+        self, op: ast.operator, left: ast.expr, right: ast.expr, at: ast.AST,
+        left_value: StringValue | None = None,
+    ) -> StringValue:
+        lv = left_value if left_value is not None else self.value(left)
+        if isinstance(op, ast.Add):
+            rv = self.value(right)
+            if lv.is_str or rv.is_str:
+                return self.build([(left, lv), (right, rv)], HOW_CONCAT, at)
+        elif isinstance(op, ast.Mod) and lv.is_str:
+            operands: list[ast.expr]
+            if isinstance(right, ast.Tuple):
+                operands = list(right.elts)
+            elif isinstance(right, ast.Dict):
+                operands = list(right.values)
+            else:
+                operands = [right]
+            parts = [(left, lv), *((o, self.value(o)) for o in operands)]
+            return self.build(parts, HOW_PERCENT, at)
+        elif isinstance(op, ast.Mult):
+            rv = self.value(right)
+            # "?, " * n repeats fixed text: the count cannot inject anything.
+            if lv.is_str:
+                return lv
+            if rv.is_str:
+                return rv
+            return self.either([lv, rv])
+        rv = self.value(right)
+        if lv.state is ValueState.STATIC and rv.state is ValueState.STATIC:
+            return _STATIC
+        return _OPAQUE
+
+    # Expressions -------------------------------------------------------------------
+    def _value(self, expr: ast.expr) -> StringValue:
+        if isinstance(expr, ast.Constant):
+            return _STATIC_STR if isinstance(expr.value, str) else _STATIC
+        if isinstance(expr, ast.JoinedStr):
+            parts: list[tuple[ast.expr, StringValue]] = []
+            for piece in expr.values:
+                if isinstance(piece, ast.FormattedValue):
+                    spec = piece.format_spec
+                    if isinstance(spec, ast.JoinedStr) and _numeric_format(spec):
+                        continue
+                    parts.append((piece.value, self.value(piece.value)))
+            return self.build(parts, HOW_FSTRING, expr)
+        if isinstance(expr, ast.BinOp):
+            return self.binop(expr.op, expr.left, expr.right, expr)
+        if isinstance(expr, ast.Call):
+            return self._call(expr)
+        if isinstance(expr, ast.Name):
+            return self._name(expr)
+        if isinstance(expr, ast.Attribute):
+            return _STATIC_STR if _constant_attribute(expr) else _OPAQUE
+        if isinstance(expr, ast.Subscript):
+            return self._subscript(expr)
+        if isinstance(expr, ast.IfExp):
+            return self.either([self.value(expr.body), self.value(expr.orelse)])
+        if isinstance(expr, ast.BoolOp):
+            return self.either([self.value(v) for v in expr.values])
+        if isinstance(expr, ast.NamedExpr):
+            return self.value(expr.value)
+        if isinstance(expr, (ast.Compare, ast.UnaryOp)) and all(
+            self.value(sub).state is ValueState.STATIC
+            for sub in ast.iter_child_nodes(expr)
+            if isinstance(sub, ast.expr)
+        ):
+            return _STATIC
+        return _OPAQUE
+
+    def _call(self, call: ast.Call) -> StringValue:
+        func = call.func
+        if _last_name(func) in _QUOTING:
+            return _STATIC_STR
+        if isinstance(func, ast.Attribute):
+            if func.attr == "format":
+                base = self.value(func.value)
+                if not base.is_str:
+                    return _OPAQUE
+                operands: list[tuple[ast.expr, StringValue]] = [(func.value, base)]
+                for arg in call.args:
+                    if isinstance(arg, ast.Starred):
+                        operands.append((arg.value, _OPAQUE))
+                    else:
+                        operands.append((arg, self.value(arg)))
+                for keyword in call.keywords:
+                    value = self.value(keyword.value) if keyword.arg is not None else _OPAQUE
+                    operands.append((keyword.value, value))
+                return self.build(operands, HOW_FORMAT, call)
+            if func.attr == "join" and len(call.args) == 1 and not call.keywords:
+                separator = self.value(func.value)
+                if not separator.is_str:
+                    return _OPAQUE
+                parts = [(func.value, separator), *self.elements(call.args[0])]
+                return self.build(parts, HOW_JOIN, call)
+            if func.attr == "replace" and len(call.args) >= 2:
+                base = self.value(func.value)
+                if not base.is_str:
+                    return _OPAQUE
+                return self.build(
+                    [(func.value, base), (call.args[1], self.value(call.args[1]))],
+                    HOW_REPLACE, call,
+                )
+            if func.attr in _STR_PRESERVING:
+                base = self.value(func.value)
+                return base if base.is_str else _OPAQUE
+            if func.attr == "get" and call.args:
+                container = self._literal_container(func.value)
+                if container is not None:
+                    values = [*container, *(self.value(d) for d in call.args[1:2])]
+                    return self.either(values)
+            return _OPAQUE
+        if isinstance(func, ast.Name) and not self.flow.bindings(func):
+            if func.id in _NUMERIC_BUILTINS:
+                return _STATIC
+            if func.id in ("str", "repr") and len(call.args) == 1:
+                inner = self.value(call.args[0])
+                return StringValue(inner.state, True, inner.interpolations)
+            if func.id == "str" and not call.args:
+                return _STATIC_STR
+        return _OPAQUE
+
+    def _name(self, name: ast.Name) -> StringValue:
+        bindings = [b for b in self.flow.bindings(name) if b.kind is not BindingKind.ANNOTATION]
+        constant = _is_constant_name(name.id)
+        if not bindings:
+            return _STATIC_STR if constant else _OPAQUE
+        values = [self._binding(b) for b in bindings]
+        result = self.either(values)
+        if constant and result.state is ValueState.OPAQUE:
+            # An UPPER_CASE name imported or computed at module level: a constant by
+            # convention (settings, table names), not a request's value.
+            return _STATIC_STR
+        return result
+
+    def _binding(self, binding: Binding) -> StringValue:
+        return self._guarded(binding, self._binding_value)
+
+    def _binding_value(self, binding: Binding) -> StringValue:
+        kind = binding.kind
+        if kind is BindingKind.ASSIGN and binding.value is not None:
+            if binding.path:
+                return self._element_at(binding.value, binding.path)
+            return self.value(binding.value)
+        if kind is BindingKind.AUG_ASSIGN and binding.value is not None and binding.op is not None:
+            before = [
+                b for b in self.flow.bindings_before(binding)
+                if b.kind is not BindingKind.ANNOTATION
+            ]
+            previous = self.either([self._binding(b) for b in before]) if before else _OPAQUE
+            assert binding.target is not None
+            return self.binop(binding.op, binding.target, binding.value, binding.node, previous)
+        if kind is BindingKind.LOOP and binding.value is not None:
+            return self._element_at(binding.value, binding.path)
+        if (
+            kind is BindingKind.PARAMETER
+            and binding.annotation is not None
+            and _literal_strings(binding.annotation)
+        ):
+            return _STATIC_STR
+        return _OPAQUE
+
+    def _subscript(self, expr: ast.Subscript) -> StringValue:
+        container = self._literal_container(expr.value)
+        if container is not None:
+            return self.either(container)
+        return _OPAQUE
+
+    def _literal_container(self, expr: ast.expr, depth: int = 0) -> list[StringValue] | None:
+        """The values of a dict/list/tuple literal (or a name bound only to such literals)."""
+        if isinstance(expr, ast.Dict):
+            if any(key is None for key in expr.keys):
+                return None
+            return [self.value(v) for v in expr.values]
+        if isinstance(expr, (ast.List, ast.Tuple)):
+            if any(isinstance(e, ast.Starred) for e in expr.elts):
+                return None
+            return [self.value(e) for e in expr.elts]
+        if isinstance(expr, ast.Name) and depth < 4:
+            bindings = self.flow.bindings(expr)
+            if not bindings:
+                return None
+            collected: list[StringValue] = []
+            for binding in bindings:
+                if binding.kind is BindingKind.ANNOTATION:
+                    continue
+                if binding.kind is not BindingKind.ASSIGN or binding.value is None or binding.path:
+                    return None
+                inner = self._literal_container(binding.value, depth + 1)
+                if inner is None:
+                    return None
+                collected.extend(inner)
+            # A literal mapping that is filled later (`COLUMNS[k] = v`) is still written
+            # by this file, but one filled from input is not: require no item assignment.
+            if self.flow.method_calls(expr, ("update", "setdefault", "append", "extend", "insert")):
+                return None
+            return collected
+        return None
+
+    # Sequences ---------------------------------------------------------------------
+    def elements(self, expr: ast.expr, depth: int = 0) -> list[tuple[ast.expr, StringValue]]:
+        """The values an iterable may yield (for ``str.join`` and ``for`` targets)."""
+        if depth > 8:
+            return [(expr, _OPAQUE)]
+        if isinstance(expr, (ast.List, ast.Tuple, ast.Set)):
+            found: list[tuple[ast.expr, StringValue]] = []
+            for element in expr.elts:
+                if isinstance(element, ast.Starred):
+                    found.extend(self.elements(element.value, depth + 1))
+                else:
+                    found.append((element, self.value(element)))
+            return found
+        if isinstance(expr, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+            return [(expr.elt, self.value(expr.elt))]
+        if isinstance(expr, ast.DictComp):
+            return [(expr.key, self.value(expr.key))]
+        if isinstance(expr, ast.Dict):
+            return [(k, self.value(k)) for k in expr.keys if k is not None]
+        if isinstance(expr, ast.Constant):
+            return [(expr, _STATIC_STR)]
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+            return self.elements(expr.left, depth + 1) + self.elements(expr.right, depth + 1)
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+            if isinstance(expr.left, (ast.List, ast.Tuple)):
+                return self.elements(expr.left, depth + 1)
+            if isinstance(expr.right, (ast.List, ast.Tuple)):
+                return self.elements(expr.right, depth + 1)
+            return [(expr, _OPAQUE)]
+        if isinstance(expr, ast.Call):
+            return self._call_elements(expr, depth)
+        if isinstance(expr, ast.Name):
+            return self._name_elements(expr, depth)
+        if isinstance(expr, ast.Attribute) and _constant_attribute(expr):
+            return [(expr, _STATIC_STR)]
+        return [(expr, _OPAQUE)]
+
+    def _call_elements(self, call: ast.Call, depth: int) -> list[tuple[ast.expr, StringValue]]:
+        func = call.func
+        if isinstance(func, ast.Name) and not self.flow.bindings(func):
+            if func.id == "range":
+                return [(call, _STATIC)]
+            if func.id in ("list", "tuple", "set", "sorted", "reversed", "frozenset") and call.args:
+                return self.elements(call.args[0], depth + 1)
+            if func.id == "map" and len(call.args) == 2:
+                mapper = call.args[0]
+                if isinstance(mapper, ast.Name) and mapper.id in ("str", *_NUMERIC_BUILTINS):
+                    if mapper.id in _NUMERIC_BUILTINS:
+                        return [(call, _STATIC)]
+                    return self.elements(call.args[1], depth + 1)
+            if func.id == "filter" and len(call.args) == 2:
+                return self.elements(call.args[1], depth + 1)
+        if isinstance(func, ast.Attribute) and func.attr in ("keys", "values") and not call.args:
+            container = func.value
+            if isinstance(container, ast.Dict):
+                chosen = container.keys if func.attr == "keys" else container.values
+                return [(e, self.value(e)) for e in chosen if e is not None]
+            if isinstance(container, ast.Name):
+                literal = self._single_literal(container)
+                if isinstance(literal, ast.Dict):
+                    chosen = literal.keys if func.attr == "keys" else literal.values
+                    return [(e, self.value(e)) for e in chosen if e is not None]
+        return [(call, _OPAQUE)]
+
+    def _name_elements(self, name: ast.Name, depth: int) -> list[tuple[ast.expr, StringValue]]:
+        bindings = [b for b in self.flow.bindings(name) if b.kind is not BindingKind.ANNOTATION]
+        if not bindings:
+            return [(name, _STATIC_STR if _is_constant_name(name.id) else _OPAQUE)]
+        found: list[tuple[ast.expr, StringValue]] = []
+        for binding in bindings:
+            plain = binding.kind is BindingKind.ASSIGN and not binding.path
+            if plain and binding.value is not None:
+                found.extend(self.elements(binding.value, depth + 1))
+            elif binding.kind is BindingKind.AUG_ASSIGN and binding.value is not None:
+                found.extend(self.elements(binding.value, depth + 1))
+                for before in self.flow.bindings_before(binding):
+                    if before.kind is BindingKind.ASSIGN and before.value is not None:
+                        found.extend(self.elements(before.value, depth + 1))
+            elif _is_constant_name(name.id):
+                found.append((name, _STATIC_STR))
+            else:
+                found.append((name, _OPAQUE))
+        for call in self.flow.method_calls(name, ("append", "extend", "insert", "add")):
+            attr = call.func.attr if isinstance(call.func, ast.Attribute) else ""
+            if attr == "extend" and call.args:
+                found.extend(self.elements(call.args[0], depth + 1))
+            elif attr == "insert" and len(call.args) == 2:
+                found.append((call.args[1], self.value(call.args[1])))
+            elif call.args:
+                found.append((call.args[0], self.value(call.args[0])))
+        return found
+
+    def _single_literal(self, name: ast.Name) -> ast.expr | None:
+        bindings = self.flow.bindings(name)
+        if len(bindings) == 1 and bindings[0].kind is BindingKind.ASSIGN and not bindings[0].path:
+            return bindings[0].value
+        return None
+
+    def _element_at(self, iterable: ast.expr, path: tuple[int, ...]) -> StringValue:
+        """One element of ``iterable``, or the part of it at ``path`` when unpacked."""
+        if not path:
+            values = [v for _, v in self.elements(iterable)]
+            return self.either(values) if values else _OPAQUE
+        head, rest = path[0], path[1:]
+        if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name):
+            builtin = not self.flow.bindings(iterable.func)
+            if builtin and iterable.func.id == "enumerate" and iterable.args:
+                return _STATIC if head == 0 else self._element_at(iterable.args[0], rest)
+            if builtin and iterable.func.id == "zip" and head < len(iterable.args):
+                return self._element_at(iterable.args[head], rest)
+        if (
+            isinstance(iterable, ast.Call)
+            and isinstance(iterable.func, ast.Attribute)
+            and iterable.func.attr == "items"
+            and not iterable.args
+        ):
+            mapping = iterable.func.value
+            if isinstance(mapping, ast.Name):
+                mapping = self._single_literal(mapping) or mapping
+            if isinstance(mapping, ast.Dict) and not rest:
+                chosen = mapping.keys if head == 0 else mapping.values
+                return self.either([self.value(e) for e in chosen if e is not None])
+            return _OPAQUE
+        source = iterable
+        if isinstance(source, ast.Name):
+            source = self._single_literal(source) or source
+        if isinstance(source, (ast.List, ast.Tuple)):
+            parts: list[StringValue] = []
+            for element in source.elts:
+                if isinstance(element, (ast.Tuple, ast.List)) and head < len(element.elts):
+                    inner = element.elts[head]
+                    parts.append(self.value(inner) if not rest else self._element_at(inner, rest))
+                else:
+                    return _OPAQUE
+            return self.either(parts)
+        return _OPAQUE
+
+    # Prefixes ----------------------------------------------------------------------
+    def prefixes(self, expr: ast.expr, depth: int = 0) -> list[StringPrefix]:
+        """The literal text each value ``expr`` may take starts with (URLs' schemes).
+
+        A value read from the environment or from settings has no prefix: it is whatever
+        the deployment says, and rules should stay silent about it.
+        """
+        if depth > 12:
+            return []
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+            return [StringPrefix(expr.value, expr, complete=True)]
+        if isinstance(expr, ast.JoinedStr):
+            text = ""
+            for piece in expr.values:
+                if isinstance(piece, ast.Constant) and isinstance(piece.value, str):
+                    text += piece.value
+                else:
+                    break
+            return [StringPrefix(text, expr, complete=False)] if text else []
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Mod)):
+            left = self.prefixes(expr.left, depth + 1)
+            if isinstance(expr.op, ast.Mod):
+                return [StringPrefix(p.text.split("%", 1)[0], p.node, False) for p in left]
+            return [StringPrefix(p.text, p.node, False) for p in left]
+        if isinstance(expr, ast.Call):
+            return self._call_prefixes(expr, depth)
+        if isinstance(expr, ast.Name):
+            found: list[StringPrefix] = []
+            for binding in self.flow.bindings(expr):
+                plain = binding.kind is BindingKind.ASSIGN and not binding.path
+                if plain and binding.value is not None:
+                    found.extend(self.prefixes(binding.value, depth + 1))
+            return found
+        if isinstance(expr, ast.IfExp):
+            return self.prefixes(expr.body, depth + 1) + self.prefixes(expr.orelse, depth + 1)
+        return []
+
+    def _call_prefixes(self, call: ast.Call, depth: int) -> list[StringPrefix]:
+        func = call.func
+        if isinstance(func, ast.Attribute):
+            if func.attr == "format":
+                return [
+                    StringPrefix(p.text.split("{", 1)[0], p.node, False)
+                    for p in self.prefixes(func.value, depth + 1)
+                ]
+            if func.attr == "replace" and len(call.args) >= 2:
+                new = call.args[1]
+                text = new.value if isinstance(new, ast.Constant) else None
+                if isinstance(text, str) and "://" in text:
+                    return [StringPrefix(text, new, False)]
+                return self.prefixes(func.value, depth + 1)
+            if func.attr in ("strip", "rstrip", "lstrip", "render_as_string"):
+                return self.prefixes(func.value, depth + 1)
+            if func.attr in ("set", "create") and (driver := call_keyword(call, "drivername")):
+                value = driver.value
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    return [StringPrefix(value.value + "://", value, False)]
+                return []
+            if func.attr == "create" and call.args:
+                first = call.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    return [StringPrefix(first.value + "://", first, False)]
+                return []
+            if func.attr == "set":
+                return self.prefixes(func.value, depth + 1)
+        if isinstance(func, ast.Name) and func.id in ("str", "make_url") and call.args:
+            return self.prefixes(call.args[0], depth + 1)
+        if isinstance(func, ast.Attribute) and func.attr == "make_url" and call.args:
+            return self.prefixes(call.args[0], depth + 1)
+        return []
+
+
+@dataclass(frozen=True)
+class StringPrefix:
+    """Literal text a string starts with, and the literal node it is written in."""
+
+    text: str
+    node: ast.expr
+    complete: bool = False  # the whole string, not only its start
+
+
+def _numeric_format(spec: ast.JoinedStr) -> bool:
+    text = "".join(
+        str(p.value) for p in spec.values if isinstance(p, ast.Constant)
+    )
+    return bool(_NUMERIC_SPEC.match(text)) and not any(
+        isinstance(p, ast.FormattedValue) for p in spec.values
+    )
+
+
+def _constant_attribute(expr: ast.Attribute) -> bool:
+    """``settings.SCHEMA``, ``User.__tablename__``, ``Sort.ASC.value``: fixed by the code."""
+    if _is_constant_name(expr.attr) or expr.attr == "__tablename__":
+        return True
+    inner = expr.value
+    if (
+        expr.attr in ("name", "fullname", "schema")
+        and isinstance(inner, ast.Attribute)
+        and inner.attr == "__table__"
+    ):
+        return True
+    if expr.attr in ("value", "name") and isinstance(inner, ast.Attribute):
+        return _is_constant_name(inner.attr)
+    return False
+
+
+def _literal_strings(annotation: ast.expr) -> bool:
+    """``Literal["asc", "desc"]``: a parameter that can only be one of fixed strings."""
+    if not isinstance(annotation, ast.Subscript):
+        return False
+    head = annotation.value
+    name = _last_name(head)
+    if name != "Literal":
+        return False
+    items = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+    return all(isinstance(i, ast.Constant) and isinstance(i.value, str) for i in items)
+
+
+# SQLAlchemy objects -------------------------------------------------------------------
+class ObjectKind(enum.Enum):
+    """The SQLAlchemy object an expression denotes."""
+
+    SESSION = "Session"
+    ASYNC_SESSION = "AsyncSession"
+    SCOPED_SESSION = "scoped_session"
+    ASYNC_SCOPED_SESSION = "async_scoped_session"
+    SESSION_FACTORY = "sessionmaker"
+    ASYNC_SESSION_FACTORY = "async_sessionmaker"
+    ENGINE = "Engine"
+    ASYNC_ENGINE = "AsyncEngine"
+    CONNECTION = "Connection"
+    ASYNC_CONNECTION = "AsyncConnection"
+
+    @property
+    def is_session(self) -> bool:
+        return self in _SESSIONS
+
+    @property
+    def is_async(self) -> bool:
+        return self in _ASYNC
+
+    @property
+    def is_engine(self) -> bool:
+        return self in (ObjectKind.ENGINE, ObjectKind.ASYNC_ENGINE)
+
+    @property
+    def is_connection(self) -> bool:
+        return self in (ObjectKind.CONNECTION, ObjectKind.ASYNC_CONNECTION)
+
+
+_SESSIONS = frozenset(
+    {
+        ObjectKind.SESSION, ObjectKind.ASYNC_SESSION, ObjectKind.SCOPED_SESSION,
+        ObjectKind.ASYNC_SCOPED_SESSION,
+    }
+)
+_ASYNC = frozenset(
+    {
+        ObjectKind.ASYNC_SESSION, ObjectKind.ASYNC_SCOPED_SESSION,
+        ObjectKind.ASYNC_SESSION_FACTORY, ObjectKind.ASYNC_ENGINE, ObjectKind.ASYNC_CONNECTION,
+    }
+)
+# What calling SQLAlchemy's public names gives.
+_CONSTRUCTED = {
+    "Session": ObjectKind.SESSION,
+    "AsyncSession": ObjectKind.ASYNC_SESSION,
+    "sessionmaker": ObjectKind.SESSION_FACTORY,
+    "async_sessionmaker": ObjectKind.ASYNC_SESSION_FACTORY,
+    "scoped_session": ObjectKind.SCOPED_SESSION,
+    "async_scoped_session": ObjectKind.ASYNC_SCOPED_SESSION,
+    "create_engine": ObjectKind.ENGINE,
+    "engine_from_config": ObjectKind.ENGINE,
+    "create_async_engine": ObjectKind.ASYNC_ENGINE,
+    "async_engine_from_config": ObjectKind.ASYNC_ENGINE,
+    "object_session": ObjectKind.SESSION,
+}
+# What a SQLAlchemy class named in an annotation is.
+_ANNOTATED = {
+    "Session": ObjectKind.SESSION,
+    "AsyncSession": ObjectKind.ASYNC_SESSION,
+    "scoped_session": ObjectKind.SCOPED_SESSION,
+    "async_scoped_session": ObjectKind.ASYNC_SCOPED_SESSION,
+    "sessionmaker": ObjectKind.SESSION_FACTORY,
+    "async_sessionmaker": ObjectKind.ASYNC_SESSION_FACTORY,
+    "Engine": ObjectKind.ENGINE,
+    "AsyncEngine": ObjectKind.ASYNC_ENGINE,
+    "Connection": ObjectKind.CONNECTION,
+    "AsyncConnection": ObjectKind.ASYNC_CONNECTION,
+}
+# Calling a factory (or a scoped_session registry) gives a session.
+_PRODUCT = {
+    ObjectKind.SESSION_FACTORY: ObjectKind.SESSION,
+    ObjectKind.ASYNC_SESSION_FACTORY: ObjectKind.ASYNC_SESSION,
+    ObjectKind.SCOPED_SESSION: ObjectKind.SESSION,
+    ObjectKind.ASYNC_SCOPED_SESSION: ObjectKind.ASYNC_SESSION,
+}
+_WRAPPERS = frozenset({"Optional", "Annotated", "Union", "Final", "ClassVar"})
+_YIELDING = frozenset(
+    {"Generator", "Iterator", "Iterable", "AsyncGenerator", "AsyncIterator", "AsyncIterable"}
+)
+SQLA_MODULES = ("sqlalchemy", "sqlmodel", "flask_sqlalchemy")
+
+
+class SqlaObjects:
+    """Whether an expression is a SQLAlchemy session, factory, engine or connection.
+
+    Only evidence counts: a constructor or factory call, a ``with`` over one, an
+    annotation, a ``Depends()`` on a function of this file that yields one, Flask-
+    SQLAlchemy's ``db.session``/``db.engine``, a module-level name assigned from one
+    (in any module of the project). Names alone (``session``, ``db``) are never enough
+    here; rules that want to use them decide so themselves.
+    """
+
+    def __init__(self, ctx: FileContext, flow: DataFlow) -> None:
+        self.ctx = ctx
+        self.flow = flow
+        self.names = ctx.names
+        self._cache: dict[int, ObjectKind | None] = {}
+        self._active: set[int] = set()
+        self._flask: bool | None = None
+        self._project_sqla: bool | None = None
+        self._class_members: dict[int, dict[str, list[tuple[str, ast.expr]]]] = {}
+
+    def kind_of(self, expr: ast.expr) -> ObjectKind | None:
+        cached = self._cache.get(id(expr), _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        if id(expr) in self._active or len(self._active) > _MAX_DEPTH:
+            return None
+        self._active.add(id(expr))
+        try:
+            result = self._kind_of(expr)
+        finally:
+            self._active.discard(id(expr))
+        self._cache[id(expr)] = result
+        return result
+
+    def is_session(self, expr: ast.expr) -> bool:
+        kind = self.kind_of(expr)
+        return kind is not None and kind.is_session
+
+    def _kind_of(self, expr: ast.expr) -> ObjectKind | None:
+        if isinstance(expr, ast.Await):
+            return self.kind_of(expr.value)
+        if isinstance(expr, ast.Call):
+            return self._call_kind(expr)
+        if isinstance(expr, ast.Name):
+            bindings = self.flow.bindings(expr)
+            if not bindings:
+                return self._qualified_kind(self.names.qualify(expr))
+            return _agree(self._binding_kind(b, expr) for b in bindings)
+        if isinstance(expr, ast.Attribute):
+            return self._attribute_kind(expr)
+        if isinstance(expr, ast.NamedExpr):
+            return self.kind_of(expr.value)
+        return None
+
+    def _call_kind(self, call: ast.Call) -> ObjectKind | None:
+        func = call.func
+        name = self.names.sqla_name(func)
+        if name in _CONSTRUCTED:
+            kind = _CONSTRUCTED[name]
+            if kind is ObjectKind.SESSION_FACTORY and self._async_class(call):
+                return ObjectKind.ASYNC_SESSION_FACTORY
+            return kind
+        if isinstance(func, ast.Attribute):
+            base = self.kind_of(func.value)
+            if func.attr == "connect" and base is not None and base.is_engine:
+                return ObjectKind.ASYNC_CONNECTION if base.is_async else ObjectKind.CONNECTION
+            if func.attr == "connection" and base is not None and base.is_session:
+                return ObjectKind.ASYNC_CONNECTION if base.is_async else ObjectKind.CONNECTION
+            if func.attr == "get_bind" and self.names.qualify(func) == "alembic.op.get_bind":
+                return ObjectKind.CONNECTION
+        callee = self.kind_of(func)
+        if callee is not None and callee in _PRODUCT:
+            return _PRODUCT[callee]
+        if isinstance(func, ast.Name):
+            function = self.flow.function_named(func)
+            if function is not None and function.returns is not None:
+                return self.annotation_kind(function.returns)
+        return None
+
+    def _async_class(self, call: ast.Call) -> bool:
+        keyword = call_keyword(call, "class_")
+        if keyword is None:
+            return False
+        kind = self.annotation_kind(keyword.value)
+        return kind is ObjectKind.ASYNC_SESSION
+
+    def _attribute_kind(self, expr: ast.Attribute) -> ObjectKind | None:
+        owner = self.names.qualify(expr.value)
+        if owner is not None and self.names.is_flask_sqlalchemy(owner):
+            if expr.attr == "session":
+                return ObjectKind.SCOPED_SESSION
+            if expr.attr == "engine":
+                return ObjectKind.ENGINE
+            return None
+        if isinstance(expr.value, ast.Name):
+            member = self._member_kind(expr)
+            if member is not None:
+                return member
+        return self._qualified_kind(self.names.qualify(expr))
+
+    def _qualified_kind(self, qualified: str | None, depth: int = 0) -> ObjectKind | None:
+        """A module-level name of some module of the project, by what it was assigned."""
+        if qualified is None or depth > 8:
+            return None
+        owner = qualified.rpartition(".")[0]
+        if owner and self.names.is_flask_sqlalchemy(owner):
+            attr = qualified.rpartition(".")[2]
+            return {"session": ObjectKind.SCOPED_SESSION, "engine": ObjectKind.ENGINE}.get(attr)
+        origin = self.names.origin_of(qualified)
+        if origin is None:
+            return None
+        kind, _, target = origin.partition(":")
+        if kind == "call":
+            tail = self.names.sqla_tail(target)
+            if tail in _CONSTRUCTED:
+                return _CONSTRUCTED[tail]
+            product = self._qualified_kind(target, depth + 1)
+            return _PRODUCT.get(product) if product is not None else None
+        if kind == "name":
+            return self._qualified_kind(target, depth + 1)
+        if kind == "annotated":
+            return _ANNOTATED.get(self.names.sqla_tail(target) or "")
+        return None
+
+    def _binding_kind(self, binding: Binding, use: ast.Name) -> ObjectKind | None:
+        kind = binding.kind
+        if kind in (BindingKind.ASSIGN, BindingKind.ANNOTATION):
+            if binding.value is not None and not binding.path:
+                found = self.kind_of(binding.value)
+                if found is not None:
+                    return found
+            if binding.annotation is not None:
+                return self.annotation_kind(binding.annotation)
+            return None
+        if kind is BindingKind.WITH and binding.value is not None and not binding.path:
+            return self.entered(binding.value)
+        if kind is BindingKind.PARAMETER:
+            if binding.annotation is not None:
+                found = self.annotation_kind(binding.annotation)
+                if found is not None:
+                    return found
+            if binding.default is not None:
+                return self._dependency_kind(binding.default)
+            return self._run_sync_parameter(binding)
+        if kind is BindingKind.IMPORT:
+            return self._qualified_kind(self.names.qualify(use))
+        return None
+
+    def _run_sync_parameter(self, binding: Binding) -> ObjectKind | None:
+        """``await session.run_sync(lambda s: ...)``: ``s`` is the sync Session (or
+        Connection) behind the AsyncSession (or AsyncConnection)."""
+        arguments = self.ctx.parent(binding.node)
+        function = self.ctx.parent(arguments) if arguments is not None else None
+        call = self.ctx.parent(function) if function is not None else None
+        if not (
+            isinstance(function, ast.Lambda)
+            and isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "run_sync"
+            and call.args
+            and call.args[0] is function
+        ):
+            return None
+        params = [*function.args.posonlyargs, *function.args.args]
+        if not params or params[0] is not binding.node:
+            return None
+        owner = self.kind_of(call.func.value)
+        if owner is not None and owner.is_session:
+            return ObjectKind.SESSION
+        if owner is not None and owner.is_connection:
+            return ObjectKind.CONNECTION
+        return None
+
+    def entered(self, manager: ast.expr) -> ObjectKind | None:
+        """What ``with manager as x`` binds ``x`` to."""
+        if isinstance(manager, ast.Call) and isinstance(manager.func, ast.Attribute):
+            base = self.kind_of(manager.func.value)
+            attr = manager.func.attr
+            if attr == "begin" and base is not None:
+                if base in _PRODUCT:  # sessionmaker.begin(): a session in a transaction
+                    return _PRODUCT[base]
+                if base.is_engine:
+                    return ObjectKind.ASYNC_CONNECTION if base.is_async else ObjectKind.CONNECTION
+                return None  # Session.begin() gives a SessionTransaction
+        if isinstance(manager, ast.Call) and isinstance(manager.func, ast.Name):
+            function = self.flow.function_named(manager.func)
+            if function is not None:
+                return self._function_product(function)
+        kind = self.kind_of(manager)
+        if kind is not None and (kind.is_session or kind.is_connection):
+            return kind
+        return None
+
+    def _dependency_kind(self, default: ast.expr) -> ObjectKind | None:
+        """``Depends(get_db)`` (FastAPI) on a function of this file that yields a session."""
+        if not (isinstance(default, ast.Call) and default.args):
+            return None
+        head = default.func
+        head_name = _last_name(head)
+        if head_name not in ("Depends", "Provide", "Security"):
+            return None
+        target = default.args[0]
+        if isinstance(target, ast.Name):
+            function = self.flow.function_named(target)
+            if function is not None:
+                return self._function_product(function)
+        return None
+
+    def _function_product(
+        self, function: ast.FunctionDef | ast.AsyncFunctionDef
+    ) -> ObjectKind | None:
+        """What a dependency/context-manager function gives: by annotation, else by body."""
+        if function.returns is not None:
+            kind = self.annotation_kind(function.returns)
+            if kind is not None:
+                return kind
+        kinds: list[ObjectKind | None] = []
+        for node in _walk_scope(function):
+            if isinstance(node, (ast.Yield, ast.Return)) and node.value is not None:
+                kinds.append(self.kind_of(node.value))
+        return _agree(kinds)
+
+    def annotation_kind(self, annotation: ast.expr, depth: int = 0) -> ObjectKind | None:
+        """``Session``, ``Optional[AsyncSession]``, ``Annotated[Session, Depends()]``,
+        ``"Session"``, ``Session | None``, ``Iterator[Session]``, an alias of one."""
+        if depth > 6:
+            return None
+        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+            try:
+                parsed = ast.parse(annotation.value, mode="eval").body
+            except SyntaxError:
+                return None
+            return self.annotation_kind(parsed, depth + 1)
+        if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+            return self.annotation_kind(annotation.left, depth + 1) or self.annotation_kind(
+                annotation.right, depth + 1
+            )
+        if isinstance(annotation, ast.Subscript):
+            head = annotation.value
+            head_name = _last_name(head)
+            items = (
+                list(annotation.slice.elts)
+                if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+            )
+            if head_name in _WRAPPERS or head_name in _YIELDING:
+                for item in items if head_name in ("Union", "Optional") else items[:1]:
+                    kind = self.annotation_kind(item, depth + 1)
+                    if kind is not None:
+                        return kind
+                return None
+            return None
+        if not isinstance(annotation, (ast.Name, ast.Attribute)):
+            return None
+        tail = self.names.sqla_name(annotation)
+        if tail in _ANNOTATED:
+            return _ANNOTATED[tail]
+        if isinstance(annotation, ast.Name):
+            # `SessionDep = Annotated[Session, Depends(get_db)]` in this file.
+            for binding in self.flow.bindings(annotation):
+                if binding.kind is BindingKind.ASSIGN and binding.value is not None:
+                    kind = self.annotation_kind(binding.value, depth + 1)
+                    if kind is not None:
+                        return kind
+        qualified = self.names.qualify(annotation)
+        if qualified is not None:
+            origin = self.names.origin_of(qualified)
+            if origin is not None and origin.startswith("annotated:"):
+                return _ANNOTATED.get(self.names.sqla_tail(origin[10:]) or "")
+        return None
+
+    def _members(self, owner: ast.ClassDef) -> dict[str, list[tuple[str, ast.expr]]]:
+        """What a class says about its attributes, walked once: ``("annotation", T)`` for
+        ``session: Session`` and ``self.session: Session = ...``, ``("value", v)`` for
+        ``self.session = v`` in any method, ``("returns", T)`` for a property's return."""
+        cached = self._class_members.get(id(owner))
+        if cached is not None:
+            return cached
+        members: dict[str, list[tuple[str, ast.expr]]] = {}
+        for stmt in owner.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                members.setdefault(stmt.target.id, []).append(("annotation", stmt.annotation))
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if stmt.returns is not None:
+                    members.setdefault(stmt.name, []).append(("returns", stmt.returns))
+                self._collect_assigned(stmt, members)
+        self._class_members[id(owner)] = members
+        return members
+
+    @staticmethod
+    def _collect_assigned(
+        method: ast.FunctionDef | ast.AsyncFunctionDef,
+        members: dict[str, list[tuple[str, ast.expr]]],
+    ) -> None:
+        params = [*method.args.posonlyargs, *method.args.args]
+        if not params:
+            return
+        me = params[0].arg
+        for node in _walk_scope(method):
+            targets: list[ast.expr] = []
+            value: ast.expr | None = None
+            annotation: ast.expr | None = None
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign):
+                targets, value, annotation = [node.target], node.value, node.annotation
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == me
+                ):
+                    found = members.setdefault(target.attr, [])
+                    if annotation is not None:
+                        found.append(("annotation", annotation))
+                    elif value is not None:
+                        found.append(("value", value))
+
+    def _member_kind(self, expr: ast.Attribute) -> ObjectKind | None:
+        """``self.session`` where the class annotates or assigns that attribute."""
+        assert isinstance(expr.value, ast.Name)
+        method = None
+        for ancestor in self.ctx.ancestors(expr):
+            if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                method = ancestor
+                break
+        if method is None:
+            return None
+        params = [*method.args.posonlyargs, *method.args.args]
+        if not params or params[0].arg != expr.value.id:
+            return None
+        owner = self.ctx.parent(method)
+        if not isinstance(owner, ast.ClassDef):
+            return None
+        kinds = [
+            self.kind_of(node) if how == "value" else self.annotation_kind(node)
+            for how, node in self._members(owner).get(expr.attr, ())
+        ]
+        return _agree(kinds)
+
+    def foreign(self, expr: ast.expr) -> bool:
+        """Whether ``expr`` is known to come from a library other than SQLAlchemy's
+        (``requests.Session()``, a parameter annotated ``aiohttp.ClientSession``)."""
+        if not isinstance(expr, ast.Name):
+            return False
+        for binding in self.flow.bindings(expr):
+            source: ast.expr | None = None
+            made = binding.kind in (BindingKind.ASSIGN, BindingKind.WITH)
+            if made and isinstance(binding.value, ast.Call):
+                source = binding.value.func
+            elif binding.kind is not BindingKind.IMPORT:
+                source = binding.annotation
+            elif binding.kind is BindingKind.IMPORT:
+                source = expr
+            if source is None:
+                continue
+            named = isinstance(source, (ast.Name, ast.Attribute))
+            qualified = self.names.qualify(source) if named else None
+            if qualified is None:
+                continue
+            root = qualified.partition(".")[0]
+            if root in SQLA_MODULES or root in self.ctx.index.modules or qualified.startswith(
+                tuple(f"{m}." for m in self.ctx.index.modules)
+            ):
+                continue
+            if root in ("typing", "typing_extensions", "builtins"):
+                continue
+            return True
+        return False
+
+
+    # Weaker evidence, for rules that choose to use it ----------------------------------
+    def imports_sqlalchemy(self) -> bool:
+        """Whether this file imports SQLAlchemy, SQLModel or Flask-SQLAlchemy."""
+        return any(
+            value.partition(".")[0] in SQLA_MODULES for value in self.names.names.imports.values()
+        )
+
+    def project_imports_sqlalchemy(self) -> bool:
+        """Whether any module of the project imports SQLAlchemy, SQLModel or Flask-SQLAlchemy."""
+        if self._project_sqla is None:
+            self._project_sqla = any(
+                value.partition(".")[0] in SQLA_MODULES
+                for module in self.ctx.index.modules.values()
+                for value in module.imports.values()
+            )
+        return self._project_sqla
+
+    def named_like_session(self, expr: ast.expr) -> bool:
+        """``session``, ``db``, ``db_session``, ``self.session``, ``self._db``: what a session
+        is conventionally called. Weak alone: corroborate (``imports_sqlalchemy()``, the
+        call's shape) and check ``foreign()`` first."""
+        name = _last_name(expr).lstrip("_").lower()
+        return name in _SESSION_NAMES or name.endswith("_session")
+
+    def session_annotation_name(self, expr: ast.expr) -> bool:
+        """A parameter annotated with a project type whose name says session (``SessionDep``,
+        ``DbSession``): an alias this file cannot see into."""
+        if not isinstance(expr, ast.Name):
+            return False
+        for binding in self.flow.bindings(expr):
+            annotation = binding.annotation
+            named = isinstance(annotation, (ast.Name, ast.Attribute))
+            if binding.kind is BindingKind.PARAMETER and annotation is not None and named:
+                qualified = self.names.qualify(annotation) or ""
+                if "Session" in _last_name(annotation) and self._in_project(qualified):
+                    return True
+        return False
+
+    def _in_project(self, qualified: str) -> bool:
+        module = qualified.rpartition(".")[0]
+        return module in self.ctx.index.modules
+
+    def project_uses_flask_sqlalchemy(self) -> bool:
+        if self._flask is None:
+            self._flask = any(
+                value.startswith("flask_sqlalchemy")
+                for module in self.ctx.index.modules.values()
+                for value in module.imports.values()
+            )
+        return self._flask
+
+    def flask_model(self, expr: ast.expr, depth: int = 0) -> bool:
+        """Whether ``expr`` is a Flask-SQLAlchemy model class (so ``expr.query`` is a Query).
+
+        A class of this file deriving from ``db.Model`` (directly or through classes of this
+        file), or a class imported from the project when the project uses Flask-SQLAlchemy.
+        """
+        if depth > 6:
+            return False
+        if isinstance(expr, ast.Name):
+            bindings = self.flow.bindings(expr)
+            classes = [b.node for b in bindings if isinstance(b.node, ast.ClassDef)]
+            if classes:
+                return any(self._flask_class(c, depth) for c in classes)
+            if any(b.kind is not BindingKind.IMPORT for b in bindings) or not bindings:
+                return False
+        elif not isinstance(expr, ast.Attribute):
+            return False
+        qualified = self.names.qualify(expr)
+        if qualified is None or not expr_is_class_like(expr):
+            return False
+        return self._in_project(qualified) and self.project_uses_flask_sqlalchemy()
+
+    def _flask_class(self, node: ast.ClassDef, depth: int) -> bool:
+        for base in node.bases:
+            named = isinstance(base, (ast.Name, ast.Attribute))
+            qualified = self.names.qualify(base) if named else None
+            if qualified is not None:
+                owner, _, attr = qualified.rpartition(".")
+                if attr == "Model" and owner and self.names.is_flask_sqlalchemy(owner):
+                    return True
+            if self.flask_model(base, depth + 1):
+                return True
+        return False
+
+
+def expr_is_class_like(expr: ast.expr) -> bool:
+    """``User``, ``models.User``: a CapWords name, as classes are spelled."""
+    name = _last_name(expr)
+    return bool(name) and name[0].isupper() and not _is_constant_name(name)
+
+
+_SESSION_NAMES = frozenset({"db", "sess", "session", "dbsession", "db_session", "dbsess"})
+_MISSING = object()
+
+
+def _agree(kinds: Iterable[ObjectKind | None]) -> ObjectKind | None:
+    """The kind the known candidates agree on (sessions of any flavour agree as sessions)."""
+    known = [k for k in kinds if k is not None]
+    if not known:
+        return None
+    first = known[0]
+    if all(k is first for k in known):
+        return first
+    if all(k.is_session for k in known):
+        return first
+    return None

@@ -1,0 +1,459 @@
+"""SQD302: the legacy ``Session.query()`` / ``Model.query`` API in SQLAlchemy 2.x code."""
+
+from __future__ import annotations
+
+import ast
+from functools import cached_property
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.static.dataflow import (
+    DataFlow,
+    ObjectKind,
+    SqlaObjects,
+    expr_is_class_like,
+    source_segment,
+)
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+# Methods of Query: what follows `Model.query` when it is Flask-SQLAlchemy's query property
+# (a mapped column that happens to be called `query` is followed by column operators).
+QUERY_METHODS = frozenset(
+    {
+        "add_columns", "all", "count", "delete", "distinct", "enable_eagerloads",
+        "execution_options", "exists", "filter", "filter_by", "first", "first_or_404",
+        "from_self", "get", "get_or_404", "group_by", "having", "join", "limit", "offset",
+        "one", "one_or_404", "one_or_none", "options", "order_by", "outerjoin", "paginate",
+        "params", "populate_existing", "scalar", "select_from", "slice", "union", "update",
+        "where", "with_entities", "with_for_update", "yield_per",
+    }
+)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LegacyQueryApi(Rule):
+    """
+    ## What it does
+    Checks for the legacy `Query` API: `session.query(...)` on a SQLAlchemy session, and
+    Flask-SQLAlchemy's `Model.query`.
+
+    A session is anything known to be one: `Session(...)`, a `sessionmaker()` or
+    `scoped_session()` product (defined in any module of the project), `with Session(engine)
+    as s`, a parameter annotated `Session`/`AsyncSession`/`scoped_session` (also inside
+    `Annotated[...]`), a FastAPI `Depends()` on a function of the file that yields a
+    session, `self.session` assigned from one, Flask-SQLAlchemy's `db.session`.
+
+    A receiver only *named* like a session (`session`, `db`, `db_session`, `self.session`,
+    `request.state.db`) counts when the file or the project imports SQLAlchemy, SQLModel or
+    Flask-SQLAlchemy, nothing says it is something else (`requests.Session()`, a parameter
+    annotated with another library's type), and `query()` is given entities
+    (`db.query(User)`, `db.query(func.count(Post.id))`), not a string.
+
+    ## Why is this bad?
+    SQLAlchemy 2.0 unified ORM and Core querying on `select()`: `Query` is legacy, gets no
+    new features, is missing from `AsyncSession` entirely, and mixes two styles in one code
+    base. Code written against `select()` works the same with sync and async sessions,
+    composes with Core, and is fully typed (`session.scalars(select(User))` returns
+    `ScalarResult[User]`).
+
+    The severity is *info*: `Query` still works in 2.x without a warning, and moving a code
+    base is a project of its own. Its 1.x-only corners that break or warn in 2.x
+    (`Query.get()`, `autocommit=True`, ...) are SQD303.
+
+    ## Example
+    ```python
+    def active_users(session: Session) -> list[User]:
+        return session.query(User).filter(User.active).order_by(User.name).all()
+
+    def get_post(post_id: int) -> Post:
+        return Post.query.get_or_404(post_id)  # Flask-SQLAlchemy
+    ```
+
+    Use instead:
+    ```python
+    def active_users(session: Session) -> list[User]:
+        stmt = select(User).where(User.active).order_by(User.name)
+        return list(session.scalars(stmt))
+
+    def get_post(post_id: int) -> Post:
+        return db.get_or_404(Post, post_id)
+    ```
+
+    ## Known problems
+    There is no autofix: `Query` methods map onto `select()` and the `Result` API one by
+    one, but not mechanically (`.count()`, `.delete()`, `.update()` and `.first()` each
+    become something different).
+
+    `Model.query` is recognised for Flask-SQLAlchemy models; the older recipe that sets
+    `Base.query = db_session.query_property()` is not followed into other modules.
+
+    ## References
+    - [ORM querying in 2.0: legacy `Query`](https://docs.sqlalchemy.org/en/20/orm/queryguide/query.html)
+    - [2.0 migration: ORM querying](https://docs.sqlalchemy.org/en/20/changelog/migration_20.html#migration-20-query-usage)
+    - [Flask-SQLAlchemy: legacy query interface](https://flask-sqlalchemy.readthedocs.io/en/stable/legacy-query/)
+    """
+
+    code = "SQD302"
+    name = "legacy-query-api"
+    pitfalls = ("P22",)
+    severity = Severity.INFO
+    message = "`{call}` is the legacy Query API{note} — use `{session}.scalars(select(...))`"
+
+    VALID = (
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            def active_users(session: Session):
+                return session.scalars(select(User).where(User.active)).all()
+            """
+        ),
+        # Lookalikes: pandas, a search client, BigQuery, a repository's own query().
+        Valid(
+            """
+            import pandas as pd
+            from google.cloud import bigquery
+            from sqlalchemy import select
+            def report(df: pd.DataFrame, client: bigquery.Client, repo):
+                adults = df.query("age >= 18")
+                rows = client.query("SELECT * FROM dataset.users").result()
+                users = repo.query(User)
+                return adults, rows, users
+            """
+        ),
+        # A `Session` from another library.
+        Valid(
+            """
+            from neo4j import Session
+            import sqlalchemy
+            def friends(session: Session, name):
+                return session.query(Person, name=name)
+            """
+        ),
+        # A conventional name, but nothing in the file is SQLAlchemy: not knowable.
+        Valid(
+            """
+            def get_user(db, user_id):
+                return db.query(User).filter(User.id == user_id).first()
+            """
+        ),
+        # A conventional name given SQL text: a different database client.
+        Valid(
+            """
+            import records
+            from sqlalchemy import create_engine
+            def rows(db):
+                return db.query("SELECT * FROM users")
+            """
+        ),
+        # A mapped column called `query` is compared, not queried.
+        Valid(
+            """
+            from sqlalchemy import String, select
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+            class Base(DeclarativeBase):
+                pass
+            class Search(Base):
+                __tablename__ = "searches"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                query: Mapped[str] = mapped_column(String)
+            stmt = select(Search).where(Search.query.ilike("%shoes%"))
+            """
+        ),
+        # A session factory is not a session, and a requests session has no query().
+        Valid(
+            """
+            import requests
+            from sqlalchemy.orm import sessionmaker
+            SessionLocal = sessionmaker()
+            def fetch(url):
+                session = requests.Session()
+                return session.get(url), session.query
+            """
+        ),
+        # Flask-SQLAlchemy 2.x style: db.session.execute(db.select(...)).
+        Valid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            db = SQLAlchemy()
+            class User(db.Model):
+                id = db.Column(db.Integer, primary_key=True)
+            def users():
+                return db.session.execute(db.select(User)).scalars().all()
+            """
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            def active_users(engine):
+                with Session(engine) as session:
+                    return session.query(User).filter(User.active).all()
+            """,
+            expected_message=(
+                "`session.query(User)` is the legacy Query API — use `session.scalars(select(...))`"
+            ),
+            line=4,
+        ),
+        # A factory product, the factory made in another module.
+        Invalid(
+            """
+            from app.db import SessionLocal
+            def count_orders():
+                db = SessionLocal()
+                try:
+                    return db.query(Order).count()
+                finally:
+                    db.close()
+            """,
+            files={
+                "app/__init__.py": "",
+                "app/db.py": (
+                    "from sqlalchemy import create_engine\n"
+                    "from sqlalchemy.orm import sessionmaker\n"
+                    "engine = create_engine('postgresql://localhost/app')\n"
+                    "SessionLocal = sessionmaker(bind=engine)\n"
+                ),
+            },
+            path="app/orders.py",
+            line=5,
+        ),
+        # FastAPI dependency, parameter annotated Session.
+        Invalid(
+            """
+            from fastapi import Depends
+            from sqlalchemy.orm import Session
+            from .deps import get_db
+            def read_items(skip: int = 0, db: Session = Depends(get_db)):
+                return db.query(Item).offset(skip).all()
+            """,
+        ),
+        # Annotated[...] and an in-file generator dependency without annotation.
+        Invalid(
+            """
+            from typing import Annotated
+            from fastapi import Depends
+            from sqlalchemy.orm import Session, sessionmaker
+            SessionLocal = sessionmaker()
+            def get_db():
+                db = SessionLocal()
+                try:
+                    yield db
+                finally:
+                    db.close()
+            SessionDep = Annotated[Session, Depends(get_db)]
+            def by_alias(session: SessionDep):
+                return session.query(User).all()
+            def by_dependency(db=Depends(get_db)):
+                return db.query(User).all()
+            """,
+            count=2,
+        ),
+        # Flask-SQLAlchemy: db.session.query and Model.query.
+        Invalid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            db = SQLAlchemy()
+            class User(db.Model):
+                id = db.Column(db.Integer, primary_key=True)
+                name = db.Column(db.String)
+            def find(name):
+                first = User.query.filter_by(name=name).first()
+                return first or db.session.query(User).filter(User.name.ilike(name)).first()
+            """,
+            expected_message=(
+                "`User.query` is the legacy Query API — use `db.session.scalars(select(...))`"
+            ),
+            count=2,
+            line=7,
+        ),
+        # A Flask-SQLAlchemy model imported from the project's models module.
+        Invalid(
+            """
+            from app.models import Post
+            def show(post_id):
+                return Post.query.get_or_404(post_id)
+            """,
+            files={
+                "app/__init__.py": "from flask_sqlalchemy import SQLAlchemy\ndb = SQLAlchemy()\n",
+                "app/models.py": (
+                    "from app import db\n"
+                    "class Post(db.Model):\n"
+                    "    id = db.Column(db.Integer, primary_key=True)\n"
+                ),
+            },
+            path="app/views.py",
+        ),
+        # Classic scoped_session registry used as a session.
+        Invalid(
+            """
+            from sqlalchemy.orm import scoped_session, sessionmaker
+            Session = scoped_session(sessionmaker())
+            def names():
+                return [u.name for u in Session.query(User)]
+            """,
+        ),
+        # A repository holding its session.
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            class UserRepository:
+                def __init__(self, session: Session) -> None:
+                    self.session = session
+                def by_email(self, email):
+                    return self.session.query(User).filter_by(email=email).one_or_none()
+            """,
+            line=6,
+        ),
+        # AsyncSession has no query() at all.
+        Invalid(
+            """
+            from sqlalchemy.ext.asyncio import AsyncSession
+            async def users(session: AsyncSession):
+                return session.query(User).all()
+            """,
+            expected_message=(
+                "`session.query(User)` is the legacy Query API (and `AsyncSession` has no "
+                "`query()`: this raises AttributeError) — use `session.scalars(select(...))`"
+            ),
+        ),
+        # A conventional name in a file that uses SQLAlchemy, entities as arguments.
+        Invalid(
+            """
+            from sqlalchemy import func
+            from . import models
+            def count_by_user(db, user_id):
+                total = db.query(func.count(models.Post.id))
+                return total.filter(models.Post.user_id == user_id).scalar()
+            """,
+        ),
+        # SQLModel's Session, a context manager helper of this file, multi-line chains.
+        Invalid(
+            """
+            from contextlib import contextmanager
+            from sqlmodel import Session, create_engine
+            engine = create_engine("sqlite://")
+            @contextmanager
+            def session_scope():
+                with Session(engine) as session:
+                    yield session
+                    session.commit()
+            def heroes():
+                with session_scope() as s:
+                    return (
+                        s.query(Hero)
+                        .filter(Hero.age > 30)
+                        .all()
+                    )
+            """,
+            line=12,
+        ),
+        # A context-manager helper from another module; the file itself does not import
+        # SQLAlchemy, the project does.
+        Invalid(
+            """
+            from app.db import session_scope
+            from app.models import User
+            def deactivate(user_id):
+                with session_scope() as session:
+                    session.query(User).filter_by(id=user_id).update({"active": False})
+            """,
+            files={
+                "app/__init__.py": "",
+                "app/db.py": "from sqlalchemy.orm import sessionmaker\nLocal = sessionmaker()\n",
+                "app/models.py": "",
+            },
+            path="app/tasks.py",
+            line=5,
+        ),
+        # Middleware puts the session on request.state; run_sync hands over a sync Session.
+        Invalid(
+            """
+            from fastapi import Request
+            from sqlalchemy.ext.asyncio import AsyncSession
+            def current_user(request: Request):
+                return request.state.db.query(User).get(request.state.user_id)
+            async def legacy_count(session: AsyncSession):
+                return await session.run_sync(lambda sync: sync.query(User).count())
+            """,
+            count=2,
+        ),
+    )
+
+    @cached_property
+    def objects(self) -> SqlaObjects:
+        return SqlaObjects(self.ctx, DataFlow(self.ctx))
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "query"):
+            return
+        receiver = func.value
+        kind = self.objects.kind_of(receiver)
+        if kind is None:
+            if not self._probably_session(receiver, node):
+                return
+        elif not kind.is_session:
+            return
+        session = _short(source_segment(self.ctx, receiver), 30)
+        note = ""
+        if kind in (ObjectKind.ASYNC_SESSION, ObjectKind.ASYNC_SCOPED_SESSION):
+            note = " (and `AsyncSession` has no `query()`: this raises AttributeError)"
+        entities = ", ".join(_short(source_segment(self.ctx, a), 20) for a in node.args[:2])
+        self.report(
+            node,
+            call=_short(source_segment(self.ctx, node)),
+            note=note,
+            session=session,
+            hint=f"rewrite as `{session}.scalars(select({entities or '...'}).where(...))`; "
+            f"`.get(pk)` becomes `{session}.get({entities or 'Model'}, pk)`",
+        )
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if node.attr != "query":
+            return
+        parent = self.ctx.parent(node)
+        if not (isinstance(parent, ast.Attribute) and parent.attr in QUERY_METHODS):
+            return
+        if not self.objects.flask_model(node.value):
+            return
+        model = _short(source_segment(self.ctx, node.value), 30)
+        self.report(
+            node,
+            call=f"{model}.query",
+            note="",
+            session="db.session",
+            hint=f"rewrite as `db.session.scalars(db.select({model}).where(...))`; "
+            f"`{model}.query.get_or_404(pk)` becomes `db.get_or_404({model}, pk)`",
+        )
+
+    def _probably_session(self, receiver: ast.expr, call: ast.Call) -> bool:
+        objects = self.objects
+        if objects.foreign(receiver):
+            return False
+        named = objects.named_like_session(receiver) or objects.session_annotation_name(receiver)
+        if not named:
+            return False
+        corroborated = (
+            objects.imports_sqlalchemy()
+            or objects.session_annotation_name(receiver)
+            or objects.project_imports_sqlalchemy()
+        )
+        if not corroborated:
+            return False
+        # Entities (`User`, `models.User`, `User.id`, `func.count(User.id)`), never SQL text.
+        return bool(call.args) and all(_entity_like(arg) for arg in call.args)
+
+
+def _entity_like(arg: ast.expr) -> bool:
+    if isinstance(arg, ast.Call):
+        return any(_entity_like(a) for a in arg.args) or _entity_like(arg.func)
+    if isinstance(arg, ast.Attribute):
+        return expr_is_class_like(arg) or _entity_like(arg.value)
+    if isinstance(arg, ast.Name):
+        return expr_is_class_like(arg)
+    return isinstance(arg, ast.Starred)
