@@ -62,7 +62,11 @@ def test_every_installed_python_file(tmp_path: Path) -> None:
 @settings(
     max_examples=60,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
 )
 @given(source=hypothesmith.from_grammar())
 def test_generated_source_never_crashes(
@@ -75,7 +79,11 @@ def test_generated_source_never_crashes(
 @settings(
     max_examples=40,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
 )
 @given(source=hypothesmith.from_node())
 def test_generated_valid_programs_never_crash(

@@ -1,0 +1,186 @@
+"""Which project modules a module imports when it runs, followed transitively.
+
+Importing ``app.models.user`` runs ``app/__init__.py`` and ``app/models/__init__.py`` first;
+``from app.models import user`` imports the submodule; ``from .user import *`` imports
+``user``. Imports under ``if TYPE_CHECKING:`` never run and are not followed (a linter
+moving a model import there is one way env.py loses its models). Imports inside functions
+are followed: env.py calls its functions, and following more only makes the check quieter.
+A module that imports by name at run time (``importlib.import_module``, ``__import__``,
+``pkgutil.walk_packages``) makes the result unknowable, and says so.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqla_doctor.static.index.names import resolve_relative
+
+_DYNAMIC_IMPORTS = frozenset(
+    {
+        "importlib.import_module",
+        "import_module",
+        "__import__",
+        "pkgutil.walk_packages",
+        "pkgutil.iter_modules",
+        "walk_packages",
+        "iter_modules",
+        "importlib.util.spec_from_file_location",
+        "autodiscover_modules",
+        "autodiscover",
+    }
+)
+
+
+@dataclass
+class ModuleSource:
+    """A module's file, parsed once."""
+
+    name: str
+    path: Path
+    is_package: bool
+    tree: ast.Module | None
+    source: str = ""
+
+
+@dataclass
+class Reached:
+    """The modules reached from a start, and whether dynamic imports make it incomplete."""
+
+    modules: dict[str, tuple[str, ...]] = field(default_factory=dict)  # module → import chain
+    dynamic: list[str] = field(default_factory=list)  # modules that import dynamically
+
+
+def imported_names(
+    tree: ast.Module, module: str, is_package: bool
+) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(module, names imported from it) for each import that runs; ``*`` for star imports."""
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, ()
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve_relative(module, is_package, node.level, node.module)
+            yield base, tuple(alias.name for alias in node.names)
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def dynamic_import(tree: ast.Module) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else f"{_dotted(func.value)}.{func.attr}"
+                if isinstance(func, ast.Attribute)
+                else None
+            )
+            if name is None:
+                continue
+            if name in _DYNAMIC_IMPORTS or name.rpartition(".")[2] in (
+                "import_module",
+                "walk_packages",
+                "iter_modules",
+                "__import__",
+            ):
+                return True
+    return False
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return "?"
+
+
+class ModuleMap:
+    """Dotted module names → files, from the project index and from the folders given."""
+
+    def __init__(self, known: dict[str, Path], search: Iterable[Path]) -> None:
+        self.known = dict(known)
+        self.search = [p for p in dict.fromkeys(search) if p.is_dir()]
+        self._parsed: dict[str, ModuleSource | None] = {}
+
+    def locate(self, name: str) -> Path | None:
+        path = self.known.get(name)
+        if path is not None:
+            return path
+        parts = name.split(".")
+        if not all(part.isidentifier() for part in parts):
+            return None
+        for base in self.search:
+            candidate = base.joinpath(*parts)
+            for path in (candidate.with_name(candidate.name + ".py"), candidate / "__init__.py"):
+                if path.is_file():
+                    self.known[name] = path
+                    return path
+        return None
+
+    def load(self, name: str) -> ModuleSource | None:
+        if name in self._parsed:
+            return self._parsed[name]
+        path = self.locate(name)
+        loaded: ModuleSource | None = None
+        if path is not None:
+            try:
+                source = path.read_text(encoding="utf-8", errors="replace")
+                tree: ast.Module | None = ast.parse(source)
+            except (OSError, SyntaxError, ValueError, RecursionError):
+                tree, source = None, ""
+            loaded = ModuleSource(name, path, path.name == "__init__.py", tree, source)
+        self._parsed[name] = loaded
+        return loaded
+
+    def reach(self, start: str, tree: ast.Module, is_package: bool = False) -> Reached:
+        """Every project module importing ``start`` (given as its tree) runs."""
+        reached = Reached()
+        queue: list[tuple[str, ast.Module, bool, tuple[str, ...]]] = [(start, tree, is_package, ())]
+        if dynamic_import(tree):
+            reached.dynamic.append(start)
+        while queue:
+            module, module_tree, package, chain = queue.pop(0)
+            for target, names in imported_names(module_tree, module, package):
+                for candidate in self._targets(target, names):
+                    if candidate in reached.modules or candidate == start:
+                        continue
+                    loaded = self.load(candidate)
+                    if loaded is None:
+                        continue
+                    reached.modules[candidate] = (*chain, module)
+                    if loaded.tree is None:
+                        continue
+                    if dynamic_import(loaded.tree):
+                        reached.dynamic.append(candidate)
+                    queue.append((candidate, loaded.tree, loaded.is_package, (*chain, module)))
+        return reached
+
+    def _targets(self, target: str, names: tuple[str, ...]) -> list[str]:
+        if not target:
+            return []
+        parts = target.split(".")
+        result = [".".join(parts[: i + 1]) for i in range(len(parts))]
+        for name in names:
+            if name != "*" and self.locate(f"{target}.{name}") is not None:
+                result.append(f"{target}.{name}")
+        return result

@@ -1,0 +1,504 @@
+"""The Alembic side of a project, computed once per run and shared by every migration rule.
+
+:func:`analysis` finds the script locations around the checked paths, parses every
+revision file (for the graph) and env.py, picks the revision files the per-migration rules
+look at (inside the checked paths, not excluded, newer than ``--since``), and builds the
+model index lazily for the rules that need the models.
+"""
+
+from __future__ import annotations
+
+import ast
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from sqla_doctor.config import Config
+from sqla_doctor.static.alembic.discovery import ScriptLocation, find_script_locations
+from sqla_doctor.static.alembic.environment import EnvFacts, analyse_env
+from sqla_doctor.static.alembic.imports import ModuleMap
+from sqla_doctor.static.alembic.models import MODEL_HINT, ModelIndex, ModuleModels, scan_module
+from sqla_doctor.static.alembic.ops import Extractor, Operation, is_migration_module
+from sqla_doctor.static.alembic.revisions import Revision, RevisionGraph, parse_revision
+from sqla_doctor.static.context import FileContext, ProjectContext
+from sqla_doctor.static.files import discover, module_for
+from sqla_doctor.static.index import FileFacts, ProjectIndex
+from sqla_doctor.static.index.names import ModuleNames, NameResolver
+
+_TEST_PARTS = frozenset({"tests", "test", "testing"})
+
+
+@dataclass
+class ParsedFile:
+    """A file read and parsed outside the engine's pass (revision files, env.py)."""
+
+    path: Path
+    display: str
+    source: str
+    tree: ast.Module
+    ctx: FileContext
+
+    @classmethod
+    def read(cls, path: Path, project: ProjectContext) -> ParsedFile | None:
+        try:
+            source = path.read_text(encoding="utf-8-sig")
+            tree = ast.parse(source, filename=str(path))
+        except (OSError, UnicodeError, SyntaxError, ValueError, RecursionError):
+            return None
+        display = project.display(path)
+        module, is_package = module_for(path)
+        # Names only: the rules resolve imports; the ORM facts of a migration are not needed.
+        names = ModuleNames.collect(tree, module, is_package)
+        facts = FileFacts(path=display, module=module, is_package=is_package, names=names)
+        return cls(
+            path, display, source, tree, FileContext(display, source, tree, facts, project.index)
+        )
+
+
+@dataclass
+class MigrationFile:
+    """One migration module, its revision (if it declares one) and what it does."""
+
+    file: ParsedFile
+    revision: Revision | None
+    project: AlembicProject | None = None
+    # False for revisions at or before `--since` (old history the user chose to accept).
+    in_since_scope: bool = True
+
+    @property
+    def display(self) -> str:
+        return self.file.display
+
+    @cached_property
+    def operations(self) -> list[Operation]:
+        return Extractor(self.file.tree, self.file.ctx.names).run()
+
+    def upgrade_operations(self) -> list[Operation]:
+        return [op for op in self.operations if op.phase == "upgrade"]
+
+    def created_tables(self, phase: str = "upgrade") -> set[str]:
+        """Tables this migration creates: operations on them lock nobody."""
+        return {
+            op.table
+            for op in self.operations
+            if op.kind == "create_table" and op.phase == phase and op.table
+        }
+
+    def creates_tables(self, phase: str = "upgrade") -> bool:
+        return any(op.kind == "create_table" and op.phase == phase for op in self.operations)
+
+    def is_new_table(
+        self, table: str | None, phase: str = "upgrade", at: Operation | None = None
+    ) -> bool | None:
+        """True if created here (or emptied before ``at`` in the same transaction: no rows
+        to fail on or lock for long), False if surely existing with its rows, None if the
+        name is unknown."""
+        if table is None:
+            return None if self.creates_tables(phase) else False
+        if table in self.created_tables(phase):
+            return True
+        if at is not None:
+            for operation in self.operations:
+                if operation is at:
+                    break
+                if (
+                    operation.all_rows
+                    and operation.table == table
+                    and operation.entry == at.entry
+                    and not operation.in_autocommit
+                ):
+                    return True
+        return False
+
+    def uses_autocommit_block(self) -> bool:
+        return any(op.in_autocommit for op in self.operations)
+
+    def statement_at(self, line: int) -> ast.AST:
+        """The module-level statement starting at ``line`` (a revision identifier)."""
+        for stmt in self.file.tree.body:
+            if stmt.lineno == line:
+                return stmt
+        return self.file.tree.body[0] if self.file.tree.body else self.file.tree
+
+
+@dataclass
+class EnvFile:
+    file: ParsedFile
+    facts: EnvFacts
+
+
+@dataclass
+class AlembicProject:
+    """One script location: its revision graph and env.py."""
+
+    location: ScriptLocation
+    files: list[MigrationFile] = field(default_factory=list)
+    graph: RevisionGraph = field(default_factory=RevisionGraph)
+    env: EnvFile | None = None
+    since_scope: set[str] | None = None  # revisions newer than --since; None = all
+
+    def file_of(self, revision: Revision) -> MigrationFile:
+        for migration in self.files:
+            if migration.revision is revision:
+                return migration
+        raise LookupError(revision.revision)
+
+    @property
+    def postgresql_possible(self) -> bool:
+        """False when the project's configs name only other databases (SQLite, MySQL ...)."""
+        dialects = self.location.dialects
+        return not dialects or "postgresql" in dialects
+
+    @property
+    def autocommit(self) -> bool:
+        return self.env is not None and self.env.facts.autocommit
+
+    def in_scope(self, revision: Revision | None) -> bool:
+        return (
+            self.since_scope is None or revision is None or (revision.revision in self.since_scope)
+        )
+
+
+class AlembicAnalysis:
+    """Everything the migration rules share for one run."""
+
+    def __init__(self, project: ProjectContext) -> None:
+        self.context = project
+        self.root = project.root
+        self.checked = [p.resolve() for p in (project.paths or [project.root])]
+        config = project.config
+        self.exclude = (*config.exclude, *config.extend_exclude)
+        self.respect_gitignore = config.respect_gitignore
+        self.since = [s.strip() for s in (config.migrations_since or "").split(",") if s.strip()]
+        self.since_found: set[str] = set()
+        self.projects: list[AlembicProject] = []
+        self.migrations: list[MigrationFile] = []
+        self._reach_cache: dict[int, _Reach] = {}
+        self._build()
+
+    # Building ----------------------------------------------------------------------
+    def _in_checked(self, path: Path) -> bool:
+        resolved = path.resolve()
+        return any(resolved == c or c in resolved.parents for c in self.checked)
+
+    def _touches(self, location: ScriptLocation) -> bool:
+        if any(self._in_checked(p) for p in (location.directory, *location.version_dirs)):
+            return True
+        if any(self._in_checked(c) for c in location.configs):
+            return True
+        return any(location.contains(c) for c in self.checked)
+
+    def _build(self) -> None:
+        locations = find_script_locations(
+            self.checked, self.root, self.exclude, self.respect_gitignore
+        )
+        covered: set[Path] = set()
+        for location in locations:
+            if not self._touches(location):
+                continue
+            alembic_project = AlembicProject(location=location)
+            linted = self._linted_files(location)
+            for path in location.revision_files():
+                parsed = ParsedFile.read(path, self.context)
+                if parsed is None:
+                    continue
+                revision = parse_revision(path, parsed.display, parsed.tree)
+                migration = MigrationFile(parsed, revision, alembic_project)
+                alembic_project.files.append(migration)
+                resolved = path.resolve()
+                covered.add(resolved)
+                if resolved in linted:
+                    self.migrations.append(migration)
+            alembic_project.graph = RevisionGraph.build(
+                m.revision for m in alembic_project.files if m.revision is not None
+            )
+            env = location.env
+            if env is not None:
+                parsed_env = ParsedFile.read(env, self.context)
+                if parsed_env is not None:
+                    facts = analyse_env(parsed_env.tree, parsed_env.ctx.names)
+                    alembic_project.env = EnvFile(parsed_env, facts)
+                covered.add(env.resolve())
+            alembic_project.since_scope = self._since_scope(alembic_project.graph)
+            for migration in alembic_project.files:
+                migration.in_since_scope = alembic_project.in_scope(migration.revision)
+            self.projects.append(alembic_project)
+        self._loose_migrations(covered)
+
+    def _linted_files(self, location: ScriptLocation) -> set[Path]:
+        """Revision files inside the checked paths, minus excluded and git-ignored ones."""
+        starts: list[Path] = []
+        for version_dir in location.version_dirs:
+            if self._in_checked(version_dir):
+                starts.append(version_dir)
+            else:
+                starts += [c for c in self.checked if location.contains(c) and c.exists()]
+        found = discover(
+            starts, self.root, exclude=self.exclude, respect_gitignore=self.respect_gitignore
+        )
+        return {path.resolve() for path in found}
+
+    def _loose_migrations(self, covered: set[Path]) -> None:
+        """Migration modules outside any discovered script location (checked files only)."""
+        by_directory: dict[Path, list[MigrationFile]] = {}
+        for facts in self.context.index:
+            names = facts.names
+            if not any(
+                target == "alembic" or target.startswith("alembic.op")
+                for target in names.imports.values()
+            ):
+                continue
+            path = self._disk_path(facts.path)
+            if path is None or path.resolve() in covered:
+                continue
+            parsed = ParsedFile.read(path, self.context)
+            if parsed is None or not is_migration_module(parsed.tree, parsed.ctx.names):
+                continue
+            revision = parse_revision(path, parsed.display, parsed.tree)
+            migration = MigrationFile(parsed, revision, None)
+            by_directory.setdefault(path.parent.resolve(), []).append(migration)
+        for files in by_directory.values():
+            graph = RevisionGraph.build(m.revision for m in files if m.revision is not None)
+            scope = self._since_scope(graph)
+            for migration in files:
+                migration.in_since_scope = (
+                    scope is None
+                    or migration.revision is None
+                    or migration.revision.revision in scope
+                )
+                self.migrations.append(migration)
+
+    def _disk_path(self, display: str) -> Path | None:
+        path = Path(display)
+        if not path.is_absolute():
+            path = self.root / path
+        return path if path.is_file() else None
+
+    def _since_scope(self, graph: RevisionGraph) -> set[str] | None:
+        if not self.since:
+            return None
+        scope: set[str] | None = None
+        for identifier in self.since:
+            resolved = graph.resolve(identifier)
+            if resolved is None:
+                continue
+            self.since_found.add(identifier)
+            scope = (scope or set()) | graph.descendants(resolved)
+        return scope
+
+    # Queries -----------------------------------------------------------------------
+    def linted(self) -> list[MigrationFile]:
+        """Migrations the per-migration rules check: in the checked paths and after --since."""
+        return [m for m in self.migrations if m.in_since_scope]
+
+    @property
+    def since_missing(self) -> list[str]:
+        """``--since`` revisions found in no revision graph (a typo, or another project)."""
+        return [s for s in self.since if s not in self.since_found]
+
+    def is_test_or_migration(self, path: Path) -> bool:
+        relative = Path(self.context.display(path))
+        parts = set(relative.parts[:-1])
+        name = relative.name
+        if parts & _TEST_PARTS or name.startswith("test_") or name.endswith("_test.py"):
+            return True
+        if name == "conftest.py":
+            return True
+        return any(p.location.contains(path) for p in self.projects)
+
+    @cached_property
+    def module_map(self) -> ModuleMap:
+        known: dict[str, Path] = {}
+        for facts in self.context.index:
+            path = self._disk_path(facts.path)
+            if path is not None and facts.module:
+                known.setdefault(facts.module, path)
+        search = [self.root, self.root / "src"]
+        for alembic_project in self.projects:
+            for config in alembic_project.location.configs:
+                search += [config.parent, config.parent / "src"]
+            search += [alembic_project.location.directory.parent]
+        return ModuleMap(known, search)
+
+    @cached_property
+    def models(self) -> ModelIndex:
+        """Mapped classes and tables of the checked modules (tests and migrations aside),
+        plus the project modules env.py files reach."""
+        scanned: list[ModuleModels] = []
+        seen: set[Path] = set()
+        for facts in self.context.index:
+            path = self._disk_path(facts.path)
+            if path is None or self.is_test_or_migration(path):
+                continue
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            module = self._scan(path, facts.module, facts.is_package, facts.names)
+            if module is not None:
+                scanned.append(module)
+        for alembic_project in self.projects:
+            if alembic_project.env is None:
+                continue
+            for name in self.reached(alembic_project).modules:
+                loaded = self.module_map.load(name)
+                if loaded is None or loaded.tree is None or loaded.path.resolve() in seen:
+                    continue
+                seen.add(loaded.path.resolve())
+                names = ModuleNames.collect(loaded.tree, name, loaded.is_package)
+                resolver = NameResolver(names, self.context.index.modules)
+                if MODEL_HINT.search(loaded.source):
+                    scanned.append(
+                        scan_module(name, self.context.display(loaded.path), loaded.tree, resolver)
+                    )
+        return ModelIndex(scanned)
+
+    def target_keys(self, alembic_project: AlembicProject) -> TargetMetadata | None:
+        """The metadata keys of env.py's ``target_metadata``; None when they are unknown."""
+        env = alembic_project.env
+        if env is None or env.facts.target_unknown or not env.facts.target_exprs:
+            return None
+        keys: set[str] = set()
+        extra: list[str] = []
+        described: list[str] = []
+        for expr in env.facts.target_exprs:
+            qualified = env.file.ctx.names.qualify(expr)
+            if qualified is None:
+                return None
+            key = self.models.metadata_key(qualified)
+            if key is None and qualified.endswith(".metadata"):
+                base = qualified[: -len(".metadata")]
+                key = f"base:{base}"
+                extra.append(base)
+            if key is None:
+                return None
+            keys.add(key)
+            described.append(env.file.ctx.text(expr))
+        return TargetMetadata(keys, extra, described)
+
+    def mapped_schema(self, alembic_project: AlembicProject | None) -> dict[str, MappedTable]:
+        """Tables (and their columns) that the models of this project's metadata map."""
+        target = self.target_keys(alembic_project) if alembic_project is not None else None
+        extra = target.extra_bases if target is not None else []
+        tables: dict[str, MappedTable] = {}
+        for mapped in self.models.mapped_classes(extra):
+            if mapped.table is None or (target is not None and mapped.metadata not in target.keys):
+                continue
+            entry = tables.setdefault(
+                mapped.table, MappedTable(mapped.table, mapped.qualname, mapped.path, mapped.line)
+            )
+            for column in mapped.columns:
+                entry.columns.setdefault(column, mapped.qualname)
+        for table in self.models.tables():
+            if target is not None and table.metadata not in target.keys:
+                continue
+            entry = tables.setdefault(
+                table.name,
+                MappedTable(table.name, f"Table({table.name!r})", table.path, table.line),
+            )
+            for column in table.columns:
+                entry.columns.setdefault(column, entry.owner)
+        return tables
+
+    def _scan(
+        self, path: Path, module: str, is_package: bool, names: ModuleNames
+    ) -> ModuleModels | None:
+        try:
+            source = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        if not MODEL_HINT.search(source):
+            return None
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError):
+            return None
+        resolver = NameResolver(names, self.context.index.modules)
+        return scan_module(module, self.context.display(path), tree, resolver)
+
+    def reached(self, alembic_project: AlembicProject) -> _Reach:
+        cached = self._reach_cache.get(id(alembic_project))
+        if cached is not None:
+            return cached
+        env = alembic_project.env
+        assert env is not None
+        module, is_package = module_for(env.file.path)
+        reach = self.module_map.reach(module, env.file.tree, is_package)
+        result = _Reach(
+            modules=dict(reach.modules),
+            paths={
+                path.resolve()
+                for name in reach.modules
+                if (path := self.module_map.locate(name)) is not None
+            },
+            dynamic=list(reach.dynamic),
+        )
+        self._reach_cache[id(alembic_project)] = result
+        return result
+
+
+@dataclass
+class TargetMetadata:
+    keys: set[str]
+    extra_bases: list[str]
+    described: list[str]
+
+
+@dataclass
+class MappedTable:
+    """A table the models map: which class (or Table) maps it, and its mapped columns."""
+
+    name: str
+    owner: str  # qualified class name, or Table('name')
+    path: str
+    line: int
+    columns: dict[str, str] = field(default_factory=dict)  # column → owning class
+
+    @property
+    def owner_name(self) -> str:
+        return self.owner.rpartition(".")[2] if not self.owner.startswith("Table(") else self.owner
+
+
+@dataclass
+class _Reach:
+    modules: dict[str, tuple[str, ...]]
+    paths: set[Path]
+    dynamic: list[str]
+
+
+_CACHE: dict[int, tuple[weakref.ref[ProjectContext], AlembicAnalysis]] = {}
+
+
+def analysis(project: ProjectContext) -> AlembicAnalysis:
+    """The analysis of ``project``, computed once and shared by every migration rule."""
+    key = id(project)
+    cached = _CACHE.get(key)
+    if cached is not None and cached[0]() is project:
+        return cached[1]
+    for stale in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
+        del _CACHE[stale]
+    result = AlembicAnalysis(project)
+    _CACHE[key] = (weakref.ref(project), result)
+    return result
+
+
+def since_unknown(config: Config, paths: Sequence[Path]) -> list[str]:
+    """The ``--since`` revisions no Alembic project around ``paths`` declares (a typo, most
+    likely), for the CLI to warn about: unknown revisions filter nothing."""
+    if not config.migrations_since:
+        return []
+    project = ProjectContext(
+        root=config.root, index=ProjectIndex(), config=config, paths=list(paths)
+    )
+    return AlembicAnalysis(project).since_missing
+
+
+def revision_in_scope(project: ProjectContext, display: str) -> bool:
+    """For rules outside this package: is the file at ``display`` a migration that
+    ``--since`` leaves in (or not a revision at all)?"""
+    for migration in analysis(project).migrations:
+        if migration.display == display:
+            return migration.in_since_scope
+    return True

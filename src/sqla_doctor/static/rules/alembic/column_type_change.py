@@ -1,0 +1,190 @@
+"""SQD607: a column type change that rewrites (or scans) an existing table under lock."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+from sqla_doctor.findings import Finding, Severity
+from sqla_doctor.static.alembic.project import AlembicAnalysis, MigrationFile
+from sqla_doctor.static.alembic.rule import MigrationRule
+from sqla_doctor.static.alembic.types import change_cost, from_python, from_sql
+from sqla_doctor.static.rule import Invalid, Valid
+
+_HEAD = """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "b2"
+            down_revision = "a1"
+"""
+
+
+class ColumnTypeChange(MigrationRule):
+    """
+    ## What it does
+    Checks for a column type change on an existing table that PostgreSQL cannot make in
+    the catalogue alone: `op.alter_column(..., type_=...)` (or `batch_op.alter_column`, or
+    raw `ALTER COLUMN ... TYPE`), such as `Integer` → `BigInteger`, `String` → `Integer`,
+    `DateTime` → `DateTime(timezone=True)`, or a shorter `String`. Changes PostgreSQL makes
+    without touching the rows are not reported: a longer `String(n)`, `String` → `Text`,
+    a wider `Numeric` with the same scale (read from `existing_type=`, which autogenerate
+    writes).
+
+    ## Why is this bad?
+    `ALTER COLUMN ... TYPE` takes an ACCESS EXCLUSIVE lock, then rewrites every row and
+    rebuilds every index of the table (or, to shorten a `varchar`, reads every row) before
+    it commits. Nothing can read or write the table meanwhile: minutes of downtime on a
+    big table, and a queue of blocked requests behind it even while it waits for the lock.
+
+    ## Example
+    ```python
+    def upgrade():
+        op.alter_column(
+            "orders", "id", existing_type=sa.Integer(), type_=sa.BigInteger()
+        )
+    ```
+
+    Use instead, expand and contract over several releases:
+    ```python
+    # 1. add the new column (nullable, no rewrite)
+    op.add_column("orders", sa.Column("id_big", sa.BigInteger(), nullable=True))
+    # 2. write both columns (a trigger or the app), backfill in batches outside
+    #    the migration's transaction
+    # 3. switch the app to the new column, then swap names and drop the old one
+    ```
+    For text, widen instead: `String(50)` → `String(255)` or `Text` changes only the
+    catalogue.
+
+    ## References
+    - [PostgreSQL: ALTER TABLE ... SET DATA TYPE](https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-NOTES)
+    - [Squawk: changing-column-type](https://squawkhq.com/docs/changing-column-type)
+    - [strong_migrations: Changing the type of a column](https://github.com/ankane/strong_migrations#changing-the-type-of-a-column)
+    """
+
+    code = "SQD607"
+    name = "column-type-change"
+    pitfalls = ("P40",)
+    severity = Severity.WARNING
+    message = (
+        "changing {table}.{column} {change} {cost} under an ACCESS EXCLUSIVE lock: every read "
+        "and write of {table} waits until it finishes — add a new column, backfill it, and "
+        "switch over instead"
+    )
+
+    VALID = (
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("users", "name", existing_type=sa.String(50), type_=sa.String(255))
+                op.alter_column("users", "bio", existing_type=sa.VARCHAR(500), type_=sa.Text())
+                op.alter_column(
+                    "orders", "total", existing_type=sa.Numeric(10, 2), type_=sa.Numeric(12, 2)
+                )
+                op.alter_column("orders", "note", type_=sa.Text())
+                op.execute("ALTER TABLE orders ALTER COLUMN comment TYPE text")
+            """
+        ),
+        # A table created in the same migration is empty.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_table("invoices", sa.Column("id", sa.Integer(), primary_key=True))
+                op.alter_column("invoices", "id", existing_type=sa.Integer(), type_=sa.BigInteger())
+            """
+        ),
+        # downgrade() reverses a widening: the old type is known to fit.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("users", "name", existing_type=sa.String(50), type_=sa.String(100))
+
+            def downgrade():
+                op.alter_column("users", "name", existing_type=sa.String(100), type_=sa.String(50))
+            """
+        ),
+    )
+    INVALID = (
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column(
+                    "orders", "id", existing_type=sa.Integer(), type_=sa.BigInteger()
+                )
+            """,
+            line=8,
+            expected_message=(
+                "changing orders.id from sa.Integer() to sa.BigInteger() rewrites the table and "
+                "its indexes under an ACCESS EXCLUSIVE lock: every read and write of orders "
+                "waits until it finishes — add a new column, backfill it, and switch over instead"
+            ),
+        ),
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                with op.batch_alter_table("users") as batch_op:
+                    batch_op.alter_column("name", existing_type=sa.String(255), type_=sa.String(50))
+                op.alter_column(
+                    "events", "at", existing_type=sa.DateTime(), type_=sa.DateTime(timezone=True)
+                )
+                op.execute("ALTER TABLE orders ALTER COLUMN status TYPE int USING status::int")
+            """,
+            count=3,
+        ),
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column(
+                    "orders",
+                    "status",
+                    type_=sa.Enum("new", "paid", name="order_status"),
+                    postgresql_using="status::order_status",
+                )
+            """,
+            line=8,
+        ),
+    )
+
+    def check_migration(
+        self, migration: MigrationFile, shared: AlembicAnalysis
+    ) -> Iterable[Finding]:
+        resolver = migration.file.ctx.names
+        for operation in self.operations(migration):
+            if operation.kind != "alter_type":
+                continue
+            if migration.is_new_table(operation.table, at=operation) is not False:
+                continue
+            if operation.via_sql:
+                new = from_sql(operation.type_text or "")
+                old = None
+                using = "USING" in (operation.sql or "").upper()
+            else:
+                new = from_python(operation.type_node, resolver)
+                old = from_python(operation.existing_type_node, resolver)
+                using = isinstance(operation.node, ast.Call) and any(
+                    k.arg == "postgresql_using" for k in operation.node.keywords
+                )
+            if new is None:
+                continue
+            cost = "rewrite" if using else change_cost(old, new)
+            if cost is None:
+                continue
+            change = f"from {old.text} to {new.text}" if old is not None else f"to {new.text}"
+            yield self.at(
+                migration.file,
+                operation.node,
+                table=operation.table or "the table",
+                column=operation.column or "?",
+                change=change,
+                cost=(
+                    "rewrites the table and its indexes"
+                    if cost == "rewrite"
+                    else "reads every row to check the new length"
+                ),
+            )

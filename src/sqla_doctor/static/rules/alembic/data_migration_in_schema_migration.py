@@ -1,0 +1,220 @@
+"""SQD610: a data migration (UPDATE/INSERT/DELETE) in the same transaction as a schema change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqla_doctor.findings import Finding, Related, Severity
+from sqla_doctor.static.alembic.ops import SCHEMA_KINDS, Operation
+from sqla_doctor.static.alembic.project import AlembicAnalysis, MigrationFile
+from sqla_doctor.static.alembic.rule import MigrationRule, line_of
+from sqla_doctor.static.rule import Invalid, Valid
+
+_HEAD = """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "b2"
+            down_revision = "a1"
+"""
+
+
+class DataMigrationInSchemaMigration(MigrationRule):
+    """
+    ## What it does
+    Checks for a migration that changes data (`UPDATE`, `INSERT`, `DELETE` run with
+    `op.execute`, `op.get_bind().execute`, `op.bulk_insert`, `sa.update(...)` constructs,
+    or an ORM `Session` bound to `op.get_bind()`) and also changes the schema of an
+    existing table. Seeding a table created by the same migration, and data changes
+    inside `autocommit_block()`, are not reported.
+
+    ## Why is this bad?
+    A migration runs in one transaction, and PostgreSQL keeps every lock until commit:
+    the ACCESS EXCLUSIVE lock of an `ALTER TABLE` is held while the `UPDATE` rewrites
+    every row of a big table, so nothing can read or write the table for the whole
+    backfill (and the rows the `UPDATE` locked stay locked while the `ALTER` waits). A
+    long backfill also makes the deploy time out halfway, and retries start over because
+    nothing was committed.
+
+    ## Example
+    ```python
+    def upgrade():
+        op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+        op.execute("UPDATE orders SET currency = 'EUR'")
+        op.alter_column("orders", "currency", nullable=False)
+    ```
+
+    Use instead, three revisions, run with `transaction_per_migration=True` in env.py
+    (or the backfill as a job outside Alembic, in batches):
+    ```python
+    # b2: schema
+    op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+
+    # c3: data only, in batches that each commit
+    with op.get_context().autocommit_block():
+        while op.get_bind().execute(sa.text(
+            "UPDATE orders SET currency = 'EUR' WHERE id IN "
+            "(SELECT id FROM orders WHERE currency IS NULL LIMIT 10000)"
+        )).rowcount:
+            pass
+
+    # d4: schema
+    op.alter_column("orders", "currency", nullable=False)
+    ```
+
+    ## References
+    - [strong_migrations: Backfilling data](https://github.com/ankane/strong_migrations#backfilling-data)
+    - [PostgreSQL: Explicit locking](https://www.postgresql.org/docs/current/explicit-locking.html)
+    """
+
+    code = "SQD610"
+    name = "data-migration-in-schema-migration"
+    pitfalls = ("P43",)
+    severity = Severity.WARNING
+    message = (
+        "{dml} runs in the same transaction as {schema} (line {line}), whose lock on "
+        "{locked} is held until the data migration commits — move the data migration to a "
+        "revision of its own (with `transaction_per_migration=True`) or a batched job"
+    )
+
+    VALID = (
+        # Seeding a new lookup table.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                roles = op.create_table(
+                    "roles",
+                    sa.Column("id", sa.Integer(), primary_key=True),
+                    sa.Column("name", sa.String(50), nullable=False),
+                )
+                op.bulk_insert(roles, [{"id": 1, "name": "admin"}, {"id": 2, "name": "member"}])
+                op.execute("INSERT INTO roles (id, name) VALUES (3, 'guest')")
+            """
+        ),
+        # A data-only migration.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute("UPDATE orders SET currency = 'EUR' WHERE currency IS NULL")
+                orders = sa.table("orders", sa.column("status"))
+                op.execute(orders.update().where(orders.c.status == "new").values(status="open"))
+            """
+        ),
+        # The backfill runs in an autocommit block, after the schema change committed.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+                with op.get_context().autocommit_block():
+                    op.execute("UPDATE orders SET currency = 'EUR' WHERE currency IS NULL")
+            """
+        ),
+        # Queries and settings are not data changes.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute("SET LOCAL lock_timeout = '3s'")
+                op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+                count = op.get_bind().execute(sa.text("SELECT count(*) FROM orders")).scalar()
+            """
+        ),
+    )
+    INVALID = (
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+                op.execute("UPDATE orders SET currency = 'EUR'")
+                op.alter_column("orders", "currency", nullable=False)
+            """,
+            line=9,
+            expected_message=(
+                "`UPDATE orders` runs in the same transaction as `op.add_column` on orders "
+                "(line 8), whose lock on orders is held until the data migration commits — "
+                "move the data migration to a revision of its own (with "
+                "`transaction_per_migration=True`) or a batched job"
+            ),
+        ),
+        # Through the connection, with an update() construct and an ORM session.
+        Invalid(
+            _HEAD
+            + """
+            from sqlalchemy.orm import Session
+
+            def upgrade():
+                conn = op.get_bind()
+                users = sa.table("users", sa.column("tier"))
+                conn.execute(users.update().values(tier="free"))
+                op.drop_column("users", "legacy_tier")
+
+            def downgrade():
+                session = Session(bind=op.get_bind())
+                op.add_column("users", sa.Column("legacy_tier", sa.String(10)))
+            """,
+            line=12,
+            count=1,
+        ),
+    )
+
+    def check_migration(
+        self, migration: MigrationFile, shared: AlembicAnalysis
+    ) -> Iterable[Finding]:
+        by_entry: dict[str, list[Operation]] = {}
+        for operation in self.operations(migration):
+            by_entry.setdefault(operation.entry, []).append(operation)
+        for operations in by_entry.values():
+            finding = self._check_transaction(migration, operations)
+            if finding is not None:
+                yield finding
+
+    def _check_transaction(
+        self, migration: MigrationFile, operations: list[Operation]
+    ) -> Finding | None:
+        """One entry point's operations run in one transaction."""
+        schema = [
+            op
+            for op in operations
+            if op.kind in SCHEMA_KINDS
+            and not op.in_autocommit
+            and migration.is_new_table(op.table) is not True
+            and not (op.kind == "create_index" and op.concurrently)
+        ]
+        if not schema:
+            return None
+        for operation in operations:
+            if operation.kind != "dml" or operation.in_autocommit:
+                continue
+            if migration.is_new_table(operation.table) is not False:
+                continue
+            first = next((op for op in schema if op.table), schema[0])
+            locked = sorted({op.table for op in schema if op.table}) or ["the altered table"]
+            dml = (
+                "an ORM session bound to the migration's connection"
+                if operation.verb == "ORM"
+                else f"`{operation.verb} {operation.table}`"
+                if operation.table
+                else f"`{operation.verb}`"
+            )
+            # One finding per transaction: moving the data out fixes every statement.
+            return self.at(
+                migration.file,
+                operation.node,
+                dml=dml,
+                schema=_describe(first),
+                line=line_of(first.node),
+                locked=", ".join(locked),
+                related=(Related(migration.file.ctx.location(first.node), "the schema change"),),
+            )
+        return None
+
+
+def _describe(operation: Operation) -> str:
+    if operation.via_sql:
+        return f"the ALTER on {operation.table}" if operation.table else "the schema change"
+    on = f" on {operation.table}" if operation.table else ""
+    return f"`{operation.call}`{on}"

@@ -1,0 +1,300 @@
+"""SQD609: a migration drops or renames a table or column that the models still map."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+from sqla_doctor.findings import Finding, Location, Related, Severity
+from sqla_doctor.static.alembic.project import AlembicAnalysis, MappedTable, MigrationFile
+from sqla_doctor.static.alembic.rule import MigrationRule
+from sqla_doctor.static.rule import Invalid, Valid
+
+_MODELS = """
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str] = mapped_column("name", String(100))
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    note: Mapped[str | None]
+"""
+_HEAD = """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "b2"
+            down_revision = "a1"
+"""
+_FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+
+
+class DropOrRenameMappedObject(MigrationRule):
+    """
+    ## What it does
+    Checks for a migration that drops or renames a table or column that the project's
+    models still map: `op.drop_table`, `op.drop_column`, `op.rename_table`,
+    `op.alter_column(..., new_column_name=...)` (and their `batch_op` and raw SQL forms),
+    read against the mapped classes and `Table` objects of the metadata env.py targets.
+
+    ## Why is this bad?
+    The ORM names every mapped column in its SELECTs and INSERTs. Once the migration has
+    run, every query of the model fails with `UndefinedColumn` / `UndefinedTable` until
+    new code is deployed — and in a rolling deploy the old code keeps running next to the
+    new schema for minutes. A rename breaks the old code even when the models already use
+    the new name. Dropping is safe only after a release in which no code maps the object
+    (expand and contract).
+
+    ## Example
+    ```python
+    # models.py still has: note: Mapped[str | None]
+    def upgrade():
+        op.drop_column("orders", "note")
+    ```
+
+    Use instead:
+    ```python
+    # Release 1: remove Order.note from the model (or mark it
+    #            `deferred(..., raiseload=True)` and stop using it), deploy.
+    # Release 2: the migration.
+    def upgrade():
+        op.drop_column("orders", "note")
+    ```
+    For a rename: add the new column, write both, backfill, move reads to the new one,
+    then drop the old one in a later release; or map the old column name under the new
+    attribute name (`mapped_column("old_name")`) and keep the database as it is.
+
+    ## References
+    - [strong_migrations: Removing a column](https://github.com/ankane/strong_migrations#removing-a-column)
+    - [django-migration-linter: backward-incompatible migrations](https://github.com/3YOURMIND/django-migration-linter/blob/main/docs/incompatibilities.md)
+    """
+
+    code = "SQD609"
+    name = "drop-or-rename-of-mapped-object"
+    pitfalls = ("P42",)
+    severity = Severity.ERROR
+    message = "{what}"
+    postgresql_only = False
+
+    VALID = (
+        # The column is no longer mapped: the contract step.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_column("orders", "legacy_code")
+                op.drop_table("old_sessions")
+
+            def downgrade():
+                op.drop_column("orders", "note")
+            """,
+            path="migrations/versions/b2.py",
+            files=_FILES,
+        ),
+        # The migration creates what it drops (a temporary table).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_table("orders", sa.Column("id", sa.Integer(), primary_key=True))
+                op.drop_table("orders")
+            """,
+            path="migrations/versions/b2.py",
+            files=_FILES,
+        ),
+        # No models in the checked project: nothing to compare with.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_column("orders", "note")
+            """
+        ),
+    )
+    INVALID = (
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_column("orders", "note")
+            """,
+            path="migrations/versions/b2.py",
+            files=_FILES,
+            line=8,
+            expected_message=(
+                "drops column orders.note, which Order (app/models.py:17) still maps: once this "
+                "runs, every query of Order fails with UndefinedColumn until the new code is "
+                "deployed — remove it from the model in one release, drop it in a later one"
+            ),
+        ),
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("users", "name", new_column_name="display_name")
+                op.execute("ALTER TABLE orders RENAME TO purchases")
+                with op.batch_alter_table("users") as batch_op:
+                    batch_op.drop_column("email")
+            """,
+            path="migrations/versions/b2.py",
+            files=_FILES,
+            count=3,
+        ),
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("users", "fullname", new_column_name="name")
+            """,
+            path="migrations/versions/b2.py",
+            files=_FILES,
+            expected_message=(
+                "renames users.fullname to name: the models map the new name, but the code "
+                "still running during the deploy selects users.fullname and fails — add the "
+                'new column and copy, or map the old name (`mapped_column("fullname")`) instead'
+            ),
+        ),
+    )
+
+    def check_migration(
+        self, migration: MigrationFile, shared: AlembicAnalysis
+    ) -> Iterable[Finding]:
+        operations = [
+            op
+            for op in self.operations(migration)
+            if op.kind in ("drop_table", "drop_column", "rename_column", "rename_table")
+        ]
+        if not operations:
+            return
+        schema = shared.mapped_schema(migration.project)
+        if not schema:
+            return
+        # Columns this migration adds, or renames another column to: a drop or rename of
+        # the same name is a swap (add new_id, drop id, rename new_id to id), not a loss.
+        added = {
+            (op.table, op.column)
+            for op in self.operations(migration)
+            if op.kind == "add_column" and op.column
+        }
+        recreated = added | {
+            (op.table, op.new_name)
+            for op in self.operations(migration)
+            if op.kind == "rename_column" and op.new_name
+        }
+        for operation in operations:
+            if operation.kind in ("drop_column", "rename_column") and (
+                (operation.table, operation.column) in recreated
+            ):
+                continue
+            if operation.kind == "rename_column" and (operation.table, operation.column) in added:
+                continue
+            table = operation.table
+            if table is None or migration.is_new_table(table) is not False:
+                continue
+            mapped = schema.get(table)
+            if operation.kind == "drop_table" and mapped is not None:
+                yield self._report(
+                    migration,
+                    operation.node,
+                    mapped,
+                    f"drops table {table}, which {_owner(mapped)} still maps: once this runs, "
+                    f"every query of {mapped.owner_name} fails with UndefinedTable until the new "
+                    "code is deployed — remove the model in one release, drop the table in a "
+                    "later one",
+                )
+            elif (
+                operation.kind == "drop_column"
+                and mapped is not None
+                and (operation.column in mapped.columns)
+            ):
+                yield self._report(
+                    migration,
+                    operation.node,
+                    mapped,
+                    f"drops column {table}.{operation.column}, which {_owner(mapped)} still "
+                    f"maps: once this runs, every query of {mapped.owner_name} fails with "
+                    "UndefinedColumn until the new code is deployed — remove it from the model "
+                    "in one release, drop it in a later one",
+                )
+            elif operation.kind == "rename_column" and mapped is not None:
+                old, new = operation.column, operation.new_name
+                if old in mapped.columns:
+                    yield self._report(
+                        migration,
+                        operation.node,
+                        mapped,
+                        f"renames {table}.{old} to {new}, but {_owner(mapped)} still maps "
+                        f"{old}: every query of {mapped.owner_name} fails with UndefinedColumn "
+                        "once this runs — map the new name, or keep the column and map it "
+                        f'under a new attribute (`mapped_column("{old}")`)',
+                    )
+                elif new in mapped.columns:
+                    yield self._report(
+                        migration,
+                        operation.node,
+                        mapped,
+                        f"renames {table}.{old} to {new}: the models map the new name, but the "
+                        f"code still running during the deploy selects {table}.{old} and fails "
+                        "— add the new column and copy, or map the old name "
+                        f'(`mapped_column("{old}")`) instead',
+                        severity=Severity.WARNING,
+                    )
+            elif operation.kind == "rename_table":
+                new_name = operation.new_name
+                if mapped is not None:
+                    yield self._report(
+                        migration,
+                        operation.node,
+                        mapped,
+                        f"renames table {table} to {new_name}, but {_owner(mapped)} still maps "
+                        f"{table}: every query of {mapped.owner_name} fails with UndefinedTable "
+                        "once this runs — keep the table name (`__tablename__`) or move the data "
+                        "over several releases",
+                    )
+                elif new_name is not None and new_name in schema:
+                    target = schema[new_name]
+                    yield self._report(
+                        migration,
+                        operation.node,
+                        target,
+                        f"renames table {table} to {new_name}: the models map the new name, but "
+                        f"the code still running during the deploy queries {table} and fails — "
+                        "rename over several releases (a view named after the old table bridges "
+                        "the gap)",
+                        severity=Severity.WARNING,
+                    )
+
+    def _report(
+        self,
+        migration: MigrationFile,
+        node: ast.AST,
+        mapped: MappedTable,
+        what: str,
+        severity: Severity | None = None,
+    ) -> Finding:
+        return self.at(
+            migration.file,
+            node,
+            what=what,
+            severity=severity,
+            related=(Related(Location(mapped.path, mapped.line), f"mapped by {mapped.owner}"),),
+        )
+
+
+def _owner(mapped: MappedTable) -> str:
+    return f"{mapped.owner_name} ({mapped.path}:{mapped.line})"

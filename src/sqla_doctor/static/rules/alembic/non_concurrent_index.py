@@ -1,0 +1,223 @@
+"""SQD608: an index built on an existing table without CONCURRENTLY."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+from sqla_doctor.findings import Applicability, Finding, Severity
+from sqla_doctor.static.alembic.project import AlembicAnalysis, MigrationFile
+from sqla_doctor.static.alembic.rule import MigrationRule, autocommit_fix
+from sqla_doctor.static.rule import Invalid, Valid
+
+_HEAD = """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "b2"
+            down_revision = "a1"
+"""
+
+
+class NonConcurrentIndex(MigrationRule):
+    """
+    ## What it does
+    Checks for an index built on a table that already exists without `CONCURRENTLY`:
+    `op.create_index(...)` without `postgresql_concurrently=True` (also in a
+    `batch_alter_table`), raw `CREATE INDEX` without `CONCURRENTLY`, and
+    `op.create_unique_constraint(...)` / `op.create_primary_key(...)`, which build their
+    index the same way. Indexes on a table created by the same migration are not reported.
+
+    ## Why is this bad?
+    `CREATE INDEX` holds a SHARE lock on the table until the migration commits: reads go
+    on, but every INSERT, UPDATE and DELETE waits for the whole index build, minutes on a
+    big table. `CREATE INDEX CONCURRENTLY` takes a SHARE UPDATE EXCLUSIVE lock instead and
+    lets writes through while it builds (more slowly, and outside a transaction block).
+
+    ## Example
+    ```python
+    def upgrade():
+        op.create_index("ix_orders_user_id", "orders", ["user_id"])
+    ```
+
+    Use instead:
+    ```python
+    def upgrade():
+        with op.get_context().autocommit_block():
+            op.create_index(
+                "ix_orders_user_id", "orders", ["user_id"], postgresql_concurrently=True
+            )
+    ```
+    For a unique constraint, build the unique index concurrently, then attach it:
+    `op.execute("ALTER TABLE users ADD CONSTRAINT uq_users_email UNIQUE USING INDEX
+    uq_users_email")`.
+
+    ## Fix safety
+    Unsafe: `autocommit_block()` commits what the migration did before the block, and a
+    concurrent build that fails leaves an INVALID index to drop before retrying.
+
+    ## References
+    - [PostgreSQL: Building indexes concurrently](https://www.postgresql.org/docs/current/sql-createindex.html#SQL-CREATEINDEX-CONCURRENTLY)
+    - [Squawk: require-concurrent-index-creation](https://squawkhq.com/docs/require-concurrent-index-creation)
+    - [strong_migrations: Adding an index non-concurrently](https://github.com/ankane/strong_migrations#adding-an-index-non-concurrently)
+    """
+
+    code = "SQD608"
+    name = "non-concurrent-index-on-existing-table"
+    pitfalls = ("P41",)
+    severity = Severity.WARNING
+    fix = Applicability.UNSAFE
+    message = "{what}"
+
+    VALID = (
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                with op.get_context().autocommit_block():
+                    op.create_index(
+                        "ix_orders_user_id", "orders", ["user_id"], postgresql_concurrently=True
+                    )
+                    op.execute("CREATE INDEX CONCURRENTLY ix_orders_total ON orders (total)")
+                    op.execute(
+                        "ALTER TABLE users ADD CONSTRAINT uq_email UNIQUE USING INDEX uq_email"
+                    )
+            """
+        ),
+        # Indexes of a table created in the same migration (squawk#349).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_table(
+                    "invoices",
+                    sa.Column("id", sa.Integer(), primary_key=True),
+                    sa.Column("order_id", sa.Integer(), nullable=False),
+                )
+                op.create_index(op.f("ix_invoices_order_id"), "invoices", ["order_id"])
+                op.create_unique_constraint("uq_invoices_order_id", "invoices", ["order_id"])
+                op.execute("CREATE INDEX ix_invoices_id ON invoices (id)")
+            """
+        ),
+        # Only on SQLite.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                if op.get_context().dialect.name == "sqlite":
+                    op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """
+        ),
+        # The project is configured for SQLite only.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                "alembic.ini": (
+                    "[alembic]\nscript_location = migrations\nsqlalchemy.url = sqlite:///app.db\n"
+                ),
+                "migrations/env.py": "",
+            },
+        ),
+    )
+    INVALID = (
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index(
+                    op.f("ix_orders_user_id"),
+                    "orders",
+                    ["user_id"],
+                    unique=False,
+                )
+            """,
+            line=8,
+            expected_message=(
+                "CREATE INDEX ix_orders_user_id blocks every write to orders until the index is "
+                "built — create it with `postgresql_concurrently=True` inside "
+                "`op.get_context().autocommit_block()`"
+            ),
+            expected_fix=_HEAD
+            + """
+            def upgrade():
+                with op.get_context().autocommit_block():
+                    op.create_index(
+                        op.f("ix_orders_user_id"),
+                        "orders",
+                        ["user_id"],
+                        unique=False, postgresql_concurrently=True,
+                    )
+            """,
+        ),
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                with op.batch_alter_table("users", schema=None) as batch_op:
+                    batch_op.create_index(batch_op.f("ix_users_email"), ["email"], unique=True)
+                op.execute("CREATE INDEX ix_orders_created_at ON orders USING brin (created_at)")
+                op.create_unique_constraint("uq_users_name", "users", ["name"])
+            """,
+            count=3,
+        ),
+    )
+
+    def check_migration(
+        self, migration: MigrationFile, shared: AlembicAnalysis
+    ) -> Iterable[Finding]:
+        for operation in self.operations(migration):
+            if migration.is_new_table(operation.table, at=operation) is not False:
+                continue
+            if operation.kind == "create_index" and not operation.concurrently:
+                name = f" {operation.name}" if operation.name else ""
+                fix = None
+                if isinstance(operation.node, ast.Call) and not operation.via_sql:
+                    fix = autocommit_fix(
+                        migration.file,
+                        operation.node,
+                        "build the index concurrently in `autocommit_block()`",
+                        keyword="postgresql_concurrently=True",
+                    )
+                recipe = (
+                    "create it with `postgresql_concurrently=True` inside "
+                    "`op.get_context().autocommit_block()`"
+                    if not operation.via_sql
+                    else "use CREATE INDEX CONCURRENTLY inside "
+                    "`op.get_context().autocommit_block()`"
+                )
+                yield self.at(
+                    migration.file,
+                    operation.node,
+                    what=(
+                        f"CREATE {'UNIQUE ' if operation.unique else ''}INDEX{name} blocks every "
+                        f"write to {operation.table} until the index is built — {recipe}"
+                    ),
+                    fix=fix,
+                )
+            elif (
+                operation.kind == "add_constraint"
+                and operation.constraint in ("unique", "primary_key", "exclude")
+                and not operation.using_index
+            ):
+                kind = {"unique": "UNIQUE", "primary_key": "PRIMARY KEY", "exclude": "EXCLUDE"}[
+                    operation.constraint or "unique"
+                ]
+                name = f" {operation.name}" if operation.name else ""
+                yield self.at(
+                    migration.file,
+                    operation.node,
+                    what=(
+                        f"ADD CONSTRAINT{name} {kind} on {operation.table} builds its index while "
+                        "blocking writes to the table — build a unique index CONCURRENTLY in "
+                        "`autocommit_block()`, then ADD CONSTRAINT ... USING INDEX"
+                        if operation.constraint != "exclude"
+                        else f"ADD CONSTRAINT{name} EXCLUDE on {operation.table} builds its "
+                        "index under an ACCESS EXCLUSIVE lock — create it on a new table or in "
+                        "a maintenance window"
+                    ),
+                )

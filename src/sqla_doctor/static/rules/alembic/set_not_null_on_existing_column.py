@@ -1,0 +1,191 @@
+"""SQD612: SET NOT NULL on a column of an existing table, without a validated check first."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from sqla_doctor.findings import Finding, Severity
+from sqla_doctor.static.alembic.ops import Operation
+from sqla_doctor.static.alembic.project import AlembicAnalysis, MigrationFile
+from sqla_doctor.static.alembic.rule import MigrationRule
+from sqla_doctor.static.rule import Invalid, Valid
+
+_HEAD = """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "c3"
+            down_revision = "b2"
+"""
+_INI = {
+    "alembic.ini": "[alembic]\nscript_location = migrations\n",
+    "migrations/env.py": "",
+}
+_CHECK = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "b2"
+down_revision = None
+
+
+def upgrade():
+    op.create_check_constraint(
+        "ck_orders_currency_not_null",
+        "orders",
+        "currency IS NOT NULL",
+        postgresql_not_valid=True,
+    )
+    op.execute("ALTER TABLE orders VALIDATE CONSTRAINT ck_orders_currency_not_null")
+"""
+
+
+class SetNotNullOnExistingColumn(MigrationRule):
+    """
+    ## What it does
+    Checks for `op.alter_column(..., nullable=False)` (or `batch_op.alter_column`, or raw
+    `ALTER COLUMN ... SET NOT NULL`) on a table that already exists, unless another revision
+    of the project already added a `CHECK (column IS NOT NULL)` constraint on that table.
+
+    ## Why is this bad?
+    `SET NOT NULL` takes an ACCESS EXCLUSIVE lock and reads every row to prove there is no
+    NULL: no query can read or write the table until the scan is over, and if a NULL is
+    left (a row inserted by old code during the deploy) the migration fails at the end of
+    it. Since PostgreSQL 12, a validated `CHECK (column IS NOT NULL)` constraint lets
+    `SET NOT NULL` skip the scan, and the constraint itself can be validated under a lock
+    that lets reads and writes through.
+
+    ## Example
+    ```python
+    def upgrade():
+        op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=False)
+    ```
+
+    Use instead, over three revisions (with `transaction_per_migration=True`):
+    ```python
+    # b2
+    op.create_check_constraint(
+        "ck_orders_currency_not_null", "orders", "currency IS NOT NULL",
+        postgresql_not_valid=True,
+    )
+    # c3
+    op.execute("ALTER TABLE orders VALIDATE CONSTRAINT ck_orders_currency_not_null")
+    # d4: PostgreSQL 12+ uses the validated check instead of scanning
+    op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=False)
+    op.drop_constraint("ck_orders_currency_not_null", "orders", type_="check")
+    ```
+
+    ## References
+    - [PostgreSQL: ALTER TABLE ... SET NOT NULL](https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-DESC-SET-DROP-NOT-NULL)
+    - [strong_migrations: Setting NOT NULL on an existing column](https://github.com/ankane/strong_migrations#setting-not-null-on-an-existing-column)
+    - [Squawk: adding-not-nullable-field](https://squawkhq.com/docs/adding-not-nullable-field)
+    """
+
+    code = "SQD612"
+    name = "set-not-null-on-existing-column"
+    pitfalls = ("P38",)
+    severity = Severity.WARNING
+    message = (
+        "SET NOT NULL on {table}.{column} reads every row under an ACCESS EXCLUSIVE lock "
+        "(reads and writes of {table} wait) and fails if a NULL is left — add "
+        "`CHECK ({column} IS NOT NULL) NOT VALID`, validate it in a later revision, then set "
+        "NOT NULL"
+    )
+
+    VALID = (
+        # A validated check constraint from an earlier revision: no scan.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=False)
+                op.drop_constraint("ck_orders_currency_not_null", "orders", type_="check")
+            """,
+            path="migrations/versions/c3.py",
+            files={**_INI, "migrations/versions/b2.py": _CHECK},
+        ),
+        # A table created by the same migration; DROP NOT NULL.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_table("invoices", sa.Column("id", sa.Integer(), primary_key=True))
+                op.add_column("invoices", sa.Column("number", sa.String(20)))
+                op.alter_column("invoices", "number", nullable=False)
+                op.alter_column("orders", "note", existing_type=sa.Text(), nullable=True)
+                op.execute("ALTER TABLE orders ALTER COLUMN status DROP NOT NULL")
+            """
+        ),
+    )
+    INVALID = (
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("orders", "currency", existing_type=sa.String(3), nullable=False)
+            """,
+            line=8,
+            expected_message=(
+                "SET NOT NULL on orders.currency reads every row under an ACCESS EXCLUSIVE lock "
+                "(reads and writes of orders wait) and fails if a NULL is left — add "
+                "`CHECK (currency IS NOT NULL) NOT VALID`, validate it in a later revision, "
+                "then set NOT NULL"
+            ),
+        ),
+        # The check constraint is added in the same transaction: the scan still blocks.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute(
+                    "ALTER TABLE orders ADD CONSTRAINT ck CHECK (currency IS NOT NULL) NOT VALID"
+                )
+                op.execute("ALTER TABLE orders VALIDATE CONSTRAINT ck")
+                with op.batch_alter_table("orders") as batch_op:
+                    batch_op.alter_column("currency", nullable=False)
+                op.execute('ALTER TABLE "orders" ALTER COLUMN status SET NOT NULL')
+            """,
+            count=2,
+        ),
+    )
+
+    def check_migration(
+        self, migration: MigrationFile, shared: AlembicAnalysis
+    ) -> Iterable[Finding]:
+        for operation in self.operations(migration):
+            if operation.kind != "set_not_null" or operation.column is None:
+                continue
+            if migration.is_new_table(operation.table, at=operation) is not False:
+                continue
+            if _checked_elsewhere(migration, operation):
+                continue
+            yield self.at(
+                migration.file,
+                operation.node,
+                table=operation.table,
+                column=operation.column,
+            )
+
+
+def _checked_elsewhere(migration: MigrationFile, operation: Operation) -> bool:
+    """Another revision adds ``CHECK (column IS NOT NULL)`` on the same table."""
+    project = migration.project
+    if project is None:
+        return False
+    pattern = re.compile(
+        rf'(?<!\w)"?{re.escape(operation.column or "")}"?\s+IS\s+NOT\s+NULL', re.IGNORECASE
+    )
+    for other in project.files:
+        if other is migration:
+            continue
+        for candidate in other.upgrade_operations():
+            if (
+                candidate.kind == "add_constraint"
+                and candidate.constraint == "check"
+                and candidate.table == operation.table
+                and candidate.condition is not None
+                and pattern.search(candidate.condition)
+            ):
+                return True
+    return False
