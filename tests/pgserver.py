@@ -132,7 +132,13 @@ class PostgresServer:
     def _run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         command = self._command(argv[0], *argv[1:])
         result = subprocess.run(
-            command, capture_output=True, text=True, check=False, cwd=self.base, timeout=120
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.base,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
         )
         if check and result.returncode != 0:
             log = self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
