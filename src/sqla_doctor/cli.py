@@ -267,6 +267,15 @@ def _analyse(
 def _check(args: argparse.Namespace, errors: _Errors) -> int:
     config, result = _analyse(args, errors, since=args.since)
     findings: list[Finding] = result.findings
+    if args.since:
+        from sqla_doctor.static.alembic.project import since_unknown
+
+        for revision in since_unknown(config, list(args.paths) or [config.root]):
+            print(
+                f"sqla-doctor: warning: --since {revision}: no Alembic revision has this id; "
+                "nothing was left out",
+                file=sys.stderr,
+            )
     if args.write_baseline:
         from sqla_doctor.baseline import write_baseline
 

@@ -7,6 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import engine_from_config, pool, text
 
+from sqla_doctor.demo.fixed import audit  # noqa: F401 - registers AuditLog on Base.metadata
 from sqla_doctor.demo.fixed.models import Base
 
 config = context.config
