@@ -1,7 +1,11 @@
 """The project index: facts gathered from every file in a first pass, read-only to rules.
 
 Facts are plain picklable dataclasses so that they can be cached per file and built in
-worker processes, then merged.
+worker processes, then merged. :class:`ProjectIndex` resolves them across modules: which
+classes are mapped (``DeclarativeBase``, ``declarative_base()``, ``registry.mapped``,
+Flask-SQLAlchemy's ``db.Model``, SQLModel's ``table=True``, imperative mappings), their
+columns and relationships with targets and directions, listeners and validators, session
+factories, engines and session-providing functions.
 """
 
 from __future__ import annotations
@@ -9,8 +13,126 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from sqla_doctor.static.index.extract import CreateAllFacts, FileExtract, ImportFacts, extract
+from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
+from sqla_doctor.static.index.models import (
+    ClassFacts,
+    ColumnFacts,
+    FieldFacts,
+    ForeignKeyRef,
+    ImperativeFacts,
+    IndexFacts,
+    ListenerFacts,
+    RelationshipFacts,
+    table_name_for,
+)
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
+from sqla_doctor.static.index.sessions import (
+    SESSION_CLASSES,
+    EngineFacts,
+    FactoryFacts,
+    ProviderFacts,
+)
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.context import FileContext
+
+__all__ = [
+    "ClassFacts",
+    "ColumnFacts",
+    "CreateAllFacts",
+    "EngineFacts",
+    "FactoryFacts",
+    "FileFacts",
+    "FunctionFacts",
+    "ImportFacts",
+    "IndexFacts",
+    "ListenerFacts",
+    "Model",
+    "ProjectIndex",
+    "ProviderFacts",
+    "Relationship",
+    "RelationshipFacts",
+    "ReturnFacts",
+    "SessionSource",
+]
+
+_DECLARATIVE_ROOTS = frozenset({"DeclarativeBase", "DeclarativeBaseNoMeta"})
+_DECLARATIVE_FACTORIES = frozenset({"declarative_base", "generate_base"})
+_NEUTRAL_SQLA = frozenset({"MappedAsDataclass", "AsyncAttrs", "Generic", "TypeDecorator"})
+_NEUTRAL = frozenset(
+    {
+        "object",
+        "builtins.object",
+        "typing.Generic",
+        "abc.ABC",
+        "typing.Protocol",
+        "enum.Enum",
+        "dataclasses.dataclass",
+    }
+)
+_SQLMODEL_ROOTS = frozenset({"sqlmodel.SQLModel", "sqlmodel.main.SQLModel"})
+# Methods and functions of sessions, results, statements and task groups.
+_DATABASE_CALLS = frozenset(
+    {
+        "scalars",
+        "execute",
+        "scalar",
+        "get",
+        "get_one",
+        "query",
+        "exec",
+        "all",
+        "first",
+        "one",
+        "one_or_none",
+        "scalar_one",
+        "scalar_one_or_none",
+        "paginate",
+        "stream_scalars",
+        "stream",
+        "add",
+        "add_all",
+        "delete",
+        "merge",
+        "commit",
+        "flush",
+        "rollback",
+        "close",
+        "begin",
+        "begin_nested",
+        "refresh",
+        "expire",
+        "expunge",
+        "gather",
+        "create_task",
+        "start_soon",
+        "run_sync",
+        "bulk_save_objects",
+        "bulk_insert_mappings",
+        "bulk_update_mappings",
+        "Session",
+        "AsyncSession",
+        "sessionmaker",
+        "async_sessionmaker",
+        "session",
+        "unique",
+        "select",
+        "update",
+        "insert",
+        "model_validate",
+        "from_orm",
+    }
+)
+_MUTATING_EVENTS = {
+    "update": frozenset({"before_update", "after_update"}),
+    "delete": frozenset({"before_delete", "after_delete"}),
+    "insert": frozenset({"before_insert", "after_insert"}),
+}
+# (role, root, flavor, complete) of a class; see ProjectIndex._kind.
+_Kind = tuple[str, "str | None", "str | None", bool]
 
 
 @dataclass
@@ -21,30 +143,135 @@ class FileFacts:
     module: str
     is_package: bool
     names: ModuleNames
+    orm: FileExtract = field(default_factory=FileExtract)
 
     @classmethod
     def extract(cls, path: str, module: str, is_package: bool, tree: ast.Module) -> FileFacts:
-        return cls(
-            path=path,
-            module=module,
-            is_package=is_package,
-            names=ModuleNames.collect(tree, module, is_package),
-        )
+        names, orm = extract(tree, module, is_package)
+        return cls(path=path, module=module, is_package=is_package, names=names, orm=orm)
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A relationship as the ORM sees it on a mapped class, target resolved."""
+
+    owner: str  # the model it is read on
+    attr: str
+    target: str | None  # qualified model, None when it cannot be resolved
+    collection: bool | None
+    direction: str | None  # one-to-many / many-to-one / many-to-many / one-to-one
+    lazy: str | None  # "select" by default; None when not a literal
+    path: str  # file that declares it
+    line: int
+    declared_on: str  # class that declares it (a mixin, a parent, or the owner)
+    facts: RelationshipFacts | None = None  # None for one made by another's `backref`
+    backref_of: tuple[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.owner.rpartition('.')[2]}.{self.attr}"
+
+    @property
+    def is_lazy_select(self) -> bool:
+        """Loaded by a SELECT on first access (the default ``lazy="select"``)."""
+        return self.lazy in ("select", "lazy")
 
 
 @dataclass
-class ProjectIndex:
-    """Every module's facts by module name."""
+class Model:
+    """A mapped class with everything it inherits from mixins and mapped parents."""
 
-    files: dict[str, FileFacts] = field(default_factory=dict)  # by module name
-    modules: dict[str, ModuleNames] = field(default_factory=dict)
+    qualname: str
+    facts: ClassFacts
+    path: str
+    root: str  # the declarative base / registry / Flask `db` / "sqlmodel" it belongs to
+    flavor: str  # declarative / flask / sqlmodel / registry / imperative
+    lineage: tuple[str, ...]  # project classes in MRO order, the model first
+    complete: bool  # every base is known, so a missing attribute is really missing
+    table: str | None
+    parent: str | None  # nearest mapped ancestor (inheritance)
+    columns: dict[str, ColumnFacts] = field(default_factory=dict)
+    relationship_facts: dict[str, tuple[RelationshipFacts, str, str]] = field(default_factory=dict)
+    validators: dict[str, str] = field(default_factory=dict)
+    members: set[str] = field(default_factory=set)
+    indexes: list[IndexFacts] = field(default_factory=list)
+    fk_constraints: list[tuple[tuple[str, ...], ForeignKeyRef]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    def primary_keys(self) -> list[ColumnFacts]:
+        return [c for c in self.columns.values() if c.primary_key]
+
+
+@dataclass(frozen=True)
+class SessionSource:
+    """What calling a name gives: a factory's session, a provider's, a Session class's."""
+
+    kind: str  # "factory" / "class" / "provider"
+    is_async: bool | None
+    qualname: str
+    scoped: bool = False
+    expire_on_commit: bool | None = None  # None: not a literal
+    commits: bool = False
+    managed: bool = False
+    style: str | None = None
+
+
+def _lazy(rel: RelationshipFacts) -> str | None:
+    """The loader strategy a relationship was declared with; None when unknown (a
+    non-literal, or `**kwargs` that might carry one)."""
+    if rel.lazy == "?" or (rel.lazy is None and rel.incomplete):
+        return None
+    return "select" if rel.lazy is None else rel.lazy
+
+
+def _resolver_for(modules: dict[str, ModuleNames]) -> NameResolver:
+    return NameResolver(ModuleNames(module=""), modules)
+
+
+class ProjectIndex:
+    """Every module's facts by module name, and the resolved views rules read."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, FileFacts] = {}  # by module name
+        self.modules: dict[str, ModuleNames] = {}
+        self._aliases: dict[str, str] = {}
+        self._resolver: NameResolver = _resolver_for(self.modules)
+        self._classes: dict[str, tuple[ClassFacts, FileFacts]] | None = None
+        self._kinds: dict[str, _Kind] = {}
+        self._models: dict[str, Model | None] = {}
+        self._all_models: list[Model] | None = None
+        self._relationships: dict[tuple[str, str], Relationship | None] = {}
+        self._backrefs: dict[str, dict[str, Relationship]] | None = None
+        self._by_name: dict[tuple[str, str], list[str]] | None = None
+        self._functions: dict[str, FunctionFacts] | None = None
+        self._factories: dict[str, FactoryFacts] | None = None
+        self._engines: dict[str, tuple[EngineFacts, FileFacts]] | None = None
+        self._listeners: list[tuple[ListenerFacts, FileFacts]] | None = None
+        self._imperatives: dict[str, tuple[ImperativeFacts, FileFacts]] | None = None
+        self._followed: dict[str, str] = {}
+        self._sources: dict[str, SessionSource | None] = {}
+        self._interesting: frozenset[str] | None = None
+        self._readers: frozenset[str] | None = None
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
         index = cls()
         for item in facts:
             index.add(item)
+        index._add_path_aliases()
+        index.warm()
         return index
+
+    def warm(self) -> None:
+        """Resolve the project-wide views now, once, rather than inside the first file's
+        rules (where a per-file time limit would charge them to that file)."""
+        self.models()
+        self._backref_table()
+        self.interesting_calls()
+        self.element_readers()
 
     def add(self, facts: FileFacts) -> None:
         # Two files claiming one module name (scripts in different folders): first wins,
@@ -52,9 +279,761 @@ class ProjectIndex:
         if facts.module not in self.files:
             self.files[facts.module] = facts
             self.modules[facts.module] = facts.names
+        self._reset()
+
+    def _reset(self) -> None:
+        self._resolver = _resolver_for(self.modules)
+        self._classes = None
+        self._kinds = {}
+        self._models = {}
+        self._all_models = None
+        self._relationships = {}
+        self._backrefs = None
+        self._by_name = None
+        self._functions = None
+        self._factories = None
+        self._engines = None
+        self._listeners = None
+        self._imperatives = None
+        self._followed = {}
+        self._sources = {}
+        self._interesting = None
+        self._readers = None
+
+    def _add_path_aliases(self) -> None:
+        """Modules also answer to the dotted form of their path (``app/models.py`` →
+        ``app.models``) when no ``__init__.py`` made that their name: namespace packages
+        and projects checked from their root import them that way."""
+        for module, facts in list(self.files.items()):
+            parts = facts.path.replace("\\", "/").split("/")
+            if not parts or not parts[-1].endswith((".py", ".pyi")):
+                continue
+            parts[-1] = parts[-1].rsplit(".", 1)[0]
+            if parts[-1] == "__init__":
+                parts.pop()
+            candidates = [".".join(parts)]
+            if parts and parts[0] == "src":
+                candidates.append(".".join(parts[1:]))
+            for alias in candidates:
+                if alias and alias != module and alias not in self.modules:
+                    self.modules[alias] = facts.names
+                    self._aliases[alias] = module
+        self._reset()
 
     def __iter__(self) -> Iterator[FileFacts]:
         return iter(self.files.values())
 
     def resolver(self, facts: FileFacts) -> NameResolver:
         return NameResolver(facts.names, self.modules)
+
+    # Names ---------------------------------------------------------------------------
+    def canonical(self, qualified: str) -> str:
+        """A qualified name with any path alias of its module replaced by the module."""
+        if not self._aliases:
+            return qualified
+        parts = qualified.split(".")
+        for cut in range(len(parts), 0, -1):
+            module = self._aliases.get(".".join(parts[:cut]))
+            if module is not None:
+                return ".".join([module, *parts[cut:]]) if module else ".".join(parts[cut:])
+        return qualified
+
+    def follow(self, qualified: str) -> str:
+        """Follow re-exports and aliases to where a name is defined, canonically."""
+        found = self._followed.get(qualified)
+        if found is None:
+            found = self.canonical(self._resolver.follow(self.canonical(qualified)))
+            self._followed[qualified] = found
+        return found
+
+    def origin_of(self, qualified: str) -> str | None:
+        """What a module-level name was assigned from (``call:sqlalchemy.create_engine``)."""
+        return self._resolver.origin_of(self.follow(qualified))
+
+    def module_of(self, qualified: str) -> str | None:
+        """The project module that defines a qualified name (a method's included)."""
+        parts = self.follow(qualified).split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            module = ".".join(parts[:cut])
+            if module in self.files:
+                return module
+        return None
+
+    def path_of(self, qualified: str) -> str | None:
+        """The file that defines a qualified name."""
+        module = self.module_of(qualified)
+        return self.files[module].path if module is not None else None
+
+    # Classes and models --------------------------------------------------------------
+    def _class_table(self) -> dict[str, tuple[ClassFacts, FileFacts]]:
+        if self._classes is None:
+            self._classes = {}
+            for facts in self.files.values():
+                for cls in facts.orm.classes:
+                    self._classes.setdefault(cls.qualname, (cls, facts))
+        return self._classes
+
+    def class_facts(self, qualified: str) -> ClassFacts | None:
+        entry = self._class_table().get(self.follow(qualified))
+        return entry[0] if entry is not None else None
+
+    def _kind(self, qualname: str, depth: int = 0) -> _Kind:
+        """(role, root, flavor, complete): role is "root", "mapped", "abstract",
+        "plain" (a mixin or any other class) or "unknown"."""
+        cached = self._kinds.get(qualname)
+        if cached is not None:
+            return cached
+        unknown: _Kind = ("unknown", None, None, False)
+        if depth > 30:
+            return unknown
+        self._kinds[qualname] = unknown  # a cycle in the bases ends here
+        entry = self._class_table().get(qualname)
+        if entry is None:
+            return unknown
+        cls, _ = entry
+        root: str | None = None
+        flavor: str | None = None
+        is_root = False
+        complete = True
+        for base in cls.bases:
+            if base == "?":
+                complete = False
+                continue
+            target = self.follow(base)
+            if target in self._class_table():
+                _, base_root, base_flavor, base_complete = self._kind(target, depth + 1)
+                complete = complete and base_complete
+                if base_root is not None and root is None:
+                    root, flavor = base_root, base_flavor
+                continue
+            tail = target.rpartition(".")[2]
+            head = target.partition(".")[0]
+            if head == "sqlalchemy" and tail in _DECLARATIVE_ROOTS:
+                is_root, root, flavor = True, qualname, "declarative"
+            elif target in _SQLMODEL_ROOTS:
+                root, flavor = "sqlmodel", "sqlmodel"
+            elif tail == "Model" and self._resolver.is_flask_sqlalchemy(target.rpartition(".")[0]):
+                root, flavor = target.rpartition(".")[0], "flask"
+            elif self._declarative_factory(target):
+                root, flavor = target, "declarative"
+            elif (
+                (head in ("sqlalchemy", "sqlmodel") and tail in _NEUTRAL_SQLA)
+                or target in _NEUTRAL
+                or head in ("typing", "abc", "pydantic", "enum")
+            ):
+                continue
+            else:
+                complete = False
+        for decorator in cls.decorators:
+            if decorator == "?":
+                continue
+            owner, _, method = self.follow(decorator).rpartition(".")
+            if method in ("mapped", "mapped_as_dataclass") and self._is_registry(owner):
+                root, flavor = owner, "registry"
+        if cls.metaclass and cls.metaclass.rpartition(".")[2] == "DeclarativeMeta":
+            is_root, root, flavor = True, qualname, "declarative"
+        result: _Kind
+        if is_root:
+            result = ("root", root, flavor, complete)
+        elif root is None:
+            result = ("plain", None, None, complete)
+        elif cls.abstract or (flavor == "sqlmodel" and not cls.table_kw):
+            result = ("abstract", root, flavor, complete)
+        else:
+            result = ("mapped", root, flavor, complete)
+        self._kinds[qualname] = result
+        return result
+
+    def _declarative_factory(self, qualified: str) -> bool:
+        origin = self.origin_of(qualified)
+        if origin is None or not origin.startswith("call:"):
+            return False
+        return origin.rpartition(".")[2] in _DECLARATIVE_FACTORIES
+
+    def _is_registry(self, qualified: str) -> bool:
+        origin = self.origin_of(qualified)
+        return origin is not None and origin.startswith("call:") and origin.endswith(".registry")
+
+    def _imperative(self) -> dict[str, tuple[ImperativeFacts, FileFacts]]:
+        if self._imperatives is None:
+            self._imperatives = {}
+            for facts in self.files.values():
+                for item in facts.orm.imperative:
+                    self._imperatives.setdefault(self.follow(item.cls), (item, facts))
+        return self._imperatives
+
+    def is_mapped_class(self, qualified: str) -> bool:
+        return self.model(qualified) is not None
+
+    def model(self, qualified: str | None) -> Model | None:
+        """The mapped class a qualified name refers to (re-exports followed)."""
+        if not qualified:
+            return None
+        name = self.follow(qualified)
+        if name in self._models:
+            return self._models[name]
+        self._models[name] = None  # recursion guard (single-table parents)
+        found = self._build_model(name)
+        self._models[name] = found
+        return found
+
+    def model_for_expr(self, ctx: FileContext, expr: ast.expr) -> Model | None:
+        """The mapped class an expression in ``ctx``'s file names (``User``, ``m.User``)."""
+        if not isinstance(expr, (ast.Name, ast.Attribute)):
+            return None
+        return self.model(ctx.names.qualify(expr))
+
+    def models(self) -> list[Model]:
+        """Every mapped class of the project."""
+        if self._all_models is None:
+            names = [*self._class_table(), *self._imperative()]
+            seen: set[str] = set()
+            self._all_models = []
+            for name in names:
+                item = self.model(name)
+                if item is not None and item.qualname not in seen:
+                    seen.add(item.qualname)
+                    self._all_models.append(item)
+        return self._all_models
+
+    def mro(self, qualname: str) -> list[str]:
+        """Project classes in (approximately) method resolution order, the class first."""
+        order: list[str] = []
+        queue = [self.follow(qualname)]
+        table = self._class_table()
+        while queue and len(order) < 64:
+            current = queue.pop(0)
+            if current in order or current not in table:
+                continue
+            order.append(current)
+            cls, _ = table[current]
+            queue.extend(self.follow(b) for b in cls.bases if b != "?")
+        return order
+
+    def _build_model(self, name: str) -> Model | None:
+        table = self._class_table()
+        entry = table.get(name)
+        imperative = self._imperative().get(name)
+        if entry is None:
+            return None
+        role, root, flavor, complete = self._kind(name)
+        if role != "mapped" and imperative is None:
+            return None
+        cls, facts = entry
+        mro = self.mro(name)
+        model = Model(
+            qualname=name,
+            facts=cls,
+            path=facts.path,
+            root=root or name,
+            flavor=flavor or "imperative",
+            lineage=tuple(mro),
+            complete=complete,
+            table=None,
+            parent=next((a for a in mro[1:] if self._kind(a)[0] == "mapped"), None),
+        )
+        for ancestor in reversed(mro):
+            a_cls, a_file = table[ancestor]
+            for attr, column in a_cls.columns.items():
+                if self._confirmed(column.via):
+                    model.columns[attr] = column
+            for attr, rel in a_cls.relationships.items():
+                if self._confirmed(rel.via):
+                    model.relationship_facts[attr] = (rel, a_file.path, ancestor)
+            model.validators.update(a_cls.validators)
+            model.members.update(
+                a_cls.columns,
+                a_cls.relationships,
+                a_cls.other_attrs,
+                a_cls.methods,
+                a_cls.properties,
+            )
+            if not a_cls.table_args_dynamic:
+                model.indexes.extend(a_cls.indexes)
+            model.fk_constraints.extend(a_cls.fk_constraints)
+            if a_cls.declared_attr_members or not a_cls.table_columns_known:
+                model.complete = False
+        if imperative is not None:
+            item, i_file = imperative
+            model.flavor = "imperative"
+            model.table = item.table
+            for attr, rel in item.relationships.items():
+                model.relationship_facts[attr] = (rel, i_file.path, name)
+                model.members.add(attr)
+            model.complete = False
+        else:
+            model.table = self._table_of(name, mro, model)
+        return model
+
+    def _confirmed(self, via: str | None) -> bool:
+        """A `db.Column` read before `db` could be checked: is `db` Flask-SQLAlchemy's?"""
+        return via is None or self._resolver.is_flask_sqlalchemy(self.follow(via))
+
+    def _table_of(self, name: str, mro: list[str], model: Model) -> str | None:
+        table = self._class_table()
+        cls = table[name][0]
+        if cls.tablename:
+            return cls.tablename
+        if cls.tablename_dynamic:
+            return None
+        # Single-table inheritance: no table of its own, the parent's is used.
+        own_pk = any(c.primary_key for c in cls.columns.values())
+        if model.parent is not None and not own_pk:
+            parent_model = self.model(model.parent)
+            return parent_model.table if parent_model is not None else None
+        for ancestor in mro[1:]:
+            a_cls = table[ancestor][0]
+            if a_cls.tablename_dynamic:
+                return None
+            if a_cls.tablename and self._kind(ancestor)[0] != "mapped":
+                return a_cls.tablename
+        return table_name_for(model.flavor, cls.name)
+
+    # Relationships -------------------------------------------------------------------
+    def relationship(self, model: str | Model | None, attr: str) -> Relationship | None:
+        """The relationship ``attr`` of a model (own, inherited, or made by a backref)."""
+        owner = model if isinstance(model, Model) else self.model(model)
+        if owner is None:
+            return None
+        key = (owner.qualname, attr)
+        if key in self._relationships:
+            return self._relationships[key]
+        self._relationships[key] = None
+        found: Relationship | None = None
+        entry = owner.relationship_facts.get(attr)
+        if entry is not None:
+            rel, path, declared_on = entry
+            found = self._resolve_relationship(owner, rel, path, declared_on)
+        else:
+            for ancestor in owner.lineage:
+                found = self._backref_table().get(ancestor, {}).get(attr)
+                if found is not None:
+                    break
+        self._relationships[key] = found
+        return found
+
+    def relationships(self, model: Model) -> list[Relationship]:
+        """Every relationship readable on a model, backrefs included."""
+        found: list[Relationship] = []
+        for attr in model.relationship_facts:
+            rel = self.relationship(model, attr)
+            if rel is not None:
+                found.append(rel)
+        for ancestor in model.lineage:
+            for rel in self._backref_table().get(ancestor, {}).values():
+                if rel.attr not in model.relationship_facts:
+                    found.append(rel)
+        return found
+
+    def resolve_target(self, owner: Model, target: str | None, is_string: bool) -> Model | None:
+        """The model a relationship target names, in the owner's registry."""
+        if not target:
+            return None
+        if not is_string:
+            return self.model(target)
+        if "." in target:
+            direct = self.model(target)
+            if direct is not None:
+                return direct
+        candidates = self._names_in_registry().get((owner.root, target.rpartition(".")[2]), [])
+        if "." in target:
+            suffix = "." + target
+            candidates = [c for c in candidates if c.endswith(suffix)] or candidates
+        if len(candidates) == 1:
+            return self.model(candidates[0])
+        return None
+
+    def _names_in_registry(self) -> dict[tuple[str, str], list[str]]:
+        if self._by_name is None:
+            self._by_name = {}
+            for model in self.models():
+                self._by_name.setdefault((model.root, model.name), []).append(model.qualname)
+        return self._by_name
+
+    def _resolve_relationship(
+        self, owner: Model, rel: RelationshipFacts, path: str, declared_on: str
+    ) -> Relationship:
+        target = self.resolve_target(owner, rel.target, rel.target_is_string)
+        collection = rel.collection
+        direction: str | None = None
+        if rel.secondary is not None:
+            direction = "many-to-many"
+            collection = True if collection is None else collection
+        elif target is not None and owner.qualname != target.qualname:
+            # With `foreign_keys=`/`primaryjoin=` the keys still tell the direction when
+            # they point one way only.
+            local = self.foreign_keys_to(owner, target)
+            remote = self.foreign_keys_to(target, owner)
+            if local and not remote:
+                direction = "many-to-one"
+                collection = False if collection is None else collection
+            elif remote and not local:
+                direction = "one-to-many" if collection is not False else "one-to-one"
+                collection = True if collection is None else collection
+        elif target is not None and not rel.explicit_join:
+            direction = "one-to-many" if collection is not False else None
+        if direction is None and collection is True:
+            direction = "one-to-many"
+        return Relationship(
+            owner=owner.qualname,
+            attr=rel.attr,
+            target=target.qualname if target is not None else None,
+            collection=collection,
+            direction=direction,
+            lazy=_lazy(rel),
+            path=path,
+            line=rel.line,
+            declared_on=declared_on,
+            facts=rel,
+        )
+
+    def _backref_table(self) -> dict[str, dict[str, Relationship]]:
+        if self._backrefs is None:
+            self._backrefs = {}
+            for model in self.models():
+                for attr, (rel, path, declared_on) in model.relationship_facts.items():
+                    if not rel.backref:
+                        continue
+                    # A subclass inherits its parent's relationship; the backref it makes
+                    # points at the parent (that declared it), not at each subclass.
+                    if declared_on != model.qualname and self._kind(declared_on)[0] == "mapped":
+                        continue
+                    forward = self.relationship(model, attr)
+                    if forward is None or forward.target is None:
+                        continue
+                    collection: bool | None
+                    if rel.backref_collection is not None:
+                        collection = rel.backref_collection
+                    elif forward.direction in ("many-to-many", "many-to-one"):
+                        collection = True
+                    elif forward.collection is True:
+                        collection = False
+                    else:
+                        collection = None
+                    direction = {
+                        "many-to-many": "many-to-many",
+                        "many-to-one": "one-to-many",
+                        "one-to-many": "many-to-one",
+                    }.get(forward.direction or "")
+                    lazy = rel.backref_lazy
+                    self._backrefs.setdefault(forward.target, {})[rel.backref] = Relationship(
+                        owner=forward.target,
+                        attr=rel.backref,
+                        target=model.qualname,
+                        collection=collection,
+                        direction=direction,
+                        lazy="select" if lazy is None else (None if lazy == "?" else lazy),
+                        path=path,
+                        line=rel.line,
+                        declared_on=model.qualname,
+                        facts=None,
+                        backref_of=(model.qualname, attr),
+                    )
+        return self._backrefs
+
+    def database_cascades(self, model: Model, target: Model) -> bool:
+        """Whether every foreign key from ``model`` to ``target`` has an ``ondelete=``
+        action, so that deleting ``target`` rows needs no ORM cascade."""
+        refs = [
+            ref
+            for column in model.columns.values()
+            for ref in column.foreign_keys
+            if self._fk_points_at(ref, target)
+        ] + [ref for _, ref in model.fk_constraints if self._fk_points_at(ref, target)]
+        return bool(refs) and all(ref.ondelete for ref in refs)
+
+    def foreign_keys_to(self, model: Model, target: Model) -> list[ColumnFacts]:
+        """Columns of ``model`` (inherited ones included) with a foreign key to ``target``."""
+        found: list[ColumnFacts] = []
+        for column in model.columns.values():
+            if any(self._fk_points_at(ref, target) for ref in column.foreign_keys):
+                found.append(column)
+        for columns, ref in model.fk_constraints:
+            if self._fk_points_at(ref, target):
+                found.extend(ColumnFacts(attr=c, name=c, line=0) for c in columns)
+        return found
+
+    def tables_of(self, model: Model) -> set[str]:
+        """The tables a model's rows live in: its own and its mapped parents' (joined
+        inheritance joins them)."""
+        tables = {model.table} if model.table else set()
+        for ancestor in model.lineage[1:]:
+            parent = self.model(ancestor) if self._kind(ancestor)[0] == "mapped" else None
+            if parent is not None and parent.table:
+                tables.add(parent.table)
+        return tables
+
+    def _fk_points_at(self, ref: ForeignKeyRef, target: Model) -> bool:
+        tables = self.tables_of(target)
+        if ref.model is not None:
+            referenced = self.model(ref.model)
+            if referenced is not None:
+                return referenced.qualname in target.lineage or bool(
+                    self.tables_of(referenced) & tables
+                )
+            # `ForeignKey(users.c.id)` on a Table variable.
+            table = self._table_name(ref.model)
+            return table is not None and table in tables
+        return ref.table is not None and ref.table in tables
+
+    def foreign_keys_known(self, model: Model) -> bool:
+        """Whether every column (and so every foreign key) of a model is known."""
+        if not model.complete:
+            return False
+        for ancestor in model.lineage:
+            cls = self.class_facts(ancestor)
+            if cls is None or cls.table_args_dynamic or cls.declared_attr_members:
+                return False
+        return True
+
+    def _table_name(self, qualified: str) -> str | None:
+        name = self.follow(qualified)
+        module = self.files.get(name.rpartition(".")[0])
+        if module is None:
+            return None
+        for table in module.orm.tables:
+            if table.qualname == name:
+                return table.name
+        return None
+
+    def model_by_table(self, table: str) -> Model | None:
+        found = [m for m in self.models() if m.table == table and m.parent is None]
+        return found[0] if len(found) == 1 else None
+
+    # Listeners, validators, indexes --------------------------------------------------
+    def _listener_list(self) -> list[tuple[ListenerFacts, FileFacts]]:
+        if self._listeners is None:
+            self._listeners = [
+                (listener, facts)
+                for facts in self.files.values()
+                for listener in facts.orm.listeners
+            ]
+        return self._listeners
+
+    def listeners_for(
+        self, model: Model, identifiers: Iterable[str] | None = None
+    ) -> list[tuple[ListenerFacts, str]]:
+        """ORM event listeners that fire for ``model`` (its own, propagated from a base
+        or mixin, or registered on every mapper), with the file that registers them."""
+        wanted = set(identifiers) if identifiers is not None else None
+        found: list[tuple[ListenerFacts, str]] = []
+        for listener, facts in self._listener_list():
+            if wanted is not None and listener.identifier not in wanted:
+                continue
+            if listener.target == "session":
+                continue
+            if listener.target == "mapper":
+                found.append((listener, facts.path))
+                continue
+            target = self.follow(listener.target)
+            if (
+                target == model.qualname
+                or (listener.propagate and target in model.lineage)
+                or (model.root == target and listener.propagate)
+            ):
+                found.append((listener, facts.path))
+        return found
+
+    def mutation_listeners(self, model: Model, operation: str) -> list[tuple[ListenerFacts, str]]:
+        """Mapper listeners a bulk ``update``/``delete``/``insert`` would skip."""
+        return self.listeners_for(model, _MUTATING_EVENTS.get(operation, ()))
+
+    def session_listeners(self) -> set[str]:
+        """Event identifiers listened for on Session (``do_orm_execute``, …)."""
+        found: set[str] = set()
+        for facts in self.files.values():
+            found |= facts.orm.session_listeners
+        return found
+
+    def indexes_for(self, model: Model) -> list[IndexFacts]:
+        """Indexes on the model's table: ``__table_args__``, module-level ``Index(...)``,
+        Alembic ``op.create_index`` and raw ``CREATE INDEX`` statements."""
+        found = list(model.indexes)
+        for facts in self.files.values():
+            for index in facts.orm.indexes:
+                if index.owner is not None:
+                    owner = self.model(index.owner)
+                    if owner is not None and owner.qualname == model.qualname:
+                        found.append(index)
+                elif index.table is not None and model.table and index.table == model.table:
+                    found.append(index)
+        return found
+
+    def is_indexed(self, model: Model, attr: str) -> bool:
+        """Whether a plain index leads with the column (``index=True``, ``unique=True``,
+        primary key, ``Index(...)``, ``UniqueConstraint``)."""
+        column = model.columns.get(attr)
+        if column is None:
+            return False
+        if column.index or column.unique or column.primary_key:
+            return True
+        names = {attr, column.name}
+        return any(bool(i.columns) and i.columns[0] in names for i in self.indexes_for(model))
+
+    def has_functional_index(self, model: Model, function: str, attr: str) -> bool | None:
+        """Whether an index on ``function(column)`` exists; None when it cannot be known."""
+        column = model.columns.get(attr)
+        names = {attr} | ({column.name} if column is not None else set())
+        for index in self.indexes_for(model):
+            if any(f == function.lower() and c in names for f, c in index.functions):
+                return True
+        for ancestor in model.lineage:
+            cls = self.class_facts(ancestor)
+            if cls is not None and cls.table_args_dynamic:
+                return None
+        return False
+
+    # Functions, sessions and engines -------------------------------------------------
+    def _function_table(self) -> dict[str, FunctionFacts]:
+        if self._functions is None:
+            self._functions = {}
+            for facts in self.files.values():
+                for qualname, function in facts.orm.functions.items():
+                    self._functions.setdefault(qualname, function)
+        return self._functions
+
+    def function(self, qualified: str | None) -> FunctionFacts | None:
+        """A top-level function or a method (``app.repo.UserRepo.list``) of the project."""
+        if not qualified:
+            return None
+        return self._function_table().get(self.follow(qualified))
+
+    def _factory_table(self) -> dict[str, FactoryFacts]:
+        if self._factories is None:
+            self._factories = {}
+            for facts in self.files.values():
+                for factory in facts.orm.factories:
+                    self._factories.setdefault(factory.qualname, factory)
+        return self._factories
+
+    def factory(self, qualified: str | None) -> FactoryFacts | None:
+        """A module-level ``sessionmaker``/``async_sessionmaker``/``scoped_session``."""
+        if not qualified:
+            return None
+        return self._factory_table().get(self.follow(qualified))
+
+    def engines(self) -> list[tuple[EngineFacts, FileFacts]]:
+        """Every module-level engine, with its file."""
+        if self._engines is None:
+            self._engines = {}
+            for facts in self.files.values():
+                for engine in facts.orm.engines:
+                    self._engines.setdefault(engine.qualname, (engine, facts))
+        return list(self._engines.values())
+
+    def engine(self, qualified: str | None) -> EngineFacts | None:
+        if not qualified:
+            return None
+        self.engines()
+        assert self._engines is not None
+        entry = self._engines.get(self.follow(qualified))
+        return entry[0] if entry is not None else None
+
+    def session_source(self, qualified: str | None, depth: int = 0) -> SessionSource | None:
+        """What calling ``qualified`` hands out, if a session: a factory's, ``Session``'s,
+        ``AsyncSession``'s, or a project function's that returns or yields one."""
+        if not qualified or depth > 4:
+            return None
+        if qualified in self._sources:
+            return self._sources[qualified]
+        found = self._session_source(qualified, depth)
+        self._sources[qualified] = found
+        return found
+
+    def _session_source(self, qualified: str, depth: int) -> SessionSource | None:
+        name = self.follow(qualified)
+        head, _, tail = name.rpartition(".")
+        if head.partition(".")[0] in ("sqlalchemy", "sqlmodel") and tail in SESSION_CLASSES:
+            return SessionSource("class", tail == "AsyncSession", name)
+        factory = self.factory(name)
+        if factory is not None:
+            expire = factory.options.get("expire_on_commit")
+            return SessionSource(
+                "factory",
+                factory.is_async,
+                name,
+                scoped=factory.scoped,
+                expire_on_commit=None if expire == "?" else (expire is None or expire == "True"),
+            )
+        function = self.function(name)
+        if function is not None and function.provider is not None:
+            provider = function.provider
+            inner = self.session_source(provider.source, depth + 1)
+            if inner is None:
+                return None
+            return SessionSource(
+                "provider",
+                inner.is_async if provider.is_async is None else provider.is_async,
+                name,
+                scoped=inner.scoped,
+                expire_on_commit=inner.expire_on_commit,
+                commits=provider.commits,
+                managed=provider.managed,
+                style=provider.style,
+            )
+        return None
+
+    def interesting_calls(self) -> frozenset[str]:
+        """Call names that make a function worth a flow analysis: database methods, and
+        the project's factories, session providers and functions returning ORM objects."""
+        if self._interesting is None:
+            names = set(_DATABASE_CALLS)
+            names.update(f.qualname.rpartition(".")[2] for f in self._factory_table().values())
+            for function in self._function_table().values():
+                if function.returns or function.provider or function.io_call:
+                    names.add(function.name)
+            self._interesting = frozenset(names)
+        return self._interesting
+
+    def element_readers(self) -> frozenset[str]:
+        """Names of project functions that read attributes of their arguments' elements,
+        plus Pydantic's validators: what a call must be to walk query rows."""
+        if self._readers is None:
+            names = {f.name for f in self._function_table().values() if any(r[1] for r in f.reads)}
+            names.update(("model_validate", "from_orm", "validate", "parse_obj"))
+            self._readers = frozenset(names)
+        return self._readers
+
+    def worth_analysing(self, qualname: str) -> bool:
+        """Whether a function (module-qualified) calls anything a session pitfall is made
+        of; unknown functions (nested ones) are always worth it."""
+        function = self._function_table().get(qualname)
+        if function is None:
+            return True
+        return not function.calls.isdisjoint(self.interesting_calls())
+
+    def is_disposed(self, engine: str) -> bool | None:
+        """Whether any file calls ``dispose()`` on the engine; None if the receiver of
+        some ``dispose`` cannot be named (it might be that engine)."""
+        target = self.follow(engine)
+        unknown = False
+        for facts in self.files.values():
+            for receiver in facts.orm.disposed:
+                if receiver.startswith("?"):
+                    unknown = True
+                elif self.follow(receiver) == target:
+                    return True
+        return None if unknown else False
+
+    # Serializers ---------------------------------------------------------------------
+    def fields_of(self, qualname: str) -> dict[str, FieldFacts]:
+        """Annotated fields of a (Pydantic/SQLModel) class and its project bases."""
+        found: dict[str, FieldFacts] = {}
+        for ancestor in reversed(self.mro(qualname)):
+            cls = self.class_facts(ancestor)
+            if cls is not None:
+                found.update(cls.fields)
+        return found
+
+    def reads_from_attributes(self, qualname: str) -> bool:
+        """Whether a Pydantic model reads attributes off objects (``from_attributes``,
+        ``orm_mode``, or a SQLModel model, which sets it)."""
+        for ancestor in self.mro(qualname):
+            cls = self.class_facts(ancestor)
+            if cls is None:
+                continue
+            if cls.from_attributes is not None:
+                return cls.from_attributes
+            if any(self.follow(b) in _SQLMODEL_ROOTS for b in cls.bases if b != "?"):
+                return True
+        return False

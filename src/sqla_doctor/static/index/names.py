@@ -60,23 +60,31 @@ class ModuleNames:
     def collect(cls, tree: ast.Module, module: str, is_package: bool) -> ModuleNames:
         names = cls(module=module, is_package=is_package)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        names.imports[alias.asname] = alias.name
-                    else:
-                        top = alias.name.split(".")[0]
-                        names.imports.setdefault(top, top)
-            elif isinstance(node, ast.ImportFrom):
-                source = resolve_relative(module, is_package, node.level, node.module)
-                for alias in node.names:
-                    if alias.name == "*":
-                        continue
-                    local = alias.asname or alias.name
-                    names.imports[local] = f"{source}.{alias.name}" if source else alias.name
-        for stmt in tree.body:
-            names._collect_definition(stmt)
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.add_import(node)
+        names.collect_definitions(tree)
         return names
+
+    def add_import(self, node: ast.Import | ast.ImportFrom) -> None:
+        """Record the names an import binds (the project index feeds these from its walk)."""
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    self.imports[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".")[0]
+                    self.imports.setdefault(top, top)
+            return
+        source = resolve_relative(self.module, self.is_package, node.level, node.module)
+        for alias in node.names:
+            if alias.name == "*":
+                continue
+            local = alias.asname or alias.name
+            self.imports[local] = f"{source}.{alias.name}" if source else alias.name
+
+    def collect_definitions(self, tree: ast.Module) -> None:
+        for stmt in tree.body:
+            self._collect_definition(stmt)
 
     def _collect_definition(self, stmt: ast.stmt) -> None:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -104,6 +112,15 @@ class ModuleNames:
         if isinstance(value, ast.Call):
             target = resolver.qualify(value.func)
             return f"call:{target}" if target else None
+        if isinstance(value, ast.Subscript):
+            # `SessionDep = Annotated[AsyncSession, Depends(get_session)]`: a type alias
+            # that FastAPI parameters use; remember what it annotates.
+            head = resolver.qualify(value.value)
+            if head is not None and head.rpartition(".")[2] == "Annotated":
+                inner = value.slice.elts[0] if isinstance(value.slice, ast.Tuple) else value.slice
+                target = resolver.qualify(inner)
+                return f"annotated:{target}" if target else None
+            return None
         target = resolver.qualify(value)
         return f"name:{target}" if target else None
 
@@ -200,7 +217,50 @@ class NameResolver:
 
     def is_flask_sqlalchemy(self, qualified: str) -> bool:
         origin = self.origin_of(qualified)
-        return origin is not None and origin[5:] in FLASK_SQLALCHEMY_CLASSES
+        return (
+            origin is not None
+            and origin.startswith("call:")
+            and origin[5:] in FLASK_SQLALCHEMY_CLASSES
+        )
+
+
+class DeferringResolver(NameResolver):
+    """A resolver for the index's per-file pass, which cannot see other modules.
+
+    ``db.Column`` where ``db = SQLAlchemy()`` lives in another module cannot be checked
+    yet: the name is accepted and its owner remembered in ``deferred``, so that the
+    project index confirms (or drops) the fact once every module is known.
+    """
+
+    def __init__(self, names: ModuleNames) -> None:
+        super().__init__(names)
+        self.deferred: str | None = None
+
+    def _elsewhere(self, owner: str) -> bool:
+        module = owner.rpartition(".")[0]
+        return (
+            bool(module)
+            and module != self.names.module
+            and owner.partition(".")[0] not in SQLA_ROOTS
+        )
+
+    def sqla_tail(self, qualified: str) -> str | None:
+        tail = super().sqla_tail(qualified)
+        if tail is not None:
+            return tail
+        owner, _, attr = qualified.rpartition(".")
+        if owner and self._elsewhere(owner):
+            self.deferred = owner
+            return attr
+        return None
+
+    def is_flask_sqlalchemy(self, qualified: str) -> bool:
+        if super().is_flask_sqlalchemy(qualified):
+            return True
+        if self._elsewhere(qualified):
+            self.deferred = qualified
+            return True
+        return False
 
 
 def is_sqla_call(resolver: NameResolver, node: ast.AST, *names: str) -> bool:

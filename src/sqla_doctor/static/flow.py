@@ -1,0 +1,1484 @@
+"""Intra-procedural facts for rules: sessions, query results, loader options, loops.
+
+One :class:`FunctionFlow` per function (or module body, or lambda), built lazily the first
+time a rule asks and cached on the function node, answers:
+
+- which names are sessions, and how they were made (a factory call, ``with X() as s``,
+  ``Session(engine)``, an annotated parameter, ``Depends(get_db)``, ``db.session``,
+  ``self.session`` set in ``__init__``);
+- which expressions hold ORM objects of which model, loaded by which statement with which
+  loader options (``session.scalars(select(User)).all()``, ``session.query(User)``,
+  ``User.query``, ``(await s.execute(stmt)).scalars()``, results of a project function);
+- where names are bound, read, called on, and which loops iterate what.
+
+Values are approximate by design: a name's value is that of its last binding before the
+use. When something is not knowable statically, the answer is None and rules stay silent.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
+from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
+from sqla_doctor.static.index.names import NameResolver
+from sqla_doctor.static.index.sessions import ProviderFacts
+from sqla_doctor.static.loaders import Options, parse_options
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.context import FileContext
+    from sqla_doctor.static.index import ProjectIndex
+
+_FLOW_ATTR = "_sqd_flow"
+_STATEMENT_CHAIN = frozenset(
+    {
+        "where",
+        "filter",
+        "filter_by",
+        "order_by",
+        "limit",
+        "offset",
+        "join",
+        "outerjoin",
+        "join_from",
+        "outerjoin_from",
+        "distinct",
+        "group_by",
+        "having",
+        "execution_options",
+        "with_for_update",
+        "select_from",
+        "correlate",
+        "params",
+        "prefix_with",
+        "suffix_with",
+        "fetch",
+        "slice",
+        "set_label_style",
+        "enable_assertions",
+        "populate_existing",
+        "autoflush",
+        "yield_per",
+        "with_hint",
+        "reset_joinpoint",
+        "values",
+        "returning",
+        "ordered_values",
+        "on_conflict_do_nothing",
+        "on_conflict_do_update",
+        "on_duplicate_key_update",
+        "from_select",
+        "inline",
+        "with_dialect_options",
+    }
+)
+_QUERY_MANY = frozenset({"all"})
+_QUERY_ONE = frozenset(
+    {"first", "one", "one_or_none", "get", "get_or_404", "first_or_404", "one_or_404", "scalar"}
+)
+_ITER_BUILTINS = frozenset({"list", "tuple", "sorted", "set", "reversed", "frozenset"})
+SESSION_TYPE_NAMES = frozenset(
+    {"Session", "AsyncSession", "scoped_session", "async_scoped_session"}
+)
+FACTORY_TYPE_NAMES = frozenset({"sessionmaker", "async_sessionmaker"})
+# External I/O that holds a checked-out connection hostage (P07), by qualified prefix.
+_IO_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("httpx.", "HTTP request"),
+    ("requests.", "HTTP request"),
+    ("aiohttp.", "HTTP request"),
+    ("urllib.request.urlopen", "HTTP request"),
+    ("urllib3.", "HTTP request"),
+    ("asyncio.sleep", "sleep"),
+    ("time.sleep", "sleep"),
+    ("anyio.sleep", "sleep"),
+    ("trio.sleep", "sleep"),
+    ("smtplib.", "SMTP call"),
+    ("aiosmtplib.", "SMTP call"),
+    ("boto3.", "AWS call"),
+)
+_IO_EXCLUDED = frozenset(
+    {
+        "httpx.Timeout",
+        "httpx.Limits",
+        "httpx.URL",
+        "httpx.Headers",
+        "httpx.HTTPError",
+        "httpx.HTTPStatusError",
+        "httpx.Response",
+        "httpx.Request",
+        "requests.exceptions",
+        "requests.RequestException",
+        "requests.HTTPError",
+        "requests.Response",
+        "aiohttp.ClientTimeout",
+        "aiohttp.ClientError",
+        "aiohttp.TCPConnector",
+        "aiohttp.web",
+    }
+)
+_IO_CLIENT_CLASSES = frozenset(
+    {
+        "httpx.Client",
+        "httpx.AsyncClient",
+        "requests.Session",
+        "requests.session",
+        "aiohttp.ClientSession",
+        "urllib3.PoolManager",
+        "smtplib.SMTP",
+        "smtplib.SMTP_SSL",
+        "aiosmtplib.SMTP",
+    }
+)
+_IO_CLIENT_METHODS = frozenset(
+    {
+        "get",
+        "post",
+        "put",
+        "patch",
+        "delete",
+        "head",
+        "options",
+        "request",
+        "send",
+        "stream",
+        "urlopen",
+        "sendmail",
+        "send_message",
+        "ws_connect",
+    }
+)
+
+
+def io_kind(qualified: str) -> str | None:
+    """What kind of external I/O a qualified call is (``httpx.get`` → "HTTP request")."""
+    if any(qualified == e or qualified.startswith(e + ".") for e in _IO_EXCLUDED):
+        return None
+    if qualified in _IO_CLIENT_CLASSES:
+        return None
+    for prefix, kind in _IO_PREFIXES:
+        if qualified == prefix.rstrip(".") or qualified.startswith(prefix):
+            if prefix.endswith(".") and qualified.rpartition(".")[2][:1].isupper():
+                return None  # a class (a client, an exception), not a call that waits
+            return kind
+    return None
+
+
+def is_io_client(qualified: str) -> bool:
+    """Whether a class makes clients whose methods wait on the network."""
+    return qualified in _IO_CLIENT_CLASSES
+
+
+# Values ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SessionValue:
+    """A session, and how this function got it."""
+
+    is_async: bool | None
+    # "with" (a with-item), "call" (a factory call bound to a name), "param", "depends",
+    # "flask" (db.session), "attr" (self.session), "scoped" (a scoped_session registry).
+    how: str
+    node: ast.AST
+    source: str | None = None  # qualified factory / class / provider
+    scoped: bool = False
+    commits: bool = False  # the context commits on exit (`.begin()`, a committing provider)
+    managed: bool = False  # the context closes it (`with`, a provider)
+    expire_on_commit: bool | None = True
+
+
+@dataclass(frozen=True)
+class FactoryValue:
+    """A session factory (``sessionmaker``), called to make sessions."""
+
+    is_async: bool | None
+    source: str | None
+    scoped: bool = False
+    expire_on_commit: bool | None = True
+
+
+@dataclass(frozen=True)
+class StatementValue:
+    """A statement under construction: ``select(User).where(...).options(...)``, or a
+    legacy ``Query``."""
+
+    model: str
+    kind: str  # select / query / update / delete / insert
+    node: ast.expr  # the whole expression so far
+    root: ast.Call  # the select()/query()/update() call itself
+    entity: ast.expr | None
+    options: Options = field(default_factory=Options)
+    entities: tuple[str | None, ...] = ()
+    session: SessionValue | None = None
+    receiver: str | None = None  # the session's name (`s`, `self.session`) for a Query
+    # What `.join()` brings in: models ("app.models.Plugin") and relationships ("plugin").
+    joins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObjectsValue:
+    """ORM objects of ``model``: one, or a collection, loaded by a statement."""
+
+    model: str
+    many: bool
+    # list (materialized) / scalars (a ScalarResult) / result (a Result of rows) /
+    # rows (a list of rows) / object / relationship (a loaded-on-access attribute) / page
+    shape: str
+    root_model: str
+    path: tuple[tuple[str, str], ...]  # relationship steps from the loaded entity
+    options: Options
+    is_async: bool
+    line: int  # where the objects were loaded
+    unique: bool = False
+    origin_path: str | None = None  # another file, when a helper loaded them
+    origin_name: str | None = None  # that helper
+    stmt: StatementValue | None = None
+    session: SessionValue | None = None
+    node: ast.AST | None = None  # the expression that loaded them
+    entities: tuple[str | None, ...] = ()
+    returns: ReturnFacts | None = None  # when a project function returned them
+    receiver: str | None = None  # the loading session's name (`s`, `self.session`)
+
+
+@dataclass(frozen=True)
+class InstanceValue:
+    """An instance of a project class (a repository, a unit of work)."""
+
+    cls: str
+
+
+@dataclass(frozen=True)
+class ClientValue:
+    """An HTTP/SMTP client whose methods wait on the network."""
+
+    kind: str
+    source: str
+
+
+Value = SessionValue | FactoryValue | StatementValue | ObjectsValue | InstanceValue | ClientValue
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where a name gets a value in this scope."""
+
+    name: str
+    kind: str  # assign / with / for / comp / param / walrus / other
+    node: ast.AST  # the binding statement (or the comprehension, or the arg)
+    value: ast.expr | None  # the assigned expression, with-item or iterable
+    pos: tuple[int, int]  # uses after this position see it
+    scope: ast.AST | None = None  # a comprehension: only uses inside it see it
+    element: int | None = None  # position in a tuple target
+    default: ast.expr | None = None  # a parameter's default
+
+
+def _pos(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
+def _end(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "end_lineno", 0) or 0, getattr(node, "end_col_offset", 0) or 0)
+
+
+def contains(outer: ast.AST, inner: ast.AST) -> bool:
+    """Whether ``inner`` lies within ``outer``'s source range."""
+    return _pos(outer) <= _pos(inner) and _end(inner) <= _end(outer)
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+Scope = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.Module
+
+
+class FunctionFlow:
+    """Everything rules ask about one function body (see the module docstring)."""
+
+    def __init__(
+        self,
+        node: Scope,
+        resolver: NameResolver,
+        index: ProjectIndex | None = None,
+        path: str = "",
+        class_node: ast.ClassDef | None = None,
+        outer: FunctionFlow | None = None,
+    ) -> None:
+        self.node = node
+        self.resolver = resolver
+        self.index = index
+        self.path = path
+        self.class_node = class_node
+        self.outer = outer
+        self.is_async = isinstance(node, ast.AsyncFunctionDef)
+        self.bindings: dict[str, list[Binding]] = {}
+        self.attr_loads: dict[str, list[ast.Attribute]] = {}
+        self.receiver_calls: dict[str, list[ast.Call]] = {}
+        self.name_loads: dict[str, list[ast.Name]] = {}
+        self.calls: list[ast.Call] = []
+        self.loops: list[ast.AST] = []
+        self.withs: list[ast.With | ast.AsyncWith] = []
+        self.tries: list[ast.Try] = []
+        self.returns: list[ast.Return] = []
+        self.yields: list[ast.Yield | ast.YieldFrom] = []
+        self.self_assigns: dict[str, list[ast.expr]] = {}
+        self.parents: dict[int, ast.AST] = {}
+        self._values: dict[int, Value | None] = {}
+        self._busy: set[int] = set()
+        self._sessions: list[tuple[str, Binding, SessionValue]] | None = None
+        self._scan()
+
+    # Scanning ------------------------------------------------------------------------
+    def _bind(self, binding: Binding) -> None:
+        self.bindings.setdefault(binding.name, []).append(binding)
+
+    def _bind_target(
+        self,
+        target: ast.expr,
+        kind: str,
+        node: ast.AST,
+        value: ast.expr | None,
+        pos: tuple[int, int],
+        scope: ast.AST | None = None,
+    ) -> None:
+        if isinstance(target, ast.Name):
+            self._bind(Binding(target.id, kind, node, value, pos, scope))
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for position, element in enumerate(target.elts):
+                if isinstance(element, ast.Name):
+                    self._bind(Binding(element.id, kind, node, value, pos, scope, position))
+                elif isinstance(element, ast.Starred) and isinstance(element.value, ast.Name):
+                    self._bind(Binding(element.value.id, "other", node, None, pos, scope))
+
+    def _scan(self) -> None:
+        node = self.node
+        body: list[ast.AST]
+        if isinstance(node, ast.Module):
+            body = list(node.body)
+        elif isinstance(node, ast.Lambda):
+            body = [node.body]
+            self._params(node.args)
+        else:
+            body = list(node.body)
+            self._params(node.args)
+        stack: list[tuple[ast.AST, ast.AST]] = [(child, node) for child in reversed(body)]
+        parents = self.parents
+        while stack:
+            current, parent = stack.pop()
+            parents[id(current)] = parent
+            kind = type(current)
+            if kind is ast.Name:
+                assert isinstance(current, ast.Name)
+                if isinstance(current.ctx, ast.Load):
+                    self.name_loads.setdefault(current.id, []).append(current)
+                continue
+            if kind is ast.Attribute:
+                assert isinstance(current, ast.Attribute)
+                value = current.value
+                if isinstance(value, ast.Name):
+                    self.attr_loads.setdefault(value.id, []).append(current)
+                # Only the value: the `ctx` child (Load/Store) carries nothing.
+                stack.append((value, current))
+                continue
+            if kind is ast.Constant:
+                continue
+            if kind is ast.Call:
+                assert isinstance(current, ast.Call)
+                self.calls.append(current)
+                func = current.func
+                if isinstance(func, ast.Attribute):
+                    key = receiver_key(func.value)
+                    if key is not None:
+                        self.receiver_calls.setdefault(key, []).append(current)
+            elif kind is ast.Assign:
+                assert isinstance(current, ast.Assign)
+                for target in current.targets:
+                    self._bind_target(target, "assign", current, current.value, _end(current))
+                    if (
+                        isinstance(target, ast.Attribute)
+                        and isinstance(target.value, ast.Name)
+                        and target.value.id == "self"
+                    ):
+                        self.self_assigns.setdefault(target.attr, []).append(current.value)
+            elif kind is ast.AnnAssign:
+                assert isinstance(current, ast.AnnAssign)
+                if current.value is not None:
+                    self._bind_target(
+                        current.target, "assign", current, current.value, _end(current)
+                    )
+                    target = current.target
+                    if (
+                        isinstance(target, ast.Attribute)
+                        and isinstance(target.value, ast.Name)
+                        and target.value.id == "self"
+                    ):
+                        self.self_assigns.setdefault(target.attr, []).append(current.value)
+            elif kind is ast.AugAssign:
+                assert isinstance(current, ast.AugAssign)
+                self._bind_target(current.target, "other", current, None, _end(current))
+            elif kind is ast.NamedExpr:
+                assert isinstance(current, ast.NamedExpr)
+                self._bind_target(current.target, "assign", current, current.value, _end(current))
+            elif kind is ast.For or kind is ast.AsyncFor:
+                assert isinstance(current, (ast.For, ast.AsyncFor))
+                self.loops.append(current)
+                self._bind_target(current.target, "for", current, current.iter, _end(current.iter))
+            elif kind in _COMPREHENSIONS:
+                self.loops.append(current)
+                for generator in current.generators:  # type: ignore[attr-defined]
+                    self._bind_target(
+                        generator.target,
+                        "comp",
+                        current,
+                        generator.iter,
+                        _end(generator.iter),
+                        scope=current,
+                    )
+            elif kind is ast.With or kind is ast.AsyncWith:
+                assert isinstance(current, (ast.With, ast.AsyncWith))
+                self.withs.append(current)
+                for item in current.items:
+                    if item.optional_vars is not None:
+                        self._bind_target(
+                            item.optional_vars,
+                            "with",
+                            current,
+                            item.context_expr,
+                            _end(item.context_expr),
+                        )
+            elif kind is ast.Try or kind.__name__ == "TryStar":
+                self.tries.append(current)  # type: ignore[arg-type]
+            elif kind is ast.ExceptHandler:
+                assert isinstance(current, ast.ExceptHandler)
+                if current.name:
+                    self._bind(Binding(current.name, "other", current, None, _pos(current)))
+            elif kind is ast.Return:
+                self.returns.append(current)  # type: ignore[arg-type]
+            elif kind is ast.Yield or kind is ast.YieldFrom:
+                self.yields.append(current)  # type: ignore[arg-type]
+            elif kind is ast.Import or kind is ast.ImportFrom:
+                assert isinstance(current, (ast.Import, ast.ImportFrom))
+                for alias in current.names:
+                    local = alias.asname or alias.name.split(".")[0]
+                    self._bind(Binding(local, "import", current, None, _end(current)))
+                continue
+            elif kind in _SCOPES:
+                assert isinstance(
+                    current, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+                )
+                if not isinstance(current, ast.Lambda):
+                    self._bind(Binding(current.name, "def", current, None, _pos(current)))
+                    for decorator in current.decorator_list:
+                        stack.append((decorator, current))
+                else:
+                    # A lambda's body reads the enclosing names; scan it, minus its params.
+                    stack.append((current.body, current))
+                continue
+            elif kind is ast.Global or kind is ast.Nonlocal:
+                continue
+            children = list(ast.iter_child_nodes(current))
+            for child in reversed(children):
+                stack.append((child, current))
+
+    def _params(self, args: ast.arguments) -> None:
+        positional = [*args.posonlyargs, *args.args]
+        defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+        defaults.extend(args.defaults)
+        pairs = list(zip(positional, defaults, strict=False))
+        pairs.extend(zip(args.kwonlyargs, args.kw_defaults, strict=False))
+        for arg, default in pairs:
+            self._bind(Binding(arg.arg, "param", arg, arg.annotation, (0, 0), default=default))
+        for extra in (args.vararg, args.kwarg):
+            if extra is not None:
+                self._bind(Binding(extra.arg, "other", extra, None, (0, 0)))
+
+    # Lookups -------------------------------------------------------------------------
+    def parent(self, node: ast.AST) -> ast.AST | None:
+        return self.parents.get(id(node))
+
+    def binding(self, name: str, at: ast.AST) -> Binding | None:
+        """The binding of ``name`` that a use at ``at`` sees (last one before it)."""
+        best: Binding | None = None
+        where = _pos(at)
+        for binding in self.bindings.get(name, ()):
+            if binding.scope is not None:
+                # A comprehension's variable is seen anywhere inside it (its element
+                # comes first in the source) except in the iterable that binds it.
+                if not contains(binding.scope, at) or (
+                    binding.value is not None and contains(binding.value, at)
+                ):
+                    continue
+                if best is None or best.scope is None or contains(best.scope, binding.scope):
+                    best = binding
+                continue
+            if best is not None and best.scope is not None:
+                continue
+            if binding.pos >= where and binding.kind != "param":
+                continue
+            if best is None or binding.pos >= best.pos:
+                best = binding
+        return best
+
+    def is_local(self, name: str) -> bool:
+        return name in self.bindings
+
+    def awaited(self, node: ast.AST) -> bool:
+        return isinstance(self.parent(node), ast.Await)
+
+    def enclosing(self, node: ast.AST, *kinds: type[ast.AST]) -> Iterator[ast.AST]:
+        current = self.parent(node)
+        while current is not None and current is not self.node:
+            if isinstance(current, kinds):
+                yield current
+            current = self.parent(current)
+
+    def reads_in(self, name: str, region: ast.AST) -> list[ast.Attribute]:
+        """``name.attr`` loads inside ``region`` that still see the same binding."""
+        found: list[ast.Attribute] = []
+        for attribute in self.attr_loads.get(name, ()):
+            if isinstance(attribute.ctx, ast.Load) and contains(region, attribute):
+                found.append(attribute)
+        return found
+
+    def qualify(self, node: ast.expr) -> str | None:
+        """A qualified name for a non-local name (locals shadow imports)."""
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name) and self.is_local(root.id):
+            return None
+        return self.resolver.qualify(node)
+
+    def sqla_name(self, node: ast.expr) -> str | None:
+        qualified = self.qualify(node)
+        return self.resolver.sqla_tail(qualified) if qualified is not None else None
+
+    # Values --------------------------------------------------------------------------
+    def value(self, node: ast.AST | None) -> Value | None:
+        """What an expression holds, as far as this function shows."""
+        if node is None:
+            return None
+        key = id(node)
+        if key in self._values:
+            return self._values[key]
+        if key in self._busy:
+            return None
+        self._busy.add(key)
+        try:
+            result = self._evaluate(node)
+        finally:
+            self._busy.discard(key)
+        self._values[key] = result
+        return result
+
+    def _evaluate(self, node: ast.AST) -> Value | None:
+        if isinstance(node, ast.Await):
+            inner = self.value(node.value)
+            if isinstance(inner, ObjectsValue) and not inner.is_async:
+                return replace(inner, is_async=True)
+            return inner
+        if isinstance(node, ast.Name):
+            return self._name(node)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, ast.Attribute):
+            return self._attribute(node)
+        if isinstance(node, ast.Subscript):
+            base = self.value(node.value)
+            if (
+                isinstance(base, ObjectsValue)
+                and base.many
+                and base.shape in ("list", "relationship", "page")
+            ):
+                if isinstance(node.slice, ast.Slice):
+                    return base
+                return replace(base, many=False, shape="object")
+            return None
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
+            # `[u for u in users if u.active]` keeps the objects.
+            if (
+                len(node.generators) == 1
+                and isinstance(node.elt, ast.Name)
+                and isinstance(node.generators[0].target, ast.Name)
+                and node.elt.id == node.generators[0].target.id
+            ):
+                inner = self.value(node.generators[0].iter)
+                if isinstance(inner, ObjectsValue) and inner.many:
+                    return replace(inner, shape="list")
+            return None
+        if isinstance(node, ast.NamedExpr):
+            return self.value(node.value)
+        return None
+
+    def _name(self, node: ast.Name) -> Value | None:
+        binding = self.binding(node.id, node)
+        if binding is None:
+            if self.is_local(node.id):
+                return None
+            if self.outer is not None:
+                return self.outer._free(node.id, self.node)
+            return self._global(node)
+        return self.binding_value(binding)
+
+    def _free(self, name: str, at: ast.AST) -> Value | None:
+        binding = self.binding(name, at)
+        if binding is None:
+            return None
+        return self.binding_value(binding)
+
+    def _global(self, node: ast.expr) -> Value | None:
+        qualified = self.resolver.qualify(node)
+        if qualified is None or self.index is None:
+            return None
+        source = self.index.session_source(qualified)
+        if source is not None and source.kind == "factory":
+            return FactoryValue(
+                source.is_async, source.qualname, source.scoped, source.expire_on_commit
+            )
+        return None
+
+    def binding_value(self, binding: Binding) -> Value | None:
+        if binding.kind == "assign":
+            value = binding.value
+            if binding.element is not None:
+                if isinstance(value, (ast.Tuple, ast.List)) and binding.element < len(value.elts):
+                    return self.value(value.elts[binding.element])
+                return None
+            return self.value(value)
+        if binding.kind == "with":
+            if binding.element is not None:
+                return None
+            return self._entered(binding.value)
+        if binding.kind in ("for", "comp"):
+            iterable = self.value(binding.value)
+            return self._element(iterable, binding.element)
+        if binding.kind == "param":
+            assert isinstance(binding.node, ast.arg)
+            return self._param(binding.node, binding.default)
+        return None
+
+    def iterated(self, node: ast.expr | None) -> ObjectsValue | None:
+        """The ORM objects a loop over ``node`` sees (a legacy Query runs when iterated)."""
+        value = self.value(node)
+        if isinstance(value, StatementValue) and value.kind == "query":
+            value = ObjectsValue(
+                model=value.model,
+                many=True,
+                shape="list",
+                root_model=value.model,
+                path=(),
+                options=value.options,
+                is_async=False,
+                line=value.root.lineno,
+                unique=True,
+                stmt=value,
+                session=value.session,
+                node=node,
+                entities=value.entities,
+                receiver=value.receiver,
+            )
+        if isinstance(value, ObjectsValue) and value.many:
+            return value
+        return None
+
+    def _element(self, iterable: Value | None, position: int | None) -> Value | None:
+        if isinstance(iterable, StatementValue) and iterable.kind == "query":
+            iterable = ObjectsValue(
+                model=iterable.model,
+                many=True,
+                shape="list",
+                root_model=iterable.model,
+                path=(),
+                options=iterable.options,
+                is_async=False,
+                line=iterable.root.lineno,
+                unique=True,
+                stmt=iterable,
+                session=iterable.session,
+                node=iterable.node,
+                entities=iterable.entities,
+                receiver=iterable.receiver,
+            )
+        if not isinstance(iterable, ObjectsValue) or not iterable.many:
+            return None
+        if iterable.shape in ("result", "rows"):
+            # `for user, post in session.execute(select(User, Post))`.
+            if position is None or position >= len(iterable.entities):
+                return None
+            model = iterable.entities[position]
+            if model is None:
+                return None
+            return replace(
+                iterable, model=model, root_model=model, many=False, shape="object", path=()
+            )
+        if position is not None:
+            return None
+        return replace(iterable, many=False, shape="object")
+
+    def _entered(self, expr: ast.expr | None) -> Value | None:
+        """What ``with expr as name`` binds."""
+        if expr is None:
+            return None
+        if isinstance(expr, ast.Call):
+            func = expr.func
+            # `with SessionLocal.begin() as s`: a session whose block commits.
+            if isinstance(func, ast.Attribute) and func.attr == "begin" and not expr.args:
+                owner = self.value(func.value)
+                if isinstance(owner, FactoryValue):
+                    return SessionValue(
+                        owner.is_async,
+                        "with",
+                        expr,
+                        owner.source,
+                        owner.scoped,
+                        commits=True,
+                        managed=True,
+                        expire_on_commit=owner.expire_on_commit,
+                    )
+                return None
+            if (
+                self.sqla_name(func) == "closing"
+                or (self.qualify(func) or "") == "contextlib.closing"
+            ):
+                return self.value(expr.args[0]) if expr.args else None
+        made = self.value(expr)
+        if isinstance(made, SessionValue):
+            return replace(made, how="with", managed=True)
+        if isinstance(made, ClientValue):
+            return made
+        return None
+
+    def _param(self, arg: ast.arg, default: ast.expr | None) -> Value | None:
+        annotation = parse_annotation(arg.annotation) if arg.annotation is not None else None
+        dependency = self._depends(default) or self._depends_in(annotation)
+        session_type = self._session_annotation(annotation)
+        if dependency is not None and self.index is not None:
+            source = self.index.session_source(dependency)
+            if source is not None:
+                return SessionValue(
+                    source.is_async if session_type is None else session_type == "AsyncSession",
+                    "depends",
+                    arg,
+                    source.qualname,
+                    source.scoped,
+                    source.commits,
+                    True,
+                    source.expire_on_commit,
+                )
+        if session_type is not None:
+            if session_type in FACTORY_TYPE_NAMES:
+                return FactoryValue(session_type == "async_sessionmaker", None)
+            return SessionValue(
+                session_type in ("AsyncSession", "async_scoped_session"),
+                "depends" if dependency is not None else "param",
+                arg,
+                None,
+                scoped=session_type.endswith("scoped_session"),
+                managed=dependency is not None,
+                expire_on_commit=None,
+            )
+        if annotation is not None and isinstance(annotation, (ast.Name, ast.Attribute)):
+            qualified = self.resolver.qualify(annotation)
+            if (
+                qualified is not None
+                and self.index is not None
+                and self.index.class_facts(qualified) is not None
+            ):
+                return InstanceValue(self.index.follow(qualified))
+        return None
+
+    def _depends(self, node: ast.expr | None) -> str | None:
+        if not isinstance(node, ast.Call) or not node.args:
+            return None
+        qualified = self.resolver.qualify(node.func) or ""
+        if qualified.rpartition(".")[2] not in ("Depends", "Provide", "Inject"):
+            return None
+        target = node.args[0]
+        if isinstance(target, (ast.Name, ast.Attribute)):
+            return self.resolver.qualify(target)
+        return None
+
+    def _depends_in(self, annotation: ast.expr | None) -> str | None:
+        if isinstance(annotation, ast.Subscript) and isinstance(annotation.slice, ast.Tuple):
+            head = self.resolver.qualify(annotation.value) or ""
+            if head.rpartition(".")[2] == "Annotated":
+                for extra in annotation.slice.elts[1:]:
+                    found = self._depends(extra)
+                    if found is not None:
+                        return found
+        return None
+
+    def _session_annotation(self, annotation: ast.expr | None, depth: int = 0) -> str | None:
+        """ "Session"/"AsyncSession"/"scoped_session"/"sessionmaker"/... for a parameter
+        annotation (``Optional``, ``Annotated`` and type aliases unwrapped)."""
+        if annotation is None or depth > 4:
+            return None
+        annotation = parse_annotation(annotation)
+        if isinstance(annotation, ast.Subscript):
+            head = self.resolver.qualify(annotation.value) or ""
+            tail = head.rpartition(".")[2]
+            elements = (
+                annotation.slice.elts
+                if isinstance(annotation.slice, ast.Tuple)
+                else [annotation.slice]
+            )
+            if tail in ("Annotated", "Optional") and elements:
+                return self._session_annotation(elements[0], depth + 1)
+            if tail == "Union":
+                found = [self._session_annotation(e, depth + 1) for e in elements]
+                named = [f for f in found if f]
+                return named[0] if len(named) == 1 else None
+            if self.resolver.sqla_tail(head) in FACTORY_TYPE_NAMES | {
+                "async_scoped_session",
+                "scoped_session",
+            }:
+                return self.resolver.sqla_tail(head)
+            return None
+        if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+            left = self._session_annotation(annotation.left, depth + 1)
+            right = self._session_annotation(annotation.right, depth + 1)
+            return left or right
+        if isinstance(annotation, (ast.Name, ast.Attribute)):
+            qualified = self.resolver.qualify(annotation)
+            if qualified is None:
+                return None
+            name = self.resolver.sqla_tail(qualified)
+            if name in SESSION_TYPE_NAMES or name in FACTORY_TYPE_NAMES:
+                return name
+            origin = self.index.origin_of(qualified) if self.index is not None else None
+            if origin is not None and origin.startswith("annotated:"):
+                alias_tail = self.resolver.sqla_tail(origin[len("annotated:") :])
+                if alias_tail in SESSION_TYPE_NAMES:
+                    return alias_tail
+        return None
+
+    def _attribute(self, node: ast.Attribute) -> Value | None:
+        base = node.value
+        # `db.session` of Flask-SQLAlchemy: a scoped session, removed at teardown.
+        if node.attr == "session" and isinstance(base, (ast.Name, ast.Attribute)):
+            qualified = self.qualify(base)
+            if qualified is not None and self.resolver.is_flask_sqlalchemy(qualified):
+                return SessionValue(False, "flask", node, qualified, scoped=True, managed=True)
+        if isinstance(base, ast.Name) and base.id == "self" and self.class_node is not None:
+            return self._self_attribute(node.attr)
+        if node.attr == "query" and self.index is not None:
+            model = self._model(base)
+            mapped = self.index.model(model) if model is not None else None
+            if model is not None and mapped is not None and mapped.flavor == "flask":
+                # Flask-SQLAlchemy's `Model.query`: a legacy Query on `db.session`.
+                root = ast.Call(func=node, args=[], keywords=[])
+                ast.copy_location(root, node)
+                return StatementValue(model, "query", node, root, base, Options(), (model,))
+        owner = self.value(base)
+        if isinstance(owner, ObjectsValue):
+            if owner.shape == "page" and node.attr == "items":
+                return replace(owner, shape="list")
+            if not owner.many:
+                return self._relationship(owner, node)
+        return None
+
+    def _relationship(self, owner: ObjectsValue, node: ast.Attribute) -> Value | None:
+        if self.index is None:
+            return None
+        rel = self.index.relationship(owner.model, node.attr)
+        if rel is None or rel.target is None or rel.collection is None:
+            return None
+        return replace(
+            owner,
+            model=rel.target,
+            many=rel.collection,
+            shape="relationship" if rel.collection else "object",
+            path=(*owner.path, (owner.model, node.attr)),
+            node=node,
+        )
+
+    def _self_attribute(self, attr: str) -> Value | None:
+        assert self.class_node is not None
+        values: list[Value | None] = []
+        for method in self.class_node.body:
+            if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            flow = (
+                self
+                if method is self.node
+                else cached_flow(method, self.resolver, self.index, self.path, self.class_node)
+            )
+            for expr in flow.self_assigns.get(attr, ()):
+                values.append(flow.value(expr))
+        sessions = [v for v in values if isinstance(v, SessionValue)]
+        if sessions and len(sessions) == len(values):
+            first = sessions[0]
+            return replace(first, how="attr", managed=False)
+        factories = [v for v in values if isinstance(v, FactoryValue)]
+        if factories and len(factories) == len(values):
+            return factories[0]
+        return None
+
+    def _model(self, node: ast.expr | None) -> str | None:
+        """The qualified model a class expression names (any class without an index)."""
+        if not isinstance(node, (ast.Name, ast.Attribute)):
+            return None
+        if isinstance(node, ast.Name) and self.is_local(node.id):
+            return None
+        qualified = self.resolver.qualify(node)
+        if qualified is None or qualified.partition(".")[0] in ("sqlalchemy", "sqlmodel"):
+            return None
+        if self.index is None:
+            return qualified
+        model = self.index.model(qualified)
+        return model.qualname if model is not None else None
+
+    def _call(self, node: ast.Call) -> Value | None:
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            found = self._method_call(node, func)
+            if found is not None:
+                return found
+        qualified = self.qualify(func)
+        if qualified is None:
+            if isinstance(func, (ast.Name, ast.Attribute)):
+                callee = self.value(func)
+                if isinstance(callee, FactoryValue):
+                    return SessionValue(
+                        callee.is_async,
+                        "call",
+                        node,
+                        callee.source,
+                        callee.scoped,
+                        expire_on_commit=callee.expire_on_commit,
+                    )
+            return None
+        tail = self.resolver.sqla_tail(qualified)
+        if tail == "select" and node.args:
+            return self._select(node)
+        if tail in ("update", "delete", "insert") and node.args:
+            model = self._model(node.args[0])
+            if model is None:
+                return None
+            return StatementValue(model, tail, node, node, node.args[0], Options(), (model,))
+        if tail in ("Session", "AsyncSession") and qualified.partition(".")[0] in (
+            "sqlalchemy",
+            "sqlmodel",
+        ):
+            return SessionValue(tail == "AsyncSession", "call", node, qualified)
+        if qualified in _ITER_BUILTINS and node.args:
+            inner = self.value(node.args[0])
+            if (
+                isinstance(inner, ObjectsValue)
+                and inner.many
+                and inner.shape in ("list", "scalars", "relationship")
+            ):
+                return replace(inner, shape="list")
+            return None
+        if qualified in _IO_CLIENT_CLASSES:
+            return ClientValue(
+                "HTTP request" if "smtp" not in qualified.lower() else "SMTP call", qualified
+            )
+        if self.index is None:
+            return None
+        source = self.index.session_source(qualified)
+        if source is not None:
+            if source.kind == "provider" and source.style != "return":
+                # A context manager or generator: only `with provider() as s` yields it.
+                if source.style == "contextmanager":
+                    return SessionValue(
+                        source.is_async,
+                        "call",
+                        node,
+                        source.qualname,
+                        source.scoped,
+                        source.commits,
+                        False,
+                        source.expire_on_commit,
+                    )
+                return None
+            return SessionValue(
+                source.is_async,
+                "call",
+                node,
+                source.qualname,
+                source.scoped,
+                expire_on_commit=source.expire_on_commit,
+            )
+        function = self.index.function(qualified)
+        if function is not None:
+            return self._returned(node, function)
+        if self.index.class_facts(qualified) is not None and self.index.model(qualified) is None:
+            return InstanceValue(self.index.follow(qualified))
+        return None
+
+    def _returned(self, node: ast.Call, function: FunctionFacts) -> Value | None:
+        returns = function.returns
+        if returns is None or self.index is None:
+            return None
+        model = self.index.model(returns.model)
+        if model is None:
+            return None
+        is_async = returns.is_async and self.awaited(node)
+        return ObjectsValue(
+            model=model.qualname,
+            many=returns.many,
+            shape="list" if returns.many else "object",
+            root_model=model.qualname,
+            path=(),
+            options=returns.options,
+            is_async=is_async,
+            line=returns.line,
+            unique=True,
+            origin_path=self.index.path_of(function.qualname),
+            origin_name=function.name,
+            node=node,
+            returns=returns,
+        )
+
+    def _select(self, node: ast.Call) -> StatementValue | None:
+        entities = tuple(self._model(arg) for arg in node.args)
+        if not entities or entities[0] is None:
+            return None
+        return StatementValue(entities[0], "select", node, node, node.args[0], Options(), entities)
+
+    def _method_call(self, node: ast.Call, func: ast.Attribute) -> Value | None:
+        method = func.attr
+        receiver = self.value(func.value)
+        if isinstance(receiver, StatementValue):
+            return self._statement_method(receiver, method, node)
+        if isinstance(receiver, ObjectsValue):
+            return self._result_method(receiver, method, node)
+        if isinstance(receiver, FactoryValue):
+            if method == "begin":
+                return SessionValue(
+                    receiver.is_async,
+                    "call",
+                    node,
+                    receiver.source,
+                    receiver.scoped,
+                    commits=True,
+                    expire_on_commit=receiver.expire_on_commit,
+                )
+            return None
+        if isinstance(receiver, InstanceValue) and self.index is not None:
+            function = self.index.function(f"{receiver.cls}.{method}")
+            if function is not None:
+                return self._returned(node, function)
+            return None
+        if isinstance(receiver, ClientValue):
+            return None
+        session = receiver if isinstance(receiver, SessionValue) else None
+        if session is None and receiver is not None:
+            return None
+        return self._session_method(session, method, node)
+
+    def _session_method(
+        self, session: SessionValue | None, method: str, node: ast.Call
+    ) -> Value | None:
+        func = node.func
+        receiver = receiver_key(func.value) if isinstance(func, ast.Attribute) else None
+        is_async = bool(session.is_async) if session is not None else False
+        is_async = is_async or self.awaited(node)
+        if method in (
+            "scalars",
+            "execute",
+            "exec",
+            "scalar",
+            "stream_scalars",
+            "stream",
+            "paginate",
+        ):
+            if not node.args:
+                return None
+            stmt = self.value(node.args[0])
+            if not isinstance(stmt, StatementValue) or stmt.kind not in ("select",):
+                return None
+            shape = {
+                "scalars": "scalars",
+                "stream_scalars": "scalars",
+                "execute": "result",
+                "stream": "result",
+                "scalar": "object",
+                "paginate": "page",
+            }.get(method)
+            if method == "exec":
+                shape = "scalars" if len(stmt.entities) == 1 else "result"
+            assert shape is not None
+            model = stmt.entities[0] or stmt.model
+            return ObjectsValue(
+                model=model,
+                many=shape != "object",
+                shape=shape,
+                root_model=model,
+                path=(),
+                options=stmt.options,
+                is_async=is_async,
+                line=stmt.root.lineno,
+                stmt=stmt,
+                session=session,
+                node=node,
+                entities=stmt.entities,
+                unique=False,
+                receiver=receiver,
+            )
+        if method in ("get", "get_one") and node.args:
+            got = self._model(node.args[0])
+            if got is None:
+                return None
+            options_node = keyword(node, "options")
+            options = Options()
+            if isinstance(options_node, (ast.List, ast.Tuple)):
+                options = parse_options(self.resolver, list(options_node.elts))
+            elif options_node is not None:
+                options = Options(opaque=True)
+            return ObjectsValue(
+                model=got,
+                many=False,
+                shape="object",
+                root_model=got,
+                path=(),
+                options=options,
+                is_async=is_async,
+                line=node.lineno,
+                session=session,
+                node=node,
+                unique=True,
+                receiver=receiver,
+            )
+        if method == "query" and node.args:
+            entities = tuple(self._model(arg) for arg in node.args)
+            if entities[0] is None:
+                return None
+            model = entities[0]
+            return StatementValue(
+                model, "query", node, node, node.args[0], Options(), entities, session, receiver
+            )
+        return None
+
+    def _statement_method(self, stmt: StatementValue, method: str, node: ast.Call) -> Value | None:
+        if method == "options":
+            return replace(
+                stmt,
+                node=node,
+                options=stmt.options.extend(parse_options(self.resolver, list(node.args))),
+            )
+        if method in ("join", "outerjoin", "join_from", "outerjoin_from"):
+            joined: list[str] = []
+            for arg in node.args:
+                target = (
+                    arg.func.value
+                    if isinstance(arg, ast.Call)
+                    and isinstance(arg.func, ast.Attribute)
+                    and arg.func.attr == "of_type"
+                    else arg
+                )
+                if isinstance(target, ast.Attribute):
+                    joined.append(target.attr)
+                model = (
+                    self._model(target) if isinstance(target, (ast.Name, ast.Attribute)) else None
+                )
+                if model is not None:
+                    joined.append(model)
+            return replace(stmt, node=node, joins=stmt.joins + tuple(joined))
+        if method in _STATEMENT_CHAIN:
+            return replace(stmt, node=node)
+        if stmt.kind != "query":
+            return None
+        # The legacy Query runs itself.
+        many = method in _QUERY_MANY
+        if not many and method not in _QUERY_ONE:
+            return None
+        if method == "scalar" and len(stmt.entities) != 1:
+            return None
+        session = stmt.session
+        return ObjectsValue(
+            model=stmt.model,
+            many=many,
+            shape="list" if many else "object",
+            root_model=stmt.model,
+            path=(),
+            options=stmt.options,
+            is_async=False,
+            line=stmt.root.lineno,
+            unique=True,
+            stmt=stmt,
+            session=session,
+            node=node,
+            entities=stmt.entities,
+            receiver=stmt.receiver,
+        )
+
+    def _result_method(self, result: ObjectsValue, method: str, node: ast.Call) -> Value | None:
+        if method == "unique":
+            return replace(result, unique=True)
+        if result.shape == "result":
+            if method == "scalars":
+                return replace(result, shape="scalars")
+            if method in ("scalar", "scalar_one", "scalar_one_or_none"):
+                return replace(result, many=False, shape="object")
+            if method in ("all", "fetchall"):
+                return replace(result, shape="rows")
+            if method in ("tuples", "yield_per", "columns"):
+                return result
+            return None
+        if result.shape == "scalars":
+            if method in ("all", "fetchall"):
+                return replace(result, shape="list")
+            if method in ("first", "one", "one_or_none"):
+                return replace(result, many=False, shape="object")
+            if method == "yield_per":
+                return result
+            return None
+        if result.shape == "list" and method == "copy":
+            return result
+        return None
+
+    # Questions rules ask -------------------------------------------------------------
+    def session_of(self, node: ast.expr) -> SessionValue | None:
+        found = self.value(node)
+        return found if isinstance(found, SessionValue) else None
+
+    def sessions(self) -> list[tuple[str, Binding, SessionValue]]:
+        """Local names bound to sessions here: (name, binding, session)."""
+        if self._sessions is not None:
+            return self._sessions
+        found: list[tuple[str, Binding, SessionValue]] = []
+        for name, bindings in self.bindings.items():
+            for binding in bindings:
+                value = self.binding_value(binding)
+                if isinstance(value, SessionValue):
+                    found.append((name, binding, value))
+        self._sessions = found
+        return found
+
+    def calls_on(self, key: str) -> list[ast.Call]:
+        """Method calls on a receiver name (or ``self.attr``), in source order."""
+        return self.receiver_calls.get(key, [])
+
+
+def receiver_key(node: ast.expr) -> str | None:
+    """``s``, ``self.session``, ``db.session`` as a receiver key (a dotted name of up to
+    three parts); None for anything else."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute) and len(parts) < 3:
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or len(parts) > 2:
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def cached_flow(
+    node: Scope,
+    resolver: NameResolver,
+    index: ProjectIndex | None,
+    path: str,
+    class_node: ast.ClassDef | None = None,
+    outer: FunctionFlow | None = None,
+) -> FunctionFlow:
+    flow = getattr(node, _FLOW_ATTR, None)
+    if isinstance(flow, FunctionFlow) and flow.index is index:
+        return flow
+    flow = FunctionFlow(node, resolver, index, path, class_node, outer)
+    setattr(node, _FLOW_ATTR, flow)
+    return flow
+
+
+def worth_analysing(ctx: FileContext, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether a function calls anything a session pitfall is made of (from the index's
+    summary of it); rules skip the others without building their flow."""
+    parent = ctx.parent(node)
+    module = ctx.facts.module
+    prefix = f"{module}." if module else ""
+    if isinstance(parent, ast.Module):
+        return ctx.index.worth_analysing(prefix + node.name)
+    if isinstance(parent, ast.ClassDef) and isinstance(ctx.parent(parent), ast.Module):
+        return ctx.index.worth_analysing(f"{prefix}{parent.name}.{node.name}")
+    return True
+
+
+def flow_for(ctx: FileContext, node: ast.AST) -> FunctionFlow:
+    """The flow of the scope (function, lambda or module) that holds ``node``."""
+    scope = (
+        node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module))
+        else ctx.enclosing_scope(node)
+    )
+    return _flow_of_scope(ctx, scope)  # type: ignore[arg-type]
+
+
+def _flow_of_scope(ctx: FileContext, scope: Scope) -> FunctionFlow:
+    cached = getattr(scope, _FLOW_ATTR, None)
+    if isinstance(cached, FunctionFlow) and cached.index is ctx.index:
+        return cached
+    parent = ctx.parent(scope)
+    class_node = parent if isinstance(parent, ast.ClassDef) else None
+    outer: FunctionFlow | None = None
+    if not isinstance(scope, ast.Module) and class_node is None:
+        enclosing = ctx.enclosing_scope(scope)
+        if enclosing is not scope and not isinstance(enclosing, ast.Module):
+            outer = _flow_of_scope(ctx, enclosing)  # type: ignore[arg-type]
+    return cached_flow(scope, ctx.names, ctx.index, ctx.path, class_node, outer)
+
+
+# Summaries for the index -------------------------------------------------------------
+def summarise(
+    resolver: NameResolver,
+    node: ast.FunctionDef | ast.AsyncFunctionDef,
+    facts: FunctionFacts,
+    queries: bool,
+    hands_out: bool = True,
+) -> tuple[ReturnFacts | None, ProviderFacts | None]:
+    """What a function returns (ORM objects) and whether it hands out a session, from its
+    own body only (the index resolves the names later)."""
+    flow = FunctionFlow(node, resolver, None, "")
+    provider = _provider(flow, node, facts) if hands_out else None
+    returns = _returns(flow, node) if queries and provider is None else None
+    return returns, provider
+
+
+def _provider(
+    flow: FunctionFlow, node: ast.FunctionDef | ast.AsyncFunctionDef, facts: FunctionFacts
+) -> ProviderFacts | None:
+    decorators = {
+        (flow.resolver.qualify(d.func if isinstance(d, ast.Call) else d) or "").rpartition(".")[2]
+        for d in node.decorator_list
+    }
+    handed: list[tuple[ast.expr, str]] = []
+    if flow.yields:
+        style = (
+            "contextmanager"
+            if decorators & {"contextmanager", "asynccontextmanager"}
+            else "generator"
+        )
+        handed = [
+            (y.value, style)
+            for y in flow.yields
+            if isinstance(y, ast.Yield) and y.value is not None
+        ]
+    else:
+        handed = [(r.value, "return") for r in flow.returns if r.value is not None]
+    for value, style in handed:
+        made = _made_by(flow, value)
+        if made is None:
+            continue
+        source, managed, commits, name = made
+        if name is not None:
+            commits = commits or any(
+                isinstance(c.func, ast.Attribute) and c.func.attr == "commit"
+                for c in flow.calls_on(name)
+            )
+            managed = managed or _closed_in_finally(flow, name)
+        if style == "return" and name is not None and managed:
+            # A session closed before the function returns it is no provider.
+            continue
+        is_async: bool | None = None
+        if source.rpartition(".")[2] == "AsyncSession":
+            is_async = True
+        return ProviderFacts(facts.qualname, node.lineno, is_async, style, source, managed, commits)
+    return None
+
+
+def _made_by(flow: FunctionFlow, value: ast.expr) -> tuple[str, bool, bool, str | None] | None:
+    """(callee, managed by a with, commits, local name) for a handed-out session."""
+    call: ast.expr | None = value
+    name: str | None = None
+    managed = False
+    if isinstance(value, ast.Name):
+        binding = flow.binding(value.id, value)
+        if binding is None or binding.kind not in ("assign", "with") or binding.element is not None:
+            return None
+        name = value.id
+        call = binding.value
+        managed = binding.kind == "with"
+    if isinstance(call, ast.Await):
+        call = call.value
+    if not isinstance(call, ast.Call):
+        return None
+    func = call.func
+    commits = False
+    if isinstance(func, ast.Attribute) and func.attr == "begin" and not call.args:
+        func = func.value
+        commits = True
+    if isinstance(func, ast.Call):
+        func = func.func
+    source = flow.resolver.qualify(func) if isinstance(func, (ast.Name, ast.Attribute)) else None
+    if source is None:
+        return None
+    return source, managed, commits, name
+
+
+def _closed_in_finally(flow: FunctionFlow, name: str) -> bool:
+    for try_node in flow.tries:
+        for stmt in getattr(try_node, "finalbody", []):
+            for call in flow.calls_on(name):
+                if (
+                    contains(stmt, call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in ("close", "remove")
+                ):
+                    return True
+    return False
+
+
+def _returns(
+    flow: FunctionFlow, node: ast.FunctionDef | ast.AsyncFunctionDef
+) -> ReturnFacts | None:
+    found: ReturnFacts | None = None
+    for ret in flow.returns:
+        value = flow.value(ret.value)
+        if (
+            not isinstance(value, ObjectsValue)
+            or value.path
+            or value.shape not in ("list", "object", "scalars")
+        ):
+            continue
+        key = value.receiver
+        load = value.node or ret
+        session_closed = False
+        committed = False
+        factory = value.session.source if value.session is not None else None
+        if key is not None:
+            for with_node in flow.withs:
+                for item in with_node.items:
+                    if (
+                        isinstance(item.optional_vars, ast.Name)
+                        and item.optional_vars.id == key
+                        and contains(with_node, ret)
+                    ):
+                        session_closed = True
+                        made = _made_by(flow, item.optional_vars)
+                        factory = factory or (made[0] if made is not None else None)
+            if _closed_in_finally(flow, key):
+                session_closed = True
+                made = _made_by(
+                    flow, ast.Name(id=key, lineno=ret.lineno, col_offset=ret.col_offset)
+                )
+                factory = factory or (made[0] if made is not None else None)
+            committed = any(
+                isinstance(c.func, ast.Attribute)
+                and c.func.attr == "commit"
+                and _pos(load) < _pos(c) < _pos(ret)
+                for c in flow.calls_on(key)
+            )
+        facts = ReturnFacts(
+            model=value.model,
+            many=value.many,
+            is_async=value.is_async,
+            line=value.line,
+            options=value.options,
+            session_closed=session_closed,
+            committed=committed,
+            factory=factory,
+        )
+        if found is not None and (found.model != facts.model or found.many != facts.many):
+            return None
+        found = found or facts
+    return found
+
+
+def _binds(node: ast.With | ast.AsyncWith, name: str | None) -> bool:
+    return name is not None and any(
+        isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == name
+        for item in node.items
+    )
+
+
+def literal_text(node: ast.expr | None) -> str | None:
+    return literal_str(node)

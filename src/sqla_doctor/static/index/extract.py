@@ -1,0 +1,629 @@
+"""The index's first pass over one file: a single walk that feeds every kind of fact.
+
+Imports, classes, functions' parameter reads, event listeners, engines, factories,
+``create_all`` calls and index DDL are all collected in one traversal of the tree;
+class bodies and the few functions that return query results are then read again,
+which is cheap because they are small.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from sqla_doctor.static.index.functions import FunctionBuilder, FunctionFacts, params_of
+from sqla_doctor.static.index.models import (
+    ClassFacts,
+    ImperativeFacts,
+    IndexFacts,
+    ListenerFacts,
+    TableFacts,
+    class_facts,
+    dotted,
+    imperative_facts,
+    index_facts,
+    keyword,
+    listener_facts,
+    literal_str,
+    table_facts,
+)
+from sqla_doctor.static.index.names import DeferringResolver, ModuleNames, NameResolver
+from sqla_doctor.static.index.sessions import (
+    ENGINE_CALLS,
+    FACTORY_CALLS,
+    EngineFacts,
+    FactoryFacts,
+    engine_facts,
+    factory_facts,
+)
+
+# Method names that make a function worth a flow analysis of what it returns or yields.
+QUERY_METHODS = frozenset(
+    {
+        "scalars",
+        "execute",
+        "scalar",
+        "get",
+        "get_one",
+        "query",
+        "exec",
+        "all",
+        "first",
+        "one",
+        "one_or_none",
+        "scalar_one",
+        "scalar_one_or_none",
+        "paginate",
+        "stream_scalars",
+    }
+)
+# Calls whose tail name is worth a second look after the walk.
+_INTERESTING = frozenset(
+    {
+        "listen",
+        "listens_for",
+        "map_imperatively",
+        "create_all",
+        "create_index",
+        "FastAPI",
+        "Starlette",
+        "Flask",
+        "Quart",
+        "Litestar",
+        "Sanic",
+        "Application",
+        "on_event",
+        "add_event_handler",
+        "register",
+        "import_module",
+        "__import__",
+        "teardown_appcontext",
+        "run_sync",
+        "include_router",
+        "APIRouter",
+        "Blueprint",
+        "walk_packages",
+        "iter_modules",
+    }
+)
+IO_MODULES = frozenset(
+    {
+        "httpx",
+        "requests",
+        "aiohttp",
+        "urllib",
+        "urllib3",
+        "asyncio",
+        "time",
+        "anyio",
+        "trio",
+        "smtplib",
+        "aiosmtplib",
+        "boto3",
+        "grpc",
+        "socket",
+        "http",
+    }
+)
+APP_CLASSES: dict[str, str] = {
+    "fastapi.FastAPI": "asgi",
+    "fastapi.applications.FastAPI": "asgi",
+    "starlette.applications.Starlette": "asgi",
+    "litestar.Litestar": "asgi",
+    "litestar.app.Litestar": "asgi",
+    "quart.Quart": "asgi",
+    "sanic.Sanic": "asgi",
+    "aiohttp.web.Application": "asgi",
+    "flask.Flask": "wsgi",
+}
+_DDL_INDEX = re.compile(
+    r"CREATE\s+(UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"(?:[\w\".]+\s+)?ON\s+(?:ONLY\s+)?([\w\".]+)\s*(?:USING\s+\w+\s*)?\((.*)\)",
+    re.IGNORECASE | re.DOTALL,
+)
+_DDL_FUNCTION = re.compile(r"(\w+)\s*\(\s*\"?(\w+)\"?\s*\)")
+
+
+@dataclass(frozen=True)
+class ImportFacts:
+    """``from module import names`` (or ``import module``) at a line."""
+
+    module: str
+    names: tuple[str, ...]
+    line: int
+    in_function: bool
+
+
+@dataclass(frozen=True)
+class CreateAllFacts:
+    """``Base.metadata.create_all(engine)``, ``db.create_all()``, ``run_sync(...create_all)``."""
+
+    receiver: str  # qualified: "app.db.Base.metadata", "app.ext.db"
+    line: int
+    col: int
+    function: str | None  # enclosing top-level function or method
+    end_line: int = 0
+    end_col: int = 0
+
+
+@dataclass
+class FileExtract:
+    """Everything the walk found in one file (the models/sessions part of FileFacts)."""
+
+    classes: list[ClassFacts] = field(default_factory=list)
+    listeners: list[ListenerFacts] = field(default_factory=list)
+    imperative: list[ImperativeFacts] = field(default_factory=list)
+    tables: list[TableFacts] = field(default_factory=list)
+    indexes: list[IndexFacts] = field(default_factory=list)
+    factories: list[FactoryFacts] = field(default_factory=list)
+    engines: list[EngineFacts] = field(default_factory=list)
+    functions: dict[str, FunctionFacts] = field(default_factory=dict)
+    imports: list[ImportFacts] = field(default_factory=list)
+    create_all: list[CreateAllFacts] = field(default_factory=list)
+    disposed: set[str] = field(default_factory=set)
+    apps: list[tuple[str, int]] = field(default_factory=list)  # (kind, line)
+    shutdown_hooks: int = 0
+    dynamic_imports: bool = False
+    session_listeners: set[str] = field(default_factory=set)  # identifiers on Session
+
+
+_MODULE, _CLASS, _FUNCTION = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    kind: int
+    builder: FunctionBuilder | None = None
+    class_name: str | None = None
+    function: str | None = None  # qualname of the enclosing top-level function/method
+
+
+_MODULE_CTX = _Ctx(_MODULE)
+
+
+def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleNames, FileExtract]:
+    names = ModuleNames(module=module, is_package=is_package)
+    names.collect_definitions(tree)
+    out = FileExtract()
+    class_nodes: list[ast.ClassDef] = []
+    builders: list[FunctionBuilder] = []
+    calls: list[tuple[ast.Call, _Ctx]] = []
+    listener_decorators: list[tuple[ast.Call, str]] = []
+    strings: list[ast.Constant] = []
+    prefix = f"{module}." if module else ""
+
+    stack: list[tuple[ast.AST, _Ctx]] = [(child, _MODULE_CTX) for child in reversed(tree.body)]
+    iter_children = ast.iter_child_nodes
+    imports = names.imports
+    while stack:
+        node, ctx = stack.pop()
+        kind = type(node)
+        builder = ctx.builder
+        if kind is ast.Call:
+            assert isinstance(node, ast.Call)
+            func = node.func
+            tail = (
+                func.attr
+                if isinstance(func, ast.Attribute)
+                else func.id
+                if isinstance(func, ast.Name)
+                else None
+            )
+            if builder is not None and tail is not None:
+                builder.called.add(tail)
+                if type(func) is ast.Name:
+                    # `OrmSession(engine)` where `from sqlalchemy.orm import Session as
+                    # OrmSession`: remember the imported name too.
+                    origin = imports.get(tail)
+                    if origin is not None:
+                        builder.called.add(origin.rpartition(".")[2])
+                if tail in QUERY_METHODS:
+                    builder.flags.add("query")
+                elif tail in ("commit", "rollback"):
+                    builder.facts.commits = True
+                if isinstance(func, ast.Attribute):
+                    builder.method_call(func)
+                if builder.facts.io_call is None:
+                    root = func
+                    while isinstance(root, ast.Attribute):
+                        root = root.value
+                    if isinstance(root, ast.Name):
+                        client = builder.clients.get(root.id)
+                        origin = imports.get(root.id)
+                        if (
+                            client is not None
+                            and isinstance(func, ast.Attribute)
+                            and func.attr in _CLIENT_METHODS
+                        ):
+                            builder.facts.io_call = f"{client}.{func.attr}"
+                        elif origin is not None and origin.split(".")[0] in IO_MODULES:
+                            qualified = NameResolver(names).qualify(func)
+                            if qualified is not None and _is_io(qualified):
+                                builder.facts.io_call = qualified
+            if tail in _INTERESTING:
+                calls.append((node, ctx))
+        elif kind is ast.Attribute:
+            assert isinstance(node, ast.Attribute)
+            if builder is not None and isinstance(node.ctx, ast.Load):
+                builder.attribute(node)
+                if node.attr in ("session", "query"):
+                    builder.called.add(node.attr)
+            if node.attr == "dispose":
+                receiver = NameResolver(names).qualify(node.value)
+                if receiver is None:
+                    text = dotted(node.value)
+                    receiver = f"?{text}" if text else "?"
+                out.disposed.add(receiver)
+            # Only the value: the `ctx` child (Load/Store) carries nothing.
+            stack.append((node.value, ctx))
+            continue
+        elif kind is ast.Import or kind is ast.ImportFrom:
+            assert isinstance(node, (ast.Import, ast.ImportFrom))
+            names.add_import(node)
+            in_function = ctx.kind == _FUNCTION
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    out.imports.append(ImportFacts(alias.name, (), node.lineno, in_function))
+            else:
+                from sqla_doctor.static.index.names import resolve_relative
+
+                source = resolve_relative(module, is_package, node.level, node.module)
+                out.imports.append(
+                    ImportFacts(source, tuple(a.name for a in node.names), node.lineno, in_function)
+                )
+            continue
+        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            new_builder: FunctionBuilder | None = None
+            qualname: str | None = None
+            if ctx.kind == _MODULE:
+                qualname = node.name
+            elif ctx.kind == _CLASS:
+                qualname = f"{ctx.class_name}.{node.name}"
+            if qualname is not None:
+                facts = FunctionFacts(
+                    qualname=prefix + qualname,
+                    name=node.name,
+                    line=node.lineno,
+                    is_async=kind is ast.AsyncFunctionDef,
+                    params=params_of(node),
+                    is_method=ctx.kind == _CLASS,
+                )
+                new_builder = FunctionBuilder(facts, node)
+                builders.append(new_builder)
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call):
+                    d_func = decorator.func
+                    d_tail = (
+                        d_func.attr
+                        if isinstance(d_func, ast.Attribute)
+                        else d_func.id
+                        if isinstance(d_func, ast.Name)
+                        else None
+                    )
+                    if d_tail == "listens_for":
+                        listener_decorators.append((decorator, node.name))
+                        continue
+                    if (
+                        d_tail == "on_event"
+                        and decorator.args
+                        and literal_str(decorator.args[0]) == "shutdown"
+                    ):
+                        out.shutdown_hooks += 1
+                stack.append((decorator, ctx))
+            inner = _Ctx(
+                _FUNCTION,
+                new_builder,
+                None,
+                (prefix + qualname) if qualname is not None else ctx.function,
+            )
+            for default in (
+                *node.args.defaults,
+                *(d for d in node.args.kw_defaults if d is not None),
+            ):
+                stack.append((default, ctx))
+            for stmt in reversed(node.body):
+                stack.append((stmt, inner))
+            continue
+        elif kind is ast.ClassDef:
+            assert isinstance(node, ast.ClassDef)
+            if ctx.kind == _MODULE:
+                class_nodes.append(node)
+                inner = _Ctx(_CLASS, None, node.name, None)
+            else:
+                inner = _Ctx(_FUNCTION, None, None, ctx.function)
+            for part in (*node.decorator_list, *node.bases, *(k.value for k in node.keywords)):
+                stack.append((part, ctx))
+            for stmt in reversed(node.body):
+                stack.append((stmt, inner))
+            continue
+        elif (kind is ast.With or kind is ast.AsyncWith) and builder is not None:
+            for item in node.items:  # type: ignore[attr-defined]
+                if isinstance(item.optional_vars, ast.Name):
+                    _client(names, builder, item.optional_vars.id, item.context_expr)
+        elif kind is ast.Assign and builder is not None:
+            targets = node.targets  # type: ignore[attr-defined]
+            if len(targets) == 1 and isinstance(targets[0], ast.Name):
+                _client(names, builder, targets[0].id, node.value)  # type: ignore[attr-defined]
+        elif kind is ast.For or kind is ast.AsyncFor:
+            assert isinstance(node, (ast.For, ast.AsyncFor))
+            if builder is not None:
+                builder.loop(node.target, node.iter)
+        elif kind in _COMPREHENSIONS:
+            if builder is not None:
+                for generator in node.generators:  # type: ignore[attr-defined]
+                    builder.loop(generator.target, generator.iter)
+        elif kind is ast.Return:
+            value = node.value  # type: ignore[attr-defined]
+            if builder is not None and value is not None:
+                builder.flags.add("return")
+                # `return SessionLocal()` in a small function: maybe a session provider.
+                if isinstance(value, (ast.Call, ast.Name)) and len(builder.node.body) <= 4:
+                    builder.flags.add("hands-out")
+        elif kind is ast.Yield or kind is ast.YieldFrom:
+            if builder is not None:
+                builder.flags.add("yield")
+                if isinstance(node.value, (ast.Call, ast.Name)):  # type: ignore[attr-defined]
+                    builder.flags.add("hands-out")
+        elif kind is ast.Constant:
+            value = node.value  # type: ignore[attr-defined]
+            if type(value) is str and ("INDEX" in value or "index" in value):
+                strings.append(node)  # type: ignore[arg-type]
+            continue
+        elif kind is ast.Name:
+            continue
+        elif kind in _ELEMENTS:
+            for child in reversed(node.elts):  # type: ignore[attr-defined]
+                stack.append((child, ctx))
+            continue
+        elif kind is ast.Subscript:
+            stack.append((node.slice, ctx))  # type: ignore[attr-defined]
+            stack.append((node.value, ctx))  # type: ignore[attr-defined]
+            continue
+        elif kind is ast.Starred:
+            stack.append((node.value, ctx))  # type: ignore[attr-defined]
+            continue
+        children = list(iter_children(node))
+        for child in reversed(children):
+            stack.append((child, ctx))
+
+    # Again, now that every import is known: `db = SQLAlchemy()` records its origin.
+    names.collect_definitions(tree)
+    resolver = DeferringResolver(names)
+    table_names: dict[str, str] = {}
+    _module_statements(resolver, prefix, tree.body, out, table_names)
+    for class_node in class_nodes:
+        out.classes.append(class_facts(resolver, module, class_node))
+    for call, function_name in listener_decorators:
+        listener = listener_facts(resolver, call, function_name)
+        if listener is not None:
+            _add_listener(out, listener)
+    for call, ctx in calls:
+        _interesting_call(resolver, call, ctx, out, table_names)
+    for constant in strings:
+        _ddl_index(constant, out)
+    for builder in builders:
+        facts = builder.finish()
+        facts.decorators = tuple(
+            resolver.qualify(d.func if isinstance(d, ast.Call) else d) or "?"
+            for d in builder.node.decorator_list
+        )
+        # Only the few functions that may return query results or hand out a session
+        # get a flow analysis; the rest cost nothing more than the walk.
+        queries = "query" in builder.flags and "return" in builder.flags
+        if queries or "hands-out" in builder.flags:
+            _summarise_function(resolver, builder, queries, "hands-out" in builder.flags)
+        out.functions[facts.qualname] = facts
+    return names, out
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_ELEMENTS = (ast.Tuple, ast.List, ast.Set)
+
+
+_CLIENT_METHODS = frozenset(
+    {
+        "get",
+        "post",
+        "put",
+        "patch",
+        "delete",
+        "head",
+        "options",
+        "request",
+        "send",
+        "stream",
+        "sendmail",
+        "send_message",
+        "ws_connect",
+        "urlopen",
+    }
+)
+
+
+def _client(names: ModuleNames, builder: FunctionBuilder, name: str, value: ast.expr) -> None:
+    """Remember `name` as an HTTP/SMTP client when bound to `httpx.AsyncClient()` & co."""
+    if not isinstance(value, ast.Call):
+        return
+    root = value.func
+    while isinstance(root, ast.Attribute):
+        root = root.value
+    if not isinstance(root, ast.Name):
+        return
+    origin = names.imports.get(root.id)
+    if origin is None or origin.split(".")[0] not in IO_MODULES:
+        return
+    from sqla_doctor.static.flow import is_io_client
+
+    qualified = NameResolver(names).qualify(value.func)
+    if qualified is not None and is_io_client(qualified):
+        builder.clients[name] = qualified
+
+
+def _is_io(qualified: str) -> bool:
+    from sqla_doctor.static.flow import io_kind
+
+    return io_kind(qualified) is not None
+
+
+def _add_listener(out: FileExtract, listener: ListenerFacts) -> None:
+    if listener.target == "session":
+        out.session_listeners.add(listener.identifier)
+    out.listeners.append(listener)
+
+
+def _module_statements(
+    resolver: NameResolver,
+    prefix: str,
+    body: list[ast.stmt],
+    out: FileExtract,
+    table_names: dict[str, str],
+) -> None:
+    for stmt in body:
+        if isinstance(stmt, (ast.If, ast.Try)):
+            _module_statements(resolver, prefix, stmt.body, out, table_names)
+            _module_statements(resolver, prefix, stmt.orelse, out, table_names)
+            if isinstance(stmt, ast.Try):
+                for handler in stmt.handlers:
+                    _module_statements(resolver, prefix, handler.body, out, table_names)
+            continue
+        value: ast.expr | None = None
+        target: str | None = None
+        if (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+        ):
+            value, target = stmt.value, stmt.targets[0].id
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            value, target = stmt.value, stmt.target.id
+        elif isinstance(stmt, ast.Expr):
+            value = stmt.value
+        if not isinstance(value, ast.Call):
+            continue
+        name = resolver.sqla_name(value.func)
+        if name is None:
+            continue
+        if target is not None and name in ENGINE_CALLS:
+            engine = engine_facts(resolver, prefix + target, value)
+            if engine is not None:
+                out.engines.append(engine)
+        elif target is not None and name in FACTORY_CALLS:
+            factory = factory_facts(resolver, prefix + target, value)
+            if factory is not None:
+                out.factories.append(factory)
+        elif target is not None and name == "Table":
+            table = table_facts(resolver, prefix + target, value)
+            if table is not None:
+                out.tables.append(table)
+                table_names[target] = table.name
+        elif name == "Index":
+            index = index_facts(resolver, value)
+            if index.owner is not None or index.functions:
+                out.indexes.append(index)
+
+
+def _interesting_call(
+    resolver: NameResolver,
+    call: ast.Call,
+    ctx: _Ctx,
+    out: FileExtract,
+    table_names: dict[str, str],
+) -> None:
+    func = call.func
+    tail = (
+        func.attr
+        if isinstance(func, ast.Attribute)
+        else func.id
+        if isinstance(func, ast.Name)
+        else ""
+    )
+    if tail in ("listen", "listens_for") and resolver.sqla_name(func) == tail:
+        listener = listener_facts(resolver, call, None)
+        if listener is not None:
+            _add_listener(out, listener)
+    elif tail == "map_imperatively":
+        imperative = imperative_facts(resolver, call, table_names)
+        if imperative is not None:
+            out.imperative.append(imperative)
+    elif tail == "create_all" and isinstance(func, ast.Attribute):
+        receiver = resolver.qualify(func.value)
+        if receiver is not None:
+            out.create_all.append(
+                CreateAllFacts(
+                    receiver,
+                    call.lineno,
+                    call.col_offset,
+                    ctx.function,
+                    call.end_lineno or call.lineno,
+                    call.end_col_offset or 0,
+                )
+            )
+    elif tail == "run_sync" and call.args:
+        arg = call.args[0]
+        if isinstance(arg, ast.Attribute) and arg.attr == "create_all":
+            receiver = resolver.qualify(arg.value)
+            if receiver is not None:
+                out.create_all.append(
+                    CreateAllFacts(
+                        receiver,
+                        call.lineno,
+                        call.col_offset,
+                        ctx.function,
+                        call.end_lineno or call.lineno,
+                        call.end_col_offset or 0,
+                    )
+                )
+    elif tail == "create_index":
+        _migration_index(resolver, call, out)
+    elif tail in ("import_module", "__import__", "walk_packages", "iter_modules"):
+        out.dynamic_imports = True
+    elif tail in ("on_event", "add_event_handler"):
+        if call.args and literal_str(call.args[0]) == "shutdown":
+            out.shutdown_hooks += 1
+    elif tail in ("register", "teardown_appcontext"):
+        if (resolver.qualify(func) or "") == "atexit.register":
+            out.shutdown_hooks += 1
+    else:
+        app_kind = APP_CLASSES.get(resolver.qualify(func) or "")
+        if app_kind is not None:
+            out.apps.append((app_kind, call.lineno))
+            if any(kw.arg in ("lifespan", "on_shutdown") for kw in call.keywords):
+                out.shutdown_hooks += 1
+
+
+def _migration_index(resolver: NameResolver, call: ast.Call, out: FileExtract) -> None:
+    """``op.create_index("ix", "users", [sa.text("lower(email)")])``."""
+    args = list(call.args)
+    table = literal_str(args[1]) if len(args) > 1 else literal_str(keyword(call, "table_name"))
+    columns = args[2] if len(args) > 2 else keyword(call, "columns")
+    if table is None or not isinstance(columns, (ast.List, ast.Tuple)):
+        return
+    synthetic = ast.Call(
+        func=ast.Name(id="Index", ctx=ast.Load()), args=[*columns.elts], keywords=[]
+    )
+    ast.copy_location(synthetic, call)
+    index = index_facts(resolver, synthetic)
+    index.line = call.lineno
+    index.table = table.split(".")[-1]
+    out.indexes.append(index)
+
+
+def _ddl_index(constant: ast.Constant, out: FileExtract) -> None:
+    match = _DDL_INDEX.search(str(constant.value))
+    if match is None:
+        return
+    table = match.group(2).replace('"', "").split(".")[-1]
+    functions = tuple((f.lower(), c) for f, c in _DDL_FUNCTION.findall(match.group(3)))
+    if functions:
+        out.indexes.append(IndexFacts(line=constant.lineno, functions=functions, table=table))
+
+
+def _summarise_function(
+    resolver: NameResolver, builder: FunctionBuilder, queries: bool, hands_out: bool
+) -> None:
+    from sqla_doctor.static.flow import summarise
+
+    facts = builder.facts
+    facts.returns, facts.provider = summarise(resolver, builder.node, facts, queries, hands_out)

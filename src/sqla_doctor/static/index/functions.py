@@ -1,0 +1,137 @@
+"""What a function does with its parameters and what it returns, for callers elsewhere.
+
+A caller that passes query results to ``render(users)`` needs to know that ``render``
+reads ``user.posts`` on every element; a caller of ``list_users(session)`` needs to know
+that it returns ``User`` objects loaded without loader options. These summaries are
+gathered during the index's single walk (reads) and by the flow analysis of the few
+functions that return query results (returns, session providers).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from sqla_doctor.static.index.sessions import ProviderFacts
+from sqla_doctor.static.loaders import Options
+
+# (parameter position, whether elements of the parameter were iterated, attribute path).
+# A path element ending in "()" is a method call: ("posts", "to_dict()").
+Read = tuple[int, bool, tuple[str, ...]]
+MAX_PATH = 4
+
+
+@dataclass(frozen=True)
+class ReturnFacts:
+    """ORM objects a function returns: which model, how many, loaded how."""
+
+    model: str
+    many: bool
+    is_async: bool
+    line: int
+    options: Options = field(default_factory=Options)
+    session_closed: bool = False  # the loading session is closed when the function returns
+    committed: bool = False  # committed after loading (expire_on_commit expires them)
+    factory: str | None = None  # the factory that made that session
+
+
+@dataclass
+class FunctionFacts:
+    """One top-level function or method of a top-level class."""
+
+    qualname: str
+    name: str
+    line: int
+    is_async: bool
+    params: tuple[str, ...]
+    is_method: bool = False
+    decorators: tuple[str, ...] = ()
+    reads: frozenset[Read] = frozenset()
+    returns: ReturnFacts | None = None
+    provider: ProviderFacts | None = None
+    io_call: str | None = None  # first external I/O it makes itself (qualified)
+    commits: bool = False  # calls `.commit()` or `.rollback()` on something itself
+    # Names it calls (`get_user`, `scalars`, `SessionLocal`): rules skip functions that
+    # call nothing a database pitfall is made of.
+    calls: frozenset[str] = frozenset()
+
+    def element_reads(self, position: int) -> set[tuple[str, ...]]:
+        """Attribute paths read on each element of the argument at ``position``."""
+        return {path for pos, iterated, path in self.reads if pos == position and iterated}
+
+    def direct_reads(self, position: int) -> set[tuple[str, ...]]:
+        """Attribute paths read on the argument at ``position`` itself."""
+        return {path for pos, iterated, path in self.reads if pos == position and not iterated}
+
+    def param_position(self, name: str) -> int | None:
+        try:
+            return self.params.index(name)
+        except ValueError:
+            return None
+
+
+class FunctionBuilder:
+    """Collects a function's parameter reads while the index walks its body."""
+
+    __slots__ = ("called", "clients", "facts", "flags", "node", "reads", "tracked")
+
+    def __init__(self, facts: FunctionFacts, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.facts = facts
+        self.node = node
+        self.tracked: dict[str, tuple[int, bool, tuple[str, ...]]] = {
+            name: (position, False, ()) for position, name in enumerate(facts.params)
+        }
+        self.reads: set[Read] = set()
+        # "query": calls a query-ish method; "return": returns a value; "yield": a generator.
+        self.flags: set[str] = set()
+        # Local names bound to HTTP/SMTP clients (`async with httpx.AsyncClient() as c`).
+        self.clients: dict[str, str] = {}
+        self.called: set[str] = set()
+
+    def _root(self, node: ast.expr) -> tuple[int, bool, tuple[str, ...]] | None:
+        attrs: list[str] = []
+        while isinstance(node, ast.Attribute):
+            attrs.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        root = self.tracked.get(node.id)
+        if root is None:
+            return None
+        position, iterated, path = root
+        full = path + tuple(reversed(attrs))
+        if len(full) > MAX_PATH:
+            return None
+        return position, iterated, full
+
+    def loop(self, target: ast.expr, iterable: ast.expr) -> None:
+        if not isinstance(target, ast.Name):
+            return
+        root = self._root(iterable)
+        if root is None:
+            self.tracked.pop(target.id, None)
+            return
+        position, iterated, path = root
+        self.tracked[target.id] = (position, True if not path else iterated, path)
+
+    def attribute(self, node: ast.Attribute) -> None:
+        root = self._root(node)
+        if root is not None and root[2]:
+            self.reads.add(root)
+
+    def method_call(self, func: ast.Attribute) -> None:
+        root = self._root(func)
+        if root is not None and root[2]:
+            position, iterated, path = root
+            self.reads.add((position, iterated, (*path[:-1], path[-1] + "()")))
+
+    def finish(self) -> FunctionFacts:
+        # `self` reads of a method are what its class's serializers walk; keep them.
+        self.facts.reads = frozenset(self.reads)
+        self.facts.calls = frozenset(self.called)
+        return self.facts
+
+
+def params_of(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
+    args = node.args
+    return tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))

@@ -1,0 +1,940 @@
+"""Mapped classes as one file declares them: columns, relationships, indexes, validators.
+
+Extraction reads class bodies only (they are small); everything that depends on other
+modules (which base is declarative, what a string target names, which table a foreign key
+points at) is left as qualified names and strings, and resolved by the project index.
+Every fact is a plain picklable dataclass.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from sqla_doctor.static.index.names import DeferringResolver, NameResolver
+
+# `Mapped[...]` and its variants; the write-only and dynamic ones fix the loader.
+_MAPPED_WRAPPERS = {"Mapped": None, "WriteOnlyMapped": "write_only", "DynamicMapped": "dynamic"}
+_COLLECTION_TYPES = frozenset(
+    {
+        "list",
+        "List",
+        "set",
+        "Set",
+        "frozenset",
+        "FrozenSet",
+        "Sequence",
+        "MutableSequence",
+        "Collection",
+        "AbstractSet",
+        "MutableSet",
+        "Iterable",
+        "tuple",
+        "Tuple",
+    }
+)
+_KEYED_COLLECTIONS = frozenset({"dict", "Dict", "Mapping", "MutableMapping"})
+_OPTIONAL_TYPES = frozenset({"Optional"})
+_COLUMN_CALLS = frozenset({"mapped_column", "Column"})
+_RELATIONSHIP_CALLS = frozenset({"relationship", "relation", "dynamic_loader"})
+_OTHER_MAPPED_CALLS = frozenset(
+    {"column_property", "synonym", "composite", "deferred", "query_expression", "association_proxy"}
+)
+# `lazy=` literals other than strings, as relationship() reads them.
+_LAZY_LITERALS: dict[object, str] = {True: "select", False: "joined", None: "noload"}
+_TEXT_FUNCTION = re.compile(r"^\s*(\w+)\s*\(\s*\"?(\w+)\"?\s*(?:\)|,)")
+
+
+@dataclass(frozen=True)
+class ForeignKeyRef:
+    """Where a foreign key points: ``"users.id"`` or ``User.id`` (resolved later)."""
+
+    table: str | None = None
+    column: str | None = None
+    model: str | None = None
+    attr: str | None = None
+    ondelete: str | None = None  # the database's own ON DELETE action
+
+    @classmethod
+    def from_string(cls, spec: str, ondelete: str | None = None) -> ForeignKeyRef:
+        parts = spec.split(".")
+        if len(parts) >= 2:
+            return cls(table=parts[-2], column=parts[-1], ondelete=ondelete)
+        return cls(table=spec or None, ondelete=ondelete)
+
+
+@dataclass
+class ColumnFacts:
+    """A mapped column: ``mapped_column()``, ``Column()``, a bare ``Mapped[int]`` or a
+    SQLModel field."""
+
+    attr: str
+    name: str
+    line: int
+    primary_key: bool = False
+    index: bool = False
+    unique: bool = False
+    foreign_keys: tuple[ForeignKeyRef, ...] = ()
+    python_default: bool = False
+    server_default: bool = False
+    via: str | None = None  # `db` of `db.Column`, to be confirmed as Flask-SQLAlchemy's
+
+
+@dataclass
+class RelationshipFacts:
+    """A ``relationship()`` (or SQLModel ``Relationship()``) as written."""
+
+    attr: str
+    line: int
+    col: int = 0
+    end_line: int = 0
+    end_col: int = 0
+    # Qualified name when written as a class (``Order``, ``lambda: Order``), else the
+    # string as written (``"Order"``, ``"app.models.Order"``).
+    target: str | None = None
+    target_is_string: bool = False
+    # True: a collection, False: a scalar, None: to be inferred from the foreign keys.
+    collection: bool | None = None
+    lazy: str | None = None  # None: the default ("select"); "?": not a literal
+    secondary: str | None = None  # "" when given but not a plain name or string
+    back_populates: str | None = None
+    backref: str | None = None
+    backref_lazy: str | None = None
+    backref_collection: bool | None = None
+    explicit_join: bool = False  # primaryjoin / foreign_keys / remote_side given
+    viewonly: bool = False
+    cascade: str | None = None
+    passive_deletes: bool = False
+    incomplete: bool = False  # **kwargs or a non-literal we could not read
+    via: str | None = None  # `db` of `db.relationship`, to be confirmed
+
+
+@dataclass
+class IndexFacts:
+    """An index: plain columns and functional parts such as ``lower(email)``."""
+
+    line: int
+    name: str | None = None
+    columns: tuple[str, ...] = ()
+    functions: tuple[tuple[str, str], ...] = ()  # (function, column) lowercased function
+    unique: bool = False
+    owner: str | None = None  # model for a module-level ``Index("ix", func.lower(User.email))``
+    table: str | None = None  # table for migrations' ``op.create_index`` and raw DDL
+
+
+@dataclass
+class FieldFacts:
+    """A class-level annotated field (for Pydantic/SQLModel serializers)."""
+
+    name: str
+    target: str | None = None  # the class a nested field refers to, if any
+    target_is_string: bool = False
+
+
+@dataclass
+class ClassFacts:
+    """One top-level class, mapped or not (bases decide, in the project index)."""
+
+    name: str
+    qualname: str
+    line: int
+    col: int = 0
+    bases: tuple[str, ...] = ()  # qualified; "?" for what cannot be named
+    decorators: tuple[str, ...] = ()
+    table_kw: bool = False  # SQLModel's `table=True`
+    metaclass: str | None = None
+    tablename: str | None = None
+    tablename_dynamic: bool = False
+    abstract: bool = False
+    has_table: bool = False
+    table_columns_known: bool = True
+    columns: dict[str, ColumnFacts] = field(default_factory=dict)
+    relationships: dict[str, RelationshipFacts] = field(default_factory=dict)
+    other_attrs: set[str] = field(default_factory=set)
+    indexes: list[IndexFacts] = field(default_factory=list)
+    table_args_dynamic: bool = False
+    fk_constraints: list[tuple[tuple[str, ...], ForeignKeyRef]] = field(default_factory=list)
+    validators: dict[str, str] = field(default_factory=dict)  # attribute → method
+    properties: set[str] = field(default_factory=set)
+    methods: set[str] = field(default_factory=set)
+    fields: dict[str, FieldFacts] = field(default_factory=dict)
+    from_attributes: bool | None = None
+    declared_attr_members: bool = False
+
+
+@dataclass
+class ListenerFacts:
+    """``event.listen(target, "identifier", fn)`` or ``@event.listens_for(...)``."""
+
+    target: str  # qualified class, "mapper" for every mapper, "session" for sessions
+    identifier: str
+    line: int
+    attr: str | None = None  # for attribute events (`User.email`, "set")
+    propagate: bool = False
+    function: str | None = None  # the handler's name when known
+
+
+@dataclass
+class ImperativeFacts:
+    """``registry.map_imperatively(User, user_table, properties={...})`` (best effort)."""
+
+    cls: str
+    line: int
+    table: str | None = None
+    relationships: dict[str, RelationshipFacts] = field(default_factory=dict)
+
+
+@dataclass
+class TableFacts:
+    """A module-level ``Table("name", metadata, Column(...), ...)``."""
+
+    qualname: str
+    name: str
+    line: int
+    columns: dict[str, ColumnFacts] = field(default_factory=dict)
+
+
+# Helpers -----------------------------------------------------------------------------
+def literal_str(node: ast.AST | None) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def literal_bool(node: ast.AST | None) -> bool | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+        return node.value
+    return None
+
+
+def keyword(call: ast.Call, name: str) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def has_star_kwargs(call: ast.Call) -> bool:
+    return any(kw.arg is None for kw in call.keywords) or any(
+        isinstance(a, ast.Starred) for a in call.args
+    )
+
+
+def dotted(node: ast.expr) -> str | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def parse_annotation(node: ast.expr | None) -> ast.expr | None:
+    """A string annotation parsed into an expression (``"List[Order]"``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            return ast.parse(node.value.strip(), mode="eval").body
+        except SyntaxError:
+            return None
+    return node
+
+
+def _type_head(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def mapped_wrapper(annotation: ast.expr | None) -> tuple[str | None, ast.expr | None, bool]:
+    """(loader fixed by the wrapper, inner type, whether it is ``Mapped[...]`` at all)."""
+    annotation = parse_annotation(annotation)
+    if isinstance(annotation, ast.Subscript):
+        head = _type_head(annotation.value)
+        if head in _MAPPED_WRAPPERS:
+            return _MAPPED_WRAPPERS[head], parse_annotation(annotation.slice), True
+    return None, None, False
+
+
+def target_of_type(node: ast.expr | None) -> tuple[ast.expr | None, bool | None]:
+    """The class a relationship annotation names, and whether it is a collection."""
+    node = parse_annotation(node)
+    if node is None:
+        return None, None
+    if isinstance(node, ast.Subscript):
+        head = _type_head(node.value)
+        args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if head in _COLLECTION_TYPES and args:
+            inner, _ = target_of_type(args[0])
+            return inner, True
+        if head in _KEYED_COLLECTIONS and args:
+            inner, _ = target_of_type(args[-1])
+            return inner, True
+        if head in _OPTIONAL_TYPES and args:
+            inner, _ = target_of_type(args[0])
+            return inner, False
+        if head == "Union":
+            rest = [a for a in args if not _is_none(a)]
+            if len(rest) == 1:
+                inner, _ = target_of_type(rest[0])
+                return inner, False
+        return None, None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        sides = [s for s in (node.left, node.right) if not _is_none(s)]
+        if len(sides) == 1:
+            inner, _ = target_of_type(sides[0])
+            return inner, False
+        return None, None
+    if isinstance(node, (ast.Name, ast.Attribute, ast.Constant)):
+        return node, False
+    return None, None
+
+
+def _is_none(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Constant) and node.value is None) or (
+        isinstance(node, ast.Name) and node.id == "None"
+    )
+
+
+def class_ref(resolver: NameResolver, node: ast.expr | None) -> tuple[str | None, bool]:
+    """(name, is_string) for a class reference: ``Order``, ``"Order"``, ``lambda: Order``."""
+    if node is None:
+        return None, False
+    if isinstance(node, ast.Lambda):
+        return class_ref(resolver, node.body)
+    text = literal_str(node)
+    if text is not None:
+        text = text.strip()
+        parsed = parse_annotation(node)
+        if isinstance(parsed, (ast.Name, ast.Attribute)):
+            return dotted(parsed) or text, True
+        return (text or None), True
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        qualified = resolver.qualify(node)
+        if qualified is not None:
+            return qualified, False
+        return dotted(node), True
+    return None, False
+
+
+def lazy_value(node: ast.expr | None) -> str | None:
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, str):
+            return node.value
+        if node.value in _LAZY_LITERALS:
+            return _LAZY_LITERALS[node.value]
+    return "?"
+
+
+def _fk_ref(
+    resolver: NameResolver, node: ast.expr, ondelete: str | None = None
+) -> ForeignKeyRef | None:
+    text = literal_str(node)
+    if text is not None:
+        return ForeignKeyRef.from_string(text, ondelete)
+    if isinstance(node, ast.Attribute):
+        # `ForeignKey(User.id)` or `ForeignKey(users.c.id)`.
+        owner = node.value
+        if isinstance(owner, ast.Attribute) and owner.attr == "c":
+            qualified = resolver.qualify(owner.value)
+            return ForeignKeyRef(
+                model=qualified, attr=node.attr, column=node.attr, ondelete=ondelete
+            )
+        qualified = resolver.qualify(owner)
+        return ForeignKeyRef(model=qualified, attr=node.attr, column=node.attr, ondelete=ondelete)
+    return None
+
+
+def column_facts(
+    resolver: NameResolver, attr: str, call: ast.Call | None, line: int, sqlmodel: bool = False
+) -> ColumnFacts:
+    """Facts of ``mapped_column()``/``Column()``/SQLModel ``Field()`` (``call`` may be None)."""
+    column = ColumnFacts(attr=attr, name=attr, line=line)
+    if call is None:
+        return column
+    name = resolver.sqla_name(call.func)
+    if sqlmodel and name == "Field":
+        inner = keyword(call, "sa_column")
+        if isinstance(inner, ast.Call):
+            nested = column_facts(resolver, attr, inner, line)
+            return nested
+        column.primary_key = literal_bool(keyword(call, "primary_key")) is True
+        column.index = literal_bool(keyword(call, "index")) is True
+        column.unique = literal_bool(keyword(call, "unique")) is True
+        fk = literal_str(keyword(call, "foreign_key"))
+        if fk:
+            ondelete = literal_str(keyword(call, "ondelete"))
+            column.foreign_keys = (ForeignKeyRef.from_string(fk, ondelete),)
+        default = keyword(call, "default")
+        column.python_default = (
+            keyword(call, "default_factory") is not None
+            or (default is not None and not _is_none(default))
+            or (bool(call.args) and not _is_none(call.args[0]))
+        )
+        return column
+    fks: list[ForeignKeyRef] = []
+    for arg in call.args:
+        text = literal_str(arg)
+        if text is not None and arg is call.args[0]:
+            column.name = text
+            continue
+        if isinstance(arg, ast.Call):
+            arg_name = resolver.sqla_name(arg.func)
+            if arg_name == "ForeignKey" and arg.args:
+                ref = _fk_ref(resolver, arg.args[0], literal_str(keyword(arg, "ondelete")))
+                if ref is not None:
+                    fks.append(ref)
+            elif arg_name in ("Identity", "Sequence"):
+                column.server_default = True
+    column.foreign_keys = tuple(fks)
+    column.primary_key = literal_bool(keyword(call, "primary_key")) is True
+    column.index = literal_bool(keyword(call, "index")) is True
+    column.unique = literal_bool(keyword(call, "unique")) is True
+    explicit_name = literal_str(keyword(call, "name"))
+    if explicit_name:
+        column.name = explicit_name
+    column.python_default = any(
+        keyword(call, k) is not None for k in ("default", "insert_default", "default_factory")
+    )
+    column.server_default = column.server_default or any(
+        keyword(call, k) is not None for k in ("server_default",)
+    )
+    return column
+
+
+def relationship_facts(
+    resolver: NameResolver,
+    attr: str,
+    call: ast.Call,
+    annotation: ast.expr | None,
+    sqlmodel: bool = False,
+) -> RelationshipFacts:
+    """Facts of a ``relationship()`` call (with the attribute's annotation, if any)."""
+    rel = RelationshipFacts(
+        attr=attr,
+        line=call.lineno,
+        col=call.col_offset,
+        end_line=call.end_lineno or call.lineno,
+        end_col=call.end_col_offset or call.col_offset,
+    )
+    kwargs: dict[str, ast.expr] = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+    if sqlmodel and resolver.sqla_name(call.func) == "Relationship":
+        inner = kwargs.get("sa_relationship")
+        if isinstance(inner, ast.Call):
+            nested = relationship_facts(resolver, attr, inner, annotation)
+            nested.back_populates = nested.back_populates or literal_str(
+                kwargs.get("back_populates")
+            )
+            return nested
+        extra = kwargs.get("sa_relationship_kwargs")
+        if isinstance(extra, ast.Dict):
+            for key, value in zip(extra.keys, extra.values, strict=False):
+                name = literal_str(key)
+                if name is None:
+                    rel.incomplete = True
+                    continue
+                kwargs[name] = value
+        elif extra is not None:
+            rel.incomplete = True
+        args_extra = kwargs.get("sa_relationship_args")
+        if args_extra is not None:
+            rel.incomplete = True
+        positional: ast.expr | None = None
+    else:
+        positional = call.args[0] if call.args else None
+        if any(kw.arg is None for kw in call.keywords):
+            rel.incomplete = True
+    wrapper_lazy, inner, is_mapped = mapped_wrapper(annotation)
+    type_target, type_collection = target_of_type(inner if is_mapped else annotation)
+    target_node = positional if positional is not None else kwargs.get("argument", type_target)
+    rel.target, rel.target_is_string = class_ref(resolver, target_node)
+    if target_node is None and type_target is not None:
+        rel.target, rel.target_is_string = class_ref(resolver, type_target)
+    rel.collection = type_collection
+    if wrapper_lazy is not None:
+        rel.lazy = wrapper_lazy
+        rel.collection = True
+    if resolver.sqla_name(call.func) == "dynamic_loader":
+        rel.lazy = "dynamic"
+        rel.collection = True
+    uselist = kwargs.get("uselist")
+    if uselist is not None:
+        flag = literal_bool(uselist)
+        if flag is None:
+            rel.incomplete = True
+        else:
+            rel.collection = flag
+    if "collection_class" in kwargs and rel.collection is None:
+        rel.collection = True
+    if "lazy" in kwargs:
+        rel.lazy = lazy_value(kwargs["lazy"])
+    secondary = kwargs.get("secondary")
+    if secondary is not None:
+        text = literal_str(secondary)
+        if text is None:
+            text = dotted(secondary) or ""
+        rel.secondary = text
+        if rel.collection is None:
+            rel.collection = True
+    rel.back_populates = literal_str(kwargs.get("back_populates"))
+    if "back_populates" in kwargs and rel.back_populates is None:
+        rel.incomplete = True
+    backref = kwargs.get("backref")
+    if backref is not None:
+        text = literal_str(backref)
+        if text is not None:
+            rel.backref = text
+        elif isinstance(backref, ast.Call) and backref.args:
+            rel.backref = literal_str(backref.args[0])
+            rel.backref_lazy = lazy_value(keyword(backref, "lazy"))
+            rel.backref_collection = literal_bool(keyword(backref, "uselist"))
+        if rel.backref is None:
+            rel.incomplete = True
+    rel.explicit_join = any(
+        k in kwargs for k in ("primaryjoin", "foreign_keys", "remote_side", "secondaryjoin")
+    )
+    rel.viewonly = literal_bool(kwargs.get("viewonly")) is True
+    rel.cascade = literal_str(kwargs.get("cascade"))
+    rel.passive_deletes = kwargs.get("passive_deletes") is not None and (
+        literal_bool(kwargs.get("passive_deletes")) is not False
+    )
+    return rel
+
+
+def index_facts(resolver: NameResolver, call: ast.Call, owner: str | None = None) -> IndexFacts:
+    """``Index("ix", "email")``, ``Index("ix", func.lower(email))``, ``Index(..., text(...))``."""
+    index = IndexFacts(line=call.lineno, owner=owner)
+    index.unique = literal_bool(keyword(call, "unique")) is True
+    columns: list[str] = []
+    functions: list[tuple[str, str]] = []
+    for position, arg in enumerate(call.args):
+        if position == 0 and literal_str(arg) is not None:
+            index.name = literal_str(arg)
+            continue
+        part = _index_part(resolver, arg)
+        if part is None:
+            continue
+        kind, function, column, model = part
+        if model is not None and index.owner is None:
+            index.owner = model
+        if kind == "column":
+            columns.append(column)
+        else:
+            functions.append((function, column))
+    index.columns = tuple(columns)
+    index.functions = tuple(functions)
+    return index
+
+
+def _index_part(resolver: NameResolver, node: ast.expr) -> tuple[str, str, str, str | None] | None:
+    """("column", "", name, model) or ("function", "lower", name, model)."""
+    while (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("desc", "asc", "nulls_first", "nulls_last")
+    ):
+        node = node.func.value
+    text = literal_str(node)
+    if text is not None:
+        return "column", "", text, None
+    if isinstance(node, ast.Name):
+        return "column", "", node.id, None
+    if isinstance(node, ast.Attribute):
+        owner = node.value
+        if isinstance(owner, ast.Attribute) and owner.attr == "c":
+            return "column", "", node.attr, None
+        return "column", "", node.attr, resolver.qualify(owner)
+    if isinstance(node, ast.Call):
+        name = resolver.sqla_name(node.func)
+        if name == "text" and node.args:
+            raw = (literal_str(node.args[0]) or "").strip()
+            match = _TEXT_FUNCTION.match(raw)
+            if match:
+                return "function", match.group(1).lower(), match.group(2), None
+            if raw.replace('"', "").isidentifier():
+                return "column", "", raw.replace('"', ""), None
+            return None
+        func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and resolver.sqla_name(func.value) == "func"
+            and node.args
+        ):
+            inner = _index_part(resolver, node.args[0])
+            if inner is not None:
+                return "function", func.attr.lower(), inner[2], inner[3]
+    return None
+
+
+def table_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> TableFacts | None:
+    """A ``Table("users", metadata, Column(...), ...)`` call."""
+    name = literal_str(call.args[0]) if call.args else None
+    if name is None:
+        return None
+    table = TableFacts(qualname=qualname, name=name, line=call.lineno)
+    for arg in call.args[1:]:
+        if isinstance(arg, ast.Call) and resolver.sqla_name(arg.func) == "Column":
+            column_name = literal_str(arg.args[0]) if arg.args else None
+            if column_name:
+                table.columns[column_name] = column_facts(resolver, column_name, arg, arg.lineno)
+    return table
+
+
+def _table_args(resolver: NameResolver, facts: ClassFacts, value: ast.expr) -> None:
+    items: list[ast.expr]
+    if isinstance(value, ast.Tuple):
+        items = list(value.elts)
+    elif isinstance(value, ast.Dict):
+        return
+    else:
+        facts.table_args_dynamic = True
+        return
+    for item in items:
+        if not isinstance(item, ast.Call):
+            if not isinstance(item, ast.Dict):
+                facts.table_args_dynamic = True
+            continue
+        name = resolver.sqla_name(item.func)
+        if name == "Index":
+            facts.indexes.append(index_facts(resolver, item))
+        elif name == "UniqueConstraint":
+            cols = tuple(c for c in (literal_str(a) for a in item.args) if c)
+            facts.indexes.append(IndexFacts(line=item.lineno, columns=cols, unique=True))
+        elif name == "ForeignKeyConstraint" and len(item.args) >= 2:
+            local, remote = item.args[0], item.args[1]
+            if isinstance(local, (ast.List, ast.Tuple)) and isinstance(
+                remote, (ast.List, ast.Tuple)
+            ):
+                cols = tuple(c for c in (literal_str(e) for e in local.elts) if c)
+                for target in remote.elts:
+                    ref = _fk_ref(resolver, target, literal_str(keyword(item, "ondelete")))
+                    if ref is not None:
+                        facts.fk_constraints.append((cols, ref))
+        elif name is None:
+            facts.table_args_dynamic = True
+
+
+def _is_declared_attr(resolver: NameResolver, decorator: ast.expr) -> bool:
+    node = decorator.func if isinstance(decorator, ast.Call) else decorator
+    qualified = resolver.qualify(node) or dotted(node) or ""
+    return "declared_attr" in qualified.split(".")
+
+
+def _validates_names(resolver: NameResolver, decorator: ast.expr) -> list[str]:
+    if not isinstance(decorator, ast.Call) or resolver.sqla_name(decorator.func) != "validates":
+        return []
+    return [name for name in (literal_str(a) for a in decorator.args) if name]
+
+
+def _single_return(func: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.expr | None:
+    returns = [s for s in func.body if isinstance(s, ast.Return)]
+    if len(returns) == 1:
+        return returns[0].value
+    return None
+
+
+def _pydantic_config(node: ast.expr) -> bool | None:
+    if isinstance(node, ast.Call):
+        value = keyword(node, "from_attributes")
+        if value is None:
+            value = keyword(node, "orm_mode")
+        return literal_bool(value)
+    if isinstance(node, ast.Dict):
+        for key, value in zip(node.keys, node.values, strict=False):
+            if literal_str(key) in ("from_attributes", "orm_mode"):
+                return literal_bool(value)
+    return None
+
+
+def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> ClassFacts:
+    """Read one class body."""
+    facts = ClassFacts(
+        name=node.name,
+        qualname=f"{module}.{node.name}" if module else node.name,
+        line=node.lineno,
+        col=node.col_offset,
+    )
+    bases: list[str] = []
+    for base in node.bases:
+        target = base.value if isinstance(base, ast.Subscript) else base
+        qualified = (
+            resolver.qualify(target) if isinstance(target, (ast.Name, ast.Attribute)) else None
+        )
+        bases.append(qualified or "?")
+    facts.bases = tuple(bases)
+    decorators: list[str] = []
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        decorators.append(resolver.qualify(target) or "?")
+    facts.decorators = tuple(decorators)
+    for kw in node.keywords:
+        if kw.arg == "table":
+            facts.table_kw = literal_bool(kw.value) is True
+        elif kw.arg == "metaclass":
+            facts.metaclass = resolver.qualify(kw.value) or "?"
+    sqlmodel = any(b.startswith("sqlmodel.") for b in facts.bases) or facts.table_kw
+    for stmt in node.body:
+        _class_statement(resolver, facts, stmt, sqlmodel)
+    return facts
+
+
+def _class_statement(
+    resolver: NameResolver, facts: ClassFacts, stmt: ast.stmt, sqlmodel: bool
+) -> None:
+    if isinstance(stmt, ast.Assign):
+        for target in stmt.targets:
+            if isinstance(target, ast.Name):
+                _member(resolver, facts, target.id, None, stmt.value, stmt.lineno, sqlmodel)
+    elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        _member(resolver, facts, stmt.target.id, stmt.annotation, stmt.value, stmt.lineno, sqlmodel)
+    elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        _method(resolver, facts, stmt, sqlmodel)
+    elif isinstance(stmt, ast.ClassDef) and stmt.name == "Config":
+        for inner in stmt.body:
+            if isinstance(inner, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id in ("orm_mode", "from_attributes")
+                for t in inner.targets
+            ):
+                facts.from_attributes = literal_bool(inner.value)
+
+
+def _method(
+    resolver: NameResolver,
+    facts: ClassFacts,
+    stmt: ast.FunctionDef | ast.AsyncFunctionDef,
+    sqlmodel: bool,
+) -> None:
+    declared = False
+    for decorator in stmt.decorator_list:
+        for attr in _validates_names(resolver, decorator):
+            facts.validators.setdefault(attr, stmt.name)
+        if _is_declared_attr(resolver, decorator):
+            declared = True
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        head = dotted(target) or ""
+        if head.rpartition(".")[2] in ("property", "cached_property", "hybrid_property"):
+            facts.properties.add(stmt.name)
+    if declared:
+        if stmt.name == "__tablename__":
+            facts.tablename_dynamic = True
+            return
+        if stmt.name == "__table_args__":
+            facts.table_args_dynamic = True
+            return
+        value = _single_return(stmt)
+        if value is None:
+            facts.declared_attr_members = True
+            facts.other_attrs.add(stmt.name)
+            return
+        _member(resolver, facts, stmt.name, stmt.returns, value, stmt.lineno, sqlmodel)
+        return
+    facts.methods.add(stmt.name)
+
+
+def _member(
+    resolver: NameResolver,
+    facts: ClassFacts,
+    name: str,
+    annotation: ast.expr | None,
+    value: ast.expr | None,
+    line: int,
+    sqlmodel: bool,
+) -> None:
+    if name == "__tablename__":
+        text = literal_str(value)
+        if text is not None:
+            facts.tablename = text
+        else:
+            facts.tablename_dynamic = True
+        return
+    if name == "__abstract__":
+        facts.abstract = literal_bool(value) is True
+        return
+    if name == "__table__":
+        facts.has_table = True
+        if isinstance(value, ast.Call) and resolver.sqla_name(value.func) == "Table":
+            table = table_facts(resolver, facts.qualname, value)
+            if table is not None:
+                facts.tablename = table.name
+                facts.columns.update(table.columns)
+                if has_star_kwargs(value) or keyword(value, "autoload_with") is not None:
+                    facts.table_columns_known = False
+                return
+        facts.table_columns_known = False
+        return
+    if name == "__table_args__":
+        if value is not None:
+            _table_args(resolver, facts, value)
+        return
+    if name == "model_config" and value is not None:
+        facts.from_attributes = _pydantic_config(value)
+        return
+    if name.startswith("__") and name.endswith("__"):
+        return
+    call = value if isinstance(value, ast.Call) else None
+    if isinstance(resolver, DeferringResolver):
+        resolver.deferred = None
+    func_name = resolver.sqla_name(call.func) if call is not None else None
+    via = resolver.deferred if isinstance(resolver, DeferringResolver) else None
+    _member_call(resolver, facts, name, annotation, value, call, func_name, line, sqlmodel)
+    if via is not None:
+        member: ColumnFacts | RelationshipFacts | None = facts.relationships.get(
+            name
+        ) or facts.columns.get(name)
+        if member is not None:
+            member.via = via
+
+
+def _member_call(
+    resolver: NameResolver,
+    facts: ClassFacts,
+    name: str,
+    annotation: ast.expr | None,
+    value: ast.expr | None,
+    call: ast.Call | None,
+    func_name: str | None,
+    line: int,
+    sqlmodel: bool,
+) -> None:
+    if call is not None and (
+        func_name in _RELATIONSHIP_CALLS or (sqlmodel and func_name == "Relationship")
+    ):
+        facts.relationships[name] = relationship_facts(resolver, name, call, annotation, sqlmodel)
+        return
+    if call is not None and func_name in _COLUMN_CALLS:
+        facts.columns[name] = column_facts(resolver, name, call, line)
+        return
+    if call is not None and sqlmodel and func_name == "Field":
+        facts.columns[name] = column_facts(resolver, name, call, line, sqlmodel=True)
+        _field(resolver, facts, name, annotation)
+        return
+    if call is not None and func_name in _OTHER_MAPPED_CALLS:
+        facts.other_attrs.add(name)
+        return
+    if annotation is not None:
+        _, _inner, is_mapped = mapped_wrapper(annotation)
+        head = annotation.value if isinstance(annotation, ast.Subscript) else annotation
+        if is_mapped and value is None:
+            # `id: Mapped[int]` alone is a column in 2.0's declarative.
+            facts.columns[name] = ColumnFacts(attr=name, name=name, line=line)
+            return
+        if _type_head(head) != "ClassVar":
+            _field(resolver, facts, name, annotation)
+            if (sqlmodel and value is None) or (sqlmodel and not isinstance(value, ast.Call)):
+                python_default = value is not None and not _is_none(value)
+                facts.columns[name] = ColumnFacts(
+                    attr=name, name=name, line=line, python_default=python_default
+                )
+            return
+    facts.other_attrs.add(name)
+
+
+def _field(
+    resolver: NameResolver, facts: ClassFacts, name: str, annotation: ast.expr | None
+) -> None:
+    target_node, _ = target_of_type(annotation)
+    target, is_string = class_ref(resolver, target_node)
+    facts.fields[name] = FieldFacts(name=name, target=target, target_is_string=is_string)
+
+
+def imperative_facts(
+    resolver: NameResolver, call: ast.Call, tables: dict[str, str]
+) -> ImperativeFacts | None:
+    """``reg.map_imperatively(User, users_table, properties={...})``."""
+    if len(call.args) < 1:
+        return None
+    cls = (
+        resolver.qualify(call.args[0])
+        if isinstance(call.args[0], (ast.Name, ast.Attribute))
+        else None
+    )
+    if cls is None:
+        return None
+    facts = ImperativeFacts(cls=cls, line=call.lineno)
+    table_node = call.args[1] if len(call.args) > 1 else keyword(call, "local_table")
+    if isinstance(table_node, ast.Name):
+        facts.table = tables.get(table_node.id)
+    properties = keyword(call, "properties")
+    if isinstance(properties, ast.Dict):
+        for key, value in zip(properties.keys, properties.values, strict=False):
+            attr = literal_str(key)
+            if (
+                attr
+                and isinstance(value, ast.Call)
+                and resolver.sqla_name(value.func) in _RELATIONSHIP_CALLS
+            ):
+                facts.relationships[attr] = relationship_facts(resolver, attr, value, None)
+    return facts
+
+
+def listener_facts(
+    resolver: NameResolver, call: ast.Call, function: str | None
+) -> ListenerFacts | None:
+    """``event.listen(User, "before_update", fn)`` / ``event.listens_for(User.email, "set")``."""
+    if len(call.args) < 2:
+        return None
+    identifier = literal_str(call.args[1])
+    if identifier is None:
+        return None
+    target_node = call.args[0]
+    attr: str | None = None
+    qualified = (
+        resolver.qualify(target_node)
+        if isinstance(target_node, (ast.Name, ast.Attribute))
+        else None
+    )
+    if qualified is None:
+        return None
+    tail = resolver.sqla_tail(qualified)
+    if tail in ("Mapper", "mapper"):
+        target = "mapper"
+    elif tail in ("Session", "AsyncSession", "sessionmaker", "scoped_session"):
+        target = "session"
+    elif isinstance(target_node, ast.Attribute) and identifier in _ATTRIBUTE_EVENTS:
+        attr = target_node.attr
+        target = resolver.qualify(target_node.value) or "?"
+    else:
+        target = qualified
+    if function is None and len(call.args) >= 3:
+        handler = call.args[2]
+        function = dotted(handler) if isinstance(handler, (ast.Name, ast.Attribute)) else None
+    return ListenerFacts(
+        target=target,
+        identifier=identifier,
+        line=call.lineno,
+        attr=attr,
+        propagate=literal_bool(keyword(call, "propagate")) is True,
+        function=function,
+    )
+
+
+_ATTRIBUTE_EVENTS = frozenset(
+    {
+        "set",
+        "append",
+        "remove",
+        "modified",
+        "init_scalar",
+        "init_collection",
+        "bulk_replace",
+        "append_wo_mutation",
+        "dispose_collection",
+    }
+)
+
+
+def table_name_for(flavor: str, class_name: str) -> str | None:
+    """The table name a class gets when it names none (Flask-SQLAlchemy, SQLModel)."""
+    if flavor == "flask":
+        # Flask-SQLAlchemy 3's camel_to_snake_case.
+        name = re.sub(r"((?<=[a-z0-9])[A-Z]|(?!^)[A-Z](?=[a-z]))", r"_\1", class_name)
+        return name.lower().lstrip("_")
+    if flavor == "sqlmodel":
+        return class_name.lower()
+    return None

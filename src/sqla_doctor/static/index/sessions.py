@@ -1,0 +1,130 @@
+"""Session factories, engines and the functions that hand out sessions, per file.
+
+``SessionLocal = sessionmaker(engine, expire_on_commit=False)`` and
+``engine = create_async_engine("postgresql+asyncpg://...")`` are recorded with their
+literal options; a ``get_db()`` generator that yields a session is recorded as a provider
+so that ``Depends(get_db)`` in another module is known to be a session.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from sqla_doctor.static.index.models import keyword, literal_str
+from sqla_doctor.static.index.names import NameResolver
+
+FACTORY_CALLS = frozenset(
+    {"sessionmaker", "async_sessionmaker", "scoped_session", "async_scoped_session"}
+)
+ENGINE_CALLS = frozenset(
+    {"create_engine", "create_async_engine", "engine_from_config", "async_engine_from_config"}
+)
+SESSION_CLASSES = frozenset({"Session", "AsyncSession"})
+ASYNC_SESSION_CLASSES = frozenset({"AsyncSession"})
+
+
+@dataclass
+class FactoryFacts:
+    """A module-level session factory."""
+
+    qualname: str
+    line: int
+    kind: str  # sessionmaker / async_sessionmaker / scoped_session / async_scoped_session
+    is_async: bool
+    scoped: bool
+    # Literal keyword options as source text (`expire_on_commit`: "False"), "?" otherwise.
+    options: dict[str, str] = field(default_factory=dict)
+    bind: str | None = None  # qualified name of the engine, when a name
+
+
+@dataclass
+class EngineFacts:
+    """A module-level engine."""
+
+    qualname: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    is_async: bool
+    url: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ProviderFacts:
+    """A function that hands out a session: a generator dependency, a context manager, or
+    a plain function returning one."""
+
+    qualname: str
+    line: int
+    is_async: bool | None  # None: whatever the factory makes
+    style: str  # "generator" / "contextmanager" / "return"
+    source: str | None = None  # the factory or class called, qualified
+    managed: bool = False  # closed by `with` or a `finally`
+    commits: bool = False  # commits before handing control back (a unit of work)
+
+
+def _options(call: ast.Call) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for kw in call.keywords:
+        if kw.arg is None:
+            options["**"] = "?"
+            continue
+        value = kw.value
+        if isinstance(value, ast.Constant):
+            options[kw.arg] = repr(value.value)
+        elif isinstance(value, (ast.Name, ast.Attribute)):
+            options[kw.arg] = ast.unparse(value)
+        else:
+            options[kw.arg] = "?"
+    return options
+
+
+def factory_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> FactoryFacts | None:
+    name = resolver.sqla_name(call.func)
+    if name not in FACTORY_CALLS:
+        return None
+    inner = call
+    scoped = name in ("scoped_session", "async_scoped_session")
+    if scoped and call.args and isinstance(call.args[0], ast.Call):
+        inner = call.args[0]
+    inner_name = resolver.sqla_name(inner.func) if inner is not call else name
+    class_ = keyword(inner, "class_")
+    class_name = resolver.sqla_name(class_) if class_ is not None else None
+    is_async = (
+        name == "async_scoped_session"
+        or inner_name == "async_sessionmaker"
+        or class_name in ASYNC_SESSION_CLASSES
+    )
+    bind_node = keyword(inner, "bind")
+    if bind_node is None and inner.args and inner_name in ("sessionmaker", "async_sessionmaker"):
+        bind_node = inner.args[0]
+    bind = resolver.qualify(bind_node) if isinstance(bind_node, (ast.Name, ast.Attribute)) else None
+    return FactoryFacts(
+        qualname=qualname,
+        line=call.lineno,
+        kind=name,
+        is_async=is_async,
+        scoped=scoped,
+        options=_options(inner),
+        bind=bind,
+    )
+
+
+def engine_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> EngineFacts | None:
+    name = resolver.sqla_name(call.func)
+    if name not in ENGINE_CALLS:
+        return None
+    url = literal_str(call.args[0]) if call.args else literal_str(keyword(call, "url"))
+    return EngineFacts(
+        qualname=qualname,
+        line=call.lineno,
+        col=call.col_offset,
+        end_line=call.end_lineno or call.lineno,
+        end_col=call.end_col_offset or call.col_offset,
+        is_async=name.startswith("async_") or name == "create_async_engine",
+        url=url,
+        options=_options(call),
+    )

@@ -1,0 +1,354 @@
+"""Which relationships a piece of code navigates on ORM objects, and which of those load.
+
+Shared by the loading rules (N+1 in a loop, lazy loads in async code, detached access):
+given a name that holds ORM objects (a loop variable over query results, an object from
+``session.get``), find every relationship read on it — directly (``user.posts``), through
+attribute chains (``post.author.profile``), through methods and properties of the model
+(``user.to_dict()``), through a project function it is passed to (``render(user)``), and
+through Pydantic models that read attributes (``UserOut.model_validate(user)``, FastAPI's
+``response_model``) — and decide whether each is loaded by the statement or the mapping.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from sqla_doctor.static.flow import Binding, FunctionFlow, InstanceValue, ObjectsValue, contains
+from sqla_doctor.static.index import FunctionFacts, ProjectIndex, Relationship
+from sqla_doctor.static.index.models import keyword, target_of_type
+from sqla_doctor.static.loaders import EAGER, MAPPING_EAGER, MAPPING_NO_QUERY, NO_QUERY
+
+MAX_DEPTH = 4
+_VALIDATORS = frozenset({"model_validate", "from_orm", "validate", "parse_obj"})
+_ROUTE_METHODS = frozenset(
+    {"get", "post", "put", "patch", "delete", "api_route", "route", "head", "options"}
+)
+
+
+@dataclass(frozen=True)
+class LazyAccess:
+    """A relationship read that the statement's options and the mapping leave unloaded."""
+
+    rel: Relationship
+    node: ast.AST  # where to report
+    objects: ObjectsValue  # the objects it is read on (origin, options, path)
+    path: tuple[tuple[str, str], ...]  # from the loaded entity to this relationship
+    via: str | None = None  # "`render()` (app/views.py:3)" when read by a helper
+    per_row: bool = True  # once per row of a collection (an N+1)
+
+
+def option_text(index: ProjectIndex, path: tuple[tuple[str, str], ...]) -> str:
+    """The loader chain that eager-loads ``path``: ``selectinload(User.posts)``,
+    ``selectinload(User.posts).joinedload(Post.author)``."""
+    parts: list[str] = []
+    for model, attr in path:
+        rel = index.relationship(model, attr)
+        loader = "selectinload" if rel is None or rel.collection else "joinedload"
+        parts.append(f"{loader}({model.rpartition('.')[2]}.{attr})")
+    return ".".join(parts)
+
+
+def loaded_by(
+    rel: Relationship, objects: ObjectsValue, path: tuple[tuple[str, str], ...], *, strict: bool
+) -> bool | None:
+    """True if the relationship is loaded with its parent or never queries on access,
+    False if reading it emits a lazy SELECT, None if that cannot be known. ``strict``
+    when any lazy load fails (async code, a detached object)."""
+    strategy = objects.options.strategy_for(path)
+    if strategy == "?":
+        return None
+    if strategy is not None:
+        if strategy in EAGER or strategy in NO_QUERY:
+            return True
+        if strategy == "lazy":
+            # An explicit lazyload(): a deliberate choice in sync code, a MissingGreenlet
+            # in async code.
+            return not strict
+        return None
+    if rel.lazy is None:
+        return None
+    if rel.lazy in MAPPING_EAGER or rel.lazy in MAPPING_NO_QUERY:
+        return True
+    if rel.lazy in ("select", "lazy", "True"):
+        return False
+    return None
+
+
+def _joined(objects: ObjectsValue, rel: Relationship) -> bool:
+    stmt = objects.stmt
+    if stmt is None or rel.collection or objects.path:
+        return False
+    return rel.attr in stmt.joins or (rel.target is not None and rel.target in stmt.joins)
+
+
+class Navigator:
+    """Finds relationship reads on names of one function.
+
+    ``strict``: every lazy load is a failure (async code, detached objects), not only a
+    load repeated per row; an explicit ``lazyload()`` does not excuse it either.
+    """
+
+    def __init__(self, flow: FunctionFlow, index: ProjectIndex, *, strict: bool) -> None:
+        self.flow = flow
+        self.index = index
+        self.strict = strict
+
+    # Entry points --------------------------------------------------------------------
+    def on_binding(
+        self, binding: Binding, objects: ObjectsValue, region: ast.AST, *, per_row: bool
+    ) -> Iterator[LazyAccess]:
+        """Reads of ``binding.name`` inside ``region`` that see ``binding``."""
+        flow = self.flow
+        name = binding.name
+        many = objects.many
+        element = replace(objects, many=False, shape="object") if many else objects
+        if not many:
+            for attribute in flow.reads_in(name, region):
+                if flow.binding(name, attribute) is not binding:
+                    continue
+                yield from self._chain(attribute, objects, per_row)
+        for load in flow.name_loads.get(name, ()):
+            if not contains(region, load) or flow.binding(name, load) is not binding:
+                continue
+            parent = flow.parent(load)
+            if isinstance(parent, ast.Call) and load in parent.args:
+                yield from self.via_call(
+                    parent, parent.args.index(load), element, per_row=per_row or many, elements=many
+                )
+            elif isinstance(parent, ast.keyword) and not many:
+                call = flow.parent(parent)
+                if isinstance(call, ast.Call) and parent.arg is not None:
+                    yield from self._via_keyword(call, parent.arg, objects, per_row)
+
+    def via_call(
+        self,
+        call: ast.Call,
+        position: int,
+        objects: ObjectsValue,
+        *,
+        per_row: bool,
+        elements: bool = False,
+    ) -> Iterator[LazyAccess]:
+        """Reads a project function or a Pydantic model makes on the argument at
+        ``position`` (on its elements when ``elements``)."""
+        function = self._callee(call)
+        if function is not None:
+            reads = (
+                function.element_reads(position) if elements else function.direct_reads(position)
+            )
+            via = f"`{function.name}()` ({self._where(function)})"
+            for path in sorted(reads):
+                yield from self.path(objects, path, call, via=via, per_row=per_row)
+            return
+        if elements or position != 0:
+            return
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr in _VALIDATORS:
+            cls = self.flow.qualify(func.value)
+            if (
+                cls is not None
+                and self.index.class_facts(cls) is not None
+                and self.index.reads_from_attributes(cls)
+            ):
+                via = (
+                    f"`{func.value.id if isinstance(func.value, ast.Name) else cls}.{func.attr}()`"
+                )
+                for path in sorted(self.serializer_paths(cls)):
+                    yield from self.path(objects, path, call, via=via, per_row=per_row)
+
+    def _via_keyword(
+        self, call: ast.Call, arg: str, objects: ObjectsValue, per_row: bool
+    ) -> Iterator[LazyAccess]:
+        function = self._callee(call)
+        if function is None:
+            return
+        position = function.param_position(arg)
+        if position is None:
+            return
+        via = f"`{function.name}()` ({self._where(function)})"
+        for path in sorted(function.direct_reads(position)):
+            yield from self.path(objects, path, call, via=via, per_row=per_row)
+
+    def response_model(self, ret: ast.Return, objects: ObjectsValue) -> Iterator[LazyAccess]:
+        """Reads FastAPI makes serializing a route's return value into its response model."""
+        function = self.flow.node
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return
+        model_expr: ast.expr | None = None
+        is_route = False
+        for decorator in function.decorator_list:
+            if (
+                isinstance(decorator, ast.Call)
+                and isinstance(decorator.func, ast.Attribute)
+                and decorator.func.attr in _ROUTE_METHODS
+            ):
+                is_route = True
+                model_expr = keyword(decorator, "response_model") or model_expr
+        if not is_route:
+            return
+        if model_expr is None:
+            model_expr = function.returns
+        if model_expr is None:
+            return
+        target, many = target_of_type(model_expr)
+        if not isinstance(target, (ast.Name, ast.Attribute)) or bool(many) != objects.many:
+            return
+        cls = self.flow.qualify(target)
+        if (
+            cls is None
+            or self.index.class_facts(cls) is None
+            or not self.index.reads_from_attributes(cls)
+        ):
+            return
+        element = replace(objects, many=False, shape="object") if objects.many else objects
+        name = target.id if isinstance(target, ast.Name) else cls.rpartition(".")[2]
+        for path in sorted(self.serializer_paths(cls)):
+            yield from self.path(
+                element, path, ret, via=f"`response_model={name}`", per_row=objects.many
+            )
+
+    # Paths ---------------------------------------------------------------------------
+    def _chain(
+        self, attribute: ast.Attribute, objects: ObjectsValue, per_row: bool
+    ) -> Iterator[LazyAccess]:
+        """``obj.a.b.c`` read on ``objects``, and ``obj.method()`` calls."""
+        attrs = [attribute.attr]
+        node: ast.AST = attribute
+        parent = self.flow.parent(attribute)
+        while isinstance(parent, ast.Attribute) and parent.value is node and len(attrs) < MAX_DEPTH:
+            attrs.append(parent.attr)
+            node = parent
+            parent = self.flow.parent(parent)
+        if isinstance(parent, ast.Call) and parent.func is node:
+            attrs[-1] += "()"
+        yield from self.path(
+            objects, tuple(attrs), attribute, via=None, per_row=per_row, report_at_step=True
+        )
+
+    def path(
+        self,
+        objects: ObjectsValue,
+        attrs: tuple[str, ...],
+        node: ast.AST,
+        *,
+        via: str | None,
+        per_row: bool,
+        report_at_step: bool = False,
+        depth: int = 0,
+    ) -> Iterator[LazyAccess]:
+        """Walk ``attrs`` from ``objects``: report every lazy relationship on the way."""
+        if depth > MAX_DEPTH:
+            return
+        current = objects
+        at: ast.AST = node
+        for attr in attrs:
+            if attr.endswith("()") or attr in self._properties(current.model):
+                method = attr[:-2] if attr.endswith("()") else attr
+                function = self._method(current.model, method)
+                if function is None:
+                    return
+                inner_via = (
+                    via
+                    or f"`{current.model.rpartition('.')[2]}.{method}()` ({self._where(function)})"
+                )
+                for path in sorted(function.direct_reads(0)):
+                    yield from self.path(
+                        current, path, at, via=inner_via, per_row=per_row, depth=depth + 1
+                    )
+                return
+            rel = self.index.relationship(current.model, attr)
+            if rel is None or rel.target is None or rel.collection is None:
+                return
+            step = (*current.path, (current.model, attr))
+            loaded = loaded_by(rel, current, step, strict=self.strict)
+            if loaded is None:
+                return
+            if not loaded and not self.strict and _joined(current, rel):
+                # A many-to-one to the entity the query joins (and filters on): the rows
+                # usually share a few targets, which the identity map serves after the
+                # first load; no reliable N+1 (contains_eager() would still save one).
+                loaded = True
+            if not loaded and (per_row or self.strict):
+                yield LazyAccess(rel, at, current, step, via, per_row)
+            current = replace(
+                current,
+                model=rel.target,
+                many=False,
+                shape="object",
+                path=step,
+            )
+            if rel.collection:
+                # What follows is read once per element of the collection.
+                per_row = True
+            if report_at_step and isinstance(at, ast.Attribute):
+                parent = self.flow.parent(at)
+                if isinstance(parent, ast.Attribute):
+                    at = parent
+
+    def _properties(self, model: str) -> set[str]:
+        found = self.index.model(model)
+        if found is None:
+            return set()
+        props: set[str] = set()
+        for ancestor in found.lineage:
+            cls = self.index.class_facts(ancestor)
+            if cls is not None:
+                props |= cls.properties
+        return props
+
+    def _method(self, model: str, method: str) -> FunctionFacts | None:
+        found = self.index.model(model)
+        if found is None:
+            return None
+        for ancestor in found.lineage:
+            function = self.index.function(f"{ancestor}.{method}")
+            if function is not None:
+                return function
+        return None
+
+    def _callee(self, call: ast.Call) -> FunctionFacts | None:
+        func = call.func
+        flow = self.flow
+        if isinstance(func, ast.Attribute):
+            owner = func.value
+            if isinstance(owner, ast.Name) and owner.id == "self" and flow.class_node is not None:
+                module = self._module()
+                if module is not None:
+                    return self.index.function(f"{module}.{flow.class_node.name}.{func.attr}")
+                return None
+            receiver = flow.value(owner)
+            if isinstance(receiver, InstanceValue):
+                return self.index.function(f"{receiver.cls}.{func.attr}")
+        qualified = flow.qualify(func) if isinstance(func, (ast.Name, ast.Attribute)) else None
+        if qualified is None:
+            return None
+        return self.index.function(qualified)
+
+    def _module(self) -> str | None:
+        for facts in self.index:
+            if facts.path == self.flow.path:
+                return facts.module
+        return None
+
+    def _where(self, function: FunctionFacts) -> str:
+        return f"{self.index.path_of(function.qualname) or '?'}:{function.line}"
+
+    def serializer_paths(self, cls: str, depth: int = 0) -> set[tuple[str, ...]]:
+        """Attribute paths a Pydantic model reads off an object (nested models included)."""
+        if depth > 2:
+            return set()
+        found: set[tuple[str, ...]] = set()
+        for name, field_facts in self.index.fields_of(cls).items():
+            found.add((name,))
+            if field_facts.target is None:
+                continue
+            nested = field_facts.target
+            if field_facts.target_is_string:
+                owner_module = self.index.follow(cls).rpartition(".")[0]
+                nested = f"{owner_module}.{nested}"
+            if self.index.class_facts(nested) is not None and self.index.model(nested) is None:
+                for path in self.serializer_paths(nested, depth + 1):
+                    found.add((name, *path))
+        return found

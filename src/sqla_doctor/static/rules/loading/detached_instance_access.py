@@ -1,0 +1,467 @@
+"""SQD204: ORM objects navigated after the session that loaded them closed."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.static.flow import (
+    Binding,
+    FunctionFlow,
+    ObjectsValue,
+    contains,
+    flow_for,
+    worth_analysing,
+)
+from sqla_doctor.static.navigation import Navigator, option_text
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_FILES = {
+    "app/__init__.py": "",
+    "app/db.py": """
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    engine = create_engine("postgresql+psycopg://app@db/app")
+    SessionLocal = sessionmaker(engine)
+    ReadSession = sessionmaker(engine, expire_on_commit=False)
+    """,
+    "app/models.py": """
+    from sqlalchemy import ForeignKey
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+    class Base(DeclarativeBase):
+        pass
+
+    class User(Base):
+        __tablename__ = "users"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+        posts: Mapped[list["Post"]] = relationship(back_populates="author")
+
+    class Post(Base):
+        __tablename__ = "posts"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str]
+        author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+        author: Mapped[User] = relationship(back_populates="posts")
+    """,
+}
+
+
+@dataclass(frozen=True)
+class _Region:
+    """A source range (what `contains()` needs) from a position to the scope's end."""
+
+    lineno: int
+    col_offset: int
+    end_lineno: int
+    end_col_offset: int
+
+
+class DetachedInstanceAccess(Rule):
+    """
+    ## What it does
+    Checks for ORM objects used after the session that loaded them is closed — after
+    its `with` block, after `close()`, or returned by a function (in any module) that
+    loads them inside a session it closes — when the code then reads a relationship
+    the query did not eager-load, or reads any attribute after a `commit()` expired
+    them (`expire_on_commit=True`, the default).
+
+    ## Why is this bad?
+    A closed session cannot load anything: `DetachedInstanceError: Parent instance
+    <User at 0x...> is not bound to a Session; lazy load operation of attribute 'posts'
+    cannot proceed` (or `Instance <User> is not bound to a Session; attribute refresh
+    operation cannot proceed` once a commit has expired it). It typically fires in the
+    template or serializer, far from the query.
+
+    ## Known problems
+    Objects loaded by async sessions are reported by SQD202 for relationships; here
+    only their expired attributes are. Objects merged into another session later are
+    not tracked.
+
+    ## Example
+    ```python
+    def get_user(user_id):
+        with SessionLocal() as session:
+            return session.get(User, user_id)
+
+    user = get_user(1)
+    print(user.posts)
+    ```
+
+    Use instead:
+    ```python
+    def get_user(user_id):
+        with SessionLocal() as session:
+            return session.get(User, user_id, options=[selectinload(User.posts)])
+    ```
+    or read what you need while the session is open, or keep the session open for the
+    whole unit of work (and `expire_on_commit=False` if objects outlive a commit).
+
+    ## References
+    - [DetachedInstanceError](https://docs.sqlalchemy.org/en/20/errors.html#error-bhk3)
+    - [Session basics: expire_on_commit](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#committing)
+    """
+
+    code = "SQD204"
+    name = "detached-instance-access"
+    pitfalls = ("P02",)
+    severity = Severity.ERROR
+    message = "{problem}"
+
+    VALID = (
+        Valid(
+            """
+            from sqlalchemy.orm import selectinload
+            from app.db import SessionLocal
+            from app.models import User
+
+            def show(user_id):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id, options=[selectinload(User.posts)])
+                    name = user.name
+                return name, [p.title for p in user.posts]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Used inside the block; columns after close (loaded, not expired).
+        Valid(
+            """
+            from app.db import SessionLocal
+            from app.models import User
+
+            def show(user_id):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                    titles = [p.title for p in user.posts]
+                return user.name, titles
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Committed, but the factory keeps objects loaded (expire_on_commit=False).
+        Valid(
+            """
+            from app.db import ReadSession
+            from app.models import User
+
+            def rename(user_id, name):
+                with ReadSession() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                return user.name
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # A helper that returns objects from a session it does not close.
+        Valid(
+            """
+            from app.models import User
+            from app.repo import get_user
+
+            def show(session, user_id):
+                user = get_user(session, user_id)
+                return [p.title for p in user.posts]
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/repo.py": """
+                from app.models import User
+
+                def get_user(session, user_id):
+                    return session.get(User, user_id)
+                """,
+            },
+        ),
+        # Relationship read before close, refreshed after commit.
+        Valid(
+            """
+            from app.db import SessionLocal
+            from app.models import User
+
+            def rename(user_id, name):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                    session.refresh(user)
+                    return user
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+    )
+    INVALID = (
+        # The seed's shape, across modules.
+        Invalid(
+            """
+            from app.repo import get_user
+
+            def profile(user_id):
+                user = get_user(user_id)
+                return {"name": user.name, "posts": [p.title for p in user.posts]}
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/repo.py": """
+                from app.db import SessionLocal
+                from app.models import User
+
+                def get_user(user_id):
+                    with SessionLocal() as session:
+                        return session.get(User, user_id)
+                """,
+            },
+            line=5,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `user` after the session that loaded it closed "
+                "(`get_user()` at app/repo.py:6 closes it): this raises DetachedInstanceError — "
+                "add `selectinload(User.posts)` to that query, or read it before the session "
+                "closes"
+            ),
+        ),
+        # After the with block in the same function.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import Post
+
+            def feed():
+                with SessionLocal() as session:
+                    posts = session.scalars(select(Post)).all()
+                return [f"{p.title} by {p.author.name}" for p in posts]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=8,
+        ),
+        # Committed (expiring everything), then returned and read.
+        Invalid(
+            """
+            from app.db import SessionLocal
+            from app.models import User
+
+            def rename(user_id, name):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                return {"id": user.id, "name": user.name}
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=9,
+            expected_message=(
+                "`user.id` is read after `session.commit()` (line 8) expired `user` and the "
+                "session closed: this raises DetachedInstanceError — set `expire_on_commit=False` "
+                "on the session factory, or read it before the session closes"
+            ),
+        ),
+        # close() called explicitly, then a many-to-one read.
+        Invalid(
+            """
+            from app.db import SessionLocal
+            from app.models import Post
+
+            def title_and_author(post_id):
+                session = SessionLocal()
+                try:
+                    post = session.get(Post, post_id)
+                finally:
+                    session.close()
+                return post.title, post.author.name
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+        ),
+        # A helper in another module that commits before returning.
+        Invalid(
+            """
+            from app.services import create_user
+
+            def signup(name):
+                user = create_user(name)
+                return f"welcome {user.name}"
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/services.py": """
+                from app.db import SessionLocal
+                from sqlalchemy import select
+                from app.models import User
+
+                def create_user(name):
+                    with SessionLocal() as session:
+                        session.add(User(name=name))
+                        session.commit()
+                        user = session.scalars(select(User).where(User.name == name)).one()
+                        session.commit()
+                        return user
+                """,
+            },
+            line=5,
+        ),
+    )
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if not worth_analysing(self.ctx, node):
+            return
+        flow = flow_for(self.ctx, node)
+        navigator = Navigator(flow, self.ctx.index, strict=True)
+        for bindings in list(flow.bindings.values()):
+            for binding in bindings:
+                if binding.kind not in ("assign", "for", "comp"):
+                    continue
+                objects = flow.binding_value(binding)
+                if not isinstance(objects, ObjectsValue) or objects.path:
+                    continue
+                closed = self._closed(flow, binding, objects)
+                if closed is None:
+                    continue
+                region, where, commit = closed
+                self._check(flow, navigator, binding, objects, region, where, commit)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _closed(
+        self, flow: FunctionFlow, binding: Binding, objects: ObjectsValue
+    ) -> tuple[_Region, str, ast.Call | str | None] | None:
+        """(region after the close, how it closed, the commit that expired them)."""
+        end = _end_of(flow.node)
+        returns = objects.returns
+        if returns is not None:
+            if not returns.session_closed:
+                return None
+            commit: ast.Call | str | None = None
+            if returns.committed and self._expires(returns.factory):
+                commit = "commit"
+            start = binding.node
+            region = _Region(start.end_lineno or 0, start.end_col_offset or 0, *end)  # type: ignore[attr-defined]
+            return (
+                region,
+                f"`{objects.origin_name}()` at {objects.origin_path}:{returns.line} closes it",
+                commit,
+            )
+        key = objects.receiver
+        if key is None or objects.session is None or objects.node is None:
+            return None
+        load = objects.node
+        for with_node in flow.withs:
+            if not contains(with_node, load):
+                continue
+            for item in with_node.items:
+                if isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == key:
+                    region = _Region(with_node.end_lineno or 0, with_node.end_col_offset or 0, *end)
+                    return (
+                        region,
+                        f"the `with` block at line {with_node.lineno} closed it",
+                        self._commit(flow, key, load, region, objects),
+                    )
+        for call in flow.calls_on(key):
+            func = call.func
+            if isinstance(func, ast.Attribute) and func.attr == "close" and _after(call, load):
+                region = _Region(call.end_lineno or 0, call.end_col_offset or 0, *end)
+                return (
+                    region,
+                    f"`{key}.close()` at line {call.lineno}",
+                    self._commit(flow, key, load, region, objects),
+                )
+        return None
+
+    def _expires(self, factory: str | None) -> bool:
+        if factory is None:
+            return False
+        source = self.ctx.index.session_source(factory)
+        return source is not None and source.expire_on_commit is True
+
+    def _commit(
+        self, flow: FunctionFlow, key: str, load: ast.AST, closed: _Region, objects: ObjectsValue
+    ) -> ast.Call | None:
+        session = objects.session
+        if session is None or session.expire_on_commit is not True:
+            return None
+        found: ast.Call | None = None
+        for call in flow.calls_on(key):
+            func = call.func
+            if not isinstance(func, ast.Attribute) or not _after(call, load):
+                continue
+            if (call.lineno, call.col_offset) >= (closed.lineno, closed.col_offset):
+                continue
+            if func.attr == "commit":
+                found = call
+            elif (
+                func.attr in ("refresh", "execute", "scalars", "get", "scalar", "query")
+                and found is not None
+            ):
+                # A refresh (or reload) after the commit loads them again.
+                found = None
+        return found
+
+    def _check(
+        self,
+        flow: FunctionFlow,
+        navigator: Navigator,
+        binding: Binding,
+        objects: ObjectsValue,
+        region: _Region,
+        where: str,
+        commit: ast.Call | str | None,
+    ) -> None:
+        name = binding.name
+        if commit is not None:
+            for read in flow.reads_in(name, region):  # type: ignore[arg-type]
+                if flow.binding(name, read) is not binding or objects.many:
+                    continue
+                if isinstance(commit, ast.Call):
+                    by = f"`{objects.receiver or 'session'}.commit()` (line {commit.lineno})"
+                else:
+                    by = f"the commit in `{objects.origin_name}()` ({objects.origin_path})"
+                self.report(
+                    read,
+                    problem=(
+                        f"`{name}.{read.attr}` is read after {by} expired `{name}` and the session "
+                        "closed: this raises DetachedInstanceError — set "
+                        "`expire_on_commit=False` on the session factory, or read it before the "
+                        "session closes"
+                    ),
+                )
+                return
+        if objects.is_async:
+            return  # SQD202 reports relationship loads in async code
+        seen: set[tuple[str, str]] = set()
+        for access in navigator.on_binding(binding, objects, region, per_row=False):  # type: ignore[arg-type]
+            key = (access.rel.owner, access.rel.attr)
+            if key in seen:
+                continue
+            seen.add(key)
+            shown = name if access.via is None else f"{name}` in {access.via}`"
+            self.report(
+                access.node,
+                problem=(
+                    f"`{access.rel.name}` is lazy-loaded on `{shown}` after the session that "
+                    f"loaded it closed ({where}): this raises DetachedInstanceError — add "
+                    f"`{option_text(self.ctx.index, access.path)}` to that query, or read it "
+                    "before the session closes"
+                ),
+            )
+
+
+def _after(node: ast.AST, other: ast.AST) -> bool:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0)) > (
+        getattr(other, "lineno", 0),
+        getattr(other, "col_offset", 0),
+    )
+
+
+def _end_of(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "end_lineno", None) or 10**9, getattr(node, "end_col_offset", None) or 0)

@@ -1,0 +1,429 @@
+"""SQD202: a lazy relationship load in async code (MissingGreenlet)."""
+
+from __future__ import annotations
+
+import ast
+
+from sqla_doctor.findings import Applicability, Fix, Severity
+from sqla_doctor.static.flow import FunctionFlow, ObjectsValue, contains, flow_for, worth_analysing
+from sqla_doctor.static.index.models import literal_str
+from sqla_doctor.static.loader_fix import loader_edits
+from sqla_doctor.static.navigation import LazyAccess, Navigator, option_text
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_MODELS = """
+from sqlalchemy import ForeignKey
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+class Base(AsyncAttrs, DeclarativeBase):
+    pass
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    posts: Mapped[list["Post"]] = relationship(back_populates="author")
+    roles: Mapped[list["Role"]] = relationship(lazy="selectin")
+    audit: Mapped[list["Audit"]] = relationship(lazy="raise")
+
+class Post(Base):
+    __tablename__ = "posts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    author: Mapped[User] = relationship(back_populates="posts")
+
+class Role(Base):
+    __tablename__ = "roles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+class Audit(Base):
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+"""
+_DB = """
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+engine = create_async_engine("postgresql+asyncpg://app@db/app")
+SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
+
+async def get_session():
+    async with SessionLocal() as session:
+        yield session
+"""
+_FILES = {"app/__init__.py": "", "app/models.py": _MODELS, "app/db.py": _DB}
+
+
+class LazyLoadInAsync(Rule):
+    """
+    ## What it does
+    Checks for async code that reads a relationship of an object loaded through an
+    `AsyncSession` when neither the statement (`selectinload`, `joinedload`, …) nor the
+    mapping (`lazy="selectin"`, `"joined"`, `"raise"`, …) loads it — directly, in a loop,
+    in a helper or model method the object is passed to, or in a Pydantic
+    `response_model` that FastAPI fills from it.
+
+    ## Why is this bad?
+    A lazy load needs to run SQL implicitly, which `asyncio` cannot do on attribute
+    access: it raises `sqlalchemy.exc.MissingGreenlet: greenlet_spawn has not been
+    called; can't call await_only() here`. Often only on the code path tests do not
+    reach.
+
+    ## Known problems
+    Objects put in the session's identity map by another query (and so already loaded)
+    are not tracked; a relationship loaded by `session.refresh(obj, ["rel"])` or read
+    through `await obj.awaitable_attrs.rel` earlier in the function is accepted.
+
+    ## Example
+    ```python
+    async def show(session: AsyncSession, user_id: int):
+        user = await session.get(User, user_id)
+        return [post.title for post in user.posts]
+    ```
+
+    Use instead:
+    ```python
+    async def show(session: AsyncSession, user_id: int):
+        user = await session.get(User, user_id, options=[selectinload(User.posts)])
+        return [post.title for post in user.posts]
+    ```
+    or `posts = await user.awaitable_attrs.posts`, or `lazy="raise"` on the
+    relationship so that the mistake is loud in every test.
+
+    ## Fix safety
+    Unsafe: the fix adds `selectinload()`/`joinedload()` to the statement, which runs an
+    extra query (or a join) every time that statement runs.
+
+    ## References
+    - [Preventing Implicit IO when Using AsyncSession](https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#asyncio-orm-avoid-lazyloads)
+    - [MissingGreenlet](https://docs.sqlalchemy.org/en/20/errors.html#error-xd2s)
+    """
+
+    code = "SQD202"
+    name = "lazy-load-in-async"
+    pitfalls = ("P03",)
+    severity = Severity.ERROR
+    fix = Applicability.UNSAFE
+    message = (
+        "`{rel}` is lazy-loaded {where} in async code ({source}): this raises "
+        "MissingGreenlet — add `.options({option})` to that query{alternative}"
+    )
+
+    VALID = (
+        # Loaded by the statement, by the mapping (`selectin`), or loud by design (`raise`).
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import selectinload
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from app.models import User
+
+            async def show(session: AsyncSession, user_id: int):
+                user = await session.get(User, user_id, options=[selectinload(User.posts)])
+                roles = [r.id for r in user.roles]
+                stmt = select(User).options(selectinload(User.posts))
+                users = (await session.scalars(stmt)).all()
+                return [len(u.posts) for u in users], user.posts, user.audit
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # `awaitable_attrs` and `refresh(obj, [names])` load it explicitly.
+        Valid(
+            """
+            from app.models import User
+
+            async def show(session, user_id):
+                user = await session.get(User, user_id)
+                posts = await user.awaitable_attrs.posts
+                await session.refresh(user, attribute_names=["audit"])
+                return len(user.posts), user.name
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Sync code, and sync code run inside the greenlet by run_sync().
+        Valid(
+            """
+            from app.models import User
+
+            def show(session, user_id):
+                return session.get(User, user_id).posts
+
+            async def show_async(session, user_id):
+                return await session.run_sync(lambda s: len(s.get(User, user_id).posts))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Objects created here are not loaded from the database: nothing to lazy-load.
+        Valid(
+            """
+            from app.models import Post, User
+
+            async def create(session):
+                user = User(name="x", posts=[Post(title="t")])
+                session.add(user)
+                await session.flush()
+                return [p.title for p in user.posts]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # A many-to-one chain that the statement joins.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import joinedload
+            from app.models import Post
+
+            async def feed(session):
+                result = await session.execute(select(Post).options(joinedload(Post.author)))
+                return [p.author.name for p in result.scalars()]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from app.models import User
+
+            async def show(session: AsyncSession, user_id: int):
+                user = await session.get(User, user_id)
+                return [post.title for post in user.posts]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `user` in async code (loaded at line 5): "
+                "this raises MissingGreenlet — add `.options(selectinload(User.posts))` to "
+                "that query or use `await user.awaitable_attrs.posts`"
+            ),
+        ),
+        # The seed's shape: `(await s.execute(stmt)).scalars().all()` then a loop.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def report():
+                stmt = select(User)
+                async with SessionLocal() as s:
+                    rows = (await s.execute(stmt)).scalars().all()
+                    for u in rows:
+                        print(u.posts)
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+            expected_fix="""
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+            from sqlalchemy.orm import selectinload
+
+            async def report():
+                stmt = select(User).options(selectinload(User.posts))
+                async with SessionLocal() as s:
+                    rows = (await s.execute(stmt)).scalars().all()
+                    for u in rows:
+                        print(u.posts)
+            """,
+        ),
+        # FastAPI: a dependency's session, a response_model that walks `posts`.
+        Invalid(
+            """
+            from typing import Annotated
+            from fastapi import APIRouter, Depends
+            from pydantic import BaseModel, ConfigDict
+            from sqlalchemy import select
+            from app.db import get_session
+            from app.models import User
+
+            router = APIRouter()
+
+            class PostOut(BaseModel):
+                model_config = ConfigDict(from_attributes=True)
+                title: str
+
+            class UserOut(BaseModel):
+                model_config = ConfigDict(from_attributes=True)
+                name: str
+                posts: list[PostOut]
+
+            @router.get("/users", response_model=list[UserOut])
+            async def list_users(session=Depends(get_session)):
+                result = await session.scalars(select(User))
+                return result.all()
+            """,
+            path="app/api.py",
+            files=_FILES,
+            line=22,
+        ),
+        # A many-to-one read on each element of an eager-loaded collection.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import selectinload
+            from app.models import User
+
+            async def feed(session, user_id):
+                stmt = select(User).where(User.id == user_id).options(selectinload(User.posts))
+                user = (await session.execute(stmt)).scalar_one()
+                return [(p.title, p.author.name) for p in user.posts]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=8,
+        ),
+        # An object from a repository in another module, serialized by a helper.
+        Invalid(
+            """
+            from app.repo import get_user
+            from app.serializers import dump_user
+
+            async def show(session, user_id):
+                user = await get_user(session, user_id)
+                return dump_user(user)
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/repo.py": """
+                from sqlalchemy import select
+                from app.models import User
+
+                async def get_user(session, user_id):
+                    return await session.scalar(select(User).where(User.id == user_id))
+                """,
+                "app/serializers.py": """
+                def dump_user(user):
+                    return {"name": user.name, "posts": [p.title for p in user.posts]}
+                """,
+            },
+            line=6,
+        ),
+    )
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        if not worth_analysing(self.ctx, node):
+            return
+        flow = flow_for(self.ctx, node)
+        navigator = Navigator(flow, self.ctx.index, strict=True)
+        seen: set[tuple[int, str, str]] = set()
+        for bindings in list(flow.bindings.values()):
+            for binding in bindings:
+                if binding.kind not in ("assign", "for", "comp", "with"):
+                    continue
+                objects = flow.binding_value(binding)
+                if not isinstance(objects, ObjectsValue) or not objects.is_async:
+                    continue
+                region = binding.scope or flow.node
+                for access in navigator.on_binding(binding, objects, region, per_row=False):
+                    if self._loaded_explicitly(flow, binding.name, access):
+                        continue
+                    self._report(access, binding.name, seen)
+        for ret in flow.returns:
+            objects = flow.value(ret.value)
+            if isinstance(objects, ObjectsValue) and objects.is_async:
+                for access in navigator.response_model(ret, objects):
+                    self._report(access, None, seen)
+
+    @staticmethod
+    def _loaded_explicitly(flow: FunctionFlow, name: str, access: LazyAccess) -> bool:
+        """`await obj.awaitable_attrs.rel` or `refresh(obj, ["rel"])` before the read."""
+        if len(access.path) != len(access.objects.path) + 1:
+            return False
+        attr = access.rel.attr
+        for attribute in flow.attr_loads.get(name, ()):
+            if attribute.attr != "awaitable_attrs":
+                continue
+            parent = flow.parent(attribute)
+            if (
+                isinstance(parent, ast.Attribute)
+                and parent.attr == attr
+                and not contains(parent, access.node)
+                and _before(parent, access.node)
+            ):
+                return True
+        for call in flow.calls:
+            func = call.func
+            if not (isinstance(func, ast.Attribute) and func.attr == "refresh" and call.args):
+                continue
+            if not (isinstance(call.args[0], ast.Name) and call.args[0].id == name):
+                continue
+            names = call.args[1] if len(call.args) > 1 else None
+            for kw in call.keywords:
+                if kw.arg == "attribute_names":
+                    names = kw.value
+            if isinstance(names, (ast.List, ast.Tuple, ast.Set)) and attr in {
+                literal_str(e) for e in names.elts
+            }:
+                return True
+        return False
+
+    def _report(self, access: LazyAccess, obj: str | None, seen: set[tuple[int, str, str]]) -> None:
+        rel = access.rel
+        key = (id(access.node), rel.owner, rel.attr)
+        if key in seen:
+            return
+        seen.add(key)
+        loader = "selectinload" if rel.collection else "joinedload"
+        option = option_text(self.ctx.index, access.path)
+        loaded = access.objects
+        stmt = loaded.stmt
+        fix: Fix | None = None
+        if (
+            stmt is not None
+            and loaded.origin_path is None
+            and len(access.path) == 1
+            and stmt.entity is not None
+        ):
+            edits = loader_edits(self.ctx, stmt, loader, f"{self.ctx.text(stmt.entity)}.{rel.attr}")
+            if edits is not None:
+                option = edits[1]
+                fix = Fix(
+                    f"add `.options({option})` to the statement", edits[0], Applicability.UNSAFE
+                )
+        if loaded.origin_name is not None:
+            source = f"loaded by `{loaded.origin_name}()` at {loaded.origin_path}:{loaded.line}"
+        else:
+            source = f"loaded at line {loaded.line}"
+        direct = obj is not None and access.via is None and len(access.path) == len(loaded.path) + 1
+        if obj is None:
+            where = (
+                f"while {access.via} is serialized"
+                if access.via
+                else "while the result is serialized"
+            )
+        else:
+            where = f"on `{obj}`" + (f" in {access.via}" if access.via else "")
+        alternative = f" or use `await {obj}.awaitable_attrs.{rel.attr}`" if direct else ""
+        self.report(
+            access.node,
+            fix=fix,
+            hint=(
+                f'eager-load it with `{option}`, or set `lazy="raise"` so that every such '
+                "access fails loudly"
+            ),
+            rel=rel.name,
+            where=where,
+            source=source,
+            option=option,
+            alternative=alternative,
+        )
+
+
+def _before(node: ast.AST, other: ast.AST) -> bool:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0)) < (
+        getattr(other, "lineno", 0),
+        getattr(other, "col_offset", 0),
+    )

@@ -1,0 +1,578 @@
+"""SQD201: a lazy relationship read once per row of query results (N+1)."""
+
+from __future__ import annotations
+
+import ast
+
+from sqla_doctor.findings import Applicability, Fix, Related, Severity
+from sqla_doctor.static.context import FileContext
+from sqla_doctor.static.flow import Binding, FunctionFlow, ObjectsValue, flow_for, worth_analysing
+from sqla_doctor.static.loader_fix import loader_edits
+from sqla_doctor.static.navigation import LazyAccess, Navigator, option_text
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_MODELS = """
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    posts: Mapped[list["Post"]] = relationship(back_populates="author")
+    tags: Mapped[list["Tag"]] = relationship(lazy="selectin")
+
+    def to_dict(self):
+        return {"name": self.name, "posts": [p.title for p in self.posts]}
+
+class Post(Base):
+    __tablename__ = "posts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    author: Mapped[User] = relationship(back_populates="posts")
+
+class Tag(Base):
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+"""
+_FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+
+
+def _source(loaded: ObjectsValue) -> str:
+    if loaded.origin_name is not None:
+        return f"loaded by `{loaded.origin_name}()` at {loaded.origin_path}:{loaded.line}"
+    return f"loaded at line {loaded.line}"
+
+
+class RelationshipAccessInLoop(Rule):
+    """
+    ## What it does
+    Checks for a lazy-loaded relationship read on every row of query results — in a
+    `for` loop, a comprehension, a generator, a helper function the rows are passed to,
+    a model method such as `to_dict()`, or a Pydantic model (`model_validate`,
+    `response_model`) — when the statement that loaded the rows has no loader option
+    for it and the relationship is not eager in the mapping.
+
+    ## Why is this bad?
+    Each row's first access emits its own `SELECT`: one query for the list, then one
+    per row (N+1). Fifty users cost fifty-one round trips, and the page gets slower as
+    the table grows; under load the extra queries hold connections and drain the pool.
+
+    ## Known problems
+    Relationships with `lazy="dynamic"` or `lazy="write_only"` also query per row, but
+    no loader option can eager-load them; they are not reported. A many-to-one whose
+    targets are few (already in the identity map) costs fewer queries than rows; one
+    to the entity the statement joins is therefore not reported.
+
+    ## Example
+    ```python
+    users = session.scalars(select(User)).all()
+    for user in users:
+        print(user.name, len(user.posts))
+    ```
+
+    Use instead:
+    ```python
+    users = session.scalars(select(User).options(selectinload(User.posts))).all()
+    for user in users:
+        print(user.name, len(user.posts))
+    ```
+    Use `selectinload()` for collections and `joinedload()` for many-to-one
+    references; or set `lazy="raise"` on the relationship to catch every N+1 in tests.
+
+    ## Fix safety
+    Unsafe: the fix adds `selectinload()` (collections) or `joinedload()` (many-to-one)
+    to the statement that loaded the rows, which changes how many queries run and when,
+    and loads data even on paths that never read it.
+
+    ## References
+    - [Relationship Loading Techniques](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html)
+    - [Select IN loading](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html#select-in-loading)
+    """
+
+    code = "SQD201"
+    name = "relationship-access-in-loop"
+    pitfalls = ("P01",)
+    severity = Severity.WARNING
+    fix = Applicability.UNSAFE
+    message = (
+        "{rels} lazy-loaded once per row of `{rows}`{via} ({source}) — add "
+        "`.options({option})` to that query"
+    )
+
+    VALID = (
+        # The statement eager-loads the relationship.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, selectinload
+            from app.models import User
+
+            def report(session: Session):
+                users = session.scalars(select(User).options(selectinload(User.posts))).all()
+                for user in users:
+                    print(user.name, len(user.posts))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # A wildcard raiseload, a joinedload chain and a mapping-level `lazy="selectin"`.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import joinedload, raiseload
+            from app.models import Post, User
+
+            def report(session):
+                for user in session.scalars(select(User).options(raiseload("*"))):
+                    print(user.posts)
+                posts = session.scalars(select(Post).options(joinedload(Post.author))).all()
+                names = [p.author.name for p in posts]
+                tags = [len(u.tags) for u in session.scalars(select(User))]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # One object, not rows: a single lazy load is no N+1; columns are loaded.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.models import User
+
+            def show(session, user_id):
+                user = session.get(User, user_id)
+                names = [p.title for p in user.posts]
+                for u in session.scalars(select(User)).all():
+                    print(u.name, u.id)
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # A many-to-one to the entity the query joins and filters on: the rows share it.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.models import Post, User
+
+            def titles_by(session, name):
+                stmt = select(Post).join(Post.author).where(User.name == name)
+                return [f"{p.title} ({p.author.name})" for p in session.scalars(stmt)]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Options built elsewhere cannot be read: stay silent.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.models import User
+
+            def report(session, opts):
+                for user in session.scalars(select(User).options(*opts)):
+                    print(user.posts)
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Not SQLAlchemy: a requests session and a plain class with the same names.
+        Valid(
+            """
+            import requests
+
+            class User:
+                posts = []
+
+            def fetch(session: requests.Session):
+                for user in session.get("https://example.com/users").json():
+                    print(user["posts"])
+                for user in [User(), User()]:
+                    print(user.posts)
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Async code is SQD202's (the lazy load raises MissingGreenlet there).
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from app.models import User
+
+            async def report(session: AsyncSession):
+                users = (await session.scalars(select(User))).all()
+                return [u.posts for u in users]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.models import User
+
+            def report(session: Session):
+                users = session.scalars(select(User)).all()
+                for user in users:
+                    print(user.name, len(user.posts))
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=8,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `users` (loaded at line 6) — "
+                "add `.options(selectinload(User.posts))` to that query"
+            ),
+            expected_fix="""
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, selectinload
+            from app.models import User
+
+            def report(session: Session):
+                users = session.scalars(select(User).options(selectinload(User.posts))).all()
+                for user in users:
+                    print(user.name, len(user.posts))
+            """,
+        ),
+        # A many-to-one in a comprehension over a statement in a variable: joinedload.
+        Invalid(
+            """
+            import sqlalchemy as sa
+            import app.models as m
+
+            def titles(session):
+                stmt = sa.select(m.Post).where(m.Post.id > 10)
+                return [f"{p.title} by {p.author.name}" for p in session.execute(stmt).scalars()]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+            expected_fix="""
+            import sqlalchemy as sa
+            import app.models as m
+            from sqlalchemy.orm import joinedload
+
+            def titles(session):
+                stmt = sa.select(m.Post).where(m.Post.id > 10).options(joinedload(m.Post.author))
+                return [f"{p.title} by {p.author.name}" for p in session.execute(stmt).scalars()]
+            """,
+        ),
+        # Legacy Query, nested loops: `User.posts` per user and `Post.author` per post.
+        Invalid(
+            """
+            from sqlalchemy.orm import joinedload
+            from app.models import User
+
+            def feed(session):
+                query = session.query(User).options(joinedload(User.tags))
+                for user in query.all():
+                    for post in user.posts:
+                        print(post.author.name)
+            """,
+            path="app/views.py",
+            files=_FILES,
+            count=2,
+            expected_fix="""
+            from sqlalchemy.orm import joinedload, selectinload
+            from app.models import User
+
+            def feed(session):
+                query = session.query(User).options(joinedload(User.tags), selectinload(User.posts))
+                for user in query.all():
+                    for post in user.posts:
+                        print(post.author.name)
+            """,
+        ),
+        # Rows handed to a helper in another module that walks a relationship of each.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.models import User
+            from app.render import render_users
+
+            def page(session):
+                users = session.scalars(select(User)).all()
+                return render_users(users)
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/render.py": """
+                def render_users(users):
+                    return "\\n".join(f"{u.name}: {len(u.posts)}" for u in users)
+                """,
+            },
+            line=7,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `users` in `render_users()` "
+                "(app/render.py:1) (loaded at line 6) — add "
+                "`.options(selectinload(User.posts))` to that query"
+            ),
+        ),
+        # Rows loaded by a repository function elsewhere, serialized by `to_dict()`.
+        Invalid(
+            """
+            from app.repo import all_users
+
+            def export(session):
+                return [user.to_dict() for user in all_users(session)]
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/repo.py": """
+                from sqlalchemy import select
+                from app.models import User
+
+                def all_users(session):
+                    return session.scalars(select(User).order_by(User.name)).all()
+                """,
+            },
+            line=4,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `all_users(session)` in "
+                "`User.to_dict()` (app/models.py:14) (loaded by `all_users()` at "
+                "app/repo.py:5) — add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
+        # Flask-SQLAlchemy: `Model.query` and a Pydantic schema reading attributes.
+        Invalid(
+            """
+            from pydantic import BaseModel, ConfigDict
+            from app.models import Author
+
+            class AuthorOut(BaseModel):
+                model_config = ConfigDict(from_attributes=True)
+                name: str
+                books: list[str]
+
+            def authors():
+                return [AuthorOut.model_validate(a) for a in Author.query.filter_by(active=True)]
+            """,
+            path="app/views.py",
+            files={
+                "app/__init__.py": "",
+                "app/ext.py": """
+                from flask_sqlalchemy import SQLAlchemy
+                db = SQLAlchemy()
+                """,
+                "app/models.py": """
+                from app.ext import db
+
+                class Author(db.Model):
+                    id = db.Column(db.Integer, primary_key=True)
+                    name = db.Column(db.String)
+                    active = db.Column(db.Boolean)
+                    books = db.relationship("Book", backref="author")
+
+                class Book(db.Model):
+                    id = db.Column(db.Integer, primary_key=True)
+                    author_id = db.Column(db.Integer, db.ForeignKey("author.id"))
+                """,
+            },
+            line=10,
+        ),
+    )
+
+    def __init__(self, ctx: FileContext) -> None:
+        super().__init__(ctx)
+        self._skip = False
+        self._reported: set[tuple[int, str, str]] = set()
+
+    def visit_Module(self, node: ast.Module) -> None:
+        # Alembic revisions run once, offline: an N+1 there costs nothing that matters.
+        names = self.ctx.facts.names.defined
+        self._skip = "upgrade" in names and "revision" in names
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self._loop(node, [(node.target, node.iter)], _body_region(node))
+
+    visit_AsyncFor = visit_For
+
+    def visit_ListComp(
+        self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
+    ) -> None:
+        self._loop(node, [(g.target, g.iter) for g in node.generators], node)
+
+    visit_SetComp = visit_ListComp
+    visit_GeneratorExp = visit_ListComp
+    visit_DictComp = visit_ListComp
+
+    def visit_Call(self, node: ast.Call) -> None:
+        """Rows passed whole to a helper that iterates them."""
+        func = node.func
+        if self._skip or not node.args or not isinstance(func, (ast.Name, ast.Attribute)):
+            return
+        tail = func.attr if isinstance(func, ast.Attribute) else func.id
+        if tail not in self.ctx.index.element_readers():
+            return
+        flow = flow_for(self.ctx, node)
+        found: list[tuple[LazyAccess, ObjectsValue, ast.expr]] = []
+        for position, arg in enumerate(node.args):
+            if not isinstance(arg, (ast.Name, ast.Attribute, ast.Call)):
+                continue
+            rows = flow.value(arg)
+            if not isinstance(rows, ObjectsValue) or not rows.many or rows.is_async:
+                continue
+            navigator = Navigator(flow, self.ctx.index, strict=False)
+            element = _element(rows)
+            for access in navigator.via_call(node, position, element, per_row=True, elements=True):
+                found.append((access, rows, arg))
+        self._emit(found)
+
+    def visit_Return(self, node: ast.Return) -> None:
+        """Rows returned from a route whose ``response_model`` reads relationships."""
+        if self._skip or node.value is None:
+            return
+        flow = flow_for(self.ctx, node)
+        if not isinstance(flow.node, ast.FunctionDef) or not flow.node.decorator_list:
+            return
+        rows = flow.value(node.value)
+        if not isinstance(rows, ObjectsValue) or not rows.many or rows.is_async:
+            return
+        navigator = Navigator(flow, self.ctx.index, strict=False)
+        self._emit([(access, rows, node.value) for access in navigator.response_model(node, rows)])
+
+    def _loop(
+        self, loop: ast.AST, generators: list[tuple[ast.expr, ast.expr]], region: ast.AST
+    ) -> None:
+        if self._skip or not self._worth(loop):
+            return
+        flow: FunctionFlow | None = None
+        found: list[tuple[LazyAccess, ObjectsValue, ast.expr]] = []
+        for target, iterable in generators:
+            if not isinstance(target, (ast.Name, ast.Tuple)):
+                continue
+            if flow is None:
+                flow = flow_for(self.ctx, loop)
+            rows = flow.iterated(iterable)
+            if rows is None or rows.is_async:
+                continue
+            for binding in _loop_bindings(flow, loop, target):
+                element = flow.binding_value(binding)
+                if not isinstance(element, ObjectsValue):
+                    continue
+                navigator = Navigator(flow, self.ctx.index, strict=False)
+                for access in navigator.on_binding(binding, element, region, per_row=True):
+                    found.append((access, rows, iterable))
+        self._emit(found)
+
+    def _worth(self, node: ast.AST) -> bool:
+        scope = self.ctx.enclosing_scope(node)
+        if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return worth_analysing(self.ctx, scope)
+        return True
+
+    def _emit(self, found: list[tuple[LazyAccess, ObjectsValue, ast.expr]]) -> None:
+        """One finding per place: the relationships read there, shortest path first."""
+        # Each relationship once per loop (at its first read), then grouped by place.
+        first: dict[tuple[str, str], tuple[LazyAccess, ObjectsValue, ast.expr]] = {}
+        for item in sorted(found, key=lambda i: _position(i[0].node)):
+            first.setdefault((item[0].rel.owner, item[0].rel.attr), item)
+        by_node: dict[int, list[tuple[LazyAccess, ObjectsValue, ast.expr]]] = {}
+        for item in first.values():
+            by_node.setdefault(id(item[0].node), []).append(item)
+        for items in by_node.values():
+            unique: dict[tuple[str, str], tuple[LazyAccess, ObjectsValue, ast.expr]] = {}
+            for item in sorted(items, key=lambda i: len(i[0].path)):
+                unique.setdefault((item[0].rel.owner, item[0].rel.attr), item)
+            chosen = list(unique.values())
+            key = (id(chosen[0][0].node), chosen[0][0].rel.owner, chosen[0][0].rel.attr)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            self._report([c[0] for c in chosen], chosen[0][1], chosen[0][2])
+
+    def _report(self, accesses: list[LazyAccess], rows: ObjectsValue, iterable: ast.expr) -> None:
+        access = accesses[0]
+        rel = access.rel
+        loader = "selectinload" if rel.collection else "joinedload"
+        option = option_text(self.ctx.index, access.path)
+        fix: Fix | None = None
+        loaded = access.objects
+        stmt = loaded.stmt
+        if (
+            len(accesses) == 1
+            and stmt is not None
+            and loaded.origin_path is None
+            and len(access.path) == 1
+            and stmt.entity is not None
+        ):
+            entity_text = self.ctx.text(stmt.entity)
+            edits = loader_edits(self.ctx, stmt, loader, f"{entity_text}.{rel.attr}")
+            if edits is not None:
+                option = edits[1]
+                fix = Fix(
+                    description=f"add `.options({option})` to the statement",
+                    edits=edits[0],
+                    applicability=Applicability.UNSAFE,
+                )
+        rows_text = " ".join(self.ctx.text(iterable).split())
+        if len(rows_text) > 40:
+            rows_text = rows_text[:37] + "..."
+        related = (
+            [Related(self.ctx.location(loaded.node), "the query that loaded the rows")]
+            if (loaded.node is not None and loaded.origin_path is None)
+            else []
+        )
+        names = [f"`{a.rel.name}`" for a in accesses]
+        if len(names) == 1:
+            rels = f"{names[0]} is"
+        elif len(names) <= 3:
+            rels = ", ".join(names[:-1]) + f" and {names[-1]} are"
+        else:
+            rels = ", ".join(names[:2]) + f" and {len(names) - 2} more relationships are"
+        options = ", ".join(option_text(self.ctx.index, a.path) for a in accesses[:4])
+        self.report(
+            access.node,
+            fix=fix,
+            related=related,
+            hint=(
+                f'eager-load with `{options}`, or set `lazy="raise"` on the relationship to '
+                "catch this in tests"
+            ),
+            rels=rels,
+            rows=rows_text,
+            via=f" in {access.via}" if access.via else "",
+            source=_source(loaded),
+            option=option,
+        )
+
+
+def _position(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
+def _body_region(node: ast.For | ast.AsyncFor) -> ast.AST:
+    region = ast.Module(body=list(node.body), type_ignores=[])
+    first, last = node.body[0], node.body[-1]
+    region.lineno, region.col_offset = first.lineno, first.col_offset  # type: ignore[attr-defined]
+    region.end_lineno, region.end_col_offset = last.end_lineno, last.end_col_offset  # type: ignore[attr-defined]
+    return region
+
+
+def _loop_bindings(flow: FunctionFlow, loop: ast.AST, target: ast.expr) -> list[Binding]:
+    names = (
+        [target.id]
+        if isinstance(target, ast.Name)
+        else [e.id for e in getattr(target, "elts", []) if isinstance(e, ast.Name)]
+    )
+    found: list[Binding] = []
+    for name in names:
+        for binding in flow.bindings.get(name, ()):
+            if binding.node is loop and binding.kind in ("for", "comp"):
+                found.append(binding)
+    return found
+
+
+def _element(rows: ObjectsValue) -> ObjectsValue:
+    from dataclasses import replace
+
+    return replace(rows, many=False, shape="object")

@@ -1,0 +1,409 @@
+"""SQD305: a bulk UPDATE/DELETE on a class whose ORM events, validators or cascades it skips."""
+
+from __future__ import annotations
+
+import ast
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.static.flow import StatementValue, flow_for
+from sqla_doctor.static.index import Model
+from sqla_doctor.static.index.models import literal_str
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_MODELS = """
+from datetime import datetime
+from sqlalchemy import ForeignKey, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+class Base(DeclarativeBase):
+    pass
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str]
+    name: Mapped[str]
+    updated_at: Mapped[datetime | None]
+    posts: Mapped[list["Post"]] = relationship(cascade="all, delete-orphan")
+
+    @validates("email")
+    def normalize_email(self, key, value):
+        return value.lower()
+
+class Post(Base):
+    __tablename__ = "posts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    title: Mapped[str]
+
+class Tag(Base):
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str]
+"""
+_EVENTS = """
+from datetime import datetime
+from sqlalchemy import event
+from app.models import User
+
+@event.listens_for(User, "before_update")
+def touch(mapper, connection, target):
+    target.updated_at = datetime.now()
+"""
+_FILES = {"app/__init__.py": "", "app/models.py": _MODELS, "app/events.py": _EVENTS}
+
+
+class BulkDmlSkipsOrmEvents(Rule):
+    """
+    ## What it does
+    Checks for a bulk `update(Model)` / `delete(Model)` statement (or the legacy
+    `query.update()` / `query.delete()`, or `bulk_update_mappings()`) on a class that has
+    ORM event listeners for that operation (`before_update`, `after_delete`, … on the
+    class, a parent with `propagate=True`, or every mapper), `@validates` methods for
+    the columns it sets, or relationships with an ORM `delete` cascade. Listeners are
+    found in every module of the project.
+
+    ## Why is this bad?
+    Bulk statements go straight to the database: no objects are loaded, so no mapper
+    event fires, no validator runs and no cascade is applied. The `updated_at` listener
+    silently stops updating, an email is stored un-normalized, deleting users leaves
+    their posts behind (or fails on the foreign key).
+
+    ## Known problems
+    Statements whose values include what a listener would set (an `updated_at=`) still
+    fire; the rule cannot tell the logic was copied.
+
+    ## Example
+    ```python
+    session.execute(update(User).where(User.id == user_id).values(email=email))
+    ```
+
+    Use instead:
+    ```python
+    user = session.get(User, user_id)
+    user.email = email  # validators and before_update listeners run on flush
+    ```
+    or apply the listener's logic in the statement itself.
+
+    ## References
+    - [ORM-Enabled INSERT, UPDATE, and DELETE statements](https://docs.sqlalchemy.org/en/20/orm/queryguide/dml.html)
+    - [Important Notes and Caveats for ORM-Enabled Update and Delete](https://docs.sqlalchemy.org/en/20/orm/queryguide/dml.html#orm-queryguide-update-delete-caveats)
+    """
+
+    code = "SQD305"
+    name = "bulk-dml-skips-orm-events"
+    pitfalls = ("P14",)
+    severity = Severity.WARNING
+    message = (
+        "`{statement}` runs as one {verb} statement and skips {skipped} for these rows — load "
+        "the objects and change them, or do the same work in the statement"
+    )
+
+    VALID = (
+        Valid(
+            """
+            from sqlalchemy import delete, update
+            from app.models import Tag, User
+
+            def a(session):
+                session.execute(update(Tag).values(label="x"))
+                session.execute(delete(Tag).where(Tag.id == 3))
+                user = session.get(User, 1)
+                user.email = "NEW@EXAMPLE.COM"
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # A column no validator covers, and no update listener in this project.
+        Valid(
+            """
+            from sqlalchemy import update
+            from app.models import User
+
+            def a(session):
+                session.execute(update(User).values(name="x"))
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/models.py": _MODELS},
+        ),
+        # Core on a Table, not a mapped class.
+        Valid(
+            """
+            from sqlalchemy import Column, Integer, MetaData, String, Table, update
+
+            meta = MetaData()
+            users = Table("users", meta, Column("id", Integer), Column("email", String))
+
+            def a(conn):
+                conn.execute(update(users).values(email="x"))
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # A delete on a class whose children are deleted by the database.
+        Valid(
+            """
+            from sqlalchemy import ForeignKey, delete
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Parent(Base):
+                __tablename__ = "parents"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                children: Mapped[list["Child"]] = relationship(
+                    cascade="all, delete-orphan", passive_deletes=True
+                )
+
+            class Child(Base):
+                __tablename__ = "children"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                parent_id: Mapped[int] = mapped_column(ForeignKey("parents.id", ondelete="CASCADE"))
+
+            def purge(session):
+                session.execute(delete(Parent).where(Parent.id < 10))
+            """
+        ),
+        # Not SQLAlchemy: a dict's update().
+        Valid(
+            """
+            from app.models import User
+
+            def a(session, data: dict):
+                data.update({"email": "x"})
+                session.get(User, 1)
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """
+            from sqlalchemy import update
+            from app.models import User
+
+            def rename(session, user_id, name):
+                session.execute(update(User).where(User.id == user_id).values(name=name))
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=5,
+            expected_message=(
+                "`update(User)` runs as one UPDATE statement and skips the `before_update` "
+                "listener `touch` (app/events.py:5) for these rows — load the objects and change "
+                "them, or do the same work in the statement"
+            ),
+        ),
+        # A validated column, through the legacy Query API.
+        Invalid(
+            """
+            from app.models import User
+
+            def set_email(session, user_id, email):
+                session.query(User).filter(User.id == user_id).update({"email": email})
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/models.py": _MODELS},
+            line=4,
+        ),
+        # A delete that skips the ORM cascade to posts.
+        Invalid(
+            """
+            import sqlalchemy as sa
+            from app import models
+
+            def purge_inactive(session):
+                session.execute(sa.delete(models.User).where(models.User.name == ""))
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/models.py": _MODELS},
+            line=5,
+        ),
+        # A listener on the declarative base with propagate=True, event.listen() form.
+        Invalid(
+            """
+            from sqlalchemy import event, update
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Invoice(Base):
+                __tablename__ = "invoices"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                total: Mapped[int]
+
+            def audit(mapper, connection, target):
+                pass
+
+            event.listen(Base, "after_update", audit, propagate=True)
+
+            def zero(session):
+                session.execute(update(Invoice).values(total=0))
+            """,
+            line=18,
+        ),
+        # ORM bulk update by primary key skips events too.
+        Invalid(
+            """
+            from app.models import User
+
+            def batch(session, rows):
+                session.bulk_update_mappings(User, rows)
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=4,
+        ),
+    )
+
+    def visit_Module(self, node: ast.Module) -> None:
+        # Alembic revisions update rows in bulk on purpose: the model's events are the
+        # application's, not the migration's.
+        names = self.ctx.facts.names.defined
+        self._skip = "upgrade" in names and "revision" in names
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if getattr(self, "_skip", False):
+            return
+        func = node.func
+        tail = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if tail not in ("update", "delete", "bulk_update_mappings") and not (
+            isinstance(func, ast.Name) and self.ctx.names.sqla_name(func) in ("update", "delete")
+        ):
+            return
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr in ("update", "delete")
+            and self._legacy(node, func)
+        ):
+            return
+        if isinstance(func, ast.Attribute) and func.attr == "bulk_update_mappings" and node.args:
+            model = self.ctx.index.model_for_expr(self.ctx, node.args[0])
+            if model is not None:
+                self._check(node, model, "update", None, f"bulk_update_mappings({model.name})")
+            return
+        if not node.args or not isinstance(func, (ast.Name, ast.Attribute)):
+            return
+        flow = flow_for(self.ctx, node)
+        verb = flow.sqla_name(func)
+        if verb not in ("update", "delete"):
+            return
+        model = (
+            self.ctx.index.model(flow.qualify(node.args[0]))
+            if isinstance(node.args[0], (ast.Name, ast.Attribute))
+            else None
+        )
+        if model is None:
+            return
+        keys = self._values_keys(flow, node) if verb == "update" else None
+        self._check(node, model, verb, keys, self.ctx.text(node))
+
+    def _legacy(self, node: ast.Call, func: ast.Attribute) -> bool:
+        """`session.query(User).filter(...).update({...})`; False if not a Query."""
+        flow = flow_for(self.ctx, node)
+        query = flow.value(func.value)
+        if not isinstance(query, StatementValue) or query.kind != "query":
+            return False
+        model = self.ctx.index.model(query.model)
+        if model is None:
+            return True
+        keys: set[str] | None = None
+        if func.attr == "update":
+            keys = set()
+            values = node.args[0] if node.args else None
+            if not isinstance(values, ast.Dict):
+                keys = None
+            else:
+                for key in values.keys:
+                    name = literal_str(key) or (
+                        key.attr if isinstance(key, ast.Attribute) else None
+                    )
+                    if name is None:
+                        keys = None
+                        break
+                    keys.add(name)
+        self._check(node, model, func.attr, keys, f"query({model.name}).{func.attr}()")
+        return True
+
+    def _values_keys(self, flow: object, node: ast.Call) -> set[str] | None:
+        """Column names a chained `.values(...)` sets; None when not literal."""
+        current: ast.AST | None = node
+        keys: set[str] = set()
+        found = False
+        parent = self.ctx.parent(node)
+        while isinstance(parent, ast.Attribute):
+            grand = self.ctx.parent(parent)
+            if not isinstance(grand, ast.Call):
+                break
+            if parent.attr == "values":
+                found = True
+                for kw in grand.keywords:
+                    if kw.arg is None:
+                        return None
+                    keys.add(kw.arg)
+                for arg in grand.args:
+                    if not isinstance(arg, ast.Dict):
+                        return None
+                    for key in arg.keys:
+                        name = literal_str(key) or (
+                            key.attr if isinstance(key, ast.Attribute) else None
+                        )
+                        if name is None:
+                            return None
+                        keys.add(name)
+            current = grand
+            parent = self.ctx.parent(current)
+        return keys if found else None
+
+    def _check(
+        self, node: ast.Call, model: Model, verb: str, keys: set[str] | None, statement: str
+    ) -> None:
+        index = self.ctx.index
+        skipped: list[str] = []
+        for listener, path in index.mutation_listeners(model, verb):
+            name = f" `{listener.function}`" if listener.function else ""
+            skipped.append(f"the `{listener.identifier}` listener{name} ({path}:{listener.line})")
+        if verb == "update" and keys is not None:
+            # Validators and attribute listeners matter only for the columns it sets.
+            for attr, method in sorted(model.validators.items()):
+                if attr in keys:
+                    skipped.append(f'`@validates("{attr}")` (`{model.name}.{method}`)')
+            for listener, path in index.listeners_for(model, ("set",)):
+                if listener.attr and listener.attr in keys:
+                    skipped.append(
+                        f"the `set` listener on `{model.name}.{listener.attr}` "
+                        f"({path}:{listener.line})"
+                    )
+        elif verb == "delete":
+            for rel in index.relationships(model):
+                facts = rel.facts
+                if (
+                    facts is None
+                    or not facts.cascade
+                    or facts.passive_deletes
+                    or rel.target is None
+                ):
+                    continue
+                if rel.direction not in ("one-to-many", "one-to-one"):
+                    continue
+                parts = {p.strip() for p in facts.cascade.split(",")}
+                if not parts & {"all", "delete", "delete-orphan"}:
+                    continue
+                child = index.model(rel.target)
+                # `ForeignKey(..., ondelete="CASCADE")`: the database does the cascade.
+                if child is None or index.database_cascades(child, model):
+                    continue
+                skipped.append(f'the `cascade="{facts.cascade}"` on `{rel.name}`')
+        if not skipped:
+            return
+        if len(statement) > 40:
+            statement = statement[:37] + "..."
+        self.report(
+            node,
+            statement=statement.split(".where")[0].split(".values")[0],
+            verb=verb.upper(),
+            skipped=", ".join(skipped[:3]) + (" and more" if len(skipped) > 3 else ""),
+        )

@@ -1,0 +1,343 @@
+"""SQD306: a SQL function wrapped around an indexed column in a filter."""
+
+from __future__ import annotations
+
+import ast
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_FILTERS = frozenset({"where", "filter", "having", "filter_by", "join", "outerjoin"})
+_CONJUNCTIONS = frozenset({"and_", "or_", "not_"})
+# Comparisons a B-tree index on the expression would serve. LIKE/ILIKE/contains() are left
+# out: with a leading wildcard (or ILIKE's case folding) no such index helps anyway.
+_COMPARATORS = frozenset({"in_", "between", "__eq__", "__lt__", "__gt__", "__le__", "__ge__"})
+_INDEXABLE_OPS = (ast.Eq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In)
+_MODELS = """
+from sqlalchemy import DateTime, Index, String, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+class Base(DeclarativeBase):
+    pass
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (Index("ix_users_username_lower", func.lower("username")),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    username: Mapped[str] = mapped_column(index=True)
+    nickname: Mapped[str]
+    created_at = mapped_column(DateTime, index=True)
+"""
+_FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+
+
+class FunctionOnIndexedColumn(Rule):
+    """
+    ## What it does
+    Checks for `func.lower(Model.column)` (or any `func.<name>()` around a column) in a
+    `where()`/`filter()` condition, when the column has an index (`index=True`,
+    `unique=True`, a primary key, `Index(...)`) but no index on that same expression —
+    looking in `__table_args__`, module-level `Index(...)`, Alembic `op.create_index`
+    and raw `CREATE INDEX` statements anywhere in the project.
+
+    ## Why is this bad?
+    A B-tree index on `email` stores `email`, not `lower(email)`. The database cannot
+    use it for `WHERE lower(email) = :x` and scans the whole table: fast in
+    development, a sequential scan over millions of rows in production (`EXPLAIN`
+    shows `Seq Scan on users`).
+
+    ## Example
+    ```python
+    select(User).where(func.lower(User.email) == email.lower())
+    ```
+
+    Use instead:
+    ```python
+    class User(Base):
+        __table_args__ = (Index("ix_users_email_lower", func.lower(email)),)
+    ```
+    (with a migration that creates it), or store the normalized value and compare the
+    column directly.
+
+    ## References
+    - [Functional indexes](https://docs.sqlalchemy.org/en/20/core/constraints.html#functional-indexes)
+    - [PostgreSQL: Indexes on Expressions](https://www.postgresql.org/docs/current/indexes-expressional.html)
+    """
+
+    code = "SQD306"
+    name = "function-on-indexed-column"
+    pitfalls = ("P16",)
+    severity = Severity.WARNING
+    message = (
+        "`{expr}` cannot use the index on `{table}.{column}` ({why}): the filter scans the "
+        'table — add `Index("ix_{table}_{column}_{function}", func.{function}({model}.{attr}))` '
+        "or compare the column itself"
+    )
+
+    VALID = (
+        Valid(
+            """
+            from sqlalchemy import func, select
+            from app.models import User
+
+            def find(session, username, email):
+                a = session.scalars(select(User).where(func.lower(User.username) == username))
+                b = session.scalars(select(User).where(User.email == email))
+                c = session.scalars(select(User).where(func.lower(User.nickname) == "x"))
+                return a, b, c
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # The functional index comes from a migration.
+        Valid(
+            """
+            from sqlalchemy import func, select
+            from app.models import User
+
+            def find(session, email):
+                return session.scalars(select(User).where(func.lower(User.email) == email))
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "migrations/versions/0002_email_lower.py": """
+                import sqlalchemy as sa
+                from alembic import op
+
+                def upgrade():
+                    op.create_index("ix_users_email_lower", "users", [sa.text("lower(email)")])
+                """,
+            },
+        ),
+        # A raw CREATE INDEX in a migration, and a module-level Index().
+        Valid(
+            """
+            from sqlalchemy import Index, func, select
+            from app.models import User
+
+            Index("ix_users_created_day", func.date(User.created_at))
+
+            def by_day(session, day):
+                return session.scalars(select(User).where(func.date(User.created_at) == day))
+
+            def find(session, email):
+                return session.scalars(select(User).where(func.lower(User.email) == email))
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "migrations/versions/0003.py": """
+                from alembic import op
+
+                def upgrade():
+                    op.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_email ON users (lower(email))")
+                """,
+            },
+        ),
+        # A substring search: no B-tree index serves `LIKE '%x%'`, functional or not.
+        Valid(
+            """
+            from sqlalchemy import func, select
+            from app.models import User
+
+            def search(session, text):
+                pattern = f"%{text}%"
+                return session.scalars(select(User).where(func.lower(User.email).ilike(pattern)))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # A function in the select list or order_by is not a filter.
+        Valid(
+            """
+            from sqlalchemy import func, select
+            from app.models import User
+
+            def names(session):
+                lowered = func.lower(User.email)
+                return session.execute(select(lowered).order_by(func.lower(User.email)))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Not SQLAlchemy's func.
+        Valid(
+            """
+            from app import helpers
+            from sqlalchemy import select
+            from app.models import User
+
+            def find(session, email):
+                return session.scalars(select(User).where(User.email == helpers.func.lower(email)))
+            """,
+            path="app/views.py",
+            files={**_FILES, "app/helpers.py": "func = None\n"},
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """
+            from sqlalchemy import func, select
+            from app.models import User
+
+            def find(session, email):
+                stmt = select(User).where(func.lower(User.email) == email.lower())
+                return session.scalars(stmt).first()
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=5,
+            expected_message=(
+                "`func.lower(User.email)` cannot use the index on `users.email` (`unique=True`): "
+                "the filter scans the table — add "
+                '`Index("ix_users_email_lower", func.lower(User.email))` or compare the column '
+                "itself"
+            ),
+        ),
+        # Legacy Query, `in_()`, sa.func through an alias.
+        Invalid(
+            """
+            import sqlalchemy as sa
+            from app import models
+
+            def search(session, prefix):
+                query = session.query(models.User)
+                return query.filter(sa.func.upper(models.User.username).in_(prefix)).all()
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+        ),
+        # date() on an indexed timestamp inside and_().
+        Invalid(
+            """
+            from sqlalchemy import and_, func, select
+            from app.models import User
+
+            def joined_on(session, day, active):
+                return session.scalars(
+                    select(User).where(and_(User.id > 0, func.date(User.created_at) == day))
+                ).all()
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+        ),
+        # Flask-SQLAlchemy's db.func, on a column with index=True.
+        Invalid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+
+            db = SQLAlchemy()
+
+            class Account(db.Model):
+                id = db.Column(db.Integer, primary_key=True)
+                email = db.Column(db.String, index=True)
+
+            def find(email):
+                return Account.query.filter(db.func.lower(Account.email) == email).first()
+            """,
+            line=10,
+        ),
+        # SQLModel: `index=True` on a Field.
+        Invalid(
+            """
+            from sqlmodel import Field, Session, SQLModel, func, select
+
+            class Hero(SQLModel, table=True):
+                id: int | None = Field(default=None, primary_key=True)
+                name: str = Field(index=True)
+
+            def find(session: Session, name: str):
+                stmt = select(Hero).where(func.lower(Hero.name) == name.lower())
+                return session.exec(stmt).first()
+            """,
+            line=8,
+        ),
+    )
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        # One argument: `lower(email)`; `coalesce(a, b)` or `row(a, b)` are other expressions
+        # that no single-column index was meant for.
+        if not isinstance(func, ast.Attribute) or len(node.args) != 1 or node.keywords:
+            return
+        if self.ctx.names.sqla_name(func.value) != "func":
+            return
+        column = node.args[0]
+        if not isinstance(column, ast.Attribute):
+            return
+        model = self.ctx.index.model_for_expr(self.ctx, column.value)
+        # Without the table's name, migrations' indexes cannot be matched: stay silent.
+        if model is None or column.attr not in model.columns or not model.table:
+            return
+        if not self._in_filter(node):
+            return
+        index = self.ctx.index
+        if not index.is_indexed(model, column.attr):
+            return
+        function = func.attr.lower()
+        if index.has_functional_index(model, function, column.attr) is not False:
+            return
+        facts = model.columns[column.attr]
+        why = (
+            "primary key"
+            if facts.primary_key
+            else "`unique=True`"
+            if facts.unique
+            else "`index=True`"
+            if facts.index
+            else "an `Index`"
+        )
+        self.report(
+            node,
+            expr=self.ctx.text(node),
+            table=model.table or model.name,
+            column=facts.name,
+            why=why,
+            function=function,
+            model=model.name,
+            attr=column.attr,
+        )
+
+    def _in_filter(self, node: ast.Call) -> bool:
+        """Whether the call is compared inside a where()/filter() condition."""
+        compared = False
+        child: ast.AST = node
+        for ancestor in self.ctx.ancestors(node):
+            if isinstance(ancestor, ast.Compare):
+                if not all(isinstance(op, _INDEXABLE_OPS) for op in ancestor.ops):
+                    return False
+                compared = True
+            elif (
+                isinstance(ancestor, ast.Attribute)
+                and ancestor.value is child
+                and ancestor.attr in _COMPARATORS
+            ):
+                compared = True
+            elif isinstance(ancestor, ast.Call):
+                func = ancestor.func
+                if isinstance(func, ast.Attribute) and func.attr in _FILTERS and child is not func:
+                    return compared
+                if (
+                    isinstance(func, (ast.Name, ast.Attribute))
+                    and self.ctx.names.sqla_name(func) in _CONJUNCTIONS
+                ):
+                    child = ancestor
+                    continue
+                if child is func:
+                    child = ancestor
+                    continue
+                if isinstance(func, ast.Attribute) and func.attr in (
+                    "order_by",
+                    "group_by",
+                    "select",
+                    "add_columns",
+                ):
+                    return False
+            elif isinstance(ancestor, ast.stmt):
+                return False
+            child = ancestor
+        return False

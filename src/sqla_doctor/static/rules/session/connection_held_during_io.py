@@ -1,0 +1,403 @@
+"""SQD106: external I/O while a session holds a checked-out connection."""
+
+from __future__ import annotations
+
+import ast
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.static.flow import (
+    ClientValue,
+    FunctionFlow,
+    SessionValue,
+    flow_for,
+    io_kind,
+    receiver_key,
+    worth_analysing,
+)
+from sqla_doctor.static.lifecycle import QUERIES, session_names
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_RELEASE = frozenset({"commit", "rollback", "close"})
+_CLIENT_METHODS = frozenset(
+    {
+        "get",
+        "post",
+        "put",
+        "patch",
+        "delete",
+        "head",
+        "options",
+        "request",
+        "send",
+        "stream",
+        "sendmail",
+        "send_message",
+        "ws_connect",
+    }
+)
+_FILES = {
+    "app/__init__.py": "",
+    "app/db.py": """
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    engine = create_async_engine("postgresql+asyncpg://app@db/app")
+    SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
+    """,
+    "app/models.py": """
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class User(Base):
+        __tablename__ = "users"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        email: Mapped[str]
+        verified: Mapped[bool] = mapped_column(default=False)
+    """,
+}
+
+
+class ConnectionHeldDuringIo(Rule):
+    """
+    ## What it does
+    Checks for an HTTP request (`httpx`, `requests`, `aiohttp`, `urllib`), an SMTP call
+    or a sleep (`asyncio.sleep`, `time.sleep`) made after a session has run a query
+    and before it commits, rolls back or closes — directly, through a client such as
+    `httpx.AsyncClient`, or through a project function that makes the call itself.
+
+    ## Why is this bad?
+    The first query checks a connection out of the pool and holds it, inside a
+    transaction, until the session commits or closes. While the code waits on a slow
+    API, that connection serves nobody; with a few concurrent requests the pool is
+    empty and everything else queues: `TimeoutError: QueuePool limit of size 5
+    overflow 10 reached`. On PostgreSQL the open transaction also holds its locks
+    (`idle in transaction`).
+
+    ## Example
+    ```python
+    async with SessionLocal() as s:
+        user = await s.get(User, 1)
+        await some_http_call()  # connection held
+        await s.commit()
+    ```
+
+    Use instead:
+    ```python
+    async with SessionLocal() as s:
+        user = await s.get(User, 1)
+    await some_http_call()
+    async with SessionLocal() as s:
+        ...
+    ```
+    Acquire late, release early: read what the call needs, end the transaction, then
+    call out.
+
+    ## References
+    - [Connection pooling](https://docs.sqlalchemy.org/en/20/core/pooling.html)
+    - [Session transaction lifecycle](https://docs.sqlalchemy.org/en/20/orm/session_transaction.html)
+    """
+
+    code = "SQD106"
+    name = "connection-held-during-io"
+    pitfalls = ("P07",)
+    severity = Severity.WARNING
+    message = (
+        "`{call}` ({kind}) runs while `{session}` holds a database connection (query at line "
+        "{line}, transaction still open) — commit or close first, or make the call before "
+        "querying"
+    )
+
+    VALID = (
+        Valid(
+            """
+            import httpx
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def verify(user_id):
+                async with SessionLocal() as s:
+                    user = await s.get(User, user_id)
+                    email = user.email
+                async with httpx.AsyncClient() as client:
+                    await client.post("https://mail.example/verify", json={"to": email})
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+        ),
+        # Committed before the call; the call before the first query.
+        Valid(
+            """
+            import asyncio
+            import httpx
+            from app.models import User
+
+            async def verify(session, user_id):
+                response = await httpx.AsyncClient().get("https://example.com")
+                user = await session.get(User, user_id)
+                user.verified = True
+                await session.commit()
+                await asyncio.sleep(1)
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+        ),
+        # Something named `session` that is not SQLAlchemy's.
+        Valid(
+            """
+            import aiohttp
+            import time
+
+            async def crawl(urls):
+                async with aiohttp.ClientSession() as session:
+                    for url in urls:
+                        await session.get(url)
+                        time.sleep(0.1)
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+        ),
+        # No query yet: `add()` does not check out a connection.
+        Valid(
+            """
+            import requests
+            from app.models import User
+
+            def create(session, email):
+                session.add(User(email=email))
+                requests.post("https://hooks.example/created", json={"email": email})
+                session.commit()
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+        ),
+        # Not I/O: building a client, a timeout object.
+        Valid(
+            """
+            import httpx
+            from app.models import User
+
+            async def setup(session):
+                await session.get(User, 1)
+                client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+                await session.commit()
+                return client
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+        ),
+    )
+    INVALID = (
+        # The seed's shape.
+        Invalid(
+            """
+            from app.db import SessionLocal
+            from app.external import some_http_call
+            from app.models import User
+
+            async def handler():
+                async with SessionLocal() as s:
+                    user = await s.get(User, 1)
+                    await some_http_call()
+                    await s.commit()
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/external.py": """
+                import httpx
+
+                async def some_http_call():
+                    async with httpx.AsyncClient() as client:
+                        return await client.get("https://api.example.com/slow")
+                """,
+            },
+            line=8,
+            expected_message=(
+                "`some_http_call()` (HTTP request, in `some_http_call()`) runs while `s` holds a "
+                "database connection (query at line 7, transaction still open) — commit or close "
+                "first, or make the call before querying"
+            ),
+        ),
+        # A FastAPI dependency's session and an httpx client.
+        Invalid(
+            """
+            import httpx
+            from fastapi import Depends
+            from sqlalchemy import select
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from app.models import User
+
+            async def sync_user(user_id: int, session: AsyncSession = Depends()):
+                user = (await session.scalars(select(User).where(User.id == user_id))).one()
+                async with httpx.AsyncClient() as client:
+                    profile = await client.get(f"https://crm.example/users/{user.email}")
+                user.verified = profile.status_code == 200
+                await session.commit()
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+        ),
+        # A sync worker that sleeps between retries with a transaction open.
+        Invalid(
+            """
+            import time
+            import requests
+            from sqlalchemy.orm import Session
+            from app.models import User
+
+            def notify(session: Session):
+                users = session.query(User).filter(User.verified.is_(False)).all()
+                for user in users:
+                    requests.post("https://hooks.example", json={"id": user.id})
+                    time.sleep(0.5)
+                session.commit()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=9,
+        ),
+        # Flask-SQLAlchemy's db.session and urllib.
+        Invalid(
+            """
+            from urllib.request import urlopen
+            from flask_sqlalchemy import SQLAlchemy
+            from sqlalchemy import text
+
+            db = SQLAlchemy()
+
+            def refresh_rates():
+                db.session.execute(text("SELECT 1"))
+                rates = urlopen("https://rates.example/today").read()
+                db.session.commit()
+                return rates
+            """,
+            line=9,
+        ),
+        # asyncio.sleep in a polling loop on one session.
+        Invalid(
+            """
+            import asyncio
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def wait_for_verification(user_id):
+                async with SessionLocal() as session:
+                    while True:
+                        user = await session.scalar(select(User).where(User.id == user_id))
+                        if user.verified:
+                            return user
+                        await asyncio.sleep(2)
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+            line=12,
+        ),
+    )
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if not worth_analysing(self.ctx, node):
+            return
+        flow = flow_for(self.ctx, node)
+        sessions = session_names(flow)
+        if not sessions:
+            return
+        io_calls = [
+            (call, kind) for call in flow.calls if (kind := self._io(flow, call)) is not None
+        ]
+        if not io_calls:
+            return
+        for key, session in sessions.items():
+            self._check(flow, key, session, io_calls)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _check(
+        self,
+        flow: FunctionFlow,
+        key: str,
+        session: SessionValue,
+        io_calls: list[tuple[ast.Call, str]],
+    ) -> None:
+        events: list[tuple[tuple[int, int], str, ast.Call]] = []
+        for call in flow.calls_on(key):
+            func = call.func
+            assert isinstance(func, ast.Attribute)
+            if func.attr in QUERIES:
+                events.append(((call.lineno, call.col_offset), "query", call))
+            elif func.attr in _RELEASE:
+                events.append(((call.lineno, call.col_offset), "release", call))
+        for call, _ in io_calls:
+            events.append(((call.lineno, call.col_offset), "io", call))
+        # A project function that commits ends the transaction of a shared session
+        # (`db.session`, `self.session`) or of one it is given.
+        for call in flow.calls:
+            if not isinstance(call.func, (ast.Name, ast.Attribute)) or call in flow.calls_on(key):
+                continue
+            qualified = flow.qualify(call.func)
+            function = self.ctx.index.function(qualified) if qualified else None
+            if (
+                function is not None
+                and function.commits
+                and (
+                    session.how in ("flask", "attr")
+                    or any(
+                        receiver_key(a) == key
+                        for a in (*call.args, *(k.value for k in call.keywords))
+                        if isinstance(a, (ast.Name, ast.Attribute))
+                    )
+                )
+            ):
+                events.append(((call.lineno, call.col_offset), "release", call))
+        # Leaving `with Factory() as s:` closes it; leaving `with s.begin():` commits.
+        for with_node in flow.withs:
+            for item in with_node.items:
+                expr = item.context_expr
+                bound = isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == key
+                begins = (
+                    isinstance(expr, ast.Call)
+                    and isinstance(expr.func, ast.Attribute)
+                    and expr.func.attr == "begin"
+                    and receiver_key(expr.func.value) == key
+                )
+                if bound or begins:
+                    end = (with_node.end_lineno or with_node.lineno, with_node.end_col_offset or 0)
+                    events.append((end, "release", with_node))  # type: ignore[arg-type]
+        events.sort(key=lambda e: e[0])
+        held: ast.Call | None = None
+        kinds = {id(c): k for c, k in io_calls}
+        for _, event, call in events:
+            if event == "query":
+                held = held or call
+            elif event == "release":
+                held = None
+            elif held is not None:
+                text = self.ctx.text(call)
+                if len(text) > 50:
+                    text = text[:47] + "..."
+                self.report(call, call=text, kind=kinds[id(call)], session=key, line=held.lineno)
+                return
+
+    def _io(self, flow: FunctionFlow, call: ast.Call) -> str | None:
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr in _CLIENT_METHODS:
+            receiver = flow.value(func.value)
+            if isinstance(receiver, ClientValue):
+                return receiver.kind
+        if not isinstance(func, (ast.Name, ast.Attribute)):
+            return None
+        if receiver_key(func) is None:
+            return None
+        qualified = flow.qualify(func)
+        if qualified is None:
+            return None
+        kind = io_kind(qualified)
+        if kind is not None:
+            return kind
+        function = self.ctx.index.function(qualified)
+        if function is not None and function.io_call is not None:
+            inner = io_kind(function.io_call) or "external I/O"
+            return f"{inner}, in `{function.name}()`"
+        return None

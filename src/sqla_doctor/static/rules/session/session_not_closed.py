@@ -1,0 +1,338 @@
+"""SQD102: a session created outside `with` and never closed in a `finally`."""
+
+from __future__ import annotations
+
+import ast
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.static.flow import FunctionFlow, SessionValue, flow_for, worth_analysing
+from sqla_doctor.static.lifecycle import (
+    CLOSERS,
+    bound_to_connection,
+    closed_in_finally,
+    escapes,
+    managed_by_with,
+    method_calls,
+)
+from sqla_doctor.static.rule import Invalid, Rule, Valid
+
+_DB = """
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker, scoped_session
+
+engine = create_engine("postgresql+psycopg://app@db/app", pool_pre_ping=True)
+SessionLocal = sessionmaker(bind=engine, expire_on_commit=False)
+ScopedSession = scoped_session(SessionLocal)
+"""
+_FILES = {"app/__init__.py": "", "app/db.py": _DB}
+
+
+class SessionNotClosed(Rule):
+    """
+    ## What it does
+    Checks for a session made by calling a factory (`SessionLocal()`, `Session(engine)`,
+    `AsyncSession(engine)`, a `sessionmaker` under any name or alias, in any module)
+    that is neither used as a context manager nor closed in a `finally` block, and does
+    not leave the function (returned, yielded, stored on an object).
+
+    ## Why is this bad?
+    A session that is not closed keeps its connection checked out until the garbage
+    collector finds it, and an exception between creation and `close()` skips the
+    close entirely. Under load the pool runs dry: `TimeoutError: QueuePool limit of
+    size 5 overflow 10 reached, connection timed out`.
+
+    ## Known problems
+    Sessions from `scoped_session` registries (closed by `remove()` at the end of the
+    request) and Flask-SQLAlchemy's `db.session` are not reported; a module-level global
+    session is a different problem and is not reported either.
+
+    ## Example
+    ```python
+    def import_users(rows):
+        session = SessionLocal()
+        session.add_all(User(**row) for row in rows)
+        session.commit()
+        session.close()
+    ```
+
+    Use instead:
+    ```python
+    def import_users(rows):
+        with SessionLocal() as session:
+            session.add_all(User(**row) for row in rows)
+            session.commit()
+    ```
+
+    ## References
+    - [Opening and Closing a Session](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#opening-and-closing-a-session)
+    - [When do I construct a Session, when do I commit it, and when do I close it?](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#session-faq-whentocreate)
+    """
+
+    code = "SQD102"
+    name = "session-not-closed"
+    pitfalls = ("P06",)
+    severity = Severity.WARNING
+    message = "{problem}"
+
+    VALID = (
+        Valid(
+            """
+            from app.db import SessionLocal
+
+            def a():
+                with SessionLocal() as session:
+                    session.commit()
+
+            def b():
+                session = SessionLocal()
+                try:
+                    session.commit()
+                finally:
+                    session.close()
+
+            def c():
+                with SessionLocal.begin() as session:
+                    session.execute("SELECT 1")
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # Handed out: returned, yielded (SQD103's), stored on an object.
+        Valid(
+            """
+            from app.db import SessionLocal
+
+            def make():
+                return SessionLocal()
+
+            def get_db():
+                db = SessionLocal()
+                try:
+                    yield db
+                finally:
+                    db.close()
+
+            class UnitOfWork:
+                def __enter__(self):
+                    self.session = SessionLocal()
+                    return self
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # A scoped_session registry, Flask-SQLAlchemy's db.session.
+        Valid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            from app.db import ScopedSession
+
+            db = SQLAlchemy()
+
+            def a():
+                session = ScopedSession()
+                session.commit()
+                db.session.commit()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # Not a session: a requests session, a factory of something else.
+        Valid(
+            """
+            import requests
+            from app.db import engine
+
+            def a():
+                session = requests.Session()
+                session.get("https://example.com")
+                conn = engine.connect()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # Bound to a connection someone else owns (tests, Alembic migrations).
+        Valid(
+            """
+            from alembic import op
+            from sqlalchemy.orm import Session
+
+            def upgrade():
+                bind = op.get_bind()
+                session = Session(bind=bind)
+                session.execute("UPDATE users SET active = true")
+                session.commit()
+
+            async def fixture(engine):
+                connection = await engine.connect()
+                s = Session(bind=connection, join_transaction_mode="create_savepoint")
+                return 1
+            """
+        ),
+        # Async: `async with`, and `await s.close()` in a finally.
+        Valid(
+            """
+            from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+            factory = async_sessionmaker(expire_on_commit=False)
+
+            async def a(engine):
+                async with AsyncSession(engine) as s:
+                    await s.commit()
+                s2 = factory()
+                try:
+                    await s2.commit()
+                finally:
+                    await s2.close()
+            """
+        ),
+    )
+    INVALID = (
+        Invalid(
+            """
+            from app.db import SessionLocal
+            from app.models import User
+
+            def import_users(rows):
+                session = SessionLocal()
+                session.add_all(User(**row) for row in rows)
+                session.commit()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=5,
+            expected_message=(
+                "`session = SessionLocal()` is never closed: its connection stays checked out "
+                "until garbage collection — use `with SessionLocal() as session:` or close it "
+                "in a `finally`"
+            ),
+        ),
+        # Closed, but only when nothing raised before.
+        Invalid(
+            """
+            from app.db import SessionLocal as make_session
+
+            def purge():
+                s = make_session()
+                s.execute("DELETE FROM audit")
+                s.commit()
+                s.close()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=4,
+            expected_message=(
+                "`s = make_session()` is closed at line 7 only if nothing raises before it: "
+                "an exception leaks its connection — use `with make_session() as s:` or close "
+                "it in a `finally`"
+            ),
+        ),
+        # A session made and used in one expression: nobody can close it.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            def count():
+                return len(SessionLocal().scalars(select(User)).all())
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=6,
+        ),
+        # Session(engine) in an async task.
+        Invalid(
+            """
+            from sqlalchemy.ext.asyncio import AsyncSession
+
+            async def refresh_cache(engine):
+                session = AsyncSession(engine)
+                await session.execute("REFRESH MATERIALIZED VIEW stats")
+                await session.commit()
+            """,
+            line=4,
+        ),
+        # A method that opens a session for a unit of work but closes it outside finally.
+        Invalid(
+            """
+            from app import db
+
+            class Exporter:
+                def run(self):
+                    session = db.SessionLocal()
+                    rows = session.execute("SELECT * FROM users").all()
+                    session.close()
+                    return rows
+            """,
+            path="app/export.py",
+            files=_FILES,
+            line=5,
+        ),
+    )
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if not worth_analysing(self.ctx, node):
+            return
+        flow = flow_for(self.ctx, node)
+        for name, binding, value in flow.sessions():
+            if binding.kind != "assign" or value.how != "call" or not self._owns(value):
+                continue
+            call = binding.value
+            assert call is not None
+            if managed_by_with(flow, name) or closed_in_finally(flow, name) or escapes(flow, name):
+                continue
+            if bound_to_connection(flow, call):
+                continue
+            # Rebound later to something else, or bound in a loop: stay simple.
+            if len(flow.bindings.get(name, ())) > 1:
+                continue
+            self._report_binding(flow, name, call)
+        for call in flow.calls:
+            func = call.func
+            if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Call):
+                continue
+            if func.attr in ("begin", "close") or isinstance(flow.parent(call), (ast.withitem,)):
+                continue
+            made = flow.value(func.value)
+            if (
+                isinstance(made, SessionValue)
+                and made.how == "call"
+                and self._owns(made)
+                and not bound_to_connection(flow, func.value)
+            ):
+                text = " ".join(self.ctx.text(func.value).split())
+                self.report(
+                    func.value,
+                    problem=(
+                        f"`{text}` makes a session that nothing can close: its connection stays "
+                        f"checked out until garbage collection — use `with {text} as session:`"
+                    ),
+                )
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    @staticmethod
+    def _owns(value: SessionValue) -> bool:
+        return (
+            not value.scoped and not value.commits and not (value.source or "").endswith(".begin")
+        )
+
+    def _report_binding(self, flow: FunctionFlow, name: str, call: ast.expr) -> None:
+        made = " ".join(self.ctx.text(call).split())
+        if len(made) > 40:
+            made = made[:37] + "..."
+        closes = [c for m, c in method_calls(flow, name) if m in CLOSERS]
+        use = f"use `with {made} as {name}:` or close it in a `finally`"
+        if isinstance(call, ast.Await):
+            use = f"use `async with {made[6:]} as {name}:` or close it in a `finally`"
+        if closes:
+            problem = (
+                f"`{name} = {made}` is closed at line {closes[0].lineno} only if nothing raises "
+                f"before it: an exception leaks its connection — {use}"
+            )
+        else:
+            problem = (
+                f"`{name} = {made}` is never closed: its connection stays checked out until "
+                f"garbage collection — {use}"
+            )
+        self.report(call, problem=problem)
