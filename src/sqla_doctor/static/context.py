@@ -15,9 +15,6 @@ from sqla_doctor.static.index.names import NameResolver
 if TYPE_CHECKING:
     from sqla_doctor.config import Config
 
-_PARENT = "_sqd_parent"
-
-
 class FileContext:
     """One parsed file, as rules see it."""
 
@@ -36,6 +33,9 @@ class FileContext:
         self.index = index
         self.names: NameResolver = index.resolver(facts)
         self._lines: list[str] | None = None
+        # Parent links live here, not on the nodes: an attribute pointing back up would
+        # make every tree a reference cycle that only the garbage collector can free.
+        self.parents: dict[int, ast.AST] = {}
 
     @property
     def lines(self) -> list[str]:
@@ -71,10 +71,8 @@ class FileContext:
         return ast.get_source_segment(self.source, node) or ""
 
     # Tree navigation -----------------------------------------------------------------
-    @staticmethod
-    def parent(node: ast.AST) -> ast.AST | None:
-        parent: ast.AST | None = getattr(node, _PARENT, None)
-        return parent
+    def parent(self, node: ast.AST) -> ast.AST | None:
+        return self.parents.get(id(node))
 
     def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
         current = self.parent(node)
@@ -112,7 +110,3 @@ class ProjectContext:
         from sqla_doctor.static.files import display_path
 
         return display_path(path, self.root)
-
-
-def set_parent(child: ast.AST, parent: ast.AST) -> None:
-    setattr(child, _PARENT, parent)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import gc
 import fnmatch
 import gc
 import hashlib
@@ -24,7 +25,7 @@ from sqla_doctor.config import Config
 from sqla_doctor.findings import Finding, Kind, Location, Severity
 from sqla_doctor.registry import Check, Registry, registry
 from sqla_doctor.static.cache import FileCache
-from sqla_doctor.static.context import FileContext, ProjectContext, set_parent
+from sqla_doctor.static.context import FileContext, ProjectContext
 from sqla_doctor.static.files import discover, display_path, module_for
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.parallel import PARALLEL_MIN_FILES, parallel_prepare, parallel_rules
@@ -141,6 +142,28 @@ def _decode_and_parse(item: SourceFile, data: bytes) -> SourceFile:
     return item
 
 
+@contextlib.contextmanager
+def _collector_spares_trees() -> Iterator[Callable[[], None]]:
+    """Keep the cycle collector off while trees are built, and unfreeze at the end.
+
+    Trees are acyclic (parent links live in a dict), so reference counting frees them;
+    letting the collector walk millions of live nodes again and again doubled the run time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+
+    def resume() -> None:
+        if enabled:
+            gc.enable()
+
+    try:
+        yield resume
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
 class TreeBudget:
     """Keep parsed trees between the passes while they fit; re-parse the rest later.
 
@@ -237,12 +260,18 @@ class Engine:
         )
         cache = FileCache.load(self.cache_dir) if self.cache_dir is not None else None
         displays = [display_path(path, self.config.root) for path in files]
-        if self.jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
-            sources = parallel_prepare(files, displays, cache, self.jobs)
-        else:
-            budget = TreeBudget()
-            sources = [prepare(p, d, cache, budget) for p, d in zip(files, displays, strict=True)]
-        return self.check_sources(sources, scanned_paths=list(paths), cache=cache)
+        with _collector_spares_trees() as resume_collector:
+            if self.jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
+                sources = parallel_prepare(files, displays, cache, self.jobs)
+            else:
+                budget = TreeBudget()
+                pairs = zip(files, displays, strict=True)
+                sources = [prepare(p, d, cache, budget) for p, d in pairs]
+            # Everything alive now (kept trees, facts) lives until the end of the run;
+            # freezing it spares the collector from walking it again and again.
+            gc.freeze()
+            resume_collector()
+            return self.check_sources(sources, scanned_paths=list(paths), cache=cache)
 
     def check_sources(
         self,
@@ -346,7 +375,7 @@ class Engine:
                 elif attr.startswith("leave_"):
                     leave.setdefault(attr[6:], []).append(getattr(rule, attr))
         try:
-            events = _link_and_order(ctx.tree, set(visit), set(leave))
+            events = _link_and_order(ctx.tree, set(visit), set(leave), ctx.parents)
         except RecursionError:
             return [_unparsable(ctx.path, 1, 1, "file is nested too deeply to analyse")]
         broken: set[int] = set()
@@ -422,9 +451,9 @@ class Engine:
 
 
 def _link_and_order(
-    tree: ast.AST, visit_types: set[str], leave_types: set[str]
+    tree: ast.AST, visit_types: set[str], leave_types: set[str], parents: dict[int, ast.AST]
 ) -> list[tuple[ast.AST, bool]]:
-    """Set parent links on every node and list (node, entering) events in tree order.
+    """Record every node's parent and list (node, entering) events in tree order.
 
     Parents are linked for the whole tree before any rule runs, so a rule visiting a
     node may navigate anywhere inside it.
@@ -444,7 +473,7 @@ def _link_and_order(
             stack.append((node, False))
         children = list(iter_children(node))
         for child in reversed(children):
-            set_parent(child, node)
+            parents[id(child)] = node
             stack.append((child, True))
     return events
 
