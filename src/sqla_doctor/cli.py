@@ -230,15 +230,18 @@ def _existing_paths(paths: list[Path], errors: _Errors) -> list[Path]:
 
 
 def _selection(args: argparse.Namespace, config: Config, errors: _Errors) -> set[str]:
+    from sqla_doctor.registry import static_registry
     from sqla_doctor.static.engine import selected_codes
 
     try:
         return selected_codes(
-            registry(), config, args.select, args.ignore, kinds=(Kind.STATIC, Kind.MIGRATION)
+            static_registry(), config, args.select, args.ignore, kinds=(Kind.STATIC, Kind.MIGRATION)
         )
     except KeyError as error:
         errors(f"unknown rule selector {error.args[0]!r} (see `sqla-doctor rules`)")
-        return selected_codes(registry(), config, None, None, kinds=(Kind.STATIC, Kind.MIGRATION))
+        return selected_codes(
+            static_registry(), config, None, None, kinds=(Kind.STATIC, Kind.MIGRATION)
+        )
 
 
 def _analyse(

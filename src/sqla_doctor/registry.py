@@ -208,10 +208,20 @@ class Registry:
 
 
 @cache
-def registry() -> Registry:
-    """The registry of every check shipped with sqla-doctor (imported once)."""
-    names = [name for package in CHECK_PACKAGES for name in _iter_modules(package)]
+def registry(packages: tuple[str, ...] = CHECK_PACKAGES) -> Registry:
+    """The registry of every check shipped with sqla-doctor (imported once per selection)."""
+    names = [name for package in packages for name in _iter_modules(package)]
     return Registry(_concrete_checks(names))
+
+
+def static_registry() -> Registry:
+    """Only the static rules and migration checks: `check` need not import the runtime."""
+    return registry(("sqla_doctor.static.rules",))
+
+
+def find_check(code: str) -> type[Check] | None:
+    """A check by code or name, importing the runtime detectors only when needed."""
+    return static_registry().get(code) or registry().get(code)
 
 
 def dedent_source(source: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqla_doctor.findings import Finding, Location, Severity
-from sqla_doctor.registry import DOCS_BASE_URL, registry
+from sqla_doctor.registry import DOCS_BASE_URL, find_check
 from sqla_doctor.report import ReportContext
 
 _EXCERPT_CONTEXT = 2
@@ -171,7 +171,6 @@ def _queries(context: ReportContext) -> str:
 
 
 def render(findings: Sequence[Finding], context: ReportContext) -> str:
-    checks = registry()
     cache: dict[str, list[str] | None] = {}
     by_rule: dict[str, list[Finding]] = defaultdict(list)
     for finding in findings:
@@ -181,7 +180,7 @@ def render(findings: Sequence[Finding], context: ReportContext) -> str:
     sections = []
     for code in sorted(by_rule):
         group = by_rule[code]
-        check = checks.get(code)
+        check = find_check(code)
         summary = check.doc().summary() if check else ""
         by_file: dict[str, list[Finding]] = defaultdict(list)
         for finding in group:

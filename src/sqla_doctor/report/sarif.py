@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqla_doctor.findings import Finding, Location, Severity
-from sqla_doctor.registry import DOCS_BASE_URL, Check, registry
+from sqla_doctor.registry import DOCS_BASE_URL, Check, find_check
 from sqla_doctor.report import ReportContext
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -111,13 +111,12 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
 
 
 def document(findings: Sequence[Finding], context: ReportContext) -> dict[str, Any]:
-    checks = registry()
     descriptors: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for finding in findings:
         if finding.code in index:
             continue
-        check = checks.get(finding.code)
+        check = find_check(finding.code)
         index[finding.code] = len(descriptors)
         descriptors.append(_rule_descriptor(check) if check else _adhoc_descriptor(finding))
     run: dict[str, Any] = {

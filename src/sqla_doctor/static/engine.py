@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqla_doctor.config import Config
 from sqla_doctor.findings import Finding, Kind, Location, Severity
-from sqla_doctor.registry import Check, Registry, registry
+from sqla_doctor.registry import Check, Registry, static_registry
 from sqla_doctor.static.cache import FileCache
 from sqla_doctor.static.context import FileContext, ProjectContext
 from sqla_doctor.static.files import discover, display_path, module_for
@@ -236,7 +236,7 @@ class Engine:
         self.selected = selected
         self.cache_dir = cache_dir
         self.jobs = max(1, jobs)
-        self.registry = checks or registry()
+        self.registry = checks or static_registry()
         self.file_rules: list[type[Rule]] = []
         self.project_rules: list[type[ProjectRule]] = []
         for check in self.registry:
