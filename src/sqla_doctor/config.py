@@ -30,6 +30,7 @@ class RuntimeConfig:
     mode: str = "warn"
     n_plus_one_threshold: int = 2
     repeated_statement_threshold: int = 5
+    attribute_reload_threshold: int = 5
     held_connection_seconds: float = 1.0
     idle_transaction_seconds: float = 5.0
     pool_saturation_ratio: float = 0.8

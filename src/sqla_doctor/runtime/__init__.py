@@ -1,1 +1,321 @@
-"""runtime."""
+"""The runtime doctor: watches a running program through SQLAlchemy's public events.
+
+Two entry points::
+
+    import sqla_doctor
+
+    sqla_doctor.install()            # every engine and session in the process
+
+    with sqla_doctor.track() as uow: # one unit of work: a request, a test, a job
+        ...
+    uow.findings, uow.query_count
+
+``track()`` is also a decorator, for plain and ``async`` functions, and works without
+``install()``. Settings come from ``[tool.sqla-doctor.runtime]`` in the nearest
+pyproject.toml; ``mode`` is ``warn`` (a Python warning at the user's line), ``log``,
+``raise`` (a ``PitfallError`` at the end of the unit of work) or ``collect``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import Token
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from sqla_doctor.config import Config, RuntimeConfig
+from sqla_doctor.config import load as load_config
+from sqla_doctor.findings import Finding
+from sqla_doctor.runtime import listeners
+from sqla_doctor.runtime.modes import (
+    EngineWarning,
+    LoadingWarning,
+    MappingWarning,
+    NPlusOneWarning,
+    PitfallError,
+    QueryWarning,
+    SessionWarning,
+    SqlaDoctorError,
+    SqlaDoctorWarning,
+    describe,
+)
+from sqla_doctor.runtime.unit_of_work import Settings, UnitOfWork, current, process
+
+__all__ = [
+    "EngineWarning",
+    "LoadingWarning",
+    "MappingWarning",
+    "NPlusOneWarning",
+    "PitfallError",
+    "QueryWarning",
+    "SessionWarning",
+    "SqlaDoctorError",
+    "SqlaDoctorWarning",
+    "Tracker",
+    "UnitOfWork",
+    "collected",
+    "install",
+    "installed",
+    "shutdown",
+    "statements_observed",
+    "track",
+    "uninstall",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_settings_lock = threading.Lock()
+_loaded: Settings | None = None
+
+
+def _as_config(config: Config | RuntimeConfig | None) -> Config | None:
+    if isinstance(config, RuntimeConfig):
+        return Config(runtime=config)
+    return config
+
+
+def _default_settings() -> Settings:
+    """The installed settings, or the project's configuration read once."""
+    global _loaded
+    if process.settings is not None:
+        return process.settings
+    with _settings_lock:
+        if _loaded is None:
+            _loaded = Settings.build(load_config())
+        return _loaded
+
+
+def install(
+    *,
+    mode: str | None = None,
+    config: Config | RuntimeConfig | None = None,
+    on_finding: Callable[[Finding], None] | Iterable[Callable[[Finding], None]] = (),
+) -> None:
+    """Watch every engine and session of the process.
+
+    Code outside ``track()`` gets one implicit unit of work per Session (and per pooled
+    connection used without a Session); its findings are emitted as they are found.
+    ``on_finding`` is called with every finding of every unit of work. Calling
+    ``install()`` again replaces the settings and adds the callbacks.
+    """
+    resolved = _as_config(config) or load_config()
+    callbacks = [on_finding] if callable(on_finding) else list(on_finding)
+    settings = Settings.build(resolved, mode=mode)
+    listeners.register()
+    process.on_finding.extend(c for c in callbacks if c not in process.on_finding)
+    process.settings = settings
+    process.collecting = True
+    process.installed = True
+
+
+def uninstall() -> None:
+    """Stop watching: report what live sessions still hold, then remove every listener."""
+    if process.installed:
+        listeners.shutdown()
+    process.installed = False
+    process.collecting = False
+    process.settings = None
+    process.on_finding = []
+    listeners.unregister()
+    process.records.clear()
+    process.checkouts.clear()
+    process.checkouts_by_fairy.clear()
+    process.dead.clear()
+
+
+def installed() -> bool:
+    return process.installed
+
+
+def collected() -> list[Finding]:
+    """Every finding since ``install()``, one per place, sorted by location."""
+    return process.findings()
+
+
+def statements_observed() -> int:
+    """How many statements reached a DBAPI cursor while listeners were registered."""
+    return process.statements
+
+
+def shutdown() -> None:
+    """Report what live sessions and connections still hold (also run at exit)."""
+    listeners.shutdown()
+
+
+class Tracker:
+    """One kind of unit of work: a context manager (sync or async) and a decorator.
+
+    Each ``with``/``async with`` block or decorated call is its own ``UnitOfWork``;
+    ``last`` is the most recent one that ended.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        mode: str | None = None,
+        config: Config | RuntimeConfig | None = None,
+    ) -> None:
+        self.name = name
+        self.mode = mode
+        self.config = _as_config(config)
+        self.last: UnitOfWork | None = None
+        self._open: list[tuple[UnitOfWork, Token[UnitOfWork | None]]] = []
+        self._settings: Settings | None = None
+        # Validate the mode now, where the caller wrote it.
+        self.settings()
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            if self.config is not None:
+                self._settings = Settings.build(self.config, mode=self.mode)
+            else:
+                self._settings = _default_settings().with_overrides(mode=self.mode)
+        return self._settings
+
+    def start(self) -> UnitOfWork:
+        listeners.register()
+        uow = UnitOfWork(self.settings(), self.name, explicit=True)
+        self._open.append((uow, current.set(uow)))
+        return uow
+
+    def stop(self, error: BaseException | None = None) -> UnitOfWork:
+        active = current.get()
+        for index in range(len(self._open) - 1, -1, -1):
+            if self._open[index][0] is active:
+                uow, token = self._open.pop(index)
+                break
+        else:
+            uow, token = self._open.pop()
+        listeners.end_unit(uow)
+        try:
+            current.reset(token)
+        except ValueError:
+            # Exited in another context than it was entered in (a task switch):
+            # restore what the token remembers.
+            previous = token.old_value
+            current.set(None if previous is Token.MISSING else previous)
+        parent = current.get()
+        if parent is not None:
+            parent.absorb(uow)
+        self.last = uow
+        _release(uow, error)
+        return uow
+
+    def __enter__(self) -> UnitOfWork:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(exc)
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(exc)
+
+    def __call__(self, fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+            coroutine: Callable[..., Awaitable[Any]] = fn
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                self.start()
+                try:
+                    result = await coroutine(*args, **kwargs)
+                except BaseException as error:
+                    self.stop(error)
+                    raise
+                self.stop()
+                return result
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            self.start()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:
+                self.stop(error)
+                raise
+            self.stop()
+            return result
+
+        return run  # type: ignore[return-value]
+
+
+def _release(uow: UnitOfWork, error: BaseException | None) -> None:
+    """Emit a finished unit's findings; never hide an exception already on its way."""
+    if error is None:
+        uow.release(final=True)
+        return
+    if uow.settings.mode == "raise":
+        pending = uow.take_unemitted()
+        if pending:
+            _note(error, describe(pending))
+        return
+    try:
+        uow.release(final=True, can_raise=False)
+    except SqlaDoctorWarning as warning:
+        _note(error, str(warning))
+
+
+def _note(error: BaseException, text: str) -> None:
+    if sys.version_info >= (3, 11):
+        error.add_note(f"sqla-doctor: {text}")
+
+
+@overload
+def track(name: F, /) -> F: ...
+
+
+@overload
+def track(
+    name: str | None = None,
+    /,
+    *,
+    mode: str | None = None,
+    config: Config | RuntimeConfig | None = None,
+) -> Tracker: ...
+
+
+def track(
+    name: Any = None,
+    /,
+    *,
+    mode: str | None = None,
+    config: Config | RuntimeConfig | None = None,
+) -> Any:
+    """A unit of work: ``with track() as uow:``, ``async with track():`` or ``@track()``.
+
+    ``uow.findings`` and ``uow.query_count`` hold the result once the block ends. ``mode``
+    and ``config`` override the installed (or configured) settings for this unit.
+    """
+    if callable(name):
+        return Tracker(getattr(name, "__qualname__", None))(name)
+    return Tracker(name, mode=mode, config=config)
+
+
+# Under `sqla-doctor run`, the bootstrap starts the doctor once SQLAlchemy is imported;
+# when this package is what imported it, that has to wait until now.
+_ready = True
+if os.environ.get("SQLA_DOCTOR_RUN_DIR"):
+    from sqla_doctor.runtime.runner import child_start
+
+    child_start()

@@ -1,0 +1,256 @@
+"""What the runtime doctor costs an ORM-heavy program, and whether its memory stays flat.
+
+Runs each workload bare and with ``sqla_doctor.install()`` (detection on, ``collect``
+mode so nothing is printed), alternating in one process so that both see the same CPU
+frequency, caches and allocator state; the ratio of each pair's CPU time is taken and
+the median ratio reported. Then runs 200,000 statements with the doctor installed and reports how
+much traced memory grew.
+
+    python benchmarks/runtime_overhead.py [--rounds 15] [--statements 200000] [--json]
+
+Targets (issue 5): simple reads <= 1.08x, lazy-load loop <= 1.05x, memory growth
+<= 5 MB over 200,000 statements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, create_engine, select
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    relationship,
+    selectinload,
+    sessionmaker,
+)
+from sqlalchemy.pool import StaticPool
+
+import sqla_doctor
+from sqla_doctor.config import Config, RuntimeConfig
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    email: Mapped[str] = mapped_column(String(100))
+    posts: Mapped[list[Post]] = relationship(back_populates="author")
+
+
+class Post(Base):
+    __tablename__ = "posts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(100))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    author: Mapped[User] = relationship(back_populates="posts")
+
+
+USERS = 200
+POSTS_PER_USER = 3
+
+engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+Base.metadata.create_all(engine)
+SessionLocal = sessionmaker(engine)
+with SessionLocal() as setup:
+    setup.add_all(
+        User(
+            name=f"user{i}",
+            email=f"user{i}@example.com",
+            posts=[Post(title=f"post {i}.{j}") for j in range(POSTS_PER_USER)],
+        )
+        for i in range(USERS)
+    )
+    setup.commit()
+
+
+def simple_reads() -> None:
+    """A request's worth of point reads: a session, get() by id, a select by name."""
+    for i in range(1, 41):
+        with SessionLocal() as session:
+            user = session.get(User, i)
+            assert user is not None
+            session.scalars(select(User).where(User.name == f"user{i + 1}")).first()
+
+
+def eager_loads() -> None:
+    """Lists with their children loaded up front (selectinload)."""
+    with SessionLocal() as session:
+        for offset in range(0, USERS, 50):
+            users = session.scalars(
+                select(User).options(selectinload(User.posts)).offset(offset).limit(50)
+            ).all()
+            for user in users:
+                len(user.posts)
+
+
+def lazy_loop() -> None:
+    """The N+1 itself: one lazy load per user (the doctor reports it)."""
+    with SessionLocal() as session:
+        users = session.scalars(select(User).limit(60)).all()
+        for user in users:
+            len(user.posts)
+
+
+def flushes() -> None:
+    """Objects added and flushed, then rolled back so the table stays the same."""
+    with SessionLocal() as session:
+        for batch in range(4):
+            session.add_all(
+                User(name=f"new{batch}.{k}", email=f"n{batch}.{k}@example.com") for k in range(10)
+            )
+            session.flush()
+        session.rollback()
+
+
+WORKLOADS: dict[str, Callable[[], None]] = {
+    "simple_reads": simple_reads,
+    "eager_loads": eager_loads,
+    "lazy_loop": lazy_loop,
+    "flushes": flushes,
+}
+TARGETS = {"simple_reads": 1.08, "lazy_loop": 1.05}
+CONFIG = Config(runtime=RuntimeConfig(mode="collect"))
+
+
+def _time(fn: Callable[[], None], repeat: int) -> float:
+    # CPU time of this process: another busy process on the machine slows the wall
+    # clock of both sides unevenly, but not this.
+    start = time.process_time()
+    for _ in range(repeat):
+        fn()
+    return time.process_time() - start
+
+
+def _calibrate(fn: Callable[[], None], budget: float = 0.15) -> int:
+    repeat = 1
+    while _time(fn, repeat) < budget:
+        repeat *= 2
+    return repeat
+
+
+def overhead(rounds: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for name, fn in WORKLOADS.items():
+        for _ in range(3):  # warm SQLAlchemy's statement cache and both code paths
+            fn()
+        sqla_doctor.install(config=CONFIG)
+        fn()
+        sqla_doctor.uninstall()
+        repeat = _calibrate(fn)
+        ratios: list[float] = []
+        bare_times: list[float] = []
+        for round_ in range(rounds):
+            # Alternate which side runs first, so drift does not favour either.
+            order = (False, True) if round_ % 2 == 0 else (True, False)
+            timings = {}
+            for doctor in order:
+                if doctor:
+                    sqla_doctor.install(config=CONFIG)
+                gc.collect()
+                timings[doctor] = _time(fn, repeat)
+                if doctor:
+                    sqla_doctor.uninstall()
+            ratios.append(timings[True] / timings[False])
+            bare_times.append(timings[False] / repeat)
+        results[name] = {
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "bare_ms": statistics.median(bare_times) * 1000,
+        }
+    return results
+
+
+def memory(statements: int) -> dict[str, float]:
+    """Traced memory growth over ``statements`` statements, doctor installed."""
+    sqla_doctor.install(config=CONFIG)
+    executed = 0
+
+    def run(count: int) -> int:
+        done = 0
+        with SessionLocal() as session:
+            while done < count:
+                # A long-lived session is the worst case: its unit of work never ends.
+                for i in range(1, 51):
+                    session.get(User, i)
+                    done += 1
+                users = session.scalars(select(User).limit(25)).all()
+                done += 1
+                for user in users:
+                    len(user.posts)
+                    done += 1
+                session.expunge_all()
+        return done
+
+    try:
+        executed += run(10_000)  # warm-up: caches fill here, not in the measurement
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        observed_before = sqla_doctor.runtime.statements_observed()
+        executed += run(statements)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        observed = sqla_doctor.runtime.statements_observed() - observed_before
+    finally:
+        sqla_doctor.uninstall()
+    return {"statements": observed, "growth_mb": (after - before) / 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--statements", type=int, default=200_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    import sqlalchemy
+
+    results: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "sqlalchemy": sqlalchemy.__version__,
+        "overhead": overhead(args.rounds),
+        "memory": memory(args.statements) if args.statements else None,
+    }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"Python {results['python']}, SQLAlchemy {results['sqlalchemy']}, {args.rounds} rounds")
+    print(f"{'workload':<14} {'bare':>9} {'ratio':>7} {'min':>7} {'max':>7}  target")
+    for name, row in results["overhead"].items():
+        target = TARGETS.get(name)
+        verdict = (
+            ""
+            if target is None
+            else f"<= {target:.2f}x " + ("ok" if row["ratio"] <= target else "MISSED")
+        )
+        print(
+            f"{name:<14} {row['bare_ms']:>7.2f}ms {row['ratio']:>6.3f}x "
+            f"{row['ratio_min']:>6.3f}x {row['ratio_max']:>6.3f}x  {verdict}"
+        )
+    if results["memory"]:
+        mem = results["memory"]
+        verdict = "ok" if mem["growth_mb"] <= 5 else "MISSED"
+        print(
+            f"memory: {mem['growth_mb']:+.2f} MB over {mem['statements']:,} statements "
+            f"(target <= 5 MB: {verdict})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Where in the user's code a statement, a lazy load or an attribute read came from.
+
+The call site is the first frame outside SQLAlchemy, sqla-doctor, the standard library and
+installed packages. It is found by walking ``f_back`` from the event handler, which costs
+well under a microsecond for the dozen SQLAlchemy frames in between; formatting a
+traceback costs a hundred times more (django-debug-toolbar's lesson). Each file name is
+classified once.
+
+``AsyncSession`` runs the synchronous ORM inside a greenlet spawned by SQLAlchemy's
+``greenlet_spawn``; that greenlet's bottom frame has no ``f_back``, so the walk continues
+in the parent greenlet's suspended frame (``gr_frame``), which is ``greenlet_spawn``
+itself, awaited by the user's coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import site
+import sys
+import sysconfig
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+import sqlalchemy
+
+from sqla_doctor.static.files import display_path as _display_path
+
+_get_current_greenlet: Callable[[], Any] | None
+try:
+    # Imported by name: greenlet ships no type information.
+    _get_current_greenlet = importlib.import_module("greenlet").getcurrent
+except ImportError:  # pragma: no cover - greenlet is optional since SQLAlchemy 2.1
+    _get_current_greenlet = None
+
+USER: Final = 0
+THIRD_PARTY: Final = 1
+INTERNAL: Final = 2
+# The event loop running a task. Above it is whatever started the loop (the
+# ``asyncio.run()`` line), not the code the task belongs to: a statement issued from a
+# task with no user frame of its own (``AsyncSession.__aexit__`` closes the session in a
+# shielded task) has no call site, rather than a wrong one.
+BOUNDARY: Final = 3
+
+# Pseudo-files the user typed code into; other "<...>" names are generated code
+# (dataclass methods, ``exec`` in libraries) with no line a user could edit.
+_USER_PSEUDO_FILES = ("<stdin>", "<console>", "<ipython-input-")
+_CACHE_LIMIT = 20_000
+# Deep framework stacks are walked this far for a resource's opening stack, no further.
+_MAX_FRAMES = 96
+
+
+class CallSite:
+    """One frame of user code: where a finding points and what its key is made of.
+
+    ``caller`` is the file and line of the frame that called this one. Statements are
+    keyed on both, so that one helper called once from several places is not mistaken for
+    one helper called many times from a loop.
+    """
+
+    __slots__ = ("caller", "filename", "function", "lineno", "module")
+
+    def __init__(
+        self,
+        filename: str,
+        lineno: int,
+        function: str,
+        module: str | None = None,
+        caller: tuple[str, int] | None = None,
+    ) -> None:
+        self.filename = filename
+        self.lineno = lineno
+        self.function = function
+        self.module = module
+        self.caller = caller
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.filename, self.lineno)
+
+    def __repr__(self) -> str:
+        return f"CallSite({self.filename}:{self.lineno} in {self.function})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CallSite):
+            return NotImplemented
+        return (self.filename, self.lineno, self.function) == (
+            other.filename,
+            other.lineno,
+            other.function,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.filename, self.lineno, self.function))
+
+
+def _norm(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _dirs(paths: Iterable[str | None]) -> tuple[str, ...]:
+    seen: list[str] = []
+    for path in paths:
+        if path:
+            normalised = _norm(path).rstrip(os.sep) + os.sep
+            if normalised not in seen:
+                seen.append(normalised)
+    return tuple(seen)
+
+
+def _package_dir(module_file: str | None) -> str:
+    return os.path.dirname(module_file or "")
+
+
+_SQLA_DOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The demo app ships inside the package but is user code: its lines are what findings
+# should point at.
+_USER_INSIDE_US = _dirs([os.path.join(_SQLA_DOCTOR_DIR, "demo")])
+_INTERNAL_DIRS = _dirs([_package_dir(sqlalchemy.__file__), _SQLA_DOCTOR_DIR])
+
+
+def _site_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    # Console scripts (bin/pytest, bin/uvicorn) are installed code, not the user's.
+    candidates: list[str | None] = [
+        paths.get("purelib"),
+        paths.get("platlib"),
+        paths.get("scripts"),
+    ]
+    # Some virtualenv builds lack these functions.
+    with contextlib.suppress(AttributeError):
+        candidates += site.getsitepackages()
+    with contextlib.suppress(AttributeError):
+        candidates.append(site.getusersitepackages())
+    return _dirs(candidates)
+
+
+def _stdlib_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return _dirs([paths.get("stdlib"), paths.get("platstdlib"), os.path.dirname(os.__file__)])
+
+
+_THIRD_PARTY_DIRS = _site_dirs()
+_ASYNCIO_LOOP_FILES = tuple(
+    _norm(os.path.join(os.path.dirname(asyncio.__file__), name))
+    for name in ("events.py", "base_events.py", "tasks.py", "runners.py")
+)
+_STDLIB_DIRS = _stdlib_dirs()
+_kinds: dict[str, int] = {}
+
+
+def classify(filename: str) -> int:
+    """USER, THIRD_PARTY or INTERNAL for a code object's file name (cached)."""
+    kind = _kinds.get(filename)
+    if kind is None:
+        kind = _classify(filename)
+        if len(_kinds) >= _CACHE_LIMIT:
+            _kinds.clear()
+        _kinds[filename] = kind
+    return kind
+
+
+def _classify(filename: str) -> int:
+    if filename.startswith("<"):
+        return USER if filename.startswith(_USER_PSEUDO_FILES) else INTERNAL
+    path = _norm(filename)
+    if path.startswith(_ASYNCIO_LOOP_FILES):
+        return BOUNDARY
+    if path.startswith(_USER_INSIDE_US):
+        return USER
+    if path.startswith(_INTERNAL_DIRS):
+        return INTERNAL
+    # site-packages often lives below the standard library's directory: test it first.
+    parts = path.split(os.sep)
+    if path.startswith(_THIRD_PARTY_DIRS) or "site-packages" in parts or "dist-packages" in parts:
+        return THIRD_PARTY
+    if path.startswith(_STDLIB_DIRS):
+        return INTERNAL
+    return USER
+
+
+def _site_of(frame: FrameType) -> CallSite:
+    code = frame.f_code
+    back = frame.f_back
+    caller = (back.f_code.co_filename, back.f_lineno) if back is not None else None
+    return CallSite(
+        code.co_filename, frame.f_lineno, code.co_name, frame.f_globals.get("__name__"), caller
+    )
+
+
+def _next_frame(frame: FrameType, greenlet: Any) -> tuple[FrameType | None, Any]:
+    """The caller of ``frame``, across greenlet switches; and the greenlet it runs in."""
+    back = frame.f_back
+    if back is None and _get_current_greenlet is not None:
+        if greenlet is None:
+            greenlet = _get_current_greenlet()
+        # The parent greenlet is suspended where it switched into this one: in
+        # SQLAlchemy's greenlet_spawn, awaited by the user's coroutine.
+        greenlet = greenlet.parent
+        back = greenlet.gr_frame if greenlet is not None else None
+    return back, greenlet
+
+
+def find(depth: int = 1, skip: int = 0) -> CallSite | None:
+    """The user's frame that led to the caller of this function, ``depth`` frames up.
+
+    ``skip`` more frames are known to be SQLAlchemy's (``_execute_internal`` and the
+    Session method that called it, for an ORM execution) and are jumped over: since
+    Python 3.11, reading ``f_back`` makes the interpreter build a frame object for a
+    frame that then has to be copied when it returns, and that, not the walk itself, is
+    what a call site costs. ``sys._getframe(n)`` builds only the frame it returns.
+
+    Falls back to the first installed-package frame (an app installed into
+    site-packages, a framework) when no frame is the user's own.
+    """
+    try:
+        frame: FrameType | None = sys._getframe(depth + 1 + skip)
+    except ValueError:  # a shallower stack than SQLAlchemy's usual one
+        frame = sys._getframe(depth + 1)
+    fallback: FrameType | None = None
+    greenlet: Any = None
+    kinds = _kinds
+    while frame is not None:
+        code = frame.f_code
+        kind = kinds.get(code.co_filename)
+        if kind is None:
+            kind = classify(code.co_filename)
+        if kind == USER:
+            back = frame.f_back
+            return CallSite(
+                code.co_filename,
+                frame.f_lineno,
+                code.co_name,
+                frame.f_globals.get("__name__"),
+                (back.f_code.co_filename, back.f_lineno) if back is not None else None,
+            )
+        if kind == BOUNDARY:
+            break
+        if kind == THIRD_PARTY and fallback is None:
+            fallback = frame
+        back = frame.f_back
+        if back is None:
+            back, greenlet = _next_frame(frame, greenlet)
+        frame = back
+    return _site_of(fallback) if fallback is not None else None
+
+
+def stack(depth: int = 1, limit: int = 12) -> tuple[CallSite, ...]:
+    """Up to ``limit`` user frames, innermost first (the stack that opened a resource).
+
+    Installed-package frames are kept only when no user frame exists at all.
+    """
+    frame: FrameType | None = sys._getframe(depth + 1)
+    user: list[CallSite] = []
+    third_party: list[CallSite] = []
+    greenlet: Any = None
+    kinds = _kinds
+    walked = 0
+    while frame is not None and len(user) < limit and walked < _MAX_FRAMES:
+        walked += 1
+        code = frame.f_code
+        kind = kinds.get(code.co_filename)
+        if kind is None:
+            kind = classify(code.co_filename)
+        if kind == BOUNDARY:
+            break
+        if kind == USER:
+            user.append(CallSite(code.co_filename, frame.f_lineno, code.co_name))
+        elif kind == THIRD_PARTY and len(third_party) < limit:
+            third_party.append(CallSite(code.co_filename, frame.f_lineno, code.co_name))
+        back = frame.f_back
+        if back is None:
+            back, greenlet = _next_frame(frame, greenlet)
+        frame = back
+    return tuple(user or third_party)
+
+
+_display: dict[tuple[str, str], str] = {}
+
+
+def display_path(filename: str, root: str) -> str:
+    """``filename`` as static findings show paths: relative to ``root`` when below it."""
+    key = (filename, root)
+    shown = _display.get(key)
+    if shown is None:
+        if filename.startswith("<"):
+            shown = filename
+        else:
+            try:
+                shown = _display_path(Path(filename), Path(root))
+            except OSError:
+                shown = Path(filename).as_posix()
+        if len(_display) >= _CACHE_LIMIT:
+            _display.clear()
+        _display[key] = shown
+    return shown
+
+
+def format_stack(frames: Iterable[CallSite], root: str) -> list[str]:
+    """``path:line in function`` lines, for a finding's details."""
+    return [f"{display_path(f.filename, root)}:{f.lineno} in {f.function}" for f in frames]

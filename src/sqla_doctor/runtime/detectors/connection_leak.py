@@ -1,0 +1,80 @@
+"""SQD154: a Connection checked out from the pool and never closed."""
+
+from __future__ import annotations
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import format_stack
+from sqla_doctor.runtime.detector import Checkin, Detector
+from sqla_doctor.runtime.unit_of_work import CheckoutRecord
+
+_FIX = "close it: `with engine.connect() as connection:` (or connection.close() in a finally block)"
+
+
+class ConnectionLeak(Detector):
+    """
+    ## What it does
+    Checks for connections taken from the pool with `engine.connect()` (or
+    `engine.raw_connection()`) that are still checked out at the end of the unit of work,
+    or that the garbage collector had to return to the pool. The finding points at the
+    line that checked the connection out and carries the stack that led there.
+    Connections a Session checked out are reported as the session's leak (SQD151).
+
+    ## Why is this bad?
+    Until it is closed, a connection is unavailable to everyone else: under load the pool
+    runs dry (`QueuePool limit of size 5 overflow 10 reached`). A connection returned by
+    the garbage collector is returned late, at a random moment; under asyncio it cannot be
+    reset safely and is dropped, and SQLAlchemy warns "The garbage collector is trying to
+    clean up non-checked-in connection".
+
+    ## Example
+    ```python
+    def count_users(engine):
+        connection = engine.connect()
+        return connection.scalar(text("SELECT count(*) FROM users"))
+    ```
+
+    Use instead:
+    ```python
+    def count_users(engine):
+        with engine.connect() as connection:
+            return connection.scalar(text("SELECT count(*) FROM users"))
+    ```
+
+    ## References
+    - [Working with engines and connections](https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage)
+    - [Pool: returning connections](https://docs.sqlalchemy.org/en/20/core/pooling.html)
+    """
+
+    code = "SQD154"
+    name = "connection-leak"
+    pitfalls = ("P06",)
+    severity = Severity.ERROR
+    message = "connection checked out at {site} {what} — {fix}"
+
+    def end(self) -> None:
+        for record in list(self.uow.checkouts.values()):
+            if not record.returned and not record.session_owned:
+                self._report(record, "is still checked out at the end of the unit of work")
+
+    def on_checkin(self, checkin: Checkin) -> None:
+        record = checkin.record
+        if checkin.garbage_collected and not record.session_owned:
+            self._report(record, "was never closed: the garbage collector returned it to the pool")
+
+    def _report(self, record: CheckoutRecord, what: str) -> None:
+        if record.reported:
+            return
+        record.reported = True
+        site = record.opened[0] if record.opened else None
+        self.uow.note_leak(site)
+        self.report(
+            site,
+            key=site.key if site is not None else id(record),
+            subject="Connection",
+            related=[(frame, "called from here") for frame in record.opened[1:4]],
+            hint="with engine.connect() as connection: ...",
+            details={"stack": format_stack(record.opened, self.uow.settings.root)},
+            site=self.where(site),
+            what=what,
+            fix=_FIX,
+        )

@@ -1,0 +1,135 @@
+"""SQD152: a session closed or collected with writes that were never committed."""
+
+from __future__ import annotations
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import Detector, TransactionEnd
+from sqla_doctor.runtime.unit_of_work import Added, SessionRecord
+
+_MAX_NAMED = 4
+
+
+def _counted(names: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    parts = [f"{count} {name}" for name, count in list(counts.items())[:_MAX_NAMED]]
+    return ", ".join(parts)
+
+
+class ForgottenCommit(Detector):
+    """
+    ## What it does
+    Checks for sessions that end without `commit()` while holding work that was meant to
+    be saved: objects added but never flushed, changed objects never flushed, or rows
+    already flushed (by `flush()` or an autoflush) inside a transaction that is then
+    closed instead of committed. Both `Session.close()` (including the end of a `with
+    Session() as session:` block) and garbage collection of an unclosed session count;
+    an explicit `rollback()` does not.
+
+    ## Why is this bad?
+    Nothing fails. Closing a session rolls its transaction back, and the pool rolls back
+    every connection returned to it, so the data is silently lost: the request returns
+    200, the row is not there.
+
+    ## Known problems
+    An object removed with `session.delete()` and never flushed leaves no trace SQLAlchemy
+    reports through its events, so a forgotten delete is not detected. A pending object
+    removed on purpose with `expunge()` before the session closes is reported. Sessions
+    bound to a Connection their caller manages (the test-suite "join an external
+    transaction" recipe) are skipped: committing is the caller's business.
+
+    ## Example
+    ```python
+    with Session(engine) as session:
+        session.add(User(name="ada"))
+    # the session closed: the INSERT never happened
+    ```
+
+    Use instead:
+    ```python
+    with Session(engine) as session:
+        session.add(User(name="ada"))
+        session.commit()
+
+    # or
+    with Session(engine) as session, session.begin():
+        session.add(User(name="ada"))
+    ```
+
+    ## References
+    - [Session basics: committing](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#committing)
+    - [Framing out a begin / commit / rollback block](https://docs.sqlalchemy.org/en/20/orm/session_transaction.html#framing-out-a-begin-commit-rollback-block)
+    """
+
+    code = "SQD152"
+    name = "forgotten-commit"
+    pitfalls = ("P17",)
+    severity = Severity.ERROR
+    message = "Session {ended} without commit(): {lost} — {fix}"
+
+    def on_after_transaction_end(self, end: TransactionEnd) -> None:
+        record = end.record
+        if end.outcome != "close" or not (
+            record.writes or record.discarded or record.discarded_dirty
+        ):
+            return
+        site = end.site
+        if site is not None:
+            self._check(record, site, "closed at " + self.where(site))
+        else:
+            # AsyncSession closes itself in a shielded task, out of the caller's stack:
+            # point at where the writes were made instead.
+            added = record.discarded[0].site if record.discarded else None
+            opened = record.opened[0] if record.opened else None
+            self._check(record, record.flush_site or added or opened, "closed")
+
+    def on_session_gc(self, record: SessionRecord) -> None:
+        # What close() would have discarded is still pending: the session never closed.
+        pending = list(record.pending.values())
+        if pending and not record.discarded:
+            record.discarded.extend(pending)
+        site = record.flush_site or (pending[0].site if pending else None)
+        if site is None and record.opened:
+            site = record.opened[0]
+        self._check(record, site, "garbage-collected")
+
+    def _check(self, record: SessionRecord, site: CallSite | None, ended: str) -> None:
+        if record.external:
+            return
+        lost: list[str] = []
+        related: list[tuple[CallSite | None, str]] = []
+        if record.writes:
+            written = ", ".join(f"{count} {what}" for what, count in record.written.items())
+            lost.append(f"the flushed writes ({written}) were rolled back")
+            related.append((record.flush_site, "flushed here, never committed"))
+        discarded: list[Added] = list(record.discarded)
+        if discarded:
+            entities = _counted([a.entity for a in discarded])
+            lost.append(f"{len(discarded)} added object(s) ({entities}) were never inserted")
+            for added in discarded[:_MAX_NAMED]:
+                related.append((added.site, f"{added.entity} added here"))
+        if record.discarded_dirty:
+            lost.append(f"changes to {_counted(record.discarded_dirty)} were never written")
+        if not lost:
+            return
+        self.report(
+            site,
+            key=site.key if site is not None else id(record),
+            subject="Session",
+            related=[(where, text) for where, text in related if where != site],
+            hint="session.commit()",
+            details={
+                "flushes": record.writes,
+                "written": dict(record.written),
+                "discarded": [a.entity for a in discarded[:50]],
+                "changed": list(record.discarded_dirty[:50]),
+            },
+            ended=ended,
+            lost="; ".join(lost),
+            fix=(
+                "call session.commit() before the session ends, or use "
+                "`with Session.begin() as session:`"
+            ),
+        )

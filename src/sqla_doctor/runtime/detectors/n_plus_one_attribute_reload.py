@@ -1,0 +1,237 @@
+"""SQD253: expired or deferred attributes reloaded one object at a time (N+1 of columns)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
+
+MAX_GROUPS = 1_000
+MAX_PARENTS_TRACKED = 4_096
+MAX_ATTRIBUTES_SHOWN = 6
+
+
+def _refreshed(execution: OrmExecution) -> tuple[Any, frozenset[str] | None, bool]:
+    """The object being refreshed, the attributes asked for, and whether refresh() asked.
+
+    ORMExecuteState names the object only for lazy loads (``lazy_loaded_from``); for
+    column loads these sit in its load and compile options (2.0 and 2.1 alike). They say
+    *which* attributes and *why*; without them (another SQLAlchemy version) the detector
+    still counts, by the primary-key parameters, and says less.
+    """
+    state = execution.state
+    if state is None:
+        return None, None, False
+    try:
+        load_options = state.load_options
+        compile_options = getattr(state.statement, "_compile_options", None)
+        props = getattr(compile_options, "_only_load_props", None)
+        return (
+            getattr(load_options, "_refresh_state", None),
+            frozenset(props) if props else None,
+            bool(getattr(load_options, "_is_user_refresh", False)),
+        )
+    except Exception:
+        return None, None, False
+
+
+def _identity(execution: OrmExecution, state: Any) -> int:
+    if state is not None and state.key is not None:
+        return hash(state.key)
+    parameters = execution.state.parameters if execution.state is not None else None
+    try:
+        if isinstance(parameters, dict):
+            return hash(tuple(sorted(parameters.items())))
+        return hash(repr(parameters))
+    except TypeError:
+        return id(execution)
+
+
+class _Group:
+    __slots__ = (
+        "attributes",
+        "commit_site",
+        "deferred",
+        "entity",
+        "expired",
+        "loads",
+        "parents",
+        "refreshed",
+        "site",
+    )
+
+    def __init__(self, execution: OrmExecution, entity: str) -> None:
+        self.entity = entity
+        self.site = execution.site
+        self.loads = 0
+        self.parents: set[int] = set()
+        self.attributes: set[str] = set()
+        self.expired = False
+        self.deferred = False
+        self.refreshed = False
+        self.commit_site: CallSite | None = None
+
+
+class NPlusOneAttributeReload(Detector):
+    """
+    ## What it does
+    Checks for column attributes loaded one object at a time, for several objects of one
+    class from the same line: attributes expired by `commit()` (with the default
+    `expire_on_commit=True`), by `expire()`/`refresh()`, or deferred with `defer()`,
+    `load_only()` or `deferred()`.
+
+    ## Why is this bad?
+    Each reload is one `SELECT ... WHERE id = ?` per object: reading `user.name` for 50
+    users after a commit runs 50 queries. Under `AsyncSession` the first of them raises
+    `MissingGreenlet`, and after the session closes, `DetachedInstanceError`.
+
+    ## Example
+    ```python
+    users = session.scalars(select(User)).all()
+    session.commit()  # expires every loaded object
+    names = [user.name for user in users]  # one SELECT per user
+    ```
+
+    Use instead:
+    ```python
+    Session = sessionmaker(engine, expire_on_commit=False)
+    ...
+    users = session.scalars(select(User)).all()
+    session.commit()
+    names = [user.name for user in users]
+    ```
+
+    ## Options
+    - `tool.sqla-doctor.runtime.attribute-reload-threshold`: distinct objects reloaded
+      from one line before it is reported (default 5).
+
+    ## References
+    - [Session.commit() and expire_on_commit](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#committing)
+    - [Limiting which columns load with column deferral](https://docs.sqlalchemy.org/en/20/orm/queryguide/columns.html)
+    """
+
+    code = "SQD253"
+    name = "n-plus-one-attribute-reload"
+    pitfalls = ("P01", "P05")
+    severity = Severity.WARNING
+    message = "{entity} {attributes}reloaded one object at a time {count}× from {site} — {fix}"
+
+    def __init__(self, uow: Any) -> None:
+        super().__init__(uow)
+        self.groups: dict[tuple[str, str, int], _Group] = {}
+
+    def on_do_orm_execute(self, execution: OrmExecution) -> None:
+        if execution.kind != COLUMN_LOAD or execution.in_flush or execution.site is None:
+            return
+        mapper = execution.state.bind_mapper if execution.state is not None else None
+        if mapper is None:
+            return
+        entity = mapper.class_.__name__
+        site = execution.site
+        key = (entity, site.filename, site.lineno)
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) >= MAX_GROUPS:
+                return
+            group = self.groups[key] = _Group(execution, entity)
+        state, asked, refreshed = _refreshed(execution)
+        if state is not None and not self._explain(group, state, mapper, asked):
+            return
+        group.refreshed = group.refreshed or refreshed
+        group.loads += 1
+        if len(group.parents) < MAX_PARENTS_TRACKED:
+            group.parents.add(_identity(execution, state))
+
+    def _explain(
+        self, group: _Group, state: Any, mapper: Any, asked: frozenset[str] | None
+    ) -> bool:
+        """Note which columns load and why; False when no column does.
+
+        ``refresh(obj, ["posts"])`` is a column load of relationships only: its lazy loads
+        are SQD251's.
+        """
+        # Primary keys are expired with the rest but never what the code wanted to read;
+        # deferred columns are expired too, yet only load when read themselves.
+        keys = {mapper.get_property_by_column(c).key for c in mapper.primary_key}
+        eager = {p.key for p in mapper.column_attrs if not p.deferred} - keys
+        deferred = {p.key for p in mapper.column_attrs if p.deferred} - keys
+        if asked is not None:
+            eager &= asked
+            deferred &= asked
+        expired = set(state.expired_attributes) & eager
+        if expired:
+            group.expired = True
+            if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
+                group.attributes.update(expired)
+            record = self._record(state)
+            if record is not None and record.commit_site is not None:
+                group.commit_site = record.commit_site
+            return True
+        unloaded = set(state.unloaded) & deferred
+        if unloaded:
+            group.deferred = True
+            if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
+                group.attributes.update(unloaded)
+            return True
+        return False
+
+    @staticmethod
+    def _record(state: Any) -> Any:
+        from sqla_doctor.runtime.unit_of_work import process
+
+        session = state.session
+        return process.records.get(id(session)) if session is not None else None
+
+    def checkpoint(self) -> None:
+        threshold = max(self.config.attribute_reload_threshold, 2)
+        for key, group in self.groups.items():
+            if len(group.parents) >= threshold:
+                self._report(key, group)
+
+    def _report(self, key: Any, group: _Group) -> None:
+        names = sorted(group.attributes)[:MAX_ATTRIBUTES_SHOWN]
+        attributes = f"attributes ({', '.join(names)}) " if names else "attributes "
+        related: list[tuple[CallSite | None, str]] = []
+        if group.refreshed:
+            fix = (
+                "session.refresh() one object at a time: reload them with one query, "
+                "select(...).where(....in_(ids)).execution_options(populate_existing=True)"
+            )
+            hint = ".execution_options(populate_existing=True)"
+        elif group.expired and group.commit_site is not None:
+            fix = (
+                f"the commit at {self.where(group.commit_site)} expired them: create the "
+                "session with expire_on_commit=False, or read the values before committing"
+            )
+            hint = "sessionmaker(..., expire_on_commit=False)"
+            related.append((group.commit_site, "the commit that expired the objects"))
+        elif group.expired:
+            fix = "they were expired: load the objects again with one query instead"
+            hint = ".execution_options(populate_existing=True)"
+        elif group.deferred:
+            options = ", ".join(f"undefer({group.entity}.{name})" for name in names)
+            fix = f"they were deferred: load them with the query, .options({options})"
+            hint = f".options({options})"
+        else:
+            fix = "load the objects with one query instead of one reload per object"
+            hint = None
+        self.report(
+            group.site,
+            key=key,
+            subject=group.entity,
+            related=related,
+            hint=hint,
+            details={
+                "entity": group.entity,
+                "attributes": names,
+                "loads": group.loads,
+                "distinct_objects": len(group.parents),
+            },
+            entity=group.entity,
+            attributes=attributes,
+            count=group.loads,
+            site=self.where(group.site),
+            fix=fix,
+        )

@@ -1,0 +1,169 @@
+"""SQD251: one relationship lazy-loaded for many parents from one line (N+1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, OrmExecution
+from sqla_doctor.runtime.unit_of_work import Origin
+
+MAX_GROUPS = 1_000
+MAX_PARENTS_TRACKED = 4_096
+
+
+def label(relationship: Any) -> str:
+    """``User.posts``: the class that declares the relationship, and its key."""
+    return f"{relationship.parent.class_.__name__}.{relationship.key}"
+
+
+def loader_for(relationship: Any) -> str:
+    # A collection eager-loaded with a JOIN multiplies the parent rows (P29): selectinload
+    # runs one extra query for all parents. A scalar (many-to-one) joins at no such cost.
+    return "selectinload" if relationship.uselist else "joinedload"
+
+
+class _Group:
+    __slots__ = ("loads", "origin", "overflow", "parents", "relationship", "site")
+
+    def __init__(self, relationship: Any, site: CallSite, origin: Origin | None) -> None:
+        self.relationship = relationship
+        self.site = site
+        self.origin = origin
+        self.loads = 0
+        self.parents: set[int] = set()
+        self.overflow = 0
+
+    def add(self, parent: Any) -> None:
+        self.loads += 1
+        key = parent.key
+        marker = hash(key) if key is not None else id(parent)
+        if marker in self.parents:
+            return
+        if len(self.parents) < MAX_PARENTS_TRACKED:
+            self.parents.add(marker)
+        else:
+            self.overflow += 1
+
+    @property
+    def distinct_parents(self) -> int:
+        return len(self.parents) + self.overflow
+
+
+class NPlusOneLazyLoad(Detector):
+    """
+    ## What it does
+    Checks for one relationship lazy-loaded, one parent object at a time, for several
+    parents from the same line of code in one unit of work (an N+1).
+
+    The line is where the attribute was read: often a loop, a comprehension, a
+    serializer, a template or a `to_dict()` helper. Loads are counted per distinct parent,
+    so reading the same object's relationship twice is not an N+1.
+
+    ## Why is this bad?
+    Each lazy load is a round trip to the database. Listing 50 users with their posts runs
+    51 queries instead of 2; the page is fast on a developer's ten rows and slow in
+    production. Under `AsyncSession` the same lazy load raises `MissingGreenlet` instead.
+
+    ## Known problems
+    Lazy loads triggered by the unit of work itself during a flush (cascades, backrefs)
+    are not counted. A relationship read for a handful of parents on purpose can be
+    allowed with `allow = ["User.posts"]` or `# noqa: SQD251` on the line.
+
+    ## Example
+    ```python
+    users = session.scalars(select(User)).all()
+    for user in users:
+        print(user.name, len(user.posts))  # one SELECT per user
+    ```
+
+    Use instead:
+    ```python
+    users = session.scalars(select(User).options(selectinload(User.posts))).all()
+    for user in users:
+        print(user.name, len(user.posts))
+    ```
+
+    ## Options
+    - `tool.sqla-doctor.runtime.n-plus-one-threshold`: distinct parents from one line
+      before it is reported (default 2).
+
+    ## References
+    - [Relationship loading techniques](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html)
+    - [Select IN loading](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html#select-in-loading)
+    - [Preventing implicit IO when using AsyncSession](https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#preventing-implicit-io-when-using-asyncsession)
+    """
+
+    code = "SQD251"
+    name = "n-plus-one-lazy-load"
+    pitfalls = ("P01",)
+    severity = Severity.WARNING
+    message = "{relationship} lazy-loaded {count}× from {site}{origin} — {fix}"
+
+    def __init__(self, uow: Any) -> None:
+        super().__init__(uow)
+        self.groups: dict[tuple[Any, str, int], _Group] = {}
+
+    def on_do_orm_execute(self, execution: OrmExecution) -> None:
+        if execution.kind != LAZY_LOAD or execution.in_flush:
+            return
+        site, relationship, parent = execution.site, execution.relationship, execution.parent
+        if site is None or relationship is None or parent is None:
+            return
+        key = (relationship, site.filename, site.lineno)
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) >= MAX_GROUPS:
+                return
+            origin = self.uow.origin_for(parent.mapper)
+            group = self.groups[key] = _Group(relationship, site, origin)
+        group.add(parent)
+
+    def checkpoint(self) -> None:
+        threshold = max(self.config.n_plus_one_threshold, 2)
+        for key, group in self.groups.items():
+            if group.distinct_parents >= threshold:
+                self._report(key, group)
+
+    def _report(self, key: Any, group: _Group) -> None:
+        relationship = group.relationship
+        name = label(relationship)
+        option = f"{loader_for(relationship)}({name})"
+        origin = group.origin
+        related: list[tuple[CallSite | None, str]] = []
+        origin_text = ""
+        parents = relationship.parent.class_.__name__
+        fix = f"add .options({option}) to the query that loads the {parents} objects"
+        if origin is not None and origin.site is not None:
+            where = self.where(origin.site)
+            if origin.kind in (LAZY_LOAD, RELATIONSHIP_LOAD) and origin.relationship is not None:
+                outer = label(origin.relationship)
+                verb = "lazy load" if origin.kind == LAZY_LOAD else "eager load"
+                origin_text = f" (parents loaded by the {verb} of {outer} at {where})"
+                option = f"{loader_for(origin.relationship)}({outer}).{option}"
+                top = origin.relationship.parent.class_.__name__
+                fix = f"load both levels up front: .options({option}) on the query that loads {top}"
+                related.append((origin.site, f"the {verb} of {outer} that loaded the parents"))
+            else:
+                origin_text = f" (parents loaded by the query at {where})"
+                fix = f"add .options({option}) to that query"
+                related.append((origin.site, "the query that loaded the parents"))
+        self.report(
+            group.site,
+            key=key,
+            subject=name,
+            related=related,
+            hint=f".options({option})",
+            details={
+                "relationship": name,
+                "loads": group.loads,
+                "distinct_parents": group.distinct_parents,
+                "loader_option": option,
+            },
+            relationship=name,
+            count=group.loads,
+            site=self.where(group.site),
+            origin=origin_text,
+            fix=fix,
+        )

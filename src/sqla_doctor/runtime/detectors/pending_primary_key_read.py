@@ -1,0 +1,76 @@
+"""SQD351: a new object's primary key read before the flush that assigns it."""
+
+from __future__ import annotations
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import AttributeRead, Detector
+
+
+class PendingPrimaryKeyRead(Detector):
+    """
+    ## What it does
+    Checks for code that reads the primary key of an object added to a session
+    (`session.add(user)`) before any flush: `user.id` is `None` until the INSERT runs.
+
+    It watches SQLAlchemy's `init_scalar` attribute event, which fires exactly when an
+    attribute that has no value yet is read; reads during the flush itself, and inside
+    `__repr__`/`__str__`, are ignored.
+
+    ## Why is this bad?
+    The code silently gets `None`: it builds a URL `/users/None`, returns `{"id": null}`
+    from an API, stores `None` as a foreign key in another system, or uses it as a cache
+    key. Nothing fails until someone notices the data.
+
+    ## Example
+    ```python
+    user = User(name="ada")
+    session.add(user)
+    return {"id": user.id}  # None
+    ```
+
+    Use instead:
+    ```python
+    user = User(name="ada")
+    session.add(user)
+    session.flush()  # INSERT now; the database assigns the id
+    return {"id": user.id}
+    ```
+
+    The static rule SQD304 (`primary-key-read-before-flush`) finds the same mistake in
+    source when `add()` and the read sit in one function; this detector also sees it
+    across functions, in serializers and in templates.
+
+    ## References
+    - [Session basics: flushing](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#flushing)
+    - [AttributeEvents.init_scalar](https://docs.sqlalchemy.org/en/20/orm/events.html#sqlalchemy.orm.AttributeEvents.init_scalar)
+    """
+
+    code = "SQD351"
+    name = "pending-primary-key-read"
+    pitfalls = ("P10",)
+    severity = Severity.ERROR
+    # The value is wrong in the user's hands right now: in raise mode, fail at the read.
+    raise_immediately = True
+    message = (
+        "{entity}.{attribute} read on a pending {entity} before any flush — it is None until "
+        "the INSERT; {fix}"
+    )
+
+    def on_init_scalar(self, read: AttributeRead) -> None:
+        entity = read.state.class_.__name__
+        added = read.record.pending.get(id(read.state)) if read.record is not None else None
+        related: list[tuple[CallSite | None, str]] = []
+        if added is not None and added.site is not None and added.site != read.site:
+            related.append((added.site, f"{entity} added to the session here"))
+        self.report(
+            read.site,
+            key=(entity, read.key, read.site.key),
+            subject=f"{entity}.{read.key}",
+            related=related,
+            hint="session.flush()",
+            details={"entity": entity, "attribute": read.key},
+            entity=entity,
+            attribute=read.key,
+            fix="call session.flush() (await session.flush() with AsyncSession) before reading it",
+        )

@@ -1,0 +1,178 @@
+"""SQD252: the same statement executed again and again from one place (N+1 by hand)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import USER, CallSite, classify
+from sqla_doctor.runtime.detector import (
+    COLUMN_LOAD,
+    LAZY_LOAD,
+    RELATIONSHIP_LOAD,
+    Detector,
+    Statement,
+)
+
+MAX_ENTRIES = 2_000
+MAX_PARAMETER_SETS = 256
+# Statements the session or the dialect issues on their own, not the user's queries.
+_NOT_QUERIES = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET ", "SHOW ")
+# Lazy and column loads are reported, with the relationship named, by SQD251/SQD253;
+# selectin batches are the fix, not the problem.
+_OWN_DETECTOR = (LAZY_LOAD, COLUMN_LOAD, RELATIONSHIP_LOAD)
+_FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
+_TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
+
+
+def shape(sql: str) -> str:
+    """A short name for a statement: ``SELECT … FROM users``, ``UPDATE users``."""
+    target = _TARGET.match(sql)
+    if target:
+        return (
+            " ".join(target.group(0).split())
+            .upper()
+            .replace(target.group(1).upper(), target.group(1))
+        )
+    words = sql.split(None, 1)
+    verb = words[0].upper() if words else "statement"
+    source = _FROM.search(sql)
+    return f"{verb} … FROM {source.group(1)}" if source else verb
+
+
+def _parameter_hash(parameters: Any) -> int | None:
+    try:
+        if isinstance(parameters, dict):
+            return hash(tuple(parameters.values()))
+        return hash(parameters if isinstance(parameters, tuple) else tuple(parameters))
+    except TypeError:
+        return None
+
+
+class _Entry:
+    __slots__ = ("count", "example", "parameter_sets", "site", "sql")
+
+    def __init__(self, statement: Statement, example: Any) -> None:
+        self.sql = statement.sql
+        self.site: CallSite | None = statement.site
+        self.count = 0
+        self.parameter_sets: set[int] = set()
+        self.example = example
+
+
+class RepeatedStatement(Detector):
+    """
+    ## What it does
+    Checks for the same SQL statement executed many times from the same place in one
+    unit of work: `session.get()`, `session.execute(select(...))` or a `text()` query
+    inside a loop.
+
+    Statements are keyed on their SQL and on the user's line together with its caller,
+    so one helper called once from several places does not count as a loop. Lazy loads
+    and attribute reloads are left to SQD251 and SQD253, which can name the relationship.
+
+    ## Why is this bad?
+    It is the N+1 problem written by hand: one round trip per item where one query would
+    fetch them all. With identical parameters it is the same result fetched again.
+
+    ## Example
+    ```python
+    for user_id in user_ids:
+        user = session.get(User, user_id)  # one SELECT per id
+        print(user.name)
+    ```
+
+    Use instead:
+    ```python
+    users = session.scalars(select(User).where(User.id.in_(user_ids))).all()
+    for user in users:
+        print(user.name)
+    ```
+
+    ## Options
+    - `tool.sqla-doctor.runtime.repeated-statement-threshold`: executions from one place
+      before it is reported (default 5).
+    - `tool.sqla-doctor.runtime.show-parameters`: include one example parameter set.
+
+    ## References
+    - [ORM querying guide: SELECT statements](https://docs.sqlalchemy.org/en/20/orm/queryguide/select.html)
+    - [ColumnOperators.in_()](https://docs.sqlalchemy.org/en/20/core/sqlelement.html#sqlalchemy.sql.expression.ColumnOperators.in_)
+    """
+
+    code = "SQD252"
+    name = "repeated-statement"
+    pitfalls = ("P01",)
+    severity = Severity.WARNING
+    message = "{shape} ran {count}× from {site} {variants} — {fix}"
+
+    def __init__(self, uow: Any) -> None:
+        super().__init__(uow)
+        self.entries: dict[tuple[Any, ...], _Entry | None] = {}
+
+    def on_before_cursor_execute(self, statement: Statement) -> None:
+        site = statement.site
+        if statement.in_flush or statement.executemany or site is None:
+            return
+        orm = statement.orm
+        if orm is not None and orm.kind in _OWN_DETECTOR:
+            return
+        key = (statement.sql, site.filename, site.lineno, site.caller)
+        entry = self.entries.get(key)
+        if entry is None:
+            if key in self.entries or len(self.entries) >= MAX_ENTRIES:
+                return  # a statement that is not a query, or no room left
+            if statement.sql.lstrip()[:9].upper().startswith(_NOT_QUERIES):
+                self.entries[key] = None
+                return
+            example = statement.parameters if self.config.show_parameters else None
+            entry = self.entries[key] = _Entry(statement, example)
+        entry.count += 1
+        if len(entry.parameter_sets) < MAX_PARAMETER_SETS:
+            marker = _parameter_hash(statement.parameters)
+            if marker is not None:
+                entry.parameter_sets.add(marker)
+
+    def checkpoint(self) -> None:
+        threshold = max(self.config.repeated_statement_threshold, 2)
+        for key, entry in self.entries.items():
+            if entry is not None and entry.count >= threshold:
+                self._report(key, entry)
+
+    def _report(self, key: Any, entry: _Entry) -> None:
+        distinct = len(entry.parameter_sets)
+        statement_shape = shape(entry.sql)
+        if distinct == 1:
+            variants = "with identical parameters"
+            fix = "run it once and reuse the result"
+        else:
+            more = "+" if distinct >= MAX_PARAMETER_SETS else ""
+            variants = f"with {distinct}{more} different parameter sets"
+            fix = (
+                "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader "
+                "option) instead of one per iteration"
+            )
+        details: dict[str, Any] = {
+            "statement": entry.sql[:1000],
+            "count": entry.count,
+            "parameter_sets": distinct,
+        }
+        if entry.example is not None:
+            details["parameters"] = repr(entry.example)[:500]
+        caller = entry.site.caller if entry.site is not None else None
+        related: list[tuple[CallSite | None, str]] = []
+        if caller is not None and classify(caller[0]) == USER:
+            related.append((CallSite(caller[0], caller[1], "?"), "called from here"))
+        self.report(
+            entry.site,
+            key=key,
+            subject=statement_shape,
+            related=related,
+            hint=fix,
+            details=details,
+            shape=statement_shape,
+            count=entry.count,
+            site=self.where(entry.site),
+            variants=variants,
+            fix=fix,
+        )

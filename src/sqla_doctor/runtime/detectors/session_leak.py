@@ -1,0 +1,87 @@
+"""SQD151: a Session that still holds its connection when nobody can close it any more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import format_stack
+from sqla_doctor.runtime.detector import Detector
+from sqla_doctor.runtime.unit_of_work import SessionRecord
+
+_FIX = "close it: `with Session(engine) as session:` (or session.close() in a finally block)"
+
+
+class SessionLeak(Detector):
+    """
+    ## What it does
+    Checks for sessions that still hold a pooled connection (an open transaction) at the
+    end of the unit of work, or when they are garbage-collected without having been
+    closed, committed or rolled back. The finding points at the line where the session
+    acquired its connection and carries the stack that led there.
+
+    ## Why is this bad?
+    A session keeps its connection checked out until its transaction ends. Sessions that
+    are never closed hold connections until the garbage collector finds them, and under
+    load the pool runs dry: `TimeoutError: QueuePool limit of size 5 overflow 10
+    reached, connection timed out`. Meanwhile the open transaction holds its locks and,
+    on PostgreSQL, shows as "idle in transaction".
+
+    ## Known problems
+    A session created outside `track()`, first used inside it and closed after it ends is
+    reported at the end of the tracked block; track the whole lifetime of the session, or
+    allow it with `# noqa: SQD151` on the reported line.
+
+    ## Example
+    ```python
+    def get_user(user_id):
+        session = SessionLocal()
+        return session.get(User, user_id)  # the session and its connection stay open
+    ```
+
+    Use instead:
+    ```python
+    def get_user(user_id):
+        with SessionLocal() as session:
+            return session.get(User, user_id)
+    ```
+
+    ## References
+    - [Session basics: opening and closing a session](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#opening-and-closing-a-session)
+    - [QueuePool limit reached (3o7r)](https://docs.sqlalchemy.org/en/20/errors.html#error-3o7r)
+    """
+
+    code = "SQD151"
+    name = "session-leak"
+    pitfalls = ("P06",)
+    severity = Severity.ERROR
+    message = "Session that began at {site} {what} — {fix}"
+
+    def end(self) -> None:
+        for record in list(self.uow.sessions.values()):
+            if record.owner is self.uow and record.holds_connection and not record.external:
+                self._report(record, "still holds its connection at the end of the unit of work")
+
+    def on_session_gc(self, record: SessionRecord) -> None:
+        if record.holds_connection and not record.external:
+            self._report(record, "was garbage-collected while holding a connection (never closed)")
+
+    def _report(self, record: SessionRecord, what: str) -> None:
+        if self.code in record.reported:
+            return
+        record.reported.add(self.code)
+        site = record.opened[0] if record.opened else None
+        self.uow.note_leak(site)
+        stack = format_stack(record.opened, self.uow.settings.root)
+        key: Any = site.key if site is not None else id(record)
+        self.report(
+            site,
+            key=key,
+            subject="Session",
+            related=[(frame, "called from here") for frame in record.opened[1:4]],
+            hint="with Session(engine) as session: ...",
+            details={"stack": stack},
+            site=self.where(site),
+            what=what,
+            fix=_FIX,
+        )

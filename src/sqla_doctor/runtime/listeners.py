@@ -1,0 +1,847 @@
+"""The only module that calls ``sqlalchemy.event.listen``.
+
+Listeners are registered once, on the classes: ``Engine`` (every engine, the sync engine
+behind an ``AsyncEngine`` too), ``Session`` (every session, including the sync session
+behind an ``AsyncSession``), ``Pool``, and lazily the primary-key attributes of each
+mapped class an object of which is added to a session. Event registration is a
+configuration step in SQLAlchemy, not something to do per request; the per-request state
+lives in the ContextVar that each handler reads.
+
+Every handler runs under a guard that never lets an exception reach the host program
+(sentry-python's ``capture_internal_exceptions``), except a ``PitfallError`` in ``raise``
+mode and a warning the user's filters turned into an error. Handlers compute what several
+detectors share once (the call site, what an execution loads, the session's bookkeeping)
+and then call the current unit of work's detectors. Nothing here emits SQL or loads an
+attribute.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Mapper, RelationshipProperty, Session
+from sqlalchemy.pool import Pool
+
+from sqla_doctor.runtime import callsite
+from sqla_doctor.runtime.detector import (
+    COLUMN_LOAD,
+    LAZY_LOAD,
+    OTHER,
+    RELATIONSHIP_LOAD,
+    SELECT,
+    AttributeRead,
+    Checkin,
+    Flush,
+    OrmExecution,
+    Statement,
+    TransactionEnd,
+)
+from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
+from sqla_doctor.runtime.unit_of_work import (
+    MAX_DISCARDED_PER_SESSION,
+    MAX_STATEMENTS_KEPT,
+    Added,
+    CheckoutRecord,
+    Origin,
+    SessionRecord,
+    UnitOfWork,
+    current,
+    executing,
+    flushing,
+    process,
+)
+
+logger = logging.getLogger("sqla_doctor")
+
+# Exceptions that are the user's choice and must reach them.
+_DELIBERATE = (PitfallError, SqlaDoctorWarning)
+# The pooled connection checked out last in this context, so that ``after_begin`` can
+# tell a connection the Session checked out itself from one it was handed.
+_last_checkout: ContextVar[CheckoutRecord | None] = ContextVar(
+    "sqla_doctor_last_checkout", default=None
+)
+_registration_lock = threading.Lock()
+_registered: list[tuple[Any, str, Callable[..., Any]]] = []
+_instrumented_mappers: set[Any] = set()
+_STACK_LIMIT = 12
+_REPR_FUNCTIONS = frozenset({"__repr__", "__str__", "__format__"})
+# Frames above our handler that are SQLAlchemy's for every execution of a kind, so the
+# call-site walk starts past them: _execute_internal and the Session method calling it;
+# for a lazy load also the loader's _emit_lazyload and _load_for_state; for a column
+# load, load_on_pk_identity, the only caller that sets ``is_column_load``. Checked by
+# tests on SQLAlchemy 2.0 and 2.1; a shallower stack falls back to a full walk.
+_SQLALCHEMY_FRAMES = {LAZY_LOAD: 4, COLUMN_LOAD: 3}
+# Above before_cursor_execute: Connection._exec_single_context (or its executemany
+# twin) and _execute_context.
+_CURSOR_FRAMES = 2
+# Above a pool checkout: the listener collection, _ConnectionFairy._checkout,
+# Pool.connect and Engine.raw_connection.
+_CHECKOUT_FRAMES = 4
+_reported_errors: set[str] = set()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _internal_error(where: str) -> None:
+    process.internal_errors += 1
+    if where not in _reported_errors:
+        _reported_errors.add(where)
+        logger.warning(
+            "sqla-doctor: internal error in %s; the program is unaffected, but please "
+            "report this with the traceback below",
+            where,
+            exc_info=True,
+        )
+
+
+def _guarded(fn: F) -> F:
+    """Run a handler; swallow and log its own errors, let deliberate ones through."""
+
+    @functools.wraps(fn)
+    def guard(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _DELIBERATE:
+            raise
+        except Exception:
+            _internal_error(fn.__name__)
+            return None
+
+    return guard  # type: ignore[return-value]
+
+
+# -- units of work ------------------------------------------------------------------------
+
+
+def _record(session: Session) -> SessionRecord:
+    key = id(session)
+    record = process.records.get(key)
+    if record is None or record.ref() is not session:
+        record = SessionRecord(session)
+        process.records[key] = record
+    return record
+
+
+def _session_unit(record: SessionRecord) -> UnitOfWork | None:
+    """The explicit unit of work of this context, else the session's implicit one."""
+    uow = current.get()
+    if uow is not None:
+        return uow
+    return _implicit_unit(record)
+
+
+def _implicit_unit(record: SessionRecord) -> UnitOfWork | None:
+    uow = record.implicit
+    if uow is None:
+        if not process.installed or process.settings is None:
+            return None
+        uow = record.implicit = UnitOfWork(process.settings, "session", explicit=False)
+    return uow
+
+
+def _checkout_unit(record: CheckoutRecord) -> UnitOfWork | None:
+    if record.owner is not None and record.owner.active:
+        return record.owner
+    if not process.installed or process.settings is None:
+        return None
+    if record.implicit is None:
+        record.implicit = UnitOfWork(process.settings, "connection", explicit=False)
+    return record.implicit
+
+
+def _dispatch(uow: UnitOfWork, event_name: str, payload: Any, *, can_raise: bool = True) -> None:
+    handlers = uow.handlers[event_name]
+    if handlers:
+        with uow.lock:
+            for handler in handlers:
+                handler(payload)
+    if uow._unemitted:
+        uow.release(can_raise=can_raise)
+
+
+def _checkpoint(uow: UnitOfWork, *, can_raise: bool = True) -> None:
+    with uow.lock:
+        uow.checkpoint()
+    uow.release(can_raise=can_raise)
+
+
+def _finish_implicit(uow: UnitOfWork | None) -> None:
+    if uow is not None and not uow.explicit and uow.active:
+        uow.end()
+        uow.release(final=True, can_raise=False)
+
+
+def drain() -> None:
+    """Look at the sessions and connections garbage collection reported since last time."""
+    dead = process.dead
+    while dead:
+        try:
+            item = dead.popleft()
+        except IndexError:  # pragma: no cover - another thread emptied it first
+            return
+        try:
+            if isinstance(item, SessionRecord):
+                _session_collected(item)
+            else:
+                _checkout_done(item, garbage_collected=True)
+        except _DELIBERATE:
+            raise
+        except Exception:
+            _internal_error("drain")
+
+
+def _session_collected(record: SessionRecord) -> None:
+    if process.records.get(record.key) is record:
+        del process.records[record.key]
+    old = record.identity_map
+    if old is not None and old.check_modified():
+        # Whether close() replaced this map or the session died with it, these changes
+        # were never flushed.
+        record.discarded_dirty = [
+            state.class_.__name__
+            for state in old.all_states()[:MAX_DISCARDED_PER_SESSION]
+            if state.modified and _has_net_changes(state)
+        ]
+    record.identity_map = None
+    # A session that ended cleanly has nothing to say now.
+    unfinished = (
+        record.holds_connection or record.pending or record.writes or record.discarded_dirty
+    )
+    uow = record.owner if record.owner is not None and record.owner.active else None
+    if uow is None and unfinished:
+        uow = record.implicit
+        if uow is None and process.installed and process.settings is not None:
+            uow = record.implicit = UnitOfWork(process.settings, "session", explicit=False)
+    if uow is not None and unfinished:
+        _dispatch(uow, "session_gc", record, can_raise=False)
+    _finish_implicit(record.implicit)
+
+
+def _checkout_done(record: CheckoutRecord, *, garbage_collected: bool) -> None:
+    if record.returned:
+        return
+    record.returned = True
+    if process.checkouts.get(record.key) is record:
+        del process.checkouts[record.key]
+    if process.checkouts_by_fairy.get(record.fairy_key) is record:
+        del process.checkouts_by_fairy[record.fairy_key]
+    # A connection returned normally is news only to a unit of work still watching it;
+    # an implicit unit is made here only for one the garbage collector returned.
+    if record.owner is not None and record.owner.active:
+        uow: UnitOfWork | None = record.owner
+    elif record.implicit is not None or garbage_collected:
+        uow = _checkout_unit(record)
+    else:
+        uow = None
+    if uow is not None:
+        _dispatch(uow, "checkin", Checkin(record, garbage_collected), can_raise=False)
+    _finish_implicit(record.implicit)
+
+
+def end_unit(uow: UnitOfWork) -> None:
+    """End an explicit unit of work (``track()``'s exit); emission is the caller's."""
+    try:
+        drain()
+        uow.end()
+    except _DELIBERATE:
+        raise
+    except Exception:
+        uow.active = False
+        _internal_error("end of unit of work")
+
+
+def shutdown() -> None:
+    """Report what live sessions and connections still hold, at interpreter exit."""
+    try:
+        drain()
+        for record in list(process.records.values()):
+            _finish_implicit(record.implicit)
+        for checkout in list(process.checkouts.values()):
+            _finish_implicit(checkout.implicit)
+    except Exception:
+        _internal_error("shutdown")
+
+
+# -- ORM executions and statements --------------------------------------------------------
+
+
+def _relationship_of(path: Any) -> RelationshipProperty[Any] | None:
+    if path is None:
+        return None
+    prop = getattr(path, "prop", None)
+    if prop is None:
+        try:
+            prop = path[-1]
+        except (IndexError, TypeError, KeyError):
+            return None
+    return prop if isinstance(prop, RelationshipProperty) else None
+
+
+def _classify(state: Any) -> tuple[str, RelationshipProperty[Any] | None, Any]:
+    """What an ORM execution loads, from ORMExecuteState's public attributes.
+
+    Ordered so that each kind costs two attribute reads: only ORM SELECTs have a loader
+    path, relationship loads (lazy or batched) have a path that is not the root, and
+    column loads are root-path refreshes.
+    """
+    path = state.loader_strategy_path
+    if path is None:
+        return (SELECT if state.is_select else OTHER), None, None
+    if path.is_root:
+        return (COLUMN_LOAD if state.is_column_load else SELECT), None, None
+    parent = state.lazy_loaded_from
+    kind = LAZY_LOAD if parent is not None else RELATIONSHIP_LOAD
+    return kind, _relationship_of(path), parent
+
+
+def _on_do_orm_execute(state: Any) -> None:
+    # Guarded inline rather than by _guarded: this runs for every Session.execute().
+    try:
+        if process.dead:
+            drain()
+        uow = current.get()
+        if uow is None:
+            if not process.installed:
+                return
+            uow = _implicit_unit(_record(state.session))
+            if uow is None:
+                return
+        kind, relationship, parent = _classify(state)
+        site = callsite.find(1, _SQLALCHEMY_FRAMES.get(kind, 2))
+        execution = OrmExecution(
+            state, kind, site, relationship, parent, flushing.get() is not None, uow
+        )
+        executing.set(execution)
+        if kind is not OTHER and kind is not COLUMN_LOAD:
+            mapper = state.bind_mapper
+            if mapper is not None:
+                uow.origins[mapper] = Origin(site, kind, relationship)
+        handlers = uow.handlers["do_orm_execute"]
+        try:
+            if handlers:
+                with uow.lock:
+                    for handler in handlers:
+                        handler(execution)
+        finally:
+            # Only a marker from here on: it must not keep the session or values alive.
+            execution.state = execution.parent = None
+        if uow._unemitted:
+            uow.release()
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("do_orm_execute")
+
+
+def _on_before_cursor_execute(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> tuple[str, Any]:
+    # Registered with retval=True, which spares SQLAlchemy a wrapper call per statement;
+    # the statement and parameters go back untouched whatever happens here.
+    try:
+        process.statements += 1
+        if process.dead:
+            drain()
+        if process.table is not None:
+            _tabulate(process.table, statement)
+        flush_record = flushing.get()
+        if flush_record is not None and not flush_record.flushing:
+            flushing.set(None)
+            flush_record = None
+        execution: OrmExecution | None = None
+        if flush_record is None:
+            execution = executing.get()
+            if execution is not None:
+                executing.set(None)
+                if execution.consumed:
+                    execution = None
+                else:
+                    execution.consumed = True
+        uow = current.get()
+        if uow is None:
+            if not process.installed:
+                return statement, parameters
+            if execution is not None:
+                uow = execution.uow if execution.uow.active else None
+            elif flush_record is not None:
+                uow = _implicit_unit(flush_record)
+            else:
+                uow = _core_unit(conn)
+            if uow is None:
+                return statement, parameters
+        handlers = uow.handlers["before_cursor_execute"]
+        with uow.lock:
+            uow.query_count += 1
+            if len(uow.statements) < MAX_STATEMENTS_KEPT:
+                uow.statements.append(statement)
+            if handlers:
+                if execution is not None:
+                    site = execution.site
+                else:
+                    site = None if flush_record is not None else callsite.find(1, _CURSOR_FRAMES)
+                payload = Statement(
+                    statement, parameters, executemany, site, execution, flush_record is not None
+                )
+                for handler in handlers:
+                    handler(payload)
+        if uow._unemitted:
+            uow.release()
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("before_cursor_execute")
+    return statement, parameters
+
+
+def _tabulate(table: dict[str, list[Any]], statement: str) -> None:
+    row = table.get(statement)
+    if row is not None:
+        row[0] += 1
+    elif len(table) < process.table_limit:
+        site = callsite.find(2)
+        root = process.settings.root if process.settings is not None else "."
+        where = f"{callsite.display_path(site.filename, root)}:{site.lineno}" if site else None
+        table[statement] = [1, where]
+
+
+def _core_unit(conn: Connection) -> UnitOfWork | None:
+    """A statement outside any Session: the unit is the pooled connection's checkout."""
+    try:
+        fairy = conn.connection if not conn.closed else None
+    except Exception:
+        return None
+    record = process.checkouts_by_fairy.get(id(fairy)) if fairy is not None else None
+    if record is None or record.ref() is not fairy:
+        return None
+    return _checkout_unit(record)
+
+
+@_guarded
+def _on_handle_error(context: Any) -> None:
+    # A statement that failed never consumed its ORM execution; a flush that failed
+    # never reached after_flush_postexec.
+    executing.set(None)
+
+
+# -- session lifecycle --------------------------------------------------------------------
+
+
+def _active(session: Session) -> SessionRecord | None:
+    """The session's record, if anything is watching this context."""
+    if current.get() is None and not process.installed:
+        return None
+    if process.dead:
+        drain()
+    return _record(session)
+
+
+@_guarded
+def _on_after_transaction_create(session: Session, transaction: Any) -> None:
+    record = _active(session)
+    if record is None:
+        return
+    if transaction.parent is None:
+        record.owner = _session_unit(record)
+        left_behind = _changes_left_behind(record, session)
+        if left_behind and record.owner is not None:
+            # Changed after the last commit, then closed: setting an attribute begins
+            # no transaction, so that close() ended none and no event said so.
+            record.discarded_dirty = left_behind
+            _dispatch(
+                record.owner,
+                "after_transaction_end",
+                TransactionEnd(session, record, "close", known_site=False),
+            )
+        record.reset_transaction()
+        record.identity_map = session.identity_map
+        record.root_active = True
+    elif transaction.nested:
+        record.nested_marks.append(record.writes)
+
+
+@_guarded
+def _on_after_begin(session: Session, transaction: Any, connection: Connection) -> None:
+    record = _active(session)
+    if record is None or record.holds_connection:
+        return
+    record.holds_connection = True
+    checkout = _last_checkout.get()
+    fairy = connection.connection if not connection.closed else None
+    owned = checkout is not None and fairy is not None and checkout.ref() is fairy
+    record.external = isinstance(session.bind, Connection) or not owned
+    if checkout is not None and owned:
+        checkout.session_owned = True
+        record.opened = checkout.opened
+    else:
+        # A connection the caller handed over: never this session's leak to report.
+        site = callsite.find(1)
+        record.opened = (site,) if site is not None else ()
+    uow = _session_unit(record)
+    if record.owner is None:
+        record.owner = uow
+    if uow is not None:
+        uow.adopt_session(record)
+
+
+@_guarded
+def _on_after_commit(session: Session) -> None:
+    record = _active(session)
+    if record is None:
+        return
+    # after_commit also follows a SAVEPOINT release; the nested transaction is still
+    # current then, the outermost one is not.
+    if session.get_nested_transaction() is None:
+        record.outcome = "commit"
+        record.commit_site = callsite.find(1)
+
+
+@_guarded
+def _on_after_rollback(session: Session) -> None:
+    record = _active(session)
+    if record is None:
+        return
+    if record.flushing:
+        # A failed flush rolls the transaction back and never reaches after_flush.
+        _flush_done(record)
+    if session.get_nested_transaction() is None:
+        record.outcome = "rollback"
+    elif record.nested_marks:
+        # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
+        record.writes = record.nested_marks[-1]
+
+
+@_guarded
+def _on_after_transaction_end(session: Session, transaction: Any) -> None:
+    record = _active(session)
+    if record is None:
+        return
+    if transaction.nested:
+        if record.nested_marks:
+            record.nested_marks.pop()
+        return
+    if transaction.parent is not None:
+        return
+    outcome = record.outcome or "close"
+    uow = _session_unit(record)
+    try:
+        if uow is not None:
+            if outcome == "close":
+                record.discarded_dirty = _changes_left_behind(record, session)
+            end = TransactionEnd(session, record, outcome, known_site=outcome == "close")
+            _dispatch(uow, "after_transaction_end", end)
+            if not uow.explicit:
+                _checkpoint(uow)
+    finally:
+        record.reset_transaction()
+        record.identity_map = session.identity_map
+
+
+@_guarded
+def _on_transient_to_pending(session: Session, state: Any) -> None:
+    # Instrumented even when nothing watches this context: the read may come later,
+    # inside a track().
+    mapper = state.mapper
+    if mapper not in _instrumented_mappers:
+        _instrument_primary_key(mapper)
+    record = _active(session)
+    if record is None:
+        return
+    record.add_pending(id(state), Added(state.class_.__name__, callsite.find(1)))
+
+
+@_guarded
+def _on_pending_to_persistent(session: Session, state: Any) -> None:
+    record = process.records.get(id(session))
+    if record is not None:
+        record.pending.pop(id(state), None)
+
+
+@_guarded
+def _on_pending_to_transient(session: Session, state: Any) -> None:
+    record = process.records.get(id(session))
+    if record is None:
+        return
+    added = record.pending.pop(id(state), None)
+    # rollback() sets the outcome before it expunges pending objects; close() does not.
+    if record.outcome is None and len(record.discarded) < MAX_DISCARDED_PER_SESSION:
+        record.discarded.append(added or Added(state.class_.__name__, None))
+
+
+def _has_net_changes(state: Any) -> bool:
+    # AttributeState.history never loads: it reads what the object already holds.
+    return any(attr.history.has_changes() for attr in state.attrs)
+
+
+def _changes_left_behind(record: SessionRecord, session: Session) -> list[str]:
+    """Entities changed but never flushed, in an identity map close() threw away.
+
+    ``close()`` (and ``expunge_all()``) replace ``session.identity_map`` with a new one
+    and leave the old one as it was, modified states included; comparing the map seen
+    at the start of the transaction with the current one finds them without listening
+    to every object's detachment.
+    """
+    old = record.identity_map
+    if old is None or old is session.identity_map or not old.check_modified():
+        return []
+    return [
+        state.class_.__name__
+        for state in old.all_states()[:MAX_DISCARDED_PER_SESSION]
+        if state.modified and _has_net_changes(state)
+    ]
+
+
+@_guarded
+def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    record = _active(session)
+    if record is None:
+        return
+    record.flushing = True
+    flushing.set(record)
+    execution = executing.get()
+    # do_orm_execute ran, the statement has not: this flush is that query's autoflush.
+    if execution is not None and not execution.consumed and execution.session_key == id(session):
+        record.autoflush_of = execution
+    else:
+        record.autoflush_of = None
+
+
+@_guarded
+def _on_after_flush(session: Session, flush_context: Any) -> None:
+    record = process.records.get(id(session))
+    if record is None:
+        return
+    try:
+        _flushed(session, record)
+    finally:
+        # The flush has emitted its SQL: what follows (after_flush_postexec hooks) is
+        # the user's own.
+        _flush_done(record)
+
+
+def _flushed(session: Session, record: SessionRecord) -> None:
+    # In after_flush, new/dirty/deleted still show what this flush wrote.
+    inserted: dict[str, int] = {}
+    for obj in session.new:
+        name = type(obj).__name__
+        inserted[name] = inserted.get(name, 0) + 1
+    deleted = len(session.deleted)
+    updated = sum(1 for obj in session.dirty if session.is_modified(obj))
+    if not (inserted or deleted or updated):
+        return
+    record.writes += 1
+    autoflush_of = record.autoflush_of
+    site = autoflush_of.site if autoflush_of is not None else callsite.find(1)
+    if record.flush_site is None:
+        record.flush_site = site
+    for name, count in inserted.items():
+        _bump(record.written, f"{name} inserted", count)
+    if updated:
+        _bump(record.written, "row(s) updated", updated)
+    if deleted:
+        _bump(record.written, "row(s) deleted", deleted)
+    uow = _session_unit(record)
+    if uow is not None:
+        _dispatch(uow, "after_flush", Flush(session, record, inserted, autoflush_of, site))
+
+
+def _flush_done(record: SessionRecord) -> None:
+    record.flushing = False
+    record.autoflush_of = None
+    if flushing.get() is record:
+        flushing.set(None)
+
+
+def _bump(counts: dict[str, int], key: str, by: int) -> None:
+    if key in counts or len(counts) < 16:
+        counts[key] = counts.get(key, 0) + by
+
+
+# -- primary-key reads on pending objects -------------------------------------------------
+
+
+def _instrument_primary_key(mapper: Any) -> None:
+    """Listen for reads of the unset primary key of this mapper's new objects.
+
+    ``init_scalar`` fires when code reads a scalar attribute that holds no value yet,
+    which for a pending object's primary key means: before the flush that assigns it.
+    """
+    with _registration_lock:
+        if mapper in _instrumented_mappers:
+            return
+        _instrumented_mappers.add(mapper)
+        for column in mapper.primary_key:
+            try:
+                prop = mapper.get_property_by_column(column)
+            except Exception:
+                continue
+            attribute = getattr(mapper.class_, prop.key, None)
+            if attribute is None:
+                continue
+            handler = functools.partial(_on_init_scalar, prop.key)
+            event.listen(attribute, "init_scalar", handler, raw=True, retval=True)
+            _registered.append((attribute, "init_scalar", handler))
+
+
+@_guarded
+def _on_mapper_configured(mapper: Any, class_: Any) -> None:
+    _instrument_primary_key(mapper)
+
+
+def _instrument_known_mappers() -> None:
+    """Mappers configured before the listeners were registered.
+
+    SQLAlchemy has no public list of every registry; this reads the private one when it
+    exists. Without it, a mapper is instrumented when one of its objects is next added
+    to a session, which is before any pending primary key can be read.
+    """
+    try:
+        # ``sqlalchemy.orm.mapper`` the attribute is a function; the module is in sys.modules.
+        registries = importlib.import_module("sqlalchemy.orm.mapper")._all_registries()
+    except Exception:
+        return
+    for registry in registries:
+        for mapper in list(registry.mappers):
+            if mapper.configured:
+                _instrument_primary_key(mapper)
+
+
+def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:
+    try:
+        if not state.pending:
+            return value
+        session = state.session
+        record = process.records.get(id(session)) if session is not None else None
+        if record is not None and record.flushing:
+            return value
+        uow = current.get()
+        if uow is None:
+            if not process.installed or session is None:
+                return value
+            uow = _session_unit(record or _record(session))
+        if uow is None or not uow.handlers["init_scalar"]:
+            return value
+        site = callsite.find(1)
+        # A repr() of a new object reads its id as a matter of course; the value it
+        # shows is right (None), nobody uses it as a key.
+        if site is None or site.function in _REPR_FUNCTIONS:
+            return value
+        _dispatch(uow, "init_scalar", AttributeRead(state, key, record, site))
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("init_scalar")
+    return value
+
+
+# -- pool ---------------------------------------------------------------------------------
+
+
+@_guarded
+def _on_checkout(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+    uow = current.get()
+    if uow is None and not process.installed:
+        return
+    if process.dead:
+        drain()
+    record = CheckoutRecord(id(connection_record), connection_proxy, _opening_stack(uow), uow)
+    process.checkouts[id(connection_record)] = record
+    process.checkouts_by_fairy[id(connection_proxy)] = record
+    _last_checkout.set(record)
+    if uow is not None:
+        uow.adopt_checkout(record)
+
+
+def _opening_stack(uow: UnitOfWork | None) -> tuple[callsite.CallSite, ...]:
+    """Where a connection was checked out, for a leak report.
+
+    A whole stack costs a frame object per frame (see callsite.find); an explicit unit
+    (a test, a tracked request) pays it every time, while outside one only the call
+    site is kept, and the stack from the moment a site has leaked once (Prosopite's
+    lazy capture).
+    """
+    if uow is not None:
+        return callsite.stack(2, _STACK_LIMIT)
+    execution = executing.get()
+    if execution is not None and not execution.consumed:
+        site = execution.site  # a Session acquiring its connection for this query
+    else:
+        site = callsite.find(2, _CHECKOUT_FRAMES)
+    if site is None:
+        return ()
+    if site.key in process.leaky_sites:
+        return callsite.stack(2, _STACK_LIMIT)
+    return (site,)
+
+
+@_guarded
+def _on_checkin(dbapi_connection: Any, connection_record: Any) -> None:
+    record = process.checkouts.get(id(connection_record))
+    if record is None:
+        return
+    _checkout_done(record, garbage_collected=record.garbage_collected)
+
+
+# -- registration -------------------------------------------------------------------------
+
+_LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
+    (Session, "do_orm_execute", _on_do_orm_execute, {}),
+    (Engine, "before_cursor_execute", _on_before_cursor_execute, {"retval": True}),
+    (Engine, "handle_error", _on_handle_error, {}),
+    (Session, "after_transaction_create", _on_after_transaction_create, {}),
+    (Session, "after_begin", _on_after_begin, {}),
+    (Session, "after_commit", _on_after_commit, {}),
+    (Session, "after_rollback", _on_after_rollback, {}),
+    (Session, "after_transaction_end", _on_after_transaction_end, {}),
+    (Session, "before_flush", _on_before_flush, {}),
+    (Session, "after_flush", _on_after_flush, {}),
+    (Session, "transient_to_pending", _on_transient_to_pending, {"raw": True}),
+    (Session, "pending_to_persistent", _on_pending_to_persistent, {"raw": True}),
+    (Session, "pending_to_transient", _on_pending_to_transient, {"raw": True}),
+    (Mapper, "mapper_configured", _on_mapper_configured, {}),
+    (Pool, "checkout", _on_checkout, {}),
+    (Pool, "checkin", _on_checkin, {}),
+)
+
+_atexit_registered = False
+
+
+def register() -> None:
+    """Register every listener once (idempotent, thread-safe)."""
+    global _atexit_registered
+    with _registration_lock:
+        if process.registered:
+            return
+        for target, name, fn, kwargs in _LISTENERS:
+            event.listen(target, name, fn, **kwargs)
+            _registered.append((target, name, fn))
+        process.registered = True
+    _instrument_known_mappers()
+    with _registration_lock:
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+
+
+def unregister() -> None:
+    """Remove every listener this module registered."""
+    with _registration_lock:
+        while _registered:
+            target, name, fn = _registered.pop()
+            if event.contains(target, name, fn):
+                event.remove(target, name, fn)
+        _instrumented_mappers.clear()
+        process.registered = False

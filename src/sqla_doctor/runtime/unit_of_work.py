@@ -1,0 +1,572 @@
+"""Units of work, the per-session and per-connection bookkeeping, and the process state.
+
+A unit of work is what ran between its start and its end: its statements (counted, the
+first few kept), its detectors' state and its findings. ``track()`` makes an explicit one
+and puts it in a ContextVar, so each thread and each asyncio task sees its own (SQLAlchemy
+copies the awaiting task's context into the greenlet it runs the sync ORM in). Outside
+``track()``, once ``install()`` ran, each Session gets an implicit unit of work of its
+own, and so does each pooled connection used without a Session: a web request or a job
+usually is one session, and counting a lazy load per request across a server's life
+would call every request handler an N+1.
+
+Memory stays bounded however long the program runs: counters and keys are capped, a
+statement is kept only as a reference among the first few, stacks are small tuples, and
+records die with their session or connection.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import linecache
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from sqla_doctor.config import Config, RuntimeConfig
+from sqla_doctor.findings import Finding, Kind
+from sqla_doctor.runtime import modes
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.suppression import line_has_noqa
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import RelationshipProperty
+
+    from sqla_doctor.runtime.detector import Detector, OrmExecution
+
+# Caps that keep a unit of work's memory bounded.
+MAX_STATEMENTS_KEPT = 200
+MAX_RECORDS_PER_UNIT = 10_000
+MAX_PENDING_PER_SESSION = 256
+MAX_DISCARDED_PER_SESSION = 64
+
+current: ContextVar[UnitOfWork | None] = ContextVar("sqla_doctor_unit_of_work", default=None)
+# The ORM execution whose statement has not reached the cursor yet. ``do_orm_execute``
+# runs before the autoflush and before the statement, in the same thread or greenlet, so
+# the flush and the cursor event can tell which query they belong to.
+executing: ContextVar[OrmExecution | None] = ContextVar("sqla_doctor_executing", default=None)
+# The session flushing in this context: its statements are the flush's, not the user's.
+flushing: ContextVar[SessionRecord | None] = ContextVar("sqla_doctor_flushing", default=None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a unit of work needs from the configuration, resolved once."""
+
+    mode: str
+    runtime: RuntimeConfig
+    root: str
+    detectors: tuple[type[Detector], ...]
+    per_file_ignores: tuple[tuple[str, frozenset[str]], ...] = ()
+    # (code, name or None, pattern): a finding is allowed when its subject or location
+    # matches the pattern (and its code, when one is given).
+    allow: tuple[tuple[str | None, str], ...] = ()
+    # Computed once per settings: event -> indexes of the detectors handling it, and the
+    # detectors that override checkpoint() / end().
+    handler_table: Mapping[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
+    checkpointing: tuple[int, ...] = field(default=(), compare=False)
+    ending: tuple[int, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        from sqla_doctor.runtime.detector import EVENTS, Detector
+
+        table = {
+            event: tuple(
+                index for index, cls in enumerate(self.detectors) if event in cls.handled_events()
+            )
+            for event in EVENTS
+        }
+        object.__setattr__(self, "handler_table", table)
+        for attribute, method in (("checkpointing", "checkpoint"), ("ending", "end")):
+            indexes = tuple(
+                index
+                for index, cls in enumerate(self.detectors)
+                if getattr(cls, method) is not getattr(Detector, method)
+            )
+            object.__setattr__(self, attribute, indexes)
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        *,
+        runtime: RuntimeConfig | None = None,
+        mode: str | None = None,
+    ) -> Settings:
+        from sqla_doctor.registry import registry
+        from sqla_doctor.static.engine import selected_codes
+
+        runtime = runtime or config.runtime
+        mode = mode or runtime.mode
+        if mode not in modes.MODES:
+            raise ValueError(f"mode must be one of {', '.join(modes.MODES)}, not {mode!r}")
+        checks = registry()
+        codes = selected_codes(checks, config, None, None, (Kind.RUNTIME,))
+        codes -= checks.expand(runtime.ignore)
+        from sqla_doctor.runtime.detector import Detector
+
+        detectors = tuple(
+            c for c in checks.of_kind(Kind.RUNTIME) if c.code in codes and issubclass(c, Detector)
+        )
+        per_file: list[tuple[str, frozenset[str]]] = []
+        for glob, selectors in config.per_file_ignores.items():
+            try:
+                per_file.append((glob, frozenset(checks.expand(selectors))))
+            except KeyError:
+                continue
+        allow: list[tuple[str | None, str]] = []
+        for entry in runtime.allow:
+            head, sep, rest = entry.partition(":")
+            check = checks.get(head) if sep else None
+            allow.append((check.code, rest) if check is not None else (None, entry))
+        return cls(
+            mode=mode,
+            runtime=runtime,
+            root=str(config.root),
+            detectors=detectors,
+            per_file_ignores=tuple(per_file),
+            allow=tuple(allow),
+        )
+
+    def with_overrides(self, *, mode: str | None = None) -> Settings:
+        if mode is None:
+            return self
+        if mode not in modes.MODES:
+            raise ValueError(f"mode must be one of {', '.join(modes.MODES)}, not {mode!r}")
+        return replace(self, mode=mode)
+
+    def suppressed(self, finding: Finding, filename: str | None, subject: str) -> bool:
+        """noqa on the user's line, ``allow`` patterns, and ``per-file-ignores``."""
+        path = finding.location.path
+        for glob, codes in self.per_file_ignores:
+            if finding.code in codes and (
+                fnmatch.fnmatch(path, glob) or fnmatch.fnmatch(path, glob.rstrip("/") + "/*")
+            ):
+                return True
+        place = f"{path}:{finding.location.line}"
+        for code, pattern in self.allow:
+            if code is not None and code != finding.code:
+                continue
+            if fnmatch.fnmatchcase(subject, pattern) or fnmatch.fnmatch(path, pattern):
+                return True
+            if fnmatch.fnmatch(place, pattern):
+                return True
+        if filename:
+            text = linecache.getline(filename, finding.location.line)
+            if text and line_has_noqa(text, finding.code, finding.name):
+                return True
+        return False
+
+
+class Origin:
+    """The last execution that loaded a mapper's objects: where N+1 parents came from."""
+
+    __slots__ = ("kind", "relationship", "site")
+
+    def __init__(
+        self, site: CallSite | None, kind: str, relationship: RelationshipProperty[Any] | None
+    ) -> None:
+        self.site = site
+        self.kind = kind
+        self.relationship = relationship
+
+
+class _Pending:
+    __slots__ = ("filename", "finding", "immediate", "module")
+
+    def __init__(
+        self, finding: Finding, filename: str | None, module: str | None, immediate: bool
+    ) -> None:
+        self.finding = finding
+        self.filename = filename
+        self.module = module
+        self.immediate = immediate
+
+
+class UnitOfWork:
+    """One unit of work: its statements, its detectors' state and its findings.
+
+    ``findings`` and ``query_count`` are what ``track()`` returns. ``statements`` keeps the
+    SQL (never the parameters) of the first statements, for messages and budgets.
+    """
+
+    def __init__(self, settings: Settings, name: str | None = None, *, explicit: bool = True):
+        self.name = name
+        self.settings = settings
+        self.explicit = explicit
+        self.findings: list[Finding] = []
+        self.query_count = 0
+        self.statements: list[str] = []
+        self.active = True
+        self.duration: float | None = None
+        self.lock = threading.RLock()
+        self.origins: dict[Any, Origin] = {}
+        self.sessions: dict[int, SessionRecord] = {}
+        self.checkouts: dict[int, CheckoutRecord] = {}
+        self._started = time.perf_counter()
+        self._keys: set[Hashable] = set()
+        self._unemitted: list[_Pending] = []
+        # Detectors are made when an event first needs them: most sessions of a web app
+        # run a couple of statements, and their implicit unit of work should cost little.
+        self._detectors: list[Detector | None] = [None] * len(settings.detectors)
+        self.handlers = _Handlers(self)
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "ended"
+        return (
+            f"<UnitOfWork {self.name or ''} {state}: {self.query_count} statements, "
+            f"{len(self.findings)} findings>"
+        )
+
+    # -- facts shared by detectors -------------------------------------------------------
+
+    def origin_for(self, mapper: Any) -> Origin | None:
+        for candidate in mapper.iterate_to_root():
+            origin = self.origins.get(candidate)
+            if origin is not None:
+                return origin
+        return None
+
+    def note_leak(self, site: CallSite | None) -> None:
+        """Keep whole stacks for the next resources opened where this one leaked."""
+        if site is not None and len(process.leaky_sites) < MAX_RECORDS_PER_UNIT:
+            process.leaky_sites.add(site.key)
+
+    def adopt_session(self, record: SessionRecord) -> None:
+        if len(self.sessions) < MAX_RECORDS_PER_UNIT:
+            self.sessions[id(record)] = record
+
+    def adopt_checkout(self, record: CheckoutRecord) -> None:
+        if len(self.checkouts) < MAX_RECORDS_PER_UNIT:
+            self.checkouts[id(record)] = record
+
+    # -- findings ------------------------------------------------------------------------
+
+    def add(
+        self,
+        detector: Detector,
+        key: Hashable,
+        finding: Finding,
+        *,
+        filename: str | None,
+        module: str | None,
+        subject: str,
+    ) -> None:
+        """Keep a finding unless it was reported already, suppressed, or over the cap."""
+        with self.lock:
+            full_key = (finding.code, key)
+            if full_key in self._keys:
+                return
+            self._keys.add(full_key)
+            if len(self.findings) >= self.settings.runtime.max_findings:
+                return
+            if self.settings.suppressed(finding, filename, subject):
+                return
+            self.findings.append(finding)
+            immediate = detector.raise_immediately and self.settings.mode == "raise"
+            self._unemitted.append(_Pending(finding, filename, module, immediate))
+        process.collect(finding, self.settings)
+
+    def absorb(self, inner: UnitOfWork) -> None:
+        """A nested unit ended: count its statements and list its (emitted) findings."""
+        with self.lock:
+            self.query_count += inner.query_count
+            room = MAX_STATEMENTS_KEPT - len(self.statements)
+            if room > 0:
+                self.statements.extend(inner.statements[:room])
+            room = self.settings.runtime.max_findings
+            for finding in inner.findings:
+                if finding not in self.findings and len(self.findings) < room:
+                    self.findings.append(finding)
+
+    def release(self, *, final: bool = False, can_raise: bool = True) -> None:
+        """Emit the findings not emitted yet, as the mode says.
+
+        An explicit unit emits at its end (``final``), except findings that raise
+        immediately; implicit units emit as soon as they find. Where raising is not
+        possible (garbage collection, an ended unit), ``raise`` falls back to a warning.
+        """
+        with self.lock:
+            if not self._unemitted:
+                return
+            if self.explicit and self.active and not final:
+                todo = [p for p in self._unemitted if p.immediate]
+                if not todo:
+                    return
+                self._unemitted = [p for p in self._unemitted if not p.immediate]
+            else:
+                todo, self._unemitted = self._unemitted, []
+        mode = self.settings.mode
+        if mode == "collect":
+            return
+        if mode == "raise" and can_raise:
+            raise modes.PitfallError([p.finding for p in todo])
+        for pending in todo:
+            if mode == "log":
+                modes.log(pending.finding)
+            else:
+                modes.warn(pending.finding, pending.filename, pending.module)
+
+    def take_unemitted(self) -> list[Finding]:
+        """The findings not emitted yet, which the caller will report its own way."""
+        with self.lock:
+            todo, self._unemitted = self._unemitted, []
+        return [p.finding for p in todo]
+
+    def detector(self, index: int) -> Detector:
+        made = self._detectors[index]
+        if made is None:
+            made = self._detectors[index] = self.settings.detectors[index](self)
+        return made
+
+    @property
+    def detectors(self) -> tuple[Detector, ...]:
+        """The detectors made so far (one that saw no event has nothing to say)."""
+        return tuple(d for d in self._detectors if d is not None)
+
+    def checkpoint(self) -> None:
+        for index in self.settings.checkpointing:
+            made = self._detectors[index]
+            if made is not None:
+                made.checkpoint()
+
+    def end(self) -> None:
+        """Final checkpoint and end-of-unit checks; emission is left to the caller."""
+        with self.lock:
+            if not self.active:
+                return
+            self.checkpoint()
+            # Resources left open matter at the end of an explicit unit; an implicit one
+            # ends when its session or connection is gone, which the detectors saw.
+            if self.explicit:
+                for index in self.settings.ending:
+                    self.detector(index).end()
+            self.active = False
+            self.duration = time.perf_counter() - self._started
+
+
+class _Handlers(dict[str, tuple[Callable[[Any], None], ...]]):
+    """event -> bound handler methods of a unit's detectors, made on first use."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        super().__init__()
+        self.uow = uow
+
+    def __missing__(self, event: str) -> tuple[Callable[[Any], None], ...]:
+        uow = self.uow
+        handlers = tuple(
+            getattr(uow.detector(index), f"on_{event}")
+            for index in uow.settings.handler_table.get(event, ())
+        )
+        self[event] = handlers
+        return handlers
+
+
+class Added:
+    """An object added to a session: its entity name and where ``add()`` happened."""
+
+    __slots__ = ("entity", "site")
+
+    def __init__(self, entity: str, site: CallSite | None) -> None:
+        self.entity = entity
+        self.site = site
+
+
+class SessionRecord:
+    """What listeners.py tracks about one Session, for detectors to read.
+
+    Created at the first event of a session, dropped when the session is garbage
+    collected (a weak reference's callback queues it for the next safe point).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "autoflush_of",
+        "commit_site",
+        "discarded",
+        "discarded_dirty",
+        "external",
+        "flush_site",
+        "flushing",
+        "holds_connection",
+        "identity_map",
+        "implicit",
+        "key",
+        "nested_marks",
+        "opened",
+        "outcome",
+        "owner",
+        "pending",
+        "pending_overflow",
+        "ref",
+        "reported",
+        "root_active",
+        "writes",
+        "written",
+    )
+
+    def __init__(self, session: object) -> None:
+        self.ref = weakref.ref(session, self._collected)
+        self.key = id(session)
+        self.implicit: UnitOfWork | None = None
+        # The unit of work in which the current outermost transaction began.
+        self.owner: UnitOfWork | None = None
+        # The user's frames when the session acquired its connection.
+        self.opened: tuple[CallSite, ...] = ()
+        self.holds_connection = False
+        # Bound to a Connection the caller manages: its transaction is not ours to judge.
+        self.external = False
+        self.root_active = False
+        self.outcome: str | None = None
+        # Flushes that wrote rows in the current outermost transaction, and what.
+        self.writes = 0
+        self.written: dict[str, int] = {}
+        self.flush_site: CallSite | None = None
+        self.nested_marks: list[int] = []
+        # Pending objects (by id of their InstanceState) not flushed yet.
+        self.pending: dict[int, Added] = {}
+        self.pending_overflow = 0
+        # The identity map when the outermost transaction began: close() replaces it.
+        self.identity_map: Any = None
+        # Unflushed work thrown away by close() (not by rollback()).
+        self.discarded: list[Added] = []
+        self.discarded_dirty: list[str] = []
+        self.flushing = False
+        self.autoflush_of: OrmExecution | None = None
+        self.commit_site: CallSite | None = None
+        # Codes already reported about this session, so that the end of a unit of work
+        # and a later garbage collection do not report the same leak twice.
+        self.reported: set[str] = set()
+
+    def _collected(self, _ref: weakref.ref[Any]) -> None:
+        # Runs inside garbage collection, possibly halfway through another handler:
+        # queue the record and let the next safe point look at it.
+        process.dead.append(self)
+
+    @property
+    def session(self) -> Any:
+        return self.ref()
+
+    def add_pending(self, state_id: int, added: Added) -> None:
+        if len(self.pending) < MAX_PENDING_PER_SESSION:
+            self.pending[state_id] = added
+        else:
+            self.pending_overflow += 1
+
+    def reset_transaction(self) -> None:
+        self.root_active = False
+        self.outcome = None
+        self.writes = 0
+        self.written = {}
+        self.flush_site = None
+        self.nested_marks = []
+        self.discarded = []
+        self.discarded_dirty = []
+        self.holds_connection = False
+
+
+class CheckoutRecord:
+    """One pooled connection checked out: where, by which unit, and whether a Session owns it."""
+
+    __slots__ = (
+        "__weakref__",
+        "fairy_key",
+        "implicit",
+        "key",
+        "opened",
+        "owner",
+        "ref",
+        "reported",
+        "returned",
+        "session_owned",
+    )
+
+    def __init__(
+        self, key: int, fairy: object, opened: tuple[CallSite, ...], owner: UnitOfWork | None
+    ):
+        self.key = key  # id of the pool's connection record
+        self.fairy_key = id(fairy)
+        self.ref = weakref.ref(fairy, self._collected)
+        self.opened = opened
+        self.owner = owner
+        self.implicit: UnitOfWork | None = None
+        self.session_owned = False
+        self.returned = False
+        self.reported = False
+
+    def _collected(self, _ref: weakref.ref[Any]) -> None:
+        process.dead.append(self)
+
+    @property
+    def garbage_collected(self) -> bool:
+        return self.ref() is None
+
+
+class _Process:
+    """What exists once per process: ambient settings, records, the collector."""
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.registered = False
+        self.settings: Settings | None = None
+        self.records: dict[int, SessionRecord] = {}
+        self.checkouts: dict[int, CheckoutRecord] = {}  # by id of the pool's connection record
+        self.checkouts_by_fairy: dict[int, CheckoutRecord] = {}
+        self.dead: deque[SessionRecord | CheckoutRecord] = deque()
+        self.statements = 0
+        self.internal_errors = 0
+        self.collected: dict[Hashable, Finding] = {}
+        self.occurrences: dict[Hashable, int] = {}
+        self.collecting = False
+        # Call sites that leaked a session or connection: their next checkouts keep the
+        # whole stack.
+        self.leaky_sites: set[tuple[str, int]] = set()
+        # Called with every finding of every unit of work (install(on_finding=...)).
+        self.on_finding: list[Callable[[Finding], None]] = []
+        # SQL -> [times run, first call site]: the statements table of `sqla-doctor run`.
+        self.table: dict[str, list[Any]] | None = None
+        self.table_limit = 0
+
+    def collect(self, finding: Finding, settings: Settings) -> None:
+        for callback in self.on_finding:
+            try:
+                callback(finding)
+            except Exception:
+                logging.getLogger("sqla_doctor").warning(
+                    "sqla-doctor: on_finding callback %r failed", callback, exc_info=True
+                )
+        if not self.collecting:
+            return
+        key = (
+            finding.code,
+            finding.location.path,
+            finding.location.line,
+            finding.details.get("subject"),
+        )
+        if key in self.collected:
+            self.occurrences[key] += 1
+        elif len(self.collected) < settings.runtime.max_findings:
+            self.collected[key] = finding
+            self.occurrences[key] = 1
+
+    def findings(self) -> list[Finding]:
+        """Every finding since install(), one per place, with how often it recurred."""
+        out = []
+        for key, finding in self.collected.items():
+            seen = self.occurrences.get(key, 1)
+            if seen > 1:
+                finding = replace(finding, details={**finding.details, "occurrences": seen})
+            out.append(finding)
+        return sorted(out, key=lambda f: f.sort_key)
+
+    def reset_collected(self) -> None:
+        self.collected = {}
+        self.occurrences = {}
+
+
+process = _Process()

@@ -1,0 +1,494 @@
+"""The pytest plugin, run from outside with ``pytester`` on real SQLAlchemy and SQLite."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+MODELS = """
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, create_engine
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    posts: Mapped[list[Post]] = relationship(back_populates="author")
+
+
+class Post(Base):
+    __tablename__ = "posts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    author: Mapped[User] = relationship(back_populates="posts")
+
+
+def make_engine(path):
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([User(name=f"user{i}", posts=[Post(title="p")]) for i in range(3)])
+        session.commit()
+    return engine
+"""
+
+CONFTEST = """
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+from models import make_engine
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(tmp_path / "app.db")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine):
+    # Closed at teardown, after the test function: not a leak.
+    with Session(engine) as session:
+        yield session
+
+
+@pytest.fixture
+async def async_session(engine):
+    async_engine = create_async_engine(engine.url.set(drivername="sqlite+aiosqlite"))
+    async with AsyncSession(async_engine) as session:
+        yield session
+    await async_engine.dispose()
+"""
+
+INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+filterwarnings = error
+"""
+
+N_PLUS_ONE = """
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from models import User
+
+
+def test_n_plus_one(session):
+    for user in session.scalars(select(User)).all():
+        assert user.posts
+
+
+def test_fixed(session):
+    for user in session.scalars(select(User).options(selectinload(User.posts))).all():
+        assert user.posts
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(models=MODELS, conftest=CONFTEST)
+    pytester.makeini(INI)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # A process per run, as users run pytest: nothing cached from the last one.
+    return pytester.runpytest_subprocess(*args)
+
+
+def write_test(pytester: pytest.Pytester, source: str, name: str = "test_app") -> None:
+    pytester.makepyfile(**{name: textwrap.dedent(source)})
+
+
+def test_an_n_plus_one_fails_the_test_with_the_finding_text(project: pytest.Pytester) -> None:
+    write_test(project, N_PLUS_ONE)
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_n_plus_one _*",
+            "sqla-doctor: 1 finding at or above 'warning' in this test:",
+            "test_app.py:9: SQD251 User.posts lazy-loaded 3× from test_app.py:9 "
+            "(parents loaded by the query at test_app.py:8) — add "
+            ".options(selectinload(User.posts)) to that query",
+            '(fix it, or allow it in this test: @pytest.mark.sqla_doctor(allow=["SQD251"]))',
+        ]
+    )
+    result.stdout.fnmatch_lines(["FAILED test_app.py::test_n_plus_one - Failed: sqla-doctor*"])
+    assert "test_fixed" not in result.stdout.str().split("short test summary")[1]
+
+
+def test_without_the_option_the_plugin_costs_nothing(project: pytest.Pytester) -> None:
+    project.makepyfile(conftest="")
+    write_test(
+        project,
+        """
+        import sys
+
+
+        def test_nothing_was_imported():
+            assert "sqla_doctor.integrations.pytest_plugin" in sys.modules
+            assert "sqla_doctor.runtime" not in sys.modules
+            assert "sqlalchemy" not in sys.modules
+        """,
+    )
+
+    result = run(project)
+
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*- sqla-doctor -*")
+
+
+def test_watching_never_installs_the_doctor(project: pytest.Pytester) -> None:
+    write_test(
+        project,
+        """
+        from sqla_doctor import runtime
+
+
+        def test_not_installed(session, sqla_doctor_unit):
+            assert sqla_doctor_unit.unit is not None
+            assert not runtime.installed()
+        """,
+    )
+
+    run(project, "--sqla-doctor").assert_outcomes(passed=1)
+
+
+def test_the_ini_option_watches_every_test(project: pytest.Pytester) -> None:
+    project.makeini(INI + "sqla_doctor = true\n")
+    write_test(project, N_PLUS_ONE)
+
+    result = run(project)
+
+    result.assert_outcomes(passed=1, failed=1)
+    assert run(project, "--no-sqla-doctor").ret == pytest.ExitCode.OK
+
+
+def test_fail_on_error_lets_warnings_pass_and_lists_them(project: pytest.Pytester) -> None:
+    write_test(project, N_PLUS_ONE)
+
+    result = run(project, "--sqla-doctor", "--sqla-doctor-fail-on=error")
+
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*- sqla-doctor -*",
+            "2 tests watched, 6 queries: 1 finding in 1 test",
+            "     1  SQD251 n-plus-one-lazy-load",
+            "",
+            "test_app.py::test_n_plus_one",
+            "  test_app.py:9: SQD251 User.posts lazy-loaded 3×*",
+        ]
+    )
+
+
+def test_the_marker_allows_findings_by_code_name_or_subject(project: pytest.Pytester) -> None:
+    write_test(
+        project,
+        """
+        import pytest
+        from sqlalchemy import select
+
+        from models import User
+
+
+        def load_all(session):
+            for user in session.scalars(select(User)).all():
+                assert user.posts
+
+
+        @pytest.mark.sqla_doctor(allow=["SQD251"])
+        def test_by_code(session):
+            load_all(session)
+
+
+        @pytest.mark.sqla_doctor(allow=["n-plus-one-lazy-load"])
+        def test_by_name(session):
+            load_all(session)
+
+
+        @pytest.mark.sqla_doctor(allow=["User.posts"])
+        def test_by_subject(session):
+            load_all(session)
+
+
+        @pytest.mark.sqla_doctor(allow=["SQD251:User.author"])
+        def test_another_subject_is_not_allowed(session):
+            load_all(session)
+
+
+        @pytest.mark.sqla_doctor(allow=["n-plus-one-lazyload"])
+        def test_a_typo_is_an_error(session):
+            load_all(session)
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=3, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_a_typo_is_an_error*",
+            "@pytest.mark.sqla_doctor: unknown rule 'n-plus-one-lazyload': "
+            "not a code or name of sqla-doctor",
+        ]
+    )
+    result.stdout.fnmatch_lines(["FAILED *test_another_subject_is_not_allowed*"])
+    result.stdout.fnmatch_lines(
+        ["4 tests watched, 16 queries: 1 finding in 1 test (3 allowed by markers)"]
+    )
+
+
+def test_the_marker_watches_one_test_without_the_option(project: pytest.Pytester) -> None:
+    write_test(
+        project,
+        N_PLUS_ONE
+        + textwrap.dedent(
+            """
+            import pytest
+
+
+            @pytest.mark.sqla_doctor(fail_on="warning")
+            def test_marked(session):
+                test_n_plus_one(session)
+            """
+        ),
+    )
+
+    result = run(project)
+
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_app.py::test_marked - Failed: sqla-doctor*"])
+    result.stdout.fnmatch_lines(["1 tests watched, 4 queries: 1 finding in 1 test"])
+
+
+def test_a_session_left_open_fails_at_teardown(project: pytest.Pytester) -> None:
+    write_test(
+        project,
+        """
+        from sqlalchemy import text
+        from sqlalchemy.orm import Session
+
+
+        def test_leaks(engine):
+            session = Session(engine)
+            session.execute(text("SELECT 1"))
+
+
+        def test_closed_by_its_fixture(session):
+            session.execute(text("SELECT 1"))
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaks*",
+            "*test_app.py:7: SQD151 Session that began at *test_app.py:7 still holds its "
+            "connection at the end of the unit of work*",
+        ]
+    )
+
+
+def test_assert_num_queries(project: pytest.Pytester) -> None:
+    write_test(
+        project,
+        """
+        from sqlalchemy import select, text
+
+        from models import User
+
+
+        def test_exact(session, sqla_assert_num_queries):
+            with sqla_assert_num_queries(1) as captured:
+                session.scalars(select(User)).all()
+            assert captured.count == 1
+
+
+        def test_too_many(session, sqla_assert_num_queries):
+            with sqla_assert_num_queries(1):
+                for user in session.scalars(select(User)).all():
+                    assert user.posts
+
+
+        def test_too_few(session, sqla_assert_num_queries):
+            with sqla_assert_num_queries(2):
+                session.execute(text("SELECT 1"))
+
+
+        def test_at_most(session, sqla_assert_max_num_queries):
+            with sqla_assert_max_num_queries(2):
+                session.execute(text("SELECT 1"))
+            with sqla_assert_max_num_queries(1):
+                session.execute(text("SELECT 2"))
+                session.execute(text("SELECT 3"))
+
+
+        def test_savepoints_ignored(session, sqla_assert_num_queries):
+            with sqla_assert_num_queries(1, ignore=r"^(SAVEPOINT|RELEASE)") as captured:
+                with session.begin_nested():
+                    session.execute(text("SELECT 1"))
+            assert [s.split()[0] for s in captured.ignored] == ["SAVEPOINT", "RELEASE"]
+        """,
+    )
+
+    result = run(project)
+
+    result.assert_outcomes(passed=2, failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_too_many _*",
+            "Expected to perform 1 queries but 4 were done (add -v option to show queries)",
+            "*_ test_too_few _*",
+            "Expected to perform 2 queries but 1 were done (add -v option to show queries)",
+            "*_ test_at_most _*",
+            "Expected to perform 1 queries or less but 2 were done (add -v option to show queries)",
+        ]
+    )
+
+    verbose = run(project, "-v", "-k", "too_many or at_most")
+
+    verbose.stdout.fnmatch_lines(
+        [
+            "Expected to perform 1 queries but 4 were done",
+            "",
+            "Queries:",
+            "========",
+            "",
+            "1. SELECT users.id, users.name FROM users",
+            "2. SELECT posts.id*FROM posts WHERE ? = posts.author_id",
+            "3. SELECT posts.id*",
+            "4. SELECT posts.id*",
+        ]
+    )
+    verbose.stdout.fnmatch_lines(["1. SELECT 2", "2. SELECT 3"])
+
+
+def test_the_unit_fixture_and_counts_inside_a_watched_test(project: pytest.Pytester) -> None:
+    write_test(
+        project,
+        """
+        from sqlalchemy import text
+
+
+        def test_unit(session, sqla_doctor_unit, sqla_assert_num_queries):
+            session.execute(text("SELECT 1"))
+            with sqla_assert_num_queries(2):
+                session.execute(text("SELECT 2"))
+                session.execute(text("SELECT 3"))
+            assert sqla_doctor_unit.query_count == 3
+            assert sqla_doctor_unit.statements == ["SELECT 1", "SELECT 2", "SELECT 3"]
+            assert sqla_doctor_unit.findings == []
+        """,
+    )
+
+    result = run(project)
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["1 tests watched, 3 queries: no findings"])
+
+
+def test_async_tests_are_units_of_work(project: pytest.Pytester) -> None:
+    write_test(
+        project,
+        """
+        from sqlalchemy import select
+        from sqlalchemy.orm import selectinload
+
+        from models import User
+
+
+        async def test_async_n_plus_one(async_session):
+            for user in (await async_session.scalars(select(User))).all():
+                assert await user.awaitable_attrs.posts
+
+
+        async def test_async_fixed(async_session, sqla_assert_num_queries):
+            with sqla_assert_num_queries(2):
+                query = select(User).options(selectinload(User.posts))
+                for user in (await async_session.scalars(query)).all():
+                    assert user.posts
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_async_n_plus_one _*",
+            "*test_app.py:9: SQD251 User.posts lazy-loaded 3× from *test_app.py:9*",
+        ]
+    )
+
+
+def test_findings_of_a_test_that_fails_anyway_are_shown_beside_its_error(
+    project: pytest.Pytester,
+) -> None:
+    write_test(
+        project,
+        """
+        from sqlalchemy import select
+
+        from models import User
+
+
+        def test_fails_anyway(session):
+            posts = [len(user.posts) for user in session.scalars(select(User)).all()]
+            assert posts == []
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*AssertionError*", "*- Captured sqla-doctor call -*", "*SQD251 User.posts*"]
+    )
+
+
+def test_xdist_workers_report_and_the_summary_is_combined(project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    write_test(project, N_PLUS_ONE)
+    write_test(project, N_PLUS_ONE, name="test_other")
+
+    result = run(project, "-p", "xdist", "-n", "2", "--sqla-doctor")
+
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*- sqla-doctor -*",
+            "4 tests watched, 12 queries: 2 findings in 2 tests",
+            "     2  SQD251 n-plus-one-lazy-load",
+        ]
+    )
+    result.stdout.fnmatch_lines(["FAILED test_app.py::test_n_plus_one*"])
+    result.stdout.fnmatch_lines(["FAILED test_other.py::test_n_plus_one*"])
+
+
+def test_an_unknown_threshold_is_a_usage_error(project: pytest.Pytester) -> None:
+    project.makeini(INI + "sqla_doctor_fail_on = warn\n")
+    write_test(project, N_PLUS_ONE)
+
+    result = run(project)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*sqla_doctor_fail_on must be one of info, warning, error*"])

@@ -1,0 +1,205 @@
+"""The WSGI middleware, through a real Flask app over httpx's WSGI transport."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, selectinload
+
+from sqla_doctor.runtime import PitfallError, UnitOfWork
+
+pytest.importorskip("flask")
+
+from flask import Flask, Response, stream_with_context
+
+from sqla_doctor.integrations.wsgi import SqlaDoctorMiddleware
+
+from .models import USERS, User
+from .support import line_of
+
+
+class Units:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[UnitOfWork, dict[str, str]]] = []
+
+    def __call__(self, unit: UnitOfWork, context: Mapping[str, str]) -> None:
+        with self.lock:
+            self.seen.append((unit, dict(context)))
+
+    def only(self) -> tuple[UnitOfWork, dict[str, str]]:
+        assert len(self.seen) == 1, self.seen
+        return self.seen[0]
+
+
+def flask_app(engine: Engine, **options: Any) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/users")
+    def users() -> list[str]:
+        with Session(engine) as session:
+            return [f"{u.name}:{len(u.posts)}" for u in session.scalars(select(User))]  # line:n+1
+
+    @app.get("/users/fixed")
+    def users_fixed() -> list[str]:
+        with Session(engine) as session:
+            query = select(User).options(selectinload(User.posts))
+            return [f"{u.name}:{len(u.posts)}" for u in session.scalars(query)]
+
+    @app.get("/users/<int:user_id>")
+    def user(user_id: int) -> str:
+        with Session(engine) as session:
+            found = session.get(User, user_id)
+            return found.name if found else ""
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def rows() -> Iterator[str]:
+            with Session(engine) as session:
+                for u in session.scalars(select(User)).all():
+                    yield f"{u.name}:{len(u.posts)}\n"  # line:stream
+
+        return Response(stream_with_context(rows()), mimetype="text/plain")
+
+    app.wsgi_app = SqlaDoctorMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
+    return app
+
+
+def client(app: Flask) -> httpx.Client:
+    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://testserver")
+
+
+def test_log_mode_logs_each_finding_with_method_and_rule(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sqla_doctor")
+    with client(flask_app(engine)) as http:
+        response = http.get("/users")
+
+    assert response.status_code == 200
+    (record,) = [r for r in caplog.records if hasattr(r, "sqla_doctor")]
+    assert record.sqla_doctor["code"] == "SQD251"
+    assert record.sqla_doctor["line"] == line_of("n+1")
+    assert record.sqla_doctor["context"] == {"method": "GET", "route": "/users"}
+    assert record.getMessage().startswith("GET /users: ")
+
+
+def test_the_route_is_flasks_url_rule(engine: Engine) -> None:
+    units = Units()
+    with client(flask_app(engine, on_unit=units)) as http:
+        assert http.get("/users/2").text == "user1"
+        assert http.get("/nowhere").status_code == 404
+
+    assert [context for _, context in units.seen] == [
+        {"method": "GET", "route": "/users/<int:user_id>"},
+        {"method": "GET", "path": "/nowhere"},
+    ]
+
+
+def test_headers_count_queries_and_findings(engine: Engine) -> None:
+    with client(flask_app(engine, headers=True)) as http:
+        bad = http.get("/users")
+        good = http.get("/users/fixed")
+
+    assert bad.headers["x-sqla-doctor-queries"] == str(1 + USERS)
+    assert bad.headers["x-sqla-doctor-findings"] == "1"
+    assert good.headers["x-sqla-doctor-queries"] == "2"
+    assert good.headers["x-sqla-doctor-findings"] == "0"
+
+
+def test_the_unit_ends_when_the_streamed_body_is_closed(engine: Engine) -> None:
+    units = Units()
+    http = client(flask_app(engine, on_unit=units))
+    with http, http.stream("GET", "/stream") as response:
+        lines = []
+        for line in response.iter_lines():
+            lines.append(line)
+            assert units.seen == [], "the unit ended before the body did"
+    assert lines == [f"user{i}:2" for i in range(USERS)]
+    unit, context = units.only()
+    assert context == {"method": "GET", "route": "/stream"}
+    assert unit.query_count == 1 + USERS
+    (finding,) = unit.findings
+    assert finding.location.line == line_of("stream")
+    assert finding.details["loads"] == USERS
+
+
+def test_streamed_headers_count_what_happened_before_the_body(engine: Engine) -> None:
+    units = Units()
+    with client(flask_app(engine, headers=True, on_unit=units)) as http:
+        response = http.get("/stream")
+
+    assert len(response.text.splitlines()) == USERS
+    # Sent with the first chunk, read one chunk ahead: the users' query and two loads.
+    assert response.headers["x-sqla-doctor-queries"] == "3"
+    assert response.headers["x-sqla-doctor-findings"] == "0"
+    unit, _ = units.only()
+    assert unit.query_count == 1 + USERS
+
+
+def test_raise_mode_fails_the_request_before_its_response_is_sent(engine: Engine) -> None:
+    with client(flask_app(engine, mode="raise")) as http:
+        with pytest.raises(PitfallError, match="SQD251"):
+            http.get("/users")
+        assert http.get("/users/fixed").status_code == 200
+
+
+def test_concurrent_requests_in_threads_are_separate_units(engine: Engine) -> None:
+    units = Units()
+    app = flask_app(engine, headers=True, on_unit=units)
+    paths = ["/users", "/users/fixed", "/users/3"] * 6
+
+    def get(path: str) -> httpx.Response:
+        with client(app) as http:
+            return http.get(path)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(get, paths))
+
+    expected = {"/users": 1 + USERS, "/users/fixed": 2, "/users/3": 1}
+    for path, response in zip(paths, responses, strict=True):
+        assert response.headers["x-sqla-doctor-queries"] == str(expected[path])
+    assert len(units.seen) == len(paths)
+    for unit, context in units.seen:
+        if context["route"] == "/users":
+            (finding,) = unit.findings
+            assert finding.details["loads"] == USERS
+        else:
+            assert unit.findings == []
+
+
+def test_nested_middleware_watch_a_request_once(engine: Engine) -> None:
+    outer, inner = Units(), Units()
+    app = flask_app(engine, on_unit=inner)
+    app.wsgi_app = SqlaDoctorMiddleware(app.wsgi_app, on_unit=outer)  # type: ignore[method-assign]
+
+    with client(app) as http:
+        http.get("/users/fixed")
+
+    assert len(outer.seen) == 1
+    assert inner.seen == []
+
+
+def test_the_applications_error_reaches_the_server(engine: Engine) -> None:
+    app = flask_app(engine, mode="raise")
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise LookupError("the application's own error")
+
+    with client(app) as http, pytest.raises(LookupError, match="own error"):
+        http.get("/boom")
+    # The guard was reset: the next request is watched again.
+    units = Units()
+    app.wsgi_app = SqlaDoctorMiddleware(app.wsgi_app, on_unit=units)  # type: ignore[method-assign]
+    with client(app) as http:
+        http.get("/users/fixed")
+    assert len(units.seen) == 1

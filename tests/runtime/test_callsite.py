@@ -1,0 +1,55 @@
+"""Finding the user's line: classification of files and the frame walk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sysconfig
+
+import sqlalchemy
+
+import sqla_doctor
+from sqla_doctor.runtime import callsite
+
+from .support import line_of
+
+
+def test_files_are_classified() -> None:
+    assert callsite.classify(__file__) == callsite.USER
+    assert callsite.classify(sqlalchemy.__file__) == callsite.INTERNAL
+    assert callsite.classify(callsite.__file__) == callsite.INTERNAL
+    assert callsite.classify(os.__file__) == callsite.INTERNAL
+    purelib = sysconfig.get_paths()["purelib"]
+    assert callsite.classify(os.path.join(purelib, "somepkg", "mod.py")) == callsite.THIRD_PARTY
+    assert callsite.classify("<string>") == callsite.INTERNAL
+    assert callsite.classify("<stdin>") == callsite.USER
+    demo = os.path.join(os.path.dirname(sqla_doctor.__file__), "demo", "app.py")
+    assert callsite.classify(demo) == callsite.USER
+
+
+def test_find_returns_the_users_line() -> None:
+    def library_like() -> callsite.CallSite | None:
+        return callsite.find(0)
+
+    site = library_like()  # line:find
+    assert site is not None
+    # library_like is itself user code: the innermost user frame wins.
+    assert site.function == "library_like"
+    site = callsite.find(0)  # line:direct
+    assert site is not None
+    assert site.lineno == line_of("direct")
+    assert site.module == __name__
+
+
+def test_the_event_loop_is_a_boundary() -> None:
+    """A task with no user frame of its own has no call site, not asyncio.run()'s line."""
+
+    async def inner() -> callsite.CallSite | None:
+        return await asyncio.shield(asyncio.ensure_future(_from_library()))
+
+    assert asyncio.run(inner()) is None
+
+
+async def _from_library() -> callsite.CallSite | None:
+    # Looks past this frame as if it were SQLAlchemy's.
+    return callsite.find(1)

@@ -1,0 +1,73 @@
+"""SQD154: connections checked out and never closed."""
+
+from __future__ import annotations
+
+import gc
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import sqla_doctor
+
+from .support import line_of, of_code, one, relative
+
+
+def connect_and_forget(engine: Engine) -> Connection:
+    connection = engine.connect()  # line:connect
+    connection.execute(text("SELECT 1"))
+    return connection
+
+
+def test_connection_still_checked_out_at_the_end_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        connection = connect_and_forget(engine)
+    finding = one(uow.findings, "SQD154")
+    here = relative(__file__)
+    assert finding.location.line == line_of("connect")
+    assert finding.message == (
+        f"connection checked out at {here}:{line_of('connect')} is still checked out at the end "
+        "of the unit of work — close it: `with engine.connect() as connection:` (or "
+        "connection.close() in a finally block)"
+    )
+    assert finding.details["stack"][0] == f"{here}:{line_of('connect')} in connect_and_forget"
+    connection.close()
+
+
+def test_with_block_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert not uow.findings
+
+
+def test_connection_returned_by_the_garbage_collector_is_reported(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    connect_and_forget(engine)
+    gc.collect()
+    finding = one(sqla_doctor.collected(), "SQD154")
+    assert finding.location.line == line_of("connect")
+    assert "the garbage collector returned it to the pool" in finding.message
+
+
+def test_session_connections_are_not_reported_as_connection_leaks(engine: Engine) -> None:
+    from sqlalchemy.orm import Session
+
+    with sqla_doctor.track(mode="collect") as uow:
+        session = Session(engine)
+        session.execute(text("SELECT 1"))
+    assert of_code(uow.findings, "SQD151")
+    assert not of_code(uow.findings, "SQD154")
+    session.close()
+
+
+async def test_async_connection_left_open_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow:
+        connection = await async_engine.connect()  # line:async-connect
+        await connection.execute(text("SELECT 1"))
+    assert one(uow.findings, "SQD154").location.line == line_of("async-connect")
+    await connection.close()
+
+
+async def test_async_with_block_is_the_silent_twin(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, async_engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    assert not uow.findings

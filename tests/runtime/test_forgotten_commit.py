@@ -1,0 +1,149 @@
+"""SQD152: sessions that end without commit() while holding writes, and their twins."""
+
+from __future__ import annotations
+
+import gc
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+
+from .models import USERS, User
+from .support import line_of, of_code, one, relative
+
+
+def count_users(engine: Engine) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def test_added_object_discarded_by_close_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:  # line:with
+        session.add(User(name="ada"))  # line:add
+    assert count_users(engine) == USERS, "the pitfall: the row was silently lost"
+    finding = one(uow.findings, "SQD152")
+    here = relative(__file__)
+    assert finding.location.line == line_of("with")
+    assert finding.message == (
+        f"Session closed at {here}:{line_of('with')} without commit(): 1 added object(s) "
+        "(1 User) were never inserted — call session.commit() before the session ends, or "
+        "use `with Session.begin() as session:`"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("add")]
+    assert finding.severity.value == "error"
+
+
+def test_commit_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.add(User(name="ada"))
+        session.commit()
+    assert count_users(engine) == USERS + 1
+    assert not uow.findings
+
+
+def test_session_begin_block_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session, session.begin():
+        session.add(User(name="ada"))
+    assert not uow.findings
+
+
+def test_flushed_writes_rolled_back_by_close_are_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        session = Session(engine)
+        session.add(User(name="ada"))
+        session.flush()  # line:flush
+        session.close()  # line:close
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("close")
+    assert "the flushed writes (1 User inserted) were rolled back" in finding.message
+    assert finding.related[0].location.line == line_of("flush")
+
+
+def test_explicit_rollback_is_a_choice_not_a_loss(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.add(User(name="ada"))
+        session.flush()
+        session.rollback()
+    assert not uow.findings
+
+
+def test_changed_objects_discarded_by_close_are_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:  # line:dirty-with
+        user = session.get(User, 1)
+        assert user is not None
+        user.name = "renamed"
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("dirty-with")
+    assert "changes to 1 User were never written" in finding.message
+
+
+def test_change_after_commit_then_close_is_reported(engine: Engine) -> None:
+    """Setting an attribute begins no transaction; the close ends none; still lost."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, 1)
+        assert user is not None
+        session.commit()
+        user.name = "renamed"
+    assert "changes to 1 User were never written" in one(uow.findings, "SQD152").message
+
+
+def test_read_only_session_closing_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert session.scalars(select(User)).all()
+    assert not uow.findings
+
+
+def test_savepoint_rolled_back_then_commit_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        nested = session.begin_nested()
+        session.add(User(name="ada"))
+        session.flush()
+        nested.rollback()
+        session.commit()
+    assert not uow.findings
+
+
+def test_external_transaction_recipe_is_skipped(engine: Engine) -> None:
+    """The test-suite recipe: a session bound to a connection whose caller rolls back."""
+    with engine.connect() as connection, connection.begin() as transaction:
+        with sqla_doctor.track(mode="collect") as uow:
+            session = Session(bind=connection, join_transaction_mode="create_savepoint")
+            session.add(User(name="ada"))
+            session.flush()
+            session.close()
+        transaction.rollback()
+    assert not of_code(uow.findings, "SQD152")
+
+
+def add_and_forget(engine: Engine) -> None:
+    session = Session(engine)
+    session.add(User(name="ada"))  # line:forgotten
+
+
+def test_session_collected_with_pending_objects_is_reported(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    add_and_forget(engine)
+    gc.collect()
+    sqla_doctor.runtime.shutdown()
+    finding = one(sqla_doctor.collected(), "SQD152")
+    assert finding.location.line == line_of("forgotten")
+    assert finding.message.startswith("Session garbage-collected without commit(): 1 added object")
+
+
+async def test_async_added_object_discarded_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        session.add(User(name="ada"))  # line:async-add
+    finding = one(uow.findings, "SQD152")
+    # AsyncSession closes in a shielded task, off the caller's stack: the finding points
+    # at the add() instead.
+    assert finding.location.line == line_of("async-add")
+    assert "1 added object(s) (1 User) were never inserted" in finding.message
+
+
+async def test_async_commit_is_the_silent_twin(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        session.add(User(name="ada"))
+        await session.commit()
+    assert not uow.findings

@@ -1,0 +1,179 @@
+"""SQD251: a relationship lazy-loaded per parent from one line, and its fixed twins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .fixtures import suppressed
+from .models import USERS, Post, User
+from .support import line_of, of_code, one, relative
+
+
+def test_loop_over_users_reading_posts_is_reported_with_loop_query_and_fix(
+    engine: Engine,
+) -> None:
+    """The message names the relationship, the loop line, the query line and the option."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()  # line:query
+        for user in users:
+            assert len(user.posts) == 2  # line:loop
+    finding = one(uow.findings, "SQD251")
+    here = relative(__file__)
+    assert finding.location.path == here
+    assert finding.location.line == line_of("loop")
+    assert finding.message == (
+        f"User.posts lazy-loaded {USERS}× from {here}:{line_of('loop')} "
+        f"(parents loaded by the query at {here}:{line_of('query')}) — "
+        "add .options(selectinload(User.posts)) to that query"
+    )
+    assert finding.related[0].location.line == line_of("query")
+    assert finding.fix_hint == ".options(selectinload(User.posts))"
+    assert finding.details["distinct_parents"] == USERS
+    assert finding.pitfalls == ("P01",)
+
+
+def test_selectinload_twin_is_silent(engine: Engine) -> None:
+    """The fix from the message makes the finding go away."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+        for user in users:
+            assert len(user.posts) == 2
+    assert not uow.findings
+    assert uow.query_count == 2
+
+
+def test_many_to_one_suggests_joinedload(engine: Engine) -> None:
+    """A scalar relationship is best joined; a collection is best selectin-loaded."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        posts = session.scalars(select(Post)).all()
+        # Expunge the authors that loading the posts did not bring in; nothing is cached.
+        titles = [post.author.name for post in posts]
+    assert len(titles) == 2 * USERS
+    finding = one(uow.findings, "SQD251")
+    assert "Post.author lazy-loaded" in finding.message
+    assert ".options(joinedload(Post.author))" in finding.message
+
+
+def test_joinedload_twin_for_many_to_one_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        posts = session.scalars(select(Post).options(joinedload(Post.author))).all()
+        assert {post.author.name for post in posts}
+    assert not of_code(uow.findings, "SQD251")
+
+
+def test_one_parent_read_twice_is_not_an_n_plus_one(engine: Engine) -> None:
+    """Loads are counted per distinct parent: one user's posts, expired and reloaded."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, 1)
+        assert user is not None
+        for _ in range(3):
+            session.expire(user, ["posts"])
+            assert user.posts
+    assert not of_code(uow.findings, "SQD251")
+
+
+def test_single_lazy_load_is_below_the_threshold(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, 1)
+        assert user is not None
+        assert user.posts
+    assert not uow.findings
+
+
+def test_threshold_comes_from_the_runtime_config(engine: Engine) -> None:
+    config = RuntimeConfig(mode="collect", n_plus_one_threshold=USERS + 1)
+    with sqla_doctor.track(config=config) as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            assert user.posts
+    assert not uow.findings
+
+
+def test_n_plus_one_hidden_in_a_helper_points_at_the_helper(engine: Engine) -> None:
+    """The lazy load happens in a to_dict()-style helper: that is the line to look at."""
+
+    def to_dict(user: User) -> dict[str, Any]:
+        return {"name": user.name, "posts": [p.title for p in user.posts]}  # line:helper
+
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        payload = [to_dict(user) for user in session.scalars(select(User)).all()]
+    assert len(payload) == USERS
+    assert one(uow.findings, "SQD251").location.line == line_of("helper")
+
+
+def test_nested_n_plus_one_suggests_the_chained_option(engine: Engine) -> None:
+    """Posts loaded lazily per user, then comments per post: both are reported."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            for post in user.posts:  # line:outer
+                assert post.comments  # line:inner
+    findings = of_code(uow.findings, "SQD251")
+    by_line = {f.location.line: f for f in findings}
+    assert set(by_line) == {line_of("outer"), line_of("inner")}
+    inner = by_line[line_of("inner")]
+    assert "parents loaded by the lazy load of User.posts" in inner.message
+    assert "selectinload(User.posts).selectinload(Post.comments)" in inner.message
+
+
+@pytest.mark.parametrize(
+    ("code", "reported"),
+    [
+        (suppressed.noqa_by_code, False),
+        (suppressed.noqa_by_name, False),
+        (suppressed.bare_noqa, False),
+        (suppressed.noqa_for_another_code, True),
+    ],
+)
+def test_noqa_on_the_loop_line(
+    engine: Engine, code: Callable[[Session], None], reported: bool
+) -> None:
+    """``# noqa: SQD251`` (or the name, or a bare noqa) on the user's line silences it."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        code(session)
+    assert bool(of_code(uow.findings, "SQD251")) is reported
+
+
+def test_allow_pattern_on_the_relationship(engine: Engine) -> None:
+    config = RuntimeConfig(mode="collect", allow=("SQD251:User.posts",))
+    with sqla_doctor.track(config=config) as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            assert user.posts
+    assert not uow.findings
+
+
+async def test_async_awaitable_attrs_loop_is_reported(async_engine: AsyncEngine) -> None:
+    """Under AsyncSession the lazy load runs in SQLAlchemy's greenlet; the site is found."""
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users = (await session.scalars(select(User))).all()  # line:async-query
+        for user in users:
+            assert len(await user.awaitable_attrs.posts) == 2  # line:async-loop
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.path == relative(__file__)
+    assert finding.location.line == line_of("async-loop")
+    assert finding.related[0].location.line == line_of("async-query")
+
+
+async def test_async_selectinload_twin_is_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users = (await session.scalars(select(User).options(selectinload(User.posts)))).all()
+        for user in users:
+            assert len(user.posts) == 2
+    assert not uow.findings
+
+
+async def test_async_run_sync_loop_is_reported(async_engine: AsyncEngine) -> None:
+    def titles(sync_session: Session) -> list[str]:
+        users = sync_session.scalars(select(User)).all()
+        return [post.title for user in users for post in user.posts]  # line:run-sync
+
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        assert len(await session.run_sync(titles)) == 2 * USERS
+    assert one(uow.findings, "SQD251").location.line == line_of("run-sync")

@@ -1,0 +1,120 @@
+"""SQD252: the same statement again and again from one place, and its fixed twins."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .models import USERS, User
+from .support import line_of, of_code, one, relative
+
+IDS = list(range(1, USERS + 1))
+QUERY = text("SELECT name FROM users WHERE id = :id")
+
+
+def test_session_get_in_a_loop_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        names = [session.get(User, user_id).name for user_id in IDS]  # type: ignore[union-attr]  # line:get
+    assert len(names) == USERS
+    finding = one(uow.findings, "SQD252")
+    here = relative(__file__)
+    assert finding.location.line == line_of("get")
+    assert finding.message == (
+        f"SELECT … FROM users ran {USERS}× from {here}:{line_of('get')} with {USERS} different "
+        "parameter sets — fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a "
+        "loader option) instead of one per iteration"
+    )
+    assert finding.details["parameter_sets"] == USERS
+    assert "parameters" not in finding.details, "bound values are never kept by default"
+
+
+def test_one_query_with_in_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User).where(User.id.in_(IDS))).all()
+    assert len(users) == USERS
+    assert not uow.findings
+    assert uow.query_count == 1
+
+
+def test_text_in_a_loop_on_a_core_connection_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        for user_id in IDS:
+            connection.execute(QUERY, {"id": user_id})  # line:text
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("text")
+    assert finding.details["statement"] == "SELECT name FROM users WHERE id = ?"
+
+
+def test_identical_parameters_say_reuse_the_result(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for _ in range(6):
+            session.execute(text("SELECT count(*) FROM users")).scalar()
+    finding = one(uow.findings, "SQD252")
+    assert "with identical parameters — run it once and reuse the result" in finding.message
+
+
+def test_below_the_threshold_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS[:4]:
+            session.get(User, user_id)
+    assert not uow.findings
+
+
+def test_one_helper_called_from_several_places_is_not_a_loop(engine: Engine) -> None:
+    """Statements are keyed on the line and its caller, as Prosopite keys on the stack."""
+
+    def name_of(session: Session, user_id: int) -> str:
+        return session.execute(QUERY, {"id": user_id}).scalar_one()
+
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        name_of(session, 1)
+        name_of(session, 2)
+        name_of(session, 3)
+        name_of(session, 4)
+        name_of(session, 5)
+        name_of(session, 1)
+    assert not uow.findings
+
+
+def test_lazy_loads_are_left_to_the_lazy_load_detector(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            assert user.posts
+    assert of_code(uow.findings, "SQD251")
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_flush_statements_are_not_counted(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for i in range(8):
+            session.add(User(name=f"new{i}"))
+            session.flush()
+        session.rollback()
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_show_parameters_adds_one_example(engine: Engine) -> None:
+    config = RuntimeConfig(mode="collect", show_parameters=True)
+    with sqla_doctor.track(config=config) as uow, Session(engine) as session:
+        for user_id in IDS:
+            session.get(User, user_id)
+    assert one(uow.findings, "SQD252").details["parameters"] == "(1,)"
+
+
+async def test_async_get_in_a_loop_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        for user_id in IDS:
+            await session.get(User, user_id)  # line:async-get
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("async-get")
+
+
+async def test_async_in_twin_is_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users = (await session.scalars(select(User).where(User.id.in_(IDS)))).all()
+    assert len(users) == USERS
+    assert not uow.findings

@@ -1,0 +1,211 @@
+"""``sqla-doctor run``: any Python command, instrumented with no code change."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sqla_doctor.runtime import runner
+
+MODELS = """
+from sqlalchemy import ForeignKey, create_engine, select
+from sqlalchemy.orm import (
+    DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload,
+)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    posts: Mapped[list["Post"]] = relationship()
+
+
+class Post(Base):
+    __tablename__ = "posts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+
+def make_engine():
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(User(name=f"u{i}", posts=[Post()]) for i in range(4))
+        session.commit()
+    return engine
+"""
+
+BAD = """
+from models import User, Session, make_engine, select
+
+engine = make_engine()
+with Session(engine) as session:
+    for user in session.scalars(select(User)).all():
+        print(user.name, len(user.posts))
+"""
+
+FIXED = """
+from models import User, Session, make_engine, select, selectinload
+
+engine = make_engine()
+with Session(engine) as session:
+    for user in session.scalars(select(User).options(selectinload(User.posts))).all():
+        print(user.name, len(user.posts))
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "models.py").write_text(MODELS)
+    (tmp_path / "bad.py").write_text(BAD)
+    (tmp_path / "fixed.py").write_text(FIXED)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def report(path: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads(path.read_text())
+
+
+def test_a_script_is_run_instrumented_and_reported(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = project / "report.json"
+    code = runner.main(["bad.py"], fail=True, fmt="json", output=str(out))
+    assert code == 1
+    data = report(out)
+    [finding] = data["findings"]
+    assert finding["code"] == "SQD251"
+    assert finding["location"]["path"] == "bad.py"
+    assert finding["location"]["line"] == 7
+    assert "parents loaded by the query at bad.py:6" in finding["message"]
+    # Creating the schema and seeding it count too: 5 are the listing itself.
+    assert data["summary"]["queries"] > 5
+    assert f"observed {data['summary']['queries']} statement(s) in 1 process" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_fixed_script_is_clean_and_exits_zero(project: Path) -> None:
+    out = project / "report.json"
+    assert runner.main(["fixed.py"], fail=True, fmt="json", output=str(out)) == 0
+    assert report(out)["findings"] == []
+
+
+def test_without_fail_findings_do_not_change_the_exit_code(project: Path) -> None:
+    assert runner.main(["bad.py"], fail=False, fmt="text", output=str(project / "r.txt")) == 0
+    assert "SQD251 User.posts lazy-loaded 4×" in (project / "r.txt").read_text()
+
+
+def test_python_dash_m_and_the_programs_exit_code(project: Path) -> None:
+    (project / "failing.py").write_text(BAD + "\nraise SystemExit(3)\n")
+    out = project / "report.json"
+    assert runner.main(["-m", "failing"], fail=True, fmt="json", output=str(out)) == 3
+    assert [f["code"] for f in report(out)["findings"]] == ["SQD251"]
+
+
+def test_a_pytest_run_is_instrumented(project: Path) -> None:
+    (project / "test_app.py").write_text(
+        textwrap.dedent(
+            """
+            from models import User, Session, make_engine, select
+
+            def test_listing():
+                with Session(make_engine()) as session:
+                    users = session.scalars(select(User)).all()
+                    assert [len(u.posts) for u in users] == [1, 1, 1, 1]
+            """
+        )
+    )
+    out = project / "report.json"
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_app.py"]
+    assert runner.main(argv, fail=True, fmt="json", output=str(out)) == 1
+    [finding] = report(out)["findings"]
+    assert (finding["location"]["path"], finding["location"]["line"]) == ("test_app.py", 7)
+
+
+def test_child_processes_are_instrumented_too(project: Path) -> None:
+    (project / "parent.py").write_text(
+        "import subprocess, sys\nsys.exit(subprocess.call([sys.executable, 'bad.py']))\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["parent.py"], fail=True, fmt="json", output=str(out)) == 1
+    assert [f["code"] for f in report(out)["findings"]] == ["SQD251"]
+
+
+def test_a_program_without_sqlalchemy_says_so(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "plain.py").write_text("print('hello')\n")
+    assert runner.main(["plain.py"], fail=True, fmt="text", output=None) == 0
+    captured = capsys.readouterr()
+    assert "All clean" in captured.out
+    assert "never imported SQLAlchemy" in captured.err
+
+
+def test_an_unknown_command_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    code = runner.main(["no-such-command-xyz"], fail=False, fmt="text", output=None)
+    assert code == runner.EXIT_NOT_FOUND
+    assert "command not found: no-such-command-xyz" in capsys.readouterr().err
+
+
+def test_the_sitecustomize_it_shadows_still_runs(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site_dir = project / "site"
+    site_dir.mkdir()
+    (site_dir / "sitecustomize.py").write_text(
+        "import pathlib\npathlib.Path('ran-original-sitecustomize').touch()\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site_dir))
+    out = project / "report.json"
+    assert runner.main(["bad.py"], fail=True, fmt="json", output=str(out)) == 1
+    assert (project / "ran-original-sitecustomize").exists()
+    assert report(out)["findings"]
+
+
+def test_findings_round_trip_through_json() -> None:
+    from sqla_doctor.findings import Finding, Kind, Location, Related, Severity
+
+    finding = Finding(
+        code="SQD251",
+        name="n-plus-one-lazy-load",
+        message="m",
+        location=Location("a.py", 3),
+        severity=Severity.WARNING,
+        pitfalls=("P01",),
+        kind=Kind.RUNTIME,
+        fix_hint="h",
+        related=(Related(Location("a.py", 1), "r"),),
+        details={"loads": 3},
+    )
+    assert runner.finding_from_dict(runner.finding_to_dict(finding)) == finding
+
+
+def test_a_process_killed_by_a_signal_still_reports_what_it_found(project: Path) -> None:
+    """Findings are written as they are found, not only at exit."""
+    (project / "killed.py").write_text(
+        BAD + "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = project / "report.json"
+    code = runner.main(["killed.py"], fail=True, fmt="json", output=str(out))
+    assert code == 128 + 9
+    assert [f["code"] for f in report(out)["findings"]] == ["SQD251"]
+
+
+def test_a_program_that_installs_the_doctor_itself_is_still_reported(project: Path) -> None:
+    (project / "own.py").write_text(
+        "import sqla_doctor\nsqla_doctor.install(mode='collect')\n" + BAD
+    )
+    out = project / "report.json"
+    assert runner.main(["own.py"], fail=True, fmt="json", output=str(out)) == 1
+    assert [f["code"] for f in report(out)["findings"]] == ["SQD251"]

@@ -1,0 +1,95 @@
+"""SQD151: sessions that keep their connection, at the end of the unit of work or at GC."""
+
+from __future__ import annotations
+
+import gc
+
+from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, sessionmaker
+
+import sqla_doctor
+
+from .models import User
+from .support import line_of, of_code, one, relative
+
+
+def open_and_forget(factory: sessionmaker[Session]) -> Session:
+    session = factory()
+    session.scalars(select(User)).all()  # line:leak
+    return session
+
+
+def test_session_still_holding_its_connection_at_the_end_is_reported(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        leaked = open_and_forget(session_factory)  # line:caller
+    finding = one(uow.findings, "SQD151")
+    here = relative(__file__)
+    assert finding.location.line == line_of("leak")
+    assert finding.message.startswith(
+        f"Session that began at {here}:{line_of('leak')} still holds its connection at the "
+        "end of the unit of work"
+    )
+    stack = finding.details["stack"]
+    assert stack[0] == f"{here}:{line_of('leak')} in open_and_forget"
+    assert stack[1].startswith(f"{here}:{line_of('caller')} in ")
+    leaked.close()
+
+
+def test_with_block_is_the_silent_twin(session_factory: sessionmaker[Session]) -> None:
+    with sqla_doctor.track(mode="collect") as uow, session_factory() as session:
+        session.scalars(select(User)).all()
+    assert not uow.findings
+
+
+def test_committed_but_unclosed_session_holds_nothing(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """After commit() the connection went back to the pool: nothing leaks."""
+    with sqla_doctor.track(mode="collect") as uow:
+        session = session_factory()
+        session.scalars(select(User)).all()
+        session.commit()
+    assert not uow.findings
+    session.close()
+
+
+def test_session_collected_while_holding_a_connection_is_reported(
+    session_factory: sessionmaker[Session],
+) -> None:
+    sqla_doctor.install(mode="collect")
+    open_and_forget(session_factory)
+    gc.collect()
+    sqla_doctor.runtime.shutdown()
+    finding = one(sqla_doctor.collected(), "SQD151")
+    assert finding.location.line == line_of("leak")
+    assert "was garbage-collected while holding a connection" in finding.message
+    assert not of_code(sqla_doctor.collected(), "SQD154"), (
+        "the session's leak, not its connection's"
+    )
+
+
+def test_session_bound_to_an_external_connection_is_not_ours(engine: Engine) -> None:
+    with engine.connect() as connection:
+        with sqla_doctor.track(mode="collect") as uow:
+            session = Session(bind=connection)
+            session.scalars(select(User)).all()
+        session.close()
+    assert not uow.findings
+
+
+async def test_async_session_left_open_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow:
+        session = AsyncSession(async_engine)
+        await session.scalars(select(User))  # line:async-leak
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("async-leak")
+    await session.close()
+
+
+async def test_async_with_block_is_the_silent_twin(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        await session.scalars(select(User))
+    assert not uow.findings
