@@ -126,6 +126,7 @@ def uninstall() -> None:
     process.checkouts.clear()
     process.checkouts_by_fairy.clear()
     process.dead.clear()
+    process.watched.clear()
 
 
 def installed() -> bool:

@@ -21,7 +21,7 @@ import os
 import site
 import sys
 import sysconfig
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -205,39 +205,72 @@ def _next_frame(frame: FrameType, greenlet: Any) -> tuple[FrameType | None, Any]
     return back, greenlet
 
 
-def find(depth: int = 1, skip: int = 0) -> CallSite | None:
+# How many frames above the caller of find() the user's frame was, the last time, for
+# each kind of execution: the next one of that kind usually comes the same way.
+_learned: dict[Hashable, int] = {}
+
+
+def find(
+    depth: int = 1,
+    skip: int = 0,
+    *,
+    learn: Hashable = None,
+    fixed_shape: bool = False,
+    caller: bool = True,
+) -> CallSite | None:
     """The user's frame that led to the caller of this function, ``depth`` frames up.
 
-    ``skip`` more frames are known to be SQLAlchemy's (``_execute_internal`` and the
-    Session method that called it, for an ORM execution) and are jumped over: since
-    Python 3.11, reading ``f_back`` makes the interpreter build a frame object for a
-    frame that then has to be copied when it returns, and that, not the walk itself, is
-    what a call site costs. ``sys._getframe(n)`` builds only the frame it returns.
+    Since Python 3.11, reading ``f_back`` makes the interpreter build a frame object for
+    a frame that must then be copied when it returns; that, not the walk, is what a call
+    site costs. ``sys._getframe(n)`` builds only the frame it returns, so:
+
+    - ``skip`` frames known to be SQLAlchemy's (``_execute_internal`` and the Session
+      method that called it, for an ORM execution) are jumped over;
+    - with ``learn``, the depth where the user's frame was last time for that key is
+      tried first, and taken when it holds a user frame called by SQLAlchemy; with
+      ``fixed_shape`` (a lazy load from an attribute read: the same seven SQLAlchemy
+      frames every time, and any other route to the loader is longer and passes through
+      more SQLAlchemy frames), when it holds a user frame at all, which spares building
+      the short-lived frame below it;
+    - ``caller`` (the frame calling the user's one, part of statement keys) is read only
+      when asked for.
 
     Falls back to the first installed-package frame (an app installed into
     site-packages, a framework) when no frame is the user's own.
     """
+    kinds = _kinds
+    base = depth + 1
+    if learn is not None:
+        level = _learned.get(learn)
+        if level is not None:
+            try:
+                frame: FrameType | None = sys._getframe(base + level)
+            except ValueError:
+                frame = None
+            if frame is not None and kinds.get(frame.f_code.co_filename) == USER:
+                if fixed_shape:
+                    return _user_site(frame, caller)
+                callee = sys._getframe(base + level - 1)
+                if kinds.get(callee.f_code.co_filename) == INTERNAL:
+                    return _user_site(frame, caller)
     try:
-        frame: FrameType | None = sys._getframe(depth + 1 + skip)
+        frame = sys._getframe(base + skip)
+        level = skip
     except ValueError:  # a shallower stack than SQLAlchemy's usual one
-        frame = sys._getframe(depth + 1)
+        frame = sys._getframe(base)
+        level = 0
     fallback: FrameType | None = None
     greenlet: Any = None
-    kinds = _kinds
     while frame is not None:
-        code = frame.f_code
-        kind = kinds.get(code.co_filename)
+        filename = frame.f_code.co_filename
+        kind = kinds.get(filename)
         if kind is None:
-            kind = classify(code.co_filename)
+            kind = classify(filename)
         if kind == USER:
-            back = frame.f_back
-            return CallSite(
-                code.co_filename,
-                frame.f_lineno,
-                code.co_name,
-                frame.f_globals.get("__name__"),
-                (back.f_code.co_filename, back.f_lineno) if back is not None else None,
-            )
+            # Only depths within one greenlet can be jumped to with sys._getframe.
+            if learn is not None and greenlet is None and level > 0:
+                _learned[learn] = level
+            return _user_site(frame, caller)
         if kind == BOUNDARY:
             break
         if kind == THIRD_PARTY and fallback is None:
@@ -246,7 +279,20 @@ def find(depth: int = 1, skip: int = 0) -> CallSite | None:
         if back is None:
             back, greenlet = _next_frame(frame, greenlet)
         frame = back
+        level += 1
     return _site_of(fallback) if fallback is not None else None
+
+
+def _user_site(frame: FrameType, caller: bool) -> CallSite:
+    code = frame.f_code
+    back = frame.f_back if caller else None
+    return CallSite(
+        code.co_filename,
+        frame.f_lineno,
+        code.co_name,
+        frame.f_globals.get("__name__"),
+        (back.f_code.co_filename, back.f_lineno) if back is not None else None,
+    )
 
 
 def stack(depth: int = 1, limit: int = 12) -> tuple[CallSite, ...]:

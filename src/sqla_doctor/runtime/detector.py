@@ -38,6 +38,9 @@ RELATIONSHIP_LOAD: Final = "relationship_load"  # selectin/subquery batch for ma
 COLUMN_LOAD: Final = "column_load"  # expired or deferred attributes of one object
 SELECT: Final = "select"  # an ORM or Core SELECT the user asked for
 OTHER: Final = "other"  # DML, text(), anything else
+# What a statement reaching the cursor is, when no ORM execution announced it.
+CORE: Final = "core"  # Connection.execute() and friends, outside a Session
+FLUSH: Final = "flush"  # written by a Session's flush
 
 # Event names a detector may handle with an ``on_<name>`` method.
 EVENTS: Final = (
@@ -205,6 +208,10 @@ class Detector(Check):
     """A runtime detector. Subclasses set the metadata and define ``on_<event>`` handlers."""
 
     kind = Kind.RUNTIME
+    # The kinds of execution (LAZY_LOAD, SELECT, CORE...) whose ``on_do_orm_execute`` and
+    # ``on_before_cursor_execute`` this detector wants; None for all. Listeners skip the
+    # call for the others: these two events run for every statement.
+    execution_kinds: ClassVar[frozenset[str] | None] = None
     # Raise at once in ``raise`` mode instead of at the end of the unit of work: for
     # findings whose consequence is a wrong value in the user's hands right now.
     raise_immediately: ClassVar[bool] = False

@@ -34,6 +34,8 @@ from sqlalchemy.pool import Pool
 from sqla_doctor.runtime import callsite
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
+    CORE,
+    FLUSH,
     LAZY_LOAD,
     OTHER,
     RELATIONSHIP_LOAD,
@@ -51,7 +53,6 @@ from sqla_doctor.runtime.unit_of_work import (
     MAX_STATEMENTS_KEPT,
     Added,
     CheckoutRecord,
-    Origin,
     SessionRecord,
     UnitOfWork,
     current,
@@ -80,6 +81,7 @@ _REPR_FUNCTIONS = frozenset({"__repr__", "__str__", "__format__"})
 # load, load_on_pk_identity, the only caller that sets ``is_column_load``. Checked by
 # tests on SQLAlchemy 2.0 and 2.1; a shallower stack falls back to a full walk.
 _SQLALCHEMY_FRAMES = {LAZY_LOAD: 4, COLUMN_LOAD: 3}
+_KEYED_BY_CALLER = frozenset({SELECT, OTHER})
 # Above before_cursor_execute: Connection._exec_single_context (or its executemany
 # twin) and _execute_context.
 _CURSOR_FRAMES = 2
@@ -185,13 +187,14 @@ def drain() -> None:
     dead = process.dead
     while dead:
         try:
-            item = dead.popleft()
+            ref = dead.popleft()
         except IndexError:  # pragma: no cover - another thread emptied it first
             return
+        item = process.watched.pop(id(ref), None)
         try:
             if isinstance(item, SessionRecord):
                 _session_collected(item)
-            else:
+            elif item is not None:
                 _checkout_done(item, garbage_collected=True)
         except _DELIBERATE:
             raise
@@ -230,6 +233,7 @@ def _checkout_done(record: CheckoutRecord, *, garbage_collected: bool) -> None:
     if record.returned:
         return
     record.returned = True
+    process.unwatch(record)
     if process.checkouts.get(record.key) is record:
         del process.checkouts[record.key]
     if process.checkouts_by_fairy.get(record.fairy_key) is record:
@@ -316,7 +320,14 @@ def _on_do_orm_execute(state: Any) -> None:
             if uow is None:
                 return
         kind, relationship, parent = _classify(state)
-        site = callsite.find(1, _SQLALCHEMY_FRAMES.get(kind, 2))
+        # Statements are keyed on the user's line and its caller; loads on the line only.
+        site = callsite.find(
+            1,
+            _SQLALCHEMY_FRAMES.get(kind, 2),
+            learn=kind,
+            fixed_shape=kind is LAZY_LOAD,
+            caller=kind in _KEYED_BY_CALLER,
+        )
         execution = OrmExecution(
             state, kind, site, relationship, parent, flushing.get() is not None, uow
         )
@@ -324,8 +335,8 @@ def _on_do_orm_execute(state: Any) -> None:
         if kind is not OTHER and kind is not COLUMN_LOAD:
             mapper = state.bind_mapper
             if mapper is not None:
-                uow.origins[mapper] = Origin(site, kind, relationship)
-        handlers = uow.handlers["do_orm_execute"]
+                uow.origins[mapper] = execution
+        handlers = uow.handlers["do_orm_execute", kind]
         try:
             if handlers:
                 with uow.lock:
@@ -383,7 +394,11 @@ def _on_before_cursor_execute(
                 uow = _core_unit(conn)
             if uow is None:
                 return statement, parameters
-        handlers = uow.handlers["before_cursor_execute"]
+        if execution is not None:
+            kind = execution.kind
+        else:
+            kind = FLUSH if flush_record is not None else CORE
+        handlers = uow.handlers["before_cursor_execute", kind]
         with uow.lock:
             uow.query_count += 1
             if len(uow.statements) < MAX_STATEMENTS_KEPT:
@@ -392,7 +407,11 @@ def _on_before_cursor_execute(
                 if execution is not None:
                     site = execution.site
                 else:
-                    site = None if flush_record is not None else callsite.find(1, _CURSOR_FRAMES)
+                    site = (
+                        None
+                        if flush_record is not None
+                        else callsite.find(1, _CURSOR_FRAMES, learn=CORE)
+                    )
                 payload = Statement(
                     statement, parameters, executemany, site, execution, flush_record is not None
                 )

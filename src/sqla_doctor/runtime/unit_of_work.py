@@ -35,8 +35,6 @@ from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.suppression import line_has_noqa
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import RelationshipProperty
-
     from sqla_doctor.runtime.detector import Detector, OrmExecution
 
 # Caps that keep a unit of work's memory bounded.
@@ -163,19 +161,6 @@ class Settings:
         return False
 
 
-class Origin:
-    """The last execution that loaded a mapper's objects: where N+1 parents came from."""
-
-    __slots__ = ("kind", "relationship", "site")
-
-    def __init__(
-        self, site: CallSite | None, kind: str, relationship: RelationshipProperty[Any] | None
-    ) -> None:
-        self.site = site
-        self.kind = kind
-        self.relationship = relationship
-
-
 class _Pending:
     __slots__ = ("filename", "finding", "immediate", "module")
 
@@ -205,7 +190,9 @@ class UnitOfWork:
         self.active = True
         self.duration: float | None = None
         self.lock = threading.RLock()
-        self.origins: dict[Any, Origin] = {}
+        # Mapper -> the last execution that loaded its objects (its SQLAlchemy state
+        # already released), for "parents loaded by the query at ...".
+        self.origins: dict[Any, OrmExecution] = {}
         self.sessions: dict[int, SessionRecord] = {}
         self.checkouts: dict[int, CheckoutRecord] = {}
         self._started = time.perf_counter()
@@ -214,7 +201,7 @@ class UnitOfWork:
         # Detectors are made when an event first needs them: most sessions of a web app
         # run a couple of statements, and their implicit unit of work should cost little.
         self._detectors: list[Detector | None] = [None] * len(settings.detectors)
-        self.handlers = _Handlers(self)
+        self.handlers: dict[Any, tuple[Callable[[Any], None], ...]] = _Handlers(self)
 
     def __repr__(self) -> str:
         state = "active" if self.active else "ended"
@@ -225,7 +212,7 @@ class UnitOfWork:
 
     # -- facts shared by detectors -------------------------------------------------------
 
-    def origin_for(self, mapper: Any) -> Origin | None:
+    def origin_for(self, mapper: Any) -> OrmExecution | None:
         for candidate in mapper.iterate_to_root():
             origin = self.origins.get(candidate)
             if origin is not None:
@@ -348,22 +335,48 @@ class UnitOfWork:
                     self.detector(index).end()
             self.active = False
             self.duration = time.perf_counter() - self._started
+            # Detectors and records refer back to the unit: let it all go by reference
+            # counting instead of leaving cycles to the garbage collector.
+            self._detectors = []
+            self.handlers = _ENDED
+            self.origins = {}
+            self.sessions = {}
+            self.checkouts = {}
 
 
-class _Handlers(dict[str, tuple[Callable[[Any], None], ...]]):
-    """event -> bound handler methods of a unit's detectors, made on first use."""
+class _Ended(dict[Any, tuple[Callable[[Any], None], ...]]):
+    """The handlers of an ended unit: none."""
+
+    def __missing__(self, key: Any) -> tuple[Callable[[Any], None], ...]:
+        return ()
+
+
+_ENDED = _Ended()
+
+
+class _Handlers(dict[Any, tuple[Callable[[Any], None], ...]]):
+    """Bound handler methods of a unit's detectors, made on first use.
+
+    Keyed by event name, or by (event name, execution kind) for the per-statement events
+    whose detectors say which kinds they want.
+    """
 
     def __init__(self, uow: UnitOfWork) -> None:
         super().__init__()
         self.uow = uow
 
-    def __missing__(self, event: str) -> tuple[Callable[[Any], None], ...]:
+    def __missing__(self, key: Any) -> tuple[Callable[[Any], None], ...]:
         uow = self.uow
+        event, kind = key if isinstance(key, tuple) else (key, None)
+        detectors = uow.settings.detectors
         handlers = tuple(
             getattr(uow.detector(index), f"on_{event}")
             for index in uow.settings.handler_table.get(event, ())
+            if kind is None
+            or detectors[index].execution_kinds is None
+            or kind in detectors[index].execution_kinds  # type: ignore[operator]
         )
-        self[event] = handlers
+        self[key] = handlers
         return handlers
 
 
@@ -411,7 +424,7 @@ class SessionRecord:
     )
 
     def __init__(self, session: object) -> None:
-        self.ref = weakref.ref(session, self._collected)
+        self.ref = process.watch(session, self)
         self.key = id(session)
         self.implicit: UnitOfWork | None = None
         # The unit of work in which the current outermost transaction began.
@@ -442,11 +455,6 @@ class SessionRecord:
         # Codes already reported about this session, so that the end of a unit of work
         # and a later garbage collection do not report the same leak twice.
         self.reported: set[str] = set()
-
-    def _collected(self, _ref: weakref.ref[Any]) -> None:
-        # Runs inside garbage collection, possibly halfway through another handler:
-        # queue the record and let the next safe point look at it.
-        process.dead.append(self)
 
     @property
     def session(self) -> Any:
@@ -491,16 +499,13 @@ class CheckoutRecord:
     ):
         self.key = key  # id of the pool's connection record
         self.fairy_key = id(fairy)
-        self.ref = weakref.ref(fairy, self._collected)
+        self.ref = process.watch(fairy, self)
         self.opened = opened
         self.owner = owner
         self.implicit: UnitOfWork | None = None
         self.session_owned = False
         self.returned = False
         self.reported = False
-
-    def _collected(self, _ref: weakref.ref[Any]) -> None:
-        process.dead.append(self)
 
     @property
     def garbage_collected(self) -> bool:
@@ -517,7 +522,13 @@ class _Process:
         self.records: dict[int, SessionRecord] = {}
         self.checkouts: dict[int, CheckoutRecord] = {}  # by id of the pool's connection record
         self.checkouts_by_fairy: dict[int, CheckoutRecord] = {}
-        self.dead: deque[SessionRecord | CheckoutRecord] = deque()
+        # Weak references whose object died, queued by the weakref callback (which may run
+        # inside garbage collection, halfway through another handler) for the next safe
+        # point; and the record of each watched object, by id of its weak reference.
+        # The callback is the deque's own append, so a record is in no reference cycle
+        # and dies by reference counting as soon as its object does.
+        self.dead: deque[weakref.ref[Any]] = deque()
+        self.watched: dict[int, SessionRecord | CheckoutRecord] = {}
         self.statements = 0
         self.internal_errors = 0
         self.collected: dict[Hashable, Finding] = {}
@@ -531,6 +542,14 @@ class _Process:
         # SQL -> [times run, first call site]: the statements table of `sqla-doctor run`.
         self.table: dict[str, list[Any]] | None = None
         self.table_limit = 0
+
+    def watch(self, target: object, record: SessionRecord | CheckoutRecord) -> weakref.ref[Any]:
+        ref = weakref.ref(target, self.dead.append)
+        self.watched[id(ref)] = record
+        return ref
+
+    def unwatch(self, record: SessionRecord | CheckoutRecord) -> None:
+        self.watched.pop(id(record.ref), None)
 
     def collect(self, finding: Finding, settings: Settings) -> None:
         for callback in self.on_finding:

@@ -7,7 +7,6 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, OrmExecution
-from sqla_doctor.runtime.unit_of_work import Origin
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -27,7 +26,7 @@ def loader_for(relationship: Any) -> str:
 class _Group:
     __slots__ = ("loads", "origin", "overflow", "parents", "relationship", "site")
 
-    def __init__(self, relationship: Any, site: CallSite, origin: Origin | None) -> None:
+    def __init__(self, relationship: Any, site: CallSite, origin: OrmExecution | None) -> None:
         self.relationship = relationship
         self.site = site
         self.origin = origin
@@ -99,6 +98,7 @@ class NPlusOneLazyLoad(Detector):
     name = "n-plus-one-lazy-load"
     pitfalls = ("P01",)
     severity = Severity.WARNING
+    execution_kinds = frozenset({LAZY_LOAD})
     message = "{relationship} lazy-loaded {count}× from {site}{origin} — {fix}"
 
     def __init__(self, uow: Any) -> None:

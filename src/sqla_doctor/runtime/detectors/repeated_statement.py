@@ -8,9 +8,9 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import USER, CallSite, classify
 from sqla_doctor.runtime.detector import (
-    COLUMN_LOAD,
-    LAZY_LOAD,
-    RELATIONSHIP_LOAD,
+    CORE,
+    OTHER,
+    SELECT,
     Detector,
     Statement,
 )
@@ -19,9 +19,6 @@ MAX_ENTRIES = 2_000
 MAX_PARAMETER_SETS = 256
 # Statements the session or the dialect issues on their own, not the user's queries.
 _NOT_QUERIES = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET ", "SHOW ")
-# Lazy and column loads are reported, with the relationship named, by SQD251/SQD253;
-# selectin batches are the fix, not the problem.
-_OWN_DETECTOR = (LAZY_LOAD, COLUMN_LOAD, RELATIONSHIP_LOAD)
 _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 
@@ -104,6 +101,9 @@ class RepeatedStatement(Detector):
     name = "repeated-statement"
     pitfalls = ("P01",)
     severity = Severity.WARNING
+    # Lazy and column loads are reported, with the relationship named, by SQD251/SQD253;
+    # selectin batches are the fix, not the problem; flushes write what the user added.
+    execution_kinds = frozenset({SELECT, OTHER, CORE})
     message = "{shape} ran {count}× from {site} {variants} — {fix}"
 
     def __init__(self, uow: Any) -> None:
@@ -112,10 +112,7 @@ class RepeatedStatement(Detector):
 
     def on_before_cursor_execute(self, statement: Statement) -> None:
         site = statement.site
-        if statement.in_flush or statement.executemany or site is None:
-            return
-        orm = statement.orm
-        if orm is not None and orm.kind in _OWN_DETECTOR:
+        if statement.executemany or site is None:
             return
         key = (statement.sql, site.filename, site.lineno, site.caller)
         entry = self.entries.get(key)
