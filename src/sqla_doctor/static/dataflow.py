@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqla_doctor.static.children import child_nodes
+
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext
 
@@ -56,6 +58,7 @@ _SCOPES = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.Cl
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 _NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+_NESTED_OR_STATEMENT = (*_NESTED, ast.stmt)
 _MAX_DEPTH = 24
 _MAX_LOOP_PASSES = 8
 
@@ -142,8 +145,8 @@ def _walrus_bindings(node: ast.AST) -> Iterator[Binding]:
                 current.target.id, BindingKind.ASSIGN, current, value=current.value,
                 target=current.target,
             )
-        for child in ast.iter_child_nodes(current):
-            if not isinstance(child, (*_NESTED, ast.stmt)):
+        for child in child_nodes(current):
+            if not isinstance(child, _NESTED_OR_STATEMENT):
                 stack.append(child)
 
 
@@ -678,7 +681,7 @@ def _walk_scope(node: ast.AST) -> Iterator[ast.AST]:
     while stack:
         current = stack.pop()
         yield current
-        for child in ast.iter_child_nodes(current):
+        for child in child_nodes(current):
             if not isinstance(child, _NESTED):
                 stack.append(child)
 

@@ -24,6 +24,7 @@ from sqla_doctor.config import Config
 from sqla_doctor.findings import Finding, Kind, Location, Severity
 from sqla_doctor.registry import Check, Registry, static_registry
 from sqla_doctor.static.cache import FileCache
+from sqla_doctor.static.children import fields_of
 from sqla_doctor.static.context import FileContext, ProjectContext
 from sqla_doctor.static.files import discover, display_path, module_for
 from sqla_doctor.static.index import FileFacts, ProjectIndex
@@ -459,7 +460,6 @@ def _link_and_order(
     """
     events: list[tuple[ast.AST, bool]] = []
     stack: list[tuple[ast.AST, bool]] = [(tree, True)]
-    iter_children = ast.iter_child_nodes
     while stack:
         node, entering = stack.pop()
         if not entering:
@@ -470,10 +470,17 @@ def _link_and_order(
             events.append((node, True))
         if name in leave_types:
             stack.append((node, False))
-        children = list(iter_children(node))
-        for child in reversed(children):
-            parents[id(child)] = node
-            stack.append((child, True))
+        # child_nodes() inlined, in reverse so that the stack pops them in source order.
+        for name in reversed(fields_of(type(node))):
+            value = getattr(node, name, None)
+            if value.__class__ is list:
+                for child in reversed(value):
+                    if isinstance(child, ast.AST):
+                        parents[id(child)] = node
+                        stack.append((child, True))
+            elif isinstance(value, ast.AST):
+                parents[id(value)] = node
+                stack.append((value, True))
     return events
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from sqla_doctor.static.children import child_nodes
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
 from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
 from sqla_doctor.static.index.names import NameResolver
@@ -475,7 +476,7 @@ class FunctionFlow:
                 continue
             elif kind is ast.Global or kind is ast.Nonlocal:
                 continue
-            children = list(ast.iter_child_nodes(current))
+            children = child_nodes(current)
             for child in reversed(children):
                 stack.append((child, current))
 

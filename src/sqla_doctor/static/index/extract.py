@@ -12,6 +12,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from sqla_doctor.static.children import child_nodes
 from sqla_doctor.static.index.functions import FunctionBuilder, FunctionFacts, params_of
 from sqla_doctor.static.index.models import (
     ClassFacts,
@@ -194,7 +195,6 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
     prefix = f"{module}." if module else ""
 
     stack: list[tuple[ast.AST, _Ctx]] = [(child, _MODULE_CTX) for child in reversed(tree.body)]
-    iter_children = ast.iter_child_nodes
     imports = names.imports
     while stack:
         node, ctx = stack.pop()
@@ -384,8 +384,7 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
         elif kind is ast.Starred:
             stack.append((node.value, ctx))  # type: ignore[attr-defined]
             continue
-        children = list(iter_children(node))
-        for child in reversed(children):
+        for child in reversed(child_nodes(node)):
             stack.append((child, ctx))
 
     # Again, now that every import is known: `db = SQLAlchemy()` records its origin.

@@ -136,6 +136,9 @@ class NameResolver:
         self.names = names
         self.project = project or {}
         self._cache: dict[str, str | None] = {}
+        # Every rule asks about every call's callee: answer each node once. The node is
+        # kept with its answer so that a recycled id() can't be mistaken for it.
+        self._sqla_names: dict[int, tuple[ast.expr, str | None]] = {}
 
     def qualify(self, node: ast.expr) -> str | None:
         """``sa.orm.relationship`` → ``sqlalchemy.orm.relationship``; unknown → None."""
@@ -200,10 +203,13 @@ class NameResolver:
         ``sa.text``, ``sql_text`` (imported ``as``), ``sqlmodel.text`` and Flask-SQLAlchemy's
         ``db.text`` all give ``"text"``; an HTML helper's ``text`` gives None.
         """
+        known = self._sqla_names.get(id(node))
+        if known is not None and known[0] is node:
+            return known[1]
         qualified = self.qualify(node)
-        if qualified is None:
-            return None
-        return self.sqla_tail(qualified)
+        name = None if qualified is None else self.sqla_tail(qualified)
+        self._sqla_names[id(node)] = (node, name)
+        return name
 
     def sqla_tail(self, qualified: str) -> str | None:
         root, _, rest = qualified.partition(".")

@@ -474,21 +474,25 @@ class Removed1xApi(Rule):
             self._execute(node, func)
 
     def _execute(self, node: ast.Call, func: ast.Attribute) -> None:
+        statement = node.args[0] if node.args else None
+        plain = statement is not None and self._plain_string(statement)
+        extra = [
+            k.arg for k in node.keywords if k.arg is not None and k.arg not in _EXECUTE_KEYWORDS
+        ]
+        # What the receiver is costs a data-flow pass: ask only when the call is suspect.
+        if not (plain or extra or len(node.args) > 2):
+            return
         kind = self.objects.kind_of(func.value)
         if kind is None or not (kind.is_session or kind.is_connection):
             return
         receiver = _short(source_segment(self.ctx, func.value), 20)
         call = f"`{receiver}.{func.attr}()`"
-        statement = node.args[0] if node.args else None
-        if statement is not None and self._plain_string(statement):
+        if plain:
             self._report(
                 node, f"plain-string SQL in {call}", RAISES,
                 "wrap it in `text()`: `" + receiver + "." + func.attr + "(text(\"...\"))`",
             )
             return
-        extra = [
-            k.arg for k in node.keywords if k.arg is not None and k.arg not in _EXECUTE_KEYWORDS
-        ]
         if extra and kind.is_session and extra[0] in ("bind", "mapper"):
             # 1.x Session.execute(stmt, bind=..., mapper=...) chose the connection.
             self._report(
