@@ -471,8 +471,8 @@ def _link_and_order(
         if name in leave_types:
             stack.append((node, False))
         # child_nodes() inlined, in reverse so that the stack pops them in source order.
-        for name in reversed(fields_of(type(node))):
-            value = getattr(node, name, None)
+        for field_name in reversed(fields_of(type(node))):
+            value = getattr(node, field_name, None)
             if value.__class__ is list:
                 for child in reversed(value):
                     if isinstance(child, ast.AST):
