@@ -7,6 +7,7 @@ the median ratio reported. Then runs 200,000 statements with the doctor installe
 much traced memory grew.
 
     python benchmarks/runtime_overhead.py [--rounds 15] [--statements 200000] [--json]
+        [--track-reads]
 
 Targets (issue 5): simple reads <= 1.08x, lazy-load loop <= 1.05x, memory growth
 <= 5 MB over 200,000 statements.
@@ -217,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--statements", type=int, default=200_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--track-reads",
+        action="store_true",
+        help="with track-reads on (SQD257, SQD258): attribute reads are observed",
+    )
     args = parser.parse_args(argv)
+    global CONFIG
+    if args.track_reads:
+        CONFIG = Config(runtime=RuntimeConfig(mode="collect", track_reads=True))
     import sqlalchemy
 
     results: dict[str, Any] = {

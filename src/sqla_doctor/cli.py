@@ -239,9 +239,15 @@ def _selection(args: argparse.Namespace, config: Config, errors: _Errors) -> set
         )
     except KeyError as error:
         errors(f"unknown rule selector {error.args[0]!r} (see `sqla-doctor rules`)")
-        return selected_codes(
-            static_registry(), config, None, None, kinds=(Kind.STATIC, Kind.MIGRATION)
-        )
+    # Without the command line's selectors; without the config's too if the bad one is there.
+    for fallback in (config, Config(root=config.root, source=config.source)):
+        try:
+            return selected_codes(
+                static_registry(), fallback, None, None, kinds=(Kind.STATIC, Kind.MIGRATION)
+            )
+        except KeyError:
+            continue
+    raise AssertionError("the default selection names only known rules")  # pragma: no cover
 
 
 def _analyse(
@@ -359,7 +365,9 @@ def _fix(args: argparse.Namespace, errors: _Errors) -> int:
                 )
             )
         print(f"Would apply {total_applied} fix(es) in {len(changed_files)} file(s).")
-        return EXIT_FINDINGS if changed_files else (EXIT_ERROR if errors.count else EXIT_CLEAN)
+        if errors.count:
+            return EXIT_ERROR
+        return EXIT_FINDINGS if changed_files else EXIT_CLEAN
     assert config is not None
     context = ReportContext(tool_version=__version__, command="fix", root=str(config.root))
     if remaining:

@@ -42,6 +42,8 @@ class RuntimeConfig:
     max_findings: int = 1000
     explain_seq_scans: bool = False
     seq_scan_min_rows: int = 1000
+    # Observe which attributes of loaded objects are read (SQD257, SQD258): opt-in.
+    track_reads: bool = False
 
 
 @dataclass(frozen=True)

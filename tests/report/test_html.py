@@ -112,3 +112,26 @@ def test_filters_work_in_a_real_browser(tmp_path: Path) -> None:
         assert headings == ["app/views.py"]
         assert browser.execute_script("return window.__xss === undefined")
     assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_demo_writes_a_report_with_runtime_statements_and_timings(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    from sqla_doctor.demo import main as demo
+
+    page = tmp_path / "demo.html"
+    assert demo("html", page) == 0
+    with chromium() as browser:
+        browser.get(page.as_uri())
+        rows = browser.find_elements(By.CSS_SELECTOR, "table.queries tbody tr")
+        assert rows, "the runtime statements table is missing"
+        cells = [row.find_elements(By.TAG_NAME, "td") for row in rows]
+        assert any("FROM books" in c[0].text for c in cells)
+        assert all(re.fullmatch(r"\d+", c[1].text) for c in cells)
+        assert all(re.fullmatch(r"\d+\.\d\d ms", c[2].text) for c in cells)
+        codes = {
+            e.get_attribute("data-code")
+            for e in browser.find_elements(By.CSS_SELECTOR, "section.rule")
+        }
+        assert {"SQD251", "SQD351"} <= codes  # runtime findings next to the static ones
+        assert "SQD501" in codes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -209,3 +210,20 @@ def test_a_program_that_installs_the_doctor_itself_is_still_reported(project: Pa
     out = project / "report.json"
     assert runner.main(["own.py"], fail=True, fmt="json", output=str(out)) == 1
     assert [f["code"] for f in report(out)["findings"]] == ["SQD251"]
+
+
+def test_html_report_lists_statements_with_call_sites_and_timings(project: Path) -> None:
+    out = project / "report.html"
+    assert runner.main(["bad.py"], fail=False, fmt="html", output=str(out)) == 0
+    page = out.read_text()
+    rows = re.findall(
+        r'<tr><td class="sql">(.*?)</td><td>(\d+)</td><td>([\d.]+ ms)</td>'
+        r'<td class="loc">(.*?)</td></tr>',
+        page,
+        re.DOTALL,
+    )
+    assert rows, "no statements table"
+    lazy = [row for row in rows if "FROM posts" in row[0] and row[1] == "4"]
+    assert lazy, rows
+    assert lazy[0][3] == "bad.py:7"
+    assert all(float(row[2].split()[0]) >= 0 for row in rows)

@@ -30,23 +30,26 @@ def static_findings(name: str) -> tuple[list[Finding], int]:
     return result.findings, result.files
 
 
-def runtime_findings(name: str) -> tuple[list[Finding], int | None]:
-    """Run the twin's handlers under the runtime doctor; ([], None) if it is unavailable."""
+def runtime_findings(name: str) -> tuple[list[Finding], int | None, list[dict[str, object]]]:
+    """Run the twin's handlers under the runtime doctor: findings, query count and the
+    statements table; ([], None, []) if the runtime doctor is unavailable."""
     try:
         from sqla_doctor.runtime import track
+        from sqla_doctor.runtime.statements import statement_rows
     except ImportError:
-        return [], None
+        return [], None, []
     from sqla_doctor.demo import scenario
 
     with tempfile.TemporaryDirectory(prefix="sqla-doctor-demo-") as tmp:
         engine = scenario.make_engine(name, f"sqlite:///{tmp}/bookstore.db")
         try:
             scenario.seed(name, engine)
-            with track(mode="collect") as unit:
+            # Paths in locations and messages relative to the demo, like the static ones.
+            with track(mode="collect", config=Config(root=DEMO_ROOT)) as unit:
                 scenario.run(name, engine)
         finally:
             engine.dispose()
-    return list(unit.findings), unit.query_count
+    return list(unit.findings), unit.query_count, statement_rows(unit)
 
 
 def _relative(findings: Sequence[Finding]) -> list[Finding]:
@@ -66,10 +69,13 @@ def _relative(findings: Sequence[Finding]) -> list[Finding]:
 def main(fmt: str = "text", output: Path | None = None) -> int:
     """Exit 0 when the bad twin shows its pitfalls and the fixed twin is clean, else 2."""
     results: dict[str, tuple[list[Finding], list[Finding], int, int | None]] = {}
+    statements: list[dict[str, object]] = []
     for name in TWINS:
         static, files = static_findings(name)
-        runtime, queries = runtime_findings(name)
+        runtime, queries, rows = runtime_findings(name)
         results[name] = (static, _relative(runtime), files, queries)
+        if name == "bad":
+            statements = rows
 
     bad_static, bad_runtime, files, queries = results["bad"]
     fixed_static, fixed_runtime, _, fixed_queries = results["fixed"]
@@ -78,6 +84,7 @@ def main(fmt: str = "text", output: Path | None = None) -> int:
         tool_version=__version__,
         command="demo",
         root=str(DEMO_ROOT),
+        queries=tuple(statements),
         query_count=queries,
     )
     healthy = bool(bad_static) and not fixed_static and not fixed_runtime

@@ -146,8 +146,11 @@ class WatchedTest:
         state = self._state
         if state is None:
             return []
+        from sqla_doctor.runtime.redact import shown_sql
+
         start = state.call_start[1] if state.call_start else 0
-        return list(state.unit.statements[start:])
+        show = state.unit.settings.runtime.show_parameters
+        return [shown_sql(sql, show) for sql in state.unit.statements[start:]]
 
     @property
     def findings(self) -> list[Finding]:
@@ -199,6 +202,7 @@ def _assert_num_queries(
     ignore: str | re.Pattern[str] | None = None,
 ) -> Iterator[QueryCapture]:
     from sqla_doctor.runtime import track
+    from sqla_doctor.runtime.redact import shown_sql
     from sqla_doctor.runtime.unit_of_work import current
 
     pattern = re.compile(ignore, re.IGNORECASE) if isinstance(ignore, str) else ignore
@@ -218,11 +222,14 @@ def _assert_num_queries(
         with track("sqla_assert_num_queries", mode="collect") as unit:
             yield capture
         total, kept = unit.query_count, list(unit.statements)
+        parent = unit
+    # The failure message lists them: literal-rendered values stay out of it.
+    show = parent.settings.runtime.show_parameters
     for statement in kept:
         if pattern is not None and pattern.search(statement):
-            capture.ignored.append(statement)
+            capture.ignored.append(shown_sql(statement, show))
         else:
-            capture.statements.append(statement)
+            capture.statements.append(shown_sql(statement, show))
     capture.unlisted = total - len(kept)
     capture.count = total - len(capture.ignored)
 

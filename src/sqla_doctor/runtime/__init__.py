@@ -11,8 +11,10 @@ Two entry points::
     uow.findings, uow.query_count
 
 ``track()`` is also a decorator, for plain and ``async`` functions, and works without
-``install()``. Settings come from ``[tool.sqla-doctor.runtime]`` in the nearest
-pyproject.toml; ``mode`` is ``warn`` (a Python warning at the user's line), ``log``,
+``install()``; one tracker may be shared by any number of threads and tasks at
+once. ``current_unit()`` is the unit of work of the running thread or task, or None.
+Settings come from ``[tool.sqla-doctor.runtime]`` in the nearest pyproject.toml;
+``mode`` is ``warn`` (a Python warning at the user's line), ``log``,
 ``raise`` (a ``PitfallError`` at the end of the unit of work) or ``collect``.
 """
 
@@ -31,7 +33,7 @@ from typing import Any, TypeVar, overload
 from sqla_doctor.config import Config, RuntimeConfig
 from sqla_doctor.config import load as load_config
 from sqla_doctor.findings import Finding
-from sqla_doctor.runtime import listeners
+from sqla_doctor.runtime import errors, listeners
 from sqla_doctor.runtime.modes import (
     EngineWarning,
     LoadingWarning,
@@ -59,6 +61,7 @@ __all__ = [
     "Tracker",
     "UnitOfWork",
     "collected",
+    "current_unit",
     "install",
     "installed",
     "shutdown",
@@ -148,11 +151,31 @@ def shutdown() -> None:
     listeners.shutdown()
 
 
+def current_unit() -> UnitOfWork | None:
+    """The unit of work of the running thread or task: the innermost ``track()`` open
+    in this context, or None.
+
+    A task or a thread started with a copy of the context (``asyncio.create_task``,
+    ``asyncio.to_thread``) shares its parent's unit; a plain ``threading.Thread`` does
+    not. Outside ``track()``, sessions' implicit units (under ``install()``) are not a
+    context's and are not returned. Integrations use it to attach the unit's counts to
+    their own records (a log line, a span)::
+
+        uow = sqla_doctor.current_unit()
+        if uow is not None:
+            span.set_attribute("db.statements", uow.query_count)
+    """
+    return current.get()
+
+
 class Tracker:
     """One kind of unit of work: a context manager (sync or async) and a decorator.
 
     Each ``with``/``async with`` block or decorated call is its own ``UnitOfWork``;
-    ``last`` is the most recent one that ended.
+    ``last`` is the most recent one that ended. One tracker may be entered by many
+    threads and tasks at once (a decorated request handler): a decorated call keeps its
+    unit and ContextVar token in its own frame, and ``with`` blocks find theirs by the
+    unit active in the exiting context.
     """
 
     def __init__(
@@ -166,7 +189,10 @@ class Tracker:
         self.mode = mode
         self.config = _as_config(config)
         self.last: UnitOfWork | None = None
-        self._open: list[tuple[UnitOfWork, Token[UnitOfWork | None]]] = []
+        # The ``with`` blocks open now, by id of their unit (insertion order: the newest
+        # last), under ``_lock``: threads enter and exit one tracker concurrently.
+        self._open: dict[int, tuple[UnitOfWork, Token[UnitOfWork | None]]] = {}
+        self._lock = threading.Lock()
         self._settings: Settings | None = None
         # Validate the mode now, where the caller wrote it.
         self.settings()
@@ -180,19 +206,37 @@ class Tracker:
         return self._settings
 
     def start(self) -> UnitOfWork:
-        listeners.register()
-        uow = UnitOfWork(self.settings(), self.name, explicit=True)
-        self._open.append((uow, current.set(uow)))
+        uow, token = self._enter()
+        with self._lock:
+            self._open[id(uow)] = (uow, token)
         return uow
 
     def stop(self, error: BaseException | None = None) -> UnitOfWork:
         active = current.get()
-        for index in range(len(self._open) - 1, -1, -1):
-            if self._open[index][0] is active:
-                uow, token = self._open.pop(index)
-                break
-        else:
-            uow, token = self._open.pop()
+        with self._lock:
+            entry = self._open.pop(id(active), None) if active is not None else None
+            if entry is None:
+                if not self._open:
+                    raise RuntimeError("Tracker.stop() without a matching start()")
+                # Exited in a context where another unit is current (a unit left open
+                # inside it): the newest block of this tracker is the one ending.
+                entry = self._open.popitem()[1]
+        return self._exit(*entry, error)
+
+    def _enter(self) -> tuple[UnitOfWork, Token[UnitOfWork | None]]:
+        listeners.register()
+        uow = UnitOfWork(self.settings(), self.name, explicit=True)
+        return uow, current.set(uow)
+
+    def _exit(
+        self,
+        uow: UnitOfWork,
+        token: Token[UnitOfWork | None],
+        error: BaseException | None = None,
+    ) -> UnitOfWork:
+        if error is not None:
+            # While the unit still holds what explains the error (origins, sessions).
+            errors.dispatch(uow, error)
         listeners.end_unit(uow)
         try:
             current.reset(token)
@@ -236,26 +280,26 @@ class Tracker:
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                self.start()
+                uow, token = self._enter()
                 try:
                     result = await coroutine(*args, **kwargs)
                 except BaseException as error:
-                    self.stop(error)
+                    self._exit(uow, token, error)
                     raise
-                self.stop()
+                self._exit(uow, token)
                 return result
 
             return run_async  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            self.start()
+            uow, token = self._enter()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as error:
-                self.stop(error)
+                self._exit(uow, token, error)
                 raise
-            self.stop()
+            self._exit(uow, token)
             return result
 
         return run  # type: ignore[return-value]

@@ -14,18 +14,21 @@ Handlers must not emit SQL, load attributes, or keep bound parameter values.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from sqla_doctor.findings import Finding, Kind, Location, Related
 from sqla_doctor.registry import Check
-from sqla_doctor.runtime.callsite import CallSite, display_path
+from sqla_doctor.runtime.callsite import USER, CallSite, classify, display_path
 from sqla_doctor.runtime.callsite import find as find_call_site
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import ORMExecuteState, RelationshipProperty, Session
     from sqlalchemy.orm.state import InstanceState
 
+    from sqla_doctor.config import RuntimeConfig
     from sqla_doctor.runtime.unit_of_work import (
         CheckoutRecord,
         SessionRecord,
@@ -51,9 +54,27 @@ EVENTS: Final = (
     "init_scalar",
     "checkin",
     "session_gc",
+    # An exception left a unit of work (``track()``'s exit) or the program (``sqla-doctor
+    # run``'s excepthook): detectors explain it with what the unit saw. See runtime/errors.py.
+    "error",
+    # A checked-out connection did nothing past ``held_connection_seconds``, then was used
+    # again or returned (IdleGap); its database transaction ended (TransactionSpan); a
+    # checkout left its pool at ``pool_saturation_ratio`` of capacity or more (PoolCheckout).
+    "connection_idle",
+    "connection_transaction_end",
+    "pool_saturated",
+    # One session used by two asyncio tasks or two threads at once, or by threads taking
+    # turns inside one transaction (SharedUse). See listeners.py, "one session, several users".
+    "session_shared",
+    # An object of a mapper a detector asked listeners.watch_loads() about was loaded
+    # (InstanceEvents.load, once per new identity; Loaded).
+    "load",
 )
 
 _UNKNOWN: Final = "<unknown>"
+# Frames of an exception's traceback looked at, at most (a deep recursion's are not).
+_MAX_TRACEBACK: Final = 200
+_T = TypeVar("_T")
 
 
 class OrmExecution:
@@ -107,7 +128,7 @@ class Statement:
     parameter sets, and must not keep them unless ``show_parameters`` is on.
     """
 
-    __slots__ = ("executemany", "in_flush", "orm", "parameters", "site", "sql")
+    __slots__ = ("connection", "executemany", "in_flush", "orm", "parameters", "site", "sql")
 
     def __init__(
         self,
@@ -117,6 +138,7 @@ class Statement:
         site: CallSite | None,
         orm: OrmExecution | None,
         in_flush: bool,
+        connection: Connection | None = None,
     ) -> None:
         self.sql = sql
         self.parameters = parameters
@@ -124,6 +146,8 @@ class Statement:
         self.site = site
         self.orm = orm
         self.in_flush = in_flush
+        # The Connection running it (its engine's URL and dialect); never to execute on.
+        self.connection = connection
 
 
 class Flush:
@@ -191,6 +215,110 @@ class AttributeRead:
         self.site = site
 
 
+class ErrorSeen:
+    """An exception on its way out of a unit of work, for ``on_error`` handlers to explain.
+
+    ``error`` is the first SQLAlchemy exception in the chain of ``raised`` (through
+    ``__cause__`` and ``__context__``, and from a ``StatementError`` to the SQLAlchemy error
+    it wraps), else ``raised`` itself; ``site`` is the innermost user frame of their
+    tracebacks, where the program hit it. Handlers explain with
+    ``explain(finding)`` (what ``report()`` returned), which also adds the explanation to
+    the traceback as a note. They must not read attributes of the program's objects that
+    might load: ``locals_of_type`` gives the library's own frames' locals (an
+    ``InstanceState``, a ``Session``) without touching the user's objects.
+    """
+
+    __slots__ = ("error", "explained", "raised", "site", "tracebacks")
+
+    def __init__(
+        self,
+        raised: BaseException,
+        error: BaseException,
+        site: CallSite | None,
+        tracebacks: tuple[TracebackType, ...],
+    ) -> None:
+        self.raised = raised
+        self.error = error
+        self.site = site
+        # ``error``'s traceback first, then those of the exceptions wrapping it.
+        self.tracebacks = tracebacks
+        # What handlers explained, for the notes added once they all ran.
+        self.explained: list[Finding] = []
+
+    def locals_of_type(self, kind: type[_T]) -> Iterator[_T]:
+        """Values of type ``kind`` in the non-user frames of ``error``'s traceback.
+
+        Innermost frame first; the user's own frames are skipped (their locals are the
+        program's business, and often hold several candidates).
+        """
+        for traceback in self.tracebacks:
+            yield from self._locals_of_type(traceback, kind)
+
+    @staticmethod
+    def _locals_of_type(traceback: TracebackType | None, kind: type[_T]) -> Iterator[_T]:
+        frames: list[FrameType] = []
+        tb = traceback
+        while tb is not None and len(frames) < _MAX_TRACEBACK:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        for frame in reversed(frames):
+            if classify(frame.f_code.co_filename) == USER:
+                continue
+            for value in list(frame.f_locals.values()):
+                if isinstance(value, kind):
+                    yield value
+
+    def explain(self, finding: Finding | None) -> None:
+        if finding is not None and finding not in self.explained:
+            self.explained.append(finding)
+
+
+class SharedUse:
+    """An operation on a session began while someone else was using it.
+
+    ``tasks``: two asyncio tasks on one thread (an ``AsyncSession``: the other task is
+    suspended inside one of its calls); else two threads. ``concurrent``: the other's
+    operation (``other_site``) was still running; otherwise (threads only) the thread
+    using it now already used it earlier in this same transaction, and another thread
+    used it in between. ``who``/``other`` describe the two tasks or threads.
+    """
+
+    __slots__ = ("concurrent", "other", "other_site", "record", "site", "tasks", "who")
+
+    def __init__(
+        self,
+        record: SessionRecord,
+        site: CallSite | None,
+        other_site: CallSite | None,
+        who: str,
+        other: str,
+        *,
+        tasks: bool,
+        concurrent: bool,
+    ) -> None:
+        self.record = record
+        self.site = site
+        self.other_site = other_site
+        self.who = who
+        self.other = other
+        self.tasks = tasks
+        self.concurrent = concurrent
+
+
+class Loaded:
+    """An object a query loaded (``InstanceEvents.load``): its state and the QueryContext.
+
+    ``context.query`` is the statement ``do_orm_execute`` saw. Neither may be kept past
+    the handler: keep a weak reference to the state, or ids.
+    """
+
+    __slots__ = ("context", "state")
+
+    def __init__(self, state: InstanceState[Any], context: Any) -> None:
+        self.state = state
+        self.context = context
+
+
 class Checkin:
     """A pooled connection came back, or was garbage-collected while checked out."""
 
@@ -199,6 +327,110 @@ class Checkin:
     def __init__(self, record: CheckoutRecord, garbage_collected: bool) -> None:
         self.record = record
         self.garbage_collected = garbage_collected
+
+
+class _Resumption:
+    """Something the user's code did with a connection; ``site`` is looked up when read.
+
+    Most events carrying one report nothing, so the user's line is found only when a
+    handler asks, while it runs (the user's code is still on the stack then).
+    """
+
+    __slots__ = ("_known", "_site")
+
+    def __init__(self, site: CallSite | None, known: bool) -> None:
+        self._site = site
+        # Whether the user's code is on the stack (not for a garbage-collected connection).
+        self._known = site is None and known
+
+    @property
+    def site(self) -> CallSite | None:
+        if self._known:
+            self._known = False
+            self._site = find_call_site(1)
+        return self._site
+
+
+class IdleGap(_Resumption):
+    """A checked-out connection sat idle past ``held_connection_seconds``, then resumed.
+
+    ``gap`` is the seconds between the end of its last statement (at ``last_site``, None
+    for a flush's or an unknown one) and ``resumed``: ``statement``, ``commit``,
+    ``rollback`` or ``checkin``, at ``site``.
+    """
+
+    __slots__ = ("gap", "last_site", "record", "resumed")
+
+    def __init__(
+        self,
+        record: CheckoutRecord,
+        gap: float,
+        resumed: str,
+        site: CallSite | None = None,
+        *,
+        known: bool = True,
+    ) -> None:
+        super().__init__(site, known)
+        self.record = record
+        self.gap = gap
+        self.last_site = record.last_site
+        self.resumed = resumed
+
+
+class TransactionSpan(_Resumption):
+    """A database transaction ended on a checked-out connection (Core or a Session's).
+
+    ``outcome`` is ``commit``, ``rollback`` or ``checkin`` (returned to the pool with the
+    transaction open, which the pool rolls back); ``duration`` runs from ``BEGIN``, at
+    ``began_site``, and ``idle`` from the end of the last statement, at ``last_site``.
+    """
+
+    __slots__ = ("began_site", "duration", "idle", "last_site", "outcome", "record")
+
+    def __init__(
+        self,
+        record: CheckoutRecord,
+        outcome: str,
+        duration: float,
+        idle: float,
+        *,
+        known: bool = True,
+    ) -> None:
+        super().__init__(None, known)
+        self.record = record
+        self.outcome = outcome
+        self.duration = duration
+        self.idle = idle
+        self.began_site = record.transaction_site
+        self.last_site = record.last_site
+
+
+class PoolCheckout:
+    """A checkout left a QueuePool with ``checked_out`` of ``capacity`` connections in use.
+
+    ``record`` is the checkout that got there; ``pool`` is the Pool itself, for its
+    holders (``process.checkouts`` whose ``pool`` refers to it); ``name`` the engine's URL
+    without its password.
+    """
+
+    __slots__ = ("capacity", "checked_out", "max_overflow", "name", "pool", "record", "size")
+
+    def __init__(
+        self,
+        record: CheckoutRecord,
+        pool: object,
+        name: str,
+        checked_out: int,
+        size: int,
+        max_overflow: int,
+    ) -> None:
+        self.record = record
+        self.pool = pool
+        self.name = name
+        self.checked_out = checked_out
+        self.size = size
+        self.max_overflow = max_overflow
+        self.capacity = size + max_overflow
 
 
 _handled: dict[type[Detector], tuple[str, ...]] = {}
@@ -219,6 +451,11 @@ class Detector(Check):
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow
         self.config = uow.settings.runtime
+
+    @classmethod
+    def enabled(cls, runtime: RuntimeConfig) -> bool:
+        """Whether the configuration turns this detector on (opt-in ones say no by default)."""
+        return True
 
     @classmethod
     def handled_events(cls) -> tuple[str, ...]:
@@ -260,11 +497,12 @@ class Detector(Check):
         hint: str | None = None,
         details: Mapping[str, Any] | None = None,
         **message_args: Any,
-    ) -> None:
+    ) -> Finding:
         """Record a finding at the user's call site; once per ``key`` per unit of work.
 
         ``subject`` is what ``allow`` patterns match besides the location
-        (``User.posts``, ``User``, ``Session``).
+        (``User.posts``, ``User``, ``Session``). Returns the finding (even when it was a
+        repeat or suppressed), for ``ErrorSeen.explain``.
         """
         finding = Finding(
             code=self.code,
@@ -288,3 +526,4 @@ class Detector(Check):
             module=at.module if at is not None else None,
             subject=subject,
         )
+        return finding

@@ -17,11 +17,14 @@ attribute.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
 import importlib
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -29,9 +32,9 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, RelationshipProperty, Session
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
 
-from sqla_doctor.runtime import callsite
+from sqla_doctor.runtime import callsite, reads
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
     CORE,
@@ -43,16 +46,25 @@ from sqla_doctor.runtime.detector import (
     AttributeRead,
     Checkin,
     Flush,
+    IdleGap,
+    Loaded,
     OrmExecution,
+    PoolCheckout,
+    SharedUse,
     Statement,
     TransactionEnd,
+    TransactionSpan,
 )
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import (
     MAX_DISCARDED_PER_SESSION,
+    MAX_EXPUNGED_KEYS,
     MAX_STATEMENTS_KEPT,
+    MAX_THREADS_PER_TRANSACTION,
     Added,
     CheckoutRecord,
+    Detachment,
+    FailedFlush,
     SessionRecord,
     UnitOfWork,
     current,
@@ -69,6 +81,19 @@ _DELIBERATE = (PitfallError, SqlaDoctorWarning)
 # tell a connection the Session checked out itself from one it was handed.
 _last_checkout: ContextVar[CheckoutRecord | None] = ContextVar(
     "sqla_doctor_last_checkout", default=None
+)
+# The statement running in this context, between before_ and after_cursor_execute: id of
+# its execution context, its unit, its index in ``uow.statements`` (-1 past the cap), its
+# checkout, its call site and its start. An id, not the context: a statement that fails
+# without ``handle_error`` must not keep its cursor alive until the next one.
+_Started = tuple[int, UnitOfWork, int, CheckoutRecord | None, callsite.CallSite | None, float]
+_started: ContextVar[_Started | None] = ContextVar("sqla_doctor_started", default=None)
+# The row of `sqla-doctor run`'s statements table the running statement counts in.
+_table_row: ContextVar[list[Any] | None] = ContextVar("sqla_doctor_table_row", default=None)
+# The session whose statement runs in this context (``Sharing.busy`` is ours until it
+# returns), between before_ and after_cursor_execute.
+_in_statement: ContextVar[SessionRecord | None] = ContextVar(
+    "sqla_doctor_in_statement", default=None
 )
 _registration_lock = threading.Lock()
 _registered: list[tuple[Any, str, Callable[..., Any]]] = []
@@ -232,6 +257,10 @@ def _session_collected(record: SessionRecord) -> None:
 def _checkout_done(record: CheckoutRecord, *, garbage_collected: bool) -> None:
     if record.returned:
         return
+    if record.idle_since or record.transaction_began:
+        _connection_resumes(
+            record, "checkin", time.perf_counter(), known=not garbage_collected
+        )
     record.returned = True
     process.unwatch(record)
     if process.checkouts.get(record.key) is record:
@@ -315,6 +344,7 @@ def _on_do_orm_execute(state: Any) -> None:
         uow = current.get()
         if uow is None:
             if not process.installed:
+                _note_unwatched(state.session)
                 return
             uow = _implicit_unit(_record(state.session))
             if uow is None:
@@ -332,6 +362,7 @@ def _on_do_orm_execute(state: Any) -> None:
             state, kind, site, relationship, parent, flushing.get() is not None, uow
         )
         executing.set(execution)
+        _note_use(_record(state.session), site, uow)
         if kind is not OTHER and kind is not COLUMN_LOAD:
             mapper = state.bind_mapper
             if mapper is not None:
@@ -368,7 +399,7 @@ def _on_before_cursor_execute(
         if process.dead:
             drain()
         if process.table is not None:
-            _tabulate(process.table, statement)
+            _table_row.set(_tabulate(process.table, statement))
         flush_record = flushing.get()
         if flush_record is not None and not flush_record.flushing:
             flushing.set(None)
@@ -399,26 +430,42 @@ def _on_before_cursor_execute(
         else:
             kind = FLUSH if flush_record is not None else CORE
         handlers = uow.handlers["before_cursor_execute", kind]
+        site = execution.site if execution is not None else None
         with uow.lock:
             uow.query_count += 1
-            if len(uow.statements) < MAX_STATEMENTS_KEPT:
+            index = len(uow.statements)
+            if index < MAX_STATEMENTS_KEPT:
                 uow.statements.append(statement)
+                uow.durations.append(0.0)
+            else:
+                index = -1
             if handlers:
-                if execution is not None:
-                    site = execution.site
-                else:
-                    site = (
-                        None
-                        if flush_record is not None
-                        else callsite.find(1, _CURSOR_FRAMES, learn=CORE)
-                    )
+                if execution is None and flush_record is None:
+                    site = callsite.find(1, _CURSOR_FRAMES, learn=CORE)
                 payload = Statement(
-                    statement, parameters, executemany, site, execution, flush_record is not None
+                    statement,
+                    parameters,
+                    executemany,
+                    site,
+                    execution,
+                    flush_record is not None,
+                    conn,
                 )
                 for handler in handlers:
                     handler(payload)
+        last_site = site
+        if flush_record is not None:
+            # A flush's statements are the flush()/commit() line's, looked up once a flush.
+            last_site = flush_record.flush_statement_site
+            if last_site is None:
+                last_site = flush_record.flush_statement_site = callsite.find(1)
+        checkout = _statement_resumes(conn, uow, last_site)
+        if execution is not None or flush_record is not None:
+            _enter_statement(execution, flush_record, site, uow)
         if uow._unemitted:
             uow.release()
+        # Last, so that the duration is the cursor's, not the handlers'.
+        _started.set((id(context), uow, index, checkout, last_site, time.perf_counter()))
     except _DELIBERATE:
         raise
     except Exception:
@@ -426,7 +473,66 @@ def _on_before_cursor_execute(
     return statement, parameters
 
 
-def _tabulate(table: dict[str, list[Any]], statement: str) -> None:
+def _statement_resumes(
+    conn: Connection, uow: UnitOfWork, site: callsite.CallSite | None
+) -> CheckoutRecord | None:
+    """The statement's checkout; the time it sat idle before, if past the threshold."""
+    # A connection running a statement is open and valid: no revalidation can happen.
+    fairy = conn.connection
+    checkout = process.checkouts_by_fairy.get(id(fairy))
+    if checkout is None or checkout.ref() is not fairy:
+        return None
+    idle = checkout.idle_since
+    if idle:
+        checkout.idle_since = 0.0
+        gap = time.perf_counter() - idle
+        if gap >= uow.settings.runtime.held_connection_seconds:
+            _dispatch(uow, "connection_idle", IdleGap(checkout, gap, "statement", site))
+    return checkout
+
+
+def _on_after_cursor_execute(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    # Guarded inline: runs for every statement. No call-site walk here, only the clock.
+    try:
+        running = _in_statement.get()
+        if running is not None:
+            _in_statement.set(None)
+            _leave_statement(running)
+        row = _table_row.get()
+        if row is not None:
+            _table_row.set(None)
+            if len(row) > 3:
+                row[2] += time.perf_counter() - row.pop()
+        started = _started.get()
+        if started is None:
+            return
+        now = time.perf_counter()
+        _started.set(None)
+        _statement_done(started, id(context), now)
+    except Exception:
+        _internal_error("after_cursor_execute")
+
+
+def _statement_done(started: _Started, context_key: int, now: float) -> None:
+    key, uow, index, checkout, site, start = started
+    if key != context_key:
+        return
+    if index >= 0:
+        uow.durations[index] = now - start
+    if checkout is not None and not checkout.returned:
+        checkout.idle_since = now
+        checkout.last_site = site
+
+
+def _tabulate(table: dict[str, list[Any]], statement: str) -> list[Any] | None:
+    """Count a statement in ``sqla-doctor run``'s table: [times, first call site, seconds]."""
     row = table.get(statement)
     if row is not None:
         row[0] += 1
@@ -434,7 +540,10 @@ def _tabulate(table: dict[str, list[Any]], statement: str) -> None:
         site = callsite.find(2)
         root = process.settings.root if process.settings is not None else "."
         where = f"{callsite.display_path(site.filename, root)}:{site.lineno}" if site else None
-        table[statement] = [1, where]
+        row = table[statement] = [1, where, 0.0]
+    if row is not None:
+        row.append(time.perf_counter())  # taken off again when the statement returns
+    return row
 
 
 def _core_unit(conn: Connection) -> UnitOfWork | None:
@@ -454,6 +563,32 @@ def _on_handle_error(context: Any) -> None:
     # A statement that failed never consumed its ORM execution; a flush that failed
     # never reached after_flush_postexec.
     executing.set(None)
+    running = _in_statement.get()
+    if running is not None:
+        _in_statement.set(None)
+        _leave_statement(running)
+    started = _started.get()
+    if started is not None:
+        # It never reaches after_cursor_execute: its time and the idleness after it
+        # start now.
+        _started.set(None)
+        _statement_done(started, id(context.execution_context), time.perf_counter())
+    _note_flush_error(context)
+
+
+def _note_flush_error(context: Any) -> None:
+    """Which error failed the flush running now: its class names, never its message
+    (which holds the parameters)."""
+    record = flushing.get()
+    if record is None or not record.flushing:
+        return
+    wrapped = context.sqlalchemy_exception
+    original = context.original_exception
+    driver = type(original)
+    record.flush_error = (
+        type(wrapped if wrapped is not None else original).__name__,
+        f"{driver.__module__}.{driver.__qualname__}" if wrapped is not None else None,
+    )
 
 
 # -- session lifecycle --------------------------------------------------------------------
@@ -488,6 +623,7 @@ def _on_after_transaction_create(session: Session, transaction: Any) -> None:
         record.reset_transaction()
         record.identity_map = session.identity_map
         record.root_active = True
+        _note_use(record, None, None)
     elif transaction.nested:
         record.nested_marks.append(record.writes)
 
@@ -518,7 +654,7 @@ def _on_after_begin(session: Session, transaction: Any, connection: Connection) 
 
 @_guarded
 def _on_after_commit(session: Session) -> None:
-    record = _active(session)
+    record = _active(session) or _known(session)
     if record is None:
         return
     # after_commit also follows a SAVEPOINT release; the nested transaction is still
@@ -530,11 +666,20 @@ def _on_after_commit(session: Session) -> None:
 
 @_guarded
 def _on_after_rollback(session: Session) -> None:
-    record = _active(session)
+    record = _active(session) or _known(session)
     if record is None:
         return
     if record.flushing:
-        # A failed flush rolls the transaction back and never reaches after_flush.
+        # A failed flush rolls the transaction back and never reaches after_flush; the
+        # session then refuses work until rollback() (PendingRollbackError).
+        autoflush_of = record.autoflush_of
+        error, driver_error = record.flush_error or (None, None)
+        record.failed_flush = FailedFlush(
+            autoflush_of.site if autoflush_of is not None else callsite.find(1),
+            error,
+            driver_error,
+        )
+        record.flush_error = None
         _flush_done(record)
     if session.get_nested_transaction() is None:
         record.outcome = "rollback"
@@ -545,7 +690,9 @@ def _on_after_rollback(session: Session) -> None:
 
 @_guarded
 def _on_after_transaction_end(session: Session, transaction: Any) -> None:
-    record = _active(session)
+    # A transaction a watched context began may end in one nothing watches (closed by
+    # another thread): its record still has to learn it, or it holds a connection forever.
+    record = _active(session) or _known(session)
     if record is None:
         return
     if transaction.nested:
@@ -556,6 +703,8 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
         return
     outcome = record.outcome or "close"
     uow = _session_unit(record)
+    if uow is None and record.owner is not None and record.owner.active:
+        uow = record.owner
     try:
         if uow is not None:
             if outcome == "close":
@@ -567,6 +716,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
     finally:
         record.reset_transaction()
         record.identity_map = session.identity_map
+        record.sharing.new_transaction()
 
 
 @_guarded
@@ -600,6 +750,32 @@ def _on_pending_to_transient(session: Session, state: Any) -> None:
         record.discarded.append(added or Added(state.class_.__name__, None))
 
 
+@_guarded
+def _on_persistent_to_detached(session: Session, state: Any) -> None:
+    # Runs once per object that close() detaches: only the first of a batch does work.
+    record = process.records.get(id(session))
+    if record is None:
+        return
+    replaced = session.identity_map
+    last = record.detachments[-1] if record.detachments else None
+    if replaced is not record.identity_map:
+        # close() or expunge_all(): the map the objects were in was replaced already.
+        if last is not None and last.marker is replaced:
+            return
+        detachment = Detachment(callsite.find(1), "close", record.identity_map, record.commit_site)
+        # The new map marks the batch: the next objects of this close() find it here.
+        detachment.marker = replaced
+        record.add_detachment(detachment)
+        return
+    # expunge(obj): one object leaves a map that stays.
+    site = callsite.find(1)
+    if last is None or last.how != "expunge" or last.site != site:
+        last = Detachment(site, "expunge", None, record.commit_site)
+        record.add_detachment(last)
+    if len(last.keys) < MAX_EXPUNGED_KEYS and state.key is not None:
+        last.keys.add(state.key)
+
+
 def _has_net_changes(state: Any) -> bool:
     # AttributeState.history never loads: it reads what the object already holds.
     return any(attr.history.has_changes() for attr in state.attrs)
@@ -627,15 +803,19 @@ def _changes_left_behind(record: SessionRecord, session: Session) -> list[str]:
 def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     record = _active(session)
     if record is None:
+        _note_unwatched(session)
         return
+    _note_use(record, None, None)
     record.flushing = True
     flushing.set(record)
     execution = executing.get()
     # do_orm_execute ran, the statement has not: this flush is that query's autoflush.
     if execution is not None and not execution.consumed and execution.session_key == id(session):
         record.autoflush_of = execution
+        record.flush_statement_site = execution.site
     else:
         record.autoflush_of = None
+        record.flush_statement_site = None
 
 
 @_guarded
@@ -718,6 +898,8 @@ def _instrument_primary_key(mapper: Any) -> None:
 @_guarded
 def _on_mapper_configured(mapper: Any, class_: Any) -> None:
     _instrument_primary_key(mapper)
+    # Read tracking (track-reads) covers mappers configured after it started.
+    reads.mapper_configured(mapper)
 
 
 def _instrument_known_mappers() -> None:
@@ -766,6 +948,51 @@ def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:
     return value
 
 
+# -- objects loaded by a mapper a detector watches ----------------------------------------
+
+_load_watched: set[Any] = set()
+
+
+def watch_loads(mapper: Any) -> None:
+    """From now on, hand each object of ``mapper`` (or a subclass) a query loads to the
+    detectors' ``on_load`` handlers.
+
+    Registered on demand, for the few mappers a detector asks about (the parent of a
+    joined-eager-loaded collection), because ``InstanceEvents.load`` runs once per loaded
+    object; removed with every other listener by ``unregister()``.
+    """
+    with _registration_lock:
+        if mapper in _load_watched or not process.registered:
+            return
+        _load_watched.add(mapper)
+        event.listen(mapper, "load", _on_load, raw=True, propagate=True)
+        _registered.append((mapper, "load", _on_load))
+
+
+def _on_load(state: Any, context: Any) -> None:
+    # Guarded inline: this runs for every object of a watched mapper.
+    try:
+        uow = current.get()
+        if uow is None:
+            if not process.installed:
+                return
+            session = getattr(context, "session", None)
+            record = process.records.get(id(session)) if session is not None else None
+            uow = record.implicit if record is not None else None
+            if uow is None:
+                return
+        handlers = uow.handlers["load"]
+        if handlers:
+            payload = Loaded(state, context)
+            with uow.lock:
+                for handler in handlers:
+                    handler(payload)
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("load")
+
+
 # -- pool ---------------------------------------------------------------------------------
 
 
@@ -806,6 +1033,115 @@ def _opening_stack(uow: UnitOfWork | None) -> tuple[callsite.CallSite, ...]:
     return (site,)
 
 
+def _held(conn: Connection) -> CheckoutRecord | None:
+    """The checkout a Connection holds, without revalidating an invalidated one."""
+    if conn.closed or conn.invalidated:
+        return None
+    fairy = conn.connection
+    checkout = process.checkouts_by_fairy.get(id(fairy))
+    if checkout is None or checkout.ref() is not fairy or checkout.returned:
+        return None
+    return checkout
+
+
+def _runtime_of(checkout: CheckoutRecord) -> Any:
+    """The RuntimeConfig that judges a checkout: its unit's, else the installed one."""
+    owner = checkout.owner
+    if owner is not None and owner.active:
+        return owner.settings.runtime
+    return process.settings.runtime if process.settings is not None else None
+
+
+def _connection_resumes(
+    checkout: CheckoutRecord, what: str, now: float, *, known: bool = True
+) -> None:
+    """A commit, rollback or checkin: the end of an idle gap and of a transaction.
+
+    The pool's units are made only when there is something to report: a connection
+    committing in time is the common case.
+    """
+    runtime = _runtime_of(checkout)
+    idle = checkout.idle_since
+    began = checkout.transaction_began
+    if what != "checkin":
+        # Still checked out (a Core connection after commit()): idle from now on.
+        checkout.idle_since = now
+    checkout.transaction_began = 0.0
+    if runtime is None:
+        return
+    if idle and now - idle >= runtime.held_connection_seconds:
+        uow = _checkout_unit(checkout)
+        if uow is not None:
+            gap = IdleGap(checkout, now - idle, what, known=known)
+            _dispatch(uow, "connection_idle", gap, can_raise=False)
+    if began and now - began >= runtime.idle_transaction_seconds:
+        uow = _checkout_unit(checkout)
+        if uow is not None:
+            span = TransactionSpan(
+                checkout, what, now - began, now - idle if idle else 0.0, known=known
+            )
+            _dispatch(uow, "connection_transaction_end", span, can_raise=False)
+
+
+@_guarded
+def _on_engine_begin(conn: Connection) -> None:
+    checkout = _held(conn)
+    if checkout is None:
+        return
+    checkout.transaction_began = time.perf_counter()
+    execution = executing.get()
+    if execution is not None and not execution.consumed:
+        # A Session beginning for this query: its call site is known already.
+        checkout.transaction_site = execution.site
+    else:
+        checkout.transaction_site = callsite.find(1)
+
+
+@_guarded
+def _on_engine_commit(conn: Connection) -> None:
+    checkout = _held(conn)
+    if checkout is not None:
+        _connection_resumes(checkout, "commit", time.perf_counter())
+
+
+@_guarded
+def _on_engine_rollback(conn: Connection) -> None:
+    checkout = _held(conn)
+    if checkout is not None:
+        _connection_resumes(checkout, "rollback", time.perf_counter())
+
+
+@_guarded
+def _on_engine_connect(conn: Connection) -> None:
+    checkout = _held(conn)
+    if checkout is None or checkout.pool is not None:
+        return
+    pool = conn.engine.pool
+    checkout.pool = weakref.ref(pool)
+    if not isinstance(pool, QueuePool):
+        return
+    # Pool has public size() and checkedout(), but nothing public says how far it may
+    # overflow: QueuePool keeps max_overflow in ``_max_overflow`` (-1: no limit). Read
+    # defensively; without it there is no capacity to compare with.
+    max_overflow = getattr(pool, "_max_overflow", None)
+    if not isinstance(max_overflow, int) or max_overflow < 0:
+        return
+    size = pool.size()
+    capacity = size + max_overflow
+    runtime = _runtime_of(checkout)
+    if capacity <= 0 or runtime is None:
+        return
+    checked_out = pool.checkedout()
+    if checked_out < runtime.pool_saturation_ratio * capacity:
+        return
+    uow = _checkout_unit(checkout)
+    if uow is not None:
+        saturation = PoolCheckout(
+            checkout, pool, repr(conn.engine.url), checked_out, size, max_overflow
+        )
+        _dispatch(uow, "pool_saturated", saturation)
+
+
 @_guarded
 def _on_checkin(dbapi_connection: Any, connection_record: Any) -> None:
     record = process.checkouts.get(id(connection_record))
@@ -814,14 +1150,273 @@ def _on_checkin(dbapi_connection: Any, connection_record: Any) -> None:
     _checkout_done(record, garbage_collected=record.garbage_collected)
 
 
+# -- one session, several users ----------------------------------------------------------
+#
+# A Session is not safe to use from two asyncio tasks or two threads at once (SQD158,
+# SQD159). Each operation that begins (do_orm_execute, a flush, a commit, a begin) notes
+# who runs it in the session's ``Sharing``; each statement marks the session busy while
+# the DBAPI call runs. Who is a greenlet: an AsyncSession call runs in a greenlet of its
+# own (greenlet_spawn), alive exactly while that call is suspended on I/O, so another
+# task's operation beginning while it is alive overlaps it, whatever the timing; a sync
+# Session runs in its thread's main greenlet. The same caller as last time costs a
+# greenlet lookup and a weak reference call.
+
+_sharing_lock = threading.Lock()
+_MAX_TASKS_SEARCHED = 1_000
+_getcurrent: Callable[[], Any]
+try:
+    # Imported by name: greenlet ships no type information.
+    _getcurrent = importlib.import_module("greenlet").getcurrent
+except ImportError:  # pragma: no cover - greenlet is optional since SQLAlchemy 2.1
+    _getcurrent = threading.current_thread
+
+
+def _in_async_call(who: Any) -> bool:
+    """Whether ``who`` is SQLAlchemy's greenlet for an AsyncSession call, still running."""
+    return bool(getattr(who, "__sqlalchemy_greenlet_provider__", False)) and not who.dead
+
+
+def _alive(who: Any) -> bool:
+    dead = getattr(who, "dead", None)
+    return not dead if dead is not None else bool(who.is_alive())
+
+
+def _note_use(
+    record: SessionRecord, site: callsite.CallSite | None, uow: UnitOfWork | None
+) -> None:
+    """An operation on the session begins here."""
+    who = _getcurrent()
+    last = record.sharing.last
+    if last is not None and last() is who:
+        return
+    _changed_hands(record, who, site, uow)
+
+
+def _changed_hands(
+    record: SessionRecord, who: Any, site: callsite.CallSite | None, uow: UnitOfWork | None
+) -> None:
+    sharing = record.sharing
+    thread = threading.get_ident()
+    if site is None:
+        site = callsite.find(2)
+    task: weakref.ref[Any] | None = None
+    if getattr(who, "__sqlalchemy_greenlet_provider__", False):
+        try:
+            running = asyncio.current_task()
+        except RuntimeError:
+            running = None
+        task = weakref.ref(running) if running is not None else None
+    found: SharedUse | None = None
+    with _sharing_lock:
+        previous = sharing.last() if sharing.last is not None else None
+        if sharing.last_thread == thread:
+            if previous is not None and previous is not who and _in_async_call(previous):
+                found = SharedUse(
+                    record,
+                    site,
+                    sharing.last_site,
+                    _task_name(task),
+                    _task_name(sharing.last_task),
+                    tasks=True,
+                    concurrent=True,
+                )
+        else:
+            found = _thread_sharing(record, thread, site)
+        threads = sharing.threads
+        if len(threads) < MAX_THREADS_PER_TRANSACTION and all(t != thread for t, _ in threads):
+            threads.append((thread, threading.current_thread().name))
+        sharing.last = weakref.ref(who)
+        sharing.last_site = site
+        sharing.last_thread = thread
+        sharing.last_task = task
+    if found is not None:
+        if found.tasks and (found.site is None or found.other_site is None):
+            awaiting = _awaiting_site(record)
+            found.site = found.site or awaiting
+            found.other_site = found.other_site or awaiting
+        _shared(record, found, uow)
+
+
+def _thread_sharing(
+    record: SessionRecord, thread: int, site: callsite.CallSite | None
+) -> SharedUse | None:
+    """This thread uses the session: is another one in a statement, or did it take turns?"""
+    sharing = record.sharing
+    busy = sharing.busy() if sharing.busy is not None else None
+    if busy is not None and sharing.busy_thread != thread and _alive(busy):
+        return SharedUse(
+            record,
+            site,
+            sharing.busy_site,
+            _thread_name(record, thread),
+            _thread_name(record, sharing.busy_thread),
+            tasks=False,
+            concurrent=True,
+        )
+    last = sharing.last_thread
+    if last and last != thread and any(t == thread for t, _ in sharing.threads):
+        # This thread used it earlier in this transaction, another one since: turns
+        # taken, not a hand-over.
+        return SharedUse(
+            record,
+            site,
+            sharing.last_site,
+            _thread_name(record, thread),
+            _thread_name(record, last),
+            tasks=False,
+            concurrent=False,
+        )
+    return None
+
+
+def _thread_name(record: SessionRecord, ident: int) -> str:
+    for known, name in record.sharing.threads:
+        if known == ident:
+            return f"thread {name}"
+    if ident == threading.get_ident():
+        return f"thread {threading.current_thread().name}"
+    return "another thread"
+
+
+def _task_name(ref: weakref.ref[Any] | None) -> str:
+    task = ref() if ref is not None else None
+    if task is None:
+        return "another task"
+    coroutine = getattr(task.get_coro(), "__qualname__", None)
+    name = task.get_name()
+    return f"task {name} ({coroutine})" if coroutine else f"task {name}"
+
+
+def _shared(record: SessionRecord, found: SharedUse, uow: UnitOfWork | None) -> None:
+    record.sharing.seen = found
+    if uow is None:
+        uow = _session_unit(record)
+    if uow is not None:
+        _dispatch(uow, "session_shared", found)
+
+
+def _enter_statement(
+    execution: OrmExecution | None,
+    flush_record: SessionRecord | None,
+    site: callsite.CallSite | None,
+    uow: UnitOfWork,
+) -> None:
+    """A statement of a session reaches the DBAPI: the session is busy until it returns."""
+    record = flush_record
+    if record is None and execution is not None:
+        record = process.records.get(execution.session_key)
+    if record is None:
+        return
+    sharing = record.sharing
+    who = _getcurrent()
+    thread = threading.get_ident()
+    busy = sharing.busy() if sharing.busy is not None else None
+    if busy is not None and busy is not who and sharing.busy_thread != thread and _alive(busy):
+        # Two threads inside DBAPI calls on the session's one connection.
+        with _sharing_lock:
+            found = _thread_sharing(record, thread, site or callsite.find(3))
+        if found is not None:
+            _shared(record, found, uow)
+    last = sharing.last
+    sharing.busy = last if last is not None and last() is who else weakref.ref(who)
+    sharing.busy_site = site if site is not None else sharing.last_site
+    sharing.busy_thread = thread
+    _in_statement.set(record)
+
+
+def _leave_statement(record: SessionRecord) -> None:
+    sharing = record.sharing
+    busy = sharing.busy
+    if busy is not None and busy() is _getcurrent():
+        sharing.busy = None
+
+
+@_guarded
+def _on_before_commit(session: Session) -> None:
+    record = _active(session)
+    if record is not None:
+        _note_use(record, None, None)
+    else:
+        _note_unwatched(session)
+
+
+def _known(session: Session) -> SessionRecord | None:
+    record = process.records.get(id(session))
+    return record if record is not None and record.ref() is session else None
+
+
+def _note_unwatched(session: Session) -> None:
+    """A context nothing watches uses a session a watched one uses too.
+
+    A thread started inside ``track()`` does not inherit its unit of work; its turns
+    with the session still count, for the watching thread to report.
+    """
+    record = _known(session)
+    if record is not None:
+        _note_use(record, None, None)
+
+
+def _awaiting_site(record: SessionRecord) -> callsite.CallSite | None:
+    """The user's line awaiting the tasks that share this session, for a task that has
+    no user frame of its own (``asyncio.gather(session.execute(a), session.execute(b))``
+    wraps the library's coroutines in tasks).
+
+    Looked up only once an overlap is found: the innermost user frame of a task whose
+    locals hold the session (or its AsyncSession), by identity.
+    """
+    session = record.ref()
+    if session is None:
+        return None
+    try:
+        from sqlalchemy.ext.asyncio import async_session
+
+        proxy = async_session(session)
+        tasks = list(asyncio.all_tasks())[:_MAX_TASKS_SEARCHED]
+    except Exception:
+        return None
+    for task in tasks:
+        for frame in reversed(_awaiting_frames(task)):
+            if callsite.classify(frame.f_code.co_filename) != callsite.USER:
+                continue
+            if any(v is session or v is proxy for v in list(frame.f_locals.values())):
+                return callsite.CallSite(
+                    frame.f_code.co_filename,
+                    frame.f_lineno,
+                    frame.f_code.co_name,
+                    frame.f_globals.get("__name__"),
+                )
+            break
+    return None
+
+
+def _awaiting_frames(task: Any) -> list[Any]:
+    """A suspended task's coroutine frames, outermost first, through ``cr_await``
+    (``Task.get_stack()`` gives only the outermost coroutine's)."""
+    frames: list[Any] = []
+    awaited = task.get_coro()
+    while awaited is not None and len(frames) < _STACK_LIMIT:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return frames
+
+
 # -- registration -------------------------------------------------------------------------
 
 _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Session, "do_orm_execute", _on_do_orm_execute, {}),
     (Engine, "before_cursor_execute", _on_before_cursor_execute, {"retval": True}),
+    (Engine, "after_cursor_execute", _on_after_cursor_execute, {}),
     (Engine, "handle_error", _on_handle_error, {}),
+    (Engine, "engine_connect", _on_engine_connect, {}),
+    (Engine, "begin", _on_engine_begin, {}),
+    (Engine, "commit", _on_engine_commit, {}),
+    (Engine, "rollback", _on_engine_rollback, {}),
     (Session, "after_transaction_create", _on_after_transaction_create, {}),
     (Session, "after_begin", _on_after_begin, {}),
+    (Session, "before_commit", _on_before_commit, {}),
     (Session, "after_commit", _on_after_commit, {}),
     (Session, "after_rollback", _on_after_rollback, {}),
     (Session, "after_transaction_end", _on_after_transaction_end, {}),
@@ -830,6 +1425,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Session, "transient_to_pending", _on_transient_to_pending, {"raw": True}),
     (Session, "pending_to_persistent", _on_pending_to_persistent, {"raw": True}),
     (Session, "pending_to_transient", _on_pending_to_transient, {"raw": True}),
+    (Session, "persistent_to_detached", _on_persistent_to_detached, {"raw": True}),
     (Mapper, "mapper_configured", _on_mapper_configured, {}),
     (Pool, "checkout", _on_checkout, {}),
     (Pool, "checkin", _on_checkin, {}),
@@ -863,4 +1459,7 @@ def unregister() -> None:
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)
         _instrumented_mappers.clear()
+        _load_watched.clear()
         process.registered = False
+    # The attribute descriptors switched for read tracking get their own class back.
+    reads.disable()

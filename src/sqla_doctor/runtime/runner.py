@@ -156,16 +156,23 @@ class _Writer:
 
     def close(self) -> None:
         from sqla_doctor import runtime
+        from sqla_doctor.runtime.redact import shown_sql
         from sqla_doctor.runtime.unit_of_work import process
 
         runtime.shutdown()
         table = process.table or {}
+        show = process.settings is not None and process.settings.runtime.show_parameters
         self.write(
             {
                 "kind": "summary",
                 "statements": runtime.statements_observed(),
                 "queries": [
-                    {"sql": sql, "count": row[0], "callsite": row[1]}
+                    {
+                        "sql": shown_sql(sql, show),
+                        "count": row[0],
+                        "callsite": row[1],
+                        "duration_ms": round(row[2] * 1000, 3),
+                    }
                     for sql, row in sorted(table.items(), key=lambda item: -item[1][0])
                 ],
                 "internal_errors": process.internal_errors,
@@ -201,6 +208,11 @@ def child_start() -> None:
         runtime.install(mode="collect", config=config, on_finding=writer.finding)
     process.table = {}
     process.table_limit = MAX_STATEMENTS_TABLE
+    # An uncaught DetachedInstanceError, MissingGreenlet... is explained in the report
+    # and in the traceback the program prints.
+    from sqla_doctor.runtime.errors import install_hooks
+
+    install_hooks()
     atexit.register(writer.close)
 
 
@@ -305,9 +317,11 @@ class RunResult:
                     self.internal_errors += int(record.get("internal_errors", 0))
                     for query in record.get("queries", ()):
                         row = self.queries.setdefault(
-                            query["sql"], {"sql": query["sql"], "count": 0, "callsite": None}
+                            query["sql"],
+                            {"sql": query["sql"], "count": 0, "callsite": None, "duration_ms": 0.0},
                         )
                         row["count"] += int(query.get("count", 0))
+                        row["duration_ms"] += float(query.get("duration_ms", 0.0))
                         row["callsite"] = row["callsite"] or query.get("callsite")
 
 

@@ -42,6 +42,8 @@ MAX_STATEMENTS_KEPT = 200
 MAX_RECORDS_PER_UNIT = 10_000
 MAX_PENDING_PER_SESSION = 256
 MAX_DISCARDED_PER_SESSION = 64
+MAX_DETACHMENTS_PER_SESSION = 4
+MAX_EXPUNGED_KEYS = 64
 
 current: ContextVar[UnitOfWork | None] = ContextVar("sqla_doctor_unit_of_work", default=None)
 # The ORM execution whose statement has not reached the cursor yet. ``do_orm_execute``
@@ -109,7 +111,9 @@ class Settings:
         from sqla_doctor.runtime.detector import Detector
 
         detectors = tuple(
-            c for c in checks.of_kind(Kind.RUNTIME) if c.code in codes and issubclass(c, Detector)
+            c
+            for c in checks.of_kind(Kind.RUNTIME)
+            if c.code in codes and issubclass(c, Detector) and c.enabled(runtime)
         )
         per_file: list[tuple[str, frozenset[str]]] = []
         for glob, selectors in config.per_file_ignores.items():
@@ -187,6 +191,9 @@ class UnitOfWork:
         self.findings: list[Finding] = []
         self.query_count = 0
         self.statements: list[str] = []
+        # Seconds each kept statement spent in the DBAPI cursor, aligned with statements
+        # (0.0 until it returns, and for one that failed).
+        self.durations: list[float] = []
         self.active = True
         self.duration: float | None = None
         self.lock = threading.RLock()
@@ -266,6 +273,7 @@ class UnitOfWork:
             room = MAX_STATEMENTS_KEPT - len(self.statements)
             if room > 0:
                 self.statements.extend(inner.statements[:room])
+                self.durations.extend(inner.durations[:room])
             room = self.settings.runtime.max_findings
             for finding in inner.findings:
                 if finding not in self.findings and len(self.findings) < room:
@@ -401,10 +409,14 @@ class SessionRecord:
         "__weakref__",
         "autoflush_of",
         "commit_site",
+        "detachments",
         "discarded",
         "discarded_dirty",
         "external",
+        "failed_flush",
+        "flush_error",
         "flush_site",
+        "flush_statement_site",
         "flushing",
         "holds_connection",
         "identity_map",
@@ -419,6 +431,7 @@ class SessionRecord:
         "ref",
         "reported",
         "root_active",
+        "sharing",
         "writes",
         "written",
     )
@@ -440,6 +453,9 @@ class SessionRecord:
         self.writes = 0
         self.written: dict[str, int] = {}
         self.flush_site: CallSite | None = None
+        # The user's line of the flush running now, found at its first statement: the
+        # "last query" of a connection that then sat idle.
+        self.flush_statement_site: CallSite | None = None
         self.nested_marks: list[int] = []
         # Pending objects (by id of their InstanceState) not flushed yet.
         self.pending: dict[int, Added] = {}
@@ -452,9 +468,18 @@ class SessionRecord:
         self.flushing = False
         self.autoflush_of: OrmExecution | None = None
         self.commit_site: CallSite | None = None
+        # Where its objects were detached (close(), expunge_all(), expunge()), the latest
+        # few, for explaining a DetachedInstanceError later.
+        self.detachments: list[Detachment] = []
+        # The error of the flush running now (from handle_error), and the last flush that
+        # failed (leaving the transaction inactive until rollback()).
+        self.flush_error: tuple[str, str | None] | None = None
+        self.failed_flush: FailedFlush | None = None
         # Codes already reported about this session, so that the end of a unit of work
         # and a later garbage collection do not report the same leak twice.
         self.reported: set[str] = set()
+        # Which task or thread used it last, and which threads its transaction saw.
+        self.sharing = Sharing()
 
     @property
     def session(self) -> Any:
@@ -476,6 +501,101 @@ class SessionRecord:
         self.discarded = []
         self.discarded_dirty = []
         self.holds_connection = False
+        # ``failed_flush`` stays: a PendingRollbackError raised after the session closed
+        # (the ``with`` block ended first) is still explained by it.
+        self.flush_error = None
+
+    def add_detachment(self, detachment: Detachment) -> None:
+        if len(self.detachments) >= MAX_DETACHMENTS_PER_SESSION:
+            del self.detachments[0]
+        self.detachments.append(detachment)
+
+
+class Detachment:
+    """Objects left their session: where, and how (``close`` or ``expunge``).
+
+    ``identity_map`` is the map they were in (``close()`` and ``expunge_all()`` replace
+    it with a new one and leave the old one as it was); for ``expunge``, ``keys`` are the
+    identity keys of the expunged objects instead. ``committed`` is where the session
+    last committed before, if it did: with ``expire_on_commit`` that is what expired them.
+    """
+
+    __slots__ = ("committed", "how", "identity_map", "keys", "marker", "site")
+
+    def __init__(
+        self, site: CallSite | None, how: str, identity_map: Any, committed: CallSite | None
+    ) -> None:
+        self.site = site
+        self.how = how
+        self.identity_map = identity_map
+        self.keys: set[Any] = set()
+        self.committed = committed
+        # The map that replaced ``identity_map``: the objects of one close() share it.
+        self.marker: Any = None
+
+    def holds(self, state: Any) -> bool:
+        """Whether the object of this InstanceState was among those detached here."""
+        if self.how == "expunge":
+            return state.key is not None and state.key in self.keys
+        identity_map = self.identity_map
+        return identity_map is not None and bool(identity_map.contains_state(state))
+
+
+MAX_THREADS_PER_TRANSACTION = 8
+
+
+class Sharing:
+    """Who used a session: the latest operation's task or thread, for SQD158 and SQD159.
+
+    ``last`` is a weak reference to the greenlet of the latest operation: one of
+    SQLAlchemy's own (``greenlet_spawn``, one per ``AsyncSession`` call, alive exactly
+    while that call is suspended on I/O) or a thread's main greenlet; without greenlet,
+    the thread. ``busy`` is who is inside a DBAPI call for the session right now.
+    ``threads`` are the threads that used it in its current transaction (ident, name).
+    Weak references only: a suspended task must not keep its session alive.
+    """
+
+    __slots__ = (
+        "busy",
+        "busy_site",
+        "busy_thread",
+        "last",
+        "last_site",
+        "last_task",
+        "last_thread",
+        "seen",
+        "threads",
+    )
+
+    def __init__(self) -> None:
+        self.last: weakref.ref[Any] | None = None
+        self.last_site: CallSite | None = None
+        self.last_thread = 0
+        self.last_task: weakref.ref[Any] | None = None
+        self.busy: weakref.ref[Any] | None = None
+        self.busy_site: CallSite | None = None
+        self.busy_thread = 0
+        self.threads: list[tuple[int, str]] = []
+        # The latest sharing found (a detector.SharedUse), to explain the error it causes.
+        self.seen: Any = None
+
+    def new_transaction(self) -> None:
+        """The outermost transaction ended: whoever comes next starts afresh."""
+        self.last = None
+        self.last_task = None
+        self.last_thread = 0
+        self.threads = []
+
+
+class FailedFlush:
+    """A flush that failed: where, and the error class (SQLAlchemy's and the driver's)."""
+
+    __slots__ = ("driver_error", "error", "site")
+
+    def __init__(self, site: CallSite | None, error: str | None, driver_error: str | None):
+        self.site = site
+        self.error = error
+        self.driver_error = driver_error
 
 
 class CheckoutRecord:
@@ -483,15 +603,21 @@ class CheckoutRecord:
 
     __slots__ = (
         "__weakref__",
+        "checked_out_at",
         "fairy_key",
+        "idle_since",
         "implicit",
         "key",
+        "last_site",
         "opened",
         "owner",
+        "pool",
         "ref",
         "reported",
         "returned",
         "session_owned",
+        "transaction_began",
+        "transaction_site",
     )
 
     def __init__(
@@ -506,6 +632,17 @@ class CheckoutRecord:
         self.session_owned = False
         self.returned = False
         self.reported = False
+        # time.perf_counter() values, for how long it is held and how long it sat idle.
+        self.checked_out_at = time.perf_counter()
+        # When its last statement returned; 0.0 while a statement runs or none ran yet.
+        self.idle_since = 0.0
+        # Where that last statement came from (None for a flush's, or when unknown).
+        self.last_site: CallSite | None = None
+        # When and where its current database transaction began (0.0: none open).
+        self.transaction_began = 0.0
+        self.transaction_site: CallSite | None = None
+        # A weak reference to the Pool it came from, once a Connection wrapped it.
+        self.pool: weakref.ref[Any] | None = None
 
     @property
     def garbage_collected(self) -> bool:

@@ -14,6 +14,7 @@ from sqla_doctor.runtime.detector import (
     Detector,
     Statement,
 )
+from sqla_doctor.runtime.redact import shown_sql
 
 MAX_ENTRIES = 2_000
 MAX_PARAMETER_SETS = 256
@@ -150,7 +151,8 @@ class RepeatedStatement(Detector):
                 "option) instead of one per iteration"
             )
         details: dict[str, Any] = {
-            "statement": entry.sql[:1000],
+            # Redacted before it is cut: a cut literal must not leave its value behind.
+            "statement": shown_sql(entry.sql, self.config.show_parameters)[:1000],
             "count": entry.count,
             "parameter_sets": distinct,
         }

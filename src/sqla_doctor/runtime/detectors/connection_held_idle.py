@@ -1,0 +1,122 @@
+"""SQD157: a pooled connection held while the code does something other than the database."""
+
+from __future__ import annotations
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.detector import Detector, IdleGap
+
+_NEXT = {
+    "statement": "the next statement",
+    "commit": "commit",
+    "rollback": "rollback/close",
+    "checkin": "its return to the pool",
+}
+_FIX = (
+    "no other request can use the connection meanwhile: make the slow call (HTTP request, "
+    "sleep, file or queue I/O) before the session block, or commit()/close() before it and "
+    "open a new session after, and keep transactions short"
+)
+
+
+class ConnectionHeldIdle(Detector):
+    """
+    ## What it does
+    Checks for pooled connections that stay checked out while the program does something
+    other than talk to the database: between the end of one statement and the next
+    database activity on the same connection (the next statement, commit, rollback or
+    close, the return to the pool) more than `held_connection_seconds` (1 s) pass. The
+    finding points at the line that used the connection again and names the last query
+    before the gap and how long it lasted.
+
+    Time spent inside the database (a slow query) is not counted, nor is time after the
+    connection went back to the pool.
+
+    ## Why is this bad?
+    A session holds its connection from its first query until commit, rollback or close.
+    An HTTP call, a `sleep` or any slow non-database work in between keeps the connection
+    out of the pool for its whole duration: under load, every request waiting on the
+    slow service holds a connection, the pool runs dry and unrelated requests fail with
+    `TimeoutError: QueuePool limit of size 5 overflow 10 reached`. With an open
+    transaction the server also shows the connection as "idle in transaction", holding
+    its locks.
+
+    ## Known problems
+    A connection still idle when the unit of work ends is reported as a leak (SQD151,
+    SQD154) rather than here.
+
+    ## Example
+    ```python
+    async with SessionLocal() as session:
+        user = await session.get(User, user_id)
+        profile = await http.get(f"https://api.example.com/profiles/{user.email}")
+        user.avatar = profile.json()["avatar"]
+        await session.commit()
+    ```
+
+    Use instead:
+    ```python
+    async with SessionLocal() as session:
+        user = await session.get(User, user_id)
+        email = user.email
+    profile = await http.get(f"https://api.example.com/profiles/{email}")
+    async with SessionLocal() as session:
+        user = await session.get(User, user_id)
+        user.avatar = profile.json()["avatar"]
+        await session.commit()
+    ```
+
+    ## References
+    - [Session basics: when do I construct a Session, when do I commit it](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#when-do-i-construct-a-session-when-do-i-commit-it-and-when-do-i-close-it)
+    - [QueuePool limit reached (3o7r)](https://docs.sqlalchemy.org/en/20/errors.html#error-3o7r)
+    """
+
+    code = "SQD157"
+    name = "connection-held-idle"
+    pitfalls = ("P07",)
+    severity = Severity.WARNING
+    message = (
+        "{holder} held its pooled connection idle for {gap:.2f}s (threshold {threshold:g}s) "
+        "after {last} until {next} — {fix}"
+    )
+
+    def on_connection_idle(self, idle: IdleGap) -> None:
+        threshold = self.config.held_connection_seconds
+        if idle.gap < threshold:
+            return
+        # Rounded once: the message and the details show the same number.
+        gap = round(idle.gap, 2)
+        site = idle.site
+        last_site = idle.last_site
+        record = idle.record
+        holder = "Session" if record.session_owned else "Connection"
+        last = f"the query at {self.where(last_site)}" if last_site else "its last statement"
+        following = _NEXT.get(idle.resumed, idle.resumed)
+        if site is not None:
+            following = f"{following} at {self.where(site)}"
+        opened = record.opened[0] if record.opened else None
+        self.report(
+            site or last_site,
+            key=(
+                last_site.key if last_site else None,
+                site.key if site else None,
+                idle.resumed,
+            ),
+            subject=holder,
+            related=[
+                (last_site, "last query before the gap"),
+                (opened, "connection checked out here"),
+            ],
+            hint="do the slow work before the session block, or commit/close first",
+            details={
+                "idle_seconds": gap,
+                "threshold_seconds": threshold,
+                "last_query": self.where(last_site) if last_site else None,
+                "resumed_by": idle.resumed,
+            },
+            holder=holder,
+            gap=gap,
+            threshold=threshold,
+            last=last,
+            next=following,
+            fix=_FIX,
+        )

@@ -1,0 +1,198 @@
+"""SQD254: a DetachedInstanceError explained: what was read, where it was loaded and detached."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy.orm import ColumnProperty, RelationshipProperty
+from sqlalchemy.orm.attributes import QueryableAttribute
+from sqlalchemy.orm.exc import DetachedInstanceError
+from sqlalchemy.orm.state import InstanceState
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, ErrorSeen
+from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
+from sqla_doctor.runtime.errors import origin_of, record_of, session_records
+from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
+
+# SQLAlchemy's own wording, stable since 1.4: "... lazy load operation of attribute 'posts'
+# cannot proceed", "deferred load operation of attribute 'bio'".
+_ATTRIBUTE = re.compile(r"operation of attribute '([^']+)'")
+
+
+def attribute_key(seen: ErrorSeen) -> str | None:
+    """The attribute whose read failed: the descriptor in the library's frames, else the
+    error's wording."""
+    for attribute in seen.locals_of_type(QueryableAttribute):
+        key = getattr(attribute, "key", None)
+        if isinstance(key, str):
+            return key
+    match = _ATTRIBUTE.search(str(seen.error))
+    return match.group(1) if match else None
+
+
+def instance_state(seen: ErrorSeen) -> InstanceState[Any] | None:
+    return next(seen.locals_of_type(InstanceState), None)
+
+
+def detachment_of(
+    uow: UnitOfWork, state: InstanceState[Any]
+) -> tuple[SessionRecord | None, Detachment | None]:
+    """The session an object left, and where and how it left (from its records)."""
+    for record in session_records(uow):
+        for detachment in reversed(record.detachments):
+            if detachment.holds(state):
+                return record, detachment
+    return None, None
+
+
+def session_of(uow: UnitOfWork, state: InstanceState[Any]) -> SessionRecord | None:
+    """The record of the session an object is in, or was in until it was closed."""
+    session = state.session
+    if session is not None:
+        return record_of(uow, session)
+    return detachment_of(uow, state)[0]
+
+
+class DetachedInstanceExplained(Detector):
+    """
+    ## What it does
+    Explains a `DetachedInstanceError` when it happens: which attribute of which entity
+    could not load, where the object was loaded, where it left its session (the end of
+    the `with` block, `close()`, `expunge()`), what expired it (a commit with
+    `expire_on_commit=True`), and the change that fixes it.
+
+    The explanation is a finding at the line that read the attribute, and a note on the
+    exception itself, so the traceback carries it in every mode.
+
+    ## Why is this bad?
+    An object's unloaded attributes load on first access, through its session. Once the
+    session is closed there is nothing to load them with: a relationship that was never
+    loaded, a deferred column, or any attribute the last commit expired raises
+    `DetachedInstanceError`. SQLAlchemy's message names neither the query nor the place
+    the session closed, and the error often shows up far from both: in a template, a
+    serializer, a background job.
+
+    ## Example
+    ```python
+    with Session(engine) as session:
+        users = session.scalars(select(User)).all()
+    for user in users:
+        print(user.posts)  # DetachedInstanceError: lazy load of 'posts' cannot proceed
+    ```
+
+    Use instead:
+    ```python
+    with Session(engine) as session:
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+    for user in users:
+        print(user.posts)
+    ```
+
+    For attributes expired by `commit()` ("attribute refresh operation cannot proceed"),
+    create the session with `expire_on_commit=False`, or read what you need before the
+    commit.
+
+    ## References
+    - [DetachedInstanceError](https://docs.sqlalchemy.org/en/20/errors.html#error-bhk3)
+    - [Relationship loading techniques](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html)
+    - [Session.commit and expire_on_commit](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#committing)
+    """
+
+    code = "SQD254"
+    name = "detached-instance-explained"
+    pitfalls = ("P02",)
+    severity = Severity.ERROR
+    message = "{attribute} {what} on a detached {entity}: {cause} — {fix}"
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        if not isinstance(seen.error, DetachedInstanceError):
+            return
+        state = instance_state(seen)
+        key = attribute_key(seen)
+        if state is None or key is None:
+            return
+        entity = state.class_.__name__
+        prop = state.mapper.attrs.get(key)
+        subject = f"{state.mapper.class_.__name__}.{key}"
+        if isinstance(prop, RelationshipProperty) and key not in state.expired_attributes:
+            subject = label(prop)
+        record, detachment = detachment_of(self.uow, state)
+        origin = origin_of(self.uow, state.mapper, record)
+        related: list[tuple[CallSite | None, str]] = []
+        loaded_at = ""
+        if origin is not None and origin.site is not None:
+            loaded_at = self.where(origin.site)
+            related.append((origin.site, f"the {entity} was loaded by this query"))
+        cause = self._cause(detachment, related)
+        if key in state.expired_attributes or not isinstance(
+            prop, (RelationshipProperty, ColumnProperty)
+        ):
+            what = "refreshed"
+            committed = detachment.committed if detachment is not None else None
+            if committed is not None:
+                cause = (
+                    f"the commit at {self.where(committed)} expired it (expire_on_commit=True), "
+                    f"then {cause}"
+                )
+                related.append((committed, "this commit expired its attributes"))
+            hint = "expire_on_commit=False"
+            fix = (
+                "create the session with expire_on_commit=False, or read "
+                f"{subject} before the commit / inside the session block"
+            )
+        elif isinstance(prop, RelationshipProperty):
+            what = "lazy-loaded"
+            option = self._option(prop, origin)
+            hint = f".options({option})"
+            where = (
+                f"the query at {loaded_at}" if loaded_at else f"the query that loads the {entity}"
+            )
+            fix = f"add .options({option}) to {where}, or read {subject} inside the session block"
+        else:
+            what = "loaded (deferred)"
+            option = f"undefer({subject})"
+            hint = f".options({option})"
+            where = (
+                f"the query at {loaded_at}" if loaded_at else f"the query that loads the {entity}"
+            )
+            fix = f"add .options({option}) to {where}, or read {subject} inside the session block"
+        finding = self.report(
+            seen.site,
+            key=(subject, seen.site.key if seen.site is not None else None),
+            subject=subject,
+            related=related,
+            hint=hint,
+            details={"entity": entity, "attribute": key, "error": type(seen.error).__name__},
+            attribute=subject,
+            what=what,
+            entity=entity,
+            cause=cause,
+            fix=fix,
+        )
+        seen.explain(finding)
+
+    def _cause(
+        self, detachment: Detachment | None, related: list[tuple[CallSite | None, str]]
+    ) -> str:
+        if detachment is None or detachment.site is None:
+            return "its session was closed or is gone"
+        where = self.where(detachment.site)
+        if detachment.how == "expunge":
+            related.append((detachment.site, "expunged from its session here"))
+            return f"it was expunged from its session at {where}"
+        related.append((detachment.site, "its session was closed here"))
+        return f"its session was closed at {where}"
+
+    def _option(self, relationship: Any, origin: Any) -> str:
+        option = f"{loader_for(relationship)}({label(relationship)})"
+        if (
+            origin is not None
+            and origin.kind in (LAZY_LOAD, RELATIONSHIP_LOAD)
+            and origin.relationship is not None
+        ):
+            outer = origin.relationship
+            return f"{loader_for(outer)}({label(outer)}).{option}"
+        return option

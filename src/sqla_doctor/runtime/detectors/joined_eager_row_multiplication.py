@@ -1,0 +1,353 @@
+"""SQD256: a query joined-eager-loaded a collection, multiplying the rows it fetched."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import SELECT, Detector, Flush, Loaded, OrmExecution
+
+# A tree of joined-eager-loaded relationships: relationship -> what is joined below it.
+Tree = dict[Any, "Tree"]
+
+_MAX_OPEN = 16
+_MAX_PARENTS = 1_000
+_MAX_VISITS = 100_000
+_MAX_DEPTH = 4
+_MAX_SEEN = 1_000
+_mapping_cache: dict[Any, bool] = {}
+
+
+def _lazy(relationship: Any) -> Any:
+    lazy = relationship.lazy
+    return "joined" if lazy is False else lazy
+
+
+def _mapping_joins(mapper: Any) -> bool:
+    """Whether any relationship of ``mapper`` is ``lazy="joined"`` in the mapping."""
+    found = _mapping_cache.get(mapper)
+    if found is None:
+        found = any(_lazy(r) == "joined" for r in mapper.relationships)
+        if len(_mapping_cache) < 10_000:
+            _mapping_cache[mapper] = found
+    return found
+
+
+def _option_strategies(statement: Any) -> tuple[dict[tuple[Any, ...], Any], bool]:
+    """Loader strategies the statement's options name, by relationship path.
+
+    Loader options keep their paths in ``Load.context`` (``_LoadElement.path`` and
+    ``.strategy``), the same on SQLAlchemy 2.0 and 2.1; a wildcard (``lazyload("*")``)
+    is keyed by its parent path plus ``"*"``. Read defensively: an unknown shape gives
+    no strategies, and the statement is judged by its mapping.
+    """
+    strategies: dict[tuple[Any, ...], Any] = {}
+    joined = False
+    for option in getattr(statement, "_with_options", ()):
+        for element in getattr(option, "context", ()):
+            path = getattr(getattr(element, "path", None), "path", None)
+            strategy = getattr(element, "strategy", None)
+            if not path or not strategy:
+                continue
+            lazy = dict(strategy).get("lazy")
+            if lazy is None:
+                continue
+            props: list[Any] = []
+            for token in path[1::2]:
+                props.append("*" if isinstance(token, str) and token.endswith("*") else token)
+            strategies[tuple(props)] = lazy
+            joined = joined or lazy == "joined"
+    return strategies, joined
+
+
+def joined_tree(mapper: Any, strategies: dict[tuple[Any, ...], Any]) -> Tree:
+    """The relationships a SELECT of ``mapper`` joins: options first, then the mapping."""
+
+    def walk(current: Any, prefix: tuple[Any, ...], depth: int, seen: frozenset[Any]) -> Tree:
+        tree: Tree = {}
+        if depth >= _MAX_DEPTH:
+            return tree
+        for relationship in current.relationships:
+            path = (*prefix, relationship)
+            lazy = strategies.get(path)
+            if lazy is None:
+                lazy = strategies.get((*prefix, "*"))
+                # The mapping's lazy="joined" stops at a cycle unless join_depth says.
+                if lazy is None and relationship.mapper not in seen:
+                    lazy = _lazy(relationship)
+            if lazy == "joined":
+                target = relationship.mapper
+                tree[relationship] = walk(target, path, depth + 1, seen | {target})
+        return tree
+
+    return walk(mapper, (), 0, frozenset({mapper}))
+
+
+def _collections(tree: Tree, chain: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Paths from the root to each joined collection, deepest only."""
+    found: list[tuple[Any, ...]] = []
+    for relationship, below in tree.items():
+        path = (*chain, relationship)
+        deeper = _collections(below, path)
+        if deeper:
+            found.extend(deeper)
+        elif relationship.uselist:
+            found.append(path)
+    return found
+
+
+def _label(relationship: Any) -> str:
+    return f"{relationship.parent.class_.__name__}.{relationship.key}"
+
+
+def _option(path: tuple[Any, ...]) -> str:
+    # Collections go to selectinload; a many-to-one on the way stays joined (cheap).
+    parts = [f"{'selectinload' if r.uselist else 'joinedload'}({_label(r)})" for r in path]
+    return ".".join(parts)
+
+
+class _Open:
+    """A SELECT that joined collections, collecting the parents it loads."""
+
+    __slots__ = ("collections", "mapper", "parents", "seen", "site", "tree")
+
+    def __init__(self, site: CallSite, mapper: Any, tree: Tree) -> None:
+        self.site = site
+        self.mapper = mapper
+        self.tree = tree
+        self.collections = _collections(tree)
+        # Weak references to the states of the parents loaded, so that counting their
+        # rows later keeps none of them alive.
+        self.parents: list[weakref.ref[Any]] = []
+        self.seen = 0
+
+
+class JoinedEagerRowMultiplication(Detector):
+    """
+    ## What it does
+    Checks for a query that joined-eager-loads one or more collections (one-to-many or
+    many-to-many relationships), by `joinedload()` options or by relationships mapped
+    with `lazy="joined"`, and measures what it cost: the rows the database sent back
+    against the objects they made. The rows are counted exactly from what the query
+    loaded (one row per child, per combination of children for collections joined side
+    by side), without another query. It is the runtime twin of SQD203, which finds
+    joined collections in the source.
+
+    ## Why is this bad?
+    A JOIN to a collection repeats every parent's columns once per child: 100 users with
+    50 posts each come back as 5,000 rows, and the result needs `.unique()`. Two
+    collections joined side by side make a cartesian product: 50 posts × 20 comments is
+    1,000 rows per user. `selectinload()` loads each collection with one more query and
+    no repetition.
+
+    ## Known problems
+    The rows are measured over the parents the query loaded into the session; parents
+    that were already there (or were garbage-collected, or expired by a commit, before
+    the next query of the unit of work) are not counted, and the finding then gives no
+    numbers. A query whose collections held at most one child each is not reported.
+    Collections joined by a lazy load or a `selectinload()` batch (`lazy="joined"` one
+    level down) are not looked at.
+
+    ## Example
+    ```python
+    users = session.scalars(select(User).options(joinedload(User.posts))).unique().all()
+    ```
+
+    Use instead:
+    ```python
+    users = session.scalars(select(User).options(selectinload(User.posts))).all()
+    ```
+
+    ## References
+    - [Joined eager loading](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html#joined-eager-loading)
+    - [The Zen of Joined Eager Loading](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html#the-zen-of-joined-eager-loading)
+    - [Select IN loading](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html#select-in-loading)
+    """
+
+    code = "SQD256"
+    name = "joined-eager-row-multiplication"
+    pitfalls = ("P29",)
+    severity = Severity.WARNING
+    execution_kinds = frozenset({SELECT})
+    message = "`select({entity})` at {site} joined-eager-loaded {what}{measure} — {fix}"
+
+    def __init__(self, uow: Any) -> None:
+        super().__init__(uow)
+        # id(statement) -> its open record; the QueryContext of each loaded object names
+        # the statement it runs.
+        self.open: dict[int, _Open] = {}
+        self.seen: set[tuple[Any, ...]] = set()
+
+    def on_do_orm_execute(self, execution: OrmExecution) -> None:
+        if self.open:
+            self._measure_all()
+        state = execution.state
+        site = execution.site
+        if state is None or site is None or execution.in_flush:
+            return
+        # bind_mapper is the statement's first entity, already computed by the Session
+        # (all_mappers would walk the column descriptions of every SELECT).
+        mapper = state.bind_mapper
+        if mapper is None:
+            return
+        statement = state.statement
+        if getattr(statement, "_with_options", None):
+            strategies, option_joins = _option_strategies(statement)
+        else:
+            strategies, option_joins = {}, False
+        if not option_joins and not _mapping_joins(mapper):
+            return
+        # Only a SELECT of the entity itself eager-loads (not ``select(Book.title)``).
+        descriptions = getattr(statement, "column_descriptions", ())
+        if not any(d.get("expr") is mapper.class_ for d in descriptions):
+            return
+        tree = joined_tree(mapper, strategies)
+        record = _Open(site, mapper, tree)
+        if not record.collections:
+            return
+        key = (site.filename, site.lineno, tuple(map(tuple, record.collections)))
+        if key in self.seen or len(self.open) >= _MAX_OPEN:
+            return
+        from sqla_doctor.runtime import listeners
+
+        listeners.watch_loads(mapper)
+        self.open[id(statement)] = record
+
+    def on_load(self, loaded: Loaded) -> None:
+        record = self.open.get(id(getattr(loaded.context, "query", None)))
+        if record is None:
+            return
+        state = loaded.state
+        # Objects of the same class loaded further down the joined path are children.
+        load_path = getattr(state, "load_path", None)
+        path = getattr(load_path, "path", None)
+        if path is not None and len(path) != 1:
+            return
+        record.seen += 1
+        if len(record.parents) < _MAX_PARENTS:
+            record.parents.append(weakref.ref(state))
+
+    def on_after_flush(self, flush: Flush) -> None:
+        if self.open:
+            self._measure_all()
+
+    def checkpoint(self) -> None:
+        if self.open:
+            self._measure_all()
+
+    def _measure_all(self) -> None:
+        records, self.open = list(self.open.values()), {}
+        for record in records:
+            self._measure(record)
+
+    def _measure(self, record: _Open) -> None:
+        parents = rows = 0
+        budget = [_MAX_VISITS]
+        for ref in record.parents:
+            state = ref()
+            if state is None:
+                continue
+            counted = _rows(state.dict, record.tree, budget)
+            if counted is None:
+                continue
+            parents += 1
+            rows += counted
+        if parents and rows <= parents:
+            return  # nothing was repeated this time
+        key = (
+            record.site.filename,
+            record.site.lineno,
+            tuple(map(tuple, record.collections)),
+        )
+        if key in self.seen or len(self.seen) >= _MAX_SEEN:
+            return
+        self.seen.add(key)
+        self._report(record, key, parents, rows)
+
+    def _report(self, record: _Open, key: Any, parents: int, rows: int) -> None:
+        entity = record.mapper.class_.__name__
+        collections = record.collections
+        labels: list[str] = []
+        for path in collections:
+            labels.extend(_label(r) for r in path if r.uselist and _label(r) not in labels)
+        if len(collections) > 1:
+            what = (
+                f"the collections {_join(labels)} side by side (a cartesian product: one row "
+                f"per combination of their children)"
+            )
+        else:
+            noun = "collection" if len(labels) == 1 else "nested collections"
+            what = f"the {noun} {_join(labels)}"
+        factor = rows / parents if parents else None
+        measure = ""
+        if factor is not None:
+            measure = (
+                f": {parents} {entity} object(s) came back as {rows} rows "
+                f"({factor:.1f}× per {entity})"
+            )
+        options = ", ".join(_option(path) for path in collections)
+        fix = f"load the collection(s) with .options({options}) instead"
+        self.report(
+            record.site,
+            key=key,
+            subject=", ".join(labels),
+            hint=f".options({options})",
+            details={
+                "entity": entity,
+                "collections": labels,
+                "parents": parents,
+                "rows": rows,
+                "factor": round(factor, 2) if factor is not None else None,
+                "loader_option": options,
+            },
+            entity=entity,
+            site=self.where(record.site),
+            what=what,
+            measure=measure,
+            fix=fix,
+        )
+
+
+def _rows(dict_: Any, tree: Tree, budget: list[int]) -> int | None:
+    """Rows a LEFT OUTER JOIN of ``tree`` returns for one object, from what it holds.
+
+    Reads only the instance's ``__dict__`` (never an attribute, which could load); None
+    when a joined relationship is not there (expired, or left unloaded).
+    """
+    from sqlalchemy.orm.attributes import instance_dict
+
+    total = 1
+    for relationship, below in tree.items():
+        budget[0] -= 1
+        if budget[0] < 0:
+            return None
+        key = relationship.key
+        if key not in dict_:
+            return None
+        value = dict_[key]
+        if value is None:
+            children: list[Any] = []
+        elif relationship.uselist:
+            children = list(value.values() if isinstance(value, dict) else value)
+        else:
+            children = [value]
+        if below:
+            count = 0
+            for child in children:
+                try:
+                    counted = _rows(instance_dict(child), below, budget)
+                except Exception:
+                    counted = None
+                count += counted if counted is not None else 1
+        else:
+            count = len(children)
+        total *= max(1, count)
+    return total
+
+
+def _join(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

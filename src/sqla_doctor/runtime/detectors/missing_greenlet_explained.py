@@ -1,0 +1,179 @@
+"""SQD255: a MissingGreenlet explained: which load ran implicit IO in async code, and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import MissingGreenlet
+from sqlalchemy.orm import RelationshipProperty
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import (
+    COLUMN_LOAD,
+    LAZY_LOAD,
+    Detector,
+    ErrorSeen,
+    OrmExecution,
+)
+from sqla_doctor.runtime.detectors.detached_instance_explained import (
+    attribute_key,
+    instance_state,
+    session_of,
+)
+from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
+from sqla_doctor.runtime.errors import origin_of
+
+
+class MissingGreenletExplained(Detector):
+    """
+    ## What it does
+    Explains a `MissingGreenlet` error in asyncio code: which relationship was
+    lazy-loaded (or which expired attribute was refreshed) from which line, where the
+    objects were loaded, and the fix.
+
+    The explanation is a finding at the line that read the attribute, and a note on the
+    exception itself, so the traceback carries it in every mode.
+
+    ## Why is this bad?
+    With `AsyncSession`, SQL runs only where the code awaits. Reading a relationship
+    that was not loaded, or an attribute the last commit expired, is a plain attribute
+    access: it would have to run SQL without an `await`, and SQLAlchemy raises
+    `greenlet_spawn has not been called; can't call await_only() here`, which names
+    neither the attribute nor the query.
+
+    ## Example
+    ```python
+    async with async_session() as session:
+        users = (await session.scalars(select(User))).all()
+        for user in users:
+            print(user.posts)  # MissingGreenlet
+    ```
+
+    Use instead:
+    ```python
+    async with async_session() as session:
+        stmt = select(User).options(selectinload(User.posts))
+        users = (await session.scalars(stmt)).all()
+        for user in users:
+            print(user.posts)
+    ```
+
+    Or load it explicitly with `await user.awaitable_attrs.posts`, or make the
+    relationship `lazy="selectin"` (always loaded) or `lazy="raise"` (fails at once,
+    with the attribute's name). For attributes expired by `commit()`, create the
+    sessions with `async_sessionmaker(engine, expire_on_commit=False)` or
+    `await session.refresh(obj)` before reading them.
+
+    ## References
+    - [Preventing implicit IO when using AsyncSession](https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#preventing-implicit-io-when-using-asyncsession)
+    - [MissingGreenlet](https://docs.sqlalchemy.org/en/20/errors.html#error-xd2s)
+    - [AsyncAttrs](https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#sqlalchemy.ext.asyncio.AsyncAttrs)
+    """
+
+    code = "SQD255"
+    name = "missing-greenlet-explained"
+    pitfalls = ("P03",)
+    severity = Severity.ERROR
+    # Only what the failing load was: a cheap assignment per load.
+    execution_kinds = frozenset({LAZY_LOAD, COLUMN_LOAD})
+    message = "{attribute} {what} in async code without await{origin} — {fix}"
+
+    def __init__(self, uow: Any) -> None:
+        super().__init__(uow)
+        # do_orm_execute fires for the load before MissingGreenlet is raised.
+        self.last_load: OrmExecution | None = None
+
+    def on_do_orm_execute(self, execution: OrmExecution) -> None:
+        self.last_load = execution
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        if not isinstance(seen.error, MissingGreenlet):
+            return
+        state = instance_state(seen)
+        key = attribute_key(seen)
+        last = self.last_load
+        site = seen.site if seen.site is not None else (last.site if last is not None else None)
+        if state is None or key is None:
+            if last is None or last.kind != LAZY_LOAD or last.relationship is None:
+                return
+            self._lazy(seen, site, last.relationship, None, None)
+            return
+        prop = state.mapper.attrs.get(key)
+        record = session_of(self.uow, state)
+        if isinstance(prop, RelationshipProperty) and key not in state.expired_attributes:
+            self._lazy(seen, site, prop, state, record)
+        else:
+            self._refresh(seen, site, state, key, record)
+
+    def _lazy(
+        self, seen: ErrorSeen, site: CallSite | None, relationship: Any, state: Any, record: Any
+    ) -> None:
+        name = label(relationship)
+        option = f"{loader_for(relationship)}({name})"
+        parents = relationship.parent.class_.__name__
+        mapper = state.mapper if state is not None else relationship.parent
+        origin = origin_of(self.uow, mapper, record)
+        related: list[tuple[CallSite | None, str]] = []
+        origin_text = ""
+        query = f"the query that loads the {parents} objects"
+        if origin is not None and origin.site is not None:
+            where = self.where(origin.site)
+            origin_text = f" (the {parents} was loaded by the query at {where})"
+            query = "that query"
+            related.append((origin.site, f"the query that loaded the {parents}"))
+        fix = (
+            f"add .options({option}) to {query}, or `await "
+            f"{parents.lower()}.awaitable_attrs.{relationship.key}`, or declare the "
+            'relationship with lazy="selectin" (or lazy="raise" to fail early)'
+        )
+        self._explain(
+            seen, site, name, "lazy-loaded", origin_text, fix, f".options({option})", related
+        )
+
+    def _refresh(
+        self, seen: ErrorSeen, site: CallSite | None, state: Any, key: str, record: Any
+    ) -> None:
+        entity = state.class_.__name__
+        name = f"{entity}.{key}"
+        related: list[tuple[CallSite | None, str]] = []
+        origin_text = ""
+        committed = record.commit_site if record is not None else None
+        if key in state.expired_attributes and committed is not None:
+            origin_text = (
+                f" (expired by the commit at {self.where(committed)}: expire_on_commit=True)"
+            )
+            related.append((committed, "this commit expired its attributes"))
+        fix = (
+            "create the session with expire_on_commit=False (async_sessionmaker(engine, "
+            f"expire_on_commit=False)), or `await session.refresh({entity.lower()})` "
+            f"before reading it, or `await {entity.lower()}.awaitable_attrs.{key}`"
+        )
+        self._explain(
+            seen, site, name, "refreshed", origin_text, fix, "expire_on_commit=False", related
+        )
+
+    def _explain(
+        self,
+        seen: ErrorSeen,
+        site: CallSite | None,
+        name: str,
+        what: str,
+        origin: str,
+        fix: str,
+        hint: str,
+        related: list[tuple[CallSite | None, str]],
+    ) -> None:
+        finding = self.report(
+            site,
+            key=(name, site.key if site is not None else None),
+            subject=name,
+            related=related,
+            hint=hint,
+            details={"attribute": name, "error": "MissingGreenlet"},
+            attribute=name,
+            what=what,
+            origin=origin,
+            fix=fix,
+        )
+        seen.explain(finding)

@@ -1,0 +1,138 @@
+"""SQD156: an object given to a session while it is still attached to another one."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.state import InstanceState
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import Detector, ErrorSeen
+from sqla_doctor.runtime.errors import origin_of, record_of, session_records
+from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork
+
+# SQLAlchemy's wording, stable since 1.x: "Object '<User at 0x...>' is already attached
+# to session '1' (this is '2')".
+_ALREADY_ATTACHED = "is already attached to session"
+_SESSION_KEYS = re.compile(r"attached to session '(\d+)' \(this is '(\d+)'\)")
+
+
+class ObjectInTwoSessions(Detector):
+    """
+    ## What it does
+    Explains `InvalidRequestError: Object '<User at 0x...>' is already attached to
+    session '1' (this is '2')`: it names the entity, the line that handed the object to
+    the second session, where the first session loaded it (or had it added) and where
+    each session began, and the fix.
+
+    The explanation is a finding at that line, and a note on the exception itself.
+
+    ## Why is this bad?
+    An object belongs to one session at a time: the session tracks its changes and
+    flushes them. Passing an object loaded by one session to another one (`add()`, or a
+    relationship assignment that cascades it) fails; the usual cause is an object kept
+    across units of work (a module-level cache, a background task given the request's
+    object, two `Depends(get_session)` in one request).
+
+    ## Example
+    ```python
+    user = request_session.get(User, user_id)
+    with Session(engine) as job_session:
+        job_session.add(user)  # InvalidRequestError: already attached
+    ```
+
+    Use instead:
+    ```python
+    user = request_session.get(User, user_id)
+    with Session(engine) as job_session:
+        user = job_session.merge(user)  # the copy that belongs to job_session
+    ```
+
+    Or `request_session.expunge(user)` (or close it) first, or pass the id and load the
+    object again in the second session; better still, one session per unit of work.
+
+    ## References
+    - [Session.merge](https://docs.sqlalchemy.org/en/20/orm/session_state_management.html#merging)
+    - [Is the Session thread-safe? / one session per unit of work](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#when-do-i-construct-a-session-when-do-i-commit-it-and-when-do-i-close-it)
+    """
+
+    code = "SQD156"
+    name = "object-in-two-sessions"
+    pitfalls = ("P18",)
+    severity = Severity.ERROR
+    message = (
+        "{entity} object given to a second session while still attached to the session "
+        "that {how} — {fix}"
+    )
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        error = seen.error
+        if not isinstance(error, InvalidRequestError) or _ALREADY_ATTACHED not in str(error):
+            return
+        state = next(seen.locals_of_type(InstanceState), None)
+        if state is None:
+            return
+        # The sessions may be closed by now (their ``with`` blocks ended before the unit
+        # of work's): the message's session keys still tell which records are theirs.
+        keys = _SESSION_KEYS.search(str(error))
+        first_key, second_key = (int(keys.group(1)), int(keys.group(2))) if keys else (None, None)
+        first = state.session
+        second = next((s for s in seen.locals_of_type(Session) if s is not first), None)
+        entity = state.class_.__name__
+        first_record = (
+            record_of(self.uow, first) if first is not None else _by_key(self.uow, first_key)
+        )
+        second_record = (
+            record_of(self.uow, second) if second is not None else _by_key(self.uow, second_key)
+        )
+        related: list[tuple[CallSite | None, str]] = []
+        how = "has it"
+        origin = origin_of(self.uow, state.mapper, first_record) if state.key else None
+        added = first_record.pending.get(id(state)) if first_record is not None else None
+        if origin is not None and origin.site is not None:
+            how = f"loaded it at {self.where(origin.site)}"
+            related.append((origin.site, f"the first session loaded the {entity} here"))
+        elif added is not None and added.site is not None:
+            how = f"added it at {self.where(added.site)}"
+            related.append((added.site, f"the {entity} was added to the first session here"))
+        for record, which in ((first_record, "first"), (second_record, "second")):
+            began = _began(record)
+            if began is not None:
+                related.append((began, f"the {which} session began here"))
+        finding = self.report(
+            seen.site,
+            key=(entity, seen.site.key if seen.site is not None else None),
+            subject=entity,
+            related=related,
+            hint="session.merge(obj)",
+            details={"entity": entity},
+            entity=entity,
+            how=how,
+            fix=(
+                "use obj = session.merge(obj) to get this session's copy, or close/expunge "
+                "it from the first session first; keep one session per unit of work"
+            ),
+        )
+        seen.explain(finding)
+
+
+def _by_key(uow: UnitOfWork, key: int | None) -> SessionRecord | None:
+    """The record of the live session whose ``hash_key`` (the number in the message) is key."""
+    if key is None:
+        return None
+    for record in session_records(uow):
+        if getattr(record.session, "hash_key", None) == key:
+            return record
+    return None
+
+
+def _began(record: Any) -> CallSite | None:
+    """Where a session first used a connection (the start of its work)."""
+    if record is None or not record.opened:
+        return None
+    site: CallSite = record.opened[0]
+    return site

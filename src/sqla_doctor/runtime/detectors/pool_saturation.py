@@ -1,0 +1,162 @@
+"""SQD451: a connection pool close to exhaustion, and who holds its connections."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import QueuePool
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.detector import Detector, ErrorSeen, PoolCheckout
+from sqla_doctor.runtime.unit_of_work import CheckoutRecord, process
+
+# How many holders a message names; details list up to _MAX_DETAILED.
+_MAX_NAMED = 5
+_MAX_DETAILED = 50
+# SQLAlchemy's message: "QueuePool limit of size 5 overflow 10 reached, connection timed
+# out, timeout 30.00".
+_LIMIT = re.compile(r"QueuePool limit of size (\d+) overflow (-?\d+) reached")
+_FIX = (
+    "close sessions before slow work and return connections early (see SQD157, SQD160), "
+    "fix leaks (SQD151, SQD154), or size pool_size + max_overflow for the concurrency "
+    "(`sqla-doctor pool`)"
+)
+
+
+class PoolSaturation(Detector):
+    """
+    ## What it does
+    Warns at checkout when a `QueuePool` has `pool_saturation_ratio` (80 %) or more of
+    its capacity (`pool_size + max_overflow`) checked out, naming who holds each
+    connection: the line that checked it out, whether a Session or a Connection holds
+    it, for how long, and how long it has sat idle since its last query. When a checkout
+    fails with `TimeoutError: QueuePool limit of size N overflow M reached`, explains the
+    error with the same list of holders.
+
+    ## Why is this bad?
+    Once every connection is checked out, the next checkout waits `pool_timeout` (30 s)
+    and then fails: requests hang, then error, and the error names the pool, not the
+    code holding its connections. Saturation is usually not a pool too small but
+    connections held too long: sessions open across HTTP calls, transactions left open,
+    sessions never closed.
+
+    ## Example
+    ```python
+    engine = create_engine(url, pool_size=2, max_overflow=0)
+
+    def handler(user_id):
+        session = Session(engine)  # never closed: one connection gone per call
+        return session.get(User, user_id)
+    ```
+
+    Use instead:
+    ```python
+    def handler(user_id):
+        with Session(engine) as session:
+            return session.get(User, user_id)
+    ```
+
+    ## References
+    - [QueuePool limit reached (3o7r)](https://docs.sqlalchemy.org/en/20/errors.html#error-3o7r)
+    - [Connection pooling](https://docs.sqlalchemy.org/en/20/core/pooling.html)
+    """
+
+    code = "SQD451"
+    name = "pool-saturation"
+    pitfalls = ("P08",)
+    severity = Severity.WARNING
+    message = "{what} — held by: {holders} — {fix}"
+
+    def on_pool_saturated(self, saturation: PoolCheckout) -> None:
+        record = saturation.record
+        site = record.opened[0] if record.opened else None
+        # Who else holds a connection: the one checked out now is the message's subject.
+        holders = [h for h in _holders(saturation.pool) if h is not record]
+        what = (
+            f"pool of {saturation.name} at {saturation.checked_out}/{saturation.capacity} "
+            f"connections (pool_size {saturation.size} + max_overflow "
+            f"{saturation.max_overflow}) after the checkout at {self.where(site)}"
+        )
+        self._report(site, ("saturated", id(saturation.pool)), what, holders)
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        error = seen.error
+        if not isinstance(error, PoolTimeoutError):
+            return
+        match = _LIMIT.search(str(error))
+        if match is None:
+            return
+        size, overflow = int(match.group(1)), int(match.group(2))
+        holders = _holders_of_limit(size, overflow)
+        what = (
+            f"checkout at {self.where(seen.site)} timed out: QueuePool limit of size {size} "
+            f"overflow {overflow} reached"
+        )
+        seen.explain(self._report(seen.site, ("timeout", size, overflow), what, holders))
+
+    def _report(self, site: Any, key: Any, what: str, holders: list[CheckoutRecord]) -> Any:
+        now = time.perf_counter()
+        described = [self._describe(record, now) for record in holders[:_MAX_DETAILED]]
+        named = "; ".join(described[:_MAX_NAMED]) or "nobody any more (all returned since)"
+        if len(holders) > _MAX_NAMED:
+            named += f"; and {len(holders) - _MAX_NAMED} more"
+        return self.report(
+            site,
+            key=key,
+            subject="Pool",
+            related=[
+                (record.opened[0], "holds a connection")
+                for record in holders[:_MAX_NAMED]
+                if record.opened
+            ],
+            hint="return connections sooner (close sessions before slow work)",
+            details={"holders": described},
+            what=what,
+            holders=named,
+            fix=_FIX,
+        )
+
+    def _describe(self, record: CheckoutRecord, now: float) -> str:
+        holder = "Session" if record.session_owned else "Connection"
+        opened = record.opened[0] if record.opened else None
+        where = f"{self.where(opened)} in {opened.function}" if opened else "an unknown line"
+        text = f"{where} ({holder}, held {now - record.checked_out_at:.2f}s"
+        if record.idle_since:
+            last = f" since the query at {self.where(record.last_site)}" if record.last_site else ""
+            text += f", idle {now - record.idle_since:.2f}s{last}"
+        elif record.transaction_began or record.last_site:
+            text += ", running a statement"
+        return text + ")"
+
+
+def _held() -> list[CheckoutRecord]:
+    # list() of a dict's values is one C call: safe against other threads' checkouts.
+    return [r for r in list(process.checkouts.values()) if not r.returned]
+
+
+def _holders(pool: object) -> list[CheckoutRecord]:
+    """The checkouts of ``pool`` still out, longest-held first."""
+    holders = [r for r in _held() if r.pool is not None and r.pool() is pool]
+    return sorted(holders, key=lambda r: r.checked_out_at)
+
+
+def _holders_of_limit(size: int, overflow: int) -> list[CheckoutRecord]:
+    """Holders of the pools the timeout message can be about: full ones of that shape."""
+    pools: dict[int, Any] = {}
+    for record in _held():
+        pool = record.pool() if record.pool is not None else None
+        # max_overflow is private to QueuePool (see listeners._on_engine_connect).
+        if (
+            isinstance(pool, QueuePool)
+            and pool.size() == size
+            and getattr(pool, "_max_overflow", overflow) == overflow
+        ):
+            pools[id(pool)] = pool
+    holders: list[CheckoutRecord] = []
+    full = [p for p in pools.values() if p.checkedout() >= size + overflow]
+    for pool in full or pools.values():
+        holders.extend(_holders(pool))
+    return sorted(holders, key=lambda r: r.checked_out_at)

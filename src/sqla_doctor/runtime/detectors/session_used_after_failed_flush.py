@@ -1,0 +1,119 @@
+"""SQD155: a session used again after a failed flush, without rollback()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import PendingRollbackError
+from sqlalchemy.orm import Session
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import Detector, ErrorSeen, OrmExecution
+from sqla_doctor.runtime.errors import record_of
+from sqla_doctor.runtime.unit_of_work import FailedFlush, process
+
+
+def _inactive(session: Any) -> bool:
+    """Whether the session's transaction waits for rollback() (public API only)."""
+    transaction = session.get_transaction()
+    return transaction is not None and not transaction.is_active
+
+
+class SessionUsedAfterFailedFlush(Detector):
+    """
+    ## What it does
+    Checks for a session used again after one of its flushes failed (an
+    `IntegrityError` on `commit()`, say) without `session.rollback()` in between. It
+    reports the line that used the session again, the flush that failed and its error
+    class; a `PendingRollbackError` that reaches the end of the unit of work (from
+    `commit()`, which runs no query) is explained the same way, with a note on the
+    exception.
+
+    ## Why is this bad?
+    When a flush fails, SQLAlchemy rolls the database transaction back, but the session
+    keeps refusing work until the code acknowledges it with `rollback()`: every later
+    query, lazy load or commit raises `PendingRollbackError: This Session's transaction
+    has been rolled back due to a previous exception during flush`. Caught and ignored
+    once, the first error turns every following request that shares the session into a
+    failure far from its cause.
+
+    ## Example
+    ```python
+    try:
+        session.add(User(email=email))
+        session.commit()
+    except IntegrityError:
+        log.warning("duplicate email")
+    session.scalars(select(User)).all()  # PendingRollbackError
+    ```
+
+    Use instead:
+    ```python
+    try:
+        session.add(User(email=email))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        log.warning("duplicate email")
+    session.scalars(select(User)).all()
+    ```
+
+    To keep the rest of the transaction, put the write that may fail in a SAVEPOINT:
+    `with session.begin_nested(): session.add(user)`.
+
+    ## References
+    - [PendingRollbackError](https://docs.sqlalchemy.org/en/20/errors.html#error-7s2a)
+    - ["This Session's transaction has been rolled back due to a previous exception during flush"](https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar)
+    - [Using SAVEPOINT](https://docs.sqlalchemy.org/en/20/orm/session_transaction.html#using-savepoint)
+    """
+
+    code = "SQD155"
+    name = "session-used-after-failed-flush"
+    pitfalls = ("P04",)
+    severity = Severity.ERROR
+    message = (
+        "Session used again after its flush{flush} failed with {error} and was not rolled "
+        "back — this raises PendingRollbackError; {fix}"
+    )
+
+    def on_do_orm_execute(self, execution: OrmExecution) -> None:
+        # A dictionary lookup per execution; the rest only after a failed flush.
+        record = process.records.get(execution.session_key)
+        if record is None or record.failed_flush is None or execution.state is None:
+            return
+        if _inactive(execution.state.session):
+            self._report(execution.site, record.failed_flush)
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        if not isinstance(seen.error, PendingRollbackError):
+            return
+        for session in seen.locals_of_type(Session):
+            record = record_of(self.uow, session)
+            if record is not None and record.failed_flush is not None:
+                seen.explain(self._report(seen.site, record.failed_flush))
+                return
+
+    def _report(self, site: CallSite | None, failed: FailedFlush) -> Any:
+        related: list[tuple[CallSite | None, str]] = []
+        flush = ""
+        if failed.site is not None:
+            flush = f" at {self.where(failed.site)}"
+            related.append((failed.site, "this flush failed"))
+        error = failed.error or "an exception"
+        if failed.driver_error:
+            error = f"{error} ({failed.driver_error})"
+        return self.report(
+            site,
+            key=(site.key if site is not None else None),
+            subject="Session",
+            related=related,
+            hint="session.rollback()",
+            details={"error": failed.error, "driver_error": failed.driver_error},
+            flush=flush,
+            error=error,
+            fix=(
+                "call session.rollback() in the except block that caught it, or put the "
+                "write in a SAVEPOINT with `with session.begin_nested():`"
+            ),
+        )

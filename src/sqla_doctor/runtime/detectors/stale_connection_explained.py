@@ -1,0 +1,79 @@
+"""SQD452: a query failed on a pooled connection the database had already closed."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.detector import Detector, ErrorSeen
+
+_FIX = (
+    "create the engine with pool_pre_ping=True (a cheap ping at checkout replaces dead "
+    "connections) and pool_recycle below the server's or proxy's idle timeout; with "
+    "pre-ping on already, the connection died mid-transaction: retry the whole transaction"
+)
+
+
+class StaleConnectionExplained(Detector):
+    """
+    ## What it does
+    Explains an `OperationalError` (or another DBAPI error) that SQLAlchemy recognised as
+    a disconnect (`connection_invalidated` is true): the pool handed out a connection
+    the database server had already closed, and the statement at the reported line was
+    the first to find out. The explanation is added to the exception's traceback as a
+    note and reported as a finding.
+
+    ## Why is this bad?
+    Pooled connections live for hours; servers, proxies (PgBouncer, cloud load
+    balancers) and administrators close them sooner: a restart or failover, an idle
+    timeout, `pg_terminate_backend`. Without a check at checkout, the first request to
+    reuse each dead connection fails with `server closed the connection unexpectedly`
+    or `SSL SYSCALL error: EOF detected`; SQLAlchemy then discards the connection (and,
+    for that error, every connection of the pool older than it), so the failures come in
+    bursts after each server event, in production only.
+
+    ## Example
+    ```python
+    engine = create_engine("postgresql+psycopg://app@db/app")
+    ```
+
+    Use instead:
+    ```python
+    engine = create_engine("postgresql+psycopg://app@db/app", pool_pre_ping=True)
+    ```
+
+    ## References
+    - [Dealing with disconnects](https://docs.sqlalchemy.org/en/20/core/pooling.html#dealing-with-disconnects)
+    - [Pessimistic disconnect handling: pool_pre_ping](https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic)
+    """
+
+    code = "SQD452"
+    name = "stale-connection-explained"
+    pitfalls = ("P21",)
+    severity = Severity.ERROR
+    message = (
+        "{error} at {site}: the database had closed this pooled connection before the "
+        "statement ran (server restart, idle timeout, terminated backend, proxy) — {fix}"
+    )
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        error = seen.error
+        if not isinstance(error, DBAPIError) or not error.connection_invalidated:
+            return
+        # The class names only: the message may quote the statement's parameters.
+        driver = type(error.orig)
+        seen.explain(
+            self.report(
+                seen.site,
+                key=seen.site.key if seen.site is not None else type(error).__name__,
+                subject="Pool",
+                hint="create_engine(..., pool_pre_ping=True)",
+                details={
+                    "error": type(error).__name__,
+                    "driver_error": f"{driver.__module__}.{driver.__qualname__}",
+                },
+                error=type(error).__name__,
+                site=self.where(seen.site),
+                fix=_FIX,
+            )
+        )

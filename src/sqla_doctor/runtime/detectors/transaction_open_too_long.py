@@ -1,0 +1,140 @@
+"""SQD160: a database transaction left open past ``idle_transaction_seconds``."""
+
+from __future__ import annotations
+
+import time
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import Detector, TransactionSpan
+from sqla_doctor.runtime.unit_of_work import CheckoutRecord
+
+_ENDED = {
+    "commit": "until commit",
+    "rollback": "until rollback/close",
+    "checkin": "until the pool took the connection back",
+}
+_FIX = (
+    "commit (or roll back) as soon as the database work is done and do slow work outside "
+    "the transaction; on PostgreSQL, `idle_in_transaction_session_timeout` bounds the damage"
+)
+
+
+class TransactionOpenTooLong(Detector):
+    """
+    ## What it does
+    Checks for database transactions, a Session's or a Core connection's, that stay open
+    longer than `idle_transaction_seconds` (5 s): from the `BEGIN` that the first
+    statement started to the commit, rollback or close that ended it, or still open when
+    the unit of work ends. The finding points at the line that began the transaction
+    and says where it ended, how long it was open and how much of that it sat idle after
+    its last statement.
+
+    ## Why is this bad?
+    An open transaction keeps its connection out of the pool and its locks held: rows it
+    updated stay locked for every other writer, and on PostgreSQL its snapshot keeps
+    `VACUUM` from removing dead rows, so tables and indexes bloat. The server lists such
+    a connection as "idle in transaction"; enough of them and the pool is drained, or the
+    server kills them (`idle_in_transaction_session_timeout`) and the program fails on
+    its next query.
+
+    ## Known problems
+    A long batch job that keeps one transaction on purpose is reported too: allow it with
+    `# noqa: SQD160` on the reported line, or raise the threshold. Connections in
+    `AUTOCOMMIT` isolation begin no transaction on the server but are still reported.
+
+    ## Example
+    ```python
+    with SessionLocal() as session:
+        order = session.get(Order, order_id)
+        order.status = "paid"
+        session.flush()
+        receipt = payment_gateway.capture(order.payment_id)  # seconds, with the row locked
+        order.receipt = receipt.id
+        session.commit()
+    ```
+
+    Use instead:
+    ```python
+    receipt = payment_gateway.capture(payment_id)
+    with SessionLocal.begin() as session:
+        order = session.get(Order, order_id)
+        order.status = "paid"
+        order.receipt = receipt.id
+    ```
+
+    ## References
+    - [Managing transactions](https://docs.sqlalchemy.org/en/20/orm/session_transaction.html)
+    - [PostgreSQL: idle_in_transaction_session_timeout](https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-IDLE-IN-TRANSACTION-SESSION-TIMEOUT)
+    - [PostgreSQL: pg_stat_activity](https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ACTIVITY-VIEW)
+    """
+
+    code = "SQD160"
+    name = "transaction-open-too-long"
+    pitfalls = ("P34",)
+    severity = Severity.WARNING
+    message = (
+        "{holder} transaction that began at {began} was open {duration:.2f}s (threshold "
+        "{threshold:g}s), {idle:.2f}s of it idle after {last}, {ended} — {fix}"
+    )
+
+    def on_connection_transaction_end(self, span: TransactionSpan) -> None:
+        if span.duration < self.config.idle_transaction_seconds:
+            return
+        site = span.site
+        ended = _ENDED.get(span.outcome, span.outcome)
+        if site is not None:
+            ended = f"{ended} at {self.where(site)}"
+        self._report(
+            span.record, span.began_site, span.last_site, span.duration, span.idle, ended, site
+        )
+
+    def end(self) -> None:
+        now = time.perf_counter()
+        threshold = self.config.idle_transaction_seconds
+        for record in list(self.uow.checkouts.values()):
+            began = record.transaction_began
+            if record.returned or not began or now - began < threshold:
+                continue
+            idle = now - record.idle_since if record.idle_since else 0.0
+            ended = "and was still open at the end of the unit of work"
+            self._report(
+                record, record.transaction_site, record.last_site, now - began, idle, ended, None
+            )
+
+    def _report(
+        self,
+        record: CheckoutRecord,
+        began: CallSite | None,
+        last: CallSite | None,
+        duration: float,
+        idle: float,
+        ended: str,
+        ended_site: CallSite | None,
+    ) -> None:
+        holder = "Session" if record.session_owned else "Connection"
+        threshold = self.config.idle_transaction_seconds
+        # Rounded once: the message and the details show the same numbers.
+        duration, idle = round(duration, 2), round(idle, 2)
+        self.report(
+            began or ended_site or last,
+            key=(began.key if began else id(record), ended_site.key if ended_site else None),
+            subject=holder,
+            related=[(last, "last statement in the transaction"), (ended_site, "ended here")],
+            hint="commit before slow work, or do it before the transaction begins",
+            details={
+                "open_seconds": duration,
+                "idle_seconds": idle,
+                "threshold_seconds": threshold,
+                "began": self.where(began) if began else None,
+                "ended": self.where(ended_site) if ended_site else None,
+            },
+            holder=holder,
+            began=self.where(began),
+            duration=duration,
+            threshold=threshold,
+            idle=idle,
+            last=f"its last statement at {self.where(last)}" if last else "its last statement",
+            ended=ended,
+            fix=_FIX,
+        )

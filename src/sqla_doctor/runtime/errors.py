@@ -1,0 +1,279 @@
+"""Exceptions on their way out: hand them to the detectors that explain them.
+
+SQLAlchemy's errors say what failed, not why: ``DetachedInstanceError`` does not say where
+the session closed, ``PendingRollbackError`` does not say which flush failed. The unit of
+work saw both. When an exception leaves a unit of work (``track()``'s exit, which the
+pytest plugin and the ASGI/WSGI middleware use) or the program (``sqla-doctor run``'s
+excepthook), ``dispatch`` gives it to every detector's ``on_error`` handler; what they
+explain becomes findings, and a note on the exception (Python 3.11+), so the traceback
+the user reads carries the cause and the fix, in every mode.
+
+Nothing here may raise into the program, and nothing changes the exception but its notes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final
+
+from sqla_doctor.findings import Finding
+from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify
+from sqla_doctor.runtime.detector import _MAX_TRACEBACK, ErrorSeen, OrmExecution
+from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork, current, process
+
+__all__ = [
+    "NOTE_PREFIX",
+    "dispatch",
+    "explain_uncaught",
+    "install_hooks",
+    "note_text",
+    "origin_of",
+    "record_of",
+    "seen",
+    "session_records",
+    "uninstall_hooks",
+]
+
+NOTE_PREFIX: Final = "sqla-doctor: "
+_MAX_CHAIN: Final = 16
+_hooks_lock = threading.Lock()
+_previous_excepthook: Callable[..., Any] | None = None
+_previous_threading_hook: Callable[..., Any] | None = None
+
+logger = logging.getLogger("sqla_doctor")
+
+
+def _is_sqlalchemy(error: BaseException) -> bool:
+    module = type(error).__module__
+    return module == "sqlalchemy" or module.startswith("sqlalchemy.")
+
+
+def seen(raised: BaseException) -> ErrorSeen:
+    """The payload for ``raised``: its SQLAlchemy error and the user's line that hit it."""
+    chain: list[BaseException] = []
+    candidate: BaseException | None = raised
+    while candidate is not None and candidate not in chain and len(chain) < _MAX_CHAIN:
+        chain.append(candidate)
+        if _is_sqlalchemy(candidate):
+            # A StatementError wraps what failed inside the execution (MissingGreenlet
+            # from the driver's await, for one); a DBAPIError wraps the driver's error,
+            # which stays its ``orig``.
+            inner = getattr(candidate, "orig", None)
+            if isinstance(inner, BaseException) and _is_sqlalchemy(inner) and inner not in chain:
+                chain.append(inner)
+            break
+        candidate = candidate.__cause__ or candidate.__context__
+    error = chain[-1] if _is_sqlalchemy(chain[-1]) else raised
+    # Innermost first: the frames that raised it, then those it went through.
+    tracebacks = tuple(e.__traceback__ for e in reversed(chain) if e.__traceback__ is not None)
+    site = None
+    for traceback in tracebacks:
+        site = _user_site(traceback)
+        if site is not None:
+            break
+    return ErrorSeen(raised, error, site, tracebacks)
+
+
+def _user_site(traceback: TracebackType | None) -> CallSite | None:
+    """The innermost user frame of a traceback (where the program hit the error).
+
+    From the traceback, not a live stack walk: by the time an exception reaches the end
+    of a unit of work, the frames that raised it are gone from the stack.
+    """
+    site: CallSite | None = None
+    fallback: CallSite | None = None
+    walked = 0
+    while traceback is not None and walked < _MAX_TRACEBACK:
+        walked += 1
+        frame = traceback.tb_frame
+        code = frame.f_code
+        kind = classify(code.co_filename)
+        here = CallSite(
+            code.co_filename, traceback.tb_lineno, code.co_name, frame.f_globals.get("__name__")
+        )
+        if kind == USER:
+            site = here
+        elif kind == THIRD_PARTY:
+            # An app installed into site-packages: its frames are the user's then.
+            fallback = here
+        traceback = traceback.tb_next
+    return site or fallback
+
+
+def _explained(error: BaseException) -> bool:
+    notes = getattr(error, "__notes__", None) or ()
+    return any(isinstance(note, str) and note.startswith(NOTE_PREFIX + "SQD") for note in notes)
+
+
+def note_text(finding: Finding) -> str:
+    lines = [f"{NOTE_PREFIX}{finding.code} {finding.message}"]
+    lines.extend(
+        f"  {related.location.path}:{related.location.line}: {related.message}"
+        for related in finding.related
+    )
+    return "\n".join(lines)
+
+
+def _add_note(error: BaseException, text: str) -> None:
+    if sys.version_info >= (3, 11):
+        notes = getattr(error, "__notes__", None)
+        if not notes or text not in notes:
+            error.add_note(text)
+
+
+def dispatch(uow: UnitOfWork, raised: BaseException) -> list[Finding]:
+    """Let the unit's detectors explain ``raised``; note what they found on it.
+
+    Called before the unit ends (its origins and sessions are still there) and before
+    its findings are released. An exception already explained by an inner unit of work
+    is left alone. The explained findings are not emitted again as warnings or a
+    ``PitfallError`` note: the traceback carries them (``log`` mode still logs them).
+    """
+    try:
+        if not uow.active or _explained(raised):
+            return []
+        handlers = uow.handlers["error"]
+        if not handlers:
+            return []
+        payload = seen(raised)
+        with uow.lock:
+            for handler in handlers:
+                try:
+                    handler(payload)
+                except Exception:
+                    _internal_error(getattr(handler, "__qualname__", handler))
+        shown = [f for f in payload.explained if not _suppressed(uow, f)]
+        for finding in shown:
+            _add_note(raised, note_text(finding))
+        if shown and uow.settings.mode != "log":
+            with uow.lock:
+                uow._unemitted = [p for p in uow._unemitted if p.finding not in shown]
+        return shown
+    except Exception:
+        _internal_error(dispatch)
+        return []
+
+
+def _suppressed(uow: UnitOfWork, finding: Finding) -> bool:
+    filename = os.path.join(uow.settings.root, finding.location.path)
+    return uow.settings.suppressed(finding, filename, str(finding.details.get("subject", "")))
+
+
+def _internal_error(where: object) -> None:
+    process.internal_errors += 1
+    logger.warning(
+        "sqla-doctor: internal error while explaining an exception in %r; the program is "
+        "unaffected, but please report this with the traceback below",
+        where,
+        exc_info=True,
+    )
+
+
+def explain_uncaught(raised: BaseException) -> list[Finding]:
+    """Explain an exception that reached the top of the program (or of a thread).
+
+    The unit of work is the context's own if one is open, else a short-lived implicit one
+    whose detectors read what the process still knows (live sessions' records).
+    """
+    try:
+        uow = current.get()
+        if uow is None:
+            settings = process.settings
+            if not process.installed or settings is None:
+                return []
+            uow = UnitOfWork(settings, "uncaught exception", explicit=False)
+            shown = dispatch(uow, raised)
+            uow.end()
+            uow.release(final=True, can_raise=False)
+            return shown
+        return dispatch(uow, raised)
+    except Exception:
+        _internal_error(explain_uncaught)
+        return []
+
+
+def _excepthook(
+    exc_type: type[BaseException],
+    exc: BaseException,
+    tb: TracebackType | None,
+) -> None:
+    if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        explain_uncaught(exc)
+    previous = _previous_excepthook or sys.__excepthook__
+    previous(exc_type, exc, tb)
+
+
+def _threading_excepthook(args: Any) -> None:
+    if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
+        explain_uncaught(args.exc_value)
+    previous = _previous_threading_hook or threading.__excepthook__
+    previous(args)
+
+
+def install_hooks() -> None:
+    """Explain uncaught exceptions (main thread and threads); chains to the hooks before."""
+    global _previous_excepthook, _previous_threading_hook
+    with _hooks_lock:
+        if sys.excepthook is not _excepthook:
+            _previous_excepthook = sys.excepthook
+            sys.excepthook = _excepthook
+        if threading.excepthook is not _threading_excepthook:
+            _previous_threading_hook = threading.excepthook
+            threading.excepthook = _threading_excepthook
+
+
+def uninstall_hooks() -> None:
+    global _previous_excepthook, _previous_threading_hook
+    with _hooks_lock:
+        if sys.excepthook is _excepthook:
+            sys.excepthook = _previous_excepthook or sys.__excepthook__
+        if threading.excepthook is _threading_excepthook:
+            threading.excepthook = _previous_threading_hook or threading.__excepthook__
+        _previous_excepthook = _previous_threading_hook = None
+
+
+# -- what explainers share -----------------------------------------------------------------
+
+
+def session_records(uow: UnitOfWork) -> list[SessionRecord]:
+    """The sessions this unit saw, then every live one the process knows."""
+    seen_ids: set[int] = set()
+    out: list[SessionRecord] = []
+    for record in [*uow.sessions.values(), *process.records.values()]:
+        if id(record) not in seen_ids:
+            seen_ids.add(id(record))
+            out.append(record)
+    return out
+
+
+def record_of(uow: UnitOfWork, session: object) -> SessionRecord | None:
+    """The record of a live session (``None`` for one nothing watched)."""
+    record = process.records.get(id(session))
+    if record is not None and record.session is session:
+        return record
+    for candidate in uow.sessions.values():
+        if candidate.session is session:
+            return candidate
+    return None
+
+
+def origin_of(
+    uow: UnitOfWork, mapper: Any, record: SessionRecord | None = None
+) -> OrmExecution | None:
+    """The last execution that loaded ``mapper``'s objects: in this unit, else in the
+    session's own units (an uncaught exception's unit is new and saw nothing)."""
+    origin = uow.origin_for(mapper)
+    if origin is None and record is not None:
+        for other in (record.owner, record.implicit):
+            if other is not None and other is not uow and other.active:
+                origin = other.origin_for(mapper)
+                if origin is not None:
+                    break
+    if origin is not None and record is not None and origin.session_key != record.key:
+        return None
+    return origin

@@ -1,0 +1,147 @@
+"""What a SELECT of an entity loads with it: eager relationships, and column options.
+
+Loader options keep their paths in ``Load.context`` (``_LoadElement.path`` and
+``.strategy``), and a wildcard (``lazyload("*")``, ``defer("*")``) keeps them on the
+option itself (``_WildcardLoad.path`` and ``.strategy``); both the same on SQLAlchemy
+2.0 and 2.1. Read defensively: an unknown shape gives nothing, and the statement is
+judged by its mapping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Strategies that load a relationship with its parents (``lazy=`` values and options).
+EAGER = frozenset({"selectin", "joined", "subquery", "immediate"})
+OPTION_NAMES = {
+    "selectin": "selectinload",
+    "joined": "joinedload",
+    "subquery": "subqueryload",
+    "immediate": "immediateload",
+}
+
+
+def lazy_value(lazy: Any) -> Any:
+    """``relationship(lazy=...)`` in its spelled-out form (False is joined, True select)."""
+    if lazy is False:
+        return "joined"
+    if lazy is True:
+        return "select"
+    if lazy is None:
+        return "noload"
+    return lazy
+
+
+class RootOptions:
+    """The options of one statement that apply to its root entity itself (path length 1).
+
+    ``relationships``: relationship key -> the ``lazy`` strategy an option gives it;
+    ``wildcard``: the strategy a ``*load("*")`` gives the others, or None;
+    ``columns``: whether an option decides which of its columns load (``load_only``,
+    ``defer``, ``undefer``).
+    """
+
+    __slots__ = ("columns", "relationships", "wildcard")
+
+    def __init__(self) -> None:
+        self.relationships: dict[str, Any] = {}
+        self.wildcard: Any = None
+        self.columns = False
+
+
+def root_options(statement: Any, mapper: Any) -> RootOptions:
+    found = RootOptions()
+    for option in getattr(statement, "_with_options", ()):
+        context = getattr(option, "context", None)
+        if context is None:
+            # A wildcard: its path is the token alone.
+            _token(found, getattr(option, "path", None), getattr(option, "strategy", None))
+            continue
+        for element in context:
+            path = getattr(getattr(element, "path", None), "path", None)
+            strategy = getattr(element, "strategy", None)
+            # (entity, column or token) for a column; (entity, relationship, target)
+            # for a relationship.
+            if not path or not strategy or len(path) not in (2, 3):
+                continue
+            if not _is_root(path[0], mapper):
+                continue
+            token = path[1]
+            if isinstance(token, str):
+                _token(found, (token,), strategy)
+                continue
+            values = dict(strategy)
+            if "deferred" in values:
+                found.columns = True
+            lazy = values.get("lazy")
+            key = getattr(token, "key", None)
+            if lazy is not None and isinstance(key, str):
+                found.relationships[key] = lazy_value(lazy)
+    return found
+
+
+def _token(found: RootOptions, path: Any, strategy: Any) -> None:
+    if not path or not strategy or len(path) != 1 or not isinstance(path[0], str):
+        return
+    values = dict(strategy)
+    if path[0].startswith("column:") or "deferred" in values:
+        found.columns = True
+    elif path[0].startswith("relationship:") and "lazy" in values:
+        found.wildcard = lazy_value(values["lazy"])
+
+
+def _is_root(entity: Any, mapper: Any) -> bool:
+    target = getattr(entity, "mapper", None)
+    if target is None:
+        return False
+    try:
+        return bool(target.isa(mapper) or mapper.isa(target))
+    except Exception:
+        return False
+
+
+def eager_relationships(
+    mapper: Any, options: RootOptions | None
+) -> dict[str, tuple[Any, str, bool]]:
+    """Relationships of ``mapper`` a SELECT of it loads eagerly: key -> (relationship,
+    strategy, whether an option said so rather than the mapping)."""
+    found: dict[str, tuple[Any, str, bool]] = {}
+    for relationship in mapper.relationships:
+        lazy: Any = None
+        by_option = False
+        if options is not None:
+            lazy = options.relationships.get(relationship.key)
+            if lazy is None:
+                lazy = options.wildcard
+            by_option = lazy is not None
+        if lazy is None:
+            lazy = lazy_value(relationship.lazy)
+        if lazy in EAGER:
+            found[relationship.key] = (relationship, lazy, by_option)
+    return found
+
+
+_mapping_eager: dict[Any, bool] = {}
+
+
+def mapping_is_eager(mapper: Any) -> bool:
+    """Whether any relationship of ``mapper`` is eager in the mapping (cached)."""
+    found = _mapping_eager.get(mapper)
+    if found is None:
+        found = any(lazy_value(r.lazy) in EAGER for r in mapper.relationships)
+        if len(_mapping_eager) < 10_000:
+            _mapping_eager[mapper] = found
+    return found
+
+
+def selects_entity(statement: Any, mapper: Any) -> bool:
+    """Whether the statement's columns include the entity itself (not ``select(User.id)``)."""
+    descriptions = getattr(statement, "column_descriptions", ())
+    return any(d.get("expr") is mapper.class_ for d in descriptions)
+
+
+def loaded_at_root(state: Any) -> bool:
+    """Whether an object the ``load`` event hands over is one of the statement's own
+    rows, not one loaded further down a joined eager path."""
+    path = getattr(getattr(state, "load_path", None), "path", None)
+    return path is None or len(path) == 1

@@ -1,0 +1,74 @@
+"""Models with several collections, one joined by its mapping, for SQD256."""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class EagerBase(AsyncAttrs, DeclarativeBase):
+    pass
+
+
+class Publisher(EagerBase):
+    __tablename__ = "publishers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+
+
+class Author(EagerBase):
+    __tablename__ = "authors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    publisher_id: Mapped[int | None] = mapped_column(ForeignKey("publishers.id"))
+    publisher: Mapped[Publisher | None] = relationship()
+    books: Mapped[list[Book]] = relationship(back_populates="author")
+    awards: Mapped[list[Award]] = relationship()
+
+
+class Book(EagerBase):
+    __tablename__ = "books"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(100))
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    author: Mapped[Author] = relationship(back_populates="books")
+    # Joined by the mapping: every SELECT of Book joins its chapters.
+    chapters: Mapped[list[Chapter]] = relationship(lazy="joined")
+
+
+class Chapter(EagerBase):
+    __tablename__ = "chapters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    book_id: Mapped[int] = mapped_column(ForeignKey("books.id"))
+
+
+class Award(EagerBase):
+    __tablename__ = "awards"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+
+
+AUTHORS = 3  # with 2 books of 3 chapters and 2 awards each; a fourth has 1 award only
+
+
+def seed_authors() -> list[object]:
+    publisher = Publisher(name="press")
+    authors = [
+        Author(
+            name=f"author{i}",
+            publisher=publisher,
+            books=[
+                Book(title=f"book {i}.{j}", chapters=[Chapter() for _ in range(3)])
+                for j in range(2)
+            ],
+            awards=[Award() for _ in range(2)],
+        )
+        for i in range(AUTHORS)
+    ]
+    return [*authors, Author(name="newcomer", awards=[Award()])]

@@ -1,0 +1,192 @@
+"""SQD353: a bulk UPDATE/DELETE that ran, without autoflush, over unflushed changes."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+
+from .bulk_models import Account, BulkBase, Label, seed_accounts
+from .support import line_of, of_code, one, relative
+
+HERE = relative(__file__)
+
+
+@pytest.fixture
+def bulk_engine(engine: Engine) -> Engine:
+    BulkBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(seed_accounts())
+        session.commit()
+    return engine
+
+
+@pytest.fixture
+async def bulk_async_engine(async_engine: AsyncEngine) -> AsyncEngine:
+    async with async_engine.begin() as connection:
+        await connection.run_sync(BulkBase.metadata.create_all)
+    async with AsyncSession(async_engine) as session:
+        session.add_all(seed_accounts())
+        await session.commit()
+    return async_engine
+
+
+def _name(session: Session, account_id: int) -> str | None:
+    return session.scalar(select(Account.name).where(Account.id == account_id))
+
+
+def test_update_in_no_autoflush_discards_the_pending_change(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        account = session.get(Account, 1)
+        assert account is not None
+        with session.no_autoflush:
+            account.name = "Ada"
+            statement = update(Account).where(Account.id == 1).values(name="Bob")
+            session.execute(statement)  # line:update
+        session.commit()
+        # What the finding says happened: the change to "Ada" is gone.
+        assert _name(session, 1) == "Bob"
+    finding = one(uow.findings, "SQD353")
+    assert finding.location.path == HERE
+    assert finding.location.line == line_of("update")
+    assert finding.message == (
+        f"`update(Account)` at {HERE}:{line_of('update')} ran without autoflush while the "
+        "session held unflushed changes to 1 Account object(s) (Account.name): the statement "
+        "discards those changes (it expires the changed attributes) — call session.flush() "
+        "before the statement"
+    )
+    assert finding.severity.value == "error"
+
+
+def test_synchronize_session_false_lets_the_flush_overwrite_the_statement(
+    bulk_engine: Engine,
+) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        account = session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        statement = update(Account).where(Account.id == 1).values(name="Bob")
+        session.execute(statement.execution_options(synchronize_session=False))  # line:nosync
+        session.commit()
+        assert _name(session, 1) == "Ada"
+    finding = one(uow.findings, "SQD353")
+    assert finding.location.line == line_of("nosync")
+    assert "the next flush writes those changes over the statement's values" in finding.message
+
+
+def test_new_objects_escape_a_bulk_delete(bulk_engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        session.add(Account(email="new@example.com", name="new", active=False))
+        session.execute(delete(Account).where(Account.active.is_(False)))  # line:delete
+        session.commit()
+        assert session.scalars(select(Account.name).where(Account.active.is_(False))).all() == [
+            "new"
+        ]
+    finding = one(uow.findings, "SQD353")
+    assert finding.location.line == line_of("delete")
+    assert "held 1 new Account object(s): the new rows are inserted after the statement" in (
+        finding.message
+    )
+
+
+def test_execution_option_autoflush_false_is_reported(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        account = session.get(Account, 2)
+        assert account is not None
+        account.name = "Ada"
+        statement = update(Account).values(name="Bob").execution_options(autoflush=False)
+        session.execute(statement)  # line:option
+        session.commit()
+    assert one(uow.findings, "SQD353").location.line == line_of("option")
+
+
+def test_autoflush_on_is_the_silent_twin(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        account = session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        session.add(Account(email="new@example.com", name="new"))
+        session.execute(update(Account).values(active=False))
+        session.commit()
+        assert session.scalars(select(Account).where(Account.active.is_(True))).all() == []
+    assert not of_code(uow.findings, "SQD353")
+
+
+def test_explicit_flush_before_the_statement_is_silent(bulk_engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        account = session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        session.flush()
+        session.execute(update(Account).where(Account.id == 1).values(name="Bob"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD353")
+
+
+def test_change_to_an_attribute_the_update_does_not_set_is_silent(bulk_engine: Engine) -> None:
+    """The flush writes only the changed column: both writes survive."""
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        account = session.get(Account, 1)
+        assert account is not None
+        account.email = "ada@example.com"
+        session.execute(update(Account).where(Account.id == 1).values(name="Bob"))
+        session.commit()
+        assert _name(session, 1) == "Bob"
+        assert account.email == "ada@example.com"
+    assert not of_code(uow.findings, "SQD353")
+
+
+def test_changes_to_another_class_are_silent(bulk_engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        account = session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        session.add(Account(email="new@example.com", name="new"))
+        session.execute(update(Label).values(text="x"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD353")
+
+
+async def test_async_no_autoflush_update_is_reported(bulk_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(bulk_async_engine, autoflush=False) as session,
+    ):
+        account = await session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        await session.execute(update(Account).values(name="Bob"))  # line:async
+        await session.commit()
+    assert one(uow.findings, "SQD353").location.line == line_of("async")
+
+
+async def test_async_flush_first_twin_is_silent(bulk_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(bulk_async_engine, autoflush=False) as session,
+    ):
+        account = await session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        await session.flush()
+        await session.execute(update(Account).values(name="Bob"))
+        await session.commit()
+    assert not of_code(uow.findings, "SQD353")

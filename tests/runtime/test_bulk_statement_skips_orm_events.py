@@ -1,0 +1,185 @@
+"""SQD352: bulk ORM UPDATE/DELETE on a class with listeners, validators or cascades."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, delete, event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Mapper, Session
+
+import sqla_doctor
+
+from .bulk_models import Account, BulkBase, Entry, Label, seed_accounts
+from .support import line_of, of_code, one, relative
+
+HERE = relative(__file__)
+MODELS = relative(__file__.replace("test_bulk_statement_skips_orm_events", "bulk_models"))
+FIX = "load the objects and change them, or do the same work in the statement"
+
+
+@pytest.fixture
+def bulk_engine(engine: Engine) -> Engine:
+    BulkBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(seed_accounts())
+        session.commit()
+    return engine
+
+
+@pytest.fixture
+async def bulk_async_engine(async_engine: AsyncEngine) -> AsyncEngine:
+    async with async_engine.begin() as connection:
+        await connection.run_sync(BulkBase.metadata.create_all)
+    async with AsyncSession(async_engine) as session:
+        session.add_all(seed_accounts())
+        await session.commit()
+    return async_engine
+
+
+def _listener_line(name: str) -> int:
+    return line_of(name, __file__.replace("test_bulk_statement_skips_orm_events", "bulk_models"))
+
+
+def test_bulk_update_of_a_class_with_a_listener_and_a_validator_is_reported(
+    bulk_engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        statement = update(Account).where(Account.id == 1).values(email="NEW@EXAMPLE.COM")
+        session.execute(statement)  # line:update
+        session.commit()
+    finding = one(uow.findings, "SQD352")
+    assert finding.location.path == HERE
+    assert finding.location.line == line_of("update")
+    touch = f"{MODELS}:{_listener_line('touch')}"
+    validator = f"{MODELS}:{_listener_line('validator')}"
+    assert finding.message == (
+        f"`update(Account)` at {HERE}:{line_of('update')} ran as one UPDATE statement and "
+        f"skipped the `before_update` listener `touch` ({touch}) and the validator "
+        f"`Account.normalize_email` (email) ({validator}) for these rows — {FIX}"
+    )
+    assert finding.details["subject"] == "Account"
+
+
+def test_validator_of_a_column_the_update_does_not_set_is_not_named(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(update(Account).values(name="renamed"))
+        session.commit()
+    message = one(uow.findings, "SQD352").message
+    assert "`touch`" in message
+    assert "normalize_email" not in message
+
+
+def test_bulk_delete_names_delete_listeners_and_the_orm_cascade(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(delete(Entry).where(Entry.account_id == 4))
+        session.execute(delete(Account).where(Account.id == 4))  # line:delete
+        session.commit()
+    finding = one(uow.findings, "SQD352")
+    assert finding.location.line == line_of("delete")
+    assert "ran as one DELETE statement and skipped the `after_delete` listener `audit_delete`" in (
+        finding.message
+    )
+    assert "the ORM delete cascade of `Account.entries`" in finding.message
+    assert "touch" not in finding.message
+
+
+def test_synchronize_session_fetch_is_still_a_bulk_statement(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        statement = update(Account).values(active=False)
+        session.execute(statement.execution_options(synchronize_session="fetch"))  # line:fetch
+        session.commit()
+    assert one(uow.findings, "SQD352").location.line == line_of("fetch")
+
+
+def test_bulk_update_by_primary_key_and_legacy_query_update_are_reported(
+    bulk_engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(update(Account), [{"id": 1, "email": "X@Y.Z"}])  # line:by-pk
+        session.query(Account).filter(Account.id == 2).update({"name": "b"})  # line:legacy
+        session.commit()
+    findings = of_code(uow.findings, "SQD352")
+    assert sorted(f.location.line for f in findings) == [line_of("by-pk"), line_of("legacy")]
+    by_pk = next(f for f in findings if f.location.line == line_of("by-pk"))
+    assert "normalize_email` (email)" in by_pk.message
+
+
+def test_listener_on_every_mapper_is_named(bulk_engine: Engine) -> None:
+    def audit_everything(mapper: Mapper[object], connection: object, target: object) -> None:
+        pass
+
+    event.listen(Mapper, "before_update", audit_everything)
+    try:
+        with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+            session.execute(update(Label).values(text="x"))  # line:every
+            session.commit()
+    finally:
+        event.remove(Mapper, "before_update", audit_everything)
+    finding = one(uow.findings, "SQD352")
+    assert "listener `test_listener_on_every_mapper_is_named.<locals>.audit_everything`" in (
+        finding.message
+    )
+
+
+def test_per_object_changes_are_the_silent_twin(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        account = session.get(Account, 1)
+        assert account is not None
+        account.email = "NEW@EXAMPLE.COM"
+        session.delete(session.get(Account, 2))
+        session.commit()
+        account = session.get(Account, 1)
+        assert account is not None
+        assert account.email == "new@example.com"
+    assert not of_code(uow.findings, "SQD352")
+
+
+def test_class_without_listeners_is_silent(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(update(Label).values(text="x"))
+        session.execute(delete(Label).where(Label.id == 1))
+        session.commit()
+    assert not of_code(uow.findings, "SQD352")
+
+
+def test_core_statements_on_the_table_are_not_reported(bulk_engine: Engine) -> None:
+    table = Account.__table__
+    with sqla_doctor.track(mode="collect") as uow:
+        with bulk_engine.begin() as connection:
+            connection.execute(update(Account).values(name="core"))
+            connection.execute(update(table).values(name="core"))
+        with Session(bulk_engine) as session:
+            session.execute(update(table).values(name="table"))
+            session.commit()
+    assert not of_code(uow.findings, "SQD352")
+
+
+def test_select_is_not_a_bulk_statement(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.scalars(select(Account)).all()
+    assert not of_code(uow.findings, "SQD352")
+
+
+async def test_async_bulk_update_is_reported(bulk_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(bulk_async_engine) as session,
+    ):
+        await session.execute(update(Account).values(email="A@B.C"))  # line:async
+        await session.commit()
+    finding = one(uow.findings, "SQD352")
+    assert finding.location.line == line_of("async")
+    assert "`touch`" in finding.message
+    assert "normalize_email" in finding.message
+
+
+async def test_async_per_object_twin_is_silent(bulk_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(bulk_async_engine) as session,
+    ):
+        account = await session.get(Account, 1)
+        assert account is not None
+        account.email = "A@B.C"
+        await session.commit()
+    assert not of_code(uow.findings, "SQD352")

@@ -1,0 +1,197 @@
+"""SQD157: a connection held while the code sleeps or waits on something else."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .models import User
+from .support import line_of, of_code, one, relative
+
+# Thresholds small enough for a fast suite, pauses well past them.
+HELD = 0.05
+PAUSE = 0.12
+CONFIG = RuntimeConfig(mode="collect", held_connection_seconds=HELD)
+
+
+def slow_external_call() -> None:
+    time.sleep(PAUSE)  # stands for an HTTP request
+
+
+@pytest.fixture
+def slow_engine(tmp_path: Path) -> Iterator[Engine]:
+    """SQLite with a ``sleep(seconds)`` SQL function: time spent inside the database."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'slow.db'}")
+
+    @event.listens_for(engine, "connect")
+    def add_sleep(dbapi_connection: object, record: object) -> None:
+        dbapi_connection.create_function("sleep", 1, time.sleep)  # type: ignore[attr-defined]
+
+    yield engine
+    engine.dispose()
+
+
+def test_session_held_across_a_slow_call_is_reported_at_the_next_query(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        session.scalars(select(User)).all()  # line:first-query
+        slow_external_call()
+        session.get(User, 1)  # line:next-query
+    finding = one(uow.findings, "SQD157")
+    here = relative(__file__)
+    assert finding.location.path == here
+    assert finding.location.line == line_of("next-query")
+    assert finding.message.startswith(
+        f"Session held its pooled connection idle for {finding.details['idle_seconds']:.2f}s "
+        f"(threshold 0.05s) after the query at {here}:{line_of('first-query')} until the next "
+        f"statement at {here}:{line_of('next-query')} — no other request can use the "
+        "connection meanwhile: make the slow call"
+    )
+    assert PAUSE <= finding.details["idle_seconds"] < PAUSE + 1
+    assert finding.details["last_query"] == f"{here}:{line_of('first-query')}"
+    assert [r.message for r in finding.related] == [
+        "last query before the gap",
+        "connection checked out here",
+    ]
+
+
+def test_slow_call_before_the_session_block_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        slow_external_call()
+        with Session(engine) as session:
+            session.scalars(select(User)).all()
+            session.get(User, 1)
+    assert not of_code(uow.findings, "SQD157")
+
+
+def test_gap_before_commit_is_reported_at_the_commit(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        user = session.get(User, 1)  # line:load
+        assert user is not None
+        user.name = "renamed"
+        slow_external_call()
+        session.commit()  # line:commit
+    finding = one(uow.findings, "SQD157")
+    # The commit's flush is the next statement: the UPDATE, from the commit() line.
+    assert finding.location.line == line_of("commit")
+    assert f"until the next statement at {relative(__file__)}:{line_of('commit')}" in (
+        finding.message
+    )
+    assert finding.details["last_query"].endswith(f":{line_of('load')}")
+
+
+def test_gap_after_commit_is_silent_the_connection_went_back_to_the_pool(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        session.get(User, 1)
+        session.commit()
+        slow_external_call()
+        session.get(User, 2)
+    assert not of_code(uow.findings, "SQD157")
+
+
+def test_gap_under_the_threshold_is_silent(engine: Engine) -> None:
+    config = RuntimeConfig(mode="collect", held_connection_seconds=5.0)
+    with sqla_doctor.track(config=config) as uow, Session(engine) as session:
+        session.get(User, 1)
+        slow_external_call()
+        session.get(User, 2)
+    assert not of_code(uow.findings, "SQD157")
+
+
+def test_long_query_is_time_in_the_database_not_idle(slow_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, slow_engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+        connection.execute(text("SELECT sleep(:seconds)"), {"seconds": PAUSE})
+        connection.execute(text("SELECT 2"))
+    assert not of_code(uow.findings, "SQD157")
+    # The statement timings the HTML report shows, aligned with the statements.
+    assert uow.statements == ["SELECT 1", "SELECT sleep(?)", "SELECT 2"]
+    assert len(uow.durations) == 3
+    assert uow.durations[1] >= PAUSE
+    assert uow.durations[0] < PAUSE
+    assert uow.durations[2] < PAUSE
+
+
+def test_core_connection_held_across_a_slow_call_is_reported_at_close(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:  # noqa: SIM117 - the line of the `with` below
+        with engine.connect() as connection:  # line:connect
+            connection.execute(text("SELECT count(*) FROM users"))  # line:count
+            slow_external_call()
+    finding = one(uow.findings, "SQD157")
+    assert finding.message.startswith("Connection held its pooled connection idle")
+    assert finding.details["last_query"].endswith(f":{line_of('count')}")
+    assert finding.details["resumed_by"] == "rollback"
+    assert finding.location.line == line_of("connect")
+
+
+def test_only_the_task_that_waited_is_reported_among_concurrent_ones(engine: Engine) -> None:
+    # Threads: each its own unit of work, as a web server's requests are.
+    import threading
+
+    results: dict[str, list[str]] = {}
+
+    def request(name: str, wait: bool) -> None:
+        with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+            session.get(User, 1)
+            if wait:
+                slow_external_call()
+            session.get(User, 2)
+        results[name] = [f.code for f in uow.findings]
+
+    threads = [threading.Thread(target=request, args=(f"t{i}", i == 0)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results["t0"] == ["SQD157"]
+    assert all(results[f"t{i}"] == [] for i in range(1, 4))
+
+
+async def test_async_session_held_across_await_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(config=CONFIG) as uow, AsyncSession(async_engine) as session:
+        await session.get(User, 1)  # line:async-get
+        await asyncio.sleep(PAUSE)  # stands for `await http.get(...)`
+        await session.get(User, 2)  # line:async-next
+    finding = one(uow.findings, "SQD157")
+    assert finding.location.line == line_of("async-next")
+    assert finding.details["last_query"].endswith(f":{line_of('async-get')}")
+
+
+async def test_async_sleep_outside_the_session_is_the_silent_twin(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(config=CONFIG) as uow:
+        async with AsyncSession(async_engine) as session:
+            await session.get(User, 1)
+        await asyncio.sleep(PAUSE)
+        async with AsyncSession(async_engine) as session:
+            await session.get(User, 2)
+    assert not of_code(uow.findings, "SQD157")
+
+
+async def test_concurrent_tasks_in_one_unit_report_only_the_waiting_one(
+    async_engine: AsyncEngine,
+) -> None:
+    async def quick(user_id: int) -> None:
+        async with AsyncSession(async_engine) as session:
+            await session.get(User, user_id)
+            await session.get(User, user_id + 1)
+
+    async def waits() -> None:
+        async with AsyncSession(async_engine) as session:
+            await session.get(User, 1)
+            await asyncio.sleep(PAUSE)
+            await session.get(User, 3)  # line:task-next
+
+    async with sqla_doctor.track(config=CONFIG) as uow:
+        await asyncio.gather(waits(), *(quick(i) for i in range(1, 4)))
+    assert one(uow.findings, "SQD157").location.line == line_of("task-next")

@@ -1,0 +1,214 @@
+"""SQD254: DetachedInstanceError explained (what, where loaded, where detached, fix)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm.exc import DetachedInstanceError
+
+import sqla_doctor
+from sqla_doctor.runtime import errors
+
+from .fixtures.detached_noqa import read_posts_after_close
+from .models import Post, User
+from .support import line_of, of_code, one, relative
+
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are 3.11+")
+
+
+def posts_after_the_block(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker:
+        with Session(engine) as session:  # line:with
+            users = session.scalars(select(User)).all()  # line:query
+        print(users[0].posts)  # line:access
+
+
+def test_relationship_read_after_the_with_block_is_explained(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError) as raised:
+        posts_after_the_block(engine, tracker)
+    here = relative(__file__)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert finding.location.path == here
+    assert finding.location.line == line_of("access")
+    assert finding.message == (
+        f"User.posts lazy-loaded on a detached User: its session was closed at "
+        f"{here}:{line_of('with')} — add .options(selectinload(User.posts)) to the query at "
+        f"{here}:{line_of('query')}, or read User.posts inside the session block"
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("query"), "the User was loaded by this query"),
+        (line_of("with"), "its session was closed here"),
+    ]
+    assert finding.fix_hint == ".options(selectinload(User.posts))"
+    assert finding.pitfalls == ("P02",)
+    assert raised.value.__notes__[0].startswith(f"sqla-doctor: SQD254 {finding.message}")
+
+
+def test_loader_option_twin_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        with Session(engine) as session:
+            users = session.scalars(select(User).options(selectinload(User.posts))).all()
+        assert len(users[0].posts) == 2
+    assert not uow.findings
+
+
+def author_after_close(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker:
+        session = Session(engine)
+        post = session.scalars(select(Post)).first()
+        session.close()  # line:close
+        assert post is not None
+        print(post.author)
+
+
+def test_many_to_one_suggests_joinedload_and_close_call_is_the_site(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        author_after_close(engine, tracker)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert "Post.author lazy-loaded" in finding.message
+    assert f"its session was closed at {relative(__file__)}:{line_of('close')}" in finding.message
+    assert ".options(joinedload(Post.author))" in finding.message
+
+
+def name_after_commit_and_close(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker:
+        with Session(engine) as session:  # line:expired-with
+            user = session.get(User, 1)
+            assert user is not None
+            session.commit()  # line:commit
+        print(user.name)  # line:expired-access
+
+
+def test_expired_by_commit_then_closed_names_the_commit(engine: Engine) -> None:
+    """'attribute refresh operation cannot proceed': the commit expired it."""
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError) as raised:
+        name_after_commit_and_close(engine, tracker)
+    here = relative(__file__)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert "attribute refresh operation" in str(raised.value)
+    assert finding.location.line == line_of("expired-access")
+    assert finding.message == (
+        f"User.name refreshed on a detached User: the commit at {here}:{line_of('commit')} "
+        f"expired it (expire_on_commit=True), then its session was closed at "
+        f"{here}:{line_of('expired-with')} — create the session with expire_on_commit=False, "
+        "or read User.name before the commit / inside the session block"
+    )
+    assert line_of("commit") in [r.location.line for r in finding.related]
+
+
+def test_expire_on_commit_false_twin_is_silent(engine: Engine) -> None:
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with sqla_doctor.track(mode="collect") as uow:
+        with factory() as session:
+            user = session.get(User, 1)
+            session.commit()
+        assert user is not None
+        assert user.name == "user0"
+    assert not uow.findings
+
+
+def posts_after_expunge(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker, Session(engine) as session:
+        user = session.get(User, 1)
+        assert user is not None
+        session.expunge(user)  # line:expunge
+        print(user.posts)
+
+
+def test_expunged_object_names_the_expunge(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        posts_after_expunge(engine, tracker)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert f"expunged from its session at {relative(__file__)}:{line_of('expunge')}" in (
+        finding.message
+    )
+
+
+def bio_after_close(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker:
+        with Session(engine) as session:
+            user = session.get(User, 1)
+        assert user is not None
+        print(user.bio)
+
+
+def test_deferred_column_suggests_undefer(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        bio_after_close(engine, tracker)
+    assert tracker.last is not None
+    assert ".options(undefer(User.bio))" in one(tracker.last.findings, "SQD254").message
+
+
+@pytest.mark.parametrize("mode", ["warn", "raise", "log"])
+def test_the_original_exception_reaches_the_caller_in_every_mode(engine: Engine, mode: str) -> None:
+    """Never replaced by a PitfallError or a warning: the same exception, with one note."""
+    with pytest.raises(DetachedInstanceError) as raised:
+        bio_after_close(engine, sqla_doctor.track(mode=mode))
+    explained = [n for n in raised.value.__notes__ if n.startswith("sqla-doctor:")]
+    assert len(explained) == 1
+    assert explained[0].startswith("sqla-doctor: SQD254 User.bio loaded (deferred)")
+
+
+def test_noqa_on_the_access_line_silences_the_note(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+
+    def run() -> None:
+        with tracker:
+            read_posts_after_close(engine)
+
+    with pytest.raises(DetachedInstanceError) as raised:
+        run()
+    assert tracker.last is not None
+    assert not of_code(tracker.last.findings, "SQD254")
+    assert not getattr(raised.value, "__notes__", [])
+
+
+def test_uncaught_exception_is_explained_on_the_installed_path(engine: Engine) -> None:
+    """``sqla-doctor run``'s excepthook: no track(), the process's live sessions."""
+    sqla_doctor.install(mode="collect")
+    session = Session(engine)
+    users = session.scalars(select(User)).all()  # line:installed-query
+    session.close()  # line:installed-close
+    try:
+        print(users[0].posts)  # line:installed-access
+    except DetachedInstanceError as error:
+        explained = errors.explain_uncaught(error)
+        notes = error.__notes__
+    here = relative(__file__)
+    assert [f.location.line for f in explained] == [line_of("installed-access")]
+    assert f"its session was closed at {here}:{line_of('installed-close')}" in notes[0]
+    assert f"the query at {here}:{line_of('installed-query')}" in notes[0]
+    assert one(sqla_doctor.collected(), "SQD254").location.line == line_of("installed-access")
+
+
+def test_excepthook_chains_to_the_previous_hook(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    seen: list[BaseException] = []
+    previous = sys.excepthook
+    sys.excepthook = lambda kind, value, tb: seen.append(value)
+    try:
+        errors.install_hooks()
+        with Session(engine) as session:
+            user = session.get(User, 1)
+        assert user is not None
+        try:
+            print(user.posts)
+        except DetachedInstanceError as error:
+            sys.excepthook(type(error), error, error.__traceback__)
+    finally:
+        errors.uninstall_hooks()
+        sys.excepthook = previous
+    assert len(seen) == 1
+    assert seen[0].__notes__[0].startswith("sqla-doctor: SQD254")

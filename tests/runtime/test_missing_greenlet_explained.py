@@ -1,0 +1,120 @@
+"""SQD255: MissingGreenlet explained (the lazy load or refresh, its line, the fix)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import MissingGreenlet, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+import sqla_doctor
+
+from .models import User
+from .support import line_of, one, relative
+
+pytestmark = [
+    pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are 3.11+"),
+    # aiosqlite's cursor() coroutine, created by the failed implicit IO, is never awaited.
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+def _missing_greenlet(error: BaseException) -> bool:
+    inner = getattr(error, "orig", None)
+    return isinstance(error, MissingGreenlet) or isinstance(inner, MissingGreenlet)
+
+
+async def posts_without_await(engine: AsyncEngine, tracker: sqla_doctor.Tracker) -> None:
+    async with tracker, AsyncSession(engine) as session:
+        users = (await session.scalars(select(User))).all()  # line:query
+        print(users[0].posts)  # line:access
+
+
+async def test_lazy_load_in_async_code_is_explained(async_engine: AsyncEngine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(StatementError) as raised:
+        await posts_without_await(async_engine, tracker)
+    assert _missing_greenlet(raised.value)
+    uow = tracker.last
+    assert uow is not None
+    here = relative(__file__)
+    finding = one(uow.findings, "SQD255")
+    assert finding.location.path == here
+    assert finding.location.line == line_of("access")
+    assert finding.message == (
+        f"User.posts lazy-loaded in async code without await (the User was loaded by the "
+        f"query at {here}:{line_of('query')}) — add .options(selectinload(User.posts)) to "
+        "that query, or `await user.awaitable_attrs.posts`, or declare the relationship "
+        'with lazy="selectin" (or lazy="raise" to fail early)'
+    )
+    assert [r.location.line for r in finding.related] == [line_of("query")]
+    assert raised.value.__notes__[0].startswith(f"sqla-doctor: SQD255 {finding.message}")
+
+
+async def test_selectinload_twin_is_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        stmt = select(User).options(selectinload(User.posts))
+        users = (await session.scalars(stmt)).all()
+        assert len(users[0].posts) == 2
+    assert not uow.findings
+
+
+async def test_awaitable_attrs_twin_is_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        user = await session.get(User, 1)
+        assert user is not None
+        assert len(await user.awaitable_attrs.posts) == 2
+    assert not uow.findings
+
+
+async def name_after_commit(engine: AsyncEngine, tracker: sqla_doctor.Tracker) -> None:
+    async with tracker, AsyncSession(engine) as session:
+        user = await session.get(User, 1)
+        assert user is not None
+        await session.commit()  # line:commit
+        print(user.name)  # line:expired
+
+
+async def test_expired_attribute_after_commit_names_the_commit(async_engine: AsyncEngine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(StatementError) as raised:
+        await name_after_commit(async_engine, tracker)
+    assert _missing_greenlet(raised.value)
+    uow = tracker.last
+    assert uow is not None
+    here = relative(__file__)
+    finding = one(uow.findings, "SQD255")
+    assert finding.location.line == line_of("expired")
+    assert finding.message.startswith(
+        f"User.name refreshed in async code without await (expired by the commit at "
+        f"{here}:{line_of('commit')}: expire_on_commit=True) — create the session with "
+        "expire_on_commit=False"
+    )
+    assert "`await session.refresh(user)`" in finding.message
+
+
+async def test_expire_on_commit_false_twin_is_silent(async_engine: AsyncEngine) -> None:
+    factory = async_sessionmaker(async_engine, expire_on_commit=False)
+    async with sqla_doctor.track(mode="collect") as uow, factory() as session:
+        user = await session.get(User, 1)
+        assert user is not None
+        await session.commit()
+        assert user.name == "user0"
+    assert not uow.findings
+
+
+async def test_decorated_coroutine_gets_the_note_in_warn_mode(async_engine: AsyncEngine) -> None:
+    @sqla_doctor.track
+    async def handler() -> None:
+        async with AsyncSession(async_engine) as session:
+            user = await session.get(User, 1)
+            assert user is not None
+            print(user.posts)
+
+    with pytest.raises(StatementError) as raised:
+        await handler()
+    assert any(n.startswith("sqla-doctor: SQD255") for n in raised.value.__notes__)

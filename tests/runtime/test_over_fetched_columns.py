@@ -1,0 +1,131 @@
+"""SQD258: every column of a wide entity loaded, few read (track-reads on)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, defer, lazyload, load_only
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .read_models import TRACK_READS, Account, Order, create_and_seed, create_and_seed_async
+from .support import line_of, of_code, one, relative
+
+HERE = relative(__file__)
+# Account.badges is lazy="selectin" in the mapping; its load needs only the primary key.
+NO_BADGES = lazyload(Account.badges)
+
+
+@pytest.fixture
+def read_engine(engine: Engine) -> Engine:
+    return create_and_seed(engine)
+
+
+@pytest.fixture
+async def read_async_engine(async_engine: AsyncEngine) -> AsyncEngine:
+    return await create_and_seed_async(async_engine)
+
+
+def test_few_columns_read_is_reported_with_load_only(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account).options(NO_BADGES)).all()  # line:query
+        rows = [(a.name, a.email) for a in accounts]
+    assert len(rows) == 4
+    finding = one(uow.findings, "SQD258")
+    assert finding.location.path == HERE
+    assert finding.location.line == line_of("query")
+    # Eleven columns and the column_property; `biography` is deferred by the mapping.
+    assert finding.message == (
+        f"`select(Account)` at {HERE}:{line_of('query')} loaded all 12 columns of 4 Account "
+        "object(s), and only 2 were used (name, email) — add "
+        ".options(load_only(Account.id, Account.name, Account.email)) to that query"
+    )
+    assert finding.fix_hint == ".options(load_only(Account.id, Account.name, Account.email))"
+    assert finding.details["read_columns"] == ["name", "email"]
+
+
+def test_the_foreign_key_of_a_relationship_read_counts_as_used(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account).options(NO_BADGES)).all()
+        plans = {a.plan.title for a in accounts if a.plan is not None}
+    assert plans == {"pro"}
+    finding = one(uow.findings, "SQD258")
+    assert finding.fix_hint == ".options(load_only(Account.id, Account.plan_id))"
+
+
+def test_reads_through_a_hybrid_and_repr_count(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account).options(NO_BADGES)).all()
+        labels = [a.label for a in accounts]  # name and email
+        text = repr(accounts[0])  # name
+    assert labels[0] == "account0 <a0@example.com>"
+    assert text == "Account('account0')"
+    assert one(uow.findings, "SQD258").details["read_columns"] == ["name", "email"]
+
+
+def test_load_only_is_silent(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(load_only(Account.name), NO_BADGES)
+        assert [a.name for a in s.scalars(statement)]
+        statement = select(Account).options(defer(Account.notes), NO_BADGES)
+        assert [a.name for a in s.scalars(statement)]
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_entities_with_few_columns_are_silent(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        assert [o.id for o in s.scalars(select(Order))]
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_reading_most_columns_is_silent(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        for account in s.scalars(select(Account).options(NO_BADGES)):
+            assert account.label
+            assert (account.city, account.country, account.timezone) == ("", "", "UTC")
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_columns_read_on_any_object_of_the_query_count(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account).options(NO_BADGES)).all()
+        assert accounts[0].label
+        assert (accounts[1].city, accounts[2].country, accounts[3].timezone) == ("", "", "UTC")
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_thresholds_come_from_the_configuration(read_engine: Engine) -> None:
+    config = RuntimeConfig(track_reads=True, over_fetch_min_columns=20)
+    with sqla_doctor.track(mode="collect", config=config) as uow, Session(read_engine) as s:
+        assert [a.name for a in s.scalars(select(Account).options(NO_BADGES))]
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_without_track_reads_nothing_is_reported(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(read_engine) as s:
+        assert [a.name for a in s.scalars(select(Account).options(NO_BADGES))]
+    assert not of_code(uow.findings, "SQD258")
+
+
+async def test_async_few_columns_read_is_reported(read_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        AsyncSession(read_async_engine) as session,
+    ):
+        accounts = (await session.scalars(select(Account).options(NO_BADGES))).all()  # line:async
+        assert [a.name for a in accounts]
+    finding = one(uow.findings, "SQD258")
+    assert finding.location.line == line_of("async")
+    assert finding.fix_hint == ".options(load_only(Account.id, Account.name))"
+
+
+async def test_async_load_only_is_silent(read_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        AsyncSession(read_async_engine) as session,
+    ):
+        statement = select(Account).options(load_only(Account.name), NO_BADGES)
+        assert [a.name for a in (await session.scalars(statement)).all()]
+    assert not of_code(uow.findings, "SQD258")

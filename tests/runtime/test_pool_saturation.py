@@ -1,0 +1,126 @@
+"""SQD451: a pool close to exhaustion, and the pool timeout explained, naming the holders."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .support import line_of, of_code, one, relative
+
+CONFIG = RuntimeConfig(mode="collect", pool_saturation_ratio=0.8)
+
+
+@pytest.fixture
+def small_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'small.db'}", pool_size=2, max_overflow=0, pool_timeout=0.05
+    )
+    yield engine
+    engine.dispose()
+
+
+def open_report_session(engine: Engine) -> Session:
+    session = Session(engine)
+    session.execute(text("SELECT 1"))  # line:holder
+    return session
+
+
+def test_last_connection_checked_out_is_reported_with_who_holds_the_others(
+    small_engine: Engine,
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        held = open_report_session(small_engine)
+        with small_engine.connect() as connection:  # line:saturating
+            connection.execute(text("SELECT 2"))
+        held.close()
+    finding = one(uow.findings, "SQD451")
+    here = relative(__file__)
+    assert finding.location.line == line_of("saturating")
+    url = repr(small_engine.url)
+    assert finding.message.startswith(
+        f"pool of {url} at 2/2 connections (pool_size 2 + max_overflow 0) after the checkout at "
+        f"{here}:{line_of('saturating')} — held by: {here}:{line_of('holder')} in "
+        "open_report_session (Session, held "
+    )
+    assert "s, idle " in finding.message
+    assert f"since the query at {here}:{line_of('holder')})" in finding.message
+    assert finding.message.endswith(
+        "— close sessions before slow work and return connections early (see SQD157, SQD160), "
+        "fix leaks (SQD151, SQD154), or size pool_size + max_overflow for the concurrency "
+        "(`sqla-doctor pool`)"
+    )
+    assert len(finding.details["holders"]) == 1
+
+
+def test_one_connection_at_a_time_is_the_silent_twin(small_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        for _ in range(5):
+            with Session(small_engine) as session:
+                session.execute(text("SELECT 1"))
+    assert not of_code(uow.findings, "SQD451")
+
+
+def test_pools_without_a_limit_are_silent(tmp_path: Path) -> None:
+    unlimited = create_engine(f"sqlite:///{tmp_path / 'a.db'}", pool_size=1, max_overflow=-1)
+    unpooled = create_engine(f"sqlite:///{tmp_path / 'b.db'}", poolclass=NullPool)
+    with sqla_doctor.track(config=CONFIG) as uow:
+        for engine in (unlimited, unpooled):
+            with engine.connect() as first, engine.connect() as second:
+                first.execute(text("SELECT 1"))
+                second.execute(text("SELECT 1"))
+    assert not of_code(uow.findings, "SQD451")
+    unlimited.dispose()
+    unpooled.dispose()
+
+
+def test_pool_timeout_is_explained_with_the_holders(small_engine: Engine) -> None:
+    # Installed, the doctor knows the checkouts of every request, not only this one's.
+    sqla_doctor.install(config=CONFIG)
+    held = [open_report_session(small_engine), open_report_session(small_engine)]
+    tracker = sqla_doctor.track(config=CONFIG)
+    with pytest.raises(PoolTimeoutError) as raised, tracker, Session(small_engine) as session:
+        session.execute(text("SELECT 3"))  # line:timed-out
+    uow = tracker.last
+    assert uow is not None
+    finding = one(uow.findings, "SQD451")
+    here = relative(__file__)
+    assert finding.location.line == line_of("timed-out")
+    assert finding.message.startswith(
+        f"checkout at {here}:{line_of('timed-out')} timed out: QueuePool limit of size 2 "
+        f"overflow 0 reached — held by: {here}:{line_of('holder')} in open_report_session "
+        "(Session, held "
+    )
+    assert len(finding.details["holders"]) == 2
+    if sys.version_info >= (3, 11):
+        notes = "\n".join(getattr(raised.value, "__notes__", []))
+        assert "SQD451" in notes
+        assert f"{here}:{line_of('holder')}" in notes
+    for session in held:
+        session.close()
+
+
+async def test_async_pool_saturation_names_the_holder(tmp_path: Path) -> None:
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'async.db'}", pool_size=2, max_overflow=0
+    )
+    async with sqla_doctor.track(config=CONFIG) as uow:
+        first = AsyncSession(engine)
+        await first.execute(text("SELECT 1"))  # line:async-holder
+        async with AsyncSession(engine) as second:
+            await second.execute(text("SELECT 2"))  # line:async-saturating
+        await first.close()
+    finding = one(uow.findings, "SQD451")
+    assert finding.location.line == line_of("async-saturating")
+    assert f"held by: {relative(__file__)}:{line_of('async-holder')}" in finding.message
+    await engine.dispose()

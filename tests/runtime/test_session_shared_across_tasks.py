@@ -1,0 +1,185 @@
+"""SQD158: one AsyncSession used by concurrent asyncio tasks, on aiosqlite and asyncpg."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+import sqla_doctor
+from pgserver import PgDatabase
+
+from .models import Base, Post, User, seed_objects
+from .support import line_of, of_code, one, relative
+
+HERE = relative(__file__)
+
+
+async def load_users(session: AsyncSession) -> list[User]:
+    return list((await session.scalars(select(User))).all())  # line:users
+
+
+async def load_posts(session: AsyncSession) -> list[Post]:
+    return list((await session.scalars(select(Post))).all())  # line:posts
+
+
+async def test_gather_of_two_loaders_on_one_session_names_both_call_sites(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users, posts = await asyncio.gather(load_users(session), load_posts(session))
+    # aiosqlite serializes the statements: nothing fails, the results are right...
+    assert len(users) == 5
+    assert len(posts) == 10
+    # ...and the sharing is reported all the same.
+    finding = one(uow.findings, "SQD158")
+    lines = {finding.location.line, *(r.location.line for r in finding.related)}
+    assert lines == {line_of("users"), line_of("posts")}
+    assert finding.location.path == HERE
+    assert "two asyncio tasks at once" in finding.message
+    assert "load_users" in finding.message
+    assert "load_posts" in finding.message
+    assert "async with session_factory() as session" in finding.message
+
+
+async def test_gather_of_the_session_methods_themselves_points_at_the_gather(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        statements = (session.execute(select(User)), session.execute(select(Post)))
+        await asyncio.gather(*statements)  # line:gather
+    finding = one(uow.findings, "SQD158")
+    assert (finding.location.path, finding.location.line) == (HERE, line_of("gather"))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is 3.11+")
+async def test_task_group_sharing_a_session_with_lazy_loads_is_reported(
+    async_engine: AsyncEngine,
+) -> None:
+    async def posts_of(user: User) -> int:
+        return len(await user.awaitable_attrs.posts)  # line:lazy
+
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users = (await session.scalars(select(User))).all()
+        async with asyncio.TaskGroup() as group:
+            counts = [group.create_task(posts_of(user)) for user in users]
+    assert [c.result() for c in counts] == [2] * 5
+    finding = one(uow.findings, "SQD158")
+    assert finding.location.line == line_of("lazy")
+
+
+async def test_sequential_awaits_on_one_session_are_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        await load_users(session)
+        await load_posts(session)
+        session.add(User(name="new"))
+        await session.commit()
+        for user in await load_users(session):
+            await user.awaitable_attrs.posts
+    assert not of_code(uow.findings, "SQD158")
+
+
+async def test_one_session_per_task_is_silent(async_engine: AsyncEngine) -> None:
+    factory = async_sessionmaker(async_engine)
+
+    async def users() -> list[User]:
+        async with factory() as session:
+            return await load_users(session)
+
+    async def posts() -> list[Post]:
+        async with factory() as session:
+            return await load_posts(session)
+
+    async with sqla_doctor.track(mode="collect") as uow:
+        await asyncio.gather(users(), posts(), users(), posts())
+    assert not of_code(uow.findings, "SQD158")
+
+
+async def test_gather_over_different_sessions_is_silent(async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(async_engine) as first,
+        AsyncSession(async_engine) as second,
+    ):
+        await asyncio.gather(load_users(first), load_posts(second))
+        await asyncio.gather(first.execute(text("SELECT 1")), second.execute(text("SELECT 1")))
+    assert not of_code(uow.findings, "SQD158")
+
+
+async def test_each_task_in_its_own_unit_reports_in_the_one_that_overlapped(
+    async_engine: AsyncEngine,
+) -> None:
+    async def tracked(loader: object, session: AsyncSession) -> sqla_doctor.UnitOfWork:
+        async with sqla_doctor.track(mode="collect") as uow:
+            await loader(session)  # type: ignore[operator]
+        return uow
+
+    async with AsyncSession(async_engine) as session:
+        units = await asyncio.gather(tracked(load_users, session), tracked(load_posts, session))
+    assert sum(len(of_code(u.findings, "SQD158")) for u in units) == 1
+
+
+# -- PostgreSQL: asyncpg raises for real, and the error is explained ---------------------
+
+
+@pytest.fixture
+async def pg_async_engine(pg_database: PgDatabase) -> AsyncIterator[AsyncEngine]:
+    # A database of its own: a connection broken by concurrent use may still hold locks
+    # when the test ends; the database is dropped WITH (FORCE).
+    engine = create_async_engine(pg_database.async_url)
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    async with AsyncSession(engine) as session:
+        session.add_all(seed_objects())
+        await session.commit()
+    yield engine
+    await asyncio.wait_for(engine.dispose(), 10)
+
+
+async def test_asyncpg_error_from_a_shared_session_is_explained(
+    pg_async_engine: AsyncEngine,
+) -> None:
+    """The program fails (how depends on the timing); the traceback says why."""
+
+    async def finish(session: AsyncSession) -> None:
+        await session.commit()  # line:commit
+
+    async def program() -> None:
+        async with tracker, AsyncSession(pg_async_engine) as session:
+            await session.execute(text("SELECT 1"))
+            await asyncio.gather(load_users(session), finish(session))
+
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(SQLAlchemyError, match="another operation is in progress") as raised:
+        await program()
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD158")
+    lines = {finding.location.line, *(r.location.line for r in finding.related)}
+    assert lines == {line_of("users"), line_of("commit")}
+    if sys.version_info >= (3, 11):
+        notes = "\n".join(getattr(raised.value, "__notes__", []))
+        assert "SQD158" in notes
+        assert f"{HERE}:{line_of('commit')}" in notes
+
+
+async def test_asyncpg_one_session_per_task_is_silent(pg_async_engine: AsyncEngine) -> None:
+    factory = async_sessionmaker(pg_async_engine)
+
+    async def users() -> list[User]:
+        async with factory() as session:
+            return await load_users(session)
+
+    async with sqla_doctor.track(mode="collect") as uow:
+        results = await asyncio.gather(*(users() for _ in range(8)))
+    assert [len(r) for r in results] == [5] * 8
+    assert not of_code(uow.findings, "SQD158")

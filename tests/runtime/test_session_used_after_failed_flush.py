@@ -1,0 +1,123 @@
+"""SQD155: a session used again after a failed flush without rollback(), and its twins."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError, PendingRollbackError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+
+from .models import User
+from .support import line_of, of_code, one, relative
+
+notes = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are 3.11+")
+
+
+def add_duplicate(session: Session) -> None:
+    session.add(User(id=1, name="secret-value"))
+    session.commit()  # line:failed-commit
+
+
+def test_query_after_a_caught_integrity_error_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        with contextlib.suppress(IntegrityError):
+            add_duplicate(session)
+        with pytest.raises(PendingRollbackError):
+            session.scalars(select(User)).all()  # line:reuse
+    finding = one(uow.findings, "SQD155")
+    here = relative(__file__)
+    assert finding.location.path == here
+    assert finding.location.line == line_of("reuse")
+    assert finding.message == (
+        f"Session used again after its flush at {here}:{line_of('failed-commit')} failed with "
+        "IntegrityError (sqlite3.IntegrityError) and was not rolled back — this raises "
+        "PendingRollbackError; call session.rollback() in the except block that caught it, "
+        "or put the write in a SAVEPOINT with `with session.begin_nested():`"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("failed-commit")]
+    assert finding.pitfalls == ("P04",)
+    assert "secret-value" not in repr(finding), "bound parameters are never shown"
+
+
+def test_rollback_in_the_except_block_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        try:
+            add_duplicate(session)
+        except IntegrityError:
+            session.rollback()
+        assert len(session.scalars(select(User)).all()) == 5
+    assert not of_code(uow.findings, "SQD155")
+
+
+def test_savepoint_twin_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        try:
+            with session.begin_nested():
+                session.add(User(id=1, name="secret-value"))
+        except IntegrityError:
+            pass
+        assert len(session.scalars(select(User)).all()) == 5
+    assert not of_code(uow.findings, "SQD155")
+
+
+@notes
+def commit_again(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker, Session(engine) as session:
+        with contextlib.suppress(IntegrityError):
+            add_duplicate(session)
+        session.add(User(name="new"))
+        session.commit()  # line:commit-again
+
+
+@notes
+def test_pending_rollback_from_commit_is_explained_with_a_note(engine: Engine) -> None:
+    """commit() runs no query: the PendingRollbackError is explained at the unit's end."""
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(PendingRollbackError) as raised:
+        commit_again(engine, tracker)
+    uow = tracker.last
+    assert uow is not None
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("commit-again")
+    note = "\n".join(raised.value.__notes__)
+    assert note.startswith("sqla-doctor: SQD155 Session used again after its flush at")
+    assert f":{line_of('failed-commit')}: this flush failed" in note
+
+
+def test_installed_path_reports_the_reuse(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        with contextlib.suppress(IntegrityError):
+            add_duplicate(session)
+        with pytest.raises(PendingRollbackError):
+            session.get(User, 2)  # line:installed-reuse
+    finding = one(sqla_doctor.collected(), "SQD155")
+    assert finding.location.line == line_of("installed-reuse")
+
+
+async def test_async_reuse_after_failed_flush_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        session.add(User(id=1, name="secret-value"))
+        with pytest.raises(IntegrityError):
+            await session.commit()  # line:async-commit
+        with pytest.raises(PendingRollbackError):
+            await session.scalars(select(User))  # line:async-reuse
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("async-reuse")
+    assert finding.related[0].location.line == line_of("async-commit")
+
+
+async def test_async_rollback_twin_is_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        session.add(User(id=1, name="secret-value"))
+        with pytest.raises(IntegrityError):
+            await session.commit()
+        await session.rollback()
+        assert len((await session.scalars(select(User))).all()) == 5
+    assert not of_code(uow.findings, "SQD155")

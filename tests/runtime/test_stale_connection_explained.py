@@ -1,0 +1,55 @@
+"""SQD452: a query on a pooled connection the database closed, explained; pre-ping avoids it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .support import line_of, of_code, one, relative
+
+CONFIG = RuntimeConfig(mode="collect")
+
+
+def close_pooled_connection_behind_the_pools_back(engine: Engine) -> None:
+    """What a server restart or an idle timeout does to a connection waiting in the pool."""
+    pooled = engine.raw_connection()
+    dbapi_connection = pooled.dbapi_connection
+    pooled.close()
+    assert dbapi_connection is not None
+    dbapi_connection.close()
+
+
+def test_query_on_a_closed_pooled_connection_is_explained(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'stale.db'}")
+    close_pooled_connection_behind_the_pools_back(engine)
+    tracker = sqla_doctor.track(config=CONFIG)
+    with pytest.raises(DBAPIError) as raised, tracker, engine.connect() as connection:
+        connection.execute(text("SELECT 1"))  # line:stale
+    assert raised.value.connection_invalidated
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD452")
+    assert finding.location.line == line_of("stale")
+    assert finding.message.startswith(
+        f"ProgrammingError at {relative(__file__)}:{line_of('stale')}: the database had closed "
+        "this pooled connection before the statement ran"
+    )
+    assert finding.details["driver_error"] == "sqlite3.ProgrammingError"
+    if sys.version_info >= (3, 11):
+        assert any("SQD452" in note for note in raised.value.__notes__)
+    engine.dispose()
+
+
+def test_pool_pre_ping_is_the_silent_twin(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'stale.db'}", pool_pre_ping=True)
+    close_pooled_connection_behind_the_pools_back(engine)
+    with sqla_doctor.track(config=CONFIG) as uow, engine.connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+    assert not of_code(uow.findings, "SQD452")
+    engine.dispose()

@@ -1,0 +1,114 @@
+"""SQD160: a transaction left open ("idle in transaction") past the threshold."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .models import User
+from .support import line_of, of_code, one, relative
+
+OPEN = 0.08
+PAUSE = 0.15
+# SQD157 has its own tests: keep it out of these.
+CONFIG = RuntimeConfig(
+    mode="collect", idle_transaction_seconds=OPEN, held_connection_seconds=60, ignore=("SQD157",)
+)
+
+
+def test_transaction_open_across_a_slow_call_is_reported_where_it_began(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        user = session.get(User, 1)  # line:begin
+        assert user is not None
+        user.name = "locked"
+        session.flush()  # line:flush
+        time.sleep(PAUSE)
+        session.commit()  # line:commit
+    finding = one(uow.findings, "SQD160")
+    here = relative(__file__)
+    assert finding.location.line == line_of("begin")
+    details = finding.details
+    assert details["began"] == f"{here}:{line_of('begin')}"
+    assert details["ended"] == f"{here}:{line_of('commit')}"
+    assert details["open_seconds"] >= PAUSE
+    assert PAUSE <= details["idle_seconds"] <= details["open_seconds"]
+    assert finding.message == (
+        f"Session transaction that began at {here}:{line_of('begin')} was open "
+        f"{details['open_seconds']:.2f}s (threshold 0.08s), {details['idle_seconds']:.2f}s of "
+        f"it idle after its last statement at {here}:{line_of('flush')}, until commit at "
+        f"{here}:{line_of('commit')} — commit (or roll back) as soon as the database work is "
+        "done and do slow work outside the transaction; on PostgreSQL, "
+        "`idle_in_transaction_session_timeout` bounds the damage"
+    )
+
+
+def test_commit_before_the_slow_call_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        user = session.get(User, 1)
+        assert user is not None
+        user.name = "locked"
+        session.commit()
+        time.sleep(PAUSE)
+        session.get(User, 2)
+        session.commit()
+    assert not of_code(uow.findings, "SQD160")
+
+
+def test_transaction_still_open_at_the_end_of_the_unit_is_reported(engine: Engine) -> None:
+    session = Session(engine)
+    with sqla_doctor.track(config=CONFIG) as uow:
+        session.execute(text("SELECT 1"))  # line:still-open
+        time.sleep(PAUSE)
+    finding = one(uow.findings, "SQD160")
+    assert finding.location.line == line_of("still-open")
+    assert finding.message.endswith(
+        "and was still open at the end of the unit of work — commit (or roll back) as soon as "
+        "the database work is done and do slow work outside the transaction; on PostgreSQL, "
+        "`idle_in_transaction_session_timeout` bounds the damage"
+    )
+    session.close()
+
+
+def test_core_transaction_block_is_reported_at_its_begin(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, engine.begin() as connection:
+        connection.execute(text("UPDATE users SET name = 'x' WHERE id = 1"))  # line:update
+        time.sleep(PAUSE)
+    finding = one(uow.findings, "SQD160")
+    assert finding.message.startswith("Connection transaction that began at")
+    assert finding.details["ended"] is not None
+
+
+def test_short_transactions_are_silent(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        for user_id in (1, 2, 3):
+            with Session(engine) as session:
+                session.get(User, user_id)
+                session.commit()
+        with engine.begin() as connection:
+            connection.execute(text("SELECT 1"))
+    assert not of_code(uow.findings, "SQD160")
+
+
+async def test_async_session_open_across_await_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(config=CONFIG) as uow, AsyncSession(async_engine) as session:
+        await session.get(User, 1)  # line:async-begin
+        await asyncio.sleep(PAUSE)
+        await session.commit()  # line:async-commit
+    finding = one(uow.findings, "SQD160")
+    assert finding.location.line == line_of("async-begin")
+    assert finding.details["ended"].endswith(f":{line_of('async-commit')}")
+
+
+async def test_async_commit_before_await_is_the_silent_twin(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(config=CONFIG) as uow, AsyncSession(async_engine) as session:
+        await session.get(User, 1)
+        await session.commit()
+        await asyncio.sleep(PAUSE)
+    assert not of_code(uow.findings, "SQD160")

@@ -1,0 +1,195 @@
+"""SQD257: relationships loaded eagerly that nothing read (track-reads on)."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
+from sqlalchemy.orm.attributes import InstrumentedAttribute
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .read_models import TRACK_READS, Account, create_and_seed, create_and_seed_async
+from .support import line_of, of_code, one, relative
+
+HERE = relative(__file__)
+# The mapping's lazy="selectin" of Account.badges is read or switched off where a test
+# is about something else.
+NO_BADGES = lazyload(Account.badges)
+
+
+@pytest.fixture
+def read_engine(engine: Engine) -> Engine:
+    return create_and_seed(engine)
+
+
+@pytest.fixture
+async def read_async_engine(async_engine: AsyncEngine) -> AsyncEngine:
+    return await create_and_seed_async(async_engine)
+
+
+def serialize(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A serializer of the kind frameworks have: it reads attributes by name."""
+    out: dict[str, Any] = {}
+    for field in fields:
+        value = getattr(obj, field)
+        out[field] = [serialize(v, ("id",)) for v in value] if isinstance(value, list) else value
+    return out
+
+
+def test_selectinload_never_read_is_reported_at_the_query(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = s.scalars(statement).all()  # line:query
+        names = [account.name for account in accounts]
+    assert names == ["account0", "account1", "account2", "account3"]
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.path == HERE
+    assert finding.location.line == line_of("query")
+    assert finding.message == (
+        f"`select(Account)` at {HERE}:{line_of('query')}: selectinload(Account.orders) "
+        "loaded 12 Order object(s) for 4 Account object(s), and Account.orders was never "
+        "read — drop the option"
+    )
+    assert finding.details["subject"] == "Account.orders"
+    assert finding.details["children"] == 12
+    assert finding.fix_hint == "remove selectinload(Account.orders)"
+
+
+def test_read_for_one_parent_is_enough(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = s.scalars(statement).all()
+        assert len(accounts[2].orders) == 3
+    assert not of_code(uow.findings, "SQD257")
+
+
+def test_objects_passed_to_a_serializer_that_reads_it_are_silent(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(selectinload(Account.orders))
+        payload = [serialize(a, ("name", "orders", "badges")) for a in s.scalars(statement)]
+    assert len(payload[0]["orders"]) == 3
+    assert not of_code(uow.findings, "SQD257")
+
+
+def test_without_track_reads_nothing_is_reported(read_engine: Engine) -> None:
+    config = RuntimeConfig(track_reads=False)
+    with sqla_doctor.track(mode="collect", config=config) as uow, Session(read_engine) as s:
+        statement = select(Account).options(selectinload(Account.orders))
+        assert [a.name for a in s.scalars(statement)]
+    assert not of_code(uow.findings, "SQD257")
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_mapping_level_eager_load_suggests_lazyload(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account)).all()  # line:mapping
+        assert accounts[0].email == "a0@example.com"
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("mapping")
+    assert finding.message.endswith(
+        'Account.badges (lazy="selectin" in the mapping) loaded 8 Badge object(s) for 4 '
+        "Account object(s), and Account.badges was never read — map it with "
+        'lazy="select", or add .options(lazyload(Account.badges)) to this query'
+    )
+
+
+def test_lazyload_option_switches_the_mapping_off(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account).options(NO_BADGES)).all()
+        assert accounts
+    assert not of_code(uow.findings, "SQD257")
+
+
+def test_joinedload_of_a_many_to_one_counts_distinct_targets(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(joinedload(Account.plan), NO_BADGES)
+        accounts = s.scalars(statement).all()  # line:joined
+        assert len(accounts) == 4
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("joined")
+    assert "joinedload(Account.plan) loaded 1 Plan object(s) for 4 Account object(s)" in (
+        finding.message
+    )
+
+
+def _emails(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        return [a.email for a in session.scalars(statement)]  # line:helper
+
+
+def test_parents_gone_before_the_end_are_judged_on_their_reads(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow:
+        assert len(_emails(read_engine)) == 4
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("helper")
+    # Nobody was left to count the orders of.
+    assert "selectinload(Account.orders) loaded Order objects for 4 Account object(s)" in (
+        finding.message
+    )
+
+
+def test_install_reports_once_the_session_objects_are_gone(read_engine: Engine) -> None:
+    sqla_doctor.install(mode="collect", config=TRACK_READS)
+    assert len(_emails(read_engine)) == 4
+    gc.collect()
+    # The next event looks at the sessions garbage collection reported.
+    with Session(read_engine) as session:
+        session.execute(select(1))
+    found = of_code(sqla_doctor.collected(), "SQD257")
+    assert [f.location.line for f in found] == [line_of("helper")]
+
+
+def test_install_waits_while_the_objects_can_still_be_read(read_engine: Engine) -> None:
+    sqla_doctor.install(mode="collect", config=TRACK_READS)
+    with Session(read_engine, expire_on_commit=False) as session:
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = session.scalars(statement).all()
+        session.commit()
+    # Read after the session's transaction ended: a serializer after the request's commit.
+    assert sum(len(a.orders) for a in accounts) == 12
+    del accounts, session
+    gc.collect()
+    with Session(read_engine) as other:
+        other.execute(select(1))
+    assert not of_code(sqla_doctor.collected(), "SQD257")
+
+
+async def test_async_selectinload_never_read_is_reported(read_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        AsyncSession(read_async_engine) as session,
+    ):
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = (await session.scalars(statement)).all()  # line:async
+        assert [a.name for a in accounts]
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("async")
+    assert "loaded 12 Order object(s) for 4 Account object(s)" in finding.message
+
+
+async def test_async_awaitable_attrs_read_is_silent(read_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        AsyncSession(read_async_engine) as session,
+    ):
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = (await session.scalars(statement)).all()
+        assert len(await accounts[0].awaitable_attrs.orders) == 3
+    assert not of_code(uow.findings, "SQD257")
+
+
+def test_a_relationship_whose_reads_cannot_be_seen_is_not_judged(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = s.scalars(statement).all()
+        # As if the descriptor could not be switched (another library's class).
+        Account.__dict__["orders"].__class__ = InstrumentedAttribute
+        assert sum(len(a.orders) for a in accounts) == 12
+    assert not of_code(uow.findings, "SQD257")

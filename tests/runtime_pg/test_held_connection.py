@@ -1,0 +1,124 @@
+"""P07 on PostgreSQL: connections held across a real (local) HTTP call.
+
+Four concurrent requests share a two-connection pool; each calls a slow HTTP service. With
+the call inside the session block every request holds its connection for the call's whole
+duration (SQD157 says so, with the gap); moved before the session block, nobody waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.request
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+from sqla_doctor.findings import Finding
+
+from .conftest import HTTP_DELAY
+from .models import Account
+from .support import here, line_of, of_code, one
+
+CONFIG = RuntimeConfig(mode="collect", held_connection_seconds=0.15)
+REQUESTS = 4
+
+
+async def update_avatar(engine: AsyncEngine, client: httpx.AsyncClient, url: str) -> None:
+    async with AsyncSession(engine) as session:
+        account = await session.get(Account, 1)  # line:get
+        assert account is not None
+        response = await client.get(url)  # the connection waits on the HTTP service
+        account.name = response.json()["avatar"]
+        await session.commit()  # line:commit
+
+
+async def update_avatar_fixed(engine: AsyncEngine, client: httpx.AsyncClient, url: str) -> None:
+    response = await client.get(url)
+    async with AsyncSession(engine) as session:
+        account = await session.get(Account, 1)
+        assert account is not None
+        account.name = response.json()["avatar"]
+        await session.commit()
+
+
+async def run_requests(engine: AsyncEngine, url: str, handler: object) -> list[list[Finding]]:
+    async with httpx.AsyncClient() as client:
+
+        async def request() -> list[Finding]:
+            async with sqla_doctor.track(config=CONFIG) as uow:
+                await handler(engine, client, url)  # type: ignore[operator]
+            return uow.findings
+
+        return await asyncio.gather(*(request() for _ in range(REQUESTS)))
+
+
+async def test_connection_held_across_an_http_call_is_reported_with_the_gap(
+    pg_async_engine: AsyncEngine, slow_service: str
+) -> None:
+    started = time.perf_counter()
+    per_request = await run_requests(pg_async_engine, slow_service, update_avatar)
+    elapsed = time.perf_counter() - started
+    # What the user sees: two connections, four requests each holding one for the HTTP
+    # call: the last two wait for the first two, about two HTTP delays in all.
+    assert elapsed >= 2 * HTTP_DELAY
+    where = here(__file__)
+    for findings in per_request:
+        held = one(findings, "SQD157")
+        assert held.location.line == line_of("commit")
+        # Rounded to hundredths.
+        assert held.details["idle_seconds"] >= HTTP_DELAY - 0.005
+        assert held.details["last_query"] == f"{where}:{line_of('get')}"
+        assert held.message.startswith(
+            f"Session held its pooled connection idle for {held.details['idle_seconds']:.2f}s "
+            f"(threshold 0.15s) after the query at {where}:{line_of('get')} until "
+        )
+        # The UPDATE the commit flushes, or the COMMIT alone when the value was already set.
+        assert held.details["resumed_by"] in {"statement", "commit"}
+        assert f" at {where}:{line_of('commit')} — " in held.message
+
+
+async def test_http_call_before_the_session_is_the_silent_twin(
+    pg_async_engine: AsyncEngine, slow_service: str
+) -> None:
+    started = time.perf_counter()
+    per_request = await run_requests(pg_async_engine, slow_service, update_avatar_fixed)
+    elapsed = time.perf_counter() - started
+    # The HTTP calls overlap; the short transactions share the two connections.
+    assert elapsed < 2 * HTTP_DELAY
+    assert not [f for findings in per_request for f in of_code(findings, "SQD157")]
+
+
+def sync_handler(engine: Engine, url: str) -> None:
+    with Session(engine) as session:
+        session.get(Account, 2)  # line:sync-get
+        with urllib.request.urlopen(url, timeout=5) as response:
+            response.read()
+        session.get(Account, 3)  # line:sync-next
+
+
+def test_threads_holding_connections_across_http_are_each_reported(
+    pg_engine: Engine, slow_service: str
+) -> None:
+    results: list[list[Finding]] = []
+
+    def request() -> None:
+        with sqla_doctor.track(config=CONFIG) as uow:
+            sync_handler(pg_engine, slow_service)
+        results.append(uow.findings)
+
+    threads = [threading.Thread(target=request) for _ in range(REQUESTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == REQUESTS
+    for findings in results:
+        held = one(findings, "SQD157")
+        assert held.location.line == line_of("sync-next")
+        assert held.details["last_query"].endswith(f":{line_of('sync-get')}")
