@@ -222,6 +222,7 @@ async def test_concurrent_requests_are_separate_units(engine: Engine, client_for
     for unit, context in units.seen:
         route = context["route"]
         if route in ("/users", "/stream"):
+            assert len(unit.findings) == 1, [f"{f.code} {f.message}" for f in unit.findings]
             (finding,) = unit.findings
             assert finding.details["loads"] == USERS, "another request's loads were counted"
             assert unit.query_count == 1 + USERS

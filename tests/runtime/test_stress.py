@@ -13,6 +13,7 @@ test_stress_pg.py (psycopg threads, asyncpg tasks).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import itertools
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, selectinload
@@ -56,6 +57,22 @@ ASYNC_JOBS: dict[str, frozenset[str]] = {
 
 
 # -- the jobs: each returns its result, checked against what it must be -------------------
+
+# Thread id -> (set once its `SELECT 1 AS held` is in the driver, what it waits for there).
+_HOLDS: dict[int, tuple[threading.Event, threading.Event]] = {}
+
+
+def hold_statements(engine: Engine) -> None:
+    """Let the shared-session job keep a statement in the driver until told."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _hold(conn: object, cursor: object, statement: str, *args: object) -> None:
+        hold = _HOLDS.get(threading.get_ident())
+        if hold is not None and "AS held" in statement:
+            inside, release = hold
+            inside.set()
+            release.wait(10)
+
 
 
 def sync_job(kind: str, engine: Engine, leaked: list[Session]) -> object:
@@ -91,14 +108,32 @@ def sync_job(kind: str, engine: Engine, leaked: list[Session]) -> object:
             session.rollback()
             return session.scalar(select(User.id).where(User.name == "never"))
     if kind == "shared_threads":
+        # Truly at once: this thread's statement is held in the driver (by hold_statements)
+        # until the other thread's query on the same session has begun.
         with Session(engine) as session:
             first = len(session.scalars(select(User)).all())
+            me = threading.get_ident()
+            inside, other_began = threading.Event(), threading.Event()
+
+            def began(state: object) -> None:
+                if threading.get_ident() != me:
+                    other_began.set()
+
+            event.listen(session, "do_orm_execute", began)
             box: list[int] = []
-            other = threading.Thread(
-                target=lambda: box.append(len(session.scalars(select(Post)).all()))
-            )
-            other.start()
-            other.join()
+            # As asyncio.to_thread() runs it: in a copy of this thread's context.
+            def other_query() -> None:
+                inside.wait(10)
+                box.append(len(session.scalars(select(Post)).all()))
+
+            other = threading.Thread(target=contextvars.copy_context().run, args=(other_query,))
+            _HOLDS[me] = (inside, other_began)
+            try:
+                other.start()
+                session.execute(text("SELECT 1 AS held"))
+            finally:
+                _HOLDS.pop(me, None)
+                other.join()
             return (first, box[0], len(session.scalars(select(User)).all()))
     raise AssertionError(kind)
 
@@ -271,6 +306,7 @@ def stress_engine(tmp_path: Path) -> Iterator[Engine]:
         pool_size=THREADS + 8,
         connect_args={"timeout": 60},
     )
+    hold_statements(engine)
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         session.add_all(seed_objects())

@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 from pgserver import PgDatabase
 
 from .models import Base, seed_objects
-from .test_stress import THREADS, stress_tasks, stress_threads
+from .test_stress import THREADS, hold_statements, stress_tasks, stress_threads
 
 
 @pytest.fixture
 def pg_stress_engine(pg_database: PgDatabase) -> Iterator[Engine]:
     engine = create_engine(pg_database.url, pool_size=THREADS + 8)
+    hold_statements(engine)
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         session.add_all(seed_objects())

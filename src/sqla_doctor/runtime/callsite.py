@@ -215,7 +215,6 @@ def find(
     skip: int = 0,
     *,
     learn: Hashable = None,
-    fixed_shape: bool = False,
     caller: bool = True,
 ) -> CallSite | None:
     """The user's frame that led to the caller of this function, ``depth`` frames up.
@@ -227,11 +226,7 @@ def find(
     - ``skip`` frames known to be SQLAlchemy's (``_execute_internal`` and the Session
       method that called it, for an ORM execution) are jumped over;
     - with ``learn``, the depth where the user's frame was last time for that key is
-      tried first, and taken when it holds a user frame called by SQLAlchemy; with
-      ``fixed_shape`` (a lazy load from an attribute read: the same seven SQLAlchemy
-      frames every time, and any other route to the loader is longer and passes through
-      more SQLAlchemy frames), when it holds a user frame at all, which spares building
-      the short-lived frame below it;
+      tried first, and taken when it holds a user frame called by SQLAlchemy;
     - ``caller`` (the frame calling the user's one, part of statement keys) is read only
       when asked for.
 
@@ -248,8 +243,9 @@ def find(
             except ValueError:
                 frame = None
             if frame is not None and kinds.get(frame.f_code.co_filename) == USER:
-                if fixed_shape:
-                    return _user_site(frame, caller)
+                # Even a lazy load's route is not always the same length (a comprehension,
+                # a property, a different caller of the loader): the frame below must be
+                # SQLAlchemy's, or a user frame one level further up would be taken.
                 callee = sys._getframe(base + level - 1)
                 if kinds.get(callee.f_code.co_filename) == INTERNAL:
                     return _user_site(frame, caller)

@@ -355,7 +355,6 @@ def _on_do_orm_execute(state: Any) -> None:
             1,
             _SQLALCHEMY_FRAMES.get(kind, 2),
             learn=kind,
-            fixed_shape=kind is LAZY_LOAD,
             caller=kind in _KEYED_BY_CALLER,
         )
         execution = OrmExecution(

@@ -22,22 +22,19 @@ _HINT = "with session_factory() as session: ..."
 class SessionSharedAcrossThreads(Detector):
     """
     ## What it does
-    Checks for one `Session` used by several threads. It reports, with both threads'
-    call sites:
+    Checks for one `Session` used by several threads at once: an operation (a query, a
+    lazy load, a flush, a commit, a begin) in one thread while another thread's
+    statement on the same session is still running in the database driver. Both
+    threads' call sites are reported.
 
-    - **concurrent use**: an operation (a query, a lazy load, a flush, a commit, a
-      begin) in one thread while another thread's statement on the same session is
-      still running in the database driver;
-    - **turns taken inside one transaction**: a thread uses the session again after
-      another thread used it, with no commit, rollback or close in between (thread A,
-      then B, then A again). Whether the two happened to overlap this time is luck.
-
-    It stays silent for a session handed over: one thread uses it and then never again
-    in that transaction, and another thread carries on (a job handing its session to a
-    worker, a web framework running a dependency and its teardown in different
-    threadpool threads); and for any thread that uses it after the transaction ended
-    (commit, rollback or close), which starts afresh. `scoped_session` and one session
-    per thread are never reported. Closing a session from another thread is not a use.
+    Threads that take turns, one after another, are not reported: a web framework
+    iterating a sync generator (Starlette's `StreamingResponse`), running a dependency
+    and its teardown, or `run_in_threadpool` hands one session from thread to thread
+    that way on every request. `scoped_session` and one session per thread are never
+    reported. Closing a session from another thread is not a use. SQLAlchemy's own
+    refusal (`IllegalStateChangeError`, "This session is provisioning a new
+    connection; concurrent operations are not permitted") reaching the end of a unit of
+    work is explained with the other thread's line.
 
     ## Why is this bad?
     A session is not thread-safe: its identity map, its unit of work and its
@@ -72,10 +69,9 @@ class SessionSharedAcrossThreads(Detector):
     pass work to another thread, commit (or close) first and let it open its own.
 
     ## Known problems
-    Threads that take turns in one transaction strictly one after another, each waiting
-    for the other (`run_in_threadpool` called several times on one session), are
-    reported though they never overlap; commit between the turns, or keep the session's
-    work in one thread.
+    Overlap is seen only while a statement is in the driver: two threads interleaving
+    between statements inside one transaction, which is as wrong, is not reported unless
+    they overlap once; under load they do.
 
     ## References
     - [Is the Session thread-safe?](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#is-the-session-thread-safe-is-asyncsession-safe-to-share-in-concurrent-tasks)
@@ -90,7 +86,10 @@ class SessionSharedAcrossThreads(Detector):
     message = "{what} — {fix}"
 
     def on_session_shared(self, use: SharedUse) -> None:
-        if not use.tasks:
+        # Turns taken one after another are left alone: a framework iterating a sync
+        # generator or running a dependency in its threadpool hands one session from
+        # thread to thread that way, safely, on every request.
+        if not use.tasks and use.concurrent:
             self._report_use(use)
 
     def _report_use(self, use: SharedUse) -> Any:
