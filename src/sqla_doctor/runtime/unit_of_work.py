@@ -71,6 +71,9 @@ class Settings:
     handler_table: Mapping[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
     checkpointing: tuple[int, ...] = field(default=(), compare=False)
     ending: tuple[int, ...] = field(default=(), compare=False)
+    _handler_indexes: dict[Any, tuple[tuple[int, ...], str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         from sqla_doctor.runtime.detector import EVENTS, Detector
@@ -134,6 +137,23 @@ class Settings:
             per_file_ignores=tuple(per_file),
             allow=tuple(allow),
         )
+
+    def handlers_for(self, key: Any) -> tuple[tuple[int, ...], str]:
+        """The detectors (indexes) handling an event, or (event, execution kind), and the
+        method name; computed once per settings, not once per unit of work."""
+        known = self._handler_indexes.get(key)
+        if known is None:
+            event, kind = key if isinstance(key, tuple) else (key, None)
+            detectors = self.detectors
+            indexes = tuple(
+                index
+                for index in self.handler_table.get(event, ())
+                if kind is None
+                or detectors[index].execution_kinds is None
+                or kind in detectors[index].execution_kinds  # type: ignore[operator]
+            )
+            known = self._handler_indexes[key] = (indexes, f"on_{event}")
+        return known
 
     def with_overrides(self, *, mode: str | None = None) -> Settings:
         if mode is None:
@@ -375,15 +395,8 @@ class _Handlers(dict[Any, tuple[Callable[[Any], None], ...]]):
 
     def __missing__(self, key: Any) -> tuple[Callable[[Any], None], ...]:
         uow = self.uow
-        event, kind = key if isinstance(key, tuple) else (key, None)
-        detectors = uow.settings.detectors
-        handlers = tuple(
-            getattr(uow.detector(index), f"on_{event}")
-            for index in uow.settings.handler_table.get(event, ())
-            if kind is None
-            or detectors[index].execution_kinds is None
-            or kind in detectors[index].execution_kinds  # type: ignore[operator]
-        )
+        indexes, method = uow.settings.handlers_for(key)
+        handlers = tuple(getattr(uow.detector(index), method) for index in indexes)
         self[key] = handlers
         return handlers
 
