@@ -71,8 +71,10 @@ class Settings:
     handler_table: Mapping[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
     checkpointing: tuple[int, ...] = field(default=(), compare=False)
     ending: tuple[int, ...] = field(default=(), compare=False)
+    # Not an init field: a copy made with dataclasses.replace() (other detectors) starts
+    # with an empty one.
     _handler_indexes: dict[Any, tuple[tuple[int, ...], str]] = field(
-        default_factory=dict, compare=False, repr=False
+        default_factory=dict, init=False, compare=False, repr=False
     )
 
     def __post_init__(self) -> None:
