@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -83,6 +84,27 @@ def test_core_transaction_block_is_reported_at_its_begin(engine: Engine) -> None
     finding = one(uow.findings, "SQD160")
     assert finding.message.startswith("Connection transaction that began at")
     assert finding.details["ended"] is not None
+
+
+def test_autocommit_connections_open_no_transaction_and_are_silent(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """BEGIN on an AUTOCOMMIT connection opens nothing on the server: nothing to hold."""
+    autocommit_engine = create_engine(
+        f"sqlite:///{tmp_path / 'app.db'}", isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with sqla_doctor.track(config=CONFIG) as uow:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(text("SELECT 1"))
+                time.sleep(PAUSE)
+                connection.execute(text("SELECT 2"))
+            with autocommit_engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+                time.sleep(PAUSE)
+    finally:
+        autocommit_engine.dispose()
+    assert not of_code(uow.findings, "SQD160")
 
 
 def test_short_transactions_are_silent(engine: Engine) -> None:

@@ -1085,7 +1085,7 @@ def _connection_resumes(
 @_guarded
 def _on_engine_begin(conn: Connection) -> None:
     checkout = _held(conn)
-    if checkout is None:
+    if checkout is None or _autocommit(conn):
         return
     checkout.transaction_began = time.perf_counter()
     execution = executing.get()
@@ -1094,6 +1094,25 @@ def _on_engine_begin(conn: Connection) -> None:
         checkout.transaction_site = execution.site
     else:
         checkout.transaction_site = callsite.find(1)
+
+
+def _autocommit(conn: Connection) -> bool:
+    """Whether the connection runs in AUTOCOMMIT, where BEGIN opens no server transaction.
+
+    Read from the execution options and the DBAPI connection's own flag, never by asking
+    the server (``get_isolation_level()`` runs SQL on some dialects).
+    """
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return True
+    try:
+        dbapi = conn.connection.dbapi_connection
+    except Exception:
+        return False
+    flag = getattr(dbapi, "autocommit", None)
+    if isinstance(flag, bool):  # psycopg, psycopg2, the asyncpg adapter
+        return flag
+    # sqlite3 (and its asyncio adapter): isolation_level None is autocommit.
+    return "sqlite" in type(dbapi).__module__ and getattr(dbapi, "isolation_level", "") is None
 
 
 @_guarded

@@ -41,7 +41,8 @@ class TransactionOpenTooLong(Detector):
     ## Known problems
     A long batch job that keeps one transaction on purpose is reported too: allow it with
     `# noqa: SQD160` on the reported line, or raise the threshold. Connections in
-    `AUTOCOMMIT` isolation begin no transaction on the server but are still reported.
+    `AUTOCOMMIT` isolation (as an execution option or `create_engine(isolation_level=...)`)
+    open no server transaction and are never reported.
 
     ## Example
     ```python
