@@ -71,6 +71,17 @@ def test_one_connection_at_a_time_is_the_silent_twin(small_engine: Engine) -> No
     assert not of_code(uow.findings, "SQD451")
 
 
+def test_a_pool_of_one_used_by_one_thread_is_silent(tmp_path: Path) -> None:
+    """Full at every checkout, yet nobody ever waits: no contention, nothing to say."""
+    single = create_engine(f"sqlite:///{tmp_path / 'one.db'}", pool_size=1, max_overflow=0)
+    with sqla_doctor.track(config=CONFIG) as uow:
+        for _ in range(3):
+            with Session(single) as session:
+                session.execute(text("SELECT 1"))
+    single.dispose()
+    assert not of_code(uow.findings, "SQD451")
+
+
 def test_pools_without_a_limit_are_silent(tmp_path: Path) -> None:
     unlimited = create_engine(f"sqlite:///{tmp_path / 'a.db'}", pool_size=1, max_overflow=-1)
     unpooled = create_engine(f"sqlite:///{tmp_path / 'b.db'}", poolclass=NullPool)

@@ -1150,7 +1150,9 @@ def _on_engine_connect(conn: Connection) -> None:
     if capacity <= 0 or runtime is None:
         return
     checked_out = pool.checkedout()
-    if checked_out < runtime.pool_saturation_ratio * capacity:
+    # One connection in use is no sign of contention: a one-thread program on a pool of
+    # one never waits for it.
+    if checked_out < 2 or checked_out < runtime.pool_saturation_ratio * capacity:
         return
     uow = _checkout_unit(checkout)
     if uow is not None:

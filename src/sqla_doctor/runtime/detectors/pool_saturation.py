@@ -32,9 +32,10 @@ class PoolSaturation(Detector):
     Warns at checkout when a `QueuePool` has `pool_saturation_ratio` (80 %) or more of
     its capacity (`pool_size + max_overflow`) checked out, naming who holds each
     connection: the line that checked it out, whether a Session or a Connection holds
-    it, for how long, and how long it has sat idle since its last query. When a checkout
-    fails with `TimeoutError: QueuePool limit of size N overflow M reached`, explains the
-    error with the same list of holders.
+    it, for how long, and how long it has sat idle since its last query. At least two
+    connections must be out at once: a pool of one used by one thread is always "full"
+    and never waited for. When a checkout fails with `TimeoutError: QueuePool limit of
+    size N overflow M reached`, explains the error with the same list of holders.
 
     ## Why is this bad?
     Once every connection is checked out, the next checkout waits `pool_timeout` (30 s)
