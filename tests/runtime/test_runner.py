@@ -227,3 +227,42 @@ def test_html_report_lists_statements_with_call_sites_and_timings(project: Path)
     assert lazy, rows
     assert lazy[0][3] == "bad.py:7"
     assert all(float(row[2].split()[0]) >= 0 for row in rows)
+
+
+def test_a_session_still_open_at_exit_with_uncommitted_writes_is_reported(
+    project: Path,
+) -> None:
+    """A script that flushes and exits without commit() loses its writes: nothing was
+    garbage-collected before the end, so the report comes from the exit itself."""
+    (project / "forgot.py").write_text(
+        "from models import User, Session, make_engine\n"
+        "\n"
+        "engine = make_engine()\n"
+        "session = Session(engine)\n"
+        "session.add(User(name='lost'))\n"
+        "session.flush()\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["forgot.py"], fail=True, fmt="json", output=str(out)) == 1
+    findings = {f["code"]: f for f in report(out)["findings"]}
+    assert set(findings) == {"SQD151", "SQD152"}
+    assert findings["SQD152"]["location"] == {**findings["SQD152"]["location"], "line": 6}
+    assert "still open at exit without commit()" in findings["SQD152"]["message"]
+    assert "(1 User inserted) were rolled back" in findings["SQD152"]["message"]
+    assert "was still open at exit while holding a connection" in findings["SQD151"]["message"]
+
+
+def test_a_session_closed_before_exit_is_not_reported_at_exit(project: Path) -> None:
+    (project / "tidy.py").write_text(
+        "from models import User, Session, make_engine\n"
+        "\n"
+        "engine = make_engine()\n"
+        "session = Session(engine)\n"
+        "session.add(User(name='kept'))\n"
+        "session.commit()\n"
+        "session.close()\n"
+        "idle = Session(engine)  # never used: holds nothing\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["tidy.py"], fail=True, fmt="json", output=str(out)) == 0
+    assert report(out)["findings"] == []

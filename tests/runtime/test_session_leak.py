@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 from sqlalchemy import Engine, select
@@ -93,3 +94,32 @@ async def test_async_with_block_is_the_silent_twin(async_engine: AsyncEngine) ->
     async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
         await session.scalars(select(User))
     assert not uow.findings
+
+
+def flush_and_forget(factory: sessionmaker[Session]) -> None:
+    session = factory()
+    session.add(User(name="left behind"))
+    session.flush()  # line:flush-leak
+
+
+def test_a_failed_execution_elsewhere_does_not_take_over_the_next_leaks_line(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A query that raised before reaching the database (PendingRollbackError) must not
+    be taken for the operation that checks out the next session's connection."""
+    from sqlalchemy.exc import IntegrityError, PendingRollbackError
+
+    sqla_doctor.install(mode="collect")
+    with session_factory() as session:
+        session.add(User(id=1, name="duplicate"))
+        with contextlib.suppress(IntegrityError):
+            session.flush()
+        with contextlib.suppress(PendingRollbackError):
+            session.scalars(select(User)).all()  # line:reused
+    flush_and_forget(session_factory)
+    gc.collect()
+    sqla_doctor.runtime.shutdown()
+    leak = one(sqla_doctor.collected(), "SQD151")
+    assert leak.location.line == line_of("flush-leak")
+    reused = one(sqla_doctor.collected(), "SQD155")
+    assert reused.location.line == line_of("reused")

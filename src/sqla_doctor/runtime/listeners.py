@@ -297,6 +297,15 @@ def shutdown() -> None:
     try:
         drain()
         for record in list(process.records.values()):
+            owner = record.owner
+            in_explicit_unit = owner is not None and owner.explicit and owner.active
+            if record.ref() is not None and not in_explicit_unit:
+                # Never closed, and the interpreter is about to throw it away: what it
+                # holds (a connection, unflushed or uncommitted writes) is lost as if it
+                # had been garbage-collected now.
+                record.at_exit = True
+                _session_collected(record)
+                continue
             _finish_implicit(record.implicit)
         for checkout in list(process.checkouts.values()):
             _finish_implicit(checkout.implicit)
@@ -813,6 +822,10 @@ def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> No
         record.autoflush_of = execution
         record.flush_statement_site = execution.site
     else:
+        if execution is not None and execution.session_key != id(session):
+            # Another session's execution that never reached the cursor (it raised on
+            # the way, e.g. PendingRollbackError): not this flush's, nor its checkout's.
+            executing.set(None)
         record.autoflush_of = None
         record.flush_statement_site = None
 

@@ -434,6 +434,7 @@ class SessionRecord:
         "flush_statement_site",
         "flushing",
         "holds_connection",
+        "at_exit",
         "identity_map",
         "implicit",
         "key",
@@ -460,6 +461,8 @@ class SessionRecord:
         # The user's frames when the session acquired its connection.
         self.opened: tuple[CallSite, ...] = ()
         self.holds_connection = False
+        # Still alive when the interpreter exits (reported as if collected then).
+        self.at_exit = False
         # Bound to a Connection the caller manages: its transaction is not ours to judge.
         self.external = False
         self.root_active = False

@@ -93,7 +93,7 @@ class ForgottenCommit(Detector):
         site = record.flush_site or (pending[0].site if pending else None)
         if site is None and record.opened:
             site = record.opened[0]
-        self._check(record, site, "garbage-collected")
+        self._check(record, site, "still open at exit" if record.at_exit else "garbage-collected")
 
     def _check(self, record: SessionRecord, site: CallSite | None, ended: str) -> None:
         if record.external:

@@ -64,7 +64,8 @@ class SessionLeak(Detector):
 
     def on_session_gc(self, record: SessionRecord) -> None:
         if record.holds_connection and not record.external:
-            self._report(record, "was garbage-collected while holding a connection (never closed)")
+            when = "was still open at exit" if record.at_exit else "was garbage-collected"
+            self._report(record, f"{when} while holding a connection (never closed)")
 
     def _report(self, record: SessionRecord, what: str) -> None:
         if self.code in record.reported:
