@@ -422,6 +422,7 @@ class SessionRecord:
 
     __slots__ = (
         "__weakref__",
+        "at_exit",
         "autoflush_of",
         "commit_site",
         "detachments",
@@ -434,7 +435,6 @@ class SessionRecord:
         "flush_statement_site",
         "flushing",
         "holds_connection",
-        "at_exit",
         "identity_map",
         "implicit",
         "key",
