@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "integrations"
-PAGES = ("pytest", "asgi", "wsgi", "logging", "otel")
+PAGES = ("pytest", "asgi", "wsgi", "logging", "otel", "html")
 
 
 def example(page: str) -> tuple[str, str, list[str]]:
@@ -59,3 +59,20 @@ def test_the_pytest_example_fails_as_the_page_shows(pytester: pytest.Pytester) -
 
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([re.sub(r"([\[\]?*])", r"[\1]", line) for line in shown])
+
+
+def test_the_html_pages_commands_write_a_self_contained_page(tmp_path: Path) -> None:
+    text = (DOCS / "html.md").read_text(encoding="utf-8")
+    assert "sqla-doctor demo --format html -o demo.html" in text
+    result = subprocess.run(
+        [sys.executable, "-m", "sqla_doctor", "demo", "--format", "html", "-o", "demo.html"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "demo.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<table class="queries">' in page
+    assert "SQD251" in page
