@@ -858,6 +858,7 @@ def _flushed(session: Session, record: SessionRecord) -> None:
     site = autoflush_of.site if autoflush_of is not None else callsite.find(1)
     if record.flush_site is None:
         record.flush_site = site
+        record.flushed_at = time.perf_counter()
     for name, count in inserted.items():
         _bump(record.written, f"{name} inserted", count)
     if updated:

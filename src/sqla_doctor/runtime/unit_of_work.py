@@ -433,6 +433,7 @@ class SessionRecord:
         "flush_error",
         "flush_site",
         "flush_statement_site",
+        "flushed_at",
         "flushing",
         "holds_connection",
         "identity_map",
@@ -471,6 +472,7 @@ class SessionRecord:
         self.writes = 0
         self.written: dict[str, int] = {}
         self.flush_site: CallSite | None = None
+        self.flushed_at: float | None = None  # perf_counter() of that first writing flush
         # The user's line of the flush running now, found at its first statement: the
         # "last query" of a connection that then sat idle.
         self.flush_statement_site: CallSite | None = None
@@ -515,6 +517,7 @@ class SessionRecord:
         self.writes = 0
         self.written = {}
         self.flush_site = None
+        self.flushed_at = None
         self.nested_marks = []
         self.discarded = []
         self.discarded_dirty = []

@@ -1,0 +1,128 @@
+"""SQD161: SQLite's "database is locked", explained with the transaction holding the lock."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import Detector, ErrorSeen
+from sqla_doctor.runtime.unit_of_work import SessionRecord, process
+
+_FIX = (
+    "commit (or roll back) right after the writes, keep HTTP calls and slow work out of "
+    "write transactions, and give SQLite a busy timeout and WAL mode: "
+    'create_engine(url, connect_args={"timeout": 15}) and PRAGMA journal_mode=WAL'
+)
+
+
+class SqliteDatabaseLockedExplained(Detector):
+    """
+    ## What it does
+    Explains SQLite's `OperationalError: database is locked` when it ends a unit of work:
+    which session in this process holds the write lock — the one that has flushed writes
+    and not committed yet — where its writes were flushed, where its connection was
+    checked out, in which thread, and for how long it has held them. The explanation is
+    also added to the exception's notes.
+
+    ## Why is this bad?
+    SQLite allows one writer at a time: the first INSERT/UPDATE/DELETE of a transaction
+    takes the database's write lock until COMMIT or ROLLBACK. Every other writer waits
+    up to the busy timeout (5 s by default in Python's sqlite3) and then fails with
+    "database is locked". The error names neither the holder nor where it began, and the
+    holder is usually innocent-looking code: a session that flushed, then made an HTTP
+    call, or a request that never committed.
+
+    ## Example
+    ```python
+    with Session(engine) as session:
+        session.add(order)
+        session.flush()          # the write lock is taken here
+        notify_warehouse(order)  # seconds of HTTP while every other writer waits
+        session.commit()
+    ```
+
+    Use instead:
+    ```python
+    with Session(engine) as session:
+        session.add(order)
+        session.commit()         # the lock is released at once
+    notify_warehouse(order)
+    ```
+
+    and create SQLite engines with a busy timeout and WAL mode, so that readers never
+    wait for the writer and writers wait long enough for each other.
+
+    ## Known problems
+    Only the sessions of this process are seen: a lock held by another process (another
+    web worker, a migration running beside the app) is reported as held elsewhere.
+
+    ## References
+    - [SQLite: File Locking And Concurrency](https://www.sqlite.org/lockingv3.html)
+    - [SQLAlchemy: SQLite database locking behavior / concurrency](https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#database-locking-behavior-concurrency)
+    """
+
+    code = "SQD161"
+    name = "sqlite-database-locked-explained"
+    pitfalls = ("P36",)
+    severity = Severity.ERROR
+    message = "SQLite database is locked at {site}: {holder} — {fix}"
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        error = seen.error
+        if not isinstance(error, OperationalError) or error.orig is None:
+            return
+        # sqlite3's own text is fixed ("database is locked"): it never quotes values.
+        if "sqlite" not in type(error.orig).__module__ or "database is locked" not in str(
+            error.orig
+        ):
+            return
+        failing = {id(session) for session in seen.locals_of_type(Session)}
+        holder = _holder(failing)
+        related: list[tuple[CallSite | None, str]] = []
+        if holder is None:
+            text = (
+                "no session of this process holds uncommitted writes, so another process "
+                "(a second worker, a migration, a shell) holds the write lock"
+            )
+        else:
+            record, thread, flushed_at = holder
+            where = self.where(record.flush_site)
+            text = (
+                f"the write lock is held by the Session that flushed writes at {where}"
+                f"{thread} and has not committed"
+            )
+            if flushed_at is not None:
+                text += f" ({time.perf_counter() - flushed_at:.2f}s ago)"
+            related.append((record.flush_site, "these writes hold SQLite's write lock"))
+            if record.opened and record.opened[0] != record.flush_site:
+                related.append((record.opened[0], "that session's transaction began here"))
+        seen.explain(
+            self.report(
+                seen.site,
+                key=("locked", seen.site.key if seen.site is not None else None),
+                subject="SQLite",
+                related=related,
+                hint='create_engine(url, connect_args={"timeout": 15})',
+                details={"held_in_process": holder is not None},
+                site=self.where(seen.site),
+                holder=text,
+                fix=_FIX,
+            )
+        )
+
+
+def _holder(failing: set[int]) -> tuple[SessionRecord, str, float | None] | None:
+    """The live session of this process with flushed, uncommitted writes (the writer)."""
+    for record in list(process.records.values()):
+        session = record.ref()
+        if session is None or id(session) in failing:
+            continue
+        if record.writes and record.holds_connection and record.flush_site is not None:
+            threads = record.sharing.threads
+            thread = f" in thread {threads[0][1]}" if threads else ""
+            return record, thread, record.flushed_at
+    return None

@@ -1,0 +1,102 @@
+"""SQD161: SQLite's "database is locked" explained with the session holding the lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+
+from .models import Base, User, seed_objects
+from .support import line_of, of_code, one, relative
+
+
+@pytest.fixture
+def impatient_engine(tmp_path: Path) -> Iterator[Engine]:
+    """SQLite waiting only 0.1 s for another writer (Python's default is 5 s)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}", connect_args={"timeout": 0.1})
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(seed_objects())
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def hold_the_write_lock(engine: Engine, taken: threading.Event, done: threading.Event) -> None:
+    # Another request, in its own unit of work (as the middleware would make it).
+    with sqla_doctor.track(mode="collect"), Session(engine) as session:
+        session.add(User(name="slow writer"))
+        session.flush()  # line:holder
+        taken.set()
+        done.wait(10)  # an HTTP call, while the lock is held
+        session.commit()
+
+
+def test_locked_database_names_the_session_holding_the_lock(impatient_engine: Engine) -> None:
+    taken, done = threading.Event(), threading.Event()
+    holder = threading.Thread(
+        target=hold_the_write_lock, args=(impatient_engine, taken, done), name="worker-1"
+    )
+    holder.start()
+    assert taken.wait(10)
+    try:
+        with pytest.raises(OperationalError) as raised:
+            with sqla_doctor.track(mode="collect") as uow, Session(impatient_engine) as session:
+                session.add(User(name="second writer"))
+                session.commit()  # line:blocked
+    finally:
+        done.set()
+        holder.join()
+    finding = one(uow.findings, "SQD161")
+    here = relative(__file__)
+    assert finding.location.line == line_of("blocked")
+    assert finding.message.startswith(
+        f"SQLite database is locked at {here}:{line_of('blocked')}: the write lock is held by "
+        f"the Session that flushed writes at {here}:{line_of('holder')} in thread worker-1 "
+        "and has not committed ("
+    )
+    assert [r.location.line for r in finding.related][:1] == [line_of("holder")]
+    assert any(n.startswith("sqla-doctor: SQD161") for n in raised.value.__notes__)
+
+
+def test_a_lock_held_by_another_process_is_said_to_be_elsewhere(
+    impatient_engine: Engine,
+) -> None:
+    # A raw connection that is not a Session plays the other process.
+    other = impatient_engine.raw_connection()
+    try:
+        other.cursor().execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError):
+            with sqla_doctor.track(mode="collect") as uow, Session(impatient_engine) as session:
+                session.add(User(name="second writer"))
+                session.commit()
+    finally:
+        other.rollback()
+        other.close()
+    finding = one(uow.findings, "SQD161")
+    assert "another process" in finding.message
+
+
+def test_writers_that_commit_promptly_are_silent(impatient_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        for name in ("a", "b"):
+            with Session(impatient_engine) as session:
+                session.add(User(name=name))
+                session.commit()
+    assert not of_code(uow.findings, "SQD161")
+
+
+def test_other_operational_errors_are_not_explained_as_locks(impatient_engine: Engine) -> None:
+    from sqlalchemy import text
+
+    with pytest.raises(OperationalError):
+        with sqla_doctor.track(mode="collect") as uow, Session(impatient_engine) as session:
+            session.execute(text("SELECT * FROM no_such_table"))
+    assert not of_code(uow.findings, "SQD161")
