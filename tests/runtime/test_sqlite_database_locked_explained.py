@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,19 @@ def hold_the_write_lock(engine: Engine, taken: threading.Event, done: threading.
         session.commit()
 
 
+def write_once(engine: Engine, units: list[sqla_doctor.UnitOfWork]) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        units.append(uow)
+        session.add(User(name="second writer"))
+        session.commit()  # line:blocked
+
+
+def read_missing_table(engine: Engine, units: list[sqla_doctor.UnitOfWork]) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        units.append(uow)
+        session.execute(text("SELECT * FROM no_such_table"))
+
+
 def test_locked_database_names_the_session_holding_the_lock(impatient_engine: Engine) -> None:
     taken, done = threading.Event(), threading.Event()
     holder = threading.Thread(
@@ -46,15 +59,14 @@ def test_locked_database_names_the_session_holding_the_lock(impatient_engine: En
     )
     holder.start()
     assert taken.wait(10)
+    units: list[sqla_doctor.UnitOfWork] = []
     try:
         with pytest.raises(OperationalError) as raised:
-            with sqla_doctor.track(mode="collect") as uow, Session(impatient_engine) as session:
-                session.add(User(name="second writer"))
-                session.commit()  # line:blocked
+            write_once(impatient_engine, units)
     finally:
         done.set()
         holder.join()
-    finding = one(uow.findings, "SQD161")
+    finding = one(units[0].findings, "SQD161")
     here = relative(__file__)
     assert finding.location.line == line_of("blocked")
     assert finding.message.startswith(
@@ -71,16 +83,15 @@ def test_a_lock_held_by_another_process_is_said_to_be_elsewhere(
 ) -> None:
     # A raw connection that is not a Session plays the other process.
     other = impatient_engine.raw_connection()
+    units: list[sqla_doctor.UnitOfWork] = []
     try:
         other.cursor().execute("BEGIN IMMEDIATE")
         with pytest.raises(OperationalError):
-            with sqla_doctor.track(mode="collect") as uow, Session(impatient_engine) as session:
-                session.add(User(name="second writer"))
-                session.commit()
+            write_once(impatient_engine, units)
     finally:
         other.rollback()
         other.close()
-    finding = one(uow.findings, "SQD161")
+    finding = one(units[0].findings, "SQD161")
     assert "another process" in finding.message
 
 
@@ -94,9 +105,7 @@ def test_writers_that_commit_promptly_are_silent(impatient_engine: Engine) -> No
 
 
 def test_other_operational_errors_are_not_explained_as_locks(impatient_engine: Engine) -> None:
-    from sqlalchemy import text
-
+    units: list[sqla_doctor.UnitOfWork] = []
     with pytest.raises(OperationalError):
-        with sqla_doctor.track(mode="collect") as uow, Session(impatient_engine) as session:
-            session.execute(text("SELECT * FROM no_such_table"))
-    assert not of_code(uow.findings, "SQD161")
+        read_missing_table(impatient_engine, units)
+    assert not of_code(units[0].findings, "SQD161")
