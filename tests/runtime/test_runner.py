@@ -266,3 +266,19 @@ def test_a_session_closed_before_exit_is_not_reported_at_exit(project: Path) -> 
     out = project / "report.json"
     assert runner.main(["tidy.py"], fail=True, fmt="json", output=str(out)) == 0
     assert report(out)["findings"] == []
+
+
+def test_a_connection_still_checked_out_at_exit_is_reported(project: Path) -> None:
+    (project / "conn.py").write_text(
+        "from models import make_engine, select, User\n"
+        "\n"
+        "engine = make_engine()\n"
+        "connection = engine.connect()\n"
+        "print(connection.execute(select(User.name)).all())\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["conn.py"], fail=True, fmt="json", output=str(out)) == 1
+    [finding] = report(out)["findings"]
+    assert finding["code"] == "SQD154"
+    assert finding["location"]["line"] == 4
+    assert "was still checked out at exit (never closed)" in finding["message"]

@@ -322,11 +322,15 @@ class Loaded:
 class Checkin:
     """A pooled connection came back, or was garbage-collected while checked out."""
 
-    __slots__ = ("garbage_collected", "record")
+    __slots__ = ("at_exit", "garbage_collected", "record")
 
-    def __init__(self, record: CheckoutRecord, garbage_collected: bool) -> None:
+    def __init__(
+        self, record: CheckoutRecord, garbage_collected: bool, at_exit: bool = False
+    ) -> None:
         self.record = record
         self.garbage_collected = garbage_collected
+        # Still checked out when the interpreter exits (reported as collected then).
+        self.at_exit = at_exit
 
 
 class _Resumption:

@@ -254,7 +254,9 @@ def _session_collected(record: SessionRecord) -> None:
     _finish_implicit(record.implicit)
 
 
-def _checkout_done(record: CheckoutRecord, *, garbage_collected: bool) -> None:
+def _checkout_done(
+    record: CheckoutRecord, *, garbage_collected: bool, at_exit: bool = False
+) -> None:
     if record.returned:
         return
     if record.idle_since or record.transaction_began:
@@ -276,7 +278,7 @@ def _checkout_done(record: CheckoutRecord, *, garbage_collected: bool) -> None:
     else:
         uow = None
     if uow is not None:
-        _dispatch(uow, "checkin", Checkin(record, garbage_collected), can_raise=False)
+        _dispatch(uow, "checkin", Checkin(record, garbage_collected, at_exit), can_raise=False)
     _finish_implicit(record.implicit)
 
 
@@ -308,6 +310,13 @@ def shutdown() -> None:
                 continue
             _finish_implicit(record.implicit)
         for checkout in list(process.checkouts.values()):
+            owner = checkout.owner
+            in_explicit_unit = owner is not None and owner.explicit and owner.active
+            if not checkout.returned and not checkout.session_owned and not in_explicit_unit:
+                # A Connection never closed (engine.connect() outside `with`): the pool
+                # never gets it back before the program ends.
+                _checkout_done(checkout, garbage_collected=True, at_exit=True)
+                continue
             _finish_implicit(checkout.implicit)
     except Exception:
         _internal_error("shutdown")

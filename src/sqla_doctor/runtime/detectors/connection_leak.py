@@ -58,7 +58,9 @@ class ConnectionLeak(Detector):
 
     def on_checkin(self, checkin: Checkin) -> None:
         record = checkin.record
-        if checkin.garbage_collected and not record.session_owned:
+        if checkin.at_exit and not record.session_owned:
+            self._report(record, "was still checked out at exit (never closed)")
+        elif checkin.garbage_collected and not record.session_owned:
             self._report(record, "was never closed: the garbage collector returned it to the pool")
 
     def _report(self, record: CheckoutRecord, what: str) -> None:
