@@ -299,9 +299,7 @@ def shutdown() -> None:
     try:
         drain()
         for record in list(process.records.values()):
-            owner = record.owner
-            in_explicit_unit = owner is not None and owner.explicit and owner.active
-            if record.ref() is not None and not in_explicit_unit:
+            if record.ref() is not None and not _in_explicit_unit(record.owner):
                 # Never closed, and the interpreter is about to throw it away: what it
                 # holds (a connection, unflushed or uncommitted writes) is lost as if it
                 # had been garbage-collected now.
@@ -310,9 +308,11 @@ def shutdown() -> None:
                 continue
             _finish_implicit(record.implicit)
         for checkout in list(process.checkouts.values()):
-            owner = checkout.owner
-            in_explicit_unit = owner is not None and owner.explicit and owner.active
-            if not checkout.returned and not checkout.session_owned and not in_explicit_unit:
+            if (
+                not checkout.returned
+                and not checkout.session_owned
+                and not _in_explicit_unit(checkout.owner)
+            ):
                 # A Connection never closed (engine.connect() outside `with`): the pool
                 # never gets it back before the program ends.
                 _checkout_done(checkout, garbage_collected=True, at_exit=True)
@@ -320,6 +320,11 @@ def shutdown() -> None:
             _finish_implicit(checkout.implicit)
     except Exception:
         _internal_error("shutdown")
+
+
+def _in_explicit_unit(owner: UnitOfWork | None) -> bool:
+    """Whether a running track() watches it: that unit reports it at its own end."""
+    return owner is not None and owner.explicit and owner.active
 
 
 # -- ORM executions and statements --------------------------------------------------------

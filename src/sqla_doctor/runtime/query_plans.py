@@ -19,13 +19,14 @@ from typing import Any, Final
 
 from sqlalchemy.engine import URL
 
+from sqla_doctor.runtime.redact import redact_literals
+
 # Shapes explained per process, then no more: memory stays bounded.
 MAX_SHAPES: Final = 2_048
 # How long another thread running the same shape waits for its plan.
 _WAIT_SECONDS: Final = 3.0
 _TIMEOUTS: Final = "SET statement_timeout = '2s'; SET lock_timeout = '200ms'"
 _DOLLAR: Final = re.compile(r"\$(\d+)")
-_STRING: Final = re.compile(r"'(?:[^']|'')*'")
 _NUMBER: Final = re.compile(r"(?<![\w$.])-?\d+(?:\.\d+)?(?![\w.])")
 # VERBOSE plans qualify columns with their table: lower((users.email)::text).
 _FUNCTION_ON_COLUMN: Final = re.compile(r"\b(\w+)\(\(?(?:\w+\.)?(\w+)\)?(?:::[\w ]+)?[,)]")
@@ -74,7 +75,8 @@ class Scan:
 
 def redact(text: str) -> str:
     """Plan text without the literal values the planner inlined from bound parameters."""
-    return _NUMBER.sub("?", _STRING.sub("?", text))
+    # Numbers too: in a plan they are values the planner inlined, not SQL of the program.
+    return _NUMBER.sub("?", redact_literals(text, mask="?"))
 
 
 class Planner:

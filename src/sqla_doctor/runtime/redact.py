@@ -17,11 +17,11 @@ _STRING = re.compile(r"'(?:[^'\\]|''|\\.)*(?:'|\Z)", re.DOTALL)
 MASK = "'?'"
 
 
-def redact_literals(sql: str) -> str:
-    """``sql`` with every quoted string literal replaced by ``'?'``."""
+def redact_literals(sql: str, mask: str = MASK) -> str:
+    """``sql`` with every quoted string literal replaced by ``mask``."""
     if "'" not in sql:  # the ORM's own SQL: bound parameters only
         return sql
-    return _STRING.sub(MASK, sql)
+    return _STRING.sub(mask, sql)
 
 
 def shown_sql(sql: str, show_parameters: bool) -> str:
