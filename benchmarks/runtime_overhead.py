@@ -3,8 +3,10 @@
 Runs each workload bare and with ``sqla_doctor.install()`` (detection on, ``collect``
 mode so nothing is printed), alternating in one process so that both see the same CPU
 frequency, caches and allocator state; the ratio of each pair's CPU time is taken and
-the median ratio reported. Then runs 200,000 statements with the doctor installed and reports how
-much traced memory grew.
+the median ratio reported. The ``floor`` column is the same workload with a no-op
+listener on each event the doctor listens to: what SQLAlchemy's event dispatch costs
+before any detector runs, the part of the ratio no detector code can remove. Then runs
+200,000 statements with the doctor installed and reports how much traced memory grew.
 
     python benchmarks/runtime_overhead.py [--rounds 15] [--statements 200000] [--json]
         [--track-reads]
@@ -25,7 +27,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, create_engine, select
+from sqlalchemy import ForeignKey, String, create_engine, event, select
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -38,6 +40,7 @@ from sqlalchemy.pool import StaticPool
 
 import sqla_doctor
 from sqla_doctor.config import Config, RuntimeConfig
+from sqla_doctor.runtime import listeners
 
 
 class Base(DeclarativeBase):
@@ -143,34 +146,78 @@ def _calibrate(fn: Callable[[], None], budget: float = 0.15) -> int:
     return repeat
 
 
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _noop_before_cursor_execute(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    return statement, parameters
+
+
+_NOOP_BY_EVENT: dict[str, Callable[..., Any]] = {
+    "before_cursor_execute": _noop_before_cursor_execute  # registered with retval=True
+}
+
+
+def _floor_listeners() -> list[tuple[Any, str, Callable[..., Any], dict[str, Any]]]:
+    """A no-op listener on every event the doctor listens to, registered the same way."""
+    return [
+        (target, name, _NOOP_BY_EVENT.get(name, _noop), kw)
+        for target, name, _, kw in listeners._LISTENERS
+    ]
+
+
+def _watch(side: str) -> Callable[[], None]:
+    """Start watching as ``side`` says; returns what stops it."""
+    if side == "doctor":
+        sqla_doctor.install(config=CONFIG)
+        return sqla_doctor.uninstall
+    if side == "floor":
+        registered = _floor_listeners()
+        for target, name, fn, kw in registered:
+            event.listen(target, name, fn, **kw)
+
+        def stop() -> None:
+            for target, name, fn, _ in registered:
+                event.remove(target, name, fn)
+
+        return stop
+    return lambda: None
+
+
 def overhead(rounds: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
+    sides = ("bare", "doctor", "floor")
     for name, fn in WORKLOADS.items():
-        for _ in range(3):  # warm SQLAlchemy's statement cache and both code paths
+        for _ in range(3):  # warm SQLAlchemy's statement cache and every code path
             fn()
-        sqla_doctor.install(config=CONFIG)
-        fn()
-        sqla_doctor.uninstall()
+        for side in sides[1:]:
+            stop = _watch(side)
+            fn()
+            stop()
         repeat = _calibrate(fn)
         ratios: list[float] = []
+        floors: list[float] = []
         bare_times: list[float] = []
         for round_ in range(rounds):
-            # Alternate which side runs first, so drift does not favour either.
-            order = (False, True) if round_ % 2 == 0 else (True, False)
+            # Rotate which side runs first, so drift does not favour any.
+            order = sides[round_ % 3 :] + sides[: round_ % 3]
             timings = {}
-            for doctor in order:
-                if doctor:
-                    sqla_doctor.install(config=CONFIG)
+            for side in order:
+                stop = _watch(side)
                 gc.collect()
-                timings[doctor] = _time(fn, repeat)
-                if doctor:
-                    sqla_doctor.uninstall()
-            ratios.append(timings[True] / timings[False])
-            bare_times.append(timings[False] / repeat)
+                timings[side] = _time(fn, repeat)
+                stop()
+            ratios.append(timings["doctor"] / timings["bare"])
+            floors.append(timings["floor"] / timings["bare"])
+            bare_times.append(timings["bare"] / repeat)
         results[name] = {
             "ratio": statistics.median(ratios),
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
+            "floor": statistics.median(floors),
             "bare_ms": statistics.median(bare_times) * 1000,
         }
     return results
@@ -239,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(f"Python {results['python']}, SQLAlchemy {results['sqlalchemy']}, {args.rounds} rounds")
-    print(f"{'workload':<14} {'bare':>9} {'ratio':>7} {'min':>7} {'max':>7}  target")
+    print(f"{'workload':<14} {'bare':>9} {'ratio':>7} {'min':>7} {'max':>7} {'floor':>7}  target")
     for name, row in results["overhead"].items():
         target = TARGETS.get(name)
         verdict = (
@@ -249,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{name:<14} {row['bare_ms']:>7.2f}ms {row['ratio']:>6.3f}x "
-            f"{row['ratio_min']:>6.3f}x {row['ratio_max']:>6.3f}x  {verdict}"
+            f"{row['ratio_min']:>6.3f}x {row['ratio_max']:>6.3f}x {row['floor']:>6.3f}x  {verdict}"
         )
     if results["memory"]:
         mem = results["memory"]
