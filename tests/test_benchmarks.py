@@ -13,6 +13,7 @@ ROWS = (
     ("static", "`sqla-doctor check`, cold"),
     ("static", "`sqla-doctor check`, warm"),
     ("static", "flake8 + flake8-sqlalchemy"),
+    ("runtime", "a no-op listener on each event"),
     ("runtime", "`sqla_doctor.track()`"),
     ("runtime", "pytest-queryguard"),
     ("runtime", "queryspy"),
