@@ -46,7 +46,7 @@ def test_quick_table_has_every_row() -> None:
         # A ratio, or a dash with the reason (a peer not installed here).
         assert cells[2].endswith("×") or (cells[2] == "—" and cells[3]), row
     # sqla-doctor's own rows are always measured, and it reports the N+1 it is shown.
-    assert "reports the N+1 of `lazy_loop`" in rows[4]
+    assert "reports the N+1 of `lazy_loop`" in rows[5]
     assert "Medians of 1 round(s) (quick mode)" in proc.stdout
 
 
