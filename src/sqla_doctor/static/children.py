@@ -2,7 +2,9 @@
 
 Every node of every file is visited several times (facts, parent links, flows); the
 standard generator and its ``iter_fields`` cost more than the walks' own work. Fields
-that never hold anything a rule reads (an expression's ``ctx``, an operator) are skipped.
+that never hold anything a rule reads (an expression's ``ctx``, an operator) are skipped,
+and so are those that never hold a node at all (a ``Name``'s ``id``, a ``Constant``'s
+``value``), which leaves the commonest nodes with no field to look at.
 """
 
 from __future__ import annotations
@@ -11,6 +13,45 @@ import ast
 from typing import Final
 
 _SKIPPED: Final = frozenset({"ctx", "op"})
+# Fields the ASDL grammar types as identifier, string, int or constant, in every node type.
+_PRIMITIVE: Final = frozenset(
+    {
+        "id",
+        "attr",
+        "arg",
+        "asname",
+        "module",
+        "level",
+        "kind",
+        "conversion",
+        "is_async",
+        "rest",
+        "kwd_attrs",
+        "tag",
+        "type_comment",
+    }
+)
+# Field names that are primitive only in some node types (``TypeAlias.name`` is a node,
+# ``Import.names`` holds nodes, most ``value`` fields are nodes).
+_PRIMITIVE_IN: Final = {
+    "name": frozenset(
+        {
+            "FunctionDef",
+            "AsyncFunctionDef",
+            "ClassDef",
+            "ExceptHandler",
+            "alias",
+            "MatchStar",
+            "MatchAs",
+            "TypeVar",
+            "ParamSpec",
+            "TypeVarTuple",
+        }
+    ),
+    "names": frozenset({"Global", "Nonlocal"}),
+    "value": frozenset({"Constant", "MatchSingleton"}),
+    "lineno": frozenset({"TypeIgnore"}),
+}
 _fields: dict[type[ast.AST], tuple[str, ...]] = {}
 
 
@@ -18,7 +59,13 @@ def fields_of(kind: type[ast.AST]) -> tuple[str, ...]:
     """The fields of a node type that may hold child nodes, in source order."""
     fields = _fields.get(kind)
     if fields is None:
-        fields = _fields[kind] = tuple(name for name in kind._fields if name not in _SKIPPED)
+        fields = _fields[kind] = tuple(
+            name
+            for name in kind._fields
+            if name not in _SKIPPED
+            and name not in _PRIMITIVE
+            and kind.__name__ not in _PRIMITIVE_IN.get(name, ())
+        )
     return fields
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqla_doctor.findings import Location
+from sqla_doctor.static.dataflow import DataFlow
+from sqla_doctor.static.flow import FlowCache
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.index.names import NameResolver
 
@@ -36,6 +39,18 @@ class FileContext:
         # Parent links live here, not on the nodes: an attribute pointing back up would
         # make every tree a reference cycle that only the garbage collector can free.
         self.parents: dict[int, ast.AST] = {}
+        self.flows = FlowCache()
+
+    @cached_property
+    def dataflow(self) -> DataFlow:
+        """Reaching bindings in this file, computed once for every rule that asks."""
+        return DataFlow(self)
+
+    def close(self) -> None:
+        """Drop what points back at this file (flows, data flow): without those cycles,
+        reference counting frees the tree as soon as the caller lets go of it."""
+        self.flows.clear()
+        self.__dict__.pop("dataflow", None)
 
     @property
     def lines(self) -> list[str]:

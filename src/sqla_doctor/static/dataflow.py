@@ -17,7 +17,8 @@ Three questions rules keep asking, answered from one parsed file without running
   included), FastAPI ``Depends(get_db)``, Flask-SQLAlchemy's ``db.session`` and
   ``self.session`` attributes assigned in the class.
 
-Everything is computed on demand and cached per node; rules build one instance per file.
+Everything is computed on demand and cached per node; rules share the file's one
+:class:`DataFlow` (``ctx.dataflow``) and build their own string and object views on it.
 """
 
 from __future__ import annotations
@@ -179,9 +180,10 @@ def _is_match(stmt: ast.AST) -> bool:
     return type(stmt).__name__ == "Match"
 
 
-def _simple_bindings(stmt: ast.stmt) -> list[Binding]:
-    """Bindings a non-compound statement makes, in order (walrus first: it runs first)."""
-    found = list(_walrus_bindings(stmt))
+def _simple_bindings(stmt: ast.stmt, walruses: bool = True) -> list[Binding]:
+    """Bindings a non-compound statement makes, in order (walrus first: it runs first).
+    ``walruses=False`` skips looking for them (the file has none)."""
+    found = list(_walrus_bindings(stmt)) if walruses else []
     if isinstance(stmt, ast.Assign):
         for target in stmt.targets:
             found.extend(_target_bindings(target, BindingKind.ASSIGN, stmt, stmt.value))
@@ -441,14 +443,19 @@ class DataFlow:
         # identity, and its loop fixpoint only converges if they stay the same objects.
         self._simple: dict[int, list[Binding]] = {}
         self._compound: dict[int, list[Binding]] = {}
-        self._walruses: dict[int, list[Binding]] = {}
+        self._header_walruses: dict[int, list[Binding]] = {}
         self._blocks: dict[int, list[Binding]] = {}
+        # `(x := v)`, `global x` and `nonlocal x` are spelt with their tokens: a file
+        # without them has none, and looking for them walks every statement or expression.
+        self._walruses = ":=" in ctx.source
+        self._globals = "global" in ctx.source
+        self._nonlocals = "nonlocal" in ctx.source
 
     # Bindings per statement --------------------------------------------------------
     def simple_bindings(self, stmt: ast.stmt) -> list[Binding]:
         found = self._simple.get(id(stmt))
         if found is None:
-            found = self._simple[id(stmt)] = _simple_bindings(stmt)
+            found = self._simple[id(stmt)] = _simple_bindings(stmt, self._walruses)
         return found
 
     def compound_bindings(self, stmt: ast.stmt) -> list[Binding]:
@@ -460,9 +467,11 @@ class DataFlow:
         return found
 
     def header_walruses(self, stmt: ast.stmt) -> list[Binding]:
-        found = self._walruses.get(id(stmt))
+        if not self._walruses:
+            return []
+        found = self._header_walruses.get(id(stmt))
         if found is None:
-            found = self._walruses[id(stmt)] = [
+            found = self._header_walruses[id(stmt)] = [
                 b for h in _header_expressions(stmt) if h is not stmt for b in _walrus_bindings(h)
             ]
         return found
@@ -517,7 +526,7 @@ class DataFlow:
             for parameter in _parameters(node):
                 bindings.setdefault(parameter.name, []).append(parameter)
             if isinstance(node, ast.Lambda):
-                for walrus in _walrus_bindings(node.body):
+                for walrus in _walrus_bindings(node.body) if self._walruses else ():
                     bindings.setdefault(walrus.name, []).append(walrus)
             else:
                 body = node.body
@@ -526,7 +535,10 @@ class DataFlow:
         for binding in self.block_bindings(body):
             bindings.setdefault(binding.name, []).append(binding)
         scope = _Scope(
-            node, bindings, _declared(body, ast.Global), _declared(body, ast.Nonlocal)
+            node,
+            bindings,
+            _declared(body, ast.Global) if self._globals else set(),
+            _declared(body, ast.Nonlocal) if self._nonlocals else set(),
         )
         self._scopes[id(node)] = scope
         return scope

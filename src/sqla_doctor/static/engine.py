@@ -142,24 +142,33 @@ def _decode_and_parse(item: SourceFile, data: bytes) -> SourceFile:
     return item
 
 
+# Young collections while the rules run: a tree freed by reference counting before the
+# collector gets to it costs nothing, and every file's tree is freed once its rules ran.
+_RULES_PASS_THRESHOLD = 20_000
+
+
 @contextlib.contextmanager
 def _collector_spares_trees() -> Iterator[Callable[[], None]]:
     """Keep the cycle collector off while trees are built, and unfreeze at the end.
 
-    Trees are acyclic (parent links live in a dict), so reference counting frees them;
-    letting the collector walk millions of live nodes again and again doubled the run time.
+    Trees are acyclic (parent links and flows live beside them), so reference counting
+    frees them; letting the collector walk millions of live nodes again and again doubled
+    the run time. ``resume()`` turns it back on, rarer, for the rules' pass.
     """
     enabled = gc.isenabled()
+    thresholds = gc.get_threshold()
     gc.disable()
 
     def resume() -> None:
         if enabled:
+            gc.set_threshold(max(thresholds[0], _RULES_PASS_THRESHOLD), *thresholds[1:])
             gc.enable()
 
     try:
         yield resume
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
         if enabled:
             gc.enable()
 
@@ -349,6 +358,7 @@ class Engine:
         except _FileTimeout:
             findings = [self._timeout(item.display)]
         # The tree is not needed any more; dropping it keeps memory flat in the file count.
+        ctx.close()
         item.tree = None
         return findings, result.internal_errors
 
@@ -366,30 +376,18 @@ class Engine:
     # Rules ---------------------------------------------------------------------------
     def _run_file_rules(self, ctx: FileContext, result: Result) -> list[Finding]:
         rules = [rule_class(ctx) for rule_class in self.file_rules]
-        visit: dict[str, list[Callable[[ast.AST], None]]] = {}
-        leave: dict[str, list[Callable[[ast.AST], None]]] = {}
-        for rule in rules:
-            for attr in dir(type(rule)):
-                if attr.startswith("visit_"):
-                    visit.setdefault(attr[6:], []).append(getattr(rule, attr))
-                elif attr.startswith("leave_"):
-                    leave.setdefault(attr[6:], []).append(getattr(rule, attr))
+        visit, leave = _handlers_by_node_type(rules)
         try:
-            events = _link_and_order(ctx.tree, set(visit), set(leave), ctx.parents)
+            events = _link_and_order(ctx.tree, visit, leave, ctx.parents)
         except RecursionError:
             return [_unparsable(ctx.path, 1, 1, "file is nested too deeply to analyse")]
-        broken: set[int] = set()
-        for node, entering in events:
-            handlers = (visit if entering else leave).get(type(node).__name__, ())
+        for handlers, node in events:
             for handler in handlers:
-                owner = id(handler.__self__)  # type: ignore[attr-defined]
-                if owner in broken:
-                    continue
                 try:
                     handler(node)
                 except Exception as error:
-                    broken.add(owner)
                     rule = handler.__self__  # type: ignore[attr-defined]
+                    _silence(rule, (visit, leave))
                     line = getattr(node, "lineno", 1)
                     result.internal_errors.append(
                         f"{rule.code} crashed on {ctx.path}:{line}: {type(error).__name__}: {error}"
@@ -450,38 +448,121 @@ class Engine:
                 )
 
 
+Handler = Callable[[ast.AST], None]
+HandlerTable = dict[type[ast.AST], list[Handler]]
+# Node classes without children: linked to their parent but never pushed on the walk's
+# stack, unless a rule visits them (Name and Constant are a third of all nodes).
+_CHILDLESS: frozenset[type[ast.AST]] = frozenset(
+    kind
+    for kind in vars(ast).values()
+    if isinstance(kind, type) and issubclass(kind, ast.AST) and not fields_of(kind)
+)
+
+
+Hook = tuple[str, type[ast.AST], bool]
+_hooks: dict[type[Rule], tuple[Hook, ...]] = {}
+
+
+def _hooks_of(rule_class: type[Rule]) -> tuple[Hook, ...]:
+    """(method, node class, whether on entering) for a rule's ``visit_<Node>`` and
+    ``leave_<Node>`` methods, in name order."""
+    known = _hooks.get(rule_class)
+    if known is None:
+        known = _hooks[rule_class] = _find_hooks(rule_class)
+    return known
+
+
+def _find_hooks(rule_class: type[Rule]) -> tuple[Hook, ...]:
+    hooks: list[Hook] = []
+    for attr in dir(rule_class):
+        prefix, _, node_name = attr.partition("_")
+        if prefix not in ("visit", "leave"):
+            continue
+        # vars(): a deprecated alias (`Num`) would warn through the module's __getattr__.
+        node_type = vars(ast).get(node_name)
+        if isinstance(node_type, type) and issubclass(node_type, ast.AST):
+            hooks.append((attr, node_type, prefix == "visit"))
+    return tuple(hooks)
+
+
+def _handlers_by_node_type(rules: Sequence[Rule]) -> tuple[HandlerTable, HandlerTable]:
+    """Every rule's ``visit_<Node>`` and ``leave_<Node>`` methods, by node class."""
+    visit: HandlerTable = {}
+    leave: HandlerTable = {}
+    for rule in rules:
+        for attr, node_type, entering in _hooks_of(type(rule)):
+            table = visit if entering else leave
+            table.setdefault(node_type, []).append(getattr(rule, attr))
+    return visit, leave
+
+
+def _ignore(node: ast.AST) -> None:
+    """Stands in for the handlers of a rule that crashed on this file."""
+
+
+def _silence(rule: Rule, tables: Iterable[HandlerTable]) -> None:
+    """Stop calling a crashed rule on this file. Handlers are replaced in place: the
+    lists are shared by the pending events, and one of them may be being iterated."""
+    for table in tables:
+        for handlers in table.values():
+            for position, handler in enumerate(handlers):
+                if getattr(handler, "__self__", None) is rule:
+                    handlers[position] = _ignore
+
+
 def _link_and_order(
-    tree: ast.AST, visit_types: set[str], leave_types: set[str], parents: dict[int, ast.AST]
-) -> list[tuple[ast.AST, bool]]:
-    """Record every node's parent and list (node, entering) events in tree order.
+    tree: ast.AST, visit: HandlerTable, leave: HandlerTable, parents: dict[int, ast.AST]
+) -> list[tuple[list[Handler], ast.AST]]:
+    """Record every node's parent and list (handlers, node) events in tree order.
 
     Parents are linked for the whole tree before any rule runs, so a rule visiting a
     node may navigate anywhere inside it.
     """
-    events: list[tuple[ast.AST, bool]] = []
-    stack: list[tuple[ast.AST, bool]] = [(tree, True)]
+    events: list[tuple[list[Handler], ast.AST]] = []
+    # An entry with handlers is a node being left; one without is a node to enter.
+    stack: list[tuple[ast.AST, list[Handler] | None]] = [(tree, None)]
+    pop, push, record = stack.pop, stack.append, events.append
+    unvisited_leaves = _CHILDLESS.difference(visit, leave)
+    ast_node, known_fields = ast.AST, _reversed
     while stack:
-        node, entering = stack.pop()
-        if not entering:
-            events.append((node, False))
+        node, leaving = pop()
+        if leaving is not None:
+            record((leaving, node))
             continue
-        name = type(node).__name__
-        if name in visit_types:
-            events.append((node, True))
-        if name in leave_types:
-            stack.append((node, False))
+        kind = type(node)
+        entering = visit.get(kind)
+        if entering is not None:
+            record((entering, node))
+        leaving = leave.get(kind)
+        if leaving is not None:
+            push((node, leaving))
         # child_nodes() inlined, in reverse so that the stack pops them in source order.
-        for field_name in reversed(fields_of(type(node))):
+        fields = known_fields.get(kind)
+        if fields is None:
+            fields = _reversed_fields(kind)
+        for field_name in fields:
             value = getattr(node, field_name, None)
             if value.__class__ is list:
                 for child in reversed(value):
-                    if isinstance(child, ast.AST):
+                    if isinstance(child, ast_node):
                         parents[id(child)] = node
-                        stack.append((child, True))
-            elif isinstance(value, ast.AST):
+                        if child.__class__ not in unvisited_leaves:
+                            push((child, None))
+            elif isinstance(value, ast_node):
                 parents[id(value)] = node
-                stack.append((value, True))
+                if value.__class__ not in unvisited_leaves:
+                    push((value, None))
     return events
+
+
+_reversed: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
+def _reversed_fields(kind: type[ast.AST]) -> tuple[str, ...]:
+    fields = _reversed.get(kind)
+    if fields is None:
+        fields = _reversed[kind] = tuple(reversed(fields_of(kind)))
+    return fields
 
 
 def selected_codes(

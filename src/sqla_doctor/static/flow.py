@@ -1,7 +1,7 @@
 """Intra-procedural facts for rules: sessions, query results, loader options, loops.
 
 One :class:`FunctionFlow` per function (or module body, or lambda), built lazily the first
-time a rule asks and cached on the function node, answers:
+time a rule asks and kept in the file's :class:`FlowCache`, answers:
 
 - which names are sessions, and how they were made (a factory call, ``with X() as s``,
   ``Session(engine)``, an annotated parameter, ``Depends(get_db)``, ``db.session``,
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext
     from sqla_doctor.static.index import ProjectIndex
 
-_FLOW_ATTR = "_sqd_flow"
 _STATEMENT_CHAIN = frozenset(
     {
         "where",
@@ -303,6 +302,7 @@ class FunctionFlow:
         path: str = "",
         class_node: ast.ClassDef | None = None,
         outer: FunctionFlow | None = None,
+        cache: FlowCache | None = None,
     ) -> None:
         self.node = node
         self.resolver = resolver
@@ -326,6 +326,7 @@ class FunctionFlow:
         self._values: dict[int, Value | None] = {}
         self._busy: set[int] = set()
         self._sessions: list[tuple[str, Binding, SessionValue]] | None = None
+        self.cache = cache if cache is not None else FlowCache()
         self._scan()
 
     # Scanning ------------------------------------------------------------------------
@@ -901,7 +902,7 @@ class FunctionFlow:
             flow = (
                 self
                 if method is self.node
-                else cached_flow(method, self.resolver, self.index, self.path, self.class_node)
+                else self.cache.flow(method, self.resolver, self.index, self.path, self.class_node)
             )
             for expr in flow.self_assigns.get(attr, ()):
                 values.append(flow.value(expr))
@@ -1265,25 +1266,56 @@ def receiver_key(node: ast.expr) -> str | None:
     return ".".join(reversed(parts))
 
 
-def cached_flow(
-    node: Scope,
-    resolver: NameResolver,
-    index: ProjectIndex | None,
-    path: str,
-    class_node: ast.ClassDef | None = None,
-    outer: FunctionFlow | None = None,
-) -> FunctionFlow:
-    flow = getattr(node, _FLOW_ATTR, None)
-    if isinstance(flow, FunctionFlow) and flow.index is index:
-        return flow
-    flow = FunctionFlow(node, resolver, index, path, class_node, outer)
-    setattr(node, _FLOW_ATTR, flow)
-    return flow
+class FlowCache:
+    """The flows of one parsed file, by scope node, shared by every rule.
+
+    Kept beside the tree, not on its nodes: a flow points at its nodes, so a flow stored
+    on one would make the tree a reference cycle that only the garbage collector frees.
+    ``clear()`` once the file is done breaks the cycle between the cache and its flows.
+    """
+
+    def __init__(self) -> None:
+        # A flow holds its node, so a node's id stays unique while its entry lives.
+        self._flows: dict[int, FunctionFlow] = {}
+        # worth_analysing() by function node: every session rule asks about every function.
+        # The file's tree, alive until clear(), keeps those ids unique.
+        self.worth: dict[int, bool] = {}
+
+    def known(self, node: Scope, index: ProjectIndex | None) -> FunctionFlow | None:
+        known = self._flows.get(id(node))
+        return known if known is not None and known.index is index else None
+
+    def flow(
+        self,
+        node: Scope,
+        resolver: NameResolver,
+        index: ProjectIndex | None,
+        path: str,
+        class_node: ast.ClassDef | None = None,
+        outer: FunctionFlow | None = None,
+    ) -> FunctionFlow:
+        """The flow of ``node`` for ``index``, built the first time it is asked for."""
+        known = self.known(node, index)
+        if known is None:
+            known = FunctionFlow(node, resolver, index, path, class_node, outer, self)
+            self._flows[id(node)] = known
+        return known
+
+    def clear(self) -> None:
+        self._flows.clear()
+        self.worth.clear()
 
 
 def worth_analysing(ctx: FileContext, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """Whether a function calls anything a session pitfall is made of (from the index's
     summary of it); rules skip the others without building their flow."""
+    known = ctx.flows.worth.get(id(node))
+    if known is None:
+        known = ctx.flows.worth[id(node)] = _worth_analysing(ctx, node)
+    return known
+
+
+def _worth_analysing(ctx: FileContext, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     parent = ctx.parent(node)
     module = ctx.facts.module
     prefix = f"{module}." if module else ""
@@ -1305,8 +1337,8 @@ def flow_for(ctx: FileContext, node: ast.AST) -> FunctionFlow:
 
 
 def _flow_of_scope(ctx: FileContext, scope: Scope) -> FunctionFlow:
-    cached = getattr(scope, _FLOW_ATTR, None)
-    if isinstance(cached, FunctionFlow) and cached.index is ctx.index:
+    cached = ctx.flows.known(scope, ctx.index)
+    if cached is not None:
         return cached
     parent = ctx.parent(scope)
     class_node = parent if isinstance(parent, ast.ClassDef) else None
@@ -1315,7 +1347,7 @@ def _flow_of_scope(ctx: FileContext, scope: Scope) -> FunctionFlow:
         enclosing = ctx.enclosing_scope(scope)
         if enclosing is not scope and not isinstance(enclosing, ast.Module):
             outer = _flow_of_scope(ctx, enclosing)  # type: ignore[arg-type]
-    return cached_flow(scope, ctx.names, ctx.index, ctx.path, class_node, outer)
+    return ctx.flows.flow(scope, ctx.names, ctx.index, ctx.path, class_node, outer)
 
 
 # Summaries for the index -------------------------------------------------------------
@@ -1325,10 +1357,12 @@ def summarise(
     facts: FunctionFacts,
     queries: bool,
     hands_out: bool = True,
+    flows: FlowCache | None = None,
 ) -> tuple[ReturnFacts | None, ProviderFacts | None]:
     """What a function returns (ORM objects) and whether it hands out a session, from its
     own body only (the index resolves the names later)."""
-    flow = FunctionFlow(node, resolver, None, "")
+    # Not kept in `flows`: a summary sees no index, and neither do the flows it asks for.
+    flow = FunctionFlow(node, resolver, None, "", cache=flows)
     provider = _provider(flow, node, facts) if hands_out else None
     returns = _returns(flow, node) if queries and provider is None else None
     return returns, provider

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqla_doctor.static.children import child_nodes
 from sqla_doctor.static.index.functions import FunctionBuilder, FunctionFacts, params_of
@@ -38,6 +39,9 @@ from sqla_doctor.static.index.sessions import (
     engine_facts,
     factory_facts,
 )
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.flow import FlowCache
 
 # Method names that make a function worth a flow analysis of what it returns or yields.
 QUERY_METHODS = frozenset(
@@ -199,6 +203,14 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
     while stack:
         node, ctx = stack.pop()
         kind = type(node)
+        # The commonest nodes first: a third of them are names.
+        if kind is ast.Name:
+            continue
+        if kind is ast.Constant:
+            value = node.value  # type: ignore[attr-defined]
+            if type(value) is str and ("INDEX" in value or "index" in value):
+                strings.append(node)  # type: ignore[arg-type]
+            continue
         builder = ctx.builder
         if kind is ast.Call:
             assert isinstance(node, ast.Call)
@@ -366,13 +378,6 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
                 builder.flags.add("yield")
                 if isinstance(node.value, (ast.Call, ast.Name)):  # type: ignore[attr-defined]
                     builder.flags.add("hands-out")
-        elif kind is ast.Constant:
-            value = node.value  # type: ignore[attr-defined]
-            if type(value) is str and ("INDEX" in value or "index" in value):
-                strings.append(node)  # type: ignore[arg-type]
-            continue
-        elif kind is ast.Name:
-            continue
         elif kind in _ELEMENTS:
             for child in reversed(node.elts):  # type: ignore[attr-defined]
                 stack.append((child, ctx))
@@ -402,6 +407,17 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
         _interesting_call(resolver, call, ctx, out, table_names)
     for constant in strings:
         _ddl_index(constant, out)
+    _finish_functions(resolver, builders, out)
+    return names, out
+
+
+def _finish_functions(
+    resolver: NameResolver, builders: list[FunctionBuilder], out: FileExtract
+) -> None:
+    from sqla_doctor.static.flow import FlowCache
+
+    # The summaries of one file share flows (a method reads `self.session` set in another).
+    flows = FlowCache()
     for builder in builders:
         facts = builder.finish()
         facts.decorators = tuple(
@@ -412,9 +428,9 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
         # get a flow analysis; the rest cost nothing more than the walk.
         queries = "query" in builder.flags and "return" in builder.flags
         if queries or "hands-out" in builder.flags:
-            _summarise_function(resolver, builder, queries, "hands-out" in builder.flags)
+            _summarise_function(resolver, builder, queries, "hands-out" in builder.flags, flows)
         out.functions[facts.qualname] = facts
-    return names, out
+    flows.clear()  # breaks the cycles between the cache and its flows
 
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
@@ -620,9 +636,15 @@ def _ddl_index(constant: ast.Constant, out: FileExtract) -> None:
 
 
 def _summarise_function(
-    resolver: NameResolver, builder: FunctionBuilder, queries: bool, hands_out: bool
+    resolver: NameResolver,
+    builder: FunctionBuilder,
+    queries: bool,
+    hands_out: bool,
+    flows: FlowCache,
 ) -> None:
     from sqla_doctor.static.flow import summarise
 
     facts = builder.facts
-    facts.returns, facts.provider = summarise(resolver, builder.node, facts, queries, hands_out)
+    facts.returns, facts.provider = summarise(
+        resolver, builder.node, facts, queries, hands_out, flows
+    )

@@ -8,7 +8,6 @@ from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.dataflow import (
-    DataFlow,
     StringFlow,
     call_keyword,
     has_star_kwargs,
@@ -277,7 +276,7 @@ class MissingPoolPrePing(Rule):
 
     @cached_property
     def strings(self) -> StringFlow:
-        return StringFlow(DataFlow(self.ctx))
+        return StringFlow(self.ctx.dataflow)
 
     @cached_property
     def in_tests(self) -> bool:

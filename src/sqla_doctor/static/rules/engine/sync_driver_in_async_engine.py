@@ -8,7 +8,6 @@ from functools import cached_property
 
 from sqla_doctor.findings import Applicability, Edit, Fix, Severity
 from sqla_doctor.static.dataflow import (
-    DataFlow,
     StringFlow,
     StringPrefix,
     call_keyword,
@@ -294,7 +293,7 @@ class SyncDriverInAsyncEngine(Rule):
 
     @cached_property
     def strings(self) -> StringFlow:
-        return StringFlow(DataFlow(self.ctx))
+        return StringFlow(self.ctx.dataflow)
 
     def visit_Call(self, node: ast.Call) -> None:
         if self.ctx.names.sqla_name(node.func) != "create_async_engine":

@@ -7,7 +7,6 @@ from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.dataflow import (
-    DataFlow,
     ObjectKind,
     SqlaObjects,
     expr_is_class_like,
@@ -386,7 +385,7 @@ class LegacyQueryApi(Rule):
 
     @cached_property
     def objects(self) -> SqlaObjects:
-        return SqlaObjects(self.ctx, DataFlow(self.ctx))
+        return SqlaObjects(self.ctx, self.ctx.dataflow)
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func

@@ -9,7 +9,6 @@ from functools import cached_property
 from sqla_doctor.findings import Applicability, Fix, Severity
 from sqla_doctor.static.dataflow import (
     BindingKind,
-    DataFlow,
     SqlaObjects,
     call_keyword,
     is_false_literal,
@@ -385,7 +384,7 @@ class Removed1xApi(Rule):
 
     @cached_property
     def objects(self) -> SqlaObjects:
-        return SqlaObjects(self.ctx, DataFlow(self.ctx))
+        return SqlaObjects(self.ctx, self.ctx.dataflow)
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func

@@ -7,7 +7,6 @@ from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.dataflow import (
-    DataFlow,
     Interpolation,
     StringFlow,
     call_keyword,
@@ -340,7 +339,7 @@ class SqlBuiltFromStrings(Rule):
 
     @cached_property
     def strings(self) -> StringFlow:
-        return StringFlow(DataFlow(self.ctx))
+        return StringFlow(self.ctx.dataflow)
 
     def visit_Call(self, node: ast.Call) -> None:
         sink = self._sql_argument(node)

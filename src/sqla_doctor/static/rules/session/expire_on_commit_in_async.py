@@ -7,7 +7,6 @@ from functools import cached_property
 
 from sqla_doctor.findings import Applicability, Edit, Fix, Severity
 from sqla_doctor.static.dataflow import (
-    DataFlow,
     ObjectKind,
     SqlaObjects,
     call_keyword,
@@ -242,7 +241,7 @@ class ExpireOnCommitInAsync(Rule):
 
     @cached_property
     def objects(self) -> SqlaObjects:
-        return SqlaObjects(self.ctx, DataFlow(self.ctx))
+        return SqlaObjects(self.ctx, self.ctx.dataflow)
 
     @cached_property
     def configured(self) -> set[str]:
