@@ -67,3 +67,16 @@ def test_write_replaces_only_the_table_section(tmp_path: Path) -> None:
     assert readme.read_text(encoding="utf-8") == (
         f"intro\n{table.START}\n| new |\n{table.END}\noutro\n"
     )
+
+
+def test_instruction_count_children_run_every_side() -> None:
+    """What callgrind measures in runtime_instructions.py runs (valgrind itself is slow)."""
+    script = str(BENCHMARKS / "runtime_instructions.py")
+    for side in ("bare", "floor", "doctor"):
+        proc = subprocess.run(
+            [sys.executable, script, "--child", "lazy_loop", side, "1"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
