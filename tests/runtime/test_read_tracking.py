@@ -295,10 +295,10 @@ def test_tracked_objects_are_not_kept_alive(tracking: None, read_engine: Engine)
 def test_the_detectors_cap_what_they_track(
     read_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sqla_doctor.runtime.detectors import over_fetched_columns, unused_eager_load
+    from sqla_doctor.runtime import followed_queries
 
-    monkeypatch.setattr(unused_eager_load, "MAX_TRACKED", 2)
-    monkeypatch.setattr(over_fetched_columns, "MAX_TRACKED", 2)
+    # Each of SQD257 and SQD258 watches at most this many objects.
+    monkeypatch.setattr(followed_queries, "MAX_TRACKED", 2)
     with sqla_doctor.track(mode="collect", config=TRACK_READS), Session(read_engine) as s:
         accounts = s.scalars(select(Account).options(selectinload(Account.orders))).all()
         assert len(accounts) == 4

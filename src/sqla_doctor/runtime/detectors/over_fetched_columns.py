@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from sqla_doctor.config import RuntimeConfig
@@ -10,11 +9,7 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.runtime import loading, reads
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import SELECT, Detector, Loaded, OrmExecution
-
-_MAX_GROUPS = 256
-_MAX_OPEN = 64
-# Objects tracked per unit of work by this detector (SQD257 tracks as many).
-MAX_TRACKED = 5_000
+from sqla_doctor.runtime.followed_queries import FollowedQueries, QueryGroup
 
 
 def _column_keys(mapper: Any) -> tuple[str, ...]:
@@ -31,35 +26,21 @@ def _keys_of(mapper: Any, columns: Any) -> set[str]:
     return keys
 
 
-class _Group:
+class _Group(QueryGroup):
     """The objects one line's query loaded in full, over the unit of work."""
 
-    __slots__ = (
-        "columns",
-        "eager",
-        "generation",
-        "loaded",
-        "mapper",
-        "measured",
-        "objects",
-        "seen",
-        "site",
-    )
+    __slots__ = ("columns", "eager", "loaded", "measured")
 
     def __init__(self, site: CallSite, mapper: Any) -> None:
-        self.site = site
-        self.mapper = mapper
+        super().__init__(site, mapper)
         # The entity's column attributes, in mapping order.
         self.columns = _column_keys(mapper)
         # The columns the query put into its objects (not those deferred in the mapping).
         self.loaded: set[str] = set()
         # Mappers of the objects whose loaded columns were looked at already.
         self.measured: set[Any] = set()
-        self.objects: list[reads.Watch] = []
-        self.seen = 0
         # Relationships the query loads eagerly: their columns are needed to load them.
         self.eager: set[str] = set()
-        self.generation = reads.generation()
 
 
 class OverFetchedColumns(Detector):
@@ -128,9 +109,7 @@ class OverFetchedColumns(Detector):
 
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
-        self.groups: dict[tuple[Any, ...], _Group] = {}
-        self.open: dict[int, tuple[weakref.ref[Any], _Group]] = {}
-        self.tracked = 0
+        self.queries = FollowedQueries(_Group)
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         state = execution.state
@@ -148,58 +127,28 @@ class OverFetchedColumns(Detector):
                 return
         if not loading.selects_entity(statement, mapper):
             return
-        if self.tracked >= MAX_TRACKED or not reads.enable() or not reads.cover(mapper):
-            return
-        key = (site.filename, site.lineno, mapper)
-        group = self.groups.get(key)
-        if group is None:
-            if len(self.groups) >= _MAX_GROUPS:
-                return
-            group = self.groups[key] = _Group(site, mapper)
-        if options is not None or loading.mapping_is_eager(mapper):
+        group = self.queries.follow(statement, site, mapper)
+        if group is not None and (options is not None or loading.mapping_is_eager(mapper)):
             group.eager.update(loading.eager_relationships(mapper, options))
-        from sqla_doctor.runtime import listeners
-
-        listeners.watch_loads(mapper)
-        if len(self.open) >= _MAX_OPEN:
-            del self.open[next(iter(self.open))]
-        self.open[id(statement)] = (weakref.ref(statement), group)
 
     def on_load(self, loaded: Loaded) -> None:
-        query = getattr(loaded.context, "query", None)
-        entry = self.open.get(id(query))
-        if entry is None or entry[0]() is not query or self.tracked >= MAX_TRACKED:
+        group = self.queries.group_of(loaded)
+        if group is None:
             return
         state = loaded.state
-        if not loading.loaded_at_root(state):
-            return
-        group = entry[1]
-        group.seen += 1
         if state.mapper not in group.measured:
             # The load event follows the row's columns into the instance's __dict__:
             # what is there is what the query fetched (all objects of one mapper alike).
             group.measured.add(state.mapper)
             dict_ = state.dict
             group.loaded.update(key for key in group.columns if key in dict_)
-        obj = state.obj()
-        watch = reads.watch(obj) if obj is not None else None
-        if watch is None:
-            return
-        self.tracked += 1
-        group.objects.append(watch)
+        self.queries.watch(group, state)
 
     def checkpoint(self) -> None:
-        final = self.uow.explicit
-        for key, group in list(self.groups.items()):
-            if not final and any(watch() is not None for watch in group.objects):
-                continue
-            del self.groups[key]
-            self._judge(group)
-        if final:
-            self.open = {}
+        self.queries.settle(final=self.uow.explicit, judge=self._judge)
 
     def _judge(self, group: _Group) -> None:
-        if not group.objects or not reads.healthy() or reads.generation() != group.generation:
+        if not group.judgeable():
             return
         loaded = group.loaded
         runtime = self.config
@@ -207,7 +156,7 @@ class OverFetchedColumns(Detector):
             return
         mapper = group.mapper
         read: set[str] = set()
-        for watch in group.objects:
+        for watch in group.watches:
             read |= watch.keys
         # A column whose reads cannot be seen (its descriptor is not switched) counts as used.
         used = (read | (loaded - reads.tracked_keys(mapper))) & loaded

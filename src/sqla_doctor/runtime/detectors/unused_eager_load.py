@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from sqla_doctor.config import RuntimeConfig
@@ -10,47 +9,27 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.runtime import loading, reads
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import SELECT, Detector, Flush, Loaded, OrmExecution
+from sqla_doctor.runtime.followed_queries import FollowedQueries, QueryGroup
 
-_MAX_GROUPS = 256
-_MAX_OPEN = 64
-# Objects tracked per unit of work by this detector (SQD258 tracks as many): memory
-# stays bounded, and what was read by the first ones decides.
-MAX_TRACKED = 5_000
 _MAX_CHILD_IDS = 10_000
 
 
-class _Group:
+class _Group(QueryGroup):
     """The parents one line's query loaded with eager relationships, over the unit."""
 
-    __slots__ = (
-        "children",
-        "distinct",
-        "eager",
-        "generation",
-        "known",
-        "mapper",
-        "parents",
-        "populated",
-        "seen",
-        "site",
-        "unmeasured",
-    )
+    __slots__ = ("children", "distinct", "eager", "known", "populated", "unmeasured")
 
     def __init__(self, site: CallSite, mapper: Any) -> None:
-        self.site = site
-        self.mapper = mapper
+        super().__init__(site, mapper)
         # key -> (relationship, strategy, by option)
         self.eager: dict[str, tuple[Any, str, bool]] = {}
-        self.parents: list[reads.Watch] = []
         self.unmeasured: list[reads.Watch] = []
-        self.seen = 0
         # Parents whose relationships were looked at (alive, not expired, after the query).
         self.known = 0
         self.populated: dict[str, int] = {}
         self.children: dict[str, int] = {}
         # Ids of many-to-one targets, counted once however many parents share them.
         self.distinct: dict[str, set[int]] = {}
-        self.generation = reads.generation()
 
     def measure(self) -> None:
         """What the eager loads put into the parents loaded since last time.
@@ -147,14 +126,10 @@ class UnusedEagerLoad(Detector):
 
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
-        self.groups: dict[tuple[Any, ...], _Group] = {}
-        # id(statement) -> (a weak reference to it, its group): the QueryContext of each
-        # loaded object names the statement it runs.
-        self.open: dict[int, tuple[weakref.ref[Any], _Group]] = {}
-        self.tracked = 0
+        self.queries = FollowedQueries(_Group)
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
-        if self.groups:
+        if self.queries.groups:
             self._measure()
         state = execution.state
         site = execution.site
@@ -172,69 +147,37 @@ class UnusedEagerLoad(Detector):
         eager = loading.eager_relationships(mapper, options)
         if not eager or not loading.selects_entity(statement, mapper):
             return
-        if self.tracked >= MAX_TRACKED or not reads.enable() or not reads.cover(mapper):
-            return
-        key = (site.filename, site.lineno, mapper)
-        group = self.groups.get(key)
-        if group is None:
-            if len(self.groups) >= _MAX_GROUPS:
-                return
-            group = self.groups[key] = _Group(site, mapper)
-        group.eager.update(eager)
-        from sqla_doctor.runtime import listeners
-
-        listeners.watch_loads(mapper)
-        if len(self.open) >= _MAX_OPEN:
-            del self.open[next(iter(self.open))]
-        self.open[id(statement)] = (weakref.ref(statement), group)
+        group = self.queries.follow(statement, site, mapper)
+        if group is not None:
+            group.eager.update(eager)
 
     def on_load(self, loaded: Loaded) -> None:
-        query = getattr(loaded.context, "query", None)
-        entry = self.open.get(id(query))
-        if entry is None or entry[0]() is not query or self.tracked >= MAX_TRACKED:
+        group = self.queries.group_of(loaded)
+        if group is None:
             return
-        state = loaded.state
-        if not loading.loaded_at_root(state):
-            return
-        group = entry[1]
-        group.seen += 1
-        obj = state.obj()
-        watch = reads.watch(obj) if obj is not None else None
-        if watch is None:
-            return
-        self.tracked += 1
-        group.parents.append(watch)
-        group.unmeasured.append(watch)
+        watch = self.queries.watch(group, loaded.state)
+        if watch is not None:
+            group.unmeasured.append(watch)
 
     def on_after_flush(self, flush: Flush) -> None:
-        if self.groups:
+        if self.queries.groups:
             self._measure()
 
     def checkpoint(self) -> None:
         self._measure()
-        # An explicit unit checkpoints once, at its end. A session's implicit unit
-        # checkpoints at each transaction's end: its objects may still be read after
-        # that (returned, serialized), so a group waits until they are all gone.
-        final = self.uow.explicit
-        for key, group in list(self.groups.items()):
-            if not final and any(watch() is not None for watch in group.parents):
-                continue
-            del self.groups[key]
-            self._judge(group)
-        if final:
-            self.open = {}
+        self.queries.settle(final=self.uow.explicit, judge=self._judge)
 
     def _measure(self) -> None:
-        for group in self.groups.values():
+        for group in self.queries.groups.values():
             if group.unmeasured:
                 group.measure()
 
     def _judge(self, group: _Group) -> None:
-        if not group.parents or not reads.healthy() or reads.generation() != group.generation:
+        if not group.judgeable():
             return
         observed = reads.tracked_keys(group.mapper)
         for key, (relationship, lazy, by_option) in group.eager.items():
-            if key not in observed or any(key in watch.keys for watch in group.parents):
+            if key not in observed or any(key in watch.keys for watch in group.watches):
                 continue
             populated = group.populated.get(key, 0)
             if group.known and not populated:

@@ -1,0 +1,114 @@
+"""The queries a read-tracking detector follows, and the objects each one loaded.
+
+SQD257 (unused eager load) and SQD258 (over-fetched columns) judge a line's query by
+what the program read on the objects it loaded, over the whole unit of work: both follow
+a query from ``do_orm_execute`` to the ``load`` event of each object it builds, watch
+those objects' reads (runtime/reads.py), and judge a line once its objects are gone or
+the unit ends. This is that shared part; each detector keeps its own group type.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from sqla_doctor.runtime import loading, reads
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import Loaded
+
+MAX_GROUPS = 256
+# Statements whose objects may still be loading (an iterated result loads lazily).
+MAX_OPEN = 64
+# Objects each detector watches per unit of work: memory stays bounded, and what was
+# read on the first ones decides.
+MAX_TRACKED = 5_000
+
+
+class QueryGroup:
+    """The objects one line's query loaded (every run of it), over the unit of work."""
+
+    __slots__ = ("generation", "mapper", "seen", "site", "watches")
+
+    def __init__(self, site: CallSite, mapper: Any) -> None:
+        self.site = site
+        self.mapper = mapper
+        # Root objects loaded, watched or not.
+        self.seen = 0
+        self.watches: list[reads.Watch] = []
+        # Read tracking restarted since (track-reads switched off and on): what the
+        # watches saw is incomplete.
+        self.generation = reads.generation()
+
+    def judgeable(self) -> bool:
+        """Whether the reads seen on its objects can be trusted to be all of them."""
+        return bool(self.watches) and reads.healthy() and reads.generation() == self.generation
+
+
+G = TypeVar("G", bound=QueryGroup)
+
+
+class FollowedQueries(Generic[G]):
+    """A detector's followed queries: one group per line and mapper, bounded."""
+
+    def __init__(self, new_group: Callable[[CallSite, Any], G]) -> None:
+        self._new_group = new_group
+        self.groups: dict[tuple[Any, ...], G] = {}
+        # id(statement) -> (a weak reference to it, its group): the QueryContext of each
+        # loaded object names the statement it runs.
+        self.open: dict[int, tuple[weakref.ref[Any], G]] = {}
+        self.tracked = 0
+
+    def follow(self, statement: Any, site: CallSite, mapper: Any) -> G | None:
+        """Follow this run of the line's query; its group, or None when out of room."""
+        if self.tracked >= MAX_TRACKED or not reads.enable() or not reads.cover(mapper):
+            return None
+        key = (site.filename, site.lineno, mapper)
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) >= MAX_GROUPS:
+                return None
+            group = self.groups[key] = self._new_group(site, mapper)
+        from sqla_doctor.runtime import listeners
+
+        listeners.watch_loads(mapper)
+        if len(self.open) >= MAX_OPEN:
+            del self.open[next(iter(self.open))]
+        self.open[id(statement)] = (weakref.ref(statement), group)
+        return group
+
+    def group_of(self, loaded: Loaded) -> G | None:
+        """The group of a followed query's root object (not one of its eager loads)."""
+        query = getattr(loaded.context, "query", None)
+        entry = self.open.get(id(query))
+        if entry is None or entry[0]() is not query or self.tracked >= MAX_TRACKED:
+            return None
+        if not loading.loaded_at_root(loaded.state):
+            return None
+        group = entry[1]
+        group.seen += 1
+        return group
+
+    def watch(self, group: G, state: Any) -> reads.Watch | None:
+        """Watch the reads of a loaded object; None when it cannot be watched."""
+        obj = state.obj()
+        watch = reads.watch(obj) if obj is not None else None
+        if watch is not None:
+            self.tracked += 1
+            group.watches.append(watch)
+        return watch
+
+    def settle(self, *, final: bool, judge: Callable[[G], None]) -> None:
+        """Judge the groups that are done: all of them at the end of an explicit unit.
+
+        A session's implicit unit checkpoints at each transaction's end, and its objects
+        may still be read after that (returned, serialized): a group waits until they
+        are all gone.
+        """
+        for key, group in list(self.groups.items()):
+            if not final and any(watch() is not None for watch in group.watches):
+                continue
+            del self.groups[key]
+            judge(group)
+        if final:
+            self.open = {}
