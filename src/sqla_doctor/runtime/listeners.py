@@ -523,10 +523,7 @@ def _on_after_cursor_execute(
 ) -> None:
     # Guarded inline: runs for every statement. No call-site walk here, only the clock.
     try:
-        running = _in_statement.get()
-        if running is not None:
-            _in_statement.set(None)
-            _leave_statement(running)
+        _statement_returned()
         row = _table_row.get()
         if row is not None:
             _table_row.set(None)
@@ -585,10 +582,7 @@ def _on_handle_error(context: Any) -> None:
     # A statement that failed never consumed its ORM execution; a flush that failed
     # never reached after_flush_postexec.
     executing.set(None)
-    running = _in_statement.get()
-    if running is not None:
-        _in_statement.set(None)
-        _leave_statement(running)
+    _statement_returned()
     started = _started.get()
     if started is not None:
         # It never reaches after_cursor_execute: its time and the idleness after it
@@ -1370,6 +1364,14 @@ def _enter_statement(
     sharing.busy_site = site if site is not None else sharing.last_site
     sharing.busy_thread = thread
     _in_statement.set(record)
+
+
+def _statement_returned() -> None:
+    """The DBAPI call of this context's statement returned (or failed)."""
+    running = _in_statement.get()
+    if running is not None:
+        _in_statement.set(None)
+        _leave_statement(running)
 
 
 def _leave_statement(record: SessionRecord) -> None:
