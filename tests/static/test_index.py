@@ -556,3 +556,58 @@ def test_imperative_mapping_and_declared_attr_mixins(tmp_path: Path) -> None:
         "many-to-one",
         "app.declared.OwnedMixin",
     )
+
+
+def test_class_bodies_map_what_runs_not_what_type_checkers_read(tmp_path: Path) -> None:
+    """`if TYPE_CHECKING:` annotations in a class body are not columns; the mapping in the
+    `else:` branch is (fastapi-users' mixins declare their foreign keys there)."""
+    index = build(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/mixins.py": """
+            import sys
+            from typing import TYPE_CHECKING
+            from sqlalchemy import ForeignKey, String
+            from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+            class AccountMixin:
+                __tablename__ = "account"
+                if TYPE_CHECKING:
+                    id: int
+                    user_id: int
+                else:
+                    id: Mapped[int] = mapped_column(primary_key=True)
+
+                    @declared_attr
+                    def user_id(cls) -> Mapped[int]:
+                        return mapped_column(ForeignKey("user.id"), nullable=False)
+                if sys.version_info >= (3, 10):
+                    nickname: Mapped[str] = mapped_column(String(50), index=True)
+            """,
+            "app/models.py": """
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+            from app.mixins import AccountMixin
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Account(AccountMixin, Base):
+                pass
+
+            class User(Base):
+                __tablename__ = "user"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                accounts: Mapped[list[Account]] = relationship("Account", lazy="joined")
+            """,
+        },
+    )
+    account = index.model("app.models.Account")
+    assert account is not None
+    assert {"id", "user_id", "nickname"} <= set(account.columns)
+    user = index.model("app.models.User")
+    assert user is not None
+    assert [c.attr for c in index.foreign_keys_to(account, user)] == ["user_id"]
+    accounts = index.relationship(user, "accounts")
+    assert accounts is not None
+    assert accounts.direction == "one-to-many"

@@ -695,6 +695,10 @@ def _class_statement(
         _member(resolver, facts, stmt.target.id, stmt.annotation, stmt.value, stmt.lineno, sqlmodel)
     elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
         _method(resolver, facts, stmt, sqlmodel)
+    elif isinstance(stmt, ast.If):
+        for branch in _runtime_branches(stmt):
+            for inner in branch:
+                _class_statement(resolver, facts, inner, sqlmodel)
     elif isinstance(stmt, ast.ClassDef) and stmt.name == "Config":
         for inner in stmt.body:
             if isinstance(inner, ast.Assign) and any(
@@ -702,6 +706,23 @@ def _class_statement(
                 for t in inner.targets
             ):
                 facts.from_attributes = literal_bool(inner.value)
+
+
+def _runtime_branches(stmt: ast.If) -> tuple[list[ast.stmt], ...]:
+    """The branches of an ``if`` in a class body that can run: not the
+    ``if TYPE_CHECKING:`` side (annotations for type checkers, the mapping is in its
+    ``else``); both sides of any other test, which the index cannot decide."""
+    test = stmt.test
+    negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+    if _is_type_checking(test.operand if isinstance(test, ast.UnaryOp) else test):
+        return (stmt.body,) if negated else (stmt.orelse,)
+    return (stmt.body, stmt.orelse)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _method(
