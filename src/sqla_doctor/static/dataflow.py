@@ -808,6 +808,26 @@ _STR_PRESERVING = frozenset(
 _QUOTING = frozenset(
     {"quote", "quote_identifier", "quote_schema", "format_table", "format_column", "quote_ident"}
 )
+# Quote characters of SQL identifiers ("name", [name], `name`). Doubling one inside the
+# identifier is the SQL escape, so `"[" + name.replace("]", "]]") + "]"` is quoted.
+# Not the single quote: MySQL's backslash escapes undo `.replace("'", "''")`.
+_IDENTIFIER_QUOTES = frozenset({'"', "]", "`"})
+
+
+def _escapes_identifier_quotes(call: ast.Call) -> bool:
+    """``x.replace('"', '""')``: an identifier escaped for quoting, whatever ``x`` is."""
+    func = call.func
+    if not isinstance(func, ast.Attribute) or func.attr != "replace" or len(call.args) != 2:
+        return False
+    old, new = call.args
+    return (
+        isinstance(old, ast.Constant)
+        and old.value in _IDENTIFIER_QUOTES
+        and isinstance(new, ast.Constant)
+        and new.value == old.value * 2
+    )
+
+
 _NUMERIC_SPEC = re.compile(r"^[^a-zA-Z]*[bcdeEfFgGnoxX%]$")
 HOW_FSTRING = "an f-string"
 HOW_PERCENT = "`%` formatting"
@@ -962,7 +982,7 @@ class StringFlow:
 
     def _call(self, call: ast.Call) -> StringValue:
         func = call.func
-        if _last_name(func) in _QUOTING:
+        if _last_name(func) in _QUOTING or _escapes_identifier_quotes(call):
             return _STATIC_STR
         if isinstance(func, ast.Attribute):
             if func.attr == "format":

@@ -181,6 +181,21 @@ def escapes(flow: FunctionFlow, name: str, *, yields_count: bool = True) -> bool
     return False
 
 
+def unbound(value: SessionValue, made: ast.expr | None) -> bool:
+    """Whether a session is the ``Session``/``AsyncSession`` class called with nothing to
+    bind to (``Session()``): it can never check out a connection, so it has none to leak
+    and nothing it could commit (code uses one to compute cascades, then expunges)."""
+    if isinstance(made, ast.Await):
+        made = made.value
+    if not isinstance(made, ast.Call) or value.how != "call" or value.source is None:
+        return False
+    if value.source.rpartition(".")[2] not in ("Session", "AsyncSession"):
+        return False
+    return not made.args and not any(
+        kw.arg in ("bind", "binds") or kw.arg is None for kw in made.keywords
+    )
+
+
 def bound_to_connection(flow: FunctionFlow, made: ast.expr | None) -> bool:
     """Whether a session is made on an existing connection (``Session(bind=conn)``,
     ``Session(op.get_bind())``, ``join_transaction_mode=``): it holds no pool connection

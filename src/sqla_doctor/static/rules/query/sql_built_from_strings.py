@@ -38,7 +38,9 @@ class SqlBuiltFromStrings(Rule):
     f-strings without placeholders, UPPER_CASE constants, numbers (`int(x)`, `len(x)`,
     `{n:d}`, `range()` indexes), lookups in a literal dict and conditional literals
     (`"ASC" if desc else "DESC"`), and generated bind-parameter lists
-    (`", ".join(f":id{i}" for i in range(len(ids)))`).
+    (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
+    quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
+    `"[" + name.replace("]", "]]") + "]"`, backticks).
 
     ## Why is this bad?
     Whatever the interpolated value contains becomes SQL: a name like `x' OR '1'='1` reads
@@ -86,6 +88,17 @@ class SqlBuiltFromStrings(Rule):
     message = "`{sink}` receives SQL built {how} from {values} — bind them as parameters"
 
     VALID = (
+        # Identifiers quoted with their quote character doubled inside (MSSQL brackets,
+        # standard double quotes, MySQL backticks).
+        Valid(
+            """
+            from sqlalchemy import text
+            def copy_columns(conn, table, keys):
+                columns = ", ".join("[" + table.c[k].name.replace("]", "]]") + "]" for k in keys)
+                quoted = '"' + table.name.replace('"', '""') + '"'
+                return conn.execute(text(f"SELECT {columns} FROM {quoted}"))
+            """
+        ),
         # Bound parameters, literals, literal concatenation, placeholder-free f-strings.
         Valid(
             """
@@ -211,6 +224,19 @@ class SqlBuiltFromStrings(Rule):
             """,
             expected_message=(
                 "`text()` receives SQL built by concatenation from `table`, `ids` "
+                "— bind them as parameters"
+            ),
+        ),
+        # Doubling single quotes is no escape where backslashes escape too (MySQL).
+        Invalid(
+            """
+            from sqlalchemy import text
+            def find_user(session, name):
+                escaped = name.replace("'", "''")
+                return session.execute(text(f"SELECT * FROM users WHERE name = '{escaped}'"))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `escaped` "
                 "— bind them as parameters"
             ),
         ),

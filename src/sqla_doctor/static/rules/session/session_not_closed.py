@@ -13,6 +13,7 @@ from sqla_doctor.static.lifecycle import (
     escapes,
     managed_by_with,
     method_calls,
+    unbound,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
@@ -75,6 +76,19 @@ class SessionNotClosed(Rule):
     message = "{problem}"
 
     VALID = (
+        # A session with nothing to connect to, used to see what add() cascades to.
+        Valid(
+            """
+            from sqlalchemy.orm import Session
+
+            def cascaded(instance):
+                session = Session()
+                session.add(instance)
+                related = list(session.new)
+                session.expunge_all()
+                return related
+            """
+        ),
         Valid(
             """
             from app.db import SessionLocal
@@ -281,7 +295,7 @@ class SessionNotClosed(Rule):
             assert call is not None
             if managed_by_with(flow, name) or closed_in_finally(flow, name) or escapes(flow, name):
                 continue
-            if bound_to_connection(flow, call):
+            if bound_to_connection(flow, call) or unbound(value, call):
                 continue
             # Rebound later to something else, or bound in a loop: stay simple.
             if len(flow.bindings.get(name, ())) > 1:

@@ -14,6 +14,7 @@ from sqla_doctor.static.lifecycle import (
     escapes,
     method_calls,
     owned_sessions,
+    unbound,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
@@ -90,6 +91,19 @@ class WriteWithoutCommit(Rule):
     )
 
     VALID = (
+        # A session with nothing to connect to, used to see what add() cascades to.
+        Valid(
+            """
+            from sqlalchemy.orm import Session
+
+            def cascaded(instance):
+                session = Session()
+                session.add(instance)
+                related = list(session.new)
+                session.expunge_all()
+                return related
+            """
+        ),
         Valid(
             """
             from app.db import SessionLocal
@@ -279,6 +293,10 @@ class WriteWithoutCommit(Rule):
         calls = method_calls(flow, name)
         methods = {method for method, _ in calls}
         if methods & {"commit", "begin", "rollback", "flush", "begin_nested", "in_transaction"}:
+            return
+        # Objects added and then expunged, or a session that can never connect, are
+        # deliberately not written (code computing cascades with `session.new`).
+        if "expunge_all" in methods or unbound(owned.value, owned.binding.value):
             return
         # Passed whole to another function (which may commit): not ours to judge.
         for load in flow.name_loads.get(name, ()):
