@@ -611,3 +611,45 @@ def test_class_bodies_map_what_runs_not_what_type_checkers_read(tmp_path: Path) 
     accounts = index.relationship(user, "accounts")
     assert accounts is not None
     assert accounts.direction == "one-to-many"
+
+
+def test_marshmallow_schemas_their_fields_and_models(tmp_path: Path) -> None:
+    """marshmallow, marshmallow-sqlalchemy and Flask-Marshmallow schemas: the attributes
+    their fields read, the schemas they nest, the model of `Meta`."""
+    index = build(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/ext.py": """
+            from flask_marshmallow import Marshmallow
+            ma = Marshmallow()
+            """,
+            "app/schemas.py": """
+            from marshmallow import Schema, fields
+            from app.ext import ma
+            from app.models import User
+
+            class PostSchema(Schema):
+                title = fields.Str()
+                writer = fields.Pluck("UserSchema", "name", attribute="author")
+                total = fields.Method("count")
+
+            class UserSchema(ma.SQLAlchemyAutoSchema):
+                class Meta:
+                    model = User
+                    include_relationships = True
+                posts = ma.List(ma.Nested(PostSchema))
+
+            class NotASchema:
+                name = fields.Str()
+            """,
+        },
+    )
+    assert index.is_schema("app.schemas.PostSchema")
+    assert index.is_schema("app.schemas.UserSchema")
+    assert not index.is_schema("app.schemas.NotASchema")
+    post = index.fields_of("app.schemas.PostSchema")
+    assert set(post) == {"title", "author"}
+    assert (post["author"].target, post["author"].target_is_string) == ("UserSchema", True)
+    assert index.fields_of("app.schemas.UserSchema")["posts"].target == "app.schemas.PostSchema"
+    assert index.schema_model("app.schemas.UserSchema") == ("app.models.User", True)

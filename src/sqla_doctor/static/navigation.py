@@ -22,6 +22,8 @@ from sqla_doctor.static.loaders import EAGER, MAPPING_EAGER, MAPPING_NO_QUERY, N
 
 MAX_DEPTH = 4
 _VALIDATORS = frozenset({"model_validate", "from_orm", "validate", "parse_obj"})
+# marshmallow's Schema methods that read the object's attributes.
+SCHEMA_DUMPERS = frozenset({"dump", "dumps"})
 _ROUTE_METHODS = frozenset(
     {"get", "post", "put", "patch", "delete", "api_route", "route", "head", "options"}
 )
@@ -142,9 +144,20 @@ class Navigator:
             for path in sorted(reads):
                 yield from self.path(objects, path, call, via=via, per_row=per_row)
             return
-        if elements or position != 0:
+        if position != 0:
             return
         func = call.func
+        if isinstance(func, ast.Attribute) and func.attr in SCHEMA_DUMPERS:
+            schema = self._schema_of(func.value)
+            if schema is not None:
+                name = schema.rpartition(".")[2]
+                for path in sorted(self.schema_paths(schema)):
+                    yield from self.path(
+                        objects, path, call, via=f"`{name}().{func.attr}()`", per_row=per_row
+                    )
+            return
+        if elements:
+            return
         if isinstance(func, ast.Attribute) and func.attr in _VALIDATORS:
             cls = self.flow.qualify(func.value)
             if (
@@ -334,6 +347,40 @@ class Navigator:
 
     def _where(self, function: FunctionFacts) -> str:
         return f"{self.index.path_of(function.qualname) or '?'}:{function.line}"
+
+    def _schema_of(self, receiver: ast.expr) -> str | None:
+        """The marshmallow schema class of ``receiver`` in ``receiver.dump(...)``: made
+        there (``UserSchema(many=True)``), by a local assignment, or at module level."""
+        made: str | None = None
+        if isinstance(receiver, ast.Call):
+            made = self.flow.qualify(receiver.func)
+        elif isinstance(receiver, ast.Name) and self.flow.is_local(receiver.id):
+            bindings = self.flow.bindings.get(receiver.id, ())
+            value = bindings[0].value if len(bindings) == 1 else None
+            if isinstance(value, ast.Call):
+                made = self.flow.qualify(value.func)
+        elif isinstance(receiver, (ast.Name, ast.Attribute)):
+            qualified = self.flow.qualify(receiver)
+            origin = self.index.origin_of(qualified) if qualified is not None else None
+            if origin is not None and origin.startswith("call:"):
+                made = origin[5:]
+        if made is None:
+            return None
+        made = self.index.follow(made)
+        if self.index.class_facts(made) is None or not self.index.is_schema(made):
+            return None
+        return made
+
+    def schema_paths(self, cls: str) -> set[tuple[str, ...]]:
+        """Attribute paths a marshmallow schema reads off an object: its fields, nested
+        schemas' fields, and with ``include_relationships`` every relationship."""
+        found = self.serializer_paths(cls)
+        model, relationships = self.index.schema_model(cls)
+        if relationships and model is not None:
+            owner = self.index.model(model)
+            if owner is not None:
+                found.update((rel.attr,) for rel in self.index.relationships(owner))
+        return found
 
     def serializer_paths(self, cls: str, depth: int = 0) -> set[tuple[str, ...]]:
         """Attribute paths a Pydantic model reads off an object (nested models included)."""

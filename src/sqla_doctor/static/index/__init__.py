@@ -74,6 +74,7 @@ _NEUTRAL = frozenset(
     }
 )
 _SQLMODEL_ROOTS = frozenset({"sqlmodel.SQLModel", "sqlmodel.main.SQLModel"})
+_SCHEMA_MODULES = ("marshmallow.", "marshmallow_sqlalchemy.", "flask_marshmallow.")
 # Methods and functions of sessions, results, statements and task groups.
 _DATABASE_CALLS = frozenset(
     {
@@ -1024,6 +1025,32 @@ class ProjectIndex:
             if cls is not None:
                 found.update(cls.fields)
         return found
+
+    def is_schema(self, qualname: str) -> bool:
+        """Whether a class is a marshmallow schema (marshmallow-sqlalchemy's and
+        Flask-Marshmallow's ``ma.Schema``/``ma.SQLAlchemyAutoSchema`` included)."""
+        for ancestor in self.mro(qualname):
+            cls = self.class_facts(ancestor)
+            if cls is None:
+                continue
+            for base in cls.bases:
+                followed = self.follow(base)
+                if followed.startswith(_SCHEMA_MODULES):
+                    return True
+                owner = followed.rpartition(".")[0]
+                origin = self.origin_of(owner) if owner else None
+                if origin is not None and origin.startswith("call:flask_marshmallow"):
+                    return True
+        return False
+
+    def schema_model(self, qualname: str) -> tuple[str | None, bool]:
+        """The model a marshmallow-sqlalchemy schema serializes (its ``Meta.model``) and
+        whether all its relationships are fields (``include_relationships``)."""
+        for ancestor in self.mro(qualname):
+            cls = self.class_facts(ancestor)
+            if cls is not None and cls.schema_model is not None:
+                return self.follow(cls.schema_model), cls.include_relationships
+        return None, False
 
     def reads_from_attributes(self, qualname: str) -> bool:
         """Whether a Pydantic model reads attributes off objects (``from_attributes``,

@@ -161,6 +161,10 @@ class ClassFacts:
     fields: dict[str, FieldFacts] = field(default_factory=dict)
     from_attributes: bool | None = None
     declared_attr_members: bool = False
+    # A marshmallow schema's `class Meta:` (marshmallow-sqlalchemy): the model it
+    # serializes, and whether every relationship of it is a field.
+    schema_model: str | None = None
+    include_relationships: bool = False
 
 
 @dataclass
@@ -699,6 +703,8 @@ def _class_statement(
         for branch in _runtime_branches(stmt):
             for inner in branch:
                 _class_statement(resolver, facts, inner, sqlmodel)
+    elif isinstance(stmt, ast.ClassDef) and stmt.name == "Meta":
+        _schema_meta(resolver, facts, stmt)
     elif isinstance(stmt, ast.ClassDef) and stmt.name == "Config":
         for inner in stmt.body:
             if isinstance(inner, ast.Assign) and any(
@@ -706,6 +712,60 @@ def _class_statement(
                 for t in inner.targets
             ):
                 facts.from_attributes = literal_bool(inner.value)
+
+
+def _schema_meta(resolver: NameResolver, facts: ClassFacts, meta: ast.ClassDef) -> None:
+    for inner in meta.body:
+        if not isinstance(inner, ast.Assign) or len(inner.targets) != 1:
+            continue
+        target = inner.targets[0]
+        if not isinstance(target, ast.Name):
+            continue
+        if target.id == "model" and isinstance(inner.value, (ast.Name, ast.Attribute)):
+            facts.schema_model = resolver.qualify(inner.value)
+        elif target.id == "include_relationships":
+            facts.include_relationships = literal_bool(inner.value) is True
+
+
+# marshmallow's field classes that read the attribute of their name (or `attribute=`).
+# `fields.Method` and `fields.Function` call code instead, which is not followed.
+_SCHEMA_FIELDS = frozenset(
+    {
+        "Nested", "Pluck", "List", "Str", "String", "Int", "Integer", "Float", "Decimal",
+        "Number", "Bool", "Boolean", "DateTime", "AwareDateTime", "NaiveDateTime", "Date",
+        "Time", "TimeDelta", "UUID", "Email", "Url", "URL", "Dict", "Mapping", "Raw", "Enum",
+        "IP", "Related", "RelatedList", "auto_field",
+    }
+)
+_NESTING_FIELDS = frozenset({"Nested", "Pluck"})
+
+
+def _schema_field(resolver: NameResolver, facts: ClassFacts, name: str, call: ast.Call) -> bool:
+    """``posts = fields.Nested(PostSchema, many=True)``: a marshmallow field (recorded
+    under the attribute it reads, with the schema it nests); whether it was one."""
+    head = dotted(call.func) or ""
+    qualified = resolver.qualify(call.func) or head
+    if head.rpartition(".")[2] not in _SCHEMA_FIELDS or not (
+        qualified.startswith(("marshmallow", "flask_marshmallow"))
+        or head.startswith(("fields.", "ma."))
+    ):
+        return False
+    attribute = keyword(call, "attribute")
+    read = literal_str(attribute) if attribute is not None else None
+    nested: ast.expr | None = call
+    while isinstance(nested, ast.Call) and (dotted(nested.func) or "").rpartition(".")[2] in (
+        "List",
+        *_NESTING_FIELDS,
+    ):
+        kind = (dotted(nested.func) or "").rpartition(".")[2]
+        inner = nested.args[0] if nested.args else None
+        if kind in _NESTING_FIELDS:
+            target, is_string = class_ref(resolver, inner)
+            facts.fields[read or name] = FieldFacts(read or name, target, is_string)
+            return True
+        nested = inner
+    facts.fields[read or name] = FieldFacts(read or name)
+    return True
 
 
 def _runtime_branches(stmt: ast.If) -> tuple[list[ast.stmt], ...]:
@@ -837,6 +897,8 @@ def _member_call(
         return
     if call is not None and func_name in _OTHER_MAPPED_CALLS:
         facts.other_attrs.add(name)
+        return
+    if call is not None and annotation is None and _schema_field(resolver, facts, name, call):
         return
     if annotation is not None:
         _, _inner, is_mapped = mapped_wrapper(annotation)

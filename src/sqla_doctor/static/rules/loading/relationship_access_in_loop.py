@@ -8,7 +8,7 @@ from sqla_doctor.findings import Applicability, Fix, Related, Severity
 from sqla_doctor.static.context import FileContext
 from sqla_doctor.static.flow import Binding, FunctionFlow, ObjectsValue, flow_for, worth_analysing
 from sqla_doctor.static.loader_fix import loader_edits
-from sqla_doctor.static.navigation import LazyAccess, Navigator, option_text
+from sqla_doctor.static.navigation import SCHEMA_DUMPERS, LazyAccess, Navigator, option_text
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _MODELS = """
@@ -41,6 +41,32 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+_SCHEMAS = """
+from marshmallow import Schema, fields
+from marshmallow_sqlalchemy import SQLAlchemyAutoSchema
+from app.models import User
+
+class PostSchema(Schema):
+    id = fields.Int()
+    title = fields.Str()
+
+class UserSchema(Schema):
+    id = fields.Int()
+    name = fields.Str()
+    posts = fields.List(fields.Nested(PostSchema))
+
+class UserNameSchema(Schema):
+    id = fields.Int()
+    name = fields.Str()
+
+class UserAutoSchema(SQLAlchemyAutoSchema):
+    class Meta:
+        model = User
+        include_relationships = True
+
+users_schema = UserSchema(many=True)
+"""
+_SCHEMA_FILES = {**_FILES, "app/schemas.py": _SCHEMAS}
 
 
 def _source(loaded: ObjectsValue) -> str:
@@ -54,9 +80,10 @@ class RelationshipAccessInLoop(Rule):
     ## What it does
     Checks for a lazy-loaded relationship read on every row of query results — in a
     `for` loop, a comprehension, a generator, a helper function the rows are passed to,
-    a model method such as `to_dict()`, or a Pydantic model (`model_validate`,
-    `response_model`) — when the statement that loaded the rows has no loader option
-    for it and the relationship is not eager in the mapping.
+    a model method such as `to_dict()`, a Pydantic model (`model_validate`,
+    `response_model`) or a marshmallow schema (`Schema.dump()`, nested fields,
+    marshmallow-sqlalchemy's `include_relationships`) — when the statement that loaded
+    the rows has no loader option for it and the relationship is not eager in the mapping.
 
     ## Why is this bad?
     Each row's first access emits its own `SELECT`: one query for the list, then one
@@ -106,6 +133,25 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # marshmallow: the relationship loaded up front, a schema that reads no
+        # relationship, and `dump()` of something that is not a schema.
+        Valid(
+            """
+            import json
+            from sqlalchemy import select
+            from sqlalchemy.orm import selectinload
+            from app.models import User
+            from app.schemas import UserNameSchema, UserSchema
+
+            def users(session, out):
+                rows = session.scalars(select(User).options(selectinload(User.posts))).all()
+                names = session.scalars(select(User)).all()
+                json.dump([u.name for u in names], out)
+                return UserSchema(many=True).dump(rows), UserNameSchema(many=True).dump(names)
+            """,
+            path="app/views.py",
+            files=_SCHEMA_FILES,
+        ),
         # The statement eager-loads the relationship.
         Valid(
             """
@@ -379,6 +425,44 @@ class RelationshipAccessInLoop(Rule):
             },
             line=10,
         ),
+        # marshmallow: a schema with a nested field, dumping the rows (many=True) or
+        # each row; a marshmallow-sqlalchemy schema with include_relationships.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.models import User
+            from app.schemas import UserSchema, users_schema
+
+            def users(session):
+                rows = session.scalars(select(User)).all()
+                return UserSchema(many=True).dump(rows)
+
+            def users_again(session):
+                rows = session.scalars(select(User)).all()
+                return users_schema.dump(rows)
+            """,
+            path="app/views.py",
+            files=_SCHEMA_FILES,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `rows` in `UserSchema().dump()` "
+                "(loaded at line 6) — add `.options(selectinload(User.posts))` to that query"
+            ),
+            line=7,
+        ),
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.models import User
+            from app.schemas import UserAutoSchema
+
+            def users(session):
+                schema = UserAutoSchema()
+                return [schema.dump(u) for u in session.scalars(select(User))]
+            """,
+            path="app/views.py",
+            files=_SCHEMA_FILES,
+            line=7,
+        ),
     )
 
     def __init__(self, ctx: FileContext) -> None:
@@ -411,7 +495,7 @@ class RelationshipAccessInLoop(Rule):
         if self._skip or not node.args or not isinstance(func, (ast.Name, ast.Attribute)):
             return
         tail = func.attr if isinstance(func, ast.Attribute) else func.id
-        if tail not in self.ctx.index.element_readers():
+        if tail not in self.ctx.index.element_readers() and tail not in SCHEMA_DUMPERS:
             return
         flow = flow_for(self.ctx, node)
         found: list[tuple[LazyAccess, ObjectsValue, ast.expr]] = []
