@@ -913,6 +913,33 @@ class FunctionFlow:
         factories = [v for v in values if isinstance(v, FactoryValue)]
         if factories and len(factories) == len(values):
             return factories[0]
+        instances = {v.cls for v in values if isinstance(v, InstanceValue)}
+        if len(instances) == 1 and len(values) == sum(isinstance(v, InstanceValue) for v in values):
+            # `self.repo = repo` from a parameter annotated with a project class.
+            return InstanceValue(instances.pop())
+        if not values:
+            return self._declared_attribute(attr)
+        return None
+
+    def _declared_attribute(self, attr: str) -> Value | None:
+        """``repo: UserRepository`` in the class body (set by a framework or a dataclass)."""
+        assert self.class_node is not None
+        if self.index is None:
+            return None
+        for stmt in self.class_node.body:
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and stmt.target.id == attr
+                and isinstance(stmt.annotation, (ast.Name, ast.Attribute))
+            ):
+                qualified = self.resolver.qualify(stmt.annotation)
+                if (
+                    qualified is not None
+                    and self.index.class_facts(qualified) is not None
+                    and self.index.model(qualified) is None
+                ):
+                    return InstanceValue(self.index.follow(qualified))
         return None
 
     def _model(self, node: ast.expr | None) -> str | None:
@@ -936,6 +963,9 @@ class FunctionFlow:
             if found is not None:
                 return found
         qualified = self.qualify(func)
+        if qualified is None and isinstance(func, ast.Name) and func.id in _ITER_BUILTINS:
+            # A builtin (the resolver names only imports and module-level definitions).
+            qualified = None if self.is_local(func.id) else func.id
         if qualified is None:
             if isinstance(func, (ast.Name, ast.Attribute)):
                 callee = self.value(func)
@@ -1358,11 +1388,13 @@ def summarise(
     queries: bool,
     hands_out: bool = True,
     flows: FlowCache | None = None,
+    class_node: ast.ClassDef | None = None,
 ) -> tuple[ReturnFacts | None, ProviderFacts | None]:
     """What a function returns (ORM objects) and whether it hands out a session, from its
-    own body only (the index resolves the names later)."""
+    own body and, for a method, what its class's methods assign to ``self`` (the index
+    resolves the names later)."""
     # Not kept in `flows`: a summary sees no index, and neither do the flows it asks for.
-    flow = FunctionFlow(node, resolver, None, "", cache=flows)
+    flow = FunctionFlow(node, resolver, None, "", class_node=class_node, cache=flows)
     provider = _provider(flow, node, facts) if hands_out else None
     returns = _returns(flow, node) if queries and provider is None else None
     return returns, provider

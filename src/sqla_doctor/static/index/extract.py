@@ -182,6 +182,7 @@ class _Ctx:
     builder: FunctionBuilder | None = None
     class_name: str | None = None
     function: str | None = None  # qualname of the enclosing top-level function/method
+    class_node: ast.ClassDef | None = None  # for methods: what `self.x` may be
 
 
 _MODULE_CTX = _Ctx(_MODULE)
@@ -302,7 +303,7 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
                     params=params_of(node),
                     is_method=ctx.kind == _CLASS,
                 )
-                new_builder = FunctionBuilder(facts, node)
+                new_builder = FunctionBuilder(facts, node, ctx.class_node)
                 builders.append(new_builder)
             for decorator in node.decorator_list:
                 if isinstance(decorator, ast.Call):
@@ -342,7 +343,7 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
             assert isinstance(node, ast.ClassDef)
             if ctx.kind == _MODULE:
                 class_nodes.append(node)
-                inner = _Ctx(_CLASS, None, node.name, None)
+                inner = _Ctx(_CLASS, None, node.name, None, node)
             else:
                 inner = _Ctx(_FUNCTION, None, None, ctx.function)
             for part in (*node.decorator_list, *node.bases, *(k.value for k in node.keywords)):
@@ -646,5 +647,5 @@ def _summarise_function(
 
     facts = builder.facts
     facts.returns, facts.provider = summarise(
-        resolver, builder.node, facts, queries, hands_out, flows
+        resolver, builder.node, facts, queries, hands_out, flows, builder.owner
     )

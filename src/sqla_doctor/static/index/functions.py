@@ -73,11 +73,18 @@ class FunctionFacts:
 class FunctionBuilder:
     """Collects a function's parameter reads while the index walks its body."""
 
-    __slots__ = ("called", "clients", "facts", "flags", "node", "reads", "tracked")
+    __slots__ = ("called", "clients", "facts", "flags", "node", "owner", "reads", "tracked")
 
-    def __init__(self, facts: FunctionFacts, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    def __init__(
+        self,
+        facts: FunctionFacts,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        owner: ast.ClassDef | None = None,
+    ) -> None:
         self.facts = facts
         self.node = node
+        # The class of a method: its other methods say what `self.session` is.
+        self.owner = owner
         self.tracked: dict[str, tuple[int, bool, tuple[str, ...]]] = {
             name: (position, False, ()) for position, name in enumerate(facts.params)
         }

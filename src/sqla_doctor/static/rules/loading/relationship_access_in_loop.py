@@ -67,6 +67,23 @@ class UserAutoSchema(SQLAlchemyAutoSchema):
 users_schema = UserSchema(many=True)
 """
 _SCHEMA_FILES = {**_FILES, "app/schemas.py": _SCHEMAS}
+_REPOSITORY = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+from app.models import User
+
+class UserRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def all_users(self) -> list[User]:
+        return list(self.session.scalars(select(User)).all())
+
+    def with_posts(self) -> list[User]:
+        stmt = select(User).options(selectinload(User.posts))
+        return list(self.session.scalars(stmt).all())
+"""
+_REPOSITORY_FILES = {**_FILES, "app/repo.py": _REPOSITORY}
 
 
 def _source(loaded: ObjectsValue) -> str:
@@ -80,7 +97,8 @@ class RelationshipAccessInLoop(Rule):
     ## What it does
     Checks for a lazy-loaded relationship read on every row of query results — in a
     `for` loop, a comprehension, a generator, a helper function the rows are passed to,
-    a model method such as `to_dict()`, a Pydantic model (`model_validate`,
+    a repository method that returned them (called through `self.repo` too), a model
+    method such as `to_dict()`, a Pydantic model (`model_validate`,
     `response_model`) or a marshmallow schema (`Schema.dump()`, nested fields,
     marshmallow-sqlalchemy's `include_relationships`) — when the statement that loaded
     the rows has no loader option for it and the relationship is not eager in the mapping.
@@ -133,6 +151,20 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # The repository method that loads the relationship up front.
+        Valid(
+            """
+            from app.repo import UserRepository
+
+            class UserService:
+                repo: UserRepository
+
+                def titles(self):
+                    return [[p.title for p in u.posts] for u in self.repo.with_posts()]
+            """,
+            path="app/service.py",
+            files=_REPOSITORY_FILES,
+        ),
         # marshmallow: the relationship loaded up front, a schema that reads no
         # relationship, and `dump()` of something that is not a schema.
         Valid(
@@ -462,6 +494,28 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_SCHEMA_FILES,
             line=7,
+        ),
+        # A service calling its repository through `self` (set from an annotated
+        # parameter, or declared in the class body).
+        Invalid(
+            """
+            from app.repo import UserRepository
+
+            class UserService:
+                def __init__(self, repo: UserRepository) -> None:
+                    self.repo = repo
+
+                def titles(self):
+                    return [[p.title for p in u.posts] for u in self.repo.all_users()]
+            """,
+            path="app/service.py",
+            files=_REPOSITORY_FILES,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `self.repo.all_users()` (loaded "
+                "by `all_users()` at app/repo.py:10) — add `.options(selectinload(User.posts))` "
+                "to that query"
+            ),
+            line=8,
         ),
     )
 
