@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,25 @@ def test_worker_processes_with_a_warm_cache(tmp_path: Path) -> None:
     cold = _run(root, cache, jobs=2)
     assert _run(root, cache, jobs=2) == cold == _run(root, None)
     shutil.rmtree(cache)
+
+
+def test_a_run_that_learnt_nothing_leaves_the_cache_file_alone(tmp_path: Path) -> None:
+    root = _project(tmp_path / "p", count=10)
+    cache = tmp_path / "cache"
+    first = _run(root, cache)
+    (written,) = cache.glob("*.pickle")
+
+    def marked() -> bool:
+        """Whether the file still has the old timestamp set below (never rewritten)."""
+        return written.stat().st_mtime_ns == 10**9
+
+    os.utime(written, ns=(10**9, 10**9))
+    assert _run(root, cache) == first
+    assert marked()  # nothing new: not written again
+    (root / "mod1.py").write_text("value = 'changed'\n")
+    _run(root, cache)
+    assert not marked()
+    os.utime(written, ns=(10**9, 10**9))
+    (root / "mod2.py").unlink()
+    _run(root, cache)
+    assert not marked()  # a file gone is news too
