@@ -355,10 +355,9 @@ class Navigator:
         if isinstance(receiver, ast.Call):
             made = self.flow.qualify(receiver.func)
         elif isinstance(receiver, ast.Name) and self.flow.is_local(receiver.id):
-            bindings = self.flow.bindings.get(receiver.id, ())
-            value = bindings[0].value if len(bindings) == 1 else None
-            if isinstance(value, ast.Call):
-                made = self.flow.qualify(value.func)
+            binding = self.flow.binding(receiver.id, receiver)
+            if binding is not None and isinstance(binding.value, ast.Call):
+                made = self.flow.qualify(binding.value.func)
         elif isinstance(receiver, (ast.Name, ast.Attribute)):
             qualified = self.flow.qualify(receiver)
             origin = self.index.origin_of(qualified) if qualified is not None else None

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqla_doctor.static.index.models import is_type_checking
 from sqla_doctor.static.index.names import resolve_relative
 
 _DYNAMIC_IMPORTS = frozenset(
@@ -70,17 +71,11 @@ def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
     stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if isinstance(node, ast.If) and is_type_checking(node.test):
             stack.extend(node.orelse)
             continue
         yield node
         stack.extend(ast.iter_child_nodes(node))
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
 
 
 def dynamic_import(tree: ast.Module) -> bool:

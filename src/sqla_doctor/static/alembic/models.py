@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sqla_doctor.static.index.models import is_type_checking
 from sqla_doctor.static.index.names import NameResolver
 
 _ROOT_BASES = frozenset({"DeclarativeBase", "DeclarativeBaseNoMeta"})
@@ -158,7 +159,7 @@ def scan_module(module: str, path: str, tree: ast.Module, resolver: NameResolver
 def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
     for stmt in body:
         if isinstance(stmt, ast.If):
-            if _is_type_checking(stmt.test):
+            if is_type_checking(stmt.test):
                 yield from _top_level(stmt.orelse)
                 continue
             yield from _top_level(stmt.body)
@@ -170,12 +171,6 @@ def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
             yield from _top_level(stmt.orelse)
         else:
             yield stmt
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
 
 
 def _factory(call: ast.Call, resolver: NameResolver) -> tuple[str, str | None] | None:

@@ -225,6 +225,13 @@ def has_star_kwargs(call: ast.Call) -> bool:
     )
 
 
+def is_type_checking(test: ast.expr) -> bool:
+    """``TYPE_CHECKING`` or ``typing.TYPE_CHECKING``, as an ``if`` test."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def dotted(node: ast.expr) -> str | None:
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
@@ -745,27 +752,26 @@ def _schema_field(resolver: NameResolver, facts: ClassFacts, name: str, call: as
     under the attribute it reads, with the schema it nests); whether it was one."""
     head = dotted(call.func) or ""
     qualified = resolver.qualify(call.func) or head
-    if head.rpartition(".")[2] not in _SCHEMA_FIELDS or not (
+    if _field_kind(call) not in _SCHEMA_FIELDS or not (
         qualified.startswith(("marshmallow", "flask_marshmallow"))
         or head.startswith(("fields.", "ma."))
     ):
         return False
     attribute = keyword(call, "attribute")
     read = literal_str(attribute) if attribute is not None else None
+    # `List(Nested(PostSchema))` nests as `Nested(PostSchema, many=True)` does.
     nested: ast.expr | None = call
-    while isinstance(nested, ast.Call) and (dotted(nested.func) or "").rpartition(".")[2] in (
-        "List",
-        *_NESTING_FIELDS,
-    ):
-        kind = (dotted(nested.func) or "").rpartition(".")[2]
-        inner = nested.args[0] if nested.args else None
-        if kind in _NESTING_FIELDS:
-            target, is_string = class_ref(resolver, inner)
-            facts.fields[read or name] = FieldFacts(read or name, target, is_string)
-            return True
-        nested = inner
-    facts.fields[read or name] = FieldFacts(read or name)
+    while isinstance(nested, ast.Call) and _field_kind(nested) == "List":
+        nested = nested.args[0] if nested.args else None
+    target, is_string = None, False
+    if isinstance(nested, ast.Call) and _field_kind(nested) in _NESTING_FIELDS:
+        target, is_string = class_ref(resolver, nested.args[0] if nested.args else None)
+    facts.fields[read or name] = FieldFacts(read or name, target, is_string)
     return True
+
+
+def _field_kind(call: ast.Call) -> str:
+    return (dotted(call.func) or "").rpartition(".")[2]
 
 
 def _runtime_branches(stmt: ast.If) -> tuple[list[ast.stmt], ...]:
@@ -774,15 +780,9 @@ def _runtime_branches(stmt: ast.If) -> tuple[list[ast.stmt], ...]:
     ``else``); both sides of any other test, which the index cannot decide."""
     test = stmt.test
     negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
-    if _is_type_checking(test.operand if isinstance(test, ast.UnaryOp) else test):
+    if is_type_checking(test.operand if isinstance(test, ast.UnaryOp) else test):
         return (stmt.body,) if negated else (stmt.orelse,)
     return (stmt.body, stmt.orelse)
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
 
 
 def _method(
