@@ -778,15 +778,16 @@ class FunctionFlow:
                 managed=dependency is not None,
                 expire_on_commit=None,
             )
-        if annotation is not None and isinstance(annotation, (ast.Name, ast.Attribute)):
-            qualified = self.resolver.qualify(annotation)
-            if (
-                qualified is not None
-                and self.index is not None
-                and self.index.class_facts(qualified) is not None
-            ):
-                return InstanceValue(self.index.follow(qualified))
-        return None
+        return self._instance_of(annotation)
+
+    def _instance_of(self, annotation: ast.expr | None) -> InstanceValue | None:
+        """An object of the project class an annotation names."""
+        if not isinstance(annotation, (ast.Name, ast.Attribute)) or self.index is None:
+            return None
+        qualified = self.resolver.qualify(annotation)
+        if qualified is None or self.index.class_facts(qualified) is None:
+            return None
+        return InstanceValue(self.index.follow(qualified))
 
     def _depends(self, node: ast.expr | None) -> str | None:
         if not isinstance(node, ast.Call) or not node.args:
@@ -913,10 +914,10 @@ class FunctionFlow:
         factories = [v for v in values if isinstance(v, FactoryValue)]
         if factories and len(factories) == len(values):
             return factories[0]
-        instances = {v.cls for v in values if isinstance(v, InstanceValue)}
-        if len(instances) == 1 and len(values) == sum(isinstance(v, InstanceValue) for v in values):
+        instances = [v for v in values if isinstance(v, InstanceValue)]
+        if instances and len(instances) == len(values) and len({v.cls for v in instances}) == 1:
             # `self.repo = repo` from a parameter annotated with a project class.
-            return InstanceValue(instances.pop())
+            return instances[0]
         if not values:
             return self._declared_attribute(attr)
         return None
@@ -924,22 +925,16 @@ class FunctionFlow:
     def _declared_attribute(self, attr: str) -> Value | None:
         """``repo: UserRepository`` in the class body (set by a framework or a dataclass)."""
         assert self.class_node is not None
-        if self.index is None:
-            return None
         for stmt in self.class_node.body:
             if (
                 isinstance(stmt, ast.AnnAssign)
                 and isinstance(stmt.target, ast.Name)
                 and stmt.target.id == attr
-                and isinstance(stmt.annotation, (ast.Name, ast.Attribute))
             ):
-                qualified = self.resolver.qualify(stmt.annotation)
-                if (
-                    qualified is not None
-                    and self.index.class_facts(qualified) is not None
-                    and self.index.model(qualified) is None
-                ):
-                    return InstanceValue(self.index.follow(qualified))
+                instance = self._instance_of(stmt.annotation)
+                # A mapped object held on a service is not a repository to call into.
+                if instance is not None and self.index is not None:
+                    return instance if self.index.model(instance.cls) is None else None
         return None
 
     def _model(self, node: ast.expr | None) -> str | None:
