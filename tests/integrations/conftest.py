@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.runtime.unit_of_work import process
 
-from .models import Base, seed_objects
+from .models import create_and_seed
 
 
 @pytest.fixture(autouse=True)
@@ -30,10 +29,7 @@ def _no_internal_error() -> Iterator[None]:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add_all(seed_objects())
-        session.commit()
+    create_and_seed(engine)
     yield engine
     engine.dispose()
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import ForeignKey, String
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncAttrs
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 
 class Base(AsyncAttrs, DeclarativeBase):
@@ -36,3 +37,11 @@ def seed_objects() -> list[User]:
         User(name=f"user{i}", posts=[Post(title=f"post {i}.{j}") for j in range(2)])
         for i in range(USERS)
     ]
+
+
+def create_and_seed(engine: Engine) -> None:
+    """The tables, and the seed rows committed."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(seed_objects())
+        session.commit()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import sqla_doctor
 from sqla_doctor.runtime.unit_of_work import process
 
-from .models import Base, seed_objects
+from .models import Base, create_and_seed, seed_objects
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +29,7 @@ def _doctor_is_uninstalled_after_each_test() -> Iterator[None]:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add_all(seed_objects())
-        session.commit()
+    create_and_seed(engine)
     yield engine
     engine.dispose()
 

@@ -12,7 +12,7 @@ from sqlalchemy.pool import StaticPool
 
 import sqla_doctor
 
-from .models import Base, User, seed_objects
+from .models import User, create_and_seed
 
 OPERATIONS = st.lists(
     st.one_of(
@@ -28,10 +28,7 @@ OPERATIONS = st.lists(
 
 def run(operations: list[tuple[Any, ...]], doctor: bool) -> tuple[list[str], list[Any]]:
     engine = create_engine("sqlite://", poolclass=StaticPool)
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add_all(seed_objects())
-        session.commit()
+    create_and_seed(engine)
     statements: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     results: list[Any] = []

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 import sqla_doctor
 
-from .models import Base, Post, User, seed_objects
+from .models import Post, User, create_and_seed, seed_objects
 from .support import line_of, of_code, one, relative
 
 HERE = relative(__file__)
@@ -96,10 +96,7 @@ def slow_engine(tmp_path: Any) -> Iterator[tuple[Engine, threading.Event, thread
     def _functions(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.create_function("hold", 0, hold)
 
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add_all(seed_objects())
-        session.commit()
+    create_and_seed(engine)
     yield engine, entered, release
     release.set()
     engine.dispose()

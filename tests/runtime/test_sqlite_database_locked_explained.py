@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 import sqla_doctor
 
-from .models import Base, User, seed_objects
+from .models import User, create_and_seed
 from .support import line_of, of_code, one, relative
 
 
@@ -21,10 +21,7 @@ from .support import line_of, of_code, one, relative
 def impatient_engine(tmp_path: Path) -> Iterator[Engine]:
     """SQLite waiting only 0.1 s for another writer (Python's default is 5 s)."""
     engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}", connect_args={"timeout": 0.1})
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add_all(seed_objects())
-        session.commit()
+    create_and_seed(engine)
     yield engine
     engine.dispose()
 

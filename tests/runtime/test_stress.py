@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 import sqla_doctor
 from sqla_doctor.runtime.unit_of_work import process
 
-from .models import USERS, Base, Post, User, seed_objects
+from .models import USERS, Base, Post, User, create_and_seed, seed_objects
 
 THREADS = 32
 TASKS = 500
@@ -307,10 +307,7 @@ def stress_engine(tmp_path: Path) -> Iterator[Engine]:
         connect_args={"timeout": 60},
     )
     hold_statements(engine)
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add_all(seed_objects())
-        session.commit()
+    create_and_seed(engine)
     yield engine
     engine.dispose()
 

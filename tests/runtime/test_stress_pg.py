@@ -12,11 +12,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import Session
 
 from pgserver import PgDatabase
 
-from .models import Base, seed_objects
+from .models import Base, create_and_seed, seed_objects
 from .test_stress import THREADS, hold_statements, stress_tasks, stress_threads
 
 
@@ -24,10 +23,7 @@ from .test_stress import THREADS, hold_statements, stress_tasks, stress_threads
 def pg_stress_engine(pg_database: PgDatabase) -> Iterator[Engine]:
     engine = create_engine(pg_database.url, pool_size=THREADS + 8)
     hold_statements(engine)
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        session.add_all(seed_objects())
-        session.commit()
+    create_and_seed(engine)
     yield engine
     engine.dispose()
 
