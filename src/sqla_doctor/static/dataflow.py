@@ -28,7 +28,7 @@ import enum
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import child_nodes
@@ -773,11 +773,16 @@ class ValueState(enum.Enum):
 
 @dataclass(frozen=True)
 class Interpolation:
-    """A non-static value spliced into a string, how, and where the splicing happens."""
+    """A non-static value spliced into a string, how, and where the splicing happens.
+
+    ``placeholder``: the value names a bind parameter (``f":{name}"``), so it is SQL only
+    if the statement is executed without its parameters being bound.
+    """
 
     value: ast.expr
     how: str
     at: ast.AST
+    placeholder: bool = False
 
 
 @dataclass(frozen=True)
@@ -918,6 +923,8 @@ class StringFlow:
         lv = left_value if left_value is not None else self.value(left)
         if isinstance(op, ast.Add):
             rv = self.value(right)
+            if _ends_with_bind_marker(left):
+                rv = _as_placeholder(right, rv, HOW_CONCAT, at)
             if lv.is_str or rv.is_str:
                 return self.build([(left, lv), (right, rv)], HOW_CONCAT, at)
         elif isinstance(op, ast.Mod) and lv.is_str:
@@ -949,12 +956,17 @@ class StringFlow:
             return _STATIC_STR if isinstance(expr.value, str) else _STATIC
         if isinstance(expr, ast.JoinedStr):
             parts: list[tuple[ast.expr, StringValue]] = []
+            previous: ast.expr | None = None
             for piece in expr.values:
                 if isinstance(piece, ast.FormattedValue):
                     spec = piece.format_spec
                     if isinstance(spec, ast.JoinedStr) and _numeric_format(spec):
                         continue
-                    parts.append((piece.value, self.value(piece.value)))
+                    part = self.value(piece.value)
+                    if _ends_with_bind_marker(previous, previous is expr.values[0]):
+                        part = _as_placeholder(piece.value, part, HOW_FSTRING, expr)
+                    parts.append((piece.value, part))
+                previous = piece
             return self.build(parts, HOW_FSTRING, expr)
         if isinstance(expr, ast.BinOp):
             return self.binop(expr.op, expr.left, expr.right, expr)
@@ -963,7 +975,9 @@ class StringFlow:
         if isinstance(expr, ast.Name):
             return self._name(expr)
         if isinstance(expr, ast.Attribute):
-            return _STATIC_STR if _constant_attribute(expr) else _OPAQUE
+            if _constant_attribute(expr) or self.schema_identifier(expr):
+                return _STATIC_STR
+            return _OPAQUE
         if isinstance(expr, ast.Subscript):
             return self._subscript(expr)
         if isinstance(expr, ast.IfExp):
@@ -1161,6 +1175,10 @@ class StringFlow:
                     return self.elements(call.args[1], depth + 1)
             if func.id == "filter" and len(call.args) == 2:
                 return self.elements(call.args[1], depth + 1)
+        keys = isinstance(func, ast.Attribute) and func.attr == "keys" and not call.args
+        if keys and isinstance(func, ast.Attribute) and self.schema_object(func.value):
+            # `table.c.keys()`, `inspect(Model).columns.keys()`: the schema's own names.
+            return [(call, _STATIC_STR)]
         if isinstance(func, ast.Attribute) and func.attr in ("keys", "values") and not call.args:
             container = func.value
             if isinstance(container, ast.Dict):
@@ -1226,6 +1244,8 @@ class StringFlow:
             and not iterable.args
         ):
             mapping = iterable.func.value
+            if head == 0 and not rest and self.schema_object(mapping):
+                return _STATIC_STR
             if isinstance(mapping, ast.Name):
                 mapping = self._single_literal(mapping) or mapping
             if isinstance(mapping, ast.Dict) and not rest:
@@ -1245,6 +1265,95 @@ class StringFlow:
                     return _OPAQUE
             return self.either(parts)
         return _OPAQUE
+
+    # Schema objects ----------------------------------------------------------------
+    def schema_identifier(self, expr: ast.Attribute) -> bool:
+        """``column.name``, ``table.fullname``, ``c.key``: a name the schema declares.
+
+        Tables, columns and mappers are built by the project's own code, so their names
+        are identifiers the code chose, not a request's value.
+        """
+        return expr.attr in _SCHEMA_IDENTIFIERS and self.schema_object(expr.value)
+
+    def schema_object(self, expr: ast.expr, depth: int = 0) -> bool:
+        """Whether ``expr`` is a SQLAlchemy Table, Column or Mapper (or a collection of them).
+
+        Known by how it is reached (``Model.__table__``, ``table.c[key]``,
+        ``inspect(Model).columns``, a loop over ``mapper.columns``), by a parameter's
+        annotation (``Column``, ``Sequence[Table]``), or, when nothing says otherwise, by
+        the name SQLAlchemy code gives such objects (``column``, ``table``, ``mapper``).
+        """
+        if depth > 8:
+            return False
+        if isinstance(expr, ast.Attribute):
+            attr = expr.attr
+            inner = expr.value
+            if attr in _SCHEMA_DUNDERS or attr in _SCHEMA_ROOTS:
+                return True
+            if _schema_word(attr) and isinstance(inner, ast.Name) and inner.id in ("self", "cls"):
+                # `self.table`: what a class of SQLAlchemy code keeps under that name.
+                return True
+            if isinstance(inner, ast.Attribute) and inner.attr in ("c", "columns"):
+                # `table.c.user_id`: a column of a table's column collection.
+                return self.schema_object(inner, depth + 1)
+            return attr in _SCHEMA_MEMBERS and self.schema_object(inner, depth + 1)
+        if isinstance(expr, ast.Subscript):
+            return self.schema_object(expr.value, depth + 1)
+        if isinstance(expr, ast.Call):
+            func = expr.func
+            if isinstance(func, ast.Attribute) and func.attr in ("values", "get"):
+                return self.schema_object(func.value, depth + 1)
+            name = self.flow.ctx.names.sqla_name(func)
+            return name in _SCHEMA_FUNCTIONS
+        if isinstance(expr, ast.Name):
+            bindings = [
+                b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION
+            ]
+            if not bindings:
+                return _schema_word(expr.id)
+            return all(self._schema_binding(b, expr.id, depth) for b in bindings)
+        return False
+
+    def _schema_binding(self, binding: Binding, name: str, depth: int) -> bool:
+        kind = binding.kind
+        value = binding.value
+        if kind is BindingKind.PARAMETER:
+            annotation = binding.annotation
+            if annotation is None or _last_name(annotation) == "Any":
+                return _schema_word(name)
+            return self._schema_annotation(annotation)
+        if kind is BindingKind.ASSIGN and value is not None and not binding.path:
+            return _schema_word(name) or self.schema_object(value, depth + 1)
+        if kind is BindingKind.LOOP and value is not None:
+            return self._schema_element(value, binding.path, depth)
+        return _schema_word(name)
+
+    def _schema_element(self, iterable: ast.expr, path: tuple[int, ...], depth: int) -> bool:
+        """Whether one element of ``iterable`` (the part at ``path``) is a schema object."""
+        if not path:
+            return self.schema_object(iterable, depth + 1)
+        if path != (1,) or not isinstance(iterable, ast.Call):
+            return False
+        func = iterable.func
+        if isinstance(func, ast.Attribute) and func.attr == "items" and not iterable.args:
+            return self.schema_object(func.value, depth + 1)
+        builtin = isinstance(func, ast.Name) and not self.flow.bindings(func)
+        if builtin and isinstance(func, ast.Name) and func.id == "enumerate" and iterable.args:
+            return self.schema_object(iterable.args[0], depth + 1)
+        return False
+
+    def _schema_annotation(self, annotation: ast.expr) -> bool:
+        names = self.flow.ctx.names
+        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+            try:
+                annotation = ast.parse(annotation.value, mode="eval").body
+            except SyntaxError:
+                return False
+        return any(
+            isinstance(node, (ast.Name, ast.Attribute))
+            and names.sqla_name(node) in _SCHEMA_CLASSES
+            for node in ast.walk(annotation)
+        )
 
     # Prefixes ----------------------------------------------------------------------
     def prefixes(self, expr: ast.expr, depth: int = 0) -> list[StringPrefix]:
@@ -1325,6 +1434,74 @@ class StringPrefix:
     text: str
     node: ast.expr
     complete: bool = False  # the whole string, not only its start
+
+
+# What a schema object says of its own name.
+_SCHEMA_IDENTIFIERS = frozenset({"name", "key", "fullname", "schema", "__tablename__"})
+# Attributes that are schema objects whatever they are read from.
+_SCHEMA_DUNDERS = frozenset({"__table__", "__mapper__"})
+# `Base.metadata`, `table.c`: the roots and column collections SQLAlchemy names so.
+_SCHEMA_ROOTS = frozenset({"metadata", "c", "sorted_tables"})
+# Attributes of a schema object that are schema objects (or collections of them).
+_SCHEMA_MEMBERS = frozenset(
+    {
+        "columns", "primary_key", "foreign_keys", "constraints", "indexes", "column_attrs",
+        "attrs", "relationships", "tables", "local_table", "persist_selectable", "mapper",
+        "exported_columns", "selected_columns", "parent", "referred_table", "elements",
+        "table", "column",
+    }
+)
+_SCHEMA_FUNCTIONS = frozenset(
+    {"inspect", "class_mapper", "object_mapper", "Table", "Column", "table", "column"}
+)
+_SCHEMA_CLASSES = frozenset(
+    {
+        "Column", "Table", "TableClause", "ColumnClause", "ColumnElement", "KeyedColumnElement",
+        "NamedColumn", "FromClause", "Alias", "Subquery", "Mapper", "ColumnProperty",
+        "MapperProperty", "RelationshipProperty", "Relationship", "InstrumentedAttribute",
+        "QueryableAttribute", "MetaData", "Index", "Constraint", "ForeignKey",
+        "ForeignKeyConstraint", "PrimaryKeyConstraint", "UniqueConstraint", "CheckConstraint",
+        "Sequence", "MappedColumn", "ColumnCollection",
+    }
+)
+_SCHEMA_WORD = re.compile(r"^_?(?:[a-z0-9_]*_)?(?:column|col|table|tbl|mapper)$")
+
+
+def _schema_word(name: str) -> bool:
+    """``column``, ``table``, ``tsvector_column``: what SQLAlchemy code names such objects."""
+    return bool(_SCHEMA_WORD.match(name))
+
+
+# SQLAlchemy's text() takes `:name` as a bind parameter where no word character, colon
+# or backslash comes before the colon (`a::int` is a cast, `\:x` an escaped colon).
+_BIND_MARKER = re.compile(r"[^\w:\\]:$")
+
+
+def _ends_with_bind_marker(node: ast.expr | None, starts: bool = True) -> bool:
+    """Literal text ending in a bind parameter's colon (``"... = :"``, ``f"{a} = :"``).
+
+    ``starts``: nothing comes before ``node`` in the string, so a lone ``":"`` opens it.
+    """
+    if isinstance(node, ast.JoinedStr):
+        starts = len(node.values) == 1
+        node = node.values[-1] if node.values else None
+    if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+        return False
+    text = node.value
+    return bool(_BIND_MARKER.search(text)) or (starts and text == ":")
+
+
+def _as_placeholder(
+    node: ast.expr, value: StringValue, how: str, at: ast.AST
+) -> StringValue:
+    """``value`` spliced in as a bind parameter's name."""
+    if value.state is ValueState.DYNAMIC:
+        found = tuple(replace(i, placeholder=True) for i in value.interpolations)
+    elif value.state is ValueState.OPAQUE:
+        found = (Interpolation(node, how, at, placeholder=True),)
+    else:
+        return value
+    return StringValue(ValueState.DYNAMIC, True, found)
 
 
 def _numeric_format(spec: ast.JoinedStr) -> bool:

@@ -15,6 +15,8 @@ from sqla_doctor.static.dataflow import (
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _MAX_SHOWN = 3
+# Methods that run a statement with parameters given beside it.
+_EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "stream_scalars"})
 
 
 def _short(text: str, limit: int = 30) -> str:
@@ -41,6 +43,15 @@ class SqlBuiltFromStrings(Rule):
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
     `"[" + name.replace("]", "]]") + "]"`, backticks).
+
+    Two more kinds of text stay silent. Bind-parameter names: a value spliced in right
+    after a `:` (`f":{name}"`) names a parameter, and is accepted when that `text()` has
+    its values bound (`.bindparams(...)`, or executed with a parameters argument).
+    Names the schema declares: `.name`, `.key`, `.fullname`, `.schema` of a table,
+    column or mapper (`Model.__table__`, `table.c[key]`, `inspect(Model).columns`, a loop
+    over `mapper.columns`, a parameter annotated `Column`/`Table`, or one named `column`,
+    `table`, `mapper` with no other annotation), `__tablename__`, and the keys of those
+    collections (`table.c.keys()`): the code chose those names, not a request.
 
     ## Why is this bad?
     Whatever the interpolated value contains becomes SQL: a name like `x' OR '1'='1` reads
@@ -72,7 +83,8 @@ class SqlBuiltFromStrings(Rule):
 
     Only the current function is followed: SQL built by a helper and returned is not
     seen, and a parameter passed to `text()` as is stays silent. UPPER_CASE names are
-    trusted as constants.
+    trusted as constants, and so are the names of schema objects: a `Table` built from
+    a request's value would be missed.
 
     ## References
     - [Using textual SQL](https://docs.sqlalchemy.org/en/20/tutorial/data_select.html#tutorial-select-arbitrary-text)
@@ -201,8 +213,91 @@ class SqlBuiltFromStrings(Rule):
                     session.execute(text(f"SELECT max({column}) FROM posts ORDER BY 1 {order}"))
             """
         ),
+        # Bind-parameter names built from column keys, the values bound beside them.
+        Valid(
+            """
+            from sqlalchemy import bindparam, text
+            def values_clause(table, rows, column_keys):
+                binds, fragments = [], []
+                for idx, row in enumerate(rows):
+                    placeholders = []
+                    for col_key in column_keys:
+                        name = f"row{idx}_{col_key}"
+                        binds.append(bindparam(name, value=row[col_key]))
+                        placeholders.append(f":{name}")
+                    fragments.append(f"({', '.join(placeholders)})")
+                return text(f"(VALUES {', '.join(fragments)}) AS src").bindparams(*binds)
+            def update(session, model_id, values):
+                sets = ", ".join(f"{c.name} = :{c.key}" for c in Item.__table__.columns)
+                stmt = text(f"UPDATE items SET {sets} WHERE id = :" + str(model_id))
+                session.execute(stmt, values)
+            """
+        ),
+        # Identifiers the schema declares: table, column and mapper names and keys.
+        Valid(
+            """
+            from typing import Any
+            from sqlalchemy import Column, Table, inspect, text
+            def stats(conn, table: Table, Model, col: "Column[Any]"):
+                for column in table.columns:
+                    conn.execute(text(f"SELECT count({column.name}) FROM {table.fullname}"))
+                for key in inspect(Model).columns.keys():
+                    conn.execute(text(f"SELECT max({key}) FROM {Model.__tablename__}"))
+                mapper = inspect(Model)
+                for key, prop in mapper.columns.items():
+                    conn.execute(text(f"SELECT {key}, {prop.key} FROM {mapper.local_table.name}"))
+                names = ", ".join(c.name for c in Model.__table__.c)
+                conn.execute(text(f"SELECT {names} FROM {Model.__table__.name}"))
+                conn.execute(text(f"SELECT {table.c['id'].name} FROM {table.name}"))
+                conn.execute(text(f"SELECT {col.name} FROM {col.table.name}"))
+            class JSONB:
+                def _set_table(self, column: Any, table: Any):
+                    return text(f"{column.name} IS JSON")
+                def trigger(self):
+                    sql = "DROP TRIGGER {} ON {}"
+                    return text(sql.format(self.tsvector_column.name, self.table.name))
+            """
+        ),
     )
     INVALID = (
+        # A bind marker names a parameter, but the column name before it is a parameter's
+        # value, not the schema's.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def set_field(session, field, value):
+                stmt = text(f"UPDATE users SET {field} = :{field}").bindparams(**{field: value})
+                return session.execute(stmt)
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `field` "
+                "— bind them as parameters"
+            ),
+        ),
+        # A bind marker whose value is never bound: the name is spliced in as SQL.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def lookup(session, key):
+                return session.execute(text(f"SELECT * FROM settings WHERE name = :{key}"))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `key` "
+                "— bind them as parameters"
+            ),
+        ),
+        # `.name` of user data (a request model), not of a schema object.
+        Invalid(
+            """
+            from sqlalchemy import text
+            from app.schemas import ColumnSpec, UserIn
+            def add_column(conn, column: ColumnSpec, user: UserIn, form):
+                conn.execute(text(f"ALTER TABLE t ADD COLUMN {column.name} TEXT"))
+                conn.execute(text(f"SELECT * FROM users WHERE name = '{user.name}'"))
+                conn.execute(text(f"SELECT * FROM {form.table.name}"))
+            """,
+            count=3,
+        ),
         Invalid(
             """
             from sqlalchemy import text
@@ -375,7 +470,13 @@ class SqlBuiltFromStrings(Rule):
         value = self.strings.value(argument)
         if not value.dynamic:
             return
-        how, values = self._describe(node, value.interpolations)
+        found = value.interpolations
+        if label == "text()" and any(i.placeholder for i in found) and self._bound(node):
+            # `f":{name}"` names a bind parameter whose value is bound: that is the fix.
+            found = tuple(i for i in found if not i.placeholder)
+            if not found:
+                return
+        how, values = self._describe(node, found)
         hint = (
             "pass the values as bound parameters: "
             "`text(\"... WHERE name = :name\")` with `{\"name\": name}` or `.bindparams(name=name)`"
@@ -390,6 +491,46 @@ class SqlBuiltFromStrings(Rule):
             values=values,
             hint=hint + "; map table or column names from input through a dict of allowed names",
         )
+
+    def _bound(self, text_call: ast.Call) -> bool:
+        """Whether the parameters of this ``text()`` are bound: ``.bindparams(...)`` on it,
+        or the statement executed with a parameters argument, directly or through the
+        name it is assigned to."""
+        if self._binds(text_call):
+            return True
+        parent = self.ctx.parent(text_call)
+        if not (
+            isinstance(parent, ast.Assign)
+            and len(parent.targets) == 1
+            and isinstance(parent.targets[0], ast.Name)
+        ):
+            return False
+        target = parent.targets[0].id
+        scope = self.ctx.enclosing_scope(text_call)
+        return any(
+            isinstance(use, ast.Name)
+            and use.id == target
+            and isinstance(use.ctx, ast.Load)
+            and self._binds(use)
+            for use in ast.walk(scope)
+        )
+
+    def _binds(self, statement: ast.expr) -> bool:
+        parent = self.ctx.parent(statement)
+        if isinstance(parent, ast.Attribute) and parent.attr == "bindparams":
+            call = self.ctx.parent(parent)
+            return isinstance(call, ast.Call) and call.func is parent
+        if (
+            isinstance(parent, ast.Call)
+            and isinstance(parent.func, ast.Attribute)
+            and parent.func.attr in _EXECUTING
+            and parent.args
+            and parent.args[0] is statement
+        ):
+            return len(parent.args) > 1 or any(
+                k.arg in ("params", "parameters") for k in parent.keywords
+            )
+        return False
 
     def _sql_argument(self, node: ast.Call) -> tuple[str, ast.expr] | None:
         func = node.func
