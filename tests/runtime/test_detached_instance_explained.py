@@ -212,3 +212,28 @@ def test_excepthook_chains_to_the_previous_hook(engine: Engine) -> None:
         sys.excepthook = previous
     assert len(seen) == 1
     assert seen[0].__notes__[0].startswith("sqla-doctor: SQD254")
+
+
+
+def posts_after_close_then_expunge(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker:
+        session = Session(engine)
+        with session:
+            users = session.scalars(select(User)).all()
+        # Used again after close(): this expunge is not one more object of that close.
+        user = session.get(User, 2)
+        assert user is not None and user not in users
+        session.expunge(user)  # line:expunge-after-close
+        print(user.posts)
+
+
+def test_expunge_after_a_close_names_the_expunge(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        posts_after_close_then_expunge(engine, tracker)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    here = relative(__file__)
+    assert f"expunged from its session at {here}:{line_of('expunge-after-close')}" in (
+        finding.message
+    )

@@ -82,19 +82,24 @@ _DELIBERATE = (PitfallError, SqlaDoctorWarning)
 _last_checkout: ContextVar[CheckoutRecord | None] = ContextVar(
     "sqla_doctor_last_checkout", default=None
 )
-# The statement running in this context, between before_ and after_cursor_execute: id of
-# its execution context, its unit, its index in ``uow.statements`` (-1 past the cap), its
-# checkout, its call site and its start. An id, not the context: a statement that fails
-# without ``handle_error`` must not keep its cursor alive until the next one.
-_Started = tuple[int, UnitOfWork, int, CheckoutRecord | None, callsite.CallSite | None, float]
-_started: ContextVar[_Started | None] = ContextVar("sqla_doctor_started", default=None)
-# The row of `sqla-doctor run`'s statements table the running statement counts in.
-_table_row: ContextVar[list[Any] | None] = ContextVar("sqla_doctor_table_row", default=None)
-# The session whose statement runs in this context (``Sharing.busy`` is ours until it
-# returns), between before_ and after_cursor_execute.
-_in_statement: ContextVar[SessionRecord | None] = ContextVar(
-    "sqla_doctor_in_statement", default=None
-)
+# The statement running in this context, between before_cursor_execute and its
+# after_cursor_execute (or handle_error): id of its execution context, its unit, its
+# index in ``uow.statements`` (-1 past the cap), its checkout, its call site, its start,
+# the session it keeps busy (``Sharing.busy`` is ours until it returns) and its row of
+# `sqla-doctor run`'s statements table. An id, not the context: a statement that fails
+# without ``handle_error`` must not keep its cursor alive until the next one. One
+# variable, because setting a ContextVar is what a statement's bookkeeping costs most.
+_Running = tuple[
+    int,
+    "UnitOfWork | None",
+    int,
+    "CheckoutRecord | None",
+    "callsite.CallSite | None",
+    float,
+    "SessionRecord | None",
+    "list[Any] | None",
+]
+_running: ContextVar[_Running | None] = ContextVar("sqla_doctor_running", default=None)
 _registration_lock = threading.Lock()
 _registered: list[tuple[Any, str, Callable[..., Any]]] = []
 _instrumented_mappers: set[Any] = set()
@@ -133,10 +138,11 @@ def _internal_error(where: str) -> None:
 def _guarded(fn: F) -> F:
     """Run a handler; swallow and log its own errors, let deliberate ones through."""
 
+    # SQLAlchemy calls listeners with positional arguments only.
     @functools.wraps(fn)
-    def guard(*args: Any, **kwargs: Any) -> Any:
+    def guard(*args: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except _DELIBERATE:
             raise
         except Exception:
@@ -365,11 +371,13 @@ def _on_do_orm_execute(state: Any) -> None:
         if process.dead:
             drain()
         uow = current.get()
+        record = None
         if uow is None:
             if not process.installed:
                 _note_unwatched(state.session)
                 return
-            uow = _implicit_unit(_record(state.session))
+            record = _record(state.session)
+            uow = _implicit_unit(record)
             if uow is None:
                 return
         kind, relationship, parent = _classify(state)
@@ -384,7 +392,7 @@ def _on_do_orm_execute(state: Any) -> None:
             state, kind, site, relationship, parent, flushing.get() is not None, uow
         )
         executing.set(execution)
-        _note_use(_record(state.session), site, uow)
+        _note_use(record if record is not None else _record(state.session), site, uow)
         if kind is not OTHER and kind is not COLUMN_LOAD:
             mapper = state.bind_mapper
             if mapper is not None:
@@ -420,8 +428,7 @@ def _on_before_cursor_execute(
         process.statements += 1
         if process.dead:
             drain()
-        if process.table is not None:
-            _table_row.set(_tabulate(process.table, statement))
+        row = _tabulate(process.table, statement) if process.table is not None else None
         flush_record = flushing.get()
         if flush_record is not None and not flush_record.flushing:
             flushing.set(None)
@@ -438,14 +445,16 @@ def _on_before_cursor_execute(
         uow = current.get()
         if uow is None:
             if not process.installed:
-                return statement, parameters
-            if execution is not None:
+                uow = None
+            elif execution is not None:
                 uow = execution.uow if execution.uow.active else None
             elif flush_record is not None:
                 uow = _implicit_unit(flush_record)
             else:
                 uow = _core_unit(conn)
             if uow is None:
+                if row is not None:
+                    _running.set((id(context), None, -1, None, None, 0.0, None, row))
                 return statement, parameters
         if execution is not None:
             kind = execution.kind
@@ -482,12 +491,21 @@ def _on_before_cursor_execute(
             if last_site is None:
                 last_site = flush_record.flush_statement_site = callsite.find(1)
         checkout = _statement_resumes(conn, uow, last_site)
+        busy = None
         if execution is not None or flush_record is not None:
-            _enter_statement(execution, flush_record, site, uow)
+            busy = _enter_statement(execution, flush_record, site, uow)
         if uow._unemitted:
-            uow.release()
+            try:
+                uow.release()
+            except BaseException:
+                # raise mode: the statement will not run.
+                if busy is not None:
+                    _leave_statement(busy)
+                raise
         # Last, so that the duration is the cursor's, not the handlers'.
-        _started.set((id(context), uow, index, checkout, last_site, time.perf_counter()))
+        _running.set(
+            (id(context), uow, index, checkout, last_site, time.perf_counter(), busy, row)
+        )
     except _DELIBERATE:
         raise
     except Exception:
@@ -523,25 +541,22 @@ def _on_after_cursor_execute(
 ) -> None:
     # Guarded inline: runs for every statement. No call-site walk here, only the clock.
     try:
-        _statement_returned()
-        row = _table_row.get()
-        if row is not None:
-            _table_row.set(None)
-            if len(row) > 3:
-                row[2] += time.perf_counter() - row.pop()
-        started = _started.get()
-        if started is None:
-            return
-        now = time.perf_counter()
-        _started.set(None)
-        _statement_done(started, id(context), now)
+        running = _running.get()
+        if running is not None:
+            _running.set(None)
+            _statement_done(running, id(context), time.perf_counter())
     except Exception:
         _internal_error("after_cursor_execute")
 
 
-def _statement_done(started: _Started, context_key: int, now: float) -> None:
-    key, uow, index, checkout, site, start = started
-    if key != context_key:
+def _statement_done(running: _Running, context_key: int, now: float) -> None:
+    """This context's statement returned from (or failed in) the DBAPI at ``now``."""
+    key, uow, index, checkout, site, start, busy, row = running
+    if busy is not None:
+        _leave_statement(busy)
+    if row is not None and len(row) > 3:
+        row[2] += now - row.pop()
+    if key != context_key or uow is None:
         return
     if index >= 0:
         uow.durations[index] = now - start
@@ -582,13 +597,12 @@ def _on_handle_error(context: Any) -> None:
     # A statement that failed never consumed its ORM execution; a flush that failed
     # never reached after_flush_postexec.
     executing.set(None)
-    _statement_returned()
-    started = _started.get()
-    if started is not None:
+    running = _running.get()
+    if running is not None:
         # It never reaches after_cursor_execute: its time and the idleness after it
         # start now.
-        _started.set(None)
-        _statement_done(started, id(context.execution_context), time.perf_counter())
+        _running.set(None)
+        _statement_done(running, id(context.execution_context), time.perf_counter())
     _note_flush_error(context)
 
 
@@ -621,6 +635,7 @@ def _active(session: Session) -> SessionRecord | None:
 
 @_guarded
 def _on_after_transaction_create(session: Session, transaction: Any) -> None:
+    _end_closed_batch()
     record = _active(session)
     if record is None:
         return
@@ -708,6 +723,7 @@ def _on_after_rollback(session: Session) -> None:
 def _on_after_transaction_end(session: Session, transaction: Any) -> None:
     # A transaction a watched context began may end in one nothing watches (closed by
     # another thread): its record still has to learn it, or it holds a connection forever.
+    _end_closed_batch()
     record = _active(session) or _known(session)
     if record is None:
         return
@@ -766,9 +782,34 @@ def _on_pending_to_transient(session: Session, state: Any) -> None:
         record.discarded.append(added or Added(state.class_.__name__, None))
 
 
-@_guarded
+# The identity map that replaced the one the last close() emptied: the other objects of
+# that close() find it on their session and return at once. A global, not per thread:
+# maps are per session, so another session's objects never match it.
+_closed_batch: Any = None
+
+
 def _on_persistent_to_detached(session: Session, state: Any) -> None:
-    # Runs once per object that close() detaches: only the first of a batch does work.
+    # Runs once per object that close() detaches, so guarded inline, and only the first
+    # of a batch does any work.
+    if session.identity_map is _closed_batch:
+        return
+    try:
+        _detached(session, state)
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("persistent_to_detached")
+
+
+def _end_closed_batch() -> None:
+    """close() detached its objects and then ended its transaction: an ``expunge(obj)``
+    on the session reused after it must not be taken for one more object of the batch."""
+    global _closed_batch
+    _closed_batch = None
+
+
+def _detached(session: Session, state: Any) -> None:
+    global _closed_batch
     record = process.records.get(id(session))
     if record is None:
         return
@@ -776,15 +817,16 @@ def _on_persistent_to_detached(session: Session, state: Any) -> None:
     last = record.detachments[-1] if record.detachments else None
     if replaced is not record.identity_map:
         # close() or expunge_all(): the map the objects were in was replaced already.
+        _closed_batch = replaced
         if last is not None and last.marker is replaced:
             return
-        detachment = Detachment(callsite.find(1), "close", record.identity_map, record.commit_site)
+        detachment = Detachment(callsite.find(2), "close", record.identity_map, record.commit_site)
         # The new map marks the batch: the next objects of this close() find it here.
         detachment.marker = replaced
         record.add_detachment(detachment)
         return
     # expunge(obj): one object leaves a map that stays.
-    site = callsite.find(1)
+    site = callsite.find(2)
     if last is None or last.how != "expunge" or last.site != site:
         last = Detachment(site, "expunge", None, record.commit_site)
         record.add_detachment(last)
@@ -1342,13 +1384,14 @@ def _enter_statement(
     flush_record: SessionRecord | None,
     site: callsite.CallSite | None,
     uow: UnitOfWork,
-) -> None:
-    """A statement of a session reaches the DBAPI: the session is busy until it returns."""
+) -> SessionRecord | None:
+    """A statement of a session reaches the DBAPI: the session is busy until it returns
+    (the record returned, to hand to ``_leave_statement`` then)."""
     record = flush_record
     if record is None and execution is not None:
         record = process.records.get(execution.session_key)
     if record is None:
-        return
+        return None
     sharing = record.sharing
     who = _getcurrent()
     thread = threading.get_ident()
@@ -1363,15 +1406,7 @@ def _enter_statement(
     sharing.busy = last if last is not None and last() is who else weakref.ref(who)
     sharing.busy_site = site if site is not None else sharing.last_site
     sharing.busy_thread = thread
-    _in_statement.set(record)
-
-
-def _statement_returned() -> None:
-    """The DBAPI call of this context's statement returned (or failed)."""
-    running = _in_statement.get()
-    if running is not None:
-        _in_statement.set(None)
-        _leave_statement(running)
+    return record
 
 
 def _leave_statement(record: SessionRecord) -> None:
