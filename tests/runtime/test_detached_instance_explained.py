@@ -222,7 +222,8 @@ def posts_after_close_then_expunge(engine: Engine, tracker: sqla_doctor.Tracker)
             users = session.scalars(select(User)).all()
         # Used again after close(): this expunge is not one more object of that close.
         user = session.get(User, 2)
-        assert user is not None and user not in users
+        assert user is not None
+        assert user not in users  # a new object, loaded after the close
         session.expunge(user)  # line:expunge-after-close
         print(user.posts)
 
