@@ -81,3 +81,14 @@ def child_nodes(node: ast.AST) -> list[ast.AST]:
         elif isinstance(value, ast.AST):
             found.append(value)
     return found
+
+
+_reversed: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
+def reversed_fields_of(kind: type[ast.AST]) -> tuple[str, ...]:
+    """``fields_of(kind)`` last first, for walks that push children on a stack."""
+    fields = _reversed.get(kind)
+    if fields is None:
+        fields = _reversed[kind] = tuple(reversed(fields_of(kind)))
+    return fields

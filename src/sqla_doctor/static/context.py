@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqla_doctor.findings import Location
 from sqla_doctor.static.dataflow import DataFlow
-from sqla_doctor.static.flow import FlowCache
+from sqla_doctor.static.flow import FlowCache, Scan
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.index.names import NameResolver
 
@@ -28,6 +28,7 @@ class FileContext:
         tree: ast.Module,
         facts: FileFacts,
         index: ProjectIndex,
+        scans: dict[int, Scan] | None = None,
     ) -> None:
         self.path = path
         self.source = source
@@ -39,7 +40,7 @@ class FileContext:
         # Parent links live here, not on the nodes: an attribute pointing back up would
         # make every tree a reference cycle that only the garbage collector can free.
         self.parents: dict[int, ast.AST] = {}
-        self.flows = FlowCache()
+        self.flows = FlowCache(scans)
 
     @cached_property
     def dataflow(self) -> DataFlow:

@@ -27,6 +27,7 @@ from sqla_doctor.static.cache import FileCache
 from sqla_doctor.static.children import fields_of
 from sqla_doctor.static.context import FileContext, ProjectContext
 from sqla_doctor.static.files import discover, display_path, module_for
+from sqla_doctor.static.flow import Scan
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.parallel import PARALLEL_MIN_FILES, parallel_prepare, parallel_rules
 from sqla_doctor.static.rule import ProjectRule, Rule
@@ -91,6 +92,7 @@ class SourceFile:
     digest: str = ""
     suppressions: Suppressions | None = None
     cached: list[Finding] | None = None  # raw findings reused from the cache
+    scans: dict[int, Scan] | None = None  # pass 1's flow scans of ``tree``, while kept
 
 
 @dataclass
@@ -189,9 +191,11 @@ class TreeBudget:
 
 
 def extract_facts(item: SourceFile) -> FileFacts:
+    """The file's facts; the flow scans made for them stay with the tree."""
     assert item.tree is not None
     module, is_package = module_for(item.path)
-    return FileFacts.extract(item.display, module, is_package, item.tree)
+    item.scans = {}
+    return FileFacts.extract(item.display, module, is_package, item.tree, item.scans)
 
 
 def prepare(
@@ -212,10 +216,14 @@ def prepare(
     item = _decode_and_parse(SourceFile(path=path, display=display, digest=digest), data)
     if item.source is not None:
         item.suppressions = Suppressions.parse(item.source)
-    if item.tree is not None:
+    if item.tree is None:
+        # An unparsable file's text is read by nothing after its suppressions: kept, it
+        # would make memory grow with the number of broken files.
+        item.source = None
+    else:
         item.facts = extract_facts(item)
         if budget is not None and not budget.keep(len(data)):
-            item.tree = item.source = None
+            item.tree = item.source = item.scans = None
     return item
 
 
@@ -350,7 +358,7 @@ class Engine:
             item.tree, item.source = reparsed.tree, reparsed.source
         assert item.facts is not None
         assert item.source is not None
-        ctx = FileContext(item.display, item.source, item.tree, item.facts, index)
+        ctx = FileContext(item.display, item.source, item.tree, item.facts, index, item.scans)
         result = Result()
         try:
             with time_limit(self.config.file_timeout):
@@ -359,7 +367,7 @@ class Engine:
             findings = [self._timeout(item.display)]
         # The tree is not needed any more; dropping it keeps memory flat in the file count.
         ctx.close()
-        item.tree = None
+        item.tree = item.scans = None
         return findings, result.internal_errors
 
     def _timeout(self, path: str) -> Finding:

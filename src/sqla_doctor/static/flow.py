@@ -20,9 +20,9 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqla_doctor.static.children import child_nodes
+from sqla_doctor.static.children import reversed_fields_of
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
 from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
 from sqla_doctor.static.index.names import NameResolver
@@ -288,7 +288,87 @@ def contains(outer: ast.AST, inner: ast.AST) -> bool:
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_TRY_STAR: type[ast.AST] | None = getattr(ast, "TryStar", None)
+# The node classes FunctionFlow._scan records something for (besides names, attributes
+# and constants, handled first).
+_SCAN_SPECIAL: frozenset[type[ast.AST] | None] = frozenset(
+    {
+        ast.Call,
+        ast.Assign,
+        ast.AnnAssign,
+        ast.AugAssign,
+        ast.NamedExpr,
+        ast.For,
+        ast.AsyncFor,
+        *_COMPREHENSIONS,
+        ast.With,
+        ast.AsyncWith,
+        ast.Try,
+        _TRY_STAR,
+        ast.ExceptHandler,
+        ast.Return,
+        ast.Yield,
+        ast.YieldFrom,
+        ast.Import,
+        ast.ImportFrom,
+        *_SCOPES,
+        ast.Global,
+        ast.Nonlocal,
+    }
+)
 Scope = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.Module
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What ``FunctionFlow._scan`` collects from a body. It depends on the body alone, so
+    the flow the rules build for a function takes the one its index summary made in the
+    first pass, when the tree was kept between the passes, instead of walking it again."""
+
+    bindings: dict[str, list[Binding]]
+    attr_loads: dict[str, list[ast.Attribute]]
+    receiver_calls: dict[str, list[ast.Call]]
+    name_loads: dict[str, list[ast.Name]]
+    calls: list[ast.Call]
+    loops: list[ast.AST]
+    withs: list[ast.With | ast.AsyncWith]
+    tries: list[ast.Try]
+    returns: list[ast.Return]
+    yields: list[ast.Yield | ast.YieldFrom]
+    self_assigns: dict[str, list[ast.expr]]
+    parents: dict[int, ast.AST]
+
+    @classmethod
+    def of(cls, flow: FunctionFlow) -> Scan:
+        return cls(
+            flow.bindings,
+            flow.attr_loads,
+            flow.receiver_calls,
+            flow.name_loads,
+            flow.calls,
+            flow.loops,
+            flow.withs,
+            flow.tries,
+            flow.returns,
+            flow.yields,
+            flow.self_assigns,
+            flow.parents,
+        )
+
+    def apply(self, flow: FunctionFlow) -> None:
+        """Give ``flow`` these findings; nothing changes them after the scan."""
+        flow.bindings = self.bindings
+        flow.attr_loads = self.attr_loads
+        flow.receiver_calls = self.receiver_calls
+        flow.name_loads = self.name_loads
+        flow.calls = self.calls
+        flow.loops = self.loops
+        flow.withs = self.withs
+        flow.tries = self.tries
+        flow.returns = self.returns
+        flow.yields = self.yields
+        flow.self_assigns = self.self_assigns
+        flow.parents = self.parents
 
 
 class FunctionFlow:
@@ -327,7 +407,13 @@ class FunctionFlow:
         self._busy: set[int] = set()
         self._sessions: list[tuple[str, Binding, SessionValue]] | None = None
         self.cache = cache if cache is not None else FlowCache()
-        self._scan()
+        scan = self.cache.scans.get(id(node))
+        if scan is not None:
+            scan.apply(self)
+        else:
+            self._scan()
+            if self.cache.record_scans:
+                self.cache.scans[id(node)] = Scan.of(self)
 
     # Scanning ------------------------------------------------------------------------
     def _bind(self, binding: Binding) -> None:
@@ -363,9 +449,11 @@ class FunctionFlow:
             body = list(node.body)
             self._params(node.args)
         stack: list[tuple[ast.AST, ast.AST]] = [(child, node) for child in reversed(body)]
+        pop, push = stack.pop, stack.append
         parents = self.parents
+        constant, ast_node = ast.Constant, ast.AST
         while stack:
-            current, parent = stack.pop()
+            current, parent = pop()
             parents[id(current)] = parent
             kind = type(current)
             if kind is ast.Name:
@@ -383,7 +471,11 @@ class FunctionFlow:
                 continue
             if kind is ast.Constant:
                 continue
-            if kind is ast.Call:
+            # Most nodes (subscripts, operators, keywords, `if`s...) need no look; only
+            # these go down the chain below.
+            if kind not in _SCAN_SPECIAL:
+                pass
+            elif kind is ast.Call:
                 assert isinstance(current, ast.Call)
                 self.calls.append(current)
                 func = current.func
@@ -447,7 +539,7 @@ class FunctionFlow:
                             item.context_expr,
                             _end(item.context_expr),
                         )
-            elif kind is ast.Try or kind.__name__ == "TryStar":
+            elif kind is ast.Try or kind is _TRY_STAR:
                 self.tries.append(current)  # type: ignore[arg-type]
             elif kind is ast.ExceptHandler:
                 assert isinstance(current, ast.ExceptHandler)
@@ -477,9 +569,20 @@ class FunctionFlow:
                 continue
             elif kind is ast.Global or kind is ast.Nonlocal:
                 continue
-            children = child_nodes(current)
-            for child in reversed(children):
-                stack.append((child, current))
+            # child_nodes() inlined, last first so that the stack pops them in source
+            # order; a constant child only needs its parent link, never a push.
+            for field_name in reversed_fields_of(kind):
+                held: Any = getattr(current, field_name, None)
+                if held.__class__ is list:
+                    for child in reversed(held):
+                        if child.__class__ is constant:
+                            parents[id(child)] = current
+                        elif isinstance(child, ast_node):
+                            push((child, current))
+                elif held.__class__ is constant:
+                    parents[id(held)] = current
+                elif isinstance(held, ast_node):
+                    push((held, current))
 
     def _params(self, args: ast.arguments) -> None:
         positional = [*args.posonlyargs, *args.args]
@@ -1299,12 +1402,17 @@ class FlowCache:
     ``clear()`` once the file is done breaks the cycle between the cache and its flows.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, scans: dict[int, Scan] | None = None, record_scans: bool = False) -> None:
         # A flow holds its node, so a node's id stays unique while its entry lives.
         self._flows: dict[int, FunctionFlow] = {}
         # worth_analysing() by function node: every session rule asks about every function.
         # The file's tree, alive until clear(), keeps those ids unique.
         self.worth: dict[int, bool] = {}
+        # Scans by body node, taken by the next flow built for that node: the first pass
+        # records them (record_scans) and hands them to the second with the tree, whose
+        # nodes keep the ids unique. Plain data, so no cycle keeps the tree alive.
+        self.scans: dict[int, Scan] = scans if scans is not None else {}
+        self.record_scans = record_scans
 
     def known(self, node: Scope, index: ProjectIndex | None) -> FunctionFlow | None:
         known = self._flows.get(id(node))
@@ -1329,6 +1437,7 @@ class FlowCache:
     def clear(self) -> None:
         self._flows.clear()
         self.worth.clear()
+        self.scans = {}
 
 
 def worth_analysing(ctx: FileContext, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:

@@ -28,7 +28,7 @@ def _prepare_one(args: tuple[Path, str]) -> SourceFile:
     from sqla_doctor.static.engine import prepare
 
     item = prepare(*args)
-    item.tree = item.source = None
+    item.tree = item.source = item.scans = None
     return item
 
 
@@ -72,7 +72,7 @@ def parallel_rules(
     engine: Engine, items: Sequence[SourceFile], index: ProjectIndex
 ) -> list[tuple[list[Finding], list[str]]]:
     for item in items:
-        item.tree = None  # re-parsed in the worker
+        item.tree = item.scans = None  # re-parsed in the worker
     with ProcessPoolExecutor(
         max_workers=engine.jobs, initializer=_init_rules, initargs=(engine, index)
     ) as pool:

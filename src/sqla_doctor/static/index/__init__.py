@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sqla_doctor.static.index.extract import CreateAllFacts, FileExtract, ImportFacts, extract
@@ -38,6 +38,7 @@ from sqla_doctor.static.index.sessions import (
 
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext
+    from sqla_doctor.static.flow import Scan
 
 __all__ = [
     "ClassFacts",
@@ -147,8 +148,15 @@ class FileFacts:
     orm: FileExtract = field(default_factory=FileExtract)
 
     @classmethod
-    def extract(cls, path: str, module: str, is_package: bool, tree: ast.Module) -> FileFacts:
-        names, orm = extract(tree, module, is_package)
+    def extract(
+        cls,
+        path: str,
+        module: str,
+        is_package: bool,
+        tree: ast.Module,
+        scans: dict[int, Scan] | None = None,
+    ) -> FileFacts:
+        names, orm = extract(tree, module, is_package, scans)
         return cls(path=path, module=module, is_package=is_package, names=names, orm=orm)
 
 
@@ -905,7 +913,29 @@ class ProjectIndex:
             for facts in self.files.values():
                 for factory in facts.orm.factories:
                     self._factories.setdefault(factory.qualname, factory)
+            self._factories.update(self._returned_factories(self._factories))
         return self._factories
+
+    def _returned_factories(self, known: dict[str, FactoryFacts]) -> dict[str, FactoryFacts]:
+        """Module-level names bound to the call of a project function that builds and
+        returns a factory (an app factory's ``SessionLocal = get_sessionmaker()``)."""
+        builders = {
+            qualname: function.factory
+            for qualname, function in self._function_table().items()
+            if function.factory is not None
+        }
+        found: dict[str, FactoryFacts] = {}
+        if not builders:
+            return found
+        for facts in self.files.values():
+            for name, origin in facts.names.assigned.items():
+                if not origin.startswith("call:"):
+                    continue
+                made = builders.get(self.follow(origin[5:]))
+                qualname = f"{facts.module}.{name}" if facts.module else name
+                if made is not None and qualname not in known:
+                    found[qualname] = replace(made, qualname=qualname)
+        return found
 
     def factory(self, qualified: str | None) -> FactoryFacts | None:
         """A module-level ``sessionmaker``/``async_sessionmaker``/``scoped_session``."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqla_doctor.static.children import child_nodes
+from sqla_doctor.static.children import reversed_fields_of
 from sqla_doctor.static.index.functions import FunctionBuilder, FunctionFacts, params_of
 from sqla_doctor.static.index.models import (
     ClassFacts,
@@ -38,10 +38,11 @@ from sqla_doctor.static.index.sessions import (
     FactoryFacts,
     engine_facts,
     factory_facts,
+    returned_factory,
 )
 
 if TYPE_CHECKING:
-    from sqla_doctor.static.flow import FlowCache
+    from sqla_doctor.static.flow import FlowCache, Scan
 
 # Method names that make a function worth a flow analysis of what it returns or yields.
 QUERY_METHODS = frozenset(
@@ -188,7 +189,11 @@ class _Ctx:
 _MODULE_CTX = _Ctx(_MODULE)
 
 
-def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleNames, FileExtract]:
+def extract(
+    tree: ast.Module, module: str, is_package: bool, scans: dict[int, Scan] | None = None
+) -> tuple[ModuleNames, FileExtract]:
+    """The file's names and facts; ``scans``, if given, receives the flow scans of the
+    functions summarised here, for the rules' pass over the same tree."""
     names = ModuleNames(module=module, is_package=is_package)
     names.collect_definitions(tree)
     out = FileExtract()
@@ -201,6 +206,7 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
 
     stack: list[tuple[ast.AST, _Ctx]] = [(child, _MODULE_CTX) for child in reversed(tree.body)]
     imports = names.imports
+    push, name_node, ast_node = stack.append, ast.Name, ast.AST
     while stack:
         node, ctx = stack.pop()
         kind = type(node)
@@ -390,8 +396,16 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
         elif kind is ast.Starred:
             stack.append((node.value, ctx))  # type: ignore[attr-defined]
             continue
-        for child in reversed(child_nodes(node)):
-            stack.append((child, ctx))
+        # child_nodes() inlined, last first; names carry nothing here, so they are
+        # never pushed (a third of all nodes).
+        for field_name in reversed_fields_of(kind):
+            held: Any = getattr(node, field_name, None)
+            if held.__class__ is list:
+                for child in reversed(held):
+                    if child.__class__ is not name_node and isinstance(child, ast_node):
+                        push((child, ctx))
+            elif held.__class__ is not name_node and isinstance(held, ast_node):
+                push((held, ctx))
 
     # Again, now that every import is known: `db = SQLAlchemy()` records its origin.
     names.collect_definitions(tree)
@@ -408,17 +422,20 @@ def extract(tree: ast.Module, module: str, is_package: bool) -> tuple[ModuleName
         _interesting_call(resolver, call, ctx, out, table_names)
     for constant in strings:
         _ddl_index(constant, out)
-    _finish_functions(resolver, builders, out)
+    _finish_functions(resolver, builders, out, scans)
     return names, out
 
 
 def _finish_functions(
-    resolver: NameResolver, builders: list[FunctionBuilder], out: FileExtract
+    resolver: NameResolver,
+    builders: list[FunctionBuilder],
+    out: FileExtract,
+    scans: dict[int, Scan] | None,
 ) -> None:
     from sqla_doctor.static.flow import FlowCache
 
     # The summaries of one file share flows (a method reads `self.session` set in another).
-    flows = FlowCache()
+    flows = FlowCache(record_scans=scans is not None)
     for builder in builders:
         facts = builder.finish()
         facts.decorators = tuple(
@@ -430,7 +447,11 @@ def _finish_functions(
         queries = "query" in builder.flags and "return" in builder.flags
         if queries or "hands-out" in builder.flags:
             _summarise_function(resolver, builder, queries, "hands-out" in builder.flags, flows)
+        if not facts.is_method and not FACTORY_CALLS.isdisjoint(facts.calls):
+            facts.factory = returned_factory(resolver, facts.qualname, builder.node)
         out.functions[facts.qualname] = facts
+    if scans is not None:
+        scans.update(flows.scans)
     flows.clear()  # breaks the cycles between the cache and its flows
 
 

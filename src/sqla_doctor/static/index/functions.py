@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from sqla_doctor.static.index.sessions import ProviderFacts
+from sqla_doctor.static.index.sessions import FactoryFacts, ProviderFacts
 from sqla_doctor.static.loaders import Options
 
 # (parameter position, whether elements of the parameter were iterated, attribute path).
@@ -49,6 +49,9 @@ class FunctionFacts:
     reads: frozenset[Read] = frozenset()
     returns: ReturnFacts | None = None
     provider: ProviderFacts | None = None
+    # The session factory it builds and returns (`def get_sessionmaker(): return
+    # sessionmaker(...)`), for the module-level names bound to its call.
+    factory: FactoryFacts | None = None
     io_call: str | None = None  # first external I/O it makes itself (qualified)
     commits: bool = False  # calls `.commit()` or `.rollback()` on something itself
     # Names it calls (`get_user`, `scalars`, `SessionLocal`): rules skip functions that

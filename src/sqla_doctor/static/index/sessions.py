@@ -128,3 +128,66 @@ def engine_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> Engin
         url=url,
         options=_options(call),
     )
+
+
+def returned_factory(
+    resolver: NameResolver, qualname: str, function: ast.FunctionDef | ast.AsyncFunctionDef
+) -> FactoryFacts | None:
+    """The factory a function builds and returns, recorded under ``qualname`` (the
+    module-level name bound to its call: ``Session = get_sessionmaker()``).
+
+    ``return sessionmaker(bind=engine)``, or ``factory = async_sessionmaker(engine)`` then
+    ``return factory``: one ``return`` in the function, and that name assigned once.
+    Anything else (several returns, a factory chosen among others) is not a fact.
+    """
+    own = list(_own_nodes(function))
+    returns = [n for n in own if isinstance(n, ast.Return)]
+    if len(returns) != 1 or returns[0].value is None:
+        return None
+    value: ast.expr | None = returns[0].value
+    if isinstance(value, ast.Name):
+        name = value.id
+        assigned = [
+            n.value
+            for n in own
+            if isinstance(n, (ast.Assign, ast.AnnAssign))
+            and any(
+                isinstance(t, ast.Name) and t.id == name
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            )
+        ]
+        value = assigned[0] if len(assigned) == 1 else None
+    if not isinstance(value, ast.Call):
+        return None
+    facts = factory_facts(resolver, qualname, value)
+    if facts is not None and facts.bind is not None:
+        # A local engine (`engine = create_engine(url)` in the function) is not the
+        # module-level name the resolver would read it as.
+        head = facts.bind.rpartition(".")[2]
+        if head in _local_names(function, own):
+            facts.bind = None
+    return facts
+
+
+def _own_nodes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.AST]:
+    """The function's nodes, not those of functions, lambdas or classes inside it."""
+    found: list[ast.AST] = []
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+            ):
+                stack.append(child)
+    return found
+
+
+def _local_names(
+    function: ast.FunctionDef | ast.AsyncFunctionDef, own: list[ast.AST]
+) -> set[str]:
+    args = function.args
+    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+    names.update(n.id for n in own if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return names
