@@ -90,7 +90,8 @@ def test_unparsable_and_undecodable_files_are_findings(
     )
     result = run_cli(capsys, "check", str(tmp_path))
     assert result.code == 1
-    assert "broken.py:1:7: SQD901 cannot parse file" in result.out
+    python = "{}.{}".format(*sys.version_info[:2])
+    assert f"broken.py:1:7: SQD901 cannot parse file with Python {python}: " in result.out
     assert "latin.py:1:1: SQD901 cannot decode file" in result.out
     assert "nulls.py:1:1: SQD901" in result.out
     assert "app.py:2:27: SQD501" in result.out

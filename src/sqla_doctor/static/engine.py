@@ -13,6 +13,7 @@ import gc
 import hashlib
 import io
 import signal
+import sys
 import threading
 import tokenize
 import types
@@ -135,13 +136,17 @@ def _decode_and_parse(item: SourceFile, data: bytes) -> SourceFile:
     try:
         item.tree = ast.parse(source, filename=display)
     except SyntaxError as error:
-        message = f"cannot parse file: {error.msg}"
+        # The running Python's grammar decides: name it, for code written for a newer one.
+        message = f"cannot parse file with Python {_PYTHON}: {error.msg}"
         item.error = _unparsable(display, error.lineno or 1, error.offset or 1, message)
     except (ValueError, RecursionError, MemoryError) as error:
         # Null bytes raise ValueError before 3.12; absurd nesting exhausts the C stack.
         message = f"cannot parse file: {type(error).__name__}: {error}"
         item.error = _unparsable(display, 1, 1, message)
     return item
+
+
+_PYTHON = "{}.{}".format(*sys.version_info[:2])
 
 
 # Young collections while the rules run: a tree freed by reference counting before the

@@ -16,6 +16,10 @@ class UnparsableFile(Rule):
     Nothing in such a file is checked, so its pitfalls go unseen. Python itself would
     refuse to import it. The run goes on with the other files.
 
+    sqla-doctor parses with the Python it runs on, and the message names that version: a
+    project written for a newer Python (`except A, B:` is 3.14, `def f[T]()` 3.12) needs
+    sqla-doctor installed in that Python.
+
     ## Example
     ```python
     def broken(:
