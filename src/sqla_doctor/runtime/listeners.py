@@ -138,11 +138,10 @@ def _internal_error(where: str) -> None:
 def _guarded(fn: F) -> F:
     """Run a handler; swallow and log its own errors, let deliberate ones through."""
 
-    # SQLAlchemy calls listeners with positional arguments only.
     @functools.wraps(fn)
-    def guard(*args: Any) -> Any:
+    def guard(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except _DELIBERATE:
             raise
         except Exception:
