@@ -119,3 +119,55 @@ async def test_decorated_coroutine_gets_the_note_in_warn_mode(async_engine: Asyn
     with pytest.raises((StatementError, MissingGreenlet)) as raised:
         await handler()
     assert any(n.startswith("sqla-doctor: SQD255") for n in raised.value.__notes__)
+
+
+async def test_caught_error_is_explained_when_it_is_raised(async_engine: AsyncEngine) -> None:
+    # A web framework catches what a handler raises and answers 500: the error never
+    # leaves the unit of work, and is explained all the same, once.
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users = (await session.scalars(select(User))).all()
+        try:
+            print(users[0].posts)  # line:caught
+        except (StatementError, MissingGreenlet) as error:
+            caught = error
+    assert _missing_greenlet(caught)
+    finding = one(uow.findings, "SQD255")
+    assert finding.location.line == line_of("caught")
+    assert finding.message.startswith("User.posts lazy-loaded in async code without await")
+    assert [n for n in caught.__notes__ if n.startswith("sqla-doctor:")] == [
+        f"sqla-doctor: SQD255 {finding.message}\n"
+        f"  {relative(__file__)}:{finding.related[0].location.line}: "
+        "the query that loaded the User"
+    ]
+
+
+async def test_caught_error_is_explained_under_install(async_engine: AsyncEngine) -> None:
+    sqla_doctor.install(mode="collect")
+    async with AsyncSession(async_engine) as session:
+        user = await session.get(User, 1)
+        assert user is not None
+        await session.commit()  # line:install-commit
+        with pytest.raises((StatementError, MissingGreenlet)):
+            print(user.name)  # line:install-expired
+    finding = one(sqla_doctor.collected(), "SQD255")
+    assert finding.location.line == line_of("install-expired")
+    assert f":{line_of('install-commit')}: expire_on_commit=True" in finding.message
+
+
+async def test_expired_relationship_read_after_a_reload_is_a_lazy_load(
+    async_engine: AsyncEngine,
+) -> None:
+    # The commit expired User.posts with the columns; the select loads the columns
+    # again, so reading posts is a lazy load, whose fix is a loader option.
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        user = await session.get(User, 1)
+        await session.commit()
+        again = (await session.scalars(select(User).where(User.id == 1))).one()  # line:reload
+        assert again is user
+        with pytest.raises((StatementError, MissingGreenlet)):
+            print(again.posts)
+    finding = one(uow.findings, "SQD255")
+    assert finding.message.startswith(
+        "User.posts lazy-loaded in async code without await (the User was loaded by the "
+        f"query at {relative(__file__)}:{line_of('reload')})"
+    )

@@ -228,7 +228,7 @@ class ErrorSeen:
     ``InstanceState``, a ``Session``) without touching the user's objects.
     """
 
-    __slots__ = ("error", "explained", "raised", "site", "tracebacks")
+    __slots__ = ("error", "explained", "live", "raised", "site", "tracebacks")
 
     def __init__(
         self,
@@ -236,12 +236,16 @@ class ErrorSeen:
         error: BaseException,
         site: CallSite | None,
         tracebacks: tuple[TracebackType, ...],
+        live: FrameType | None = None,
     ) -> None:
         self.raised = raised
         self.error = error
         self.site = site
         # ``error``'s traceback first, then those of the exceptions wrapping it.
         self.tracebacks = tracebacks
+        # Seen while it is being raised (``handle_error``): the frames its traceback does
+        # not hold yet are still on the stack, from this one outwards.
+        self.live = live
         # What handlers explained, for the notes added once they all ran.
         self.explained: list[Finding] = []
 
@@ -252,16 +256,13 @@ class ErrorSeen:
         program's business, and often hold several candidates).
         """
         for traceback in self.tracebacks:
-            yield from self._locals_of_type(traceback, kind)
+            yield from self._locals_of_type(_traceback_frames(traceback), kind)
+        if self.live is not None:
+            yield from self._locals_of_type(_outward_frames(self.live), kind)
 
     @staticmethod
-    def _locals_of_type(traceback: TracebackType | None, kind: type[_T]) -> Iterator[_T]:
-        frames: list[FrameType] = []
-        tb = traceback
-        while tb is not None and len(frames) < _MAX_TRACEBACK:
-            frames.append(tb.tb_frame)
-            tb = tb.tb_next
-        for frame in reversed(frames):
+    def _locals_of_type(frames: list[FrameType], kind: type[_T]) -> Iterator[_T]:
+        for frame in frames:
             if classify(frame.f_code.co_filename) == USER:
                 continue
             for value in list(frame.f_locals.values()):
@@ -271,6 +272,25 @@ class ErrorSeen:
     def explain(self, finding: Finding | None) -> None:
         if finding is not None and finding not in self.explained:
             self.explained.append(finding)
+
+
+def _traceback_frames(traceback: TracebackType | None) -> list[FrameType]:
+    """A traceback's frames, innermost first."""
+    frames: list[FrameType] = []
+    while traceback is not None and len(frames) < _MAX_TRACEBACK:
+        frames.append(traceback.tb_frame)
+        traceback = traceback.tb_next
+    frames.reverse()
+    return frames
+
+
+def _outward_frames(frame: FrameType | None) -> list[FrameType]:
+    """A live frame and its callers, innermost first."""
+    frames: list[FrameType] = []
+    while frame is not None and len(frames) < _MAX_TRACEBACK:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames
 
 
 class SharedUse:

@@ -6,7 +6,9 @@ work saw both. When an exception leaves a unit of work (``track()``'s exit, whic
 pytest plugin and the ASGI/WSGI middleware use) or the program (``sqla-doctor run``'s
 excepthook), ``dispatch`` gives it to every detector's ``on_error`` handler; what they
 explain becomes findings, and a note on the exception (Python 3.11+), so the traceback
-the user reads carries the cause and the fix, in every mode.
+the user reads carries the cause and the fix, in every mode. An error raised inside a
+statement's execution (``MissingGreenlet``) is explained earlier, from the engine's
+``handle_error`` event while it is being raised (listeners.py): programs catch errors.
 
 Nothing here may raise into the program, and nothing changes the exception but its notes.
 """
@@ -126,7 +128,9 @@ def _add_note(error: BaseException, text: str) -> None:
             error.add_note(text)
 
 
-def dispatch(uow: UnitOfWork, raised: BaseException) -> list[Finding]:
+def dispatch(
+    uow: UnitOfWork, raised: BaseException, payload: ErrorSeen | None = None
+) -> list[Finding]:
     """Let the unit's detectors explain ``raised``; note what they found on it.
 
     Called before the unit ends (its origins and sessions are still there) and before
@@ -140,7 +144,8 @@ def dispatch(uow: UnitOfWork, raised: BaseException) -> list[Finding]:
         handlers = uow.handlers["error"]
         if not handlers:
             return []
-        payload = seen(raised)
+        if payload is None:
+            payload = seen(raised)
         with uow.lock:
             for handler in handlers:
                 try:

@@ -22,6 +22,7 @@ import atexit
 import functools
 import importlib
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -31,10 +32,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.orm import Mapper, RelationshipProperty, Session
 from sqlalchemy.pool import Pool, QueuePool
 
-from sqla_doctor.runtime import callsite, reads
+from sqla_doctor.runtime import callsite, errors, reads
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
     CORE,
@@ -45,6 +47,7 @@ from sqla_doctor.runtime.detector import (
     SELECT,
     AttributeRead,
     Checkin,
+    ErrorSeen,
     Flush,
     IdleGap,
     Loaded,
@@ -595,6 +598,7 @@ def _core_unit(conn: Connection) -> UnitOfWork | None:
 def _on_handle_error(context: Any) -> None:
     # A statement that failed never consumed its ORM execution; a flush that failed
     # never reached after_flush_postexec.
+    execution = executing.get()
     executing.set(None)
     running = _running.get()
     if running is not None:
@@ -603,6 +607,39 @@ def _on_handle_error(context: Any) -> None:
         _running.set(None)
         _statement_done(running, id(context.execution_context), time.perf_counter())
     _note_flush_error(context)
+    if isinstance(context.original_exception, MissingGreenlet):
+        uow = current.get()
+        site = None
+        if execution is not None:
+            # Failed before reaching the cursor (a driver that awaits to make one).
+            site = execution.site
+            uow = uow or execution.uow
+        elif running is not None and running[0] == id(context.execution_context):
+            site = running[4]
+            uow = uow or running[1]
+        if uow is not None and uow.active:
+            _explain_while_raised(context, uow, site)
+
+
+def _explain_while_raised(context: Any, uow: UnitOfWork, site: callsite.CallSite | None) -> None:
+    """Explain an error now, while the frames that raised it are still on the stack.
+
+    Web frameworks catch what a request raises and answer 500: an error explained only
+    when it leaves a unit of work or the program would go unexplained under
+    ``install()`` or ``sqla-doctor run -- uvicorn ...``. The explanation becomes a
+    finding of the unit and a note on the exception SQLAlchemy is about to raise, which
+    tells the later, usual explanation (uncaught, or leaving ``track()``) that it is done.
+    """
+    original = context.original_exception
+    wrapped = context.sqlalchemy_exception
+    raised = wrapped if wrapped is not None else original
+    if site is None:
+        site = callsite.find(1)
+    tracebacks = (original.__traceback__,) if original.__traceback__ is not None else ()
+    # This frame's caller is SQLAlchemy's: the frames of the statement's execution, then
+    # those of the attribute read that needed it, up to the program's line.
+    live = sys._getframe(1)
+    errors.dispatch(uow, raised, ErrorSeen(raised, original, site, tracebacks, live))
 
 
 def _note_flush_error(context: Any) -> None:

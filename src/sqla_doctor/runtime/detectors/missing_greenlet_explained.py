@@ -33,7 +33,9 @@ class MissingGreenletExplained(Detector):
     objects were loaded, and the fix.
 
     The explanation is a finding at the line that read the attribute, and a note on the
-    exception itself, so the traceback carries it in every mode.
+    exception itself, so the traceback carries it in every mode. It is made while the
+    error is raised, so an error the program catches (a web framework answering 500)
+    is explained too.
 
     ## Why is this bad?
     With `AsyncSession`, SQL runs only where the code awaits. Reading a relationship
@@ -101,7 +103,10 @@ class MissingGreenletExplained(Detector):
             return
         prop = state.mapper.attrs.get(key)
         record = session_of(self.uow, state)
-        if isinstance(prop, RelationshipProperty) and key not in state.expired_attributes:
+        # A commit expires relationships too, but once the object's columns are loaded
+        # again reading one is a lazy load like any other.
+        lazy = key not in state.expired_attributes or (last is not None and last.kind == LAZY_LOAD)
+        if isinstance(prop, RelationshipProperty) and lazy:
             self._lazy(seen, site, prop, state, record)
         else:
             self._refresh(seen, site, state, key, record)
