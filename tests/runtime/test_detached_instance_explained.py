@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -212,6 +214,45 @@ def test_excepthook_chains_to_the_previous_hook(engine: Engine) -> None:
         sys.excepthook = previous
     assert len(seen) == 1
     assert seen[0].__notes__[0].startswith("sqla-doctor: SQD254")
+
+
+def test_a_logged_error_is_explained_and_chains_to_the_previous_factory(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    sqla_doctor.install(mode="collect")
+    made: list[logging.LogRecord] = []
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made.append(previous(*args, **kwargs))
+        return made[-1]
+
+    logging.setLogRecordFactory(factory)
+    try:
+        errors.install_hooks()
+        with Session(engine) as session:
+            user = session.get(User, 1)
+        assert user is not None
+        try:
+            print(user.posts)  # line:logged
+        except DetachedInstanceError as error:
+            logging.getLogger("server").exception("request failed")
+            notes = list(error.__notes__)
+        other = AttributeError("not a database error")
+        try:
+            raise other
+        except AttributeError:
+            logging.getLogger("server").exception("not a database error")
+        assert not hasattr(other, "__notes__")
+        errors.uninstall_hooks()
+        assert logging.getLogRecordFactory() is factory
+    finally:
+        errors.uninstall_hooks()
+        logging.setLogRecordFactory(previous)
+    assert len(made) == 2
+    assert [n.split(" ")[1] for n in notes] == ["SQD254"]
+    assert one(sqla_doctor.collected(), "SQD254").location.line == line_of("logged")
+    assert notes[0] in caplog.text
 
 
 

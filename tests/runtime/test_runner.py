@@ -282,3 +282,40 @@ def test_a_connection_still_checked_out_at_exit_is_reported(project: Path) -> No
     assert finding["code"] == "SQD154"
     assert finding["location"]["line"] == 4
     assert "was still checked out at exit (never closed)" in finding["message"]
+
+
+def test_an_error_the_program_catches_and_logs_is_explained(
+    project: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A server logs what a request raised instead of letting it reach the excepthook:
+    the log's traceback carries the explanation, and the report has the finding."""
+    (project / "served.py").write_text(
+        "import logging\n"
+        "from models import User, Session, make_engine, select\n"
+        "\n"
+        "logging.basicConfig()\n"
+        "engine = make_engine()\n"
+        "\n"
+        "def handle_request():\n"
+        "    with Session(engine) as session:\n"
+        "        user = session.scalars(select(User)).first()\n"
+        "    return len(user.posts)\n"
+        "\n"
+        "try:\n"
+        "    handle_request()\n"
+        "except Exception:\n"
+        "    logging.getLogger('server').exception('Exception in ASGI application')\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except Exception:\n"
+        "    logging.getLogger('server').exception('not a database error')\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["served.py"], fail=True, fmt="json", output=str(out)) == 1
+    [finding] = report(out)["findings"]
+    assert finding["code"] == "SQD254"
+    assert (finding["location"]["path"], finding["location"]["line"]) == ("served.py", 10)
+    assert "its session was closed at served.py:8" in finding["message"]
+    logged = capfd.readouterr().err
+    assert f"sqla-doctor: SQD254 {finding['message']}" in logged
+    assert logged.count("sqla-doctor: SQD") == 1

@@ -46,6 +46,9 @@ _MAX_CHAIN: Final = 16
 _hooks_lock = threading.Lock()
 _previous_excepthook: Callable[..., Any] | None = None
 _previous_threading_hook: Callable[..., Any] | None = None
+_previous_record_factory: Callable[..., logging.LogRecord] | None = None
+# Set while a logged error is explained: what explaining logs is not explained again.
+_logging_explains = threading.local()
 
 logger = logging.getLogger("sqla_doctor")
 
@@ -220,9 +223,46 @@ def _threading_excepthook(args: Any) -> None:
     previous(args)
 
 
+def _involves_sqlalchemy(raised: BaseException) -> bool:
+    candidate: BaseException | None = raised
+    for _ in range(_MAX_CHAIN):
+        if candidate is None:
+            return False
+        if _is_sqlalchemy(candidate):
+            return True
+        candidate = candidate.__cause__ or candidate.__context__
+    return False
+
+
+def _log_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Explain a SQLAlchemy error the program caught and logged, before it is formatted.
+
+    Servers and frameworks catch what a request raised and log it (uvicorn's "Exception
+    in ASGI application", Flask's ``log_exception``): such an error never reaches the
+    excepthook. Made here, the explanation's note is in the traceback the log shows.
+    """
+    previous = _previous_record_factory or logging.LogRecord
+    record = previous(*args, **kwargs)
+    exc_info = record.exc_info
+    if (
+        exc_info
+        and exc_info[1] is not None
+        and not getattr(_logging_explains, "busy", False)
+        and not record.name.startswith("sqla_doctor")
+        and _involves_sqlalchemy(exc_info[1])
+    ):
+        _logging_explains.busy = True
+        try:
+            explain_uncaught(exc_info[1])
+        finally:
+            _logging_explains.busy = False
+    return record
+
+
 def install_hooks() -> None:
-    """Explain uncaught exceptions (main thread and threads); chains to the hooks before."""
-    global _previous_excepthook, _previous_threading_hook
+    """Explain uncaught exceptions (main thread and threads) and logged ones; chains to
+    the hooks before."""
+    global _previous_excepthook, _previous_threading_hook, _previous_record_factory
     with _hooks_lock:
         if sys.excepthook is not _excepthook:
             _previous_excepthook = sys.excepthook
@@ -230,16 +270,22 @@ def install_hooks() -> None:
         if threading.excepthook is not _threading_excepthook:
             _previous_threading_hook = threading.excepthook
             threading.excepthook = _threading_excepthook
+        factory = logging.getLogRecordFactory()
+        if factory is not _log_record_factory:
+            _previous_record_factory = factory
+            logging.setLogRecordFactory(_log_record_factory)
 
 
 def uninstall_hooks() -> None:
-    global _previous_excepthook, _previous_threading_hook
+    global _previous_excepthook, _previous_threading_hook, _previous_record_factory
     with _hooks_lock:
         if sys.excepthook is _excepthook:
             sys.excepthook = _previous_excepthook or sys.__excepthook__
         if threading.excepthook is _threading_excepthook:
             threading.excepthook = _previous_threading_hook or threading.__excepthook__
-        _previous_excepthook = _previous_threading_hook = None
+        if logging.getLogRecordFactory() is _log_record_factory:
+            logging.setLogRecordFactory(_previous_record_factory or logging.LogRecord)
+        _previous_excepthook = _previous_threading_hook = _previous_record_factory = None
 
 
 # -- what explainers share -----------------------------------------------------------------

@@ -208,8 +208,8 @@ def child_start() -> None:
         runtime.install(mode="collect", config=config, on_finding=writer.finding)
     process.table = {}
     process.table_limit = MAX_STATEMENTS_TABLE
-    # An uncaught DetachedInstanceError, MissingGreenlet... is explained in the report
-    # and in the traceback the program prints.
+    # A DetachedInstanceError, MissingGreenlet... that is uncaught, or caught and logged
+    # (as servers do), is explained in the report and in the traceback printed.
     from sqla_doctor.runtime.errors import install_hooks
 
     install_hooks()
