@@ -935,7 +935,8 @@ class StringFlow:
                 operands = list(right.values)
             else:
                 operands = [right]
-            parts = [(left, lv), *((o, self.value(o)) for o in operands)]
+            numeric = _percent_numeric(left, right, operands)
+            parts = [(left, lv), *((o, self.value(o)) for o in operands if id(o) not in numeric)]
             return self.build(parts, HOW_PERCENT, at)
         elif isinstance(op, ast.Mult):
             rv = self.value(right)
@@ -1502,6 +1503,43 @@ def _as_placeholder(
     else:
         return value
     return StringValue(ValueState.DYNAMIC, True, found)
+
+
+# A `%` conversion: an optional `(key)`, flags, width, precision, length, the type.
+_PERCENT_SPEC = re.compile(
+    r"%(?:\((?P<key>[^)]*)\))?[#0\- +]*(?P<width>\*|\d+)?(?:\.(?P<prec>\*|\d+))?[hlL]?"
+    r"(?P<conv>[diouxXeEfFgGcrsa%])"
+)
+
+
+def _percent_numeric(left: ast.expr, right: ast.expr, operands: list[ast.expr]) -> set[int]:
+    """The ``id()`` of the operands of ``"..." % operands`` that a numeric conversion
+    (``%d``, ``%5.2f``, ``%(n)i``) formats: anything but a number raises TypeError, so
+    they cannot carry SQL. Empty when the format is not a literal or does not line up."""
+    if not isinstance(left, ast.Constant) or not isinstance(left.value, str):
+        return set()
+    specs = [m for m in _PERCENT_SPEC.finditer(left.value) if m.group("conv") != "%"]
+    if any(m.group("width") == "*" or m.group("prec") == "*" for m in specs):
+        return set()
+    if isinstance(right, ast.Dict):
+        by_key: dict[str, bool] = {}
+        for m in specs:
+            if m.group("key") is None:
+                return set()
+            key = m.group("key")
+            by_key[key] = by_key.get(key, True) and m.group("conv") in "diouxXeEfFgG"
+        return {
+            id(value)
+            for key, value in zip(right.keys, right.values, strict=True)
+            if isinstance(key, ast.Constant) and by_key.get(str(key.value)) is True
+        }
+    if any(m.group("key") is not None for m in specs) or len(specs) != len(operands):
+        return set()
+    return {
+        id(operand)
+        for operand, m in zip(operands, specs, strict=True)
+        if m.group("conv") in "diouxXeEfFgG"
+    }
 
 
 def _numeric_format(spec: ast.JoinedStr) -> bool:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqla_doctor.static.children import reversed_fields_of
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
 from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
-from sqla_doctor.static.index.names import NameResolver
+from sqla_doctor.static.index.names import ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import ProviderFacts
 from sqla_doctor.static.loaders import Options, parse_options
 
@@ -650,8 +650,32 @@ class FunctionFlow:
         while isinstance(root, ast.Attribute):
             root = root.value
         if isinstance(root, ast.Name) and self.is_local(root.id):
-            return None
+            base = self._imported(root.id)
+            if base is None:
+                return None
+            parts: list[str] = []
+            while isinstance(node, ast.Attribute):
+                parts.append(node.attr)
+                node = node.value
+            return ".".join([base, *reversed(parts)])
         return self.resolver.qualify(node)
+
+    def _imported(self, name: str) -> str | None:
+        """What a name bound only by one import inside this function names (`from
+        sqlalchemy import delete` in the body, to dodge an import cycle)."""
+        bindings = self.bindings.get(name, ())
+        if not bindings or any(b.kind != "import" for b in bindings):
+            return None
+        nodes = {id(b.node): b.node for b in bindings}
+        if len(nodes) != 1:
+            return None
+        node = bindings[0].node
+        assert isinstance(node, (ast.Import, ast.ImportFrom))
+        own = self.resolver.names
+        scratch = ModuleNames(module=own.module, is_package=own.is_package)
+        scratch.add_import(node)
+        target = scratch.imports.get(name)
+        return self.resolver.follow(target) if target is not None else None
 
     def sqla_name(self, node: ast.expr) -> str | None:
         qualified = self.qualify(node)
@@ -730,8 +754,9 @@ class FunctionFlow:
             return None
         return self.binding_value(binding)
 
-    def _global(self, node: ast.expr) -> Value | None:
-        qualified = self.resolver.qualify(node)
+    def _global(self, node: ast.expr, qualified: str | None = None) -> Value | None:
+        if qualified is None:
+            qualified = self.resolver.qualify(node)
         if qualified is None or self.index is None:
             return None
         source = self.index.session_source(qualified)
@@ -759,6 +784,9 @@ class FunctionFlow:
         if binding.kind == "param":
             assert isinstance(binding.node, ast.arg)
             return self._param(binding.node, binding.default)
+        if binding.kind == "import":
+            qualified = self._imported(binding.name)
+            return None if qualified is None else self._global(binding.node, qualified)  # type: ignore[arg-type]
         return None
 
     def iterated(self, node: ast.expr | None) -> ObjectsValue | None:
@@ -1045,8 +1073,9 @@ class FunctionFlow:
         if not isinstance(node, (ast.Name, ast.Attribute)):
             return None
         if isinstance(node, ast.Name) and self.is_local(node.id):
-            return None
-        qualified = self.resolver.qualify(node)
+            qualified = self._imported(node.id)
+        else:
+            qualified = self.resolver.qualify(node)
         if qualified is None or qualified.partition(".")[0] in ("sqlalchemy", "sqlmodel"):
             return None
         if self.index is None:
@@ -1184,7 +1213,20 @@ class FunctionFlow:
                     commits=True,
                     expire_on_commit=receiver.expire_on_commit,
                 )
-            return None
+            if not receiver.scoped:
+                return None
+            # A `scoped_session` registry proxies the session's methods
+            # (`db_session.query(User)`, `Session.execute(...)`).
+            proxied = SessionValue(
+                receiver.is_async,
+                "scoped",
+                func.value,
+                receiver.source,
+                scoped=True,
+                managed=True,
+                expire_on_commit=receiver.expire_on_commit,
+            )
+            return self._session_method(proxied, method, node)
         if isinstance(receiver, InstanceValue) and self.index is not None:
             function = self.index.function(f"{receiver.cls}.{method}")
             if function is not None:

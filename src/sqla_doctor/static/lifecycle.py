@@ -189,6 +189,10 @@ def unbound(value: SessionValue, made: ast.expr | None) -> bool:
         made = made.value
     if not isinstance(made, ast.Call) or value.how != "call" or value.source is None:
         return False
+    # SQLAlchemy's (or SQLModel's) class itself: a project's `Session = sessionmaker(engine)`
+    # (the tutorial's name for a factory) makes bound sessions.
+    if value.source.partition(".")[0] not in ("sqlalchemy", "sqlmodel"):
+        return False
     if value.source.rpartition(".")[2] not in ("Session", "AsyncSession"):
         return False
     return not made.args and not any(

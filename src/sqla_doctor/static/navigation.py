@@ -52,6 +52,36 @@ def option_text(index: ProjectIndex, path: tuple[tuple[str, str], ...]) -> str:
     return ".".join(parts)
 
 
+def closed_before(flow: FunctionFlow, objects: ObjectsValue, node: ast.AST) -> bool:
+    """Whether the session that loaded ``objects`` is closed before ``node`` runs: they
+    were returned by a function that closes its session, or loaded inside a ``with``
+    block (or before a ``close()``) that ends before ``node``. A lazy load there raises
+    DetachedInstanceError rather than querying (SQD204's finding, not an N+1)."""
+    returns = objects.returns
+    if returns is not None:
+        return returns.session_closed
+    key, load = objects.receiver, objects.node
+    if key is None or objects.session is None or load is None:
+        return False
+    at = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+    for with_node in flow.withs:
+        if not contains(with_node, load):
+            continue
+        for item in with_node.items:
+            if isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == key:
+                return (with_node.end_lineno or 0, with_node.end_col_offset or 0) <= at
+    for call in flow.calls_on(key):
+        func = call.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "close"
+            and (load.lineno, load.col_offset) < (call.lineno, call.col_offset)  # type: ignore[attr-defined]
+            and (call.end_lineno or 0, call.end_col_offset or 0) <= at
+        ):
+            return True
+    return False
+
+
 def loaded_by(
     rel: Relationship, objects: ObjectsValue, path: tuple[tuple[str, str], ...], *, strict: bool
 ) -> bool | None:

@@ -311,6 +311,7 @@ def extract(
                 )
                 new_builder = FunctionBuilder(facts, node, ctx.class_node)
                 builders.append(new_builder)
+                _annotated_clients(names, new_builder, node.args)
             for decorator in node.decorator_list:
                 if isinstance(decorator, ast.Call):
                     d_func = decorator.func
@@ -496,6 +497,20 @@ def _client(names: ModuleNames, builder: FunctionBuilder, name: str, value: ast.
     qualified = NameResolver(names).qualify(value.func)
     if qualified is not None and is_io_client(qualified):
         builder.clients[name] = qualified
+
+
+def _annotated_clients(names: ModuleNames, builder: FunctionBuilder, args: ast.arguments) -> None:
+    """Remember parameters annotated as HTTP/SMTP clients (`http: httpx.AsyncClient`,
+    `session: aiohttp.ClientSession`): a helper handed the caller's client waits on it."""
+    from sqla_doctor.static.flow import is_io_client
+
+    for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs):
+        annotation = arg.annotation
+        if not isinstance(annotation, (ast.Name, ast.Attribute)):
+            continue
+        qualified = NameResolver(names).qualify(annotation)
+        if qualified is not None and is_io_client(qualified):
+            builder.clients[arg.arg] = qualified
 
 
 def _is_io(qualified: str) -> bool:

@@ -227,6 +227,35 @@ class DetachedInstanceAccess(Rule):
                 "closes"
             ),
         ),
+        # A list from a helper that closed its session, read in a loop and a comprehension.
+        Invalid(
+            """
+            from app.repo import all_users
+
+            def report():
+                for user in all_users():
+                    print(user.name, len(user.posts))
+
+            def counts():
+                users = all_users()
+                return {u.name: len(u.posts) for u in users}
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/repo.py": """
+                from sqlalchemy import select
+                from app.db import SessionLocal
+                from app.models import User
+
+                def all_users():
+                    with SessionLocal() as session:
+                        return session.scalars(select(User)).all()
+                """,
+            },
+            line=5,
+            count=2,
+        ),
         # After the with block in the same function.
         Invalid(
             """
@@ -345,8 +374,14 @@ class DetachedInstanceAccess(Rule):
             commit: ast.Call | str | None = None
             if returns.committed and self._expires(returns.factory):
                 commit = "commit"
-            start = binding.node
-            region = _Region(start.end_lineno or 0, start.end_col_offset or 0, *end)  # type: ignore[attr-defined]
+            # Reads see the objects after they are bound: in a `for` loop's body (after
+            # its iterable), in a comprehension's element (before its `for` clause).
+            if binding.kind == "comp":
+                start = (binding.node.lineno, binding.node.col_offset)  # type: ignore[attr-defined]
+            else:
+                after = binding.value if binding.kind == "for" and binding.value else binding.node
+                start = (after.end_lineno or 0, after.end_col_offset or 0)  # type: ignore[attr-defined]
+            region = _Region(*start, *end)
             return (
                 region,
                 f"`{objects.origin_name}()` at {objects.origin_path}:{returns.line} closes it",

@@ -109,7 +109,7 @@ class LazyLoadInAsync(Rule):
     fix = Applicability.UNSAFE
     message = (
         "`{rel}` is lazy-loaded {where} in async code ({source}): this raises "
-        "MissingGreenlet — add `.options({option})` to that query{alternative}"
+        "MissingGreenlet — add {advice}{alternative}"
     )
 
     VALID = (
@@ -203,8 +203,8 @@ class LazyLoadInAsync(Rule):
             line=6,
             expected_message=(
                 "`User.posts` is lazy-loaded on `user` in async code (loaded at line 5): "
-                "this raises MissingGreenlet — add `.options(selectinload(User.posts))` to "
-                "that query or use `await user.awaitable_attrs.posts`"
+                "this raises MissingGreenlet — add `options=[selectinload(User.posts)]` to "
+                "that `get()` or use `await user.awaitable_attrs.posts`"
             ),
         ),
         # The seed's shape: `(await s.execute(stmt)).scalars().all()` then a loop.
@@ -407,6 +407,10 @@ class LazyLoadInAsync(Rule):
         else:
             where = f"on `{obj}`" + (f" in {access.via}" if access.via else "")
         alternative = f" or use `await {obj}.awaitable_attrs.{rel.attr}`" if direct else ""
+        advice = f"`.options({option})` to that query"
+        if stmt is None and loaded.origin_name is None and _session_get(loaded.node):
+            # `session.get()` takes its loader options as a keyword, not `.options()`.
+            advice = f"`options=[{option}]` to that `get()`"
         self.report(
             access.node,
             fix=fix,
@@ -418,8 +422,20 @@ class LazyLoadInAsync(Rule):
             where=where,
             source=source,
             option=option,
+            advice=advice,
             alternative=alternative,
         )
+
+
+def _session_get(node: ast.AST | None) -> bool:
+    """Whether the objects were loaded by `session.get(Model, pk)` (awaited or not)."""
+    if isinstance(node, ast.Await):
+        node = node.value
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+    )
 
 
 def _before(node: ast.AST, other: ast.AST) -> bool:

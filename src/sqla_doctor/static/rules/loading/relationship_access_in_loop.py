@@ -8,7 +8,13 @@ from sqla_doctor.findings import Applicability, Fix, Related, Severity
 from sqla_doctor.static.context import FileContext
 from sqla_doctor.static.flow import Binding, FunctionFlow, ObjectsValue, flow_for, worth_analysing
 from sqla_doctor.static.loader_fix import loader_edits
-from sqla_doctor.static.navigation import SCHEMA_DUMPERS, LazyAccess, Navigator, option_text
+from sqla_doctor.static.navigation import (
+    SCHEMA_DUMPERS,
+    LazyAccess,
+    Navigator,
+    closed_before,
+    option_text,
+)
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _MODELS = """
@@ -112,7 +118,9 @@ class RelationshipAccessInLoop(Rule):
     Relationships with `lazy="dynamic"` or `lazy="write_only"` also query per row, but
     no loader option can eager-load them; they are not reported. A many-to-one whose
     targets are few (already in the identity map) costs fewer queries than rows; one
-    to the entity the statement joins is therefore not reported.
+    to the entity the statement joins is therefore not reported. Rows whose session is
+    closed before the loop (after its `with` block, or returned by a function that
+    closes it) raise DetachedInstanceError instead of querying: SQD204 reports those.
 
     ## Example
     ```python
@@ -151,6 +159,22 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # The session closed before the loop: the read raises DetachedInstanceError
+        # (SQD204's finding), it does not query once per row.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.models import User
+
+            def names(engine):
+                with Session(engine) as session:
+                    users = session.scalars(select(User)).all()
+                return [len(u.posts) for u in users]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
         # The repository method that loads the relationship up front.
         Valid(
             """
@@ -290,6 +314,36 @@ class RelationshipAccessInLoop(Rule):
         ),
     )
     INVALID = (
+        # A `scoped_session` registry used as the session (Pyramid's `DBSession`), the
+        # model imported inside the function.
+        Invalid(
+            """
+            from app.db import DBSession
+
+            def emails():
+                from app.models import User
+
+                out = []
+                for user in DBSession.query(User).all():
+                    out.extend(p.title for p in user.posts)
+                return out
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "app/db.py": """
+                from sqlalchemy import create_engine
+                from sqlalchemy.orm import scoped_session, sessionmaker
+
+                DBSession = scoped_session(sessionmaker(bind=create_engine("sqlite://")))
+                """,
+            },
+            line=8,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `DBSession.query(User).all()` "
+                "(loaded at line 7) — add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
         Invalid(
             """
             from sqlalchemy import select
@@ -559,6 +613,8 @@ class RelationshipAccessInLoop(Rule):
             rows = flow.value(arg)
             if not isinstance(rows, ObjectsValue) or not rows.many or rows.is_async:
                 continue
+            if closed_before(flow, rows, node):
+                continue
             navigator = Navigator(flow, self.ctx.index, strict=False)
             element = _element(rows)
             for access in navigator.via_call(node, position, element, per_row=True, elements=True):
@@ -591,7 +647,7 @@ class RelationshipAccessInLoop(Rule):
             if flow is None:
                 flow = flow_for(self.ctx, loop)
             rows = flow.iterated(iterable)
-            if rows is None or rows.is_async:
+            if rows is None or rows.is_async or closed_before(flow, rows, loop):
                 continue
             for binding in _loop_bindings(flow, loop, target):
                 element = flow.binding_value(binding)

@@ -221,6 +221,19 @@ class BulkDmlSkipsOrmEvents(Rule):
             files={"app/__init__.py": "", "app/models.py": _MODELS},
             line=5,
         ),
+        # `delete` and the model imported inside the function (an import cycle dodged).
+        Invalid(
+            """
+            def purge_inactive(session):
+                from sqlalchemy import delete
+                from app.models import User
+
+                session.execute(delete(User).where(User.name == ""))
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/models.py": _MODELS},
+            line=5,
+        ),
         # A listener on the declarative base with propagate=True, event.listen() form.
         Invalid(
             """

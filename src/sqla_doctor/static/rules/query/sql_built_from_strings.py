@@ -38,7 +38,7 @@ class SqlBuiltFromStrings(Rule):
 
     Text fixed by the source stays silent: literals and literal-only concatenation,
     f-strings without placeholders, UPPER_CASE constants, numbers (`int(x)`, `len(x)`,
-    `{n:d}`, `range()` indexes), lookups in a literal dict and conditional literals
+    `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal dict and conditional literals
     (`"ASC" if desc else "DESC"`), and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
@@ -100,6 +100,17 @@ class SqlBuiltFromStrings(Rule):
     message = "`{sink}` receives SQL built {how} from {values} — bind them as parameters"
 
     VALID = (
+        # `%d` / `%.2f` format numbers only (a string raises TypeError); `%%` is a literal.
+        Valid(
+            """
+            from sqlalchemy import text
+
+            def purge(session, days, limit, ratio):
+                session.execute(text("DELETE FROM audit WHERE at < now() - '%d day'" % days))
+                session.execute(text("SELECT * FROM audit LIMIT %d OFFSET %d" % (limit, days)))
+                session.execute(text("SELECT 100%% * hits FROM t WHERE r > %(r).2f" % {"r": ratio}))
+            """
+        ),
         # Identifiers quoted with their quote character doubled inside (MSSQL brackets,
         # standard double quotes, MySQL backticks).
         Valid(
@@ -360,8 +371,9 @@ class SqlBuiltFromStrings(Rule):
                 return session.execute(text("SELECT %s FROM scores LIMIT %d" % (column, n)))
             """,
             expected_message=(
-                "`text()` receives SQL built with `%` formatting from `column`, `n` "
-                "— bind them as parameters"
+                # `%d` formats `n` as a number: only `column` can carry SQL.
+                "`text()` receives SQL built with `%` formatting from `column` — bind them as "
+                "parameters"
             ),
         ),
         Invalid(

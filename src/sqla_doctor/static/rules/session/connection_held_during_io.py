@@ -64,7 +64,8 @@ class ConnectionHeldDuringIo(Rule):
     Checks for an HTTP request (`httpx`, `requests`, `aiohttp`, `urllib`), an SMTP call
     or a sleep (`asyncio.sleep`, `time.sleep`) made after a session has run a query
     and before it commits, rolls back or closes — directly, through a client such as
-    `httpx.AsyncClient`, or through a project function that makes the call itself.
+    `httpx.AsyncClient`, or through a project function that makes the call itself
+    (with its own client, or one it is handed: `http: aiohttp.ClientSession`).
 
     ## Why is this bad?
     The first query checks a connection out of the pool and holds it, inside a
@@ -238,6 +239,28 @@ class ConnectionHeldDuringIo(Rule):
             path="app/views.py",
             files=_FILES,
             line=10,
+        ),
+        # A helper handed the caller's client (a parameter annotated as one) waits on it.
+        Invalid(
+            """
+            import aiohttp
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def fetch(http: aiohttp.ClientSession, url: str) -> str:
+                async with http.get(url) as resp:
+                    return await resp.text()
+
+            async def crawl():
+                async with SessionLocal() as db, aiohttp.ClientSession() as http:
+                    users = (await db.scalars(select(User))).all()
+                    for user in users:
+                        print(await fetch(http, f"https://crm.example/{user.id}"))
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=14,
         ),
         # A sync worker that sleeps between retries with a transaction open.
         Invalid(

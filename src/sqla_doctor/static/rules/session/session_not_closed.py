@@ -240,6 +240,28 @@ class SessionNotClosed(Rule):
                 "it in a `finally`"
             ),
         ),
+        # The tutorial's `Session = sessionmaker(engine)`: a factory named like the class.
+        Invalid(
+            """
+            from app.factory import Session
+
+            def rename(user_id, name):
+                session = Session()
+                session.execute("UPDATE users SET name = :n", {"n": name})
+                session.commit()
+            """,
+            path="app/jobs.py",
+            files={
+                **_FILES,
+                "app/factory.py": """
+                from sqlalchemy import create_engine
+                from sqlalchemy.orm import sessionmaker
+
+                Session = sessionmaker(bind=create_engine("sqlite:///app.db"))
+                """,
+            },
+            line=4,
+        ),
         # A session made and used in one expression: nobody can close it.
         Invalid(
             """
@@ -265,6 +287,11 @@ class SessionNotClosed(Rule):
                 await session.commit()
             """,
             line=4,
+            expected_message=(
+                "`session = AsyncSession(engine)` is never closed: its connection stays checked "
+                "out until garbage collection — use `async with AsyncSession(engine) as session:` "
+                "or close it in a `finally`"
+            ),
         ),
         # A method that opens a session for a unit of work but closes it outside finally.
         Invalid(
@@ -300,7 +327,7 @@ class SessionNotClosed(Rule):
             # Rebound later to something else, or bound in a loop: stay simple.
             if len(flow.bindings.get(name, ())) > 1:
                 continue
-            self._report_binding(flow, name, call)
+            self._report_binding(flow, name, call, bool(value.is_async))
         for call in flow.calls:
             func = call.func
             if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Call):
@@ -331,7 +358,9 @@ class SessionNotClosed(Rule):
             not value.scoped and not value.commits and not (value.source or "").endswith(".begin")
         )
 
-    def _report_binding(self, flow: FunctionFlow, name: str, call: ast.expr) -> None:
+    def _report_binding(
+        self, flow: FunctionFlow, name: str, call: ast.expr, is_async: bool
+    ) -> None:
         made = " ".join(self.ctx.text(call).split())
         if len(made) > 40:
             made = made[:37] + "..."
@@ -339,6 +368,9 @@ class SessionNotClosed(Rule):
         use = f"use `with {made} as {name}:` or close it in a `finally`"
         if isinstance(call, ast.Await):
             use = f"use `async with {made[6:]} as {name}:` or close it in a `finally`"
+        elif is_async:
+            # `AsyncSession(engine)` / `async_session()`: an async context manager.
+            use = f"use `async with {made} as {name}:` or close it in a `finally`"
         if closes:
             problem = (
                 f"`{name} = {made}` is closed at line {closes[0].lineno} only if nothing raises "
