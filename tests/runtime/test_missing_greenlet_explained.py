@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import pytest
@@ -171,3 +172,13 @@ async def test_expired_relationship_read_after_a_reload_is_a_lazy_load(
         "User.posts lazy-loaded in async code without await (the User was loaded by the "
         f"query at {relative(__file__)}:{line_of('reload')})"
     )
+
+
+async def test_lazy_loads_that_failed_are_not_an_n_plus_one(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users = (await session.scalars(select(User))).all()
+        assert len(users) > 2
+        for user in users:
+            with contextlib.suppress(StatementError, MissingGreenlet):
+                print(user.posts)
+    assert [f.code for f in uow.findings] == ["SQD255"]

@@ -239,7 +239,7 @@ def _session_collected(record: SessionRecord) -> None:
     if process.records.get(record.key) is record:
         del process.records[record.key]
     old = record.identity_map
-    if old is not None and old.check_modified():
+    if old is not None and not record.discarded_dirty and old.check_modified():
         # Whether close() replaced this map or the session died with it, these changes
         # were never flushed.
         record.discarded_dirty = [
@@ -677,7 +677,7 @@ def _on_after_transaction_create(session: Session, transaction: Any) -> None:
         return
     if transaction.parent is None:
         record.owner = _session_unit(record)
-        left_behind = _changes_left_behind(record, session)
+        left_behind = record.discarded_dirty or _changes_left_behind(record, session)
         if left_behind and record.owner is not None:
             # Changed after the last commit, then closed: setting an attribute begins
             # no transaction, so that close() ended none and no event said so.
@@ -775,7 +775,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
         uow = record.owner
     try:
         if uow is not None:
-            if outcome == "close":
+            if outcome == "close" and not record.discarded_dirty:
                 record.discarded_dirty = _changes_left_behind(record, session)
             end = TransactionEnd(session, record, outcome, known_site=outcome == "close")
             _dispatch(uow, "after_transaction_end", end)
@@ -856,6 +856,11 @@ def _detached(session: Session, state: Any) -> None:
         _closed_batch = replaced
         if last is not None and last.marker is replaced:
             return
+        if not record.discarded_dirty:
+            # Now or never: every object of the batch is still in the old map, held by
+            # the list close() detaches them from. Once detached, a changed object that
+            # only the session referenced is collected and leaves that map.
+            record.discarded_dirty = _changes_left_behind(record, session)
         detachment = Detachment(callsite.find(2), "close", record.identity_map, record.commit_site)
         # The new map marks the batch: the next objects of this close() find it here.
         detachment.marker = replaced

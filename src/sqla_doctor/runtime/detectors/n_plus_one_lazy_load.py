@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import MissingGreenlet
+
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, OrmExecution
+from sqla_doctor.runtime.detector import (
+    LAZY_LOAD,
+    RELATIONSHIP_LOAD,
+    Detector,
+    ErrorSeen,
+    OrmExecution,
+)
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -34,16 +42,26 @@ class _Group:
         self.parents: set[int] = set()
         self.overflow = 0
 
-    def add(self, parent: Any) -> None:
+    def add(self, parent: Any) -> int | None:
+        """Count a load; the parent's marker if it is a new parent, else None."""
         self.loads += 1
         key = parent.key
         marker = hash(key) if key is not None else id(parent)
         if marker in self.parents:
-            return
+            return None
         if len(self.parents) < MAX_PARENTS_TRACKED:
             self.parents.add(marker)
         else:
             self.overflow += 1
+        return marker
+
+    def remove(self, marker: int | None) -> None:
+        """Take back a load counted by ``add``."""
+        self.loads -= 1
+        if marker in self.parents:
+            self.parents.discard(marker)
+        elif marker is not None:
+            self.overflow -= 1
 
     @property
     def distinct_parents(self) -> int:
@@ -104,6 +122,7 @@ class NPlusOneLazyLoad(Detector):
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
         self.groups: dict[tuple[Any, str, int], _Group] = {}
+        self.last: tuple[_Group, int | None] | None = None
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         if execution.kind != LAZY_LOAD or execution.in_flush:
@@ -118,7 +137,15 @@ class NPlusOneLazyLoad(Detector):
                 return
             origin = self.uow.origin_for(parent.mapper)
             group = self.groups[key] = _Group(relationship, site, origin)
-        group.add(parent)
+        self.last = (group, group.add(parent))
+
+    def on_error(self, seen: ErrorSeen) -> None:
+        # A lazy load that raised MissingGreenlet loaded nothing, and repeats for every
+        # parent because it fails: SQD255 explains it, it is not an N+1.
+        if isinstance(seen.error, MissingGreenlet) and self.last is not None:
+            group, marker = self.last
+            self.last = None
+            group.remove(marker)
 
     def checkpoint(self) -> None:
         threshold = max(self.config.n_plus_one_threshold, 2)

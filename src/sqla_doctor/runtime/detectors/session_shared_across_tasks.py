@@ -18,6 +18,7 @@ _SYMPTOMS = (
     "concurrent operations are not permitted",  # Session provisioning a connection (isce)
     "another operation is in progress",  # asyncpg
     "is already in progress",  # IllegalStateChangeError
+    "Session is already flushing",  # a second task's flush() while the first's awaits
 )
 
 
