@@ -729,6 +729,7 @@ def _on_after_commit(session: Session) -> None:
     if session.get_nested_transaction() is None:
         record.outcome = "commit"
         record.commit_site = callsite.find(1)
+        record.rollback_site = None
 
 
 @_guarded
@@ -736,7 +737,8 @@ def _on_after_rollback(session: Session) -> None:
     record = _active(session) or _known(session)
     if record is None:
         return
-    if record.flushing:
+    flush_failed = record.flushing
+    if flush_failed:
         # A failed flush rolls the transaction back and never reaches after_flush; the
         # session then refuses work until rollback() (PendingRollbackError).
         autoflush_of = record.autoflush_of
@@ -750,6 +752,9 @@ def _on_after_rollback(session: Session) -> None:
         _flush_done(record)
     if session.get_nested_transaction() is None:
         record.outcome = "rollback"
+        # A failed flush's rollback happened where that flush (or its autoflush) ran.
+        failed = record.failed_flush if flush_failed else None
+        record.rollback_site = failed.site if failed is not None else callsite.find(1)
     elif record.nested_marks:
         # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
         record.writes = record.nested_marks[-1]
@@ -861,7 +866,9 @@ def _detached(session: Session, state: Any) -> None:
             # the list close() detaches them from. Once detached, a changed object that
             # only the session referenced is collected and leaves that map.
             record.discarded_dirty = _changes_left_behind(record, session)
-        detachment = Detachment(callsite.find(2), "close", record.identity_map, record.commit_site)
+        detachment = Detachment(
+            callsite.find(2), "close", record.identity_map, record.commit_site, record.rollback_site
+        )
         # The new map marks the batch: the next objects of this close() find it here.
         detachment.marker = replaced
         record.add_detachment(detachment)
@@ -869,7 +876,7 @@ def _detached(session: Session, state: Any) -> None:
     # expunge(obj): one object leaves a map that stays.
     site = callsite.find(2)
     if last is None or last.how != "expunge" or last.site != site:
-        last = Detachment(site, "expunge", None, record.commit_site)
+        last = Detachment(site, "expunge", None, record.commit_site, record.rollback_site)
         record.add_detachment(last)
     if len(last.keys) < MAX_EXPUNGED_KEYS and state.key is not None:
         last.keys.add(state.key)

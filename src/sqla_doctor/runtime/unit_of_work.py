@@ -425,6 +425,7 @@ class SessionRecord:
         "at_exit",
         "autoflush_of",
         "commit_site",
+        "rollback_site",
         "detachments",
         "discarded",
         "discarded_dirty",
@@ -488,6 +489,8 @@ class SessionRecord:
         self.flushing = False
         self.autoflush_of: OrmExecution | None = None
         self.commit_site: CallSite | None = None
+        # The last rollback of the outermost transaction since the last commit.
+        self.rollback_site: CallSite | None = None
         # Where its objects were detached (close(), expunge_all(), expunge()), the latest
         # few, for explaining a DetachedInstanceError later.
         self.detachments: list[Detachment] = []
@@ -538,19 +541,28 @@ class Detachment:
     ``identity_map`` is the map they were in (``close()`` and ``expunge_all()`` replace
     it with a new one and leave the old one as it was); for ``expunge``, ``keys`` are the
     identity keys of the expunged objects instead. ``committed`` is where the session
-    last committed before, if it did: with ``expire_on_commit`` that is what expired them.
+    last committed before, if it did: with ``expire_on_commit`` that is what expired them;
+    ``rolled_back``, where it rolled back since, which expired them whatever the setting.
     """
 
-    __slots__ = ("committed", "how", "identity_map", "keys", "marker", "site")
+    __slots__ = ("committed", "how", "identity_map", "keys", "marker", "rolled_back", "site")
 
     def __init__(
-        self, site: CallSite | None, how: str, identity_map: Any, committed: CallSite | None
+        self,
+        site: CallSite | None,
+        how: str,
+        identity_map: Any,
+        committed: CallSite | None,
+        rolled_back: CallSite | None = None,
     ) -> None:
         self.site = site
         self.how = how
         self.identity_map = identity_map
         self.keys: set[Any] = set()
         self.committed = committed
+        # Where the session last rolled back after that commit: a rollback expires every
+        # object, whatever expire_on_commit says.
+        self.rolled_back = rolled_back
         # The map that replaced ``identity_map``: the objects of one close() share it.
         self.marker: Any = None
 

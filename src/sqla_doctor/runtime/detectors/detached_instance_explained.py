@@ -132,17 +132,28 @@ class DetachedInstanceExplained(Detector):
         ):
             what = "refreshed"
             committed = detachment.committed if detachment is not None else None
-            if committed is not None:
-                cause = (
-                    f"the commit at {self.where(committed)} expired it (expire_on_commit=True), "
-                    f"then {cause}"
+            rolled_back = detachment.rolled_back if detachment is not None else None
+            if rolled_back is not None:
+                cause = f"the rollback at {self.where(rolled_back)} expired it, then {cause}"
+                related.append((rolled_back, "this rollback expired its attributes"))
+                hint = f"read {subject} before the transaction can fail"
+                fix = (
+                    f"read {subject} (or copy the values you need) before the transaction "
+                    "can fail, inside the session block; a rollback expires every object, "
+                    "so expire_on_commit=False does not help here"
                 )
-                related.append((committed, "this commit expired its attributes"))
-            hint = "expire_on_commit=False"
-            fix = (
-                "create the session with expire_on_commit=False, or read "
-                f"{subject} before the commit / inside the session block"
-            )
+            else:
+                if committed is not None:
+                    cause = (
+                        f"the commit at {self.where(committed)} expired it "
+                        f"(expire_on_commit=True), then {cause}"
+                    )
+                    related.append((committed, "this commit expired its attributes"))
+                hint = "expire_on_commit=False"
+                fix = (
+                    "create the session with expire_on_commit=False, or read "
+                    f"{subject} before the commit / inside the session block"
+                )
         elif isinstance(prop, RelationshipProperty):
             what = "lazy-loaded"
             option = self._option(prop, origin)

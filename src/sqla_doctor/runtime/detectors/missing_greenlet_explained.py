@@ -144,19 +144,28 @@ class MissingGreenletExplained(Detector):
         related: list[tuple[CallSite | None, str]] = []
         origin_text = ""
         committed = record.commit_site if record is not None else None
-        if key in state.expired_attributes and committed is not None:
-            origin_text = (
-                f" (expired by the commit at {self.where(committed)}: expire_on_commit=True)"
+        rolled_back = record.rollback_site if record is not None else None
+        expired = key in state.expired_attributes
+        refresh = f"`await session.refresh({entity.lower()})`"
+        awaited = f"`await {entity.lower()}.awaitable_attrs.{key}`"
+        if expired and rolled_back is not None:
+            origin_text = f" (expired by the rollback at {self.where(rolled_back)})"
+            related.append((rolled_back, "this rollback expired its attributes"))
+            # A rollback expires every object whatever expire_on_commit says.
+            fix = f"{refresh} before reading it, or {awaited}"
+            hint = f"await session.refresh({entity.lower()})"
+        else:
+            if expired and committed is not None:
+                origin_text = (
+                    f" (expired by the commit at {self.where(committed)}: expire_on_commit=True)"
+                )
+                related.append((committed, "this commit expired its attributes"))
+            fix = (
+                "create the session with expire_on_commit=False (async_sessionmaker(engine, "
+                f"expire_on_commit=False)), or {refresh} before reading it, or {awaited}"
             )
-            related.append((committed, "this commit expired its attributes"))
-        fix = (
-            "create the session with expire_on_commit=False (async_sessionmaker(engine, "
-            f"expire_on_commit=False)), or `await session.refresh({entity.lower()})` "
-            f"before reading it, or `await {entity.lower()}.awaitable_attrs.{key}`"
-        )
-        self._explain(
-            seen, site, name, "refreshed", origin_text, fix, "expire_on_commit=False", related
-        )
+            hint = "expire_on_commit=False"
+        self._explain(seen, site, name, "refreshed", origin_text, fix, hint, related)
 
     def _explain(
         self,
