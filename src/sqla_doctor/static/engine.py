@@ -12,6 +12,7 @@ import fnmatch
 import gc
 import hashlib
 import io
+import re
 import signal
 import sys
 import threading
@@ -147,6 +148,8 @@ def _decode_and_parse(item: SourceFile, data: bytes) -> SourceFile:
 
 
 _PYTHON = "{}.{}".format(*sys.version_info[:2])
+# `PRAGMA journal_mode=WAL` in any spelling: SQD405 looks for it project-wide.
+_JOURNAL_MODE = re.compile("journal_mode", re.IGNORECASE)
 
 
 # Young collections while the rules run: a tree freed by reference counting before the
@@ -200,7 +203,10 @@ def extract_facts(item: SourceFile) -> FileFacts:
     assert item.tree is not None
     module, is_package = module_for(item.path)
     item.scans = {}
-    return FileFacts.extract(item.display, module, is_package, item.tree, item.scans)
+    facts = FileFacts.extract(item.display, module, is_package, item.tree, item.scans)
+    if item.source is not None and _JOURNAL_MODE.search(item.source):
+        facts.orm.journal_mode = True
+    return facts
 
 
 def prepare(

@@ -172,6 +172,8 @@ class FileExtract:
     shutdown_hooks: int = 0
     dynamic_imports: bool = False
     session_listeners: set[str] = field(default_factory=set)  # identifiers on Session
+    # The text mentions SQLite's `journal_mode` (a `PRAGMA journal_mode=WAL` somewhere).
+    journal_mode: bool = False
 
 
 _MODULE, _CLASS, _FUNCTION = 0, 1, 2
