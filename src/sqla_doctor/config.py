@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,17 @@ class RuntimeConfig:
     pool_saturation_ratio: float = 0.8
     over_fetch_min_columns: int = 10
     over_fetch_max_used_ratio: float = 0.3
+    joined_eager_min_rows: int = 50
+    joined_eager_min_factor: float = 3.0
     allow: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     show_parameters: bool = False
     max_findings: int = 1000
     explain_seq_scans: bool = False
     seq_scan_min_rows: int = 1000
-    # Observe which attributes of loaded objects are read (SQD257, SQD258): opt-in.
-    track_reads: bool = False
+    # Observe which attributes of loaded objects are read (SQD257, SQD258). Unset (None),
+    # the entry point decides: on under `sqla-doctor run`, off for install() and track().
+    track_reads: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,9 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(RuntimeConfig)}
+
+
 def _runtime(value: Any, where: str) -> RuntimeConfig:
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table")
@@ -175,7 +181,7 @@ def _runtime(value: Any, where: str) -> RuntimeConfig:
         if not hasattr(defaults, attr):
             raise ConfigError(f"{where}: unknown key {key!r}")
         current = getattr(defaults, attr)
-        if isinstance(current, bool):
+        if isinstance(current, bool) or _FIELD_TYPES[attr] == "bool | None":
             changes[attr] = _bool(raw, f"{where}.{key}")
         elif isinstance(current, tuple):
             changes[attr] = _strings(raw, f"{where}.{key}")

@@ -54,20 +54,25 @@ class Award(EagerBase):
     author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
 
 
-AUTHORS = 3  # with 2 books of 3 chapters and 2 awards each; a fourth has 1 award only
+AUTHORS = 3  # with 2 books of CHAPTERS chapters and AWARDS awards each
+CHAPTERS = 10
+AWARDS = 20
+# A fourth author has 1 award only. Large enough by default for SQD256's minimums
+# (50 rows, 3 per parent); the moderate data of its near misses is seeded with
+# chapters=3, awards=2.
 
 
-def seed_authors() -> list[object]:
+def seed_authors(chapters: int = CHAPTERS, awards: int = AWARDS) -> list[object]:
     publisher = Publisher(name="press")
     authors = [
         Author(
             name=f"author{i}",
             publisher=publisher,
             books=[
-                Book(title=f"book {i}.{j}", chapters=[Chapter() for _ in range(3)])
+                Book(title=f"book {i}.{j}", chapters=[Chapter() for _ in range(chapters)])
                 for j in range(2)
             ],
-            awards=[Award() for _ in range(2)],
+            awards=[Award() for _ in range(awards)],
         )
         for i in range(AUTHORS)
     ]

@@ -15,6 +15,9 @@ from .support import line_of, of_code, one, relative
 HERE = relative(__file__)
 MODELS = relative(__file__.replace("test_bulk_statement_skips_orm_events", "bulk_models"))
 FIX = "load the objects and change them, or do the same work in the statement"
+DELETE_FIX = (
+    "load the objects and `session.delete()` each one, or do the same work in the statement"
+)
 
 
 @pytest.fixture
@@ -81,6 +84,27 @@ def test_bulk_delete_names_delete_listeners_and_the_orm_cascade(bulk_engine: Eng
     )
     assert "the ORM delete cascade of `Account.entries`" in finding.message
     assert "touch" not in finding.message
+    # A DELETE's objects are not changed but deleted, one by one.
+    assert finding.message.endswith(f"for these rows — {DELETE_FIX}")
+    assert "change them" not in finding.message
+    assert finding.fix_hint is not None
+    assert finding.fix_hint.startswith(
+        "load the objects and `session.delete()` each one (the ORM then runs listeners and "
+        "cascades)"
+    )
+
+
+def test_legacy_query_delete_is_told_to_delete_each_object(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.query(Entry).filter(Entry.account_id == 4).delete()
+        session.query(Account).filter(Account.id == 4).delete()  # line:query-delete
+        session.commit()
+    finding = one(uow.findings, "SQD352")
+    assert finding.location.line == line_of("query-delete")
+    assert "ran as one DELETE statement and skipped the `after_delete` listener" in (
+        finding.message
+    )
+    assert finding.message.endswith(f"— {DELETE_FIX}")
 
 
 def test_synchronize_session_fetch_is_still_a_bulk_statement(bulk_engine: Engine) -> None:

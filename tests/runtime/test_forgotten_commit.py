@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import sqla_doctor
@@ -140,6 +140,36 @@ async def test_async_added_object_discarded_is_reported(async_engine: AsyncEngin
     # at the add() instead.
     assert finding.location.line == line_of("async-add")
     assert "1 added object(s) (1 User) were never inserted" in finding.message
+    # An AsyncSession's fix is awaited, and its block is `async with`.
+    assert finding.message.endswith(
+        " — call `await session.commit()` before the session ends, or use "
+        "`async with session_factory.begin() as session:`"
+    )
+    assert finding.fix_hint == "await session.commit()"
+
+
+async def flush_async_and_forget(engine: AsyncEngine) -> AsyncConnection:
+    session = AsyncSession(engine)
+    session.add(User(name="ada"))
+    await session.flush()  # line:async-flush
+    # Returned, so that only the session is collected (see test_session_leak).
+    return await session.connection()
+
+
+async def test_async_session_collected_with_flushed_writes_gets_the_async_fix(
+    async_engine: AsyncEngine,
+) -> None:
+    """Collected: no AsyncSession to ask, the awaited flush tells it was one."""
+    sqla_doctor.install(mode="collect")
+    connection = await flush_async_and_forget(async_engine)
+    gc.collect()
+    await connection.close()
+    sqla_doctor.runtime.shutdown()
+    finding = one(sqla_doctor.collected(), "SQD152")
+    assert finding.location.line == line_of("async-flush")
+    assert "the flushed writes (1 User inserted) were rolled back" in finding.message
+    assert "`async with session_factory.begin() as session:`" in finding.message
+    assert "`with Session.begin()" not in finding.message
 
 
 async def test_async_commit_is_the_silent_twin(async_engine: AsyncEngine) -> None:

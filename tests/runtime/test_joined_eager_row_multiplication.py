@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
 
 import sqla_doctor
+from sqla_doctor.config import ConfigError, RuntimeConfig
+from sqla_doctor.config import load as load_config
 
 from .eager_models import Author, Book, EagerBase, seed_authors
 from .support import line_of, of_code, one, relative
@@ -20,6 +25,16 @@ def eager_engine(engine: Engine) -> Engine:
     EagerBase.metadata.create_all(engine)
     with Session(engine) as session:
         session.add_all(seed_authors())
+        session.commit()
+    return engine
+
+
+@pytest.fixture
+def moderate_engine(engine: Engine) -> Engine:
+    """3 authors with 2 books of 3 chapters and 2 awards each: moderate data."""
+    EagerBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(seed_authors(chapters=3, awards=2))
         session.commit()
     return engine
 
@@ -41,16 +56,16 @@ def test_joinedload_of_a_collection_is_reported_with_its_row_factor(eager_engine
     with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
         statement = select(Author).where(FIRST_THREE).options(joinedload(Author.awards))
         authors = session.scalars(statement).unique().all()  # line:joined
-        assert [len(a.awards) for a in authors] == [2, 2, 2]
+        assert [len(a.awards) for a in authors] == [20, 20, 20]
     finding = one(uow.findings, "SQD256")
     assert finding.location.path == HERE
     assert finding.location.line == line_of("joined")
     assert finding.message == (
         f"`select(Author)` at {HERE}:{line_of('joined')} joined-eager-loaded the collection "
-        "Author.awards: 3 Author object(s) came back as 6 rows (2.0× per Author) — load the "
+        "Author.awards: 3 Author object(s) came back as 60 rows (20.0× per Author) — load the "
         "collection(s) with .options(selectinload(Author.awards)) instead"
     )
-    assert finding.details["factor"] == 2.0
+    assert finding.details["factor"] == 20.0
     assert finding.details["subject"] == "Author.awards"
 
 
@@ -67,11 +82,11 @@ def test_two_collections_side_by_side_are_a_cartesian_product(eager_engine: Engi
         assert len(authors) == 3
     finding = one(uow.findings, "SQD256")
     assert finding.location.line == line_of("cartesian")
-    # Per author: 2 books × 3 chapters (Book.chapters is lazy="joined") × 2 awards.
+    # Per author: 2 books × 10 chapters (Book.chapters is lazy="joined") × 20 awards.
     assert (
         "joined-eager-loaded the collections Author.books, Book.chapters and Author.awards "
         "side by side (a cartesian product: one row per combination of their children): "
-        "3 Author object(s) came back as 36 rows (12.0× per Author)"
+        "3 Author object(s) came back as 1200 rows (400.0× per Author)"
     ) in finding.message
     assert finding.message.endswith(
         ".options(selectinload(Author.books).selectinload(Book.chapters), "
@@ -85,7 +100,7 @@ def test_collection_joined_by_the_mapping_is_reported(eager_engine: Engine) -> N
         assert len(books) == 6
     finding = one(uow.findings, "SQD256")
     assert finding.location.line == line_of("mapping")
-    assert "the collection Book.chapters: 6 Book object(s) came back as 18 rows (3.0×" in (
+    assert "the collection Book.chapters: 6 Book object(s) came back as 60 rows (10.0×" in (
         finding.message
     )
 
@@ -123,15 +138,134 @@ def test_collections_of_at_most_one_child_multiply_nothing(eager_engine: Engine)
 def test_parents_already_in_the_session_give_no_numbers(eager_engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
         known = session.scalars(select(Author)).all()
-        statement = select(Author).options(joinedload(Author.awards))
+        statement = select(Author).options(joinedload(Author.books), joinedload(Author.awards))
         session.scalars(statement).unique().all()  # line:known
         assert known
     finding = one(uow.findings, "SQD256")
     assert finding.location.line == line_of("known")
-    assert "joined-eager-loaded the collection Author.awards — load the collection(s)" in (
-        finding.message
-    )
+    assert (
+        "joined-eager-loaded the collections Author.books, Book.chapters and Author.awards "
+        "side by side (a cartesian product: one row per combination of their children) — "
+        "load the collection(s)"
+    ) in finding.message
     assert finding.details["factor"] is None
+
+
+def test_one_collection_with_no_numbers_is_not_reported(eager_engine: Engine) -> None:
+    """Unmeasured, one collection may be small: only a cartesian product is reported."""
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        known = session.scalars(select(Author)).all()
+        session.scalars(select(Author).options(joinedload(Author.awards))).unique().all()
+        assert known
+    assert not of_code(uow.findings, "SQD256")
+
+
+def test_parents_collected_before_counting_are_like_the_ones_counted(
+    eager_engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        statement = select(Author).where(FIRST_THREE).options(joinedload(Author.awards))
+        last = None
+        for author in session.scalars(statement).unique():  # line:streamed
+            last = author
+        gc.collect()  # only the last author is left to count: 20 rows, 3 authors loaded
+        session.scalars(select(Author).where(Author.id == 4)).all()
+        assert last is not None
+    finding = one(uow.findings, "SQD256")
+    assert finding.location.line == line_of("streamed")
+    assert "1 Author object(s) came back as 20 rows (20.0× per Author)" in finding.message
+
+
+# -- moderate data: a joinedload() of a small collection is a reasonable choice --------
+
+
+def moderate_joinedloads(engine: Engine) -> list[object]:
+    """The objects loaded, kept by the caller until they are counted (the unit's end).
+
+    One session each, so that every query loads (and is measured on) its own parents.
+    """
+    with Session(engine) as session:
+        nested = select(Author).options(joinedload(Author.books).joinedload(Book.chapters))
+        authors = session.scalars(nested).unique().all()  # line:moderate-nested
+        # 3 authors × 2 books × 3 chapters (+ the newcomer): 19 rows for 4 (4.8×).
+        assert [len(b.chapters) for a in authors for b in a.books] == [3] * 6
+    with Session(engine) as session:
+        statement = select(Author).options(joinedload(Author.awards))
+        awarded = session.scalars(statement).unique().all()  # line:moderate-awards
+        assert [len(a.awards) for a in awarded] == [2, 2, 2, 1]
+    with Session(engine) as session:
+        books = session.scalars(select(Book)).unique().all()  # line:moderate-mapping
+        assert len(books) == 6
+    return [*authors, *awarded, *books]
+
+
+def test_moderate_joinedload_of_a_collection_is_a_near_miss(moderate_engine: Engine) -> None:
+    """A few authors with a few books of a few chapters: what the tutorials call moderate
+    data, where joinedload() of a collection is a fine choice."""
+    with sqla_doctor.track(mode="collect") as uow:
+        loaded = moderate_joinedloads(moderate_engine)
+    assert not of_code(uow.findings, "SQD256")
+    # The same queries were measured, and only the minimums kept them quiet.
+    config = RuntimeConfig(mode="collect", joined_eager_min_rows=0, joined_eager_min_factor=0)
+    with sqla_doctor.track(config=config) as uow:
+        loaded = moderate_joinedloads(moderate_engine)
+    assert loaded
+    lines = sorted(f.location.line for f in of_code(uow.findings, "SQD256"))
+    assert lines == sorted(
+        line_of(marker) for marker in ("moderate-nested", "moderate-awards", "moderate-mapping")
+    )
+    assert all(f.details["factor"] is not None for f in uow.findings)
+
+
+def test_cartesian_product_of_sibling_collections_is_reported_on_small_data(
+    moderate_engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(moderate_engine) as session:
+        statement = (
+            select(Author)
+            .where(Author.id == 1)
+            .options(joinedload(Author.books), joinedload(Author.awards))
+        )
+        author = session.scalars(statement).unique().one()  # line:small-cartesian
+        assert len(author.awards) == 2
+    finding = one(uow.findings, "SQD256")
+    assert finding.location.line == line_of("small-cartesian")
+    # 2 books × 3 chapters × 2 awards: 12 rows, far under joined-eager-min-rows.
+    assert "side by side (a cartesian product" in finding.message
+    assert "1 Author object(s) came back as 12 rows (12.0× per Author)" in finding.message
+
+
+def test_the_minimums_are_settings(eager_engine: Engine) -> None:
+    assert RuntimeConfig().joined_eager_min_rows == 50
+    assert RuntimeConfig().joined_eager_min_factor == 3.0
+    statement = select(Author).where(FIRST_THREE).options(joinedload(Author.awards))
+    # 60 rows, 20.0× per author: just under each raised minimum, then both met.
+    for config, reported in [
+        (RuntimeConfig(mode="collect", joined_eager_min_rows=61), False),
+        (RuntimeConfig(mode="collect", joined_eager_min_factor=20.5), False),
+        (RuntimeConfig(mode="collect", joined_eager_min_rows=60, joined_eager_min_factor=20), True),
+    ]:
+        with sqla_doctor.track(config=config) as uow, Session(eager_engine) as session:
+            authors = session.scalars(statement).unique().all()
+            assert len(authors) == 3
+        assert bool(of_code(uow.findings, "SQD256")) is reported, config
+
+
+def test_the_minimums_are_read_from_pyproject(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        "[tool.sqla-doctor.runtime]\njoined-eager-min-rows = 10\njoined-eager-min-factor = 2\n"
+    )
+    runtime = load_config(pyproject).runtime
+    assert runtime.joined_eager_min_rows == 10
+    assert runtime.joined_eager_min_factor == 2.0
+    assert isinstance(runtime.joined_eager_min_factor, float)
+    pyproject.write_text("[tool.sqla-doctor.runtime]\njoined-eager-min-factor = -1\n")
+    with pytest.raises(ConfigError, match="joined-eager-min-factor must be a non-negative"):
+        load_config(pyproject)
+    pyproject.write_text('[tool.sqla-doctor.runtime]\njoined-eager-min-rows = "many"\n')
+    with pytest.raises(ConfigError, match="joined-eager-min-rows"):
+        load_config(pyproject)
 
 
 async def test_async_joinedload_of_a_collection_is_reported(
@@ -146,7 +280,7 @@ async def test_async_joinedload_of_a_collection_is_reported(
         assert len(authors) == 3
     finding = one(uow.findings, "SQD256")
     assert finding.location.line == line_of("async")
-    assert "3 Author object(s) came back as 6 rows (2.0× per Author)" in finding.message
+    assert "3 Author object(s) came back as 60 rows (20.0× per Author)" in finding.message
 
 
 async def test_async_selectinload_twin_is_silent(eager_async_engine: AsyncEngine) -> None:

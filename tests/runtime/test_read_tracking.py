@@ -31,7 +31,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 import sqla_doctor
-from sqla_doctor.config import RuntimeConfig
+from sqla_doctor.config import ConfigError, RuntimeConfig
 from sqla_doctor.config import load as load_config
 from sqla_doctor.runtime import reads
 from sqla_doctor.runtime.unit_of_work import process
@@ -93,11 +93,17 @@ def watched(obj: object) -> reads.Watch:
 # -- off: nothing changes ------------------------------------------------------------------
 
 
-def test_off_by_default_and_on_from_the_toml_key(tmp_path: Path) -> None:
-    assert RuntimeConfig().track_reads is False
+def test_unset_by_default_and_set_from_the_toml_key(tmp_path: Path) -> None:
+    # Unset, the entry point decides: off for install() and track(), on under run.
+    assert RuntimeConfig().track_reads is None
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text("[tool.sqla-doctor.runtime]\ntrack-reads = true\n")
     assert load_config(pyproject).runtime.track_reads is True
+    pyproject.write_text("[tool.sqla-doctor.runtime]\ntrack-reads = false\n")
+    assert load_config(pyproject).runtime.track_reads is False
+    pyproject.write_text("[tool.sqla-doctor.runtime]\ntrack-reads = 1\n")
+    with pytest.raises(ConfigError, match="track-reads must be true or false"):
+        load_config(pyproject)
 
 
 def test_with_track_reads_off_no_descriptor_is_switched(read_engine: Engine) -> None:

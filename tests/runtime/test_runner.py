@@ -319,3 +319,37 @@ def test_an_error_the_program_catches_and_logs_is_explained(
     logged = capfd.readouterr().err
     assert f"sqla-doctor: SQD254 {finding['message']}" in logged
     assert logged.count("sqla-doctor: SQD") == 1
+
+
+WIDE = """
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+""" + "".join(f"    note{i}: Mapped[str] = mapped_column(default='')\n" for i in range(12)) + """
+
+engine = create_engine("sqlite://")
+Base.metadata.create_all(engine)
+with Session(engine) as session:
+    session.add_all(Customer(name=f"c{i}") for i in range(20))
+    session.commit()
+with Session(engine) as session:
+    print([c.name for c in session.scalars(select(Customer))])
+"""
+
+
+def test_reads_are_tracked_under_run_unless_the_config_says_no(project: Path) -> None:
+    (project / "wide.py").write_text(WIDE)
+    out = project / "report.json"
+    assert runner.main(["wide.py"], fail=True, fmt="json", output=str(out)) == 1
+    assert [f["code"] for f in report(out)["findings"]] == ["SQD258"]
+    (project / "pyproject.toml").write_text("[tool.sqla-doctor.runtime]\ntrack-reads = false\n")
+    assert runner.main(["wide.py"], fail=True, fmt="json", output=str(out)) == 0

@@ -6,13 +6,25 @@ import contextlib
 import gc
 
 from sqlalchemy import Engine, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+)
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import greenlet_spawn
 
 import sqla_doctor
 
 from .models import User
 from .support import line_of, of_code, one, relative
+
+SYNC_FIX = "close it: `with Session(engine) as session:` (or session.close() in a finally block)"
+ASYNC_FIX = (
+    "close it: `async with session_factory() as session:` "
+    "(or `await session.close()` in a finally block)"
+)
 
 
 def open_and_forget(factory: sessionmaker[Session]) -> Session:
@@ -33,6 +45,8 @@ def test_session_still_holding_its_connection_at_the_end_is_reported(
         f"Session that began at {here}:{line_of('leak')} still holds its connection at the "
         "end of the unit of work"
     )
+    assert finding.message.endswith(f" — {SYNC_FIX}")
+    assert finding.fix_hint == "with Session(engine) as session: ..."
     stack = finding.details["stack"]
     assert stack[0] == f"{here}:{line_of('leak')} in open_and_forget"
     assert stack[1].startswith(f"{here}:{line_of('caller')} in ")
@@ -67,6 +81,7 @@ def test_session_collected_while_holding_a_connection_is_reported(
     finding = one(sqla_doctor.collected(), "SQD151")
     assert finding.location.line == line_of("leak")
     assert "was garbage-collected while holding a connection" in finding.message
+    assert finding.message.endswith(f" — {SYNC_FIX}")
     assert not of_code(sqla_doctor.collected(), "SQD154"), (
         "the session's leak, not its connection's"
     )
@@ -87,7 +102,52 @@ async def test_async_session_left_open_is_reported(async_engine: AsyncEngine) ->
         await session.scalars(select(User))  # line:async-leak
     finding = one(uow.findings, "SQD151")
     assert finding.location.line == line_of("async-leak")
+    # An AsyncSession is closed with `async with` or an awaited close(), not `with`.
+    assert finding.message.endswith(f" — {ASYNC_FIX}")
+    assert "with Session(engine)" not in finding.message
+    assert finding.fix_hint == "async with session_factory() as session: ..."
     await session.close()
+
+
+async def open_async_and_forget(factory: async_sessionmaker[AsyncSession]) -> AsyncConnection:
+    session = factory()
+    await session.execute(select(User))  # line:async-forgotten
+    # Returned, so that only the session is collected: an aiosqlite connection collected
+    # by the garbage collector answers its worker thread on a loop that may be closed.
+    return await session.connection()
+
+
+async def test_a_session_outliving_its_async_session_gets_the_async_fix(
+    async_engine: AsyncEngine,
+) -> None:
+    """An unfinished coroutine can keep the sync Session while its AsyncSession is gone:
+    ``async_session()`` then answers None, and the awaited line still tells."""
+    async with sqla_doctor.track(mode="collect") as uow:
+        session = AsyncSession(async_engine)
+        await session.execute(select(User))  # line:outlived
+        sync_session = session.sync_session
+        del session
+        gc.collect()
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("outlived")
+    assert finding.message.endswith(f" — {ASYNC_FIX}")
+    await greenlet_spawn(sync_session.close)
+
+
+async def test_async_session_collected_while_holding_a_connection_gets_the_async_fix(
+    async_engine: AsyncEngine,
+) -> None:
+    """The FastAPI-style leak: the AsyncSession (and its sync Session) is gone when the
+    finding is made, so the line that acquired the connection tells it was async."""
+    sqla_doctor.install(mode="collect")
+    connection = await open_async_and_forget(async_sessionmaker(async_engine))
+    gc.collect()
+    await connection.close()
+    sqla_doctor.runtime.shutdown()
+    finding = one(sqla_doctor.collected(), "SQD151")
+    assert finding.location.line == line_of("async-forgotten")
+    assert "was garbage-collected while holding a connection" in finding.message
+    assert finding.message.endswith(f" — {ASYNC_FIX}")
 
 
 async def test_async_with_block_is_the_silent_twin(async_engine: AsyncEngine) -> None:

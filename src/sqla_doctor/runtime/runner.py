@@ -205,6 +205,9 @@ def child_start() -> None:
         except ConfigError as error:
             sys.stderr.write(f"sqla-doctor: {error}; using the default settings\n")
             config = Config()
+        if config.runtime.track_reads is None:
+            # A diagnosis run: worth the cost of noting reads, for SQD257 and SQD258.
+            config = replace(config, runtime=replace(config.runtime, track_reads=True))
         runtime.install(mode="collect", config=config, on_finding=writer.finding)
     process.table = {}
     process.table_limit = MAX_STATEMENTS_TABLE

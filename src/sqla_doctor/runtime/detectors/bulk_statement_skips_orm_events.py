@@ -167,6 +167,10 @@ class BulkStatementSkipsOrmEvents(Detector):
     ```python
     user = session.get(User, user_id)
     user.email = email  # validators and before_update listeners run on flush
+
+    # for a bulk delete(User): load the objects and delete each one
+    for user in session.scalars(select(User).where(User.active.is_(False))):
+        session.delete(user)  # before_delete/after_delete listeners and cascades run
     ```
     or apply the listener's logic in the statement itself.
 
@@ -184,7 +188,7 @@ class BulkStatementSkipsOrmEvents(Detector):
     execution_kinds = frozenset({OTHER})
     message = (
         "`{statement}` at {site} ran as one {verb} statement and skipped {skipped} for "
-        "these rows — load the objects and change them, or do the same work in the statement"
+        "these rows — {fix}"
     )
 
     def __init__(self, uow: Any) -> None:
@@ -219,17 +223,24 @@ class BulkStatementSkipsOrmEvents(Detector):
         shown = described[:_MAX_NAMED]
         if len(skipped) > _MAX_NAMED:
             shown.append(f"{len(skipped) - _MAX_NAMED} more")
+        if verb == "DELETE":
+            change = "`session.delete()` each one"
+            runs = "listeners and cascades"
+        else:
+            change, runs = "change them", "listeners and validators"
+        fix = f"load the objects and {change}, or do the same work in the statement"
         self.report(
             site,
             key=key,
             subject=entity,
-            hint="load the objects and change them (the ORM then runs listeners and "
-            "validators), or do the same work in the statement",
+            hint=f"load the objects and {change} (the ORM then runs {runs}), or do the "
+            "same work in the statement",
             details={"entity": entity, "statement": verb, "skipped": described},
             statement=statement,
             site=self.where(site),
             verb=verb,
             skipped=_join(shown),
+            fix=fix,
         )
 
     def _described(self, text: str, fn: Any) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, TransactionEnd
+from sqla_doctor.runtime.detectors.session_leak import is_async_session
 from sqla_doctor.runtime.unit_of_work import Added, SessionRecord
 
 _MAX_NAMED = 4
@@ -26,7 +29,9 @@ class ForgottenCommit(Detector):
     already flushed (by `flush()` or an autoflush) inside a transaction that is then
     closed instead of committed. Both `Session.close()` (including the end of a `with
     Session() as session:` block) and garbage collection of an unclosed session count;
-    an explicit `rollback()` does not.
+    an explicit `rollback()` does not, and neither does a close while an exception
+    unwinds (a `with` block left by a raise, a close in an `except` block): dropping
+    the writes is what that error path is for.
 
     ## Why is this bad?
     Nothing fails. Closing a session rolls its transaction back, and the pool rolls back
@@ -75,6 +80,10 @@ class ForgottenCommit(Detector):
             record.writes or record.discarded or record.discarded_dirty
         ):
             return
+        if sys.exc_info()[1] is not None:
+            # Closed while an exception unwinds (a `with` block left by a raise, a close
+            # in an except block): dropping the writes is what that error path means.
+            return
         site = end.site
         if site is not None:
             self._check(record, site, "closed at " + self.where(site))
@@ -114,12 +123,24 @@ class ForgottenCommit(Detector):
             lost.append(f"changes to {_counted(record.discarded_dirty)} were never written")
         if not lost:
             return
+        if is_async_session(record):
+            hint = "await session.commit()"
+            fix = (
+                "call `await session.commit()` before the session ends, or use "
+                "`async with session_factory.begin() as session:`"
+            )
+        else:
+            hint = "session.commit()"
+            fix = (
+                "call session.commit() before the session ends, or use "
+                "`with Session.begin() as session:`"
+            )
         self.report(
             site,
             key=site.key if site is not None else id(record),
             subject="Session",
             related=[(where, text) for where, text in related if where != site],
-            hint="session.commit()",
+            hint=hint,
             details={
                 "flushes": record.writes,
                 "written": dict(record.written),
@@ -128,8 +149,5 @@ class ForgottenCommit(Detector):
             },
             ended=ended,
             lost="; ".join(lost),
-            fix=(
-                "call session.commit() before the session ends, or use "
-                "`with Session.begin() as session:`"
-            ),
+            fix=fix,
         )

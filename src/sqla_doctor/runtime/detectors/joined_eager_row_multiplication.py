@@ -135,6 +135,15 @@ class JoinedEagerRowMultiplication(Detector):
     by side), without another query. It is the runtime twin of SQD203, which finds
     joined collections in the source.
 
+    Two or more collections joined side by side (a cartesian product) are reported
+    whenever they repeated a row. One collection, or a chain of nested ones
+    (`joinedload(Author.books).joinedload(Book.reviews)`), is reported only when the
+    multiplication is large: the query returned at least `joined-eager-min-rows` rows
+    (50) and repeated each parent at least `joined-eager-min-factor` times (3.0) on
+    average. A `joinedload()` of a small collection over moderate data (a few parents
+    with a few children each) is a reasonable choice and is not reported; both
+    minimums are settings of `[tool.sqla-doctor.runtime]`.
+
     ## Why is this bad?
     A JOIN to a collection repeats every parent's columns once per child: 100 users with
     50 posts each come back as 5,000 rows, and the result needs `.unique()`. Two
@@ -145,10 +154,12 @@ class JoinedEagerRowMultiplication(Detector):
     ## Known problems
     The rows are measured over the parents the query loaded into the session; parents
     that were already there (or were garbage-collected, or expired by a commit, before
-    the next query of the unit of work) are not counted, and the finding then gives no
-    numbers. A query whose collections held at most one child each is not reported.
-    Collections joined by a lazy load or a `selectinload()` batch (`lazy="joined"` one
-    level down) are not looked at.
+    the next query of the unit of work) are not counted. When some parents were counted,
+    the others are assumed to be like them; when none was, there are no numbers, and
+    only collections side by side are reported (without them). A query whose
+    collections held at most one child each is not reported. Collections joined by a
+    lazy load or a `selectinload()` batch (`lazy="joined"` one level down) are not
+    looked at.
 
     ## Example
     ```python
@@ -256,6 +267,8 @@ class JoinedEagerRowMultiplication(Detector):
             rows += counted
         if parents and rows <= parents:
             return  # nothing was repeated this time
+        if len(record.collections) == 1 and not self._large(record, parents, rows):
+            return  # one collection (or a nested chain), moderately multiplied
         key = (
             record.site.filename,
             record.site.lineno,
@@ -265,6 +278,22 @@ class JoinedEagerRowMultiplication(Detector):
             return
         self.seen.add(key)
         self._report(record, key, parents, rows)
+
+    def _large(self, record: _Open, parents: int, rows: int) -> bool:
+        """Whether one joined collection multiplied the rows past the configured minimums.
+
+        Unmeasured (no parent left to count) is not large: only the cartesian product of
+        collections side by side is reported without numbers. Parents collected before
+        they were counted are assumed to be like the ones counted.
+        """
+        if not parents:
+            return False
+        factor = rows / parents
+        estimated = factor * max(record.seen, parents)
+        return (
+            factor >= self.config.joined_eager_min_factor
+            and estimated >= self.config.joined_eager_min_rows
+        )
 
     def _report(self, record: _Open, key: Any, parents: int, rows: int) -> None:
         entity = record.mapper.class_.__name__

@@ -52,8 +52,9 @@ class OverFetchedColumns(Detector):
     loaded during the unit of work. Reported at the query, with the `load_only()`
     option that loads what was read (and the primary key).
 
-    Opt-in: it needs `track-reads = true` (see the configuration), which makes reads of
-    the loaded objects' attributes observable. Queries with `load_only()`, `defer()` or
+    It needs read tracking, which makes reads of the loaded objects' attributes
+    observable: on under `sqla-doctor run`, opt-in elsewhere with `track-reads = true`
+    (see the configuration). Queries with `load_only()`, `defer()` or
     `undefer()` options on the entity are not reported: their columns were chosen.
 
     ## Why is this bad?
@@ -105,7 +106,7 @@ class OverFetchedColumns(Detector):
 
     @classmethod
     def enabled(cls, runtime: RuntimeConfig) -> bool:
-        return runtime.track_reads
+        return bool(runtime.track_reads)
 
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import linecache
+import re
+import sys
 from typing import Any
 
 from sqla_doctor.findings import Severity
@@ -10,6 +13,39 @@ from sqla_doctor.runtime.detector import Detector
 from sqla_doctor.runtime.unit_of_work import SessionRecord
 
 _FIX = "close it: `with Session(engine) as session:` (or session.close() in a finally block)"
+_ASYNC_FIX = (
+    "close it: `async with session_factory() as session:` "
+    "(or `await session.close()` in a finally block)"
+)
+_AWAITED = re.compile(r"\bawait\b|\basync\s+(?:with|for)\b")
+
+
+def is_async_session(record: SessionRecord) -> bool:
+    """Whether the record's Session is the sync side of an ``AsyncSession``.
+
+    Asked when a finding is made, not per event. A live session answers through
+    SQLAlchemy's public ``async_session()``; one whose AsyncSession is gone, by the line
+    that acquired its connection or flushed: an AsyncSession's work is awaited there.
+    """
+    if "sqlalchemy.ext.asyncio" not in sys.modules:
+        return False  # nothing in this process can have made an AsyncSession
+    session = record.ref()
+    if session is not None:
+        try:
+            from sqlalchemy.ext.asyncio import async_session
+
+            if async_session(session) is not None:
+                return True
+        except Exception:  # pragma: no cover - an unusual SQLAlchemy build
+            return False
+        # None also when the AsyncSession was collected and its Session outlived it
+        # (kept by an unfinished coroutine's frame until exit): ask the line too.
+    sites = [record.opened[0] if record.opened else None, record.flush_site]
+    return any(
+        _AWAITED.search(linecache.getline(site.filename, site.lineno)) is not None
+        for site in sites
+        if site is not None
+    )
 
 
 class SessionLeak(Detector):
@@ -30,7 +66,10 @@ class SessionLeak(Detector):
     ## Known problems
     A session created outside `track()`, first used inside it and closed after it ends is
     reported at the end of the tracked block; track the whole lifetime of the session, or
-    allow it with `# noqa: SQD151` on the reported line.
+    allow it with `# noqa: SQD151` on the reported line. Whether a garbage-collected
+    session belonged to an `AsyncSession` (which decides between the `with` and the
+    `async with` fix) is read from the line that acquired its connection: an `await`
+    there.
 
     ## Example
     ```python
@@ -44,6 +83,11 @@ class SessionLeak(Detector):
     def get_user(user_id):
         with SessionLocal() as session:
             return session.get(User, user_id)
+
+    # an AsyncSession, e.g. a FastAPI dependency: the fix says `async with`
+    async def get_db():
+        async with AsyncSessionLocal() as session:
+            yield session
     ```
 
     ## References
@@ -75,14 +119,18 @@ class SessionLeak(Detector):
         self.uow.note_leak(site)
         stack = format_stack(record.opened, self.uow.settings.root)
         key: Any = site.key if site is not None else id(record)
+        if is_async_session(record):
+            hint, fix = "async with session_factory() as session: ...", _ASYNC_FIX
+        else:
+            hint, fix = "with Session(engine) as session: ...", _FIX
         self.report(
             site,
             key=key,
             subject="Session",
             related=[(frame, "called from here") for frame in record.opened[1:4]],
-            hint="with Session(engine) as session: ...",
+            hint=hint,
             details={"stack": stack},
             site=self.where(site),
             what=what,
-            fix=_FIX,
+            fix=fix,
         )

@@ -74,8 +74,9 @@ class UnusedEagerLoad(Detector):
     mapping) for objects none of which had it read during the unit of work. Reported
     at the query, with how many related objects were loaded for nothing.
 
-    Opt-in: it needs `track-reads = true` (see the configuration), which makes reads of
-    the loaded objects' attributes observable. Only relationships of the query's own
+    It needs read tracking, which makes reads of the loaded objects' attributes
+    observable: on under `sqla-doctor run`, opt-in elsewhere with `track-reads = true`
+    (see the configuration). Only relationships of the query's own
     entity are looked at, not nested ones.
 
     ## Why is this bad?
@@ -122,7 +123,7 @@ class UnusedEagerLoad(Detector):
 
     @classmethod
     def enabled(cls, runtime: RuntimeConfig) -> bool:
-        return runtime.track_reads
+        return bool(runtime.track_reads)
 
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
