@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -125,11 +126,14 @@ async def test_leaked_async_sessions_drain_the_pool_under_asyncpg(
 
 
 def test_saturation_is_warned_before_the_timeout_with_the_holder(pg_engine: Engine) -> None:
-    with sqla_doctor.track(config=CONFIG) as uow:
+    # Reported once a connection stays out this long after the pool filled.
+    config = RuntimeConfig(mode="collect", held_connection_seconds=0.05)
+    with sqla_doctor.track(config=config) as uow:
         first = Session(pg_engine)
         first.get(Account, 1)  # line:first-holder
         with Session(pg_engine) as second:
             second.get(Account, 2)  # line:second
+            time.sleep(0.1)  # both connections stay out
         first.close()
     warning = one(uow.findings, "SQD451")
     where = here(__file__)

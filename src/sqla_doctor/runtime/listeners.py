@@ -272,6 +272,7 @@ def _checkout_done(
             record, "checkin", time.perf_counter(), known=not garbage_collected
         )
     record.returned = True
+    record.returned_at = time.perf_counter()
     process.unwatch(record)
     if process.checkouts.get(record.key) is record:
         del process.checkouts[record.key]
@@ -1264,6 +1265,15 @@ def _on_engine_connect(conn: Connection) -> None:
     checked_out = pool.checkedout()
     # One connection in use is no sign of contention: a one-thread program on a pool of
     # one never waits for it.
+    if checked_out < 2 or checked_out < runtime.pool_saturation_ratio * capacity:
+        return
+    # checkedout() already counts other threads' and tasks' checkouts whose events have
+    # not run yet: count the holders that can be named, so that the report names them.
+    checked_out = sum(
+        1
+        for r in list(process.checkouts.values())
+        if not r.returned and r.pool is not None and r.pool() is pool
+    )
     if checked_out < 2 or checked_out < runtime.pool_saturation_ratio * capacity:
         return
     uow = _checkout_unit(checkout)

@@ -648,6 +648,7 @@ class CheckoutRecord:
         "ref",
         "reported",
         "returned",
+        "returned_at",
         "session_owned",
         "transaction_began",
         "transaction_site",
@@ -667,6 +668,7 @@ class CheckoutRecord:
         self.reported = False
         # time.perf_counter() values, for how long it is held and how long it sat idle.
         self.checked_out_at = time.perf_counter()
+        self.returned_at = 0.0
         # When its last statement returned; 0.0 while a statement runs or none ran yet.
         self.idle_since = 0.0
         # Where that last statement came from (None for a flush's, or when unknown).

@@ -16,6 +16,7 @@ from sqla_doctor.runtime.unit_of_work import CheckoutRecord, process
 # How many holders a message names; details list up to _MAX_DETAILED.
 _MAX_NAMED = 5
 _MAX_DETAILED = 50
+_MAX_PENDING = 16
 # SQLAlchemy's message: "QueuePool limit of size 5 overflow 10 reached, connection timed
 # out, timeout 30.00".
 _LIMIT = re.compile(r"QueuePool limit of size (\d+) overflow (-?\d+) reached")
@@ -29,13 +30,16 @@ _FIX = (
 class PoolSaturation(Detector):
     """
     ## What it does
-    Warns at checkout when a `QueuePool` has `pool_saturation_ratio` (80 %) or more of
-    its capacity (`pool_size + max_overflow`) checked out, naming who holds each
-    connection: the line that checked it out, whether a Session or a Connection holds
-    it, for how long, and how long it has sat idle since its last query. At least two
-    connections must be out at once: a pool of one used by one thread is always "full"
-    and never waited for. When a checkout fails with `TimeoutError: QueuePool limit of
-    size N overflow M reached`, explains the error with the same list of holders.
+    Warns when a checkout leaves a `QueuePool` with `pool_saturation_ratio` (80 %) or
+    more of its capacity (`pool_size + max_overflow`) checked out and it stays that way:
+    one of those connections is still out `held-connection-seconds` (1 s) later. It
+    names who holds each connection: the line that checked it out, whether a Session or
+    a Connection holds it, for how long, and how long it has sat idle since its last
+    query. A pool that short queries fill for an instant, as any busy service's does, is
+    not reported; at least two connections must be out at once (a pool of one used by
+    one thread is always "full" and never waited for). When a checkout fails with
+    `TimeoutError: QueuePool limit of size N overflow M reached`, explains the error
+    with the same list of holders.
 
     ## Why is this bad?
     Once every connection is checked out, the next checkout waits `pool_timeout` (30 s)
@@ -71,17 +75,40 @@ class PoolSaturation(Detector):
     severity = Severity.WARNING
     message = "{what} — held by: {holders} — {fix}"
 
+    def __init__(self, uow: Any) -> None:
+        super().__init__(uow)
+        # Saturations not judged yet, one per pool: (when, its checkout, what, who held).
+        self.pending: dict[int, tuple[float, CheckoutRecord, str, list[CheckoutRecord]]] = {}
+
     def on_pool_saturated(self, saturation: PoolCheckout) -> None:
+        key = id(saturation.pool)
+        if key in self.pending or len(self.pending) >= _MAX_PENDING:
+            return
         record = saturation.record
         site = record.opened[0] if record.opened else None
-        # Who else holds a connection: the one checked out now is the message's subject.
-        holders = [h for h in _holders(saturation.pool) if h is not record]
         what = (
             f"pool of {saturation.name} at {saturation.checked_out}/{saturation.capacity} "
             f"connections (pool_size {saturation.size} + max_overflow "
             f"{saturation.max_overflow}) after the checkout at {self.where(site)}"
         )
-        self._report(site, ("saturated", id(saturation.pool)), what, holders)
+        self.pending[key] = (time.perf_counter(), record, what, _holders(saturation.pool))
+
+    def checkpoint(self) -> None:
+        # A full pool matters when it stays full: one of the connections held on for
+        # `held-connection-seconds` after it filled (requests would queue behind it). A
+        # busy service whose short queries fill the pool for an instant says nothing.
+        now = time.perf_counter()
+        threshold = self.config.held_connection_seconds
+        for key, (since, record, what, holders) in list(self.pending.items()):
+            ends = [r.returned_at if r.returned else now for r in holders]
+            if any(end - since >= threshold for end in ends):
+                del self.pending[key]
+                # The saturating checkout is the message's subject; the others are named.
+                others = [r for r in holders if r is not record]
+                site = record.opened[0] if record.opened else None
+                self._report(site, ("saturated", key), what, others)
+            elif all(r.returned for r in holders):
+                del self.pending[key]
 
     def on_error(self, seen: ErrorSeen) -> None:
         error = seen.error
@@ -124,7 +151,11 @@ class PoolSaturation(Detector):
         holder = "Session" if record.session_owned else "Connection"
         opened = record.opened[0] if record.opened else None
         where = f"{self.where(opened)} in {opened.function}" if opened else "an unknown line"
-        text = f"{where} ({holder}, held {now - record.checked_out_at:.2f}s"
+        end = record.returned_at if record.returned else now
+        text = f"{where} ({holder}, held {end - record.checked_out_at:.2f}s"
+        if record.returned:
+            last = f" after its query at {self.where(record.last_site)}" if record.last_site else ""
+            return text + f", then returned{last})"
         if record.idle_since:
             last = f" since the query at {self.where(record.last_site)}" if record.last_site else ""
             text += f", idle {now - record.idle_since:.2f}s{last}"
