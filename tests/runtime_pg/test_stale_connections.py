@@ -11,7 +11,8 @@ import sys
 import psycopg
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import sqla_doctor
@@ -81,3 +82,44 @@ def test_with_pre_ping_the_pool_reconnects_and_nothing_fails(database_url: str) 
         assert not uow.findings
     finally:
         engine.dispose()
+
+
+def test_a_stale_connection_the_program_catches_is_explained(database_url: str) -> None:
+    # A retry loop (or a framework's 500) catches the first failure: explained all the same.
+    engine = create_engine(database_url, **POOL)  # type: ignore[arg-type]
+    try:
+        terminate_pooled_backends(database_url, pool_two_connections(engine))
+        with sqla_doctor.track(config=CONFIG) as uow:
+            for _attempt in range(2):
+                try:
+                    with Session(engine) as session:
+                        session.scalar(select(Account.name).where(Account.id == 1))  # line:retry
+                    break
+                except OperationalError:
+                    continue
+        finding = one(uow.findings, "SQD452")
+        assert finding.location.line == line_of("retry")
+    finally:
+        engine.dispose()
+
+
+async def test_a_stale_asyncpg_connection_is_explained(pg_database: object) -> None:
+    engine = create_async_engine(pg_database.async_url, **POOL)  # type: ignore[attr-defined, arg-type]
+    sync_url = pg_database.url  # type: ignore[attr-defined]
+    try:
+        async with AsyncSession(engine) as first, AsyncSession(engine) as second:
+            pids = {
+                await first.scalar(text("SELECT pg_backend_pid()")),
+                await second.scalar(text("SELECT pg_backend_pid()")),
+            }
+        terminate_pooled_backends(sync_url, pids)
+        tracker = sqla_doctor.track(config=CONFIG)
+        with pytest.raises(DBAPIError) as raised:
+            async with tracker, AsyncSession(engine) as session:
+                await session.scalar(select(Account.name).where(Account.id == 1))  # line:async
+        assert raised.value.connection_invalidated
+        assert tracker.last is not None
+        finding = one(tracker.last.findings, "SQD452")
+        assert finding.location.line == line_of("async")
+    finally:
+        await engine.dispose()

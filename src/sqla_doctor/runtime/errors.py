@@ -23,6 +23,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from sqla_doctor.findings import Finding
 from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify
 from sqla_doctor.runtime.detector import _MAX_TRACEBACK, ErrorSeen, OrmExecution
@@ -68,8 +70,11 @@ def seen(raised: BaseException) -> ErrorSeen:
             # A StatementError wraps what failed inside the execution (MissingGreenlet
             # from the driver's await, for one); a DBAPIError wraps the driver's error,
             # which stays its ``orig``.
+            # Only a SQLAlchemy error proper: asyncpg's DBAPI errors are SQLAlchemy-made
+            # emulations (sqlalchemy.dialects...AsyncAdapt_*), for which the DBAPIError
+            # itself is the error to explain.
             inner = getattr(candidate, "orig", None)
-            if isinstance(inner, BaseException) and _is_sqlalchemy(inner) and inner not in chain:
+            if isinstance(inner, SQLAlchemyError) and inner not in chain:
                 chain.append(inner)
             break
         candidate = candidate.__cause__ or candidate.__context__

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import MissingGreenlet
+from sqlalchemy.exc import MissingGreenlet, SQLAlchemyError
 from sqlalchemy.orm import Mapper, RelationshipProperty, Session
 from sqlalchemy.pool import Pool, QueuePool
 
@@ -608,7 +608,13 @@ def _on_handle_error(context: Any) -> None:
         _running.set(None)
         _statement_done(running, id(context.execution_context), time.perf_counter())
     _note_flush_error(context)
-    if isinstance(context.original_exception, MissingGreenlet):
+    # Programs catch these (a framework's 500, a retry loop): explain them while raised.
+    # A disconnect found by pool_pre_ping's own ping is recovered from, not raised.
+    if isinstance(context.original_exception, MissingGreenlet) or (
+        context.is_disconnect
+        and not getattr(context, "is_pre_ping", False)
+        and context.sqlalchemy_exception is not None
+    ):
         uow = current.get()
         site = None
         if execution is not None:
@@ -634,13 +640,16 @@ def _explain_while_raised(context: Any, uow: UnitOfWork, site: callsite.CallSite
     original = context.original_exception
     wrapped = context.sqlalchemy_exception
     raised = wrapped if wrapped is not None else original
+    # MissingGreenlet is SQLAlchemy's own; a driver's error is explained as the
+    # DBAPIError that wraps it (connection_invalidated and all).
+    error = original if isinstance(original, SQLAlchemyError) else raised
     if site is None:
         site = callsite.find(1)
     tracebacks = (original.__traceback__,) if original.__traceback__ is not None else ()
     # This frame's caller is SQLAlchemy's: the frames of the statement's execution, then
     # those of the attribute read that needed it, up to the program's line.
     live = sys._getframe(1)
-    errors.dispatch(uow, raised, ErrorSeen(raised, original, site, tracebacks, live))
+    errors.dispatch(uow, raised, ErrorSeen(raised, error, site, tracebacks, live))
 
 
 def _note_flush_error(context: Any) -> None:

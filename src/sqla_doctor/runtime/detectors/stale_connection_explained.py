@@ -21,7 +21,9 @@ class StaleConnectionExplained(Detector):
     a disconnect (`connection_invalidated` is true): the pool handed out a connection
     the database server had already closed, and the statement at the reported line was
     the first to find out. The explanation is added to the exception's traceback as a
-    note and reported as a finding.
+    note and reported as a finding, while the error is raised: a retry loop or a web
+    framework that catches it does not hide it. With asyncpg too, whose driver errors
+    SQLAlchemy emulates.
 
     ## Why is this bad?
     Pooled connections live for hours; servers, proxies (PgBouncer, cloud load
