@@ -68,6 +68,12 @@ def flask_app(engine: Engine, **options: Any) -> Flask:
 
         return Response(stream_with_context(rows()), mimetype="text/plain")
 
+    @app.get("/users/<int:user_id>/posts")
+    def user_posts(user_id: int) -> str:
+        with Session(engine) as session:  # line:detached-with
+            found = session.get(User, user_id)
+        return str(len(found.posts)) if found else ""  # line:detached
+
     app.wsgi_app = SqlaDoctorMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
     return app
 
@@ -89,6 +95,25 @@ def test_log_mode_logs_each_finding_with_method_and_rule(
     assert record.sqla_doctor["line"] == line_of("n+1")
     assert record.sqla_doctor["context"] == {"method": "GET", "route": "/users"}
     assert record.getMessage().startswith("GET /users: ")
+
+
+def test_an_error_flask_turns_into_a_500_is_explained(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Flask catches it, logs it and answers 500: it never reaches the middleware.
+    units = Units()
+    with client(flask_app(engine, on_unit=units)) as http:
+        response = http.get("/users/2/posts")
+
+    assert response.status_code == 500
+    unit, _ = units.only()
+    [finding] = [f for f in unit.findings if f.code == "SQD254"]
+    assert finding.location.line == line_of("detached")
+    assert f":{line_of('detached-with')}" in finding.message
+    [logged] = [r for r in caplog.records if r.exc_info and r.name != "sqla_doctor"]
+    assert logged.exc_info is not None
+    notes = getattr(logged.exc_info[1], "__notes__", [])
+    assert [n for n in notes if n.startswith("sqla-doctor: SQD254")]
 
 
 def test_the_route_is_flasks_url_rule(engine: Engine) -> None:

@@ -35,12 +35,14 @@ __all__ = [
     "dispatch",
     "explain_uncaught",
     "install_hooks",
+    "install_log_hook",
     "note_text",
     "origin_of",
     "record_of",
     "seen",
     "session_records",
     "uninstall_hooks",
+    "uninstall_log_hook",
 ]
 
 NOTE_PREFIX: Final = "sqla-doctor: "
@@ -49,6 +51,7 @@ _hooks_lock = threading.Lock()
 _previous_excepthook: Callable[..., Any] | None = None
 _previous_threading_hook: Callable[..., Any] | None = None
 _previous_record_factory: Callable[..., logging.LogRecord] | None = None
+_log_hook_installed = False
 # Set while a logged error is explained: what explaining logs is not explained again.
 _logging_explains = threading.local()
 
@@ -246,8 +249,16 @@ def _log_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     in ASGI application", Flask's ``log_exception``): such an error never reaches the
     excepthook. Made here, the explanation's note is in the traceback the log shows.
     """
+    if getattr(_logging_explains, "making", False):
+        # Back in here from a factory that wraps this one and that this one chains to:
+        # break the cycle.
+        return logging.LogRecord(*args, **kwargs)
     previous = _previous_record_factory or logging.LogRecord
-    record = previous(*args, **kwargs)
+    _logging_explains.making = True
+    try:
+        record = previous(*args, **kwargs)
+    finally:
+        _logging_explains.making = False
     exc_info = record.exc_info
     if (
         exc_info
@@ -267,7 +278,7 @@ def _log_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
 def install_hooks() -> None:
     """Explain uncaught exceptions (main thread and threads) and logged ones; chains to
     the hooks before."""
-    global _previous_excepthook, _previous_threading_hook, _previous_record_factory
+    global _previous_excepthook, _previous_threading_hook
     with _hooks_lock:
         if sys.excepthook is not _excepthook:
             _previous_excepthook = sys.excepthook
@@ -275,22 +286,43 @@ def install_hooks() -> None:
         if threading.excepthook is not _threading_excepthook:
             _previous_threading_hook = threading.excepthook
             threading.excepthook = _threading_excepthook
-        factory = logging.getLogRecordFactory()
-        if factory is not _log_record_factory:
-            _previous_record_factory = factory
-            logging.setLogRecordFactory(_log_record_factory)
+    install_log_hook()
 
 
 def uninstall_hooks() -> None:
-    global _previous_excepthook, _previous_threading_hook, _previous_record_factory
+    global _previous_excepthook, _previous_threading_hook
     with _hooks_lock:
         if sys.excepthook is _excepthook:
             sys.excepthook = _previous_excepthook or sys.__excepthook__
         if threading.excepthook is _threading_excepthook:
             threading.excepthook = _previous_threading_hook or threading.__excepthook__
+        _previous_excepthook = _previous_threading_hook = None
+    uninstall_log_hook()
+
+
+def install_log_hook() -> None:
+    """Explain SQLAlchemy errors the program catches and logs (a web framework's 500)
+    in the unit of work that logs them; chains to the record factory before."""
+    global _previous_record_factory, _log_hook_installed
+    with _hooks_lock:
+        # Once: a factory set since may wrap this one (installing again would chain to it).
+        if _log_hook_installed:
+            return
+        factory = logging.getLogRecordFactory()
+        if factory is not _log_record_factory:
+            _previous_record_factory = factory
+            logging.setLogRecordFactory(_log_record_factory)
+        _log_hook_installed = True
+
+
+def uninstall_log_hook() -> None:
+    global _previous_record_factory, _log_hook_installed
+    with _hooks_lock:
         if logging.getLogRecordFactory() is _log_record_factory:
             logging.setLogRecordFactory(_previous_record_factory or logging.LogRecord)
-        _previous_excepthook = _previous_threading_hook = _previous_record_factory = None
+            _previous_record_factory = None
+        # Else a factory set since wraps this one: it stays in that chain, still chaining.
+        _log_hook_installed = False
 
 
 # -- what explainers share -----------------------------------------------------------------

@@ -1597,6 +1597,8 @@ def register() -> None:
             _registered.append((target, name, fn))
         process.registered = True
     _instrument_known_mappers()
+    # Errors a framework catches and logs are explained in the unit that logs them.
+    errors.install_log_hook()
     with _registration_lock:
         if not _atexit_registered:
             atexit.register(shutdown)
@@ -1613,5 +1615,6 @@ def unregister() -> None:
         _instrumented_mappers.clear()
         _load_watched.clear()
         process.registered = False
+    errors.uninstall_log_hook()
     # The attribute descriptors switched for read tracking get their own class back.
     reads.disable()
