@@ -123,6 +123,23 @@ class Finding:
     def sort_key(self) -> tuple[str, int, int, str]:
         return (self.location.path, self.location.line, self.location.col, self.code)
 
+    @property
+    def occurrence_key(self) -> tuple[str, str, int, Any, Any]:
+        """What repeats of one runtime finding share: counted together in a report.
+
+        A detector that reports two kinds of finding under one code, subject and line
+        (a pool that filled, then a checkout that timed out) tells them apart with the
+        ``event`` detail.
+        """
+        details = self.details
+        return (
+            self.code,
+            self.location.path,
+            self.location.line,
+            details.get("subject"),
+            details.get("event"),
+        )
+
     def fingerprint(self) -> str:
         """A key that survives unrelated edits: no line numbers (for baselines)."""
         return f"{self.code}::{self.location.path}::{self.message}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -21,6 +23,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("fastapi")
 
 from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -347,3 +350,129 @@ async def test_a_route_function_of_ones_own(
         {"method": "GET", "path": "/users/1"},
     ]
     assert "the route function" in caplog.text
+
+
+class PostOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    title: str
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    name: str
+    posts: list[PostOut]
+
+
+def response_model_app(engine: Engine, units: Units) -> FastAPI:
+    """Endpoints that return ORM objects for FastAPI to serialize after they return."""
+    app = FastAPI()
+
+    def get_session() -> Iterator[Session]:
+        with Session(engine) as session:
+            yield session
+
+    @app.get("/open", response_model=list[UserOut])
+    def session_still_open(session: Session = Depends(get_session)) -> Any:  # noqa: B008
+        return session.scalars(select(User)).all()  # line:serialized-open
+
+    @app.get("/open/fixed", response_model=list[UserOut])
+    def session_still_open_fixed(session: Session = Depends(get_session)) -> Any:  # noqa: B008
+        return session.scalars(select(User).options(selectinload(User.posts))).all()
+
+    @app.get("/closed", response_model=list[UserOut])
+    def session_closed() -> Any:
+        with Session(engine) as session:  # line:serialized-closed
+            return session.scalars(select(User)).all()  # line:serialized-query
+
+    @app.get("/closed/fixed", response_model=list[UserOut])
+    def session_closed_fixed() -> Any:
+        with Session(engine) as session:
+            return session.scalars(select(User).options(selectinload(User.posts))).all()
+
+    app.add_middleware(SqlaDoctorMiddleware, on_unit=units)
+    return app
+
+
+async def test_an_n_plus_one_of_response_serialization_is_reported_at_the_query(
+    engine: Engine, client_for: Any
+) -> None:
+    # No line of the program is on the stack while pydantic reads User.posts: the line
+    # to change is the query that loaded the users.
+    units = Units()
+    response = await client_for(response_model_app(engine, units)).get("/open")
+
+    assert response.status_code == 200
+    unit, _ = units.only()
+    (finding,) = unit.findings
+    assert finding.code == "SQD251"
+    assert finding.location.line == line_of("serialized-open")
+    assert finding.location.path.endswith("test_asgi.py")
+    assert "selectinload(User.posts)" in finding.message
+    where_read, query = finding.related
+    assert "pydantic" in where_read.location.path
+    assert where_read.message.startswith("where it happened: in pydantic")
+    assert query.location.line == line_of("serialized-open")
+
+
+async def test_a_detached_read_of_response_serialization_is_explained(
+    engine: Engine, client_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # pydantic catches the DetachedInstanceError and FastAPI raises a
+    # ResponseValidationError that keeps only its text and the object.
+    units = Units()
+    client = client_for(response_model_app(engine, units), raise_app_exceptions=False)
+    response = await client.get("/closed")
+
+    assert response.status_code == 500
+    unit, _ = units.only()
+    (finding,) = unit.findings
+    assert finding.code == "SQD254"
+    assert finding.location.line == line_of("serialized-query")
+    assert f"closed at {finding.location.path}:{line_of('serialized-closed')}" in (
+        finding.message
+    )
+    assert "selectinload(User.posts)" in finding.message
+    assert "fastapi" in finding.related[0].location.path
+
+
+async def test_response_serialization_of_loaded_objects_is_silent(
+    engine: Engine, client_for: Any
+) -> None:
+    units = Units()
+    client = client_for(response_model_app(engine, units))
+    for path in ("/open/fixed", "/closed/fixed"):
+        response = await client.get(path)
+        assert response.status_code == 200
+        assert len(response.json()) == USERS
+    assert [unit.findings for unit, _ in units.seen] == [[], []]
+
+
+async def test_a_missing_greenlet_of_response_serialization_is_reported_at_the_query(
+    async_engine: AsyncEngine, client_for: Any
+) -> None:
+    # The test's own client call is above the middleware: not the request's line.
+    units = Units()
+    app = FastAPI()
+
+    async def get_session() -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(async_engine) as session:
+            yield session
+
+    @app.get("/users", response_model=list[UserOut])
+    async def users(session: AsyncSession = Depends(get_session)) -> Any:  # noqa: B008
+        return (await session.scalars(select(User))).all()  # line:serialized-async
+
+    app.add_middleware(SqlaDoctorMiddleware, on_unit=units)
+    client = client_for(app, raise_app_exceptions=False)
+    with warnings.catch_warnings():
+        # The driver's coroutine that MissingGreenlet left unawaited, not ours.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        response = await client.get("/users")
+        gc.collect()
+
+    assert response.status_code == 500
+    unit, _ = units.only()
+    (finding,) = unit.findings
+    assert finding.code == "SQD255"
+    assert finding.location.line == line_of("serialized-async")
+    assert "pydantic" in finding.related[0].location.path

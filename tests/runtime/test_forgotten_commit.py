@@ -89,6 +89,34 @@ def test_change_after_commit_then_close_is_reported(engine: Engine) -> None:
     assert "changes to 1 User were never written" in one(uow.findings, "SQD152").message
 
 
+def test_changes_written_through_merge_into_another_session_are_silent(engine: Engine) -> None:
+    # P18's fix: the object stays changed in the session that loaded it, and its
+    # change reaches the database through the session it was merged into.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as reader:
+        user = reader.get(User, 1)
+        assert user is not None
+        user.name = "renamed"
+        with Session(engine) as writer:
+            writer.merge(user)
+            writer.commit()
+    assert not uow.findings
+    with Session(engine) as session:
+        assert session.get_one(User, 1).name == "renamed"
+
+
+def test_changes_next_to_another_sessions_write_of_another_row_are_reported(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as reader:
+        user = reader.get(User, 1)
+        assert user is not None
+        user.name = "renamed"
+        with Session(engine) as writer:
+            writer.get_one(User, 2).name = "written"
+            writer.commit()
+    assert "changes to 1 User were never written" in one(uow.findings, "SQD152").message
+
+
 def test_read_only_session_closing_is_silent(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         assert session.scalars(select(User)).all()

@@ -353,3 +353,49 @@ def test_reads_are_tracked_under_run_unless_the_config_says_no(project: Path) ->
     assert [f["code"] for f in report(out)["findings"]] == ["SQD258"]
     (project / "pyproject.toml").write_text("[tool.sqla-doctor.runtime]\ntrack-reads = false\n")
     assert runner.main(["wide.py"], fail=True, fmt="json", output=str(out)) == 0
+
+
+def test_a_pool_timeout_is_reported_next_to_the_saturation_at_the_same_line(
+    project: Path,
+) -> None:
+    # Two threads fill the pool from one line; a third times out on that same line:
+    # two findings of one code, subject and line, each with its own message.
+    (project / "pool.py").write_text(
+        textwrap.dedent(
+            """
+            import threading, time
+            from sqlalchemy import create_engine, text
+            from sqlalchemy.orm import Session
+
+            engine = create_engine(
+                "sqlite:///pool.db", pool_size=2, max_overflow=0, pool_timeout=0.3
+            )
+            started = threading.Barrier(2)
+
+            def handle(wait):
+                with Session(engine) as session:
+                    session.execute(text("select 1"))  # line 13
+                    if wait:
+                        started.wait()
+                    time.sleep(wait)
+
+            holders = [threading.Thread(target=handle, args=(1.5,)) for _ in range(2)]
+            for holder in holders:
+                holder.start()
+            late = threading.Thread(target=handle, args=(0,))
+            time.sleep(0.2)
+            late.start()
+            for thread in (*holders, late):
+                thread.join()
+            """
+        )
+    )
+    out = project / "report.json"
+    runner.main(["pool.py"], fail=True, fmt="json", output=str(out))
+    pool = [f for f in report(out)["findings"] if f["code"] == "SQD451"]
+    assert {f["location"]["line"] for f in pool} == {13}
+    messages = sorted(f["message"] for f in pool)
+    assert len(messages) == 2, messages
+    assert "timed out: QueuePool limit of size 2 overflow 0 reached" in messages[0]
+    assert "pool.py:13 in handle" in messages[0]
+    assert "timed out" not in messages[1]

@@ -40,10 +40,11 @@ except ImportError:  # pragma: no cover - greenlet is optional since SQLAlchemy 
 USER: Final = 0
 THIRD_PARTY: Final = 1
 INTERNAL: Final = 2
-# The event loop running a task. Above it is whatever started the loop (the
-# ``asyncio.run()`` line), not the code the task belongs to: a statement issued from a
-# task with no user frame of its own (``AsyncSession.__aexit__`` closes the session in a
-# shielded task) has no call site, rather than a wrong one.
+# The event loop running a task, or a middleware running a request. Above it is whatever
+# started the loop (the ``asyncio.run()`` line) or sent the request, not the code the
+# task or request belongs to: a statement issued from a task with no user frame of its
+# own (``AsyncSession.__aexit__`` closes the session in a shielded task) has no call
+# site, rather than a wrong one.
 BOUNDARY: Final = 3
 
 # Pseudo-files the user typed code into; other "<...>" names are generated code
@@ -148,6 +149,11 @@ _THIRD_PARTY_DIRS = _site_dirs()
 _ASYNCIO_LOOP_FILES = tuple(
     _norm(os.path.join(os.path.dirname(asyncio.__file__), name))
     for name in ("events.py", "base_events.py", "tasks.py", "runners.py")
+) + tuple(
+    # The middlewares: above them is the server, or a test's in-process client call
+    # (httpx's ASGITransport, Flask's test client), not the request's code.
+    _norm(os.path.join(_SQLA_DOCTOR_DIR, "integrations", name))
+    for name in ("asgi.py", "wsgi.py")
 )
 _STDLIB_DIRS = _stdlib_dirs()
 _kinds: dict[str, int] = {}

@@ -228,7 +228,7 @@ class ErrorSeen:
     ``InstanceState``, a ``Session``) without touching the user's objects.
     """
 
-    __slots__ = ("error", "explained", "live", "raised", "site", "tracebacks")
+    __slots__ = ("error", "explained", "live", "objects", "raised", "site", "tracebacks")
 
     def __init__(
         self,
@@ -237,6 +237,7 @@ class ErrorSeen:
         site: CallSite | None,
         tracebacks: tuple[TracebackType, ...],
         live: FrameType | None = None,
+        objects: tuple[object, ...] = (),
     ) -> None:
         self.raised = raised
         self.error = error
@@ -246,15 +247,22 @@ class ErrorSeen:
         # Seen while it is being raised (``handle_error``): the frames its traceback does
         # not hold yet are still on the stack, from this one outwards.
         self.live = live
+        # What the error is about when no frame holds it any more: the object of an
+        # error a validation library caught and reported (its ``InstanceState``).
+        self.objects = objects
         # What handlers explained, for the notes added once they all ran.
         self.explained: list[Finding] = []
 
     def locals_of_type(self, kind: type[_T]) -> Iterator[_T]:
-        """Values of type ``kind`` in the non-user frames of ``error``'s traceback.
+        """Values of type ``kind`` in ``objects``, then in the non-user frames of
+        ``error``'s traceback.
 
         Innermost frame first; the user's own frames are skipped (their locals are the
         program's business, and often hold several candidates).
         """
+        for value in self.objects:
+            if isinstance(value, kind):
+                yield value
         for traceback in self.tracebacks:
             yield from self._locals_of_type(_traceback_frames(traceback), kind)
         if self.live is not None:
@@ -528,6 +536,9 @@ class Detector(Check):
         (``User.posts``, ``User``, ``Session``). Returns the finding (even when it was a
         repeat or suppressed), for ``ErrorSeen.explain``.
         """
+        at, lines = _in_user_code(
+            at, [(where, text) for where, text in related if where is not None]
+        )
         finding = Finding(
             code=self.code,
             name=self.name,
@@ -537,9 +548,7 @@ class Detector(Check):
             pitfalls=self.pitfalls,
             kind=Kind.RUNTIME,
             fix_hint=hint,
-            related=tuple(
-                Related(self.location(where), text) for where, text in related if where is not None
-            ),
+            related=tuple(Related(self.location(where), text) for where, text in lines),
             details={"subject": subject, **(details or {})},
         )
         self.uow.add(
@@ -551,3 +560,26 @@ class Detector(Check):
             subject=subject,
         )
         return finding
+
+
+def _in_user_code(
+    at: CallSite | None, related: list[tuple[CallSite, str]]
+) -> tuple[CallSite | None, list[tuple[CallSite, str]]]:
+    """Move a finding that happened in installed code to the program's own line.
+
+    A call site is an installed package's only when no line of the program was on the
+    stack: FastAPI serializing a ``response_model`` through pydantic, a template engine
+    rendering after the view returned. The line to change is then a related one (the
+    query that loaded the objects); the package's frame stays, as a related line.
+    """
+    if at is None or classify(at.filename) == USER:
+        return at, related
+    mine = next((where for where, _ in related if classify(where.filename) == USER), None)
+    if mine is None:
+        return at, related
+    package = (at.module or "").partition(".")[0] or "installed code"
+    return mine, [
+        (at, f"where it happened: in {package}, with no line of the program on the stack"),
+        *related,
+    ]
+

@@ -24,6 +24,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import InstanceState
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 from sqla_doctor.findings import Finding
 from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify
@@ -92,6 +94,64 @@ def seen(raised: BaseException) -> ErrorSeen:
     return ErrorSeen(raised, error, site, tracebacks)
 
 
+def _payloads(raised: BaseException) -> list[ErrorSeen]:
+    payload = seen(raised)
+    if payload.error is raised and not _is_sqlalchemy(raised):
+        return [payload, *_reported_by_validation(raised, payload)]
+    return [payload]
+
+
+# SQLAlchemy errors a validation library reports by name when reading an attribute raised
+# them: pydantic's ``get_attribute_error``, which FastAPI's ``ResponseValidationError``
+# carries for a ``response_model`` read from ORM objects.
+_REPORTED_ERRORS: Final = {"DetachedInstanceError": DetachedInstanceError}
+_MAX_REPORTED: Final = 64
+
+
+def _reported_by_validation(raised: BaseException, payload: ErrorSeen) -> list[ErrorSeen]:
+    """The SQLAlchemy errors inside a validation error, one per class and attribute.
+
+    pydantic catches what reading an attribute raised and keeps only its text, so the
+    error has no traceback: the object it was about (the entry's ``input``) stands in for
+    the library frames that would have held its state.
+    """
+    entries = _validation_entries(raised)
+    found: dict[tuple[type, str], ErrorSeen] = {}
+    for entry in entries[:_MAX_REPORTED]:
+        if not isinstance(entry, dict) or entry.get("type") != "get_attribute_error":
+            continue
+        context = entry.get("ctx")
+        text = context.get("error") if isinstance(context, dict) else None
+        if not isinstance(text, str):
+            continue
+        name, _, message = text.partition(": ")
+        kind = _REPORTED_ERRORS.get(name)
+        state = getattr(entry.get("input"), "_sa_instance_state", None)
+        if kind is None or not isinstance(state, InstanceState):
+            continue
+        location = entry.get("loc")
+        attribute = location[-1] if isinstance(location, (list, tuple)) and location else message
+        key = (state.class_, str(attribute))
+        if key not in found:
+            found[key] = ErrorSeen(
+                raised, kind(message), payload.site, payload.tracebacks, objects=(state,)
+            )
+    return list(found.values())
+
+
+def _validation_entries(raised: BaseException) -> list[Any]:
+    if not type(raised).__module__.startswith(("pydantic", "fastapi")):
+        return []
+    errors = getattr(raised, "errors", None)
+    if not callable(errors):
+        return []
+    try:
+        entries = errors()
+    except Exception:
+        return []
+    return list(entries) if isinstance(entries, (list, tuple)) else []
+
+
 def _user_site(traceback: TracebackType | None) -> CallSite | None:
     """The innermost user frame of a traceback (where the program hit the error).
 
@@ -155,15 +215,16 @@ def dispatch(
         handlers = uow.handlers["error"]
         if not handlers:
             return []
-        if payload is None:
-            payload = seen(raised)
+        payloads = [payload] if payload is not None else _payloads(raised)
         with uow.lock:
-            for handler in handlers:
-                try:
-                    handler(payload)
-                except Exception:
-                    _internal_error(getattr(handler, "__qualname__", handler))
-        shown = [f for f in payload.explained if not _suppressed(uow, f)]
+            for each in payloads:
+                for handler in handlers:
+                    try:
+                        handler(each)
+                    except Exception:
+                        _internal_error(getattr(handler, "__qualname__", handler))
+        explained = [f for each in payloads for f in each.explained]
+        shown = [f for f in dict.fromkeys(explained) if not _suppressed(uow, f)]
         for finding in shown:
             _add_note(raised, note_text(finding))
         if shown and uow.settings.mode != "log":
@@ -242,6 +303,17 @@ def _involves_sqlalchemy(raised: BaseException) -> bool:
     return False
 
 
+def _worth_explaining(raised: BaseException) -> bool:
+    if _involves_sqlalchemy(raised):
+        return True
+    return any(
+        isinstance(entry, dict)
+        and entry.get("type") == "get_attribute_error"
+        and str((entry.get("ctx") or {}).get("error", "")).partition(": ")[0] in _REPORTED_ERRORS
+        for entry in _validation_entries(raised)[:_MAX_REPORTED]
+    )
+
+
 def _log_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     """Explain a SQLAlchemy error the program caught and logged, before it is formatted.
 
@@ -265,7 +337,7 @@ def _log_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         and exc_info[1] is not None
         and not getattr(_logging_explains, "busy", False)
         and not record.name.startswith("sqla_doctor")
-        and _involves_sqlalchemy(exc_info[1])
+        and _worth_explaining(exc_info[1])
     ):
         _logging_explains.busy = True
         try:

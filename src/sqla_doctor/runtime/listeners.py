@@ -64,6 +64,7 @@ from sqla_doctor.runtime.unit_of_work import (
     MAX_EXPUNGED_KEYS,
     MAX_STATEMENTS_KEPT,
     MAX_THREADS_PER_TRANSACTION,
+    MAX_UPDATED_ROWS,
     Added,
     CheckoutRecord,
     Detachment,
@@ -104,6 +105,7 @@ _Running = tuple[
 ]
 _running: ContextVar[_Running | None] = ContextVar("sqla_doctor_running", default=None)
 _registration_lock = threading.Lock()
+_rows_lock = threading.Lock()
 _registered: list[tuple[Any, str, Callable[..., Any]]] = []
 _instrumented_mappers: set[Any] = set()
 _STACK_LIMIT = 12
@@ -245,7 +247,7 @@ def _session_collected(record: SessionRecord) -> None:
         record.discarded_dirty = [
             state.class_.__name__
             for state in old.all_states()[:MAX_DISCARDED_PER_SESSION]
-            if state.modified and _has_net_changes(state)
+            if _lost_change(state, record)
         ]
     record.identity_map = None
     # A session that ended cleanly has nothing to say now.
@@ -699,6 +701,7 @@ def _on_after_transaction_create(session: Session, transaction: Any) -> None:
             )
         record.reset_transaction()
         record.identity_map = session.identity_map
+        record.identity_seq = process.row_updates
         record.root_active = True
         _note_use(record, None, None)
     elif transaction.nested:
@@ -799,6 +802,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
     finally:
         record.reset_transaction()
         record.identity_map = session.identity_map
+        record.identity_seq = process.row_updates
         record.sharing.new_transaction()
 
 
@@ -911,7 +915,7 @@ def _changes_left_behind(record: SessionRecord, session: Session) -> list[str]:
     return [
         state.class_.__name__
         for state in old.all_states()[:MAX_DISCARDED_PER_SESSION]
-        if state.modified and _has_net_changes(state)
+        if _lost_change(state, record)
     ]
 
 
@@ -958,7 +962,11 @@ def _flushed(session: Session, record: SessionRecord) -> None:
         name = type(obj).__name__
         inserted[name] = inserted.get(name, 0) + 1
     deleted = len(session.deleted)
-    updated = sum(1 for obj in session.dirty if session.is_modified(obj))
+    updated = 0
+    for obj in session.dirty:
+        if session.is_modified(obj):
+            updated += 1
+            _note_updated_row(obj, record)
     if not (inserted or deleted or updated):
         return
     record.writes += 1
@@ -976,6 +984,34 @@ def _flushed(session: Session, record: SessionRecord) -> None:
     uow = _session_unit(record)
     if uow is not None:
         _dispatch(uow, "after_flush", Flush(session, record, inserted, autoflush_of, site))
+
+
+def _note_updated_row(obj: object, record: SessionRecord) -> None:
+    key = getattr(obj, "_sa_instance_state", None)
+    key = getattr(key, "key", None)
+    if key is None:
+        return
+    rows = process.updated_rows
+    with _rows_lock:
+        rows.pop(key, None)
+        if len(rows) >= MAX_UPDATED_ROWS:
+            # Oldest first: dicts keep insertion order.
+            del rows[next(iter(rows))]
+        process.row_updates += 1
+        rows[key] = (record.key, process.row_updates)
+
+
+def _lost_change(state: Any, record: SessionRecord) -> bool:
+    """A change of ``state`` that no session wrote: not flushed here, and its row not
+    updated by another session since this one began its transaction (the object handed
+    to ``merge()`` keeps its changes after the session it was merged into wrote them)."""
+    if not (state.modified and _has_net_changes(state)):
+        return False
+    written = process.updated_rows.get(state.key)
+    if written is None:
+        return True
+    writer, when = written
+    return writer == record.key or when <= record.identity_seq
 
 
 def _flush_done(record: SessionRecord) -> None:

@@ -282,12 +282,7 @@ class RunResult:
         self.queries: dict[str, dict[str, Any]] = {}
 
     def add_finding(self, finding: Finding) -> None:
-        key = (
-            finding.code,
-            finding.location.path,
-            finding.location.line,
-            finding.details.get("subject"),
-        )
+        key = finding.occurrence_key
         if key in self.findings:
             self.occurrences[key] += int(finding.details.get("occurrences", 1))
         else:

@@ -43,6 +43,7 @@ MAX_RECORDS_PER_UNIT = 10_000
 MAX_PENDING_PER_SESSION = 256
 MAX_DISCARDED_PER_SESSION = 64
 MAX_DETACHMENTS_PER_SESSION = 4
+MAX_UPDATED_ROWS = 4_096
 MAX_EXPUNGED_KEYS = 64
 
 current: ContextVar[UnitOfWork | None] = ContextVar("sqla_doctor_unit_of_work", default=None)
@@ -437,6 +438,7 @@ class SessionRecord:
         "flushing",
         "holds_connection",
         "identity_map",
+        "identity_seq",
         "implicit",
         "key",
         "nested_marks",
@@ -483,6 +485,7 @@ class SessionRecord:
         self.pending_overflow = 0
         # The identity map when the outermost transaction began: close() replaces it.
         self.identity_map: Any = None
+        self.identity_seq = 0
         # Unflushed work thrown away by close() (not by rollback()).
         self.discarded: list[Added] = []
         self.discarded_dirty: list[str] = []
@@ -709,6 +712,14 @@ class _Process:
         # Call sites that leaked a session or connection: their next checkouts keep the
         # whole stack.
         self.leaky_sites: set[tuple[str, int]] = set()
+        # Identity key -> id of the last session whose flush updated that row, and when
+        # (bounded):
+        # an object changed in one session and written through another (``merge()``)
+        # is not a change the first one lost.
+        self.updated_rows: dict[Any, tuple[int, int]] = {}
+        # Counts those updates: a session's changes are excused only by a write made
+        # after it began (``SessionRecord.identity_seq``), not by an older one.
+        self.row_updates = 0
         # Called with every finding of every unit of work (install(on_finding=...)).
         self.on_finding: list[Callable[[Finding], None]] = []
         # SQL -> [times run, first call site]: the statements table of `sqla-doctor run`.
@@ -733,12 +744,7 @@ class _Process:
                 )
         if not self.collecting:
             return
-        key = (
-            finding.code,
-            finding.location.path,
-            finding.location.line,
-            finding.details.get("subject"),
-        )
+        key = finding.occurrence_key
         if key in self.collected:
             self.occurrences[key] += 1
         elif len(self.collected) < settings.runtime.max_findings:

@@ -106,7 +106,7 @@ class PoolSaturation(Detector):
                 # The saturating checkout is the message's subject; the others are named.
                 others = [r for r in holders if r is not record]
                 site = record.opened[0] if record.opened else None
-                self._report(site, ("saturated", key), what, others)
+                self._report(site, ("saturated", key), what, others, "saturated")
             elif all(r.returned for r in holders):
                 del self.pending[key]
 
@@ -123,9 +123,13 @@ class PoolSaturation(Detector):
             f"checkout at {self.where(seen.site)} timed out: QueuePool limit of size {size} "
             f"overflow {overflow} reached"
         )
-        seen.explain(self._report(seen.site, ("timeout", size, overflow), what, holders))
+        seen.explain(
+            self._report(seen.site, ("timeout", size, overflow), what, holders, "timeout")
+        )
 
-    def _report(self, site: Any, key: Any, what: str, holders: list[CheckoutRecord]) -> Any:
+    def _report(
+        self, site: Any, key: Any, what: str, holders: list[CheckoutRecord], event: str
+    ) -> Any:
         now = time.perf_counter()
         described = [self._describe(record, now) for record in holders[:_MAX_DETAILED]]
         named = "; ".join(described[:_MAX_NAMED]) or "nobody any more (all returned since)"
@@ -141,7 +145,7 @@ class PoolSaturation(Detector):
                 if record.opened
             ],
             hint="return connections sooner (close sessions before slow work)",
-            details={"holders": described},
+            details={"holders": described, "event": event},
             what=what,
             holders=named,
             fix=_FIX,
