@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -48,6 +48,27 @@ def test_transaction_open_across_a_slow_call_is_reported_where_it_began(engine: 
         "done and do slow work outside the transaction; on PostgreSQL, "
         "`idle_in_transaction_session_timeout` bounds the damage"
     )
+
+
+def test_slow_work_between_two_statements_is_the_idle_time_reported(engine: Engine) -> None:
+    # The nightly report: read, crunch, then write the summary the commit flushes. The
+    # gap is between the read and the flush's INSERT, not after the last statement.
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        session.scalars(select(User.name)).all()  # line:read
+        time.sleep(PAUSE)
+        session.add(User(name="summary"))
+        session.commit()  # line:write
+    finding = one(uow.findings, "SQD160")
+    here = relative(__file__)
+    assert finding.details["idle_seconds"] >= PAUSE
+    assert f"of it idle after the statement at {here}:{line_of('read')}, until commit" in (
+        finding.message
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("read"), "idle after this statement"),
+        (line_of("write"), "last statement"),
+        (line_of("write"), "ended here"),
+    ]
 
 
 def test_commit_before_the_slow_call_is_the_silent_twin(engine: Engine) -> None:

@@ -414,10 +414,12 @@ class TransactionSpan(_Resumption):
 
     ``outcome`` is ``commit``, ``rollback`` or ``checkin`` (returned to the pool with the
     transaction open, which the pool rolls back); ``duration`` runs from ``BEGIN``, at
-    ``began_site``, and ``idle`` from the end of the last statement, at ``last_site``.
+    ``began_site``; ``idle`` is the longest time it sat between statements, after the
+    statement at ``idle_site`` (the last one, at ``last_site``, unless an earlier gap was
+    longer).
     """
 
-    __slots__ = ("began_site", "duration", "idle", "last_site", "outcome", "record")
+    __slots__ = ("began_site", "duration", "idle", "idle_site", "last_site", "outcome", "record")
 
     def __init__(
         self,
@@ -435,6 +437,7 @@ class TransactionSpan(_Resumption):
         self.idle = idle
         self.began_site = record.transaction_site
         self.last_site = record.last_site
+        self.idle_site = record.last_site
 
 
 class PoolCheckout:

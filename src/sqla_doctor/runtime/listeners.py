@@ -531,6 +531,9 @@ def _statement_resumes(
     if idle:
         checkout.idle_since = 0.0
         gap = time.perf_counter() - idle
+        if gap > checkout.longest_idle and checkout.transaction_began:
+            checkout.longest_idle = gap
+            checkout.longest_idle_after = checkout.last_site
         if gap >= uow.settings.runtime.held_connection_seconds:
             _dispatch(uow, "connection_idle", IdleGap(checkout, gap, "statement", site))
     return checkout
@@ -1220,10 +1223,12 @@ def _connection_resumes(
     runtime = _runtime_of(checkout)
     idle = checkout.idle_since
     began = checkout.transaction_began
+    longest, longest_after = checkout.longest_idle, checkout.longest_idle_after
     if what != "checkin":
         # Still checked out (a Core connection after commit()): idle from now on.
         checkout.idle_since = now
     checkout.transaction_began = 0.0
+    checkout.longest_idle, checkout.longest_idle_after = 0.0, None
     if runtime is None:
         return
     if idle and now - idle >= runtime.held_connection_seconds:
@@ -1237,6 +1242,8 @@ def _connection_resumes(
             span = TransactionSpan(
                 checkout, what, now - began, now - idle if idle else 0.0, known=known
             )
+            if longest > span.idle:
+                span.idle, span.idle_site = longest, longest_after
             _dispatch(uow, "connection_transaction_end", span, can_raise=False)
 
 
@@ -1246,6 +1253,7 @@ def _on_engine_begin(conn: Connection) -> None:
     if checkout is None or _autocommit(conn):
         return
     checkout.transaction_began = time.perf_counter()
+    checkout.longest_idle, checkout.longest_idle_after = 0.0, None
     execution = executing.get()
     if execution is not None and not execution.consumed:
         # A Session beginning for this query: its call site is known already.

@@ -645,6 +645,8 @@ class CheckoutRecord:
         "implicit",
         "key",
         "last_site",
+        "longest_idle",
+        "longest_idle_after",
         "opened",
         "owner",
         "pool",
@@ -679,6 +681,10 @@ class CheckoutRecord:
         # When and where its current database transaction began (0.0: none open).
         self.transaction_began = 0.0
         self.transaction_site: CallSite | None = None
+        # The longest gap between two statements of that transaction, and the statement
+        # it followed (the gap after the last statement is measured when it ends).
+        self.longest_idle = 0.0
+        self.longest_idle_after: CallSite | None = None
         # A weak reference to the Pool it came from, once a Connection wrapped it.
         self.pool: weakref.ref[Any] | None = None
 

@@ -27,8 +27,9 @@ class TransactionOpenTooLong(Detector):
     longer than `idle_transaction_seconds` (5 s): from the `BEGIN` that the first
     statement started to the commit, rollback or close that ended it, or still open when
     the unit of work ends. The finding points at the line that began the transaction
-    and says where it ended, how long it was open and how much of that it sat idle after
-    its last statement.
+    and says where it ended, how long it was open, and its longest idle stretch: after
+    its last statement, or between two statements (slow work after a read, before the
+    write that the commit flushes), with the statement it followed.
 
     ## Why is this bad?
     An open transaction keeps its connection out of the pool and its locks held: rows it
@@ -87,7 +88,13 @@ class TransactionOpenTooLong(Detector):
         if site is not None:
             ended = f"{ended} at {self.where(site)}"
         self._report(
-            span.record, span.began_site, span.last_site, span.duration, span.idle, ended, site
+            span.record,
+            span.began_site,
+            span.last_site,
+            span.duration,
+            (span.idle, span.idle_site),
+            ended,
+            site,
         )
 
     def end(self) -> None:
@@ -97,7 +104,9 @@ class TransactionOpenTooLong(Detector):
             began = record.transaction_began
             if record.returned or not began or now - began < threshold:
                 continue
-            idle = now - record.idle_since if record.idle_since else 0.0
+            idle = (now - record.idle_since if record.idle_since else 0.0, record.last_site)
+            if record.longest_idle > idle[0]:
+                idle = (record.longest_idle, record.longest_idle_after)
             ended = "and was still open at the end of the unit of work"
             self._report(
                 record, record.transaction_site, record.last_site, now - began, idle, ended, None
@@ -109,19 +118,29 @@ class TransactionOpenTooLong(Detector):
         began: CallSite | None,
         last: CallSite | None,
         duration: float,
-        idle: float,
+        idle_gap: tuple[float, CallSite | None],
         ended: str,
         ended_site: CallSite | None,
     ) -> None:
         holder = "Session" if record.session_owned else "Connection"
         threshold = self.config.idle_transaction_seconds
         # Rounded once: the message and the details show the same numbers.
-        duration, idle = round(duration, 2), round(idle, 2)
+        duration, idle = round(duration, 2), round(idle_gap[0], 2)
+        after = idle_gap[1]
+        if after is None or after == last:
+            after_text = "its last statement"
+            if last is not None:
+                after_text += f" at {self.where(last)}"
+            related = [(last, "last statement in the transaction")]
+        else:
+            # An earlier gap was the longest: slow work between two statements.
+            after_text = f"the statement at {self.where(after)}"
+            related = [(after, "idle after this statement"), (last, "last statement")]
         self.report(
             began or ended_site or last,
             key=(began.key if began else id(record), ended_site.key if ended_site else None),
             subject=holder,
-            related=[(last, "last statement in the transaction"), (ended_site, "ended here")],
+            related=[*related, (ended_site, "ended here")],
             hint="commit before slow work, or do it before the transaction begins",
             details={
                 "open_seconds": duration,
@@ -135,7 +154,7 @@ class TransactionOpenTooLong(Detector):
             duration=duration,
             threshold=threshold,
             idle=idle,
-            last=f"its last statement at {self.where(last)}" if last else "its last statement",
+            last=after_text,
             ended=ended,
             fix=_FIX,
         )
