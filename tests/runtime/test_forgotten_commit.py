@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+)
 from sqlalchemy.orm import Session
 
 import sqla_doctor
@@ -205,3 +212,44 @@ async def test_async_commit_is_the_silent_twin(async_engine: AsyncEngine) -> Non
         session.add(User(name="ada"))
         await session.commit()
     assert not uow.findings
+
+
+async def test_async_with_left_by_an_exception_drops_its_writes_silently(
+    async_engine: AsyncEngine,
+) -> None:
+    # The async twin of a `with` block left by a raise: AsyncSession closes in a task
+    # of its own, where the exception is not the one being handled.
+    with sqla_doctor.track(mode="collect") as uow:
+        try:
+            async with AsyncSession(async_engine) as session:
+                session.add(User(name="ada"))
+                await session.flush()
+                raise ValueError("invalid input")
+        except ValueError:
+            pass
+        async with async_sessionmaker(async_engine).begin() as session:
+            session.add(User(name="bob"))
+            await session.flush()
+    assert not of_code(uow.findings, "SQD152")
+
+
+async def test_async_with_left_normally_still_reports_lost_writes(
+    async_engine: AsyncEngine,
+) -> None:
+    # While another task is leaving its own `async with` by an exception.
+    gate = asyncio.Event()
+
+    async def failing() -> None:
+        async with AsyncSession(async_engine):
+            await gate.wait()
+            raise ValueError("elsewhere")
+
+    with sqla_doctor.track(mode="collect") as uow:
+        other = asyncio.create_task(failing())
+        async with AsyncSession(async_engine) as session:
+            session.add(User(name="ada"))  # line:async-lost
+            gate.set()
+            await asyncio.sleep(0)
+        with contextlib.suppress(ValueError):
+            await other
+    assert one(uow.findings, "SQD152").location.line == line_of("async-lost")

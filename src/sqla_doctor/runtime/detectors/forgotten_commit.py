@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from typing import Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
@@ -11,6 +13,7 @@ from sqla_doctor.runtime.detectors.session_leak import is_async_session
 from sqla_doctor.runtime.unit_of_work import Added, SessionRecord
 
 _MAX_NAMED = 4
+_MAX_AWAIT_DEPTH = 64
 
 
 def _counted(names: list[str]) -> str:
@@ -19,6 +22,42 @@ def _counted(names: list[str]) -> str:
         counts[name] = counts.get(name, 0) + 1
     parts = [f"{count} {name}" for name, count in list(counts.items())[:_MAX_NAMED]]
     return ", ".join(parts)
+
+
+def _async_with_left_by_exception(session: object) -> bool:
+    """Whether an ``async with`` block left by an exception is closing this session.
+
+    ``AsyncSession.__aexit__`` closes in a task of its own, where ``sys.exc_info()`` is
+    empty: the exception is the ``type_`` argument of that ``__aexit__``, suspended in
+    another task while it waits for the close. Only asked when writes would be lost.
+    """
+    if "sqlalchemy.ext.asyncio" not in sys.modules:
+        return False
+    from sqlalchemy.ext.asyncio import async_session
+
+    try:
+        owner = async_session(session)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        tasks = asyncio.all_tasks(loop)
+    except Exception:
+        return False
+    if owner is None:
+        return False
+    for task in tasks:
+        awaiting: Any = task.get_coro()
+        for _ in range(_MAX_AWAIT_DEPTH):
+            frame = getattr(awaiting, "cr_frame", None)
+            if frame is None:
+                break
+            if frame.f_code.co_name == "__aexit__":
+                scope = frame.f_locals
+                closing = scope.get("self")
+                if scope.get("type_") is not None and (
+                    closing is owner or getattr(closing, "async_session", None) is owner
+                ):
+                    return True
+            awaiting = getattr(awaiting, "cr_await", None)
+    return False
 
 
 class ForgottenCommit(Detector):
@@ -43,7 +82,10 @@ class ForgottenCommit(Detector):
     reports through its events, so a forgotten delete is not detected. A pending object
     removed on purpose with `expunge()` before the session closes is reported. Sessions
     bound to a Connection their caller manages (the test-suite "join an external
-    transaction" recipe) are skipped: committing is the caller's business.
+    transaction" recipe) are skipped: committing is the caller's business. In async
+    code, an `async with AsyncSession()` block left by an exception is recognised, but
+    `await session.close()` in an `except` block is not (the close runs in a greenlet
+    that does not see the exception being handled) and is reported.
 
     ## Example
     ```python
@@ -85,6 +127,8 @@ class ForgottenCommit(Detector):
             # in an except block): dropping the writes is what that error path means.
             return
         site = end.site
+        if site is None and _async_with_left_by_exception(end.session):
+            return
         if site is not None:
             self._check(record, site, "closed at " + self.where(site))
         else:
