@@ -399,3 +399,36 @@ def test_a_pool_timeout_is_reported_next_to_the_saturation_at_the_same_line(
     assert "timed out: QueuePool limit of size 2 overflow 0 reached" in messages[0]
     assert "pool.py:13 in handle" in messages[0]
     assert "timed out" not in messages[1]
+
+
+def test_an_uncaught_async_pool_timeout_names_who_held_the_pool(project: Path) -> None:
+    # By the time the excepthook sees the TimeoutError, asyncio.run() has cancelled the
+    # holders and their connections are back: they are named from when the pool filled.
+    (project / "tasks.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from sqlalchemy import text
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+            engine = create_async_engine(
+                "sqlite+aiosqlite:///tasks.db", pool_size=2, max_overflow=0, pool_timeout=0.3
+            )
+
+            async def handle(wait):
+                async with AsyncSession(engine) as session:
+                    await session.execute(text("select 1"))  # line 12
+                    await asyncio.sleep(wait)
+
+            async def main():
+                await asyncio.gather(handle(1.0), handle(1.0), handle(0))
+
+            asyncio.run(main())
+            """
+        )
+    )
+    out = project / "report.json"
+    assert runner.main(["tasks.py"], fail=True, fmt="json", output=str(out)) == 1
+    [timeout] = [f for f in report(out)["findings"] if "timed out" in f["message"]]
+    assert "held by: tasks.py:12 in handle (Session, held" in timeout["message"]
+    assert "nobody" not in timeout["message"]

@@ -91,7 +91,11 @@ class PoolSaturation(Detector):
             f"connections (pool_size {saturation.size} + max_overflow "
             f"{saturation.max_overflow}) after the checkout at {self.where(site)}"
         )
-        self.pending[key] = (time.perf_counter(), record, what, _holders(saturation.pool))
+        holders = _holders(saturation.pool)
+        self.pending[key] = (time.perf_counter(), record, what, holders)
+        shape = (saturation.size, saturation.max_overflow)
+        if shape in _last_full or len(_last_full) < _MAX_SHAPES:
+            _last_full[shape] = holders
 
     def checkpoint(self) -> None:
         # A full pool matters when it stays full: one of the connections held on for
@@ -118,7 +122,10 @@ class PoolSaturation(Detector):
         if match is None:
             return
         size, overflow = int(match.group(1)), int(match.group(2))
-        holders = _holders_of_limit(size, overflow)
+        # A timeout that reaches the top of an asyncio program is explained after
+        # asyncio.run() cancelled the tasks that held the connections: then the holders
+        # are those of the last time a pool of that shape filled up.
+        holders = _holders_of_limit(size, overflow) or _last_full.get((size, overflow), [])
         what = (
             f"checkout at {self.where(seen.site)} timed out: QueuePool limit of size {size} "
             f"overflow {overflow} reached"
@@ -166,6 +173,12 @@ class PoolSaturation(Detector):
         elif record.transaction_began or record.last_site:
             text += ", running a statement"
         return text + ")"
+
+
+# (pool_size, max_overflow) -> who held the connections the last time a pool of that
+# shape filled up, across units of work.
+_last_full: dict[tuple[int, int], list[CheckoutRecord]] = {}
+_MAX_SHAPES = 16
 
 
 def _held() -> list[CheckoutRecord]:
