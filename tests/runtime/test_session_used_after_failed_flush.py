@@ -45,6 +45,33 @@ def test_query_after_a_caught_integrity_error_is_reported(engine: Engine) -> Non
     assert "secret-value" not in repr(finding), "bound parameters are never shown"
 
 
+def test_a_flush_after_a_caught_integrity_error_is_reported(engine: Engine) -> None:
+    # An importer that catches every error: the next row's flush() and the final
+    # commit() raise PendingRollbackError, both caught too. Only the flush has an event.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in (1, 1000):
+            session.add(User(id=user_id, name="imported"))
+            with contextlib.suppress(IntegrityError, PendingRollbackError):
+                session.flush()  # line:import-flush
+        with contextlib.suppress(PendingRollbackError):
+            session.commit()
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("import-flush")
+    assert [r.location.line for r in finding.related] == [line_of("import-flush")]
+
+
+def test_a_flush_after_rollback_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in (1, 1000):
+            session.add(User(id=user_id, name="imported"))
+            try:
+                session.flush()
+            except IntegrityError:
+                session.rollback()
+        session.commit()
+    assert not of_code(uow.findings, "SQD155")
+
+
 def test_rollback_in_the_except_block_is_the_silent_twin(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         try:

@@ -50,6 +50,7 @@ EVENTS: Final = (
     "do_orm_execute",
     "before_cursor_execute",
     "after_flush",
+    "flush_after_failure",
     "after_transaction_end",
     "init_scalar",
     "checkin",
@@ -169,6 +170,18 @@ class Flush:
         self.inserted = inserted
         # The ORM execution whose autoflush this is, None for an explicit flush/commit.
         self.autoflush_of = autoflush_of
+        self.site = site
+
+
+class FlushAfterFailure:
+    """A flush begins on a session whose last flush failed and that was not rolled back
+    since (``before_flush``; the flush is about to raise ``PendingRollbackError``)."""
+
+    __slots__ = ("record", "session", "site")
+
+    def __init__(self, session: Session, record: SessionRecord, site: CallSite | None) -> None:
+        self.session = session
+        self.record = record
         self.site = site
 
 

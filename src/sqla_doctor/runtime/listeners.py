@@ -49,6 +49,7 @@ from sqla_doctor.runtime.detector import (
     Checkin,
     ErrorSeen,
     Flush,
+    FlushAfterFailure,
     IdleGap,
     Loaded,
     OrmExecution,
@@ -933,7 +934,18 @@ def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> No
     flushing.set(record)
     execution = executing.get()
     # do_orm_execute ran, the statement has not: this flush is that query's autoflush.
-    if execution is not None and not execution.consumed and execution.session_key == id(session):
+    autoflush = (
+        execution is not None and not execution.consumed and execution.session_key == id(session)
+    )
+    if record.failed_flush is not None and not autoflush:
+        # An explicit flush() of a session that refuses work: the query of an autoflush
+        # was reported by do_orm_execute already.
+        uow = _session_unit(record)
+        if uow is not None:
+            reuse = FlushAfterFailure(session, record, callsite.find(1))
+            _dispatch(uow, "flush_after_failure", reuse)
+    if autoflush:
+        assert execution is not None
         record.autoflush_of = execution
         record.flush_statement_site = execution.site
     else:

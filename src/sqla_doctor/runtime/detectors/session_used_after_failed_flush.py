@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import Detector, ErrorSeen, OrmExecution
+from sqla_doctor.runtime.detector import Detector, ErrorSeen, FlushAfterFailure, OrmExecution
 from sqla_doctor.runtime.errors import record_of
 from sqla_doctor.runtime.unit_of_work import FailedFlush, process
 
@@ -84,6 +84,11 @@ class SessionUsedAfterFailedFlush(Detector):
             return
         if _inactive(execution.state.session):
             self._report(execution.site, record.failed_flush)
+
+    def on_flush_after_failure(self, flush: FlushAfterFailure) -> None:
+        failed = flush.record.failed_flush
+        if failed is not None and _inactive(flush.session):
+            self._report(flush.site, failed)
 
     def on_error(self, seen: ErrorSeen) -> None:
         if not isinstance(seen.error, PendingRollbackError):
