@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -177,3 +179,26 @@ async def test_async_run_sync_loop_is_reported(async_engine: AsyncEngine) -> Non
     async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
         assert len(await session.run_sync(titles)) == 2 * USERS
     assert one(uow.findings, "SQD251").location.line == line_of("run-sync")
+
+
+TEMPLATE = """<ul>
+{% for user in users %}
+  <li>{{ user.name }}: {% for post in user.posts %}{{ post.title }} {% endfor %}</li>
+{% endfor %}
+</ul>
+"""
+
+
+def test_an_n_plus_one_in_a_jinja_template_points_at_the_templates_line(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Jinja compiles the template to Python that keeps the template's file name but has
+    # its own line numbers: the finding shows the template's.
+    (tmp_path / "users.html").write_text(TEMPLATE)
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path), autoescape=True)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        templates.get_template("users.html").render(users=users)
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.path == str(tmp_path / "users.html")
+    assert finding.location.line == 3

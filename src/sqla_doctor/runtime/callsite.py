@@ -189,12 +189,32 @@ def _classify(filename: str) -> int:
     return USER
 
 
+def line_of(frame: FrameType, lineno: int) -> int:
+    """The line the user wrote: a Jinja template's own line, not its compiled module's.
+
+    Jinja compiles a template into Python whose code objects carry the template's file
+    name and their own line numbers; the template maps them back (as Jinja's tracebacks
+    do).
+    """
+    template = frame.f_globals.get("__jinja_template__")
+    if template is None:
+        return lineno
+    try:
+        return int(template.get_corresponding_lineno(lineno))
+    except Exception:
+        return lineno
+
+
 def _site_of(frame: FrameType) -> CallSite:
     code = frame.f_code
     back = frame.f_back
     caller = (back.f_code.co_filename, back.f_lineno) if back is not None else None
     return CallSite(
-        code.co_filename, frame.f_lineno, code.co_name, frame.f_globals.get("__name__"), caller
+        code.co_filename,
+        line_of(frame, frame.f_lineno),
+        code.co_name,
+        frame.f_globals.get("__name__"),
+        caller,
     )
 
 
@@ -290,7 +310,7 @@ def _user_site(frame: FrameType, caller: bool) -> CallSite:
     back = frame.f_back if caller else None
     return CallSite(
         code.co_filename,
-        frame.f_lineno,
+        line_of(frame, frame.f_lineno),
         code.co_name,
         frame.f_globals.get("__name__"),
         (back.f_code.co_filename, back.f_lineno) if back is not None else None,
@@ -317,7 +337,7 @@ def stack(depth: int = 1, limit: int = 12) -> tuple[CallSite, ...]:
         if kind == BOUNDARY:
             break
         if kind == USER:
-            user.append(CallSite(code.co_filename, frame.f_lineno, code.co_name))
+            user.append(CallSite(code.co_filename, line_of(frame, frame.f_lineno), code.co_name))
         elif kind == THIRD_PARTY and len(third_party) < limit:
             third_party.append(CallSite(code.co_filename, frame.f_lineno, code.co_name))
         back = frame.f_back

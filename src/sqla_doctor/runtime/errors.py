@@ -28,7 +28,7 @@ from sqlalchemy.orm import InstanceState
 from sqlalchemy.orm.exc import DetachedInstanceError
 
 from sqla_doctor.findings import Finding
-from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify
+from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify, line_of
 from sqla_doctor.runtime.detector import _MAX_TRACEBACK, ErrorSeen, OrmExecution
 from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork, current, process
 
@@ -167,7 +167,10 @@ def _user_site(traceback: TracebackType | None) -> CallSite | None:
         code = frame.f_code
         kind = classify(code.co_filename)
         here = CallSite(
-            code.co_filename, traceback.tb_lineno, code.co_name, frame.f_globals.get("__name__")
+            code.co_filename,
+            line_of(frame, traceback.tb_lineno),
+            code.co_name,
+            frame.f_globals.get("__name__"),
         )
         if kind == USER:
             site = here
