@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, ForeignKey, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    joinedload,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -202,3 +210,47 @@ def test_an_n_plus_one_in_a_jinja_template_points_at_the_templates_line(
     finding = one(uow.findings, "SQD251")
     assert finding.location.path == str(tmp_path / "users.html")
     assert finding.location.line == 3
+
+
+class TreeBase(DeclarativeBase):
+    pass
+
+
+class Node(TreeBase):
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    children: Mapped[list[Node]] = relationship()
+
+
+def render(node: Node) -> int:
+    return 1 + sum(render(child) for child in node.children)  # line:tree
+
+
+@pytest.fixture
+def tree() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    TreeBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Node(children=[Node(children=[Node(), Node()]) for _ in range(3)]))
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def test_a_tree_walked_level_by_level_suggests_one_recursive_option(tree: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(tree) as session:
+        root = session.scalars(select(Node).where(Node.parent_id.is_(None))).one()
+        assert render(root) == 10
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("tree")
+    assert finding.fix_hint == ".options(selectinload(Node.children, recursion_depth=-1))"
+    assert "load the whole tree up front" in finding.message
+
+
+def test_the_recursive_option_is_the_silent_twin(tree: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(tree) as session:
+        query = select(Node).where(Node.parent_id.is_(None))
+        root = session.scalars(query.options(selectinload(Node.children, recursion_depth=-1))).one()
+        assert render(root) == 10
+    assert not uow.findings

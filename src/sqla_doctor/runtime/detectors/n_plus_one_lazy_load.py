@@ -168,9 +168,17 @@ class NPlusOneLazyLoad(Detector):
                 outer = label(origin.relationship)
                 verb = "lazy load" if origin.kind == LAZY_LOAD else "eager load"
                 origin_text = f" (parents loaded by the {verb} of {outer} at {where})"
-                option = f"{loader_for(origin.relationship)}({outer}).{option}"
                 top = origin.relationship.parent.class_.__name__
-                fix = f"load both levels up front: .options({option}) on the query that loads {top}"
+                if origin.relationship is relationship and relationship.mapper.isa(
+                    relationship.parent
+                ):
+                    # A tree walked level by level: one option loads every level.
+                    option = f"selectinload({name}, recursion_depth=-1)"
+                    levels = "the whole tree"
+                else:
+                    option = f"{loader_for(origin.relationship)}({outer}).{option}"
+                    levels = "both levels"
+                fix = f"load {levels} up front: .options({option}) on the query that loads {top}"
                 related.append((origin.site, f"the {verb} of {outer} that loaded the parents"))
             else:
                 origin_text = f" (parents loaded by the query at {where})"
