@@ -166,7 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("--max-overflow", type=_non_negative, default=10)
 
     run = commands.add_parser(
-        "run", help="run a command with the runtime doctor installed: sqla-doctor run -- CMD ..."
+        "run",
+        help="run a command with the runtime doctor installed: sqla-doctor run -- CMD ...",
+        description=(
+            "Runs COMMAND (a script, python -m, pytest, uvicorn ...) with the runtime doctor "
+            "installed in every Python process it starts, and reports what they saw when it "
+            "exits: with its exit code, on Ctrl-C, and when it or the command is stopped "
+            "with SIGTERM (which is passed on to the command)."
+        ),
     )
     run.add_argument("--fail", action="store_true", help="exit 1 when there are findings")
     run.add_argument("--format", choices=FORMATS, default="text")

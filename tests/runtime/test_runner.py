@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -432,3 +434,45 @@ def test_an_uncaught_async_pool_timeout_names_who_held_the_pool(project: Path) -
     [timeout] = [f for f in report(out)["findings"] if "timed out" in f["message"]]
     assert "held by: tasks.py:12 in handle (Session, held" in timeout["message"]
     assert "nobody" not in timeout["message"]
+
+
+LEAK_THEN = """
+import os, signal, time
+from models import User, Session, make_engine, select
+
+engine = make_engine()
+session = Session(engine)
+session.scalars(select(User)).all()  # line 7
+{then}
+"""
+
+
+def test_a_program_killed_by_sigterm_still_reports(project: Path) -> None:
+    # What a container stop or a CI timeout sends: by default no exit handler runs.
+    killed = LEAK_THEN.format(then="os.kill(os.getpid(), signal.SIGTERM)")
+    (project / "killed.py").write_text(killed)
+    out = project / "report.json"
+    code = runner.main(["killed.py"], fail=True, fmt="json", output=str(out))
+    assert code == 128 + signal.SIGTERM, "it still dies of the signal"
+    data = report(out)
+    assert data["summary"]["queries"] > 0
+    [leak] = [f for f in data["findings"] if f["code"] == "SQD151"]
+    assert leak["location"]["line"] == 7
+    assert "still open at exit" in leak["message"]
+
+
+def test_sigterm_to_the_runner_stops_the_command_and_writes_the_report(project: Path) -> None:
+    (project / "serving.py").write_text(
+        LEAK_THEN.format(then="print('ready', flush=True)\ntime.sleep(60)")
+    )
+    out = project / "report.json"
+    argv = [sys.executable, "-m", "sqla_doctor", "run", "--format", "json", "-o", str(out)]
+    with subprocess.Popen(
+        [*argv, "--", sys.executable, "serving.py"], stdout=subprocess.PIPE, text=True
+    ) as started:
+        assert started.stdout is not None
+        assert started.stdout.readline().strip() == "ready"
+        started.send_signal(signal.SIGTERM)
+        assert started.wait(timeout=30) == 128 + signal.SIGTERM
+    [leak] = [f for f in report(out)["findings"] if f["code"] == "SQD151"]
+    assert leak["location"]["line"] == 7

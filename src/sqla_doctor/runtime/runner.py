@@ -13,6 +13,7 @@ process's file, merges the findings and renders the report.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -132,9 +133,11 @@ class _Writer:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.lock = threading.Lock()
+        # Re-entrant: the SIGTERM handler may write while the main thread was writing.
+        self.lock = threading.RLock()
         self.pid = -1
         self.handle: TextIO | None = None
+        self.closed_in = -1
 
     def _file(self) -> TextIO:
         pid = os.getpid()
@@ -155,6 +158,9 @@ class _Writer:
         self.write({"kind": "finding", "finding": finding_to_dict(finding)})
 
     def close(self) -> None:
+        if self.closed_in == os.getpid():
+            return  # a SIGTERM wrote the summary already; then exit handlers ran
+        self.closed_in = os.getpid()
         from sqla_doctor import runtime
         from sqla_doctor.runtime.redact import shown_sql
         from sqla_doctor.runtime.unit_of_work import process
@@ -217,6 +223,30 @@ def child_start() -> None:
 
     install_hooks()
     atexit.register(writer.close)
+    _report_on_sigterm(writer)
+
+
+def _report_on_sigterm(writer: _Writer) -> None:
+    """Write the summary when SIGTERM kills the process, then die of it all the same.
+
+    What containers, systemd and CI timeouts send: by default it ends the process without
+    running exit handlers. Only a default disposition is replaced, and only in the main
+    thread; a server that installs its own handler (uvicorn) and restores this one before
+    re-raising the signal comes back here.
+    """
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        try:
+            writer.close()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # SQLAlchemy imported first in another thread
+        pass
 
 
 # -- findings to and from JSON ------------------------------------------------------------
@@ -351,12 +381,21 @@ def _environment(bootstrap: Path, reports: Path) -> dict[str, str]:
 
 def _wait(command: list[str], env: Mapping[str, str]) -> int:
     child = subprocess.Popen(command, env=dict(env))
+
+    def forward(signum: int, frame: Any) -> None:
+        # Sent to `sqla-doctor run` alone (a container stopping, `timeout`): the command
+        # is what must stop; the parent stays to write the report.
+        with contextlib.suppress(OSError):
+            child.send_signal(signum)
+
     # Ctrl-C reaches the child through the terminal; the parent stays to write the report.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, forward)
     try:
         code = child.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
     return 128 - code if code < 0 else code
 
 
