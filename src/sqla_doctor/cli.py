@@ -172,12 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
             "Runs COMMAND (a script, python -m, pytest, uvicorn ...) with the runtime doctor "
             "installed in every Python process it starts, and reports what they saw when it "
             "exits: with its exit code, on Ctrl-C, and when it or the command is stopped "
-            "with SIGTERM (which is passed on to the command)."
+            "with SIGTERM (which is passed on to the command). The report goes to --output, "
+            "else to standard error: standard output stays the command's."
         ),
     )
     run.add_argument("--fail", action="store_true", help="exit 1 when there are findings")
     run.add_argument("--format", choices=FORMATS, default="text")
-    run.add_argument("--output", "-o", type=Path, metavar="FILE")
+    run.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="the report's file (default: stderr)"
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS")
     return parser
 

@@ -151,8 +151,21 @@ def test_a_program_without_sqlalchemy_says_so(
     (project / "plain.py").write_text("print('hello')\n")
     assert runner.main(["plain.py"], fail=True, fmt="text", output=None) == 0
     captured = capsys.readouterr()
-    assert "All clean" in captured.out
+    assert "All clean" in captured.err
     assert "never imported SQLAlchemy" in captured.err
+
+
+def test_without_output_the_report_leaves_the_commands_stdout_alone(project: Path) -> None:
+    # `sqla-doctor run -- python export.py > rows.csv`, `... --format json -- prog | jq`.
+    (project / "export.py").write_text(BAD + "\nprint('id,name')\n")
+    argv = [sys.executable, "-m", "sqla_doctor", "run", "--format", "json", "--"]
+    done = subprocess.run(
+        [*argv, sys.executable, "export.py"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SQD251" not in done.stdout
+    assert done.stdout.splitlines()[-1] == "id,name"
+    assert '"code": "SQD251"' in done.stderr
 
 
 def test_an_unknown_command_is_reported(capsys: pytest.CaptureFixture[str]) -> None:

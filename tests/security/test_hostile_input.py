@@ -143,6 +143,6 @@ def test_a_hostile_runtime_config_under_run_falls_back_to_the_defaults(tmp_path:
     proc = run_cli(tmp_path, "run", "--", sys.executable, "program.py")
     assert not marker.exists()
     assert proc.returncode == 0, proc.stderr
-    assert "SQD252" in proc.stdout
+    assert "SQD252" in proc.stderr, "the report: standard output is the program's"
     assert "mode must be one of" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -422,7 +422,11 @@ def run(argv: Sequence[str]) -> tuple[int, RunResult]:
 
 
 def main(argv: list[str], *, fail: bool, fmt: str, output: str | None) -> int:
-    """``sqla-doctor run``: the command's exit code, or 1 with ``--fail`` and findings."""
+    """``sqla-doctor run``: the command's exit code, or 1 with ``--fail`` and findings.
+
+    The report goes to ``output``, else to standard error: standard output is the
+    command's.
+    """
     from sqla_doctor import __version__
     from sqla_doctor.report import ReportContext, render
 
@@ -440,8 +444,9 @@ def main(argv: list[str], *, fail: bool, fmt: str, output: str | None) -> int:
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        # The command's standard output is its own (`run -- python export.py > out.csv`).
+        sys.stderr.write(text)
+        sys.stderr.flush()
     _explain_silence(result, code)
     if code != 0:
         return code
