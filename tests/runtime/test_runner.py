@@ -489,3 +489,15 @@ def test_sigterm_to_the_runner_stops_the_command_and_writes_the_report(project: 
         assert started.wait(timeout=30) == 128 + signal.SIGTERM
     [leak] = [f for f in report(out)["findings"] if f["code"] == "SQD151"]
     assert leak["location"]["line"] == 7
+
+
+def test_a_process_ended_by_os_exit_reports_its_findings_not_a_silent_run(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "abrupt.py").write_text(BAD + "\nimport os\nos._exit(5)\n")
+    out = project / "report.json"
+    assert runner.main(["abrupt.py"], fail=True, fmt="json", output=str(out)) == 5
+    assert [f["code"] for f in report(out)["findings"]] == ["SQD251"]
+    err = capsys.readouterr().err
+    assert "1 process ended without running exit handlers" in err
+    assert "no SQL statement ran" not in err

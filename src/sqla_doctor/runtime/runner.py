@@ -307,6 +307,9 @@ class RunResult:
         self.instrumented = 0
         self.statements = 0
         self.internal_errors = 0
+        # Processes that ended without their exit summary (os._exit(), SIGKILL): their
+        # findings are in, their statement counts are not.
+        self.unsummarised = 0
         self.findings: dict[tuple[Any, ...], Finding] = {}
         self.occurrences: dict[tuple[Any, ...], int] = {}
         self.queries: dict[str, dict[str, Any]] = {}
@@ -332,6 +335,7 @@ class RunResult:
         self.processes = len(list(directory.glob("*.started")))
         for path in sorted(directory.glob("*.jsonl")):
             self.instrumented += 1
+            summarised = False
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     record = json.loads(line)
@@ -341,6 +345,7 @@ class RunResult:
                 if kind == "finding":
                     self.add_finding(finding_from_dict(record["finding"]))
                 elif kind == "summary":
+                    summarised = True
                     self.statements += int(record.get("statements", 0))
                     self.internal_errors += int(record.get("internal_errors", 0))
                     for query in record.get("queries", ()):
@@ -351,6 +356,8 @@ class RunResult:
                         row["count"] += int(query.get("count", 0))
                         row["duration_ms"] += float(query.get("duration_ms", 0.0))
                         row["callsite"] = row["callsite"] or query.get("callsite")
+            if not summarised:
+                self.unsummarised += 1
 
 
 def _command(argv: Sequence[str]) -> list[str] | None:
@@ -464,6 +471,13 @@ def _explain_silence(result: RunResult, code: int) -> None:
         )
     elif not result.instrumented:
         sys.stderr.write("sqla-doctor: the command never imported SQLAlchemy\n")
+    elif result.unsummarised:
+        plural = "es" if result.unsummarised != 1 else ""
+        sys.stderr.write(
+            f"sqla-doctor: {result.unsummarised} process{plural} ended without running exit "
+            "handlers (os._exit(), a kill): their findings are reported, their statement "
+            f"counts are not ({result.statements} statement(s) counted)\n"
+        )
     elif not result.statements:
         sys.stderr.write("sqla-doctor: SQLAlchemy was imported but no SQL statement ran\n")
     else:
