@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -253,3 +253,56 @@ async def test_async_with_left_normally_still_reports_lost_writes(
         with contextlib.suppress(ValueError):
             await other
     assert one(uow.findings, "SQD152").location.line == line_of("async-lost")
+
+
+# -- Core connections: "commit as you go" ---------------------------------------------------
+
+
+def test_core_writes_closed_without_commit_are_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as conn:  # line:core-with
+        conn.execute(insert(User).values(name="ada"))  # line:core-insert
+    assert count_users(engine) == USERS, "the pitfall: closing rolled the insert back"
+    finding = one(uow.findings, "SQD152")
+    here = relative(__file__)
+    assert finding.location.line == line_of("core-with")
+    assert finding.message == (
+        f"Connection closed at {here}:{line_of('core-with')} without commit(): its 1 write "
+        "statement(s) were rolled back — call `conn.commit()` before the block ends (a "
+        "Connection commits as you go), or use `with engine.begin() as conn:`"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("core-insert")]
+
+
+def test_core_twins_are_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        with engine.connect() as conn:
+            conn.execute(insert(User).values(name="committed"))
+            conn.commit()
+        with engine.begin() as conn:
+            conn.execute(insert(User).values(name="begun"))
+        with engine.connect() as conn:
+            conn.execute(insert(User).values(name="rolled back on purpose"))
+            conn.rollback()
+        with engine.connect() as conn:
+            conn.execute(select(User)).all()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(insert(User).values(name="autocommit"))
+        with contextlib.suppress(ValueError), engine.connect() as conn:
+            conn.execute(insert(User).values(name="abandoned"))
+            raise ValueError("an error path drops the write on purpose")
+    assert not uow.findings
+    assert count_users(engine) == USERS + 3
+
+
+async def test_async_core_writes_closed_without_commit_get_the_async_fix(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow:
+        async with async_engine.connect() as conn:
+            await conn.execute(insert(User).values(name="ada"))  # line:async-core
+        async with async_engine.begin() as conn:
+            await conn.execute(insert(User).values(name="bob"))
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("async-core")
+    assert "`await conn.commit()`" in finding.message
+    assert "`async with engine.begin() as conn:`" in finding.message

@@ -52,6 +52,7 @@ EVENTS: Final = (
     "after_flush",
     "flush_after_failure",
     "after_transaction_end",
+    "connection_writes_lost",
     "init_scalar",
     "checkin",
     "session_gc",
@@ -182,6 +183,25 @@ class FlushAfterFailure:
     def __init__(self, session: Session, record: SessionRecord, site: CallSite | None) -> None:
         self.session = session
         self.record = record
+        self.site = site
+
+
+class ConnectionWritesLost:
+    """A Connection closed with writes in its open transaction, never committed: the
+    close rolled them back. ``first`` is where the first write ran, ``site`` the close."""
+
+    __slots__ = ("first", "record", "site", "writes")
+
+    def __init__(
+        self,
+        record: CheckoutRecord,
+        writes: int,
+        first: CallSite | None,
+        site: CallSite | None,
+    ) -> None:
+        self.record = record
+        self.writes = writes
+        self.first = first
         self.site = site
 
 

@@ -47,6 +47,7 @@ from sqla_doctor.runtime.detector import (
     SELECT,
     AttributeRead,
     Checkin,
+    ConnectionWritesLost,
     ErrorSeen,
     Flush,
     FlushAfterFailure,
@@ -497,6 +498,8 @@ def _on_before_cursor_execute(
             if last_site is None:
                 last_site = flush_record.flush_statement_site = callsite.find(1)
         checkout = _statement_resumes(conn, uow, last_site)
+        if kind is CORE and checkout is not None and not checkout.session_owned:
+            _note_core_write(conn, checkout, statement, last_site)
         busy = None
         if execution is not None or flush_record is not None:
             busy = _enter_statement(execution, flush_record, site, uow)
@@ -1297,6 +1300,7 @@ def _autocommit(conn: Connection) -> bool:
 def _on_engine_commit(conn: Connection) -> None:
     checkout = _held(conn)
     if checkout is not None:
+        checkout.core_writes, checkout.core_write_site = 0, None
         _connection_resumes(checkout, "commit", time.perf_counter())
 
 
@@ -1304,7 +1308,52 @@ def _on_engine_commit(conn: Connection) -> None:
 def _on_engine_rollback(conn: Connection) -> None:
     checkout = _held(conn)
     if checkout is not None:
+        if checkout.core_writes:
+            _core_writes_rolled_back(checkout)
         _connection_resumes(checkout, "rollback", time.perf_counter())
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "MERGE")
+
+
+def _note_core_write(
+    conn: Connection, checkout: CheckoutRecord, statement: str, site: callsite.CallSite | None
+) -> None:
+    """Count a Core connection's writes in its open transaction ("commit as you go")."""
+    if not statement.lstrip()[:6].upper().startswith(_WRITES):
+        return
+    if not checkout.core_writes:
+        if not conn.in_transaction() or _autocommit(conn):
+            return
+        checkout.core_write_site = site
+    checkout.core_writes += 1
+
+
+def _core_writes_rolled_back(checkout: CheckoutRecord) -> None:
+    """A Core connection's writes were rolled back: by ``rollback()`` on purpose, by an
+    error path, or by ``close()`` (the end of ``with engine.connect()``) with no commit."""
+    writes, first = checkout.core_writes, checkout.core_write_site
+    checkout.core_writes, checkout.core_write_site = 0, None
+    if sys.exc_info()[1] is not None or not _closing_connection(sys._getframe(2)):
+        return
+    uow = _checkout_unit(checkout)
+    if uow is not None:
+        lost = ConnectionWritesLost(checkout, writes, first, callsite.find(2))
+        _dispatch(uow, "connection_writes_lost", lost, can_raise=False)
+
+
+def _closing_connection(frame: Any) -> bool:
+    """Whether SQLAlchemy rolls back because the Connection is closing (not rollback())."""
+    for _ in range(_STACK_LIMIT):
+        if frame is None or callsite.classify(frame.f_code.co_filename) != callsite.INTERNAL:
+            return False
+        name = frame.f_code.co_name
+        if name in ("close", "__exit__", "_autoclose"):
+            return True
+        if name == "rollback" and "engine" in frame.f_code.co_filename:
+            return False
+        frame = frame.f_back
+    return False
 
 
 @_guarded

@@ -640,6 +640,8 @@ class CheckoutRecord:
     __slots__ = (
         "__weakref__",
         "checked_out_at",
+        "core_write_site",
+        "core_writes",
         "fairy_key",
         "idle_since",
         "implicit",
@@ -685,6 +687,10 @@ class CheckoutRecord:
         # it followed (the gap after the last statement is measured when it ends).
         self.longest_idle = 0.0
         self.longest_idle_after: CallSite | None = None
+        # Writes a Connection (not a Session) ran in its open transaction, and where the
+        # first one came from: lost if it closes without commit().
+        self.core_writes = 0
+        self.core_write_site: CallSite | None = None
         # A weak reference to the Pool it came from, once a Connection wrapped it.
         self.pool: weakref.ref[Any] | None = None
 

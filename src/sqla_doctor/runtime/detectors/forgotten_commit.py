@@ -8,8 +8,8 @@ from typing import Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import Detector, TransactionEnd
-from sqla_doctor.runtime.detectors.session_leak import is_async_session
+from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
+from sqla_doctor.runtime.detectors.session_leak import is_async_session, is_awaited
 from sqla_doctor.runtime.unit_of_work import Added, SessionRecord
 
 _MAX_NAMED = 4
@@ -72,6 +72,12 @@ class ForgottenCommit(Detector):
     unwinds (a `with` block left by a raise, a close in an `except` block): dropping
     the writes is what that error path is for.
 
+    A Core `Connection` (`with engine.connect() as conn:`) that ran INSERT, UPDATE or
+    DELETE statements and closes without `conn.commit()` is reported too: in SQLAlchemy
+    2.x a connection "commits as you go", and closing it rolls its transaction back.
+    `engine.begin()`, `conn.begin()` blocks, an explicit `conn.rollback()` and
+    AUTOCOMMIT connections are silent.
+
     ## Why is this bad?
     Nothing fails. Closing a session rolls its transaction back, and the pool rolls back
     every connection returned to it, so the data is silently lost: the request returns
@@ -114,7 +120,7 @@ class ForgottenCommit(Detector):
     name = "forgotten-commit"
     pitfalls = ("P17",)
     severity = Severity.ERROR
-    message = "Session {ended} without commit(): {lost} — {fix}"
+    message = "{holder} {ended} without commit(): {lost} — {fix}"
 
     def on_after_transaction_end(self, end: TransactionEnd) -> None:
         record = end.record
@@ -137,6 +143,31 @@ class ForgottenCommit(Detector):
             added = record.discarded[0].site if record.discarded else None
             opened = record.opened[0] if record.opened else None
             self._check(record, record.flush_site or added or opened, "closed")
+
+    def on_connection_writes_lost(self, lost: ConnectionWritesLost) -> None:
+        # An AsyncConnection closes in a task of its own: no close site, and the write
+        # was awaited.
+        site = lost.site or lost.first
+        ended = f"closed at {self.where(site)}" if lost.site is not None else "closed"
+        awaited = site is not None and is_awaited(site)
+        commit, begin = (
+            ("await conn.commit()", "async with") if awaited else ("conn.commit()", "with")
+        )
+        self.report(
+            site,
+            key=site.key if site is not None else id(lost.record),
+            subject="Connection",
+            related=[(lost.first, "written here, never committed")] if lost.first != site else [],
+            hint=commit,
+            details={"flushes": 0, "written": {"statement(s)": lost.writes}},
+            holder="Connection",
+            ended=ended,
+            lost=f"its {lost.writes} write statement(s) were rolled back",
+            fix=(
+                f"call `{commit}` before the block ends (a Connection commits as you go), "
+                f"or use `{begin} engine.begin() as conn:`"
+            ),
+        )
 
     def on_session_gc(self, record: SessionRecord) -> None:
         # What close() would have discarded is still pending: the session never closed.
@@ -191,6 +222,7 @@ class ForgottenCommit(Detector):
                 "discarded": [a.entity for a in discarded[:50]],
                 "changed": list(record.discarded_dirty[:50]),
             },
+            holder="Session",
             ended=ended,
             lost="; ".join(lost),
             fix=fix,

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import format_stack
+from sqla_doctor.runtime.callsite import CallSite, format_stack
 from sqla_doctor.runtime.detector import Detector
 from sqla_doctor.runtime.unit_of_work import SessionRecord
 
@@ -41,11 +41,12 @@ def is_async_session(record: SessionRecord) -> bool:
         # None also when the AsyncSession was collected and its Session outlived it
         # (kept by an unfinished coroutine's frame until exit): ask the line too.
     sites = [record.opened[0] if record.opened else None, record.flush_site]
-    return any(
-        _AWAITED.search(linecache.getline(site.filename, site.lineno)) is not None
-        for site in sites
-        if site is not None
-    )
+    return any(is_awaited(site) for site in sites if site is not None)
+
+
+def is_awaited(site: CallSite) -> bool:
+    """Whether the line of ``site`` awaits (``await``, ``async with``, ``async for``)."""
+    return _AWAITED.search(linecache.getline(site.filename, site.lineno)) is not None
 
 
 class SessionLeak(Detector):
