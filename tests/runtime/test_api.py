@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,62 @@ async def test_track_decorates_coroutines(async_engine: AsyncEngine) -> None:
     assert await handler() == 2 * USERS
     assert tracker.last is not None
     assert of_code(tracker.last.findings, "SQD251")
+
+
+def test_track_decorates_generators_for_their_whole_iteration(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+
+    @tracker
+    def rows() -> Iterator[str]:
+        with Session(engine) as session:
+            for user in session.scalars(select(User)).all():
+                yield f"{user.name}:{len(user.posts)}"
+        return "done"
+
+    streamed = rows()
+    assert tracker.last is None, "nothing runs before the first item is asked for"
+    assert len(list(streamed)) == USERS
+    assert tracker.last is not None
+    assert tracker.last.query_count == 1 + USERS
+    assert of_code(tracker.last.findings, "SQD251")
+
+
+def test_a_generator_closed_early_ends_its_unit_without_an_error(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+
+    @tracker
+    def rows() -> Iterator[int]:
+        with Session(engine) as session:
+            yield from session.scalars(select(User.id))
+
+    streamed = rows()
+    assert next(streamed) == 1
+    streamed.close()
+    assert tracker.last is not None
+    assert tracker.last.query_count == 1
+    assert sqla_doctor.current_unit() is None
+
+
+async def test_track_decorates_async_generators(async_engine: AsyncEngine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+
+    @tracker
+    async def rows(factor: int) -> AsyncIterator[int]:
+        async with AsyncSession(async_engine) as session:
+            async for user in await session.stream_scalars(select(User)):
+                sent = yield factor * len(await user.awaitable_attrs.posts)
+                if sent is not None:
+                    factor = sent
+
+    streamed = rows(1)
+    assert await streamed.__anext__() == 2
+    assert await streamed.asend(10) == 20, "values sent reach the generator"
+    rest = [count async for count in streamed]
+    assert rest == [20] * (USERS - 2)
+    assert tracker.last is not None
+    assert tracker.last.query_count == 1 + USERS
+    assert of_code(tracker.last.findings, "SQD251")
+    assert sqla_doctor.current_unit() is None
 
 
 def test_nested_units_report_to_the_outer_one(engine: Engine) -> None:

@@ -10,7 +10,8 @@ Two entry points::
         ...
     uow.findings, uow.query_count
 
-``track()`` is also a decorator, for plain and ``async`` functions, and works without
+``track()`` is also a decorator, for plain and ``async`` functions and generators (the
+unit spans the whole iteration: a streamed body), and works without
 ``install()``; one tracker may be shared by any number of threads and tasks at
 once. ``current_unit()`` is the unit of work of the running thread or task, or None.
 Settings come from ``[tool.sqla-doctor.runtime]`` in the nearest pyproject.toml;
@@ -25,7 +26,7 @@ import inspect
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -171,7 +172,8 @@ def current_unit() -> UnitOfWork | None:
 class Tracker:
     """One kind of unit of work: a context manager (sync or async) and a decorator.
 
-    Each ``with``/``async with`` block or decorated call is its own ``UnitOfWork``;
+    Each ``with``/``async with`` block or decorated call is its own ``UnitOfWork`` (for
+    a generator function, from its first item to its end or ``close()``);
     ``last`` is the most recent one that ended. One tracker may be entered by many
     threads and tasks at once (a decorated request handler): a decorated call keeps its
     unit and ContextVar token in its own frame, and ``with`` blocks find theirs by the
@@ -275,6 +277,10 @@ class Tracker:
         self.stop(exc)
 
     def __call__(self, fn: F) -> F:
+        if inspect.isasyncgenfunction(fn):
+            return self._wrap_async_generator(fn)  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(fn):
+            return self._wrap_generator(fn)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
             coroutine: Callable[..., Awaitable[Any]] = fn
 
@@ -303,6 +309,60 @@ class Tracker:
             return result
 
         return run  # type: ignore[return-value]
+
+    def _wrap_generator(self, fn: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
+        """A generator function (a streamed body): the unit spans its whole iteration."""
+
+        @functools.wraps(fn)
+        def run_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            uow, token = self._enter()
+            try:
+                result = yield from fn(*args, **kwargs)
+            except GeneratorExit:
+                self._exit(uow, token)  # closed before its end: not an error
+                raise
+            except BaseException as error:
+                self._exit(uow, token, error)
+                raise
+            self._exit(uow, token)
+            return result
+
+        return run_generator
+
+    def _wrap_async_generator(
+        self, fn: Callable[..., AsyncGenerator[Any, Any]]
+    ) -> Callable[..., Any]:
+        """An async generator function (``stream_scalars``, a streamed response): the unit
+        spans its whole iteration; values sent and exceptions thrown in are passed on."""
+
+        @functools.wraps(fn)
+        async def run_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            uow, token = self._enter()
+            inner = fn(*args, **kwargs)
+            try:
+                try:
+                    value = await inner.__anext__()
+                    while True:
+                        try:
+                            sent = yield value
+                        except GeneratorExit:
+                            await inner.aclose()
+                            raise
+                        except BaseException as thrown:
+                            value = await inner.athrow(thrown)
+                        else:
+                            value = await inner.asend(sent)
+                except StopAsyncIteration:
+                    pass
+            except GeneratorExit:
+                self._exit(uow, token)
+                raise
+            except BaseException as error:
+                self._exit(uow, token, error)
+                raise
+            self._exit(uow, token)
+
+        return run_async_generator
 
 
 def _release(uow: UnitOfWork, error: BaseException | None) -> None:
