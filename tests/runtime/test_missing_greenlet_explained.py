@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import ForeignKey, select
 from sqlalchemy.exc import MissingGreenlet, StatementError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
 
 import sqla_doctor
 
@@ -182,3 +188,44 @@ async def test_lazy_loads_that_failed_are_not_an_n_plus_one(async_engine: AsyncE
             with contextlib.suppress(StatementError, MissingGreenlet):
                 print(user.posts)
     assert [f.code for f in uow.findings] == ["SQD255"]
+
+
+class PlainBase(DeclarativeBase):  # no AsyncAttrs: no awaitable_attrs
+    pass
+
+
+class Team(PlainBase):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    members: Mapped[list[Member]] = relationship()
+
+
+class Member(PlainBase):
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+
+
+async def test_a_class_without_asyncattrs_is_not_told_to_await_awaitable_attrs(
+    tmp_path: Path,
+) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'teams.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(PlainBase.metadata.create_all)
+    async with AsyncSession(engine) as session, session.begin():
+        session.add(Team(members=[Member()]))
+    tracker = sqla_doctor.track(mode="collect")
+
+    async def members_without_await() -> None:
+        async with tracker, AsyncSession(engine) as session:
+            team = (await session.scalars(select(Team))).one()
+            print(team.members)
+
+    with pytest.raises((StatementError, MissingGreenlet)):
+        await members_without_await()
+    await engine.dispose()
+    assert tracker.last is not None
+    message = one(tracker.last.findings, "SQD255").message
+    assert "add the AsyncAttrs mixin to Team's base and `await team.awaitable_attrs.members`" in (
+        message
+    )

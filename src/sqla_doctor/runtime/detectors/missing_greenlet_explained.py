@@ -25,6 +25,16 @@ from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
 from sqla_doctor.runtime.errors import origin_of
 
 
+def _awaitable(cls: type, entity: str, key: str) -> str:
+    """``await user.awaitable_attrs.posts``, for classes that have it (the AsyncAttrs
+    mixin); else what to add to get it."""
+    if hasattr(cls, "awaitable_attrs"):
+        return f"`await {entity.lower()}.awaitable_attrs.{key}`"
+    return (
+        f"add the AsyncAttrs mixin to {entity}'s base and "
+        f"`await {entity.lower()}.awaitable_attrs.{key}`"
+    )
+
 class MissingGreenletExplained(Detector):
     """
     ## What it does
@@ -127,9 +137,9 @@ class MissingGreenletExplained(Detector):
             origin_text = f" (the {parents} was loaded by the query at {where})"
             query = "that query"
             related.append((origin.site, f"the query that loaded the {parents}"))
+        awaited = _awaitable(relationship.parent.class_, parents, relationship.key)
         fix = (
-            f"add .options({option}) to {query}, or `await "
-            f"{parents.lower()}.awaitable_attrs.{relationship.key}`, or declare the "
+            f"add .options({option}) to {query}, or {awaited}, or declare the "
             'relationship with lazy="selectin" (or lazy="raise" to fail early)'
         )
         self._explain(
@@ -147,7 +157,7 @@ class MissingGreenletExplained(Detector):
         rolled_back = record.rollback_site if record is not None else None
         expired = key in state.expired_attributes
         refresh = f"`await session.refresh({entity.lower()})`"
-        awaited = f"`await {entity.lower()}.awaitable_attrs.{key}`"
+        awaited = _awaitable(state.class_, entity, key)
         if expired and rolled_back is not None:
             origin_text = f" (expired by the rollback at {self.where(rolled_back)})"
             related.append((rolled_back, "this rollback expired its attributes"))
