@@ -20,6 +20,7 @@ from sqla_doctor.findings import (
     Severity,
 )
 from sqla_doctor.report import FORMATS, ReportContext, render
+from sqla_doctor.static.files import display_path
 
 from .sarif_schema import sarif_schema
 
@@ -91,6 +92,35 @@ def test_sarif_is_valid_sarif_2_1_0() -> None:
     ] == {"text": "lambda: []"}
     assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == "file:///project/"
     assert all(r["ruleIndex"] == list(rules).index(r["ruleId"]) for r in run["results"])
+
+
+def test_sarif_locations_below_and_outside_the_root() -> None:
+    # A runtime finding in a script run from outside the project (`run -- python ../x.py`).
+    outside = Finding(
+        code="SQD251",
+        name="n-plus-one-lazy-load",
+        message="User.posts lazy-loaded 4×",
+        location=Location("/elsewhere/my scripts/job.py", 7, 1),
+        severity=Severity.WARNING,
+        kind=Kind.RUNTIME,
+    )
+    document = json.loads(render("sarif", [FINDINGS[1], outside], CONTEXT))
+    jsonschema.validate(document, sarif_schema(), cls=jsonschema.Draft4Validator)
+    artifacts = {
+        result["ruleId"]: result["locations"][0]["physicalLocation"]["artifactLocation"]
+        for result in document["runs"][0]["results"]
+    }
+    assert artifacts["SQD901"] == {"uri": "app/broken.py", "uriBaseId": "%SRCROOT%"}
+    assert artifacts["SQD251"] == {"uri": "file:///elsewhere/my%20scripts/job.py"}
+
+
+def test_paths_outside_the_root_are_shown_whole_and_normalised(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    script = tmp_path / "job.py"
+    root.mkdir()
+    script.write_text("")
+    assert display_path(root / ".." / "job.py", root) == script.as_posix()
+    assert display_path(root / "app.py", root) == "app.py"
 
 
 def test_sarif_of_no_findings_is_valid() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from sqla_doctor.findings import Finding, Location, Severity
 from sqla_doctor.registry import DOCS_BASE_URL, Check, find_check
@@ -26,10 +28,17 @@ def _region(location: Location) -> dict[str, int]:
     return region
 
 
+def _artifact(path: str) -> dict[str, Any]:
+    """A path below the root is relative to %SRCROOT%; one outside it is a file URI."""
+    if PurePosixPath(path).is_absolute():
+        return {"uri": PurePosixPath(path).as_uri()}
+    return {"uri": quote(path), "uriBaseId": "%SRCROOT%"}
+
+
 def _physical(location: Location) -> dict[str, Any]:
     return {
         "physicalLocation": {
-            "artifactLocation": {"uri": location.path, "uriBaseId": "%SRCROOT%"},
+            "artifactLocation": _artifact(location.path),
             "region": _region(location),
         }
     }
@@ -87,10 +96,7 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
                 "description": {"text": finding.fix.description},
                 "artifactChanges": [
                     {
-                        "artifactLocation": {
-                            "uri": finding.location.path,
-                            "uriBaseId": "%SRCROOT%",
-                        },
+                        "artifactLocation": _artifact(finding.location.path),
                         "replacements": [
                             {
                                 "deletedRegion": {

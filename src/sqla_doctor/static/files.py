@@ -42,7 +42,8 @@ def display_path(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
-        return path.as_posix()
+        # Outside the root: as given, without the `..` of how an absolute one was reached.
+        return Path(os.path.normpath(path)).as_posix() if path.is_absolute() else path.as_posix()
 
 
 @dataclass(frozen=True)
