@@ -653,3 +653,183 @@ def test_marshmallow_schemas_their_fields_and_models(tmp_path: Path) -> None:
     assert (post["author"].target, post["author"].target_is_string) == ("UserSchema", True)
     assert index.fields_of("app.schemas.UserSchema")["posts"].target == "app.schemas.PostSchema"
     assert index.schema_model("app.schemas.UserSchema") == ("app.models.User", True)
+
+
+def test_directions_from_tables_of_imperative_mappings(tmp_path: Path) -> None:
+    """A classic mapping's relationships get their direction from the `Table`s' foreign
+    keys (in another module too), only when the side found without keys was read whole."""
+    index = build(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/domain.py": """
+            class User:
+                pass
+
+            class Address:
+                pass
+
+            class Profile:
+                pass
+
+            class Note:
+                pass
+
+            class Badge:
+                pass
+            """,
+            "app/tables.py": """
+            from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, Integer, MetaData
+            from sqlalchemy import Table
+            from app.columns import audit_columns
+
+            metadata = MetaData()
+            users = Table(
+                "users", metadata,
+                Column("id", Integer, primary_key=True),
+                Column("note_id", ForeignKey("notes.id")),
+            )
+            addresses = Table(
+                "addresses", metadata,
+                Column("id", Integer, primary_key=True),
+                Column("user_id", Integer),
+                ForeignKeyConstraint(["user_id"], ["users.id"]),
+            )
+            profiles = Table(
+                "profiles", metadata,
+                Column("id", Integer, primary_key=True),
+                Column("user_id", ForeignKey(users.c.id), unique=True),
+            )
+            notes = Table("notes", metadata, Column("id", Integer), autoload_with=None)
+            badges = Table(
+                "badges", metadata, Column("id", Integer, primary_key=True), *audit_columns()
+            )
+            """,
+            "app/orm.py": """
+            from sqlalchemy.orm import registry, relationship
+            from app import domain
+            from app.tables import addresses, badges, notes, profiles, users
+
+            mapper_registry = registry()
+
+            def start_mappers():
+                mapper_registry.map_imperatively(
+                    domain.User,
+                    users,
+                    properties={
+                        "addresses": relationship("Address", backref="user"),
+                        "profile": relationship(domain.Profile, uselist=False, backref="owner"),
+                        "note": relationship(domain.Note),
+                        "badges": relationship(domain.Badge),
+                    },
+                )
+                mapper_registry.map_imperatively(domain.Address, addresses)
+                mapper_registry.map_imperatively(domain.Profile, profiles)
+                mapper_registry.map_imperatively(domain.Note, notes)
+                mapper_registry.map_imperatively(domain.Badge, badges)
+            """,
+        },
+    )
+
+    def shape(model: str, attr: str) -> tuple[str | None, bool | None, str | None]:
+        rel = index.relationship(model, attr)
+        assert rel is not None, (model, attr)
+        return rel.target, rel.collection, rel.direction
+
+    user = index.model("app.domain.User")
+    assert user is not None
+    assert user.table == "users"
+    # A string target, found in the registry that maps both; a key in ForeignKeyConstraint.
+    assert shape("app.domain.User", "addresses") == ("app.domain.Address", True, "one-to-many")
+    assert shape("app.domain.Address", "user") == ("app.domain.User", False, "many-to-one")
+    # `uselist=False` and a key to `users.c.id`; the backref holds the key: a scalar.
+    assert shape("app.domain.User", "profile") == ("app.domain.Profile", False, "one-to-one")
+    assert shape("app.domain.Profile", "owner") == ("app.domain.User", False, "many-to-one")
+    # The reflected table may hold a key back; the helper's columns may hold one: unknown.
+    assert shape("app.domain.User", "note") == ("app.domain.Note", None, None)
+    assert shape("app.domain.User", "badges") == ("app.domain.Badge", None, None)
+
+
+def test_directions_from_the_columns_foreign_keys_names(tmp_path: Path) -> None:
+    """`foreign_keys=` and `foreign()` in `declared_attr` relationships of mixins name the
+    side that holds the key, even when no `ForeignKey` is declared."""
+    index = build(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/models.py": """
+            from sqlalchemy import Integer
+            from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, foreign
+            from sqlalchemy.orm import mapped_column, relationship
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Mixin:
+                owner_id = mapped_column(Integer)
+                parent_id = mapped_column(Integer)
+
+                @declared_attr
+                def owner(cls):
+                    return relationship("Account", foreign_keys=lambda: [cls.owner_id])
+
+                @declared_attr
+                def notes(this):
+                    return relationship(
+                        "Note", primaryjoin=lambda: foreign(Note.doc_id) == this.id
+                    )
+
+                @declared_attr
+                def files(cls):
+                    return relationship("File", foreign_keys="File.doc_id")
+
+                @declared_attr
+                def single_file(cls):
+                    return relationship("File", foreign_keys="[File.doc_id]", uselist=False)
+
+                @declared_attr
+                def parent(cls):
+                    return relationship("Doc", foreign_keys=[cls.parent_id])
+
+                @declared_attr
+                def mixed(cls):
+                    return relationship("File", foreign_keys=[cls.owner_id, File.doc_id])
+
+                @declared_attr
+                def by_table(cls):
+                    return relationship("File", foreign_keys=[files_table.c.doc_id])
+
+            class Account(Base):
+                __tablename__ = "accounts"
+                id: Mapped[int] = mapped_column(primary_key=True)
+
+            class Doc(Mixin, Base):
+                __tablename__ = "docs"
+                id: Mapped[int] = mapped_column(primary_key=True)
+
+            class Note(Base):
+                __tablename__ = "notes"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                doc_id: Mapped[int]
+
+            class File(Base):
+                __tablename__ = "files"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                doc_id: Mapped[int]
+            """,
+        },
+    )
+
+    def shape(attr: str) -> tuple[bool | None, str | None]:
+        rel = index.relationship("app.models.Doc", attr)
+        assert rel is not None, attr
+        return rel.collection, rel.direction
+
+    assert shape("owner") == (False, "many-to-one")
+    assert shape("notes") == (True, "one-to-many")
+    assert shape("files") == (True, "one-to-many")
+    assert shape("single_file") == (False, "one-to-one")
+    # Self-referential (`remote_side=` decides), both sides, a Table's column: unknown.
+    assert shape("parent") == (None, None)
+    assert shape("mixed") == (None, None)
+    assert shape("by_table") == (None, None)

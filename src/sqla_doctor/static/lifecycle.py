@@ -2,7 +2,9 @@
 
 Built on :mod:`sqla_doctor.static.flow`; shared by the session rules (not closed, yielded
 without ``finally``, writes never committed, reuse after a failed flush, I/O while a
-connection is held, concurrent use).
+connection is held, concurrent use). Connections a function opens itself
+(``with engine.connect() as conn``) and what an executed statement does to the
+transaction it runs in (:class:`Statements`) are here too.
 """
 
 from __future__ import annotations
@@ -10,8 +12,14 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from sqla_doctor.static.alembic.sql import classify, tokenize
+from sqla_doctor.static.dataflow import BindingKind, StringFlow
 from sqla_doctor.static.flow import Binding, FunctionFlow, SessionValue, contains
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.context import FileContext
 
 CLOSERS = frozenset({"close", "remove", "invalidate"})
 WRITES = frozenset(
@@ -138,11 +146,16 @@ def managed_by_with(flow: FunctionFlow, name: str) -> bool:
     return False
 
 
-def escapes(flow: FunctionFlow, name: str, *, yields_count: bool = True) -> bool:
+def escapes(
+    flow: FunctionFlow, name: str, *, yields_count: bool = True, region: ast.AST | None = None
+) -> bool:
     """Whether the session leaves the function's hands: returned, yielded, stored in an
     attribute or a container, handed to a constructor or a callback registry, or
-    referenced as ``s.close`` without calling it (registered for later)."""
+    referenced as ``s.close`` without calling it (registered for later). ``region``
+    limits the question to the uses inside it (a ``with`` block that binds the name)."""
     for load in flow.name_loads.get(name, ()):
+        if region is not None and not contains(region, load):
+            continue
         parent = flow.parent(load)
         if isinstance(parent, ast.Return):
             return True
@@ -238,3 +251,181 @@ def _is_connection(flow: FunctionFlow, node: ast.expr | None, depth: int) -> boo
         if binding is not None and binding.kind in ("assign", "with") and binding.element is None:
             return _is_connection(flow, binding.value, depth + 1)
     return False
+
+
+# What an executed statement does --------------------------------------------------------
+DML = "dml"
+DDL = "ddl"
+COMMIT = "commit"
+ROLLBACK = "rollback"
+BEGIN = "begin"
+_DML_BUILDERS = frozenset({"insert", "update", "delete"})
+# Schema constructs a connection executes (`conn.execute(CreateTable(t))`).
+_DDL_CONSTRUCTS = frozenset(
+    {
+        "DDL", "CreateTable", "DropTable", "CreateIndex", "DropIndex", "AddConstraint",
+        "DropConstraint", "CreateSchema", "DropSchema", "CreateSequence", "DropSequence",
+        "SetTableComment", "DropTableComment", "SetColumnComment", "DropColumnComment",
+    }
+)
+# Methods that keep a statement what it is: `insert(t).values(...).returning(t.c.id)`.
+_STATEMENT_CHAIN = frozenset(
+    {
+        "values", "where", "filter", "filter_by", "returning", "execution_options",
+        "bindparams", "columns", "ordered_values", "on_conflict_do_nothing",
+        "on_conflict_do_update", "on_duplicate_key_update", "from_select", "inline",
+        "with_dialect_options", "prefix_with", "suffix_with", "with_hint", "params",
+        "return_defaults",
+    }
+)
+# SQL verbs alembic's classifier leaves unknown but that write rows (MySQL, SQLite).
+_OTHER_DML_WORDS = ("REPLACE", "UPSERT", "LOAD")
+_TRANSACTION_WORDS = {
+    "COMMIT": COMMIT, "END": COMMIT, "ROLLBACK": ROLLBACK, "BEGIN": BEGIN, "START": BEGIN
+}
+
+
+class Statements:
+    """What a statement handed to ``execute()`` does to the transaction it runs in:
+    :data:`DML` (``insert(t)``, ``t.update()``, ``text("DELETE ...")``), :data:`DDL`
+    (``text("CREATE TABLE ...")``, ``CreateTable(t)``, ``DDL(...)``), transaction control
+    (``text("COMMIT")``), or None for reads and whatever is not knowable here.
+
+    Names are followed through every binding that reaches them (all must agree); SQL text
+    through literals, constants and the literal start of f-strings and ``%``/``.format``.
+    """
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+        self._strings: StringFlow | None = None
+
+    @property
+    def strings(self) -> StringFlow:
+        if self._strings is None:
+            self._strings = StringFlow(self.ctx.dataflow)
+        return self._strings
+
+    def of(self, expr: ast.expr | None, depth: int = 0) -> str | None:
+        """The kind of the statement ``expr`` builds (see the class docstring)."""
+        if expr is None or depth > 8:
+            return None
+        if isinstance(expr, ast.Await):
+            return self.of(expr.value, depth + 1)
+        if isinstance(expr, ast.Name):
+            return self._name(expr, depth)
+        if not isinstance(expr, ast.Call):
+            return None
+        func = expr.func
+        if isinstance(func, ast.Attribute):
+            if func.attr in _DML_BUILDERS and not expr.args and self._receiver_is_table(func):
+                return DML  # `users.insert()`, `User.__table__.delete()`
+            if func.attr in _STATEMENT_CHAIN:
+                return self.of(func.value, depth + 1)
+        name = self.ctx.names.sqla_name(func)
+        if name in _DML_BUILDERS:
+            return DML
+        if name in _DDL_CONSTRUCTS:
+            return DDL if name != "DDL" or not expr.args else self.sql(expr.args[0]) or DDL
+        if name == "text" and expr.args:
+            return self.sql(expr.args[0])
+        return None
+
+    def _receiver_is_table(self, func: ast.Attribute) -> bool:
+        """``t.insert()`` on a table, not on an ORM ``Query`` or a session (whose
+        ``delete()`` takes an object) — anything SQLAlchemy does not name otherwise."""
+        receiver = func.value
+        if isinstance(receiver, ast.Call):
+            return self.ctx.names.sqla_name(receiver.func) in ("table", "Table")
+        return isinstance(receiver, (ast.Name, ast.Attribute))
+
+    def _name(self, expr: ast.Name, depth: int) -> str | None:
+        kinds = set()
+        for binding in self.ctx.dataflow.bindings(expr):
+            if binding.kind is not BindingKind.ASSIGN or binding.path or binding.value is None:
+                return None
+            kinds.add(self.of(binding.value, depth + 1))
+        return kinds.pop() if len(kinds) == 1 else None
+
+    def sql(self, expr: ast.expr) -> str | None:
+        """The kind of the SQL a string expression holds, from the literal text it starts
+        with; None when some value it may take is not known to start with a verb."""
+        prefixes = self.strings.prefixes(expr)
+        kinds = {_sql_kind(prefix.text) for prefix in prefixes}
+        return kinds.pop() if len(kinds) == 1 else None
+
+
+def _sql_kind(sql: str) -> str | None:
+    first = next((token.value for token in tokenize(sql) if token.kind == "word"), None)
+    if first is None:
+        return None
+    if first in _TRANSACTION_WORDS:
+        return _TRANSACTION_WORDS[first]
+    if first in _OTHER_DML_WORDS:
+        return DML
+    # A script of several statements: the first that writes decides.
+    for action in classify(sql):
+        if action.kind == "dml":
+            return DML
+        if action.kind in ("query", "unknown", "no_transaction", "transaction"):
+            continue
+        return DDL
+    return None
+
+
+# Connections a function opens ---------------------------------------------------------
+@dataclass(frozen=True)
+class OwnedConnection:
+    """A connection this function checks out from an engine and names:
+    ``with engine.connect() as conn``, ``conn = engine.connect()``,
+    ``async with engine.connect() as conn``, ``conn = await engine.connect()``."""
+
+    name: str
+    binding: Binding
+    call: ast.Call  # the `engine.connect()` call
+    engine: ast.expr  # what `connect()` is called on
+    block: ast.With | ast.AsyncWith | None  # the `with` that binds it, if any
+    options: tuple[ast.Call, ...]  # `.execution_options(...)` applied on the way
+
+
+def owned_connections(flow: FunctionFlow) -> Iterator[OwnedConnection]:
+    """Names bound here to connections this function opens with ``connect()``; not
+    ``engine.begin()`` (which commits on exit), nor connections it receives."""
+    for name, bindings in flow.bindings.items():
+        for binding in bindings:
+            if binding.kind not in ("with", "assign") or binding.element is not None:
+                continue
+            value = binding.value
+            if isinstance(value, ast.Await):
+                value = value.value
+            options: list[ast.Call] = []
+            while (
+                isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Attribute)
+                and value.func.attr == "execution_options"
+            ):
+                options.append(value)
+                value = value.func.value
+            if isinstance(value, ast.Await):
+                value = value.value
+            if not (
+                isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Attribute)
+                and value.func.attr == "connect"
+                and not value.args
+                and not value.keywords
+            ):
+                continue
+            block = binding.node if binding.kind == "with" else None
+            assert block is None or isinstance(block, (ast.With, ast.AsyncWith))
+            yield OwnedConnection(
+                name, binding, value, value.func.value, block, tuple(options)
+            )
+
+
+def sets_isolation(call: ast.Call) -> bool:
+    """Whether ``execution_options(...)``/``create_engine(...)`` may set an isolation
+    level (``isolation_level=``, an ``execution_options=`` dict, ``**options``)."""
+    return any(
+        kw.arg is None or kw.arg in ("isolation_level", "execution_options")
+        for kw in call.keywords
+    )

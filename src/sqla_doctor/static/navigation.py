@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from sqla_doctor.static.flow import Binding, FunctionFlow, InstanceValue, ObjectsValue, contains
 from sqla_doctor.static.index import FunctionFacts, ProjectIndex, Relationship
 from sqla_doctor.static.index.models import keyword, target_of_type
-from sqla_doctor.static.loaders import EAGER, MAPPING_EAGER, MAPPING_NO_QUERY, NO_QUERY
+from sqla_doctor.static.loaders import EAGER, MAPPING_EAGER, MAPPING_NO_QUERY, NO_QUERY, Options
 
 MAX_DEPTH = 4
 _VALIDATORS = frozenset({"model_validate", "from_orm", "validate", "parse_obj"})
@@ -41,15 +41,48 @@ class LazyAccess:
     per_row: bool = True  # once per row of a collection (an N+1)
 
 
-def option_text(index: ProjectIndex, path: tuple[tuple[str, str], ...]) -> str:
-    """The loader chain that eager-loads ``path``: ``selectinload(User.posts)``,
-    ``selectinload(User.posts).joinedload(Post.author)``."""
-    parts: list[str] = []
-    for model, attr in path:
+# The loader function that spells a strategy an option already gives a step.
+_LOADER_OF = {
+    "selectin": "selectinload",
+    "joined": "joinedload",
+    "subquery": "subqueryload",
+    "immediate": "immediateload",
+    "contains_eager": "contains_eager",
+    "lazy": "lazyload",
+}
+
+
+def option_steps(
+    index: ProjectIndex, path: tuple[tuple[str, str], ...], options: Options | None = None
+) -> list[tuple[str, str, str]]:
+    """(loader, model, attribute) for each step of the chain that eager-loads ``path``'s
+    last relationship. The steps before it keep what already loads them: the statement's
+    own option (``joinedload(User.posts)`` continues as ``joinedload(User.posts)
+    .selectinload(Post.comments)``, never a second, conflicting ``selectinload(User.posts)``),
+    or the mapping's eager ``lazy=`` (``defaultload(User.posts)`` leaves it in charge)."""
+    steps: list[tuple[str, str, str]] = []
+    for depth, (model, attr) in enumerate(path):
         rel = index.relationship(model, attr)
         loader = "selectinload" if rel is None or rel.collection else "joinedload"
-        parts.append(f"{loader}({model.rpartition('.')[2]}.{attr})")
-    return ".".join(parts)
+        if depth < len(path) - 1:
+            strategy = options.strategy_for(path[: depth + 1]) if options is not None else None
+            if strategy in _LOADER_OF:
+                loader = _LOADER_OF[strategy]
+            elif strategy is None and rel is not None and rel.lazy in MAPPING_EAGER:
+                loader = "defaultload"
+        steps.append((loader, model, attr))
+    return steps
+
+
+def option_text(
+    index: ProjectIndex, path: tuple[tuple[str, str], ...], options: Options | None = None
+) -> str:
+    """The loader chain that eager-loads ``path``: ``selectinload(User.posts)``,
+    ``selectinload(User.posts).joinedload(Post.author)`` (see :func:`option_steps`)."""
+    return ".".join(
+        f"{loader}({model.rpartition('.')[2]}.{attr})"
+        for loader, model, attr in option_steps(index, path, options)
+    )
 
 
 def closed_before(flow: FunctionFlow, objects: ObjectsValue, node: ast.AST) -> bool:

@@ -26,6 +26,7 @@ from sqla_doctor.static.index.models import (
     IndexFacts,
     ListenerFacts,
     RelationshipFacts,
+    TableFacts,
     table_name_for,
 )
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
@@ -112,6 +113,10 @@ _DATABASE_CALLS = frozenset(
         "create_task",
         "start_soon",
         "run_sync",
+        # Core writes on a connection (SQD104's "commit as you go").
+        "exec_driver_sql",
+        "create_all",
+        "drop_all",
         "bulk_save_objects",
         "bulk_insert_mappings",
         "bulk_update_mappings",
@@ -205,6 +210,8 @@ class Model:
     members: set[str] = field(default_factory=set)
     indexes: list[IndexFacts] = field(default_factory=list)
     fk_constraints: list[tuple[tuple[str, ...], ForeignKeyRef]] = field(default_factory=list)
+    # The `Table` an imperative mapping maps, when it is a module-level one.
+    mapped_table: TableFacts | None = None
 
     @property
     def name(self) -> str:
@@ -530,6 +537,9 @@ class ProjectIndex:
             return None
         cls, facts = entry
         mro = self.mro(name)
+        if root is None and imperative is not None and imperative[0].registry is not None:
+            # Classes mapped by one registry find each other by name (`relationship("B")`).
+            root = self.follow(imperative[0].registry)
         model = Model(
             qualname=name,
             facts=cls,
@@ -565,7 +575,10 @@ class ProjectIndex:
         if imperative is not None:
             item, i_file = imperative
             model.flavor = "imperative"
-            model.table = item.table
+            model.mapped_table = self.table_facts(item.table_ref)
+            model.table = item.table or (
+                model.mapped_table.name if model.mapped_table is not None else None
+            )
             for attr, rel in item.relationships.items():
                 model.relationship_facts[attr] = (rel, i_file.path, name)
                 model.members.add(attr)
@@ -668,15 +681,28 @@ class ProjectIndex:
         if rel.secondary is not None:
             direction = "many-to-many"
             collection = True if collection is None else collection
-        elif target is not None and owner.qualname != target.qualname:
-            # With `foreign_keys=`/`primaryjoin=` the keys still tell the direction when
-            # they point one way only.
-            local = self.foreign_keys_to(owner, target)
-            remote = self.foreign_keys_to(target, owner)
-            if local and not remote:
+        elif target is not None and owner.qualname != target.qualname and (
+            named := self._foreign_keys_named(rel, owner, target)
+        ):
+            # `foreign_keys=[cls.owner_id]` / `foreign(Note.owner_id)`: the foreign key
+            # columns are the parent's (many-to-one) or the target's (one-to-many), as
+            # SQLAlchemy decides it when the two classes differ.
+            if named == "local":
                 direction = "many-to-one"
                 collection = False if collection is None else collection
-            elif remote and not local:
+            else:
+                direction = "one-to-many" if collection is not False else "one-to-one"
+                collection = True if collection is None else collection
+        elif target is not None and owner.qualname != target.qualname:
+            # With `foreign_keys=`/`primaryjoin=` the keys still tell the direction when
+            # they point one way only. A side found without keys must have had all of its
+            # keys read (a reflected table's are not in the source).
+            local = self.foreign_keys_to(owner, target)
+            remote = self.foreign_keys_to(target, owner)
+            if local and not remote and self._keys_readable(target):
+                direction = "many-to-one"
+                collection = False if collection is None else collection
+            elif remote and not local and self._keys_readable(owner):
                 direction = "one-to-many" if collection is not False else "one-to-one"
                 collection = True if collection is None else collection
         elif target is not None and not rel.explicit_join:
@@ -715,7 +741,7 @@ class ProjectIndex:
                         collection = rel.backref_collection
                     elif forward.direction in ("many-to-many", "many-to-one"):
                         collection = True
-                    elif forward.collection is True:
+                    elif forward.collection is True or forward.direction == "one-to-one":
                         collection = False
                     else:
                         collection = None
@@ -723,6 +749,8 @@ class ProjectIndex:
                         "many-to-many": "many-to-many",
                         "many-to-one": "one-to-many",
                         "one-to-many": "many-to-one",
+                        # The other side of a one-to-one holds the key: a scalar reference.
+                        "one-to-one": "many-to-one",
                     }.get(forward.direction or "")
                     lazy = rel.backref_lazy
                     self._backrefs.setdefault(forward.target, {})[rel.backref] = Relationship(
@@ -752,15 +780,47 @@ class ProjectIndex:
         return bool(refs) and all(ref.ondelete for ref in refs)
 
     def foreign_keys_to(self, model: Model, target: Model) -> list[ColumnFacts]:
-        """Columns of ``model`` (inherited ones included) with a foreign key to ``target``."""
+        """Columns of ``model`` (inherited ones included, and those of the ``Table`` an
+        imperative mapping maps) with a foreign key to ``target``."""
         found: list[ColumnFacts] = []
-        for column in model.columns.values():
+        constraints = list(model.fk_constraints)
+        columns = list(model.columns.values())
+        if model.mapped_table is not None:
+            columns.extend(model.mapped_table.columns.values())
+            constraints.extend(model.mapped_table.fk_constraints)
+        for column in columns:
             if any(self._fk_points_at(ref, target) for ref in column.foreign_keys):
                 found.append(column)
-        for columns, ref in model.fk_constraints:
+        for names, ref in constraints:
             if self._fk_points_at(ref, target):
-                found.extend(ColumnFacts(attr=c, name=c, line=0) for c in columns)
+                found.extend(ColumnFacts(attr=c, name=c, line=0) for c in names)
         return found
+
+    @staticmethod
+    def _keys_readable(model: Model) -> bool:
+        """Whether a model's foreign keys can all be read: an imperative mapping's are
+        those of its ``Table``, when that is a module-level one read whole."""
+        if model.flavor != "imperative":
+            return True
+        return model.mapped_table is not None and model.mapped_table.complete
+
+    def _foreign_keys_named(self, rel: RelationshipFacts, owner: Model, target: Model) -> str:
+        """"local" when ``foreign_keys=`` (or ``foreign()``) names only the owner's
+        columns, "remote" when only the target's; "" otherwise."""
+        owners = rel.foreign_key_owners
+        if not owners:
+            return ""
+        sides = {self._side(name, owner, target) for name in owners}
+        return sides.pop() if len(sides) == 1 and "" not in sides else ""
+
+    def _side(self, name: str, owner: Model, target: Model) -> str:
+        if name == "":
+            return "local"
+        for model, side in ((owner, "local"), (target, "remote")):
+            for ancestor in model.lineage:
+                if name == ancestor or name == ancestor.rpartition(".")[2]:
+                    return side
+        return ""
 
     def tables_of(self, model: Model) -> set[str]:
         """The tables a model's rows live in: its own and its mapped parents' (joined
@@ -796,13 +856,20 @@ class ProjectIndex:
         return True
 
     def _table_name(self, qualified: str) -> str | None:
+        table = self.table_facts(qualified)
+        return table.name if table is not None else None
+
+    def table_facts(self, qualified: str | None) -> TableFacts | None:
+        """A module-level ``Table(...)`` by its variable's qualified name."""
+        if not qualified:
+            return None
         name = self.follow(qualified)
         module = self.files.get(name.rpartition(".")[0])
         if module is None:
             return None
         for table in module.orm.tables:
             if table.qualname == name:
-                return table.name
+                return table
         return None
 
     def model_by_table(self, table: str) -> Model | None:

@@ -103,6 +103,11 @@ class RelationshipFacts:
     backref_lazy: str | None = None
     backref_collection: bool | None = None
     explicit_join: bool = False  # primaryjoin / foreign_keys / remote_side given
+    # The classes whose columns `foreign_keys=` (or `foreign()` in `primaryjoin=`) names,
+    # as written: "" for the class itself (`cls.owner_id` in a `declared_attr`, a bare
+    # column name in the class body), "User" for `User.id`, "?" when not readable; None
+    # when neither is given.
+    foreign_key_owners: tuple[str, ...] | None = None
     viewonly: bool = False
     cascade: str | None = None
     passive_deletes: bool = False
@@ -186,6 +191,8 @@ class ImperativeFacts:
     cls: str
     line: int
     table: str | None = None
+    table_ref: str | None = None  # the `Table` variable, qualified (another module's too)
+    registry: str | None = None  # the `registry` it is mapped by, qualified
     relationships: dict[str, RelationshipFacts] = field(default_factory=dict)
 
 
@@ -197,6 +204,10 @@ class TableFacts:
     name: str
     line: int
     columns: dict[str, ColumnFacts] = field(default_factory=dict)
+    fk_constraints: list[tuple[tuple[str, ...], ForeignKeyRef]] = field(default_factory=list)
+    # Every column and foreign key was read (no `*columns`, no reflection, no helper
+    # making columns, no foreign key to a computed target).
+    complete: bool = True
 
 
 # Helpers -----------------------------------------------------------------------------
@@ -510,12 +521,64 @@ def relationship_facts(
     rel.explicit_join = any(
         k in kwargs for k in ("primaryjoin", "foreign_keys", "remote_side", "secondaryjoin")
     )
+    if "foreign_keys" in kwargs:
+        rel.foreign_key_owners = _column_owners(kwargs["foreign_keys"])
+    elif "primaryjoin" in kwargs:
+        rel.foreign_key_owners = _foreign_annotated(kwargs["primaryjoin"])
     rel.viewonly = literal_bool(kwargs.get("viewonly")) is True
     rel.cascade = literal_str(kwargs.get("cascade"))
     rel.passive_deletes = kwargs.get("passive_deletes") is not None and (
         literal_bool(kwargs.get("passive_deletes")) is not False
     )
     return rel
+
+
+def _unwrap_join_argument(node: ast.expr) -> ast.expr | None:
+    """What a `foreign_keys=`/`primaryjoin=` argument evaluates to: a lambda's body, a
+    string's expression (SQLAlchemy evaluates it against the registry)."""
+    if isinstance(node, ast.Lambda):
+        return node.body
+    text = literal_str(node)
+    if text is not None:
+        try:
+            return ast.parse(text.strip(), mode="eval").body
+        except SyntaxError:
+            return None
+    return node
+
+
+def _column_owners(node: ast.expr) -> tuple[str, ...]:
+    """``[cls.owner_id]`` → ("cls",), ``"Post.owner_id"`` → ("Post",), ``owner_id`` →
+    ("",), anything else → ("?",)."""
+    expr = _unwrap_join_argument(node)
+    items = list(expr.elts) if isinstance(expr, (ast.List, ast.Tuple, ast.Set)) else [expr]
+    owners: list[str] = []
+    for item in items:
+        if isinstance(item, ast.Name):
+            owners.append("")
+        elif isinstance(item, ast.Attribute) and isinstance(item.value, (ast.Name, ast.Attribute)):
+            head = dotted(item.value)
+            # `users.c.id` names a Table's column: which class maps it is not known here.
+            owners.append("?" if head is None or head.endswith(".c") else head)
+        else:
+            owners.append("?")
+    return tuple(owners) or ("?",)
+
+
+def _foreign_annotated(node: ast.expr) -> tuple[str, ...] | None:
+    """The owners of the columns ``primaryjoin=`` annotates with ``foreign()``."""
+    expr = _unwrap_join_argument(node)
+    if expr is None:
+        return ("?",)
+    owners: list[str] = []
+    for sub in ast.walk(expr):
+        if (
+            isinstance(sub, ast.Call)
+            and (dotted(sub.func) or "").rpartition(".")[2] == "foreign"
+            and len(sub.args) == 1
+        ):
+            owners.extend(_column_owners(sub.args[0]))
+    return tuple(owners) or None
 
 
 def index_facts(resolver: NameResolver, call: ast.Call, owner: str | None = None) -> IndexFacts:
@@ -589,12 +652,56 @@ def table_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> TableF
     if name is None:
         return None
     table = TableFacts(qualname=qualname, name=name, line=call.lineno)
-    for arg in call.args[1:]:
-        if isinstance(arg, ast.Call) and resolver.sqla_name(arg.func) == "Column":
-            column_name = literal_str(arg.args[0]) if arg.args else None
-            if column_name:
-                table.columns[column_name] = column_facts(resolver, column_name, arg, arg.lineno)
+    if any(kw.arg in (None, "autoload", "autoload_with") for kw in call.keywords):
+        table.complete = False  # reflected, or options we cannot see
+    for arg in call.args[2:]:  # after the name and the MetaData
+        kind = resolver.sqla_name(arg.func) if isinstance(arg, ast.Call) else None
+        if kind == "Column":
+            assert isinstance(arg, ast.Call)
+            first = arg.args[0] if arg.args else keyword(arg, "name")
+            column_name = literal_str(first)
+            if not column_name:
+                table.complete = False
+                continue
+            column = column_facts(resolver, column_name, arg, arg.lineno)
+            table.columns[column_name] = column
+            written = sum(
+                isinstance(a, ast.Call) and resolver.sqla_name(a.func) == "ForeignKey"
+                for a in arg.args
+            )
+            if written != len(column.foreign_keys):
+                table.complete = False
+        elif kind == "ForeignKeyConstraint":
+            assert isinstance(arg, ast.Call)
+            table.complete = _table_fk_constraint(resolver, table, arg) and table.complete
+        elif kind not in _TABLE_EXTRAS:
+            table.complete = False
     return table
+
+
+_TABLE_EXTRAS = frozenset(
+    {"Index", "UniqueConstraint", "PrimaryKeyConstraint", "CheckConstraint", "Computed"}
+)
+
+
+def _table_fk_constraint(resolver: NameResolver, table: TableFacts, call: ast.Call) -> bool:
+    """``ForeignKeyConstraint(["user_id"], ["users.id"])`` in a ``Table``; False when
+    it cannot be read."""
+    if len(call.args) < 2:
+        return False
+    local, remote = call.args[0], call.args[1]
+    sequences = (ast.List, ast.Tuple)
+    if not isinstance(local, sequences) or not isinstance(remote, sequences):
+        return False
+    columns = tuple(c for c in (literal_str(e) for e in local.elts) if c)
+    ondelete = literal_str(keyword(call, "ondelete"))
+    refs = [_fk_ref(resolver, target, ondelete) for target in remote.elts]
+    if len(columns) != len(local.elts) or any(ref is None for ref in refs):
+        return False
+    for ref in refs:
+        assert ref is not None
+        table.fk_constraints.append((columns, ref))
+    return True
 
 
 def _table_args(resolver: NameResolver, facts: ClassFacts, value: ast.expr) -> None:
@@ -814,6 +921,14 @@ def _method(
             facts.other_attrs.add(stmt.name)
             return
         _member(resolver, facts, stmt.name, stmt.returns, value, stmt.lineno, sqlmodel)
+        rel = facts.relationships.get(stmt.name)
+        params = [*stmt.args.posonlyargs, *stmt.args.args]
+        if rel is not None and rel.foreign_key_owners and params:
+            # `foreign_keys=[cls.owner_id]`: a column of whichever class uses the mixin.
+            own = params[0].arg
+            rel.foreign_key_owners = tuple(
+                "" if owner == own else owner for owner in rel.foreign_key_owners
+            )
         return
     facts.methods.add(stmt.name)
 
@@ -940,9 +1055,13 @@ def imperative_facts(
     if cls is None:
         return None
     facts = ImperativeFacts(cls=cls, line=call.lineno)
+    if isinstance(call.func, ast.Attribute):
+        facts.registry = resolver.qualify(call.func.value)
     table_node = call.args[1] if len(call.args) > 1 else keyword(call, "local_table")
     if isinstance(table_node, ast.Name):
         facts.table = tables.get(table_node.id)
+    if isinstance(table_node, (ast.Name, ast.Attribute)):
+        facts.table_ref = resolver.qualify(table_node)
     properties = keyword(call, "properties")
     if isinstance(properties, ast.Dict):
         for key, value in zip(properties.keys, properties.values, strict=False):

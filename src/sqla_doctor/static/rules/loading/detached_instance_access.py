@@ -480,13 +480,13 @@ class DetachedInstanceAccess(Rule):
                 continue
             seen.add(key)
             shown = name if access.via is None else f"{name}` in {access.via}`"
+            option = option_text(self.ctx.index, access.path, access.objects.options)
             self.report(
                 access.node,
                 problem=(
                     f"`{access.rel.name}` is lazy-loaded on `{shown}` after the session that "
                     f"loaded it closed ({where}): this raises DetachedInstanceError — add "
-                    f"`{option_text(self.ctx.index, access.path)}` to that query, or read it "
-                    "before the session closes"
+                    f"`{option}` to that query, or read it before the session closes"
                 ),
             )
 

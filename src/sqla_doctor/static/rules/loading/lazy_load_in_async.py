@@ -377,7 +377,7 @@ class LazyLoadInAsync(Rule):
             return
         seen.add(key)
         loader = "selectinload" if rel.collection else "joinedload"
-        option = option_text(self.ctx.index, access.path)
+        option = option_text(self.ctx.index, access.path, access.objects.options)
         loaded = access.objects
         stmt = loaded.stmt
         fix: Fix | None = None

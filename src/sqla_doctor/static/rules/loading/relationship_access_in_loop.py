@@ -7,12 +7,13 @@ import ast
 from sqla_doctor.findings import Applicability, Fix, Related, Severity
 from sqla_doctor.static.context import FileContext
 from sqla_doctor.static.flow import Binding, FunctionFlow, ObjectsValue, flow_for, worth_analysing
-from sqla_doctor.static.loader_fix import loader_edits
+from sqla_doctor.static.loader_fix import model_name_here, options_edits
 from sqla_doctor.static.navigation import (
     SCHEMA_DUMPERS,
     LazyAccess,
     Navigator,
     closed_before,
+    option_steps,
     option_text,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
@@ -90,6 +91,164 @@ class UserRepository:
         return list(self.session.scalars(stmt).all())
 """
 _REPOSITORY_FILES = {**_FILES, "app/repo.py": _REPOSITORY}
+# Nested collections, a mapping-level joined eager load and a `to_dict()` reading two.
+_BLOG = """
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class Author(Base):
+    __tablename__ = "authors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    books: Mapped[list["Book"]] = relationship()
+    awards: Mapped[list["Award"]] = relationship()
+    teams: Mapped[list["Team"]] = relationship(lazy="joined")
+
+    def to_dict(self):
+        return {
+            "name": self.name,
+            "books": [book.title for book in self.books],
+            "awards": [award.name for award in self.awards],
+        }
+
+class Book(Base):
+    __tablename__ = "books"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    title: Mapped[str]
+    reviews: Mapped[list["Review"]] = relationship()
+
+class Review(Base):
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    book_id: Mapped[int] = mapped_column(ForeignKey("books.id"))
+
+class Award(Base):
+    __tablename__ = "awards"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    name: Mapped[str]
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    members: Mapped[list["Member"]] = relationship()
+
+class Member(Base):
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+"""
+_BLOG_FILES = {"app/__init__.py": "", "app/blog.py": _BLOG}
+# Classic mapping: plain classes, `Table`s in one module, `map_imperatively()` in another.
+_IMPERATIVE_FILES = {
+    "app/__init__.py": "",
+    "app/domain.py": """
+    class Customer:
+        pass
+
+    class Address:
+        pass
+
+    class Note:
+        pass
+    """,
+    "app/tables.py": """
+    from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table
+
+    metadata = MetaData()
+    customers = Table(
+        "customers", metadata,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(50)),
+    )
+    addresses = Table(
+        "addresses", metadata,
+        Column("id", Integer, primary_key=True),
+        Column("customer_id", ForeignKey("customers.id")),
+        Column("email", String(100)),
+    )
+    notes = Table("notes", metadata, autoload_with=None)
+    """,
+    "app/orm.py": """
+    from sqlalchemy.orm import registry, relationship
+    from app.domain import Address, Customer, Note
+    from app.tables import addresses, customers, notes
+
+    mapper_registry = registry()
+
+    def start_mappers():
+        mapper_registry.map_imperatively(
+            Customer,
+            customers,
+            properties={
+                "addresses": relationship(Address, backref="customer"),
+                "notes": relationship(Note),
+            },
+        )
+        mapper_registry.map_imperatively(Address, addresses)
+        mapper_registry.map_imperatively(Note, notes)
+    """,
+}
+# Mixins whose `declared_attr` relationships name their foreign key columns.
+_MIXIN_MODELS = """
+from sqlalchemy import Integer
+from sqlalchemy.orm import (
+    DeclarativeBase, Mapped, declared_attr, foreign, mapped_column, relationship
+)
+
+class Base(DeclarativeBase):
+    pass
+
+class OwnedMixin:
+    owner_id = mapped_column(Integer)
+
+    @declared_attr
+    def owner(cls):
+        return relationship(
+            "Account",
+            primaryjoin=lambda: Account.id == cls.owner_id,
+            foreign_keys=lambda: [cls.owner_id],
+        )
+
+class HasAttachments:
+    @declared_attr
+    def attachments(cls):
+        return relationship(
+            "Attachment", primaryjoin=lambda: foreign(Attachment.doc_id) == cls.id
+        )
+
+class TreeMixin:
+    parent_id = mapped_column(Integer)
+
+    @declared_attr
+    def parent(cls):
+        return relationship(cls.__name__, foreign_keys=[cls.parent_id])
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+class Document(OwnedMixin, HasAttachments, Base):
+    __tablename__ = "documents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    doc_id: Mapped[int]
+
+class Folder(TreeMixin, Base):
+    __tablename__ = "folders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+"""
+_MIXIN_FILES = {"app/__init__.py": "", "app/models.py": _MIXIN_MODELS}
 
 
 def _source(loaded: ObjectsValue) -> str:
@@ -108,6 +267,12 @@ class RelationshipAccessInLoop(Rule):
     `response_model`) or a marshmallow schema (`Schema.dump()`, nested fields,
     marshmallow-sqlalchemy's `include_relationships`) — when the statement that loaded
     the rows has no loader option for it and the relationship is not eager in the mapping.
+
+    Whether a relationship is a collection or a reference comes from its annotation,
+    `uselist=`, `secondary=`, or the foreign keys: the models' columns, the `Table`s a
+    classic mapping (`registry.map_imperatively()`) maps, or the columns `foreign_keys=`
+    and `foreign()` name (in a mixin's `declared_attr` too). A relationship whose direction
+    none of these tells is not reported.
 
     ## Why is this bad?
     Each row's first access emits its own `SELECT`: one query for the list, then one
@@ -138,14 +303,24 @@ class RelationshipAccessInLoop(Rule):
     Use `selectinload()` for collections and `joinedload()` for many-to-one
     references; or set `lazy="raise"` on the relationship to catch every N+1 in tests.
 
+    The option continues what already loads the way there: under the statement's
+    `joinedload(Author.books)` it is `joinedload(Author.books).selectinload(Book.reviews)`;
+    under `lazy="joined"` on `Author.teams` in the mapping it starts with
+    `defaultload(Author.teams)`, which leaves that loader in charge — never a second,
+    conflicting loader for the same relationship. Where one read (a `to_dict()`) loads
+    several relationships, the option loads them all.
+
     ## Fix safety
     Unsafe: the fix adds `selectinload()` (collections) or `joinedload()` (many-to-one)
-    to the statement that loaded the rows, which changes how many queries run and when,
-    and loads data even on paths that never read it.
+    to the statement that loaded the rows — continuing the statement's own option in
+    place when it already loads the first steps — which changes how many queries run and
+    when, and loads data even on paths that never read it. It is offered only when every
+    class the option names has a name in the file.
 
     ## References
     - [Relationship Loading Techniques](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html)
     - [Select IN loading](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html#select-in-loading)
+    - [Specifying sub-options with `Load.options()`](https://docs.sqlalchemy.org/en/20/orm/queryguide/relationships.html#specifying-sub-options-with-load-options)
     """
 
     code = "SQD201"
@@ -311,6 +486,70 @@ class RelationshipAccessInLoop(Rule):
             """,
             path="app/views.py",
             files=_FILES,
+        ),
+        # Classic mapping: a relationship to a reflected table (its foreign keys are not
+        # in the source), and one whose direction the tables cannot tell.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.domain import Customer
+
+            def notes(session: Session):
+                for customer in session.scalars(select(Customer)).all():
+                    print(customer.notes)
+            """,
+            path="app/views.py",
+            files=_IMPERATIVE_FILES,
+        ),
+        # A self-referential `declared_attr` relationship (its direction is
+        # `remote_side=`'s), eager-loaded ones, a mixin relationship loaded up front.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, joinedload, selectinload
+            from app.models import Document, Folder
+
+            def tree(session: Session):
+                for folder in session.scalars(select(Folder)).all():
+                    print(folder.parent)
+                docs = session.scalars(
+                    select(Document).options(
+                        joinedload(Document.owner), selectinload(Document.attachments)
+                    )
+                ).all()
+                return [(d.owner.name, len(d.attachments)) for d in docs]
+            """,
+            path="app/views.py",
+            files=_MIXIN_FILES,
+        ),
+        # The options this rule suggests: a chain continuing the statement's joinedload,
+        # defaultload() under the mapping's lazy="joined", both of `to_dict()`'s reads.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, defaultload, joinedload, selectinload
+            from app.blog import Author, Book, Team
+
+            def reviews(session: Session):
+                stmt = select(Author).options(joinedload(Author.books).selectinload(Book.reviews))
+                for author in session.scalars(stmt).unique():
+                    for book in author.books:
+                        print(book.title, len(book.reviews))
+
+            def members(session: Session):
+                stmt = select(Author).options(defaultload(Author.teams).selectinload(Team.members))
+                for author in session.scalars(stmt).unique():
+                    print([len(team.members) for team in author.teams])
+
+            def dicts(session: Session):
+                stmt = select(Author).options(
+                    selectinload(Author.books), selectinload(Author.awards)
+                )
+                return [author.to_dict() for author in session.scalars(stmt).unique()]
+            """,
+            path="app/views.py",
+            files=_BLOG_FILES,
         ),
     )
     INVALID = (
@@ -571,6 +810,168 @@ class RelationshipAccessInLoop(Rule):
             ),
             line=8,
         ),
+        # Classic mapping: the direction comes from the tables' foreign keys
+        # (addresses.customer_id → customers: a collection of addresses)...
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.domain import Customer
+
+            def emails(s: Session):
+                rows = s.scalars(select(Customer)).all()
+                return {c: [a.email for a in c.addresses] for c in rows}
+            """,
+            path="app/views.py",
+            files=_IMPERATIVE_FILES,
+            line=7,
+            expected_fix="""
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, selectinload
+            from app.domain import Customer
+
+            def emails(s: Session):
+                rows = s.scalars(select(Customer).options(selectinload(Customer.addresses))).all()
+                return {c: [a.email for a in c.addresses] for c in rows}
+            """,
+        ),
+        # ... and the backref it makes, a reference to one customer.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.domain import Address
+
+            def names(session: Session):
+                for address in session.scalars(select(Address)).all():
+                    print(address.customer.name)
+            """,
+            path="app/views.py",
+            files=_IMPERATIVE_FILES,
+            line=7,
+            expected_message=(
+                "`Address.customer` is lazy-loaded once per row of "
+                "`session.scalars(select(Address)).all()` (loaded at line 6) — add "
+                "`.options(joinedload(Address.customer))` to that query"
+            ),
+        ),
+        # Mixins: `foreign_keys=[cls.owner_id]` is the document's column (many-to-one);
+        # `foreign(Attachment.doc_id)` is the attachment's (one-to-many).
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.models import Document
+
+            def listing(session: Session):
+                for doc in session.scalars(select(Document)).all():
+                    print(doc.title, doc.owner.name, len(doc.attachments))
+            """,
+            path="app/views.py",
+            files=_MIXIN_FILES,
+            line=7,
+            count=2,
+            expected_message=(
+                "`Document.attachments` is lazy-loaded once per row of "
+                "`session.scalars(select(Document)).all()` (loaded at line 6) — add "
+                "`.options(selectinload(Document.attachments))` to that query"
+            ),
+        ),
+        # A collection under one the statement already joinedload()s: the option continues
+        # that one (a second `selectinload(Author.books)` would conflict with it).
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, joinedload
+            from app.blog import Author, Book
+
+            def reviews(session: Session):
+                stmt = select(Author).options(joinedload(Author.books))
+                for author in session.scalars(stmt).unique():
+                    for book in author.books:
+                        print(book.title, len(book.reviews))
+            """,
+            path="app/views.py",
+            files=_BLOG_FILES,
+            line=9,
+            expected_message=(
+                "`Book.reviews` is lazy-loaded once per row of `author.books` (loaded at line 6)"
+                " — add `.options(joinedload(Author.books).selectinload(Book.reviews))` to that"
+                " query"
+            ),
+            expected_fix="""
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, joinedload, selectinload
+            from app.blog import Author, Book
+
+            def reviews(session: Session):
+                stmt = select(Author).options(joinedload(Author.books).selectinload(Book.reviews))
+                for author in session.scalars(stmt).unique():
+                    for book in author.books:
+                        print(book.title, len(book.reviews))
+            """,
+        ),
+        # Under the mapping's lazy="joined": defaultload() keeps it. No fix: `Team` has no
+        # name in this file for the option to use.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.blog import Author
+
+            def members(session: Session):
+                for author in session.scalars(select(Author)).unique():
+                    print([len(team.members) for team in author.teams])
+            """,
+            path="app/views.py",
+            files=_BLOG_FILES,
+            line=7,
+            expected_message=(
+                "`Team.members` is lazy-loaded once per row of `author.teams` (loaded at line 6)"
+                " — add `.options(defaultload(Author.teams).selectinload(Team.members))` to that"
+                " query"
+            ),
+            expected_fix="""
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.blog import Author
+
+            def members(session: Session):
+                for author in session.scalars(select(Author)).unique():
+                    print([len(team.members) for team in author.teams])
+            """,
+        ),
+        # `to_dict()` reads two relationships: the option loads both.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.blog import Author
+
+            def dicts(session: Session):
+                q = select(Author)
+                authors = session.scalars(q).unique().all()
+                return [author.to_dict() for author in authors]
+            """,
+            path="app/views.py",
+            files=_BLOG_FILES,
+            line=8,
+            expected_message=(
+                "`Author.awards` and `Author.books` are lazy-loaded once per row of `authors` in "
+                "`Author.to_dict()` (app/blog.py:15) (loaded at line 6) — add "
+                "`.options(selectinload(Author.awards), selectinload(Author.books))` to that query"
+            ),
+            expected_fix="""
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, selectinload
+            from app.blog import Author
+
+            def dicts(session: Session):
+                q = select(Author).options(selectinload(Author.awards), selectinload(Author.books))
+                authors = session.scalars(q).unique().all()
+                return [author.to_dict() for author in authors]
+            """,
+        ),
     )
 
     def __init__(self, ctx: FileContext) -> None:
@@ -686,25 +1087,25 @@ class RelationshipAccessInLoop(Rule):
 
     def _report(self, accesses: list[LazyAccess], rows: ObjectsValue, iterable: ast.expr) -> None:
         access = accesses[0]
-        rel = access.rel
-        loader = "selectinload" if rel.collection else "joinedload"
-        option = option_text(self.ctx.index, access.path)
+        index = self.ctx.index
+        # Every relationship read here needs its option (a `to_dict()` reading two needs
+        # both), each continuing from what already loads the steps before it.
+        option = ", ".join(option_text(index, a.path, a.objects.options) for a in accesses)
         fix: Fix | None = None
         loaded = access.objects
         stmt = loaded.stmt
-        if (
-            len(accesses) == 1
-            and stmt is not None
-            and loaded.origin_path is None
-            and len(access.path) == 1
-            and stmt.entity is not None
-        ):
-            entity_text = self.ctx.text(stmt.entity)
-            edits = loader_edits(self.ctx, stmt, loader, f"{entity_text}.{rel.attr}")
+        chains = self._chains(accesses)
+        if chains is not None and stmt is not None:
+            existing = [_option_prefix(a) for a in accesses]
+            edits = options_edits(self.ctx, stmt, chains, existing)
             if edits is not None:
                 option = edits[1]
                 fix = Fix(
-                    description=f"add `.options({option})` to the statement",
+                    description=(
+                        f"eager-load with `{option}`"
+                        if edits[2]
+                        else f"add `.options({option})` to the statement"
+                    ),
                     edits=edits[0],
                     applicability=Applicability.UNSAFE,
                 )
@@ -723,7 +1124,7 @@ class RelationshipAccessInLoop(Rule):
             rels = ", ".join(names[:-1]) + f" and {names[-1]} are"
         else:
             rels = ", ".join(names[:2]) + f" and {len(names) - 2} more relationships are"
-        options = ", ".join(option_text(self.ctx.index, a.path) for a in accesses[:4])
+        options = ", ".join(option_text(index, a.path, a.objects.options) for a in accesses[:4])
         self.report(
             access.node,
             fix=fix,
@@ -738,6 +1139,42 @@ class RelationshipAccessInLoop(Rule):
             source=_source(loaded),
             option=option,
         )
+
+
+    def _chains(self, accesses: list[LazyAccess]) -> list[list[tuple[str, str]]] | None:
+        """The options as (loader, attribute text) steps, for a fix: when the statement
+        that loaded every row is in this file and each class an option names has a name
+        here (the loaded entity as the statement writes it)."""
+        stmt = accesses[0].objects.stmt
+        if stmt is None or stmt.entity is None:
+            return None
+        entity = self.ctx.text(stmt.entity)
+        chains: list[list[tuple[str, str]]] = []
+        for access in accesses:
+            loaded = access.objects
+            if loaded.stmt is not stmt or loaded.origin_path is not None:
+                return None
+            chain: list[tuple[str, str]] = []
+            steps = option_steps(self.ctx.index, access.path, loaded.options)
+            for depth, (loader, model, attr) in enumerate(steps):
+                owner = entity if depth == 0 else model_name_here(self.ctx, model)
+                if owner is None:
+                    return None
+                chain.append((loader, f"{owner}.{attr}"))
+            chains.append(chain)
+        return chains
+
+
+def _option_prefix(access: LazyAccess) -> tuple[str, ...]:
+    """The attributes of the path's first steps that the statement's options load."""
+    path = access.path
+    options = access.objects.options
+    found: tuple[str, ...] = ()
+    for depth in range(len(path) - 1):
+        if options.strategy_for(path[: depth + 1]) is None:
+            break
+        found = tuple(attr for _, attr in path[: depth + 1])
+    return found
 
 
 def _position(node: ast.AST) -> tuple[int, int]:

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
+from functools import cached_property
 
-from sqla_doctor.findings import Severity
-from sqla_doctor.static.flow import FunctionFlow, StatementValue, flow_for, worth_analysing
-from sqla_doctor.static.index.models import literal_str
+from sqla_doctor.findings import Applicability, Fix, Severity
+from sqla_doctor.static.dataflow import Binding, BindingKind, SqlaObjects
+from sqla_doctor.static.flow import (
+    FunctionFlow,
+    StatementValue,
+    contains,
+    flow_for,
+    worth_analysing,
+)
+from sqla_doctor.static.index.models import keyword, literal_str
+from sqla_doctor.static.index.sessions import ENGINE_CALLS
 from sqla_doctor.static.lifecycle import (
+    BEGIN,
+    COMMIT,
+    DDL,
+    DML,
+    ROLLBACK,
     WRITES,
+    OwnedConnection,
     OwnedSession,
+    Statements,
     bound_to_connection,
     escapes,
     method_calls,
+    owned_connections,
     owned_sessions,
+    sets_isolation,
     unbound,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
-_DML = ("insert", "update", "delete", "merge", "upsert")
 _FILES = {
     "app/__init__.py": "",
     "app/db.py": """
@@ -42,30 +60,78 @@ _FILES = {
 }
 
 
+_CORE_FILES = {
+    "app/__init__.py": "",
+    "app/core.py": """
+    from sqlalchemy import Boolean, Column, Integer, MetaData, Table, create_engine
+
+    engine = create_engine("postgresql+psycopg://app@db/app")
+    autocommit_engine = create_engine(
+        "postgresql+psycopg://app@db/app", isolation_level="AUTOCOMMIT"
+    )
+    local_engine = create_engine("sqlite:///cache.db")
+    metadata = MetaData()
+    events = Table(
+        "events", metadata, Column("id", Integer, primary_key=True), Column("seen", Boolean)
+    )
+    """,
+}
+
+
 class WriteWithoutCommit(Rule):
     """
     ## What it does
-    Checks for a session this function opens (`with SessionLocal() as s`, or
+    Checks for a session (`with SessionLocal() as s`) or a Core connection
+    (`with engine.connect() as conn`) that the code opens, writes through and closes
+    without committing the writes: no `commit()` after them, no `begin()` block.
+
+    Sessions: a session this function opens (`with SessionLocal() as s`, or
     `s = SessionLocal()`) that receives writes — `add()`, `add_all()`, `delete()`,
     `merge()`, `execute(insert/update/delete(...))` — but is never committed: no
     `commit()`, no `begin()` block, no `SessionLocal.begin()`.
+
+    Connections: one opened with `engine.connect()` (`with engine.connect() as conn:`,
+    `async with engine.connect() as conn:`, or `conn = engine.connect()` ...
+    `conn.close()`, in a function or a script) that runs a write — `insert()`, `update()`,
+    `delete()`, `table.insert()`, `text("INSERT/UPDATE/DELETE/CREATE/DROP/ALTER ...")`,
+    `exec_driver_sql(...)`, `metadata.create_all(conn)`, `run_sync(metadata.create_all)` —
+    with no `conn.commit()` after it before the connection is closed.
 
     ## Why is this bad?
     Closing a session rolls back its transaction. The code runs without an error, the
     objects even get primary keys after a flush, and the data is silently gone: the
     classic forgotten commit.
 
+    SQLAlchemy 2.0 does the same to connections ("commit as you go"): the first statement
+    begins a transaction, and closing the connection rolls it back. 1.x's library-level
+    autocommit, which committed an `INSERT` run on `engine.connect()` by itself, is gone,
+    so code written for it (or copied from a 1.x tutorial) loses every write without an
+    error.
+
     ## Known problems
-    A session handed to another function (which may commit) is not reported, nor one
-    that is explicitly rolled back or flushed (tests and dry runs do this on purpose).
-    Sessions the function receives (parameters, dependencies) are the caller's to
-    commit.
+    A session or connection handed to another function (which may commit) is not
+    reported, nor one that is explicitly rolled back or flushed (tests and dry runs do
+    this on purpose), nor one whose transaction is managed by hand (`conn.begin()`,
+    `text("COMMIT")`). Sessions and connections the function receives (parameters,
+    dependencies) are the caller's to commit.
+
+    A connection is reported only when its engine is known not to run in AUTOCOMMIT:
+    `create_engine(..., isolation_level="AUTOCOMMIT")`, `execution_options(isolation_level=
+    ...)` on the engine or the connection, options passed as `**kwargs`, or an engine made
+    somewhere the analysis cannot see stay silent. DDL alone is not reported on SQLite and
+    MySQL engines, whose drivers run it outside a transaction. Alembic's `env.py` and
+    migrations are left alone: Alembic commits their connection.
 
     ## Example
     ```python
     def rename(user_id, name):
         with SessionLocal() as session:
             session.execute(update(User).where(User.id == user_id).values(name=name))
+
+
+    def archive(day):
+        with engine.connect() as conn:
+            conn.execute(insert(archive_table).from_select(["id"], select(events.c.id)))
     ```
 
     Use instead:
@@ -73,21 +139,37 @@ class WriteWithoutCommit(Rule):
     def rename(user_id, name):
         with SessionLocal.begin() as session:
             session.execute(update(User).where(User.id == user_id).values(name=name))
+
+
+    def archive(day):
+        with engine.begin() as conn:  # or conn.commit() after the writes
+            conn.execute(insert(archive_table).from_select(["id"], select(events.c.id)))
     ```
+
+    ## Fix safety
+    Unsafe, and offered for connections only: a `with engine.connect() as conn:` block
+    that never commits nor rolls back by hand is opened with `engine.begin()` instead,
+    which commits when the block ends without an exception. That makes the writes
+    permanent, which is what the code meant unless it was a dry run; review it. Sessions
+    get no automatic fix (where to commit is a unit-of-work decision).
 
     ## References
     - [Committing](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#committing)
     - [Framing out a begin / commit / rollback block](https://docs.sqlalchemy.org/en/20/orm/session_transaction.html#framing-out-a-begin-commit-rollback-block)
+    - [Commit as you go](https://docs.sqlalchemy.org/en/20/core/connections.html#commit-as-you-go)
+    - [Library-level autocommit removed](https://docs.sqlalchemy.org/en/20/changelog/migration_20.html#library-level-but-not-driver-level-autocommit-removed-from-both-core-and-orm)
+    - [Setting transaction isolation levels, including DBAPI autocommit](https://docs.sqlalchemy.org/en/20/core/connections.html#setting-transaction-isolation-levels-including-dbapi-autocommit)
     """
 
     code = "SQD104"
     name = "write-without-commit"
     pitfalls = ("P17",)
     severity = Severity.ERROR
+    fix = Applicability.UNSAFE
     message = (
         "`{write}` is never committed: `{session}` (line {line}) is closed without "
-        "`{session}.commit()`, which rolls the write back — commit before the block ends, "
-        "or open it with `.begin()`"
+        "`{session}.commit()`{after}, which rolls the write back — commit before the block "
+        "ends, or open it with `{begin}`"
     )
 
     VALID = (
@@ -191,6 +273,156 @@ class WriteWithoutCommit(Rule):
             path="app/jobs.py",
             files=_FILES,
         ),
+        # Core: committed after the writes, `engine.begin()`, a `conn.begin()` block, a
+        # transaction begun by hand.
+        Valid(
+            """
+            from sqlalchemy import insert, update
+            from app.core import engine, events
+
+            def a(rows):
+                with engine.connect() as conn:
+                    conn.execute(insert(events), rows)
+                    conn.execute(update(events).values(seen=True))
+                    conn.commit()
+
+            def b(rows):
+                with engine.begin() as conn:
+                    conn.execute(insert(events), rows)
+
+            def c(rows):
+                with engine.connect() as conn, conn.begin():
+                    conn.execute(events.insert(), rows)
+
+            def d(rows):
+                with engine.connect() as conn:
+                    trans = conn.begin()
+                    conn.execute(insert(events), rows)
+                    trans.commit()
+
+            async def e(aengine, rows):
+                async with aengine.connect() as conn:
+                    for row in rows:
+                        await conn.execute(insert(events).values(**row))
+                    await conn.commit()
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+        ),
+        # AUTOCOMMIT: on the engine, on the connection, on an engine made here.
+        Valid(
+            """
+            from sqlalchemy import create_engine, insert, text
+            from app.core import autocommit_engine, engine, events
+
+            def a(rows):
+                with autocommit_engine.connect() as conn:
+                    conn.execute(insert(events), rows)
+
+            def b():
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.execute(text("VACUUM ANALYZE events"))
+                    conn.execute(text("DELETE FROM events WHERE seen"))
+
+            def c():
+                with engine.connect() as conn:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn.exec_driver_sql("CREATE INDEX CONCURRENTLY ix_seen ON events (seen)")
+
+            def d(url):
+                admin = create_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+                with admin.connect() as conn:
+                    conn.execute(text("CREATE DATABASE reports"))
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+        ),
+        # Reads; a connection received (the caller commits); handed to a helper after the
+        # write; a dry run rolled back on purpose; `COMMIT` by hand; DDL on SQLite, whose
+        # driver runs it outside the transaction; a connection opened but never closed here.
+        Valid(
+            """
+            from sqlalchemy import Connection, delete, insert, select, text
+            from app.core import engine, events, local_engine, metadata
+            from app.helpers import finish
+
+            def a():
+                with engine.connect() as conn:
+                    rows = conn.execute(select(events)).all()
+                    total = conn.execute(text("SELECT count(*) FROM events")).scalar()
+                    return rows, total
+
+            def b(conn: Connection, rows):
+                conn.execute(insert(events), rows)
+
+            def c(rows):
+                with engine.connect() as conn:
+                    conn.execute(insert(events), rows)
+                    finish(conn)
+
+            def d():
+                with engine.connect() as conn:
+                    deleted = conn.execute(delete(events).where(events.c.seen)).rowcount
+                    conn.rollback()
+                    return deleted
+
+            def e():
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("DELETE FROM events")
+                    conn.exec_driver_sql("COMMIT")
+
+            def f():
+                with local_engine.connect() as conn:
+                    conn.execute(text("CREATE TABLE IF NOT EXISTS kv (k TEXT, v TEXT)"))
+                    metadata.create_all(conn)
+
+            def g():
+                conn = engine.connect()
+                conn.execute(insert(events).values(seen=False))
+                return conn
+            """,
+            path="app/jobs.py",
+            files={**_CORE_FILES, "app/helpers.py": "def finish(conn):\n    conn.commit()\n"},
+        ),
+        # Lookalikes: the standard library's sqlite3 (whose `with` commits), a client's
+        # connect().
+        Valid(
+            """
+            import sqlite3
+
+            def a(path):
+                with sqlite3.connect(path) as conn:
+                    conn.execute("INSERT INTO events (seen) VALUES (0)")
+
+            def b(client):
+                with client.connect() as conn:
+                    conn.execute("DELETE FROM events")
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+        ),
+        # Alembic's env.py: the connection is handed to Alembic, which commits.
+        Valid(
+            """
+            from alembic import context
+            from sqlalchemy import engine_from_config, pool, text
+
+            def run_migrations_online():
+                connectable = engine_from_config(
+                    context.config.get_section(context.config.config_ini_section, {}),
+                    prefix="sqlalchemy.",
+                    poolclass=pool.NullPool,
+                )
+                with connectable.connect() as connection:
+                    connection.execute(text("SET lock_timeout = '5s'"))
+                    connection.execute(text("CREATE SCHEMA IF NOT EXISTS app"))
+                    context.configure(connection=connection, target_metadata=None)
+                    with context.begin_transaction():
+                        context.run_migrations()
+            """,
+            path="migrations/env.py",
+            files=_CORE_FILES,
+        ),
     )
     INVALID = (
         Invalid(
@@ -273,7 +505,158 @@ class WriteWithoutCommit(Rule):
             files=_FILES,
             line=6,
         ),
+        # Core "commit as you go": the connection rolls the insert back when it closes.
+        Invalid(
+            """
+            from sqlalchemy import insert
+            from app.core import engine, events
+
+            def record(rows):
+                with engine.connect() as conn:
+                    conn.execute(insert(events), rows)
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+            line=6,
+            expected_message=(
+                "`conn.execute(insert(events), rows)` is never committed: `conn` (line 5) is "
+                "closed without `conn.commit()`, which rolls the write back — commit before "
+                "the block ends, or open it with `engine.begin()`"
+            ),
+            expected_fix="""
+            from sqlalchemy import insert
+            from app.core import engine, events
+
+            def record(rows):
+                with engine.begin() as conn:
+                    conn.execute(insert(events), rows)
+            """,
+        ),
+        # Async, with the tables created through run_sync() on PostgreSQL.
+        Invalid(
+            """
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from app.core import metadata
+
+            engine = create_async_engine("postgresql+asyncpg://app@db/app")
+
+            async def init_models():
+                async with engine.connect() as conn:
+                    await conn.run_sync(metadata.create_all)
+            """,
+            path="app/startup.py",
+            files=_CORE_FILES,
+            line=8,
+            expected_fix="""
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from app.core import metadata
+
+            engine = create_async_engine("postgresql+asyncpg://app@db/app")
+
+            async def init_models():
+                async with engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+            """,
+        ),
+        # A write after the last commit.
+        Invalid(
+            """
+            from sqlalchemy import insert, update
+            from app.core import engine, events
+
+            def record(rows):
+                with engine.connect() as conn:
+                    conn.execute(insert(events), rows)
+                    conn.commit()
+                    conn.execute(update(events).values(seen=True))
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+            line=8,
+            expected_message=(
+                "`conn.execute(update(events).values(seen=True))` is never committed: `conn` "
+                "(line 5) is closed without `conn.commit()` after it, which rolls the write "
+                "back — commit before the block ends, or open it with `engine.begin()`"
+            ),
+        ),
+        # Opened and closed by hand; rolled back only when it fails; SQL text through a
+        # name; a table's insert(); an engine passed in; a second block on the same name.
+        Invalid(
+            """
+            from sqlalchemy import text
+            from app.core import engine, events
+
+            PURGE = "DELETE FROM events WHERE seen"
+
+            def purge():
+                conn = engine.connect()
+                try:
+                    conn.execute(text(PURGE))
+                finally:
+                    conn.close()
+
+            def record(row):
+                with engine.connect() as conn:
+                    try:
+                        conn.execute(events.insert().values(**row))
+                    except Exception:
+                        conn.rollback()
+                        raise
+
+            def seed(db_engine):
+                with db_engine.connect() as conn:
+                    conn.exec_driver_sql("INSERT INTO events (seen) VALUES (false)")
+
+            def copy(source):
+                with source.connect() as conn:
+                    rows = conn.execute(events.select()).mappings().all()
+                with engine.connect() as conn:
+                    conn.execute(events.insert(), rows)
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+            line=9,
+            count=4,
+        ),
+        # A script: module-level code, DDL on PostgreSQL.
+        Invalid(
+            """
+            from sqlalchemy import text
+            from app.core import engine
+
+            with engine.connect() as conn:
+                conn.execute(text("ALTER TABLE events ADD COLUMN source text"))
+                print("done")
+            """,
+            path="scripts/add_source.py",
+            files=_CORE_FILES,
+            line=5,
+        ),
     )
+
+    @cached_property
+    def objects(self) -> SqlaObjects:
+        return SqlaObjects(self.ctx, self.ctx.dataflow)
+
+    @cached_property
+    def statements(self) -> Statements:
+        return Statements(self.ctx)
+
+    @cached_property
+    def in_alembic(self) -> bool:
+        """An Alembic env.py or migration: its connection is Alembic's to commit."""
+        return any(
+            target == "alembic" or target.startswith(("alembic.op", "alembic.context"))
+            for target in self.ctx.names.names.imports.values()
+        )
+
+    def visit_Module(self, node: ast.Module) -> None:
+        # Scripts open connections at module level (`with engine.connect() as conn:`).
+        if "connect" not in self.ctx.source or self.in_alembic:
+            return
+        flow = flow_for(self.ctx, node)
+        for owned in owned_connections(flow):
+            self._check_connection(flow, owned)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         if not worth_analysing(self.ctx, node):
@@ -283,6 +666,9 @@ class WriteWithoutCommit(Rule):
             if owned.value.commits or owned.value.scoped or owned.value.how == "flask":
                 continue
             self._check(flow, owned)
+        if not self.in_alembic:
+            for connection in owned_connections(flow):
+                self._check_connection(flow, connection)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -303,6 +689,12 @@ class WriteWithoutCommit(Rule):
             parent = flow.parent(load)
             if isinstance(parent, (ast.Call, ast.keyword, ast.withitem)):
                 return
+        # `session.execute(text("COMMIT"))`: committed by hand.
+        if any(
+            method == "execute" and call.args and self.statements.of(call.args[0]) == COMMIT
+            for method, call in calls
+        ):
+            return
         # On a connection someone else commits (an Alembic migration, a test), statements
         # run in that transaction; only objects never flushed are lost.
         on_connection = bound_to_connection(flow, owned.binding.value)
@@ -317,13 +709,16 @@ class WriteWithoutCommit(Rule):
         )
         if write is None:
             return
-        text = self.ctx.text(write)
-        if len(text) > 50:
-            text = text[:47] + "..."
-        self.report(write, write=text, session=name, line=owned.binding.node.lineno)  # type: ignore[attr-defined]
+        self.report(
+            write,
+            write=_shorten(self.ctx.text(write)),
+            session=name,
+            line=owned.binding.node.lineno,  # type: ignore[attr-defined]
+            after="",
+            begin=".begin()",
+        )
 
-    @staticmethod
-    def _is_write(flow: FunctionFlow, method: str, call: ast.Call) -> bool:
+    def _is_write(self, flow: FunctionFlow, method: str, call: ast.Call) -> bool:
         if method in WRITES:
             return True
         if method != "execute" or not call.args:
@@ -331,10 +726,291 @@ class WriteWithoutCommit(Rule):
         statement = flow.value(call.args[0])
         if isinstance(statement, StatementValue):
             return statement.kind in ("insert", "update", "delete")
-        arg = call.args[0]
-        if isinstance(arg, ast.Call) and flow.sqla_name(arg.func) == "text" and arg.args:
-            raw = literal_str(arg.args[0]) or ""
-            return raw.lstrip().lower().startswith(_DML)
-        return bool(
-            isinstance(arg, ast.Call) and flow.sqla_name(arg.func) in ("insert", "update", "delete")
+        # Rows only: what a session's DDL does depends on the database, which the session
+        # does not show.
+        return self.statements.of(call.args[0]) == DML
+
+    # Connections (Core "commit as you go") --------------------------------------------
+    def _check_connection(self, flow: FunctionFlow, owned: OwnedConnection) -> None:
+        name = owned.name
+        # A `with` block is judged on its own (a function often opens one connection to
+        # read and another to write, both named `conn`); anything else needs one binding.
+        block = owned.block
+        others = [b for b in flow.bindings.get(name, ()) if b is not owned.binding]
+        if block is None and others:
+            return
+        if block is not None and any(contains(block, b.node) for b in others):
+            return
+
+        def inside(node: ast.AST) -> bool:
+            return block is None or contains(block, node)
+
+        if escapes(flow, name, region=block):
+            return
+        if any(sets_isolation(option) for option in owned.options):
+            return
+        engine = self._engine(owned.engine)
+        if engine is None:
+            return
+        # `conn.connection` is the DB-API connection: committed (or not) out of our sight.
+        raw = ("connection", "driver_connection")
+        if any(
+            attribute.attr in raw and inside(attribute)
+            for attribute in flow.attr_loads.get(name, ())
+        ):
+            return
+        writes: list[tuple[ast.Call, str]] = []
+        ends: list[ast.Call] = []  # commits (and deliberate rollbacks) after writes
+        manual = False  # commits or rolls back by hand somewhere
+        close: ast.Call | None = None
+        for load in flow.name_loads.get(name, ()):
+            if not inside(load):
+                continue
+            parent = flow.parent(load)
+            if isinstance(parent, (ast.keyword, ast.withitem)):
+                return
+            if isinstance(parent, ast.Call) and load in parent.args:
+                if _creates_schema(parent) and parent.args[0] is load:
+                    writes.append((parent, DDL))
+                    continue
+                # Handed to another function, which may commit.
+                return
+        for method, call in method_calls(flow, name):
+            if not inside(call):
+                continue
+            if method in _TRANSACTION_CHECKS:
+                return
+            if method == "execution_options" and sets_isolation(call):
+                return
+            manual = manual or method in ("commit", "rollback")
+            if method == "commit":
+                ends.append(call)
+            elif method == "rollback":
+                # A rollback on the error path says nothing about the happy one.
+                if next(flow.enclosing(call, ast.ExceptHandler), None) is None:
+                    ends.append(call)
+            elif method in ("invalidate", "detach"):
+                return
+            elif method == "close":
+                close = close or call
+            elif method == "run_sync":
+                if not call.args or not _creates_schema_ref(call.args[0]):
+                    return  # a function that receives the connection, and may commit
+                writes.append((call, DDL))
+            elif method in _EXECUTES and call.args:
+                if method == "exec_driver_sql":
+                    kind = self.statements.sql(call.args[0])
+                else:
+                    kind = self.statements.of(call.args[0])
+                if kind in (COMMIT, BEGIN):
+                    return  # transaction control by hand
+                if kind == ROLLBACK:
+                    ends.append(call)
+                elif kind in (DML, DDL):
+                    writes.append((call, kind))
+        if owned.block is None:
+            # `conn = engine.connect()`: judged only when the function closes it.
+            if close is None:
+                return
+            region_end = _start(close)
+            writes = [w for w in writes if _start(owned.binding.node) <= _start(w[0]) < region_end]
+        else:
+            writes = [w for w in writes if any(contains(stmt, w[0]) for stmt in owned.block.body)]
+        if engine.ddl_autocommits:
+            # SQLite's driver runs DDL outside a transaction; MySQL commits around it.
+            writes = [w for w in writes if w[1] != DDL]
+        writes.sort(key=lambda w: _start(w[0]))
+        lost = next((call for call, _ in writes if not self._covered(flow, call, ends)), None)
+        if lost is None:
+            return
+        earlier = any(_start(end) < _start(lost) for end in ends)
+        engine_text = self.ctx.text(owned.engine)
+        if not isinstance(owned.engine, (ast.Name, ast.Attribute)) or len(engine_text) > 30:
+            engine_text = "engine"
+        is_async = isinstance(owned.block, ast.AsyncWith) or isinstance(
+            owned.binding.value, ast.Await
         )
+        prefix = "async " if is_async else ""
+        commit = f"await {name}.commit()" if is_async else f"{name}.commit()"
+        self.report(
+            lost,
+            write=_shorten(self.ctx.text(lost)),
+            session=name,
+            line=owned.binding.node.lineno,  # type: ignore[attr-defined]
+            after=" after it" if earlier else "",
+            begin=f"{engine_text}.begin()",
+            hint=(
+                f"call `{commit}` after the last write, or open the connection with "
+                f"`{prefix}with {engine_text}.begin() as {name}:`, which commits when the "
+                "block ends"
+            ),
+            fix=self._fix(owned, engine_text, manual),
+        )
+
+    @staticmethod
+    def _covered(flow: FunctionFlow, write: ast.Call, ends: list[ast.Call]) -> bool:
+        """Whether a commit follows the write (or shares a loop with it)."""
+        for end in ends:
+            if _start(end) > _start(write):
+                return True
+            for loop in flow.enclosing(write, ast.For, ast.AsyncFor, ast.While):
+                if contains(loop, end):
+                    return True
+        return False
+
+    def _fix(
+        self,
+        owned: OwnedConnection,
+        engine_text: str,
+        manual: bool,
+    ) -> Fix | None:
+        """``with engine.connect() as conn:`` → ``with engine.begin() as conn:`` when the
+        block never commits or rolls back by hand (so that nothing else changes)."""
+        if owned.block is None or owned.options or manual:
+            return None
+        if not isinstance(owned.engine, (ast.Name, ast.Attribute)):
+            return None
+        return self.replace(
+            owned.call,
+            f"{self.ctx.text(owned.engine)}.begin()",
+            f"open the connection with `{engine_text}.begin()`",
+        )
+
+    # Which engine a connection comes from ------------------------------------------------
+    def _engine(self, expr: ast.expr, depth: int = 0) -> _Engine | None:
+        """The engine ``connect()`` is called on; None when it is not known to be one, or
+        may run in AUTOCOMMIT (where nothing is left to commit)."""
+        if depth > 6:
+            return None
+        if isinstance(expr, ast.Await):
+            return self._engine(expr.value, depth + 1)
+        if isinstance(expr, ast.Call):
+            return self._engine_call(expr, depth)
+        if isinstance(expr, ast.Name):
+            bindings = self.ctx.dataflow.bindings(expr)
+            if not bindings:
+                return self._module_engine(expr)
+            found: list[_Engine | None] = []
+            for binding in bindings:
+                if binding.kind is BindingKind.ASSIGN and binding.value is not None:
+                    found.append(None if binding.path else self._engine(binding.value, depth + 1))
+                elif binding.kind is BindingKind.PARAMETER:
+                    found.append(self._parameter_engine(binding))
+                elif binding.kind is BindingKind.IMPORT:
+                    found.append(self._module_engine(expr))
+                else:
+                    return None
+            return _agree_engines(found)
+        if isinstance(expr, ast.Attribute):
+            kind = self.objects.kind_of(expr)
+            if kind is None or not kind.is_engine:
+                return None
+            if isinstance(expr.value, ast.Name) and expr.value.id == "self":
+                return self._member_engine(expr, depth)
+            return self._module_engine(expr)
+        return None
+
+    def _engine_call(self, call: ast.Call, depth: int) -> _Engine | None:
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr == "execution_options":
+            return None if sets_isolation(call) else self._engine(func.value, depth + 1)
+        if self.ctx.names.sqla_name(func) in ENGINE_CALLS:
+            if sets_isolation(call):
+                return None
+            url = literal_str(call.args[0]) if call.args else literal_str(keyword(call, "url"))
+            return _Engine(url)
+        kind = self.objects.kind_of(call)
+        return _Engine(None) if kind is not None and kind.is_engine else None
+
+    def _parameter_engine(self, binding: Binding) -> _Engine | None:
+        """An engine parameter: annotated as one, or not annotated (what its caller
+        passes is only known by what the function executes on it)."""
+        if binding.annotation is None:
+            return _Engine(None)
+        kind = self.objects.annotation_kind(binding.annotation)
+        return _Engine(None) if kind is not None and kind.is_engine else None
+
+    def _module_engine(self, expr: ast.expr) -> _Engine | None:
+        qualified = self.ctx.names.qualify(expr)
+        if qualified is None:
+            return None
+        kind = self.objects.kind_of(expr)
+        origin = self.ctx.names.origin_of(qualified) or ""
+        # Last assigned from `engine.execution_options(...)`: its options are not known.
+        if origin.endswith(".execution_options"):
+            return None
+        facts = self.ctx.index.engine(qualified)
+        if facts is not None and self.ctx.names.sqla_tail(origin[5:]) in ENGINE_CALLS:
+            if {"isolation_level", "execution_options", "**"} & facts.options.keys():
+                return None
+            return _Engine(facts.url)
+        return _Engine(None) if kind is not None and kind.is_engine else None
+
+    def _member_engine(self, expr: ast.Attribute, depth: int) -> _Engine | None:
+        """``self.engine``: every value the class assigns to it."""
+        owner = next(
+            (a for a in self.ctx.ancestors(expr) if isinstance(a, ast.ClassDef)), None
+        )
+        if owner is None:
+            return None
+        found: list[_Engine | None] = []
+        for node in ast.walk(owner):
+            if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+                continue
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr == expr.attr
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                ):
+                    found.append(self._engine(node.value, depth + 1))
+        return _agree_engines(found) if found else _Engine(None)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    url: str | None
+
+    @property
+    def ddl_autocommits(self) -> bool:
+        """SQLite's driver runs DDL outside a transaction; MySQL commits around DDL."""
+        dialect = (self.url or "").partition(":")[0].partition("+")[0].lower()
+        return dialect in ("sqlite", "mysql", "mariadb")
+
+
+def _agree_engines(found: list[_Engine | None]) -> _Engine | None:
+    if not found or any(engine is None for engine in found):
+        return None
+    urls = {engine.url for engine in found if engine is not None}
+    return _Engine(urls.pop() if len(urls) == 1 else None)
+
+
+# Methods that run a statement on a connection.
+_EXECUTES = frozenset({"execute", "exec_driver_sql", "scalar", "scalars", "scalar_one"})
+# Transactions managed by hand (`trans = conn.begin()`), or checked before deciding.
+_TRANSACTION_CHECKS = frozenset(
+    {
+        "begin", "begin_nested", "begin_twophase", "in_transaction", "in_nested_transaction",
+        "get_transaction", "get_nested_transaction",
+    }
+)
+
+
+def _start(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+def _creates_schema(call: ast.Call) -> bool:
+    """``metadata.create_all(conn)``, ``Base.metadata.drop_all(conn)``."""
+    return _creates_schema_ref(call.func)
+
+
+def _creates_schema_ref(node: ast.expr) -> bool:
+    """``Base.metadata.create_all`` (for ``run_sync``) or the callee of such a call."""
+    return isinstance(node, ast.Attribute) and node.attr in ("create_all", "drop_all")
