@@ -305,6 +305,20 @@ def find(
     return _site_of(fallback) if fallback is not None else None
 
 
+def awaiting_frames(task: Any, limit: int = 12) -> list[FrameType]:
+    """A suspended task's coroutine frames, outermost first, through ``cr_await``
+    (``Task.get_stack()`` gives only the outermost coroutine's)."""
+    frames: list[FrameType] = []
+    awaited = task.get_coro()
+    while awaited is not None and len(frames) < limit:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return frames
+
+
 def _user_site(frame: FrameType, caller: bool) -> CallSite:
     code = frame.f_code
     back = frame.f_back if caller else None

@@ -459,7 +459,7 @@ class TransactionSpan(_Resumption):
         record: CheckoutRecord,
         outcome: str,
         duration: float,
-        idle: float,
+        idle_stretch: tuple[float, CallSite | None],
         *,
         known: bool = True,
     ) -> None:
@@ -467,10 +467,9 @@ class TransactionSpan(_Resumption):
         self.record = record
         self.outcome = outcome
         self.duration = duration
-        self.idle = idle
+        self.idle, self.idle_site = idle_stretch
         self.began_site = record.transaction_site
         self.last_site = record.last_site
-        self.idle_site = record.last_site
 
 
 class PoolCheckout:

@@ -19,10 +19,11 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Final
 
+from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstanceState
 from sqlalchemy.orm.exc import DetachedInstanceError
@@ -104,7 +105,9 @@ def _payloads(raised: BaseException) -> list[ErrorSeen]:
 # SQLAlchemy errors a validation library reports by name when reading an attribute raised
 # them: pydantic's ``get_attribute_error``, which FastAPI's ``ResponseValidationError``
 # carries for a ``response_model`` read from ORM objects.
-_REPORTED_ERRORS: Final = {"DetachedInstanceError": DetachedInstanceError}
+_REPORTED_ERRORS: Final[dict[str, type[SQLAlchemyError]]] = {
+    "DetachedInstanceError": DetachedInstanceError
+}
 _MAX_REPORTED: Final = 64
 
 
@@ -115,19 +118,10 @@ def _reported_by_validation(raised: BaseException, payload: ErrorSeen) -> list[E
     error has no traceback: the object it was about (the entry's ``input``) stands in for
     the library frames that would have held its state.
     """
-    entries = _validation_entries(raised)
     found: dict[tuple[type, str], ErrorSeen] = {}
-    for entry in entries[:_MAX_REPORTED]:
-        if not isinstance(entry, dict) or entry.get("type") != "get_attribute_error":
-            continue
-        context = entry.get("ctx")
-        text = context.get("error") if isinstance(context, dict) else None
-        if not isinstance(text, str):
-            continue
-        name, _, message = text.partition(": ")
-        kind = _REPORTED_ERRORS.get(name)
-        state = getattr(entry.get("input"), "_sa_instance_state", None)
-        if kind is None or not isinstance(state, InstanceState):
+    for kind, message, entry in _reported_errors(raised):
+        state = inspect(entry.get("input"), raiseerr=False)
+        if not isinstance(state, InstanceState):
             continue
         location = entry.get("loc")
         attribute = location[-1] if isinstance(location, (list, tuple)) and location else message
@@ -139,17 +133,33 @@ def _reported_by_validation(raised: BaseException, payload: ErrorSeen) -> list[E
     return list(found.values())
 
 
-def _validation_entries(raised: BaseException) -> list[Any]:
+def _reported_errors(
+    raised: BaseException,
+) -> Iterator[tuple[type[SQLAlchemyError], str, dict[str, Any]]]:
+    """``(error class, its message, the entry)`` of each attribute read a validation
+    error reports as having raised one of ``_REPORTED_ERRORS``."""
     if not type(raised).__module__.startswith(("pydantic", "fastapi")):
-        return []
+        return
     errors = getattr(raised, "errors", None)
     if not callable(errors):
-        return []
+        return
     try:
         entries = errors()
     except Exception:
-        return []
-    return list(entries) if isinstance(entries, (list, tuple)) else []
+        return
+    if not isinstance(entries, (list, tuple)):
+        return
+    for entry in entries[:_MAX_REPORTED]:
+        if not isinstance(entry, dict) or entry.get("type") != "get_attribute_error":
+            continue
+        context = entry.get("ctx")
+        text = context.get("error") if isinstance(context, dict) else None
+        if not isinstance(text, str):
+            continue
+        name, _, message = text.partition(": ")
+        kind = _REPORTED_ERRORS.get(name)
+        if kind is not None:
+            yield kind, message, entry
 
 
 def _user_site(traceback: TracebackType | None) -> CallSite | None:
@@ -307,14 +317,7 @@ def _involves_sqlalchemy(raised: BaseException) -> bool:
 
 
 def _worth_explaining(raised: BaseException) -> bool:
-    if _involves_sqlalchemy(raised):
-        return True
-    return any(
-        isinstance(entry, dict)
-        and entry.get("type") == "get_attribute_error"
-        and str((entry.get("ctx") or {}).get("error", "")).partition(": ")[0] in _REPORTED_ERRORS
-        for entry in _validation_entries(raised)[:_MAX_REPORTED]
-    )
+    return _involves_sqlalchemy(raised) or next(_reported_errors(raised), None) is not None
 
 
 def _log_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:

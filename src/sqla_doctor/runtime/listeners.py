@@ -34,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import MissingGreenlet, SQLAlchemyError
 from sqlalchemy.orm import Mapper, RelationshipProperty, Session
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import Pool, QueuePool
 
 from sqla_doctor.runtime import callsite, errors, reads
@@ -1005,8 +1006,7 @@ def _flushed(session: Session, record: SessionRecord) -> None:
 
 
 def _note_updated_row(obj: object, record: SessionRecord) -> None:
-    key = getattr(obj, "_sa_instance_state", None)
-    key = getattr(key, "key", None)
+    key = instance_state(obj).key
     if key is None:
         return
     rows = process.updated_rows
@@ -1238,7 +1238,7 @@ def _connection_resumes(
     runtime = _runtime_of(checkout)
     idle = checkout.idle_since
     began = checkout.transaction_began
-    longest, longest_after = checkout.longest_idle, checkout.longest_idle_after
+    stretch = checkout.idle_stretch(now)
     if what != "checkin":
         # Still checked out (a Core connection after commit()): idle from now on.
         checkout.idle_since = now
@@ -1254,11 +1254,7 @@ def _connection_resumes(
     if began and now - began >= runtime.idle_transaction_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
-            span = TransactionSpan(
-                checkout, what, now - began, now - idle if idle else 0.0, known=known
-            )
-            if longest > span.idle:
-                span.idle, span.idle_site = longest, longest_after
+            span = TransactionSpan(checkout, what, now - began, stretch, known=known)
             _dispatch(uow, "connection_transaction_end", span, can_raise=False)
 
 
@@ -1383,11 +1379,7 @@ def _on_engine_connect(conn: Connection) -> None:
         return
     # checkedout() already counts other threads' and tasks' checkouts whose events have
     # not run yet: count the holders that can be named, so that the report names them.
-    checked_out = sum(
-        1
-        for r in list(process.checkouts.values())
-        if not r.returned and r.pool is not None and r.pool() is pool
-    )
+    checked_out = len(process.holders(pool))
     if checked_out < 2 or checked_out < runtime.pool_saturation_ratio * capacity:
         return
     uow = _checkout_unit(checkout)
@@ -1632,7 +1624,7 @@ def _awaiting_site(record: SessionRecord) -> callsite.CallSite | None:
     except Exception:
         return None
     for task in tasks:
-        for frame in reversed(_awaiting_frames(task)):
+        for frame in reversed(callsite.awaiting_frames(task, _STACK_LIMIT)):
             if callsite.classify(frame.f_code.co_filename) != callsite.USER:
                 continue
             if any(v is session or v is proxy for v in list(frame.f_locals.values())):
@@ -1644,20 +1636,6 @@ def _awaiting_site(record: SessionRecord) -> callsite.CallSite | None:
                 )
             break
     return None
-
-
-def _awaiting_frames(task: Any) -> list[Any]:
-    """A suspended task's coroutine frames, outermost first, through ``cr_await``
-    (``Task.get_stack()`` gives only the outermost coroutine's)."""
-    frames: list[Any] = []
-    awaited = task.get_coro()
-    while awaited is not None and len(frames) < _STACK_LIMIT:
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is None:
-            break
-        frames.append(frame)
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-    return frames
 
 
 # -- registration -------------------------------------------------------------------------

@@ -698,6 +698,14 @@ class CheckoutRecord:
     def garbage_collected(self) -> bool:
         return self.ref() is None
 
+    def idle_stretch(self, now: float) -> tuple[float, CallSite | None]:
+        """The open transaction's longest idle stretch until ``now``, and the statement
+        it followed: a gap between two statements, or the time since the last one."""
+        since_last = now - self.idle_since if self.idle_since else 0.0
+        if self.longest_idle > since_last:
+            return self.longest_idle, self.longest_idle_after
+        return since_last, self.last_site
+
 
 class _Process:
     """What exists once per process: ambient settings, records, the collector."""
@@ -742,6 +750,16 @@ class _Process:
         ref = weakref.ref(target, self.dead.append)
         self.watched[id(ref)] = record
         return ref
+
+    def holders(self, pool: object) -> list[CheckoutRecord]:
+        """The checkouts of ``pool`` still out, longest-held first."""
+        # list() of a dict's values is one C call: safe against other threads' checkouts.
+        holders = [
+            r
+            for r in list(self.checkouts.values())
+            if not r.returned and r.pool is not None and r.pool() is pool
+        ]
+        return sorted(holders, key=lambda r: r.checked_out_at)
 
     def unwatch(self, record: SessionRecord | CheckoutRecord) -> None:
         self.watched.pop(id(record.ref), None)

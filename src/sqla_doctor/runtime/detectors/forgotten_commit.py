@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.callsite import CallSite, awaiting_frames
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
 from sqla_doctor.runtime.detectors.session_leak import is_async_session, is_awaited
 from sqla_doctor.runtime.unit_of_work import Added, SessionRecord
@@ -44,11 +43,7 @@ def _async_with_left_by_exception(session: object) -> bool:
     if owner is None:
         return False
     for task in tasks:
-        awaiting: Any = task.get_coro()
-        for _ in range(_MAX_AWAIT_DEPTH):
-            frame = getattr(awaiting, "cr_frame", None)
-            if frame is None:
-                break
+        for frame in awaiting_frames(task, _MAX_AWAIT_DEPTH):
             if frame.f_code.co_name == "__aexit__":
                 scope = frame.f_locals
                 closing = scope.get("self")
@@ -56,7 +51,6 @@ def _async_with_left_by_exception(session: object) -> bool:
                     closing is owner or getattr(closing, "async_session", None) is owner
                 ):
                     return True
-            awaiting = getattr(awaiting, "cr_await", None)
     return False
 
 

@@ -91,7 +91,7 @@ class PoolSaturation(Detector):
             f"connections (pool_size {saturation.size} + max_overflow "
             f"{saturation.max_overflow}) after the checkout at {self.where(site)}"
         )
-        holders = _holders(saturation.pool)
+        holders = process.holders(saturation.pool)
         self.pending[key] = (time.perf_counter(), record, what, holders)
         shape = (saturation.size, saturation.max_overflow)
         if shape in _last_full or len(_last_full) < _MAX_SHAPES:
@@ -186,12 +186,6 @@ def _held() -> list[CheckoutRecord]:
     return [r for r in list(process.checkouts.values()) if not r.returned]
 
 
-def _holders(pool: object) -> list[CheckoutRecord]:
-    """The checkouts of ``pool`` still out, longest-held first."""
-    holders = [r for r in _held() if r.pool is not None and r.pool() is pool]
-    return sorted(holders, key=lambda r: r.checked_out_at)
-
-
 def _holders_of_limit(size: int, overflow: int) -> list[CheckoutRecord]:
     """Holders of the pools the timeout message can be about: full ones of that shape."""
     pools: dict[int, Any] = {}
@@ -207,5 +201,5 @@ def _holders_of_limit(size: int, overflow: int) -> list[CheckoutRecord]:
     holders: list[CheckoutRecord] = []
     full = [p for p in pools.values() if p.checkedout() >= size + overflow]
     for pool in full or pools.values():
-        holders.extend(_holders(pool))
+        holders.extend(process.holders(pool))
     return sorted(holders, key=lambda r: r.checked_out_at)

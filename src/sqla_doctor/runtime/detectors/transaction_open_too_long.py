@@ -104,12 +104,15 @@ class TransactionOpenTooLong(Detector):
             began = record.transaction_began
             if record.returned or not began or now - began < threshold:
                 continue
-            idle = (now - record.idle_since if record.idle_since else 0.0, record.last_site)
-            if record.longest_idle > idle[0]:
-                idle = (record.longest_idle, record.longest_idle_after)
             ended = "and was still open at the end of the unit of work"
             self._report(
-                record, record.transaction_site, record.last_site, now - began, idle, ended, None
+                record,
+                record.transaction_site,
+                record.last_site,
+                now - began,
+                record.idle_stretch(now),
+                ended,
+                None,
             )
 
     def _report(
