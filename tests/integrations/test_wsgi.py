@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, selectinload
 
+import sqla_doctor
 from sqla_doctor.runtime import PitfallError, UnitOfWork
 
 pytest.importorskip("flask")
@@ -73,6 +74,15 @@ def flask_app(engine: Engine, **options: Any) -> Flask:
         with Session(engine) as session:  # line:detached-with
             found = session.get(User, user_id)
         return str(len(found.posts)) if found else ""  # line:detached
+
+    @sqla_doctor.track(mode="collect")
+    def summary(u: User) -> str:
+        return f"{u.name}:{len(u.posts)}"  # line:tracked-helper
+
+    @app.get("/users/summaries")
+    def summaries() -> list[str]:
+        with Session(engine) as session:
+            return [summary(u) for u in session.scalars(select(User))]
 
     app.wsgi_app = SqlaDoctorMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
     return app
@@ -137,6 +147,18 @@ def test_headers_count_queries_and_findings(engine: Engine) -> None:
     assert bad.headers["x-sqla-doctor-findings"] == "1"
     assert good.headers["x-sqla-doctor-queries"] == "2"
     assert good.headers["x-sqla-doctor-findings"] == "0"
+
+
+def test_a_tracked_helper_per_row_is_still_the_requests_n_plus_one(engine: Engine) -> None:
+    """The application decorates its per-row helper with track(): the request still sees it."""
+    units = Units()
+    with client(flask_app(engine, headers=True, on_unit=units)) as http:
+        response = http.get("/users/summaries")
+
+    assert response.headers["x-sqla-doctor-findings"] == "1"
+    unit, _ = units.only()
+    [finding] = unit.findings
+    assert (finding.code, finding.location.line) == ("SQD251", line_of("tracked-helper"))
 
 
 def test_the_unit_ends_when_the_streamed_body_is_closed(engine: Engine) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -19,6 +19,8 @@ import sqla_doctor
 
 from .models import USERS, User
 from .support import line_of, of_code, one, relative
+
+INSERT_NAMED = "INSERT INTO users (name) SELECT name FROM named"
 
 
 def count_users(engine: Engine) -> int:
@@ -292,6 +294,49 @@ def test_core_twins_are_silent(engine: Engine) -> None:
             raise ValueError("an error path drops the write on purpose")
     assert not uow.findings
     assert count_users(engine) == USERS + 3
+
+
+def test_sqlite_writes_that_begin_no_transaction_are_silent(engine: Engine) -> None:
+    """sqlite3 begins a transaction only for a statement starting with INSERT/UPDATE/DELETE:
+    a write behind a WITH, or DDL, alone, is committed at once (PostgreSQL: tests/runtime_pg)."""
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as conn:
+        conn.execute(text(f"WITH named AS (SELECT 'ada' AS name) {INSERT_NAMED}"))
+        conn.execute(text("CREATE TABLE audit (id INTEGER PRIMARY KEY)"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit")).scalar_one() == 0
+    assert count_users(engine) == USERS + 1
+    assert not uow.findings
+
+
+def test_sqlite_writes_inside_a_begun_transaction_are_counted(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as conn:  # line:begun
+        conn.execute(insert(User).values(name="bob"))
+        conn.execute(text(f"WITH named AS (SELECT 'ada' AS name) {INSERT_NAMED}"))
+        conn.execute(text("CREATE TABLE audit (id INTEGER PRIMARY KEY)"))
+    assert count_users(engine) == USERS
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("begun")
+    assert "its 3 write statement(s) were rolled back, 1 of them DDL" in finding.message
+    assert "`metadata.create_all(engine)` commits itself" in finding.message
+
+
+def test_a_temporary_staging_table_thrown_away_is_silent(engine: Engine) -> None:
+    """Rows written to a TEMP table die with the connection on purpose."""
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as conn:
+        conn.execute(text("CREATE TEMP TABLE staging (name VARCHAR)"))
+        conn.execute(text('INSERT INTO "staging" (name) SELECT name FROM users'))
+        assert conn.execute(text("SELECT count(*) FROM staging")).scalar_one() == USERS
+    assert not uow.findings
+
+
+def test_a_real_table_written_next_to_a_staging_table_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as conn:
+        conn.execute(text("CREATE TEMPORARY TABLE IF NOT EXISTS staging (name VARCHAR)"))
+        conn.execute(text("INSERT INTO staging (name) VALUES ('ada')"))
+        conn.execute(text("INSERT INTO users (name) SELECT name FROM staging"))  # line:real
+    [finding] = of_code(uow.findings, "SQD152")
+    assert [r.location.line for r in finding.related] == [line_of("real")]
+    assert "its 1 write statement(s)" in finding.message
 
 
 async def test_async_core_writes_closed_without_commit_get_the_async_fix(

@@ -119,6 +119,65 @@ def test_n_plus_one_hidden_in_a_helper_points_at_the_helper(engine: Engine) -> N
     assert one(uow.findings, "SQD251").location.line == line_of("helper")
 
 
+per_user = sqla_doctor.track("per user", mode="collect")
+
+
+@per_user
+def titles(user: User) -> list[str]:
+    return [post.title for post in user.posts]  # line:tracked-helper
+
+
+def test_a_tracked_helper_called_per_row_does_not_hide_the_n_plus_one(engine: Engine) -> None:
+    """Each call's own unit sees one lazy load; the unit around them sees the loop."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()  # line:tracked-query
+        assert all(titles(user) for user in users)
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("tracked-helper")
+    assert finding.details["distinct_parents"] == USERS
+    assert finding.related[0].location.line == line_of("tracked-query")
+    assert per_user.last is not None
+    assert per_user.last.query_count == 1
+    assert not per_user.last.findings, "one lazy load in each call's own unit"
+
+
+def test_a_tracked_helper_over_eager_loaded_rows_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+        assert all(titles(user) for user in users)
+    assert not uow.findings
+
+
+def test_an_n_plus_one_inside_the_nested_unit_is_reported_once(engine: Engine) -> None:
+    """The inner unit reports it; the unit around it, which saw the same loads, lists it once."""
+
+    @sqla_doctor.track(mode="collect")
+    def report() -> int:
+        with Session(engine) as session:
+            return sum(len(u.posts) for u in session.scalars(select(User)))  # line:inner-loop
+
+    tracker = sqla_doctor.track(mode="collect")
+    with tracker as outer:
+        report()
+        report()
+    findings = of_code(outer.findings, "SQD251")
+    assert [f.location.line for f in findings] == [line_of("inner-loop")]
+
+
+async def test_tracked_coroutines_awaited_per_row_do_not_hide_the_n_plus_one(
+    async_engine: AsyncEngine,
+) -> None:
+    @sqla_doctor.track(mode="collect")
+    async def titles_of(user: User) -> list[str]:
+        return [p.title for p in await user.awaitable_attrs.posts]  # line:async-tracked
+
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        users = (await session.scalars(select(User))).all()
+        for user in users:
+            assert await titles_of(user)
+    assert one(uow.findings, "SQD251").location.line == line_of("async-tracked")
+
+
 def test_nested_n_plus_one_suggests_the_chained_option(engine: Engine) -> None:
     """Posts loaded lazily per user, then comments per post: both are reported."""
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:

@@ -32,6 +32,21 @@ def test_session_get_in_a_loop_is_reported(engine: Engine) -> None:
     assert "parameters" not in finding.details, "bound values are never kept by default"
 
 
+def test_a_tracked_lookup_called_per_id_does_not_hide_the_repeats(engine: Engine) -> None:
+    lookup = sqla_doctor.track("lookup", mode="collect")
+
+    @lookup
+    def name_of(session: Session, user_id: int) -> str:
+        return session.get(User, user_id).name  # type: ignore[union-attr]  # line:tracked-get
+
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        names = [name_of(session, user_id) for user_id in IDS]
+    assert len(names) == USERS
+    assert lookup.last is not None
+    assert not lookup.last.findings
+    assert one(uow.findings, "SQD252").location.line == line_of("tracked-get")
+
+
 def test_one_query_with_in_is_the_silent_twin(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         users = session.scalars(select(User).where(User.id.in_(IDS))).all()

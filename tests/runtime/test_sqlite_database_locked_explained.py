@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
 
 from .models import User, create_and_seed
 from .support import line_of, of_code, one, relative
@@ -106,3 +107,40 @@ def test_other_operational_errors_are_not_explained_as_locks(impatient_engine: E
     with pytest.raises(OperationalError):
         read_missing_table(impatient_engine, units)
     assert not of_code(units[0].findings, "SQD161")
+
+
+def retrying_writer(engine: Engine, attempts: list[str]) -> None:
+    """A worker that catches the error and lets its scheduler retry: nothing is logged."""
+    try:
+        with Session(engine) as session:
+            session.add(User(name="queued"))
+            session.commit()  # line:caught
+        attempts.append("written")
+    except OperationalError:
+        attempts.append("retry later")
+
+
+@pytest.mark.parametrize("tracked", [True, False], ids=["track", "install"])
+def test_a_lock_error_the_program_catches_is_explained_while_raised(
+    impatient_engine: Engine, tracked: bool
+) -> None:
+    other = impatient_engine.raw_connection()
+    attempts: list[str] = []
+    config = RuntimeConfig(mode="collect")
+    try:
+        other.cursor().execute("BEGIN IMMEDIATE")
+        if tracked:
+            with sqla_doctor.track(config=config) as uow:
+                retrying_writer(impatient_engine, attempts)
+            findings = uow.findings
+        else:
+            sqla_doctor.install(config=config)
+            retrying_writer(impatient_engine, attempts)
+            findings = sqla_doctor.collected()
+    finally:
+        other.rollback()
+        other.close()
+    assert attempts == ["retry later"]
+    finding = one(findings, "SQD161")
+    assert finding.location.line == line_of("caught")
+    assert "another process" in finding.message

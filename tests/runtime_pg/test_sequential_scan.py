@@ -174,6 +174,54 @@ def test_async_engine_with_asyncpg(url: str, pg_database: Any) -> None:
     assert SECRET.lower() not in repr(finding)
 
 
+@pytest.fixture
+def tenant_url(url: str) -> str:
+    """The same tables in a schema of their own, which connections reach by search_path."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE SCHEMA tenant"))
+        for table in ("visits", "members", "tiny"):
+            connection.execute(text(f"ALTER TABLE public.{table} SET SCHEMA tenant"))
+    engine.dispose()
+    return url
+
+
+def test_a_schema_chosen_by_connect_args_is_explained_there(tenant_url: str) -> None:
+    """The EXPLAIN connection is made with the engine's own connect parameters."""
+    engine = create_engine(tenant_url, connect_args={"options": "-csearch_path=tenant"})
+    try:
+        track = sqla_doctor.track(mode="collect", config=EXPLAIN)
+        with track as uow, Session(engine) as session:
+            stmt = select(Member).where(func.lower(Member.email) == SECRET)
+            assert session.scalars(stmt).all() == []  # line:tenant
+    finally:
+        engine.dispose()
+    finding = one(uow.findings, "SQD355")
+    assert finding.location.line == line_of("tenant")
+    assert finding.details["table"] == "tenant.members"
+
+
+def test_asyncpg_server_settings_choose_the_schema_too(tenant_url: str, pg_database: Any) -> None:
+    import asyncio
+
+    async def main() -> Any:
+        engine = create_async_engine(
+            pg_database.async_url, connect_args={"server_settings": {"search_path": "tenant"}}
+        )
+        try:
+            track = sqla_doctor.track(mode="collect", config=EXPLAIN)
+            async with track as uow, async_sessionmaker(engine)() as session:
+                stmt = select(Member).where(func.lower(Member.email) == SECRET)
+                (await session.scalars(stmt)).all()  # line:async-tenant
+            return uow
+        finally:
+            await engine.dispose()
+
+    finding = one(asyncio.run(main()).findings, "SQD355")
+    assert finding.location.line == line_of("async-tenant")
+    assert finding.details["table"] == "tenant.members"
+
+
 def test_many_threads_explain_each_shape_once(engine: Engine) -> None:
     errors: list[BaseException] = []
 

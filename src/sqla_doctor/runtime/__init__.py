@@ -178,6 +178,11 @@ class Tracker:
     threads and tasks at once (a decorated request handler): a decorated call keeps its
     unit and ContextVar token in its own frame, and ``with`` blocks find theirs by the
     unit active in the exiting context.
+
+    A unit entered inside another (a ``@track`` helper called per row of a request)
+    reports what it finds itself, and the unit around it lists those findings once; the
+    repeat-counting detectors (N+1s) of the outer unit see the nested units' statements
+    too, so the loop that calls the helper is reported there.
     """
 
     def __init__(
@@ -227,7 +232,7 @@ class Tracker:
 
     def _enter(self) -> tuple[UnitOfWork, Token[UnitOfWork | None]]:
         listeners.register()
-        uow = UnitOfWork(self.settings(), self.name, explicit=True)
+        uow = UnitOfWork(self.settings(), self.name, explicit=True, parent=current.get())
         return uow, current.set(uow)
 
     def _exit(

@@ -190,17 +190,20 @@ class ConnectionWritesLost:
     """A Connection closed with writes in its open transaction, never committed: the
     close rolled them back. ``first`` is where the first write ran, ``site`` the close."""
 
-    __slots__ = ("first", "record", "site", "writes")
+    __slots__ = ("ddl", "first", "record", "site", "writes")
 
     def __init__(
         self,
         record: CheckoutRecord,
         writes: int,
+        ddl: int,
         first: CallSite | None,
         site: CallSite | None,
     ) -> None:
         self.record = record
         self.writes = writes
+        # Of the writes, DDL statements (CREATE TABLE...) on a database that rolls DDL back.
+        self.ddl = ddl
         self.first = first
         self.site = site
 
@@ -514,6 +517,10 @@ class Detector(Check):
     # Raise at once in ``raise`` mode instead of at the end of the unit of work: for
     # findings whose consequence is a wrong value in the user's hands right now.
     raise_immediately: ClassVar[bool] = False
+    # Counts repeats across the unit (N+1s): a nested unit's events reach this detector
+    # in the units around it too, so a ``@track`` helper called once per row does not hide
+    # the loop that calls it.
+    spans_nested_units: ClassVar[bool] = False
 
     def __init__(self, uow: UnitOfWork) -> None:
         self.uow = uow

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Mapper, RelationshipProperty, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import Pool, QueuePool
 
-from sqla_doctor.runtime import callsite, errors, reads
+from sqla_doctor.runtime import callsite, core_writes, errors, query_plans, reads
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
     CORE,
@@ -404,7 +404,10 @@ def _on_do_orm_execute(state: Any) -> None:
         if kind is not OTHER and kind is not COLUMN_LOAD:
             mapper = state.bind_mapper
             if mapper is not None:
-                uow.origins[mapper] = execution
+                if uow.parent is None:
+                    uow.origins[mapper] = execution
+                else:
+                    uow.note_origin(mapper, execution)
         handlers = uow.handlers["do_orm_execute", kind]
         try:
             if handlers:
@@ -620,10 +623,15 @@ def _on_handle_error(context: Any) -> None:
     _note_flush_error(context)
     # Programs catch these (a framework's 500, a retry loop): explain them while raised.
     # A disconnect found by pool_pre_ping's own ping is recovered from, not raised.
-    if isinstance(context.original_exception, MissingGreenlet) or (
-        context.is_disconnect
-        and not getattr(context, "is_pre_ping", False)
-        and context.sqlalchemy_exception is not None
+    original = context.original_exception
+    if (
+        isinstance(original, MissingGreenlet)
+        or (
+            context.is_disconnect
+            and not getattr(context, "is_pre_ping", False)
+            and context.sqlalchemy_exception is not None
+        )
+        or (context.sqlalchemy_exception is not None and _sqlite_locked(original))
     ):
         uow = current.get()
         site = None
@@ -636,6 +644,11 @@ def _on_handle_error(context: Any) -> None:
             uow = uow or running[1]
         if uow is not None and uow.active:
             _explain_while_raised(context, uow, site)
+
+
+def _sqlite_locked(error: BaseException) -> bool:
+    # sqlite3's text is fixed and quotes no values. Workers catch it and retry later.
+    return type(error).__module__ == "sqlite3" and str(error).startswith("database is locked")
 
 
 def _explain_while_raised(context: Any, uow: UnitOfWork, site: callsite.CallSite | None) -> None:
@@ -1296,7 +1309,7 @@ def _autocommit(conn: Connection) -> bool:
 def _on_engine_commit(conn: Connection) -> None:
     checkout = _held(conn)
     if checkout is not None:
-        checkout.core_writes, checkout.core_write_site = 0, None
+        checkout.core_writes, checkout.core_ddl, checkout.core_write_site = 0, 0, None
         _connection_resumes(checkout, "commit", time.perf_counter())
 
 
@@ -1309,32 +1322,43 @@ def _on_engine_rollback(conn: Connection) -> None:
         _connection_resumes(checkout, "rollback", time.perf_counter())
 
 
-_WRITES = ("INSERT", "UPDATE", "DELETE", "MERGE")
+# Temporary tables remembered per checkout, at most.
+MAX_TEMP_TABLES = 32
 
 
 def _note_core_write(
     conn: Connection, checkout: CheckoutRecord, statement: str, site: callsite.CallSite | None
 ) -> None:
     """Count a Core connection's writes in its open transaction ("commit as you go")."""
-    if not statement.lstrip()[:6].upper().startswith(_WRITES):
+    kind = core_writes.classify(
+        statement, conn.dialect.name, checkout.temp_tables, began=checkout.core_writes > 0
+    )
+    if kind is None:
+        return
+    if kind == core_writes.TEMP_TABLE:
+        name = core_writes.temp_table(statement)
+        if name is not None and len(checkout.temp_tables) < MAX_TEMP_TABLES:
+            checkout.temp_tables = checkout.temp_tables | {name}
         return
     if not checkout.core_writes:
         if not conn.in_transaction() or _autocommit(conn):
             return
         checkout.core_write_site = site
     checkout.core_writes += 1
+    if kind == core_writes.DDL:
+        checkout.core_ddl += 1
 
 
 def _core_writes_rolled_back(checkout: CheckoutRecord) -> None:
     """A Core connection's writes were rolled back: by ``rollback()`` on purpose, by an
     error path, or by ``close()`` (the end of ``with engine.connect()``) with no commit."""
-    writes, first = checkout.core_writes, checkout.core_write_site
-    checkout.core_writes, checkout.core_write_site = 0, None
+    writes, ddl, first = checkout.core_writes, checkout.core_ddl, checkout.core_write_site
+    checkout.core_writes, checkout.core_ddl, checkout.core_write_site = 0, 0, None
     if sys.exc_info()[1] is not None or not _closing_connection(sys._getframe(2)):
         return
     uow = _checkout_unit(checkout)
     if uow is not None:
-        lost = ConnectionWritesLost(checkout, writes, first, callsite.find(2))
+        lost = ConnectionWritesLost(checkout, writes, ddl, first, callsite.find(2))
         _dispatch(uow, "connection_writes_lost", lost, can_raise=False)
 
 
@@ -1350,6 +1374,13 @@ def _closing_connection(frame: Any) -> bool:
             return False
         frame = frame.f_back
     return False
+
+
+@_guarded
+def _on_do_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+    # Returns None: SQLAlchemy connects as usual. Only noted, for SQD355's EXPLAIN
+    # connection (the schema a connect_args search_path chose).
+    query_plans.note_connect(dialect, cargs, cparams)
 
 
 @_guarded
@@ -1645,6 +1676,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Engine, "before_cursor_execute", _on_before_cursor_execute, {"retval": True}),
     (Engine, "after_cursor_execute", _on_after_cursor_execute, {}),
     (Engine, "handle_error", _on_handle_error, {}),
+    (Engine, "do_connect", _on_do_connect, {}),
     (Engine, "engine_connect", _on_engine_connect, {}),
     (Engine, "begin", _on_engine_begin, {}),
     (Engine, "commit", _on_engine_commit, {}),

@@ -12,8 +12,11 @@ of it is stored.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +30,21 @@ MAX_SHAPES: Final = 2_048
 _WAIT_SECONDS: Final = 3.0
 _TIMEOUTS: Final = "SET statement_timeout = '2s'; SET lock_timeout = '200ms'"
 _DOLLAR: Final = re.compile(r"\$(\d+)")
+logger = logging.getLogger("sqla_doctor")
+# What each PostgreSQL engine's dialect really connected with (connect_args, a password
+# or search_path set by a do_connect listener), as SQLAlchemy's do_connect event handed
+# it: the same list and dict objects, so listeners that run after ours are seen too.
+_connect_params: weakref.WeakKeyDictionary[Any, tuple[list[Any], dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+# asyncpg's connect() keywords that psycopg spells differently.
+_ASYNCPG_TO_LIBPQ: Final = {
+    "database": "dbname",
+    "host": "host",
+    "port": "port",
+    "user": "user",
+    "password": "password",
+}
 _NUMBER: Final = re.compile(r"(?<![\w$.])-?\d+(?:\.\d+)?(?![\w.])")
 # VERBOSE plans qualify columns with their table: lower((users.email)::text).
 _FUNCTION_ON_COLUMN: Final = re.compile(r"\b(\w+)\(\(?(?:\w+\.)?(\w+)\)?(?:::[\w ]+)?[,)]")
@@ -93,8 +111,14 @@ class Planner:
             self._plans.clear()
             self.explained = 0
 
-    def scans(self, url: URL, driver: str, sql: str, parameters: Any) -> tuple[Scan, ...]:
-        key = (url.render_as_string(hide_password=True), sql)
+    def scans(self, url: URL, dialect: Any, sql: str, parameters: Any) -> tuple[Scan, ...]:
+        connect = _connect_params.get(dialect)
+        server = url.render_as_string(hide_password=True)
+        if connect is not None:
+            # Two engines on one URL may see different schemas (options=-csearch_path=...).
+            settings = connect[1]
+            server += f" {settings.get('options')} {settings.get('server_settings')}"
+        key = (server, sql)
         with self._lock:
             known = self._plans.get(key)
             running = self._running.get(key)
@@ -114,9 +138,12 @@ class Planner:
             with self._lock:
                 return self._plans.get(key, ())
         try:
-            found = _explain(url, driver, sql, parameters)
-        except Exception:
-            found = ()  # no plan (a timeout, a lock, a statement EXPLAIN refuses): no finding
+            found = _explain(url, dialect.driver, connect, sql, parameters)
+        except Exception as error:
+            # No plan (a timeout, a lock, a statement EXPLAIN refuses): no finding. Said at
+            # debug level, so that a silence can be explained (an engine made with creator=).
+            logger.debug("SQD355: no plan for a statement: %s", type(error).__name__)
+            found = ()
         with self._lock:
             self._plans[key] = found
             self.explained += 1
@@ -128,20 +155,53 @@ class Planner:
 planner = Planner()
 
 
-def _connect(url: URL) -> Any:
-    """A new DBAPI connection to the same server with a synchronous driver."""
+def note_connect(dialect: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+    """Remember what a PostgreSQL engine connects with (the ``do_connect`` event)."""
+    if dialect.name == "postgresql":
+        _connect_params[dialect] = (cargs, cparams)
+
+
+def _connect(url: URL, driver: str, connect: tuple[list[Any], dict[str, Any]] | None) -> Any:
+    """A new DBAPI connection to the same server with a synchronous driver, made with the
+    parameters the engine's own connections were made with when they are known."""
     sync = url.set(drivername="postgresql+psycopg")
     try:
         dialect_class = sync.get_dialect()
     except Exception:
         sync = url.set(drivername="postgresql+psycopg2")
         dialect_class = sync.get_dialect()
-    dialect = dialect_class()
-    args, kwargs = dialect.create_connect_args(sync)
-    kwargs.setdefault("connect_timeout", 2)
-    connection = dialect_class.import_dbapi().connect(*args, **kwargs)
+    url_args, url_kwargs = dialect_class().create_connect_args(sync)
+    args, kwargs = (
+        _libpq_params(driver, connect, url_args, url_kwargs)
+        if connect is not None
+        else (url_args, url_kwargs)
+    )
+    connection = dialect_class.import_dbapi().connect(*args, **{"connect_timeout": 2, **kwargs})
     connection.autocommit = True
     return connection
+
+
+def _libpq_params(
+    driver: str,
+    connect: tuple[list[Any], dict[str, Any]],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> tuple[Sequence[Any], Mapping[str, Any]]:
+    """The engine's connect parameters for psycopg: as they are from psycopg or
+    psycopg2, translated from asyncpg's keywords."""
+    cargs, cparams = connect
+    if driver in ("psycopg", "psycopg_async", "psycopg2"):
+        return list(cargs), dict(cparams)  # libpq keywords already
+    if driver == "asyncpg":
+        merged = dict(kwargs)
+        for name, libpq in _ASYNCPG_TO_LIBPQ.items():
+            if cparams.get(name) is not None:
+                merged[libpq] = cparams[name]
+        settings = cparams.get("server_settings") or {}
+        if settings:
+            merged["options"] = " ".join(f"-c{k}={v}" for k, v in settings.items())
+        return args, merged
+    return args, kwargs
 
 
 def _statement_for(driver: str, sql: str, parameters: Any) -> tuple[str, Any]:
@@ -154,9 +214,15 @@ def _statement_for(driver: str, sql: str, parameters: Any) -> tuple[str, Any]:
     return sql, parameters
 
 
-def _explain(url: URL, driver: str, sql: str, parameters: Any) -> tuple[Scan, ...]:
+def _explain(
+    url: URL,
+    driver: str,
+    connect: tuple[list[Any], dict[str, Any]] | None,
+    sql: str,
+    parameters: Any,
+) -> tuple[Scan, ...]:
     statement, values = _statement_for(driver, sql, parameters)
-    connection = _connect(url)
+    connection = _connect(url, driver, connect)
     try:
         cursor = connection.cursor()
         cursor.execute(_TIMEOUTS)

@@ -207,17 +207,29 @@ class UnitOfWork:
     SQL (never the parameters) of the first statements, for messages and budgets.
     """
 
-    def __init__(self, settings: Settings, name: str | None = None, *, explicit: bool = True):
+    def __init__(
+        self,
+        settings: Settings,
+        name: str | None = None,
+        *,
+        explicit: bool = True,
+        parent: UnitOfWork | None = None,
+    ):
         self.name = name
         self.settings = settings
         self.explicit = explicit
+        # The explicit unit this one runs inside (a ``@track`` helper in a request): its
+        # repeat-counting detectors see this unit's events too.
+        self.parent: UnitOfWork | None = parent if parent is not None and parent.active else None
         self.findings: list[Finding] = []
+        # (code, key) of each finding, aligned with ``findings``: what absorb() dedupes on.
+        self._finding_keys: list[Hashable] = []
         self.query_count = 0
         self.statements: list[str] = []
         # Seconds each kept statement spent in the DBAPI cursor, aligned with statements
         # (0.0 until it returns, and for one that failed).
         self.durations: list[float] = []
-        self.active = True
+        self.active: bool = True
         self.duration: float | None = None
         self.lock = threading.RLock()
         # Mapper -> the last execution that loaded its objects (its SQLAlchemy state
@@ -241,6 +253,13 @@ class UnitOfWork:
         )
 
     # -- facts shared by detectors -------------------------------------------------------
+
+    def note_origin(self, mapper: Any, execution: OrmExecution) -> None:
+        """The last execution that loaded ``mapper``'s objects, here and in the units around."""
+        uow: UnitOfWork | None = self
+        while uow is not None:
+            uow.origins[mapper] = execution
+            uow = uow.parent
 
     def origin_for(self, mapper: Any) -> OrmExecution | None:
         for candidate in mapper.iterate_to_root():
@@ -285,6 +304,7 @@ class UnitOfWork:
             if self.settings.suppressed(finding, filename, subject):
                 return
             self.findings.append(finding)
+            self._finding_keys.append(full_key)
             immediate = detector.raise_immediately and self.settings.mode == "raise"
             self._unemitted.append(_Pending(finding, filename, module, immediate))
         process.collect(finding, self.settings)
@@ -298,9 +318,13 @@ class UnitOfWork:
                 self.statements.extend(inner.statements[:room])
                 self.durations.extend(inner.durations[:room])
             room = self.settings.runtime.max_findings
-            for finding in inner.findings:
-                if finding not in self.findings and len(self.findings) < room:
+            for finding, key in zip(inner.findings, inner._finding_keys, strict=True):
+                # Reported by the inner unit, or by this one from the events it saw
+                # through it (spans_nested_units): once.
+                if key not in self._keys and len(self.findings) < room:
+                    self._keys.add(key)
                     self.findings.append(finding)
+                    self._finding_keys.append(key)
 
     def release(self, *, final: bool = False, can_raise: bool = True) -> None:
         """Emit the findings not emitted yet, as the mode says.
@@ -370,6 +394,7 @@ class UnitOfWork:
             # counting instead of leaving cycles to the garbage collector.
             self._detectors = []
             self.handlers = _ENDED
+            self.parent = None
             self.origins = {}
             self.sessions = {}
             self.checkouts = {}
@@ -400,8 +425,34 @@ class _Handlers(dict[Any, tuple[Callable[[Any], None], ...]]):
         uow = self.uow
         indexes, method = uow.settings.handlers_for(key)
         handlers = tuple(getattr(uow.detector(index), method) for index in indexes)
+        if uow.parent is not None:
+            handlers += _spanning(uow.parent, key)
         self[key] = handlers
         return handlers
+
+
+def _spanning(outer: UnitOfWork, key: Any) -> tuple[Callable[[Any], None], ...]:
+    """The handlers of ``outer`` and the units around it whose detectors span nested units."""
+    found: list[Callable[[Any], None]] = []
+    uow: UnitOfWork | None = outer
+    while uow is not None and uow.active:
+        indexes, method = uow.settings.handlers_for(key)
+        for index in indexes:
+            if uow.settings.detectors[index].spans_nested_units:
+                found.append(_forward(uow, getattr(uow.detector(index), method)))
+        uow = uow.parent
+    return tuple(found)
+
+
+def _forward(outer: UnitOfWork, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+    def forward(payload: Any) -> None:
+        # The outer unit may be ended by then (a task that outlives its request), and its
+        # detectors are guarded by its own lock, not the nested unit's.
+        if outer.active:
+            with outer.lock:
+                handler(payload)
+
+    return forward
 
 
 class Added:
@@ -640,6 +691,7 @@ class CheckoutRecord:
     __slots__ = (
         "__weakref__",
         "checked_out_at",
+        "core_ddl",
         "core_write_site",
         "core_writes",
         "fairy_key",
@@ -657,6 +709,7 @@ class CheckoutRecord:
         "returned",
         "returned_at",
         "session_owned",
+        "temp_tables",
         "transaction_began",
         "transaction_site",
     )
@@ -690,7 +743,11 @@ class CheckoutRecord:
         # Writes a Connection (not a Session) ran in its open transaction, and where the
         # first one came from: lost if it closes without commit().
         self.core_writes = 0
+        # Of those, DDL (on databases whose DDL is transactional).
+        self.core_ddl = 0
         self.core_write_site: CallSite | None = None
+        # Temporary tables created on this checkout: writes to them are not lost data.
+        self.temp_tables: frozenset[str] = frozenset()
         # A weak reference to the Pool it came from, once a Connection wrapped it.
         self.pool: weakref.ref[Any] | None = None
 

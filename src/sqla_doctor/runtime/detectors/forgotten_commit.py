@@ -66,11 +66,14 @@ class ForgottenCommit(Detector):
     unwinds (a `with` block left by a raise, a close in an `except` block): dropping
     the writes is what that error path is for.
 
-    A Core `Connection` (`with engine.connect() as conn:`) that ran INSERT, UPDATE or
-    DELETE statements and closes without `conn.commit()` is reported too: in SQLAlchemy
-    2.x a connection "commits as you go", and closing it rolls its transaction back.
-    `engine.begin()`, `conn.begin()` blocks, an explicit `conn.rollback()` and
-    AUTOCOMMIT connections are silent.
+    A Core `Connection` (`with engine.connect() as conn:`) that ran INSERT, UPDATE,
+    DELETE or MERGE statements (also behind a `WITH`) and closes without `conn.commit()`
+    is reported too: in SQLAlchemy 2.x a connection "commits as you go", and closing it
+    rolls its transaction back. On PostgreSQL and SQL Server, whose DDL is
+    transactional, CREATE/ALTER/DROP count too (`metadata.create_all(conn)` in a block
+    that never commits: the tables are gone). `engine.begin()`, `conn.begin()` blocks,
+    an explicit `conn.rollback()`, AUTOCOMMIT connections and writes to a temporary
+    table the connection created (`CREATE TEMP TABLE`) are silent.
 
     ## Why is this bad?
     Nothing fails. Closing a session rolls its transaction back, and the pool rolls back
@@ -144,6 +147,11 @@ class ForgottenCommit(Detector):
         site = lost.site or lost.first
         ended = f"closed at {self.where(site)}" if lost.site is not None else "closed"
         awaited = site is not None and is_awaited(site)
+        ddl = (
+            f", {lost.ddl} of them DDL (the tables, columns or indexes they made are gone)"
+            if lost.ddl
+            else ""
+        )
         commit, begin = (
             ("await conn.commit()", "async with") if awaited else ("conn.commit()", "with")
         )
@@ -153,13 +161,14 @@ class ForgottenCommit(Detector):
             subject="Connection",
             related=[(lost.first, "written here, never committed")] if lost.first != site else [],
             hint=commit,
-            details={"flushes": 0, "written": {"statement(s)": lost.writes}},
+            details={"flushes": 0, "written": {"statement(s)": lost.writes, "ddl": lost.ddl}},
             holder="Connection",
             ended=ended,
-            lost=f"its {lost.writes} write statement(s) were rolled back",
+            lost=f"its {lost.writes} write statement(s) were rolled back" + ddl,
             fix=(
                 f"call `{commit}` before the block ends (a Connection commits as you go), "
                 f"or use `{begin} engine.begin() as conn:`"
+                + (" (`metadata.create_all(engine)` commits itself)" if lost.ddl else "")
             ),
         )
 

@@ -116,6 +116,7 @@ class NPlusOneAttributeReload(Detector):
     name = "n-plus-one-attribute-reload"
     pitfalls = ("P01", "P05")
     severity = Severity.WARNING
+    spans_nested_units = True
     execution_kinds = frozenset({COLUMN_LOAD})
     message = "{entity} {attributes}reloaded one object at a time {count}× from {site} — {fix}"
 

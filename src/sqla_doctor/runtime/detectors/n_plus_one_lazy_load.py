@@ -116,6 +116,7 @@ class NPlusOneLazyLoad(Detector):
     name = "n-plus-one-lazy-load"
     pitfalls = ("P01",)
     severity = Severity.WARNING
+    spans_nested_units = True
     execution_kinds = frozenset({LAZY_LOAD})
     message = "{relationship} lazy-loaded {count}× from {site}{origin} — {fix}"
 

@@ -102,6 +102,7 @@ class RepeatedStatement(Detector):
     name = "repeated-statement"
     pitfalls = ("P01",)
     severity = Severity.WARNING
+    spans_nested_units = True
     # Lazy and column loads are reported, with the relationship named, by SQD251/SQD253;
     # selectin batches are the fix, not the problem; flushes write what the user added.
     execution_kinds = frozenset({SELECT, OTHER, CORE})

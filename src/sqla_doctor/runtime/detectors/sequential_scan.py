@@ -41,7 +41,10 @@ class SequentialScan(Detector):
     program's connection, transaction or pool — with a 2 s statement timeout and a 200 ms
     lock timeout, so a program holding locks is never blocked by it. Bound values are sent
     with the `EXPLAIN` (the plan depends on them) and redacted from everything reported.
-    Statements written by a flush are not explained.
+    Statements written by a flush are not explained. The connection is made with the
+    parameters the engine's own connections used (`connect_args`, a password or
+    `search_path` set by a `do_connect` listener, asyncpg's `server_settings`), so it
+    sees the schema the program sees.
 
     ## Why is this bad?
     A filter PostgreSQL cannot answer from an index reads every row of the table: fast
@@ -72,6 +75,13 @@ class SequentialScan(Detector):
     database itself, so it also sees filters built dynamically, raw SQL, and missing
     indexes on foreign keys that lazy loads filter on.
 
+    ## Known problems
+    An engine made with `creator=`, or whose connections were all made before
+    `install()`, has no recorded connect parameters: the plan is asked for with the URL's
+    alone, and a statement on tables that URL cannot see gets no plan and no finding
+    (said at debug level on the `sqla_doctor` logger). `schema_translate_map` is not
+    applied to the EXPLAIN.
+
     ## References
     - [PostgreSQL: Indexes on Expressions](https://www.postgresql.org/docs/current/indexes-expressional.html)
     - [PostgreSQL: Using EXPLAIN](https://www.postgresql.org/docs/current/using-explain.html)
@@ -99,7 +109,7 @@ class SequentialScan(Detector):
         sql = statement.sql
         if not _FILTERED.match(sql) or _WHERE.search(sql) is None:
             return
-        scans = planner.scans(connection.engine.url, dialect.driver, sql, statement.parameters)
+        scans = planner.scans(connection.engine.url, dialect, sql, statement.parameters)
         for scan in scans:
             if scan.rows < self.config.seq_scan_min_rows:
                 continue

@@ -22,7 +22,9 @@ _FIX = (
 class SqliteDatabaseLockedExplained(Detector):
     """
     ## What it does
-    Explains SQLite's `OperationalError: database is locked` when it ends a unit of work:
+    Explains SQLite's `OperationalError: database is locked` as it is raised (so a worker
+    that catches it and retries later still gets the explanation, as a finding of its
+    unit of work):
     which session in this process holds the write lock — the one that has flushed writes
     and not committed yet — where its writes were flushed, where its connection was
     checked out, in which thread, and for how long it has held them. The explanation is
