@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,22 @@ def test_a_tracked_lookup_called_per_id_does_not_hide_the_repeats(engine: Engine
     assert lookup.last is not None
     assert not lookup.last.findings
     assert one(uow.findings, "SQD252").location.line == line_of("tracked-get")
+
+
+def test_values_written_into_the_sql_still_make_one_statement(engine: Engine) -> None:
+    """An f-string, ``literal_execute`` or IN lists of other lengths: one shape per loop."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS:
+            session.execute(text(f"SELECT name FROM users WHERE id = {user_id}"))  # line:fstr
+            literal = bindparam("name", f"user{user_id}", literal_execute=True)
+            session.scalars(select(User).where(User.name == literal)).all()  # line:literal
+            session.scalars(select(User).where(User.id.in_(IDS[:user_id]))).all()  # line:in
+    findings = {f.location.line: f for f in of_code(uow.findings, "SQD252")}
+    assert set(findings) == {line_of("fstr"), line_of("literal"), line_of("in")}
+    for finding in findings.values():
+        assert finding.details["count"] == USERS
+        assert finding.details["parameter_sets"] == USERS
+    assert "user3" not in repr(list(findings.values())), "literal values are not shown"
 
 
 def test_one_query_with_in_is_the_silent_twin(engine: Engine) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError, PendingRollbackError
+from sqlalchemy.exc import IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -93,6 +93,32 @@ def test_savepoint_twin_is_silent(engine: Engine) -> None:
     assert not of_code(uow.findings, "SQD155")
 
 
+def test_an_error_caught_inside_the_savepoint_block_says_to_catch_it_outside(
+    engine: Engine,
+) -> None:
+    def import_one(session: Session) -> None:
+        with session.begin_nested():
+            session.add(User(id=1, name="secret-value"))
+            with contextlib.suppress(IntegrityError):
+                session.flush()
+            session.get(User, 2)  # line:inside-savepoint
+
+    # SQLAlchemy refuses the get(): "Can't operate on closed transaction inside context
+    # manager".
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine) as session,
+        pytest.raises(InvalidRequestError),
+    ):
+        import_one(session)
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("inside-savepoint")
+    assert finding.message.endswith(
+        "catch the error outside the `with session.begin_nested():` block, which then rolls "
+        "back to the SAVEPOINT and leaves the session usable"
+    )
+
+
 @notes
 def commit_again(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
     with tracker, Session(engine) as session:
@@ -138,6 +164,8 @@ async def test_async_reuse_after_failed_flush_is_reported(async_engine: AsyncEng
     finding = one(uow.findings, "SQD155")
     assert finding.location.line == line_of("async-reuse")
     assert finding.related[0].location.line == line_of("async-commit")
+    assert "call await session.rollback() in the except block" in finding.message
+    assert finding.fix_hint == "await session.rollback()"
 
 
 async def test_async_rollback_twin_is_silent(async_engine: AsyncEngine) -> None:

@@ -781,6 +781,7 @@ def _on_after_rollback(session: Session) -> None:
             autoflush_of.site if autoflush_of is not None else callsite.find(1),
             error,
             driver_error,
+            in_savepoint=session.get_nested_transaction() is not None,
         )
         record.flush_error = None
         _flush_done(record)

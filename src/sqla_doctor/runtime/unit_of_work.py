@@ -677,12 +677,21 @@ class Sharing:
 class FailedFlush:
     """A flush that failed: where, and the error class (SQLAlchemy's and the driver's)."""
 
-    __slots__ = ("driver_error", "error", "site")
+    __slots__ = ("driver_error", "error", "in_savepoint", "site")
 
-    def __init__(self, site: CallSite | None, error: str | None, driver_error: str | None):
+    def __init__(
+        self,
+        site: CallSite | None,
+        error: str | None,
+        driver_error: str | None,
+        *,
+        in_savepoint: bool = False,
+    ):
         self.site = site
         self.error = error
         self.driver_error = driver_error
+        # It failed inside begin_nested(): the code caught it inside that block.
+        self.in_savepoint = in_savepoint
 
 
 class CheckoutRecord:

@@ -39,6 +39,26 @@ def shape(sql: str) -> str:
     return f"{verb} … FROM {source.group(1)}" if source else verb
 
 
+# Values written into the SQL itself (an f-string, literal_execute, an expanded IN list):
+# one statement shape for the loop, whatever the values.
+_LITERAL = re.compile(r"'(?:[^']|'')*'|(?<![\w$.:%])-?\d+(?:\.\d+)?(?![\w.])")
+_PLACEHOLDER = r"(?:\?|%s|%\(\w+\)s|\$\d+|:\w+)"
+_LIST = re.compile(rf"\(\s*{_PLACEHOLDER}(?:\s*,\s*{_PLACEHOLDER})+\s*\)")
+_SHAPES: dict[str, str] = {}
+MAX_SHAPES = 4_096
+
+
+def grouping_sql(sql: str) -> str:
+    """``sql`` with literal values and placeholder lists masked: what a loop repeats."""
+    masked = _SHAPES.get(sql)
+    if masked is None:
+        masked = _LIST.sub("(?)", _LITERAL.sub("?", sql))
+        if len(_SHAPES) >= MAX_SHAPES:
+            _SHAPES.clear()
+        _SHAPES[sql] = masked
+    return masked
+
+
 def _parameter_hash(parameters: Any) -> int | None:
     try:
         if isinstance(parameters, dict):
@@ -67,7 +87,9 @@ class RepeatedStatement(Detector):
     inside a loop.
 
     Statements are keyed on their SQL and on the user's line together with its caller,
-    so one helper called once from several places does not count as a loop. Lazy loads
+    so one helper called once from several places does not count as a loop. Values
+    written into the SQL itself (an f-string, `literal_execute`, IN lists of different
+    lengths) are masked in the key, so such a loop is one statement too. Lazy loads
     and attribute reloads are left to SQD251 and SQD253, which can name the relationship.
 
     ## Why is this bad?
@@ -116,7 +138,7 @@ class RepeatedStatement(Detector):
         site = statement.site
         if statement.executemany or site is None:
             return
-        key = (statement.sql, site.filename, site.lineno, site.caller)
+        key = (grouping_sql(statement.sql), site.filename, site.lineno, site.caller)
         entry = self.entries.get(key)
         if entry is None:
             if key in self.entries or len(self.entries) >= MAX_ENTRIES:
@@ -130,6 +152,8 @@ class RepeatedStatement(Detector):
         if len(entry.parameter_sets) < MAX_PARAMETER_SETS:
             marker = _parameter_hash(statement.parameters)
             if marker is not None:
+                if statement.sql != entry.sql:
+                    marker = hash((marker, statement.sql))  # other values in the SQL text
                 entry.parameter_sets.add(marker)
 
     def checkpoint(self) -> None:

@@ -10,13 +10,15 @@ from sqlalchemy.orm import Session
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, FlushAfterFailure, OrmExecution
+from sqla_doctor.runtime.detectors.session_leak import is_async_session
 from sqla_doctor.runtime.errors import record_of
-from sqla_doctor.runtime.unit_of_work import FailedFlush, process
+from sqla_doctor.runtime.unit_of_work import FailedFlush, SessionRecord, process
 
 
 def _inactive(session: Any) -> bool:
-    """Whether the session's transaction waits for rollback() (public API only)."""
-    transaction = session.get_transaction()
+    """Whether the session's transaction (or its SAVEPOINT) waits for rollback() (public
+    API only)."""
+    transaction = session.get_nested_transaction() or session.get_transaction()
     return transaction is not None and not transaction.is_active
 
 
@@ -60,7 +62,9 @@ class SessionUsedAfterFailedFlush(Detector):
     ```
 
     To keep the rest of the transaction, put the write that may fail in a SAVEPOINT:
-    `with session.begin_nested(): session.add(user)`.
+    `with session.begin_nested(): session.add(user)`, and catch the error outside that
+    block (caught inside it, the failed SAVEPOINT is still the session's transaction, and
+    the message says so). Under `AsyncSession` the fix is `await session.rollback()`.
 
     ## References
     - [PendingRollbackError](https://docs.sqlalchemy.org/en/20/errors.html#error-7s2a)
@@ -83,12 +87,12 @@ class SessionUsedAfterFailedFlush(Detector):
         if record is None or record.failed_flush is None or execution.state is None:
             return
         if _inactive(execution.state.session):
-            self._report(execution.site, record.failed_flush)
+            self._report(execution.site, record, record.failed_flush)
 
     def on_flush_after_failure(self, flush: FlushAfterFailure) -> None:
         failed = flush.record.failed_flush
         if failed is not None and _inactive(flush.session):
-            self._report(flush.site, failed)
+            self._report(flush.site, flush.record, failed)
 
     def on_error(self, seen: ErrorSeen) -> None:
         if not isinstance(seen.error, PendingRollbackError):
@@ -96,10 +100,10 @@ class SessionUsedAfterFailedFlush(Detector):
         for session in seen.locals_of_type(Session):
             record = record_of(self.uow, session)
             if record is not None and record.failed_flush is not None:
-                seen.explain(self._report(seen.site, record.failed_flush))
+                seen.explain(self._report(seen.site, record, record.failed_flush))
                 return
 
-    def _report(self, site: CallSite | None, failed: FailedFlush) -> Any:
+    def _report(self, site: CallSite | None, record: SessionRecord, failed: FailedFlush) -> Any:
         related: list[tuple[CallSite | None, str]] = []
         flush = ""
         if failed.site is not None:
@@ -108,17 +112,28 @@ class SessionUsedAfterFailedFlush(Detector):
         error = failed.error or "an exception"
         if failed.driver_error:
             error = f"{error} ({failed.driver_error})"
+        rollback = "await session.rollback()" if is_async_session(record) else "session.rollback()"
+        if failed.in_savepoint:
+            # The SAVEPOINT is there already: the error was caught inside its block, where
+            # the nested transaction is still the failed one.
+            block = "async with" if rollback.startswith("await") else "with"
+            fix = (
+                f"catch the error outside the `{block} session.begin_nested():` block, which "
+                "then rolls back to the SAVEPOINT and leaves the session usable"
+            )
+        else:
+            fix = (
+                f"call {rollback} in the except block that caught it, or put the write in a "
+                "SAVEPOINT with `with session.begin_nested():`"
+            )
         return self.report(
             site,
             key=(site.key if site is not None else None),
             subject="Session",
             related=related,
-            hint="session.rollback()",
+            hint=rollback,
             details={"error": failed.error, "driver_error": failed.driver_error},
             flush=flush,
             error=error,
-            fix=(
-                "call session.rollback() in the except block that caught it, or put the "
-                "write in a SAVEPOINT with `with session.begin_nested():`"
-            ),
+            fix=fix,
         )
