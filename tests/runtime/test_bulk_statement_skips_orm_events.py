@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, delete, event, select, update
+from sqlalchemy import Engine, delete, event, func, select, update
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapper, Session
 
@@ -113,6 +114,36 @@ def test_synchronize_session_fetch_is_still_a_bulk_statement(bulk_engine: Engine
         session.execute(statement.execution_options(synchronize_session="fetch"))  # line:fetch
         session.commit()
     assert one(uow.findings, "SQD352").location.line == line_of("fetch")
+
+
+def test_an_update_sqlalchemy_refuses_before_running_it_is_not_reported(
+    bulk_engine: Engine,
+) -> None:
+    """synchronize_session="evaluate" cannot evaluate lower() in Python: nothing ran."""
+    statement = (
+        update(Account)
+        .where(func.lower(Account.name) == "a")
+        .values(active=False)
+        .execution_options(synchronize_session="evaluate")
+    )
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        with pytest.raises(InvalidRequestError):
+            session.execute(statement)
+        session.rollback()
+    assert not of_code(uow.findings, "SQD352")
+
+
+def test_an_evaluated_update_that_runs_is_reported(bulk_engine: Engine) -> None:
+    statement = (
+        update(Account)
+        .where(Account.name == "a")
+        .values(active=False)
+        .execution_options(synchronize_session="evaluate")
+    )
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(statement)  # line:evaluated
+        session.commit()
+    assert one(uow.findings, "SQD352").location.line == line_of("evaluated")
 
 
 def test_bulk_update_by_primary_key_and_legacy_query_update_are_reported(

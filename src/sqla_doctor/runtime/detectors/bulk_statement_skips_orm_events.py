@@ -7,7 +7,7 @@ from typing import Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import OTHER, Detector, OrmExecution
+from sqla_doctor.runtime.detector import OTHER, Detector, OrmExecution, Statement
 
 _EVENTS = {
     "UPDATE": ("before_update", "after_update"),
@@ -150,7 +150,8 @@ class BulkStatementSkipsOrmEvents(Detector):
     `session.execute()` of a statement on a `Table` rather than a mapped class, are not
     reported: they are Core by choice, and Core never runs ORM events. Session-wide
     hooks (`before_flush`, `after_flush`) are skipped too but cannot be tied to one
-    class, so they are not named. A statement that does the listener's work itself
+    class, so they are not named. A statement SQLAlchemy refuses before running it
+    (`synchronize_session="evaluate"` on criteria it cannot evaluate) is not reported. A statement that does the listener's work itself
     (sets `updated_at=` in its values) is still reported; allow it with
     `# noqa: SQD352`.
 
@@ -194,6 +195,20 @@ class BulkStatementSkipsOrmEvents(Detector):
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
         self.seen: set[tuple[Any, ...]] = set()
+        # The statement's finding, reported once it reaches the database: SQLAlchemy may
+        # still refuse it (synchronize_session="evaluate" on a function, say).
+        self.pending: tuple[OrmExecution, CallSite, dict[str, Any]] | None = None
+
+    def on_before_cursor_execute(self, statement: Statement) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        execution, site, report = pending
+        if statement.orm is execution:
+            self.pending = None
+            if report["key"] not in self.seen and len(self.seen) < _MAX_SEEN:
+                self.seen.add(report["key"])
+                self.report(site, **report)
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         state = execution.state
@@ -207,9 +222,9 @@ class BulkStatementSkipsOrmEvents(Detector):
         else:
             return
         key = (site.filename, site.lineno, verb)
+        self.pending = None
         if key in self.seen or len(self.seen) >= _MAX_SEEN:
             return
-        self.seen.add(key)
         mapper = statement_mapper(state)
         if mapper is None:
             return
@@ -229,19 +244,27 @@ class BulkStatementSkipsOrmEvents(Detector):
         else:
             change, runs = "change them", "listeners and validators"
         fix = f"load the objects and {change}, or do the same work in the statement"
-        self.report(
-            site,
-            key=key,
-            subject=entity,
-            hint=f"load the objects and {change} (the ORM then runs {runs}), or do the "
-            "same work in the statement",
-            details={"entity": entity, "statement": verb, "skipped": described},
-            statement=statement,
-            site=self.where(site),
-            verb=verb,
-            skipped=_join(shown),
-            fix=fix,
-        )
+        report: dict[str, Any] = {
+            "key": key,
+            "subject": entity,
+            "hint": f"load the objects and {change} (the ORM then runs {runs}), or do "
+            "the same work in the statement",
+            "details": {"entity": entity, "statement": verb, "skipped": described},
+            "statement": statement,
+            "site": self.where(site),
+            "verb": verb,
+            "skipped": _join(shown),
+            "fix": fix,
+        }
+        if state.execution_options.get("synchronize_session") == "evaluate":
+            # The one strategy SQLAlchemy may still refuse (a function it cannot evaluate
+            # in Python) before anything runs: reported once the statement reaches the
+            # database. "auto" falls back to "fetch", whose statement runs as an ORM
+            # execution of its own.
+            self.pending = (execution, site, report)
+        else:
+            self.seen.add(key)
+            self.report(site, **report)
 
     def _described(self, text: str, fn: Any) -> str:
         code = getattr(fn, "__code__", None)
