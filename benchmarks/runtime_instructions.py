@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SIDES = ("bare", "floor", "minimal", "doctor")
+SIDES = ("bare", "floor", "orm_event", "minimal", "doctor")
 _COLLECTED = re.compile(r"Collected : ([\d,]+)")
 
 
@@ -102,13 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Python {sys.version.split()[0]}, SQLAlchemy {sqlalchemy.__version__}")
     print(
-        f"{'workload':<14} {'bare':>12} {'floor':>8} {'minimal':>8} {'doctor':>8}"
-        "  (instructions per call)"
+        f"{'workload':<14} {'bare':>12} "
+        + " ".join(f"{side:>9}" for side in SIDES[1:])
+        + "  (instructions per call)"
     )
     for workload in args.workloads.split(","):
         counts = {side: per_call(workload, side, args.calls) for side in SIDES}
         bare = counts["bare"]
-        ratios = " ".join(f"{counts[side] / bare:>7.3f}x" for side in SIDES[1:])
+        ratios = " ".join(f"{counts[side] / bare:>8.3f}x" for side in SIDES[1:])
         print(f"{workload:<14} {bare / 1e6:>10.2f}M {ratios}", flush=True)
     return 0
 

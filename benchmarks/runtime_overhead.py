@@ -214,18 +214,31 @@ def _minimal_listeners() -> list[tuple[Any, str, Callable[..., Any], dict[str, A
     ]
 
 
+def _orm_event_listener() -> list[tuple[Any, str, Callable[..., Any], dict[str, Any]]]:
+    """A no-op ``do_orm_execute`` listener alone: the one event that tells a lazy load."""
+    return [(Session, "do_orm_execute", _noop, {})]
+
+
+_Listeners = list[tuple[Any, str, Callable[..., Any], dict[str, Any]]]
+_LISTENER_SIDES: dict[str, Callable[[], _Listeners]] = {
+    "floor": _floor_listeners,
+    "orm_event": _orm_event_listener,
+    "minimal": _minimal_listeners,
+}
+
+
 def _watch(side: str) -> Callable[[], None]:
     """Start watching as ``side`` says; returns what stops it.
 
     ``bare``: nothing; ``floor``: a no-op listener on each of the doctor's events;
-    ``minimal``: the least an N+1 detector can do (``_minimal_listeners``); ``doctor``:
-    ``sqla_doctor.install()``.
+    ``orm_event``: a no-op ``do_orm_execute`` listener alone; ``minimal``: the least an
+    N+1 detector can do (``_minimal_listeners``); ``doctor``: ``sqla_doctor.install()``.
     """
     if side == "doctor":
         sqla_doctor.install(config=CONFIG)
         return sqla_doctor.uninstall
-    if side in ("floor", "minimal"):
-        registered = _floor_listeners() if side == "floor" else _minimal_listeners()
+    if side in _LISTENER_SIDES:
+        registered = _LISTENER_SIDES[side]()
         for target, name, fn, kw in registered:
             event.listen(target, name, fn, **kw)
 
