@@ -238,3 +238,46 @@ async def test_async_per_object_twin_is_silent(bulk_async_engine: AsyncEngine) -
         account.email = "A@B.C"
         await session.commit()
     assert not of_code(uow.findings, "SQD352")
+
+
+def test_legacy_bulk_save_objects_skipping_a_listener_is_reported(bulk_engine: Engine) -> None:
+    """bulk_save_objects() writes with no flush and no ORM execution: before_update is skipped."""
+    with Session(bulk_engine) as session:
+        accounts = session.scalars(select(Account)).all()
+    for account in accounts:
+        account.name = account.name.upper()
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.bulk_save_objects(accounts)  # line:bulk-save
+        session.commit()
+    finding = one(uow.findings, "SQD352")
+    assert finding.location.line == line_of("bulk-save")
+    assert finding.message.startswith(
+        f"`session.bulk_save_objects()` at {HERE}:{line_of('bulk-save')} ran as one UPDATE "
+        "statement and skipped the `before_update` listener `touch`"
+    )
+    assert finding.details["method"] == "bulk_save_objects"
+    assert "validator" not in finding.message, "objects ran their validators when set"
+
+
+def test_legacy_bulk_mappings_are_reported_per_statement(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.bulk_update_mappings(Account, [{"id": 1, "name": "x"}])  # line:bulk-update
+        session.bulk_insert_mappings(  # line:bulk-insert
+            Account, [{"email": "NEW@EXAMPLE.COM", "name": "new"}]
+        )
+        session.commit()
+    findings = {f.location.line: f for f in of_code(uow.findings, "SQD352")}
+    assert set(findings) == {line_of("bulk-update"), line_of("bulk-insert")}
+    inserted = findings[line_of("bulk-insert")]
+    assert "the validator `Account.normalize_email` (email)" in inserted.message
+
+
+def test_legacy_bulk_methods_on_a_class_without_listeners_and_core_writes_are_silent(
+    bulk_engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.bulk_insert_mappings(Label, [{"text": "bulk"}])
+        session.commit()
+        with bulk_engine.begin() as conn:
+            conn.execute(update(Account.__table__).values(name="core by choice"))
+    assert not of_code(uow.findings, "SQD352")

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
+from types import FrameType
 from typing import Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import OTHER, Detector, OrmExecution, Statement
+from sqla_doctor.runtime.detector import CORE, OTHER, Detector, OrmExecution, Statement
 
 _EVENTS = {
+    "INSERT": ("before_insert", "after_insert"),
     "UPDATE": ("before_update", "after_update"),
     "DELETE": ("before_delete", "after_delete"),
 }
 _MAX_NAMED = 6
 _MAX_SEEN = 1_000
+# The legacy bulk methods write through the Session's connection with no ORM execution:
+# their statements reach the cursor as Core, from under Session._bulk_save_mappings().
+_BULK_SAVE = "_bulk_save_mappings"
+_SESSION_FILE = os.path.join("sqlalchemy", "orm", "session.py")
+_BULK_DEPTH = 40
+_LEGACY_FIX = (
+    "add the objects to the session and flush (`session.add_all(objects)`), or do the "
+    "listeners' work in the mappings"
+)
 
 
 def statement_mapper(state: Any) -> Any:
@@ -112,7 +125,7 @@ def skipped_by(mapper: Any, verb: str, keys: frozenset[str] | None) -> list[tupl
         for fn in _user_listeners(mapper, event_name):
             skipped.append((f"the `{event_name}` listener `{function_name(fn)}`", fn))
     entity = mapper.class_.__name__
-    if verb == "UPDATE":
+    if verb in ("UPDATE", "INSERT"):
         for key, validator in mapper.validators.items():
             method = validator[0] if isinstance(validator, tuple) else validator
             if keys is None or key in keys:
@@ -138,6 +151,11 @@ class BulkStatementSkipsOrmEvents(Detector):
     finding names each function that was skipped. It is the runtime twin of SQD305,
     which finds the same statements in the source.
 
+    The legacy bulk methods are reported the same way: `session.bulk_save_objects()`
+    (its `before_insert`/`before_update` listeners and the like never run),
+    `bulk_update_mappings()` and `bulk_insert_mappings()` (validators too: the mappings
+    are plain dicts).
+
     ## Why is this bad?
     A bulk statement goes straight to the database: no objects are loaded, so no mapper
     event fires, no validator runs and no cascade is applied, whatever
@@ -151,9 +169,9 @@ class BulkStatementSkipsOrmEvents(Detector):
     reported: they are Core by choice, and Core never runs ORM events. Session-wide
     hooks (`before_flush`, `after_flush`) are skipped too but cannot be tied to one
     class, so they are not named. A statement SQLAlchemy refuses before running it
-    (`synchronize_session="evaluate"` on criteria it cannot evaluate) is not reported. A statement that does the listener's work itself
-    (sets `updated_at=` in its values) is still reported; allow it with
-    `# noqa: SQD352`.
+    (`synchronize_session="evaluate"` on criteria it cannot evaluate) is not reported.
+    A statement that does the listener's work itself (sets `updated_at=` in its values)
+    is still reported; allow it with `# noqa: SQD352`.
 
     ## Example
     ```python
@@ -185,8 +203,9 @@ class BulkStatementSkipsOrmEvents(Detector):
     name = "bulk-statement-skips-orm-events"
     pitfalls = ("P14",)
     severity = Severity.WARNING
-    # ORM DML is classified OTHER: it has no loader path.
-    execution_kinds = frozenset({OTHER})
+    # ORM DML is classified OTHER: it has no loader path; the legacy bulk methods' writes
+    # reach the cursor as CORE.
+    execution_kinds = frozenset({OTHER, CORE})
     message = (
         "`{statement}` at {site} ran as one {verb} statement and skipped {skipped} for "
         "these rows — {fix}"
@@ -200,6 +219,10 @@ class BulkStatementSkipsOrmEvents(Detector):
         self.pending: tuple[OrmExecution, CallSite, dict[str, Any]] | None = None
 
     def on_before_cursor_execute(self, statement: Statement) -> None:
+        if statement.orm is None:
+            if not statement.in_flush:
+                self._legacy_bulk(statement)
+            return
         pending = self.pending
         if pending is None:
             return
@@ -265,6 +288,62 @@ class BulkStatementSkipsOrmEvents(Detector):
         else:
             self.seen.add(key)
             self.report(site, **report)
+
+    def _legacy_bulk(self, statement: Statement) -> None:
+        """A write of ``bulk_save_objects()``/``bulk_update_mappings()``/
+        ``bulk_insert_mappings()``, found by the Session method it runs under."""
+        verb = statement.sql.lstrip()[:6].upper()
+        site = statement.site
+        if verb not in ("INSERT", "UPDATE") or site is None:
+            return
+        key = (site.filename, site.lineno, verb)
+        if key in self.seen or len(self.seen) >= _MAX_SEEN:
+            return
+        frame: FrameType | None = sys._getframe(1)
+        for _ in range(_BULK_DEPTH):
+            if frame is None:
+                return
+            code = frame.f_code
+            if code.co_name == _BULK_SAVE and code.co_filename.endswith(_SESSION_FILE):
+                break
+            frame = frame.f_back
+        else:
+            return
+        assert frame is not None
+        mapper = frame.f_locals.get("mapper")
+        caller = frame.f_back
+        if mapper is None or caller is None or not hasattr(mapper, "class_"):
+            return
+        self.seen.add(key)
+        method = caller.f_code.co_name
+        # Objects ran their validators when their attributes were set; mappings (plain
+        # dicts) never do, whichever keys they hold.
+        keys: frozenset[str] | None = frozenset() if method == "bulk_save_objects" else None
+        skipped = skipped_by(mapper, verb, keys)
+        if not skipped:
+            return
+        entity = mapper.class_.__name__
+        described = [self._described(text, fn) for text, fn in skipped]
+        shown = described[:_MAX_NAMED]
+        if len(skipped) > _MAX_NAMED:
+            shown.append(f"{len(skipped) - _MAX_NAMED} more")
+        self.report(
+            site,
+            key=key,
+            subject=entity,
+            hint=_LEGACY_FIX,
+            details={
+                "entity": entity,
+                "statement": verb,
+                "method": method,
+                "skipped": described,
+            },
+            statement=f"session.{method}()",
+            site=self.where(site),
+            verb=verb,
+            skipped=_join(shown),
+            fix=_LEGACY_FIX,
+        )
 
     def _described(self, text: str, fn: Any) -> str:
         code = getattr(fn, "__code__", None)
