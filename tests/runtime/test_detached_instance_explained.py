@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import DetachedInstanceError
 
 import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
 from sqla_doctor.runtime import errors
 
 from .fixtures.detached_noqa import read_posts_after_close
@@ -279,3 +280,53 @@ def test_expunge_after_a_close_names_the_expunge(engine: Engine) -> None:
     assert f"expunged from its session at {here}:{line_of('expunge-after-close')}" in (
         finding.message
     )
+
+
+def users_then_close(engine: Engine, query: Any = None) -> list[User]:
+    with Session(engine) as session:  # line:caught-with
+        return list(session.scalars(query if query is not None else select(User)))
+
+
+def test_an_error_the_program_catches_is_explained_while_raised(engine: Engine) -> None:
+    """A CLI prints the error and goes on: it never reaches a unit's end, a log or the
+    excepthook. Read tracking (on under ``sqla-doctor run``) sees the failed read."""
+    sqla_doctor.install(config=RuntimeConfig(mode="collect", track_reads=True))
+    users = users_then_close(engine)
+    printed = []
+    try:
+        print(len(users[0].posts))  # line:caught-access
+    except Exception as error:
+        printed.append(type(error).__name__)
+    assert printed == ["DetachedInstanceError"]
+    finding = one(sqla_doctor.collected(), "SQD254")
+    here = relative(__file__)
+    assert finding.location.line == line_of("caught-access")
+    assert f"its session was closed at {here}:{line_of('caught-with')}" in finding.message
+
+
+def test_pydantic_turning_it_into_a_validation_error_is_explained(engine: Engine) -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class PostOut(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(from_attributes=True)
+        title: str
+
+    class UserOut(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(from_attributes=True)
+        name: str
+        posts: list[PostOut]
+
+    sqla_doctor.install(config=RuntimeConfig(mode="collect", track_reads=True))
+    users = users_then_close(engine)
+    with pytest.raises(pydantic.ValidationError):
+        UserOut.model_validate(users[0])  # line:validate
+    finding = one(sqla_doctor.collected(), "SQD254")
+    assert finding.location.line == line_of("validate")
+    assert finding.message.startswith("User.posts lazy-loaded on a detached User")
+
+
+def test_caught_twin_with_the_loader_option_is_silent(engine: Engine) -> None:
+    sqla_doctor.install(config=RuntimeConfig(mode="collect", track_reads=True))
+    users = users_then_close(engine, select(User).options(selectinload(User.posts)))
+    assert all(len(user.posts) == 2 for user in users)
+    assert not of_code(sqla_doctor.collected(), "SQD254")

@@ -336,6 +336,28 @@ def test_an_error_the_program_catches_and_logs_is_explained(
     assert logged.count("sqla-doctor: SQD") == 1
 
 
+def test_an_error_the_program_catches_and_prints_is_explained(project: Path) -> None:
+    """A CLI that prints the error and goes on: no excepthook, no log record."""
+    (project / "cli.py").write_text(
+        "from models import User, Session, make_engine, select\n"
+        "\n"
+        "engine = make_engine()\n"
+        "with Session(engine) as session:\n"
+        "    users = session.scalars(select(User)).all()\n"
+        "for user in users:\n"
+        "    try:\n"
+        "        print(user.name, len(user.posts))\n"
+        "    except Exception as error:\n"
+        "        print('failed:', type(error).__name__)\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["cli.py"], fail=True, fmt="json", output=str(out)) == 1
+    [finding] = report(out)["findings"]
+    assert finding["code"] == "SQD254"
+    assert (finding["location"]["path"], finding["location"]["line"]) == ("cli.py", 8)
+    assert "its session was closed at cli.py:4" in finding["message"]
+
+
 WIDE = """
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column

@@ -115,6 +115,8 @@ def install(
     process.settings = settings
     process.collecting = True
     process.installed = True
+    if resolved.runtime.track_reads:
+        listeners.track_every_read()
 
 
 def uninstall() -> None:

@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Final
 
 from sqlalchemy import inspect
@@ -30,6 +30,7 @@ from sqlalchemy.orm.exc import DetachedInstanceError
 
 from sqla_doctor.findings import Finding
 from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify, line_of
+from sqla_doctor.runtime.callsite import find as find_call_site
 from sqla_doctor.runtime.detector import _MAX_TRACEBACK, ErrorSeen, OrmExecution
 from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork, current, process
 
@@ -213,14 +214,19 @@ def _add_note(error: BaseException, text: str) -> None:
 
 
 def dispatch(
-    uow: UnitOfWork, raised: BaseException, payload: ErrorSeen | None = None
+    uow: UnitOfWork,
+    raised: BaseException,
+    payload: ErrorSeen | None = None,
+    *,
+    emit: bool = False,
 ) -> list[Finding]:
     """Let the unit's detectors explain ``raised``; note what they found on it.
 
     Called before the unit ends (its origins and sessions are still there) and before
     its findings are released. An exception already explained by an inner unit of work
     is left alone. The explained findings are not emitted again as warnings or a
-    ``PitfallError`` note: the traceback carries them (``log`` mode still logs them).
+    ``PitfallError`` note: the traceback carries them (``log`` mode still logs them),
+    unless ``emit`` (an error explained while raised, which the program may swallow).
     """
     try:
         if not uow.active or _explained(raised):
@@ -240,7 +246,7 @@ def dispatch(
         shown = [f for f in dict.fromkeys(explained) if not _suppressed(uow, f)]
         for finding in shown:
             _add_note(raised, note_text(finding))
-        if shown and uow.settings.mode != "log":
+        if shown and not emit and uow.settings.mode != "log":
             with uow.lock:
                 uow._unemitted = [p for p in uow._unemitted if p.finding not in shown]
         return shown
@@ -285,6 +291,39 @@ def explain_uncaught(raised: BaseException) -> list[Finding]:
     except Exception:
         _internal_error(explain_uncaught)
         return []
+
+
+def explain_raised(raised: BaseException, live: FrameType) -> None:
+    """Explain an error the program may still catch, while it is raised.
+
+    ``live`` is the frame that will receive it (the attribute read that failed). A
+    finding is made in the context's unit of work, or in a short-lived implicit one, and
+    noted on the exception: explaining it again when it reaches a unit's end, the
+    excepthook or a log record is then skipped.
+    """
+    try:
+        if _explained(raised):
+            return
+        payload = ErrorSeen(
+            raised,
+            raised,
+            find_call_site(1),
+            (raised.__traceback__,) if raised.__traceback__ is not None else (),
+            live,
+        )
+        uow = current.get()
+        if uow is not None:
+            dispatch(uow, raised, payload, emit=True)
+            return
+        settings = process.settings
+        if not process.installed or settings is None:
+            return
+        uow = UnitOfWork(settings, "raised", explicit=False)
+        dispatch(uow, raised, payload, emit=True)
+        uow.end()
+        uow.release(final=True, can_raise=False)
+    except Exception:
+        _internal_error(explain_raised)
 
 
 def _excepthook(

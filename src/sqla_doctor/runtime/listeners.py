@@ -1098,15 +1098,26 @@ def _instrument_known_mappers() -> None:
     exists. Without it, a mapper is instrumented when one of its objects is next added
     to a session, which is before any pending primary key can be read.
     """
+    for mapper in _configured_mappers():
+        _instrument_primary_key(mapper)
+
+
+def track_every_read() -> None:
+    """``track-reads`` on: the reads of every mapped class are seen, not only those of
+    the classes SQD257/SQD258 follow, so that a failed read (DetachedInstanceError) is
+    explained while raised. Mappers configured later are switched as they come."""
+    if reads.enable():
+        for mapper in _configured_mappers():
+            reads.cover(mapper)
+
+
+def _configured_mappers() -> list[Any]:
     try:
         # ``sqlalchemy.orm.mapper`` the attribute is a function; the module is in sys.modules.
         registries = importlib.import_module("sqlalchemy.orm.mapper")._all_registries()
+        return [m for registry in registries for m in list(registry.mappers) if m.configured]
     except Exception:
-        return
-    for registry in registries:
-        for mapper in list(registry.mappers):
-            if mapper.configured:
-                _instrument_primary_key(mapper)
+        return []
 
 
 def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:

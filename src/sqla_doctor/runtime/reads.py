@@ -11,7 +11,9 @@ own (``__slots__ = ()``) whose ``__get__`` notes the read when it is an instance
 then does exactly what ``InstrumentedAttribute.__get__`` does. Class-level access
 (``User.name == "x"``, ``select(User.name)``, ``User.posts.any()``) returns the
 descriptor itself, as before. ``disable()`` (run by ``uninstall()``) switches every
-descriptor back.
+descriptor back. ``install()`` with ``track-reads`` on switches every mapped class
+(``listeners.track_every_read``): a read that fails with ``DetachedInstanceError`` is
+then explained while raised, before the program can swallow it.
 
 Only objects a detector asked about are tracked (``watch()``, from the ``load`` event
 of a query it watches): a read of any other object costs one dict lookup. Each
@@ -33,11 +35,13 @@ they could not see as missing.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from typing import Any
 
 from sqlalchemy.orm.attributes import InstrumentedAttribute
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 logger = logging.getLogger("sqla_doctor")
 
@@ -116,7 +120,20 @@ class ReadTracked(InstrumentedAttribute[Any]):
                     watch.keys.add(self.key)
             except Exception:
                 _fail("attribute read")
-        return _get(self, instance, owner)
+        try:
+            return _get(self, instance, owner)
+        except DetachedInstanceError as error:
+            _read_failed(error)
+            raise
+
+
+def _read_failed(error: DetachedInstanceError) -> None:
+    """Explain the error now: pydantic's ``from_attributes``, a template or an ``except
+    Exception: print(...)`` may swallow it before it reaches a unit's end or the log."""
+    from sqla_doctor.runtime import errors  # here: errors imports what imports this module
+
+    # 0: this function, 1: ReadTracked.__get__, 2: whoever read the attribute.
+    errors.explain_raised(error, sys._getframe(2))
 
 
 # A class body without a docstring gets ``__doc__ = None``, which would hide
