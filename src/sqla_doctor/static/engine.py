@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from sqla_doctor.config import Config
 from sqla_doctor.findings import Finding, Kind, Location, Severity
@@ -538,23 +539,24 @@ def _link_and_order(
     node may navigate anywhere inside it.
     """
     events: list[tuple[list[Handler], ast.AST]] = []
-    # An entry with handlers is a node being left; one without is a node to enter.
-    stack: list[tuple[ast.AST, list[Handler] | None]] = [(tree, None)]
+    # A node to enter is pushed bare; a node to leave as its (handlers, node) event
+    # (Any: a union would cost an isinstance per node to narrow).
+    stack: list[Any] = [tree]
     pop, push, record = stack.pop, stack.append, events.append
     unvisited_leaves = _CHILDLESS.difference(visit, leave)
     ast_node, known_fields = ast.AST, _reversed
     while stack:
-        node, leaving = pop()
-        if leaving is not None:
-            record((leaving, node))
-            continue
+        node = pop()
         kind = type(node)
+        if kind is tuple:
+            record(node)
+            continue
         entering = visit.get(kind)
         if entering is not None:
             record((entering, node))
         leaving = leave.get(kind)
         if leaving is not None:
-            push((node, leaving))
+            push((leaving, node))
         # child_nodes() inlined, in reverse so that the stack pops them in source order.
         fields = known_fields.get(kind)
         if fields is None:
@@ -566,11 +568,11 @@ def _link_and_order(
                     if isinstance(child, ast_node):
                         parents[id(child)] = node
                         if child.__class__ not in unvisited_leaves:
-                            push((child, None))
+                            push(child)
             elif isinstance(value, ast_node):
                 parents[id(value)] = node
                 if value.__class__ not in unvisited_leaves:
-                    push((value, None))
+                    push(value)
     return events
 
 

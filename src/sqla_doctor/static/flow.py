@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqla_doctor.static.children import reversed_fields_of
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
@@ -172,6 +172,18 @@ def is_io_client(qualified: str) -> bool:
 
 
 # Values ------------------------------------------------------------------------------
+_V = TypeVar("_V")
+
+
+def evolve(value: _V, **changes: Any) -> _V:
+    """``dataclasses.replace`` for the frozen values below, without re-running
+    ``__init__``: they have no ``__post_init__`` or init-only fields, and values are
+    rebuilt for nearly every node a rule asks about."""
+    copied: _V = object.__new__(type(value))
+    copied.__dict__.update(value.__dict__, **changes)
+    return copied
+
+
 @dataclass(frozen=True)
 class SessionValue:
     """A session, and how this function got it."""
@@ -448,13 +460,15 @@ class FunctionFlow:
         else:
             body = list(node.body)
             self._params(node.args)
-        stack: list[tuple[ast.AST, ast.AST]] = [(child, node) for child in reversed(body)]
-        pop, push = stack.pop, stack.append
+        # A node's parent is linked as it is pushed: the stack holds bare nodes.
         parents = self.parents
+        for child in body:
+            parents[id(child)] = node
+        stack: list[ast.AST] = body[::-1]
+        pop, push = stack.pop, stack.append
         constant, ast_node = ast.Constant, ast.AST
         while stack:
-            current, parent = pop()
-            parents[id(current)] = parent
+            current = pop()
             kind = type(current)
             if kind is ast.Name:
                 assert isinstance(current, ast.Name)
@@ -467,7 +481,8 @@ class FunctionFlow:
                 if isinstance(value, ast.Name):
                     self.attr_loads.setdefault(value.id, []).append(current)
                 # Only the value: the `ctx` child (Load/Store) carries nothing.
-                stack.append((value, current))
+                parents[id(value)] = current
+                push(value)
                 continue
             if kind is ast.Constant:
                 continue
@@ -562,10 +577,12 @@ class FunctionFlow:
                 if not isinstance(current, ast.Lambda):
                     self._bind(Binding(current.name, "def", current, None, _pos(current)))
                     for decorator in current.decorator_list:
-                        stack.append((decorator, current))
+                        parents[id(decorator)] = current
+                        push(decorator)
                 else:
                     # A lambda's body reads the enclosing names; scan it, minus its params.
-                    stack.append((current.body, current))
+                    parents[id(current.body)] = current
+                    push(current.body)
                 continue
             elif kind is ast.Global or kind is ast.Nonlocal:
                 continue
@@ -578,11 +595,13 @@ class FunctionFlow:
                         if child.__class__ is constant:
                             parents[id(child)] = current
                         elif isinstance(child, ast_node):
-                            push((child, current))
+                            parents[id(child)] = current
+                            push(child)
                 elif held.__class__ is constant:
                     parents[id(held)] = current
                 elif isinstance(held, ast_node):
-                    push((held, current))
+                    parents[id(held)] = current
+                    push(held)
 
     def _params(self, args: ast.arguments) -> None:
         positional = [*args.posonlyargs, *args.args]
@@ -703,7 +722,7 @@ class FunctionFlow:
         if isinstance(node, ast.Await):
             inner = self.value(node.value)
             if isinstance(inner, ObjectsValue) and not inner.is_async:
-                return replace(inner, is_async=True)
+                return evolve(inner, is_async=True)
             return inner
         if isinstance(node, ast.Name):
             return self._name(node)
@@ -720,7 +739,7 @@ class FunctionFlow:
             ):
                 if isinstance(node.slice, ast.Slice):
                     return base
-                return replace(base, many=False, shape="object")
+                return evolve(base, many=False, shape="object")
             return None
         if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
             # `[u for u in users if u.active]` keeps the objects.
@@ -732,7 +751,7 @@ class FunctionFlow:
             ):
                 inner = self.value(node.generators[0].iter)
                 if isinstance(inner, ObjectsValue) and inner.many:
-                    return replace(inner, shape="list")
+                    return evolve(inner, shape="list")
             return None
         if isinstance(node, ast.NamedExpr):
             return self.value(node.value)
@@ -840,12 +859,12 @@ class FunctionFlow:
             model = iterable.entities[position]
             if model is None:
                 return None
-            return replace(
+            return evolve(
                 iterable, model=model, root_model=model, many=False, shape="object", path=()
             )
         if position is not None:
             return None
-        return replace(iterable, many=False, shape="object")
+        return evolve(iterable, many=False, shape="object")
 
     def _entered(self, expr: ast.expr | None) -> Value | None:
         """What ``with expr as name`` binds."""
@@ -875,7 +894,7 @@ class FunctionFlow:
                 return self.value(expr.args[0]) if expr.args else None
         made = self.value(expr)
         if isinstance(made, SessionValue):
-            return replace(made, how="with", managed=True)
+            return evolve(made, how="with", managed=True)
         if isinstance(made, ClientValue):
             return made
         return None
@@ -1005,7 +1024,7 @@ class FunctionFlow:
         owner = self.value(base)
         if isinstance(owner, ObjectsValue):
             if owner.shape == "page" and node.attr == "items":
-                return replace(owner, shape="list")
+                return evolve(owner, shape="list")
             if not owner.many:
                 return self._relationship(owner, node)
         return None
@@ -1016,7 +1035,7 @@ class FunctionFlow:
         rel = self.index.relationship(owner.model, node.attr)
         if rel is None or rel.target is None or rel.collection is None:
             return None
-        return replace(
+        return evolve(
             owner,
             model=rel.target,
             many=rel.collection,
@@ -1041,7 +1060,7 @@ class FunctionFlow:
         sessions = [v for v in values if isinstance(v, SessionValue)]
         if sessions and len(sessions) == len(values):
             first = sessions[0]
-            return replace(first, how="attr", managed=False)
+            return evolve(first, how="attr", managed=False)
         factories = [v for v in values if isinstance(v, FactoryValue)]
         if factories and len(factories) == len(values):
             return factories[0]
@@ -1126,7 +1145,7 @@ class FunctionFlow:
                 and inner.many
                 and inner.shape in ("list", "scalars", "relationship")
             ):
-                return replace(inner, shape="list")
+                return evolve(inner, shape="list")
             return None
         if qualified in _IO_CLIENT_CLASSES:
             return ClientValue(
@@ -1324,7 +1343,7 @@ class FunctionFlow:
 
     def _statement_method(self, stmt: StatementValue, method: str, node: ast.Call) -> Value | None:
         if method == "options":
-            return replace(
+            return evolve(
                 stmt,
                 node=node,
                 options=stmt.options.extend(parse_options(self.resolver, list(node.args))),
@@ -1346,9 +1365,9 @@ class FunctionFlow:
                 )
                 if model is not None:
                     joined.append(model)
-            return replace(stmt, node=node, joins=stmt.joins + tuple(joined))
+            return evolve(stmt, node=node, joins=stmt.joins + tuple(joined))
         if method in _STATEMENT_CHAIN:
-            return replace(stmt, node=node)
+            return evolve(stmt, node=node)
         if stmt.kind != "query":
             return None
         # The legacy Query runs itself.
@@ -1377,22 +1396,22 @@ class FunctionFlow:
 
     def _result_method(self, result: ObjectsValue, method: str, node: ast.Call) -> Value | None:
         if method == "unique":
-            return replace(result, unique=True)
+            return evolve(result, unique=True)
         if result.shape == "result":
             if method == "scalars":
-                return replace(result, shape="scalars")
+                return evolve(result, shape="scalars")
             if method in ("scalar", "scalar_one", "scalar_one_or_none"):
-                return replace(result, many=False, shape="object")
+                return evolve(result, many=False, shape="object")
             if method in ("all", "fetchall"):
-                return replace(result, shape="rows")
+                return evolve(result, shape="rows")
             if method in ("tuples", "yield_per", "columns"):
                 return result
             return None
         if result.shape == "scalars":
             if method in ("all", "fetchall"):
-                return replace(result, shape="list")
+                return evolve(result, shape="list")
             if method in ("first", "one", "one_or_none"):
-                return replace(result, many=False, shape="object")
+                return evolve(result, many=False, shape="object")
             if method == "yield_per":
                 return result
             return None

@@ -13,9 +13,16 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from sqla_doctor.static.flow import Binding, FunctionFlow, InstanceValue, ObjectsValue, contains
+from sqla_doctor.static.flow import (
+    Binding,
+    FunctionFlow,
+    InstanceValue,
+    ObjectsValue,
+    contains,
+    evolve,
+)
 from sqla_doctor.static.index import FunctionFacts, ProjectIndex, Relationship
 from sqla_doctor.static.index.models import keyword, target_of_type
 from sqla_doctor.static.loaders import EAGER, MAPPING_EAGER, MAPPING_NO_QUERY, NO_QUERY, Options
@@ -168,7 +175,7 @@ class Navigator:
         flow = self.flow
         name = binding.name
         many = objects.many
-        element = replace(objects, many=False, shape="object") if many else objects
+        element = evolve(objects, many=False, shape="object") if many else objects
         if not many:
             for attribute in flow.reads_in(name, region):
                 if flow.binding(name, attribute) is not binding:
@@ -278,7 +285,7 @@ class Navigator:
             or not self.index.reads_from_attributes(cls)
         ):
             return
-        element = replace(objects, many=False, shape="object") if objects.many else objects
+        element = evolve(objects, many=False, shape="object") if objects.many else objects
         name = target.id if isinstance(target, ast.Name) else cls.rpartition(".")[2]
         for path in sorted(self.serializer_paths(cls)):
             yield from self.path(
@@ -348,7 +355,7 @@ class Navigator:
                 loaded = True
             if not loaded and (per_row or self.strict):
                 yield LazyAccess(rel, at, current, step, via, per_row)
-            current = replace(
+            current = evolve(
                 current,
                 model=rel.target,
                 many=False,
