@@ -9,6 +9,7 @@ from functools import cached_property
 from sqla_doctor.findings import Applicability, Fix, Severity
 from sqla_doctor.static.dataflow import (
     BindingKind,
+    ObjectKind,
     SqlaObjects,
     call_keyword,
     is_false_literal,
@@ -463,16 +464,20 @@ class Removed1xApi(Rule):
         if attr == "get":
             self._query_get(node, func)
             return
+        kind: ObjectKind | None = None
         if attr in _ENGINE_METHODS:
             kind = self.objects.kind_of(func.value)
             if kind is not None and kind.is_engine:
                 receiver = _short(source_segment(self.ctx, func.value), 20)
                 self._report(node, f"`{receiver}.{attr}()`", REMOVED, _ENGINE_METHODS[attr])
                 return
+            if kind is None or not (kind.is_session or kind.is_connection):
+                # Known already: no need to look at what it runs.
+                return
         if attr in ("execute", "scalar", "scalars"):
-            self._execute(node, func)
+            self._execute(node, func, kind)
 
-    def _execute(self, node: ast.Call, func: ast.Attribute) -> None:
+    def _execute(self, node: ast.Call, func: ast.Attribute, kind: ObjectKind | None) -> None:
         statement = node.args[0] if node.args else None
         plain = statement is not None and self._plain_string(statement)
         extra = [
@@ -481,7 +486,8 @@ class Removed1xApi(Rule):
         # What the receiver is costs a data-flow pass: ask only when the call is suspect.
         if not (plain or extra or len(node.args) > 2):
             return
-        kind = self.objects.kind_of(func.value)
+        if kind is None:
+            kind = self.objects.kind_of(func.value)
         if kind is None or not (kind.is_session or kind.is_connection):
             return
         receiver = _short(source_segment(self.ctx, func.value), 20)
