@@ -800,6 +800,9 @@ _STATIC = StringValue(ValueState.STATIC, is_str=False)
 _STATIC_STR = StringValue(ValueState.STATIC, is_str=True)
 _OPAQUE = StringValue(ValueState.OPAQUE)
 _UPPER = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
+_ENUM_BASES = frozenset(
+    {"enum.Enum", "enum.StrEnum", "enum.IntEnum", "enum.Flag", "enum.IntFlag", "enum.ReprEnum"}
+)
 _NUMERIC_BUILTINS = frozenset({"int", "float", "len", "bool", "abs", "round", "ord", "hash"})
 _STR_PRESERVING = frozenset(
     {
@@ -976,7 +979,11 @@ class StringFlow:
         if isinstance(expr, ast.Name):
             return self._name(expr)
         if isinstance(expr, ast.Attribute):
-            if _constant_attribute(expr) or self.schema_identifier(expr):
+            if (
+                _constant_attribute(expr)
+                or self.schema_identifier(expr)
+                or self.enum_member(expr)
+            ):
                 return _STATIC_STR
             return _OPAQUE
         if isinstance(expr, ast.Subscript):
@@ -1157,7 +1164,9 @@ class StringFlow:
             return self._call_elements(expr, depth)
         if isinstance(expr, ast.Name):
             return self._name_elements(expr, depth)
-        if isinstance(expr, ast.Attribute) and _constant_attribute(expr):
+        if isinstance(expr, ast.Attribute) and (
+            _constant_attribute(expr) or self.enum_member(expr)
+        ):
             return [(expr, _STATIC_STR)]
         return [(expr, _OPAQUE)]
 
@@ -1266,6 +1275,35 @@ class StringFlow:
                     return _OPAQUE
             return self.either(parts)
         return _OPAQUE
+
+    # Enum members ------------------------------------------------------------------
+    def enum_member(self, expr: ast.Attribute) -> bool:
+        """``Status.archived``, ``Status.archived.value`` or ``.name`` of a project enum:
+        members are declared in the class body, so their text is fixed by the code."""
+        member = expr.value if expr.attr in ("value", "name") else expr
+        if not isinstance(member, ast.Attribute):
+            return False
+        owner = member.value
+        root = owner
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if not isinstance(root, ast.Name):
+            return False
+        # A local variable of that name is not the class.
+        if any(
+            b.kind not in (BindingKind.DEFINITION, BindingKind.IMPORT)
+            for b in self.flow.bindings(root)
+        ):
+            return False
+        ctx = self.flow.ctx
+        qualified = ctx.names.qualify(owner)
+        if qualified is None:
+            return False
+        for ancestor in ctx.index.mro(qualified):
+            cls = ctx.index.class_facts(ancestor)
+            if cls is not None and any(ctx.index.follow(b) in _ENUM_BASES for b in cls.bases):
+                return True
+        return False
 
     # Schema objects ----------------------------------------------------------------
     def schema_identifier(self, expr: ast.Attribute) -> bool:

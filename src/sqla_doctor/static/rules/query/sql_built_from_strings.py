@@ -37,7 +37,8 @@ class SqlBuiltFromStrings(Rule):
     SQLAlchemy's `db.text`); `exec_driver_sql()` on any receiver.
 
     Text fixed by the source stays silent: literals and literal-only concatenation,
-    f-strings without placeholders, UPPER_CASE constants, numbers (`int(x)`, `len(x)`,
+    f-strings without placeholders, UPPER_CASE constants, members of the project's
+    enums (`Status.archived.value`), numbers (`int(x)`, `len(x)`,
     `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal dict and conditional literals
     (`"ASC" if desc else "DESC"`), and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
@@ -269,8 +270,49 @@ class SqlBuiltFromStrings(Rule):
                     return text(sql.format(self.tsvector_column.name, self.table.name))
             """
         ),
+        # Members of a project enum (lowercase too, imported or not): declared in the
+        # class body, so their text is fixed by the code.
+        Valid(
+            """
+            from sqlalchemy import text
+            from app.states import State, Kind
+            def purge(session):
+                session.execute(text(f"DELETE FROM items WHERE state = '{State.archived.value}'"))
+                session.execute(text(f"DELETE FROM items WHERE state = '{State.draft}'"))
+                session.execute(text("DELETE FROM items WHERE kind = '%s'" % Kind.user.name))
+            """,
+            path="app/jobs.py",
+            files={
+                "app/__init__.py": "",
+                "app/states.py": """
+                    import enum
+                    class State(str, enum.Enum):
+                        draft = "draft"
+                        archived = "archived"
+                    class Base(enum.Enum):
+                        pass
+                    class Kind(Base):
+                        user = "user"
+                """,
+            },
+        ),
     )
     INVALID = (
+        # The same spelling on a class that is no enum: its attribute may be set from input.
+        Invalid(
+            """
+            from sqlalchemy import text
+            class Filters:
+                state = "draft"
+            def purge(session, request):
+                Filters.state = request.args["state"]
+                session.execute(text(f"DELETE FROM items WHERE state = '{Filters.state}'"))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `Filters.state` "
+                "— bind them as parameters"
+            ),
+        ),
         # A bind marker names a parameter, but the column name before it is a parameter's
         # value, not the schema's.
         Invalid(
