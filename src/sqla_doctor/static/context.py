@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.findings import Location
 from sqla_doctor.static.dataflow import DataFlow
@@ -121,6 +121,9 @@ class ProjectContext:
     index: ProjectIndex
     config: Config
     paths: list[Path] = field(default_factory=list)
+    # What rules compute once for the whole project (the Alembic analysis), kept with it
+    # so that it goes when the project goes.
+    shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def display(self, path: Path) -> str:
         from sqla_doctor.static.files import display_path

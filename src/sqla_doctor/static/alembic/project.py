@@ -9,7 +9,6 @@ model index lazily for the rules that need the models.
 from __future__ import annotations
 
 import ast
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -468,20 +467,12 @@ class _Reach:
     dynamic: list[str]
 
 
-_CACHE: dict[int, tuple[weakref.ref[ProjectContext], AlembicAnalysis]] = {}
-
-
 def analysis(project: ProjectContext) -> AlembicAnalysis:
     """The analysis of ``project``, computed once and shared by every migration rule."""
-    key = id(project)
-    cached = _CACHE.get(key)
-    if cached is not None and cached[0]() is project:
-        return cached[1]
-    for stale in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
-        del _CACHE[stale]
-    result = AlembicAnalysis(project)
-    _CACHE[key] = (weakref.ref(project), result)
-    return result
+    cached = project.shared.get("alembic")
+    if not isinstance(cached, AlembicAnalysis):
+        cached = project.shared["alembic"] = AlembicAnalysis(project)
+    return cached
 
 
 def since_unknown(config: Config, paths: Sequence[Path]) -> list[str]:
