@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from sqlalchemy.pool import NullPool
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
+from sqla_doctor.findings import Finding
 
 from .support import line_of, of_code, one, relative
 
@@ -150,3 +153,93 @@ async def test_async_pool_saturation_names_the_holder(tmp_path: Path) -> None:
     assert finding.location.line == line_of("async-saturating")
     assert f"held by: {relative(__file__)}:{line_of('async-holder')}" in finding.message
     await engine.dispose()
+
+
+# Holders that take turns: none keeps its connection `held-connection-seconds`, but the
+# pool stays full that long because each returned connection goes to a waiting request.
+TURNS = RuntimeConfig(mode="collect", held_connection_seconds=0.2)
+
+
+def handle_request(engine: Engine, slow_call_inside: bool) -> list[Finding]:
+    """One request of a threaded server, watched as the middleware would watch it."""
+    with sqla_doctor.track(config=TURNS) as uow:
+        with Session(engine) as session:
+            session.execute(text("SELECT 1"))  # line:turn-taker
+            if slow_call_inside:
+                time.sleep(0.15)  # a payment API called with the connection held
+        if not slow_call_inside:
+            time.sleep(0.15)
+    return uow.findings
+
+
+def serve(engine: Engine, slow_call_inside: bool) -> list[Finding]:
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        requests = [pool.submit(handle_request, engine, slow_call_inside) for _ in range(6)]
+        return [f for request in requests for f in request.result()]
+
+
+@pytest.fixture
+def patient_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'turns.db'}", pool_size=2, max_overflow=0, pool_timeout=10
+    )
+    yield engine
+    engine.dispose()
+
+
+def test_a_pool_full_while_holders_take_turns_is_reported(patient_engine: Engine) -> None:
+    turns = [
+        f for f in of_code(serve(patient_engine, True), "SQD451") if f.details["event"] == "turns"
+    ]
+    assert len(turns) == 1
+    finding = turns[0]
+    here = relative(__file__)
+    assert finding.location.line == line_of("turn-taker")
+    assert re.match(
+        rf"pool of {re.escape(repr(patient_engine.url))} has been full \(2/2 connections, "
+        r"pool_size 2 \+ max_overflow 0\) for 0\.\d\ds, its holders taking turns: "
+        rf"\d checkout\(s\) waited for a connection another one returned, the last at "
+        rf"{re.escape(here)}:{line_of('turn-taker')} — held by: {re.escape(here)}:"
+        rf"{line_of('turn-taker')} in handle_request \(Session, held ",
+        finding.message,
+    ), finding.message
+
+
+def test_a_pool_released_before_the_slow_call_is_the_silent_twin(
+    patient_engine: Engine,
+) -> None:
+    assert not of_code(serve(patient_engine, False), "SQD451")
+
+
+def test_two_holders_that_never_wait_for_each_other_are_silent(patient_engine: Engine) -> None:
+    # Full for longer than the threshold, but no checkout ever waited: nothing queued.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        requests = [pool.submit(handle_request, patient_engine, True) for _ in range(2)]
+        found = [f for request in requests for f in request.result()]
+    assert not [f for f in of_code(found, "SQD451") if f.details["event"] == "turns"]
+
+
+async def test_async_tasks_taking_turns_on_a_full_pool_are_reported(tmp_path: Path) -> None:
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}", pool_size=2, max_overflow=0
+    )
+
+    async def handle(slow_call_inside: bool) -> list[Finding]:
+        async with sqla_doctor.track(config=TURNS) as uow:
+            async with AsyncSession(engine) as session:
+                await session.execute(text("SELECT 1"))  # line:async-turn-taker
+                if slow_call_inside:
+                    await asyncio.sleep(0.15)
+            if not slow_call_inside:
+                await asyncio.sleep(0.15)
+        return uow.findings
+
+    bad = await asyncio.gather(*(handle(True) for _ in range(6)))
+    fixed = await asyncio.gather(*(handle(False) for _ in range(6)))
+    await engine.dispose()
+    turns = [
+        f for f in of_code([f for u in bad for f in u], "SQD451") if f.details["event"] == "turns"
+    ]
+    assert len(turns) == 1
+    assert turns[0].location.line == line_of("async-turn-taker")
+    assert not of_code([f for u in fixed for f in u], "SQD451")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm.state import InstanceState
 
     from sqla_doctor.config import RuntimeConfig
+    from sqla_doctor.runtime.pool_fill import Fill
     from sqla_doctor.runtime.unit_of_work import (
         CheckoutRecord,
         SessionRecord,
@@ -483,7 +484,16 @@ class PoolCheckout:
     without its password.
     """
 
-    __slots__ = ("capacity", "checked_out", "max_overflow", "name", "pool", "record", "size")
+    __slots__ = (
+        "capacity",
+        "checked_out",
+        "fill",
+        "max_overflow",
+        "name",
+        "pool",
+        "record",
+        "size",
+    )
 
     def __init__(
         self,
@@ -493,6 +503,7 @@ class PoolCheckout:
         checked_out: int,
         size: int,
         max_overflow: int,
+        fill: Fill | None = None,
     ) -> None:
         self.record = record
         self.pool = pool
@@ -501,6 +512,8 @@ class PoolCheckout:
         self.size = size
         self.max_overflow = max_overflow
         self.capacity = size + max_overflow
+        # The stretch the pool has been full for, when this checkout left it full.
+        self.fill = fill
 
 
 _handled: dict[type[Detector], tuple[str, ...]] = {}
@@ -624,4 +637,3 @@ def _in_user_code(
         (at, f"where it happened: in {package}, with no line of the program on the stack"),
         *related,
     ]
-

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Mapper, RelationshipProperty, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import Pool, QueuePool
 
-from sqla_doctor.runtime import callsite, core_writes, errors, query_plans, reads
+from sqla_doctor.runtime import callsite, core_writes, errors, pool_fill, query_plans, reads
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
     CORE,
@@ -273,11 +273,12 @@ def _checkout_done(
     if record.returned:
         return
     if record.idle_since or record.transaction_began:
-        _connection_resumes(
-            record, "checkin", time.perf_counter(), known=not garbage_collected
-        )
+        _connection_resumes(record, "checkin", time.perf_counter(), known=not garbage_collected)
     record.returned = True
     record.returned_at = time.perf_counter()
+    pool = record.pool() if record.pool is not None else None
+    if pool is not None:
+        pool_fill.returned(pool, record.returned_at)
     process.unwatch(record)
     if process.checkouts.get(record.key) is record:
         del process.checkouts[record.key]
@@ -516,9 +517,7 @@ def _on_before_cursor_execute(
                     _leave_statement(busy)
                 raise
         # Last, so that the duration is the cursor's, not the handlers'.
-        _running.set(
-            (id(context), uow, index, checkout, last_site, time.perf_counter(), busy, row)
-        )
+        _running.set((id(context), uow, index, checkout, last_site, time.perf_counter(), busy, row))
     except _DELIBERATE:
         raise
     except Exception:
@@ -1420,6 +1419,7 @@ def _on_engine_connect(conn: Connection) -> None:
     # one never waits for it.
     if checked_out < 2 or checked_out < runtime.pool_saturation_ratio * capacity:
         return
+    fill = pool_fill.filled(pool, time.perf_counter()) if checked_out >= capacity else None
     # checkedout() already counts other threads' and tasks' checkouts whose events have
     # not run yet: count the holders that can be named, so that the report names them.
     checked_out = len(process.holders(pool))
@@ -1428,7 +1428,7 @@ def _on_engine_connect(conn: Connection) -> None:
     uow = _checkout_unit(checkout)
     if uow is not None:
         saturation = PoolCheckout(
-            checkout, pool, repr(conn.engine.url), checked_out, size, max_overflow
+            checkout, pool, repr(conn.engine.url), checked_out, size, max_overflow, fill
         )
         _dispatch(uow, "pool_saturated", saturation)
 

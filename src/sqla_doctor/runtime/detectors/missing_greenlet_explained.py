@@ -35,6 +35,7 @@ def _awaitable(cls: type, entity: str, key: str) -> str:
         f"`await {entity.lower()}.awaitable_attrs.{key}`"
     )
 
+
 class MissingGreenletExplained(Detector):
     """
     ## What it does

@@ -10,7 +10,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime import pool_fill
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, PoolCheckout
+from sqla_doctor.runtime.pool_fill import Fill
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord, process
 
 # How many holders a message names; details list up to _MAX_DETAILED.
@@ -37,7 +39,11 @@ class PoolSaturation(Detector):
     a Connection holds it, for how long, and how long it has sat idle since its last
     query. A pool that short queries fill for an instant, as any busy service's does, is
     not reported; at least two connections must be out at once (a pool of one used by
-    one thread is always "full" and never waited for). When a checkout fails with
+    one thread is always "full" and never waited for). Also warns when holders take
+    turns: no one keeps a connection that long, but the pool has stayed full for
+    `held-connection-seconds` because every connection returned went at once to a
+    checkout waiting for it (six requests holding 0.6 s each on a pool of two wait up to
+    1.2 s for a connection). When a checkout fails with
     `TimeoutError: QueuePool limit of size N overflow M reached`, explains the error
     with the same list of holders.
 
@@ -81,6 +87,9 @@ class PoolSaturation(Detector):
         self.pending: dict[int, tuple[float, CheckoutRecord, str, list[CheckoutRecord]]] = {}
 
     def on_pool_saturated(self, saturation: PoolCheckout) -> None:
+        fill = saturation.fill
+        if fill is not None and fill.handoffs:
+            self._taking_turns(saturation, fill)
         key = id(saturation.pool)
         if key in self.pending or len(self.pending) >= _MAX_PENDING:
             return
@@ -96,6 +105,24 @@ class PoolSaturation(Detector):
         shape = (saturation.size, saturation.max_overflow)
         if shape in _last_full or len(_last_full) < _MAX_SHAPES:
             _last_full[shape] = holders
+
+    def _taking_turns(self, saturation: PoolCheckout, fill: Fill) -> None:
+        # No holder kept its connection long, but the pool has been full all along: each
+        # returned connection went straight to a checkout that was waiting for it.
+        full_for = time.perf_counter() - fill.since
+        if full_for < self.config.held_connection_seconds or not pool_fill.claim(fill):
+            return
+        record = saturation.record
+        site = record.opened[0] if record.opened else None
+        what = (
+            f"pool of {saturation.name} has been full ({saturation.checked_out}/"
+            f"{saturation.capacity} connections, pool_size {saturation.size} + max_overflow "
+            f"{saturation.max_overflow}) for {full_for:.2f}s, its holders taking turns: "
+            f"{fill.handoffs} checkout(s) waited for a connection another one returned, "
+            f"the last at {self.where(site)}"
+        )
+        holders = [r for r in process.holders(saturation.pool) if r is not record]
+        self._report(site, ("turns", id(saturation.pool), fill.since), what, holders, "turns")
 
     def checkpoint(self) -> None:
         # A full pool matters when it stays full: one of the connections held on for
@@ -130,9 +157,7 @@ class PoolSaturation(Detector):
             f"checkout at {self.where(seen.site)} timed out: QueuePool limit of size {size} "
             f"overflow {overflow} reached"
         )
-        seen.explain(
-            self._report(seen.site, ("timeout", size, overflow), what, holders, "timeout")
-        )
+        seen.explain(self._report(seen.site, ("timeout", size, overflow), what, holders, "timeout"))
 
     def _report(
         self, site: Any, key: Any, what: str, holders: list[CheckoutRecord], event: str
