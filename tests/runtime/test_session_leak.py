@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 
@@ -10,9 +11,10 @@ from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
     AsyncSession,
+    async_scoped_session,
     async_sessionmaker,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
 import sqla_doctor
@@ -183,3 +185,74 @@ def test_a_failed_execution_elsewhere_does_not_take_over_the_next_leaks_line(
     assert leak.location.line == line_of("flush-leak")
     reused = one(sqla_doctor.collected(), "SQD155")
     assert reused.location.line == line_of("reused")
+
+
+# A scoped_session keeps its session until remove(): the fix names that call, on the
+# name the program uses.
+db_session = scoped_session(sessionmaker())
+async_db_session = async_scoped_session(async_sessionmaker(), scopefunc=asyncio.current_task)
+
+
+class Extension:
+    """Flask-SQLAlchemy's shape: the scoped session is an attribute, ``db.session``."""
+
+    def __init__(self) -> None:
+        self.session = scoped_session(sessionmaker())
+
+
+db = Extension()
+
+
+def list_users() -> list[User]:
+    return db_session.query(User).all()  # line:scoped-leak
+
+
+def list_users_through_the_extension() -> list[User]:
+    return db.session.query(User).all()  # line:extension-leak
+
+
+def test_a_scoped_session_never_removed_is_told_to_call_remove(engine: Engine) -> None:
+    db_session.configure(bind=engine)
+    db.session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        list_users()
+        list_users_through_the_extension()
+    db_session.remove()
+    db.session.remove()
+    here = relative(__file__)
+    found = {f.location.line: f for f in of_code(uow.findings, "SQD151")}
+    assert set(found) == {line_of("scoped-leak"), line_of("extension-leak")}
+    plain = found[line_of("scoped-leak")]
+    assert plain.message == (
+        f"Session that began at {here}:{line_of('scoped-leak')} still holds its connection at "
+        "the end of the unit of work — db_session is a scoped_session: its session lives "
+        "until `db_session.remove()`; call it when each request or job ends (Flask: in an "
+        "`@app.teardown_appcontext` function; a worker: in a finally block)"
+    )
+    assert plain.fix_hint == "db_session.remove()"
+    assert found[line_of("extension-leak")].fix_hint == "db.session.remove()"
+
+
+def test_a_scoped_session_removed_at_the_end_is_the_silent_twin(engine: Engine) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        try:
+            list_users()
+        finally:
+            db_session.remove()
+    assert not of_code(uow.findings, "SQD151")
+
+
+async def list_users_async() -> list[User]:
+    return list((await async_db_session.scalars(select(User))).all())  # line:async-scoped
+
+
+async def test_an_async_scoped_session_is_told_to_await_remove(async_engine: AsyncEngine) -> None:
+    async_db_session.configure(bind=async_engine)
+    async with sqla_doctor.track(mode="collect") as uow:
+        await list_users_async()
+    await async_db_session.remove()
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("async-scoped")
+    assert "`await async_db_session.remove()`" in finding.message
+    assert finding.fix_hint == "async_db_session.remove()"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import linecache
 import re
 import sys
-from typing import Any
+from types import ModuleType
+from typing import Any, NamedTuple
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, format_stack
@@ -16,6 +18,11 @@ _FIX = "close it: `with Session(engine) as session:` (or session.close() in a fi
 _ASYNC_FIX = (
     "close it: `async with session_factory() as session:` "
     "(or `await session.close()` in a finally block)"
+)
+_SCOPED_FIX = (
+    "{name} is a scoped_session: its session lives until `{awaited}{name}.remove()`; call "
+    "it when each request or job ends (Flask: in an `@app.teardown_appcontext` function; "
+    "a worker: in a finally block)"
 )
 _AWAITED = re.compile(r"\bawait\b|\basync\s+(?:with|for)\b")
 
@@ -47,6 +54,56 @@ def is_async_session(record: SessionRecord) -> bool:
 def is_awaited(site: CallSite) -> bool:
     """Whether the line of ``site`` awaits (``await``, ``async with``, ``async for``)."""
     return _AWAITED.search(linecache.getline(site.filename, site.lineno)) is not None
+
+
+class ScopedProxy(NamedTuple):
+    name: str  # as the reported line spells it: ``db_session``, ``db.session``
+    awaited: bool  # an async_scoped_session, whose remove() is awaited
+
+
+_NAMES = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*[.(]")
+_modules_by_file: dict[str, ModuleType | None] = {}
+
+
+def scoped_proxy(site: CallSite) -> ScopedProxy | None:
+    """The ``scoped_session`` the line at ``site`` used, when a module-level name says so.
+
+    Asked only when a leak is reported: the line's names are looked up in its module's
+    globals (``db_session.query(...)``, Flask-SQLAlchemy's ``db.session.get(...)``).
+    """
+    try:
+        from sqlalchemy.ext.asyncio import async_scoped_session
+        from sqlalchemy.orm import scoped_session
+    except Exception:  # pragma: no cover - an unusual SQLAlchemy build
+        return None
+    module = _module_of(site.filename)
+    if module is None:
+        return None
+    line = linecache.getline(site.filename, site.lineno)
+    for dotted in _NAMES.findall(line):
+        first, _, attribute = dotted.partition(".")
+        name, value = first, module.__dict__.get(first)
+        if attribute and not isinstance(value, (scoped_session, async_scoped_session)):
+            # Static lookup: a property of the user's object must not run (it might query).
+            name, value = dotted, inspect.getattr_static(value, attribute, None)
+        if isinstance(value, scoped_session):
+            return ScopedProxy(name, False)
+        if isinstance(value, async_scoped_session):
+            return ScopedProxy(name, True)
+    return None
+
+
+def _module_of(filename: str) -> ModuleType | None:
+    if filename not in _modules_by_file:
+        found = None
+        for module in list(sys.modules.values()):
+            if getattr(module, "__file__", None) == filename:
+                found = module
+                break
+        if len(_modules_by_file) >= 256:
+            _modules_by_file.clear()
+        _modules_by_file[filename] = found
+    return _modules_by_file[filename]
 
 
 class SessionLeak(Detector):
@@ -120,7 +177,11 @@ class SessionLeak(Detector):
         self.uow.note_leak(site)
         stack = format_stack(record.opened, self.uow.settings.root)
         key: Any = site.key if site is not None else id(record)
-        if is_async_session(record):
+        proxy = scoped_proxy(site) if site is not None else None
+        if proxy is not None:
+            hint = f"{proxy.name}.remove()"
+            fix = _SCOPED_FIX.format(name=proxy.name, awaited="await " if proxy.awaited else "")
+        elif is_async_session(record):
             hint, fix = "async with session_factory() as session: ...", _ASYNC_FIX
         else:
             hint, fix = "with Session(engine) as session: ...", _FIX
