@@ -27,6 +27,10 @@ from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
 
 _TEST_PARTS = frozenset({"tests", "test", "testing"})
+# Folders that keep one database's revisions apart from another's (Prefect's
+# versions/postgresql/ and versions/sqlite/, picked by env.py at run time): the
+# revisions under one named for another database never run on PostgreSQL.
+_OTHER_DIALECT_DIRS = frozenset({"sqlite", "sqlite3", "mysql", "mariadb", "mssql", "oracle"})
 
 
 @dataclass
@@ -76,6 +80,24 @@ class MigrationFile:
 
     def upgrade_operations(self) -> list[Operation]:
         return [op for op in self.operations if op.phase == "upgrade"]
+
+    @property
+    def postgresql_possible(self) -> bool:
+        """False when the project is configured for other databases only, or when the
+        revision lies in a version folder named for another database (``versions/sqlite/``)."""
+        path = self.file.path.resolve()
+        if self.project is None:
+            # A revision outside any script location Alembic's config names (one picked
+            # by env.py at run time): its own folder groups it.
+            return path.parent.name.lower() not in _OTHER_DIALECT_DIRS
+        if not self.project.postgresql_possible:
+            return False
+        for directory in self.project.location.version_dirs:
+            root = directory.resolve()
+            if root in path.parents:
+                parts = (root.name, *path.parent.relative_to(root).parts)
+                return not any(part.lower() in _OTHER_DIALECT_DIRS for part in parts)
+        return True
 
     def created_tables(self, phase: str = "upgrade") -> set[str]:
         """Tables this migration creates: operations on them lock nobody."""

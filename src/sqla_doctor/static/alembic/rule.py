@@ -34,7 +34,8 @@ class MigrationRule(ProjectRule):
 
     kind = Kind.MIGRATION
     # Per-migration rules about PostgreSQL locking skip projects configured for other
-    # databases only, and operations guarded by a non-PostgreSQL dialect test.
+    # databases only, revisions kept in a folder named for another database, and
+    # operations guarded by a non-PostgreSQL dialect test.
     postgresql_only = True
 
     def check_project(self, project: ProjectContext) -> Iterable[Finding]:
@@ -42,11 +43,7 @@ class MigrationRule(ProjectRule):
         for alembic_project in shared.projects:
             yield from self.check_alembic_project(alembic_project, shared)
         for migration in shared.linted():
-            if (
-                self.postgresql_only
-                and migration.project is not None
-                and (not migration.project.postgresql_possible)
-            ):
+            if self.postgresql_only and not migration.postgresql_possible:
                 continue
             yield from self.check_migration(migration, shared)
 

@@ -26,7 +26,10 @@ class NonConcurrentIndex(MigrationRule):
     `op.create_index(...)` without `postgresql_concurrently=True` (also in a
     `batch_alter_table`), raw `CREATE INDEX` without `CONCURRENTLY`, and
     `op.create_unique_constraint(...)` / `op.create_primary_key(...)`, which build their
-    index the same way. Indexes on a table created by the same migration are not reported.
+    index the same way. Indexes on a table created by the same migration are not reported,
+    nor are revisions that never run on PostgreSQL: a project whose `sqlalchemy.url` names
+    another database, a branch under `if dialect.name == "sqlite":`, and a version folder
+    named for another database (`versions/sqlite/`, beside `versions/postgresql/`).
 
     ## Why is this bad?
     `CREATE INDEX` holds a SHARE lock on the table until the migration commits: reads go
@@ -123,6 +126,20 @@ class NonConcurrentIndex(MigrationRule):
                 "migrations/env.py": "",
             },
         ),
+        # Revisions kept per database, env.py picking the folder at run time: the SQLite
+        # ones never run on PostgreSQL.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            path="migrations/versions/sqlite/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\n",
+                "migrations/env.py": "",
+            },
+        ),
     )
     INVALID = (
         Invalid(
@@ -164,6 +181,20 @@ class NonConcurrentIndex(MigrationRule):
                 op.create_unique_constraint("uq_users_name", "users", ["name"])
             """,
             count=3,
+        ),
+        # The same layout's PostgreSQL folder.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            line=8,
+            path="migrations/versions/postgresql/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\n",
+                "migrations/env.py": "",
+            },
         ),
     )
 
