@@ -7,6 +7,7 @@ import sys
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import sqla_doctor
@@ -78,3 +79,38 @@ def test_pending_object_names_where_it_was_added(engine: Engine) -> None:
     assert f"added it at {relative(__file__)}:{line_of('first-add')}" in (
         one(uow.findings, "SQD156").message
     )
+
+
+async def add_to_job(engine: AsyncEngine, tracker: sqla_doctor.Tracker) -> None:
+    # A background task handed the request's object: it adds it to its own session.
+    async with tracker, AsyncSession(engine) as request, AsyncSession(engine) as job:
+        user = (await request.scalars(select(User))).first()  # line:async-load
+        job.add(user)  # line:async-add
+
+
+async def test_async_add_to_a_second_session_is_explained(async_engine: AsyncEngine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(InvalidRequestError, match="already attached"):
+        await add_to_job(async_engine, tracker)
+    uow = tracker.last
+    assert uow is not None
+    finding = one(uow.findings, "SQD156")
+    here = relative(__file__)
+    assert finding.location.line == line_of("async-add")
+    assert finding.message.startswith(
+        "User object given to a second session while still attached to the session that "
+        f"loaded it at {here}:{line_of('async-load')} — use obj = session.merge(obj)"
+    )
+
+
+async def test_async_merge_twin_is_silent(async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(async_engine) as request,
+        AsyncSession(async_engine) as job,
+    ):
+        user = (await request.scalars(select(User))).first()
+        assert user is not None
+        merged = await job.merge(user)
+        assert merged is not user
+    assert not uow.findings

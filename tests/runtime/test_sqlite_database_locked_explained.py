@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,12 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
+from sqla_doctor.findings import Finding
 
-from .models import User, create_and_seed
+from .models import Base, User, create_and_seed
 from .support import line_of, of_code, one, relative
 
 
@@ -144,3 +147,70 @@ def test_a_lock_error_the_program_catches_is_explained_while_raised(
     finding = one(findings, "SQD161")
     assert finding.location.line == line_of("caught")
     assert "another process" in finding.message
+
+
+async def test_async_sessions_on_aiosqlite_name_the_session_holding_the_lock(
+    tmp_path: Path,
+) -> None:
+    # Two tasks of one asyncio service: the first flushes, then awaits a slow call
+    # before committing; the second one's commit waits 0.1 s for the lock and fails.
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'app.db'}", connect_args={"timeout": 0.1}
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    taken, done = asyncio.Event(), asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with sqla_doctor.track(mode="collect"), AsyncSession(engine) as session:
+            session.add(User(name="slow writer"))
+            await session.flush()  # line:async-holder
+            taken.set()
+            await done.wait()  # an HTTP call, while the lock is held
+            await session.commit()
+
+    async def commit_second(tracker: sqla_doctor.Tracker) -> None:
+        async with tracker, AsyncSession(engine) as session:
+            session.add(User(name="second writer"))
+            await session.commit()  # line:async-blocked
+
+    async def second_writer() -> sqla_doctor.UnitOfWork:
+        tracker = sqla_doctor.track(mode="collect")
+        with pytest.raises(OperationalError):
+            await commit_second(tracker)
+        assert tracker.last is not None
+        return tracker.last
+
+    holder = asyncio.create_task(slow_writer())
+    await taken.wait()
+    try:
+        uow = await second_writer()
+    finally:
+        done.set()
+        await holder
+    await engine.dispose()
+    finding = one(uow.findings, "SQD161")
+    here = relative(__file__)
+    assert finding.location.line == line_of("async-blocked")
+    assert finding.message.startswith(
+        f"SQLite database is locked at {here}:{line_of('async-blocked')}: the write lock is "
+        f"held by the Session that flushed writes at {here}:{line_of('async-holder')}"
+    )
+
+
+async def test_async_writers_that_commit_promptly_are_silent(tmp_path: Path) -> None:
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'app.db'}", connect_args={"timeout": 0.1}
+    )
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+
+    async def writer(name: str) -> list[Finding]:
+        async with sqla_doctor.track(mode="collect") as uow, AsyncSession(engine) as session:
+            session.add(User(name=name))
+            await session.commit()
+        return uow.findings
+
+    found = await asyncio.gather(*(writer(name) for name in "abc"))
+    await engine.dispose()
+    assert not of_code([f for unit in found for f in unit], "SQD161")

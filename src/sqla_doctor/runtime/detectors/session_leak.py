@@ -127,7 +127,10 @@ class SessionLeak(Detector):
     allow it with `# noqa: SQD151` on the reported line. Whether a garbage-collected
     session belonged to an `AsyncSession` (which decides between the `with` and the
     `async with` fix) is read from the line that acquired its connection: an `await`
-    there.
+    there. A session of a `scoped_session` is told to call `remove()` on the name the
+    reported line uses, when that name is a module-level `scoped_session` (or an
+    attribute of one, as Flask-SQLAlchemy's `db.session`); through a local alias the
+    plain `with` fix is given.
 
     ## Example
     ```python
