@@ -796,6 +796,24 @@ class ProjectIndex:
                 found.extend(ColumnFacts(attr=c, name=c, line=0) for c in names)
         return found
 
+    def foreign_key_paths(self, model: Model, target: Model) -> set[tuple[str, ...]]:
+        """The ways ``model``'s foreign keys can join it to ``target``, one per foreign key
+        constraint: a column's own ``ForeignKey``, or every column of a composite
+        ``ForeignKeyConstraint`` together (SQLAlchemy joins on all of them at once)."""
+        paths: set[tuple[str, ...]] = set()
+        constraints = list(model.fk_constraints)
+        columns = list(model.columns.values())
+        if model.mapped_table is not None:
+            columns.extend(model.mapped_table.columns.values())
+            constraints.extend(model.mapped_table.fk_constraints)
+        for column in columns:
+            if any(self._fk_points_at(ref, target) for ref in column.foreign_keys):
+                paths.add((column.attr,))
+        for names, ref in constraints:
+            if names and self._fk_points_at(ref, target):
+                paths.add(names)
+        return paths
+
     @staticmethod
     def _keys_readable(model: Model) -> bool:
         """Whether a model's foreign keys can all be read: an imperative mapping's are

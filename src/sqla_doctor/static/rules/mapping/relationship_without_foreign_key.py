@@ -14,7 +14,8 @@ class RelationshipWithoutForeignKey(Rule):
     ## What it does
     Checks for a `relationship()` between two mapped classes whose tables have no
     foreign key linking them, or more than one, when the relationship names neither
-    `primaryjoin`, `foreign_keys` nor `secondary`. Foreign keys are read from both
+    `primaryjoin`, `foreign_keys` nor `secondary`. A composite `ForeignKeyConstraint`
+    counts once, as SQLAlchemy joins on all its columns. Foreign keys are read from both
     models, their mixins and mapped parents, `__table_args__` and SQLModel's
     `foreign_key=`, across modules.
 
@@ -103,6 +104,35 @@ class RelationshipWithoutForeignKey(Rule):
                 shipping_id: Mapped[int] = mapped_column(ForeignKey("addresses.id"))
                 billing: Mapped[Address] = relationship(foreign_keys=[billing_id])
                 labels = relationship("Address", secondary=tags)
+            """
+        ),
+        # One composite foreign key is one join path, whatever the order of its columns.
+        Valid(
+            """
+            from sqlalchemy import ForeignKeyConstraint
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Review(Base):
+                __tablename__ = "reviews"
+                user_id: Mapped[int] = mapped_column(primary_key=True)
+                movie_id: Mapped[int] = mapped_column(primary_key=True)
+                complaints: Mapped[list["Complaint"]] = relationship(back_populates="review")
+
+            class Complaint(Base):
+                __tablename__ = "complaints"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                review_movie_id: Mapped[int]
+                review_user_id: Mapped[int]
+                review: Mapped[Review] = relationship(back_populates="complaints")
+                __table_args__ = (
+                    ForeignKeyConstraint(
+                        ["review_user_id", "review_movie_id"],
+                        ["reviews.user_id", "reviews.movie_id"],
+                    ),
+                )
             """
         ),
         # The foreign key lives in a mixin in another module.
@@ -312,11 +342,16 @@ class RelationshipWithoutForeignKey(Rule):
                 model.qualname in target.lineage or target.qualname in model.lineage
             ):
                 continue  # inheritance: the parent's key joins them
-            local = index.foreign_keys_to(model, target)
+            local = index.foreign_key_paths(model, target)
             remote = (
-                index.foreign_keys_to(target, model) if target.qualname != model.qualname else []
+                index.foreign_key_paths(target, model)
+                if target.qualname != model.qualname
+                else set()
             )
-            paths = {c.attr for c in local} | {f"{target.name}.{c.attr}" for c in remote}
+            # One path per constraint: a composite foreign key joins on all its columns.
+            paths = {", ".join(path) for path in local} | {
+                ", ".join(f"{target.name}.{c}" for c in path) for path in remote
+            }
             rel_name = f"{model.name}.{facts.attr}"
             if not paths:
                 self.report(call, problem=self._missing(rel_name, model, target, rel.collection))
