@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import child_nodes
+from sqla_doctor.static.index.models import class_literals
 
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext
@@ -864,6 +865,8 @@ class StringFlow:
         self._active: set[int] = set()
         self._cache: dict[int, StringValue] = {}
         self._cuts = 0
+        self._class_constants: dict[tuple[int, str], bool] = {}
+        self._stored: frozenset[str] | None = None
 
     def value(self, expr: ast.expr) -> StringValue:
         cached = self._cache.get(id(expr))
@@ -983,6 +986,7 @@ class StringFlow:
                 _constant_attribute(expr)
                 or self.schema_identifier(expr)
                 or self.enum_member(expr)
+                or self.class_constant(expr)
             ):
                 return _STATIC_STR
             return _OPAQUE
@@ -1165,7 +1169,7 @@ class StringFlow:
         if isinstance(expr, ast.Name):
             return self._name_elements(expr, depth)
         if isinstance(expr, ast.Attribute) and (
-            _constant_attribute(expr) or self.enum_member(expr)
+            _constant_attribute(expr) or self.enum_member(expr) or self.class_constant(expr)
         ):
             return [(expr, _STATIC_STR)]
         return [(expr, _OPAQUE)]
@@ -1304,6 +1308,71 @@ class StringFlow:
             if cls is not None and any(ctx.index.follow(b) in _ENUM_BASES for b in cls.bases):
                 return True
         return False
+
+    # Class attributes --------------------------------------------------------------
+    def class_constant(self, expr: ast.Attribute) -> bool:
+        """``cls._threshold``, ``self.page_size`` in a method, where the enclosing class
+        body declares that attribute with a literal (``_threshold: ClassVar[float] = 0.5``)
+        and no statement of the class assigns it again: its text is fixed by the code."""
+        owner = expr.value
+        if not isinstance(owner, ast.Name):
+            return False
+        ctx = self.flow.ctx
+        function: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+        cls: ast.ClassDef | None = None
+        for ancestor in ctx.ancestors(expr):
+            if function is None:
+                if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    function = ancestor
+                elif isinstance(ancestor, (ast.Lambda, ast.ClassDef)):
+                    return False
+                continue
+            if isinstance(ancestor, ast.ClassDef):
+                cls = ancestor
+            break
+        if function is None or cls is None:
+            return False
+        params = [*function.args.posonlyargs, *function.args.args]
+        receiver = bool(params) and params[0].arg == owner.id
+        if receiver and any(
+            isinstance(d, ast.Name) and d.id == "staticmethod" for d in function.decorator_list
+        ):
+            receiver = False
+        if not receiver and (owner.id != cls.name or self.flow.bindings(owner)):
+            return False
+        key = (id(cls), expr.attr)
+        known = self._class_constants.get(key)
+        if known is None:
+            known = self._class_literal(cls, expr.attr)
+            self._class_constants[key] = known
+        return known
+
+    def _class_literal(self, cls: ast.ClassDef, attr: str) -> bool:
+        ctx = self.flow.ctx
+        # `Filters.state = request.args["state"]` elsewhere in the module.
+        if attr in self._stored_attributes(ctx.tree):
+            return False
+        own = class_literals(cls)
+        if attr in own:
+            return own[attr]
+        # Declared by a base class of the project (another module included).
+        if ctx.parent(cls) is not ctx.tree:
+            return False
+        qualname = f"{ctx.facts.module}.{cls.name}" if ctx.facts.module else cls.name
+        for ancestor in ctx.index.mro(qualname)[1:]:
+            facts = ctx.index.class_facts(ancestor)
+            if facts is not None and attr in facts.literals:
+                return facts.literals[attr]
+        return False
+
+    def _stored_attributes(self, tree: ast.Module) -> frozenset[str]:
+        if self._stored is None:
+            self._stored = frozenset(
+                node.attr
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del))
+            )
+        return self._stored
 
     # Schema objects ----------------------------------------------------------------
     def schema_identifier(self, expr: ast.Attribute) -> bool:

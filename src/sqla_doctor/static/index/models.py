@@ -157,6 +157,8 @@ class ClassFacts:
     columns: dict[str, ColumnFacts] = field(default_factory=dict)
     relationships: dict[str, RelationshipFacts] = field(default_factory=dict)
     other_attrs: set[str] = field(default_factory=set)
+    # Class attributes: whether the body fixes each one to a literal (see class_literals).
+    literals: dict[str, bool] = field(default_factory=dict)
     indexes: list[IndexFacts] = field(default_factory=list)
     table_args_dynamic: bool = False
     fk_constraints: list[tuple[tuple[str, ...], ForeignKeyRef]] = field(default_factory=list)
@@ -770,6 +772,46 @@ def _pydantic_config(node: ast.expr) -> bool | None:
     return None
 
 
+def class_literals(node: ast.ClassDef) -> dict[str, bool]:
+    """The attributes a class assigns (in its body, or as ``self.x = ...`` in its
+    methods), each True when the body gives it a literal string or number and nothing
+    in the class assigns or deletes it again: text fixed by the code.
+
+    An annotated one counts only as a ``ClassVar`` or in a plain class: in a dataclass,
+    a pydantic or attrs model, the value is the default of an ``__init__`` argument."""
+    plain = not node.bases and not node.keywords and not node.decorator_list
+    found: dict[str, bool] = {}
+    for stmt in node.body:
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign):
+            if stmt.value is None:
+                continue
+            targets, value = [stmt.target], stmt.value
+            if not plain and not _is_class_var(stmt.annotation):
+                value = None
+        else:
+            continue
+        literal = isinstance(value, ast.Constant) and isinstance(value.value, (str, int, float))
+        for target in targets:
+            if isinstance(target, ast.Name):
+                found[target.id] = literal and found.get(target.id, True)
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+            found[sub.attr] = False
+    return found
+
+
+def _is_class_var(annotation: ast.expr) -> bool:
+    """``ClassVar[float]``, ``typing.ClassVar``, ``"ClassVar[int]"``."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        return annotation.value.startswith(("ClassVar", "typing.ClassVar"))
+    target = annotation.value if isinstance(annotation, ast.Subscript) else annotation
+    return (isinstance(target, ast.Name) and target.id == "ClassVar") or (
+        isinstance(target, ast.Attribute) and target.attr == "ClassVar"
+    )
+
+
 def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> ClassFacts:
     """Read one class body."""
     facts = ClassFacts(
@@ -791,6 +833,7 @@ def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> Clas
         target = decorator.func if isinstance(decorator, ast.Call) else decorator
         decorators.append(resolver.qualify(target) or "?")
     facts.decorators = tuple(decorators)
+    facts.literals = class_literals(node)
     for kw in node.keywords:
         if kw.arg == "table":
             facts.table_kw = literal_bool(kw.value) is True

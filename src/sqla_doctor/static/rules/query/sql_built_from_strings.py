@@ -38,7 +38,10 @@ class SqlBuiltFromStrings(Rule):
 
     Text fixed by the source stays silent: literals and literal-only concatenation,
     f-strings without placeholders, UPPER_CASE constants, members of the project's
-    enums (`Status.archived.value`), numbers (`int(x)`, `len(x)`,
+    enums (`Status.archived.value`), class attributes read in a method (`cls.threshold`,
+    `self.page_size`) that the class or a base declares with a literal and nothing in the
+    module assigns again (a `ClassVar`, or a plain class; not a dataclass or pydantic
+    field, whose value comes from the caller), numbers (`int(x)`, `len(x)`,
     `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal dict and conditional literals
     (`"ASC" if desc else "DESC"`), and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
@@ -296,8 +299,51 @@ class SqlBuiltFromStrings(Rule):
                 """,
             },
         ),
+        # Class attributes the class (or a base in another module) fixes to a literal.
+        Valid(
+            """
+            from typing import ClassVar
+            from sqlalchemy import text
+            from app.base import Searchable
+            class RecipeSearch(Searchable):
+                _order: ClassVar[str] = "name"
+                @classmethod
+                def search(cls, session):
+                    session.execute(text(f"SET pg_trgm.similarity_threshold = {cls._threshold}"))
+                    return session.execute(text(f"SELECT * FROM recipes ORDER BY {cls._order}"))
+            """,
+            path="app/recipes.py",
+            files={
+                "app/__init__.py": "",
+                "app/base.py": """
+                    from typing import ClassVar
+                    from pydantic import BaseModel
+                    class Searchable(BaseModel):
+                        _threshold: ClassVar[float] = 0.5
+                """,
+            },
+        ),
     )
     INVALID = (
+        # A dataclass field's class-level value is only a default: callers pass their own.
+        # A class attribute a method assigns is no constant either.
+        Invalid(
+            """
+            from dataclasses import dataclass
+            from sqlalchemy import text
+            @dataclass
+            class Report:
+                table: str = "orders"
+                def rows(self, session):
+                    return session.execute(text(f"SELECT * FROM {self.table}"))
+            class Export:
+                table = "orders"
+                def rows(self, session, name):
+                    self.table = name
+                    return session.execute(text(f"SELECT * FROM {self.table}"))
+            """,
+            count=2,
+        ),
         # The same spelling on a class that is no enum: its attribute may be set from input.
         Invalid(
             """
