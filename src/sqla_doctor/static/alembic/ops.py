@@ -80,6 +80,19 @@ class Operation:
     def via_sql(self) -> bool:
         return self.call == "SQL" or self.sql is not None
 
+    @property
+    def shown_table(self) -> str:
+        """The table for a message: its name, or "the table" when the migration computes
+        it (``for table in tables: op.create_index(name, table, ...)``)."""
+        return self.table or "the table"
+
+    @property
+    def shown_column(self) -> str:
+        """``column table.name`` for a message, or as much of it as the migration names."""
+        if self.column is None:
+            return f"a column of {self.table}" if self.table else "a column"
+        return f"column {self.table}.{self.column}" if self.table else f"column {self.column}"
+
 
 @dataclass
 class _State:

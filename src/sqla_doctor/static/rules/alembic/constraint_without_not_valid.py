@@ -186,6 +186,24 @@ class ConstraintWithoutNotValid(MigrationRule):
                 "scan — validate in a later revision (with `transaction_per_migration=True`)"
             ),
         ),
+        # Tables the migration loops over: the message names what it knows.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                for table in ("package", "resource"):
+                    op.add_column(
+                        table, sa.Column("revision_id", sa.Text(), sa.ForeignKey("revision.id"))
+                    )
+            """,
+            line=9,
+            expected_message=(
+                "column revision_id is added with a foreign key, which is validated at once "
+                "under a SHARE ROW EXCLUSIVE lock on both tables — add the column without "
+                "`ForeignKey`, then `op.create_foreign_key(..., postgresql_not_valid=True)` and "
+                "validate it in a later revision"
+            ),
+        ),
     )
 
     def check_migration(
@@ -225,7 +243,7 @@ class ConstraintWithoutNotValid(MigrationRule):
                     migration.file,
                     operation.node,
                     what=(
-                        f"column {operation.table}.{operation.column} is added with a foreign "
+                        f"{operation.shown_column} is added with a foreign "
                         "key, which is validated at once under a SHARE ROW EXCLUSIVE lock on "
                         "both tables — add the column without `ForeignKey`, then "
                         "`op.create_foreign_key(..., postgresql_not_valid=True)` and validate it "
@@ -238,7 +256,7 @@ class ConstraintWithoutNotValid(MigrationRule):
         name = f" {operation.name}" if operation.name else ""
         tables = operation.table or "the table"
         if operation.constraint == "foreign_key" and operation.new_name:
-            tables = f"{operation.table} and {operation.new_name}"
+            tables = f"{operation.shown_table} and {operation.new_name}"
         fix = None
         if isinstance(operation.node, ast.Call) and not operation.via_sql:
             fix = keyword_fix(
@@ -256,9 +274,9 @@ class ConstraintWithoutNotValid(MigrationRule):
             migration.file,
             operation.node,
             what=(
-                f"{kind}{name} is added to {operation.table} and checked against every existing "
-                f"row at once, under {lock} for the whole scan — add it {how}, then VALIDATE "
-                "CONSTRAINT in a later revision"
+                f"{kind}{name} is added to {operation.shown_table} and checked against every "
+                f"existing row at once, under {lock} for the whole scan — add it {how}, then "
+                "VALIDATE CONSTRAINT in a later revision"
             ),
             fix=fix,
         )

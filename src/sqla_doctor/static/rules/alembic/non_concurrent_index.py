@@ -182,6 +182,21 @@ class NonConcurrentIndex(MigrationRule):
             """,
             count=3,
         ),
+        # Tables the migration loops over: the message names what it knows.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                for name, table, columns in INDEXES:
+                    op.create_index(name, table, columns)
+            """,
+            line=9,
+            expected_message=(
+                "CREATE INDEX blocks every write to the table until the index is built — "
+                "create it with `postgresql_concurrently=True` inside "
+                "`op.get_context().autocommit_block()`"
+            ),
+        ),
         # The same layout's PostgreSQL folder.
         Invalid(
             _HEAD
@@ -226,7 +241,7 @@ class NonConcurrentIndex(MigrationRule):
                     operation.node,
                     what=(
                         f"CREATE {'UNIQUE ' if operation.unique else ''}INDEX{name} blocks every "
-                        f"write to {operation.table} until the index is built — {recipe}"
+                        f"write to {operation.shown_table} until the index is built — {recipe}"
                     ),
                     fix=fix,
                 )
@@ -243,11 +258,11 @@ class NonConcurrentIndex(MigrationRule):
                     migration.file,
                     operation.node,
                     what=(
-                        f"ADD CONSTRAINT{name} {kind} on {operation.table} builds its index while "
-                        "blocking writes to the table — build a unique index CONCURRENTLY in "
+                        f"ADD CONSTRAINT{name} {kind} on {operation.shown_table} builds its index "
+                        "while blocking writes to the table — build a unique index CONCURRENTLY in "
                         "`autocommit_block()`, then ADD CONSTRAINT ... USING INDEX"
                         if operation.constraint != "exclude"
-                        else f"ADD CONSTRAINT{name} EXCLUDE on {operation.table} builds its "
+                        else f"ADD CONSTRAINT{name} EXCLUDE on {operation.shown_table} builds its "
                         "index under an ACCESS EXCLUSIVE lock — create it on a new table or in "
                         "a maintenance window"
                     ),

@@ -206,13 +206,15 @@ class NotNullColumnWithoutDefault(MigrationRule):
                 call = "`ALTER TABLE ... ADD COLUMN`"
             elif operation.call.startswith("batch_op"):
                 call = "`batch_op.add_column(...)`"
+            elif operation.table is None:
+                call = f"`{operation.call}(...)`"
             else:
                 call = f'`{operation.call}("{operation.table}", ...)`'
             yield self.at(
                 migration.file,
                 operation.node,
                 call=call,
-                table=operation.table,
+                table=operation.shown_table,
                 column=operation.column,
                 python_default=(
                     " (`default=` is applied by SQLAlchemy on INSERT, not by ALTER TABLE)"
