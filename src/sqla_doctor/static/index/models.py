@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqla_doctor.static.index.names import DeferringResolver, NameResolver
 
@@ -796,10 +798,41 @@ def class_literals(node: ast.ClassDef) -> dict[str, bool]:
         for target in targets:
             if isinstance(target, ast.Name):
                 found[target.id] = literal and found.get(target.id, True)
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, (ast.Store, ast.Del)):
-            found[sub.attr] = False
+    for name in _stored_attributes(node.body):
+        found[name] = False
     return found
+
+
+def _stored_attributes(body: list[ast.stmt]) -> Iterator[str]:
+    """The attribute names that statements assign or delete (``self.x = ...``,
+    ``del cls.y``), in nested blocks and functions too.
+
+    Only statements are visited: an attribute is a target nowhere else but in a
+    comprehension's ``for`` (``[... for self.x in ...]``), which is left out. Every class
+    of a project is read this way, so skipping the expressions matters."""
+    stack: list[Any] = list(body)
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, (ast.Assign, ast.Delete)):
+            targets: list[ast.expr] = list(stmt.targets)  # popped below: never the tree's
+        elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)):
+            targets = [stmt.target]
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            targets = [item.optional_vars for item in stmt.items if item.optional_vars]
+        else:
+            targets = []
+        while targets:
+            target = targets.pop()
+            if isinstance(target, ast.Attribute):
+                yield target.attr
+            elif isinstance(target, (ast.Tuple, ast.List)):
+                targets.extend(target.elts)
+            elif isinstance(target, ast.Starred):
+                targets.append(target.value)
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            block = getattr(stmt, name, None)
+            if block:
+                stack.extend(block)
 
 
 def _is_class_var(annotation: ast.expr) -> bool:
