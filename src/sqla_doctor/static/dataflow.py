@@ -1047,6 +1047,8 @@ class StringFlow:
                 if container is not None:
                     values = [*container, *(self.value(d) for d in call.args[1:2])]
                     return self.either(values)
+                if self.reflected_name(call):
+                    return _STATIC_STR
             return _OPAQUE
         if isinstance(func, ast.Name) and not self.flow.bindings(func):
             if func.id in _NUMERIC_BUILTINS:
@@ -1102,6 +1104,8 @@ class StringFlow:
         container = self._literal_container(expr.value)
         if container is not None:
             return self.either(container)
+        if self.reflected_name(expr):
+            return _STATIC_STR
         return _OPAQUE
 
     def _literal_container(self, expr: ast.expr, depth: int = 0) -> list[StringValue] | None:
@@ -1168,6 +1172,9 @@ class StringFlow:
             return self._call_elements(expr, depth)
         if isinstance(expr, ast.Name):
             return self._name_elements(expr, depth)
+        if isinstance(expr, ast.Subscript) and self.reflected_name(expr):
+            # `index["column_names"]`: a list of names from the catalogue.
+            return [(expr, _STATIC_STR)]
         if isinstance(expr, ast.Attribute) and (
             _constant_attribute(expr) or self.enum_member(expr) or self.class_constant(expr)
         ):
@@ -1189,6 +1196,12 @@ class StringFlow:
                     return self.elements(call.args[1], depth + 1)
             if func.id == "filter" and len(call.args) == 2:
                 return self.elements(call.args[1], depth + 1)
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr in _REFLECTED_NAME_LISTS
+            and self.inspector(func.value)
+        ):
+            return [(call, _STATIC_STR)]
         keys = isinstance(func, ast.Attribute) and func.attr == "keys" and not call.args
         if keys and isinstance(func, ast.Attribute) and self.schema_object(func.value):
             # `table.c.keys()`, `inspect(Model).columns.keys()`: the schema's own names.
@@ -1373,6 +1386,118 @@ class StringFlow:
                 if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del))
             )
         return self._stored
+
+    # Reflection --------------------------------------------------------------------
+    def reflected_name(self, expr: ast.Subscript | ast.Call) -> bool:
+        """``index["name"]``, ``fk.get("referred_table")`` of what an Inspector returned
+        (``inspect(engine).get_indexes(t)``): a name the database catalogue holds."""
+        if isinstance(expr, ast.Subscript):
+            key: ast.expr = expr.slice
+            record = expr.value
+        else:
+            func = expr.func
+            if not isinstance(func, ast.Attribute) or not expr.args:
+                return False
+            key, record = expr.args[0], func.value
+        return (
+            isinstance(key, ast.Constant)
+            and key.value in _REFLECTED_KEYS
+            and self._reflected_record(record)
+        )
+
+    def _reflected_record(self, expr: ast.expr, depth: int = 0) -> bool:
+        """One dict an Inspector method returned (a column, an index, a foreign key)."""
+        if depth > 4:
+            return False
+        if isinstance(expr, ast.Call):
+            func = expr.func
+            return (
+                isinstance(func, ast.Attribute)
+                and func.attr in _REFLECTED_RECORD
+                and self.inspector(func.value)
+            )
+        if isinstance(expr, ast.Subscript):
+            return self._reflected_records(expr.value)
+        if isinstance(expr, ast.Name):
+            bindings = [
+                b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION
+            ]
+            return bool(bindings) and all(
+                b.value is not None
+                and (
+                    (b.kind is BindingKind.LOOP and self._reflected_element(b.value, b.path))
+                    or (
+                        b.kind is BindingKind.ASSIGN
+                        and not b.path
+                        and self._reflected_record(b.value, depth + 1)
+                    )
+                )
+                for b in bindings
+            )
+        return False
+
+    def _reflected_element(self, iterable: ast.expr, path: tuple[int, ...]) -> bool:
+        if not path:
+            return self._reflected_records(iterable)
+        if path == (1,) and isinstance(iterable, ast.Call) and iterable.args:
+            func = iterable.func
+            builtin = isinstance(func, ast.Name) and not self.flow.bindings(func)
+            if builtin and isinstance(func, ast.Name) and func.id == "enumerate":
+                return self._reflected_records(iterable.args[0])
+        return False
+
+    def _reflected_records(self, expr: ast.expr) -> bool:
+        """A list of dicts an Inspector method returned (``insp.get_indexes(table)``)."""
+        if isinstance(expr, ast.Name):
+            bindings = [
+                b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION
+            ]
+            return bool(bindings) and all(
+                b.kind is BindingKind.ASSIGN
+                and not b.path
+                and b.value is not None
+                and not isinstance(b.value, ast.Name)
+                and self._reflected_records(b.value)
+                for b in bindings
+            )
+        if not isinstance(expr, ast.Call):
+            return False
+        func = expr.func
+        return (
+            isinstance(func, ast.Attribute)
+            and func.attr in _REFLECTED_RECORD_LISTS
+            and self.inspector(func.value)
+        )
+
+    def inspector(self, expr: ast.expr) -> bool:
+        """An Inspector: ``inspect(engine)``, ``Inspector.from_engine(...)``, a name bound
+        to one, or a parameter annotated ``Inspector`` or named ``inspector``/``insp``."""
+        names = self.flow.ctx.names
+        if isinstance(expr, ast.Call):
+            func = expr.func
+            if isinstance(func, ast.Attribute) and func.attr == "from_engine":
+                return names.sqla_name(func.value) == "Inspector"
+            return names.sqla_name(func) == "inspect"
+        if not isinstance(expr, ast.Name):
+            return False
+        bindings = [b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION]
+        if not bindings:
+            return False
+        for binding in bindings:
+            if binding.kind is BindingKind.PARAMETER:
+                annotation = binding.annotation
+                if annotation is None or _last_name(annotation) == "Any":
+                    if not _INSPECTOR_WORD.match(expr.id):
+                        return False
+                elif _last_name(annotation) != "Inspector":
+                    return False
+            elif binding.kind is BindingKind.ASSIGN and not binding.path:
+                value = binding.value
+                if not isinstance(value, ast.Call) or not self.inspector(value):
+                    return False
+            else:
+                return False
+        return True
 
     # Schema objects ----------------------------------------------------------------
     def schema_identifier(self, expr: ast.Attribute) -> bool:
@@ -1572,6 +1697,29 @@ _SCHEMA_CLASSES = frozenset(
         "Sequence", "MappedColumn", "ColumnCollection",
     }
 )
+# Inspector methods (`inspect(engine).get_table_names()`) and the parts of what they
+# return that are names read from the database catalogue: identifiers the database
+# already holds, not text a request chose.
+_REFLECTED_NAME_LISTS = frozenset(
+    {
+        "get_table_names", "get_view_names", "get_schema_names", "get_sequence_names",
+        "get_materialized_view_names", "get_temp_table_names", "get_temp_view_names",
+    }
+)
+_REFLECTED_RECORD_LISTS = frozenset(
+    {
+        "get_columns", "get_indexes", "get_foreign_keys", "get_unique_constraints",
+        "get_check_constraints",
+    }
+)
+_REFLECTED_RECORD = frozenset({"get_pk_constraint"})
+_REFLECTED_KEYS = frozenset(
+    {
+        "name", "column_names", "constrained_columns", "referred_schema", "referred_table",
+        "referred_columns",
+    }
+)
+_INSPECTOR_WORD = re.compile(r"^_?(?:[a-z0-9_]*_)?(?:inspector|insp)$")
 _SCHEMA_WORD = re.compile(r"^_?(?:[a-z0-9_]*_)?(?:column|col|table|tbl|mapper)$")
 
 

@@ -55,7 +55,12 @@ class SqlBuiltFromStrings(Rule):
     column or mapper (`Model.__table__`, `table.c[key]`, `inspect(Model).columns`, a loop
     over `mapper.columns`, a parameter annotated `Column`/`Table`, or one named `column`,
     `table`, `mapper` with no other annotation), `__tablename__`, and the keys of those
-    collections (`table.c.keys()`): the code chose those names, not a request.
+    collections (`table.c.keys()`): the code chose those names, not a request. Names
+    read back from the database catalogue by an Inspector (`inspect(engine)`, a name
+    bound to it, a parameter annotated `Inspector` or named `inspector`): the names
+    `get_table_names()` and its kin return, and the `"name"`, `"column_names"`,
+    `"referred_table"`… of what `get_indexes()`, `get_columns()`, `get_foreign_keys()`
+    return; the database already holds those identifiers.
 
     ## Why is this bad?
     Whatever the interpolated value contains becomes SQL: a name like `x' OR '1'='1` reads
@@ -273,6 +278,21 @@ class SqlBuiltFromStrings(Rule):
                     return text(sql.format(self.tsvector_column.name, self.table.name))
             """
         ),
+        # Names read back from the database catalogue by an Inspector.
+        Valid(
+            """
+            from sqlalchemy import inspect, text
+            def drop_backup_indexes(engine, backup):
+                inspector = inspect(engine)
+                with engine.begin() as conn:
+                    for index in inspector.get_indexes(backup):
+                        conn.execute(text(f"DROP INDEX {index['name']}"))
+                    for name in inspector.get_table_names():
+                        conn.execute(text(f"ANALYZE {name}"))
+                    pk = inspector.get_pk_constraint("trades")
+                    conn.execute(text(f"SELECT {', '.join(pk['constrained_columns'])} FROM t"))
+            """
+        ),
         # Members of a project enum (lowercase too, imported or not): declared in the
         # class body, so their text is fixed by the code.
         Valid(
@@ -358,6 +378,19 @@ class SqlBuiltFromStrings(Rule):
                 "`text()` receives SQL built with an f-string from `Filters.state` "
                 "— bind them as parameters"
             ),
+        ),
+        # Records shaped like reflection's, but from a request or from something that is
+        # no Inspector.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def drop_indexes(conn, payload, search_client):
+                for index in payload["indexes"]:
+                    conn.execute(text(f"DROP INDEX {index['name']}"))
+                for index in search_client.get_indexes():
+                    conn.execute(text(f"DROP INDEX {index['name']}"))
+            """,
+            count=2,
         ),
         # A bind marker names a parameter, but the column name before it is a parameter's
         # value, not the schema's.
