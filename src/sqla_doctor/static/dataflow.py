@@ -708,6 +708,33 @@ def _last_name(expr: ast.expr) -> str:
     return ""
 
 
+def _named_params(function: ast.FunctionDef) -> list[ast.arg]:
+    args = function.args
+    return [*args.posonlyargs, *args.args, *args.kwonlyargs]
+
+
+def _returned(function: ast.FunctionDef) -> tuple[ast.expr, ...]:
+    """The values ``function`` returns; () when it yields or may end without a value."""
+    found: list[ast.expr] = []
+    stack: list[ast.AST] = list(function.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return ()
+        if isinstance(node, ast.Return):
+            if node.value is None:
+                return ()
+            found.append(node.value)
+        if isinstance(node, (*_NESTED, ast.Lambda)):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    last = function.body[-1]
+    if not isinstance(last, (ast.Return, ast.Raise)):
+        # Falling off the end returns None, not text.
+        return ()
+    return tuple(found)
+
+
 def _contains(tree: ast.AST, node: ast.AST) -> bool:
     return any(sub is node for sub in ast.walk(tree))
 
@@ -850,6 +877,24 @@ def _is_constant_name(name: str) -> bool:
     return len(name.strip("_")) > 1 and bool(_UPPER.match(name))
 
 
+@dataclass(frozen=True)
+class _Assumption:
+    """The parameters of ``function`` whose argument, at one call, is fixed text
+    (``values``) or an iterable of fixed text (``elements``)."""
+
+    function: ast.FunctionDef
+    values: frozenset[str]
+    elements: frozenset[str]
+
+
+# (id of the function, parameters with fixed values, parameters with fixed elements).
+_CallKey = tuple[int, frozenset[str], frozenset[str]]
+# What a helper returns at such a call: its value, and whether its elements are fixed.
+_Summary = tuple["StringValue", bool]
+# How many helpers deep a call's result is followed (a helper calling a helper ...).
+_MAX_CALL_DEPTH = 3
+
+
 class StringFlow:
     """How a string expression is built, following names through :class:`DataFlow`.
 
@@ -860,13 +905,26 @@ class StringFlow:
     and OPAQUE when nothing is known (a parameter or a call passed as is).
     """
 
-    def __init__(self, flow: DataFlow) -> None:
+    def __init__(
+        self,
+        flow: DataFlow,
+        *,
+        assume: _Assumption | None = None,
+        calls: dict[_CallKey, _Summary | None] | None = None,
+        depth: int = 0,
+    ) -> None:
         self.flow = flow
         self._active: set[int] = set()
         self._cache: dict[int, StringValue] = {}
         self._cuts = 0
         self._class_constants: dict[tuple[int, str], bool] = {}
         self._stored: frozenset[str] | None = None
+        # Inside a helper's summary: what its parameters hold at the call being followed.
+        self._assume = assume
+        # Helpers' summaries, shared by the flows that follow calls from this one (None:
+        # being computed, a recursive call).
+        self._calls: dict[_CallKey, _Summary | None] = {} if calls is None else calls
+        self._depth = depth
 
     def value(self, expr: ast.expr) -> StringValue:
         cached = self._cache.get(id(expr))
@@ -1058,7 +1116,98 @@ class StringFlow:
                 return StringValue(inner.state, True, inner.interpolations)
             if func.id == "str" and not call.args:
                 return _STATIC_STR
+        summary = self._helper_summary(call)
+        if summary is not None and summary[0].state is ValueState.STATIC:
+            return summary[0]
         return _OPAQUE
+
+    # Helpers of the module -----------------------------------------------------------
+    def module_function(self, func: ast.expr) -> ast.FunctionDef | None:
+        """The plain function of this module that ``func`` names (defined once at module
+        level, undecorated, not async): what a call to it runs is in this file."""
+        if not isinstance(func, ast.Name):
+            return None
+        bindings = self.flow.bindings(func)
+        if len(bindings) != 1 or bindings[0].kind is not BindingKind.DEFINITION:
+            return None
+        node = bindings[0].node
+        if (
+            not isinstance(node, ast.FunctionDef)
+            or node.decorator_list
+            or self.flow.ctx.parent(node) is not self.flow.ctx.tree
+        ):
+            return None
+        return node
+
+    def arguments(
+        self, call: ast.Call, function: ast.FunctionDef
+    ) -> dict[str, ast.expr | None]:
+        """What each named parameter of ``function`` receives at ``call``: the argument,
+        the default when none is passed, None when unknowable (``*args``, ``**kwargs``)."""
+        args = function.args
+        positional = [*args.posonlyargs, *args.args]
+        defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+        defaults.extend(args.defaults)
+        received: dict[str, ast.expr | None] = {}
+        starred = any(isinstance(a, ast.Starred) for a in call.args)
+        spread = any(k.arg is None for k in call.keywords)
+        keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+        for position, (param, default) in enumerate(zip(positional, defaults, strict=True)):
+            if starred or spread:
+                received[param.arg] = None
+            elif position < len(call.args):
+                received[param.arg] = call.args[position]
+            else:
+                received[param.arg] = keywords.get(param.arg, default)
+        for param, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+            received[param.arg] = None if spread else keywords.get(param.arg, default)
+        return received
+
+    def _helper_summary(self, call: ast.Call) -> _Summary | None:
+        """What a helper of this module returns at ``call``, its parameters standing for
+        what this call passes: ``get_column_def(cols, "fee", "null")`` returns one of its
+        arguments or a literal, so it is fixed text when those arguments are."""
+        function = self.module_function(call.func)
+        if function is None:
+            return None
+        values: set[str] = set()
+        elements: set[str] = set()
+        for name, argument in self.arguments(call, function).items():
+            if argument is None:
+                continue
+            if self.value(argument).state is ValueState.STATIC:
+                values.add(name)
+            if all(v.state is ValueState.STATIC for _, v in self.elements(argument)):
+                elements.add(name)
+        key = (id(function), frozenset(values), frozenset(elements))
+        if key in self._calls:
+            summary = self._calls[key]
+            if summary is None:
+                self._cuts += 1  # a recursive call: known once the outer one is
+            return summary
+        if self._depth >= _MAX_CALL_DEPTH:
+            self._cuts += 1
+            return None
+        returned = _returned(function)
+        if not returned:
+            return None
+        self._calls[key] = None
+        inner = StringFlow(
+            self.flow,
+            assume=_Assumption(function, key[1], key[2]),
+            calls=self._calls,
+            depth=self._depth + 1,
+        )
+        value = self.either([inner.value(r) for r in returned])
+        fixed = all(v.state is ValueState.STATIC for r in returned for _, v in inner.elements(r))
+        summary = (value, fixed)
+        if inner._cuts:
+            # Cut short (a recursion, the depth limit): good for this call, not for reuse.
+            self._cuts += 1
+            del self._calls[key]
+        else:
+            self._calls[key] = summary
+        return summary
 
     def _name(self, name: ast.Name) -> StringValue:
         bindings = [b for b in self.flow.bindings(name) if b.kind is not BindingKind.ANNOTATION]
@@ -1098,7 +1247,21 @@ class StringFlow:
             and _literal_strings(binding.annotation)
         ):
             return _STATIC_STR
+        if kind is BindingKind.PARAMETER and self._assumed(binding) in ("value", "both"):
+            return _STATIC_STR
         return _OPAQUE
+
+    def _assumed(self, binding: Binding) -> str | None:
+        """For a parameter of the helper being summarised: "value", "elements" or "both"
+        when this call passes fixed text for it, "" when not; None for other bindings."""
+        assume = self._assume
+        if assume is None or not any(binding.node is a for a in _named_params(assume.function)):
+            return None
+        fixed = binding.name in assume.values
+        fixed_elements = binding.name in assume.elements
+        if fixed and fixed_elements:
+            return "both"
+        return "value" if fixed else "elements" if fixed_elements else ""
 
     def _subscript(self, expr: ast.Subscript) -> StringValue:
         container = self._literal_container(expr.value)
@@ -1202,6 +1365,9 @@ class StringFlow:
             and self.inspector(func.value)
         ):
             return [(call, _STATIC_STR)]
+        summary = self._helper_summary(call)
+        if summary is not None and summary[1]:
+            return [(call, _STATIC_STR)]
         keys = isinstance(func, ast.Attribute) and func.attr == "keys" and not call.args
         if keys and isinstance(func, ast.Attribute) and self.schema_object(func.value):
             # `table.c.keys()`, `inspect(Model).columns.keys()`: the schema's own names.
@@ -1232,7 +1398,7 @@ class StringFlow:
                 for before in self.flow.bindings_before(binding):
                     if before.kind is BindingKind.ASSIGN and before.value is not None:
                         found.extend(self.elements(before.value, depth + 1))
-            elif _is_constant_name(name.id):
+            elif _is_constant_name(name.id) or self._assumed(binding) in ("elements", "both"):
                 found.append((name, _STATIC_STR))
             else:
                 found.append((name, _OPAQUE))

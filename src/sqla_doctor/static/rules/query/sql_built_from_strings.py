@@ -90,8 +90,12 @@ class SqlBuiltFromStrings(Rule):
     Parameters annotated `int` are reported too (annotations are not checks); convert with
     `int(...)` where the value is interpolated, or bind it.
 
-    Only the current function is followed: SQL built by a helper and returned is not
-    seen, and a parameter passed to `text()` as is stays silent. UPPER_CASE names are
+    The result of a helper defined in the same module (a plain function, undecorated)
+    is followed up to three calls deep: it is fixed text when every value it returns
+    is, counting the arguments this call passes for its parameters
+    (`column_or(cols, "fee", "0.0")` returning `name` or `default`). Otherwise only the
+    current function is followed: SQL built by a helper in another module and returned
+    is not seen, and a parameter passed to `text()` as is stays silent. UPPER_CASE names are
     trusted as constants, and so are the names of schema objects: a `Table` built from
     a request's value would be missed.
 
@@ -278,6 +282,21 @@ class SqlBuiltFromStrings(Rule):
                     return text(sql.format(self.tsvector_column.name, self.table.name))
             """
         ),
+        # A helper of the module that returns one of its arguments or a literal, called
+        # with fixed text: its result is fixed text too.
+        Valid(
+            """
+            from sqlalchemy import text
+            def column_or(columns, name, default):
+                if name not in columns:
+                    return default
+                return name
+            def copy_trades(conn, columns):
+                fee = column_or(columns, "fee", "0.0")
+                side = column_or(columns, "side", column_or(columns, "direction", "'buy'"))
+                conn.execute(text(f"INSERT INTO trades SELECT id, {fee}, {side} FROM old"))
+            """
+        ),
         # Names read back from the database catalogue by an Inspector.
         Valid(
             """
@@ -378,6 +397,22 @@ class SqlBuiltFromStrings(Rule):
                 "`text()` receives SQL built with an f-string from `Filters.state` "
                 "— bind them as parameters"
             ),
+        ),
+        # The helper returns what it was given, and one call gives it a request's value;
+        # another helper returns something that is none of its arguments.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def column_or(columns, name, default):
+                return name if name in columns else default
+            def label_of(row):
+                return row.label
+            def copy_trades(conn, columns, request, row):
+                fee = column_or(columns, "fee", request.args["fee"])
+                conn.execute(text(f"INSERT INTO trades SELECT id, {fee} FROM old"))
+                conn.execute(text(f"SELECT {label_of(row)} FROM trades"))
+            """,
+            count=2,
         ),
         # Records shaped like reflection's, but from a request or from something that is
         # no Inspector.
