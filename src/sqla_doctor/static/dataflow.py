@@ -708,9 +708,57 @@ def _last_name(expr: ast.expr) -> str:
     return ""
 
 
-def _named_params(function: ast.FunctionDef) -> list[ast.arg]:
+def _named_params(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
     args = function.args
     return [*args.posonlyargs, *args.args, *args.kwonlyargs]
+
+
+def _exported(tree: ast.Module) -> frozenset[str]:
+    """The names a module's ``__all__`` lists; every name if it is not a literal list."""
+    names: set[str] = set()
+    for stmt in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign)):
+            targets, value = [stmt.target], stmt.value
+        if not any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            continue
+        if not isinstance(value, (ast.List, ast.Tuple)):
+            return _EVERY_NAME
+        for element in value.elts:
+            if isinstance(element, ast.Constant) and isinstance(element.value, str):
+                names.add(element.value)
+            else:
+                return _EVERY_NAME
+    return frozenset(names)
+
+
+class _EveryName(frozenset[str]):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_EVERY_NAME = _EveryName()
+
+
+def _name_uses(tree: ast.Module) -> dict[str, tuple[int, list[ast.Call]]]:
+    """For each function defined at module level: how often its name is used in the
+    module, and the calls made through that name."""
+    wanted = {
+        stmt.name for stmt in tree.body if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    uses: dict[str, int] = {}
+    calls: dict[str, list[ast.Call]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in wanted:
+            uses[node.id] = uses.get(node.id, 0) + 1
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in wanted:
+                calls.setdefault(func.id, []).append(node)
+    return {name: (count, calls.get(name, [])) for name, count in uses.items()}
 
 
 def _returned(function: ast.FunctionDef) -> tuple[ast.expr, ...]:
@@ -912,6 +960,7 @@ class StringFlow:
         assume: _Assumption | None = None,
         calls: dict[_CallKey, _Summary | None] | None = None,
         depth: int = 0,
+        root: StringFlow | None = None,
     ) -> None:
         self.flow = flow
         self._active: set[int] = set()
@@ -925,6 +974,11 @@ class StringFlow:
         # being computed, a recursive call).
         self._calls: dict[_CallKey, _Summary | None] = {} if calls is None else calls
         self._depth = depth
+        # Parameters fixed by every call of their function (None: being computed).
+        self._params: dict[tuple[int, str, bool], bool | None] = {}
+        self._param_depth = 0
+        self._root: StringFlow = self if root is None else root
+        self._call_sites: dict[str, tuple[int, list[ast.Call]]] | None = None
 
     def value(self, expr: ast.expr) -> StringValue:
         cached = self._cache.get(id(expr))
@@ -1140,7 +1194,7 @@ class StringFlow:
         return node
 
     def arguments(
-        self, call: ast.Call, function: ast.FunctionDef
+        self, call: ast.Call, function: ast.FunctionDef | ast.AsyncFunctionDef
     ) -> dict[str, ast.expr | None]:
         """What each named parameter of ``function`` receives at ``call``: the argument,
         the default when none is passed, None when unknowable (``*args``, ``**kwargs``)."""
@@ -1162,6 +1216,104 @@ class StringFlow:
         for param, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
             received[param.arg] = None if spread else keywords.get(param.arg, default)
         return received
+
+    def _fixed_elements(self, binding: Binding) -> bool:
+        if binding.kind is not BindingKind.PARAMETER:
+            return False
+        assumed = self._assumed(binding)
+        if assumed is not None:
+            return assumed in ("elements", "both")
+        return self._parameter_fixed(binding, elements=True)
+
+    def _parameter_fixed(self, binding: Binding, *, elements: bool) -> bool:
+        """Whether every call of the parameter's function passes fixed text for it (or,
+        with ``elements``, an iterable of fixed text): a helper of this module that no
+        other module imports and that nothing uses but by calling it here."""
+        root = self._root
+        cuts = root._cuts
+        fixed = root._parameter_fixed_here(binding, elements)
+        if root is not self and root._cuts != cuts:
+            self._cuts += 1
+        return fixed
+
+    def _parameter_fixed_here(self, binding: Binding, elements: bool) -> bool:
+        function = self._internal_function(binding)
+        if function is None:
+            return False
+        key = (id(function), binding.name, elements)
+        if key in self._params:
+            known = self._params[key]
+            if known is None:
+                self._cuts += 1  # a recursive call: decided by the other calls
+                return False
+            return known
+        if self._param_depth >= _MAX_CALL_DEPTH:
+            self._cuts += 1
+            return False
+        calls = self._calls_of(function)
+        if not calls:
+            return False
+        self._params[key] = None
+        self._param_depth += 1
+        cuts = self._cuts
+        try:
+            fixed = True
+            for call in calls:
+                argument = self.arguments(call, function).get(binding.name)
+                if argument is None:
+                    fixed = False
+                elif elements:
+                    fixed = all(v.state is ValueState.STATIC for _, v in self.elements(argument))
+                else:
+                    fixed = self.value(argument).state is ValueState.STATIC
+                if not fixed:
+                    break
+        finally:
+            self._param_depth -= 1
+        if self._cuts == cuts:
+            self._params[key] = fixed
+        else:
+            del self._params[key]
+        return fixed
+
+    def _internal_function(self, binding: Binding) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        """The function of the module whose parameter ``binding`` is, when no caller
+        outside this module can reach it: undecorated, not in ``__all__``, imported by no
+        other module (and, unless its name is private, in a module other modules import)."""
+        ctx = self.flow.ctx
+        function = None
+        for stmt in ctx.tree.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                binding.node is a for a in _named_params(stmt)
+            ):
+                function = stmt
+                break
+        if function is None or function.decorator_list:
+            return None
+        imported = ctx.index.imported_names(ctx.facts.module)
+        if function.name in imported or "*" in imported:
+            return None
+        if not function.name.startswith("_") and not imported:
+            # A module nothing in the project imports may be what outside callers import.
+            return None
+        if function.name in _exported(ctx.tree):
+            return None
+        return function
+
+    def _calls_of(self, function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Call]:
+        """The calls of ``function`` in this module; [] when its name is used otherwise
+        too (passed as a callback, stored, rebound), which callers we cannot see."""
+        if self._call_sites is None:
+            self._call_sites = _name_uses(self.flow.ctx.tree)
+        uses, calls = self._call_sites.get(function.name, (0, []))
+        if uses != len(calls):
+            return []
+        for call in calls:
+            assert isinstance(call.func, ast.Name)
+            bindings = self.flow.bindings(call.func)
+            if len(bindings) != 1 or bindings[0].node is not function:
+                return []
+        return calls
 
     def _helper_summary(self, call: ast.Call) -> _Summary | None:
         """What a helper of this module returns at ``call``, its parameters standing for
@@ -1197,6 +1349,7 @@ class StringFlow:
             assume=_Assumption(function, key[1], key[2]),
             calls=self._calls,
             depth=self._depth + 1,
+            root=self._root,
         )
         value = self.either([inner.value(r) for r in returned])
         fixed = all(v.state is ValueState.STATIC for r in returned for _, v in inner.elements(r))
@@ -1247,8 +1400,12 @@ class StringFlow:
             and _literal_strings(binding.annotation)
         ):
             return _STATIC_STR
-        if kind is BindingKind.PARAMETER and self._assumed(binding) in ("value", "both"):
-            return _STATIC_STR
+        if kind is BindingKind.PARAMETER:
+            assumed = self._assumed(binding)
+            if assumed in ("value", "both") or (
+                assumed is None and self._parameter_fixed(binding, elements=False)
+            ):
+                return _STATIC_STR
         return _OPAQUE
 
     def _assumed(self, binding: Binding) -> str | None:
@@ -1398,7 +1555,7 @@ class StringFlow:
                 for before in self.flow.bindings_before(binding):
                     if before.kind is BindingKind.ASSIGN and before.value is not None:
                         found.extend(self.elements(before.value, depth + 1))
-            elif _is_constant_name(name.id) or self._assumed(binding) in ("elements", "both"):
+            elif _is_constant_name(name.id) or self._fixed_elements(binding):
                 found.append((name, _STATIC_STR))
             else:
                 found.append((name, _OPAQUE))

@@ -271,6 +271,7 @@ class ProjectIndex:
         self._sources: dict[str, SessionSource | None] = {}
         self._interesting: frozenset[str] | None = None
         self._readers: frozenset[str] | None = None
+        self._imported: dict[str, set[str]] | None = None
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -315,6 +316,7 @@ class ProjectIndex:
         self._sources = {}
         self._interesting = None
         self._readers = None
+        self._imported = None
 
     def _add_path_aliases(self) -> None:
         """Modules also answer to the dotted form of their path (``app/models.py`` →
@@ -1088,6 +1090,27 @@ class ProjectIndex:
                 style=provider.style,
             )
         return None
+
+    def imported_names(self, module: str) -> frozenset[str]:
+        """The names other modules of the project import from ``module``; ``"*"`` when
+        one imports the module itself (``import app.db``, ``from app import db``) or all
+        of it (``from app.db import *``), which reaches any of its names."""
+        if self._imported is None:
+            table: dict[str, set[str]] = {}
+            for facts in self.files.values():
+                for item in facts.orm.imports:
+                    source = self._aliases.get(item.module, item.module)
+                    if source == facts.module:
+                        continue
+                    if not item.names:
+                        table.setdefault(source, set()).add("*")
+                    for name in item.names:
+                        table.setdefault(source, set()).add(name)
+                        if name != "*":
+                            inner = f"{source}.{name}"
+                            table.setdefault(self._aliases.get(inner, inner), set()).add("*")
+            self._imported = table
+        return frozenset(self._imported.get(self._aliases.get(module, module), ()))
 
     def interesting_calls(self) -> frozenset[str]:
         """Call names that make a function worth a flow analysis: database methods, and

@@ -95,7 +95,18 @@ class SqlBuiltFromStrings(Rule):
     is, counting the arguments this call passes for its parameters
     (`column_or(cols, "fee", "0.0")` returning `name` or `default`). Otherwise only the
     current function is followed: SQL built by a helper in another module and returned
-    is not seen, and a parameter passed to `text()` as is stays silent. UPPER_CASE names are
+    is not seen, and a parameter passed to `text()` as is stays silent.
+
+    A parameter is trusted when every call of its function passes fixed text for it
+    (positional, keyword, or a literal default) and those calls are all its callers
+    can be: a plain function of the module, undecorated, not in `__all__`, whose name
+    the module uses only to call it (never passed on as a callback, e.g. to a
+    scheduler or `Depends`) and no other module imports; a function without a leading
+    underscore must moreover be in a module other modules import (one that nothing
+    imports may be what outside callers use). Callers are followed three functions
+    up. Methods, and functions other modules import, are still reported for any
+    parameter interpolated; so is a value read from the database
+    (`conn.execute(...).scalar()`) passed as an argument. UPPER_CASE names are
     trusted as constants, and so are the names of schema objects: a `Table` built from
     a request's value would be missed.
 
@@ -297,6 +308,28 @@ class SqlBuiltFromStrings(Rule):
                 conn.execute(text(f"INSERT INTO trades SELECT id, {fee}, {side} FROM old"))
             """
         ),
+        # Parameters of module helpers that every call passes fixed text (a literal, a
+        # constant, a default, what the caller got from another such helper), in a module
+        # whose other importers never reach them.
+        Valid(
+            """
+            from sqlalchemy import text
+            BACKUP = "trades_bak"
+            def rename_table(conn, old, new):
+                conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+            def _drop(conn, table="orders_bak"):
+                conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+            def migrate(conn):
+                rename_table(conn, "trades", BACKUP)
+                rename_table(conn, old="orders", new="orders_bak")
+                _drop(conn)
+            """,
+            path="app/migrations.py",
+            files={
+                "app/__init__.py": "",
+                "app/models.py": "from app.migrations import migrate\n",
+            },
+        ),
         # Names read back from the database catalogue by an Inspector.
         Valid(
             """
@@ -413,6 +446,57 @@ class SqlBuiltFromStrings(Rule):
                 conn.execute(text(f"SELECT {label_of(row)} FROM trades"))
             """,
             count=2,
+        ),
+        # One call of the helper passes a request's value for `new`.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def rename_table(conn, old, new):
+                conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+            def migrate(conn):
+                rename_table(conn, "trades", "trades_bak")
+            def rename_from_form(conn, request):
+                rename_table(conn, "orders", request.form["name"])
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `new` "
+                "— bind them as parameters"
+            ),
+            path="app/migrations.py",
+            files={"app/__init__.py": "", "app/main.py": "from app.migrations import migrate\n"},
+        ),
+        # Callers this module cannot see: a route handler, a callback handed to a
+        # scheduler, a function another module imports, a module nothing imports.
+        Invalid(
+            """
+            from flask import Flask
+            from sqlalchemy import text
+            app = Flask(__name__)
+            @app.get("/count/<table>")
+            def count(conn, table):
+                return conn.scalar(text(f"SELECT count(*) FROM {table}"))
+            def _purge(conn, table):
+                conn.execute(text(f"DELETE FROM {table}"))
+            def export(conn, table):
+                return conn.execute(text(f"SELECT * FROM {table}"))
+            def nightly(conn, scheduler):
+                count(conn, "users")
+                _purge(conn, "logs")
+                scheduler.add_job(_purge, args=(conn, "audit"))
+                export(conn, "users")
+            """,
+            count=3,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/cli.py": "from app.jobs import export\n"},
+        ),
+        Invalid(
+            """
+            from sqlalchemy import text
+            def export(conn, table):
+                return conn.execute(text(f"SELECT * FROM {table}"))
+            def main(conn):
+                export(conn, "users")
+            """,
         ),
         # Records shaped like reflection's, but from a request or from something that is
         # no Inspector.
