@@ -115,3 +115,31 @@ async def test_missing_greenlet_after_a_rollback_names_the_rollback(
         f"{relative(__file__)}:{line_of('async-rollback')})"
     )
     assert "expire_on_commit" not in finding.message
+
+
+def read_after_a_rollback_then_a_commit(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    # expire_on_commit=False: the later commit expires nothing, the rollback did.
+    with tracker:
+        session = Session(engine, expire_on_commit=False)
+        user = session.get(User, 1)
+        assert user is not None
+        user.name = "changed"
+        session.rollback()  # line:rollback-first
+        session.commit()
+        session.close()
+        print(user.name)
+
+
+def test_a_rollback_then_a_commit_without_expire_on_commit_blames_the_rollback(
+    engine: Engine,
+) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        read_after_a_rollback_then_a_commit(engine, tracker)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert f"the rollback at {relative(__file__)}:{line_of('rollback-first')}" in (
+        finding.message
+    )
+    assert "the commit at" not in finding.message
+    assert "create the session with expire_on_commit=False" not in finding.message

@@ -761,8 +761,11 @@ def _on_after_commit(session: Session) -> None:
     # current then, the outermost one is not.
     if session.get_nested_transaction() is None:
         record.outcome = "commit"
-        record.commit_site = callsite.find(1)
-        record.rollback_site = None
+        if session.expire_on_commit:
+            # Only such a commit expires the objects; without it, what a rollback
+            # before it expired stays expired, and that rollback is still the cause.
+            record.commit_site = callsite.find(1)
+            record.rollback_site = None
 
 
 @_guarded
