@@ -88,6 +88,20 @@ def test_reading_most_columns_is_silent(read_engine: Engine) -> None:
     assert not of_code(uow.findings, "SQD258")
 
 
+def test_columns_read_around_their_attributes_are_not_reported_unused(
+    read_engine: Engine,
+) -> None:
+    # A serializer reading the instance dict: load_only() would empty its output.
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        rows = [
+            {k: v for k, v in vars(a).items() if not k.startswith("_")}
+            for a in s.scalars(select(Account).options(NO_BADGES))
+        ]
+    assert len(rows) == 4
+    assert "email" in rows[0]
+    assert not of_code(uow.findings, "SQD258")
+
+
 def test_columns_read_on_any_object_of_the_query_count(read_engine: Engine) -> None:
     with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
         accounts = s.scalars(select(Account).options(NO_BADGES)).all()

@@ -67,7 +67,9 @@ class OverFetchedColumns(Detector):
     A read counts whoever makes it (a `__repr__` or a serializer reading every column
     makes the query look used); a read that bypasses the attribute (`obj.__dict__`)
     is not seen. The columns a relationship read needs (its foreign key) count as
-    read. A column read only on objects of a later query of the same line, after the
+    read. Objects none of whose attributes is read are not reported: a serializer
+    reading `vars(obj)` would be emptied by `load_only()`. A
+    column read only on objects of a later query of the same line, after the
     tracked objects (5,000 per unit of work), is not seen. Without `track()`, a
     session's objects are judged only once they are all gone.
 
@@ -159,6 +161,11 @@ class OverFetchedColumns(Detector):
         read: set[str] = set()
         for watch in group.watches:
             read |= watch.keys
+        if not read:
+            # No attribute read at all: either read around them
+            # (`vars(obj)`, `obj.__dict__`), and load_only() would empty that output, or
+            # not used, which is no case for load_only() either.
+            return
         # A column whose reads cannot be seen (its descriptor is not switched) counts as used.
         used = (read | (loaded - reads.tracked_keys(mapper))) & loaded
         # A relationship read or loaded eagerly needs its own columns (a foreign key).
