@@ -1161,6 +1161,9 @@ class StringFlow:
                     return self.either(values)
                 if self.reflected_name(call):
                     return _STATIC_STR
+            if func.attr == "get" and len(call.args) <= 1 and self._literal_context_var(func.value):
+                default = [self.value(a) for a in call.args]
+                return self.either([_STATIC_STR, *default])
             return _OPAQUE
         if isinstance(func, ast.Name) and not self.flow.bindings(func):
             if func.id in _NUMERIC_BUILTINS:
@@ -1709,6 +1712,31 @@ class StringFlow:
                 if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del))
             )
         return self._stored
+
+    # Context variables -------------------------------------------------------------
+    def _literal_context_var(self, expr: ast.expr) -> bool:
+        """A ``ContextVar`` of this module whose default and every ``.set()`` in the
+        project are literals (``BEGIN_MODE.set("IMMEDIATE")``): ``.get()`` reads one."""
+        if not isinstance(expr, ast.Name):
+            return False
+        bindings = self.flow.bindings(expr)
+        if len(bindings) != 1 or bindings[0].kind is not BindingKind.ASSIGN:
+            return False
+        binding = bindings[0]
+        ctx = self.flow.ctx
+        value = binding.value
+        if (
+            binding.path
+            or not isinstance(value, ast.Call)
+            or ctx.names.qualify(value.func) != "contextvars.ContextVar"
+            or not any(stmt is binding.node for stmt in ctx.tree.body)
+        ):
+            return False
+        default = call_keyword(value, "default")
+        if default is not None and self.value(default.value).state is not ValueState.STATIC:
+            return False
+        qualified = ctx.names.qualify(expr)
+        return qualified is not None and ctx.index.sets_only_literals(qualified)
 
     # Reflection --------------------------------------------------------------------
     def reflected_name(self, expr: ast.Subscript | ast.Call) -> bool:

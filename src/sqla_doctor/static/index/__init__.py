@@ -272,6 +272,7 @@ class ProjectIndex:
         self._interesting: frozenset[str] | None = None
         self._readers: frozenset[str] | None = None
         self._imported: dict[str, set[str]] | None = None
+        self._literal_sets: dict[str, bool] | None = None
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -317,6 +318,7 @@ class ProjectIndex:
         self._interesting = None
         self._readers = None
         self._imported = None
+        self._literal_sets = None
 
     def _add_path_aliases(self) -> None:
         """Modules also answer to the dotted form of their path (``app/models.py`` →
@@ -1111,6 +1113,18 @@ class ProjectIndex:
                             table.setdefault(self._aliases.get(inner, inner), set()).add("*")
             self._imported = table
         return frozenset(self._imported.get(self._aliases.get(module, module), ()))
+
+    def sets_only_literals(self, qualified: str) -> bool:
+        """Whether every ``name.set(value)`` in the project (a ContextVar's) sets a literal;
+        true when nothing sets it."""
+        if self._literal_sets is None:
+            table: dict[str, bool] = {}
+            for facts in self.files.values():
+                for name, literal in facts.orm.literal_sets.items():
+                    key = self.follow(name)
+                    table[key] = table.get(key, True) and literal
+            self._literal_sets = table
+        return self._literal_sets.get(self.follow(qualified), True)
 
     def interesting_calls(self) -> frozenset[str]:
         """Call names that make a function worth a flow analysis: database methods, and

@@ -131,6 +131,13 @@ _DDL_INDEX = re.compile(
 _DDL_FUNCTION = re.compile(r"(\w+)\s*\(\s*\"?(\w+)\"?\s*\)")
 
 
+def _is_literal(node: ast.expr) -> bool:
+    """A literal, or a choice between literals (``"IMMEDIATE" if lock else "DEFERRED"``)."""
+    if isinstance(node, ast.IfExp):
+        return _is_literal(node.body) and _is_literal(node.orelse)
+    return isinstance(node, ast.Constant)
+
+
 @dataclass(frozen=True)
 class ImportFacts:
     """``from module import names`` (or ``import module``) at a line."""
@@ -174,6 +181,9 @@ class FileExtract:
     session_listeners: set[str] = field(default_factory=set)  # identifiers on Session
     # The text mentions SQLite's `journal_mode` (a `PRAGMA journal_mode=WAL` somewhere).
     journal_mode: bool = False
+    # `MODE.set(value)` on a module-level name (a ContextVar): whether every value this
+    # file sets is a literal, by the name's qualified spelling.
+    literal_sets: dict[str, bool] = field(default_factory=dict)
 
 
 _MODULE, _CLASS, _FUNCTION = 0, 1, 2
@@ -264,6 +274,13 @@ def extract(
                                 builder.facts.io_call = qualified
             if tail in _INTERESTING:
                 calls.append((node, ctx))
+            elif tail == "set" and len(node.args) == 1 and not node.keywords:
+                owner = func.value if isinstance(func, ast.Attribute) else None
+                if isinstance(owner, (ast.Name, ast.Attribute)):
+                    var = NameResolver(names).qualify(owner)
+                    if var is not None:
+                        literal = _is_literal(node.args[0])
+                        out.literal_sets[var] = out.literal_sets.get(var, True) and literal
         elif kind is ast.Attribute:
             assert isinstance(node, ast.Attribute)
             if builder is not None and isinstance(node.ctx, ast.Load):

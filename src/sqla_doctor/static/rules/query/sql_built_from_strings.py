@@ -106,7 +106,10 @@ class SqlBuiltFromStrings(Rule):
     imports may be what outside callers use). Callers are followed three functions
     up. Methods, and functions other modules import, are still reported for any
     parameter interpolated; so is a value read from the database
-    (`conn.execute(...).scalar()`) passed as an argument. UPPER_CASE names are
+    (`conn.execute(...).scalar()`) passed as an argument. A module's `ContextVar` is
+    trusted when its default and every `.set()` the project makes on it (by its name
+    or a module attribute) store a literal; one handed around under another name and
+    set there is missed. UPPER_CASE names are
     trusted as constants, and so are the names of schema objects: a `Table` built from
     a request's value would be missed.
 
@@ -330,6 +333,24 @@ class SqlBuiltFromStrings(Rule):
                 "app/models.py": "from app.migrations import migrate\n",
             },
         ),
+        # A ContextVar whose default and every `.set()` in the project are literals.
+        Valid(
+            """
+            from contextvars import ContextVar
+            BEGIN_MODE: ContextVar[str | None] = ContextVar("begin_mode", default=None)
+            def begin(conn):
+                mode = BEGIN_MODE.get()
+                if mode is not None:
+                    conn.exec_driver_sql(f"BEGIN {mode}")
+            def write_transaction(locking):
+                return BEGIN_MODE.set("IMMEDIATE" if locking else "DEFERRED")
+            """,
+            path="app/db.py",
+            files={
+                "app/__init__.py": "",
+                "app/migrate.py": "from app.db import BEGIN_MODE\nBEGIN_MODE.set('EXCLUSIVE')\n",
+            },
+        ),
         # Names read back from the database catalogue by an Inspector.
         Valid(
             """
@@ -459,8 +480,7 @@ class SqlBuiltFromStrings(Rule):
                 rename_table(conn, "orders", request.form["name"])
             """,
             expected_message=(
-                "`text()` receives SQL built with an f-string from `new` "
-                "— bind them as parameters"
+                "`text()` receives SQL built with an f-string from `new` — bind them as parameters"
             ),
             path="app/migrations.py",
             files={"app/__init__.py": "", "app/main.py": "from app.migrations import migrate\n"},
@@ -497,6 +517,25 @@ class SqlBuiltFromStrings(Rule):
             def main(conn):
                 export(conn, "users")
             """,
+        ),
+        # One `.set()` of the ContextVar, in another module, stores a request's value.
+        Invalid(
+            """
+            from contextvars import ContextVar
+            from sqlalchemy import text
+            current_schema: ContextVar[str] = ContextVar("current_schema", default="public")
+            def tenant_rows(conn):
+                return conn.execute(text(f"SELECT * FROM {current_schema.get()}.rows"))
+            """,
+            path="app/db.py",
+            files={
+                "app/__init__.py": "",
+                "app/web.py": (
+                    "from app import db\n"
+                    "def middleware(request):\n"
+                    "    db.current_schema.set(request.headers['X-Tenant'])\n"
+                ),
+            },
         ),
         # Records shaped like reflection's, but from a request or from something that is
         # no Inspector.
