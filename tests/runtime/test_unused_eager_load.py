@@ -161,6 +161,20 @@ def test_install_waits_while_the_objects_can_still_be_read(read_engine: Engine) 
     assert not of_code(sqla_doctor.collected(), "SQD257")
 
 
+def test_objects_still_alive_at_exit_are_judged(read_engine: Engine) -> None:
+    # A script's module-level loop: its objects live until the interpreter exits.
+    sqla_doctor.install(mode="collect", config=TRACK_READS)
+    session = Session(read_engine)
+    statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+    accounts = session.scalars(statement).all()  # line:alive-at-exit
+    assert [a.email for a in accounts]
+    session.close()
+    sqla_doctor.runtime.shutdown()
+    found = of_code(sqla_doctor.collected(), "SQD257")
+    assert [f.location.line for f in found] == [line_of("alive-at-exit")]
+    assert accounts  # still alive when shutdown() judged them
+
+
 async def test_async_selectinload_never_read_is_reported(read_async_engine: AsyncEngine) -> None:
     async with (
         sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,

@@ -311,6 +311,8 @@ def end_unit(uow: UnitOfWork) -> None:
 
 def shutdown() -> None:
     """Report what live sessions and connections still hold, at interpreter exit."""
+    # Objects still alive now (module globals) are judged anyway: nothing reads them later.
+    process.exiting = True
     try:
         drain()
         for record in list(process.records.values()):
@@ -335,6 +337,8 @@ def shutdown() -> None:
             _finish_implicit(checkout.implicit)
     except Exception:
         _internal_error("shutdown")
+    finally:
+        process.exiting = False
 
 
 def _in_explicit_unit(owner: UnitOfWork | None) -> bool:

@@ -779,6 +779,7 @@ class _Process:
     def __init__(self) -> None:
         self.installed = False
         self.registered = False
+        self.exiting = False  # shutdown() runs: the program will read nothing more
         self.settings: Settings | None = None
         self.records: dict[int, SessionRecord] = {}
         self.checkouts: dict[int, CheckoutRecord] = {}  # by id of the pool's connection record

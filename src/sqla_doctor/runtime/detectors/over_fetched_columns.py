@@ -10,6 +10,7 @@ from sqla_doctor.runtime import loading, reads
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import SELECT, Detector, Loaded, OrmExecution
 from sqla_doctor.runtime.followed_queries import FollowedQueries, QueryGroup
+from sqla_doctor.runtime.unit_of_work import process
 
 
 def _column_keys(mapper: Any) -> tuple[str, ...]:
@@ -148,7 +149,7 @@ class OverFetchedColumns(Detector):
         self.queries.watch(group, state)
 
     def checkpoint(self) -> None:
-        self.queries.settle(final=self.uow.explicit, judge=self._judge)
+        self.queries.settle(final=self.uow.explicit or process.exiting, judge=self._judge)
 
     def _judge(self, group: _Group) -> None:
         if not group.judgeable():

@@ -10,6 +10,7 @@ from sqla_doctor.runtime import loading, reads
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import SELECT, Detector, Flush, Loaded, OrmExecution
 from sqla_doctor.runtime.followed_queries import FollowedQueries, QueryGroup
+from sqla_doctor.runtime.unit_of_work import process
 
 _MAX_CHILD_IDS = 10_000
 
@@ -166,7 +167,7 @@ class UnusedEagerLoad(Detector):
 
     def checkpoint(self) -> None:
         self._measure()
-        self.queries.settle(final=self.uow.explicit, judge=self._judge)
+        self.queries.settle(final=self.uow.explicit or process.exiting, judge=self._judge)
 
     def _measure(self) -> None:
         for group in self.queries.groups.values():
