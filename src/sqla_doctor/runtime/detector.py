@@ -51,6 +51,8 @@ EVENTS: Final = (
     "do_orm_execute",
     "before_cursor_execute",
     "after_flush",
+    # A query's autoflush raised (an IntegrityError from a half-built object; Flush).
+    "autoflush_failed",
     "flush_after_failure",
     "after_transaction_end",
     "connection_writes_lost",

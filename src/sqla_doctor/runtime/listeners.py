@@ -791,6 +791,8 @@ def _on_after_rollback(session: Session) -> None:
         )
         record.flush_error = None
         _flush_done(record)
+        if autoflush_of is not None:
+            _autoflush_failed(session, record, autoflush_of)
     if session.get_nested_transaction() is None:
         record.outcome = "rollback"
         # A failed flush's rollback happened where that flush (or its autoflush) ran.
@@ -1023,6 +1025,18 @@ def _flushed(session: Session, record: SessionRecord) -> None:
     uow = _session_unit(record)
     if uow is not None:
         _dispatch(uow, "after_flush", Flush(session, record, inserted, autoflush_of, site))
+
+
+def _autoflush_failed(session: Session, record: SessionRecord, query: OrmExecution) -> None:
+    """A query's autoflush raised: the objects it tried to INSERT were not ready."""
+    inserted: dict[str, int] = {}
+    for obj in session.new:
+        name = type(obj).__name__
+        inserted[name] = inserted.get(name, 0) + 1
+    uow = _session_unit(record)
+    if inserted and uow is not None and uow.active:
+        payload = Flush(session, record, inserted, query, query.site)
+        _dispatch(uow, "autoflush_failed", payload, can_raise=False)
 
 
 def _note_updated_row(obj: object, record: SessionRecord) -> None:

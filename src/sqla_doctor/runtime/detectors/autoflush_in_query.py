@@ -23,6 +23,10 @@ class AutoflushInQuery(Detector):
     before the code that would have finished it runs. A read that writes also takes
     write locks earlier than expected (`database is locked` on SQLite).
 
+    When the autoflush fails (`IntegrityError: NOT NULL constraint failed` raised from
+    the query line, for an object not finished yet), the finding says so, even if the
+    program catches the error.
+
     ## Known problems
     Often the autoflush is what the code relies on, to find the new rows with the query.
     Then flush explicitly where the write belongs, which documents it, or allow the line
@@ -58,7 +62,17 @@ class AutoflushInQuery(Detector):
         "query at {site} autoflushed {count} pending object(s) ({entities}) before running — {fix}"
     )
 
-    def on_after_flush(self, flush: Flush) -> None:
+    def on_autoflush_failed(self, flush: Flush) -> None:
+        error = flush.record.failed_flush
+        name = error.error if error is not None and error.error else "an error"
+        self.on_after_flush(
+            flush,
+            fix=f"the flush failed with {name}: those objects were not complete yet; set "
+            "their values before querying, or build them inside "
+            "`with session.no_autoflush:` and flush once they are",
+        )
+
+    def on_after_flush(self, flush: Flush, fix: str | None = None) -> None:
         execution = flush.autoflush_of
         if execution is None or not flush.inserted or execution.site is None:
             return
@@ -79,6 +93,7 @@ class AutoflushInQuery(Detector):
             site=self.where(site),
             count=count,
             entities=entities,
-            fix="flush explicitly where the write belongs, or build the objects inside "
+            fix=fix
+            or "flush explicitly where the write belongs, or build the objects inside "
             "`with session.no_autoflush:`",
         )
