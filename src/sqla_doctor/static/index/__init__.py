@@ -783,15 +783,24 @@ class ProjectIndex:
         ] + [ref for _, ref in model.fk_constraints if self._fk_points_at(ref, target)]
         return bool(refs) and all(ref.ondelete for ref in refs)
 
-    def foreign_keys_to(self, model: Model, target: Model) -> list[ColumnFacts]:
-        """Columns of ``model`` (inherited ones included, and those of the ``Table`` an
-        imperative mapping maps) with a foreign key to ``target``."""
-        found: list[ColumnFacts] = []
+    @staticmethod
+    def _foreign_key_sources(
+        model: Model,
+    ) -> tuple[list[ColumnFacts], list[tuple[tuple[str, ...], ForeignKeyRef]]]:
+        """``model``'s columns and its foreign key constraints, with those of the ``Table``
+        an imperative mapping maps."""
         constraints = list(model.fk_constraints)
         columns = list(model.columns.values())
         if model.mapped_table is not None:
             columns.extend(model.mapped_table.columns.values())
             constraints.extend(model.mapped_table.fk_constraints)
+        return columns, constraints
+
+    def foreign_keys_to(self, model: Model, target: Model) -> list[ColumnFacts]:
+        """Columns of ``model`` (inherited ones included, and those of the ``Table`` an
+        imperative mapping maps) with a foreign key to ``target``."""
+        found: list[ColumnFacts] = []
+        columns, constraints = self._foreign_key_sources(model)
         for column in columns:
             if any(self._fk_points_at(ref, target) for ref in column.foreign_keys):
                 found.append(column)
@@ -805,11 +814,7 @@ class ProjectIndex:
         constraint: a column's own ``ForeignKey``, or every column of a composite
         ``ForeignKeyConstraint`` together (SQLAlchemy joins on all of them at once)."""
         paths: set[tuple[str, ...]] = set()
-        constraints = list(model.fk_constraints)
-        columns = list(model.columns.values())
-        if model.mapped_table is not None:
-            columns.extend(model.mapped_table.columns.values())
-            constraints.extend(model.mapped_table.fk_constraints)
+        columns, constraints = self._foreign_key_sources(model)
         for column in columns:
             if any(self._fk_points_at(ref, target) for ref in column.foreign_keys):
                 paths.add((column.attr,))
