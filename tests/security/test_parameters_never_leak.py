@@ -230,6 +230,45 @@ def test_sqla_doctor_run_reports_carry_no_value(secret: str, app_dir: Path, fmt:
     assert secret not in proc.stdout + proc.stderr
 
 
+LITERAL_APP = """
+from sqlalchemy import ForeignKey, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class Parent(Base):
+    __tablename__ = "parents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str]
+    children: Mapped[list["Child"]] = relationship()
+
+class Child(Base):
+    __tablename__ = "children"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("parents.id"))
+
+engine = create_engine("sqlite://", connect_args={"check_same_thread": False})
+Base.metadata.create_all(engine)
+with Session(engine) as session:
+    session.add_all(Parent(token="SECRET", children=[Child()]) for _ in range(3))
+    session.commit()
+    for parent in session.scalars(select(Parent).where(Parent.token == "SECRET")):
+        print(len(parent.children), {"token": "SECRET"}["token"] == parent.token)
+"""
+
+
+def test_html_excerpts_of_runtime_findings_mask_the_literals_near_them(
+    secret: str, tmp_path: Path
+) -> None:
+    # A secret typed into the program itself, on the lines around the N+1.
+    (tmp_path / "app.py").write_text(LITERAL_APP.replace("SECRET", secret), encoding="utf-8")
+    report, _ = cli_run(tmp_path, "html")
+    assert "SQD251" in report
+    assert 'class="excerpt"' in report
+    assert secret not in report
+
+
 def test_sqla_doctor_run_show_parameters_from_pyproject(secret: str, app_dir: Path) -> None:
     (app_dir / "pyproject.toml").write_text(
         "[tool.sqla-doctor.runtime]\nshow-parameters = true\n", encoding="utf-8"

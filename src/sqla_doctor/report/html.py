@@ -8,11 +8,12 @@ is escaped; nothing is embedded in a script.
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqla_doctor.findings import Finding, Location, Severity
+from sqla_doctor.findings import Finding, Kind, Location, Severity
 from sqla_doctor.registry import DOCS_BASE_URL, find_check
 from sqla_doctor.report import ReportContext
 
@@ -98,7 +99,26 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _excerpt(root: str, location: Location, cache: dict[str, list[str] | None]) -> str:
+# A Python string literal on one line (prefixes kept), or the comment that ends the
+# line: a runtime excerpt masks the first and leaves the second as written.
+_PY_STRING = re.compile(r"""(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)|(?P<comment>#.*)""")
+
+
+def _mask_strings(line: str) -> str:
+    return _PY_STRING.sub(
+        lambda m: m.group(0) if m.group("comment") else m.group("q") + "…" + m.group("q"),
+        line,
+    )
+
+
+def _excerpt(
+    root: str, location: Location, cache: dict[str, list[str] | None], *, mask: bool = False
+) -> str:
+    """The lines around ``location``; with ``mask``, string literals shown as "…".
+
+    Runtime findings mask them: a program's source near a query often holds the values
+    it runs with (a URL with a password, a token), which a shared report must not show.
+    """
     path = Path(location.path)
     if not path.is_absolute():
         path = Path(root) / path
@@ -116,7 +136,8 @@ def _excerpt(root: str, location: Location, cache: dict[str, list[str] | None]) 
     rows = []
     width = len(str(last))
     for number in range(first, last + 1):
-        text = f"{number:>{width}} | {lines[number - 1]}"
+        line = lines[number - 1]
+        text = f"{number:>{width}} | {_mask_strings(line) if mask else line}"
         hit = location.line <= number <= (location.end_line or location.line)
         rows.append(f'<span class="hit">{_e(text)}</span>' if hit else _e(text))
     return '<pre class="excerpt">' + "\n".join(rows) + "</pre>"
@@ -129,7 +150,7 @@ def _finding(finding: Finding, root: str, cache: dict[str, list[str] | None]) ->
         f'data-severity="{severity}" data-file="{_e(finding.location.path)}">',
         f'<div><span class="badge {severity}">{severity}</span>'
         f'<span class="loc">{_e(finding.location)}</span> — {_e(finding.message)}</div>',
-        _excerpt(root, finding.location, cache),
+        _excerpt(root, finding.location, cache, mask=finding.kind is Kind.RUNTIME),
     ]
     for related in finding.related:
         parts.append(
