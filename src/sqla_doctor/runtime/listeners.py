@@ -998,10 +998,7 @@ def _on_after_flush(session: Session, flush_context: Any) -> None:
 
 def _flushed(session: Session, record: SessionRecord) -> None:
     # In after_flush, new/dirty/deleted still show what this flush wrote.
-    inserted: dict[str, int] = {}
-    for obj in session.new:
-        name = type(obj).__name__
-        inserted[name] = inserted.get(name, 0) + 1
+    inserted = _pending_by_entity(session)
     deleted = len(session.deleted)
     updated = 0
     for obj in session.dirty:
@@ -1027,12 +1024,18 @@ def _flushed(session: Session, record: SessionRecord) -> None:
         _dispatch(uow, "after_flush", Flush(session, record, inserted, autoflush_of, site))
 
 
-def _autoflush_failed(session: Session, record: SessionRecord, query: OrmExecution) -> None:
-    """A query's autoflush raised: the objects it tried to INSERT were not ready."""
-    inserted: dict[str, int] = {}
+def _pending_by_entity(session: Session) -> dict[str, int]:
+    """How many pending objects of each class the session holds: what a flush INSERTs."""
+    counts: dict[str, int] = {}
     for obj in session.new:
         name = type(obj).__name__
-        inserted[name] = inserted.get(name, 0) + 1
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _autoflush_failed(session: Session, record: SessionRecord, query: OrmExecution) -> None:
+    """A query's autoflush raised: the objects it tried to INSERT were not ready."""
+    inserted = _pending_by_entity(session)
     uow = _session_unit(record)
     if inserted and uow is not None and uow.active:
         payload = Flush(session, record, inserted, query, query.site)

@@ -62,17 +62,24 @@ class AutoflushInQuery(Detector):
         "query at {site} autoflushed {count} pending object(s) ({entities}) before running — {fix}"
     )
 
+    def on_after_flush(self, flush: Flush) -> None:
+        self._report(
+            flush,
+            "flush explicitly where the write belongs, or build the objects inside "
+            "`with session.no_autoflush:`",
+        )
+
     def on_autoflush_failed(self, flush: Flush) -> None:
         error = flush.record.failed_flush
         name = error.error if error is not None and error.error else "an error"
-        self.on_after_flush(
+        self._report(
             flush,
-            fix=f"the flush failed with {name}: those objects were not complete yet; set "
+            f"the flush failed with {name}: those objects were not complete yet; set "
             "their values before querying, or build them inside "
             "`with session.no_autoflush:` and flush once they are",
         )
 
-    def on_after_flush(self, flush: Flush, fix: str | None = None) -> None:
+    def _report(self, flush: Flush, fix: str) -> None:
         execution = flush.autoflush_of
         if execution is None or not flush.inserted or execution.site is None:
             return
@@ -93,7 +100,5 @@ class AutoflushInQuery(Detector):
             site=self.where(site),
             count=count,
             entities=entities,
-            fix=fix
-            or "flush explicitly where the write belongs, or build the objects inside "
-            "`with session.no_autoflush:`",
+            fix=fix,
         )
