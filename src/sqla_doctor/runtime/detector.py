@@ -57,6 +57,9 @@ EVENTS: Final = (
     "after_transaction_end",
     "connection_writes_lost",
     "init_scalar",
+    # Session.merge() set a column attribute of an object the session already held to a
+    # different value (MergeWrite).
+    "merge_write",
     "checkin",
     "session_gc",
     # An exception left a unit of work (``track()``'s exit) or the program (``sqla-doctor
@@ -252,6 +255,39 @@ class AttributeRead:
         self.key = key
         self.record = record
         self.site = site
+
+
+class MergeWrite:
+    """``Session.merge()`` set ``key`` of a persistent object (``state``) to a new value.
+
+    ``merge`` identifies the merge() call (its frame), ``site`` is the user's call of it.
+    ``changed``: the program changed the attribute in this transaction (not flushed yet, or
+    flushed, merge()'s own autoflush included), and the merge replaced that change.
+    ``stale``: the object merged is a detached copy of this same row whose value for
+    ``key`` is the one it was loaded with (the copy did not change it), unlike the value
+    the session holds: the copy's is older.
+    """
+
+    __slots__ = ("changed", "key", "merge", "record", "site", "stale", "state")
+
+    def __init__(
+        self,
+        state: InstanceState[Any],
+        key: str,
+        merge: int,
+        record: SessionRecord | None,
+        site: CallSite | None,
+        *,
+        changed: bool,
+        stale: bool,
+    ) -> None:
+        self.state = state
+        self.key = key
+        self.merge = merge
+        self.record = record
+        self.site = site
+        self.changed = changed
+        self.stale = stale
 
 
 class ErrorSeen:

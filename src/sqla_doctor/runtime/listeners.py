@@ -28,13 +28,14 @@ import time
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
+from types import FrameType
 from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import MissingGreenlet, SQLAlchemyError
-from sqlalchemy.orm import Mapper, RelationshipProperty, Session
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm import NO_VALUE, Mapper, RelationshipProperty, Session
+from sqlalchemy.orm.attributes import InstrumentedAttribute, instance_state
 from sqlalchemy.pool import Pool, QueuePool
 
 from sqla_doctor.runtime import callsite, core_writes, errors, pool_fill, query_plans, reads
@@ -54,6 +55,7 @@ from sqla_doctor.runtime.detector import (
     FlushAfterFailure,
     IdleGap,
     Loaded,
+    MergeWrite,
     OrmExecution,
     PoolCheckout,
     SharedUse,
@@ -127,6 +129,8 @@ _CURSOR_FRAMES = 2
 # Pool.connect and Engine.raw_connection.
 _CHECKOUT_FRAMES = 4
 _reported_errors: set[str] = set()
+# Objects whose flushed changes a session remembers per transaction (SQD162).
+MAX_CHANGED_OBJECTS = 5_000
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -842,7 +846,7 @@ def _on_transient_to_pending(session: Session, state: Any) -> None:
     # inside a track().
     mapper = state.mapper
     if mapper not in _instrumented_mappers:
-        _instrument_primary_key(mapper)
+        _instrument_mapper(mapper)
     record = _active(session)
     if record is None:
         return
@@ -1004,7 +1008,9 @@ def _flushed(session: Session, record: SessionRecord) -> None:
     for obj in session.dirty:
         if session.is_modified(obj):
             updated += 1
-            _note_updated_row(obj, record)
+            state = instance_state(obj)
+            _note_updated_row(state, record)
+            _note_changed_attributes(state, record)
     if not (inserted or deleted or updated):
         return
     record.writes += 1
@@ -1042,8 +1048,8 @@ def _autoflush_failed(session: Session, record: SessionRecord, query: OrmExecuti
         _dispatch(uow, "autoflush_failed", payload, can_raise=False)
 
 
-def _note_updated_row(obj: object, record: SessionRecord) -> None:
-    key = instance_state(obj).key
+def _note_updated_row(state: Any, record: SessionRecord) -> None:
+    key = state.key
     if key is None:
         return
     rows = process.updated_rows
@@ -1054,6 +1060,17 @@ def _note_updated_row(obj: object, record: SessionRecord) -> None:
             del rows[next(iter(rows))]
         process.row_updates += 1
         rows[key] = (record.key, process.row_updates)
+
+
+def _note_changed_attributes(state: Any, record: SessionRecord) -> None:
+    # In after_flush, committed_state still holds what the flush writes.
+    changed = record.changed_attributes
+    keys = changed.get(id(state))
+    if keys is None:
+        if len(changed) >= MAX_CHANGED_OBJECTS:
+            return
+        keys = changed[id(state)] = set()
+    keys.update(state.committed_state)
 
 
 def _lost_change(state: Any, record: SessionRecord) -> bool:
@@ -1081,14 +1098,17 @@ def _bump(counts: dict[str, int], key: str, by: int) -> None:
         counts[key] = counts.get(key, 0) + by
 
 
-# -- primary-key reads on pending objects -------------------------------------------------
+# -- primary-key reads on pending objects, merge() onto held objects ----------------------
 
 
-def _instrument_primary_key(mapper: Any) -> None:
-    """Listen for reads of the unset primary key of this mapper's new objects.
+def _instrument_mapper(mapper: Any) -> None:
+    """Listen for reads of the unset primary key of this mapper's new objects, and for
+    merge() writing into its persistent ones.
 
     ``init_scalar`` fires when code reads a scalar attribute that holds no value yet,
     which for a pending object's primary key means: before the flush that assigns it.
+    ``set`` fires when a column attribute is assigned, merge() included (it sets each
+    attribute of the object the session holds); see ``_on_column_set``.
     """
     with _registration_lock:
         if mapper in _instrumented_mappers:
@@ -1105,11 +1125,19 @@ def _instrument_primary_key(mapper: Any) -> None:
             handler = functools.partial(_on_init_scalar, prop.key)
             event.listen(attribute, "init_scalar", handler, raw=True, retval=True)
             _registered.append((attribute, "init_scalar", handler))
+        for prop in mapper.column_attrs:
+            attribute = mapper.class_.__dict__.get(prop.key)
+            if not isinstance(attribute, InstrumentedAttribute):
+                continue
+            # include_key with raw and retval: SQLAlchemy calls the listener without a
+            # wrapper of its own, which halves what each assignment pays for it.
+            event.listen(attribute, "set", _on_column_set, raw=True, retval=True, include_key=True)
+            _registered.append((attribute, "set", _on_column_set))
 
 
 @_guarded
 def _on_mapper_configured(mapper: Any, class_: Any) -> None:
-    _instrument_primary_key(mapper)
+    _instrument_mapper(mapper)
     # Read tracking (track-reads) covers mappers configured after it started.
     reads.mapper_configured(mapper)
 
@@ -1122,7 +1150,7 @@ def _instrument_known_mappers() -> None:
     to a session, which is before any pending primary key can be read.
     """
     for mapper in _configured_mappers():
-        _instrument_primary_key(mapper)
+        _instrument_mapper(mapper)
 
 
 def track_every_read() -> None:
@@ -1169,6 +1197,98 @@ def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:
     except Exception:
         _internal_error("init_scalar")
     return value
+
+
+# merge() and merge_all() (2.1): a ``set`` event under one of them is merge() copying an
+# attribute onto the object the session holds. Their frames are a few above the
+# listener (ColumnProperty.merge, Session._merge), more for a cascade to related objects.
+_MERGE_CODES = frozenset(
+    method.__code__
+    for method in (getattr(Session, "merge", None), getattr(Session, "merge_all", None))
+    if method is not None and hasattr(method, "__code__")
+)
+_MERGE_FRAMES_SEARCHED = 24
+
+
+def _merge_frame() -> FrameType | None:
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_MERGE_FRAMES_SEARCHED):
+        if frame is None:
+            return None
+        if frame.f_code in _MERGE_CODES:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _on_column_set(state: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
+    # Runs for every assignment to a mapped column: new objects (no identity key yet) and
+    # values that stay the same leave at once.
+    if state.key is None or value is oldvalue or oldvalue is NO_VALUE:
+        return value
+    try:
+        key = initiator.key
+        frame = _merge_frame()
+        if frame is None or not _differs(value, oldvalue):
+            return value
+        session = state.session
+        if session is None:
+            return value
+        record = process.records.get(id(session))
+        uow = current.get()
+        if uow is None:
+            if not process.installed:
+                return value
+            uow = _session_unit(record or _record(session))
+        if uow is None or not uow.handlers["merge_write"]:
+            return value
+        _dispatch(
+            uow,
+            "merge_write",
+            MergeWrite(
+                state,
+                key,
+                id(frame),
+                record,
+                callsite.find(1),
+                changed=key in state.committed_state
+                or (record is not None and key in record.changed_attributes.get(id(state), ())),
+                stale=_stale_copy(frame, state, key),
+            ),
+        )
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("merge_write")
+    return value
+
+
+def _differs(value: Any, oldvalue: Any) -> bool:
+    try:
+        return bool(value != oldvalue)
+    except Exception:  # an array type's ``!=``, a broken __eq__: not ours to judge
+        return False
+
+
+def _stale_copy(frame: FrameType, state: Any, key: str) -> bool:
+    """Whether merge() is copying ``key`` from a detached copy of ``state``'s own row that
+    still holds the value it was loaded with.
+
+    The copy is merge()'s ``instance`` argument (public name); objects reached through a
+    cascade, and merge_all(), are not judged.
+    """
+    source = frame.f_locals.get("instance")
+    if source is None:
+        return False
+    try:
+        source_state = instance_state(source)
+    except Exception:
+        return False
+    return (
+        source_state.key is not None
+        and source_state.key == state.key
+        and key not in source_state.committed_state
+    )
 
 
 # -- objects loaded by a mapper a detector watches ----------------------------------------

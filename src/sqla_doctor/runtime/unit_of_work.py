@@ -476,6 +476,7 @@ class SessionRecord:
         "__weakref__",
         "at_exit",
         "autoflush_of",
+        "changed_attributes",
         "commit_site",
         "detachments",
         "discarded",
@@ -525,6 +526,9 @@ class SessionRecord:
         # Flushes that wrote rows in the current outermost transaction, and what.
         self.writes = 0
         self.written: dict[str, int] = {}
+        # InstanceState id -> the attributes flushes of this transaction changed (merge()
+        # overwriting one of them loses the program's change: SQD162).
+        self.changed_attributes: dict[int, set[str]] = {}
         self.flush_site: CallSite | None = None
         self.flushed_at: float | None = None  # perf_counter() of that first writing flush
         # The user's line of the flush running now, found at its first statement: the
@@ -573,6 +577,7 @@ class SessionRecord:
         self.outcome = None
         self.writes = 0
         self.written = {}
+        self.changed_attributes = {}
         self.flush_site = None
         self.flushed_at = None
         self.nested_marks = []

@@ -1,0 +1,247 @@
+"""SQD162: session.merge() onto a row the session holds, replacing what it held."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+
+from .models import Comment, Post, User
+from .support import line_of, of_code, one, relative
+
+CHANGED_FIX = (
+    "set the incoming values on the object the session holds, or build the merged object "
+    "with only the attributes it owns (merge() copies every attribute set on it)"
+)
+
+
+def first_user_id(engine: Engine) -> int:
+    with Session(engine) as session:
+        user_id = session.scalars(select(User.id).order_by(User.id)).first()
+    assert user_id is not None
+    return user_id
+
+
+def test_merge_overwriting_a_change_of_this_transaction_is_reported(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, user_id)  # line:load
+        assert user is not None
+        user.name = "renamed here"
+        session.merge(User(id=user_id, name="from the payload"))  # line:merge
+        session.commit()
+        assert user.name == "from the payload"
+    finding = one(uow.findings, "SQD162")
+    here = relative(__file__)
+    assert (finding.location.path, finding.location.line) == (here, line_of("merge"))
+    assert finding.message == (
+        "merge() onto a User this session already held: it overwrote this transaction's "
+        f"change to User.name with the merged object's value — {CHANGED_FIX}"
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("load"), "the session loaded the User here")
+    ]
+    assert finding.details["changed"] == ["name"]
+    assert "payload" not in repr(finding), "attribute values are user data"
+
+
+@pytest.mark.parametrize("flush_first", [False, True], ids=["no-autoflush", "flushed"])
+def test_a_change_flushed_or_not_is_still_this_transactions(
+    engine: Engine, flush_first: bool
+) -> None:
+    user_id = first_user_id(engine)
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine, autoflush=False) as session,
+    ):
+        user = session.get(User, user_id)
+        assert user is not None
+        user.name = "renamed here"
+        if flush_first:
+            session.flush()
+        session.merge(User(id=user_id, name="from the payload"))  # line:merge-kept
+        session.commit()
+    finding = one(uow.findings, "SQD162")
+    assert finding.location.line == line_of("merge-kept")
+    assert finding.details["changed"] == ["name"]
+
+
+def test_a_detached_copy_older_than_the_held_row_is_reported(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with Session(engine) as earlier:
+        copy = earlier.get(User, user_id)
+        assert copy is not None
+    with Session(engine) as other:
+        other.execute(update(User).where(User.id == user_id).values(name="written since"))
+        other.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        held = session.get(User, user_id)  # line:fresh
+        assert held is not None and held.name == "written since"
+        session.merge(copy)  # line:merge-stale
+        session.commit()
+        assert held.name != "written since"  # the other transaction's write was reverted
+    finding = one(uow.findings, "SQD162")
+    assert finding.location.line == line_of("merge-stale")
+    assert finding.message == (
+        "merge() onto a User this session already held: it wrote back User.name as a "
+        "detached copy had them when it was loaded, older than the values this session "
+        "loaded — reload the User in this session (session.get() returns the one it "
+        "holds) and apply the intended changes to it, or refresh the detached copy before "
+        "changing and merging it"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("fresh")]
+
+
+def test_a_cascade_overwriting_a_related_change_is_reported(engine: Engine) -> None:
+    with Session(engine) as setup:
+        post = setup.scalars(select(Post).order_by(Post.id)).first()
+        assert post is not None
+        post_id, author_id, title = post.id, post.author_id, post.title
+        comment_id = post.comments[0].id
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        comment = session.get(Comment, comment_id)
+        assert comment is not None
+        comment.body = "edited here"
+        incoming = Post(
+            id=post_id,
+            title=title,
+            author_id=author_id,
+            comments=[Comment(id=comment_id, body="from the payload", post_id=post_id)],
+        )
+        session.merge(incoming)  # line:merge-cascade
+        session.commit()
+    finding = one(uow.findings, "SQD162")
+    assert finding.location.line == line_of("merge-cascade")
+    assert "change to Comment.body" in finding.message
+
+
+def test_one_finding_for_a_loop_of_merges(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        for user in users:
+            user.name = f"{user.name} edited"
+        for user in users:
+            session.merge(User(id=user.id, name="payload"))  # line:merge-loop
+        session.commit()
+    assert one(uow.findings, "SQD162").location.line == line_of("merge-loop")
+
+
+async def test_async_merge_overwriting_a_change_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        user = (await session.scalars(select(User).order_by(User.id))).first()  # line:aload
+        assert user is not None
+        user.name = "renamed here"
+        await session.merge(User(id=user.id, name="from the payload"))  # line:amerge
+        await session.commit()
+    finding = one(uow.findings, "SQD162")
+    assert finding.location.line == line_of("amerge")
+    assert [r.location.line for r in finding.related] == [line_of("aload")]
+
+
+async def test_async_setting_the_held_object_twin_is_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        user = (await session.scalars(select(User).order_by(User.id))).first()
+        assert user is not None
+        user.name = "renamed here"
+        user.bio = "from the payload"
+        await session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+# -- near misses --------------------------------------------------------------------------
+
+
+def test_merge_that_loads_the_row_itself_is_silent(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.merge(User(id=user_id, name="from the payload"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_merge_of_a_payload_onto_an_unchanged_held_row_is_silent(engine: Engine) -> None:
+    # Loaded to check it exists, then updated from the request: merge()'s intended use.
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert session.get(User, user_id) is not None
+        session.merge(User(id=user_id, name="from the payload"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_merge_of_only_the_owned_attributes_is_silent(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        user.bio = "changed here"
+        session.merge(User(id=user_id, name="from the payload"))  # bio not set on it
+        session.commit()
+        assert user.bio == "changed here"
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_merge_with_the_same_values_is_silent(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        user.name = "renamed here"
+        session.merge(User(id=user_id, name="renamed here"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_a_detached_copy_the_program_changed_is_silent(engine: Engine) -> None:
+    # Detach, edit, merge back: the copy's changed attributes are the intended update.
+    user_id = first_user_id(engine)
+    with Session(engine) as earlier:
+        copy = earlier.get(User, user_id)
+        assert copy is not None
+    copy.name = "edited while detached"
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert session.get(User, user_id) is not None
+        session.merge(copy)
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_a_detached_copy_merged_where_the_row_is_not_held_is_silent(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with Session(engine) as earlier:
+        copy = earlier.get(User, user_id)
+        assert copy is not None
+    with Session(engine) as other:
+        other.execute(update(User).where(User.id == user_id).values(name="written since"))
+        other.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.merge(copy)
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_a_change_committed_before_the_merge_is_silent(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine, expire_on_commit=False) as session,
+    ):
+        user = session.get(User, user_id)
+        assert user is not None
+        user.name = "renamed and committed"
+        session.commit()
+        session.merge(User(id=user_id, name="from the payload"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_plain_assignments_are_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.scalars(select(User)):
+            user.name = f"{user.name}!"
+        session.add(User(name="new"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
