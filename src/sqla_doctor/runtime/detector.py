@@ -60,6 +60,9 @@ EVENTS: Final = (
     # Session.merge() set a column attribute of an object the session already held to a
     # different value (MergeWrite).
     "merge_write",
+    # A flush is about to INSERT a new object whose primary key the session already holds
+    # or another new object has (DuplicateIdentity).
+    "duplicate_identity",
     "checkin",
     "session_gc",
     # An exception left a unit of work (``track()``'s exit) or the program (``sqla-doctor
@@ -288,6 +291,20 @@ class MergeWrite:
         self.site = site
         self.changed = changed
         self.stale = stale
+
+
+class DuplicateIdentity:
+    """A new object (``state``) about to be INSERTed with the primary key of ``other``:
+    an object the session holds (persistent), or another new one (pending)."""
+
+    __slots__ = ("other", "record", "state")
+
+    def __init__(
+        self, state: InstanceState[Any], other: InstanceState[Any], record: SessionRecord
+    ) -> None:
+        self.state = state
+        self.other = other
+        self.record = record
 
 
 class ErrorSeen:

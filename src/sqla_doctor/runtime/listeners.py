@@ -50,6 +50,7 @@ from sqla_doctor.runtime.detector import (
     AttributeRead,
     Checkin,
     ConnectionWritesLost,
+    DuplicateIdentity,
     ErrorSeen,
     Flush,
     FlushAfterFailure,
@@ -131,6 +132,8 @@ _CHECKOUT_FRAMES = 4
 _reported_errors: set[str] = set()
 # Objects whose flushed changes a session remembers per transaction (SQD162).
 MAX_CHANGED_OBJECTS = 5_000
+# New objects looked at before a flush for a primary key already taken (SQD163).
+MAX_NEW_CHECKED = 10_000
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -974,6 +977,7 @@ def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> No
         if uow is not None:
             reuse = FlushAfterFailure(session, record, callsite.find(1))
             _dispatch(uow, "flush_after_failure", reuse)
+    _check_new_identities(session, record)
     if autoflush:
         assert execution is not None
         record.autoflush_of = execution
@@ -985,6 +989,52 @@ def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> No
             executing.set(None)
         record.autoflush_of = None
         record.flush_statement_site = None
+
+
+def _check_new_identities(session: Session, record: SessionRecord) -> None:
+    """New objects whose primary key the session already holds, or another new one has:
+    the flush is about to INSERT the same key twice (SQD163)."""
+    uow = _session_unit(record)
+    if uow is None or not uow.handlers["duplicate_identity"]:
+        return
+    firsts: dict[Any, Any] = {}
+    identity_map = session.identity_map
+    deleted: set[int] | None = None
+    for obj in list(session.new)[:MAX_NEW_CHECKED]:
+        state = instance_state(obj)
+        keys = _primary_key_attributes(state.mapper)
+        values = tuple(state.dict.get(key) for key in keys)
+        if not keys or None in values:
+            continue  # the database assigns it
+        identity = state.mapper.identity_key_from_primary_key(values, state.identity_token)
+        held = identity_map.get(identity)
+        if held is not None:
+            if deleted is None:
+                deleted = {id(gone) for gone in session.deleted}
+            if id(held) in deleted:
+                continue  # delete() then add(): SQLAlchemy turns the pair into an UPDATE
+            other = instance_state(held)
+        elif identity in firsts:
+            other = firsts[identity]
+        else:
+            firsts[identity] = state
+            continue
+        _dispatch(uow, "duplicate_identity", DuplicateIdentity(state, other, record))
+
+
+_pk_attributes: dict[Any, tuple[str, ...]] = {}
+
+
+def _primary_key_attributes(mapper: Any) -> tuple[str, ...]:
+    keys = _pk_attributes.get(mapper)
+    if keys is None:
+        try:
+            keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+        except Exception:
+            keys = ()
+        if len(_pk_attributes) < 10_000:
+            _pk_attributes[mapper] = keys
+    return keys
 
 
 @_guarded

@@ -1,0 +1,121 @@
+"""SQD163: a new object added with a primary key the session already holds."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+
+from .models import User
+from .support import line_of, of_code, one, relative
+
+
+def first_user_id(engine: Engine) -> int:
+    with Session(engine) as session:
+        user_id = session.scalars(select(User.id).order_by(User.id)).first()
+    assert user_id is not None
+    return user_id
+
+
+# SQLAlchemy warns too, just before the INSERT fails.
+@pytest.mark.filterwarnings("ignore:New instance .* conflicts with persistent instance")
+def test_a_new_object_for_a_loaded_row_is_reported_before_the_flush_fails(
+    engine: Engine,
+) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        held = session.get(User, user_id)  # line:loaded
+        assert held is not None
+        session.add(User(id=user_id, name="renamed"))  # line:add
+        with pytest.raises(IntegrityError):
+            session.commit()
+        session.rollback()
+    finding = one(uow.findings, "SQD163")
+    assert (finding.location.path, finding.location.line) == (relative(__file__), line_of("add"))
+    assert finding.message == (
+        "new User added with the primary key of a User this session already holds: the "
+        "flush will INSERT that key twice and fail with a duplicate key — change the object "
+        "the session holds instead (session.get() returns it), or session.merge() the new "
+        "one to copy its values onto it"
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("loaded"), "the session loaded the User here")
+    ]
+
+
+def test_merges_of_one_key_twice_without_autoflush_are_reported(engine: Engine) -> None:
+    payload = [{"id": 9001, "name": "first"}, {"id": 9001, "name": "again"}]
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine, autoflush=False) as session,
+    ):
+        for row in payload:
+            session.merge(User(**row))  # line:merge
+        with pytest.raises(IntegrityError):
+            session.commit()
+        session.rollback()
+    finding = one(uow.findings, "SQD163")
+    assert finding.location.line == line_of("merge")
+    assert "primary key of another new User" in finding.message
+    assert "flush after each merge()" in finding.message
+
+
+@pytest.mark.filterwarnings("ignore:New instance .* conflicts with persistent instance")
+async def test_async_new_object_for_a_loaded_row_is_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        user = (await session.scalars(select(User).order_by(User.id))).first()
+        assert user is not None
+        session.add(User(id=user.id, name="renamed"))  # line:async-add
+        with pytest.raises(IntegrityError):
+            await session.commit()
+        await session.rollback()
+    assert one(uow.findings, "SQD163").location.line == line_of("async-add")
+
+
+# -- near misses --------------------------------------------------------------------------
+
+
+def test_delete_then_add_of_the_same_key_is_silent(engine: Engine) -> None:
+    # A row switch: SQLAlchemy UPDATEs the row instead of DELETE + INSERT.
+    with Session(engine) as setup:
+        lone = User(name="no posts")
+        setup.add(lone)
+        setup.commit()
+        user_id = lone.id
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        held = session.get(User, user_id)
+        session.delete(held)
+        session.add(User(id=user_id, name="replacement"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD163")
+
+
+def test_new_keys_and_database_assigned_keys_are_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.scalars(select(User)).all()
+        session.add_all([User(id=9100, name="explicit"), User(name="assigned")])
+        session.add(User(id=8000, name="another"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD163")
+
+
+def test_merges_of_one_key_twice_with_autoflush_are_silent(engine: Engine) -> None:
+    # merge() autoflushes first: the second finds the row the first one inserted.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for name in ("first", "again"):
+            session.merge(User(id=9200, name=name))
+        session.commit()
+    assert not of_code(uow.findings, "SQD163")
+
+
+def test_merge_onto_the_held_row_is_not_this_rule(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert session.get(User, user_id) is not None
+        session.merge(User(id=user_id, name="payload"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD163")
