@@ -14,6 +14,7 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
+    contains_eager,
     joinedload,
     mapped_column,
     relationship,
@@ -24,7 +25,7 @@ import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
 
 from .fixtures import suppressed
-from .models import USERS, Post, User
+from .models import USERS, Comment, Post, User
 from .support import line_of, of_code, one, relative
 
 
@@ -78,6 +79,51 @@ def test_joinedload_twin_for_many_to_one_is_silent(engine: Engine) -> None:
         posts = session.scalars(select(Post).options(joinedload(Post.author))).all()
         assert {post.author.name for post in posts}
     assert not of_code(uow.findings, "SQD251")
+
+
+def test_a_query_that_joins_the_collection_is_told_contains_eager(engine: Engine) -> None:
+    # The JOIN filters the users; contains_eager() reads the posts from it, and the
+    # message says that the collection then holds only the matching rows.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        stmt = select(User).join(User.posts).where(Post.title.like("post %.1"))
+        users = session.scalars(stmt).unique().all()
+        assert all(len(user.posts) == 2 for user in users)
+    finding = one(uow.findings, "SQD251")
+    assert finding.message.endswith(
+        "that query already joins Post: add .options(contains_eager(User.posts)) and "
+        ".unique() to fill User.posts from the joined rows; it then holds only the rows "
+        "the query keeps (selectinload(User.posts) loads all of them)"
+    )
+    assert finding.fix_hint == ".options(contains_eager(User.posts))"
+
+
+@pytest.mark.parametrize("join", ["relationship", "entity"])
+def test_a_query_that_joins_the_many_to_one_is_told_contains_eager(
+    engine: Engine, join: str
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        stmt = select(Post).join(Post.author if join == "relationship" else User)
+        posts = session.scalars(stmt.where(User.name != "nobody")).all()
+        assert all(post.author.name for post in posts)
+    finding = one(uow.findings, "SQD251")
+    assert finding.message.endswith(
+        "that query already joins User: add .options(contains_eager(Post.author)) to fill "
+        "it from the join"
+    )
+
+
+def test_contains_eager_twin_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        stmt = select(Post).join(Post.author).options(contains_eager(Post.author))
+        assert all(post.author.name for post in session.scalars(stmt))
+    assert not of_code(uow.findings, "SQD251")
+
+
+def test_a_join_to_another_table_keeps_the_usual_option(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        stmt = select(Post).join(Post.comments).where(Comment.body != "")
+        assert all(post.author.name for post in session.scalars(stmt))
+    assert ".options(joinedload(Post.author))" in one(uow.findings, "SQD251").message
 
 
 def test_one_parent_read_twice_is_not_an_n_plus_one(engine: Engine) -> None:

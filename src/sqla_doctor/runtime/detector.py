@@ -22,6 +22,7 @@ from sqla_doctor.findings import Finding, Kind, Location, Related
 from sqla_doctor.registry import Check
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, display_path
 from sqla_doctor.runtime.callsite import find as find_call_site
+from sqla_doctor.runtime.loading import joined_targets
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -99,6 +100,7 @@ class OrmExecution:
     __slots__ = (
         "consumed",
         "in_flush",
+        "joined",
         "kind",
         "parent",
         "relationship",
@@ -130,6 +132,10 @@ class OrmExecution:
         self.uow = uow
         # Set once the execution's own statement reached the cursor.
         self.consumed = False
+        # What a SELECT joins (relationships, and mappers joined by entity): a lazy load
+        # of a relationship it already joins is told to use contains_eager().
+        joins = getattr(state.statement, "_setup_joins", None) if kind is SELECT else None
+        self.joined: tuple[Any, ...] = joined_targets(joins) if joins else ()
 
 
 class Statement:

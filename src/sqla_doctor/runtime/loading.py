@@ -145,3 +145,27 @@ def loaded_at_root(state: Any) -> bool:
     rows, not one loaded further down a joined eager path."""
     path = getattr(getattr(state, "load_path", None), "path", None)
     return path is None or len(path) == 1
+
+
+def joined_targets(joins: Any) -> tuple[Any, ...]:
+    """What a SELECT's ``join()`` calls name (its ``_setup_joins``, the same on 2.0 and
+    2.1): the relationship of ``join(User.posts)``, the mapper of ``join(Post)``."""
+    found: list[Any] = []
+    try:
+        for join in joins:
+            target = join[0]
+            prop = getattr(target, "property", None)
+            if prop is not None:
+                found.append(prop)
+                continue
+            mapper = getattr(target, "_annotations", {}).get("parentmapper")
+            if mapper is not None:
+                found.append(mapper)
+    except Exception:
+        return ()
+    return tuple(found)
+
+
+def joins_relationship(joined: tuple[Any, ...], relationship: Any) -> bool:
+    """Whether a SELECT that joined ``joined`` joins ``relationship``'s target for it."""
+    return any(item is relationship or item is relationship.mapper for item in joined)

@@ -15,6 +15,7 @@ from sqla_doctor.runtime.detector import (
     ErrorSeen,
     OrmExecution,
 )
+from sqla_doctor.runtime.loading import joins_relationship
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -29,6 +30,19 @@ def loader_for(relationship: Any) -> str:
     # A collection eager-loaded with a JOIN multiplies the parent rows (P29): selectinload
     # runs one extra query for all parents. A scalar (many-to-one) joins at no such cost.
     return "selectinload" if relationship.uselist else "joinedload"
+
+
+def _contains_eager_fix(relationship: Any, name: str, option: str) -> str:
+    # The JOIN is there already (for a WHERE or an ORDER BY): reading the related rows
+    # from it costs no query. For a collection it also filters the collection.
+    target = relationship.mapper.class_.__name__
+    if not relationship.uselist:
+        return f"that query already joins {target}: add .options({option}) to fill it from the join"
+    return (
+        f"that query already joins {target}: add .options({option}) and .unique() to fill "
+        f"{name} from the joined rows; it then holds only the rows the query keeps "
+        f"(selectinload({name}) loads all of them)"
+    )
 
 
 class _Group:
@@ -101,6 +115,11 @@ class NPlusOneLazyLoad(Detector):
     for user in users:
         print(user.name, len(user.posts))
     ```
+
+    When the query that loaded the parents already joins the related table (for a
+    `where()` or an `order_by()`), the fix named is `contains_eager()`, which fills the
+    relationship from that join at no extra cost; for a collection the message says
+    that it then holds only the rows the query keeps.
 
     ## Options
     - `tool.sqla-doctor.runtime.n-plus-one-threshold`: distinct parents from one line
@@ -184,6 +203,9 @@ class NPlusOneLazyLoad(Detector):
             else:
                 origin_text = f" (parents loaded by the query at {where})"
                 fix = f"add .options({option}) to that query"
+                if joins_relationship(origin.joined, relationship):
+                    option = f"contains_eager({name})"
+                    fix = _contains_eager_fix(relationship, name, option)
                 related.append((origin.site, "the query that loaded the parents"))
         self.report(
             group.site,
