@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, selectinload
 
+import sqla_doctor
 from sqla_doctor.findings import Finding
 from sqla_doctor.runtime import PitfallError, UnitOfWork
 
@@ -476,3 +477,34 @@ async def test_a_missing_greenlet_of_response_serialization_is_reported_at_the_q
     assert finding.code == "SQD255"
     assert finding.location.line == line_of("serialized-async")
     assert "pydantic" in finding.related[0].location.path
+
+
+async def test_without_the_middleware_a_test_clients_call_is_not_the_requests_line(
+    async_engine: AsyncEngine, client_for: Any
+) -> None:
+    # install() alone (as `sqla-doctor run -- pytest` does) and httpx's ASGITransport:
+    # the test's `await client.get()` is the innermost line of the program on the stack
+    # while pydantic serializes, but it only drives the app; the line to change is the
+    # endpoint's query.
+    app = FastAPI()
+
+    async def get_session() -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(async_engine) as session:
+            yield session
+
+    @app.get("/users", response_model=list[UserOut])
+    async def users(session: AsyncSession = Depends(get_session)) -> Any:  # noqa: B008
+        return (await session.scalars(select(User))).all()  # line:no-middleware-query
+
+    sqla_doctor.install(mode="collect")
+    client = client_for(app, raise_app_exceptions=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        response = await client.get("/users")  # line:client-call
+        gc.collect()
+    sqla_doctor.uninstall()
+
+    assert response.status_code == 500
+    findings = [f for f in sqla_doctor.collected() if f.code == "SQD255"]
+    assert [f.location.line for f in findings] == [line_of("no-middleware-query")]
+    assert line_of("client-call") not in [r.location.line for r in findings[0].related]

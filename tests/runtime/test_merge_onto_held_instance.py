@@ -79,7 +79,8 @@ def test_a_detached_copy_older_than_the_held_row_is_reported(engine: Engine) -> 
         other.commit()
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         held = session.get(User, user_id)  # line:fresh
-        assert held is not None and held.name == "written since"
+        assert held is not None
+        assert held.name == "written since"
         session.merge(copy)  # line:merge-stale
         session.commit()
         assert held.name != "written since"  # the other transaction's write was reverted

@@ -155,6 +155,20 @@ _ASYNCIO_LOOP_FILES = tuple(
     _norm(os.path.join(_SQLA_DOCTOR_DIR, "integrations", name))
     for name in ("asgi.py", "wsgi.py")
 )
+# Test clients that run an app in-process: the frame above one is the test driving the
+# app, never the request's code (an endpoint's response serialized by the framework
+# after the endpoint returned has no line of the app on the stack). Matched by path, so
+# that nothing is imported to find them.
+_IN_PROCESS_CLIENT_FILES = tuple(
+    os.path.join(*parts)
+    for parts in (
+        ("httpx", "_transports", "asgi.py"),
+        ("httpx", "_transports", "wsgi.py"),
+        ("starlette", "testclient.py"),
+        ("werkzeug", "test.py"),
+        ("django", "test", "client.py"),
+    )
+)
 _STDLIB_DIRS = _stdlib_dirs()
 _kinds: dict[str, int] = {}
 
@@ -174,7 +188,7 @@ def _classify(filename: str) -> int:
     if filename.startswith("<"):
         return USER if filename.startswith(_USER_PSEUDO_FILES) else INTERNAL
     path = _norm(filename)
-    if path.startswith(_ASYNCIO_LOOP_FILES):
+    if path.startswith(_ASYNCIO_LOOP_FILES) or path.endswith(_IN_PROCESS_CLIENT_FILES):
         return BOUNDARY
     if path.startswith(_USER_INSIDE_US):
         return USER
