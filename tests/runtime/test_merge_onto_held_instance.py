@@ -246,3 +246,16 @@ def test_plain_assignments_are_silent(engine: Engine) -> None:
         session.add(User(name="new"))
         session.commit()
     assert not of_code(uow.findings, "SQD162")
+
+
+def test_an_import_loop_of_merges_that_load_their_rows_is_silent(engine: Engine) -> None:
+    # Each merge() autoflushes the previous one's update and loads its own row; nothing
+    # keeps the merged objects, so a new one often lands at a dead one's address.
+    with Session(engine) as setup:
+        setup.add_all([User(id=7000 + i, name=f"imported {i}") for i in range(30)])
+        setup.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for i in range(30):
+            session.merge(User(id=7000 + i, name=f"updated {i}"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")

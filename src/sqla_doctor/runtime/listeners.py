@@ -1114,12 +1114,16 @@ def _note_updated_row(state: Any, record: SessionRecord) -> None:
 
 def _note_changed_attributes(state: Any, record: SessionRecord) -> None:
     # In after_flush, committed_state still holds what the flush writes.
+    # Keyed by the row's identity, not id(state): a merge loop's objects die as it goes,
+    # and a new object at the same address is another row.
+    if state.key is None:
+        return
     changed = record.changed_attributes
-    keys = changed.get(id(state))
+    keys = changed.get(state.key)
     if keys is None:
         if len(changed) >= MAX_CHANGED_OBJECTS:
             return
-        keys = changed[id(state)] = set()
+        keys = changed[state.key] = set()
     keys.update(state.committed_state)
 
 
@@ -1302,7 +1306,7 @@ def _on_column_set(state: Any, value: Any, oldvalue: Any, initiator: Any) -> Any
                 record,
                 callsite.find(1),
                 changed=key in state.committed_state
-                or (record is not None and key in record.changed_attributes.get(id(state), ())),
+                or (record is not None and key in record.changed_attributes.get(state.key, ())),
                 stale=_stale_copy(frame, state, key),
             ),
         )

@@ -526,9 +526,9 @@ class SessionRecord:
         # Flushes that wrote rows in the current outermost transaction, and what.
         self.writes = 0
         self.written: dict[str, int] = {}
-        # InstanceState id -> the attributes flushes of this transaction changed (merge()
+        # Identity key -> the attributes flushes of this transaction changed (merge()
         # overwriting one of them loses the program's change: SQD162).
-        self.changed_attributes: dict[int, set[str]] = {}
+        self.changed_attributes: dict[Any, set[str]] = {}
         self.flush_site: CallSite | None = None
         self.flushed_at: float | None = None  # perf_counter() of that first writing flush
         # The user's line of the flush running now, found at its first statement: the
