@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import linecache
 import re
 import sys
+import textwrap
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -23,6 +25,11 @@ _SCOPED_FIX = (
     "{name} is a scoped_session: its session lives until `{awaited}{name}.remove()`; call "
     "it when each request or job ends (Flask: in an `@app.teardown_appcontext` function; "
     "a worker: in a finally block)"
+)
+_DEPENDENCY_FIX = (
+    "the session comes from {name}() ({where}), a generator dependency whose code after "
+    "`yield` does not run when the request fails: write it as `{with_} "
+    "session_factory() as session: yield session` (or close the session in a finally block)"
 )
 _AWAITED = re.compile(r"\bawait\b|\basync\s+(?:with|for)\b")
 
@@ -93,6 +100,73 @@ def scoped_proxy(site: CallSite) -> ScopedProxy | None:
     return None
 
 
+class GeneratorDependency(NamedTuple):
+    name: str  # the generator function: ``get_db``
+    site: CallSite  # its ``def`` line
+    awaited: bool  # an async generator
+
+
+def generator_dependency(sites: tuple[CallSite, ...]) -> GeneratorDependency | None:
+    """The generator dependency (FastAPI's ``Depends(get_db)``) that handed the session to
+    the function at one of ``sites``, when its ``yield`` is in no ``with`` and no
+    ``try/finally``: the code after it does not run when the request fails.
+
+    Asked only when a leak is reported. The function is looked up in its module's
+    globals and only its signature is read; nothing of the program runs.
+    """
+    for site in sites[:4]:
+        module = _module_of(site.filename)
+        function = inspect.getattr_static(module, site.function, None) if module else None
+        if not inspect.isfunction(function):
+            continue
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for parameter in parameters:
+            dependency = getattr(parameter.default, "dependency", None)
+            if dependency is None:
+                for extra in getattr(parameter.annotation, "__metadata__", ()):
+                    dependency = getattr(extra, "dependency", None) or dependency
+            found = _unguarded_generator(dependency)
+            if found is not None:
+                return found
+    return None
+
+
+def _unguarded_generator(function: Any) -> GeneratorDependency | None:
+    awaited = inspect.isasyncgenfunction(function)
+    if not (awaited or inspect.isgeneratorfunction(function)):
+        return None
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    if _guarded_yields(tree):
+        return None
+    code = function.__code__
+    return GeneratorDependency(
+        function.__name__,
+        CallSite(code.co_filename, code.co_firstlineno, function.__name__),
+        awaited,
+    )
+
+
+def _guarded_yields(tree: ast.AST) -> bool:
+    """Whether every ``yield`` sits in a ``with`` block or a ``try`` with ``finally``."""
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        closes = isinstance(node, (ast.With, ast.AsyncWith)) or (
+            isinstance(node, ast.Try) and bool(node.finalbody)
+        )
+        bodies: list[ast.stmt] = node.body if closes else []  # type: ignore[attr-defined]
+        for statement in bodies:
+            guarded.update(id(n) for n in ast.walk(statement) if isinstance(n, ast.Yield))
+    yields = [n for n in ast.walk(tree) if isinstance(n, ast.Yield)]
+    return bool(yields) and all(id(n) in guarded for n in yields)
+
+
 def _module_of(filename: str) -> ModuleType | None:
     if filename not in _modules_by_file:
         found = None
@@ -113,6 +187,11 @@ class SessionLeak(Detector):
     end of the unit of work, or when they are garbage-collected without having been
     closed, committed or rolled back. The finding points at the line where the session
     acquired its connection and carries the stack that led there.
+
+    When the function at that line got the session from a FastAPI generator dependency
+    (`db: Session = Depends(get_db)`, or `Annotated[..., Depends(get_db)]`) whose
+    `yield` is in no `with` block and no `try/finally`, the finding names that
+    dependency: the code after its `yield` does not run when the request fails (P35).
 
     ## Why is this bad?
     A session keeps its connection checked out until its transaction ends. Sessions that
@@ -158,7 +237,7 @@ class SessionLeak(Detector):
 
     code = "SQD151"
     name = "session-leak"
-    pitfalls = ("P06",)
+    pitfalls = ("P06", "P35")
     severity = Severity.ERROR
     message = "Session that began at {site} {what} — {fix}"
 
@@ -181,7 +260,22 @@ class SessionLeak(Detector):
         stack = format_stack(record.opened, self.uow.settings.root)
         key: Any = site.key if site is not None else id(record)
         proxy = scoped_proxy(site) if site is not None else None
-        if proxy is not None:
+        dependency = generator_dependency(record.opened) if proxy is None else None
+        related = [(frame, "called from here") for frame in record.opened[1:4]]
+        if dependency is not None:
+            name = dependency.name
+            hint = (
+                f"async with session_factory() as session: yield session  # in {name}()"
+                if dependency.awaited
+                else f"with session_factory() as session: yield session  # in {name}()"
+            )
+            fix = _DEPENDENCY_FIX.format(
+                name=name,
+                where=self.where(dependency.site),
+                with_="async with" if dependency.awaited else "with",
+            )
+            related.insert(0, (dependency.site, f"{name}() opened the session"))
+        elif proxy is not None:
             hint = f"{proxy.name}.remove()"
             fix = _SCOPED_FIX.format(name=proxy.name, awaited="await " if proxy.awaited else "")
         elif is_async_session(record):
@@ -192,7 +286,7 @@ class SessionLeak(Detector):
             site,
             key=key,
             subject="Session",
-            related=[(frame, "called from here") for frame in record.opened[1:4]],
+            related=related,
             hint=hint,
             details={"stack": stack},
             site=self.where(site),
