@@ -18,6 +18,8 @@ class ConnectionLeak(Detector):
     or that the garbage collector had to return to the pool. The finding points at the
     line that checked the connection out and carries the stack that led there.
     Connections a Session checked out are reported as the session's leak (SQD151).
+    Under `sqla-doctor run`, a connection still checked out when the program exits is
+    reported too: the leftover connection of an engine nobody closed or disposed (P19).
 
     ## Why is this bad?
     Until it is closed, a connection is unavailable to everyone else: under load the pool
@@ -47,7 +49,7 @@ class ConnectionLeak(Detector):
 
     code = "SQD154"
     name = "connection-leak"
-    pitfalls = ("P06",)
+    pitfalls = ("P06", "P19")
     severity = Severity.ERROR
     message = "connection checked out at {site} {what} — {fix}"
 
