@@ -160,20 +160,113 @@ def test_one_collection_with_no_numbers_is_not_reported(eager_engine: Engine) ->
     assert not of_code(uow.findings, "SQD256")
 
 
-def test_parents_collected_before_counting_are_like_the_ones_counted(
+def test_side_by_side_parents_collected_before_counting_are_like_the_ones_counted(
+    eager_engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        statement = (
+            select(Author)
+            .where(FIRST_THREE)
+            .options(joinedload(Author.books), joinedload(Author.awards))
+        )
+        last = None
+        for author in session.scalars(statement).unique():  # line:streamed
+            last = author
+        gc.collect()  # only the last author is left to count: 400 rows, 3 authors loaded
+        session.scalars(select(Author).where(Author.id == 4)).all()
+        assert last is not None
+    finding = one(uow.findings, "SQD256")
+    assert finding.location.line == line_of("streamed")
+    assert "1 Author object(s) came back as 400 rows (400.0× per Author)" in finding.message
+
+
+def test_one_collection_whose_parents_were_collected_is_counted_as_it_loaded(
     eager_engine: Engine,
 ) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
         statement = select(Author).where(FIRST_THREE).options(joinedload(Author.awards))
         last = None
-        for author in session.scalars(statement).unique():  # line:streamed
+        for author in session.scalars(statement).unique():  # line:streamed-one
             last = author
-        gc.collect()  # only the last author is left to count: 20 rows, 3 authors loaded
+        gc.collect()
         session.scalars(select(Author).where(Author.id == 4)).all()
         assert last is not None
     finding = one(uow.findings, "SQD256")
-    assert finding.location.line == line_of("streamed")
-    assert "1 Author object(s) came back as 20 rows (20.0× per Author)" in finding.message
+    assert finding.location.line == line_of("streamed-one")
+    assert "3 Author object(s) came back as 60 rows (20.0× per Author)" in finding.message
+
+
+# -- a helper that loads, sums and returns a number: the parents die before the end -----
+
+
+def awards_total(session: Session, *loader: object) -> int:
+    """The shape of a report helper: nothing it loaded outlives the call."""
+    statement = select(Author).options(*loader)  # type: ignore[arg-type]
+    authors = session.scalars(statement).unique().all()  # line:helper
+    return sum(len(a.awards) + len(a.books) for a in authors)
+
+
+def add_lonely_author(engine: Engine) -> None:
+    """An author without books or awards: one LEFT OUTER JOIN row of NULLs."""
+    with Session(engine) as session:
+        session.add(Author(name="lonely"))
+        session.commit()
+
+
+def test_joinedload_in_a_helper_that_returns_a_number_is_reported(eager_engine: Engine) -> None:
+    add_lonely_author(eager_engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        assert awards_total(session, joinedload(Author.awards)) == 3 * 20 + 1 + 3 * 2
+    finding = one(uow.findings, "SQD256")
+    assert finding.location.line == line_of("helper")
+    # 3 × 20 awards, the newcomer's 1 and the lonely author's row of NULLs: 62 rows.
+    assert "5 Author object(s) came back as 62 rows (12.4× per Author)" in finding.message
+    # The same figures as the exact count over parents still alive at the end.
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        statement = select(Author).options(joinedload(Author.awards))
+        authors = session.scalars(statement).unique().all()
+        assert len(authors) == 5
+    assert (one(uow.findings, "SQD256").details["rows"], len(authors)) == (62, 5)
+
+
+def test_nested_joinedload_in_a_helper_counts_the_chain(eager_engine: Engine) -> None:
+    add_lonely_author(eager_engine)
+    nested = joinedload(Author.books).joinedload(Book.chapters)
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        assert awards_total(session, nested, selectinload(Author.awards)) == 3 * 20 + 1 + 3 * 2
+    finding = one(uow.findings, "SQD256")
+    # 3 authors × 2 books × 10 chapters, plus one row each for the two authors
+    # without books.
+    assert (
+        "the nested collections Author.books and Book.chapters: 5 Author object(s) came "
+        "back as 62 rows (12.4× per Author)"
+    ) in finding.message
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        authors = session.scalars(select(Author).options(nested)).unique().all()
+        assert len(authors) == 5
+    assert one(uow.findings, "SQD256").details["rows"] == 62
+
+
+def test_helper_twins_are_silent(eager_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        assert awards_total(session, selectinload(Author.awards)) == 3 * 20 + 1 + 3 * 2
+        assert awards_total(session, joinedload(Author.publisher)) == 3 * 20 + 1 + 3 * 2
+        nested = selectinload(Author.books).selectinload(Book.chapters)
+        assert awards_total(session, nested, joinedload(Author.publisher)) == 67
+    assert not of_code(uow.findings, "SQD256")
+
+
+def test_small_multiplication_in_a_helper_is_a_near_miss(moderate_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(moderate_engine) as session:
+        assert awards_total(session, joinedload(Author.awards)) == 3 * 2 + 1 + 3 * 2
+    assert not of_code(uow.findings, "SQD256")
+    # Measured all the same (7 rows for 4 authors): only the minimums kept it quiet.
+    config = RuntimeConfig(mode="collect", joined_eager_min_rows=0, joined_eager_min_factor=0)
+    with sqla_doctor.track(config=config) as uow, Session(moderate_engine) as session:
+        assert awards_total(session, joinedload(Author.awards)) == 13
+    assert "4 Author object(s) came back as 7 rows (1.8× per Author)" in (
+        one(uow.findings, "SQD256").message
+    )
 
 
 # -- moderate data: a joinedload() of a small collection is a reasonable choice --------
@@ -291,4 +384,34 @@ async def test_async_selectinload_twin_is_silent(eager_async_engine: AsyncEngine
         statement = select(Author).options(selectinload(Author.awards))
         authors = (await session.scalars(statement)).all()
         assert authors
+    assert not of_code(uow.findings, "SQD256")
+
+
+async def async_awards_total(session: AsyncSession, *loader: object) -> int:
+    statement = select(Author).where(FIRST_THREE).options(*loader)  # type: ignore[arg-type]
+    authors = (await session.scalars(statement)).unique().all()  # line:async-helper
+    return sum(len(a.awards) for a in authors)
+
+
+async def test_async_joinedload_in_a_helper_that_returns_a_number_is_reported(
+    eager_async_engine: AsyncEngine,
+) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(eager_async_engine) as session,
+    ):
+        assert await async_awards_total(session, joinedload(Author.awards)) == 60
+    finding = one(uow.findings, "SQD256")
+    assert finding.location.line == line_of("async-helper")
+    assert "3 Author object(s) came back as 60 rows (20.0× per Author)" in finding.message
+
+
+async def test_async_selectinload_in_a_helper_is_silent(eager_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(eager_async_engine) as session,
+    ):
+        assert await async_awards_total(session, selectinload(Author.awards)) == 60
+        many_to_one = (joinedload(Author.publisher), selectinload(Author.awards))
+        assert await async_awards_total(session, *many_to_one) == 60
     assert not of_code(uow.findings, "SQD256")

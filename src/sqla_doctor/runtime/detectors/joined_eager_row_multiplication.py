@@ -111,7 +111,17 @@ def _option(path: tuple[Any, ...]) -> str:
 class _Open:
     """A SELECT that joined collections, collecting the parents it loads."""
 
-    __slots__ = ("collections", "mapper", "parents", "seen", "site", "tree")
+    __slots__ = (
+        "chain",
+        "collections",
+        "keys",
+        "loaded_rows",
+        "mapper",
+        "parents",
+        "seen",
+        "site",
+        "tree",
+    )
 
     def __init__(self, site: CallSite, mapper: Any, tree: Tree) -> None:
         self.site = site
@@ -122,6 +132,37 @@ class _Open:
         # rows later keeps none of them alive.
         self.parents: list[weakref.ref[Any]] = []
         self.seen = 0
+        # One collection (or a nested chain) is also counted as it loads, for when the
+        # parents are gone before they can be counted exactly (a helper that returns a
+        # sum): its rows are the objects at the end of the chain, plus one for each
+        # object on the way whose next relationship came back empty (a LEFT OUTER JOIN
+        # row of NULLs).
+        self.chain: tuple[Any, ...] | None = (
+            self.collections[0] if len(self.collections) == 1 else None
+        )
+        self.keys = tuple(r.key for r in self.chain) if self.chain is not None else ()
+        self.loaded_rows = 0
+
+    def count(self, state: Any, path: Any) -> None:
+        """Count the rows ``state``, loaded at ``path`` of the joined tree, stands for."""
+        chain, keys = self.chain, self.keys
+        depth = len(path) // 2
+        if chain is None or depth > len(keys):
+            return
+        if depth and tuple(getattr(p, "key", None) for p in path[1::2]) != keys[:depth]:
+            return  # loaded along another branch (a many-to-one beside the chain)
+        if depth == len(keys):
+            self.loaded_rows += 1
+            return
+        # The joined loader fills the relationship from the object's first row before
+        # the object's load event: empty then means no row below it.
+        dict_ = state.dict
+        key = keys[depth]
+        if key not in dict_:
+            return
+        value = dict_[key]
+        if value is None or (chain[depth].uselist and len(value) == 0):
+            self.loaded_rows += 1
 
 
 class JoinedEagerRowMultiplication(Detector):
@@ -152,14 +193,17 @@ class JoinedEagerRowMultiplication(Detector):
     no repetition.
 
     ## Known problems
-    The rows are measured over the parents the query loaded into the session; parents
-    that were already there (or were garbage-collected, or expired by a commit, before
-    the next query of the unit of work) are not counted. When some parents were counted,
-    the others are assumed to be like them; when none was, there are no numbers, and
-    only collections side by side are reported (without them). A query whose
-    collections held at most one child each is not reported. Collections joined by a
-    lazy load or a `selectinload()` batch (`lazy="joined"` one level down) are not
-    looked at.
+    The rows are measured over the parents the query loaded into the session, exactly
+    when they are all still there at the next query of the unit of work (or its end).
+    When some are gone by then (a helper that loads, sums and returns a number; a
+    commit that expired them), one collection, or a nested chain, is counted from the
+    objects as they loaded instead, which misses children that were already in the
+    session; collections side by side are measured over the parents left, the others
+    assumed to be like them. Parents that were already in the session are not counted;
+    when no parent was, there are no numbers, and only collections side by side are
+    reported (without them). A query whose collections held at most one child each is
+    not reported. Collections joined by a lazy load or a `selectinload()` batch
+    (`lazy="joined"` one level down) are not looked at.
 
     ## Example
     ```python
@@ -224,6 +268,10 @@ class JoinedEagerRowMultiplication(Detector):
         from sqla_doctor.runtime import listeners
 
         listeners.watch_loads(mapper)
+        if record.chain is not None:
+            # The chain's objects are counted as they load, too.
+            for relationship in record.chain:
+                listeners.watch_loads(relationship.mapper)
         self.open[id(statement)] = record
 
     def on_load(self, loaded: Loaded) -> None:
@@ -231,14 +279,16 @@ class JoinedEagerRowMultiplication(Detector):
         if record is None:
             return
         state = loaded.state
-        # Objects of the same class loaded further down the joined path are children.
-        load_path = getattr(state, "load_path", None)
-        path = getattr(load_path, "path", None)
-        if path is not None and len(path) != 1:
+        # Objects loaded further down the joined path are children (of the same class,
+        # or of a watched one).
+        path = getattr(getattr(state, "load_path", None), "path", None)
+        if path is None:
             return
-        record.seen += 1
-        if len(record.parents) < _MAX_PARENTS:
-            record.parents.append(weakref.ref(state))
+        if len(path) == 1:
+            record.seen += 1
+            if len(record.parents) < _MAX_PARENTS:
+                record.parents.append(weakref.ref(state))
+        record.count(state, path)
 
     def on_after_flush(self, flush: Flush) -> None:
         if self.open:
@@ -265,6 +315,12 @@ class JoinedEagerRowMultiplication(Detector):
                 continue
             parents += 1
             rows += counted
+        if record.chain is not None and parents < record.seen:
+            # Some parents died (or were expired) before they could be counted: the
+            # rows counted as they loaded cover them all. The count from the objects
+            # themselves stays the exact one when they are all there, since children
+            # already in the session were joined again without a load event.
+            parents, rows = record.seen, record.loaded_rows
         if parents and rows <= parents:
             return  # nothing was repeated this time
         if len(record.collections) == 1 and not self._large(record, parents, rows):
