@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -13,22 +13,100 @@ from .models import Post, User
 from .support import line_of, of_code, one, relative
 
 
-def test_query_that_flushes_a_new_object_is_reported(engine: Engine) -> None:
+def test_object_changed_after_its_autoflush_is_reported(engine: Engine) -> None:
+    """The detector's own example: the query INSERTs the user before its bio is set,
+    and the commit UPDATEs the same row."""
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
-        session.add(User(name="ada"))  # line:add
-        total = session.scalar(select(func.count()).select_from(User))  # line:query
-        session.commit()
-    assert total == 6
+        user = User(name="ada")
+        session.add(user)  # line:add
+        posts = session.scalar(select(func.count()).select_from(Post))  # line:query
+        user.bio = f"{posts} posts"
+        session.commit()  # line:commit
     finding = one(uow.findings, "SQD153")
     here = relative(__file__)
     assert finding.location.line == line_of("query")
     assert finding.message == (
         f"query at {here}:{line_of('query')} autoflushed 1 pending object(s) (1 User) before "
-        "running — flush explicitly where the write belongs, or build the objects inside "
-        "`with session.no_autoflush:`"
+        "running — the objects were not complete yet: INSERTed half-built, then changed "
+        "(User.bio), an UPDATE of the rows it had just inserted; set their values before "
+        "querying, or build them inside `with session.no_autoflush:` and flush once they are"
     )
-    assert [r.location.line for r in finding.related] == [line_of("add")]
+    assert [r.location.line for r in finding.related] == [line_of("add"), line_of("commit")]
+    assert finding.details["changed_after"] == ["User.bio"]
     assert finding.severity.value == "info"
+
+
+def test_setting_the_values_before_the_query_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        posts = session.scalar(select(func.count()).select_from(Post))
+        session.add(User(name="ada", bio=f"{posts} posts"))
+        session.commit()
+    assert not uow.findings
+
+
+def test_lookup_then_add_loop_autoflushes_complete_objects_silently(engine: Engine) -> None:
+    """Each lookup autoflushes the previous iteration's post, complete: nothing wrong."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        added = []
+        for title, author in [("a", "user1"), ("b", "user2"), ("c", "user3")]:
+            author_id = session.scalar(select(User.id).where(User.name == author))
+            added.append(Post(title=title, author_id=author_id))
+            session.add(added[-1])
+        # The lookups did autoflush: the first two posts are rows already.
+        assert [inspect(post).persistent for post in added] == [True, True, False]
+        session.commit()
+    assert not uow.findings
+
+
+def test_add_then_count_is_silent(engine: Engine) -> None:
+    """A duplicate check after add() autoflushes the new row, which is complete."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = User(name="ada")
+        session.add(user)
+        total = session.scalar(select(func.count()).select_from(User))
+        assert user.id is not None
+        session.commit()
+    assert total == 6
+    assert not uow.findings
+
+
+def test_setting_the_value_it_already_had_is_not_a_change(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = User(name="ada")
+        session.add(user)
+        session.scalar(select(func.count()).select_from(User))
+        user.name = "ada"
+        session.commit()
+    assert not uow.findings
+
+
+def test_change_seen_in_a_later_autoflush_is_reported_at_the_first_query(
+    engine: Engine,
+) -> None:
+    """A loop that adds, then looks up and completes: the next iteration's autoflush
+    UPDATEs the previous object."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for name in ["ada", "bob"]:
+            user = User(name=name)
+            session.add(user)
+            user.bio = session.scalar(select(User.name).where(User.id == 1))  # line:loop
+        session.commit()
+    finding = one(uow.findings, "SQD153")
+    assert finding.location.line == line_of("loop")
+    assert "then changed (User.bio), an UPDATE" in finding.message
+
+
+def test_change_still_unflushed_when_the_unit_ends_is_reported(engine: Engine) -> None:
+    with Session(engine) as session:
+        with sqla_doctor.track(mode="collect") as uow:
+            user = User(name="ada")
+            session.add(user)
+            posts = session.scalar(select(func.count()).select_from(Post))  # line:unit-end
+            user.bio = f"{posts} posts"
+        session.rollback()
+    finding = one(uow.findings, "SQD153")
+    assert finding.location.line == line_of("unit-end")
+    assert "INSERTed half-built, then changed (User.bio); set their values" in finding.message
 
 
 def test_no_autoflush_block_is_the_silent_twin(engine: Engine) -> None:
@@ -64,8 +142,10 @@ def test_lazy_load_that_autoflushes_is_reported_at_the_attribute(engine: Engine)
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         user = session.get(User, 1)
         assert user is not None
-        session.add(Post(title="draft", author_id=2))
+        post = Post(title="draft", author_id=2)
+        session.add(post)
         assert user.posts  # line:lazy
+        post.title = f"draft {len(user.posts)}"
         session.commit()
     assert one(uow.findings, "SQD153").location.line == line_of("lazy")
 
@@ -78,19 +158,39 @@ def test_commit_flush_is_not_an_autoflush(engine: Engine) -> None:
     assert not of_code(uow.findings, "SQD153")
 
 
-async def test_async_query_that_flushes_is_reported(async_engine: AsyncEngine) -> None:
+async def test_async_object_changed_after_its_autoflush_is_reported(
+    async_engine: AsyncEngine,
+) -> None:
     async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
-        session.add(User(name="ada"))
-        await session.scalar(select(func.count()).select_from(User))  # line:async-query
+        user = User(name="ada")
+        session.add(user)
+        posts = await session.scalar(select(func.count()).select_from(Post))  # line:async-query
+        user.bio = f"{posts} posts"
         await session.commit()
-    assert one(uow.findings, "SQD153").location.line == line_of("async-query")
+    finding = one(uow.findings, "SQD153")
+    assert finding.location.line == line_of("async-query")
+    assert "then changed (User.bio), an UPDATE" in finding.message
+
+
+async def test_async_lookup_then_add_loop_is_silent(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        added = []
+        for title, author in [("a", "user1"), ("b", "user2")]:
+            author_id = await session.scalar(select(User.id).where(User.name == author))
+            added.append(Post(title=title, author_id=author_id))
+            session.add(added[-1])
+        assert inspect(added[0]).persistent  # autoflushed by the second lookup
+        await session.commit()
+    assert not uow.findings
 
 
 async def test_async_explicit_flush_twin_is_silent(async_engine: AsyncEngine) -> None:
     async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
-        session.add(User(name="ada"))
+        user = User(name="ada")
+        session.add(user)
         await session.flush()
-        await session.scalar(select(func.count()).select_from(User))
+        posts = await session.scalar(select(func.count()).select_from(Post))
+        user.bio = f"{posts} posts"
         await session.commit()
     assert not uow.findings
 
