@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import DetachedInstanceError
 
@@ -138,6 +139,82 @@ def test_expunged_object_names_the_expunge(engine: Engine) -> None:
     )
 
 
+def posts_after_expunge_all(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    """A cache warmer: loads, detaches everything to keep it, reads a relationship later;
+    the session stays open."""
+    with tracker, Session(engine) as session:
+        cache = {u.id: u for u in session.scalars(select(User))}  # line:warm-query
+        session.expunge_all()  # line:expunge-all
+        print(cache[1].posts)  # line:cached-read
+
+
+def test_expunge_all_is_named_as_such_not_as_a_close(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        posts_after_expunge_all(engine, tracker)
+    here = relative(__file__)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert finding.location.line == line_of("cached-read")
+    assert finding.message == (
+        f"User.posts lazy-loaded on a detached User: it was expunged by session.expunge_all() "
+        f"at {here}:{line_of('expunge-all')} — add .options(selectinload(User.posts)) to the "
+        f"query at {here}:{line_of('warm-query')}, or read User.posts before "
+        "session.expunge_all(); to use it with a session again, re-attach it: "
+        "`user = session.merge(user, load=False)`"
+    )
+    assert (line_of("expunge-all"), "session.expunge_all() detached it here") in [
+        (r.location.line, r.message) for r in finding.related
+    ]
+
+
+def test_expunge_all_twin_with_the_loader_option_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        statement = select(User).options(selectinload(User.posts))
+        cache = {u.id: u for u in session.scalars(statement)}
+        session.expunge_all()
+        assert len(cache[1].posts) == 2
+    assert not uow.findings
+
+
+async def async_posts_after_expunge_all(engine: AsyncEngine, tracker: sqla_doctor.Tracker) -> None:
+    async with tracker, AsyncSession(engine) as session:
+        users = (await session.scalars(select(User))).all()
+        session.expunge_all()  # line:async-expunge-all
+        print(users[0].posts)
+
+
+async def test_async_expunge_all_is_named_as_such(async_engine: AsyncEngine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        await async_posts_after_expunge_all(async_engine, tracker)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert (
+        f"it was expunged by session.expunge_all() at {relative(__file__)}:"
+        f"{line_of('async-expunge-all')}"
+    ) in finding.message
+    assert finding.message.endswith("`user = session.merge(user, load=False)`")
+
+
+async def async_posts_after_close(engine: AsyncEngine, tracker: sqla_doctor.Tracker) -> None:
+    async with tracker:
+        session = AsyncSession(engine)
+        users = (await session.scalars(select(User))).all()
+        await session.close()
+        print(users[0].posts)
+
+
+async def test_async_close_is_still_a_close(async_engine: AsyncEngine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        await async_posts_after_close(async_engine, tracker)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert "its session was closed" in finding.message
+    assert "expunge" not in finding.message
+
+
 def bio_after_close(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
     with tracker:
         with Session(engine) as session:
@@ -254,7 +331,6 @@ def test_a_logged_error_is_explained_and_chains_to_the_previous_factory(
     assert [n.split(" ")[1] for n in notes] == ["SQD254"]
     assert one(sqla_doctor.collected(), "SQD254").location.line == line_of("logged")
     assert notes[0] in caplog.text
-
 
 
 def posts_after_close_then_expunge(engine: Engine, tracker: sqla_doctor.Tracker) -> None:

@@ -917,8 +917,9 @@ def _detached(session: Session, state: Any) -> None:
             # the list close() detaches them from. Once detached, a changed object that
             # only the session referenced is collected and leaves that map.
             record.discarded_dirty = _changes_left_behind(record, session)
+        how = "expunge_all" if _expunge_all_called(sys._getframe(1)) else "close"
         detachment = Detachment(
-            callsite.find(2), "close", record.identity_map, record.commit_site, record.rollback_site
+            callsite.find(2), how, record.identity_map, record.commit_site, record.rollback_site
         )
         # The new map marks the batch: the next objects of this close() find it here.
         detachment.marker = replaced
@@ -931,6 +932,30 @@ def _detached(session: Session, state: Any) -> None:
         record.add_detachment(last)
     if len(last.keys) < MAX_EXPUNGED_KEYS and state.key is not None:
         last.keys.add(state.key)
+
+
+def _expunge_all_called(frame: Any) -> bool:
+    """Whether the program called ``Session.expunge_all()`` itself, not through
+    ``close()``, ``reset()`` or ``invalidate()`` (which all call it from ``_close_impl``).
+
+    The frames between the detach event and SQLAlchemy's Session methods are its own;
+    the code objects are compared, not names.
+    """
+    expunge_all = Session.expunge_all.__code__
+    close_impl = getattr(getattr(Session, "_close_impl", None), "__code__", None)
+    seen = False
+    for _ in range(_STACK_LIMIT):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code is close_impl:
+            return False
+        if code is expunge_all:
+            seen = True
+        elif seen:
+            return True  # the caller of expunge_all(): the program, or AsyncSession's proxy
+        frame = frame.f_back
+    return seen
 
 
 def _has_net_changes(state: Any) -> bool:

@@ -595,7 +595,7 @@ class SessionRecord:
 
 
 class Detachment:
-    """Objects left their session: where, and how (``close`` or ``expunge``).
+    """Objects left their session: where, and how (``close``, ``expunge_all`` or ``expunge``).
 
     ``identity_map`` is the map they were in (``close()`` and ``expunge_all()`` replace
     it with a new one and leave the old one as it was); for ``expunge``, ``keys`` are the

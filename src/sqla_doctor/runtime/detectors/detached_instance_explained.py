@@ -61,7 +61,7 @@ class DetachedInstanceExplained(Detector):
     ## What it does
     Explains a `DetachedInstanceError` when it happens: which attribute of which entity
     could not load, where the object was loaded, where it left its session (the end of
-    the `with` block, `close()`, `expunge()`), what expired it (a commit with
+    the `with` block, `close()`, `expunge()`, `expunge_all()`), what expired it (a commit with
     `expire_on_commit=True`), and the change that fixes it.
 
     The explanation is a finding at the line that read the attribute, and a note on the
@@ -131,6 +131,12 @@ class DetachedInstanceExplained(Detector):
             loaded_at = self.where(origin.site)
             related.append((origin.site, f"the {entity} was loaded by this query"))
         cause = self._cause(detachment, related)
+        how = detachment.how if detachment is not None and detachment.site is not None else None
+        # Where the value is still there to read: before the objects left the session.
+        inside = {
+            "expunge_all": "before session.expunge_all()",
+            "expunge": "before session.expunge()",
+        }.get(how or "", "inside the session block")
         if key in state.expired_attributes or not isinstance(
             prop, (RelationshipProperty, ColumnProperty)
         ):
@@ -143,7 +149,7 @@ class DetachedInstanceExplained(Detector):
                 hint = f"read {subject} before the transaction can fail"
                 fix = (
                     f"read {subject} (or copy the values you need) before the transaction "
-                    "can fail, inside the session block; a rollback expires every object, "
+                    f"can fail, {inside}; a rollback expires every object, "
                     "so expire_on_commit=False does not help here"
                 )
             else:
@@ -156,7 +162,7 @@ class DetachedInstanceExplained(Detector):
                 hint = "expire_on_commit=False"
                 fix = (
                     "create the session with expire_on_commit=False, or read "
-                    f"{subject} before the commit / inside the session block"
+                    f"{subject} before the commit / {inside}"
                 )
         elif isinstance(prop, RelationshipProperty):
             what = "lazy-loaded"
@@ -165,7 +171,7 @@ class DetachedInstanceExplained(Detector):
             where = (
                 f"the query at {loaded_at}" if loaded_at else f"the query that loads the {entity}"
             )
-            fix = f"add .options({option}) to {where}, or read {subject} inside the session block"
+            fix = f"add .options({option}) to {where}, or read {subject} {inside}"
         else:
             what = "loaded (deferred)"
             option = f"undefer({subject})"
@@ -173,7 +179,13 @@ class DetachedInstanceExplained(Detector):
             where = (
                 f"the query at {loaded_at}" if loaded_at else f"the query that loads the {entity}"
             )
-            fix = f"add .options({option}) to {where}, or read {subject} inside the session block"
+            fix = f"add .options({option}) to {where}, or read {subject} {inside}"
+        if how in ("expunge", "expunge_all"):
+            name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", entity).lower()
+            fix += (
+                f"; to use it with a session again, re-attach it: "
+                f"`{name} = session.merge({name}, load=False)`"
+            )
         finding = self.report(
             seen.site,
             key=(subject, seen.site.key if seen.site is not None else None),
@@ -198,6 +210,11 @@ class DetachedInstanceExplained(Detector):
         if detachment.how == "expunge":
             related.append((detachment.site, "expunged from its session here"))
             return f"it was expunged from its session at {where}"
+        if detachment.how == "expunge_all":
+            # expunge_all() replaces the identity map as close() does, but the session
+            # stays open: "closed" would send the reader looking for a close().
+            related.append((detachment.site, "session.expunge_all() detached it here"))
+            return f"it was expunged by session.expunge_all() at {where}"
         related.append((detachment.site, "its session was closed here"))
         return f"its session was closed at {where}"
 
