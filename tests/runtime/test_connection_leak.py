@@ -30,6 +30,7 @@ def test_connection_still_checked_out_at_the_end_is_reported(engine: Engine) -> 
         "connection.close() in a finally block)"
     )
     assert finding.details["stack"][0] == f"{here}:{line_of('connect')} in connect_and_forget"
+    assert finding.fix_hint == "with engine.connect() as connection: ..."
     connection.close()
 
 
@@ -63,7 +64,13 @@ async def test_async_connection_left_open_is_reported(async_engine: AsyncEngine)
     async with sqla_doctor.track(mode="collect") as uow:
         connection = await async_engine.connect()  # line:async-connect
         await connection.execute(text("SELECT 1"))
-    assert one(uow.findings, "SQD154").location.line == line_of("async-connect")
+    finding = one(uow.findings, "SQD154")
+    assert finding.location.line == line_of("async-connect")
+    assert finding.message.endswith(
+        "— close it: `async with engine.connect() as conn:` (or `await conn.close()` in a "
+        "finally block)"
+    )
+    assert finding.fix_hint == "async with engine.connect() as conn: ..."
     await connection.close()
 
 

@@ -164,7 +164,10 @@ async def test_async_reuse_after_failed_flush_is_reported(async_engine: AsyncEng
     finding = one(uow.findings, "SQD155")
     assert finding.location.line == line_of("async-reuse")
     assert finding.related[0].location.line == line_of("async-commit")
-    assert "call await session.rollback() in the except block" in finding.message
+    assert finding.message.endswith(
+        "call await session.rollback() in the except block that caught it, or put the write "
+        "in a SAVEPOINT with `async with session.begin_nested():`"
+    )
     assert finding.fix_hint == "await session.rollback()"
 
 

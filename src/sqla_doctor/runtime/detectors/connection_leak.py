@@ -5,9 +5,14 @@ from __future__ import annotations
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import format_stack
 from sqla_doctor.runtime.detector import Checkin, Detector
+from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord
 
 _FIX = "close it: `with engine.connect() as connection:` (or connection.close() in a finally block)"
+# An AsyncEngine's connection: checked out where the program awaited connect() (or start()).
+_ASYNC_FIX = (
+    "close it: `async with engine.connect() as conn:` (or `await conn.close()` in a finally block)"
+)
 
 
 class ConnectionLeak(Detector):
@@ -71,14 +76,19 @@ class ConnectionLeak(Detector):
         record.reported = True
         site = record.opened[0] if record.opened else None
         self.uow.note_leak(site)
+        awaited = site is not None and is_awaited(site)
         self.report(
             site,
             key=site.key if site is not None else id(record),
             subject="Connection",
             related=[(frame, "called from here") for frame in record.opened[1:4]],
-            hint="with engine.connect() as connection: ...",
+            hint=(
+                "async with engine.connect() as conn: ..."
+                if awaited
+                else "with engine.connect() as connection: ..."
+            ),
             details={"stack": format_stack(record.opened, self.uow.settings.root)},
             site=self.where(site),
             what=what,
-            fix=_FIX,
+            fix=_ASYNC_FIX if awaited else _FIX,
         )

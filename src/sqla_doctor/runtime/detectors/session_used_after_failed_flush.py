@@ -112,11 +112,13 @@ class SessionUsedAfterFailedFlush(Detector):
         error = failed.error or "an exception"
         if failed.driver_error:
             error = f"{error} ({failed.driver_error})"
-        rollback = "await session.rollback()" if is_async_session(record) else "session.rollback()"
+        in_async = is_async_session(record)
+        rollback = "await session.rollback()" if in_async else "session.rollback()"
+        # An AsyncSession's begin_nested() is entered with `async with`.
+        block = "async with" if in_async else "with"
         if failed.in_savepoint:
             # The SAVEPOINT is there already: the error was caught inside its block, where
             # the nested transaction is still the failed one.
-            block = "async with" if rollback.startswith("await") else "with"
             fix = (
                 f"catch the error outside the `{block} session.begin_nested():` block, which "
                 "then rolls back to the SAVEPOINT and leaves the session usable"
@@ -124,7 +126,7 @@ class SessionUsedAfterFailedFlush(Detector):
         else:
             fix = (
                 f"call {rollback} in the except block that caught it, or put the write in a "
-                "SAVEPOINT with `with session.begin_nested():`"
+                f"SAVEPOINT with `{block} session.begin_nested():`"
             )
         return self.report(
             site,
