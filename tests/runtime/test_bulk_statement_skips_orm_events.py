@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import Engine, delete, event, func, select, update
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm import Mapper, Session, selectinload
 
 import sqla_doctor
 
@@ -17,7 +19,8 @@ HERE = relative(__file__)
 MODELS = relative(__file__.replace("test_bulk_statement_skips_orm_events", "bulk_models"))
 FIX = "load the objects and change them, or do the same work in the statement"
 DELETE_FIX = (
-    "load the objects and `session.delete()` each one, or do the same work in the statement"
+    "load the objects with .options(selectinload(Account.entries)) and `session.delete()` "
+    "each one, or do the same work in the statement"
 )
 
 
@@ -90,8 +93,54 @@ def test_bulk_delete_names_delete_listeners_and_the_orm_cascade(bulk_engine: Eng
     assert "change them" not in finding.message
     assert finding.fix_hint is not None
     assert finding.fix_hint.startswith(
-        "load the objects and `session.delete()` each one (the ORM then runs listeners and "
-        "cascades)"
+        "load the objects with .options(selectinload(Account.entries)) and `session.delete()` "
+        "each one (the ORM then runs listeners and cascades)"
+    )
+
+
+def delete_accounts_one_by_one(engine: Engine, *options: Any) -> sqla_doctor.UnitOfWork:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        statement = select(Account).options(*options)
+        for account in session.scalars(statement).all():
+            session.delete(account)  # line:cascade
+        session.commit()
+        assert session.scalar(select(func.count(Entry.id))) == 0
+    return uow
+
+
+def test_following_the_delete_fix_runs_the_cascade_without_a_query_per_object(
+    bulk_engine: Engine,
+) -> None:
+    """What the fix says, to the letter: the cascade finds each account's entries loaded
+    already, so the loop is neither a bulk statement nor an N+1."""
+    uow = delete_accounts_one_by_one(bulk_engine, selectinload(Account.entries))
+    assert not uow.findings
+    # The accounts, their entries, one DELETE per table, the count.
+    assert uow.query_count == 5
+
+
+def test_deleting_one_by_one_without_the_option_is_an_n_plus_one(bulk_engine: Engine) -> None:
+    """Why the fix names the option: without it the cascade lazy-loads per account."""
+    uow = delete_accounts_one_by_one(bulk_engine)
+    assert one(uow.findings, "SQD251").location.line == line_of("cascade")
+    assert not of_code(uow.findings, "SQD352")
+
+
+def test_delete_fix_names_no_option_for_a_class_without_cascades(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(delete(Entry).where(Entry.account_id == 4))  # line:no-cascade
+        session.commit()
+    assert not of_code(uow.findings, "SQD352")  # no listener, no cascade on Entry
+    listener = event.listens_for(Entry, "before_delete")(lambda *args: None)
+    try:
+        with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+            session.execute(delete(Entry).where(Entry.account_id == 3))  # line:entry-delete
+            session.commit()
+    finally:
+        event.remove(Entry, "before_delete", listener)
+    message = one(uow.findings, "SQD352").message
+    assert message.endswith(
+        "load the objects and `session.delete()` each one, or do the same work in the statement"
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import CORE, OTHER, Detector, OrmExecution, Statement
+from sqla_doctor.runtime.loading import lazy_value
 
 _EVENTS = {
     "INSERT": ("before_insert", "after_insert"),
@@ -138,6 +139,19 @@ def skipped_by(mapper: Any, verb: str, keys: frozenset[str] | None) -> list[tupl
     return skipped
 
 
+def cascade_loads(mapper: Any) -> list[str]:
+    """``selectinload()`` options for the relationships ``session.delete()`` cascades
+    through and would load one object at a time (lazy ones, ``lazy="raise"`` included)."""
+    options: list[str] = []
+    entity = mapper.class_.__name__
+    for relationship in mapper.relationships:
+        if not relationship.cascade.delete or relationship.passive_deletes:
+            continue
+        if lazy_value(relationship.lazy) in ("select", "raise", "raise_on_sql"):
+            options.append(f"selectinload({entity}.{relationship.key})")
+    return options
+
+
 class BulkStatementSkipsOrmEvents(Detector):
     """
     ## What it does
@@ -187,8 +201,10 @@ class BulkStatementSkipsOrmEvents(Detector):
     user = session.get(User, user_id)
     user.email = email  # validators and before_update listeners run on flush
 
-    # for a bulk delete(User): load the objects and delete each one
-    for user in session.scalars(select(User).where(User.active.is_(False))):
+    # for a bulk delete(User): load the objects (with the collections the delete
+    # cascades to) and delete each one
+    inactive = select(User).where(User.active.is_(False)).options(selectinload(User.posts))
+    for user in session.scalars(inactive):
         session.delete(user)  # before_delete/after_delete listeners and cascades run
     ```
     or apply the listener's logic in the statement itself.
@@ -261,16 +277,22 @@ class BulkStatementSkipsOrmEvents(Detector):
         shown = described[:_MAX_NAMED]
         if len(skipped) > _MAX_NAMED:
             shown.append(f"{len(skipped) - _MAX_NAMED} more")
+        load = "load the objects"
         if verb == "DELETE":
             change = "`session.delete()` each one"
             runs = "listeners and cascades"
+            # session.delete() cascades through each collection: loaded lazily, one
+            # query per object (SQD251) unless the query loads them with the objects.
+            options = cascade_loads(mapper)
+            if options:
+                load = f"load the objects with .options({', '.join(options)})"
         else:
             change, runs = "change them", "listeners and validators"
-        fix = f"load the objects and {change}, or do the same work in the statement"
+        fix = f"{load} and {change}, or do the same work in the statement"
         report: dict[str, Any] = {
             "key": key,
             "subject": entity,
-            "hint": f"load the objects and {change} (the ORM then runs {runs}), or do "
+            "hint": f"{load} and {change} (the ORM then runs {runs}), or do "
             "the same work in the statement",
             "details": {"entity": entity, "statement": verb, "skipped": described},
             "statement": statement,
