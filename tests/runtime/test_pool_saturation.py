@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,16 +58,71 @@ def test_last_connection_checked_out_is_reported_with_who_holds_the_others(
     url = repr(small_engine.url)
     assert finding.message.startswith(
         f"pool of {url} at 2/2 connections (pool_size 2 + max_overflow 0) after the checkout at "
-        f"{here}:{line_of('saturating')} — held by: {here}:{line_of('holder')} in "
-        "open_report_session (Session, held "
+        f"{here}:{line_of('saturating')} — held by: this checkout (Connection, held 0."
     )
-    assert f"s, then returned after its query at {here}:{line_of('holder')})" in finding.message
+    # The saturating checkout holds one of the two connections; the other is named.
+    assert (
+        f"; thread MainThread) and 1 other: {here}:{line_of('holder')} in "
+        "open_report_session (Session, held "
+    ) in finding.message
+    assert (
+        f"s, then returned after its query at {here}:{line_of('holder')}; thread MainThread)"
+    ) in finding.message
     assert finding.message.endswith(
         "— close sessions before slow work and return connections early (see SQD157, SQD160), "
         "fix leaks (SQD151, SQD154), or size pool_size + max_overflow for the concurrency "
         "(`sqla-doctor pool`)"
     )
     assert len(finding.details["holders"]) == 1
+    assert finding.details["checkout"].startswith("(Connection, held 0.")
+
+
+def hold_a_connection(engine: Engine, both_out: threading.Barrier | None) -> list[Finding]:
+    """A worker that keeps its connection through slow work (a report, an HTTP call)."""
+    with sqla_doctor.track(config=CONFIG) as uow:
+        connection = engine.connect()  # line:thread-holder
+        connection.execute(text("SELECT 1"))
+        if both_out is not None:
+            both_out.wait(5)  # both connections are out now: the pool is full
+        time.sleep(0.1)
+        connection.close()
+    return uow.findings
+
+
+def run_workers(engine: Engine, both_out: threading.Barrier | None) -> list[Finding]:
+    found: list[Finding] = []
+
+    def work() -> None:
+        found.extend(hold_a_connection(engine, both_out))
+
+    workers = [threading.Thread(target=work, name=f"worker-{i}") for i in range(2)]
+    for worker in workers:
+        worker.start()
+        if both_out is None:
+            worker.join()  # one after the other
+    for worker in workers:
+        worker.join()
+    return found
+
+
+def test_the_saturating_checkout_counts_as_a_holder_and_threads_are_named(
+    small_engine: Engine,
+) -> None:
+    finding = one(run_workers(small_engine, threading.Barrier(2)), "SQD451")
+    here = relative(__file__)
+    holder = f"{here}:{line_of('thread-holder')}"
+    match = re.search(
+        rf"held by: this checkout \(Connection, held [\d.]+s, [^;]*; thread (worker-\d)\) "
+        rf"and 1 other: {re.escape(holder)} in hold_a_connection \(Connection, held "
+        rf"[\d.]+s[^;]*; thread (worker-\d)\) — ",
+        finding.message,
+    )
+    assert match is not None, finding.message
+    assert {match.group(1), match.group(2)} == {"worker-0", "worker-1"}
+
+
+def test_workers_one_after_the_other_are_the_silent_twin(small_engine: Engine) -> None:
+    assert not of_code(run_workers(small_engine, None), "SQD451")
 
 
 def test_a_pool_full_for_an_instant_is_silent(small_engine: Engine) -> None:
@@ -151,7 +207,14 @@ async def test_async_pool_saturation_names_the_holder(tmp_path: Path) -> None:
         await first.close()
     finding = one(uow.findings, "SQD451")
     assert finding.location.line == line_of("async-saturating")
-    assert f"held by: {relative(__file__)}:{line_of('async-holder')}" in finding.message
+    # Both connections are held by this test's task: named with its coroutine.
+    task = r"task [^ ]+ \(test_async_pool_saturation_names_the_holder\)"
+    assert re.search(
+        rf"held by: this checkout \(Session, [^;]*; {task}\) and 1 other: "
+        rf"{re.escape(relative(__file__))}:{line_of('async-holder')} in "
+        rf"test_async_pool_saturation_names_the_holder \(Session, [^;]*; {task}\) — ",
+        finding.message,
+    ), finding.message
     await engine.dispose()
 
 

@@ -140,9 +140,12 @@ def test_saturation_is_warned_before_the_timeout_with_the_holder(pg_engine: Engi
     assert warning.location.line == line_of("second")
     assert warning.message.startswith(
         f"pool of {pg_engine.url!r} at 2/2 connections (pool_size 2 + max_overflow 0) after the "
-        f"checkout at {where}:{line_of('second')} — held by: {where}:{line_of('first-holder')} "
-        "in test_saturation_is_warned_before_the_timeout_with_the_holder (Session, held "
+        f"checkout at {where}:{line_of('second')} — held by: this checkout (Session, held "
     )
+    assert (
+        f"; thread MainThread) and 1 other: {where}:{line_of('first-holder')} in "
+        "test_saturation_is_warned_before_the_timeout_with_the_holder (Session, held "
+    ) in warning.message
     # The password never appears: the URL is shown as SQLAlchemy's repr() shows it.
     assert "***" in repr(pg_engine.url) or pg_engine.url.password is None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import linecache
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -709,6 +710,7 @@ class CheckoutRecord:
         "core_write_site",
         "core_writes",
         "fairy_key",
+        "holder",
         "idle_since",
         "implicit",
         "key",
@@ -764,6 +766,8 @@ class CheckoutRecord:
         self.temp_tables: frozenset[str] = frozenset()
         # A weak reference to the Pool it came from, once a Connection wrapped it.
         self.pool: weakref.ref[Any] | None = None
+        # The thread or asyncio task that checked it out, for SQD451's list of holders.
+        self.holder = _running()
 
     @property
     def garbage_collected(self) -> bool:
@@ -776,6 +780,23 @@ class CheckoutRecord:
         if self.longest_idle > since_last:
             return self.longest_idle, self.longest_idle_after
         return since_last, self.last_site
+
+
+def _running() -> str:
+    """``task <name> (<coroutine>)`` inside an asyncio task (an AsyncEngine checks out in
+    a greenlet that runs inside the task's step, so the task is still current), else
+    ``thread <name>``."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running event loop in this thread
+            task = None
+        if task is not None:
+            coroutine = getattr(task.get_coro(), "__qualname__", None)
+            name = task.get_name()
+            return f"task {name} ({coroutine})" if coroutine else f"task {name}"
+    return f"thread {threading.current_thread().name}"
 
 
 class _Process:

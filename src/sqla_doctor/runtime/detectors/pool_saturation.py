@@ -35,9 +35,10 @@ class PoolSaturation(Detector):
     Warns when a checkout leaves a `QueuePool` with `pool_saturation_ratio` (80 %) or
     more of its capacity (`pool_size + max_overflow`) checked out and it stays that way:
     one of those connections is still out `held-connection-seconds` (1 s) later. It
-    names who holds each connection: the line that checked it out, whether a Session or
-    a Connection holds it, for how long, and how long it has sat idle since its last
-    query. A pool that short queries fill for an instant, as any busy service's does, is
+    names who holds each connection, the checkout that filled the pool included: the
+    line that checked it out, whether a Session or a Connection holds it, for how long,
+    how long it has sat idle since its last query, and the thread or asyncio task that
+    holds it. A pool that short queries fill for an instant, as any busy service's does, is
     not reported; at least two connections must be out at once (a pool of one used by
     one thread is always "full" and never waited for). Also warns when holders take
     turns: no one keeps a connection that long, but the pool has stayed full for
@@ -122,6 +123,7 @@ class PoolSaturation(Detector):
             f"the last at {self.where(site)}"
         )
         holders = [r for r in process.holders(saturation.pool) if r is not record]
+        # This checkout has only just got its connection: the others are the news.
         self._report(site, ("turns", id(saturation.pool), fill.since), what, holders, "turns")
 
     def checkpoint(self) -> None:
@@ -137,7 +139,7 @@ class PoolSaturation(Detector):
                 # The saturating checkout is the message's subject; the others are named.
                 others = [r for r in holders if r is not record]
                 site = record.opened[0] if record.opened else None
-                self._report(site, ("saturated", key), what, others, "saturated")
+                self._report(site, ("saturated", key), what, others, "saturated", this=record)
             elif all(r.returned for r in holders):
                 del self.pending[key]
 
@@ -160,13 +162,31 @@ class PoolSaturation(Detector):
         seen.explain(self._report(seen.site, ("timeout", size, overflow), what, holders, "timeout"))
 
     def _report(
-        self, site: Any, key: Any, what: str, holders: list[CheckoutRecord], event: str
+        self,
+        site: Any,
+        key: Any,
+        what: str,
+        holders: list[CheckoutRecord],
+        event: str,
+        this: CheckoutRecord | None = None,
     ) -> Any:
+        """Report ``what``, naming ``holders``; ``this`` is the checkout the message is
+        about (its line is in ``what``), which holds a connection too."""
         now = time.perf_counter()
         described = [self._describe(record, now) for record in holders[:_MAX_DETAILED]]
         named = "; ".join(described[:_MAX_NAMED]) or "nobody any more (all returned since)"
         if len(holders) > _MAX_NAMED:
             named += f"; and {len(holders) - _MAX_NAMED} more"
+        details: dict[str, Any] = {"holders": described, "event": event}
+        if this is not None:
+            # The saturating checkout is one of the holders: a pool at 2/2 named only one.
+            own = self._state(this, now)
+            details["checkout"] = own
+            if holders:
+                others = f"{len(holders)} other{'s' if len(holders) > 1 else ''}"
+                named = f"this checkout {own} and {others}: {named}"
+            else:
+                named = f"this checkout {own}"
         return self.report(
             site,
             key=key,
@@ -177,27 +197,31 @@ class PoolSaturation(Detector):
                 if record.opened
             ],
             hint="return connections sooner (close sessions before slow work)",
-            details={"holders": described, "event": event},
+            details=details,
             what=what,
             holders=named,
             fix=_FIX,
         )
 
     def _describe(self, record: CheckoutRecord, now: float) -> str:
-        holder = "Session" if record.session_owned else "Connection"
         opened = record.opened[0] if record.opened else None
         where = f"{self.where(opened)} in {opened.function}" if opened else "an unknown line"
+        return f"{where} {self._state(record, now)}"
+
+    def _state(self, record: CheckoutRecord, now: float) -> str:
+        """``(Session, held 2.00s, idle 1.99s since the query at app.py:12; thread T)``."""
+        holder = "Session" if record.session_owned else "Connection"
         end = record.returned_at if record.returned else now
-        text = f"{where} ({holder}, held {end - record.checked_out_at:.2f}s"
+        text = f"({holder}, held {end - record.checked_out_at:.2f}s"
         if record.returned:
             last = f" after its query at {self.where(record.last_site)}" if record.last_site else ""
-            return text + f", then returned{last})"
-        if record.idle_since:
+            text += f", then returned{last}"
+        elif record.idle_since:
             last = f" since the query at {self.where(record.last_site)}" if record.last_site else ""
             text += f", idle {now - record.idle_since:.2f}s{last}"
         elif record.transaction_began or record.last_site:
             text += ", running a statement"
-        return text + ")"
+        return f"{text}; {record.holder})"
 
 
 # (pool_size, max_overflow) -> who held the connections the last time a pool of that
