@@ -448,11 +448,8 @@ async def test_response_serialization_of_loaded_objects_is_silent(
     assert [unit.findings for unit, _ in units.seen] == [[], []]
 
 
-async def test_a_missing_greenlet_of_response_serialization_is_reported_at_the_query(
-    async_engine: AsyncEngine, client_for: Any
-) -> None:
-    # The test's own client call is above the middleware: not the request's line.
-    units = Units()
+def async_users_app(async_engine: AsyncEngine) -> FastAPI:
+    """An async endpoint whose objects FastAPI serializes, lazy-loading, after it returned."""
     app = FastAPI()
 
     async def get_session() -> AsyncIterator[AsyncSession]:
@@ -463,13 +460,26 @@ async def test_a_missing_greenlet_of_response_serialization_is_reported_at_the_q
     async def users(session: AsyncSession = Depends(get_session)) -> Any:  # noqa: B008
         return (await session.scalars(select(User))).all()  # line:serialized-async
 
-    app.add_middleware(SqlaDoctorMiddleware, on_unit=units)
-    client = client_for(app, raise_app_exceptions=False)
+    return app
+
+
+async def get_users(client: httpx.AsyncClient) -> httpx.Response:
     with warnings.catch_warnings():
         # The driver's coroutine that MissingGreenlet left unawaited, not ours.
         warnings.simplefilter("ignore", RuntimeWarning)
-        response = await client.get("/users")
+        response = await client.get("/users")  # line:client-call
         gc.collect()
+    return response
+
+
+async def test_a_missing_greenlet_of_response_serialization_is_reported_at_the_query(
+    async_engine: AsyncEngine, client_for: Any
+) -> None:
+    # The test's own client call is above the middleware: not the request's line.
+    units = Units()
+    app = async_users_app(async_engine)
+    app.add_middleware(SqlaDoctorMiddleware, on_unit=units)
+    response = await get_users(client_for(app, raise_app_exceptions=False))
 
     assert response.status_code == 500
     unit, _ = units.only()
@@ -486,25 +496,12 @@ async def test_without_the_middleware_a_test_clients_call_is_not_the_requests_li
     # the test's `await client.get()` is the innermost line of the program on the stack
     # while pydantic serializes, but it only drives the app; the line to change is the
     # endpoint's query.
-    app = FastAPI()
-
-    async def get_session() -> AsyncIterator[AsyncSession]:
-        async with AsyncSession(async_engine) as session:
-            yield session
-
-    @app.get("/users", response_model=list[UserOut])
-    async def users(session: AsyncSession = Depends(get_session)) -> Any:  # noqa: B008
-        return (await session.scalars(select(User))).all()  # line:no-middleware-query
-
     sqla_doctor.install(mode="collect")
-    client = client_for(app, raise_app_exceptions=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        response = await client.get("/users")  # line:client-call
-        gc.collect()
+    client = client_for(async_users_app(async_engine), raise_app_exceptions=False)
+    response = await get_users(client)
     sqla_doctor.uninstall()
 
     assert response.status_code == 500
     findings = [f for f in sqla_doctor.collected() if f.code == "SQD255"]
-    assert [f.location.line for f in findings] == [line_of("no-middleware-query")]
+    assert [f.location.line for f in findings] == [line_of("serialized-async")]
     assert line_of("client-call") not in [r.location.line for r in findings[0].related]

@@ -25,6 +25,22 @@ def first_user_id(engine: Engine) -> int:
     return user_id
 
 
+def detached_copy(engine: Engine) -> tuple[int, User]:
+    """A user loaded by a session that is closed since."""
+    user_id = first_user_id(engine)
+    with Session(engine) as earlier:
+        copy = earlier.get(User, user_id)
+    assert copy is not None
+    return user_id, copy
+
+
+def written_since(engine: Engine, user_id: int) -> None:
+    """Another transaction changes the row after the copy was loaded."""
+    with Session(engine) as other:
+        other.execute(update(User).where(User.id == user_id).values(name="written since"))
+        other.commit()
+
+
 def test_merge_overwriting_a_change_of_this_transaction_is_reported(engine: Engine) -> None:
     user_id = first_user_id(engine)
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
@@ -70,13 +86,8 @@ def test_a_change_flushed_or_not_is_still_this_transactions(
 
 
 def test_a_detached_copy_older_than_the_held_row_is_reported(engine: Engine) -> None:
-    user_id = first_user_id(engine)
-    with Session(engine) as earlier:
-        copy = earlier.get(User, user_id)
-        assert copy is not None
-    with Session(engine) as other:
-        other.execute(update(User).where(User.id == user_id).values(name="written since"))
-        other.commit()
+    user_id, copy = detached_copy(engine)
+    written_since(engine, user_id)
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         held = session.get(User, user_id)  # line:fresh
         assert held is not None
@@ -198,10 +209,7 @@ def test_merge_with_the_same_values_is_silent(engine: Engine) -> None:
 
 def test_a_detached_copy_the_program_changed_is_silent(engine: Engine) -> None:
     # Detach, edit, merge back: the copy's changed attributes are the intended update.
-    user_id = first_user_id(engine)
-    with Session(engine) as earlier:
-        copy = earlier.get(User, user_id)
-        assert copy is not None
+    user_id, copy = detached_copy(engine)
     copy.name = "edited while detached"
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         assert session.get(User, user_id) is not None
@@ -211,13 +219,8 @@ def test_a_detached_copy_the_program_changed_is_silent(engine: Engine) -> None:
 
 
 def test_a_detached_copy_merged_where_the_row_is_not_held_is_silent(engine: Engine) -> None:
-    user_id = first_user_id(engine)
-    with Session(engine) as earlier:
-        copy = earlier.get(User, user_id)
-        assert copy is not None
-    with Session(engine) as other:
-        other.execute(update(User).where(User.id == user_id).values(name="written since"))
-        other.commit()
+    user_id, copy = detached_copy(engine)
+    written_since(engine, user_id)
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         session.merge(copy)
         session.commit()
