@@ -14,6 +14,7 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
+    aliased,
     contains_eager,
     joinedload,
     mapped_column,
@@ -97,19 +98,32 @@ def test_a_query_that_joins_the_collection_is_told_contains_eager(engine: Engine
     assert finding.fix_hint == ".options(contains_eager(User.posts))"
 
 
-@pytest.mark.parametrize("join", ["relationship", "entity"])
-def test_a_query_that_joins_the_many_to_one_is_told_contains_eager(
-    engine: Engine, join: str
-) -> None:
+def test_a_query_that_joins_the_many_to_one_is_told_contains_eager(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
-        stmt = select(Post).join(Post.author if join == "relationship" else User)
-        posts = session.scalars(stmt.where(User.name != "nobody")).all()
-        assert all(post.author.name for post in posts)
+        stmt = select(Post).join(Post.author).where(User.name != "nobody")
+        assert all(post.author.name for post in session.scalars(stmt))
     finding = one(uow.findings, "SQD251")
     assert finding.message.endswith(
         "that query already joins User: add .options(contains_eager(Post.author)) to fill "
         "it from the join"
     )
+
+
+@pytest.mark.parametrize("join", ["entity", "on-clause", "alias"])
+def test_a_join_that_may_follow_another_path_keeps_the_usual_option(
+    engine: Engine, join: str
+) -> None:
+    # join(User), an explicit ON clause or of_type() may join another path to the same
+    # class: contains_eager() would then fill the relationship with the wrong rows.
+    author = aliased(User)
+    stmt = {
+        "entity": select(Post).join(User),
+        "on-clause": select(Post).join(User, Post.author_id == User.id),
+        "alias": select(Post).join(Post.author.of_type(author)),
+    }[join]
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert all(post.author.name for post in session.scalars(stmt))
+    assert ".options(joinedload(Post.author))" in one(uow.findings, "SQD251").message
 
 
 def test_contains_eager_twin_is_silent(engine: Engine) -> None:

@@ -148,24 +148,26 @@ def loaded_at_root(state: Any) -> bool:
 
 
 def joined_targets(joins: Any) -> tuple[Any, ...]:
-    """What a SELECT's ``join()`` calls name (its ``_setup_joins``, the same on 2.0 and
-    2.1): the relationship of ``join(User.posts)``, the mapper of ``join(Post)``."""
+    """The relationships a SELECT joins along by name (``join(User.posts)``: its
+    ``_setup_joins``, the same on 2.0 and 2.1), without an ON clause or an alias of its
+    own. A join to the class (``join(Post)``), with an ON clause, or through
+    ``of_type()`` may follow another path, and contains_eager() would then fill the
+    relationship with the wrong rows: those are left out."""
     found: list[Any] = []
     try:
         for join in joins:
-            target = join[0]
+            target, onclause = join[0], join[1]
             prop = getattr(target, "property", None)
-            if prop is not None:
-                found.append(prop)
+            if prop is None or onclause is not None:
                 continue
-            mapper = getattr(target, "_annotations", {}).get("parentmapper")
-            if mapper is not None:
-                found.append(mapper)
+            if getattr(target, "_of_type", None) is not None:
+                continue
+            found.append(prop)
     except Exception:
         return ()
     return tuple(found)
 
 
 def joins_relationship(joined: tuple[Any, ...], relationship: Any) -> bool:
-    """Whether a SELECT that joined ``joined`` joins ``relationship``'s target for it."""
-    return any(item is relationship or item is relationship.mapper for item in joined)
+    """Whether a SELECT that joined ``joined`` joins along ``relationship`` itself."""
+    return any(item is relationship for item in joined)

@@ -116,10 +116,12 @@ class NPlusOneLazyLoad(Detector):
         print(user.name, len(user.posts))
     ```
 
-    When the query that loaded the parents already joins the related table (for a
-    `where()` or an `order_by()`), the fix named is `contains_eager()`, which fills the
-    relationship from that join at no extra cost; for a collection the message says
-    that it then holds only the rows the query keeps.
+    When the query that loaded the parents already joins along the relationship itself
+    (`join(User.posts)`, for a `where()` or an `order_by()`), the fix named is
+    `contains_eager()`, which fills the relationship from that join at no extra cost;
+    for a collection the message says that it then holds only the rows the query keeps.
+    A join to the class, with an ON clause or through `of_type()` may follow another
+    path to it, and gets the usual option.
 
     ## Options
     - `tool.sqla-doctor.runtime.n-plus-one-threshold`: distinct parents from one line
