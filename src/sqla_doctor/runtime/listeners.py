@@ -1250,6 +1250,16 @@ def _configured_mappers() -> list[Any]:
         return []
 
 
+def _object_unit(session: Session | None, record: SessionRecord | None) -> UnitOfWork | None:
+    """The unit of work an attribute event of one of ``session``'s objects belongs to: the
+    context's explicit one, else under install() the session's implicit one (its record
+    made only then: attribute events run for every program, watched or not)."""
+    uow = current.get()
+    if uow is None and process.installed and session is not None:
+        uow = _session_unit(record or _record(session))
+    return uow
+
+
 def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:
     try:
         if not state.pending:
@@ -1258,11 +1268,7 @@ def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:
         record = process.records.get(id(session)) if session is not None else None
         if record is not None and record.flushing:
             return value
-        uow = current.get()
-        if uow is None:
-            if not process.installed or session is None:
-                return value
-            uow = _session_unit(record or _record(session))
+        uow = _object_unit(session, record)
         if uow is None or not uow.handlers["init_scalar"]:
             return value
         site = callsite.find(1)
@@ -1314,11 +1320,7 @@ def _on_column_set(state: Any, value: Any, oldvalue: Any, initiator: Any) -> Any
         if session is None:
             return value
         record = process.records.get(id(session))
-        uow = current.get()
-        if uow is None:
-            if not process.installed:
-                return value
-            uow = _session_unit(record or _record(session))
+        uow = _object_unit(session, record)
         if uow is None or not uow.handlers["merge_write"]:
             return value
         _dispatch(
