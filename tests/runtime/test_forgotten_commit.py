@@ -142,6 +142,20 @@ def test_savepoint_rolled_back_then_commit_is_silent(engine: Engine) -> None:
     assert not uow.findings
 
 
+def test_rows_of_a_rolled_back_savepoint_are_not_counted(engine: Engine) -> None:
+    # The savepoint's row was skipped on purpose; only the later write is lost.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        nested = session.begin_nested()
+        session.add(User(name="skipped"))
+        session.flush()
+        nested.rollback()
+        session.add(User(name="kept"))
+        session.flush()  # line:kept-flush
+    finding = one(uow.findings, "SQD152")
+    assert "the flushed writes (1 User inserted) were rolled back" in finding.message
+    assert [r.location.line for r in finding.related] == [line_of("kept-flush")]
+
+
 def test_external_transaction_recipe_is_skipped(engine: Engine) -> None:
     """The test-suite recipe: a session bound to a connection whose caller rolls back."""
     with engine.connect() as connection, connection.begin() as transaction:

@@ -163,7 +163,73 @@ async def test_async_setting_the_held_object_twin_is_silent(async_engine: AsyncE
     assert not of_code(uow.findings, "SQD162")
 
 
+def test_a_change_before_a_rolled_back_savepoint_is_still_this_transactions(
+    engine: Engine,
+) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        user.name = "renamed before the savepoint"
+        session.flush()
+        savepoint = session.begin_nested()
+        user.bio = "written in the savepoint"
+        session.flush()
+        savepoint.rollback()
+        session.merge(User(id=user_id, name="from the payload", bio="from the payload"))
+        session.commit()
+    assert one(uow.findings, "SQD162").details["changed"] == ["name"]
+
+
 # -- near misses --------------------------------------------------------------------------
+
+
+def test_a_change_rolled_back_with_its_savepoint_is_silent(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        with session.begin_nested() as savepoint:
+            user.name = "tried in a savepoint"
+            session.flush()
+            savepoint.rollback()
+        session.merge(User(id=user_id, name="from the payload"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
+
+
+def test_a_change_released_with_its_savepoint_is_this_transactions(engine: Engine) -> None:
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        with session.begin_nested():
+            user.name = "kept from a savepoint"
+        with session.begin_nested() as savepoint:
+            user.bio = "tried in a savepoint"
+            session.flush()
+            savepoint.rollback()
+        session.merge(User(id=user_id, name="from the payload", bio="from the payload"))
+        session.commit()
+    assert one(uow.findings, "SQD162").details["changed"] == ["name"]
+
+
+def test_a_copy_another_session_wrote_after_this_one_loaded_is_silent(engine: Engine) -> None:
+    # The copy was loaded first, but its session edited and committed the row after this
+    # session loaded it: merging it writes the newer values, not stale ones.
+    user_id = first_user_id(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        with Session(engine, expire_on_commit=False) as other:
+            copy = other.get(User, user_id)
+            assert copy is not None
+            held = session.get(User, user_id)
+            copy.name = "edited and committed elsewhere"
+            other.commit()
+        session.merge(copy)
+        assert held is not None
+        assert held.name == "edited and committed elsewhere"
+        session.commit()
+    assert not of_code(uow.findings, "SQD162")
 
 
 def test_merge_that_loads_the_row_itself_is_silent(engine: Engine) -> None:

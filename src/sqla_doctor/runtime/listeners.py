@@ -736,7 +736,7 @@ def _on_after_transaction_create(session: Session, transaction: Any) -> None:
         record.root_active = True
         _note_use(record, None, None)
     elif transaction.nested:
-        record.nested_marks.append(record.writes)
+        record.begin_savepoint()
 
 
 @_guarded
@@ -805,9 +805,9 @@ def _on_after_rollback(session: Session) -> None:
         # A failed flush's rollback happened where that flush (or its autoflush) ran.
         failed = record.failed_flush if flush_failed else None
         record.rollback_site = failed.site if failed is not None else callsite.find(1)
-    elif record.nested_marks:
+    else:
         # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
-        record.writes = record.nested_marks[-1]
+        record.roll_back_savepoint()
 
 
 @_guarded
@@ -819,8 +819,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
     if record is None:
         return
     if transaction.nested:
-        if record.nested_marks:
-            record.nested_marks.pop()
+        record.end_savepoint()
         return
     if transaction.parent is not None:
         return
@@ -1149,7 +1148,14 @@ def _note_changed_attributes(state: Any, record: SessionRecord) -> None:
         if len(changed) >= MAX_CHANGED_OBJECTS:
             return
         keys = changed[state.key] = set()
-    keys.update(state.committed_state)
+    if record.nested_marks:
+        undo = record.changed_in_savepoints
+        for attribute in state.committed_state:
+            if attribute not in keys:
+                keys.add(attribute)
+                undo.append((state.key, attribute))
+    else:
+        keys.update(state.committed_state)
 
 
 def _lost_change(state: Any, record: SessionRecord) -> bool:
@@ -1158,11 +1164,17 @@ def _lost_change(state: Any, record: SessionRecord) -> bool:
     to ``merge()`` keeps its changes after the session it was merged into wrote them)."""
     if not (state.modified and _has_net_changes(state)):
         return False
-    written = process.updated_rows.get(state.key)
+    return not _written_elsewhere_since(state.key, record)
+
+
+def _written_elsewhere_since(identity: Any, record: SessionRecord) -> bool:
+    """Whether another session flushed an UPDATE of this row after ``record``'s session
+    began its transaction (so what it holds may be older than what that one wrote)."""
+    written = process.updated_rows.get(identity)
     if written is None:
-        return True
+        return False
     writer, when = written
-    return writer == record.key or when <= record.identity_seq
+    return writer != record.key and when > record.identity_seq
 
 
 def _flush_done(record: SessionRecord) -> None:
@@ -1334,7 +1346,7 @@ def _on_column_set(state: Any, value: Any, oldvalue: Any, initiator: Any) -> Any
                 callsite.find(1),
                 changed=key in state.committed_state
                 or (record is not None and key in record.changed_attributes.get(state.key, ())),
-                stale=_stale_copy(frame, state, key),
+                stale=_stale_copy(frame, state, key, record),
             ),
         )
     except _DELIBERATE:
@@ -1351,13 +1363,16 @@ def _differs(value: Any, oldvalue: Any) -> bool:
         return False
 
 
-def _stale_copy(frame: FrameType, state: Any, key: str) -> bool:
+def _stale_copy(frame: FrameType, state: Any, key: str, record: SessionRecord | None) -> bool:
     """Whether merge() is copying ``key`` from a detached copy of ``state``'s own row that
-    still holds the value it was loaded with.
+    still holds the value it was loaded with, older than the session's.
 
     The copy is merge()'s ``instance`` argument (public name); objects reached through a
-    cascade, and merge_all(), are not judged.
+    cascade, and merge_all(), are not judged. A row another session updated during this
+    session's transaction is not judged either: that session's copy may be the newer one.
     """
+    if record is None or _written_elsewhere_since(state.key, record):
+        return False
     source = frame.f_locals.get("instance")
     if source is None:
         return False

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqla_doctor.config import Config, RuntimeConfig
 from sqla_doctor.findings import Finding, Kind
@@ -478,6 +478,7 @@ class SessionRecord:
         "at_exit",
         "autoflush_of",
         "changed_attributes",
+        "changed_in_savepoints",
         "commit_site",
         "detachments",
         "discarded",
@@ -530,12 +531,16 @@ class SessionRecord:
         # Identity key -> the attributes flushes of this transaction changed (merge()
         # overwriting one of them loses the program's change: SQD162).
         self.changed_attributes: dict[Any, set[str]] = {}
+        # (identity key, attribute) first changed inside a SAVEPOINT, in order: rolling
+        # back to a SAVEPOINT forgets those noted since it began.
+        self.changed_in_savepoints: list[tuple[Any, str]] = []
         self.flush_site: CallSite | None = None
         self.flushed_at: float | None = None  # perf_counter() of that first writing flush
         # The user's line of the flush running now, found at its first statement: the
         # "last query" of a connection that then sat idle.
         self.flush_statement_site: CallSite | None = None
-        self.nested_marks: list[int] = []
+        # For each open SAVEPOINT, what the transaction had written when it began.
+        self.nested_marks: list[SavepointMark] = []
         # Pending objects (by id of their InstanceState) not flushed yet.
         self.pending: dict[int, Added] = {}
         self.pending_overflow = 0
@@ -579,6 +584,7 @@ class SessionRecord:
         self.writes = 0
         self.written = {}
         self.changed_attributes = {}
+        self.changed_in_savepoints = []
         self.flush_site = None
         self.flushed_at = None
         self.nested_marks = []
@@ -589,10 +595,50 @@ class SessionRecord:
         # (the ``with`` block ended first) is still explained by it.
         self.flush_error = None
 
+    def begin_savepoint(self) -> None:
+        self.nested_marks.append(
+            SavepointMark(self.writes, dict(self.written), len(self.changed_in_savepoints))
+        )
+
+    def roll_back_savepoint(self) -> None:
+        """Forget what was written since the innermost SAVEPOINT began: its rollback
+        undid it."""
+        if not self.nested_marks:
+            return
+        mark = self.nested_marks[-1]
+        self.writes = mark.writes
+        self.written = dict(mark.written)
+        if not self.writes:
+            self.flush_site = None
+            self.flushed_at = None
+        undone = self.changed_in_savepoints[mark.changed :]
+        del self.changed_in_savepoints[mark.changed :]
+        for identity, attribute in undone:
+            attributes = self.changed_attributes.get(identity)
+            if attributes is not None:
+                attributes.discard(attribute)
+                if not attributes:
+                    del self.changed_attributes[identity]
+
+    def end_savepoint(self) -> None:
+        if self.nested_marks:
+            self.nested_marks.pop()
+        if not self.nested_marks:
+            # Released into the outermost transaction: no rollback can undo it alone.
+            self.changed_in_savepoints = []
+
     def add_detachment(self, detachment: Detachment) -> None:
         if len(self.detachments) >= MAX_DETACHMENTS_PER_SESSION:
             del self.detachments[0]
         self.detachments.append(detachment)
+
+
+class SavepointMark(NamedTuple):
+    """What the transaction had written when a SAVEPOINT began."""
+
+    writes: int
+    written: dict[str, int]
+    changed: int  # length of SessionRecord.changed_in_savepoints
 
 
 class Detachment:

@@ -59,7 +59,11 @@ class MergeOntoHeldInstance(Detector):
     ## Known problems
     `merge(obj, load=False)` copies without firing attribute events and is not seen.
     Objects reached through a relationship cascade are judged for the program's changes
-    only (their source copy is not visible), and so are those of `merge_all()`.
+    only (their source copy is not visible), and so are those of `merge_all()`. A
+    detached copy of a row another session updated during this session's transaction is
+    not called stale: that session may have written the copy's values after this one
+    loaded the row. A change rolled back with its SAVEPOINT no longer counts as the
+    transaction's.
 
     ## Example
     ```python
