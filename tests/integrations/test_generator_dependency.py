@@ -43,11 +43,61 @@ def get_db_finally() -> Iterator[Session]:
         db.close()
 
 
+LeakyDbFinally = Annotated[Session, Depends(get_db_finally)]
+
+
+# Under `from __future__ import annotations` (this module's), an alias is only a string
+# in the endpoint's signature.
+LeakyDb = Annotated[Session, Depends(get_db)]
+
+
+class UserRepository:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def name_of(self, user_id: int) -> str:
+        user = self.db.get(User, user_id)  # line:repository-query
+        if user is None:
+            raise HTTPException(status_code=404)
+        return user.name
+
+
+def get_repository(db: Session = Depends(get_db)) -> UserRepository:  # noqa: B008
+    return UserRepository(db)
+
+
+def get_repository_finally(db: LeakyDbFinally) -> UserRepository:
+    return UserRepository(db)
+
+
 def read_user(user_id: int, db: Session = Depends(get_db)) -> Any:  # noqa: B008
     user = db.get(User, user_id)  # line:leaky-query
     if user is None:
         raise HTTPException(status_code=404)
     return {"name": user.name}
+
+
+def read_user_alias(user_id: int, db: LeakyDb) -> Any:
+    user = db.get(User, user_id)  # line:alias-query
+    if user is None:
+        raise HTTPException(status_code=404)
+    return {"name": user.name}
+
+
+def read_user_repository(
+    user_id: int,
+    users: UserRepository = Depends(get_repository),  # noqa: B008
+) -> Any:
+    return {"name": users.name_of(user_id)}
+
+
+def read_user_repository_finally(
+    user_id: int,
+    users: Annotated[UserRepository, Depends(get_repository_finally)],
+) -> Any:
+    leaked = SessionLocal()  # the endpoint's own session, not the dependency's
+    leaked.get(User, user_id)  # line:own-session
+    return {"name": users.name_of(user_id)}
 
 
 def read_user_closed(user_id: int, db: Annotated[Session, Depends(get_db_closed)]) -> Any:
@@ -71,6 +121,9 @@ async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
     app.get("/leaky/{user_id}")(read_user)
     app.get("/closed/{user_id}")(read_user_closed)
     app.get("/finally/{user_id}")(read_user_finally)
+    app.get("/alias/{user_id}")(read_user_alias)
+    app.get("/repository/{user_id}")(read_user_repository)
+    app.get("/repository-finally/{user_id}")(read_user_repository_finally)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
@@ -109,3 +162,30 @@ async def test_dependencies_that_close_the_session_leak_nothing(
 ) -> None:
     assert await leaks(client, route) == []
 
+
+@pytest.mark.parametrize(
+    ("route", "query"),
+    [("alias", "alias-query"), ("repository", "repository-query")],
+    ids=["string-annotation-alias", "sub-dependency-repository"],
+)
+async def test_the_dependency_is_named_through_an_alias_or_a_sub_dependency(
+    client: httpx.AsyncClient, route: str, query: str
+) -> None:
+    # install() alone keeps only the query's frame (and its caller's line): the endpoint
+    # is found from that line, and get_db() through get_repository()'s own Depends.
+    (finding,) = await leaks(client, route)
+    assert finding.location.line == line_of(query)
+    assert f"the session comes from get_db() ({finding.location.path}:" in finding.message
+
+
+async def test_a_session_the_endpoint_opened_itself_names_no_dependency(
+    client: httpx.AsyncClient,
+) -> None:
+    sqla_doctor.install(mode="collect")
+    assert (await client.get("/repository-finally/1")).status_code == 200
+    gc.collect()
+    sqla_doctor.uninstall()
+    (finding,) = [f for f in sqla_doctor.collected() if f.code == "SQD151"]
+    assert finding.location.line == line_of("own-session")
+    assert "generator dependency" not in finding.message
+    assert "with Session(engine) as session:" in finding.message

@@ -299,6 +299,47 @@ def test_a_connection_still_checked_out_at_exit_is_reported(project: Path) -> No
     assert "was still checked out at exit (never closed)" in finding["message"]
 
 
+def test_a_leaky_dependency_of_an_app_run_as_a_script_is_named(project: Path) -> None:
+    """CPython deletes ``__main__.__file__`` when the script returns, before the exit
+    report: the endpoint and its dependency are still found in the script's module."""
+    pytest.importorskip("fastapi")
+    (project / "app.py").write_text(
+        textwrap.dedent(
+            """
+            import warnings
+            warnings.simplefilter("ignore")
+            from fastapi import Depends, FastAPI
+            from fastapi.testclient import TestClient
+            from sqlalchemy.orm import sessionmaker
+            from models import Session, User, make_engine
+
+            SessionLocal = sessionmaker(make_engine())
+
+            def get_db():
+                db = SessionLocal()
+                yield db
+                db.close()
+
+            app = FastAPI()
+
+            @app.get("/users/{user_id}")
+            def read_user(user_id: int, db: Session = Depends(get_db)):
+                db.get(User, user_id)
+                raise RuntimeError("failed after the query")
+
+            if __name__ == "__main__":
+                client = TestClient(app, raise_server_exceptions=False)
+                print(client.get("/users/1").status_code)
+            """
+        )
+    )
+    out = project / "report.json"
+    assert runner.main(["app.py"], fail=True, fmt="json", output=str(out)) == 1
+    [finding] = [f for f in report(out)["findings"] if f["code"] == "SQD151"]
+    assert finding["location"]["line"] == 20
+    assert "the session comes from get_db() (app.py:11)" in finding["message"]
+
+
 def test_an_error_the_program_catches_and_logs_is_explained(
     project: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

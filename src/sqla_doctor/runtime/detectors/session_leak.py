@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import linecache
 import re
 import sys
-import textwrap
-from types import ModuleType
 from typing import Any, NamedTuple
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, format_stack
 from sqla_doctor.runtime.detector import Detector
+from sqla_doctor.runtime.generator_dependency import generator_dependency, module_of
 from sqla_doctor.runtime.unit_of_work import SessionRecord
 
 _FIX = "close it: `with Session(engine) as session:` (or session.close() in a finally block)"
@@ -69,7 +67,6 @@ class ScopedProxy(NamedTuple):
 
 
 _NAMES = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*[.(]")
-_modules_by_file: dict[str, ModuleType | None] = {}
 
 
 def scoped_proxy(site: CallSite) -> ScopedProxy | None:
@@ -83,7 +80,7 @@ def scoped_proxy(site: CallSite) -> ScopedProxy | None:
         from sqlalchemy.orm import scoped_session
     except Exception:  # pragma: no cover - an unusual SQLAlchemy build
         return None
-    module = _module_of(site.filename)
+    module = module_of(site.filename)
     if module is None:
         return None
     line = linecache.getline(site.filename, site.lineno)
@@ -100,86 +97,6 @@ def scoped_proxy(site: CallSite) -> ScopedProxy | None:
     return None
 
 
-class GeneratorDependency(NamedTuple):
-    name: str  # the generator function: ``get_db``
-    site: CallSite  # its ``def`` line
-    awaited: bool  # an async generator
-
-
-def generator_dependency(sites: tuple[CallSite, ...]) -> GeneratorDependency | None:
-    """The generator dependency (FastAPI's ``Depends(get_db)``) that handed the session to
-    the function at one of ``sites``, when its ``yield`` is in no ``with`` and no
-    ``try/finally``: the code after it does not run when the request fails.
-
-    Asked only when a leak is reported. The function is looked up in its module's
-    globals and only its signature is read; nothing of the program runs.
-    """
-    for site in sites[:4]:
-        module = _module_of(site.filename)
-        function = inspect.getattr_static(module, site.function, None) if module else None
-        if not inspect.isfunction(function):
-            continue
-        try:
-            parameters = inspect.signature(function).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        for parameter in parameters:
-            dependency = getattr(parameter.default, "dependency", None)
-            if dependency is None:
-                for extra in getattr(parameter.annotation, "__metadata__", ()):
-                    dependency = getattr(extra, "dependency", None) or dependency
-            found = _unguarded_generator(dependency)
-            if found is not None:
-                return found
-    return None
-
-
-def _unguarded_generator(function: Any) -> GeneratorDependency | None:
-    awaited = inspect.isasyncgenfunction(function)
-    if not (awaited or inspect.isgeneratorfunction(function)):
-        return None
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
-        return None
-    if _guarded_yields(tree):
-        return None
-    code = function.__code__
-    return GeneratorDependency(
-        function.__name__,
-        CallSite(code.co_filename, code.co_firstlineno, function.__name__),
-        awaited,
-    )
-
-
-def _guarded_yields(tree: ast.AST) -> bool:
-    """Whether every ``yield`` sits in a ``with`` block or a ``try`` with ``finally``."""
-    guarded: set[int] = set()
-    for node in ast.walk(tree):
-        closes = isinstance(node, (ast.With, ast.AsyncWith)) or (
-            isinstance(node, ast.Try) and bool(node.finalbody)
-        )
-        bodies: list[ast.stmt] = node.body if closes else []  # type: ignore[attr-defined]
-        for statement in bodies:
-            guarded.update(id(n) for n in ast.walk(statement) if isinstance(n, ast.Yield))
-    yields = [n for n in ast.walk(tree) if isinstance(n, ast.Yield)]
-    return bool(yields) and all(id(n) in guarded for n in yields)
-
-
-def _module_of(filename: str) -> ModuleType | None:
-    if filename not in _modules_by_file:
-        found = None
-        for module in list(sys.modules.values()):
-            if getattr(module, "__file__", None) == filename:
-                found = module
-                break
-        if len(_modules_by_file) >= 256:
-            _modules_by_file.clear()
-        _modules_by_file[filename] = found
-    return _modules_by_file[filename]
-
-
 class SessionLeak(Detector):
     """
     ## What it does
@@ -188,10 +105,13 @@ class SessionLeak(Detector):
     closed, committed or rolled back. The finding points at the line where the session
     acquired its connection and carries the stack that led there.
 
-    When the function at that line got the session from a FastAPI generator dependency
-    (`db: Session = Depends(get_db)`, or `Annotated[..., Depends(get_db)]`) whose
-    `yield` is in no `with` block and no `try/finally`, the finding names that
-    dependency: the code after its `yield` does not run when the request fails (P35).
+    When the function at that line (or the endpoint that called it: a repository
+    method) got the session from a FastAPI generator dependency (`db: Session =
+    Depends(get_db)`, `Annotated[..., Depends(get_db)]` or an alias of it, or through a
+    sub-dependency such as `Depends(get_repository)` whose own parameter depends on
+    `get_db`) whose `yield` is in no `with` block and no `try/finally`, the finding
+    names that dependency: the code after its `yield` does not run when the request
+    fails (P35). Only signatures and source are read; no annotation is evaluated.
 
     ## Why is this bad?
     A session keeps its connection checked out until its transaction ends. Sessions that

@@ -1,0 +1,249 @@
+"""Which FastAPI generator dependency handed a leaked session to the user's code.
+
+Asked only when SQD151 reports a leak. The functions are found in their modules' globals
+(by name, else by the line the stack points at), and only their signatures and source are
+read: no annotation is evaluated and nothing of the program runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+import textwrap
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any, NamedTuple
+
+from sqla_doctor.runtime.callsite import USER, CallSite, classify
+
+# Endpoint -> its dependency -> a sub-dependency ...: how deep the chain is followed.
+_MAX_DEPTH = 4
+_MAX_MODULES_CACHED = 256
+_modules_by_file: dict[str, ModuleType | None] = {}
+
+
+class GeneratorDependency(NamedTuple):
+    name: str  # the generator function: ``get_db``
+    site: CallSite  # its ``def`` line
+    awaited: bool  # an async generator
+
+
+def generator_dependency(sites: tuple[CallSite, ...]) -> GeneratorDependency | None:
+    """The generator dependency (FastAPI's ``Depends(get_db)``) that handed the session to
+    the function at one of ``sites`` (or the function that called it), directly or through
+    sub-dependencies (``Depends(get_repository)`` whose own parameter depends on
+    ``get_db``), when its ``yield`` is in no ``with`` and no ``try/finally``: the code
+    after it does not run when the request fails.
+    """
+    seen: set[int] = set()
+    for filename, line, name in _frames(sites[:4]):
+        function = _function_at(filename, line, name)
+        if function is not None:
+            found = _unguarded_dependency(function, 0, seen)
+            if found is not None:
+                return found
+    return None
+
+
+def module_of(filename: str) -> ModuleType | None:
+    """The imported module whose source is ``filename``.
+
+    The script ``python app.py`` ran is ``__main__``, whose ``__file__`` CPython deletes
+    when the script returns (before ``atexit`` handlers run): its loader still knows it.
+    """
+    if filename not in _modules_by_file:
+        found = None
+        for module in list(sys.modules.values()):
+            if _source_of(module) == filename:
+                found = module
+                break
+        if len(_modules_by_file) >= _MAX_MODULES_CACHED:
+            _modules_by_file.clear()
+        _modules_by_file[filename] = found
+    return _modules_by_file[filename]
+
+
+def _source_of(module: Any) -> str | None:
+    source = getattr(module, "__file__", None)
+    if source is None:
+        source = getattr(getattr(module, "__loader__", None), "path", None)
+    return source if isinstance(source, str) else None
+
+
+def _frames(sites: tuple[CallSite, ...]) -> Iterator[tuple[str, int, str | None]]:
+    """Each site's frame, and the user frame that called it when the stack kept only the
+    innermost site (a repository method called by the endpoint)."""
+    seen: set[tuple[str, int]] = set()
+    for site in sites:
+        if site.key not in seen:
+            seen.add(site.key)
+            yield site.filename, site.lineno, site.function
+        caller = site.caller
+        if caller is not None and caller not in seen and classify(caller[0]) == USER:
+            seen.add(caller)
+            yield caller[0], caller[1], None
+
+
+def _function_at(filename: str, line: int, name: str | None) -> Any:
+    """The module-level function, or method of a module-level class, whose code in
+    ``filename`` holds ``line``; by ``name`` first."""
+    module = module_of(filename)
+    if module is None:
+        return None
+    if name is not None:
+        function = inspect.getattr_static(module, name, None)
+        if _holds(function, filename, line):
+            return function
+    best: Any = None
+    for value in list(vars(module).values()):
+        candidates = [value]
+        if isinstance(value, type) and getattr(value, "__module__", None) == module.__name__:
+            candidates = [
+                getattr(member, "__func__", member) for member in list(vars(value).values())
+            ]
+        for candidate in candidates:
+            if _holds(candidate, filename, line) and (
+                best is None or candidate.__code__.co_firstlineno > best.__code__.co_firstlineno
+            ):
+                best = candidate  # the innermost of nested definitions
+    return best
+
+
+def _holds(function: Any, filename: str, line: int) -> bool:
+    if not inspect.isfunction(function):
+        return False
+    code = function.__code__
+    if code.co_filename != filename or line < code.co_firstlineno:
+        return False
+    return any(end is not None and end >= line for _, _, end in code.co_lines())
+
+
+def _unguarded_dependency(function: Any, depth: int, seen: set[int]) -> GeneratorDependency | None:
+    if id(function) in seen or depth > _MAX_DEPTH:
+        return None
+    seen.add(id(function))
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    names = _globals_of(function)
+    for parameter in parameters:
+        for dependency in _dependencies(parameter, names):
+            found = _unguarded_generator(dependency)
+            if found is not None:
+                return found
+            if not _is_generator(dependency) and callable(dependency):
+                found = _unguarded_dependency(dependency, depth + 1, seen)
+                if found is not None:
+                    return found
+    return None
+
+
+def _dependencies(parameter: inspect.Parameter, names: dict[str, Any]) -> list[Any]:
+    """What FastAPI calls for this parameter: ``= Depends(f)``, ``Annotated[T,
+    Depends(f)]``, also spelled as a string (``from __future__ import annotations``) or
+    through an alias (``DbSession = Annotated[...]``)."""
+    found: list[Any] = []
+    dependency = getattr(parameter.default, "dependency", None)
+    if dependency is not None:
+        found.append(dependency)
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        found.extend(_dependencies_in_text(annotation, names))
+    else:
+        found.extend(_metadata_dependencies(annotation))
+    return found
+
+
+def _metadata_dependencies(annotation: Any) -> list[Any]:
+    found = []
+    for extra in getattr(annotation, "__metadata__", ()):
+        dependency = getattr(extra, "dependency", None)
+        if dependency is not None:
+            found.append(dependency)
+    return found
+
+
+def _dependencies_in_text(text: str, names: dict[str, Any]) -> list[Any]:
+    """Dependencies in a string annotation, by reading it, not evaluating it."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return []
+    if isinstance(tree.body, (ast.Name, ast.Attribute)):
+        return _metadata_dependencies(_lookup(tree.body, names))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _called_name(node.func) in ("Depends", "Security"):
+            argument = node.args[0] if node.args else None
+            for keyword in node.keywords:
+                if keyword.arg == "dependency":
+                    argument = keyword.value
+            dependency = _lookup(argument, names) if argument is not None else None
+            if dependency is not None:
+                found.append(dependency)
+    return found
+
+
+def _called_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _lookup(node: ast.expr, names: dict[str, Any]) -> Any:
+    """The object a dotted name refers to, with static attribute reads (no property of the
+    user's runs)."""
+    if isinstance(node, ast.Name):
+        return names.get(node.id)
+    if isinstance(node, ast.Attribute):
+        owner = _lookup(node.value, names)
+        return None if owner is None else inspect.getattr_static(owner, node.attr, None)
+    return None
+
+
+def _globals_of(function: Any) -> dict[str, Any]:
+    names = getattr(function, "__globals__", None)
+    if isinstance(names, dict):
+        return names
+    module = sys.modules.get(getattr(function, "__module__", None) or "")
+    return vars(module) if module is not None else {}
+
+
+def _is_generator(function: Any) -> bool:
+    return inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+
+
+def _unguarded_generator(function: Any) -> GeneratorDependency | None:
+    if not _is_generator(function):
+        return None
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    if _guarded_yields(tree):
+        return None
+    code = function.__code__
+    return GeneratorDependency(
+        function.__name__,
+        CallSite(code.co_filename, code.co_firstlineno, function.__name__),
+        inspect.isasyncgenfunction(function),
+    )
+
+
+def _guarded_yields(tree: ast.AST) -> bool:
+    """Whether every ``yield`` sits in a ``with`` block or a ``try`` with ``finally``."""
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        closes = isinstance(node, (ast.With, ast.AsyncWith)) or (
+            isinstance(node, ast.Try) and bool(node.finalbody)
+        )
+        bodies: list[ast.stmt] = node.body if closes else []  # type: ignore[attr-defined]
+        for statement in bodies:
+            guarded.update(id(n) for n in ast.walk(statement) if isinstance(n, ast.Yield))
+    yields = [n for n in ast.walk(tree) if isinstance(n, ast.Yield)]
+    return bool(yields) and all(id(n) in guarded for n in yields)
