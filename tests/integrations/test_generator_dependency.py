@@ -46,6 +46,15 @@ def get_db_finally() -> Iterator[Session]:
 LeakyDbFinally = Annotated[Session, Depends(get_db_finally)]
 
 
+class Settings:
+    page_size = 20
+
+
+def get_settings() -> Iterator[Settings]:
+    settings = Settings()
+    yield settings  # no finally, and nothing to close: not where a session comes from
+
+
 # Under `from __future__ import annotations` (this module's), an alias is only a string
 # in the endpoint's signature.
 LeakyDb = Annotated[Session, Depends(get_db)]
@@ -100,6 +109,15 @@ def read_user_repository_finally(
     return {"name": users.name_of(user_id)}
 
 
+def read_user_with_settings(
+    user_id: int,
+    settings: Settings = Depends(get_settings),  # noqa: B008
+) -> Any:
+    leaked = SessionLocal()
+    user = leaked.get(User, user_id)  # line:settings-own-session
+    return {"name": user.name if user else None, "page": settings.page_size}
+
+
 def read_user_closed(user_id: int, db: Annotated[Session, Depends(get_db_closed)]) -> Any:
     user = db.get(User, user_id)
     if user is None:
@@ -124,6 +142,7 @@ async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
     app.get("/alias/{user_id}")(read_user_alias)
     app.get("/repository/{user_id}")(read_user_repository)
     app.get("/repository-finally/{user_id}")(read_user_repository_finally)
+    app.get("/settings/{user_id}")(read_user_with_settings)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
@@ -178,14 +197,19 @@ async def test_the_dependency_is_named_through_an_alias_or_a_sub_dependency(
     assert f"the session comes from get_db() ({finding.location.path}:" in finding.message
 
 
+@pytest.mark.parametrize(
+    ("route", "query"),
+    [("repository-finally", "own-session"), ("settings", "settings-own-session")],
+    ids=["guarded-dependency", "dependency-yielding-no-session"],
+)
 async def test_a_session_the_endpoint_opened_itself_names_no_dependency(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, route: str, query: str
 ) -> None:
     sqla_doctor.install(mode="collect")
-    assert (await client.get("/repository-finally/1")).status_code == 200
+    assert (await client.get(f"/{route}/1")).status_code == 200
     gc.collect()
     sqla_doctor.uninstall()
     (finding,) = [f for f in sqla_doctor.collected() if f.code == "SQD151"]
-    assert finding.location.line == line_of("own-session")
+    assert finding.location.line == line_of(query)
     assert "generator dependency" not in finding.message
     assert "with Session(engine) as session:" in finding.message

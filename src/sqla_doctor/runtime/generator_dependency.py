@@ -225,7 +225,7 @@ def _unguarded_generator(function: Any) -> GeneratorDependency | None:
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError):
         return None
-    if _guarded_yields(tree):
+    if _guarded_yields(tree) or not _may_yield_a_session(tree, _globals_of(function)):
         return None
     code = function.__code__
     return GeneratorDependency(
@@ -247,3 +247,43 @@ def _guarded_yields(tree: ast.AST) -> bool:
             guarded.update(id(n) for n in ast.walk(statement) if isinstance(n, ast.Yield))
     yields = [n for n in ast.walk(tree) if isinstance(n, ast.Yield)]
     return bool(yields) and all(id(n) in guarded for n in yields)
+
+
+def _may_yield_a_session(tree: ast.AST, names: dict[str, Any]) -> bool:
+    """False when every ``yield`` gives something built by a class that is not a session
+    (``yield Settings()``, ``settings = Settings(); yield settings``): such a dependency
+    did not open the leaked session. A factory the source does not tell counts as one."""
+    built: dict[str, ast.expr] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    built[target.id] = node.value.func
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Yield) or node.value is None:
+            continue
+        value = node.value
+        factory = value.func if isinstance(value, ast.Call) else None
+        if isinstance(value, ast.Name):
+            factory = built.get(value.id)
+        if factory is None or _makes_a_session(_lookup(factory, names)) is not False:
+            return True
+    return False
+
+
+def _makes_a_session(factory: Any) -> bool | None:
+    """Whether calling ``factory`` gives a session: ``None`` when it cannot be told (a
+    function's result)."""
+    if factory is None:
+        return None
+    try:
+        from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
+        from sqlalchemy.orm import Session, scoped_session, sessionmaker
+    except Exception:  # pragma: no cover - an unusual SQLAlchemy build
+        return None
+    factories = (sessionmaker, async_sessionmaker, scoped_session, async_scoped_session)
+    if isinstance(factory, factories):
+        return True
+    if isinstance(factory, type):
+        return issubclass(factory, (Session, AsyncSession))
+    return None
