@@ -50,9 +50,9 @@ def test_installed_package_is_analysed_without_internal_errors(package: str) -> 
     assert not [f for f in result.findings if f.code == "SQD903"]
 
 
-@pytest.mark.slow
 def test_every_installed_python_file(tmp_path: Path) -> None:
-    """All of site-packages (long: behind --run-slow)."""
+    """All of site-packages (the test environment's ~4,700 files, about 40 s): issue 3's
+    "no crash and no hang on every .py file installed", checked on every run."""
     for entry in sys.path:
         if entry.endswith("site-packages") and Path(entry).is_dir():
             result = check_tree(Path(entry))
