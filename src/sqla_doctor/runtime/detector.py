@@ -366,6 +366,14 @@ class ErrorSeen:
         if self.live is not None:
             yield from self._locals_of_type(_outward_frames(self.live), kind)
 
+    def frames(self) -> list[FrameType]:
+        """The frames of ``error``'s own traceback, innermost first, the user's included.
+
+        For handlers that tell apart the library functions an error went through (by
+        their code objects); reading their locals is ``locals_of_type``'s business.
+        """
+        return _traceback_frames(self.tracebacks[0]) if self.tracebacks else []
+
     @staticmethod
     def _locals_of_type(frames: list[FrameType], kind: type[_T]) -> Iterator[_T]:
         for frame in frames:
