@@ -143,3 +143,41 @@ async def test_async_load_only_is_silent(read_async_engine: AsyncEngine) -> None
         statement = select(Account).options(load_only(Account.name), NO_BADGES)
         assert [a.name for a in (await session.scalars(statement)).all()]
     assert not of_code(uow.findings, "SQD258")
+
+
+def test_a_one_row_lookup_is_silent(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        account = s.get(Account, 1, options=[NO_BADGES])
+        assert account is not None
+        assert account.name
+        first = s.scalars(select(Account).options(NO_BADGES).where(Account.id == 2)).first()
+        assert first is not None
+        assert first.name
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_two_objects_are_silent(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(NO_BADGES).order_by(Account.id).limit(2)
+        assert [a.name for a in s.scalars(statement)]
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_three_objects_are_reported(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(NO_BADGES).order_by(Account.id).limit(3)
+        assert [a.name for a in s.scalars(statement)]  # line:three
+    finding = one(uow.findings, "SQD258")
+    assert finding.location.line == line_of("three")
+    assert finding.details["objects"] == 3
+
+
+def test_a_lookup_repeated_in_a_loop_adds_up(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        for key in (1, 2, 3):
+            account = s.get(Account, key, options=[NO_BADGES])  # line:get
+            assert account is not None
+            assert account.name
+    finding = one(uow.findings, "SQD258")
+    assert finding.location.line == line_of("get")
+    assert finding.details["objects"] == 3

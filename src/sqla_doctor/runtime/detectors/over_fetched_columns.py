@@ -12,6 +12,11 @@ from sqla_doctor.runtime.detector import SELECT, Detector, Loaded, OrmExecution
 from sqla_doctor.runtime.followed_queries import FollowedQueries, QueryGroup
 from sqla_doctor.runtime.unit_of_work import process
 
+# Objects a line's query must load over the unit of work to be reported: one or two rows
+# (a session.get(), a .first() lookup) cost a few wasted bytes each, nothing a load_only()
+# list kept in step with the code is worth. A lookup repeated in a loop adds up.
+MIN_OBJECTS = 3
+
 
 def _column_keys(mapper: Any) -> tuple[str, ...]:
     return tuple(prop.key for prop in mapper.column_attrs)
@@ -50,7 +55,9 @@ class OverFetchedColumns(Detector):
     Checks for a query that loaded every column of an entity with many columns
     (`over-fetch-min-columns`, 10) when the program read only a few of them
     (`over-fetch-max-used-ratio`, 0.3, of those loaded) on all the objects that query
-    loaded during the unit of work. Reported at the query, with the `load_only()`
+    loaded during the unit of work, when that was at least 3 objects: a one-row
+    lookup (`session.get()`, `.first()`) over-fetches too little to be worth it, unless
+    the line runs again and again. Reported at the query, with the `load_only()`
     option that loads what was read (and the primary key).
 
     It needs read tracking, which makes reads of the loaded objects' attributes
@@ -152,7 +159,7 @@ class OverFetchedColumns(Detector):
         self.queries.settle(final=self.uow.explicit or process.exiting, judge=self._judge)
 
     def _judge(self, group: _Group) -> None:
-        if not group.judgeable():
+        if group.seen < MIN_OBJECTS or not group.judgeable():
             return
         loaded = group.loaded
         runtime = self.config
