@@ -9,7 +9,9 @@ from sqlalchemy.orm import Session
 
 import sqla_doctor
 
+from . import read_models
 from .models import Comment, Post, User
+from .read_models import Order
 from .support import line_of, of_code, one, relative
 
 CHANGED_FIX = (
@@ -83,6 +85,18 @@ def test_a_change_flushed_or_not_is_still_this_transactions(
     finding = one(uow.findings, "SQD162")
     assert finding.location.line == line_of("merge-kept")
     assert finding.details["changed"] == ["name"]
+
+
+def test_a_class_name_starting_with_a_vowel_takes_an(engine: Engine) -> None:
+    read_models.create_and_seed(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        order = session.scalars(select(Order).order_by(Order.id)).first()
+        assert order is not None
+        order.total = 41
+        session.merge(Order(id=order.id, total=42))
+        session.commit()
+    message = one(uow.findings, "SQD162").message
+    assert message.startswith("merge() onto an Order this session already held: it overwrote")
 
 
 def test_a_detached_copy_older_than_the_held_row_is_reported(engine: Engine) -> None:

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 
 import sqla_doctor
 
+from . import read_models
 from .models import User
+from .read_models import Order
 from .support import line_of, of_code, one, relative
 
 
@@ -74,6 +76,20 @@ async def test_async_new_object_for_a_loaded_row_is_reported(async_engine: Async
             await session.commit()
         await session.rollback()
     assert one(uow.findings, "SQD163").location.line == line_of("async-add")
+
+
+@pytest.mark.filterwarnings("ignore:New instance .* conflicts with persistent instance")
+def test_a_class_name_starting_with_a_vowel_takes_an(engine: Engine) -> None:
+    read_models.create_and_seed(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        order = session.scalars(select(Order).order_by(Order.id)).first()
+        assert order is not None
+        session.add(Order(id=order.id, account_id=order.account_id))
+        with pytest.raises(IntegrityError):
+            session.commit()
+        session.rollback()
+    message = one(uow.findings, "SQD163").message
+    assert message.startswith("new Order added with the primary key of an Order this session")
 
 
 # -- near misses --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ Handlers must not emit SQL, load attributes, or keep bound parameter values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
@@ -706,3 +707,21 @@ def _in_user_code(
         (at, f"where it happened: in {package}, with no line of the program on the stack"),
         *related,
     ]
+
+
+# "u", one consonant, a vowel: a "u" read "you" (User, Unit, Usage, Utility, Uri).
+_U_READ_YOU = re.compile(r"u[b-df-hj-np-tv-z][aeiou]", re.IGNORECASE)
+
+
+def a_or_an(word: str) -> str:
+    """``word`` after its indefinite article, for messages: "a User", "an Employee".
+
+    By spelling, not sound: "an" before a vowel letter, but "a" before a "u" read "you"
+    (a "u", one consonant, then a vowel: "a User", "a Unit"; "an Update", "an Upload").
+    Names whose sound their spelling hides come out wrong ("a Hour", "an OneTimeCode",
+    "a Unassigned", "a SMSCode"); few class names start that way.
+    """
+    first = word[:1].lower()
+    if first and first in "aeiou" and not _U_READ_YOU.match(word):
+        return f"an {word}"
+    return f"a {word}"

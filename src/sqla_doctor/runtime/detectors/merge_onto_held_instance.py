@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import Detector, MergeWrite
+from sqla_doctor.runtime.detector import Detector, MergeWrite, a_or_an
 from sqla_doctor.runtime.errors import origin_of
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class MergeOntoHeldInstance(Detector):
     pitfalls = ("P24",)
     severity = Severity.WARNING
     # No primary key values in the message: a key can be user data (an email address).
-    message = "merge() onto a {entity} this session already held: {damage} — {fix}"
+    message = "merge() onto {an_entity} this session already held: {damage} — {fix}"
 
     def __init__(self, uow: UnitOfWork) -> None:
         super().__init__(uow)
@@ -181,7 +181,7 @@ class MergeOntoHeldInstance(Detector):
                 "changed": list(merge.changed),
                 "stale": list(merge.stale),
             },
-            entity=entity,
+            an_entity=a_or_an(entity),
             damage="; ".join(parts),
             fix=fix,
         )

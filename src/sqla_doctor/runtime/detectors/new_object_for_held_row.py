@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import Detector, DuplicateIdentity
+from sqla_doctor.runtime.detector import Detector, DuplicateIdentity, a_or_an
 from sqla_doctor.runtime.errors import origin_of
 
 
@@ -69,7 +69,7 @@ class NewObjectForHeldRow(Detector):
             origin = origin_of(self.uow, duplicate.other.mapper, record)
             if origin is not None and origin.site is not None:
                 related.append((origin.site, f"the session loaded the {other_entity} here"))
-            other = f"a {other_entity} this session already holds"
+            other = f"{a_or_an(other_entity)} this session already holds"
             fix = (
                 "change the object the session holds instead (session.get() returns it), "
                 "or session.merge() the new one to copy its values onto it"

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InvalidRequestError
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.detector import Detector, ErrorSeen
+from sqla_doctor.runtime.detector import Detector, ErrorSeen, a_or_an
 
 # SQLAlchemy's wording since 1.4: "The asyncio extension requires an async driver to be
 # used. The loaded 'psycopg2' is not async."
@@ -159,7 +159,7 @@ class SyncDriverInAsyncEngineExplained(Detector):
         if called == "AsyncEngine()":
             given = f"an Engine whose {backend} URL selects"
         else:
-            given = f"a {backend} URL that selects"
+            given = f"{a_or_an(backend)} URL that selects"
         schemes = _ASYNC_DRIVERS.get(backend)
         if schemes:
             fix = f"name an async driver in the URL: {' or '.join(schemes)}"
