@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, ForeignKey, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 import sqla_doctor
 
@@ -14,6 +14,42 @@ from . import read_models
 from .models import User
 from .read_models import Order
 from .support import line_of, of_code, one, relative
+
+
+class LinkBase(DeclarativeBase):
+    pass
+
+
+class Student(LinkBase):
+    __tablename__ = "students"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Course(LinkBase):
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Enrollment(LinkBase):
+    """An association object: its primary key is its two foreign keys."""
+
+    __tablename__ = "enrollments"
+
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id"), primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id"), primary_key=True)
+    grade: Mapped[str] = mapped_column(default="")
+    student: Mapped[Student] = relationship()
+    course: Mapped[Course] = relationship()
+
+
+def seeded_links(engine: Engine) -> Engine:
+    LinkBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Student(id=1), Student(id=2), Course(id=10), Course(id=20)])
+        session.commit()
+    return engine
 
 
 def first_user_id(engine: Engine) -> int:
@@ -92,6 +128,48 @@ def test_a_class_name_starting_with_a_vowel_takes_an(engine: Engine) -> None:
     assert message.startswith("new Order added with the primary key of an Order this session")
 
 
+def test_two_association_objects_keyed_by_their_relationships_are_reported(
+    engine: Engine,
+) -> None:
+    seeded_links(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        student, course = session.get(Student, 1), session.get(Course, 10)
+        session.add(Enrollment(student=student, course=course))  # line:first-link
+        session.add(Enrollment(student=student, course=course, grade="A"))  # line:second-link
+        with pytest.raises(IntegrityError):
+            session.commit()
+        session.rollback()
+    finding = one(uow.findings, "SQD163")
+    assert finding.location.line == line_of("second-link")
+    assert "the primary key of another new Enrollment" in finding.message
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("first-link"), "the first new Enrollment was added here")
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:New instance .* conflicts with persistent instance")
+def test_an_association_object_for_a_held_link_is_reported_with_expired_ends(
+    engine: Engine,
+) -> None:
+    seeded_links(engine)
+    with Session(engine) as setup:
+        setup.add(Enrollment(student_id=2, course_id=20))
+        setup.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        held = session.get(Enrollment, (2, 20))
+        student, course = session.get(Student, 2), session.get(Course, 20)
+        session.commit()  # expires all three: the keys are in their identities only
+        assert held is not None
+        assert "student_id" not in vars(held)
+        session.add(Enrollment(student=student, course=course))  # line:held-link
+        with pytest.raises(IntegrityError):
+            session.commit()
+        session.rollback()
+    finding = one(uow.findings, "SQD163")
+    assert finding.location.line == line_of("held-link")
+    assert "the primary key of an Enrollment this session already holds" in finding.message
+
+
 # -- near misses --------------------------------------------------------------------------
 
 
@@ -135,3 +213,32 @@ def test_merge_onto_the_held_row_is_not_this_rule(engine: Engine) -> None:
         session.merge(User(id=user_id, name="payload"))
         session.commit()
     assert not of_code(uow.findings, "SQD163")
+
+
+def test_association_objects_to_different_targets_are_silent(engine: Engine) -> None:
+    seeded_links(engine)
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        student = session.get(Student, 1)
+        courses = [session.get(Course, 10), session.get(Course, 20)]
+        session.add_all([Enrollment(student=student, course=course) for course in courses])
+        session.add(Enrollment(student=Student(id=3), course=courses[0]))
+        session.add(Enrollment(student=Student(), course=courses[0]))
+        session.add(Enrollment(student=Student(), course=courses[0]))
+        session.commit()
+    assert not of_code(uow.findings, "SQD163")
+
+
+def test_delete_then_add_of_an_association_object_is_silent(engine: Engine) -> None:
+    seeded_links(engine)
+    with Session(engine) as setup:
+        setup.add(Enrollment(student_id=1, course_id=10, grade="B"))
+        setup.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        held = session.get(Enrollment, (1, 10))
+        student, course = session.get(Student, 1), session.get(Course, 10)
+        session.delete(held)
+        session.add(Enrollment(student=student, course=course, grade="A"))
+        session.commit()
+    assert not of_code(uow.findings, "SQD163")
+    with Session(engine) as check:
+        assert check.scalars(select(Enrollment.grade)).all() == ["A"]

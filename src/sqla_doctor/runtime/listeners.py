@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import MissingGreenlet, SQLAlchemyError
-from sqlalchemy.orm import NO_VALUE, Mapper, RelationshipProperty, Session
+from sqlalchemy.orm import MANYTOONE, NO_VALUE, Mapper, RelationshipProperty, Session
 from sqlalchemy.orm.attributes import InstrumentedAttribute, instance_state
 from sqlalchemy.pool import Pool, QueuePool
 
@@ -1027,9 +1027,9 @@ def _check_new_identities(session: Session, record: SessionRecord) -> None:
     for obj in list(session.new)[:MAX_NEW_CHECKED]:
         state = instance_state(obj)
         keys = _primary_key_attributes(state.mapper)
-        values = tuple(state.dict.get(key) for key in keys)
-        if not keys or None in values:
-            continue  # the database assigns it
+        values = _primary_key_values(state, keys)
+        if values is None:
+            continue  # the database assigns it, or related objects not flushed yet
         identity = state.mapper.identity_key_from_primary_key(values, state.identity_token)
         held = identity_map.get(identity)
         if held is not None:
@@ -1044,6 +1044,82 @@ def _check_new_identities(session: Session, record: SessionRecord) -> None:
             firsts[identity] = state
             continue
         _dispatch(uow, "duplicate_identity", DuplicateIdentity(state, other, record))
+
+
+def _primary_key_values(state: Any, keys: tuple[str, ...]) -> tuple[Any, ...] | None:
+    """The primary key a flush will INSERT a new object with, when known already.
+
+    A key column also a many-to-one relationship's foreign key (an association object's
+    ``Enrollment(student=s, course=c)``) is not in ``state.dict`` before the flush
+    copies it from the related object: it is read from that object instead, when the
+    relationship is set in ``state.dict`` and the related object's column is known
+    (in its ``__dict__``, or in its identity key once persistent, even expired).
+    """
+    if not keys:
+        return None
+    values: list[Any] = []
+    sources: dict[str, tuple[tuple[str, Any, str], ...]] | None = None
+    for key in keys:
+        value = state.dict.get(key)
+        if value is None:
+            if sources is None:
+                sources = _primary_key_sources(state.mapper)
+            value = _from_related(state, sources.get(key, ()))
+            if value is None:
+                return None
+        values.append(value)
+    return tuple(values)
+
+
+def _from_related(state: Any, sources: tuple[tuple[str, Any, str], ...]) -> Any:
+    for relationship, target, attribute in sources:
+        related = state.dict.get(relationship)
+        if related is None:
+            continue
+        try:
+            other = instance_state(related)
+        except Exception:
+            continue  # not a mapped object: the flush will say so
+        if not other.mapper.isa(target):
+            continue
+        value = other.dict.get(attribute)
+        if value is None and other.key is not None:
+            names = _primary_key_attributes(other.mapper)
+            if attribute in names and len(other.key[1]) == len(names):
+                value = other.key[1][names.index(attribute)]
+        if value is not None:
+            return value
+    return None
+
+
+# mapper -> {primary key attribute: ((relationship, its target mapper, the target's
+# attribute the flush copies into it), ...)}, over many-to-one relationships.
+_pk_sources: dict[Any, dict[str, tuple[tuple[str, Any, str], ...]]] = {}
+
+
+def _primary_key_sources(mapper: Any) -> dict[str, tuple[tuple[str, Any, str], ...]]:
+    sources = _pk_sources.get(mapper)
+    if sources is not None:
+        return sources
+    found: dict[str, list[tuple[str, Any, str]]] = {}
+    try:
+        primary = mapper.primary_key
+        for relationship in mapper.relationships:
+            if relationship.direction is not MANYTOONE or relationship.viewonly:
+                continue
+            target = relationship.mapper
+            for local, remote in relationship.local_remote_pairs:
+                if not any(local is column for column in primary):
+                    continue
+                key = mapper.get_property_by_column(local).key
+                attribute = target.get_property_by_column(remote).key
+                found.setdefault(key, []).append((relationship.key, target, attribute))
+    except Exception:
+        found = {}
+    sources = {key: tuple(pairs) for key, pairs in found.items()}
+    if len(_pk_sources) < 10_000:
+        _pk_sources[mapper] = sources
+    return sources
 
 
 _pk_attributes: dict[Any, tuple[str, ...]] = {}

@@ -17,6 +17,12 @@ class NewObjectForHeldRow(Detector):
     a second time. It names the line that added the new object and where the other one
     was loaded or added.
 
+    A primary key made of many-to-one foreign keys, as an association object's
+    (`Enrollment(student=student, course=course)`), is not set until the flush copies
+    it from the related objects: it is read from them (nothing is loaded), when they
+    are persistent or were given their key. One whose related object is new with a key
+    the database assigns is not judged.
+
     ## Why is this bad?
     The flush fails with a duplicate key (`IntegrityError: UNIQUE constraint failed`,
     `UniqueViolation`), often far from the line that caused it, and the session must be
