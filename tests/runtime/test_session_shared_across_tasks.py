@@ -37,14 +37,17 @@ async def test_gather_of_two_loaders_on_one_session_names_both_call_sites(
     async_engine: AsyncEngine,
 ) -> None:
     async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
-        users, posts = await asyncio.gather(load_users(session), load_posts(session))
+        users, posts = await asyncio.gather(load_users(session), load_posts(session))  # line:start
     # aiosqlite serializes the statements: nothing fails, the results are right...
     assert len(users) == 5
     assert len(posts) == 10
     # ...and the sharing is reported all the same.
     finding = one(uow.findings, "SQD158")
-    lines = {finding.location.line, *(r.location.line for r in finding.related)}
+    lines = {finding.location.line, finding.related[0].location.line}
     assert lines == {line_of("users"), line_of("posts")}
+    assert [(r.location.line, r.message) for r in finding.related[1:]] == [
+        (line_of("start"), "asyncio.gather() started these tasks here")
+    ]
     assert finding.location.path == HERE
     assert "two asyncio tasks at once" in finding.message
     assert "load_users" in finding.message
@@ -71,11 +74,40 @@ async def test_task_group_sharing_a_session_with_lazy_loads_is_reported(
 
     async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
         users = (await session.scalars(select(User))).all()
-        async with asyncio.TaskGroup() as group:
+        async with asyncio.TaskGroup() as group:  # line:group
             counts = [group.create_task(posts_of(user)) for user in users]
     assert [c.result() for c in counts] == [2] * 5
     finding = one(uow.findings, "SQD158")
     assert finding.location.line == line_of("lazy")
+    assert (finding.related[-1].location.line, finding.related[-1].message) == (
+        line_of("group"),
+        "the TaskGroup that started these tasks ends here",
+    )
+
+
+async def test_tasks_created_one_by_one_name_no_starting_line(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        tasks = [asyncio.create_task(load_users(session)), asyncio.create_task(load_posts(session))]
+        for task in tasks:
+            await task
+    finding = one(uow.findings, "SQD158")
+    assert len(finding.related) == 1
+    assert finding.related[0].message.endswith("operation on the same session")
+
+
+async def test_a_gather_over_another_session_is_not_named(async_engine: AsyncEngine) -> None:
+    async def unrelated() -> None:
+        async with AsyncSession(async_engine) as other:
+            await asyncio.gather(load_users(other), asyncio.sleep(0.05))
+
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        tasks = [asyncio.create_task(load_users(session)), asyncio.create_task(load_posts(session))]
+        await unrelated()
+        await asyncio.gather(*tasks)
+    finding = one(uow.findings, "SQD158")
+    assert len(finding.related) == 1
 
 
 async def test_sequential_awaits_on_one_session_are_silent(async_engine: AsyncEngine) -> None:
@@ -164,7 +196,7 @@ async def test_asyncpg_error_from_a_shared_session_is_explained(
         await program()
     assert tracker.last is not None
     finding = one(tracker.last.findings, "SQD158")
-    lines = {finding.location.line, *(r.location.line for r in finding.related)}
+    lines = {finding.location.line, finding.related[0].location.line}
     assert lines == {line_of("users"), line_of("commit")}
     if sys.version_info >= (3, 11):
         notes = "\n".join(getattr(raised.value, "__notes__", []))

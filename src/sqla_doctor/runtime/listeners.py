@@ -1997,6 +1997,70 @@ def _awaiting_site(record: SessionRecord) -> callsite.CallSite | None:
     return None
 
 
+def starting_site(record: SessionRecord) -> tuple[callsite.CallSite, str] | None:
+    """The user's line that started the tasks sharing this session, and what it is.
+
+    Called by SQD158 in the task whose operation overlapped another's, once per
+    finding: the task awaiting an ``asyncio.gather()`` or leaving an ``async with
+    TaskGroup()`` block that started the current task, found among the running tasks
+    with its innermost user frame holding the session. asyncio keeps no public link
+    from a task to what started it: the gather's future (``Task._fut_waiter``) and its
+    ``_children``, and a TaskGroup's ``_tasks``, are read defensively, and the line is
+    not named when they are missing.
+    """
+    session = record.ref()
+    if session is None:
+        return None
+    try:
+        from sqlalchemy.ext.asyncio import async_session
+
+        proxy = async_session(session)
+        current = asyncio.current_task()
+        tasks = list(asyncio.all_tasks())[:_MAX_TASKS_SEARCHED]
+    except Exception:
+        return None
+    if current is None:
+        return None
+    task_group = getattr(asyncio, "TaskGroup", None)
+    for task in tasks:
+        if task is current:
+            continue
+        frames = callsite.awaiting_frames(task, _STACK_LIMIT)
+        inner = next(
+            (
+                i
+                for i in range(len(frames) - 1, -1, -1)
+                if callsite.classify(frames[i].f_code.co_filename) == callsite.USER
+            ),
+            None,
+        )
+        if inner is None:
+            continue
+        frame = frames[inner]
+        if not any(v is session or v is proxy for v in list(frame.f_locals.values())):
+            continue
+        what = None
+        waiting = getattr(task, "_fut_waiter", None)
+        if inner == len(frames) - 1 and type(waiting).__name__ == "_GatheringFuture":
+            if any(child is current for child in getattr(waiting, "_children", ())):
+                what = "asyncio.gather() started these tasks here"
+        elif task_group is not None:
+            for below in frames[inner + 1 :]:
+                group = below.f_locals.get("self")
+                if isinstance(group, task_group) and current in getattr(group, "_tasks", ()):
+                    what = "the TaskGroup that started these tasks ends here"
+                    break
+        if what is not None:
+            site = callsite.CallSite(
+                frame.f_code.co_filename,
+                callsite.line_of(frame, frame.f_lineno),
+                frame.f_code.co_name,
+                frame.f_globals.get("__name__"),
+            )
+            return site, what
+    return None
+
+
 # -- registration -------------------------------------------------------------------------
 
 _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, SharedUse
 from sqla_doctor.runtime.unit_of_work import process
 
@@ -13,6 +15,7 @@ _FIX = (
     "the task), or await the operations one after another"
 )
 _HINT = "async with session_factory() as session: ..."
+_MAX_STARTED = 1_000
 # What SQLAlchemy and the drivers raise when two tasks use one session or connection.
 _SYMPTOMS = (
     "concurrent operations are not permitted",  # Session provisioning a connection (isce)
@@ -57,7 +60,9 @@ class SessionSharedAcrossTasks(Detector):
     Checks for one `AsyncSession` used by several asyncio tasks at once: an operation
     (a query, a lazy load through `awaitable_attrs`, a flush, a commit, a begin) starts in
     one task while another task's operation on the same session is still waiting for
-    the database. The finding names both call sites and both tasks.
+    the database. The finding names both call sites and both tasks, and the line of
+    the `asyncio.gather()` or `TaskGroup` block that started the tasks, when that
+    task is still waiting on them with the session in hand.
 
     Each `AsyncSession` call runs the synchronous ORM in a greenlet of its own, alive
     exactly while that call waits on I/O; the detector notes which one each operation
@@ -116,19 +121,34 @@ class SessionSharedAcrossTasks(Detector):
     severity = Severity.ERROR
     message = "{what} — {fix}"
 
+    def __init__(self, uow: Any) -> None:
+        super().__init__(uow)
+        # Finding key -> the line that started the tasks (looked up once per finding).
+        self._started: dict[Hashable, tuple[CallSite, str] | None] = {}
+
     def on_session_shared(self, use: SharedUse) -> None:
         if use.tasks:
-            self._report_use(use)
+            self._report_use(use, live=True)
 
-    def _report_use(self, use: SharedUse) -> Any:
+    def _report_use(self, use: SharedUse, *, live: bool = False) -> Any:
         other = self.where(use.other_site) if use.other_site is not None else "elsewhere"
         here = self.where(use.site)
         keys = {use.site.key if use.site else None, use.other_site.key if use.other_site else None}
+        key = frozenset(keys)
+        related = [(use.other_site, f"{use.other}'s operation on the same session")]
+        if live and key not in self._started and len(self._started) < _MAX_STARTED:
+            # While the tasks run: the gather() or TaskGroup that started them is findable.
+            from sqla_doctor.runtime import listeners
+
+            self._started[key] = listeners.starting_site(use.record)
+        started = self._started.get(key)
+        if started is not None and started[0].key not in keys:
+            related.append(started)
         return self.report(
             use.site,
-            key=frozenset(keys),
+            key=key,
             subject="AsyncSession",
-            related=[(use.other_site, f"{use.other}'s operation on the same session")],
+            related=related,
             hint=_HINT,
             details={"task": use.who, "other_task": use.other},
             what=(
