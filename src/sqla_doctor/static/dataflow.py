@@ -1483,6 +1483,8 @@ class StringFlow:
             return [(k, self.value(k)) for k in expr.keys if k is not None]
         if isinstance(expr, ast.Constant):
             return [(expr, _STATIC_STR)]
+        if isinstance(expr, ast.IfExp):
+            return self.elements(expr.body, depth + 1) + self.elements(expr.orelse, depth + 1)
         if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
             return self.elements(expr.left, depth + 1) + self.elements(expr.right, depth + 1)
         if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
@@ -1578,11 +1580,16 @@ class StringFlow:
             return bindings[0].value
         return None
 
-    def _element_at(self, iterable: ast.expr, path: tuple[int, ...]) -> StringValue:
+    def _element_at(self, iterable: ast.expr, path: tuple[int, ...], depth: int = 0) -> StringValue:
         """One element of ``iterable``, or the part of it at ``path`` when unpacked."""
         if not path:
             values = [v for _, v in self.elements(iterable)]
             return self.either(values) if values else _OPAQUE
+        if isinstance(iterable, ast.IfExp) and depth < 4:
+            # `ROLLBACK if undo else STEPS`: an element of one literal table or the other.
+            return self.either(
+                [self._element_at(b, path, depth + 1) for b in (iterable.body, iterable.orelse)]
+            )
         head, rest = path[0], path[1:]
         if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name):
             builtin = not self.flow.bindings(iterable.func)
@@ -1608,6 +1615,8 @@ class StringFlow:
         source = iterable
         if isinstance(source, ast.Name):
             source = self._single_literal(source) or source
+            if isinstance(source, (ast.IfExp, ast.Name)) and source is not iterable and depth < 4:
+                return self._element_at(source, path, depth + 1)
         if isinstance(source, (ast.List, ast.Tuple)):
             parts: list[StringValue] = []
             for element in source.elts:

@@ -43,7 +43,8 @@ class SqlBuiltFromStrings(Rule):
     module assigns again (a `ClassVar`, or a plain class; not a dataclass or pydantic
     field, whose value comes from the caller), numbers (`int(x)`, `len(x)`,
     `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal dict and conditional literals
-    (`"ASC" if desc else "DESC"`), and generated bind-parameter lists
+    (`"ASC" if desc else "DESC"`), loops over literal tables (also one chosen by a condition:
+    `for old, new in UNDO if undo else STEPS`), and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
     `"[" + name.replace("]", "]]") + "]"`, backticks).
@@ -249,6 +250,26 @@ class SqlBuiltFromStrings(Rule):
             def stats(session, order: Literal["asc", "desc"]):
                 for column in ("views", "likes"):
                     session.execute(text(f"SELECT max({column}) FROM posts ORDER BY 1 {order}"))
+            """
+        ),
+        # A loop over one literal table or another, chosen by a flag, through a helper.
+        Valid(
+            """
+            from sqlalchemy import text
+            STEPS = [("draft", "open", None), ("open", "done", "closed_at IS NOT NULL")]
+            UNDO = [("done", "open", "closed_at IS NULL")]
+            def _where(condition):
+                where = "state = :old"
+                if condition:
+                    where += f" AND {condition}"
+                return where
+            def migrate(session, undo):
+                steps = UNDO if undo else STEPS
+                for old, new, condition in steps:
+                    session.execute(
+                        text(f"UPDATE items SET state = :new WHERE {_where(condition)}"),
+                        {"old": old, "new": new},
+                    )
             """
         ),
         # Bind-parameter names built from column keys, the values bound beside them.
@@ -467,6 +488,21 @@ class SqlBuiltFromStrings(Rule):
                 conn.execute(text(f"SELECT {label_of(row)} FROM trades"))
             """,
             count=2,
+        ),
+        # One of the tables the loop may go over comes from a request.
+        Invalid(
+            """
+            from sqlalchemy import text
+            STEPS = [("draft", None)]
+            def migrate(session, form):
+                steps = STEPS if form.get("default") else form["steps"]
+                for old, condition in steps:
+                    session.execute(text(f"UPDATE items SET state = 'x' WHERE {condition}"))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `condition` "
+                "— bind them as parameters"
+            ),
         ),
         # One call of the helper passes a request's value for `new`.
         Invalid(
