@@ -1099,6 +1099,7 @@ class StringFlow:
                 or self.schema_identifier(expr)
                 or self.enum_member(expr)
                 or self.class_constant(expr)
+                or self._enum_variable(expr)
             ):
                 return _STATIC_STR
             return _OPAQUE
@@ -1397,10 +1398,9 @@ class StringFlow:
             return self.binop(binding.op, binding.target, binding.value, binding.node, previous)
         if kind is BindingKind.LOOP and binding.value is not None:
             return self._element_at(binding.value, binding.path)
-        if (
-            kind is BindingKind.PARAMETER
-            and binding.annotation is not None
-            and _literal_strings(binding.annotation)
+        if kind is BindingKind.PARAMETER and (
+            (binding.annotation is not None and _literal_strings(binding.annotation))
+            or self.enum_typed(binding)
         ):
             return _STATIC_STR
         if kind is BindingKind.PARAMETER:
@@ -1647,15 +1647,74 @@ class StringFlow:
             for b in self.flow.bindings(root)
         ):
             return False
-        ctx = self.flow.ctx
-        qualified = ctx.names.qualify(owner)
+        return self._enum_class(self.flow.ctx.names.qualify(owner))
+
+    def _enum_class(self, qualified: str | None) -> bool:
+        """Whether ``qualified`` names an enum class of the project."""
         if qualified is None:
             return False
-        for ancestor in ctx.index.mro(qualified):
-            cls = ctx.index.class_facts(ancestor)
-            if cls is not None and any(ctx.index.follow(b) in _ENUM_BASES for b in cls.bases):
+        index = self.flow.ctx.index
+        for ancestor in index.mro(qualified):
+            cls = index.class_facts(ancestor)
+            if cls is not None and any(index.follow(b) in _ENUM_BASES for b in cls.bases):
                 return True
         return False
+
+    def enum_typed(self, binding: Binding) -> bool:
+        """A parameter that holds a member of a project enum: annotated with the enum
+        (``status: Status``, ``Status | None``), or ``self``/``cls`` in the enum's own
+        methods. Its text, ``.value`` and ``.name`` are one of the members the class body
+        declares, and frameworks (FastAPI, Typer, pydantic) reject anything else."""
+        if binding.kind is not BindingKind.PARAMETER:
+            return False
+        if binding.annotation is not None:
+            return self._enum_annotation(binding.annotation)
+        function = self.flow.ctx.parent(binding.node)
+        function = self.flow.ctx.parent(function) if isinstance(function, ast.arguments) else None
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return False
+        params = [*function.args.posonlyargs, *function.args.args]
+        cls = self.flow.ctx.parent(function)
+        if not (params and params[0] is binding.node and isinstance(cls, ast.ClassDef)):
+            return False
+        if any(_last_name(d) == "staticmethod" for d in function.decorator_list):
+            return False
+        if any(_last_name(d) == "classmethod" for d in function.decorator_list):
+            return False  # `cls` is the class, whose attributes may be anything
+        ctx = self.flow.ctx
+        if ctx.parent(cls) is not ctx.tree:
+            return False
+        return self._enum_class(f"{ctx.facts.module}.{cls.name}" if ctx.facts.module else cls.name)
+
+    def _enum_annotation(self, annotation: ast.expr, depth: int = 0) -> bool:
+        if depth > 3:
+            return False
+        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+            try:
+                parsed = ast.parse(annotation.value, mode="eval").body
+            except SyntaxError:
+                return False
+            return self._enum_annotation(parsed, depth + 1)
+        if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+            sides = (annotation.left, annotation.right)
+            nones = [s for s in sides if isinstance(s, ast.Constant) and s.value is None]
+            return len(nones) < 2 and all(
+                s in nones or self._enum_annotation(s, depth + 1) for s in sides
+            )
+        if isinstance(annotation, ast.Subscript) and _last_name(annotation.value) == "Optional":
+            return self._enum_annotation(annotation.slice, depth + 1)
+        if isinstance(annotation, (ast.Name, ast.Attribute)):
+            return self._enum_class(self.flow.ctx.names.qualify(annotation))
+        return False
+
+    def _enum_variable(self, expr: ast.expr) -> bool:
+        """``status``, ``status.value``, ``self.name`` where the name holds an enum member."""
+        if isinstance(expr, ast.Attribute) and expr.attr in ("value", "name"):
+            expr = expr.value
+        if not isinstance(expr, ast.Name):
+            return False
+        bindings = [b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION]
+        return bool(bindings) and all(self.enum_typed(b) for b in bindings)
 
     # Class attributes --------------------------------------------------------------
     def class_constant(self, expr: ast.Attribute) -> bool:

@@ -38,7 +38,8 @@ class SqlBuiltFromStrings(Rule):
 
     Text fixed by the source stays silent: literals and literal-only concatenation,
     f-strings without placeholders, UPPER_CASE constants, members of the project's
-    enums (`Status.archived.value`), class attributes read in a method (`cls.threshold`,
+    enums (`Status.archived.value`, a parameter annotated with the enum, `self.value` in
+    the enum's own methods), class attributes read in a method (`cls.threshold`,
     `self.page_size`) that the class or a base declares with a literal and nothing in the
     module assigns again (a `ClassVar`, or a plain class; not a dataclass or pydantic
     field, whose value comes from the caller), numbers (`int(x)`, `len(x)`,
@@ -413,6 +414,34 @@ class SqlBuiltFromStrings(Rule):
                 """,
             },
         ),
+        # A member of a project enum held by a parameter annotated with the enum, or by
+        # `self` in the enum's own methods.
+        Valid(
+            """
+            from enum import StrEnum
+            from sqlalchemy import text
+            from app.states import State
+            class Period(StrEnum):
+                day = "day"
+                week = "week"
+                def as_interval(self):
+                    return text(f"'1 {self.value}'::interval")
+            def tagged(session, *, state: State, before: "State | None" = None):
+                session.execute(text(f"SELECT id FROM items WHERE tags @> '[\\"{state}\\"]'"))
+                if before is not None:
+                    session.execute(text(f"SELECT id FROM items WHERE state = '{before.value}'"))
+            """,
+            path="app/jobs.py",
+            files={
+                "app/__init__.py": "",
+                "app/states.py": """
+                    import enum
+                    class State(str, enum.Enum):
+                        draft = "draft"
+                        archived = "archived"
+                """,
+            },
+        ),
         # Class attributes the class (or a base in another module) fixes to a literal.
         Valid(
             """
@@ -457,6 +486,25 @@ class SqlBuiltFromStrings(Rule):
                     return session.execute(text(f"SELECT * FROM {self.table}"))
             """,
             count=2,
+        ),
+        # An enum-annotated parameter given another value in the function; a parameter
+        # annotated `str`.
+        Invalid(
+            """
+            from sqlalchemy import text
+            from app.states import State
+            def tagged(session, state: State, form, label: str):
+                if form:
+                    state = form["state"]
+                session.execute(text(f"SELECT id FROM items WHERE state = '{state.value}'"))
+                session.execute(text(f"SELECT id FROM items WHERE label = '{label}'"))
+            """,
+            count=2,
+            path="app/jobs.py",
+            files={
+                "app/__init__.py": "",
+                "app/states.py": "import enum\nclass State(enum.Enum):\n    draft = 'draft'\n",
+            },
         ),
         # The same spelling on a class that is no enum: its attribute may be set from input.
         Invalid(
