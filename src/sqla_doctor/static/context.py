@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.findings import Location
 from sqla_doctor.static.dataflow import DataFlow
+from sqla_doctor.static.files import is_test_path
 from sqla_doctor.static.flow import FlowCache, Scan
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.index.names import NameResolver
@@ -41,6 +42,11 @@ class FileContext:
         # make every tree a reference cycle that only the garbage collector can free.
         self.parents: dict[int, ast.AST] = {}
         self.flows = FlowCache(scans)
+
+    @cached_property
+    def in_tests(self) -> bool:
+        """Whether this file is test code (see :func:`is_test_path`)."""
+        return is_test_path(self.path)
 
     @cached_property
     def dataflow(self) -> DataFlow:

@@ -1283,7 +1283,8 @@ class StringFlow:
     def _internal_function(self, binding: Binding) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
         """The function of the module whose parameter ``binding`` is, when no caller
         outside this module can reach it: undecorated, not in ``__all__``, imported by no
-        other module (and, unless its name is private, in a module other modules import)."""
+        other module but tests (and, unless its name is private, in a module other modules
+        than tests import)."""
         ctx = self.flow.ctx
         function = None
         for stmt in ctx.tree.body:
@@ -1294,7 +1295,8 @@ class StringFlow:
                 break
         if function is None or function.decorator_list:
             return None
-        imported = ctx.index.imported_names(ctx.facts.module)
+        # Tests importing a helper to test it are no callers a request reaches.
+        imported = ctx.index.imported_names(ctx.facts.module, by_tests=False)
         if function.name in imported or "*" in imported:
             return None
         if not function.name.startswith("_") and not imported:

@@ -37,6 +37,23 @@ SKIPPED_DIRS = frozenset(
 )
 
 
+# Folders that hold a project's tests.
+TEST_DIRS = frozenset({"tests", "test", "testing"})
+
+
+def is_test_path(path: str) -> bool:
+    """Whether a file (a display path) is test code: under `tests/`, `test_*.py`,
+    `*_test.py`, or `conftest.py`. Its values come from fixtures, not from requests."""
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    return (
+        name == "conftest.py"
+        or (name.startswith("test_") and name.endswith(".py"))
+        or name.endswith("_test.py")
+        or any(part in TEST_DIRS for part in parts[:-1])
+    )
+
+
 def display_path(path: Path, root: Path) -> str:
     """Paths relative to the root when below it, in POSIX form (stable across OSes)."""
     try:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from sqla_doctor.static.files import is_test_path
 from sqla_doctor.static.index.extract import CreateAllFacts, FileExtract, ImportFacts, extract
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
 from sqla_doctor.static.index.models import (
@@ -272,6 +273,7 @@ class ProjectIndex:
         self._interesting: frozenset[str] | None = None
         self._readers: frozenset[str] | None = None
         self._imported: dict[str, set[str]] | None = None
+        self._imported_outside_tests: dict[str, set[str]] | None = None
         self._literal_sets: dict[str, bool] | None = None
 
     @classmethod
@@ -318,6 +320,7 @@ class ProjectIndex:
         self._interesting = None
         self._readers = None
         self._imported = None
+        self._imported_outside_tests = None
         self._literal_sets = None
 
     def _add_path_aliases(self) -> None:
@@ -1098,26 +1101,39 @@ class ProjectIndex:
             )
         return None
 
-    def imported_names(self, module: str) -> frozenset[str]:
+    def imported_names(self, module: str, *, by_tests: bool = True) -> frozenset[str]:
         """The names other modules of the project import from ``module``; ``"*"`` when
         one imports the module itself (``import app.db``, ``from app import db``) or all
-        of it (``from app.db import *``), which reaches any of its names."""
-        if self._imported is None:
-            table: dict[str, set[str]] = {}
-            for facts in self.files.values():
-                for item in facts.orm.imports:
-                    source = self._aliases.get(item.module, item.module)
-                    if source == facts.module:
-                        continue
-                    if not item.names:
-                        table.setdefault(source, set()).add("*")
-                    for name in item.names:
-                        table.setdefault(source, set()).add(name)
-                        if name != "*":
-                            inner = f"{source}.{name}"
-                            table.setdefault(self._aliases.get(inner, inner), set()).add("*")
-            self._imported = table
-        return frozenset(self._imported.get(self._aliases.get(module, module), ()))
+        of it (``from app.db import *``), which reaches any of its names. Without
+        ``by_tests``, what test modules import is left out: a test calling a function
+        is no caller the application's input reaches."""
+        if by_tests:
+            if self._imported is None:
+                self._imported = self._import_table(tests=True)
+            table = self._imported
+        else:
+            if self._imported_outside_tests is None:
+                self._imported_outside_tests = self._import_table(tests=False)
+            table = self._imported_outside_tests
+        return frozenset(table.get(self._aliases.get(module, module), ()))
+
+    def _import_table(self, *, tests: bool) -> dict[str, set[str]]:
+        table: dict[str, set[str]] = {}
+        for facts in self.files.values():
+            if not tests and is_test_path(facts.path):
+                continue
+            for item in facts.orm.imports:
+                source = self._aliases.get(item.module, item.module)
+                if source == facts.module:
+                    continue
+                if not item.names:
+                    table.setdefault(source, set()).add("*")
+                for name in item.names:
+                    table.setdefault(source, set()).add(name)
+                    if name != "*":
+                        inner = f"{source}.{name}"
+                        table.setdefault(self._aliases.get(inner, inner), set()).add("*")
+        return table
 
     def sets_only_literals(self, qualified: str) -> bool:
         """Whether every ``name.set(value)`` in the project (a ContextVar's) sets a literal;

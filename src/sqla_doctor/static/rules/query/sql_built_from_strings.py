@@ -64,6 +64,9 @@ class SqlBuiltFromStrings(Rule):
     `"referred_table"`… of what `get_indexes()`, `get_columns()`, `get_foreign_keys()`
     return; the database already holds those identifiers.
 
+    Test code (`tests/`, `test_*.py`, `*_test.py`, `conftest.py`) is not checked: its
+    values come from fixtures and literals, not from anyone's input.
+
     ## Why is this bad?
     Whatever the interpolated value contains becomes SQL: a name like `x' OR '1'='1` reads
     every row, and `'; DROP TABLE users; --` does worse. Bound parameters are sent apart
@@ -103,7 +106,8 @@ class SqlBuiltFromStrings(Rule):
     (positional, keyword, or a literal default) and those calls are all its callers
     can be: a plain function of the module, undecorated, not in `__all__`, whose name
     the module uses only to call it (never passed on as a callback, e.g. to a
-    scheduler or `Depends`) and no other module imports; a function without a leading
+    scheduler or `Depends`) and no other module imports (tests aside: a test calling
+    a helper is no caller a request reaches); a function without a leading
     underscore must moreover be in a module other modules import (one that nothing
     imports may be what outside callers use). Callers are followed three functions
     up. Methods, and functions other modules import, are still reported for any
@@ -353,6 +357,29 @@ class SqlBuiltFromStrings(Rule):
             files={
                 "app/__init__.py": "",
                 "app/models.py": "from app.migrations import migrate\n",
+            },
+        ),
+        # A helper that a test imports besides its callers in the module; the test's own
+        # SQL built from fixtures.
+        Valid(
+            """
+            from sqlalchemy import text
+            def backup_sequence(conn, table):
+                conn.execute(text(f"ALTER SEQUENCE {table}_id_seq RENAME TO {table}_id_seq_bak"))
+            def migrate(conn):
+                backup_sequence(conn, "orders")
+            """,
+            path="app/migrations.py",
+            files={
+                "app/__init__.py": "",
+                "app/models.py": "from app.migrations import migrate\n",
+                "tests/test_migrations.py": (
+                    "from sqlalchemy import text\n"
+                    "from app.migrations import backup_sequence\n"
+                    "def test_backup(conn, fee):\n"
+                    "    backup_sequence(conn, 'trades')\n"
+                    "    conn.execute(text(f'INSERT INTO trades (fee) VALUES ({fee.value})'))\n"
+                ),
             },
         ),
         # A ContextVar whose default and every `.set()` in the project are literals.
@@ -838,6 +865,10 @@ class SqlBuiltFromStrings(Rule):
         return StringFlow(self.ctx.dataflow)
 
     def visit_Call(self, node: ast.Call) -> None:
+        if self.ctx.in_tests:
+            # Values in tests come from fixtures and literals: nothing reaches them from
+            # outside, and a test's SQL is not run on anyone's input.
+            return
         sink = self._sql_argument(node)
         if sink is None:
             return
