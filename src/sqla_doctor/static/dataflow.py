@@ -678,6 +678,27 @@ class DataFlow:
                     found.append(node)
         return found
 
+    def item_stores(self, name: ast.Name) -> list[ast.Subscript]:
+        """Targets ``name[key] = ...`` (or ``+=``) in the scope owning ``name``, placed
+        before it: a container filled item by item."""
+        scope = self.scope_of(name)
+        limit = _position(name)
+        found: list[ast.Subscript] = []
+        body: list[ast.stmt] = getattr(scope, "body", [])
+        if not isinstance(body, list):
+            return found
+        for stmt in body:
+            for node in _walk_scope(stmt):
+                if (
+                    isinstance(node, ast.Subscript)
+                    and isinstance(node.ctx, ast.Store)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == name.id
+                    and _position(node) < limit
+                ):
+                    found.append(node)
+        return found
+
     def function_named(self, name: ast.Name) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
         """The ``def`` a name refers to, when that is the only thing it is bound to here."""
         bindings = self.bindings(name)
@@ -1543,10 +1564,55 @@ class StringFlow:
                 return [(e, self.value(e)) for e in chosen if e is not None]
             if isinstance(container, ast.Name):
                 literal = self._single_literal(container)
-                if isinstance(literal, ast.Dict):
+                if isinstance(literal, ast.Dict) and not self.flow.item_stores(container):
                     chosen = literal.keys if func.attr == "keys" else literal.values
                     return [(e, self.value(e)) for e in chosen if e is not None]
+                if func.attr == "keys":
+                    filled = self._dict_keys(container, depth)
+                    if filled is not None:
+                        return filled
         return [(call, _OPAQUE)]
+
+    def _dict_keys(self, name: ast.Name, depth: int) -> list[tuple[ast.expr, StringValue]] | None:
+        """The keys a dict bound to ``name`` may hold: those of the dict literals (or of the
+        names of dict literals) it is bound to, and of every ``name[key] = ...`` before the
+        use. None when one of its values is not a dict this file builds."""
+        if depth > 8:
+            return None
+        bindings = [b for b in self.flow.bindings(name) if b.kind is not BindingKind.ANNOTATION]
+        if not bindings:
+            return None
+        found: list[tuple[ast.expr, StringValue]] = []
+        for binding in bindings:
+            value = binding.value
+            if binding.kind is not BindingKind.ASSIGN or binding.path or value is None:
+                return None
+            if isinstance(value, ast.Dict):
+                for key, item in zip(value.keys, value.values, strict=True):
+                    if key is not None:
+                        found.append((key, self.value(key)))
+                    elif isinstance(item, ast.Name):
+                        inner = self._dict_keys(item, depth + 1)
+                        if inner is None:
+                            return None
+                        found.extend(inner)
+                    else:
+                        return None
+            elif isinstance(value, ast.DictComp):
+                found.append((value.key, self.value(value.key)))
+            elif isinstance(value, ast.Name):
+                inner = self._dict_keys(value, depth + 1)
+                if inner is None:
+                    return None
+                found.extend(inner)
+            else:
+                return None
+        if self.flow.method_calls(name, ("update", "setdefault", "__setitem__")):
+            return None
+        found.extend(
+            (store.slice, self.value(store.slice)) for store in self.flow.item_stores(name)
+        )
+        return found
 
     def _name_elements(self, name: ast.Name, depth: int) -> list[tuple[ast.expr, StringValue]]:
         bindings = [b for b in self.flow.bindings(name) if b.kind is not BindingKind.ANNOTATION]
@@ -1566,6 +1632,19 @@ class StringFlow:
                 found.append((name, _STATIC_STR))
             else:
                 found.append((name, _OPAQUE))
+        values = [b.value for b in bindings if b.kind is BindingKind.ASSIGN and not b.path]
+        for store in self.flow.item_stores(name):
+            if any(isinstance(v, (ast.Dict, ast.DictComp)) for v in values):
+                # `data[key] = ...`: iterating the dict yields the key.
+                found.append((store.slice, self.value(store.slice)))
+            elif any(isinstance(v, (ast.List, ast.ListComp)) for v in values):
+                # `parts[i] = value`: the value is an element from then on.
+                parent = self.flow.ctx.parent(store)
+                stored = getattr(parent, "value", None)
+                if isinstance(stored, ast.expr):
+                    found.append((stored, self.value(stored)))
+                else:
+                    found.append((store, _OPAQUE))
         for call in self.flow.method_calls(name, ("append", "extend", "insert", "add")):
             attr = call.func.attr if isinstance(call.func, ast.Attribute) else ""
             if attr == "extend" and call.args:

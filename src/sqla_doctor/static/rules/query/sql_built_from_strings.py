@@ -45,7 +45,9 @@ class SqlBuiltFromStrings(Rule):
     field, whose value comes from the caller), numbers (`int(x)`, `len(x)`,
     `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal dict and conditional literals
     (`"ASC" if desc else "DESC"`), loops over literal tables (also one chosen by a condition:
-    `for old, new in UNDO if undo else STEPS`), and generated bind-parameter lists
+    `for old, new in UNDO if undo else STEPS`), the keys of a dict the function fills
+    with literal keys (`row = {}`, `row["id"] = ...`, then `", ".join(row.keys())`),
+    and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
     `"[" + name.replace("]", "]]") + "]"`, backticks).
@@ -275,6 +277,26 @@ class SqlBuiltFromStrings(Rule):
                         text(f"UPDATE items SET state = :new WHERE {_where(condition)}"),
                         {"old": old, "new": new},
                     )
+            """
+        ),
+        # Column names from the keys of a dict this function fills with literal keys (from
+        # a literal dict, or one key at a time), the values bound.
+        Valid(
+            """
+            from sqlalchemy import text
+            DEFAULTS = {"theme": "light", "page_size": 20}
+            def copy_settings(session, old_row, new_id):
+                if old_row:
+                    settings: dict = {}
+                    for i, (key, default) in enumerate(DEFAULTS.items()):
+                        settings[key] = old_row[i] if old_row[i] is not None else default
+                else:
+                    settings = DEFAULTS
+                settings["id"] = new_id
+                columns = ", ".join(settings.keys())
+                marks = ", ".join(f":{key}" for key in settings.keys())
+                sql = f"INSERT INTO settings ({columns}) VALUES ({marks})"
+                session.execute(text(sql), settings)
             """
         ),
         # Bind-parameter names built from column keys, the values bound beside them.
@@ -578,6 +600,22 @@ class SqlBuiltFromStrings(Rule):
                 "`text()` receives SQL built with an f-string from `condition` "
                 "— bind them as parameters"
             ),
+        ),
+        # A key from a request stored in a dict, or an item of a list replaced by one:
+        # iterating them yields it.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def insert(session, form):
+                row = {"name": form["name"]}
+                row[form["column"]] = form["value"]
+                session.execute(text(f"INSERT INTO t ({', '.join(row.keys())}) VALUES (1)"))
+                session.execute(text(f"INSERT INTO t ({', '.join(row)}) VALUES (1)"))
+                columns = ["id", "name"]
+                columns[1] = form["column"]
+                session.execute(text(f"SELECT {', '.join(columns)} FROM t"))
+            """,
+            count=3,
         ),
         # One call of the helper passes a request's value for `new`.
         Invalid(
