@@ -268,6 +268,11 @@ class ExpireOnCommitInAsync(Rule):
     before `await session.commit()` is then read (`user.name`) or returned, with no
     `refresh()` or query on that session between.
 
+    In test code (`tests/`, `test_*.py`, `conftest.py`) every factory and session counts
+    as inline, a module-level factory and a fixture yielding sessions included: a test
+    module's factory handed to the code under test is reported only when the file reads
+    one of its objects after a commit.
+
     A value from configuration, `**options`, or a later
     `factory.configure(expire_on_commit=...)` in the same file stays silent.
 
@@ -439,8 +444,45 @@ class ExpireOnCommitInAsync(Rule):
             """,
             files=_MODELS,
         ),
+        # A test module's factory handed to the code under test, and a fixture yielding
+        # sessions: the tests never read an object after a commit.
+        Valid(
+            """
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from sqlalchemy.orm import sessionmaker
+            from app.forms import build_form
+            from app.models import User
+            session_maker = sessionmaker(bind=engine, class_=AsyncSession)
+            async def session():
+                async with AsyncSession(engine) as session:
+                    yield session
+            async def test_form():
+                form = await build_form(model=User, session_maker=session_maker)
+                assert "name" in form.fields
+            """,
+            path="tests/test_forms.py",
+            files=_MODELS,
+        ),
     )
     INVALID = (
+        # A test module's factory whose object the test reads after the commit.
+        Invalid(
+            """
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from sqlalchemy.orm import sessionmaker
+            from app.models import User
+            session_maker = sessionmaker(bind=engine, class_=AsyncSession)
+            async def test_create():
+                async with session_maker() as session:
+                    user = User(name="x")
+                    session.add(user)
+                    await session.commit()
+                    assert user.name == "x"
+            """,
+            path="tests/test_users.py",
+            files=_MODELS,
+            line=4,
+        ),
         # A module-level factory, whether or not this file uses it.
         Invalid(
             """
@@ -755,7 +797,13 @@ class ExpireOnCommitInAsync(Rule):
     def _is_source(self, made: _Made) -> bool:
         """Whether the call is where the application's sessions come from: made outside
         any function (a module-level or class-level factory), or by a function that hands
-        them out (returns or yields the session, the factory, or a session of it)."""
+        them out (returns or yields the session, the factory, or a session of it).
+
+        Never in test code: a test module's factory or fixture serves that module's tests,
+        where a read after a commit fails the test run itself; those are reported where
+        the file shows such a read."""
+        if self.ctx.in_tests:
+            return False
         if isinstance(made.scope, ast.Module):
             return True
         if isinstance(made.parent, (ast.Return, ast.Yield, ast.Lambda)):
