@@ -190,6 +190,24 @@ class IntegrityErrorWithoutRollback(Rule):
                     return session.get(type(user), user.id)
             """
         ),
+        # Rolled back in the handler, then the session used again after the try.
+        Valid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            from sqlalchemy.exc import IntegrityError
+
+            db = SQLAlchemy()
+
+            def setup(admin, page):
+                try:
+                    db.session.add(admin)
+                    db.session.commit()
+                except IntegrityError:
+                    db.session.rollback()
+                db.session.add(page)
+                db.session.commit()
+            """
+        ),
         # Re-raised, or mapped to another error, without touching the session.
         Valid(
             """
@@ -397,8 +415,9 @@ class IntegrityErrorWithoutRollback(Rule):
             if error is None:
                 continue
             for key in self._sessions_failing_in(flow, node):
-                use = self._reuse_in(flow, handler.body, key)
-                if use is None:
+                use, settled = self._first_use(flow, handler.body, key)
+                if use is None and not settled:
+                    # The handler neither recovers nor leaves: what runs next uses it.
                     use = self._next_use(flow, node, handler.body, key)
                 if use is not None:
                     text = self.ctx.text(use)
@@ -441,8 +460,16 @@ class IntegrityErrorWithoutRollback(Rule):
         # only runs `execute` might be anything with that method name.
         return [key for key in found if key in committing]
 
+    @classmethod
+    def _reuse_in(cls, flow: FunctionFlow, body: list[ast.stmt], key: str) -> ast.Call | None:
+        return cls._first_use(flow, body, key)[0]
+
     @staticmethod
-    def _reuse_in(flow: FunctionFlow, body: list[ast.stmt], key: str) -> ast.Call | None:
+    def _first_use(
+        flow: FunctionFlow, body: list[ast.stmt], key: str
+    ) -> tuple[ast.Call | None, bool]:
+        """The first call in ``body`` that uses the failed session, and whether ``body``
+        settles the failure first (a rollback, a `raise` or a `return`)."""
         for stmt in body:
             for call in sorted(
                 (c for c in flow.calls if contains(stmt, c)), key=lambda c: (c.lineno, c.col_offset)
@@ -451,19 +478,20 @@ class IntegrityErrorWithoutRollback(Rule):
                 if not isinstance(func, ast.Attribute):
                     continue
                 if func.attr == "rollback" and _savepoint_of(flow, func.value, key):
-                    return None  # `nested = session.begin_nested()` … `nested.rollback()`
+                    return None, True  # `nested = session.begin_nested()` … `nested.rollback()`
                 if receiver_key(func.value) != key:
                     # Flask-SQLAlchemy's `Model.query` runs on `db.session` too.
                     if key.endswith(".session") and _legacy_query_of_flask(flow, func.value):
-                        return call
+                        return call, False
                     continue
                 if func.attr == "rollback":
-                    return None
+                    return None, True
                 if func.attr not in _SAFE:
-                    return call
+                    return call, False
             if isinstance(stmt, _EXITS):
-                return None
-        return None
+                # `continue`/`break` go on to code that may use the session.
+                return None, isinstance(stmt, (ast.Raise, ast.Return))
+        return None, False
 
     def _next_use(
         self, flow: FunctionFlow, node: ast.Try, handler: list[ast.stmt], key: str
