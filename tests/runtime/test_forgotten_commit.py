@@ -156,6 +156,49 @@ def test_rows_of_a_rolled_back_savepoint_are_not_counted(engine: Engine) -> None
     assert [r.location.line for r in finding.related] == [line_of("kept-flush")]
 
 
+def test_writes_the_session_executed_itself_are_reported(engine: Engine) -> None:
+    # No flush: an ORM bulk INSERT and a text() UPDATE, run by the session, then closed.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:  # line:exec-with
+        session.execute(insert(User), [{"name": "bulk1"}, {"name": "bulk2"}])  # line:bulk
+        session.execute(text("UPDATE users SET name = upper(name)"))
+    assert count_users(engine) == USERS, "the pitfall: the rows were silently lost"
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("exec-with")
+    assert finding.message == (
+        f"Session closed at {relative(__file__)}:{line_of('exec-with')} without commit(): "
+        "the writes (2 statement(s) executed) were rolled back — call session.commit() "
+        "before the session ends, or use `with Session.begin() as session:`"
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("bulk"), "written here, never committed")
+    ]
+
+
+def test_executed_writes_committed_or_on_autocommit_are_silent(engine: Engine) -> None:
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with sqla_doctor.track(mode="collect") as uow:
+        with Session(engine) as session:
+            session.execute(insert(User), [{"name": "bulk1"}])
+            session.commit()
+        with Session(engine) as session:
+            session.execute(text("SELECT name FROM users")).all()
+        with Session(autocommit) as session:
+            session.execute(text("UPDATE users SET name = lower(name)"))
+    assert not of_code(uow.findings, "SQD152")
+
+
+async def test_async_session_executed_writes_are_reported(async_engine: AsyncEngine) -> None:
+    async with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as session:
+            await session.execute(insert(User), [{"name": "bulk1"}])  # line:abulk
+    finding = one(uow.findings, "SQD152")
+    assert "the writes (1 statement(s) executed) were rolled back" in finding.message
+    assert "await session.commit()" in finding.message
+    assert line_of("abulk") in [r.location.line for r in finding.related] + [
+        finding.location.line
+    ]
+
+
 def test_external_transaction_recipe_is_skipped(engine: Engine) -> None:
     """The test-suite recipe: a session bound to a connection whose caller rolls back."""
     with engine.connect() as connection, connection.begin() as transaction:

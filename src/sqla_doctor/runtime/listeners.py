@@ -66,6 +66,7 @@ from sqla_doctor.runtime.detector import (
 )
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import (
+    EXECUTED_WRITES,
     MAX_DISCARDED_PER_SESSION,
     MAX_EXPUNGED_KEYS,
     MAX_STATEMENTS_KEPT,
@@ -514,8 +515,12 @@ def _on_before_cursor_execute(
             if last_site is None:
                 last_site = flush_record.flush_statement_site = callsite.find(1)
         checkout = _statement_resumes(conn, uow, last_site)
-        if kind is CORE and checkout is not None and not checkout.session_owned:
-            _note_core_write(conn, checkout, statement, last_site)
+        if checkout is not None:
+            if not checkout.session_owned:
+                if kind is CORE:
+                    _note_core_write(conn, checkout, statement, last_site)
+            elif flush_record is None and checkout.session_record is not None:
+                _note_session_write(conn, checkout.session_record(), statement, last_site)
         busy = None
         if execution is not None or flush_record is not None:
             busy = _enter_statement(execution, flush_record, site, uow)
@@ -751,6 +756,7 @@ def _on_after_begin(session: Session, transaction: Any, connection: Connection) 
     record.external = isinstance(session.bind, Connection) or not owned
     if checkout is not None and owned:
         checkout.session_owned = True
+        checkout.session_record = weakref.ref(record)
         record.opened = checkout.opened
     else:
         # A connection the caller handed over: never this session's leak to report.
@@ -1674,6 +1680,26 @@ def _note_core_write(
     checkout.core_writes += 1
     if kind == core_writes.DDL:
         checkout.core_ddl += 1
+
+
+def _note_session_write(
+    conn: Connection,
+    record: SessionRecord | None,
+    statement: str,
+    site: callsite.CallSite | None,
+) -> None:
+    """Count a write statement a Session ran itself (``session.execute(insert(...))``,
+    ``text("UPDATE ...")``): lost like a flush's when the session closes without commit."""
+    if record is None:
+        return
+    kind = core_writes.classify(statement, conn.dialect.name, (), began=record.writes > 0)
+    if kind is None or kind == core_writes.TEMP_TABLE or _autocommit(conn):
+        return
+    record.writes += 1
+    _bump(record.written, EXECUTED_WRITES, 1)
+    if record.flush_site is None:
+        record.flush_site = site
+        record.flushed_at = time.perf_counter()
 
 
 def _core_writes_rolled_back(checkout: CheckoutRecord) -> None:

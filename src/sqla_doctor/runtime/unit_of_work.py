@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sqla_doctor.config import Config, RuntimeConfig
 from sqla_doctor.findings import Finding, Kind
@@ -466,6 +466,11 @@ class Added:
         self.site = site
 
 
+# SessionRecord.written's key for write statements the Session executed itself, not in a
+# flush (an ORM bulk INSERT, text("UPDATE ...")).
+EXECUTED_WRITES: Final = "statement(s) executed"
+
+
 class SessionRecord:
     """What listeners.py tracks about one Session, for detectors to read.
 
@@ -771,6 +776,7 @@ class CheckoutRecord:
         "returned",
         "returned_at",
         "session_owned",
+        "session_record",
         "temp_tables",
         "transaction_began",
         "transaction_site",
@@ -786,6 +792,9 @@ class CheckoutRecord:
         self.owner = owner
         self.implicit: UnitOfWork | None = None
         self.session_owned = False
+        # The record of the Session that owns it (a weak reference: checkouts outlive
+        # nothing, but a record must not be kept by its connection's).
+        self.session_record: weakref.ref[SessionRecord] | None = None
         self.returned = False
         self.reported = False
         # time.perf_counter() values, for how long it is held and how long it sat idle.

@@ -9,7 +9,7 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, awaiting_frames
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
 from sqla_doctor.runtime.detectors.session_leak import is_async_session, is_awaited
-from sqla_doctor.runtime.unit_of_work import Added, SessionRecord
+from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
 
 _MAX_NAMED = 4
 _MAX_AWAIT_DEPTH = 64
@@ -58,9 +58,11 @@ class ForgottenCommit(Detector):
     """
     ## What it does
     Checks for sessions that end without `commit()` while holding work that was meant to
-    be saved: objects added but never flushed, changed objects never flushed, or rows
-    already flushed (by `flush()` or an autoflush) inside a transaction that is then
-    closed instead of committed. Both `Session.close()` (including the end of a `with
+    be saved: objects added but never flushed, changed objects never flushed, rows
+    already flushed (by `flush()` or an autoflush), or write statements the session ran
+    itself (`session.execute(insert(User), rows)`, `session.execute(update(...))`,
+    `session.execute(text("UPDATE ..."))`) inside a transaction that is then closed
+    instead of committed. Both `Session.close()` (including the end of a `with
     Session() as session:` block) and garbage collection of an unclosed session count;
     an explicit `rollback()` does not, and neither does a close while an exception
     unwinds (a `with` block left by a raise, a close in an `except` block): dropping
@@ -189,8 +191,12 @@ class ForgottenCommit(Detector):
         related: list[tuple[CallSite | None, str]] = []
         if record.writes:
             written = ", ".join(f"{count} {what}" for what, count in record.written.items())
-            lost.append(f"the flushed writes ({written}) were rolled back")
-            related.append((record.flush_site, "flushed here, never committed"))
+            if EXECUTED_WRITES in record.written:
+                lost.append(f"the writes ({written}) were rolled back")
+                related.append((record.flush_site, "written here, never committed"))
+            else:
+                lost.append(f"the flushed writes ({written}) were rolled back")
+                related.append((record.flush_site, "flushed here, never committed"))
         discarded: list[Added] = list(record.discarded)
         if discarded:
             entities = _counted([a.entity for a in discarded])
