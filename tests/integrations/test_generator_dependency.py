@@ -71,6 +71,13 @@ class UserRepository:
         return user.name
 
 
+class UserService(UserRepository):
+    """A class dependency: FastAPI calls it for a bare `Depends()`."""
+
+    def __init__(self, db: Session = Depends(get_db)) -> None:  # noqa: B008
+        super().__init__(db)
+
+
 def get_repository(db: Session = Depends(get_db)) -> UserRepository:  # noqa: B008
     return UserRepository(db)
 
@@ -96,6 +103,17 @@ def read_user_alias(user_id: int, db: LeakyDb) -> Any:
 def read_user_repository(
     user_id: int,
     users: UserRepository = Depends(get_repository),  # noqa: B008
+) -> Any:
+    return {"name": users.name_of(user_id)}
+
+
+def read_user_service(user_id: int, users: Annotated[UserService, Depends()]) -> Any:
+    return {"name": users.name_of(user_id)}
+
+
+def read_user_service_default(
+    user_id: int,
+    users: UserService = Depends(),  # noqa: B008
 ) -> Any:
     return {"name": users.name_of(user_id)}
 
@@ -143,6 +161,8 @@ async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
     app.get("/repository/{user_id}")(read_user_repository)
     app.get("/repository-finally/{user_id}")(read_user_repository_finally)
     app.get("/settings/{user_id}")(read_user_with_settings)
+    app.get("/service/{user_id}")(read_user_service)
+    app.get("/service-default/{user_id}")(read_user_service_default)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
@@ -184,8 +204,18 @@ async def test_dependencies_that_close_the_session_leak_nothing(
 
 @pytest.mark.parametrize(
     ("route", "query"),
-    [("alias", "alias-query"), ("repository", "repository-query")],
-    ids=["string-annotation-alias", "sub-dependency-repository"],
+    [
+        ("alias", "alias-query"),
+        ("repository", "repository-query"),
+        ("service", "repository-query"),
+        ("service-default", "repository-query"),
+    ],
+    ids=[
+        "string-annotation-alias",
+        "sub-dependency-repository",
+        "class-dependency-annotated",
+        "class-dependency-default",
+    ],
 )
 async def test_the_dependency_is_named_through_an_alias_or_a_sub_dependency(
     client: httpx.AsyncClient, route: str, query: str

@@ -145,24 +145,49 @@ def _dependencies(parameter: inspect.Parameter, names: dict[str, Any]) -> list[A
     Depends(f)]``, also spelled as a string (``from __future__ import annotations``) or
     through an alias (``DbSession = Annotated[...]``)."""
     found: list[Any] = []
-    dependency = getattr(parameter.default, "dependency", None)
-    if dependency is not None:
-        found.append(dependency)
     annotation = parameter.annotation
     if isinstance(annotation, str):
-        found.extend(_dependencies_in_text(annotation, names))
+        annotation = _annotation_in_text(annotation, names)
+        found.extend(_dependencies_in_text(parameter.annotation, names))
     else:
         found.extend(_metadata_dependencies(annotation))
-    return found
+    default = parameter.default
+    if _is_depends(default):
+        # A bare `Depends()` calls the annotated class itself.
+        found.append(default.dependency or _annotated_type(annotation))
+    return [dependency for dependency in found if dependency is not None]
+
+
+def _is_depends(value: Any) -> bool:
+    return hasattr(value, "dependency") and hasattr(value, "use_cache")
+
+
+def _annotated_type(annotation: Any) -> Any:
+    """``T`` of ``Annotated[T, ...]``, else the annotation itself."""
+    return getattr(annotation, "__origin__", annotation) if _metadata(annotation) else annotation
+
+
+def _metadata(annotation: Any) -> tuple[Any, ...]:
+    metadata = getattr(annotation, "__metadata__", ())
+    return metadata if isinstance(metadata, tuple) else ()
 
 
 def _metadata_dependencies(annotation: Any) -> list[Any]:
     found = []
-    for extra in getattr(annotation, "__metadata__", ()):
-        dependency = getattr(extra, "dependency", None)
-        if dependency is not None:
-            found.append(dependency)
+    for extra in _metadata(annotation):
+        if _is_depends(extra):
+            found.append(extra.dependency or _annotated_type(annotation))
     return found
+
+
+def _annotation_in_text(text: str, names: dict[str, Any]) -> Any:
+    """The object a string annotation names (``"Repo"``, ``"DbSession"``), when it is a
+    plain or dotted name."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+    return _lookup(tree.body, names)
 
 
 def _dependencies_in_text(text: str, names: dict[str, Any]) -> list[Any]:
@@ -175,6 +200,12 @@ def _dependencies_in_text(text: str, names: dict[str, Any]) -> list[Any]:
         return _metadata_dependencies(_lookup(tree.body, names))
     found = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Tuple):
+            # Annotated[Repo, Depends()]: a bare Depends() calls Repo.
+            annotated, *extras = node.slice.elts
+            for extra in extras:
+                if _bare_depends(extra):
+                    found.append(_lookup(annotated, names))
         if isinstance(node, ast.Call) and _called_name(node.func) in ("Depends", "Security"):
             argument = node.args[0] if node.args else None
             for keyword in node.keywords:
@@ -184,6 +215,15 @@ def _dependencies_in_text(text: str, names: dict[str, Any]) -> list[Any]:
             if dependency is not None:
                 found.append(dependency)
     return found
+
+
+def _bare_depends(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and _called_name(node.func) in ("Depends", "Security")
+        and not node.args
+        and not any(keyword.arg == "dependency" for keyword in node.keywords)
+    )
 
 
 def _called_name(node: ast.expr) -> str | None:
