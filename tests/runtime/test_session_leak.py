@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import Iterator
 
 from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import (
@@ -27,6 +28,40 @@ ASYNC_FIX = (
     "close it: `async with session_factory() as session:` "
     "(or `await session.close()` in a finally block)"
 )
+
+
+# Module level, as an application's helpers are: SQD151 reads them from the module.
+ScopeFactory: sessionmaker[Session] = sessionmaker()
+
+
+@contextlib.contextmanager
+def session_scope() -> Iterator[Session]:  # line:scope
+    session = ScopeFactory()
+    yield session
+    session.commit()  # skipped, with the close, when the block raises
+    session.close()
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[float]:
+    yield 0.0  # no finally either, but nothing of a session's
+
+
+def find_user(name: str) -> int:
+    with session_scope() as session:
+        user = session.scalars(select(User).where(User.name == name)).first()  # line:scoped
+        if user is None:
+            raise LookupError(name)
+        return user.id
+
+
+def find_user_timed(name: str) -> int:
+    with timed():
+        session = ScopeFactory()
+        user = session.scalars(select(User).where(User.name == name)).first()  # line:timed
+        if user is None:
+            raise LookupError(name)
+        return user.id
 
 
 def open_and_forget(factory: sessionmaker[Session]) -> Session:
@@ -256,3 +291,31 @@ async def test_an_async_scoped_session_is_told_to_await_remove(async_engine: Asy
     assert finding.location.line == line_of("async-scoped")
     assert "`await async_db_session.remove()`" in finding.message
     assert finding.fix_hint == "async_db_session.remove()"
+
+
+def test_a_session_scope_without_finally_is_named(engine: Engine) -> None:
+    ScopeFactory.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        with contextlib.suppress(LookupError):
+            find_user("nobody")
+        gc.collect()
+    finding = one(uow.findings, "SQD151")
+    here = relative(__file__)
+    assert finding.location.line == line_of("scoped")
+    assert finding.message.endswith(
+        f"— the session comes from session_scope() ({here}:{line_of('scope') - 1}), a "
+        "@contextmanager generator whose code after `yield` does not run when its `with` "
+        "block raises: write it as `with session_factory.begin() as session: yield session` "
+        "(commits when the block succeeds, rolls back when it raises, closes)"
+    )
+
+
+def test_a_context_manager_holding_no_session_is_not_named(engine: Engine) -> None:
+    ScopeFactory.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        with contextlib.suppress(LookupError):
+            find_user_timed("nobody")
+        gc.collect()
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("timed")
+    assert finding.message.endswith(f" — {SYNC_FIX}")

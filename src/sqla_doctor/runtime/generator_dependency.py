@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -27,6 +28,10 @@ class GeneratorDependency(NamedTuple):
     name: str  # the generator function: ``get_db``
     site: CallSite  # its ``def`` line
     awaited: bool  # an async generator
+    # A FastAPI dependency, or a ``@contextmanager`` the code entered with ``with``.
+    context_manager: bool = False
+    # It commits after the ``yield`` (a "session scope"): the fix keeps that with begin().
+    commits: bool = False
 
 
 def generator_dependency(sites: tuple[CallSite, ...]) -> GeneratorDependency | None:
@@ -43,6 +48,48 @@ def generator_dependency(sites: tuple[CallSite, ...]) -> GeneratorDependency | N
             found = _unguarded_dependency(function, 0, seen)
             if found is not None:
                 return found
+        found = _entered_context_manager(filename, line, function if name != "<module>" else None)
+        if found is not None:
+            return found
+    return None
+
+
+def _entered_context_manager(filename: str, line: int, function: Any) -> GeneratorDependency | None:
+    """The ``@contextmanager`` generator whose ``with`` block holds ``line`` (``with
+    session_scope() as session:``), when its ``yield`` is unguarded: the code after it
+    (commit, close) does not run when the block raises."""
+    if function is not None:
+        try:
+            lines, first = inspect.getsourcelines(function)
+        except (OSError, TypeError):
+            return None
+        names = _globals_of(function)
+    else:
+        module = module_of(filename)
+        if module is None:
+            return None
+        lines, first, names = linecache.getlines(filename), 1, vars(module)
+    try:
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except SyntaxError:
+        return None
+    target = line - first + 1
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.With, ast.AsyncWith)) or not node.body:
+            continue
+        if not node.body[0].lineno <= target <= (node.end_lineno or node.lineno):
+            continue
+        for item in node.items:
+            call = item.context_expr
+            if not isinstance(call, ast.Call):
+                continue
+            manager = _lookup(call.func, names)
+            if not inspect.isfunction(manager):
+                continue
+            # @contextmanager wraps the generator function (functools.wraps).
+            found = _unguarded_generator(inspect.getattr_static(manager, "__wrapped__", None))
+            if found is not None:
+                return found._replace(context_manager=True)
     return None
 
 
@@ -272,6 +319,9 @@ def _unguarded_generator(function: Any) -> GeneratorDependency | None:
         function.__name__,
         CallSite(code.co_filename, code.co_firstlineno, function.__name__),
         inspect.isasyncgenfunction(function),
+        commits=any(
+            isinstance(node, ast.Attribute) and node.attr == "commit" for node in ast.walk(tree)
+        ),
     )
 
 
@@ -290,25 +340,33 @@ def _guarded_yields(tree: ast.AST) -> bool:
 
 
 def _may_yield_a_session(tree: ast.AST, names: dict[str, Any]) -> bool:
-    """False when every ``yield`` gives something built by a class that is not a session
-    (``yield Settings()``, ``settings = Settings(); yield settings``): such a dependency
-    did not open the leaked session. A factory the source does not tell counts as one."""
-    built: dict[str, ast.expr] = {}
+    """False when every ``yield`` gives a literal or something built by a class that is
+    not a session (``yield Settings()``, ``settings = Settings(); yield settings``,
+    ``yield 0.0``): such a generator did not open the leaked session. A factory the
+    source does not tell counts as one."""
+    bound: dict[str, ast.expr] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+        if isinstance(node, ast.Assign):
             for target in node.targets:
                 if isinstance(target, ast.Name):
-                    built[target.id] = node.value.func
+                    bound[target.id] = node.value
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Yield) or node.value is None:
+        if not isinstance(node, ast.Yield):
             continue
         value = node.value
-        factory = value.func if isinstance(value, ast.Call) else None
         if isinstance(value, ast.Name):
-            factory = built.get(value.id)
-        if factory is None or _makes_a_session(_lookup(factory, names)) is not False:
+            value = bound.get(value.id, value)
+        if value is None or isinstance(value, _LITERALS):
+            continue
+        if (
+            not isinstance(value, ast.Call)
+            or _makes_a_session(_lookup(value.func, names)) is not False
+        ):
             return True
     return False
+
+
+_LITERALS = (ast.Constant, ast.Tuple, ast.List, ast.Dict, ast.Set, ast.JoinedStr)
 
 
 def _makes_a_session(factory: Any) -> bool | None:

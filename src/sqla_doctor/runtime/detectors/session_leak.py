@@ -25,9 +25,8 @@ _SCOPED_FIX = (
     "a worker: in a finally block)"
 )
 _DEPENDENCY_FIX = (
-    "the session comes from {name}() ({where}), a generator dependency whose code after "
-    "`yield` does not run when the request fails: write it as `{with_} "
-    "session_factory() as session: yield session` (or close the session in a finally block)"
+    "the session comes from {name}() ({where}), {what} whose code after `yield` does not "
+    "run when {fails}: write it as `{yields}` ({closes})"
 )
 _AWAITED = re.compile(r"\bawait\b|\basync\s+(?:with|for)\b")
 
@@ -111,7 +110,12 @@ class SessionLeak(Detector):
     sub-dependency such as `Depends(get_repository)` whose own parameter depends on
     `get_db`) whose `yield` is in no `with` block and no `try/finally`, the finding
     names that dependency: the code after its `yield` does not run when the request
-    fails (P35). Only signatures and source are read; no annotation is evaluated.
+    fails (P35). The same goes for a `@contextmanager` generator the leaking code entered
+    with `with` (`with session_scope() as session:`), whose close (and commit) after
+    `yield` is skipped when the block raises (P06); when it commits there, the fix is
+    `session_factory.begin()`. A generator that yields no session (`yield Settings()`,
+    a literal) is not named. Only signatures and source are read; no annotation is
+    evaluated.
 
     ## Why is this bad?
     A session keeps its connection checked out until its transaction ends. Sessions that
@@ -184,15 +188,27 @@ class SessionLeak(Detector):
         related = [(frame, "called from here") for frame in record.opened[1:4]]
         if dependency is not None:
             name = dependency.name
-            hint = (
-                f"async with session_factory() as session: yield session  # in {name}()"
-                if dependency.awaited
-                else f"with session_factory() as session: yield session  # in {name}()"
-            )
+            with_ = "async with" if dependency.awaited else "with"
+            if dependency.commits:
+                yields = f"{with_} session_factory.begin() as session: yield session"
+                closes = "commits when the block succeeds, rolls back when it raises, closes"
+            else:
+                yields = f"{with_} session_factory() as session: yield session"
+                closes = "or close the session in a finally block"
+            hint = f"{yields}  # in {name}()"
             fix = _DEPENDENCY_FIX.format(
                 name=name,
                 where=self.where(dependency.site),
-                with_="async with" if dependency.awaited else "with",
+                what=(
+                    "a @contextmanager generator"
+                    if dependency.context_manager
+                    else "a generator dependency"
+                ),
+                fails=(
+                    "its `with` block raises" if dependency.context_manager else "the request fails"
+                ),
+                yields=yields,
+                closes=closes,
             )
             related.insert(0, (dependency.site, f"{name}() opened the session"))
         elif proxy is not None:
