@@ -188,9 +188,8 @@ def test_executed_writes_committed_or_on_autocommit_are_silent(engine: Engine) -
 
 
 async def test_async_session_executed_writes_are_reported(async_engine: AsyncEngine) -> None:
-    async with sqla_doctor.track(mode="collect") as uow:
-        async with AsyncSession(async_engine) as session:
-            await session.execute(insert(User), [{"name": "bulk1"}])  # line:abulk
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        await session.execute(insert(User), [{"name": "bulk1"}])  # line:abulk
     finding = one(uow.findings, "SQD152")
     assert "the writes (1 statement(s) executed) were rolled back" in finding.message
     assert "await session.commit()" in finding.message

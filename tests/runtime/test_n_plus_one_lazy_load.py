@@ -359,12 +359,21 @@ def tree() -> Iterator[Engine]:
 
 def test_a_tree_walked_level_by_level_suggests_one_recursive_option(tree: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(tree) as session:
-        root = session.scalars(select(Node).where(Node.parent_id.is_(None))).one()
+        root = session.scalars(select(Node).where(Node.parent_id.is_(None))).one()  # line:root
         assert render(root) == 10
     finding = one(uow.findings, "SQD251")
     assert finding.location.line == line_of("tree")
     assert finding.fix_hint == ".options(selectinload(Node.children, recursion_depth=-1))"
-    assert "load the whole tree up front" in finding.message
+    # The option goes on the query of the first level, not on the lazy loads.
+    assert finding.message.endswith(
+        "load the whole tree up front: .options(selectinload(Node.children, "
+        f"recursion_depth=-1)) on the query that loads Node (at {relative(__file__)}:"
+        f"{line_of('root')})"
+    )
+    assert (finding.related[0].location.line, finding.related[0].message) == (
+        line_of("root"),
+        "the query that loaded the first Node objects",
+    )
 
 
 def test_the_recursive_option_is_the_silent_twin(tree: Engine) -> None:

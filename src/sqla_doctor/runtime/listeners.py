@@ -417,10 +417,13 @@ def _on_do_orm_execute(state: Any) -> None:
         if kind is not OTHER and kind is not COLUMN_LOAD:
             mapper = state.bind_mapper
             if mapper is not None:
+                query = kind is not LAZY_LOAD and kind is not RELATIONSHIP_LOAD
                 if uow.parent is None:
                     uow.origins[mapper] = execution
+                    if query:
+                        uow.query_origins[mapper] = execution
                 else:
-                    uow.note_origin(mapper, execution)
+                    uow.note_origin(mapper, execution, query)
         handlers = uow.handlers["do_orm_execute", kind]
         try:
             if handlers:

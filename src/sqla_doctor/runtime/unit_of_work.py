@@ -236,6 +236,9 @@ class UnitOfWork:
         # Mapper -> the last execution that loaded its objects (its SQLAlchemy state
         # already released), for "parents loaded by the query at ...".
         self.origins: dict[Any, OrmExecution] = {}
+        # The same, counting only queries, not lazy or eager loads of a relationship: the
+        # statement a tree walked by lazy loads began with.
+        self.query_origins: dict[Any, OrmExecution] = {}
         self.sessions: dict[int, SessionRecord] = {}
         self.checkouts: dict[int, CheckoutRecord] = {}
         self._started = time.perf_counter()
@@ -255,16 +258,21 @@ class UnitOfWork:
 
     # -- facts shared by detectors -------------------------------------------------------
 
-    def note_origin(self, mapper: Any, execution: OrmExecution) -> None:
+    def note_origin(self, mapper: Any, execution: OrmExecution, query: bool) -> None:
         """The last execution that loaded ``mapper``'s objects, here and in the units around."""
         uow: UnitOfWork | None = self
         while uow is not None:
             uow.origins[mapper] = execution
+            if query:
+                uow.query_origins[mapper] = execution
             uow = uow.parent
 
-    def origin_for(self, mapper: Any) -> OrmExecution | None:
+    def origin_for(self, mapper: Any, *, query: bool = False) -> OrmExecution | None:
+        """The last execution that loaded ``mapper``'s objects (with ``query``: the last
+        query, not counting loads of a relationship)."""
+        origins = self.query_origins if query else self.origins
         for candidate in mapper.iterate_to_root():
-            origin = self.origins.get(candidate)
+            origin = origins.get(candidate)
             if origin is not None:
                 return origin
         return None
@@ -397,6 +405,7 @@ class UnitOfWork:
             self.handlers = _ENDED
             self.parent = None
             self.origins = {}
+            self.query_origins = {}
             self.sessions = {}
             self.checkouts = {}
 

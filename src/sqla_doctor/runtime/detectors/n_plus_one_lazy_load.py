@@ -46,12 +46,20 @@ def _contains_eager_fix(relationship: Any, name: str, option: str) -> str:
 
 
 class _Group:
-    __slots__ = ("loads", "origin", "overflow", "parents", "relationship", "site")
+    __slots__ = ("loads", "origin", "overflow", "parents", "relationship", "root", "site")
 
-    def __init__(self, relationship: Any, site: CallSite, origin: OrmExecution | None) -> None:
+    def __init__(
+        self,
+        relationship: Any,
+        site: CallSite,
+        origin: OrmExecution | None,
+        root: OrmExecution | None = None,
+    ) -> None:
         self.relationship = relationship
         self.site = site
         self.origin = origin
+        # For a tree walked by lazy loads: the query that loaded its first level.
+        self.root = root
         self.loads = 0
         self.parents: set[int] = set()
         self.overflow = 0
@@ -158,7 +166,10 @@ class NPlusOneLazyLoad(Detector):
             if len(self.groups) >= MAX_GROUPS:
                 return
             origin = self.uow.origin_for(parent.mapper)
-            group = self.groups[key] = _Group(relationship, site, origin)
+            root = None
+            if origin is not None and origin.relationship is relationship:
+                root = self.uow.origin_for(parent.mapper, query=True)
+            group = self.groups[key] = _Group(relationship, site, origin, root)
         self.last = (group, group.add(parent))
 
     def on_error(self, seen: ErrorSeen) -> None:
@@ -201,6 +212,11 @@ class NPlusOneLazyLoad(Detector):
                     option = f"{loader_for(origin.relationship)}({outer}).{option}"
                     levels = "both levels"
                 fix = f"load {levels} up front: .options({option}) on the query that loads {top}"
+                root = group.root
+                if root is not None and root.site is not None and root.site != origin.site:
+                    # The tree's first level: where the option goes.
+                    fix += f" (at {self.where(root.site)})"
+                    related.append((root.site, f"the query that loaded the first {top} objects"))
                 related.append((origin.site, f"the {verb} of {outer} that loaded the parents"))
             else:
                 origin_text = f" (parents loaded by the query at {where})"
