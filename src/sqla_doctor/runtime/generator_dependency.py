@@ -147,7 +147,9 @@ def _function_at(filename: str, line: int, name: str | None) -> Any:
         candidates = [value]
         if isinstance(value, type) and getattr(value, "__module__", None) == module.__name__:
             candidates = [
-                getattr(member, "__func__", member) for member in list(vars(value).values())
+                # No getattr() on the members: a descriptor's __getattr__ is the user's code.
+                member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+                for member in list(vars(value).values())
             ]
         for candidate in candidates:
             if _holds(candidate, filename, line) and (
