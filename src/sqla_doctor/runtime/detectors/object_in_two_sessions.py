@@ -38,6 +38,12 @@ class ObjectInTwoSessions(Detector):
     across units of work (a module-level cache, a background task given the request's
     object, two `Depends(get_session)` in one request).
 
+    ## Known problems
+    The error is explained when it leaves a unit of work (`track()`, a request under
+    the middleware, a test), reaches the top of the program or is logged. One the
+    program catches and swallows (`except Exception: pass` in a worker) is not seen:
+    SQLAlchemy raises it inside `add()` before any event a listener could watch.
+
     ## Example
     ```python
     user = request_session.get(User, user_id)
