@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 import pytest
@@ -19,6 +19,7 @@ from sqlalchemy.orm import (
     joinedload,
     mapped_column,
     relationship,
+    selectin_polymorphic,
     selectinload,
 )
 
@@ -382,3 +383,115 @@ def test_the_recursive_option_is_the_silent_twin(tree: Engine) -> None:
         root = session.scalars(query.options(selectinload(Node.children, recursion_depth=-1))).one()
         assert render(root) == 10
     assert not uow.findings
+
+
+class PolyBase(DeclarativeBase):
+    pass
+
+
+class Club(PolyBase):
+    __tablename__ = "club"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    members: Mapped[list[Party]] = relationship()
+
+
+class Party(PolyBase):
+    __tablename__ = "party"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    club_id: Mapped[int | None] = mapped_column(ForeignKey("club.id"))
+    kind: Mapped[str]
+    __mapper_args__: ClassVar[dict[str, Any]] = {
+        "polymorphic_on": "kind",
+        "polymorphic_identity": "party",
+    }
+
+
+class Customer(Party):
+    __tablename__ = "customer"
+    id: Mapped[int] = mapped_column(ForeignKey("party.id"), primary_key=True)
+    orders: Mapped[list[Order]] = relationship()
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "customer"}
+
+
+class Order(PolyBase):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    total: Mapped[int]
+
+
+POLY_NAMES = {
+    "select": select,
+    "selectinload": selectinload,
+    "joinedload": joinedload,
+    "selectin_polymorphic": selectin_polymorphic,
+    "Club": Club,
+    "Party": Party,
+    "Customer": Customer,
+}
+
+
+@pytest.fixture
+def parties() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    PolyBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        members: list[Party] = [Customer(orders=[Order(total=i)]) for i in range(4)]
+        session.add(Club(members=[*members, Party()]))
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def total_of(parties: Iterable[Party]) -> int:
+    return sum(o.total for p in parties if isinstance(p, Customer) for o in p.orders)  # line:poly
+
+
+def test_a_base_class_query_is_told_to_load_the_subclass_with_its_relationship(
+    parties: Engine,
+) -> None:
+    """select(Party) ignores selectinload(Customer.orders) alone (P01): the option the
+    finding names, added to the query as it is written, removes the lazy loads."""
+    with sqla_doctor.track(mode="collect") as uow, Session(parties) as session:
+        query = select(Party).options(selectinload(Customer.orders))
+        assert total_of(session.scalars(query).all()) == 6
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("poly")
+    option = "selectin_polymorphic(Party, [Customer]), selectinload(Customer.orders)"
+    assert finding.fix_hint == f".options({option})"
+    assert finding.message.endswith(
+        f"add .options({option}) to that query: it selects Party, and an option on "
+        "Customer.orders alone is ignored there"
+    )
+    with sqla_doctor.track(mode="collect") as fixed, Session(parties) as session:
+        query = eval(f"select(Party){finding.fix_hint}", dict(POLY_NAMES))
+        assert total_of(session.scalars(query).all()) == 6
+    assert not fixed.findings
+    assert fixed.query_count == 3
+
+
+def test_a_subclass_query_keeps_the_plain_option(parties: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(parties) as session:
+        assert total_of(session.scalars(select(Customer)).all()) == 6
+    finding = one(uow.findings, "SQD251")
+    assert finding.fix_hint == ".options(selectinload(Customer.orders))"
+    with sqla_doctor.track(mode="collect") as fixed, Session(parties) as session:
+        query = eval(f"select(Customer){finding.fix_hint}", dict(POLY_NAMES))
+        assert total_of(session.scalars(query).all()) == 6
+    assert not fixed.findings
+
+
+def test_a_relationship_to_the_base_class_is_chained_through_of_type(parties: Engine) -> None:
+    """selectinload(Club.members).selectinload(Customer.orders) raises ArgumentError."""
+    with sqla_doctor.track(mode="collect") as uow, Session(parties) as session:
+        clubs = session.scalars(select(Club)).all()
+        assert sum(total_of(club.members) for club in clubs) == 6
+    finding = one(uow.findings, "SQD251")
+    assert finding.fix_hint == (
+        ".options(selectinload(Club.members.of_type(Customer)).selectinload(Customer.orders))"
+    )
+    with sqla_doctor.track(mode="collect") as fixed, Session(parties) as session:
+        clubs = session.scalars(eval(f"select(Club){finding.fix_hint}", dict(POLY_NAMES))).all()
+        assert [len(club.members) for club in clubs] == [5]
+        assert sum(total_of(club.members) for club in clubs) == 6
+    assert not fixed.findings

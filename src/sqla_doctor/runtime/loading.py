@@ -171,3 +171,33 @@ def joined_targets(joins: Any) -> tuple[Any, ...]:
 def joins_relationship(joined: tuple[Any, ...], relationship: Any) -> bool:
     """Whether a SELECT that joined ``joined`` joins along ``relationship`` itself."""
     return any(item is relationship for item in joined)
+
+
+def base_class_query(relationship: Any, selected: Any) -> bool:
+    """Whether a query of ``selected`` (the mapper a SELECT names) ignores a loader option
+    on ``relationship`` alone: ``select(Party).options(selectinload(Customer.orders))``
+    loads nothing when ``Customer.orders`` is declared on a subclass, unless the
+    subclass's columns already load with the base (``with_polymorphic`` on the base's
+    mapping, or ``polymorphic_load="selectin"`` on the subclass)."""
+    declaring = relationship.parent
+    if selected is None or declaring is selected:
+        return False
+    try:
+        if not declaring.isa(selected):
+            return False
+        if declaring.polymorphic_load == "selectin":
+            return False
+        return declaring not in selected.with_polymorphic_mappers
+    except Exception:
+        return False
+
+
+def is_superclass_of_declaring(relationship: Any, target: Any) -> bool:
+    """Whether ``target`` (what an outer relationship loads) is a strict superclass of
+    the class that declares ``relationship``: the chained option then needs
+    ``of_type()`` to reach it."""
+    declaring = relationship.parent
+    try:
+        return target is not declaring and bool(declaring.isa(target))
+    except Exception:
+        return False

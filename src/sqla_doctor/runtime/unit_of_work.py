@@ -270,11 +270,19 @@ class UnitOfWork:
     def origin_for(self, mapper: Any, *, query: bool = False) -> OrmExecution | None:
         """The last execution that loaded ``mapper``'s objects (with ``query``: the last
         query, not counting loads of a relationship)."""
+        found = self.origin_and_entity_for(mapper, query=query)
+        return found[1] if found is not None else None
+
+    def origin_and_entity_for(
+        self, mapper: Any, *, query: bool = False
+    ) -> tuple[Any, OrmExecution] | None:
+        """The last execution that loaded ``mapper``'s objects, with the mapper it
+        selected: ``mapper`` itself, or a superclass for a polymorphic query."""
         origins = self.query_origins if query else self.origins
         for candidate in mapper.iterate_to_root():
             origin = origins.get(candidate)
             if origin is not None:
-                return origin
+                return candidate, origin
         return None
 
     def note_leak(self, site: CallSite | None) -> None:

@@ -15,7 +15,11 @@ from sqla_doctor.runtime.detector import (
     ErrorSeen,
     OrmExecution,
 )
-from sqla_doctor.runtime.loading import joins_relationship
+from sqla_doctor.runtime.loading import (
+    base_class_query,
+    is_superclass_of_declaring,
+    joins_relationship,
+)
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -46,18 +50,30 @@ def _contains_eager_fix(relationship: Any, name: str, option: str) -> str:
 
 
 class _Group:
-    __slots__ = ("loads", "origin", "overflow", "parents", "relationship", "root", "site")
+    __slots__ = (
+        "loads",
+        "origin",
+        "overflow",
+        "parents",
+        "relationship",
+        "root",
+        "selected",
+        "site",
+    )
 
     def __init__(
         self,
         relationship: Any,
         site: CallSite,
         origin: OrmExecution | None,
+        selected: Any,
         root: OrmExecution | None = None,
     ) -> None:
         self.relationship = relationship
         self.site = site
         self.origin = origin
+        # The mapper the origin query selected (a superclass for a polymorphic query).
+        self.selected = selected
         # For a tree walked by lazy loads: the query that loaded its first level.
         self.root = root
         self.loads = 0
@@ -131,6 +147,16 @@ class NPlusOneLazyLoad(Detector):
     A join to the class, with an ON clause or through `of_type()` may follow another
     path to it, and gets the usual option.
 
+    When the query selects a base class of a polymorphic hierarchy (`select(Party)`) and
+    the relationship is declared on a subclass (`Customer.orders`), the option on the
+    relationship alone is ignored: the fix named is
+    `.options(selectin_polymorphic(Party, [Customer]), selectinload(Customer.orders))`,
+    which loads the subclass's rows with their own SELECT that carries it. (No such
+    advice when the subclass already loads with the base: `with_polymorphic` in the
+    base's mapping, or `polymorphic_load="selectin"` on the subclass.) Below a
+    relationship to the base class, the chained option goes through `of_type()`:
+    `selectinload(Club.members.of_type(Customer)).selectinload(Customer.orders)`.
+
     ## Options
     - `tool.sqla-doctor.runtime.n-plus-one-threshold`: distinct parents from one line
       before it is reported (default 2).
@@ -165,11 +191,12 @@ class NPlusOneLazyLoad(Detector):
         if group is None:
             if len(self.groups) >= MAX_GROUPS:
                 return
-            origin = self.uow.origin_for(parent.mapper)
+            found = self.uow.origin_and_entity_for(parent.mapper)
+            selected, origin = found if found is not None else (None, None)
             root = None
             if origin is not None and origin.relationship is relationship:
                 root = self.uow.origin_for(parent.mapper, query=True)
-            group = self.groups[key] = _Group(relationship, site, origin, root)
+            group = self.groups[key] = _Group(relationship, site, origin, selected, root)
         self.last = (group, group.add(parent))
 
     def on_error(self, seen: ErrorSeen) -> None:
@@ -209,7 +236,12 @@ class NPlusOneLazyLoad(Detector):
                     option = f"selectinload({name}, recursion_depth=-1)"
                     levels = "the whole tree"
                 else:
-                    option = f"{loader_for(origin.relationship)}({outer}).{option}"
+                    path = outer
+                    if is_superclass_of_declaring(relationship, origin.relationship.mapper):
+                        # The outer relationship loads the base class: the path reaches
+                        # the subclass that declares this one only through of_type().
+                        path = f"{outer}.of_type({parents})"
+                    option = f"{loader_for(origin.relationship)}({path}).{option}"
                     levels = "both levels"
                 fix = f"load {levels} up front: .options({option}) on the query that loads {top}"
                 root = group.root
@@ -221,7 +253,16 @@ class NPlusOneLazyLoad(Detector):
             else:
                 origin_text = f" (parents loaded by the query at {where})"
                 fix = f"add .options({option}) to that query"
-                if joins_relationship(origin.joined, relationship):
+                if base_class_query(relationship, group.selected):
+                    # select(Party) ignores selectinload(Customer.orders) on its own: the
+                    # subclass's rows must load with their own SELECT, which carries it.
+                    base = group.selected.class_.__name__
+                    option = f"selectin_polymorphic({base}, [{parents}]), {option}"
+                    fix = (
+                        f"add .options({option}) to that query: it selects {base}, and "
+                        f"an option on {name} alone is ignored there"
+                    )
+                elif joins_relationship(origin.joined, relationship):
                     option = f"contains_eager({name})"
                     fix = _contains_eager_fix(relationship, name, option)
                 related.append((origin.site, "the query that loaded the parents"))
