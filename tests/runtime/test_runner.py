@@ -283,6 +283,109 @@ def test_a_session_closed_before_exit_is_not_reported_at_exit(project: Path) -> 
     assert report(out)["findings"] == []
 
 
+CRASHING_IMPORT = """
+from sqlalchemy.orm import scoped_session, sessionmaker
+from models import User, make_engine
+
+db = scoped_session(sessionmaker(make_engine()))
+
+
+def save(name):
+    db.add(User(name=name))
+    db.flush()
+    if name == "bad":
+        raise ValueError("bad row")
+
+{leak}
+for name in ["a", "b", "bad"]:
+    save(name)
+try:
+    db.commit()
+finally:
+    db.remove()
+"""
+
+REAL_LEAK = """
+AUDITS = []
+
+
+def open_audit():
+    audit = db.session_factory()
+    audit.add(User(name="audit"))
+    audit.flush()  # line 21: never committed, never closed
+    AUDITS.append(audit)
+
+
+open_audit()
+"""
+
+
+def test_a_crash_that_skips_close_and_commit_is_not_reported_as_a_leak(project: Path) -> None:
+    """The program dies of an uncaught error before its commit() and remove() (P04, P18):
+    the session the crashed frames hold is the crash's consequence, not a leak, and
+    "never closed ... call commit()" would blame code that does both."""
+    (project / "crash.py").write_text(CRASHING_IMPORT.format(leak=""))
+    out = project / "report.json"
+    assert runner.main(["crash.py"], fail=True, fmt="json", output=str(out)) == 1
+    assert report(out)["findings"] == []
+
+
+def test_a_real_leak_in_a_program_that_crashes_is_still_reported(project: Path) -> None:
+    """The near miss: a session nothing on the crash's path holds or closes."""
+    (project / "crash.py").write_text(CRASHING_IMPORT.format(leak=REAL_LEAK))
+    out = project / "report.json"
+    assert runner.main(["crash.py"], fail=True, fmt="json", output=str(out)) == 1
+    findings = report(out)["findings"]
+    assert sorted(f["code"] for f in findings) == ["SQD151", "SQD152"]
+    assert {f["location"]["line"] for f in findings} == {21}
+
+
+@pytest.mark.parametrize(
+    ("body", "reported"),
+    [
+        # A local of the crashed function, closed after the line that raised.
+        (
+            "    session = Session(engine)\n    work(session)\n    session.commit()\n"
+            "    session.close()\n",
+            False,
+        ),
+        # An attribute of the crashed method's object.
+        ("    job = Job(Session(engine))\n    job.run()\n", False),
+        # A function that never closes it: a leak, crash or not.
+        ("    session = Session(engine)\n    work(session)\n", True),
+    ],
+    ids=["local", "attribute", "never-closed"],
+)
+def test_a_session_held_by_a_crashed_frame_is_judged_by_that_frames_code(
+    project: Path, body: str, reported: bool
+) -> None:
+    (project / "crash.py").write_text(
+        "from models import Session, User, make_engine\n"
+        "\n"
+        "engine = make_engine()\n"
+        "\n"
+        "def work(session):\n"
+        "    session.add(User(name='x'))\n"
+        "    session.flush()\n"
+        "    raise ValueError('failed')\n"
+        "\n"
+        "class Job:\n"
+        "    def __init__(self, session):\n"
+        "        self.session = session\n"
+        "    def run(self):\n"
+        "        work(self.session)\n"
+        "        self.session.commit()\n"
+        "        self.session.close()\n"
+        "\n"
+        "def main():\n" + body + "\n"
+        "main()\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["crash.py"], fail=True, fmt="json", output=str(out)) == 1
+    codes = sorted(f["code"] for f in report(out)["findings"])
+    assert codes == (["SQD151", "SQD152"] if reported else [])
+
+
 def test_a_connection_still_checked_out_at_exit_is_reported(project: Path) -> None:
     (project / "conn.py").write_text(
         "from models import make_engine, select, User\n"
@@ -399,7 +502,8 @@ def test_an_error_the_program_catches_and_prints_is_explained(project: Path) -> 
     assert "its session was closed at cli.py:4" in finding["message"]
 
 
-WIDE = """
+WIDE = (
+    """
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -412,7 +516,9 @@ class Customer(Base):
     __tablename__ = "customers"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
-""" + "".join(f"    note{i}: Mapped[str] = mapped_column(default='')\n" for i in range(12)) + """
+"""
+    + "".join(f"    note{i}: Mapped[str] = mapped_column(default='')\n" for i in range(12))
+    + """
 
 engine = create_engine("sqlite://")
 Base.metadata.create_all(engine)
@@ -422,6 +528,7 @@ with Session(engine) as session:
 with Session(engine) as session:
     print([c.name for c in session.scalars(select(Customer))])
 """
+)
 
 
 def test_reads_are_tracked_under_run_unless_the_config_says_no(project: Path) -> None:

@@ -38,7 +38,15 @@ from sqlalchemy.orm import MANYTOONE, NO_VALUE, Mapper, RelationshipProperty, Se
 from sqlalchemy.orm.attributes import InstrumentedAttribute, instance_state
 from sqlalchemy.pool import Pool, QueuePool
 
-from sqla_doctor.runtime import callsite, core_writes, errors, pool_fill, query_plans, reads
+from sqla_doctor.runtime import (
+    callsite,
+    core_writes,
+    crash,
+    errors,
+    pool_fill,
+    query_plans,
+    reads,
+)
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
     CORE,
@@ -323,7 +331,15 @@ def shutdown() -> None:
     process.exiting = True
     try:
         drain()
+        # Sessions the frames an uncaught exception unwound would have closed: their
+        # close() and commit() never ran because of the crash, which is explained already.
+        left_by_crash = crash.sessions_left_by_crash() if process.records else set()
         for record in list(process.records.values()):
+            if record.key in left_by_crash and record.ref() is not None:
+                if process.records.get(record.key) is record:
+                    del process.records[record.key]
+                _finish_implicit(record.implicit)
+                continue
             if record.ref() is not None and not _in_explicit_unit(record.owner):
                 # Never closed, and the interpreter is about to throw it away: what it
                 # holds (a connection, unflushed or uncommitted writes) is lost as if it

@@ -66,7 +66,9 @@ class ForgottenCommit(Detector):
     Session() as session:` block) and garbage collection of an unclosed session count;
     an explicit `rollback()` does not, and neither does a close while an exception
     unwinds (a `with` block left by a raise, a close in an `except` block): dropping
-    the writes is what that error path is for.
+    the writes is what that error path is for. The same goes for a session still open
+    when the program dies of an uncaught exception, held by a frame that exception
+    unwound whose code closes it (see SQD151): its `commit()` never ran either.
 
     A Core `Connection` (`with engine.connect() as conn:`) that ran INSERT, UPDATE,
     DELETE or MERGE statements (also behind a `WITH`) and closes without `conn.commit()`

@@ -117,6 +117,14 @@ class SessionLeak(Detector):
     a literal) is not named. Only signatures and source are read; no annotation is
     evaluated.
 
+    When the program dies of an uncaught exception, a session still open at exit is not
+    reported if a frame that exception unwound holds it (a local variable, an attribute
+    of a local such as `self.session`, a module global, or the current session of a
+    module-level `scoped_session`) and that frame's code closes it (`close()` or
+    `remove()`): the close comes after the line that raised and never ran, and the
+    traceback already tells what happened. A session nothing on the crash's path holds,
+    or held by a function that never closes it, is reported as usual.
+
     ## Why is this bad?
     A session keeps its connection checked out until its transaction ends. Sessions that
     are never closed hold connections until the garbage collector finds them, and under
