@@ -41,6 +41,8 @@ def test_query_on_a_closed_pooled_connection_is_explained(tmp_path: Path) -> Non
         "this pooled connection before the statement ran"
     )
     assert finding.details["driver_error"] == "sqlite3.ProgrammingError"
+    # A local engine: no line of the program creates it at module level.
+    assert finding.related == ()
     if sys.version_info >= (3, 11):
         assert any("SQD452" in note for note in raised.value.__notes__)
     engine.dispose()
@@ -53,3 +55,21 @@ def test_pool_pre_ping_is_the_silent_twin(tmp_path: Path) -> None:
         assert connection.execute(text("SELECT 1")).scalar() == 1
     assert not of_code(uow.findings, "SQD452")
     engine.dispose()
+
+
+# A module-level engine, as most programs make theirs: where pool_pre_ping=True goes.
+module_engine = create_engine("sqlite://")  # line:create
+
+
+def test_a_module_level_engine_is_pointed_at_where_pre_ping_goes() -> None:
+    close_pooled_connection_behind_the_pools_back(module_engine)
+    tracker = sqla_doctor.track(config=CONFIG)
+    with pytest.raises(DBAPIError), tracker, module_engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD452")
+    [related] = finding.related
+    assert related.location.path == relative(__file__)
+    assert related.location.line == line_of("create")
+    assert related.message == "the engine is created here: add pool_pre_ping=True"
+    module_engine.dispose()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen
+from sqla_doctor.runtime.engine_site import engine_created_at
 
 _FIX = (
     "create the engine with pool_pre_ping=True (a cheap ping at checkout replaces dead "
@@ -24,6 +29,10 @@ class StaleConnectionExplained(Detector):
     note and reported as a finding, while the error is raised: a retry loop or a web
     framework that catches it does not hide it. With asyncpg too, whose driver errors
     SQLAlchemy emulates.
+
+    When the engine is a module-level global of the program (`engine =
+    create_engine(...)`), the finding also points at that line, where
+    `pool_pre_ping=True` goes; an engine made elsewhere is not looked for.
 
     ## Why is this bad?
     Pooled connections live for hours; servers, proxies (PgBouncer, cloud load
@@ -64,11 +73,16 @@ class StaleConnectionExplained(Detector):
             return
         # The class names only: the message may quote the statement's parameters.
         driver = type(error.orig)
+        related: list[tuple[CallSite | None, str]] = []
+        created = engine_created_at(_engine_of(seen))
+        if created is not None:
+            related.append((created, "the engine is created here: add pool_pre_ping=True"))
         seen.explain(
             self.report(
                 seen.site,
                 key=seen.site.key if seen.site is not None else type(error).__name__,
                 subject="Pool",
+                related=related,
                 hint="create_engine(..., pool_pre_ping=True)",
                 details={
                     "error": type(error).__name__,
@@ -79,3 +93,12 @@ class StaleConnectionExplained(Detector):
                 fix=_FIX,
             )
         )
+
+
+def _engine_of(seen: ErrorSeen) -> Any:
+    """The engine whose connection failed, from SQLAlchemy's own frames."""
+    for connection in seen.locals_of_type(Connection):
+        return connection.engine
+    for engine in seen.locals_of_type(Engine):
+        return engine
+    return None
