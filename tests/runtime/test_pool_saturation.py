@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -75,6 +75,8 @@ def test_last_connection_checked_out_is_reported_with_who_holds_the_others(
     )
     assert len(finding.details["holders"]) == 1
     assert finding.details["checkout"].startswith("(Connection, held 0.")
+    # A fixture's engine: no module-level line creates it.
+    assert [r.message for r in finding.related] == ["holds a connection"]
 
 
 def hold_a_connection(engine: Engine, both_out: threading.Barrier | None) -> list[Finding]:
@@ -306,3 +308,37 @@ async def test_async_tasks_taking_turns_on_a_full_pool_are_reported(tmp_path: Pa
     assert len(turns) == 1
     assert turns[0].location.line == line_of("async-turn-taker")
     assert not of_code([f for u in fixed for f in u], "SQD451")
+
+
+# A module-level engine, as most programs make theirs: where pool_size goes.
+module_engine = create_engine(  # line:create
+    "sqlite://", poolclass=QueuePool, pool_size=2, max_overflow=0, pool_timeout=0.05
+)
+CREATED = "the engine is created here: pool_size and max_overflow go there"
+
+
+def test_a_full_pool_of_a_module_level_engine_points_at_its_create_engine_line() -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        held = open_report_session(module_engine)
+        with module_engine.connect() as connection:
+            connection.execute(text("SELECT 2"))
+            time.sleep(0.1)  # the pool stays full
+        held.close()
+    finding = one(uow.findings, "SQD451")
+    created = [r for r in finding.related if r.message == CREATED]
+    assert [(r.location.path, r.location.line) for r in created] == [
+        (relative(__file__), line_of("create"))
+    ]
+
+
+def test_a_pool_timeout_of_a_module_level_engine_points_at_its_create_engine_line() -> None:
+    held = [open_report_session(module_engine), open_report_session(module_engine)]
+    tracker = sqla_doctor.track(config=CONFIG)
+    with pytest.raises(PoolTimeoutError), tracker, Session(module_engine) as session:
+        session.execute(text("SELECT 3"))
+    for each in held:
+        each.close()
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD451")
+    created = [r for r in finding.related if r.message == CREATED]
+    assert [r.location.line for r in created] == [line_of("create")]

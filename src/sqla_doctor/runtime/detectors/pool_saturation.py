@@ -11,7 +11,9 @@ from sqlalchemy.pool import QueuePool
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime import pool_fill
+from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, PoolCheckout
+from sqla_doctor.runtime.engine_site import engine_created_at
 from sqla_doctor.runtime.pool_fill import Fill
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord, process
 
@@ -46,7 +48,9 @@ class PoolSaturation(Detector):
     checkout waiting for it (six requests holding 0.6 s each on a pool of two wait up to
     1.2 s for a connection). When a checkout fails with
     `TimeoutError: QueuePool limit of size N overflow M reached`, explains the error
-    with the same list of holders.
+    with the same list of holders. When the engine is a module-level global of the
+    program (`engine = create_engine(...)`), the finding also points at that line, where
+    `pool_size` and `max_overflow` go.
 
     ## Why is this bad?
     Once every connection is checked out, the next checkout waits `pool_timeout` (30 s)
@@ -124,7 +128,8 @@ class PoolSaturation(Detector):
         )
         holders = [r for r in process.holders(saturation.pool) if r is not record]
         # This checkout has only just got its connection: the others are the news.
-        self._report(site, ("turns", id(saturation.pool), fill.since), what, holders, "turns")
+        key = ("turns", id(saturation.pool), fill.since)
+        self._report(site, key, what, holders, "turns", pool=saturation.pool)
 
     def checkpoint(self) -> None:
         # A full pool matters when it stays full: one of the connections held on for
@@ -139,7 +144,10 @@ class PoolSaturation(Detector):
                 # The saturating checkout is the message's subject; the others are named.
                 others = [r for r in holders if r is not record]
                 site = record.opened[0] if record.opened else None
-                self._report(site, ("saturated", key), what, others, "saturated", this=record)
+                pool = record.pool() if record.pool is not None else None
+                self._report(
+                    site, ("saturated", key), what, others, "saturated", this=record, pool=pool
+                )
             elif all(r.returned for r in holders):
                 del self.pending[key]
 
@@ -159,7 +167,9 @@ class PoolSaturation(Detector):
             f"checkout at {self.where(seen.site)} timed out: QueuePool limit of size {size} "
             f"overflow {overflow} reached"
         )
-        seen.explain(self._report(seen.site, ("timeout", size, overflow), what, holders, "timeout"))
+        pool = next(iter(seen.locals_of_type(QueuePool)), None)
+        key = ("timeout", size, overflow)
+        seen.explain(self._report(seen.site, key, what, holders, "timeout", pool=pool))
 
     def _report(
         self,
@@ -169,6 +179,7 @@ class PoolSaturation(Detector):
         holders: list[CheckoutRecord],
         event: str,
         this: CheckoutRecord | None = None,
+        pool: Any = None,
     ) -> Any:
         """Report ``what``, naming ``holders``; ``this`` is the checkout the message is
         about (its line is in ``what``), which holds a connection too."""
@@ -187,15 +198,21 @@ class PoolSaturation(Detector):
                 named = f"this checkout {own} and {others}: {named}"
             else:
                 named = f"this checkout {own}"
+        related: list[tuple[CallSite | None, str]] = [
+            (record.opened[0], "holds a connection")
+            for record in holders[:_MAX_NAMED]
+            if record.opened
+        ]
+        created = engine_created_at(pool=pool) if pool is not None else None
+        if created is not None:
+            related.append(
+                (created, "the engine is created here: pool_size and max_overflow go there")
+            )
         return self.report(
             site,
             key=key,
             subject="Pool",
-            related=[
-                (record.opened[0], "holds a connection")
-                for record in holders[:_MAX_NAMED]
-                if record.opened
-            ],
+            related=related,
             hint="return connections sooner (close sessions before slow work)",
             details=details,
             what=what,
