@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
+from sqla_doctor.runtime.unit_of_work import process
 
 from .support import line_of, of_code, one, relative
 
@@ -45,6 +47,21 @@ def test_query_on_a_closed_pooled_connection_is_explained(tmp_path: Path) -> Non
     assert finding.related == ()
     if sys.version_info >= (3, 11):
         assert any("SQD452" in note for note in raised.value.__notes__)
+    engine.dispose()
+
+
+def test_a_session_on_a_closed_pooled_connection_costs_no_internal_error(tmp_path: Path) -> None:
+    """The transaction's begin reads the DBAPI connection's autocommit flag, which a
+    closed sqlite3 connection answers by raising: the doctor must not fail there."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'stale.db'}")
+    close_pooled_connection_behind_the_pools_back(engine)
+    errors_before = process.internal_errors
+    tracker = sqla_doctor.track(config=CONFIG)
+    with pytest.raises(DBAPIError), tracker, Session(engine) as session:
+        session.execute(text("SELECT 1"))
+    assert tracker.last is not None
+    one(tracker.last.findings, "SQD452")
+    assert process.internal_errors == errors_before
     engine.dispose()
 
 

@@ -1648,13 +1648,16 @@ def _autocommit(conn: Connection) -> bool:
         return True
     try:
         dbapi = conn.connection.dbapi_connection
+        flag = getattr(dbapi, "autocommit", None)
+        if isinstance(flag, bool):  # psycopg, psycopg2, the asyncpg adapter
+            return flag
+        # sqlite3 (and its asyncio adapter): isolation_level None is autocommit.
+        return "sqlite" in type(dbapi).__module__ and getattr(dbapi, "isolation_level", "") is None
     except Exception:
+        # A connection the database (or a test) closed behind the pool's back raises on
+        # any read (sqlite3: "Cannot operate on a closed database"); its statement is
+        # about to fail, and SQD452 explains it.
         return False
-    flag = getattr(dbapi, "autocommit", None)
-    if isinstance(flag, bool):  # psycopg, psycopg2, the asyncpg adapter
-        return flag
-    # sqlite3 (and its asyncio adapter): isolation_level None is autocommit.
-    return "sqlite" in type(dbapi).__module__ and getattr(dbapi, "isolation_level", "") is None
 
 
 @_guarded
