@@ -193,6 +193,7 @@ def _runtime(value: Any, where: str) -> RuntimeConfig:
             changes[attr] = raw
         else:
             raise ConfigError(f"{where}.{key} has the wrong type: {raw!r}")
-    if changes.get("mode", defaults.mode) not in {"warn", "log", "raise", "collect"}:
-        raise ConfigError(f"{where}.mode must be one of warn, log, raise, collect")
+    mode = changes.get("mode", defaults.mode)
+    if mode not in {"warn", "log", "raise", "collect"}:
+        raise ConfigError(f"{where}.mode must be one of warn, log, raise, collect, not {mode!r}")
     return replace(defaults, **changes)

@@ -113,6 +113,29 @@ def write_test(pytester: pytest.Pytester, source: str, name: str = "test_app") -
     pytester.makepyfile(**{name: textwrap.dedent(source)})
 
 
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        (
+            "[tool.sqla-doctor.runtime]\nn-plus-one-treshold = 1\n",
+            "unknown key 'n-plus-one-treshold'",
+        ),
+        ('[tool.sqla-doctor]\nselect = ["SQD9999"]\n', "unknown rule selector 'SQD9999'"),
+    ],
+    ids=["misspelt-key", "unknown-selector"],
+)
+def test_a_broken_config_is_shown_and_the_tests_are_watched_with_the_defaults(
+    project: pytest.Pytester, table: str, problem: str
+) -> None:
+    project.makefile(".toml", pyproject=table)
+    write_test(project, N_PLUS_ONE)
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*sqla-doctor: *{problem}*; used the default settings*"])
+
+
 def test_an_n_plus_one_fails_the_test_with_the_finding_text(project: pytest.Pytester) -> None:
     write_test(project, N_PLUS_ONE)
 

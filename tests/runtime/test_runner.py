@@ -244,6 +244,19 @@ def test_html_report_lists_statements_with_call_sites_and_timings(project: Path)
     assert all(float(row[2].split()[0]) >= 0 for row in rows)
 
 
+def test_an_unknown_selector_in_the_config_runs_with_the_defaults(
+    project: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pyproject.toml").write_text('[tool.sqla-doctor]\nselect = ["SQD9999"]\n')
+    out = project / "report.json"
+    assert runner.main(["bad.py"], fail=True, fmt="json", output=str(out)) == 1
+    assert [f["code"] for f in report(out)["findings"]] == ["SQD251"]
+    err = capfd.readouterr().err
+    assert "sqla-doctor: unknown rule selector 'SQD9999' in [tool.sqla-doctor]" in err
+    assert "; using the default settings" in err
+    assert "could not instrument" not in err
+
+
 def test_a_session_still_open_at_exit_with_uncommitted_writes_is_reported(
     project: Path,
 ) -> None:

@@ -272,10 +272,16 @@ class Doctor:
             self.summary.merge(data)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.summary.watched:
+        from sqla_doctor.runtime import config_problems
+
+        problems = config_problems()
+        if not (self.summary.watched or problems):
             return
         verbose = self.config.get_verbosity() > 0
         terminalreporter.section("sqla-doctor", sep="-")
+        for problem in problems:
+            # A typo must not switch the checks off without a word.
+            terminalreporter.line(f"sqla-doctor: {problem}; used the default settings", red=True)
         for line in self.summary.lines(limit=None if verbose else _SUMMARY_LIMIT):
             terminalreporter.line(line)
 

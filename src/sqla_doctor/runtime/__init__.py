@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -31,7 +32,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from sqla_doctor.config import Config, RuntimeConfig
+from sqla_doctor.config import Config, ConfigError, RuntimeConfig
 from sqla_doctor.config import load as load_config
 from sqla_doctor.findings import Finding
 from sqla_doctor.runtime import errors, listeners
@@ -75,6 +76,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _settings_lock = threading.Lock()
 _loaded: Settings | None = None
+logger = logging.getLogger("sqla_doctor")
+# The project configuration's problems, each logged once when it was read (the pytest
+# plugin shows them in its summary).
+config_errors: list[str] = []
 
 
 def _as_config(config: Config | RuntimeConfig | None) -> Config | None:
@@ -90,8 +95,37 @@ def _default_settings() -> Settings:
         return process.settings
     with _settings_lock:
         if _loaded is None:
-            _loaded = Settings.build(load_config())
+            _loaded = _project_settings()[1]
         return _loaded
+
+
+def config_problems() -> list[str]:
+    """What could not be used in the project's configuration (read now if it was not
+    yet): one line each; the defaults were used instead."""
+    _default_settings()
+    return list(config_errors)
+
+
+def _project_settings(mode: str | None = None) -> tuple[Config, Settings]:
+    """The project's configuration (``pyproject.toml``) and its settings.
+
+    A configuration that cannot be used (an unknown key, a misspelt rule selector, a
+    wrong type) is one error line in the ``sqla_doctor`` log, and the defaults: a typo
+    in a file must not take the program down (a web app answering 500) nor switch the
+    doctor off without a word.
+    """
+    try:
+        config = load_config()
+        return config, Settings.build(config, mode=mode)
+    except ConfigError as error:
+        problem = str(error)
+    except ValueError as error:  # a mode the file names that does not exist
+        problem = f"[tool.sqla-doctor.runtime]: {error}"
+    if problem not in config_errors:  # install() reads the file again: say it once
+        config_errors.append(problem)
+        logger.error("sqla-doctor: %s; using the default settings", problem)
+    config = Config()
+    return config, Settings.build(config, mode=mode)
 
 
 def install(
@@ -107,9 +141,12 @@ def install(
     ``on_finding`` is called with every finding of every unit of work. Calling
     ``install()`` again replaces the settings and adds the callbacks.
     """
-    resolved = _as_config(config) or load_config()
+    resolved = _as_config(config)
+    if resolved is None:
+        resolved, settings = _project_settings(mode)
+    else:
+        settings = Settings.build(resolved, mode=mode)
     callbacks = [on_finding] if callable(on_finding) else list(on_finding)
-    settings = Settings.build(resolved, mode=mode)
     listeners.register()
     process.on_finding.extend(c for c in callbacks if c not in process.on_finding)
     process.settings = settings

@@ -25,9 +25,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqla_doctor.findings import Finding, Kind, Location, Related, Severity
+
+if TYPE_CHECKING:
+    from sqla_doctor.config import Config
 
 ENV_DIR = "SQLA_DOCTOR_RUN_DIR"
 ENV_HOME = "SQLA_DOCTOR_HOME"
@@ -189,6 +192,15 @@ class _Writer:
 _started = False
 
 
+def _install(config: Config, writer: _Writer) -> None:
+    from sqla_doctor import runtime
+
+    if config.runtime.track_reads is None:
+        # A diagnosis run: worth the cost of noting reads, for SQD257 and SQD258.
+        config = replace(config, runtime=replace(config.runtime, track_reads=True))
+    runtime.install(mode="collect", config=config, on_finding=writer.finding)
+
+
 def child_start() -> None:
     """Install the doctor in this process (called by the generated sitecustomize)."""
     from sqla_doctor import runtime
@@ -208,13 +220,11 @@ def child_start() -> None:
     else:
         try:
             config = load_config()
+            _install(config, writer)
         except ConfigError as error:
+            # An unknown key, or a rule selector no rule matches.
             sys.stderr.write(f"sqla-doctor: {error}; using the default settings\n")
-            config = Config()
-        if config.runtime.track_reads is None:
-            # A diagnosis run: worth the cost of noting reads, for SQD257 and SQD258.
-            config = replace(config, runtime=replace(config.runtime, track_reads=True))
-        runtime.install(mode="collect", config=config, on_finding=writer.finding)
+            _install(Config(), writer)
     process.table = {}
     process.table_limit = MAX_STATEMENTS_TABLE
     # A DetachedInstanceError, MissingGreenlet... that is uncaught, or caught and logged

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from sqla_doctor.config import Config, RuntimeConfig
+from sqla_doctor.config import Config, ConfigError, RuntimeConfig
 from sqla_doctor.findings import Finding, Kind
 from sqla_doctor.runtime import modes
 from sqla_doctor.runtime.callsite import CallSite
@@ -113,8 +113,14 @@ class Settings:
         if mode not in modes.MODES:
             raise ValueError(f"mode must be one of {', '.join(modes.MODES)}, not {mode!r}")
         checks = registry()
-        codes = selected_codes(checks, config, None, None, (Kind.RUNTIME,))
-        codes -= checks.expand(runtime.ignore)
+        try:
+            codes = selected_codes(checks, config, None, None, (Kind.RUNTIME,))
+            codes -= checks.expand(runtime.ignore)
+        except KeyError as error:
+            raise ConfigError(
+                f"unknown rule selector {error.args[0]!r} in [tool.sqla-doctor]"
+                " (see `sqla-doctor rules`)"
+            ) from None
         from sqla_doctor.runtime.detector import Detector
 
         detectors = tuple(
