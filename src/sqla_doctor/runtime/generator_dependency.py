@@ -8,13 +8,15 @@ read: no annotation is evaluated and nothing of the program runs.
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
 import linecache
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
-from types import ModuleType
-from typing import Any, NamedTuple
+from types import CodeType, FrameType, ModuleType
+from typing import Any, Final, NamedTuple
 
 from sqla_doctor.runtime.callsite import USER, CallSite, classify
 
@@ -22,6 +24,55 @@ from sqla_doctor.runtime.callsite import USER, CallSite, classify
 _MAX_DEPTH = 4
 _MAX_MODULES_CACHED = 256
 _modules_by_file: dict[str, ModuleType | None] = {}
+
+
+# Generator functions already judged (by code object), at most this many.
+_MAX_JUDGED = 256
+_judged: dict[CodeType, GeneratorDependency | None] = {}
+_AST_PARSE: Final = ast.parse.__code__
+_collecting = False
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    global _collecting
+    _collecting = phase == "start"
+
+
+def watch_collections() -> None:
+    """Know when the garbage collector runs (see ``_parse``); idempotent."""
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
+
+
+def unwatch_collections() -> None:
+    global _collecting
+    if _on_gc in gc.callbacks:
+        gc.callbacks.remove(_on_gc)
+    _collecting = False
+
+
+def _parse(source: str, mode: str) -> ast.AST | None:
+    """``ast.parse``, or None where parsing could break another parse.
+
+    CPython 3.11 keeps one recursion counter per interpreter while it turns source into
+    AST objects, and checks it when done: a parse that starts inside another (the other
+    one's allocations ran the garbage collector, whose finalizers ran a listener that
+    reported a leak) makes the outer parse fail with ``SystemError: AST constructor
+    recursion depth mismatch``. That outer parse may be the program's own (pytest
+    rewriting a test module), so nothing is parsed while a collection runs or an
+    ``ast.parse`` is on the stack; the finding then goes without the generator's name.
+    """
+    if _collecting:
+        return None
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is _AST_PARSE:
+            return None
+        frame = frame.f_back
+    try:
+        return ast.parse(source, mode=mode)
+    except (SyntaxError, ValueError, SystemError, RecursionError, MemoryError):
+        return None
 
 
 class GeneratorDependency(NamedTuple):
@@ -57,40 +108,70 @@ def generator_dependency(sites: tuple[CallSite, ...]) -> GeneratorDependency | N
 def _entered_context_manager(filename: str, line: int, function: Any) -> GeneratorDependency | None:
     """The ``@contextmanager`` generator whose ``with`` block holds ``line`` (``with
     session_scope() as session:``), when its ``yield`` is unguarded: the code after it
-    (commit, close) does not run when the block raises."""
+    (commit, close) does not run when the block raises.
+
+    The ``with`` lines are found by indentation, reading the file's lines upwards (no
+    parse of the module: see ``_parse``).
+    """
     if function is not None:
-        try:
-            lines, first = inspect.getsourcelines(function)
-        except (OSError, TypeError):
-            return None
         names = _globals_of(function)
     else:
         module = module_of(filename)
         if module is None:
             return None
-        lines, first, names = linecache.getlines(filename), 1, vars(module)
-    try:
-        tree = ast.parse(textwrap.dedent("".join(lines)))
-    except SyntaxError:
-        return None
-    target = line - first + 1
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.With, ast.AsyncWith)) or not node.body:
+        names = vars(module)
+    for called in _with_calls_around(linecache.getlines(filename), line - 1):
+        manager = _lookup_dotted(called, names)
+        if not inspect.isfunction(manager):
             continue
-        if not node.body[0].lineno <= target <= (node.end_lineno or node.lineno):
-            continue
-        for item in node.items:
-            call = item.context_expr
-            if not isinstance(call, ast.Call):
-                continue
-            manager = _lookup(call.func, names)
-            if not inspect.isfunction(manager):
-                continue
-            # @contextmanager wraps the generator function (functools.wraps).
-            found = _unguarded_generator(inspect.getattr_static(manager, "__wrapped__", None))
-            if found is not None:
-                return found._replace(context_manager=True)
+        # @contextmanager wraps the generator function (functools.wraps).
+        found = _unguarded_generator(inspect.getattr_static(manager, "__wrapped__", None))
+        if found is not None:
+            return found._replace(context_manager=True)
     return None
+
+
+_WITH = re.compile(r"(?:async\s+)?with\s+(.*)")
+_CALLED = re.compile(r"(?:^|[,(]\s*)([A-Za-z_][\w.]*)\s*\(")
+_SCOPE = ("def ", "async def ", "class ")
+# Lines read upwards from the leaking one, at most: a function's length.
+_MAX_LINES_UP = 400
+
+
+def _with_calls_around(lines: list[str], index: int) -> list[str]:
+    """The names called by the ``with`` statements whose blocks hold line ``index``
+    (0-based), innermost first, up to the enclosing ``def``."""
+    if not 0 <= index < len(lines):
+        return []
+    current = lines[index]
+    indent = len(current) - len(current.lstrip())
+    called: list[str] = []
+    for text in reversed(lines[max(0, index - _MAX_LINES_UP) : index]):
+        stripped = text.lstrip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        level = len(text) - len(stripped)
+        if level >= indent:
+            continue
+        indent = level
+        if stripped.startswith(_SCOPE):
+            break  # the function (or class) the line is in: no with above counts
+        header = _WITH.match(stripped)
+        if header is not None:
+            called.extend(_CALLED.findall(header.group(1)))
+        if level == 0:
+            break
+    return called
+
+
+def _lookup_dotted(dotted: str, names: dict[str, Any]) -> Any:
+    first, *rest = dotted.split(".")
+    value = names.get(first)
+    for attribute in rest:
+        if value is None:
+            return None
+        value = inspect.getattr_static(value, attribute, None)
+    return value
 
 
 def module_of(filename: str) -> ModuleType | None:
@@ -232,18 +313,14 @@ def _metadata_dependencies(annotation: Any) -> list[Any]:
 def _annotation_in_text(text: str, names: dict[str, Any]) -> Any:
     """The object a string annotation names (``"Repo"``, ``"DbSession"``), when it is a
     plain or dotted name."""
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        return None
-    return _lookup(tree.body, names)
+    tree = _parse(text, "eval")
+    return _lookup(tree.body, names) if isinstance(tree, ast.Expression) else None
 
 
 def _dependencies_in_text(text: str, names: dict[str, Any]) -> list[Any]:
     """Dependencies in a string annotation, by reading it, not evaluating it."""
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+    tree = _parse(text, "eval")
+    if not isinstance(tree, ast.Expression):
         return []
     if isinstance(tree.body, (ast.Name, ast.Attribute)):
         return _metadata_dependencies(_lookup(tree.body, names))
@@ -309,11 +386,24 @@ def _is_generator(function: Any) -> bool:
 def _unguarded_generator(function: Any) -> GeneratorDependency | None:
     if not _is_generator(function):
         return None
+    code = function.__code__
+    if code in _judged:
+        return _judged[code]
     try:
         source = textwrap.dedent(inspect.getsource(function))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
+    except (OSError, TypeError):
         return None
+    tree = _parse(source, "exec")
+    if tree is None:
+        return None  # not judged now; maybe later
+    found = _judge_generator(function, tree)
+    if len(_judged) >= _MAX_JUDGED:
+        _judged.clear()
+    _judged[code] = found
+    return found
+
+
+def _judge_generator(function: Any, tree: ast.AST) -> GeneratorDependency | None:
     if _guarded_yields(tree) or not _may_yield_a_session(tree, _globals_of(function)):
         return None
     code = function.__code__

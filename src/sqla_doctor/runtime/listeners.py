@@ -43,6 +43,7 @@ from sqla_doctor.runtime import (
     core_writes,
     crash,
     errors,
+    generator_dependency,
     pool_fill,
     query_plans,
     reads,
@@ -2152,6 +2153,7 @@ def register() -> None:
             _registered.append((target, name, fn))
         process.registered = True
     _instrument_known_mappers()
+    generator_dependency.watch_collections()
     # Errors a framework catches and logs are explained in the unit that logs them.
     errors.install_log_hook()
     with _registration_lock:
@@ -2171,5 +2173,6 @@ def unregister() -> None:
         _load_watched.clear()
         process.registered = False
     errors.uninstall_log_hook()
+    generator_dependency.unwatch_collections()
     # The attribute descriptors switched for read tracking get their own class back.
     reads.disable()
