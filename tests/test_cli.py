@@ -75,6 +75,17 @@ def test_missing_path_is_one_line_and_the_run_goes_on(
     assert "SQD501" in result.out
 
 
+def test_a_run_with_errors_and_no_findings_is_not_called_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_cli(capsys, "check", str(tmp_path / "nope.py"))
+    assert result.code == 2
+    assert "All clean" not in result.out
+    assert result.out.strip() == "No findings, but 1 error reported: not everything was checked."
+    sarif = run_cli(capsys, "check", "--format", "sarif", str(tmp_path / "nope.py"))
+    assert json.loads(sarif.out)["runs"][0]["invocations"] == [{"executionSuccessful": False}]
+
+
 def test_unparsable_and_undecodable_files_are_findings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

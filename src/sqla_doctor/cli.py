@@ -264,7 +264,7 @@ def _analyse(
     args: argparse.Namespace, errors: _Errors, since: str | None = None
 ) -> tuple[Config, Result]:
     from sqla_doctor.static.cache import CACHE_DIR_NAME
-    from sqla_doctor.static.engine import Engine
+    from sqla_doctor.static.engine import Engine, Result
 
     paths = list(args.paths) or [Path.cwd()]
     config = _load_config(args, errors, start=paths[0] if paths[0].exists() else Path.cwd())
@@ -274,6 +274,8 @@ def _analyse(
         config = config.with_overrides(migrations_since=since)
     selected = _selection(args, config, errors)
     existing = _existing_paths(paths, errors)
+    if not existing:
+        return config, Result()  # nothing named exists: not the project around it either
     cache_dir = None if args.no_cache else (args.cache_dir or config.root / CACHE_DIR_NAME)
     jobs = args.jobs or os.cpu_count() or 1
     engine = Engine(config, selected, cache_dir=cache_dir, jobs=jobs)
@@ -316,7 +318,11 @@ def _check(args: argparse.Namespace, errors: _Errors) -> int:
         except BaselineError as error:
             errors(str(error))
     context = ReportContext(
-        files=result.files, tool_version=__version__, command="check", root=str(config.root)
+        files=result.files,
+        tool_version=__version__,
+        command="check",
+        root=str(config.root),
+        errors=errors.count,
     )
     _emit(render(args.format, findings, context), args.output, errors)
     if errors.count:

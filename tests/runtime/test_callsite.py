@@ -53,3 +53,16 @@ def test_the_event_loop_is_a_boundary() -> None:
 async def _from_library() -> callsite.CallSite | None:
     # Looks past this frame as if it were SQLAlchemy's.
     return callsite.find(1)
+
+
+def test_an_installed_file_is_shown_as_its_import_path() -> None:
+    # Messages and fingerprints must not carry one machine's venv or Python location.
+    root = "/work/project"
+    venv = "/home/ci/.venv/lib/python3.11/site-packages/pydantic/type_adapter.py"
+    assert callsite.display_path(venv, root) == "pydantic/type_adapter.py"
+    debian = "/usr/lib/python3/dist-packages/flask_sqlalchemy/extension.py"
+    assert callsite.display_path(debian, root) == "flask_sqlalchemy/extension.py"
+    stdlib = "/root/.pyenv/versions/3.11.7/lib/python3.11/asyncio/base_events.py"
+    assert callsite.display_path(stdlib, root) == "asyncio/base_events.py"
+    assert callsite.display_path("/work/project/app/views.py", root) == "app/views.py"
+    assert callsite.display_path("/srv/other/app.py", root) == "/srv/other/app.py"

@@ -171,7 +171,19 @@ def test_without_output_the_report_leaves_the_commands_stdout_alone(project: Pat
 def test_an_unknown_command_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     code = runner.main(["no-such-command-xyz"], fail=False, fmt="text", output=None)
     assert code == runner.EXIT_NOT_FOUND
-    assert "command not found: no-such-command-xyz" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "command not found: no-such-command-xyz" in err
+    assert "All clean" not in err, "nothing ran: no report"
+
+
+def test_an_unwritable_report_path_is_refused_before_the_command_runs(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "side_effect.py").write_text("open('ran', 'w').close()\n")
+    out = project / "no-such-dir" / "report.json"
+    assert runner.main(["side_effect.py"], fail=True, fmt="json", output=str(out)) == 2
+    assert "cannot write the report to" in capsys.readouterr().err
+    assert not (project / "ran").exists(), "the command did not run"
 
 
 def test_the_sitecustomize_it_shadows_still_runs(

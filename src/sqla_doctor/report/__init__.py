@@ -21,6 +21,9 @@ class ReportContext:
     # Runtime runs: the statements seen (shapes and timings, never parameter values).
     queries: Sequence[dict[str, object]] = field(default_factory=tuple)
     query_count: int | None = None
+    # Errors already printed (a missing path, a file that does not parse...): a run that
+    # had some is no clean bill of health.
+    errors: int = 0
 
 
 Renderer = Callable[[Sequence[Finding], ReportContext], str]

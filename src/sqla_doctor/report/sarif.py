@@ -140,6 +140,8 @@ def document(findings: Sequence[Finding], context: ReportContext) -> dict[str, A
     }
     if context.root:
         run["originalUriBaseIds"] = {"%SRCROOT%": {"uri": _directory_uri(context.root)}}
+    # A run with errors (a missing path, an unreadable config) did not check everything.
+    run["invocations"] = [{"executionSuccessful": context.errors == 0}]
     return {"$schema": SCHEMA, "version": "2.1.0", "runs": [run]}
 
 

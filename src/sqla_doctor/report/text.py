@@ -25,6 +25,9 @@ def render(findings: Sequence[Finding], context: ReportContext) -> str:
 def summary(findings: Sequence[Finding], context: ReportContext) -> str:
     where = f" in {context.files} file{'s' if context.files != 1 else ''}" if context.files else ""
     if not findings:
+        if context.errors:
+            errors = f"{context.errors} error{'s' if context.errors != 1 else ''}"
+            return f"No findings{where}, but {errors} reported: not everything was checked."
         return f"All clean: no findings{where}."
     safe = sum(
         1 for f in findings if f.fix is not None and f.fix.applicability is Applicability.SAFE

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import re
 import site
 import sys
 import sysconfig
@@ -390,9 +391,28 @@ def display_path(filename: str, root: str) -> str:
                 shown = _display_path(Path(filename), Path(root))
             except OSError:
                 shown = Path(filename).as_posix()
+            if shown.startswith("/") or shown[1:3] == ":/":
+                shown = _installed_path(shown)
         if len(_display) >= _CACHE_LIMIT:
             _display.clear()
         _display[key] = shown
+    return shown
+
+
+_INSTALLED = (
+    re.compile(r"^.*/(?:site-packages|dist-packages)/"),
+    re.compile(r"^.*?/lib/python\d+\.\d+/"),
+)
+
+
+def _installed_path(shown: str) -> str:
+    """An installed package's or the standard library's file outside the project, as its
+    import path shows it (``pydantic/type_adapter.py``): the same on every machine, for
+    messages, fingerprints and baselines."""
+    for prefix in _INSTALLED:
+        stripped = prefix.sub("", shown, count=1)
+        if stripped != shown:
+            return stripped
     return shown
 
 

@@ -37,6 +37,7 @@ ENV_HOME = "SQLA_DOCTOR_HOME"
 MAX_STATEMENTS_TABLE = 500
 EXIT_FINDINGS = 1
 EXIT_NOT_FOUND = 127
+EXIT_USAGE = 2
 
 # Written as ``sitecustomize.py`` into the bootstrap directory. Standard library only
 # until SQLAlchemy is imported: a process that never uses SQLAlchemy pays nothing.
@@ -447,7 +448,13 @@ def main(argv: list[str], *, fail: bool, fmt: str, output: str | None) -> int:
     from sqla_doctor import __version__
     from sqla_doctor.report import ReportContext, render
 
+    if output and not _writable(Path(output)):
+        # Before a command that may run for an hour: its report would be lost.
+        sys.stderr.write(f"sqla-doctor: error: cannot write the report to {output}\n")
+        return EXIT_USAGE
     code, result = run(argv)
+    if code == EXIT_NOT_FOUND and not result.processes:
+        return code  # nothing ran: no report, not an "All clean"
     findings = result.merged()
     queries = sorted(result.queries.values(), key=lambda q: -int(q["count"]))
     context = ReportContext(
@@ -468,6 +475,13 @@ def main(argv: list[str], *, fail: bool, fmt: str, output: str | None) -> int:
     if code != 0:
         return code
     return EXIT_FINDINGS if fail and findings else 0
+
+
+def _writable(path: Path) -> bool:
+    directory = path.parent if str(path.parent) else Path.cwd()
+    if path.exists():
+        return path.is_file() and os.access(path, os.W_OK)
+    return directory.is_dir() and os.access(directory, os.W_OK)
 
 
 def _explain_silence(result: RunResult, code: int) -> None:
