@@ -544,6 +544,8 @@ def _on_before_cursor_execute(
         busy = None
         if execution is not None or flush_record is not None:
             busy = _enter_statement(execution, flush_record, site, uow)
+            if busy is not None and checkout is not None:
+                busy.checkout = checkout
         if uow._unemitted:
             try:
                 uow.release()
@@ -570,16 +572,29 @@ def _statement_resumes(
     checkout = process.checkouts_by_fairy.get(id(fairy))
     if checkout is None or checkout.ref() is not fairy:
         return None
-    idle = checkout.idle_since
-    if idle:
-        checkout.idle_since = 0.0
-        gap = time.perf_counter() - idle
-        if gap > checkout.longest_idle and checkout.transaction_began:
-            checkout.longest_idle = gap
-            checkout.longest_idle_after = checkout.last_site
-        if gap >= uow.settings.runtime.held_connection_seconds:
-            _dispatch(uow, "connection_idle", IdleGap(checkout, gap, "statement", site))
+    if checkout.idle_since:
+        _idle_ends(checkout, uow, site)
     return checkout
+
+
+def _idle_ends(
+    checkout: CheckoutRecord,
+    uow: UnitOfWork | None,
+    site: callsite.CallSite | None,
+    *,
+    find_site: bool = False,
+) -> None:
+    """The checkout's idle gap ends now (a statement, or a flush, begins on it)."""
+    idle = checkout.idle_since
+    checkout.idle_since = 0.0
+    gap = time.perf_counter() - idle
+    if gap > checkout.longest_idle and checkout.transaction_began:
+        checkout.longest_idle = gap
+        checkout.longest_idle_after = checkout.last_site
+    if uow is not None and gap >= uow.settings.runtime.held_connection_seconds:
+        if site is None and find_site:
+            site = callsite.find(2)
+        _dispatch(uow, "connection_idle", IdleGap(checkout, gap, "statement", site))
 
 
 def _on_after_cursor_execute(
@@ -612,8 +627,14 @@ def _statement_done(running: _Running, context_key: int, now: float) -> None:
     if index >= 0:
         uow.durations[index] = now - start
     if checkout is not None and not checkout.returned:
-        checkout.idle_since = now
         checkout.last_site = site
+        flush = flushing.get()
+        if flush is not None and flush.flushing:
+            # The flush goes on computing its next statement: SQLAlchemy's own work, not
+            # idleness. The clock starts again when the flush is over.
+            flush.paused = checkout
+        else:
+            checkout.idle_since = now
 
 
 def _tabulate(table: dict[str, list[Any]], statement: str) -> list[Any] | None:
@@ -824,6 +845,8 @@ def _on_after_rollback(session: Session) -> None:
         )
         record.flush_error = None
         _flush_done(record)
+        # The rollback restarted the connection's clock, if it is still checked out.
+        record.paused = None
         if autoflush_of is not None:
             _autoflush_failed(session, record, autoflush_of)
     if session.get_nested_transaction() is None:
@@ -1020,6 +1043,7 @@ def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> No
     autoflush = (
         execution is not None and not execution.consumed and execution.session_key == id(session)
     )
+    _pause_idle_clock(record, execution.site if autoflush and execution is not None else None)
     if record.failed_flush is not None and not autoflush:
         # An explicit flush() of a session that refuses work: the query of an autoflush
         # was reported by do_orm_execute already.
@@ -1039,6 +1063,33 @@ def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> No
             executing.set(None)
         record.autoflush_of = None
         record.flush_statement_site = None
+
+
+def _pause_idle_clock(record: SessionRecord, site: callsite.CallSite | None) -> None:
+    """A flush begins: its connection's idle gap ends here, and the time until the flush
+    is over (ordering the objects, building each statement's parameters, updating the
+    identity map after) is SQLAlchemy's work, not the program holding the connection."""
+    checkout = record.checkout
+    if checkout is None or checkout.returned or checkout.ref() is None:
+        return
+    record.paused = checkout
+    if checkout.idle_since:
+        _idle_ends(checkout, _session_unit(record), site, find_site=True)
+
+
+def _resume_idle_clock(record: SessionRecord) -> None:
+    """The flush is over: its connection is idle from now until its next use."""
+    checkout = record.paused
+    record.paused = None
+    if checkout is not None and not checkout.returned and not checkout.idle_since:
+        checkout.idle_since = time.perf_counter()
+
+
+@_guarded
+def _on_after_flush_postexec(session: Session, flush_context: Any) -> None:
+    record = process.records.get(id(session))
+    if record is not None and record.paused is not None:
+        _resume_idle_clock(record)
 
 
 def _check_new_identities(session: Session, record: SessionRecord) -> None:
@@ -2130,6 +2181,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Session, "after_transaction_end", _on_after_transaction_end, {}),
     (Session, "before_flush", _on_before_flush, {}),
     (Session, "after_flush", _on_after_flush, {}),
+    (Session, "after_flush_postexec", _on_after_flush_postexec, {}),
     (Session, "transient_to_pending", _on_transient_to_pending, {"raw": True}),
     (Session, "pending_to_persistent", _on_pending_to_persistent, {"raw": True}),
     (Session, "pending_to_transient", _on_pending_to_transient, {"raw": True}),

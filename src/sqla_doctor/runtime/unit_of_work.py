@@ -507,6 +507,7 @@ class SessionRecord:
         "autoflush_of",
         "changed_attributes",
         "changed_in_savepoints",
+        "checkout",
         "commit_site",
         "detachments",
         "discarded",
@@ -527,6 +528,7 @@ class SessionRecord:
         "opened",
         "outcome",
         "owner",
+        "paused",
         "pending",
         "pending_overflow",
         "ref",
@@ -580,6 +582,11 @@ class SessionRecord:
         self.discarded_dirty: list[str] = []
         self.flushing = False
         self.autoflush_of: OrmExecution | None = None
+        # The checkout its last statement ran on, and the one whose idle clock stands
+        # still while a flush runs (SQLAlchemy's own work between the flush's statements
+        # is not the program keeping the connection idle: SQD157).
+        self.checkout: CheckoutRecord | None = None
+        self.paused: CheckoutRecord | None = None
         self.commit_site: CallSite | None = None
         # The last rollback of the outermost transaction since the last commit.
         self.rollback_site: CallSite | None = None

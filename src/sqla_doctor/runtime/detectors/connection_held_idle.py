@@ -29,7 +29,10 @@ class ConnectionHeldIdle(Detector):
     before the gap and how long it lasted.
 
     Time spent inside the database (a slow query) is not counted, nor is time after the
-    connection went back to the pool.
+    connection went back to the pool, nor the time a flush spends between its own
+    statements (SQLAlchemy ordering a batch of thousands of new objects and building
+    each INSERT's parameters, then updating the identity map): the clock stops when the
+    flush begins and starts again when it is over.
 
     ## Why is this bad?
     A session holds its connection from its first query until commit, rollback or close.
