@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 import sqla_doctor
@@ -129,6 +130,154 @@ def test_an_operation_while_another_thread_runs_a_statement_is_concurrent(
     assert [r.location.line for r in finding.related] == [line_of("held")]
     assert "two threads at once" in finding.message
     assert finding.details["concurrent"] is True
+
+
+@pytest.fixture
+def connecting_engine(tmp_path: Any) -> Iterator[tuple[Engine, threading.Event, threading.Event]]:
+    """SQLite whose next new connection blocks while connecting (a PostgreSQL server
+    across the network), from the first connection after the seeding."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'connecting.db'}")
+    create_and_seed(engine)
+    engine.dispose()
+    connecting, release = threading.Event(), threading.Event()
+
+    @event.listens_for(engine, "connect")
+    def _slow_connect(dbapi_connection: Any, record: Any) -> None:
+        if not connecting.is_set():
+            connecting.set()
+            release.wait(10)
+
+    yield engine, connecting, release
+    release.set()
+    engine.dispose()
+
+
+def test_an_operation_while_another_thread_connects_explains_provisioning_error(
+    connecting_engine: tuple[Engine, threading.Event, threading.Event],
+) -> None:
+    """A module-level session shared by ThreadPoolExecutor workers: the first one is
+    still connecting, SQLAlchemy refuses the second one's query. No statement ran yet."""
+    engine, connecting, release = connecting_engine
+    shared = sessionmaker(engine)()
+
+    def program() -> None:
+        with tracker:
+            worker = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(lambda: shared.execute(text("SELECT 1")),),  # line:connecting
+            )
+            worker.start()
+            try:
+                assert connecting.wait(10)
+                shared.execute(select(User.name))  # line:refused
+            finally:
+                release.set()
+                worker.join()
+                shared.close()
+
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(InvalidRequestError, match="provisioning a new connection") as raised:
+        program()
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD159")
+    assert finding.location.line == line_of("refused")
+    assert [r.location.line for r in finding.related] == [line_of("connecting")]
+    assert f"at {HERE}:{line_of('refused')} while thread Thread-" in finding.message
+    assert (
+        f"operation from {HERE}:{line_of('connecting')} was still acquiring the "
+        "session's connection" in finding.message
+    )
+    assert finding.details["concurrent"] is True
+    notes = getattr(raised.value, "__notes__", None)
+    if notes is not None:
+        assert any("SQD159" in note for note in notes)
+
+
+def test_one_session_per_thread_while_another_connects_is_silent(
+    connecting_engine: tuple[Engine, threading.Event, threading.Event],
+) -> None:
+    engine, connecting, release = connecting_engine
+    factory = sessionmaker(engine)
+
+    def job() -> None:
+        with factory() as session:
+            session.execute(text("SELECT 1"))
+
+    with sqla_doctor.track(mode="collect") as uow:
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(job,))
+        worker.start()
+        try:
+            assert connecting.wait(10)
+            releaser = threading.Timer(0.2, release.set)
+            releaser.start()
+            with factory() as session:
+                session.execute(select(User.name))
+        finally:
+            release.set()
+            worker.join()
+    assert not of_code(uow.findings, "SQD159")
+
+
+def test_provisioning_error_after_the_other_thread_began_connecting_is_explained(
+    connecting_engine: tuple[Engine, threading.Event, threading.Event],
+) -> None:
+    """The refused thread began its operation first and reached the connection second:
+    no overlap was seen when it began, the threads of the transaction explain it."""
+    engine, connecting, release = connecting_engine
+    shared = sessionmaker(engine)()
+    paused, resume = threading.Event(), threading.Event()
+    first = threading.current_thread
+
+    @event.listens_for(shared, "do_orm_execute")
+    def _pause_first(state: Any) -> None:
+        if first().name == "refused":
+            paused.set()
+            resume.wait(10)
+
+    errors: list[BaseException] = []
+
+    def refused() -> None:
+        try:
+            shared.execute(text("SELECT 1"))  # line:late
+        except BaseException as error:
+            errors.append(error)
+
+    def connects() -> None:
+        shared.execute(select(User.name))  # line:early
+
+    def program() -> None:
+        with tracker:
+            run = contextvars.copy_context().run
+            late = threading.Thread(target=run, args=(refused,), name="refused")
+            early = threading.Thread(
+                target=contextvars.copy_context().run, args=(connects,), name="connects"
+            )
+            late.start()
+            try:
+                assert paused.wait(10)
+                early.start()
+                assert connecting.wait(10)
+                resume.set()
+                late.join()
+            finally:
+                resume.set()
+                release.set()
+                late.join()
+                early.join()
+            raise errors[0]  # the program's close() below it never runs
+
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(InvalidRequestError, match="provisioning a new connection"):
+        program()
+    shared.close()
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD159")
+    assert finding.location.line == line_of("late")
+    assert finding.message.startswith(
+        "Session used by several threads at once (thread refused, thread connects): "
+        f"InvalidRequestError at {HERE}:{line_of('late')} is SQLAlchemy refusing"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("early")]
 
 
 def test_hand_over_after_commit_is_silent(engine: Engine) -> None:

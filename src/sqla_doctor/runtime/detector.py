@@ -416,9 +416,20 @@ class SharedUse:
     operation (``other_site``) was still running; otherwise (threads only) the thread
     using it now already used it earlier in this same transaction, and another thread
     used it in between. ``who``/``other`` describe the two tasks or threads.
+    ``connecting``: the other's operation was still acquiring the session's connection
+    (threads only), which SQLAlchemy refuses as "provisioning a new connection".
     """
 
-    __slots__ = ("concurrent", "other", "other_site", "record", "site", "tasks", "who")
+    __slots__ = (
+        "concurrent",
+        "connecting",
+        "other",
+        "other_site",
+        "record",
+        "site",
+        "tasks",
+        "who",
+    )
 
     def __init__(
         self,
@@ -430,8 +441,10 @@ class SharedUse:
         *,
         tasks: bool,
         concurrent: bool,
+        connecting: bool = False,
     ) -> None:
         self.record = record
+        self.connecting = connecting
         self.site = site
         self.other_site = other_site
         self.who = who

@@ -1931,6 +1931,8 @@ def _changed_hands(
             found = _thread_sharing(record, thread, site)
         threads = sharing.threads
         if len(threads) < MAX_THREADS_PER_TRANSACTION and all(t != thread for t, _ in threads):
+            if not threads:
+                sharing.first_site = site
             threads.append((thread, threading.current_thread().name))
         sharing.last = weakref.ref(who)
         sharing.last_site = site
@@ -1961,6 +1963,24 @@ def _thread_sharing(
             concurrent=True,
         )
     last = sharing.last_thread
+    if last and last != thread and _provisioning(record):
+        # Another thread's operation is still connecting (a pool checkout, a new DBAPI
+        # connection): SQLAlchemy refuses this one ("This session is provisioning a new
+        # connection; concurrent operations are not permitted"), no statement ran yet.
+        # The transaction's connection is acquired by its first operation's thread.
+        other, other_site = last, sharing.last_site
+        if sharing.threads and sharing.threads[0][0] != thread:
+            other, other_site = sharing.threads[0][0], sharing.first_site or other_site
+        return SharedUse(
+            record,
+            site,
+            other_site,
+            _thread_name(record, thread),
+            _thread_name(record, other),
+            tasks=False,
+            concurrent=True,
+            connecting=True,
+        )
     if last and last != thread and any(t == thread for t, _ in sharing.threads):
         # This thread used it earlier in this transaction, another one since: turns
         # taken, not a hand-over.
@@ -1974,6 +1994,17 @@ def _thread_sharing(
             concurrent=False,
         )
     return None
+
+
+def _provisioning(record: SessionRecord) -> bool:
+    """Whether the session's transaction is acquiring its connection right now (inside
+    ``_connection_for_bind``): read from its state, without touching the connection."""
+    session = record.ref()
+    if session is None:
+        return False
+    transaction = session.get_transaction()
+    state = getattr(transaction, "_state", None)
+    return getattr(state, "name", None) == "PROVISIONING_CONNECTION"
 
 
 def _thread_name(record: SessionRecord, ident: int) -> str:

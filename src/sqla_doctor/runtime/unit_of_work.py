@@ -733,6 +733,7 @@ class Sharing:
         "busy",
         "busy_site",
         "busy_thread",
+        "first_site",
         "last",
         "last_site",
         "last_task",
@@ -750,6 +751,9 @@ class Sharing:
         self.busy_site: CallSite | None = None
         self.busy_thread = 0
         self.threads: list[tuple[int, str]] = []
+        # Where the first of them began its first operation: the one that acquires the
+        # transaction's connection.
+        self.first_site: CallSite | None = None
         # The latest sharing found (a detector.SharedUse), to explain the error it causes.
         self.seen: Any = None
 
@@ -759,6 +763,7 @@ class Sharing:
         self.last_task = None
         self.last_thread = 0
         self.threads = []
+        self.first_site = None
 
 
 class FailedFlush:

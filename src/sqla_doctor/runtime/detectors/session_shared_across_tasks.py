@@ -166,7 +166,7 @@ class SessionSharedAcrossTasks(Detector):
         if use is not None:
             seen.explain(self._report_use(use))
             return
-        if session is not None and not _is_async(session):
+        if session is not None and not is_async_session(session):
             return  # a thread's session: SQD159's to explain
         if session is None and "another operation is in progress" not in str(seen.error):
             return
@@ -186,7 +186,7 @@ class SessionSharedAcrossTasks(Detector):
         )
 
 
-def _is_async(session: Any) -> bool:
+def is_async_session(session: Any) -> bool:
     from sqlalchemy.ext.asyncio import async_session
 
     try:

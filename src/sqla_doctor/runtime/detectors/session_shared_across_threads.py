@@ -8,8 +8,10 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, SharedUse
 from sqla_doctor.runtime.detectors.session_shared_across_tasks import (
     concurrency_symptom,
+    is_async_session,
     shared_use,
 )
+from sqla_doctor.runtime.unit_of_work import process
 
 _FIX = (
     "give each thread its own session (`with session_factory() as session:` inside the "
@@ -24,8 +26,9 @@ class SessionSharedAcrossThreads(Detector):
     ## What it does
     Checks for one `Session` used by several threads at once: an operation (a query, a
     lazy load, a flush, a commit, a begin) in one thread while another thread's
-    statement on the same session is still running in the database driver. Both
-    threads' call sites are reported.
+    statement on the same session is still running in the database driver, or while
+    another thread's operation is still acquiring the session's connection (a pool
+    checkout, a new connection to the server). Both threads' call sites are reported.
 
     Threads that take turns, one after another, are not reported: a web framework
     iterating a sync generator (Starlette's `StreamingResponse`), running a dependency
@@ -33,8 +36,11 @@ class SessionSharedAcrossThreads(Detector):
     that way on every request. `scoped_session` and one session per thread are never
     reported. Closing a session from another thread is not a use. SQLAlchemy's own
     refusal (`IllegalStateChangeError`, "This session is provisioning a new
-    connection; concurrent operations are not permitted") reaching the end of a unit of
-    work is explained with the other thread's line.
+    connection; concurrent operations are not permitted", which a module-level session
+    used by `ThreadPoolExecutor` workers raises before it has its connection) reaching
+    the end of a unit of work or the top of the program is explained with the other
+    thread's line, or with the threads that used the session in its transaction when
+    the overlap was not seen as it began.
 
     ## Why is this bad?
     A session is not thread-safe: its identity map, its unit of work and its
@@ -95,7 +101,15 @@ class SessionSharedAcrossThreads(Detector):
     def _report_use(self, use: SharedUse) -> Any:
         here = self.where(use.site)
         other = self.where(use.other_site) if use.other_site is not None else "elsewhere"
-        if use.concurrent:
+        if use.connecting:
+            what = (
+                f"Session used by two threads at once: {use.who} began an operation at "
+                f"{here} while {use.other}'s operation from {other} was still acquiring "
+                "the session's connection (SQLAlchemy refuses it: \"This session is "
+                'provisioning a new connection; concurrent operations are not permitted")'
+            )
+            note = f"{use.other}'s operation on the same session, still connecting"
+        elif use.concurrent:
             what = (
                 f"Session used by two threads at once: {use.who} began an operation at "
                 f"{here} while {use.other}'s statement from {other} was still running"
@@ -127,6 +141,36 @@ class SessionSharedAcrossThreads(Detector):
     def on_error(self, seen: ErrorSeen) -> None:
         if not concurrency_symptom(seen.error):
             return
-        use, _ = shared_use(seen, tasks=False)
+        use, session = shared_use(seen, tasks=False)
         if use is not None:
             seen.explain(self._report_use(use))
+            return
+        # No overlap was seen as it began (the failing thread noted its operation first
+        # and was refused later, once the other had begun connecting): the threads that
+        # used the session in this transaction explain it.
+        record = process.records.get(id(session)) if session is not None else None
+        if record is None or record.ref() is not session or is_async_session(session):
+            return
+        threads = [f"thread {name}" for _, name in record.sharing.threads]
+        if len(threads) < 2:
+            return
+        other = record.sharing.last_site
+        seen.explain(
+            self.report(
+                seen.site,
+                key=("error", seen.site.key if seen.site is not None else None),
+                subject="Session",
+                related=[(other, "another thread's operation on the same session")]
+                if other is not None and (seen.site is None or other.key != seen.site.key)
+                else [],
+                hint=_HINT,
+                details={"threads": threads, "concurrent": True},
+                what=(
+                    f"Session used by several threads at once ({', '.join(threads)}): "
+                    f"{type(seen.error).__name__} at {self.where(seen.site)} is SQLAlchemy "
+                    "refusing an operation while another thread's operation on the same "
+                    "session is in progress"
+                ),
+                fix=_FIX,
+            )
+        )
