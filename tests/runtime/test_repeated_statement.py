@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, bindparam, select, text
+from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -149,3 +149,62 @@ async def test_async_in_twin_is_silent(async_engine: AsyncEngine) -> None:
         users = (await session.scalars(select(User).where(User.id.in_(IDS)))).all()
     assert len(users) == USERS
     assert not uow.findings
+
+
+RENAME = text("UPDATE users SET name = :name WHERE id = :id")
+
+
+def test_a_loop_of_updates_is_told_to_run_one_executemany(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.begin() as connection:
+        for user_id in IDS:
+            connection.execute(RENAME, {"name": f"renamed {user_id}", "id": user_id})  # line:upd
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("upd")
+    assert finding.message.endswith(
+        f"UPDATE users ran {USERS}× from {relative(__file__)}:{line_of('upd')} with {USERS} "
+        "different parameter sets — collect the changes and run one executemany: "
+        "`connection.execute(stmt, [{...}, {...}])` with a list of parameter dicts, instead "
+        "of one UPDATE per iteration"
+    )
+    assert "fetch the rows" not in finding.message
+    assert "renamed" not in repr(finding), "bound values are never shown"
+
+
+def test_orm_updates_and_inserts_in_a_loop_name_the_orm_bulk_forms(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS:
+            session.execute(update(User).where(User.id == user_id).values(name="x"))  # line:orm
+            session.execute(insert(User).values(name=f"new {user_id}"))  # line:ins
+            session.execute(delete(User).where(User.name == f"new {user_id}"))  # line:del
+        session.commit()
+    findings = {f.location.line: f.message for f in of_code(uow.findings, "SQD252")}
+    assert set(findings) == {line_of("orm"), line_of("ins"), line_of("del")}
+    assert (
+        "run one ORM bulk UPDATE by primary key: "
+        '`session.execute(update(Model), [{"id": 1, "name": ...}, ...])`'
+    ) in findings[line_of("orm")]
+    assert (
+        "insert them in one executemany: `session.execute(insert(Model), [{...}, {...}])`"
+    ) in findings[line_of("ins")]
+    assert findings[line_of("del")].endswith(
+        "delete the rows in one statement: `delete(Model).where(Model.id.in_(ids))`, "
+        "instead of one DELETE per iteration"
+    )
+    assert not any("fetch the rows" in message for message in findings.values())
+
+
+def test_one_executemany_of_updates_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.begin() as connection:
+        connection.execute(RENAME, [{"name": f"renamed {i}", "id": i} for i in IDS])
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_the_same_update_repeated_is_told_to_run_once(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.begin() as connection:
+        for _ in IDS:
+            connection.execute(RENAME, {"name": "same", "id": 1})
+    finding = one(uow.findings, "SQD252")
+    assert finding.message.endswith(
+        "with identical parameters — the same write with the same values: run it once, "
+        "outside the loop"
+    )

@@ -68,12 +68,60 @@ def _parameter_hash(parameters: Any) -> int | None:
         return None
 
 
+# Writes repeated per item: the fix is one executemany (or one statement), not a query
+# that fetches. Through a Session, an ORM-enabled UPDATE with its own WHERE or any ORM
+# DELETE refuses a list of parameter sets: the bulk forms by primary key are named.
+_WRITE_FIX = {
+    ("INSERT", True): (
+        "collect the rows and insert them in one executemany: "
+        "`session.execute(insert(Model), [{...}, {...}])` (a text() statement: "
+        "`session.execute(stmt, rows)`), instead of one INSERT per iteration"
+    ),
+    ("INSERT", False): (
+        "collect the rows and insert them in one executemany: "
+        "`connection.execute(stmt, [{...}, {...}])` with a list of parameter dicts, "
+        "instead of one INSERT per iteration"
+    ),
+    ("UPDATE", True): (
+        "collect the changes and run one ORM bulk UPDATE by primary key: "
+        '`session.execute(update(Model), [{"id": 1, "name": ...}, ...])` (a text() '
+        "statement: `session.execute(stmt, [{...}, {...}])`), instead of one UPDATE per "
+        "iteration"
+    ),
+    ("UPDATE", False): (
+        "collect the changes and run one executemany: "
+        "`connection.execute(stmt, [{...}, {...}])` with a list of parameter dicts, "
+        "instead of one UPDATE per iteration"
+    ),
+    ("DELETE", True): (
+        "delete the rows in one statement: `delete(Model).where(Model.id.in_(ids))`, "
+        "instead of one DELETE per iteration"
+    ),
+    ("DELETE", False): (
+        "delete the rows in one statement (`.where(table.c.id.in_(ids))`) or one "
+        "executemany (`connection.execute(stmt, [{...}, {...}])` with a list of "
+        "parameter dicts), instead of one DELETE per iteration"
+    ),
+}
+
+
+def _fix_for_write(sql: str, orm: bool) -> str | None:
+    """The fix for a write statement run once per item (None for a query)."""
+    target = _TARGET.match(sql)
+    if target is None:
+        return None
+    verb = target.group(0).split(None, 1)[0].upper()
+    return _WRITE_FIX[verb, orm]
+
+
 class _Entry:
-    __slots__ = ("count", "example", "parameter_sets", "site", "sql")
+    __slots__ = ("count", "example", "orm", "parameter_sets", "site", "sql")
 
     def __init__(self, statement: Statement, example: Any) -> None:
         self.sql = statement.sql
         self.site: CallSite | None = statement.site
+        # Run through a Session (session.execute), not a Connection.
+        self.orm = statement.orm is not None
         self.count = 0
         self.parameter_sets: set[int] = set()
         self.example = example
@@ -108,6 +156,22 @@ class RepeatedStatement(Detector):
     users = session.scalars(select(User).where(User.id.in_(user_ids))).all()
     for user in users:
         print(user.name)
+    ```
+
+    An INSERT, UPDATE or DELETE run once per item gets a write's fix: one executemany
+    with a list of parameter dicts.
+    ```python
+    for invoice in invoices:
+        connection.execute(text("UPDATE invoice SET pdf = :p WHERE id = :i"),
+                           {"p": render(invoice), "i": invoice.id})
+    ```
+
+    Use instead:
+    ```python
+    connection.execute(text("UPDATE invoice SET pdf = :p WHERE id = :i"),
+                       [{"p": render(invoice), "i": invoice.id} for invoice in invoices])
+    # through a Session, an ORM bulk UPDATE by primary key:
+    session.execute(update(Invoice), [{"id": i.id, "pdf": render(i)} for i in invoices])
     ```
 
     ## Options
@@ -165,13 +229,17 @@ class RepeatedStatement(Detector):
     def _report(self, key: Any, entry: _Entry) -> None:
         distinct = len(entry.parameter_sets)
         statement_shape = shape(entry.sql)
+        write_fix = _fix_for_write(entry.sql, entry.orm)
         if distinct == 1:
             variants = "with identical parameters"
-            fix = "run it once and reuse the result"
+            if write_fix is not None:
+                fix = "the same write with the same values: run it once, outside the loop"
+            else:
+                fix = "run it once and reuse the result"
         else:
             more = "+" if distinct >= MAX_PARAMETER_SETS else ""
             variants = f"with {distinct}{more} different parameter sets"
-            fix = (
+            fix = write_fix or (
                 "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader "
                 "option) instead of one per iteration"
             )
