@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +40,42 @@ def test_with_block_is_the_silent_twin(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
         connection.execute(text("SELECT 1"))
     assert not uow.findings
+
+
+def export_rows(engine: Engine) -> list[Any]:
+    raw = engine.raw_connection()  # line:raw
+    cursor = raw.cursor()
+    cursor.execute("SELECT 1")
+    return list(cursor.fetchall())
+
+
+def test_raw_connection_never_closed_is_told_to_close_the_dbapi_connection(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        export_rows(engine)
+    finding = one(uow.findings, "SQD154")
+    assert finding.location.line == line_of("raw")
+    # Dropped when export_rows() returns: the garbage collector returned it.
+    assert finding.message.endswith(
+        "— close it: `raw.close()` in a finally block, or "
+        "`with contextlib.closing(engine.raw_connection()) as raw:`; its close() returns it "
+        "to the pool"
+    )
+    assert "engine.connect()" not in finding.message
+    assert finding.fix_hint == "with contextlib.closing(engine.raw_connection()) as raw: ..."
+    assert finding.details["raw_connection"] is True
+
+
+def test_raw_connection_closed_is_the_silent_twin(engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        contextlib.closing(engine.raw_connection()) as raw,
+    ):
+        cursor = raw.cursor()
+        cursor.execute("SELECT 1")
+        cursor.fetchall()
+    assert not of_code(uow.findings, "SQD154")
 
 
 def test_connection_returned_by_the_garbage_collector_is_reported(engine: Engine) -> None:

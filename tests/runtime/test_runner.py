@@ -155,6 +155,24 @@ def test_a_program_without_sqlalchemy_says_so(
     assert "never imported SQLAlchemy" in captured.err
 
 
+def test_a_program_running_sql_on_a_raw_cursor_only_is_not_called_statement_free(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "raw.py").write_text(
+        "import contextlib\n"
+        "from sqlalchemy import create_engine\n"
+        "with contextlib.closing(create_engine('sqlite://').raw_connection()) as raw:\n"
+        "    raw.cursor().execute('SELECT 1')\n"
+    )
+    assert runner.main(["raw.py"], fail=True, fmt="text", output=None) == 0
+    err = capsys.readouterr().err
+    assert "All clean" in err
+    assert (
+        "no SQL statement ran through its engines (statements on a DBAPI cursor from "
+        "engine.raw_connection() are not seen)"
+    ) in err
+
+
 def test_without_output_the_report_leaves_the_commands_stdout_alone(project: Path) -> None:
     # `sqla-doctor run -- python export.py > rows.csv`, `... --format json -- prog | jq`.
     (project / "export.py").write_text(BAD + "\nprint('id,name')\n")

@@ -503,7 +503,12 @@ def _explain_silence(result: RunResult, code: int) -> None:
             f"counts are not ({result.statements} statement(s) counted)\n"
         )
     elif not result.statements:
-        sys.stderr.write("sqla-doctor: SQLAlchemy was imported but no SQL statement ran\n")
+        # Statements on a DBAPI cursor (engine.raw_connection()) reach no engine event.
+        sys.stderr.write(
+            "sqla-doctor: SQLAlchemy was imported but no SQL statement ran through its "
+            "engines (statements on a DBAPI cursor from engine.raw_connection() are not "
+            "seen)\n"
+        )
     else:
         plural = "es" if result.instrumented != 1 else ""
         sys.stderr.write(

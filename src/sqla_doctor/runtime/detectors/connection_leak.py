@@ -9,6 +9,13 @@ from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord
 
 _FIX = "close it: `with engine.connect() as connection:` (or connection.close() in a finally block)"
+# engine.raw_connection(): a DBAPI connection no Connection wraps; closing it returns it.
+_RAW_FIX = (
+    "close it: `raw.close()` in a finally block, or "
+    "`with contextlib.closing(engine.raw_connection()) as raw:`; its close() returns it "
+    "to the pool"
+)
+_RAW_HINT = "with contextlib.closing(engine.raw_connection()) as raw: ..."
 # An AsyncEngine's connection: checked out where the program awaited connect() (or start()).
 _ASYNC_FIX = (
     "close it: `async with engine.connect() as conn:` (or `await conn.close()` in a finally block)"
@@ -25,6 +32,8 @@ class ConnectionLeak(Detector):
     Connections a Session checked out are reported as the session's leak (SQD151).
     Under `sqla-doctor run`, a connection still checked out when the program exits is
     reported too: the leftover connection of an engine nobody closed or disposed (P19).
+    A DBAPI connection from `engine.raw_connection()` is told to be closed itself
+    (`raw.close()` in `finally`, or `contextlib.closing`).
 
     ## Why is this bad?
     Until it is closed, a connection is unavailable to everyone else: under load the pool
@@ -77,18 +86,26 @@ class ConnectionLeak(Detector):
         site = record.opened[0] if record.opened else None
         self.uow.note_leak(site)
         awaited = site is not None and is_awaited(site)
+        # No Connection ever wrapped it (engine_connect notes the pool): the program took
+        # the DBAPI connection itself, with engine.raw_connection() (or pool.connect()).
+        raw = record.pool is None
+        if raw:
+            hint, fix = _RAW_HINT, _RAW_FIX
+        elif awaited:
+            hint, fix = "async with engine.connect() as conn: ...", _ASYNC_FIX
+        else:
+            hint, fix = "with engine.connect() as connection: ...", _FIX
         self.report(
             site,
             key=site.key if site is not None else id(record),
             subject="Connection",
             related=[(frame, "called from here") for frame in record.opened[1:4]],
-            hint=(
-                "async with engine.connect() as conn: ..."
-                if awaited
-                else "with engine.connect() as connection: ..."
-            ),
-            details={"stack": format_stack(record.opened, self.uow.settings.root)},
+            hint=hint,
+            details={
+                "stack": format_stack(record.opened, self.uow.settings.root),
+                "raw_connection": raw,
+            },
             site=self.where(site),
             what=what,
-            fix=_ASYNC_FIX if awaited else _FIX,
+            fix=fix,
         )
