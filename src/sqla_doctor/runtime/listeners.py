@@ -815,6 +815,7 @@ def _on_after_commit(session: Session) -> None:
     record = _active(session) or _known(session)
     if record is None:
         return
+    _commit_over(record)
     # after_commit also follows a SAVEPOINT release; the nested transaction is still
     # current then, the outermost one is not.
     if session.get_nested_transaction() is None:
@@ -831,6 +832,7 @@ def _on_after_rollback(session: Session) -> None:
     record = _active(session) or _known(session)
     if record is None:
         return
+    _commit_over(record)
     flush_failed = record.flushing
     if flush_failed:
         # A failed flush rolls the transaction back and never reaches after_flush; the
@@ -872,6 +874,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
         return
     if transaction.parent is not None:
         return
+    record.committing = False
     outcome = record.outcome or "close"
     uow = _session_unit(record)
     if uow is None and record.owner is not None and record.owner.active:
@@ -1088,8 +1091,21 @@ def _resume_idle_clock(record: SessionRecord) -> None:
 @_guarded
 def _on_after_flush_postexec(session: Session, flush_context: Any) -> None:
     record = process.records.get(id(session))
-    if record is not None and record.paused is not None:
+    # A commit's flush: the clock stays stopped until the COMMIT, which follows at once
+    # (releasing tens of thousands of flushed objects can take a second on its own).
+    if record is not None and record.paused is not None and not record.committing:
         _resume_idle_clock(record)
+
+
+def _commit_over(record: SessionRecord) -> None:
+    """Its commit (or the rollback of a failed one) is over."""
+    if record.committing:
+        record.committing = False
+        paused = record.paused
+        if paused is not None and paused.session_owned:
+            record.paused = None  # the Session gives its connection back now
+        elif paused is not None:
+            _resume_idle_clock(record)  # the caller's Connection stays with the caller
 
 
 def _check_new_identities(session: Session, record: SessionRecord) -> None:
@@ -1656,8 +1672,10 @@ def _connection_resumes(
     idle = checkout.idle_since
     began = checkout.transaction_began
     stretch = checkout.idle_stretch(now)
-    if what != "checkin":
-        # Still checked out (a Core connection after commit()): idle from now on.
+    if what != "checkin" and not checkout.session_owned:
+        # Still checked out (a Core connection after commit()): idle from now on. A
+        # Session gives its connection back as its commit or rollback ends; until then
+        # it is SQLAlchemy's own work (expiring the objects), not the program's.
         checkout.idle_since = now
     checkout.transaction_began = 0.0
     checkout.longest_idle, checkout.longest_idle_after = 0.0, None
@@ -2075,6 +2093,7 @@ def _on_before_commit(session: Session) -> None:
     record = _active(session)
     if record is not None:
         _note_use(record, None, None)
+        record.committing = True
     else:
         _note_unwatched(session)
 

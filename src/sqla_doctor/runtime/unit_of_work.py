@@ -509,6 +509,7 @@ class SessionRecord:
         "changed_in_savepoints",
         "checkout",
         "commit_site",
+        "committing",
         "detachments",
         "discarded",
         "discarded_dirty",
@@ -587,6 +588,9 @@ class SessionRecord:
         # is not the program keeping the connection idle: SQD157).
         self.checkout: CheckoutRecord | None = None
         self.paused: CheckoutRecord | None = None
+        # Inside commit() (before_commit until it ends): a flush there is followed by
+        # more of SQLAlchemy's own work (releasing the flushed objects) before COMMIT.
+        self.committing = False
         self.commit_site: CallSite | None = None
         # The last rollback of the outermost transaction since the last commit.
         self.rollback_site: CallSite | None = None

@@ -32,7 +32,9 @@ class ConnectionHeldIdle(Detector):
     connection went back to the pool, nor the time a flush spends between its own
     statements (SQLAlchemy ordering a batch of thousands of new objects and building
     each INSERT's parameters, then updating the identity map): the clock stops when the
-    flush begins and starts again when it is over.
+    flush begins and starts again when it is over, or, for the flush of a `commit()`,
+    when the commit is over: a Session's connection goes back to the pool as its commit
+    or rollback ends (after SQLAlchemy released and expired the session's objects).
 
     ## Why is this bad?
     A session holds its connection from its first query until commit, rollback or close.
