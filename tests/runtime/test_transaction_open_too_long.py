@@ -6,14 +6,14 @@ import asyncio
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
 
-from .models import User
+from .models import Post, User
 from .support import line_of, of_code, one, relative
 
 OPEN = 0.08
@@ -69,6 +69,34 @@ def test_slow_work_between_two_statements_is_the_idle_time_reported(engine: Engi
         (line_of("write"), "last statement"),
         (line_of("write"), "ended here"),
     ]
+
+
+def test_a_transaction_busy_all_along_is_told_to_commit_in_chunks(engine: Engine) -> None:
+    """A batch import: the flush's statements (and SQLAlchemy's work between them) take
+    the time, nothing idles; moving slow work out of the transaction is no fix."""
+
+    def build_parameters(mapper: object, connection: object, target: object) -> None:
+        time.sleep(PAUSE)  # ordering and building the parameters of a large batch
+
+    event.listen(Post, "before_insert", build_parameters)
+    try:
+        with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+            session.get(User, 1)  # line:batch-begin
+            session.add(User(name="importer", posts=[Post(title="imported")]))
+            session.commit()  # line:batch-commit
+    finally:
+        event.remove(Post, "before_insert", build_parameters)
+    finding = one(uow.findings, "SQD160")
+    here = relative(__file__)
+    assert finding.location.line == line_of("batch-begin")
+    assert finding.details["idle_seconds"] < 0.1 * finding.details["open_seconds"]
+    assert finding.message.endswith(
+        f"busy all along (its longest idle stretch {finding.details['idle_seconds']:.2f}s), "
+        f"until commit at {here}:{line_of('batch-commit')} — one transaction for the whole "
+        "batch holds its locks (and on PostgreSQL its snapshot) that long: commit in chunks "
+        "of a few thousand rows, each in a transaction of its own"
+    )
+    assert finding.fix_hint == "commit in chunks: one transaction per few thousand rows"
 
 
 def test_commit_before_the_slow_call_is_the_silent_twin(engine: Engine) -> None:

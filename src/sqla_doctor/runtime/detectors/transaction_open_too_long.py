@@ -18,6 +18,12 @@ _FIX = (
     "commit (or roll back) as soon as the database work is done and do slow work outside "
     "the transaction; on PostgreSQL, `idle_in_transaction_session_timeout` bounds the damage"
 )
+# Busy all along: a batch (thousands of INSERTs in one flush) rather than slow work.
+_BUSY_SHARE = 0.1
+_BUSY_FIX = (
+    "one transaction for the whole batch holds its locks (and on PostgreSQL its snapshot) "
+    "that long: commit in chunks of a few thousand rows, each in a transaction of its own"
+)
 
 
 class TransactionOpenTooLong(Detector):
@@ -38,6 +44,9 @@ class TransactionOpenTooLong(Detector):
     a connection as "idle in transaction"; enough of them and the pool is drained, or the
     server kills them (`idle_in_transaction_session_timeout`) and the program fails on
     its next query.
+
+    A transaction that was busy all along (idle for less than a tenth of its time: a
+    batch of thousands of INSERTs flushed at once) is told to commit in chunks instead.
 
     ## Known problems
     A long batch job that keeps one transaction on purpose is reported too: allow it with
@@ -77,7 +86,7 @@ class TransactionOpenTooLong(Detector):
     severity = Severity.WARNING
     message = (
         "{holder} transaction that began at {began} was open {duration:.2f}s (threshold "
-        "{threshold:g}s), {idle:.2f}s of it idle after {last}, {ended} — {fix}"
+        "{threshold:g}s), {spent}, {ended} — {fix}"
     )
 
     def on_connection_transaction_end(self, span: TransactionSpan) -> None:
@@ -139,12 +148,21 @@ class TransactionOpenTooLong(Detector):
             # An earlier gap was the longest: slow work between two statements.
             after_text = f"the statement at {self.where(after)}"
             related = [(after, "idle after this statement"), (last, "last statement")]
+        spent = f"{idle:.2f}s of it idle after {after_text}"
+        fix = _FIX
+        hint = "commit before slow work, or do it before the transaction begins"
+        if idle < _BUSY_SHARE * duration:
+            # No slow work to move out: the statements themselves took that long.
+            spent = f"busy all along (its longest idle stretch {idle:.2f}s)"
+            fix = _BUSY_FIX
+            hint = "commit in chunks: one transaction per few thousand rows"
+            related = [(last, "last statement in the transaction")]
         self.report(
             began or ended_site or last,
             key=(began.key if began else id(record), ended_site.key if ended_site else None),
             subject=holder,
             related=[*related, (ended_site, "ended here")],
-            hint="commit before slow work, or do it before the transaction begins",
+            hint=hint,
             details={
                 "open_seconds": duration,
                 "idle_seconds": idle,
@@ -156,8 +174,7 @@ class TransactionOpenTooLong(Detector):
             began=self.where(began),
             duration=duration,
             threshold=threshold,
-            idle=idle,
-            last=after_text,
+            spent=spent,
             ended=ended,
-            fix=_FIX,
+            fix=fix,
         )
