@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
+from sqla_doctor.runtime.unit_of_work import process
 
 from .models import Post, User
 from .support import line_of, of_code, one, relative
@@ -164,6 +168,26 @@ def test_a_core_connection_idle_after_commit_is_still_reported(engine: Engine) -
         connection.execute(text("SELECT 1"))  # line:core-next
     finding = one(uow.findings, "SQD157")
     assert finding.location.line == line_of("core-next")
+
+
+def test_a_long_lived_session_does_not_keep_its_old_checkouts_alive(engine: Engine) -> None:
+    """The session's record knows its connection's checkout (to stop its idle clock for a
+    flush) only weakly: a module-level session must not keep every old unit alive."""
+    session = Session(engine)
+
+    def unit_of_work() -> weakref.ref[object]:
+        with sqla_doctor.track(config=CONFIG):
+            session.execute(text("SELECT 1"))
+            session.commit()
+        held = process.records[id(session)].checkout
+        checkout = held() if isinstance(held, weakref.ref) else held
+        assert checkout is not None
+        return weakref.ref(checkout)
+
+    gone = contextvars.copy_context().run(unit_of_work)
+    gc.collect()
+    assert gone() is None
+    session.close()
 
 
 def test_gap_after_commit_is_silent_the_connection_went_back_to_the_pool(engine: Engine) -> None:

@@ -545,7 +545,9 @@ def _on_before_cursor_execute(
         if execution is not None or flush_record is not None:
             busy = _enter_statement(execution, flush_record, site, uow)
             if busy is not None and checkout is not None:
-                busy.checkout = checkout
+                held = busy.checkout
+                if held is None or held() is not checkout:
+                    busy.checkout = weakref.ref(checkout)
         if uow._unemitted:
             try:
                 uow.release()
@@ -875,6 +877,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
     if transaction.parent is not None:
         return
     record.committing = False
+    record.paused = None
     outcome = record.outcome or "close"
     uow = _session_unit(record)
     if uow is None and record.owner is not None and record.owner.active:
@@ -1072,7 +1075,7 @@ def _pause_idle_clock(record: SessionRecord, site: callsite.CallSite | None) -> 
     """A flush begins: its connection's idle gap ends here, and the time until the flush
     is over (ordering the objects, building each statement's parameters, updating the
     identity map after) is SQLAlchemy's work, not the program holding the connection."""
-    checkout = record.checkout
+    checkout = record.checkout() if record.checkout is not None else None
     if checkout is None or checkout.returned or checkout.ref() is None:
         return
     record.paused = checkout

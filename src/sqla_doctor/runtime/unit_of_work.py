@@ -586,7 +586,9 @@ class SessionRecord:
         # The checkout its last statement ran on, and the one whose idle clock stands
         # still while a flush runs (SQLAlchemy's own work between the flush's statements
         # is not the program keeping the connection idle: SQD157).
-        self.checkout: CheckoutRecord | None = None
+        # (A weak reference to the former: a long-lived session must not keep an old
+        # checkout, and the unit of work that owned it, alive.)
+        self.checkout: weakref.ref[CheckoutRecord] | None = None
         self.paused: CheckoutRecord | None = None
         # Inside commit() (before_commit until it ends): a flush there is followed by
         # more of SQLAlchemy's own work (releasing the flushed objects) before COMMIT.
