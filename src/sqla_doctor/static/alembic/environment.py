@@ -29,6 +29,9 @@ class OuterTransaction:
     how: str  # "begin" (with X.begin()), "execute" (autobegin), "explicit" (X.begin())
     detail: str = ""
     advisory_lock: bool = False
+    # env.py commits the connection itself once the migrations ran (``connection.commit()``
+    # or ``context.get_bind().commit()`` after ``configure``): nothing is rolled back.
+    committed_after: bool = False
 
 
 @dataclass
@@ -303,7 +306,7 @@ def _scan_sequence(
 ) -> None:
     """``connection.execute(...)`` (or ``.begin()``) before ``configure`` with no commit."""
     pending: tuple[ast.Call, str] | None = None
-    for stmt in body:
+    for position, stmt in enumerate(body):
         if _stmt_runs_configure(stmt, resolver, configure_fns):
             if pending is not None:
                 call, how = pending
@@ -315,6 +318,9 @@ def _scan_sequence(
                         _describe(call),
                         advisory_lock="pg_advisory_lock" in text.lower()
                         or "pg_try_advisory_lock" in text.lower(),
+                        committed_after=any(
+                            _commits_connection(later, resolver) for later in body[position:]
+                        ),
                     )
                 )
             pending = None
@@ -328,6 +334,26 @@ def _scan_sequence(
         if execute is not None and resolver.qualify(execute.func) is None:
             pending = (execute, "execute")
             continue
+
+
+def _commits_connection(stmt: ast.stmt, resolver: NameResolver) -> bool:
+    """``connection.commit()`` or ``context.get_bind().commit()`` anywhere in ``stmt``."""
+    for node in _walk_no_defs(stmt):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "commit"
+        ):
+            continue
+        receiver = node.func.value
+        if isinstance(receiver, ast.Name) and receiver.id not in ("context", "op", "session"):
+            return True
+        if (
+            isinstance(receiver, ast.Call)
+            and resolver.qualify(receiver.func) == f"{_CONTEXT}.get_bind"
+        ):
+            return True
+    return False
 
 
 def _stmt_runs_configure(stmt: ast.stmt, resolver: NameResolver, functions: set[str]) -> bool:

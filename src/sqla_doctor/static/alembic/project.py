@@ -136,12 +136,56 @@ class MigrationFile:
     def uses_autocommit_block(self) -> bool:
         return any(op.in_autocommit for op in self.operations)
 
+    def autocommit_block_needs_alembic_transaction(self) -> bool:
+        """Whether an ``autocommit_block()`` here meets the connection still in a transaction
+        Alembic does not own: not when the migration commits ``op.get_bind()`` just before
+        (warehouse's way of living with an env.py that began the transaction itself)."""
+        if not self.uses_autocommit_block():
+            return False
+        names = self.file.ctx.names
+        for node in ast.walk(self.file.tree):
+            body = getattr(node, "body", None)
+            if not isinstance(body, list):
+                continue
+            binds: set[str] = set()
+            committed = False
+            for stmt in body:
+                if not isinstance(stmt, ast.stmt):
+                    break
+                if isinstance(stmt, ast.Assign) and _is_get_bind(stmt.value, names):
+                    binds.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+                call = stmt.value if isinstance(stmt, ast.Expr) else None
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "commit"
+                    and (
+                        _is_get_bind(call.func.value, names)
+                        or (isinstance(call.func.value, ast.Name) and call.func.value.id in binds)
+                    )
+                ):
+                    committed = True
+                elif isinstance(stmt, (ast.With, ast.AsyncWith)) and any(
+                    isinstance(item.context_expr, ast.Call)
+                    and isinstance(item.context_expr.func, ast.Attribute)
+                    and item.context_expr.func.attr == "autocommit_block"
+                    for item in stmt.items
+                ):
+                    if not committed:
+                        return True
+                    committed = False
+        return False
+
     def statement_at(self, line: int) -> ast.AST:
         """The module-level statement starting at ``line`` (a revision identifier)."""
         for stmt in self.file.tree.body:
             if stmt.lineno == line:
                 return stmt
         return self.file.tree.body[0] if self.file.tree.body else self.file.tree
+
+
+def _is_get_bind(expr: ast.expr, names: NameResolver) -> bool:
+    return isinstance(expr, ast.Call) and names.qualify(expr.func) == "alembic.op.get_bind"
 
 
 @dataclass

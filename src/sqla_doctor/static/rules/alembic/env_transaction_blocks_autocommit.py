@@ -17,6 +17,19 @@ _HEAD = """
             config = context.config
             target_metadata = None
 """
+_ENV_COMMITS = """
+            def run_migrations_online():
+                section = config.get_section(config.config_ini_section)
+                connectable = engine_from_config(section, poolclass=pool.NullPool)
+                with connectable.connect() as connection:
+                    connection.execute(text("SET statement_timeout = '10s'"))
+                    context.configure(connection=connection, target_metadata=target_metadata)
+                    with context.begin_transaction():
+                        context.run_migrations()
+                        context.get_bind().commit()
+
+            run_migrations_online()
+"""
 _REVISION = """
 from alembic import op
 
@@ -93,6 +106,18 @@ class EnvTransactionBlocksAutocommit(MigrationRule):
     postgresql_only = False
 
     VALID = (
+        # env.py commits the transaction it began once the migrations ran, and the
+        # migration commits it before its autocommit_block() (pypi/warehouse).
+        Valid(
+            _HEAD + _ENV_COMMITS,
+            path="migrations/env.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _REVISION.replace(
+                    "def upgrade():\n", "def upgrade():\n    op.get_bind().commit()\n"
+                ),
+            },
+        ),
         Valid(
             _HEAD
             + """
@@ -138,6 +163,13 @@ class EnvTransactionBlocksAutocommit(MigrationRule):
         ),
     )
     INVALID = (
+        # The same env.py, but a migration enters autocommit_block() uncommitted.
+        Invalid(
+            _HEAD + _ENV_COMMITS,
+            path="migrations/env.py",
+            files={**_INI, "migrations/versions/a1.py": _REVISION},
+            line=11,
+        ),
         Invalid(
             _HEAD
             + """
@@ -264,6 +296,19 @@ class EnvTransactionBlocksAutocommit(MigrationRule):
                     "`context.begin_transaction()` own the transaction"
                 )
                 severity = Severity.ERROR if users else Severity.WARNING
+            elif outer.committed_after:
+                # env.py commits the connection after the migrations: only an
+                # autocommit_block() that meets the transaction uncommitted fails.
+                failing = [m for m in users if m.autocommit_block_needs_alembic_transaction()]
+                if not failing:
+                    continue
+                what = (
+                    f"`{_short(outer.detail)}` before `context.configure()` begins a "
+                    "transaction Alembic treats as external: `autocommit_block()` fails with "
+                    f"AssertionError (used by {_names(failing)}) — call `connection.commit()` "
+                    "before `context.configure()`"
+                )
+                severity = Severity.ERROR
             else:
                 what = (
                     f"`{_short(outer.detail)}` before `context.configure()` begins a "
