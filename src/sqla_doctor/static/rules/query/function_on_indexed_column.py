@@ -8,6 +8,38 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _FILTERS = frozenset({"where", "filter", "having", "filter_by", "join", "outerjoin"})
+# Aggregates compare a group's rows in HAVING: no index (and no index expression, which may
+# not hold an aggregate) serves `count(col) == 1`.
+_AGGREGATES = frozenset(
+    {
+        "count",
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "array_agg",
+        "string_agg",
+        "group_concat",
+        "json_agg",
+        "jsonb_agg",
+        "json_object_agg",
+        "jsonb_object_agg",
+        "bool_and",
+        "bool_or",
+        "every",
+        "bit_and",
+        "bit_or",
+        "stddev",
+        "stddev_pop",
+        "stddev_samp",
+        "variance",
+        "var_pop",
+        "var_samp",
+        "percentile_cont",
+        "percentile_disc",
+        "mode",
+    }
+)
 _CONJUNCTIONS = frozenset({"and_", "or_", "not_"})
 # Comparisons a B-tree index on the expression would serve. LIKE/ILIKE/contains() are left
 # out: with a leading wildcard (or ILIKE's case folding) no such index helps anyway.
@@ -35,9 +67,10 @@ _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
 class FunctionOnIndexedColumn(Rule):
     """
     ## What it does
-    Checks for `func.lower(Model.column)` (or any `func.<name>()` around a column) in a
-    `where()`/`filter()` condition, when the column has an index (`index=True`,
-    `unique=True`, a primary key, `Index(...)`) but no index on that same expression —
+    Checks for `func.lower(Model.column)` (or any `func.<name>()` around a column, other than
+    an aggregate such as `count`) in a `where()`/`filter()` condition, when the column has
+    an index (`index=True`, `unique=True`, a primary key, `Index(...)`) but no index on that
+    same expression —
     looking in `__table_args__`, module-level `Index(...)`, Alembic `op.create_index`
     and raw `CREATE INDEX` statements anywhere in the project.
 
@@ -135,6 +168,23 @@ class FunctionOnIndexedColumn(Rule):
                     op.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_email ON users (lower(email))")
                 """,
             },
+        ),
+        # An aggregate in HAVING compares each group, not a row: no index serves it, and an
+        # index expression may not hold one (pypi/warehouse's sole-owner check).
+        Valid(
+            """
+            from sqlalchemy import func, select
+            from app.models import User
+
+            def sole_usernames(session):
+                return session.scalars(
+                    select(User.username)
+                    .group_by(User.username)
+                    .having(func.count(User.username) == 1)
+                )
+            """,
+            path="app/views.py",
+            files=_FILES,
         ),
         # A substring search: no B-tree index serves `LIKE '%x%'`, functional or not.
         Valid(
@@ -264,7 +314,7 @@ class FunctionOnIndexedColumn(Rule):
         # that no single-column index was meant for.
         if not isinstance(func, ast.Attribute) or len(node.args) != 1 or node.keywords:
             return
-        if self.ctx.names.sqla_name(func.value) != "func":
+        if self.ctx.names.sqla_name(func.value) != "func" or func.attr.lower() in _AGGREGATES:
             return
         column = node.args[0]
         if not isinstance(column, ast.Attribute):
