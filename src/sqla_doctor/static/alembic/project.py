@@ -374,6 +374,51 @@ class AlembicAnalysis:
         return any(p.location.contains(path) for p in self.projects)
 
     @cached_property
+    def code_script_locations(self) -> list[tuple[str, ...]]:
+        """``script_location``s the project's code sets on an ``alembic.config.Config`` it
+        builds (``cfg.set_main_option("script_location", "app:migrations")``), as path parts.
+        Only files that import alembic are read."""
+        found: list[tuple[str, ...]] = []
+        for facts in self.context.index:
+            if not any(v.split(".")[0] == "alembic" for v in facts.names.imports.values()):
+                continue
+            path = self._disk_path(facts.path)
+            if path is None or path.name == "env.py":
+                continue
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8-sig"))
+            except (OSError, UnicodeError, SyntaxError, ValueError, RecursionError):
+                continue
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("set_main_option", "set_section_option")
+                    and len(node.args) >= 2
+                    and any(
+                        isinstance(a, ast.Constant) and a.value == "script_location"
+                        for a in node.args[:-1]
+                    )
+                    and isinstance(node.args[-1], ast.Constant)
+                    and isinstance(node.args[-1].value, str)
+                ):
+                    value = node.args[-1].value.replace(":", "/").replace("\\", "/")
+                    parts = tuple(p for p in value.split("/") if p and p != ".")
+                    if parts:
+                        found.append(parts)
+        return found
+
+    def configured_in_code(self, alembic_project: AlembicProject) -> bool:
+        """Alembic is configured only by the application's code (no ini or pyproject names
+        this script location): env.py runs inside the application's process, after whatever
+        the application imported (pyramid's ``config.scan()``, an app factory)."""
+        location = alembic_project.location
+        if location.configs:
+            return False
+        parts = location.directory.resolve().parts
+        return any(parts[-len(tail) :] == tail for tail in self.code_script_locations)
+
+    @cached_property
     def module_map(self) -> ModuleMap:
         known: dict[str, Path] = {}
         for facts in self.context.index:

@@ -74,6 +74,9 @@ class ModelsNotImportedInEnv(MigrationRule):
     mapped on the metadata it gives as `target_metadata`. Mapped classes are found
     statically: subclasses of a `DeclarativeBase`, `declarative_base()`, Flask-SQLAlchemy's
     `db.Model`, SQLModel `table=True` classes, and `Table(...)` objects on that metadata.
+    A script location that no `alembic.ini` or `pyproject.toml` names, only the
+    application's code (`cfg.set_main_option("script_location", "app:migrations")`), runs
+    inside the application's process after whatever it imported, and is not checked.
 
     ## Why is this bad?
     `Base.metadata` only knows the tables of the classes whose modules Python has imported.
@@ -204,6 +207,29 @@ class ModelsNotImportedInEnv(MigrationRule):
                 ),
             },
         ),
+        # No alembic.ini: the application builds Alembic's Config itself and runs the
+        # migrations from its own process, after its scan imported every model (pypi/warehouse).
+        Valid(
+            """
+            from alembic import context
+            from app import db
+
+            context.configure(url="postgresql://", target_metadata=db.Base.metadata)
+            """,
+            path="app/migrations/env.py",
+            files={
+                "app/__init__.py": "",
+                "app/migrations/versions/.keep": "",
+                "app/db.py": _DB + (
+                    "\nimport alembic.config\n\n"
+                    "def alembic_config(settings):\n"
+                    "    cfg = alembic.config.Config()\n"
+                    '    cfg.set_main_option("script_location", "app:migrations")\n'
+                    "    return cfg\n"
+                ),
+                "app/models/user.py": _USER,
+            },
+        ),
     )
     INVALID = (
         Invalid(
@@ -312,7 +338,7 @@ class ModelsNotImportedInEnv(MigrationRule):
         if target is None:
             return
         reach = shared.reached(project)
-        if reach.dynamic:
+        if reach.dynamic or shared.configured_in_code(project):
             return
         env_path = env.file.path.resolve()
         missing: dict[str, list[str]] = {}
