@@ -51,6 +51,8 @@ class DropOrRenameMappedObject(MigrationRule):
     models still map: `op.drop_table`, `op.drop_column`, `op.rename_table`,
     `op.alter_column(..., new_column_name=...)` (and their `batch_op` and raw SQL forms),
     read against the mapped classes and `Table` objects of the metadata env.py targets.
+    A name that a later revision creates again (`create_table`, `add_column`, a rename to
+    it) is what the models map now, and its old drop or rename is not reported.
 
     ## Why is this bad?
     The ORM names every mapped column in its SELECTs and INSERTs. Once the migration has
@@ -116,6 +118,30 @@ class DropOrRenameMappedObject(MigrationRule):
             """,
             path="migrations/versions/b2.py",
             files=_FILES,
+        ),
+        # Old history: a later revision creates the table (and the column) again, and the
+        # models map those, not what this revision dropped or renamed (pypi/warehouse).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_table("orders")
+                op.alter_column("users", "name", new_column_name="legacy_name")
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                **_FILES,
+                "alembic.ini": "[alembic]\nscript_location = %(here)s/migrations\n",
+                "migrations/versions/c3.py": (
+                    "import sqlalchemy as sa\n"
+                    "from alembic import op\n"
+                    'revision = "c3"\n'
+                    'down_revision = "b2"\n'
+                    "def upgrade():\n"
+                    '    op.create_table("orders", sa.Column("id", sa.Integer()))\n'
+                    '    op.add_column("users", sa.Column("name", sa.String(100)))\n'
+                ),
+            },
         ),
         # No models in the checked project: nothing to compare with.
         Valid(
@@ -207,6 +233,15 @@ class DropOrRenameMappedObject(MigrationRule):
             if table is None or migration.is_new_table(table) is not False:
                 continue
             mapped = schema.get(table)
+            if (
+                mapped is not None
+                and (operation.kind != "rename_column" or operation.column in mapped.columns)
+                and (operation.kind != "drop_column" or operation.column in mapped.columns)
+                and _recreated_later(migration, table, operation.column)
+            ):
+                # A later revision creates the name again: the model maps that new
+                # table or column, not the one this old revision dropped or renamed.
+                continue
             if operation.kind == "drop_table" and mapped is not None:
                 yield self._report(
                     migration,
@@ -294,6 +329,30 @@ class DropOrRenameMappedObject(MigrationRule):
             severity=severity,
             related=(Related(Location(mapped.path, mapped.line), f"mapped by {mapped.owner}"),),
         )
+
+
+def _recreated_later(migration: MigrationFile, table: str, column: str | None) -> bool:
+    """Whether a revision above this one creates ``table`` (or ``table.column``) again."""
+    project, revision = migration.project, migration.revision
+    if project is None or revision is None:
+        return False
+    later = project.graph.descendants(revision.revision)
+    if not later:
+        return False
+    for other in project.files:
+        if other.revision is None or other.revision.revision not in later:
+            continue
+        for op in other.upgrade_operations():
+            if op.kind == "create_table" and op.table == table:
+                return True
+            if op.kind == "rename_table" and op.new_name == table:
+                return True
+            if column is not None and op.table == table:
+                if op.kind == "add_column" and op.column == column:
+                    return True
+                if op.kind == "rename_column" and op.new_name == column:
+                    return True
+    return False
 
 
 def _owner(mapped: MappedTable) -> str:
