@@ -61,6 +61,7 @@ class ClassFacts:
     unresolved_bases: int = 0
     table_true: bool = False
     tablename: str | None = None
+    schema: str | None = None  # `__table_args__`'s "schema", when written in the class
     has_table_attr: bool = False
     table_from_attr: str | None = None
     abstract: bool = False
@@ -92,6 +93,7 @@ class MappedClass:
     metadata: str | None
     table: str | None
     columns: set[str]
+    schema: str | None = None
 
 
 @dataclass
@@ -277,6 +279,15 @@ def _attribute(
     if name == "__tablename__":
         facts.tablename = _const_str(value)
         return
+    if name == "__table_args__":
+        options = value
+        if isinstance(value, (ast.Tuple, ast.List)) and value.elts:
+            options = value.elts[-1]  # (Index(...), {"schema": "x"})
+        if isinstance(options, ast.Dict):
+            for key, item in zip(options.keys, options.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "schema":
+                    facts.schema = _const_str(item)
+        return
     if name == "__abstract__":
         facts.abstract = isinstance(value, ast.Constant) and value.value is True
         return
@@ -454,6 +465,7 @@ class ModelIndex:
                     metadata=key,
                     table=table,
                     columns=set(self._columns(cls)),
+                    schema=self._schema_of(cls),
                 )
             )
         return result
@@ -506,6 +518,17 @@ class ModelIndex:
         if key is not None and key.startswith("flask:"):
             return camel_to_snake(cls.name)
         return None
+
+    def _schema_of(self, cls: ClassFacts, depth: int = 0) -> str | None:
+        """The schema of the class's table: its own, or (single-table inheritance) its
+        mapped parent's."""
+        if cls.tablename is not None or cls.has_table_attr or depth > 20:
+            return cls.schema
+        for base in cls.bases:
+            parent = self.classes.get(base)
+            if parent is not None:
+                return self._schema_of(parent, depth + 1)
+        return cls.schema
 
     def _columns(self, cls: ClassFacts, depth: int = 0) -> Iterable[str]:
         yield from cls.columns.values()

@@ -54,6 +54,8 @@ class Operation:
     in_autocommit: bool = False
     postgresql: bool = True
     table: str | None = None
+    # The `schema=` an op.* call names (None: not written, the search path's).
+    schema: str | None = None
     column: str | None = None
     new_name: str | None = None
     name: str | None = None
@@ -391,6 +393,8 @@ class Extractor:
             return isinstance(value, ast.Constant) and value.value is True
 
         def emit(kind: str, **facts: object) -> None:
+            if not batch:
+                facts.setdefault("schema", self._string(_keyword(call, "schema"), state))
             self._emit(self._op(kind, call, written, state, **facts))
 
         if method == "create_table" and not batch:

@@ -497,7 +497,10 @@ class AlembicAnalysis:
             if mapped.table is None or (target is not None and mapped.metadata not in target.keys):
                 continue
             entry = tables.setdefault(
-                mapped.table, MappedTable(mapped.table, mapped.qualname, mapped.path, mapped.line)
+                mapped.table,
+                MappedTable(
+                    mapped.table, mapped.qualname, mapped.path, mapped.line, schema=mapped.schema
+                ),
             )
             for column in mapped.columns:
                 entry.columns.setdefault(column, mapped.qualname)
@@ -565,6 +568,7 @@ class MappedTable:
     path: str
     line: int
     columns: dict[str, str] = field(default_factory=dict)  # column → owning class
+    schema: str | None = None  # the owning class's `__table_args__` schema, if written
 
     @property
     def owner_name(self) -> str:

@@ -6,6 +6,7 @@ import ast
 from collections.abc import Iterable
 
 from sqla_doctor.findings import Finding, Location, Related, Severity
+from sqla_doctor.static.alembic.ops import Operation
 from sqla_doctor.static.alembic.project import AlembicAnalysis, MappedTable, MigrationFile
 from sqla_doctor.static.alembic.rule import MigrationRule
 from sqla_doctor.static.rule import Invalid, Valid
@@ -52,7 +53,8 @@ class DropOrRenameMappedObject(MigrationRule):
     `op.alter_column(..., new_column_name=...)` (and their `batch_op` and raw SQL forms),
     read against the mapped classes and `Table` objects of the metadata env.py targets.
     A name that a later revision creates again (`create_table`, `add_column`, a rename to
-    it) is what the models map now, and its old drop or rename is not reported.
+    it) is what the models map now, and its old drop or rename is not reported; nor is a
+    table of another schema than the one the model's `__table_args__` names.
 
     ## Why is this bad?
     The ORM names every mapped column in its SELECTs and INSERTs. Once the migration has
@@ -143,6 +145,28 @@ class DropOrRenameMappedObject(MigrationRule):
                 ),
             },
         ),
+        # Another schema's table of the same name: the model maps app.audit_log.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_table("audit_log", schema="archive")
+                op.drop_column("audit_log", "note", schema="archive")
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                **_FILES,
+                "app/audit.py": (
+                    "from sqlalchemy.orm import Mapped, mapped_column\n"
+                    "from app.models import Base\n"
+                    "class AuditLog(Base):\n"
+                    '    __tablename__ = "audit_log"\n'
+                    '    __table_args__ = ({"schema": "app"},)\n'
+                    "    id: Mapped[int] = mapped_column(primary_key=True)\n"
+                    "    note: Mapped[str]\n"
+                ),
+            },
+        ),
         # No models in the checked project: nothing to compare with.
         Valid(
             _HEAD
@@ -153,6 +177,27 @@ class DropOrRenameMappedObject(MigrationRule):
         ),
     )
     INVALID = (
+        # The same schema as the model's `__table_args__`.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_table("audit_log", schema="app")
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                **_FILES,
+                "app/audit.py": (
+                    "from sqlalchemy.orm import Mapped, mapped_column\n"
+                    "from app.models import Base\n"
+                    "class AuditLog(Base):\n"
+                    '    __tablename__ = "audit_log"\n'
+                    '    __table_args__ = {"schema": "app"}\n'
+                    "    id: Mapped[int] = mapped_column(primary_key=True)\n"
+                ),
+            },
+            count=1,
+        ),
         Invalid(
             _HEAD
             + """
@@ -233,6 +278,12 @@ class DropOrRenameMappedObject(MigrationRule):
             if table is None or migration.is_new_table(table) is not False:
                 continue
             mapped = schema.get(table)
+            if _other_schema(operation, mapped) or _other_schema(
+                operation, schema.get(operation.new_name or "")
+            ):
+                # Another schema's table of the same name (users.affiliations is not the
+                # indico.affiliations the model maps).
+                continue
             if (
                 mapped is not None
                 and (operation.kind != "rename_column" or operation.column in mapped.columns)
@@ -329,6 +380,15 @@ class DropOrRenameMappedObject(MigrationRule):
             severity=severity,
             related=(Related(Location(mapped.path, mapped.line), f"mapped by {mapped.owner}"),),
         )
+
+
+def _other_schema(operation: Operation, mapped: MappedTable | None) -> bool:
+    return (
+        mapped is not None
+        and operation.schema is not None
+        and mapped.schema is not None
+        and operation.schema != mapped.schema
+    )
 
 
 def _recreated_later(migration: MigrationFile, table: str, column: str | None) -> bool:
