@@ -39,7 +39,8 @@ class SessionNotClosed(Rule):
     ## Why is this bad?
     A session that is not closed keeps its connection checked out until the garbage
     collector finds it, and an exception between creation and `close()` skips the
-    close entirely. Under load the pool runs dry: `TimeoutError: QueuePool limit of
+    close entirely. A final `commit()` gives the connection back to the pool, but only
+    when nothing raised before it. Under load the pool runs dry: `TimeoutError: QueuePool limit of
     size 5 overflow 10 reached, connection timed out`.
 
     ## Known problems
@@ -215,9 +216,10 @@ class SessionNotClosed(Rule):
             files=_FILES,
             line=5,
             expected_message=(
-                "`session = SessionLocal()` is never closed: its connection stays checked out "
-                "until garbage collection — use `with SessionLocal() as session:` or close it "
-                "in a `finally`"
+                "`session = SessionLocal()` gives its connection back at `commit()` (line 7) "
+                "only if nothing raises before it: an exception leaks the connection until "
+                "garbage collection — use `with SessionLocal() as session:` or close it in a "
+                "`finally`"
             ),
         ),
         # Closed, but only when nothing raised before.
@@ -288,9 +290,10 @@ class SessionNotClosed(Rule):
             """,
             line=4,
             expected_message=(
-                "`session = AsyncSession(engine)` is never closed: its connection stays checked "
-                "out until garbage collection — use `async with AsyncSession(engine) as session:` "
-                "or close it in a `finally`"
+                "`session = AsyncSession(engine)` gives its connection back at `commit()` (line "
+                "6) only if nothing raises before it: an exception leaks the connection until "
+                "garbage collection — use `async with AsyncSession(engine) as session:` or close "
+                "it in a `finally`"
             ),
         ),
         # A method that opens a session for a unit of work but closes it outside finally.
@@ -371,10 +374,19 @@ class SessionNotClosed(Rule):
         elif is_async:
             # `AsyncSession(engine)` / `async_session()`: an async context manager.
             use = f"use `async with {made} as {name}:` or close it in a `finally`"
+        ends = _ends_with_commit(flow, name)
         if closes:
             problem = (
                 f"`{name} = {made}` is closed at line {closes[0].lineno} only if nothing raises "
                 f"before it: an exception leaks its connection — {use}"
+            )
+        elif ends is not None and isinstance(ends.func, ast.Attribute):
+            # Session.commit()/rollback() end the transaction and give the connection back
+            # to the pool: only an exception before them keeps it checked out.
+            problem = (
+                f"`{name} = {made}` gives its connection back at `{ends.func.attr}()` (line "
+                f"{ends.lineno}) only if nothing raises before it: an exception leaks the "
+                f"connection until garbage collection — {use}"
             )
         else:
             problem = (
@@ -382,3 +394,25 @@ class SessionNotClosed(Rule):
                 f"garbage collection — {use}"
             )
         self.report(call, problem=problem)
+
+
+def _ends_with_commit(flow: FunctionFlow, name: str) -> ast.Call | None:
+    """``name.commit()`` (or ``rollback()``) as a statement of the function's own body and
+    the last use of ``name``: on the way without exceptions, nothing stays checked out."""
+    loads = flow.name_loads.get(name, [])
+    if not loads:
+        return None
+    last = max(loads, key=lambda load: (load.lineno, load.col_offset))
+    body = flow.node.body if isinstance(flow.node.body, list) else []
+    for stmt in body:
+        call = stmt.value if isinstance(stmt, ast.Expr) else None
+        if isinstance(call, ast.Await):
+            call = call.value
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr in ("commit", "rollback")
+            and call.func.value is last
+        ):
+            return call
+    return None
