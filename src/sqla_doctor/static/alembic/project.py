@@ -377,13 +377,17 @@ class AlembicAnalysis:
     def code_script_locations(self) -> list[tuple[str, ...]]:
         """``script_location``s the project's code sets on an ``alembic.config.Config`` it
         builds (``cfg.set_main_option("script_location", "app:migrations")``), as path parts.
-        Only files that import alembic are read."""
+        Only files that import ``alembic``, ``alembic.config`` or ``alembic.command`` (not
+        a migration's ``alembic.op``) are read, once, and only for a location no config names."""
         found: list[tuple[str, ...]] = []
         for facts in self.context.index:
-            if not any(v.split(".")[0] == "alembic" for v in facts.names.imports.values()):
+            if not any(
+                v == "alembic" or v.startswith(("alembic.config", "alembic.command"))
+                for v in facts.names.imports.values()
+            ):
                 continue
             path = self._disk_path(facts.path)
-            if path is None or path.name == "env.py":
+            if path is None or path.name == "env.py" or self.is_test_or_migration(path):
                 continue
             try:
                 tree = ast.parse(path.read_text(encoding="utf-8-sig"))
