@@ -124,6 +124,23 @@ class DataMigrationInSchemaMigration(MigrationRule):
         ),
     )
     INVALID = (
+        # The change named is the one on the updated table, not a table dropped before it.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_table("login_codes")
+                op.add_column("tokens", sa.Column("scopes", sa.JSON(), nullable=True))
+                op.execute("UPDATE tokens SET scopes = '[]'")
+            """,
+            line=10,
+            expected_message=(
+                "`UPDATE tokens` runs in the same transaction as `op.add_column` on tokens "
+                "(line 9), whose lock on login_codes, tokens is held until the data migration "
+                "commits — move the data migration to a revision of its own (with "
+                "`transaction_per_migration=True`) or a batched job"
+            ),
+        ),
         Invalid(
             _HEAD
             + """
@@ -191,7 +208,15 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 continue
             if migration.is_new_table(operation.table) is not False:
                 continue
-            first = next((op for op in schema if op.table), schema[0])
+            # Name the change the data migration meets: one on its own table, else one
+            # that leaves a table behind (a dropped table's lock blocks no lasting query).
+            first = next(
+                (op for op in schema if operation.table and op.table == operation.table),
+                next(
+                    (op for op in schema if op.table and op.kind != "drop_table"),
+                    next((op for op in schema if op.table), schema[0]),
+                ),
+            )
             locked = sorted({op.table for op in schema if op.table}) or ["the altered table"]
             dml = (
                 "an ORM session bound to the migration's connection"
