@@ -659,45 +659,38 @@ class DataFlow:
         For containers filled step by step: ``parts.append(f"... {x}")``.
         """
         wanted = set(methods)
-        scope = self.scope_of(name)
-        limit = _position(name)
-        found: list[ast.Call] = []
-        body: list[ast.stmt] = getattr(scope, "body", [])
-        if not isinstance(body, list):
-            return found
-        for stmt in body:
-            for node in _walk_scope(stmt):
-                if (
-                    isinstance(node, ast.Call)
-                    and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in wanted
-                    and isinstance(node.func.value, ast.Name)
-                    and node.func.value.id == name.id
-                    and _position(node) < limit
-                ):
-                    found.append(node)
-        return found
+        return [
+            node
+            for node in self._before_in_scope(name)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in wanted
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == name.id
+        ]
 
     def item_stores(self, name: ast.Name) -> list[ast.Subscript]:
         """Targets ``name[key] = ...`` (or ``+=``) in the scope owning ``name``, placed
         before it: a container filled item by item."""
-        scope = self.scope_of(name)
+        return [
+            node
+            for node in self._before_in_scope(name)
+            if isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == name.id
+        ]
+
+    def _before_in_scope(self, name: ast.Name) -> Iterator[ast.AST]:
+        """The nodes of the scope owning ``name`` (nested scopes left out) before it."""
         limit = _position(name)
-        found: list[ast.Subscript] = []
-        body: list[ast.stmt] = getattr(scope, "body", [])
+        body: list[ast.stmt] = getattr(self.scope_of(name), "body", [])
         if not isinstance(body, list):
-            return found
+            return
         for stmt in body:
             for node in _walk_scope(stmt):
-                if (
-                    isinstance(node, ast.Subscript)
-                    and isinstance(node.ctx, ast.Store)
-                    and isinstance(node.value, ast.Name)
-                    and node.value.id == name.id
-                    and _position(node) < limit
-                ):
-                    found.append(node)
-        return found
+                if _position(node) < limit:
+                    yield node
 
     def function_named(self, name: ast.Name) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
         """The ``def`` a name refers to, when that is the only thing it is bound to here."""
