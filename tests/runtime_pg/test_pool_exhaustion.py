@@ -69,7 +69,7 @@ def test_leaked_sessions_drain_the_pool_and_each_report_names_the_line(
             leak = one(uow.findings, "SQD151")
             assert f"{leak.location.path}:{leak.location.line}" == where
             assert leak.message.startswith(
-                f"Session that began at {where} still holds its connection at the end of "
+                f"Session whose transaction began at {where} still holds its connection at the end of "
                 "the unit of work"
             )
         for _, uow in failed:

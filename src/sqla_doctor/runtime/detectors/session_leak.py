@@ -171,7 +171,7 @@ class SessionLeak(Detector):
     name = "session-leak"
     pitfalls = ("P06", "P35")
     severity = Severity.ERROR
-    message = "Session that began at {site} {what} — {fix}"
+    message = "Session whose transaction began at {site} {what} — {fix}"
 
     def end(self) -> None:
         for record in list(self.uow.sessions.values()):
