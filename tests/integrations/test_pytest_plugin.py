@@ -325,8 +325,8 @@ def test_a_session_left_open_fails_at_teardown(project: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_leaks*",
-            "*test_app.py:7: SQD151 Session whose transaction began at *test_app.py:7 still holds its "
-            "connection at the end of the unit of work*",
+            "*test_app.py:7: SQD151 Session whose transaction began at *test_app.py:7 still "
+            "holds its connection at the end of the unit of work*",
         ]
     )
 

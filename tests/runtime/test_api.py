@@ -353,3 +353,21 @@ def test_severity_of_each_detector_is_set() -> None:
         assert issubclass(check, Detector)
         assert check.doc().sections.get("References"), check.code
         assert "Use instead:" in check.doc().sections["Example"], check.code
+
+
+def test_reaching_max_findings_is_said_once(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A cap must not look like a clean run: the findings past it are said to be dropped.
+    capped = RuntimeConfig(mode="collect", max_findings=1)
+    with sqla_doctor.track("capped", config=capped) as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            assert user.posts  # SQD251
+        for i in range(1, 8):
+            session.get(User, i)  # SQD252 if kept
+            session.expire_all()
+    assert len(uow.findings) == 1
+    warnings_ = [r.getMessage() for r in caplog.records if r.name == "sqla_doctor"]
+    assert warnings_ == [
+        "sqla-doctor: capped kept max-findings = 1 findings; the others are not reported"
+    ]

@@ -79,8 +79,8 @@ def test_session_still_holding_its_connection_at_the_end_is_reported(
     here = relative(__file__)
     assert finding.location.line == line_of("leak")
     assert finding.message.startswith(
-        f"Session whose transaction began at {here}:{line_of('leak')} still holds its connection at the "
-        "end of the unit of work"
+        f"Session whose transaction began at {here}:{line_of('leak')} still holds its "
+        "connection at the end of the unit of work"
     )
     assert finding.message.endswith(f" — {SYNC_FIX}")
     assert finding.fix_hint == "with Session(engine) as session: ..."
@@ -259,9 +259,10 @@ def test_a_scoped_session_never_removed_is_told_to_call_remove(engine: Engine) -
     assert set(found) == {line_of("scoped-leak"), line_of("extension-leak")}
     plain = found[line_of("scoped-leak")]
     assert plain.message == (
-        f"Session whose transaction began at {here}:{line_of('scoped-leak')} still holds its connection at "
-        "the end of the unit of work — db_session is a scoped_session: its session lives "
-        "until `db_session.remove()`; call it when each request or job ends (Flask: in an "
+        f"Session whose transaction began at {here}:{line_of('scoped-leak')} still holds its "
+        "connection at the end of the unit of work — db_session is a scoped_session: its "
+        "session lives until `db_session.remove()`; call it when each request or job ends "
+        "(Flask: in an "
         "`@app.teardown_appcontext` function; a worker: in a finally block)"
     )
     assert plain.fix_hint == "db_session.remove()"

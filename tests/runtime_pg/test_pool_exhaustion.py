@@ -69,8 +69,8 @@ def test_leaked_sessions_drain_the_pool_and_each_report_names_the_line(
             leak = one(uow.findings, "SQD151")
             assert f"{leak.location.path}:{leak.location.line}" == where
             assert leak.message.startswith(
-                f"Session whose transaction began at {where} still holds its connection at the end of "
-                "the unit of work"
+                f"Session whose transaction began at {where} still holds its connection at the "
+                "end of the unit of work"
             )
         for _, uow in failed:
             explained = one(uow.findings, "SQD451")

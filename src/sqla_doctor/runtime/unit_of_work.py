@@ -47,6 +47,7 @@ MAX_DETACHMENTS_PER_SESSION = 4
 MAX_UPDATED_ROWS = 4_096
 MAX_EXPUNGED_KEYS = 64
 
+_logger = logging.getLogger("sqla_doctor")
 current: ContextVar[UnitOfWork | None] = ContextVar("sqla_doctor_unit_of_work", default=None)
 # The ORM execution whose statement has not reached the cursor yet. ``do_orm_execute``
 # runs before the autoflush and before the statement, in the same thread or greenlet, so
@@ -250,6 +251,8 @@ class UnitOfWork:
         self._started = time.perf_counter()
         self._keys: set[Hashable] = set()
         self._unemitted: list[_Pending] = []
+        # Said once when max-findings is reached: a cap must not look like a clean run.
+        self._capped = False
         # Detectors are made when an event first needs them: most sessions of a web app
         # run a couple of statements, and their implicit unit of work should cost little.
         self._detectors: list[Detector | None] = [None] * len(settings.detectors)
@@ -323,6 +326,14 @@ class UnitOfWork:
                 return
             self._keys.add(full_key)
             if len(self.findings) >= self.settings.runtime.max_findings:
+                if not self._capped:
+                    self._capped = True
+                    _logger.warning(
+                        "sqla-doctor: %s kept max-findings = %d findings; the others are "
+                        "not reported",
+                        self.name or "a unit of work",
+                        self.settings.runtime.max_findings,
+                    )
                 return
             if self.settings.suppressed(finding, filename, subject):
                 return
@@ -918,6 +929,7 @@ class _Process:
         self.collected: dict[Hashable, Finding] = {}
         self.occurrences: dict[Hashable, int] = {}
         self.collecting = False
+        self.capped = False
         # Call sites that leaked a session or connection: their next checkouts keep the
         # whole stack.
         self.leaky_sites: set[tuple[str, int]] = set()
@@ -969,6 +981,13 @@ class _Process:
         elif len(self.collected) < settings.runtime.max_findings:
             self.collected[key] = finding
             self.occurrences[key] = 1
+        elif not self.capped:
+            self.capped = True
+            _logger.warning(
+                "sqla-doctor: the process kept max-findings = %d findings; the others are "
+                "not reported",
+                settings.runtime.max_findings,
+            )
 
     def findings(self) -> list[Finding]:
         """Every finding since install(), one per place, with how often it recurred."""
@@ -983,6 +1002,7 @@ class _Process:
     def reset_collected(self) -> None:
         self.collected = {}
         self.occurrences = {}
+        self.capped = False
 
 
 process = _Process()
