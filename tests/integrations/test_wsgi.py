@@ -250,3 +250,19 @@ def test_the_applications_error_reaches_the_server(engine: Engine) -> None:
     with client(app) as http:
         http.get("/users/fixed")
     assert len(units.seen) == 1
+
+
+def test_a_failing_callback_is_logged_with_its_traceback_once(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(unit: UnitOfWork, context: Mapping[str, str]) -> None:
+        raise RuntimeError("the exporter is down")
+
+    app = flask_app(engine, on_unit=broken, mode="collect")
+    with client(app) as http:
+        statuses = [http.get("/users/fixed").status_code for _ in range(5)]
+    assert statuses == [200] * 5, "the requests go on"
+    errors = [r for r in caplog.records if r.name == "sqla_doctor" and r.levelname == "ERROR"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].exc_info is not None
+    assert "the exporter is down" in str(errors[0].exc_info[1])

@@ -10,7 +10,9 @@ only in ``raise`` mode.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable
+from typing import Any
 
 from sqla_doctor.config import Config, RuntimeConfig
 from sqla_doctor.integrations import UnitCallback
@@ -35,9 +37,28 @@ def internal_error(where: str) -> None:
         )
 
 
+# How often each callback the user gave has raised (by the callback; a dead one's entry
+# goes with it).
+_callback_failures: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+# After the first failure (with its traceback), one line per this many more.
+_FAILURES_PER_LINE = 1000
+
+
 def callback_error(what: str, callback: object) -> None:
-    """A function the user gave (``on_unit``, ``route``) raised: say so; the request goes on."""
-    logger.error("sqla-doctor: the %s %r raised", what, callback, exc_info=True)
+    """A function the user gave (``on_unit``, ``route``) raised: say so; the request goes on.
+
+    The first failure is logged with its traceback; a callback failing on every request
+    then gets one line per thousand failures, not a traceback per request.
+    """
+    try:
+        count = _callback_failures.get(callback, 0) + 1
+        _callback_failures[callback] = count
+    except TypeError:  # not weakly referenceable, or unhashable: say it each time
+        count = 1
+    if count == 1:
+        logger.error("sqla-doctor: the %s %r raised", what, callback, exc_info=True)
+    elif count % _FAILURES_PER_LINE == 0:
+        logger.error("sqla-doctor: the %s %r raised again (%d times)", what, callback, count)
 
 
 def callbacks(on_unit: UnitCallback | Iterable[UnitCallback] | None) -> tuple[UnitCallback, ...]:
