@@ -182,6 +182,29 @@ def test_pool_saturation_is_observed(engine: Engine, telemetry: Telemetry) -> No
     assert after.value == 0
 
 
+def test_findings_of_a_request_whose_span_already_ended_go_to_a_child_span(
+    engine: Engine, telemetry: Telemetry
+) -> None:
+    # FastAPI's own request span ends with the response, before the unit reports.
+    reporter = OpenTelemetryReporter(
+        meter_provider=telemetry.meter_provider, tracer_provider=telemetry.tracer_provider
+    )
+    request = telemetry.tracer.start_span("GET /users")
+    with trace.use_span(request, end_on_exit=False):
+        with sqla_doctor.track(mode="collect") as unit:
+            n_plus_one(engine)
+        request.end()
+        reporter(unit, {"method": "GET", "route": "/users"})
+
+    assert not telemetry.span("GET /users").events
+    child = telemetry.span("sqla_doctor.unit_of_work")
+    assert child.parent is not None
+    assert child.parent.span_id == request.get_span_context().span_id
+    assert [event.attributes["sqla_doctor.code"] for event in child.events] == ["SQD251"]
+    assert child.attributes is not None
+    assert child.attributes["sqla_doctor.findings"] == 1
+
+
 def test_no_span_is_fine(engine: Engine, telemetry: Telemetry) -> None:
     reporter = OpenTelemetryReporter(meter_provider=telemetry.meter_provider)
     with sqla_doctor.track(mode="collect") as unit:

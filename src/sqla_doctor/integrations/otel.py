@@ -93,9 +93,15 @@ class _Pool:
 class OpenTelemetryReporter:
     """Span events and metrics for units of work; see the module's documentation."""
 
-    def __init__(self, *, meter_provider: metrics.MeterProvider | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        meter_provider: metrics.MeterProvider | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         from sqla_doctor import __version__
 
+        self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         if meter_provider is None:
             meter = metrics.get_meter(_SCOPE, __version__)
         else:
@@ -137,12 +143,23 @@ class OpenTelemetryReporter:
         attributes = _request_attributes(context or {})
         span = trace.get_current_span()
         findings = list(unit.findings)
-        for finding in findings:
-            span.add_event(EVENT_NAME, finding_attributes(finding))
-            self._count(finding, attributes)
-        if span.is_recording():
-            span.set_attribute("sqla_doctor.queries", unit.query_count)
-            span.set_attribute("sqla_doctor.findings", len(findings))
+        own: trace.Span | None = None
+        if not span.is_recording() and span.get_span_context().is_valid:
+            # The request's span ended before the unit did (FastAPI's own span ends with
+            # the response): a short child span of it carries the findings instead.
+            own = span = self._tracer.start_span(
+                "sqla_doctor.unit_of_work", context=trace.set_span_in_context(span)
+            )
+        try:
+            for finding in findings:
+                span.add_event(EVENT_NAME, finding_attributes(finding))
+                self._count(finding, attributes)
+            if span.is_recording():
+                span.set_attribute("sqla_doctor.queries", unit.query_count)
+                span.set_attribute("sqla_doctor.findings", len(findings))
+        finally:
+            if own is not None:
+                own.end()
         if unit.query_count:
             self._queries.add(unit.query_count, attributes)
 
