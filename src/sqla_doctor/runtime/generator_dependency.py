@@ -1,4 +1,6 @@
-"""Which FastAPI generator dependency handed a leaked session to the user's code.
+"""Which generator handed a leaked session to the user's code: a FastAPI dependency
+(``Depends(get_db)``) or a ``@contextmanager`` session scope, whose close after ``yield``
+does not run when the request or the ``with`` block fails.
 
 Asked only when SQD151 reports a leak. The functions are found in their modules' globals
 (by name, else by the line the stack points at), and only their signatures and source are
@@ -24,8 +26,6 @@ from sqla_doctor.runtime.callsite import USER, CallSite, classify
 _MAX_DEPTH = 4
 _MAX_MODULES_CACHED = 256
 _modules_by_file: dict[str, ModuleType | None] = {}
-
-
 # Generator functions already judged (by code object), at most this many.
 _MAX_JUDGED = 256
 _judged: dict[CodeType, GeneratorDependency | None] = {}
