@@ -429,6 +429,14 @@ def _is_true(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and bool(node.value) is True
 
 
+def _string_annotation(text: str) -> ast.expr | None:
+    """The expression a string annotation (``"State | None"``) spells, if it parses."""
+    try:
+        return ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return None
+
+
 def _position(node: ast.AST) -> tuple[int, int]:
     return int(getattr(node, "lineno", 0)), int(getattr(node, "col_offset", 0))
 
@@ -1764,11 +1772,8 @@ class StringFlow:
         if depth > 3:
             return False
         if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-            try:
-                parsed = ast.parse(annotation.value, mode="eval").body
-            except SyntaxError:
-                return False
-            return self._enum_annotation(parsed, depth + 1)
+            parsed = _string_annotation(annotation.value)
+            return parsed is not None and self._enum_annotation(parsed, depth + 1)
         if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
             sides = (annotation.left, annotation.right)
             nones = [s for s in sides if isinstance(s, ast.Constant) and s.value is None]
@@ -2640,11 +2645,8 @@ class SqlaObjects:
         if depth > 6:
             return None
         if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-            try:
-                parsed = ast.parse(annotation.value, mode="eval").body
-            except SyntaxError:
-                return None
-            return self.annotation_kind(parsed, depth + 1)
+            parsed = _string_annotation(annotation.value)
+            return self.annotation_kind(parsed, depth + 1) if parsed is not None else None
         if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
             return self.annotation_kind(annotation.left, depth + 1) or self.annotation_kind(
                 annotation.right, depth + 1
