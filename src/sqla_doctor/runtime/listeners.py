@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from types import FrameType
 from typing import Any, TypeVar
@@ -2125,28 +2125,14 @@ def _awaiting_site(record: SessionRecord) -> callsite.CallSite | None:
     Looked up only once an overlap is found: the innermost user frame of a task whose
     locals hold the session (or its AsyncSession), by identity.
     """
-    session = record.ref()
-    if session is None:
-        return None
-    try:
-        from sqlalchemy.ext.asyncio import async_session
-
-        proxy = async_session(session)
-        tasks = list(asyncio.all_tasks())[:_MAX_TASKS_SEARCHED]
-    except Exception:
-        return None
-    for task in tasks:
-        for frame in reversed(callsite.awaiting_frames(task, _STACK_LIMIT)):
-            if callsite.classify(frame.f_code.co_filename) != callsite.USER:
-                continue
-            if any(v is session or v is proxy for v in list(frame.f_locals.values())):
-                return callsite.CallSite(
-                    frame.f_code.co_filename,
-                    frame.f_lineno,
-                    frame.f_code.co_name,
-                    frame.f_globals.get("__name__"),
-                )
-            break
+    for _, frames, inner in _tasks_holding(record):
+        frame = frames[inner]
+        return callsite.CallSite(
+            frame.f_code.co_filename,
+            frame.f_lineno,
+            frame.f_code.co_name,
+            frame.f_globals.get("__name__"),
+        )
     return None
 
 
@@ -2161,37 +2147,14 @@ def starting_site(record: SessionRecord) -> tuple[callsite.CallSite, str] | None
     ``_children``, and a TaskGroup's ``_tasks``, are read defensively, and the line is
     not named when they are missing.
     """
-    session = record.ref()
-    if session is None:
-        return None
     try:
-        from sqlalchemy.ext.asyncio import async_session
-
-        proxy = async_session(session)
         current = asyncio.current_task()
-        tasks = list(asyncio.all_tasks())[:_MAX_TASKS_SEARCHED]
     except Exception:
         return None
     if current is None:
         return None
     task_group = getattr(asyncio, "TaskGroup", None)
-    for task in tasks:
-        if task is current:
-            continue
-        frames = callsite.awaiting_frames(task, _STACK_LIMIT)
-        inner = next(
-            (
-                i
-                for i in range(len(frames) - 1, -1, -1)
-                if callsite.classify(frames[i].f_code.co_filename) == callsite.USER
-            ),
-            None,
-        )
-        if inner is None:
-            continue
-        frame = frames[inner]
-        if not any(v is session or v is proxy for v in list(frame.f_locals.values())):
-            continue
+    for task, frames, inner in _tasks_holding(record, skip=current):
         what = None
         waiting = getattr(task, "_fut_waiter", None)
         if inner == len(frames) - 1 and type(waiting).__name__ == "_GatheringFuture":
@@ -2204,6 +2167,7 @@ def starting_site(record: SessionRecord) -> tuple[callsite.CallSite, str] | None
                     what = "the TaskGroup that started these tasks ends here"
                     break
         if what is not None:
+            frame = frames[inner]
             site = callsite.CallSite(
                 frame.f_code.co_filename,
                 callsite.line_of(frame, frame.f_lineno),
@@ -2212,6 +2176,34 @@ def starting_site(record: SessionRecord) -> tuple[callsite.CallSite, str] | None
             )
             return site, what
     return None
+
+
+def _tasks_holding(
+    record: SessionRecord, skip: asyncio.Task[Any] | None = None
+) -> Iterator[tuple[asyncio.Task[Any], list[FrameType], int]]:
+    """The running tasks whose innermost user frame holds this session (or its
+    AsyncSession) in its locals, by identity: each with its awaiting frames, outermost
+    first, and that frame's index."""
+    session = record.ref()
+    if session is None:
+        return
+    try:
+        from sqlalchemy.ext.asyncio import async_session
+
+        proxy = async_session(session)
+        tasks = list(asyncio.all_tasks())[:_MAX_TASKS_SEARCHED]
+    except Exception:
+        return
+    for task in tasks:
+        if task is skip:
+            continue
+        frames = callsite.awaiting_frames(task, _STACK_LIMIT)
+        for inner in range(len(frames) - 1, -1, -1):
+            if callsite.classify(frames[inner].f_code.co_filename) != callsite.USER:
+                continue
+            if any(v is session or v is proxy for v in list(frames[inner].f_locals.values())):
+                yield task, frames, inner
+            break
 
 
 # -- registration -------------------------------------------------------------------------
