@@ -204,6 +204,20 @@ def _classify(filename: str) -> int:
     return USER
 
 
+def module_file(module: Any) -> str | None:
+    """The source file of an imported module, read from its dictionary (a module's
+    ``__getattr__`` is the program's code). The script ``python app.py`` ran is
+    ``__main__``, whose ``__file__`` CPython deletes when the script returns (before
+    ``atexit`` handlers run): its loader still knows the path."""
+    namespace = getattr(module, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return None
+    source = namespace.get("__file__")
+    if not isinstance(source, str):
+        source = getattr(namespace.get("__loader__"), "path", None)
+    return source if isinstance(source, str) else None
+
+
 def line_of(frame: FrameType, lineno: int) -> int:
     """The line the user wrote: a Jinja template's own line, not its compiled module's.
 

@@ -17,7 +17,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from sqla_doctor.runtime.callsite import USER, CallSite, classify
+from sqla_doctor.runtime.callsite import USER, CallSite, classify, module_file
 
 _MAX_MODULES = 5_000
 _CREATE = r"\s*(?::[^=]*)?=\s*(?:[\w.]+\.)?create_(?:async_)?engine\s*\("
@@ -43,12 +43,10 @@ def _find(engine: Any, pool: Any) -> CallSite | None:
     for module in list(sys.modules.values())[:_MAX_MODULES]:
         if not issubclass(type(module), ModuleType):
             continue
-        namespace = module.__dict__
-        filename = namespace.get("__file__")
-        if not isinstance(filename, str):
-            filename = getattr(namespace.get("__loader__"), "path", None)
-        if not isinstance(filename, str) or classify(filename) != USER:
+        filename = module_file(module)
+        if filename is None or classify(filename) != USER:
             continue
+        namespace = module.__dict__
         for name, value in list(namespace.items()):
             kind = type(value)
             if async_engine is not None and issubclass(kind, async_engine):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from types import CodeType, FrameType, ModuleType
 from typing import Any, Final, NamedTuple
 
-from sqla_doctor.runtime.callsite import USER, CallSite, classify
+from sqla_doctor.runtime.callsite import USER, CallSite, classify, module_file
 
 # Endpoint -> its dependency -> a sub-dependency ...: how deep the chain is followed.
 _MAX_DEPTH = 4
@@ -175,28 +175,18 @@ def _lookup_dotted(dotted: str, names: dict[str, Any]) -> Any:
 
 
 def module_of(filename: str) -> ModuleType | None:
-    """The imported module whose source is ``filename``.
-
-    The script ``python app.py`` ran is ``__main__``, whose ``__file__`` CPython deletes
-    when the script returns (before ``atexit`` handlers run): its loader still knows it.
-    """
+    """The imported module whose source is ``filename`` (``__main__`` too, after the
+    script returned: see ``callsite.module_file``)."""
     if filename not in _modules_by_file:
         found = None
         for module in list(sys.modules.values()):
-            if _source_of(module) == filename:
+            if module_file(module) == filename:
                 found = module
                 break
         if len(_modules_by_file) >= _MAX_MODULES_CACHED:
             _modules_by_file.clear()
         _modules_by_file[filename] = found
     return _modules_by_file[filename]
-
-
-def _source_of(module: Any) -> str | None:
-    source = getattr(module, "__file__", None)
-    if source is None:
-        source = getattr(getattr(module, "__loader__", None), "path", None)
-    return source if isinstance(source, str) else None
 
 
 def _frames(sites: tuple[CallSite, ...]) -> Iterator[tuple[str, int, str | None]]:
