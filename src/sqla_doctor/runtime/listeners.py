@@ -317,6 +317,11 @@ def _checkout_done(
 def end_unit(uow: UnitOfWork) -> None:
     """End an explicit unit of work (``track()``'s exit); emission is the caller's."""
     try:
+        execution = executing.get()
+        if execution is not None and execution.uow is uow:
+            # Its statement never reached the cursor nor failed there (the pool timed
+            # out): it must not pass for the next statement's, in the next unit.
+            executing.set(None)
         drain()
         uow.end()
     except _DELIBERATE:
