@@ -292,3 +292,96 @@ def test_diff_against_reports_only_changed_lines(
     bad = run_cli(capsys, "check", "--diff-against", "no-such-rev", str(tmp_path))
     assert bad.code == 2
     assert "--diff-against no-such-rev" in bad.err
+
+
+_MODELS = """
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class User(Base):
+    __tablename__ = "user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    posts: Mapped[list["Post"]] = relationship(back_populates="author")
+
+class Post(Base):
+    __tablename__ = "post"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    author: Mapped[User] = relationship(back_populates="posts")
+"""
+_VIEWS = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import User
+
+
+def report(session: Session) -> list[int]:
+    users = session.scalars(select(User)).all()
+    return [len(user.posts) for user in users]
+"""
+
+
+@pytest.mark.parametrize("marker", ["pyproject.toml", "setup.cfg", ".git/HEAD"])
+def test_a_file_checked_alone_is_checked_against_the_whole_project(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, marker: str
+) -> None:
+    """The N+1 needs `User.posts` from models.py, which was not named: the project's
+    other files feed the index, and paths read as they do from the project's top."""
+    write_tree(
+        tmp_path,
+        {marker: "", "app/__init__.py": "", "app/models.py": _MODELS, "app/views.py": _VIEWS},
+    )
+    monkeypatch.chdir(tmp_path / "app")
+    result = run_cli(capsys, "check", "--no-cache", "views.py")
+    assert result.code == 1, result
+    assert "app/views.py:9:17: SQD201" in result.out
+    assert "in 1 file." in result.out
+
+
+def test_files_around_a_checked_file_are_read_but_not_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Neither a finding of a file that was not named, nor its parse error, nor a
+    project rule's finding located in it (SQD504 in main.py) is reported."""
+    write_tree(
+        tmp_path,
+        {
+            "pyproject.toml": "",
+            "app/__init__.py": "",
+            "app/models.py": _MODELS + MUTABLE,
+            "app/views.py": "x = 1\n",
+            "app/broken.py": "def (:\n",
+            "app/main.py": (
+                "from sqlalchemy import create_engine\n"
+                "from app.models import Base\n"
+                "Base.metadata.create_all(create_engine('sqlite://'))\n"
+            ),
+            "app/tags.py": (
+                "from sqlalchemy.orm import Mapped, mapped_column\n"
+                "from app.models import Base\n"
+                "class Tag(Base):\n"
+                "    __tablename__ = 'tag'\n"
+                "    id: Mapped[int] = mapped_column(primary_key=True)\n"
+            ),
+        },
+    )
+    result = run_cli(capsys, "check", "--no-cache", str(tmp_path / "app" / "views.py"))
+    assert (result.code, result.err) == (0, ""), result
+    assert "All clean: no findings in 1 file." in result.out
+    whole = run_cli(capsys, "check", "--no-cache", str(tmp_path))
+    codes = {line.split()[1] for line in whole.out.splitlines() if ": SQD" in line}
+    assert {"SQD501", "SQD504", "SQD901"} <= codes, whole.out
+
+
+def test_a_file_outside_any_project_is_checked_on_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No pyproject.toml, setup.cfg, setup.py or .git above it: nothing else is read."""
+    files = {"app/models.py": _MODELS, "app/views.py": _VIEWS, "app/bad.py": "def (:\n"}
+    write_tree(tmp_path, files)
+    result = run_cli(capsys, "check", "--no-cache", str(tmp_path / "app" / "views.py"))
+    assert result.code == 0, result

@@ -265,11 +265,17 @@ def _analyse(
 ) -> tuple[Config, Result]:
     from sqla_doctor.static.cache import CACHE_DIR_NAME
     from sqla_doctor.static.engine import Engine, Result
+    from sqla_doctor.static.files import covers, project_root
 
     paths = list(args.paths) or [Path.cwd()]
-    config = _load_config(args, errors, start=paths[0] if paths[0].exists() else Path.cwd())
+    start = paths[0] if paths[0].exists() else Path.cwd()
+    config = _load_config(args, errors, start=start)
     if not args.paths and config.source is not None:
         paths = [config.root]
+    project = config.root if config.source is not None else project_root(start)
+    if project is not None and config.source is None:
+        # Paths and the cache are anchored where `check .` at the project's top puts them.
+        config = config.with_overrides(root=project)
     if since:
         config = config.with_overrides(migrations_since=since)
     selected = _selection(args, config, errors)
@@ -279,7 +285,11 @@ def _analyse(
     cache_dir = None if args.no_cache else (args.cache_dir or config.root / CACHE_DIR_NAME)
     jobs = args.jobs or os.cpu_count() or 1
     engine = Engine(config, selected, cache_dir=cache_dir, jobs=jobs)
-    result = engine.check_paths(existing)
+    # Files named alone are checked against the whole project's models and factories.
+    around = project
+    if project is None or covers(existing, project) or not covers([project], start):
+        around = None
+    result = engine.check_paths(existing, project=around)
     for message in result.internal_errors:
         errors(f"internal error: {message}")
     return config, result

@@ -278,42 +278,60 @@ class Engine:
                 self.project_rules.append(check)
 
     # Entry points --------------------------------------------------------------------
-    def check_paths(self, paths: Sequence[Path]) -> Result:
-        files = list(
-            discover(
-                paths,
-                self.config.root,
-                exclude=(*self.config.exclude, *self.config.extend_exclude),
-                respect_gitignore=self.config.respect_gitignore,
-            )
-        )
+    def check_paths(self, paths: Sequence[Path], project: Path | None = None) -> Result:
+        """Check the files under ``paths``; the rest of ``project``, when given, is read for
+        the index only (its models, factories and engines), so a single file is checked
+        the way it is when the whole project is."""
+        files = list(self._discover(paths))
+        given = {path.resolve() for path in files}
+        context = list(self._discover([project])) if project is not None else []
+        context = [path for path in context if path.resolve() not in given]
         cache = FileCache.load(self.cache_dir) if self.cache_dir is not None else None
-        displays = [display_path(path, self.config.root) for path in files]
         with _collector_spares_trees() as resume_collector:
-            if self.jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
-                sources = parallel_prepare(files, displays, cache, self.jobs)
-            else:
-                budget = TreeBudget()
-                pairs = zip(files, displays, strict=True)
-                sources = [prepare(p, d, cache, budget) for p, d in pairs]
+            sources = self._prepare(files, cache, TreeBudget())
+            # Context files are read for their facts alone: no tree is kept for the rules.
+            around = self._prepare(context, cache, TreeBudget(0))
             # Everything alive now (kept trees, facts) lives until the end of the run;
             # freezing it spares the collector from walking it again and again.
             gc.freeze()
             resume_collector()
-            return self.check_sources(sources, scanned_paths=list(paths), cache=cache)
+            return self.check_sources(
+                sources, scanned_paths=list(paths), cache=cache, context=around
+            )
+
+    def _discover(self, paths: Sequence[Path]) -> Iterator[Path]:
+        return discover(
+            paths,
+            self.config.root,
+            exclude=(*self.config.exclude, *self.config.extend_exclude),
+            respect_gitignore=self.config.respect_gitignore,
+        )
+
+    def _prepare(
+        self, files: list[Path], cache: FileCache | None, budget: TreeBudget
+    ) -> list[SourceFile]:
+        displays = [display_path(path, self.config.root) for path in files]
+        if self.jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
+            return parallel_prepare(files, displays, cache, self.jobs)
+        pairs = zip(files, displays, strict=True)
+        return [prepare(p, d, cache, budget) for p, d in pairs]
 
     def check_sources(
         self,
         sources: list[SourceFile],
         scanned_paths: list[Path] | None = None,
         cache: FileCache | None = None,
+        context: list[SourceFile] | None = None,
     ) -> Result:
+        """Run the rules on ``sources``; ``context`` files only feed the project index."""
         result = Result(files=len(sources))
-        for item in sources:
+        context = context or []
+        everything = [*sources, *context]
+        for item in everything:
             if item.facts is None and item.tree is not None:
                 item.facts = extract_facts(item)
-        index = ProjectIndex.build(item.facts for item in sources if item.facts is not None)
-        findings_key = self._findings_key(sources)
+        index = ProjectIndex.build(item.facts for item in everything if item.facts is not None)
+        findings_key = self._findings_key(everything)
         raw: list[Finding] = []
         pending: list[SourceFile] = []
         for item in sources:
@@ -337,9 +355,11 @@ class Engine:
         project = ProjectContext(
             root=self.config.root, index=index, config=self.config, paths=scanned_paths or []
         )
+        outside = {item.display for item in context}
         for rule_class in self.project_rules:
             try:
-                raw.extend(rule_class().check_project(project))
+                found = rule_class().check_project(project)
+                raw.extend(f for f in found if f.location.path not in outside)
             except Exception as error:
                 result.internal_errors.append(f"{rule_class.code} crashed: {error!r}")
         suppressions = {
@@ -347,7 +367,7 @@ class Engine:
         }
         result.findings = self._filter(raw, suppressions)
         if cache is not None:
-            cache.save(sources)
+            cache.save(everything)
         return result
 
     def _findings_key(self, sources: list[SourceFile]) -> str:

@@ -37,6 +37,26 @@ SKIPPED_DIRS = frozenset(
 )
 
 
+# What marks a project's top folder when it has no [tool.sqla-doctor] section.
+PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", "setup.py", ".git")
+
+
+def project_root(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that holds a project marker."""
+    start = start.resolve()
+    directory = start if start.is_dir() else start.parent
+    for candidate in (directory, *directory.parents):
+        if any((candidate / marker).exists() for marker in PROJECT_MARKERS):
+            return candidate
+    return None
+
+
+def covers(paths: Iterable[Path], folder: Path) -> bool:
+    """Whether one of ``paths`` is ``folder`` or a folder above it."""
+    folder = folder.resolve()
+    return any(p.resolve() in (folder, *folder.parents) for p in paths)
+
+
 # Folders that hold a project's tests.
 TEST_DIRS = frozenset({"tests", "test", "testing"})
 
