@@ -875,12 +875,15 @@ class Interpolation:
 
     ``placeholder``: the value names a bind parameter (``f":{name}"``), so it is SQL only
     if the statement is executed without its parameters being bound.
+    ``identifier``: the value stands where SQL wants a table or column name
+    (``f"SELECT * FROM {table}"``), which no bound parameter can replace.
     """
 
     value: ast.expr
     how: str
     at: ast.AST
     placeholder: bool = False
+    identifier: bool = False
 
 
 @dataclass(frozen=True)
@@ -1065,6 +1068,8 @@ class StringFlow:
             rv = self.value(right)
             if _ends_with_bind_marker(left):
                 rv = _as_placeholder(right, rv, HOW_CONCAT, at)
+            elif _before_identifier(left):
+                rv = _as_identifier(right, rv, HOW_CONCAT, at)
             if lv.is_str or rv.is_str:
                 return self.build([(left, lv), (right, rv)], HOW_CONCAT, at)
         elif isinstance(op, ast.Mod) and lv.is_str:
@@ -1098,7 +1103,7 @@ class StringFlow:
         if isinstance(expr, ast.JoinedStr):
             parts: list[tuple[ast.expr, StringValue]] = []
             previous: ast.expr | None = None
-            for piece in expr.values:
+            for number, piece in enumerate(expr.values):
                 if isinstance(piece, ast.FormattedValue):
                     spec = piece.format_spec
                     if isinstance(spec, ast.JoinedStr) and _numeric_format(spec):
@@ -1106,6 +1111,10 @@ class StringFlow:
                     part = self.value(piece.value)
                     if _ends_with_bind_marker(previous, previous is expr.values[0]):
                         part = _as_placeholder(piece.value, part, HOW_FSTRING, expr)
+                    elif _before_identifier(previous) or _after_identifier(
+                        expr.values[number + 1] if number + 1 < len(expr.values) else None
+                    ):
+                        part = _as_identifier(piece.value, part, HOW_FSTRING, expr)
                     parts.append((piece.value, part))
                 previous = piece
             return self.build(parts, HOW_FSTRING, expr)
@@ -2243,6 +2252,51 @@ def _ends_with_bind_marker(node: ast.expr | None, starts: bool = True) -> bool:
         return False
     text = node.value
     return bool(_BIND_MARKER.search(text)) or (starts and text == ":")
+
+
+# Literal text after which SQL wants a name: a table, a column list, a qualified name.
+_IDENTIFIER_BEFORE = re.compile(
+    r"(?:\b(?:FROM|JOIN|INTO|UPDATE|TABLE|TRUNCATE|INDEX|VIEW|SEQUENCE|SCHEMA|EXISTS|"
+    r"SELECT|DISTINCT|ORDER\s+BY|GROUP\s+BY|RENAME\s+TO|COLUMN|ANALYZE|VACUUM)\s+"
+    r"|(?:^|[\w\"])\.\"?)$",
+    re.IGNORECASE,
+)
+# Literal text that follows a qualifier: `{schema}.table`, `{table}.id`.
+_IDENTIFIER_AFTER = re.compile(r'^"?\.[A-Za-z_"]')
+
+
+def _literal_text(node: ast.expr | None, last: bool) -> str | None:
+    """The literal text at the end (``last``) or start of a string expression."""
+    while isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        node = node.right if last else node.left
+    if isinstance(node, ast.JoinedStr):
+        pieces = node.values
+        node = (pieces[-1] if last else pieces[0]) if pieces else None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _before_identifier(node: ast.expr | None) -> bool:
+    """Literal text ending where a table or column name goes (``"SELECT * FROM "``)."""
+    text = _literal_text(node, last=True)
+    return text is not None and bool(_IDENTIFIER_BEFORE.search(text))
+
+
+def _after_identifier(node: ast.expr | None) -> bool:
+    text = _literal_text(node, last=False)
+    return text is not None and bool(_IDENTIFIER_AFTER.match(text))
+
+
+def _as_identifier(node: ast.expr, value: StringValue, how: str, at: ast.AST) -> StringValue:
+    """``value`` spliced in as a table or column name."""
+    if value.state is ValueState.DYNAMIC:
+        found = tuple(replace(i, identifier=True) for i in value.interpolations)
+    elif value.state is ValueState.OPAQUE:
+        found = (Interpolation(node, how, at, identifier=True),)
+    else:
+        return value
+    return StringValue(ValueState.DYNAMIC, True, found)
 
 
 def _as_placeholder(

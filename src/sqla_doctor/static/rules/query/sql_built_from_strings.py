@@ -19,6 +19,17 @@ _MAX_SHOWN = 3
 _EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "stream_scalars"})
 
 
+_NAMES_REMEDY = "table and column names cannot be bound parameters: choose them from a fixed set"
+_BIND_HINT = (
+    "pass the values as bound parameters: "
+    '`text("... WHERE name = :name")` with `{"name": name}` or `.bindparams(name=name)`'
+)
+_DRIVER_BIND_HINT = (
+    "pass the values as the parameters argument: "
+    '`conn.exec_driver_sql("... WHERE id = %s", (value,))`'
+)
+
+
 def _short(text: str, limit: int = 30) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -74,6 +85,11 @@ class SqlBuiltFromStrings(Rule):
     every row, and `'; DROP TABLE users; --` does worse. Bound parameters are sent apart
     from the statement, so the database never parses them as SQL; they also let the
     database cache the statement's plan.
+
+    A bound parameter stands for a value, never for a name: where every spliced value
+    sits where SQL wants a table or column name (after `FROM`, `JOIN`, `INTO`, `UPDATE`,
+    `SELECT`, `ORDER BY`…, or beside a qualifier's dot), the message says so and the fix
+    is to choose the name from a fixed set.
 
     ## Example
     ```python
@@ -132,7 +148,7 @@ class SqlBuiltFromStrings(Rule):
     name = "sql-built-from-strings"
     pitfalls = ("P28",)
     severity = Severity.ERROR
-    message = "`{sink}` receives SQL built {how} from {values} — bind them as parameters"
+    message = "`{sink}` receives SQL built {how} from {values} — {remedy}"
 
     VALID = (
         # `%d` / `%.2f` format numbers only (a string raises TypeError); `%%` is a literal.
@@ -629,7 +645,8 @@ class SqlBuiltFromStrings(Rule):
                 rename_table(conn, "orders", request.form["name"])
             """,
             expected_message=(
-                "`text()` receives SQL built with an f-string from `new` — bind them as parameters"
+                "`text()` receives SQL built with an f-string from `new` — table and column "
+                "names cannot be bound parameters: choose them from a fixed set"
             ),
             path="app/migrations.py",
             files={"app/__init__.py": "", "app/main.py": "from app.migrations import migrate\n"},
@@ -749,6 +766,33 @@ class SqlBuiltFromStrings(Rule):
                 "— bind them as parameters"
             ),
             line=4,
+        ),
+        # Names where SQL wants them, a schema-qualified table by concatenation: no bound
+        # parameter can stand there, so the advice is an allowlist.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def dump(session, schema, table, sort):
+                sql = "SELECT * FROM " + schema + "." + table
+                return session.execute(text(f"{sql} ORDER BY {sort}")).all()
+            """,
+            expected_message=(
+                "`text()` receives SQL built by concatenation (line 3) from `schema`, `table`, "
+                "`sort` — table and column names cannot be bound parameters: choose them from a "
+                "fixed set"
+            ),
+        ),
+        # A name and a value: the value is still to be bound.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def count(session, table, owner):
+                return session.scalar(text(f"SELECT count(*) FROM {table} WHERE owner = '{owner}'"))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `table`, `owner` "
+                "— bind them as parameters"
+            ),
         ),
         Invalid(
             """
@@ -921,20 +965,15 @@ class SqlBuiltFromStrings(Rule):
             if not found:
                 return
         how, values = self._describe(node, found)
-        hint = (
-            "pass the values as bound parameters: "
-            "`text(\"... WHERE name = :name\")` with `{\"name\": name}` or `.bindparams(name=name)`"
-            if label == "text()"
-            else "pass the values as the parameters argument: "
-            "`conn.exec_driver_sql(\"... WHERE id = %s\", (value,))`"
-        )
-        self.report(
-            node,
-            sink=label,
-            how=how,
-            values=values,
-            hint=hint + "; map table or column names from input through a dict of allowed names",
-        )
+        names = "map table or column names from input through a dict of allowed names"
+        if all(item.identifier for item in found):
+            # A bound parameter stands for a value, never for a name: that advice would fail.
+            remedy = _NAMES_REMEDY
+            hint = f"{names} (`column = SORTABLE[sort]`), or build it with `table()`/`column()`"
+        else:
+            remedy = "bind them as parameters"
+            hint = f"{_BIND_HINT if label == 'text()' else _DRIVER_BIND_HINT}; {names}"
+        self.report(node, sink=label, how=how, values=values, remedy=remedy, hint=hint)
 
     def _bound(self, text_call: ast.Call) -> bool:
         """Whether the parameters of this ``text()`` are bound: ``.bindparams(...)`` on it,
