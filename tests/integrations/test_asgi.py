@@ -505,3 +505,38 @@ async def test_without_the_middleware_a_test_clients_call_is_not_the_requests_li
     findings = [f for f in sqla_doctor.collected() if f.code == "SQD255"]
     assert [f.location.line for f in findings] == [line_of("serialized-async")]
     assert line_of("client-call") not in [r.location.line for r in findings[0].related]
+
+
+@pytest.mark.parametrize("commits", [False, True])
+async def test_a_leaked_sessions_lost_writes_are_logged_when_it_is_collected(
+    engine: Engine, client_for: Any, caplog: pytest.LogCaptureFixture, commits: bool
+) -> None:
+    """The request's unit ended with the session still open (SQD151); its flushed
+    INSERT is rolled back when the garbage collector takes the session, after the
+    request: logged then (SQD152), though nothing called install(). A session left
+    open after its commit holds no connection and lost nothing: no finding."""
+
+    def leak(request: Request) -> JSONResponse:
+        session = Session(engine)
+        session.add(User(name="new"))
+        session.flush()  # line:leaked-flush
+        if commits:
+            session.commit()
+        return JSONResponse({"ok": True})
+
+    app = starlette_app(engine)
+    app.router.routes.append(Route("/leak", leak, methods=["POST"]))
+    caplog.set_level(logging.INFO, logger="sqla_doctor")
+    client = client_for(app)
+
+    assert (await client.post("/leak")).status_code == 200
+    gc.collect()
+    # The next request's events are where the doctor hears of the collected session.
+    assert (await client.get("/users/fixed")).status_code == 200
+
+    records = [r.sqla_doctor for r in doctor_records(caplog)]
+    assert [r["code"] for r in records] == ([] if commits else ["SQD151", "SQD152"])
+    if not commits:
+        lost = records[1]
+        assert lost["line"] == line_of("leaked-flush")
+        assert "the flushed writes (1 User inserted) were rolled back" in lost["message"]

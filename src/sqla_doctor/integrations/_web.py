@@ -11,6 +11,7 @@ from sqla_doctor.integrations import UnitCallback
 from sqla_doctor.integrations._unit import Units, callback_error, callbacks, internal_error
 from sqla_doctor.integrations.logging import log_findings
 from sqla_doctor.runtime import PitfallError, SqlaDoctorWarning, Tracker, UnitOfWork
+from sqla_doctor.runtime.unit_of_work import Settings
 
 MODES = ("log", "warn", "raise", "collect")
 HEADER_QUERIES = "x-sqla-doctor-queries"
@@ -43,7 +44,7 @@ class Request:
 class Requests:
     """Starts and ends the units of work of one middleware's requests."""
 
-    __slots__ = ("buffers", "headers", "mode", "on_unit", "units")
+    __slots__ = ("_late", "buffers", "headers", "mode", "on_unit", "units")
 
     def __init__(
         self,
@@ -63,6 +64,7 @@ class Requests:
         # In log mode the middleware writes the records itself, with the request.
         self.units = Units("collect" if mode == "log" else mode, config)
         self.on_unit = callbacks(on_unit)
+        self._late: tuple[Settings, Settings] | None = None
 
     @staticmethod
     def nested() -> bool:
@@ -72,10 +74,20 @@ class Requests:
         try:
             tracker = self.units.tracker("request")
             unit = tracker.start()
+            if self.mode == "log":
+                unit.late_settings = self._logging(unit.settings)
         except Exception:
             internal_error("the start of a request")
             return None
         return Request(tracker, unit, _in_request.set(True))
+
+    def _logging(self, settings: Settings) -> Settings:
+        """The request's settings in log mode: what a leaked session reports after its
+        request ended is logged, as the request's own findings were."""
+        late = self._late
+        if late is None or late[0] is not settings:
+            late = self._late = (settings, settings.with_overrides(mode="log"))
+        return late[1]
 
     def finish(
         self, request: Request, context: Mapping[str, str], error: BaseException | None = None

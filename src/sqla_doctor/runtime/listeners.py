@@ -86,6 +86,7 @@ from sqla_doctor.runtime.unit_of_work import (
     Detachment,
     FailedFlush,
     SessionRecord,
+    Settings,
     UnitOfWork,
     current,
     executing,
@@ -208,11 +209,22 @@ def _implicit_unit(record: SessionRecord) -> UnitOfWork | None:
 def _checkout_unit(record: CheckoutRecord) -> UnitOfWork | None:
     if record.owner is not None and record.owner.active:
         return record.owner
-    if not process.installed or process.settings is None:
-        return None
     if record.implicit is None:
-        record.implicit = UnitOfWork(process.settings, "connection", explicit=False)
+        settings = _late_settings(record.owner)
+        if settings is None:
+            return None
+        record.implicit = UnitOfWork(settings, "connection", explicit=False)
     return record.implicit
+
+
+def _late_settings(owner: UnitOfWork | None) -> Settings | None:
+    """The settings for news of a session or connection outside any unit of work:
+    ``install()``'s, else the ``late_settings`` of the ended unit that watched it. A
+    request's leaked session is collected after its middleware's unit ended; without
+    ``install()`` its lost writes would otherwise go unreported."""
+    if process.installed and process.settings is not None:
+        return process.settings
+    return owner.late_settings if owner is not None else None
 
 
 def _dispatch(uow: UnitOfWork, event_name: str, payload: Any, *, can_raise: bool = True) -> None:
@@ -277,8 +289,8 @@ def _session_collected(record: SessionRecord) -> None:
     uow = record.owner if record.owner is not None and record.owner.active else None
     if uow is None and unfinished:
         uow = record.implicit
-        if uow is None and process.installed and process.settings is not None:
-            uow = record.implicit = UnitOfWork(process.settings, "session", explicit=False)
+        if uow is None and (settings := _late_settings(record.owner)) is not None:
+            uow = record.implicit = UnitOfWork(settings, "session", explicit=False)
     if uow is not None and unfinished:
         _dispatch(uow, "session_gc", record, can_raise=False)
     _finish_implicit(record.implicit)

@@ -230,6 +230,9 @@ class UnitOfWork:
         # repeat-counting detectors see this unit's events too.
         self.parent: UnitOfWork | None = parent if parent is not None and parent.active else None
         self.findings: list[Finding] = []
+        # How news of its sessions and connections that comes after it ended (a leaked
+        # session collected later) is emitted outside install(); None: it is not.
+        self.late_settings: Settings | None = None
         # (code, key) of each finding, aligned with ``findings``: what absorb() dedupes on.
         self._finding_keys: list[Hashable] = []
         self.query_count = 0
