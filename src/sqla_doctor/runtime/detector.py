@@ -103,6 +103,7 @@ class OrmExecution:
         "in_flush",
         "joined",
         "kind",
+        "loaded",
         "parent",
         "relationship",
         "session_key",
@@ -133,6 +134,8 @@ class OrmExecution:
         self.uow = uow
         # Set once the execution's own statement reached the cursor.
         self.consumed = False
+        # Objects the session held before it: what the rows it returns will add to.
+        self.loaded = len(state.session.identity_map)
         # What a SELECT joins (relationships, and mappers joined by entity): a lazy load
         # of a relationship it already joins is told to use contains_eager().
         joins = getattr(state.statement, "_setup_joins", None) if kind is SELECT else None

@@ -553,6 +553,7 @@ def _on_before_cursor_execute(
                 last_site = flush_record.flush_statement_site = callsite.find(1)
         checkout = _statement_resumes(conn, uow, last_site)
         if checkout is not None:
+            checkout.loaded_before = execution.loaded if execution is not None else -1
             if not checkout.session_owned:
                 if kind is CORE:
                     _note_core_write(conn, checkout, statement, last_site)

@@ -821,6 +821,7 @@ class CheckoutRecord:
         "implicit",
         "key",
         "last_site",
+        "loaded_before",
         "longest_idle",
         "longest_idle_after",
         "opened",
@@ -859,6 +860,9 @@ class CheckoutRecord:
         self.idle_since = 0.0
         # Where that last statement came from (None for a flush's, or when unknown).
         self.last_site: CallSite | None = None
+        # How many objects its Session held before that statement, an ORM query's (-1:
+        # another kind): what tells building the rows' objects apart from idleness.
+        self.loaded_before = -1
         # When and where its current database transaction began (0.0: none open).
         self.transaction_began = 0.0
         self.transaction_site: CallSite | None = None
