@@ -679,6 +679,21 @@ class FunctionFlow:
             return ".".join([base, *reversed(parts)])
         return self.resolver.qualify(node)
 
+    def _own_class(self, name: str) -> str | None:
+        """The class ``cls`` names in a classmethod: the one it is defined on (called
+        through a subclass, a subclass of it, with the same relationships)."""
+        node = self.node
+        if self.class_node is None or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        if not any(isinstance(d, ast.Name) and d.id == "classmethod" for d in node.decorator_list):
+            return None
+        params = [*node.args.posonlyargs, *node.args.args]
+        if not params or params[0].arg != name:
+            return None
+        if any(binding.kind != "param" for binding in self.bindings.get(name, ())):
+            return None
+        return self.resolver.qualify(ast.Name(id=self.class_node.name, ctx=ast.Load()))
+
     def _imported(self, name: str) -> str | None:
         """What a name bound only by one import inside this function names (`from
         sqlalchemy import delete` in the body, to dodge an import cycle)."""
@@ -1092,7 +1107,7 @@ class FunctionFlow:
         if not isinstance(node, (ast.Name, ast.Attribute)):
             return None
         if isinstance(node, ast.Name) and self.is_local(node.id):
-            qualified = self._imported(node.id)
+            qualified = self._imported(node.id) or self._own_class(node.id)
         else:
             qualified = self.resolver.qualify(node)
         if qualified is None or qualified.partition(".")[0] in ("sqlalchemy", "sqlmodel"):

@@ -48,6 +48,24 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+# User with classmethods that query `cls` (after to_dict(): the lines above stay).
+_CLASSMETHOD_MODELS = _MODELS.replace(
+    '''        return {"name": self.name, "posts": [p.title for p in self.posts]}
+''',
+    '''        return {"name": self.name, "posts": [p.title for p in self.posts]}
+
+    @classmethod
+    def active(cls, session):
+        from sqlalchemy import select
+        return session.scalars(select(cls).where(cls.name != "")).all()
+
+    @classmethod
+    def active_with_posts(cls, session):
+        from sqlalchemy import select
+        from sqlalchemy.orm import selectinload
+        return session.scalars(select(cls).options(selectinload(cls.posts))).all()
+''',
+)
 _SCHEMAS = """
 from marshmallow import Schema, fields
 from marshmallow_sqlalchemy import SQLAlchemyAutoSchema
@@ -551,7 +569,19 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_BLOG_FILES,
         ),
+        # A classmethod whose query eager-loads what the loop reads.
+        Valid(
+            """
+            from app.models import User
+
+            def export(session):
+                return [user.to_dict() for user in User.active_with_posts(session)]
+            """,
+            path="app/views.py",
+            files={"app/__init__.py": "", "app/models.py": _CLASSMETHOD_MODELS},
+        ),
     )
+
     INVALID = (
         # A `scoped_session` registry used as the session (Pyramid's `DBSession`), the
         # model imported inside the function.
@@ -685,6 +715,23 @@ class RelationshipAccessInLoop(Rule):
                 "`User.posts` is lazy-loaded once per row of `users` in `render_users()` "
                 "(app/render.py:1) (loaded at line 6) — add "
                 "`.options(selectinload(User.posts))` to that query"
+            ),
+        ),
+        # A classmethod of the model that queries `cls`, called through the module.
+        Invalid(
+            """
+            from app import models
+
+            def export(session):
+                return [user.to_dict() for user in models.User.active(session)]
+            """,
+            path="app/views.py",
+            files={"app/__init__.py": "", "app/models.py": _CLASSMETHOD_MODELS},
+            line=4,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `models.User.active(session)` in "
+                "`User.to_dict()` (app/models.py:14) (loaded by `active()` at "
+                "app/models.py:20) — add `.options(selectinload(User.posts))` to that query"
             ),
         ),
         # Rows loaded by a repository function elsewhere, serialized by `to_dict()`.
