@@ -226,6 +226,9 @@ class StatementValue:
     receiver: str | None = None  # the session's name (`s`, `self.session`) for a Query
     # What `.join()` brings in: models ("app.models.Plugin") and relationships ("plugin").
     joins: tuple[str, ...] = ()
+    # Flask-SQLAlchemy's `Model.query`, taken on trust where no index tells a Flask model
+    # (a function's summary): whoever uses the summary checks it.
+    model_query: bool = False
 
 
 @dataclass(frozen=True)
@@ -1028,14 +1031,20 @@ class FunctionFlow:
                 return SessionValue(False, "flask", node, qualified, scoped=True, managed=True)
         if isinstance(base, ast.Name) and base.id == "self" and self.class_node is not None:
             return self._self_attribute(node.attr)
-        if node.attr == "query" and self.index is not None:
+        if node.attr == "query":
             model = self._model(base)
-            mapped = self.index.model(model) if model is not None else None
-            if model is not None and mapped is not None and mapped.flavor == "flask":
+            if self.index is None:
+                flask = model is not None
+            else:
+                mapped = self.index.model(model) if model is not None else None
+                flask = mapped is not None and mapped.flavor == "flask"
+            if model is not None and flask:
                 # Flask-SQLAlchemy's `Model.query`: a legacy Query on `db.session`.
                 root = ast.Call(func=node, args=[], keywords=[])
                 ast.copy_location(root, node)
-                return StatementValue(model, "query", node, root, base, Options(), (model,))
+                return StatementValue(
+                    model, "query", node, root, base, Options(), (model,), model_query=True
+                )
         owner = self.value(base)
         if isinstance(owner, ObjectsValue):
             if owner.shape == "page" and node.attr == "items":
@@ -1206,6 +1215,13 @@ class FunctionFlow:
         model = self.index.model(returns.model)
         if model is None:
             return None
+        if returns.query:
+            if returns.query == "model" and model.flavor != "flask":
+                return None
+            # Run here, like a Query built here: `.options()` added to the call is the fix.
+            return StatementValue(
+                model.qualname, "query", node, node, None, returns.options, (model.qualname,)
+            )
         is_async = returns.is_async and self.awaited(node)
         return ObjectsValue(
             model=model.qualname,
@@ -1670,6 +1686,12 @@ def _returns(
     found: ReturnFacts | None = None
     for ret in flow.returns:
         value = flow.value(ret.value)
+        if isinstance(value, StatementValue):
+            facts = _returned_query(value)
+            if facts is None or (found is not None and found != facts):
+                return None
+            found = facts
+            continue
         if (
             not isinstance(value, ObjectsValue)
             or value.path
@@ -1718,6 +1740,16 @@ def _returns(
             return None
         found = found or facts
     return found
+
+
+def _returned_query(value: StatementValue) -> ReturnFacts | None:
+    """A legacy ``Query`` of one model handed back unrun (``return cls.query.filter(...)``):
+    the caller iterates it or adds to it, as it would to its own."""
+    if value.kind != "query" or value.entities != (value.model,) or value.joins:
+        return None
+    line = getattr(value.root, "lineno", 0)
+    query = "model" if value.model_query else "session"
+    return ReturnFacts(value.model, True, False, line, value.options, query=query)
 
 
 def _binds(node: ast.With | ast.AsyncWith, name: str | None) -> bool:

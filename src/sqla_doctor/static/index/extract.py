@@ -287,6 +287,9 @@ def extract(
                 builder.attribute(node)
                 if node.attr in ("session", "query"):
                     builder.called.add(node.attr)
+                    if node.attr == "query":
+                        # Flask-SQLAlchemy's `Model.query`, perhaps handed back unrun.
+                        builder.flags.add("query")
             if node.attr == "dispose":
                 receiver = NameResolver(names).qualify(node.value)
                 if receiver is None:

@@ -33,6 +33,9 @@ class ReturnFacts:
     session_closed: bool = False  # the loading session is closed when the function returns
     committed: bool = False  # committed after loading (expire_on_commit expires them)
     factory: str | None = None  # the factory that made that session
+    # A legacy Query not run yet, which the caller runs (and may add to): "session" for
+    # `session.query(Model)`, "model" for Flask-SQLAlchemy's `Model.query`; None: objects.
+    query: str | None = None
 
 
 @dataclass

@@ -109,6 +109,34 @@ class UserRepository:
         return list(self.session.scalars(stmt).all())
 """
 _REPOSITORY_FILES = {**_FILES, "app/repo.py": _REPOSITORY}
+# Flask-SQLAlchemy models whose classmethods hand back a Query unrun (`cls.query...`).
+_FLASK_FILES = {
+    "app/__init__.py": "",
+    "app/ext.py": "from flask_sqlalchemy import SQLAlchemy\ndb = SQLAlchemy()\n",
+    "app/models.py": """
+from app.ext import db
+
+class User(db.Model):
+    id = db.Column(db.Integer, primary_key=True)
+    name = db.Column(db.String)
+
+class Dashboard(db.Model):
+    id = db.Column(db.Integer, primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("user.id"))
+    user = db.relationship(User)
+
+    @classmethod
+    def recent(cls):
+        return cls.query.filter(cls.id > 0).order_by(cls.id.desc())
+
+    @classmethod
+    def recent_with_user(cls):
+        return cls.query.options(db.joinedload(cls.user)).filter(cls.id > 0)
+
+    def to_dict(self):
+        return {"id": self.id, "user": self.user.name}
+""",
+}
 # Nested collections, a mapping-level joined eager load and a `to_dict()` reading two.
 _BLOG = """
 from sqlalchemy import ForeignKey
@@ -569,6 +597,26 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_BLOG_FILES,
         ),
+        # A Query handed back unrun: eager-loaded there, or by the caller.
+        Valid(
+            """
+            from app.ext import db
+            from app.models import Dashboard
+
+            def dashboards():
+                return [d.to_dict() for d in Dashboard.recent_with_user()]
+
+            def dashboards_fixed():
+                query = Dashboard.recent().options(db.joinedload(Dashboard.user))
+                return [d.to_dict() for d in query]
+
+            def newest_owner():
+                newest = Dashboard.recent().first()
+                return newest.user.name if newest else None
+            """,
+            path="app/views.py",
+            files=_FLASK_FILES,
+        ),
         # A classmethod whose query eager-loads what the loop reads.
         Valid(
             """
@@ -758,6 +806,23 @@ class RelationshipAccessInLoop(Rule):
                 "`User.posts` is lazy-loaded once per row of `all_users(session)` in "
                 "`User.to_dict()` (app/models.py:14) (loaded by `all_users()` at "
                 "app/repo.py:5) — add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
+        # A classmethod hands back `cls.query...` unrun; the caller's loop runs it.
+        Invalid(
+            """
+            from app.models import Dashboard
+
+            def dashboards():
+                return [d.to_dict() for d in Dashboard.recent()]
+            """,
+            path="app/views.py",
+            files=_FLASK_FILES,
+            line=4,
+            expected_message=(
+                "`Dashboard.user` is lazy-loaded once per row of `Dashboard.recent()` in "
+                "`Dashboard.to_dict()` (app/models.py:20) (loaded at line 4) — add "
+                "`.options(joinedload(Dashboard.user))` to that query"
             ),
         ),
         # Flask-SQLAlchemy: `Model.query` and a Pydantic schema reading attributes.
