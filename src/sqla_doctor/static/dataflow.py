@@ -2902,6 +2902,9 @@ class SqlaObjects:
             classes = [b.node for b in bindings if isinstance(b.node, ast.ClassDef)]
             if classes:
                 return any(self._flask_class(c, depth) for c in classes)
+            owner = self._classmethod_owner(expr)
+            if owner is not None:
+                return self._flask_class(owner, depth)
             if any(b.kind is not BindingKind.IMPORT for b in bindings) or not bindings:
                 return False
         elif not isinstance(expr, ast.Attribute):
@@ -2910,6 +2913,26 @@ class SqlaObjects:
         if qualified is None or not expr_is_class_like(expr):
             return False
         return self._in_project(qualified) and self.project_uses_flask_sqlalchemy()
+
+    def _classmethod_owner(self, name: ast.Name) -> ast.ClassDef | None:
+        """The class whose classmethod ``name`` is the first parameter of (``cls``)."""
+        function = self.ctx.enclosing_scope(name)
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        owner = self.ctx.parent(function)
+        params = [*function.args.posonlyargs, *function.args.args]
+        decorators = function.decorator_list
+        if (
+            not isinstance(owner, ast.ClassDef)
+            or not params
+            or params[0].arg != name.id
+            or not any(isinstance(d, ast.Name) and d.id == "classmethod" for d in decorators)
+        ):
+            return None
+        # Rebound in the body, it may name anything.
+        if any(b.kind is not BindingKind.PARAMETER for b in self.flow.bindings(name)):
+            return None
+        return owner
 
     def _flask_class(self, node: ast.ClassDef, depth: int) -> bool:
         for base in node.bases:

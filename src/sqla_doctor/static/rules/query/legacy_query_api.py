@@ -148,6 +148,24 @@ class LegacyQueryApi(Rule):
                 return db.query("SELECT * FROM users")
             """
         ),
+        # `cls.query` of a class that is no Flask-SQLAlchemy model, and `cls` rebound.
+        Valid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            db = SQLAlchemy()
+            class Search:
+                query = SearchQuery()
+                @classmethod
+                def recent(cls):
+                    return cls.query.order_by("-created").limit(10)
+            class Dashboard(db.Model):
+                id = db.Column(db.Integer, primary_key=True)
+                @classmethod
+                def saved(cls):
+                    cls = SavedSearch
+                    return cls.query.filter(active=True)
+            """,
+        ),
         # A mapped column called `query` is compared, not queried.
         Valid(
             """
@@ -268,6 +286,22 @@ class LegacyQueryApi(Rule):
                 "`User.query` is the legacy Query API — use `db.session.scalars(select(...))`"
             ),
             count=2,
+            line=7,
+        ),
+        # `cls.query` in a classmethod of a Flask-SQLAlchemy model.
+        Invalid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            db = SQLAlchemy()
+            class Dashboard(db.Model):
+                id = db.Column(db.Integer, primary_key=True)
+                @classmethod
+                def recent(cls):
+                    return cls.query.order_by(cls.id.desc()).limit(10)
+            """,
+            expected_message=(
+                "`cls.query` is the legacy Query API — use `db.session.scalars(select(...))`"
+            ),
             line=7,
         ),
         # A Flask-SQLAlchemy model imported from the project's models module.
