@@ -563,9 +563,15 @@ class ProjectIndex:
             for attr, column in a_cls.columns.items():
                 if self._confirmed(column.via):
                     model.columns[attr] = column
+                else:
+                    # `Column = partial(db.Column, ...)` read as `db.Column`, unconfirmed:
+                    # whatever it makes, this model's columns are not all known.
+                    model.complete = False
             for attr, rel in a_cls.relationships.items():
                 if self._confirmed(rel.via):
                     model.relationship_facts[attr] = (rel, a_file.path, ancestor)
+                else:
+                    model.complete = False
             model.validators.update(a_cls.validators)
             model.members.update(
                 a_cls.columns,
@@ -595,8 +601,20 @@ class ProjectIndex:
         return model
 
     def _confirmed(self, via: str | None) -> bool:
-        """A `db.Column` read before `db` could be checked: is `db` Flask-SQLAlchemy's?"""
-        return via is None or self._resolver.is_flask_sqlalchemy(self.follow(via))
+        """A name read before the module defining it was known: `db` of `db.Model`, or
+        what `db.Column` (or a `Column` imported from the project) was called through. Is
+        it Flask-SQLAlchemy's (or SQLAlchemy's own, re-exported)?"""
+        if via is None:
+            return True
+        target = self.follow(via)
+        if self._resolver.is_flask_sqlalchemy(target):
+            return True
+        owner = target.rpartition(".")[0]
+        if not owner:
+            return False
+        return owner.partition(".")[0] in ("sqlalchemy", "sqlmodel") or (
+            self._resolver.is_flask_sqlalchemy(self.follow(owner))
+        )
 
     def _table_of(self, name: str, mro: list[str], model: Model) -> str | None:
         table = self._class_table()

@@ -9,7 +9,9 @@ Every fact is a plain picklable dataclass.
 from __future__ import annotations
 
 import ast
+import builtins
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -1106,7 +1108,27 @@ def _member_call(
                     attr=name, name=name, line=line, python_default=python_default
                 )
             return
+    if call is not None and _may_make_a_column(resolver, call.func):
+        # `Column = partial(db.Column, nullable=False)`, `id = primary_key("User")`: a
+        # helper of the project or a library may return a column this index cannot see.
+        facts.table_columns_known = False
     facts.other_attrs.add(name)
+
+
+def _may_make_a_column(resolver: NameResolver, func: ast.expr) -> bool:
+    """Whether a call in a class body could return a column: anything but a builtin or
+    the standard library (`frozenset(...)`, `logging.getLogger(...)`, `re.compile(...)`)."""
+    if isinstance(func, ast.Name) and func.id in _BUILTINS and resolver.qualify(func) is None:
+        return False
+    qualified = resolver.qualify(func) if isinstance(func, (ast.Name, ast.Attribute)) else None
+    if qualified is None:
+        return True
+    head = qualified.partition(".")[0]
+    # SQLAlchemy's own column makers were recognised before this point.
+    return head not in sys.stdlib_module_names and head not in ("sqlalchemy", "sqlmodel")
+
+
+_BUILTINS = frozenset(dir(builtins))
 
 
 def _field(

@@ -55,6 +55,8 @@ class ModuleNames:
     # another name): ``engine = create_engine(...)`` → ``engine: call:sqlalchemy.create_engine``.
     assigned: dict[str, str] = field(default_factory=dict)
     defined: set[str] = field(default_factory=set)
+    # The qualified bases of its top-level classes: `class AppDB(SQLAlchemy)` is one too.
+    bases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def collect(cls, tree: ast.Module, module: str, is_package: bool) -> ModuleNames:
@@ -89,6 +91,10 @@ class ModuleNames:
     def _collect_definition(self, stmt: ast.stmt) -> None:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             self.defined.add(stmt.name)
+            if isinstance(stmt, ast.ClassDef) and stmt.bases:
+                resolver = NameResolver(self)
+                qualified = (resolver.qualify(b) for b in stmt.bases)
+                self.bases[stmt.name] = tuple(q for q in qualified if q is not None)
         elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             for target in targets:
@@ -111,7 +117,11 @@ class ModuleNames:
         resolver = NameResolver(self)
         if isinstance(value, ast.Call):
             target = resolver.qualify(value.func)
-            return f"call:{target}" if target else None
+            if target == "functools.partial" and value.args:
+                # `Column = partial(db.Column, nullable=False)` makes what `db.Column` makes.
+                value = value.args[0]
+            else:
+                return f"call:{target}" if target else None
         if isinstance(value, ast.Subscript):
             # `SessionDep = Annotated[AsyncSession, Depends(get_session)]`: a type alias
             # that FastAPI parameters use; remember what it annotates.
@@ -222,20 +232,30 @@ class NameResolver:
         return None
 
     def is_flask_sqlalchemy(self, qualified: str) -> bool:
+        """Whether a module-level name is a Flask-SQLAlchemy ``SQLAlchemy()`` (or an
+        instance of the project's subclass of it)."""
         origin = self.origin_of(qualified)
-        return (
-            origin is not None
-            and origin.startswith("call:")
-            and origin[5:] in FLASK_SQLALCHEMY_CLASSES
-        )
+        return origin is not None and origin.startswith("call:") and self._flask_class(origin[5:])
+
+    def _flask_class(self, qualified: str, depth: int = 0) -> bool:
+        if qualified in FLASK_SQLALCHEMY_CLASSES:
+            return True
+        module, _, name = qualified.rpartition(".")
+        owner = self.project.get(module)
+        if owner is None and module == self.names.module:
+            owner = self.names
+        if owner is None or depth > 5:
+            return False
+        return any(self._flask_class(base, depth + 1) for base in owner.bases.get(name, ()))
 
 
 class DeferringResolver(NameResolver):
     """A resolver for the index's per-file pass, which cannot see other modules.
 
     ``db.Column`` where ``db = SQLAlchemy()`` lives in another module cannot be checked
-    yet: the name is accepted and its owner remembered in ``deferred``, so that the
-    project index confirms (or drops) the fact once every module is known.
+    yet: the name is accepted and remembered in ``deferred`` (``app.ext.db.Column``, or
+    ``app.ext.db`` for ``db.Model``), so that the project index confirms (or drops) the
+    fact once every module is known.
     """
 
     def __init__(self, names: ModuleNames) -> None:
@@ -251,12 +271,18 @@ class DeferringResolver(NameResolver):
         )
 
     def sqla_tail(self, qualified: str) -> str | None:
+        before = self.deferred
         tail = super().sqla_tail(qualified)
         if tail is not None:
+            if self.deferred is not before:
+                # `db.Column` whose `db` was deferred: the whole name, to follow later.
+                self.deferred = qualified
             return tail
         owner, _, attr = qualified.rpartition(".")
-        if owner and self._elsewhere(owner):
-            self.deferred = owner
+        # `db.Column` with `db` from another module, or a `Column` imported from one
+        # (`Column = partial(db.Column, ...)` there): the project index follows it.
+        if owner and (self._elsewhere(owner) or self._elsewhere(qualified)):
+            self.deferred = qualified
             return attr
         return None
 

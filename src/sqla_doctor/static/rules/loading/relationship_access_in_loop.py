@@ -109,6 +109,37 @@ class UserRepository:
         return list(self.session.scalars(stmt).all())
 """
 _REPOSITORY_FILES = {**_FILES, "app/repo.py": _REPOSITORY}
+# The project's subclass of Flask-SQLAlchemy, and `Column` as a partial of `db.Column`.
+_PARTIAL_FILES = {
+    "app/__init__.py": "",
+    "app/base.py": """
+import functools
+from flask_sqlalchemy import SQLAlchemy
+
+class AppSQLAlchemy(SQLAlchemy):
+    pass
+
+db = AppSQLAlchemy()
+Column = functools.partial(db.Column, nullable=False)
+""",
+    "app/models.py": """
+from app.base import Column, db
+
+class Query(db.Model):
+    id = Column(db.Integer, primary_key=True)
+    alerts = db.relationship("Alert", back_populates="query")
+
+class Alert(db.Model):
+    id = Column(db.Integer, primary_key=True)
+    query_id = Column(db.Integer, db.ForeignKey("query.id"))
+    query = db.relationship(Query, back_populates="alerts")
+    subscriptions = db.relationship("Subscription")
+
+class Subscription(db.Model):
+    id = Column(db.Integer, primary_key=True)
+    alert_id = Column(db.Integer, db.ForeignKey("alert.id"))
+""",
+}
 # Flask-SQLAlchemy models whose classmethods hand back a Query unrun (`cls.query...`).
 _FLASK_FILES = {
     "app/__init__.py": "",
@@ -597,6 +628,18 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_BLOG_FILES,
         ),
+        # Back up to the object the collection hangs from: the identity map has it.
+        Valid(
+            """
+            from app.models import Query
+
+            def check(query_id):
+                query = Query.query.get(query_id)
+                return [alert.query.id for alert in query.alerts]
+            """,
+            path="app/views.py",
+            files=_PARTIAL_FILES,
+        ),
         # A Query handed back unrun: eager-loaded there, or by the caller.
         Valid(
             """
@@ -713,7 +756,8 @@ class RelationshipAccessInLoop(Rule):
                 return [f"{p.title} by {p.author.name}" for p in session.execute(stmt).scalars()]
             """,
         ),
-        # Legacy Query, nested loops: `User.posts` per user and `Post.author` per post.
+        # Legacy Query, nested loops: `User.posts` per user; `Post.author` is that user,
+        # which the identity map answers without a query.
         Invalid(
             """
             from sqlalchemy.orm import joinedload
@@ -727,7 +771,7 @@ class RelationshipAccessInLoop(Rule):
             """,
             path="app/views.py",
             files=_FILES,
-            count=2,
+            count=1,
             expected_fix="""
             from sqlalchemy.orm import joinedload, selectinload
             from app.models import User
@@ -806,6 +850,23 @@ class RelationshipAccessInLoop(Rule):
                 "`User.posts` is lazy-loaded once per row of `all_users(session)` in "
                 "`User.to_dict()` (app/models.py:14) (loaded by `all_users()` at "
                 "app/repo.py:5) — add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
+        # `db` of the project's SQLAlchemy subclass, columns through `partial(db.Column)`.
+        Invalid(
+            """
+            from app.models import Alert
+
+            def report():
+                return [len(alert.subscriptions) for alert in Alert.query.all()]
+            """,
+            path="app/views.py",
+            files=_PARTIAL_FILES,
+            line=4,
+            expected_message=(
+                "`Alert.subscriptions` is lazy-loaded once per row of `Alert.query.all()` "
+                "(loaded at line 4) — add `.options(selectinload(Alert.subscriptions))` to "
+                "that query"
             ),
         ),
         # A classmethod hands back `cls.query...` unrun; the caller's loop runs it.
@@ -1171,6 +1232,24 @@ class RelationshipAccessInLoop(Rule):
                     found.append((access, rows, iterable))
         self._emit(found)
 
+    def _back_to_parent(self, access: LazyAccess, rows: ObjectsValue) -> bool:
+        """``for alert in query.alerts: alert.query`` reads the one object the collection
+        hangs from: a many-to-one the identity map answers without SQL, and whatever is
+        read through it is loaded once, not per row."""
+        depth = len(rows.path)
+        if not depth or len(access.path) <= depth or access.path[:depth] != rows.path:
+            return False
+        index = self.ctx.index
+        down = index.relationship(*rows.path[-1])
+        up = index.relationship(*access.path[depth])
+        if down is None or up is None or up.collection or up.target != down.owner:
+            return False
+        if up.backref_of == (down.owner, down.attr) or down.backref_of == (up.owner, up.attr):
+            return True
+        down_pair = down.facts.back_populates if down.facts is not None else None
+        up_pair = up.facts.back_populates if up.facts is not None else None
+        return down_pair == up.attr or up_pair == down.attr
+
     def _worth(self, node: ast.AST) -> bool:
         scope = self.ctx.enclosing_scope(node)
         if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -1179,6 +1258,7 @@ class RelationshipAccessInLoop(Rule):
 
     def _emit(self, found: list[tuple[LazyAccess, ObjectsValue, ast.expr]]) -> None:
         """One finding per place: the relationships read there, shortest path first."""
+        found = [item for item in found if not self._back_to_parent(item[0], item[1])]
         # Each relationship once per loop (at its first read), then grouped by place.
         first: dict[tuple[str, str], tuple[LazyAccess, ObjectsValue, ast.expr]] = {}
         for item in sorted(found, key=lambda i: _position(i[0].node)):
