@@ -493,7 +493,9 @@ class AlembicAnalysis:
         return TargetMetadata(keys, extra, described)
 
     def mapped_schema(self, alembic_project: AlembicProject | None) -> dict[str, MappedTable]:
-        """Tables (and their columns) that the models of this project's metadata map."""
+        """Tables (and their columns) that the models of this project's metadata map, by
+        name, or by ``schema.name`` for a table whose class names its schema (two schemas
+        may each have a ``revisions``); :func:`mapped_table` looks one up."""
         target = self.target_keys(alembic_project) if alembic_project is not None else None
         extra = target.extra_bases if target is not None else []
         tables: dict[str, MappedTable] = {}
@@ -501,7 +503,7 @@ class AlembicAnalysis:
             if mapped.table is None or (target is not None and mapped.metadata not in target.keys):
                 continue
             entry = tables.setdefault(
-                mapped.table,
+                f"{mapped.schema}.{mapped.table}" if mapped.schema else mapped.table,
                 MappedTable(
                     mapped.table, mapped.qualname, mapped.path, mapped.line, schema=mapped.schema
                 ),
@@ -612,3 +614,16 @@ def revision_in_scope(project: ProjectContext, display: str) -> bool:
         if migration.display == display:
             return migration.in_since_scope
     return True
+
+
+def mapped_table(
+    tables: dict[str, MappedTable], name: str | None, schema: str | None
+) -> MappedTable | None:
+    """The mapped table an operation on ``schema.name`` (``schema`` None: not written)
+    touches, from :meth:`mapped_schema`'s tables; None when unknown or ambiguous."""
+    if not name:
+        return None
+    if schema is not None:
+        return tables.get(f"{schema}.{name}") or tables.get(name)
+    found = [t for key, t in tables.items() if key == name or key.endswith(f".{name}")]
+    return found[0] if len(found) == 1 else None

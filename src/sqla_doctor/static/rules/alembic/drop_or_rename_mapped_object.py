@@ -7,7 +7,12 @@ from collections.abc import Iterable
 
 from sqla_doctor.findings import Finding, Location, Related, Severity
 from sqla_doctor.static.alembic.ops import Operation
-from sqla_doctor.static.alembic.project import AlembicAnalysis, MappedTable, MigrationFile
+from sqla_doctor.static.alembic.project import (
+    AlembicAnalysis,
+    MappedTable,
+    MigrationFile,
+    mapped_table,
+)
 from sqla_doctor.static.alembic.rule import MigrationRule
 from sqla_doctor.static.rule import Invalid, Valid
 
@@ -167,6 +172,34 @@ class DropOrRenameMappedObject(MigrationRule):
                 ),
             },
         ),
+        # Two schemas each have a `revisions`: the renamed one's model maps the new name;
+        # the old name belongs to the other schema's table.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("revisions", "submitter_id", new_column_name="user_id",
+                                schema="editing")
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                **_FILES,
+                "app/revisions.py": (
+                    "from sqlalchemy.orm import Mapped, mapped_column\n"
+                    "from app.models import Base\n"
+                    "class EditingRevision(Base):\n"
+                    '    __tablename__ = "revisions"\n'
+                    '    __table_args__ = {"schema": "editing"}\n'
+                    "    id: Mapped[int] = mapped_column(primary_key=True)\n"
+                    "    user_id: Mapped[int]\n"
+                    "class PaperRevision(Base):\n"
+                    '    __tablename__ = "revisions"\n'
+                    '    __table_args__ = {"schema": "papers"}\n'
+                    "    id: Mapped[int] = mapped_column(primary_key=True)\n"
+                    "    submitter_id: Mapped[int]\n"
+                ),
+            },
+        ),
         # No models in the checked project: nothing to compare with.
         Valid(
             _HEAD
@@ -277,9 +310,9 @@ class DropOrRenameMappedObject(MigrationRule):
             table = operation.table
             if table is None or migration.is_new_table(table) is not False:
                 continue
-            mapped = schema.get(table)
+            mapped = mapped_table(schema, table, operation.schema)
             if _other_schema(operation, mapped) or _other_schema(
-                operation, schema.get(operation.new_name or "")
+                operation, mapped_table(schema, operation.new_name, operation.schema)
             ):
                 # Another schema's table of the same name (users.affiliations is not the
                 # indico.affiliations the model maps).
@@ -352,8 +385,9 @@ class DropOrRenameMappedObject(MigrationRule):
                         "once this runs — keep the table name (`__tablename__`) or move the data "
                         "over several releases",
                     )
-                elif new_name is not None and new_name in schema:
-                    target = schema[new_name]
+                elif (
+                    target := mapped_table(schema, new_name, operation.schema)
+                ) is not None:
                     yield self._report(
                         migration,
                         operation.node,
