@@ -6,6 +6,7 @@ import ast
 import pickle
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from sqla_doctor.static.files import display_path, module_for
 from sqla_doctor.static.index import FileFacts, ProjectIndex
@@ -829,7 +830,50 @@ def test_directions_from_the_columns_foreign_keys_names(tmp_path: Path) -> None:
     assert shape("notes") == (True, "one-to-many")
     assert shape("files") == (True, "one-to-many")
     assert shape("single_file") == (False, "one-to-one")
-    # Self-referential (`remote_side=` decides), both sides, a Table's column: unknown.
-    assert shape("parent") == (None, None)
+    # Self-referential: without `remote_side=` SQLAlchemy makes it one-to-many whatever
+    # `foreign_keys=` names (its mapper says ONETOMANY, uselist=True for this one).
+    assert shape("parent") == (True, "one-to-many")
+    # Both sides, a Table's column: unknown.
     assert shape("mixed") == (None, None)
     assert shape("by_table") == (None, None)
+
+
+_ADJACENCY = """
+from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy.orm import DeclarativeBase, backref, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class Item(Base):
+    __tablename__ = "items"
+    id = mapped_column(Integer, primary_key=True)
+    type = mapped_column(String)
+    parent_id = mapped_column(Integer, ForeignKey("items.id"))
+    children = relationship(
+        "Item", foreign_keys=[parent_id], backref=backref("parent", remote_side=[id])
+    )
+    up = relationship("Item", remote_side=[id], viewonly=True)
+    __mapper_args__ = {"polymorphic_on": type, "polymorphic_identity": "item"}
+
+class Section(Item):
+    __mapper_args__ = {"polymorphic_identity": "section"}
+"""
+
+
+def test_adjacency_lists_are_read_as_sqlalchemy_maps_them(tmp_path: Path) -> None:
+    """A self-referential relationship is one-to-many unless `remote_side=` is given,
+    whatever `foreign_keys=` names, also read on a single-table subclass (indico's
+    `RegistrationFormSection.children` was taken for many-to-one). Checked against the
+    mappers SQLAlchemy builds from the same source."""
+    index = build(tmp_path, {"app/__init__.py": "", "app/models.py": _ADJACENCY})
+    namespace: dict[str, Any] = {}
+    exec(compile(_ADJACENCY, "models.py", "exec"), namespace)
+    namespace["Base"].registry.configure()
+    for owner in ("Item", "Section"):
+        for attr in ("children", "parent", "up"):
+            prop = getattr(namespace[owner], attr).property
+            expected = (prop.uselist, prop.direction.name.lower().replace("to", "-to-"))
+            rel = index.relationship(f"app.models.{owner}", attr)
+            assert rel is not None, (owner, attr)
+            assert (rel.collection, rel.direction) == expected, (owner, attr)

@@ -703,10 +703,29 @@ class ProjectIndex:
         target = self.resolve_target(owner, rel.target, rel.target_is_string)
         collection = rel.collection
         direction: str | None = None
+        # To its own table: its class, or another of a single-table hierarchy (a
+        # relationship declared on the base, read on a subclass).
+        self_referential = target is not None and (
+            owner.qualname == target.qualname
+            or (
+                bool(owner.table)
+                and owner.table == target.table
+                and (target.qualname in owner.lineage or owner.qualname in target.lineage)
+            )
+        )
         if rel.secondary is not None:
             direction = "many-to-many"
             collection = True if collection is None else collection
-        elif target is not None and owner.qualname != target.qualname and (
+        elif self_referential and (rel.remote_side or not rel.primaryjoin):
+            # SQLAlchemy's rule for an adjacency list: many-to-one with `remote_side=`,
+            # else one-to-many, whichever column `foreign_keys=` names.
+            if rel.remote_side:
+                direction = "many-to-one" if collection is not True else None
+                collection = False if collection is None else collection
+            else:
+                direction = "one-to-many" if collection is not False else "one-to-one"
+                collection = True if collection is None else collection
+        elif target is not None and not self_referential and (
             named := self._foreign_keys_named(rel, owner, target)
         ):
             # `foreign_keys=[cls.owner_id]` / `foreign(Note.owner_id)`: the foreign key
@@ -718,7 +737,7 @@ class ProjectIndex:
             else:
                 direction = "one-to-many" if collection is not False else "one-to-one"
                 collection = True if collection is None else collection
-        elif target is not None and owner.qualname != target.qualname:
+        elif target is not None and not self_referential:
             # With `foreign_keys=`/`primaryjoin=` the keys still tell the direction when
             # they point one way only. A side found without keys must have had all of its
             # keys read (a reflected table's are not in the source).

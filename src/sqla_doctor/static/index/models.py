@@ -107,6 +107,10 @@ class RelationshipFacts:
     backref_lazy: str | None = None
     backref_collection: bool | None = None
     explicit_join: bool = False  # primaryjoin / foreign_keys / remote_side given
+    # `remote_side=` given, or `primaryjoin=`: a self-referential one decides its
+    # direction by them (without either it is one-to-many).
+    remote_side: bool = False
+    primaryjoin: bool = False
     # The classes whose columns `foreign_keys=` (or `foreign()` in `primaryjoin=`) names,
     # as written: "" for the class itself (`cls.owner_id` in a `declared_attr`, a bare
     # column name in the class body), "User" for `User.id`, "?" when not readable; None
@@ -527,6 +531,8 @@ def relationship_facts(
     rel.explicit_join = any(
         k in kwargs for k in ("primaryjoin", "foreign_keys", "remote_side", "secondaryjoin")
     )
+    rel.remote_side = "remote_side" in kwargs
+    rel.primaryjoin = "primaryjoin" in kwargs
     if "foreign_keys" in kwargs:
         rel.foreign_key_owners = _column_owners(kwargs["foreign_keys"])
     elif "primaryjoin" in kwargs:
