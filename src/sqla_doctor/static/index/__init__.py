@@ -703,14 +703,17 @@ class ProjectIndex:
         target = self.resolve_target(owner, rel.target, rel.target_is_string)
         collection = rel.collection
         direction: str | None = None
-        # To its own table: its class, or another of a single-table hierarchy (a
-        # relationship declared on the base, read on a subclass).
+        # To its own table: the class that declares it, or another class of a
+        # single-table hierarchy. (Declared on a joined-inheritance base and read on a
+        # subclass, it joins two tables: not self-referential.)
+        declaring = self.model(declared_on) if declared_on != owner.qualname else owner
+        base = declaring if declaring is not None else owner
         self_referential = target is not None and (
-            owner.qualname == target.qualname
+            base.qualname == target.qualname
             or (
-                bool(owner.table)
-                and owner.table == target.table
-                and (target.qualname in owner.lineage or owner.qualname in target.lineage)
+                bool(base.table)
+                and base.table == target.table
+                and (target.qualname in base.lineage or base.qualname in target.lineage)
             )
         )
         if rel.secondary is not None:
@@ -883,11 +886,15 @@ class ProjectIndex:
     def _side(self, name: str, owner: Model, target: Model) -> str:
         if name == "":
             return "local"
-        for model, side in ((owner, "local"), (target, "remote")):
-            for ancestor in model.lineage:
-                if name == ancestor or name == ancestor.rpartition(".")[2]:
-                    return side
-        return ""
+        sides = {
+            side
+            for model, side in ((owner, "local"), (target, "remote"))
+            for ancestor in model.lineage
+            if name == ancestor or name == ancestor.rpartition(".")[2]
+        }
+        # A class of both lineages (a joined-inheritance parent of the other): its
+        # column alone does not tell the side.
+        return sides.pop() if len(sides) == 1 else ""
 
     def tables_of(self, model: Model) -> set[str]:
         """The tables a model's rows live in: its own and its mapped parents' (joined
