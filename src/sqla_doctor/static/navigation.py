@@ -48,6 +48,27 @@ class LazyAccess:
     per_row: bool = True  # once per row of a collection (an N+1)
 
 
+def back_to_parent(
+    index: ProjectIndex, access: LazyAccess, path: tuple[tuple[str, str], ...]
+) -> bool:
+    """Whether ``access``, on objects reached by the relationship ``path``, reads back the
+    one object that collection hangs from (``for alert in query.alerts: alert.query``):
+    a many-to-one the identity map answers without SQL (and without IO in async code);
+    whatever is read through it is loaded once, not per row."""
+    depth = len(path)
+    if not depth or len(access.path) <= depth or access.path[:depth] != path:
+        return False
+    down = index.relationship(*path[-1])
+    up = index.relationship(*access.path[depth])
+    if down is None or up is None or up.collection or up.target != down.owner:
+        return False
+    if up.backref_of == (down.owner, down.attr) or down.backref_of == (up.owner, up.attr):
+        return True
+    down_pair = down.facts.back_populates if down.facts is not None else None
+    up_pair = up.facts.back_populates if up.facts is not None else None
+    return down_pair == up.attr or up_pair == down.attr
+
+
 # The loader function that spells a strategy an option already gives a step.
 _LOADER_OF = {
     "selectin": "selectinload",

@@ -8,7 +8,7 @@ from sqla_doctor.findings import Applicability, Fix, Severity
 from sqla_doctor.static.flow import FunctionFlow, ObjectsValue, contains, flow_for, worth_analysing
 from sqla_doctor.static.index.models import literal_str
 from sqla_doctor.static.loader_fix import loader_edits
-from sqla_doctor.static.navigation import LazyAccess, Navigator, option_text
+from sqla_doctor.static.navigation import LazyAccess, Navigator, back_to_parent, option_text
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _MODELS = """
@@ -33,6 +33,8 @@ class Post(Base):
     title: Mapped[str]
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     author: Mapped[User] = relationship(back_populates="posts")
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"))
+    category: Mapped["Category"] = relationship()
 
 class Role(Base):
     __tablename__ = "roles"
@@ -43,6 +45,11 @@ class Audit(Base):
     __tablename__ = "audit"
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+class Category(Base):
+    __tablename__ = "categories"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
 """
 _DB = """
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -127,6 +134,20 @@ class LazyLoadInAsync(Rule):
                 stmt = select(User).options(selectinload(User.posts))
                 users = (await session.scalars(stmt)).all()
                 return [len(u.posts) for u in users], user.posts, user.audit
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Each post's author is the user whose posts were eager-loaded: the identity map
+        # answers it, no IO.
+        Valid(
+            """
+            from sqlalchemy.orm import selectinload
+            from app.models import User
+
+            async def show(session, user_id):
+                user = await session.get(User, user_id, options=[selectinload(User.posts)])
+                return [f"{post.title} by {post.author.name}" for post in user.posts]
             """,
             path="app/views.py",
             files=_FILES,
@@ -268,7 +289,8 @@ class LazyLoadInAsync(Rule):
             files=_FILES,
             line=22,
         ),
-        # A many-to-one read on each element of an eager-loaded collection.
+        # A many-to-one read on each element of an eager-loaded collection (not the
+        # author: that is the user itself, which the identity map holds).
         Invalid(
             """
             from sqlalchemy import select
@@ -278,7 +300,7 @@ class LazyLoadInAsync(Rule):
             async def feed(session, user_id):
                 stmt = select(User).where(User.id == user_id).options(selectinload(User.posts))
                 user = (await session.execute(stmt)).scalar_one()
-                return [(p.title, p.author.name) for p in user.posts]
+                return [(p.title, p.category.name) for p in user.posts]
             """,
             path="app/views.py",
             files=_FILES,
@@ -328,7 +350,9 @@ class LazyLoadInAsync(Rule):
                     continue
                 region = binding.scope or flow.node
                 for access in navigator.on_binding(binding, objects, region, per_row=False):
-                    if self._loaded_explicitly(flow, binding.name, access):
+                    if self._loaded_explicitly(flow, binding.name, access) or back_to_parent(
+                        self.ctx.index, access, objects.path
+                    ):
                         continue
                     self._report(access, binding.name, seen)
         for ret in flow.returns:

@@ -12,6 +12,7 @@ from sqla_doctor.static.navigation import (
     SCHEMA_DUMPERS,
     LazyAccess,
     Navigator,
+    back_to_parent,
     closed_before,
     option_steps,
     option_text,
@@ -1232,24 +1233,6 @@ class RelationshipAccessInLoop(Rule):
                     found.append((access, rows, iterable))
         self._emit(found)
 
-    def _back_to_parent(self, access: LazyAccess, rows: ObjectsValue) -> bool:
-        """``for alert in query.alerts: alert.query`` reads the one object the collection
-        hangs from: a many-to-one the identity map answers without SQL, and whatever is
-        read through it is loaded once, not per row."""
-        depth = len(rows.path)
-        if not depth or len(access.path) <= depth or access.path[:depth] != rows.path:
-            return False
-        index = self.ctx.index
-        down = index.relationship(*rows.path[-1])
-        up = index.relationship(*access.path[depth])
-        if down is None or up is None or up.collection or up.target != down.owner:
-            return False
-        if up.backref_of == (down.owner, down.attr) or down.backref_of == (up.owner, up.attr):
-            return True
-        down_pair = down.facts.back_populates if down.facts is not None else None
-        up_pair = up.facts.back_populates if up.facts is not None else None
-        return down_pair == up.attr or up_pair == down.attr
-
     def _worth(self, node: ast.AST) -> bool:
         scope = self.ctx.enclosing_scope(node)
         if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -1258,7 +1241,8 @@ class RelationshipAccessInLoop(Rule):
 
     def _emit(self, found: list[tuple[LazyAccess, ObjectsValue, ast.expr]]) -> None:
         """One finding per place: the relationships read there, shortest path first."""
-        found = [item for item in found if not self._back_to_parent(item[0], item[1])]
+        index = self.ctx.index
+        found = [item for item in found if not back_to_parent(index, item[0], item[1].path)]
         # Each relationship once per loop (at its first read), then grouped by place.
         first: dict[tuple[str, str], tuple[LazyAccess, ObjectsValue, ast.expr]] = {}
         for item in sorted(found, key=lambda i: _position(i[0].node)):
