@@ -260,6 +260,43 @@ def _selection(args: argparse.Namespace, config: Config, errors: _Errors) -> set
     raise AssertionError("the default selection names only known rules")  # pragma: no cover
 
 
+def _off_below_2(
+    args: argparse.Namespace, config: Config, project: Path, selected: set[str]
+) -> set[str]:
+    """The selected rules about moving to SQLAlchemy 2.0 that a project pinned below it
+    did not ask for by code or name; said once on stderr."""
+    from sqla_doctor.registry import static_registry
+    from sqla_doctor.static.declared_version import pinned_below_2
+    from sqla_doctor.static.rule import Rule
+
+    checks = static_registry()
+    about_2 = {
+        code
+        for code in selected
+        if isinstance(rule := checks.get(code), type)
+        and issubclass(rule, Rule)
+        and rule.requires_sqlalchemy_2
+    }
+    if not about_2:
+        return set()
+    named = {
+        found.code
+        for selector in (*(args.select or ()), *config.select, *config.extend_select)
+        if (found := checks.get(selector.strip())) is not None
+    }
+    off = about_2 - named
+    pin = pinned_below_2(project) if off else None
+    if pin is None:
+        return set()
+    codes = ", ".join(sorted(off))
+    print(
+        f"sqla-doctor: note: {pin.path}:{pin.line} pins `{pin.requirement}`: {codes} "
+        f"(moving to SQLAlchemy 2.0) are off; select them by code to plan the move",
+        file=sys.stderr,
+    )
+    return off
+
+
 def _analyse(
     args: argparse.Namespace, errors: _Errors, since: str | None = None
 ) -> tuple[Config, Result]:
@@ -282,6 +319,8 @@ def _analyse(
     existing = _existing_paths(paths, errors)
     if not existing:
         return config, Result()  # nothing named exists: not the project around it either
+    if project is not None:
+        selected -= _off_below_2(args, config, project, selected)
     cache_dir = None if args.no_cache else (args.cache_dir or config.root / CACHE_DIR_NAME)
     jobs = args.jobs or os.cpu_count() or 1
     engine = Engine(config, selected, cache_dir=cache_dir, jobs=jobs)

@@ -38,7 +38,7 @@ SKIPPED_DIRS = frozenset(
 
 
 # What marks a project's top folder when it has no [tool.sqla-doctor] section.
-PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", "setup.py", ".git")
+PROJECT_MARKERS = ("pyproject.toml", "setup.cfg", "setup.py", "requirements.txt", "Pipfile", ".git")
 
 
 def project_root(start: Path) -> Path | None:

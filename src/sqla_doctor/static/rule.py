@@ -52,6 +52,9 @@ class Rule(Check):
     kind = Kind.STATIC
     VALID: ClassVar[Sequence[Valid]] = ()
     INVALID: ClassVar[Sequence[Invalid]] = ()
+    # About the move to SQLAlchemy 2.0: off for a project pinned below 2.0 unless it is
+    # selected by code or name (see ``declared_version``).
+    requires_sqlalchemy_2: ClassVar[bool] = False
 
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx

@@ -89,6 +89,12 @@ class LegacyQueryApi(Rule):
     `Model.query` is recognised for Flask-SQLAlchemy models; the older recipe that sets
     `Base.query = db_session.query_property()` is not followed into other modules.
 
+    A project whose requirements pin SQLAlchemy below 2.0 (`sqlalchemy==1.4.54`,
+    `sqlalchemy<2`, Poetry's `^1.4`, in `pyproject.toml`, `setup.cfg`, `setup.py`,
+    `Pipfile` or `requirements*.txt` at its top) runs the API this rule reports: the rule
+    is off there, said once on stderr, until it is selected by code or name to plan the
+    move to 2.0.
+
     ## References
     - [ORM querying in 2.0: legacy `Query`](https://docs.sqlalchemy.org/en/20/orm/queryguide/query.html)
     - [2.0 migration: ORM querying](https://docs.sqlalchemy.org/en/20/changelog/migration_20.html#migration-20-query-usage)
@@ -96,6 +102,7 @@ class LegacyQueryApi(Rule):
     """
 
     code = "SQD302"
+    requires_sqlalchemy_2 = True
     name = "legacy-query-api"
     pitfalls = ("P22",)
     severity = Severity.INFO

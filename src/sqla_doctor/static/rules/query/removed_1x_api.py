@@ -117,6 +117,13 @@ class Removed1xApi(Rule):
     findings need a decision (where the connection comes from, whether autocommit was
     relied on) and have no fix.
 
+    ## Known problems
+    A project whose requirements pin SQLAlchemy below 2.0 (`sqlalchemy==1.4.54`,
+    `sqlalchemy<2`, Poetry's `^1.4`, in `pyproject.toml`, `setup.cfg`, `setup.py`,
+    `Pipfile` or `requirements*.txt` at its top) runs the API this rule reports: the rule
+    is off there, said once on stderr, until it is selected by code or name to plan the
+    move to 2.0.
+
     ## References
     - [SQLAlchemy 2.0 migration guide](https://docs.sqlalchemy.org/en/20/changelog/migration_20.html)
     - [Connectionless execution removed](https://docs.sqlalchemy.org/en/20/changelog/migration_20.html#implicit-and-connectionless-execution-bound-metadata-removed)
@@ -126,6 +133,7 @@ class Removed1xApi(Rule):
     """
 
     code = "SQD303"
+    requires_sqlalchemy_2 = True
     name = "removed-1x-api"
     pitfalls = ("P37",)
     severity = Severity.ERROR
