@@ -198,7 +198,8 @@ class _Reader:
                 break
             self.pos += 2
             last = following.name
-        return None if last == PLACEHOLDER else last
+        # `{prefix}users` is a name the migration computes: not one to report.
+        return None if PLACEHOLDER in last else last
 
     def skip_group(self) -> None:
         """Skip a parenthesised group starting at the cursor."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable
 
 from sqla_doctor.findings import Finding, Related, Severity
@@ -25,14 +26,16 @@ class DataMigrationInSchemaMigration(MigrationRule):
     Checks for a migration that changes data (`UPDATE`, `INSERT`, `DELETE` run with
     `op.execute`, `op.get_bind().execute`, `op.bulk_insert`, `sa.update(...)` constructs,
     or an ORM `Session` bound to `op.get_bind()`) and also changes the schema of an
-    existing table. Seeding a table created by the same migration, and data changes
-    inside `autocommit_block()`, are not reported.
+    existing table before it, in the same transaction. Seeding a table created by the
+    same migration, data changes before any schema change (a clean-up of the rows a new
+    constraint would reject), and data changes inside `autocommit_block()`, are not
+    reported.
 
     ## Why is this bad?
     A migration runs in one transaction, and PostgreSQL keeps every lock until commit:
     the ACCESS EXCLUSIVE lock of an `ALTER TABLE` is held while the `UPDATE` rewrites
     every row of a big table, so nothing can read or write the table for the whole
-    backfill (and the rows the `UPDATE` locked stay locked while the `ALTER` waits). A
+    backfill. A
     long backfill also makes the deploy time out halfway, and retries start over because
     nothing was committed.
 
@@ -112,6 +115,21 @@ class DataMigrationInSchemaMigration(MigrationRule):
                     op.execute("UPDATE orders SET currency = 'EUR' WHERE currency IS NULL")
             """
         ),
+        # Rows a new constraint would reject are deleted before it is added: the
+        # constraint's lock is taken after the data change, not held through it.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                prefix = op.get_context().opts["table_prefix"]
+                op.execute(f"DELETE FROM {prefix}accounts WHERE user_id IS NULL")
+                if op.get_bind().dialect.name == "sqlite":
+                    with op.batch_alter_table(f"{prefix}accounts") as batch_op:
+                        batch_op.create_unique_constraint("uq_provider", ["provider"])
+                else:
+                    op.create_unique_constraint("uq_provider", f"{prefix}accounts", ["provider"])
+            """
+        ),
         # Queries and settings are not data changes.
         Valid(
             _HEAD
@@ -165,16 +183,44 @@ class DataMigrationInSchemaMigration(MigrationRule):
 
             def upgrade():
                 conn = op.get_bind()
+                op.drop_column("users", "legacy_tier")
                 users = sa.table("users", sa.column("tier"))
                 conn.execute(users.update().values(tier="free"))
-                op.drop_column("users", "legacy_tier")
 
             def downgrade():
-                session = Session(bind=op.get_bind())
                 op.add_column("users", sa.Column("legacy_tier", sa.String(10)))
+                session = Session(bind=op.get_bind())
             """,
-            line=12,
+            line=13,
             count=1,
+        ),
+        # A table name the migration computes is not named in the message.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                prefix = op.get_context().opts["table_prefix"]
+                op.add_column(f"{prefix}orders", sa.Column("currency", sa.String(3)))
+                op.execute(f"UPDATE {prefix}orders SET currency = 'EUR'")
+            """,
+            line=10,
+            expected_message=(
+                "`UPDATE` runs in the same transaction as `op.add_column` (line 9), whose lock "
+                "on the altered table is held until the data migration commits — move the data "
+                "migration to a revision of its own (with `transaction_per_migration=True`) or "
+                "a batched job"
+            ),
+        ),
+        # In a loop, the UPDATE of one table runs after the ALTER of the one before.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                for table in ("orders", "invoices"):
+                    op.execute(f"UPDATE {table} SET currency = 'EUR'")
+                    op.add_column(table, sa.Column("total", sa.Numeric(), nullable=True))
+            """,
+            line=9,
         ),
     )
 
@@ -203,21 +249,36 @@ class DataMigrationInSchemaMigration(MigrationRule):
         ]
         if not schema:
             return None
-        for operation in operations:
+        position = {id(op): index for index, op in enumerate(operations)}
+        loops = _loops(migration.file.tree)
+        for index, operation in enumerate(operations):
             if operation.kind != "dml" or operation.in_autocommit:
                 continue
             if migration.is_new_table(operation.table) is not False:
                 continue
+            # Only a schema change run before the data change holds its lock through it:
+            # data cleaned up before an ALTER (a DELETE of the rows a new constraint
+            # would reject) leaves the ALTER's lock as short as it is without it.
+            schema_before = [
+                op
+                for op in schema
+                if position[id(op)] < index
+                or loops.get(id(op.node), set()) & loops.get(id(operation.node), set())
+            ]
+            if not schema_before:
+                continue
             # Name the change the data migration meets: one on its own table, else one
             # that leaves a table behind (a dropped table's lock blocks no lasting query).
             first = next(
-                (op for op in schema if operation.table and op.table == operation.table),
+                (op for op in schema_before if operation.table and op.table == operation.table),
                 next(
-                    (op for op in schema if op.table and op.kind != "drop_table"),
-                    next((op for op in schema if op.table), schema[0]),
+                    (op for op in schema_before if op.table and op.kind != "drop_table"),
+                    next((op for op in schema_before if op.table), schema_before[0]),
                 ),
             )
-            locked = sorted({op.table for op in schema if op.table}) or ["the altered table"]
+            locked = sorted({op.table for op in schema_before if op.table}) or [
+                "the altered table"
+            ]
             dml = (
                 "an ORM session bound to the migration's connection"
                 if operation.verb == "ORM"
@@ -236,6 +297,17 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 related=(Related(migration.file.ctx.location(first.node), "the schema change"),),
             )
         return None
+
+
+def _loops(tree: ast.AST) -> dict[int, set[int]]:
+    """The loops around each node of ``tree``, by id."""
+    around: dict[int, set[int]] = {}
+    for loop in ast.walk(tree):
+        if isinstance(loop, (ast.For, ast.AsyncFor, ast.While)):
+            for node in ast.walk(loop):
+                if node is not loop:
+                    around.setdefault(id(node), set()).add(id(loop))
+    return around
 
 
 def _describe(operation: Operation) -> str:
