@@ -171,11 +171,15 @@ def test_exclude_gitignore_and_virtualenvs_are_skipped(
             "env/lib/c.py": MUTABLE,
             ".venv/lib/d.py": MUTABLE,
             "src/app.py": MUTABLE,
+            # A cookiecutter template: Jinja in .py files, reported unparsable before.
+            "template/{{cookiecutter.slug}}/plugin.py": "{% if x %}\nimport os\n{% endif %}\n",
+            # Braces alone do not make a template folder.
+            "{data}/e.py": MUTABLE,
         },
     )
     result = run_cli(capsys, "check", "--format", "json", str(tmp_path))
     paths = {f["location"]["path"] for f in json.loads(result.out)["findings"]}
-    assert paths == {"src/app.py", "keep.tmp.py"}
+    assert paths == {"src/app.py", "keep.tmp.py", "{data}/e.py"}
 
 
 def test_default_path_is_the_project_around_the_cwd(

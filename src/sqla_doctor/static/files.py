@@ -244,6 +244,8 @@ def _walk(
             if is_dir:
                 if entry.name in SKIPPED_DIRS or (path / "pyvenv.cfg").exists():
                     continue
+                if _is_template_dir(entry.name):
+                    continue
                 if _matches_any(relative, entry.name, exclude) or _ignored(active, path, True):
                     continue
                 subdirs.append((path, active))
@@ -255,6 +257,12 @@ def _walk(
                     seen.add(resolved)
                     yield path
         stack.extend(reversed(subdirs))
+
+
+def _is_template_dir(name: str) -> bool:
+    """A project template's folder (cookiecutter's `{{cookiecutter.name}}`, copier's): its
+    `.py` files are Jinja templates, not Python, and no import can reach them."""
+    return "{{" in name and "}}" in name
 
 
 def _ignored(ignores: list[GitIgnore], path: Path, is_dir: bool) -> bool:
