@@ -1150,9 +1150,22 @@ class StringFlow:
             return _STATIC
         return _OPAQUE
 
+    def _quoted_column(self, call: ast.Call) -> bool:
+        """``sa.column(name)`` spliced into text renders as an identifier, quoted (with its
+        quotes doubled) whenever it needs to be; ``is_literal=True`` renders it as is, and
+        ``sa.table()`` never quotes."""
+        if self.flow.ctx.names.sqla_name(call.func) != "column":
+            return False
+        literal = next((k.value for k in call.keywords if k.arg == "is_literal"), None)
+        return literal is None or (isinstance(literal, ast.Constant) and literal.value is False)
+
     def _call(self, call: ast.Call) -> StringValue:
         func = call.func
-        if _last_name(func) in _QUOTING or _escapes_identifier_quotes(call):
+        if (
+            _last_name(func) in _QUOTING
+            or _escapes_identifier_quotes(call)
+            or self._quoted_column(call)
+        ):
             return _STATIC_STR
         if isinstance(func, ast.Attribute):
             if func.attr == "format":

@@ -61,7 +61,8 @@ class SqlBuiltFromStrings(Rule):
     and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
-    `"[" + name.replace("]", "]]") + "]"`, backticks).
+    `"[" + name.replace("]", "]]") + "]"`, backticks) or by SQLAlchemy (`column(name)`,
+    which renders quoted when it needs to be; not `table(name)`).
 
     Two more kinds of text stay silent. Bind-parameter names: a value spliced in right
     after a `:` (`f":{name}"`) names a parameter, and is accepted when that `text()` has
@@ -171,6 +172,15 @@ class SqlBuiltFromStrings(Rule):
                 columns = ", ".join("[" + table.c[k].name.replace("]", "]]") + "]" for k in keys)
                 quoted = '"' + table.name.replace('"', '""') + '"'
                 return conn.execute(text(f"SELECT {columns} FROM {quoted}"))
+            """
+        ),
+        # `column(name)` renders as a quoted identifier.
+        Valid(
+            """
+            import sqlalchemy as sa
+            def drop_indexes(conn, names):
+                for name in names:
+                    conn.execute(sa.text("DROP INDEX {0} CASCADE".format(sa.column(name))))
             """
         ),
         # Bound parameters, literals, literal concatenation, placeholder-free f-strings.
@@ -804,6 +814,16 @@ class SqlBuiltFromStrings(Rule):
                 "`text()` receives SQL built by concatenation from `table`, `ids` "
                 "— bind them as parameters"
             ),
+        ),
+        # `table(name)` renders its name as is, and so does a literal column.
+        Invalid(
+            """
+            import sqlalchemy as sa
+            def drop(conn, name):
+                conn.execute(sa.text("DROP TABLE {0}".format(sa.table(name))))
+                conn.execute(sa.text(f"DROP INDEX {sa.column(name, is_literal=True)}"))
+            """,
+            count=2,
         ),
         # Doubling single quotes is no escape where backslashes escape too (MySQL).
         Invalid(
