@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.static.dataflow import StringFlow
 from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
 
 _APP = """
 from fastapi import FastAPI
@@ -28,7 +30,7 @@ class EngineNotDisposed(Rule):
     disposes: no `engine.dispose()` / `await engine.dispose()` in a lifespan, a
     shutdown handler or anywhere else. Async engines are reported in any such app; sync
     engines only where the app has shutdown hooks, since that is where the dispose
-    belongs.
+    belongs, and not for SQLite (no server holds their connections).
 
     ## Why is this bad?
     The pool keeps its connections open until the process dies: on every reload and
@@ -127,6 +129,21 @@ class EngineNotDisposed(Rule):
             """,
             path="app/db.py",
             files={"app/__init__.py": "", "app/main.py": _APP},
+        ),
+        # A sync SQLite engine: no server holds its connections.
+        Valid(
+            """
+            from sqlalchemy import create_engine
+            from app.utils import database_url
+
+            engine = create_engine(database_url(), connect_args={"check_same_thread": False})
+            replica = create_engine(f"sqlite:///{DATA_DIR}/replica.db")
+            """,
+            path="app/db.py",
+            files={
+                "app/__init__.py": "",
+                "app/main.py": _APP + "\n@app.on_event('shutdown')\ndef bye():\n    pass\n",
+            },
         ),
         # A dispose on something we cannot name might be this engine.
         Valid(
@@ -252,6 +269,12 @@ class EngineNotDisposed(Rule):
             if index.is_disposed(engine.qualname) is not False:
                 continue
             target = self._node(node, engine.line, engine.col)
+            if (
+                not engine.is_async
+                and isinstance(target, ast.Call)
+                and sqlite_engine(target, StringFlow(self.ctx.dataflow))
+            ):
+                continue  # no server holds its connections; the process's exit closes them
             name = engine.qualname.rpartition(".")[2]
             extra = (
                 ", and an AsyncEngine collected after its event loop closed raises "

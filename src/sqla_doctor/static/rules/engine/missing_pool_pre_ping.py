@@ -14,6 +14,7 @@ from sqla_doctor.static.dataflow import (
     is_false_literal,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\+[A-Za-z0-9_]+)?$")
@@ -67,7 +68,8 @@ class MissingPoolPrePing(Rule):
     (`settings.POSTGRES_DSN`). An engine whose URL is unknown and that has none of these
     stays silent.
 
-    SQLite, `poolclass=NullPool`/`StaticPool`, `pool_pre_ping=<anything but False>`,
+    SQLite (its URL, or `connect_args={"check_same_thread": ...}`),
+    `poolclass=NullPool`/`StaticPool`, `pool_pre_ping=<anything but False>`,
     `**engine_options` and test code (`tests/`, `test_*.py`, `conftest.py`: a test run
     does not live long enough for its connections to go stale) are left alone.
 
@@ -129,6 +131,20 @@ class MissingPoolPrePing(Rule):
             a = create_engine("sqlite:///./app.db", connect_args={"check_same_thread": False})
             b = sqlmodel_engine("sqlite://")
             c = create_engine(f"sqlite:///{DB_PATH}", pool_size=5)
+            """
+        ),
+        # A URL from a helper, sized like a server's pool, but `check_same_thread` is an
+        # argument only the sqlite3 driver takes.
+        Valid(
+            """
+            from sqlalchemy import create_engine
+            from app.utils import database_url
+            engine = create_engine(
+                database_url(),
+                connect_args={"check_same_thread": False},
+                pool_size=10,
+                max_overflow=20,
+            )
             """
         ),
         # Pools that do not keep idle connections, and options we cannot see into.
@@ -345,6 +361,8 @@ class MissingPoolPrePing(Rule):
         named = self._literal_dialect(url) or self._named_dialect(url)
         if named is not None:
             return named, SERVER_DIALECTS[named]
+        if sqlite_engine(call, self.strings):
+            return None, None  # a file database sized with a queue pool
         for option in _POOL_SIZING:
             if call_keyword(call, option) is not None:
                 return None, f"a server database (it sets `{option}`)"
