@@ -357,6 +357,9 @@ class RelationshipAccessInLoop(Rule):
     per row (N+1). Fifty users cost fifty-one round trips, and the page gets slower as
     the table grows; under load the extra queries hold connections and drain the pool.
 
+    Alembic revisions and test code (`tests/`, `test_*.py`, `conftest.py`) are not
+    checked: they run once, over a few rows.
+
     ## Known problems
     Relationships with `lazy="dynamic"` or `lazy="write_only"` also query per row, but
     no loader option can eager-load them; they are not reported. A many-to-one whose
@@ -412,6 +415,20 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # A test asserting on a few fixture rows.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.models import Post
+
+            def test_posts_have_authors(session):
+                posts = session.scalars(select(Post).where(Post.title != "")).all()
+                for post in posts:
+                    assert post.author.name
+            """,
+            path="tests/test_models.py",
+            files=_FILES,
+        ),
         # The session closed before the loop: the read raises DetachedInstanceError
         # (SQD204's finding), it does not query once per row.
         Valid(
@@ -1154,9 +1171,10 @@ class RelationshipAccessInLoop(Rule):
         self._reported: set[tuple[int, str, str]] = set()
 
     def visit_Module(self, node: ast.Module) -> None:
-        # Alembic revisions run once, offline: an N+1 there costs nothing that matters.
+        # Alembic revisions run once, offline, and a test's loop reads a few fixture
+        # rows: an N+1 there costs nothing that matters.
         names = self.ctx.facts.names.defined
-        self._skip = "upgrade" in names and "revision" in names
+        self._skip = ("upgrade" in names and "revision" in names) or self.ctx.in_tests
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         self._loop(node, [(node.target, node.iter)], _body_region(node))
