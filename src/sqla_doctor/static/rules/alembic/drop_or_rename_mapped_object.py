@@ -59,6 +59,7 @@ class DropOrRenameMappedObject(MigrationRule):
     read against the mapped classes and `Table` objects of the metadata env.py targets.
     A name that a later revision creates again (`create_table`, `add_column`, a rename to
     it) is what the models map now, and its old drop or rename is not reported; nor is a
+    table another is renamed to in the same migration (a rebuilt table swapped in), nor a
     table of another schema than the one the model's `__table_args__` names.
 
     ## Why is this bad?
@@ -122,6 +123,19 @@ class DropOrRenameMappedObject(MigrationRule):
             def upgrade():
                 op.create_table("orders", sa.Column("id", sa.Integer(), primary_key=True))
                 op.drop_table("orders")
+            """,
+            path="migrations/versions/b2.py",
+            files=_FILES,
+        ),
+        # A rebuilt table swapped in under the old name.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_table("orders_tmp", sa.Column("id", sa.Integer(), primary_key=True))
+                op.execute("INSERT INTO orders_tmp (id) SELECT id FROM orders")
+                op.drop_table("orders")
+                op.rename_table("orders_tmp", "orders")
             """,
             path="migrations/versions/b2.py",
             files=_FILES,
@@ -300,7 +314,16 @@ class DropOrRenameMappedObject(MigrationRule):
             for op in self.operations(migration)
             if op.kind == "rename_column" and op.new_name
         }
+        # Tables another is renamed to: dropping or renaming away that name first is a
+        # swap (build orders_new, drop orders, rename orders_new to orders).
+        replaced = {
+            op.new_name
+            for op in self.operations(migration)
+            if op.kind == "rename_table" and op.new_name
+        }
         for operation in operations:
+            if operation.kind in ("drop_table", "rename_table") and operation.table in replaced:
+                continue
             if operation.kind in ("drop_column", "rename_column") and (
                 (operation.table, operation.column) in recreated
             ):
