@@ -4,7 +4,8 @@ Alembic calls (``op.add_column``, ``batch_op.alter_column`` inside ``batch_alter
 ``op.execute`` of a string, ``sa.text`` or an ``update()`` construct, ``op.get_bind()``
 connections, ORM sessions bound to it) and raw SQL become one list of :class:`Operation`
 in execution order, each knowing whether it runs inside ``autocommit_block()`` and whether
-it runs on PostgreSQL at all (``if op.get_bind().dialect.name == "sqlite":`` branches).
+it runs on PostgreSQL at all (``if op.get_bind().dialect.name == "sqlite":`` branches,
+and what follows ``if ... == "postgresql": ...; return``).
 Helpers called from ``upgrade()`` are followed; values bound to names (``table = "users"``,
 ``SQL = "CREATE INDEX ..."``) are resolved within the function and the module.
 """
@@ -204,6 +205,11 @@ class Extractor:
     def _body(self, body: list[ast.stmt], state: _State) -> None:
         for stmt in body:
             self._statement(stmt, state)
+            if isinstance(stmt, ast.If) and stmt.body and _exits(stmt.body[-1]):
+                # `if dialect == "postgresql": ...; return`: what follows runs elsewhere.
+                dialect = _dialect_test(stmt.test)
+                if dialect is not None:
+                    state = state.child(postgresql=state.postgresql and not dialect)
 
     def _statement(self, stmt: ast.stmt, state: _State) -> None:
         if isinstance(stmt, (ast.With, ast.AsyncWith)):
@@ -803,10 +809,16 @@ def _dialect_test(test: ast.expr) -> bool | None:
     return None
 
 
+def _exits(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, (ast.Return, ast.Raise))
+
+
 def _is_dialect_name(node: ast.expr) -> bool:
     if isinstance(node, ast.Attribute) and node.attr == "name":
         value = node.value
-        return (isinstance(value, ast.Attribute) and value.attr == "dialect") or (
+        # `bind.dialect.name`, or `op.get_bind().engine.name` (an Engine's name is its
+        # dialect's).
+        return (isinstance(value, ast.Attribute) and value.attr in ("dialect", "engine")) or (
             isinstance(value, ast.Name) and value.id == "dialect"
         )
     return isinstance(node, ast.Name) and node.id in ("dialect_name", "dialect")

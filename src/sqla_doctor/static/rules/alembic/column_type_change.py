@@ -86,6 +86,20 @@ class ColumnTypeChange(MigrationRule):
                 op.execute("ALTER TABLE orders ALTER COLUMN comment TYPE text")
             """
         ),
+        # PostgreSQL returns early; the rebuild below it runs on the other databases.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                if op.get_bind().engine.name == "postgresql":
+                    op.execute("ALTER TYPE status ADD VALUE 'archived'")
+                    return
+                old = sa.Enum("open", "closed", name="status")
+                new = sa.Enum("open", "closed", "archived", name="status")
+                with op.batch_alter_table("orders") as batch_op:
+                    batch_op.alter_column("status", type_=new, existing_type=old)
+            """
+        ),
         # A table created in the same migration is empty.
         Valid(
             _HEAD
@@ -108,6 +122,17 @@ class ColumnTypeChange(MigrationRule):
         ),
     )
     INVALID = (
+        # The early return is for SQLite: PostgreSQL goes on to the change.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                if op.get_bind().dialect.name == "sqlite":
+                    return
+                op.alter_column("orders", "id", existing_type=sa.Integer(), type_=sa.BigInteger())
+            """,
+            line=10,
+        ),
         Invalid(
             _HEAD
             + """
