@@ -9,6 +9,7 @@ model index lazily for the rules that need the models.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,14 @@ _TEST_PARTS = frozenset({"tests", "test", "testing"})
 # versions/postgresql/ and versions/sqlite/, picked by env.py at run time): the
 # revisions under one named for another database never run on PostgreSQL.
 _OTHER_DIALECT_DIRS = frozenset({"sqlite", "sqlite3", "mysql", "mariadb", "mssql", "oracle"})
+# ... also with a word for revisions beside the database's (bunkerweb's sqlite_versions/).
+_REVISION_WORDS = frozenset({"versions", "version", "migrations", "migration", "revisions"})
+
+
+def _other_dialect_dir(name: str) -> bool:
+    words = [w for w in re.split(r"[_\-.]+", name.lower()) if w]
+    dialects = [w for w in words if w in _OTHER_DIALECT_DIRS]
+    return len(dialects) == 1 and all(w in _REVISION_WORDS for w in words if w not in dialects)
 
 
 @dataclass
@@ -89,14 +98,14 @@ class MigrationFile:
         if self.project is None:
             # A revision outside any script location Alembic's config names (one picked
             # by env.py at run time): its own folder groups it.
-            return path.parent.name.lower() not in _OTHER_DIALECT_DIRS
+            return not _other_dialect_dir(path.parent.name)
         if not self.project.postgresql_possible:
             return False
         for directory in self.project.location.version_dirs:
             root = directory.resolve()
             if root in path.parents:
                 parts = (root.name, *path.parent.relative_to(root).parts)
-                return not any(part.lower() in _OTHER_DIALECT_DIRS for part in parts)
+                return not any(_other_dialect_dir(part) for part in parts)
         return True
 
     def created_tables(self, phase: str = "upgrade") -> set[str]:

@@ -29,7 +29,8 @@ class NonConcurrentIndex(MigrationRule):
     index the same way. Indexes on a table created by the same migration are not reported,
     nor are revisions that never run on PostgreSQL: a project whose `sqlalchemy.url` names
     another database, a branch under `if dialect.name == "sqlite":`, and a version folder
-    named for another database (`versions/sqlite/`, beside `versions/postgresql/`).
+    named for another database (`versions/sqlite/` beside `versions/postgresql/`, or
+    `mysql_versions/`).
 
     ## Why is this bad?
     `CREATE INDEX` holds a SHARE lock on the table until the migration commits: reads go
@@ -138,6 +139,21 @@ class NonConcurrentIndex(MigrationRule):
             files={
                 "alembic.ini": "[alembic]\nscript_location = migrations\n",
                 "migrations/env.py": "",
+            },
+        ),
+        # ... and a folder per database beside env.py (bunkerweb's mysql_versions/).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            path="alembic/mysql_versions/b2.py",
+            files={
+                "alembic/alembic.ini": (
+                    "[alembic]\nscript_location = .\nversion_locations = versions\n"
+                ),
+                "alembic/env.py": "",
             },
         ),
     )
