@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from sqla_doctor.findings import Applicability, Fix, Severity
+from sqla_doctor.static.alembic.sql import classify
 from sqla_doctor.static.dataflow import Binding, BindingKind, SqlaObjects
 from sqla_doctor.static.flow import (
     FunctionFlow,
@@ -112,7 +113,8 @@ class WriteWithoutCommit(Rule):
     A session or connection handed to another function (which may commit) is not
     reported, nor one that is explicitly rolled back or flushed (tests and dry runs do
     this on purpose), nor one whose transaction is managed by hand (`conn.begin()`,
-    `text("COMMIT")`). Sessions and connections the function receives (parameters,
+    `text("COMMIT")`), nor DDL that drops every table it creates (a probe that the
+    database takes writes). Sessions and connections the function receives (parameters,
     dependencies) are the caller's to commit.
 
     A connection is reported only when its engine is known not to run in AUTOCOMMIT:
@@ -384,6 +386,20 @@ class WriteWithoutCommit(Rule):
             path="app/jobs.py",
             files={**_CORE_FILES, "app/helpers.py": "def finish(conn):\n    conn.commit()\n"},
         ),
+        # A probe that the database takes writes: the table it creates, it drops.
+        Valid(
+            """
+            from sqlalchemy import text
+            from app.core import engine
+
+            def wait_until_writable():
+                with engine.connect() as conn:
+                    conn.execute(text("CREATE TABLE IF NOT EXISTS probe (id INT)"))
+                    conn.execute(text("DROP TABLE probe"))
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+        ),
         # Lookalikes: the standard library's sqlite3 (whose `with` commits), a client's
         # connect().
         Valid(
@@ -425,6 +441,26 @@ class WriteWithoutCommit(Rule):
         ),
     )
     INVALID = (
+        # The probe keeps the table it creates.
+        Invalid(
+            """
+            from sqlalchemy import text
+            from app.core import engine
+
+            def wait_until_writable():
+                with engine.connect() as conn:
+                    conn.execute(text("DROP TABLE IF EXISTS probe"))
+                    conn.execute(text("CREATE TABLE probe (id INT)"))
+
+            def setup():
+                with engine.connect() as conn:
+                    conn.execute(text("CREATE TABLE kv (k TEXT, v TEXT)"))
+            """,
+            path="app/jobs.py",
+            files=_CORE_FILES,
+            line=6,
+            count=2,
+        ),
         Invalid(
             """
             from app.db import SessionLocal
@@ -819,6 +855,8 @@ class WriteWithoutCommit(Rule):
         if engine.ddl_autocommits:
             # SQLite's driver runs DDL outside a transaction; MySQL commits around it.
             writes = [w for w in writes if w[1] != DDL]
+        if writes and _undone(writes):
+            return
         writes.sort(key=lambda w: _start(w[0]))
         lost = next((call for call, _ in writes if not self._covered(flow, call, ends)), None)
         if lost is None:
@@ -1014,3 +1052,32 @@ def _creates_schema(call: ast.Call) -> bool:
 def _creates_schema_ref(node: ast.expr) -> bool:
     """``Base.metadata.create_all`` (for ``run_sync``) or the callee of such a call."""
     return isinstance(node, ast.Attribute) and node.attr in ("create_all", "drop_all")
+
+
+def _undone(writes: list[tuple[ast.Call, str]]) -> bool:
+    """Only DDL that drops every table it creates, after creating it: nothing is left
+    to commit (a probe that the database takes writes)."""
+    created: set[str] = set()
+    for call, kind in writes:
+        sql = _literal_sql(call.args[0]) if kind == DDL and call.args else None
+        if sql is None:
+            return False
+        for action in classify(sql):
+            if action.table is None:
+                return False
+            if action.kind == "create_table":
+                created.add(action.table)
+            elif action.kind == "drop_table" and action.table in created:
+                created.discard(action.table)
+            else:
+                return False
+    return not created
+
+
+def _literal_sql(statement: ast.expr) -> str | None:
+    """The SQL of ``"..."`` or ``text("...")`` written as a literal."""
+    if isinstance(statement, ast.Call) and len(statement.args) == 1:
+        statement = statement.args[0]
+    if isinstance(statement, ast.Constant) and isinstance(statement.value, str):
+        return statement.value
+    return None
