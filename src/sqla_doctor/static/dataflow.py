@@ -917,6 +917,7 @@ _STR_PRESERVING = frozenset(
 _QUOTING = frozenset(
     {"quote", "quote_identifier", "quote_schema", "format_table", "format_column", "quote_ident"}
 )
+_UUID_FACTORIES = frozenset({"uuid.uuid1", "uuid.uuid3", "uuid.uuid4", "uuid.uuid5"})
 # Quote characters of SQL identifiers ("name", [name], `name`). Doubling one inside the
 # identifier is the SQL escape, so `"[" + name.replace("]", "]]") + "]"` is quoted.
 # Not the single quote: MySQL's backslash escapes undo `.replace("'", "''")`.
@@ -1131,6 +1132,7 @@ class StringFlow:
                 or self.enum_member(expr)
                 or self.class_constant(expr)
                 or self._enum_variable(expr)
+                or (expr.attr in ("hex", "int") and self._new_uuid(expr.value))
             ):
                 return _STATIC_STR
             return _OPAQUE
@@ -1150,6 +1152,13 @@ class StringFlow:
             return _STATIC
         return _OPAQUE
 
+    def _new_uuid(self, expr: ast.expr) -> bool:
+        """``uuid4()`` (any version): its text is hex digits and dashes, never SQL."""
+        return (
+            isinstance(expr, ast.Call)
+            and self.flow.ctx.names.qualify(expr.func) in _UUID_FACTORIES
+        )
+
     def _quoted_column(self, call: ast.Call) -> bool:
         """``sa.column(name)`` spliced into text renders as an identifier, quoted (with its
         quotes doubled) whenever it needs to be; ``is_literal=True`` renders it as is, and
@@ -1167,6 +1176,8 @@ class StringFlow:
             or self._quoted_column(call)
         ):
             return _STATIC_STR
+        if self._new_uuid(call):
+            return _STATIC  # str() of it is fixed-alphabet text
         if isinstance(func, ast.Attribute):
             if func.attr == "format":
                 base = self.value(func.value)

@@ -62,7 +62,8 @@ class SqlBuiltFromStrings(Rule):
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
     `"[" + name.replace("]", "]]") + "]"`, backticks) or by SQLAlchemy (`column(name)`,
-    which renders quoted when it needs to be; not `table(name)`).
+    which renders quoted when it needs to be; not `table(name)`), and new UUIDs
+    (`uuid4().hex`, `str(uuid4())`).
 
     Two more kinds of text stay silent. Bind-parameter names: a value spliced in right
     after a `:` (`f":{name}"`) names a parameter, and is accepted when that `text()` has
@@ -172,6 +173,20 @@ class SqlBuiltFromStrings(Rule):
                 columns = ", ".join("[" + table.c[k].name.replace("]", "]]") + "]" for k in keys)
                 quoted = '"' + table.name.replace('"', '""') + '"'
                 return conn.execute(text(f"SELECT {columns} FROM {quoted}"))
+            """
+        ),
+        # A fresh UUID is hex digits (and dashes): a throwaway table's name.
+        Valid(
+            """
+            import uuid
+            from uuid import uuid4
+            from sqlalchemy import text
+
+            def probe(conn):
+                name = uuid4().hex
+                conn.execute(text(f"CREATE TABLE IF NOT EXISTS test_{name} (id INT)"))
+                conn.execute(text(f"DROP TABLE IF EXISTS test_{name}"))
+                conn.execute(text(f"SELECT '{uuid.uuid4()}'"))
             """
         ),
         # `column(name)` renders as a quoted identifier.
@@ -812,6 +827,19 @@ class SqlBuiltFromStrings(Rule):
             """,
             expected_message=(
                 "`text()` receives SQL built by concatenation from `table`, `ids` "
+                "— bind them as parameters"
+            ),
+        ),
+        # `.hex` of something that is not a new UUID.
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def probe(conn, token):
+                conn.execute(text(f"DROP TABLE IF EXISTS test_{token.hex}"))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `token.hex` "
                 "— bind them as parameters"
             ),
         ),
