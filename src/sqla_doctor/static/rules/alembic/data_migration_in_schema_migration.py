@@ -25,11 +25,11 @@ class DataMigrationInSchemaMigration(MigrationRule):
     ## What it does
     Checks for a migration that changes data (`UPDATE`, `INSERT`, `DELETE` run with
     `op.execute`, `op.get_bind().execute`, `op.bulk_insert`, `sa.update(...)` constructs,
-    or an ORM `Session` bound to `op.get_bind()`) and also changes the schema of an
-    existing table before it, in the same transaction. Seeding a table created by the
-    same migration, data changes before any schema change (a clean-up of the rows a new
-    constraint would reject), and data changes inside `autocommit_block()`, are not
-    reported.
+    or an ORM `Session` bound to `op.get_bind()`) of a table whose schema it changed
+    before, in the same transaction (or of a table it cannot name): a backfill. Seeding a
+    table created by the same migration, data changes before the schema change (a
+    clean-up of the rows a new constraint would reject) or of a table it leaves alone (a
+    version row bumped), and data changes inside `autocommit_block()`, are not reported.
 
     ## Why is this bad?
     A migration runs in one transaction, and PostgreSQL keeps every lock until commit:
@@ -128,6 +128,16 @@ class DataMigrationInSchemaMigration(MigrationRule):
                         batch_op.create_unique_constraint("uq_provider", ["provider"])
                 else:
                     op.create_unique_constraint("uq_provider", f"{prefix}accounts", ["provider"])
+            """
+        ),
+        # The data change is not a backfill of the altered table: the schema version
+        # row the application keeps.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("users", sa.Column("theme", sa.String(20), nullable=True))
+                op.execute("UPDATE app_metadata SET version = '1.6.2' WHERE id = 1")
             """
         ),
         # Queries and settings are not data changes.
@@ -265,6 +275,12 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 if position[id(op)] < index
                 or loops.get(id(op.node), set()) & loops.get(id(operation.node), set())
             ]
+            if operation.table is not None and all(
+                op.table != operation.table for op in schema_before
+            ):
+                # Not a backfill of an altered table: a version row bumped, a table the
+                # next step constrains cleaned up first.
+                continue
             if not schema_before:
                 continue
             # Name the change the data migration meets: one on its own table, else one
