@@ -299,3 +299,20 @@ def test_not_null_inside_a_check_is_not_the_columns(tmp_path: Path) -> None:
 def test_a_version_folder_named_for_another_database(folder: str, other: bool) -> None:
     """Its revisions never run on PostgreSQL; a folder that only mentions one may."""
     assert _other_dialect_dir(folder) is other
+
+
+@pytest.mark.parametrize(
+    ("sql", "one_row"),
+    [
+        ("UPDATE bw_metadata SET version = '1.6.5' WHERE id = 1", True),
+        ('DELETE FROM "settings" WHERE "id" = \'main\';', True),
+        ("UPDATE orders SET currency = 'EUR' WHERE status = 'open'", False),
+        ("UPDATE orders SET x = 1 WHERE id = 1 OR id = 2", False),
+        ("UPDATE t SET x = s.x FROM (SELECT id, x FROM u) AS s WHERE t.id = s.id", False),
+        ("INSERT INTO t (id) VALUES (1)", False),
+    ],
+)
+def test_a_data_change_of_one_row_by_its_key(sql: str, one_row: bool) -> None:
+    """One row by its `id` is no backfill; any other condition may match every row."""
+    (action,) = classify(sql)
+    assert ("one_row" in action.extra) is one_row

@@ -78,6 +78,7 @@ class Operation:
     sql: str | None = None
     condition: str | None = None  # a check constraint's condition, as written
     all_rows: bool = False  # a DELETE without WHERE, or a TRUNCATE: the table is left empty
+    one_row: bool = False  # an UPDATE or DELETE ... WHERE id = <literal>
 
     @property
     def via_sql(self) -> bool:
@@ -604,6 +605,7 @@ class Extractor:
             sql=text,
             condition=text if action.constraint == "check" else None,
             all_rows="all_rows" in action.extra,
+            one_row="one_row" in action.extra,
         )
 
     def _dml_construct(self, expr: ast.expr, state: _State) -> tuple[str, str | None] | None:

@@ -496,7 +496,23 @@ def _dml(reader: _Reader) -> SqlAction:
     emptied = verb == "TRUNCATE" or (
         verb == "DELETE" and not any(t.kind == "word" and t.value == "WHERE" for t in rest)
     )
-    return SqlAction("dml", verb=verb, table=table, extra=("all_rows",) if emptied else ())
+    extra = ("all_rows",) if emptied else ("one_row",) if _one_row(verb, rest) else ()
+    return SqlAction("dml", verb=verb, table=table, extra=extra)
+
+
+def _one_row(verb: str, rest: Sequence[Token]) -> bool:
+    """``UPDATE t SET ... WHERE id = 1``: one row, by its key."""
+    where = next((i for i, t in enumerate(rest) if t == Token("word", "WHERE")), None)
+    if verb not in ("UPDATE", "DELETE") or where is None:
+        return False
+    tail = [t for t in rest[where + 1 :] if t != Token("punct", ";")]
+    return (
+        len(tail) == 3
+        and tail[0].kind in ("word", "ident")
+        and tail[0].name == "id"
+        and tail[1] == Token("punct", "=")
+        and tail[2].kind in ("number", "string")
+    )
 
 
 def _with(reader: _Reader) -> Iterator[SqlAction]:

@@ -29,7 +29,8 @@ class DataMigrationInSchemaMigration(MigrationRule):
     before, in the same transaction (or of a table it cannot name): a backfill. Seeding a
     table created by the same migration, data changes before the schema change (a
     clean-up of the rows a new constraint would reject) or of a table it leaves alone (a
-    version row bumped), and data changes inside `autocommit_block()`, are not reported.
+    version row bumped), one row changed by its key (`WHERE id = 1`), and data changes
+    inside `autocommit_block()`, are not reported.
 
     ## Why is this bad?
     A migration runs in one transaction, and PostgreSQL keeps every lock until commit:
@@ -140,6 +141,15 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 op.execute("UPDATE app_metadata SET version = '1.6.2' WHERE id = 1")
             """
         ),
+        # One row, by its key: the application's settings row.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("app_metadata", sa.Column("force_update", sa.Boolean()))
+                op.execute("UPDATE app_metadata SET force_update = false WHERE id = 1")
+            """
+        ),
         # Queries and settings are not data changes.
         Valid(
             _HEAD
@@ -221,6 +231,16 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 "a batched job"
             ),
         ),
+        # A condition on another column may match every row.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("orders", sa.Column("currency", sa.String(3), nullable=True))
+                op.execute("UPDATE orders SET currency = 'EUR' WHERE status = 'open'")
+            """,
+            line=9,
+        ),
         # In a loop, the UPDATE of one table runs after the ALTER of the one before.
         Invalid(
             _HEAD
@@ -262,8 +282,8 @@ class DataMigrationInSchemaMigration(MigrationRule):
         position = {id(op): index for index, op in enumerate(operations)}
         loops = _loops(migration.file.tree)
         for index, operation in enumerate(operations):
-            if operation.kind != "dml" or operation.in_autocommit:
-                continue
+            if operation.kind != "dml" or operation.in_autocommit or operation.one_row:
+                continue  # (one row by its key is no backfill)
             if migration.is_new_table(operation.table) is not False:
                 continue
             # Only a schema change run before the data change holds its lock through it:
