@@ -36,10 +36,17 @@ _OTHER_DIALECT_DIRS = frozenset({"sqlite", "sqlite3", "mysql", "mariadb", "mssql
 _REVISION_WORDS = frozenset({"versions", "version", "migrations", "migration", "revisions"})
 
 
-def _other_dialect_dir(name: str) -> bool:
+def _dialect_dir(name: str) -> str | None:
+    """The other database a version folder is named for (``sqlite``, ``mysql_versions``)."""
     words = [w for w in re.split(r"[_\-.]+", name.lower()) if w]
     dialects = [w for w in words if w in _OTHER_DIALECT_DIRS]
-    return len(dialects) == 1 and all(w in _REVISION_WORDS for w in words if w not in dialects)
+    if len(dialects) == 1 and all(w in _REVISION_WORDS for w in words if w not in dialects):
+        return dialects[0]
+    return None
+
+
+def _other_dialect_dir(name: str) -> bool:
+    return _dialect_dir(name) is not None
 
 
 @dataclass
@@ -94,19 +101,24 @@ class MigrationFile:
     def postgresql_possible(self) -> bool:
         """False when the project is configured for other databases only, or when the
         revision lies in a version folder named for another database (``versions/sqlite/``)."""
+        if self.project is not None and not self.project.postgresql_possible:
+            return False
+        return self.folder_dialect is None
+
+    @property
+    def folder_dialect(self) -> str | None:
+        """The other database the revision's version folder is named for, if any."""
         path = self.file.path.resolve()
         if self.project is None:
             # A revision outside any script location Alembic's config names (one picked
             # by env.py at run time): its own folder groups it.
-            return not _other_dialect_dir(path.parent.name)
-        if not self.project.postgresql_possible:
-            return False
+            return _dialect_dir(path.parent.name)
         for directory in self.project.location.version_dirs:
             root = directory.resolve()
             if root in path.parents:
                 parts = (root.name, *path.parent.relative_to(root).parts)
-                return not any(_other_dialect_dir(part) for part in parts)
-        return True
+                return next((d for d in map(_dialect_dir, parts) if d is not None), None)
+        return None
 
     def created_tables(self, phase: str = "upgrade") -> set[str]:
         """Tables this migration creates: operations on them lock nobody."""

@@ -24,7 +24,9 @@ class NotNullColumnWithoutDefault(MigrationRule):
     Checks for a migration that adds a `NOT NULL` column with no server-side default to a
     table that already exists: `op.add_column("t", sa.Column("c", ..., nullable=False))`
     (or `batch_op.add_column`, or raw `ALTER TABLE t ADD COLUMN c ... NOT NULL`). A table
-    created in the same migration is exempt, and so are primary-key columns.
+    created in the same migration is exempt, and so are primary-key columns and
+    revisions for MySQL or MariaDB (the configured URL, or a version folder named for
+    them), which fill the column with its type's implicit default.
 
     ## Why is this bad?
     The `ALTER TABLE` has to fill the new column for every existing row, and without a
@@ -127,6 +129,22 @@ class NotNullColumnWithoutDefault(MigrationRule):
                 op.add_column("agent_api_keys", sa.Column("api_key", sa.String(), nullable=False))
             """
         ),
+        # A revision kept for MySQL or MariaDB (env.py picks the folder at run time):
+        # MySQL fills the new column with its type's implicit default.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("orders", sa.Column("position", sa.Integer(), nullable=False))
+            """,
+            path="alembic/mariadb_versions/b2.py",
+            files={
+                "alembic/alembic.ini": (
+                    "[alembic]\nscript_location = .\nversion_locations = versions\n"
+                ),
+                "alembic/env.py": "",
+            },
+        ),
         # In downgrade(), re-adding a dropped column is the reverse of upgrade's drop.
         Valid(
             _HEAD
@@ -140,6 +158,22 @@ class NotNullColumnWithoutDefault(MigrationRule):
         ),
     )
     INVALID = (
+        # SQLite refuses the ALTER on a table with rows, as PostgreSQL does.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("orders", sa.Column("position", sa.Integer(), nullable=False))
+            """,
+            path="alembic/sqlite_versions/b2.py",
+            files={
+                "alembic/alembic.ini": (
+                    "[alembic]\nscript_location = .\nversion_locations = versions\n"
+                ),
+                "alembic/env.py": "",
+            },
+            line=8,
+        ),
         Invalid(
             _HEAD
             + """
@@ -193,7 +227,9 @@ class NotNullColumnWithoutDefault(MigrationRule):
     def check_migration(
         self, migration: MigrationFile, shared: AlembicAnalysis
     ) -> Iterable[Finding]:
-        if migration.project is not None and migration.project.location.dialects == {"mysql"}:
+        if migration.folder_dialect in ("mysql", "mariadb") or (
+            migration.project is not None and migration.project.location.dialects == {"mysql"}
+        ):
             return  # MySQL fills the column with the type's implicit default
         for operation in self.operations(migration):
             if operation.kind != "add_column" or not operation.not_null:
