@@ -69,6 +69,7 @@ class ColumnType:
     precision: int | None = None
     scale: int | None = None
     timezone: bool | None = None
+    name: str | None = None  # an enum's type name
 
 
 def _int(node: ast.expr | None) -> int | None:
@@ -103,7 +104,7 @@ def from_python(node: ast.expr | None, resolver: NameResolver) -> ColumnType | N
         for item in call.keywords:
             if item.arg == keyword:
                 return item.value
-        return call.args[position] if position < len(call.args) else None
+        return call.args[position] if 0 <= position < len(call.args) else None
 
     timezone_node = argument(0, "timezone") if family in ("timestamp", "time") else None
     timezone = timezone_node.value if isinstance(timezone_node, ast.Constant) else None
@@ -116,7 +117,12 @@ def from_python(node: ast.expr | None, resolver: NameResolver) -> ColumnType | N
         precision=_int(argument(0, "precision")) if family == "numeric" else None,
         scale=_int(argument(1, "scale")) if family == "numeric" else None,
         timezone=timezone if isinstance(timezone, bool) else None,
+        name=_str(argument(-1, "name")) if family == "enum" else None,
     )
+
+
+def _str(node: ast.expr | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
 _SQL_TYPE = re.compile(
@@ -154,6 +160,11 @@ def change_cost(old: ColumnType | None, new: ColumnType) -> str | None:
             return None
         return "rewrite"
     if old.family == new.family:
+        if new.family == "enum":
+            # The same PostgreSQL type (its new values came from ALTER TYPE ... ADD
+            # VALUE), or every row cast to another.
+            same = old.name == new.name if old.name is not None else old.text == new.text
+            return None if same else "rewrite"
         if new.family in ("varchar", "char"):
             if new.length is None or (old.length is not None and new.length >= old.length):
                 return None

@@ -86,6 +86,19 @@ class ColumnTypeChange(MigrationRule):
                 op.execute("ALTER TABLE orders ALTER COLUMN comment TYPE text")
             """
         ),
+        # The same enum type, before and after: its value was added by ALTER TYPE.
+        Valid(
+            _HEAD
+            + """
+            from sqlalchemy.dialects import postgresql
+
+            def upgrade():
+                old = postgresql.ENUM("ui", "manual", name="methods_enum", create_type=False)
+                new = postgresql.ENUM("ui", "manual", "wizard", name="methods_enum")
+                op.execute("ALTER TYPE methods_enum ADD VALUE IF NOT EXISTS 'wizard'")
+                op.alter_column("plugins", "method", existing_type=old, type_=new)
+            """
+        ),
         # PostgreSQL returns early; the rebuild below it runs on the other databases.
         Valid(
             _HEAD
@@ -122,6 +135,26 @@ class ColumnTypeChange(MigrationRule):
         ),
     )
     INVALID = (
+        # A new enum type: every row is cast to it.
+        Invalid(
+            _HEAD
+            + """
+            from sqlalchemy.dialects import postgresql
+
+            def upgrade():
+                old = postgresql.ENUM("ui", "manual", name="methods_enum")
+                new = postgresql.ENUM("ui", "manual", "wizard", name="methods_enum_v2")
+                op.alter_column("plugins", "method", existing_type=old, type_=new)
+            """,
+            line=12,
+            expected_message=(
+                "changing plugins.method from postgresql.ENUM('ui', 'manual', "
+                "name='methods_enum') to postgresql.ENUM('ui', 'manual', 'wizard', "
+                "name='methods_enum_v2') rewrites the table and its indexes under an ACCESS "
+                "EXCLUSIVE lock: every read and write of plugins waits until it finishes — add "
+                "a new column, backfill it, and switch over instead"
+            ),
+        ),
         # The early return is for SQLite: PostgreSQL goes on to the change.
         Invalid(
             _HEAD
@@ -190,8 +223,8 @@ class ColumnTypeChange(MigrationRule):
                 old = None
                 using = "USING" in (operation.sql or "").upper()
             else:
-                new = from_python(operation.type_node, resolver)
-                old = from_python(operation.existing_type_node, resolver)
+                new = from_python(_assigned(migration, operation.type_node), resolver)
+                old = from_python(_assigned(migration, operation.existing_type_node), resolver)
                 using = isinstance(operation.node, ast.Call) and any(
                     k.arg == "postgresql_using" for k in operation.node.keywords
                 )
@@ -213,3 +246,19 @@ class ColumnTypeChange(MigrationRule):
                     else "reads every row to check the new length"
                 ),
             )
+
+
+def _assigned(migration: MigrationFile, node: ast.expr | None) -> ast.expr | None:
+    """A type named by a variable (``new_type = sa.Enum(...)``): the one value the
+    revision assigns to that name, else the name itself."""
+    if not isinstance(node, ast.Name):
+        return node
+    values = [
+        stmt.value
+        for stmt in ast.walk(migration.file.tree)
+        if isinstance(stmt, ast.Assign)
+        and len(stmt.targets) == 1
+        and isinstance(stmt.targets[0], ast.Name)
+        and stmt.targets[0].id == node.id
+    ]
+    return values[0] if len(values) == 1 else node
