@@ -128,6 +128,21 @@ class ConstraintWithoutNotValid(MigrationRule):
         ),
     )
     INVALID = (
+        # A self-referencing key: one table.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_foreign_key(None, "runs", "runs", ["parent_id"], ["id"])
+            """,
+            line=8,
+            expected_message=(
+                "foreign key is added to runs and checked against every existing row at once, "
+                "under a SHARE ROW EXCLUSIVE lock that blocks writes to runs for the whole "
+                "scan — add it with `postgresql_not_valid=True`, then VALIDATE CONSTRAINT in a "
+                "later revision"
+            ),
+        ),
         Invalid(
             _HEAD
             + """
@@ -255,7 +270,8 @@ class ConstraintWithoutNotValid(MigrationRule):
         kind = _KINDS[operation.constraint or "check"]
         name = f" {operation.name}" if operation.name else ""
         tables = operation.table or "the table"
-        if operation.constraint == "foreign_key" and operation.new_name:
+        if operation.constraint == "foreign_key" and operation.new_name not in (None, tables):
+            # (a self-referencing key locks its one table)
             tables = f"{operation.shown_table} and {operation.new_name}"
         fix = None
         if isinstance(operation.node, ast.Call) and not operation.via_sql:
