@@ -25,20 +25,20 @@ class DataMigrationInSchemaMigration(MigrationRule):
     ## What it does
     Checks for a migration that changes data (`UPDATE`, `INSERT`, `DELETE` run with
     `op.execute`, `op.get_bind().execute`, `op.bulk_insert`, `sa.update(...)` constructs,
-    or an ORM `Session` bound to `op.get_bind()`) of a table whose schema it changed
-    before, in the same transaction (or of a table it cannot name): a backfill. Seeding a
-    table created by the same migration, data changes before the schema change (a
-    clean-up of the rows a new constraint would reject) or of a table it leaves alone (a
-    version row bumped), one row changed by its key (`WHERE id = 1`), and data changes
-    inside `autocommit_block()`, are not reported.
+    or an ORM `Session` bound to `op.get_bind()`) and also changes the schema of an
+    existing table in the same transaction: any table's before the data change, or the
+    same table's after it. Seeding a table created by the same migration, one row changed
+    by its key (`WHERE id = 1`, a version row), and data changes inside
+    `autocommit_block()` are not reported.
 
     ## Why is this bad?
     A migration runs in one transaction, and PostgreSQL keeps every lock until commit:
     the ACCESS EXCLUSIVE lock of an `ALTER TABLE` is held while the `UPDATE` rewrites
     every row of a big table, so nothing can read or write the table for the whole
-    backfill. A
-    long backfill also makes the deploy time out halfway, and retries start over because
-    nothing was committed.
+    backfill. The other way round, the rows the `UPDATE` changed stay locked while the
+    `ALTER` waits for the table's writers, and a writer waiting for one of those rows
+    deadlocks with the migration. A long backfill also makes the deploy time out
+    halfway, and retries start over because nothing was committed.
 
     ## Example
     ```python
@@ -76,9 +76,9 @@ class DataMigrationInSchemaMigration(MigrationRule):
     pitfalls = ("P43",)
     severity = Severity.WARNING
     message = (
-        "{dml} runs in the same transaction as {schema} (line {line}), whose lock on "
-        "{locked} is held until the data migration commits — move the data migration to a "
-        "revision of its own (with `transaction_per_migration=True`) or a batched job"
+        "{dml} runs in the same transaction as {schema} (line {line}), {consequence} — move "
+        "the data migration to a revision of its own (with `transaction_per_migration=True`) "
+        "or a batched job"
     )
 
     VALID = (
@@ -116,29 +116,14 @@ class DataMigrationInSchemaMigration(MigrationRule):
                     op.execute("UPDATE orders SET currency = 'EUR' WHERE currency IS NULL")
             """
         ),
-        # Rows a new constraint would reject are deleted before it is added: the
-        # constraint's lock is taken after the data change, not held through it.
+        # Data changed before the schema change of another table: no lock is held
+        # through it, and no writer of the altered table waits for its rows.
         Valid(
             _HEAD
             + """
             def upgrade():
-                prefix = op.get_context().opts["table_prefix"]
-                op.execute(f"DELETE FROM {prefix}accounts WHERE user_id IS NULL")
-                if op.get_bind().dialect.name == "sqlite":
-                    with op.batch_alter_table(f"{prefix}accounts") as batch_op:
-                        batch_op.create_unique_constraint("uq_provider", ["provider"])
-                else:
-                    op.create_unique_constraint("uq_provider", f"{prefix}accounts", ["provider"])
-            """
-        ),
-        # The data change is not a backfill of the altered table: the schema version
-        # row the application keeps.
-        Valid(
-            _HEAD
-            + """
-            def upgrade():
+                op.execute("DELETE FROM login_codes WHERE expires_at < now()")
                 op.add_column("users", sa.Column("theme", sa.String(20), nullable=True))
-                op.execute("UPDATE app_metadata SET version = '1.6.2' WHERE id = 1")
             """
         ),
         # One row, by its key: the application's settings row.
@@ -148,6 +133,7 @@ class DataMigrationInSchemaMigration(MigrationRule):
             def upgrade():
                 op.add_column("app_metadata", sa.Column("force_update", sa.Boolean()))
                 op.execute("UPDATE app_metadata SET force_update = false WHERE id = 1")
+                op.execute("UPDATE app_metadata SET version = '1.6.2' WHERE id = 1")
             """
         ),
         # Queries and settings are not data changes.
@@ -231,6 +217,25 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 "a batched job"
             ),
         ),
+        # Rows a new constraint would reject, deleted before it is added: they stay
+        # locked while the ALTER waits for the table's writers.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute("DELETE FROM oauth_accounts WHERE user_id IS NULL")
+                op.create_unique_constraint("uq_provider", "oauth_accounts", ["provider"])
+            """,
+            line=8,
+            expected_message=(
+                "`DELETE oauth_accounts` runs in the same transaction as "
+                "`op.create_unique_constraint` on oauth_accounts (line 9), whose lock waits "
+                "for every writer of oauth_accounts while the rows the data migration changed "
+                "stay locked: a writer waiting for one of them deadlocks with the migration — "
+                "move the data migration to a revision of its own (with "
+                "`transaction_per_migration=True`) or a batched job"
+            ),
+        ),
         # A condition on another column may match every row.
         Invalid(
             _HEAD
@@ -286,35 +291,41 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 continue  # (one row by its key is no backfill)
             if migration.is_new_table(operation.table) is not False:
                 continue
-            # Only a schema change run before the data change holds its lock through it:
-            # data cleaned up before an ALTER (a DELETE of the rows a new constraint
-            # would reject) leaves the ALTER's lock as short as it is without it.
-            schema_before = [
+            before = [
                 op
                 for op in schema
                 if position[id(op)] < index
                 or loops.get(id(op.node), set()) & loops.get(id(operation.node), set())
             ]
-            if operation.table is not None and all(
-                op.table != operation.table for op in schema_before
-            ):
-                # Not a backfill of an altered table: a version row bumped, a table the
-                # next step constrains cleaned up first.
-                continue
-            if not schema_before:
-                continue
-            # Name the change the data migration meets: one on its own table, else one
-            # that leaves a table behind (a dropped table's lock blocks no lasting query).
-            first = next(
-                (op for op in schema_before if operation.table and op.table == operation.table),
-                next(
-                    (op for op in schema_before if op.table and op.kind != "drop_table"),
-                    next((op for op in schema_before if op.table), schema_before[0]),
-                ),
-            )
-            locked = sorted({op.table for op in schema_before if op.table}) or [
-                "the altered table"
-            ]
+            if before:
+                # Name the change the data migration meets: one on its own table, else
+                # one that leaves a table behind (a dropped table's lock blocks no
+                # lasting query).
+                first = next(
+                    (op for op in before if operation.table and op.table == operation.table),
+                    next(
+                        (op for op in before if op.table and op.kind != "drop_table"),
+                        next((op for op in before if op.table), before[0]),
+                    ),
+                )
+                locked = sorted({op.table for op in before if op.table}) or ["the altered table"]
+                consequence = (
+                    f"whose lock on {', '.join(locked)} is held until the data migration commits"
+                )
+            else:
+                # The schema change comes after: its lock is not held through the data
+                # change, but it waits for the table's writers while the changed rows stay
+                # locked, and a writer waiting for one of them deadlocks with it. Another
+                # table's change (a version row bumped) has no such writer.
+                later = [op for op in schema if operation.table and op.table == operation.table]
+                if not later:
+                    continue
+                first = later[0]
+                consequence = (
+                    f"whose lock waits for every writer of {first.table} while the rows the "
+                    "data migration changed stay locked: a writer waiting for one of them "
+                    "deadlocks with the migration"
+                )
             dml = (
                 "an ORM session bound to the migration's connection"
                 if operation.verb == "ORM"
@@ -329,7 +340,7 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 dml=dml,
                 schema=_describe(first),
                 line=line_of(first.node),
-                locked=", ".join(locked),
+                consequence=consequence,
                 related=(Related(migration.file.ctx.location(first.node), "the schema change"),),
             )
         return None
