@@ -308,6 +308,8 @@ def test_a_version_folder_named_for_another_database(folder: str, other: bool) -
         ('DELETE FROM "settings" WHERE "id" = \'main\';', True),
         ("UPDATE orders SET currency = 'EUR' WHERE status = 'open'", False),
         ("UPDATE orders SET x = 1 WHERE id = 1 OR id = 2", False),
+        ("UPDATE plugins SET type = 'core' WHERE id = 'crowdsec' AND type = 'external'", True),
+        ("UPDATE t SET x = 1 WHERE id > 1 AND x IS NULL", False),
         ("UPDATE t SET x = s.x FROM (SELECT id, x FROM u) AS s WHERE t.id = s.id", False),
         ("INSERT INTO t (id) VALUES (1)", False),
     ],

@@ -506,12 +506,22 @@ def _one_row(verb: str, rest: Sequence[Token]) -> bool:
     if verb not in ("UPDATE", "DELETE") or where is None:
         return False
     tail = [t for t in rest[where + 1 :] if t != Token("punct", ";")]
-    return (
-        len(tail) == 3
-        and tail[0].kind in ("word", "ident")
-        and tail[0].name == "id"
-        and tail[1] == Token("punct", "=")
-        and tail[2].kind in ("number", "string")
+    if Token("word", "OR") in tail:
+        return False
+    # Conditions joined by AND: one of them `id = <literal>` is enough.
+    conditions: list[list[Token]] = [[]]
+    for token in tail:
+        if token == Token("word", "AND"):
+            conditions.append([])
+        else:
+            conditions[-1].append(token)
+    return any(
+        len(c) == 3
+        and c[0].kind in ("word", "ident")
+        and c[0].name == "id"
+        and c[1] == Token("punct", "=")
+        and c[2].kind in ("number", "string")
+        for c in conditions
     )
 
 
