@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -64,6 +65,12 @@ def test_text_lists_each_finding_and_a_summary() -> None:
     assert "app/models.py:12:40: SQD501 [*] mutable `default=[]`" in text
     assert "  --> app/views.py:3:1: the query that loaded the parents" in text
     assert text.rstrip().splitlines()[-1].startswith("Found 3 findings in 3 files. 1 fixable")
+
+
+def test_the_summary_tells_files_with_findings_from_files_checked() -> None:
+    """"in 3 files" read both ways when 3 of 12 checked files had them."""
+    text = render("text", FINDINGS, replace(CONTEXT, files=12))
+    assert text.rstrip().splitlines()[-1].startswith("Found 3 findings in 3 files (12 checked).")
 
 
 def test_json_is_valid_against_the_published_schema() -> None:

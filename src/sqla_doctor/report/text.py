@@ -22,8 +22,12 @@ def render(findings: Sequence[Finding], context: ReportContext) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _files(count: int) -> str:
+    return f"{count} file{'s' if count != 1 else ''}"
+
+
 def summary(findings: Sequence[Finding], context: ReportContext) -> str:
-    where = f" in {context.files} file{'s' if context.files != 1 else ''}" if context.files else ""
+    where = f" in {_files(context.files)}" if context.files else ""
     if not findings:
         if context.errors:
             errors = f"{context.errors} error{'s' if context.errors != 1 else ''}"
@@ -36,6 +40,12 @@ def summary(findings: Sequence[Finding], context: ReportContext) -> str:
         1 for f in findings if f.fix is not None and f.fix.applicability is Applicability.UNSAFE
     )
     count = len(findings)
+    if context.files:
+        # Where the findings are, and how much was read: "in 3 files" read as both.
+        with_findings = len({f.location.path for f in findings})
+        where = f" in {_files(with_findings)}"
+        if with_findings != context.files:
+            where += f" ({context.files} checked)"
     text = f"Found {count} finding{'s' if count != 1 else ''}{where}."
     if safe:
         text += f" {safe} fixable with `sqla-doctor fix`."
