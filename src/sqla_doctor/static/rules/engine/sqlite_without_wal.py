@@ -43,7 +43,7 @@ class SqliteWithoutWal(Rule):
     that serves web requests (a FastAPI, Starlette, Litestar, Quart, Sanic, aiohttp or
     Flask app), when nothing in the project switches it to WAL mode: no `connect` event
     listener (where the pragma belongs), no `journal_mode` pragma anywhere, and no busy
-    timeout set (`connect_args={"timeout": ...}`).
+    timeout chosen (`connect_args={"timeout": ...}`; the driver's default is 5 seconds).
 
     In-memory databases, test code and projects without a web application are left
     alone.
@@ -94,8 +94,9 @@ class SqliteWithoutWal(Rule):
     pitfalls = ("P36",)
     severity = Severity.WARNING
     message = (
-        "SQLite file database `{url}` serves {app} in the rollback-journal mode, with no busy "
-        "timeout set — concurrent requests that write fail with `database is locked`"
+        "SQLite file database `{url}` serves {app} in the rollback-journal mode, with the "
+        "driver's default 5 s busy timeout — concurrent requests that write fail with "
+        "`database is locked`"
     )
 
     VALID = (
@@ -208,8 +209,8 @@ class SqliteWithoutWal(Rule):
             },
             expected_message=(
                 "SQLite file database `sqlite:///./sql_app.db` serves an ASGI application in "
-                "the rollback-journal mode, with no busy timeout set — concurrent requests "
-                "that write fail with `database is locked`"
+                "the rollback-journal mode, with the driver's default 5 s busy timeout — "
+                "concurrent requests that write fail with `database is locked`"
             ),
             line=5,
         ),
@@ -235,8 +236,8 @@ class SqliteWithoutWal(Rule):
             """,
             expected_message=(
                 "SQLite file database `sqlite:///project.db` serves a WSGI application in the "
-                "rollback-journal mode, with no busy timeout set — concurrent requests that "
-                "write fail with `database is locked`"
+                "rollback-journal mode, with the driver's default 5 s busy timeout — "
+                "concurrent requests that write fail with `database is locked`"
             ),
             line=5,
         ),
