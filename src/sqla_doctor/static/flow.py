@@ -229,6 +229,9 @@ class StatementValue:
     # Flask-SQLAlchemy's `Model.query`, taken on trust where no index tells a Flask model
     # (a function's summary): whoever uses the summary checks it.
     model_query: bool = False
+    # Columns of the entity a `where()`/`filter()`/`filter_by()` sets equal to one value
+    # (`Post.author_id == uid`): every row shares what they point at.
+    pinned: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -1111,6 +1114,42 @@ class FunctionFlow:
                     return instance if self.index.model(instance.cls) is None else None
         return None
 
+    def _pinned(self, stmt: StatementValue, call: ast.Call) -> frozenset[str]:
+        """The entity's columns a filter sets equal to a single value: ``Post.author_id ==
+        uid`` (also inside ``and_()``), ``filter_by(author_id=uid)``."""
+        found: set[str] = {k.arg for k in call.keywords if k.arg is not None}
+        if isinstance(call.func, ast.Attribute) and call.func.attr == "filter_by":
+            return frozenset(found)
+        pending = list(call.args)
+        while pending:
+            clause = pending.pop()
+            func = clause.func if isinstance(clause, ast.Call) else None
+            tail = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if isinstance(clause, ast.Call) and tail == "and_":
+                pending.extend(clause.args)
+            elif (
+                isinstance(clause, ast.Compare)
+                and len(clause.ops) == 1
+                and isinstance(clause.ops[0], ast.Eq)
+            ):
+                for column, other in (
+                    (clause.left, clause.comparators[0]),
+                    (clause.comparators[0], clause.left),
+                ):
+                    if (
+                        isinstance(column, ast.Attribute)
+                        and isinstance(column.value, (ast.Name, ast.Attribute))
+                        and self._model(column.value) == stmt.model
+                        # `Post.author_id == User.id` joins; `== user.id` is one value.
+                        and not (
+                            isinstance(other, ast.Attribute)
+                            and isinstance(other.value, (ast.Name, ast.Attribute))
+                            and self._model(other.value) is not None
+                        )
+                    ):
+                        found.add(column.attr)
+        return frozenset(found)
+
     def _model(self, node: ast.expr | None) -> str | None:
         """The qualified model a class expression names (any class without an index)."""
         if not isinstance(node, (ast.Name, ast.Attribute)):
@@ -1397,6 +1436,11 @@ class FunctionFlow:
                 if model is not None:
                     joined.append(model)
             return evolve(stmt, node=node, joins=stmt.joins + tuple(joined))
+        if method in ("where", "filter", "filter_by"):
+            pinned = self._pinned(stmt, node)
+            return evolve(stmt, node=node, pinned=stmt.pinned | pinned) if pinned else evolve(
+                stmt, node=node
+            )
         if method in _STATEMENT_CHAIN:
             return evolve(stmt, node=node)
         if stmt.kind != "query":

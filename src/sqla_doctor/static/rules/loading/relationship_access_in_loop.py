@@ -16,6 +16,7 @@ from sqla_doctor.static.navigation import (
     closed_before,
     option_steps,
     option_text,
+    shared_by_every_row,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
@@ -646,6 +647,26 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_BLOG_FILES,
         ),
+        # The query pins the foreign key to one value: every post has the same author,
+        # loaded once, then found in the identity map.
+        Valid(
+            """
+            from sqlalchemy import and_, select
+            from app.models import Post
+
+            def by_author(session, uid, current_user):
+                posts = session.scalars(select(Post).where(Post.author_id == uid)).all()
+                mine = session.query(Post).filter_by(author_id=current_user.id)
+                both = select(Post).where(and_(Post.author_id == uid, Post.title != ""))
+                return (
+                    [p.author.name for p in posts]
+                    + [p.author.name for p in mine]
+                    + [p.author.name for p in session.scalars(both)]
+                )
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
         # Back up to the object the collection hangs from: the identity map has it.
         Valid(
             """
@@ -886,6 +907,21 @@ class RelationshipAccessInLoop(Rule):
                 "(loaded at line 4) — add `.options(selectinload(Alert.subscriptions))` to "
                 "that query"
             ),
+        ),
+        # Posts of several authors, or pinned on another column: one load per author.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.models import Post
+
+            def by_authors(session, uids, title):
+                posts = session.scalars(select(Post).where(Post.author_id.in_(uids))).all()
+                named = session.scalars(select(Post).where(Post.title == title)).all()
+                return [p.author.name for p in posts] + [p.author.name for p in named]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            count=2,
         ),
         # A classmethod hands back `cls.query...` unrun; the caller's loop runs it.
         Invalid(
@@ -1260,7 +1296,12 @@ class RelationshipAccessInLoop(Rule):
     def _emit(self, found: list[tuple[LazyAccess, ObjectsValue, ast.expr]]) -> None:
         """One finding per place: the relationships read there, shortest path first."""
         index = self.ctx.index
-        found = [item for item in found if not back_to_parent(index, item[0], item[1].path)]
+        found = [
+            item
+            for item in found
+            if not back_to_parent(index, item[0], item[1].path)
+            and not shared_by_every_row(index, item[0], item[1])
+        ]
         # Each relationship once per loop (at its first read), then grouped by place.
         first: dict[tuple[str, str], tuple[LazyAccess, ObjectsValue, ast.expr]] = {}
         for item in sorted(found, key=lambda i: _position(i[0].node)):
