@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqla_doctor.static.children import reversed_fields_of
-from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
+from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts, params_of
 from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import ProviderFacts
@@ -1259,7 +1259,14 @@ class FunctionFlow:
                 return None
             # Run here, like a Query built here: `.options()` added to the call is the fix.
             return StatementValue(
-                model.qualname, "query", node, node, None, returns.options, (model.qualname,)
+                model.qualname,
+                "query",
+                node,
+                node,
+                None,
+                returns.options,
+                (model.qualname,),
+                pinned=_pinned_by_call(node, function, returns.pins),
             )
         is_async = returns.is_async and self.awaited(node)
         return ObjectsValue(
@@ -1731,7 +1738,7 @@ def _returns(
     for ret in flow.returns:
         value = flow.value(ret.value)
         if isinstance(value, StatementValue):
-            facts = _returned_query(value)
+            facts = _returned_query(flow, node, value)
             if facts is None or (found is not None and found != facts):
                 return None
             found = facts
@@ -1786,14 +1793,69 @@ def _returns(
     return found
 
 
-def _returned_query(value: StatementValue) -> ReturnFacts | None:
+def _returned_query(
+    flow: FunctionFlow, node: ast.FunctionDef | ast.AsyncFunctionDef, value: StatementValue
+) -> ReturnFacts | None:
     """A legacy ``Query`` of one model handed back unrun (``return cls.query.filter(...)``):
     the caller iterates it or adds to it, as it would to its own."""
     if value.kind != "query" or value.entities != (value.model,) or value.joins:
         return None
     line = getattr(value.root, "lineno", 0)
     query = "model" if value.model_query else "session"
-    return ReturnFacts(value.model, True, False, line, value.options, query=query)
+    pins = _parameter_pins(flow, node, value.model)
+    return ReturnFacts(value.model, True, False, line, value.options, query=query, pins=pins)
+
+
+def _pinned_by_call(
+    call: ast.Call, function: FunctionFacts, pins: tuple[tuple[str, str], ...]
+) -> frozenset[str]:
+    """The columns a call pins by passing a value for the parameter compared to them."""
+    pinned: set[str] = set()
+    for column, param in pins:
+        argument: ast.expr | None = next(
+            (k.value for k in call.keywords if k.arg == param), None
+        )
+        position = function.param_position(param)
+        bound = function.is_method and not any(
+            d.rpartition(".")[2] == "staticmethod" for d in function.decorators
+        )
+        if bound and position is not None:
+            position -= 1  # `self`/`cls` is not written at the call
+        if argument is None and position is not None and 0 <= position < len(call.args):
+            argument = call.args[position]
+        passed = argument is not None and not isinstance(argument, ast.Starred)
+        if passed and not (isinstance(argument, ast.Constant) and argument.value is None):
+            pinned.add(column)
+    return frozenset(pinned)
+
+
+def _parameter_pins(
+    flow: FunctionFlow, node: ast.FunctionDef | ast.AsyncFunctionDef, model: str
+) -> tuple[tuple[str, str], ...]:
+    """(column, parameter) for each ``Model.column == parameter`` in the body: filters
+    gathered in a list (``filters.append(Artifact.build_id == build_id)``) included."""
+    params = set(params_of(node))
+    found: set[tuple[str, str]] = set()
+    for compare in ast.walk(node):
+        if not (
+            isinstance(compare, ast.Compare)
+            and len(compare.ops) == 1
+            and isinstance(compare.ops[0], ast.Eq)
+        ):
+            continue
+        for column, other in (
+            (compare.left, compare.comparators[0]),
+            (compare.comparators[0], compare.left),
+        ):
+            if (
+                isinstance(column, ast.Attribute)
+                and isinstance(column.value, (ast.Name, ast.Attribute))
+                and isinstance(other, ast.Name)
+                and other.id in params
+                and flow._model(column.value) == model
+            ):
+                found.add((column.attr, other.id))
+    return tuple(sorted(found))
 
 
 def _binds(node: ast.With | ast.AsyncWith, name: str | None) -> bool:

@@ -36,6 +36,9 @@ class ReturnFacts:
     # A legacy Query not run yet, which the caller runs (and may add to): "session" for
     # `session.query(Model)`, "model" for Flask-SQLAlchemy's `Model.query`; None: objects.
     query: str | None = None
+    # (column, parameter): the function compares the model's column to that parameter
+    # (`Artifact.build_id == build_id`), so a caller passing it pins the column.
+    pins: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

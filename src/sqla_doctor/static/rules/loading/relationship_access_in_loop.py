@@ -111,6 +111,21 @@ class UserRepository:
         return list(self.session.scalars(stmt).all())
 """
 _REPOSITORY_FILES = {**_FILES, "app/repo.py": _REPOSITORY}
+# A repository function that hands back a Query, filtered by what its caller passes.
+_LISTING_FILES = {
+    **_FILES,
+    "app/repo.py": """
+from app.models import Post
+
+def list_posts(db, author_id=None, title=None):
+    filters = []
+    if author_id:
+        filters.append(Post.author_id == author_id)
+    if title:
+        filters.append(Post.title == title)
+    return db.query(Post).filter(*filters)
+""",
+}
 # The project's subclass of Flask-SQLAlchemy, and `Column` as a partial of `db.Column`.
 _PARTIAL_FILES = {
     "app/__init__.py": "",
@@ -667,6 +682,17 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # The caller passes the value the helper pins the foreign key to.
+        Valid(
+            """
+            from app.repo import list_posts
+
+            def by_author(db, uid):
+                return [p.author.name for p in list_posts(db, author_id=uid).all()]
+            """,
+            path="app/views.py",
+            files=_LISTING_FILES,
+        ),
         # Back up to the object the collection hangs from: the identity map has it.
         Valid(
             """
@@ -907,6 +933,17 @@ class RelationshipAccessInLoop(Rule):
                 "(loaded at line 4) — add `.options(selectinload(Alert.subscriptions))` to "
                 "that query"
             ),
+        ),
+        # The same helper without the author: posts of every author.
+        Invalid(
+            """
+            from app.repo import list_posts
+
+            def titled(db, title):
+                return [p.author.name for p in list_posts(db, title=title).all()]
+            """,
+            path="app/views.py",
+            files=_LISTING_FILES,
         ),
         # Posts of several authors, or pinned on another column: one load per author.
         Invalid(
