@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqla_doctor.static.files import is_test_path
 from sqla_doctor.static.index.extract import CreateAllFacts, FileExtract, ImportFacts, extract
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
+from sqla_doctor.static.index.import_graph import ImportGraph
 from sqla_doctor.static.index.models import (
     ClassFacts,
     ColumnFacts,
@@ -275,6 +276,7 @@ class ProjectIndex:
         self._imported: dict[str, set[str]] | None = None
         self._imported_outside_tests: dict[str, set[str]] | None = None
         self._literal_sets: dict[str, bool] | None = None
+        self._import_graph: ImportGraph | None = None
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -322,6 +324,13 @@ class ProjectIndex:
         self._imported = None
         self._imported_outside_tests = None
         self._literal_sets = None
+        self._import_graph = None
+
+    def import_graph(self) -> ImportGraph:
+        """Which project modules import which."""
+        if self._import_graph is None:
+            self._import_graph = ImportGraph(self)
+        return self._import_graph
 
     def _add_path_aliases(self) -> None:
         """Modules also answer to the dotted form of their path (``app/models.py`` →

@@ -45,8 +45,9 @@ class SqliteWithoutWal(Rule):
     listener (where the pragma belongs), no `journal_mode` pragma anywhere, and no busy
     timeout chosen (`connect_args={"timeout": ...}`; the driver's default is 5 seconds).
 
-    In-memory databases, test code and projects without a web application are left
-    alone.
+    In-memory databases, test code, projects without a web application and modules that
+    no web application's modules import (a CLI or a tutorial script beside the app) are
+    left alone.
 
     ## Why is this bad?
     In its default rollback-journal mode SQLite lets one connection write only when no
@@ -100,6 +101,21 @@ class SqliteWithoutWal(Rule):
     )
 
     VALID = (
+        # A script beside the web app that the app never imports (a tutorial, a CLI).
+        Valid(
+            """
+            from sqlmodel import SQLModel, create_engine
+
+            engine = create_engine("sqlite:///database.db")
+            SQLModel.metadata.create_all(engine)
+            """,
+            path="docs_src/tutorial/create_tables.py",
+            files={
+                "docs_src/__init__.py": "",
+                "docs_src/tutorial/__init__.py": "",
+                "docs_src/fastapi/app.py": "from fastapi import FastAPI\napp = FastAPI()\n",
+            },
+        ),
         # WAL set in a connect listener, and a busy timeout.
         Valid(
             """
@@ -266,15 +282,19 @@ class SqliteWithoutWal(Rule):
         pragma shows anywhere (then None: nothing to say)."""
         if _is_test(self.ctx.path):
             return None
-        kinds: set[str] = set()
+        apps: dict[str, set[str]] = {}
         for facts in self.ctx.index:
             if facts.orm.journal_mode:
                 return None
             if any(listener.identifier in _CONNECT_EVENTS for listener in facts.orm.listeners):
                 return None
-            kinds.update(kind for kind, _ in facts.orm.apps)
+            for kind, _ in facts.orm.apps:
+                apps.setdefault(kind, set()).add(facts.module)
         for kind in ("asgi", "wsgi"):
-            if kind in kinds:
+            # Only an engine the app's modules import serves it: a tutorial script or a
+            # CLI next to a web app does not.
+            module = self.ctx.facts.module
+            if kind in apps and module in self.ctx.index.import_graph().closure(apps[kind]):
                 return _APP_NAMES[kind]
         return None
 
