@@ -277,6 +277,7 @@ class ProjectIndex:
         self._imported_outside_tests: dict[str, set[str]] | None = None
         self._literal_sets: dict[str, bool] | None = None
         self._import_graph: ImportGraph | None = None
+        self._app_reach: dict[str, set[str]] | None = None
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -325,12 +326,25 @@ class ProjectIndex:
         self._imported_outside_tests = None
         self._literal_sets = None
         self._import_graph = None
+        self._app_reach = None
 
     def import_graph(self) -> ImportGraph:
         """Which project modules import which."""
         if self._import_graph is None:
             self._import_graph = ImportGraph(self)
         return self._import_graph
+
+    def apps_serving(self, module: str) -> frozenset[str]:
+        """The kinds of web application ("asgi", "wsgi") that ``module`` is part of: it
+        makes the app, or the app's modules import it. A script beside the app is not."""
+        if self._app_reach is None:
+            roots: dict[str, set[str]] = {}
+            for facts in self.files.values():
+                for kind, _ in facts.orm.apps:
+                    roots.setdefault(kind, set()).add(facts.module)
+            graph = self.import_graph()
+            self._app_reach = {kind: graph.closure(found) for kind, found in roots.items()}
+        return frozenset(kind for kind, reach in self._app_reach.items() if module in reach)
 
     def _add_path_aliases(self) -> None:
         """Modules also answer to the dotted form of their path (``app/models.py`` →

@@ -26,8 +26,8 @@ class EngineNotDisposed(Rule):
     """
     ## What it does
     Checks for a module-level engine in an application (a FastAPI, Starlette,
-    Litestar, Quart, Sanic or aiohttp app somewhere in the project) that no module ever
-    disposes: no `engine.dispose()` / `await engine.dispose()` in a lifespan, a
+    Litestar, Quart, Sanic or aiohttp app whose modules import the engine's module) that
+    no module ever disposes: no `engine.dispose()` / `await engine.dispose()` in a lifespan, a
     shutdown handler or anywhere else. Async engines are reported in any such app; sync
     engines only where the app has shutdown hooks, since that is where the dispose
     belongs, and not for SQLite (no server holds their connections).
@@ -76,6 +76,19 @@ class EngineNotDisposed(Rule):
     )
 
     VALID = (
+        # A maintenance script beside the app, which the app never imports.
+        Valid(
+            """
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            engine = create_async_engine("postgresql+asyncpg://app@db/app")
+            """,
+            path="scripts/backfill.py",
+            files={
+                "app/__init__.py": "",
+                "app/main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
+            },
+        ),
         Valid(
             """
             from contextlib import asynccontextmanager
@@ -257,8 +270,9 @@ class EngineNotDisposed(Rule):
         if not facts.orm.engines or _is_test(self.ctx.path):
             return
         index = self.ctx.index
-        apps = [kind for f in index for kind, _ in f.orm.apps]
-        if "asgi" not in apps and "wsgi" not in apps:
+        # An engine the app's modules import: a script beside the app disposes nothing.
+        apps = index.apps_serving(facts.module)
+        if not apps:
             return
         hooks = sum(f.orm.shutdown_hooks for f in index)
         for engine in facts.orm.engines:

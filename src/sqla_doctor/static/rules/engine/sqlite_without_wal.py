@@ -282,19 +282,16 @@ class SqliteWithoutWal(Rule):
         pragma shows anywhere (then None: nothing to say)."""
         if _is_test(self.ctx.path):
             return None
-        apps: dict[str, set[str]] = {}
         for facts in self.ctx.index:
             if facts.orm.journal_mode:
                 return None
             if any(listener.identifier in _CONNECT_EVENTS for listener in facts.orm.listeners):
                 return None
-            for kind, _ in facts.orm.apps:
-                apps.setdefault(kind, set()).add(facts.module)
+        # Only an engine the app's modules import serves it: a tutorial script or a CLI
+        # next to a web app does not.
+        apps = self.ctx.index.apps_serving(self.ctx.facts.module)
         for kind in ("asgi", "wsgi"):
-            # Only an engine the app's modules import serves it: a tutorial script or a
-            # CLI next to a web app does not.
-            module = self.ctx.facts.module
-            if kind in apps and module in self.ctx.index.import_graph().closure(apps[kind]):
+            if kind in apps:
                 return _APP_NAMES[kind]
         return None
 
