@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         type=Path,
         metavar="PATH",
-        help="files or folders (default: the project around the current folder)",
+        help="files or folders to report on, read with the rest of their project for "
+        "its models (default: the project around the current folder)",
     )
     check.add_argument("--format", choices=FORMATS, default="text")
     check.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the report here")
