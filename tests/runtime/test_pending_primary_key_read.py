@@ -2,15 +2,66 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Column, Engine, Integer, String, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    MappedAsDataclass,
+    Session,
+    mapped_column,
+    registry,
+)
 
 import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
 
 from .models import User
 from .support import line_of, one, relative
+
+TRACK_READS = RuntimeConfig(track_reads=True)
+
+
+class DataclassBase(MappedAsDataclass, DeclarativeBase):
+    pass
+
+
+@dataclasses.dataclass
+class Invoice:
+    """Its constructor sets ``id = None``, as SQLModel's does."""
+
+    number: str
+    id: int | None = None
+
+
+imperative = registry(metadata=DataclassBase.metadata)
+imperative.map_imperatively(
+    Invoice,
+    Table(
+        "invoices",
+        imperative.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("number", String(20)),
+    ),
+)
+
+
+class Receipt(DataclassBase):
+    """The constructor leaves ``id`` unset: a read fires ``init_scalar``."""
+
+    __tablename__ = "receipts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, init=False)
+    number: Mapped[str] = mapped_column(String(20), default="")
+
+
+@pytest.fixture
+def dataclass_engine(engine: Engine) -> Engine:
+    DataclassBase.metadata.create_all(engine)
+    return engine
 
 
 def test_reading_the_id_of_an_added_object_is_reported(engine: Engine) -> None:
@@ -87,4 +138,81 @@ async def test_async_flush_first_twin_is_silent(async_engine: AsyncEngine) -> No
         await session.flush()
         assert user.id is not None
         await session.commit()
+    assert not uow.findings
+
+
+def test_reading_an_id_the_constructor_set_to_none_is_reported(dataclass_engine: Engine) -> None:
+    """SQLModel's ``Field(default=None, primary_key=True)`` and a dataclass's ``id = None``
+    (classic mapping) put None in the object: its read fires no event, the read tracker
+    sees it."""
+    with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        Session(dataclass_engine) as session,
+    ):
+        invoice = Invoice(number="A-1")
+        session.add(invoice)  # line:dataclass-add
+        url = f"/invoices/{invoice.id}"  # line:dataclass-read
+        session.commit()
+    assert url == "/invoices/None", "the pitfall"
+    finding = one(uow.findings, "SQD351")
+    assert finding.location.line == line_of("dataclass-read")
+    assert finding.message.startswith("Invoice.id read on a pending Invoice before any flush")
+    assert [r.location.line for r in finding.related] == [line_of("dataclass-add")]
+
+
+def test_an_id_set_to_none_read_after_flush_is_the_silent_twin(dataclass_engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        Session(dataclass_engine) as session,
+    ):
+        invoice = Invoice(number="A-1")
+        session.add(invoice)
+        session.flush()
+        assert invoice.id is not None
+        session.commit()
+        assert invoice.id is not None
+    assert not uow.findings
+
+
+def test_an_id_set_to_none_then_to_a_value_is_not_reported(dataclass_engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        Session(dataclass_engine) as session,
+    ):
+        invoice = Invoice(number="A-1")
+        session.add(invoice)
+        invoice.id = 42
+        assert invoice.id == 42
+        session.commit()
+    assert not uow.findings
+
+
+def new_invoice_id(session: Session) -> int | None:
+    invoice = Invoice(number="A-1")
+    session.add(invoice)
+    return invoice.id  # line:dataclass-raise
+
+
+def test_raise_mode_fails_at_the_read_of_an_id_set_to_none(dataclass_engine: Engine) -> None:
+    with (
+        Session(dataclass_engine) as session,
+        sqla_doctor.track(mode="raise", config=TRACK_READS),
+        pytest.raises(sqla_doctor.PitfallError) as raised,
+    ):
+        new_invoice_id(session)
+    assert raised.value.findings[0].location.line == line_of("dataclass-raise")
+
+
+def test_a_dataclass_repr_of_a_pending_object_is_ignored(dataclass_engine: Engine) -> None:
+    """The ``__repr__`` that ``MappedAsDataclass`` generates is not the program's own: the
+    repr() check must look past the user's line to find it (``print(receipt)``, logging)."""
+    with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        Session(dataclass_engine) as session,
+    ):
+        receipt, invoice = Receipt(number="R-1"), Invoice(number="A-1")
+        session.add_all([receipt, invoice])
+        shown = f"{receipt!r} {invoice}"
+        session.commit()
+    assert shown == "Receipt(id=None, number='R-1') Invoice(number='A-1', id=None)"
     assert not uow.findings

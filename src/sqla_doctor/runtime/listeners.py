@@ -127,6 +127,9 @@ _registered: list[tuple[Any, str, Callable[..., Any]]] = []
 _instrumented_mappers: set[Any] = set()
 _STACK_LIMIT = 12
 _REPR_FUNCTIONS = frozenset({"__repr__", "__str__", "__format__"})
+# Frames looked at between a primary-key read and the user's line for a repr() running
+# it: a dataclass's __repr__, print() and logging's formatting are a few.
+_MAX_REPR_DEPTH = 40
 # Frames above our handler that are SQLAlchemy's for every execution of a kind, so the
 # call-site walk starts past them: _execute_internal and the Session method calling it;
 # for a lazy load also the loader's _emit_lazyload and _load_for_state; for a column
@@ -926,6 +929,52 @@ def _on_transient_to_pending(session: Session, state: Any) -> None:
     if record is None:
         return
     record.add_pending(id(state), Added(state.class_.__name__, callsite.find(1)))
+    _watch_unset_key(session, record, state)
+
+
+def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> None:
+    """A new object whose constructor set its primary key to None (SQLModel, a dataclass,
+    ``User(id=None)``): reading it fires no ``init_scalar``, so with track-reads on the
+    read is seen through the read tracker instead."""
+    dict_ = state.dict
+    keys = frozenset(
+        key for key in _primary_keys(state.mapper) if key in dict_ and dict_[key] is None
+    )
+    if not keys:
+        return
+    uow = _object_unit(session, record)
+    if uow is None or not uow.handlers["init_scalar"] or not uow.settings.runtime.track_reads:
+        return
+    obj = state.obj()
+    if obj is not None:
+        reads.watch_reads(obj, state.mapper, functools.partial(_on_unset_key_read, keys))
+
+
+# Mapper -> the keys of its primary-key attributes.
+_primary_key_names: dict[Any, tuple[str, ...]] = {}
+
+
+def _primary_keys(mapper: Any) -> tuple[str, ...]:
+    found = _primary_key_names.get(mapper)
+    if found is None:
+        found = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
+        _primary_key_names[mapper] = found
+    return found
+
+
+def _on_unset_key_read(keys: frozenset[str], key: str, obj: Any) -> None:
+    try:
+        if key not in keys:
+            return
+        state = instance_state(obj)
+        if not state.pending:
+            reads.watch_reads(obj, state.mapper, None)
+        elif state.dict.get(key) is None:
+            _pending_key_read(key, state)
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("unset_key_read")
 
 
 @_guarded
@@ -1464,26 +1513,47 @@ def _object_unit(session: Session | None, record: SessionRecord | None) -> UnitO
 
 def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:
     try:
-        if not state.pending:
-            return value
-        session = state.session
-        record = process.records.get(id(session)) if session is not None else None
-        if record is not None and record.flushing:
-            return value
-        uow = _object_unit(session, record)
-        if uow is None or not uow.handlers["init_scalar"]:
-            return value
-        site = callsite.find(1)
-        # A repr() of a new object reads its id as a matter of course; the value it
-        # shows is right (None), nobody uses it as a key.
-        if site is None or site.function in _REPR_FUNCTIONS:
-            return value
-        _dispatch(uow, "init_scalar", AttributeRead(state, key, record, site))
+        if state.pending:
+            _pending_key_read(key, state)
     except _DELIBERATE:
         raise
     except Exception:
         _internal_error("init_scalar")
     return value
+
+
+def _pending_key_read(key: str, state: Any) -> None:
+    """The program read the primary key of a new object, which holds nothing or None."""
+    session = state.session
+    record = process.records.get(id(session)) if session is not None else None
+    if record is not None and record.flushing:
+        return
+    uow = _object_unit(session, record)
+    if uow is None or not uow.handlers["init_scalar"]:
+        return
+    site = callsite.find(2)
+    # A repr() of a new object reads its id as a matter of course; the value it
+    # shows is right (None), nobody uses it as a key.
+    if site is None or site.function in _REPR_FUNCTIONS or _in_repr(site):
+        return
+    _dispatch(uow, "init_scalar", AttributeRead(state, key, record, site))
+
+
+def _in_repr(site: callsite.CallSite) -> bool:
+    """Whether a ``__repr__`` that is not the program's own (a dataclass's, made by
+    ``dataclasses`` or ``MappedAsDataclass``) runs between the read and ``site``:
+    ``print(user)``, a log line."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_MAX_REPR_DEPTH):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_filename == site.filename and frame.f_lineno == site.lineno:
+            return False
+        if code.co_name in _REPR_FUNCTIONS:
+            return True
+        frame = frame.f_back
+    return False
 
 
 # merge() and merge_all() (2.1): a ``set`` event under one of them is merge() copying an

@@ -24,6 +24,10 @@ address is not mistaken for it. The detector keeps its ``Watch`` objects, so wha
 read stays known after the object is gone. Each detector caps what it tracks per unit
 of work.
 
+A ``Watch`` may also carry ``on_read``, called at each read of its object: SQD351
+watches a new object whose constructor set its primary key to None that way, from
+``session.add()`` until its flush (``watch_reads()``).
+
 Descriptors that are not exactly ``InstrumentedAttribute`` are left alone: hybrids,
 synonyms and composites (their reads go through the column descriptors they read),
 association proxies, and descriptors of other libraries' subclasses. Any failure of
@@ -38,6 +42,7 @@ import logging
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm.attributes import InstrumentedAttribute
@@ -70,17 +75,21 @@ _state = _State()
 
 
 class Watch(weakref.ref[Any]):
-    """One tracked object: a weak reference to it, and the keys of its attributes read."""
+    """One tracked object: a weak reference to it, the keys of its attributes read, and
+    ``on_read``, called with the key and the object at each read while set (a new
+    object's primary key that holds None until its flush: ``watch_reads()``)."""
 
-    __slots__ = ("keys", "oid")
+    __slots__ = ("keys", "oid", "on_read")
 
     keys: set[str]
     oid: int
+    on_read: Callable[[str, Any], None] | None
 
     def __new__(cls, obj: object, oid: int) -> Watch:
         self = super().__new__(cls, obj, _forget)
         self.keys = set()
         self.oid = oid
+        self.on_read = None
         return self
 
     def __init__(self, obj: object, oid: int) -> None:
@@ -120,6 +129,11 @@ class ReadTracked(InstrumentedAttribute[Any]):
                     watch.keys.add(self.key)
             except Exception:
                 _fail("attribute read")
+                watch = None
+            # Outside the guard: the callback guards itself, and in raise mode its
+            # PitfallError must reach the line that read.
+            if watch is not None and watch.on_read is not None:
+                watch.on_read(self.key, instance)
         try:
             return _get(self, instance, owner)
         except DetachedInstanceError as error:
@@ -241,6 +255,26 @@ def watch(obj: object) -> Watch | None:
         return None
     _watched[oid] = made
     return made
+
+
+def watch_reads(obj: object, mapper: Any, on_read: Callable[[str, Any], None] | None) -> bool:
+    """Call ``on_read(key, obj)`` at each read of ``obj``'s attributes (None: stop).
+
+    Turns tracking on and covers ``mapper`` first; False when tracking is off or failed,
+    or too many objects are watched.
+    """
+    if on_read is None:
+        found = _watched.get(id(obj))
+        if found is not None and found() is obj:
+            found.on_read = None
+        return True
+    if not enable() or not cover(mapper):
+        return False
+    watched = watch(obj)
+    if watched is None:
+        return False
+    watched.on_read = on_read
+    return True
 
 
 def disable() -> None:

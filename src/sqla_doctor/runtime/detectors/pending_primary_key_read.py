@@ -14,8 +14,12 @@ class PendingPrimaryKeyRead(Detector):
     (`session.add(user)`) before any flush: `user.id` is `None` until the INSERT runs.
 
     It watches SQLAlchemy's `init_scalar` attribute event, which fires exactly when an
-    attribute that has no value yet is read; reads during the flush itself, and inside
-    `__repr__`/`__str__`, are ignored.
+    attribute that has no value yet is read. A constructor that sets the key to `None`
+    itself (SQLModel's `Field(default=None, primary_key=True)`, a dataclass mapped with
+    `map_imperatively`, `User(id=None)`) leaves nothing for that event: with
+    `track-reads` on (the default under `sqla-doctor run`) such an object's reads are
+    watched from `session.add()` until its flush. Reads during the flush itself, and
+    inside a `__repr__`/`__str__` (a dataclass's generated one included), are ignored.
 
     ## Why is this bad?
     The code silently gets `None`: it builds a URL `/users/None`, returns `{"id": null}`
