@@ -180,6 +180,54 @@ def test_n_plus_one_hidden_in_a_helper_points_at_the_helper(engine: Engine) -> N
     assert one(uow.findings, "SQD251").location.line == line_of("helper")
 
 
+def post_count(session: Session, user_id: int) -> int:
+    user = session.get(User, user_id)  # line:get-per-id
+    assert user is not None
+    return len(user.posts)  # line:posts-per-id
+
+
+def test_an_object_fetched_per_id_is_told_to_load_them_all_in_one_query(engine: Engine) -> None:
+    """A loop of session.get(): an option on each get still runs two queries per id."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        counts = [post_count(session, user_id) for user_id in range(1, USERS + 1)]
+    assert sum(counts) > 0
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("posts-per-id")
+    where = f"{relative(__file__)}:{line_of('get-per-id')}"
+    assert finding.message == (
+        f"User.posts lazy-loaded {USERS}× from {relative(__file__)}:{line_of('posts-per-id')} "
+        f"(each User loaded by its own query at {where}) — load the User objects in one query "
+        "with .options(selectinload(User.posts)) (e.g. select(User).where(User.id.in_(ids))) "
+        "instead of one query per User"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("get-per-id")]
+
+
+def test_objects_fetched_in_one_query_with_the_option_are_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(
+            select(User).where(User.id.in_(range(1, USERS + 1))).options(selectinload(User.posts))
+        ).all()
+        assert sum(len(user.posts) for user in users) > 0
+    assert not uow.findings
+
+
+def titles_of_all(session: Session) -> list[str]:
+    users = session.scalars(select(User)).all()  # line:rerun-query
+    return [post.title for user in users for post in user.posts]
+
+
+def test_a_query_run_again_for_several_parents_keeps_the_option_on_it(engine: Engine) -> None:
+    """A task run twice in one process: its query loads several parents each time."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for _ in range(2):
+            titles_of_all(session)
+            session.expire_all()
+    finding = one(uow.findings, "SQD251")
+    assert f"(parents loaded by the query at {relative(__file__)}:" in finding.message
+    assert finding.message.endswith("add .options(selectinload(User.posts)) to that query")
+
+
 per_user = sqla_doctor.track("per user", mode="collect")
 
 

@@ -49,10 +49,21 @@ def _contains_eager_fix(relationship: Any, name: str, option: str) -> str:
     )
 
 
+def _in_ids_example(mapper: Any) -> str:
+    keys = mapper.primary_key
+    if len(keys) != 1:
+        return ""
+    name = mapper.class_.__name__
+    key = mapper.get_property_by_column(keys[0]).key
+    return f" (e.g. select({name}).where({name}.{key}.in_(ids)))"
+
+
 class _Group:
     __slots__ = (
+        "latest",
         "loads",
         "origin",
+        "origin_runs",
         "overflow",
         "parents",
         "relationship",
@@ -79,6 +90,25 @@ class _Group:
         self.loads = 0
         self.parents: set[int] = set()
         self.overflow = 0
+        # The executions of the origin's line that loaded the parents, counted as the
+        # lazy loads find a new one (0 once another line loaded a parent): as many as
+        # the parents means one query per parent, as `session.get()` in a loop.
+        self.latest = origin
+        self.origin_runs = 1 if origin is not None else 0
+
+    def saw_origin(self, origin: OrmExecution | None) -> None:
+        """``origin`` loaded the parent of a new lazy load."""
+        if origin is self.latest or not self.origin_runs:
+            return
+        if origin is None or self.origin is None or origin.site != self.origin.site:
+            self.origin_runs = 0
+            return
+        self.latest = origin
+        self.origin_runs += 1
+
+    @property
+    def one_query_per_parent(self) -> bool:
+        return self.origin_runs >= self.distinct_parents
 
     def add(self, parent: Any) -> int | None:
         """Count a load; the parent's marker if it is a new parent, else None."""
@@ -140,6 +170,10 @@ class NPlusOneLazyLoad(Detector):
         print(user.name, len(user.posts))
     ```
 
+    When each parent came from its own run of the same query (`session.get(User, id)` in
+    a loop, a task run per id), an option on that query would still run two queries per
+    parent: the fix named is to load all of them in one query with the option.
+
     When the query that loaded the parents already joins along the relationship itself
     (`join(User.posts)`, for a `where()` or an `order_by()`), the fix named is
     `contains_eager()`, which fills the relationship from that join at no extra cost;
@@ -197,7 +231,13 @@ class NPlusOneLazyLoad(Detector):
             if origin is not None and origin.relationship is relationship:
                 root = self.uow.origin_for(parent.mapper, query=True)
             group = self.groups[key] = _Group(relationship, site, origin, selected, root)
-        self.last = (group, group.add(parent))
+            marker = group.add(parent)
+        else:
+            marker = group.add(parent)
+            if marker is not None:
+                found = self.uow.origin_and_entity_for(parent.mapper)
+                group.saw_origin(found[1] if found is not None else None)
+        self.last = (group, marker)
 
     def on_error(self, seen: ErrorSeen) -> None:
         # A lazy load that raised MissingGreenlet loaded nothing, and repeats for every
@@ -250,6 +290,15 @@ class NPlusOneLazyLoad(Detector):
                     fix += f" (at {self.where(root.site)})"
                     related.append((root.site, f"the query that loaded the first {top} objects"))
                 related.append((origin.site, f"the {verb} of {outer} that loaded the parents"))
+            elif group.one_query_per_parent:
+                # session.get() (or a query) per id: an option on it still runs two
+                # queries per parent; one query for all of them is the fix.
+                origin_text = f" (each {parents} loaded by its own query at {where})"
+                fix = (
+                    f"load the {parents} objects in one query with .options({option})"
+                    f"{_in_ids_example(relationship.parent)} instead of one query per {parents}"
+                )
+                related.append((origin.site, f"the query that loaded each {parents}"))
             else:
                 origin_text = f" (parents loaded by the query at {where})"
                 fix = f"add .options({option}) to that query"
