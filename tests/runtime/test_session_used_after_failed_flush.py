@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 import sqla_doctor
 
@@ -179,3 +180,72 @@ async def test_async_rollback_twin_is_silent(async_engine: AsyncEngine) -> None:
         await session.rollback()
         assert len((await session.scalars(select(User))).all()) == 5
     assert not of_code(uow.findings, "SQD155")
+
+
+# A worker's module-level scoped_session: each task of a thread gets the same session.
+db_session = scoped_session(sessionmaker())
+
+
+def create_duplicate_user() -> None:
+    db_session.add(User(id=1, name="duplicate"))
+    db_session.commit()  # line:task-commit
+
+
+def first_user_id() -> int | None:
+    return db_session.scalar(select(User.id).limit(1))  # line:next-task
+
+
+def run_task(task: Callable[[], object], *, remove: bool) -> None:
+    """What a worker does: run the task, log its failure, go on with the next one."""
+    try:
+        task()
+    except (IntegrityError, PendingRollbackError):
+        pass
+    finally:
+        if remove:
+            db_session.remove()
+
+
+def test_a_scoped_session_reused_by_the_next_task_is_told_to_call_remove(
+    engine: Engine,
+) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        run_task(create_duplicate_user, remove=False)
+        run_task(first_user_id, remove=False)
+    db_session.remove()
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("next-task")
+    assert finding.message.endswith(
+        "PendingRollbackError; db_session is a scoped_session, whose session outlived the "
+        "create_duplicate_user() whose flush failed: call db_session.rollback() in the "
+        "except block that caught it, and `db_session.remove()` when each job or request "
+        "ends (a worker: in a finally block)"
+    )
+    assert finding.fix_hint == "db_session.rollback()"
+
+
+def test_a_scoped_session_removed_after_each_task_is_the_silent_twin(engine: Engine) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        run_task(create_duplicate_user, remove=True)
+        run_task(first_user_id, remove=True)
+    assert not uow.findings
+
+
+def test_a_scoped_session_reused_in_the_same_function_names_its_rollback(
+    engine: Engine,
+) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        with contextlib.suppress(IntegrityError):
+            db_session.add(User(id=1, name="duplicate"))
+            db_session.commit()
+        with contextlib.suppress(PendingRollbackError):
+            db_session.scalars(select(User)).all()
+    db_session.remove()
+    finding = one(uow.findings, "SQD155")
+    assert finding.message.endswith(
+        "call db_session.rollback() in the except block that caught it, or put the write in "
+        "a SAVEPOINT with `with db_session.begin_nested():`"
+    )

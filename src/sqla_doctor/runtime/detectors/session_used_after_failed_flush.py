@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, FlushAfterFailure, OrmExecution
-from sqla_doctor.runtime.detectors.session_leak import is_async_session
+from sqla_doctor.runtime.detectors.session_leak import is_async_session, scoped_proxy
 from sqla_doctor.runtime.errors import record_of
 from sqla_doctor.runtime.unit_of_work import FailedFlush, SessionRecord, process
 
@@ -66,6 +66,11 @@ class SessionUsedAfterFailedFlush(Detector):
     block (caught inside it, the failed SAVEPOINT is still the session's transaction, and
     the message says so). Under `AsyncSession` the fix is `await session.rollback()`.
 
+    A module-level `scoped_session` (a worker's `db_session`, Flask-SQLAlchemy's
+    `db.session`) is named in the fix as the program spells it. When another function
+    used it again (the next task of a worker thread got the failed session), the fix
+    adds `db_session.remove()` at the end of each job.
+
     ## References
     - [PendingRollbackError](https://docs.sqlalchemy.org/en/20/errors.html#error-7s2a)
     - ["This Session's transaction has been rolled back due to a previous exception during flush"](https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar)
@@ -113,20 +118,42 @@ class SessionUsedAfterFailedFlush(Detector):
         if failed.driver_error:
             error = f"{error} ({failed.driver_error})"
         in_async = is_async_session(record)
-        rollback = "await session.rollback()" if in_async else "session.rollback()"
+        awaited = "await " if in_async else ""
+        # Flask-SQLAlchemy's db.session, a worker's module-level scoped_session: the fix
+        # names it as the program does.
+        proxy = next(
+            (p for p in (scoped_proxy(s) for s in (failed.site, site) if s is not None) if p),
+            None,
+        )
+        name = proxy.name if proxy is not None else "session"
+        rollback = f"{awaited}{name}.rollback()"
         # An AsyncSession's begin_nested() is entered with `async with`.
         block = "async with" if in_async else "with"
-        if failed.in_savepoint:
+        if (
+            proxy is not None
+            and site is not None
+            and failed.site is not None
+            and (site.filename, site.function) != (failed.site.filename, failed.site.function)
+        ):
+            # Used again by another function: the next job or request of the same thread
+            # got the scoped_session's failed session.
+            fix = (
+                f"{name} is a scoped_session, whose session outlived the "
+                f"{failed.site.function}() whose flush failed: call {rollback} in the except "
+                f"block that caught it, and `{awaited}{name}.remove()` when each job or "
+                "request ends (a worker: in a finally block)"
+            )
+        elif failed.in_savepoint:
             # The SAVEPOINT is there already: the error was caught inside its block, where
             # the nested transaction is still the failed one.
             fix = (
-                f"catch the error outside the `{block} session.begin_nested():` block, which "
+                f"catch the error outside the `{block} {name}.begin_nested():` block, which "
                 "then rolls back to the SAVEPOINT and leaves the session usable"
             )
         else:
             fix = (
                 f"call {rollback} in the except block that caught it, or put the write in a "
-                f"SAVEPOINT with `{block} session.begin_nested():`"
+                f"SAVEPOINT with `{block} {name}.begin_nested():`"
             )
         return self.report(
             site,
