@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     AsyncSession,
     async_sessionmaker,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 import sqla_doctor
 
@@ -407,3 +407,41 @@ async def test_async_core_writes_closed_without_commit_get_the_async_fix(
     assert finding.location.line == line_of("async-core")
     assert "`await conn.commit()`" in finding.message
     assert "`async with engine.begin() as conn:`" in finding.message
+
+
+# A web app's or worker's module-level scoped_session: remove() at the end of each
+# request or job is its close.
+db_session = scoped_session(sessionmaker())
+
+
+def register(name: str, *, commit: bool) -> None:
+    db_session.add(User(name=name))  # line:scoped-add
+    if commit:
+        db_session.commit()
+
+
+def test_a_scoped_session_removed_without_commit_names_its_commit(engine: Engine) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        try:
+            register("ada", commit=False)
+        finally:
+            db_session.remove()
+    finding = one(uow.findings, "SQD152")
+    assert finding.message.endswith(
+        "1 added object(s) (1 User) were never inserted — call `db_session.commit()` before "
+        "the request or job ends (db_session is a scoped_session: its remove() discards what "
+        "was not committed)"
+    )
+    assert finding.fix_hint == "db_session.commit()"
+    assert line_of("scoped-add") in [r.location.line for r in finding.related]
+
+
+def test_a_scoped_session_committed_before_remove_is_the_silent_twin(engine: Engine) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        try:
+            register("ada", commit=True)
+        finally:
+            db_session.remove()
+    assert not uow.findings

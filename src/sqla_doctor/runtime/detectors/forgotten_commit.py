@@ -8,7 +8,7 @@ import sys
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, awaiting_frames
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
-from sqla_doctor.runtime.detectors.session_leak import is_async_session, is_awaited
+from sqla_doctor.runtime.detectors.session_leak import is_async_session, is_awaited, scoped_proxy
 from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
 
 _MAX_NAMED = 4
@@ -68,7 +68,10 @@ class ForgottenCommit(Detector):
     unwinds (a `with` block left by a raise, a close in an `except` block): dropping
     the writes is what that error path is for. The same goes for a session still open
     when the program dies of an uncaught exception, held by a frame that exception
-    unwound whose code closes it (see SQD151): its `commit()` never ran either.
+    unwound whose code closes it (see SQD151): its `commit()` never ran either. A
+    module-level `scoped_session` (Flask-SQLAlchemy's `db.session`, a worker's
+    `db_session`), whose `remove()` at the end of a request or job closes it, is named
+    in the fix as the program spells it: `db.session.commit()`.
 
     A Core `Connection` (`with engine.connect() as conn:`) that ran INSERT, UPDATE,
     DELETE or MERGE statements (also behind a `WITH`) and closes without `conn.commit()`
@@ -209,7 +212,19 @@ class ForgottenCommit(Detector):
             lost.append(f"changes to {_counted(record.discarded_dirty)} were never written")
         if not lost:
             return
-        if is_async_session(record):
+        candidates = (site, record.flush_site, *(a.site for a in discarded[:1]))
+        proxy = next(
+            (p for p in (scoped_proxy(c) for c in candidates if c is not None) if p), None
+        )
+        if proxy is not None:
+            # Flask-SQLAlchemy's db.session, a worker's db_session: their remove() at the
+            # end of the request or job is the close; a `with` block is not their shape.
+            hint = f"{'await ' if proxy.awaited else ''}{proxy.name}.commit()"
+            fix = (
+                f"call `{hint}` before the request or job ends ({proxy.name} is a "
+                "scoped_session: its remove() discards what was not committed)"
+            )
+        elif is_async_session(record):
             hint = "await session.commit()"
             fix = (
                 "call `await session.commit()` before the session ends, or use "
