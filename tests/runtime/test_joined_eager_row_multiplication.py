@@ -90,7 +90,8 @@ def test_two_collections_side_by_side_are_a_cartesian_product(eager_engine: Engi
     ) in finding.message
     assert finding.message.endswith(
         ".options(selectinload(Author.books).selectinload(Book.chapters), "
-        "selectinload(Author.awards)) instead"
+        'selectinload(Author.awards)) instead, or map Book.chapters with lazy="selectin" '
+        '(lazy="joined" in the mapping joins it into every query)'
     )
 
 
@@ -102,6 +103,11 @@ def test_collection_joined_by_the_mapping_is_reported(eager_engine: Engine) -> N
     assert finding.location.line == line_of("mapping")
     assert "the collection Book.chapters: 6 Book object(s) came back as 60 rows (10.0×" in (
         finding.message
+    )
+    assert finding.message.endswith(
+        "load the collection(s) with .options(selectinload(Book.chapters)) instead, or map "
+        'Book.chapters with lazy="selectin" (lazy="joined" in the mapping joins it into every '
+        "query)"
     )
 
 

@@ -185,6 +185,10 @@ class JoinedEagerRowMultiplication(Detector):
     with a few children each) is a reasonable choice and is not reported; both
     minimums are settings of `[tool.sqla-doctor.runtime]`.
 
+    The fix is a `selectinload()` option on that query; a collection mapped with
+    `lazy="joined"` is joined into every query of its class, so the fix also names the
+    mapping (`lazy="selectin"`).
+
     ## Why is this bad?
     A JOIN to a collection repeats every parent's columns once per child: 100 users with
     50 posts each come back as 5,000 rows, and the result needs `.unique()`. Two
@@ -374,6 +378,15 @@ class JoinedEagerRowMultiplication(Detector):
             )
         options = ", ".join(_option(path) for path in collections)
         fix = f"load the collection(s) with .options({options}) instead"
+        mapped = [
+            _label(r) for path in collections for r in path if r.uselist and _lazy(r) == "joined"
+        ]
+        if mapped:
+            # Every query of the class joins it: the mapping is the one place to fix.
+            fix += (
+                f", or map {_join(mapped)} with lazy=\"selectin\" (lazy=\"joined\" in the "
+                "mapping joins it into every query)"
+            )
         self.report(
             record.site,
             key=key,
