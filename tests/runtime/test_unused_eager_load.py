@@ -188,6 +188,37 @@ async def test_async_selectinload_never_read_is_reported(read_async_engine: Asyn
     assert "loaded 12 Order object(s) for 4 Account object(s)" in finding.message
 
 
+async def test_async_mapping_level_eager_load_suggests_raiseload(
+    read_async_engine: AsyncEngine,
+) -> None:
+    """lazy="select" in an async app's mapping would raise MissingGreenlet where read."""
+    async with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        AsyncSession(read_async_engine) as session,
+    ):
+        accounts = (await session.scalars(select(Account))).all()  # line:async-mapping
+        assert accounts[0].email == "a0@example.com"
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("async-mapping")
+    assert finding.message.endswith(
+        "and Account.badges was never read — add .options(raiseload(Account.badges)) to "
+        "this query"
+    )
+    assert finding.fix_hint == ".options(raiseload(Account.badges))"
+
+
+async def test_async_mapping_level_eager_load_read_is_silent(
+    read_async_engine: AsyncEngine,
+) -> None:
+    async with (
+        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
+        AsyncSession(read_async_engine) as session,
+    ):
+        accounts = (await session.scalars(select(Account))).all()
+        assert sum(len(account.badges) for account in accounts) == 8
+    assert not of_code(uow.findings, "SQD257")
+
+
 async def test_async_awaitable_attrs_read_is_silent(read_async_engine: AsyncEngine) -> None:
     async with (
         sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,

@@ -9,6 +9,7 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.runtime import loading, reads
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import SELECT, Detector, Flush, Loaded, OrmExecution
+from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.followed_queries import FollowedQueries, QueryGroup
 from sqla_doctor.runtime.unit_of_work import process
 
@@ -79,6 +80,10 @@ class UnusedEagerLoad(Detector):
     observable: on under `sqla-doctor run`, opt-in elsewhere with `track-reads = true`
     (see the configuration). Only relationships of the query's own
     entity are looked at, not nested ones.
+
+    For a relationship eager by its mapping, the fix is `lazy="select"` in the mapping
+    or a `lazyload()` option on the query; for a query that is awaited (async code, where
+    `lazy="selectin"` is what keeps reads free of IO), a `raiseload()` option on it.
 
     ## Why is this bad?
     An eager load costs a query (`selectinload`) or a wider, multiplied result
@@ -204,6 +209,13 @@ class UnusedEagerLoad(Detector):
             loader = option
             fix = "drop the option"
             hint = f"remove {option}"
+        elif is_awaited(group.site):
+            # Async code maps lazy="selectin" so that reads need no IO: lazy="select"
+            # would raise MissingGreenlet wherever it is read. raiseload() skips the load
+            # here and fails loudly if this query's objects are read after all.
+            loader = f'{attribute} (lazy="{lazy}" in the mapping)'
+            hint = f".options(raiseload({attribute}))"
+            fix = f"add {hint} to this query"
         else:
             loader = f'{attribute} (lazy="{lazy}" in the mapping)'
             fix = f'map it with lazy="select", or add {lazyload} to this query'
