@@ -113,7 +113,7 @@ def test_a_detached_copy_older_than_the_held_row_is_reported(engine: Engine) -> 
     assert finding.location.line == line_of("merge-stale")
     assert finding.message == (
         "merge() onto a User this session already held: it wrote back User.name as a "
-        "detached copy had them when it was loaded, older than the values this session "
+        "detached copy had it when it was loaded, older than the value this session "
         "loaded — reload the User in this session (session.get() returns the one it "
         "holds) and apply the intended changes to it, or refresh the detached copy before "
         "changing and merging it"

@@ -151,9 +151,10 @@ class MergeOntoHeldInstance(Detector):
                 "with the merged object's value"
             )
         if merge.stale:
+            them, values = ("it", "value") if len(merge.stale) == 1 else ("them", "values")
             parts.append(
-                f"it wrote back {_named(entity, merge.stale)} as a detached copy had them "
-                "when it was loaded, older than the values this session loaded"
+                f"it wrote back {_named(entity, merge.stale)} as a detached copy had {them} "
+                f"when it was loaded, older than the {values} this session loaded"
             )
         if merge.changed:
             fix = (
