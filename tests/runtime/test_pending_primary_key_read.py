@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, String, Table
+from sqlalchemy import Column, Engine, Integer, String, Table, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -15,6 +15,7 @@ from sqlalchemy.orm import (
     mapped_column,
     registry,
 )
+from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -144,11 +145,8 @@ async def test_async_flush_first_twin_is_silent(async_engine: AsyncEngine) -> No
 def test_reading_an_id_the_constructor_set_to_none_is_reported(dataclass_engine: Engine) -> None:
     """SQLModel's ``Field(default=None, primary_key=True)`` and a dataclass's ``id = None``
     (classic mapping) put None in the object: its read fires no event, the read tracker
-    sees it."""
-    with (
-        sqla_doctor.track(mode="collect", config=TRACK_READS) as uow,
-        Session(dataclass_engine) as session,
-    ):
+    sees it, switched on for that class's primary key alone."""
+    with sqla_doctor.track(mode="collect") as uow, Session(dataclass_engine) as session:
         invoice = Invoice(number="A-1")
         session.add(invoice)  # line:dataclass-add
         url = f"/invoices/{invoice.id}"  # line:dataclass-read
@@ -158,6 +156,25 @@ def test_reading_an_id_the_constructor_set_to_none_is_reported(dataclass_engine:
     assert finding.location.line == line_of("dataclass-read")
     assert finding.message.startswith("Invoice.id read on a pending Invoice before any flush")
     assert [r.location.line for r in finding.related] == [line_of("dataclass-add")]
+    switched = {
+        key
+        for key, descriptor in inspect(Invoice).all_orm_descriptors.items()
+        if type(descriptor) is not InstrumentedAttribute
+    }
+    assert switched == {"id"}, "the other attributes' reads are left alone"
+
+
+def test_track_reads_off_leaves_the_id_set_to_none_unseen(dataclass_engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect", config=RuntimeConfig(track_reads=False)) as uow,
+        Session(dataclass_engine) as session,
+    ):
+        invoice = Invoice(number="A-1")
+        session.add(invoice)
+        assert invoice.id is None
+        session.commit()
+    assert not uow.findings
+    assert type(inspect(Invoice).all_orm_descriptors["id"]) is InstrumentedAttribute
 
 
 def test_an_id_set_to_none_read_after_flush_is_the_silent_twin(dataclass_engine: Engine) -> None:

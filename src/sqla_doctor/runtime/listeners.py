@@ -934,8 +934,9 @@ def _on_transient_to_pending(session: Session, state: Any) -> None:
 
 def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> None:
     """A new object whose constructor set its primary key to None (SQLModel, a dataclass,
-    ``User(id=None)``): reading it fires no ``init_scalar``, so with track-reads on the
-    read is seen through the read tracker instead."""
+    ``User(id=None)``): reading it fires no ``init_scalar``, so the read is seen through
+    the read tracker instead (its class's primary-key descriptors only, unless
+    track-reads is on; none if it is set off)."""
     dict_ = state.dict
     keys = frozenset(
         key for key in _primary_keys(state.mapper) if key in dict_ and dict_[key] is None
@@ -943,11 +944,15 @@ def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> Non
     if not keys:
         return
     uow = _object_unit(session, record)
-    if uow is None or not uow.handlers["init_scalar"] or not uow.settings.runtime.track_reads:
+    if (
+        uow is None
+        or not uow.handlers["init_scalar"]
+        or uow.settings.runtime.track_reads is False
+    ):
         return
     obj = state.obj()
     if obj is not None:
-        reads.watch_reads(obj, state.mapper, functools.partial(_on_unset_key_read, keys))
+        reads.watch_reads(obj, state.mapper, keys, functools.partial(_on_unset_key_read, keys))
 
 
 # Mapper -> the keys of its primary-key attributes.
@@ -968,7 +973,7 @@ def _on_unset_key_read(keys: frozenset[str], key: str, obj: Any) -> None:
             return
         state = instance_state(obj)
         if not state.pending:
-            reads.watch_reads(obj, state.mapper, None)
+            reads.watch_reads(obj, state.mapper, keys, None)
         elif state.dict.get(key) is None:
             _pending_key_read(key, state)
     except _DELIBERATE:

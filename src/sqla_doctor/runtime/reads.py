@@ -3,7 +3,7 @@
 SQLAlchemy has no event for reading an attribute that is already loaded, and two
 detectors need exactly that: SQD257 (an eager load nobody read) and SQD258 (columns
 fetched and never read). With ``track-reads = true`` (off by default: then nothing
-here runs and nothing is changed), the column and relationship descriptors of the
+changes but the primary keys below), the column and relationship descriptors of the
 mapped classes those detectors watch are made observable: each is an
 ``InstrumentedAttribute``, found through the public ``Mapper.all_orm_descriptors``,
 and its ``__class__`` is switched to ``ReadTracked``, a subclass without state of its
@@ -26,7 +26,9 @@ of work.
 
 A ``Watch`` may also carry ``on_read``, called at each read of its object: SQD351
 watches a new object whose constructor set its primary key to None that way, from
-``session.add()`` until its flush (``watch_reads()``).
+``session.add()`` until its flush (``watch_reads()``). For that, with ``track-reads``
+not set, only the primary-key descriptors of that object's class are switched
+(``cover_keys()``); ``track-reads = false`` switches none.
 
 Descriptors that are not exactly ``InstrumentedAttribute`` are left alone: hybrids,
 synonyms and composites (their reads go through the column descriptors they read),
@@ -66,6 +68,9 @@ MAX_WATCHED = 200_000
 class _State:
     enabled = False
     failed = False
+    # Whole mappers covered (track-reads, SQD257/SQD258), not only primary keys: mappers
+    # configured later are covered too.
+    full = False
     # Bumped whenever tracking starts: a detector compares it with the one it began
     # with, so that reads missed while tracking was off are not taken for no reads.
     generation = 0
@@ -163,8 +168,14 @@ def generation() -> int:
     return _state.generation
 
 
-def enable() -> bool:
-    """Start tracking (idempotent); False if it failed before and is off for good."""
+def enable(*, full: bool = True) -> bool:
+    """Start tracking (idempotent); False if it failed before and is off for good.
+
+    ``full``: whole mappers will be covered, and mappers configured from now on too;
+    without it only ``cover_keys()`` follows.
+    """
+    if full:
+        _state.full = True
     if _state.enabled:
         return not _state.failed
     with _lock:
@@ -199,7 +210,7 @@ def cover(mapper: Any) -> bool:
 def mapper_configured(mapper: Any) -> None:
     """A mapper was configured while tracking: switch its descriptors, and those of the
     mappers it relates to (a backref adds a descriptor to the other side)."""
-    if not _state.enabled or _state.failed:
+    if not _state.enabled or _state.failed or not _state.full:
         return
     try:
         for target in {mapper, *(r.mapper for r in mapper.relationships)}:
@@ -257,18 +268,41 @@ def watch(obj: object) -> Watch | None:
     return made
 
 
-def watch_reads(obj: object, mapper: Any, on_read: Callable[[str, Any], None] | None) -> bool:
-    """Call ``on_read(key, obj)`` at each read of ``obj``'s attributes (None: stop).
+def cover_keys(mapper: Any, keys: frozenset[str]) -> bool:
+    """Make reads of ``keys`` of ``mapper``'s objects observable, and only those: SQD351
+    needs the primary key's without ``track-reads``. False if tracking failed."""
+    if not enable(full=False):
+        return False
+    try:
+        with _lock:
+            descriptors = mapper.all_orm_descriptors
+            for key in keys:
+                descriptor = descriptors.get(key)
+                if type(descriptor) is InstrumentedAttribute:
+                    descriptor.dispatch  # noqa: B018 - as in _switch()
+                    descriptor.__class__ = ReadTracked
+                    _swapped[id(descriptor)] = descriptor
+    except Exception:
+        _fail("cover_keys")
+        return False
+    return not _state.failed
 
-    Turns tracking on and covers ``mapper`` first; False when tracking is off or failed,
-    or too many objects are watched.
+
+def watch_reads(
+    obj: object, mapper: Any, keys: frozenset[str], on_read: Callable[[str, Any], None] | None
+) -> bool:
+    """Call ``on_read(key, obj)`` at each read of ``obj``'s attributes that is seen, those
+    of ``keys`` at least (None: stop).
+
+    Turns tracking on and covers ``keys`` first; False when tracking failed, or too many
+    objects are watched.
     """
     if on_read is None:
         found = _watched.get(id(obj))
         if found is not None and found() is obj:
             found.on_read = None
         return True
-    if not enable() or not cover(mapper):
+    if not cover_keys(mapper, keys):
         return False
     watched = watch(obj)
     if watched is None:
@@ -283,6 +317,7 @@ def disable() -> None:
         _restore()
         _state.enabled = False
         _state.failed = False
+        _state.full = False
 
 
 def _restore() -> None:

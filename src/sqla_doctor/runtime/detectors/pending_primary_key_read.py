@@ -16,9 +16,9 @@ class PendingPrimaryKeyRead(Detector):
     It watches SQLAlchemy's `init_scalar` attribute event, which fires exactly when an
     attribute that has no value yet is read. A constructor that sets the key to `None`
     itself (SQLModel's `Field(default=None, primary_key=True)`, a dataclass mapped with
-    `map_imperatively`, `User(id=None)`) leaves nothing for that event: with
-    `track-reads` on (the default under `sqla-doctor run`) such an object's reads are
-    watched from `session.add()` until its flush. Reads during the flush itself, and
+    `map_imperatively`, `User(id=None)`) leaves nothing for that event: such an
+    object's reads are watched from `session.add()` until its flush, through the read
+    tracker switched on for its class's primary key (not with `track-reads = false`). Reads during the flush itself, and
     inside a `__repr__`/`__str__` (a dataclass's generated one included), are ignored.
 
     ## Why is this bad?
