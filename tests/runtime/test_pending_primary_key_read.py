@@ -14,6 +14,8 @@ from sqlalchemy.orm import (
     Session,
     mapped_column,
     registry,
+    scoped_session,
+    sessionmaker,
 )
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
@@ -232,4 +234,38 @@ def test_a_dataclass_repr_of_a_pending_object_is_ignored(dataclass_engine: Engin
         shown = f"{receipt!r} {invoice}"
         session.commit()
     assert shown == "Receipt(id=None, number='R-1') Invoice(number='A-1', id=None)"
+    assert not uow.findings
+
+
+# Flask-SQLAlchemy's db.session, a worker's db_session: a module-level scoped_session.
+db_session = scoped_session(sessionmaker())
+
+
+def test_an_object_added_through_a_scoped_session_names_its_flush(engine: Engine) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        try:
+            user = User(name="ada")
+            db_session.add(user)
+            payload = {"id": user.id}
+            db_session.commit()
+        finally:
+            db_session.remove()
+    assert payload == {"id": None}
+    finding = one(uow.findings, "SQD351")
+    assert finding.message.endswith("call db_session.flush() before reading it")
+    assert finding.fix_hint == "db_session.flush()"
+
+
+def test_a_scoped_session_flushed_first_is_the_silent_twin(engine: Engine) -> None:
+    db_session.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        try:
+            user = User(name="ada")
+            db_session.add(user)
+            db_session.flush()
+            assert user.id is not None
+            db_session.commit()
+        finally:
+            db_session.remove()
     assert not uow.findings

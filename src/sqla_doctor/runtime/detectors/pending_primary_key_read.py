@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import AttributeRead, Detector
+from sqla_doctor.runtime.detectors.session_leak import scoped_proxy
 
 
 class PendingPrimaryKeyRead(Detector):
@@ -67,14 +68,21 @@ class PendingPrimaryKeyRead(Detector):
         related: list[tuple[CallSite | None, str]] = []
         if added is not None and added.site is not None and added.site != read.site:
             related.append((added.site, f"{entity} added to the session here"))
+        hint = "session.flush()"
+        fix = "call session.flush() (await session.flush() with AsyncSession) before reading it"
+        # Flask-SQLAlchemy's db.session.add(...): the fix names db.session.
+        proxy = scoped_proxy(added.site) if added is not None and added.site else None
+        if proxy is not None:
+            hint = f"{'await ' if proxy.awaited else ''}{proxy.name}.flush()"
+            fix = f"call {hint} before reading it"
         self.report(
             read.site,
             key=(entity, read.key, read.site.key),
             subject=f"{entity}.{read.key}",
             related=related,
-            hint="session.flush()",
+            hint=hint,
             details={"entity": entity, "attribute": read.key},
             entity=entity,
             attribute=read.key,
-            fix="call session.flush() (await session.flush() with AsyncSession) before reading it",
+            fix=fix,
         )
