@@ -19,8 +19,9 @@ class PendingPrimaryKeyRead(Detector):
     itself (SQLModel's `Field(default=None, primary_key=True)`, a dataclass mapped with
     `map_imperatively`, `User(id=None)`) leaves nothing for that event: such an
     object's reads are watched from `session.add()` until its flush, through the read
-    tracker switched on for its class's primary key (not with `track-reads = false`). Reads during the flush itself, and
-    inside a `__repr__`/`__str__` (a dataclass's generated one included), are ignored.
+    tracker switched on for its class's primary key (not with `track-reads = false`).
+    Reads during the flush itself, and inside a `__repr__`/`__str__` (a dataclass's
+    generated one included), are ignored.
 
     ## Why is this bad?
     The code silently gets `None`: it builds a URL `/users/None`, returns `{"id": null}`
