@@ -101,4 +101,20 @@ def test_refresh_in_a_loop_says_refresh(engine: Engine) -> None:
             session.refresh(user)  # line:refresh
     finding = one(uow.findings, "SQD253")
     assert finding.location.line == line_of("refresh")
-    assert "session.refresh() one object at a time" in finding.message
+    assert finding.message.endswith(
+        "session.refresh() one object at a time: reload them with one query, "
+        "select(User).where(User.id.in_(ids)).execution_options(populate_existing=True)"
+    )
+
+
+def test_one_reload_with_populate_existing_is_the_refresh_loops_silent_twin(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        ids = [user.id for user in users]
+        reloaded = session.scalars(
+            select(User).where(User.id.in_(ids)).execution_options(populate_existing=True)
+        ).all()
+        assert [user.name for user in reloaded]
+    assert not uow.findings

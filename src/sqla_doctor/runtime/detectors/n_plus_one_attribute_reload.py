@@ -58,12 +58,18 @@ class _Group:
         "expired",
         "loads",
         "parents",
+        "primary_key",
         "refreshed",
         "site",
     )
 
-    def __init__(self, execution: OrmExecution, entity: str) -> None:
+    def __init__(self, execution: OrmExecution, entity: str, mapper: Any) -> None:
         self.entity = entity
+        # Its attribute, named in the one-query fix; None for a composite key.
+        keys = mapper.primary_key
+        self.primary_key: str | None = (
+            mapper.get_property_by_column(keys[0]).key if len(keys) == 1 else None
+        )
         self.site = execution.site
         self.loads = 0
         self.parents: set[int] = set()
@@ -137,7 +143,7 @@ class NPlusOneAttributeReload(Detector):
         if group is None:
             if len(self.groups) >= MAX_GROUPS:
                 return
-            group = self.groups[key] = _Group(execution, entity)
+            group = self.groups[key] = _Group(execution, entity, mapper)
         state, asked, refreshed = _refreshed(execution)
         if state is not None and not self._explain(group, state, mapper, asked):
             return
@@ -197,9 +203,15 @@ class NPlusOneAttributeReload(Detector):
         attributes = f"attributes ({', '.join(names)}) " if names else "attributes "
         related: list[tuple[CallSite | None, str]] = []
         if group.refreshed:
+            entity = group.entity
+            where = (
+                f".where({entity}.{group.primary_key}.in_(ids))"
+                if group.primary_key is not None
+                else ".where(...)"
+            )
             fix = (
                 "session.refresh() one object at a time: reload them with one query, "
-                "select(...).where(....in_(ids)).execution_options(populate_existing=True)"
+                f"select({entity}){where}.execution_options(populate_existing=True)"
             )
             hint = ".execution_options(populate_existing=True)"
         elif group.expired and group.commit_site is not None:
