@@ -6,10 +6,12 @@ import logging
 import sys
 from typing import Any
 
+import pydantic
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm.attributes import InstrumentedAttribute
 from sqlalchemy.orm.exc import DetachedInstanceError
 
 import sqla_doctor
@@ -406,3 +408,51 @@ def test_caught_twin_with_the_loader_option_is_silent(engine: Engine) -> None:
     users = users_then_close(engine, select(User).options(selectinload(User.posts)))
     assert all(len(user.posts) == 2 for user in users)
     assert not of_code(sqla_doctor.collected(), "SQD254")
+
+
+class PostOut(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(from_attributes=True)
+    title: str
+
+
+class UserOut(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(from_attributes=True)
+    name: str
+    posts: list[PostOut]
+
+
+def respond(users: list[User]) -> str:
+    """A handler that turns every error into a 500, as a web framework does."""
+    try:
+        return repr([UserOut.model_validate(user) for user in users])  # line:track-validate
+    except pydantic.ValidationError:
+        return "500"
+
+
+def test_a_swallowed_error_inside_track_is_explained_without_track_reads(
+    engine: Engine,
+) -> None:
+    """track() covers the classes whose objects left their session in it: pydantic's
+    ValidationError hides the DetachedInstanceError from the unit's end."""
+    with sqla_doctor.track(mode="collect") as uow:
+        response = respond(users_then_close(engine))
+    assert response == "500"
+    finding = one(uow.findings, "SQD254")
+    assert finding.location.line == line_of("track-validate")
+    here = relative(__file__)
+    assert f"its session was closed at {here}:{line_of('caught-with')}" in finding.message
+
+
+def test_the_loader_option_inside_track_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        query = select(User).options(selectinload(User.posts))
+        response = respond(users_then_close(engine, query))
+    assert response.startswith("[UserOut(")
+    assert not uow.findings
+
+
+def test_track_reads_set_off_leaves_the_classes_alone(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=RuntimeConfig(track_reads=False)) as uow:
+        assert respond(users_then_close(engine)) == "500"
+    assert not of_code(uow.findings, "SQD254")
+    assert type(User.__dict__["posts"]) is InstrumentedAttribute

@@ -229,7 +229,17 @@ def dispatch(
     unless ``emit`` (an error explained while raised, which the program may swallow).
     """
     try:
-        if not uow.active or _explained(raised):
+        if not uow.active:
+            return []
+        if _explained(raised):
+            if not emit:
+                # Explained while raised (read tracking), and now leaving the unit with
+                # that note: its traceback carries the finding, as below.
+                notes = getattr(raised, "__notes__", None) or ()
+                with uow.lock:
+                    uow._unemitted = [
+                        p for p in uow._unemitted if note_text(p.finding) not in notes
+                    ]
             return []
         handlers = uow.handlers["error"]
         if not handlers:

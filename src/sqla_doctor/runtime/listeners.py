@@ -1009,6 +1009,8 @@ _closed_batch: Any = None
 def _on_persistent_to_detached(session: Session, state: Any) -> None:
     # Runs once per object that close() detaches, so guarded inline, and only the first
     # of a batch does any work.
+    if not reads.covers(state.mapper):
+        _watch_detached_reads(state.mapper)
     if session.identity_map is _closed_batch:
         return
     try:
@@ -1017,6 +1019,24 @@ def _on_persistent_to_detached(session: Session, state: Any) -> None:
         raise
     except Exception:
         _internal_error("persistent_to_detached")
+
+
+def _watch_detached_reads(mapper: Any) -> None:
+    """Inside a ``track()`` block, make the reads of a class whose objects left their
+    session observable (unless track-reads is set off): a DetachedInstanceError is then
+    explained as it is raised, before pydantic's ``from_attributes`` turns it into a
+    ValidationError or an ``except Exception`` swallows it."""
+    try:
+        uow = current.get()
+        if (
+            uow is not None
+            and uow.explicit
+            and uow.handlers["error"]
+            and uow.settings.runtime.track_reads is not False
+        ):
+            reads.cover_detachable(mapper)
+    except Exception:
+        _internal_error("watch_detached_reads")
 
 
 def _end_closed_batch() -> None:

@@ -2,8 +2,8 @@
 
 SQLAlchemy has no event for reading an attribute that is already loaded, and two
 detectors need exactly that: SQD257 (an eager load nobody read) and SQD258 (columns
-fetched and never read). With ``track-reads = true`` (off by default: then nothing
-changes but the primary keys below), the column and relationship descriptors of the
+fetched and never read). With ``track-reads = true`` (off by default: then only the
+two cases below switch anything), the column and relationship descriptors of the
 mapped classes those detectors watch are made observable: each is an
 ``InstrumentedAttribute``, found through the public ``Mapper.all_orm_descriptors``,
 and its ``__class__`` is switched to ``ReadTracked``, a subclass without state of its
@@ -28,7 +28,9 @@ A ``Watch`` may also carry ``on_read``, called at each read of its object: SQD35
 watches a new object whose constructor set its primary key to None that way, from
 ``session.add()`` until its flush (``watch_reads()``). For that, with ``track-reads``
 not set, only the primary-key descriptors of that object's class are switched
-(``cover_keys()``); ``track-reads = false`` switches none.
+(``cover_keys()``); ``track-reads = false`` switches none. Likewise, inside a
+``track()`` block, the classes whose objects leave their session are covered as they
+do (``cover_detachable()``): a DetachedInstanceError is then explained as it is raised.
 
 Descriptors that are not exactly ``InstrumentedAttribute`` are left alone: hybrids,
 synonyms and composites (their reads go through the column descriptors they read),
@@ -286,6 +288,18 @@ def cover_keys(mapper: Any, keys: frozenset[str]) -> bool:
         _fail("cover_keys")
         return False
     return not _state.failed
+
+
+def covers(mapper: Any) -> bool:
+    """Whether ``mapper``'s descriptors are switched (one dictionary lookup)."""
+    return mapper in _covered
+
+
+def cover_detachable(mapper: Any) -> None:
+    """Make reads of ``mapper``'s objects observable after they left their session, so
+    that a failed read is explained while raised (``track()`` without ``track-reads``)."""
+    if enable(full=False):
+        cover(mapper)
 
 
 def watch_reads(

@@ -67,9 +67,11 @@ class DetachedInstanceExplained(Detector):
     The explanation is a finding at the line that read the attribute, and a note on the
     exception itself, so the traceback carries it in every mode. It is made when the
     error leaves a `track()` unit, reaches the top of the program, or is logged; with
-    `track-reads` on (the default under `sqla-doctor run`) it is made as the read fails,
-    so an error the program swallows (pydantic's `from_attributes` turning it into a
-    `ValidationError`, an `except Exception: print(...)`) is explained too.
+    `track-reads` on (the default under `sqla-doctor run`), and inside a `track()` block
+    for the classes whose objects left their session in it (unless `track-reads = false`),
+    it is made as the read fails, so an error the program swallows (pydantic's
+    `from_attributes` turning it into a `ValidationError`, an `except Exception:
+    print(...)`) is explained too.
 
     ## Why is this bad?
     An object's unloaded attributes load on first access, through its session. Once the
