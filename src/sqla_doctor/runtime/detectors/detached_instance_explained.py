@@ -11,7 +11,7 @@ from sqlalchemy.orm.exc import DetachedInstanceError
 from sqlalchemy.orm.state import InstanceState
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.callsite import USER, CallSite, classify
 from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, ErrorSeen
 from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
 from sqla_doctor.runtime.errors import origin_of, record_of, session_records
@@ -188,9 +188,16 @@ class DetachedInstanceExplained(Detector):
                 f"; to use it with a session again, re-attach it: "
                 f"`{name} = session.merge({name}, load=False)`"
             )
+        at = seen.site
+        site_key: Any = at.key if at is not None else None
+        if at is not None and classify(at.filename) != USER and origin is not None:
+            # Read in installed code (pydantic serializing a response): the finding moves
+            # to the query, and FastAPI's ResponseValidationError, raised from another
+            # frame of it, is the same finding.
+            site_key = ("query", origin.site.key if origin.site is not None else None)
         finding = self.report(
             seen.site,
-            key=(subject, seen.site.key if seen.site is not None else None),
+            key=(subject, site_key),
             subject=subject,
             related=related,
             hint=hint,
