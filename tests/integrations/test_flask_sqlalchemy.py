@@ -1,0 +1,150 @@
+"""A Flask-SQLAlchemy app under track(): `db.Model`, `Model.query`, `db.session` (a
+scoped_session the request's teardown removes). The fixes name `db.session`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+import sqla_doctor
+from sqla_doctor.findings import Finding
+
+from .support import line_of
+
+db = SQLAlchemy()
+AUTHORS = 4
+
+
+class Author(db.Model):  # type: ignore[name-defined,misc]
+    id = db.Column(db.Integer, primary_key=True)
+    name = db.Column(db.String(50), unique=True, nullable=False)
+    books = db.relationship("Book", back_populates="author")
+
+
+class Book(db.Model):  # type: ignore[name-defined,misc]
+    id = db.Column(db.Integer, primary_key=True)
+    title = db.Column(db.String(50), nullable=False)
+    author_id = db.Column(db.ForeignKey("author.id"))
+    author = db.relationship("Author", back_populates="books")
+
+
+def make_app(database: Path) -> Flask:
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{database}"
+    db.init_app(app)
+
+    @app.get("/authors")
+    def authors() -> dict[str, Any]:
+        rows = Author.query.all()  # line:model-query
+        return {a.name: [b.title for b in a.books] for a in rows}  # line:books
+
+    @app.get("/authors/fixed")
+    def authors_fixed() -> dict[str, Any]:
+        rows = db.session.scalars(db.select(Author).options(selectinload(Author.books)))
+        return {a.name: [b.title for b in a.books] for a in rows}
+
+    @app.post("/authors/<name>")
+    def create(name: str) -> dict[str, Any]:
+        author = Author(name=name)
+        db.session.add(author)  # line:add
+        if "-flush" in name:
+            db.session.flush()
+        created = {"id": author.id} if "-id" in name else {}  # line:pending-id
+        if "-forgotten" not in name:
+            db.session.commit()
+        return created
+
+    @app.post("/authors/<name>/again")
+    def create_again(name: str) -> dict[str, Any]:
+        try:
+            db.session.add(Author(name=name))
+            db.session.commit()  # line:failed-commit
+        except IntegrityError:
+            if name.endswith("-rolled-back"):
+                db.session.rollback()
+        return {"count": db.session.query(Author).count()}  # line:reuse
+
+    return app
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = make_app(tmp_path / "flask.db")
+    with app.app_context():
+        db.create_all()
+        for i in range(AUTHORS):
+            db.session.add(Author(name=f"author{i}", books=[Book(title=f"b{i}"), Book(title="x")]))
+        db.session.commit()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def findings(app: Flask, method: str, path: str) -> list[Finding]:
+    with sqla_doctor.track(mode="collect") as uow:
+        response = app.test_client().open(path, method=method)
+    assert response.status_code in (200, 500)
+    return uow.findings
+
+
+def test_model_query_then_relationship_per_row_is_an_n_plus_one(app: Flask) -> None:
+    (finding,) = findings(app, "GET", "/authors")
+    assert finding.code == "SQD251"
+    assert finding.location.line == line_of("books")
+    assert f"Author.books lazy-loaded {AUTHORS}×" in finding.message
+    assert finding.related[0].location.line == line_of("model-query")
+    assert finding.fix_hint == ".options(selectinload(Author.books))"
+
+
+def test_selectinload_through_db_select_is_the_silent_twin(app: Flask) -> None:
+    assert findings(app, "GET", "/authors/fixed") == []
+
+
+def test_a_forgotten_db_session_commit_names_db_session(app: Flask) -> None:
+    (finding,) = findings(app, "POST", "/authors/new-forgotten")
+    assert finding.code == "SQD152"
+    # The teardown's remove() closed the session, in Flask-SQLAlchemy's code: the finding
+    # points at the line that added the object.
+    assert finding.location.line == line_of("add")
+    assert finding.message.endswith(
+        "call `db.session.commit()` before the request or job ends (db.session is a "
+        "scoped_session: its remove() discards what was not committed)"
+    )
+    assert finding.fix_hint == "db.session.commit()"
+
+
+def test_db_session_commit_is_the_silent_twin(app: Flask) -> None:
+    assert findings(app, "POST", "/authors/new") == []
+
+
+def test_reading_the_id_before_flush_names_db_session_flush(app: Flask) -> None:
+    (finding,) = findings(app, "POST", "/authors/new-id")
+    assert finding.code == "SQD351"
+    assert finding.location.line == line_of("pending-id")
+    assert finding.message.endswith("call db.session.flush() before reading it")
+
+
+def test_flush_before_reading_the_id_is_the_silent_twin(app: Flask) -> None:
+    assert findings(app, "POST", "/authors/new-flush-id") == []
+
+
+def test_db_session_used_after_a_failed_commit_names_its_rollback(app: Flask) -> None:
+    (finding,) = findings(app, "POST", "/authors/author0/again")
+    assert finding.code == "SQD155"
+    assert finding.location.line == line_of("reuse")
+    assert finding.related[0].location.line == line_of("failed-commit")
+    assert finding.fix_hint == "db.session.rollback()"
+
+
+def test_db_session_rolled_back_after_a_failed_commit_is_the_silent_twin(app: Flask) -> None:
+    with app.app_context():
+        db.session.add(Author(name="author-rolled-back"))
+        db.session.commit()
+    assert findings(app, "POST", "/authors/author-rolled-back/again") == []
