@@ -10,6 +10,7 @@ and so are those that never hold a node at all (a ``Name``'s ``id``, a ``Constan
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from typing import Final
 
 _SKIPPED: Final = frozenset({"ctx", "op"})
@@ -84,6 +85,8 @@ def child_nodes(node: ast.AST) -> list[ast.AST]:
 
 
 _reversed: dict[type[ast.AST], tuple[str, ...]] = {}
+# For hot walks that look the answer up inline and call reversed_fields_of() on a miss.
+KNOWN_REVERSED_FIELDS: Mapping[type[ast.AST], tuple[str, ...]] = _reversed
 
 
 def reversed_fields_of(kind: type[ast.AST]) -> tuple[str, ...]:

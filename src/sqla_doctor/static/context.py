@@ -40,7 +40,9 @@ class FileContext:
         self._lines: list[str] | None = None
         # Parent links live here, not on the nodes: an attribute pointing back up would
         # make every tree a reference cycle that only the garbage collector can free.
-        self.parents: dict[int, ast.AST] = {}
+        # Keyed by the node itself (nodes hash by identity): an id() key is a new int per
+        # node, allocated on every link and every lookup.
+        self.parents: dict[ast.AST, ast.AST] = {}
         self.flows = FlowCache(scans)
 
     @cached_property
@@ -94,7 +96,7 @@ class FileContext:
 
     # Tree navigation -----------------------------------------------------------------
     def parent(self, node: ast.AST) -> ast.AST | None:
-        return self.parents.get(id(node))
+        return self.parents.get(node)
 
     def ancestors(self, node: ast.AST) -> Iterator[ast.AST]:
         current = self.parent(node)

@@ -551,7 +551,7 @@ def _silence(rule: Rule, tables: Iterable[HandlerTable]) -> None:
 
 
 def _link_and_order(
-    tree: ast.AST, visit: HandlerTable, leave: HandlerTable, parents: dict[int, ast.AST]
+    tree: ast.AST, visit: HandlerTable, leave: HandlerTable, parents: dict[ast.AST, ast.AST]
 ) -> list[tuple[list[Handler], ast.AST]]:
     """Record every node's parent and list (handlers, node) events in tree order.
 
@@ -586,11 +586,11 @@ def _link_and_order(
             if value.__class__ is list:
                 for child in reversed(value):
                     if isinstance(child, ast_node):
-                        parents[id(child)] = node
+                        parents[child] = node
                         if child.__class__ not in unvisited_leaves:
                             push(child)
             elif isinstance(value, ast_node):
-                parents[id(value)] = node
+                parents[value] = node
                 if value.__class__ not in unvisited_leaves:
                     push(value)
     return events

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqla_doctor.static.children import reversed_fields_of
+from sqla_doctor.static.children import KNOWN_REVERSED_FIELDS, reversed_fields_of
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts, params_of
 from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
@@ -354,7 +354,7 @@ class Scan:
     returns: list[ast.Return]
     yields: list[ast.Yield | ast.YieldFrom]
     self_assigns: dict[str, list[ast.expr]]
-    parents: dict[int, ast.AST]
+    parents: dict[ast.AST, ast.AST]
 
     @classmethod
     def of(cls, flow: FunctionFlow) -> Scan:
@@ -420,7 +420,7 @@ class FunctionFlow:
         self.returns: list[ast.Return] = []
         self.yields: list[ast.Yield | ast.YieldFrom] = []
         self.self_assigns: dict[str, list[ast.expr]] = {}
-        self.parents: dict[int, ast.AST] = {}
+        self.parents: dict[ast.AST, ast.AST] = {}
         self._values: dict[int, Value | None] = {}
         self._busy: set[int] = set()
         self._sessions: list[tuple[str, Binding, SessionValue]] | None = None
@@ -469,32 +469,35 @@ class FunctionFlow:
         # A node's parent is linked as it is pushed: the stack holds bare nodes.
         parents = self.parents
         for child in body:
-            parents[id(child)] = node
+            parents[child] = node
         stack: list[ast.AST] = body[::-1]
         pop, push = stack.pop, stack.append
         constant, ast_node = ast.Constant, ast.AST
+        name_node, attribute_node = ast.Name, ast.Attribute
+        load, special, known_fields = ast.Load, _SCAN_SPECIAL, KNOWN_REVERSED_FIELDS.get
+        name_loads, attr_loads = self.name_loads, self.attr_loads
         while stack:
             current = pop()
             kind = type(current)
-            if kind is ast.Name:
+            if kind is name_node:
                 assert isinstance(current, ast.Name)
-                if isinstance(current.ctx, ast.Load):
-                    self.name_loads.setdefault(current.id, []).append(current)
+                if current.ctx.__class__ is load:
+                    name_loads.setdefault(current.id, []).append(current)
                 continue
-            if kind is ast.Attribute:
+            if kind is attribute_node:
                 assert isinstance(current, ast.Attribute)
                 value = current.value
-                if isinstance(value, ast.Name):
-                    self.attr_loads.setdefault(value.id, []).append(current)
+                if value.__class__ is name_node:
+                    attr_loads.setdefault(value.id, []).append(current)
                 # Only the value: the `ctx` child (Load/Store) carries nothing.
-                parents[id(value)] = current
+                parents[value] = current
                 push(value)
                 continue
-            if kind is ast.Constant:
+            if kind is constant:
                 continue
             # Most nodes (subscripts, operators, keywords, `if`s...) need no look; only
             # these go down the chain below.
-            if kind not in _SCAN_SPECIAL:
+            if kind not in special:
                 pass
             elif kind is ast.Call:
                 assert isinstance(current, ast.Call)
@@ -583,30 +586,33 @@ class FunctionFlow:
                 if not isinstance(current, ast.Lambda):
                     self._bind(Binding(current.name, "def", current, None, _pos(current)))
                     for decorator in current.decorator_list:
-                        parents[id(decorator)] = current
+                        parents[decorator] = current
                         push(decorator)
                 else:
                     # A lambda's body reads the enclosing names; scan it, minus its params.
-                    parents[id(current.body)] = current
+                    parents[current.body] = current
                     push(current.body)
                 continue
             elif kind is ast.Global or kind is ast.Nonlocal:
                 continue
             # child_nodes() inlined, last first so that the stack pops them in source
             # order; a constant child only needs its parent link, never a push.
-            for field_name in reversed_fields_of(kind):
+            fields = known_fields(kind)
+            if fields is None:
+                fields = reversed_fields_of(kind)
+            for field_name in fields:
                 held: Any = getattr(current, field_name, None)
                 if held.__class__ is list:
                     for child in reversed(held):
                         if child.__class__ is constant:
-                            parents[id(child)] = current
+                            parents[child] = current
                         elif isinstance(child, ast_node):
-                            parents[id(child)] = current
+                            parents[child] = current
                             push(child)
                 elif held.__class__ is constant:
-                    parents[id(held)] = current
+                    parents[held] = current
                 elif isinstance(held, ast_node):
-                    parents[id(held)] = current
+                    parents[held] = current
                     push(held)
 
     def _params(self, args: ast.arguments) -> None:
@@ -623,7 +629,7 @@ class FunctionFlow:
 
     # Lookups -------------------------------------------------------------------------
     def parent(self, node: ast.AST) -> ast.AST | None:
-        return self.parents.get(id(node))
+        return self.parents.get(node)
 
     def binding(self, name: str, at: ast.AST) -> Binding | None:
         """The binding of ``name`` that a use at ``at`` sees (last one before it)."""
