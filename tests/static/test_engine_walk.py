@@ -16,7 +16,7 @@ from sqla_doctor.config import Config
 from sqla_doctor.registry import Registry
 from sqla_doctor.static.children import child_nodes
 from sqla_doctor.static.engine import Engine
-from sqla_doctor.static.rule import Rule
+from sqla_doctor.static.rule import Rule, calls_named
 
 _SKIPPED = frozenset({"ctx", "op"})
 
@@ -151,6 +151,61 @@ def test_a_crashed_rule_is_silenced_for_the_file_and_the_others_go_on(tmp_path: 
     assert _Breaks.calls == [3, 4]
     assert errors == ["SQD996 crashed on mod.py:4: ValueError: boom"]
     assert found == ["SQD996:3", "SQD997:3", "SQD997:4", "SQD997:5", "SQD997:6"]
+
+
+class _Engines(Rule):
+    """
+    ## What it does
+    Visits only `create_engine()` calls and crashes on the second, for these tests.
+
+    ## Why is this bad?
+    It is not; it is a test probe.
+
+    ## Example
+    ```python
+    x = 1
+    ```
+    """
+
+    code = "SQD994"
+    name = "visits-engine-calls"
+    pitfalls = ("P28",)
+    message = "{what}"
+    calls: ClassVar[list[int]] = []
+
+    @calls_named("create_engine")
+    def visit_Call(self, node: ast.Call) -> None:
+        _Engines.calls.append(node.lineno)
+        if len(_Engines.calls) == 2:
+            raise ValueError("boom")
+
+
+def test_a_call_visitor_marked_with_its_callees_sees_only_those_calls(tmp_path: Path) -> None:
+    _Engines.calls.clear()
+    (tmp_path / "mod.py").write_text(
+        textwrap.dedent(
+            """
+            from sqlalchemy import create_engine as make
+            import sqlalchemy as sa
+            make("sqlite://")
+            print(make)
+            sa.create_engine("sqlite://")
+            sa.create_engine("sqlite://")
+            sa.engine.create_mock_engine("sqlite://", None)
+            """
+        ),
+        encoding="utf-8",
+    )
+    checks = Registry([_Engines, _Counts])
+    engine = Engine(Config(root=tmp_path), {"SQD994", "SQD997"}, checks=checks)
+    result = engine.check_paths([tmp_path])
+    # The alias counts; the crash on line 6 silences the rule for the rest of the file,
+    # the unmarked rule still sees every call.
+    assert _Engines.calls == [4, 6]
+    assert result.internal_errors == ["SQD994 crashed on mod.py:6: ValueError: boom"]
+    assert [f"{f.code}:{f.location.line}" for f in result.findings] == [
+        "SQD997:4", "SQD997:5", "SQD997:6", "SQD997:7", "SQD997:8"
+    ]
 
 
 class _Flows(Rule):

@@ -18,7 +18,7 @@ import sys
 import threading
 import tokenize
 import types
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from sqla_doctor.static.context import FileContext, ProjectContext
 from sqla_doctor.static.files import discover, display_path, module_for
 from sqla_doctor.static.flow import Scan
 from sqla_doctor.static.index import FileFacts, ProjectIndex
+from sqla_doctor.static.index.names import NameResolver
 from sqla_doctor.static.parallel import PARALLEL_MIN_FILES, parallel_prepare, parallel_rules
 from sqla_doctor.static.rule import ProjectRule, Rule
 from sqla_doctor.suppression import Suppressions
@@ -417,8 +418,12 @@ class Engine:
     def _run_file_rules(self, ctx: FileContext, result: Result) -> list[Finding]:
         rules = [rule_class(ctx) for rule_class in self.file_rules]
         visit, leave = _handlers_by_node_type(rules)
+        calls = _CallHandlers.of(visit, ctx.names)
+        tables: tuple[Mapping[Any, list[Handler]], ...] = (visit, leave)
+        if calls is not None:
+            tables = (visit, leave, calls.by_name)
         try:
-            events = _link_and_order(ctx.tree, visit, leave, ctx.parents)
+            events = _link_and_order(ctx.tree, visit, leave, ctx.parents, calls)
         except RecursionError:
             return [_unparsable(ctx.path, 1, 1, "file is nested too deeply to analyse")]
         for handlers, node in events:
@@ -427,7 +432,7 @@ class Engine:
                     handler(node)
                 except Exception as error:
                     rule = handler.__self__  # type: ignore[attr-defined]
-                    _silence(rule, (visit, leave))
+                    _silence(rule, tables)
                     line = getattr(node, "lineno", 1)
                     result.internal_errors.append(
                         f"{rule.code} crashed on {ctx.path}:{line}: {type(error).__name__}: {error}"
@@ -540,7 +545,41 @@ def _ignore(node: ast.AST) -> None:
     """Stands in for the handlers of a rule that crashed on this file."""
 
 
-def _silence(rule: Rule, tables: Iterable[HandlerTable]) -> None:
+class _CallHandlers:
+    """The ``visit_Call`` handlers to run for a call, by its callee's SQLAlchemy name: a
+    handler marked with :func:`~sqla_doctor.static.rule.calls_named` would return at once
+    for any other callee, so it is left out (the rest keep the rules' order)."""
+
+    def __init__(self, handlers: list[Handler], names: NameResolver) -> None:
+        self.handlers = handlers
+        self.names = names
+        self.by_name: dict[str | None, list[Handler]] = {}
+
+    @classmethod
+    def of(cls, visit: HandlerTable, names: NameResolver) -> _CallHandlers | None:
+        handlers = visit.get(ast.Call)
+        if handlers is None or not any(hasattr(h, "sqla_names") for h in handlers):
+            return None
+        return cls(handlers, names)
+
+    def __call__(self, node: ast.Call) -> list[Handler]:
+        try:
+            name = self.names.sqla_name(node.func)
+        except Exception:
+            # Every handler then runs, and a marked one crashes as it would have alone.
+            return self.handlers
+        found = self.by_name.get(name)
+        if found is None:
+            # Built from the shared list, so a handler silenced since stays silenced.
+            found = self.by_name[name] = [
+                handler
+                for handler in self.handlers
+                if name in getattr(handler, "sqla_names", (name,))
+            ]
+        return found
+
+
+def _silence(rule: Rule, tables: Iterable[Mapping[Any, list[Handler]]]) -> None:
     """Stop calling a crashed rule on this file. Handlers are replaced in place: the
     lists are shared by the pending events, and one of them may be being iterated."""
     for table in tables:
@@ -551,7 +590,11 @@ def _silence(rule: Rule, tables: Iterable[HandlerTable]) -> None:
 
 
 def _link_and_order(
-    tree: ast.AST, visit: HandlerTable, leave: HandlerTable, parents: dict[ast.AST, ast.AST]
+    tree: ast.AST,
+    visit: HandlerTable,
+    leave: HandlerTable,
+    parents: dict[ast.AST, ast.AST],
+    calls: _CallHandlers | None = None,
 ) -> list[tuple[list[Handler], ast.AST]]:
     """Record every node's parent and list (handlers, node) events in tree order.
 
@@ -564,7 +607,7 @@ def _link_and_order(
     stack: list[Any] = [tree]
     pop, push, record = stack.pop, stack.append, events.append
     unvisited_leaves = _CHILDLESS.difference(visit, leave)
-    ast_node, known_fields = ast.AST, _reversed
+    ast_node, known_fields, call_node = ast.AST, _reversed, ast.Call
     while stack:
         node = pop()
         kind = type(node)
@@ -573,7 +616,10 @@ def _link_and_order(
             continue
         entering = visit.get(kind)
         if entering is not None:
-            record((entering, node))
+            if kind is call_node and calls is not None:
+                entering = calls(node)
+            if entering:
+                record((entering, node))
         leaving = leave.get(kind)
         if leaving is not None:
             push((leaving, node))

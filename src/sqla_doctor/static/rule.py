@@ -8,9 +8,10 @@ project-wide facts from ``self.ctx.index`` and never walk the whole module thems
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqla_doctor.findings import Applicability, Edit, Finding, Fix, Kind, Location, Related
 from sqla_doctor.registry import Check
@@ -44,6 +45,31 @@ class Invalid:
     count: int | None = None
     path: str = "example.py"
     files: dict[str, str] = field(default_factory=dict)
+
+
+_R = TypeVar("_R", bound="Rule")
+CallVisitor = Callable[[_R, ast.Call], None]
+
+
+def calls_named(*names: str) -> Callable[[CallVisitor[_R]], CallVisitor[_R]]:
+    """For ``visit_Call``: look only at calls whose callee is one of these SQLAlchemy
+    names (``ctx.names.sqla_name(node.func)``, aliases and re-exports followed).
+
+    The method runs only for those calls; the engine knows it from the mark and does not
+    even call the method for the others (every file has far more calls than engines).
+    """
+    wanted = frozenset(names)
+
+    def decorate(method: CallVisitor[_R]) -> CallVisitor[_R]:
+        @functools.wraps(method)
+        def visit_call(self: _R, node: ast.Call) -> None:
+            if self.ctx.names.sqla_name(node.func) in wanted:
+                method(self, node)
+
+        visit_call.sqla_names = wanted  # type: ignore[attr-defined]
+        return visit_call
+
+    return decorate
 
 
 class Rule(Check):

@@ -13,7 +13,7 @@ from sqla_doctor.static.dataflow import (
     has_star_kwargs,
     is_false_literal,
 )
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_named
 from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
@@ -305,12 +305,11 @@ class MissingPoolPrePing(Rule):
             or any(part in ("tests", "test") for part in parts[:-1])
         )
 
+    @calls_named(*_ENGINE_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
-        if self.in_tests:
+        if self.in_tests or has_star_kwargs(node):
             return
         factory = self.ctx.names.sqla_name(node.func)
-        if factory not in _ENGINE_FACTORIES or has_star_kwargs(node):
-            return
         pre_ping = call_keyword(node, "pool_pre_ping")
         if pre_ping is not None and not is_false_literal(pre_ping.value):
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from sqla_doctor.findings import Applicability, Severity
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_named
 
 _COLUMN_FACTORIES = frozenset({"mapped_column", "Column"})
 _DEFAULT_KEYWORDS = ("default", "insert_default", "onupdate")
@@ -144,8 +144,9 @@ class MutableColumnDefault(Rule):
         ),
     )
 
+    @calls_named(*_COLUMN_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
-        if not node.keywords or self.ctx.names.sqla_name(node.func) not in _COLUMN_FACTORIES:
+        if not node.keywords:
             return
         for keyword in node.keywords:
             if keyword.arg in _DEFAULT_KEYWORDS and _is_mutable(keyword.value):
