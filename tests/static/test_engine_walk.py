@@ -16,7 +16,7 @@ from sqla_doctor.config import Config
 from sqla_doctor.registry import Registry
 from sqla_doctor.static.children import child_nodes
 from sqla_doctor.static.engine import Engine
-from sqla_doctor.static.rule import Rule, calls_named
+from sqla_doctor.static.rule import Rule, calls_to
 
 _SKIPPED = frozenset({"ctx", "op"})
 
@@ -173,7 +173,7 @@ class _Engines(Rule):
     message = "{what}"
     calls: ClassVar[list[int]] = []
 
-    @calls_named("create_engine")
+    @calls_to(named=("create_engine",))
     def visit_Call(self, node: ast.Call) -> None:
         _Engines.calls.append(node.lineno)
         if len(_Engines.calls) == 2:
@@ -206,6 +206,39 @@ def test_a_call_visitor_marked_with_its_callees_sees_only_those_calls(tmp_path: 
     assert [f"{f.code}:{f.location.line}" for f in result.findings] == [
         "SQD997:4", "SQD997:5", "SQD997:6", "SQD997:7", "SQD997:8"
     ]
+
+
+class _Alls(Rule):
+    """
+    ## What it does
+    Visits only calls of something named `all`, for these tests.
+
+    ## Why is this bad?
+    It is not; it is a test probe.
+
+    ## Example
+    ```python
+    x = 1
+    ```
+    """
+
+    code = "SQD993"
+    name = "visits-all-calls"
+    pitfalls = ("P28",)
+    message = "{what}"
+
+    @calls_to(ending=("all",))
+    def visit_Call(self, node: ast.Call) -> None:
+        self.report(node, what="all")
+
+
+def test_a_call_visitor_marked_with_callee_tails_sees_calls_ending_so(tmp_path: Path) -> None:
+    (tmp_path / "mod.py").write_text(
+        "q.all()\nq.first()\nall(x)\nq.all\nf()()\n", encoding="utf-8"
+    )
+    engine = Engine(Config(root=tmp_path), {"SQD993"}, checks=Registry([_Alls]))
+    result = engine.check_paths([tmp_path])
+    assert [f"{f.code}:{f.location.line}" for f in result.findings] == ["SQD993:1", "SQD993:3"]
 
 
 class _Flows(Rule):

@@ -34,7 +34,7 @@ from sqla_doctor.static.flow import Scan
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.index.names import NameResolver
 from sqla_doctor.static.parallel import PARALLEL_MIN_FILES, parallel_prepare, parallel_rules
-from sqla_doctor.static.rule import ProjectRule, Rule
+from sqla_doctor.static.rule import ProjectRule, Rule, call_tail
 from sqla_doctor.suppression import Suppressions
 
 UNPARSABLE = "SQD901"
@@ -546,37 +546,39 @@ def _ignore(node: ast.AST) -> None:
 
 
 class _CallHandlers:
-    """The ``visit_Call`` handlers to run for a call, by its callee's SQLAlchemy name: a
-    handler marked with :func:`~sqla_doctor.static.rule.calls_named` would return at once
-    for any other callee, so it is left out (the rest keep the rules' order)."""
+    """The ``visit_Call`` handlers to run for a call, by its callee's SQLAlchemy name and
+    written last name: a handler marked with :func:`~sqla_doctor.static.rule.calls_to`
+    would return at once for any other callee, so it is left out (the rest keep the
+    rules' order)."""
 
     def __init__(self, handlers: list[Handler], names: NameResolver) -> None:
         self.handlers = handlers
         self.names = names
-        self.by_name: dict[str | None, list[Handler]] = {}
+        self.by_name: dict[tuple[str | None, str | None], list[Handler]] = {}
 
     @classmethod
     def of(cls, visit: HandlerTable, names: NameResolver) -> _CallHandlers | None:
         handlers = visit.get(ast.Call)
-        if handlers is None or not any(hasattr(h, "sqla_names") for h in handlers):
+        if handlers is None or not any(hasattr(h, "call_marks") for h in handlers):
             return None
         return cls(handlers, names)
 
     def __call__(self, node: ast.Call) -> list[Handler]:
         try:
-            name = self.names.sqla_name(node.func)
+            key = (self.names.sqla_name(node.func), call_tail(node.func))
         except Exception:
             # Every handler then runs, and a marked one crashes as it would have alone.
             return self.handlers
-        found = self.by_name.get(name)
+        found = self.by_name.get(key)
         if found is None:
             # Built from the shared list, so a handler silenced since stays silenced.
-            found = self.by_name[name] = [
-                handler
-                for handler in self.handlers
-                if name in getattr(handler, "sqla_names", (name,))
-            ]
+            found = self.by_name[key] = [h for h in self.handlers if _wants(h, *key)]
         return found
+
+
+def _wants(handler: Handler, name: str | None, tail: str | None) -> bool:
+    marks: tuple[frozenset[str], frozenset[str]] | None = getattr(handler, "call_marks", None)
+    return marks is None or name in marks[0] or tail in marks[1]
 
 
 def _silence(rule: Rule, tables: Iterable[Mapping[Any, list[Handler]]]) -> None:

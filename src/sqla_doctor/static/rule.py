@@ -51,22 +51,35 @@ _R = TypeVar("_R", bound="Rule")
 CallVisitor = Callable[[_R, ast.Call], None]
 
 
-def calls_named(*names: str) -> Callable[[CallVisitor[_R]], CallVisitor[_R]]:
-    """For ``visit_Call``: look only at calls whose callee is one of these SQLAlchemy
-    names (``ctx.names.sqla_name(node.func)``, aliases and re-exports followed).
+def call_tail(func: ast.expr) -> str | None:
+    """The last name of a callee as written: ``all`` for ``q.all()``, ``sorted``."""
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return None
 
-    The method runs only for those calls; the engine knows it from the mark and does not
-    even call the method for the others (every file has far more calls than engines).
+
+def calls_to(
+    *, named: Iterable[str] = (), ending: Iterable[str] = ()
+) -> Callable[[CallVisitor[_R]], CallVisitor[_R]]:
+    """For ``visit_Call``: look only at calls whose callee is one of the SQLAlchemy names
+    ``named`` (``ctx.names.sqla_name(node.func)``, aliases and re-exports followed) or
+    ends, as written, with one of ``ending`` (:func:`call_tail`, aliases not followed).
+
+    The method runs only for those calls; the engine knows it from the marks and does not
+    even call the method for the others (every file has far more calls than any rule
+    looks at).
     """
-    wanted = frozenset(names)
+    names, tails = frozenset(named), frozenset(ending)
 
     def decorate(method: CallVisitor[_R]) -> CallVisitor[_R]:
         @functools.wraps(method)
         def visit_call(self: _R, node: ast.Call) -> None:
-            if self.ctx.names.sqla_name(node.func) in wanted:
+            if call_tail(node.func) in tails or self.ctx.names.sqla_name(node.func) in names:
                 method(self, node)
 
-        visit_call.sqla_names = wanted  # type: ignore[attr-defined]
+        visit_call.call_marks = (names, tails)  # type: ignore[attr-defined]
         return visit_call
 
     return decorate

@@ -13,7 +13,7 @@ from sqla_doctor.static.dataflow import (
     has_star_kwargs,
     is_false_literal,
 )
-from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_named
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
@@ -305,7 +305,7 @@ class MissingPoolPrePing(Rule):
             or any(part in ("tests", "test") for part in parts[:-1])
         )
 
-    @calls_named(*_ENGINE_FACTORIES)
+    @calls_to(named=_ENGINE_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
         if self.in_tests or has_star_kwargs(node):
             return

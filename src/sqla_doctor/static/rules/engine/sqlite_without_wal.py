@@ -7,7 +7,7 @@ from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.dataflow import StringFlow, call_keyword, has_star_kwargs
-from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_named
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 from sqla_doctor.static.rules.engine.engine_not_disposed import _is_test
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
@@ -295,7 +295,7 @@ class SqliteWithoutWal(Rule):
                 return _APP_NAMES[kind]
         return None
 
-    @calls_named(*_ENGINE_FACTORIES)
+    @calls_to(named=_ENGINE_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
         if has_star_kwargs(node) or call_keyword(node, "poolclass") is not None:
             return

@@ -13,7 +13,7 @@ from sqla_doctor.static.dataflow import (
     call_keyword,
     source_segment,
 )
-from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_named
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\+([A-Za-z0-9_]+))?$")
 # Drivers that only speak blocking DB-API (SQLAlchemy's dialects and common third-party
@@ -295,7 +295,7 @@ class SyncDriverInAsyncEngine(Rule):
     def strings(self) -> StringFlow:
         return StringFlow(self.ctx.dataflow)
 
-    @calls_named("create_async_engine")
+    @calls_to(named=("create_async_engine",))
     def visit_Call(self, node: ast.Call) -> None:
         url = node.args[0] if node.args else None
         if url is None:

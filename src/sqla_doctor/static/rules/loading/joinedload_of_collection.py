@@ -9,7 +9,7 @@ from sqla_doctor.findings import Applicability, Edit, Fix, Severity
 from sqla_doctor.static.flow import FunctionFlow, ObjectsValue, StatementValue, flow_for
 from sqla_doctor.static.index import ProjectIndex
 from sqla_doctor.static.loaders import Options
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 # Result methods that fetch rows: with a joined collection they raise unless uniqued
 # (`first()` and `scalar()` stop after one row and do not).
@@ -336,6 +336,7 @@ class JoinedloadOfCollection(Rule):
         ),
     )
 
+    @calls_to(ending=(*_FETCHING, "list", "tuple", "sorted"))
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         if not isinstance(func, ast.Attribute) or func.attr not in _FETCHING:

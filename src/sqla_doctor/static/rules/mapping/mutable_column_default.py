@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from sqla_doctor.findings import Applicability, Severity
-from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_named
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _COLUMN_FACTORIES = frozenset({"mapped_column", "Column"})
 _DEFAULT_KEYWORDS = ("default", "insert_default", "onupdate")
@@ -144,7 +144,7 @@ class MutableColumnDefault(Rule):
         ),
     )
 
-    @calls_named(*_COLUMN_FACTORIES)
+    @calls_to(named=_COLUMN_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
         if not node.keywords:
             return

@@ -12,7 +12,7 @@ from sqla_doctor.static.dataflow import (
     expr_is_class_like,
     source_segment,
 )
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 # Methods of Query: what follows `Model.query` when it is Flask-SQLAlchemy's query property
 # (a mapped column that happens to be called `query` is followed by column operators).
@@ -428,6 +428,7 @@ class LegacyQueryApi(Rule):
     def objects(self) -> SqlaObjects:
         return SqlaObjects(self.ctx, self.ctx.dataflow)
 
+    @calls_to(ending=("query",))
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         if not (isinstance(func, ast.Attribute) and func.attr == "query"):

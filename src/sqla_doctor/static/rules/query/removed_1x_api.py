@@ -15,7 +15,7 @@ from sqla_doctor.static.dataflow import (
     is_false_literal,
     source_segment,
 )
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 REMOVED = "was removed"
 RAISES = "raises"
@@ -395,6 +395,10 @@ class Removed1xApi(Rule):
     def objects(self) -> SqlaObjects:
         return SqlaObjects(self.ctx, self.ctx.dataflow)
 
+    @calls_to(
+        named=("select", "case", *_SESSION_MAKERS, "MetaData", "Table", *_LOADERS),
+        ending=("get", *_ENGINE_METHODS, "execute", "scalar", "scalars"),
+    )
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         name = self.ctx.names.sqla_name(func)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import FunctionFlow, contains, flow_for, receiver_key
 from sqla_doctor.static.lifecycle import session_names
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _GATHERS = frozenset({"asyncio.gather", "asyncio.wait", "asyncio.as_completed", "anyio.gather"})
 _SPAWNS = frozenset({"create_task", "start_soon", "start"})
@@ -240,6 +240,7 @@ class ConcurrentSessionUse(Rule):
         ),
     )
 
+    @calls_to(ending=_RUNNERS)
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         tail = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)

@@ -23,7 +23,7 @@ from sqla_doctor.static.flow import (
     flow_for,
     worth_analysing,
 )
-from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_named
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _OPTION = "expire_on_commit"
 # What the default costs, where no read after a commit is seen in the file.
@@ -727,7 +727,7 @@ class ExpireOnCommitInAsync(Rule):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
         ]
 
-    @calls_named("async_sessionmaker", "AsyncSession", "sessionmaker")
+    @calls_to(named=("async_sessionmaker", "AsyncSession", "sessionmaker"))
     def visit_Call(self, node: ast.Call) -> None:
         name = self.ctx.names.sqla_name(node.func)
         if name in ("async_sessionmaker", "AsyncSession"):
