@@ -8,7 +8,7 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import StatementValue, flow_for
 from sqla_doctor.static.index import Model
 from sqla_doctor.static.index.models import literal_str
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _MODELS = """
 from datetime import datetime
@@ -278,6 +278,7 @@ class BulkDmlSkipsOrmEvents(Rule):
         names = self.ctx.facts.names.defined
         self._skip = "upgrade" in names and "revision" in names
 
+    @calls_to(named=("update", "delete"), ending=("update", "delete", "bulk_update_mappings"))
     def visit_Call(self, node: ast.Call) -> None:
         if getattr(self, "_skip", False):
             return

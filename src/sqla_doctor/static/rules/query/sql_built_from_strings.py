@@ -12,7 +12,7 @@ from sqla_doctor.static.dataflow import (
     call_keyword,
     source_segment,
 )
-from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _MAX_SHOWN = 3
 # Methods that run a statement with parameters given beside it.
@@ -994,6 +994,7 @@ class SqlBuiltFromStrings(Rule):
     def strings(self) -> StringFlow:
         return StringFlow(self.ctx.dataflow)
 
+    @calls_to(named=("text",), ending=("exec_driver_sql",))
     def visit_Call(self, node: ast.Call) -> None:
         if self.ctx.in_tests:
             # Values in tests come from fixtures and literals: nothing reaches them from
