@@ -2314,23 +2314,35 @@ def _after_identifier(node: ast.expr | None) -> bool:
 
 def _as_identifier(node: ast.expr, value: StringValue, how: str, at: ast.AST) -> StringValue:
     """``value`` spliced in as a table or column name."""
-    if value.state is ValueState.DYNAMIC:
-        found = tuple(replace(i, identifier=True) for i in value.interpolations)
-    elif value.state is ValueState.OPAQUE:
-        found = (Interpolation(node, how, at, identifier=True),)
-    else:
-        return value
-    return StringValue(ValueState.DYNAMIC, True, found)
+    return _spliced_as(node, value, how, at, identifier=True)
 
 
 def _as_placeholder(
     node: ast.expr, value: StringValue, how: str, at: ast.AST
 ) -> StringValue:
     """``value`` spliced in as a bind parameter's name."""
+    return _spliced_as(node, value, how, at, placeholder=True)
+
+
+def _spliced_as(
+    node: ast.expr,
+    value: StringValue,
+    how: str,
+    at: ast.AST,
+    *,
+    placeholder: bool = False,
+    identifier: bool = False,
+) -> StringValue:
+    """``value``'s interpolations, marked as a bind parameter's name or an identifier."""
     if value.state is ValueState.DYNAMIC:
-        found = tuple(replace(i, placeholder=True) for i in value.interpolations)
+        found = tuple(
+            replace(
+                i, placeholder=i.placeholder or placeholder, identifier=i.identifier or identifier
+            )
+            for i in value.interpolations
+        )
     elif value.state is ValueState.OPAQUE:
-        found = (Interpolation(node, how, at, placeholder=True),)
+        found = (Interpolation(node, how, at, placeholder=placeholder, identifier=identifier),)
     else:
         return value
     return StringValue(ValueState.DYNAMIC, True, found)

@@ -1133,25 +1133,13 @@ class FunctionFlow:
             tail = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
             if isinstance(clause, ast.Call) and tail == "and_":
                 pending.extend(clause.args)
-            elif (
-                isinstance(clause, ast.Compare)
-                and len(clause.ops) == 1
-                and isinstance(clause.ops[0], ast.Eq)
-            ):
-                for column, other in (
-                    (clause.left, clause.comparators[0]),
-                    (clause.comparators[0], clause.left),
-                ):
-                    if (
-                        isinstance(column, ast.Attribute)
-                        and isinstance(column.value, (ast.Name, ast.Attribute))
-                        and self._model(column.value) == stmt.model
+            else:
+                for column, other in _equalities(clause):
+                    if self._model(column.value) == stmt.model and not (
                         # `Post.author_id == User.id` joins; `== user.id` is one value.
-                        and not (
-                            isinstance(other, ast.Attribute)
-                            and isinstance(other.value, (ast.Name, ast.Attribute))
-                            and self._model(other.value) is not None
-                        )
+                        isinstance(other, ast.Attribute)
+                        and isinstance(other.value, (ast.Name, ast.Attribute))
+                        and self._model(other.value) is not None
                     ):
                         found.add(column.attr)
         return frozenset(found)
@@ -1843,25 +1831,27 @@ def _parameter_pins(
     params = set(params_of(node))
     found: set[tuple[str, str]] = set()
     for compare in ast.walk(node):
-        if not (
-            isinstance(compare, ast.Compare)
-            and len(compare.ops) == 1
-            and isinstance(compare.ops[0], ast.Eq)
-        ):
-            continue
-        for column, other in (
-            (compare.left, compare.comparators[0]),
-            (compare.comparators[0], compare.left),
-        ):
+        for column, other in _equalities(compare):
             if (
-                isinstance(column, ast.Attribute)
-                and isinstance(column.value, (ast.Name, ast.Attribute))
-                and isinstance(other, ast.Name)
+                isinstance(other, ast.Name)
                 and other.id in params
                 and flow._model(column.value) == model
             ):
                 found.add((column.attr, other.id))
     return tuple(sorted(found))
+
+
+def _equalities(node: ast.AST) -> Iterator[tuple[ast.Attribute, ast.expr]]:
+    """``(X.column, other)`` for ``X.column == other`` (either way round)."""
+    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+        return
+    if not isinstance(node.ops[0], ast.Eq):
+        return
+    for column, other in ((node.left, node.comparators[0]), (node.comparators[0], node.left)):
+        if isinstance(column, ast.Attribute) and isinstance(
+            column.value, (ast.Name, ast.Attribute)
+        ):
+            yield column, other
 
 
 def _binds(node: ast.With | ast.AsyncWith, name: str | None) -> bool:
