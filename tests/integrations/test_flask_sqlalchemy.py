@@ -20,6 +20,8 @@ from .support import line_of
 
 db = SQLAlchemy()
 AUTHORS = 4
+# Objects a view keeps across requests: they outlive their request's db.session.
+CACHE: dict[int, Any] = {}
 
 
 class Author(db.Model):  # type: ignore[name-defined,misc]
@@ -60,6 +62,15 @@ def make_app(database: Path) -> Flask:
         if "-forgotten" not in name:
             db.session.commit()
         return created
+
+    @app.get("/cache/<int:author_id>")
+    def cache(author_id: int) -> dict[str, Any]:
+        CACHE[author_id] = db.session.get(Author, author_id)  # line:cached-get
+        return {}
+
+    @app.get("/cache/<int:author_id>/books")
+    def cached_books(author_id: int) -> dict[str, Any]:
+        return {"books": [b.title for b in CACHE[author_id].books]}  # line:cached-books
 
     @app.post("/authors/<name>/again")
     def create_again(name: str) -> dict[str, Any]:
@@ -148,3 +159,21 @@ def test_db_session_rolled_back_after_a_failed_commit_is_the_silent_twin(app: Fl
         db.session.add(Author(name="author-rolled-back"))
         db.session.commit()
     assert findings(app, "POST", "/authors/author-rolled-back/again") == []
+
+
+def test_an_object_kept_across_requests_is_explained_by_the_teardown(app: Flask) -> None:
+    """The teardown of the request that loaded it removed db.session: no line of the
+    program closed it, and the finding says so rather than pointing into the library."""
+    with sqla_doctor.track(mode="collect") as uow:
+        client = app.test_client()
+        client.get("/cache/1")
+        response = client.get("/cache/1/books")
+    assert response.status_code == 500
+    (finding,) = uow.findings
+    assert finding.code == "SQD254"
+    assert finding.location.line == line_of("cached-books")
+    assert "its session, db.session, was removed when the app context of the request " in (
+        finding.message
+    )
+    assert "flask_sqlalchemy/extension.py:" in finding.message
+    assert f":{line_of('cached-get')}" in finding.message

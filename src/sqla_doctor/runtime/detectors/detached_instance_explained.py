@@ -224,6 +224,14 @@ class DetachedInstanceExplained(Detector):
             # stays open: "closed" would send the reader looking for a close().
             related.append((detachment.site, "session.expunge_all() detached it here"))
             return f"it was expunged by session.expunge_all() at {where}"
+        if where.startswith("flask_sqlalchemy/"):
+            # Closed by no line of the program: the app context's teardown removes
+            # `db.session`, which a view's object outlived (a cache, a global).
+            related.append((detachment.site, "Flask-SQLAlchemy's teardown closed it here"))
+            return (
+                "its session, db.session, was removed when the app context of the request "
+                f"that loaded it ended ({where})"
+            )
         related.append((detachment.site, "its session was closed here"))
         return f"its session was closed at {where}"
 
