@@ -177,3 +177,6 @@ def test_an_object_kept_across_requests_is_explained_by_the_teardown(app: Flask)
     )
     assert "flask_sqlalchemy/extension.py:" in finding.message
     assert f":{line_of('cached-get')}" in finding.message
+    assert finding.message.endswith(
+        "keep its key and load it again in each request (`db.session.get(Author, id)`)"
+    )

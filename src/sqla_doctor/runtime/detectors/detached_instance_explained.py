@@ -182,6 +182,11 @@ class DetachedInstanceExplained(Detector):
                 f"the query at {loaded_at}" if loaded_at else f"the query that loads the {entity}"
             )
             fix = f"add .options({option}) to {where}, or read {subject} {inside}"
+        if self._torn_down(detachment):
+            fix += (
+                f"; an object kept past its request outlives db.session: keep its key and load "
+                f"it again in each request (`db.session.get({entity}, id)`)"
+            )
         if how in ("expunge", "expunge_all"):
             name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", entity).lower()
             fix += (
@@ -224,7 +229,7 @@ class DetachedInstanceExplained(Detector):
             # stays open: "closed" would send the reader looking for a close().
             related.append((detachment.site, "session.expunge_all() detached it here"))
             return f"it was expunged by session.expunge_all() at {where}"
-        if where.startswith("flask_sqlalchemy/"):
+        if self._torn_down(detachment):
             # Closed by no line of the program: the app context's teardown removes
             # `db.session`, which a view's object outlived (a cache, a global).
             related.append((detachment.site, "Flask-SQLAlchemy's teardown closed it here"))
@@ -234,6 +239,12 @@ class DetachedInstanceExplained(Detector):
             )
         related.append((detachment.site, "its session was closed here"))
         return f"its session was closed at {where}"
+
+    def _torn_down(self, detachment: Detachment | None) -> bool:
+        """Whether Flask-SQLAlchemy's app-context teardown closed the session."""
+        if detachment is None or detachment.site is None:
+            return False
+        return self.where(detachment.site).startswith("flask_sqlalchemy/")
 
     def _option(self, relationship: Any, origin: Any) -> str:
         option = f"{loader_for(relationship)}({label(relationship)})"
