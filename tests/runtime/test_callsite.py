@@ -66,3 +66,9 @@ def test_an_installed_file_is_shown_as_its_import_path() -> None:
     assert callsite.display_path(stdlib, root) == "asyncio/base_events.py"
     assert callsite.display_path("/work/project/app/views.py", root) == "app/views.py"
     assert callsite.display_path("/srv/other/app.py", root) == "/srv/other/app.py"
+    # A virtualenv inside the project is no part of it.
+    inside = "/work/project/.venv/lib/python3.11/site-packages/flask_sqlalchemy/extension.py"
+    assert callsite.display_path(inside, root) == "flask_sqlalchemy/extension.py"
+    assert callsite.display_path("/work/project/lib/site_packages.py", root) == (
+        "lib/site_packages.py"
+    )

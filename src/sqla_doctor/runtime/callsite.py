@@ -407,6 +407,9 @@ def display_path(filename: str, root: str) -> str:
                 shown = Path(filename).as_posix()
             if shown.startswith("/") or shown[1:3] == ":/":
                 shown = _installed_path(shown)
+            elif _INSTALLED[0].match(shown):
+                # A virtualenv inside the project (`.venv/lib/python3.12/site-packages/`).
+                shown = _INSTALLED[0].sub("", shown, count=1)
         if len(_display) >= _CACHE_LIMIT:
             _display.clear()
         _display[key] = shown
