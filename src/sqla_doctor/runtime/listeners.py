@@ -73,6 +73,7 @@ from sqla_doctor.runtime.detector import (
     TransactionEnd,
     TransactionSpan,
 )
+from sqla_doctor.runtime.loading import primary_key_attributes
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import (
     EXECUTED_WRITES,
@@ -939,7 +940,7 @@ def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> Non
     track-reads is on; none if it is set off)."""
     dict_ = state.dict
     keys = frozenset(
-        key for key in _primary_keys(state.mapper) if key in dict_ and dict_[key] is None
+        key for key in primary_key_attributes(state.mapper) if key in dict_ and dict_[key] is None
     )
     if not keys:
         return
@@ -953,18 +954,6 @@ def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> Non
     obj = state.obj()
     if obj is not None:
         reads.watch_reads(obj, state.mapper, keys, functools.partial(_on_unset_key_read, keys))
-
-
-# Mapper -> the keys of its primary-key attributes.
-_primary_key_names: dict[Any, tuple[str, ...]] = {}
-
-
-def _primary_keys(mapper: Any) -> tuple[str, ...]:
-    found = _primary_key_names.get(mapper)
-    if found is None:
-        found = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
-        _primary_key_names[mapper] = found
-    return found
 
 
 def _on_unset_key_read(keys: frozenset[str], key: str, obj: Any) -> None:
@@ -1214,7 +1203,7 @@ def _check_new_identities(session: Session, record: SessionRecord) -> None:
     deleted: set[int] | None = None
     for obj in list(session.new)[:MAX_NEW_CHECKED]:
         state = instance_state(obj)
-        keys = _primary_key_attributes(state.mapper)
+        keys = primary_key_attributes(state.mapper)
         values = _primary_key_values(state, keys)
         if values is None:
             continue  # the database assigns it, or related objects not flushed yet
@@ -1272,7 +1261,7 @@ def _from_related(state: Any, sources: tuple[tuple[str, Any, str], ...]) -> Any:
             continue
         value = other.dict.get(attribute)
         if value is None and other.key is not None:
-            names = _primary_key_attributes(other.mapper)
+            names = primary_key_attributes(other.mapper)
             if attribute in names and len(other.key[1]) == len(names):
                 value = other.key[1][names.index(attribute)]
         if value is not None:
@@ -1310,19 +1299,6 @@ def _primary_key_sources(mapper: Any) -> dict[str, tuple[tuple[str, Any, str], .
     return sources
 
 
-_pk_attributes: dict[Any, tuple[str, ...]] = {}
-
-
-def _primary_key_attributes(mapper: Any) -> tuple[str, ...]:
-    keys = _pk_attributes.get(mapper)
-    if keys is None:
-        try:
-            keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
-        except Exception:
-            keys = ()
-        if len(_pk_attributes) < 10_000:
-            _pk_attributes[mapper] = keys
-    return keys
 
 
 @_guarded

@@ -21,6 +21,24 @@ OPTION_NAMES = {
 }
 
 
+# Mapper -> the attribute keys of its primary key (bounded: mappers are few, but a
+# program that makes classes at run time must not grow it forever).
+_pk_attributes: dict[Any, tuple[str, ...]] = {}
+
+
+def primary_key_attributes(mapper: Any) -> tuple[str, ...]:
+    """The attribute keys of a mapper's primary key columns (``("id",)``); () if unknown."""
+    keys = _pk_attributes.get(mapper)
+    if keys is None:
+        try:
+            keys = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+        except Exception:
+            keys = ()
+        if len(_pk_attributes) < 10_000:
+            _pk_attributes[mapper] = keys
+    return keys
+
+
 def lazy_value(lazy: Any) -> Any:
     """``relationship(lazy=...)`` in its spelled-out form (False is joined, True select)."""
     if lazy is False:

@@ -7,6 +7,7 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
+from sqla_doctor.runtime.loading import primary_key_attributes
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -66,10 +67,8 @@ class _Group:
     def __init__(self, execution: OrmExecution, entity: str, mapper: Any) -> None:
         self.entity = entity
         # Its attribute, named in the one-query fix; None for a composite key.
-        keys = mapper.primary_key
-        self.primary_key: str | None = (
-            mapper.get_property_by_column(keys[0]).key if len(keys) == 1 else None
-        )
+        keys = primary_key_attributes(mapper)
+        self.primary_key: str | None = keys[0] if len(keys) == 1 else None
         self.site = execution.site
         self.loads = 0
         self.parents: set[int] = set()
@@ -162,7 +161,7 @@ class NPlusOneAttributeReload(Detector):
         """
         # Primary keys are expired with the rest but never what the code wanted to read;
         # deferred columns are expired too, yet only load when read themselves.
-        keys = {mapper.get_property_by_column(c).key for c in mapper.primary_key}
+        keys = set(primary_key_attributes(mapper))
         eager = {p.key for p in mapper.column_attrs if not p.deferred} - keys
         deferred = {p.key for p in mapper.column_attrs if p.deferred} - keys
         if asked is not None:

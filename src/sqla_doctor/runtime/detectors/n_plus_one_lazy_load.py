@@ -19,6 +19,7 @@ from sqla_doctor.runtime.loading import (
     base_class_query,
     is_superclass_of_declaring,
     joins_relationship,
+    primary_key_attributes,
 )
 
 MAX_GROUPS = 1_000
@@ -50,12 +51,11 @@ def _contains_eager_fix(relationship: Any, name: str, option: str) -> str:
 
 
 def _in_ids_example(mapper: Any) -> str:
-    keys = mapper.primary_key
+    keys = primary_key_attributes(mapper)
     if len(keys) != 1:
         return ""
     name = mapper.class_.__name__
-    key = mapper.get_property_by_column(keys[0]).key
-    return f" (e.g. select({name}).where({name}.{key}.in_(ids)))"
+    return f" (e.g. select({name}).where({name}.{keys[0]}.in_(ids)))"
 
 
 class _Group:
