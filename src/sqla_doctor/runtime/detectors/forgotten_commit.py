@@ -212,10 +212,7 @@ class ForgottenCommit(Detector):
             lost.append(f"changes to {_counted(record.discarded_dirty)} were never written")
         if not lost:
             return
-        candidates = (site, record.flush_site, *(a.site for a in discarded[:1]))
-        proxy = next(
-            (p for p in (scoped_proxy(c) for c in candidates if c is not None) if p), None
-        )
+        proxy = scoped_proxy(site, record.flush_site, *(a.site for a in discarded[:1]))
         if proxy is not None:
             # Flask-SQLAlchemy's db.session, a worker's db_session: their remove() at the
             # end of the request or job is the close; a `with` block is not their shape.

@@ -72,7 +72,7 @@ class PendingPrimaryKeyRead(Detector):
         hint = "session.flush()"
         fix = "call session.flush() (await session.flush() with AsyncSession) before reading it"
         # Flask-SQLAlchemy's db.session.add(...): the fix names db.session.
-        proxy = scoped_proxy(added.site) if added is not None and added.site else None
+        proxy = scoped_proxy(added.site if added is not None else None)
         if proxy is not None:
             hint = f"{'await ' if proxy.awaited else ''}{proxy.name}.flush()"
             fix = f"call {hint} before reading it"

@@ -68,10 +68,11 @@ class ScopedProxy(NamedTuple):
 _NAMES = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*[.(]")
 
 
-def scoped_proxy(site: CallSite) -> ScopedProxy | None:
-    """The ``scoped_session`` the line at ``site`` used, when a module-level name says so.
+def scoped_proxy(*sites: CallSite | None) -> ScopedProxy | None:
+    """The ``scoped_session`` the line at the first of ``sites`` that names one used,
+    when a module-level name says so.
 
-    Asked only when a leak is reported: the line's names are looked up in its module's
+    Asked only when a finding is reported: the line's names are looked up in its module's
     globals (``db_session.query(...)``, Flask-SQLAlchemy's ``db.session.get(...)``).
     """
     try:
@@ -79,6 +80,15 @@ def scoped_proxy(site: CallSite) -> ScopedProxy | None:
         from sqlalchemy.orm import scoped_session
     except Exception:  # pragma: no cover - an unusual SQLAlchemy build
         return None
+    for site in sites:
+        if site is not None:
+            found = _scoped_proxy_at(site, scoped_session, async_scoped_session)
+            if found is not None:
+                return found
+    return None
+
+
+def _scoped_proxy_at(site: CallSite, sync: type, asynchronous: type) -> ScopedProxy | None:
     module = module_of(site.filename)
     if module is None:
         return None
@@ -86,12 +96,12 @@ def scoped_proxy(site: CallSite) -> ScopedProxy | None:
     for dotted in _NAMES.findall(line):
         first, _, attribute = dotted.partition(".")
         name, value = first, module.__dict__.get(first)
-        if attribute and not isinstance(value, (scoped_session, async_scoped_session)):
+        if attribute and not isinstance(value, (sync, asynchronous)):
             # Static lookup: a property of the user's object must not run (it might query).
             name, value = dotted, inspect.getattr_static(value, attribute, None)
-        if isinstance(value, scoped_session):
+        if isinstance(value, sync):
             return ScopedProxy(name, False)
-        if isinstance(value, async_scoped_session):
+        if isinstance(value, asynchronous):
             return ScopedProxy(name, True)
     return None
 
@@ -191,7 +201,7 @@ class SessionLeak(Detector):
         self.uow.note_leak(site)
         stack = format_stack(record.opened, self.uow.settings.root)
         key: Any = site.key if site is not None else id(record)
-        proxy = scoped_proxy(site) if site is not None else None
+        proxy = scoped_proxy(site)
         dependency = generator_dependency(record.opened) if proxy is None else None
         related = [(frame, "called from here") for frame in record.opened[1:4]]
         if dependency is not None:

@@ -121,10 +121,7 @@ class SessionUsedAfterFailedFlush(Detector):
         awaited = "await " if in_async else ""
         # Flask-SQLAlchemy's db.session, a worker's module-level scoped_session: the fix
         # names it as the program does.
-        proxy = next(
-            (p for p in (scoped_proxy(s) for s in (failed.site, site) if s is not None) if p),
-            None,
-        )
+        proxy = scoped_proxy(failed.site, site)
         name = proxy.name if proxy is not None else "session"
         rollback = f"{awaited}{name}.rollback()"
         # An AsyncSession's begin_nested() is entered with `async with`.
