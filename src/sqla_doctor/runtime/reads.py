@@ -227,15 +227,20 @@ def _switch(mapper: Any) -> None:
         if not _state.enabled or _state.failed:
             return
         for descriptor in mapper.all_orm_descriptors.values():
-            # Exactly InstrumentedAttribute: a subclass (another library's, or a proxy
-            # for a synonym or a composite) may have a layout or a __get__ of its own.
-            if type(descriptor) is not InstrumentedAttribute:
-                continue
-            # Its event dispatcher is made for its class on first use: make it now, for
-            # InstrumentedAttribute, so that listeners keep finding it.
-            descriptor.dispatch  # noqa: B018 - the attribute access is the point
-            descriptor.__class__ = ReadTracked
-            _swapped[id(descriptor)] = descriptor
+            _switch_descriptor(descriptor)
+
+
+def _switch_descriptor(descriptor: Any) -> None:
+    """Make one attribute's reads observable (the caller holds ``_lock``)."""
+    # Exactly InstrumentedAttribute: a subclass (another library's, or a proxy for a
+    # synonym or a composite) may have a layout or a __get__ of its own.
+    if type(descriptor) is not InstrumentedAttribute:
+        return
+    # Its event dispatcher is made for its class on first use: make it now, for
+    # InstrumentedAttribute, so that listeners keep finding it.
+    descriptor.dispatch  # noqa: B018 - the attribute access is the point
+    descriptor.__class__ = ReadTracked
+    _swapped[id(descriptor)] = descriptor
 
 
 def tracked_keys(mapper: Any) -> frozenset[str]:
@@ -279,11 +284,7 @@ def cover_keys(mapper: Any, keys: frozenset[str]) -> bool:
         with _lock:
             descriptors = mapper.all_orm_descriptors
             for key in keys:
-                descriptor = descriptors.get(key)
-                if type(descriptor) is InstrumentedAttribute:
-                    descriptor.dispatch  # noqa: B018 - as in _switch()
-                    descriptor.__class__ = ReadTracked
-                    _swapped[id(descriptor)] = descriptor
+                _switch_descriptor(descriptors.get(key))
     except Exception:
         _fail("cover_keys")
         return False
