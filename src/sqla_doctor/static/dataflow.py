@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import child_nodes
+from sqla_doctor.static.index.functions import classmethod_receiver
 from sqla_doctor.static.index.models import class_literals
 
 if TYPE_CHECKING:
@@ -2956,14 +2957,7 @@ class SqlaObjects:
         if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
             return None
         owner = self.ctx.parent(function)
-        params = [*function.args.posonlyargs, *function.args.args]
-        decorators = function.decorator_list
-        if (
-            not isinstance(owner, ast.ClassDef)
-            or not params
-            or params[0].arg != name.id
-            or not any(isinstance(d, ast.Name) and d.id == "classmethod" for d in decorators)
-        ):
+        if not isinstance(owner, ast.ClassDef) or classmethod_receiver(function) != name.id:
             return None
         # Rebound in the body, it may name anything.
         if any(b.kind is not BindingKind.PARAMETER for b in self.flow.bindings(name)):

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqla_doctor.static.children import KNOWN_REVERSED_FIELDS, reversed_fields_of
-from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts, params_of
+from sqla_doctor.static.index.functions import (
+    FunctionFacts,
+    ReturnFacts,
+    classmethod_receiver,
+    params_of,
+)
 from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import ProviderFacts
@@ -697,10 +702,7 @@ class FunctionFlow:
         node = self.node
         if self.class_node is None or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             return None
-        if not any(isinstance(d, ast.Name) and d.id == "classmethod" for d in node.decorator_list):
-            return None
-        params = [*node.args.posonlyargs, *node.args.args]
-        if not params or params[0].arg != name:
+        if classmethod_receiver(node) != name:
             return None
         if any(binding.kind != "param" for binding in self.bindings.get(name, ())):
             return None

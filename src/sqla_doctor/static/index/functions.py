@@ -148,6 +148,14 @@ class FunctionBuilder:
         return self.facts
 
 
+def classmethod_receiver(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """The name a ``@classmethod`` gives its class (``cls``); None for other functions."""
+    if not any(isinstance(d, ast.Name) and d.id == "classmethod" for d in node.decorator_list):
+        return None
+    params = [*node.args.posonlyargs, *node.args.args]
+    return params[0].arg if params else None
+
+
 def params_of(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
     args = node.args
     return tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))
