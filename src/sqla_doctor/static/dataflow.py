@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import child_nodes
 from sqla_doctor.static.index.functions import classmethod_receiver
-from sqla_doctor.static.index.models import class_literals
+from sqla_doctor.static.index.models import call_tail, class_literals
 
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext
@@ -724,11 +724,7 @@ def _walk_scope(node: ast.AST) -> Iterator[ast.AST]:
 
 def _last_name(expr: ast.expr) -> str:
     """``Depends`` for both ``Depends`` and ``fastapi.Depends``; "" for anything else."""
-    if isinstance(expr, ast.Name):
-        return expr.id
-    if isinstance(expr, ast.Attribute):
-        return expr.attr
-    return ""
+    return call_tail(expr) or ""
 
 
 def _named_params(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:

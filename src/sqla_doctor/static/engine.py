@@ -32,9 +32,10 @@ from sqla_doctor.static.context import FileContext, ProjectContext
 from sqla_doctor.static.files import discover, display_path, module_for
 from sqla_doctor.static.flow import Scan
 from sqla_doctor.static.index import FileFacts, ProjectIndex
+from sqla_doctor.static.index.models import call_tail
 from sqla_doctor.static.index.names import NameResolver
 from sqla_doctor.static.parallel import PARALLEL_MIN_FILES, parallel_prepare, parallel_rules
-from sqla_doctor.static.rule import ProjectRule, Rule, call_tail
+from sqla_doctor.static.rule import ProjectRule, Rule
 from sqla_doctor.suppression import Suppressions
 
 UNPARSABLE = "SQD901"

@@ -29,7 +29,7 @@ from sqla_doctor.static.index.functions import (
     classmethod_receiver,
     params_of,
 )
-from sqla_doctor.static.index.models import keyword, literal_str, parse_annotation
+from sqla_doctor.static.index.models import call_tail, keyword, literal_str, parse_annotation
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import ProviderFacts
 from sqla_doctor.static.loaders import Options, parse_options
@@ -1131,9 +1131,7 @@ class FunctionFlow:
         pending = list(call.args)
         while pending:
             clause = pending.pop()
-            func = clause.func if isinstance(clause, ast.Call) else None
-            tail = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-            if isinstance(clause, ast.Call) and tail == "and_":
+            if isinstance(clause, ast.Call) and call_tail(clause.func) == "and_":
                 pending.extend(clause.args)
             else:
                 for column, other in _equalities(clause):
@@ -1440,10 +1438,7 @@ class FunctionFlow:
                     joined.append(model)
             return evolve(stmt, node=node, joins=stmt.joins + tuple(joined))
         if method in ("where", "filter", "filter_by"):
-            pinned = self._pinned(stmt, node)
-            return evolve(stmt, node=node, pinned=stmt.pinned | pinned) if pinned else evolve(
-                stmt, node=node
-            )
+            return evolve(stmt, node=node, pinned=stmt.pinned | self._pinned(stmt, node))
         if method in _STATEMENT_CHAIN:
             return evolve(stmt, node=node)
         if stmt.kind != "query":
@@ -1807,14 +1802,14 @@ def _pinned_by_call(
 ) -> frozenset[str]:
     """The columns a call pins by passing a value for the parameter compared to them."""
     pinned: set[str] = set()
+    bound = function.is_method and not any(
+        d.rpartition(".")[2] == "staticmethod" for d in function.decorators
+    )
     for column, param in pins:
         argument: ast.expr | None = next(
             (k.value for k in call.keywords if k.arg == param), None
         )
         position = function.param_position(param)
-        bound = function.is_method and not any(
-            d.rpartition(".")[2] == "staticmethod" for d in function.decorators
-        )
         if bound and position is not None:
             position -= 1  # `self`/`cls` is not written at the call
         if argument is None and position is not None and 0 <= position < len(call.args):

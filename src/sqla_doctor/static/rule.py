@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqla_doctor.findings import Applicability, Edit, Finding, Fix, Kind, Location, Related
 from sqla_doctor.registry import Check
+from sqla_doctor.static.index.models import call_tail
 
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext, ProjectContext
@@ -49,15 +50,6 @@ class Invalid:
 
 _R = TypeVar("_R", bound="Rule")
 CallVisitor = Callable[[_R, ast.Call], None]
-
-
-def call_tail(func: ast.expr) -> str | None:
-    """The last name of a callee as written: ``all`` for ``q.all()``, ``sorted``."""
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    if isinstance(func, ast.Name):
-        return func.id
-    return None
 
 
 def calls_to(

@@ -253,6 +253,15 @@ def is_type_checking(test: ast.expr) -> bool:
     )
 
 
+def call_tail(func: ast.expr) -> str | None:
+    """The last name of a callee as written: ``all`` for ``q.all()``, ``sorted``."""
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return None
+
+
 def dotted(node: ast.expr) -> str | None:
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
