@@ -45,10 +45,6 @@ def _dialect_dir(name: str) -> str | None:
     return None
 
 
-def _other_dialect_dir(name: str) -> bool:
-    return _dialect_dir(name) is not None
-
-
 @dataclass
 class ParsedFile:
     """A file read and parsed outside the engine's pass (revision files, env.py)."""

@@ -31,7 +31,7 @@ from sqla_doctor.static.index.models import (
     TableFacts,
     table_name_for,
 )
-from sqla_doctor.static.index.names import ModuleNames, NameResolver
+from sqla_doctor.static.index.names import SQLA_ROOTS, ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import (
     SESSION_CLASSES,
     EngineFacts,
@@ -635,7 +635,7 @@ class ProjectIndex:
         owner = target.rpartition(".")[0]
         if not owner:
             return False
-        return owner.partition(".")[0] in ("sqlalchemy", "sqlmodel") or (
+        return owner.partition(".")[0] in SQLA_ROOTS or (
             self._resolver.is_flask_sqlalchemy(self.follow(owner))
         )
 

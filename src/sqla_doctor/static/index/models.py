@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqla_doctor.static.index.names import DeferringResolver, NameResolver
+from sqla_doctor.static.index.names import SQLA_ROOTS, DeferringResolver, NameResolver
 
 # `Mapped[...]` and its variants; the write-only and dynamic ones fix the loader.
 _MAPPED_WRAPPERS = {"Mapped": None, "WriteOnlyMapped": "write_only", "DynamicMapped": "dynamic"}
@@ -1140,7 +1140,7 @@ def _may_make_a_column(resolver: NameResolver, func: ast.expr) -> bool:
         return True
     head = qualified.partition(".")[0]
     # SQLAlchemy's own column makers were recognised before this point.
-    return head not in sys.stdlib_module_names and head not in ("sqlalchemy", "sqlmodel")
+    return head not in sys.stdlib_module_names and head not in SQLA_ROOTS
 
 
 _BUILTINS = frozenset(dir(builtins))

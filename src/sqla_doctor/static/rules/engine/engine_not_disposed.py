@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.dataflow import StringFlow
@@ -265,6 +266,10 @@ class EngineNotDisposed(Rule):
         ),
     )
 
+    @cached_property
+    def strings(self) -> StringFlow:
+        return StringFlow(self.ctx.dataflow)
+
     def visit_Module(self, node: ast.Module) -> None:
         facts = self.ctx.facts
         if not facts.orm.engines or _is_test(self.ctx.path):
@@ -286,7 +291,7 @@ class EngineNotDisposed(Rule):
             if (
                 not engine.is_async
                 and isinstance(target, ast.Call)
-                and sqlite_engine(target, StringFlow(self.ctx.dataflow))
+                and sqlite_engine(target, self.strings)
             ):
                 continue  # no server holds its connections; the process's exit closes them
             name = engine.qualname.rpartition(".")[2]
