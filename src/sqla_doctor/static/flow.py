@@ -18,7 +18,7 @@ use. When something is not knowable statically, the answer is None and rules sta
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +27,7 @@ from sqla_doctor.static.index.functions import (
     FunctionFacts,
     ReturnFacts,
     classmethod_receiver,
+    instance_receiver,
     params_of,
 )
 from sqla_doctor.static.index.models import call_tail, keyword, literal_str, parse_annotation
@@ -699,10 +700,25 @@ class FunctionFlow:
     def _own_class(self, name: str) -> str | None:
         """The class ``cls`` names in a classmethod: the one it is defined on (called
         through a subclass, a subclass of it, with the same relationships)."""
+        return self._receiver_class(name, classmethod_receiver)
+
+    def _own_method(self, name: str, method: str) -> FunctionFacts | None:
+        """``self.all_users()`` in a method: the method of the class it is defined on
+        (a subclass could override it; the class we read is the one we judge)."""
+        cls = self._receiver_class(name, instance_receiver)
+        if cls is None or self.index is None:
+            return None
+        return self.index.function(f"{cls}.{method}")
+
+    def _receiver_class(
+        self,
+        name: str,
+        receiver: Callable[[ast.FunctionDef | ast.AsyncFunctionDef], str | None],
+    ) -> str | None:
         node = self.node
         if self.class_node is None or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             return None
-        if classmethod_receiver(node) != name:
+        if receiver(node) != name:
             return None
         if any(binding.kind != "param" for binding in self.bindings.get(name, ())):
             return None
@@ -1324,6 +1340,10 @@ class FunctionFlow:
             return None
         if isinstance(receiver, ClientValue):
             return None
+        if receiver is None and isinstance(func.value, ast.Name):
+            own = self._own_method(func.value.id, method)
+            if own is not None:
+                return self._returned(node, own)
         session = receiver if isinstance(receiver, SessionValue) else None
         if session is None and receiver is not None:
             return None

@@ -156,6 +156,18 @@ def classmethod_receiver(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | 
     return params[0].arg if params else None
 
 
+def instance_receiver(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """The name a plain method gives its instance (``self``); None for static and class
+    methods."""
+    if any(
+        isinstance(d, ast.Name) and d.id in ("classmethod", "staticmethod")
+        for d in node.decorator_list
+    ):
+        return None
+    params = [*node.args.posonlyargs, *node.args.args]
+    return params[0].arg if params else None
+
+
 def params_of(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
     args = node.args
     return tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))

@@ -431,6 +431,27 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # Its own query method through `self`, with the collection loaded up front.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, selectinload
+            from app.models import User
+
+            class UserRepository:
+                def __init__(self, session: Session) -> None:
+                    self.session = session
+
+                def with_posts(self) -> list[User]:
+                    stmt = select(User).options(selectinload(User.posts))
+                    return list(self.session.scalars(stmt))
+
+                def titles(self) -> dict[str, list[str]]:
+                    return {u.name: [p.title for p in u.posts] for u in self.with_posts()}
+            """,
+            path="app/repo.py",
+            files=_FILES,
+        ),
         # A test asserting on a few fixture rows.
         Valid(
             """
@@ -1073,6 +1094,32 @@ class RelationshipAccessInLoop(Rule):
                 "to that query"
             ),
             line=8,
+        ),
+        # A repository calling its own query method through `self`.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.models import User
+
+            class UserRepository:
+                def __init__(self, session: Session) -> None:
+                    self.session = session
+
+                def all_users(self) -> list[User]:
+                    return list(self.session.scalars(select(User)))
+
+                def titles(self) -> dict[str, list[str]]:
+                    return {u.name: [p.title for p in u.posts] for u in self.all_users()}
+            """,
+            path="app/repo.py",
+            files=_FILES,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `self.all_users()` (loaded "
+                "by `all_users()` at app/repo.py:10) — add `.options(selectinload(User.posts))` "
+                "to that query"
+            ),
+            line=13,
         ),
         # Classic mapping: the direction comes from the tables' foreign keys
         # (addresses.customer_id → customers: a collection of addresses)...
