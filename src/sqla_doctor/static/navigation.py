@@ -36,6 +36,17 @@ _ROUTE_METHODS = frozenset(
 )
 
 
+def route_decorators(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Call]:
+    """The ``@app.get(...)``/``@router.post(...)`` decorators that make a web route of it."""
+    return [
+        decorator
+        for decorator in function.decorator_list
+        if isinstance(decorator, ast.Call)
+        and isinstance(decorator.func, ast.Attribute)
+        and decorator.func.attr in _ROUTE_METHODS
+    ]
+
+
 @dataclass(frozen=True)
 class LazyAccess:
     """A relationship read that the statement's options and the mapping leave unloaded."""
@@ -297,18 +308,12 @@ class Navigator:
         function = self.flow.node
         if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
             return
-        model_expr: ast.expr | None = None
-        is_route = False
-        for decorator in function.decorator_list:
-            if (
-                isinstance(decorator, ast.Call)
-                and isinstance(decorator.func, ast.Attribute)
-                and decorator.func.attr in _ROUTE_METHODS
-            ):
-                is_route = True
-                model_expr = keyword(decorator, "response_model") or model_expr
-        if not is_route:
+        routes = route_decorators(function)
+        if not routes:
             return
+        model_expr: ast.expr | None = None
+        for decorator in routes:
+            model_expr = keyword(decorator, "response_model") or model_expr
         if model_expr is None:
             model_expr = function.returns
         if model_expr is None:

@@ -11,6 +11,7 @@ from sqla_doctor.static.alembic.sql import classify
 from sqla_doctor.static.dataflow import Binding, BindingKind, SqlaObjects
 from sqla_doctor.static.flow import (
     FunctionFlow,
+    SessionValue,
     StatementValue,
     contains,
     flow_for,
@@ -36,6 +37,7 @@ from sqla_doctor.static.lifecycle import (
     sets_isolation,
     unbound,
 )
+from sqla_doctor.static.navigation import route_decorators
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _FILES = {
@@ -60,6 +62,33 @@ _FILES = {
     """,
 }
 
+
+# A FastAPI generator dependency that closes its session and leaves committing to the
+# routes, and one that commits after the route ran.
+_DEPENDENCY_FILES = {
+    **_FILES,
+    "app/deps.py": """
+    from collections.abc import Iterator
+
+    from sqlalchemy.orm import Session
+
+    from app.db import SessionLocal
+
+    def get_db() -> Iterator[Session]:
+        with SessionLocal() as session:
+            yield session
+
+    def get_unit_of_work() -> Iterator[Session]:
+        with SessionLocal() as session:
+            yield session
+            session.commit()
+    """,
+    "app/crud.py": """
+    def save(db, obj):
+        db.add(obj)
+        db.commit()
+    """,
+}
 
 _CORE_FILES = {
     "app/__init__.py": "",
@@ -98,6 +127,12 @@ class WriteWithoutCommit(Rule):
     `exec_driver_sql(...)`, `metadata.create_all(conn)`, `run_sync(metadata.create_all)` —
     with no `conn.commit()` after it before the connection is closed.
 
+    Web routes (FastAPI): a route (`@app.post(...)`, `@router.put(...)`) that writes
+    through the session a generator dependency yields (`db: Session = Depends(get_db)`),
+    when that dependency closes the session without committing it and nothing in the
+    route commits: the write is rolled back when the request ends, even after a
+    `flush()`.
+
     ## Why is this bad?
     Closing a session rolls back its transaction. The code runs without an error, the
     objects even get primary keys after a flush, and the data is silently gone: the
@@ -114,8 +149,8 @@ class WriteWithoutCommit(Rule):
     reported, nor one that is explicitly rolled back or flushed (tests and dry runs do
     this on purpose), nor one whose transaction is managed by hand (`conn.begin()`,
     `text("COMMIT")`), nor DDL that drops every table it creates (a probe that the
-    database takes writes). Sessions and connections the function receives (parameters,
-    dependencies) are the caller's to commit.
+    database takes writes). Sessions and connections the function receives as
+    parameters are the caller's to commit.
 
     A connection is reported only when its engine is known not to run in AUTOCOMMIT:
     `create_engine(..., isolation_level="AUTOCOMMIT")`, `execution_options(isolation_level=
@@ -123,6 +158,13 @@ class WriteWithoutCommit(Rule):
     somewhere the analysis cannot see stay silent. DDL alone is not reported on SQLite and
     MySQL engines, whose drivers run it outside a transaction. Alembic's `env.py` and
     migrations are left alone: Alembic commits their connection.
+
+    A route's session is judged only when the dependency is a project generator that
+    closes it (`with`, or `close()` in a `finally`) and never commits; a route handing it
+    to a helper, or declaring `dependencies=[...]` (one of which may commit the same
+    session, as FastAPI shares it within a request), is left alone. A dependency the
+    router declares (`APIRouter(dependencies=...)`) is not seen: one that commits the
+    session after the route returns makes such a report wrong.
 
     ## Example
     ```python
@@ -169,12 +211,47 @@ class WriteWithoutCommit(Rule):
     severity = Severity.ERROR
     fix = Applicability.UNSAFE
     message = (
-        "`{write}` is never committed: `{session}` (line {line}) is closed without "
-        "`{session}.commit()`{after}, which rolls the write back — commit before the block "
-        "ends, or open it with `{begin}`"
+        "`{write}` is never committed: {held} without `{session}.commit()`{after}, which "
+        "rolls the write back — {remedy}"
     )
 
     VALID = (
+        # Routes on a dependency's session that commit: themselves, through a helper,
+        # through the dependency (after its `yield`, or one the route declares).
+        Valid(
+            """
+            from fastapi import Depends, FastAPI
+            from sqlalchemy import update
+            from sqlalchemy.orm import Session
+            from app.crud import save
+            from app.deps import get_db, get_unit_of_work
+            from app.models import User
+
+            app = FastAPI()
+
+            @app.post("/a")
+            def a(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))
+                db.commit()
+
+            @app.post("/b")
+            def b(name: str, db: Session = Depends(get_db)):
+                save(db, User(name=name))
+
+            @app.post("/c")
+            def c(name: str, db: Session = Depends(get_unit_of_work)):
+                db.add(User(name=name))
+
+            @app.post("/d", dependencies=[Depends(commits_at_the_end)])
+            def d(name: str, db: Session = Depends(get_db)):
+                db.execute(update(User).values(name=name))
+
+            def not_a_route(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))  # a dependency: the route it serves may commit
+            """,
+            path="app/routes.py",
+            files=_DEPENDENCY_FILES,
+        ),
         # A session with nothing to connect to, used to see what add() cascades to.
         Valid(
             """
@@ -441,6 +518,36 @@ class WriteWithoutCommit(Rule):
         ),
     )
     INVALID = (
+        # A route writing through a dependency that closes the session without a commit:
+        # flushed or not, the write is rolled back when the request ends.
+        Invalid(
+            """
+            from typing import Annotated
+
+            from fastapi import APIRouter, Depends
+            from sqlalchemy.orm import Session
+            from app.deps import get_db
+            from app.models import User
+
+            router = APIRouter()
+
+            @router.post("/users")
+            def create(name: str, db: Annotated[Session, Depends(get_db)]) -> int:
+                user = User(name=name)
+                db.add(user)
+                db.flush()
+                return user.id
+            """,
+            path="app/routes.py",
+            files=_DEPENDENCY_FILES,
+            line=13,
+            expected_message=(
+                "`db.add(user)` is never committed: `get_db()` (app/deps.py:7) closes `db` "
+                "when the request ends without `db.commit()`, which rolls the write back — "
+                "call `db.commit()` after the writes, or commit in `get_db()` after its "
+                "`yield`"
+            ),
+        ),
         # The probe keeps the table it creates.
         Invalid(
             """
@@ -705,6 +812,10 @@ class WriteWithoutCommit(Rule):
         if not self.in_alembic:
             for connection in owned_connections(flow):
                 self._check_connection(flow, connection)
+        if route_decorators(node):
+            for name, binding, value in flow.sessions():
+                if binding.kind == "param" and value.how == "depends":
+                    self._check_dependency(flow, node, name, value)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -748,10 +859,65 @@ class WriteWithoutCommit(Rule):
         self.report(
             write,
             write=_shorten(self.ctx.text(write)),
+            held=f"`{name}` (line {owned.binding.node.lineno}) is closed",  # type: ignore[attr-defined]
             session=name,
-            line=owned.binding.node.lineno,  # type: ignore[attr-defined]
             after="",
-            begin=".begin()",
+            remedy="commit before the block ends, or open it with `.begin()`",
+        )
+
+    def _check_dependency(
+        self,
+        flow: FunctionFlow,
+        route: ast.FunctionDef | ast.AsyncFunctionDef,
+        name: str,
+        value: SessionValue,
+    ) -> None:
+        """A route writing through the session a generator dependency yields, which
+        closes it when the request ends without committing: nothing commits the write."""
+        index = self.ctx.index
+        source = index.session_source(value.source)
+        if (
+            source is None
+            or source.kind != "provider"
+            or source.style != "generator"
+            or not source.managed
+            or source.commits
+            or source.scoped
+        ):
+            return
+        if any(keyword(d, "dependencies") is not None for d in route_decorators(route)):
+            return  # a dependency of the route's own may commit the same session
+        if len(flow.bindings.get(name, ())) > 1 or escapes(flow, name):
+            return
+        calls = method_calls(flow, name)
+        methods = {method for method, _ in calls}
+        if methods & {"commit", "begin", "rollback", "begin_nested", "in_transaction"}:
+            return
+        for load in flow.name_loads.get(name, ()):
+            if isinstance(flow.parent(load), (ast.Call, ast.keyword, ast.withitem)):
+                return  # handed to a helper, which may commit
+        if any(
+            method == "execute" and call.args and self.statements.of(call.args[0]) == COMMIT
+            for method, call in calls
+        ):
+            return
+        write = next((call for method, call in calls if self._is_write(flow, method, call)), None)
+        if write is None:
+            return
+        provider = index.function(source.qualname)
+        assert provider is not None  # a provider source is a project function
+        where = f"{index.path_of(provider.qualname) or '?'}:{provider.line}"
+        commit = f"{'await ' if value.is_async else ''}{name}.commit()"
+        self.report(
+            write,
+            write=_shorten(self.ctx.text(write)),
+            held=f"`{provider.name}()` ({where}) closes `{name}` when the request ends",
+            session=name,
+            after="",
+            remedy=(
+                f"call `{commit}` after the writes, or commit in `{provider.name}()` "
+                "after its `yield`"
+            ),
         )
 
     def _is_write(self, flow: FunctionFlow, method: str, call: ast.Call) -> bool:
@@ -873,10 +1039,10 @@ class WriteWithoutCommit(Rule):
         self.report(
             lost,
             write=_shorten(self.ctx.text(lost)),
+            held=f"`{name}` (line {owned.binding.node.lineno}) is closed",  # type: ignore[attr-defined]
             session=name,
-            line=owned.binding.node.lineno,  # type: ignore[attr-defined]
             after=" after it" if earlier else "",
-            begin=f"{engine_text}.begin()",
+            remedy=f"commit before the block ends, or open it with `{engine_text}.begin()`",
             hint=(
                 f"call `{commit}` after the last write, or open the connection with "
                 f"`{prefix}with {engine_text}.begin() as {name}:`, which commits when the "
