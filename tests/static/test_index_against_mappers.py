@@ -238,6 +238,32 @@ class Post(Base):
     id = Column(Integer, primary_key=True)
     user_id = Column(Integer, ForeignKey("users.id"))
 """
+CASES["tablename_rule"] = """
+import re
+class Lowered:
+    @declared_attr.directive
+    def __tablename__(cls) -> str:
+        return cls.__name__.lower()
+class Named:
+    @declared_attr
+    def __tablename__(cls):
+        return cls.__name__
+class Snake:
+    @declared_attr.directive
+    def __tablename__(cls) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+class Customer(Lowered, Base):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    orders: Mapped[list["PurchaseOrder"]] = relationship(back_populates="customer")
+class PurchaseOrder(Named, Base):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    customer: Mapped[Customer] = relationship(back_populates="orders")
+class OrderNote(Snake, Base):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("PurchaseOrder.id"))
+    order: Mapped[PurchaseOrder] = relationship()
+"""
 HEAD = """
 from __future__ import annotations
 from typing import List, Optional
@@ -261,7 +287,10 @@ KNOWN = {
     "assoc": {"Order.lines", "OrderLine.order", "OrderLine.product"},
     "optional": {"Team.heroes", "Hero.team", "Hero.mentor", "Hero.mentees"},
     "dynamic": {"User.posts", "Post.user"},
+    "tablename_rule": {"Customer.orders", "PurchaseOrder.customer", "OrderNote.order"},
 }
+# Models whose table name the index must know.
+KNOWN_TABLES = {"tablename_rule": {"Customer", "PurchaseOrder"}}
 
 
 def _index(tmp_path: Path, source: str) -> ProjectIndex:
@@ -294,7 +323,13 @@ def test_the_index_never_contradicts_the_mappers(tmp_path: Path, name: str) -> N
     source = HEAD + textwrap.dedent(CASES[name])
     index = _index(tmp_path, source)
     known = set()
+    tables = set()
     for mapper in _mapped(name, source).mappers:
+        model = index.model(f"app.models.{mapper.class_.__name__}")
+        assert model is not None, mapper.class_.__name__
+        if model.table is not None:
+            assert model.table == mapper.local_table.name, mapper.class_.__name__
+            tables.add(mapper.class_.__name__)
         for prop in mapper.relationships:
             where = f"{mapper.class_.__name__}.{prop.key}"
             rel = index.relationship(f"app.models.{mapper.class_.__name__}", prop.key)
@@ -308,3 +343,4 @@ def test_the_index_never_contradicts_the_mappers(tmp_path: Path, name: str) -> N
             if rel.collection is not None and rel.direction is not None:
                 known.add(where)
     assert KNOWN.get(name, set()) <= known
+    assert KNOWN_TABLES.get(name, set()) <= tables

@@ -29,6 +29,7 @@ from sqla_doctor.static.index.models import (
     ListenerFacts,
     RelationshipFacts,
     TableFacts,
+    class_rule_table,
     table_name_for,
 )
 from sqla_doctor.static.index.names import SQLA_ROOTS, ModuleNames, NameResolver
@@ -644,6 +645,8 @@ class ProjectIndex:
         cls = table[name][0]
         if cls.tablename:
             return cls.tablename
+        if cls.tablename_from_class is not None:
+            return class_rule_table(cls.tablename_from_class, cls.name)
         if cls.tablename_dynamic:
             return None
         # Single-table inheritance: no table of its own, the parent's is used.
@@ -653,6 +656,8 @@ class ProjectIndex:
             return parent_model.table if parent_model is not None else None
         for ancestor in mro[1:]:
             a_cls = table[ancestor][0]
+            if a_cls.tablename_from_class is not None:
+                return class_rule_table(a_cls.tablename_from_class, cls.name)
             if a_cls.tablename_dynamic:
                 return None
             if a_cls.tablename and self._kind(ancestor)[0] != "mapped":

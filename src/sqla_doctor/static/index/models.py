@@ -159,6 +159,9 @@ class ClassFacts:
     metaclass: str | None = None
     tablename: str | None = None
     tablename_dynamic: bool = False
+    # A `@declared_attr` `__tablename__` made from the class name: "name" for
+    # `cls.__name__`, "lower" for `cls.__name__.lower()`; the class using it is named.
+    tablename_from_class: str | None = None
     abstract: bool = False
     has_table: bool = False
     table_columns_known: bool = True
@@ -778,6 +781,37 @@ def _single_return(func: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.expr | N
     return None
 
 
+def _name_of_class_rule(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """"name" for a function returning `cls.__name__`, "lower" for
+    `cls.__name__.lower()`: a `__tablename__` every class using it can be named by."""
+    value = _single_return(func)
+    params = [*func.args.posonlyargs, *func.args.args]
+    if value is None or not params or len(func.body) != 1:
+        return None
+    rule = "name"
+    if (
+        isinstance(value, ast.Call)
+        and not value.args
+        and not value.keywords
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr == "lower"
+    ):
+        rule, value = "lower", value.func.value
+    if (
+        isinstance(value, ast.Attribute)
+        and value.attr == "__name__"
+        and isinstance(value.value, ast.Name)
+        and value.value.id == params[0].arg
+    ):
+        return rule
+    return None
+
+
+def class_rule_table(rule: str, class_name: str) -> str:
+    """The table name a :func:`_name_of_class_rule` rule gives a class."""
+    return class_name.lower() if rule == "lower" else class_name
+
+
 def _pydantic_config(node: ast.expr) -> bool | None:
     if isinstance(node, ast.Call):
         value = keyword(node, "from_attributes")
@@ -1003,7 +1037,8 @@ def _method(
             facts.properties.add(stmt.name)
     if declared:
         if stmt.name == "__tablename__":
-            facts.tablename_dynamic = True
+            facts.tablename_from_class = _name_of_class_rule(stmt)
+            facts.tablename_dynamic = facts.tablename_from_class is None
             return
         if stmt.name == "__table_args__":
             facts.table_args_dynamic = True
