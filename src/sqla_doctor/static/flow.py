@@ -30,7 +30,13 @@ from sqla_doctor.static.index.functions import (
     instance_receiver,
     params_of,
 )
-from sqla_doctor.static.index.models import call_tail, keyword, literal_str, parse_annotation
+from sqla_doctor.static.index.models import (
+    call_tail,
+    keyword,
+    literal_bool,
+    literal_str,
+    parse_annotation,
+)
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import ProviderFacts
 from sqla_doctor.static.loaders import Options, parse_options
@@ -1210,7 +1216,13 @@ class FunctionFlow:
             "sqlalchemy",
             "sqlmodel",
         ):
-            return SessionValue(tail == "AsyncSession", "call", node, qualified)
+            return SessionValue(
+                tail == "AsyncSession",
+                "call",
+                node,
+                qualified,
+                expire_on_commit=_expire_on_commit(node),
+            )
         if qualified in _ITER_BUILTINS and node.args:
             inner = self.value(node.args[0])
             if (
@@ -1533,6 +1545,15 @@ class FunctionFlow:
     def calls_on(self, key: str) -> list[ast.Call]:
         """Method calls on a receiver name (or ``self.attr``), in source order."""
         return self.receiver_calls.get(key, [])
+
+
+def _expire_on_commit(call: ast.Call) -> bool | None:
+    """What ``Session(..., expire_on_commit=...)`` says (True when absent); None when
+    it is not a literal or may come in ``**kwargs``."""
+    if any(kw.arg is None for kw in call.keywords):
+        return None
+    value = keyword(call, "expire_on_commit")
+    return True if value is None else literal_bool(value)
 
 
 def receiver_key(node: ast.expr) -> str | None:

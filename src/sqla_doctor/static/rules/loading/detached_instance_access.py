@@ -10,6 +10,7 @@ from sqla_doctor.static.flow import (
     Binding,
     FunctionFlow,
     ObjectsValue,
+    SessionValue,
     contains,
     flow_for,
     worth_analysing,
@@ -20,12 +21,26 @@ from sqla_doctor.static.rule import Invalid, Rule, Valid
 _FILES = {
     "app/__init__.py": "",
     "app/db.py": """
+    from contextlib import contextmanager
+
     from sqlalchemy import create_engine
     from sqlalchemy.orm import sessionmaker
 
     engine = create_engine("postgresql+psycopg://app@db/app")
     SessionLocal = sessionmaker(engine)
     ReadSession = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session_scope():
+        session = SessionLocal()
+        try:
+            yield session
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        finally:
+            session.close()
     """,
     "app/models.py": """
     from sqlalchemy import ForeignKey
@@ -66,8 +81,10 @@ class DetachedInstanceAccess(Rule):
     Checks for ORM objects used after the session that loaded them is closed — after
     its `with` block, after `close()`, or returned by a function (in any module) that
     loads them inside a session it closes — when the code then reads a relationship
-    the query did not eager-load, or reads any attribute after a `commit()` expired
-    them (`expire_on_commit=True`, the default).
+    the query did not eager-load, or reads any attribute after a commit expired them
+    (`expire_on_commit=True`, the default): a `commit()` call, or the commit that ends a
+    `with SessionLocal.begin()` block or a context manager that commits after its
+    `yield`. Objects the block makes and `add()`s are expired by that commit too.
 
     ## Why is this bad?
     A closed session cannot load anything: `DetachedInstanceError: Parent instance
@@ -142,6 +159,47 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # Objects made and added in the block: read before it ends, refreshed after the
+        # commit, kept loaded by the session (expire_on_commit=False), only flushed.
+        Valid(
+            """
+            from sqlalchemy.orm import Session
+            from app.db import engine
+            from app.models import User
+
+            def a(name):
+                with Session(engine) as session:
+                    user = User(name=name)
+                    session.add(user)
+                    session.commit()
+                    ident = user.id
+                return ident
+
+            def b(name):
+                with Session(engine) as session:
+                    user = User(name=name)
+                    session.add(user)
+                    session.commit()
+                    session.refresh(user)
+                return user.id
+
+            def c(name):
+                with Session(engine, expire_on_commit=False) as session:
+                    user = User(name=name)
+                    session.add(user)
+                    session.commit()
+                return user.id
+
+            def d(name):
+                with Session(engine) as session:
+                    user = User(name=name)
+                    session.add(user)
+                    session.flush()
+                return user.id
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
         # Committed, but the factory keeps objects loaded (expire_on_commit=False).
         Valid(
             """
@@ -153,6 +211,12 @@ class DetachedInstanceAccess(Rule):
                     user = session.get(User, user_id)
                     user.name = name
                     session.commit()
+                return user.name
+
+            def rename_in_block(user_id, name):
+                with ReadSession.begin() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
                 return user.name
             """,
             path="app/views.py",
@@ -294,6 +358,58 @@ class DetachedInstanceAccess(Rule):
                 "on the session factory, or read it before the session closes"
             ),
         ),
+        # The block commits as it ends (`.begin()`, a committing context manager): the
+        # objects it loaded are expired, then detached.
+        Invalid(
+            """
+            from app.db import SessionLocal, session_scope
+            from app.models import User
+
+            def rename(user_id, name):
+                with SessionLocal.begin() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                return user.name
+
+            def rename_in_scope(user_id, name):
+                with session_scope() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                return user.name
+            """,
+            path="app/views.py",
+            files=_FILES,
+            count=2,
+            expected_message=(
+                "`user.name` is read after the commit that ends the `with` block at line 5 "
+                "expired `user` and the session closed: this raises DetachedInstanceError — "
+                "set `expire_on_commit=False` on the session factory, or read it before the "
+                "session closes"
+            ),
+        ),
+        # An object made and added in the block, read after the commit detached it.
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            from app.db import engine
+            from app.models import User
+
+            def create(name):
+                with Session(engine) as session:
+                    user = User(name=name)
+                    session.add(user)
+                    session.commit()
+                return user.id
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                "`user.id` is read after `session.commit()` (line 9) expired `user` and the "
+                "session closed: this raises DetachedInstanceError — set `expire_on_commit=False` "
+                "on the session factory, or read it before the session closes"
+            ),
+        ),
         # close() called explicitly, then a many-to-one read.
         Invalid(
             """
@@ -359,8 +475,74 @@ class DetachedInstanceAccess(Rule):
                     continue
                 region, where, commit = closed
                 self._check(flow, navigator, binding, objects, region, where, commit)
+        for with_node in flow.withs:
+            self._check_added(flow, with_node)
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _check_added(self, flow: FunctionFlow, with_node: ast.With | ast.AsyncWith) -> None:
+        """Objects made here and ``add()``-ed to the block's session, read after the
+        block: a commit in it expired them, and they cannot be refreshed once detached."""
+        end = _end_of(flow.node)
+        closed = _Region(with_node.end_lineno or 0, with_node.end_col_offset or 0, *end)
+        for item in with_node.items:
+            target = item.optional_vars
+            if not isinstance(target, ast.Name):
+                continue
+            session = flow.session_of(target)
+            if session is None or session.is_async or session.scoped:
+                continue
+            key = target.id
+            for call in flow.calls_on(key):
+                func = call.func
+                assert isinstance(func, ast.Attribute)
+                if (
+                    func.attr != "add"
+                    or len(call.args) != 1
+                    or not isinstance(call.args[0], ast.Name)
+                    or not contains(with_node, call)
+                ):
+                    continue
+                name = call.args[0].id
+                binding = flow.binding(name, call)
+                if binding is None or not self._made_here(flow, binding, with_node):
+                    continue
+                commit = self._commit(flow, key, call, closed, session) or _block_commit(
+                    session, with_node
+                )
+                if commit is None:
+                    continue
+                by = (
+                    f"`{key}.commit()` (line {commit.lineno})"
+                    if isinstance(commit, ast.Call)
+                    else commit
+                )
+                for read in flow.reads_in(name, closed):  # type: ignore[arg-type]
+                    if flow.binding(name, read) is not binding:
+                        continue
+                    self.report(
+                        read,
+                        problem=(
+                            f"`{name}.{read.attr}` is read after {by} expired `{name}` "
+                            "and the session closed: this raises DetachedInstanceError — "
+                            "set `expire_on_commit=False` on the session factory, or read it "
+                            "before the session closes"
+                        ),
+                    )
+                    break
+
+    def _made_here(self, flow: FunctionFlow, binding: Binding, block: ast.AST) -> bool:
+        """``user = User(...)`` inside the block, with a mapped class of the project."""
+        value = binding.value
+        if (
+            binding.kind != "assign"
+            or binding.element is not None
+            or not isinstance(value, ast.Call)
+            or not isinstance(value.func, (ast.Name, ast.Attribute))
+            or not contains(block, binding.node)
+        ):
+            return False
+        return self.ctx.index.model(flow.qualify(value.func)) is not None
 
     def _closed(
         self, flow: FunctionFlow, binding: Binding, objects: ObjectsValue
@@ -373,7 +555,7 @@ class DetachedInstanceAccess(Rule):
                 return None
             commit: ast.Call | str | None = None
             if returns.committed and self._expires(returns.factory):
-                commit = "commit"
+                commit = f"the commit in `{objects.origin_name}()` ({objects.origin_path})"
             # Reads see the objects after they are bound: in a `for` loop's body (after
             # its iterable), in a comprehension's element (before its `for` clause).
             if binding.kind == "comp":
@@ -400,7 +582,8 @@ class DetachedInstanceAccess(Rule):
                     return (
                         region,
                         f"the `with` block at line {with_node.lineno} closed it",
-                        self._commit(flow, key, load, region, objects),
+                        self._commit(flow, key, load, region, objects.session)
+                        or _block_commit(objects.session, with_node),
                     )
         for call in flow.calls_on(key):
             func = call.func
@@ -409,7 +592,7 @@ class DetachedInstanceAccess(Rule):
                 return (
                     region,
                     f"`{key}.close()` at line {call.lineno}",
-                    self._commit(flow, key, load, region, objects),
+                    self._commit(flow, key, load, region, objects.session),
                 )
         return None
 
@@ -420,9 +603,13 @@ class DetachedInstanceAccess(Rule):
         return source is not None and source.expire_on_commit is True
 
     def _commit(
-        self, flow: FunctionFlow, key: str, load: ast.AST, closed: _Region, objects: ObjectsValue
+        self,
+        flow: FunctionFlow,
+        key: str,
+        load: ast.AST,
+        closed: _Region,
+        session: SessionValue | None,
     ) -> ast.Call | None:
-        session = objects.session
         if session is None or session.expire_on_commit is not True:
             return None
         found: ast.Call | None = None
@@ -460,7 +647,7 @@ class DetachedInstanceAccess(Rule):
                 if isinstance(commit, ast.Call):
                     by = f"`{objects.receiver or 'session'}.commit()` (line {commit.lineno})"
                 else:
-                    by = f"the commit in `{objects.origin_name}()` ({objects.origin_path})"
+                    by = commit
                 self.report(
                     read,
                     problem=(
@@ -489,6 +676,14 @@ class DetachedInstanceAccess(Rule):
                     f"`{option}` to that query, or read it before the session closes"
                 ),
             )
+
+
+def _block_commit(session: SessionValue | None, with_node: ast.With | ast.AsyncWith) -> str | None:
+    """The commit a ``with`` block makes as it ends (``Factory.begin()``, a provider that
+    commits after its ``yield``) when it expires what the session loaded."""
+    if session is None or not session.commits or session.expire_on_commit is not True:
+        return None
+    return f"the commit that ends the `with` block at line {with_node.lineno}"
 
 
 def _after(node: ast.AST, other: ast.AST) -> bool:
