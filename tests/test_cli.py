@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import subprocess
 import sys
@@ -217,6 +218,63 @@ def test_fix_applies_safe_fixes_and_diff_shows_them(
     assert fixed.code == 0
     assert (tmp_path / "app.py").read_text().endswith("default=lambda: [])\n")
     assert run_cli(capsys, "check", str(tmp_path)).code == 0
+
+
+def test_fix_diff_shows_what_every_pass_of_fix_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two fixes that both add to one import line overlap: `fix` applies them in two
+    passes, and `--diff` shows both without writing anything."""
+    write_tree(
+        tmp_path,
+        {
+            "pyproject.toml": "",
+            "app.py": """\
+from sqlalchemy import ForeignKey, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Author(Base):
+    __tablename__ = "author"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    books: Mapped[list["Book"]] = relationship(back_populates="author")
+
+
+class Book(Base):
+    __tablename__ = "book"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("author.id"))
+    author: Mapped[Author] = relationship(back_populates="books")
+
+
+def titles(session: Session) -> list[int]:
+    return [len(a.books) for a in session.scalars(select(Author))]
+
+
+def authors(session: Session) -> list[int]:
+    return [b.author.id for b in session.scalars(select(Book))]
+""",
+        },
+    )
+    before = (tmp_path / "app.py").read_text()
+    diff = run_cli(capsys, "fix", "--unsafe-fixes", "--diff", str(tmp_path))
+    assert diff.code == 1
+    assert "--- a/app.py" in diff.out
+    assert "Would apply 2 fix(es) in 1 file(s)." in diff.out
+    assert (tmp_path / "app.py").read_text() == before
+    fixed = run_cli(capsys, "fix", "--unsafe-fixes", str(tmp_path))
+    assert "Applied 2 fix(es)" in fixed.out
+    after = (tmp_path / "app.py").read_text()
+    assert "joinedload(Book.author)" in after
+    assert "selectinload(Author.books)" in after
+    shown = difflib.unified_diff(
+        before.splitlines(True), after.splitlines(True), "a/app.py", "b/app.py"
+    )
+    assert diff.out.startswith("".join(shown))
 
 
 def test_explain_prints_the_rule_page(capsys: pytest.CaptureFixture[str]) -> None:

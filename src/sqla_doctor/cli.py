@@ -11,7 +11,7 @@ import difflib
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -299,7 +299,10 @@ def _off_below_2(
 
 
 def _analyse(
-    args: argparse.Namespace, errors: _Errors, since: str | None = None
+    args: argparse.Namespace,
+    errors: _Errors,
+    since: str | None = None,
+    unsaved: Mapping[Path, bytes] | None = None,
 ) -> tuple[Config, Result]:
     from sqla_doctor.static.cache import CACHE_DIR_NAME
     from sqla_doctor.static.engine import Engine, Result
@@ -324,7 +327,7 @@ def _analyse(
         selected -= _off_below_2(args, config, project, selected)
     cache_dir = None if args.no_cache else (args.cache_dir or config.root / CACHE_DIR_NAME)
     jobs = args.jobs or os.cpu_count() or 1
-    engine = Engine(config, selected, cache_dir=cache_dir, jobs=jobs)
+    engine = Engine(config, selected, cache_dir=cache_dir, jobs=jobs, unsaved=unsaved)
     # Files named alone are checked against the whole project's models and factories.
     around = project
     if project is None or covers(existing, project) or not covers([project], start):
@@ -393,13 +396,16 @@ def _emit(text: str, output: Path | None, errors: _Errors) -> None:
 def _fix(args: argparse.Namespace, errors: _Errors) -> int:
     from sqla_doctor.static.fixes import applicable, apply_fixes
 
-    # Overlapping fixes are skipped in one pass; a few passes reach a fixed point.
+    # Overlapping fixes are skipped in one pass; a few passes reach a fixed point. With
+    # --diff, each pass checks the text the passes before it would have written.
     total_applied = 0
     changed_files: dict[Path, tuple[str, str]] = {}
+    unsaved: dict[Path, bytes] = {}
+    shown: dict[Path, str] = {}  # as findings name them
     remaining: list[Finding] = []
     config: Config | None = None
     for _ in range(5):
-        config, result = _analyse(args, errors)
+        config, result = _analyse(args, errors, unsaved=unsaved)
         by_file: dict[str, list[Finding]] = defaultdict(list)
         remaining = []
         for finding in result.findings:
@@ -409,22 +415,27 @@ def _fix(args: argparse.Namespace, errors: _Errors) -> int:
                 remaining.append(finding)
         applied_this_pass = 0
         for display, findings in by_file.items():
-            path = _absolute(config.root, display)
-            original = path.read_text(encoding="utf-8")
+            path = _absolute(config.root, display).resolve()
+            original = changed_files[path][1] if path in changed_files else path.read_text(
+                encoding="utf-8"
+            )
             fixed, applied = apply_fixes(original, [f.fix for f in findings if f.fix])
             if fixed == original:
                 continue
             first = changed_files.get(path, (original, original))[0]
             changed_files[path] = (first, fixed)
+            shown[path] = display
             applied_this_pass += applied
-            if not args.diff:
+            if args.diff:
+                unsaved[path] = fixed.encode("utf-8")
+            else:
                 path.write_text(fixed, encoding="utf-8")
         total_applied += applied_this_pass
-        if args.diff or not applied_this_pass:
+        if not applied_this_pass:
             break
     if args.diff:
         for path, (before, after) in sorted(changed_files.items()):
-            name = str(path)
+            name = shown[path]
             sys.stdout.writelines(
                 difflib.unified_diff(
                     before.splitlines(True), after.splitlines(True), f"a/{name}", f"b/{name}"

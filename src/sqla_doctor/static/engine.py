@@ -107,11 +107,12 @@ class Result:
     internal_errors: list[str] = field(default_factory=list)
 
 
-def read_source(path: Path, display: str) -> SourceFile:
-    """Decode with the file's declared encoding (PEP 263), then parse."""
+def read_source(path: Path, display: str, data: bytes | None = None) -> SourceFile:
+    """Decode with the file's declared encoding (PEP 263), then parse; ``data`` stands
+    for the file's content when given (a fix not written yet)."""
     item = SourceFile(path=path, display=display)
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if data is None else data
     except OSError as error:
         item.error = _unparsable(display, 1, 1, f"cannot read file: {error.strerror or error}")
         return item
@@ -213,11 +214,16 @@ def extract_facts(item: SourceFile) -> FileFacts:
 
 
 def prepare(
-    path: Path, display: str, cache: FileCache | None = None, budget: TreeBudget | None = None
+    path: Path,
+    display: str,
+    cache: FileCache | None = None,
+    budget: TreeBudget | None = None,
+    data: bytes | None = None,
 ) -> SourceFile:
-    """Pass 1 for one file: read, hash, then take its facts from the cache or parse it."""
+    """Pass 1 for one file: read (unless ``data`` stands for its content), hash, then take
+    its facts from the cache or parse it."""
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if data is None else data
     except OSError as error:
         item = SourceFile(path=path, display=display)
         item.error = _unparsable(display, 1, 1, f"cannot read file: {error.strerror or error}")
@@ -263,11 +269,14 @@ class Engine:
         *,
         cache_dir: Path | None = None,
         jobs: int = 1,
+        unsaved: Mapping[Path, bytes] | None = None,
     ) -> None:
         self.config = config
         self.selected = selected
         self.cache_dir = cache_dir
         self.jobs = max(1, jobs)
+        # Resolved path -> content checked instead of the file's (`fix --diff`'s passes).
+        self.unsaved: Mapping[Path, bytes] = unsaved or {}
         self.registry = checks or static_registry()
         self.file_rules: list[type[Rule]] = []
         self.project_rules: list[type[ProjectRule]] = []
@@ -313,10 +322,13 @@ class Engine:
         self, files: list[Path], cache: FileCache | None, budget: TreeBudget
     ) -> list[SourceFile]:
         displays = [display_path(path, self.config.root) for path in files]
-        if self.jobs > 1 and len(files) >= PARALLEL_MIN_FILES:
+        if self.jobs > 1 and len(files) >= PARALLEL_MIN_FILES and not self.unsaved:
             return parallel_prepare(files, displays, cache, self.jobs)
         pairs = zip(files, displays, strict=True)
-        return [prepare(p, d, cache, budget) for p, d in pairs]
+        return [prepare(p, d, cache, budget, self._unsaved(p)) for p, d in pairs]
+
+    def _unsaved(self, path: Path) -> bytes | None:
+        return self.unsaved.get(path.resolve()) if self.unsaved else None
 
     def check_sources(
         self,
@@ -386,7 +398,7 @@ class Engine:
     def run_rules(self, item: SourceFile, index: ProjectIndex) -> tuple[list[Finding], list[str]]:
         """The raw findings of one file (re-parsing it if its tree was not kept)."""
         if item.tree is None:
-            reparsed = read_source(item.path, item.display)
+            reparsed = read_source(item.path, item.display, self._unsaved(item.path))
             if reparsed.tree is None or reparsed.source is None:
                 return ([reparsed.error] if reparsed.error else []), []
             item.tree, item.source = reparsed.tree, reparsed.source
