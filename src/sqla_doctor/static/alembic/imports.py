@@ -51,7 +51,9 @@ class Reached:
     """The modules reached from a start, and whether dynamic imports make it incomplete."""
 
     modules: dict[str, tuple[str, ...]] = field(default_factory=dict)  # module → import chain
-    dynamic: list[str] = field(default_factory=list)  # modules that import dynamically
+    # Modules that import dynamically, or import a module of the project's own packages
+    # that is not there to read (generated, ignored, left out): what they run is unknown.
+    dynamic: list[str] = field(default_factory=list)
 
 
 def imported_names(
@@ -161,6 +163,8 @@ class ModuleMap:
                         continue
                     loaded = self.load(candidate)
                     if loaded is None:
+                        if self._unseen(candidate) and module not in reached.dynamic:
+                            reached.dynamic.append(module)
                         continue
                     reached.modules[candidate] = (*chain, module)
                     if loaded.tree is None:
@@ -169,6 +173,17 @@ class ModuleMap:
                         reached.dynamic.append(candidate)
                     queue.append((candidate, loaded.tree, loaded.is_package, (*chain, module)))
         return reached
+
+    def _unseen(self, name: str) -> bool:
+        """Whether ``name``, not found, lies in a package of the project (its top level is
+        there) and is no folder either (a namespace package holds modules, not code)."""
+        top = name.partition(".")[0]
+        if top == name or self.locate(top) is None:
+            return False
+        prefix = name + "."
+        if any(known.startswith(prefix) for known in self.known):
+            return False
+        return not any(base.joinpath(*name.split(".")).is_dir() for base in self.search)
 
     def _targets(self, target: str, names: tuple[str, ...]) -> list[str]:
         if not target:

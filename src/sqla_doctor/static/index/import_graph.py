@@ -14,14 +14,36 @@ class ImportGraph:
     def __init__(self, index: ProjectIndex) -> None:
         self.index = index
         self.edges: dict[str, list[tuple[str, int, bool]]] = {}
+        # Modules importing a module of the project's own packages that the index does not
+        # have (generated, ignored, left out): what importing them runs is unknown.
+        self.blind: set[str] = set()
+        self._packages: set[str] | None = None
         for facts in index:
             found: list[tuple[str, int, bool]] = []
             for item in facts.orm.imports:
                 candidates = [item.module] + [f"{item.module}.{name}" for name in item.names]
+                reached: list[str] = []
                 for candidate in candidates:
-                    for module in self._with_parents(candidate):
-                        found.append((module, item.line, item.in_function))
+                    reached.extend(self._with_parents(candidate))
+                found.extend((module, item.line, item.in_function) for module in reached)
+                if self._unseen(item.module, reached):
+                    self.blind.add(facts.module)
             self.edges[facts.module] = found
+
+    def _unseen(self, module: str, reached: list[str]) -> bool:
+        canonical = self.index.canonical(module)
+        top = canonical.partition(".")[0]
+        if top == canonical or top not in self.index.files or canonical in reached:
+            return False
+        if self._packages is None:
+            # Every dotted prefix of a module: namespace packages (folders without an
+            # `__init__.py`) hold modules without being one.
+            self._packages = {
+                name.rsplit(".", cut)[0]
+                for name in self.index.files
+                for cut in range(1, name.count(".") + 1)
+            }
+        return canonical not in self._packages
 
     def _with_parents(self, name: str) -> list[str]:
         """A module and the packages whose `__init__` importing it runs."""

@@ -77,6 +77,9 @@ class ModelsNotImportedInEnv(MigrationRule):
     A script location that no `alembic.ini` or `pyproject.toml` names, only the
     application's code (`cfg.set_main_option("script_location", "app:migrations")`), runs
     inside the application's process after whatever it imported, and is not checked.
+    Nor is an `env.py` whose imports load models dynamically (`importlib`, `pkgutil`), or
+    import a module of the project's own packages that is not there to read (generated,
+    git-ignored): what they import is unknown.
 
     ## Why is this bad?
     `Base.metadata` only knows the tables of the classes whose modules Python has imported.
@@ -151,6 +154,18 @@ class ModelsNotImportedInEnv(MigrationRule):
                     "import importlib, pkgutil\n"
                     "for info in pkgutil.iter_modules(__path__):\n"
                     "    importlib.import_module(f'{__name__}.{info.name}')\n"
+                ),
+            },
+        ),
+        # The package runs a module of the project that is not there to read (generated,
+        # git-ignored): what it imports is unknown, so silent.
+        Valid(
+            _ENV,
+            path="migrations/env.py",
+            files={
+                **_PROJECT,
+                "app/__init__.py": (
+                    "from app.generated.registry import load_models\nload_models()\n"
                 ),
             },
         ),
