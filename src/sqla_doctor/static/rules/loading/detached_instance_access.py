@@ -387,7 +387,7 @@ class DetachedInstanceAccess(Rule):
                 "session closes"
             ),
         ),
-        # An object made and added in the block, read after the commit detached it.
+        # An object made here and added in the block, read after the commit detached it.
         Invalid(
             """
             from sqlalchemy.orm import Session
@@ -400,10 +400,18 @@ class DetachedInstanceAccess(Rule):
                     session.add(user)
                     session.commit()
                 return user.id
+
+            def create_first(name):
+                user = User(name=name)
+                with Session(engine) as session:
+                    session.add(user)
+                    session.commit()
+                print(user.name)
             """,
             path="app/views.py",
             files=_FILES,
             line=10,
+            count=2,
             expected_message=(
                 "`user.id` is read after `session.commit()` (line 9) expired `user` and the "
                 "session closed: this raises DetachedInstanceError — set `expire_on_commit=False` "
@@ -505,7 +513,7 @@ class DetachedInstanceAccess(Rule):
                     continue
                 name = call.args[0].id
                 binding = flow.binding(name, call)
-                if binding is None or not self._made_here(flow, binding, with_node):
+                if binding is None or not self._made_here(flow, binding):
                     continue
                 commit = self._commit(flow, key, call, closed, session) or _block_commit(
                     session, with_node
@@ -531,15 +539,14 @@ class DetachedInstanceAccess(Rule):
                     )
                     break
 
-    def _made_here(self, flow: FunctionFlow, binding: Binding, block: ast.AST) -> bool:
-        """``user = User(...)`` inside the block, with a mapped class of the project."""
+    def _made_here(self, flow: FunctionFlow, binding: Binding) -> bool:
+        """``user = User(...)`` in this function, with a mapped class of the project."""
         value = binding.value
         if (
             binding.kind != "assign"
             or binding.element is not None
             or not isinstance(value, ast.Call)
             or not isinstance(value.func, (ast.Name, ast.Attribute))
-            or not contains(block, binding.node)
         ):
             return False
         return self.ctx.index.model(flow.qualify(value.func)) is not None
