@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import child_nodes
-from sqla_doctor.static.index.functions import classmethod_receiver
+from sqla_doctor.static.index.functions import classmethod_receiver, escapes_identifier_quotes
 from sqla_doctor.static.index.models import call_tail, class_literals
 
 if TYPE_CHECKING:
@@ -915,26 +915,6 @@ _QUOTING = frozenset(
     {"quote", "quote_identifier", "quote_schema", "format_table", "format_column", "quote_ident"}
 )
 _UUID_FACTORIES = frozenset({"uuid.uuid1", "uuid.uuid3", "uuid.uuid4", "uuid.uuid5"})
-# Quote characters of SQL identifiers ("name", [name], `name`). Doubling one inside the
-# identifier is the SQL escape, so `"[" + name.replace("]", "]]") + "]"` is quoted.
-# Not the single quote: MySQL's backslash escapes undo `.replace("'", "''")`.
-_IDENTIFIER_QUOTES = frozenset({'"', "]", "`"})
-
-
-def _escapes_identifier_quotes(call: ast.Call) -> bool:
-    """``x.replace('"', '""')``: an identifier escaped for quoting, whatever ``x`` is."""
-    func = call.func
-    if not isinstance(func, ast.Attribute) or func.attr != "replace" or len(call.args) != 2:
-        return False
-    old, new = call.args
-    return (
-        isinstance(old, ast.Constant)
-        and old.value in _IDENTIFIER_QUOTES
-        and isinstance(new, ast.Constant)
-        and new.value == old.value * 2
-    )
-
-
 _NUMERIC_SPEC = re.compile(r"^[^a-zA-Z]*[bcdeEfFgGnoxX%]$")
 HOW_FSTRING = "an f-string"
 HOW_PERCENT = "`%` formatting"
@@ -1165,12 +1145,21 @@ class StringFlow:
         literal = next((k.value for k in call.keywords if k.arg == "is_literal"), None)
         return literal is None or (isinstance(literal, ast.Constant) and literal.value is False)
 
+    def _project_quoting(self, call: ast.Call) -> bool:
+        """A project helper, in any module, that quotes its argument as an identifier."""
+        if not isinstance(call.func, (ast.Name, ast.Attribute)):
+            return False
+        ctx = self.flow.ctx
+        function = ctx.index.function(ctx.names.qualify(call.func))
+        return function is not None and function.quotes
+
     def _call(self, call: ast.Call) -> StringValue:
         func = call.func
         if (
             _last_name(func) in _QUOTING
-            or _escapes_identifier_quotes(call)
+            or escapes_identifier_quotes(call)
             or self._quoted_column(call)
+            or self._project_quoting(call)
         ):
             return _STATIC_STR
         if self._new_uuid(call):

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import reversed_fields_of
-from sqla_doctor.static.index.functions import FunctionBuilder, FunctionFacts, params_of
+from sqla_doctor.static.index.functions import (
+    FunctionBuilder,
+    FunctionFacts,
+    params_of,
+    quotes_identifier,
+)
 from sqla_doctor.static.index.models import (
     ClassFacts,
     ImperativeFacts,
@@ -330,6 +335,7 @@ def extract(
                     is_async=kind is ast.AsyncFunctionDef,
                     params=params_of(node),
                     is_method=ctx.kind == _CLASS,
+                    quotes=quotes_identifier(node),
                 )
                 new_builder = FunctionBuilder(facts, node, ctx.class_node)
                 builders.append(new_builder)

@@ -59,6 +59,7 @@ class FunctionFacts:
     # sessionmaker(...)`), for the module-level names bound to its call.
     factory: FactoryFacts | None = None
     io_call: str | None = None  # first external I/O it makes itself (qualified)
+    quotes: bool = False  # returns its argument quoted as an SQL identifier (quotes_identifier)
     commits: bool = False  # calls `.commit()` or `.rollback()` on something itself
     # Names it calls (`get_user`, `scalars`, `SessionLocal`): rules skip functions that
     # call nothing a database pitfall is made of.
@@ -146,6 +147,62 @@ class FunctionBuilder:
         self.facts.reads = frozenset(self.reads)
         self.facts.calls = frozenset(self.called)
         return self.facts
+
+
+# Quote characters of SQL identifiers ("name", [name], `name`). Doubling one inside the
+# identifier is the SQL escape, so `"[" + name.replace("]", "]]") + "]"` is quoted.
+# Not the single quote: MySQL's backslash escapes undo `.replace("'", "''")`.
+_IDENTIFIER_QUOTES = frozenset({'"', "]", "`"})
+
+
+def escapes_identifier_quotes(call: ast.Call) -> bool:
+    """``x.replace('"', '""')``: an identifier escaped for quoting, whatever ``x`` is."""
+    func = call.func
+    if not isinstance(func, ast.Attribute) or func.attr != "replace" or len(call.args) != 2:
+        return False
+    old, new = call.args
+    return (
+        isinstance(old, ast.Constant)
+        and old.value in _IDENTIFIER_QUOTES
+        and isinstance(new, ast.Constant)
+        and new.value == old.value * 2
+    )
+
+
+def quotes_identifier(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A helper whose one ``return`` builds its text from literals and identifiers escaped
+    for quoting (``'"' + s.replace('"', '""') + '"'``): SQL-safe whatever it is given."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+        return False
+    escaped = False
+
+    def safe(expr: ast.expr) -> bool:
+        nonlocal escaped
+        if isinstance(expr, ast.Constant):
+            return isinstance(expr.value, str)
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+            return safe(expr.left) and safe(expr.right)
+        if isinstance(expr, ast.JoinedStr):
+            return all(
+                safe(part.value if isinstance(part, ast.FormattedValue) else part)
+                for part in expr.values
+            )
+        if isinstance(expr, ast.Call) and escapes_identifier_quotes(expr):
+            escaped = True
+            return True
+        if (
+            isinstance(expr, ast.Call)
+            and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "replace"
+            and all(isinstance(a, ast.Constant) for a in expr.args)
+        ):
+            return safe(expr.func.value)  # more replacing, after the escape
+        return False
+
+    return safe(body[0].value) and escaped
 
 
 def classmethod_receiver(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:

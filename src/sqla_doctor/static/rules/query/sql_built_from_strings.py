@@ -61,7 +61,8 @@ class SqlBuiltFromStrings(Rule):
     and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
-    `"[" + name.replace("]", "]]") + "]"`, backticks) or by SQLAlchemy (`column(name)`,
+    `"[" + name.replace("]", "]]") + "]"`, backticks; also by a project helper in any
+    module whose one `return` quotes its argument so) or by SQLAlchemy (`column(name)`,
     which renders quoted when it needs to be; not `table(name)`), and new UUIDs
     (`uuid4().hex`, `str(uuid4())`).
 
@@ -174,6 +175,25 @@ class SqlBuiltFromStrings(Rule):
                 quoted = '"' + table.name.replace('"', '""') + '"'
                 return conn.execute(text(f"SELECT {columns} FROM {quoted}"))
             """
+        ),
+        # The same quoting in a helper of another module.
+        Valid(
+            """
+            from sqlalchemy import text
+            from app.sql import identifier
+
+            def drop(conn, table):
+                conn.execute(text(f"DROP TABLE {identifier(table)}"))
+            """,
+            path="app/jobs.py",
+            files={
+                "app/__init__.py": "",
+                "app/sql.py": """
+                def identifier(s: str) -> str:
+                    \"\"\"Return s as a quoted identifier.\"\"\"
+                    return '"' + s.replace('"', '""').replace("\\0", "") + '"'
+                """,
+            },
         ),
         # A fresh UUID is hex digits (and dashes): a throwaway table's name.
         Valid(
@@ -594,6 +614,22 @@ class SqlBuiltFromStrings(Rule):
             files={
                 "app/__init__.py": "",
                 "app/states.py": "import enum\nclass State(enum.Enum):\n    draft = 'draft'\n",
+            },
+        ),
+        # A helper of another module that wraps its argument in quotes without doubling
+        # the ones inside: `x" OR "1"="1` breaks out.
+        Invalid(
+            """
+            from sqlalchemy import text
+            from app.sql import identifier
+
+            def drop(conn, table):
+                conn.execute(text(f"DROP TABLE {identifier(table)}"))
+            """,
+            path="app/jobs.py",
+            files={
+                "app/__init__.py": "",
+                "app/sql.py": "def identifier(s):\n    return '\"' + s + '\"'\n",
             },
         ),
         # The same spelling on a class that is no enum: its attribute may be set from input.
