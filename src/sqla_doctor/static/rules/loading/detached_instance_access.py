@@ -518,26 +518,34 @@ class DetachedInstanceAccess(Rule):
                 commit = self._commit(flow, key, call, closed, session) or _block_commit(
                     session, with_node
                 )
-                if commit is None:
-                    continue
-                by = (
-                    f"`{key}.commit()` (line {commit.lineno})"
-                    if isinstance(commit, ast.Call)
-                    else commit
-                )
-                for read in flow.reads_in(name, closed):  # type: ignore[arg-type]
-                    if flow.binding(name, read) is not binding:
-                        continue
-                    self.report(
-                        read,
-                        problem=(
-                            f"`{name}.{read.attr}` is read after {by} expired `{name}` "
-                            "and the session closed: this raises DetachedInstanceError — "
-                            "set `expire_on_commit=False` on the session factory, or read it "
-                            "before the session closes"
-                        ),
-                    )
-                    break
+                if commit is not None:
+                    self._expired_read(flow, binding, closed, commit, key)
+
+    def _expired_read(
+        self,
+        flow: FunctionFlow,
+        binding: Binding,
+        region: _Region,
+        commit: ast.Call | str,
+        session: str,
+    ) -> bool:
+        """Report the first read in ``region`` of what ``binding`` holds, expired by
+        ``commit`` (a call, or what committed) and detached since."""
+        name = binding.name
+        by = commit if isinstance(commit, str) else f"`{session}.commit()` (line {commit.lineno})"
+        for read in flow.reads_in(name, region):  # type: ignore[arg-type]
+            if flow.binding(name, read) is not binding:
+                continue
+            self.report(
+                read,
+                problem=(
+                    f"`{name}.{read.attr}` is read after {by} expired `{name}` and the session "
+                    "closed: this raises DetachedInstanceError — set `expire_on_commit=False` on "
+                    "the session factory, or read it before the session closes"
+                ),
+            )
+            return True
+        return False
 
     def _made_here(self, flow: FunctionFlow, binding: Binding) -> bool:
         """``user = User(...)`` in this function, with a mapped class of the project."""
@@ -647,24 +655,13 @@ class DetachedInstanceAccess(Rule):
         commit: ast.Call | str | None,
     ) -> None:
         name = binding.name
-        if commit is not None:
-            for read in flow.reads_in(name, region):  # type: ignore[arg-type]
-                if flow.binding(name, read) is not binding or objects.many:
-                    continue
-                if isinstance(commit, ast.Call):
-                    by = f"`{objects.receiver or 'session'}.commit()` (line {commit.lineno})"
-                else:
-                    by = commit
-                self.report(
-                    read,
-                    problem=(
-                        f"`{name}.{read.attr}` is read after {by} expired `{name}` and the session "
-                        "closed: this raises DetachedInstanceError — set "
-                        "`expire_on_commit=False` on the session factory, or read it before the "
-                        "session closes"
-                    ),
-                )
-                return
+        receiver = objects.receiver or "session"
+        if (
+            commit is not None
+            and not objects.many
+            and self._expired_read(flow, binding, region, commit, receiver)
+        ):
+            return
         if objects.is_async:
             return  # SQD202 reports relationship loads in async code
         seen: set[tuple[str, str]] = set()
