@@ -28,13 +28,18 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 class _Errors:
-    """Collects one-line user-facing errors; any error makes the exit code 2."""
+    """Collects one-line user-facing errors, each said once (`fix` analyses the project
+    again after each pass); any error makes the exit code 2."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.count = 0
+        self._said: set[str] = set()
 
     def __call__(self, message: str) -> None:
+        if message in self._said:
+            return
+        self._said.add(message)
         self.count += 1
         print(f"sqla-doctor: error: {message}", file=self.stream)
 
