@@ -347,6 +347,9 @@ _SCAN_SPECIAL: frozenset[type[ast.AST] | None] = frozenset(
     }
 )
 Scope = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.Module
+Method = ast.FunctionDef | ast.AsyncFunctionDef
+# What the lists of a statement's blocks hold.
+_BLOCK_ITEMS = (ast.stmt, ast.ExceptHandler, ast.match_case)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +368,6 @@ class Scan:
     tries: list[ast.Try]
     returns: list[ast.Return]
     yields: list[ast.Yield | ast.YieldFrom]
-    self_assigns: dict[str, list[ast.expr]]
     parents: dict[ast.AST, ast.AST]
 
     @classmethod
@@ -381,7 +383,6 @@ class Scan:
             flow.tries,
             flow.returns,
             flow.yields,
-            flow.self_assigns,
             flow.parents,
         )
 
@@ -397,7 +398,6 @@ class Scan:
         flow.tries = self.tries
         flow.returns = self.returns
         flow.yields = self.yields
-        flow.self_assigns = self.self_assigns
         flow.parents = self.parents
 
 
@@ -431,7 +431,6 @@ class FunctionFlow:
         self.tries: list[ast.Try] = []
         self.returns: list[ast.Return] = []
         self.yields: list[ast.Yield | ast.YieldFrom] = []
-        self.self_assigns: dict[str, list[ast.expr]] = {}
         self.parents: dict[ast.AST, ast.AST] = {}
         self._values: dict[int, Value | None] = {}
         self._busy: set[int] = set()
@@ -523,25 +522,12 @@ class FunctionFlow:
                 assert isinstance(current, ast.Assign)
                 for target in current.targets:
                     self._bind_target(target, "assign", current, current.value, _end(current))
-                    if (
-                        isinstance(target, ast.Attribute)
-                        and isinstance(target.value, ast.Name)
-                        and target.value.id == "self"
-                    ):
-                        self.self_assigns.setdefault(target.attr, []).append(current.value)
             elif kind is ast.AnnAssign:
                 assert isinstance(current, ast.AnnAssign)
                 if current.value is not None:
                     self._bind_target(
                         current.target, "assign", current, current.value, _end(current)
                     )
-                    target = current.target
-                    if (
-                        isinstance(target, ast.Attribute)
-                        and isinstance(target.value, ast.Name)
-                        and target.value.id == "self"
-                    ):
-                        self.self_assigns.setdefault(target.attr, []).append(current.value)
             elif kind is ast.AugAssign:
                 assert isinstance(current, ast.AugAssign)
                 self._bind_target(current.target, "other", current, None, _end(current))
@@ -1104,16 +1090,14 @@ class FunctionFlow:
     def _self_attribute(self, attr: str) -> Value | None:
         assert self.class_node is not None
         values: list[Value | None] = []
-        for method in self.class_node.body:
-            if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
+        # Only the methods that assign the attribute get a flow, not every method.
+        for method, expr in self.cache.self_assigns(self.class_node).get(attr, ()):
             flow = (
                 self
                 if method is self.node
                 else self.cache.flow(method, self.resolver, self.index, self.path, self.class_node)
             )
-            for expr in flow.self_assigns.get(attr, ()):
-                values.append(flow.value(expr))
+            values.append(flow.value(expr))
         sessions = [v for v in values if isinstance(v, SessionValue)]
         if sessions and len(sessions) == len(values):
             first = sessions[0]
@@ -1588,6 +1572,7 @@ class FlowCache:
         # nodes keep the ids unique. Plain data, so no cycle keeps the tree alive.
         self.scans: dict[int, Scan] = scans if scans is not None else {}
         self.record_scans = record_scans
+        self._self_assigns: dict[int, dict[str, list[tuple[Method, ast.expr]]]] = {}
 
     def known(self, node: Scope, index: ProjectIndex | None) -> FunctionFlow | None:
         known = self._flows.get(id(node))
@@ -1609,10 +1594,55 @@ class FlowCache:
             self._flows[id(node)] = known
         return known
 
+    def self_assigns(self, class_node: ast.ClassDef) -> dict[str, list[tuple[Method, ast.expr]]]:
+        """What the class's methods assign to ``self.<attr>``, by attribute."""
+        known = self._self_assigns.get(id(class_node))
+        if known is None:
+            known = self._self_assigns[id(class_node)] = _self_assigns(class_node)
+        return known
+
     def clear(self) -> None:
         self._flows.clear()
         self.worth.clear()
         self.scans = {}
+        self._self_assigns.clear()
+
+
+def _self_assigns(class_node: ast.ClassDef) -> dict[str, list[tuple[Method, ast.expr]]]:
+    """``self.<attr> = value`` (or ``self.<attr>: T = value``) in the class's own methods,
+    nested functions and classes left out, each method's in the order of its source.
+
+    Only statements are visited: an assignment is nowhere else.
+    """
+    found: dict[str, list[tuple[Method, ast.expr]]] = {}
+    for method in class_node.body:
+        if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        stack: list[ast.AST] = list(reversed(method.body))
+        while stack:
+            stmt = stack.pop()
+            kind = type(stmt)
+            if kind is ast.Assign or kind is ast.AnnAssign:
+                assert isinstance(stmt, (ast.Assign, ast.AnnAssign))
+                if stmt.value is None:
+                    continue
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                for target in targets:
+                    if (
+                        isinstance(target, ast.Attribute)
+                        and isinstance(target.value, ast.Name)
+                        and target.value.id == "self"
+                    ):
+                        found.setdefault(target.attr, []).append((method, stmt.value))
+                continue
+            if isinstance(stmt, _SCOPES):
+                continue
+            # The blocks it holds (bodies, handlers, match cases), last first.
+            for field_name in reversed_fields_of(kind):
+                held = getattr(stmt, field_name, None)
+                if held.__class__ is list and held and isinstance(held[0], _BLOCK_ITEMS):
+                    stack.extend(held[::-1])
+    return found
 
 
 def worth_analysing(ctx: FileContext, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
