@@ -18,6 +18,7 @@ use. When something is not knowable statically, the answer is None and rules sta
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -164,6 +165,7 @@ _IO_CLIENT_METHODS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def io_kind(qualified: str) -> str | None:
     """What kind of external I/O a qualified call is (``httpx.get`` → "HTTP request")."""
     if any(qualified == e or qualified.startswith(e + ".") for e in _IO_EXCLUDED):
