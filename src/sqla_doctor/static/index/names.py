@@ -152,6 +152,9 @@ class NameResolver:
 
     def qualify(self, node: ast.expr) -> str | None:
         """``sa.orm.relationship`` → ``sqlalchemy.orm.relationship``; unknown → None."""
+        if node.__class__ is ast.Name:
+            # The commonest question, answered without building a dotted name.
+            return self._qualify_local(node.id)
         parts: list[str] = []
         while isinstance(node, ast.Attribute):
             parts.append(node.attr)
