@@ -1545,6 +1545,8 @@ def _expire_on_commit(call: ast.Call) -> bool | None:
 def receiver_key(node: ast.expr) -> str | None:
     """``s``, ``self.session``, ``db.session`` as a receiver key (a dotted name of up to
     three parts); None for anything else."""
+    if node.__class__ is ast.Name:
+        return node.id
     parts: list[str] = []
     while isinstance(node, ast.Attribute) and len(parts) < 3:
         parts.append(node.attr)
