@@ -213,6 +213,9 @@ def extract(
     functions summarised here, for the rules' pass over the same tree."""
     names = ModuleNames(module=module, is_package=is_package)
     names.collect_definitions(tree)
+    # One resolver for the walk: with no project to follow it keeps nothing between
+    # questions, and it reads the imports as the walk records them.
+    walk_names = NameResolver(names)
     out = FileExtract()
     class_nodes: list[ast.ClassDef] = []
     builders: list[FunctionBuilder] = []
@@ -274,7 +277,7 @@ def extract(
                         ):
                             builder.facts.io_call = f"{client}.{func.attr}"
                         elif origin is not None and origin.split(".")[0] in IO_MODULES:
-                            qualified = NameResolver(names).qualify(func)
+                            qualified = walk_names.qualify(func)
                             if qualified is not None and _is_io(qualified):
                                 builder.facts.io_call = qualified
             if tail in _INTERESTING:
@@ -282,7 +285,7 @@ def extract(
             elif tail == "set" and len(node.args) == 1 and not node.keywords:
                 owner = func.value if isinstance(func, ast.Attribute) else None
                 if isinstance(owner, (ast.Name, ast.Attribute)):
-                    var = NameResolver(names).qualify(owner)
+                    var = walk_names.qualify(owner)
                     if var is not None:
                         literal = _is_literal(node.args[0])
                         out.literal_sets[var] = out.literal_sets.get(var, True) and literal
@@ -296,7 +299,7 @@ def extract(
                         # Flask-SQLAlchemy's `Model.query`, perhaps handed back unrun.
                         builder.flags.add("query")
             if node.attr == "dispose":
-                receiver = NameResolver(names).qualify(node.value)
+                receiver = walk_names.qualify(node.value)
                 if receiver is None:
                     text = dotted(node.value)
                     receiver = f"?{text}" if text else "?"
@@ -339,7 +342,7 @@ def extract(
                 )
                 new_builder = FunctionBuilder(facts, node, ctx.class_node)
                 builders.append(new_builder)
-                _annotated_clients(names, new_builder, node.args)
+                _annotated_clients(walk_names, new_builder, node.args)
             for decorator in node.decorator_list:
                 if isinstance(decorator, ast.Call):
                     d_func = decorator.func
@@ -389,11 +392,11 @@ def extract(
         elif (kind is ast.With or kind is ast.AsyncWith) and builder is not None:
             for item in node.items:  # type: ignore[attr-defined]
                 if isinstance(item.optional_vars, ast.Name):
-                    _client(names, builder, item.optional_vars.id, item.context_expr)
+                    _client(walk_names, builder, item.optional_vars.id, item.context_expr)
         elif kind is ast.Assign and builder is not None:
             targets = node.targets  # type: ignore[attr-defined]
             if len(targets) == 1 and isinstance(targets[0], ast.Name):
-                _client(names, builder, targets[0].id, node.value)  # type: ignore[attr-defined]
+                _client(walk_names, builder, targets[0].id, node.value)  # type: ignore[attr-defined]
         elif kind is ast.For or kind is ast.AsyncFor:
             assert isinstance(node, (ast.For, ast.AsyncFor))
             if builder is not None:
@@ -508,7 +511,7 @@ _CLIENT_METHODS = frozenset(
 )
 
 
-def _client(names: ModuleNames, builder: FunctionBuilder, name: str, value: ast.expr) -> None:
+def _client(resolver: NameResolver, builder: FunctionBuilder, name: str, value: ast.expr) -> None:
     """Remember `name` as an HTTP/SMTP client when bound to `httpx.AsyncClient()` & co."""
     if not isinstance(value, ast.Call):
         return
@@ -517,17 +520,19 @@ def _client(names: ModuleNames, builder: FunctionBuilder, name: str, value: ast.
         root = root.value
     if not isinstance(root, ast.Name):
         return
-    origin = names.imports.get(root.id)
+    origin = resolver.names.imports.get(root.id)
     if origin is None or origin.split(".")[0] not in IO_MODULES:
         return
     from sqla_doctor.static.flow import is_io_client
 
-    qualified = NameResolver(names).qualify(value.func)
+    qualified = resolver.qualify(value.func)
     if qualified is not None and is_io_client(qualified):
         builder.clients[name] = qualified
 
 
-def _annotated_clients(names: ModuleNames, builder: FunctionBuilder, args: ast.arguments) -> None:
+def _annotated_clients(
+    resolver: NameResolver, builder: FunctionBuilder, args: ast.arguments
+) -> None:
     """Remember parameters annotated as HTTP/SMTP clients (`http: httpx.AsyncClient`,
     `session: aiohttp.ClientSession`): a helper handed the caller's client waits on it."""
     from sqla_doctor.static.flow import is_io_client
@@ -536,7 +541,7 @@ def _annotated_clients(names: ModuleNames, builder: FunctionBuilder, args: ast.a
         annotation = arg.annotation
         if not isinstance(annotation, (ast.Name, ast.Attribute)):
             continue
-        qualified = NameResolver(names).qualify(annotation)
+        qualified = resolver.qualify(annotation)
         if qualified is not None and is_io_client(qualified):
             builder.clients[arg.arg] = qualified
 
