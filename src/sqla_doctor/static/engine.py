@@ -294,9 +294,10 @@ class Engine:
         the index only (its models, factories and engines), so a single file is checked
         the way it is when the whole project is."""
         files = list(self._discover(paths))
-        given = {path.resolve() for path in files}
-        context = list(self._discover([project])) if project is not None else []
-        context = [path for path in context if path.resolve() not in given]
+        context: list[Path] = []
+        if project is not None:
+            given = {path.resolve() for path in files}
+            context = [path for path in self._discover([project]) if path.resolve() not in given]
         cache = FileCache.load(self.cache_dir) if self.cache_dir is not None else None
         with _collector_spares_trees() as resume_collector:
             sources = self._prepare(files, cache, TreeBudget())
