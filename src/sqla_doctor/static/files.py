@@ -240,7 +240,8 @@ def _walk(
                 is_dir = entry.is_dir()
             except OSError:
                 continue
-            relative = display_path(path, root)
+            # Only the exclude globs read it: no realpath calls without them.
+            relative = display_path(path, root) if exclude else ""
             if is_dir:
                 if entry.name in SKIPPED_DIRS or (path / "pyvenv.cfg").exists():
                     continue
