@@ -617,12 +617,13 @@ class FunctionFlow:
 
     def _params(self, args: ast.arguments) -> None:
         positional = [*args.posonlyargs, *args.args]
-        defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
-        defaults.extend(args.defaults)
-        pairs = list(zip(positional, defaults, strict=False))
-        pairs.extend(zip(args.kwonlyargs, args.kw_defaults, strict=False))
-        for arg, default in pairs:
+        # The defaults belong to the last positional parameters.
+        first_default = len(positional) - len(args.defaults)
+        for position, arg in enumerate(positional):
+            default = args.defaults[position - first_default] if position >= first_default else None
             self._bind(Binding(arg.arg, "param", arg, arg.annotation, (0, 0), default=default))
+        for arg, kw_default in zip(args.kwonlyargs, args.kw_defaults, strict=False):
+            self._bind(Binding(arg.arg, "param", arg, arg.annotation, (0, 0), default=kw_default))
         for extra in (args.vararg, args.kwarg):
             if extra is not None:
                 self._bind(Binding(extra.arg, "other", extra, None, (0, 0)))
