@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pydantic
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, ForeignKey, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    selectin_polymorphic,
+    selectinload,
+    sessionmaker,
+)
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 from sqlalchemy.orm.exc import DetachedInstanceError
 
@@ -456,3 +465,59 @@ def test_track_reads_set_off_leaves_the_classes_alone(engine: Engine) -> None:
         assert respond(users_then_close(engine)) == "500"
     assert not of_code(uow.findings, "SQD254")
     assert type(User.__dict__["posts"]) is InstrumentedAttribute
+
+
+class StaffBase(DeclarativeBase):
+    pass
+
+
+class Employee(StaffBase):
+    __tablename__ = "employee"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str]
+    __mapper_args__: ClassVar[dict[str, Any]] = {
+        "polymorphic_on": "kind",
+        "polymorphic_identity": "employee",
+    }
+
+
+class Engineer(Employee):
+    __tablename__ = "engineer"
+    id: Mapped[int] = mapped_column(ForeignKey("employee.id"), primary_key=True)
+    language: Mapped[str]
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "engineer"}
+
+
+def list_staff(engine: Engine, query: Any) -> list[Employee]:
+    with Session(engine) as session:  # line:staff-close
+        return list(session.scalars(query))  # line:staff-query
+
+
+def test_a_subclass_column_a_base_class_query_left_out_is_not_blamed_on_a_commit(
+    tmp_path: Path,
+) -> None:
+    """Nothing committed: select(Employee) never loaded Engineer.language."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'staff.db'}")
+    StaffBase.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.add(Engineer(language="py"))
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError), tracker:
+        languages = [e.language for e in list_staff(engine, select(Employee))]  # line:lang
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    here = relative(__file__)
+    assert finding.location.line == line_of("lang")
+    assert finding.message == (
+        f"Engineer.language loaded on a detached Engineer: its session was closed at "
+        f"{here}:{line_of('staff-close')} — the query at {here}:{line_of('staff-query')} "
+        "selected Employee, which leaves Engineer's own table out: add "
+        ".options(selectin_polymorphic(Employee, [Engineer])) to it, or read "
+        "Engineer.language inside the session block"
+    )
+    with sqla_doctor.track(mode="collect") as fixed:
+        option = selectin_polymorphic(Employee, [Engineer])
+        languages = [e.language for e in list_staff(engine, select(Employee).options(option))]
+    assert languages == ["py"]
+    assert not fixed.findings
+    engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import ForeignKey, select
@@ -15,7 +16,15 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    relationship,
+    selectin_polymorphic,
+    selectinload,
+    undefer,
+)
 
 import sqla_doctor
 
@@ -229,3 +238,91 @@ async def test_a_class_without_asyncattrs_is_not_told_to_await_awaitable_attrs(
     assert "add the AsyncAttrs mixin to Team's base and `await team.awaitable_attrs.members`" in (
         message
     )
+
+
+async def bio_without_await(engine: AsyncEngine, tracker: sqla_doctor.Tracker) -> None:
+    async with tracker, AsyncSession(engine, expire_on_commit=False) as session:
+        users = (await session.scalars(select(User))).all()  # line:deferred-query
+        print(users[0].bio)  # line:deferred
+
+
+async def test_a_deferred_column_is_told_undefer_not_expire_on_commit(
+    async_engine: AsyncEngine,
+) -> None:
+    """Nothing expired User.bio (and the session does not expire on commit): the query
+    never loaded it."""
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises((StatementError, MissingGreenlet)):
+        await bio_without_await(async_engine, tracker)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD255")
+    here = relative(__file__)
+    assert finding.location.line == line_of("deferred")
+    assert finding.message == (
+        "User.bio loaded in async code without await (deferred: not loaded by the query at "
+        f"{here}:{line_of('deferred-query')}) — add .options(undefer(User.bio)) to that "
+        "query, or `await user.awaitable_attrs.bio`"
+    )
+    assert finding.fix_hint == ".options(undefer(User.bio))"
+
+
+async def test_undefer_is_the_deferred_columns_silent_twin(async_engine: AsyncEngine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as session:
+            stmt = select(User).options(undefer(User.bio))
+            users = (await session.scalars(stmt)).all()
+            assert users[0].bio
+    assert not uow.findings
+
+
+class Person(PlainBase):
+    __tablename__ = "people"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str]
+    __mapper_args__: ClassVar[dict[str, Any]] = {
+        "polymorphic_on": "kind",
+        "polymorphic_identity": "person",
+    }
+
+
+class Admin(Person):
+    __tablename__ = "admins"
+    id: Mapped[int] = mapped_column(ForeignKey("people.id"), primary_key=True)
+    level: Mapped[int]
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "admin"}
+
+
+async def test_a_subclass_column_a_base_class_query_left_out_is_told_selectin_polymorphic(
+    tmp_path: Path,
+) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'people.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(PlainBase.metadata.create_all)
+    async with AsyncSession(engine) as session, session.begin():
+        session.add(Admin(level=3))
+    tracker = sqla_doctor.track(mode="collect")
+
+    async def level_without_await(query: Any) -> int:
+        async with tracker, AsyncSession(engine, expire_on_commit=False) as session:
+            people = (await session.scalars(query)).all()  # line:people
+            return sum(p.level for p in people if isinstance(p, Admin))  # line:level
+
+    with pytest.raises((StatementError, MissingGreenlet)):
+        await level_without_await(select(Person))
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD255")
+    here = relative(__file__)
+    assert finding.location.line == line_of("level")
+    assert finding.message == (
+        f"Admin.level loaded in async code without await (the query at {here}:"
+        f"{line_of('people')} selected Person, which leaves Admin's own table out) — add "
+        ".options(selectin_polymorphic(Person, [Admin])) to that query, or add the "
+        "AsyncAttrs mixin to Admin's base and `await admin.awaitable_attrs.level`"
+    )
+    names = {"selectin_polymorphic": selectin_polymorphic, "Person": Person, "Admin": Admin}
+    assert finding.fix_hint is not None
+    option = eval(finding.fix_hint.removeprefix(".options"), names)
+    with sqla_doctor.track(mode="collect") as fixed:
+        assert await level_without_await(select(Person).options(option)) == 3
+    assert not fixed.findings
+    await engine.dispose()

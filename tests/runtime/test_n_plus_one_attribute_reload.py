@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, select
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from sqlalchemy import Engine, ForeignKey, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import Session, sessionmaker, undefer
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectin_polymorphic,
+    sessionmaker,
+    undefer,
+    with_polymorphic,
+)
 
 import sqla_doctor
 
@@ -118,3 +133,107 @@ def test_one_reload_with_populate_existing_is_the_refresh_loops_silent_twin(
         ).all()
         assert [user.name for user in reloaded]
     assert not uow.findings
+
+
+class StaffBase(DeclarativeBase):
+    pass
+
+
+class Team(StaffBase):
+    __tablename__ = "team"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    members: Mapped[list[Employee]] = relationship()
+
+
+class Employee(StaffBase):
+    __tablename__ = "employee"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id"))
+    name: Mapped[str]
+    kind: Mapped[str]
+    __mapper_args__: ClassVar[dict[str, Any]] = {
+        "polymorphic_on": "kind",
+        "polymorphic_identity": "employee",
+    }
+
+
+class Engineer(Employee):
+    __tablename__ = "engineer"
+    id: Mapped[int] = mapped_column(ForeignKey("employee.id"), primary_key=True)
+    language: Mapped[str]
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "engineer"}
+
+
+ENGINEERS = 5
+
+
+@pytest.fixture
+def staff(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'staff.db'}")
+    StaffBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        members = [Engineer(name=f"e{i}", language="py") for i in range(ENGINEERS)]
+        session.add(Team(members=[*members, Employee(name="boss")]))
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def languages(staff: Iterable[Employee]) -> list[str]:
+    return [e.language for e in staff if isinstance(e, Engineer)]  # line:language
+
+
+def test_subclass_columns_a_base_class_query_left_out_are_told_selectin_polymorphic(
+    staff: Engine,
+) -> None:
+    """select(Employee) loads no engineer's own columns: nothing expired them, and
+    populate_existing would not load them either; the option the finding names does."""
+    with sqla_doctor.track(mode="collect") as uow, Session(staff) as session:
+        everyone = session.scalars(select(Employee)).all()  # line:base
+        assert languages(everyone) == ["py"] * ENGINEERS
+    finding = one(uow.findings, "SQD253")
+    here = relative(__file__)
+    assert finding.location.line == line_of("language")
+    assert finding.message == (
+        f"Engineer attributes (language) loaded one object at a time {ENGINEERS}× from "
+        f"{here}:{line_of('language')} — the query at {here}:{line_of('base')} selected "
+        "Employee, which leaves Engineer's own table out: add "
+        ".options(selectin_polymorphic(Employee, [Engineer])) to it"
+    )
+    assert finding.related[0].location.line == line_of("base")
+    assert finding.fix_hint == ".options(selectin_polymorphic(Employee, [Engineer]))"
+    with sqla_doctor.track(mode="collect") as fixed, Session(staff) as session:
+        names = {"select": select, "selectin_polymorphic": selectin_polymorphic}
+        names |= {"Employee": Employee, "Engineer": Engineer}
+        query = eval(f"select(Employee){finding.fix_hint}", names)
+        assert languages(session.scalars(query).all()) == ["py"] * ENGINEERS
+    assert not fixed.findings
+
+
+def test_subclass_objects_loaded_through_a_relationship_are_told_the_mapping(
+    staff: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(staff) as session:
+        team = session.scalars(select(Team)).one()
+        assert languages(team.members) == ["py"] * ENGINEERS
+    finding = one(uow.findings, "SQD253")
+    assert finding.message.endswith(
+        "they were loaded as Employee objects, which leaves Engineer's own table out: "
+        'load it with them, __mapper_args__ = {..., "polymorphic_load": "selectin"} on Engineer'
+    )
+
+
+def test_with_polymorphic_is_the_silent_twin(staff: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(staff) as session:
+        everyone = with_polymorphic(Employee, [Engineer])
+        assert languages(session.scalars(select(everyone)).all()) == ["py"] * ENGINEERS
+    assert not uow.findings
+
+
+def test_subclass_objects_expired_by_a_commit_keep_the_commit_fix(staff: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(staff) as session:
+        engineers = session.scalars(select(Engineer)).all()
+        session.commit()
+        assert languages(engineers) == ["py"] * ENGINEERS
+    finding = one(uow.findings, "SQD253")
+    assert "expired them: create the session with expire_on_commit=False" in finding.message

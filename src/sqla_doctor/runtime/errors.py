@@ -482,13 +482,22 @@ def origin_of(
 ) -> OrmExecution | None:
     """The last execution that loaded ``mapper``'s objects: in this unit, else in the
     session's own units (an uncaught exception's unit is new and saw nothing)."""
-    origin = uow.origin_for(mapper)
-    if origin is None and record is not None:
+    found = origin_and_entity_of(uow, mapper, record)
+    return found[1] if found is not None else None
+
+
+def origin_and_entity_of(
+    uow: UnitOfWork, mapper: Any, record: SessionRecord | None = None
+) -> tuple[Any, OrmExecution] | None:
+    """As ``origin_of``, with the mapper that execution selected (``mapper``, or a
+    superclass for a query of the base class)."""
+    found = uow.origin_and_entity_for(mapper)
+    if found is None and record is not None:
         for other in (record.owner, record.implicit):
             if other is not None and other is not uow and other.active:
-                origin = other.origin_for(mapper)
-                if origin is not None:
+                found = other.origin_and_entity_for(mapper)
+                if found is not None:
                     break
-    if origin is not None and record is not None and origin.session_key != record.key:
+    if found is not None and record is not None and found[1].session_key != record.key:
         return None
-    return origin
+    return found

@@ -210,6 +210,20 @@ def base_class_query(relationship: Any, selected: Any) -> bool:
         return False
 
 
+def left_out_by_base_query(mapper: Any, selected: Any, keys: set[str]) -> bool:
+    """Whether ``keys``, attributes of a ``mapper`` object that must load now, are columns
+    that a query of ``selected``, a superclass, never loads: ``select(Employee)`` leaves
+    ``Engineer``'s own table out, and marks its columns expired, unless ``with_polymorphic``
+    or ``selectin_polymorphic`` brings them in. An object expired by a commit misses its
+    base class's columns too."""
+    if selected is None or selected is mapper or not keys:
+        return False
+    try:
+        return bool(mapper.isa(selected)) and not any(key in selected.attrs for key in keys)
+    except Exception:
+        return False
+
+
 def is_superclass_of_declaring(relationship: Any, target: Any) -> bool:
     """Whether ``target`` (what an outer relationship loads) is a strict superclass of
     the class that declares ``relationship``: the chained option then needs

@@ -14,7 +14,8 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import USER, CallSite, classify
 from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, ErrorSeen
 from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
-from sqla_doctor.runtime.errors import origin_of, record_of, session_records
+from sqla_doctor.runtime.errors import origin_and_entity_of, record_of, session_records
+from sqla_doctor.runtime.loading import left_out_by_base_query
 from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
 
 # SQLAlchemy's own wording, stable since 1.4: "... lazy load operation of attribute 'posts'
@@ -73,6 +74,10 @@ class DetachedInstanceExplained(Detector):
     `from_attributes` turning it into a `ValidationError`, an `except Exception:
     print(...)`) is explained too.
 
+    A subclass's own column that a query of the base class left out (`select(Employee)`
+    loads no `Engineer.language`) is not blamed on a commit: the fix named is the option
+    that loads it with the query, `selectin_polymorphic(Employee, [Engineer])`.
+
     ## Why is this bad?
     An object's unloaded attributes load on first access, through its session. Once the
     session is closed there is nothing to load them with: a relationship that was never
@@ -126,7 +131,8 @@ class DetachedInstanceExplained(Detector):
         if isinstance(prop, RelationshipProperty) and key not in state.expired_attributes:
             subject = label(prop)
         record, detachment = detachment_of(self.uow, state)
-        origin = origin_of(self.uow, state.mapper, record)
+        found = origin_and_entity_of(self.uow, state.mapper, record)
+        origin = found[1] if found is not None else None
         related: list[tuple[CallSite | None, str]] = []
         loaded_at = ""
         if origin is not None and origin.site is not None:
@@ -139,7 +145,22 @@ class DetachedInstanceExplained(Detector):
             "expunge_all": "before session.expunge_all()",
             "expunge": "before session.expunge()",
         }.get(how or "", "inside the session block")
-        if key in state.expired_attributes or not isinstance(
+        if (
+            found is not None
+            and loaded_at
+            and key in state.expired_attributes
+            and left_out_by_base_query(state.mapper, found[0], set(state.expired_attributes))
+        ):
+            # Never loaded, not expired: select(Employee) leaves Engineer's own table out.
+            what = "loaded"
+            base = found[0].class_.__name__
+            option = f"selectin_polymorphic({base}, [{entity}])"
+            hint = f".options({option})"
+            fix = (
+                f"the query at {loaded_at} selected {base}, which leaves {entity}'s own "
+                f"table out: add .options({option}) to it, or read {subject} {inside}"
+            )
+        elif key in state.expired_attributes or not isinstance(
             prop, (RelationshipProperty, ColumnProperty)
         ):
             what = "refreshed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.exc import MissingGreenlet
-from sqlalchemy.orm import RelationshipProperty
+from sqlalchemy.orm import ColumnProperty, RelationshipProperty
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
@@ -22,7 +22,12 @@ from sqla_doctor.runtime.detectors.detached_instance_explained import (
     session_of,
 )
 from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
-from sqla_doctor.runtime.errors import origin_of
+from sqla_doctor.runtime.errors import origin_and_entity_of, origin_of
+from sqla_doctor.runtime.loading import left_out_by_base_query
+
+
+def _column(mapper: Any, key: str) -> bool:
+    return isinstance(mapper.attrs.get(key), ColumnProperty)
 
 
 def _awaitable(cls: type, entity: str, key: str) -> str:
@@ -76,7 +81,11 @@ class MissingGreenletExplained(Detector):
     relationship `lazy="selectin"` (always loaded) or `lazy="raise"` (fails at once,
     with the attribute's name). For attributes expired by `commit()`, create the
     sessions with `async_sessionmaker(engine, expire_on_commit=False)` or
-    `await session.refresh(obj)` before reading them.
+    `await session.refresh(obj)` before reading them. A column the query did not load —
+    deferred (`deferred()`, `defer()`, `load_only()`), or a subclass's own column that a
+    query of the base class leaves out (`select(Member)` for an `Admin`) — is told the
+    option that loads it with the query: `undefer(Document.content)`,
+    `selectin_polymorphic(Member, [Admin])`.
 
     ## References
     - [Preventing implicit IO when using AsyncSession](https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#preventing-implicit-io-when-using-asyncsession)
@@ -158,14 +167,46 @@ class MissingGreenletExplained(Detector):
         rolled_back = record.rollback_site if record is not None else None
         expired = key in state.expired_attributes
         refresh = f"`await session.refresh({entity.lower()})`"
+        # A column the query never loaded is loaded, not refreshed.
+        what = "loaded"
         awaited = _awaitable(state.class_, entity, key)
-        if expired and rolled_back is not None:
+        found = origin_and_entity_of(self.uow, state.mapper, record)
+        if (
+            expired
+            and found is not None
+            and found[1].site is not None
+            and left_out_by_base_query(state.mapper, found[0], set(state.expired_attributes))
+        ):
+            # Never loaded, not expired: select(Member) leaves Admin's own table out.
+            base = found[0].class_.__name__
+            option = f".options(selectin_polymorphic({base}, [{entity}]))"
+            origin_text = (
+                f" (the query at {self.where(found[1].site)} selected {base}, which leaves "
+                f"{entity}'s own table out)"
+            )
+            related.append((found[1].site, f"the query that selected {base}"))
+            fix = f"add {option} to that query, or {awaited}"
+            hint = option
+        elif not expired and _column(state.mapper, key):
+            # Deferred: by the mapping, or by defer()/load_only() on the query.
+            option = f".options(undefer({name}))"
+            origin = found[1] if found is not None else None
+            query = "the query that loads them"
+            if origin is not None and origin.site is not None:
+                origin_text = f" (deferred: not loaded by the query at {self.where(origin.site)})"
+                related.append((origin.site, f"the query that loaded the {entity}"))
+                query = "that query"
+            fix = f"add {option} to {query}, or {awaited}"
+            hint = option
+        elif expired and rolled_back is not None:
+            what = "refreshed"
             origin_text = f" (expired by the rollback at {self.where(rolled_back)})"
             related.append((rolled_back, "this rollback expired its attributes"))
             # A rollback expires every object whatever expire_on_commit says.
             fix = f"{refresh} before reading it, or {awaited}"
             hint = f"await session.refresh({entity.lower()})"
         else:
+            what = "refreshed"
             if expired and committed is not None:
                 origin_text = (
                     f" (expired by the commit at {self.where(committed)}: expire_on_commit=True)"
@@ -176,7 +217,7 @@ class MissingGreenletExplained(Detector):
                 f"expire_on_commit=False)), or {refresh} before reading it, or {awaited}"
             )
             hint = "expire_on_commit=False"
-        self._explain(seen, site, name, "refreshed", origin_text, fix, hint, related)
+        self._explain(seen, site, name, what, origin_text, fix, hint, related)
 
     def _explain(
         self,

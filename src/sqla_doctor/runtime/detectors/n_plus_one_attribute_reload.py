@@ -7,7 +7,7 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
-from sqla_doctor.runtime.loading import primary_key_attributes
+from sqla_doctor.runtime.loading import left_out_by_base_query, primary_key_attributes
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -62,6 +62,7 @@ class _Group:
         "primary_key",
         "refreshed",
         "site",
+        "subclass_of",
     )
 
     def __init__(self, execution: OrmExecution, entity: str, mapper: Any) -> None:
@@ -77,6 +78,9 @@ class _Group:
         self.deferred = False
         self.refreshed = False
         self.commit_site: CallSite | None = None
+        # The superclass a query selected, and that query, when the objects' own
+        # table's columns were left out by it rather than expired.
+        self.subclass_of: tuple[Any, OrmExecution] | None = None
 
 
 class NPlusOneAttributeReload(Detector):
@@ -108,6 +112,11 @@ class NPlusOneAttributeReload(Detector):
     names = [user.name for user in users]
     ```
 
+    A query of the base class of a joined-table hierarchy (`select(Employee)`) loads
+    each subclass object without its own table's columns; reading one of them
+    (`engineer.language`) then loads it per object. The finding names the query and the
+    option that loads them with it, `selectin_polymorphic(Employee, [Engineer])`.
+
     ## Options
     - `tool.sqla-doctor.runtime.attribute-reload-threshold`: distinct objects reloaded
       from one line before it is reported (default 5).
@@ -123,7 +132,7 @@ class NPlusOneAttributeReload(Detector):
     severity = Severity.WARNING
     spans_nested_units = True
     execution_kinds = frozenset({COLUMN_LOAD})
-    message = "{entity} {attributes}reloaded one object at a time {count}× from {site} — {fix}"
+    message = "{entity} {attributes}{verb} one object at a time {count}× from {site} — {fix}"
 
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
@@ -169,6 +178,9 @@ class NPlusOneAttributeReload(Detector):
             deferred &= asked
         expired = set(state.expired_attributes) & eager
         if expired:
+            found = self.uow.origin_and_entity_for(mapper)
+            if found is not None and left_out_by_base_query(mapper, found[0], expired):
+                group.subclass_of = found
             group.expired = True
             if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
                 group.attributes.update(expired)
@@ -190,6 +202,30 @@ class NPlusOneAttributeReload(Detector):
 
         session = state.session
         return process.records.get(id(session)) if session is not None else None
+
+    def _subclass_fix(
+        self,
+        group: _Group,
+        subclass_of: tuple[Any, OrmExecution],
+        related: list[tuple[CallSite | None, str]],
+    ) -> tuple[str, str]:
+        base, origin = subclass_of[0].class_.__name__, subclass_of[1]
+        entity = group.entity
+        if origin.relationship is None and origin.site is not None:
+            option = f".options(selectin_polymorphic({base}, [{entity}]))"
+            related.append((origin.site, f"the query that selected {base}"))
+            return (
+                f"the query at {self.where(origin.site)} selected {base}, which leaves "
+                f"{entity}'s own table out: add {option} to it",
+                option,
+            )
+        # Loaded through a relationship to the base class: the mapping loads them.
+        mapping = "__mapper_args__ = {..., \"polymorphic_load\": \"selectin\"}"
+        return (
+            f"they were loaded as {base} objects, which leaves {entity}'s own table out: "
+            f"load it with them, {mapping} on {entity}",
+            mapping,
+        )
 
     def checkpoint(self) -> None:
         threshold = max(self.config.attribute_reload_threshold, 2)
@@ -213,6 +249,8 @@ class NPlusOneAttributeReload(Detector):
                 f"select({entity}){where}.execution_options(populate_existing=True)"
             )
             hint = ".execution_options(populate_existing=True)"
+        elif group.subclass_of is not None:
+            fix, hint = self._subclass_fix(group, group.subclass_of, related)
         elif group.expired and group.commit_site is not None:
             fix = (
                 f"the commit at {self.where(group.commit_site)} expired them: create the "
@@ -244,6 +282,8 @@ class NPlusOneAttributeReload(Detector):
             },
             entity=group.entity,
             attributes=attributes,
+            # Columns a base-class query left out were never loaded before.
+            verb="loaded" if group.subclass_of is not None else "reloaded",
             count=group.loads,
             site=self.where(group.site),
             fix=fix,
