@@ -21,6 +21,7 @@ from sqlalchemy.orm import (
     relationship,
     selectin_polymorphic,
     selectinload,
+    with_polymorphic,
 )
 
 import sqla_doctor
@@ -516,6 +517,26 @@ def test_a_base_class_query_is_told_to_load_the_subclass_with_its_relationship(
         assert total_of(session.scalars(query).all()) == 6
     assert not fixed.findings
     assert fixed.query_count == 3
+
+
+def test_a_with_polymorphic_query_is_told_the_path_through_its_entity(parties: Engine) -> None:
+    """select(poly) raises ArgumentError for selectinload(Customer.orders) (and for the
+    selectin_polymorphic() advice a select(Party) gets): the path starts from poly."""
+    poly = with_polymorphic(Party, [Customer])
+    with sqla_doctor.track(mode="collect") as uow, Session(parties) as session:
+        assert total_of(session.scalars(select(poly)).all()) == 6
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("poly")
+    assert finding.fix_hint == ".options(selectinload(poly.Customer.orders))"
+    assert finding.message.endswith(
+        "add .options(selectinload(poly.Customer.orders)) to that query, poly being the "
+        "with_polymorphic(Party, [Customer]) it selects: an option on Customer.orders alone "
+        "does not apply to it"
+    )
+    with sqla_doctor.track(mode="collect") as fixed, Session(parties) as session:
+        query = eval(f"select(poly){finding.fix_hint}", {**POLY_NAMES, "poly": poly})
+        assert total_of(session.scalars(query).all()) == 6
+    assert not fixed.findings
 
 
 def test_a_subclass_query_keeps_the_plain_option(parties: Engine) -> None:

@@ -23,7 +23,7 @@ from sqla_doctor.findings import Finding, Kind, Location, Related
 from sqla_doctor.registry import Check
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, display_path
 from sqla_doctor.runtime.callsite import find as find_call_site
-from sqla_doctor.runtime.loading import joined_targets
+from sqla_doctor.runtime.loading import joined_targets, with_polymorphic_selected
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -105,6 +105,7 @@ class OrmExecution:
         "kind",
         "loaded",
         "parent",
+        "polymorphic",
         "relationship",
         "session_key",
         "site",
@@ -140,6 +141,7 @@ class OrmExecution:
         # of a relationship it already joins is told to use contains_eager().
         joins = getattr(state.statement, "_setup_joins", None) if kind is SELECT else None
         self.joined: tuple[Any, ...] = joined_targets(joins) if joins else ()
+        self.polymorphic = with_polymorphic_selected(state.statement) if kind is SELECT else None
 
 
 class Statement:

@@ -186,6 +186,20 @@ def joined_targets(joins: Any) -> tuple[Any, ...]:
     return tuple(found)
 
 
+def with_polymorphic_selected(statement: Any) -> Any:
+    """The ``with_polymorphic(...)`` entity a SELECT selects, or None. Options must start
+    from it (``selectinload(poly.Engineer.repos)``): one on ``Engineer.repos`` alone
+    raises ArgumentError there."""
+    try:
+        for column in statement._raw_columns:
+            entity = column._annotations.get("parententity")
+            if entity is not None and getattr(entity, "_is_with_polymorphic", False):
+                return entity
+    except Exception:
+        return None
+    return None
+
+
 def joins_relationship(joined: tuple[Any, ...], relationship: Any) -> bool:
     """Whether a SELECT that joined ``joined`` joins along ``relationship`` itself."""
     return any(item is relationship for item in joined)

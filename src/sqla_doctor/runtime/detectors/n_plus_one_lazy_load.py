@@ -50,6 +50,20 @@ def _contains_eager_fix(relationship: Any, name: str, option: str) -> str:
     )
 
 
+def _through_with_polymorphic(relationship: Any, selected: Any) -> str | None:
+    """``with_polymorphic(Party, [Customer])`` when a query selected that entity and
+    ``relationship`` is declared on one of its subclasses; else None."""
+    if selected is None:
+        return None
+    declaring = relationship.parent
+    try:
+        if declaring is selected.mapper or declaring not in selected.with_polymorphic_mappers:
+            return None
+        return str(selected)
+    except Exception:
+        return None
+
+
 def _in_ids_example(mapper: Any) -> str:
     keys = primary_key_attributes(mapper)
     if len(keys) != 1:
@@ -190,6 +204,10 @@ class NPlusOneLazyLoad(Detector):
     base's mapping, or `polymorphic_load="selectin"` on the subclass.) Below a
     relationship to the base class, the chained option goes through `of_type()`:
     `selectinload(Club.members.of_type(Customer)).selectinload(Customer.orders)`.
+    A query of a `with_polymorphic()` entity (`poly = with_polymorphic(Party,
+    [Customer])`, `select(poly)`) is told the path through it,
+    `selectinload(poly.Customer.orders)`: the option on `Customer.orders` alone raises
+    `ArgumentError` there.
 
     ## Options
     - `tool.sqla-doctor.runtime.n-plus-one-threshold`: distinct parents from one line
@@ -302,7 +320,16 @@ class NPlusOneLazyLoad(Detector):
             else:
                 origin_text = f" (parents loaded by the query at {where})"
                 fix = f"add .options({option}) to that query"
-                if base_class_query(relationship, group.selected):
+                polymorphic = _through_with_polymorphic(relationship, origin.polymorphic)
+                if polymorphic is not None:
+                    # select(poly) refuses selectinload(Engineer.repos): the option's path
+                    # starts from the entity it selects. Its variable's name is the user's.
+                    option = f"{loader_for(relationship)}(poly.{parents}.{relationship.key})"
+                    fix = (
+                        f"add .options({option}) to that query, poly being the {polymorphic} "
+                        f"it selects: an option on {name} alone does not apply to it"
+                    )
+                elif base_class_query(relationship, group.selected):
                     # select(Party) ignores selectinload(Customer.orders) on its own: the
                     # subclass's rows must load with their own SELECT, which carries it.
                     base = group.selected.class_.__name__
