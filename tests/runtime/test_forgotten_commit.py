@@ -445,3 +445,108 @@ def test_a_scoped_session_committed_before_remove_is_the_silent_twin(engine: Eng
         finally:
             db_session.remove()
     assert not uow.findings
+
+
+class UnitOfWork:
+    """The repository pattern's unit of work: __exit__ rolls back what was not committed."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self.factory()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.rollback()  # line:uow-rollback
+        self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
+def register_with_uow(factory: sessionmaker[Session], *, commit: bool, fail: bool = False) -> None:
+    with UnitOfWork(factory) as uow:  # line:uow-with
+        uow.session.add(User(name="ada"))  # line:uow-add
+        if fail:
+            raise LookupError("no such team")
+        if commit:
+            uow.commit()
+
+
+def test_a_unit_of_work_whose_exit_rolls_back_an_uncommitted_block_is_reported(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        register_with_uow(sessionmaker(engine), commit=False)
+    assert count_users(engine) == USERS, "the pitfall: the row was silently lost"
+    finding = one(uow.findings, "SQD152")
+    here = relative(__file__)
+    assert finding.location.line == line_of("uow-with")
+    assert finding.message == (
+        f"Session rolled back by UnitOfWork.__exit__ ({here}:{line_of('uow-rollback')}) when "
+        f"the with block at {here}:{line_of('uow-with')} ended without commit(): 1 added "
+        "object(s) (1 User) were never inserted — call the unit of work's commit() before "
+        "the with block ends (UnitOfWork's __exit__ rolls back what was not committed)"
+    )
+    assert finding.related[0].location.line == line_of("uow-add")
+
+
+def test_a_unit_of_work_that_commits_or_fails_is_the_silent_twin(engine: Engine) -> None:
+    factory = sessionmaker(engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        register_with_uow(factory, commit=True)
+        with contextlib.suppress(LookupError):
+            register_with_uow(factory, commit=False, fail=True)
+    assert count_users(engine) == USERS + 1
+    assert not uow.findings
+
+
+class DryRun:
+    """Rolls back whatever its block did, on purpose: it has no commit()."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __enter__(self) -> Session:
+        return self.session
+
+    def __exit__(self, *args: object) -> None:
+        self.session.rollback()
+
+
+def test_a_helper_that_only_rolls_back_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        with DryRun(session):
+            session.add(User(name="preview"))
+            session.flush()
+        session.rollback()
+    assert not uow.findings
+
+
+async def test_an_async_unit_of_work_whose_aexit_rolls_back_is_reported(
+    async_engine: AsyncEngine,
+) -> None:
+    factory = async_sessionmaker(async_engine)
+
+    class AsyncUnitOfWork:
+        async def __aenter__(self) -> AsyncSession:
+            self.session = factory()
+            return self.session
+
+        async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+            await self.session.rollback()
+            await self.session.close()
+
+        async def commit(self) -> None:
+            await self.session.commit()
+
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncUnitOfWork() as session:  # line:async-uow
+            session.add(User(name="ada"))
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("async-uow")
+    assert finding.message.startswith("Session rolled back by AsyncUnitOfWork.__aexit__ (")

@@ -23,6 +23,7 @@ import site
 import sys
 import sysconfig
 from collections.abc import Callable, Hashable, Iterable
+from inspect import CO_VARARGS
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -332,6 +333,73 @@ def find(
         frame = back
         level += 1
     return _site_of(fallback) if fallback is not None else None
+
+
+_EXITS = frozenset({"__exit__", "__aexit__"})
+_NO_EXIT_ARGUMENT = object()
+
+
+def unit_of_work_exit(depth: int = 1, limit: int = 3) -> tuple[CallSite, CallSite] | None:
+    """The ``__exit__`` (or ``__aexit__``) of a user's unit-of-work class — one with a
+    ``commit()`` method — among the nearest ``limit`` user frames of the caller, when its
+    ``with`` block ended without an exception; and the frame of that ``with`` block.
+    Such an ``__exit__`` rolls back what the block did not commit. None otherwise, or
+    when other code stands between those frames."""
+    frame: FrameType | None = sys._getframe(depth + 1)
+    greenlet: Any = None
+    exit_frame: FrameType | None = None
+    seen = 0
+    while frame is not None and seen < limit + 1:
+        code = frame.f_code
+        kind = _kinds.get(code.co_filename)
+        if kind is None:
+            kind = classify(code.co_filename)
+        if kind == USER:
+            seen += 1
+            if code.co_name in _EXITS:
+                if _exit_argument(frame) is not None or not _commits(frame):
+                    return None
+                exit_frame = exit_frame or frame
+            elif exit_frame is not None:
+                exit_site = _user_site(exit_frame, caller=False)
+                # "UnitOfWork.__exit__", also for a class defined in a function.
+                qualname = getattr(exit_frame.f_code, "co_qualname", exit_site.function)
+                exit_site.function = ".".join(qualname.split(".")[-2:])
+                return exit_site, _user_site(frame, caller=False)
+        elif seen:
+            return None
+        back = frame.f_back
+        if back is None:
+            back, greenlet = _next_frame(frame, greenlet)
+        frame = back
+    return None
+
+
+def _commits(frame: FrameType) -> bool:
+    """Whether the object an ``__exit__`` frame runs for has a ``commit()`` method: a
+    helper that only ever rolls back (a test's "undo it all") means to."""
+    code = frame.f_code
+    if not code.co_argcount:
+        return False
+    try:
+        owner = frame.f_locals.get(code.co_varnames[0])
+        return callable(getattr(type(owner), "commit", None))
+    except Exception:
+        return False
+
+
+def _exit_argument(frame: FrameType) -> Any:
+    """The exception type an ``__exit__`` frame was called with (None: no exception)."""
+    code = frame.f_code
+    try:
+        if code.co_argcount >= 2:
+            return frame.f_locals.get(code.co_varnames[1], _NO_EXIT_ARGUMENT)
+        if code.co_flags & CO_VARARGS:  # __exit__(self, *args)
+            args = frame.f_locals.get(code.co_varnames[code.co_argcount])
+            return args[0] if args else _NO_EXIT_ARGUMENT
+    except Exception:
+        pass
+    return _NO_EXIT_ARGUMENT
 
 
 def awaiting_frames(task: Any, limit: int = 12) -> list[FrameType]:

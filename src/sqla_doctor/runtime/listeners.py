@@ -880,6 +880,8 @@ def _on_after_rollback(session: Session) -> None:
         # A failed flush's rollback happened where that flush (or its autoflush) ran.
         failed = record.failed_flush if flush_failed else None
         record.rollback_site = failed.site if failed is not None else callsite.find(1)
+        if failed is None and (record.pending or record.writes):
+            record.exit_rollback = callsite.unit_of_work_exit(1)
     else:
         # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
         record.roll_back_savepoint()
@@ -984,8 +986,10 @@ def _on_pending_to_transient(session: Session, state: Any) -> None:
     if record is None:
         return
     added = record.pending.pop(id(state), None)
-    # rollback() sets the outcome before it expunges pending objects; close() does not.
-    if record.outcome is None and len(record.discarded) < MAX_DISCARDED_PER_SESSION:
+    # rollback() sets the outcome before it expunges pending objects; close() does not,
+    # nor does a unit of work's __exit__ discarding what its block did not commit.
+    discards = record.outcome is None or record.exit_rollback is not None
+    if discards and len(record.discarded) < MAX_DISCARDED_PER_SESSION:
         record.discarded.append(added or Added(state.class_.__name__, None))
 
 

@@ -527,6 +527,7 @@ class SessionRecord:
         "detachments",
         "discarded",
         "discarded_dirty",
+        "exit_rollback",
         "external",
         "failed_flush",
         "flush_error",
@@ -610,6 +611,9 @@ class SessionRecord:
         self.commit_site: CallSite | None = None
         # The last rollback of the outermost transaction since the last commit.
         self.rollback_site: CallSite | None = None
+        # A rollback a unit-of-work class's __exit__ made when its block ended without
+        # an error: its __exit__ and the with block. It discards as a close does.
+        self.exit_rollback: tuple[CallSite, CallSite] | None = None
         # Where its objects were detached (close(), expunge_all(), expunge()), the latest
         # few, for explaining a DetachedInstanceError later.
         self.detachments: list[Detachment] = []
@@ -645,6 +649,7 @@ class SessionRecord:
         self.nested_marks = []
         self.discarded = []
         self.discarded_dirty = []
+        self.exit_rollback = None
         self.holds_connection = False
         # ``failed_flush`` stays: a PendingRollbackError raised after the session closed
         # (the ``with`` block ended first) is still explained by it.

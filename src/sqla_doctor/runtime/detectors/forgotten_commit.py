@@ -73,6 +73,12 @@ class ForgottenCommit(Detector):
     `db_session`), whose `remove()` at the end of a request or job closes it, is named
     in the fix as the program spells it: `db.session.commit()`.
 
+    A unit-of-work class (the repository pattern's: it has a `commit()` method) whose
+    `__exit__` or `__aexit__` calls `rollback()` whatever happened is reported when a
+    `with` block over it ended without an error and without its `commit()`: that
+    rollback discards the block's writes as a close would. A helper without `commit()`
+    that rolls back on purpose (a dry run) is not.
+
     A Core `Connection` (`with engine.connect() as conn:`) that ran INSERT, UPDATE,
     DELETE or MERGE statements (also behind a `WITH`) and closes without `conn.commit()`
     is reported too: in SQLAlchemy 2.x a connection "commits as you go", and closing it
@@ -128,9 +134,17 @@ class ForgottenCommit(Detector):
 
     def on_after_transaction_end(self, end: TransactionEnd) -> None:
         record = end.record
-        if end.outcome != "close" or not (
-            record.writes or record.discarded or record.discarded_dirty
-        ):
+        if not (record.writes or record.discarded or record.discarded_dirty):
+            return
+        if end.outcome == "rollback" and record.exit_rollback is not None:
+            exit_site, block = record.exit_rollback
+            ended = (
+                f"rolled back by {exit_site.function} ({self.where(exit_site)}) when the "
+                f"with block at {self.where(block)} ended"
+            )
+            self._check(record, block, ended, exit_site)
+            return
+        if end.outcome != "close":
             return
         if sys.exc_info()[1] is not None:
             # Closed while an exception unwinds (a `with` block left by a raise, a close
@@ -189,7 +203,13 @@ class ForgottenCommit(Detector):
             site = record.opened[0]
         self._check(record, site, "still open at exit" if record.at_exit else "garbage-collected")
 
-    def _check(self, record: SessionRecord, site: CallSite | None, ended: str) -> None:
+    def _check(
+        self,
+        record: SessionRecord,
+        site: CallSite | None,
+        ended: str,
+        exit_site: CallSite | None = None,
+    ) -> None:
         if record.external:
             return
         lost: list[str] = []
@@ -220,6 +240,13 @@ class ForgottenCommit(Detector):
             fix = (
                 f"call `{hint}` before the request or job ends ({proxy.name} is a "
                 "scoped_session: its remove() discards what was not committed)"
+            )
+        elif exit_site is not None:
+            owner = exit_site.function.rpartition(".")[0] or "the unit of work"
+            hint = "commit()"
+            fix = (
+                f"call the unit of work's commit() before the with block ends ({owner}'s "
+                f"{exit_site.function.rpartition('.')[2]} rolls back what was not committed)"
             )
         elif is_async_session(record):
             hint = "await session.commit()"
