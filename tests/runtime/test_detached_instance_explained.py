@@ -239,7 +239,10 @@ def test_deferred_column_suggests_undefer(engine: Engine) -> None:
     with pytest.raises(DetachedInstanceError):
         bio_after_close(engine, tracker)
     assert tracker.last is not None
-    assert ".options(undefer(User.bio))" in one(tracker.last.findings, "SQD254").message
+    # Loaded by session.get(), which takes its options as an argument.
+    assert "pass options=[undefer(User.bio)] to the session.get() at" in (
+        one(tracker.last.findings, "SQD254").message
+    )
 
 
 @pytest.mark.parametrize("mode", ["warn", "raise", "log"])
@@ -521,3 +524,37 @@ def test_a_subclass_column_a_base_class_query_left_out_is_not_blamed_on_a_commit
     assert languages == ["py"]
     assert not fixed.findings
     engine.dispose()
+
+
+def user_by_id(engine: Engine, options: list[Any]) -> User | None:
+    with Session(engine) as session:
+        return session.get(User, 1, options=options)  # line:by-id
+
+
+def test_an_object_from_session_get_is_told_its_options_argument(engine: Engine) -> None:
+    """session.get() has no .options(): the option goes in its options=[...]."""
+    tracker = sqla_doctor.track(mode="collect")
+
+    def read_posts() -> None:
+        with tracker:
+            user = user_by_id(engine, [])
+            assert user is not None
+            print(user.posts)  # line:by-id-posts
+
+    with pytest.raises(DetachedInstanceError):
+        read_posts()
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    here = relative(__file__)
+    assert finding.location.line == line_of("by-id-posts")
+    assert finding.message.endswith(
+        f"pass options=[selectinload(User.posts)] to the session.get() at {here}:"
+        f"{line_of('by-id')}, or read User.posts inside the session block"
+    )
+    assert finding.fix_hint == "options=[selectinload(User.posts)]"
+    assert finding.related[0].message == "the User was loaded by this session.get()"
+    with sqla_doctor.track(mode="collect") as fixed:
+        user = user_by_id(engine, [selectinload(User.posts)])
+        assert user is not None
+        assert len(user.posts) == 2
+    assert not fixed.findings

@@ -326,3 +326,34 @@ async def test_a_subclass_column_a_base_class_query_left_out_is_told_selectin_po
         assert await level_without_await(select(Person).options(option)) == 3
     assert not fixed.findings
     await engine.dispose()
+
+
+async def test_an_object_from_session_get_is_told_its_options_argument(
+    async_engine: AsyncEngine,
+) -> None:
+    """session.get() has no .options(): the option goes in its options=[...]."""
+    tracker = sqla_doctor.track(mode="collect")
+
+    async def posts_of_one_user(options: list[Any]) -> int:
+        async with tracker, AsyncSession(async_engine) as session:
+            user = await session.get(User, 1, options=options)  # line:get
+            assert user is not None
+            return len(user.posts)  # line:get-posts
+
+    with pytest.raises((StatementError, MissingGreenlet)):
+        await posts_of_one_user([])
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD255")
+    here = relative(__file__)
+    assert finding.location.line == line_of("get-posts")
+    assert finding.message == (
+        "User.posts lazy-loaded in async code without await (the User was loaded by the "
+        f"session.get() at {here}:{line_of('get')}) — pass options=[selectinload(User.posts)] "
+        "to that session.get(), or `await user.awaitable_attrs.posts`, or declare the "
+        'relationship with lazy="selectin" (or lazy="raise" to fail early)'
+    )
+    assert finding.fix_hint == "options=[selectinload(User.posts)]"
+    tracker = sqla_doctor.track(mode="collect")
+    assert await posts_of_one_user([selectinload(User.posts)]) == 2
+    assert tracker.last is not None
+    assert not tracker.last.findings

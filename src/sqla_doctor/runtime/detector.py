@@ -99,6 +99,7 @@ class OrmExecution:
     """
 
     __slots__ = (
+        "by_get",
         "consumed",
         "in_flush",
         "joined",
@@ -142,6 +143,9 @@ class OrmExecution:
         joins = getattr(state.statement, "_setup_joins", None) if kind is SELECT else None
         self.joined: tuple[Any, ...] = joined_targets(joins) if joins else ()
         self.polymorphic = with_polymorphic_selected(state.statement) if kind is SELECT else None
+        # Session.get() (its load on the primary key passes these load options; a
+        # select() does not): the fix passes it options=[...], it has no .options().
+        self.by_get = kind is SELECT and "_sa_orm_load_options" in state.local_execution_options
 
 
 class Statement:

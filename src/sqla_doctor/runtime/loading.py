@@ -39,6 +39,14 @@ def primary_key_attributes(mapper: Any) -> tuple[str, ...]:
     return keys
 
 
+def attach_option(option: str, by_get: bool) -> tuple[str, str, str]:
+    """How a fix attaches a loader option to what loaded the objects: the verb, what it
+    is called, and the hint. ``session.get()`` takes ``options=[...]``."""
+    if by_get:
+        return f"pass options=[{option}] to", "session.get()", f"options=[{option}]"
+    return f"add .options({option}) to", "query", f".options({option})"
+
+
 def lazy_value(lazy: Any) -> Any:
     """``relationship(lazy=...)`` in its spelled-out form (False is joined, True select)."""
     if lazy is False:

@@ -15,7 +15,7 @@ from sqla_doctor.runtime.callsite import USER, CallSite, classify
 from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, ErrorSeen
 from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
 from sqla_doctor.runtime.errors import origin_and_entity_of, record_of, session_records
-from sqla_doctor.runtime.loading import left_out_by_base_query
+from sqla_doctor.runtime.loading import attach_option, left_out_by_base_query
 from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
 
 # SQLAlchemy's own wording, stable since 1.4: "... lazy load operation of attribute 'posts'
@@ -76,7 +76,9 @@ class DetachedInstanceExplained(Detector):
 
     A subclass's own column that a query of the base class left out (`select(Employee)`
     loads no `Engineer.language`) is not blamed on a commit: the fix named is the option
-    that loads it with the query, `selectin_polymorphic(Employee, [Engineer])`.
+    that loads it with the query, `selectin_polymorphic(Employee, [Engineer])`. For an
+    object `session.get()` loaded, the option goes in its argument:
+    `session.get(User, id, options=[selectinload(User.posts)])`.
 
     ## Why is this bad?
     An object's unloaded attributes load on first access, through its session. Once the
@@ -135,9 +137,11 @@ class DetachedInstanceExplained(Detector):
         origin = found[1] if found is not None else None
         related: list[tuple[CallSite | None, str]] = []
         loaded_at = ""
+        by_get = origin is not None and origin.by_get
+        loader = "session.get()" if by_get else "query"
         if origin is not None and origin.site is not None:
             loaded_at = self.where(origin.site)
-            related.append((origin.site, f"the {entity} was loaded by this query"))
+            related.append((origin.site, f"the {entity} was loaded by this {loader}"))
         cause = self._cause(detachment, related)
         how = detachment.how if detachment is not None and detachment.site is not None else None
         # Where the value is still there to read: before the objects left the session.
@@ -187,22 +191,18 @@ class DetachedInstanceExplained(Detector):
                     "create the session with expire_on_commit=False, or read "
                     f"{subject} before the commit / {inside}"
                 )
-        elif isinstance(prop, RelationshipProperty):
-            what = "lazy-loaded"
-            option = self._option(prop, origin)
-            hint = f".options({option})"
-            where = (
-                f"the query at {loaded_at}" if loaded_at else f"the query that loads the {entity}"
-            )
-            fix = f"add .options({option}) to {where}, or read {subject} {inside}"
         else:
-            what = "loaded (deferred)"
-            option = f"undefer({subject})"
-            hint = f".options({option})"
-            where = (
-                f"the query at {loaded_at}" if loaded_at else f"the query that loads the {entity}"
-            )
-            fix = f"add .options({option}) to {where}, or read {subject} {inside}"
+            if isinstance(prop, RelationshipProperty):
+                what = "lazy-loaded"
+                option = self._option(prop, origin)
+            else:
+                what = "loaded (deferred)"
+                option = f"undefer({subject})"
+            attach, loader, hint = attach_option(option, by_get)
+            where = f"the {loader} at {loaded_at}"
+            if not loaded_at:
+                where = f"the query that loads the {entity}"
+            fix = f"{attach} {where}, or read {subject} {inside}"
         if self._torn_down(detachment):
             fix += (
                 f"; an object kept past its request outlives db.session: keep its key and load "

@@ -23,7 +23,7 @@ from sqla_doctor.runtime.detectors.detached_instance_explained import (
 )
 from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
 from sqla_doctor.runtime.errors import origin_and_entity_of, origin_of
-from sqla_doctor.runtime.loading import left_out_by_base_query
+from sqla_doctor.runtime.loading import attach_option, left_out_by_base_query
 
 
 def _column(mapper: Any, key: str) -> bool:
@@ -85,7 +85,8 @@ class MissingGreenletExplained(Detector):
     deferred (`deferred()`, `defer()`, `load_only()`), or a subclass's own column that a
     query of the base class leaves out (`select(Member)` for an `Admin`) — is told the
     option that loads it with the query: `undefer(Document.content)`,
-    `selectin_polymorphic(Member, [Admin])`.
+    `selectin_polymorphic(Member, [Admin])`. For an object `session.get()` loaded, the
+    option goes in its argument: `session.get(User, id, options=[selectinload(User.posts)])`.
 
     ## References
     - [Preventing implicit IO when using AsyncSession](https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#preventing-implicit-io-when-using-asyncsession)
@@ -141,20 +142,20 @@ class MissingGreenletExplained(Detector):
         origin = origin_of(self.uow, mapper, record)
         related: list[tuple[CallSite | None, str]] = []
         origin_text = ""
+        attach, loader, hint = attach_option(option, False)
         query = f"the query that loads the {parents} objects"
         if origin is not None and origin.site is not None:
             where = self.where(origin.site)
-            origin_text = f" (the {parents} was loaded by the query at {where})"
-            query = "that query"
-            related.append((origin.site, f"the query that loaded the {parents}"))
+            attach, loader, hint = attach_option(option, origin.by_get)
+            origin_text = f" (the {parents} was loaded by the {loader} at {where})"
+            query = f"that {loader}"
+            related.append((origin.site, f"the {loader} that loaded the {parents}"))
         awaited = _awaitable(relationship.parent.class_, parents, relationship.key)
         fix = (
-            f"add .options({option}) to {query}, or {awaited}, or declare the "
+            f"{attach} {query}, or {awaited}, or declare the "
             'relationship with lazy="selectin" (or lazy="raise" to fail early)'
         )
-        self._explain(
-            seen, site, name, "lazy-loaded", origin_text, fix, f".options({option})", related
-        )
+        self._explain(seen, site, name, "lazy-loaded", origin_text, fix, hint, related)
 
     def _refresh(
         self, seen: ErrorSeen, site: CallSite | None, state: Any, key: str, record: Any
@@ -189,15 +190,16 @@ class MissingGreenletExplained(Detector):
             hint = option
         elif not expired and _column(state.mapper, key):
             # Deferred: by the mapping, or by defer()/load_only() on the query.
-            option = f".options(undefer({name}))"
             origin = found[1] if found is not None else None
+            attach, loader, hint = attach_option(f"undefer({name})", False)
             query = "the query that loads them"
             if origin is not None and origin.site is not None:
-                origin_text = f" (deferred: not loaded by the query at {self.where(origin.site)})"
-                related.append((origin.site, f"the query that loaded the {entity}"))
-                query = "that query"
-            fix = f"add {option} to {query}, or {awaited}"
-            hint = option
+                attach, loader, hint = attach_option(f"undefer({name})", origin.by_get)
+                where = self.where(origin.site)
+                origin_text = f" (deferred: not loaded by the {loader} at {where})"
+                related.append((origin.site, f"the {loader} that loaded the {entity}"))
+                query = f"that {loader}"
+            fix = f"{attach} {query}, or {awaited}"
         elif expired and rolled_back is not None:
             what = "refreshed"
             origin_text = f" (expired by the rollback at {self.where(rolled_back)})"
