@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session, defer, lazyload, load_only
+from sqlalchemy.orm import (
+    ORMExecuteState,
+    Session,
+    defer,
+    lazyload,
+    load_only,
+    with_loader_criteria,
+)
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -181,3 +188,18 @@ def test_a_lookup_repeated_in_a_loop_adds_up(read_engine: Engine) -> None:
     finding = one(uow.findings, "SQD258")
     assert finding.location.line == line_of("get")
     assert finding.details["objects"] == 3
+
+
+def tenant_criteria(state: ORMExecuteState) -> None:
+    """A multi-tenant listener: every SELECT gets the tenant's criteria (a copy of it)."""
+    if state.is_select and not state.is_column_load and not state.is_relationship_load:
+        state.statement = state.statement.options(with_loader_criteria(Account, Account.id > 0))
+
+
+def test_a_query_another_listener_copies_inline_is_still_judged(read_engine: Engine) -> None:
+    """The statement written inline is gone once the listener replaced it by its copy."""
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        event.listen(s, "do_orm_execute", tenant_criteria)
+        rows = [(a.name, a.email) for a in s.scalars(select(Account).options(NO_BADGES))]
+    assert len(rows) == 4
+    assert "only 2 were used (name, email)" in one(uow.findings, "SQD258").message

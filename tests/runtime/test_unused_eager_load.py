@@ -6,9 +6,16 @@ import gc
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
+from sqlalchemy.orm import (
+    ORMExecuteState,
+    Session,
+    joinedload,
+    lazyload,
+    selectinload,
+    with_loader_criteria,
+)
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 import sqla_doctor
@@ -237,4 +244,33 @@ def test_a_relationship_whose_reads_cannot_be_seen_is_not_judged(read_engine: En
         # As if the descriptor could not be switched (another library's class).
         Account.__dict__["orders"].__class__ = InstrumentedAttribute
         assert sum(len(a.orders) for a in accounts) == 12
+    assert not of_code(uow.findings, "SQD257")
+
+
+def every_account(state: ORMExecuteState) -> None:
+    """SQLAlchemy's soft-delete / multi-tenant recipe: criteria added to every SELECT."""
+    if state.is_select and not state.is_column_load and not state.is_relationship_load:
+        criteria = with_loader_criteria(Account, Account.id > 0)
+        state.statement = state.statement.options(criteria)
+
+
+def test_a_statement_another_listener_copies_is_still_followed(read_engine: Engine) -> None:
+    """The program's do_orm_execute listener runs after the doctor's and replaces the
+    statement by a copy: the objects that copy loads are still the query's."""
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        event.listen(s, "do_orm_execute", every_account)
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = s.scalars(statement).all()  # line:copied
+        names = [account.name for account in accounts]
+    assert len(names) == 4
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("copied")
+    assert "selectinload(Account.orders) loaded 12 Order object(s)" in finding.message
+
+
+def test_a_copied_statement_whose_relationship_is_read_is_silent(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        event.listen(s, "do_orm_execute", every_account)
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        assert sum(len(a.orders) for a in s.scalars(statement).all()) == 12
     assert not of_code(uow.findings, "SQD257")

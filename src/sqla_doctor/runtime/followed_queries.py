@@ -57,6 +57,12 @@ class FollowedQueries(Generic[G]):
         # id(statement) -> (a weak reference to it, its group): the QueryContext of each
         # loaded object names the statement it runs.
         self.open: dict[int, tuple[weakref.ref[Any], G]] = {}
+        # id(statement._raw_columns) -> (that list, the statement's options, the group):
+        # a do_orm_execute listener of the program's that runs after ours (the
+        # soft-delete recipe adding with_loader_criteria()) replaces the statement by a
+        # copy, which shares the list and starts with the same options, and the
+        # statement itself may be gone by the time its rows load.
+        self.open_columns: dict[int, tuple[Any, tuple[Any, ...], G]] = {}
         self.tracked = 0
 
     def follow(self, statement: Any, site: CallSite, mapper: Any) -> G | None:
@@ -74,20 +80,42 @@ class FollowedQueries(Generic[G]):
         listeners.watch_loads(mapper)
         if len(self.open) >= MAX_OPEN:
             del self.open[next(iter(self.open))]
+        if len(self.open_columns) >= MAX_OPEN:
+            del self.open_columns[next(iter(self.open_columns))]
         self.open[id(statement)] = (weakref.ref(statement), group)
+        columns = getattr(statement, "_raw_columns", None)
+        if columns is not None:
+            options = tuple(getattr(statement, "_with_options", ()))
+            self.open_columns[id(columns)] = (columns, options, group)
         return group
 
     def group_of(self, loaded: Loaded) -> G | None:
         """The group of a followed query's root object (not one of its eager loads)."""
         query = getattr(loaded.context, "query", None)
         entry = self.open.get(id(query))
-        if entry is None or entry[0]() is not query or self.tracked >= MAX_TRACKED:
+        group = entry[1] if entry is not None and entry[0]() is query else self._copied_from(query)
+        if group is None or self.tracked >= MAX_TRACKED:
             return None
         if not loading.loaded_at_root(loaded.state):
             return None
-        group = entry[1]
         group.seen += 1
         return group
+
+    def _copied_from(self, query: Any) -> G | None:
+        """The group of the followed statement ``query`` is a copy of with more options
+        (``.options()`` copies a statement, sharing its columns), if any. Another
+        statement built from the same ``select(User)`` shares them too, but not the
+        followed one's options."""
+        columns = getattr(query, "_raw_columns", None)
+        entry = self.open_columns.get(id(columns)) if columns is not None else None
+        if entry is None or entry[0] is not columns:
+            return None
+        followed, options = entry[1], tuple(getattr(query, "_with_options", ()))
+        if len(options) <= len(followed):
+            return None
+        if any(a is not b for a, b in zip(options[: len(followed)], followed, strict=True)):
+            return None
+        return entry[2]
 
     def watch(self, group: G, state: Any) -> reads.Watch | None:
         """Watch the reads of a loaded object; None when it cannot be watched."""
@@ -112,3 +140,4 @@ class FollowedQueries(Generic[G]):
             judge(group)
         if final:
             self.open = {}
+            self.open_columns = {}
