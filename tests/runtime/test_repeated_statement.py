@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
 
-from .models import USERS, User
+from .models import USERS, Post, User
 from .support import line_of, of_code, one, relative
 
 IDS = list(range(1, USERS + 1))
@@ -207,4 +207,23 @@ def test_the_same_update_repeated_is_told_to_run_once(engine: Engine) -> None:
     assert finding.message.endswith(
         "with identical parameters — the same write with the same values: run it once, "
         "outside the loop"
+    )
+
+
+def test_a_count_and_a_fetch_from_one_line_are_told_apart(engine: Engine) -> None:
+    """Two statements of one table from one line are two findings: their names differ,
+    and a count is told to group, not to fetch rows."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS:
+            of_author = Post.author_id == user_id
+            found = (session.scalar(select(func.count()).where(of_author)), session.scalars(select(Post).where(of_author)).first())  # noqa: E501  # line:both
+            assert found[0] == 2
+    shapes = sorted(f.message.split(" ran ")[0] for f in of_code(uow.findings, "SQD252"))
+    assert shapes == ["SELECT count(…) … FROM posts", "SELECT … FROM posts"]
+    count = next(f for f in uow.findings if f.message.startswith("SELECT count("))
+    assert count.location.line == line_of("both")
+    assert count.message.endswith(
+        "compute the count() for all of them in one query grouped by what tells them apart "
+        "(`select(Model.parent_id, func.count(...)).group_by(Model.parent_id)`) instead of "
+        "one per iteration"
     )

@@ -24,8 +24,14 @@ _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 
 
+# A SELECT of one aggregate (``collection.count()`` of a dynamic relationship): named
+# apart from the rows' SELECT of the same table, by the function alone (no literal).
+_AGGREGATE = re.compile(r"^\s*SELECT\s+(count|sum|avg|min|max)\s*\(", re.IGNORECASE)
+
+
 def shape(sql: str) -> str:
-    """A short name for a statement: ``SELECT … FROM users``, ``UPDATE users``."""
+    """A short name for a statement: ``SELECT … FROM users``, ``SELECT count(…) … FROM
+    users``, ``UPDATE users``."""
     target = _TARGET.match(sql)
     if target:
         return (
@@ -35,6 +41,9 @@ def shape(sql: str) -> str:
         )
     words = sql.split(None, 1)
     verb = words[0].upper() if words else "statement"
+    aggregate = _AGGREGATE.match(sql)
+    if aggregate:
+        verb = f"SELECT {aggregate.group(1).lower()}(…)"
     source = _FROM.search(sql)
     return f"{verb} … FROM {source.group(1)}" if source else verb
 
@@ -158,6 +167,11 @@ class RepeatedStatement(Detector):
         print(user.name)
     ```
 
+    A SELECT of one aggregate (`account.audit.count()` of a `lazy="dynamic"`
+    relationship, `select(func.count())...`) is named by it, `SELECT count(…) … FROM
+    audit`, apart from the rows' SELECT of the same table, and told to compute it for all
+    of them in one query with `.group_by()`.
+
     An INSERT, UPDATE or DELETE run once per item gets a write's fix: one executemany
     with a list of parameter dicts.
     ```python
@@ -239,10 +253,21 @@ class RepeatedStatement(Detector):
         else:
             more = "+" if distinct >= MAX_PARAMETER_SETS else ""
             variants = f"with {distinct}{more} different parameter sets"
-            fix = write_fix or (
-                "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader "
-                "option) instead of one per iteration"
-            )
+            aggregate = _AGGREGATE.match(entry.sql)
+            if write_fix is not None:
+                fix = write_fix
+            elif aggregate is not None:
+                function = aggregate.group(1).lower()
+                fix = (
+                    f"compute the {function}() for all of them in one query grouped by what "
+                    f"tells them apart (`select(Model.parent_id, func.{function}(...))"
+                    ".group_by(Model.parent_id)`) instead of one per iteration"
+                )
+            else:
+                fix = (
+                    "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader "
+                    "option) instead of one per iteration"
+                )
         details: dict[str, Any] = {
             # Redacted before it is cut: a cut literal must not leave its value behind.
             "statement": shown_sql(entry.sql, self.config.show_parameters)[:1000],
