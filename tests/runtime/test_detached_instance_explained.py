@@ -16,9 +16,11 @@ from sqlalchemy.orm import (
     Mapped,
     Session,
     mapped_column,
+    relationship,
     selectin_polymorphic,
     selectinload,
     sessionmaker,
+    with_polymorphic,
 )
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 from sqlalchemy.orm.exc import DetachedInstanceError
@@ -558,3 +560,56 @@ def test_an_object_from_session_get_is_told_its_options_argument(engine: Engine)
         assert user is not None
         assert len(user.posts) == 2
     assert not fixed.findings
+
+
+class Repo(StaffBase):
+    __tablename__ = "repo"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("engineer.id"))
+
+
+Engineer.repos = relationship(Repo)
+
+
+def test_a_subclass_relationship_is_told_the_option_the_query_takes(tmp_path: Path) -> None:
+    """selectinload(Engineer.repos) alone is ignored by select(Employee) and refused by
+    select(poly): each query is told the option it takes."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'repos.db'}")
+    StaffBase.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.add(Engineer(language="py", repos=[Repo()]))
+    poly = with_polymorphic(Employee, [Engineer])
+    messages = []
+    for query in (select(Employee), select(poly)):
+        tracker = sqla_doctor.track(mode="collect")
+
+        def read_repos(query: Any = query, tracker: sqla_doctor.Tracker = tracker) -> None:
+            with tracker:
+                print([len(e.repos) for e in list_staff(engine, query)])
+
+        with pytest.raises(DetachedInstanceError):
+            read_repos()
+        assert tracker.last is not None
+        messages.append(one(tracker.last.findings, "SQD254").message)
+    where = f"the query at {relative(__file__)}:{line_of('staff-query')}"
+    assert (
+        "add .options(selectin_polymorphic(Employee, [Engineer]), selectinload(Engineer.repos)) "
+        f"to {where}: it selects Employee, and an option on Engineer.repos alone is ignored "
+        "there, or read Engineer.repos inside the session block"
+    ) in messages[0]
+    assert (
+        f"add .options(selectinload(poly.Engineer.repos)) to {where}, poly being the "
+        "with_polymorphic(Employee, [Engineer]) it selects: an option on Engineer.repos alone "
+        "does not apply to it"
+    ) in messages[1]
+    with sqla_doctor.track(mode="collect") as fixed:
+        fixes = (
+            select(Employee).options(
+                selectin_polymorphic(Employee, [Engineer]), selectinload(Engineer.repos)
+            ),
+            select(poly).options(selectinload(poly.Engineer.repos)),
+        )
+        for query in fixes:
+            assert [len(e.repos) for e in list_staff(engine, query)] == [1]
+    assert not fixed.findings
+    engine.dispose()

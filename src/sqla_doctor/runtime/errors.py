@@ -41,6 +41,7 @@ __all__ = [
     "install_hooks",
     "install_log_hook",
     "note_text",
+    "origin_and_entity_of",
     "origin_of",
     "record_of",
     "seen",

@@ -13,7 +13,7 @@ from sqlalchemy.orm.state import InstanceState
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import USER, CallSite, classify
 from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, ErrorSeen
-from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
+from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for, query_option
 from sqla_doctor.runtime.errors import origin_and_entity_of, record_of, session_records
 from sqla_doctor.runtime.loading import attach_option, left_out_by_base_query
 from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
@@ -76,7 +76,10 @@ class DetachedInstanceExplained(Detector):
 
     A subclass's own column that a query of the base class left out (`select(Employee)`
     loads no `Engineer.language`) is not blamed on a commit: the fix named is the option
-    that loads it with the query, `selectin_polymorphic(Employee, [Engineer])`. For an
+    that loads it with the query, `selectin_polymorphic(Employee, [Engineer])`; a
+    relationship declared on the subclass gets the option that query takes (as SQD251
+    names it: `selectin_polymorphic(Employee, [Engineer]), selectinload(Engineer.repos)`
+    for `select(Employee)`, `selectinload(poly.Engineer.repos)` for `select(poly)`). For an
     object `session.get()` loaded, the option goes in its argument:
     `session.get(User, id, options=[selectinload(User.posts)])`.
 
@@ -192,9 +195,10 @@ class DetachedInstanceExplained(Detector):
                     f"{subject} before the commit / {inside}"
                 )
         else:
+            why = ""
             if isinstance(prop, RelationshipProperty):
                 what = "lazy-loaded"
-                option = self._option(prop, origin)
+                option, why = self._option(prop, origin, found[0] if found is not None else None)
             else:
                 what = "loaded (deferred)"
                 option = f"undefer({subject})"
@@ -202,7 +206,7 @@ class DetachedInstanceExplained(Detector):
             where = f"the {loader} at {loaded_at}"
             if not loaded_at:
                 where = f"the query that loads the {entity}"
-            fix = f"{attach} {where}, or read {subject} {inside}"
+            fix = f"{attach} {where}{why}, or read {subject} {inside}"
         if self._torn_down(detachment):
             fix += (
                 f"; an object kept past its request outlives db.session: keep its key and load "
@@ -267,13 +271,12 @@ class DetachedInstanceExplained(Detector):
             return False
         return self.where(detachment.site).startswith("flask_sqlalchemy/")
 
-    def _option(self, relationship: Any, origin: Any) -> str:
+    def _option(self, relationship: Any, origin: Any, selected: Any) -> tuple[str, str]:
+        """The option, and why it takes that form ("" for the plain one)."""
         option = f"{loader_for(relationship)}({label(relationship)})"
-        if (
-            origin is not None
-            and origin.kind in (LAZY_LOAD, RELATIONSHIP_LOAD)
-            and origin.relationship is not None
-        ):
+        if origin is None:
+            return option, ""
+        if origin.kind in (LAZY_LOAD, RELATIONSHIP_LOAD) and origin.relationship is not None:
             outer = origin.relationship
-            return f"{loader_for(outer)}({label(outer)}).{option}"
-        return option
+            return f"{loader_for(outer)}({label(outer)}).{option}", ""
+        return query_option(relationship, selected, origin.polymorphic)

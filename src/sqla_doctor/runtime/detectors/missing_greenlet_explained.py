@@ -21,8 +21,8 @@ from sqla_doctor.runtime.detectors.detached_instance_explained import (
     instance_state,
     session_of,
 )
-from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for
-from sqla_doctor.runtime.errors import origin_and_entity_of, origin_of
+from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for, query_option
+from sqla_doctor.runtime.errors import origin_and_entity_of
 from sqla_doctor.runtime.loading import attach_option, left_out_by_base_query
 
 
@@ -85,7 +85,8 @@ class MissingGreenletExplained(Detector):
     deferred (`deferred()`, `defer()`, `load_only()`), or a subclass's own column that a
     query of the base class leaves out (`select(Member)` for an `Admin`) — is told the
     option that loads it with the query: `undefer(Document.content)`,
-    `selectin_polymorphic(Member, [Admin])`. For an object `session.get()` loaded, the
+    `selectin_polymorphic(Member, [Admin])`; a relationship declared on the subclass gets
+    the option that query takes, as SQD251 names it. For an object `session.get()` loaded, the
     option goes in its argument: `session.get(User, id, options=[selectinload(User.posts)])`.
 
     ## References
@@ -139,20 +140,24 @@ class MissingGreenletExplained(Detector):
         option = f"{loader_for(relationship)}({name})"
         parents = relationship.parent.class_.__name__
         mapper = state.mapper if state is not None else relationship.parent
-        origin = origin_of(self.uow, mapper, record)
+        found = origin_and_entity_of(self.uow, mapper, record)
+        origin = found[1] if found is not None else None
         related: list[tuple[CallSite | None, str]] = []
         origin_text = ""
+        why = ""
         attach, loader, hint = attach_option(option, False)
         query = f"the query that loads the {parents} objects"
         if origin is not None and origin.site is not None:
             where = self.where(origin.site)
+            if origin.relationship is None and found is not None:
+                option, why = query_option(relationship, found[0], origin.polymorphic)
             attach, loader, hint = attach_option(option, origin.by_get)
             origin_text = f" (the {parents} was loaded by the {loader} at {where})"
             query = f"that {loader}"
             related.append((origin.site, f"the {loader} that loaded the {parents}"))
         awaited = _awaitable(relationship.parent.class_, parents, relationship.key)
         fix = (
-            f"{attach} {query}, or {awaited}, or declare the "
+            f"{attach} {query}{why}, or {awaited}, or declare the "
             'relationship with lazy="selectin" (or lazy="raise" to fail early)'
         )
         self._explain(seen, site, name, "lazy-loaded", origin_text, fix, hint, related)

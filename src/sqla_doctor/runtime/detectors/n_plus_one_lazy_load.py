@@ -64,6 +64,33 @@ def _through_with_polymorphic(relationship: Any, selected: Any) -> str | None:
         return None
 
 
+def query_option(relationship: Any, selected: Any, polymorphic: Any) -> tuple[str, str]:
+    """The loader option for ``relationship`` on a query that selected the mapper
+    ``selected``, or the ``with_polymorphic()`` entity ``polymorphic``; and, when it is not
+    the plain option, why (to follow "add .options(...) to that query")."""
+    name = label(relationship)
+    option = f"{loader_for(relationship)}({name})"
+    parents = relationship.parent.class_.__name__
+    through = _through_with_polymorphic(relationship, polymorphic)
+    if through is not None:
+        # select(poly) refuses selectinload(Engineer.repos): the option's path starts
+        # from the entity it selects. Its variable's name is the user's.
+        return (
+            f"{loader_for(relationship)}(poly.{parents}.{relationship.key})",
+            f", poly being the {through} it selects: an option on {name} alone does not "
+            "apply to it",
+        )
+    if base_class_query(relationship, selected):
+        # select(Party) ignores selectinload(Customer.orders) on its own: the subclass's
+        # rows must load with their own SELECT, which carries it.
+        base = selected.class_.__name__
+        return (
+            f"selectin_polymorphic({base}, [{parents}]), {option}",
+            f": it selects {base}, and an option on {name} alone is ignored there",
+        )
+    return option, ""
+
+
 def _in_ids_example(mapper: Any) -> str:
     keys = primary_key_attributes(mapper)
     if len(keys) != 1:
@@ -319,26 +346,9 @@ class NPlusOneLazyLoad(Detector):
                 related.append((origin.site, f"the query that loaded each {parents}"))
             else:
                 origin_text = f" (parents loaded by the query at {where})"
-                fix = f"add .options({option}) to that query"
-                polymorphic = _through_with_polymorphic(relationship, origin.polymorphic)
-                if polymorphic is not None:
-                    # select(poly) refuses selectinload(Engineer.repos): the option's path
-                    # starts from the entity it selects. Its variable's name is the user's.
-                    option = f"{loader_for(relationship)}(poly.{parents}.{relationship.key})"
-                    fix = (
-                        f"add .options({option}) to that query, poly being the {polymorphic} "
-                        f"it selects: an option on {name} alone does not apply to it"
-                    )
-                elif base_class_query(relationship, group.selected):
-                    # select(Party) ignores selectinload(Customer.orders) on its own: the
-                    # subclass's rows must load with their own SELECT, which carries it.
-                    base = group.selected.class_.__name__
-                    option = f"selectin_polymorphic({base}, [{parents}]), {option}"
-                    fix = (
-                        f"add .options({option}) to that query: it selects {base}, and "
-                        f"an option on {name} alone is ignored there"
-                    )
-                elif joins_relationship(origin.joined, relationship):
+                option, why = query_option(relationship, group.selected, origin.polymorphic)
+                fix = f"add .options({option}) to that query{why}"
+                if not why and joins_relationship(origin.joined, relationship):
                     option = f"contains_eager({name})"
                     fix = _contains_eager_fix(relationship, name, option)
                 related.append((origin.site, "the query that loaded the parents"))
