@@ -74,6 +74,13 @@ class _Region:
     end_lineno: int
     end_col_offset: int
 
+    @classmethod
+    def after(cls, node: ast.AST, scope: ast.AST) -> _Region:
+        """From the end of ``node`` (a ``with`` block, a ``close()`` call) to the end of
+        ``scope``."""
+        start = (getattr(node, "end_lineno", None) or 0, getattr(node, "end_col_offset", None) or 0)
+        return cls(*start, *_end_of(scope))
+
 
 class DetachedInstanceAccess(Rule):
     """
@@ -491,8 +498,7 @@ class DetachedInstanceAccess(Rule):
     def _check_added(self, flow: FunctionFlow, with_node: ast.With | ast.AsyncWith) -> None:
         """Objects made here and ``add()``-ed to the block's session, read after the
         block: a commit in it expired them, and they cannot be refreshed once detached."""
-        end = _end_of(flow.node)
-        closed = _Region(with_node.end_lineno or 0, with_node.end_col_offset or 0, *end)
+        closed = _Region.after(with_node, flow.node)
         for item in with_node.items:
             target = item.optional_vars
             if not isinstance(target, ast.Name):
@@ -563,7 +569,6 @@ class DetachedInstanceAccess(Rule):
         self, flow: FunctionFlow, binding: Binding, objects: ObjectsValue
     ) -> tuple[_Region, str, ast.Call | str | None] | None:
         """(region after the close, how it closed, the commit that expired them)."""
-        end = _end_of(flow.node)
         returns = objects.returns
         if returns is not None:
             if not returns.session_closed:
@@ -575,10 +580,10 @@ class DetachedInstanceAccess(Rule):
             # its iterable), in a comprehension's element (before its `for` clause).
             if binding.kind == "comp":
                 start = (binding.node.lineno, binding.node.col_offset)  # type: ignore[attr-defined]
+                region = _Region(*start, *_end_of(flow.node))
             else:
                 after = binding.value if binding.kind == "for" and binding.value else binding.node
-                start = (after.end_lineno or 0, after.end_col_offset or 0)  # type: ignore[attr-defined]
-            region = _Region(*start, *end)
+                region = _Region.after(after, flow.node)
             return (
                 region,
                 f"`{objects.origin_name}()` at {objects.origin_path}:{returns.line} closes it",
@@ -593,7 +598,7 @@ class DetachedInstanceAccess(Rule):
                 continue
             for item in with_node.items:
                 if isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == key:
-                    region = _Region(with_node.end_lineno or 0, with_node.end_col_offset or 0, *end)
+                    region = _Region.after(with_node, flow.node)
                     return (
                         region,
                         f"the `with` block at line {with_node.lineno} closed it",
@@ -603,7 +608,7 @@ class DetachedInstanceAccess(Rule):
         for call in flow.calls_on(key):
             func = call.func
             if isinstance(func, ast.Attribute) and func.attr == "close" and _after(call, load):
-                region = _Region(call.end_lineno or 0, call.end_col_offset or 0, *end)
+                region = _Region.after(call, flow.node)
                 return (
                     region,
                     f"`{key}.close()` at line {call.lineno}",
