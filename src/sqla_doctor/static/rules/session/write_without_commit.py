@@ -108,6 +108,10 @@ _CORE_FILES = {
 }
 
 
+# A session method that ends or frames its transaction by hand: its writes are settled.
+_SETTLED = frozenset({"commit", "begin", "rollback", "begin_nested", "in_transaction"})
+
+
 class WriteWithoutCommit(Rule):
     """
     ## What it does
@@ -821,38 +825,19 @@ class WriteWithoutCommit(Rule):
 
     def _check(self, flow: FunctionFlow, owned: OwnedSession) -> None:
         name = owned.name
-        if len(flow.bindings.get(name, ())) > 1 or escapes(flow, name):
-            return
-        calls = method_calls(flow, name)
-        methods = {method for method, _ in calls}
-        if methods & {"commit", "begin", "rollback", "flush", "begin_nested", "in_transaction"}:
-            return
-        # Objects added and then expunged, or a session that can never connect, are
-        # deliberately not written (code computing cascades with `session.new`).
-        if "expunge_all" in methods or unbound(owned.value, owned.binding.value):
-            return
-        # Passed whole to another function (which may commit): not ours to judge.
-        for load in flow.name_loads.get(name, ()):
-            parent = flow.parent(load)
-            if isinstance(parent, (ast.Call, ast.keyword, ast.withitem)):
-                return
-        # `session.execute(text("COMMIT"))`: committed by hand.
-        if any(
-            method == "execute" and call.args and self.statements.of(call.args[0]) == COMMIT
-            for method, call in calls
-        ):
+        # A session that can never connect, or objects added and then expunged, are
+        # deliberately not written (code computing cascades with `session.new`); a flush
+        # without a commit is a test's or a dry run's.
+        if unbound(owned.value, owned.binding.value):
             return
         # On a connection someone else commits (an Alembic migration, a test), statements
         # run in that transaction; only objects never flushed are lost.
         on_connection = bound_to_connection(flow, owned.binding.value)
-        write = next(
-            (
-                call
-                for method, call in calls
-                if self._is_write(flow, method, call)
-                and not (on_connection and method == "execute")
-            ),
-            None,
+        write = self._lost_write(
+            flow,
+            name,
+            settled=_SETTLED | {"expunge_all", "flush"},
+            not_writes=frozenset({"execute"}) if on_connection else frozenset(),
         )
         if write is None:
             return
@@ -887,21 +872,8 @@ class WriteWithoutCommit(Rule):
             return
         if any(keyword(d, "dependencies") is not None for d in route_decorators(route)):
             return  # a dependency of the route's own may commit the same session
-        if len(flow.bindings.get(name, ())) > 1 or escapes(flow, name):
-            return
-        calls = method_calls(flow, name)
-        methods = {method for method, _ in calls}
-        if methods & {"commit", "begin", "rollback", "begin_nested", "in_transaction"}:
-            return
-        for load in flow.name_loads.get(name, ()):
-            if isinstance(flow.parent(load), (ast.Call, ast.keyword, ast.withitem)):
-                return  # handed to a helper, which may commit
-        if any(
-            method == "execute" and call.args and self.statements.of(call.args[0]) == COMMIT
-            for method, call in calls
-        ):
-            return
-        write = next((call for method, call in calls if self._is_write(flow, method, call)), None)
+        # Flushed or not, what the route wrote is rolled back when the request ends.
+        write = self._lost_write(flow, name, settled=_SETTLED)
         if write is None:
             return
         provider = index.function(source.qualname)
@@ -918,6 +890,41 @@ class WriteWithoutCommit(Rule):
                 f"call `{commit}` after the writes, or commit in `{provider.name}()` "
                 "after its `yield`"
             ),
+        )
+
+    def _lost_write(
+        self,
+        flow: FunctionFlow,
+        name: str,
+        *,
+        settled: frozenset[str],
+        not_writes: frozenset[str] = frozenset(),
+    ) -> ast.Call | None:
+        """The first write through the session ``name`` that nothing here commits, or
+        None: when ``name`` is rebound, leaves the function or is handed to another one
+        (which may commit), has one of the ``settled`` methods called on it, or is
+        committed by hand (``execute(text("COMMIT"))``). Calls of ``not_writes`` methods
+        do not count as writes."""
+        if len(flow.bindings.get(name, ())) > 1 or escapes(flow, name):
+            return None
+        calls = method_calls(flow, name)
+        if {method for method, _ in calls} & settled:
+            return None
+        for load in flow.name_loads.get(name, ()):
+            if isinstance(flow.parent(load), (ast.Call, ast.keyword, ast.withitem)):
+                return None
+        if any(
+            method == "execute" and call.args and self.statements.of(call.args[0]) == COMMIT
+            for method, call in calls
+        ):
+            return None
+        return next(
+            (
+                call
+                for method, call in calls
+                if method not in not_writes and self._is_write(flow, method, call)
+            ),
+            None,
         )
 
     def _is_write(self, flow: FunctionFlow, method: str, call: ast.Call) -> bool:
