@@ -5,6 +5,8 @@ Loader options keep their paths in ``Load.context`` (``_LoadElement.path`` and
 option itself (``_WildcardLoad.path`` and ``.strategy``); both the same on SQLAlchemy
 2.0 and 2.1. Read defensively: an unknown shape gives nothing, and the statement is
 judged by its mapping.
+
+Also the other way round: the loader option a fix tells a query to take, and how.
 """
 
 from __future__ import annotations
@@ -37,6 +39,58 @@ def primary_key_attributes(mapper: Any) -> tuple[str, ...]:
         if len(_pk_attributes) < 10_000:
             _pk_attributes[mapper] = keys
     return keys
+
+
+def label(relationship: Any) -> str:
+    """``User.posts``: the class that declares the relationship, and its key."""
+    return f"{relationship.parent.class_.__name__}.{relationship.key}"
+
+
+def loader_for(relationship: Any) -> str:
+    # A collection eager-loaded with a JOIN multiplies the parent rows (P29): selectinload
+    # runs one extra query for all parents. A scalar (many-to-one) joins at no such cost.
+    return "selectinload" if relationship.uselist else "joinedload"
+
+
+def _through_with_polymorphic(relationship: Any, selected: Any) -> str | None:
+    """``with_polymorphic(Party, [Customer])`` when a query selected that entity and
+    ``relationship`` is declared on one of its subclasses; else None."""
+    if selected is None:
+        return None
+    declaring = relationship.parent
+    try:
+        if declaring is selected.mapper or declaring not in selected.with_polymorphic_mappers:
+            return None
+        return str(selected)
+    except Exception:
+        return None
+
+
+def query_option(relationship: Any, selected: Any, polymorphic: Any) -> tuple[str, str]:
+    """The loader option for ``relationship`` on a query that selected the mapper
+    ``selected``, or the ``with_polymorphic()`` entity ``polymorphic``; and, when it is not
+    the plain option, why (to follow "add .options(...) to that query")."""
+    name = label(relationship)
+    option = f"{loader_for(relationship)}({name})"
+    parents = relationship.parent.class_.__name__
+    through = _through_with_polymorphic(relationship, polymorphic)
+    if through is not None:
+        # select(poly) refuses selectinload(Engineer.repos): the option's path starts
+        # from the entity it selects. Its variable's name is the user's.
+        return (
+            f"{loader_for(relationship)}(poly.{parents}.{relationship.key})",
+            f", poly being the {through} it selects: an option on {name} alone does not "
+            "apply to it",
+        )
+    if base_class_query(relationship, selected):
+        # select(Party) ignores selectinload(Customer.orders) on its own: the subclass's
+        # rows must load with their own SELECT, which carries it.
+        base = selected.class_.__name__
+        return (
+            f"selectin_polymorphic({base}, [{parents}]), {option}",
+            f": it selects {base}, and an option on {name} alone is ignored there",
+        )
+    return option, ""
 
 
 def attach_option(option: str, by_get: bool) -> tuple[str, str, str]:

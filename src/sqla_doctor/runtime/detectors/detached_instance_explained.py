@@ -13,9 +13,14 @@ from sqlalchemy.orm.state import InstanceState
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import USER, CallSite, classify
 from sqla_doctor.runtime.detector import LAZY_LOAD, RELATIONSHIP_LOAD, Detector, ErrorSeen
-from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for, query_option
 from sqla_doctor.runtime.errors import origin_and_entity_of, record_of, session_records
-from sqla_doctor.runtime.loading import attach_option, left_out_by_base_query
+from sqla_doctor.runtime.loading import (
+    attach_option,
+    label,
+    left_out_by_base_query,
+    loader_for,
+    query_option,
+)
 from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
 
 # SQLAlchemy's own wording, stable since 1.4: "... lazy load operation of attribute 'posts'

@@ -21,9 +21,14 @@ from sqla_doctor.runtime.detectors.detached_instance_explained import (
     instance_state,
     session_of,
 )
-from sqla_doctor.runtime.detectors.n_plus_one_lazy_load import label, loader_for, query_option
 from sqla_doctor.runtime.errors import origin_and_entity_of
-from sqla_doctor.runtime.loading import attach_option, left_out_by_base_query
+from sqla_doctor.runtime.loading import (
+    attach_option,
+    label,
+    left_out_by_base_query,
+    loader_for,
+    query_option,
+)
 
 
 def _column(mapper: Any, key: str) -> bool:
