@@ -351,9 +351,7 @@ def unit_of_work_exit(depth: int = 1, limit: int = 3) -> tuple[CallSite, CallSit
     seen = 0
     while frame is not None and seen < limit + 1:
         code = frame.f_code
-        kind = _kinds.get(code.co_filename)
-        if kind is None:
-            kind = classify(code.co_filename)
+        kind = classify(code.co_filename)
         if kind == USER:
             seen += 1
             if code.co_name in _EXITS:
