@@ -93,6 +93,17 @@ def query_option(relationship: Any, selected: Any, polymorphic: Any) -> tuple[st
     return option, ""
 
 
+def subclass_left_out(base: Any, entity: str) -> tuple[str, str]:
+    """For a query that selected the mapper ``base`` and so left the subclass ``entity``'s
+    own table out: the option that loads it with the query, and what the query did
+    ("selected Employee, which leaves Engineer's own table out")."""
+    name = base.class_.__name__
+    return (
+        f"selectin_polymorphic({name}, [{entity}])",
+        f"selected {name}, which leaves {entity}'s own table out",
+    )
+
+
 def attach_option(option: str, by_get: bool) -> tuple[str, str, str]:
     """How a fix attaches a loader option to what loaded the objects: the verb, what it
     is called, and the hint. ``session.get()`` takes ``options=[...]``."""

@@ -20,6 +20,7 @@ from sqla_doctor.runtime.loading import (
     left_out_by_base_query,
     loader_for,
     query_option,
+    subclass_left_out,
 )
 from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
 
@@ -165,12 +166,11 @@ class DetachedInstanceExplained(Detector):
         ):
             # Never loaded, not expired: select(Employee) leaves Engineer's own table out.
             what = "loaded"
-            base = found[0].class_.__name__
-            option = f"selectin_polymorphic({base}, [{entity}])"
+            option, left_out = subclass_left_out(found[0], entity)
             hint = f".options({option})"
             fix = (
-                f"the query at {loaded_at} selected {base}, which leaves {entity}'s own "
-                f"table out: add .options({option}) to it, or read {subject} {inside}"
+                f"the query at {loaded_at} {left_out}: add .options({option}) to it, or read "
+                f"{subject} {inside}"
             )
         elif key in state.expired_attributes or not isinstance(
             prop, (RelationshipProperty, ColumnProperty)

@@ -28,6 +28,7 @@ from sqla_doctor.runtime.loading import (
     left_out_by_base_query,
     loader_for,
     query_option,
+    subclass_left_out,
 )
 
 
@@ -189,13 +190,10 @@ class MissingGreenletExplained(Detector):
             and left_out_by_base_query(state.mapper, found[0], set(state.expired_attributes))
         ):
             # Never loaded, not expired: select(Member) leaves Admin's own table out.
-            base = found[0].class_.__name__
-            option = f".options(selectin_polymorphic({base}, [{entity}]))"
-            origin_text = (
-                f" (the query at {self.where(found[1].site)} selected {base}, which leaves "
-                f"{entity}'s own table out)"
-            )
-            related.append((found[1].site, f"the query that selected {base}"))
+            polymorphic, left_out = subclass_left_out(found[0], entity)
+            option = f".options({polymorphic})"
+            origin_text = f" (the query at {self.where(found[1].site)} {left_out})"
+            related.append((found[1].site, f"the query that selected {found[0].class_.__name__}"))
             fix = f"add {option} to that query, or {awaited}"
             hint = option
         elif not expired and _column(state.mapper, key):

@@ -7,7 +7,11 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
-from sqla_doctor.runtime.loading import left_out_by_base_query, primary_key_attributes
+from sqla_doctor.runtime.loading import (
+    left_out_by_base_query,
+    primary_key_attributes,
+    subclass_left_out,
+)
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -212,11 +216,11 @@ class NPlusOneAttributeReload(Detector):
         base, origin = subclass_of[0].class_.__name__, subclass_of[1]
         entity = group.entity
         if origin.relationship is None and origin.site is not None:
-            option = f".options(selectin_polymorphic({base}, [{entity}]))"
+            polymorphic, left_out = subclass_left_out(subclass_of[0], entity)
+            option = f".options({polymorphic})"
             related.append((origin.site, f"the query that selected {base}"))
             return (
-                f"the query at {self.where(origin.site)} selected {base}, which leaves "
-                f"{entity}'s own table out: add {option} to it",
+                f"the query at {self.where(origin.site)} {left_out}: add {option} to it",
                 option,
             )
         # Loaded through a relationship to the base class: the mapping loads them.
