@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -62,6 +62,14 @@ def make_app(database: Path) -> Flask:
         if "-forgotten" not in name:
             db.session.commit()
         return created
+
+    @app.post("/authors/<int:author_id>/rename")
+    def rename(author_id: int) -> dict[str, Any]:
+        author = db.session.get(Author, author_id)  # line:rename-get
+        author.name = author.name.upper()
+        if request.args.get("commit"):
+            db.session.commit()
+        return {}
 
     @app.get("/cache/<int:author_id>")
     def cache(author_id: int) -> dict[str, Any]:
@@ -129,6 +137,28 @@ def test_a_forgotten_db_session_commit_names_db_session(app: Flask) -> None:
         "scoped_session: its remove() discards what was not committed)"
     )
     assert finding.fix_hint == "db.session.commit()"
+
+
+def test_a_forgotten_commit_of_a_changed_object_points_at_the_view(app: Flask) -> None:
+    """A changed object leaves no line of its own and the teardown closed the session:
+    the finding points at the view's line where the session began its transaction."""
+    (finding,) = findings(app, "POST", "/authors/1/rename")
+    assert finding.code == "SQD152"
+    assert finding.location.line == line_of("rename-get")
+    assert "changes to 1 Author were never written" in finding.message
+    teardown, began = finding.related
+    assert teardown.message == (
+        "where it happened: in flask_sqlalchemy, with no line of the program on the stack"
+    )
+    assert (began.location.line, began.message) == (
+        line_of("rename-get"),
+        "the session's transaction began here",
+    )
+    assert finding.fix_hint == "db.session.commit()"
+
+
+def test_a_committed_change_is_the_silent_twin(app: Flask) -> None:
+    assert findings(app, "POST", "/authors/1/rename?commit=1") == []
 
 
 def test_db_session_commit_is_the_silent_twin(app: Flask) -> None:

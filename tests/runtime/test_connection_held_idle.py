@@ -249,6 +249,41 @@ def test_a_slow_call_after_a_large_result_is_still_reported(many_posts: Engine) 
     assert finding.details["last_query"].endswith(f":{line_of('large-result')}")
 
 
+def test_closing_a_session_right_after_a_large_result_is_not_idle(huge_posts: Engine) -> None:
+    """`.all()` builds forty thousand objects and the block ends: building them, then
+    detaching them all as close() empties the identity map, is SQLAlchemy's work before
+    the connection goes back to the pool, not the program holding it. Any gap counts."""
+    config = RuntimeConfig(mode="collect", held_connection_seconds=0.0)
+    with sqla_doctor.track(config=config) as uow, Session(huge_posts) as session:
+        posts = session.scalars(select(Post)).all()
+    assert len(posts) >= HUGE_RESULT
+    assert not of_code(uow.findings, "SQD157")
+
+
+def test_a_slow_call_between_a_large_result_and_the_close_is_still_reported(
+    many_posts: Engine,
+) -> None:
+    with sqla_doctor.track(config=QUICK) as uow, Session(many_posts) as session:  # line:closed
+        session.scalars(select(Post)).all()  # line:result-before-close
+        time.sleep(1.5)  # longer than the 1 s the objects account for
+    finding = one(uow.findings, "SQD157")
+    assert finding.location.line == line_of("closed")
+    assert finding.details["resumed_by"] == "rollback"
+    assert finding.details["last_query"].endswith(f":{line_of('result-before-close')}")
+    assert finding.details["idle_seconds"] >= 1.5
+
+
+def test_a_slow_call_before_the_close_is_reported_once(engine: Engine) -> None:
+    """The close rolls back, then returns the connection: one gap, one finding."""
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:  # line:closes
+        session.get(User, 1)  # line:before-close
+        slow_external_call()
+    finding = one(uow.findings, "SQD157")
+    assert finding.location.line == line_of("closes")
+    assert finding.details["resumed_by"] == "rollback"
+    assert finding.details["last_query"].endswith(f":{line_of('before-close')}")
+
+
 def test_gap_under_the_threshold_is_silent(engine: Engine) -> None:
     config = RuntimeConfig(mode="collect", held_connection_seconds=5.0)
     with sqla_doctor.track(config=config) as uow, Session(engine) as session:

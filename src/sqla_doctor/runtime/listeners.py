@@ -607,8 +607,9 @@ def _idle_ends(
     site: callsite.CallSite | None,
     *,
     find_site: bool = False,
+    resumed: str = "statement",
 ) -> None:
-    """The checkout's idle gap ends now (a statement, or a flush, begins on it)."""
+    """The checkout's idle gap ends now (a statement, a flush or a close begins on it)."""
     idle = checkout.idle_since
     checkout.idle_since = 0.0
     gap = time.perf_counter() - idle
@@ -618,7 +619,7 @@ def _idle_ends(
     if uow is not None and gap >= uow.settings.runtime.held_connection_seconds:
         if site is None and find_site:
             site = callsite.find(2)
-        _dispatch(uow, "connection_idle", IdleGap(checkout, gap, "statement", site))
+        _dispatch(uow, "connection_idle", IdleGap(checkout, gap, resumed, site))
 
 
 def _on_after_cursor_execute(
@@ -1063,6 +1064,8 @@ def _detached(session: Session, state: Any) -> None:
         # The new map marks the batch: the next objects of this close() find it here.
         detachment.marker = replaced
         record.add_detachment(detachment)
+        if how == "close":
+            _close_begins(record, detachment.site)
         return
     # expunge(obj): one object leaves a map that stays.
     site = callsite.find(2)
@@ -1071,6 +1074,15 @@ def _detached(session: Session, state: Any) -> None:
         record.add_detachment(last)
     if len(last.keys) < MAX_EXPUNGED_KEYS and state.key is not None:
         last.keys.add(state.key)
+
+
+def _close_begins(record: SessionRecord, site: callsite.CallSite | None) -> None:
+    """close() begins detaching the session's objects: its connection's idle gap ends
+    here. Detaching a large identity map before the connection goes back to the pool is
+    SQLAlchemy's work, not the program holding the connection."""
+    checkout = record.checkout() if record.checkout is not None else None
+    if checkout is not None and not checkout.returned and checkout.idle_since:
+        _idle_ends(checkout, _session_unit(record), site, resumed="rollback")
 
 
 def _expunge_all_called(frame: Any) -> bool:
@@ -1768,11 +1780,12 @@ def _connection_resumes(
     idle = checkout.idle_since
     began = checkout.transaction_began
     stretch = checkout.idle_stretch(now)
-    if what != "checkin" and not checkout.session_owned:
+    if what != "checkin":
         # Still checked out (a Core connection after commit()): idle from now on. A
         # Session gives its connection back as its commit or rollback ends; until then
-        # it is SQLAlchemy's own work (expiring the objects), not the program's.
-        checkout.idle_since = now
+        # it is SQLAlchemy's own work (expiring the objects), not the program's, and the
+        # gap that ends here is not reported again at the checkin.
+        checkout.idle_since = 0.0 if checkout.session_owned else now
     checkout.transaction_began = 0.0
     checkout.longest_idle, checkout.longest_idle_after = 0.0, None
     if runtime is None:

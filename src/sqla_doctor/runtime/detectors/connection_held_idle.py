@@ -34,10 +34,14 @@ def _building_objects(idle: IdleGap) -> bool:
         return False
     record = checkout.session_record()
     session = record.ref() if record is not None else None
-    if session is None:
+    if record is None or session is None:
         return False
-    added = len(session.identity_map) - checkout.loaded_before
-    return added * _SECONDS_PER_LOADED_OBJECT >= idle.gap
+    objects = len(session.identity_map)
+    built_into = record.identity_map
+    if built_into is not None and built_into is not session.identity_map:
+        # close() has replaced the map: the objects were built into the one it empties.
+        objects = max(objects, len(built_into))
+    return (objects - checkout.loaded_before) * _SECONDS_PER_LOADED_OBJECT >= idle.gap
 
 
 class ConnectionHeldIdle(Detector):
@@ -69,7 +73,8 @@ class ConnectionHeldIdle(Detector):
 
     Nor is the time SQLAlchemy spends building the objects of a large result (`.all()`
     of 200,000 rows): a gap after an ORM query is not reported when the session gained
-    enough objects meanwhile to account for it (100 µs an object).
+    enough objects meanwhile to account for it (100 µs an object). The clock also stops
+    when `close()` begins, before it detaches every object the session holds.
 
     ## Known problems
     A connection still idle when the unit of work ends is reported as a leak (SQD151,

@@ -71,7 +71,10 @@ class ForgottenCommit(Detector):
     unwound whose code closes it (see SQD151): its `commit()` never ran either. A
     module-level `scoped_session` (Flask-SQLAlchemy's `db.session`, a worker's
     `db_session`), whose `remove()` at the end of a request or job closes it, is named
-    in the fix as the program spells it: `db.session.commit()`.
+    in the fix as the program spells it: `db.session.commit()`. When that close runs in
+    the framework's code, with no line of the program on the stack, the finding points
+    at the program's line that added or flushed the objects, or, for changed objects,
+    where the session began its transaction.
 
     A unit-of-work class (the repository pattern's: it has a `commit()` method) whose
     `__exit__` or `__aexit__` calls `rollback()` whatever happened is reported when a
@@ -228,11 +231,16 @@ class ForgottenCommit(Detector):
             lost.append(f"{len(discarded)} added object(s) ({entities}) were never inserted")
             for added in discarded[:_MAX_NAMED]:
                 related.append((added.site, f"{added.entity} added here"))
+        began = record.opened[0] if record.opened else None
         if record.discarded_dirty:
             lost.append(f"changes to {_counted(record.discarded_dirty)} were never written")
+            # Changed objects leave no line of their own: where the session began its
+            # transaction is the program's code that made them (a framework's teardown
+            # that closed the session is not).
+            related.append((began, "the session's transaction began here"))
         if not lost:
             return
-        proxy = scoped_proxy(site, record.flush_site, *(a.site for a in discarded[:1]))
+        proxy = scoped_proxy(site, record.flush_site, *(a.site for a in discarded[:1]), began)
         if proxy is not None:
             # Flask-SQLAlchemy's db.session, a worker's db_session: their remove() at the
             # end of the request or job is the close; a `with` block is not their shape.
