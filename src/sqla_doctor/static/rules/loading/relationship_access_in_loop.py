@@ -1222,6 +1222,45 @@ class RelationshipAccessInLoop(Rule):
                         print(book.title, len(book.reviews))
             """,
         ),
+        # A helper reads a collection and, in each of its items, another: one option
+        # loads both levels (a separate `selectinload(Author.books)` would repeat it).
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.blog import Author, Book
+
+            def review_total(author: Author) -> int:
+                return sum(len(book.reviews) for book in author.books)
+
+            def review_counts(session: Session):
+                stmt = select(Author)
+                for author in session.scalars(stmt):
+                    print(review_total(author))
+            """,
+            path="app/views.py",
+            files=_BLOG_FILES,
+            line=11,
+            expected_message=(
+                "`Author.books` and `Book.reviews` are lazy-loaded once per row of "
+                "`session.scalars(stmt)` in `review_total()` (app/views.py:5) "
+                "(loaded at line 9) — add "
+                "`.options(selectinload(Author.books).selectinload(Book.reviews))` to that query"
+            ),
+            expected_fix="""
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session, selectinload
+            from app.blog import Author, Book
+
+            def review_total(author: Author) -> int:
+                return sum(len(book.reviews) for book in author.books)
+
+            def review_counts(session: Session):
+                stmt = select(Author).options(selectinload(Author.books).selectinload(Book.reviews))
+                for author in session.scalars(stmt):
+                    print(review_total(author))
+            """,
+        ),
         # Under the mapping's lazy="joined": defaultload() keeps it. No fix: `Team` has no
         # name in this file for the option to use.
         Invalid(
@@ -1409,13 +1448,14 @@ class RelationshipAccessInLoop(Rule):
         index = self.ctx.index
         # Every relationship read here needs its option (a `to_dict()` reading two needs
         # both), each continuing from what already loads the steps before it.
-        option = ", ".join(option_text(index, a.path, a.objects.options) for a in accesses)
+        optioned = _not_implied(accesses)
+        option = ", ".join(option_text(index, a.path, a.objects.options) for a in optioned)
         fix: Fix | None = None
         loaded = access.objects
         stmt = loaded.stmt
-        chains = self._chains(accesses)
+        chains = self._chains(optioned)
         if chains is not None and stmt is not None:
-            existing = [_option_prefix(a) for a in accesses]
+            existing = [_option_prefix(a) for a in optioned]
             edits = options_edits(self.ctx, stmt, chains, existing)
             if edits is not None:
                 option = edits[1]
@@ -1443,7 +1483,7 @@ class RelationshipAccessInLoop(Rule):
             rels = ", ".join(names[:-1]) + f" and {names[-1]} are"
         else:
             rels = ", ".join(names[:2]) + f" and {len(names) - 2} more relationships are"
-        options = ", ".join(option_text(index, a.path, a.objects.options) for a in accesses[:4])
+        options = ", ".join(option_text(index, a.path, a.objects.options) for a in optioned[:4])
         self.report(
             access.node,
             fix=fix,
@@ -1482,6 +1522,17 @@ class RelationshipAccessInLoop(Rule):
                 chain.append((loader, f"{owner}.{attr}"))
             chains.append(chain)
         return chains
+
+
+def _not_implied(accesses: list[LazyAccess]) -> list[LazyAccess]:
+    """The accesses whose option a longer path's does not already give: the option for
+    `Order.lines` then `Line.product` loads `Order.lines` too."""
+    paths = [tuple(a.path) for a in accesses]
+    return [
+        access
+        for access, path in zip(accesses, paths, strict=True)
+        if not any(len(other) > len(path) and other[: len(path)] == path for other in paths)
+    ]
 
 
 def _option_prefix(access: LazyAccess) -> tuple[str, ...]:
