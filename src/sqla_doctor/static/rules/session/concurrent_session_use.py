@@ -41,8 +41,9 @@ class ConcurrentSessionUse(Rule):
     ## What it does
     Checks for `asyncio.gather()` (or `asyncio.wait`, a `TaskGroup`, an anyio task
     group) running two or more awaitables that use the same session — its own
-    `execute()`/`scalar()` calls, or coroutines the session is passed to, including a
-    comprehension of them.
+    `execute()`/`scalar()` calls, coroutines the session is passed to (including a
+    comprehension of them), or coroutines nested in the function that use its session
+    without opening their own.
 
     ## Why is this bad?
     An `AsyncSession` (and its connection) runs one statement at a time. Concurrent
@@ -139,6 +140,43 @@ class ConcurrentSessionUse(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # Nested coroutines that each open their own session.
+        Valid(
+            """
+            import asyncio
+            from sqlalchemy import func, select
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from app.db import SessionLocal
+            from app.models import Post, User
+
+            async def stats(db: AsyncSession):
+                async def count(model):
+                    async with SessionLocal() as db:
+                        return await db.scalar(select(func.count()).select_from(model))
+
+                return await asyncio.gather(count(User), count(Post))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # Nested coroutines that take the session they use as a parameter, each its own.
+        Valid(
+            """
+            import asyncio
+            from sqlalchemy import func, select
+            from app.db import SessionLocal
+            from app.models import Post, User
+
+            async def stats():
+                async with SessionLocal() as db, SessionLocal() as other:
+                    async def count(db, model):
+                        return await db.scalar(select(func.count()).select_from(model))
+
+                    return await asyncio.gather(count(db, User), count(other, Post))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
         # Not a session: an aiohttp ClientSession shared by requests is fine.
         Valid(
             """
@@ -201,6 +239,29 @@ class ConcurrentSessionUse(Rule):
             path="app/views.py",
             files=_FILES,
             line=7,
+        ),
+        # Nested coroutines that use the enclosing function's session.
+        Invalid(
+            """
+            import asyncio
+            from sqlalchemy import func, select
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from app.models import Post, User
+
+            async def stats(db: AsyncSession):
+                async def count(model):
+                    return await db.scalar(select(func.count()).select_from(model))
+
+                return await asyncio.gather(count(User), count(Post))
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                "`asyncio.gather()` runs 2 operations on `db` at once: an AsyncSession runs "
+                'one statement at a time ("another operation is in progress") — give each task '
+                "its own session, or await them one by one"
+            ),
         ),
         # A TaskGroup spawning tasks in a loop.
         Invalid(
@@ -365,4 +426,49 @@ class ConcurrentSessionUse(Rule):
                 continue
             if key in sessions or flow.session_of(candidate) is not None:
                 found.append(key)
+        if isinstance(func, ast.Name):
+            found += [key for key in _closed_over(flow, func.id, sessions) if key not in found]
         return found
+
+
+def _closed_over(flow: FunctionFlow, name: str, sessions: Mapping[str, object]) -> list[str]:
+    """Sessions of this function that its nested ``async def name`` uses without a
+    binding of its own: ``async def count(model): return await db.scalar(...)`` closes
+    over the caller's ``db``."""
+    nested = next(
+        (
+            node
+            for node in ast.walk(flow.node)
+            if isinstance(node, ast.AsyncFunctionDef)
+            and node.name == name
+            and node is not flow.node
+        ),
+        None,
+    )
+    if nested is None:
+        return []
+    arguments = nested.args
+    own = {a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs)} | {
+        a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None
+    }
+    own |= {
+        node.id
+        for node in ast.walk(nested)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
+    found: list[str] = []
+    for call in ast.walk(nested):
+        if not isinstance(call, ast.Call):
+            continue
+        func = call.func
+        used = [func.value] if isinstance(func, ast.Attribute) else []
+        used += [*call.args, *(kw.value for kw in call.keywords)]
+        for candidate in used:
+            if not isinstance(candidate, (ast.Name, ast.Attribute)):
+                continue
+            key = receiver_key(candidate)
+            if key is None or key not in sessions or key.partition(".")[0] in own:
+                continue
+            if key not in found:
+                found.append(key)
+    return found
