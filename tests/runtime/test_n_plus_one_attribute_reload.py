@@ -60,9 +60,11 @@ def test_deferred_column_read_per_object_suggests_undefer(engine: Engine) -> Non
     assert len(bios) == USERS
     finding = one(uow.findings, "SQD253")
     assert finding.location.line == line_of("deferred")
-    assert (
-        "they were deferred: load them with the query, .options(undefer(User.bio))"
-        in finding.message
+    # Never loaded before: the first load, not a reload (expired attributes are reloaded).
+    assert finding.message == (
+        f"User attributes (bio) loaded one object at a time {USERS}× from "
+        f"{relative(__file__)}:{line_of('deferred')} — they were deferred: load them with the "
+        "query, .options(undefer(User.bio))"
     )
 
 

@@ -272,6 +272,7 @@ class NPlusOneAttributeReload(Detector):
         else:
             fix = "load the objects with one query instead of one reload per object"
             hint = None
+        first_load = group.deferred and not group.expired
         self.report(
             group.site,
             key=key,
@@ -286,8 +287,9 @@ class NPlusOneAttributeReload(Detector):
             },
             entity=group.entity,
             attributes=attributes,
-            # Columns a base-class query left out were never loaded before.
-            verb="loaded" if group.subclass_of is not None else "reloaded",
+            # Columns a base-class query left out, and deferred ones, were never loaded
+            # before: the read is their first load, not a reload.
+            verb="loaded" if group.subclass_of is not None or first_load else "reloaded",
             count=group.loads,
             site=self.where(group.site),
             fix=fix,
