@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
 
+from .collection_models import (
+    LEDGERS,
+    Change,
+    Ledger,
+    Posting,
+    Watcher,
+    create_and_seed_ledgers,
+)
 from .models import USERS, Post, User
 from .support import line_of, of_code, one, relative
 
@@ -227,3 +250,157 @@ def test_a_count_and_a_fetch_from_one_line_are_told_apart(engine: Engine) -> Non
         "(`select(Model.parent_id, func.count(...)).group_by(Model.parent_id)`) instead of "
         "one per iteration"
     )
+
+
+@pytest.fixture
+def ledgers(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'ledgers.db'}")
+    create_and_seed_ledgers(engine)
+    yield engine
+    engine.dispose()
+
+
+def statements_run(engine: Engine) -> list[str]:
+    """The SQL the engine runs from now on (to check that an advice is one query)."""
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def test_a_write_only_collection_queried_per_parent_is_not_told_a_loader_option(
+    ledgers: Engine,
+) -> None:
+    """selectinload(Ledger.entries) raises "does not support object population": the
+    fix is one query for the postings of all ledgers."""
+    with sqla_doctor.track(mode="collect") as uow, Session(ledgers) as session:
+        for ledger in session.scalars(select(Ledger)).all():
+            assert len(session.scalars(ledger.entries.select()).all()) == 2  # line:write-only
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("write-only")
+    assert finding.message.endswith(
+        '— Ledger.entries is lazy="write_only", which no loader option loads: fetch the '
+        "Posting rows of all the Ledger objects in one query, "
+        "select(Posting).where(Posting.ledger_id.in_(ids)), and group them by ledger_id; "
+        "if each needs its whole collection, map Ledger.entries as a loadable "
+        "relationship (Mapped[list[Posting]]) and add .options(selectinload("
+        "Ledger.entries)) to the query that loads the Ledger objects"
+    )
+    # The advice, followed: one query.
+    seen = statements_run(ledgers)
+    with Session(ledgers) as session:
+        ids = list(range(1, LEDGERS + 1))
+        postings = session.scalars(select(Posting).where(Posting.ledger_id.in_(ids))).all()
+    assert len(postings) == 2 * LEDGERS
+    assert len(seen) == 1
+
+
+def test_a_dynamic_collection_read_per_parent_is_not_told_a_loader_option(
+    ledgers: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(ledgers) as session:
+        for ledger in session.scalars(select(Ledger)).all():
+            assert len(ledger.changes.all()) == 2  # line:dynamic
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("dynamic")
+    assert 'Ledger.changes is lazy="dynamic", which no loader option loads: fetch the ' in (
+        finding.message
+    )
+    assert "select(Change).where(Change.ledger_id.in_(ids)), and group them by ledger_id" in (
+        finding.message
+    )
+
+
+def test_a_dynamic_collection_counted_per_parent_is_told_one_grouped_count(
+    ledgers: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(ledgers) as session:
+        for ledger in session.scalars(select(Ledger)).all():
+            assert ledger.changes.count() == 2  # line:count
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("count")
+    assert finding.message.startswith("SELECT count(…) … FROM changes ran")
+    assert finding.message.endswith(
+        '— Ledger.changes is lazy="dynamic", which no loader option loads: compute the '
+        "count() for all the Ledger objects in one query, select(Change.ledger_id, "
+        "func.count()).where(Change.ledger_id.in_(ids)).group_by(Change.ledger_id)"
+    )
+    seen = statements_run(ledgers)
+    with Session(ledgers) as session:
+        ids = list(range(1, LEDGERS + 1))
+        counts = session.execute(
+            select(Change.ledger_id, func.count())
+            .where(Change.ledger_id.in_(ids))
+            .group_by(Change.ledger_id)
+        ).all()
+    assert dict(counts) == dict.fromkeys(ids, 2)
+    assert len(seen) == 1
+
+
+def test_a_write_only_collection_through_a_secondary_table_is_told_a_join(
+    ledgers: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(ledgers) as session:
+        for ledger in session.scalars(select(Ledger)).all():
+            assert session.scalars(ledger.watchers.select()).all()  # line:secondary
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("secondary")
+    assert (
+        "fetch the Watcher rows of all the Ledger objects in one query, "
+        "select(Ledger.id, Watcher).join(Ledger.watchers).where(Ledger.id.in_(ids)), and "
+        "group them by Ledger.id;" in finding.message
+    )
+    seen = statements_run(ledgers)
+    with Session(ledgers) as session:
+        ids = list(range(1, LEDGERS + 1))
+        pairs = session.execute(
+            select(Ledger.id, Watcher).join(Ledger.watchers).where(Ledger.id.in_(ids))
+        ).all()
+    assert sorted(ledger_id for ledger_id, _ in pairs) == ids
+    assert len(seen) == 1
+
+
+def test_the_same_query_written_by_hand_keeps_the_usual_advice(ledgers: Engine) -> None:
+    """The twin: no write_only or dynamic relationship runs it, so none is named."""
+    with sqla_doctor.track(mode="collect") as uow, Session(ledgers) as session:
+        for ledger in session.scalars(select(Ledger)).all():
+            of_ledger = Posting.ledger_id == ledger.id
+            assert len(session.scalars(select(Posting).where(of_ledger)).all()) == 2
+    finding = one(uow.findings, "SQD252")
+    assert finding.message.endswith(
+        "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader option) "
+        "instead of one per iteration"
+    )
+
+
+def test_an_ordinary_collection_read_per_parent_keeps_the_loader_option(
+    ledgers: Engine,
+) -> None:
+    """The twin: a relationship a loader option loads is SQD251's, with selectinload."""
+    with sqla_doctor.track(mode="collect") as uow, Session(ledgers) as session:
+        for ledger in session.scalars(select(Ledger)).all():
+            assert len(ledger.lines) == 1
+    assert not of_code(uow.findings, "SQD252")
+    assert one(uow.findings, "SQD251").message.endswith(
+        "add .options(selectinload(Ledger.lines)) to that query"
+    )
+
+
+async def test_a_write_only_collection_queried_per_parent_under_asyncio(
+    tmp_path: Path,
+) -> None:
+    sync = create_engine(f"sqlite:///{tmp_path / 'ledgers.db'}")
+    create_and_seed_ledgers(sync)
+    sync.dispose()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledgers.db'}")
+    try:
+        with sqla_doctor.track(mode="collect") as uow:
+            async with AsyncSession(engine) as session:
+                for ledger in (await session.scalars(select(Ledger))).all():
+                    await session.scalars(ledger.entries.select())  # line:async-write-only
+        finding = one(uow.findings, "SQD252")
+        assert finding.location.line == line_of("async-write-only")
+        assert 'Ledger.entries is lazy="write_only", which no loader option loads' in (
+            finding.message
+        )
+    finally:
+        await engine.dispose()

@@ -93,6 +93,96 @@ def query_option(relationship: Any, selected: Any, polymorphic: Any) -> tuple[st
     return option, ""
 
 
+# Relationships whose collection is a query of its own, never loaded into the parent:
+# a loader option on them raises "does not support object population".
+UNLOADABLE = frozenset({"write_only", "dynamic"})
+
+
+def collection_queried(statement: Any, mapper: Any) -> Any:
+    """The ``lazy="write_only"`` or ``lazy="dynamic"`` relationship whose collection
+    ``statement``, a SELECT of ``mapper``, queries (``parent.notes.select()``,
+    ``parent.logs.all()`` or ``.count()``); None for any other statement.
+
+    Both build their WHERE with the relationship's own lazy clause, whose bound
+    parameters keep the keys of ``RelationshipProperty._lazy_strategy`` (2.0 and 2.1): a
+    hand-written ``Note.parent_id == parent.id`` has other keys. Asked once per repeated
+    statement, not per execution.
+    """
+    try:
+        candidates = [
+            relationship
+            for other in mapper.registry.mappers
+            for relationship in other.relationships
+            if relationship.lazy in UNLOADABLE and mapper.isa(relationship.mapper)
+        ]
+        if not candidates:
+            return None
+        from sqlalchemy.sql import visitors
+
+        keys = {
+            getattr(element, "_identifying_key", None)
+            for element in visitors.iterate(statement)
+            if element.__visit_name__ == "bindparam"
+        }
+        for relationship in candidates:
+            strategy = relationship._lazy_strategy
+            if keys & (strategy._bind_to_col.keys() | strategy._rev_bind_to_col.keys()):
+                return relationship
+    except Exception:
+        return None
+    return None
+
+
+def collection_fix(relationship: Any, function: str | None) -> str:
+    """What to do instead of querying a write_only or dynamic ``relationship`` once per
+    parent: one query for the children of all of them (or, for ``function``, an
+    aggregate such as ``count``, one grouped query), since no loader option loads it."""
+    name = label(relationship)
+    parents = relationship.parent.class_.__name__
+    target = relationship.mapper.class_.__name__
+    key = _foreign_key_attribute(relationship)
+    own = primary_key_attributes(relationship.parent)
+    parent_id = f"{parents}.{own[0] if len(own) == 1 else 'id'}"
+    why = f'{name} is lazy="{relationship.lazy}", which no loader option loads'
+    if function is not None:
+        call = "func.count()" if function == "count" else f"func.{function}(...)"
+        if key is not None:
+            column = f"{target}.{key}"
+            query = f"select({column}, {call}).where({column}.in_(ids)).group_by({column})"
+        else:
+            query = (
+                f"select({parent_id}, {call}).join({name}).where({parent_id}.in_(ids))"
+                f".group_by({parent_id})"
+            )
+        return (
+            f"{why}: compute the {function}() for all the {parents} objects in one query, {query}"
+        )
+    if key is not None:
+        query = f"select({target}).where({target}.{key}.in_(ids))"
+        grouped = f"group them by {key}"
+    else:
+        query = f"select({parent_id}, {target}).join({name}).where({parent_id}.in_(ids))"
+        grouped = f"group them by {parent_id}"
+    return (
+        f"{why}: fetch the {target} rows of all the {parents} objects in one query, "
+        f"{query}, and {grouped}; if each needs its whole collection, map {name} as a "
+        f"loadable relationship (Mapped[list[{target}]]) and add .options("
+        f"selectinload({name})) to the query that loads the {parents} objects"
+    )
+
+
+def _foreign_key_attribute(relationship: Any) -> str | None:
+    """``parent_id``: the child's attribute that refers to the parent, for a one-to-many
+    on one column (no secondary table); None otherwise."""
+    try:
+        if relationship.secondary is not None or len(relationship.local_remote_pairs) != 1:
+            return None
+        remote = relationship.local_remote_pairs[0][1]
+        return str(relationship.mapper.get_property_by_column(remote).key)
+    except Exception:
+        return None
+
+
 def subclass_left_out(base: Any, entity: str) -> tuple[str, str]:
     """For a query that selected the mapper ``base`` and so left the subclass ``entity``'s
     own table out: the option that loads it with the query, and what the query did

@@ -12,8 +12,10 @@ from sqla_doctor.runtime.detector import (
     OTHER,
     SELECT,
     Detector,
+    OrmExecution,
     Statement,
 )
+from sqla_doctor.runtime.loading import collection_fix, collection_queried
 from sqla_doctor.runtime.redact import shown_sql
 
 MAX_ENTRIES = 2_000
@@ -124,7 +126,7 @@ def _fix_for_write(sql: str, orm: bool) -> str | None:
 
 
 class _Entry:
-    __slots__ = ("count", "example", "orm", "parameter_sets", "site", "sql")
+    __slots__ = ("collection", "count", "example", "orm", "parameter_sets", "site", "sql")
 
     def __init__(self, statement: Statement, example: Any) -> None:
         self.sql = statement.sql
@@ -134,6 +136,8 @@ class _Entry:
         self.count = 0
         self.parameter_sets: set[int] = set()
         self.example = example
+        # The write_only or dynamic relationship whose collection it queries, if any.
+        self.collection: Any = None
 
 
 class RepeatedStatement(Detector):
@@ -167,10 +171,24 @@ class RepeatedStatement(Detector):
         print(user.name)
     ```
 
-    A SELECT of one aggregate (`account.audit.count()` of a `lazy="dynamic"`
-    relationship, `select(func.count())...`) is named by it, `SELECT count(…) … FROM
-    audit`, apart from the rows' SELECT of the same table, and told to compute it for all
-    of them in one query with `.group_by()`.
+    A SELECT of one aggregate (`select(func.count())...`) is named by it, `SELECT
+    count(…) … FROM audit`, apart from the rows' SELECT of the same table, and told to
+    compute it for all of them in one query with `.group_by()`.
+
+    The collection of a `lazy="write_only"` or `lazy="dynamic"` relationship queried
+    once per parent (`session.scalars(ledger.entries.select())`, `ledger.changes.all()`
+    or `.count()`) is named, and told the one query for the children of all the parents,
+    since no loader option loads such a relationship (`selectinload()` raises "does not
+    support object population"):
+    ```python
+    postings = session.scalars(select(Posting).where(Posting.ledger_id.in_(ids))).all()
+    counts = dict(session.execute(
+        select(Change.ledger_id, func.count())
+        .where(Change.ledger_id.in_(ids)).group_by(Change.ledger_id)
+    ).all())
+    ```
+    Through a secondary table, the query joins along the relationship:
+    `select(Ledger.id, Watcher).join(Ledger.watchers).where(Ledger.id.in_(ids))`.
 
     An INSERT, UPDATE or DELETE run once per item gets a write's fix: one executemany
     with a list of parameter dicts.
@@ -211,8 +229,18 @@ class RepeatedStatement(Detector):
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
         self.entries: dict[tuple[Any, ...], _Entry | None] = {}
+        # The ORM execution whose statement reaches the cursor next, with its statement
+        # and mapper: read only when that statement starts a new entry, and dropped at
+        # the cursor (a relationship's lazy clause keeps its parent object alive).
+        self.pending: tuple[OrmExecution, Any, Any] | None = None
+
+    def on_do_orm_execute(self, execution: OrmExecution) -> None:
+        state = execution.state
+        if state is not None:
+            self.pending = (execution, state.statement, state.bind_mapper)
 
     def on_before_cursor_execute(self, statement: Statement) -> None:
+        pending, self.pending = self.pending, None
         site = statement.site
         if statement.executemany or site is None:
             return
@@ -226,6 +254,8 @@ class RepeatedStatement(Detector):
                 return
             example = statement.parameters if self.config.show_parameters else None
             entry = self.entries[key] = _Entry(statement, example)
+            if pending is not None and pending[0] is statement.orm and pending[2] is not None:
+                entry.collection = collection_queried(pending[1], pending[2])
         entry.count += 1
         if len(entry.parameter_sets) < MAX_PARAMETER_SETS:
             marker = _parameter_hash(statement.parameters)
@@ -256,6 +286,9 @@ class RepeatedStatement(Detector):
             aggregate = _AGGREGATE.match(entry.sql)
             if write_fix is not None:
                 fix = write_fix
+            elif entry.collection is not None:
+                function = aggregate.group(1).lower() if aggregate is not None else None
+                fix = collection_fix(entry.collection, function)
             elif aggregate is not None:
                 function = aggregate.group(1).lower()
                 fix = (
