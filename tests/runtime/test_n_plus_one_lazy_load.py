@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import jinja2
 import pytest
-from sqlalchemy import Engine, ForeignKey, create_engine, select
+from sqlalchemy import Engine, ForeignKey, create_engine, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -326,6 +326,61 @@ def test_allow_pattern_on_the_relationship(engine: Engine) -> None:
         for user in session.scalars(select(User)).all():
             assert user.posts
     assert not uow.findings
+
+
+def test_a_relationship_refreshed_per_object_is_told_one_reloading_query(
+    engine: Engine,
+) -> None:
+    """session.refresh(user, ["posts"]) reloads the posts: an option on the query that
+    first loaded the users would reload nothing."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            session.refresh(user, ["posts"])  # line:refresh
+    finding = one(uow.findings, "SQD251")
+    here = relative(__file__)
+    assert finding.location.line == line_of("refresh")
+    assert finding.message == (
+        f"User.posts lazy-loaded {USERS}× from {here}:{line_of('refresh')} by "
+        "session.refresh(), one User at a time — reload all of them in one query instead: "
+        "session.scalars(select(User).where(User.id.in_(ids)).options(selectinload("
+        "User.posts)).execution_options(populate_existing=True))"
+    )
+    assert finding.fix_hint == (
+        ".options(selectinload(User.posts)).execution_options(populate_existing=True)"
+    )
+
+
+def test_the_reloading_query_is_the_refresh_loops_silent_twin(engine: Engine) -> None:
+    """The advice, followed: one query for the users, one for their posts, and the posts
+    another connection added since are there."""
+    with Session(engine) as session:
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+        ids = [user.id for user in users]
+        with engine.begin() as connection:
+            connection.execute(insert(Post), [{"title": "new", "author_id": i} for i in ids])
+        with sqla_doctor.track(mode="collect") as uow:
+            reloaded = session.scalars(
+                select(User)
+                .where(User.id.in_(ids))
+                .options(selectinload(User.posts))
+                .execution_options(populate_existing=True)
+            ).all()
+        assert uow.query_count == 2
+        assert not uow.findings
+        assert [len(user.posts) for user in reloaded] == [3] * USERS
+
+
+async def test_async_refresh_of_a_relationship_per_object_is_told_one_reloading_query(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        for user in (await session.scalars(select(User))).all():
+            await session.refresh(user, ["posts"])  # line:async-refresh
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("async-refresh")
+    assert "by session.refresh(), one User at a time — reload all of them in one query" in (
+        finding.message
+    )
 
 
 async def test_async_awaitable_attrs_loop_is_reported(async_engine: AsyncEngine) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
 from typing import Any
 
 from sqlalchemy.exc import MissingGreenlet
+from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
@@ -26,6 +29,36 @@ from sqla_doctor.runtime.loading import (
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
+# session.refresh(obj, ["posts"]) loads a relationship it names with a lazy load.
+_REFRESH = Session.refresh.__code__
+# Frames between this handler and the user's refresh() call (SQLAlchemy's loading and
+# event machinery), and then some.
+_MAX_FRAMES = 80
+
+
+def _under_refresh() -> bool:
+    """Whether the lazy load being handled runs inside ``Session.refresh()``. Asked once
+    per group (relationship and line), not per load."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return False
+        if frame.f_code is _REFRESH:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _refresh_fix(relationship: Any, option: str) -> str:
+    """One query that reloads every parent and the relationship: populate_existing
+    overwrites what the session holds, the option reloads the relationship with it."""
+    parents = relationship.parent.class_.__name__
+    keys = primary_key_attributes(relationship.parent)
+    where = f".where({parents}.{keys[0]}.in_(ids))" if len(keys) == 1 else ".where(...)"
+    return (
+        f"reload all of them in one query instead: session.scalars(select({parents}){where}"
+        f".options({option}).execution_options(populate_existing=True))"
+    )
 
 
 def _contains_eager_fix(relationship: Any, name: str, option: str) -> str:
@@ -57,6 +90,7 @@ class _Group:
         "origin_runs",
         "overflow",
         "parents",
+        "refreshed",
         "relationship",
         "root",
         "selected",
@@ -86,6 +120,8 @@ class _Group:
         # the parents means one query per parent, as `session.get()` in a loop.
         self.latest = origin
         self.origin_runs = 1 if origin is not None else 0
+        # Loaded by session.refresh(obj, [key]) rather than by reading the attribute.
+        self.refreshed = False
 
     def saw_origin(self, origin: OrmExecution | None) -> None:
         """``origin`` loaded the parent of a new lazy load."""
@@ -165,6 +201,12 @@ class NPlusOneLazyLoad(Detector):
     a loop, a task run per id), an option on that query would still run two queries per
     parent: the fix named is to load all of them in one query with the option.
 
+    `session.refresh(obj, ["posts"])` in a loop reloads the relationship one parent at a
+    time too; an option on the query that first loaded them would reload nothing. The fix
+    named is one query that reloads all of them:
+    `session.scalars(select(User).where(User.id.in_(ids)).options(selectinload(User.posts))
+    .execution_options(populate_existing=True))`.
+
     When the query that loaded the parents already joins along the relationship itself
     (`join(User.posts)`, for a `where()` or an `order_by()`), the fix named is
     `contains_eager()`, which fills the relationship from that join at no extra cost;
@@ -226,6 +268,7 @@ class NPlusOneLazyLoad(Detector):
             if origin is not None and origin.relationship is relationship:
                 root = self.uow.origin_for(parent.mapper, query=True)
             group = self.groups[key] = _Group(relationship, site, origin, selected, root)
+            group.refreshed = _under_refresh()
             marker = group.add(parent)
         else:
             marker = group.add(parent)
@@ -257,7 +300,11 @@ class NPlusOneLazyLoad(Detector):
         origin_text = ""
         parents = relationship.parent.class_.__name__
         fix = f"add .options({option}) to the query that loads the {parents} objects"
-        if origin is not None and origin.site is not None:
+        if group.refreshed:
+            # An option on the query that first loaded them does not reload anything.
+            origin_text = f" by session.refresh(), one {parents} at a time"
+            fix = _refresh_fix(relationship, option)
+        elif origin is not None and origin.site is not None:
             where = self.where(origin.site)
             if origin.kind in (LAZY_LOAD, RELATIONSHIP_LOAD) and origin.relationship is not None:
                 outer = label(origin.relationship)
@@ -302,12 +349,15 @@ class NPlusOneLazyLoad(Detector):
                     option = f"contains_eager({name})"
                     fix = _contains_eager_fix(relationship, name, option)
                 related.append((origin.site, "the query that loaded the parents"))
+        hint = f".options({option})"
+        if group.refreshed:
+            hint += ".execution_options(populate_existing=True)"
         self.report(
             group.site,
             key=key,
             subject=name,
             related=related,
-            hint=f".options({option})",
+            hint=hint,
             details={
                 "relationship": name,
                 "loads": group.loads,
