@@ -404,3 +404,65 @@ async def test_a_write_only_collection_queried_per_parent_under_asyncio(
         )
     finally:
         await engine.dispose()
+
+
+def test_merge_in_a_loop_is_told_to_load_the_rows_first(engine: Engine) -> None:
+    """merge() SELECTs each object the session does not hold: a loader option or an IN
+    query the merges never see would not help; rows loaded first and kept do."""
+    incoming = [User(id=user_id, name=f"renamed {user_id}") for user_id in IDS]
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in incoming:
+            session.merge(user)  # line:merge
+        session.commit()
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("merge")
+    assert finding.message.endswith(
+        "— session.merge() loads each User the session does not hold with a SELECT of its "
+        "own: load them first in one query and keep the result, `existing = "
+        "session.scalars(select(User).where(User.id.in_(ids))).all()`, so that each merge() "
+        "of an existing row finds its object in the session (new objects: session.add() "
+        "them); for rows that all exist, one ORM bulk UPDATE writes the values, "
+        '`session.execute(update(User), [{"id": ..., ...}, ...])`; merge(obj, load=False) '
+        "skips the SELECT only for detached objects that still match their rows (from a "
+        "cache), and writes none of their values"
+    )
+
+
+def test_merges_after_loading_the_rows_in_one_query_are_the_silent_twin(engine: Engine) -> None:
+    incoming = [User(id=user_id, name=f"renamed {user_id}") for user_id in IDS]
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        seen = statements_run(engine)
+        existing = session.scalars(select(User).where(User.id.in_(IDS))).all()
+        for user in incoming:
+            session.merge(user)
+        session.commit()
+    assert len(existing) == USERS
+    assert not of_code(uow.findings, "SQD252")
+    assert [sql.split()[0] for sql in seen].count("SELECT") == 1
+    with Session(engine) as session:
+        assert session.scalars(select(User.name).order_by(User.id)).all() == [
+            f"renamed {user_id}" for user_id in IDS
+        ]
+
+
+def test_a_bulk_update_by_primary_key_is_the_merge_loops_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        seen = statements_run(engine)
+        rows = [{"id": user_id, "name": f"renamed {user_id}"} for user_id in IDS]
+        session.execute(update(User), rows)
+        session.commit()
+    assert not of_code(uow.findings, "SQD252")
+    assert [sql.split()[0] for sql in seen] == ["UPDATE"]
+
+
+async def test_async_merge_in_a_loop_is_told_to_load_the_rows_first(
+    async_engine: AsyncEngine,
+) -> None:
+    incoming = [User(id=user_id, name=f"renamed {user_id}") for user_id in IDS]
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        for user in incoming:
+            await session.merge(user)  # line:async-merge
+        await session.commit()
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("async-merge")
+    assert "— session.merge() loads each User the session does not hold" in finding.message

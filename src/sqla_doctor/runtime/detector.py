@@ -15,8 +15,9 @@ Handlers must not emit SQL, load attributes, or keep bound parameter values.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from types import FrameType, TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from sqla_doctor.findings import Finding, Kind, Location, Related
@@ -747,3 +748,22 @@ def a_or_an(word: str) -> str:
     if first and first in "aeiou" and not _U_READ_YOU.match(word):
         return f"an {word}"
     return f"a {word}"
+
+
+# Frames between a handler and the user's call of a Session method (SQLAlchemy's loading,
+# execution and event machinery), and then some.
+_MAX_FRAMES_TO_CALL: Final = 80
+
+
+def inside_call(codes: tuple[CodeType, ...]) -> bool:
+    """Whether the event being handled runs inside a call of one of ``codes`` (the
+    ``__code__`` of ``Session.refresh``, ``Session.merge``...): a statement SQLAlchemy
+    issues for that call. Walks frames: ask once per finding's group, not per event."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_FRAMES_TO_CALL):
+        if frame is None:
+            return False
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from types import FrameType
 from typing import Any
 
 from sqlalchemy.exc import MissingGreenlet
@@ -17,6 +15,7 @@ from sqla_doctor.runtime.detector import (
     Detector,
     ErrorSeen,
     OrmExecution,
+    inside_call,
 )
 from sqla_doctor.runtime.loading import (
     is_superclass_of_declaring,
@@ -30,23 +29,7 @@ from sqla_doctor.runtime.loading import (
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
 # session.refresh(obj, ["posts"]) loads a relationship it names with a lazy load.
-_REFRESH = Session.refresh.__code__
-# Frames between this handler and the user's refresh() call (SQLAlchemy's loading and
-# event machinery), and then some.
-_MAX_FRAMES = 80
-
-
-def _under_refresh() -> bool:
-    """Whether the lazy load being handled runs inside ``Session.refresh()``. Asked once
-    per group (relationship and line), not per load."""
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(_MAX_FRAMES):
-        if frame is None:
-            return False
-        if frame.f_code is _REFRESH:
-            return True
-        frame = frame.f_back
-    return False
+_REFRESH = (Session.refresh.__code__,)
 
 
 def _refresh_fix(relationship: Any, option: str) -> str:
@@ -268,7 +251,7 @@ class NPlusOneLazyLoad(Detector):
             if origin is not None and origin.relationship is relationship:
                 root = self.uow.origin_for(parent.mapper, query=True)
             group = self.groups[key] = _Group(relationship, site, origin, selected, root)
-            group.refreshed = _under_refresh()
+            group.refreshed = inside_call(_REFRESH)
             marker = group.add(parent)
         else:
             marker = group.add(parent)

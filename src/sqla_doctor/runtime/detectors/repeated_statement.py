@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import USER, CallSite, classify
 from sqla_doctor.runtime.detector import (
@@ -14,8 +16,13 @@ from sqla_doctor.runtime.detector import (
     Detector,
     OrmExecution,
     Statement,
+    inside_call,
 )
-from sqla_doctor.runtime.loading import collection_fix, collection_queried
+from sqla_doctor.runtime.loading import (
+    collection_fix,
+    collection_queried,
+    primary_key_attributes,
+)
 from sqla_doctor.runtime.redact import shown_sql
 
 MAX_ENTRIES = 2_000
@@ -116,6 +123,36 @@ _WRITE_FIX = {
 }
 
 
+# merge() (and 2.1's merge_all(), which merges one object at a time) SELECTs each
+# object the session does not hold by its primary key.
+_MERGE = tuple(
+    method.__code__
+    for method in (getattr(Session, "merge", None), getattr(Session, "merge_all", None))
+    if method is not None
+)
+
+
+def _merge_fix(mapper: Any) -> str:
+    """What to do instead of merge() loading each object with a SELECT of its own."""
+    name = mapper.class_.__name__
+    keys = primary_key_attributes(mapper)
+    key = keys[0] if len(keys) == 1 else None
+    where = f".where({name}.{key}.in_(ids))" if key is not None else ".where(...)"
+    row = f'{{"{key}": ..., ...}}' if key is not None else "{...}"
+    # The identity map holds objects weakly: a result nobody keeps is gone before the
+    # merges look for it. load=False copies without history: the session writes nothing.
+    return (
+        f"session.merge() loads each {name} the session does not hold with a SELECT of its "
+        f"own: load them first in one query and keep the result, `existing = "
+        f"session.scalars(select({name}){where}).all()`, so that each merge() of an "
+        "existing row finds its object in the session (new objects: session.add() them); "
+        f"for rows that all exist, one ORM bulk UPDATE writes the "
+        f"values, `session.execute(update({name}), [{row}, ...])`; merge(obj, load=False) "
+        "skips the SELECT only for detached objects that still match their rows (from a "
+        "cache), and writes none of their values"
+    )
+
+
 def _fix_for_write(sql: str, orm: bool) -> str | None:
     """The fix for a write statement run once per item (None for a query)."""
     target = _TARGET.match(sql)
@@ -126,7 +163,16 @@ def _fix_for_write(sql: str, orm: bool) -> str | None:
 
 
 class _Entry:
-    __slots__ = ("collection", "count", "example", "orm", "parameter_sets", "site", "sql")
+    __slots__ = (
+        "collection",
+        "count",
+        "example",
+        "merged",
+        "orm",
+        "parameter_sets",
+        "site",
+        "sql",
+    )
 
     def __init__(self, statement: Statement, example: Any) -> None:
         self.sql = statement.sql
@@ -138,6 +184,8 @@ class _Entry:
         self.example = example
         # The write_only or dynamic relationship whose collection it queries, if any.
         self.collection: Any = None
+        # The mapper whose objects session.merge() loads with it, if merge() runs it.
+        self.merged: Any = None
 
 
 class RepeatedStatement(Detector):
@@ -189,6 +237,18 @@ class RepeatedStatement(Detector):
     ```
     Through a secondary table, the query joins along the relationship:
     `select(Ledger.id, Watcher).join(Ledger.watchers).where(Ledger.id.in_(ids))`.
+
+    `session.merge(obj)` in a loop SELECTs each object the session does not hold by its
+    primary key. It is told to load the existing rows first in one query and keep the
+    result (the identity map holds objects weakly), so that each `merge()` finds its
+    object; or, for rows that all exist, one ORM bulk UPDATE by primary key. (`merge(obj,
+    load=False)` skips the SELECT only for detached objects known to match their rows, and
+    writes none of their values.)
+    ```python
+    existing = session.scalars(select(User).where(User.id.in_(ids))).all()
+    for user in incoming:
+        session.merge(user)
+    ```
 
     An INSERT, UPDATE or DELETE run once per item gets a write's fix: one executemany
     with a list of parameter dicts.
@@ -256,6 +316,8 @@ class RepeatedStatement(Detector):
             entry = self.entries[key] = _Entry(statement, example)
             if pending is not None and pending[0] is statement.orm and pending[2] is not None:
                 entry.collection = collection_queried(pending[1], pending[2])
+                if inside_call(_MERGE):
+                    entry.merged = pending[2]
         entry.count += 1
         if len(entry.parameter_sets) < MAX_PARAMETER_SETS:
             marker = _parameter_hash(statement.parameters)
@@ -286,6 +348,8 @@ class RepeatedStatement(Detector):
             aggregate = _AGGREGATE.match(entry.sql)
             if write_fix is not None:
                 fix = write_fix
+            elif entry.merged is not None:
+                fix = _merge_fix(entry.merged)
             elif entry.collection is not None:
                 function = aggregate.group(1).lower() if aggregate is not None else None
                 fix = collection_fix(entry.collection, function)
