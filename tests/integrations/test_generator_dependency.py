@@ -242,4 +242,5 @@ async def test_a_session_the_endpoint_opened_itself_names_no_dependency(
     (finding,) = [f for f in sqla_doctor.collected() if f.code == "SQD151"]
     assert finding.location.line == line_of(query)
     assert "generator dependency" not in finding.message
-    assert "with Session(engine) as session:" in finding.message
+    # The endpoint made it: the fix names its call and its name.
+    assert "close it: `with SessionLocal() as leaked:`" in finding.message

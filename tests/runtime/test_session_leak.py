@@ -23,11 +23,16 @@ import sqla_doctor
 from .models import User
 from .support import line_of, of_code, one, relative
 
-SYNC_FIX = "close it: `with Session(engine) as session:` (or session.close() in a finally block)"
-ASYNC_FIX = (
-    "close it: `async with session_factory() as session:` "
-    "(or `await session.close()` in a finally block)"
-)
+
+def sync_fix(call: str, name: str = "session") -> str:
+    """The fix names the call that made the session and the name it was given."""
+    return f"close it: `with {call} as {name}:` (or {name}.close() in a finally block)"
+
+
+def async_fix(call: str) -> str:
+    return (
+        f"close it: `async with {call} as session:` (or `await session.close()` in a finally block)"
+    )
 
 
 # Module level, as an application's helpers are: SQD151 reads them from the module.
@@ -82,8 +87,8 @@ def test_session_still_holding_its_connection_at_the_end_is_reported(
         f"Session whose transaction began at {here}:{line_of('leak')} still holds its "
         "connection at the end of the unit of work"
     )
-    assert finding.message.endswith(f" — {SYNC_FIX}")
-    assert finding.fix_hint == "with Session(engine) as session: ..."
+    assert finding.message.endswith(f" — {sync_fix('factory()')}")
+    assert finding.fix_hint == "with factory() as session: ..."
     stack = finding.details["stack"]
     assert stack[0] == f"{here}:{line_of('leak')} in open_and_forget"
     assert stack[1].startswith(f"{here}:{line_of('caller')} in ")
@@ -118,7 +123,7 @@ def test_session_collected_while_holding_a_connection_is_reported(
     finding = one(sqla_doctor.collected(), "SQD151")
     assert finding.location.line == line_of("leak")
     assert "was garbage-collected while holding a connection" in finding.message
-    assert finding.message.endswith(f" — {SYNC_FIX}")
+    assert finding.message.endswith(f" — {sync_fix('factory()')}")
     assert not of_code(sqla_doctor.collected(), "SQD154"), (
         "the session's leak, not its connection's"
     )
@@ -140,9 +145,9 @@ async def test_async_session_left_open_is_reported(async_engine: AsyncEngine) ->
     finding = one(uow.findings, "SQD151")
     assert finding.location.line == line_of("async-leak")
     # An AsyncSession is closed with `async with` or an awaited close(), not `with`.
-    assert finding.message.endswith(f" — {ASYNC_FIX}")
+    assert finding.message.endswith(f" — {async_fix('AsyncSession(async_engine)')}")
     assert "with Session(engine)" not in finding.message
-    assert finding.fix_hint == "async with session_factory() as session: ..."
+    assert finding.fix_hint == "async with AsyncSession(async_engine) as session: ..."
     await session.close()
 
 
@@ -167,7 +172,7 @@ async def test_a_session_outliving_its_async_session_gets_the_async_fix(
         gc.collect()
     finding = one(uow.findings, "SQD151")
     assert finding.location.line == line_of("outlived")
-    assert finding.message.endswith(f" — {ASYNC_FIX}")
+    assert finding.message.endswith(f" — {async_fix('AsyncSession(async_engine)')}")
     await greenlet_spawn(sync_session.close)
 
 
@@ -184,7 +189,7 @@ async def test_async_session_collected_while_holding_a_connection_gets_the_async
     finding = one(sqla_doctor.collected(), "SQD151")
     assert finding.location.line == line_of("async-forgotten")
     assert "was garbage-collected while holding a connection" in finding.message
-    assert finding.message.endswith(f" — {ASYNC_FIX}")
+    assert finding.message.endswith(f" — {async_fix('factory()')}")
 
 
 async def test_async_with_block_is_the_silent_twin(async_engine: AsyncEngine) -> None:
@@ -319,4 +324,59 @@ def test_a_context_manager_holding_no_session_is_not_named(engine: Engine) -> No
         gc.collect()
     finding = one(uow.findings, "SQD151")
     assert finding.location.line == line_of("timed")
-    assert finding.message.endswith(f" — {SYNC_FIX}")
+    assert finding.message.endswith(f" — {sync_fix('ScopeFactory()')}")
+
+
+SessionLocal: sessionmaker[Session] = sessionmaker()
+
+
+def count_users_and_forget() -> int:
+    db = SessionLocal()
+    query = select(User)
+    return len(db.scalars(query.where(User.id > 0)).all())  # line:factory-leak
+
+
+def count_users_and_close() -> int:
+    with SessionLocal() as db:
+        query = select(User)
+        return len(db.scalars(query.where(User.id > 0)).all())
+
+
+def count_users_of(session: Session) -> int:
+    return len(session.scalars(select(User)).all())  # line:given-leak
+
+
+def test_a_session_made_by_a_factory_is_told_to_close_that_factorys_session(
+    engine: Engine,
+) -> None:
+    """The fix names the call the function made and the name it chose, not
+    ``Session(engine)``; ``query.where(`` on the same line is not taken for it."""
+    SessionLocal.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        assert count_users_and_forget()
+        gc.collect()
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("factory-leak")
+    assert finding.message.endswith(
+        " — close it: `with SessionLocal() as db:` (or db.close() in a finally block)"
+    )
+    assert finding.fix_hint == "with SessionLocal() as db: ..."
+
+
+def test_the_factorys_session_in_a_with_block_is_the_silent_twin(engine: Engine) -> None:
+    SessionLocal.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        assert count_users_and_close()
+        gc.collect()
+    assert not uow.findings
+
+
+def test_a_session_made_elsewhere_keeps_the_generic_fix(engine: Engine) -> None:
+    """The function was handed the session: what made it is not on its lines."""
+    with sqla_doctor.track(mode="collect") as uow:
+        session = Session(engine)
+        assert count_users_of(session)
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("given-leak")
+    assert finding.message.endswith(f" — {sync_fix('Session(engine)')}")
+    session.close()

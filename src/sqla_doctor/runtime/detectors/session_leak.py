@@ -8,17 +8,21 @@ import re
 import sys
 from typing import Any, NamedTuple
 
+from sqlalchemy.orm import Session
+
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, format_stack
 from sqla_doctor.runtime.detector import Detector
 from sqla_doctor.runtime.generator_dependency import generator_dependency, module_of
 from sqla_doctor.runtime.unit_of_work import SessionRecord
 
-_FIX = "close it: `with Session(engine) as session:` (or session.close() in a finally block)"
+_FIX = "close it: `with {call} as {name}:` (or {name}.close() in a finally block)"
 _ASYNC_FIX = (
-    "close it: `async with session_factory() as session:` "
-    "(or `await session.close()` in a finally block)"
+    "close it: `async with {call} as {name}:` (or `await {name}.close()` in a finally block)"
 )
+# What the fix names when the line that made the session is not found.
+_SYNC_CALL = "Session(engine)"
+_ASYNC_CALL = "session_factory()"
 _SCOPED_FIX = (
     "{name} is a scoped_session: its session lives until `{awaited}{name}.remove()`; call "
     "it when each request or job ends (Flask: in an `@app.teardown_appcontext` function; "
@@ -29,6 +33,39 @@ _DEPENDENCY_FIX = (
     "run when {fails}: write it as `{yields}` ({closes})"
 )
 _AWAITED = re.compile(r"\bawait\b|\basync\s+(?:with|for)\b")
+# ``session = SessionLocal()``, ``self.db = Session(engine)``: one call, on one line.
+_OPENED = re.compile(
+    r"^\s*(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*(?::[^=]+)?=\s*"
+    r"(?P<call>[A-Za-z_][\w.]*\([^()]*\))\s*(?:#.*)?$"
+)
+_METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
+_FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
+# Lines read upwards from the reported line to its function's ``def``, at most.
+_MAX_LINES_UP = 200
+
+
+def opened_as(site: CallSite) -> tuple[str, str] | None:
+    """How the function at ``site`` made the session it leaked, when it did so itself:
+    the call and the name it was assigned to (``("SessionLocal()", "session")``), so
+    that the fix names them. Read from the source, upwards from ``site`` to its
+    function's ``def``, for an assignment to a name the reported line uses; asked only
+    when a finding is reported."""
+    line = linecache.getline(site.filename, site.lineno)
+    # The names whose session methods the line calls (``session.execute(``): not a
+    # statement's (``stmt.where(``), built by a call of its own above.
+    names = {name for name, method in _METHOD_CALLS.findall(line) if hasattr(Session, method)}
+    if not names:
+        return None
+    indent = len(line) - len(line.lstrip())
+    for number in range(site.lineno, max(site.lineno - _MAX_LINES_UP, 0), -1):
+        text = linecache.getline(site.filename, number)
+        opened = _OPENED.match(text)
+        if opened is not None and opened.group("name") in names:
+            return opened.group("call"), opened.group("name")
+        function = _FUNCTION.match(text)
+        if function is not None and len(function.group(1)) < indent:
+            return None
+    return None
 
 
 def is_async_session(record: SessionRecord) -> bool:
@@ -151,7 +188,10 @@ class SessionLeak(Detector):
     there. A session of a `scoped_session` is told to call `remove()` on the name the
     reported line uses, when that name is a module-level `scoped_session` (or an
     attribute of one, as Flask-SQLAlchemy's `db.session`); through a local alias the
-    plain `with` fix is given.
+    plain `with` fix is given. The `with` fix names the call that made the session and
+    the name it was given (`with SessionLocal() as db:`) when the function at the
+    reported line made it itself, on one line above it (`db = SessionLocal()`); a session
+    the function was handed is told `with Session(engine) as session:`.
 
     ## Example
     ```python
@@ -232,10 +272,13 @@ class SessionLeak(Detector):
         elif proxy is not None:
             hint = f"{proxy.name}.remove()"
             fix = _SCOPED_FIX.format(name=proxy.name, awaited="await " if proxy.awaited else "")
-        elif is_async_session(record):
-            hint, fix = "async with session_factory() as session: ...", _ASYNC_FIX
         else:
-            hint, fix = "with Session(engine) as session: ...", _FIX
+            asynchronous = is_async_session(record)
+            made = opened_as(site) if site is not None else None
+            call, name = made or (_ASYNC_CALL if asynchronous else _SYNC_CALL, "session")
+            with_ = "async with" if asynchronous else "with"
+            hint = f"{with_} {call} as {name}: ..."
+            fix = (_ASYNC_FIX if asynchronous else _FIX).format(call=call, name=name)
         self.report(
             site,
             key=key,
