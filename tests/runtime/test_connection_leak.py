@@ -36,6 +36,30 @@ def test_connection_still_checked_out_at_the_end_is_reported(engine: Engine) -> 
     connection.close()
 
 
+def test_the_fix_names_the_engine_and_the_name_the_line_used(engine: Engine) -> None:
+    warehouse = engine
+    with sqla_doctor.track(mode="collect") as uow:
+        db = warehouse.connect()  # line:named-connect
+        db.execute(text("SELECT 1"))
+    finding = one(uow.findings, "SQD154")
+    assert finding.location.line == line_of("named-connect")
+    assert finding.message.endswith(
+        "— close it: `with warehouse.connect() as db:` (or db.close() in a finally block)"
+    )
+    assert finding.fix_hint == "with warehouse.connect() as db: ..."
+    db.close()
+
+
+def test_a_connection_not_assigned_on_its_line_gets_the_generic_fix(engine: Engine) -> None:
+    held: list[Connection] = []
+    with sqla_doctor.track(mode="collect") as uow:
+        held.append(engine.connect())  # line:appended-connect
+    finding = one(uow.findings, "SQD154")
+    assert finding.location.line == line_of("appended-connect")
+    assert finding.fix_hint == "with engine.connect() as connection: ..."
+    held[0].close()
+
+
 def test_with_block_is_the_silent_twin(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
         connection.execute(text("SELECT 1"))
@@ -104,11 +128,12 @@ async def test_async_connection_left_open_is_reported(async_engine: AsyncEngine)
         await connection.execute(text("SELECT 1"))
     finding = one(uow.findings, "SQD154")
     assert finding.location.line == line_of("async-connect")
+    # The engine and the name the line used, not a generic engine.connect() as conn.
     assert finding.message.endswith(
-        "— close it: `async with engine.connect() as conn:` (or `await conn.close()` in a "
-        "finally block)"
+        "— close it: `async with async_engine.connect() as connection:` (or `await "
+        "connection.close()` in a finally block)"
     )
-    assert finding.fix_hint == "async with engine.connect() as conn: ..."
+    assert finding.fix_hint == "async with async_engine.connect() as connection: ..."
     await connection.close()
 
 

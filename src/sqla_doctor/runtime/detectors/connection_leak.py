@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import linecache
+import re
+
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import format_stack
+from sqla_doctor.runtime.callsite import CallSite, format_stack
 from sqla_doctor.runtime.detector import Checkin, Detector
 from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord
 
-_FIX = "close it: `with engine.connect() as connection:` (or connection.close() in a finally block)"
+_FIX = "close it: `with {call} as {name}:` (or {name}.close() in a finally block)"
 # engine.raw_connection(): a DBAPI connection no Connection wraps; closing it returns it.
 _RAW_FIX = (
     "close it: `raw.close()` in a finally block, or "
@@ -18,8 +21,24 @@ _RAW_FIX = (
 _RAW_HINT = "with contextlib.closing(engine.raw_connection()) as raw: ..."
 # An AsyncEngine's connection: checked out where the program awaited connect() (or start()).
 _ASYNC_FIX = (
-    "close it: `async with engine.connect() as conn:` (or `await conn.close()` in a finally block)"
+    "close it: `async with {call} as {name}:` (or `await {name}.close()` in a finally block)"
 )
+# ``conn = db_engine.connect()``, ``conn = await engine.connect()``: the line that checked
+# the connection out, whose call and name the fix repeats.
+_CONNECTED = re.compile(
+    r"^\s*(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*(?::[^=]+)?=\s*(?:await\s+)?"
+    r"(?P<call>[A-Za-z_][\w.]*\.connect\(\))\s*(?:#.*)?$"
+)
+
+
+def _connected_as(site: CallSite | None, default: tuple[str, str]) -> tuple[str, str]:
+    """The call and the name of ``conn = db_engine.connect()`` at ``site``, else
+    ``default``; read only when a finding is reported."""
+    if site is not None:
+        found = _CONNECTED.match(linecache.getline(site.filename, site.lineno))
+        if found is not None:
+            return found.group("call"), found.group("name")
+    return default
 
 
 class ConnectionLeak(Detector):
@@ -33,7 +52,9 @@ class ConnectionLeak(Detector):
     Under `sqla-doctor run`, a connection still checked out when the program exits is
     reported too: the leftover connection of an engine nobody closed or disposed (P19).
     A DBAPI connection from `engine.raw_connection()` is told to be closed itself
-    (`raw.close()` in `finally`, or `contextlib.closing`).
+    (`raw.close()` in `finally`, or `contextlib.closing`). When the reported line
+    assigns the connection (`db = warehouse.connect()`), the `with` fix repeats that
+    call and name: `with warehouse.connect() as db:`.
 
     ## Why is this bad?
     Until it is closed, a connection is unavailable to everyone else: under load the pool
@@ -92,9 +113,13 @@ class ConnectionLeak(Detector):
         if raw:
             hint, fix = _RAW_HINT, _RAW_FIX
         elif awaited:
-            hint, fix = "async with engine.connect() as conn: ...", _ASYNC_FIX
+            call, name = _connected_as(site, ("engine.connect()", "conn"))
+            hint = f"async with {call} as {name}: ..."
+            fix = _ASYNC_FIX.format(call=call, name=name)
         else:
-            hint, fix = "with engine.connect() as connection: ...", _FIX
+            call, name = _connected_as(site, ("engine.connect()", "connection"))
+            hint = f"with {call} as {name}: ..."
+            fix = _FIX.format(call=call, name=name)
         self.report(
             site,
             key=site.key if site is not None else id(record),
