@@ -98,6 +98,10 @@ def query_option(relationship: Any, selected: Any, polymorphic: Any) -> tuple[st
 UNLOADABLE = frozenset({"write_only", "dynamic"})
 
 
+# Mapper -> the write_only and dynamic relationships that load it (cached, bounded).
+_unloadable_to: dict[Any, tuple[Any, ...]] = {}
+
+
 def collection_queried(statement: Any, mapper: Any) -> Any:
     """The ``lazy="write_only"`` or ``lazy="dynamic"`` relationship whose collection
     ``statement``, a SELECT of ``mapper``, queries (``parent.notes.select()``,
@@ -109,12 +113,16 @@ def collection_queried(statement: Any, mapper: Any) -> Any:
     statement, not per execution.
     """
     try:
-        candidates = [
-            relationship
-            for other in mapper.registry.mappers
-            for relationship in other.relationships
-            if relationship.lazy in UNLOADABLE and mapper.isa(relationship.mapper)
-        ]
+        candidates = _unloadable_to.get(mapper)
+        if candidates is None:
+            candidates = tuple(
+                relationship
+                for other in mapper.registry.mappers
+                for relationship in other.relationships
+                if relationship.lazy in UNLOADABLE and mapper.isa(relationship.mapper)
+            )
+            if len(_unloadable_to) < 10_000:
+                _unloadable_to[mapper] = candidates
         if not candidates:
             return None
         from sqlalchemy.sql import visitors

@@ -290,8 +290,8 @@ class RepeatedStatement(Detector):
         super().__init__(uow)
         self.entries: dict[tuple[Any, ...], _Entry | None] = {}
         # The ORM execution whose statement reaches the cursor next, with its statement
-        # and mapper: read only when that statement starts a new entry, and dropped at
-        # the cursor (a relationship's lazy clause keeps its parent object alive).
+        # and mapper: read only when that statement repeats for the first time, and
+        # dropped at the cursor (a relationship's lazy clause keeps its parent alive).
         self.pending: tuple[OrmExecution, Any, Any] | None = None
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
@@ -314,11 +314,14 @@ class RepeatedStatement(Detector):
                 return
             example = statement.parameters if self.config.show_parameters else None
             entry = self.entries[key] = _Entry(statement, example)
-            if pending is not None and pending[0] is statement.orm and pending[2] is not None:
-                entry.collection = collection_queried(pending[1], pending[2])
-                if inside_call(_MERGE):
-                    entry.merged = pending[2]
         entry.count += 1
+        if entry.count == 2 and pending is not None and pending[0] is statement.orm:
+            # Repeated: what runs it, asked once (a statement run once never is).
+            mapper = pending[2]
+            if mapper is not None:
+                entry.collection = collection_queried(pending[1], mapper)
+                if inside_call(_MERGE):
+                    entry.merged = mapper
         if len(entry.parameter_sets) < MAX_PARAMETER_SETS:
             marker = _parameter_hash(statement.parameters)
             if marker is not None:
