@@ -48,11 +48,24 @@ def test_session_get_in_a_loop_is_reported(engine: Engine) -> None:
     assert finding.location.line == line_of("get")
     assert finding.message == (
         f"SELECT … FROM users ran {USERS}× from {here}:{line_of('get')} with {USERS} different "
-        "parameter sets — fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a "
-        "loader option) instead of one per iteration"
+        "parameter sets — session.get() runs a SELECT for each User the session does not "
+        "hold: load them in one query, `by_id = {user.id: user for user in "
+        "session.scalars(select(User).where(User.id.in_(ids)))}`, and look each one up there "
+        "(while that result is kept, session.get() finds them in the session without SQL)"
     )
     assert finding.details["parameter_sets"] == USERS
     assert "parameters" not in finding.details, "bound values are never kept by default"
+
+
+def test_gets_after_loading_the_rows_in_one_query_are_the_silent_twin(engine: Engine) -> None:
+    """SQD252's advice for session.get() in a loop, followed: one SELECT in all."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        ids = IDS
+        by_id = {user.id: user for user in session.scalars(select(User).where(User.id.in_(ids)))}
+        names = [session.get(User, user_id).name for user_id in IDS]  # type: ignore[union-attr]
+    assert names == [by_id[user_id].name for user_id in IDS]
+    assert uow.query_count == 1
+    assert not uow.findings
 
 
 def test_a_tracked_lookup_called_per_id_does_not_hide_the_repeats(engine: Engine) -> None:
@@ -165,6 +178,23 @@ async def test_async_get_in_a_loop_is_reported(async_engine: AsyncEngine) -> Non
             await session.get(User, user_id)  # line:async-get
     finding = one(uow.findings, "SQD252")
     assert finding.location.line == line_of("async-get")
+    assert (
+        "`by_id = {user.id: user for user in (await "
+        "session.scalars(select(User).where(User.id.in_(ids))))}`"
+    ) in finding.message
+
+
+async def test_async_gets_after_loading_the_rows_are_the_silent_twin(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        ids = IDS
+        stmt = select(User).where(User.id.in_(ids))
+        by_id = {user.id: user for user in (await session.scalars(stmt))}
+        for user_id in IDS:
+            assert await session.get(User, user_id) is by_id[user_id]
+    assert uow.query_count == 1
+    assert not uow.findings
 
 
 async def test_async_in_twin_is_silent(async_engine: AsyncEngine) -> None:

@@ -18,6 +18,7 @@ from sqla_doctor.runtime.detector import (
     Statement,
     inside_call,
 )
+from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.loading import (
     collection_fix,
     collection_queried,
@@ -131,6 +132,34 @@ _MERGE = tuple(
     if method is not None
 )
 
+# get() (and get_one()) SELECTs by primary key each object the session does not hold.
+_GET = tuple(
+    method.__code__
+    for method in (getattr(Session, "get", None), getattr(Session, "get_one", None))
+    if method is not None
+)
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _get_fix(mapper: Any, awaited: bool) -> str | None:
+    """What to do instead of session.get() with a SELECT per id (None: no single-column
+    primary key to name)."""
+    keys = primary_key_attributes(mapper)
+    if len(keys) != 1:
+        return None
+    name = mapper.class_.__name__
+    one = _WORD_START.sub("_", name).lower()
+    key = keys[0]
+    query = f"session.scalars(select({name}).where({name}.{key}.in_(ids)))"
+    if awaited:
+        query = f"(await {query})"
+    return (
+        f"session.get() runs a SELECT for each {name} the session does not hold: load them "
+        f"in one query, `by_{key} = {{{one}.{key}: {one} for {one} in {query}}}`, and look "
+        "each one up there (while that result is kept, session.get() finds them in the "
+        "session without SQL)"
+    )
+
 
 def _merge_fix(mapper: Any) -> str:
     """What to do instead of merge() loading each object with a SELECT of its own."""
@@ -167,6 +196,7 @@ class _Entry:
         "collection",
         "count",
         "example",
+        "fetched",
         "merged",
         "orm",
         "parameter_sets",
@@ -186,6 +216,8 @@ class _Entry:
         self.collection: Any = None
         # The mapper whose objects session.merge() loads with it, if merge() runs it.
         self.merged: Any = None
+        # The mapper whose objects session.get() loads with it, if get() runs it.
+        self.fetched: Any = None
 
 
 class RepeatedStatement(Detector):
@@ -218,6 +250,10 @@ class RepeatedStatement(Detector):
     for user in users:
         print(user.name)
     ```
+
+    `session.get()` in a loop is told to load the objects in one query into a dict by
+    primary key and look each one up there: while that result is kept, `session.get()`
+    finds them in the session and runs no SQL.
 
     A SELECT of one aggregate (`select(func.count())...`) is named by it, `SELECT
     count(…) … FROM audit`, apart from the rows' SELECT of the same table, and told to
@@ -320,8 +356,10 @@ class RepeatedStatement(Detector):
             mapper = pending[2]
             if mapper is not None:
                 entry.collection = collection_queried(pending[1], mapper)
-                if inside_call(_MERGE):
+                if inside_call(_MERGE):  # merge() calls get(): asked first
                     entry.merged = mapper
+                elif inside_call(_GET):
+                    entry.fetched = mapper
         if len(entry.parameter_sets) < MAX_PARAMETER_SETS:
             marker = _parameter_hash(statement.parameters)
             if marker is not None:
@@ -353,6 +391,12 @@ class RepeatedStatement(Detector):
                 fix = write_fix
             elif entry.merged is not None:
                 fix = _merge_fix(entry.merged)
+            elif entry.fetched is not None and (
+                got := _get_fix(
+                    entry.fetched, entry.site is not None and is_awaited(entry.site)
+                )
+            ):
+                fix = got
             elif entry.collection is not None:
                 function = aggregate.group(1).lower() if aggregate is not None else None
                 fix = collection_fix(entry.collection, function)
