@@ -256,6 +256,11 @@ class SyncDriverInAsyncEngine(Rule):
             )
             """,
             line=2,
+            expected_message=(
+                "`create_async_engine()` given `postgresql://` (line 3), which uses the "
+                "synchronous driver psycopg2 on SQLAlchemy 2.0 (2.1 defaults to psycopg 3, "
+                "which is async-capable) — use an async driver: `postgresql+psycopg://`"
+            ),
         ),
         # One branch of a conditional URL (tests) uses the synchronous driver.
         Invalid(
@@ -323,6 +328,8 @@ class SyncDriverInAsyncEngine(Rule):
             and (edit := self._scheme_edit(candidate, cand_scheme, target)) is not None
         )
         used = driver or DEFAULT_SYNC_DRIVER[dialect]
+        if (dialect, driver) == ("postgresql", ""):
+            used += " on SQLAlchemy 2.0 (2.1 defaults to psycopg 3, which is async-capable)"
         line = getattr(prefix.node, "lineno", node.lineno)
         self.report(
             node,
