@@ -32,7 +32,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import child_nodes
-from sqla_doctor.static.index.functions import classmethod_receiver, escapes_identifier_quotes
+from sqla_doctor.static.index.functions import (
+    classmethod_receiver,
+    escapes_identifier_quotes,
+    instance_receiver,
+)
 from sqla_doctor.static.index.models import call_tail, class_literals
 
 if TYPE_CHECKING:
@@ -1778,10 +1782,8 @@ class StringFlow:
         cls = self.flow.ctx.parent(function)
         if not (params and params[0] is binding.node and isinstance(cls, ast.ClassDef)):
             return False
-        if any(_last_name(d) == "staticmethod" for d in function.decorator_list):
-            return False
-        if any(_last_name(d) == "classmethod" for d in function.decorator_list):
-            return False  # `cls` is the class, whose attributes may be anything
+        if instance_receiver(function) is None:
+            return False  # a static method, or `cls`: the class, whose attributes may be anything
         ctx = self.flow.ctx
         if ctx.parent(cls) is not ctx.tree:
             return False

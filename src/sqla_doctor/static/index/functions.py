@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from sqla_doctor.static.index.models import call_tail
 from sqla_doctor.static.index.sessions import FactoryFacts, ProviderFacts
 from sqla_doctor.static.loaders import Options
 
@@ -205,9 +206,14 @@ def quotes_identifier(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return safe(body[0].value) and escaped
 
 
+def _decorated(node: ast.FunctionDef | ast.AsyncFunctionDef, *names: str) -> bool:
+    """Whether one of ``names`` decorates ``node`` (``classmethod``, ``builtins.classmethod``)."""
+    return any(call_tail(d) in names for d in node.decorator_list)
+
+
 def classmethod_receiver(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
     """The name a ``@classmethod`` gives its class (``cls``); None for other functions."""
-    if not any(isinstance(d, ast.Name) and d.id == "classmethod" for d in node.decorator_list):
+    if not _decorated(node, "classmethod"):
         return None
     params = [*node.args.posonlyargs, *node.args.args]
     return params[0].arg if params else None
@@ -216,10 +222,7 @@ def classmethod_receiver(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | 
 def instance_receiver(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
     """The name a plain method gives its instance (``self``); None for static and class
     methods."""
-    if any(
-        isinstance(d, ast.Name) and d.id in ("classmethod", "staticmethod")
-        for d in node.decorator_list
-    ):
+    if _decorated(node, "classmethod", "staticmethod"):
         return None
     params = [*node.args.posonlyargs, *node.args.args]
     return params[0].arg if params else None
