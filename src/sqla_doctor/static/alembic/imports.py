@@ -16,23 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqla_doctor.static.index.models import is_type_checking
+from sqla_doctor.static.index.models import DYNAMIC_IMPORT_CALLS, call_tail, is_type_checking
 from sqla_doctor.static.index.names import resolve_relative
-
-_DYNAMIC_IMPORTS = frozenset(
-    {
-        "importlib.import_module",
-        "import_module",
-        "__import__",
-        "pkgutil.walk_packages",
-        "pkgutil.iter_modules",
-        "walk_packages",
-        "iter_modules",
-        "importlib.util.spec_from_file_location",
-        "autodiscover_modules",
-        "autodiscover",
-    }
-)
 
 
 @dataclass
@@ -81,34 +66,10 @@ def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
 
 
 def dynamic_import(tree: ast.Module) -> bool:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            name = (
-                func.id
-                if isinstance(func, ast.Name)
-                else f"{_dotted(func.value)}.{func.attr}"
-                if isinstance(func, ast.Attribute)
-                else None
-            )
-            if name is None:
-                continue
-            if name in _DYNAMIC_IMPORTS or name.rpartition(".")[2] in (
-                "import_module",
-                "walk_packages",
-                "iter_modules",
-                "__import__",
-            ):
-                return True
-    return False
-
-
-def _dotted(node: ast.expr) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
-    return "?"
+    return any(
+        isinstance(node, ast.Call) and call_tail(node.func) in DYNAMIC_IMPORT_CALLS
+        for node in ast.walk(tree)
+    )
 
 
 class ModuleMap:

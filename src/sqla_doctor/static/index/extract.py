@@ -21,6 +21,7 @@ from sqla_doctor.static.index.functions import (
     quotes_identifier,
 )
 from sqla_doctor.static.index.models import (
+    DYNAMIC_IMPORT_CALLS,
     ClassFacts,
     ImperativeFacts,
     IndexFacts,
@@ -87,15 +88,12 @@ _INTERESTING = frozenset(
         "on_event",
         "add_event_handler",
         "register",
-        "import_module",
-        "__import__",
         "teardown_appcontext",
         "run_sync",
         "include_router",
         "APIRouter",
         "Blueprint",
-        "walk_packages",
-        "iter_modules",
+        *DYNAMIC_IMPORT_CALLS,
     }
 )
 IO_MODULES = frozenset(
@@ -662,7 +660,7 @@ def _interesting_call(
                 )
     elif tail == "create_index":
         _migration_index(resolver, call, out)
-    elif tail in ("import_module", "__import__", "walk_packages", "iter_modules"):
+    elif tail in DYNAMIC_IMPORT_CALLS:
         out.dynamic_imports = True
     elif tail in ("on_event", "add_event_handler"):
         if call.args and literal_str(call.args[0]) == "shutdown":

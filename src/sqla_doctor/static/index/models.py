@@ -256,6 +256,21 @@ def is_type_checking(test: ast.expr) -> bool:
     )
 
 
+# Calls that import modules named at run time (by the last name of the callee): what a
+# module calling one imports is unknown.
+DYNAMIC_IMPORT_CALLS = frozenset(
+    {
+        "import_module",
+        "__import__",
+        "walk_packages",
+        "iter_modules",
+        "spec_from_file_location",
+        "autodiscover_modules",
+        "autodiscover",
+    }
+)
+
+
 def call_tail(func: ast.expr) -> str | None:
     """The last name of a callee as written: ``all`` for ``q.all()``, ``sorted``."""
     if isinstance(func, ast.Attribute):
