@@ -279,6 +279,8 @@ class ProjectIndex:
         self._literal_sets: dict[str, bool] | None = None
         self._import_graph: ImportGraph | None = None
         self._app_reach: dict[str, set[str]] | None = None
+        self._dependent_routers: frozenset[str] | None = None
+        self._app_dependencies = False
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -328,6 +330,7 @@ class ProjectIndex:
         self._literal_sets = None
         self._import_graph = None
         self._app_reach = None
+        self._dependent_routers = None
 
     def import_graph(self) -> ImportGraph:
         """Which project modules import which."""
@@ -1218,6 +1221,31 @@ class ProjectIndex:
                     table[key] = table.get(key, True) and literal
             self._literal_sets = table
         return self._literal_sets.get(self.follow(qualified), True)
+
+    def router_has_dependencies(self, qualified: str) -> bool:
+        """Whether the routes of the FastAPI router or app ``qualified`` may get
+        dependencies beyond their decorator's: the router was made with ``dependencies=``,
+        or included (directly or through routers) with them somewhere in the project, or an
+        app of the project declares them (for every route it serves)."""
+        if self._dependent_routers is None:
+            found: set[str] = set()
+            children: dict[str, set[str]] = {}
+            app = False
+            for facts in self.files.values():
+                app = app or facts.orm.app_dependencies
+                found.update(self.follow(name) for name in facts.orm.routers_with_dependencies)
+                for parent, child in facts.orm.router_includes:
+                    children.setdefault(self.follow(parent), set()).add(self.follow(child))
+            # What a router with dependencies includes gets them too.
+            pending = list(found)
+            while pending:
+                for child in children.get(pending.pop(), ()):
+                    if child not in found:
+                        found.add(child)
+                        pending.append(child)
+            self._dependent_routers = frozenset(found)
+            self._app_dependencies = app
+        return self._app_dependencies or self.follow(qualified) in self._dependent_routers
 
     def interesting_calls(self) -> frozenset[str]:
         """Call names that make a function worth a flow analysis: database methods, and

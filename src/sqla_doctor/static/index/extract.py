@@ -126,6 +126,8 @@ APP_CLASSES: dict[str, str] = {
     "aiohttp.web.Application": "asgi",
     "flask.Flask": "wsgi",
 }
+_APP_ROUTERS = frozenset({"fastapi.FastAPI", "fastapi.applications.FastAPI"})
+_ROUTER_CLASSES = _APP_ROUTERS | {"fastapi.APIRouter", "fastapi.routing.APIRouter"}
 _DDL_INDEX = re.compile(
     r"CREATE\s+(UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
     r"(?:[\w\".]+\s+)?ON\s+(?:ONLY\s+)?([\w\".]+)\s*(?:USING\s+\w+\s*)?\((.*)\)",
@@ -187,6 +189,15 @@ class FileExtract:
     # `MODE.set(value)` on a module-level name (a ContextVar): whether every value this
     # file sets is a literal, by the name's qualified spelling.
     literal_sets: dict[str, bool] = field(default_factory=dict)
+    # FastAPI routers whose routes get dependencies beyond their own decorator's: made
+    # with `dependencies=` (`router = APIRouter(dependencies=[...])`) or included with
+    # them (`app.include_router(router, dependencies=[...])`), by qualified name.
+    routers_with_dependencies: set[str] = field(default_factory=set)
+    # `parent.include_router(child)` without dependencies of its own: (parent, child).
+    router_includes: list[tuple[str, str]] = field(default_factory=list)
+    # An app made with `dependencies=` (`FastAPI(dependencies=[...])`), or a router with
+    # dependencies included where the router cannot be named: every route may get them.
+    app_dependencies: bool = False
 
 
 _MODULE, _CLASS, _FUNCTION = 0, 1, 2
@@ -585,6 +596,12 @@ def _module_statements(
             value = stmt.value
         if not isinstance(value, ast.Call):
             continue
+        if (
+            target is not None
+            and resolver.qualify(value.func) in _ROUTER_CLASSES
+            and _declares_dependencies(value)
+        ):
+            out.routers_with_dependencies.add(prefix + target)
         name = resolver.sqla_name(value.func)
         if name is None:
             continue
@@ -668,12 +685,38 @@ def _interesting_call(
     elif tail in ("register", "teardown_appcontext"):
         if (resolver.qualify(func) or "") == "atexit.register":
             out.shutdown_hooks += 1
+    elif tail == "include_router" and isinstance(func, ast.Attribute):
+        _include_router(resolver, call, out)
     else:
-        app_kind = APP_CLASSES.get(resolver.qualify(func) or "")
+        qualified = resolver.qualify(func) or ""
+        if qualified in _APP_ROUTERS and _declares_dependencies(call):
+            out.app_dependencies = True
+        app_kind = APP_CLASSES.get(qualified)
         if app_kind is not None:
             out.apps.append((app_kind, call.lineno))
             if any(kw.arg in ("lifespan", "on_shutdown") for kw in call.keywords):
                 out.shutdown_hooks += 1
+
+
+def _declares_dependencies(call: ast.Call) -> bool:
+    """``dependencies=[...]`` among the call's keywords, or ``**options`` that may hold it."""
+    return any(kw.arg in ("dependencies", None) for kw in call.keywords)
+
+
+def _include_router(resolver: NameResolver, call: ast.Call, out: FileExtract) -> None:
+    """``parent.include_router(child, dependencies=[...])``: the child's routes get the
+    dependencies, and those of the parent (FastAPI copies them onto each route)."""
+    assert isinstance(call.func, ast.Attribute)
+    child_node = call.args[0] if call.args else keyword(call, "router")
+    child = resolver.qualify(child_node) if child_node is not None else None
+    if _declares_dependencies(call):
+        if child is None:
+            out.app_dependencies = True
+        else:
+            out.routers_with_dependencies.add(child)
+    parent = resolver.qualify(call.func.value)
+    if parent is not None and child is not None:
+        out.router_includes.append((parent, child))
 
 
 def _migration_index(resolver: NameResolver, call: ast.Call, out: FileExtract) -> None:

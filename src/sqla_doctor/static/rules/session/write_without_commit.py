@@ -70,6 +70,7 @@ _DEPENDENCY_FILES = {
     "app/deps.py": """
     from collections.abc import Iterator
 
+    from fastapi import Depends
     from sqlalchemy.orm import Session
 
     from app.db import SessionLocal
@@ -82,6 +83,10 @@ _DEPENDENCY_FILES = {
         with SessionLocal() as session:
             yield session
             session.commit()
+
+    def commit_after(db: Session = Depends(get_db)) -> Iterator[None]:
+        yield
+        db.commit()
     """,
     "app/crud.py": """
     def save(db, obj):
@@ -166,9 +171,11 @@ class WriteWithoutCommit(Rule):
     A route's session is judged only when the dependency is a project generator that
     closes it (`with`, or `close()` in a `finally`) and never commits; a route handing it
     to a helper, or declaring `dependencies=[...]` (one of which may commit the same
-    session, as FastAPI shares it within a request), is left alone. A dependency the
-    router declares (`APIRouter(dependencies=...)`) is not seen: one that commits the
-    session after the route returns makes such a report wrong.
+    session, as FastAPI shares it within a request), is left alone; so is a route whose
+    router may give it dependencies: made with them (`APIRouter(dependencies=...)`),
+    included with them anywhere in the project (`include_router(router,
+    dependencies=...)`, directly or through a parent router), or served by an app that
+    declares them (`FastAPI(dependencies=...)`, which silences every route).
 
     ## Example
     ```python
@@ -255,6 +262,80 @@ class WriteWithoutCommit(Rule):
             """,
             path="app/routes.py",
             files=_DEPENDENCY_FILES,
+        ),
+        # Dependencies from the router: made with them, included with them elsewhere
+        # (through a parent router), or declared by the app for every route.
+        Valid(
+            """
+            from fastapi import APIRouter, Depends
+            from sqlalchemy.orm import Session
+            from app.deps import commit_after, get_db
+            from app.models import User
+
+            router = APIRouter(prefix="/users", dependencies=[Depends(commit_after)])
+
+            @router.post("/")
+            def create(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))
+            """,
+            path="app/routes.py",
+            files=_DEPENDENCY_FILES,
+        ),
+        Valid(
+            """
+            from fastapi import APIRouter, Depends
+            from sqlalchemy.orm import Session
+            from app.deps import get_db
+            from app.models import User
+
+            router = APIRouter(prefix="/users", tags=["users"])
+
+            @router.post("/")
+            def create(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))
+            """,
+            path="app/routes.py",
+            files={
+                **_DEPENDENCY_FILES,
+                "app/main.py": """
+                from fastapi import APIRouter, Depends, FastAPI
+                from app import routes
+                from app.deps import commit_after
+
+                api = APIRouter(prefix="/api")
+                api.include_router(routes.router)
+                app = FastAPI()
+                app.include_router(api, dependencies=[Depends(commit_after)])
+                """,
+            },
+        ),
+        Valid(
+            """
+            from fastapi import APIRouter, Depends
+            from sqlalchemy.orm import Session
+            from app.deps import get_db
+            from app.models import User
+
+            router = APIRouter(prefix="/users", tags=["users"])
+
+            @router.post("/")
+            def create(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))
+            """,
+            path="app/routes.py",
+            files={
+                **_DEPENDENCY_FILES,
+                "app/main.py": """
+                from fastapi import Depends, FastAPI
+                from app.deps import commit_after
+                from app.routes import router
+
+                def create_app():
+                    app = FastAPI(dependencies=[Depends(commit_after)])
+                    app.include_router(router)
+                    return app
+                """,
+            },
         ),
         # A session with nothing to connect to, used to see what add() cascades to.
         Valid(
@@ -546,11 +627,32 @@ class WriteWithoutCommit(Rule):
             files=_DEPENDENCY_FILES,
             line=13,
             expected_message=(
-                "`db.add(user)` is never committed: `get_db()` (app/deps.py:7) closes `db` "
+                "`db.add(user)` is never committed: `get_db()` (app/deps.py:8) closes `db` "
                 "when the request ends without `db.commit()`, which rolls the write back — "
                 "call `db.commit()` after the writes, or commit in `get_db()` after its "
                 "`yield`"
             ),
+        ),
+        # A router with a prefix and tags but no dependencies, included without any.
+        Invalid(
+            """
+            from fastapi import APIRouter, Depends, FastAPI
+            from sqlalchemy.orm import Session
+            from app.deps import get_db
+            from app.models import User
+
+            router = APIRouter(prefix="/users", tags=["users"])
+
+            @router.post("/")
+            def create(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))
+
+            app = FastAPI(title="users")
+            app.include_router(router, prefix="/api")
+            """,
+            path="app/routes.py",
+            files=_DEPENDENCY_FILES,
+            line=10,
         ),
         # The probe keeps the table it creates.
         Invalid(
@@ -870,8 +972,11 @@ class WriteWithoutCommit(Rule):
             or source.scoped
         ):
             return
-        if any(keyword(d, "dependencies") is not None for d in route_decorators(route)):
+        decorators = route_decorators(route)
+        if any(keyword(d, "dependencies") is not None for d in decorators):
             return  # a dependency of the route's own may commit the same session
+        if any(self._router_has_dependencies(d) for d in decorators):
+            return  # so may one its router declares, or one it is included with
         # Flushed or not, what the route wrote is rolled back when the request ends.
         write = self._lost_write(flow, name, settled=_SETTLED)
         if write is None:
@@ -891,6 +996,24 @@ class WriteWithoutCommit(Rule):
                 "after its `yield`"
             ),
         )
+
+    def _router_has_dependencies(self, decorator: ast.Call) -> bool:
+        """Whether the router or app of ``@router.post(...)`` may give the route
+        dependencies: made with ``dependencies=`` here, or (by the index) anywhere it is
+        included with them, or an app of the project declares them. A receiver that
+        cannot be named is given the benefit of the doubt only if something in the
+        project declares such dependencies."""
+        assert isinstance(decorator.func, ast.Attribute)
+        receiver = decorator.func.value
+        if isinstance(receiver, ast.Name):
+            for binding in self.ctx.dataflow.bindings(receiver):
+                value = binding.value
+                if isinstance(value, ast.Call) and any(
+                    kw.arg in ("dependencies", None) for kw in value.keywords
+                ):
+                    return True
+        qualified = self.ctx.names.qualify(receiver)
+        return self.ctx.index.router_has_dependencies(qualified or "")
 
     def _lost_write(
         self,
