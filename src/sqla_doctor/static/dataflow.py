@@ -2726,9 +2726,8 @@ class SqlaObjects:
             parsed = _string_annotation(annotation.value)
             return self.annotation_kind(parsed, depth + 1) if parsed is not None else None
         if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
-            return self.annotation_kind(annotation.left, depth + 1) or self.annotation_kind(
-                annotation.right, depth + 1
-            )
+            # `Engine | Connection` may be either: known members must agree.
+            return _agree(self.annotation_kind(m, depth + 1) for m in _union_members(annotation))
         if isinstance(annotation, ast.Subscript):
             head = annotation.value
             head_name = _last_name(head)
@@ -2736,12 +2735,10 @@ class SqlaObjects:
                 list(annotation.slice.elts)
                 if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
             )
+            if head_name in ("Union", "Optional"):
+                return _agree(self.annotation_kind(item, depth + 1) for item in items)
             if head_name in _WRAPPERS or head_name in _YIELDING:
-                for item in items if head_name in ("Union", "Optional") else items[:1]:
-                    kind = self.annotation_kind(item, depth + 1)
-                    if kind is not None:
-                        return kind
-                return None
+                return self.annotation_kind(items[0], depth + 1)
             return None
         if not isinstance(annotation, (ast.Name, ast.Attribute)):
             return None
@@ -2972,6 +2969,17 @@ def expr_is_class_like(expr: ast.expr) -> bool:
 
 _SESSION_NAMES = frozenset({"db", "sess", "session", "dbsession", "db_session", "dbsess"})
 _MISSING = object()
+
+
+def _union_members(annotation: ast.BinOp) -> list[ast.expr]:
+    """``A | B | C`` as ``[A, B, C]``."""
+    members: list[ast.expr] = []
+    for side in (annotation.left, annotation.right):
+        if isinstance(side, ast.BinOp) and isinstance(side.op, ast.BitOr):
+            members.extend(_union_members(side))
+        else:
+            members.append(side)
+    return members
 
 
 def _agree(kinds: Iterable[ObjectKind | None]) -> ObjectKind | None:

@@ -158,6 +158,22 @@ class Removed1xApi(Rule):
                     return user, session.execute(stmt, execution_options={"yield_per": 10})
             """
         ),
+        # Annotated as either an engine or a connection: a connection here (isinstance).
+        Valid(
+            """
+            from typing import Union
+            from sqlalchemy import Connection, Engine
+
+            def populate(engine_or_connection: Union[Engine, Connection], stmt) -> None:
+                if isinstance(engine_or_connection, Connection):
+                    conn = engine_or_connection
+                    conn.execute(stmt)
+                    conn.commit()
+
+            def count(bind: Engine | Connection, stmt):
+                return bind.scalar(stmt)
+            """
+        ),
         # sqlite3 and DB-API connections take plain strings; dicts have .get().
         Valid(
             """
@@ -233,6 +249,18 @@ class Removed1xApi(Rule):
                 "`with engine.connect() as conn: conn.execute(...)`"
             ),
             line=4,
+        ),
+        # An optional engine is still an engine.
+        Invalid(
+            """
+            from typing import Optional
+            from sqlalchemy import Engine
+
+            def names(engine: Optional[Engine], other: Engine | None, stmt):
+                return engine.execute(stmt), other.execute(stmt)
+            """,
+            line=5,
+            count=2,
         ),
         # Flask-SQLAlchemy's db.engine, and an engine imported from another module.
         Invalid(
