@@ -1214,6 +1214,14 @@ class StringFlow:
         if isinstance(func, ast.Name) and not self.flow.bindings(func):
             if func.id in _NUMERIC_BUILTINS:
                 return _STATIC
+            if (
+                func.id in ("max", "min")
+                and len(call.args) > 1
+                and not call.keywords
+                and not any(isinstance(a, ast.Starred) for a in call.args)
+            ):
+                # Returns one of its arguments: `max(0, int(ms))` is a number.
+                return self.either([self.value(a) for a in call.args])
             if func.id in ("str", "repr") and len(call.args) == 1:
                 inner = self.value(call.args[0])
                 return StringValue(inner.state, True, inner.interpolations)

@@ -54,9 +54,10 @@ class SqlBuiltFromStrings(Rule):
     `self.page_size`) that the class or a base declares with a literal and nothing in the
     module assigns again (a `ClassVar`, or a plain class; not a dataclass or pydantic
     field, whose value comes from the caller), numbers (`int(x)`, `len(x)`,
-    `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal dict and conditional literals
-    (`"ASC" if desc else "DESC"`), loops over literal tables (also one chosen by a condition:
-    `for old, new in UNDO if undo else STEPS`), the keys of a dict the function fills
+    `max(0, int(x))`, `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal
+    dict and conditional literals (`"ASC" if desc else "DESC"`), loops over literal
+    tables (also one chosen by a condition: `for old, new in UNDO if undo else
+    STEPS`), the keys of a dict the function fills
     with literal keys (`row = {}`, `row["id"] = ...`, then `", ".join(row.keys())`),
     and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
@@ -261,6 +262,21 @@ class SqlBuiltFromStrings(Rule):
                     f"SELECT * FROM {SCHEMA}.{TABLE} WHERE id IN ({marks}) "
                     f"ORDER BY {column} {direction} LIMIT {int(limit)}"
                 ))
+            """
+        ),
+        # The larger or smaller of numbers is a number (a helper of the module returns it).
+        Valid(
+            """
+            import time
+            from sqlalchemy import text
+
+            def remaining_ms(deadline: float) -> int:
+                return max(0, int((deadline - time.monotonic()) * 1000))
+
+            async def run(session, deadline, limit):
+                timeout = remaining_ms(deadline)
+                await session.execute(text(f"SET LOCAL statement_timeout = '{timeout}'"))
+                await session.execute(text(f"SELECT 1 LIMIT {min(int(limit), 100)}"))
             """
         ),
         # Placeholders for the driver, values passed separately.
@@ -578,6 +594,16 @@ class SqlBuiltFromStrings(Rule):
         ),
     )
     INVALID = (
+        # The larger of a number and a request's text is that text.
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def run(session, name):
+                session.execute(text(f"SELECT * FROM users WHERE name = '{max(name, 'a')}'"))
+            """,
+            line=4,
+        ),
         # A dataclass field's class-level value is only a default: callers pass their own.
         # A class attribute a method assigns is no constant either.
         Invalid(
