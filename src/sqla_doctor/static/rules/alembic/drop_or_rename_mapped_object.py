@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 
 from sqla_doctor.findings import Finding, Location, Related, Severity
@@ -58,9 +59,10 @@ class DropOrRenameMappedObject(MigrationRule):
     `op.alter_column(..., new_column_name=...)` (and their `batch_op` and raw SQL forms),
     read against the mapped classes and `Table` objects of the metadata env.py targets.
     A name that a later revision creates again (`create_table`, `add_column`, a rename to
-    it) is what the models map now, and its old drop or rename is not reported; nor is a
-    table another is renamed to in the same migration (a rebuilt table swapped in), nor a
-    table of another schema than the one the model's `__table_args__` names.
+    it, or SQL of its upgrade that adds it) is what the models map now, and its old drop
+    or rename is not reported; nor is a table another is renamed to in the same
+    migration (a rebuilt table swapped in), nor a table of another schema than the one
+    the model's `__table_args__` names.
 
     ## Why is this bad?
     The ORM names every mapped column in its SELECTs and INSERTs. Once the migration has
@@ -164,6 +166,32 @@ class DropOrRenameMappedObject(MigrationRule):
                 ),
             },
         ),
+        # Old history: a later revision adds the column back with SQL of its own, built
+        # from constants (Skyvern-AI/skyvern).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_column("users", "name")
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                **_FILES,
+                "alembic.ini": "[alembic]\nscript_location = %(here)s/migrations\n",
+                "migrations/versions/c3.py": (
+                    "from alembic import op\n"
+                    'revision = "c3"\n'
+                    'down_revision = "b2"\n'
+                    '_TABLES = ("users",)\n'
+                    '_COLUMN = "name"\n'
+                    "def upgrade():\n"
+                    "    for table in _TABLES:\n"
+                    "        op.execute(f'ALTER TABLE \"{table}\" ADD COLUMN {_COLUMN} TEXT')\n"
+                    "def downgrade():\n"
+                    "    op.drop_column('users', 'name')\n"
+                ),
+            },
+        ),
         # Another schema's table of the same name: the model maps app.audit_log.
         Valid(
             _HEAD
@@ -259,6 +287,29 @@ class DropOrRenameMappedObject(MigrationRule):
                 "runs, every query of Order fails with UndefinedColumn until the new code is "
                 "deployed — remove it from the model in one release, drop it in a later one"
             ),
+        ),
+        # A later revision's SQL adds another column; only its downgrade adds this one.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_column("orders", "note")
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                **_FILES,
+                "alembic.ini": "[alembic]\nscript_location = %(here)s/migrations\n",
+                "migrations/versions/c3.py": (
+                    "from alembic import op\n"
+                    'revision = "c3"\n'
+                    'down_revision = "b2"\n'
+                    "def upgrade():\n"
+                    "    op.execute('ALTER TABLE orders ADD COLUMN notes TEXT')\n"
+                    "def downgrade():\n"
+                    "    op.execute('ALTER TABLE orders ADD COLUMN note TEXT')\n"
+                ),
+            },
+            line=8,
         ),
         Invalid(
             _HEAD
@@ -469,7 +520,35 @@ def _recreated_later(migration: MigrationFile, table: str, column: str | None) -
                     return True
                 if op.kind == "rename_column" and op.new_name == column:
                     return True
+        if _sql_recreates(other, table, column):
+            return True
     return False
+
+
+_CREATES = re.compile(r"\b(?:ADD\s+COLUMN|CREATE\s+TABLE)\b", re.IGNORECASE)
+
+
+def _sql_recreates(migration: MigrationFile, table: str, column: str | None) -> bool:
+    """Whether the revision's upgrade may create ``table`` (``table.column``) again in SQL
+    of its own — ``ALTER TABLE ... ADD COLUMN`` or ``CREATE TABLE`` text that names it, or
+    names it through constants (``f'ALTER TABLE "{table}" ADD COLUMN {_COLUMN} JSON'`` in
+    a loop over ``_TABLES``). Text from ``downgrade()`` does not count."""
+    strings: list[str] = []
+    pending: list[ast.AST] = list(migration.file.tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "downgrade":
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            strings.append(node.value)
+        pending.extend(ast.iter_child_nodes(node))
+    if not any(_CREATES.search(text) for text in strings):
+        return False
+    names = [table] if column is None else [table, column]
+    return all(
+        any(re.search(rf"(?<![\w$]){re.escape(name)}(?![\w$])", text) for text in strings)
+        for name in names
+    )
 
 
 def _owner(mapped: MappedTable) -> str:
