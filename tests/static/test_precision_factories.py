@@ -167,3 +167,43 @@ def test_sessions_of_a_returned_factory_used_correctly_stay_silent(tmp_path: Pat
         },
     )
     assert [f for f in found if f[1] == "app/jobs.py"] == []
+
+
+def test_expire_on_commit_is_unknown_unless_a_literal_or_absent_decides_it() -> None:
+    from sqla_doctor.static.index.sessions import expire_on_commit
+
+    def decided(call: str, default: bool | None = True) -> bool | None:
+        node = ast.parse(call, mode="eval").body
+        assert isinstance(node, ast.Call)
+        return expire_on_commit(node, default)
+
+    assert decided("sessionmaker(engine)") is True
+    assert decided("sessionmaker(engine, expire_on_commit=False)") is False
+    assert decided("sessionmaker(engine, expire_on_commit=settings.EXPIRE)") is None
+    assert decided("sessionmaker(engine, **opts)") is None
+    # Named explicitly, the literal wins: `**opts` repeating it would be a TypeError.
+    assert decided("sessionmaker(engine, **opts, expire_on_commit=True)") is True
+    # A factory's call: its own default unless the call overrides it.
+    assert decided("SessionLocal()", default=None) is None
+    assert decided("SessionLocal(expire_on_commit=False)", default=True) is False
+
+
+def test_a_factory_records_expire_on_commit_as_unknown_from_settings_or_options() -> None:
+    source = """
+        from sqlalchemy import create_engine
+        from sqlalchemy.orm import sessionmaker
+        engine = create_engine("sqlite://")
+        def from_settings():
+            return sessionmaker(engine, expire_on_commit=settings.EXPIRE)
+        def from_options():
+            return sessionmaker(engine, **opts)
+        def by_default():
+            return sessionmaker(engine)
+        """
+    names = ("from_settings", "from_options", "by_default")
+    found = {name: _factory(source, name) for name in names}
+    assert {name: f.expire_on_commit for name, f in found.items() if f is not None} == {
+        "from_settings": None,
+        "from_options": None,
+        "by_default": True,
+    }

@@ -34,12 +34,11 @@ from sqla_doctor.static.index.functions import (
 from sqla_doctor.static.index.models import (
     call_tail,
     keyword,
-    literal_bool,
     literal_str,
     parse_annotation,
 )
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
-from sqla_doctor.static.index.sessions import ProviderFacts
+from sqla_doctor.static.index.sessions import ProviderFacts, expire_on_commit
 from sqla_doctor.static.loaders import Options, parse_options
 
 if TYPE_CHECKING:
@@ -1188,7 +1187,7 @@ class FunctionFlow:
                         node,
                         callee.source,
                         callee.scoped,
-                        expire_on_commit=callee.expire_on_commit,
+                        expire_on_commit=expire_on_commit(node, callee.expire_on_commit),
                     )
             return None
         tail = self.resolver.sqla_tail(qualified)
@@ -1208,7 +1207,7 @@ class FunctionFlow:
                 "call",
                 node,
                 qualified,
-                expire_on_commit=_expire_on_commit(node),
+                expire_on_commit=expire_on_commit(node),
             )
         if qualified in _ITER_BUILTINS and node.args:
             inner = self.value(node.args[0])
@@ -1247,7 +1246,10 @@ class FunctionFlow:
                 node,
                 source.qualname,
                 source.scoped,
-                expire_on_commit=source.expire_on_commit,
+                # `SessionLocal(expire_on_commit=False)` overrides the factory's.
+                expire_on_commit=expire_on_commit(node, source.expire_on_commit)
+                if source.kind == "factory"
+                else source.expire_on_commit,
             )
         function = self.index.function(qualified)
         if function is not None:
@@ -1532,15 +1534,6 @@ class FunctionFlow:
     def calls_on(self, key: str) -> list[ast.Call]:
         """Method calls on a receiver name (or ``self.attr``), in source order."""
         return self.receiver_calls.get(key, [])
-
-
-def _expire_on_commit(call: ast.Call) -> bool | None:
-    """What ``Session(..., expire_on_commit=...)`` says (True when absent); None when
-    it is not a literal or may come in ``**kwargs``."""
-    if any(kw.arg is None for kw in call.keywords):
-        return None
-    value = keyword(call, "expire_on_commit")
-    return True if value is None else literal_bool(value)
 
 
 def receiver_key(node: ast.expr) -> str | None:

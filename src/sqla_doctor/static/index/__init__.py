@@ -232,7 +232,7 @@ class SessionSource:
     is_async: bool | None
     qualname: str
     scoped: bool = False
-    expire_on_commit: bool | None = None  # None: not a literal
+    expire_on_commit: bool | None = None  # None: unknown (see sessions.expire_on_commit)
     commits: bool = False
     managed: bool = False
     style: str | None = None
@@ -1150,13 +1150,16 @@ class ProjectIndex:
             return SessionSource("class", tail == "AsyncSession", name)
         factory = self.factory(name)
         if factory is not None:
-            expire = factory.options.get("expire_on_commit")
+            expire = factory.expire_on_commit
+            if factory.wraps is not None:
+                wrapped = self.session_source(factory.wraps, depth + 1)
+                expire = wrapped.expire_on_commit if wrapped is not None else None
             return SessionSource(
                 "factory",
                 factory.is_async,
                 name,
                 scoped=factory.scoped,
-                expire_on_commit=None if expire == "?" else (expire is None or expire == "True"),
+                expire_on_commit=expire,
             )
         function = self.function(name)
         if function is not None and function.provider is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from sqla_doctor.static.index.models import keyword, literal_str
+from sqla_doctor.static.index.models import keyword, literal_bool, literal_str
 from sqla_doctor.static.index.names import NameResolver
 
 FACTORY_CALLS = frozenset(
@@ -36,6 +36,8 @@ class FactoryFacts:
     # Literal keyword options as source text (`expire_on_commit`: "False"), "?" otherwise.
     options: dict[str, str] = field(default_factory=dict)
     bind: str | None = None  # qualified name of the engine, when a name
+    expire_on_commit: bool | None = True  # as `expire_on_commit()` decides; None: unknown
+    wraps: str | None = None  # `scoped_session(SessionLocal)`: the factory it calls
 
 
 @dataclass
@@ -66,6 +68,21 @@ class ProviderFacts:
     commits: bool = False  # commits before handing control back (a unit of work)
 
 
+def expire_on_commit(call: ast.Call, default: bool | None = True) -> bool | None:
+    """What a ``Session(...)``, ``sessionmaker(...)`` or ``SessionLocal(...)`` call says
+    about ``expire_on_commit``: the literal it passes; ``default`` when it passes none
+    (SQLAlchemy's ``True``, or what the factory called says); None, unknown, when the
+    value is not a literal (``settings.EXPIRE``) or ``**options`` may carry it. The one
+    place that decides it: rules that need objects expired act only on True."""
+    value = keyword(call, "expire_on_commit")
+    if value is not None:
+        # Named explicitly, it is the value: `**options` repeating it is a TypeError.
+        return literal_bool(value)
+    if any(kw.arg is None for kw in call.keywords):
+        return None
+    return default
+
+
 def _options(call: ast.Call) -> dict[str, str]:
     options: dict[str, str] = {}
     for kw in call.keywords:
@@ -88,8 +105,13 @@ def factory_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> Fact
         return None
     inner = call
     scoped = name in ("scoped_session", "async_scoped_session")
+    wraps: str | None = None
     if scoped and call.args and isinstance(call.args[0], ast.Call):
         inner = call.args[0]
+    elif scoped:
+        factory = call.args[0] if call.args else keyword(call, "session_factory")
+        if isinstance(factory, (ast.Name, ast.Attribute)):
+            wraps = resolver.qualify(factory)
     inner_name = resolver.sqla_name(inner.func) if inner is not call else name
     class_ = keyword(inner, "class_")
     class_name = resolver.sqla_name(class_) if class_ is not None else None
@@ -110,6 +132,9 @@ def factory_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> Fact
         scoped=scoped,
         options=_options(inner),
         bind=bind,
+        # A registry of a factory made elsewhere: that factory's (the index follows it).
+        expire_on_commit=expire_on_commit(inner) if inner is not call or not scoped else None,
+        wraps=wraps,
     )
 
 

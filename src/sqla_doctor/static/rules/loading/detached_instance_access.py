@@ -18,6 +18,14 @@ from sqla_doctor.static.flow import (
 from sqla_doctor.static.navigation import Navigator, option_text
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
+_SETTINGS = """
+class Settings:
+    EXPIRE = False
+
+settings = Settings()
+OPTIONS = {"expire_on_commit": False}
+"""
+
 _FILES = {
     "app/__init__.py": "",
     "app/db.py": """
@@ -103,7 +111,9 @@ class DetachedInstanceAccess(Rule):
     ## Known problems
     Objects loaded by async sessions are reported by SQD202 for relationships; here
     only their expired attributes are. Objects merged into another session later are
-    not tracked.
+    not tracked. A commit is taken to expire objects only when the session is known to
+    do so: `expire_on_commit` left out or `True`; a value read from settings, or options
+    passed as `**kwargs` to the session or its factory, stay silent.
 
     ## Example
     ```python
@@ -229,6 +239,59 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # Whether the factory expires objects is not knowable here (settings, options
+        # passed as `**kwargs`), or is a literal False by another route (a registry of a
+        # factory that keeps them, a call that overrides the factory's default).
+        Valid(
+            """
+            from sqlalchemy.orm import Session, scoped_session, sessionmaker
+            from app.db import ReadSession, SessionLocal, engine
+            from app.models import User
+            from app.settings import OPTIONS, settings
+
+            SettingsSession = sessionmaker(engine, expire_on_commit=settings.EXPIRE)
+            OptionsSession = sessionmaker(engine, **OPTIONS)
+            Registry = scoped_session(ReadSession)
+
+            def a(user_id, name):
+                with SettingsSession() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                return user.name
+
+            def b(user_id, name):
+                with OptionsSession() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                return user.name
+
+            def c(user_id, name):
+                with Session(engine, **OPTIONS) as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                return user.name
+
+            def d(user_id, name):
+                with SessionLocal(expire_on_commit=False) as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                return user.name
+
+            def e(user_id, name):
+                session = Registry()
+                user = session.get(User, user_id)
+                user.name = name
+                session.commit()
+                session.close()
+                return user.name
+            """,
+            path="app/views.py",
+            files={**_FILES, "app/settings.py": _SETTINGS},
+        ),
         # A helper that returns objects from a session it does not close.
         Valid(
             """
@@ -269,6 +332,28 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        # A call that names `expire_on_commit=True` expires them, whatever the factory's
+        # options say.
+        Invalid(
+            """
+            from sqlalchemy.orm import sessionmaker
+            from app.db import engine
+            from app.models import User
+            from app.settings import OPTIONS
+
+            OptionsSession = sessionmaker(engine, **OPTIONS)
+
+            def rename(user_id, name):
+                with OptionsSession(expire_on_commit=True) as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                    session.commit()
+                return user.name
+            """,
+            path="app/views.py",
+            files={**_FILES, "app/settings.py": _SETTINGS},
+            line=13,
+        ),
         # The seed's shape, across modules.
         Invalid(
             """

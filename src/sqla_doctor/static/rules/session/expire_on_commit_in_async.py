@@ -23,6 +23,7 @@ from sqla_doctor.static.flow import (
     flow_for,
     worth_analysing,
 )
+from sqla_doctor.static.index.sessions import expire_on_commit
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _OPTION = "expire_on_commit"
@@ -736,8 +737,8 @@ class ExpireOnCommitInAsync(Rule):
             factory = "sessionmaker(class_=AsyncSession)"
         else:
             return
-        if has_star_kwargs(node) or self._configured_later(node):
-            return
+        if expire_on_commit(node) is not True or self._configured_later(node):
+            return  # kept loaded, or not knowable (settings, `**options`)
         keyword = call_keyword(node, _OPTION)
         if keyword is None:
             state = "keeps the default `expire_on_commit=True`"
