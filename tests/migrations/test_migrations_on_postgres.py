@@ -10,6 +10,7 @@ read ``pg_locks`` and try writes from another connection with a short ``lock_tim
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -450,6 +451,44 @@ def test_validating_in_the_revision_that_added_not_valid_keeps_the_lock(
         pause.release()
         migration.finish()
     assert "SQD606" in found(bad.root)
+
+
+def test_a_foreign_key_column_added_in_one_statement_without_a_default_is_not_scanned(
+    tmp_path: Path, pg_database: PgDatabase
+) -> None:
+    """``op.add_column`` adds the key in an ALTER of its own, which scans the table; one
+    ``ADD COLUMN ... REFERENCES`` statement without a default adds it valid unchecked
+    (every row is NULL), with a default it scans."""
+    database = Database(pg_database.url)
+    scans = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'orders'"
+    counted: dict[str, int] = {}
+    for name, statement in {
+        "bare": 'op.execute("ALTER TABLE orders ADD COLUMN buyer_id int REFERENCES users (id)")',
+        "filled": (
+            'op.execute("ALTER TABLE orders ADD COLUMN seller_id int DEFAULT 1"'
+            ' " REFERENCES users (id)")'
+        ),
+        "alembic": (
+            'op.add_column("orders",'
+            ' sa.Column("payer_id", sa.Integer(), sa.ForeignKey("users.id")))'
+        ),
+    }.items():
+        database.execute("DROP TABLE IF EXISTS orders, users, alembic_version")
+        migration = project(tmp_path, pg_database, name=name)
+        migration.upgrade()
+        before = database.scalar(scans)
+        assert isinstance(before, int)
+        migration.revision(statement)
+        migration.upgrade()
+        # The migration's backend reports its scans when it ends: poll for the count to settle.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and database.scalar(scans) == before:
+            time.sleep(0.05)
+        after = database.scalar(scans)
+        assert isinstance(after, int)
+        counted[name] = after - before
+        assert ("SQD606" in found(migration.root)) is (counted[name] > 0), name
+    assert counted == {"bare": 0, "filled": 1, "alembic": 1}
 
 
 # SQD607 -------------------------------------------------------------------------------
