@@ -1788,6 +1788,25 @@ def _closed_in_finally(flow: FunctionFlow, name: str) -> bool:
                     and call.func.attr in ("close", "remove")
                 ):
                     return True
+    return handed_over_in_finally(flow, name)
+
+
+def handed_over_in_finally(flow: FunctionFlow, name: str) -> bool:
+    """Whether a ``finally`` hands the name to a call (``finally: _safe_close(session)``):
+    a cleanup helper, which closes it on every path out."""
+    finals = [stmt for try_node in flow.tries for stmt in getattr(try_node, "finalbody", [])]
+    if not finals:
+        return False
+    for load in flow.name_loads.get(name, ()):
+        parent = flow.parent(load)
+        if isinstance(parent, ast.keyword):
+            parent = flow.parent(parent)
+        if (
+            isinstance(parent, ast.Call)
+            and load is not parent.func
+            and any(contains(stmt, parent) for stmt in finals)
+        ):
+            return True
     return False
 
 

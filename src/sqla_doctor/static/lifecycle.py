@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 from sqla_doctor.static.alembic.sql import classify, tokenize
 from sqla_doctor.static.dataflow import BindingKind, StringFlow
-from sqla_doctor.static.flow import Binding, FunctionFlow, SessionValue, contains
+from sqla_doctor.static.flow import (
+    Binding,
+    FunctionFlow,
+    SessionValue,
+    contains,
+    handed_over_in_finally,
+)
 
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext
@@ -117,7 +123,7 @@ def closed_in_finally(flow: FunctionFlow, name: str) -> bool:
     return any(
         method in CLOSERS and in_finally(flow, call) is not None
         for method, call in method_calls(flow, name)
-    )
+    ) or handed_over_in_finally(flow, name)
 
 
 def managed_by_with(flow: FunctionFlow, name: str) -> bool:

@@ -57,7 +57,8 @@ class SessionDependencyWithoutFinally(Rule):
         with SessionLocal() as db:
             yield db
     ```
-    or `try: yield db` / `finally: db.close()`.
+    or `try: yield db` / `finally: db.close()` (or a cleanup helper the `finally` hands
+    it to: `finally: safe_close(db)`).
 
     ## References
     - [FastAPI: Dependencies with yield](https://fastapi.tiangolo.com/tutorial/dependencies/dependencies-with-yield/)
@@ -85,6 +86,30 @@ class SessionDependencyWithoutFinally(Rule):
             async def get_async_db():
                 async with AsyncSessionLocal() as session:
                     yield session
+            """,
+            path="app/deps.py",
+            files=_FILES,
+        ),
+        # A `finally` that hands the session to a cleanup helper (which closes it,
+        # swallowing a dropped connection's error).
+        Valid(
+            """
+            from contextlib import contextmanager
+            from app.database import SessionLocal
+
+            def _safe_close(session):
+                try:
+                    session.close()
+                except Exception:
+                    pass
+
+            @contextmanager
+            def get_session():
+                session = SessionLocal()
+                try:
+                    yield session
+                finally:
+                    _safe_close(session=session)
             """,
             path="app/deps.py",
             files=_FILES,
@@ -202,6 +227,25 @@ class SessionDependencyWithoutFinally(Rule):
             path="app/deps.py",
             files=_FILES,
             line=6,
+        ),
+        # Handed to a helper after the `yield`, not in a `finally`.
+        Invalid(
+            """
+            from app.database import SessionLocal
+            from app.cleanup import safe_close
+
+            def get_db():
+                db = SessionLocal()
+                try:
+                    yield db
+                except Exception:
+                    db.rollback()
+                    raise
+                safe_close(db)
+            """,
+            path="app/deps.py",
+            files={**_FILES, "app/cleanup.py": "def safe_close(s):\n    s.close()\n"},
+            line=7,
         ),
         # Never closed at all, yielded straight from the factory call.
         Invalid(
