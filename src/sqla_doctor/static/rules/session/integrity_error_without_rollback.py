@@ -140,7 +140,9 @@ class IntegrityErrorWithoutRollback(Rule):
 
     ## Known problems
     Work wrapped in `session.begin_nested()` inside the `try` rolls back to its
-    savepoint by itself and is not reported.
+    savepoint by itself and is not reported; so is work in a `with session.begin():`
+    block, which rolls back as the error leaves it, or in a `with ... as session:` block,
+    which closes that session (what runs next opens another).
 
     ## Example
     ```python
@@ -177,6 +179,33 @@ class IntegrityErrorWithoutRollback(Rule):
     )
 
     VALID = (
+        # The failure leaves a `with` block that settles it: the session's `begin()` block
+        # rolls back, a session the block opened is closed (the next one is new).
+        Valid(
+            """
+            import time
+            from sqlalchemy.exc import IntegrityError, OperationalError
+
+            def claim(session, rows):
+                for attempt in range(3):
+                    try:
+                        with session.begin():
+                            session.add_all(rows)
+                            session.flush()
+                        break
+                    except OperationalError:
+                        time.sleep(1)
+
+            def prune(factory, tenants, stmt):
+                for tenant in tenants:
+                    try:
+                        with factory(tenant) as db_session:
+                            db_session.execute(stmt)
+                            db_session.commit()
+                    except IntegrityError:
+                        continue
+            """
+        ),
         Valid(
             """
             from sqlalchemy.exc import IntegrityError
@@ -286,6 +315,25 @@ class IntegrityErrorWithoutRollback(Rule):
         ),
     )
     INVALID = (
+        # A `with` that does not manage the session settles nothing.
+        Invalid(
+            """
+            import threading
+            from sqlalchemy.exc import IntegrityError
+
+            lock = threading.Lock()
+
+            def save_all(session, rows):
+                for row in rows:
+                    try:
+                        with lock:
+                            session.add(row)
+                            session.commit()
+                    except IntegrityError:
+                        continue
+            """,
+            line=10,
+        ),
         Invalid(
             """
             from sqlalchemy import select
@@ -440,6 +488,28 @@ class IntegrityErrorWithoutRollback(Rule):
                 for i in w.items
             )
         ]
+        # `with` blocks inside the try that settle a failure as it leaves them: the
+        # session's `begin()` block rolls back, the session a `with ... as s` opened is
+        # closed (and rebound before it is used again).
+        settling: list[tuple[ast.With | ast.AsyncWith, str]] = []
+        for w in flow.withs:
+            if not any(contains(stmt, w) for stmt in node.body):
+                continue
+            for item in w.items:
+                expr = item.context_expr
+                if isinstance(expr, ast.Await):
+                    expr = expr.value
+                if (
+                    isinstance(expr, ast.Call)
+                    and isinstance(expr.func, ast.Attribute)
+                    and expr.func.attr == "begin"
+                    and (owner := receiver_key(expr.func.value)) is not None
+                ):
+                    settling.append((w, owner))
+                if item.optional_vars is not None and (
+                    target := receiver_key(item.optional_vars)
+                ) is not None:
+                    settling.append((w, target))
         found: list[str] = []
         committing: set[str] = set()
         for stmt in node.body:
@@ -451,6 +521,8 @@ class IntegrityErrorWithoutRollback(Rule):
                 if key is None or func.attr not in _FAILING:
                     continue
                 if any(contains(w, call) for w in savepoints):
+                    continue
+                if any(owner == key and contains(w, call) for w, owner in settling):
                     continue
                 if func.attr in ("commit", "flush"):
                     committing.add(key)
