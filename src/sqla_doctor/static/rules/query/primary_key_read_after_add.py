@@ -36,6 +36,31 @@ class Token(Base):
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
 
 
+def _tests_for_none(flow: FunctionFlow, read: ast.Attribute) -> bool:
+    """Whether the key is read only to test it (``if not obj.id:``, ``if obj.id is None``,
+    ``while obj.id is None``): code that knows it may still be None."""
+    node: ast.AST = read
+    parent = flow.parent(node)
+    while True:
+        if isinstance(parent, ast.UnaryOp) and isinstance(parent.op, ast.Not):
+            pass
+        elif isinstance(parent, ast.Compare):
+            if not all(
+                isinstance(op, (ast.Is, ast.IsNot, ast.Eq, ast.NotEq)) for op in parent.ops
+            ) or not any(
+                isinstance(c, ast.Constant) and c.value is None
+                for c in (parent.left, *parent.comparators)
+            ):
+                return False
+        elif isinstance(parent, ast.BoolOp):
+            pass  # `if not a.id or force:` tests it too
+        elif isinstance(parent, (ast.If, ast.While, ast.IfExp, ast.Assert)):
+            return node is parent.test
+        else:
+            return False
+        node, parent = parent, flow.parent(parent)
+
+
 def _pos(node: ast.AST) -> tuple[int, int]:
     return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
 
@@ -55,7 +80,9 @@ class PrimaryKeyReadAfterAdd(Rule):
 
     ## Known problems
     A call that receives the session or the object may flush; the rule stays silent
-    when one sits between the `add()` and the read.
+    when one sits between the `add()` and the read. A read that only tests the key
+    (`if not user.id: session.flush()`, `if user.id is None`) is the code asking whether
+    it was flushed, and is not reported.
 
     ## Example
     ```python
@@ -87,6 +114,30 @@ class PrimaryKeyReadAfterAdd(Rule):
     )
 
     VALID = (
+        # Tested for None: the code knows it may not be flushed yet (an upsert).
+        Valid(
+            """
+            from app.models import User
+
+            def upsert(session, user, email):
+                if user is None:
+                    user = User(email=email)
+                    session.add(user)
+                user.email = email
+                if not user.id:
+                    session.flush()
+                return user.id
+
+            def create(session, email):
+                user = User(email=email)
+                session.add(user)
+                if user.id is None and email:
+                    session.flush()
+                return user.id
+            """,
+            path="app/crud.py",
+            files=_FILES,
+        ),
         Valid(
             """
             from app.models import User
@@ -191,6 +242,21 @@ class PrimaryKeyReadAfterAdd(Rule):
         ),
     )
     INVALID = (
+        # Compared with another value, not tested for None.
+        Invalid(
+            """
+            from app.models import User
+
+            def register(session, email, owner_id):
+                user = User(email=email)
+                session.add(user)
+                if user.id == owner_id:
+                    return "owner"
+            """,
+            path="app/crud.py",
+            files=_FILES,
+            line=6,
+        ),
         Invalid(
             """
             from app.models import User
@@ -335,6 +401,8 @@ class PrimaryKeyReadAfterAdd(Rule):
                 return
             if not isinstance(read.ctx, ast.Load):
                 return  # the key is assigned by hand
+            if _tests_for_none(flow, read):
+                continue  # `if not user.id: session.flush()` asks whether it is still None
             if self._flushed_between(flow, add, read, session, name):
                 return
             flush = f"await {session}.flush()" if is_async else f"{session}.flush()"
