@@ -18,6 +18,10 @@ from sqla_doctor.static.lifecycle import QUERIES, session_names
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _RELEASE = frozenset({"commit", "rollback", "close"})
+# Schedule a coroutine to run in the background instead of waiting for it.
+_SPAWNERS = frozenset(
+    {"create_task", "ensure_future", "start_soon", "add_task", "run_coroutine_threadsafe"}
+)
 _CLIENT_METHODS = frozenset(
     {
         "get",
@@ -65,8 +69,10 @@ class ConnectionHeldDuringIo(Rule):
     or a sleep (`asyncio.sleep`, `time.sleep`) made after a session has run a query
     and before it commits, rolls back or closes — directly, through a client such as
     `httpx.AsyncClient`, or through a project function that makes the call itself
-    (with its own client, or one it is handed: `http: aiohttp.ClientSession`). Test
-    code (`tests/`, `test_*.py`, `conftest.py`) is not checked.
+    (with its own client, or one it is handed: `http: aiohttp.ClientSession`). A
+    coroutine scheduled with `asyncio.create_task()` (`ensure_future`, `start_soon`)
+    runs beside the code, which does not wait for it, and is not counted. Test code
+    (`tests/`, `test_*.py`, `conftest.py`) is not checked.
 
     ## Why is this bad?
     The first query checks a connection out of the pool and holds it, inside a
@@ -111,6 +117,28 @@ class ConnectionHeldDuringIo(Rule):
     )
 
     VALID = (
+        # Scheduled beside the work, not waited for.
+        Valid(
+            """
+            import asyncio
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def heartbeat(user_id):
+                while True:
+                    await asyncio.sleep(30)
+
+            async def index(user_id):
+                async with SessionLocal() as session:
+                    user = await session.get(User, user_id)
+                    task = asyncio.create_task(heartbeat(user.id))
+                    user.indexed = True
+                    await session.commit()
+                    task.cancel()
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+        ),
         # Test code: a test waiting for a row between queries starves no one.
         Valid(
             """
@@ -336,6 +364,26 @@ class ConnectionHeldDuringIo(Rule):
             files=_FILES,
             line=12,
         ),
+        # Awaited through gather: this code waits for it.
+        Invalid(
+            """
+            import asyncio
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def pause(user_id):
+                await asyncio.sleep(30)
+
+            async def index(user_id):
+                async with SessionLocal() as session:
+                    user = await session.get(User, user_id)
+                    await asyncio.gather(pause(user.id))
+                    await session.commit()
+            """,
+            path="app/tasks.py",
+            files=_FILES,
+            line=11,
+        ),
     )
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
@@ -425,6 +473,11 @@ class ConnectionHeldDuringIo(Rule):
 
     def _io(self, flow: FunctionFlow, call: ast.Call) -> str | None:
         func = call.func
+        spawner = flow.parent(call)
+        if isinstance(spawner, ast.Call) and call in spawner.args and _spawns(spawner):
+            # `asyncio.create_task(heartbeat())`: the coroutine runs beside this code,
+            # which does not wait for it.
+            return None
         if isinstance(func, ast.Attribute) and func.attr in _CLIENT_METHODS:
             receiver = flow.value(func.value)
             if isinstance(receiver, ClientValue):
@@ -444,3 +497,10 @@ class ConnectionHeldDuringIo(Rule):
             inner = io_kind(function.io_call) or "external I/O"
             return f"{inner}, in `{function.name}()`"
         return None
+
+
+def _spawns(call: ast.Call) -> bool:
+    """``asyncio.create_task(...)``, ``tg.start_soon(...)``, ``background.add_task(...)``."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name in _SPAWNERS
