@@ -1479,12 +1479,94 @@ class StringFlow:
         return "value" if fixed else "elements" if fixed_elements else ""
 
     def _subscript(self, expr: ast.Subscript) -> StringValue:
+        picked = self._literals(expr)
+        if picked is not None:
+            # `role["name"]` for `role in ROLES`, a literal table of literal rows.
+            return self.either([self.value(p) for p in picked])
         container = self._literal_container(expr.value)
         if container is not None:
             return self.either(container)
         if self.reflected_name(expr):
             return _STATIC_STR
         return _OPAQUE
+
+    def _literals(self, expr: ast.expr, depth: int = 0) -> list[ast.expr] | None:
+        """The literal expressions ``expr`` may evaluate to: a literal itself, a name
+        bound only to literals (and not filled later), an element of a literal table a
+        loop walks, or a constant key's entry in such literals (``ROWS[0]["name"]``);
+        None when any of it is not a literal of this file."""
+        if depth > 6:
+            return None
+        if isinstance(expr, (ast.Constant, ast.Dict, ast.List, ast.Tuple, ast.Set)):
+            return [expr]
+        if isinstance(expr, ast.Name):
+            bindings = [
+                b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION
+            ]
+            if not bindings or self.flow.item_stores(expr) or self.flow.method_calls(
+                expr, ("update", "setdefault", "append", "extend", "insert", "add")
+            ):
+                return None
+            found: list[ast.expr] = []
+            for binding in bindings:
+                if binding.value is None or binding.path:
+                    return None
+                if binding.kind is BindingKind.ASSIGN:
+                    inner = self._literals(binding.value, depth + 1)
+                elif binding.kind is BindingKind.LOOP:
+                    inner = self._items(binding.value, depth + 1)
+                else:
+                    return None
+                if inner is None:
+                    return None
+                found.extend(inner)
+            return found
+        if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Constant):
+            containers = self._literals(expr.value, depth + 1)
+            if containers is None:
+                return None
+            key = expr.slice.value
+            picked: list[ast.expr] = []
+            for container in containers:
+                if isinstance(container, ast.Dict):
+                    keys = [k.value if isinstance(k, ast.Constant) else k for k in container.keys]
+                    if any(not isinstance(k, (str, int)) for k in keys) or key not in keys:
+                        return None
+                    picked.append(container.values[keys.index(key)])
+                elif isinstance(container, (ast.List, ast.Tuple)) and isinstance(key, int):
+                    if any(isinstance(e, ast.Starred) for e in container.elts):
+                        return None
+                    if not -len(container.elts) <= key < len(container.elts):
+                        return None
+                    picked.append(container.elts[key])
+                else:
+                    return None
+            found = []
+            for item in picked:
+                inner = self._literals(item, depth + 1)
+                if inner is None:
+                    return None
+                found.extend(inner)
+            return found
+        return None
+
+    def _items(self, iterable: ast.expr, depth: int) -> list[ast.expr] | None:
+        """The literal elements of a literal list, tuple or set ``iterable`` names."""
+        containers = self._literals(iterable, depth)
+        if containers is None:
+            return None
+        found: list[ast.expr] = []
+        for container in containers:
+            if not isinstance(container, (ast.List, ast.Tuple, ast.Set)) or any(
+                isinstance(e, ast.Starred) for e in container.elts
+            ):
+                return None
+            for element in container.elts:
+                inner = self._literals(element, depth + 1)
+                if inner is None:
+                    return None
+                found.extend(inner)
+        return found
 
     def _literal_container(self, expr: ast.expr, depth: int = 0) -> list[StringValue] | None:
         """The values of a dict/list/tuple literal (or a name bound only to such literals)."""
@@ -1555,6 +1637,11 @@ class StringFlow:
         if isinstance(expr, ast.Subscript) and self.reflected_name(expr):
             # `index["column_names"]`: a list of names from the catalogue.
             return [(expr, _STATIC_STR)]
+        if isinstance(expr, ast.Subscript):
+            items = self._items(expr, depth + 1)
+            if items is not None:
+                # `role["permissions"]` for `role in ROLES`: a literal list in a literal row.
+                return [(item, self.value(item)) for item in items]
         if isinstance(expr, ast.Attribute) and (
             _constant_attribute(expr) or self.enum_member(expr) or self.class_constant(expr)
         ):

@@ -57,7 +57,8 @@ class SqlBuiltFromStrings(Rule):
     `max(0, int(x))`, `{n:d}`, `"%d" % n`, `range()` indexes), lookups in a literal
     dict and conditional literals (`"ASC" if desc else "DESC"`), loops over literal
     tables (also one chosen by a condition: `for old, new in UNDO if undo else
-    STEPS`), the keys of a dict the function fills
+    STEPS`) and the fields of their literal rows (`role["name"]` for `role in ROLES`),
+    the keys of a dict the function fills
     with literal keys (`row = {}`, `row["id"] = ...`, then `", ".join(row.keys())`),
     and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
@@ -262,6 +263,26 @@ class SqlBuiltFromStrings(Rule):
                     f"SELECT * FROM {SCHEMA}.{TABLE} WHERE id IN ({marks}) "
                     f"ORDER BY {column} {direction} LIMIT {int(limit)}"
                 ))
+            """
+        ),
+        # Fields of the rows of a literal table, and the literal lists they hold.
+        Valid(
+            """
+            import sqlalchemy as sa
+
+            ROLES = [
+                {"name": "Owner", "permissions": ["*"]},
+                {"name": "Viewer", "permissions": ["documents:read", "chats:read"]},
+            ]
+
+            def seed(connection):
+                for role in ROLES:
+                    perms = "ARRAY[" + ",".join(f"'{p}'" for p in role["permissions"]) + "]"
+                    connection.execute(
+                        sa.text(f"INSERT INTO roles VALUES ('{role['name']}', {perms})")
+                    )
+                    for perm in ROLES[0]["permissions"]:
+                        connection.execute(sa.text(f"INSERT INTO grants (p) VALUES ('{perm}')"))
             """
         ),
         # The larger or smaller of numbers is a number (a helper of the module returns it).
@@ -594,6 +615,23 @@ class SqlBuiltFromStrings(Rule):
         ),
     )
     INVALID = (
+        # A row of the table holds a parameter; a table filled later is not literal.
+        Invalid(
+            """
+            import sqlalchemy as sa
+
+            ROLES = [{"name": "Owner"}]
+
+            def seed(connection, extra_name):
+                rows = [{"name": "Owner"}, {"name": extra_name}]
+                for row in rows:
+                    connection.execute(sa.text(f"INSERT INTO roles VALUES ('{row['name']}')"))
+                ROLES.append({"name": extra_name})
+                for role in ROLES:
+                    connection.execute(sa.text(f"INSERT INTO roles VALUES ('{role['name']}')"))
+            """,
+            count=2,
+        ),
         # The larger of a number and a request's text is that text.
         Invalid(
             """
