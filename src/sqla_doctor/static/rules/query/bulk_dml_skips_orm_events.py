@@ -71,7 +71,10 @@ class BulkDmlSkipsOrmEvents(Rule):
 
     ## Known problems
     Statements whose values include what a listener would set (an `updated_at=`) still
-    fire; the rule cannot tell the logic was copied.
+    fire; the rule cannot tell the logic was copied. A delete preceded in the same
+    function by a bulk delete of the cascade's children (the cascade done by hand) is
+    not reported for that cascade, nor is a statement a listener runs itself (in its
+    body, or in a module helper only listeners call) for that listener.
 
     ## Example
     ```python
@@ -139,6 +142,48 @@ class BulkDmlSkipsOrmEvents(Rule):
             """,
             path="app/jobs.py",
             files=_FILES,
+        ),
+        # The cascade done by hand: the children's rows deleted first.
+        Valid(
+            """
+            from sqlalchemy import delete
+            from app.models import Post, User
+
+            def purge(session, ids):
+                session.execute(delete(Post).where(Post.user_id.in_(ids)))
+                session.execute(delete(User).where(User.id.in_(ids)))
+
+            def purge_legacy(session, ids):
+                session.query(Post).filter(Post.user_id.in_(ids)).delete()
+                session.query(User).filter(User.id.in_(ids)).delete()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # A listener's own statement on its connection, in a helper only it calls.
+        Valid(
+            """
+            from sqlalchemy import event, update
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Account(Base):
+                __tablename__ = "accounts"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                email: Mapped[str]
+                aliases: Mapped[str]
+
+            def _release_alias(email, connection, account_id):
+                connection.execute(
+                    update(Account).where(Account.id != account_id).values(aliases="")
+                )
+
+            @event.listens_for(Account, "before_update")
+            def release(mapper, connection, target):
+                _release_alias(target.email, connection, target.id)
+            """
         ),
         # A delete on a class whose children are deleted by the database.
         Valid(
@@ -258,6 +303,47 @@ class BulkDmlSkipsOrmEvents(Rule):
             """,
             line=18,
         ),
+        # Children deleted after the parent, and a helper the application calls too.
+        Invalid(
+            """
+            from sqlalchemy import delete, event, update
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Account(Base):
+                __tablename__ = "accounts"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                aliases: Mapped[str]
+
+            def clear_aliases(connection, account_id):
+                connection.execute(
+                    update(Account).where(Account.id != account_id).values(aliases="")
+                )
+
+            @event.listens_for(Account, "before_update")
+            def release(mapper, connection, target):
+                clear_aliases(connection, target.id)
+
+            def reset(session):
+                clear_aliases(session.connection(), 0)
+            """,
+            line=14,
+        ),
+        Invalid(
+            """
+            from sqlalchemy import delete
+            from app.models import Post, User
+
+            def purge(session, ids):
+                session.execute(delete(User).where(User.id.in_(ids)))
+                session.execute(delete(Post).where(Post.user_id.in_(ids)))
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=5,
+        ),
         # ORM bulk update by primary key skips events too.
         Invalid(
             """
@@ -372,12 +458,85 @@ class BulkDmlSkipsOrmEvents(Rule):
             parent = self.ctx.parent(current)
         return keys if found else None
 
+    def _run_by_listeners(self, node: ast.Call, names: set[str]) -> bool:
+        """Whether ``node`` is in a module function that is one of the listeners
+        ``names``, or that only they call (and no other module imports)."""
+        function = next(
+            (
+                a
+                for a in self.ctx.ancestors(node)
+                if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and self.ctx.parent(a) is self.ctx.tree
+            ),
+            None,
+        )
+        if function is None or not names:
+            return False
+        if function.name in names:
+            return True
+        imported = self.ctx.index.imported_names(self.ctx.facts.module)
+        if function.name in imported or "*" in imported:
+            return False
+        callers: set[str | None] = set()
+        for call in ast.walk(self.ctx.tree):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id == function.name
+            ):
+                caller = next(
+                    (
+                        a.name
+                        for a in self.ctx.ancestors(call)
+                        if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    ),
+                    None,
+                )
+                callers.add(caller)
+        return bool(callers) and callers <= names
+
+    def _children_deleted_before(self, node: ast.Call, child: Model) -> bool:
+        """Whether the function deletes ``child`` rows in bulk before ``node``:
+        ``delete(Child)`` or ``query(Child)....delete()``."""
+        flow = flow_for(self.ctx, node)
+        index = self.ctx.index
+        for call in flow.calls:
+            if (call.lineno, call.col_offset) >= (node.lineno, node.col_offset):
+                continue
+            func = call.func
+            if isinstance(func, ast.Attribute) and func.attr == "delete":
+                query = flow.value(func.value)
+                if isinstance(query, StatementValue) and query.kind == "query":
+                    target = index.model(query.model)
+                    if target is not None and target.qualname == child.qualname:
+                        return True
+            if (
+                isinstance(func, (ast.Name, ast.Attribute))
+                and flow.sqla_name(func) == "delete"
+                and call.args
+                and isinstance(call.args[0], (ast.Name, ast.Attribute))
+            ):
+                target = index.model(flow.qualify(call.args[0]))
+                if target is not None and target.qualname == child.qualname:
+                    return True
+        return False
+
     def _check(
         self, node: ast.Call, model: Model, verb: str, keys: set[str] | None, statement: str
     ) -> None:
         index = self.ctx.index
         skipped: list[str] = []
-        for listener, path in index.mutation_listeners(model, verb):
+        listeners = index.mutation_listeners(model, verb)
+        here = {
+            listener.function
+            for listener, path in listeners
+            if listener.function and path == self.ctx.path
+        }
+        if self._run_by_listeners(node, here):
+            # The listener's own statement on its connection (or a helper's only the
+            # listeners call): running the listener for these rows would recurse.
+            listeners = []
+        for listener, path in listeners:
             name = f" `{listener.function}`" if listener.function else ""
             skipped.append(f"the `{listener.identifier}` listener{name} ({path}:{listener.line})")
         if verb == "update" and keys is not None:
@@ -410,6 +569,8 @@ class BulkDmlSkipsOrmEvents(Rule):
                 # `ForeignKey(..., ondelete="CASCADE")`: the database does the cascade.
                 if child is None or index.database_cascades(child, model):
                     continue
+                if self._children_deleted_before(node, child):
+                    continue  # the cascade done by hand: the children's DELETE first
                 skipped.append(f'the `cascade="{facts.cascade}"` on `{rel.name}`')
         if not skipped:
             return
