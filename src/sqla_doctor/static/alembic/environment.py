@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqla_doctor.static.alembic.ops import _string_value
 from sqla_doctor.static.index.names import NameResolver
@@ -83,6 +83,12 @@ def analyse_env(tree: ast.Module, resolver: NameResolver) -> EnvFacts:
                     facts.outer.append(OuterTransaction(expr, "begin", _describe(expr)))
     for body in _bodies(tree):
         _scan_sequence(body, resolver, configure_fns, module_values, facts)
+    facts.outer = [
+        replace(outer, committed_after=_caller_commits(tree, functions, outer.node, resolver))
+        if outer.how == "execute" and not outer.committed_after
+        else outer
+        for outer in facts.outer
+    ]
     with_items = {
         id(item.context_expr)
         for node in ast.walk(tree)
@@ -307,6 +313,8 @@ def _scan_sequence(
     """``connection.execute(...)`` (or ``.begin()``) before ``configure`` with no commit."""
     pending: tuple[ast.Call, str] | None = None
     for position, stmt in enumerate(body):
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue  # defining a function runs none of it
         if _stmt_runs_configure(stmt, resolver, configure_fns):
             if pending is not None:
                 call, how = pending
@@ -334,6 +342,30 @@ def _scan_sequence(
         if execute is not None and resolver.qualify(execute.func) is None:
             pending = (execute, "execute")
             continue
+
+
+def _caller_commits(
+    tree: ast.Module,
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef],
+    node: ast.AST,
+    resolver: NameResolver,
+) -> bool:
+    """Whether the code that runs the function holding ``node`` commits the connection
+    once it returns: ``await connection.run_sync(do_run_migrations)`` then
+    ``await connection.commit()``."""
+    holders = [f for f in functions.values() if any(n is node for n in ast.walk(f))]
+    if not holders:
+        return False
+    name = min(holders, key=lambda f: len(list(ast.walk(f)))).name
+    for body in _bodies(tree):
+        for position, stmt in enumerate(body):
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if any(isinstance(n, ast.Name) and n.id == name for n in _walk_no_defs(stmt)) and any(
+                _commits_connection(later, resolver) for later in body[position + 1 :]
+            ):
+                return True
+    return False
 
 
 def _commits_connection(stmt: ast.stmt, resolver: NameResolver) -> bool:

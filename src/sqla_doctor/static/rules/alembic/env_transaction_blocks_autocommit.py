@@ -30,6 +30,15 @@ _ENV_COMMITS = """
 
             run_migrations_online()
 """
+_PLAIN_REVISION = """
+from alembic import op
+
+revision = "a1"
+down_revision = None
+
+def upgrade():
+    op.execute("UPDATE orders SET note = ''")
+"""
 _REVISION = """
 from alembic import op
 
@@ -137,6 +146,36 @@ class EnvTransactionBlocksAutocommit(MigrationRule):
             path="migrations/env.py",
             files={**_INI, "migrations/versions/a1.py": _REVISION},
         ),
+        # The function that runs the migrations on a connection its caller commits once
+        # they ran; a helper defined (not run) before the function that configures.
+        Valid(
+            _HEAD
+            + """
+            import asyncio
+            from sqlalchemy.ext.asyncio import async_engine_from_config
+
+            def current_revision(connection):
+                return connection.execute(text("SELECT version_num FROM alembic_version"))
+
+            def do_run_migrations(connection, schema):
+                connection.execute(text(f'SET search_path TO "{schema}"'))
+                context.configure(connection=connection, target_metadata=target_metadata)
+                with context.begin_transaction():
+                    context.run_migrations()
+
+            async def run_async_migrations():
+                section = config.get_section(config.config_ini_section)
+                connectable = async_engine_from_config(section)
+                async with connectable.connect() as connection:
+                    await connection.run_sync(do_run_migrations, "tenant")
+                    await connection.commit()
+                await connectable.dispose()
+
+            asyncio.run(run_async_migrations())
+            """,
+            path="migrations/env.py",
+            files={**_INI, "migrations/versions/a1.py": _PLAIN_REVISION},
+        ),
         # The async template.
         Valid(
             _HEAD
@@ -163,6 +202,32 @@ class EnvTransactionBlocksAutocommit(MigrationRule):
         ),
     )
     INVALID = (
+        # The same, but nothing commits after the migrations ran.
+        Invalid(
+            _HEAD
+            + """
+            import asyncio
+            from sqlalchemy.ext.asyncio import async_engine_from_config
+
+            def do_run_migrations(connection, schema):
+                connection.execute(text(f'SET search_path TO "{schema}"'))
+                context.configure(connection=connection, target_metadata=target_metadata)
+                with context.begin_transaction():
+                    context.run_migrations()
+
+            async def run_async_migrations():
+                section = config.get_section(config.config_ini_section)
+                connectable = async_engine_from_config(section)
+                async with connectable.connect() as connection:
+                    await connection.run_sync(do_run_migrations, "tenant")
+                await connectable.dispose()
+
+            asyncio.run(run_async_migrations())
+            """,
+            path="migrations/env.py",
+            files={**_INI, "migrations/versions/a1.py": _PLAIN_REVISION},
+            line=11,
+        ),
         # The same env.py, but a migration enters autocommit_block() uncommitted.
         Invalid(
             _HEAD + _ENV_COMMITS,
