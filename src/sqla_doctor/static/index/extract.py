@@ -35,6 +35,7 @@ from sqla_doctor.static.index.models import (
     listener_facts,
     literal_str,
     table_facts,
+    watched_attributes,
 )
 from sqla_doctor.static.index.names import DeferringResolver, ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import (
@@ -229,7 +230,7 @@ def extract(
     class_nodes: list[ast.ClassDef] = []
     builders: list[FunctionBuilder] = []
     calls: list[tuple[ast.Call, _Ctx]] = []
-    listener_decorators: list[tuple[ast.Call, str]] = []
+    listener_decorators: list[tuple[ast.Call, ast.FunctionDef | ast.AsyncFunctionDef]] = []
     strings: list[ast.Constant] = []
     prefix = f"{module}." if module else ""
 
@@ -363,7 +364,7 @@ def extract(
                         else None
                     )
                     if d_tail == "listens_for":
-                        listener_decorators.append((decorator, node.name))
+                        listener_decorators.append((decorator, node))
                         continue
                     if (
                         d_tail == "on_event"
@@ -455,9 +456,10 @@ def extract(
     _module_statements(resolver, prefix, tree.body, out, table_names)
     for class_node in class_nodes:
         out.classes.append(class_facts(resolver, module, class_node))
-    for call, function_name in listener_decorators:
-        listener = listener_facts(resolver, call, function_name)
+    for call, function in listener_decorators:
+        listener = listener_facts(resolver, call, function.name)
         if listener is not None:
+            listener.watches = watched_attributes(function)
             _add_listener(out, listener)
     for call, ctx in calls:
         _interesting_call(resolver, call, ctx, out, table_names)

@@ -195,6 +195,9 @@ class ListenerFacts:
     attr: str | None = None  # for attribute events (`User.email`, "set")
     propagate: bool = False
     function: str | None = None  # the handler's name when known
+    # The attributes whose change the handler acts on, when its body does nothing
+    # otherwise (`if inspect(target).attrs.email.history.has_changes(): ...`); () for any.
+    watches: tuple[str, ...] = ()
 
 
 @dataclass
@@ -1236,6 +1239,60 @@ def imperative_facts(
             ):
                 facts.relationships[attr] = relationship_facts(resolver, attr, value, None)
     return facts
+
+
+def watched_attributes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:
+    """The attributes a listener's body is guarded by: one ``if`` (no ``else``) whose test
+    asks whether they changed, or ``if not <that>: return`` first. () when the body
+    may act whatever changed."""
+    body = list(function.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    if not body or not isinstance(body[0], ast.If) or body[0].orelse:
+        return ()
+    first = body[0]
+    if len(body) == 1:
+        test = first.test
+    elif (
+        isinstance(first.test, ast.UnaryOp)
+        and isinstance(first.test.op, ast.Not)
+        and len(first.body) == 1
+        and isinstance(first.body[0], ast.Return)
+    ):
+        test = first.test.operand
+    else:
+        return ()
+    leaves = test.values if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or) else [test]
+    watched: list[str] = []
+    for leaf in leaves:
+        names = _history_checks(leaf)
+        if not names:
+            return ()
+        watched.extend(names)
+    return tuple(dict.fromkeys(watched))
+
+
+def _history_checks(test: ast.expr) -> list[str]:
+    """Attributes whose history ``test`` reads: ``inspect(t).attrs.email.history``,
+    ``get_history(t, "email")``."""
+    found: list[str] = []
+    for node in ast.walk(test):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr == "history"
+            and isinstance(node.value, ast.Attribute)
+            and isinstance(node.value.value, ast.Attribute)
+            and node.value.value.attr == "attrs"
+        ):
+            found.append(node.value.attr)
+        elif (
+            isinstance(node, ast.Call)
+            and call_tail(node.func) == "get_history"
+            and len(node.args) >= 2
+            and (name := literal_str(node.args[1])) is not None
+        ):
+            found.append(name)
+    return found
 
 
 def listener_facts(

@@ -74,7 +74,9 @@ class BulkDmlSkipsOrmEvents(Rule):
     fire; the rule cannot tell the logic was copied. A delete preceded in the same
     function by a bulk delete of the cascade's children (the cascade done by hand) is
     not reported for that cascade, nor is a statement a listener runs itself (in its
-    body, or in a module helper only listeners call) for that listener.
+    body, or in a module helper only listeners call) for that listener. A listener
+    whose body acts only when some attributes changed (`if inspect(target).attrs.email.
+    history.has_changes():`) is not reported for an update that sets none of them.
 
     ## Example
     ```python
@@ -183,6 +185,41 @@ class BulkDmlSkipsOrmEvents(Rule):
             @event.listens_for(Account, "before_update")
             def release(mapper, connection, target):
                 _release_alias(target.email, connection, target.id)
+            """
+        ),
+        # A listener that acts only when the email changed, for statements that leave it;
+        # its helper, called by the insert and the update listeners, runs a statement of
+        # its own.
+        Valid(
+            """
+            from sqlalchemy import event, inspect, update
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Account(Base):
+                __tablename__ = "accounts"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                email: Mapped[str]
+                theme: Mapped[str]
+                aliases: Mapped[str]
+
+            def _release(email, connection):
+                cleared = update(Account).where(Account.aliases == email).values(aliases="")
+                connection.execute(cleared)
+
+            @event.listens_for(Account, "before_insert")
+            def released_on_insert(mapper, connection, target):
+                _release(target.email, connection)
+
+            @event.listens_for(Account, "before_update")
+            def released_on_update(mapper, connection, target):
+                if inspect(target).attrs.email.history.has_changes():
+                    _release(target.email, connection)
+
+            def set_theme(session, account_id, theme):
+                session.execute(update(Account).where(Account.id == account_id).values(theme=theme))
             """
         ),
         # A delete on a class whose children are deleted by the database.
@@ -302,6 +339,31 @@ class BulkDmlSkipsOrmEvents(Rule):
                 session.execute(update(Invoice).values(total=0))
             """,
             line=18,
+        ),
+        # The statement sets the attribute the listener watches.
+        Invalid(
+            """
+            from sqlalchemy import event, update
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, attributes
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Account(Base):
+                __tablename__ = "accounts"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                email: Mapped[str]
+
+            @event.listens_for(Account, "before_update")
+            def audit(mapper, connection, target):
+                if not attributes.get_history(target, "email").has_changes():
+                    return
+                print("email changed")
+
+            def rename(session, account_id, email):
+                session.execute(update(Account).where(Account.id == account_id).values(email=email))
+            """,
+            line=19,
         ),
         # Children deleted after the parent, and a helper the application calls too.
         Invalid(
@@ -527,16 +589,20 @@ class BulkDmlSkipsOrmEvents(Rule):
         index = self.ctx.index
         skipped: list[str] = []
         listeners = index.mutation_listeners(model, verb)
-        here = {
-            listener.function
-            for listener, path in listeners
-            if listener.function and path == self.ctx.path
-        }
+        # Every listener this file defines, whatever it listens for.
+        here = {listener.function for listener in self.ctx.facts.orm.listeners if listener.function}
         if self._run_by_listeners(node, here):
             # The listener's own statement on its connection (or a helper's only the
             # listeners call): running the listener for these rows would recurse.
             listeners = []
         for listener, path in listeners:
+            if (
+                verb == "update"
+                and keys is not None
+                and listener.watches
+                and not set(listener.watches) & keys
+            ):
+                continue  # it acts only when an attribute the statement does not set changes
             name = f" `{listener.function}`" if listener.function else ""
             skipped.append(f"the `{listener.identifier}` listener{name} ({path}:{listener.line})")
         if verb == "update" and keys is not None:
