@@ -9,6 +9,7 @@ from sqla_doctor.static.flow import (
     ClientValue,
     FunctionFlow,
     SessionValue,
+    contains,
     flow_for,
     io_kind,
     receiver_key,
@@ -117,6 +118,23 @@ class ConnectionHeldDuringIo(Rule):
     )
 
     VALID = (
+        # The query is on a path that returns before the request is made.
+        Valid(
+            """
+            import httpx
+            from sqlalchemy.ext.asyncio import AsyncSession
+
+            async def refresh(session: AsyncSession, user, token):
+                if token is None:
+                    await session.refresh(user)
+                    return user
+                async with httpx.AsyncClient() as client:
+                    await client.post("https://auth.example.com/token", data={"t": token})
+                return user
+            """,
+            path="app/auth.py",
+            files=_FILES,
+        ),
         # Scheduled beside the work, not waited for.
         Valid(
             """
@@ -364,6 +382,24 @@ class ConnectionHeldDuringIo(Rule):
             files=_FILES,
             line=12,
         ),
+        # The branch with the query goes on to the request.
+        Invalid(
+            """
+            import httpx
+            from sqlalchemy.ext.asyncio import AsyncSession
+            from app.models import User
+
+            async def refresh(session: AsyncSession, user_id, token):
+                if token is None:
+                    user = await session.get(User, user_id)
+                    token = user.token
+                async with httpx.AsyncClient() as client:
+                    await client.post("https://auth.example.com/token", data={"t": token})
+            """,
+            path="app/auth.py",
+            files=_FILES,
+            line=10,
+        ),
         # Awaited through gather: this code waits for it.
         Invalid(
             """
@@ -457,18 +493,21 @@ class ConnectionHeldDuringIo(Rule):
                     end = (with_node.end_lineno or with_node.lineno, with_node.end_col_offset or 0)
                     events.append((end, "release", with_node))  # type: ignore[arg-type]
         events.sort(key=lambda e: e[0])
-        held: ast.Call | None = None
+        held: list[ast.Call] = []
         kinds = {id(c): k for c, k in io_calls}
         for _, event, call in events:
             if event == "query":
-                held = held or call
+                held.append(call)
             elif event == "release":
-                held = None
-            elif held is not None:
+                held = []
+            else:
+                query = next((q for q in held if _reaches(flow, q, call)), None)
+                if query is None:
+                    continue
                 text = self.ctx.text(call)
                 if len(text) > 50:
                     text = text[:47] + "..."
-                self.report(call, call=text, kind=kinds[id(call)], session=key, line=held.lineno)
+                self.report(call, call=text, kind=kinds[id(call)], session=key, line=query.lineno)
                 return
 
     def _io(self, flow: FunctionFlow, call: ast.Call) -> str | None:
@@ -504,3 +543,22 @@ def _spawns(call: ast.Call) -> bool:
     func = call.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
     return name in _SPAWNERS
+
+
+def _reaches(flow: FunctionFlow, query: ast.AST, later: ast.AST) -> bool:
+    """Whether control can go from ``query`` on to ``later``: not when the query sits in a
+    block that ends in ``return`` or ``raise`` and ``later`` lies outside it."""
+    node: ast.AST | None = query
+    while node is not None and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        parent = flow.parent(node)
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(parent, field, None)
+            if (
+                isinstance(block, list)
+                and node in block
+                and isinstance(block[-1], (ast.Return, ast.Raise))
+                and not any(contains(stmt, later) for stmt in block)
+            ):
+                return False
+        node = parent
+    return True
