@@ -183,6 +183,9 @@ class ClassFacts:
     # serializes, and whether every relationship of it is a field.
     schema_model: str | None = None
     include_relationships: bool = False
+    # Flask-SQLAlchemy's `query_class = ...` may define its own `get()` (a different
+    # signature, a filter added): then `Model.query.get()` is the project's method.
+    query_class_get: bool = False
 
 
 @dataclass
@@ -944,7 +947,33 @@ def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> Clas
     sqlmodel = any(b.startswith("sqlmodel.") for b in facts.bases) or facts.table_kw
     for stmt in node.body:
         _class_statement(resolver, facts, stmt, sqlmodel)
+    facts.query_class_get = _query_class_get(node)
     return facts
+
+
+def _query_class_get(node: ast.ClassDef) -> bool:
+    """Whether the class's ``query_class`` may define ``get()``: a class nested in the body
+    that defines it or has a base other than ``Query``/``BaseQuery``, or any class this
+    body does not define."""
+    nested = {s.name: s for s in node.body if isinstance(s, ast.ClassDef)}
+    for stmt in node.body:
+        if not isinstance(stmt, ast.Assign) or not any(
+            isinstance(t, ast.Name) and t.id == "query_class" for t in stmt.targets
+        ):
+            continue
+        query_class = nested.get(stmt.value.id) if isinstance(stmt.value, ast.Name) else None
+        if query_class is None:
+            return True
+        if any(
+            (dotted(b) or "").rpartition(".")[2] not in ("Query", "BaseQuery")
+            for b in query_class.bases
+        ):
+            return True
+        return any(
+            isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name == "get"
+            for s in query_class.body
+        )
+    return False
 
 
 def _class_statement(

@@ -85,7 +85,9 @@ class Removed1xApi(Rule):
     - `MetaData(bind=engine)`, `Table(..., autoload=True)`;
     - loader options given attribute names as strings: `joinedload("posts")`;
     - `session.query(User).get(1)` and Flask-SQLAlchemy's `User.query.get(1)`
-      (`Query.get()` still works but emits `LegacyAPIWarning`; reported as a warning).
+      (`Query.get()` still works but emits `LegacyAPIWarning`; reported as a warning),
+      unless the model's `query_class` defines its own `get()`, or is a class this
+      model's body does not define (which may).
 
     ## Why is this bad?
     These calls fail the first time they run on SQLAlchemy 2.x — `AttributeError: 'Engine'
@@ -233,6 +235,26 @@ class Removed1xApi(Rule):
             def upgrade():
                 op.execute("UPDATE users SET active = true")
                 users = sa.Table("users", sa.MetaData(), autoload_with=op.get_bind())
+            """
+        ),
+        # A Flask-SQLAlchemy `query_class` with its own `get()`: the project's method,
+        # with its own signature, not `Query.get()`.
+        Valid(
+            """
+            from flask import g
+            from flask_sqlalchemy import SQLAlchemy
+            from sqlalchemy.orm import Query
+            db = SQLAlchemy()
+            class Person(db.Model):
+                class PersonQuery(Query):
+                    def get(self, id, project=None):
+                        project = project or g.project
+                        return self.filter_by(id=id, project_id=project.id).one_or_none()
+                query_class = PersonQuery
+                id = db.Column(db.Integer, primary_key=True)
+                project_id = db.Column(db.Integer)
+            def member(member_id, project):
+                return Person.query.get(member_id, project)
             """
         ),
     )
@@ -405,6 +427,23 @@ class Removed1xApi(Rule):
                 "`Query.get()` is legacy and warns in SQLAlchemy 2.0 — use "
                 "`db.session.get(User, int(user_id))`"
             ),
+        ),
+        # A `query_class` that adds other methods but inherits `Query.get()`.
+        Invalid(
+            """
+            from flask_sqlalchemy import SQLAlchemy
+            from sqlalchemy.orm import Query
+            db = SQLAlchemy()
+            class Project(db.Model):
+                class ProjectQuery(Query):
+                    def get_by_name(self, name):
+                        return self.filter(Project.name == name).one()
+                query_class = ProjectQuery
+                id = db.Column(db.String(64), primary_key=True)
+                name = db.Column(db.UnicodeText)
+            def project(project_id):
+                return Project.query.get(project_id)
+            """
         ),
         # A session from a Flask-SQLAlchemy extension executing plain text.
         Invalid(
@@ -596,6 +635,8 @@ class Removed1xApi(Rule):
             and target.attr == "query"
             and self.objects.flask_model(target.value)
         ):
+            if self._custom_query_get(target.value):
+                return
             ident = ", ".join(source_segment(self.ctx, a) for a in node.args)
             model = source_segment(self.ctx, target.value)
             self._report(
@@ -619,6 +660,19 @@ class Removed1xApi(Rule):
             node, "`Query.get()`", LEGACY, f"use `{_short(session, 20)}.get({entity}, {ident})`",
             fix=fix, severity=Severity.WARNING,
         )
+
+    def _custom_query_get(self, model_expr: ast.expr) -> bool:
+        """Whether the model's ``query_class`` (its own or a base's) may define ``get()``:
+        then ``Model.query.get(...)`` calls the project's method, not ``Query.get``."""
+        index = self.ctx.index
+        model = index.model_for_expr(self.ctx, model_expr)
+        if model is None:
+            return False
+        for name in model.lineage:
+            facts = index.class_facts(name)
+            if facts is not None and facts.query_class_get:
+                return True
+        return False
 
     def _session_query(self, target: ast.expr) -> ast.Call | None:
         """The ``<session>.query(...)`` call a chain of Query methods starts from."""
