@@ -72,9 +72,10 @@ class BulkDmlSkipsOrmEvents(Rule):
     ## Known problems
     Statements whose values include what a listener would set (an `updated_at=`) still
     fire; the rule cannot tell the logic was copied. A delete preceded in the same
-    function by a bulk delete of the cascade's children (the cascade done by hand) is
-    not reported for that cascade, nor is a statement a listener runs itself (in its
-    body, or in a module helper only listeners call) for that listener. A listener
+    function by a bulk delete of the cascade's children, or followed by one of every row
+    of their table (the cascade done by hand), is not reported for that cascade, nor is
+    a statement a listener runs itself (in its body, or in a module helper only
+    listeners call) for that listener. A listener
     whose body acts only when some attributes changed (`if inspect(target).attrs.email.
     history.has_changes():`) is not reported for an update that sets none of them.
 
@@ -158,6 +159,25 @@ class BulkDmlSkipsOrmEvents(Rule):
             def purge_legacy(session, ids):
                 session.query(Post).filter(Post.user_id.in_(ids)).delete()
                 session.query(User).filter(User.id.in_(ids)).delete()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # Every row of the children's table deleted, after the parents': whatever the
+        # cascade would have removed is gone either way.
+        Valid(
+            """
+            from sqlalchemy import delete
+            from app.models import Post, User
+
+            def reset(session):
+                session.query(User).delete()
+                session.query(Post).delete()
+                session.commit()
+
+            def reset_core(session):
+                session.execute(delete(User))
+                session.execute(delete(Post))
             """,
             path="app/jobs.py",
             files=_FILES,
@@ -302,6 +322,25 @@ class BulkDmlSkipsOrmEvents(Rule):
             path="app/jobs.py",
             files={"app/__init__.py": "", "app/models.py": _MODELS},
             line=5,
+        ),
+        # Only some of the children's rows deleted afterwards: the parents' delete still
+        # leaves the others behind.
+        Invalid(
+            """
+            from sqlalchemy import delete
+            from app.models import Post, User
+
+            def reset(session, ids):
+                session.query(User).delete()
+                session.query(Post).filter(Post.user_id.in_(ids)).delete()
+
+            def reset_core(session, ids):
+                session.execute(delete(User))
+                session.execute(delete(Post).where(Post.user_id.in_(ids)))
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            count=2,
         ),
         # `delete` and the model imported inside the function (an import cycle dodged).
         Invalid(
@@ -557,20 +596,27 @@ class BulkDmlSkipsOrmEvents(Rule):
                 callers.add(caller)
         return bool(callers) and callers <= names
 
-    def _children_deleted_before(self, node: ast.Call, child: Model) -> bool:
-        """Whether the function deletes ``child`` rows in bulk before ``node``:
-        ``delete(Child)`` or ``query(Child)....delete()``."""
+    def _children_deleted_by_hand(self, node: ast.Call, child: Model) -> bool:
+        """Whether the function deletes ``child`` rows in bulk itself: ``delete(Child)`` or
+        ``query(Child)....delete()`` before ``node``, or every row of the table after it
+        (an unfiltered ``query(Child).delete()``, ``delete(Child)`` with no ``.where``),
+        which removes whatever the cascade would have, in either order."""
         flow = flow_for(self.ctx, node)
         index = self.ctx.index
         for call in flow.calls:
-            if (call.lineno, call.col_offset) >= (node.lineno, node.col_offset):
+            if call is node:
                 continue
+            before = (call.lineno, call.col_offset) < (node.lineno, node.col_offset)
             func = call.func
             if isinstance(func, ast.Attribute) and func.attr == "delete":
                 query = flow.value(func.value)
                 if isinstance(query, StatementValue) and query.kind == "query":
                     target = index.model(query.model)
-                    if target is not None and target.qualname == child.qualname:
+                    if (
+                        target is not None
+                        and target.qualname == child.qualname
+                        and (before or _unfiltered_query(func.value))
+                    ):
                         return True
             if (
                 isinstance(func, (ast.Name, ast.Attribute))
@@ -579,7 +625,11 @@ class BulkDmlSkipsOrmEvents(Rule):
                 and isinstance(call.args[0], (ast.Name, ast.Attribute))
             ):
                 target = index.model(flow.qualify(call.args[0]))
-                if target is not None and target.qualname == child.qualname:
+                if (
+                    target is not None
+                    and target.qualname == child.qualname
+                    and (before or not isinstance(self.ctx.parent(call), ast.Attribute))
+                ):
                     return True
         return False
 
@@ -635,8 +685,8 @@ class BulkDmlSkipsOrmEvents(Rule):
                 # `ForeignKey(..., ondelete="CASCADE")`: the database does the cascade.
                 if child is None or index.database_cascades(child, model):
                     continue
-                if self._children_deleted_before(node, child):
-                    continue  # the cascade done by hand: the children's DELETE first
+                if self._children_deleted_by_hand(node, child):
+                    continue  # the cascade done by hand: the children's DELETE
                 skipped.append(f'the `cascade="{facts.cascade}"` on `{rel.name}`')
         if not skipped:
             return
@@ -648,3 +698,17 @@ class BulkDmlSkipsOrmEvents(Rule):
             verb=verb.upper(),
             skipped=", ".join(skipped[:3]) + (" and more" if len(skipped) > 3 else ""),
         )
+
+
+def _unfiltered_query(receiver: ast.expr) -> bool:
+    """``session.query(Child)`` (or Flask-SQLAlchemy's ``Child.query``) itself, before any
+    ``.filter()``: every row of the table."""
+    if isinstance(receiver, ast.Attribute):
+        return receiver.attr == "query"
+    return (
+        isinstance(receiver, ast.Call)
+        and isinstance(receiver.func, ast.Attribute)
+        and receiver.func.attr == "query"
+        and len(receiver.args) == 1
+        and not receiver.keywords
+    )
