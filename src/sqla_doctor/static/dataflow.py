@@ -736,6 +736,18 @@ def _named_params(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.
     return [*args.posonlyargs, *args.args, *args.kwonlyargs]
 
 
+def _alembic_revision(tree: ast.Module) -> bool:
+    """Whether the module is an Alembic revision: it assigns ``revision`` and
+    ``down_revision`` at the top level."""
+    names: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            names.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            names.add(stmt.target.id)
+    return {"revision", "down_revision"} <= names
+
+
 def _exported(tree: ast.Module) -> frozenset[str]:
     """The names a module's ``__all__`` lists; every name if it is not a literal list."""
     names: set[str] = set()
@@ -1352,8 +1364,9 @@ class StringFlow:
         imported = ctx.index.imported_names(ctx.facts.module, by_tests=False)
         if function.name in imported or "*" in imported:
             return None
-        if not function.name.startswith("_") and not imported:
-            # A module nothing in the project imports may be what outside callers import.
+        if not function.name.startswith("_") and not imported and not _alembic_revision(ctx.tree):
+            # A module nothing in the project imports may be what outside callers import;
+            # Alembic loads a revision by its path and calls only upgrade()/downgrade().
             return None
         if function.name in _exported(ctx.tree):
             return None

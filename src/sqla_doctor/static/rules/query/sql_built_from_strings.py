@@ -132,9 +132,10 @@ class SqlBuiltFromStrings(Rule):
     scheduler or `Depends`) and no other module imports (tests aside: a test calling
     a helper is no caller a request reaches); a function without a leading
     underscore must moreover be in a module other modules import (one that nothing
-    imports may be what outside callers use). Callers are followed three functions
-    up. Methods, and functions other modules import, are still reported for any
-    parameter interpolated; so is a value read from the database
+    imports may be what outside callers use), or in an Alembic revision (which Alembic
+    loads by its path, calling only `upgrade()` and `downgrade()`). Callers are
+    followed three functions up. Methods, and functions other modules import, are
+    still reported for any parameter interpolated; so is a value read from the database
     (`conn.execute(...).scalar()`) passed as an argument. A module's `ContextVar` is
     trusted when its default and every `.set()` the project makes on it (by its name
     or a module attribute) store a literal; one handed around under another name and
@@ -196,6 +197,25 @@ class SqlBuiltFromStrings(Rule):
                     return '"' + s.replace('"', '""').replace("\\0", "") + '"'
                 """,
             },
+        ),
+        # A helper of an Alembic revision, called with literals only: Alembic loads the
+        # file by its path and calls upgrade() and downgrade(), nothing else.
+        Valid(
+            """
+            from alembic import op
+            from sqlalchemy import text
+
+            revision = "c301c59688d2"
+            down_revision = "434c29e40511"
+
+            def upgrade():
+                update_key_type_rsa(1024)
+                update_key_type_rsa(2048)
+
+            def update_key_type_rsa(bits):
+                op.execute(text(f"UPDATE certificates SET key_type='RSA{bits}' WHERE bits={bits}"))
+            """,
+            path="migrations/versions/c301c59688d2_.py",
         ),
         # A fresh UUID is hex digits (and dashes): a throwaway table's name.
         Valid(
