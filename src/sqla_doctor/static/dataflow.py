@@ -736,6 +736,25 @@ def _named_params(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.
     return [*args.posonlyargs, *args.args, *args.kwonlyargs]
 
 
+def _rebinds_or_leaves(body: list[ast.stmt], name: str) -> bool:
+    """Whether every run of ``body`` binds ``name`` again or leaves the block."""
+    for stmt in body:
+        if isinstance(stmt, (ast.Raise, ast.Return, ast.Continue, ast.Break)):
+            return True
+        if isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in stmt.targets
+        ):
+            return True
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.target.id == name
+            and stmt.value is not None
+        ):
+            return True
+    return False
+
+
 def _alembic_revision(tree: ast.Module) -> bool:
     """Whether the module is an Alembic revision: it assigns ``revision`` and
     ``down_revision`` at the top level."""
@@ -1439,7 +1458,13 @@ class StringFlow:
         constant = _is_constant_name(name.id)
         if not bindings:
             return _STATIC_STR if constant else _OPAQUE
-        values = [self._binding(b) for b in bindings]
+        guards = self._allowlist_guards(name)
+        values = [
+            _STATIC_STR
+            if any(_position(b.node) < _position(g) and not _contains(g, b.node) for g in guards)
+            else self._binding(b)
+            for b in bindings
+        ]
         result = self.either(values)
         if constant and result.state is ValueState.OPAQUE:
             # An UPPER_CASE name imported or computed at module level: a constant by
@@ -1449,6 +1474,78 @@ class StringFlow:
 
     def _binding(self, binding: Binding) -> StringValue:
         return self._guarded(binding, self._binding_value)
+
+    def _allowlist_guards(self, name: ast.Name) -> list[ast.If]:
+        """The ``if`` statements of the function that let ``name`` past only as one of a
+        fixed set of strings: an enclosing ``if x in ("asc", "desc"):`` (or ``and`` such a
+        test) whose body holds the use, and an earlier ``if x not in ALLOWED:`` (or ``or``
+        such a test) whose body binds ``x`` again or leaves (``raise``, ``return``…). A
+        binding made before such a statement reaches the use only as a member."""
+        guards: list[ast.If] = []
+        ctx = self.flow.ctx
+        child: ast.AST = name
+        for ancestor in ctx.ancestors(name):
+            if (
+                isinstance(ancestor, ast.If)
+                and any(_contains(s, name) for s in ancestor.body)
+                and self._membership(ancestor.test, name.id, negated=False)
+            ):
+                guards.append(ancestor)
+            for field in ("body", "orelse", "finalbody"):
+                block = getattr(ancestor, field, None)
+                if not isinstance(block, list) or child not in block:
+                    continue
+                for stmt in block[: block.index(child)]:
+                    if isinstance(stmt, ast.If) and self._narrows(stmt, name.id):
+                        guards.append(stmt)
+            if isinstance(ancestor, _NESTED):
+                break
+            child = ancestor
+        return guards
+
+    def _narrows(self, stmt: ast.If, name: str, depth: int = 0) -> bool:
+        """Whether ``name`` leaves ``stmt`` only as a member of a fixed set of strings, or
+        bound again in it: on each branch the test makes it a member, or the branch binds
+        it, leaves, or holds such a statement (``if x == "state": ... else: if x not in
+        COLUMNS: x = "id"``)."""
+        if depth > 4:
+            return False
+        branches = (
+            (stmt.body, self._membership(stmt.test, name, negated=False)),
+            (stmt.orelse, self._membership(stmt.test, name, negated=True)),
+        )
+        return all(
+            member
+            or _rebinds_or_leaves(block, name)
+            or any(isinstance(s, ast.If) and self._narrows(s, name, depth + 1) for s in block)
+            for block, member in branches
+        )
+
+    def _membership(self, test: ast.expr, name: str, *, negated: bool) -> bool:
+        """Whether ``test`` being true means ``name`` is (``negated``: is not) one of a
+        collection of fixed strings, directly or as one operand of ``and`` (``or``)."""
+        if isinstance(test, ast.BoolOp):
+            joins = ast.Or if negated else ast.And
+            return isinstance(test.op, joins) and any(
+                self._membership(v, name, negated=negated) for v in test.values
+            )
+        if negated and isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            return self._membership(test.operand, name, negated=False)
+        if not (
+            isinstance(test, ast.Compare)
+            and len(test.ops) == 1
+            and isinstance(test.left, ast.Name)
+            and test.left.id == name
+        ):
+            return False
+        op = test.ops[0]
+        if isinstance(op, ast.NotEq if negated else ast.Eq):
+            # `x == "state"`: a set of one.
+            return self.value(test.comparators[0]).state is ValueState.STATIC
+        if not isinstance(op, ast.NotIn if negated else ast.In):
+            return False
+        elements = self.elements(test.comparators[0])
+        return bool(elements) and all(v.state is ValueState.STATIC for _, v in elements)
 
     def _binding_value(self, binding: Binding) -> StringValue:
         kind = binding.kind

@@ -111,10 +111,13 @@ class SqlBuiltFromStrings(Rule):
     ```
 
     ## Known problems
-    A value checked against an allowlist before it is interpolated
-    (`if column not in ALLOWED: raise ...`) is still reported: the check is not tied to the
-    string and drifts from it in refactors. Map the input through a literal dict instead
-    (`column = SORTABLE[sort]`), which is recognised as safe, or suppress the line.
+    A value checked against an allowlist of fixed strings in the same function is
+    trusted only where the check is plainly on the way: inside `if x in ALLOWED:` (or an
+    `and` of such a test), or after `if x not in ALLOWED:` whose body assigns `x` again
+    or leaves (`raise`, `return`, `continue`), also when that check sits in each branch
+    of an earlier `if`/`else` (`if x == "state": ... else: if x not in COLUMNS: x = "id"`).
+    A check in a helper, or one whose failure only logs, is not seen: map the input
+    through a literal dict instead (`column = SORTABLE[sort]`), or suppress the line.
     Parameters annotated `int` are reported too (annotations are not checks); convert with
     `int(...)` where the value is interpolated, or bind it.
 
@@ -216,6 +219,49 @@ class SqlBuiltFromStrings(Rule):
                 op.execute(text(f"UPDATE certificates SET key_type='RSA{bits}' WHERE bits={bits}"))
             """,
             path="migrations/versions/c301c59688d2_.py",
+        ),
+        # Input let through only as one of a fixed set of strings: clamped to a default,
+        # rejected, or used inside the membership test (also one branch of an if/else).
+        Valid(
+            """
+            from flask import abort, request
+            from sqlalchemy import text
+            from app.models import User
+
+            def list_users(session):
+                sort = request.args.get("sort", "id")
+                order = request.args.get("order", "").lower()
+                if sort == "state":
+                    state = request.args.get("state")
+                else:
+                    if sort not in User.__table__.columns.keys():
+                        sort = "id"
+                if not order in ["asc", "desc"]:
+                    order = "asc"
+                if sort != "state":
+                    return session.execute(text(f"SELECT * FROM users ORDER BY {sort} {order}"))
+
+            def list_books(session, sort, direction):
+                if direction not in ("ASC", "DESC"):
+                    abort(400)
+                    return None
+                if direction and sort in ["title", "author_sort"]:
+                    sql = "SELECT * FROM books ORDER BY " + sort + " " + direction
+                    return session.execute(text(sql))
+            """,
+            path="app/views.py",
+            files={
+                "app/__init__.py": "",
+                "app/models.py": """
+                from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+                class Base(DeclarativeBase):
+                    pass
+                class User(Base):
+                    __tablename__ = "users"
+                    id: Mapped[int] = mapped_column(primary_key=True)
+                    name: Mapped[str]
+                """,
+            },
         ),
         # A fresh UUID is hex digits (and dashes): a throwaway table's name.
         Valid(
@@ -828,6 +874,29 @@ class SqlBuiltFromStrings(Rule):
             def main(conn):
                 export(conn, "users")
             """,
+        ),
+        # Checks that do not hold the value to the allowlist: a failure that only logs,
+        # a value taken again after the check, an `or` that lets anything through.
+        Invalid(
+            """
+            import logging
+            from flask import request
+            from sqlalchemy import text
+
+            def list_books(session, force):
+                order = request.args["order"]
+                if order not in ("asc", "desc"):
+                    logging.warning("odd order %s", order)
+                session.execute(text("SELECT * FROM books ORDER BY title " + order))
+                sort = request.args["sort"]
+                if sort not in ("title", "author"):
+                    sort = "title"
+                sort = request.args.get("sort2", sort)
+                session.execute(text("SELECT * FROM books ORDER BY " + sort))
+                if order in ("asc", "desc") or force:
+                    session.execute(text("SELECT * FROM books ORDER BY id " + order))
+            """,
+            count=3,
         ),
         # One `.set()` of the ContextVar, in another module, stores a request's value.
         Invalid(
