@@ -1703,7 +1703,14 @@ def summarise(
     # Not kept in `flows`: a summary sees no index, and neither do the flows it asks for.
     flow = FunctionFlow(node, resolver, None, "", class_node=class_node, cache=flows)
     provider = _provider(flow, node, facts) if hands_out else None
-    returns = _returns(flow, node) if queries and provider is None else None
+    if provider is not None and queries:
+        # `return Model.query.filter(...)` looks like a session handed out of an unknown
+        # call until the flow reads it as a legacy Query, which no session is.
+        returns = _returns(flow, node)
+        if returns is not None and returns.query is not None:
+            return returns, None
+        return None, provider
+    returns = _returns(flow, node) if queries else None
     return returns, provider
 
 

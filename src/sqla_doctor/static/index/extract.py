@@ -267,7 +267,12 @@ def extract(
                     origin = imports.get(tail)
                     if origin is not None:
                         builder.called.add(origin.rpartition(".")[2])
-                if tail in QUERY_METHODS:
+                if tail in QUERY_METHODS or (
+                    isinstance(func, ast.Attribute)
+                    and isinstance(func.value, ast.Attribute)
+                    and func.value.attr == "query"
+                ):
+                    # `Model.query.filter(...)`: Flask-SQLAlchemy's Query, maybe returned unrun.
                     builder.flags.add("query")
                 elif tail in ("commit", "rollback"):
                     builder.facts.commits = True

@@ -998,6 +998,29 @@ class RelationshipAccessInLoop(Rule):
                 "`.options(joinedload(Dashboard.user))` to that query"
             ),
         ),
+        # A function and a method hand back `Model.query.filter(...)` unrun (no call that
+        # runs it in their body); the caller's loop runs it.
+        Invalid(
+            """
+            from app.models import Dashboard
+
+            def newest(limit):
+                return Dashboard.query.filter(Dashboard.id > limit)
+
+            class Board:
+                def rows(self, limit):
+                    return Dashboard.query.filter(Dashboard.id > limit)
+
+            def names(limit):
+                return [d.user.name for d in newest(limit)]
+
+            def board_names(limit):
+                return [d.user.name for d in Board().rows(limit)]
+            """,
+            path="app/views.py",
+            files=_FLASK_FILES,
+            count=2,
+        ),
         # Flask-SQLAlchemy: `Model.query` and a Pydantic schema reading attributes.
         Invalid(
             """
