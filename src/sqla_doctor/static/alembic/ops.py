@@ -78,6 +78,12 @@ class Operation:
     sql: str | None = None
     condition: str | None = None  # a check constraint's condition, as written
     all_rows: bool = False  # a DELETE without WHERE, or a TRUNCATE: the table is left empty
+    # `create_table`: the columns it creates NOT NULL (`nullable=False`, primary keys).
+    not_null_columns: tuple[str, ...] = ()
+    # `alter_column(..., nullable=True)`: the column may hold NULLs from here on.
+    drops_not_null: bool = False
+    # `alter_column(..., existing_nullable=False)`: the column is NOT NULL already.
+    already_not_null: bool = False
     one_row: bool = False  # an UPDATE or DELETE ... WHERE id = <literal>
 
     @property
@@ -405,7 +411,11 @@ class Extractor:
             self._emit(self._op(kind, call, written, state, **facts))
 
         if method == "create_table" and not batch:
-            emit("create_table", table=string(0, "table_name"))
+            emit(
+                "create_table",
+                table=string(0, "table_name"),
+                not_null_columns=self._not_null_columns(call, state),
+            )
         elif method == "add_column":
             column = _arg(call, shift, "column")
             emit("add_column", table=table_at(0), **self._column_facts(column, state))
@@ -480,10 +490,38 @@ class Extractor:
         elif method == "bulk_insert":
             emit("dml", verb="INSERT", table=self._table_name(_arg(call, 0, "table"), state))
 
+    def _not_null_columns(self, call: ast.Call, state: _State) -> tuple[str, ...]:
+        """The columns ``op.create_table(...)`` creates NOT NULL: ``nullable=False``,
+        ``primary_key=True``, or named by a ``PrimaryKeyConstraint``."""
+        found: list[str] = []
+        for arg in call.args[1:]:
+            if not isinstance(arg, ast.Call):
+                continue
+            name = self.resolver.sqla_name(arg.func)
+            if name == "Column":
+                facts = self._column_facts(arg, state)
+                column = facts.get("column")
+                if facts.get("not_null") and isinstance(column, str):
+                    found.append(column)
+            elif name == "PrimaryKeyConstraint":
+                for element in arg.args:
+                    column = self._string(element, state)
+                    if column is not None:
+                        found.append(column)
+        return tuple(found)
+
     def _alter_column(
         self, call: ast.Call, table: str | None, column: str | None, state: _State, written: str
     ) -> None:
-        facts = {"table": table, "column": column}
+        nullable_node = _keyword(call, "nullable")
+        existing = _keyword(call, "existing_nullable")
+        facts = {
+            "table": table,
+            "column": column,
+            "drops_not_null": isinstance(nullable_node, ast.Constant)
+            and nullable_node.value is True,
+            "already_not_null": isinstance(existing, ast.Constant) and existing.value is False,
+        }
         type_node = _keyword(call, "type_")
         emitted = False
         if type_node is not None and not _is_none(type_node):

@@ -41,12 +41,47 @@ def upgrade():
 """
 
 
+_CREATED = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "a1"
+down_revision = None
+
+
+def upgrade():
+    op.create_table(
+        "database",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("server", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(64)),
+        sa.PrimaryKeyConstraint("id", "server"),
+    )
+    op.create_table("user", sa.Column("email", sa.String(128), primary_key=True))
+    op.add_column("user", sa.Column("quota", sa.Integer(), nullable=False, server_default="0"))
+"""
+_RELAXED = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "b2"
+down_revision = "a1"
+
+
+def upgrade():
+    op.alter_column("user", "quota", existing_type=sa.Integer(), nullable=True)
+"""
+
+
 class SetNotNullOnExistingColumn(MigrationRule):
     """
     ## What it does
     Checks for `op.alter_column(..., nullable=False)` (or `batch_op.alter_column`, or raw
     `ALTER COLUMN ... SET NOT NULL`) on a table that already exists, unless another revision
-    of the project already added a `CHECK (column IS NOT NULL)` constraint on that table.
+    of the project already added a `CHECK (column IS NOT NULL)` constraint on that table,
+    or the column is NOT NULL already: created so by another revision (`nullable=False`,
+    a primary key) and made nullable by none, or marked `existing_nullable=False` (often
+    an `alter_column` that changes the type and repeats `nullable=False`).
 
     ## Why is this bad?
     `SET NOT NULL` takes an ACCESS EXCLUSIVE lock and reads every row to prove there is no
@@ -117,8 +152,44 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 op.execute("ALTER TABLE orders ALTER COLUMN status DROP NOT NULL")
             """
         ),
+        # Columns NOT NULL already: created so by an earlier revision (a primary key,
+        # `nullable=False`), or said so with `existing_nullable=False`. PostgreSQL skips
+        # the scan for them.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                with op.batch_alter_table("database") as batch_op:
+                    batch_op.alter_column(
+                        "id", existing_type=sa.Integer(), type_=sa.BigInteger(), nullable=False
+                    )
+                with op.batch_alter_table("user") as batch_op:
+                    batch_op.alter_column("email", type_=sa.String(255), nullable=False)
+                op.alter_column(
+                    "orders", "currency", existing_nullable=False, nullable=False
+                )
+            """,
+            path="migrations/versions/c3.py",
+            files={**_INI, "migrations/versions/a1.py": _CREATED},
+        ),
     )
     INVALID = (
+        # Created NOT NULL, then made nullable by another revision: NULLs may be there.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("user", "quota", existing_type=sa.Integer(), nullable=False)
+                op.alter_column("database", "name", existing_type=sa.String(64), nullable=False)
+            """,
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _CREATED,
+                "migrations/versions/b2.py": _RELAXED,
+            },
+            count=2,
+        ),
         Invalid(
             _HEAD
             + """
@@ -160,12 +231,40 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 continue
             if _checked_elsewhere(migration, operation):
                 continue
+            if operation.already_not_null or _created_not_null(migration, operation):
+                continue  # PostgreSQL skips the scan for a column that is NOT NULL already
             yield self.at(
                 migration.file,
                 operation.node,
                 table=operation.table,
                 column=operation.column,
             )
+
+
+def _created_not_null(migration: MigrationFile, operation: Operation) -> bool:
+    """Another revision creates the column NOT NULL (in ``create_table`` or
+    ``add_column``), and no revision of the project lets it hold NULLs again."""
+    project = migration.project
+    if project is None:
+        return False
+    created = False
+    for other in project.files:
+        for candidate in other.upgrade_operations():
+            if candidate.table != operation.table:
+                continue
+            if candidate.drops_not_null and candidate.column == operation.column:
+                return False
+            if other is migration:
+                continue
+            if (
+                candidate.kind == "create_table" and operation.column in candidate.not_null_columns
+            ) or (
+                candidate.kind == "add_column"
+                and candidate.column == operation.column
+                and candidate.not_null
+            ):
+                created = True
+    return created
 
 
 def _checked_elsewhere(migration: MigrationFile, operation: Operation) -> bool:
