@@ -78,8 +78,10 @@ class Operation:
     sql: str | None = None
     condition: str | None = None  # a check constraint's condition, as written
     all_rows: bool = False  # a DELETE without WHERE, or a TRUNCATE: the table is left empty
-    # `create_table`: the columns it creates NOT NULL (`nullable=False`, primary keys).
+    # `create_table`: the columns it creates NOT NULL (`nullable=False`, primary keys),
+    # and each column's type as written.
     not_null_columns: tuple[str, ...] = ()
+    column_types: tuple[tuple[str, ast.expr], ...] = ()
     # `alter_column(..., nullable=True)`: the column may hold NULLs from here on.
     drops_not_null: bool = False
     # `alter_column(..., existing_nullable=False)`: the column is NOT NULL already.
@@ -415,6 +417,7 @@ class Extractor:
                 "create_table",
                 table=string(0, "table_name"),
                 not_null_columns=self._not_null_columns(call, state),
+                column_types=self._column_types(call, state),
             )
         elif method == "add_column":
             column = _arg(call, shift, "column")
@@ -508,6 +511,17 @@ class Extractor:
                     column = self._string(element, state)
                     if column is not None:
                         found.append(column)
+        return tuple(found)
+
+    def _column_types(self, call: ast.Call, state: _State) -> tuple[tuple[str, ast.expr], ...]:
+        """Each ``sa.Column(name, type)`` of ``op.create_table(...)`` and its type."""
+        found: list[tuple[str, ast.expr]] = []
+        for arg in call.args[1:]:
+            if isinstance(arg, ast.Call) and self.resolver.sqla_name(arg.func) == "Column":
+                facts = self._column_facts(arg, state)
+                column, type_node = facts.get("column"), facts.get("type_node")
+                if isinstance(column, str) and isinstance(type_node, ast.expr):
+                    found.append((column, type_node))
         return tuple(found)
 
     def _alter_column(

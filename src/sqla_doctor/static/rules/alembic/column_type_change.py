@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 
 from sqla_doctor.findings import Finding, Severity
+from sqla_doctor.static.alembic.ops import Operation
 from sqla_doctor.static.alembic.project import AlembicAnalysis, MigrationFile
 from sqla_doctor.static.alembic.rule import MigrationRule
-from sqla_doctor.static.alembic.types import change_cost, from_python, from_sql
+from sqla_doctor.static.alembic.types import ColumnType, change_cost, from_python, from_sql
 from sqla_doctor.static.rule import Invalid, Valid
 
 _HEAD = """
@@ -17,6 +19,27 @@ _HEAD = """
 
             revision = "b2"
             down_revision = "a1"
+"""
+
+_INI = {
+    "alembic.ini": "[alembic]\nscript_location = migrations\n",
+    "migrations/env.py": "",
+}
+_CREATED = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "a1"
+down_revision = None
+
+
+def upgrade():
+    op.create_table(
+        "user",
+        sa.Column("email", sa.String(length=255), primary_key=True),
+        sa.Column("password", sa.String(length=128), nullable=False),
+        sa.Column("quota", sa.Integer(), nullable=False),
+    )
 """
 
 
@@ -29,7 +52,10 @@ class ColumnTypeChange(MigrationRule):
     `DateTime` → `DateTime(timezone=True)`, or a shorter `String`. Changes PostgreSQL makes
     without touching the rows are not reported: a longer `String(n)`, `String` → `Text`,
     a wider `Numeric` with the same scale (read from `existing_type=`, which autogenerate
-    writes).
+    writes, or else from the types the project's other revisions give the column in
+    `create_table`, `add_column` and `alter_column`, when every one of them is cheap to
+    change from). A `postgresql_using=` that only casts the column to the new kind of
+    type (`"value::text"`) keeps such a change cheap; any other expression rewrites.
 
     ## Why is this bad?
     `ALTER COLUMN ... TYPE` takes an ACCESS EXCLUSIVE lock, then rewrites every row and
@@ -133,8 +159,41 @@ class ColumnTypeChange(MigrationRule):
                 op.alter_column("users", "name", existing_type=sa.String(100), type_=sa.String(50))
             """
         ),
+        # No `existing_type=`: the type another revision gave the column is read instead
+        # (the same length, a longer one). A USING that only casts the column to the new
+        # kind of type leaves a catalogue-only change as it is.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                with op.batch_alter_table("user") as batch_op:
+                    batch_op.alter_column("email", type_=sa.String(length=255), nullable=False)
+                    batch_op.alter_column("password", type_=sa.String(length=256))
+                op.alter_column(
+                    "user", "password", existing_type=sa.String(length=256), type_=sa.Text(),
+                    postgresql_using="password::text",
+                )
+            """,
+            path="migrations/versions/b2.py",
+            files={**_INI, "migrations/versions/a1.py": _CREATED},
+        ),
     )
     INVALID = (
+        # The other revision made it an `Integer`; a USING that computes a new value.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("user", "quota", type_=sa.BigInteger())
+                op.alter_column(
+                    "user", "password", existing_type=sa.String(length=128), type_=sa.Text(),
+                    postgresql_using="lower(password)::text",
+                )
+            """,
+            path="migrations/versions/b2.py",
+            files={**_INI, "migrations/versions/a1.py": _CREATED},
+            count=2,
+        ),
         # A new enum type: every row is cast to it.
         Invalid(
             _HEAD
@@ -225,11 +284,23 @@ class ColumnTypeChange(MigrationRule):
             else:
                 new = from_python(_assigned(migration, operation.type_node), resolver)
                 old = from_python(_assigned(migration, operation.existing_type_node), resolver)
-                using = isinstance(operation.node, ast.Call) and any(
-                    k.arg == "postgresql_using" for k in operation.node.keywords
+                using_node = (
+                    next(
+                        (k.value for k in operation.node.keywords if k.arg == "postgresql_using"),
+                        None,
+                    )
+                    if isinstance(operation.node, ast.Call)
+                    else None
+                )
+                using = using_node is not None and not (
+                    new is not None and _plain_cast(using_node, operation.column, new)
                 )
             if new is None:
                 continue
+            if old is None and not using and not operation.via_sql:
+                earlier = _types_elsewhere(migration, operation)
+                if earlier and all(change_cost(t, new) is None for t in earlier):
+                    continue  # every type another revision gives the column: no rewrite
             cost = "rewrite" if using else change_cost(old, new)
             if cost is None:
                 continue
@@ -246,6 +317,54 @@ class ColumnTypeChange(MigrationRule):
                     else "reads every row to check the new length"
                 ),
             )
+
+
+_CAST = re.compile(
+    r'^\s*(?:"?(?P<a>\w+)"?\s*::\s*(?P<t1>[\w ()]+?)'
+    r'|CAST\s*\(\s*"?(?P<b>\w+)"?\s+AS\s+(?P<t2>[\w ()]+?)\s*\))\s*$',
+    re.IGNORECASE,
+)
+
+
+def _plain_cast(node: ast.expr, column: str | None, new: ColumnType) -> bool:
+    """``postgresql_using="value::text"``: the column itself cast to the new type's kind,
+    which PostgreSQL applies without a rewrite when the change needs none."""
+    if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return False
+    match = _CAST.match(node.value)
+    if match is None or (match.group("a") or match.group("b")) != column:
+        return False
+    target = from_sql(match.group("t1") or match.group("t2") or "")
+    return target is not None and target.family == new.family
+
+
+def _types_elsewhere(migration: MigrationFile, operation: Operation) -> list[ColumnType]:
+    """The types the project's other revisions give the column (``create_table``,
+    ``add_column``, ``alter_column(type_=...)``); [] when one of them cannot be read."""
+    project = migration.project
+    if project is None or operation.column is None:
+        return []
+    found: list[ColumnType] = []
+    for other in project.files:
+        if other is migration:
+            continue
+        resolver = other.file.ctx.names
+        for candidate in other.upgrade_operations():
+            if candidate.table != operation.table:
+                continue
+            nodes: list[ast.expr | None] = []
+            if candidate.kind == "create_table":
+                nodes = [t for c, t in candidate.column_types if c == operation.column]
+            elif candidate.kind in ("add_column", "alter_type") and (
+                candidate.column == operation.column
+            ):
+                nodes = [candidate.type_node]
+            for node in nodes:
+                parsed = from_python(_assigned(other, node), resolver)
+                if parsed is None:
+                    return []
+                found.append(parsed)
+    return found
 
 
 def _assigned(migration: MigrationFile, node: ast.expr | None) -> ast.expr | None:
