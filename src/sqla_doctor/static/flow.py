@@ -933,10 +933,26 @@ class FunctionFlow:
                 return self.value(expr.args[0]) if expr.args else None
         made = self.value(expr)
         if isinstance(made, SessionValue):
-            return evolve(made, how="with", managed=True)
+            commits = made.commits or self._exit_commits(made.source)
+            return evolve(made, how="with", managed=True, commits=commits)
         if isinstance(made, ClientValue):
             return made
         return None
+
+    def _exit_commits(self, source: str | None) -> bool:
+        """Whether sessions from ``source`` (a factory made with ``class_=``, or the class
+        itself) commit when their ``with`` block ends without an exception."""
+        if self.index is None or source is None:
+            return False
+        factory = self.index.factory(source)
+        session_class = factory.session_class if factory is not None else source
+        if session_class is None:
+            return False
+        for name in self.index.mro(self.index.follow(session_class)):
+            facts = self.index.class_facts(name)
+            if facts is not None and facts.exit_commits:
+                return True
+        return False
 
     def _param(self, arg: ast.arg, default: ast.expr | None) -> Value | None:
         annotation = parse_annotation(arg.annotation) if arg.annotation is not None else None

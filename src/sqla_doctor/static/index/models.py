@@ -186,6 +186,8 @@ class ClassFacts:
     # Flask-SQLAlchemy's `query_class = ...` may define its own `get()` (a different
     # signature, a filter added): then `Model.query.get()` is the project's method.
     query_class_get: bool = False
+    # `__exit__` commits (`self.commit()`): a Session subclass whose `with` block commits.
+    exit_commits: bool = False
 
 
 @dataclass
@@ -948,7 +950,25 @@ def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> Clas
     for stmt in node.body:
         _class_statement(resolver, facts, stmt, sqlmodel)
     facts.query_class_get = _query_class_get(node)
+    facts.exit_commits = _exit_commits(node)
     return facts
+
+
+def _exit_commits(node: ast.ClassDef) -> bool:
+    """Whether the class's ``__exit__`` calls ``self.commit()`` (in the body or a ``try``
+    of it), as a Session subclass that commits a ``with`` block ending without error."""
+    for stmt in node.body:
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == "__exit__":
+            for inner in ast.walk(stmt):
+                if (
+                    isinstance(inner, ast.Call)
+                    and isinstance(inner.func, ast.Attribute)
+                    and inner.func.attr == "commit"
+                    and isinstance(inner.func.value, ast.Name)
+                    and inner.func.value.id == "self"
+                ):
+                    return True
+    return False
 
 
 def _query_class_get(node: ast.ClassDef) -> bool:

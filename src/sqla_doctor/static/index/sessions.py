@@ -38,6 +38,8 @@ class FactoryFacts:
     bind: str | None = None  # qualified name of the engine, when a name
     expire_on_commit: bool | None = True  # as `expire_on_commit()` decides; None: unknown
     wraps: str | None = None  # `scoped_session(SessionLocal)`: the factory it calls
+    # `sessionmaker(class_=ContextSession)`: the project's Session subclass, qualified.
+    session_class: str | None = None
 
 
 @dataclass
@@ -135,6 +137,9 @@ def factory_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> Fact
         # A registry of a factory made elsewhere: that factory's (the index follows it).
         expire_on_commit=expire_on_commit(inner) if inner is not call or not scoped else None,
         wraps=wraps,
+        session_class=resolver.qualify(class_)
+        if isinstance(class_, (ast.Name, ast.Attribute))
+        else None,
     )
 
 

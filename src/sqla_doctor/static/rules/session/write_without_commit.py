@@ -117,6 +117,32 @@ _CORE_FILES = {
 _SETTLED = frozenset({"commit", "begin", "rollback", "begin_nested", "in_transaction"})
 
 
+_CONTEXT_SESSION = """
+from sqlalchemy import orm
+
+
+class ContextSession(orm.Session):
+    \"\"\"Commits when its `with` block ends without an error.\"\"\"
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        try:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.rollback()
+        finally:
+            super().__exit__(exc_type, exc_val, exc_tb)
+
+
+class ClosingSession(orm.Session):
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.close()
+
+
+Session = orm.sessionmaker(class_=ContextSession)
+PlainSession = orm.sessionmaker(class_=ClosingSession)
+"""
+
 class WriteWithoutCommit(Rule):
     """
     ## What it does
@@ -127,7 +153,9 @@ class WriteWithoutCommit(Rule):
     Sessions: a session this function opens (`with SessionLocal() as s`, or
     `s = SessionLocal()`) that receives writes — `add()`, `add_all()`, `delete()`,
     `merge()`, `execute(insert/update/delete(...))` — but is never committed: no
-    `commit()`, no `begin()` block, no `SessionLocal.begin()`.
+    `commit()`, no `begin()` block, no `SessionLocal.begin()`, and not the `with` block
+    of a factory whose Session subclass commits in its `__exit__`
+    (`sessionmaker(class_=ContextSession)`).
 
     Connections: one opened with `engine.connect()` (`with engine.connect() as conn:`,
     `async with engine.connect() as conn:`, or `conn = engine.connect()` ...
@@ -601,8 +629,34 @@ class WriteWithoutCommit(Rule):
             path="migrations/env.py",
             files=_CORE_FILES,
         ),
+        # A factory whose Session subclass commits in `__exit__` (`sessionmaker(class_=...)`):
+        # the `with` block commits like `.begin()`.
+        Valid(
+            """
+            from app.db import Session
+
+            def remember(name):
+                with Session() as session:
+                    session.add(Seen(name=name))
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/db.py": _CONTEXT_SESSION},
+        ),
     )
     INVALID = (
+        # A Session subclass whose `__exit__` only closes.
+        Invalid(
+            """
+            from app.db import PlainSession
+
+            def remember(name):
+                with PlainSession() as session:
+                    session.add(Seen(name=name))
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/db.py": _CONTEXT_SESSION},
+            line=5,
+        ),
         # A route writing through a dependency that closes the session without a commit:
         # flushed or not, the write is rolled back when the request ends.
         Invalid(
