@@ -28,6 +28,7 @@ from sqla_doctor.static.index.models import (
     ListenerFacts,
     TableFacts,
     class_facts,
+    deleted_models,
     dotted,
     imperative_facts,
     index_facts,
@@ -465,6 +466,7 @@ def extract(
         listener = listener_facts(resolver, call, function.name)
         if listener is not None:
             listener.watches = watched_attributes(function)
+            listener.deletes = deleted_models(resolver, function)
             _add_listener(out, listener)
     for call, ctx in calls:
         _interesting_call(resolver, call, ctx, out, table_names)

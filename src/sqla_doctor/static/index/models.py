@@ -203,6 +203,9 @@ class ListenerFacts:
     # The attributes whose change the handler acts on, when its body does nothing
     # otherwise (`if inspect(target).attrs.email.history.has_changes(): ...`); () for any.
     watches: tuple[str, ...] = ()
+    # The models whose rows the handler bulk-deletes, when that is all it does (in its
+    # body, or a function it defines there, e.g. one registered for `after_flush`).
+    deletes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -1288,6 +1291,67 @@ def imperative_facts(
             ):
                 facts.relationships[attr] = relationship_facts(resolver, attr, value, None)
     return facts
+
+
+def deleted_models(
+    resolver: NameResolver, function: ast.FunctionDef | ast.AsyncFunctionDef
+) -> tuple[str, ...]:
+    """The models a listener only bulk-deletes rows of (``Notification.query.filter(...)
+    .delete()``, ``session.execute(delete(Notification)...)``), following functions it
+    defines; () when it does anything else."""
+    local: dict[str, str] = {}
+    found: list[str] = []
+
+    def model(expr: ast.expr) -> str | None:
+        if isinstance(expr, ast.Name) and expr.id in local:
+            return local[expr.id]
+        if isinstance(expr, (ast.Name, ast.Attribute)):
+            return resolver.qualify(expr)
+        return None
+
+    def deleted(call: ast.expr) -> str | None:
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
+            return None
+        if call.func.attr == "delete":
+            current: ast.expr = call.func.value
+            while isinstance(current, ast.Call) and isinstance(current.func, ast.Attribute):
+                if current.func.attr == "query" and len(current.args) == 1:
+                    return model(current.args[0])
+                current = current.func.value
+            if isinstance(current, ast.Attribute) and current.attr == "query":
+                return model(current.value)
+            return None
+        if call.func.attr == "execute" and call.args:
+            statement: ast.expr = call.args[0]
+            while isinstance(statement, ast.Call) and isinstance(statement.func, ast.Attribute):
+                statement = statement.func.value
+            if (
+                isinstance(statement, ast.Call)
+                and resolver.sqla_name(statement.func) == "delete"
+                and statement.args
+            ):
+                return model(statement.args[0])
+        return None
+
+    def walk(body: list[ast.stmt]) -> bool:
+        for stmt in body:
+            if isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+                for alias in stmt.names:
+                    local[alias.asname or alias.name] = f"{stmt.module}.{alias.name}"
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if not walk(stmt.body):
+                    return False
+            elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                continue  # a docstring
+            elif isinstance(stmt, ast.Expr) and (target := deleted(stmt.value)) is not None:
+                found.append(target)
+            else:
+                return False
+        return True
+
+    if not walk(function.body):
+        return ()
+    return tuple(dict.fromkeys(found))
 
 
 def watched_attributes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ...]:

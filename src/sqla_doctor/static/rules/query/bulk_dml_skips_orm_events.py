@@ -53,6 +53,50 @@ def touch(mapper, connection, target):
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS, "app/events.py": _EVENTS}
 
 
+_MENTIONS = """
+import os
+
+from sqlalchemy import delete, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_object_id: Mapped[int]
+
+
+class Mention(Base):
+    __tablename__ = "mentions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comment_id: Mapped[int]
+
+
+class Export(Base):
+    __tablename__ = "exports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str]
+
+
+@event.listens_for(Mention, "after_delete")
+def on_mention_delete(mapper, connection, old_mention):
+    @event.listens_for(Session, "after_flush", once=True)
+    def receive_after_flush(session, context):
+        session.query(Notification).filter(
+            Notification.event_object_id == old_mention.comment_id
+        ).delete()
+
+
+@event.listens_for(Export, "after_delete")
+def on_export_delete(mapper, connection, old_export):
+    connection.execute(delete(Notification).where(Notification.event_object_id == old_export.id))
+    os.remove(old_export.path)
+"""
+
 class BulkDmlSkipsOrmEvents(Rule):
     """
     ## What it does
@@ -77,7 +121,9 @@ class BulkDmlSkipsOrmEvents(Rule):
     a statement a listener runs itself (in its body, or in a module helper only
     listeners call) for that listener. A listener
     whose body acts only when some attributes changed (`if inspect(target).attrs.email.
-    history.has_changes():`) is not reported for an update that sets none of them.
+    history.has_changes():`) is not reported for an update that sets none of them, nor
+    one whose body (or a function it defines, such as an `after_flush` hook) only
+    bulk-deletes rows of models the function deletes by hand too.
 
     ## Example
     ```python
@@ -279,8 +325,43 @@ class BulkDmlSkipsOrmEvents(Rule):
             path="app/jobs.py",
             files=_FILES,
         ),
+        # A listener that only deletes rows of other models, which the function deletes
+        # by hand too.
+        Valid(
+            """
+            from app.models import Mention, Notification
+
+            def update_mentions(session, comment_id, removed):
+                session.query(Mention).filter(
+                    Mention.comment_id == comment_id, Mention.id.in_(removed)
+                ).delete()
+                session.query(Notification).filter(
+                    Notification.event_object_id == comment_id
+                ).delete()
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/models.py": _MENTIONS},
+        ),
     )
     INVALID = (
+        # The listener's deletes not done by hand, or a listener that does more (removes
+        # a file) than the deletes the function repeats.
+        Invalid(
+            """
+            from sqlalchemy import delete
+            from app.models import Export, Mention, Notification
+
+            def drop_mentions(session, comment_id):
+                session.query(Mention).filter(Mention.comment_id == comment_id).delete()
+
+            def drop_exports(session, ids):
+                session.execute(delete(Export).where(Export.id.in_(ids)))
+                session.execute(delete(Notification).where(Notification.event_object_id.in_(ids)))
+            """,
+            path="app/jobs.py",
+            files={"app/__init__.py": "", "app/models.py": _MENTIONS},
+            count=2,
+        ),
         Invalid(
             """
             from sqlalchemy import update
@@ -596,17 +677,20 @@ class BulkDmlSkipsOrmEvents(Rule):
                 callers.add(caller)
         return bool(callers) and callers <= names
 
-    def _children_deleted_by_hand(self, node: ast.Call, child: Model) -> bool:
+    def _children_deleted_by_hand(
+        self, node: ast.Call, child: Model, *, anywhere: bool = False
+    ) -> bool:
         """Whether the function deletes ``child`` rows in bulk itself: ``delete(Child)`` or
-        ``query(Child)....delete()`` before ``node``, or every row of the table after it
-        (an unfiltered ``query(Child).delete()``, ``delete(Child)`` with no ``.where``),
-        which removes whatever the cascade would have, in either order."""
+        ``query(Child)....delete()`` before ``node`` (or after it, ``anywhere``), or every
+        row of the table after it (an unfiltered ``query(Child).delete()``,
+        ``delete(Child)`` with no ``.where``), which removes whatever the cascade would
+        have, in either order."""
         flow = flow_for(self.ctx, node)
         index = self.ctx.index
         for call in flow.calls:
             if call is node:
                 continue
-            before = (call.lineno, call.col_offset) < (node.lineno, node.col_offset)
+            before = anywhere or (call.lineno, call.col_offset) < (node.lineno, node.col_offset)
             func = call.func
             if isinstance(func, ast.Attribute) and func.attr == "delete":
                 query = flow.value(func.value)
@@ -653,6 +737,12 @@ class BulkDmlSkipsOrmEvents(Rule):
                 and not set(listener.watches) & keys
             ):
                 continue  # it acts only when an attribute the statement does not set changes
+            if listener.deletes and all(
+                (deleted := index.model(m)) is not None
+                and self._children_deleted_by_hand(node, deleted, anywhere=True)
+                for m in listener.deletes
+            ):
+                continue  # all it does is delete rows the function deletes by hand too
             name = f" `{listener.function}`" if listener.function else ""
             skipped.append(f"the `{listener.identifier}` listener{name} ({path}:{listener.line})")
         if verb == "update" and keys is not None:
