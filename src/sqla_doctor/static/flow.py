@@ -270,6 +270,9 @@ class ObjectsValue:
     entities: tuple[str | None, ...] = ()
     returns: ReturnFacts | None = None  # when a project function returned them
     receiver: str | None = None  # the loading session's name (`s`, `self.session`)
+    # Columns a helper that returned them compared to what this call passes
+    # (`get_comments(workout_id=...)` filtering `Comment.workout_id == workout_id`).
+    pinned: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -1310,6 +1313,7 @@ class FunctionFlow:
             origin_name=function.name,
             node=node,
             returns=returns,
+            pinned=_pinned_by_call(node, function, returns.pins),
         )
 
     def _select(self, node: ast.Call) -> StatementValue | None:
@@ -1888,6 +1892,7 @@ def _returns(
             session_closed=session_closed,
             committed=committed,
             factory=factory,
+            pins=_parameter_pins(flow, node, value.model),
         )
         if found is not None and (found.model != facts.model or found.many != facts.many):
             return None

@@ -84,8 +84,8 @@ def shared_by_every_row(index: ProjectIndex, access: LazyAccess, rows: ObjectsVa
     """Whether ``access`` reads a many-to-one whose foreign key the query pinned to one
     value (``where(Post.author_id == uid)``, then ``post.author``): every row points at
     the same object, loaded once and then found in the identity map."""
-    stmt = rows.stmt
-    if stmt is None or not stmt.pinned or rows.path or not access.path:
+    pinned = rows.stmt.pinned if rows.stmt is not None else rows.pinned
+    if not pinned or rows.path or not access.path:
         return False
     rel = index.relationship(*access.path[0])
     if rel is None or rel.collection is not False or rel.target is None:
@@ -94,7 +94,7 @@ def shared_by_every_row(index: ProjectIndex, access: LazyAccess, rows: ObjectsVa
     if owner is None or target is None:
         return False
     paths = index.foreign_key_paths(owner, target)
-    return len(paths) == 1 and set(next(iter(paths))) <= stmt.pinned
+    return len(paths) == 1 and set(next(iter(paths))) <= pinned
 
 
 # The loader function that spells a strategy an option already gives a step.

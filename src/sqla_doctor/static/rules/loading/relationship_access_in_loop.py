@@ -115,6 +115,7 @@ _REPOSITORY_FILES = {**_FILES, "app/repo.py": _REPOSITORY}
 _LISTING_FILES = {
     **_FILES,
     "app/repo.py": """
+from sqlalchemy import select
 from app.models import Post
 
 def list_posts(db, author_id=None, title=None):
@@ -124,6 +125,11 @@ def list_posts(db, author_id=None, title=None):
     if title:
         filters.append(Post.title == title)
     return db.query(Post).filter(*filters)
+
+def fetch_posts(db, author_id=None, title=None):
+    if title:
+        return db.scalars(select(Post).where(Post.title == title)).all()
+    return db.scalars(select(Post).where(Post.author_id == author_id)).all()
 """,
 }
 # The project's subclass of Flask-SQLAlchemy, and `Column` as a partial of `db.Column`.
@@ -714,6 +720,17 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_LISTING_FILES,
         ),
+        # The same for a helper that runs the query and returns the objects.
+        Valid(
+            """
+            from app.repo import fetch_posts
+
+            def by_author(db, uid):
+                return [p.author.name for p in fetch_posts(db, author_id=uid)]
+            """,
+            path="app/views.py",
+            files=_LISTING_FILES,
+        ),
         # Back up to the object the collection hangs from: the identity map has it.
         Valid(
             """
@@ -958,13 +975,17 @@ class RelationshipAccessInLoop(Rule):
         # The same helper without the author: posts of every author.
         Invalid(
             """
-            from app.repo import list_posts
+            from app.repo import fetch_posts, list_posts
 
             def titled(db, title):
                 return [p.author.name for p in list_posts(db, title=title).all()]
+
+            def fetched(db, title):
+                return [p.author.name for p in fetch_posts(db, title=title)]
             """,
             path="app/views.py",
             files=_LISTING_FILES,
+            count=2,
         ),
         # Posts of several authors, or pinned on another column: one load per author.
         Invalid(
