@@ -347,10 +347,17 @@ class Navigator:
             attrs.append(parent.attr)
             node = parent
             parent = self.flow.parent(parent)
-        if isinstance(parent, ast.Call) and parent.func is node:
+        call = parent if isinstance(parent, ast.Call) and parent.func is node else None
+        if call is not None:
             attrs[-1] += "()"
         yield from self.path(
-            objects, tuple(attrs), attribute, via=None, per_row=per_row, report_at_step=True
+            objects,
+            tuple(attrs),
+            attribute,
+            via=None,
+            per_row=per_row,
+            report_at_step=True,
+            call=call,
         )
 
     def path(
@@ -363,8 +370,12 @@ class Navigator:
         per_row: bool,
         report_at_step: bool = False,
         depth: int = 0,
+        call: ast.Call | None = None,
+        bare: bool = False,
     ) -> Iterator[LazyAccess]:
-        """Walk ``attrs`` from ``objects``: report every lazy relationship on the way."""
+        """Walk ``attrs`` from ``objects``: report every lazy relationship on the way.
+        ``call`` is the call of a method ``attrs`` ends with, or ``bare`` says that call
+        passes no argument (a summary's), so reads behind a flag it leaves off are skipped."""
         if depth > MAX_DEPTH:
             return
         current = objects
@@ -379,9 +390,20 @@ class Navigator:
                     via
                     or f"`{current.model.rpartition('.')[2]}.{method}()` ({self._where(function)})"
                 )
+                last = attr == attrs[-1] and attr.endswith("()")
+                optional = dict(function.optional_reads)
                 for path in sorted(function.direct_reads(0)):
+                    flag = optional.get(path)
+                    if flag is not None and last and not _passes(function, call, bare, flag):
+                        continue  # read only when a flag this call leaves at False is set
                     yield from self.path(
-                        current, path, at, via=inner_via, per_row=per_row, depth=depth + 1
+                        current,
+                        path,
+                        at,
+                        via=inner_via,
+                        per_row=per_row,
+                        depth=depth + 1,
+                        bare=path in function.bare_calls,
                     )
                 return
             rel = self.index.relationship(current.model, attr)
@@ -511,3 +533,16 @@ class Navigator:
                 for path in self.serializer_paths(nested, depth + 1):
                     found.add((name, *path))
         return found
+
+
+def _passes(function: FunctionFacts, call: ast.Call | None, bare: bool, flag: str) -> bool:
+    """Whether the call of method ``function`` may pass ``flag`` (unknown: it may)."""
+    if call is None:
+        return not bare
+    if any(k.arg in (None, flag) for k in call.keywords):
+        return True
+    if any(isinstance(a, ast.Starred) for a in call.args):
+        return True
+    position = function.param_position(flag)
+    # The instance is the first parameter; the call's arguments fill the rest.
+    return position is not None and position - 1 < len(call.args)

@@ -278,7 +278,7 @@ def extract(
                 elif tail in ("commit", "rollback"):
                     builder.facts.commits = True
                 if isinstance(func, ast.Attribute):
-                    builder.method_call(func)
+                    builder.method_call(func, node)
                 if builder.facts.io_call is None:
                     root = func
                     while isinstance(root, ast.Attribute):

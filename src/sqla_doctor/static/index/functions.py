@@ -65,6 +65,12 @@ class FunctionFacts:
     # Names it calls (`get_user`, `scalars`, `SessionLocal`): rules skip functions that
     # call nothing a database pitfall is made of.
     calls: frozenset[str] = frozenset()
+    # (path, flag): a read of the first parameter made only under `if flag:`, where
+    # `flag` is a parameter whose default is falsy (`is_admin=False`): a call that does
+    # not pass it never makes the read.
+    optional_reads: frozenset[tuple[tuple[str, ...], str]] = frozenset()
+    # Method-call paths (`("equipment_type", "serialize()")`) whose calls pass no argument.
+    bare_calls: frozenset[tuple[str, ...]] = frozenset()
 
     def element_reads(self, position: int) -> set[tuple[str, ...]]:
         """Attribute paths read on each element of the argument at ``position``."""
@@ -84,7 +90,18 @@ class FunctionFacts:
 class FunctionBuilder:
     """Collects a function's parameter reads while the index walks its body."""
 
-    __slots__ = ("called", "clients", "facts", "flags", "node", "owner", "reads", "tracked")
+    __slots__ = (
+        "bare",
+        "called",
+        "clients",
+        "facts",
+        "flags",
+        "node",
+        "owner",
+        "read_nodes",
+        "reads",
+        "tracked",
+    )
 
     def __init__(
         self,
@@ -105,6 +122,9 @@ class FunctionBuilder:
         # Local names bound to HTTP/SMTP clients (`async with httpx.AsyncClient() as c`).
         self.clients: dict[str, str] = {}
         self.called: set[str] = set()
+        # Where each read of the first parameter is made, and the bare method calls.
+        self.read_nodes: dict[tuple[str, ...], list[ast.AST]] = {}
+        self.bare: set[tuple[str, ...]] = set()
 
     def _root(self, node: ast.expr) -> tuple[int, bool, tuple[str, ...]] | None:
         attrs: list[str] = []
@@ -136,18 +156,69 @@ class FunctionBuilder:
         root = self._root(node)
         if root is not None and root[2]:
             self.reads.add(root)
+            if root[0] == 0 and not root[1]:
+                self.read_nodes.setdefault(root[2], []).append(node)
 
-    def method_call(self, func: ast.Attribute) -> None:
+    def method_call(self, func: ast.Attribute, call: ast.Call | None = None) -> None:
         root = self._root(func)
         if root is not None and root[2]:
             position, iterated, path = root
-            self.reads.add((position, iterated, (*path[:-1], path[-1] + "()")))
+            read = (*path[:-1], path[-1] + "()")
+            self.reads.add((position, iterated, read))
+            if position == 0 and not iterated:
+                self.read_nodes.setdefault(read, []).append(func)
+                if call is not None and not call.args and not call.keywords:
+                    self.bare.add(read)
 
     def finish(self) -> FunctionFacts:
         # `self` reads of a method are what its class's serializers walk; keep them.
         self.facts.reads = frozenset(self.reads)
         self.facts.calls = frozenset(self.called)
+        self.facts.bare_calls = frozenset(self.bare)
+        self.facts.optional_reads = self._optional_reads()
         return self.facts
+
+    def _optional_reads(self) -> frozenset[tuple[tuple[str, ...], str]]:
+        """Reads of the first parameter made only inside ``if flag:`` bodies, ``flag`` a
+        parameter with a falsy literal default."""
+        flags = _falsy_defaults(self.node)
+        if not flags or not self.read_nodes:
+            return frozenset()
+        guarded: dict[int, str] = {}
+        for inner in ast.walk(self.node):
+            if not isinstance(inner, ast.If):
+                continue
+            tests = (
+                inner.test.values
+                if (isinstance(inner.test, ast.BoolOp) and isinstance(inner.test.op, ast.And))
+                else [inner.test]
+            )
+            flag = next((t.id for t in tests if isinstance(t, ast.Name) and t.id in flags), None)
+            if flag is None:
+                continue
+            for stmt in inner.body:
+                for node in ast.walk(stmt):
+                    guarded.setdefault(id(node), flag)
+        found: set[tuple[tuple[str, ...], str]] = set()
+        for path, nodes in self.read_nodes.items():
+            names = {guarded.get(id(n)) for n in nodes}
+            if len(names) == 1 and (flag := names.pop()) is not None:
+                found.add((path, flag))
+        return frozenset(found)
+
+
+def _falsy_defaults(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Parameters whose default is a falsy literal (``False``, ``None``, ``0``, ``""``)."""
+    args = node.args
+    positional = [*args.posonlyargs, *args.args]
+    with_defaults = positional[len(positional) - len(args.defaults) :]
+    pairs = list(zip(with_defaults, args.defaults, strict=True))
+    pairs += [
+        (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    ]
+    return {
+        arg.arg for arg, default in pairs if isinstance(default, ast.Constant) and not default.value
+    }
 
 
 # Quote characters of SQL identifiers ("name", [name], `name`). Doubling one inside the

@@ -50,6 +50,29 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+# Serializers that read a collection only when asked (`is_admin=True`), one calling the
+# other without asking.
+_FLAG_MODELS = _MODELS.replace(
+    '''        return {"name": self.name, "posts": [p.title for p in self.posts]}
+''',
+    '''        return {"name": self.name, "posts": [p.title for p in self.posts]}
+
+    def serialize(self, is_admin=False):
+        data = {"name": self.name}
+        if is_admin:
+            data["posts"] = len(self.posts)
+        return data
+''',
+).replace(
+    '''    author: Mapped[User] = relationship(back_populates="posts")
+''',
+    '''    author: Mapped[User] = relationship(back_populates="posts", lazy="joined")
+
+    def serialize(self):
+        return {"title": self.title, "author": self.author.serialize()}
+''',
+)
+_FLAG_FILES = {"app/__init__.py": "", "app/models.py": _FLAG_MODELS}
 # User with classmethods that query `cls` (after to_dict(): the lines above stay).
 _CLASSMETHOD_MODELS = _MODELS.replace(
     '''        return {"name": self.name, "posts": [p.title for p in self.posts]}
@@ -389,6 +412,10 @@ class RelationshipAccessInLoop(Rule):
     to the entity the statement joins is therefore not reported. Rows whose session is
     closed before the loop (after its `with` block, or returned by a function that
     closes it) raise DetachedInstanceError instead of querying: SQD204 reports those.
+    A method that reads a relationship only under `if flag:`, `flag` a parameter
+    defaulting to `False` or `None`, is not reported for a call that leaves it off
+    (`user.serialize()` where `serialize(self, is_admin=False)` reads `self.posts` for
+    admins); one passing it, by keyword or position, is.
 
     ## Example
     ```python
@@ -774,9 +801,41 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files={"app/__init__.py": "", "app/models.py": _CLASSMETHOD_MODELS},
         ),
+        # A read behind a flag parameter that defaults to False, in a call (or a call the
+        # serializer makes) that leaves the flag off.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.models import Post, User
+
+            def users(session):
+                return [u.serialize() for u in session.scalars(select(User)).all()]
+
+            def posts(session):
+                return [p.serialize() for p in session.scalars(select(Post)).all()]
+            """,
+            path="app/views.py",
+            files=_FLAG_FILES,
+        ),
     )
 
     INVALID = (
+        # The flag passed, by keyword or by position: the collection is read per row.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.models import User
+
+            def users(session, admin):
+                rows = session.scalars(select(User)).all()
+                return [u.serialize(is_admin=admin) for u in rows] + [
+                    u.serialize(True) for u in rows
+                ]
+            """,
+            path="app/views.py",
+            files=_FLAG_FILES,
+            count=2,
+        ),
         # A `scoped_session` registry used as the session (Pyramid's `DBSession`), the
         # model imported inside the function.
         Invalid(
