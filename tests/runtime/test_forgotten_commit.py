@@ -37,8 +37,8 @@ def test_added_object_discarded_by_close_is_reported(engine: Engine) -> None:
     assert finding.location.line == line_of("with")
     assert finding.message == (
         f"Session closed at {here}:{line_of('with')} without commit(): 1 added object(s) "
-        "(1 User) were never inserted — call session.commit() before the session ends, or "
-        "use `with Session.begin() as session:`"
+        "(1 User) were never inserted — call `session.commit()` before the session ends, "
+        "or use `with Session(engine) as session, session.begin():`"
     )
     assert [r.location.line for r in finding.related] == [line_of("add")]
     assert finding.severity.value == "error"
@@ -166,8 +166,8 @@ def test_writes_the_session_executed_itself_are_reported(engine: Engine) -> None
     assert finding.location.line == line_of("exec-with")
     assert finding.message == (
         f"Session closed at {relative(__file__)}:{line_of('exec-with')} without commit(): "
-        "the writes (2 statement(s) executed) were rolled back — call session.commit() "
-        "before the session ends, or use `with Session.begin() as session:`"
+        "the writes (2 statement(s) executed) were rolled back — call `session.commit()` "
+        "before the session ends, or use `with Session(engine) as session, session.begin():`"
     )
     assert [(r.location.line, r.message) for r in finding.related] == [
         (line_of("bulk"), "written here, never committed")
@@ -226,17 +226,22 @@ def test_session_collected_with_pending_objects_is_reported(engine: Engine) -> N
 
 
 async def test_async_added_object_discarded_is_reported(async_engine: AsyncEngine) -> None:
-    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
-        session.add(User(name="ada"))  # line:async-add
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as session:  # line:async-with
+            session.add(User(name="ada"))  # line:async-add
     finding = one(uow.findings, "SQD152")
-    # AsyncSession closes in a shielded task, off the caller's stack: the finding points
-    # at the add() instead.
-    assert finding.location.line == line_of("async-add")
+    # AsyncSession closes in a shielded task, off the caller's stack: the task awaiting
+    # its __aexit__ holds the `async with` line, as a sync `with` block would.
+    assert finding.location.line == line_of("async-with")
+    assert finding.message.startswith(
+        f"Session closed at {relative(__file__)}:{line_of('async-with')} without commit()"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("async-add")]
     assert "1 added object(s) (1 User) were never inserted" in finding.message
     # An AsyncSession's fix is awaited, and its block is `async with`.
     assert finding.message.endswith(
         " — call `await session.commit()` before the session ends, or use "
-        "`async with session_factory.begin() as session:`"
+        "`async with AsyncSession(async_engine) as session, session.begin():`"
     )
     assert finding.fix_hint == "await session.commit()"
 
@@ -261,8 +266,9 @@ async def test_async_session_collected_with_flushed_writes_gets_the_async_fix(
     finding = one(sqla_doctor.collected(), "SQD152")
     assert finding.location.line == line_of("async-flush")
     assert "the flushed writes (1 User inserted) were rolled back" in finding.message
-    assert "`async with session_factory.begin() as session:`" in finding.message
-    assert "`with Session.begin()" not in finding.message
+    # `session = AsyncSession(engine)` made it, in the function that flushed.
+    assert "`async with AsyncSession(engine) as session, session.begin():`" in finding.message
+    assert "`with Session" not in finding.message
 
 
 async def test_async_commit_is_the_silent_twin(async_engine: AsyncEngine) -> None:
@@ -304,13 +310,93 @@ async def test_async_with_left_normally_still_reports_lost_writes(
 
     with sqla_doctor.track(mode="collect") as uow:
         other = asyncio.create_task(failing())
-        async with AsyncSession(async_engine) as session:
-            session.add(User(name="ada"))  # line:async-lost
+        async with AsyncSession(async_engine) as session:  # line:async-lost
+            session.add(User(name="ada"))
             gate.set()
             await asyncio.sleep(0)
         with contextlib.suppress(ValueError):
             await other
     assert one(uow.findings, "SQD152").location.line == line_of("async-lost")
+
+
+# The fix spells the program's own factory and name: a sessionmaker's begin() block, or
+# the class's `with Session(engine) as s, s.begin():`. Module-level, as applications
+# keep them (the fix names what the module's own namespace binds).
+SessionLocal = sessionmaker()
+AsyncSessionLocal = async_sessionmaker()
+
+
+def bump_names(db: Session) -> None:
+    for user in db.scalars(select(User)).all():
+        user.name = user.name.upper()
+
+
+def test_fix_names_the_programs_sessionmaker_and_its_name(engine: Engine) -> None:
+    SessionLocal.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow, SessionLocal() as db:  # line:local-with
+        bump_names(db)
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("local-with")
+    assert finding.message.endswith(
+        " — call `db.commit()` before the session ends, or use `with SessionLocal.begin() as db:`"
+    )
+    assert finding.fix_hint == "db.commit()"
+
+
+def test_the_named_begin_block_is_the_silent_twin(engine: Engine) -> None:
+    SessionLocal.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow, SessionLocal.begin() as db:
+        bump_names(db)
+    assert not uow.findings
+    with Session(engine) as check:
+        name = check.scalars(select(User.name)).first()
+    assert name is not None
+    assert name == name.upper(), "the advice works: the block committed"
+
+
+def test_explicit_close_names_the_assignment_that_made_the_session(engine: Engine) -> None:
+    SessionLocal.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        db = SessionLocal()
+        bump_names(db)
+        db.close()  # line:local-close
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("local-close")
+    assert "`with SessionLocal.begin() as db:`" in finding.message
+
+
+async def bump_names_async(db: AsyncSession) -> None:
+    for user in (await db.scalars(select(User))).all():
+        user.name = user.name.upper()
+
+
+async def test_async_fix_names_the_async_with_line_and_the_factory(
+    async_engine: AsyncEngine,
+) -> None:
+    AsyncSessionLocal.configure(bind=async_engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSessionLocal() as db:  # line:alocal-with
+            await bump_names_async(db)
+    finding = one(uow.findings, "SQD152")
+    # Not the line of the query that began the transaction: the block that closed it.
+    assert finding.location.line == line_of("alocal-with")
+    assert finding.message.endswith(
+        " — call `await db.commit()` before the session ends, or use "
+        "`async with AsyncSessionLocal.begin() as db:`"
+    )
+    assert finding.fix_hint == "await db.commit()"
+
+
+async def test_async_named_begin_block_is_the_silent_twin(async_engine: AsyncEngine) -> None:
+    AsyncSessionLocal.configure(bind=async_engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSessionLocal.begin() as db:
+            await bump_names_async(db)
+    assert not uow.findings
+    async with AsyncSession(async_engine) as check:
+        name = (await check.scalars(select(User.name))).first()
+    assert name is not None
+    assert name == name.upper(), "the advice works: the block committed"
 
 
 # -- Core connections: "commit as you go" ---------------------------------------------------

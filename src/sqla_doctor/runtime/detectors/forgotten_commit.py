@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import linecache
+import re
 import sys
+from types import FrameType, ModuleType
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import CallSite, awaiting_frames
+from sqla_doctor.runtime.callsite import USER, CallSite, awaiting_frames, classify, line_of
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
-from sqla_doctor.runtime.detectors.session_leak import is_async_session, is_awaited, scoped_proxy
+from sqla_doctor.runtime.detectors.session_leak import (
+    is_async_session,
+    is_awaited,
+    opened_as,
+    scoped_proxy,
+)
 from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
 
 _MAX_NAMED = 4
@@ -23,15 +34,17 @@ def _counted(names: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _async_with_left_by_exception(session: object) -> bool:
-    """Whether an ``async with`` block left by an exception is closing this session.
+def _async_with_exit(session: object) -> tuple[bool, CallSite | None] | None:
+    """The ``async with`` block whose ``__aexit__`` is closing this session: whether an
+    exception left it, and the program's line that awaits it (the ``async with``).
 
-    ``AsyncSession.__aexit__`` closes in a task of its own, where ``sys.exc_info()`` is
-    empty: the exception is the ``type_`` argument of that ``__aexit__``, suspended in
-    another task while it waits for the close. Only asked when writes would be lost.
+    ``AsyncSession.__aexit__`` closes in a task of its own, off the caller's stack and
+    where ``sys.exc_info()`` is empty: the exception is the ``type_`` argument of that
+    ``__aexit__``, suspended in another task while it waits for the close, and the
+    frames awaiting it are the program's. Only asked when writes would be lost.
     """
     if "sqlalchemy.ext.asyncio" not in sys.modules:
-        return False
+        return None
     from sqlalchemy.ext.asyncio import async_session
 
     try:
@@ -39,19 +52,83 @@ def _async_with_left_by_exception(session: object) -> bool:
         loop = asyncio.get_running_loop()
         tasks = asyncio.all_tasks(loop)
     except Exception:
-        return False
+        return None
     if owner is None:
-        return False
+        return None
     for task in tasks:
-        for frame in awaiting_frames(task, _MAX_AWAIT_DEPTH):
+        frames = awaiting_frames(task, _MAX_AWAIT_DEPTH)
+        for index, frame in enumerate(frames):
             if frame.f_code.co_name == "__aexit__":
                 scope = frame.f_locals
                 closing = scope.get("self")
-                if scope.get("type_") is not None and (
-                    closing is owner or getattr(closing, "async_session", None) is owner
-                ):
-                    return True
-    return False
+                if closing is owner or getattr(closing, "async_session", None) is owner:
+                    return scope.get("type_") is not None, _awaiting_user_site(frames[:index])
+    return None
+
+
+def _awaiting_user_site(frames: list[FrameType]) -> CallSite | None:
+    """The innermost of the program's frames among ``frames`` (outermost first)."""
+    for frame in reversed(frames):
+        code = frame.f_code
+        if classify(code.co_filename) == USER:
+            return CallSite(
+                code.co_filename,
+                line_of(frame, frame.f_lineno),
+                code.co_name,
+                frame.f_globals.get("__name__"),
+            )
+    return None
+
+
+# ``with SessionLocal() as db:``, ``async with AsyncSession(engine) as session,``: each
+# item of a with statement that makes something and names it.
+_WITH_ITEM = re.compile(
+    r"(?<![\w.])(?P<call>(?P<factory>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\([^()]*\))"
+    r"\s+as\s+(?P<name>[A-Za-z_]\w*)"
+)
+
+
+def _resolve(module: str | None, dotted: str) -> Any:
+    """The object a module-level (dotted) name of ``module`` is bound to, read from
+    the modules' dictionaries only (no attribute lookup runs the program's code)."""
+    namespace = getattr(sys.modules.get(module or ""), "__dict__", None)
+    value: Any = None
+    for part in dotted.split("."):
+        if not isinstance(namespace, dict):
+            return None
+        value = namespace.get(part)
+        namespace = getattr(value, "__dict__", None) if isinstance(value, ModuleType) else None
+    return value
+
+
+def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
+    """The program's own spelling of a block that commits, for the session that the
+    line at ``site`` closed: ``("with SessionLocal.begin() as db:", "db")`` for a
+    sessionmaker, ``("with Session(engine) as db, db.begin():", "db")`` for the class;
+    None when the line does not say which one made it. Asked only when reporting."""
+    line = linecache.getline(site.filename, site.lineno)
+    made = [(m["call"], m["factory"], m["name"]) for m in _WITH_ITEM.finditer(line)]
+    if not made:
+        opened = opened_as(site)  # ``db.close()``: the assignment that made ``db``
+        if opened is not None:
+            call, name = opened
+            made = [(call, call.partition("(")[0], name)]
+    with_ = "async with" if asynchronous else "with"
+    makers: tuple[type, ...] = (sessionmaker,)
+    classes: tuple[type, ...] = (Session,)
+    if "sqlalchemy.ext.asyncio" in sys.modules:
+        from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+        makers, classes = (sessionmaker, async_sessionmaker), (Session, AsyncSession)
+    for call, factory, name in made:
+        maker = _resolve(site.module, factory)
+        if isinstance(maker, makers) and call.endswith("()"):
+            # sessionmaker.begin() takes no arguments: a session made with some
+            # (`SessionLocal(bind=conn)`) begins inside the block instead.
+            return f"{with_} {factory}.begin() as {name}:", name
+        if isinstance(maker, makers) or (isinstance(maker, type) and issubclass(maker, classes)):
+            return f"{with_} {call} as {name}, {name}.begin():", name
+    return None
 
 
 class ForgottenCommit(Detector):
@@ -74,7 +151,13 @@ class ForgottenCommit(Detector):
     in the fix as the program spells it: `db.session.commit()`. When that close runs in
     the framework's code, with no line of the program on the stack, the finding points
     at the program's line that added or flushed the objects, or, for changed objects,
-    where the session began its transaction.
+    where the session began its transaction. An `async with` block is found in the task
+    awaiting the AsyncSession's `__aexit__`, as a sync `with` block is on the stack.
+
+    The fix names the session and the factory the program used, read from the line
+    that closed it (or the assignment that made it): `with SessionLocal.begin() as
+    db:` for a module-level `sessionmaker` or `async_sessionmaker`, `with
+    Session(engine) as db, db.begin():` for the class.
 
     A unit-of-work class (the repository pattern's: it has a `commit()` method) whose
     `__exit__` or `__aexit__` calls `rollback()` whatever happened is reported when a
@@ -154,13 +237,19 @@ class ForgottenCommit(Detector):
             # in an except block): dropping the writes is what that error path means.
             return
         site = end.site
-        if site is None and _async_with_left_by_exception(end.session):
-            return
+        if site is None:
+            # AsyncSession closes itself in a shielded task, out of the caller's stack:
+            # the task awaiting its __aexit__ holds the `async with` line.
+            exit_ = _async_with_exit(end.session)
+            if exit_ is not None:
+                left_by_exception, site = exit_
+                if left_by_exception:
+                    return
         if site is not None:
             self._check(record, site, "closed at " + self.where(site))
         else:
-            # AsyncSession closes itself in a shielded task, out of the caller's stack:
-            # point at where the writes were made instead.
+            # Closed out of any of the program's frames: point at where the writes
+            # were made instead.
             added = record.discarded[0].site if record.discarded else None
             opened = record.opened[0] if record.opened else None
             self._check(record, record.flush_site or added or opened, "closed")
@@ -256,18 +345,21 @@ class ForgottenCommit(Detector):
                 f"call the unit of work's commit() before the with block ends ({owner}'s "
                 f"{exit_site.function.rpartition('.')[2]} rolls back what was not committed)"
             )
-        elif is_async_session(record):
-            hint = "await session.commit()"
-            fix = (
-                "call `await session.commit()` before the session ends, or use "
-                "`async with session_factory.begin() as session:`"
-            )
         else:
-            hint = "session.commit()"
-            fix = (
-                "call session.commit() before the session ends, or use "
-                "`with Session.begin() as session:`"
-            )
+            asynchronous = is_async_session(record)
+            awaited = "await " if asynchronous else ""
+            block = _begin_block(site, asynchronous) if site is not None else None
+            if block is not None:
+                begin, name = block
+            else:
+                begin = (
+                    "async with session_factory.begin() as session:"
+                    if asynchronous
+                    else "with Session.begin() as session:"
+                )
+                name = "session"
+            hint = f"{awaited}{name}.commit()"
+            fix = f"call `{hint}` before the session ends, or use `{begin}`"
         self.report(
             site,
             key=site.key if site is not None else id(record),
