@@ -79,7 +79,7 @@ def test_reading_the_id_of_an_added_object_is_reported(engine: Engine) -> None:
     assert finding.location.line == line_of("read")
     assert finding.message == (
         "User.id read on a pending User before any flush — it is None until the INSERT; call "
-        "session.flush() (await session.flush() with AsyncSession) before reading it"
+        "session.flush() before reading it"
     )
     assert [r.location.line for r in finding.related] == [line_of("add")]
 
@@ -132,6 +132,30 @@ async def test_async_read_before_flush_is_reported(async_engine: AsyncEngine) ->
         assert user.id is None  # line:async-read
         await session.commit()
     assert one(uow.findings, "SQD351").location.line == line_of("async-read")
+
+
+class OrderRepository:
+    """The repository shape: the session is an attribute, the flush is awaited."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(self, name: str) -> int | None:
+        user = User(name=name)
+        self.session.add(user)
+        return user.id  # line:repo-read
+
+
+async def test_async_fix_awaits_the_flush_of_the_session_as_the_code_names_it(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        assert await OrderRepository(session).create("ada") is None
+        await session.commit()
+    finding = one(uow.findings, "SQD351")
+    assert finding.location.line == line_of("repo-read")
+    assert finding.message.endswith("call await self.session.flush() before reading it")
+    assert finding.fix_hint == "await self.session.flush()"
 
 
 async def test_async_flush_first_twin_is_silent(async_engine: AsyncEngine) -> None:

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import linecache
+import re
+
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import AttributeRead, Detector
-from sqla_doctor.runtime.detectors.session_leak import scoped_proxy
+from sqla_doctor.runtime.detectors.session_leak import is_async_session, scoped_proxy
+
+# ``session.add(order)``, ``self.session.add_all(rows)``: the session as the line names it.
+_ADDED_BY = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.add(?:_all)?\(")
+
+
+def _session_name(site: CallSite | None) -> str:
+    """How the program spells the session it added the object to (read when reporting)."""
+    if site is not None:
+        added = _ADDED_BY.search(linecache.getline(site.filename, site.lineno))
+        if added is not None:
+            return added.group(1)
+    return "session"
 
 
 class PendingPrimaryKeyRead(Detector):
@@ -69,8 +84,14 @@ class PendingPrimaryKeyRead(Detector):
         related: list[tuple[CallSite | None, str]] = []
         if added is not None and added.site is not None and added.site != read.site:
             related.append((added.site, f"{entity} added to the session here"))
-        hint = "session.flush()"
-        fix = "call session.flush() (await session.flush() with AsyncSession) before reading it"
+        name = _session_name(added.site if added is not None else None)
+        if read.record is None:
+            hint = f"{name}.flush()"
+            fix = f"call {name}.flush() (await {name}.flush() with AsyncSession) before reading it"
+        else:
+            # An AsyncSession's flush is awaited: its fix says so.
+            hint = f"{'await ' if is_async_session(read.record) else ''}{name}.flush()"
+            fix = f"call {hint} before reading it"
         # Flask-SQLAlchemy's db.session.add(...): the fix names db.session.
         proxy = scoped_proxy(added.site if added is not None else None)
         if proxy is not None:
