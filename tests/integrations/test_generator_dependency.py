@@ -186,7 +186,7 @@ async def test_the_dependency_that_leaks_on_a_failed_request_is_named(
     assert finding.message.endswith(
         f"— the session comes from get_db() ({path}:{line_of('get-db')}), a generator "
         "dependency whose code after `yield` does not run when the request fails: write it "
-        "as `with session_factory() as session: yield session` (or close the session in a "
+        "as `with SessionLocal() as db: yield db` (or close the session in a "
         "finally block)"
     )
     assert (finding.related[0].location.line, finding.related[0].message) == (

@@ -6,15 +6,13 @@ import asyncio
 import linecache
 import re
 import sys
-from types import FrameType, ModuleType
-from typing import Any
-
-from sqlalchemy.orm import Session, sessionmaker
+from types import FrameType
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import USER, CallSite, awaiting_frames, classify, line_of
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
 from sqla_doctor.runtime.detectors.session_leak import (
+    begin_block,
     is_async_session,
     is_awaited,
     opened_as,
@@ -83,22 +81,8 @@ def _awaiting_user_site(frames: list[FrameType]) -> CallSite | None:
 # ``with SessionLocal() as db:``, ``async with AsyncSession(engine) as session,``: each
 # item of a with statement that makes something and names it.
 _WITH_ITEM = re.compile(
-    r"(?<![\w.])(?P<call>(?P<factory>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\([^()]*\))"
-    r"\s+as\s+(?P<name>[A-Za-z_]\w*)"
+    r"(?<![\w.])(?P<call>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\([^()]*\))\s+as\s+(?P<name>[A-Za-z_]\w*)"
 )
-
-
-def _resolve(module: str | None, dotted: str) -> Any:
-    """The object a module-level (dotted) name of ``module`` is bound to, read from
-    the modules' dictionaries only (no attribute lookup runs the program's code)."""
-    namespace = getattr(sys.modules.get(module or ""), "__dict__", None)
-    value: Any = None
-    for part in dotted.split("."):
-        if not isinstance(namespace, dict):
-            return None
-        value = namespace.get(part)
-        namespace = getattr(value, "__dict__", None) if isinstance(value, ModuleType) else None
-    return value
 
 
 def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
@@ -107,27 +91,16 @@ def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
     sessionmaker, ``("with Session(engine) as db, db.begin():", "db")`` for the class;
     None when the line does not say which one made it. Asked only when reporting."""
     line = linecache.getline(site.filename, site.lineno)
-    made = [(m["call"], m["factory"], m["name"]) for m in _WITH_ITEM.finditer(line)]
+    made = [(m["call"], m["name"]) for m in _WITH_ITEM.finditer(line)]
     if not made:
         opened = opened_as(site)  # ``db.close()``: the assignment that made ``db``
         if opened is not None:
-            call, name = opened
-            made = [(call, call.partition("(")[0], name)]
+            made = [opened]
     with_ = "async with" if asynchronous else "with"
-    makers: tuple[type, ...] = (sessionmaker,)
-    classes: tuple[type, ...] = (Session,)
-    if "sqlalchemy.ext.asyncio" in sys.modules:
-        from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-        makers, classes = (sessionmaker, async_sessionmaker), (Session, AsyncSession)
-    for call, factory, name in made:
-        maker = _resolve(site.module, factory)
-        if isinstance(maker, makers) and call.endswith("()"):
-            # sessionmaker.begin() takes no arguments: a session made with some
-            # (`SessionLocal(bind=conn)`) begins inside the block instead.
-            return f"{with_} {factory}.begin() as {name}:", name
-        if isinstance(maker, makers) or (isinstance(maker, type) and issubclass(maker, classes)):
-            return f"{with_} {call} as {name}, {name}.begin():", name
+    for call, name in made:
+        begin = begin_block(site, call, name)
+        if begin is not None:
+            return f"{with_} {begin}:", name
     return None
 
 

@@ -6,6 +6,7 @@ import inspect
 import linecache
 import re
 import sys
+from types import ModuleType
 from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ _OPENED = re.compile(
 )
 _METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
 _FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
+_YIELD = re.compile(r"^\s*yield\s+([A-Za-z_]\w*)\s*(?:#.*)?$")
 # Lines read upwards from the reported line to its function's ``def``, at most.
 _MAX_LINES_UP = 200
 
@@ -65,6 +67,71 @@ def opened_as(site: CallSite) -> tuple[str, str] | None:
         function = _FUNCTION.match(text)
         if function is not None and len(function.group(1)) < indent:
             return None
+    return None
+
+
+def _module_global(site: CallSite, dotted: str) -> Any:
+    """The object a module-level (dotted) name of the module of ``site`` is bound to,
+    read from the modules' dictionaries only (no attribute lookup runs the program's
+    code)."""
+    module = sys.modules.get(site.module) if site.module else module_of(site.filename)
+    namespace = getattr(module, "__dict__", None)
+    value: Any = None
+    for part in dotted.split("."):
+        if not isinstance(namespace, dict):
+            return None
+        value = namespace.get(part)
+        namespace = getattr(value, "__dict__", None) if isinstance(value, ModuleType) else None
+    return value
+
+
+def begin_block(site: CallSite, call: str, name: str) -> str | None:
+    """The items of a ``with`` statement that commits, for a session the program made
+    with ``call`` (a name of the module of ``site``) and named ``name``:
+    ``SessionLocal.begin() as db`` for a sessionmaker, ``Session(engine) as db,
+    db.begin()`` for the class; None when ``call`` is neither (a helper function)."""
+    from sqlalchemy.orm import sessionmaker
+
+    makers: tuple[type, ...] = (sessionmaker,)
+    classes: tuple[type, ...] = (Session,)
+    if "sqlalchemy.ext.asyncio" in sys.modules:
+        from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+        makers, classes = (sessionmaker, async_sessionmaker), (Session, AsyncSession)
+    factory = call.partition("(")[0]
+    made_by = _module_global(site, factory)
+    if isinstance(made_by, makers) and call.endswith("()"):
+        return f"{factory}.begin() as {name}"
+    if isinstance(made_by, makers) or (isinstance(made_by, type) and issubclass(made_by, classes)):
+        # sessionmaker.begin() takes no arguments: a session made with some
+        # (`SessionLocal(bind=conn)`) begins inside the block instead.
+        return f"{call} as {name}, {name}.begin()"
+    return None
+
+
+def yielded_session(site: CallSite) -> tuple[str, str] | None:
+    """How the generator whose ``def`` is at ``site`` made the session it yields:
+    ``("SessionLocal()", "db")`` for ``db = SessionLocal()`` … ``yield db``. Read from the
+    source only when a finding is reported."""
+    indent: int | None = None  # the def's, once past its decorators
+    made: dict[str, str] = {}
+    for number in range(site.lineno, site.lineno + _MAX_LINES_UP):
+        text = linecache.getline(site.filename, number)
+        if not text:
+            break
+        if indent is None:
+            function = _FUNCTION.match(text)
+            if function is not None:
+                indent = len(function.group(1))
+            continue
+        if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            break  # the function ended
+        opened = _OPENED.match(text)
+        if opened is not None:
+            made[opened.group("name")] = opened.group("call")
+        yielded = _YIELD.match(text)
+        if yielded is not None and yielded.group(1) in made:
+            return made[yielded.group(1)], yielded.group(1)
     return None
 
 
@@ -247,11 +314,16 @@ class SessionLeak(Detector):
         if dependency is not None:
             name = dependency.name
             with_ = "async with" if dependency.awaited else "with"
+            # The dependency's own `db = SessionLocal()`, named back to the program.
+            call, yielded = yielded_session(dependency.site) or ("session_factory()", "session")
             if dependency.commits:
-                yields = f"{with_} session_factory.begin() as session: yield session"
+                begin = begin_block(dependency.site, call, yielded)
+                if begin is None:
+                    yielded, begin = "session", "session_factory.begin() as session"
+                yields = f"{with_} {begin}: yield {yielded}"
                 closes = "commits when the block succeeds, rolls back when it raises, closes"
             else:
-                yields = f"{with_} session_factory() as session: yield session"
+                yields = f"{with_} {call} as {yielded}: yield {yielded}"
                 closes = "or close the session in a finally block"
             hint = f"{yields}  # in {name}()"
             fix = _DEPENDENCY_FIX.format(
