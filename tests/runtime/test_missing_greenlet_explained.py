@@ -28,7 +28,7 @@ from sqlalchemy.orm import (
 
 import sqla_doctor
 
-from .models import User
+from .models import Post, User
 from .support import line_of, one, relative
 
 pytestmark = [
@@ -357,3 +357,79 @@ async def test_an_object_from_session_get_is_told_its_options_argument(
     assert await posts_of_one_user([selectinload(User.posts)]) == 2
     assert tracker.last is not None
     assert not tracker.last.findings
+
+
+# -- an object the program created: no query loaded it -----------------------------------
+
+
+async def test_relationship_of_an_object_the_program_created_is_told_refresh_with_its_name(
+    async_engine: AsyncEngine,
+) -> None:
+    # A create endpoint: the new row names its author by key, then the response reads
+    # the relationship. No query loaded the Post, so no loader option can load it.
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        post = Post(title="new", author_id=1)
+        session.add(post)
+        await session.flush()  # line:created-flush
+        with pytest.raises((StatementError, MissingGreenlet)):
+            print(post.author)  # line:created-read
+    finding = one(uow.findings, "SQD255")
+    assert finding.location.line == line_of("created-read")
+    assert finding.message == (
+        "Post.author lazy-loaded in async code without await (the Post was created by the "
+        "program, not loaded by a query) — load it once the Post is written: "
+        '`await session.refresh(post, ["author"])` after the commit or flush '
+        "(refresh(post) alone leaves its relationships unloaded), or "
+        "`await post.awaitable_attrs.author`"
+    )
+    assert finding.fix_hint == 'await session.refresh(post, ["author"])'
+    assert [r.location.line for r in finding.related] == [line_of("created-flush")]
+
+
+async def test_refresh_naming_the_relationship_is_the_created_objects_silent_twin(
+    async_engine: AsyncEngine,
+) -> None:
+    factory = async_sessionmaker(async_engine, expire_on_commit=False)
+    async with sqla_doctor.track(mode="collect") as uow, factory() as session:
+        post = Post(title="new", author_id=1)
+        session.add(post)
+        await session.commit()
+        await session.refresh(post, ["author"])
+        assert post.author.name == "user0"
+    assert not uow.findings
+
+
+async def test_a_created_objects_relationship_expired_by_commit_also_needs_its_columns(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        post = Post(title="new", author_id=1)
+        session.add(post)
+        await session.commit()  # line:created-commit
+        with pytest.raises((StatementError, MissingGreenlet)):
+            print(post.author)
+    message = one(uow.findings, "SQD255").message
+    assert f"; the commit at {relative(__file__)}:{line_of('created-commit')} expired it)" in (
+        message
+    )
+    # expire_on_commit=False alone would still leave the relationship unloaded.
+    assert (
+        '`await session.refresh(post, ["author"])` after the commit or flush, with the '
+        "session created with expire_on_commit=False so that its columns stay loaded"
+    ) in message
+
+
+async def test_columns_one_commit_expired_read_by_a_serializer_are_one_finding(
+    async_engine: AsyncEngine,
+) -> None:
+    # pydantic's from_attributes reads every field and goes on past each error: one
+    # commit, one mistake, one fix.
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        user = await session.get(User, 1)
+        await session.commit()
+        for attribute in ("id", "name"):
+            with contextlib.suppress(StatementError, MissingGreenlet):
+                getattr(user, attribute)  # line:serializer
+    finding = one(uow.findings, "SQD255")
+    assert finding.location.line == line_of("serializer")
+    assert finding.message.startswith("User.id refreshed in async code without await")

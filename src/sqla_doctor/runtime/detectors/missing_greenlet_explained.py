@@ -47,6 +47,13 @@ def _awaitable(cls: type, entity: str, key: str) -> str:
     )
 
 
+def _created_by_program(state: Any) -> bool:
+    """Whether a persistent object was never populated from a row: added by the
+    program and flushed, then neither loaded by a query nor refreshed (loading sets the
+    state's ``runid``, which stays None for an object only ever INSERTed)."""
+    return state.key is not None and getattr(state, "runid", 0) is None
+
+
 class MissingGreenletExplained(Detector):
     """
     ## What it does
@@ -95,6 +102,14 @@ class MissingGreenletExplained(Detector):
     the option that query takes, as SQD251 names it. For an object `session.get()` loaded, the
     option goes in its argument: `session.get(User, id, options=[selectinload(User.posts)])`.
 
+    A relationship of an object the program created (`Project(owner_id=user_id)`, added
+    and committed, then returned to a response model) was loaded by no query, so no
+    loader option applies, and `await session.refresh(project)` reloads its columns but
+    not its lazy relationships: the fix named is `await session.refresh(project,
+    ["owner"])` after the commit or flush (with `expire_on_commit=False` when the commit
+    expired it). The columns one commit expired are one finding, however many of them a
+    serializer reads.
+
     ## References
     - [Preventing implicit IO when using AsyncSession](https://docs.sqlalchemy.org/en/20/orm/extensions/asyncio.html#preventing-implicit-io-when-using-asyncsession)
     - [MissingGreenlet](https://docs.sqlalchemy.org/en/20/errors.html#error-xd2s)
@@ -131,6 +146,9 @@ class MissingGreenletExplained(Detector):
             return
         prop = state.mapper.attrs.get(key)
         record = session_of(self.uow, state)
+        if isinstance(prop, RelationshipProperty) and _created_by_program(state):
+            self._created(seen, site, state, prop, record)
+            return
         # A commit expires relationships too, but once the object's columns are loaded
         # again reading one is a lazy load like any other.
         lazy = key not in state.expired_attributes or (last is not None and last.kind == LAZY_LOAD)
@@ -167,6 +185,41 @@ class MissingGreenletExplained(Detector):
             'relationship with lazy="selectin" (or lazy="raise" to fail early)'
         )
         self._explain(seen, site, name, "lazy-loaded", origin_text, fix, hint, related)
+
+    def _created(
+        self, seen: ErrorSeen, site: CallSite | None, state: Any, relationship: Any, record: Any
+    ) -> None:
+        """A relationship of an object the program made (``Project(owner_id=1)``, added
+        and flushed): no query loaded it, so no loader option can, and ``refresh(obj)``
+        reloads its columns but leaves its lazy relationships unloaded."""
+        entity = state.class_.__name__
+        key = relationship.key
+        name = label(relationship)
+        var = entity.lower()
+        related: list[tuple[CallSite | None, str]] = []
+        committed = record.commit_site if record is not None else None
+        expired = key in state.expired_attributes and committed is not None
+        origin_text = f" (the {entity} was created by the program, not loaded by a query"
+        if expired:
+            origin_text += f"; the commit at {self.where(committed)} expired it"
+            related.append((committed, "this commit expired its attributes"))
+        elif record is not None and record.flush_site is not None:
+            # The read is often a serializer's, past the program's code (a response
+            # model): the flush of the open transaction is the program's line.
+            related.append((record.flush_site, f"the session flushed the new {entity} here"))
+        origin_text += ")"
+        refresh = f'await session.refresh({var}, ["{key}"])'
+        columns = (
+            ", with the session created with expire_on_commit=False so that its columns stay loaded"
+            if expired
+            else ""
+        )
+        awaited = _awaitable(state.class_, entity, key)
+        fix = (
+            f"load it once the {entity} is written: `{refresh}` after the commit or flush"
+            f"{columns} (refresh({var}) alone leaves its relationships unloaded), or {awaited}"
+        )
+        self._explain(seen, site, name, "lazy-loaded", origin_text, fix, refresh, related)
 
     def _refresh(
         self, seen: ErrorSeen, site: CallSite | None, state: Any, key: str, record: Any
@@ -227,6 +280,12 @@ class MissingGreenletExplained(Detector):
                 f"expire_on_commit=False)), or {refresh} before reading it, or {awaited}"
             )
             hint = "expire_on_commit=False"
+            if expired and committed is not None:
+                # One commit expired them all: a serializer reading id, name, … of the
+                # object is one mistake with one fix, not one finding per column.
+                key_of = (entity, "expired by commit", committed.key)
+                self._explain(seen, site, name, what, origin_text, fix, hint, related, key_of)
+                return
         self._explain(seen, site, name, what, origin_text, fix, hint, related)
 
     def _explain(
@@ -239,10 +298,11 @@ class MissingGreenletExplained(Detector):
         fix: str,
         hint: str,
         related: list[tuple[CallSite | None, str]],
+        key: Any = None,
     ) -> None:
         finding = self.report(
             site,
-            key=(name, site.key if site is not None else None),
+            key=(key or name, site.key if site is not None else None),
             subject=name,
             related=related,
             hint=hint,
