@@ -133,6 +133,47 @@ def test_expire_on_commit_false_twin_is_silent(engine: Engine) -> None:
     assert not uow.findings
 
 
+def create_post(engine: Engine, refresh: bool = False) -> Post:
+    """A create endpoint's helper: the row names its author by key."""
+    with sessionmaker(engine, expire_on_commit=False)() as session:  # line:create-with
+        post = Post(title="new", author_id=1)
+        session.add(post)
+        session.commit()
+        if refresh:
+            session.refresh(post, ["author"])
+        return post
+
+
+def test_a_relationship_of_an_object_the_program_created_is_told_refresh_not_an_option(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        post = create_post(engine)
+        with pytest.raises(DetachedInstanceError):
+            print(post.author)  # line:created-author
+    finding = one(uow.findings, "SQD254")
+    here = relative(__file__)
+    assert finding.location.line == line_of("created-author")
+    # No query loaded the Post: an option on "the query that loads the Post" is no fix.
+    assert finding.message == (
+        f"Post.author lazy-loaded on a detached Post: its session was closed at "
+        f"{here}:{line_of('create-with')} — the Post was created by the program, not loaded "
+        'by a query: load it before the session closes with `session.refresh(post, ["author"])` '
+        "after the commit (it reloads what the commit expired too), or read Post.author "
+        "inside the session block"
+    )
+    assert finding.fix_hint == 'session.refresh(post, ["author"])'
+
+
+def test_refresh_naming_the_relationship_is_the_created_objects_silent_twin(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        post = create_post(engine, refresh=True)
+        assert post.author.name == "user0"
+    assert not uow.findings
+
+
 def posts_after_expunge(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
     with tracker, Session(engine) as session:
         user = session.get(User, 1)

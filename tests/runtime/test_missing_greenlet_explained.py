@@ -378,8 +378,9 @@ async def test_relationship_of_an_object_the_program_created_is_told_refresh_wit
     assert finding.message == (
         "Post.author lazy-loaded in async code without await (the Post was created by the "
         "program, not loaded by a query) — load it once the Post is written: "
-        '`await session.refresh(post, ["author"])` after the commit or flush '
-        "(refresh(post) alone leaves its relationships unloaded), or "
+        '`await session.refresh(post, ["author"])` after the commit or flush (it reloads '
+        "what the commit expired too; refresh(post) alone leaves its relationships "
+        "unloaded), or "
         "`await post.awaitable_attrs.author`"
     )
     assert finding.fix_hint == 'await session.refresh(post, ["author"])'
@@ -413,10 +414,20 @@ async def test_a_created_objects_relationship_expired_by_commit_also_needs_its_c
         message
     )
     # expire_on_commit=False alone would still leave the relationship unloaded.
-    assert (
-        '`await session.refresh(post, ["author"])` after the commit or flush, with the '
-        "session created with expire_on_commit=False so that its columns stay loaded"
-    ) in message
+    assert "expire_on_commit=False" not in message
+    assert '`await session.refresh(post, ["author"])` after the commit or flush' in message
+
+
+async def test_refresh_naming_the_relationship_also_reloads_what_the_commit_expired(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        post = Post(title="new", author_id=1)
+        session.add(post)
+        await session.commit()
+        await session.refresh(post, ["author"])
+        assert (post.title, post.author.name) == ("new", "user0")
+    assert not uow.findings
 
 
 async def test_columns_one_commit_expired_read_by_a_serializer_are_one_finding(

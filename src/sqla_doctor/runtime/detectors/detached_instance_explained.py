@@ -63,6 +63,13 @@ def session_of(uow: UnitOfWork, state: InstanceState[Any]) -> SessionRecord | No
     return detachment_of(uow, state)[0]
 
 
+def created_by_program(state: Any) -> bool:
+    """Whether a persistent (or detached) object was never populated from a row: added
+    by the program and flushed, then neither loaded by a query nor refreshed (loading
+    sets the state's ``runid``, which stays None for an object only ever INSERTed)."""
+    return state.key is not None and getattr(state, "runid", 0) is None
+
+
 class DetachedInstanceExplained(Detector):
     """
     ## What it does
@@ -88,6 +95,11 @@ class DetachedInstanceExplained(Detector):
     for `select(Employee)`, `selectinload(poly.Engineer.repos)` for `select(poly)`). For an
     object `session.get()` loaded, the option goes in its argument:
     `session.get(User, id, options=[selectinload(User.posts)])`.
+
+    A relationship of an object the program created (`Post(author_id=1)`, added,
+    committed and returned from a helper) was loaded by no query, so no option applies,
+    and `expire_on_commit=False` keeps its columns but never loads it: the fix named is
+    `session.refresh(post, ["author"])` after the commit, before the session closes.
 
     ## Why is this bad?
     An object's unloaded attributes load on first access, through its session. Once the
@@ -158,7 +170,22 @@ class DetachedInstanceExplained(Detector):
             "expunge_all": "before session.expunge_all()",
             "expunge": "before session.expunge()",
         }.get(how or "", "inside the session block")
-        if (
+        if isinstance(prop, RelationshipProperty) and created_by_program(state):
+            # Made by the program, not loaded: no query to give an option to, and
+            # expire_on_commit=False keeps its columns but never loads the relationship.
+            what = "lazy-loaded"
+            committed = detachment.committed if detachment is not None else None
+            if committed is not None and key in state.expired_attributes:
+                cause = f"the commit at {self.where(committed)} expired it, then {cause}"
+                related.append((committed, "this commit expired its attributes"))
+            var = entity.lower()
+            hint = f'session.refresh({var}, ["{key}"])'
+            fix = (
+                f"the {entity} was created by the program, not loaded by a query: load it "
+                f"before the session closes with `{hint}` after the commit (it reloads what "
+                f"the commit expired too), or read {subject} {inside}"
+            )
+        elif (
             found is not None
             and loaded_at
             and key in state.expired_attributes

@@ -18,6 +18,7 @@ from sqla_doctor.runtime.detector import (
 )
 from sqla_doctor.runtime.detectors.detached_instance_explained import (
     attribute_key,
+    created_by_program,
     instance_state,
     session_of,
 )
@@ -45,13 +46,6 @@ def _awaitable(cls: type, entity: str, key: str) -> str:
         f"add the AsyncAttrs mixin to {entity}'s base and "
         f"`await {entity.lower()}.awaitable_attrs.{key}`"
     )
-
-
-def _created_by_program(state: Any) -> bool:
-    """Whether a persistent object was never populated from a row: added by the
-    program and flushed, then neither loaded by a query nor refreshed (loading sets the
-    state's ``runid``, which stays None for an object only ever INSERTed)."""
-    return state.key is not None and getattr(state, "runid", 0) is None
 
 
 class MissingGreenletExplained(Detector):
@@ -106,8 +100,8 @@ class MissingGreenletExplained(Detector):
     and committed, then returned to a response model) was loaded by no query, so no
     loader option applies, and `await session.refresh(project)` reloads its columns but
     not its lazy relationships: the fix named is `await session.refresh(project,
-    ["owner"])` after the commit or flush (with `expire_on_commit=False` when the commit
-    expired it). The columns one commit expired are one finding, however many of them a
+    ["owner"])` after the commit or flush (which reloads what the commit expired too).
+    The columns one commit expired are one finding, however many of them a
     serializer reads.
 
     ## References
@@ -146,7 +140,7 @@ class MissingGreenletExplained(Detector):
             return
         prop = state.mapper.attrs.get(key)
         record = session_of(self.uow, state)
-        if isinstance(prop, RelationshipProperty) and _created_by_program(state):
+        if isinstance(prop, RelationshipProperty) and created_by_program(state):
             self._created(seen, site, state, prop, record)
             return
         # A commit expires relationships too, but once the object's columns are loaded
@@ -209,15 +203,11 @@ class MissingGreenletExplained(Detector):
             related.append((record.flush_site, f"the session flushed the new {entity} here"))
         origin_text += ")"
         refresh = f'await session.refresh({var}, ["{key}"])'
-        columns = (
-            ", with the session created with expire_on_commit=False so that its columns stay loaded"
-            if expired
-            else ""
-        )
         awaited = _awaitable(state.class_, entity, key)
         fix = (
-            f"load it once the {entity} is written: `{refresh}` after the commit or flush"
-            f"{columns} (refresh({var}) alone leaves its relationships unloaded), or {awaited}"
+            f"load it once the {entity} is written: `{refresh}` after the commit or flush "
+            f"(it reloads what the commit expired too; refresh({var}) alone leaves its "
+            f"relationships unloaded), or {awaited}"
         )
         self._explain(seen, site, name, "lazy-loaded", origin_text, fix, refresh, related)
 
