@@ -448,7 +448,7 @@ def _on_do_orm_execute(state: Any) -> None:
             caller=kind in _KEYED_BY_CALLER,
         )
         execution = OrmExecution(
-            state, kind, site, relationship, parent, flushing.get() is not None, uow
+            state, kind, site, relationship, parent, _in_unit_of_work(state.session), uow
         )
         executing.set(execution)
         _note_use(record if record is not None else _record(state.session), site, uow)
@@ -495,9 +495,12 @@ def _on_before_cursor_execute(
             drain()
         row = _tabulate(process.table, statement) if process.table is not None else None
         flush_record = flushing.get()
-        if flush_record is not None and not flush_record.flushing:
-            flushing.set(None)
-            flush_record = None
+        if flush_record is not None:
+            if not flush_record.flushing:
+                flushing.set(None)
+                flush_record = None
+            elif not _in_unit_of_work(flush_record.session):
+                flush_record = None  # the program's before_flush hook: its own statement
         execution: OrmExecution | None = None
         if flush_record is None:
             execution = executing.get()
@@ -1130,6 +1133,18 @@ def _changes_left_behind(record: SessionRecord, session: Session) -> list[str]:
         for state in old.all_states()[:MAX_DISCARDED_PER_SESSION]
         if _lost_change(state, record)
     ]
+
+
+def _in_unit_of_work(session: Any) -> bool:
+    """Whether a flush's unit of work is running its own SQL now (asked only while a
+    flush is under way).
+
+    Our before_flush listener marks the flush before the program's own before_flush
+    hooks run (it was registered first): what those hooks load or query is the
+    program's. Session._flush sets ``_warn_on_events`` only around the unit of work's
+    execution; a session without it (another SQLAlchemy) counts the whole flush.
+    """
+    return flushing.get() is not None and getattr(session, "_warn_on_events", True) is not False
 
 
 @_guarded
