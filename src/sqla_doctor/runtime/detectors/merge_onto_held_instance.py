@@ -83,8 +83,10 @@ class MergeOntoHeldInstance(Detector):
 
     Or build the merged object with only the attributes it owns:
     merge() copies only the attributes set on it (`Product(id=1, name="Lamp v2")`
-    leaves `stock` alone). For a detached copy, merge it into a session that does not
-    hold the row, or reload it (`session.refresh(obj)`) before changing and merging it.
+    leaves `stock` alone). For a detached copy, reload it (`session.refresh(obj)`)
+    before changing and merging it: merged into a session that does not hold the row,
+    it writes its old values over the newer row all the same (merge() loads the row,
+    then copies every loaded attribute of the copy onto it).
 
     ## References
     - [Merging](https://docs.sqlalchemy.org/en/20/orm/session_state_management.html#merging)
