@@ -12,13 +12,16 @@ from sqla_doctor.runtime.detectors.session_leak import is_async_session, scoped_
 
 # ``session.add(order)``, ``self.session.add_all(rows)``: the session as the line names it.
 _ADDED_BY = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.add(?:_all)?\(")
+# What a session is called; a set collection's add() (``post.tags.add(tag)``, cascading
+# the tag into the session) is not one.
+_SESSION_NAME = re.compile(r"(?i)(?:session|sess|^db|^s)$")
 
 
 def _session_name(site: CallSite | None) -> str:
     """How the program spells the session it added the object to (read when reporting)."""
     if site is not None:
         added = _ADDED_BY.search(linecache.getline(site.filename, site.lineno))
-        if added is not None:
+        if added is not None and _SESSION_NAME.search(added.group(1).rpartition(".")[2]):
             return added.group(1)
     return "session"
 
