@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, event, func, select, update
+from sqlalchemy import Engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapper, Session, selectinload
@@ -330,3 +330,52 @@ def test_legacy_bulk_methods_on_a_class_without_listeners_and_core_writes_are_si
         with bulk_engine.begin() as conn:
             conn.execute(update(Account.__table__).values(name="core by choice"))
     assert not of_code(uow.findings, "SQD352")
+
+
+# -- the ORM bulk INSERT: 2.0's successor of bulk_insert_mappings() skips them too --------
+
+
+def test_orm_bulk_insert_skipping_a_validator_is_reported(bulk_engine: Engine) -> None:
+    rows = [{"email": "NEW@EXAMPLE.COM", "name": "new"}]
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(insert(Account), rows)  # line:orm-insert
+        session.commit()
+        stored = session.scalar(select(Account.email).where(Account.name == "new"))
+    assert stored == "NEW@EXAMPLE.COM", "the pitfall: the validator never ran"
+    finding = one(uow.findings, "SQD352")
+    assert finding.location.line == line_of("orm-insert")
+    assert finding.message == (
+        f"`insert(Account)` at {HERE}:{line_of('orm-insert')} ran as one INSERT statement "
+        "and skipped the validator `Account.normalize_email` (email) "
+        f"({MODELS}:{_listener_line('validator')}) for these rows — create the objects and "
+        "`session.add_all()` them, or do the same work in the statement"
+    )
+
+
+def test_adding_the_objects_is_the_orm_bulk_inserts_silent_twin(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.add_all([Account(email="NEW@EXAMPLE.COM", name="new")])
+        session.commit()
+        stored = session.scalar(select(Account.email).where(Account.name == "new"))
+    assert stored == "new@example.com"
+    assert not of_code(uow.findings, "SQD352")
+
+
+def test_orm_bulk_insert_of_a_class_without_listeners_is_silent(bulk_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
+        session.execute(insert(Label), [{"text": "a"}, {"text": "b"}])
+        session.execute(insert(Account.__table__), [{"email": "T@X", "name": "table"}])
+        session.commit()
+    assert not of_code(uow.findings, "SQD352")
+
+
+async def test_async_orm_bulk_insert_is_reported(bulk_async_engine: AsyncEngine) -> None:
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(bulk_async_engine) as session,
+    ):
+        await session.execute(insert(Account), [{"email": "A@B.C", "name": "x"}])  # line:ainsert
+        await session.commit()
+    finding = one(uow.findings, "SQD352")
+    assert finding.location.line == line_of("ainsert")
+    assert "normalize_email" in finding.message

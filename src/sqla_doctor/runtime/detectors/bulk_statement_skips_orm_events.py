@@ -1,4 +1,5 @@
-"""SQD352: a bulk ORM UPDATE/DELETE ran on a class whose ORM events or validators it skips."""
+"""SQD352: a bulk ORM INSERT/UPDATE/DELETE ran on a class whose ORM events or validators it
+skips."""
 
 from __future__ import annotations
 
@@ -157,10 +158,12 @@ class BulkStatementSkipsOrmEvents(Detector):
     ## What it does
     Checks for a bulk ORM `update(Model)` / `delete(Model)` executed through a Session
     (including the legacy `query.update()` / `query.delete()` and a bulk UPDATE by
-    primary key, `session.execute(update(Model), [{...}, ...])`) on a class that has ORM
-    event listeners for that operation (`before_update`, `after_update`, `before_delete`,
-    `after_delete`: on the class, propagated from a base class or mixin, or registered
-    on every mapper), `@validates` methods for the attributes the UPDATE sets, or
+    primary key, `session.execute(update(Model), [{...}, ...])`), or an ORM bulk
+    `insert(Model)` (`session.execute(insert(Model), rows)`), on a class that has ORM
+    event listeners for that operation (`before_insert`, `after_insert`,
+    `before_update`, `after_update`, `before_delete`, `after_delete`: on the class,
+    propagated from a base class or mixin, or registered on every mapper), `@validates`
+    methods for the attributes the INSERT or UPDATE sets, or
     relationships whose `delete` cascade the ORM applies (no `passive_deletes`). The
     finding names each function that was skipped. It is the runtime twin of SQD305,
     which finds the same statements in the source.
@@ -258,6 +261,8 @@ class BulkStatementSkipsOrmEvents(Detector):
             verb = "UPDATE"
         elif state.is_delete:
             verb = "DELETE"
+        elif state.is_insert:
+            verb = "INSERT"  # 2.0's ORM bulk INSERT, bulk_insert_mappings()' successor
         else:
             return
         key = (site.filename, site.lineno, verb)
@@ -267,7 +272,7 @@ class BulkStatementSkipsOrmEvents(Detector):
         mapper = statement_mapper(state)
         if mapper is None:
             return
-        keys = set_keys(state, mapper) if verb == "UPDATE" else None
+        keys = set_keys(state, mapper) if verb != "DELETE" else None
         skipped = skipped_by(mapper, verb, keys)
         if not skipped:
             return
@@ -286,6 +291,10 @@ class BulkStatementSkipsOrmEvents(Detector):
             options = cascade_loads(mapper)
             if options:
                 load = f"load the objects with .options({', '.join(options)})"
+        elif verb == "INSERT":
+            # Rows, not objects: nothing to load, the objects are made from them.
+            load, change = "create the objects", "`session.add_all()` them"
+            runs = "listeners and validators"
         else:
             change, runs = "change them", "listeners and validators"
         fix = f"{load} and {change}, or do the same work in the statement"
