@@ -7,6 +7,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Iterator
 
+import pydantic
 from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -444,3 +445,37 @@ def test_a_session_made_elsewhere_keeps_the_generic_fix(engine: Engine) -> None:
     assert finding.location.line == line_of("given-leak")
     assert finding.message.endswith(f" — {sync_fix('Session(engine)')}")
     session.close()
+
+
+class UserOut(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(from_attributes=True)
+    name: str
+
+
+def load_and_commit(engine: Engine) -> tuple[Session, User]:
+    session = Session(engine)
+    user = session.get(User, 1)
+    assert user is not None
+    session.commit()  # line:leak-commit
+    return session, user  # the session stays open: a request's, held by its framework
+
+
+async def test_a_transaction_begun_by_a_serializer_names_the_programs_last_line(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        session, user = load_and_commit(engine)
+        # A framework serializes the response with no line of the program on the stack
+        # (FastAPI's response_model): pydantic reads what the commit expired, and the
+        # session's next transaction begins there.
+        asyncio.get_running_loop().call_soon(UserOut.model_validate, user)
+        await asyncio.sleep(0)
+        del session, user
+        gc.collect()
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("leak-commit")
+    assert (line_of("leak-commit"), "the program last used the session here") in [
+        (r.location.line, r.message) for r in finding.related
+    ]
+    # The function's own `session = Session(engine)`, found from that line.
+    assert finding.message.endswith(f" — {sync_fix('Session(engine)')}")

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import CallSite, format_stack
+from sqla_doctor.runtime.callsite import USER, CallSite, classify, format_stack
 from sqla_doctor.runtime.detector import Detector
 from sqla_doctor.runtime.generator_dependency import generator_dependency, module_of
 from sqla_doctor.runtime.unit_of_work import SessionRecord
@@ -155,8 +155,20 @@ def is_async_session(record: SessionRecord) -> bool:
             return False
         # None also when the AsyncSession was collected and its Session outlived it
         # (kept by an unfinished coroutine's frame until exit): ask the line too.
-    sites = [record.opened[0] if record.opened else None, record.flush_site]
+    sites = [
+        record.opened[0] if record.opened else None,
+        record.flush_site,
+        record.commit_site,
+    ]
     return any(is_awaited(site) for site in sites if site is not None)
+
+
+def _last_user_site(record: SessionRecord) -> CallSite | None:
+    """A line of the program that flushed, committed or rolled back the session."""
+    for site in (record.flush_site, record.commit_site, record.rollback_site):
+        if site is not None and classify(site.filename) == USER:
+            return site
+    return None
 
 
 def is_awaited(site: CallSite) -> bool:
@@ -308,9 +320,18 @@ class SessionLeak(Detector):
         self.uow.note_leak(site)
         stack = format_stack(record.opened, self.uow.settings.root)
         key: Any = site.key if site is not None else id(record)
-        proxy = scoped_proxy(site)
-        dependency = generator_dependency(record.opened) if proxy is None else None
         related = [(frame, "called from here") for frame in record.opened[1:4]]
+        sites = record.opened
+        if site is None or classify(site.filename) != USER:
+            # The transaction began in installed code (a response model's serializer
+            # refreshing what the commit expired): the program's own last line on this
+            # session says where it came from.
+            used = _last_user_site(record)
+            if used is not None:
+                sites = (used,)
+                related.insert(0, (used, "the program last used the session here"))
+        proxy = scoped_proxy(sites[0] if sites else None)
+        dependency = generator_dependency(sites) if proxy is None else None
         if dependency is not None:
             name = dependency.name
             with_ = "async with" if dependency.awaited else "with"
@@ -346,7 +367,7 @@ class SessionLeak(Detector):
             fix = _SCOPED_FIX.format(name=proxy.name, awaited="await " if proxy.awaited else "")
         else:
             asynchronous = is_async_session(record)
-            made = opened_as(site) if site is not None else None
+            made = opened_as(sites[0]) if sites else None
             call, name = made or (_ASYNC_CALL if asynchronous else _SYNC_CALL, "session")
             with_ = "async with" if asynchronous else "with"
             hint = f"{with_} {call} as {name}: ..."
