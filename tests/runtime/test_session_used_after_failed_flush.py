@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
@@ -249,3 +249,76 @@ def test_a_scoped_session_reused_in_the_same_function_names_its_rollback(
         "call db_session.rollback() in the except block that caught it, or put the write in "
         "a SAVEPOINT with `with db_session.begin_nested():`"
     )
+
+
+# -- a loop that skips the rows that fail: rollback() would lose the ones before --------
+
+
+def test_a_loop_with_rows_flushed_before_the_failure_is_told_the_savepoint_first(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        # A row flushed earlier in the same transaction, then a duplicate primary key.
+        session.add(User(name="kept"))
+        session.flush()  # an earlier row of the same transaction
+        session.add(User(id=1, name="duplicate"))
+        with contextlib.suppress(IntegrityError):
+            session.flush()  # line:loop-failed
+        session.add(User(name="after"))  # the loop's next row
+        with pytest.raises(PendingRollbackError):
+            session.flush()  # line:loop-reuse
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("loop-reuse")
+    assert finding.message.endswith(
+        "put each write in a SAVEPOINT with `with session.begin_nested():`, so that a "
+        "failed one rolls back alone; session.rollback() in the except block would make "
+        "the session usable but discard what this transaction flushed before the failure "
+        "(1 User inserted)"
+    )
+    assert finding.fix_hint == "with session.begin_nested():"
+
+
+def test_rollback_in_such_a_loop_loses_the_earlier_rows_and_the_savepoint_keeps_them(
+    engine: Engine,
+) -> None:
+    """The advice, checked against SQLAlchemy: the rollback() fix silently drops 'kept'."""
+    for savepoint in (False, True):
+        with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+            for user_id, name in ((None, "kept"), (1, "duplicate"), (None, "after")):
+                try:
+                    if savepoint:
+                        with session.begin_nested():
+                            session.add(User(id=user_id, name=name))
+                    else:
+                        session.add(User(id=user_id, name=name))
+                        session.flush()
+                except IntegrityError:
+                    if not savepoint:
+                        session.rollback()
+            session.commit()
+        with Session(engine) as check:
+            names = set(check.scalars(select(User.name)).all())
+        assert "after" in names
+        assert ("kept" in names) == savepoint
+        assert not of_code(uow.findings, "SQD155")
+        with Session(engine) as cleanup:
+            cleanup.execute(delete(User).where(User.name.in_(["kept", "after"])))
+            cleanup.commit()
+
+
+async def test_async_loop_with_rows_flushed_before_the_failure_gets_the_async_savepoint(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        session.add(User(name="kept"))
+        await session.flush()
+        session.add(User(id=1, name="duplicate"))
+        with contextlib.suppress(IntegrityError):
+            await session.flush()
+        session.add(User(name="after"))
+        with pytest.raises(PendingRollbackError):
+            await session.flush()  # line:async-loop-reuse
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("async-loop-reuse")
+    assert "`async with session.begin_nested():`" in finding.message
+    assert "await session.rollback() in the except block would" in finding.message

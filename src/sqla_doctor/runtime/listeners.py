@@ -867,11 +867,13 @@ def _on_after_rollback(session: Session) -> None:
         # session then refuses work until rollback() (PendingRollbackError).
         autoflush_of = record.autoflush_of
         error, driver_error = record.flush_error or (None, None)
+        in_savepoint = session.get_nested_transaction() is not None
         record.failed_flush = FailedFlush(
             autoflush_of.site if autoflush_of is not None else callsite.find(1),
             error,
             driver_error,
-            in_savepoint=session.get_nested_transaction() is not None,
+            in_savepoint=in_savepoint,
+            earlier=dict(record.written) if record.writes and not in_savepoint else None,
         )
         record.flush_error = None
         _flush_done(record)

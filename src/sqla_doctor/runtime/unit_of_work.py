@@ -794,7 +794,7 @@ class Sharing:
 class FailedFlush:
     """A flush that failed: where, and the error class (SQLAlchemy's and the driver's)."""
 
-    __slots__ = ("driver_error", "error", "in_savepoint", "site")
+    __slots__ = ("driver_error", "earlier", "error", "in_savepoint", "site")
 
     def __init__(
         self,
@@ -803,12 +803,16 @@ class FailedFlush:
         driver_error: str | None,
         *,
         in_savepoint: bool = False,
+        earlier: dict[str, int] | None = None,
     ):
         self.site = site
         self.error = error
         self.driver_error = driver_error
         # It failed inside begin_nested(): the code caught it inside that block.
         self.in_savepoint = in_savepoint
+        # What the transaction's earlier flushes wrote ("User inserted" -> 2): the failed
+        # flush rolled it back with the rest, and rollback() discards it for good.
+        self.earlier = earlier or {}
 
 
 class CheckoutRecord:

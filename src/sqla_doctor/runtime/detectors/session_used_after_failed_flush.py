@@ -32,6 +32,11 @@ class SessionUsedAfterFailedFlush(Detector):
     `commit()`, which runs no query) is explained the same way, with a note on the
     exception.
 
+    When the transaction had flushed rows before the one that failed (an import loop
+    that skips the rows that fail), the fix named first is a SAVEPOINT per write:
+    `rollback()` in the except block would make the session usable again but discard
+    those earlier rows, which the failed flush rolled back with it.
+
     ## Why is this bad?
     When a flush fails, SQLAlchemy rolls the database transaction back, but the session
     keeps refusing work until the code acknowledges it with `rollback()`: every later
@@ -124,6 +129,7 @@ class SessionUsedAfterFailedFlush(Detector):
         proxy = scoped_proxy(failed.site, site)
         name = proxy.name if proxy is not None else "session"
         rollback = f"{awaited}{name}.rollback()"
+        hint = rollback
         # An AsyncSession's begin_nested() is entered with `async with`.
         block = "async with" if in_async else "with"
         if (
@@ -147,6 +153,17 @@ class SessionUsedAfterFailedFlush(Detector):
                 f"catch the error outside the `{block} {name}.begin_nested():` block, which "
                 "then rolls back to the SAVEPOINT and leaves the session usable"
             )
+        elif failed.earlier:
+            # A loop that skips a failed row: rollback() would discard the rows flushed
+            # before it too (the failed flush rolled the whole transaction back).
+            written = ", ".join(f"{count} {what}" for what, count in failed.earlier.items())
+            savepoint = f"{block} {name}.begin_nested():"
+            fix = (
+                f"put each write in a SAVEPOINT with `{savepoint}`, so that a failed one rolls "
+                f"back alone; {rollback} in the except block would make the session usable "
+                f"but discard what this transaction flushed before the failure ({written})"
+            )
+            hint = savepoint
         else:
             fix = (
                 f"call {rollback} in the except block that caught it, or put the write in a "
@@ -157,7 +174,7 @@ class SessionUsedAfterFailedFlush(Detector):
             key=(site.key if site is not None else None),
             subject="Session",
             related=related,
-            hint=rollback,
+            hint=hint,
             details={"error": failed.error, "driver_error": failed.driver_error},
             flush=flush,
             error=error,
