@@ -447,9 +447,11 @@ def _on_do_orm_execute(state: Any) -> None:
             learn=kind,
             caller=kind in _KEYED_BY_CALLER,
         )
-        execution = OrmExecution(
-            state, kind, site, relationship, parent, _in_unit_of_work(state.session), uow
+        # Inline (_in_unit_of_work): outside a flush this costs what it did before.
+        in_flush = flushing.get() is not None and (
+            getattr(state.session, "_warn_on_events", True) is not False
         )
+        execution = OrmExecution(state, kind, site, relationship, parent, in_flush, uow)
         executing.set(execution)
         _note_use(record if record is not None else _record(state.session), site, uow)
         if kind is not OTHER and kind is not COLUMN_LOAD:
