@@ -193,9 +193,7 @@ async def test_async_session_executed_writes_are_reported(async_engine: AsyncEng
     finding = one(uow.findings, "SQD152")
     assert "the writes (1 statement(s) executed) were rolled back" in finding.message
     assert "await session.commit()" in finding.message
-    assert line_of("abulk") in [r.location.line for r in finding.related] + [
-        finding.location.line
-    ]
+    assert line_of("abulk") in [r.location.line for r in finding.related] + [finding.location.line]
 
 
 def test_external_transaction_recipe_is_skipped(engine: Engine) -> None:
@@ -341,6 +339,22 @@ def test_fix_names_the_programs_sessionmaker_and_its_name(engine: Engine) -> Non
         " — call `db.commit()` before the session ends, or use `with SessionLocal.begin() as db:`"
     )
     assert finding.fix_hint == "db.commit()"
+
+
+def rename_all(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as db:  # line:param-with
+        bump_names(db)
+
+
+def test_a_factory_passed_as_a_parameter_gets_the_sessions_own_begin(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        rename_all(session_factory)
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("param-with")
+    # Whatever the parameter is, the session it made has begin(): no guess at its type.
+    assert finding.message.endswith("or use `with session_factory() as db, db.begin():`")
 
 
 def test_the_named_begin_block_is_the_silent_twin(engine: Engine) -> None:

@@ -101,6 +101,11 @@ def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
         begin = begin_block(site, call, name)
         if begin is not None:
             return f"{with_} {begin}:", name
+    if len(made) == 1:
+        # A factory the module does not bind (a parameter, `self.session_factory`): the
+        # session's own begin() commits whatever made it.
+        call, name = made[0]
+        return f"{with_} {call} as {name}, {name}.begin():", name
     return None
 
 
@@ -130,7 +135,9 @@ class ForgottenCommit(Detector):
     The fix names the session and the factory the program used, read from the line
     that closed it (or the assignment that made it): `with SessionLocal.begin() as
     db:` for a module-level `sessionmaker` or `async_sessionmaker`, `with
-    Session(engine) as db, db.begin():` for the class.
+    Session(engine) as db, db.begin():` for the class, and the session's own `begin()`
+    for a factory the module does not bind (`with session_factory() as db,
+    db.begin():` for a parameter).
 
     A unit-of-work class (the repository pattern's: it has a `commit()` method) whose
     `__exit__` or `__aexit__` calls `rollback()` whatever happened is reported when a
