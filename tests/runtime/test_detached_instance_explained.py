@@ -144,6 +144,35 @@ def create_post(engine: Engine, refresh: bool = False) -> Post:
         return post
 
 
+def create_post_and_refresh(engine: Engine) -> Post:
+    """SQLModel's tutorial shape: commit, then refresh() to get the columns back."""
+    with Session(engine) as session:
+        post = Post(title="new", author_id=1)
+        session.add(post)
+        session.commit()  # line:refresh-commit
+        session.refresh(post)  # the columns, not the lazy relationships
+        return post
+
+
+def test_a_created_object_refreshed_after_commit_is_not_told_expire_on_commit(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        post = create_post_and_refresh(engine)
+        assert post.title == "new"
+        with pytest.raises(DetachedInstanceError):
+            print(post.author)  # line:refreshed-author
+    finding = one(uow.findings, "SQD254")
+    assert finding.location.line == line_of("refreshed-author")
+    # expire_on_commit=False would keep what was loaded: the author never was.
+    assert "expire_on_commit=False" not in finding.message
+    assert finding.message.endswith(
+        'load it before the session closes with `session.refresh(post, ["author"])` after '
+        "the commit (it reloads what the commit expired too), or read Post.author inside "
+        "the session block"
+    )
+
+
 def test_a_relationship_of_an_object_the_program_created_is_told_refresh_not_an_option(
     engine: Engine,
 ) -> None:

@@ -97,9 +97,10 @@ class DetachedInstanceExplained(Detector):
     `session.get(User, id, options=[selectinload(User.posts)])`.
 
     A relationship of an object the program created (`Post(author_id=1)`, added,
-    committed and returned from a helper) was loaded by no query, so no option applies,
-    and `expire_on_commit=False` keeps its columns but never loads it: the fix named is
-    `session.refresh(post, ["author"])` after the commit, before the session closes.
+    committed and returned from a helper, `session.refresh(post)`ed or not) was loaded
+    by no query, so no option applies, and neither `expire_on_commit=False` nor
+    `refresh(post)` loads it: the fix named is `session.refresh(post, ["author"])` after
+    the commit, before the session closes.
 
     ## Why is this bad?
     An object's unloaded attributes load on first access, through its session. Once the
@@ -170,9 +171,13 @@ class DetachedInstanceExplained(Detector):
             "expunge_all": "before session.expunge_all()",
             "expunge": "before session.expunge()",
         }.get(how or "", "inside the session block")
-        if isinstance(prop, RelationshipProperty) and created_by_program(state):
-            # Made by the program, not loaded: no query to give an option to, and
-            # expire_on_commit=False keeps its columns but never loads the relationship.
+        created = created_by_program(state)
+        if isinstance(prop, RelationshipProperty) and (
+            created or (not loaded_at and key in state.expired_attributes)
+        ):
+            # Made by the program (or only refresh()ed since): no query to give an option
+            # to, and expire_on_commit=False keeps what was loaded but never loads the
+            # relationship, which refresh(obj) leaves unloaded too.
             what = "lazy-loaded"
             committed = detachment.committed if detachment is not None else None
             if committed is not None and key in state.expired_attributes:
@@ -180,10 +185,14 @@ class DetachedInstanceExplained(Detector):
                 related.append((committed, "this commit expired its attributes"))
             var = entity.lower()
             hint = f'session.refresh({var}, ["{key}"])'
+            made = (
+                f"the {entity} was created by the program, not loaded by a query: "
+                if created
+                else ""
+            )
             fix = (
-                f"the {entity} was created by the program, not loaded by a query: load it "
-                f"before the session closes with `{hint}` after the commit (it reloads what "
-                f"the commit expired too), or read {subject} {inside}"
+                f"{made}load it before the session closes with `{hint}` after the commit (it "
+                f"reloads what the commit expired too), or read {subject} {inside}"
             )
         elif (
             found is not None
