@@ -444,3 +444,21 @@ async def test_columns_one_commit_expired_read_by_a_serializer_are_one_finding(
     finding = one(uow.findings, "SQD255")
     assert finding.location.line == line_of("serializer")
     assert finding.message.startswith("User.id refreshed in async code without await")
+
+
+async def test_a_created_object_refreshed_after_commit_is_told_refresh_with_the_name(
+    async_engine: AsyncEngine,
+) -> None:
+    # SQLModel's tutorial shape: commit, then refresh() for the columns; the lazy
+    # relationship stays unloaded, and no query loaded the Post to give an option to.
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        post = Post(title="new", author_id=1)
+        session.add(post)
+        await session.commit()
+        await session.refresh(post)
+        with pytest.raises((StatementError, MissingGreenlet)):
+            print(post.author)
+    message = one(uow.findings, "SQD255").message
+    assert "(no query of this session loaded the Post;" in message
+    assert '`await session.refresh(post, ["author"])` after the commit or flush' in message
+    assert ".options(" not in message

@@ -96,10 +96,10 @@ class MissingGreenletExplained(Detector):
     the option that query takes, as SQD251 names it. For an object `session.get()` loaded, the
     option goes in its argument: `session.get(User, id, options=[selectinload(User.posts)])`.
 
-    A relationship of an object the program created (`Project(owner_id=user_id)`, added
-    and committed, then returned to a response model) was loaded by no query, so no
-    loader option applies, and `await session.refresh(project)` reloads its columns but
-    not its lazy relationships: the fix named is `await session.refresh(project,
+    A relationship of an object no query loaded (the program created it:
+    `Project(owner_id=user_id)`, added and committed, then returned to a response model,
+    refreshed or not) takes no loader option, and `await session.refresh(project)`
+    reloads its columns but not its lazy relationships: the fix named is `await session.refresh(project,
     ["owner"])` after the commit or flush (which reloads what the commit expired too).
     The columns one commit expired are one finding, however many of them a
     serializer reads.
@@ -140,7 +140,11 @@ class MissingGreenletExplained(Detector):
             return
         prop = state.mapper.attrs.get(key)
         record = session_of(self.uow, state)
-        if isinstance(prop, RelationshipProperty) and created_by_program(state):
+        if isinstance(prop, RelationshipProperty) and (
+            created_by_program(state)
+            or origin_and_entity_of(self.uow, state.mapper, record) is None
+        ):
+            # No query loaded it (made by the program, refresh()ed since): no option.
             self._created(seen, site, state, prop, record)
             return
         # A commit expires relationships too, but once the object's columns are loaded
@@ -193,7 +197,11 @@ class MissingGreenletExplained(Detector):
         related: list[tuple[CallSite | None, str]] = []
         committed = record.commit_site if record is not None else None
         expired = key in state.expired_attributes and committed is not None
-        origin_text = f" (the {entity} was created by the program, not loaded by a query"
+        origin_text = (
+            f" (the {entity} was created by the program, not loaded by a query"
+            if created_by_program(state)
+            else f" (no query of this session loaded the {entity}"
+        )
         if expired:
             origin_text += f"; the commit at {self.where(committed)} expired it"
             related.append((committed, "this commit expired its attributes"))
