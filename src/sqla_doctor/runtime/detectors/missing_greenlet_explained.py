@@ -99,8 +99,9 @@ class MissingGreenletExplained(Detector):
     A relationship of an object no query loaded (the program created it:
     `Project(owner_id=user_id)`, added and committed, then returned to a response model,
     refreshed or not) takes no loader option, and `await session.refresh(project)`
-    reloads its columns but not its lazy relationships: the fix named is `await session.refresh(project,
-    ["owner"])` after the commit or flush (which reloads what the commit expired too).
+    reloads its columns but not its lazy relationships: the fix named is
+    `await session.refresh(project, ["owner"])` after the commit or flush (which reloads
+    what the commit expired too).
     The columns one commit expired are one finding, however many of them a
     serializer reads.
 
