@@ -60,6 +60,50 @@ def upgrade():
     op.create_table("user", sa.Column("email", sa.String(128), primary_key=True))
     op.add_column("user", sa.Column("quota", sa.Integer(), nullable=False, server_default="0"))
 """
+_BETWEEN = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "b2"
+down_revision = "a1"
+
+
+def upgrade():
+    op.add_column("user", sa.Column("theme", sa.String(16)))
+"""
+_OTHER_SCHEMA = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "a1"
+down_revision = None
+
+
+def upgrade():
+    op.create_table(
+        "tokens",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("created_dt", sa.DateTime(), nullable=False),
+        schema="users",
+    )
+"""
+# A later revision rebuilds the table: its NOT NULL says nothing of the rows before it.
+_REBUILT = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "d4"
+down_revision = "c3"
+
+
+def upgrade():
+    op.drop_table("orders")
+    op.create_table(
+        "orders",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),
+    )
+"""
 _RELAXED = """
 import sqlalchemy as sa
 from alembic import op
@@ -79,8 +123,9 @@ class SetNotNullOnExistingColumn(MigrationRule):
     Checks for `op.alter_column(..., nullable=False)` (or `batch_op.alter_column`, or raw
     `ALTER COLUMN ... SET NOT NULL`) on a table that already exists, unless another revision
     of the project already added a `CHECK (column IS NOT NULL)` constraint on that table,
-    or the column is NOT NULL already: created so by another revision (`nullable=False`,
-    a primary key) and made nullable by none, or marked `existing_nullable=False` (often
+    or the column is NOT NULL already: created so by a revision below this one, in the
+    same table and schema (`nullable=False`, a primary key), and made nullable by none,
+    or marked `existing_nullable=False` (often
     an `alter_column` that changes the type and repeats `nullable=False`).
 
     ## Why is this bad?
@@ -170,10 +215,45 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 )
             """,
             path="migrations/versions/c3.py",
-            files={**_INI, "migrations/versions/a1.py": _CREATED},
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _CREATED,
+                "migrations/versions/b2.py": _BETWEEN,
+            },
         ),
     )
     INVALID = (
+        # Created NOT NULL in another schema's table of that name, or by a revision that
+        # is not below this one: this column may hold NULLs.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("tokens", sa.Column("created_dt", sa.DateTime()), schema="oauth")
+                op.execute("UPDATE oauth.tokens SET created_dt = now()")
+                op.alter_column("tokens", "created_dt", nullable=False, schema="oauth")
+            """,
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _OTHER_SCHEMA,
+                "migrations/versions/b2.py": _BETWEEN,
+            },
+        ),
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("orders", "status", existing_type=sa.String(16), nullable=False)
+            """,
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _CREATED,
+                "migrations/versions/b2.py": _BETWEEN,
+                "migrations/versions/d4.py": _REBUILT,
+            },
+        ),
         # Created NOT NULL, then made nullable by another revision: NULLs may be there.
         Invalid(
             _HEAD
@@ -242,19 +322,21 @@ class SetNotNullOnExistingColumn(MigrationRule):
 
 
 def _created_not_null(migration: MigrationFile, operation: Operation) -> bool:
-    """Another revision creates the column NOT NULL (in ``create_table`` or
-    ``add_column``), and no revision of the project lets it hold NULLs again."""
+    """A revision below this one creates the column NOT NULL (in ``create_table`` or
+    ``add_column``, same table and schema), and no revision of the project lets it hold
+    NULLs again."""
     project = migration.project
-    if project is None:
+    if project is None or migration.revision is None:
         return False
+    below = project.graph.ancestors(migration.revision.revision)
     created = False
     for other in project.files:
         for candidate in other.upgrade_operations():
-            if candidate.table != operation.table:
+            if candidate.table != operation.table or candidate.schema != operation.schema:
                 continue
             if candidate.drops_not_null and candidate.column == operation.column:
                 return False
-            if other is migration:
+            if other.revision is None or other.revision.revision not in below:
                 continue
             if (
                 candidate.kind == "create_table" and operation.column in candidate.not_null_columns
