@@ -472,7 +472,14 @@ class Extractor:
                 table=table_at(1),
             )
         elif method == "alter_column":
-            self._alter_column(call, table_at(0), string(shift, "column_name"), state, written)
+            self._alter_column(
+                call,
+                table_at(0),
+                string(shift, "column_name"),
+                state,
+                written,
+                None if batch else self._string(_keyword(call, "schema"), state),
+            )
         elif method == "drop_column":
             emit("drop_column", table=table_at(0), column=string(shift, "column_name"))
         elif method == "drop_table" and not batch:
@@ -525,13 +532,20 @@ class Extractor:
         return tuple(found)
 
     def _alter_column(
-        self, call: ast.Call, table: str | None, column: str | None, state: _State, written: str
+        self,
+        call: ast.Call,
+        table: str | None,
+        column: str | None,
+        state: _State,
+        written: str,
+        schema: str | None,
     ) -> None:
         nullable_node = _keyword(call, "nullable")
         existing = _keyword(call, "existing_nullable")
         facts = {
             "table": table,
             "column": column,
+            "schema": schema,
             "drops_not_null": isinstance(nullable_node, ast.Constant)
             and nullable_node.value is True,
             "already_not_null": isinstance(existing, ast.Constant) and existing.value is False,

@@ -52,9 +52,9 @@ class ColumnTypeChange(MigrationRule):
     `DateTime` → `DateTime(timezone=True)`, or a shorter `String`. Changes PostgreSQL makes
     without touching the rows are not reported: a longer `String(n)`, `String` → `Text`,
     a wider `Numeric` with the same scale (read from `existing_type=`, which autogenerate
-    writes, or else from the types the project's other revisions give the column in
-    `create_table`, `add_column` and `alter_column`, when every one of them is cheap to
-    change from). A `postgresql_using=` that only casts the column to the new kind of
+    writes, or else from the types the revisions below it give the column of that table
+    and schema in `create_table`, `add_column` and `alter_column`, when every one of them
+    is cheap to change from). A `postgresql_using=` that only casts the column to the new kind of
     type (`"value::text"`) keeps such a change cheap; any other expression rewrites.
 
     ## Why is this bad?
@@ -179,6 +179,16 @@ class ColumnTypeChange(MigrationRule):
         ),
     )
     INVALID = (
+        # Another schema's `user` table is not this one: its type says nothing here.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("user", "email", type_=sa.String(length=255), schema="auth")
+            """,
+            path="migrations/versions/b2.py",
+            files={**_INI, "migrations/versions/a1.py": _CREATED},
+        ),
         # The other revision made it an `Integer`; a USING that computes a new value.
         Invalid(
             _HEAD
@@ -339,18 +349,20 @@ def _plain_cast(node: ast.expr, column: str | None, new: ColumnType) -> bool:
 
 
 def _types_elsewhere(migration: MigrationFile, operation: Operation) -> list[ColumnType]:
-    """The types the project's other revisions give the column (``create_table``,
-    ``add_column``, ``alter_column(type_=...)``); [] when one of them cannot be read."""
+    """The types the revisions below this one give the column of that table and schema
+    (``create_table``, ``add_column``, ``alter_column(type_=...)``); [] when one of them
+    cannot be read."""
     project = migration.project
-    if project is None or operation.column is None:
+    if project is None or operation.column is None or migration.revision is None:
         return []
+    below = project.graph.ancestors(migration.revision.revision)
     found: list[ColumnType] = []
     for other in project.files:
-        if other is migration:
+        if other.revision is None or other.revision.revision not in below:
             continue
         resolver = other.file.ctx.names
         for candidate in other.upgrade_operations():
-            if candidate.table != operation.table:
+            if candidate.table != operation.table or candidate.schema != operation.schema:
                 continue
             nodes: list[ast.expr | None] = []
             if candidate.kind == "create_table":

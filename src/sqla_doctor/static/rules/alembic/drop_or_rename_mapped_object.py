@@ -214,9 +214,19 @@ class DropOrRenameMappedObject(MigrationRule):
                 ),
             },
         ),
-        # Two schemas each have a `revisions`: the renamed one's model maps the new name;
-        # the old name belongs to the other schema's table.
+        # No models in the checked project: nothing to compare with.
         Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.drop_column("orders", "note")
+            """
+        ),
+    )
+    INVALID = (
+        # Two schemas each have a `revisions`: `schema=` says which one is renamed, and its
+        # model maps the new name (the other schema's still maps the old one).
+        Invalid(
             _HEAD
             + """
             def upgrade():
@@ -224,6 +234,12 @@ class DropOrRenameMappedObject(MigrationRule):
                                 schema="editing")
             """,
             path="migrations/versions/b2.py",
+            expected_message=(
+                "renames revisions.submitter_id to user_id: the models map the new name, but "
+                "the code still running during the deploy selects revisions.submitter_id and "
+                "fails — add the new column and copy, or map the old name "
+                '(`mapped_column("submitter_id")`) instead'
+            ),
             files={
                 **_FILES,
                 "app/revisions.py": (
@@ -242,16 +258,6 @@ class DropOrRenameMappedObject(MigrationRule):
                 ),
             },
         ),
-        # No models in the checked project: nothing to compare with.
-        Valid(
-            _HEAD
-            + """
-            def upgrade():
-                op.drop_column("orders", "note")
-            """
-        ),
-    )
-    INVALID = (
         # The same schema as the model's `__table_args__`.
         Invalid(
             _HEAD
