@@ -104,6 +104,20 @@ def upgrade():
         sa.Column("status", sa.String(16), nullable=False),
     )
 """
+_REPLACED = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "b2"
+down_revision = "a1"
+
+
+def upgrade():
+    op.add_column("user", sa.Column("new_quota", sa.BigInteger(), nullable=True))
+    op.execute("UPDATE user SET new_quota = quota")
+    op.drop_column("user", "quota")
+    op.alter_column("user", "new_quota", new_column_name="quota")
+"""
 _RELAXED = """
 import sqlalchemy as sa
 from alembic import op
@@ -124,7 +138,8 @@ class SetNotNullOnExistingColumn(MigrationRule):
     `ALTER COLUMN ... SET NOT NULL`) on a table that already exists, unless another revision
     of the project already added a `CHECK (column IS NOT NULL)` constraint on that table,
     or the column is NOT NULL already: created so by a revision below this one, in the
-    same table and schema (`nullable=False`, a primary key), and made nullable by none,
+    same table and schema (`nullable=False`, a primary key), and made nullable, dropped
+    or replaced (another column renamed to its name) by none,
     or marked `existing_nullable=False` (often
     an `alter_column` that changes the type and repeats `nullable=False`).
 
@@ -254,6 +269,20 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 "migrations/versions/d4.py": _REBUILT,
             },
         ),
+        # Created NOT NULL, then replaced by a nullable column renamed to its name.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("user", "quota", existing_type=sa.BigInteger(), nullable=False)
+            """,
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _CREATED,
+                "migrations/versions/b2.py": _REPLACED,
+            },
+        ),
         # Created NOT NULL, then made nullable by another revision: NULLs may be there.
         Invalid(
             _HEAD
@@ -324,17 +353,19 @@ class SetNotNullOnExistingColumn(MigrationRule):
 def _created_not_null(migration: MigrationFile, operation: Operation) -> bool:
     """A revision below this one creates the column NOT NULL (in ``create_table`` or
     ``add_column``, same table and schema), and no revision of the project lets it hold
-    NULLs again."""
+    NULLs again: makes it nullable, creates it nullable, drops it, or renames another
+    column to its name (the old NOT NULL column replaced by a new one)."""
     project = migration.project
     if project is None or migration.revision is None:
         return False
     below = project.graph.ancestors(migration.revision.revision)
+    column = operation.column
     created = False
     for other in project.files:
         for candidate in other.upgrade_operations():
             if candidate.table != operation.table or candidate.schema != operation.schema:
                 continue
-            if candidate.drops_not_null and candidate.column == operation.column:
+            if _lets_nulls_in(candidate, column):
                 return False
             if other.revision is None or other.revision.revision not in below:
                 continue
@@ -347,6 +378,21 @@ def _created_not_null(migration: MigrationFile, operation: Operation) -> bool:
             ):
                 created = True
     return created
+
+
+def _lets_nulls_in(candidate: Operation, column: str | None) -> bool:
+    """Whether ``candidate`` may leave NULLs in ``column`` of its table."""
+    kind = candidate.kind
+    if kind == "create_table":
+        named = {name for name, _ in candidate.column_types}
+        return column in named and column not in candidate.not_null_columns
+    if kind == "add_column":
+        return candidate.column == column and not candidate.not_null
+    if kind == "drop_column":
+        return candidate.column == column
+    if kind == "rename_column":
+        return column in (candidate.column, candidate.new_name)
+    return candidate.drops_not_null and candidate.column == column
 
 
 def _checked_elsewhere(migration: MigrationFile, operation: Operation) -> bool:
