@@ -139,9 +139,9 @@ class SetNotNullOnExistingColumn(MigrationRule):
     of the project already added a `CHECK (column IS NOT NULL)` constraint on that table,
     or the column is NOT NULL already: created so by a revision below this one, in the
     same table and schema (`nullable=False`, a primary key), and made nullable, dropped
-    or replaced (another column renamed to its name) by none,
-    or marked `existing_nullable=False` (often
-    an `alter_column` that changes the type and repeats `nullable=False`).
+    or replaced (another column renamed to its name) by none, or marked
+    `existing_nullable=False` (often an `alter_column` that changes the type and repeats
+    `nullable=False`).
 
     ## Why is this bad?
     `SET NOT NULL` takes an ACCESS EXCLUSIVE lock and reads every row to prove there is no
