@@ -124,6 +124,37 @@ def test_identical_parameters_say_reuse_the_result(engine: Engine) -> None:
     assert "with identical parameters — run it once and reuse the result" in finding.message
 
 
+def test_a_worker_polling_once_per_transaction_is_silent(engine: Engine) -> None:
+    """The same query with the same values, once per transaction: a queue polled between
+    commits sees new rows each time; reusing the first result would be the bug."""
+    pending = text("SELECT id FROM users WHERE name LIKE 'job%'")
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for _ in range(6):
+            session.execute(pending).all()
+            session.commit()
+    with sqla_doctor.track(mode="collect") as fresh:
+        for _ in range(6):
+            with Session(engine) as polling:
+                polling.execute(pending).all()
+    assert uow.query_count == fresh.query_count == 6
+    assert not uow.findings
+    assert not fresh.findings
+
+
+def test_the_same_query_repeated_within_one_of_the_transactions_is_reported(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.execute(text("SELECT count(*) FROM users")).scalar()
+        session.commit()
+        for _ in range(5):
+            session.execute(text("SELECT count(*) FROM users")).scalar()  # line:again
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("again")
+    assert "ran 5× " in finding.message
+    assert "with identical parameters — run it once and reuse the result" in finding.message
+
+
 def test_below_the_threshold_is_silent(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         for user_id in IDS[:4]:

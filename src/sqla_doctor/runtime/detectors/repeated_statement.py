@@ -16,6 +16,7 @@ from sqla_doctor.runtime.detector import (
     Detector,
     OrmExecution,
     Statement,
+    TransactionEnd,
     inside_call,
 )
 from sqla_doctor.runtime.detectors.session_leak import is_awaited
@@ -197,11 +198,14 @@ class _Entry:
         "count",
         "example",
         "fetched",
+        "in_transaction",
         "merged",
+        "most_in_transaction",
         "orm",
         "parameter_sets",
         "site",
         "sql",
+        "transaction",
     )
 
     def __init__(self, statement: Statement, example: Any) -> None:
@@ -218,6 +222,8 @@ class _Entry:
         self.merged: Any = None
         # The mapper whose objects session.get() loads with it, if get() runs it.
         self.fetched: Any = None
+        # Runs in the session transaction of its latest run, and the most in any one.
+        self.transaction = self.in_transaction = self.most_in_transaction = 0
 
 
 class RepeatedStatement(Detector):
@@ -232,6 +238,9 @@ class RepeatedStatement(Detector):
     written into the SQL itself (an f-string, `literal_execute`, IN lists of different
     lengths) are masked in the key, so such a loop is one statement too. Lazy loads
     and attribute reloads are left to SQD251 and SQD253, which can name the relationship.
+    A statement repeated with identical parameters counts only within one session
+    transaction: a worker polling its queue once per transaction may see new rows each
+    time.
 
     ## Why is this bad?
     It is the N+1 problem written by hand: one round trip per item where one query would
@@ -329,6 +338,12 @@ class RepeatedStatement(Detector):
         # and mapper: read only when that statement repeats for the first time, and
         # dropped at the cursor (a relationship's lazy clause keeps its parent alive).
         self.pending: tuple[OrmExecution, Any, Any] | None = None
+        # Session transactions ended in this unit: the same query with the same values
+        # in another transaction (a worker polling its queue) may well return new rows.
+        self.transactions = 0
+
+    def on_after_transaction_end(self, end: TransactionEnd) -> None:
+        self.transactions += 1
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         state = execution.state
@@ -351,6 +366,11 @@ class RepeatedStatement(Detector):
             example = statement.parameters if self.config.show_parameters else None
             entry = self.entries[key] = _Entry(statement, example)
         entry.count += 1
+        if entry.transaction != self.transactions:
+            entry.transaction, entry.in_transaction = self.transactions, 0
+        entry.in_transaction += 1
+        if entry.in_transaction > entry.most_in_transaction:
+            entry.most_in_transaction = entry.in_transaction
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
             mapper = pending[2]
@@ -370,8 +390,11 @@ class RepeatedStatement(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.repeated_statement_threshold, 2)
         for key, entry in self.entries.items():
-            if entry is not None and entry.count >= threshold:
-                self._report(key, entry)
+            if entry is None or entry.count < threshold:
+                continue
+            if len(entry.parameter_sets) == 1 and entry.most_in_transaction < threshold:
+                continue  # polled once per transaction: each run may see other rows
+            self._report(key, entry)
 
     def _report(self, key: Any, entry: _Entry) -> None:
         distinct = len(entry.parameter_sets)
