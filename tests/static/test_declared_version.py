@@ -29,6 +29,11 @@ from sqla_doctor.static.declared_version import DeclaredPin, pinned_below_2
         ),
         ({"setup.cfg": "[options]\ninstall_requires =\n    SQLAlchemy~=1.4.0\n"}, ("setup.cfg", 3)),
         ({"requirements/base.txt": "sqlalchemy==1.3.24\n"}, ("requirements/base.txt", 1)),
+        (
+            {"requirements.txt": "pandas<2.2\n", "extras-requirements.txt": "sqlalchemy~=1.4\n"},
+            ("extras-requirements.txt", 1),
+        ),
+        ({"dev_requirements.txt": "SQLAlchemy<2\n"}, ("dev_requirements.txt", 1)),
     ],
 )
 def test_a_pin_below_2_is_found_where_it_is_written(

@@ -13,7 +13,15 @@ from pathlib import Path
 
 # Where projects declare their dependencies, at the project's top.
 _FILES = ("pyproject.toml", "setup.cfg", "setup.py", "Pipfile")
-_REQUIREMENT_GLOBS = ("requirements*.txt", "requirements*.in", "requirements/*.txt")
+# `dev-requirements.txt`, `extras-requirements.txt`: an extra's or a tool's list is as
+# much the project's word on which SQLAlchemy it runs on.
+_REQUIREMENT_GLOBS = (
+    "requirements*.txt",
+    "requirements*.in",
+    "*[-_]requirements*.txt",
+    "*[-_]requirements*.in",
+    "requirements/*.txt",
+)
 # `sqlalchemy==1.4.54`, `"SQLAlchemy[asyncio]<2",`, `sqlalchemy = "^1.4"` (Poetry, Pipfile),
 # `sqlalchemy = {version = "~1.3"}`: never `flask-sqlalchemy` or `sqlalchemy-utils`.
 _REQUIREMENT = re.compile(
