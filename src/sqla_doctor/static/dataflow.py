@@ -949,6 +949,9 @@ _STR_PRESERVING = frozenset(
 _QUOTING = frozenset(
     {"quote", "quote_identifier", "quote_schema", "format_table", "format_column", "quote_ident"}
 )
+# `[^a-zA-Z0-9_]`, `[^\w]+`: a negated class of word characters only, so what it removes
+# is everything else.
+_REMOVES_NON_WORD = re.compile(r"\[\^(?:a-z|A-Z|0-9|_|\\w|\\d)+\][+*]?")
 _UUID_FACTORIES = frozenset({"uuid.uuid1", "uuid.uuid3", "uuid.uuid4", "uuid.uuid5"})
 _NUMERIC_SPEC = re.compile(r"^[^a-zA-Z]*[bcdeEfFgGnoxX%]$")
 HOW_FSTRING = "an f-string"
@@ -1171,6 +1174,24 @@ class StringFlow:
             and self.flow.ctx.names.qualify(expr.func) in _UUID_FACTORIES
         )
 
+    def _word_characters_kept(self, call: ast.Call) -> bool:
+        """``re.sub(r"[^a-zA-Z0-9_]", "", name)``: every character outside letters, digits
+        and underscores removed (or replaced by such), so no quote, space or semicolon is
+        left to end the identifier."""
+        if self.flow.ctx.names.qualify(call.func) != "re.sub" or len(call.args) != 3:
+            return False
+        if any(k.arg not in ("count", "flags") for k in call.keywords):
+            return False
+        pattern, replacement = call.args[0], call.args[1]
+        return (
+            isinstance(pattern, ast.Constant)
+            and isinstance(pattern.value, str)
+            and _REMOVES_NON_WORD.fullmatch(pattern.value) is not None
+            and isinstance(replacement, ast.Constant)
+            and isinstance(replacement.value, str)
+            and re.fullmatch(r"\w*", replacement.value, re.ASCII) is not None
+        )
+
     def _quoted_column(self, call: ast.Call) -> bool:
         """``sa.column(name)`` spliced into text renders as an identifier, quoted (with its
         quotes doubled) whenever it needs to be; ``is_literal=True`` renders it as is, and
@@ -1199,6 +1220,8 @@ class StringFlow:
             return _STATIC_STR
         if self._new_uuid(call):
             return _STATIC  # str() of it is fixed-alphabet text
+        if self._word_characters_kept(call):
+            return _STATIC_STR
         if isinstance(func, ast.Attribute):
             if func.attr == "format":
                 base = self.value(func.value)

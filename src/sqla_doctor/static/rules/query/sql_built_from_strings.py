@@ -65,8 +65,9 @@ class SqlBuiltFromStrings(Rule):
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
     `"[" + name.replace("]", "]]") + "]"`, backticks; also by a project helper in any
     module whose one `return` quotes its argument so) or by SQLAlchemy (`column(name)`,
-    which renders quoted when it needs to be; not `table(name)`), and new UUIDs
-    (`uuid4().hex`, `str(uuid4())`).
+    which renders quoted when it needs to be; not `table(name)`), new UUIDs
+    (`uuid4().hex`, `str(uuid4())`), and names stripped of all but letters, digits and
+    underscores (`re.sub(r"[^a-zA-Z0-9_]", "", name)`).
 
     Two more kinds of text stay silent. Bind-parameter names: a value spliced in right
     after a `:` (`f":{name}"`) names a parameter, and is accepted when that `text()` has
@@ -275,6 +276,18 @@ class SqlBuiltFromStrings(Rule):
                 conn.execute(text(f"CREATE TABLE IF NOT EXISTS test_{name} (id INT)"))
                 conn.execute(text(f"DROP TABLE IF EXISTS test_{name}"))
                 conn.execute(text(f"SELECT '{uuid.uuid4()}'"))
+            """
+        ),
+        # Every character but letters, digits and underscores removed: no quote is left.
+        Valid(
+            """
+            import re
+            from sqlalchemy import text
+
+            def purge(session, table_name):
+                name = re.sub(r"[^a-zA-Z0-9_]", "", table_name)
+                session.execute(text(f"DELETE FROM {name}"))
+                session.execute(text("DELETE FROM " + re.sub(r"[^\\w]+", "_", table_name)))
             """
         ),
         # `column(name)` renders as a quoted identifier.
@@ -1031,6 +1044,20 @@ class SqlBuiltFromStrings(Rule):
                 "`text()` receives SQL built with an f-string from `token.hex` "
                 "— bind them as parameters"
             ),
+        ),
+        # What these patterns keep includes a space, a dot or a quote.
+        Invalid(
+            """
+            import re
+            from sqlalchemy import text
+
+            def purge(session, table_name):
+                session.execute(text(f"DELETE FROM {re.sub(r'[^a-z_ ]', '', table_name)}"))
+                session.execute(text(f"DELETE FROM {re.sub(r'[^a-z.]', '', table_name)}"))
+                session.execute(text(f"DELETE FROM {re.sub(r'[^a-z]', '; ', table_name)}"))
+                session.execute(text(f"DELETE FROM {re.sub(r'[a-z]', '', table_name)}"))
+            """,
+            count=4,
         ),
         # `table(name)` renders its name as is, and so does a literal column.
         Invalid(
