@@ -177,8 +177,30 @@ class ColumnTypeChange(MigrationRule):
             path="migrations/versions/b2.py",
             files={**_INI, "migrations/versions/a1.py": _CREATED},
         ),
+        # Raw SQL that widens what the revision below created: the catalogue only.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute("ALTER TABLE user ALTER COLUMN password TYPE varchar(1024)")
+            """,
+            path="migrations/versions/b2.py",
+            files={**_INI, "migrations/versions/a1.py": _CREATED},
+        ),
     )
     INVALID = (
+        # Raw SQL that shortens it, or makes an `Integer` a `BIGINT`.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute("ALTER TABLE user ALTER COLUMN password TYPE varchar(64)")
+                op.execute("ALTER TABLE user ALTER COLUMN quota TYPE bigint")
+            """,
+            path="migrations/versions/b2.py",
+            files={**_INI, "migrations/versions/a1.py": _CREATED},
+            count=2,
+        ),
         # Another schema's `user` table is not this one: its type says nothing here.
         Invalid(
             _HEAD
@@ -307,7 +329,7 @@ class ColumnTypeChange(MigrationRule):
                 )
             if new is None:
                 continue
-            if old is None and not using and not operation.via_sql:
+            if old is None and not using:
                 earlier = _types_elsewhere(migration, operation)
                 if earlier and all(change_cost(t, new) is None for t in earlier):
                     continue  # every type another revision gives the column: no rewrite
@@ -372,7 +394,11 @@ def _types_elsewhere(migration: MigrationFile, operation: Operation) -> list[Col
             ):
                 nodes = [candidate.type_node]
             for node in nodes:
-                parsed = from_python(_assigned(other, node), resolver)
+                parsed = (
+                    from_sql(candidate.type_text or "")
+                    if candidate.via_sql
+                    else from_python(_assigned(other, node), resolver)
+                )
                 if parsed is None:
                     return []
                 found.append(parsed)
