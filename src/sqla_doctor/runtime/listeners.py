@@ -76,6 +76,7 @@ from sqla_doctor.runtime.detector import (
 from sqla_doctor.runtime.loading import primary_key_attributes
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import (
+    ABORTED_BY,
     EXECUTED_WRITES,
     MAX_DISCARDED_PER_SESSION,
     MAX_EXPUNGED_KEYS,
@@ -88,6 +89,7 @@ from sqla_doctor.runtime.unit_of_work import (
     FailedFlush,
     SessionRecord,
     Settings,
+    TransactionAbort,
     UnitOfWork,
     current,
     executing,
@@ -710,8 +712,10 @@ def _on_handle_error(context: Any) -> None:
     # Programs catch these (a framework's 500, a retry loop): explain them while raised.
     # A disconnect found by pool_pre_ping's own ping is recovered from, not raised.
     original = context.original_exception
+    aborted = _note_transaction_abort(context, execution, running)
     if (
-        isinstance(original, MissingGreenlet)
+        aborted
+        or isinstance(original, MissingGreenlet)
         or (
             context.is_disconnect
             and not getattr(context, "is_pre_ping", False)
@@ -730,6 +734,43 @@ def _on_handle_error(context: Any) -> None:
             uow = uow or running[1]
         if uow is not None and uow.active:
             _explain_while_raised(context, uow, site)
+
+
+def _note_transaction_abort(context: Any, execution: Any, running: Any) -> bool:
+    """Whether PostgreSQL refused this statement because its transaction had failed
+    (SQLSTATE 25P02, "current transaction is aborted"); else, remember on the connection
+    which error aborts its transaction, and where: the next statement's 25P02 names it."""
+    original = context.original_exception
+    # psycopg and SQLAlchemy's asyncpg adapter say ``sqlstate``, psycopg2 ``pgcode``.
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    connection = context.connection
+    if not isinstance(sqlstate, str) or connection is None or context.is_disconnect:
+        return False
+    if sqlstate == "25P02":
+        return True
+    if connection.closed or connection.invalidated:
+        return False
+    transaction = connection.get_nested_transaction() or connection.get_transaction()
+    if transaction is None:
+        return False
+    site = None
+    if execution is not None:
+        site = execution.site
+    elif running is not None and running[0] == id(context.execution_context):
+        site = running[4]
+    if site is None:
+        site = callsite.find(2)
+    wrapped = context.sqlalchemy_exception
+    # SQLAlchemy's asyncpg adapter raises its own class from asyncpg's error.
+    cause = original.__cause__ if type(original).__module__.startswith("sqlalchemy.") else None
+    driver = type(cause if cause is not None else original)
+    connection.info[ABORTED_BY] = TransactionAbort(
+        weakref.ref(transaction),
+        type(wrapped if wrapped is not None else original).__name__,
+        f"{driver.__module__}.{driver.__qualname__}",
+        site,
+    )
+    return False
 
 
 def _sqlite_locked(error: BaseException) -> bool:

@@ -815,6 +815,29 @@ class FailedFlush:
         self.earlier = earlier or {}
 
 
+# The key, in a DBAPI connection's ``info``, of the error that aborted its transaction.
+ABORTED_BY: Final = "sqla_doctor.aborted_by"
+
+
+class TransactionAbort:
+    """An error raised inside a PostgreSQL transaction, which aborts it: every later
+    statement of that transaction (or SAVEPOINT) fails with SQLSTATE 25P02."""
+
+    __slots__ = ("driver_error", "error", "site", "transaction")
+
+    def __init__(
+        self,
+        transaction: weakref.ref[Any],
+        error: str,
+        driver_error: str,
+        site: CallSite | None,
+    ) -> None:
+        self.transaction = transaction
+        self.error = error
+        self.driver_error = driver_error
+        self.site = site
+
+
 class CheckoutRecord:
     """One pooled connection checked out: where, by which unit, and whether a Session owns it."""
 

@@ -1,0 +1,111 @@
+"""P04 on PostgreSQL: a caught error aborts the transaction; SQD164 names it on the next
+statement's "current transaction is aborted" (SQLSTATE 25P02)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+import sqla_doctor
+from sqla_doctor.config import RuntimeConfig
+
+from .models import Account
+from .support import here, line_of, of_code, one
+
+CONFIG = RuntimeConfig(mode="collect", held_connection_seconds=60)
+log = logging.getLogger(__name__)
+# Account 1 exists: its id is taken.
+ROWS = [{"id": 1, "name": "dup", "balance": 0}, {"id": 50, "name": "new", "balance": 0}]
+
+
+def import_accounts(session: Session) -> None:
+    for row in ROWS[:1]:
+        try:
+            session.execute(insert(Account).values(**row))  # line:duplicate
+        except IntegrityError:
+            log.warning("duplicate account %s", row["id"])
+    session.execute(insert(Account).values(**ROWS[1]))  # line:refused
+
+
+def test_statement_after_a_caught_unique_violation_names_it(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(pg_engine) as session:
+        with pytest.raises(InternalError) as raised:
+            import_accounts(session)
+        session.rollback()
+    finding = one(uow.findings, "SQD164")
+    where = here(__file__)
+    assert finding.location.line == line_of("refused")
+    assert (
+        f"aborted by IntegrityError (psycopg.errors.UniqueViolation) at "
+        f"{where}:{line_of('duplicate')}"
+    ) in finding.message
+    assert "`with session.begin_nested():`" in finding.message
+    assert "session.rollback()" in finding.message
+    assert any(n.startswith("sqla-doctor: SQD164") for n in raised.value.__notes__)
+
+
+def test_savepoint_per_row_stays_silent(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(pg_engine) as session:
+        for row in ROWS:
+            try:
+                with session.begin_nested():
+                    session.execute(insert(Account).values(**row))
+            except IntegrityError:
+                log.warning("duplicate account %s", row["id"])
+        session.commit()
+    assert not of_code(uow.findings, "SQD164")
+    assert not of_code(uow.findings, "SQD155")
+
+
+def test_connection_that_goes_on_after_a_caught_error_is_told_conn_begin_nested(
+    pg_engine: Engine,
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, pg_engine.connect() as conn:
+        try:
+            conn.execute(insert(Account).values(**ROWS[0]))  # line:conn-duplicate
+        except IntegrityError:
+            log.warning("duplicate account")
+        with pytest.raises(InternalError):
+            conn.execute(update(Account).values(balance=1))  # line:conn-refused
+        conn.rollback()
+    finding = one(uow.findings, "SQD164")
+    assert finding.location.line == line_of("conn-refused")
+    assert f"{here(__file__)}:{line_of('conn-duplicate')}" in finding.message
+    assert "`with conn.begin_nested():`" in finding.message
+
+
+async def test_async_session_after_a_caught_error_is_told_await_rollback(
+    pg_async_engine: AsyncEngine,
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        async with AsyncSession(pg_async_engine) as session:
+            try:
+                await session.execute(insert(Account).values(**ROWS[0]))  # line:async-dup
+            except IntegrityError:
+                log.warning("duplicate account")
+            # asyncpg's InFailedSQLTransactionError is SQLAlchemy's plain DBAPIError.
+            with pytest.raises(DBAPIError):
+                await session.execute(insert(Account).values(**ROWS[1]))  # line:async-refused
+            await session.rollback()
+    finding = one(uow.findings, "SQD164")
+    assert finding.location.line == line_of("async-refused")
+    assert f"{here(__file__)}:{line_of('async-dup')}" in finding.message
+    assert "(asyncpg.exceptions.UniqueViolationError)" in finding.message
+    assert "`async with session.begin_nested():`" in finding.message
+    assert "await session.rollback()" in finding.message
+
+
+def test_error_outside_postgresql_transactions_stays_silent(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(pg_engine) as session:
+        try:
+            session.execute(insert(Account).values(**ROWS[0]))
+        except IntegrityError:
+            session.rollback()
+        session.execute(insert(Account).values(**ROWS[1]))
+        session.commit()
+    assert not of_code(uow.findings, "SQD164")
