@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 import httpx
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -122,3 +122,45 @@ def test_threads_holding_connections_across_http_are_each_reported(
         held = one(findings, "SQD157")
         assert held.location.line == line_of("sync-next")
         assert held.details["last_query"].endswith(f":{line_of('sync-get')}")
+
+
+def export_accounts(engine: Engine, per_row: float) -> int:
+    exported = 0
+    with Session(engine) as session:
+        rows = session.scalars(select(Account).execution_options(yield_per=2))  # line:stream
+        for _account in rows:
+            time.sleep(per_row)  # writing each row to a slow sink
+            exported += 1
+    return exported
+
+
+def test_slow_loop_over_a_server_side_cursor_is_told_keyset_batches(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        assert export_accounts(pg_engine, per_row=0.06) == 5
+    finding = one(uow.findings, "SQD157")
+    # The loop reading the cursor is the place to change, not the session's close.
+    assert finding.location.line == line_of("stream")
+    assert "streamed query (yield_per/stream_results)" in finding.message
+    assert "keyset-paginated batches" in finding.message
+    # commit()/close() would end the cursor the loop reads: not the advice here.
+    assert "commit()/close() before it" not in finding.message
+    assert finding.details["streamed"] is True
+
+
+def test_fast_loop_over_a_server_side_cursor_stays_silent(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        assert export_accounts(pg_engine, per_row=0) == 5
+    assert not of_code(uow.findings, "SQD157")
+
+
+async def test_async_stream_with_slow_work_per_row_is_told_keyset_batches(
+    pg_async_engine: AsyncEngine,
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        async with AsyncSession(pg_async_engine) as session:
+            rows = await session.stream_scalars(select(Account))  # line:async-stream
+            async for _account in rows:
+                await asyncio.sleep(0.06)
+    finding = one(uow.findings, "SQD157")
+    assert finding.location.line == line_of("async-stream")
+    assert "keyset-paginated batches" in finding.message

@@ -112,6 +112,7 @@ class OrmExecution:
         "session_key",
         "site",
         "state",
+        "streamed",
         "uow",
     )
 
@@ -147,6 +148,10 @@ class OrmExecution:
         # Session.get() (its load on the primary key passes these load options; a
         # select() does not): the fix passes it options=[...], it has no .options().
         self.by_get = kind is SELECT and "_sa_orm_load_options" in state.local_execution_options
+        # A server-side cursor (yield_per, stream_results, AsyncSession.stream()): its rows
+        # are fetched as the program iterates, and it holds the connection until the last.
+        options = state.execution_options
+        self.streamed = kind is SELECT and ("yield_per" in options or "stream_results" in options)
 
 
 class Statement:

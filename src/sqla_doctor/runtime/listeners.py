@@ -565,6 +565,7 @@ def _on_before_cursor_execute(
         checkout = _statement_resumes(conn, uow, last_site)
         if checkout is not None:
             checkout.loaded_before = execution.loaded if execution is not None else -1
+            checkout.streamed = execution is not None and execution.streamed
             if not checkout.session_owned:
                 if kind is CORE:
                     _note_core_write(conn, checkout, statement, last_site)

@@ -865,6 +865,7 @@ class CheckoutRecord:
         "returned_at",
         "session_owned",
         "session_record",
+        "streamed",
         "temp_tables",
         "transaction_began",
         "transaction_site",
@@ -895,6 +896,8 @@ class CheckoutRecord:
         # How many objects its Session held before that statement, an ORM query's (-1:
         # another kind): what tells building the rows' objects apart from idleness.
         self.loaded_before = -1
+        # Whether that statement was an ORM query read through a server-side cursor.
+        self.streamed = False
         # When and where its current database transaction began (0.0: none open).
         self.transaction_began = 0.0
         self.transaction_site: CallSite | None = None

@@ -18,6 +18,13 @@ _FIX = (
 )
 
 
+_STREAMED_FIX = (
+    'a server-side cursor holds its connection and transaction (PostgreSQL shows "idle in '
+    'transaction") until its last row is read, so the slow work done per row keeps the '
+    "connection from every other request: read the rows in keyset-paginated batches "
+    "(WHERE id > :last ORDER BY id LIMIT n), each in its own short session, and do the slow "
+    "work between them"
+)
 # Generous seconds per object for SQLAlchemy to build an entity from a row and add it to
 # the identity map (measured at 10–40 µs): a gap shorter than that budget for the objects
 # the last query added was spent building them.
@@ -76,6 +83,12 @@ class ConnectionHeldIdle(Detector):
     enough objects meanwhile to account for it (100 µs an object). The clock also stops
     when `close()` begins, before it detaches every object the session holds.
 
+    An ORM query read through a server-side cursor (`yield_per`, `stream_results`,
+    `AsyncSession.stream()`) holds its connection and transaction until its last row is
+    read: a loop that does slow work per row is reported at that query, and the fix is
+    keyset-paginated batches, each in its own short session (a `commit()` or `close()`
+    inside the loop would end the cursor it reads).
+
     ## Known problems
     A connection still idle when the unit of work ends is reported as a leak (SQD151,
     SQD154) rather than here. Rows a query returns that are not new objects (rows of
@@ -129,12 +142,18 @@ class ConnectionHeldIdle(Detector):
         record = idle.record
         holder = "Session" if record.session_owned else "Connection"
         last = f"the query at {self.where(last_site)}" if last_site else "its last statement"
+        fix, hint = _FIX, "do the slow work before the session block, or commit/close first"
+        if record.streamed:
+            # commit() or close() would end the server-side cursor the loop still reads.
+            last = f"the streamed query (yield_per/stream_results) at {self.where(last_site)}"
+            fix, hint = _STREAMED_FIX, "keyset batches, each in its own short session"
         following = _NEXT.get(idle.resumed, idle.resumed)
         if site is not None:
             following = f"{following} at {self.where(site)}"
         opened = record.opened[0] if record.opened else None
         self.report(
-            site or last_site,
+            # A streamed query is read by the loop that does the slow work: point at it.
+            (last_site or site) if record.streamed else (site or last_site),
             key=(
                 last_site.key if last_site else None,
                 site.key if site else None,
@@ -145,17 +164,18 @@ class ConnectionHeldIdle(Detector):
                 (last_site, "last query before the gap"),
                 (opened, "connection checked out here"),
             ],
-            hint="do the slow work before the session block, or commit/close first",
+            hint=hint,
             details={
                 "idle_seconds": gap,
                 "threshold_seconds": threshold,
                 "last_query": self.where(last_site) if last_site else None,
                 "resumed_by": idle.resumed,
+                "streamed": record.streamed,
             },
             holder=holder,
             gap=gap,
             threshold=threshold,
             last=last,
             next=following,
-            fix=_FIX,
+            fix=fix,
         )
