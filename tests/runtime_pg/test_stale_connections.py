@@ -123,3 +123,24 @@ async def test_a_stale_asyncpg_connection_is_explained(pg_database: object) -> N
         assert finding.location.line == line_of("async")
     finally:
         await engine.dispose()
+
+
+def test_with_pre_ping_a_backend_killed_mid_transaction_is_told_to_retry(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url, pool_pre_ping=True, **POOL)  # type: ignore[arg-type]
+    try:
+        with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+            pid = session.scalar(text("SELECT pg_backend_pid()"))
+            terminate_pooled_backends(database_url, {pid})  # a failover, a DBA
+            with pytest.raises(OperationalError):
+                session.scalar(select(Account.name).where(Account.id == 1))  # line:mid
+        finding = one(uow.findings, "SQD452")
+        assert finding.location.line == line_of("mid")
+        # pre-ping is on: advising it again would be wrong; the transaction must be retried.
+        assert "create the engine with pool_pre_ping=True" not in finding.message
+        assert "retry it from the start" in finding.message
+        assert finding.details["pre_ping"] is True
+        assert not finding.related
+    finally:
+        engine.dispose()

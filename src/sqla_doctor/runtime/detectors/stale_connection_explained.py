@@ -14,8 +14,13 @@ from sqla_doctor.runtime.engine_site import engine_created_at
 
 _FIX = (
     "create the engine with pool_pre_ping=True (a cheap ping at checkout replaces dead "
-    "connections) and pool_recycle below the server's or proxy's idle timeout; with "
-    "pre-ping on already, the connection died mid-transaction: retry the whole transaction"
+    "connections) and pool_recycle below the server's or proxy's idle timeout"
+)
+# pool_pre_ping is on: the ping at checkout passed, so the connection died after it.
+_PRE_PING_FIX = (
+    "pool_pre_ping is on already and tests a connection only at checkout: this one died "
+    "while checked out (mid-transaction), so catch this error around the whole transaction "
+    "and retry it from the start with a new session"
 )
 
 
@@ -32,7 +37,9 @@ class StaleConnectionExplained(Detector):
 
     When the engine is a module-level global of the program (`engine =
     create_engine(...)`), the finding also points at that line, where
-    `pool_pre_ping=True` goes; an engine made elsewhere is not looked for.
+    `pool_pre_ping=True` goes; an engine made elsewhere is not looked for. When the
+    engine has `pool_pre_ping=True` already, the connection died after the ping at
+    checkout (mid-transaction), and the fix named is retrying the whole transaction.
 
     ## Why is this bad?
     Pooled connections live for hours; servers, proxies (PgBouncer, cloud load
@@ -74,8 +81,11 @@ class StaleConnectionExplained(Detector):
         # The class names only: the message may quote the statement's parameters.
         driver = type(error.orig)
         related: list[tuple[CallSite | None, str]] = []
-        created = engine_created_at(_engine_of(seen))
-        if created is not None:
+        engine = _engine_of(seen)
+        # No public accessor: create_engine(pool_pre_ping=True) sets the pool's _pre_ping.
+        pre_ping = bool(getattr(getattr(engine, "pool", None), "_pre_ping", False))
+        created = engine_created_at(engine)
+        if created is not None and not pre_ping:
             related.append((created, "the engine is created here: add pool_pre_ping=True"))
         seen.explain(
             self.report(
@@ -83,14 +93,19 @@ class StaleConnectionExplained(Detector):
                 key=seen.site.key if seen.site is not None else type(error).__name__,
                 subject="Pool",
                 related=related,
-                hint="create_engine(..., pool_pre_ping=True)",
+                hint=(
+                    "retry the whole transaction"
+                    if pre_ping
+                    else "create_engine(..., pool_pre_ping=True)"
+                ),
                 details={
                     "error": type(error).__name__,
                     "driver_error": f"{driver.__module__}.{driver.__qualname__}",
+                    "pre_ping": pre_ping,
                 },
                 error=type(error).__name__,
                 site=self.where(seen.site),
-                fix=_FIX,
+                fix=_PRE_PING_FIX if pre_ping else _FIX,
             )
         )
 
