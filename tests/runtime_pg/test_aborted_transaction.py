@@ -3,16 +3,25 @@ statement's "current transaction is aborted" (SQLSTATE 25P02)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 
 import pytest
 from sqlalchemy import Engine, insert, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InternalError,
+    OperationalError,
+    PendingRollbackError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
+from sqla_doctor.findings import Finding
 
 from .models import Account
 from .support import here, line_of, of_code, one
@@ -109,3 +118,42 @@ def test_error_outside_postgresql_transactions_stays_silent(pg_engine: Engine) -
         session.execute(insert(Account).values(**ROWS[1]))
         session.commit()
     assert not of_code(uow.findings, "SQD164")
+
+
+def transfer(engine: Engine, first: int, second: int, barrier: threading.Barrier) -> list[Finding]:
+    """Lock ``first``, wait for the other worker to lock its own, then ``second``."""
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        try:
+            session.get_one(Account, first).balance -= 10
+            session.flush()
+            barrier.wait()
+            session.get_one(Account, second).balance += 10
+            session.flush()  # line:deadlock
+            session.commit()
+        except OperationalError:
+            log.warning("transfer %s -> %s failed", first, second)
+        with contextlib.suppress(PendingRollbackError):
+            session.get(Account, first)  # line:reused
+    return uow.findings
+
+
+def test_deadlock_victim_reused_is_told_to_roll_back_and_retry(pg_engine: Engine) -> None:
+    barrier = threading.Barrier(2, timeout=10)
+    found: list[list[Finding]] = []
+    threads = [
+        threading.Thread(target=lambda a=a, b=b: found.append(transfer(pg_engine, a, b, barrier)))
+        for a, b in ((1, 2), (2, 1))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    findings = [f for each in found for f in each]
+    # One of the two was PostgreSQL's deadlock victim.
+    finding = one(findings, "SQD155")
+    assert finding.location.line == line_of("reused")
+    assert "DeadlockDetected" in finding.message
+    assert "retry the whole transaction" in finding.message
+    assert "take row locks in one order" in finding.message
+    # A SAVEPOINT per write would deadlock again: not the advice for this error.
+    assert "begin_nested" not in finding.message

@@ -742,10 +742,9 @@ def _note_transaction_abort(context: Any, execution: Any, running: Any) -> bool:
     (SQLSTATE 25P02, "current transaction is aborted"); else, remember on the connection
     which error aborts its transaction, and where: the next statement's 25P02 names it."""
     original = context.original_exception
-    # psycopg and SQLAlchemy's asyncpg adapter say ``sqlstate``, psycopg2 ``pgcode``.
-    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    sqlstate = _sqlstate_of(original)
     connection = context.connection
-    if not isinstance(sqlstate, str) or connection is None or context.is_disconnect:
+    if sqlstate is None or connection is None or context.is_disconnect:
         return False
     if sqlstate == "25P02":
         return True
@@ -770,6 +769,7 @@ def _note_transaction_abort(context: Any, execution: Any, running: Any) -> bool:
         type(wrapped if wrapped is not None else original).__name__,
         f"{driver.__module__}.{driver.__qualname__}",
         site,
+        sqlstate,
     )
     return False
 
@@ -815,7 +815,15 @@ def _note_flush_error(context: Any) -> None:
     record.flush_error = (
         type(wrapped if wrapped is not None else original).__name__,
         f"{driver.__module__}.{driver.__qualname__}" if wrapped is not None else None,
+        _sqlstate_of(original),
     )
+
+
+def _sqlstate_of(error: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a driver error: psycopg and SQLAlchemy's asyncpg adapter
+    say ``sqlstate``, psycopg2 ``pgcode``."""
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return sqlstate if isinstance(sqlstate, str) else None
 
 
 # -- session lifecycle --------------------------------------------------------------------
@@ -910,7 +918,7 @@ def _on_after_rollback(session: Session) -> None:
         # A failed flush rolls the transaction back and never reaches after_flush; the
         # session then refuses work until rollback() (PendingRollbackError).
         autoflush_of = record.autoflush_of
-        error, driver_error = record.flush_error or (None, None)
+        error, driver_error, sqlstate = record.flush_error or (None, None, None)
         in_savepoint = session.get_nested_transaction() is not None
         record.failed_flush = FailedFlush(
             autoflush_of.site if autoflush_of is not None else callsite.find(1),
@@ -918,6 +926,7 @@ def _on_after_rollback(session: Session) -> None:
             driver_error,
             in_savepoint=in_savepoint,
             earlier=dict(record.written) if record.writes and not in_savepoint else None,
+            sqlstate=sqlstate,
         )
         record.flush_error = None
         _flush_done(record)

@@ -619,7 +619,7 @@ class SessionRecord:
         self.detachments: list[Detachment] = []
         # The error of the flush running now (from handle_error), and the last flush that
         # failed (leaving the transaction inactive until rollback()).
-        self.flush_error: tuple[str, str | None] | None = None
+        self.flush_error: tuple[str, str | None, str | None] | None = None
         self.failed_flush: FailedFlush | None = None
         # Codes already reported about this session, so that the end of a unit of work
         # and a later garbage collection do not report the same leak twice.
@@ -791,10 +791,27 @@ class Sharing:
         self.first_site = None
 
 
+def retry_fix(sqlstate: str | None, rollback: str) -> str | None:
+    """The fix for a transaction PostgreSQL rolled back as the loser of a conflict
+    (SQLSTATE class 40: deadlock_detected, serialization_failure): retry it whole, since a
+    SAVEPOINT would keep the locks that collided; None for any other error."""
+    if sqlstate is None or not sqlstate.startswith("40"):
+        return None
+    conflict = "a deadlock" if sqlstate == "40P01" else "a serialization conflict"
+    fix = (
+        f"PostgreSQL chose this transaction as the loser of {conflict}: call {rollback} in "
+        "the except block and retry the whole transaction from the start (a SAVEPOINT "
+        "would keep the locks that collided)"
+    )
+    if sqlstate == "40P01":
+        fix += ", and take row locks in one order everywhere (sorted by primary key)"
+    return fix
+
+
 class FailedFlush:
     """A flush that failed: where, and the error class (SQLAlchemy's and the driver's)."""
 
-    __slots__ = ("driver_error", "earlier", "error", "in_savepoint", "site")
+    __slots__ = ("driver_error", "earlier", "error", "in_savepoint", "site", "sqlstate")
 
     def __init__(
         self,
@@ -804,8 +821,11 @@ class FailedFlush:
         *,
         in_savepoint: bool = False,
         earlier: dict[str, int] | None = None,
+        sqlstate: str | None = None,
     ):
         self.site = site
+        # PostgreSQL's SQLSTATE of the driver error, when there is one.
+        self.sqlstate = sqlstate
         self.error = error
         self.driver_error = driver_error
         # It failed inside begin_nested(): the code caught it inside that block.
@@ -823,7 +843,7 @@ class TransactionAbort:
     """An error raised inside a PostgreSQL transaction, which aborts it: every later
     statement of that transaction (or SAVEPOINT) fails with SQLSTATE 25P02."""
 
-    __slots__ = ("driver_error", "error", "site", "transaction")
+    __slots__ = ("driver_error", "error", "site", "sqlstate", "transaction")
 
     def __init__(
         self,
@@ -831,7 +851,9 @@ class TransactionAbort:
         error: str,
         driver_error: str,
         site: CallSite | None,
+        sqlstate: str,
     ) -> None:
+        self.sqlstate = sqlstate
         self.transaction = transaction
         self.error = error
         self.driver_error = driver_error

@@ -14,7 +14,7 @@ from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen
 from sqla_doctor.runtime.detectors.session_leak import is_async_session
 from sqla_doctor.runtime.errors import record_of
-from sqla_doctor.runtime.unit_of_work import ABORTED_BY, TransactionAbort
+from sqla_doctor.runtime.unit_of_work import ABORTED_BY, TransactionAbort, retry_fix
 
 
 def _sqlstate(error: BaseException) -> object:
@@ -79,7 +79,9 @@ class AbortedTransactionExplained(Detector):
     kept. With a `Connection`, the SAVEPOINT is `with conn.begin_nested():`; under
     `AsyncSession`, `async with session.begin_nested():`. For this one case, PostgreSQL's
     `INSERT ... ON CONFLICT DO NOTHING` (`sqlalchemy.dialects.postgresql.insert(...)
-    .on_conflict_do_nothing()`) avoids the error altogether.
+    .on_conflict_do_nothing()`) avoids the error altogether. When the error that aborted
+    the transaction was a deadlock or a serialization failure, the fix named is
+    `rollback()` and a retry of the whole transaction.
 
     ## References
     - [PostgreSQL: transactions](https://www.postgresql.org/docs/current/tutorial-transactions.html)
@@ -119,17 +121,24 @@ class AbortedTransactionExplained(Detector):
             related.append((abort.site, "this statement failed and aborted the transaction"))
         else:
             cause = "an earlier error in the same transaction"
-        fix = (
-            f"put the statement that may fail in a SAVEPOINT, `{block} {name}.begin_nested():`, "
-            f"and catch the error outside that block, or call {awaited}{name}.rollback() in "
-            "the except block (which also discards the transaction's earlier writes)"
+        fix = retry_fix(
+            abort.sqlstate if abort is not None else None, f"{awaited}{name}.rollback()"
         )
+        hint = f"{awaited}{name}.rollback() and retry"
+        if fix is None:
+            hint = f"{block} {name}.begin_nested():"
+            fix = (
+                "put the statement that may fail in a SAVEPOINT, "
+                f"`{block} {name}.begin_nested():`, and catch the error outside that block, or "
+                f"call {awaited}{name}.rollback() in the except block (which also discards the "
+                "transaction's earlier writes)"
+            )
         finding: Any = self.report(
             seen.site,
             key=("aborted", seen.site.key if seen.site is not None else None),
             subject="PostgreSQL",
             related=related,
-            hint=f"{block} {name}.begin_nested():",
+            hint=hint,
             details={
                 "error": abort.error if abort is not None else None,
                 "driver_error": abort.driver_error if abort is not None else None,

@@ -12,7 +12,7 @@ from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, FlushAfterFailure, OrmExecution
 from sqla_doctor.runtime.detectors.session_leak import is_async_session, scoped_proxy
 from sqla_doctor.runtime.errors import record_of
-from sqla_doctor.runtime.unit_of_work import FailedFlush, SessionRecord, process
+from sqla_doctor.runtime.unit_of_work import FailedFlush, SessionRecord, process, retry_fix
 
 
 def _inactive(session: Any) -> bool:
@@ -70,6 +70,10 @@ class SessionUsedAfterFailedFlush(Detector):
     `with session.begin_nested(): session.add(user)`, and catch the error outside that
     block (caught inside it, the failed SAVEPOINT is still the session's transaction, and
     the message says so). Under `AsyncSession` the fix is `await session.rollback()`.
+
+    When PostgreSQL failed the flush as the loser of a deadlock or a serialization
+    conflict (SQLSTATE class 40), the fix named is `rollback()` and a retry of the whole
+    transaction: the same writes in a SAVEPOINT would collide again.
 
     A module-level `scoped_session` (a worker's `db_session`, Flask-SQLAlchemy's
     `db.session`) is named in the fix as the program spells it. When another function
@@ -132,7 +136,12 @@ class SessionUsedAfterFailedFlush(Detector):
         hint = rollback
         # An AsyncSession's begin_nested() is entered with `async with`.
         block = "async with" if in_async else "with"
-        if (
+        retry = retry_fix(failed.sqlstate, rollback)
+        if retry is not None:
+            # A deadlock or serialization failure: the other transaction won; the same
+            # writes in a SAVEPOINT would collide again.
+            fix = retry
+        elif (
             proxy is not None
             and site is not None
             and failed.site is not None
