@@ -13,9 +13,10 @@ import time
 import urllib.request
 
 import httpx
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -164,3 +165,23 @@ async def test_async_stream_with_slow_work_per_row_is_told_keyset_batches(
     finding = one(uow.findings, "SQD157")
     assert finding.location.line == line_of("async-stream")
     assert "keyset-paginated batches" in finding.message
+
+
+def test_null_pool_task_holding_its_connection_is_told_what_it_costs(database_url: str) -> None:
+    # A Celery-style worker: NullPool, one connection per task, a slow API call inside.
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+            account = session.get_one(Account, 1)  # line:task-get
+            time.sleep(0.25)  # the payment provider
+            account.balance = 0
+            session.commit()
+    finally:
+        engine.dispose()
+    finding = one(uow.findings, "SQD157")
+    assert finding.location.line == line_of("task-get") + 3
+    # No pool to drain: "no other request can use the connection" would be wrong.
+    assert "connection (NullPool: its own)" in finding.message
+    assert "pooled connection" not in finding.message
+    assert "no other request can use the connection" not in finding.message
+    assert "idle in transaction" in finding.message

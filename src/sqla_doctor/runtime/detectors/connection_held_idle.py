@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.pool import NullPool
+
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.detector import Detector, IdleGap
 
@@ -18,6 +20,12 @@ _FIX = (
 )
 
 
+_NULL_POOL_FIX = (
+    "with NullPool no other request waits for it, but the server keeps its backend and the "
+    'open transaction (PostgreSQL shows "idle in transaction", holding its snapshot and '
+    "locks) meanwhile: make the slow call before the session block, or commit() before it "
+    "and open a new session after"
+)
 _STREAMED_FIX = (
     'a server-side cursor holds its connection and transaction (PostgreSQL shows "idle in '
     'transaction") until its last row is read, so the slow work done per row keeps the '
@@ -83,6 +91,10 @@ class ConnectionHeldIdle(Detector):
     enough objects meanwhile to account for it (100 µs an object). The clock also stops
     when `close()` begins, before it detaches every object the session holds.
 
+    Under `NullPool` (a worker that opens a connection per task) no request waits for
+    the pool; the message says what the gap costs there instead: the server's backend and
+    the open transaction.
+
     An ORM query read through a server-side cursor (`yield_per`, `stream_results`,
     `AsyncSession.stream()`) holds its connection and transaction until its last row is
     read: a loop that does slow work per row is reported at that query, and the fix is
@@ -127,7 +139,7 @@ class ConnectionHeldIdle(Detector):
     pitfalls = ("P07",)
     severity = Severity.WARNING
     message = (
-        "{holder} held its pooled connection idle for {gap:.2f}s (threshold {threshold:g}s) "
+        "{holder} held its {connection} idle for {gap:.2f}s (threshold {threshold:g}s) "
         "after {last} until {next} — {fix}"
     )
 
@@ -143,6 +155,12 @@ class ConnectionHeldIdle(Detector):
         holder = "Session" if record.session_owned else "Connection"
         last = f"the query at {self.where(last_site)}" if last_site else "its last statement"
         fix, hint = _FIX, "do the slow work before the session block, or commit/close first"
+        connection = "pooled connection"
+        pool = record.pool() if record.pool is not None else None
+        if isinstance(pool, NullPool):
+            # No pool to drain: what the gap costs is the server's backend and transaction.
+            connection = "connection (NullPool: its own)"
+            fix = _NULL_POOL_FIX
         if record.streamed:
             # commit() or close() would end the server-side cursor the loop still reads.
             last = f"the streamed query (yield_per/stream_results) at {self.where(last_site)}"
@@ -177,5 +195,6 @@ class ConnectionHeldIdle(Detector):
             threshold=threshold,
             last=last,
             next=following,
+            connection=connection,
             fix=fix,
         )
