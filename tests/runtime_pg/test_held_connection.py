@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 import httpx
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -185,3 +185,28 @@ def test_null_pool_task_holding_its_connection_is_told_what_it_costs(database_ur
     assert "pooled connection" not in finding.message
     assert "no other request can use the connection" not in finding.message
     assert "idle in transaction" in finding.message
+
+
+def wait_for_jobs(engine: Engine, *, commit_first: bool) -> list[str]:
+    """A dispatcher: LISTEN on a dedicated connection, then wait for notifications."""
+    with engine.connect() as listener:
+        listener.execute(text("LISTEN jobs"))
+        if commit_first:
+            listener.commit()
+        else:
+            listener.execute(text("SELECT 1"))  # still in the transaction: nothing arrives
+        raw = listener.connection.driver_connection
+        assert raw is not None
+        return [note.payload for note in raw.notifies(timeout=0.3)]  # line:wait
+
+
+def test_listen_connection_waiting_for_notifications_stays_silent(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        assert wait_for_jobs(pg_engine, commit_first=True) == []
+    assert not of_code(uow.findings, "SQD157")
+
+
+def test_listen_connection_waiting_inside_a_transaction_is_reported(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        wait_for_jobs(pg_engine, commit_first=False)
+    assert one(uow.findings, "SQD157")

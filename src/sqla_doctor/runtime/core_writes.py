@@ -13,6 +13,9 @@ from typing import Final, Literal
 WRITE: Final = "write"
 DDL: Final = "ddl"
 TEMP_TABLE: Final = "temp_table"
+# PostgreSQL's LISTEN and UNLISTEN: not writes, but what a connection held on purpose does.
+LISTEN: Final = "listen"
+UNLISTEN: Final = "unlisten"
 
 _WRITES: Final = ("INSERT", "UPDATE", "DELETE", "MERGE", "REPLAC")
 _DDL: Final = ("CREATE", "ALTER ", "DROP ", "TRUNCA", "COMMEN")
@@ -47,9 +50,9 @@ def _name(raw: str) -> str:
 
 def classify(
     statement: str, dialect: str, temp_tables: Collection[str], *, began: bool
-) -> Literal["write", "ddl", "temp_table"] | None:
+) -> Literal["write", "ddl", "temp_table", "listen", "unlisten"] | None:
     """WRITE, DDL (only where a rollback undoes it), TEMP_TABLE (a ``CREATE TEMP TABLE``,
-    whose name ``temp_table()`` reads) or None: a read, a write to one of
+    whose name ``temp_table()`` reads), LISTEN, UNLISTEN or None: a read, a write to one of
     ``temp_tables``, or one the driver commits at once. ``began``: an earlier write of
     this transaction was counted.
     """
@@ -69,6 +72,10 @@ def classify(
         return None
     if head.startswith("WITH") and _CTE_WRITE.search(text):
         return WRITE if began or dialect != _BEGINS_ONLY_FOR_DML else None
+    if head == "LISTEN":
+        return LISTEN
+    if head == "UNLIST":
+        return UNLISTEN
     return None
 
 

@@ -1856,15 +1856,16 @@ def _connection_resumes(
         # it is SQLAlchemy's own work (expiring the objects), not the program's, and the
         # gap that ends here is not reported again at the checkin.
         checkout.idle_since = 0.0 if checkout.session_owned else now
-    checkout.transaction_began = 0.0
     checkout.longest_idle, checkout.longest_idle_after = 0.0, None
-    if runtime is None:
-        return
-    if idle and now - idle >= runtime.held_connection_seconds:
+    if runtime is not None and idle and now - idle >= runtime.held_connection_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
+            # Still set: SQD157 tells a gap inside the transaction from one after it.
             gap = IdleGap(checkout, now - idle, what, known=known)
             _dispatch(uow, "connection_idle", gap, can_raise=False)
+    checkout.transaction_began = 0.0
+    if runtime is None:
+        return
     if began and now - began >= runtime.idle_transaction_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
@@ -1939,6 +1940,10 @@ def _note_core_write(
     )
     if kind is None:
         return
+    if kind == core_writes.LISTEN or kind == core_writes.UNLISTEN:
+        # A connection that waits for notifications is held idle on purpose (SQD157).
+        checkout.listening = kind == core_writes.LISTEN
+        return
     if kind == core_writes.TEMP_TABLE:
         name = core_writes.temp_table(statement)
         if name is not None and len(checkout.temp_tables) < MAX_TEMP_TABLES:
@@ -1964,7 +1969,7 @@ def _note_session_write(
     if record is None:
         return
     kind = core_writes.classify(statement, conn.dialect.name, (), began=record.writes > 0)
-    if kind is None or kind == core_writes.TEMP_TABLE or _autocommit(conn):
+    if kind not in (core_writes.WRITE, core_writes.DDL) or _autocommit(conn):
         return
     record.writes += 1
     _bump(record.written, EXECUTED_WRITES, 1)

@@ -875,6 +875,7 @@ class CheckoutRecord:
         "implicit",
         "key",
         "last_site",
+        "listening",
         "loaded_before",
         "longest_idle",
         "longest_idle_after",
@@ -918,6 +919,8 @@ class CheckoutRecord:
         # How many objects its Session held before that statement, an ORM query's (-1:
         # another kind): what tells building the rows' objects apart from idleness.
         self.loaded_before = -1
+        # Whether it ran PostgreSQL's LISTEN (and no UNLISTEN since): held to wait.
+        self.listening = False
         # Whether that statement was an ORM query read through a server-side cursor.
         self.streamed = False
         # When and where its current database transaction began (0.0: none open).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy.pool import NullPool
 
 from sqla_doctor.findings import Severity
@@ -91,6 +93,10 @@ class ConnectionHeldIdle(Detector):
     enough objects meanwhile to account for it (100 µs an object). The clock also stops
     when `close()` begins, before it detaches every object the session holds.
 
+    A connection that ran PostgreSQL's `LISTEN` and waits for notifications outside a
+    transaction is held on purpose, and is not reported (inside a transaction it is: the
+    server delivers no notification until that transaction ends).
+
     Under `NullPool` (a worker that opens a connection per task) no request waits for
     the pool; the message says what the gap costs there instead: the server's backend and
     the open transaction.
@@ -147,11 +153,18 @@ class ConnectionHeldIdle(Detector):
         threshold = self.config.held_connection_seconds
         if idle.gap < threshold or _building_objects(idle):
             return
+        record = idle.record
+        if record.listening and (
+            not record.transaction_began
+            or record.transaction_began > time.perf_counter() - idle.gap
+        ):
+            # A LISTEN connection waiting for notifications outside a transaction: held
+            # on purpose, and no transaction is open on the server.
+            return
         # Rounded once: the message and the details show the same number.
         gap = round(idle.gap, 2)
         site = idle.site
         last_site = idle.last_site
-        record = idle.record
         holder = "Session" if record.session_owned else "Connection"
         last = f"the query at {self.where(last_site)}" if last_site else "its last statement"
         fix, hint = _FIX, "do the slow work before the session block, or commit/close first"
