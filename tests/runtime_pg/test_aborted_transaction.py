@@ -8,7 +8,7 @@ import logging
 import threading
 
 import pytest
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -156,4 +156,30 @@ def test_deadlock_victim_reused_is_told_to_roll_back_and_retry(pg_engine: Engine
     assert "retry the whole transaction" in finding.message
     assert "take row locks in one order" in finding.message
     # A SAVEPOINT per write would deadlock again: not the advice for this error.
+    assert "begin_nested" not in finding.message
+
+
+def test_caught_serialization_failure_then_reused_is_told_to_retry(pg_engine: Engine) -> None:
+    engine = pg_engine.execution_options(isolation_level="REPEATABLE READ")
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        balance = session.scalar(select(Account.balance).where(Account.id == 1))
+        with pg_engine.begin() as other:  # another request wins the race
+            other.execute(update(Account).where(Account.id == 1).values(balance=0))
+        try:
+            session.execute(  # line:conflict
+                update(Account).where(Account.id == 1).values(balance=(balance or 0) + 10)
+            )
+        except OperationalError:
+            log.warning("could not serialize")
+        with pytest.raises(InternalError):
+            session.scalar(select(Account.balance).where(Account.id == 2))  # line:after
+        session.rollback()
+    finding = one(uow.findings, "SQD164")
+    assert finding.location.line == line_of("after")
+    assert (
+        f"OperationalError (psycopg.errors.SerializationFailure) at "
+        f"{here(__file__)}:{line_of('conflict')}"
+    ) in finding.message
+    assert "serialization conflict" in finding.message
+    assert "retry the whole transaction" in finding.message
     assert "begin_nested" not in finding.message
