@@ -183,3 +183,26 @@ def test_caught_serialization_failure_then_reused_is_told_to_retry(pg_engine: En
     assert "serialization conflict" in finding.message
     assert "retry the whole transaction" in finding.message
     assert "begin_nested" not in finding.message
+
+
+def insert_in_savepoint(session: Session) -> None:
+    with session.begin_nested():
+        try:
+            session.execute(insert(Account).values(**ROWS[0]))
+        except IntegrityError:
+            log.warning("duplicate account")
+        session.execute(insert(Account).values(**ROWS[1]))  # line:in-savepoint
+
+
+def test_error_caught_inside_the_savepoint_block_is_told_to_catch_it_outside(
+    pg_engine: Engine,
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(pg_engine) as session:
+        with pytest.raises(InternalError):
+            insert_in_savepoint(session)
+        session.rollback()
+    finding = one(uow.findings, "SQD164")
+    assert finding.location.line == line_of("in-savepoint")
+    # The SAVEPOINT is there: "put it in a SAVEPOINT" would be no advice at all.
+    assert "caught inside the `with session.begin_nested():` block" in finding.message
+    assert "catch it outside that block" in finding.message

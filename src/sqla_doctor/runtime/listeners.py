@@ -750,7 +750,8 @@ def _note_transaction_abort(context: Any, execution: Any, running: Any) -> bool:
         return True
     if connection.closed or connection.invalidated:
         return False
-    transaction = connection.get_nested_transaction() or connection.get_transaction()
+    nested = connection.get_nested_transaction()
+    transaction = nested or connection.get_transaction()
     if transaction is None:
         return False
     site = None
@@ -770,6 +771,7 @@ def _note_transaction_abort(context: Any, execution: Any, running: Any) -> bool:
         f"{driver.__module__}.{driver.__qualname__}",
         site,
         sqlstate,
+        in_savepoint=nested is not None,
     )
     return False
 

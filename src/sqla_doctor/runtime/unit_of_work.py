@@ -843,7 +843,7 @@ class TransactionAbort:
     """An error raised inside a PostgreSQL transaction, which aborts it: every later
     statement of that transaction (or SAVEPOINT) fails with SQLSTATE 25P02."""
 
-    __slots__ = ("driver_error", "error", "site", "sqlstate", "transaction")
+    __slots__ = ("driver_error", "error", "in_savepoint", "site", "sqlstate", "transaction")
 
     def __init__(
         self,
@@ -852,7 +852,11 @@ class TransactionAbort:
         driver_error: str,
         site: CallSite | None,
         sqlstate: str,
+        *,
+        in_savepoint: bool = False,
     ) -> None:
+        # Raised inside begin_nested(): the SAVEPOINT is what failed.
+        self.in_savepoint = in_savepoint
         self.sqlstate = sqlstate
         self.transaction = transaction
         self.error = error

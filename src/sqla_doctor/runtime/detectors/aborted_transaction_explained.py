@@ -81,7 +81,8 @@ class AbortedTransactionExplained(Detector):
     `INSERT ... ON CONFLICT DO NOTHING` (`sqlalchemy.dialects.postgresql.insert(...)
     .on_conflict_do_nothing()`) avoids the error altogether. When the error that aborted
     the transaction was a deadlock or a serialization failure, the fix named is
-    `rollback()` and a retry of the whole transaction.
+    `rollback()` and a retry of the whole transaction; when it was raised inside a
+    `begin_nested()` block and caught there, catching it outside that block.
 
     ## References
     - [PostgreSQL: transactions](https://www.postgresql.org/docs/current/tutorial-transactions.html)
@@ -125,7 +126,15 @@ class AbortedTransactionExplained(Detector):
             abort.sqlstate if abort is not None else None, f"{awaited}{name}.rollback()"
         )
         hint = f"{awaited}{name}.rollback() and retry"
-        if fix is None:
+        if fix is None and abort is not None and abort.in_savepoint:
+            # The SAVEPOINT is there already: the error was caught inside its block.
+            hint = f"catch the error outside `{block} {name}.begin_nested():`"
+            fix = (
+                f"the error was caught inside the `{block} {name}.begin_nested():` block, "
+                "where the failed SAVEPOINT is still the transaction: catch it outside that "
+                "block, which then rolls back to the SAVEPOINT and lets the transaction go on"
+            )
+        elif fix is None:
             hint = f"{block} {name}.begin_nested():"
             fix = (
                 "put the statement that may fail in a SAVEPOINT, "
