@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
@@ -760,15 +760,34 @@ def a_or_an(word: str) -> str:
 _MAX_FRAMES_TO_CALL: Final = 80
 
 
-def inside_call(codes: tuple[CodeType, ...]) -> bool:
-    """Whether the event being handled runs inside a call of one of ``codes`` (the
-    ``__code__`` of ``Session.refresh``, ``Session.merge``...): a statement SQLAlchemy
-    issues for that call. Walks frames: ask once per finding's group, not per event."""
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(_MAX_FRAMES_TO_CALL):
+def method_codes(owner: type, *names: str) -> frozenset[CodeType]:
+    """The ``__code__`` of each of ``owner``'s methods ``names`` this SQLAlchemy has
+    (``Session.merge_all`` is 2.1's)."""
+    return frozenset(
+        code
+        for name in names
+        if (code := getattr(getattr(owner, name, None), "__code__", None)) is not None
+    )
+
+
+def calling_frame(
+    codes: Collection[CodeType], limit: int = _MAX_FRAMES_TO_CALL, skip: int = 1
+) -> FrameType | None:
+    """The nearest frame, within ``limit`` frames above the ``skip``-th caller of this
+    function, running one of ``codes`` (the ``__code__`` of ``Session.merge``...): the
+    SQLAlchemy call the event being handled happens under. None when there is none."""
+    frame: FrameType | None = sys._getframe(skip)
+    for _ in range(limit):
         if frame is None:
-            return False
+            return None
         if frame.f_code in codes:
-            return True
+            return frame
         frame = frame.f_back
-    return False
+    return None
+
+
+def inside_call(codes: Collection[CodeType]) -> bool:
+    """Whether the event being handled runs inside a call of one of ``codes``: a statement
+    SQLAlchemy issues for that call. Walks frames: ask once per finding's group, not per
+    event."""
+    return calling_frame(codes, skip=2) is not None

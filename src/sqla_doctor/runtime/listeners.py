@@ -72,6 +72,8 @@ from sqla_doctor.runtime.detector import (
     Statement,
     TransactionEnd,
     TransactionSpan,
+    calling_frame,
+    method_codes,
 )
 from sqla_doctor.runtime.loading import primary_key_attributes
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
@@ -1648,23 +1650,8 @@ def _in_repr(site: callsite.CallSite) -> bool:
 # merge() and merge_all() (2.1): a ``set`` event under one of them is merge() copying an
 # attribute onto the object the session holds. Their frames are a few above the
 # listener (ColumnProperty.merge, Session._merge), more for a cascade to related objects.
-_MERGE_CODES = frozenset(
-    method.__code__
-    for method in (getattr(Session, "merge", None), getattr(Session, "merge_all", None))
-    if method is not None and hasattr(method, "__code__")
-)
+_MERGE_CODES = method_codes(Session, "merge", "merge_all")
 _MERGE_FRAMES_SEARCHED = 24
-
-
-def _merge_frame() -> FrameType | None:
-    frame: FrameType | None = sys._getframe(2)
-    for _ in range(_MERGE_FRAMES_SEARCHED):
-        if frame is None:
-            return None
-        if frame.f_code in _MERGE_CODES:
-            return frame
-        frame = frame.f_back
-    return None
 
 
 def _on_column_set(state: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
@@ -1674,7 +1661,7 @@ def _on_column_set(state: Any, value: Any, oldvalue: Any, initiator: Any) -> Any
         return value
     try:
         key = initiator.key
-        frame = _merge_frame()
+        frame = calling_frame(_MERGE_CODES, _MERGE_FRAMES_SEARCHED, skip=2)
         if frame is None or not _differs(value, oldvalue):
             return value
         session = state.session

@@ -16,6 +16,7 @@ from sqla_doctor.runtime.detector import (
     ErrorSeen,
     OrmExecution,
     inside_call,
+    method_codes,
 )
 from sqla_doctor.runtime.loading import (
     is_superclass_of_declaring,
@@ -29,7 +30,7 @@ from sqla_doctor.runtime.loading import (
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
 # session.refresh(obj, ["posts"]) loads a relationship it names with a lazy load.
-_REFRESH = (Session.refresh.__code__,)
+_REFRESH = method_codes(Session, "refresh")
 
 
 def _refresh_fix(relationship: Any, option: str) -> str:

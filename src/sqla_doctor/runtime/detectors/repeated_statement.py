@@ -18,6 +18,7 @@ from sqla_doctor.runtime.detector import (
     Statement,
     TransactionEnd,
     inside_call,
+    method_codes,
 )
 from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.loading import (
@@ -127,18 +128,10 @@ _WRITE_FIX = {
 
 # merge() (and 2.1's merge_all(), which merges one object at a time) SELECTs each
 # object the session does not hold by its primary key.
-_MERGE = tuple(
-    method.__code__
-    for method in (getattr(Session, "merge", None), getattr(Session, "merge_all", None))
-    if method is not None
-)
+_MERGE = method_codes(Session, "merge", "merge_all")
 
 # get() (and get_one()) SELECTs by primary key each object the session does not hold.
-_GET = tuple(
-    method.__code__
-    for method in (getattr(Session, "get", None), getattr(Session, "get_one", None))
-    if method is not None
-)
+_GET = method_codes(Session, "get", "get_one")
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
