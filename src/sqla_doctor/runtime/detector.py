@@ -150,8 +150,20 @@ class OrmExecution:
         self.by_get = kind is SELECT and "_sa_orm_load_options" in state.local_execution_options
         # A server-side cursor (yield_per, stream_results, AsyncSession.stream()): its rows
         # are fetched as the program iterates, and it holds the connection until the last.
-        options = state.execution_options
-        self.streamed = kind is SELECT and ("yield_per" in options or "stream_results" in options)
+        # Read from the two dictionaries as they are: ORMExecuteState.execution_options
+        # builds their union, a new dictionary for every execution.
+        self.streamed = kind is SELECT and _streamed(state)
+
+
+def _streamed(state: ORMExecuteState) -> bool:
+    local = state.local_execution_options
+    own = state.statement.get_execution_options()
+    return (
+        "yield_per" in local
+        or "stream_results" in local
+        or "yield_per" in own
+        or "stream_results" in own
+    )
 
 
 class Statement:
