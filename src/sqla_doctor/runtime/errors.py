@@ -63,6 +63,13 @@ _logging_explains = threading.local()
 logger = logging.getLogger("sqla_doctor")
 
 
+def sqlstate_of(error: BaseException | None) -> str | None:
+    """PostgreSQL's SQLSTATE of a driver error: psycopg and SQLAlchemy's asyncpg adapter
+    say ``sqlstate``, psycopg2 ``pgcode``."""
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return sqlstate if isinstance(sqlstate, str) else None
+
+
 def _is_sqlalchemy(error: BaseException) -> bool:
     module = type(error).__module__
     return module == "sqlalchemy" or module.startswith("sqlalchemy.")

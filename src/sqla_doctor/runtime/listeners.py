@@ -75,6 +75,7 @@ from sqla_doctor.runtime.detector import (
     calling_frame,
     method_codes,
 )
+from sqla_doctor.runtime.errors import sqlstate_of
 from sqla_doctor.runtime.loading import primary_key_attributes
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import (
@@ -744,7 +745,7 @@ def _note_transaction_abort(context: Any, execution: Any, running: Any) -> bool:
     (SQLSTATE 25P02, "current transaction is aborted"); else, remember on the connection
     which error aborts its transaction, and where: the next statement's 25P02 names it."""
     original = context.original_exception
-    sqlstate = _sqlstate_of(original)
+    sqlstate = sqlstate_of(original)
     connection = context.connection
     if sqlstate is None or connection is None or context.is_disconnect:
         return False
@@ -819,15 +820,8 @@ def _note_flush_error(context: Any) -> None:
     record.flush_error = (
         type(wrapped if wrapped is not None else original).__name__,
         f"{driver.__module__}.{driver.__qualname__}" if wrapped is not None else None,
-        _sqlstate_of(original),
+        sqlstate_of(original),
     )
-
-
-def _sqlstate_of(error: BaseException) -> str | None:
-    """PostgreSQL's SQLSTATE of a driver error: psycopg and SQLAlchemy's asyncpg adapter
-    say ``sqlstate``, psycopg2 ``pgcode``."""
-    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    return sqlstate if isinstance(sqlstate, str) else None
 
 
 # -- session lifecycle --------------------------------------------------------------------

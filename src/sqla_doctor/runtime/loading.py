@@ -11,6 +11,7 @@ Also the other way round: the loader option a fix tells a query to take, and how
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # Strategies that load a relationship with its parents (``lazy=`` values and options).
@@ -39,6 +40,14 @@ def primary_key_attributes(mapper: Any) -> tuple[str, ...]:
         if len(_pk_attributes) < 10_000:
             _pk_attributes[mapper] = keys
     return keys
+
+
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """``order_line`` for ``OrderLine``: a variable name for one object of a class."""
+    return _WORD_START.sub("_", name).lower()
 
 
 def label(relationship: Any) -> str:

@@ -13,14 +13,12 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen
 from sqla_doctor.runtime.detectors.session_leak import is_async_session
-from sqla_doctor.runtime.errors import record_of
+from sqla_doctor.runtime.errors import record_of, sqlstate_of
 from sqla_doctor.runtime.unit_of_work import ABORTED_BY, TransactionAbort, retry_fix
 
 
-def _sqlstate(error: BaseException) -> object:
-    original = error.orig if isinstance(error, DBAPIError) else None
-    # psycopg and SQLAlchemy's asyncpg adapter say ``sqlstate``, psycopg2 ``pgcode``.
-    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+def _sqlstate(error: BaseException) -> str | None:
+    return sqlstate_of(error.orig) if isinstance(error, DBAPIError) else None
 
 
 def _abort_of(connection: Connection) -> TransactionAbort | None:

@@ -20,6 +20,7 @@ from sqla_doctor.runtime.loading import (
     left_out_by_base_query,
     loader_for,
     query_option,
+    snake_case,
     subclass_left_out,
 )
 from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
@@ -254,7 +255,7 @@ class DetachedInstanceExplained(Detector):
                 f"it again in each request (`db.session.get({entity}, id)`)"
             )
         if how in ("expunge", "expunge_all"):
-            name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", entity).lower()
+            name = snake_case(entity)
             fix += (
                 f"; to use it with a session again, re-attach it: "
                 f"`{name} = session.merge({name}, load=False)`"

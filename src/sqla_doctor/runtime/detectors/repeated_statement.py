@@ -25,6 +25,7 @@ from sqla_doctor.runtime.loading import (
     collection_fix,
     collection_queried,
     primary_key_attributes,
+    snake_case,
 )
 from sqla_doctor.runtime.redact import shown_sql
 
@@ -132,7 +133,6 @@ _MERGE = method_codes(Session, "merge", "merge_all")
 
 # get() (and get_one()) SELECTs by primary key each object the session does not hold.
 _GET = method_codes(Session, "get", "get_one")
-_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def _get_fix(mapper: Any, awaited: bool) -> str | None:
@@ -142,7 +142,7 @@ def _get_fix(mapper: Any, awaited: bool) -> str | None:
     if len(keys) != 1:
         return None
     name = mapper.class_.__name__
-    one = _WORD_START.sub("_", name).lower()
+    one = snake_case(name)
     key = keys[0]
     query = f"session.scalars(select({name}).where({name}.{key}.in_(ids)))"
     if awaited:
