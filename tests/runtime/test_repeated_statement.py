@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +141,45 @@ def test_a_worker_polling_once_per_transaction_is_silent(engine: Engine) -> None
     assert uow.query_count == fresh.query_count == 6
     assert not uow.findings
     assert not fresh.findings
+
+
+def test_a_core_connection_polling_between_commits_is_silent(engine: Engine) -> None:
+    """Commit as you go on one Connection: each commit ends the transaction the previous
+    poll ran in, as a session's commit does."""
+    pending = text("SELECT id FROM users WHERE name LIKE 'job%'")
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        for _ in range(6):
+            connection.execute(pending).all()
+            connection.commit()
+    assert uow.query_count == 6
+    assert not uow.findings
+
+
+def test_a_core_connection_repeating_within_one_transaction_is_reported(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        connection.execute(text("SELECT count(*) FROM users")).scalar()
+        connection.commit()
+        for _ in range(5):
+            connection.execute(text("SELECT count(*) FROM users")).scalar()  # line:core
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("core")
+    assert "ran 5× " in finding.message
+    assert "with identical parameters — run it once and reuse the result" in finding.message
+
+
+def test_a_leaked_connection_stays_collectable(engine: Engine) -> None:
+    """The detector remembers the transaction of a repeat weakly: a connection the
+    program drops without closing still goes back to the pool when it is collected."""
+    with sqla_doctor.track(mode="collect"):
+        connection = engine.connect()
+        for _ in range(3):
+            connection.execute(text("SELECT count(*) FROM users")).scalar()
+        dropped = weakref.ref(connection.get_transaction())
+        del connection
+        gc.collect()
+        assert dropped() is None
 
 
 def test_the_same_query_repeated_within_one_of_the_transactions_is_reported(

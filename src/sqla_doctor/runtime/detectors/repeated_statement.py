@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,7 +17,6 @@ from sqla_doctor.runtime.detector import (
     Detector,
     OrmExecution,
     Statement,
-    TransactionEnd,
     inside_call,
     method_codes,
 )
@@ -215,8 +215,10 @@ class _Entry:
         self.merged: Any = None
         # The mapper whose objects session.get() loads with it, if get() runs it.
         self.fetched: Any = None
-        # Runs in the session transaction of its latest run, and the most in any one.
-        self.transaction = self.in_transaction = self.most_in_transaction = 0
+        # Runs in the transaction of its latest run (weakly: a connection the program
+        # leaks must stay collectable), and the most in any one.
+        self.transaction: weakref.ref[Any] | None = None
+        self.in_transaction = self.most_in_transaction = 0
 
 
 class RepeatedStatement(Detector):
@@ -231,7 +233,7 @@ class RepeatedStatement(Detector):
     written into the SQL itself (an f-string, `literal_execute`, IN lists of different
     lengths) are masked in the key, so such a loop is one statement too. Lazy loads
     and attribute reloads are left to SQD251 and SQD253, which can name the relationship.
-    A statement repeated with identical parameters counts only within one session
+    A statement repeated with identical parameters counts only within one database
     transaction: a worker polling its queue once per transaction may see new rows each
     time.
 
@@ -331,12 +333,6 @@ class RepeatedStatement(Detector):
         # and mapper: read only when that statement repeats for the first time, and
         # dropped at the cursor (a relationship's lazy clause keeps its parent alive).
         self.pending: tuple[OrmExecution, Any, Any] | None = None
-        # Session transactions ended in this unit: the same query with the same values
-        # in another transaction (a worker polling its queue) may well return new rows.
-        self.transactions = 0
-
-    def on_after_transaction_end(self, end: TransactionEnd) -> None:
-        self.transactions += 1
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         state = execution.state
@@ -359,8 +355,15 @@ class RepeatedStatement(Detector):
             example = statement.parameters if self.config.show_parameters else None
             entry = self.entries[key] = _Entry(statement, example)
         entry.count += 1
-        if entry.transaction != self.transactions:
-            entry.transaction, entry.in_transaction = self.transactions, 0
+        # The same query with the same values in another transaction (a worker polling
+        # its queue, committing between runs) may well return new rows. A session's
+        # commit ends its connection's transaction too, so this covers both.
+        connection = statement.connection
+        transaction = connection.get_transaction() if connection is not None else None
+        if transaction is not None:
+            known = entry.transaction
+            if known is None or known() is not transaction:
+                entry.transaction, entry.in_transaction = weakref.ref(transaction), 0
         entry.in_transaction += 1
         if entry.in_transaction > entry.most_in_transaction:
             entry.most_in_transaction = entry.in_transaction
