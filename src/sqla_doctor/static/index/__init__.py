@@ -16,7 +16,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sqla_doctor.static.files import is_test_path
-from sqla_doctor.static.index.extract import CreateAllFacts, FileExtract, ImportFacts, extract
+from sqla_doctor.static.index.extract import (
+    CreateAllFacts,
+    Dependencies,
+    FileExtract,
+    ImportFacts,
+    extract,
+)
 from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
 from sqla_doctor.static.index.import_graph import ImportGraph
 from sqla_doctor.static.index.models import (
@@ -279,8 +285,8 @@ class ProjectIndex:
         self._literal_sets: dict[str, bool] | None = None
         self._import_graph: ImportGraph | None = None
         self._app_reach: dict[str, set[str]] | None = None
-        self._dependent_routers: frozenset[str] | None = None
-        self._app_dependencies = False
+        self._committing_routers: frozenset[str] | None = None
+        self._app_commits = False
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -330,7 +336,7 @@ class ProjectIndex:
         self._literal_sets = None
         self._import_graph = None
         self._app_reach = None
-        self._dependent_routers = None
+        self._committing_routers = None
 
     def import_graph(self) -> ImportGraph:
         """Which project modules import which."""
@@ -1225,18 +1231,22 @@ class ProjectIndex:
             self._literal_sets = table
         return self._literal_sets.get(self.follow(qualified), True)
 
-    def router_has_dependencies(self, qualified: str) -> bool:
-        """Whether the routes of the FastAPI router or app ``qualified`` may get
-        dependencies beyond their decorator's: the router was made with ``dependencies=``,
-        or included (directly or through routers) with them somewhere in the project, or an
-        app of the project declares them (for every route it serves)."""
-        if self._dependent_routers is None:
+    def router_may_commit(self, qualified: str) -> bool:
+        """Whether the routes of the FastAPI router or app ``qualified`` may get a
+        dependency beyond their decorator's that commits: the router was made with it, or
+        included (directly or through routers) with it somewhere in the project, or an app
+        of the project declares it (for every route it serves)."""
+        if self._committing_routers is None:
             found: set[str] = set()
             children: dict[str, set[str]] = {}
             app = False
             for facts in self.files.values():
-                app = app or facts.orm.app_dependencies
-                found.update(self.follow(name) for name in facts.orm.routers_with_dependencies)
+                app = app or any(map(self.dependencies_may_commit, facts.orm.app_dependencies))
+                found.update(
+                    self.follow(router)
+                    for router, targets in facts.orm.router_dependencies
+                    if self.dependencies_may_commit(targets)
+                )
                 for parent, child in facts.orm.router_includes:
                     children.setdefault(self.follow(parent), set()).add(self.follow(child))
             # What a router with dependencies includes gets them too.
@@ -1246,9 +1256,27 @@ class ProjectIndex:
                     if child not in found:
                         found.add(child)
                         pending.append(child)
-            self._dependent_routers = frozenset(found)
-            self._app_dependencies = app
-        return self._app_dependencies or self.follow(qualified) in self._dependent_routers
+            self._committing_routers = frozenset(found)
+            self._app_commits = app
+        return self._app_commits or self.follow(qualified) in self._committing_routers
+
+    def dependencies_may_commit(self, targets: Dependencies) -> bool:
+        """Whether one of a ``dependencies=[...]`` list may commit the request's session:
+        a project function that commits or rolls back, itself or in a function of its module
+        it calls, or anything the index cannot read (a library's dependency, a class)."""
+        if targets is None:
+            return True
+        for qualified in targets:
+            function = self.function(qualified)
+            if function is None or function.commits:
+                return True
+            module = self.module_of(function.qualname)
+            if module is not None and any(
+                callee is not None and callee.commits
+                for callee in (self.function(f"{module}.{name}") for name in function.calls)
+            ):
+                return True
+        return False
 
     def interesting_calls(self) -> frozenset[str]:
         """Call names that make a function worth a flow analysis: database methods, and

@@ -129,6 +129,8 @@ APP_CLASSES: dict[str, str] = {
     "flask.Flask": "wsgi",
 }
 _APP_ROUTERS = frozenset({"fastapi.FastAPI", "fastapi.applications.FastAPI"})
+# The functions a FastAPI `dependencies=[...]` names (qualified), or None: not all known.
+Dependencies = tuple[str, ...] | None
 _ROUTER_CLASSES = _APP_ROUTERS | {"fastapi.APIRouter", "fastapi.routing.APIRouter"}
 _DDL_INDEX = re.compile(
     r"CREATE\s+(UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
@@ -193,13 +195,13 @@ class FileExtract:
     literal_sets: dict[str, bool] = field(default_factory=dict)
     # FastAPI routers whose routes get dependencies beyond their own decorator's: made
     # with `dependencies=` (`router = APIRouter(dependencies=[...])`) or included with
-    # them (`app.include_router(router, dependencies=[...])`), by qualified name.
-    routers_with_dependencies: set[str] = field(default_factory=set)
+    # them (`app.include_router(router, dependencies=[...])`): (router, what they name).
+    router_dependencies: list[tuple[str, Dependencies]] = field(default_factory=list)
     # `parent.include_router(child)` without dependencies of its own: (parent, child).
     router_includes: list[tuple[str, str]] = field(default_factory=list)
-    # An app made with `dependencies=` (`FastAPI(dependencies=[...])`), or a router with
-    # dependencies included where the router cannot be named: every route may get them.
-    app_dependencies: bool = False
+    # Dependencies every route may get: an app's (`FastAPI(dependencies=[...])`), or a
+    # router's included where the router cannot be named.
+    app_dependencies: list[Dependencies] = field(default_factory=list)
 
 
 _MODULE, _CLASS, _FUNCTION = 0, 1, 2
@@ -608,9 +610,9 @@ def _module_statements(
         if (
             target is not None
             and resolver.qualify(value.func) in _ROUTER_CLASSES
-            and _declares_dependencies(value)
+            and declares_dependencies(value)
         ):
-            out.routers_with_dependencies.add(prefix + target)
+            out.router_dependencies.append((prefix + target, dependency_targets(resolver, value)))
         name = resolver.sqla_name(value.func)
         if name is None:
             continue
@@ -698,8 +700,8 @@ def _interesting_call(
         _include_router(resolver, call, out)
     else:
         qualified = resolver.qualify(func) or ""
-        if qualified in _APP_ROUTERS and _declares_dependencies(call):
-            out.app_dependencies = True
+        if qualified in _APP_ROUTERS and declares_dependencies(call):
+            out.app_dependencies.append(dependency_targets(resolver, call))
         app_kind = APP_CLASSES.get(qualified)
         if app_kind is not None:
             out.apps.append((app_kind, call.lineno))
@@ -707,9 +709,33 @@ def _interesting_call(
                 out.shutdown_hooks += 1
 
 
-def _declares_dependencies(call: ast.Call) -> bool:
+def declares_dependencies(call: ast.Call) -> bool:
     """``dependencies=[...]`` among the call's keywords, or ``**options`` that may hold it."""
     return any(kw.arg in ("dependencies", None) for kw in call.keywords)
+
+
+def dependency_targets(resolver: NameResolver, call: ast.Call) -> Dependencies:
+    """The functions a FastAPI call's ``dependencies=[Depends(f), Security(g)]`` names, by
+    qualified name; None when one cannot be named (``**options``, a list built elsewhere,
+    ``Depends(RoleChecker("admin"))``), since it may do anything."""
+    named: list[str] = []
+    for kw in call.keywords:
+        if kw.arg is None:
+            return None
+        if kw.arg != "dependencies":
+            continue
+        if not isinstance(kw.value, (ast.List, ast.Tuple)):
+            return None
+        for element in kw.value.elts:
+            if not isinstance(element, ast.Call):
+                return None
+            kind = (resolver.qualify(element.func) or "").rpartition(".")[2]
+            target = element.args[0] if element.args else keyword(element, "dependency")
+            qualified = resolver.qualify(target) if target is not None else None
+            if kind not in ("Depends", "Security") or qualified is None:
+                return None
+            named.append(qualified)
+    return tuple(named)
 
 
 def _include_router(resolver: NameResolver, call: ast.Call, out: FileExtract) -> None:
@@ -718,11 +744,12 @@ def _include_router(resolver: NameResolver, call: ast.Call, out: FileExtract) ->
     assert isinstance(call.func, ast.Attribute)
     child_node = call.args[0] if call.args else keyword(call, "router")
     child = resolver.qualify(child_node) if child_node is not None else None
-    if _declares_dependencies(call):
+    if declares_dependencies(call):
+        targets = dependency_targets(resolver, call)
         if child is None:
-            out.app_dependencies = True
+            out.app_dependencies.append(targets)
         else:
-            out.routers_with_dependencies.add(child)
+            out.router_dependencies.append((child, targets))
     parent = resolver.qualify(call.func.value)
     if parent is not None and child is not None:
         out.router_includes.append((parent, child))

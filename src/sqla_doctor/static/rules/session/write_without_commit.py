@@ -17,6 +17,7 @@ from sqla_doctor.static.flow import (
     flow_for,
     worth_analysing,
 )
+from sqla_doctor.static.index.extract import declares_dependencies, dependency_targets
 from sqla_doctor.static.index.models import keyword, literal_str
 from sqla_doctor.static.index.sessions import ENGINE_CALLS
 from sqla_doctor.static.lifecycle import (
@@ -74,6 +75,7 @@ _DEPENDENCY_FILES = {
     from sqlalchemy.orm import Session
 
     from app.db import SessionLocal
+    from app.models import User
 
     def get_db() -> Iterator[Session]:
         with SessionLocal() as session:
@@ -87,6 +89,16 @@ _DEPENDENCY_FILES = {
     def commit_after(db: Session = Depends(get_db)) -> Iterator[None]:
         yield
         db.commit()
+
+    def current_user(token: str, db: Session = Depends(get_db)) -> object:
+        return db.get(User, int(token))
+
+    def finish(db: Session) -> None:
+        db.commit()
+
+    def settle(db: Session = Depends(get_db)) -> Iterator[None]:
+        yield
+        finish(db)
     """,
     "app/crud.py": """
     def save(db, obj):
@@ -364,6 +376,23 @@ class WriteWithoutCommit(Rule):
                     return app
                 """,
             },
+        ),
+        # A dependency that commits through a helper of its module.
+        Valid(
+            """
+            from fastapi import APIRouter, Depends
+            from sqlalchemy.orm import Session
+            from app.deps import get_db, settle
+            from app.models import User
+
+            router = APIRouter(prefix="/users", dependencies=[Depends(settle)])
+
+            @router.post("/")
+            def create(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))
+            """,
+            path="app/routes.py",
+            files=_DEPENDENCY_FILES,
         ),
         # A session with nothing to connect to, used to see what add() cascades to.
         Valid(
@@ -681,11 +710,37 @@ class WriteWithoutCommit(Rule):
             files=_DEPENDENCY_FILES,
             line=13,
             expected_message=(
-                "`db.add(user)` is never committed: `get_db()` (app/deps.py:8) closes `db` "
+                "`db.add(user)` is never committed: `get_db()` (app/deps.py:9) closes `db` "
                 "when the request ends without `db.commit()`, which rolls the write back — "
                 "call `db.commit()` after the writes, or commit in `get_db()` after its "
                 "`yield`"
             ),
+        ),
+        # Dependencies that only read (FastAPI's global-dependency shape: a token check,
+        # the current user) commit nothing: on the route, its router or the app.
+        Invalid(
+            """
+            from fastapi import APIRouter, Depends, FastAPI, Header
+            from sqlalchemy.orm import Session
+            from app.deps import current_user, get_db
+            from app.models import User
+
+            async def verify_token(x_token: str = Header()):
+                if x_token != "secret":
+                    raise ValueError(x_token)
+
+            app = FastAPI(dependencies=[Depends(verify_token)])
+            router = APIRouter(prefix="/users", dependencies=[Depends(current_user)])
+
+            @router.post("/", dependencies=[Depends(verify_token), Depends(current_user)])
+            def create(name: str, db: Session = Depends(get_db)):
+                db.add(User(name=name))
+
+            app.include_router(router, dependencies=[Depends(current_user)])
+            """,
+            path="app/routes.py",
+            files=_DEPENDENCY_FILES,
+            line=15,
         ),
         # A router with a prefix and tags but no dependencies, included without any.
         Invalid(
@@ -1027,9 +1082,13 @@ class WriteWithoutCommit(Rule):
         ):
             return
         decorators = route_decorators(route)
-        if any(keyword(d, "dependencies") is not None for d in decorators):
+        names, index = self.ctx.names, self.ctx.index
+        if any(
+            declares_dependencies(d) and index.dependencies_may_commit(dependency_targets(names, d))
+            for d in decorators
+        ):
             return  # a dependency of the route's own may commit the same session
-        if any(self._router_has_dependencies(d) for d in decorators):
+        if any(self._router_may_commit(d) for d in decorators):
             return  # so may one its router declares, or one it is included with
         # Flushed or not, what the route wrote is rolled back when the request ends.
         write = self._lost_write(flow, name, settled=_SETTLED)
@@ -1051,23 +1110,25 @@ class WriteWithoutCommit(Rule):
             ),
         )
 
-    def _router_has_dependencies(self, decorator: ast.Call) -> bool:
-        """Whether the router or app of ``@router.post(...)`` may give the route
-        dependencies: made with ``dependencies=`` here, or (by the index) anywhere it is
-        included with them, or an app of the project declares them. A receiver that
-        cannot be named is given the benefit of the doubt only if something in the
-        project declares such dependencies."""
+    def _router_may_commit(self, decorator: ast.Call) -> bool:
+        """Whether the router or app of ``@router.post(...)`` may give the route a
+        dependency that commits: made with it here, or (by the index) included with it
+        anywhere, or an app of the project declares it."""
         assert isinstance(decorator.func, ast.Attribute)
         receiver = decorator.func.value
         if isinstance(receiver, ast.Name):
             for binding in self.ctx.dataflow.bindings(receiver):
                 value = binding.value
-                if isinstance(value, ast.Call) and any(
-                    kw.arg in ("dependencies", None) for kw in value.keywords
+                if (
+                    isinstance(value, ast.Call)
+                    and declares_dependencies(value)
+                    and self.ctx.index.dependencies_may_commit(
+                        dependency_targets(self.ctx.names, value)
+                    )
                 ):
                     return True
         qualified = self.ctx.names.qualify(receiver)
-        return self.ctx.index.router_has_dependencies(qualified or "")
+        return self.ctx.index.router_may_commit(qualified or "")
 
     def _lost_write(
         self,
