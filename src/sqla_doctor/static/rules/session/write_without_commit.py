@@ -210,12 +210,14 @@ class WriteWithoutCommit(Rule):
 
     A route's session is judged only when the dependency is a project generator that
     closes it (`with`, or `close()` in a `finally`) and never commits; a route handing it
-    to a helper, or declaring `dependencies=[...]` (one of which may commit the same
-    session, as FastAPI shares it within a request), is left alone; so is a route whose
-    router may give it dependencies: made with them (`APIRouter(dependencies=...)`),
-    included with them anywhere in the project (`include_router(router,
-    dependencies=...)`, directly or through a parent router), or served by an app that
-    declares them (`FastAPI(dependencies=...)`, which silences every route).
+    to a helper is left alone. So is a route given a dependency that may commit the same
+    session (FastAPI shares it within a request): by its own `dependencies=[...]`, by its
+    router (`APIRouter(dependencies=...)`, or `include_router(router, dependencies=...)`
+    anywhere in the project, directly or through a parent router), or by its app
+    (`FastAPI(dependencies=...)`). A dependency may commit when it is a project function
+    that commits or rolls back, itself or through a function of its module it calls, or
+    when it cannot be read (a library's, a class instance, a list built elsewhere); a token
+    check or a current-user lookup does not silence anything.
 
     ## Example
     ```python
