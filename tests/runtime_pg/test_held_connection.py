@@ -106,13 +106,10 @@ async def test_connection_held_across_an_http_call_is_reported_with_the_gap(
 async def test_http_call_before_the_session_is_the_silent_twin(
     pg_async_engine: AsyncEngine, slow_service: str
 ) -> None:
-    started = time.perf_counter()
     per_request = await run_requests(pg_async_engine, slow_service, update_avatar_fixed)
-    elapsed = time.perf_counter() - started
-    # The HTTP calls overlap (one after another they would take REQUESTS delays); the
-    # short transactions share the two connections.
-    assert elapsed < REQUESTS * HTTP_DELAY
-    assert not [f for findings in per_request for f in of_code(findings, "SQD157")]
+    # Wall time is left out: on a loaded machine it tells the two versions apart no more.
+    assert len(per_request) == REQUESTS
+    assert not [f for findings in per_request for f in findings]
 
 
 def sync_handler(engine: Engine, url: str) -> None:
