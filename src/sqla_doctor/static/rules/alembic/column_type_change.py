@@ -52,7 +52,8 @@ class ColumnTypeChange(MigrationRule):
     `DateTime` → `DateTime(timezone=True)`, or a shorter `String`. Changes PostgreSQL makes
     without touching the rows are not reported: a longer `String(n)`, `String` → `Text`,
     a wider `Numeric` with the same scale (read from `existing_type=`, which autogenerate
-    writes, or else from the types the revisions below it give the column of that table
+    writes, or from the type the revision's `downgrade()` changes the column back to, or
+    else from the types the revisions below it give the column of that table
     and schema in `create_table`, `add_column` and `alter_column`, when every one of them
     is cheap to change from). A `postgresql_using=` that only casts the column to the new kind of
     type (`"value::text"`) keeps such a change cheap; any other expression rewrites.
@@ -148,6 +149,19 @@ class ColumnTypeChange(MigrationRule):
                 op.alter_column("invoices", "id", existing_type=sa.Integer(), type_=sa.BigInteger())
             """
         ),
+        # Without `existing_type=`, the type downgrade() changes the column back to is
+        # the one it had: varchar(32) to varchar(64) widens in the catalogue.
+        Valid(
+            _HEAD
+            + """
+            from sqlalchemy import Unicode
+
+            def upgrade():
+                op.alter_column("updates", "alias", type_=Unicode(64))
+            def downgrade():
+                op.alter_column("updates", "alias", type_=Unicode(32))
+            """
+        ),
         # downgrade() reverses a widening: the old type is known to fit.
         Valid(
             _HEAD
@@ -189,6 +203,22 @@ class ColumnTypeChange(MigrationRule):
         ),
     )
     INVALID = (
+        # downgrade() gives the old type back: Integer, which BigInteger rewrites.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("orders", "id", type_=sa.BigInteger())
+            def downgrade():
+                op.alter_column("orders", "id", type_=sa.Integer())
+            """,
+            line=8,
+            expected_message=(
+                "changing orders.id from sa.Integer() to sa.BigInteger() rewrites the table and "
+                "its indexes under an ACCESS EXCLUSIVE lock: every read and write of orders "
+                "waits until it finishes — add a new column, backfill it, and switch over instead"
+            ),
+        ),
         # Raw SQL that shortens it, or makes an `Integer` a `BIGINT`.
         Invalid(
             _HEAD
@@ -329,6 +359,8 @@ class ColumnTypeChange(MigrationRule):
                 )
             if new is None:
                 continue
+            if old is None:
+                old = _restored_type(migration, operation)
             if old is None and not using:
                 earlier = _types_elsewhere(migration, operation)
                 if earlier and all(change_cost(t, new) is None for t in earlier):
@@ -368,6 +400,27 @@ def _plain_cast(node: ast.expr, column: str | None, new: ColumnType) -> bool:
         return False
     target = from_sql(match.group("t1") or match.group("t2") or "")
     return target is not None and target.family == new.family
+
+
+def _restored_type(migration: MigrationFile, operation: Operation) -> ColumnType | None:
+    """The type this revision's ``downgrade()`` changes the column back to: the one it
+    had before ``upgrade()`` ran (``type_=Unicode(32)`` undoing ``type_=Unicode(64)``);
+    None unless exactly one such change is there and can be read."""
+    restored = [
+        candidate
+        for candidate in migration.operations
+        if candidate.phase == "downgrade"
+        and candidate.kind == "alter_type"
+        and candidate.table == operation.table
+        and candidate.schema == operation.schema
+        and candidate.column == operation.column
+    ]
+    if len(restored) != 1 or operation.column is None:
+        return None
+    (candidate,) = restored
+    if candidate.via_sql:
+        return from_sql(candidate.type_text or "")
+    return from_python(_assigned(migration, candidate.type_node), migration.file.ctx.names)
 
 
 def _types_elsewhere(migration: MigrationFile, operation: Operation) -> list[ColumnType]:
