@@ -1186,9 +1186,11 @@ class ProjectIndex:
         return None
 
     def imported_names(self, module: str, *, by_tests: bool = True) -> frozenset[str]:
-        """The names other modules of the project import from ``module``; ``"*"`` when
-        one imports the module itself (``import app.db``, ``from app import db``) or all
-        of it (``from app.db import *``), which reaches any of its names. Without
+        """The names other modules of the project import from ``module``, and those they
+        read through the module itself (``import app.db as db`` then ``db.get_user()``);
+        ``"*"`` when one uses the module otherwise (passes it on, ``getattr(db, name)``,
+        imports it inside a function or a block) or imports all of it (``from app.db
+        import *``), which reaches any of its names. Without
         ``by_tests``, what test modules import is left out: a test calling a function
         is no caller the application's input reaches."""
         if by_tests:
@@ -1206,17 +1208,22 @@ class ProjectIndex:
         for facts in self.files.values():
             if not tests and is_test_path(facts.path):
                 continue
+            uses = facts.orm.module_uses
             for item in facts.orm.imports:
                 source = self._aliases.get(item.module, item.module)
                 if source == facts.module:
                     continue
+                # What the file reads through the name the import binds: a module's
+                # attributes (`import app.data as data`, `from app import data`).
+                bound = [uses.get(local, ("*",)) if local else ("*",) for local in item.locals]
                 if not item.names:
-                    table.setdefault(source, set()).add("*")
-                for name in item.names:
+                    table.setdefault(source, set()).update(bound[0] if bound else ("*",))
+                for position, name in enumerate(item.names):
                     table.setdefault(source, set()).add(name)
                     if name != "*":
                         inner = f"{source}.{name}"
-                        table.setdefault(self._aliases.get(inner, inner), set()).add("*")
+                        reached = bound[position] if position < len(bound) else ("*",)
+                        table.setdefault(self._aliases.get(inner, inner), set()).update(reached)
         return table
 
     def sets_only_literals(self, qualified: str) -> bool:

@@ -155,6 +155,9 @@ class ImportFacts:
     names: tuple[str, ...]
     line: int
     in_function: bool
+    # The local name each import binds (`import a.b as c`: "c"; one per name of a
+    # `from` import), for a module-level import; "" where it is not followed.
+    locals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,10 @@ class FileExtract:
     apps: list[tuple[str, int]] = field(default_factory=list)  # (kind, line)
     shutdown_hooks: int = 0
     dynamic_imports: bool = False
+    # What the file reads through a name a module-level import binds (`dashboard.build`
+    # through `import app.dashboard as dashboard`), by that name; a name also used
+    # otherwise (passed on, `getattr(dashboard, ...)`) is left out: any attribute.
+    module_uses: dict[str, tuple[str, ...]] = field(default_factory=dict)
     session_listeners: set[str] = field(default_factory=set)  # identifiers on Session
     # The text mentions SQLite's `journal_mode` (a `PRAGMA journal_mode=WAL` somewhere).
     journal_mode: bool = False
@@ -239,12 +246,17 @@ def extract(
 
     stack: list[tuple[ast.AST, _Ctx]] = [(child, _MODULE_CTX) for child in reversed(tree.body)]
     imports = names.imports
+    followed = _import_locals(tree)
+    read_through: dict[str, set[str]] = {local: set() for local in followed}
+    used_otherwise: set[str] = set()
     push, name_node, ast_node = stack.append, ast.Name, ast.AST
     while stack:
         node, ctx = stack.pop()
         kind = type(node)
         # The commonest nodes first: a third of them are names.
         if kind is ast.Name:
+            if node.id in followed:  # type: ignore[attr-defined]
+                used_otherwise.add(node.id)  # type: ignore[attr-defined]
             continue
         if kind is ast.Constant:
             value = node.value  # type: ignore[attr-defined]
@@ -323,21 +335,37 @@ def extract(
                     receiver = f"?{text}" if text else "?"
                 out.disposed.add(receiver)
             # Only the value: the `ctx` child (Load/Store) carries nothing.
-            stack.append((node.value, ctx))
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in followed:
+                if node.attr.startswith("__"):
+                    used_otherwise.add(value.id)
+                read_through[value.id].add(node.attr)
+                continue
+            stack.append((value, ctx))
             continue
         elif kind is ast.Import or kind is ast.ImportFrom:
             assert isinstance(node, (ast.Import, ast.ImportFrom))
             names.add_import(node)
             in_function = ctx.kind == _FUNCTION
+            top = ctx.kind == _MODULE and node in tree.body
             if isinstance(node, ast.Import):
                 for alias in node.names:
-                    out.imports.append(ImportFacts(alias.name, (), node.lineno, in_function))
+                    local = _bound(alias, module_import=True) if top else ""
+                    out.imports.append(
+                        ImportFacts(alias.name, (), node.lineno, in_function, (local,))
+                    )
             else:
                 from sqla_doctor.static.index.names import resolve_relative
 
                 source = resolve_relative(module, is_package, node.level, node.module)
                 out.imports.append(
-                    ImportFacts(source, tuple(a.name for a in node.names), node.lineno, in_function)
+                    ImportFacts(
+                        source,
+                        tuple(a.name for a in node.names),
+                        node.lineno,
+                        in_function,
+                        tuple(_bound(a, module_import=False) if top else "" for a in node.names),
+                    )
                 )
             continue
         elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
@@ -373,6 +401,7 @@ def extract(
                     )
                     if d_tail == "listens_for":
                         listener_decorators.append((decorator, node))
+                        _note_uses(decorator, followed, read_through, used_otherwise)
                         continue
                     if (
                         d_tail == "on_event"
@@ -381,6 +410,20 @@ def extract(
                     ):
                         out.shutdown_hooks += 1
                 stack.append((decorator, ctx))
+            if followed:
+                # The walk skips annotations; `Depends(deps.get_db)` in one names a function.
+                arguments = node.args
+                for arg in (
+                    *arguments.posonlyargs,
+                    *arguments.args,
+                    *arguments.kwonlyargs,
+                    *((arguments.vararg,) if arguments.vararg else ()),
+                    *((arguments.kwarg,) if arguments.kwarg else ()),
+                ):
+                    if arg.annotation is not None:
+                        _note_uses(arg.annotation, followed, read_through, used_otherwise)
+                if node.returns is not None:
+                    _note_uses(node.returns, followed, read_through, used_otherwise)
             inner = _Ctx(
                 _FUNCTION,
                 new_builder,
@@ -452,11 +495,22 @@ def extract(
             held: Any = getattr(node, field_name, None)
             if held.__class__ is list:
                 for child in reversed(held):
-                    if child.__class__ is not name_node and isinstance(child, ast_node):
-                        push((child, ctx))
-            elif held.__class__ is not name_node and isinstance(held, ast_node):
-                push((held, ctx))
+                    if child.__class__ is not name_node:
+                        if isinstance(child, ast_node):
+                            push((child, ctx))
+                    elif child.id in followed:
+                        used_otherwise.add(child.id)
+            elif held.__class__ is not name_node:
+                if isinstance(held, ast_node):
+                    push((held, ctx))
+            elif held.id in followed:
+                used_otherwise.add(held.id)
 
+    out.module_uses = {
+        local: tuple(sorted(attributes))
+        for local, attributes in read_through.items()
+        if local not in used_otherwise
+    }
     # Again, now that every import is known: `db = SQLAlchemy()` records its origin.
     names.collect_definitions(tree)
     resolver = DeferringResolver(names)
@@ -509,6 +563,44 @@ def _finish_functions(
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 _ELEMENTS = (ast.Tuple, ast.List, ast.Set)
+
+
+def _import_locals(tree: ast.Module) -> set[str]:
+    """The names the module-level imports bind, whose uses the walk follows."""
+    found: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for alias in stmt.names:
+                local = _bound(alias, module_import=isinstance(stmt, ast.Import))
+                if local:
+                    found.add(local)
+    return found
+
+
+def _note_uses(
+    expr: ast.expr, followed: set[str], read_through: dict[str, set[str]], otherwise: set[str]
+) -> None:
+    """Record the uses of imported names in ``expr``, which the walk does not enter."""
+    through: set[int] = set()
+    for sub in ast.walk(expr):
+        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+            if sub.value.id in followed:
+                through.add(id(sub.value))
+                read_through[sub.value.id].add(sub.attr)
+                if sub.attr.startswith("__"):
+                    otherwise.add(sub.value.id)
+        elif isinstance(sub, ast.Name) and sub.id in followed and id(sub) not in through:
+            otherwise.add(sub.id)
+
+
+def _bound(alias: ast.alias, *, module_import: bool) -> str:
+    """The name an import binds to what it names; "" for `import a.b` (which binds `a`,
+    read as `a.b.x`) and `from m import *`."""
+    if alias.asname:
+        return alias.asname
+    if alias.name == "*" or (module_import and "." in alias.name):
+        return ""
+    return alias.name
 
 
 _CLIENT_METHODS = frozenset(

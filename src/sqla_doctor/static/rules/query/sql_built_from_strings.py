@@ -558,6 +558,31 @@ class SqlBuiltFromStrings(Rule):
                 "app/models.py": "from app.migrations import migrate\n",
             },
         ),
+        # Modules that import this one whole and read only other names through it.
+        Valid(
+            """
+            from sqlalchemy import text
+            def _select_from_view(session, view):
+                return session.execute(text("SELECT * FROM %s" % view))
+            def users_week(session):
+                return _select_from_view(session, "dashboard_week_users")
+            """,
+            path="app/dashboard/data.py",
+            files={
+                "app/__init__.py": "",
+                "app/dashboard/__init__.py": "",
+                "app/views.py": (
+                    "import app.dashboard.data as dashboard\n"
+                    "def admin(session):\n"
+                    "    return dashboard.users_week(session)\n"
+                ),
+                "app/jobs.py": (
+                    "from app.dashboard import data\n"
+                    "def refresh(session):\n"
+                    "    data.users_week(session)\n"
+                ),
+            },
+        ),
         # A helper that a test imports besides its callers in the module; the test's own
         # SQL built from fixtures.
         Valid(
@@ -887,6 +912,46 @@ class SqlBuiltFromStrings(Rule):
             def main(conn):
                 export(conn, "users")
             """,
+        ),
+        # A module imported whole that reaches the helper: by its name, by `getattr()`,
+        # or passed on.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def _select_from_view(session, view):
+                return session.execute(text("SELECT * FROM %s" % view))
+            def users_week(session):
+                return _select_from_view(session, "dashboard_week_users")
+            """,
+            path="app/dashboard/data.py",
+            files={
+                "app/__init__.py": "",
+                "app/dashboard/__init__.py": "",
+                "app/views.py": (
+                    "import app.dashboard.data as dashboard\n"
+                    "def admin(session, name):\n"
+                    "    return dashboard._select_from_view(session, name)\n"
+                ),
+            },
+        ),
+        Invalid(
+            """
+            from sqlalchemy import text
+            def _select_from_view(session, view):
+                return session.execute(text("SELECT * FROM %s" % view))
+            def users_week(session):
+                return _select_from_view(session, "dashboard_week_users")
+            """,
+            path="app/dashboard/data.py",
+            files={
+                "app/__init__.py": "",
+                "app/dashboard/__init__.py": "",
+                "app/views.py": (
+                    "from app.dashboard import data\n"
+                    "def admin(session, name):\n"
+                    "    return getattr(data, '_select_from_' + name)(session, name)\n"
+                ),
+            },
         ),
         # Checks that do not hold the value to the allowlist: a failure that only logs,
         # a value taken again after the check, an `or` that lets anything through.
