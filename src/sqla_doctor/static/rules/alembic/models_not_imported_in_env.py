@@ -65,6 +65,33 @@ _PROJECT = {
     "app/models/order.py": _ORDER,
 }
 
+_TWO_APPS_ENV = """
+from alembic import context
+from sqlmodel import SQLModel
+import %s  # noqa: F401
+
+target_metadata = SQLModel.metadata
+"""
+_TWO_APPS = {
+    "backend/alembic.ini": _INI.replace("migrations", "alembic"),
+    "backend/alembic/versions/.keep": "",
+    "backend/__init__.py": "",
+    "backend/models.py": (
+        "from sqlmodel import Field, SQLModel\n"
+        "class Message(SQLModel, table=True):\n"
+        "    id: int | None = Field(default=None, primary_key=True)\n"
+    ),
+    "inference/alembic.ini": _INI.replace("migrations", "alembic"),
+    "inference/alembic/env.py": _TWO_APPS_ENV.replace("%s", "inference.models"),
+    "inference/alembic/versions/.keep": "",
+    "inference/__init__.py": "",
+    "inference/models.py": (
+        "from sqlmodel import Field, SQLModel\n"
+        "class Chat(SQLModel, table=True):\n"
+        "    id: int | None = Field(default=None, primary_key=True)\n"
+    ),
+}
+
 
 class ModelsNotImportedInEnv(MigrationRule):
     """
@@ -74,6 +101,9 @@ class ModelsNotImportedInEnv(MigrationRule):
     mapped on the metadata it gives as `target_metadata`. Mapped classes are found
     statically: subclasses of a `DeclarativeBase`, `declarative_base()`, Flask-SQLAlchemy's
     `db.Model`, SQLModel `table=True` classes, and `Table(...)` objects on that metadata.
+    In a repository of several applications, each with its own Alembic project
+    (`backend/alembic.ini`, `worker/alembic.ini`), the classes in another project's folder
+    are that one's to import, even on a shared metadata such as `SQLModel.metadata`.
     A script location that no `alembic.ini` or `pyproject.toml` names, only the
     application's code (`cfg.set_main_option("script_location", "app:migrations")`), runs
     inside the application's process after whatever it imported, and is not checked.
@@ -132,6 +162,13 @@ class ModelsNotImportedInEnv(MigrationRule):
                     "from app.models.order import Order\nfrom app.models.user import User\n"
                 ),
             },
+        ),
+        # Two applications of one repository, each with its Alembic project, whose
+        # models share SQLModel.metadata: each env.py imports its own.
+        Valid(
+            _TWO_APPS_ENV % "backend.models",
+            path="backend/alembic/env.py",
+            files=_TWO_APPS,
         ),
         # Star re-exports, and a module imported inside a function env.py calls.
         Valid(
@@ -247,6 +284,24 @@ class ModelsNotImportedInEnv(MigrationRule):
         ),
     )
     INVALID = (
+        # The other application's env.py imports its own models; this one misses one.
+        Invalid(
+            _TWO_APPS_ENV % "backend.models",
+            path="backend/alembic/env.py",
+            files={
+                **_TWO_APPS,
+                "backend/audit.py": (
+                    "from sqlmodel import Field, SQLModel\n"
+                    "class Audit(SQLModel, table=True):\n"
+                    "    id: int | None = Field(default=None, primary_key=True)\n"
+                ),
+            },
+            expected_message=(
+                "target_metadata `SQLModel.metadata` misses Audit (backend/audit.py): env.py "
+                "never imports backend.audit, so autogenerate does not see it — import "
+                "backend.audit in env.py"
+            ),
+        ),
         Invalid(
             _ENV,
             path="migrations/env.py",
@@ -365,6 +420,8 @@ class ModelsNotImportedInEnv(MigrationRule):
             path = _disk(shared, mapped.path)
             if path is None or path == env_path or path in reach.paths:
                 continue
+            if _migrated_elsewhere(shared, project, path):
+                continue
             if shared.is_test_or_migration(path):
                 continue
             module = _import_name(mapped.module, mapped.path)
@@ -378,6 +435,8 @@ class ModelsNotImportedInEnv(MigrationRule):
                 continue
             path = _disk(shared, table.path)
             if path is None or path in reach.paths or path == env_path:
+                continue
+            if _migrated_elsewhere(shared, project, path):
                 continue
             if shared.is_test_or_migration(path):
                 continue
@@ -404,6 +463,24 @@ class ModelsNotImportedInEnv(MigrationRule):
             related=tuple(related[:10]),
             hint="import the models package whose __init__ imports every model module",
         )
+
+
+def _migrated_elsewhere(shared: AlembicAnalysis, project: AlembicProject, path: Path) -> bool:
+    """Whether ``path`` lies in the folder of another Alembic project, nearer to it than
+    this one's: two applications of one repository (``backend/alembic.ini``,
+    ``inference/alembic.ini``) whose models share ``SQLModel.metadata`` each import and
+    migrate their own."""
+    depth = {id(p): _home_depth(p, path) for p in shared.projects}
+    nearest = max(depth.values(), default=-1)
+    return nearest >= 0 and depth[id(project)] < nearest
+
+
+def _home_depth(project: AlembicProject, path: Path) -> int:
+    """How deep the deepest folder of ``project`` holding ``path`` is (where its configs
+    are, else its script directory's parent); -1 when none holds it."""
+    location = project.location
+    homes = [c.resolve().parent for c in location.configs] or [location.directory.resolve().parent]
+    return max((len(h.parts) for h in homes if h in path.parents), default=-1)
 
 
 def _disk(shared: AlembicAnalysis, display: str) -> Path | None:
