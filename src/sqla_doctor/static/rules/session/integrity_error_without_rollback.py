@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import FunctionFlow, StatementValue, contains, flow_for, receiver_key
@@ -65,6 +66,10 @@ _FAILING = frozenset(
         "bulk_update_mappings",
     }
 )
+# Methods that end the failed transaction: a closed Session starts a new one when used
+# again; a closed connection is done with (scoped_session's `remove()` closes its
+# session).
+_ENDING = frozenset({"rollback", "close", "remove"})
 # Methods that are fine on a failed session.
 _SAFE = frozenset(
     {
@@ -129,7 +134,8 @@ class IntegrityErrorWithoutRollback(Rule):
     `DBAPIError`, psycopg's `UniqueViolation`, asyncpg's `UniqueViolationError`, …)
     around a `commit()`, `flush()` or statement, whose handler — or the code after the
     `try` when the handler swallows the error — uses the same session again before
-    calling `rollback()`.
+    calling `rollback()` (or `close()`, or binding the name to another session) on
+    every path through the handler.
 
     ## Why is this bad?
     After a failed flush the session's transaction is unusable. Any further use
@@ -179,6 +185,36 @@ class IntegrityErrorWithoutRollback(Rule):
     )
 
     VALID = (
+        # On each path the handler ends the failed transaction: it closes the connection
+        # and binds the name to a new one, or raises; a session closed is usable again.
+        Valid(
+            """
+            import psycopg2
+
+            def kill_sessions(connect, stmt):
+                connection = connect()
+                try:
+                    connection.execute(stmt)
+                    connection.commit()
+                except psycopg2.DatabaseError as e:
+                    if "EOF" in str(e):
+                        connection.close()
+                        connection = connect()
+                    else:
+                        raise
+                connection.execute(stmt)
+                connection.commit()
+
+            def save(session, user):
+                try:
+                    session.add(user)
+                    session.commit()
+                except psycopg2.IntegrityError:
+                    session.close()
+                session.add(user)
+                session.commit()
+            """
+        ),
         # The failure leaves a `with` block that settles it: the session's `begin()` block
         # rolls back, a session the block opened is closed (the next one is new).
         Valid(
@@ -315,6 +351,25 @@ class IntegrityErrorWithoutRollback(Rule):
         ),
     )
     INVALID = (
+        # A branch of the handler that goes on with the failed connection.
+        Invalid(
+            """
+            import logging
+            import psycopg2
+
+            def kill_sessions(connect, stmt):
+                connection = connect()
+                try:
+                    connection.execute(stmt)
+                    connection.commit()
+                except psycopg2.DatabaseError as e:
+                    if "EOF" in str(e):
+                        connection = connect()
+                    logging.warning("kill failed: %s", e)
+                connection.execute(stmt)
+            """,
+            line=13,
+        ),
         # A `with` that does not manage the session settles nothing.
         Invalid(
             """
@@ -538,11 +593,26 @@ class IntegrityErrorWithoutRollback(Rule):
 
     @staticmethod
     def _first_use(
-        flow: FunctionFlow, body: list[ast.stmt], key: str
+        flow: FunctionFlow, body: Sequence[ast.AST], key: str
     ) -> tuple[ast.Call | None, bool]:
         """The first call in ``body`` that uses the failed session, and whether ``body``
-        settles the failure first (a rollback, a `raise` or a `return`)."""
+        settles the failure first (a rollback or `close()`, a `raise` or a `return`,
+        binding the name to another session), on each branch of an `if`."""
         for stmt in body:
+            if isinstance(stmt, ast.If):
+                test, _ = IntegrityErrorWithoutRollback._first_use(flow, [stmt.test], key)
+                if test is not None:
+                    return test, False
+                first, settled = IntegrityErrorWithoutRollback._first_use(flow, stmt.body, key)
+                other, otherwise = IntegrityErrorWithoutRollback._first_use(
+                    flow, stmt.orelse, key
+                )
+                uses = [c for c in (first, other) if c is not None]
+                if uses:
+                    return min(uses, key=lambda c: (c.lineno, c.col_offset)), False
+                if settled and otherwise:
+                    return None, True
+                continue
             for call in sorted(
                 (c for c in flow.calls if contains(stmt, c)), key=lambda c: (c.lineno, c.col_offset)
             ):
@@ -556,10 +626,15 @@ class IntegrityErrorWithoutRollback(Rule):
                     if key.endswith(".session") and _legacy_query_of_flask(flow, func.value):
                         return call, False
                     continue
-                if func.attr == "rollback":
+                if func.attr in _ENDING:
                     return None, True
                 if func.attr not in _SAFE:
                     return call, False
+            if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and any(
+                receiver_key(target) == key
+                for target in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+            ):
+                return None, True  # the name holds another session from here on
             if isinstance(stmt, _EXITS):
                 # `continue`/`break` go on to code that may use the session.
                 return None, isinstance(stmt, (ast.Raise, ast.Return))
