@@ -141,7 +141,8 @@ class SetNotNullOnExistingColumn(MigrationRule):
     same table and schema (`nullable=False`, a primary key), and made nullable, dropped
     or replaced (another column renamed to its name) by none, or marked
     `existing_nullable=False` (often an `alter_column` that changes the type and repeats
-    `nullable=False`).
+    `nullable=False`), or left NOT NULL by the revision's own `downgrade()` (a rename
+    that repeats `nullable=False` both ways).
 
     ## Why is this bad?
     `SET NOT NULL` takes an ACCESS EXCLUSIVE lock and reads every row to prove there is no
@@ -189,6 +190,16 @@ class SetNotNullOnExistingColumn(MigrationRule):
     )
 
     VALID = (
+        # A rename that repeats NOT NULL both ways: downgrade() says it was NOT NULL before.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("comment_bugs", "karma", nullable=False, new_column_name="feedback")
+            def downgrade():
+                op.alter_column("comment_bugs", "feedback", nullable=False, new_column_name="karma")
+            """
+        ),
         # A validated check constraint from an earlier revision: no scan.
         Valid(
             _HEAD
@@ -238,6 +249,19 @@ class SetNotNullOnExistingColumn(MigrationRule):
         ),
     )
     INVALID = (
+        # downgrade() makes the column nullable again: it was before upgrade(); the NOT
+        # NULL it keeps is another column's.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("comment_bugs", "karma", nullable=False, new_column_name="feedback")
+            def downgrade():
+                op.alter_column("comment_bugs", "feedback", nullable=True, new_column_name="karma")
+                op.alter_column("comment_bugs", "score", nullable=False)
+            """,
+            line=8,
+        ),
         # Created NOT NULL in another schema's table of that name, or by a revision that
         # is not below this one: this column may hold NULLs.
         Invalid(
@@ -340,7 +364,11 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 continue
             if _checked_elsewhere(migration, operation):
                 continue
-            if operation.already_not_null or _created_not_null(migration, operation):
+            if (
+                operation.already_not_null
+                or _created_not_null(migration, operation)
+                or _restored_not_null(migration, operation)
+            ):
                 continue  # PostgreSQL skips the scan for a column that is NOT NULL already
             yield self.at(
                 migration.file,
@@ -378,6 +406,23 @@ def _created_not_null(migration: MigrationFile, operation: Operation) -> bool:
             ):
                 created = True
     return created
+
+
+def _restored_not_null(migration: MigrationFile, operation: Operation) -> bool:
+    """This revision's ``downgrade()`` leaves the column NOT NULL too: it was so before
+    ``upgrade()`` ran (``alter_column(..., nullable=False, new_column_name=...)`` both
+    ways, a rename that repeats the column's NOT NULL)."""
+    downgrade = [op for op in migration.operations if op.phase == "downgrade"]
+    renamed_back = {
+        op.node: op.new_name for op in downgrade if op.kind == "rename_column" and op.new_name
+    }
+    return any(
+        candidate.kind == "set_not_null"
+        and candidate.table == operation.table
+        and candidate.schema == operation.schema
+        and renamed_back.get(candidate.node, candidate.column) == operation.column
+        for candidate in downgrade
+    )
 
 
 def _lets_nulls_in(candidate: Operation, column: str | None) -> bool:
