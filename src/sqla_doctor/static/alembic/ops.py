@@ -87,6 +87,9 @@ class Operation:
     # `alter_column(..., existing_nullable=False)`: the column is NOT NULL already.
     already_not_null: bool = False
     one_row: bool = False  # an UPDATE or DELETE ... WHERE id = <literal>
+    # Raw `ALTER COLUMN ... TYPE ... USING`: "" for any expression, the type when it
+    # only casts the column.
+    using_sql: str | None = None
 
     @property
     def via_sql(self) -> bool:
@@ -666,6 +669,7 @@ class Extractor:
             not_valid=action.not_valid,
             using_index=action.using_index,
             type_text=action.type_text,
+            using_sql=action.using,
             verb=action.verb,
             what=action.what or ("REINDEX CONCURRENTLY" if action.kind == "reindex" else None),
             sql=text,

@@ -153,6 +153,9 @@ class SqlAction:
     not_valid: bool = False
     using_index: bool = False
     type_text: str | None = None
+    # `ALTER COLUMN c TYPE t USING ...`: "" for any expression, the type when it only
+    # casts the column (`USING c::numeric(11,2)`, `USING CAST(c AS int)`).
+    using: str | None = None
     verb: str | None = None
     what: str | None = None
     extra: tuple[str, ...] = field(default=())
@@ -440,18 +443,56 @@ def _alter_action(table: str | None, reader: _Reader) -> SqlAction:
         reader.accept("COLUMN")
         column = reader.name()
         if reader.accept("SET", "DATA", "TYPE") or reader.accept("TYPE"):
+            rest = reader.tokens[reader.pos :]
             type_tokens = []
-            for token in reader.tokens[reader.pos :]:
+            for token in rest:
                 if token.kind == "word" and token.value in ("USING", "COLLATE"):
                     break
                 type_tokens.append(token.value)
+            using = None
+            if len(type_tokens) < len(rest) and rest[len(type_tokens)].value == "USING":
+                expression = rest[len(type_tokens) + 1 :]
+                collate = Token("word", "COLLATE")
+                end = expression.index(collate) if collate in expression else len(expression)
+                using = _cast_of(column, expression[:end])
             return SqlAction(
-                "alter_type", table=table, column=column, type_text=" ".join(type_tokens)
+                "alter_type",
+                table=table,
+                column=column,
+                type_text=" ".join(type_tokens),
+                using=using,
             )
         if reader.accept("SET", "NOT", "NULL"):
             return SqlAction("set_not_null", table=table, column=column)
         return SqlAction("ddl_other", table=table, column=column, verb="ALTER COLUMN")
     return SqlAction("ddl_other", table=table, verb="ALTER TABLE")
+
+
+def _cast_of(column: str | None, tokens: Sequence[Token]) -> str:
+    """The type a USING expression casts the column to (``c::t``, ``CAST(c AS t)``), or
+    "" for any other expression."""
+    colon = Token("punct", ":")
+    if not tokens or column is None or tokens[3:].count(colon):
+        return ""
+    if (
+        len(tokens) > 3
+        and tokens[0].kind in ("word", "ident")
+        and tokens[0].name == column
+        and tokens[1] == colon
+        and tokens[2] == colon
+    ):
+        return " ".join(t.value for t in tokens[3:])
+    if (
+        len(tokens) > 5
+        and (tokens[0].kind, tokens[0].value) == ("word", "CAST")
+        and tokens[1] == Token("punct", "(")
+        and tokens[2].kind in ("word", "ident")
+        and tokens[2].name == column
+        and (tokens[3].kind, tokens[3].value) == ("word", "AS")
+        and tokens[-1] == Token("punct", ")")
+    ):
+        return " ".join(t.value for t in tokens[4:-1])
+    return ""
 
 
 def _add_constraint(table: str | None, name: str | None, reader: _Reader) -> SqlAction:

@@ -55,8 +55,9 @@ class ColumnTypeChange(MigrationRule):
     writes, or from the type the revision's `downgrade()` changes the column back to, or
     else from the types the revisions below it give the column of that table
     and schema in `create_table`, `add_column` and `alter_column`, when every one of them
-    is cheap to change from). A `postgresql_using=` that only casts the column to the new kind of
-    type (`"value::text"`) keeps such a change cheap; any other expression rewrites.
+    is cheap to change from). A `postgresql_using=` (or raw SQL's `USING`) that only casts
+    the column to the new kind of type (`"value::text"`, `CAST(value AS text)`) keeps such
+    a change cheap; any other expression rewrites.
 
     ## Why is this bad?
     `ALTER COLUMN ... TYPE` takes an ACCESS EXCLUSIVE lock, then rewrites every row and
@@ -162,6 +163,26 @@ class ColumnTypeChange(MigrationRule):
                 op.alter_column("updates", "alias", type_=Unicode(32))
             """
         ),
+        # Raw SQL whose USING only casts the column to the new type, a widening that
+        # downgrade() undoes: PostgreSQL changes the catalogue only.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute(
+                    "ALTER TABLE forms ALTER COLUMN price SET DATA TYPE numeric(11,2) "
+                    "USING price::numeric(11,2);"
+                    "ALTER TABLE fees ALTER COLUMN amount TYPE numeric(11,2) "
+                    "USING CAST(amount AS numeric(11,2))"
+                )
+            def downgrade():
+                op.execute(
+                    "ALTER TABLE forms ALTER COLUMN price SET DATA TYPE numeric(8,2) "
+                    "USING price::numeric(8,2);"
+                    "ALTER TABLE fees ALTER COLUMN amount TYPE numeric(8,2)"
+                )
+            """
+        ),
         # downgrade() reverses a widening: the old type is known to fit.
         Valid(
             _HEAD
@@ -203,6 +224,20 @@ class ColumnTypeChange(MigrationRule):
         ),
     )
     INVALID = (
+        # The same widening with a USING that computes: every row is rewritten.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute(
+                    "ALTER TABLE forms ALTER COLUMN price SET DATA TYPE numeric(11,2) "
+                    "USING price::numeric(11,2) * 100"
+                )
+            def downgrade():
+                op.execute("ALTER TABLE forms ALTER COLUMN price SET DATA TYPE numeric(8,2)")
+            """,
+            line=8,
+        ),
         # downgrade() gives the old type back: Integer, which BigInteger rewrites.
         Invalid(
             _HEAD
@@ -342,7 +377,10 @@ class ColumnTypeChange(MigrationRule):
             if operation.via_sql:
                 new = from_sql(operation.type_text or "")
                 old = None
-                using = "USING" in (operation.sql or "").upper()
+                cast = from_sql(operation.using_sql) if operation.using_sql else None
+                using = operation.using_sql is not None and not (
+                    new is not None and cast is not None and cast.family == new.family
+                )
             else:
                 new = from_python(_assigned(migration, operation.type_node), resolver)
                 old = from_python(_assigned(migration, operation.existing_type_node), resolver)
