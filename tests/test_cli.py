@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -447,3 +448,38 @@ def test_a_file_outside_any_project_is_checked_on_its_own(
     write_tree(tmp_path, files)
     result = run_cli(capsys, "check", "--no-cache", str(tmp_path / "app" / "views.py"))
     assert result.code == 0, result
+
+
+def test_findings_on_one_line_keep_the_order_of_the_statements_under_any_hash_seed(
+    tmp_path: Path,
+) -> None:
+    """One op.execute() adding a constraint to each of eight tables: eight findings at one
+    line and column, listed as the SQL lists them, whatever the hash seed."""
+    statements = ";\n".join(
+        f"ALTER TABLE t{i} ADD CONSTRAINT ck_t{i}_positive CHECK (n > 0)" for i in range(8)
+    )
+    write_tree(
+        tmp_path,
+        {
+            "alembic.ini": "[alembic]\nscript_location = migrations\n",
+            "migrations/env.py": "",
+            "migrations/versions/b2.py": (
+                'from alembic import op\n\nrevision = "b2"\ndown_revision = None\n\n\n'
+                f'def upgrade():\n    op.execute("""\n{statements}\n""")\n'
+            ),
+        },
+    )
+    for seed in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sqla_doctor", "check", "--no-cache", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        named = [
+            line.split("check constraint ")[1].split()[0]
+            for line in proc.stdout.splitlines()
+            if ": SQD606 " in line
+        ]
+        assert named == [f"ck_t{i}_positive" for i in range(8)], proc.stdout

@@ -469,7 +469,9 @@ class Engine:
             kept.append(finding)
         if UNUSED_NOQA in self.selected:
             kept.extend(self._unused_noqa(suppressions))
-        return sorted(set(kept), key=lambda f: f.sort_key)
+        # Without duplicates, in the order the checks found them where the key ties (the
+        # statements of one op.execute()): a set's order would change with the hash seed.
+        return sorted(dict.fromkeys(kept), key=lambda f: f.sort_key)
 
     def _alias(self, code_or_name: str) -> str | None:
         check = self.registry.get(code_or_name)
