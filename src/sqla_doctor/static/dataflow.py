@@ -1097,7 +1097,15 @@ class StringFlow:
             else:
                 operands = [right]
             numeric = _percent_numeric(left, right, operands)
-            parts = [(left, lv), *((o, self.value(o)) for o in operands if id(o) not in numeric)]
+            names = _percent_identifiers(left, right, operands)
+            parts = [(left, lv)]
+            for operand in operands:
+                if id(operand) in numeric:
+                    continue
+                value = self.value(operand)
+                if id(operand) in names:
+                    value = _as_identifier(operand, value, HOW_PERCENT, at)
+                parts.append((operand, value))
             return self.build(parts, HOW_PERCENT, at)
         elif isinstance(op, ast.Mult):
             rv = self.value(right)
@@ -1228,6 +1236,7 @@ class StringFlow:
                 if not base.is_str:
                     return _OPAQUE
                 operands: list[tuple[ast.expr, StringValue]] = [(func.value, base)]
+                names = _format_identifiers(func.value, call)
                 for arg in call.args:
                     if isinstance(arg, ast.Starred):
                         operands.append((arg.value, _OPAQUE))
@@ -1236,6 +1245,12 @@ class StringFlow:
                 for keyword in call.keywords:
                     value = self.value(keyword.value) if keyword.arg is not None else _OPAQUE
                     operands.append((keyword.value, value))
+                operands = [
+                    (node, _as_identifier(node, value, HOW_FORMAT, call))
+                    if id(node) in names
+                    else (node, value)
+                    for node, value in operands
+                ]
                 return self.build(operands, HOW_FORMAT, call)
             if func.attr == "join" and len(call.args) == 1 and not call.keywords:
                 separator = self.value(func.value)
@@ -2496,8 +2511,8 @@ def _ends_with_bind_marker(node: ast.expr | None, starts: bool = True) -> bool:
 
 # Literal text after which SQL wants a name: a table, a column list, a qualified name.
 _IDENTIFIER_BEFORE = re.compile(
-    r"(?:\b(?:FROM|JOIN|INTO|UPDATE|TABLE|TRUNCATE|INDEX|VIEW|SEQUENCE|SCHEMA|EXISTS|"
-    r"SELECT|DISTINCT|ORDER\s+BY|GROUP\s+BY|RENAME\s+TO|COLUMN|ANALYZE|VACUUM)\s+"
+    r"(?:\b(?:FROM|JOIN|INTO|UPDATE|TABLE|TRUNCATE|INDEX|VIEW|SEQUENCE|SCHEMA|EXISTS|CONCURRENTLY|"
+    r"SELECT|DISTINCT|ORDER\s+BY|GROUP\s+BY|RENAME\s+TO|COLUMN|ANALYZE|VACUUM)\s+[\"`\[]?"
     r"|(?:^|[\w\"])\.\"?)$",
     re.IGNORECASE,
 )
@@ -2599,6 +2614,65 @@ def _percent_numeric(left: ast.expr, right: ast.expr, operands: list[ast.expr]) 
         for operand, m in zip(operands, specs, strict=True)
         if m.group("conv") in "diouxXeEfFgG"
     }
+
+
+def _names_at(template: str, spans: Sequence[tuple[int, int]]) -> list[bool]:
+    """For each placeholder ``template[start:end]``, whether SQL wants a name there."""
+    return [
+        bool(_IDENTIFIER_BEFORE.search(template[:start]))
+        or bool(_IDENTIFIER_AFTER.match(template[end:]))
+        for start, end in spans
+    ]
+
+
+def _percent_identifiers(left: ast.expr, right: ast.expr, operands: list[ast.expr]) -> set[int]:
+    """The ``id()`` of the operands of ``"..." % operands`` spliced in where SQL wants a
+    table or column name (``"SELECT * FROM %s" % view``)."""
+    if not isinstance(left, ast.Constant) or not isinstance(left.value, str):
+        return set()
+    specs = [m for m in _PERCENT_SPEC.finditer(left.value) if m.group("conv") != "%"]
+    names = _names_at(left.value, [m.span() for m in specs])
+    if isinstance(right, ast.Dict):
+        keyed = {m.group("key"): name for m, name in zip(specs, names, strict=True)}
+        return {
+            id(value)
+            for key, value in zip(right.keys, right.values, strict=True)
+            if isinstance(key, ast.Constant) and keyed.get(str(key.value)) is True
+        }
+    if any(m.group("key") is not None for m in specs) or len(specs) != len(operands):
+        return set()
+    return {id(o) for o, name in zip(operands, names, strict=True) if name}
+
+
+def _format_identifiers(template: ast.expr, call: ast.Call) -> set[int]:
+    """The ``id()`` of the arguments of ``"...".format(...)`` spliced in where SQL wants a
+    table or column name (``'SELECT * FROM "{}"'.format(view)``)."""
+    if not isinstance(template, ast.Constant) or not isinstance(template.value, str):
+        return set()
+    text = template.value
+    keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+    found: set[int] = set()
+    automatic = 0
+    for match in _FORMAT_FIELD.finditer(text):
+        field = match.group("field")
+        if field is None:
+            continue  # `{{` or `}}`
+        key = re.split(r"[.\[!:]", field, maxsplit=1)[0]
+        if key == "":
+            key, automatic = str(automatic), automatic + 1
+        if key.isdigit():
+            argument = call.args[int(key)] if int(key) < len(call.args) else None
+        else:
+            argument = keywords.get(key)
+        if argument is None or isinstance(argument, ast.Starred):
+            continue
+        if _names_at(text, [match.span()])[0]:
+            found.add(id(argument))
+    return found
+
+
+# A replacement field of str.format() (nested fields inside one are not followed).
+_FORMAT_FIELD = re.compile(r"\{\{|\}\}|\{(?P<field>[^{}]*)\}")
 
 
 def _numeric_format(spec: ast.JoinedStr) -> bool:

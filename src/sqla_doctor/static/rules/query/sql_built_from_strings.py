@@ -94,8 +94,9 @@ class SqlBuiltFromStrings(Rule):
 
     A bound parameter stands for a value, never for a name: where every spliced value
     sits where SQL wants a table or column name (after `FROM`, `JOIN`, `INTO`, `UPDATE`,
-    `SELECT`, `ORDER BY`…, or beside a qualifier's dot), the message says so and the fix
-    is to choose the name from a fixed set.
+    `SELECT`, `ORDER BY`…, in quotes or not, or beside a qualifier's dot), whether an
+    f-string, `+`, `%` or `.format()` puts it there, the message says so and the fix is
+    to choose the name from a fixed set.
 
     ## Example
     ```python
@@ -1172,9 +1173,34 @@ class SqlBuiltFromStrings(Rule):
                 return session.execute(text("SELECT %s FROM scores LIMIT %d" % (column, n)))
             """,
             expected_message=(
-                # `%d` formats `n` as a number: only `column` can carry SQL.
-                "`text()` receives SQL built with `%` formatting from `column` — bind them as "
-                "parameters"
+                # `%d` formats `n` as a number: only `column` can carry SQL, as a name.
+                "`text()` receives SQL built with `%` formatting from `column` — table and "
+                "column names cannot be bound parameters: choose them from a fixed set"
+            ),
+        ),
+        Invalid(
+            """
+            from sqlalchemy import text
+            def refresh(session, view):
+                session.execute(text("REFRESH MATERIALIZED VIEW CONCURRENTLY %s" % view))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with `%` formatting from `view` — table and "
+                "column names cannot be bound parameters: choose them from a fixed set"
+            ),
+        ),
+        # A quoted name from `.format()`: no bound parameter can stand for it either.
+        Invalid(
+            """
+            from sqlalchemy import text
+            def leaderboard(session, info):
+                view = "users_rank_%s" % info
+                sql = 'SELECT * FROM "{}" WHERE rank <= :top'.format(view)
+                return session.execute(text(sql), {"top": 10})
+            """,
+            expected_message=(
+                "`text()` receives SQL built with `%` formatting (line 3) from `info` — table and "
+                "column names cannot be bound parameters: choose them from a fixed set"
             ),
         ),
         Invalid(
