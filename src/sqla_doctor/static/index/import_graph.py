@@ -17,18 +17,33 @@ class ImportGraph:
         # Modules importing a module of the project's own packages that the index does not
         # have (generated, ignored, left out): what importing them runs is unknown.
         self.blind: set[str] = set()
+        # The modules each module's imports name, without the packages importing them
+        # runs: `from app.api import routes` names `app.api.routes`, not `app`.
+        self.named: dict[str, set[str]] = {}
         self._packages: set[str] | None = None
         for facts in index:
             found: list[tuple[str, int, bool]] = []
+            named: set[str] = set()
             for item in facts.orm.imports:
                 candidates = [item.module] + [f"{item.module}.{name}" for name in item.names]
                 reached: list[str] = []
                 for candidate in candidates:
                     reached.extend(self._with_parents(candidate))
                 found.extend((module, item.line, item.in_function) for module in reached)
+                named |= self._named(item.module, item.names)
                 if self._unseen(item.module, reached):
                     self.blind.add(facts.module)
             self.edges[facts.module] = found
+            self.named[facts.module] = named
+
+    def _named(self, module: str, names: tuple[str, ...]) -> set[str]:
+        canonical = self.index.canonical(module)
+        submodules = {
+            f"{canonical}.{name}" for name in names if f"{canonical}.{name}" in self.index.files
+        }
+        if canonical in self.index.files and (not names or len(submodules) < len(names)):
+            submodules.add(canonical)
+        return submodules
 
     def _unseen(self, module: str, reached: list[str]) -> bool:
         canonical = self.index.canonical(module)
@@ -61,7 +76,9 @@ class ImportGraph:
         return {
             target
             for target, at, in_function in self.edges.get(module, ())
-            if at < line or (whole and not in_function)
+            # A module's own package edge (`from .db import x` in `app/__init__.py`) would
+            # bring in all of its imports, the ones after `line` too.
+            if target != module and (at < line or (whole and not in_function))
         }
 
     def closure(self, roots: set[str]) -> set[str]:
@@ -76,11 +93,8 @@ class ImportGraph:
         return seen
 
     def importers(self, module: str) -> set[str]:
-        return {
-            source
-            for source, targets in self.edges.items()
-            if any(t == module for t, _, _ in targets)
-        }
+        """Modules whose imports name `module` itself (not only a module inside it)."""
+        return {source for source, named in self.named.items() if module in named}
 
     def import_line(self, source: str, module: str) -> int:
         return min(

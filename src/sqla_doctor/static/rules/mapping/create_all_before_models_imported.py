@@ -42,6 +42,31 @@ _FILES = {
     "app/models/users.py": _USERS,
     "app/models/orders.py": _ORDERS,
 }
+# Flask-SQLAlchemy: the app factory in the package's __init__, which its own modules
+# import (`from .extensions import db` runs `app/__init__.py` first, not create_app()).
+_FLASK_FILES = {
+    "app/extensions.py": "from flask_sqlalchemy import SQLAlchemy\n\ndb = SQLAlchemy()\n",
+    "app/models.py": """
+        from .extensions import db
+
+        class User(db.Model):
+            id = db.Column(db.Integer, primary_key=True)
+        """,
+    "app/views.py": "from .extensions import db\nfrom .models import User\n",
+}
+_FLASK_FACTORY = """
+from flask import Flask
+from .extensions import db
+
+def create_app():
+    app = Flask(__name__)
+    db.init_app(app)
+    with app.app_context():
+        {first}
+        {second}
+    from . import views
+    return app
+"""
 
 
 class CreateAllBeforeModelsImported(ProjectRule):
@@ -132,6 +157,11 @@ class CreateAllBeforeModelsImported(ProjectRule):
                 **_FILES,
                 "app/db.py": _DB + "\ndef init_db():\n    Base.metadata.create_all(engine)\n",
             },
+        ),
+        Valid(
+            _FLASK_FACTORY.format(first="from . import models", second="db.create_all()"),
+            path="app/__init__.py",
+            files=_FLASK_FILES,
         ),
         # Models loaded dynamically: not knowable.
         Valid(
@@ -240,6 +270,18 @@ class CreateAllBeforeModelsImported(ProjectRule):
             path="app/main.py",
             files=_FILES,
             line=4,
+        ),
+        # The factory imports the models only after create_all(); the package's own
+        # modules importing `.extensions` do not call create_app().
+        Invalid(
+            _FLASK_FACTORY.format(first="db.create_all()", second="from . import models"),
+            path="app/__init__.py",
+            files=_FLASK_FILES,
+            line=8,
+            expected_message=(
+                "`db.create_all()` can run before `app.models` is imported: the tables of "
+                "`User` are not created (no error) — import it first"
+            ),
         ),
         # Async: run_sync(Base.metadata.create_all) in a startup function.
         Invalid(
