@@ -287,6 +287,7 @@ class ProjectIndex:
         self._app_reach: dict[str, set[str]] | None = None
         self._committing_routers: frozenset[str] | None = None
         self._app_commits = False
+        self._column_aliases: dict[str, ColumnFacts] | None = None
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -337,6 +338,7 @@ class ProjectIndex:
         self._import_graph = None
         self._app_reach = None
         self._committing_routers = None
+        self._column_aliases = None
 
     def import_graph(self) -> ImportGraph:
         """Which project modules import which."""
@@ -595,7 +597,7 @@ class ProjectIndex:
             a_cls, a_file = table[ancestor]
             for attr, column in a_cls.columns.items():
                 if self._confirmed(column.via):
-                    model.columns[attr] = column
+                    model.columns[attr] = self._with_alias(column)
                 else:
                     # `Column = partial(db.Column, ...)` read as `db.Column`, unconfirmed:
                     # whatever it makes, this model's columns are not all known.
@@ -633,6 +635,28 @@ class ProjectIndex:
             model.table = self._table_of(name, mro, model)
         return model
 
+    def _with_alias(self, column: ColumnFacts) -> ColumnFacts:
+        """``column`` with what its ``Mapped[alias]``'s ``mapped_column()`` adds, as
+        SQLAlchemy merges an ``Annotated`` alias's column into the attribute's."""
+        if column.type_alias is None:
+            return column
+        if self._column_aliases is None:
+            self._column_aliases = {
+                name: alias for facts in self for name, alias in facts.orm.column_aliases.items()
+            }
+        alias = self._column_aliases.get(self.follow(column.type_alias))
+        if alias is None:
+            return column
+        return replace(
+            column,
+            primary_key=column.primary_key or alias.primary_key,
+            index=column.index or alias.index,
+            unique=column.unique or alias.unique,
+            foreign_keys=column.foreign_keys or alias.foreign_keys,
+            python_default=column.python_default or alias.python_default,
+            server_default=column.server_default or alias.server_default,
+        )
+
     def _confirmed(self, via: str | None) -> bool:
         """A name read before the module defining it was known: `db` of `db.Model`, or
         what `db.Column` (or a `Column` imported from the project) was called through. Is
@@ -659,7 +683,7 @@ class ProjectIndex:
         if cls.tablename_dynamic:
             return None
         # Single-table inheritance: no table of its own, the parent's is used.
-        own_pk = any(c.primary_key for c in cls.columns.values())
+        own_pk = any(self._with_alias(c).primary_key for c in cls.columns.values())
         if model.parent is not None and not own_pk:
             parent_model = self.model(model.parent)
             return parent_model.table if parent_model is not None else None

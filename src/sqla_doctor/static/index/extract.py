@@ -23,10 +23,12 @@ from sqla_doctor.static.index.functions import (
 from sqla_doctor.static.index.models import (
     DYNAMIC_IMPORT_CALLS,
     ClassFacts,
+    ColumnFacts,
     ImperativeFacts,
     IndexFacts,
     ListenerFacts,
     TableFacts,
+    annotated_column,
     class_facts,
     deleted_models,
     dotted,
@@ -209,6 +211,8 @@ class FileExtract:
     # Dependencies every route may get: an app's (`FastAPI(dependencies=[...])`), or a
     # router's included where the router cannot be named.
     app_dependencies: list[Dependencies] = field(default_factory=list)
+    # `intpk = Annotated[int, mapped_column(primary_key=True)]`, by qualified name.
+    column_aliases: dict[str, ColumnFacts] = field(default_factory=dict)
 
 
 _MODULE, _CLASS, _FUNCTION = 0, 1, 2
@@ -697,6 +701,13 @@ def _module_statements(
             value, target = stmt.value, stmt.target.id
         elif isinstance(stmt, ast.Expr):
             value = stmt.value
+        elif isinstance(stmt, getattr(ast, "TypeAlias", ())):  # `type intpk = ...`, 3.12+
+            value, target = stmt.value, stmt.name.id  # type: ignore[attr-defined]
+        if target is not None and isinstance(value, ast.Subscript):
+            column = annotated_column(resolver, value)
+            if column is not None:
+                out.column_aliases[prefix + target] = column
+            continue
         if not isinstance(value, ast.Call):
             continue
         if (

@@ -83,6 +83,9 @@ class ColumnFacts:
     python_default: bool = False
     server_default: bool = False
     via: str | None = None  # `db` of `db.Column`, to be confirmed as Flask-SQLAlchemy's
+    # `id: Mapped[intpk]`: the type alias (qualified) whose `Annotated[...,
+    # mapped_column(...)]` SQLAlchemy merges into this column.
+    type_alias: str | None = None
 
 
 @dataclass
@@ -419,6 +422,26 @@ def _fk_ref(
         qualified = resolver.qualify(owner)
         return ForeignKeyRef(model=qualified, attr=node.attr, column=node.attr, ondelete=ondelete)
     return None
+
+
+def annotated_column(resolver: NameResolver, value: ast.expr) -> ColumnFacts | None:
+    """The column of a type alias ``Annotated[int, mapped_column(primary_key=True)]``."""
+    if not isinstance(value, ast.Subscript) or _type_head(value.value) != "Annotated":
+        return None
+    if not isinstance(value.slice, ast.Tuple):
+        return None
+    for item in value.slice.elts[1:]:
+        if isinstance(item, ast.Call) and resolver.sqla_name(item.func) in _COLUMN_CALLS:
+            return column_facts(resolver, "", item, item.lineno)
+    return None
+
+
+def _alias_of(resolver: NameResolver, annotation: ast.expr | None) -> str | None:
+    """``intpk`` of ``Mapped[intpk]``, qualified, when it names something."""
+    _, inner, is_mapped = mapped_wrapper(annotation)
+    if not is_mapped or not isinstance(inner, (ast.Name, ast.Attribute)):
+        return None
+    return resolver.qualify(inner)
 
 
 def column_facts(
@@ -1203,6 +1226,7 @@ def _member_call(
         return
     if call is not None and func_name in _COLUMN_CALLS:
         facts.columns[name] = column_facts(resolver, name, call, line)
+        facts.columns[name].type_alias = _alias_of(resolver, annotation)
         return
     if call is not None and sqlmodel and func_name == "Field":
         facts.columns[name] = column_facts(resolver, name, call, line, sqlmodel=True)
@@ -1218,7 +1242,9 @@ def _member_call(
         head = annotation.value if isinstance(annotation, ast.Subscript) else annotation
         if is_mapped and value is None:
             # `id: Mapped[int]` alone is a column in 2.0's declarative.
-            facts.columns[name] = ColumnFacts(attr=name, name=name, line=line)
+            facts.columns[name] = ColumnFacts(
+                attr=name, name=name, line=line, type_alias=_alias_of(resolver, annotation)
+            )
             return
         if _type_head(head) != "ClassVar":
             _field(resolver, facts, name, annotation)

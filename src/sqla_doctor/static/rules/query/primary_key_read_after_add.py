@@ -34,6 +34,32 @@ class Token(Base):
     token_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+# Columns typed with `Annotated` aliases of another module: the key is in the alias.
+_ALIAS_FILES = {
+    "app/__init__.py": "",
+    "app/types.py": """
+        import datetime
+        from typing import Annotated
+        from sqlalchemy import func
+        from sqlalchemy.orm import mapped_column
+
+        intpk = Annotated[int, mapped_column(primary_key=True)]
+        created_ts = Annotated[datetime.datetime, mapped_column(server_default=func.now())]
+        """,
+    "app/models.py": """
+        from sqlalchemy.orm import DeclarativeBase, Mapped
+        from .types import created_ts, intpk
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Post(Base):
+            __tablename__ = "posts"
+            id: Mapped[intpk]
+            title: Mapped[str]
+            created_at: Mapped[created_ts]
+        """,
+}
 
 
 def _tests_for_none(flow: FunctionFlow, read: ast.Attribute) -> bool:
@@ -114,6 +140,19 @@ class PrimaryKeyReadAfterAdd(Rule):
     )
 
     VALID = (
+        # An `Annotated` alias that is not a key.
+        Valid(
+            """
+            from app.models import Post
+
+            async def add_post(session, title):
+                post = Post(title=title)
+                session.add(post)
+                return post.created_at
+            """,
+            path="app/repo.py",
+            files=_ALIAS_FILES,
+        ),
         # Tested for None: the code knows it may not be flushed yet (an upsert).
         Valid(
             """
@@ -307,6 +346,28 @@ class PrimaryKeyReadAfterAdd(Rule):
             path="app/seed.py",
             files=_FILES,
             line=6,
+        ),
+        # The key comes from `id: Mapped[intpk]`, an alias in another module.
+        Invalid(
+            """
+            from app.models import Post
+
+            class PostRepository:
+                def __init__(self, session):
+                    self.session = session
+
+                async def add_post(self, title):
+                    post = Post(title=title)
+                    self.session.add(post)
+                    return post.id
+            """,
+            path="app/repo.py",
+            files=_ALIAS_FILES,
+            line=10,
+            expected_message=(
+                "`post.id` is read before `self.session.add(post)` (line 9) is flushed: the "
+                "primary key is still None — call `await self.session.flush()` first"
+            ),
         ),
         # Flask-SQLAlchemy's db.session.
         Invalid(
