@@ -989,11 +989,21 @@ class FunctionFlow:
         return self._instance_of(annotation)
 
     def _instance_of(self, annotation: ast.expr | None) -> InstanceValue | None:
-        """An object of the project class an annotation names."""
+        """An object of the project class an annotation names, also through
+        ``Annotated[UserRepository, Depends(...)]`` and a type alias of it."""
+        if isinstance(annotation, ast.Subscript) and isinstance(annotation.slice, ast.Tuple):
+            head = self.resolver.qualify(annotation.value) or ""
+            if head.rpartition(".")[2] == "Annotated":
+                annotation = annotation.slice.elts[0]
         if not isinstance(annotation, (ast.Name, ast.Attribute)) or self.index is None:
             return None
         qualified = self.resolver.qualify(annotation)
-        if qualified is None or self.index.class_facts(qualified) is None:
+        if qualified is None:
+            return None
+        origin = self.index.origin_of(qualified)
+        if origin is not None and origin.startswith("annotated:"):
+            qualified = origin[len("annotated:") :]
+        if self.index.class_facts(qualified) is None:
             return None
         return InstanceValue(self.index.follow(qualified))
 

@@ -62,6 +62,42 @@ async def get_session():
         yield session
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS, "app/db.py": _DB}
+# A repository that FastAPI injects through an `Annotated[..., Depends()]` alias.
+_REPO_FILES = {
+    **_FILES,
+    "app/repo.py": """
+        from typing import Annotated
+        from fastapi import Depends
+        from sqlalchemy import select
+        from sqlalchemy.ext.asyncio import AsyncSession
+        from sqlalchemy.orm import selectinload
+        from app.db import get_session
+        from app.models import Post
+
+        class PostRepository:
+            def __init__(self, session: AsyncSession) -> None:
+                self.session = session
+
+            async def list(self) -> list[Post]:
+                return list(await self.session.scalars(select(Post)))
+
+            async def list_with_authors(self) -> list[Post]:
+                stmt = select(Post).options(selectinload(Post.author))
+                return list(await self.session.scalars(stmt))
+
+        def get_repo(session: Annotated[AsyncSession, Depends(get_session)]) -> PostRepository:
+            return PostRepository(session)
+
+        RepoDep = Annotated[PostRepository, Depends(get_repo)]
+        """,
+}
+_REPO_ROUTE = """
+from app.repo import RepoDep
+
+async def list_posts(repo: RepoDep):
+    posts = await repo.{method}()
+    return [{{"title": p.title, "author": p.author.name}} for p in posts]
+"""
 
 
 class LazyLoadInAsync(Rule):
@@ -120,6 +156,9 @@ class LazyLoadInAsync(Rule):
     )
 
     VALID = (
+        Valid(
+            _REPO_ROUTE.format(method="list_with_authors"), path="app/views.py", files=_REPO_FILES
+        ),
         # Loaded by the statement, by the mapping (`selectin`), or loud by design (`raise`).
         Valid(
             """
@@ -226,6 +265,19 @@ class LazyLoadInAsync(Rule):
                 "`User.posts` is lazy-loaded on `user` in async code (loaded at line 5): "
                 "this raises MissingGreenlet — add `options=[selectinload(User.posts)]` to "
                 "that `get()` or use `await user.awaitable_attrs.posts`"
+            ),
+        ),
+        # Rows from a method of a repository injected through a type alias.
+        Invalid(
+            _REPO_ROUTE.format(method="list"),
+            path="app/views.py",
+            files=_REPO_FILES,
+            line=5,
+            expected_message=(
+                "`Post.author` is lazy-loaded on `p` in async code (loaded by `list()` at "
+                "app/repo.py:14): this raises MissingGreenlet — add "
+                "`.options(joinedload(Post.author))` to that query or use "
+                "`await p.awaitable_attrs.author`"
             ),
         ),
         # The seed's shape: `(await s.execute(stmt)).scalars().all()` then a loop.
