@@ -6,13 +6,17 @@ import ast
 from collections.abc import Mapping
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.static.flow import FunctionFlow, contains, flow_for, receiver_key
+from sqla_doctor.static.flow import FunctionFlow, InstanceValue, contains, flow_for, receiver_key
 from sqla_doctor.static.lifecycle import session_names
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _GATHERS = frozenset({"asyncio.gather", "asyncio.wait", "asyncio.as_completed", "anyio.gather"})
 _SPAWNS = frozenset({"create_task", "start_soon", "start"})
 _RUNNERS = _SPAWNS | {name.rpartition(".")[2] for name in _GATHERS}
+# What a method runs on `self.session` that makes it an operation of that session.
+_STATEMENTS = frozenset(
+    {"execute", "scalars", "scalar", "stream", "stream_scalars", "exec", "flush", "refresh"}
+)
 _FILES = {
     "app/__init__.py": "",
     "app/db.py": """
@@ -34,6 +38,44 @@ _FILES = {
         return await session.scalar(text("SELECT 1"))
     """,
 }
+
+_REPO_FILES = {
+    **_FILES,
+    "app/stats.py": """
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    class StatsRepository:
+        def __init__(self, session: AsyncSession) -> None:
+            self.session = session
+
+        async def users(self):
+            return await self.session.scalar(text("SELECT count(*) FROM users"))
+
+        async def posts(self):
+            return await self.session.scalar(text("SELECT count(*) FROM posts"))
+
+    class OwnSessions:
+        def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+            self.factory = factory
+
+        async def users(self):
+            async with self.factory() as session:
+                return await session.scalar(text("SELECT count(*) FROM users"))
+
+        async def posts(self):
+            async with self.factory() as session:
+                return await session.scalar(text("SELECT count(*) FROM posts"))
+    """,
+}
+_REPO_GATHER = """
+import asyncio
+from app.stats import {cls}
+
+async def dashboard(repo: {cls}):
+    users, posts = await asyncio.gather(repo.users(), repo.posts())
+    return users, posts
+"""
 
 
 class ConcurrentSessionUse(Rule):
@@ -82,6 +124,8 @@ class ConcurrentSessionUse(Rule):
     )
 
     VALID = (
+        # Each method opens a session of its own.
+        Valid(_REPO_GATHER.format(cls="OwnSessions"), path="app/views.py", files=_REPO_FILES),
         Valid(
             """
             import asyncio
@@ -192,6 +236,18 @@ class ConcurrentSessionUse(Rule):
         ),
     )
     INVALID = (
+        # A repository whose methods both run on the session it holds.
+        Invalid(
+            _REPO_GATHER.format(cls="StatsRepository"),
+            path="app/views.py",
+            files=_REPO_FILES,
+            line=5,
+            expected_message=(
+                "`asyncio.gather()` runs 2 operations on `repo.session` at once: an "
+                'AsyncSession runs one statement at a time ("another operation is in '
+                'progress") — give each task its own session, or await them one by one'
+            ),
+        ),
         Invalid(
             """
             import asyncio
@@ -428,7 +484,34 @@ class ConcurrentSessionUse(Rule):
                 found.append(key)
         if isinstance(func, ast.Name):
             found += [key for key in _closed_over(flow, func.id, sessions) if key not in found]
+        elif isinstance(func, ast.Attribute):
+            found += [key for key in _held_sessions(flow, func) if key not in found]
         return found
+
+
+def _held_sessions(flow: FunctionFlow, func: ast.Attribute) -> list[str]:
+    """``repo.count()`` on an object of a project class whose async method runs statements
+    on its own ``self.session``: that session, as ``repo.session``."""
+    receiver = receiver_key(func.value)
+    if receiver is None or flow.index is None:
+        return []
+    instance = flow.value(func.value)
+    if not isinstance(instance, InstanceValue):
+        return []
+    method = flow.index.function(f"{instance.cls}.{func.attr}")
+    if method is None or not method.is_async or not method.is_method:
+        return []
+    return sorted(
+        {
+            f"{receiver}.{path[0]}"
+            for position, iterated, path in method.reads
+            if position == 0
+            and not iterated
+            and len(path) == 2
+            and path[1].endswith("()")
+            and path[1][:-2] in _STATEMENTS
+        }
+    )
 
 
 def _closed_over(flow: FunctionFlow, name: str, sessions: Mapping[str, object]) -> list[str]:
