@@ -699,7 +699,7 @@ class FunctionFlow:
         through a subclass, a subclass of it, with the same relationships)."""
         return self._receiver_class(name, classmethod_receiver)
 
-    def _own_method(self, name: str, method: str) -> FunctionFacts | None:
+    def own_method(self, name: str, method: str) -> FunctionFacts | None:
         """``self.all_users()`` in a method: the method of the class it is defined on
         (a subclass could override it; the class we read is the one we judge)."""
         cls = self._receiver_class(name, instance_receiver)
@@ -1372,7 +1372,7 @@ class FunctionFlow:
         if isinstance(receiver, ClientValue):
             return None
         if receiver is None and isinstance(func.value, ast.Name):
-            own = self._own_method(func.value.id, method)
+            own = self.own_method(func.value.id, method)
             if own is not None:
                 return self._returned(node, own)
         session = receiver if isinstance(receiver, SessionValue) else None

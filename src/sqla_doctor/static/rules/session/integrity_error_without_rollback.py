@@ -108,6 +108,47 @@ def _legacy_query_of_flask(flow: FunctionFlow, node: ast.expr) -> bool:
     return isinstance(value, StatementValue) and value.kind == "query" and value.session is None
 
 
+_REPOSITORY = """
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_email(self, email):
+        return await self.session.scalar(select(User).where(User.email == email))
+
+    async def create(self, user, email):
+        self.session.add(user)
+        try:
+            await self.session.commit()
+        except IntegrityError:{recover}
+            return await self.by_email(email)
+        return user
+"""
+
+
+def _own_method_uses(flow: FunctionFlow, func: ast.Attribute, key: str) -> bool:
+    """``self.find(name)`` for the failed ``self.session``: a method of this class that
+    runs statements on that session."""
+    owner, _, attr = key.partition(".")
+    if not attr or "." in attr or not isinstance(func.value, ast.Name) or func.value.id != owner:
+        return False
+    method = flow.own_method(owner, func.attr)
+    if method is None:
+        return False
+    called = {
+        path[1][:-2]
+        for position, iterated, path in method.reads
+        if position == 0 and not iterated and len(path) == 2 and path[0] == attr
+        if path[1].endswith("()")
+    }
+    # One that rolls back (or opens a savepoint) first may well recover by itself.
+    return bool(called & _FAILING) and not called & {"rollback", "begin_nested"}
+
+
 def _caught(flow: FunctionFlow, handler: ast.ExceptHandler) -> str | None:
     """The database error a handler catches (its display name), if any."""
     if handler.type is None:
@@ -215,6 +256,7 @@ class IntegrityErrorWithoutRollback(Rule):
                 session.commit()
             """
         ),
+        Valid(_REPOSITORY.format(recover="\n            await self.session.rollback()")),
         # The failure leaves a `with` block that settles it: the session's `begin()` block
         # rolls back, a session the block opened is closed (the next one is new).
         Valid(
@@ -489,6 +531,16 @@ class IntegrityErrorWithoutRollback(Rule):
             },
             line=10,
         ),
+        # A method of the same repository that queries `self.session` again.
+        Invalid(
+            _REPOSITORY.format(recover=""),
+            line=17,
+            expected_message=(
+                "`self.by_email(email)` reuses `self.session` after `IntegrityError` (caught "
+                "at line 16) without `self.session.rollback()`: the session is in a failed "
+                "state (PendingRollbackError) — roll back first"
+            ),
+        ),
         # A unit of work's self.session.
         Invalid(
             """
@@ -621,6 +673,8 @@ class IntegrityErrorWithoutRollback(Rule):
                     continue
                 if func.attr == "rollback" and _savepoint_of(flow, func.value, key):
                     return None, True  # `nested = session.begin_nested()` … `nested.rollback()`
+                if _own_method_uses(flow, func, key):
+                    return call, False
                 if receiver_key(func.value) != key:
                     # Flask-SQLAlchemy's `Model.query` runs on `db.session` too.
                     if key.endswith(".session") and _legacy_query_of_flask(flow, func.value):
