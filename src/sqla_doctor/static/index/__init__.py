@@ -582,6 +582,12 @@ class ProjectIndex:
         if root is None and imperative is not None and imperative[0].registry is not None:
             # Classes mapped by one registry find each other by name (`relationship("B")`).
             root = self.follow(imperative[0].registry)
+            owner, _, attr = root.rpartition(".")
+            if attr == "registry" and (
+                self._declarative_factory(owner) or self._kind(owner)[0] == "root"
+            ):
+                # `Base.registry.map_imperatively(...)`: the declarative base's registry.
+                root = self.follow(owner)
         model = Model(
             qualname=name,
             facts=cls,

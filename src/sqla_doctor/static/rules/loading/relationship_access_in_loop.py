@@ -267,6 +267,39 @@ class Member(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
 """
 _BLOG_FILES = {"app/__init__.py": "", "app/blog.py": _BLOG}
+# A declarative class pointing by name at a class mapped by the base's own registry.
+_MIXED_FILES = {
+    "app/__init__.py": "",
+    "app/models.py": """
+    from sqlalchemy import Column, ForeignKey, Integer, String, Table
+    from sqlalchemy.orm import declarative_base, relationship
+
+    Base = declarative_base()
+    accounts = Table(
+        "accounts", Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("email", String(255)),
+    )
+
+    class Account:
+        pass
+
+    Base.registry.map_imperatively(Account, accounts)
+
+    class Invoice(Base):
+        __tablename__ = "invoices"
+        id = Column(Integer, primary_key=True)
+        account_id = Column(Integer, ForeignKey("accounts.id"))
+        account = relationship("Account")
+    """,
+}
+_MIXED_LOOP = """
+from sqlalchemy.orm import joinedload
+from app.models import Invoice
+
+def emails(session):
+    return [inv.account.email for inv in session.query(Invoice){options}]
+"""
 # Classic mapping: plain classes, `Table`s in one module, `map_imperatively()` in another.
 _IMPERATIVE_FILES = {
     "app/__init__.py": "",
@@ -464,6 +497,11 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        Valid(
+            _MIXED_LOOP.format(options=".options(joinedload(Invoice.account))"),
+            path="app/views.py",
+            files=_MIXED_FILES,
+        ),
         # Its own query method through `self`, with the collection loaded up front.
         Valid(
             """
@@ -820,6 +858,16 @@ class RelationshipAccessInLoop(Rule):
     )
 
     INVALID = (
+        Invalid(
+            _MIXED_LOOP.format(options=""),
+            path="app/views.py",
+            files=_MIXED_FILES,
+            line=5,
+            expected_message=(
+                "`Invoice.account` is lazy-loaded once per row of `session.query(Invoice)` "
+                "(loaded at line 5) — add `.options(joinedload(Invoice.account))` to that query"
+            ),
+        ),
         # The flag passed, by keyword or by position: the collection is read per row.
         Invalid(
             """
