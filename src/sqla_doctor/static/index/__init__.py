@@ -1072,14 +1072,27 @@ class ProjectIndex:
                     owner = self.model(index.owner)
                     if owner is not None and owner.qualname == model.qualname:
                         found.append(index)
+                    elif owner is None and model.table:
+                        table = self.table_facts(index.owner)
+                        if table is not None and table.name == model.table:
+                            found.append(index)
                 elif index.table is not None and model.table and index.table == model.table:
                     found.append(index)
         return found
 
+    @staticmethod
+    def column(model: Model, attr: str) -> ColumnFacts | None:
+        """The column mapped as ``attr``: declared on the class, or, for a class mapped
+        imperatively without renaming it, the ``Table``'s column of that name."""
+        column = model.columns.get(attr)
+        if column is None and model.mapped_table is not None:
+            column = model.mapped_table.columns.get(attr)
+        return column
+
     def is_indexed(self, model: Model, attr: str) -> bool:
         """Whether a plain index leads with the column (``index=True``, ``unique=True``,
         primary key, ``Index(...)``, ``UniqueConstraint``)."""
-        column = model.columns.get(attr)
+        column = self.column(model, attr)
         if column is None:
             return False
         if column.index or column.unique or column.primary_key:
@@ -1089,7 +1102,7 @@ class ProjectIndex:
 
     def has_functional_index(self, model: Model, function: str, attr: str) -> bool | None:
         """Whether an index on ``function(column)`` exists; None when it cannot be known."""
-        column = model.columns.get(attr)
+        column = self.column(model, attr)
         names = {attr} | ({column.name} if column is not None else set())
         for index in self.indexes_for(model):
             if any(f == function.lower() and c in names for f, c in index.functions):

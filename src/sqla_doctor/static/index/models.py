@@ -135,7 +135,8 @@ class IndexFacts:
     columns: tuple[str, ...] = ()
     functions: tuple[tuple[str, str], ...] = ()  # (function, column) lowercased function
     unique: bool = False
-    owner: str | None = None  # model for a module-level ``Index("ix", func.lower(User.email))``
+    # Model (or `Table` variable) of a module-level ``Index("ix", func.lower(User.email))``.
+    owner: str | None = None
     table: str | None = None  # table for migrations' ``op.create_index`` and raw DDL
 
 
@@ -695,7 +696,8 @@ def _index_part(resolver: NameResolver, node: ast.expr) -> tuple[str, str, str, 
     if isinstance(node, ast.Attribute):
         owner = node.value
         if isinstance(owner, ast.Attribute) and owner.attr == "c":
-            return "column", "", node.attr, None
+            # `accounts.c.email`: the `Table` variable stands where the model would.
+            return "column", "", node.attr, resolver.qualify(owner.value)
         return "column", "", node.attr, resolver.qualify(owner)
     if isinstance(node, ast.Call):
         name = resolver.sqla_name(node.func)

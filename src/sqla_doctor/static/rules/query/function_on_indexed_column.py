@@ -63,6 +63,27 @@ class User(Base):
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
 
+# Classic mapping: the index is on the `Table`'s column.
+_IMPERATIVE = """
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, func, select
+from sqlalchemy.orm import registry
+
+metadata = MetaData()
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(255), index=True),
+){index}
+
+class Account:
+    pass
+
+registry(metadata=metadata).map_imperatively(Account, accounts)
+
+def find(session, email):
+    return session.scalars(select(Account).where(func.lower(Account.email) == email)).first()
+"""
+
 
 class FunctionOnIndexedColumn(Rule):
     """
@@ -109,6 +130,11 @@ class FunctionOnIndexedColumn(Rule):
     )
 
     VALID = (
+        Valid(
+            _IMPERATIVE.format(
+                index='\nIndex("ix_accounts_email_lower", func.lower(accounts.c.email))'
+            )
+        ),
         Valid(
             """
             from sqlalchemy import func, select
@@ -228,6 +254,15 @@ class FunctionOnIndexedColumn(Rule):
     )
     INVALID = (
         Invalid(
+            _IMPERATIVE.format(index=""),
+            line=17,
+            expected_message=(
+                "`func.lower(Account.email)` cannot use the index on `accounts.email` "
+                '(`index=True`): the filter scans the table — add `Index("ix_accounts_email_'
+                'lower", func.lower(Account.email))` or compare the column itself'
+            ),
+        ),
+        Invalid(
             """
             from sqlalchemy import func, select
             from app.models import User
@@ -319,19 +354,19 @@ class FunctionOnIndexedColumn(Rule):
         column = node.args[0]
         if not isinstance(column, ast.Attribute):
             return
-        model = self.ctx.index.model_for_expr(self.ctx, column.value)
+        index = self.ctx.index
+        model = index.model_for_expr(self.ctx, column.value)
+        facts = index.column(model, column.attr) if model is not None else None
         # Without the table's name, migrations' indexes cannot be matched: stay silent.
-        if model is None or column.attr not in model.columns or not model.table:
+        if model is None or facts is None or not model.table:
             return
         if not self._in_filter(node):
             return
-        index = self.ctx.index
         if not index.is_indexed(model, column.attr):
             return
         function = func.attr.lower()
         if index.has_functional_index(model, function, column.attr) is not False:
             return
-        facts = model.columns[column.attr]
         why = (
             "primary key"
             if facts.primary_key
