@@ -834,11 +834,38 @@ def _single_return(func: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.expr | N
 
 def _name_of_class_rule(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
     """"name" for a function returning `cls.__name__`, "lower" for
-    `cls.__name__.lower()`: a `__tablename__` every class using it can be named by."""
+    `cls.__name__.lower()`: a `__tablename__` every class using it can be named by; with
+    text around it (`cls.__name__.lower() + "s"`, `f"app_{cls.__name__.lower()}"`), the
+    rule is "lower|app_|s"."""
     value = _single_return(func)
     params = [*func.args.posonlyargs, *func.args.args]
     if value is None or not params or len(func.body) != 1:
         return None
+    prefix, suffix = "", ""
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add):
+        left, right = literal_str(value.left), literal_str(value.right)
+        if left is not None and right is None:
+            prefix, value = left, value.right
+        elif right is not None and left is None:
+            suffix, value = right, value.left
+    elif isinstance(value, ast.JoinedStr):
+        parts = value.values
+        formatted = [p for p in parts if isinstance(p, ast.FormattedValue)]
+        if len(formatted) != 1 or formatted[0].format_spec is not None:
+            return None
+        if formatted[0].conversion not in (-1, 115):  # none, or `!s`
+            return None
+        at = parts.index(formatted[0])
+        prefix = "".join(str(literal_str(p)) for p in parts[:at])
+        suffix = "".join(str(literal_str(p)) for p in parts[at + 1 :])
+        value = formatted[0].value
+    rule = _case_of_class_name(value, params[0].arg)
+    if rule is None:
+        return None
+    return f"{rule}|{prefix}|{suffix}" if prefix or suffix else rule
+
+
+def _case_of_class_name(value: ast.expr, cls: str) -> str | None:
     rule = "name"
     if (
         isinstance(value, ast.Call)
@@ -852,7 +879,7 @@ def _name_of_class_rule(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str | N
         isinstance(value, ast.Attribute)
         and value.attr == "__name__"
         and isinstance(value.value, ast.Name)
-        and value.value.id == params[0].arg
+        and value.value.id == cls
     ):
         return rule
     return None
@@ -860,7 +887,9 @@ def _name_of_class_rule(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str | N
 
 def class_rule_table(rule: str, class_name: str) -> str:
     """The table name a :func:`_name_of_class_rule` rule gives a class."""
-    return class_name.lower() if rule == "lower" else class_name
+    case, _, around = rule.partition("|")
+    prefix, _, suffix = around.partition("|")
+    return prefix + (class_name.lower() if case == "lower" else class_name) + suffix
 
 
 def _pydantic_config(node: ast.expr) -> bool | None:

@@ -8,6 +8,29 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 from sqla_doctor.static.rules.mapping._relationships import declared_relationships
 
+# Tables named by a mixin's `declared_attr` from the class name: "warehouses", "managers".
+_NAMED_BY_MIXIN = """
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class TableNameMixin:
+    @declared_attr.directive
+    def __tablename__(cls) -> str:
+        return cls.__name__.lower() + "s"
+
+class Warehouse(TableNameMixin, Base):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    manager: Mapped["Manager"] = relationship(back_populates="warehouse")
+
+class Manager(TableNameMixin, Base):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    {column}
+    warehouse: Mapped[Warehouse] = relationship(back_populates="manager")
+"""
+
 
 class RelationshipWithoutForeignKey(Rule):
     """
@@ -60,6 +83,11 @@ class RelationshipWithoutForeignKey(Rule):
     message = "{problem}"
 
     VALID = (
+        Valid(
+            _NAMED_BY_MIXIN.format(
+                column='warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))'
+            )
+        ),
         # Columns made by the project's helpers: whatever they return may hold the key.
         Valid(
             """
@@ -235,6 +263,15 @@ class RelationshipWithoutForeignKey(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _NAMED_BY_MIXIN.format(column='name: Mapped[str] = mapped_column(default="")'),
+            line=14,
+            expected_message=(
+                "`Warehouse.manager` has no foreign key to join on: no column of `managers` "
+                'or `warehouses` references the other — add `mapped_column(ForeignKey("'
+                'managers.id"))` to `Warehouse` (NoForeignKeysError when mappers configure)'
+            ),
+        ),
         Invalid(
             """
             from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
