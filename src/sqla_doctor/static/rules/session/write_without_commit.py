@@ -9,8 +9,10 @@ from functools import cached_property
 from sqla_doctor.findings import Applicability, Fix, Severity
 from sqla_doctor.static.alembic.sql import classify
 from sqla_doctor.static.dataflow import Binding, BindingKind, SqlaObjects
+from sqla_doctor.static.flow import Binding as FlowBinding
 from sqla_doctor.static.flow import (
     FunctionFlow,
+    InstanceValue,
     SessionValue,
     StatementValue,
     contains,
@@ -154,6 +156,30 @@ class ClosingSession(orm.Session):
 Session = orm.sessionmaker(class_=ContextSession)
 PlainSession = orm.sessionmaker(class_=ClosingSession)
 """
+# A unit of work whose `__exit__` rolls back unless told to commit (or commits itself).
+_UNIT_OF_WORK = """
+from app.db import SessionLocal
+from app.models import User
+
+
+class UnitOfWork:
+    def __enter__(self):
+        self.session = SessionLocal()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        {exit}
+        self.session.close()
+
+    def commit(self):
+        self.session.commit()
+
+
+def register(email):
+    with UnitOfWork() as uow:
+        uow.session.add(User(email=email)){commit}
+"""
+
 
 class WriteWithoutCommit(Rule):
     """
@@ -175,6 +201,10 @@ class WriteWithoutCommit(Rule):
     `delete()`, `table.insert()`, `text("INSERT/UPDATE/DELETE/CREATE/DROP/ALTER ...")`,
     `exec_driver_sql(...)`, `metadata.create_all(conn)`, `run_sync(metadata.create_all)` —
     with no `conn.commit()` after it before the connection is closed.
+
+    Units of work: `with UnitOfWork() as uow:` writing through `uow.session` with no
+    `uow.commit()`, when the class's `__exit__`/`__aexit__` rolls back or closes that
+    session and never commits it.
 
     Web routes (FastAPI): a route (`@app.post(...)`, `@router.put(...)`) that writes
     through the session a generator dependency yields (`db: Session = Depends(get_db)`),
@@ -269,6 +299,18 @@ class WriteWithoutCommit(Rule):
     )
 
     VALID = (
+        Valid(
+            _UNIT_OF_WORK.format(exit="self.session.rollback()", commit="\n        uow.commit()"),
+            path="app/services.py",
+            files=_FILES,
+        ),
+        Valid(
+            _UNIT_OF_WORK.format(
+                exit="if exc_type is None:\n            self.session.commit()", commit=""
+            ),
+            path="app/services.py",
+            files=_FILES,
+        ),
         # Routes on a dependency's session that commit: themselves, through a helper,
         # through the dependency (after its `yield`, or one the route declares).
         Valid(
@@ -675,6 +717,17 @@ class WriteWithoutCommit(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _UNIT_OF_WORK.format(exit="self.session.rollback()", commit=""),
+            path="app/services.py",
+            files=_FILES,
+            line=20,
+            expected_message=(
+                "`uow.session.add(User(email=email))` is never committed: `uow` (line 19) is "
+                "closed by `UnitOfWork.__exit__()` without `uow.commit()`, which rolls the "
+                "write back — call `uow.commit()` before the block ends"
+            ),
+        ),
         # A Session subclass whose `__exit__` only closes.
         Invalid(
             """
@@ -1033,8 +1086,57 @@ class WriteWithoutCommit(Rule):
             for name, binding, value in flow.sessions():
                 if binding.kind == "param" and value.how == "depends":
                     self._check_dependency(flow, node, name, value)
+        for name, bindings in flow.bindings.items():
+            if len(bindings) == 1 and bindings[0].kind == "with":
+                self._check_unit_of_work(flow, name, bindings[0])
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _check_unit_of_work(self, flow: FunctionFlow, name: str, binding: FlowBinding) -> None:
+        """``with UnitOfWork() as uow: uow.session.add(x)`` with no ``uow.commit()``, where
+        the class's ``__exit__`` rolls back or closes its session and never commits."""
+        if binding.value is None:
+            return
+        instance = flow.value(binding.value)
+        if not isinstance(instance, InstanceValue) or escapes(flow, name):
+            return
+        is_async = isinstance(binding.node, ast.AsyncWith)
+        index = self.ctx.index
+        exit_name = "__aexit__" if is_async else "__exit__"
+        exit_method = next(
+            (
+                found
+                for cls in index.mro(instance.cls)
+                if (found := index.function(f"{cls}.{exit_name}")) is not None
+            ),
+            None,
+        )
+        if exit_method is None or "commit" in exit_method.calls:
+            return
+        # The attributes its exit rolls back or closes: the sessions it holds.
+        held = {
+            path[0]
+            for position, iterated, path in exit_method.reads
+            if position == 0 and not iterated and len(path) == 2
+            if path[1] in ("rollback()", "close()")
+        }
+        if not held or {m for m, _ in method_calls(flow, name)} & _SETTLED:
+            return
+        for attr in sorted(held):
+            write = self._lost_write(flow, f"{name}.{attr}", settled=_SETTLED)
+            if write is None:
+                continue
+            cls_name = instance.cls.rpartition(".")[2]
+            commit = f"{'await ' if is_async else ''}{name}.commit()"
+            self.report(
+                write,
+                write=_shorten(self.ctx.text(write)),
+                held=f"`{name}` (line {binding.pos[0]}) is closed by `{cls_name}.{exit_name}()`",
+                session=name,
+                after="",
+                remedy=f"call `{commit}` before the block ends",
+            )
+            return
 
     def _check(self, flow: FunctionFlow, owned: OwnedSession) -> None:
         name = owned.name
