@@ -440,6 +440,14 @@ def annotated_column(resolver: NameResolver, value: ast.expr) -> ColumnFacts | N
 def _alias_of(resolver: NameResolver, annotation: ast.expr | None) -> str | None:
     """``intpk`` of ``Mapped[intpk]``, qualified, when it names something."""
     _, inner, is_mapped = mapped_wrapper(annotation)
+    # `Mapped[Optional[fk_user]]`, `Mapped[fk_user | None]`: the alias is still merged.
+    if isinstance(inner, ast.BinOp) and isinstance(inner.op, ast.BitOr):
+        parts = [p for p in (inner.left, inner.right) if not _is_none(p)]
+        inner = parts[0] if len(parts) == 1 else None
+    elif isinstance(inner, ast.Subscript) and _type_head(inner.value) in ("Optional", "Union"):
+        elements = inner.slice.elts if isinstance(inner.slice, ast.Tuple) else [inner.slice]
+        parts = [p for p in elements if not _is_none(p)]
+        inner = parts[0] if len(parts) == 1 else None
     if not is_mapped or not isinstance(inner, (ast.Name, ast.Attribute)):
         return None
     return resolver.qualify(inner)

@@ -83,6 +83,17 @@ class RelationshipWithoutForeignKey(Rule):
     message = "{problem}"
 
     VALID = (
+        # The foreign key comes from an `Annotated` alias, also under `Optional[...]`.
+        Valid(
+            "from typing import Annotated, Optional\n"
+            + _NAMED_BY_MIXIN.format(
+                column="warehouse_id: Mapped[Optional[fk_warehouse]]"
+            ).replace(
+                "class Base(",
+                'fk_warehouse = Annotated[int, mapped_column(ForeignKey("warehouses.id"))]\n\n'
+                "class Base(",
+            )
+        ),
         Valid(
             _NAMED_BY_MIXIN.format(
                 column='warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouses.id"))'
