@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import Column, ForeignKey, String, Table
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -18,6 +18,20 @@ class Publisher(EagerBase):
     name: Mapped[str] = mapped_column(String(50))
 
 
+author_genres = Table(
+    "author_genres",
+    EagerBase.metadata,
+    Column("author_id", ForeignKey("authors.id"), primary_key=True),
+    Column("genre_id", ForeignKey("genres.id"), primary_key=True),
+)
+
+
+class Genre(EagerBase):
+    __tablename__ = "genres"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
 class Author(EagerBase):
     __tablename__ = "authors"
 
@@ -27,6 +41,8 @@ class Author(EagerBase):
     publisher: Mapped[Publisher | None] = relationship()
     books: Mapped[list[Book]] = relationship(back_populates="author")
     awards: Mapped[list[Award]] = relationship()
+    # Many-to-many: every author's genres are the same GENRES objects.
+    genres: Mapped[list[Genre]] = relationship(secondary=author_genres)
 
 
 class Book(EagerBase):
@@ -57,13 +73,15 @@ class Award(EagerBase):
 AUTHORS = 3  # with 2 books of CHAPTERS chapters and AWARDS awards each
 CHAPTERS = 10
 AWARDS = 20
-# A fourth author has 1 award only. Large enough by default for SQD256's minimums
-# (50 rows, 3 per parent); the moderate data of its near misses is seeded with
-# chapters=3, awards=2.
+GENRES = 20
+# The three share GENRES genres. A fourth author has 1 award only. Large enough by
+# default for SQD256's minimums (50 rows, 3 per parent); the moderate data of its near
+# misses is seeded with chapters=3, awards=2.
 
 
 def seed_authors(chapters: int = CHAPTERS, awards: int = AWARDS) -> list[object]:
     publisher = Publisher(name="press")
+    genres = [Genre() for _ in range(GENRES)]
     authors = [
         Author(
             name=f"author{i}",
@@ -73,6 +91,7 @@ def seed_authors(chapters: int = CHAPTERS, awards: int = AWARDS) -> list[object]
                 for j in range(2)
             ],
             awards=[Award() for _ in range(awards)],
+            genres=genres,
         )
         for i in range(AUTHORS)
     ]

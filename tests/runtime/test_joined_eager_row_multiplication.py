@@ -166,7 +166,7 @@ def test_one_collection_with_no_numbers_is_not_reported(eager_engine: Engine) ->
     assert not of_code(uow.findings, "SQD256")
 
 
-def test_side_by_side_parents_collected_before_counting_are_like_the_ones_counted(
+def test_side_by_side_parents_collected_before_the_end_were_counted_as_the_next_loaded(
     eager_engine: Engine,
 ) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
@@ -178,12 +178,14 @@ def test_side_by_side_parents_collected_before_counting_are_like_the_ones_counte
         last = None
         for author in session.scalars(statement).unique():  # line:streamed
             last = author
-        gc.collect()  # only the last author is left to count: 400 rows, 3 authors loaded
+        # Only the last author is left at the end; the two before it were counted when
+        # the next one loaded: 400 rows each.
+        gc.collect()
         session.scalars(select(Author).where(Author.id == 4)).all()
         assert last is not None
     finding = one(uow.findings, "SQD256")
     assert finding.location.line == line_of("streamed")
-    assert "1 Author object(s) came back as 400 rows (400.0× per Author)" in finding.message
+    assert "3 Author object(s) came back as 1200 rows (400.0× per Author)" in finding.message
 
 
 def test_one_collection_whose_parents_were_collected_is_counted_as_it_loaded(
@@ -273,6 +275,36 @@ def test_small_multiplication_in_a_helper_is_a_near_miss(moderate_engine: Engine
     assert "4 Author object(s) came back as 7 rows (1.8× per Author)" in (
         one(uow.findings, "SQD256").message
     )
+
+
+def genres_total(session: Session, loader: object) -> int:
+    """A helper that streams its result: each author is gone once counted."""
+    statement = select(Author).options(loader)  # type: ignore[arg-type]
+    total = 0
+    for author in session.scalars(statement).unique():  # line:genres
+        total += len(author.genres)
+    return total
+
+
+def test_a_many_to_many_whose_children_are_shared_counts_their_rows(
+    eager_engine: Engine,
+) -> None:
+    # Each genre object loads once, for the first author: its other rows loaded no
+    # object, and nothing but the authors' collections counts them.
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        assert genres_total(session, joinedload(Author.genres)) == 3 * 20
+    finding = one(uow.findings, "SQD256")
+    assert finding.location.line == line_of("genres")
+    # Counted when the next author loaded; the newcomer, last and without genres, is
+    # gone uncounted.
+    assert "3 Author object(s) came back as 60 rows (20.0× per Author)" in finding.message
+    assert ".options(selectinload(Author.genres))" in finding.message
+
+
+def test_a_shared_many_to_many_selectinload_is_the_silent_twin(eager_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        assert genres_total(session, selectinload(Author.genres)) == 3 * 20
+    assert not of_code(uow.findings, "SQD256")
 
 
 # -- moderate data: a joinedload() of a small collection is a reasonable choice --------

@@ -112,8 +112,10 @@ class _Open:
     """A SELECT that joined collections, collecting the parents it loads."""
 
     __slots__ = (
+        "budget",
         "chain",
         "collections",
+        "early",
         "keys",
         "loaded_rows",
         "mapper",
@@ -131,6 +133,14 @@ class _Open:
         # Weak references to the states of the parents loaded, so that counting their
         # rows later keeps none of them alive.
         self.parents: list[weakref.ref[Any]] = []
+        # Each parent's rows, counted when the next parent loads (None: not counted).
+        # The database returns a parent's joined rows together (SQLite, and PostgreSQL's
+        # nested loop and merge joins do), so the count is complete then, and never more
+        # than the rows: it stands in for a parent gone before the end, and it counts
+        # the children the session already held (shared children of a many-to-many),
+        # which load no object and so escape ``loaded_rows``.
+        self.early: list[int | None] = []
+        self.budget = [_MAX_VISITS]
         self.seen = 0
         # One collection (or a nested chain) is also counted as it loads, for when the
         # parents are gone before they can be counted exactly (a helper that returns a
@@ -142,6 +152,19 @@ class _Open:
         )
         self.keys = tuple(r.key for r in self.chain) if self.chain is not None else ()
         self.loaded_rows = 0
+
+    def add_parent(self, state: Any) -> None:
+        """Keep ``state``, a parent just loaded, and count the rows of the one before it."""
+        self.seen += 1
+        parents = self.parents
+        if len(parents) >= _MAX_PARENTS:
+            return
+        if parents:
+            previous = parents[-1]()
+            if previous is not None:
+                self.early[-1] = _rows(previous.dict, self.tree, self.budget)
+        parents.append(weakref.ref(state))
+        self.early.append(None)
 
     def count(self, state: Any, path: Any) -> None:
         """Count the rows ``state``, loaded at ``path`` of the joined tree, stands for."""
@@ -199,15 +222,18 @@ class JoinedEagerRowMultiplication(Detector):
     ## Known problems
     The rows are measured over the parents the query loaded into the session, exactly
     when they are all still there at the next query of the unit of work (or its end).
-    When some are gone by then (a helper that loads, sums and returns a number; a
-    commit that expired them), one collection, or a nested chain, is counted from the
-    objects as they loaded instead, which misses children that were already in the
-    session; collections side by side are measured over the parents left, the others
-    assumed to be like them. Parents that were already in the session are not counted;
-    when no parent was, there are no numbers, and only collections side by side are
-    reported (without them). A query whose collections held at most one child each is
-    not reported. Collections joined by a lazy load or a `selectinload()` batch
-    (`lazy="joined"` one level down) are not looked at.
+    A parent gone by then (a helper that streams its result, or loads, sums and returns
+    a number; a commit that expired it) was counted when the next parent loaded, which
+    is exact when the database returned each parent's rows together, and too low
+    otherwise; the last one is not counted, and is assumed to be like the others.
+    One collection, or a nested chain, is also counted from the objects as they
+    loaded, which misses children that were already in the session (the shared
+    children of a many-to-many), and the larger count is taken. Parents that were
+    already in the session are not counted; when no parent was, there are no numbers,
+    and only collections side by side are reported (without them). A query whose
+    collections held at most one child each is not reported. Collections joined by a
+    lazy load or a `selectinload()` batch (`lazy="joined"` one level down) are not
+    looked at.
 
     ## Example
     ```python
@@ -289,9 +315,7 @@ class JoinedEagerRowMultiplication(Detector):
         if path is None:
             return
         if len(path) == 1:
-            record.seen += 1
-            if len(record.parents) < _MAX_PARENTS:
-                record.parents.append(weakref.ref(state))
+            record.add_parent(state)
         record.count(state, path)
 
     def on_after_flush(self, flush: Flush) -> None:
@@ -310,20 +334,19 @@ class JoinedEagerRowMultiplication(Detector):
     def _measure(self, record: _Open) -> None:
         parents = rows = 0
         budget = [_MAX_VISITS]
-        for ref in record.parents:
+        for ref, early in zip(record.parents, record.early, strict=True):
             state = ref()
-            if state is None:
-                continue
-            counted = _rows(state.dict, record.tree, budget)
+            counted = early if state is None else _rows(state.dict, record.tree, budget)
             if counted is None:
                 continue
             parents += 1
             rows += counted
-        if record.chain is not None and parents < record.seen:
+        if record.chain is not None and parents < record.seen and rows <= record.loaded_rows:
             # Some parents died (or were expired) before they could be counted: the
             # rows counted as they loaded cover them all. The count from the objects
             # themselves stays the exact one when they are all there, since children
-            # already in the session were joined again without a load event.
+            # already in the session were joined again without a load event; and when
+            # it finds more rows than loaded objects, such children were there.
             parents, rows = record.seen, record.loaded_rows
         if parents and rows <= parents:
             return  # nothing was repeated this time
