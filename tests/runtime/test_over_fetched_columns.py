@@ -53,6 +53,15 @@ def test_few_columns_read_is_reported_with_load_only(read_engine: Engine) -> Non
     assert finding.details["read_columns"] == ["name", "email"]
 
 
+def test_one_column_read_is_one_that_was_used(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        emails = [a.email for a in s.scalars(select(Account).options(NO_BADGES))]
+    assert len(emails) == 4
+    assert "of 4 Account object(s), and only 1 was used (email) — add " in (
+        one(uow.findings, "SQD258").message
+    )
+
+
 def test_the_foreign_key_of_a_relationship_read_counts_as_used(read_engine: Engine) -> None:
     with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
         accounts = s.scalars(select(Account).options(NO_BADGES)).all()

@@ -111,7 +111,7 @@ class OverFetchedColumns(Detector):
     execution_kinds = frozenset({SELECT})
     message = (
         "`select({entity})` at {site} loaded all {loaded} columns of {count} {entity} "
-        "object(s), and only {used} were used{names} — {fix}"
+        "object(s), and only {used}{names} — {fix}"
     )
 
     @classmethod
@@ -203,7 +203,7 @@ class OverFetchedColumns(Detector):
             site=self.where(group.site),
             loaded=len(loaded),
             count=group.seen,
-            used=len(names),
+            used=f"{len(names)} {'was' if len(names) == 1 else 'were'} used",
             names=f" ({', '.join(names)})" if names else "",
             fix=f"add .options({option}) to that query",
         )
