@@ -96,6 +96,52 @@ def test_session_still_holding_its_connection_at_the_end_is_reported(
     leaked.close()
 
 
+class UserRepository:
+    """A repository that opens its own session and has a close() for it."""
+
+    def __init__(self) -> None:
+        self.session = ScopeFactory()  # line:repository-made
+
+    def names(self) -> list[str]:
+        return list(self.session.scalars(select(User.name)))  # line:repository-query
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def test_a_session_a_repository_made_in_init_is_traced_to_its_class(engine: Engine) -> None:
+    ScopeFactory.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        repository = UserRepository()
+        repository.names()
+    finding = one(uow.findings, "SQD151")
+    here = relative(__file__)
+    assert finding.location.line == line_of("repository-query")
+    assert finding.message.endswith(
+        f" — UserRepository keeps the session it made at {here}:{line_of('repository-made')} "
+        "(`self.session = ScopeFactory()`) and nothing closes it: give UserRepository a "
+        "close() that calls `self.session.close()`, called in a finally block (or make "
+        "UserRepository a context manager), or hand UserRepository a session from "
+        "`with ScopeFactory() as session:`"
+    )
+    assert finding.fix_hint == "self.session.close()"
+    made = finding.related[0]
+    assert (made.location.path, made.location.line) == (here, line_of("repository-made"))
+    assert made.message == "UserRepository made the session here"
+    repository.close()
+
+
+def test_a_repository_closed_in_a_finally_block_is_the_silent_twin(engine: Engine) -> None:
+    ScopeFactory.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        repository = UserRepository()
+        try:
+            repository.names()
+        finally:
+            repository.close()
+    assert not uow.findings
+
+
 def test_with_block_is_the_silent_twin(session_factory: sessionmaker[Session]) -> None:
     with sqla_doctor.track(mode="collect") as uow, session_factory() as session:
         session.scalars(select(User)).all()

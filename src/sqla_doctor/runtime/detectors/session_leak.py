@@ -39,6 +39,12 @@ _OPENED = re.compile(
     r"^\s*(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*(?::[^=]+)?=\s*"
     r"(?P<call>[A-Za-z_][\w.]*\([^()]*\))\s*(?:#.*)?$"
 )
+_HELD_FIX = (
+    "{owner} keeps the session it made at {where} (`{name} = {call}`) and nothing closes "
+    "it: give {owner} a close() that calls `{close}`, called in a finally block (or make "
+    "{owner} a context manager), or hand {owner} a session from `{with_} {call} as session:`"
+)
+_CLASS = re.compile(r"^(\s*)class\s+([A-Za-z_]\w*)")
 _METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
 _FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
 _YIELD = re.compile(r"^\s*yield\s+([A-Za-z_]\w*)\s*(?:#.*)?$")
@@ -67,6 +73,41 @@ def opened_as(site: CallSite) -> tuple[str, str] | None:
         function = _FUNCTION.match(text)
         if function is not None and len(function.group(1)) < indent:
             return None
+    return None
+
+
+class HeldOnSelf(NamedTuple):
+    """A session a method made and kept on the object (``self.session = SessionLocal()``)."""
+
+    call: str
+    name: str
+    lineno: int
+    owner: str
+
+
+def held_on_self(site: CallSite) -> HeldOnSelf | None:
+    """The assignment that made the session the line at ``site`` uses as an attribute of
+    ``self`` (``self.session.scalars(``), in another method of its class above it: a
+    repository or service that opens its session in ``__init__``. Read from the source
+    only when a finding is reported."""
+    line = linecache.getline(site.filename, site.lineno)
+    names = {
+        name
+        for name, method in _METHOD_CALLS.findall(line)
+        if name.startswith("self.") and hasattr(Session, method)
+    }
+    if not names:
+        return None
+    indent = len(line) - len(line.lstrip())
+    made: tuple[str, str, int] | None = None
+    for number in range(site.lineno, max(site.lineno - _MAX_LINES_UP, 0), -1):
+        text = linecache.getline(site.filename, number)
+        opened = _OPENED.match(text)
+        if made is None and opened is not None and opened.group("name") in names:
+            made = opened.group("call"), opened.group("name"), number
+        klass = _CLASS.match(text)
+        if klass is not None and len(klass.group(1)) < indent:
+            return HeldOnSelf(*made, klass.group(2)) if made is not None else None
     return None
 
 
@@ -269,8 +310,11 @@ class SessionLeak(Detector):
     attribute of one, as Flask-SQLAlchemy's `db.session`); through a local alias the
     plain `with` fix is given. The `with` fix names the call that made the session and
     the name it was given (`with SessionLocal() as db:`) when the function at the
-    reported line made it itself, on one line above it (`db = SessionLocal()`); a session
-    the function was handed is told `with Session(engine) as session:`.
+    reported line made it itself, on one line above it (`db = SessionLocal()`). A session
+    the reported line uses as an attribute of `self`, made by another method of its
+    class above it (a repository's `__init__`: `self.session = SessionLocal()`), is
+    traced to that line, and the class is told to close it or be handed a session. Any
+    other session the function was handed is told `with Session(engine) as session:`.
 
     ## Example
     ```python
@@ -368,10 +412,25 @@ class SessionLeak(Detector):
         else:
             asynchronous = is_async_session(record)
             made = opened_as(sites[0]) if sites else None
-            call, name = made or (_ASYNC_CALL if asynchronous else _SYNC_CALL, "session")
+            held = held_on_self(sites[0]) if sites and made is None else None
             with_ = "async with" if asynchronous else "with"
-            hint = f"{with_} {call} as {name}: ..."
-            fix = (_ASYNC_FIX if asynchronous else _FIX).format(call=call, name=name)
+            if held is not None:
+                close = f"{'await ' if asynchronous else ''}{held.name}.close()"
+                made_at = CallSite(sites[0].filename, held.lineno, "?")
+                related.insert(0, (made_at, f"{held.owner} made the session here"))
+                hint = close
+                fix = _HELD_FIX.format(
+                    owner=held.owner,
+                    where=self.where(made_at),
+                    name=held.name,
+                    call=held.call,
+                    close=close,
+                    with_=with_,
+                )
+            else:
+                call, name = made or (_ASYNC_CALL if asynchronous else _SYNC_CALL, "session")
+                hint = f"{with_} {call} as {name}: ..."
+                fix = (_ASYNC_FIX if asynchronous else _FIX).format(call=call, name=name)
         self.report(
             site,
             key=key,
