@@ -605,6 +605,87 @@ def test_a_unit_of_work_that_commits_or_fails_is_the_silent_twin(engine: Engine)
     assert not uow.findings
 
 
+class ClosingUnitOfWork:
+    """A unit of work whose __exit__ only closes its session (the close rolls back)."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def __enter__(self) -> ClosingUnitOfWork:
+        self.session = self.factory()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.session.close()  # line:uow-close
+
+    def commit(self) -> None:
+        self.session.commit()
+
+
+def register_with_closing_uow(factory: sessionmaker[Session], *, commit: bool) -> None:
+    with ClosingUnitOfWork(factory) as work:  # line:closing-with
+        work.session.add(User(name="ada"))  # line:closing-add
+        if commit:
+            work.commit()
+
+
+def test_a_unit_of_work_whose_exit_closes_an_uncommitted_block_is_reported_at_the_block(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        register_with_closing_uow(sessionmaker(engine), commit=False)
+    assert count_users(engine) == USERS
+    finding = one(uow.findings, "SQD152")
+    here = relative(__file__)
+    assert finding.location.line == line_of("closing-with")
+    assert finding.message == (
+        f"Session closed by ClosingUnitOfWork.__exit__ ({here}:{line_of('uow-close')}) when "
+        f"the with block at {here}:{line_of('closing-with')} ended without commit(): 1 added "
+        "object(s) (1 User) were never inserted — call the unit of work's commit() before "
+        "the with block ends (ClosingUnitOfWork's __exit__ closes the session, which rolls "
+        "back what was not committed)"
+    )
+    assert finding.fix_hint == "work.commit()"
+    assert finding.related[0].location.line == line_of("closing-add")
+
+
+def test_a_unit_of_work_whose_exit_closes_a_committed_block_is_the_silent_twin(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        register_with_closing_uow(sessionmaker(engine), commit=True)
+    assert count_users(engine) == USERS + 1
+    assert not uow.findings
+
+
+async def test_an_async_unit_of_work_whose_aexit_closes_is_reported_at_the_block(
+    async_engine: AsyncEngine,
+) -> None:
+    factory = async_sessionmaker(async_engine)
+
+    class AsyncClosingUnitOfWork:
+        async def __aenter__(self) -> AsyncClosingUnitOfWork:
+            self.session = factory()
+            return self
+
+        async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+            await self.session.close()
+
+        async def commit(self) -> None:
+            await self.session.commit()
+
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncClosingUnitOfWork() as work:  # line:async-closing-uow
+            work.session.add(User(name="ada"))
+        async with AsyncClosingUnitOfWork() as work:
+            work.session.add(User(name="grace"))
+            await work.commit()
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("async-closing-uow")
+    assert finding.message.startswith("Session closed by AsyncClosingUnitOfWork.__aexit__ (")
+    assert finding.fix_hint == "await work.commit()"
+
+
 class DryRun:
     """Rolls back whatever its block did, on purpose: it has no commit()."""
 

@@ -9,7 +9,14 @@ import sys
 from types import FrameType
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import USER, CallSite, awaiting_frames, classify, line_of
+from sqla_doctor.runtime.callsite import (
+    USER,
+    CallSite,
+    awaiting_frames,
+    classify,
+    line_of,
+    unit_of_work_exit,
+)
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
 from sqla_doctor.runtime.detectors.session_leak import (
     begin_block,
@@ -109,6 +116,16 @@ def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
     return None
 
 
+def _unit_of_work_commit(block: CallSite | None, owner: str, awaited: bool) -> str:
+    """The commit() call of the unit of work the ``with`` line at ``block`` entered, by
+    the name it was given there (``with UnitOfWork() as uow:``: ``uow.commit()``)."""
+    line = linecache.getline(block.filename, block.lineno) if block is not None else ""
+    for item in _WITH_ITEM.finditer(line):
+        if item["call"].partition("(")[0].rpartition(".")[2] == owner:
+            return f"{'await ' if awaited else ''}{item['name']}.commit()"
+    return "commit()"
+
+
 class ForgottenCommit(Detector):
     """
     ## What it does
@@ -140,9 +157,10 @@ class ForgottenCommit(Detector):
     db.begin():` for a parameter).
 
     A unit-of-work class (the repository pattern's: it has a `commit()` method) whose
-    `__exit__` or `__aexit__` calls `rollback()` whatever happened is reported when a
-    `with` block over it ended without an error and without its `commit()`: that
-    rollback discards the block's writes as a close would. A helper without `commit()`
+    `__exit__` or `__aexit__` calls `rollback()` or `close()` whatever happened is
+    reported at the `with` block over it that ended without an error and without its
+    `commit()`, which the fix names (`uow.commit()`): that rollback or close discards
+    the block's writes. A helper without `commit()`
     that rolls back on purpose (a dry run) is not.
 
     A Core `Connection` (`with engine.connect() as conn:`) that ran INSERT, UPDATE,
@@ -216,6 +234,17 @@ class ForgottenCommit(Detector):
             # Closed while an exception unwinds (a `with` block left by a raise, a close
             # in an except block): dropping the writes is what that error path means.
             return
+        exit_close = unit_of_work_exit(1)
+        if exit_close is not None:
+            # A unit-of-work class's __exit__ closed it: the block that forgot its
+            # commit() is the one to point at.
+            exit_site, block = exit_close
+            ended = (
+                f"closed by {exit_site.function} ({self.where(exit_site)}) when the with "
+                f"block at {self.where(block)} ended"
+            )
+            self._check(record, block, ended, exit_site, closed=True)
+            return
         site = end.site
         if site is None:
             # AsyncSession closes itself in a shielded task, out of the caller's stack:
@@ -281,6 +310,7 @@ class ForgottenCommit(Detector):
         site: CallSite | None,
         ended: str,
         exit_site: CallSite | None = None,
+        closed: bool = False,
     ) -> None:
         if record.external:
             return
@@ -320,10 +350,11 @@ class ForgottenCommit(Detector):
             )
         elif exit_site is not None:
             owner = exit_site.function.rpartition(".")[0] or "the unit of work"
-            hint = "commit()"
+            hint = _unit_of_work_commit(site, owner, exit_site.function.endswith("__aexit__"))
+            does = "closes the session, which rolls back" if closed else "rolls back"
             fix = (
                 f"call the unit of work's commit() before the with block ends ({owner}'s "
-                f"{exit_site.function.rpartition('.')[2]} rolls back what was not committed)"
+                f"{exit_site.function.rpartition('.')[2]} {does} what was not committed)"
             )
         else:
             asynchronous = is_async_session(record)
