@@ -605,6 +605,35 @@ def test_a_unit_of_work_that_commits_or_fails_is_the_silent_twin(engine: Engine)
     assert not uow.findings
 
 
+def add_and_close(session: Session) -> None:
+    session.add(User(name="ada"))
+    session.close()  # line:handed-close
+
+
+def add_commit_and_close(session: Session) -> None:
+    session.add(User(name="grace"))
+    session.commit()
+    session.close()
+
+
+def test_a_session_the_function_was_handed_is_told_a_begin_block_that_runs(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        add_and_close(Session(engine))
+        add_commit_and_close(Session(engine))
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("handed-close")
+    begin = "with Session(engine) as session, session.begin():"
+    assert finding.message.endswith(
+        f" — call `session.commit()` before the session ends, or use `{begin}`"
+    )
+    # The block it names commits (Session.begin() on the class would be a TypeError).
+    with Session(engine) as session, session.begin():
+        session.add(User(name="linus"))
+    assert count_users(engine) == USERS + 2
+
+
 class ClosingUnitOfWork:
     """A unit of work whose __exit__ only closes its session (the close rolls back)."""
 

@@ -363,12 +363,15 @@ class ForgottenCommit(Detector):
             if block is not None:
                 begin, name = block
             else:
+                # A session the function was handed: what made it is not known here.
+                # (sessionmaker.begin() makes one that commits; the Session class has
+                # no such classmethod.)
+                name = "session"
                 begin = (
                     "async with session_factory.begin() as session:"
                     if asynchronous
-                    else "with Session.begin() as session:"
+                    else "with Session(engine) as session, session.begin():"
                 )
-                name = "session"
             hint = f"{awaited}{name}.commit()"
             fix = f"call `{hint}` before the session ends, or use `{begin}`"
         self.report(
