@@ -314,6 +314,14 @@ def test_core_connection_held_across_a_slow_call_is_reported_at_close(engine: En
             slow_external_call()
     finding = one(uow.findings, "SQD157")
     assert finding.message.startswith("Connection held its pooled connection idle")
+    # A Connection has no session to close or open again: its own block is named.
+    assert finding.message.endswith(
+        " — no other request can use the connection meanwhile: make the slow call (HTTP "
+        "request, sleep, file or queue I/O) before the `with engine.connect()` (or "
+        "`engine.begin()`) block, or end that block (committed) before it and take a "
+        "connection again after, and keep transactions short"
+    )
+    assert "session" not in finding.message
     assert finding.details["last_query"].endswith(f":{line_of('count')}")
     assert finding.details["resumed_by"] == "rollback"
     assert finding.location.line == line_of("connect")

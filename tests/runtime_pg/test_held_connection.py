@@ -204,6 +204,23 @@ def test_null_pool_task_holding_its_connection_is_told_what_it_costs(database_ur
     assert "idle in transaction" in finding.message
 
 
+def test_null_pool_core_connection_is_told_its_own_block(database_url: str) -> None:
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with sqla_doctor.track(config=CONFIG) as uow, engine.begin() as conn:
+            conn.execute(text("SELECT balance FROM accounts WHERE id = 1"))
+            time.sleep(0.25)  # the payment provider
+            conn.execute(text("UPDATE accounts SET balance = 0 WHERE id = 1"))
+    finally:
+        engine.dispose()
+    finding = one(uow.findings, "SQD157")
+    assert finding.message.endswith(
+        "make the slow call before the connection's `with` block, or commit() before it "
+        "and open a new connection after"
+    )
+    assert "session" not in finding.message
+
+
 def wait_for_jobs(engine: Engine, *, commit_first: bool) -> list[str]:
     """A dispatcher: LISTEN on a dedicated connection, then wait for notifications."""
     with engine.connect() as listener:

@@ -20,13 +20,20 @@ _FIX = (
     "sleep, file or queue I/O) before the session block, or commit()/close() before it and "
     "open a new session after, and keep transactions short"
 )
+# A Core Connection (``with engine.connect()`` / ``engine.begin()``) has no session.
+_CONNECTION_FIX = (
+    "no other request can use the connection meanwhile: make the slow call (HTTP request, "
+    "sleep, file or queue I/O) before the `with engine.connect()` (or `engine.begin()`) "
+    "block, or end that block (committed) before it and take a connection again after, "
+    "and keep transactions short"
+)
 
 
 _NULL_POOL_FIX = (
     "with NullPool no other request waits for it, but the server keeps its backend and the "
     'open transaction (PostgreSQL shows "idle in transaction", holding its snapshot and '
-    "locks) meanwhile: make the slow call before the session block, or commit() before it "
-    "and open a new session after"
+    "locks) meanwhile: make the slow call before the {block}, or commit() before it "
+    "and open a new {what} after"
 )
 _STREAMED_FIX = (
     'a server-side cursor holds its connection and transaction (PostgreSQL shows "idle in '
@@ -167,13 +174,19 @@ class ConnectionHeldIdle(Detector):
         last_site = idle.last_site
         holder = "Session" if record.session_owned else "Connection"
         last = f"the query at {self.where(last_site)}" if last_site else "its last statement"
-        fix, hint = _FIX, "do the slow work before the session block, or commit/close first"
+        if record.session_owned:
+            block, what = "session block", "session"
+            fix, hint = _FIX, "do the slow work before the session block, or commit/close first"
+        else:
+            block, what = "connection's `with` block", "connection"
+            fix = _CONNECTION_FIX
+            hint = "do the slow work outside the connection's block, or end the block first"
         connection = "pooled connection"
         pool = record.pool() if record.pool is not None else None
         if isinstance(pool, NullPool):
             # No pool to drain: what the gap costs is the server's backend and transaction.
             connection = "connection (NullPool: its own)"
-            fix = _NULL_POOL_FIX
+            fix = _NULL_POOL_FIX.format(block=block, what=what)
         if record.streamed:
             # commit() or close() would end the server-side cursor the loop still reads.
             last = f"the streamed query (yield_per/stream_results) at {self.where(last_site)}"
