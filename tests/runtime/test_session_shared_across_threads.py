@@ -280,6 +280,78 @@ def test_provisioning_error_after_the_other_thread_began_connecting_is_explained
     assert [r.location.line for r in finding.related] == [line_of("early")]
 
 
+def test_a_query_while_another_thread_commits_explains_the_prepared_state_error(
+    engine: Engine,
+) -> None:
+    """A module-level session: a worker thread commits while the main thread queries.
+    Between the commit's flush and its COMMIT, SQLAlchemy refuses the query."""
+    shared = Session(engine)
+    committing, release = threading.Event(), threading.Event()
+
+    def hold_the_commit(connection: object) -> None:
+        if threading.current_thread().name == "committer":
+            committing.set()
+            release.wait(10)
+
+    def commit_job() -> None:
+        user = shared.get(User, 1)
+        assert user is not None
+        user.name = "renamed"
+        shared.commit()  # line:committer-commit
+
+    def program() -> None:
+        with tracker:
+            worker = threading.Thread(
+                target=contextvars.copy_context().run, args=(commit_job,), name="committer"
+            )
+            worker.start()
+            try:
+                assert committing.wait(10)
+                shared.execute(select(User.name))  # line:prepared
+            finally:
+                release.set()
+                worker.join()
+
+    event.listen(engine, "commit", hold_the_commit)
+    tracker = sqla_doctor.track(mode="collect")
+    try:
+        with pytest.raises(InvalidRequestError, match="in 'prepared' state"):
+            program()
+    finally:
+        event.remove(engine, "commit", hold_the_commit)
+        shared.close()
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD159")
+    assert finding.location.line == line_of("prepared")
+    assert finding.message.startswith(
+        f"Session used by two threads at once: thread MainThread began an operation at "
+        f"{HERE}:{line_of('prepared')} while thread committer's commit() from "
+        f"{HERE}:{line_of('committer-commit')} was still under way (SQLAlchemy refuses it "
+        "until the COMMIT is done: \"This session is in 'prepared' state; no further SQL "
+        'can be emitted within this transaction")'
+    )
+    assert [r.location.line for r in finding.related] == [line_of("committer-commit")]
+
+
+def test_sql_in_an_after_commit_hook_of_one_thread_is_not_a_shared_session(
+    engine: Engine,
+) -> None:
+    """The same refusal ('committed' state) from one thread's own hook: no other thread."""
+    with Session(engine) as session:
+
+        @event.listens_for(session, "after_commit")
+        def _audit(committed: Session) -> None:
+            committed.execute(text("SELECT 1"))
+
+        with sqla_doctor.track(mode="collect") as uow:
+            user = session.get(User, 1)
+            assert user is not None
+            user.name = "renamed"
+            with pytest.raises(InvalidRequestError, match="in 'committed' state"):
+                session.commit()
+    assert not of_code(uow.findings, "SQD159")
+
+
 def test_hand_over_after_commit_is_silent(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         users(session)

@@ -124,6 +124,7 @@ _SQLA_DOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # should point at.
 _USER_INSIDE_US = _dirs([os.path.join(_SQLA_DOCTOR_DIR, "demo")])
 _INTERNAL_DIRS = _dirs([_package_dir(sqlalchemy.__file__), _SQLA_DOCTOR_DIR])
+_SQLALCHEMY_DIR = _dirs([_package_dir(sqlalchemy.__file__)])[0]
 
 
 def _site_dirs() -> tuple[str, ...]:
@@ -412,6 +413,32 @@ def awaiting_frames(task: Any, limit: int = 12) -> list[FrameType]:
         frames.append(frame)
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
     return frames
+
+
+def thread_site(ident: int, limit: int = 64) -> CallSite | None:
+    """The program's line another thread (``threading.get_ident()``) is running now: its
+    outermost frame that called into SQLAlchemy (the ``session.commit()`` line, not an
+    event listener that commit runs), else its innermost user frame. Walks that thread's
+    stack once; asked only when reporting."""
+    frame: FrameType | None = sys._current_frames().get(ident)
+    innermost: FrameType | None = None
+    calling: FrameType | None = None
+    inner_is_sqlalchemy = False
+    for _ in range(limit):
+        if frame is None:
+            break
+        filename = frame.f_code.co_filename
+        if classify(filename) == USER:
+            innermost = innermost or frame
+            if inner_is_sqlalchemy:
+                calling = frame
+        # SQLAlchemy's generated wrappers too ("<sqlalchemy generated _go() wrapper ...>").
+        inner_is_sqlalchemy = filename.startswith("<sqlalchemy") or _norm(filename).startswith(
+            _SQLALCHEMY_DIR
+        )
+        frame = frame.f_back
+    found = calling or innermost
+    return _user_site(found, caller=False) if found is not None else None
 
 
 def _user_site(frame: FrameType, caller: bool) -> CallSite:

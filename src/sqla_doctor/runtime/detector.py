@@ -445,9 +445,12 @@ class SharedUse:
     used it in between. ``who``/``other`` describe the two tasks or threads.
     ``connecting``: the other's operation was still acquiring the session's connection
     (threads only), which SQLAlchemy refuses as "provisioning a new connection".
+    ``committing``: the other's ``commit()`` was under way (threads only), which
+    SQLAlchemy refuses as "This session is in 'prepared' state".
     """
 
     __slots__ = (
+        "committing",
         "concurrent",
         "connecting",
         "other",
@@ -469,9 +472,11 @@ class SharedUse:
         tasks: bool,
         concurrent: bool,
         connecting: bool = False,
+        committing: bool = False,
     ) -> None:
         self.record = record
         self.connecting = connecting
+        self.committing = committing
         self.site = site
         self.other_site = other_site
         self.who = who

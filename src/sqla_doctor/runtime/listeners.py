@@ -2166,6 +2166,21 @@ def _thread_sharing(
             concurrent=True,
             connecting=True,
         )
+    if last and last != thread and record.committing:
+        # Another thread's commit() is under way: between its flush and its COMMIT
+        # SQLAlchemy refuses this one ("This session is in 'prepared' state"), and once
+        # the COMMIT is done the transaction this one joined is gone. The commit() call
+        # noted no site of its own (the thread was the session's last user already).
+        return SharedUse(
+            record,
+            site,
+            callsite.thread_site(last) or sharing.last_site,
+            _thread_name(record, thread),
+            _thread_name(record, last),
+            tasks=False,
+            concurrent=True,
+            committing=True,
+        )
     if last and last != thread and any(t == thread for t, _ in sharing.threads):
         # This thread used it earlier in this transaction, another one since: turns
         # taken, not a hand-over.

@@ -22,6 +22,11 @@ _SYMPTOMS = (
     "another operation is in progress",  # asyncpg
     "is already in progress",  # IllegalStateChangeError
     "Session is already flushing",  # a second task's flush() while the first's awaits
+    # A statement while another thread's or task's commit() is between its flush and
+    # the COMMIT, or done and not yet closed (one thread alone gets there only by SQL
+    # in an after_commit hook, or after a two-phase prepare()).
+    "in 'prepared' state; no further SQL",
+    "in 'committed' state; no further SQL",
 )
 
 

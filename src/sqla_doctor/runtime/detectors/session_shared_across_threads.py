@@ -26,9 +26,11 @@ class SessionSharedAcrossThreads(Detector):
     ## What it does
     Checks for one `Session` used by several threads at once: an operation (a query, a
     lazy load, a flush, a commit, a begin) in one thread while another thread's
-    statement on the same session is still running in the database driver, or while
+    statement on the same session is still running in the database driver, while
     another thread's operation is still acquiring the session's connection (a pool
-    checkout, a new connection to the server). Both threads' call sites are reported.
+    checkout, a new connection to the server), or while another thread's `commit()` is
+    under way (which SQLAlchemy refuses: "This session is in 'prepared' state"). Both
+    threads' call sites are reported.
 
     Threads that take turns, one after another, are not reported: a web framework
     iterating a sync generator (Starlette's `StreamingResponse`), running a dependency
@@ -109,6 +111,14 @@ class SessionSharedAcrossThreads(Detector):
                 'provisioning a new connection; concurrent operations are not permitted")'
             )
             note = f"{use.other}'s operation on the same session, still connecting"
+        elif use.committing:
+            what = (
+                f"Session used by two threads at once: {use.who} began an operation at "
+                f"{here} while {use.other}'s commit() from {other} was still under way "
+                "(SQLAlchemy refuses it until the COMMIT is done: \"This session is in "
+                "'prepared' state; no further SQL can be emitted within this transaction\")"
+            )
+            note = f"{use.other}'s commit() on the same session, still under way"
         elif use.concurrent:
             what = (
                 f"Session used by two threads at once: {use.who} began an operation at "
