@@ -327,6 +327,36 @@ def test_core_connection_held_across_a_slow_call_is_reported_at_close(engine: En
     assert finding.location.line == line_of("connect")
 
 
+def test_a_loop_with_a_slow_call_per_row_is_one_finding(engine: Engine) -> None:
+    """The first gap follows the query before the loop, the next ones the loop's own
+    UPDATE: the same wait, at the same line."""
+    with sqla_doctor.track(config=CONFIG) as uow, engine.begin() as connection:
+        ids = connection.execute(text("SELECT id FROM users")).scalars().all()[:3]
+        for user_id in ids:
+            slow_external_call()
+            connection.execute(  # line:per-row
+                text("UPDATE users SET name = 'x' WHERE id = :id"), {"id": user_id}
+            )
+    finding = one(uow.findings, "SQD157")
+    assert finding.location.line == line_of("per-row")
+
+
+def test_a_loop_that_makes_its_slow_calls_first_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        with engine.connect() as connection:
+            ids = connection.execute(text("SELECT id FROM users")).scalars().all()[:3]
+        names = {}
+        for user_id in ids:
+            slow_external_call()
+            names[user_id] = "x"
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE users SET name = :name WHERE id = :id"),
+                [{"id": key, "name": value} for key, value in names.items()],
+            )
+    assert not of_code(uow.findings, "SQD157")
+
+
 def test_only_the_task_that_waited_is_reported_among_concurrent_ones(engine: Engine) -> None:
     # Threads: each its own unit of work, as a web server's requests are.
     import threading

@@ -195,14 +195,13 @@ class ConnectionHeldIdle(Detector):
         if site is not None:
             following = f"{following} at {self.where(site)}"
         opened = record.opened[0] if record.opened else None
+        # A streamed query is read by the loop that does the slow work: point at it.
+        at = (last_site or site) if record.streamed else (site or last_site)
         self.report(
-            # A streamed query is read by the loop that does the slow work: point at it.
-            (last_site or site) if record.streamed else (site or last_site),
-            key=(
-                last_site.key if last_site else None,
-                site.key if site else None,
-                idle.resumed,
-            ),
+            at,
+            # One finding per line the wait is reported at: a loop's first gap (after the
+            # query before it) and its next ones (after its own last statement) are one.
+            key=(at.key if at else None, idle.resumed),
             subject=holder,
             related=[
                 (last_site, "last query before the gap"),
