@@ -24,6 +24,39 @@ CONFIG = RuntimeConfig(
 )
 
 
+def test_many_short_waits_add_up_to_an_idle_transaction(engine: Engine) -> None:
+    """A short slow call per row: no gap is long, together they are the transaction."""
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        session.get(User, 1)  # line:per-row-begin
+        for _ in range(60):
+            time.sleep(PAUSE / 30)  # a geocoding call per row
+            session.execute(text("SELECT 1"))  # line:per-row
+        session.commit()
+    finding = one(uow.findings, "SQD160")
+    assert finding.location.line == line_of("per-row-begin")
+    details = finding.details
+    assert details["idle_total_seconds"] > 0.5 * details["open_seconds"]
+    assert details["idle_seconds"] < 0.1 * details["open_seconds"]
+    assert (
+        f"{details['idle_total_seconds']:.2f}s of it idle between statements (the longest "
+        f"stretch {details['idle_seconds']:.2f}s, after the statement at "
+    ) in finding.message
+    assert "busy all along" not in finding.message
+    assert finding.fix_hint == "commit before slow work, or do it before the transaction begins"
+
+
+def test_short_waits_made_before_the_transaction_are_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        for _ in range(60):
+            time.sleep(PAUSE / 30)
+        with Session(engine) as session:
+            session.get(User, 1)
+            for _ in range(60):
+                session.execute(text("SELECT 1"))
+            session.commit()
+    assert not of_code(uow.findings, "SQD160")
+
+
 def test_transaction_open_across_a_slow_call_is_reported_where_it_began(engine: Engine) -> None:
     with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
         user = session.get(User, 1)  # line:begin

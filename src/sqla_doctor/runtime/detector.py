@@ -568,10 +568,19 @@ class TransactionSpan(_Resumption):
     transaction open, which the pool rolls back); ``duration`` runs from ``BEGIN``, at
     ``began_site``; ``idle`` is the longest time it sat between statements, after the
     statement at ``idle_site`` (the last one, at ``last_site``, unless an earlier gap was
-    longer).
+    longer); ``idle_total`` all its gaps together.
     """
 
-    __slots__ = ("began_site", "duration", "idle", "idle_site", "last_site", "outcome", "record")
+    __slots__ = (
+        "began_site",
+        "duration",
+        "idle",
+        "idle_site",
+        "idle_total",
+        "last_site",
+        "outcome",
+        "record",
+    )
 
     def __init__(
         self,
@@ -579,6 +588,7 @@ class TransactionSpan(_Resumption):
         outcome: str,
         duration: float,
         idle_stretch: tuple[float, CallSite | None],
+        idle_total: float,
         *,
         known: bool = True,
     ) -> None:
@@ -587,6 +597,7 @@ class TransactionSpan(_Resumption):
         self.outcome = outcome
         self.duration = duration
         self.idle, self.idle_site = idle_stretch
+        self.idle_total = idle_total
         self.began_site = record.transaction_site
         self.last_site = record.last_site
 

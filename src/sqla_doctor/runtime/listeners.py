@@ -624,9 +624,11 @@ def _idle_ends(
     idle = checkout.idle_since
     checkout.idle_since = 0.0
     gap = time.perf_counter() - idle
-    if gap > checkout.longest_idle and checkout.transaction_began:
-        checkout.longest_idle = gap
-        checkout.longest_idle_after = checkout.last_site
+    if checkout.transaction_began:
+        checkout.idle_total += gap
+        if gap > checkout.longest_idle:
+            checkout.longest_idle = gap
+            checkout.longest_idle_after = checkout.last_site
     if uow is not None and gap >= uow.settings.runtime.held_connection_seconds:
         if site is None and find_site:
             site = callsite.find(2)
@@ -1833,6 +1835,7 @@ def _connection_resumes(
     idle = checkout.idle_since
     began = checkout.transaction_began
     stretch = checkout.idle_stretch(now)
+    idle_total = checkout.idle_time(now)
     if what != "checkin":
         # Still checked out (a Core connection after commit()): idle from now on. A
         # Session gives its connection back as its commit or rollback ends; until then
@@ -1840,6 +1843,7 @@ def _connection_resumes(
         # gap that ends here is not reported again at the checkin.
         checkout.idle_since = 0.0 if checkout.session_owned else now
     checkout.longest_idle, checkout.longest_idle_after = 0.0, None
+    checkout.idle_total = 0.0
     if runtime is not None and idle and now - idle >= runtime.held_connection_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
@@ -1852,7 +1856,9 @@ def _connection_resumes(
     if began and now - began >= runtime.idle_transaction_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
-            span = TransactionSpan(checkout, what, now - began, stretch, known=known)
+            span = TransactionSpan(
+                checkout, what, now - began, stretch, idle_total, known=known
+            )
             _dispatch(uow, "connection_transaction_end", span, can_raise=False)
 
 
@@ -1863,6 +1869,7 @@ def _on_engine_begin(conn: Connection) -> None:
         return
     checkout.transaction_began = time.perf_counter()
     checkout.longest_idle, checkout.longest_idle_after = 0.0, None
+    checkout.idle_total = 0.0
     execution = executing.get()
     if execution is not None and not execution.consumed:
         # A Session beginning for this query: its call site is known already.

@@ -876,6 +876,7 @@ class CheckoutRecord:
         "fairy_key",
         "holder",
         "idle_since",
+        "idle_total",
         "implicit",
         "key",
         "last_site",
@@ -934,6 +935,9 @@ class CheckoutRecord:
         # it followed (the gap after the last statement is measured when it ends).
         self.longest_idle = 0.0
         self.longest_idle_after: CallSite | None = None
+        # All the gaps between its statements together: many short waits (a slow call
+        # per row) make an idle transaction whose longest gap is short.
+        self.idle_total = 0.0
         # Writes a Connection (not a Session) ran in its open transaction, and where the
         # first one came from: lost if it closes without commit().
         self.core_writes = 0
@@ -950,6 +954,10 @@ class CheckoutRecord:
     @property
     def garbage_collected(self) -> bool:
         return self.ref() is None
+
+    def idle_time(self, now: float) -> float:
+        """How long the open transaction has sat between statements, until ``now``."""
+        return self.idle_total + (now - self.idle_since if self.idle_since else 0.0)
 
     def idle_stretch(self, now: float) -> tuple[float, CallSite | None]:
         """The open transaction's longest idle stretch until ``now``, and the statement
