@@ -21,7 +21,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, with_parent
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -347,11 +347,47 @@ def test_a_count_and_a_fetch_from_one_line_are_told_apart(engine: Engine) -> Non
     assert shapes == ["SELECT count(…) … FROM posts", "SELECT … FROM posts"]
     count = next(f for f in uow.findings if f.message.startswith("SELECT count("))
     assert count.location.line == line_of("both")
+    # Named by the column the WHERE compares with each user's id.
     assert count.message.endswith(
-        "compute the count() for all of them in one query grouped by what tells them apart "
-        "(`select(Model.parent_id, func.count(...)).group_by(Model.parent_id)`) instead of "
-        "one per iteration"
+        "compute the count() for all of them in one query grouped by author_id: "
+        "`select(Post.author_id, func.count()).where(Post.author_id.in_(ids))"
+        ".group_by(Post.author_id)`"
     )
+
+
+def test_a_query_per_parent_is_told_the_column_to_fetch_them_all_by(engine: Engine) -> None:
+    """``with_parent()`` (or ``Post.author_id == user.id``) once per user: the foreign key
+    it compares names the one query, and the collection it fills the loader option."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            of_user = with_parent(user, User.posts)
+            posts = session.scalars(select(Post).where(of_user)).all()  # line:with-parent
+            assert len(posts) == 2
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("with-parent")
+    assert finding.message.endswith(
+        "fetch the Post rows for all of them in one query instead of one per iteration, "
+        "`select(Post).where(Post.author_id.in_(ids))`, and group them by author_id; or add "
+        ".options(selectinload(User.posts)) to the query that loads the User objects and "
+        "read user.posts"
+    )
+    with Session(engine) as session:  # the advice, run: every user's posts at once
+        posts = session.scalars(select(Post).where(Post.author_id.in_(IDS))).all()
+        assert len(posts) == 2 * len(IDS)
+
+
+def test_a_query_per_parent_with_another_filter_keeps_it_and_is_not_told_the_collection(
+    engine: Engine,
+) -> None:
+    """The collection holds every post, not only the ones the query filters: no option."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS:
+            session.scalars(
+                select(Post).where(Post.author_id == user_id, Post.title != "draft")
+            ).all()
+    message = one(uow.findings, "SQD252").message
+    assert "`select(Post).where(Post.author_id.in_(ids), ...)`" in message
+    assert "selectinload" not in message
 
 
 @pytest.fixture
@@ -469,8 +505,8 @@ def test_the_same_query_written_by_hand_keeps_the_usual_advice(ledgers: Engine) 
             assert len(session.scalars(select(Posting).where(of_ledger)).all()) == 2
     finding = one(uow.findings, "SQD252")
     assert finding.message.endswith(
-        "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader option) "
-        "instead of one per iteration"
+        "fetch the Posting rows for all of them in one query instead of one per iteration, "
+        "`select(Posting).where(Posting.ledger_id.in_(ids))`, and group them by ledger_id"
     )
 
 

@@ -188,6 +188,60 @@ def collection_fix(relationship: Any, function: str | None) -> str:
     )
 
 
+def filtered_by(statement: Any, mapper: Any) -> tuple[str, Any, bool] | None:
+    """What a SELECT of ``mapper`` run once per parent compares with a bound value: the
+    attribute (``"customer_id"`` for ``Order.customer_id == customer.id`` or
+    ``with_parent(customer, Customer.orders)``) and the loadable one-to-many relationship
+    whose foreign key it is (``Customer.orders``; None when there is none); and whether
+    the WHERE compares other columns too. A foreign key column is taken over other
+    compared columns (``Order.status == "new"`` is the same in every run); None when the
+    WHERE compares no single such column. Asked once per repeated statement, not per
+    execution."""
+    try:
+        where = getattr(statement, "whereclause", None)
+        if where is None:
+            return None
+        from sqlalchemy.sql import operators, visitors
+
+        compared = []
+        conditions = 0
+        element: Any
+        for element in visitors.iterate(where):
+            if element.__visit_name__ != "binary":
+                continue
+            conditions += 1
+            if element.operator is not operators.eq:
+                continue
+            sides = (element.left, element.right)
+            kinds = tuple(side.__visit_name__ for side in sides)
+            if kinds == ("column", "bindparam"):
+                compared.append(sides[0])
+            elif kinds == ("bindparam", "column"):
+                compared.append(sides[1])
+        keyed = [column for column in compared if column.foreign_keys]
+        if len(keyed) == 1:
+            column = keyed[0]
+        elif len(compared) == 1 and not keyed:
+            column = compared[0]
+        else:
+            return None
+        key = str(mapper.get_property_by_column(column).key)
+        for other in mapper.registry.mappers:
+            for relationship in other.relationships:
+                if (
+                    relationship.secondary is None
+                    and relationship.lazy not in UNLOADABLE
+                    and relationship.uselist
+                    and mapper.isa(relationship.mapper)
+                    and len(relationship.local_remote_pairs) == 1
+                    and relationship.local_remote_pairs[0][1].compare(column)
+                ):
+                    return key, relationship, conditions > 1
+        return key, None, conditions > 1
+    except Exception:
+        return None
+
+
 def _foreign_key_attribute(relationship: Any) -> str | None:
     """``parent_id``: the child's attribute that refers to the parent, for a one-to-many
     on one column (no secondary table); None otherwise."""

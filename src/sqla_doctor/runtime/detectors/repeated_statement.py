@@ -24,6 +24,8 @@ from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.loading import (
     collection_fix,
     collection_queried,
+    filtered_by,
+    label,
     primary_key_attributes,
     snake_case,
 )
@@ -176,6 +178,34 @@ def _merge_fix(mapper: Any) -> str:
     )
 
 
+def _filtered_fix(
+    mapper: Any, key: str, relationship: Any, more: bool, function: str | None
+) -> str:
+    """One query for every parent's rows (or aggregate), by the attribute the repeated
+    SELECT compares (``Order.customer_id``), instead of one query per parent; ``more``:
+    it has other conditions, which stay."""
+    name = mapper.class_.__name__
+    column = f"{name}.{key}"
+    others = ", ..." if more else ""
+    if function is not None:
+        call = "func.count()" if function == "count" else f"func.{function}(...)"
+        return (
+            f"compute the {function}() for all of them in one query grouped by {key}: "
+            f"`select({column}, {call}).where({column}.in_(ids){others}).group_by({column})`"
+        )
+    fix = (
+        f"fetch the {name} rows for all of them in one query instead of one per iteration, "
+        f"`select({name}).where({column}.in_(ids){others})`, and group them by {key}"
+    )
+    if relationship is not None and not more:  # its collection holds every row
+        parents = relationship.parent.class_.__name__
+        fix += (
+            f"; or add .options(selectinload({label(relationship)})) to the query that loads "
+            f"the {parents} objects and read {snake_case(parents)}.{relationship.key}"
+        )
+    return fix
+
+
 def _fix_for_write(sql: str, orm: bool) -> str | None:
     """The fix for a write statement run once per item (None for a query)."""
     target = _TARGET.match(sql)
@@ -191,6 +221,7 @@ class _Entry:
         "count",
         "example",
         "fetched",
+        "filtered",
         "in_transaction",
         "merged",
         "most_in_transaction",
@@ -215,6 +246,9 @@ class _Entry:
         self.merged: Any = None
         # The mapper whose objects session.get() loads with it, if get() runs it.
         self.fetched: Any = None
+        # Its mapper, the attribute its WHERE compares with a bound value, and the
+        # one-to-many relationship whose foreign key that is (see loading.filtered_by).
+        self.filtered: tuple[Any, str, Any, bool] | None = None
         # Runs in the transaction of its latest run (weakly: a connection the program
         # leaks must stay collectable), and the most in any one.
         self.transaction: weakref.ref[Any] | None = None
@@ -262,6 +296,13 @@ class RepeatedStatement(Detector):
     A SELECT of one aggregate (`select(func.count())...`) is named by it, `SELECT
     count(…) … FROM audit`, apart from the rows' SELECT of the same table, and told to
     compute it for all of them in one query with `.group_by()`.
+
+    A query run once per parent (`select(Order).where(Order.customer_id == customer.id)`,
+    `with_parent(customer, Customer.orders)`) is told the one query by the foreign key
+    its WHERE compares, `select(Order).where(Order.customer_id.in_(ids))` (grouped by it
+    for an aggregate), and, when that key is a one-to-many relationship's and the query
+    filters on nothing else, the loader option that fills it:
+    `.options(selectinload(Customer.orders))`.
 
     The collection of a `lazy="write_only"` or `lazy="dynamic"` relationship queried
     once per parent (`session.scalars(ledger.entries.select())`, `ledger.changes.all()`
@@ -376,6 +417,10 @@ class RepeatedStatement(Detector):
                     entry.merged = mapper
                 elif inside_call(_GET):
                     entry.fetched = mapper
+                elif entry.collection is None:
+                    found = filtered_by(pending[1], mapper)
+                    if found is not None:
+                        entry.filtered = (mapper, *found)
         if len(entry.parameter_sets) < MAX_PARAMETER_SETS:
             marker = _parameter_hash(statement.parameters)
             if marker is not None:
@@ -419,6 +464,9 @@ class RepeatedStatement(Detector):
             elif entry.collection is not None:
                 function = aggregate.group(1).lower() if aggregate is not None else None
                 fix = collection_fix(entry.collection, function)
+            elif entry.filtered is not None:
+                function = aggregate.group(1).lower() if aggregate is not None else None
+                fix = _filtered_fix(*entry.filtered, function)
             elif aggregate is not None:
                 function = aggregate.group(1).lower()
                 fix = (
