@@ -116,6 +116,19 @@ def test_text_in_a_loop_on_a_core_connection_is_reported(engine: Engine) -> None
     finding = one(uow.findings, "SQD252")
     assert finding.location.line == line_of("text")
     assert finding.details["statement"] == "SELECT name FROM users WHERE id = ?"
+    # No entity, no loader option: the one query in SQL, by the column compared.
+    assert finding.message.endswith(
+        "fetch the rows in one query instead of one per iteration: JOIN them into the "
+        "query the loop reads, or ask for all of them at once, `WHERE id IN :ids` with "
+        '`text(...).bindparams(bindparam("ids", expanding=True))` (Core: '
+        "`table.c.id.in_(ids)`)"
+    )
+    assert "Model" not in finding.message
+    one_query = text("SELECT name FROM users WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    with engine.connect() as connection:
+        assert len(connection.execute(one_query, {"ids": IDS}).all()) == len(IDS)
 
 
 def test_identical_parameters_say_reuse_the_result(engine: Engine) -> None:

@@ -206,6 +206,27 @@ def _filtered_fix(
     return fix
 
 
+# ``WHERE customer_id = :id`` (``?``, ``%(id)s``, ``$1``): the column a Core query per
+# item compares with its parameter.
+_COMPARED = re.compile(
+    r"\bWHERE\s+(?:[\w\"`\[\]]+\.)?[\"`\[]?(\w+)[\"`\]]?\s*=\s*(?::\w|\?|%\(|%s|\$\d)",
+    re.IGNORECASE,
+)
+
+
+def _core_fix(sql: str) -> str:
+    """One query instead of one per item, for SQL run through a Connection (text() or
+    Core): no entity, so no loader option."""
+    compared = _COMPARED.search(sql)
+    column = compared.group(1) if compared is not None else "id"
+    return (
+        "fetch the rows in one query instead of one per iteration: JOIN them into the query "
+        f"the loop reads, or ask for all of them at once, `WHERE {column} IN :ids` with "
+        f'`text(...).bindparams(bindparam("ids", expanding=True))` '
+        f"(Core: `table.c.{column}.in_(ids)`)"
+    )
+
+
 def _fix_for_write(sql: str, orm: bool) -> str | None:
     """The fix for a write statement run once per item (None for a query)."""
     target = _TARGET.match(sql)
@@ -302,7 +323,10 @@ class RepeatedStatement(Detector):
     its WHERE compares, `select(Order).where(Order.customer_id.in_(ids))` (grouped by it
     for an aggregate), and, when that key is a one-to-many relationship's and the query
     filters on nothing else, the loader option that fills it:
-    `.options(selectinload(Customer.orders))`.
+    `.options(selectinload(Customer.orders))`. A query a Core `Connection` runs per item
+    (`conn.execute(text("SELECT name FROM customer WHERE id = :id"), ...)`) has no
+    entity to load: it is told a JOIN, or one `WHERE id IN :ids` with an expanding
+    `bindparam()`.
 
     The collection of a `lazy="write_only"` or `lazy="dynamic"` relationship queried
     once per parent (`session.scalars(ledger.entries.select())`, `ledger.changes.all()`
@@ -474,6 +498,8 @@ class RepeatedStatement(Detector):
                     f"tells them apart (`select(Model.parent_id, func.{function}(...))"
                     ".group_by(Model.parent_id)`) instead of one per iteration"
                 )
+            elif not entry.orm:
+                fix = _core_fix(entry.sql)
             else:
                 fix = (
                     "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader "
