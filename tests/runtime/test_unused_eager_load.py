@@ -6,13 +6,17 @@ import gc
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, ForeignKey, String, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
     ORMExecuteState,
     Session,
     joinedload,
     lazyload,
+    mapped_column,
+    relationship,
     selectinload,
     with_loader_criteria,
 )
@@ -274,3 +278,79 @@ def test_a_copied_statement_whose_relationship_is_read_is_silent(read_engine: En
         statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
         assert sum(len(a.orders) for a in s.scalars(statement).all()) == 12
     assert not of_code(uow.findings, "SQD257")
+
+
+# -- options chained below the query's own: selectinload(A.b).selectinload(B.c) --------
+
+
+class ChainBase(DeclarativeBase):
+    pass
+
+
+class Shelf(ChainBase):
+    __tablename__ = "shelves"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    volumes: Mapped[list[Volume]] = relationship()
+
+
+class Volume(ChainBase):
+    __tablename__ = "volumes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shelf_id: Mapped[int] = mapped_column(ForeignKey("shelves.id"))
+    title: Mapped[str] = mapped_column(String(50))
+    pages: Mapped[list[Page]] = relationship()
+
+
+class Page(ChainBase):
+    __tablename__ = "pages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    volume_id: Mapped[int] = mapped_column(ForeignKey("volumes.id"))
+
+
+@pytest.fixture
+def shelves(engine: Engine) -> Engine:
+    ChainBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        for _ in range(3):
+            volumes = [Volume(title=f"v{i}", pages=[Page(), Page()]) for i in range(2)]
+            session.add(Shelf(volumes=volumes))
+        session.commit()
+    return engine
+
+
+CHAIN = selectinload(Shelf.volumes).selectinload(Volume.pages)
+
+
+def test_a_chained_option_whose_relationship_is_never_read_is_reported(shelves: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(shelves) as s:
+        listed = s.scalars(select(Shelf).options(CHAIN)).all()  # line:chain
+        titles = [volume.title for shelf in listed for volume in shelf.volumes]
+    assert len(titles) == 6
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("chain")
+    assert finding.message == (
+        f"`select(Shelf)` at {HERE}:{line_of('chain')}: selectinload(Shelf.volumes)"
+        ".selectinload(Volume.pages) loaded 12 Page object(s) for 6 Volume object(s), and "
+        "Volume.pages was never read — drop .selectinload(Volume.pages) from that option, "
+        "keeping selectinload(Shelf.volumes)"
+    )
+    assert finding.fix_hint == "remove .selectinload(Volume.pages)"
+
+
+def test_a_chained_option_whose_relationship_is_read_is_silent(shelves: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(shelves) as s:
+        listed = s.scalars(select(Shelf).options(CHAIN)).all()
+        pages = [len(volume.pages) for shelf in listed for volume in shelf.volumes]
+    assert pages == [2] * 6
+    assert not of_code(uow.findings, "SQD257")
+
+
+def test_a_chain_never_read_at_all_is_reported_once_at_its_first_link(shelves: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(shelves) as s:
+        listed = s.scalars(select(Shelf).options(CHAIN)).all()
+        assert [shelf.id for shelf in listed] == [1, 2, 3]
+    finding = one(uow.findings, "SQD257")
+    assert finding.details["subject"] == "Shelf.volumes"

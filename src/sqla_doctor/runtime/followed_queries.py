@@ -28,11 +28,14 @@ MAX_TRACKED = 5_000
 class QueryGroup:
     """The objects one line's query loaded (every run of it), over the unit of work."""
 
-    __slots__ = ("generation", "mapper", "seen", "site", "watches")
+    __slots__ = ("depth", "generation", "mapper", "seen", "site", "watches")
 
     def __init__(self, site: CallSite, mapper: Any) -> None:
         self.site = site
         self.mapper = mapper
+        # The length of the load path of the objects it follows: 1 for the query's own
+        # rows, 3 for the objects a selectin batch loads one relationship down, ...
+        self.depth = 1
         # Root objects loaded, watched or not.
         self.seen = 0
         self.watches: list[reads.Watch] = []
@@ -96,7 +99,7 @@ class FollowedQueries(Generic[G]):
         group = entry[1] if entry is not None and entry[0]() is query else self._copied_from(query)
         if group is None or self.tracked >= MAX_TRACKED:
             return None
-        if not loading.loaded_at_root(loaded.state):
+        if not loading.loaded_at_depth(loaded.state, group.depth):
             return None
         group.seen += 1
         return group

@@ -373,6 +373,49 @@ def eager_relationships(
     return found
 
 
+def nested_eager(
+    statement: Any, loader_path: tuple[Any, ...]
+) -> tuple[dict[str, tuple[Any, str, bool]], str] | None:
+    """For a selectin (or subquery) batch that loads the objects at ``loader_path``
+    (``(Blog, Blog.posts, Post)``), the relationships of those objects that the root
+    query's chained options load eagerly in turn (``selectinload(Blog.posts)
+    .selectinload(Post.tags)``: ``tags``), keyed as :func:`eager_relationships` does; and
+    the chain that loaded them, spelled as the program wrote it. None when the options
+    load nothing below them. Read from the batch's statement, which carries the root
+    query's options (``Load.context`` elements, 2.0 and 2.1)."""
+    depth = len(loader_path)
+    found: dict[str, tuple[Any, str, bool]] = {}
+    links: dict[int, str] = {}
+    for option in getattr(statement, "_with_options", ()):
+        for element in getattr(option, "context", ()):
+            path = getattr(getattr(element, "path", None), "path", None)
+            strategy = getattr(element, "strategy", None)
+            if not path or not strategy or len(path) < 3:
+                continue
+            lazy = dict(strategy).get("lazy")
+            if lazy is None:
+                continue
+            lazy = lazy_value(lazy)
+            if len(path) <= depth and all(a is b for a, b in zip(path, loader_path, strict=False)):
+                links[len(path)] = lazy  # a link of the chain that led here
+            elif len(path) in (depth + 1, depth + 2) and all(
+                a is b for a, b in zip(path[:depth], loader_path, strict=False)
+            ):
+                relationship = path[depth]
+                key = getattr(relationship, "key", None)
+                if lazy in EAGER and isinstance(key, str) and hasattr(relationship, "mapper"):
+                    found[key] = (relationship, lazy, True)
+    if not found:
+        return None
+    chain = []
+    for end in range(3, depth + 1, 2):
+        lazy = links.get(end)
+        if lazy not in EAGER:
+            return None
+        chain.append(f"{OPTION_NAMES.get(lazy, lazy)}({label(loader_path[end - 2])})")
+    return found, ".".join(chain)
+
+
 _mapping_eager: dict[Any, bool] = {}
 
 
@@ -392,11 +435,11 @@ def selects_entity(statement: Any, mapper: Any) -> bool:
     return any(d.get("expr") is mapper.class_ for d in descriptions)
 
 
-def loaded_at_root(state: Any) -> bool:
-    """Whether an object the ``load`` event hands over is one of the statement's own
-    rows, not one loaded further down a joined eager path."""
+def loaded_at_depth(state: Any, depth: int) -> bool:
+    """Whether an object the ``load`` event hands over was loaded at a path of
+    ``depth`` (1: the statement's own rows; 3: a selectin batch's one level down)."""
     path = getattr(getattr(state, "load_path", None), "path", None)
-    return path is None or len(path) == 1
+    return path is None or len(path) == depth
 
 
 def joined_targets(joins: Any) -> tuple[Any, ...]:

@@ -8,7 +8,14 @@ from sqla_doctor.config import RuntimeConfig
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime import loading, reads
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import SELECT, Detector, Flush, Loaded, OrmExecution
+from sqla_doctor.runtime.detector import (
+    RELATIONSHIP_LOAD,
+    SELECT,
+    Detector,
+    Flush,
+    Loaded,
+    OrmExecution,
+)
 from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.followed_queries import FollowedQueries, QueryGroup
 from sqla_doctor.runtime.unit_of_work import process
@@ -19,10 +26,27 @@ _MAX_CHILD_IDS = 10_000
 class _Group(QueryGroup):
     """The parents one line's query loaded with eager relationships, over the unit."""
 
-    __slots__ = ("children", "distinct", "eager", "known", "populated", "unmeasured")
+    __slots__ = (
+        "chain",
+        "children",
+        "distinct",
+        "eager",
+        "known",
+        "link",
+        "populated",
+        "root",
+        "unmeasured",
+    )
 
     def __init__(self, site: CallSite, mapper: Any) -> None:
         super().__init__(site, mapper)
+        # For objects a selectin batch loaded (depth > 1): the query's own entity and
+        # the option chain that loaded them (``selectinload(Blog.posts)``).
+        self.root: Any = None
+        self.chain = ""
+        # And the group of the query's own rows, with the key of the relationship that
+        # loaded these from them: unread, it is that group's finding, not this one's.
+        self.link: tuple[_Group, str] | None = None
         # key -> (relationship, strategy, by option)
         self.eager: dict[str, tuple[Any, str, bool]] = {}
         self.unmeasured: list[reads.Watch] = []
@@ -78,8 +102,12 @@ class UnusedEagerLoad(Detector):
 
     It needs read tracking, which makes reads of the loaded objects' attributes
     observable: on under `sqla-doctor run`, opt-in elsewhere with `track-reads = true`
-    (see the configuration). Only relationships of the query's own
-    entity are looked at, not nested ones.
+    (see the configuration). Relationships of the query's own entity are looked at,
+    and those an option chained below a `selectinload()` (or `subqueryload()`) loads
+    for the objects that batch loaded (`selectinload(Blog.posts).selectinload(Post.tags)`:
+    `Post.tags`, which the fix tells to drop from the chain); not those below a
+    `joinedload()`, nor a nested relationship's own `lazy="selectin"` mapping. A chain
+    whose first relationship went unread is reported there, once.
 
     For a relationship eager by its mapping, the fix is `lazy="select"` in the mapping
     or a `lazyload()` option on the query; for a query that is awaited (async code, where
@@ -121,9 +149,9 @@ class UnusedEagerLoad(Detector):
     name = "unused-eager-load"
     pitfalls = ("P30",)
     severity = Severity.WARNING
-    execution_kinds = frozenset({SELECT})
+    execution_kinds = frozenset({SELECT, RELATIONSHIP_LOAD})
     message = (
-        "`select({entity})` at {site}: {loader} loaded {loaded} for {parents} {entity} "
+        "`select({query})` at {site}: {loader} loaded {loaded} for {parents} {entity} "
         "object(s), and {attribute} was never read — {fix}"
     )
 
@@ -136,6 +164,10 @@ class UnusedEagerLoad(Detector):
         self.queries = FollowedQueries(_Group)
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
+        if execution.kind is RELATIONSHIP_LOAD:
+            # A batch inside the root query's loading: its parents are not done yet.
+            self._follow_batch(execution)
+            return
         if self.queries.groups:
             self._measure()
         state = execution.state
@@ -157,6 +189,37 @@ class UnusedEagerLoad(Detector):
         group = self.queries.follow(statement, site, mapper)
         if group is not None:
             group.eager.update(eager)
+
+    def _follow_batch(self, execution: OrmExecution) -> None:
+        """A selectin (or subquery) batch whose objects the query's chained options load
+        further (``selectinload(Blog.posts).selectinload(Post.tags)``): follow them as
+        the root query's line's, one level down. Only options chained by the program
+        count, not its mapping's ``lazy="selectin"`` (which is every query's)."""
+        state = execution.state
+        site = execution.site
+        if state is None or site is None or execution.in_flush:
+            return
+        statement = state.statement
+        if not getattr(statement, "_with_options", None):
+            return
+        mapper = state.bind_mapper
+        path = getattr(state.loader_strategy_path, "path", None)
+        if mapper is None or not path:
+            return
+        loader_path = (*path, mapper)
+        nested = loading.nested_eager(statement, loader_path)
+        if nested is None:
+            return
+        group = self.queries.follow(statement, site, mapper)
+        if group is None or (group.eager and group.depth != len(loader_path)):
+            return
+        eager, chain = nested
+        group.depth, group.root, group.chain = len(loader_path), path[0], chain
+        group.eager.update(eager)
+        if len(path) == 2:
+            root = self.queries.groups.get((site.filename, site.lineno, path[0]))
+            if root is not None:
+                group.link = (root, path[1].key)
 
     def on_load(self, loaded: Loaded) -> None:
         group = self.queries.group_of(loaded)
@@ -182,6 +245,10 @@ class UnusedEagerLoad(Detector):
     def _judge(self, group: _Group) -> None:
         if not group.judgeable():
             return
+        if group.link is not None:
+            root, key = group.link
+            if root.judgeable() and not any(key in watch.keys for watch in root.watches):
+                return  # the whole chain went unread: its first link is reported
         observed = reads.tracked_keys(group.mapper)
         for key, (relationship, lazy, by_option) in group.eager.items():
             if key not in observed or any(key in watch.keys for watch in group.watches):
@@ -205,7 +272,13 @@ class UnusedEagerLoad(Detector):
         target = relationship.mapper.class_.__name__
         option = f"{loading.OPTION_NAMES.get(lazy, lazy)}({attribute})"
         lazyload = f".options(lazyload({attribute}))"
-        if by_option:
+        query = group.root.class_.__name__ if group.root is not None else entity
+        if group.chain:
+            # Chained below the query's own option: the link is what goes.
+            loader = f"{group.chain}.{option}"
+            fix = f"drop .{option} from that option, keeping {group.chain}"
+            hint = f"remove .{option}"
+        elif by_option:
             loader = option
             fix = "drop the option"
             hint = f"remove {option}"
@@ -229,12 +302,14 @@ class UnusedEagerLoad(Detector):
             hint=hint,
             details={
                 "entity": entity,
+                "query_entity": query,
                 "relationship": attribute,
                 "strategy": lazy,
                 "by_option": by_option,
                 "parents": group.seen,
                 "children": children,
             },
+            query=query,
             entity=entity,
             site=self.where(group.site),
             loader=loader,
