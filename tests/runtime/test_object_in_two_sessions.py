@@ -37,7 +37,7 @@ def test_add_to_a_second_session_is_explained(engine: Engine) -> None:
     assert finding.location.line == line_of("add")
     assert finding.message == (
         "User object given to a second session while still attached to the session that "
-        f"loaded it at {here}:{line_of('load')} — use obj = session.merge(obj) to get this "
+        f"loaded it at {here}:{line_of('load')} — use user = second.merge(user) to get this "
         "session's copy, or close/expunge it from the first session first; keep one session "
         "per unit of work"
     )
@@ -46,7 +46,7 @@ def test_add_to_a_second_session_is_explained(engine: Engine) -> None:
         (line_of("load"), "the first session began here"),
         (line_of("second-began"), "the second session began here"),
     ]
-    assert finding.fix_hint == "session.merge(obj)"
+    assert finding.fix_hint == "user = second.merge(user)"
     assert raised.value.__notes__[0].startswith("sqla-doctor: SQD156 User object given")
 
 
@@ -99,8 +99,9 @@ async def test_async_add_to_a_second_session_is_explained(async_engine: AsyncEng
     assert finding.location.line == line_of("async-add")
     assert finding.message.startswith(
         "User object given to a second session while still attached to the session that "
-        f"loaded it at {here}:{line_of('async-load')} — use obj = session.merge(obj)"
+        f"loaded it at {here}:{line_of('async-load')} — use user = await job.merge(user) "
     )
+    assert finding.fix_hint == "user = await job.merge(user)"
 
 
 async def test_async_merge_twin_is_silent(async_engine: AsyncEngine) -> None:

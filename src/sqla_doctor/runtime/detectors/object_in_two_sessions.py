@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import re
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm.state import InstanceState
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen
+from sqla_doctor.runtime.detectors.session_leak import is_async_session
 from sqla_doctor.runtime.errors import origin_of, record_of, session_records
 from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork
 
@@ -19,6 +21,8 @@ from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork
 # to session '1' (this is '2')".
 _ALREADY_ATTACHED = "is already attached to session"
 _SESSION_KEYS = re.compile(r"attached to session '(\d+)' \(this is '(\d+)'\)")
+# ``job.add(user)``: the session and the object as the failing line names them.
+_ADDED = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*)\.add\(\s*([A-Za-z_]\w*)\s*\)")
 
 
 class ObjectInTwoSessions(Detector):
@@ -109,21 +113,32 @@ class ObjectInTwoSessions(Detector):
             began = _began(record)
             if began is not None:
                 related.append((began, f"the {which} session began here"))
+        merge = _merge_call(seen.site, second_record)
         finding = self.report(
             seen.site,
             key=(entity, seen.site.key if seen.site is not None else None),
             subject=entity,
             related=related,
-            hint="session.merge(obj)",
+            hint=merge,
             details={"entity": entity},
             entity=entity,
             how=how,
             fix=(
-                "use obj = session.merge(obj) to get this session's copy, or close/expunge "
-                "it from the first session first; keep one session per unit of work"
+                f"use {merge} to get this session's copy, or close/expunge it from the "
+                "first session first; keep one session per unit of work"
             ),
         )
         seen.explain(finding)
+
+
+def _merge_call(site: CallSite | None, second: SessionRecord | None) -> str:
+    """``user = await job.merge(user)``: merge() as the failing ``job.add(user)`` line
+    would write it, awaited for an AsyncSession's."""
+    line = linecache.getline(site.filename, site.lineno) if site is not None else ""
+    added = _ADDED.search(line)
+    session, obj = added.groups() if added is not None else ("session", "obj")
+    awaited = "await " if second is not None and is_async_session(second) else ""
+    return f"{obj} = {awaited}{session}.merge({obj})"
 
 
 def _by_key(uow: UnitOfWork, key: int | None) -> SessionRecord | None:
