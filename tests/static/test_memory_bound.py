@@ -10,7 +10,8 @@ What may grow with the file count is the project index (each file's names, model
 functions) and the findings; what must not is the parsed trees, which the engine keeps
 only up to a budget of source bytes and re-parses past it. The check: the peak grows by
 less than ``MAX_BYTES_PER_SOURCE_BYTE`` per extra byte of source. Holding every tree costs
-about 11 (measured); the index alone about 4. The CI variant lowers the budget so that
+about 13 (measured); the index alone about 6 (measured: it was 4 before it recorded each
+file's functions, import uses and Annotated column aliases), so the bound sits between. The CI variant lowers the budget so that
 a few hundred small files exceed it; the long one (``--run-slow``) keeps the engine's
 own budget and uses full-size files. Both corpora must exceed the budget: a small one
 under it would count the budget filling up as growth.
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 from test_no_crash import _mutations, _package_dir  # tests/static/ is on sys.path
 
-MAX_BYTES_PER_SOURCE_BYTE = 6.0
+MAX_BYTES_PER_SOURCE_BYTE = 8.0
 
 CHILD = """
 import json, sys, tracemalloc
