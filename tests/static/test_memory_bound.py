@@ -9,12 +9,13 @@ during ``Engine.check_paths``: exact, not the allocator's or the OS's noise.
 What may grow with the file count is the project index (each file's names, models and
 functions) and the findings; what must not is the parsed trees, which the engine keeps
 only up to a budget of source bytes and re-parses past it. The check: the peak grows by
-less than ``MAX_BYTES_PER_SOURCE_BYTE`` per extra byte of source. Holding every tree costs
-about 13 (measured); the index alone about 6 (measured: it was 4 before it recorded each
-file's functions, import uses and Annotated column aliases), so the bound sits between. The CI variant lowers the budget so that
-a few hundred small files exceed it; the long one (``--run-slow``) keeps the engine's
-own budget and uses full-size files. Both corpora must exceed the budget: a small one
-under it would count the budget filling up as growth.
+less than ``MAX_BYTES_PER_SOURCE_BYTE`` per extra byte of source. Holding every tree
+costs about 13 (measured); the index alone about 6 (measured: it was 4 before it
+recorded each file's functions, import uses and Annotated column aliases), so the bound
+sits between. The CI variant lowers the budget so that a few hundred small files exceed
+it; the long one (``--run-slow``) keeps the engine's own budget and uses full-size
+files. Both corpora must exceed the budget: a small one under it would count the budget
+filling up as growth.
 """
 
 from __future__ import annotations
