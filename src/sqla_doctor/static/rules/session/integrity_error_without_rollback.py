@@ -254,6 +254,16 @@ class IntegrityErrorWithoutRollback(Rule):
                     session.close()
                 session.add(user)
                 session.commit()
+
+            def retry(session, user):
+                try:
+                    session.add(user)
+                    session.commit()
+                except psycopg2.IntegrityError:
+                    if not session.is_active:
+                        session.rollback()
+                session.add(user)
+                session.commit()
             """
         ),
         Valid(_REPOSITORY.format(recover="\n            await self.session.rollback()")),
@@ -662,7 +672,15 @@ class IntegrityErrorWithoutRollback(Rule):
                 uses = [c for c in (first, other) if c is not None]
                 if uses:
                     return min(uses, key=lambda c: (c.lineno, c.col_offset)), False
-                if settled and otherwise:
+                # Both ways out settle it; so does a rollback under a condition the code
+                # chose (`if not session.is_active: session.rollback()`), as before.
+                if (settled and otherwise) or any(
+                    isinstance(c.func, ast.Attribute)
+                    and c.func.attr in _ENDING
+                    and receiver_key(c.func.value) == key
+                    for c in flow.calls
+                    if contains(stmt, c)
+                ):
                     return None, True
                 continue
             for call in sorted(
