@@ -174,9 +174,9 @@ class IntegrityErrorWithoutRollback(Rule):
     Checks for `except IntegrityError` (and other database errors: SQLAlchemy's
     `DBAPIError`, psycopg's `UniqueViolation`, asyncpg's `UniqueViolationError`, …)
     around a `commit()`, `flush()` or statement, whose handler — or the code after the
-    `try` when the handler swallows the error — uses the same session again before
-    calling `rollback()` (or `close()`, or binding the name to another session) on
-    every path through the handler.
+    `try` when the handler swallows the error — uses the same session again, on some
+    path through it, before calling `rollback()` (or `close()`, or binding the name to
+    another session).
 
     ## Why is this bad?
     After a failed flush the session's transaction is unusable. Any further use
