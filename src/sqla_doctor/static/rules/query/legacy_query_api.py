@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
@@ -29,7 +30,8 @@ QUERY_METHODS = frozenset(
 
 
 def _short(text: str, limit: int = 40) -> str:
-    text = " ".join(text.split())
+    # A backslash continuation joins its lines: `gb.db\<newline>    .query(...)`.
+    text = " ".join(re.sub(r"\\\n\s*", "", text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -211,6 +213,20 @@ class LegacyQueryApi(Rule):
         ),
     )
     INVALID = (
+        # A receiver continued on the next line with a backslash.
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            def totals(engine, Student):
+                with Session(engine) as session:
+                    return dict(session\\
+                        .query(Student.id, Student.total).all())
+            """,
+            expected_message=(
+                "`session.query(Student.id, Student.total)` is the legacy Query API — use "
+                "`session.scalars(select(...))`"
+            ),
+        ),
         Invalid(
             """
             from sqlalchemy.orm import Session
