@@ -1087,9 +1087,12 @@ class FunctionFlow:
                 flask = model is not None
             else:
                 mapped = self.index.model(model) if model is not None else None
-                flask = mapped is not None and mapped.flavor == "flask"
+                flask = mapped is not None and (
+                    mapped.flavor == "flask" or self.index.has_query_property(mapped)
+                )
             if model is not None and flask:
-                # Flask-SQLAlchemy's `Model.query`: a legacy Query on `db.session`.
+                # Flask-SQLAlchemy's `Model.query`: a legacy Query on `db.session` (or
+                # on the scoped session of `Base.query = db_session.query_property()`).
                 root = ast.Call(func=node, args=[], keywords=[])
                 ast.copy_location(root, node)
                 return StatementValue(
@@ -1295,7 +1298,11 @@ class FunctionFlow:
         if model is None:
             return None
         if returns.query:
-            if returns.query == "model" and model.flavor != "flask":
+            if (
+                returns.query == "model"
+                and model.flavor != "flask"
+                and not self.index.has_query_property(model)
+            ):
                 return None
             # Run here, like a Query built here: `.options()` added to the call is the fix.
             return StatementValue(

@@ -288,6 +288,7 @@ class ProjectIndex:
         self._committing_routers: frozenset[str] | None = None
         self._app_commits = False
         self._column_aliases: dict[str, ColumnFacts] | None = None
+        self._query_properties: frozenset[str] | None = None
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -339,6 +340,7 @@ class ProjectIndex:
         self._app_reach = None
         self._committing_routers = None
         self._column_aliases = None
+        self._query_properties = None
 
     def import_graph(self) -> ImportGraph:
         """Which project modules import which."""
@@ -640,6 +642,16 @@ class ProjectIndex:
         else:
             model.table = self._table_of(name, mro, model)
         return model
+
+    def has_query_property(self, model: Model) -> bool:
+        """Whether ``Model.query`` is a legacy Query from a scoped session's
+        ``query_property()`` set on the model or one of its bases (``Base.query = ...``)."""
+        if self._query_properties is None:
+            self._query_properties = frozenset(
+                self.follow(q) for facts in self for q in facts.orm.query_properties
+            )
+        owners = self._query_properties
+        return bool(owners) and (model.root in owners or not owners.isdisjoint(model.lineage))
 
     def _with_alias(self, column: ColumnFacts) -> ColumnFacts:
         """``column`` with what its ``Mapped[alias]``'s ``mapped_column()`` adds, as

@@ -213,6 +213,9 @@ class FileExtract:
     app_dependencies: list[Dependencies] = field(default_factory=list)
     # `intpk = Annotated[int, mapped_column(primary_key=True)]`, by qualified name.
     column_aliases: dict[str, ColumnFacts] = field(default_factory=dict)
+    # `Base.query = db_session.query_property()`: the classes (qualified) whose
+    # subclasses get a legacy `Model.query` on that scoped session.
+    query_properties: set[str] = field(default_factory=set)
 
 
 _MODULE, _CLASS, _FUNCTION = 0, 1, 2
@@ -674,6 +677,23 @@ def _add_listener(out: FileExtract, listener: ListenerFacts) -> None:
     out.listeners.append(listener)
 
 
+def _query_property(resolver: NameResolver, stmt: ast.stmt, out: FileExtract) -> None:
+    """``Base.query = db_session.query_property()``."""
+    if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+        return
+    target, value = stmt.targets[0], stmt.value
+    if (
+        isinstance(target, ast.Attribute)
+        and target.attr == "query"
+        and isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr == "query_property"
+    ):
+        owner = resolver.qualify(target.value)
+        if owner is not None:
+            out.query_properties.add(owner)
+
+
 def _module_statements(
     resolver: NameResolver,
     prefix: str,
@@ -682,6 +702,7 @@ def _module_statements(
     table_names: dict[str, str],
 ) -> None:
     for stmt in body:
+        _query_property(resolver, stmt, out)
         if isinstance(stmt, (ast.If, ast.Try)):
             _module_statements(resolver, prefix, stmt.body, out, table_names)
             _module_statements(resolver, prefix, stmt.orelse, out, table_names)

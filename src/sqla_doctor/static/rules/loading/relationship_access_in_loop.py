@@ -293,6 +293,42 @@ _MIXED_FILES = {
         account = relationship("Account")
     """,
 }
+# Flask's classic recipe: `Base.query = db_session.query_property()`, models elsewhere.
+_QUERY_PROPERTY_FILES = {
+    "app/__init__.py": "",
+    "app/database.py": """
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import declarative_base, scoped_session, sessionmaker
+
+    engine = create_engine("sqlite:////tmp/test.db")
+    db_session = scoped_session(sessionmaker(bind=engine))
+    Base = declarative_base()
+    Base.query = db_session.query_property()
+    """,
+    "app/models.py": """
+    from sqlalchemy import Column, ForeignKey, Integer, String
+    from sqlalchemy.orm import relationship
+    from .database import Base
+
+    class User(Base):
+        __tablename__ = "users"
+        id = Column(Integer, primary_key=True)
+        name = Column(String(50))
+        orders = relationship("Order")
+
+    class Order(Base):
+        __tablename__ = "orders"
+        id = Column(Integer, primary_key=True)
+        user_id = Column(Integer, ForeignKey("users.id"))
+    """,
+}
+_QUERY_PROPERTY_LOOP = """
+from sqlalchemy.orm import selectinload
+from app.models import User
+
+def users():
+    return {{u.name: len(u.orders) for u in User.query{options}.all()}}
+"""
 _MIXED_LOOP = """
 from sqlalchemy.orm import joinedload
 from app.models import Invoice
@@ -497,6 +533,22 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        Valid(
+            _QUERY_PROPERTY_LOOP.format(options=".options(selectinload(User.orders))"),
+            path="app/views.py",
+            files=_QUERY_PROPERTY_FILES,
+        ),
+        # Without the query_property(), what `User.query` is cannot be known.
+        Valid(
+            _QUERY_PROPERTY_LOOP.format(options=""),
+            path="app/views.py",
+            files={
+                **_QUERY_PROPERTY_FILES,
+                "app/database.py": _QUERY_PROPERTY_FILES["app/database.py"].replace(
+                    "Base.query = db_session.query_property()", ""
+                ),
+            },
+        ),
         Valid(
             _MIXED_LOOP.format(options=".options(joinedload(Invoice.account))"),
             path="app/views.py",
@@ -858,6 +910,16 @@ class RelationshipAccessInLoop(Rule):
     )
 
     INVALID = (
+        Invalid(
+            _QUERY_PROPERTY_LOOP.format(options=""),
+            path="app/views.py",
+            files=_QUERY_PROPERTY_FILES,
+            line=5,
+            expected_message=(
+                "`User.orders` is lazy-loaded once per row of `User.query.all()` (loaded at "
+                "line 5) — add `.options(selectinload(User.orders))` to that query"
+            ),
+        ),
         Invalid(
             _MIXED_LOOP.format(options=""),
             path="app/views.py",
