@@ -7,6 +7,7 @@ import ast
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import (
     ClientValue,
+    FactoryValue,
     FunctionFlow,
     SessionValue,
     contains,
@@ -18,7 +19,7 @@ from sqla_doctor.static.flow import (
 from sqla_doctor.static.lifecycle import QUERIES, session_names
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
-_RELEASE = frozenset({"commit", "rollback", "close"})
+_RELEASE = frozenset({"commit", "rollback", "close", "remove"})
 # Schedule a coroutine to run in the background instead of waiting for it.
 _SPAWNERS = frozenset(
     {"create_task", "ensure_future", "start_soon", "add_task", "run_coroutine_threadsafe"}
@@ -61,6 +62,22 @@ _FILES = {
         verified: Mapped[bool] = mapped_column(default=False)
     """,
 }
+
+# A `scoped_session` registry used directly, as Flask's classic recipe does.
+_SCOPED = """
+import requests
+from sqlalchemy import create_engine
+from sqlalchemy.orm import scoped_session, sessionmaker
+from app.models import User
+
+db_session = scoped_session(sessionmaker(bind=create_engine("postgresql://app@db/app")))
+
+def sync_user(user_id):
+    user = db_session.get(User, user_id){release}
+    profile = requests.get(f"https://crm.example.com/{{user_id}}", timeout=5).json()
+    db_session.get(User, user_id).email = profile["email"]
+    db_session.commit()
+"""
 
 
 class ConnectionHeldDuringIo(Rule):
@@ -118,6 +135,9 @@ class ConnectionHeldDuringIo(Rule):
     )
 
     VALID = (
+        Valid(
+            _SCOPED.format(release="\n    db_session.remove()"), path="app/views.py", files=_FILES
+        ),
         # The query is on a path that returns before the request is made.
         Valid(
             """
@@ -253,6 +273,17 @@ class ConnectionHeldDuringIo(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _SCOPED.format(release=""),
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                '`requests.get(f"https://crm.example.com/{user_id...` (HTTP request) runs '
+                "while `db_session` holds a database connection (query at line 9, transaction "
+                "still open) — commit or close first, or make the call before querying"
+            ),
+        ),
         # The seed's shape.
         Invalid(
             """
@@ -428,7 +459,7 @@ class ConnectionHeldDuringIo(Rule):
         if self.ctx.in_tests or not worth_analysing(self.ctx, node):
             return
         flow = flow_for(self.ctx, node)
-        sessions = session_names(flow)
+        sessions = {**session_names(flow), **_scoped_registries(flow)}
         if not sessions:
             return
         io_calls = [
@@ -469,7 +500,7 @@ class ConnectionHeldDuringIo(Rule):
                 function is not None
                 and function.commits
                 and (
-                    session.how in ("flask", "attr")
+                    session.how in ("flask", "attr", "scoped")
                     or any(
                         receiver_key(a) == key
                         for a in (*call.args, *(k.value for k in call.keywords))
@@ -536,6 +567,23 @@ class ConnectionHeldDuringIo(Rule):
             inner = io_kind(function.io_call) or "external I/O"
             return f"{inner}, in `{function.name}()`"
         return None
+
+
+def _scoped_registries(flow: FunctionFlow) -> dict[str, SessionValue]:
+    """``db_session.get(...)`` on a ``scoped_session`` registry: the thread's session,
+    which holds its connection from that query until a commit or ``remove()``."""
+    found: dict[str, SessionValue] = {}
+    for key, calls in flow.receiver_calls.items():
+        if not calls:
+            continue
+        func = calls[0].func
+        assert isinstance(func, ast.Attribute)
+        registry = flow.value(func.value)
+        if isinstance(registry, FactoryValue) and registry.scoped:
+            found[key] = SessionValue(
+                registry.is_async, "scoped", func.value, registry.source, scoped=True
+            )
+    return found
 
 
 def _spawns(call: ast.Call) -> bool:
