@@ -128,6 +128,7 @@ _CORE_FILES = {
 
 
 # A session method that ends or frames its transaction by hand: its writes are settled.
+_READS = frozenset({"execute", "scalars", "scalar", "get", "query", "exec"})
 _SETTLED = frozenset({"commit", "begin", "rollback", "begin_nested", "in_transaction"})
 
 
@@ -229,7 +230,8 @@ class WriteWithoutCommit(Rule):
     this on purpose), nor one whose transaction is managed by hand (`conn.begin()`,
     `text("COMMIT")`), nor DDL that drops every table it creates (a probe that the
     database takes writes). Sessions and connections the function receives as
-    parameters are the caller's to commit.
+    parameters are the caller's to commit. In tests, a session that reads its writes back
+    (through autoflush) before it closes is taken as isolation on purpose.
 
     A connection is reported only when its engine is known not to run in AUTOCOMMIT:
     `create_engine(..., isolation_level="AUTOCOMMIT")`, `execution_options(isolation_level=
@@ -299,6 +301,21 @@ class WriteWithoutCommit(Rule):
     )
 
     VALID = (
+        # A test that reads its writes back (autoflush) and lets the session roll them away.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            def test_create_user():
+                with SessionLocal() as session:
+                    session.add(User(name="ada"))
+                    assert session.scalars(select(User)).one().name == "ada"
+            """,
+            path="tests/test_users.py",
+            files=_FILES,
+        ),
         Valid(
             _UNIT_OF_WORK.format(exit="self.session.rollback()", commit="\n        uow.commit()"),
             path="app/services.py",
@@ -1155,6 +1172,13 @@ class WriteWithoutCommit(Rule):
             not_writes=frozenset({"execute"}) if on_connection else frozenset(),
         )
         if write is None:
+            return
+        if self.ctx.in_tests and any(
+            method in _READS and _start(call) > _start(write)
+            for method, call in method_calls(flow, name)
+        ):
+            # A test reading its writes back through autoflush, then rolling them away
+            # with the session: isolation on purpose.
             return
         self.report(
             write,
