@@ -1210,7 +1210,8 @@ class FunctionFlow:
             # A builtin (the resolver names only imports and module-level definitions).
             qualified = None if self.is_local(func.id) else func.id
         if qualified is None:
-            if isinstance(func, (ast.Name, ast.Attribute)):
+            # `SessionLocal()`, `self.factory()`, and `sessionmaker(bind=engine)()` in one go.
+            if isinstance(func, (ast.Name, ast.Attribute, ast.Call)):
                 callee = self.value(func)
                 if isinstance(callee, FactoryValue):
                     return SessionValue(
@@ -1230,6 +1231,16 @@ class FunctionFlow:
             if model is None:
                 return None
             return StatementValue(model, tail, node, node, node.args[0], Options(), (model,))
+        if (
+            tail in ("sessionmaker", "async_sessionmaker")
+            and qualified.partition(".")[0] == "sqlalchemy"
+            and all(kw.arg not in (None, "class_") for kw in node.keywords)
+        ):
+            # A factory made in this function (`Session = sessionmaker(bind=engine)`);
+            # module-level ones come from the index. A custom `class_=` may commit on exit.
+            return FactoryValue(
+                tail == "async_sessionmaker", None, expire_on_commit=expire_on_commit(node)
+            )
         if tail in ("Session", "AsyncSession") and qualified.partition(".")[0] in (
             "sqlalchemy",
             "sqlmodel",

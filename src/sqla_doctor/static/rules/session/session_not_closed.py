@@ -27,6 +27,19 @@ ScopedSession = scoped_session(SessionLocal)
 """
 _FILES = {"app/__init__.py": "", "app/db.py": _DB}
 
+# A script that makes its factory in the function that uses it.
+_LOCAL_FACTORY = """
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import sessionmaker
+
+def main(url):
+    engine = create_engine(url)
+    Session = sessionmaker(bind=engine)
+    {open}
+        print(session.scalar(text("SELECT 1")))
+    engine.dispose()
+"""
+
 
 class SessionNotClosed(Rule):
     """
@@ -77,6 +90,7 @@ class SessionNotClosed(Rule):
     message = "{problem}"
 
     VALID = (
+        Valid(_LOCAL_FACTORY.format(open="with Session() as session:")),
         # A session with nothing to connect to, used to see what add() cascades to.
         Valid(
             """
@@ -202,6 +216,15 @@ class SessionNotClosed(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _LOCAL_FACTORY.format(open="session = Session()\n    if session:"),
+            line=7,
+            expected_message=(
+                "`session = Session()` is never closed: its connection stays checked out "
+                "until garbage collection — use `with Session() as session:` or close it in "
+                "a `finally`"
+            ),
+        ),
         Invalid(
             """
             from app.db import SessionLocal
