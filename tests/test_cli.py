@@ -278,6 +278,45 @@ def authors(session: Session) -> list[int]:
     assert diff.out.startswith("".join(shown))
 
 
+def test_fix_diff_of_a_migration_shows_what_fix_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Alembic rules read the text earlier passes would have written, as the
+    per-file rules do: the fix is shown once, not re-applied on every pass."""
+    write_tree(
+        tmp_path,
+        {
+            "alembic.ini": "[alembic]\nscript_location = migrations\n",
+            "migrations/env.py": "from alembic import context\n",
+            "migrations/versions/0001_index.py": """\
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade():
+    op.create_index("ix_users_email", "users", ["email"], postgresql_concurrently=True)
+""",
+        },
+    )
+    migration = tmp_path / "migrations/versions/0001_index.py"
+    before = migration.read_text()
+    diff = run_cli(capsys, "fix", "--unsafe-fixes", "--diff", str(tmp_path))
+    assert "Would apply 1 fix(es) in 1 file(s)." in diff.out
+    assert migration.read_text() == before
+    run_cli(capsys, "fix", "--unsafe-fixes", str(tmp_path))
+    after = migration.read_text()
+    assert "autocommit_block()" in after
+    shown = difflib.unified_diff(
+        before.splitlines(True),
+        after.splitlines(True),
+        "a/migrations/versions/0001_index.py",
+        "b/migrations/versions/0001_index.py",
+    )
+    assert diff.out.startswith("".join(shown))
+
+
 def test_explain_prints_the_rule_page(capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cli(capsys, "explain", "mutable-column-default")
     assert result.code == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -132,6 +132,15 @@ class ProjectContext:
     # What rules compute once for the whole project (the Alembic analysis), kept with it
     # so that it goes when the project goes.
     shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # `fix --diff`: the text earlier passes would have written, by resolved path.
+    unsaved: Mapping[Path, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def read_text(self, path: Path) -> str:
+        """A file's text as this run sees it: unsaved fixes first, else the disk's."""
+        pending = self.unsaved.get(path.resolve()) if self.unsaved else None
+        if pending is not None:
+            return pending.decode("utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
 
     def display(self, path: Path) -> str:
         from sqla_doctor.static.files import display_path

@@ -368,7 +368,11 @@ class Engine:
             if cache is not None and not errors:
                 cache.store_findings(item, findings_key, findings)
         project = ProjectContext(
-            root=self.config.root, index=index, config=self.config, paths=scanned_paths or []
+            root=self.config.root,
+            index=index,
+            config=self.config,
+            paths=scanned_paths or [],
+            unsaved=self.unsaved,
         )
         outside = {item.display for item in context}
         for rule_class in self.project_rules:

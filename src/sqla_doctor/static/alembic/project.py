@@ -58,7 +58,7 @@ class ParsedFile:
     @classmethod
     def read(cls, path: Path, project: ProjectContext) -> ParsedFile | None:
         try:
-            source = path.read_text(encoding="utf-8-sig")
+            source = project.read_text(path)
             tree = ast.parse(source, filename=str(path))
         except (OSError, UnicodeError, SyntaxError, ValueError, RecursionError):
             return None
