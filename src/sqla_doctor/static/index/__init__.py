@@ -227,7 +227,12 @@ class Model:
         return self.facts.name
 
     def primary_keys(self) -> list[ColumnFacts]:
-        return [c for c in self.columns.values() if c.primary_key]
+        columns = dict(self.columns)
+        if self.mapped_table is not None:
+            # Mapped imperatively: the `Table`'s columns, under their own names.
+            for name, column in self.mapped_table.columns.items():
+                columns.setdefault(name, column)
+        return [c for c in columns.values() if c.primary_key]
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,29 @@ _ALIAS_FILES = {
         """,
 }
 
+# Classic mapping: the key is the `Table`'s column.
+_IMPERATIVE = """
+from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy.orm import registry
+
+accounts = Table(
+    "accounts", MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("email", String(255)),
+)
+
+class Account:
+    def __init__(self, email):
+        self.email = email
+
+registry().map_imperatively(Account, accounts)
+
+def open_account(session, email):
+    account = Account(email)
+    session.add(account){flush}
+    return account.id
+"""
+
 
 def _tests_for_none(flow: FunctionFlow, read: ast.Attribute) -> bool:
     """Whether the key is read only to test it (``if not obj.id:``, ``if obj.id is None``,
@@ -140,6 +163,7 @@ class PrimaryKeyReadAfterAdd(Rule):
     )
 
     VALID = (
+        Valid(_IMPERATIVE.format(flush="\n    session.flush()")),
         # An `Annotated` alias that is not a key.
         Valid(
             """
@@ -281,6 +305,14 @@ class PrimaryKeyReadAfterAdd(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _IMPERATIVE.format(flush=""),
+            line=19,
+            expected_message=(
+                "`account.id` is read before `session.add(account)` (line 18) is flushed: the "
+                "primary key is still None — call `session.flush()` first"
+            ),
+        ),
         # Compared with another value, not tested for None.
         Invalid(
             """
