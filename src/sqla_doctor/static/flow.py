@@ -825,6 +825,12 @@ class FunctionFlow:
             return FactoryValue(
                 source.is_async, source.qualname, source.scoped, source.expire_on_commit
             )
+        # `service = UserService()` at module level: an object of that project class.
+        origin = self.index.origin_of(qualified)
+        if origin is not None and origin.startswith("call:"):
+            cls = origin[len("call:") :]
+            if self.index.class_facts(cls) is not None and self.index.model(cls) is None:
+                return InstanceValue(self.index.follow(cls))
         return None
 
     def binding_value(self, binding: Binding) -> Value | None:

@@ -89,6 +89,37 @@ class _Region:
         start = (getattr(node, "end_lineno", None) or 0, getattr(node, "end_col_offset", None) or 0)
         return cls(*start, *_end_of(scope))
 
+# A service object made once at module level, whose methods close their own session.
+_SERVICE_FILES = {
+    **_FILES,
+    "app/service.py": """
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+    from app.db import SessionLocal
+    from app.models import User
+
+    class UserService:
+        def __init__(self, factory=SessionLocal):
+            self.factory = factory
+
+        def all_users(self):
+            with self.factory() as session:
+                return session.scalars(select(User)).all()
+
+        def all_users_with_posts(self):
+            with self.factory() as session:
+                return session.scalars(select(User).options(selectinload(User.posts))).all()
+
+    users = UserService()
+    """,
+}
+_SERVICE_USE = """
+from app.service import users
+
+def post_counts():
+    return {{u.name: len(u.posts) for u in users.{method}()}}
+"""
+
 
 class DetachedInstanceAccess(Rule):
     """
@@ -146,6 +177,11 @@ class DetachedInstanceAccess(Rule):
     message = "{problem}"
 
     VALID = (
+        Valid(
+            _SERVICE_USE.format(method="all_users_with_posts"),
+            path="app/views.py",
+            files=_SERVICE_FILES,
+        ),
         Valid(
             """
             from sqlalchemy.orm import selectinload
@@ -332,6 +368,18 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _SERVICE_USE.format(method="all_users"),
+            path="app/views.py",
+            files=_SERVICE_FILES,
+            line=4,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `u` after the session that loaded it closed "
+                "(`all_users()` at app/service.py:12 closes it): this raises "
+                "DetachedInstanceError — add `selectinload(User.posts)` to that query, or "
+                "read it before the session closes"
+            ),
+        ),
         # A call that names `expire_on_commit=True` expires them, whatever the factory's
         # options say.
         Invalid(
