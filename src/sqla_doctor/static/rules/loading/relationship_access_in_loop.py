@@ -329,6 +329,20 @@ from app.models import User
 def users():
     return {{u.name: len(u.orders) for u in User.query{options}.all()}}
 """
+# Async code that awaits each row's relationship: no MissingGreenlet, one SELECT per row.
+_AWAITED_LOOP = """
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+from app.models import User
+
+async def post_titles(session):
+    users = (await session.scalars(select(User){options})).all()
+    titles = []
+    for user in users:
+        for post in await user.awaitable_attrs.posts:
+            titles.append(post.title)
+    return titles
+"""
 _MIXED_LOOP = """
 from sqlalchemy.orm import joinedload
 from app.models import Invoice
@@ -459,6 +473,8 @@ class RelationshipAccessInLoop(Rule):
     `response_model`) or a marshmallow schema (`Schema.dump()`, nested fields,
     marshmallow-sqlalchemy's `include_relationships`) — when the statement that loaded
     the rows has no loader option for it and the relationship is not eager in the mapping.
+    In async code, where a plain read is SQD202's, `await row.awaitable_attrs.rel` in a
+    loop over the rows: it works, with one `SELECT` per row.
 
     Whether a relationship is a collection or a reference comes from its annotation,
     `uselist=`, `secondary=`, or the foreign keys: the models' columns, the `Table`s a
@@ -533,6 +549,11 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        Valid(
+            _AWAITED_LOOP.format(options=".options(selectinload(User.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
         Valid(
             _QUERY_PROPERTY_LOOP.format(options=".options(selectinload(User.orders))"),
             path="app/views.py",
@@ -910,6 +931,16 @@ class RelationshipAccessInLoop(Rule):
     )
 
     INVALID = (
+        Invalid(
+            _AWAITED_LOOP.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=9,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `users` (loaded at line 6) — add "
+                "`.options(selectinload(User.posts))` to that query"
+            ),
+        ),
         Invalid(
             _QUERY_PROPERTY_LOOP.format(options=""),
             path="app/views.py",
@@ -1612,13 +1643,22 @@ class RelationshipAccessInLoop(Rule):
             if flow is None:
                 flow = flow_for(self.ctx, loop)
             rows = flow.iterated(iterable)
-            if rows is None or rows.is_async or closed_before(flow, rows, loop):
+            if rows is None or closed_before(flow, rows, loop):
                 continue
             for binding in _loop_bindings(flow, loop, target):
                 element = flow.binding_value(binding)
                 if not isinstance(element, ObjectsValue):
                     continue
                 navigator = Navigator(flow, self.ctx.index, strict=False)
+                if rows.is_async:
+                    # Plain reads are SQD202's (MissingGreenlet); `await
+                    # row.awaitable_attrs.rel` works, one SELECT per row.
+                    for awaited in _awaited_loads(flow, binding, region):
+                        for access in navigator.path(
+                            element, (awaited.attr,), awaited, via=None, per_row=True
+                        ):
+                            found.append((access, rows, iterable))
+                    continue
                 for access in navigator.on_binding(binding, element, region, per_row=True):
                     found.append((access, rows, iterable))
         self._emit(found)
@@ -1770,6 +1810,24 @@ def _body_region(node: ast.For | ast.AsyncFor) -> ast.AST:
     region.lineno, region.col_offset = first.lineno, first.col_offset  # type: ignore[attr-defined]
     region.end_lineno, region.end_col_offset = last.end_lineno, last.end_col_offset  # type: ignore[attr-defined]
     return region
+
+
+def _awaited_loads(flow: FunctionFlow, binding: Binding, region: ast.AST) -> list[ast.Attribute]:
+    """``row.awaitable_attrs.rel`` awaited in ``region`` on the loop's own ``row``."""
+    found = []
+    for node in ast.walk(region):
+        if not isinstance(node, ast.Await) or not isinstance(node.value, ast.Attribute):
+            continue
+        proxy = node.value.value
+        if (
+            isinstance(proxy, ast.Attribute)
+            and proxy.attr == "awaitable_attrs"
+            and isinstance(proxy.value, ast.Name)
+            and proxy.value.id == binding.name
+            and flow.binding(binding.name, proxy.value) is binding
+        ):
+            found.append(node.value)
+    return found
 
 
 def _loop_bindings(flow: FunctionFlow, loop: ast.AST, target: ast.expr) -> list[Binding]:
