@@ -8,7 +8,8 @@ import gc
 from collections.abc import AsyncIterator, Iterator
 
 import pydantic
-from sqlalchemy import Engine, select
+import pytest
+from sqlalchemy import Engine, event, select
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -140,6 +141,37 @@ def test_a_repository_closed_in_a_finally_block_is_the_silent_twin(engine: Engin
         finally:
             repository.close()
     assert not uow.findings
+
+
+class ResetFailed(Exception):
+    """A pool reset that fails as the session gives its connection back."""
+
+
+def test_a_close_interrupted_while_returning_the_connection_is_not_a_session_left_open(
+    engine: Engine,
+) -> None:
+    """The program closed the session; the close raised on the way (as an AsyncSession's
+    close cancelled by asyncio.run() after a crash does): 'never closed' would be wrong."""
+
+    def fail(connection: object) -> None:
+        raise ResetFailed
+
+    session = Session(engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        session.scalars(select(User)).all()
+        event.listen(engine, "rollback", fail)
+        try:
+            with pytest.raises(ResetFailed):
+                session.close()
+        finally:
+            event.remove(engine, "rollback", fail)
+    assert session.get_transaction() is None
+    assert not of_code(uow.findings, "SQD151")
+    # The twin: the same session, not closed, is reported.
+    with sqla_doctor.track(mode="collect") as uow:
+        session.scalars(select(User)).all()  # line:not-closed
+    assert one(uow.findings, "SQD151").location.line == line_of("not-closed")
+    session.close()
 
 
 def test_with_block_is_the_silent_twin(session_factory: sessionmaker[Session]) -> None:

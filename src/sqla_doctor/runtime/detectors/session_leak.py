@@ -263,6 +263,21 @@ def _scoped_proxy_at(site: CallSite, sync: type, asynchronous: type) -> ScopedPr
     return None
 
 
+def _close_interrupted(record: SessionRecord) -> bool:
+    """Whether the program closed the session, and its close stopped before the end of
+    the transaction reached us: the session has no transaction any more (a close that
+    raised while returning its connection, an AsyncSession's close cancelled when
+    ``asyncio.run()`` shut the loop down after a crash). Not a session left open; the
+    error that interrupted it is the program's to see. Asked only when reporting."""
+    session = record.ref()
+    if session is None:
+        return False
+    try:
+        return session.get_transaction() is None
+    except Exception:
+        return False
+
+
 class SessionLeak(Detector):
     """
     ## What it does
@@ -290,7 +305,10 @@ class SessionLeak(Detector):
     module-level `scoped_session`) and that frame's code closes it (`close()` or
     `remove()`): the close comes after the line that raised and never ran, and the
     traceback already tells what happened. A session nothing on the crash's path holds,
-    or held by a function that never closes it, is reported as usual.
+    or held by a function that never closes it, is reported as usual. Nor is a session
+    the program closed whose close was interrupted before the connection went back (it
+    raised, or, for an `AsyncSession` in tasks that `asyncio.gather()` ran, was cancelled
+    when `asyncio.run()` shut down after the crash): it has no transaction any more.
 
     ## Why is this bad?
     A session keeps its connection checked out until its transaction ends. Sessions that
@@ -357,7 +375,7 @@ class SessionLeak(Detector):
             self._report(record, f"{when} while holding a connection (never closed)")
 
     def _report(self, record: SessionRecord, what: str) -> None:
-        if self.code in record.reported:
+        if self.code in record.reported or _close_interrupted(record):
             return
         record.reported.add(self.code)
         site = record.opened[0] if record.opened else None
