@@ -63,6 +63,7 @@ def test_merge_overwriting_a_change_of_this_transaction_is_reported(engine: Engi
         (line_of("load"), "the session loaded the User here")
     ]
     assert finding.details["changed"] == ["name"]
+    assert finding.fix_hint == "obj = session.get(User, ...); set its attributes"
     assert "payload" not in repr(finding), "attribute values are user data"
 
 
@@ -165,6 +166,7 @@ async def test_async_merge_overwriting_a_change_is_reported(async_engine: AsyncE
     finding = one(uow.findings, "SQD162")
     assert finding.location.line == line_of("amerge")
     assert [r.location.line for r in finding.related] == [line_of("aload")]
+    assert finding.fix_hint == "obj = await session.get(User, ...); set its attributes"
 
 
 async def test_async_setting_the_held_object_twin_is_silent(async_engine: AsyncEngine) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, MergeWrite, a_or_an
+from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.errors import origin_of
 
 if TYPE_CHECKING:
@@ -173,12 +174,13 @@ class MergeOntoHeldInstance(Detector):
         related: list[tuple[CallSite | None, str]] = []
         if merge.origin is not None:
             related.append((merge.origin, f"the session loaded the {entity} here"))
+        awaited = "await " if merge.site is not None and is_awaited(merge.site) else ""
         self.report(
             merge.site,
             key=(entity, merge.site.key if merge.site is not None else None),
             subject=entity,
             related=related,
-            hint=f"obj = session.get({entity}, ...); set its attributes",
+            hint=f"obj = {awaited}session.get({entity}, ...); set its attributes",
             details={
                 "entity": entity,
                 "changed": list(merge.changed),
