@@ -389,6 +389,16 @@ def test_a_query_per_parent_is_told_the_column_to_fetch_them_all_by(engine: Engi
         assert len(posts) == 2 * len(IDS)
 
 
+def test_a_select_by_primary_key_per_item_is_told_to_look_them_up(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS:
+            session.scalars(select(User).where(User.id == user_id)).one()
+    assert one(uow.findings, "SQD252").message.endswith(
+        "fetch the User rows for all of them in one query instead of one per iteration, "
+        "`select(User).where(User.id.in_(ids))`, and look each one up by id"
+    )
+
+
 def test_a_query_per_parent_with_another_filter_keeps_it_and_is_not_told_the_collection(
     engine: Engine,
 ) -> None:

@@ -193,9 +193,15 @@ def _filtered_fix(
             f"compute the {function}() for all of them in one query grouped by {key}: "
             f"`select({column}, {call}).where({column}.in_(ids){others}).group_by({column})`"
         )
+    # By primary key: one row each, looked up; by a foreign key: a parent's rows.
+    then = (
+        f"look each one up by {key}"
+        if key in primary_key_attributes(mapper)
+        else f"group them by {key}"
+    )
     fix = (
         f"fetch the {name} rows for all of them in one query instead of one per iteration, "
-        f"`select({name}).where({column}.in_(ids){others})`, and group them by {key}"
+        f"`select({name}).where({column}.in_(ids){others})`, and {then}"
     )
     if relationship is not None and not more:  # its collection holds every row
         parents = relationship.parent.class_.__name__
