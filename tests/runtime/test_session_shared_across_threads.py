@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -350,6 +351,56 @@ def test_sql_in_an_after_commit_hook_of_one_thread_is_not_a_shared_session(
             with pytest.raises(InvalidRequestError, match="in 'committed' state"):
                 session.commit()
     assert not of_code(uow.findings, "SQD159")
+
+
+def first_worker(shared: Session, started: threading.Event, done: list[bool]) -> None:
+    """A pool worker that used the session and is still busy with its item."""
+    shared.get(User, 1)  # line:midway-first
+    started.set()
+    while not done:
+        time.sleep(0.001)  # rendering, uploading, ...
+
+
+def second_worker(shared: Session) -> None:
+    shared.get(User, 2)  # line:midway-second
+
+
+def run_two_workers(engine: Engine, *, first_done_before_second: bool) -> list[Any]:
+    shared = Session(engine)
+    started, done = threading.Event(), []
+    with sqla_doctor.track(mode="collect") as uow:
+        run = contextvars.copy_context().run
+        first = threading.Thread(target=run, args=(first_worker, shared, started, done))
+        first.start()
+        assert started.wait(10)
+        if first_done_before_second:
+            done.append(True)
+            first.join()
+        second = threading.Thread(
+            target=contextvars.copy_context().run, args=(second_worker, shared)
+        )
+        second.start()
+        second.join()
+        done.append(True)
+        first.join()
+    shared.close()
+    return of_code(uow.findings, "SQD159")
+
+
+def test_a_worker_still_in_the_function_that_used_the_session_shares_it(engine: Engine) -> None:
+    """No statement overlapped, but the first thread had not finished with the session."""
+    findings = run_two_workers(engine, first_done_before_second=False)
+    assert len(findings) == 1
+    finding = findings[0]
+    assert finding.location.line == line_of("midway-second")
+    assert f"was still running the code that used it at {HERE}:{line_of('midway-first')}" in (
+        finding.message
+    )
+    assert [r.location.line for r in finding.related] == [line_of("midway-first")]
+
+
+def test_a_worker_that_finished_before_the_next_began_is_the_silent_twin(engine: Engine) -> None:
+    assert not run_two_workers(engine, first_done_before_second=True)
 
 
 def test_hand_over_after_commit_is_silent(engine: Engine) -> None:

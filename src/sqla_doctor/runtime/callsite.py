@@ -441,6 +441,34 @@ def thread_site(ident: int, limit: int = 64) -> CallSite | None:
     return _user_site(found, caller=False) if found is not None else None
 
 
+# Where a thread that handed its work over waits for it: Thread.join(), Event.wait(),
+# Future.result(), a queue, an event loop's select.
+_WAITING_FILES = (
+    os.sep + "threading.py",
+    os.sep + "queue.py",
+    os.path.join("concurrent", "futures", "_base.py"),
+    os.sep + "selectors.py",
+)
+
+
+def thread_inside(ident: int, site: CallSite, limit: int = 64) -> bool:
+    """Whether another thread is still running the program's function that ``site`` is
+    in (not waiting in ``join()``, ``wait()``, ``result()`` or a queue for the work it
+    handed over). Walks that thread's stack once; asked only when a session changes
+    threads inside a transaction."""
+    frame: FrameType | None = sys._current_frames().get(ident)
+    if frame is None or frame.f_code.co_filename.endswith(_WAITING_FILES):
+        return False
+    for _ in range(limit):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name == site.function and code.co_filename == site.filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _user_site(frame: FrameType, caller: bool) -> CallSite:
     code = frame.f_code
     back = frame.f_back if caller else None

@@ -446,13 +446,15 @@ class SharedUse:
     ``connecting``: the other's operation was still acquiring the session's connection
     (threads only), which SQLAlchemy refuses as "provisioning a new connection".
     ``committing``: the other's ``commit()`` was under way (threads only), which
-    SQLAlchemy refuses as "This session is in 'prepared' state".
+    SQLAlchemy refuses as "This session is in 'prepared' state". ``midway``: the other
+    thread was still running the function of its last operation (threads only).
     """
 
     __slots__ = (
         "committing",
         "concurrent",
         "connecting",
+        "midway",
         "other",
         "other_site",
         "record",
@@ -473,10 +475,12 @@ class SharedUse:
         concurrent: bool,
         connecting: bool = False,
         committing: bool = False,
+        midway: bool = False,
     ) -> None:
         self.record = record
         self.connecting = connecting
         self.committing = committing
+        self.midway = midway
         self.site = site
         self.other_site = other_site
         self.who = who

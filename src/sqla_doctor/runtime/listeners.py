@@ -2188,6 +2188,26 @@ def _thread_sharing(
             concurrent=True,
             committing=True,
         )
+    other_site = sharing.last_site
+    if (
+        last
+        and last != thread
+        and other_site is not None
+        and callsite.thread_inside(last, other_site)
+    ):
+        # The other thread is still in the function that used it (not waiting for this
+        # one in join() or result()): two workers sharing it between statements, which
+        # overlap only now and then in the driver (a ThreadPoolExecutor's map()).
+        return SharedUse(
+            record,
+            site,
+            other_site,
+            _thread_name(record, thread),
+            _thread_name(record, last),
+            tasks=False,
+            concurrent=True,
+            midway=True,
+        )
     if last and last != thread and any(t == thread for t, _ in sharing.threads):
         # This thread used it earlier in this transaction, another one since: turns
         # taken, not a hand-over.

@@ -763,6 +763,7 @@ class Sharing:
         "last_site",
         "last_task",
         "last_thread",
+        "reported",
         "seen",
         "threads",
     )
@@ -781,6 +782,8 @@ class Sharing:
         self.first_site: CallSite | None = None
         # The latest sharing found (a detector.SharedUse), to explain the error it causes.
         self.seen: Any = None
+        # Whether threads using it at once were reported in this transaction.
+        self.reported = False
 
     def new_transaction(self) -> None:
         """The outermost transaction ended: whoever comes next starts afresh."""
@@ -789,6 +792,7 @@ class Sharing:
         self.last_thread = 0
         self.threads = []
         self.first_site = None
+        self.reported = False
 
 
 def retry_fix(sqlstate: str | None, rollback: str) -> str | None:

@@ -32,6 +32,12 @@ class SessionSharedAcrossThreads(Detector):
     under way (which SQLAlchemy refuses: "This session is in 'prepared' state"). Both
     threads' call sites are reported.
 
+    Threads that use it between statements are seen too: an operation in one thread
+    while the thread that used it last is still running the function it used it from
+    (`ThreadPoolExecutor.map()` workers sharing a module-level session), not waiting in
+    `join()`, `wait()`, `result()` or a queue for the work it handed over. One finding
+    per transaction of the session.
+
     Threads that take turns, one after another, are not reported: a web framework
     iterating a sync generator (Starlette's `StreamingResponse`), running a dependency
     and its teardown, or `run_in_threadpool` hands one session from thread to thread
@@ -77,9 +83,11 @@ class SessionSharedAcrossThreads(Detector):
     pass work to another thread, commit (or close) first and let it open its own.
 
     ## Known problems
-    Overlap is seen only while a statement is in the driver: two threads interleaving
-    between statements inside one transaction, which is as wrong, is not reported unless
-    they overlap once; under load they do.
+    Two threads interleaving between statements inside one transaction, which is as
+    wrong, is seen when the thread that used the session last is still in that function
+    as the other begins; a thread that went on to other code after it (or that waits
+    for the other with `time.sleep()` polling) is taken for a hand-over, and is
+    reported only if a statement overlaps once; under load they do.
 
     ## References
     - [Is the Session thread-safe?](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#is-the-session-thread-safe-is-asyncsession-safe-to-share-in-concurrent-tasks)
@@ -97,7 +105,10 @@ class SessionSharedAcrossThreads(Detector):
         # Turns taken one after another are left alone: a framework iterating a sync
         # generator or running a dependency in its threadpool hands one session from
         # thread to thread that way, safely, on every request.
-        if not use.tasks and use.concurrent:
+        sharing = use.record.sharing
+        if not use.tasks and use.concurrent and not sharing.reported:
+            # Once per transaction: every pair of its threads' lines has the same fix.
+            sharing.reported = True
             self._report_use(use)
 
     def _report_use(self, use: SharedUse) -> Any:
@@ -119,6 +130,13 @@ class SessionSharedAcrossThreads(Detector):
                 "'prepared' state; no further SQL can be emitted within this transaction\")"
             )
             note = f"{use.other}'s commit() on the same session, still under way"
+        elif use.midway:
+            what = (
+                f"Session used by two threads at once: {use.who} began an operation at "
+                f"{here} while {use.other} was still running the code that used it at "
+                f"{other}"
+            )
+            note = f"{use.other} is still in the function that used the same session here"
         elif use.concurrent:
             what = (
                 f"Session used by two threads at once: {use.who} began an operation at "
