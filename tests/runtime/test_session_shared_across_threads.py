@@ -23,6 +23,8 @@ from .models import Post, User, create_and_seed, seed_objects
 from .support import line_of, of_code, one, relative
 
 HERE = relative(__file__)
+# The module's one sessionmaker: SQD159's fix names it.
+WorkerSessions: sessionmaker[Session] = sessionmaker()
 
 
 def in_thread(fn: Callable[[], Any], *, share_unit: bool = False) -> None:
@@ -397,6 +399,12 @@ def test_a_worker_still_in_the_function_that_used_the_session_shares_it(engine: 
         finding.message
     )
     assert [r.location.line for r in finding.related] == [line_of("midway-first")]
+    assert finding.message.endswith(
+        "give each thread its own session (`with WorkerSessions() as session:` inside the "
+        "thread, or a scoped_session); to hand a session to another thread, commit or "
+        "close it first"
+    )
+    assert finding.fix_hint == "with WorkerSessions() as session: ..."
 
 
 def test_a_worker_that_finished_before_the_next_began_is_the_silent_twin(engine: Engine) -> None:

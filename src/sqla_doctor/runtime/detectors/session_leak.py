@@ -126,6 +126,29 @@ def _module_global(site: CallSite, dotted: str) -> Any:
     return value
 
 
+def module_factory(site: CallSite | None, asynchronous: bool) -> str:
+    """The call of the one module-level ``sessionmaker`` (``async_sessionmaker``) of the
+    module of ``site`` (``SessionLocal()``), for a fix that makes a session per task or
+    thread; ``Session(engine)`` (``session_factory()``) when there is none, or several.
+    Read from the module's dictionary only when a finding is reported."""
+    fallback = _ASYNC_CALL if asynchronous else _SYNC_CALL
+    if site is None:
+        return fallback
+    from sqlalchemy.orm import sessionmaker
+
+    kind: type = sessionmaker
+    if asynchronous:
+        from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        kind = async_sessionmaker
+    module = sys.modules.get(site.module) if site.module else module_of(site.filename)
+    namespace = getattr(module, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return fallback
+    names = [name for name, value in list(namespace.items()) if isinstance(value, kind)]
+    return f"{names[0]}()" if len(names) == 1 else fallback
+
+
 def begin_block(site: CallSite, call: str, name: str) -> str | None:
     """The items of a ``with`` statement that commits, for a session the program made
     with ``call`` (a name of the module of ``site``) and named ``name``:

@@ -8,13 +8,14 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, SharedUse
+from sqla_doctor.runtime.detectors.session_leak import module_factory
 from sqla_doctor.runtime.unit_of_work import process
 
 _FIX = (
-    "give each task its own session (`async with session_factory() as session:` inside "
+    "give each task its own session (`async with {factory} as session:` inside "
     "the task), or await the operations one after another"
 )
-_HINT = "async with session_factory() as session: ..."
+_HINT = "async with {factory} as session: ..."
 _MAX_STARTED = 1_000
 # What SQLAlchemy and the drivers raise when two tasks use one session or connection.
 _SYMPTOMS = (
@@ -149,19 +150,20 @@ class SessionSharedAcrossTasks(Detector):
         started = self._started.get(key)
         if started is not None and started[0].key not in keys:
             related.append(started)
+        factory = module_factory(use.site, asynchronous=True)
         return self.report(
             use.site,
             key=key,
             subject="AsyncSession",
             related=related,
-            hint=_HINT,
+            hint=_HINT.format(factory=factory),
             details={"task": use.who, "other_task": use.other},
             what=(
                 f"AsyncSession used by two asyncio tasks at once: {use.who} began an "
                 f"operation at {here} while {use.other}'s operation from {other} was "
                 "still waiting for the database"
             ),
-            fix=_FIX,
+            fix=_FIX.format(factory=factory),
         )
 
     def on_error(self, seen: ErrorSeen) -> None:
@@ -176,17 +178,18 @@ class SessionSharedAcrossTasks(Detector):
         if session is None and "another operation is in progress" not in str(seen.error):
             return
         error = type(seen.error).__name__
+        factory = module_factory(seen.site, asynchronous=True)
         seen.explain(
             self.report(
                 seen.site,
                 key=("error", seen.site.key if seen.site is not None else None),
                 subject="AsyncSession",
-                hint=_HINT,
+                hint=_HINT.format(factory=factory),
                 what=(
                     f"{error} at {self.where(seen.site)} is what one session (or connection) "
                     "used by several asyncio tasks at once raises"
                 ),
-                fix=_FIX,
+                fix=_FIX.format(factory=factory),
             )
         )
 

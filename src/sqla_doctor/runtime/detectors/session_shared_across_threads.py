@@ -6,6 +6,7 @@ from typing import Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, SharedUse
+from sqla_doctor.runtime.detectors.session_leak import module_factory
 from sqla_doctor.runtime.detectors.session_shared_across_tasks import (
     concurrency_symptom,
     is_async_session,
@@ -14,11 +15,11 @@ from sqla_doctor.runtime.detectors.session_shared_across_tasks import (
 from sqla_doctor.runtime.unit_of_work import process
 
 _FIX = (
-    "give each thread its own session (`with session_factory() as session:` inside the "
+    "give each thread its own session (`with {factory} as session:` inside the "
     "thread, or a scoped_session); to hand a session to another thread, commit or close "
     "it first"
 )
-_HINT = "with session_factory() as session: ..."
+_HINT = "with {factory} as session: ..."
 
 
 class SessionSharedAcrossThreads(Detector):
@@ -151,19 +152,20 @@ class SessionSharedAcrossThreads(Detector):
             )
             note = f"{use.other} used the same session here"
         keys = {use.site.key if use.site else None, use.other_site.key if use.other_site else None}
+        factory = module_factory(use.site, asynchronous=False)
         return self.report(
             use.site,
             key=frozenset(keys),
             subject="Session",
             related=[(use.other_site, note)],
-            hint=_HINT,
+            hint=_HINT.format(factory=factory),
             details={
                 "thread": use.who,
                 "other_thread": use.other,
                 "concurrent": use.concurrent,
             },
             what=what,
-            fix=_FIX,
+            fix=_FIX.format(factory=factory),
         )
 
     def on_error(self, seen: ErrorSeen) -> None:
@@ -183,6 +185,7 @@ class SessionSharedAcrossThreads(Detector):
         if len(threads) < 2:
             return
         other = record.sharing.last_site
+        factory = module_factory(seen.site, asynchronous=False)
         seen.explain(
             self.report(
                 seen.site,
@@ -191,7 +194,7 @@ class SessionSharedAcrossThreads(Detector):
                 related=[(other, "another thread's operation on the same session")]
                 if other is not None and (seen.site is None or other.key != seen.site.key)
                 else [],
-                hint=_HINT,
+                hint=_HINT.format(factory=factory),
                 details={"threads": threads, "concurrent": True},
                 what=(
                     f"Session used by several threads at once ({', '.join(threads)}): "
@@ -199,6 +202,6 @@ class SessionSharedAcrossThreads(Detector):
                     "refusing an operation while another thread's operation on the same "
                     "session is in progress"
                 ),
-                fix=_FIX,
+                fix=_FIX.format(factory=factory),
             )
         )
