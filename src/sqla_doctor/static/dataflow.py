@@ -1096,8 +1096,8 @@ class StringFlow:
                 operands = list(right.values)
             else:
                 operands = [right]
-            numeric = _percent_numeric(left, right, operands)
-            names = _percent_identifiers(left, right, operands)
+            numeric = _percent_operands(left, right, operands, _numeric_placeholder)
+            names = _percent_operands(left, right, operands, _name_placeholder)
             parts = [(left, lv)]
             for operand in operands:
                 if id(operand) in numeric:
@@ -2586,22 +2586,28 @@ _PERCENT_SPEC = re.compile(
 )
 
 
-def _percent_numeric(left: ast.expr, right: ast.expr, operands: list[ast.expr]) -> set[int]:
-    """The ``id()`` of the operands of ``"..." % operands`` that a numeric conversion
-    (``%d``, ``%5.2f``, ``%(n)i``) formats: anything but a number raises TypeError, so
-    they cannot carry SQL. Empty when the format is not a literal or does not line up."""
+def _percent_operands(
+    left: ast.expr,
+    right: ast.expr,
+    operands: list[ast.expr],
+    wanted: Callable[[str, re.Match[str]], bool],
+) -> set[int]:
+    """The ``id()`` of the operands of ``"..." % operands`` whose every placeholder is
+    ``wanted(template, spec)``. Empty when the format is not a literal or its
+    placeholders do not line up with the operands (``%*d`` takes two)."""
     if not isinstance(left, ast.Constant) or not isinstance(left.value, str):
         return set()
-    specs = [m for m in _PERCENT_SPEC.finditer(left.value) if m.group("conv") != "%"]
+    template = left.value
+    specs = [m for m in _PERCENT_SPEC.finditer(template) if m.group("conv") != "%"]
     if any(m.group("width") == "*" or m.group("prec") == "*" for m in specs):
         return set()
     if isinstance(right, ast.Dict):
         by_key: dict[str, bool] = {}
         for m in specs:
-            if m.group("key") is None:
-                return set()
             key = m.group("key")
-            by_key[key] = by_key.get(key, True) and m.group("conv") in "diouxXeEfFgG"
+            if key is None:
+                return set()
+            by_key[key] = by_key.get(key, True) and wanted(template, m)
         return {
             id(value)
             for key, value in zip(right.keys, right.values, strict=True)
@@ -2612,36 +2618,28 @@ def _percent_numeric(left: ast.expr, right: ast.expr, operands: list[ast.expr]) 
     return {
         id(operand)
         for operand, m in zip(operands, specs, strict=True)
-        if m.group("conv") in "diouxXeEfFgG"
+        if wanted(template, m)
     }
 
 
-def _names_at(template: str, spans: Sequence[tuple[int, int]]) -> list[bool]:
-    """For each placeholder ``template[start:end]``, whether SQL wants a name there."""
-    return [
-        bool(_IDENTIFIER_BEFORE.search(template[:start]))
-        or bool(_IDENTIFIER_AFTER.match(template[end:]))
-        for start, end in spans
-    ]
+def _numeric_placeholder(template: str, spec: re.Match[str]) -> bool:
+    """``%d``, ``%5.2f``, ``%(n)i``: anything but a number raises TypeError there, so the
+    value cannot carry SQL."""
+    return spec.group("conv") in "diouxXeEfFgG"
 
 
-def _percent_identifiers(left: ast.expr, right: ast.expr, operands: list[ast.expr]) -> set[int]:
-    """The ``id()`` of the operands of ``"..." % operands`` spliced in where SQL wants a
-    table or column name (``"SELECT * FROM %s" % view``)."""
-    if not isinstance(left, ast.Constant) or not isinstance(left.value, str):
-        return set()
-    specs = [m for m in _PERCENT_SPEC.finditer(left.value) if m.group("conv") != "%"]
-    names = _names_at(left.value, [m.span() for m in specs])
-    if isinstance(right, ast.Dict):
-        keyed = {m.group("key"): name for m, name in zip(specs, names, strict=True)}
-        return {
-            id(value)
-            for key, value in zip(right.keys, right.values, strict=True)
-            if isinstance(key, ast.Constant) and keyed.get(str(key.value)) is True
-        }
-    if any(m.group("key") is not None for m in specs) or len(specs) != len(operands):
-        return set()
-    return {id(o) for o, name in zip(operands, names, strict=True) if name}
+def _name_placeholder(template: str, spec: re.Match[str]) -> bool:
+    return _wants_name(template, spec.span())
+
+
+def _wants_name(template: str, span: tuple[int, int]) -> bool:
+    """Whether SQL wants a table or column name at ``template[start:end]``
+    (``SELECT * FROM %s``, ``FROM "{}"``)."""
+    start, end = span
+    return bool(_IDENTIFIER_BEFORE.search(template[:start])) or bool(
+        _IDENTIFIER_AFTER.match(template[end:])
+    )
+
 
 
 def _format_identifiers(template: ast.expr, call: ast.Call) -> set[int]:
@@ -2666,7 +2664,7 @@ def _format_identifiers(template: ast.expr, call: ast.Call) -> set[int]:
             argument = keywords.get(key)
         if argument is None or isinstance(argument, ast.Starred):
             continue
-        if _names_at(text, [match.span()])[0]:
+        if _wants_name(text, match.span()):
             found.add(id(argument))
     return found
 
