@@ -12,16 +12,12 @@ import pytest
 from sqla_doctor.config import Config
 from sqla_doctor.registry import Registry
 from sqla_doctor.static.context import FileContext
-from sqla_doctor.static.dataflow import (
-    DataFlow,
-    ObjectKind,
-    SqlaObjects,
-    StringFlow,
-    ValueState,
-    source_segment,
-)
+from sqla_doctor.static.dataflow import DataFlow
 from sqla_doctor.static.engine import Engine
+from sqla_doctor.static.objects import ObjectKind, SqlaObjects
 from sqla_doctor.static.rule import Rule
+from sqla_doctor.static.strings import StringFlow, ValueState
+from sqla_doctor.static.syntax import source_segment
 
 
 class _Capture(Rule):

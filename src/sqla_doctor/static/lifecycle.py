@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqla_doctor.static.alembic.sql import classify, tokenize
-from sqla_doctor.static.dataflow import BindingKind, StringFlow
+from sqla_doctor.static.dataflow import BindingKind
 from sqla_doctor.static.flow import (
     Binding,
     FunctionFlow,
@@ -23,6 +23,7 @@ from sqla_doctor.static.flow import (
     contains,
     handed_over_in_finally,
 )
+from sqla_doctor.static.strings import StringFlow
 
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext

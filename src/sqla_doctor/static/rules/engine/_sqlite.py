@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 
-from sqla_doctor.static.dataflow import StringFlow, call_keyword
+from sqla_doctor.static.strings import StringFlow
+from sqla_doctor.static.syntax import call_keyword
 
 
 def sqlite_engine(call: ast.Call, strings: StringFlow) -> bool:

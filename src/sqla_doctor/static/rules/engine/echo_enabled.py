@@ -6,8 +6,8 @@ import ast
 import re
 
 from sqla_doctor.findings import Applicability, Edit, Fix, Severity
-from sqla_doctor.static.dataflow import call_keyword, is_truthy_literal, source_segment
 from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.syntax import call_keyword, is_truthy_literal, source_segment
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
 _ECHO_KEYWORDS = ("echo", "echo_pool")

@@ -6,9 +6,9 @@ import ast
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.static.dataflow import StringFlow
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
+from sqla_doctor.static.strings import StringFlow
 
 _APP = """
 from fastapi import FastAPI

@@ -7,14 +7,10 @@ import re
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.static.dataflow import (
-    StringFlow,
-    call_keyword,
-    has_star_kwargs,
-    is_false_literal,
-)
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
+from sqla_doctor.static.strings import StringFlow
+from sqla_doctor.static.syntax import call_keyword, has_star_kwargs, is_false_literal
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\+[A-Za-z0-9_]+)?$")

@@ -6,9 +6,10 @@ import ast
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.static.dataflow import StringFlow, call_keyword, has_star_kwargs
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 from sqla_doctor.static.rules.engine.engine_not_disposed import _is_test
+from sqla_doctor.static.strings import StringFlow
+from sqla_doctor.static.syntax import call_keyword, has_star_kwargs
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
 # Flask-SQLAlchemy makes the engine from this setting.

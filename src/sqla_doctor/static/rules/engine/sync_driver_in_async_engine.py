@@ -7,13 +7,9 @@ import re
 from functools import cached_property
 
 from sqla_doctor.findings import Applicability, Edit, Fix, Severity
-from sqla_doctor.static.dataflow import (
-    StringFlow,
-    StringPrefix,
-    call_keyword,
-    source_segment,
-)
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
+from sqla_doctor.static.strings import StringFlow, StringPrefix
+from sqla_doctor.static.syntax import call_keyword, source_segment
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\+([A-Za-z0-9_]+))?$")
 # Drivers that only speak blocking DB-API (SQLAlchemy's dialects and common third-party

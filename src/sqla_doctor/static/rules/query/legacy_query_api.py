@@ -7,13 +7,9 @@ import re
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.static.dataflow import (
-    ObjectKind,
-    SqlaObjects,
-    expr_is_class_like,
-    source_segment,
-)
+from sqla_doctor.static.objects import ObjectKind, SqlaObjects, expr_is_class_like
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
+from sqla_doctor.static.syntax import source_segment
 
 # Methods of Query: what follows `Model.query` when it is Flask-SQLAlchemy's query property
 # (a mapped column that happens to be called `query` is followed by column operators).

@@ -7,15 +7,10 @@ from dataclasses import replace
 from functools import cached_property
 
 from sqla_doctor.findings import Applicability, Fix, Severity
-from sqla_doctor.static.dataflow import (
-    BindingKind,
-    ObjectKind,
-    SqlaObjects,
-    call_keyword,
-    is_false_literal,
-    source_segment,
-)
+from sqla_doctor.static.dataflow import BindingKind
+from sqla_doctor.static.objects import ObjectKind, SqlaObjects
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
+from sqla_doctor.static.syntax import call_keyword, is_false_literal, source_segment
 
 REMOVED = "was removed"
 RAISES = "raises"

@@ -6,13 +6,9 @@ import ast
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.static.dataflow import (
-    Interpolation,
-    StringFlow,
-    call_keyword,
-    source_segment,
-)
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
+from sqla_doctor.static.strings import Interpolation, StringFlow
+from sqla_doctor.static.syntax import call_keyword, source_segment
 
 _MAX_SHOWN = 3
 # Methods that run a statement with parameters given beside it.

@@ -8,13 +8,6 @@ from functools import cached_property
 
 from sqla_doctor.findings import Applicability, Edit, Fix, Related, Severity
 from sqla_doctor.static.context import FileContext
-from sqla_doctor.static.dataflow import (
-    ObjectKind,
-    SqlaObjects,
-    call_keyword,
-    has_star_kwargs,
-    source_segment,
-)
 from sqla_doctor.static.flow import (
     Binding,
     FunctionFlow,
@@ -24,7 +17,9 @@ from sqla_doctor.static.flow import (
     worth_analysing,
 )
 from sqla_doctor.static.index.sessions import expire_on_commit
+from sqla_doctor.static.objects import ObjectKind, SqlaObjects
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
+from sqla_doctor.static.syntax import call_keyword, has_star_kwargs, source_segment
 
 _OPTION = "expire_on_commit"
 # What the default costs, where no read after a commit is seen in the file.

@@ -8,7 +8,7 @@ from functools import cached_property
 
 from sqla_doctor.findings import Applicability, Fix, Severity
 from sqla_doctor.static.alembic.sql import classify
-from sqla_doctor.static.dataflow import Binding, BindingKind, SqlaObjects
+from sqla_doctor.static.dataflow import Binding, BindingKind
 from sqla_doctor.static.flow import Binding as FlowBinding
 from sqla_doctor.static.flow import (
     FunctionFlow,
@@ -41,6 +41,7 @@ from sqla_doctor.static.lifecycle import (
     unbound,
 )
 from sqla_doctor.static.navigation import route_decorators
+from sqla_doctor.static.objects import SqlaObjects
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _FILES = {
