@@ -411,6 +411,49 @@ def test_a_worker_that_finished_before_the_next_began_is_the_silent_twin(engine:
     assert not run_two_workers(engine, first_done_before_second=True)
 
 
+def streamed_names(engine: Engine, pause: threading.Event | None) -> Iterator[str]:
+    """A streaming response's body: each next() may run in another worker thread."""
+    with Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            yield f"{user.name}:{len(user.posts)}"  # a lazy load per row
+            while pause is not None and not pause.is_set():
+                time.sleep(0.001)  # rendering this request's next chunk
+
+
+def test_a_stream_resumed_by_a_thread_busy_with_another_stream_is_silent(
+    engine: Engine,
+) -> None:
+    """Starlette runs each next() of two responses' generators in whichever worker is
+    free: this stream's session moves from thread A to thread B while A is inside the
+    same generator function for another request, with that request's own session."""
+    pause = threading.Event()
+    with sqla_doctor.track(mode="collect") as uow:
+        first = streamed_names(engine, None)
+        other = streamed_names(engine, pause)
+        names: list[str] = []
+        ready = threading.Event()
+
+        def worker_a() -> None:
+            names.append(next(first))  # this stream's first row, in thread A
+            names.append(next(other))  # then the other stream's, also in thread A
+            ready.set()
+            names.append(next(other))  # blocked inside the other stream's body
+
+        run = contextvars.copy_context().run
+        a = threading.Thread(target=run, args=(worker_a,))
+        a.start()
+        assert ready.wait(10)
+        b = threading.Thread(target=contextvars.copy_context().run, args=(lambda: list(first),))
+        b.start()
+        b.join()
+        pause.set()
+        a.join()
+        for _ in other:
+            pass
+    assert len(names) == 3
+    assert not of_code(uow.findings, "SQD159")
+
+
 def test_hand_over_after_commit_is_silent(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         users(session)

@@ -451,11 +451,13 @@ _WAITING_FILES = (
 )
 
 
-def thread_inside(ident: int, site: CallSite, limit: int = 64) -> bool:
+def thread_inside(ident: int, site: CallSite, session: object = None, limit: int = 64) -> bool:
     """Whether another thread is still running the program's function that ``site`` is
     in (not waiting in ``join()``, ``wait()``, ``result()`` or a queue for the work it
-    handed over). Walks that thread's stack once; asked only when a session changes
-    threads inside a transaction."""
+    handed over), with ``session``: a run of that function whose locals hold another
+    session and not this one is another request's (a streaming response's generator,
+    resumed in whichever worker thread is free). Walks that thread's stack once; asked
+    only when a session changes threads inside a transaction."""
     frame: FrameType | None = sys._current_frames().get(ident)
     if frame is None or frame.f_code.co_filename.endswith(_WAITING_FILES):
         return False
@@ -464,9 +466,28 @@ def thread_inside(ident: int, site: CallSite, limit: int = 64) -> bool:
             return False
         code = frame.f_code
         if code.co_name == site.function and code.co_filename == site.filename:
-            return True
+            return session is None or not _holds_other_session(frame, session)
         frame = frame.f_back
     return False
+
+
+def _holds_other_session(frame: FrameType, session: object) -> bool:
+    """Whether ``frame``'s locals hold a session, none of them ``session`` (or the
+    AsyncSession around it)."""
+    from sqlalchemy.orm import Session
+
+    kinds: tuple[type, ...] = (Session,)
+    if "sqlalchemy.ext.asyncio" in sys.modules:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        kinds = (Session, AsyncSession)
+    others = False
+    for value in list(frame.f_locals.values()):
+        if isinstance(value, kinds):
+            if value is session or getattr(value, "sync_session", None) is session:
+                return False
+            others = True
+    return others
 
 
 def _user_site(frame: FrameType, caller: bool) -> CallSite:

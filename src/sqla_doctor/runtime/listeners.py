@@ -2193,7 +2193,7 @@ def _thread_sharing(
         last
         and last != thread
         and other_site is not None
-        and callsite.thread_inside(last, other_site)
+        and callsite.thread_inside(last, other_site, record.session)
     ):
         # The other thread is still in the function that used it (not waiting for this
         # one in join() or result()): two workers sharing it between statements, which
