@@ -48,16 +48,24 @@ def database_url(pg_database: object) -> str:
     return url
 
 
+def _pool_of(request: pytest.FixtureRequest) -> dict[str, float]:
+    """``POOL``, or the test module's own ``ENGINE_POOL`` when it sets one."""
+    pool: dict[str, float] = getattr(request.module, "ENGINE_POOL", POOL)
+    return pool
+
+
 @pytest.fixture
-def pg_engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url, **POOL)  # type: ignore[arg-type]
+def pg_engine(request: pytest.FixtureRequest, database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url, **_pool_of(request))  # type: ignore[arg-type]
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
-async def pg_async_engine(pg_database: object, database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(pg_database.async_url, **POOL)  # type: ignore[attr-defined, arg-type]
+async def pg_async_engine(
+    request: pytest.FixtureRequest, pg_database: object, database_url: str
+) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(pg_database.async_url, **_pool_of(request))  # type: ignore[attr-defined, arg-type]
     yield engine
     await engine.dispose()
 

@@ -11,12 +11,10 @@ import asyncio
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
-import pytest
 from sqlalchemy import Engine, create_engine, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -32,21 +30,7 @@ CONFIG = RuntimeConfig(mode="collect", held_connection_seconds=0.15)
 REQUESTS = 4
 # Requests queue for the two connections here by design; on a loaded machine the wait
 # outlasts conftest's half-second pool_timeout, which is not what these tests are about.
-QUEUED_POOL = {**POOL, "pool_timeout": 30}
-
-
-@pytest.fixture
-def pg_engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url, **QUEUED_POOL)  # type: ignore[arg-type]
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-async def pg_async_engine(pg_database: object, database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(pg_database.async_url, **QUEUED_POOL)  # type: ignore[attr-defined, arg-type]
-    yield engine
-    await engine.dispose()
+ENGINE_POOL = {**POOL, "pool_timeout": 30}
 
 
 async def update_avatar(engine: AsyncEngine, client: httpx.AsyncClient, url: str) -> None:
