@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import sqlalchemy
 
+from sqla_doctor.runtime.crash import sync_session
 from sqla_doctor.static.files import display_path as _display_path
 
 _get_current_greenlet: Callable[[], Any] | None
@@ -476,15 +477,11 @@ def _holds_other_session(frame: FrameType, session: object) -> bool:
     AsyncSession around it)."""
     from sqlalchemy.orm import Session
 
-    kinds: tuple[type, ...] = (Session,)
-    if "sqlalchemy.ext.asyncio" in sys.modules:
-        from sqlalchemy.ext.asyncio import AsyncSession
-
-        kinds = (Session, AsyncSession)
     others = False
     for value in list(frame.f_locals.values()):
-        if isinstance(value, kinds):
-            if value is session or getattr(value, "sync_session", None) is session:
+        held = value if isinstance(value, Session) else sync_session(value)
+        if held is not None:
+            if held is session:
                 return False
             others = True
     return others

@@ -99,7 +99,7 @@ def _note(value: Any, found: set[int], budget: list[int], session_type: Any, sco
     if issubclass(kind, session_type):
         found.add(id(value))
         return
-    session = _sync_session(value)
+    session = sync_session(value)
     if session is not None:
         found.add(id(session))
         return
@@ -113,14 +113,14 @@ def _note(value: Any, found: set[int], budget: list[int], session_type: Any, sco
             registry = value.registry
     if registry is not None and registry.has():
         current = registry()
-        inner = _sync_session(current)
+        inner = sync_session(current)
         if inner is not None:
             current = inner
         if issubclass(type(current), session_type):
             found.add(id(current))
 
 
-def _sync_session(value: Any) -> Any:
+def sync_session(value: Any) -> Any:
     """The Session behind an AsyncSession, else None."""
     if "sqlalchemy.ext.asyncio" not in sys.modules:
         return None

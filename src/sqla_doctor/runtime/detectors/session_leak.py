@@ -111,12 +111,17 @@ def held_on_self(site: CallSite) -> HeldOnSelf | None:
     return None
 
 
+def _module_namespace(site: CallSite) -> Any:
+    """The dictionary of the module of ``site`` (None if it is not loaded)."""
+    module = sys.modules.get(site.module) if site.module else module_of(site.filename)
+    return getattr(module, "__dict__", None)
+
+
 def _module_global(site: CallSite, dotted: str) -> Any:
     """The object a module-level (dotted) name of the module of ``site`` is bound to,
     read from the modules' dictionaries only (no attribute lookup runs the program's
     code)."""
-    module = sys.modules.get(site.module) if site.module else module_of(site.filename)
-    namespace = getattr(module, "__dict__", None)
+    namespace = _module_namespace(site)
     value: Any = None
     for part in dotted.split("."):
         if not isinstance(namespace, dict):
@@ -141,8 +146,7 @@ def module_factory(site: CallSite | None, asynchronous: bool) -> str:
         from sqlalchemy.ext.asyncio import async_sessionmaker
 
         kind = async_sessionmaker
-    module = sys.modules.get(site.module) if site.module else module_of(site.filename)
-    namespace = getattr(module, "__dict__", None)
+    namespace = _module_namespace(site)
     if not isinstance(namespace, dict):
         return fallback
     names = [name for name, value in list(namespace.items()) if isinstance(value, kind)]
