@@ -13,6 +13,7 @@ from sqla_doctor.static.flow import Binding as FlowBinding
 from sqla_doctor.static.flow import (
     FunctionFlow,
     InstanceValue,
+    ObjectsValue,
     SessionValue,
     StatementValue,
     contains,
@@ -192,10 +193,11 @@ class WriteWithoutCommit(Rule):
 
     Sessions: a session this function opens (`with SessionLocal() as s`, or
     `s = SessionLocal()`) that receives writes — `add()`, `add_all()`, `delete()`,
-    `merge()`, `execute(insert/update/delete(...))` — but is never committed: no
-    `commit()`, no `begin()` block, no `SessionLocal.begin()`, and not the `with` block
-    of a factory whose Session subclass commits in its `__exit__`
-    (`sessionmaker(class_=ContextSession)`).
+    `merge()`, `execute(insert/update/delete(...))`, or a column or relationship set on
+    an object it loaded (`user = session.get(User, id)` then `user.name = name`) — but
+    is never committed: no `commit()`, no `begin()` block, no `SessionLocal.begin()`,
+    and not the `with` block of a factory whose Session subclass commits in its
+    `__exit__` (`sessionmaker(class_=ContextSession)`).
 
     Connections: one opened with `engine.connect()` (`with engine.connect() as conn:`,
     `async with engine.connect() as conn:`, or `conn = engine.connect()` ...
@@ -232,7 +234,10 @@ class WriteWithoutCommit(Rule):
     `text("COMMIT")`), nor DDL that drops every table it creates (a probe that the
     database takes writes). Sessions and connections the function receives as
     parameters are the caller's to commit. In tests, a session that reads its writes back
-    (through autoflush) before it closes is taken as isolation on purpose.
+    (through autoflush) before it closes is taken as isolation on purpose. A loaded
+    object that is changed and then returned, stored or handed to a call is left alone:
+    whoever gets it may save it, or the change is meant for the copy alone (a field
+    masked before a response).
 
     A connection is reported only when its engine is known not to run in AUTOCOMMIT:
     `create_engine(..., isolation_level="AUTOCOMMIT")`, `execution_options(isolation_level=
@@ -259,6 +264,12 @@ class WriteWithoutCommit(Rule):
             session.execute(update(User).where(User.id == user_id).values(name=name))
 
 
+    def deactivate(user_id):
+        with SessionLocal() as session:
+            user = session.get(User, user_id)
+            user.active = False
+
+
     def archive(day):
         with engine.connect() as conn:
             conn.execute(insert(archive_table).from_select(["id"], select(events.c.id)))
@@ -269,6 +280,13 @@ class WriteWithoutCommit(Rule):
     def rename(user_id, name):
         with SessionLocal.begin() as session:
             session.execute(update(User).where(User.id == user_id).values(name=name))
+
+
+    def deactivate(user_id):
+        with SessionLocal() as session:
+            user = session.get(User, user_id)
+            user.active = False
+            session.commit()
 
 
     def archive(day):
@@ -733,6 +751,56 @@ class WriteWithoutCommit(Rule):
             path="app/jobs.py",
             files={"app/__init__.py": "", "app/db.py": _CONTEXT_SESSION},
         ),
+        # Loaded objects changed for the caller (a masked copy, a helper that saves it),
+        # a change the block commits, attributes that are not mapped, and a change made
+        # after the block closed (the object is detached: nothing would flush it).
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+            from app.service import save
+
+            def public_users():
+                with SessionLocal() as session:
+                    users = session.scalars(select(User)).all()
+                    for user in users:
+                        user.name = user.name.title()
+                    return users
+
+            def masked(user_id):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                    user.name = "***"
+                    return user
+
+            def saved(user_id):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                    user.name = "ada"
+                    save(user)
+
+            def committed(user_id):
+                with SessionLocal() as session:
+                    for user in session.scalars(select(User).where(User.id > user_id)):
+                        user.name += "!"
+                    session.commit()
+
+            def cached(user_id):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                    user._display = user.name.upper()
+                    print(user._display)
+
+            def after_close(user_id):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                user.name = "ada"
+                print(user.name)
+            """,
+            path="app/jobs.py",
+            files={**_FILES, "app/service.py": "def save(user):\n    pass\n"},
+        ),
     )
     INVALID = (
         Invalid(
@@ -1063,6 +1131,54 @@ class WriteWithoutCommit(Rule):
             files=_CORE_FILES,
             line=5,
         ),
+        # A loaded object changed and never committed: the classic forgotten commit of
+        # an update, in a loop over results and on one object.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            def rename(user_id, name):
+                with SessionLocal() as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+
+            def shout(prefix):
+                with SessionLocal() as session:
+                    for user in session.scalars(select(User).where(User.name.startswith(prefix))):
+                        user.name += "!"
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=8,
+            count=2,
+            expected_message=(
+                "`user.name = name` is never committed: `session` (line 6) is closed "
+                "without `session.commit()`, which rolls the write back — commit before "
+                "the block ends, or open it with `.begin()`"
+            ),
+        ),
+        # The same in a route, on the session of a dependency that only closes it.
+        Invalid(
+            """
+            from fastapi import APIRouter, Depends
+            from sqlalchemy.orm import Session
+            from app.deps import get_db
+            from app.models import User
+
+            router = APIRouter()
+
+            @router.put("/users/{user_id}")
+            def rename(user_id: int, name: str, db: Session = Depends(get_db)):
+                user = db.get(User, user_id)
+                user.name = name
+                return {"ok": True}
+            """,
+            path="app/routes.py",
+            files=_DEPENDENCY_FILES,
+            line=11,
+        ),
     )
 
     @cached_property
@@ -1171,6 +1287,9 @@ class WriteWithoutCommit(Rule):
             name,
             settled=_SETTLED | {"expunge_all", "flush"},
             not_writes=frozenset({"execute"}) if on_connection else frozenset(),
+            # Changed objects of a session on someone else's connection are flushed by
+            # the session's next query or never; only the with block's own are judged.
+            changes_in=None if on_connection else (owned.block or flow.node),
         )
         if write is None:
             return
@@ -1220,7 +1339,7 @@ class WriteWithoutCommit(Rule):
         if any(self._router_may_commit(d) for d in decorators):
             return  # so may one its router declares, or one it is included with
         # Flushed or not, what the route wrote is rolled back when the request ends.
-        write = self._lost_write(flow, name, settled=_SETTLED)
+        write = self._lost_write(flow, name, settled=_SETTLED, changes_in=flow.node)
         if write is None:
             return
         provider = index.function(source.qualname)
@@ -1266,12 +1385,14 @@ class WriteWithoutCommit(Rule):
         *,
         settled: frozenset[str],
         not_writes: frozenset[str] = frozenset(),
-    ) -> ast.Call | None:
+        changes_in: ast.AST | None = None,
+    ) -> ast.AST | None:
         """The first write through the session ``name`` that nothing here commits, or
         None: when ``name`` is rebound, leaves the function or is handed to another one
         (which may commit), has one of the ``settled`` methods called on it, or is
         committed by hand (``execute(text("COMMIT"))``). Calls of ``not_writes`` methods
-        do not count as writes."""
+        do not count as writes. With ``changes_in``, a mapped attribute set inside it on
+        an object the session loaded (``user.name = ...``) is a write too."""
         if len(flow.bindings.get(name, ())) > 1 or escapes(flow, name):
             return None
         calls = method_calls(flow, name)
@@ -1285,7 +1406,7 @@ class WriteWithoutCommit(Rule):
             for method, call in calls
         ):
             return None
-        return next(
+        write: ast.AST | None = next(
             (
                 call
                 for method, call in calls
@@ -1293,6 +1414,54 @@ class WriteWithoutCommit(Rule):
             ),
             None,
         )
+        if changes_in is not None:
+            changed = self._changed_object(flow, name, changes_in)
+            if changed is not None and (write is None or _start(changed) < _start(write)):
+                write = changed
+        return write
+
+    def _changed_object(
+        self, flow: FunctionFlow, session: str, region: ast.AST
+    ) -> ast.stmt | None:
+        """The first ``obj.attr = value`` in ``region`` that sets a column or relationship
+        of an object ``session`` loaded (``session.get()``, ``.scalars(...).one()``, a
+        loop over its results): a change the session's unit of work would flush. Objects
+        handed to a call, returned or stored are left alone: whoever gets them may save
+        them, or the change is the point (a masked copy for a response)."""
+        index = self.ctx.index
+        found: ast.stmt | None = None
+        for obj, attributes in flow.attr_loads.items():
+            for attribute in attributes:
+                if not isinstance(attribute.ctx, ast.Store) or not contains(region, attribute):
+                    continue
+                statement = flow.parent(attribute)
+                if not isinstance(statement, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                    continue
+                if found is not None and _start(found) <= _start(statement):
+                    continue
+                binding = flow.binding(obj, attribute)
+                value = flow.binding_value(binding) if binding is not None else None
+                if (
+                    not isinstance(value, ObjectsValue)
+                    or value.many
+                    or value.path
+                    or value.receiver != session
+                ):
+                    continue
+                model = index.model(value.model)
+                if model is None or (
+                    index.column(model, attribute.attr) is None
+                    and index.relationship(model, attribute.attr) is None
+                ):
+                    continue
+                # `for user in users:` changes the objects of `users`, returned or not.
+                iterable = binding.value if binding is not None and binding.kind == "for" else None
+                if _handed_over(flow, obj) or (
+                    isinstance(iterable, ast.Name) and _handed_over(flow, iterable.id)
+                ):
+                    continue
+                found = statement
+        return found
 
     def _is_write(self, flow: FunctionFlow, method: str, call: ast.Call) -> bool:
         if method in WRITES:
@@ -1574,6 +1743,16 @@ _TRANSACTION_CHECKS = frozenset(
         "get_transaction", "get_nested_transaction",
     }
 )
+
+
+def _handed_over(flow: FunctionFlow, name: str) -> bool:
+    """Whether ``name`` leaves the function or is given to any call."""
+    return escapes(flow, name) or any(
+        isinstance(flow.parent(load), (ast.Call, ast.keyword)) and load is not getattr(
+            flow.parent(load), "func", None
+        )
+        for load in flow.name_loads.get(name, ())
+    )
 
 
 def _start(node: ast.AST) -> tuple[int, int]:
