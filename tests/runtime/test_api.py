@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 import sqla_doctor
 from sqla_doctor.config import Config, RuntimeConfig
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime import listeners
 from sqla_doctor.runtime.detector import Detector, OrmExecution
+from sqla_doctor.runtime.listeners import statements, units
 from sqla_doctor.runtime.modes import LoadingWarning, NPlusOneWarning, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import process
 
@@ -326,10 +326,10 @@ def test_a_detector_that_raises_never_reaches_the_application(
 
 def test_uninstall_removes_every_listener(engine: Engine) -> None:
     sqla_doctor.install(mode="collect")
-    assert event.contains(Session, "do_orm_execute", listeners._on_do_orm_execute)
+    assert event.contains(Session, "do_orm_execute", statements._on_do_orm_execute)
     sqla_doctor.uninstall()
-    assert not event.contains(Session, "do_orm_execute", listeners._on_do_orm_execute)
-    assert not listeners._registered
+    assert not event.contains(Session, "do_orm_execute", statements._on_do_orm_execute)
+    assert not units._registered
     n_plus_one(engine)
     assert not sqla_doctor.collected()
 

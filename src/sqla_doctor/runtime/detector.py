@@ -1,10 +1,10 @@
-"""The base of every runtime detector, and the events listeners.py hands to detectors.
+"""The base of every runtime detector, and the events the listeners hand to detectors.
 
 A detector is one class per file under ``runtime/detectors/``, found by the registry. It
 carries the same metadata and docstring sections as a static rule and defines handler
 methods named after the SQLAlchemy event it consumes (``on_do_orm_execute``,
 ``on_before_cursor_execute``, ``on_after_flush``...). Detectors never register listeners:
-``listeners.py`` registers one listener per event, computes what several detectors share
+``listeners/`` registers one listener per event, computes what several detectors share
 (the call site, what kind of load a statement is, the session's bookkeeping) once, and
 calls the handlers of the current unit of work's detectors.
 
@@ -78,7 +78,7 @@ EVENTS: Final = (
     "connection_transaction_end",
     "pool_saturated",
     # One session used by two asyncio tasks or two threads at once, or by threads taking
-    # turns inside one transaction (SharedUse). See listeners.py, "one session, several users".
+    # turns inside one transaction (SharedUse). See listeners/sharing.py.
     "session_shared",
     # An object of a mapper a detector asked listeners.watch_loads() about was loaded
     # (InstanceEvents.load, once per new identity; Loaded).

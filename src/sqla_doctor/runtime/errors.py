@@ -8,7 +8,7 @@ excepthook), ``dispatch`` gives it to every detector's ``on_error`` handler; wha
 explain becomes findings, and a note on the exception (Python 3.11+), so the traceback
 the user reads carries the cause and the fix, in every mode. An error raised inside a
 statement's execution (``MissingGreenlet``) is explained earlier, from the engine's
-``handle_error`` event while it is being raised (listeners.py): programs catch errors.
+``handle_error`` event while it is being raised (listeners/statements.py): programs catch errors.
 
 Nothing here may raise into the program, and nothing changes the exception but its notes.
 """

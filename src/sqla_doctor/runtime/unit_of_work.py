@@ -509,7 +509,7 @@ EXECUTED_WRITES: Final = "statement(s) executed"
 
 
 class SessionRecord:
-    """What listeners.py tracks about one Session, for detectors to read.
+    """What listeners/ tracks about one Session, for detectors to read.
 
     Created at the first event of a session, dropped when the session is garbage
     collected (a weak reference's callback queues it for the next safe point).

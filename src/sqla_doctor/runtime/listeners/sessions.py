@@ -1,0 +1,398 @@
+"""Listens to a Session's lifecycle: transactions (``after_transaction_create``,
+``after_begin``, ``after_commit``, ``after_rollback``, ``after_transaction_end``), flushes
+(``before_flush``, ``after_flush``, ``after_flush_postexec``) and the object state
+events (``transient_to_pending``, ``pending_to_persistent``, ``pending_to_transient``,
+``persistent_to_detached``).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import weakref
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
+
+from sqla_doctor.runtime import callsite, reads
+from sqla_doctor.runtime.detector import TransactionEnd
+from sqla_doctor.runtime.listeners.connections import _last_checkout
+from sqla_doctor.runtime.listeners.endings import _lost_change
+from sqla_doctor.runtime.listeners.flushes import _autoflush_failed, _commit_over, _flush_done
+from sqla_doctor.runtime.listeners.objects import (
+    _instrument_mapper,
+    _object_unit,
+    _pending_key_read,
+)
+from sqla_doctor.runtime.listeners.sharing import _active, _known, _note_use
+from sqla_doctor.runtime.listeners.statements import _idle_ends
+from sqla_doctor.runtime.listeners.units import (
+    _DELIBERATE,
+    _STACK_LIMIT,
+    _checkpoint,
+    _dispatch,
+    _guarded,
+    _instrumented_mappers,
+    _internal_error,
+    _session_unit,
+)
+from sqla_doctor.runtime.loading import primary_key_attributes
+from sqla_doctor.runtime.unit_of_work import (
+    MAX_DISCARDED_PER_SESSION,
+    MAX_EXPUNGED_KEYS,
+    Added,
+    Detachment,
+    FailedFlush,
+    SessionRecord,
+    current,
+    process,
+)
+
+
+@_guarded
+def _on_after_transaction_create(session: Session, transaction: Any) -> None:
+    _end_closed_batch()
+    record = _active(session)
+    if record is None:
+        return
+    if transaction.parent is None:
+        record.owner = _session_unit(record)
+        left_behind = record.discarded_dirty or _changes_left_behind(record, session)
+        if left_behind and record.owner is not None:
+            # Changed after the last commit, then closed: setting an attribute begins
+            # no transaction, so that close() ended none and no event said so.
+            record.discarded_dirty = left_behind
+            _dispatch(
+                record.owner,
+                "after_transaction_end",
+                TransactionEnd(session, record, "close", known_site=False),
+            )
+        record.reset_transaction()
+        record.identity_map = session.identity_map
+        record.identity_seq = process.row_updates
+        record.root_active = True
+        _note_use(record, None, None)
+    elif transaction.nested:
+        record.begin_savepoint()
+
+
+@_guarded
+def _on_after_begin(session: Session, transaction: Any, connection: Connection) -> None:
+    record = _active(session)
+    if record is None or record.holds_connection:
+        return
+    record.holds_connection = True
+    checkout = _last_checkout.get()
+    fairy = connection.connection if not connection.closed else None
+    owned = checkout is not None and fairy is not None and checkout.ref() is fairy
+    record.external = isinstance(session.bind, Connection) or not owned
+    if checkout is not None and owned:
+        checkout.session_owned = True
+        checkout.session_record = weakref.ref(record)
+        record.opened = checkout.opened
+    else:
+        # A connection the caller handed over: never this session's leak to report.
+        site = callsite.find(1)
+        record.opened = (site,) if site is not None else ()
+    uow = _session_unit(record)
+    if record.owner is None:
+        record.owner = uow
+    if uow is not None:
+        uow.adopt_session(record)
+
+
+@_guarded
+def _on_after_commit(session: Session) -> None:
+    record = _active(session) or _known(session)
+    if record is None:
+        return
+    _commit_over(record)
+    # after_commit also follows a SAVEPOINT release; the nested transaction is still
+    # current then, the outermost one is not.
+    if session.get_nested_transaction() is None:
+        record.outcome = "commit"
+        if session.expire_on_commit:
+            # Only such a commit expires the objects; without it, what a rollback
+            # before it expired stays expired, and that rollback is still the cause.
+            record.commit_site = callsite.find(1)
+            record.rollback_site = None
+
+
+@_guarded
+def _on_after_rollback(session: Session) -> None:
+    record = _active(session) or _known(session)
+    if record is None:
+        return
+    _commit_over(record)
+    flush_failed = record.flushing
+    if flush_failed:
+        # A failed flush rolls the transaction back and never reaches after_flush; the
+        # session then refuses work until rollback() (PendingRollbackError).
+        autoflush_of = record.autoflush_of
+        error, driver_error, sqlstate = record.flush_error or (None, None, None)
+        in_savepoint = session.get_nested_transaction() is not None
+        record.failed_flush = FailedFlush(
+            autoflush_of.site if autoflush_of is not None else callsite.find(1),
+            error,
+            driver_error,
+            in_savepoint=in_savepoint,
+            earlier=dict(record.written) if record.writes and not in_savepoint else None,
+            sqlstate=sqlstate,
+        )
+        record.flush_error = None
+        _flush_done(record)
+        # The rollback restarted the connection's clock, if it is still checked out.
+        record.paused = None
+        if autoflush_of is not None:
+            _autoflush_failed(session, record, autoflush_of)
+    if session.get_nested_transaction() is None:
+        record.outcome = "rollback"
+        # A failed flush's rollback happened where that flush (or its autoflush) ran.
+        failed = record.failed_flush if flush_failed else None
+        record.rollback_site = failed.site if failed is not None else callsite.find(1)
+        if failed is None and (record.pending or record.writes):
+            record.exit_rollback = callsite.unit_of_work_exit(1)
+    else:
+        # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
+        record.roll_back_savepoint()
+
+
+@_guarded
+def _on_after_transaction_end(session: Session, transaction: Any) -> None:
+    # A transaction a watched context began may end in one nothing watches (closed by
+    # another thread): its record still has to learn it, or it holds a connection forever.
+    _end_closed_batch()
+    record = _active(session) or _known(session)
+    if record is None:
+        return
+    if transaction.nested:
+        record.end_savepoint()
+        return
+    if transaction.parent is not None:
+        return
+    record.committing = False
+    record.paused = None
+    outcome = record.outcome or "close"
+    uow = _session_unit(record)
+    if uow is None and record.owner is not None and record.owner.active:
+        uow = record.owner
+    try:
+        if uow is not None:
+            if outcome == "close" and not record.discarded_dirty:
+                record.discarded_dirty = _changes_left_behind(record, session)
+            end = TransactionEnd(session, record, outcome, known_site=outcome == "close")
+            _dispatch(uow, "after_transaction_end", end)
+            if not uow.explicit:
+                _checkpoint(uow)
+    finally:
+        record.reset_transaction()
+        record.identity_map = session.identity_map
+        record.identity_seq = process.row_updates
+        record.sharing.new_transaction()
+
+
+@_guarded
+def _on_transient_to_pending(session: Session, state: Any) -> None:
+    # Instrumented even when nothing watches this context: the read may come later,
+    # inside a track().
+    mapper = state.mapper
+    if mapper not in _instrumented_mappers:
+        _instrument_mapper(mapper)
+    record = _active(session)
+    if record is None:
+        return
+    record.add_pending(id(state), Added(state.class_.__name__, callsite.find(1)))
+    _watch_unset_key(session, record, state)
+
+
+def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> None:
+    """A new object whose constructor set its primary key to None (SQLModel, a dataclass,
+    ``User(id=None)``): reading it fires no ``init_scalar``, so the read is seen through
+    the read tracker instead (its class's primary-key descriptors only, unless
+    track-reads is on; none if it is set off)."""
+    dict_ = state.dict
+    keys = frozenset(
+        key for key in primary_key_attributes(state.mapper) if key in dict_ and dict_[key] is None
+    )
+    if not keys:
+        return
+    uow = _object_unit(session, record)
+    if (
+        uow is None
+        or not uow.handlers["init_scalar"]
+        or uow.settings.runtime.track_reads is False
+    ):
+        return
+    obj = state.obj()
+    if obj is not None:
+        reads.watch_reads(obj, state.mapper, keys, functools.partial(_on_unset_key_read, keys))
+
+
+def _on_unset_key_read(keys: frozenset[str], key: str, obj: Any) -> None:
+    try:
+        if key not in keys:
+            return
+        state = instance_state(obj)
+        if not state.pending:
+            reads.watch_reads(obj, state.mapper, keys, None)
+        elif state.dict.get(key) is None:
+            _pending_key_read(key, state)
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("unset_key_read")
+
+
+@_guarded
+def _on_pending_to_persistent(session: Session, state: Any) -> None:
+    record = process.records.get(id(session))
+    if record is not None:
+        record.pending.pop(id(state), None)
+
+
+@_guarded
+def _on_pending_to_transient(session: Session, state: Any) -> None:
+    record = process.records.get(id(session))
+    if record is None:
+        return
+    added = record.pending.pop(id(state), None)
+    # rollback() sets the outcome before it expunges pending objects; close() does not,
+    # nor does a unit of work's __exit__ discarding what its block did not commit.
+    discards = record.outcome is None or record.exit_rollback is not None
+    if discards and len(record.discarded) < MAX_DISCARDED_PER_SESSION:
+        record.discarded.append(added or Added(state.class_.__name__, None))
+
+
+# The identity map that replaced the one the last close() emptied: the other objects of
+# that close() find it on their session and return at once. A global, not per thread:
+# maps are per session, so another session's objects never match it.
+_closed_batch: Any = None
+
+
+def _on_persistent_to_detached(session: Session, state: Any) -> None:
+    # Runs once per object that close() detaches, so guarded inline, and only the first
+    # of a batch does any work.
+    if not reads.covers(state.mapper):
+        _watch_detached_reads(state.mapper)
+    if session.identity_map is _closed_batch:
+        return
+    try:
+        _detached(session, state)
+    except _DELIBERATE:
+        raise
+    except Exception:
+        _internal_error("persistent_to_detached")
+
+
+def _watch_detached_reads(mapper: Any) -> None:
+    """Inside a ``track()`` block, make the reads of a class whose objects left their
+    session observable (unless track-reads is set off): a DetachedInstanceError is then
+    explained as it is raised, before pydantic's ``from_attributes`` turns it into a
+    ValidationError or an ``except Exception`` swallows it."""
+    try:
+        uow = current.get()
+        if (
+            uow is not None
+            and uow.explicit
+            and uow.handlers["error"]
+            and uow.settings.runtime.track_reads is not False
+        ):
+            reads.cover_detachable(mapper)
+    except Exception:
+        _internal_error("watch_detached_reads")
+
+
+def _end_closed_batch() -> None:
+    """close() detached its objects and then ended its transaction: an ``expunge(obj)``
+    on the session reused after it must not be taken for one more object of the batch."""
+    global _closed_batch
+    _closed_batch = None
+
+
+def _detached(session: Session, state: Any) -> None:
+    global _closed_batch
+    record = process.records.get(id(session))
+    if record is None:
+        return
+    replaced = session.identity_map
+    last = record.detachments[-1] if record.detachments else None
+    if replaced is not record.identity_map:
+        # close() or expunge_all(): the map the objects were in was replaced already.
+        _closed_batch = replaced
+        if last is not None and last.marker is replaced:
+            return
+        if not record.discarded_dirty:
+            # Now or never: every object of the batch is still in the old map, held by
+            # the list close() detaches them from. Once detached, a changed object that
+            # only the session referenced is collected and leaves that map.
+            record.discarded_dirty = _changes_left_behind(record, session)
+        how = "expunge_all" if _expunge_all_called(sys._getframe(1)) else "close"
+        detachment = Detachment(
+            callsite.find(2), how, record.identity_map, record.commit_site, record.rollback_site
+        )
+        # The new map marks the batch: the next objects of this close() find it here.
+        detachment.marker = replaced
+        record.add_detachment(detachment)
+        if how == "close":
+            _close_begins(record, detachment.site)
+        return
+    # expunge(obj): one object leaves a map that stays.
+    site = callsite.find(2)
+    if last is None or last.how != "expunge" or last.site != site:
+        last = Detachment(site, "expunge", None, record.commit_site, record.rollback_site)
+        record.add_detachment(last)
+    if len(last.keys) < MAX_EXPUNGED_KEYS and state.key is not None:
+        last.keys.add(state.key)
+
+
+def _close_begins(record: SessionRecord, site: callsite.CallSite | None) -> None:
+    """close() begins detaching the session's objects: its connection's idle gap ends
+    here. Detaching a large identity map before the connection goes back to the pool is
+    SQLAlchemy's work, not the program holding the connection."""
+    checkout = record.checkout() if record.checkout is not None else None
+    if checkout is not None and not checkout.returned and checkout.idle_since:
+        _idle_ends(checkout, _session_unit(record), site, resumed="rollback")
+
+
+def _expunge_all_called(frame: Any) -> bool:
+    """Whether the program called ``Session.expunge_all()`` itself, not through
+    ``close()``, ``reset()`` or ``invalidate()`` (which all call it from ``_close_impl``).
+
+    The frames between the detach event and SQLAlchemy's Session methods are its own;
+    the code objects are compared, not names.
+    """
+    expunge_all = Session.expunge_all.__code__
+    close_impl = getattr(getattr(Session, "_close_impl", None), "__code__", None)
+    seen = False
+    for _ in range(_STACK_LIMIT):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code is close_impl:
+            return False
+        if code is expunge_all:
+            seen = True
+        elif seen:
+            return True  # the caller of expunge_all(): the program, or AsyncSession's proxy
+        frame = frame.f_back
+    return seen
+
+
+def _changes_left_behind(record: SessionRecord, session: Session) -> list[str]:
+    """Entities changed but never flushed, in an identity map close() threw away.
+
+    ``close()`` (and ``expunge_all()``) replace ``session.identity_map`` with a new one
+    and leave the old one as it was, modified states included; comparing the map seen
+    at the start of the transaction with the current one finds them without listening
+    to every object's detachment.
+    """
+    old = record.identity_map
+    if old is None or old is session.identity_map or not old.check_modified():
+        return []
+    return [
+        state.class_.__name__
+        for state in old.all_states()[:MAX_DISCARDED_PER_SESSION]
+        if _lost_change(state, record)
+    ]
