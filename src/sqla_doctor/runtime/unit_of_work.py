@@ -959,6 +959,11 @@ class CheckoutRecord:
     def garbage_collected(self) -> bool:
         return self.ref() is None
 
+    def forget_idle(self) -> None:
+        """A transaction begins or ends: its idle stretches are no longer the news."""
+        self.longest_idle, self.longest_idle_after = 0.0, None
+        self.idle_total = 0.0
+
     def idle_time(self, now: float) -> float:
         """How long the open transaction has sat between statements, until ``now``."""
         return self.idle_total + (now - self.idle_since if self.idle_since else 0.0)

@@ -104,8 +104,7 @@ def _on_engine_begin(conn: Connection) -> None:
     if checkout is None or _autocommit(conn):
         return
     checkout.transaction_began = time.perf_counter()
-    checkout.longest_idle, checkout.longest_idle_after = 0.0, None
-    checkout.idle_total = 0.0
+    checkout.forget_idle()
     execution = executing.get()
     if execution is not None and not execution.consumed:
         # A Session beginning for this query: its call site is known already.

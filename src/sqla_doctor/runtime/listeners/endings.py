@@ -222,8 +222,7 @@ def _connection_resumes(
         # it is SQLAlchemy's own work (expiring the objects), not the program's, and the
         # gap that ends here is not reported again at the checkin.
         checkout.idle_since = 0.0 if checkout.session_owned else now
-    checkout.longest_idle, checkout.longest_idle_after = 0.0, None
-    checkout.idle_total = 0.0
+    checkout.forget_idle()
     if runtime is not None and idle and now - idle >= runtime.held_connection_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
