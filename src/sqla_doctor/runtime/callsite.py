@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import sqlalchemy
 
-from sqla_doctor.runtime.crash import sync_session
+from sqla_doctor.runtime.async_sessions import sync_session
 from sqla_doctor.static.files import display_path as _display_path
 
 _get_current_greenlet: Callable[[], Any] | None

@@ -20,6 +20,8 @@ import sys
 from types import FrameType, GetSetDescriptorType, ModuleType, TracebackType
 from typing import Any
 
+from sqla_doctor.runtime.async_sessions import sync_session
+
 # Names whose presence in a frame's code says it ends its session's work itself.
 _CLOSING_NAMES = frozenset({"close", "remove"})
 _MAX_FRAMES = 200
@@ -118,17 +120,6 @@ def _note(value: Any, found: set[int], budget: list[int], session_type: Any, sco
             current = inner
         if issubclass(type(current), session_type):
             found.add(id(current))
-
-
-def sync_session(value: Any) -> Any:
-    """The Session behind an AsyncSession, else None."""
-    if "sqlalchemy.ext.asyncio" not in sys.modules:
-        return None
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    if issubclass(type(value), AsyncSession):
-        return value.sync_session
-    return None
 
 
 def _instance_dict(value: Any) -> dict[str, Any] | None:

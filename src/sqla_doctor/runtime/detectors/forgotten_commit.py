@@ -9,6 +9,7 @@ import sys
 from types import FrameType
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.callsite import (
     USER,
     CallSite,
@@ -48,17 +49,13 @@ def _async_with_exit(session: object) -> tuple[bool, CallSite | None] | None:
     ``__aexit__``, suspended in another task while it waits for the close, and the
     frames awaiting it are the program's. Only asked when writes would be lost.
     """
-    if "sqlalchemy.ext.asyncio" not in sys.modules:
+    owner = async_owner(session)
+    if owner is None:
         return None
-    from sqlalchemy.ext.asyncio import async_session
-
     try:
-        owner = async_session(session)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         tasks = asyncio.all_tasks(loop)
     except Exception:
-        return None
-    if owner is None:
         return None
     for task in tasks:
         frames = awaiting_frames(task, _MAX_AWAIT_DEPTH)

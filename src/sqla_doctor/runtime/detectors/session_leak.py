@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, format_stack
 from sqla_doctor.runtime.detector import Detector
 from sqla_doctor.runtime.generator_dependency import generator_dependency, module_of
@@ -213,16 +214,10 @@ def is_async_session(record: SessionRecord) -> bool:
     if "sqlalchemy.ext.asyncio" not in sys.modules:
         return False  # nothing in this process can have made an AsyncSession
     session = record.ref()
-    if session is not None:
-        try:
-            from sqlalchemy.ext.asyncio import async_session
-
-            if async_session(session) is not None:
-                return True
-        except Exception:  # pragma: no cover - an unusual SQLAlchemy build
-            return False
-        # None also when the AsyncSession was collected and its Session outlived it
-        # (kept by an unfinished coroutine's frame until exit): ask the line too.
+    if session is not None and async_owner(session) is not None:
+        return True
+    # None also when the AsyncSession was collected and its Session outlived it (kept
+    # by an unfinished coroutine's frame until exit): ask the line too.
     sites = [
         record.opened[0] if record.opened else None,
         record.flush_site,

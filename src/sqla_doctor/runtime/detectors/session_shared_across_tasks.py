@@ -6,6 +6,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, SharedUse
 from sqla_doctor.runtime.detectors.session_leak import module_factory
@@ -173,7 +174,7 @@ class SessionSharedAcrossTasks(Detector):
         if use is not None:
             seen.explain(self._report_use(use))
             return
-        if session is not None and not is_async_session(session):
+        if session is not None and async_owner(session) is None:
             return  # a thread's session: SQD159's to explain
         if session is None and "another operation is in progress" not in str(seen.error):
             return
@@ -194,10 +195,3 @@ class SessionSharedAcrossTasks(Detector):
         )
 
 
-def is_async_session(session: Any) -> bool:
-    from sqlalchemy.ext.asyncio import async_session
-
-    try:
-        return async_session(session) is not None
-    except Exception:
-        return False

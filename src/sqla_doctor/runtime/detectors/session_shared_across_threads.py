@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, SharedUse
 from sqla_doctor.runtime.detectors.session_leak import module_factory
 from sqla_doctor.runtime.detectors.session_shared_across_tasks import (
     concurrency_symptom,
-    is_async_session,
     shared_use,
 )
 from sqla_doctor.runtime.unit_of_work import process
@@ -179,7 +179,7 @@ class SessionSharedAcrossThreads(Detector):
         # and was refused later, once the other had begun connecting): the threads that
         # used the session in this transaction explain it.
         record = process.records.get(id(session)) if session is not None else None
-        if record is None or record.ref() is not session or is_async_session(session):
+        if record is None or record.ref() is not session or async_owner(session) is not None:
             return
         threads = [f"thread {name}" for _, name in record.sharing.threads]
         if len(threads) < 2:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sqla_doctor.runtime import callsite
+from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.detector import OrmExecution, SharedUse
 from sqla_doctor.runtime.listeners.endings import drain
 from sqla_doctor.runtime.listeners.units import (
@@ -381,10 +382,8 @@ def _tasks_holding(
     session = record.ref()
     if session is None:
         return
+    proxy = async_owner(session)
     try:
-        from sqlalchemy.ext.asyncio import async_session
-
-        proxy = async_session(session)
         tasks = list(asyncio.all_tasks())[:_MAX_TASKS_SEARCHED]
     except Exception:
         return
