@@ -84,6 +84,16 @@ _NEUTRAL = frozenset(
         "dataclasses.dataclass",
     }
 )
+# Flask's per-request hooks (an app's and a blueprint's), run after every view.
+_FLASK_HOOKS = frozenset(
+    {
+        "after_request",
+        "after_app_request",
+        "teardown_request",
+        "teardown_app_request",
+        "teardown_appcontext",
+    }
+)
 _SQLMODEL_ROOTS = frozenset({"sqlmodel.SQLModel", "sqlmodel.main.SQLModel"})
 _SCHEMA_MODULES = ("marshmallow.", "marshmallow_sqlalchemy.", "flask_marshmallow.")
 # Methods and functions of sessions, results, statements and task groups.
@@ -292,6 +302,8 @@ class ProjectIndex:
         self._app_reach: dict[str, set[str]] | None = None
         self._committing_routers: frozenset[str] | None = None
         self._app_commits = False
+        self._committing_names: frozenset[str] | None = None
+        self._flask_hooks_commit: bool | None = None
         self._column_aliases: dict[str, ColumnFacts] | None = None
         self._query_properties: frozenset[str] | None = None
 
@@ -344,6 +356,8 @@ class ProjectIndex:
         self._import_graph = None
         self._app_reach = None
         self._committing_routers = None
+        self._committing_names = None
+        self._flask_hooks_commit = None
         self._column_aliases = None
         self._query_properties = None
 
@@ -1344,6 +1358,36 @@ class ProjectIndex:
             ):
                 return True
         return False
+
+    def committing_names(self) -> frozenset[str]:
+        """Names of the project's functions and methods that may commit: those that commit
+        or roll back themselves, and those calling a function of such a name. By name, not
+        by target, so a call that may reach a committing function is always among them."""
+        if self._committing_names is None:
+            functions = list(self._function_table().values())
+            names = {f.name for f in functions if f.commits}
+            grown = True
+            while grown:
+                grown = False
+                for function in functions:
+                    if function.name not in names and not function.calls.isdisjoint(names):
+                        names.add(function.name)
+                        grown = True
+            self._committing_names = frozenset(names)
+        return self._committing_names
+
+    def flask_hooks_commit(self) -> bool:
+        """Whether a Flask ``after_request``/``teardown_request``/``teardown_appcontext``
+        function of the project may commit: the request's writes are committed for it."""
+        if self._flask_hooks_commit is None:
+            committing = self.committing_names()
+            self._flask_hooks_commit = any(
+                decorator.rpartition(".")[2] in _FLASK_HOOKS
+                and (function.commits or not function.calls.isdisjoint(committing))
+                for function in self._function_table().values()
+                for decorator in function.decorators
+            )
+        return self._flask_hooks_commit
 
     def interesting_calls(self) -> frozenset[str]:
         """Call names that make a function worth a flow analysis: database methods, and

@@ -246,6 +246,7 @@ def extract(
     out = FileExtract()
     class_nodes: list[ast.ClassDef] = []
     builders: list[FunctionBuilder] = []
+    builders_by_qualname: dict[str, FunctionBuilder] = {}
     calls: list[tuple[ast.Call, _Ctx]] = []
     listener_decorators: list[tuple[ast.Call, ast.FunctionDef | ast.AsyncFunctionDef]] = []
     strings: list[ast.Constant] = []
@@ -317,6 +318,13 @@ def extract(
                             qualified = walk_names.qualify(func)
                             if qualified is not None and _is_io(qualified):
                                 builder.facts.io_call = qualified
+            elif tail in ("commit", "rollback") and ctx.function is not None:
+                # In a function nested in a top-level one (a decorator's wrapper, a
+                # callback): the index records top-level functions, so the commit is the
+                # enclosing function's.
+                outer = builders_by_qualname.get(ctx.function)
+                if outer is not None:
+                    outer.facts.commits = True
             if tail in _INTERESTING:
                 calls.append((node, ctx))
             elif tail == "set" and len(node.args) == 1 and not node.keywords:
@@ -395,6 +403,7 @@ def extract(
                 )
                 new_builder = FunctionBuilder(facts, node, ctx.class_node)
                 builders.append(new_builder)
+                builders_by_qualname[facts.qualname] = new_builder
                 _annotated_clients(walk_names, new_builder, node.args)
             for decorator in node.decorator_list:
                 if isinstance(decorator, ast.Call):

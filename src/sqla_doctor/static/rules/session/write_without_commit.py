@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,6 +19,7 @@ from sqla_doctor.static.flow import (
     StatementValue,
     contains,
     flow_for,
+    receiver_key,
     worth_analysing,
 )
 from sqla_doctor.static.index.extract import declares_dependencies, dependency_targets
@@ -64,6 +66,38 @@ _FILES = {
         __tablename__ = "users"
         id: Mapped[int] = mapped_column(primary_key=True)
         name: Mapped[str]
+    """,
+}
+
+
+# A Flask-SQLAlchemy app: `db.session` is removed (rolled back) when the request ends.
+_FLASK_FILES = {
+    "app/__init__.py": "",
+    "app/ext.py": """
+    from flask_sqlalchemy import SQLAlchemy
+
+    db = SQLAlchemy()
+    """,
+    "app/models.py": """
+    from app.ext import db
+
+    class User(db.Model):
+        id = db.Column(db.Integer, primary_key=True)
+        name = db.Column(db.String(80))
+    """,
+    "app/store.py": """
+    from app.ext import db
+
+    def save(obj):
+        db.session.add(obj)
+        db.session.commit()
+
+    def transactional(view):
+        def wrapper(*args, **kwargs):
+            result = view(*args, **kwargs)
+            db.session.commit()
+            return result
+        return wrapper
     """,
 }
 
@@ -210,6 +244,13 @@ class WriteWithoutCommit(Rule):
     `uow.commit()`, when the class's `__exit__`/`__aexit__` rolls back or closes that
     session and never commits it.
 
+    Flask views: a view (`@app.post(...)`, `@bp.route(...)`) that writes through
+    Flask-SQLAlchemy's `db.session` with no `db.session.commit()`, when nothing it calls
+    or is decorated with may commit (a project function of that name commits, itself or
+    through what it calls) and no `after_request`/`teardown_request`/`teardown_appcontext`
+    hook of the project commits: Flask-SQLAlchemy removes the session when the request's
+    app context ends, which rolls the write back.
+
     Web routes (FastAPI): a route (`@app.post(...)`, `@router.put(...)`) that writes
     through the session a generator dependency yields (`db: Session = Depends(get_db)`),
     when that dependency closes the session without committing it and nothing in the
@@ -256,6 +297,11 @@ class WriteWithoutCommit(Rule):
     that commits or rolls back, itself or through a function of its module it calls, or
     when it cannot be read (a library's, a class instance, a list built elsewhere); a token
     check or a current-user lookup does not silence anything.
+
+    A Flask view is judged by names: a call of anything named like a project function
+    that may commit (`save()`, `user.update()`) leaves it alone, even when the call
+    reaches another object. Flask-SQLAlchemy 2's `SQLALCHEMY_COMMIT_ON_TEARDOWN` (removed
+    in 3.0) is not read; class-based views (`MethodView`) are not judged.
 
     ## Example
     ```python
@@ -801,6 +847,65 @@ class WriteWithoutCommit(Rule):
             path="app/jobs.py",
             files={**_FILES, "app/service.py": "def save(user):\n    pass\n"},
         ),
+        # Flask views that commit, call a helper that commits, are wrapped by a
+        # decorator that commits, or only read.
+        Valid(
+            """
+            from flask import Blueprint, request
+            from app.ext import db
+            from app.models import User
+            from app.store import save, transactional
+
+            bp = Blueprint("users", __name__)
+
+            @bp.post("/users")
+            def create():
+                db.session.add(User(name=request.form["name"]))
+                db.session.commit()
+                return "", 201
+
+            @bp.post("/users/<int:user_id>")
+            def rename(user_id):
+                user = db.session.get(User, user_id)
+                user.name = request.form["name"]
+                save(user)
+                return ""
+
+            @bp.route("/users/<int:user_id>", methods=["DELETE"])
+            @transactional
+            def remove(user_id):
+                db.session.delete(db.session.get(User, user_id))
+                return ""
+
+            @bp.get("/users/<int:user_id>")
+            def show(user_id):
+                return db.session.get(User, user_id).name
+            """,
+            path="app/views.py",
+            files=_FLASK_FILES,
+        ),
+        # An app whose teardown hook commits what the views wrote.
+        Valid(
+            """
+            from flask import Flask, request
+            from app.ext import db
+            from app.models import User
+
+            app = Flask(__name__)
+
+            @app.teardown_appcontext
+            def commit_session(exc):
+                if exc is None:
+                    db.session.commit()
+
+            @app.post("/users")
+            def create():
+                db.session.add(User(name=request.form["name"]))
+                return "", 201
+            """,
+            path="app/main.py",
+            files=_FLASK_FILES,
+        ),
     )
     INVALID = (
         Invalid(
@@ -1179,6 +1284,37 @@ class WriteWithoutCommit(Rule):
             files=_DEPENDENCY_FILES,
             line=11,
         ),
+        # Flask views writing through `db.session` with no commit.
+        Invalid(
+            """
+            from flask import Blueprint, request
+            from app.ext import db
+            from app.models import User
+
+            bp = Blueprint("users", __name__)
+
+            @bp.post("/users")
+            def create():
+                db.session.add(User(name=request.form["name"]))
+                return "", 201
+
+            @bp.route("/users/<int:user_id>", methods=["POST"])
+            def rename(user_id):
+                user = db.session.get(User, user_id)
+                user.name = request.form["name"]
+                return ""
+            """,
+            path="app/views.py",
+            files=_FLASK_FILES,
+            line=9,
+            count=2,
+            expected_message=(
+                "`db.session.add(User(name=request.form[\"name\"]))` is never committed: "
+                "Flask-SQLAlchemy removes `db.session` when the request ends without "
+                "`db.session.commit()`, which rolls the write back — call "
+                "`db.session.commit()` after the writes"
+            ),
+        ),
     )
 
     @cached_property
@@ -1220,6 +1356,7 @@ class WriteWithoutCommit(Rule):
             for name, binding, value in flow.sessions():
                 if binding.kind == "param" and value.how == "depends":
                     self._check_dependency(flow, node, name, value)
+            self._check_flask_view(flow, node)
         for name, bindings in flow.bindings.items():
             if len(bindings) == 1 and bindings[0].kind == "with":
                 self._check_unit_of_work(flow, name, bindings[0])
@@ -1357,6 +1494,49 @@ class WriteWithoutCommit(Rule):
                 "after its `yield`"
             ),
         )
+
+    def _check_flask_view(
+        self, flow: FunctionFlow, view: ast.FunctionDef | ast.AsyncFunctionDef
+    ) -> None:
+        """A Flask view writing through Flask-SQLAlchemy's ``db.session`` with no commit:
+        the session is removed when the request's app context ends, which rolls back
+        whatever was not committed. Left alone when anything the view calls or is decorated
+        with may commit (by name, anywhere in the project) or a request hook commits."""
+        keys = [
+            key
+            for key, calls in flow.receiver_calls.items()
+            if "." in key
+            and isinstance(calls[0].func, ast.Attribute)
+            and (session := flow.session_of(calls[0].func.value)) is not None
+            and session.how == "flask"
+        ]
+        if not keys:
+            return
+        index = self.ctx.index
+        committing = index.committing_names()
+        if any(_called_name(d) in committing for d in view.decorator_list):
+            return
+        for call in _calls_in(view):
+            func = call.func
+            if isinstance(func, ast.Attribute) and receiver_key(func.value) in keys:
+                continue
+            if _called_name(call) in committing:
+                return
+        if index.flask_hooks_commit():
+            return
+        for key in keys:
+            write = self._lost_write(flow, key, settled=_SETTLED, changes_in=view)
+            if write is None:
+                continue
+            self.report(
+                write,
+                write=_shorten(self.ctx.text(write)),
+                held=f"Flask-SQLAlchemy removes `{key}` when the request ends",
+                session=key,
+                after="",
+                remedy=f"call `{key}.commit()` after the writes",
+            )
+            return
 
     def _router_may_commit(self, decorator: ast.Call) -> bool:
         """Whether the router or app of ``@router.post(...)`` may give the route a
@@ -1743,6 +1923,22 @@ _TRANSACTION_CHECKS = frozenset(
         "get_transaction", "get_nested_transaction",
     }
 )
+
+
+def _called_name(node: ast.expr) -> str | None:
+    """``save`` for ``save(...)``, ``repo.save(...)``, ``@save`` and ``@save(...)``."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _calls_in(function: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.Call]:
+    for statement in function.body:
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Call):
+                yield node
 
 
 def _handed_over(flow: FunctionFlow, name: str) -> bool:
