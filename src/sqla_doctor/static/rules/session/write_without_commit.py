@@ -22,6 +22,7 @@ from sqla_doctor.static.flow import (
     receiver_key,
     worth_analysing,
 )
+from sqla_doctor.static.index import Model
 from sqla_doctor.static.index.extract import declares_dependencies, dependency_targets
 from sqla_doctor.static.index.models import keyword, literal_str
 from sqla_doctor.static.index.sessions import ENGINE_CALLS
@@ -90,6 +91,11 @@ _FLASK_FILES = {
 
     def save(obj):
         db.session.add(obj)
+        db.session.commit()
+
+    def get(key):
+        # Counts every lookup: a function named `get` that commits.
+        db.session.execute(db.text("UPDATE hits SET n = n + 1 WHERE key = :k"), {"k": key})
         db.session.commit()
 
     def transactional(view):
@@ -166,6 +172,29 @@ _CORE_FILES = {
 # A session method that ends or frames its transaction by hand: its writes are settled.
 _READS = frozenset({"execute", "scalars", "scalar", "get", "query", "exec"})
 _SETTLED = frozenset({"commit", "begin", "rollback", "begin_nested", "in_transaction"})
+# Libraries a Flask view calls that never commit its session, whatever a method is named
+# (`request.args.get()`, `json.dumps()`); `flask.g` may hold the project's own objects.
+_INERT_LIBRARIES = frozenset(
+    {
+        "flask",
+        "werkzeug",
+        "json",
+        "logging",
+        "datetime",
+        "time",
+        "uuid",
+        "re",
+        "os",
+        "math",
+        "decimal",
+        "hashlib",
+        "base64",
+        "secrets",
+        "urllib",
+        "sqlalchemy",
+        "flask_sqlalchemy",
+    }
+)
 
 
 _CONTEXT_SESSION = """
@@ -1303,11 +1332,18 @@ class WriteWithoutCommit(Rule):
                 user = db.session.get(User, user_id)
                 user.name = request.form["name"]
                 return ""
+
+            # Flask's `request.args.get()` is not the project's committing `get()`.
+            @bp.post("/users/<int:user_id>/name")
+            def rename_from_query(user_id):
+                user = User.query.get_or_404(user_id)
+                user.name = request.args.get("name")
+                return ""
             """,
             path="app/views.py",
             files=_FLASK_FILES,
             line=9,
-            count=2,
+            count=3,
             expected_message=(
                 "`db.session.add(User(name=request.form[\"name\"]))` is never committed: "
                 "Flask-SQLAlchemy removes `db.session` when the request ends without "
@@ -1510,18 +1546,18 @@ class WriteWithoutCommit(Rule):
             and (session := flow.session_of(calls[0].func.value)) is not None
             and session.how == "flask"
         ]
-        if not keys:
+        # `User.query.get(id)` loads through the session of the model's `db` too.
+        keys.extend(key for key in self._flask_sessions if key not in keys)
+        if not keys or any(
+            method in _SETTLED for key in keys for method, _ in method_calls(flow, key)
+        ):
             return
         index = self.ctx.index
         committing = index.committing_names()
         if any(_called_name(d) in committing for d in view.decorator_list):
             return
-        for call in _calls_in(view):
-            func = call.func
-            if isinstance(func, ast.Attribute) and receiver_key(func.value) in keys:
-                continue
-            if _called_name(call) in committing:
-                return
+        if any(self._call_may_commit(flow, call, keys, committing) for call in _calls_in(view)):
+            return
         if index.flask_hooks_commit():
             return
         for key in keys:
@@ -1537,6 +1573,50 @@ class WriteWithoutCommit(Rule):
                 remedy=f"call `{key}.commit()` after the writes",
             )
             return
+
+    def _call_may_commit(
+        self, flow: FunctionFlow, call: ast.Call, keys: list[str], committing: frozenset[str]
+    ) -> bool:
+        """Whether a call in a view may commit the request's session: a project function
+        or method that may (by its target where the analysis knows it, else by its name),
+        never a method of the session itself, of a query, or of a library module such as
+        ``flask.request``."""
+        name = _called_name(call)
+        if name is None:
+            return False
+        index = self.ctx.index
+        func = call.func
+        if isinstance(func, ast.Attribute):
+            if receiver_key(func.value) in keys:
+                return False
+            receiver = flow.value(func.value)
+            if isinstance(receiver, (StatementValue, SessionValue)):
+                return False
+            if isinstance(receiver, ObjectsValue):
+                if receiver.many:
+                    return False
+                model = index.model(receiver.model)
+                for cls in model.lineage if model is not None else ():
+                    method = index.function(f"{cls}.{name}")
+                    if method is not None:
+                        return method.commits or not method.calls.isdisjoint(committing)
+                return False  # the mapping's own methods commit nothing
+        qualified = flow.qualify(func)
+        if qualified is not None:
+            function = index.function(qualified)
+            if function is not None:
+                return function.commits or not function.calls.isdisjoint(committing)
+            if qualified.partition(".")[0] in _INERT_LIBRARIES and not qualified.startswith(
+                "flask.g."
+            ):
+                return False
+        return name in committing
+
+    @cached_property
+    def _flask_sessions(self) -> list[str]:
+        """``db.session`` for each Flask-SQLAlchemy ``db`` the project's models use."""
+        roots = {m.root for m in self.ctx.index.models() if m.flavor == "flask"}
+        return sorted(_flask_session_key(root) for root in roots)
 
     def _router_may_commit(self, decorator: ast.Call) -> bool:
         """Whether the router or app of ``@router.post(...)`` may give the route a
@@ -1621,15 +1701,12 @@ class WriteWithoutCommit(Rule):
                     continue
                 binding = flow.binding(obj, attribute)
                 value = flow.binding_value(binding) if binding is not None else None
-                if (
-                    not isinstance(value, ObjectsValue)
-                    or value.many
-                    or value.path
-                    or value.receiver != session
-                ):
+                if not isinstance(value, ObjectsValue) or value.many or value.path:
                     continue
                 model = index.model(value.model)
-                if model is None or (
+                if model is None or not _loaded_through(value, model, session):
+                    continue
+                if (
                     index.column(model, attribute.attr) is None
                     and index.relationship(model, attribute.attr) is None
                 ):
@@ -1923,6 +2000,24 @@ _TRANSACTION_CHECKS = frozenset(
         "get_transaction", "get_nested_transaction",
     }
 )
+
+
+def _flask_session_key(root: str) -> str:
+    """``db.session`` for the Flask-SQLAlchemy instance ``app.ext.db``."""
+    return f"{root.rpartition('.')[2]}.session"
+
+
+def _loaded_through(value: ObjectsValue, model: Model, session: str) -> bool:
+    """Whether ``value`` came from the session ``session``: its own query, or
+    Flask-SQLAlchemy's ``Model.query`` on the session of the model's ``db``."""
+    if value.receiver is not None:
+        return value.receiver == session
+    return (
+        value.stmt is not None
+        and value.stmt.model_query
+        and model.flavor == "flask"
+        and _flask_session_key(model.root) == session
+    )
 
 
 def _called_name(node: ast.expr) -> str | None:
