@@ -34,6 +34,78 @@ from sqla_doctor.static.declared_version import DeclaredPin, pinned_below_2
             ("extras-requirements.txt", 1),
         ),
         ({"dev_requirements.txt": "SQLAlchemy<2\n"}, ("dev_requirements.txt", 1)),
+        # Included by the project's requirement files.
+        (
+            {"requirements.txt": "-r deps/base.txt\n", "deps/base.txt": "sqlalchemy==1.4.54\n"},
+            ("deps/base.txt", 1),
+        ),
+        (
+            {
+                "requirements-dev.txt": "-c constraints.txt\nsqlalchemy>=1.3\n",
+                "constraints.txt": "sqlalchemy<2\n",
+            },
+            ("constraints.txt", 1),
+        ),
+        (
+            {
+                "reqs/a.txt": "--requirement=../reqs/b.txt\n",
+                "reqs/b.txt": "SQLAlchemy~=1.3\n",
+                "requirements.txt": "-r reqs/a.txt\n",
+            },
+            ("reqs/b.txt", 1),
+        ),
+        # Nothing at the top names SQLAlchemy: the application's folder does.
+        (
+            {
+                "pyproject.toml": "[tool.ruff]\n",
+                "app/requirements/python3/requirements.txt": "sqlalchemy==1.3.3\n",
+            },
+            ("app/requirements/python3/requirements.txt", 1),
+        ),
+        # A lock file's pin is what runs, whatever range its .in allows.
+        (
+            {
+                "requirements.in": "sqlalchemy>=1.3\n",
+                "requirements.txt": "sqlalchemy==1.3.3 \\\n    --hash=sha256:91c5\n",
+            },
+            ("requirements.txt", 1),
+        ),
+        (
+            {
+                "pyproject.toml": '[project]\ndependencies = ["sqlalchemy>=1.4"]\n',
+                "requirements/prod.txt": (
+                    "# by the following command:\n#    pip-compile\nsqlalchemy==1.4.54\n"
+                ),
+            },
+            ("requirements/prod.txt", 3),
+        ),
+        (
+            {
+                "pyproject.toml": '[tool.poetry.dependencies]\nsqlalchemy = ">=1.4"\n',
+                "poetry.lock": (
+                    '[[package]]\nname = "alembic"\nversion = "1.13.1"\n\n'
+                    '[[package]]\nname = "sqlalchemy"\nversion = "1.4.52"\n'
+                ),
+            },
+            ("poetry.lock", 6),
+        ),
+        # Through a package whose release holds SQLAlchemy below 2.0; SQLAlchemy's own pin
+        # is the one named where there is one.
+        ({"requirements.txt": "sqlmodel==0.0.8\n"}, ("requirements.txt", 1)),
+        ({"requirements.txt": "sqlmodel==0.0.8\nSQLAlchemy==1.4.41\n"}, ("requirements.txt", 2)),
+        (
+            {"pyproject.toml": '[tool.poetry.dependencies]\nsqlmodel = "^0.0.8"\n'},
+            ("pyproject.toml", 2),
+        ),
+        (
+            {
+                "setup.py": (
+                    'install_requires=[\n    "Flask-SQLAlchemy==2.4.4",\n'
+                    '    "SQLAlchemy>=1.3.0",\n]\n'
+                )
+            },
+            ("setup.py", 2),
+        ),
     ],
 )
 def test_a_pin_below_2_is_found_where_it_is_written(
@@ -50,11 +122,31 @@ def test_a_pin_below_2_is_found_where_it_is_written(
     [
         {"requirements.txt": "sqlalchemy>=1.4\n"},
         {"requirements.txt": "sqlalchemy<2.1\n"},
-        {"requirements.txt": "sqlalchemy\nflask-sqlalchemy==2.5.1\nsqlalchemy-utils==0.38\n"},
+        {"requirements.txt": "sqlalchemy\nflask-sqlalchemy==3.1.1\nsqlalchemy-utils==0.38\n"},
+        {"requirements.txt": "sqlmodel==0.0.14\nfastapi-sqlmodel==0.0.1\n"},
+        {"requirements.txt": "sqlmodel>=0.0.8\nflask-sqlalchemy~=2.5\nsqlalchemy>=2.0\n"},
         {"requirements.txt": "# sqlalchemy==1.4.54\n"},
         {"pyproject.toml": '[project]\ndependencies = ["sqlalchemy[asyncio]>=2.0.30"]\n'},
-        # Pinned in a lock file, allowed 2.x where the project declares it: not pinned.
-        {"requirements.txt": "sqlalchemy==1.4.54\n", "requirements.in": "sqlalchemy>=1.4\n"},
+        # A lock file on 2.x.
+        {"requirements.txt": "sqlalchemy==2.0.30\n", "requirements.in": "sqlalchemy>=1.4\n"},
+        # A pin that is no lock (a test matrix's), where the project allows 2.x.
+        {
+            "pyproject.toml": '[project]\ndependencies = ["sqlalchemy>=1.4"]\n',
+            "requirements-sqla14.txt": "sqlalchemy==1.4.54\n",
+        },
+        # 2.x required anywhere outranks what holds it below.
+        {
+            "pyproject.toml": '[project]\ndependencies = ["sqlalchemy>=2.0.30"]\n',
+            "requirements/legacy.txt": "flask-sqlalchemy==2.5.1\n",
+        },
+        # The top names SQLAlchemy: its folders' requirement files are not read.
+        {"requirements.txt": "sqlalchemy>=1.4\n", "tools/requirements.txt": "sqlalchemy==1.3.0\n"},
+        # Folders that are not the project's: a demo's, a virtualenv's, a hidden one.
+        {"examples/old/requirements.txt": "sqlalchemy==1.3.0\n"},
+        {".tox/py/requirements.txt": "sqlalchemy==1.3.0\n"},
+        {"venv/lib/requirements.txt": "sqlalchemy==1.3.0\n", "venv/pyvenv.cfg": ""},
+        # Deeper than three folders below the top.
+        {"a/b/c/d/requirements.txt": "sqlalchemy==1.3.0\n"},
         {},
     ],
 )
@@ -63,6 +155,34 @@ def test_requirements_that_allow_2_or_name_no_version_are_no_pin(
 ) -> None:
     write_tree(tmp_path, files)
     assert pinned_below_2(tmp_path) is None
+
+
+def test_an_include_outside_the_project_is_not_read(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {"outside.txt": "sqlalchemy==1.4.54\n", "project/requirements.txt": "-r ../outside.txt\n"},
+    )
+    assert pinned_below_2(tmp_path / "project") is None
+
+
+def test_includes_are_followed_three_steps_deep(tmp_path: Path) -> None:
+    chain = {f"r{n}.txt": f"-r r{n + 1}.txt\n" for n in range(4)}
+    write_tree(tmp_path, {**chain, "requirements.txt": "-r r1.txt\n", "r4.txt": "sqlalchemy<2\n"})
+    assert pinned_below_2(tmp_path) is None
+    write_tree(tmp_path, {"requirements.txt": "-r r2.txt\n"})
+    pin = pinned_below_2(tmp_path)
+    assert pin is not None
+    assert (pin.path, pin.line) == ("r4.txt", 1)
+
+
+def test_includes_that_loop_are_read_once(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {"requirements.txt": "-r base.txt\nsqlalchemy<2\n", "base.txt": "-r requirements.txt\n"},
+    )
+    pin = pinned_below_2(tmp_path)
+    assert pin is not None
+    assert (pin.path, pin.line) == ("requirements.txt", 2)
 
 
 LEGACY = """

@@ -117,9 +117,11 @@ class Removed1xApi(Rule):
     ## Known problems
     A project whose requirements pin SQLAlchemy below 2.0 (`sqlalchemy==1.4.54`,
     `sqlalchemy<2`, Poetry's `^1.4`, in `pyproject.toml`, `setup.cfg`, `setup.py`,
-    `Pipfile` or `requirements*.txt` at its top) runs the API this rule reports: the rule
-    is off there, said once on stderr, until it is selected by code or name to plan the
-    move to 2.0.
+    `Pipfile` or `requirements*.txt` at its top and the files they include, or its
+    folders' when the top names no version; a lock file's pin; `sqlmodel<0.0.12` or
+    `flask-sqlalchemy<3`, which hold it below 2.0) runs the API this rule reports: the
+    rule is off there, said once on stderr, until it is selected by code or name to plan
+    the move to 2.0. A requirement of 2.0 or later anywhere keeps it on.
 
     ## References
     - [SQLAlchemy 2.0 migration guide](https://docs.sqlalchemy.org/en/20/changelog/migration_20.html)
