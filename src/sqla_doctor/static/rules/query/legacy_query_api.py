@@ -28,6 +28,8 @@ QUERY_METHODS = frozenset(
 def _short(text: str, limit: int = 40) -> str:
     # A backslash continuation joins its lines: `gb.db\<newline>    .query(...)`.
     text = " ".join(re.sub(r"\\\n\s*", "", text).split())
+    # A call broken after its parenthesis: `query(\n    models.Service.binary,`.
+    text = text.replace("( ", "(")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -106,7 +108,7 @@ class LegacyQueryApi(Rule):
     name = "legacy-query-api"
     pitfalls = ("P22",)
     severity = Severity.INFO
-    message = "`{call}` is the legacy Query API{note} — use `{session}.scalars(select(...))`"
+    message = "`{call}` is the legacy Query API{note} — use `{session}.{verb}(select(...))`"
 
     VALID = (
         Valid(
@@ -222,7 +224,7 @@ class LegacyQueryApi(Rule):
             """,
             expected_message=(
                 "`session.query(Student.id, Student.total)` is the legacy Query API — use "
-                "`session.scalars(select(...))`"
+                "`session.execute(select(...))`"
             ),
         ),
         Invalid(
@@ -458,15 +460,34 @@ class LegacyQueryApi(Rule):
         note = ""
         if kind in (ObjectKind.ASYNC_SESSION, ObjectKind.ASYNC_SCOPED_SESSION):
             note = " (and `AsyncSession` has no `query()`: this raises AttributeError)"
-        entities = ", ".join(_short(source_segment(self.ctx, a), 20) for a in node.args[:2])
+        entities = ", ".join(_short(source_segment(self.ctx, a), 40) for a in node.args[:2])
+        entities += ", ..." if len(node.args) > 2 else ""
+        # Rows of several columns come from execute(); scalars() would keep the first.
+        verb = "execute" if len(node.args) > 1 else "scalars"
+        if "get" in self._chained_methods(node) and len(node.args) == 1:
+            hint = f"rewrite as `{session}.get({entities}, pk)`"
+        else:
+            hint = f"rewrite as `{session}.{verb}(select({entities or '...'}).where(...))`"
         self.report(
             node,
             call=_short(source_segment(self.ctx, node)),
             note=note,
             session=session,
-            hint=f"rewrite as `{session}.scalars(select({entities or '...'}).where(...))`; "
-            f"`.get(pk)` becomes `{session}.get({entities or 'Model'}, pk)`",
+            verb=verb,
+            hint=hint,
         )
+
+    def _chained_methods(self, node: ast.expr) -> list[str]:
+        """The methods called on the query in the same expression: ``.filter().get()``."""
+        methods: list[str] = []
+        attribute = self.ctx.parent(node)
+        while isinstance(attribute, ast.Attribute) and attribute.value is node:
+            call = self.ctx.parent(attribute)
+            if not (isinstance(call, ast.Call) and call.func is attribute):
+                break
+            methods.append(attribute.attr)
+            node, attribute = call, self.ctx.parent(call)
+        return methods
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if node.attr != "query":
@@ -482,6 +503,7 @@ class LegacyQueryApi(Rule):
             call=f"{model}.query",
             note="",
             session="db.session",
+            verb="scalars",
             hint=f"rewrite as `db.session.scalars(db.select({model}).where(...))`; "
             f"`{model}.query.get_or_404(pk)` becomes `db.get_or_404({model}, pk)`",
         )
