@@ -7,6 +7,7 @@ import re
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.static.alembic.ops import is_migration_module
 from sqla_doctor.static.objects import ObjectKind, SqlaObjects, expr_is_class_like
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 from sqla_doctor.static.syntax import source_segment
@@ -80,6 +81,10 @@ class LegacyQueryApi(Rule):
     def get_post(post_id: int) -> Post:
         return db.get_or_404(Post, post_id)
     ```
+
+    An Alembic revision (a module that imports Alembic's `op` and defines `upgrade()`) is
+    left alone: it is history, run once per database and not rewritten for style. What in
+    it no longer runs on 2.x is SQD303's.
 
     ## Known problems
     There is no autofix: `Query` methods map onto `select()` and the `Result` API one by
@@ -211,8 +216,31 @@ class LegacyQueryApi(Rule):
                 return db.session.execute(db.select(User)).scalars().all()
             """
         ),
+        # An Alembic revision: history, not restyled (neutron's data migrations).
+        Valid(
+            """
+            from alembic import op
+            import sqlalchemy as sa
+            network = sa.Table("networks", sa.MetaData(), sa.Column("id", sa.String(36)))
+            def upgrade():
+                session = sa.orm.Session(bind=op.get_bind())
+                for row in session.query(network).all():
+                    op.execute(network.update().where(network.c.id == row.id))
+                session.commit()
+            """,
+            path="migrations/versions/5ffceebfada_rbac.py",
+        ),
     )
     INVALID = (
+        # An `upgrade()` that is no Alembic revision's: an application's own command.
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            def upgrade(session: Session):
+                for user in session.query(User).filter(User.legacy):
+                    user.migrate()
+            """,
+        ),
         # A receiver continued on the next line with a backslash.
         Invalid(
             """
@@ -444,10 +472,14 @@ class LegacyQueryApi(Rule):
     def objects(self) -> SqlaObjects:
         return SqlaObjects(self.ctx, self.ctx.dataflow)
 
+    @cached_property
+    def in_revision(self) -> bool:
+        return is_migration_module(self.ctx.tree, self.ctx.names)
+
     @calls_to(ending=("query",))
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if not (isinstance(func, ast.Attribute) and func.attr == "query"):
+        if not (isinstance(func, ast.Attribute) and func.attr == "query") or self.in_revision:
             return
         receiver = func.value
         kind = self.objects.kind_of(receiver)
@@ -490,7 +522,7 @@ class LegacyQueryApi(Rule):
         return methods
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr != "query":
+        if node.attr != "query" or self.in_revision:
             return
         parent = self.ctx.parent(node)
         if not (isinstance(parent, ast.Attribute) and parent.attr in QUERY_METHODS):
