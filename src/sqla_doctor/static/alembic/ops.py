@@ -102,6 +102,13 @@ class Operation:
         return self.table or "the table"
 
     @property
+    def shown_target(self) -> str:
+        """``table.column`` for a message, or the column alone when the migration computes
+        the table (``for table in TABLES: op.alter_column(table, "standard_attr_id", ...)``)."""
+        column = self.column or "?"
+        return f"{self.table}.{column}" if self.table else column
+
+    @property
     def shown_column(self) -> str:
         """``column table.name`` for a message, or as much of it as the migration names."""
         if self.column is None:

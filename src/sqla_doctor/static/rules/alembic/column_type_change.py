@@ -95,7 +95,7 @@ class ColumnTypeChange(MigrationRule):
     pitfalls = ("P40",)
     severity = Severity.WARNING
     message = (
-        "changing {table}.{column} {change} {cost} under an ACCESS EXCLUSIVE lock: every read "
+        "changing {target} {change} {cost} under an ACCESS EXCLUSIVE lock: every read "
         "and write of {table} waits until it finishes — add a new column, backfill it, and "
         "switch over instead"
     )
@@ -251,6 +251,24 @@ class ColumnTypeChange(MigrationRule):
             expected_message=(
                 "changing orders.id from sa.Integer() to sa.BigInteger() rewrites the table and "
                 "its indexes under an ACCESS EXCLUSIVE lock: every read and write of orders "
+                "waits until it finishes — add a new column, backfill it, and switch over instead"
+            ),
+        ),
+        # The table comes from a loop: named as the migration names it.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                for table in ("orders", "invoices"):
+                    op.alter_column(table, "id", type_=sa.BigInteger())
+            def downgrade():
+                for table in ("orders", "invoices"):
+                    op.alter_column(table, "id", type_=sa.Integer())
+            """,
+            line=9,
+            expected_message=(
+                "changing id from sa.Integer() to sa.BigInteger() rewrites the table and "
+                "its indexes under an ACCESS EXCLUSIVE lock: every read and write of the table "
                 "waits until it finishes — add a new column, backfill it, and switch over instead"
             ),
         ),
@@ -410,8 +428,8 @@ class ColumnTypeChange(MigrationRule):
             yield self.at(
                 migration.file,
                 operation.node,
-                table=operation.table or "the table",
-                column=operation.column or "?",
+                target=operation.shown_target,
+                table=operation.shown_table,
                 change=change,
                 cost=(
                     "rewrites the table and its indexes"

@@ -70,7 +70,7 @@ class NotNullColumnWithoutDefault(MigrationRule):
     pitfalls = ("P38",)
     severity = Severity.ERROR
     message = (
-        "{call} adds NOT NULL column {table}.{column} without a server default: the ALTER "
+        "{call} adds NOT NULL column {target} without a server default: the ALTER "
         "fails on a table with rows{python_default} — give it a `server_default`, or add it "
         "nullable, backfill, then set NOT NULL"
     )
@@ -158,6 +158,21 @@ class NotNullColumnWithoutDefault(MigrationRule):
         ),
     )
     INVALID = (
+        # The table comes from a loop: named as the migration names it, never `None`.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                for table in ("ports", "networks"):
+                    op.add_column(table, sa.Column("position", sa.Integer(), nullable=False))
+            """,
+            line=9,
+            expected_message=(
+                "`op.add_column(...)` adds NOT NULL column position without a server default: "
+                "the ALTER fails on a table with rows — give it a `server_default`, or add it "
+                "nullable, backfill, then set NOT NULL"
+            ),
+        ),
         # SQLite refuses the ALTER on a table with rows, as PostgreSQL does.
         Invalid(
             _HEAD
@@ -250,8 +265,7 @@ class NotNullColumnWithoutDefault(MigrationRule):
                 migration.file,
                 operation.node,
                 call=call,
-                table=operation.shown_table,
-                column=operation.column,
+                target=operation.shown_target,
                 python_default=(
                     " (`default=` is applied by SQLAlchemy on INSERT, not by ALTER TABLE)"
                     if operation.python_default

@@ -183,7 +183,7 @@ class SetNotNullOnExistingColumn(MigrationRule):
     pitfalls = ("P38",)
     severity = Severity.WARNING
     message = (
-        "SET NOT NULL on {table}.{column} reads every row under an ACCESS EXCLUSIVE lock "
+        "SET NOT NULL on {target} reads every row under an ACCESS EXCLUSIVE lock "
         "(reads and writes of {table} wait) and fails if a NULL is left — add "
         "`CHECK ({column} IS NOT NULL) NOT VALID`, validate it in a later revision, then set "
         "NOT NULL"
@@ -337,6 +337,22 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 "then set NOT NULL"
             ),
         ),
+        # The table comes from a loop: named as the migration names it, never `None`.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                for table in ("ports", "networks"):
+                    op.alter_column(table, "standard_attr_id", nullable=False)
+            """,
+            line=9,
+            expected_message=(
+                "SET NOT NULL on standard_attr_id reads every row under an ACCESS EXCLUSIVE lock "
+                "(reads and writes of the table wait) and fails if a NULL is left — add "
+                "`CHECK (standard_attr_id IS NOT NULL) NOT VALID`, validate it in a later "
+                "revision, then set NOT NULL"
+            ),
+        ),
         # The check constraint is added in the same transaction: the scan still blocks.
         Invalid(
             _HEAD
@@ -373,7 +389,8 @@ class SetNotNullOnExistingColumn(MigrationRule):
             yield self.at(
                 migration.file,
                 operation.node,
-                table=operation.table,
+                target=operation.shown_target,
+                table=operation.shown_table,
                 column=operation.column,
             )
 
