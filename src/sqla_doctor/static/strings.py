@@ -1153,6 +1153,10 @@ class StringFlow:
                         found.extend(self.elements(before.value, depth + 1))
             elif is_constant_name(name.id) or self._fixed_elements(binding):
                 found.append((name, _STATIC_STR))
+            elif (parts := self._loop_parts(binding, depth)) is not None:
+                # `for c in columns` where `columns` is one row's list of a literal table.
+                for part in parts:
+                    found.extend(self.elements(part, depth + 1))
             else:
                 found.append((name, _OPAQUE))
         values = [b.value for b in bindings if b.kind is BindingKind.ASSIGN and not b.path]
@@ -1177,6 +1181,37 @@ class StringFlow:
             elif call.args:
                 found.append((call.args[0], self.value(call.args[0])))
         return found
+
+    def _loop_parts(self, binding: Binding, depth: int) -> list[ast.expr] | None:
+        """The literal expressions a loop variable takes, when it loops over a literal
+        table (``for table, columns in TEXT_COLUMNS.items()``: each list of ``columns``)."""
+        if binding.kind is not BindingKind.LOOP or binding.value is None or depth >= 4:
+            return None
+        iterable = self._unchanged_literal(binding.value)
+        path = binding.path
+        if (
+            isinstance(iterable, ast.Call)
+            and isinstance(iterable.func, ast.Attribute)
+            and iterable.func.attr == "items"
+            and not iterable.args
+            and path
+        ):
+            mapping = self._unchanged_literal(iterable.func.value)
+            if not isinstance(mapping, ast.Dict) or any(k is None for k in mapping.keys):
+                return None
+            keys = [k for k in mapping.keys if k is not None]
+            return _unpacked(keys if path[0] == 0 else mapping.values, path[1:])
+        if isinstance(iterable, (ast.List, ast.Tuple, ast.Set)):
+            return _unpacked(iterable.elts, path)
+        return None
+
+    def _unchanged_literal(self, expr: ast.expr) -> ast.expr:
+        """The literal a name is assigned once and never filled further, or ``expr``."""
+        if not isinstance(expr, ast.Name):
+            return expr
+        literal = self._single_literal(expr)
+        filled = self.flow.item_stores(expr) or self.flow.method_calls(expr, _FILLING)
+        return literal if literal is not None and not filled else expr
 
     def _single_literal(self, name: ast.Name) -> ast.expr | None:
         bindings = self.flow.bindings(name)
@@ -1221,6 +1256,16 @@ class StringFlow:
             source = self._single_literal(source) or source
             if isinstance(source, (ast.IfExp, ast.Name)) and source is not iterable and depth < 4:
                 return self._element_at(source, path, depth + 1)
+            bindings = (
+                self.flow.bindings(iterable)
+                if isinstance(iterable, ast.Name) and source is iterable and depth < 4
+                else []
+            )
+            rows = self._loop_parts(bindings[0], depth) if len(bindings) == 1 else None
+            if rows is not None:
+                # `for column, nullable in columns` where `columns` came from an outer
+                # loop over a literal table: an element of one of its literal rows.
+                return self.either([self._element_at(r, path, depth + 1) for r in rows])
         if isinstance(source, (ast.List, ast.Tuple)):
             parts: list[StringValue] = []
             for element in source.elts:
@@ -1774,6 +1819,21 @@ _IDENTIFIER_BEFORE = re.compile(
 )
 # Literal text that follows a qualifier: `{schema}.table`, `{table}.id`.
 _IDENTIFIER_AFTER = re.compile(r'^"?\.[A-Za-z_"]')
+
+
+_FILLING = ("append", "extend", "insert", "add", "update", "setdefault")
+
+
+def _unpacked(rows: list[ast.expr], path: tuple[int, ...]) -> list[ast.expr] | None:
+    """The part at ``path`` of each literal row (``(1,)``: the second of each tuple)."""
+    for head in path:
+        parts: list[ast.expr] = []
+        for row in rows:
+            if not isinstance(row, (ast.Tuple, ast.List)) or head >= len(row.elts):
+                return None
+            parts.append(row.elts[head])
+        rows = parts
+    return rows
 
 
 def _literal_text(node: ast.expr | None, last: bool) -> str | None:

@@ -54,6 +54,8 @@ class SqlBuiltFromStrings(Rule):
     dict and conditional literals (`"ASC" if desc else "DESC"`), loops over literal
     tables (also one chosen by a condition: `for old, new in UNDO if undo else
     STEPS`) and the fields of their literal rows (`role["name"]` for `role in ROLES`),
+    also through an inner loop (`for table, columns in TEXT_COLUMNS.items()`, then
+    `for column, nullable in columns`),
     the keys of a dict the function fills
     with literal keys (`row = {}`, `row["id"] = ...`, then `", ".join(row.keys())`),
     and generated bind-parameter lists
@@ -359,6 +361,28 @@ class SqlBuiltFromStrings(Rule):
                     )
                     for perm in ROLES[0]["permissions"]:
                         connection.execute(sa.text(f"INSERT INTO grants (p) VALUES ('{perm}')"))
+            """
+        ),
+        # Rows of a literal table reached through an outer loop (ironic's utf8mb4 revision).
+        Valid(
+            """
+            import sqlalchemy as sa
+            from alembic import op
+
+            TEXT_COLUMNS = {
+                "allocations": [("last_error", True), ("traits", True)],
+                "chassis": [("extra", True)],
+            }
+
+            def upgrade():
+                for table, columns in TEXT_COLUMNS.items():
+                    modifications = []
+                    for column, nullable in columns:
+                        null_str = "NULL" if nullable else "NOT NULL"
+                        modifications.append(f"MODIFY COLUMN {column} TEXT {null_str}")
+                    for column in [name for name, _ in columns]:
+                        modifications.append(f"ALTER COLUMN {column} DROP DEFAULT")
+                    op.execute(sa.text(f"ALTER TABLE {table} " + ", ".join(modifications)))
             """
         ),
         # The larger or smaller of numbers is a number (a helper of the module returns it).
@@ -730,6 +754,26 @@ class SqlBuiltFromStrings(Rule):
                 ROLES.append({"name": extra_name})
                 for role in ROLES:
                     connection.execute(sa.text(f"INSERT INTO roles VALUES ('{role['name']}')"))
+            """,
+            count=2,
+        ),
+        # The outer table is filled at run time, or a row holds a parameter.
+        Invalid(
+            """
+            import sqlalchemy as sa
+
+            TEXT_COLUMNS = {"chassis": [("extra", True)]}
+            RENAMES = {"nodes": [("old", "new")]}
+
+            def convert(conn, extra_table, extra_column):
+                TEXT_COLUMNS[extra_table] = [(extra_column, True)]
+                for table, columns in TEXT_COLUMNS.items():
+                    for column, nullable in columns:
+                        conn.execute(sa.text(f"ALTER TABLE t MODIFY COLUMN {column} TEXT"))
+                renames = {"ports": [(extra_column, "address")]}
+                for table, pairs in renames.items():
+                    for old, new in pairs:
+                        conn.execute(sa.text(f"ALTER TABLE t RENAME COLUMN {old} TO {new}"))
             """,
             count=2,
         ),
