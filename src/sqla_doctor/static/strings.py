@@ -1485,6 +1485,8 @@ class StringFlow:
             bindings = [
                 b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION
             ]
+            if len(bindings) == 1 and self._column_reflect_info(bindings[0]):
+                return True
             return bool(bindings) and all(
                 b.value is not None
                 and (
@@ -1498,6 +1500,22 @@ class StringFlow:
                 for b in bindings
             )
         return False
+
+    def _column_reflect_info(self, binding: Binding) -> bool:
+        """``column_info`` of a ``column_reflect`` listener, ``(inspector, table,
+        column_info)``: the dict reflection read from the catalogue for one column."""
+        if binding.kind is not BindingKind.PARAMETER or binding.name != "column_info":
+            return False
+        arguments = self.flow.ctx.parent(binding.node)
+        if not isinstance(arguments, ast.arguments):
+            return False
+        names = [a.arg for a in (*arguments.posonlyargs, *arguments.args)]
+        at = names.index("column_info") if "column_info" in names else -1
+        return (
+            at >= 2
+            and names[at - 1] == "table"
+            and _INSPECTOR_WORD.match(names[at - 2]) is not None
+        )
 
     def _reflected_element(self, iterable: ast.expr, path: tuple[int, ...]) -> bool:
         if not path:
@@ -1564,11 +1582,14 @@ class StringFlow:
 
     # Schema objects ----------------------------------------------------------------
     def schema_identifier(self, expr: ast.Attribute) -> bool:
-        """``column.name``, ``table.fullname``, ``c.key``: a name the schema declares.
+        """``column.name``, ``table.fullname``, ``c.key``: a name the schema declares;
+        ``inspector.default_schema_name``: one the database catalogue holds.
 
         Tables, columns and mappers are built by the project's own code, so their names
         are identifiers the code chose, not a request's value.
         """
+        if expr.attr == "default_schema_name":
+            return self.inspector(expr.value)  # the catalogue's own name for it
         return expr.attr in _SCHEMA_IDENTIFIERS and self.schema_object(expr.value)
 
     def schema_object(self, expr: ast.expr, depth: int = 0) -> bool:

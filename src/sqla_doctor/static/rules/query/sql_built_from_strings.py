@@ -79,7 +79,9 @@ class SqlBuiltFromStrings(Rule):
     bound to it, a parameter annotated `Inspector` or named `inspector`): the names
     `get_table_names()` and its kin return, and the `"name"`, `"column_names"`,
     `"referred_table"`… of what `get_indexes()`, `get_columns()`, `get_foreign_keys()`
-    return; the database already holds those identifiers.
+    return, or of the `column_info` a `column_reflect` listener `(inspector, table,
+    column_info)` is given, and `inspector.default_schema_name`; the database already
+    holds those identifiers.
 
     Test code (`tests/`, `test_*.py`, `*_test.py`, `conftest.py`) is not checked: its
     values come from fixtures and literals, not from anyone's input.
@@ -361,6 +363,21 @@ class SqlBuiltFromStrings(Rule):
                     )
                     for perm in ROLES[0]["permissions"]:
                         connection.execute(sa.text(f"INSERT INTO grants (p) VALUES ('{perm}')"))
+            """
+        ),
+        # A `column_reflect` listener: the column's name and the default schema come from
+        # the database catalogue (GeoAlchemy2's reflection of spatial columns).
+        Valid(
+            """
+            from sqlalchemy import text
+
+            def reflect_geometry_column(inspector, table, column_info):
+                column_name = column_info.get("name")
+                schema = table.schema or inspector.default_schema_name
+                query = f"SELECT DATA_TYPE FROM COLUMNS WHERE COLUMN_NAME = '{column_name}'"
+                query += f" AND TABLE_SCHEMA = '{schema}'"
+                query += " AND a.attname = '{col}'".format(col=column_info["name"])
+                return inspector.bind.execute(text(query)).all()
             """
         ),
         # Rows of a literal table reached through an outer loop (ironic's utf8mb4 revision).
@@ -754,6 +771,21 @@ class SqlBuiltFromStrings(Rule):
                 ROLES.append({"name": extra_name})
                 for role in ROLES:
                     connection.execute(sa.text(f"INSERT INTO roles VALUES ('{role['name']}')"))
+            """,
+            count=2,
+        ),
+        # `column_info` of a function that is no `column_reflect` listener's shape.
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def describe(conn, column_info):
+                sql = f"SELECT * FROM docs WHERE column = '{column_info['name']}'"
+                return conn.execute(text(sql)).all()
+
+            def listen(inspector, column_info, table):
+                sql = f"SELECT * FROM docs WHERE column = '{column_info['name']}'"
+                return inspector.bind.execute(text(sql)).all()
             """,
             count=2,
         ),
