@@ -1205,6 +1205,32 @@ class StringFlow:
             return _unpacked(iterable.elts, path)
         return None
 
+    def leading_text(self, expr: ast.expr, depth: int = 0) -> str | None:
+        """The literal text a string expression starts with (``"CREATE DATABASE {}"`` of
+        its ``.format()``, the first part of ``" ".join(["CREATE INDEX ...", ...])``),
+        following a name assigned once; None when it starts with a value."""
+        if depth > 4:
+            return None
+        if isinstance(expr, ast.Name):
+            literal = self._single_literal(expr)
+            return self.leading_text(literal, depth + 1) if literal is not None else None
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Mod)):
+            return self.leading_text(expr.left, depth + 1)
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute):
+            if expr.func.attr == "format":
+                return self.leading_text(expr.func.value, depth + 1)
+            if expr.func.attr == "join" and len(expr.args) == 1:
+                parts = expr.args[0]
+                if isinstance(parts, ast.Name) and not (
+                    self.flow.item_stores(parts) or self.flow.method_calls(parts, ("insert",))
+                ):
+                    # What append() and extend() add comes after the first part.
+                    parts = self._single_literal(parts) or parts
+                if isinstance(parts, (ast.List, ast.Tuple)) and parts.elts:
+                    return self.leading_text(parts.elts[0], depth + 1)
+            return None
+        return _literal_text(expr, last=False)
+
     def _unchanged_literal(self, expr: ast.expr) -> ast.expr:
         """The literal a name is assigned once and never filled further, or ``expr``."""
         if not isinstance(expr, ast.Name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
@@ -16,6 +17,9 @@ _EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "strea
 
 
 _NAMES_REMEDY = "table and column names cannot be bound parameters: choose them from a fixed set"
+_DDL_REMEDY = "a DDL statement takes no bound parameters: choose them from a fixed set"
+# Statements that define the schema: no database binds a parameter in them.
+_DDL = re.compile(r"\s*(?:CREATE|ALTER|DROP|TRUNCATE|COMMENT\s+ON|GRANT|REVOKE)\b", re.IGNORECASE)
 _BIND_HINT = (
     "pass the values as bound parameters: "
     '`text("... WHERE name = :name")` with `{"name": name}` or `.bindparams(name=name)`'
@@ -96,7 +100,9 @@ class SqlBuiltFromStrings(Rule):
     sits where SQL wants a table or column name (after `FROM`, `JOIN`, `INTO`, `UPDATE`,
     `SELECT`, `ORDER BY`…, in quotes or not, or beside a qualifier's dot), whether an
     f-string, `+`, `%` or `.format()` puts it there, the message says so and the fix is
-    to choose the name from a fixed set.
+    to choose the name from a fixed set. So it does for any value of a statement that
+    starts `CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT ON`, `GRANT` or `REVOKE`:
+    DDL takes no bound parameters at all (`CREATE DATABASE x ENCODING '{encoding}'`).
 
     ## Example
     ```python
@@ -789,6 +795,53 @@ class SqlBuiltFromStrings(Rule):
             """,
             count=2,
         ),
+        # DDL binds nothing, whatever the value's place (sqlalchemy-utils' create_database).
+        Invalid(
+            """
+            import sqlalchemy as sa
+
+            def create_database(conn, database, encoding="utf8"):
+                quoted = conn.dialect.identifier_preparer.quote(database)
+                text = "CREATE DATABASE {} ENCODING '{}'".format(quoted, encoding)
+                conn.execute(sa.text(text))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with `.format()` (line 5) from `encoding` — a DDL "
+                "statement takes no bound parameters: choose them from a fixed set"
+            ),
+        ),
+        Invalid(
+            """
+            import sqlalchemy as sa
+
+            def create_index(conn, using):
+                ddl = ["CREATE SPATIAL INDEX idx ON t (geom)"]
+                ddl.append(f"USING {using}")
+                conn.execute(sa.text(" ".join(ddl)))
+                conn.execute(sa.text("create index ix on t (x) " + using))
+            """,
+            count=2,
+            expected_message=(
+                "`text()` receives SQL built with an f-string (line 5) from `using` — a DDL "
+                "statement takes no bound parameters: choose them from a fixed set"
+            ),
+        ),
+        # Not DDL: a query whose value could be bound, also one naming CREATE later.
+        Invalid(
+            """
+            import sqlalchemy as sa
+
+            def exists(conn, database):
+                sql = "SELECT 1 FROM pg_database WHERE datname='%s'" % database
+                conn.execute(sa.text(sql))
+                conn.execute(sa.text(f"SELECT 'CREATE TABLE' || '{database}'"))
+            """,
+            count=2,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `database` — bind them as "
+                "parameters"
+            ),
+        ),
         # The outer table is filled at run time, or a row holds a parameter.
         Invalid(
             """
@@ -1179,8 +1232,8 @@ class SqlBuiltFromStrings(Rule):
                 conn.execute(text(f"DROP TABLE IF EXISTS test_{token.hex}"))
             """,
             expected_message=(
-                "`text()` receives SQL built with an f-string from `token.hex` "
-                "— bind them as parameters"
+                "`text()` receives SQL built with an f-string from `token.hex` — a DDL "
+                "statement takes no bound parameters: choose them from a fixed set"
             ),
         ),
         # What these patterns keep includes a space, a dot or a quote.
@@ -1394,10 +1447,18 @@ class SqlBuiltFromStrings(Rule):
                 return
         how, values = self._describe(node, found)
         names = "map table or column names from input through a dict of allowed names"
+        leading = self.strings.leading_text(argument)
         if all(item.identifier for item in found):
             # A bound parameter stands for a value, never for a name: that advice would fail.
             remedy = _NAMES_REMEDY
             hint = f"{names} (`column = SORTABLE[sort]`), or build it with `table()`/`column()`"
+        elif leading is not None and _DDL.match(leading):
+            remedy = _DDL_REMEDY
+            hint = (
+                "check each value against the ones allowed (`if encoding not in ENCODINGS: "
+                "raise ValueError(encoding)`), or quote a name with "
+                "`conn.dialect.identifier_preparer.quote(name)`"
+            )
         else:
             remedy = "bind them as parameters"
             hint = f"{_BIND_HINT if label == 'text()' else _DRIVER_BIND_HINT}; {names}"
