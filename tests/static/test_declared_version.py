@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import run_cli, write_tree
-from sqla_doctor.static.declared_version import DeclaredPin, pinned_below_2
+from sqla_doctor.static.declared_version import DeclaredPin, declared_databases, pinned_below_2
 
 
 @pytest.mark.parametrize(
@@ -155,6 +155,45 @@ def test_requirements_that_allow_2_or_name_no_version_are_no_pin(
 ) -> None:
     write_tree(tmp_path, files)
     assert pinned_below_2(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"test-requirements.txt": "PyMySQL>=0.8.0  # MIT\n"}, {"mysql"}),
+        ({"requirements.txt": "oslo.db[mysql]>=8.4.0 # Apache-2.0\n"}, {"mysql"}),
+        (
+            {
+                "pyproject.toml": (
+                    '[project]\ndependencies = ["sqlalchemy[postgresql_psycopg2binary]"]\n'
+                )
+            },
+            {"postgresql"},
+        ),
+        ({"requirements/base.txt": "mysqlclient\nasyncpg==0.29\n"}, {"mysql", "postgresql"}),
+        (
+            {"requirements.txt": "-r deps/db.txt\n", "deps/db.txt": "psycopg[binary]\n"},
+            {"postgresql"},
+        ),
+        # Nothing at the top: the application's folder.
+        ({"app/requirements/python3/requirements.txt": "PyMySQL\n"}, {"mysql"}),
+        # Comments, stubs, and packages named alike are no drivers.
+        (
+            {
+                "test-requirements.txt": (
+                    "# psycopg2 and PyMySQL are optional\n"
+                    "types-PyMySQL\npsycopg2-stubs\nsqlalchemy[asyncio]  # not asyncpg\n"
+                )
+            },
+            set(),
+        ),
+    ],
+)
+def test_the_databases_a_project_installs_drivers_for(
+    tmp_path: Path, files: dict[str, str], expected: set[str]
+) -> None:
+    write_tree(tmp_path, files)
+    assert declared_databases(tmp_path) == expected
 
 
 def test_an_include_outside_the_project_is_not_read(tmp_path: Path) -> None:

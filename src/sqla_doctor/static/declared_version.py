@@ -12,6 +12,9 @@ installed outranks what is allowed: a lock file's pin (pip-compile's ``.txt`` be
 ``.in``, ``poetry.lock``, ``uv.lock``) and a package that holds SQLAlchemy below 2.0
 (``sqlmodel==0.0.8``) pin the project even where a range allows 2.x, and a requirement
 of 2.0 or later anywhere keeps the rules on.
+
+The same files say which databases the project installs drivers for (``PyMySQL``,
+``psycopg2-binary``): a project with MySQL's only runs no revision on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -43,6 +46,32 @@ _REQUIREMENT_GLOBS = (
 # ("Upgrade SQLAlchemy to 2.0").
 _HOLD_BELOW_2 = {"flask-sqlalchemy": (3, 0, 0), "sqlmodel": (0, 0, 12)}
 _SQLALCHEMY_2 = (2, 0, 0)
+# Database drivers by the database they speak to, and words in a package's extras that
+# pull one in (`oslo.db[mysql]`, `sqlalchemy[postgresql_psycopg2binary]`).
+_DRIVER_DATABASE = {
+    **dict.fromkeys(
+        ("pymysql", "mysqlclient", "mysql-connector-python", "aiomysql", "asyncmy"), "mysql"
+    ),
+    **dict.fromkeys(
+        ("psycopg2", "psycopg2-binary", "psycopg", "psycopg-binary", "asyncpg", "pg8000"),
+        "postgresql",
+    ),
+}
+_DRIVER = re.compile(
+    r"(?:^|[\s\"'\[,])("
+    + "|".join(re.escape(name) for name in sorted(_DRIVER_DATABASE, key=len, reverse=True))
+    + r")(?![\w.-])",
+    re.IGNORECASE,
+)
+_EXTRAS = re.compile(r"[\w.-]\[([\w.,\s-]+)\]")
+_EXTRA_DATABASE = (
+    ("mysql", "mysql"),
+    ("mariadb", "mysql"),
+    ("postgres", "postgresql"),
+    ("psycopg", "postgresql"),
+    ("asyncpg", "postgresql"),
+    ("pg8000", "postgresql"),
+)
 # `sqlalchemy==1.4.54`, `"SQLAlchemy[asyncio]<2",`, `sqlalchemy = "^1.4"` (Poetry, Pipfile),
 # `sqlalchemy = {version = "~1.3"}`, `Flask-SQLAlchemy==2.5.1`: never `sqlalchemy-utils`.
 _REQUIREMENT = re.compile(
@@ -158,11 +187,23 @@ def _skipped(folder: Path) -> bool:
     )
 
 
-def _requirements(root: Path, paths: list[Path]) -> Iterator[_Requirement]:
-    """Every requirement on SQLAlchemy that ``paths`` and the files they include make."""
+@dataclass(frozen=True)
+class _File:
+    """One requirement file read: where it is, its text, and whether what it pins is
+    what gets installed (a lock file, or one included with `-c`: a constraint is what
+    pip installs within, as binding as a lock)."""
+
+    path: Path
+    relative: str
+    text: str
+    binding: bool
+
+
+def _files(root: Path, paths: list[Path]) -> Iterator[_File]:
+    """``paths`` and the files they include (``-r``, ``-c``), each read once, never
+    outside the project."""
     top = root.resolve()
-    # Each file with how many includes led to it, and whether one was `-c`: a
-    # constraint is what pip installs within, as binding as a lock.
+    # Each file with how many includes led to it, and whether one was `-c`.
     queue: deque[tuple[Path, int, bool]] = deque((path, 0, False) for path in paths)
     read: set[Path] = set()
     while queue:
@@ -175,25 +216,62 @@ def _requirements(root: Path, paths: list[Path]) -> Iterator[_Requirement]:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        relative = resolved.relative_to(top).as_posix()
-        if path.name in _LOCK_FILES:
-            yield from _locked(relative, text)
+        binding = constraint or path.name in _LOCK_FILES or _is_lock(path, text)
+        yield _File(path, resolved.relative_to(top).as_posix(), text, binding)
+        if depth == _MAX_INCLUDE_DEPTH or path.name in _LOCK_FILES:
             continue
-        binding = constraint or _is_lock(path, text)
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.lstrip().startswith("#"):
-                continue
+        for line in _lines(text):
             include = _INCLUDE.match(line)
-            if include is not None and depth < _MAX_INCLUDE_DEPTH:
+            if include is not None:
                 constrains = include.group("option") in ("-c", "--constraint")
                 queue.append((path.parent / include.group("path"), depth + 1, constrains))
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of a requirement file that are not comments."""
+    return (line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def _requirements(root: Path, paths: list[Path]) -> Iterator[_Requirement]:
+    """Every requirement on SQLAlchemy that ``paths`` and the files they include make."""
+    for file in _files(root, paths):
+        if file.path.name in _LOCK_FILES:
+            yield from _locked(file.relative, file.text)
+            continue
+        for number, line in enumerate(file.text.splitlines(), start=1):
+            if line.lstrip().startswith("#"):
+                continue
             for match in _REQUIREMENT.finditer(line):
-                says = _what_it_says(match, binding=binding)
+                says = _what_it_says(match, binding=file.binding)
                 if says is not None:
                     text_of = match.group(0).strip(" \"',[")
-                    pin = DeclaredPin(relative, number, text_of)
+                    pin = DeclaredPin(file.relative, number, text_of)
                     of_sqlalchemy = _floor(match.group("name")) == _SQLALCHEMY_2
                     yield _Requirement(pin, says, of_sqlalchemy)
+
+
+def declared_databases(root: Path) -> frozenset[str]:
+    """The databases (``mysql``, ``postgresql``) whose drivers the project's requirement
+    files name (``PyMySQL``, ``psycopg2-binary``, an extra such as ``oslo.db[mysql]`` or
+    ``sqlalchemy[asyncpg]``), read where :func:`pinned_below_2` reads."""
+    found = _databases(root, _top_files(root))
+    return found or _databases(root, _folder_files(root))
+
+
+def _databases(root: Path, paths: list[Path]) -> frozenset[str]:
+    found: set[str] = set()
+    for file in _files(root, paths):
+        for line in _lines(file.text):
+            code = line.split(" #", 1)[0]
+            found.update(_DRIVER_DATABASE[m.group(1).lower()] for m in _DRIVER.finditer(code))
+            for extras in _EXTRAS.finditer(code):
+                found.update(
+                    database
+                    for extra in extras.group(1).split(",")
+                    for word, database in _EXTRA_DATABASE
+                    if word in extra.lower()
+                )
+    return frozenset(found)
 
 
 def _is_lock(path: Path, text: str) -> bool:

@@ -23,6 +23,7 @@ from sqla_doctor.static.alembic.models import MODEL_HINT, ModelIndex, ModuleMode
 from sqla_doctor.static.alembic.ops import Extractor, Operation, is_migration_module
 from sqla_doctor.static.alembic.revisions import Revision, RevisionGraph, parse_revision
 from sqla_doctor.static.context import FileContext, ProjectContext
+from sqla_doctor.static.declared_version import declared_databases
 from sqla_doctor.static.files import discover, module_for
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
@@ -81,6 +82,9 @@ class MigrationFile:
     project: AlembicProject | None = None
     # False for revisions at or before `--since` (old history the user chose to accept).
     in_since_scope: bool = True
+    # For a revision outside any script location: the databases the project's
+    # requirement files name drivers for.
+    declared_databases: frozenset[str] = frozenset()
 
     @property
     def display(self) -> str:
@@ -94,10 +98,17 @@ class MigrationFile:
         return [op for op in self.operations if op.phase == "upgrade"]
 
     @property
+    def databases(self) -> frozenset[str]:
+        """The databases the revision runs on, as far as the project says (see
+        :attr:`AlembicProject.databases`); empty when unknown."""
+        return self.project.databases if self.project is not None else self.declared_databases
+
+    @property
     def postgresql_possible(self) -> bool:
-        """False when the project is configured for other databases only, or when the
-        revision lies in a version folder named for another database (``versions/sqlite/``)."""
-        if self.project is not None and not self.project.postgresql_possible:
+        """False when the project names other databases only, or when the revision lies
+        in a version folder named for another database (``versions/sqlite/``)."""
+        databases = self.databases
+        if databases and "postgresql" not in databases:
             return False
         return self.folder_dialect is None
 
@@ -220,6 +231,8 @@ class AlembicProject:
     graph: RevisionGraph = field(default_factory=RevisionGraph)
     env: EnvFile | None = None
     since_scope: set[str] | None = None  # revisions newer than --since; None = all
+    # The databases the project's requirement files name drivers for (`PyMySQL`).
+    declared_databases: frozenset[str] = frozenset()
 
     def file_of(self, revision: Revision) -> MigrationFile:
         for migration in self.files:
@@ -228,10 +241,17 @@ class AlembicProject:
         raise LookupError(revision.revision)
 
     @property
+    def databases(self) -> frozenset[str]:
+        """The databases the revisions run on, as far as the project says: the dialects
+        of the configs' ``sqlalchemy.url``, or else those its requirement files name a
+        driver for (only ``PyMySQL``: a MySQL project); empty when unknown."""
+        return frozenset(self.location.dialects) or self.declared_databases
+
+    @property
     def postgresql_possible(self) -> bool:
-        """False when the project's configs name only other databases (SQLite, MySQL ...)."""
-        dialects = self.location.dialects
-        return not dialects or "postgresql" in dialects
+        """False when the project names only other databases (SQLite, MySQL ...)."""
+        databases = self.databases
+        return not databases or "postgresql" in databases
 
     @property
     def autocommit(self) -> bool:
@@ -260,6 +280,10 @@ class AlembicAnalysis:
         self._reach_cache: dict[int, _Reach] = {}
         self._build()
 
+    @cached_property
+    def declared_databases(self) -> frozenset[str]:
+        return declared_databases(self.root)
+
     # Building ----------------------------------------------------------------------
     def _in_checked(self, path: Path) -> bool:
         resolved = path.resolve()
@@ -280,7 +304,9 @@ class AlembicAnalysis:
         for location in locations:
             if not self._touches(location):
                 continue
-            alembic_project = AlembicProject(location=location)
+            alembic_project = AlembicProject(
+                location=location, declared_databases=self.declared_databases
+            )
             linted = self._linted_files(location)
             for path in location.revision_files():
                 parsed = ParsedFile.read(path, self.context)
@@ -339,7 +365,9 @@ class AlembicAnalysis:
             if parsed is None or not is_migration_module(parsed.tree, parsed.ctx.names):
                 continue
             revision = parse_revision(path, parsed.display, parsed.tree)
-            migration = MigrationFile(parsed, revision, None)
+            migration = MigrationFile(
+                parsed, revision, None, declared_databases=self.declared_databases
+            )
             by_directory.setdefault(path.parent.resolve(), []).append(migration)
         for files in by_directory.values():
             graph = RevisionGraph.build(m.revision for m in files if m.revision is not None)

@@ -28,9 +28,10 @@ class NonConcurrentIndex(MigrationRule):
     `op.create_unique_constraint(...)` / `op.create_primary_key(...)`, which build their
     index the same way. Indexes on a table created by the same migration are not reported,
     nor are revisions that never run on PostgreSQL: a project whose `sqlalchemy.url` names
-    another database, a branch under `if dialect.name == "sqlite":`, and a version folder
-    named for another database (`versions/sqlite/` beside `versions/postgresql/`, or
-    `mysql_versions/`).
+    another database (or, with no URL, whose requirement files name drivers of other
+    databases only: `PyMySQL`, `oslo.db[mysql]`), a branch under
+    `if dialect.name == "sqlite":`, and a version folder named for another database
+    (`versions/sqlite/` beside `versions/postgresql/`, or `mysql_versions/`).
 
     ## Why is this bad?
     `CREATE INDEX` holds a SHARE lock on the table until the migration commits: reads go
@@ -127,6 +128,32 @@ class NonConcurrentIndex(MigrationRule):
                 "migrations/env.py": "",
             },
         ),
+        # No URL, but the project installs a MySQL driver and no PostgreSQL one.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\nsqlalchemy.url =\n",
+                "migrations/env.py": "",
+                "requirements.txt": "oslo.db[mysql]>=8.4.0\nSQLAlchemy>=1.4\n",
+                "test-requirements.txt": "PyMySQL>=0.8.0  # MIT\n",
+            },
+        ),
+        # The same for a revision no config places (neutron's versions/<release>/expand/,
+        # which env.py lists at run time).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_ports_network_id", "ports", ["network_id"])
+            """,
+            path="neutron/db/migration/versions/zed/expand/b2.py",
+            files={"test-requirements.txt": "PyMySQL>=0.8.0\n"},
+        ),
         # Revisions kept per database, env.py picking the folder at run time: the SQLite
         # ones never run on PostgreSQL.
         Valid(
@@ -158,6 +185,21 @@ class NonConcurrentIndex(MigrationRule):
         ),
     )
     INVALID = (
+        # Drivers for both databases: it may run on PostgreSQL.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\nsqlalchemy.url =\n",
+                "migrations/env.py": "",
+                "test-requirements.txt": "PyMySQL>=0.8.0\npsycopg2-binary>=2.8\n",
+            },
+            line=8,
+        ),
         Invalid(
             _HEAD
             + """

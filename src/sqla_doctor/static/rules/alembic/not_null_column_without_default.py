@@ -25,8 +25,9 @@ class NotNullColumnWithoutDefault(MigrationRule):
     table that already exists: `op.add_column("t", sa.Column("c", ..., nullable=False))`
     (or `batch_op.add_column`, or raw `ALTER TABLE t ADD COLUMN c ... NOT NULL`). A table
     created in the same migration is exempt, and so are primary-key columns and
-    revisions for MySQL or MariaDB (the configured URL, or a version folder named for
-    them), which fill the column with its type's implicit default.
+    revisions for MySQL or MariaDB (the configured URL, a version folder named for them,
+    or, with no URL, a project whose requirement files name MySQL drivers only), which
+    fill the column with its type's implicit default.
 
     ## Why is this bad?
     The `ALTER TABLE` has to fill the new column for every existing row, and without a
@@ -77,6 +78,20 @@ class NotNullColumnWithoutDefault(MigrationRule):
     postgresql_only = False
 
     VALID = (
+        # No URL, but the project installs a MySQL driver and no PostgreSQL one.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("amphora_health", sa.Column("busy", sa.Boolean(), nullable=False))
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\nsqlalchemy.url =\n",
+                "migrations/env.py": "",
+                "requirements.txt": "oslo.db[mysql]>=8.4.0\n",
+            },
+        ),
         Valid(
             _HEAD
             + """
@@ -158,6 +173,21 @@ class NotNullColumnWithoutDefault(MigrationRule):
         ),
     )
     INVALID = (
+        # Drivers for both databases: it may run on PostgreSQL.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("amphora_health", sa.Column("busy", sa.Boolean(), nullable=False))
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\nsqlalchemy.url =\n",
+                "migrations/env.py": "",
+                "requirements.txt": "oslo.db[mysql]>=8.4.0\nsqlalchemy[asyncpg]>=2.0\n",
+            },
+            line=8,
+        ),
         # The table comes from a loop: named as the migration names it, never `None`.
         Invalid(
             _HEAD
@@ -242,9 +272,7 @@ class NotNullColumnWithoutDefault(MigrationRule):
     def check_migration(
         self, migration: MigrationFile, shared: AlembicAnalysis
     ) -> Iterable[Finding]:
-        if migration.folder_dialect in ("mysql", "mariadb") or (
-            migration.project is not None and migration.project.location.dialects == {"mysql"}
-        ):
+        if migration.folder_dialect in ("mysql", "mariadb") or migration.databases == {"mysql"}:
             return  # MySQL fills the column with the type's implicit default
         for operation in self.operations(migration):
             if operation.kind != "add_column" or not operation.not_null:
