@@ -409,6 +409,7 @@ class StringFlow:
                 or self.class_constant(expr)
                 or self._enum_variable(expr)
                 or (expr.attr in ("hex", "int") and self._new_uuid(expr.value))
+                or (expr.attr == "string" and self._compiled(expr.value))
             ):
                 return _STATIC_STR
             return _OPAQUE
@@ -427,6 +428,28 @@ class StringFlow:
         ):
             return _STATIC
         return _OPAQUE
+
+    def _compiled(self, expr: ast.expr, depth: int = 0) -> bool:
+        """A statement SQLAlchemy compiled (``stmt.compile(...)``, a helper named
+        ``compile_query()``, a name bound once to one): its text is SQL the compiler wrote,
+        values as placeholders or, with ``literal_binds``, rendered and escaped."""
+        if isinstance(expr, ast.Name) and depth < 4:
+            bindings = self.flow.bindings(expr)
+            return (
+                len(bindings) == 1
+                and bindings[0].kind is BindingKind.ASSIGN
+                and not bindings[0].path
+                and bindings[0].value is not None
+                and self._compiled(bindings[0].value, depth + 1)
+            )
+        if not isinstance(expr, ast.Call):
+            return False
+        func = expr.func
+        if isinstance(func, ast.Name) and not self.flow.bindings(func):
+            return False  # the builtin compile(): Python code
+        if (self.flow.ctx.names.qualify(func) or "").startswith(("re.", "regex.")):
+            return False  # a regular expression
+        return _COMPILING.match(last_name(func) or "") is not None
 
     def _new_uuid(self, expr: ast.expr) -> bool:
         """``uuid4()`` (any version): its text is hex digits and dashes, never SQL."""
@@ -472,6 +495,8 @@ class StringFlow:
 
     def _call(self, call: ast.Call) -> StringValue:
         func = call.func
+        if isinstance(func, ast.Attribute) and func.attr == "compile" and self._compiled(call):
+            return _STATIC_STR  # `str(stmt.compile(...))`, `f"EXPLAIN {stmt.compile()}"`
         if (
             last_name(func) in _QUOTING
             or escapes_identifier_quotes(call)
@@ -1868,6 +1893,8 @@ _IDENTIFIER_BEFORE = re.compile(
 _IDENTIFIER_AFTER = re.compile(r'^"?\.[A-Za-z_"]')
 
 
+# `stmt.compile()`, `compile_query()`, `_compile_statement()`.
+_COMPILING = re.compile(r"^_?compile(?:_\w+)?$")
 _FILLING = ("append", "extend", "insert", "add", "update", "setdefault")
 
 

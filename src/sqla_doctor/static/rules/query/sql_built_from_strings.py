@@ -68,8 +68,10 @@ class SqlBuiltFromStrings(Rule):
     `"[" + name.replace("]", "]]") + "]"`, backticks; also by a project helper in any
     module whose one `return` quotes its argument so) or by SQLAlchemy (`column(name)`,
     which renders quoted when it needs to be; not `table(name)`), new UUIDs
-    (`uuid4().hex`, `str(uuid4())`), and names stripped of all but letters, digits and
-    underscores (`re.sub(r"[^a-zA-Z0-9_]", "", name)`).
+    (`uuid4().hex`, `str(uuid4())`), names stripped of all but letters, digits and
+    underscores (`re.sub(r"[^a-zA-Z0-9_]", "", name)`), and SQL that SQLAlchemy compiled
+    (`str(stmt.compile(...))`, `.string` of it or of a helper named `compile_query()`),
+    whose values its compiler escapes.
 
     Two more kinds of text stay silent. Bind-parameter names: a value spliced in right
     after a `:` (`f":{name}"`) names a parameter, and is accepted when that `text()` has
@@ -384,6 +386,21 @@ class SqlBuiltFromStrings(Rule):
                 query += f" AND TABLE_SCHEMA = '{schema}'"
                 query += " AND a.attname = '{col}'".format(col=column_info["name"])
                 return inspector.bind.execute(text(query)).all()
+            """
+        ),
+        # SQL SQLAlchemy compiled, values rendered and escaped by it (aiida's EXPLAIN).
+        Valid(
+            """
+            from sqlalchemy import select, text
+            from app.utils import compile_query
+
+            def explain(session, query, users):
+                compiled = compile_query(query, literal_binds=True)
+                rows = session.execute(text(f"EXPLAIN ANALYZE {compiled.string}")).fetchall()
+                stmt = select(users).where(users.c.name == "x")
+                literal = stmt.compile(compile_kwargs={"literal_binds": True})
+                session.execute(text("EXPLAIN " + str(literal)))
+                return rows
             """
         ),
         # Rows of a literal table reached through an outer loop (ironic's utf8mb4 revision).
@@ -794,6 +811,21 @@ class SqlBuiltFromStrings(Rule):
                 return inspector.bind.execute(text(sql)).all()
             """,
             count=2,
+        ),
+        # `.string` of what no compiler made: a regular expression's match is its input.
+        Invalid(
+            """
+            import re
+            from sqlalchemy import text
+
+            def find(conn, query):
+                match = re.match(r"name:(.*)", query)
+                pattern = re.compile(query)
+                conn.execute(text(f"SELECT * FROM users WHERE note = '{match.string}'"))
+                conn.execute(text(f"SELECT * FROM users WHERE note ~ '{pattern.pattern}'"))
+                conn.execute(text("SELECT * FROM t WHERE x = '" + str(re.compile(query)) + "'"))
+            """,
+            count=3,
         ),
         # DDL binds nothing, whatever the value's place (sqlalchemy-utils' create_database).
         Invalid(
