@@ -103,10 +103,11 @@ class Operation:
 
     @property
     def shown_target(self) -> str:
-        """``table.column`` for a message, or the column alone when the migration computes
-        the table (``for table in TABLES: op.alter_column(table, "standard_attr_id", ...)``)."""
-        column = self.column or "?"
-        return f"{self.table}.{column}" if self.table else column
+        """``table.column`` for a message, or as much of it as the migration names (``for
+        table in TABLES: op.alter_column(table, "standard_attr_id", ...)``: the column)."""
+        if self.column is None:
+            return f"a column of {self.table}" if self.table else "a column"
+        return f"{self.table}.{self.column}" if self.table else self.column
 
     @property
     def shown_column(self) -> str:

@@ -272,6 +272,26 @@ class ColumnTypeChange(MigrationRule):
                 "waits until it finishes — add a new column, backfill it, and switch over instead"
             ),
         ),
+        # Table and column both from a loop (aiida's TEXT to JSONB revision).
+        Invalid(
+            _HEAD
+            + """
+            from sqlalchemy.dialects import postgresql
+            FIELDS = (("db_dbnode", "attributes"), ("db_dblog", "metadata"))
+            def upgrade():
+                for table_name, column in FIELDS:
+                    op.alter_column(
+                        table_name, column, existing_type=sa.TEXT, type_=postgresql.JSONB,
+                        postgresql_using=f"{column}::jsonb",
+                    )
+            """,
+            line=11,
+            expected_message=(
+                "changing a column from sa.TEXT to postgresql.JSONB rewrites the table and its "
+                "indexes under an ACCESS EXCLUSIVE lock: every read and write of the table "
+                "waits until it finishes — add a new column, backfill it, and switch over instead"
+            ),
+        ),
         # Raw SQL that shortens it, or makes an `Integer` a `BIGINT`.
         Invalid(
             _HEAD

@@ -71,7 +71,7 @@ class NotNullColumnWithoutDefault(MigrationRule):
     pitfalls = ("P38",)
     severity = Severity.ERROR
     message = (
-        "{call} adds NOT NULL column {target} without a server default: the ALTER "
+        "{call} adds NOT NULL {column} without a server default: the ALTER "
         "fails on a table with rows{python_default} — give it a `server_default`, or add it "
         "nullable, backfill, then set NOT NULL"
     )
@@ -293,7 +293,7 @@ class NotNullColumnWithoutDefault(MigrationRule):
                 migration.file,
                 operation.node,
                 call=call,
-                target=operation.shown_target,
+                column=operation.shown_column,
                 python_default=(
                     " (`default=` is applied by SQLAlchemy on INSERT, not by ALTER TABLE)"
                     if operation.python_default
