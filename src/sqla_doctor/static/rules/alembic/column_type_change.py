@@ -222,6 +222,16 @@ class ColumnTypeChange(MigrationRule):
             path="migrations/versions/b2.py",
             files={**_INI, "migrations/versions/a1.py": _CREATED},
         ),
+        # A helper's parameter: the revision does not say here which type it is.
+        Valid(
+            _HEAD
+            + """
+            def alter_column(table, column, type_):
+                op.alter_column(table, column, type_=type_)
+            def upgrade():
+                alter_column("object", "blob_name", type_=sa.String(collation="C"))
+            """
+        ),
     )
     INVALID = (
         # The same widening with a USING that computes: every row is rewritten.
@@ -291,6 +301,16 @@ class ColumnTypeChange(MigrationRule):
                 "indexes under an ACCESS EXCLUSIVE lock: every read and write of the table "
                 "waits until it finishes — add a new column, backfill it, and switch over instead"
             ),
+        ),
+        # A type imported and named bare is known.
+        Invalid(
+            _HEAD
+            + """
+            from sqlalchemy.dialects.postgresql import JSONB
+            def upgrade():
+                op.alter_column("static_config", "cfg", type_=JSONB)
+            """,
+            line=9,
         ),
         # Raw SQL that shortens it, or makes an `Integer` a `BIGINT`.
         Invalid(
@@ -420,7 +440,10 @@ class ColumnTypeChange(MigrationRule):
                     new is not None and cast is not None and cast.family == new.family
                 )
             else:
-                new = from_python(_assigned(migration, operation.type_node), resolver)
+                new_node = _assigned(migration, operation.type_node)
+                if isinstance(new_node, ast.Name) and resolver.qualify(new_node) is None:
+                    continue  # a helper's parameter (`type_=type_`): which type is not said
+                new = from_python(new_node, resolver)
                 old = from_python(_assigned(migration, operation.existing_type_node), resolver)
                 using_node = (
                     next(
