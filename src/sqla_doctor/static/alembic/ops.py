@@ -862,6 +862,9 @@ def _calls_in_order(expr: ast.expr) -> Iterator[ast.Call]:
 def _dialect_test(test: ast.expr) -> bool | None:
     """For ``if <...>.dialect.name == "postgresql":`` and the like: does the body run on
     PostgreSQL? None when the test is not about the dialect."""
+    prefixes = _url_prefixes(test)
+    if prefixes is not None:
+        return any(prefix.startswith("postgres") for prefix in prefixes)
     if not isinstance(test, ast.Compare) or len(test.ops) != 1:
         if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             inner = _dialect_test(test.operand)
@@ -887,6 +890,34 @@ def _dialect_test(test: ast.expr) -> bool | None:
     if isinstance(op, (ast.NotEq, ast.NotIn, ast.IsNot)):
         return not matches
     return None
+
+
+def _url_prefixes(test: ast.expr) -> list[str] | None:
+    """``url.startswith("mysql")`` with ``url = str(bind.engine.url)`` (CTFd), or
+    ``str(op.get_bind().engine.url).startswith(("mysql", "mariadb"))``: the schemes the
+    database URL is tested for; None for any other test."""
+    if not (
+        isinstance(test, ast.Call)
+        and isinstance(test.func, ast.Attribute)
+        and test.func.attr == "startswith"
+        and len(test.args) == 1
+        and not test.keywords
+    ):
+        return None
+    url = test.func.value
+    if isinstance(url, ast.Call) and isinstance(url.func, ast.Name) and url.func.id == "str":
+        url = url.args[0] if len(url.args) == 1 else url
+        named_url = isinstance(url, ast.Attribute) and url.attr == "url"
+    else:
+        named_url = isinstance(url, ast.Name) and url.id.lower().endswith("url")
+    argument = test.args[0]
+    elements = argument.elts if isinstance(argument, ast.Tuple) else [argument]
+    prefixes = [e.value for e in elements if isinstance(e, ast.Constant)]
+    if not named_url or len(prefixes) != len(elements) or not all(
+        isinstance(p, str) for p in prefixes
+    ):
+        return None
+    return [str(p) for p in prefixes]
 
 
 def _exits(stmt: ast.stmt) -> bool:

@@ -222,6 +222,20 @@ class ColumnTypeChange(MigrationRule):
             path="migrations/versions/b2.py",
             files={**_INI, "migrations/versions/a1.py": _CREATED},
         ),
+        # Only on MySQL, told by the URL's scheme (CTFd's millisecond precision revision).
+        Valid(
+            """
+            from alembic import op
+            from sqlalchemy.dialects import mysql
+            def upgrade():
+                bind = op.get_bind()
+                url = str(bind.engine.url)
+                if url.startswith("mysql"):
+                    op.alter_column("users", "created", type_=mysql.DATETIME(fsp=6))
+                if not str(op.get_bind().engine.url).startswith(("postgres", "postgresql")):
+                    op.alter_column("teams", "created", type_=mysql.DATETIME(fsp=6))
+            """
+        ),
         # A helper's parameter: the revision does not say here which type it is.
         Valid(
             _HEAD
@@ -301,6 +315,21 @@ class ColumnTypeChange(MigrationRule):
                 "indexes under an ACCESS EXCLUSIVE lock: every read and write of the table "
                 "waits until it finishes — add a new column, backfill it, and switch over instead"
             ),
+        ),
+        # The URL tested for PostgreSQL, or a test about something else than the URL.
+        Invalid(
+            """
+            from alembic import op
+            import sqlalchemy as sa
+            def upgrade():
+                url = str(op.get_bind().engine.url)
+                if url.startswith("postgresql"):
+                    op.alter_column("users", "id", existing_type=sa.Integer, type_=sa.BigInteger)
+                name = op.get_context().opts.get("tag", "")
+                if name.startswith("mysql"):
+                    op.alter_column("teams", "id", existing_type=sa.Integer, type_=sa.BigInteger)
+            """,
+            count=2,
         ),
         # A type imported and named bare is known.
         Invalid(

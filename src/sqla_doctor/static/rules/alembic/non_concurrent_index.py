@@ -30,7 +30,8 @@ class NonConcurrentIndex(MigrationRule):
     nor are revisions that never run on PostgreSQL: a project whose `sqlalchemy.url` names
     another database (or, with no URL, whose requirement files name drivers of other
     databases only: `PyMySQL`, `oslo.db[mysql]`), a branch under
-    `if dialect.name == "sqlite":`, and a version folder named for another database
+    `if dialect.name == "sqlite":` or `if str(bind.engine.url).startswith("mysql"):`,
+    and a version folder named for another database
     (`versions/sqlite/` beside `versions/postgresql/`, or `mysql_versions/`).
 
     ## Why is this bad?
