@@ -51,7 +51,7 @@ def test_the_advice_fits_the_query(query: str, message_end: str, hint: str) -> N
 
 
 def test_a_call_broken_after_its_parenthesis_is_quoted_on_one_line() -> None:
-    query = "return session.query(\n        User.id,\n        User.name).all()"
+    query = "return session.query(\n        User.id,\n        User.name\n    ).all()"
     run = run_example(LegacyQueryApi, Invalid(HEADER + "    " + query + "\n"))
     [finding] = run.findings
     assert finding.message.startswith("`session.query(User.id, User.name)` is the legacy")

@@ -29,8 +29,8 @@ QUERY_METHODS = frozenset(
 def _short(text: str, limit: int = 40) -> str:
     # A backslash continuation joins its lines: `gb.db\<newline>    .query(...)`.
     text = " ".join(re.sub(r"\\\n\s*", "", text).split())
-    # A call broken after its parenthesis: `query(\n    models.Service.binary,`.
-    text = text.replace("( ", "(")
+    # A call broken after or before its parenthesis: `query(\n    models.Service.binary,`.
+    text = text.replace("( ", "(").replace(" )", ")")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
