@@ -18,8 +18,12 @@ _EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "strea
 
 _NAMES_REMEDY = "table and column names cannot be bound parameters: choose them from a fixed set"
 _DDL_REMEDY = "a DDL statement takes no bound parameters: choose them from a fixed set"
+_SET_REMEDY = "a SET statement takes no bound parameters: choose them from a fixed set"
 # Statements that define the schema: no database binds a parameter in them.
 _DDL = re.compile(r"\s*(?:CREATE|ALTER|DROP|TRUNCATE|COMMENT\s+ON|GRANT|REVOKE)\b", re.IGNORECASE)
+# PostgreSQL's session settings (`SET ROLE x`, `SET search_path TO x`), no more a place
+# for a parameter than DDL is.
+_SET = re.compile(r"\s*SET\s+(?:(?:SESSION|LOCAL)\s+)?(?:ROLE|search_path|TIME\s+ZONE)\b", re.I)
 _BIND_HINT = (
     "pass the values as bound parameters: "
     '`text("... WHERE name = :name")` with `{"name": name}` or `.bindparams(name=name)`'
@@ -104,7 +108,8 @@ class SqlBuiltFromStrings(Rule):
     f-string, `+`, `%` or `.format()` puts it there, the message says so and the fix is
     to choose the name from a fixed set. So it does for any value of a statement that
     starts `CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT ON`, `GRANT` or `REVOKE`:
-    DDL takes no bound parameters at all (`CREATE DATABASE x ENCODING '{encoding}'`).
+    DDL takes no bound parameters at all (`CREATE DATABASE x ENCODING '{encoding}'`);
+    nor do PostgreSQL's `SET ROLE`, `SET search_path` and `SET TIME ZONE`.
 
     ## Example
     ```python
@@ -858,6 +863,21 @@ class SqlBuiltFromStrings(Rule):
                 "statement takes no bound parameters: choose them from a fixed set"
             ),
         ),
+        # A session setting binds nothing either (Open Data Cube's `set role {user}`).
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def become(conn, quoted_user, path):
+                conn.execute(text("set role {}".format(quoted_user)))
+                conn.execute(text(f"SET LOCAL search_path TO {path}, public"))
+            """,
+            count=2,
+            expected_message=(
+                "`text()` receives SQL built with `.format()` from `quoted_user` — a SET "
+                "statement takes no bound parameters: choose them from a fixed set"
+            ),
+        ),
         # Not DDL: a query whose value could be bound, also one naming CREATE later.
         Invalid(
             """
@@ -867,8 +887,9 @@ class SqlBuiltFromStrings(Rule):
                 sql = "SELECT 1 FROM pg_database WHERE datname='%s'" % database
                 conn.execute(sa.text(sql))
                 conn.execute(sa.text(f"SELECT 'CREATE TABLE' || '{database}'"))
+                conn.execute(sa.text(f"UPDATE settings SET role = '{database}'"))
             """,
-            count=2,
+            count=3,
             expected_message=(
                 "`text()` receives SQL built with an f-string from `database` — bind them as "
                 "parameters"
@@ -1484,8 +1505,8 @@ class SqlBuiltFromStrings(Rule):
             # A bound parameter stands for a value, never for a name: that advice would fail.
             remedy = _NAMES_REMEDY
             hint = f"{names} (`column = SORTABLE[sort]`), or build it with `table()`/`column()`"
-        elif leading is not None and _DDL.match(leading):
-            remedy = _DDL_REMEDY
+        elif leading is not None and (_DDL.match(leading) or _SET.match(leading)):
+            remedy = _DDL_REMEDY if _DDL.match(leading) else _SET_REMEDY
             hint = (
                 "check each value against the ones allowed (`if encoding not in ENCODINGS: "
                 "raise ValueError(encoding)`), or quote a name with "
