@@ -84,7 +84,9 @@ class LegacyQueryApi(Rule):
 
     An Alembic revision (a module that imports Alembic's `op` and defines `upgrade()`) is
     left alone: it is history, run once per database and not rewritten for style. What in
-    it no longer runs on 2.x is SQD303's.
+    it no longer runs on 2.x is SQD303's. So is test code (`tests/`, `test_*.py`,
+    `conftest.py`): a library's tests use `Query` on purpose, to cover its users' code,
+    and an application's tests move after the code they test.
 
     ## Known problems
     There is no autofix: `Query` methods map onto `select()` and the `Result` API one by
@@ -215,6 +217,15 @@ class LegacyQueryApi(Rule):
             def users():
                 return db.session.execute(db.select(User)).scalars().all()
             """
+        ),
+        # Test code: GeoAlchemy2's and sqlalchemy-utils' tests cover their users' Query.
+        Valid(
+            """
+            from sqlalchemy.orm import Session
+            def test_lake_geometry(session: Session):
+                assert session.query(Lake).one().geom is not None
+            """,
+            path="tests/test_functional.py",
         ),
         # An Alembic revision: history, not restyled (neutron's data migrations).
         Valid(
@@ -473,13 +484,13 @@ class LegacyQueryApi(Rule):
         return SqlaObjects(self.ctx, self.ctx.dataflow)
 
     @cached_property
-    def in_revision(self) -> bool:
-        return is_migration_module(self.ctx.tree, self.ctx.names)
+    def left_alone(self) -> bool:
+        return self.ctx.in_tests or is_migration_module(self.ctx.tree, self.ctx.names)
 
     @calls_to(ending=("query",))
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if not (isinstance(func, ast.Attribute) and func.attr == "query") or self.in_revision:
+        if not (isinstance(func, ast.Attribute) and func.attr == "query") or self.left_alone:
             return
         receiver = func.value
         kind = self.objects.kind_of(receiver)
@@ -522,7 +533,7 @@ class LegacyQueryApi(Rule):
         return methods
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr != "query" or self.in_revision:
+        if node.attr != "query" or self.left_alone:
             return
         parent = self.ctx.parent(node)
         if not (isinstance(parent, ast.Attribute) and parent.attr in QUERY_METHODS):
