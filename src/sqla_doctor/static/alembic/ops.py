@@ -190,6 +190,13 @@ class Extractor:
                 and stmt.value is not None
             ):
                 self.module_values[stmt.target.id] = stmt.value
+        # Mapped classes the revision declares: `class TrialValueModel(BaseModel):
+        # __tablename__ = "trial_values"`.
+        self.model_tables: dict[str, str] = {
+            stmt.name: table
+            for stmt in tree.body
+            if isinstance(stmt, ast.ClassDef) and (table := _tablename(stmt)) is not None
+        }
         self.operations: list[Operation] = []
         self._seen: dict[tuple[object, ...], int] = {}
 
@@ -374,6 +381,17 @@ class Extractor:
         ):
             self._execute(call, f"{_receiver_text(receiver)}.{func.attr}", state)
             return
+        if func.attr == "delete" and not call.args:
+            deleted = self._session_delete(receiver, state)
+            if deleted is not None:
+                table, everything = deleted
+                self._emit(
+                    self._op(
+                        "dml", call, "session.query(...).delete()", state,
+                        verb="DELETE", table=table, all_rows=everything,
+                    )
+                )
+                return
         qualified = self._qualify(func)
         if qualified is None:
             return
@@ -686,6 +704,27 @@ class Extractor:
             one_row="one_row" in action.extra,
         )
 
+    def _session_delete(self, query: ast.expr, state: _State) -> tuple[str | None, bool] | None:
+        """``session.query(Model)[.filter(...)]`` before ``.delete()``, with a session bound
+        to the migration's connection: (Model's table, whether every row goes)."""
+        filtered = False
+        node = query
+        while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            inner = node.func.value
+            if node.func.attr == "query":
+                if not (
+                    isinstance(inner, ast.Name) and inner.id in state.sessions
+                ) or len(node.args) != 1:
+                    return None
+                entity = node.args[0]
+                if isinstance(entity, ast.Name) and entity.id in self.model_tables:
+                    return self.model_tables[entity.id], not filtered
+                return self._table_name(entity, state), not filtered
+            if node.func.attr != "execution_options":
+                filtered = True  # filter(), filter_by(), limit() ...: some rows
+            node = inner
+        return None
+
     def _dml_construct(self, expr: ast.expr, state: _State) -> tuple[str, str | None] | None:
         """``sa.update(t)``, ``t.update()``, ``sa.insert(t).values(...)`` ... → (verb, table)."""
         node = expr
@@ -889,6 +928,20 @@ def _dialect_test(test: ast.expr) -> bool | None:
         return matches
     if isinstance(op, (ast.NotEq, ast.NotIn, ast.IsNot)):
         return not matches
+    return None
+
+
+def _tablename(cls: ast.ClassDef) -> str | None:
+    for stmt in cls.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and stmt.targets[0].id == "__tablename__"
+            and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str)
+        ):
+            return stmt.value.value
     return None
 
 

@@ -144,6 +144,24 @@ class NotNullColumnWithoutDefault(MigrationRule):
                 op.add_column("agent_api_keys", sa.Column("api_key", sa.String(), nullable=False))
             """
         ),
+        # Emptied through an ORM session on the migration's connection (optuna's v2.4.0.a).
+        Valid(
+            _HEAD
+            + """
+            from sqlalchemy import orm
+            from sqlalchemy.orm import declarative_base
+            BaseModel = declarative_base()
+            class TrialValueModel(BaseModel):
+                __tablename__ = "trial_values"
+                trial_value_id = sa.Column(sa.Integer, primary_key=True)
+            def upgrade():
+                session = orm.Session(bind=op.get_bind())
+                session.query(TrialValueModel).delete()
+                session.commit()
+                with op.batch_alter_table("trial_values") as batch_op:
+                    batch_op.add_column(sa.Column("objective", sa.Integer(), nullable=False))
+            """
+        ),
         # A revision kept for MySQL or MariaDB (env.py picks the folder at run time):
         # MySQL fills the new column with its type's implicit default.
         Valid(
@@ -248,6 +266,25 @@ class NotNullColumnWithoutDefault(MigrationRule):
                 "SQLAlchemy on INSERT, not by ALTER TABLE) — give it a `server_default`, or "
                 "add it nullable, backfill, then set NOT NULL"
             ),
+        ),
+        # Some rows deleted through the session, or another table emptied.
+        Invalid(
+            _HEAD
+            + """
+            from sqlalchemy import orm
+            from sqlalchemy.orm import declarative_base
+            BaseModel = declarative_base()
+            class TrialValueModel(BaseModel):
+                __tablename__ = "trial_values"
+                trial_value_id = sa.Column(sa.Integer, primary_key=True)
+            def upgrade():
+                session = orm.Session(bind=op.get_bind())
+                session.query(TrialValueModel).filter(TrialValueModel.trial_value_id > 3).delete()
+                op.add_column("trial_values", sa.Column("objective", sa.Integer(), nullable=False))
+                session.query(TrialValueModel).delete()
+                op.add_column("trials", sa.Column("number", sa.Integer(), nullable=False))
+            """,
+            count=2,
         ),
         # Deleting some rows does not empty the table.
         Invalid(
