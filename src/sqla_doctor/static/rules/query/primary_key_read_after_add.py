@@ -110,6 +110,24 @@ def _tests_for_none(flow: FunctionFlow, read: ast.Attribute) -> bool:
         node, parent = parent, flow.parent(parent)
 
 
+def _filled_in_bulk(flow: FunctionFlow, name: str, binding: Binding, read: ast.Attribute) -> bool:
+    """``ref.update(values)`` or ``setattr(ref, key, value)`` between the object's
+    construction and the read: attributes set by name, the key maybe among them."""
+    for call in flow.calls:
+        if not binding.pos < _pos(call) < _pos(read) or not call.args:
+            continue
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr == "update":
+            target = func.value
+        elif isinstance(func, ast.Name) and func.id == "setattr":
+            target = call.args[0]
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id == name:
+            return True
+    return False
+
+
 def _pos(node: ast.AST) -> tuple[int, int]:
     return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
 
@@ -129,7 +147,9 @@ class PrimaryKeyReadAfterAdd(Rule):
 
     ## Known problems
     A call that receives the session or the object may flush; the rule stays silent
-    when one sits between the `add()` and the read. A read that only tests the key
+    when one sits between the `add()` and the read. So it does when the object is filled
+    from a dict before the read (`ref.update(values)`, oslo.db's way, or `setattr(ref, ...)`):
+    the dict may hold the key. A read that only tests the key
     (`if not user.id: session.flush()`, `if user.id is None`) is the code asking whether
     it was flushed, and is not reported.
 
@@ -303,8 +323,42 @@ class PrimaryKeyReadAfterAdd(Rule):
                 return job.id
             """
         ),
+        # Filled from a dict that may hold the key (cinder's volume_type_create()).
+        Valid(
+            """
+            import uuid
+            from app.models import User
+            def create(session, values):
+                if not values.get("id"):
+                    values["id"] = uuid.uuid4().int
+                user = User()
+                user.update(values)
+                session.add(user)
+                return user.id
+            def create_from(session, values):
+                user = User()
+                for key, value in values.items():
+                    setattr(user, key, value)
+                session.add(user)
+                return user.id
+            """,
+            files=_FILES,
+        ),
     )
     INVALID = (
+        # Another object updated, or the dict updated and not the object.
+        Invalid(
+            """
+            from app.models import User
+            def create(session, other, values, email):
+                user = User(email=email)
+                other.update(values)
+                values.update(email=email)
+                session.add(user)
+                return user.id
+            """,
+            files=_FILES,
+        ),
         Invalid(
             _IMPERATIVE.format(flush=""),
             line=19,
@@ -496,6 +550,8 @@ class PrimaryKeyReadAfterAdd(Rule):
                 return  # the key is assigned by hand
             if _tests_for_none(flow, read):
                 continue  # `if not user.id: session.flush()` asks whether it is still None
+            if _filled_in_bulk(flow, name, binding, read):
+                return
             if self._flushed_between(flow, add, read, session, name):
                 return
             flush = f"await {session}.flush()" if is_async else f"{session}.flush()"
