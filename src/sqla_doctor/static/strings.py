@@ -410,6 +410,7 @@ class StringFlow:
                 or self._enum_variable(expr)
                 or (expr.attr in ("hex", "int") and self._new_uuid(expr.value))
                 or (expr.attr == "string" and self._compiled(expr.value))
+                or (expr.attr == "key" and self._zone_info(expr.value))
             ):
                 return _STATIC_STR
             return _OPAQUE
@@ -450,6 +451,28 @@ class StringFlow:
         if (self.flow.ctx.names.qualify(func) or "").startswith(("re.", "regex.")):
             return False  # a regular expression
         return _COMPILING.match(last_name(func) or "") is not None
+
+    def _zone_info(self, expr: ast.expr) -> bool:
+        """A ``ZoneInfo``: its ``key`` names a zone of the tz database (``ZoneInfo()``
+        raises for any other), so it holds no quote. A parameter annotated ``ZoneInfo``,
+        a name bound once to ``ZoneInfo(...)``, or that call."""
+        if isinstance(expr, ast.Call):
+            return last_name(expr.func) == "ZoneInfo"
+        if not isinstance(expr, ast.Name):
+            return False
+        bindings = [b for b in self.flow.bindings(expr) if b.kind is not BindingKind.ANNOTATION]
+        if len(bindings) != 1:
+            return False
+        binding = bindings[0]
+        if binding.kind is BindingKind.PARAMETER:
+            return binding.annotation is not None and last_name(binding.annotation) == "ZoneInfo"
+        return (
+            binding.kind is BindingKind.ASSIGN
+            and not binding.path
+            and binding.value is not None
+            and isinstance(binding.value, ast.Call)
+            and last_name(binding.value.func) == "ZoneInfo"
+        )
 
     def _new_uuid(self, expr: ast.expr) -> bool:
         """``uuid4()`` (any version): its text is hex digits and dashes, never SQL."""

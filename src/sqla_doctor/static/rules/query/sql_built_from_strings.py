@@ -75,7 +75,8 @@ class SqlBuiltFromStrings(Rule):
     (`uuid4().hex`, `str(uuid4())`), names stripped of all but letters, digits and
     underscores (`re.sub(r"[^a-zA-Z0-9_]", "", name)`), and SQL that SQLAlchemy compiled
     (`str(stmt.compile(...))`, `.string` of it or of a helper named `compile_query()`),
-    whose values its compiler escapes.
+    whose values its compiler escapes, and a `ZoneInfo`'s `key` (a zone of the tz
+    database: `ZoneInfo()` raises for any other name).
 
     Two more kinds of text stay silent. Bind-parameter names: a value spliced in right
     after a `:` (`f":{name}"`) names a parameter, and is accepted when that `text()` has
@@ -391,6 +392,18 @@ class SqlBuiltFromStrings(Rule):
                 query += f" AND TABLE_SCHEMA = '{schema}'"
                 query += " AND a.attname = '{col}'".format(col=column_info["name"])
                 return inspector.bind.execute(text(query)).all()
+            """
+        ),
+        # A ZoneInfo's key is a zone of the tz database (Polar's `SET LOCAL TIME ZONE`).
+        Valid(
+            """
+            from zoneinfo import ZoneInfo
+            from sqlalchemy import text
+
+            async def quantities(session, timezone: ZoneInfo, name: str):
+                await session.execute(text(f"SET LOCAL TIME ZONE '{timezone.key}'"))
+                zone = ZoneInfo(name)
+                await session.execute(text(f"SET LOCAL TIME ZONE '{zone.key}'"))
             """
         ),
         # SQL SQLAlchemy compiled, values rendered and escaped by it (aiida's EXPLAIN).
@@ -814,6 +827,17 @@ class SqlBuiltFromStrings(Rule):
             def listen(inspector, column_info, table):
                 sql = f"SELECT * FROM docs WHERE column = '{column_info['name']}'"
                 return inspector.bind.execute(text(sql)).all()
+            """,
+            count=2,
+        ),
+        # `.key` of something else than a ZoneInfo.
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def lookup(conn, setting, timezone: str):
+                conn.execute(text(f"SELECT * FROM settings WHERE key = '{setting.key}'"))
+                conn.execute(text(f"SET TIME ZONE '{timezone}'"))
             """,
             count=2,
         ),
