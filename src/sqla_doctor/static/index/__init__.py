@@ -456,6 +456,11 @@ class ProjectIndex:
         entry = self._class_table().get(self.follow(qualified))
         return entry[0] if entry is not None else None
 
+    def file_of_class(self, qualified: str) -> FileFacts | None:
+        """The module that defines the class."""
+        entry = self._class_table().get(self.follow(qualified))
+        return entry[1] if entry is not None else None
+
     def _kind(self, qualname: str, depth: int = 0) -> _Kind:
         """(role, root, flavor, complete): role is "root", "mapped", "abstract",
         "plain" (a mixin or any other class) or "unknown"."""

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import FunctionFlow, InstanceValue, contains, flow_for, receiver_key
 from sqla_doctor.static.lifecycle import session_names
+from sqla_doctor.static.objects import SQLA_MODULES
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _GATHERS = frozenset({"asyncio.gather", "asyncio.wait", "asyncio.as_completed", "anyio.gather"})
@@ -93,6 +94,10 @@ class ConcurrentSessionUse(Rule):
     concurrent operations are not permitted` or the driver's `another operation is in
     progress`, or corrupts the session's state — intermittently, depending on timing.
 
+    A method of a project class counts as using a session when it runs statements on
+    an attribute of `self` and the class's module imports SQLAlchemy, SQLModel or
+    Flask-SQLAlchemy (not a psycopg or asyncpg connection of its own).
+
     ## Example
     ```python
     users, posts = await asyncio.gather(count_users(session), count_posts(session))
@@ -126,6 +131,27 @@ class ConcurrentSessionUse(Rule):
     VALID = (
         # Each method opens a session of its own.
         Valid(_REPO_GATHER.format(cls="OwnSessions"), path="app/views.py", files=_REPO_FILES),
+        # A class of a module without SQLAlchemy: its connection is psycopg's (Litestar's
+        # channels backend), in a project that uses SQLAlchemy elsewhere.
+        Valid(
+            _REPO_GATHER.format(cls="ChannelsBackend"),
+            path="app/views.py",
+            files={
+                **_REPO_FILES,
+                "app/stats.py": """
+                from psycopg import AsyncConnection
+
+                class ChannelsBackend:
+                    _conn: AsyncConnection
+
+                    async def users(self):
+                        await self._conn.execute("LISTEN users")
+
+                    async def posts(self):
+                        await self._conn.execute("LISTEN posts")
+                """,
+            },
+        ),
         Valid(
             """
             import asyncio
@@ -501,6 +527,11 @@ def _held_sessions(flow: FunctionFlow, func: ast.Attribute) -> list[str]:
     method = flow.index.function(f"{instance.cls}.{func.attr}")
     if method is None or not method.is_async or not method.is_method:
         return []
+    module = flow.index.file_of_class(instance.cls)
+    if module is None or not any(
+        target.partition(".")[0] in SQLA_MODULES for target in module.names.imports.values()
+    ):
+        return []  # `self._conn.execute()` of a module without SQLAlchemy: psycopg's, asyncpg's
     return sorted(
         {
             f"{receiver}.{path[0]}"
