@@ -266,3 +266,34 @@ def test_a_failing_callback_is_logged_with_its_traceback_once(
     assert len(errors) == 1, [r.getMessage() for r in errors]
     assert errors[0].exc_info is not None
     assert "the exporter is down" in str(errors[0].exc_info[1])
+
+
+def test_a_start_response_taking_two_arguments_is_called_with_two(engine: Engine) -> None:
+    # PEP 3333's exc_info is optional: hand-written servers and test harnesses take
+    # `(status, headers)` only, and the middleware must call them as the app did.
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with Session(engine) as session:
+            names = [f"{u.name}:{len(u.posts)}" for u in session.scalars(select(User))]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [",".join(names).encode()]
+
+    started: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> Any:
+        started.append(status)
+        return lambda data: None
+
+    units = Units()
+    wrapped = SqlaDoctorMiddleware(app, on_unit=units, mode="collect")
+    body = wrapped({"REQUEST_METHOD": "GET", "PATH_INFO": "/users"}, start_response)
+    try:
+        content = b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+    assert started == ["200 OK"]
+    assert content.count(b":") == USERS
+    unit, _ = units.only()
+    assert [f.code for f in unit.findings] == ["SQD251"]

@@ -173,12 +173,24 @@ class _Response:
             self.started = True
             if self._requests.headers:  # pragma: no cover - headers imply buffering
                 headers = [*headers, *self._request.headers()]
-            return self._start_response(status, headers, exc_info)
+            return self._forward(status, headers, exc_info)
         if exc_info is not None and exc_info[0] is not None and self.started:
             # PEP 3333: headers already sent, so the server must see the error.
-            return self._start_response(status, headers, exc_info)
+            return self._forward(status, headers, exc_info)
         self._status, self._headers, self._exc_info = status, headers, exc_info
         return self._legacy_write
+
+    def _forward(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | tuple[None, None, None] | None,
+    ) -> Write:
+        # Called as the application called us: a start_response written for two
+        # arguments (a test harness's `lambda status, headers: ...`) takes no third.
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
 
     def _legacy_write(self, data: bytes) -> None:
         # The pre-iterable write() API sends at once: headers first, with counts so far.
@@ -225,7 +237,7 @@ class _Response:
         headers = self._headers
         if self._requests.headers:
             headers = [*headers, *self._request.headers()]
-        self._write = self._start_response(self._status, headers, self._exc_info)
+        self._write = self._forward(self._status, headers, self._exc_info)
 
     def close(self) -> None:
         deliberate = self._end()
