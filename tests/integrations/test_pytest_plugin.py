@@ -331,6 +331,89 @@ def test_a_session_left_open_fails_at_teardown(project: pytest.Pytester) -> None
     )
 
 
+def test_what_a_wider_scoped_fixture_opened_is_judged_when_it_is_torn_down(
+    project: pytest.Pytester,
+) -> None:
+    # Set up inside the first test's unit, the module's fixtures close their session and
+    # connection tests later: not the first test's leaks. The one that never closes its
+    # session is reported at the teardown of the module's last test, which ends it.
+    write_test(
+        project,
+        """
+        import pytest
+        from sqlalchemy import select, text
+        from sqlalchemy.orm import Session
+
+        from models import User, make_engine
+
+
+        @pytest.fixture(scope="module")
+        def db(tmp_path_factory):
+            engine = make_engine(tmp_path_factory.mktemp("db") / "app.db")
+            with Session(engine) as session:
+                session.add(User(name="fixture"))
+                session.commit()
+                yield session
+            engine.dispose()
+
+
+        @pytest.fixture(scope="module")
+        def connection(db):
+            with db.get_bind().connect() as connection:
+                connection.execute(text("SELECT 1"))
+                yield connection
+
+
+        def test_first(db, connection):
+            assert db.scalar(select(User).where(User.name == "fixture"))
+            assert connection.execute(text("SELECT 2")).scalar() == 2
+
+
+        def test_second(db):
+            assert len(db.scalars(select(User)).all()) == 4
+        """,
+        name="test_closed_later",
+    )
+    write_test(
+        project,
+        """
+        import pytest
+        from sqlalchemy import select
+        from sqlalchemy.orm import Session
+
+        from models import User, make_engine
+
+
+        @pytest.fixture(scope="module")
+        def db(tmp_path_factory):
+            session = Session(make_engine(tmp_path_factory.mktemp("db") / "app.db"))
+            session.add(User(name="fixture"))
+            session.commit()
+            return session
+
+
+        def test_first(db):
+            assert db.scalar(select(User).where(User.name == "fixture"))
+
+
+        def test_last(db):
+            assert len(db.scalars(select(User)).all()) == 4
+        """,
+        name="test_never_closed",
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_last*",
+            "*test_never_closed.py:17: SQD151 Session whose transaction began at "
+            "*test_never_closed.py:17 still holds its connection at the end of the unit*",
+        ]
+    )
+
+
 def test_assert_num_queries(project: pytest.Pytester) -> None:
     write_test(
         project,

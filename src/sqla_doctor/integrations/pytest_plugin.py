@@ -26,6 +26,7 @@ the ASGI/WSGI middleware in ``raise`` mode to the application under test.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Generator
@@ -45,6 +46,7 @@ from sqla_doctor.integrations.pytest_fixtures import (
 if TYPE_CHECKING:
     from sqla_doctor.findings import Finding
     from sqla_doctor.integrations._unit import Units
+    from sqla_doctor.runtime.unit_of_work import CheckoutRecord, SessionRecord
 
 __all__ = [
     "sqla_assert_max_num_queries",
@@ -119,6 +121,8 @@ class Doctor:
         self.enabled = enabled
         self.fail_on = fail_on
         self._units: Units | None = None
+        # The watched test being run: fixtures of a wider scope are set up inside it.
+        self._running: WatchState | None = None
         self.summary = Summary()
 
     # -- which tests, and how -------------------------------------------------------------
@@ -179,7 +183,33 @@ class Doctor:
         except Exception:
             internal_error("the start of a test")
             return
-        item.stash[state_key] = WatchState(tracker, unit, allow, fail_on)
+        item.stash[state_key] = self._running = WatchState(tracker, unit, allow, fail_on)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, object, object]:
+        state = self._running
+        if state is None or fixturedef.scope == "function":
+            return (yield)
+        # A module- or session-scoped fixture (a class's for setUpClass) is set up in the
+        # unit of the first test that needs it and closes what it made in its teardown,
+        # tests later: its sessions and connections are not that test's leaks.
+        unit = state.unit
+        before = unit.held_resources()
+        try:
+            return (yield)
+        finally:
+            made = unit.hand_over(before)
+            if made[0] or made[1]:
+                # Registered after the fixture's own teardown, so run before it: the test
+                # whose teardown ends the fixture judges what it left open.
+                request.addfinalizer(functools.partial(self._take_back, made))
+
+    def _take_back(self, made: tuple[list[SessionRecord], list[CheckoutRecord]]) -> None:
+        state = self._running
+        if state is not None and state.unit.active:
+            state.unit.take_back(*made)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -235,6 +265,7 @@ class Doctor:
         from sqla_doctor.integrations._unit import internal_error
 
         del item.stash[state_key]
+        self._running = None
         try:
             state.tracker.stop()
         except Exception:

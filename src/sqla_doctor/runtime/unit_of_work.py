@@ -310,6 +310,39 @@ class UnitOfWork:
         if len(self.checkouts) < MAX_RECORDS_PER_UNIT:
             self.checkouts[id(record)] = record
 
+    def held_resources(self) -> tuple[frozenset[int], frozenset[int]]:
+        """The sessions and checkouts this unit has adopted so far (for hand_over())."""
+        return frozenset(self.sessions), frozenset(self.checkouts)
+
+    def hand_over(
+        self, before: tuple[frozenset[int], frozenset[int]]
+    ) -> tuple[list[SessionRecord], list[CheckoutRecord]]:
+        """The sessions and connections adopted since ``before`` (held_resources()) were
+        made by code that outlives this unit: a module- or session-scoped pytest fixture
+        set up inside a test's unit, which closes them in its own teardown, tests later.
+        No unit's end reports them as leaked until take_back(); returns them."""
+        sessions, checkouts = before
+        made = [r for key, r in list(self.sessions.items()) if key not in sessions]
+        taken = [r for key, r in list(self.checkouts.items()) if key not in checkouts]
+        for record in made:
+            record.long_lived = True
+        for checkout in taken:
+            checkout.long_lived = True
+        return made, taken
+
+    def take_back(self, sessions: list[SessionRecord], checkouts: list[CheckoutRecord]) -> None:
+        """hand_over()'s resources, whose maker was torn down in this unit: what it left
+        open is this unit's to report at its end."""
+        for record in sessions:
+            record.long_lived = False
+            if record.holds_connection:
+                record.owner = self
+                self.adopt_session(record)
+        for checkout in checkouts:
+            checkout.long_lived = False
+            if not checkout.returned:
+                self.adopt_checkout(checkout)
+
     # -- findings ------------------------------------------------------------------------
 
     def add(
@@ -540,6 +573,7 @@ class SessionRecord:
         "identity_seq",
         "implicit",
         "key",
+        "long_lived",
         "nested_marks",
         "opened",
         "outcome",
@@ -569,6 +603,9 @@ class SessionRecord:
         self.at_exit = False
         # Bound to a Connection the caller manages: its transaction is not ours to judge.
         self.external = False
+        # Made by code that outlives the unit of work it was made in (a module-scoped
+        # pytest fixture): closing it is that code's business, not a unit's at its end.
+        self.long_lived = False
         self.root_active = False
         self.outcome: str | None = None
         # Flushes that wrote rows in the current outermost transaction, and what.
@@ -886,6 +923,7 @@ class CheckoutRecord:
         "last_site",
         "listening",
         "loaded_before",
+        "long_lived",
         "longest_idle",
         "longest_idle_after",
         "opened",
@@ -913,6 +951,8 @@ class CheckoutRecord:
         self.owner = owner
         self.implicit: UnitOfWork | None = None
         self.session_owned = False
+        # Checked out by code that outlives the unit of work (see SessionRecord).
+        self.long_lived = False
         # The record of the Session that owns it (a weak reference: checkouts outlive
         # nothing, but a record must not be kept by its connection's).
         self.session_record: weakref.ref[SessionRecord] | None = None

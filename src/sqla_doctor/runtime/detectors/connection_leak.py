@@ -90,7 +90,7 @@ class ConnectionLeak(Detector):
 
     def end(self) -> None:
         for record in list(self.uow.checkouts.values()):
-            if not record.returned and not record.session_owned:
+            if not record.returned and not record.session_owned and not record.long_lived:
                 self._report(record, "is still checked out at the end of the unit of work")
 
     def on_checkin(self, checkin: Checkin) -> None:

@@ -388,7 +388,12 @@ class SessionLeak(Detector):
 
     def end(self) -> None:
         for record in list(self.uow.sessions.values()):
-            if record.owner is self.uow and record.holds_connection and not record.external:
+            if (
+                record.owner is self.uow
+                and record.holds_connection
+                and not record.external
+                and not record.long_lived
+            ):
                 self._report(record, "still holds its connection at the end of the unit of work")
 
     def on_session_gc(self, record: SessionRecord) -> None:
