@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 import sqla_doctor
 
@@ -120,6 +122,40 @@ def test_session_connections_are_not_reported_as_connection_leaks(engine: Engine
     assert of_code(uow.findings, "SQD151")
     assert not of_code(uow.findings, "SQD154")
     session.close()
+
+
+def open_test_transaction(engine: Engine) -> Iterator[Session]:
+    # The transaction-per-test fixture, which forgets to close its connection.
+    connection = engine.connect()  # line:fixture-connect
+    connection.begin()
+    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+        yield session
+
+
+def test_a_connection_a_session_was_bound_to_and_nobody_closed_is_reported(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        for session in open_test_transaction(engine):
+            session.execute(text("SELECT 1"))
+            session.commit()
+    finding = one(uow.findings, "SQD154")
+    assert finding.location.line == line_of("fixture-connect")
+    assert not of_code(uow.findings, "SQD151")
+
+
+def test_the_fixture_that_rolls_back_and_closes_its_connection_is_the_silent_twin(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        connection = engine.connect()
+        transaction = connection.begin()
+        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+            session.execute(text("SELECT 1"))
+            session.commit()
+        transaction.rollback()
+        connection.close()
+    assert not uow.findings
 
 
 async def test_async_connection_left_open_is_reported(async_engine: AsyncEngine) -> None:

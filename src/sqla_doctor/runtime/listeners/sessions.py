@@ -86,8 +86,14 @@ def _on_after_begin(session: Session, transaction: Any, connection: Connection) 
     record.holds_connection = True
     checkout = _last_checkout.get()
     fairy = connection.connection if not connection.closed else None
-    owned = checkout is not None and fairy is not None and checkout.ref() is fairy
-    record.external = isinstance(session.bind, Connection) or not owned
+    # A session bound to a Connection the program checked out (a test's
+    # transaction-per-test fixture) often begins right after that checkout: still the last
+    # one, but the program's to close.
+    handed_over = isinstance(session.bind, Connection)
+    owned = (
+        not handed_over and checkout is not None and fairy is not None and checkout.ref() is fairy
+    )
+    record.external = handed_over or not owned
     if checkout is not None and owned:
         checkout.session_owned = True
         checkout.session_record = weakref.ref(record)
