@@ -322,3 +322,56 @@ async def test_async_loop_with_rows_flushed_before_the_failure_gets_the_async_sa
     assert finding.location.line == line_of("async-loop-reuse")
     assert "`async with session.begin_nested():`" in finding.message
     assert "await session.rollback() in the except block would" in finding.message
+
+
+def consume(session: Session, user_ids: list[int], *, rollback: bool) -> list[str]:
+    """A queue worker: one row and one commit per message; a failure is logged (here:
+    kept as its class name) and the loop goes on with the next message."""
+    failures = []
+    for user_id in user_ids:
+        session.add(User(id=user_id, name="message"))  # line:worker-add
+        try:
+            session.commit()  # line:worker-commit
+        except Exception as error:
+            failures.append(type(error).__name__)
+            if rollback:
+                session.rollback()
+    return failures
+
+
+def test_a_worker_loop_that_catches_the_pending_rollback_too_is_reported_at_its_add(
+    engine: Engine,
+) -> None:
+    # commit() refuses a failed session before any event: what the doctor sees of the
+    # messages after the duplicate is their add(), and the second one is reported.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        failures = consume(session, [1000, 1, 1001, 1002], rollback=False)
+    assert failures == ["IntegrityError", "PendingRollbackError", "PendingRollbackError"]
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("worker-add")
+    assert [r.location.line for r in finding.related] == [line_of("worker-commit")]
+    assert finding.fix_hint == "session.rollback()"
+
+
+def test_the_worker_loop_that_rolls_back_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        failures = consume(session, [1000, 1, 1001, 1002], rollback=True)
+    assert failures == ["IntegrityError"]
+    assert not of_code(uow.findings, "SQD155")
+
+
+async def test_an_async_worker_loop_that_catches_the_pending_rollback_is_reported(
+    async_engine: AsyncEngine,
+) -> None:
+    failures = []
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        for user_id in (1000, 1, 1001, 1002):
+            session.add(User(id=user_id, name="message"))  # line:async-worker-add
+            try:
+                await session.commit()
+            except Exception as error:
+                failures.append(type(error).__name__)
+    assert failures == ["IntegrityError", "PendingRollbackError", "PendingRollbackError"]
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("async-worker-add")
+    assert finding.fix_hint == "await session.rollback()"

@@ -219,7 +219,9 @@ class Flush:
 
 class FlushAfterFailure:
     """A flush begins on a session whose last flush failed and that was not rolled back
-    since (``before_flush``; the flush is about to raise ``PendingRollbackError``)."""
+    since (``before_flush``; the flush is about to raise ``PendingRollbackError``), or a
+    second new object is added to it since (``transient_to_pending``: add() raises
+    nothing, the commit() between the two did)."""
 
     __slots__ = ("record", "session", "site")
 

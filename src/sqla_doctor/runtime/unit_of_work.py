@@ -852,7 +852,16 @@ def retry_fix(sqlstate: str | None, rollback: str) -> str | None:
 class FailedFlush:
     """A flush that failed: where, and the error class (SQLAlchemy's and the driver's)."""
 
-    __slots__ = ("driver_error", "earlier", "error", "in_savepoint", "site", "sqlstate")
+    __slots__ = (
+        "added_since",
+        "driver_error",
+        "earlier",
+        "error",
+        "in_savepoint",
+        "reported",
+        "site",
+        "sqlstate",
+    )
 
     def __init__(
         self,
@@ -874,6 +883,10 @@ class FailedFlush:
         # What the transaction's earlier flushes wrote ("User inserted" -> 2): the failed
         # flush rolled it back with the rest, and rollback() discards it for good.
         self.earlier = earlier or {}
+        # New objects added to the session since (add() works on a failed session).
+        self.added_since = 0
+        # Whether a use of the session after it was reported (SQD155).
+        self.reported = False
 
 
 # The key, in a DBAPI connection's ``info``, of the error that aborted its transaction.

@@ -30,7 +30,10 @@ class SessionUsedAfterFailedFlush(Detector):
     reports the line that used the session again, the flush that failed and its error
     class; a `PendingRollbackError` that reaches the end of the unit of work (from
     `commit()`, which runs no query) is explained the same way, with a note on the
-    exception.
+    exception. A program that catches that one too and goes on (a worker's loop of
+    `add()` and `commit()` whose `except Exception` logs and continues) is reported at
+    the `add()` of the next object but one after the failure: `add()` itself raises
+    nothing, and the `commit()` between them showed no event.
 
     When the transaction had flushed rows before the one that failed (an import loop
     that skips the rows that fail), the fix named first is a SAVEPOINT per write:
@@ -118,6 +121,7 @@ class SessionUsedAfterFailedFlush(Detector):
                 return
 
     def _report(self, site: CallSite | None, record: SessionRecord, failed: FailedFlush) -> Any:
+        failed.reported = True
         related: list[tuple[CallSite | None, str]] = []
         flush = ""
         if failed.site is not None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
 from sqla_doctor.runtime import callsite, reads
-from sqla_doctor.runtime.detector import TransactionEnd
+from sqla_doctor.runtime.detector import FlushAfterFailure, TransactionEnd
 from sqla_doctor.runtime.listeners.connections import _last_checkout
 from sqla_doctor.runtime.listeners.endings import _lost_change
 from sqla_doctor.runtime.listeners.flushes import _autoflush_failed, _commit_over, _flush_done
@@ -209,7 +209,19 @@ def _on_transient_to_pending(session: Session, state: Any) -> None:
     record = _active(session)
     if record is None:
         return
-    record.add_pending(id(state), Added(state.class_.__name__, callsite.find(1)))
+    added = Added(state.class_.__name__, callsite.find(1))
+    record.add_pending(id(state), added)
+    failed = record.failed_flush
+    if failed is not None and not session.is_active:
+        # add() works on a session that waits for rollback(), and the commit() after it
+        # raises PendingRollbackError before any event. A second object added since the
+        # failure shows a program that caught that error too and went on (a worker's
+        # loop of add() and commit()): reported where it was added, unless a flush or a
+        # query after the failure was reported already.
+        failed.added_since += 1
+        uow = _session_unit(record) if failed.added_since == 2 and not failed.reported else None
+        if uow is not None:
+            _dispatch(uow, "flush_after_failure", FlushAfterFailure(session, record, added.site))
     _watch_unset_key(session, record, state)
 
 
