@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -116,6 +118,29 @@ def test_columns_read_around_their_attributes_are_not_reported_unused(
     assert len(rows) == 4
     assert "email" in rows[0]
     assert not of_code(uow.findings, "SQD258")
+
+
+def test_objects_pickled_into_a_cache_count_every_loaded_column_as_read(
+    read_engine: Engine,
+) -> None:
+    # The cache hands the objects, with every column they loaded, to later requests:
+    # load_only() would leave the cached copies without them.
+    cache: dict[str, bytes] = {}
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account).options(NO_BADGES)).all()
+        cache["accounts"] = pickle.dumps(accounts)
+        dropdown = [(a.id, a.name) for a in accounts]
+    assert len(dropdown) == 4
+    assert all(a.email for a in pickle.loads(cache["accounts"]))
+    assert not of_code(uow.findings, "SQD258")
+
+
+def test_the_same_dropdown_without_the_cache_is_reported(read_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        accounts = s.scalars(select(Account).options(NO_BADGES)).all()
+        dropdown = [(a.id, a.name) for a in accounts]
+    assert len(dropdown) == 4
+    assert one(uow.findings, "SQD258").details["read_columns"] == ["id", "name"]
 
 
 def test_columns_read_on_any_object_of_the_query_count(read_engine: Engine) -> None:

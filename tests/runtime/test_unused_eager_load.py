@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import pickle
 from typing import Any
 
 import pytest
@@ -51,6 +52,18 @@ def serialize(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
         value = getattr(obj, field)
         out[field] = [serialize(v, ("id",)) for v in value] if isinstance(value, list) else value
     return out
+
+
+def test_an_eager_load_pickled_into_a_cache_was_used(read_engine: Engine) -> None:
+    # The cached copies carry their orders to whoever reads the cache later.
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
+        statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+        accounts = s.scalars(statement).all()
+        cached = pickle.dumps(accounts)
+        names = [account.name for account in accounts]
+    assert len(names) == 4
+    assert sum(len(a.orders) for a in pickle.loads(cached)) > 0
+    assert not of_code(uow.findings, "SQD257")
 
 
 def test_selectinload_never_read_is_reported_at_the_query(read_engine: Engine) -> None:

@@ -46,7 +46,7 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy.orm.attributes import InstrumentedAttribute
@@ -273,6 +273,14 @@ def watch(obj: object) -> Watch | None:
         return None
     _watched[oid] = made
     return made
+
+
+def read_whole(obj: object, keys: Iterable[str]) -> None:
+    """Count ``keys`` of ``obj`` as read, if its reads are watched: they were copied out
+    around the attributes (its state pickled for a cache, or deep-copied)."""
+    found = _watched.get(id(obj))
+    if found is not None and found() is obj:
+        found.keys.update(keys)
 
 
 def cover_keys(mapper: Any, keys: frozenset[str]) -> bool:

@@ -74,8 +74,9 @@ class OverFetchedColumns(Detector):
     ## Known problems
     A read counts whoever makes it (a `__repr__` or a serializer reading every column
     makes the query look used); a read that bypasses the attribute (`obj.__dict__`)
-    is not seen. The columns a relationship read needs (its foreign key) count as
-    read. Objects none of whose attributes is read are not reported: a serializer
+    is not seen, but an object pickled (for a cache) or deep-copied counts all its
+    loaded columns as read. The columns a relationship read needs (its foreign key)
+    count as read. Objects none of whose attributes is read are not reported: a serializer
     reading `vars(obj)` would be emptied by `load_only()`. A
     column read only on objects of a later query of the same line, after the
     tracked objects (5,000 per unit of work), is not seen. Without `track()`, a

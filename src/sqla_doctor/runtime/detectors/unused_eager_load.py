@@ -123,7 +123,8 @@ class UnusedEagerLoad(Detector):
     ## Known problems
     A read counts whoever makes it: a `__repr__`, a serializer, a debugger. A read
     that bypasses the attribute (`obj.__dict__`, `vars(obj)`) is not seen, so a
-    program that serializes that way can be reported wrongly. Without `track()`,
+    program that serializes that way can be reported wrongly; an object pickled (for a
+    cache) or deep-copied counts as reading everything it had loaded. Without `track()`,
     a session's objects are judged only once they are all gone, since they can be read
     after the session ends. Counts are given when the parents were still there at the
     next query or at the end of the unit of work.

@@ -55,6 +55,7 @@ from sqla_doctor.runtime.listeners.objects import (
     _instrument_known_mappers,
     _load_watched,
     _on_mapper_configured,
+    _on_pickle,
     track_every_read,
     watch_loads,
 )
@@ -118,6 +119,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Session, "pending_to_transient", _on_pending_to_transient, {"raw": True}),
     (Session, "persistent_to_detached", _on_persistent_to_detached, {"raw": True}),
     (Mapper, "mapper_configured", _on_mapper_configured, {}),
+    (Mapper, "pickle", _on_pickle, {"raw": True}),
     (Pool, "checkout", _on_checkout, {}),
     (Pool, "checkin", _on_checkin, {}),
 )

@@ -80,6 +80,16 @@ def _instrument_mapper(mapper: Any) -> None:
 
 
 @_guarded
+def _on_pickle(state: Any, state_dict: Any) -> None:
+    # pickle.dumps() (a cache keeping the objects) and copy.deepcopy() take every loaded
+    # attribute from the instance dict, where no read is seen: all of them are used.
+    obj = state.obj()
+    if obj is not None:
+        manager = state.manager
+        reads.read_whole(obj, [key for key in state.dict if key in manager])
+
+
+@_guarded
 def _on_mapper_configured(mapper: Any, class_: Any) -> None:
     _instrument_mapper(mapper)
     # Read tracking (track-reads) covers mappers configured after it started.
