@@ -85,6 +85,27 @@ async def test_task_group_sharing_a_session_with_lazy_loads_is_reported(
     )
 
 
+async def rename(session: AsyncSession, user_id: int) -> None:
+    await asyncio.sleep(0)
+    user = await session.get(User, user_id)  # line:rename-get
+    assert user is not None
+    user.name = f"renamed {user_id}"
+    await session.flush()  # line:rename-flush
+
+
+async def test_tasks_overlapping_at_several_operations_are_one_finding(
+    async_engine: AsyncEngine,
+) -> None:
+    # Each task's get() and flush() overlap another's: one transaction, one fix.
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        # Every task to its end, whatever one of them raised.
+        await asyncio.gather(
+            *(rename(session, user_id) for user_id in range(1, 6)), return_exceptions=True
+        )
+    finding = one(uow.findings, "SQD158")
+    assert finding.location.line in {line_of("rename-get"), line_of("rename-flush")}
+
+
 async def test_tasks_created_one_by_one_name_no_starting_line(
     async_engine: AsyncEngine,
 ) -> None:

@@ -819,7 +819,7 @@ class Sharing:
         self.first_site: CallSite | None = None
         # The latest sharing found (a detector.SharedUse), to explain the error it causes.
         self.seen: Any = None
-        # Whether threads using it at once were reported in this transaction.
+        # Whether threads (or tasks) using it at once were reported in this transaction.
         self.reported = False
 
     def new_transaction(self) -> None:

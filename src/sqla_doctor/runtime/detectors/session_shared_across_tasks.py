@@ -69,7 +69,8 @@ class SessionSharedAcrossTasks(Detector):
     one task while another task's operation on the same session is still waiting for
     the database. The finding names both call sites and both tasks, and the line of
     the `asyncio.gather()` or `TaskGroup` block that started the tasks, when that
-    task is still waiting on them with the session in hand.
+    task is still waiting on them with the session in hand. One finding per transaction
+    of the session: the tasks of one `gather()` overlap at each of their operations.
 
     Each `AsyncSession` call runs the synchronous ORM in a greenlet of its own, alive
     exactly while that call waits on I/O; the detector notes which one each operation
@@ -134,7 +135,11 @@ class SessionSharedAcrossTasks(Detector):
         self._started: dict[Hashable, tuple[CallSite, str] | None] = {}
 
     def on_session_shared(self, use: SharedUse) -> None:
-        if use.tasks:
+        sharing = use.record.sharing
+        if use.tasks and not sharing.reported:
+            # Once per transaction: the tasks of one gather() or TaskGroup overlap at
+            # each of their operations (a get() and a flush()), and the fix is the same.
+            sharing.reported = True
             self._report_use(use, live=True)
 
     def _report_use(self, use: SharedUse, *, live: bool = False) -> Any:
