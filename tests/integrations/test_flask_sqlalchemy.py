@@ -71,6 +71,14 @@ def make_app(database: Path) -> Flask:
             db.session.commit()
         return {}
 
+    @app.post("/authors/<int:author_id>/retitle")
+    def retitle(author_id: int) -> dict[str, Any]:
+        author = db.get_or_404(Author, author_id)  # line:get-or-404
+        author.name = f"{author.name} (retitled)"
+        if request.args.get("commit"):
+            db.session.commit()
+        return {}
+
     @app.get("/cache/<int:author_id>")
     def cache(author_id: int) -> dict[str, Any]:
         CACHE[author_id] = db.session.get(Author, author_id)  # line:cached-get
@@ -155,6 +163,20 @@ def test_a_forgotten_commit_of_a_changed_object_points_at_the_view(app: Flask) -
         "the session's transaction began here",
     )
     assert finding.fix_hint == "db.session.commit()"
+
+
+def test_a_forgotten_commit_after_db_get_or_404_names_db_session(app: Flask) -> None:
+    # The transaction began in db.get_or_404(): the line names `db`, whose session is
+    # the scoped_session the fix must name.
+    (finding,) = findings(app, "POST", "/authors/1/retitle")
+    assert finding.code == "SQD152"
+    assert finding.location.line == line_of("get-or-404")
+    assert finding.fix_hint == "db.session.commit()"
+    assert "call `db.session.commit()` before the request or job ends" in finding.message
+
+
+def test_a_commit_after_db_get_or_404_is_the_silent_twin(app: Flask) -> None:
+    assert findings(app, "POST", "/authors/1/retitle?commit=1") == []
 
 
 def test_a_committed_change_is_the_silent_twin(app: Flask) -> None:

@@ -274,10 +274,21 @@ def _scoped_proxy_at(site: CallSite, sync: type, asynchronous: type) -> ScopedPr
     line = linecache.getline(site.filename, site.lineno)
     for dotted in _NAMES.findall(line):
         first, _, attribute = dotted.partition(".")
-        name, value = first, module.__dict__.get(first)
+        owner = module.__dict__.get(first)
+        name, value = first, owner
         if attribute and not isinstance(value, (sync, asynchronous)):
             # Static lookup: a property of the user's object must not run (it might query).
-            name, value = dotted, inspect.getattr_static(value, attribute, None)
+            name, value = dotted, inspect.getattr_static(owner, attribute, None)
+            if (
+                value is not None
+                and attribute != "session"
+                and not isinstance(value, (sync, asynchronous))
+            ):
+                # A method of the object that holds the scoped_session as `session`:
+                # Flask-SQLAlchemy's db.get_or_404(), db.paginate() use db.session. (A
+                # name the object lacks is a local that shadows it: `db.scalars(...)`.)
+                name = f"{first}.session"
+                value = inspect.getattr_static(owner, "session", None)
         if isinstance(value, sync):
             return ScopedProxy(name, False)
         if isinstance(value, asynchronous):
