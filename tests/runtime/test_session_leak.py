@@ -557,3 +557,54 @@ async def test_a_transaction_begun_by_a_serializer_names_the_programs_last_line(
     ]
     # The function's own `session = Session(engine)`, found from that line.
     assert finding.message.endswith(f" — {sync_fix('Session(engine)')}")
+
+
+@sqla_doctor.track(mode="collect")
+def names_of(session: Session) -> list[str]:
+    return [u.name for u in session.scalars(select(User))]  # line:handed-query
+
+
+@sqla_doctor.track(mode="collect")
+def names_from_a_session_of_its_own(factory: sessionmaker[Session]) -> list[str]:
+    session = factory()
+    return [u.name for u in session.scalars(select(User))]  # line:own-leak
+
+
+def test_a_session_a_decorated_function_is_called_with_is_its_callers(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # The caller closes it after the call: the end of the call's unit is too early to
+    # judge it (under install() too, which sees its connection checked out).
+    sqla_doctor.install(mode="collect")
+    with session_factory() as session:
+        assert len(names_of(session)) == 5
+    gc.collect()
+    assert not of_code(sqla_doctor.collected(), "SQD151")
+
+
+def test_a_session_the_decorated_function_opens_and_leaves_open_is_reported(
+    session_factory: sessionmaker[Session],
+) -> None:
+    sqla_doctor.install(mode="collect")
+    leaked: list[Session] = []  # kept alive: still open when the call's unit ends
+    event.listen(session_factory, "after_begin", lambda s, *_: leaked.append(s))
+    assert len(names_from_a_session_of_its_own(session_factory)) == 5
+    finding = one(sqla_doctor.collected(), "SQD151")
+    assert finding.location.line == line_of("own-leak")
+    leaked[0].close()
+
+
+@sqla_doctor.track(mode="collect")
+async def async_names_of(session: AsyncSession) -> list[str]:
+    return [u.name for u in (await session.scalars(select(User))).all()]
+
+
+async def test_an_async_session_an_endpoint_is_called_with_is_its_callers(
+    async_engine: AsyncEngine,
+) -> None:
+    # A FastAPI endpoint decorated with track(): its yield dependency closes the session
+    # after the endpoint returned.
+    sqla_doctor.install(mode="collect")
+    async with AsyncSession(async_engine) as session:
+        assert len(await async_names_of(session)) == 5
+    assert not of_code(sqla_doctor.collected(), "SQD151")

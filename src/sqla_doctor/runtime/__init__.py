@@ -32,10 +32,13 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from sqlalchemy.orm import Session
+
 from sqla_doctor.config import Config, ConfigError, RuntimeConfig
 from sqla_doctor.config import load as load_config
 from sqla_doctor.findings import Finding
 from sqla_doctor.runtime import errors, listeners
+from sqla_doctor.runtime.async_sessions import sync_session
 from sqla_doctor.runtime.modes import (
     EngineWarning,
     LoadingWarning,
@@ -269,9 +272,11 @@ class Tracker:
                 entry = self._open.popitem()[1]
         return self._exit(*entry, error)
 
-    def _enter(self) -> tuple[UnitOfWork, Token[UnitOfWork | None]]:
+    def _enter(self, handed: tuple[Any, ...] = ()) -> tuple[UnitOfWork, Token[UnitOfWork | None]]:
         listeners.register()
         uow = UnitOfWork(self.settings(), self.name, explicit=True, parent=current.get())
+        if handed:
+            uow.handed_in = _sessions_among(handed)
         return uow, current.set(uow)
 
     def _exit(
@@ -330,7 +335,7 @@ class Tracker:
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                uow, token = self._enter()
+                uow, token = self._enter((*args, *kwargs.values()))
                 try:
                     result = await coroutine(*args, **kwargs)
                 except BaseException as error:
@@ -343,7 +348,7 @@ class Tracker:
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            uow, token = self._enter()
+            uow, token = self._enter((*args, *kwargs.values()))
             try:
                 result = fn(*args, **kwargs)
             except BaseException as error:
@@ -359,7 +364,7 @@ class Tracker:
 
         @functools.wraps(fn)
         def run_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            uow, token = self._enter()
+            uow, token = self._enter((*args, *kwargs.values()))
             try:
                 result = yield from fn(*args, **kwargs)
             except GeneratorExit:
@@ -381,7 +386,7 @@ class Tracker:
 
         @functools.wraps(fn)
         async def run_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            uow, token = self._enter()
+            uow, token = self._enter((*args, *kwargs.values()))
             inner = fn(*args, **kwargs)
             try:
                 try:
@@ -407,6 +412,19 @@ class Tracker:
             self._exit(uow, token)
 
         return run_async_generator
+
+
+def _sessions_among(values: tuple[Any, ...]) -> frozenset[int]:
+    """The ids of the Sessions among a decorated function's arguments (an AsyncSession's
+    own Session): the caller made them, and closes them after the call's unit ends."""
+    found = set()
+    for value in values:
+        # By type(), never isinstance(): that reads ``__class__``, which a proxy resolves
+        # by running its code.
+        session = value if issubclass(type(value), Session) else sync_session(value)
+        if session is not None:
+            found.add(id(session))
+    return frozenset(found)
 
 
 def _release(uow: UnitOfWork, error: BaseException | None) -> None:

@@ -251,6 +251,9 @@ class UnitOfWork:
         self.query_origins: dict[Any, OrmExecution] = {}
         self.sessions: dict[int, SessionRecord] = {}
         self.checkouts: dict[int, CheckoutRecord] = {}
+        # Sessions (by id) a track()-decorated function was called with: its caller's
+        # to close (a FastAPI dependency closes its session after the endpoint returns).
+        self.handed_in: frozenset[int] = frozenset()
         self._started = time.perf_counter()
         self._keys: set[Hashable] = set()
         self._unemitted: list[_Pending] = []

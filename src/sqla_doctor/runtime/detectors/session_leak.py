@@ -317,7 +317,10 @@ class SessionLeak(Detector):
     Checks for sessions that still hold a pooled connection (an open transaction) at the
     end of the unit of work, or when they are garbage-collected without having been
     closed, committed or rolled back. The finding points at the line where the session
-    acquired its connection and carries the stack that led there.
+    acquired its connection and carries the stack that led there. A session that a
+    `track()`-decorated function was called with (a FastAPI endpoint's `db` from a
+    dependency) is its caller's to close, after the call's unit has ended: only the
+    garbage collector's or the exit's check judges it.
 
     When the function at that line (or the endpoint that called it: a repository
     method) got the session from a FastAPI generator dependency (`db: Session =
@@ -404,6 +407,7 @@ class SessionLeak(Detector):
                 and record.holds_connection
                 and not record.external
                 and not record.long_lived
+                and record.key not in self.uow.handed_in
             ):
                 self._report(record, "still holds its connection at the end of the unit of work")
 
