@@ -143,6 +143,38 @@ def test_the_same_dropdown_without_the_cache_is_reported(read_engine: Engine) ->
     assert one(uow.findings, "SQD258").details["read_columns"] == ["id", "name"]
 
 
+RETURNING = sqla_doctor.track(mode="collect", config=TRACK_READS)
+
+
+@RETURNING
+def all_accounts(session: Session) -> list[Account]:
+    accounts = session.scalars(select(Account).options(NO_BADGES))
+    return sorted(accounts, key=lambda a: a.name)
+
+
+@RETURNING
+def account_names(session: Session) -> list[tuple[int, str]]:
+    return [(a.id, a.name) for a in session.scalars(select(Account).options(NO_BADGES))]
+
+
+def test_objects_a_decorated_function_returns_are_left_to_its_caller(
+    read_engine: Engine,
+) -> None:
+    # The caller (a response model, a template) reads their columns after the unit.
+    with Session(read_engine) as session:
+        rows = [(a.name, a.email, a.country) for a in all_accounts(session)]
+    assert len(rows) == 4
+    assert RETURNING.last is not None
+    assert not of_code(RETURNING.last.findings, "SQD258")
+
+
+def test_objects_the_decorated_function_keeps_to_itself_are_judged(read_engine: Engine) -> None:
+    with Session(read_engine) as session:
+        assert len(account_names(session)) == 4
+    assert RETURNING.last is not None
+    assert one(RETURNING.last.findings, "SQD258").details["read_columns"] == ["id", "name"]
+
+
 def test_columns_read_on_any_object_of_the_query_count(read_engine: Engine) -> None:
     with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
         accounts = s.scalars(select(Account).options(NO_BADGES)).all()

@@ -66,6 +66,44 @@ def test_an_eager_load_pickled_into_a_cache_was_used(read_engine: Engine) -> Non
     assert not of_code(uow.findings, "SQD257")
 
 
+RETURNING = sqla_doctor.track(mode="collect", config=TRACK_READS)
+
+
+@RETURNING
+def accounts_with_orders(session: Session) -> list[Account]:
+    statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+    return list(session.scalars(statement))
+
+
+@RETURNING
+def names_of_accounts_with_orders(session: Session) -> list[str]:
+    statement = select(Account).options(selectinload(Account.orders), NO_BADGES)
+    return [a.name for a in session.scalars(statement)]  # line:kept-query
+
+
+def test_an_eager_load_a_decorated_function_returns_is_left_to_its_caller(
+    read_engine: Engine,
+) -> None:
+    # An endpoint decorated with track() whose response model reads the orders after
+    # the call: its unit ends before those reads.
+    with Session(read_engine) as session:
+        accounts = accounts_with_orders(session)
+        orders = sum(len(a.orders) for a in accounts)
+    assert orders > 0
+    assert RETURNING.last is not None
+    assert not of_code(RETURNING.last.findings, "SQD257")
+
+
+def test_an_eager_load_the_decorated_function_never_read_nor_returned_is_reported(
+    read_engine: Engine,
+) -> None:
+    with Session(read_engine) as session:
+        assert len(names_of_accounts_with_orders(session)) == 4
+    assert RETURNING.last is not None
+    finding = one(RETURNING.last.findings, "SQD257")
+    assert finding.location.line == line_of("kept-query")
+
+
 def test_selectinload_never_read_is_reported_at_the_query(read_engine: Engine) -> None:
     with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(read_engine) as s:
         statement = select(Account).options(selectinload(Account.orders), NO_BADGES)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import os
 import sys
@@ -32,7 +33,8 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect as inspect_object
+from sqlalchemy.orm import InstanceState, Session
 
 from sqla_doctor.config import Config, ConfigError, RuntimeConfig
 from sqla_doctor.config import load as load_config
@@ -341,6 +343,7 @@ class Tracker:
                 except BaseException as error:
                     self._exit(uow, token, error)
                     raise
+                uow.returned = _mapped_objects_in(result)
                 self._exit(uow, token)
                 return result
 
@@ -354,6 +357,7 @@ class Tracker:
             except BaseException as error:
                 self._exit(uow, token, error)
                 raise
+            uow.returned = _mapped_objects_in(result)
             self._exit(uow, token)
             return result
 
@@ -424,6 +428,28 @@ def _sessions_among(values: tuple[Any, ...]) -> frozenset[int]:
         session = value if issubclass(type(value), Session) else sync_session(value)
         if session is not None:
             found.add(id(session))
+    return frozenset(found)
+
+
+# Enough to find a returned list's objects; a longer result is looked at this far.
+_MAX_RETURNED = 1000
+
+
+def _mapped_objects_in(result: Any) -> frozenset[int]:
+    """The ids of the mapped objects a decorated function returned, itself or in a list,
+    tuple, set or dict's values (an endpoint's rows, which a response model reads after
+    the call): looked up by type in SQLAlchemy's inspection registry, no code of theirs
+    runs."""
+    if isinstance(result, dict):
+        values: Iterable[Any] = result.values()
+    elif isinstance(result, (list, tuple, set, frozenset)):
+        values = result
+    else:
+        values = (result,)
+    found = set()
+    for value in itertools.islice(values, _MAX_RETURNED):
+        if isinstance(inspect_object(value, raiseerr=False), InstanceState):
+            found.add(id(value))
     return frozenset(found)
 
 

@@ -129,17 +129,25 @@ class FollowedQueries(Generic[G]):
             group.watches.append(watch)
         return watch
 
-    def settle(self, *, final: bool, judge: Callable[[G], None]) -> None:
+    def settle(
+        self, *, final: bool, judge: Callable[[G], None], returned: frozenset[int] = frozenset()
+    ) -> None:
         """Judge the groups that are done: all of them at the end of an explicit unit.
 
         A session's implicit unit checkpoints at each transaction's end, and its objects
         may still be read after that (returned, serialized): a group waits until they
-        are all gone.
+        are all gone. A group with an object among ``returned`` (ids of what a
+        track()-decorated function returned) is dropped unjudged: its caller reads it
+        after the unit has ended.
         """
         for key, group in list(self.groups.items()):
             if not final and any(watch() is not None for watch in group.watches):
                 continue
             del self.groups[key]
+            if returned and any(
+                watch.oid in returned and watch() is not None for watch in group.watches
+            ):
+                continue
             judge(group)
         if final:
             self.open = {}

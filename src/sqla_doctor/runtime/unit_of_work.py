@@ -254,6 +254,8 @@ class UnitOfWork:
         # Sessions (by id) a track()-decorated function was called with: its caller's
         # to close (a FastAPI dependency closes its session after the endpoint returns).
         self.handed_in: frozenset[int] = frozenset()
+        # Mapped objects (by id) it returned: its caller reads them after the unit ends.
+        self.returned: frozenset[int] = frozenset()
         self._started = time.perf_counter()
         self._keys: set[Hashable] = set()
         self._unemitted: list[_Pending] = []

@@ -80,7 +80,9 @@ class OverFetchedColumns(Detector):
     reading `vars(obj)` would be emptied by `load_only()`. A
     column read only on objects of a later query of the same line, after the
     tracked objects (5,000 per unit of work), is not seen. Without `track()`, a
-    session's objects are judged only once they are all gone.
+    session's objects are judged only once they are all gone; the objects a
+    `track()`-decorated function returns are not judged, since its caller reads them
+    after its unit has ended (a response model serializing an endpoint's rows).
 
     ## Example
     ```python
@@ -157,7 +159,11 @@ class OverFetchedColumns(Detector):
         self.queries.watch(group, state)
 
     def checkpoint(self) -> None:
-        self.queries.settle(final=self.uow.explicit or process.exiting, judge=self._judge)
+        self.queries.settle(
+            final=self.uow.explicit or process.exiting,
+            judge=self._judge,
+            returned=self.uow.returned,
+        )
 
     def _judge(self, group: _Group) -> None:
         if group.seen < MIN_OBJECTS or not group.judgeable():

@@ -126,8 +126,9 @@ class UnusedEagerLoad(Detector):
     program that serializes that way can be reported wrongly; an object pickled (for a
     cache) or deep-copied counts as reading everything it had loaded. Without `track()`,
     a session's objects are judged only once they are all gone, since they can be read
-    after the session ends. Counts are given when the parents were still there at the
-    next query or at the end of the unit of work.
+    after the session ends; the objects a `track()`-decorated function returns are not
+    judged, since its caller reads them after its unit has ended. Counts are given when
+    the parents were still there at the next query or at the end of the unit of work.
 
     ## Example
     ```python
@@ -236,7 +237,11 @@ class UnusedEagerLoad(Detector):
 
     def checkpoint(self) -> None:
         self._measure()
-        self.queries.settle(final=self.uow.explicit or process.exiting, judge=self._judge)
+        self.queries.settle(
+            final=self.uow.explicit or process.exiting,
+            judge=self._judge,
+            returned=self.uow.returned,
+        )
 
     def _measure(self) -> None:
         for group in self.queries.groups.values():
