@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import gc
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -397,6 +400,60 @@ def test_a_select_by_primary_key_per_item_is_told_to_look_them_up(engine: Engine
         "fetch the User rows for all of them in one query instead of one per iteration, "
         "`select(User).where(User.id.in_(ids))`, and look each one up by id"
     )
+
+
+def interleave_first_executions(session: Session) -> None:
+    """Hold each of two worker threads' first ORM execution until the other's has begun:
+    both run between the other's do_orm_execute and its statement's cursor event, as
+    workers sharing a session do when the scheduler switches at the wrong moment."""
+    barrier = threading.Barrier(2, timeout=10)
+    seen: set[int] = set()
+
+    def wait_for_the_other(_state: object) -> None:
+        thread = threading.get_ident()
+        if thread not in seen:
+            seen.add(thread)
+            barrier.wait()
+
+    event.listen(session, "do_orm_execute", wait_for_the_other)
+
+
+def in_two_workers(names: Callable[[list[int]], list[str]]) -> list[list[str]]:
+    """``names`` of half the ids in each of two pool threads, in the unit of work of the
+    caller (as asyncio.to_thread() and Starlette's threadpool copy the context)."""
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, names, ids) for ids in (IDS[::2], IDS[1::2])
+        ]
+        return [future.result() for future in futures]
+
+
+def test_workers_sharing_a_session_get_the_fix_for_their_own_statement(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.execute(text("SELECT 1"))  # the transaction begins before the workers
+        interleave_first_executions(session)
+
+        def names(ids: list[int]) -> list[str]:
+            return [session.get(User, user_id).name for user_id in ids]  # type: ignore[union-attr]
+
+        found = in_two_workers(names)
+    assert sum(map(len, found)) == USERS
+    assert "session.get() runs a SELECT for each User" in one(uow.findings, "SQD252").message
+
+
+def test_workers_sharing_a_session_that_load_in_one_query_are_the_silent_twin(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.execute(text("SELECT 1"))
+        interleave_first_executions(session)
+
+        def names(ids: list[int]) -> list[str]:
+            return list(session.scalars(select(User.name).where(User.id.in_(ids))))
+
+        found = in_two_workers(names)
+    assert sum(map(len, found)) == USERS
+    assert not of_code(uow.findings, "SQD252")
 
 
 def test_a_query_per_parent_with_another_filter_keeps_it_and_is_not_told_the_collection(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import weakref
 from typing import Any
 
@@ -33,6 +34,9 @@ from sqla_doctor.runtime.redact import shown_sql
 
 MAX_ENTRIES = 2_000
 MAX_PARAMETER_SETS = 256
+# Threads with an ORM execution on its way to the cursor, at most: one per thread, so
+# only threads that ended since their last statement are ever dropped.
+MAX_PENDING = 64
 # Statements the session or the dialect issues on their own, not the user's queries.
 _NOT_QUERIES = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET ", "SHOW ")
 _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
@@ -400,18 +404,23 @@ class RepeatedStatement(Detector):
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
         self.entries: dict[tuple[Any, ...], _Entry | None] = {}
-        # The ORM execution whose statement reaches the cursor next, with its statement
-        # and mapper: read only when that statement repeats for the first time, and
-        # dropped at the cursor (a relationship's lazy clause keeps its parent alive).
-        self.pending: tuple[OrmExecution, Any, Any] | None = None
+        # Per thread, the ORM execution whose statement reaches the cursor next, with its
+        # statement and mapper: read only when that statement repeats for the first time,
+        # and dropped at the thread's next cursor event (a relationship's lazy clause keeps
+        # its parent alive). Per thread: workers sharing one session run their executions
+        # between each other's do_orm_execute and cursor events.
+        self.pending: dict[int, tuple[OrmExecution, Any, Any]] = {}
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         state = execution.state
         if state is not None:
-            self.pending = (execution, state.statement, state.bind_mapper)
+            pending = self.pending
+            if len(pending) >= MAX_PENDING:
+                pending.clear()
+            pending[threading.get_ident()] = (execution, state.statement, state.bind_mapper)
 
     def on_before_cursor_execute(self, statement: Statement) -> None:
-        pending, self.pending = self.pending, None
+        pending = self.pending.pop(threading.get_ident(), None) if self.pending else None
         site = statement.site
         if statement.executemany or site is None:
             return
