@@ -212,6 +212,32 @@ def test_the_same_query_repeated_within_one_of_the_transactions_is_reported(
     assert "with identical parameters — run it once and reuse the result" in finding.message
 
 
+def test_a_sessions_report_before_its_end_says_the_count_is_a_lower_bound(engine: Engine) -> None:
+    """Under install(), a session reports at the end of each transaction: a loop that
+    commits every few items goes on running the statement after the first report."""
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        for round_ in range(2):
+            for user_id in IDS:
+                session.execute(QUERY, {"id": user_id + round_}).scalar()
+            session.commit()
+    finding = one(sqla_doctor.collected(), "SQD252")
+    assert finding.message.startswith("SELECT … FROM users ran at least 5× from ")
+    assert finding.details["count"] == USERS
+
+
+def test_an_explicit_unit_reports_the_final_count(engine: Engine) -> None:
+    """The same loop in track(): reported at the unit's end, with how often it ran."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for round_ in range(2):
+            for user_id in IDS:
+                session.execute(QUERY, {"id": user_id + round_}).scalar()
+            session.commit()
+    assert one(uow.findings, "SQD252").message.startswith(
+        f"SELECT … FROM users ran {2 * USERS}× from "
+    )
+
+
 def test_below_the_threshold_is_silent(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         for user_id in IDS[:4]:

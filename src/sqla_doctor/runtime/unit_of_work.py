@@ -241,6 +241,8 @@ class UnitOfWork:
         # (0.0 until it returns, and for one that failed).
         self.durations: list[float] = []
         self.active: bool = True
+        # Its last checkpoint is running (end()): the counts detectors report are final.
+        self.closing = False
         self.duration: float | None = None
         self.lock = threading.RLock()
         # Mapper -> the last execution that loaded its objects (its SQLAlchemy state
@@ -457,6 +459,7 @@ class UnitOfWork:
         with self.lock:
             if not self.active:
                 return
+            self.closing = True
             self.checkpoint()
             # Resources left open matter at the end of an explicit unit; an implicit one
             # ends when its session or connection is gone, which the detectors saw.

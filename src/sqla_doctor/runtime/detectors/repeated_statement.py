@@ -302,6 +302,11 @@ class RepeatedStatement(Detector):
     transaction: a worker polling its queue once per transaction may see new rows each
     time.
 
+    `track()` reports at its end, with how often the statement ran. A session outside
+    one (`install()`, `sqla-doctor run`) reports at the end of each of its transactions,
+    where a loop that commits every few items is not over yet: the message says "ran at
+    least 10×".
+
     ## Why is this bad?
     It is the N+1 problem written by hand: one round trip per item where one query would
     fetch them all. With identical parameters it is the same result fetched again.
@@ -540,8 +545,16 @@ class RepeatedStatement(Detector):
             hint=fix,
             details=details,
             shape=statement_shape,
-            count=entry.count,
+            count=self._count_so_far(entry),
             site=self.where(entry.site),
             variants=variants,
             fix=fix,
         )
+
+    def _count_so_far(self, entry: _Entry) -> str:
+        """How often it ran: an explicit unit reports at its end, the final count; a
+        session's implicit one at the end of each transaction, where the loop may go on
+        in the next one (a commit every 100 items)."""
+        if self.uow.explicit or self.uow.closing:
+            return str(entry.count)
+        return f"at least {entry.count}"
