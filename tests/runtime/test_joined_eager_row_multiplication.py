@@ -293,11 +293,12 @@ def test_a_many_to_many_whose_children_are_shared_counts_their_rows(
     # object, and nothing but the authors' collections counts them.
     with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
         assert genres_total(session, joinedload(Author.genres)) == 3 * 20
+        assert not session.identity_map, "counting them kept none of them alive"
     finding = one(uow.findings, "SQD256")
     assert finding.location.line == line_of("genres")
-    # Counted when the next author loaded; the newcomer, last and without genres, is
-    # gone uncounted.
-    assert "3 Author object(s) came back as 60 rows (20.0× per Author)" in finding.message
+    # Counted when the next author loaded, and the newcomer, last and without genres
+    # (one row of NULLs), as it was collected.
+    assert "4 Author object(s) came back as 61 rows (15.2× per Author)" in finding.message
     assert ".options(selectinload(Author.genres))" in finding.message
 
 

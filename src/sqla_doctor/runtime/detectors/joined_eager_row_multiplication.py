@@ -123,6 +123,7 @@ class _Open:
         "seen",
         "site",
         "tree",
+        "watch",
     )
 
     def __init__(self, site: CallSite, mapper: Any, tree: Tree) -> None:
@@ -152,6 +153,9 @@ class _Open:
         )
         self.keys = tuple(r.key for r in self.chain) if self.chain is not None else ()
         self.loaded_rows = 0
+        # The last parent loaded, whose rows no next parent will count: counted as it is
+        # collected (see _watch), while its own collections are still there.
+        self.watch: weakref.ref[Any] | None = None
 
     def add_parent(self, state: Any) -> None:
         """Keep ``state``, a parent just loaded, and count the rows of the one before it."""
@@ -165,6 +169,7 @@ class _Open:
                 self.early[-1] = _rows(previous.dict, self.tree, self.budget)
         parents.append(weakref.ref(state))
         self.early.append(None)
+        self.watch = _watch(state, self.tree, self.early)
 
     def count(self, state: Any, path: Any) -> None:
         """Count the rows ``state``, loaded at ``path`` of the joined tree, stands for."""
@@ -225,7 +230,9 @@ class JoinedEagerRowMultiplication(Detector):
     A parent gone by then (a helper that streams its result, or loads, sums and returns
     a number; a commit that expired it) was counted when the next parent loaded, which
     is exact when the database returned each parent's rows together, and too low
-    otherwise; the last one is not counted, and is assumed to be like the others.
+    otherwise; the last one is counted as it is freed, from weak references to its
+    collections. A last parent freed by the cycle collector (one in a reference cycle of
+    the program's own) is not counted, and is assumed to be like the others.
     One collection, or a nested chain, is also counted from the objects as they
     loaded, which misses children that were already in the session (the shared
     children of a many-to-many), and the larger count is taken. Parents that were
@@ -429,6 +436,49 @@ class JoinedEagerRowMultiplication(Detector):
             measure=measure,
             fix=fix,
         )
+
+
+def _watch(state: Any, tree: Tree, early: list[int | None]) -> weakref.ref[Any] | None:
+    """A weak reference to the object of ``state``, the last parent loaded so far, that
+    counts its rows into ``early[-1]`` as it is collected.
+
+    Nothing is kept alive: the callback holds weak references to the parent's joined
+    values (its collection lists, a many-to-one's object). When reference counting frees
+    the parent, its weak references are cleared before its ``__dict__`` is, so those
+    values are still there; a parent freed by the cycle collector has its values' weak
+    references cleared too, and stays uncounted.
+    """
+    obj = state.obj()
+    if obj is None:
+        return None
+    dict_ = state.dict
+    values: dict[str, weakref.ref[Any] | None] = {}
+    try:
+        for relationship in tree:
+            key = relationship.key
+            if key in dict_:
+                value = dict_[key]
+                values[key] = weakref.ref(value) if value is not None else None
+    except TypeError:
+        return None  # a collection class without weak references
+    index = len(early) - 1
+    budget = [_MAX_VISITS]
+
+    def count(_gone: Any) -> None:
+        try:
+            held = {}
+            for key, ref in values.items():
+                value = ref() if ref is not None else None
+                if ref is not None and value is None:
+                    return  # freed with the parent, by the cycle collector
+                held[key] = value
+            early[index] = _rows(held, tree, budget)
+        except Exception:
+            from sqla_doctor.runtime.listeners.units import _internal_error
+
+            _internal_error("SQD256's count of a collected parent")
+
+    return weakref.ref(obj, count)
 
 
 def _rows(dict_: Any, tree: Tree, budget: list[int]) -> int | None:
