@@ -405,3 +405,51 @@ def test_a_chain_never_read_at_all_is_reported_once_at_its_first_link(shelves: E
         assert [shelf.id for shelf in listed] == [1, 2, 3]
     finding = one(uow.findings, "SQD257")
     assert finding.details["subject"] == "Shelf.volumes"
+
+
+# -- options chained below a joinedload(): the joined objects come in the query's rows --
+
+JOINED_CHAINS = {
+    "chained": joinedload(Shelf.volumes).selectinload(Volume.pages),
+    "options": joinedload(Shelf.volumes).options(selectinload(Volume.pages)),
+}
+
+
+@pytest.mark.parametrize("chain", JOINED_CHAINS.values(), ids=JOINED_CHAINS.keys())
+def test_an_option_below_a_joinedload_whose_relationship_is_never_read_is_reported(
+    shelves: Engine, chain: Any
+) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(shelves) as s:
+        listed = s.scalars(select(Shelf).options(chain)).unique().all()  # line:joined-chain
+        titles = [volume.title for shelf in listed for volume in shelf.volumes]
+    assert len(titles) == 6
+    finding = one(uow.findings, "SQD257")
+    assert finding.location.line == line_of("joined-chain")
+    assert finding.message == (
+        f"`select(Shelf)` at {HERE}:{line_of('joined-chain')}: joinedload(Shelf.volumes)"
+        ".selectinload(Volume.pages) loaded 12 Page object(s) for 6 Volume object(s), and "
+        "Volume.pages was never read — drop .selectinload(Volume.pages) from that option, "
+        "keeping joinedload(Shelf.volumes)"
+    )
+
+
+@pytest.mark.parametrize("chain", JOINED_CHAINS.values(), ids=JOINED_CHAINS.keys())
+def test_an_option_below_a_joinedload_whose_relationship_is_read_is_silent(
+    shelves: Engine, chain: Any
+) -> None:
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(shelves) as s:
+        listed = s.scalars(select(Shelf).options(chain)).unique().all()
+        pages = [len(volume.pages) for shelf in listed for volume in shelf.volumes]
+    assert pages == [2] * 6
+    assert not of_code(uow.findings, "SQD257")
+
+
+def test_a_joined_chain_never_read_at_all_is_reported_once_at_its_first_link(
+    shelves: Engine,
+) -> None:
+    chain = JOINED_CHAINS["chained"]
+    with sqla_doctor.track(mode="collect", config=TRACK_READS) as uow, Session(shelves) as s:
+        listed = s.scalars(select(Shelf).options(chain)).unique().all()
+        assert [shelf.id for shelf in listed] == [1, 2, 3]
+    finding = one(uow.findings, "SQD257")
+    assert finding.details["subject"] == "Shelf.volumes"

@@ -28,7 +28,7 @@ MAX_TRACKED = 5_000
 class QueryGroup:
     """The objects one line's query loaded (every run of it), over the unit of work."""
 
-    __slots__ = ("depth", "generation", "mapper", "seen", "site", "watches")
+    __slots__ = ("depth", "generation", "joined", "mapper", "seen", "site", "watches")
 
     def __init__(self, site: CallSite, mapper: Any) -> None:
         self.site = site
@@ -42,6 +42,9 @@ class QueryGroup:
         # Read tracking restarted since (track-reads switched off and on): what the
         # watches saw is incomplete.
         self.generation = reads.generation()
+        # Relationship -> the group that follows the objects loaded through it in this
+        # group's own rows (a joinedload() with options chained below it), if any.
+        self.joined: dict[Any, Any] = {}
 
     def judgeable(self) -> bool:
         """Whether the reads seen on its objects can be trusted to be all of them."""
@@ -100,8 +103,31 @@ class FollowedQueries(Generic[G]):
         if group is None or self.tracked >= MAX_TRACKED:
             return None
         if not loading.loaded_at_depth(loaded.state, group.depth):
-            return None
+            group = _joined_below(group, loaded.state)
+            if group is None:
+                return None
         group.seen += 1
+        return group
+
+    def follow_joined(self, root: G, loader_path: tuple[Any, ...]) -> G | None:
+        """Follow the objects ``root``'s query loads in its own rows along
+        ``loader_path`` (``(Blog, Blog.posts, Post)``, a ``joinedload()``), in a group of
+        their own; None when out of room."""
+        mapper = loader_path[-1]
+        if not reads.cover(mapper):
+            return None
+        site = root.site
+        key = (site.filename, site.lineno, mapper, loader_path[-2])
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) >= MAX_GROUPS:
+                return None
+            group = self.groups[key] = self._new_group(site, mapper)
+            group.depth = len(loader_path)
+        from sqla_doctor.runtime import listeners
+
+        listeners.watch_loads(mapper)
+        root.joined[loader_path[-2]] = group
         return group
 
     def _copied_from(self, query: Any) -> G | None:
@@ -152,3 +178,14 @@ class FollowedQueries(Generic[G]):
         if final:
             self.open = {}
             self.open_columns = {}
+
+
+def _joined_below(group: QueryGroup, state: Any) -> Any:
+    """The group following the object ``state`` if a joinedload() of ``group``'s query
+    loaded it (one relationship below ``group``'s objects), else None."""
+    if not group.joined:
+        return None
+    path = getattr(getattr(state, "load_path", None), "path", None)
+    if path is None or len(path) != group.depth + 2:
+        return None
+    return group.joined.get(path[-2])

@@ -373,6 +373,23 @@ def eager_relationships(
     return found
 
 
+def joined_links(statement: Any, mapper: Any) -> list[tuple[Any, ...]]:
+    """The load paths (``(Blog, Blog.posts, Post)``) of the relationships of ``mapper``
+    that the statement's options ``joinedload()``: their objects come in the statement's
+    own rows, and options chained below them load further (see :func:`nested_eager`)."""
+    found: list[tuple[Any, ...]] = []
+    for option in getattr(statement, "_with_options", ()):
+        for element in getattr(option, "context", ()):
+            path = getattr(getattr(element, "path", None), "path", None)
+            strategy = getattr(element, "strategy", None)
+            if not path or not strategy or len(path) != 3 or not _is_root(path[0], mapper):
+                continue
+            lazy = dict(strategy).get("lazy")
+            if lazy is not None and lazy_value(lazy) == "joined":
+                found.append(tuple(path))
+    return found
+
+
 def nested_eager(
     statement: Any, loader_path: tuple[Any, ...]
 ) -> tuple[dict[str, tuple[Any, str, bool]], str] | None:

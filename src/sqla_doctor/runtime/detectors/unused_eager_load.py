@@ -103,11 +103,13 @@ class UnusedEagerLoad(Detector):
     It needs read tracking, which makes reads of the loaded objects' attributes
     observable: on under `sqla-doctor run`, opt-in elsewhere with `track-reads = true`
     (see the configuration). Relationships of the query's own entity are looked at,
-    and those an option chained below a `selectinload()` (or `subqueryload()`) loads
-    for the objects that batch loaded (`selectinload(Blog.posts).selectinload(Post.tags)`:
-    `Post.tags`, which the fix tells to drop from the chain); not those below a
-    `joinedload()`, nor a nested relationship's own `lazy="selectin"` mapping. A chain
-    whose first relationship went unread is reported there, once.
+    and those an option chained below a `selectinload()`, `subqueryload()` or
+    `joinedload()` loads for the objects that one loaded
+    (`selectinload(Blog.posts).selectinload(Post.tags)`,
+    `joinedload(Blog.posts).options(selectinload(Post.tags))`: `Post.tags`, which the
+    fix tells to drop from the chain); not those further down than one `joinedload()`,
+    nor a nested relationship's own `lazy="selectin"` mapping. A chain whose first
+    relationship went unread is reported there, once.
 
     For a relationship eager by its mapping, the fix is `lazy="select"` in the mapping
     or a `lazyload()` option on the query; for a query that is awaited (async code, where
@@ -191,6 +193,25 @@ class UnusedEagerLoad(Detector):
         group = self.queries.follow(statement, site, mapper)
         if group is not None:
             group.eager.update(eager)
+            if options is not None:
+                self._follow_joined(group, statement)
+
+    def _follow_joined(self, root: _Group, statement: Any) -> None:
+        """The objects a ``joinedload()`` of the query brings in its own rows, when the
+        program chained options below it (``joinedload(Blog.posts).selectinload(Post.tags)``
+        or ``.options(...)``): followed as the line's, one level down, as for a
+        ``selectinload()``'s batch."""
+        for loader_path in loading.joined_links(statement, root.mapper):
+            nested = loading.nested_eager(statement, loader_path)
+            if nested is None:
+                continue
+            group = self.queries.follow_joined(root, loader_path)
+            if group is None:
+                continue
+            eager, chain = nested
+            group.root, group.chain = root.mapper, chain
+            group.eager.update(eager)
+            group.link = (root, loader_path[1].key)
 
     def _follow_batch(self, execution: OrmExecution) -> None:
         """A selectin (or subquery) batch whose objects the query's chained options load
