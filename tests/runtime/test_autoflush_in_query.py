@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, inspect, select
+import pytest
+from sqlalchemy import Engine, ForeignKey, String, Text, event, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 import sqla_doctor
 
@@ -243,3 +244,65 @@ async def test_async_autoflush_that_fails_is_reported(async_engine: AsyncEngine)
     finding = one(uow.findings, "SQD153")
     assert finding.location.line == line_of("async-lookup")
     assert "the flush failed with IntegrityError" in finding.message
+
+
+# -- columns the flush itself sets (a before_update hook): not the program's changes ---
+
+
+class StampedBase(DeclarativeBase):
+    pass
+
+
+class Ticket(StampedBase):
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+    summary: Mapped[str | None] = mapped_column(Text)
+    revision: Mapped[int] = mapped_column(default=0)
+    notes: Mapped[list[Note]] = relationship()
+
+
+class Note(StampedBase):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+
+
+@event.listens_for(Ticket, "before_update")
+def _count_revisions(_mapper: object, _connection: object, ticket: Ticket) -> None:
+    """The audit-column hook: every UPDATE of a ticket bumps its revision."""
+    ticket.revision = (ticket.revision or 0) + 1
+
+
+@pytest.fixture
+def tickets(engine: Engine) -> Engine:
+    StampedBase.metadata.create_all(engine)
+    return engine
+
+
+def test_a_column_a_before_update_hook_sets_is_not_listed_as_a_change(tickets: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(tickets) as session:
+        ticket = Ticket(title="disk full")
+        session.add(ticket)
+        open_tickets = session.scalar(select(func.count()).select_from(Ticket))
+        ticket.summary = f"{open_tickets} open"
+        session.commit()
+        assert ticket.revision == 1
+    finding = one(uow.findings, "SQD153")
+    assert finding.details["changed_after"] == ["Ticket.summary"]
+    assert "then changed (Ticket.summary), an UPDATE" in finding.message
+
+
+def test_a_hooks_column_after_a_collection_append_is_silent(tickets: Engine) -> None:
+    """Appending to the new ticket's notes makes it dirty, and its before_update hook
+    sets a column at the next flush: the program changed no column of the row."""
+    with sqla_doctor.track(mode="collect") as uow, Session(tickets) as session:
+        ticket = Ticket(title="disk full", summary="no space left")
+        session.add(ticket)
+        session.scalar(select(func.count()).select_from(Ticket))
+        ticket.notes.append(Note())
+        session.commit()
+        assert ticket.revision == 1
+    assert not of_code(uow.findings, "SQD153")

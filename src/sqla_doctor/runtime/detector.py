@@ -53,6 +53,9 @@ FLUSH: Final = "flush"  # written by a Session's flush
 EVENTS: Final = (
     "do_orm_execute",
     "before_cursor_execute",
+    # A session is about to flush, before any flush hook of the program's runs (its
+    # SessionRecord).
+    "before_flush",
     "after_flush",
     # A query's autoflush raised (an IntegrityError from a half-built object; Flush).
     "autoflush_failed",

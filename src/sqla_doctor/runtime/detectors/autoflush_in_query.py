@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, Flush, TransactionEnd
+
+if TYPE_CHECKING:
+    from sqla_doctor.runtime.unit_of_work import SessionRecord
 
 _MAX_NAMED = 4
 # Autoflushed objects watched per autoflush, and autoflushes awaiting their session's
@@ -21,7 +24,7 @@ class _Autoflush:
     """An autoflush that succeeded, held until its session's next flush or end: it is
     reported only if one of the objects it INSERTed is changed again before then."""
 
-    __slots__ = ("count", "entities", "inserted", "related", "site", "states")
+    __slots__ = ("changed", "count", "entities", "inserted", "related", "site", "states")
 
     def __init__(self, flush: Flush, site: CallSite) -> None:
         self.site = site
@@ -34,6 +37,21 @@ class _Autoflush:
         self.states: list[weakref.ref[Any]] = []
         for obj in list(flush.session.new)[:_MAX_WATCHED]:
             self.states.append(weakref.ref(_state(obj)))
+        # What the program changed on them, read as the next flush begins: the columns
+        # that flush's own hooks set (a before_update audit column) are not the program's.
+        self.changed: list[str] | None = None
+
+    def changes(self) -> list[str]:
+        """``Entity.attribute`` of each column its objects have changed since."""
+        changed: list[str] = []
+        for ref in self.states:
+            state = ref()
+            if state is None:
+                continue
+            for name in _changed_columns(state):
+                if name not in changed:
+                    changed.append(name)
+        return changed
 
 
 class AutoflushInQuery(Detector):
@@ -64,7 +82,10 @@ class AutoflushInQuery(Detector):
     without commit, which SQD152 reports) discards the half-built row and is not
     reported. Only columns and many-to-one relationships count as a change (appending to
     a collection writes the children's rows), and only the first 200 objects of an
-    autoflush are watched.
+    autoflush are watched. The changes are read as that next flush begins, so columns
+    its hooks set (a `before_update` listener's audit column, a `@validates` it
+    triggers) are not counted; a session `before_flush` listener registered before
+    sqla-doctor's runs first, and its columns are.
 
     ## Example
     ```python
@@ -106,6 +127,11 @@ class AutoflushInQuery(Detector):
         super().__init__(uow)
         # id(session) -> its last successful autoflush, until its next flush or end.
         self.held: dict[int, _Autoflush] = {}
+
+    def on_before_flush(self, record: SessionRecord) -> None:
+        held = self.held.get(record.key)
+        if held is not None:
+            held.changed = held.changes()
 
     def on_after_flush(self, flush: Flush) -> None:
         # The flush after an autoflush closes its window: an object the autoflush
@@ -149,14 +175,7 @@ class AutoflushInQuery(Detector):
 
     def _settle(self, held: _Autoflush, update_site: CallSite | None) -> None:
         """Report ``held`` if an object it INSERTed was changed again since."""
-        changed: list[str] = []
-        for ref in held.states:
-            state = ref()
-            if state is None:
-                continue
-            for name in _changed_columns(state):
-                if name not in changed:
-                    changed.append(name)
+        changed = held.changed if held.changed is not None else held.changes()
         if not changed:
             return  # complete when flushed: the autoflush only wrote a little earlier
         shown = ", ".join(changed[:_MAX_NAMED]) + (", …" if len(changed) > _MAX_NAMED else "")

@@ -23,6 +23,7 @@ from sqla_doctor.runtime.loading import primary_key_attributes
 from sqla_doctor.runtime.unit_of_work import (
     MAX_UPDATED_ROWS,
     SessionRecord,
+    UnitOfWork,
     executing,
     flushing,
     process,
@@ -57,7 +58,10 @@ def _on_before_flush(session: Session, flush_context: Any, instances: Any) -> No
         if uow is not None:
             reuse = FlushAfterFailure(session, record, callsite.find(1))
             _dispatch(uow, "flush_after_failure", reuse)
-    _check_new_identities(session, record)
+    uow = _session_unit(record)
+    if uow is not None and uow.handlers["before_flush"]:
+        _dispatch(uow, "before_flush", record)
+    _check_new_identities(session, record, uow)
     if autoflush:
         assert execution is not None
         record.autoflush_of = execution
@@ -111,10 +115,9 @@ def _commit_over(record: SessionRecord) -> None:
             _resume_idle_clock(record)  # the caller's Connection stays with the caller
 
 
-def _check_new_identities(session: Session, record: SessionRecord) -> None:
+def _check_new_identities(session: Session, record: SessionRecord, uow: UnitOfWork | None) -> None:
     """New objects whose primary key the session already holds, or another new one has:
     the flush is about to INSERT the same key twice (SQD163)."""
-    uow = _session_unit(record)
     if uow is None or not uow.handlers["duplicate_identity"]:
         return
     firsts: dict[Any, Any] = {}
