@@ -411,6 +411,64 @@ def test_a_worker_that_finished_before_the_next_began_is_the_silent_twin(engine:
     assert not run_two_workers(engine, first_done_before_second=True)
 
 
+def look_up(shared: Session, user_id: int) -> None:
+    shared.get(User, user_id)  # line:helper
+
+
+def render(until: list[bool]) -> None:
+    while not until:
+        time.sleep(0.001)  # the item's own work, away from the session
+
+
+def worker_in_its_task(shared: Session, used: threading.Event, until: list[bool]) -> None:
+    """A pool worker's task: it looks its row up through a helper and goes on with the
+    item, still in the task when the other thread takes the session."""
+    look_up(shared, 1)
+    used.set()
+    render(until)
+
+
+def run_worker_then_helper(engine: Engine, *, first_done_before_second: bool) -> list[Any]:
+    shared = Session(engine)
+    used, until = threading.Event(), []
+    with sqla_doctor.track(mode="collect") as uow:
+        first = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(worker_in_its_task, shared, used, until),
+        )
+        first.start()
+        assert used.wait(10)
+        if first_done_before_second:
+            until.append(True)
+            first.join()
+        second = threading.Thread(target=contextvars.copy_context().run, args=(look_up, shared, 2))
+        second.start()
+        second.join()
+        until.append(True)
+        first.join()
+    shared.close()
+    return of_code(uow.findings, "SQD159")
+
+
+def test_a_worker_still_in_its_task_after_the_helper_that_used_the_session_shares_it(
+    engine: Engine,
+) -> None:
+    """The first thread left the function that used the session for its item's other
+    work, in the same task: the second thread's lookup shares the transaction with it."""
+    findings = run_worker_then_helper(engine, first_done_before_second=False)
+    assert len(findings) == 1
+    assert "while thread" in findings[0].message
+    assert f"was still running the code that used it at {HERE}:{line_of('helper')}" in (
+        findings[0].message
+    )
+
+
+def test_a_worker_whose_task_ended_before_the_next_began_is_the_silent_twin(
+    engine: Engine,
+) -> None:
+    assert not run_worker_then_helper(engine, first_done_before_second=True)
+
+
 def streamed_names(engine: Engine, pause: threading.Event | None) -> Iterator[str]:
     """A streaming response's body: each next() may run in another worker thread."""
     with Session(engine) as session:

@@ -25,7 +25,7 @@ import sysconfig
 from collections.abc import Callable, Hashable, Iterable
 from inspect import CO_VARARGS
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, Final
 
 import sqlalchemy
@@ -469,6 +469,52 @@ def thread_inside(ident: int, site: CallSite, session: object = None, limit: int
         if code.co_name == site.function and code.co_filename == site.filename:
             return session is None or not _holds_other_session(frame, session)
         frame = frame.f_back
+    return False
+
+
+def task_frames(depth: int = 1, limit: int = 16) -> tuple[tuple[int, CodeType], ...]:
+    """The frames of the program's code this thread is running, innermost first: the
+    innermost run of user frames (a helper, the pool worker's task function that called
+    it, up to the thread's or the framework's code), each as (id, code), holding neither
+    the frames nor their locals. Read only when a session changes threads."""
+    frame: FrameType | None = sys._getframe(depth + 1)
+    found: list[tuple[int, CodeType]] = []
+    for _ in range(_MAX_FRAMES):
+        if frame is None or len(found) >= limit:
+            break
+        if classify(frame.f_code.co_filename) == USER:
+            found.append((id(frame), frame.f_code))
+        elif found:
+            break
+        frame = frame.f_back
+    return tuple(found)
+
+
+def thread_in_frames(ident: int, frames: tuple[tuple[int, CodeType], ...], session: object) -> bool:
+    """Whether another thread is still in one of ``frames`` (see :func:`task_frames`)
+    whose locals hold ``session``, and not waiting in ``join()``, ``wait()``, ``result()``
+    or a queue: still in the work it used the session for. A frame of the same code at
+    the same address is that run, or the next run of the same task."""
+    frame: FrameType | None = sys._current_frames().get(ident)
+    if frame is None or frame.f_code.co_filename.endswith(_WAITING_FILES):
+        return False
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return False
+        if (id(frame), frame.f_code) in frames and _holds_session(frame, session):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _holds_session(frame: FrameType, session: object) -> bool:
+    """Whether ``frame``'s locals hold ``session`` (or the AsyncSession around it)."""
+    from sqlalchemy.orm import Session
+
+    for value in list(frame.f_locals.values()):
+        held = value if isinstance(value, Session) else sync_session(value)
+        if held is session:
+            return True
     return False
 
 

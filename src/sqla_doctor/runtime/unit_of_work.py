@@ -805,6 +805,7 @@ class Sharing:
         "busy_thread",
         "first_site",
         "last",
+        "last_frames",
         "last_site",
         "last_task",
         "last_thread",
@@ -818,6 +819,10 @@ class Sharing:
         self.last_site: CallSite | None = None
         self.last_thread = 0
         self.last_task: weakref.ref[Any] | None = None
+        # The frames of the program's code the last thread took the session in (a helper,
+        # the worker's task that called it), by address and code (callsite.task_frames);
+        # none for the main thread.
+        self.last_frames: tuple[tuple[int, Any], ...] = ()
         self.busy: weakref.ref[Any] | None = None
         self.busy_site: CallSite | None = None
         self.busy_thread = 0
@@ -835,6 +840,7 @@ class Sharing:
         self.last = None
         self.last_task = None
         self.last_thread = 0
+        self.last_frames = ()
         self.threads = []
         self.first_site = None
         self.reported = False

@@ -35,9 +35,11 @@ class SessionSharedAcrossThreads(Detector):
 
     Threads that use it between statements are seen too: an operation in one thread
     while the thread that used it last is still running the function it used it from
-    (`ThreadPoolExecutor.map()` workers sharing a module-level session), not waiting in
-    `join()`, `wait()`, `result()` or a queue for the work it handed over. One finding
-    per transaction of the session.
+    (`ThreadPoolExecutor.map()` workers sharing a module-level session), or, in a worker
+    thread, the rest of the work whose locals hold that session (a task that looked its
+    row up through a helper and renders it now), not waiting in `join()`, `wait()`,
+    `result()` or a queue for the work it handed over. One finding per transaction of
+    the session.
 
     Threads that take turns, one after another, are not reported: a web framework
     iterating a sync generator (Starlette's `StreamingResponse`), running a dependency
@@ -86,9 +88,11 @@ class SessionSharedAcrossThreads(Detector):
     ## Known problems
     Two threads interleaving between statements inside one transaction, which is as
     wrong, is seen when the thread that used the session last is still in that function
-    as the other begins; a thread that went on to other code after it (or that waits
-    for the other with `time.sleep()` polling) is taken for a hand-over, and is
-    reported only if a statement overlaps once; under load they do.
+    as the other begins, or still in a caller whose locals hold the session; a thread
+    that went on to other code (a module-level session, which no frame holds; the main
+    thread after its function returned), or that waits for the other with `time.sleep()`
+    polling, is taken for a hand-over, and is reported only if a statement overlaps
+    once; under load they do.
 
     ## References
     - [Is the Session thread-safe?](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#is-the-session-thread-safe-is-asyncsession-safe-to-share-in-concurrent-tasks)

@@ -94,6 +94,13 @@ def _changed_hands(
         except RuntimeError:
             running = None
         task = weakref.ref(running) if running is not None else None
+    frames = sharing.last_frames
+    if sharing.last_thread != thread:
+        # A thread takes the session: the work it uses it in, for the next thread to ask
+        # whether it is still in it. Not for the main thread, whose script or main()
+        # holding a session runs on after handing it to a worker.
+        main = threading.main_thread().ident
+        frames = () if thread == main else callsite.task_frames(2)
     found: SharedUse | None = None
     with _sharing_lock:
         previous = sharing.last() if sharing.last is not None else None
@@ -118,6 +125,7 @@ def _changed_hands(
         sharing.last = weakref.ref(who)
         sharing.last_site = site
         sharing.last_thread = thread
+        sharing.last_frames = frames
         sharing.last_task = task
     if found is not None:
         if found.tasks and (found.site is None or found.other_site is None):
@@ -187,6 +195,25 @@ def _thread_sharing(
         # The other thread is still in the function that used it (not waiting for this
         # one in join() or result()): two workers sharing it between statements, which
         # overlap only now and then in the driver (a ThreadPoolExecutor's map()).
+        return SharedUse(
+            record,
+            site,
+            other_site,
+            _thread_name(record, thread),
+            _thread_name(record, last),
+            tasks=False,
+            concurrent=True,
+            midway=True,
+        )
+    if (
+        last
+        and last != thread
+        and other_site is not None
+        and sharing.last_frames
+        and callsite.thread_in_frames(last, sharing.last_frames, record.session)
+    ):
+        # It left the function that used it for the rest of the work it holds the
+        # session for (a helper looked the row up; the task renders it now).
         return SharedUse(
             record,
             site,
