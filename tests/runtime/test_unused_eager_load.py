@@ -412,6 +412,7 @@ def test_a_chain_never_read_at_all_is_reported_once_at_its_first_link(shelves: E
 JOINED_CHAINS = {
     "chained": joinedload(Shelf.volumes).selectinload(Volume.pages),
     "options": joinedload(Shelf.volumes).options(selectinload(Volume.pages)),
+    "joined": joinedload(Shelf.volumes).joinedload(Volume.pages),
 }
 
 
@@ -425,10 +426,11 @@ def test_an_option_below_a_joinedload_whose_relationship_is_never_read_is_report
     assert len(titles) == 6
     finding = one(uow.findings, "SQD257")
     assert finding.location.line == line_of("joined-chain")
+    below = "joinedload" if chain is JOINED_CHAINS["joined"] else "selectinload"
     assert finding.message == (
         f"`select(Shelf)` at {HERE}:{line_of('joined-chain')}: joinedload(Shelf.volumes)"
-        ".selectinload(Volume.pages) loaded 12 Page object(s) for 6 Volume object(s), and "
-        "Volume.pages was never read — drop .selectinload(Volume.pages) from that option, "
+        f".{below}(Volume.pages) loaded 12 Page object(s) for 6 Volume object(s), and "
+        f"Volume.pages was never read — drop .{below}(Volume.pages) from that option, "
         "keeping joinedload(Shelf.volumes)"
     )
 
