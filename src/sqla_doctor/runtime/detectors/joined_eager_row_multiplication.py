@@ -232,7 +232,8 @@ class JoinedEagerRowMultiplication(Detector):
     is exact when the database returned each parent's rows together, and too low
     otherwise; the last one is counted as it is freed, from weak references to its
     collections. A last parent freed by the cycle collector (one in a reference cycle of
-    the program's own) is not counted, and is assumed to be like the others.
+    the program's own), or expired and still there, is not counted, and is assumed to be
+    like the others.
     One collection, or a nested chain, is also counted from the objects as they
     loaded, which misses children that were already in the session (the shared
     children of a many-to-many), and the larger count is taken. Parents that were
