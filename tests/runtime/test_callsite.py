@@ -72,3 +72,27 @@ def test_an_installed_file_is_shown_as_its_import_path() -> None:
     assert callsite.display_path("/work/project/lib/site_packages.py", root) == (
         "lib/site_packages.py"
     )
+
+
+def test_a_frames_sessions_are_read_without_running_a_proxys_code() -> None:
+    """A thread's locals may hold a proxy such as Flask's ``current_app``, whose
+    ``__class__`` runs code to find its object (and fails outside an app context):
+    looking for sessions among them must not run it."""
+    import sys
+
+    from sqlalchemy.orm import Session
+    from werkzeug.local import LocalProxy
+
+    lookups: list[str] = []
+
+    def outside_context() -> object:
+        lookups.append("current_app")
+        raise RuntimeError("Working outside of application context.")
+
+    proxy = LocalProxy(outside_context)
+    session = Session()
+    frame = sys._getframe()
+    assert proxy is not None  # a local of this frame
+    assert callsite._holds_session(frame, session)
+    assert not callsite._holds_other_session(frame, session)
+    assert lookups == []

@@ -29,6 +29,7 @@ from types import CodeType, FrameType
 from typing import Any, Final
 
 import sqlalchemy
+from sqlalchemy.orm import Session
 
 from sqla_doctor.runtime.async_sessions import sync_session
 from sqla_doctor.static.files import display_path as _display_path
@@ -509,28 +510,27 @@ def thread_in_frames(ident: int, frames: tuple[tuple[int, CodeType], ...], sessi
 
 def _holds_session(frame: FrameType, session: object) -> bool:
     """Whether ``frame``'s locals hold ``session`` (or the AsyncSession around it)."""
-    from sqlalchemy.orm import Session
-
-    for value in list(frame.f_locals.values()):
-        held = value if isinstance(value, Session) else sync_session(value)
-        if held is session:
-            return True
-    return False
+    return any(_session_in(value) is session for value in list(frame.f_locals.values()))
 
 
 def _holds_other_session(frame: FrameType, session: object) -> bool:
     """Whether ``frame``'s locals hold a session, none of them ``session`` (or the
     AsyncSession around it)."""
-    from sqlalchemy.orm import Session
-
     others = False
     for value in list(frame.f_locals.values()):
-        held = value if isinstance(value, Session) else sync_session(value)
+        held = _session_in(value)
         if held is not None:
             if held is session:
                 return False
             others = True
     return others
+
+
+def _session_in(value: object) -> Any:
+    """The Session ``value`` is, or the one behind an AsyncSession; else None. By type(),
+    never isinstance(): that reads ``__class__``, which a proxy among a frame's locals
+    (Flask's ``current_app``) resolves by running its code, and may raise."""
+    return value if issubclass(type(value), Session) else sync_session(value)
 
 
 def _user_site(frame: FrameType, caller: bool) -> CallSite:
