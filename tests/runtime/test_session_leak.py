@@ -22,6 +22,7 @@ from sqlalchemy.util import greenlet_spawn
 
 import sqla_doctor
 
+from .fixtures import one_factory
 from .models import User
 from .support import line_of, of_code, one, relative
 
@@ -608,3 +609,17 @@ async def test_an_async_session_an_endpoint_is_called_with_is_its_callers(
     async with AsyncSession(async_engine) as session:
         assert len(await async_names_of(session)) == 5
     assert not of_code(sqla_doctor.collected(), "SQD151")
+
+
+def test_a_session_made_on_another_line_is_told_to_use_the_modules_factory(
+    engine: Engine,
+) -> None:
+    one_factory.JobSession.configure(bind=engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        assert one_factory.mark_done(1) == "user0"
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.path.endswith("fixtures/one_factory.py")
+    assert finding.location.line == line_of("job-refresh", one_factory.__file__)
+    assert finding.message.endswith(f" — {sync_fix('JobSession()')}")
+    assert finding.fix_hint == "with JobSession() as session: ..."
+    one_factory.kept.pop().close()

@@ -368,7 +368,8 @@ class SessionLeak(Detector):
     the reported line uses as an attribute of `self`, made by another method of its
     class above it (a repository's `__init__`: `self.session = SessionLocal()`), is
     traced to that line, and the class is told to close it or be handed a session. Any
-    other session the function was handed is told `with Session(engine) as session:`.
+    other session is told `with SessionLocal() as session:` after the one module-level
+    `sessionmaker` of the reported line's module, else `with Session(engine) as session:`.
 
     ## Example
     ```python
@@ -488,7 +489,9 @@ class SessionLeak(Detector):
                     with_=with_,
                 )
             else:
-                call, name = made or (_ASYNC_CALL if asynchronous else _SYNC_CALL, "session")
+                # Made on another line: the module's one session factory, if it has one.
+                factory = module_factory(sites[0] if sites else None, asynchronous)
+                call, name = made or (factory, "session")
                 hint = f"{with_} {call} as {name}: ..."
                 fix = (_ASYNC_FIX if asynchronous else _FIX).format(call=call, name=name)
         self.report(
