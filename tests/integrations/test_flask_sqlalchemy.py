@@ -79,6 +79,14 @@ def make_app(database: Path) -> Flask:
             db.session.commit()
         return {}
 
+    @app.post("/books/stamp")
+    def stamp() -> list[str]:
+        books = db.session.scalars(db.select(Book)).all()
+        for book in books:
+            book.title = f"{book.title}!"
+        db.session.commit()  # line:stamp-commit
+        return [book.title for book in books]  # line:stamp-read
+
     @app.get("/cache/<int:author_id>")
     def cache(author_id: int) -> dict[str, Any]:
         CACHE[author_id] = db.session.get(Author, author_id)  # line:cached-get
@@ -177,6 +185,20 @@ def test_a_forgotten_commit_after_db_get_or_404_names_db_session(app: Flask) -> 
 
 def test_a_commit_after_db_get_or_404_is_the_silent_twin(app: Flask) -> None:
     assert findings(app, "POST", "/authors/1/retitle?commit=1") == []
+
+
+def test_objects_read_after_db_session_commit_are_told_the_extensions_option(
+    app: Flask,
+) -> None:
+    # Flask-SQLAlchemy makes the sessionmaker: expire_on_commit goes to SQLAlchemy().
+    (finding,) = findings(app, "POST", "/books/stamp")
+    assert finding.code == "SQD253"
+    assert finding.location.line == line_of("stamp-read")
+    assert finding.message.endswith(
+        "expired them: create the extension with SQLAlchemy(app, session_options="
+        '{"expire_on_commit": False}), or read the values before committing'
+    )
+    assert finding.fix_hint == 'SQLAlchemy(app, session_options={"expire_on_commit": False})'
 
 
 def test_a_committed_change_is_the_silent_twin(app: Flask) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
+from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name
 from sqla_doctor.runtime.loading import (
     left_out_by_base_query,
     primary_key_attributes,
@@ -256,11 +257,16 @@ class NPlusOneAttributeReload(Detector):
         elif group.subclass_of is not None:
             fix, hint = self._subclass_fix(group, group.subclass_of, related)
         elif group.expired and group.commit_site is not None:
-            fix = (
-                f"the commit at {self.where(group.commit_site)} expired them: create the "
-                "session with expire_on_commit=False, or read the values before committing"
-            )
             hint = "sessionmaker(..., expire_on_commit=False)"
+            create = "create the session with expire_on_commit=False"
+            if flask_sqlalchemy_name(group.commit_site) is not None:
+                # Flask-SQLAlchemy makes the sessionmaker: its options go to the extension.
+                hint = 'SQLAlchemy(app, session_options={"expire_on_commit": False})'
+                create = f"create the extension with {hint}"
+            fix = (
+                f"the commit at {self.where(group.commit_site)} expired them: {create}, or "
+                "read the values before committing"
+            )
             related.append((group.commit_site, "the commit that expired the objects"))
         elif group.expired:
             fix = "they were expired: load the objects again with one query instead"

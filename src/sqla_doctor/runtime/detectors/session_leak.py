@@ -296,6 +296,19 @@ def _scoped_proxy_at(site: CallSite, sync: type, asynchronous: type) -> ScopedPr
     return None
 
 
+def flask_sqlalchemy_name(site: CallSite | None) -> str | None:
+    """The module-level name of the Flask-SQLAlchemy extension the line at ``site`` uses
+    (``db.session.commit()``: ``db``), else None; read only when a finding is reported."""
+    module = module_of(site.filename) if site is not None else None
+    if site is None or module is None:
+        return None
+    for dotted in _NAMES.findall(linecache.getline(site.filename, site.lineno)):
+        first: str = dotted.partition(".")[0]
+        if type(module.__dict__.get(first)).__module__.startswith("flask_sqlalchemy"):
+            return first
+    return None
+
+
 def _close_interrupted(record: SessionRecord) -> bool:
     """Whether the program closed the session, and its close stopped before the end of
     the transaction reached us: the session has no transaction any more (a close that
