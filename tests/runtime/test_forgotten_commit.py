@@ -760,3 +760,23 @@ async def test_an_async_unit_of_work_whose_aexit_rolls_back_is_reported(
     finding = one(uow.findings, "SQD152")
     assert finding.location.line == line_of("async-uow")
     assert finding.message.startswith("Session rolled back by AsyncUnitOfWork.__aexit__ (")
+
+
+def test_a_flush_on_an_autocommit_engine_is_written_and_silent(engine: Engine) -> None:
+    # AUTOCOMMIT: each statement of the flush is committed as it runs; the close that
+    # follows loses nothing.
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with sqla_doctor.track(mode="collect") as uow, Session(autocommit) as session:
+        session.add(User(name="ada"))
+        session.flush()
+    assert count_users(engine) == USERS + 1
+    assert not of_code(uow.findings, "SQD152")
+
+
+def test_an_object_never_flushed_on_an_autocommit_engine_is_still_lost(engine: Engine) -> None:
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with sqla_doctor.track(mode="collect") as uow, Session(autocommit) as session:
+        session.scalars(select(User.id)).all()
+        session.add(User(name="ada"))
+    assert count_users(engine) == USERS
+    assert "1 added object(s) (1 User) were never inserted" in one(uow.findings, "SQD152").message

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Engine, Integer, MetaData, Table, inspect, text
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, create_engine, inspect, text
+from sqlalchemy.orm import Session
 
 import sqla_doctor
 
+from .models import Account
 from .support import line_of, one
 
 AUDIT = MetaData()
@@ -65,3 +67,19 @@ def test_a_temporary_staging_table_is_silent(pg_engine: Engine) -> None:
         ).scalar_one()
     assert total == 500
     assert not uow.findings
+
+
+def test_a_session_flushing_on_an_autocommit_engine_loses_nothing(pg_engine: Engine) -> None:
+    """create_engine(url, isolation_level="AUTOCOMMIT"): psycopg commits each statement, so
+    the flushed INSERT is on the server though the session closes without commit()."""
+    autocommit = create_engine(pg_engine.url, isolation_level="AUTOCOMMIT")
+    try:
+        with sqla_doctor.track(mode="collect") as uow, Session(autocommit) as session:
+            session.add(Account(name="kept", balance=7))
+            session.flush()
+        assert not uow.findings
+        with pg_engine.connect() as conn:
+            kept = conn.execute(text("SELECT balance FROM accounts WHERE name = 'kept'"))
+            assert kept.scalar_one() == 7
+    finally:
+        autocommit.dispose()

@@ -559,6 +559,7 @@ class SessionRecord:
     __slots__ = (
         "__weakref__",
         "at_exit",
+        "autocommit",
         "autoflush_of",
         "changed_attributes",
         "changed_in_savepoints",
@@ -609,6 +610,9 @@ class SessionRecord:
         self.holds_connection = False
         # Still alive when the interpreter exits (reported as if collected then).
         self.at_exit = False
+        # Its transaction runs on a connection in AUTOCOMMIT: each flushed statement is
+        # committed as it runs, so a close without commit() loses no flushed write.
+        self.autocommit = False
         # Bound to a Connection the caller manages: its transaction is not ours to judge.
         self.external = False
         # Made by code that outlives the unit of work it was made in (a module-scoped

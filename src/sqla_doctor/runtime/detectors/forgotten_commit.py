@@ -167,7 +167,10 @@ class ForgottenCommit(Detector):
     transactional, CREATE/ALTER/DROP count too (`metadata.create_all(conn)` in a block
     that never commits: the tables are gone). `engine.begin()`, `conn.begin()` blocks,
     an explicit `conn.rollback()`, AUTOCOMMIT connections and writes to a temporary
-    table the connection created (`CREATE TEMP TABLE`) are silent.
+    table the connection created (`CREATE TEMP TABLE`) are silent. So are the flushes of
+    a Session on an AUTOCOMMIT connection (`create_engine(url,
+    isolation_level="AUTOCOMMIT")`), which the database committed as they ran; objects
+    it never flushed are still lost.
 
     ## Why is this bad?
     Nothing fails. Closing a session rolls its transaction back, and the pool rolls back

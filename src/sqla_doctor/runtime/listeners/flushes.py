@@ -247,9 +247,25 @@ def _flushed(session: Session, record: SessionRecord) -> None:
             _note_changed_attributes(state, record)
     if not (inserted or deleted or updated):
         return
-    record.writes += 1
     autoflush_of = record.autoflush_of
     site = autoflush_of.site if autoflush_of is not None else callsite.find(1)
+    if not record.autocommit:
+        # (In AUTOCOMMIT each statement was committed as it ran: no open write to lose.)
+        _note_written(record, site, inserted, updated, deleted)
+    uow = _session_unit(record)
+    if uow is not None:
+        _dispatch(uow, "after_flush", Flush(session, record, inserted, autoflush_of, site))
+
+
+def _note_written(
+    record: SessionRecord,
+    site: callsite.CallSite | None,
+    inserted: dict[str, int],
+    updated: int,
+    deleted: int,
+) -> None:
+    """What a flush wrote in the session's open transaction: lost if it never commits."""
+    record.writes += 1
     if record.flush_site is None:
         record.flush_site = site
         record.flushed_at = time.perf_counter()
@@ -259,9 +275,6 @@ def _flushed(session: Session, record: SessionRecord) -> None:
         _bump(record.written, "row(s) updated", updated)
     if deleted:
         _bump(record.written, "row(s) deleted", deleted)
-    uow = _session_unit(record)
-    if uow is not None:
-        _dispatch(uow, "after_flush", Flush(session, record, inserted, autoflush_of, site))
 
 
 def _pending_by_entity(session: Session) -> dict[str, int]:

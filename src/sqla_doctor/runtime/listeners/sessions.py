@@ -18,7 +18,7 @@ from sqlalchemy.orm.attributes import instance_state
 
 from sqla_doctor.runtime import callsite, reads
 from sqla_doctor.runtime.detector import FlushAfterFailure, TransactionEnd
-from sqla_doctor.runtime.listeners.connections import _last_checkout
+from sqla_doctor.runtime.listeners.connections import _autocommit, _last_checkout
 from sqla_doctor.runtime.listeners.endings import _lost_change
 from sqla_doctor.runtime.listeners.flushes import _autoflush_failed, _commit_over, _flush_done
 from sqla_doctor.runtime.listeners.objects import (
@@ -84,6 +84,7 @@ def _on_after_begin(session: Session, transaction: Any, connection: Connection) 
     if record is None or record.holds_connection:
         return
     record.holds_connection = True
+    record.autocommit = _autocommit(connection)
     checkout = _last_checkout.get()
     fairy = connection.connection if not connection.closed else None
     # A session bound to a Connection the program checked out (a test's
