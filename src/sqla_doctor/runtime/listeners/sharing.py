@@ -190,30 +190,19 @@ def _thread_sharing(
         last
         and last != thread
         and other_site is not None
-        and callsite.thread_inside(last, other_site, record.session)
-    ):
-        # The other thread is still in the function that used it (not waiting for this
-        # one in join() or result()): two workers sharing it between statements, which
-        # overlap only now and then in the driver (a ThreadPoolExecutor's map()).
-        return SharedUse(
-            record,
-            site,
-            other_site,
-            _thread_name(record, thread),
-            _thread_name(record, last),
-            tasks=False,
-            concurrent=True,
-            midway=True,
+        and (
+            callsite.thread_inside(last, other_site, record.session)
+            or (
+                sharing.last_frames
+                and callsite.thread_in_frames(last, sharing.last_frames, record.session)
+            )
         )
-    if (
-        last
-        and last != thread
-        and other_site is not None
-        and sharing.last_frames
-        and callsite.thread_in_frames(last, sharing.last_frames, record.session)
     ):
-        # It left the function that used it for the rest of the work it holds the
-        # session for (a helper looked the row up; the task renders it now).
+        # The other thread is still in the work it used the session for (not waiting
+        # for this one in join() or result()): in the function that used it, or past it
+        # in the rest of the work whose locals hold it (a helper looked the row up; the
+        # task renders it now). Two workers sharing it between statements, which overlap
+        # only now and then in the driver (a ThreadPoolExecutor's map()).
         return SharedUse(
             record,
             site,
