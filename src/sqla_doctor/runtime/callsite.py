@@ -453,6 +453,15 @@ _WAITING_FILES = (
 )
 
 
+def _working_frame(ident: int) -> FrameType | None:
+    """Another thread's innermost frame; None when it is gone or waits in ``join()``,
+    ``wait()``, ``result()`` or a queue for work it handed over."""
+    frame = sys._current_frames().get(ident)
+    if frame is None or frame.f_code.co_filename.endswith(_WAITING_FILES):
+        return None
+    return frame
+
+
 def thread_inside(ident: int, site: CallSite, session: object = None, limit: int = 64) -> bool:
     """Whether another thread is still running the program's function that ``site`` is
     in (not waiting in ``join()``, ``wait()``, ``result()`` or a queue for the work it
@@ -460,9 +469,7 @@ def thread_inside(ident: int, site: CallSite, session: object = None, limit: int
     session and not this one is another request's (a streaming response's generator,
     resumed in whichever worker thread is free). Walks that thread's stack once; asked
     only when a session changes threads inside a transaction."""
-    frame: FrameType | None = sys._current_frames().get(ident)
-    if frame is None or frame.f_code.co_filename.endswith(_WAITING_FILES):
-        return False
+    frame = _working_frame(ident)
     for _ in range(limit):
         if frame is None:
             return False
@@ -496,9 +503,7 @@ def thread_in_frames(ident: int, frames: tuple[tuple[int, CodeType], ...], sessi
     whose locals hold ``session``, and not waiting in ``join()``, ``wait()``, ``result()``
     or a queue: still in the work it used the session for. A frame of the same code at
     the same address is that run, or the next run of the same task."""
-    frame: FrameType | None = sys._current_frames().get(ident)
-    if frame is None or frame.f_code.co_filename.endswith(_WAITING_FILES):
-        return False
+    frame = _working_frame(ident)
     for _ in range(_MAX_FRAMES):
         if frame is None:
             return False
