@@ -880,7 +880,7 @@ class WriteWithoutCommit(Rule):
         # decorator that commits, or only read.
         Valid(
             """
-            from flask import Blueprint, request
+            from flask import Blueprint, current_app, request
             from app.ext import db
             from app.models import User
             from app.store import save, transactional
@@ -909,6 +909,12 @@ class WriteWithoutCommit(Rule):
             @bp.get("/users/<int:user_id>")
             def show(user_id):
                 return db.session.get(User, user_id).name
+
+            @bp.put("/users/<int:user_id>")
+            def replace(user_id):
+                db.session.add(User(id=user_id, name=request.form["name"]))
+                current_app.extensions["sqlalchemy"].session.commit()
+                return ""
             """,
             path="app/views.py",
             files=_FLASK_FILES,
@@ -1584,6 +1590,8 @@ class WriteWithoutCommit(Rule):
         name = _called_name(call)
         if name is None:
             return False
+        if name == "commit":
+            return True  # on a session reached another way (`g.db_session.commit()`)
         index = self.ctx.index
         func = call.func
         if isinstance(func, ast.Attribute):
