@@ -134,6 +134,21 @@ def test_text_in_a_loop_on_a_core_connection_is_reported(engine: Engine) -> None
         assert len(connection.execute(one_query, {"ids": IDS}).all()) == len(IDS)
 
 
+def test_a_select_of_no_table_in_a_loop_is_not_told_to_fetch_rows(engine: Engine) -> None:
+    """A value the database computes per item (`SELECT :n * 2`) has no rows to fetch in
+    one query: the advice is to compute it once for all, or in Python."""
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        doubled = [connection.scalar(text("SELECT :n * 2"), {"n": n}) for n in IDS]  # line:no-table
+    assert doubled == [2 * n for n in IDS]
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("no-table")
+    assert finding.message.endswith(
+        "it reads no table: compute the values in Python, or all of them in one statement, "
+        "instead of one round trip per iteration"
+    )
+    assert "fetch the rows" not in finding.message
+
+
 def test_identical_parameters_say_reuse_the_result(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         for _ in range(6):

@@ -518,6 +518,12 @@ class RepeatedStatement(Detector):
                     f"tells them apart (`select(Model.parent_id, func.{function}(...))"
                     ".group_by(Model.parent_id)`) instead of one per iteration"
                 )
+            elif _FROM.search(entry.sql) is None:
+                # `SELECT :n * 2`, `SELECT nextval('ids')`: there are no rows to fetch.
+                fix = (
+                    "it reads no table: compute the values in Python, or all of them in one "
+                    "statement, instead of one round trip per iteration"
+                )
             elif not entry.orm:
                 fix = _core_fix(entry.sql)
             else:
