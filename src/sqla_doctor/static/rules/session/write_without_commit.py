@@ -327,10 +327,12 @@ class WriteWithoutCommit(Rule):
     when it cannot be read (a library's, a class instance, a list built elsewhere); a token
     check or a current-user lookup does not silence anything.
 
-    A Flask view is judged by names: a call of anything named like a project function
-    that may commit (`save()`, `user.update()`) leaves it alone, even when the call
-    reaches another object. Flask-SQLAlchemy 2's `SQLALCHEMY_COMMIT_ON_TEARDOWN` (removed
-    in 3.0) is not read; class-based views (`MethodView`) are not judged.
+    A Flask view's calls are judged by their target where the analysis knows it (a
+    project function, a model's method, the session's or a query's methods, `flask` and
+    other libraries that cannot commit); a call on anything else named like a project
+    function that may commit (`service.save()`), or any `commit()`, leaves the view
+    alone. Flask-SQLAlchemy 2's `SQLALCHEMY_COMMIT_ON_TEARDOWN` (removed in 3.0) is not
+    read; class-based views (`MethodView`) are not judged.
 
     ## Example
     ```python
@@ -1543,7 +1545,7 @@ class WriteWithoutCommit(Rule):
         """A Flask view writing through Flask-SQLAlchemy's ``db.session`` with no commit:
         the session is removed when the request's app context ends, which rolls back
         whatever was not committed. Left alone when anything the view calls or is decorated
-        with may commit (by name, anywhere in the project) or a request hook commits."""
+        with may commit (see _call_may_commit) or a request hook of the project commits."""
         keys = [
             key
             for key, calls in flow.receiver_calls.items()
