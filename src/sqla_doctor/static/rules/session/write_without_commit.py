@@ -24,7 +24,7 @@ from sqla_doctor.static.flow import (
 )
 from sqla_doctor.static.index import Model
 from sqla_doctor.static.index.extract import declares_dependencies, dependency_targets
-from sqla_doctor.static.index.models import keyword, literal_str
+from sqla_doctor.static.index.models import call_tail, keyword, literal_str
 from sqla_doctor.static.index.sessions import ENGINE_CALLS
 from sqla_doctor.static.lifecycle import (
     BEGIN,
@@ -1562,7 +1562,10 @@ class WriteWithoutCommit(Rule):
             return
         index = self.ctx.index
         committing = index.committing_names()
-        if any(_called_name(d) in committing for d in view.decorator_list):
+        if any(
+            call_tail(d.func if isinstance(d, ast.Call) else d) in committing
+            for d in view.decorator_list
+        ):
             return
         if any(self._call_may_commit(flow, call, keys, committing) for call in _calls_in(view)):
             return
@@ -1589,7 +1592,7 @@ class WriteWithoutCommit(Rule):
         or method that may (by its target where the analysis knows it, else by its name),
         never a method of the session itself, of a query, or of a library module such as
         ``flask.request``."""
-        name = _called_name(call)
+        name = call_tail(call.func)
         if name is None:
             return False
         if name == "commit":
@@ -2028,15 +2031,6 @@ def _loaded_through(value: ObjectsValue, model: Model, session: str) -> bool:
         and model.flavor == "flask"
         and _flask_session_key(model.root) == session
     )
-
-
-def _called_name(node: ast.expr) -> str | None:
-    """``save`` for ``save(...)``, ``repo.save(...)``, ``@save`` and ``@save(...)``."""
-    if isinstance(node, ast.Call):
-        node = node.func
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return node.id if isinstance(node, ast.Name) else None
 
 
 def _calls_in(function: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.Call]:
