@@ -275,10 +275,10 @@ class WriteWithoutCommit(Rule):
 
     Flask views: a view (`@app.post(...)`, `@bp.route(...)`) that writes through
     Flask-SQLAlchemy's `db.session` with no `db.session.commit()`, when nothing it calls
-    or is decorated with may commit (a project function of that name commits, itself or
-    through what it calls) and no `after_request`/`teardown_request`/`teardown_appcontext`
-    hook of the project commits: Flask-SQLAlchemy removes the session when the request's
-    app context ends, which rolls the write back.
+    or is decorated with may commit (a project function that commits, itself or through
+    what it calls: see Known problems) and no `after_request`/`teardown_request`/
+    `teardown_appcontext` hook of the project commits: Flask-SQLAlchemy removes the
+    session when the request's app context ends, which rolls the write back.
 
     Web routes (FastAPI): a route (`@app.post(...)`, `@router.put(...)`) that writes
     through the session a generator dependency yields (`db: Session = Depends(get_db)`),
