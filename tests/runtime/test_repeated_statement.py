@@ -149,6 +149,15 @@ def test_a_select_of_no_table_in_a_loop_is_not_told_to_fetch_rows(engine: Engine
     assert "fetch the rows" not in finding.message
 
 
+def test_a_write_sqlalchemy_cannot_name_is_not_told_it_reads_no_table(engine: Engine) -> None:
+    """SQLite's `INSERT OR REPLACE INTO` has no FROM either, but it writes a table."""
+    upsert = text("INSERT OR REPLACE INTO users (id, name) VALUES (:id, :name)")
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        for user_id in IDS:
+            connection.execute(upsert, {"id": user_id, "name": f"user{user_id}"})
+    assert "reads no table" not in one(uow.findings, "SQD252").message
+
+
 def test_identical_parameters_say_reuse_the_result(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         for _ in range(6):

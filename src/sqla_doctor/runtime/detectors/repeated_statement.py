@@ -40,6 +40,7 @@ MAX_PENDING = 64
 # Statements the session or the dialect issues on their own, not the user's queries.
 _NOT_QUERIES = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET ", "SHOW ")
 _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
+_SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 
 
@@ -518,7 +519,7 @@ class RepeatedStatement(Detector):
                     f"tells them apart (`select(Model.parent_id, func.{function}(...))"
                     ".group_by(Model.parent_id)`) instead of one per iteration"
                 )
-            elif _FROM.search(entry.sql) is None:
+            elif _FROM.search(entry.sql) is None and _SELECT.match(entry.sql):
                 # `SELECT :n * 2`, `SELECT nextval('ids')`: there are no rows to fetch.
                 fix = (
                     "it reads no table: compute the values in Python, or all of them in one "
