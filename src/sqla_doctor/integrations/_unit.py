@@ -20,21 +20,6 @@ from sqla_doctor.runtime import Tracker
 from sqla_doctor.runtime.unit_of_work import Settings, process
 
 logger = logging.getLogger("sqla_doctor")
-_reported: set[str] = set()
-
-
-def internal_error(where: str) -> None:
-    """Log an integration's own failure once per place; the host program goes on."""
-    # Counted with the runtime's own, which `sqla-doctor run` reports.
-    process.internal_errors += 1
-    if where not in _reported:
-        _reported.add(where)
-        logger.warning(
-            "sqla-doctor: internal error in %s; the program is unaffected, but please "
-            "report this with the traceback below",
-            where,
-            exc_info=True,
-        )
 
 
 # How often each callback the user gave has raised (by the callback; a dead one's entry

@@ -8,9 +8,10 @@ from contextvars import ContextVar, Token
 
 from sqla_doctor.config import Config, RuntimeConfig
 from sqla_doctor.integrations import UnitCallback
-from sqla_doctor.integrations._unit import Units, callback_error, callbacks, internal_error
+from sqla_doctor.integrations._unit import Units, callback_error, callbacks
 from sqla_doctor.integrations.logging import log_findings
 from sqla_doctor.runtime import PitfallError, SqlaDoctorWarning, Tracker, UnitOfWork
+from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.unit_of_work import Settings
 
 MODES = ("log", "warn", "raise", "collect")

@@ -41,8 +41,9 @@ from typing import Any
 
 from sqla_doctor.config import Config, RuntimeConfig
 from sqla_doctor.integrations import UnitCallback
-from sqla_doctor.integrations._unit import callback_error, internal_error
+from sqla_doctor.integrations._unit import callback_error
 from sqla_doctor.integrations._web import Request, Requests
+from sqla_doctor.runtime.internal_errors import internal_error
 
 __all__ = ["SqlaDoctorMiddleware", "route_of"]
 

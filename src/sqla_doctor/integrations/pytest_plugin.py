@@ -172,7 +172,8 @@ class Doctor:
         pytest.fail(problem, pytrace=False)
 
     def _start(self, item: pytest.Item, allow: Allow, fail_on: str) -> None:
-        from sqla_doctor.integrations._unit import Units, internal_error
+        from sqla_doctor.integrations._unit import Units
+        from sqla_doctor.runtime.internal_errors import internal_error
 
         try:
             if self._units is None:
@@ -251,7 +252,7 @@ class Doctor:
 
     def _checkpoint(self, state: WatchState) -> None:
         """Let the detectors report what the test function did, before its teardown."""
-        from sqla_doctor.integrations._unit import internal_error
+        from sqla_doctor.runtime.internal_errors import internal_error
 
         unit = state.unit
         try:
@@ -262,7 +263,7 @@ class Doctor:
             internal_error("the end of a test function")
 
     def _end(self, item: pytest.Item, state: WatchState) -> list[Finding]:
-        from sqla_doctor.integrations._unit import internal_error
+        from sqla_doctor.runtime.internal_errors import internal_error
 
         del item.stash[state_key]
         self._running = None

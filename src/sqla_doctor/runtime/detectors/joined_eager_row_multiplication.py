@@ -8,6 +8,7 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import SELECT, Detector, Flush, Loaded, OrmExecution
+from sqla_doctor.runtime.internal_errors import internal_error
 
 # A tree of joined-eager-loaded relationships: relationship -> what is joined below it.
 Tree = dict[Any, "Tree"]
@@ -475,9 +476,7 @@ def _watch(state: Any, tree: Tree, early: list[int | None]) -> weakref.ref[Any] 
                 held[key] = value
             early[index] = _rows(held, tree, budget)
         except Exception:
-            from sqla_doctor.runtime.listeners.units import _internal_error
-
-            _internal_error("SQD256's count of a collected parent")
+            internal_error("SQD256's count of a collected parent")
 
     return weakref.ref(obj, count)
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from sqla_doctor.runtime import crash, pool_fill
 from sqla_doctor.runtime.detector import Checkin, IdleGap, TransactionSpan
+from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.listeners.units import (
     _DELIBERATE,
     _checkout_unit,
     _dispatch,
     _finish_implicit,
-    _internal_error,
     _late_settings,
 )
 from sqla_doctor.runtime.unit_of_work import (
@@ -49,7 +49,7 @@ def drain() -> None:
         except _DELIBERATE:
             raise
         except Exception:
-            _internal_error("drain")
+            internal_error("drain")
 
 
 def _session_collected(record: SessionRecord) -> None:
@@ -123,7 +123,7 @@ def end_unit(uow: UnitOfWork) -> None:
         raise
     except Exception:
         uow.active = False
-        _internal_error("end of unit of work")
+        internal_error("end of unit of work")
 
 
 def shutdown() -> None:
@@ -161,7 +161,7 @@ def shutdown() -> None:
                 continue
             _finish_implicit(checkout.implicit)
     except Exception:
-        _internal_error("shutdown")
+        internal_error("shutdown")
     finally:
         process.exiting = False
 

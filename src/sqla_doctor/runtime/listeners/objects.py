@@ -25,13 +25,13 @@ from sqla_doctor.runtime.detector import (
     calling_frame,
     method_codes,
 )
+from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.listeners.endings import _written_elsewhere_since
 from sqla_doctor.runtime.listeners.units import (
     _DELIBERATE,
     _dispatch,
     _guarded,
     _instrumented_mappers,
-    _internal_error,
     _record,
     _registered,
     _registration_lock,
@@ -142,7 +142,7 @@ def _on_init_scalar(key: str, state: Any, value: Any, dict_: Any) -> Any:
     except _DELIBERATE:
         raise
     except Exception:
-        _internal_error("init_scalar")
+        internal_error("init_scalar")
     return value
 
 
@@ -221,7 +221,7 @@ def _on_column_set(state: Any, value: Any, oldvalue: Any, initiator: Any) -> Any
     except _DELIBERATE:
         raise
     except Exception:
-        _internal_error("merge_write")
+        internal_error("merge_write")
     return value
 
 
@@ -298,4 +298,4 @@ def _on_load(state: Any, context: Any) -> None:
     except _DELIBERATE:
         raise
     except Exception:
-        _internal_error("load")
+        internal_error("load")

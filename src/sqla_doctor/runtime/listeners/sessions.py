@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import instance_state
 
 from sqla_doctor.runtime import callsite, reads
 from sqla_doctor.runtime.detector import FlushAfterFailure, TransactionEnd
+from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.listeners.connections import _autocommit, _last_checkout
 from sqla_doctor.runtime.listeners.endings import _lost_change
 from sqla_doctor.runtime.listeners.flushes import _autoflush_failed, _commit_over, _flush_done
@@ -35,7 +36,6 @@ from sqla_doctor.runtime.listeners.units import (
     _dispatch,
     _guarded,
     _instrumented_mappers,
-    _internal_error,
     _session_unit,
 )
 from sqla_doctor.runtime.loading import primary_key_attributes
@@ -261,7 +261,7 @@ def _on_unset_key_read(keys: frozenset[str], key: str, obj: Any) -> None:
     except _DELIBERATE:
         raise
     except Exception:
-        _internal_error("unset_key_read")
+        internal_error("unset_key_read")
 
 
 @_guarded
@@ -302,7 +302,7 @@ def _on_persistent_to_detached(session: Session, state: Any) -> None:
     except _DELIBERATE:
         raise
     except Exception:
-        _internal_error("persistent_to_detached")
+        internal_error("persistent_to_detached")
 
 
 def _watch_detached_reads(mapper: Any) -> None:
@@ -320,7 +320,7 @@ def _watch_detached_reads(mapper: Any) -> None:
         ):
             reads.cover_detachable(mapper)
     except Exception:
-        _internal_error("watch_detached_reads")
+        internal_error("watch_detached_reads")
 
 
 def _end_closed_batch() -> None:

@@ -31,6 +31,7 @@ from sqla_doctor.runtime.detector import (
     Statement,
 )
 from sqla_doctor.runtime.errors import sqlstate_of
+from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.listeners.connections import _note_core_write, _note_session_write
 from sqla_doctor.runtime.listeners.endings import drain
 from sqla_doctor.runtime.listeners.sharing import (
@@ -45,7 +46,6 @@ from sqla_doctor.runtime.listeners.units import (
     _dispatch,
     _guarded,
     _implicit_unit,
-    _internal_error,
     _record,
 )
 from sqla_doctor.runtime.unit_of_work import (
@@ -174,7 +174,7 @@ def _on_do_orm_execute(state: Any) -> None:
     except _DELIBERATE:
         raise
     except Exception:
-        _internal_error("do_orm_execute")
+        internal_error("do_orm_execute")
 
 
 def _on_before_cursor_execute(
@@ -285,7 +285,7 @@ def _on_before_cursor_execute(
     except _DELIBERATE:
         raise
     except Exception:
-        _internal_error("before_cursor_execute")
+        internal_error("before_cursor_execute")
     return statement, parameters
 
 
@@ -341,7 +341,7 @@ def _on_after_cursor_execute(
             _running.set(None)
             _statement_done(running, id(context), time.perf_counter())
     except Exception:
-        _internal_error("after_cursor_execute")
+        internal_error("after_cursor_execute")
 
 
 def _statement_done(running: _Running, context_key: int, now: float) -> None:

@@ -1,7 +1,7 @@
 """What every handler shares: the guard and the unit of work an event is news to.
 
 ``_guarded`` runs a handler so that its own errors are logged once and swallowed
-(``_internal_error``) while a ``PitfallError`` or a warning turned error goes through.
+(``internal_error``) while a ``PitfallError`` or a warning turned error goes through.
 The rest finds the unit of work a session or a pooled connection reports to (the
 explicit one of this context, else an implicit one made on demand) and hands an event to
 its detectors (``_dispatch``, ``_checkpoint``). It listens to nothing itself; every other
@@ -11,13 +11,13 @@ module of the package builds on it.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import (
     CheckoutRecord,
@@ -28,27 +28,13 @@ from sqla_doctor.runtime.unit_of_work import (
     process,
 )
 
-logger = logging.getLogger("sqla_doctor")
 # Exceptions that are the user's choice and must reach them.
 _DELIBERATE = (PitfallError, SqlaDoctorWarning)
 _registration_lock = threading.Lock()
 _registered: list[tuple[Any, str, Callable[..., Any]]] = []
 _instrumented_mappers: set[Any] = set()
 _STACK_LIMIT = 12
-_reported_errors: set[str] = set()
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _internal_error(where: str) -> None:
-    process.internal_errors += 1
-    if where not in _reported_errors:
-        _reported_errors.add(where)
-        logger.warning(
-            "sqla-doctor: internal error in %s; the program is unaffected, but please "
-            "report this with the traceback below",
-            where,
-            exc_info=True,
-        )
 
 
 def _guarded(fn: F) -> F:
@@ -61,7 +47,7 @@ def _guarded(fn: F) -> F:
         except _DELIBERATE:
             raise
         except Exception:
-            _internal_error(fn.__name__)
+            internal_error(fn.__name__)
             return None
 
     return guard  # type: ignore[return-value]
