@@ -1142,7 +1142,42 @@ class StringFlow:
                     filled = self._dict_keys(container, depth)
                     if filled is not None:
                         return filled
+            if (
+                func.attr == "keys"
+                and isinstance(container, ast.Subscript)
+                and isinstance(container.value, ast.Name)
+            ):
+                # `rows[0].keys()`: the keys of the dicts the list was filled with.
+                filled = self._element_dict_keys(container.value, depth)
+                if filled is not None:
+                    return filled
         return [(call, _OPAQUE)]
+
+    def _element_dict_keys(
+        self, name: ast.Name, depth: int
+    ) -> list[tuple[ast.expr, StringValue]] | None:
+        """The keys of the dicts a list bound to ``name`` holds: the list literal's dicts
+        and those of every ``name.append(row)`` before the use, each a dict literal or a
+        name :meth:`_dict_keys` knows. None when anything else may have gone in."""
+        literal = self._single_literal(name)
+        if not isinstance(literal, ast.List) or self.flow.item_stores(name):
+            return None
+        if self.flow.method_calls(name, ("extend", "insert", "__setitem__", "__iadd__")):
+            return None
+        items: list[ast.expr] = list(literal.elts)
+        for call in self.flow.method_calls(name, ("append",)):
+            if len(call.args) != 1 or call.keywords:
+                return None
+            items.append(call.args[0])
+        found: list[tuple[ast.expr, StringValue]] = []
+        for item in items:
+            if isinstance(item, ast.Dict) and all(key is not None for key in item.keys):
+                found.extend((key, self.value(key)) for key in item.keys if key is not None)
+            elif isinstance(item, ast.Name) and (keys := self._dict_keys(item, depth + 1)):
+                found.extend(keys)
+            else:
+                return None
+        return found or None
 
     def _dict_keys(self, name: ast.Name, depth: int) -> list[tuple[ast.expr, StringValue]] | None:
         """The keys a dict bound to ``name`` may hold: those of the dict literals (or of the

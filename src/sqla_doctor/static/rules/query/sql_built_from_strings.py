@@ -66,6 +66,7 @@ class SqlBuiltFromStrings(Rule):
     `for column, nullable in columns`),
     the keys of a dict the function fills
     with literal keys (`row = {}`, `row["id"] = ...`, then `", ".join(row.keys())`),
+    also of the first of a list of such dicts (`rows.append(row)`, then `rows[0].keys()`),
     and generated bind-parameter lists
     (`", ".join(f":id{i}" for i in range(len(ids)))`), and identifiers quoted with their
     quote character doubled inside (`'"' + name.replace('"', '""') + '"'`, MSSQL's
@@ -553,6 +554,25 @@ class SqlBuiltFromStrings(Rule):
                 marks = ", ".join(f":{key}" for key in settings.keys())
                 sql = f"INSERT INTO settings ({columns}) VALUES ({marks})"
                 session.execute(text(sql), settings)
+            """
+        ),
+        # Column names from the first of the rows this function built as dict literals.
+        Valid(
+            """
+            from sqlalchemy import text
+            def copy_rows(bind, records, v2):
+                rows = []
+                for record in records:
+                    row = {"id": record["id"], "email": record.get("email")}
+                    if v2:
+                        row["served"] = record["served"]
+                    rows.append(row)
+                if rows:
+                    columns = ", ".join(rows[0].keys())
+                    marks = ", ".join(f":{key}" for key in rows[0].keys())
+                    insert = f"INSERT INTO notices ({columns}) VALUES ({marks})"
+                    for row in rows:
+                        bind.execute(text(insert), row)
             """
         ),
         # Bind-parameter names built from column keys, the values bound beside them.
@@ -1064,6 +1084,17 @@ class SqlBuiltFromStrings(Rule):
                 session.execute(text(f"SELECT {', '.join(columns)} FROM t"))
             """,
             count=3,
+        ),
+        # The first of a list of rows, one of them a request's own dict (its keys too).
+        Invalid(
+            """
+            from sqlalchemy import text
+            def insert_rows(session, form):
+                rows = [{"name": "default"}]
+                rows.append(form)
+                columns = ", ".join(rows[0].keys())
+                session.execute(text(f"INSERT INTO t ({columns}) VALUES (1)"))
+            """,
         ),
         # One call of the helper passes a request's value for `new`.
         Invalid(
