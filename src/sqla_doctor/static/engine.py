@@ -29,6 +29,7 @@ from sqla_doctor.registry import Check, Registry, static_registry
 from sqla_doctor.static.cache import FileCache
 from sqla_doctor.static.children import fields_of
 from sqla_doctor.static.context import FileContext, ProjectContext
+from sqla_doctor.static.declared_version import pinned_below_2
 from sqla_doctor.static.files import discover, display_path, module_for
 from sqla_doctor.static.flow import Scan
 from sqla_doctor.static.index import FileFacts, ProjectIndex
@@ -346,7 +347,8 @@ class Engine:
             if item.facts is None and item.tree is not None:
                 item.facts = extract_facts(item)
         index = ProjectIndex.build(item.facts for item in everything if item.facts is not None)
-        findings_key = self._findings_key(everything)
+        index.sqlalchemy_below_2 = pinned_below_2(self.config.root) is not None
+        findings_key = self._findings_key(everything, index)
         raw: list[Finding] = []
         pending: list[SourceFile] = []
         for item in sources:
@@ -389,11 +391,13 @@ class Engine:
             cache.save(everything)
         return result
 
-    def _findings_key(self, sources: list[SourceFile]) -> str:
-        """What a file's findings depend on besides its own text: the rules run and every
-        file's facts (a rule may read the whole project index)."""
+    def _findings_key(self, sources: list[SourceFile], index: ProjectIndex) -> str:
+        """What a file's findings depend on besides its own text: the rules run, every
+        file's facts (a rule may read the whole project index) and the SQLAlchemy version
+        the project declares."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(",".join(sorted(c.__name__ for c in self.file_rules)).encode())
+        digest.update(b"<2" if index.sqlalchemy_below_2 else b">=2")
         digest.update(repr(replace(self.config, root=Path("."), source=None)).encode())
         for item in sorted(sources, key=lambda i: i.display):
             digest.update(item.display.encode())

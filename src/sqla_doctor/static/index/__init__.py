@@ -277,6 +277,9 @@ class ProjectIndex:
     def __init__(self) -> None:
         self.files: dict[str, FileFacts] = {}  # by module name
         self.modules: dict[str, ModuleNames] = {}
+        # The project's requirements hold SQLAlchemy below 2.0 (see ``declared_version``):
+        # set by the engine, which knows the project's root.
+        self.sqlalchemy_below_2 = False
         self._aliases: dict[str, str] = {}
         self._resolver: NameResolver = _resolver_for(self.modules)
         self._classes: dict[str, tuple[ClassFacts, FileFacts]] | None = None

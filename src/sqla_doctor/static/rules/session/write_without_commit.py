@@ -304,7 +304,8 @@ class WriteWithoutCommit(Rule):
     `text("COMMIT")`), nor DDL that drops every table it creates (a probe that the
     database takes writes). Sessions and connections the function receives as
     parameters are the caller's to commit. In tests, a session that reads its writes back
-    (through autoflush) before it closes is taken as isolation on purpose. A loaded
+    (through autoflush) before it closes, or a connection that runs a query after them,
+    is taken as isolation on purpose. A loaded
     object that is changed and then returned, stored or handed to a call is left alone:
     whoever gets it may save it, or the change is meant for the copy alone (a field
     masked before a response).
@@ -314,7 +315,10 @@ class WriteWithoutCommit(Rule):
     ...)` on the engine or the connection, options passed as `**kwargs`, or an engine made
     somewhere the analysis cannot see stay silent. DDL alone is not reported on SQLite and
     MySQL engines, whose drivers run it outside a transaction. Alembic's `env.py` and
-    migrations are left alone: Alembic commits their connection.
+    migrations are left alone: Alembic commits their connection. So are the connections
+    of a project whose requirements hold SQLAlchemy below 2.0 (`SQLAlchemy==1.4.*`), where
+    `engine.connect()` commits an `INSERT` by itself; an engine made with `future=True`
+    there does not, and is not told apart.
 
     A route's session is judged only when the dependency is a project generator that
     closes it (`with`, or `close()` in a `finally`) and never commits; a route handing it
@@ -685,6 +689,33 @@ class WriteWithoutCommit(Rule):
                     await conn.commit()
             """,
             path="app/jobs.py",
+            files=_CORE_FILES,
+        ),
+        # A project held below SQLAlchemy 2.0: 1.x's `engine.connect()` commits DML itself.
+        Valid(
+            """
+            from sqlalchemy import insert
+            from app.core import engine, events
+
+            def record(rows):
+                with engine.connect() as conn:
+                    conn.execute(insert(events), rows)
+            """,
+            path="app/jobs.py",
+            files={**_CORE_FILES, "requirements.txt": "SQLAlchemy==1.4.54\n"},
+        ),
+        # A test that reads its writes back on the connection, then lets them roll back.
+        Valid(
+            """
+            from sqlalchemy import insert, select
+            from app.core import engine, events
+
+            def test_insert_round_trips():
+                with engine.connect() as conn:
+                    conn.execute(insert(events).values(seen=True))
+                    assert conn.execute(select(events.c.seen)).scalar_one()
+            """,
+            path="tests/test_events.py",
             files=_CORE_FILES,
         ),
         # AUTOCOMMIT: on the engine, on the connection, on an engine made here.
@@ -1199,6 +1230,21 @@ class WriteWithoutCommit(Rule):
                     await conn.run_sync(metadata.create_all)
             """,
         ),
+        # A test fixture writing rows that no one reads back on that connection: the rows
+        # are gone before the test runs. Requirements that allow 2.x judge connections.
+        Invalid(
+            """
+            from sqlalchemy import insert
+            from app.core import engine, events
+
+            def seed_events(rows):
+                with engine.connect() as conn:
+                    conn.execute(insert(events), rows)
+            """,
+            path="tests/fixtures.py",
+            files={**_CORE_FILES, "requirements.txt": "SQLAlchemy>=1.4,<2.1\n"},
+            line=6,
+        ),
         # A write after the last commit.
         Invalid(
             """
@@ -1377,9 +1423,16 @@ class WriteWithoutCommit(Rule):
             for target in self.ctx.names.names.imports.values()
         )
 
+    @cached_property
+    def judges_connections(self) -> bool:
+        """Not in Alembic's env.py and migrations (the connection is Alembic's to commit),
+        nor in a project held below SQLAlchemy 2.0, where `engine.connect()` commits DML
+        by itself (1.x's library-level autocommit)."""
+        return not self.in_alembic and not self.ctx.index.sqlalchemy_below_2
+
     def visit_Module(self, node: ast.Module) -> None:
         # Scripts open connections at module level (`with engine.connect() as conn:`).
-        if "connect" not in self.ctx.source or self.in_alembic:
+        if "connect" not in self.ctx.source or not self.judges_connections:
             return
         flow = flow_for(self.ctx, node)
         for owned in owned_connections(flow):
@@ -1393,7 +1446,7 @@ class WriteWithoutCommit(Rule):
             if owned.value.commits or owned.value.scoped or owned.value.how == "flask":
                 continue
             self._check(flow, owned)
-        if not self.in_alembic:
+        if self.judges_connections:
             for connection in owned_connections(flow):
                 self._check_connection(flow, connection)
         if route_decorators(node):
@@ -1775,6 +1828,7 @@ class WriteWithoutCommit(Rule):
         ):
             return
         writes: list[tuple[ast.Call, str]] = []
+        reads: list[ast.Call] = []  # statements that write nothing we can tell
         ends: list[ast.Call] = []  # commits (and deliberate rollbacks) after writes
         manual = False  # commits or rolls back by hand somewhere
         close: ast.Call | None = None
@@ -1823,6 +1877,8 @@ class WriteWithoutCommit(Rule):
                     ends.append(call)
                 elif kind in (DML, DDL):
                     writes.append((call, kind))
+                else:
+                    reads.append(call)
         if owned.block is None:
             # `conn = engine.connect()`: judged only when the function closes it.
             if close is None:
@@ -1840,6 +1896,8 @@ class WriteWithoutCommit(Rule):
         lost = next((call for call, _ in writes if not self._covered(flow, call, ends)), None)
         if lost is None:
             return
+        if self.ctx.in_tests and any(_start(read) > _start(lost) for read in reads):
+            return  # a test reading its writes back, then rolling them away: on purpose
         earlier = any(_start(end) < _start(lost) for end in ends)
         engine_text = self.ctx.text(owned.engine)
         if not isinstance(owned.engine, (ast.Name, ast.Attribute)) or len(engine_text) > 30:
