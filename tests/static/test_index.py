@@ -877,3 +877,51 @@ def test_adjacency_lists_are_read_as_sqlalchemy_maps_them(tmp_path: Path) -> Non
             rel = index.relationship(f"app.models.{owner}", attr)
             assert rel is not None, (owner, attr)
             assert (rel.collection, rel.direction) == expected, (owner, attr)
+
+
+def test_identifier_quoting_helpers_every_return_escapes(tmp_path: Path) -> None:
+    index = build(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/sql.py": """
+            def per_database(db_type, identifier):
+                \"\"\"Backticks for MySQL, double quotes elsewhere.\"\"\"
+                if db_type == "mysql":
+                    escaped = identifier.replace("`", "``")
+                    return f"`{escaped}`"
+                else:
+                    escaped = identifier.replace('"', '""')
+                    return f'"{escaped}"'
+
+            def one_return(identifier):
+                return '"' + identifier.replace('"', '""') + '"'
+
+            def raw_branch(db_type, identifier):
+                if db_type == "mysql":
+                    return f"`{identifier}`"
+                escaped = identifier.replace('"', '""')
+                return f'"{escaped}"'
+
+            def raw_local(identifier):
+                escaped = identifier
+                return f'"{escaped}"'
+
+            def loops(identifiers):
+                for identifier in identifiers:
+                    return '"' + identifier.replace('"', '""') + '"'
+            """,
+        },
+    )
+    quotes = {
+        name: function.quotes
+        for name in ("per_database", "one_return", "raw_branch", "raw_local", "loops")
+        if (function := index.function(f"app.sql.{name}")) is not None
+    }
+    assert quotes == {
+        "per_database": True,
+        "one_return": True,
+        "raw_branch": False,
+        "raw_local": False,
+        "loops": False,
+    }

@@ -242,24 +242,49 @@ def escapes_identifier_quotes(call: ast.Call) -> bool:
 
 
 def quotes_identifier(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    """A helper whose one ``return`` builds its text from literals and identifiers escaped
-    for quoting (``'"' + s.replace('"', '""') + '"'``): SQL-safe whatever it is given."""
+    """A helper whose every ``return`` builds its text from literals and identifiers
+    escaped for quoting (``'"' + s.replace('"', '""') + '"'``), directly or through local
+    names assigned so, maybe in branches of an ``if`` (backticks for MySQL, double quotes
+    otherwise): SQL-safe whatever it is given."""
     body = node.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]  # the docstring
-    if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+    assigned: dict[str, list[ast.expr]] = {}
+    returns: list[ast.expr] = []
+
+    def gather(statements: list[ast.stmt]) -> bool:
+        for statement in statements:
+            if isinstance(statement, ast.Return) and statement.value is not None:
+                returns.append(statement.value)
+            elif (
+                isinstance(statement, ast.Assign)
+                and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name)
+            ):
+                assigned.setdefault(statement.targets[0].id, []).append(statement.value)
+            elif isinstance(statement, ast.If):
+                if not (gather(statement.body) and gather(statement.orelse)):
+                    return False
+            else:
+                return False
+        return True
+
+    if not gather(body) or not returns:
         return False
     escaped = False
 
-    def safe(expr: ast.expr) -> bool:
+    def safe(expr: ast.expr, depth: int = 0) -> bool:
         nonlocal escaped
         if isinstance(expr, ast.Constant):
             return isinstance(expr.value, str)
+        if isinstance(expr, ast.Name):
+            values = assigned.get(expr.id)
+            return depth < 4 and bool(values) and all(safe(v, depth + 1) for v in values or ())
         if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
-            return safe(expr.left) and safe(expr.right)
+            return safe(expr.left, depth) and safe(expr.right, depth)
         if isinstance(expr, ast.JoinedStr):
             return all(
-                safe(part.value if isinstance(part, ast.FormattedValue) else part)
+                safe(part.value if isinstance(part, ast.FormattedValue) else part, depth)
                 for part in expr.values
             )
         if isinstance(expr, ast.Call) and escapes_identifier_quotes(expr):
@@ -271,10 +296,10 @@ def quotes_identifier(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
             and expr.func.attr == "replace"
             and all(isinstance(a, ast.Constant) for a in expr.args)
         ):
-            return safe(expr.func.value)  # more replacing, after the escape
+            return safe(expr.func.value, depth)  # more replacing, after the escape
         return False
 
-    return safe(body[0].value) and escaped
+    return all(safe(value) for value in returns) and escaped
 
 
 def _decorated(node: ast.FunctionDef | ast.AsyncFunctionDef, *names: str) -> bool:

@@ -218,6 +218,30 @@ class SqlBuiltFromStrings(Rule):
                 """,
             },
         ),
+        # A helper quoting for each database its own way, through a local name.
+        Valid(
+            """
+            from sqlalchemy import text
+            from app.sql import quote_identifier
+
+            def add_column(conn, db_type, schema, table):
+                quoted = f"{quote_identifier(db_type, schema)}.{quote_identifier(db_type, table)}"
+                conn.execute(text(f"ALTER TABLE {quoted} ADD COLUMN created_at BIGINT"))
+            """,
+            path="app/jobs.py",
+            files={
+                "app/__init__.py": "",
+                "app/sql.py": """
+                def quote_identifier(db_type: str, identifier: str) -> str:
+                    if db_type == "mysql":
+                        escaped = identifier.replace("`", "``")
+                        return f"`{escaped}`"
+                    else:
+                        escaped = identifier.replace('"', '""')
+                        return f'"{escaped}"'
+                """,
+            },
+        ),
         # A helper of an Alembic revision, called with literals only: Alembic loads the
         # file by its path and calls upgrade() and downgrade(), nothing else.
         Valid(
