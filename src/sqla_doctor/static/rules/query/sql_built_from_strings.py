@@ -18,12 +18,22 @@ _EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "strea
 
 _NAMES_REMEDY = "table and column names cannot be bound parameters: choose them from a fixed set"
 _DDL_REMEDY = "a DDL statement takes no bound parameters: choose them from a fixed set"
-_SET_REMEDY = "a SET statement takes no bound parameters: choose them from a fixed set"
+_SET_REMEDY = (
+    "a SET statement takes no bound parameters: pass the value to `set_config()`, which does"
+)
 # Statements that define the schema: no database binds a parameter in them.
 _DDL = re.compile(r"\s*(?:CREATE|ALTER|DROP|TRUNCATE|COMMENT\s+ON|GRANT|REVOKE)\b", re.IGNORECASE)
-# PostgreSQL's session settings (`SET ROLE x`, `SET search_path TO x`), no more a place
-# for a parameter than DDL is.
-_SET = re.compile(r"\s*SET\s+(?:(?:SESSION|LOCAL)\s+)?(?:ROLE|search_path|TIME\s+ZONE)\b", re.I)
+# PostgreSQL's settings (`SET ROLE x`, `SET search_path TO x`, an extension's or the
+# application's own `SET LOCAL app.tenant = '...'`), no more a place for a parameter than
+# DDL is; `set_config(name, value, is_local)` sets the same with the value bound.
+_SET = re.compile(
+    r"\s*SET\s+(?:(?P<scope>SESSION|LOCAL)\s+)?(?P<name>ROLE|search_path|TIME\s+ZONE|"
+    r"statement_timeout|lock_timeout|idle_in_transaction_session_timeout|work_mem|"
+    r"application_name|[a-z_]\w*\.[a-z_]\w*)\b",
+    re.I,
+)
+# The setting's name where `SET` spells it otherwise.
+_SETTING_NAMES = {"role": "role", "time zone": "TimeZone"}
 _BIND_HINT = (
     "pass the values as bound parameters: "
     '`text("... WHERE name = :name")` with `{"name": name}` or `.bindparams(name=name)`'
@@ -111,7 +121,10 @@ class SqlBuiltFromStrings(Rule):
     to choose the name from a fixed set. So it does for any value of a statement that
     starts `CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT ON`, `GRANT` or `REVOKE`:
     DDL takes no bound parameters at all (`CREATE DATABASE x ENCODING '{encoding}'`);
-    nor do PostgreSQL's `SET ROLE`, `SET search_path` and `SET TIME ZONE`.
+    nor do PostgreSQL's `SET ROLE`, `SET search_path`, `SET TIME ZONE`, `SET
+    statement_timeout` and the like, or `SET LOCAL app.tenant = '...'` (a dotted name:
+    an extension's or the application's own setting), whose fix is `set_config()`, which
+    takes the value as a bound parameter.
 
     ## Example
     ```python
@@ -943,7 +956,24 @@ class SqlBuiltFromStrings(Rule):
             count=2,
             expected_message=(
                 "`text()` receives SQL built with `.format()` from `quoted_user` — a SET "
-                "statement takes no bound parameters: choose them from a fixed set"
+                "statement takes no bound parameters: pass the value to `set_config()`, "
+                "which does"
+            ),
+        ),
+        # Row-level security's tenant, set per transaction from the request.
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def scope_to_tenant(session, request):
+                tenant = request.headers["X-Tenant"]
+                session.execute(text(f"SET LOCAL app.current_tenant = '{tenant}'"))
+            """,
+            line=5,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `tenant` — a SET "
+                "statement takes no bound parameters: pass the value to `set_config()`, "
+                "which does"
             ),
         ),
         # Not DDL: a query whose value could be bound, also one naming CREATE later.
@@ -1584,8 +1614,18 @@ class SqlBuiltFromStrings(Rule):
             # A bound parameter stands for a value, never for a name: that advice would fail.
             remedy = _NAMES_REMEDY
             hint = f"{names} (`column = SORTABLE[sort]`), or build it with `table()`/`column()`"
-        elif leading is not None and (_DDL.match(leading) or _SET.match(leading)):
-            remedy = _DDL_REMEDY if _DDL.match(leading) else _SET_REMEDY
+        elif leading is not None and (setting := _SET.match(leading)) is not None:
+            remedy = _SET_REMEDY
+            spelled = " ".join(setting.group("name").split())
+            name = _SETTING_NAMES.get(spelled.lower(), spelled)
+            local = "true" if (setting.group("scope") or "").upper() == "LOCAL" else "false"
+            hint = (
+                f"`text(\"SELECT set_config('{name}', :value, {local})\")` with "
+                f"`{{\"value\": ...}}` sets `{name}` with the value bound ({local}: "
+                f"{'for this transaction only' if local == 'true' else 'for the session'})"
+            )
+        elif leading is not None and _DDL.match(leading):
+            remedy = _DDL_REMEDY
             hint = (
                 "check each value against the ones allowed (`if encoding not in ENCODINGS: "
                 "raise ValueError(encoding)`), or quote a name with "
