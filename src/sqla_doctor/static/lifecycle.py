@@ -23,6 +23,7 @@ from sqla_doctor.static.flow import (
     contains,
     handed_over_in_finally,
 )
+from sqla_doctor.static.index.models import call_tail
 from sqla_doctor.static.strings import StringFlow
 
 if TYPE_CHECKING:
@@ -220,14 +221,25 @@ def unbound(value: SessionValue, made: ast.expr | None) -> bool:
     )
 
 
-def bound_to_connection(flow: FunctionFlow, made: ast.expr | None) -> bool:
+def bound_to_connection(flow: FunctionFlow, made: ast.expr | None, depth: int = 0) -> bool:
     """Whether a session is made on an existing connection (``Session(bind=conn)``,
-    ``Session(op.get_bind())``, ``join_transaction_mode=``): it holds no pool connection
-    of its own, so not closing it leaks nothing."""
+    ``Session(op.get_bind())``, ``join_transaction_mode=``), also by a factory the function
+    made so (``factory = sessionmaker(conn)``, then ``factory()``): it holds no pool
+    connection of its own, so not closing it leaks nothing."""
     if isinstance(made, ast.Await):
         made = made.value
     if not isinstance(made, ast.Call):
         return False
+    if isinstance(made.func, ast.Name) and depth < 3:
+        binding = flow.binding(made.func.id, made)
+        if (
+            binding is not None
+            and binding.kind == "assign"
+            and binding.element is None
+            and isinstance(binding.value, ast.Call)
+            and call_tail(binding.value.func) in ("sessionmaker", "async_sessionmaker")
+        ):
+            return bound_to_connection(flow, binding.value, depth + 1)
     if any(kw.arg == "join_transaction_mode" for kw in made.keywords):
         return True
     bind = next((kw.value for kw in made.keywords if kw.arg == "bind"), None)
@@ -243,6 +255,8 @@ def _is_connection(flow: FunctionFlow, node: ast.expr | None, depth: int) -> boo
         return _is_connection(flow, node.value, depth + 1)
     if isinstance(node, ast.Call):
         func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "execution_options":
+            return _is_connection(flow, func.value, depth + 1)  # the same connection
         return isinstance(func, ast.Attribute) and func.attr in (
             "connect",
             "begin",

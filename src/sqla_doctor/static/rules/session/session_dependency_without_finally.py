@@ -177,6 +177,22 @@ class SessionDependencyWithoutFinally(Rule):
                 await connection.close()
             """
         ),
+        # The same through a factory bound to the connection the generator's `with` owns.
+        Valid(
+            """
+            from contextlib import asynccontextmanager
+            from sqlalchemy.ext.asyncio import async_sessionmaker
+
+            @asynccontextmanager
+            async def read_committed(engine):
+                async with engine.connect() as conn:
+                    isolated = await conn.execution_options(isolation_level="READ COMMITTED")
+                    async with isolated.begin():
+                        factory = async_sessionmaker(bind=isolated, expire_on_commit=False)
+                        session = factory()
+                        yield session
+            """
+        ),
         # A generator that only reads from a session it manages with `with`.
         Valid(
             """
@@ -209,6 +225,20 @@ class SessionDependencyWithoutFinally(Rule):
                 "`db.close()` (line 6) never runs and the connection leaks — wrap the `yield` "
                 "in `try:` … `finally: db.close()`, or use `with SessionLocal() as db: yield db`"
             ),
+        ),
+        # A factory the generator makes on an engine: each session checks out its own.
+        Invalid(
+            """
+            from contextlib import asynccontextmanager
+            from sqlalchemy.ext.asyncio import async_sessionmaker
+
+            @asynccontextmanager
+            async def session_scope(engine):
+                factory = async_sessionmaker(bind=engine, expire_on_commit=False)
+                session = factory()
+                yield session
+            """,
+            line=8,
         ),
         # Rolls back on error, but closes only on success.
         Invalid(

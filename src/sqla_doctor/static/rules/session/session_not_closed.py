@@ -197,6 +197,20 @@ class SessionNotClosed(Rule):
                 return 1
             """
         ),
+        # A factory made on Alembic's connection: its sessions join the migration's
+        # transaction and hold no connection of their own.
+        Valid(
+            """
+            import sqlalchemy as sa
+            from alembic import op
+            from sqlalchemy.orm import sessionmaker
+
+            def upgrade():
+                factory = sessionmaker(op.get_bind())
+                db_session = factory()
+                db_session.execute(sa.text("UPDATE users SET active = true"))
+            """
+        ),
         # Async: `async with`, and `await s.close()` in a finally.
         Valid(
             """
@@ -299,6 +313,20 @@ class SessionNotClosed(Rule):
             """,
             path="app/jobs.py",
             files=_FILES,
+            line=6,
+        ),
+        # A factory made on an engine: its session checks out a connection of its own.
+        Invalid(
+            """
+            from sqlalchemy import text
+            from sqlalchemy.orm import sessionmaker
+
+            def backfill(engine):
+                factory = sessionmaker(engine)
+                db_session = factory()
+                db_session.execute(text("UPDATE users SET active = true"))
+                db_session.commit()
+            """,
             line=6,
         ),
         # Session(engine) in an async task.
