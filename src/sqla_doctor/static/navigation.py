@@ -25,6 +25,7 @@ from sqla_doctor.static.flow import (
 )
 from sqla_doctor.static.index import FunctionFacts, ProjectIndex, Relationship
 from sqla_doctor.static.index.models import keyword, target_of_type
+from sqla_doctor.static.index.names import NameResolver
 from sqla_doctor.static.loaders import EAGER, MAPPING_EAGER, MAPPING_NO_QUERY, NO_QUERY, Options
 
 MAX_DEPTH = 4
@@ -45,6 +46,20 @@ def route_decorators(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[a
         and isinstance(decorator.func, ast.Attribute)
         and decorator.func.attr in _ROUTE_METHODS
     ]
+
+
+_PYTEST_FIXTURES = frozenset({"pytest.fixture", "pytest.yield_fixture", "pytest_asyncio.fixture"})
+
+
+def is_pytest_fixture(
+    names: NameResolver, function: ast.FunctionDef | ast.AsyncFunctionDef
+) -> bool:
+    """``@pytest.fixture`` (bare or called, also pytest-asyncio's): pytest runs the code
+    after its ``yield`` when the test is done, whether the test failed or not."""
+    return any(
+        names.qualify(d.func if isinstance(d, ast.Call) else d) in _PYTEST_FIXTURES
+        for d in function.decorator_list
+    )
 
 
 @dataclass(frozen=True)

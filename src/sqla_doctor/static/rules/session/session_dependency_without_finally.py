@@ -13,6 +13,7 @@ from sqla_doctor.static.lifecycle import (
     managed_by_with,
     method_calls,
 )
+from sqla_doctor.static.navigation import is_pytest_fixture
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _FILES = {
@@ -36,6 +37,8 @@ class SessionDependencyWithoutFinally(Rule):
     Checks for a generator — a FastAPI/Litestar dependency such as `get_db()`, or a
     `@contextmanager` such as `session_scope()` — that yields a session it created
     without a `with` block around the `yield` and without closing it in a `finally`.
+    pytest fixtures are left alone: pytest resumes a fixture when its test ends, passed or
+    failed, and never throws the test's exception into it.
 
     ## Why is this bad?
     When the request handler (or the `with` body) raises, the exception is thrown into
@@ -177,6 +180,28 @@ class SessionDependencyWithoutFinally(Rule):
                 await connection.close()
             """
         ),
+        # A pytest fixture: pytest runs what follows the `yield` after a failed test too.
+        Valid(
+            """
+            import pytest
+            import pytest_asyncio
+            from app.database import AsyncSessionLocal, SessionLocal
+
+            @pytest.fixture
+            def db():
+                session = SessionLocal()
+                yield session
+                session.close()
+
+            @pytest_asyncio.fixture(scope="function")
+            async def adb():
+                session = AsyncSessionLocal()
+                yield session
+                await session.close()
+            """,
+            path="tests/conftest.py",
+            files=_FILES,
+        ),
         # The same through a factory bound to the connection the generator's `with` owns.
         Valid(
             """
@@ -225,6 +250,24 @@ class SessionDependencyWithoutFinally(Rule):
                 "`db.close()` (line 6) never runs and the connection leaks — wrap the `yield` "
                 "in `try:` … `finally: db.close()`, or use `with SessionLocal() as db: yield db`"
             ),
+        ),
+        # A context manager of the tests, not a fixture: the `with` body's exception is
+        # thrown into it.
+        Invalid(
+            """
+            from contextlib import contextmanager
+            import pytest
+            from app.database import SessionLocal
+
+            @contextmanager
+            def session_for_test():
+                session = SessionLocal()
+                yield session
+                session.close()
+            """,
+            path="tests/conftest.py",
+            files=_FILES,
+            line=8,
         ),
         # A factory the generator makes on an engine: each session checks out its own.
         Invalid(
@@ -323,8 +366,8 @@ class SessionDependencyWithoutFinally(Rule):
     )
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        if not worth_analysing(self.ctx, node):
-            return
+        if not worth_analysing(self.ctx, node) or is_pytest_fixture(self.ctx.names, node):
+            return  # pytest resumes a fixture after its test, failed or not: never thrown into
         flow = flow_for(self.ctx, node)
         if not flow.yields:
             return
