@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from sqla_doctor.findings import Finding, Location, Severity
 from sqla_doctor.static.context import ProjectContext
+from sqla_doctor.static.files import is_test_path
 from sqla_doctor.static.index import CreateAllFacts, FileFacts, Model, ProjectIndex
 from sqla_doctor.static.index.import_graph import ImportGraph
 from sqla_doctor.static.rule import Invalid, ProjectRule, Valid
@@ -34,6 +35,17 @@ from app.db import Base
 class Order(Base):
     __tablename__ = "orders"
     id: Mapped[int] = mapped_column(primary_key=True)
+"""
+_AUDIT_TEST = """
+from sqlalchemy.orm import Mapped, mapped_column
+from app.db import Base
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+def test_audit_entry(tables):
+    assert AuditEntry.__table__.name == "audit_entries"
 """
 _FILES = {
     "app/__init__.py": "",
@@ -83,6 +95,12 @@ class CreateAllBeforeModelsImported(ProjectRule):
     metadata only when its module is imported. A model module nobody imported yet
     gets no table, without any error; the app fails later with `no such table` or
     `relation "orders" does not exist`.
+
+    Classes mapped in test modules (`test_*.py`, `conftest.py`, under `tests/`) are not
+    asked for by a `create_all()` in a function: pytest imports every test module it
+    collects before the first fixture runs, and nothing outside the tests uses their
+    tables. One at a module's top level, which runs while pytest is still importing, is
+    checked for them too.
 
     ## Known problems
     Projects that import their models dynamically (`importlib`, `pkgutil`) are not
@@ -220,8 +238,42 @@ class CreateAllBeforeModelsImported(ProjectRule):
             Base.metadata.create_all(create_engine("sqlite://"))
             """
         ),
+        # A fixture's create_all(): pytest imported every collected test module first,
+        # and a class mapped in one serves that module's tests alone.
+        Valid(
+            """
+            import pytest
+            from app.db import Base, engine
+            from app.models import orders, users  # noqa: F401
+
+            @pytest.fixture
+            def tables():
+                Base.metadata.create_all(engine)
+                yield
+                Base.metadata.drop_all(engine)
+            """,
+            path="tests/conftest.py",
+            files={**_FILES, "tests/__init__.py": "", "tests/test_audit.py": _AUDIT_TEST},
+        ),
     )
     INVALID = (
+        # The same create_all() at conftest's top level runs before pytest imports the
+        # test modules.
+        Invalid(
+            """
+            from app.db import Base, engine
+            from app.models import orders, users  # noqa: F401
+
+            Base.metadata.create_all(engine)
+            """,
+            path="tests/conftest.py",
+            files={**_FILES, "tests/__init__.py": "", "tests/test_audit.py": _AUDIT_TEST},
+            line=4,
+            expected_message=(
+                "`Base.metadata.create_all()` can run before `tests.test_audit` is imported: "
+                "the tables of `AuditEntry` are not created (no error) — import it first"
+            ),
+        ),
         Invalid(
             """
             from app.db import Base, engine
@@ -370,7 +422,12 @@ class CreateAllBeforeModelsImported(ProjectRule):
             return None
         if reached & graph.blind:
             return None
-        missing = sorted(m for m in model_modules if m not in reached)
+        missing = sorted(
+            m
+            for m in model_modules
+            if m not in reached
+            and not (call.function is not None and is_test_path(index.files[m].path))
+        )
         if not missing:
             return None
         names = [f"`{m.name}`" for name in missing for m in model_modules[name]]
