@@ -35,6 +35,7 @@ from sqla_doctor.static.index.models import (
     imperative_facts,
     index_facts,
     keyword,
+    late_relationships,
     listener_facts,
     literal_str,
     table_facts,
@@ -534,6 +535,7 @@ def extract(
     _module_statements(resolver, prefix, tree.body, out, table_names)
     for class_node in class_nodes:
         out.classes.append(class_facts(resolver, module, class_node))
+    late_relationships(resolver, tree.body, out.classes)
     for call, function in listener_decorators:
         listener = listener_facts(resolver, call, function.name)
         if listener is not None:

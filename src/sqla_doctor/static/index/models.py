@@ -544,6 +544,9 @@ def relationship_facts(
                 kwargs[name] = value
         elif extra is not None:
             rel.incomplete = True
+        link_model = kwargs.get("link_model")
+        if link_model is not None and "secondary" not in kwargs:
+            kwargs["secondary"] = link_model  # many-to-many through the link model's table
         args_extra = kwargs.get("sa_relationship_args")
         if args_extra is not None:
             rel.incomplete = True
@@ -1322,6 +1325,30 @@ def _field(
     target_node, _ = target_of_type(annotation)
     target, is_string = class_ref(resolver, target_node)
     facts.fields[name] = FieldFacts(name=name, target=target, target_is_string=is_string)
+
+
+def late_relationships(
+    resolver: NameResolver, body: list[ast.stmt], classes: list[ClassFacts]
+) -> None:
+    """``Card.articles = relationship("Article", back_populates="card")`` after the class
+    body (to name a class defined below it): a declarative class maps what is assigned
+    to it later just as what its body declares."""
+    by_name = {cls.name: cls for cls in classes}
+    for stmt in body:
+        if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+            continue
+        target, value = stmt.targets[0], stmt.value
+        if (
+            isinstance(target, ast.Attribute)
+            and isinstance(target.value, ast.Name)
+            and (cls := by_name.get(target.value.id)) is not None
+            and isinstance(value, ast.Call)
+            and resolver.sqla_name(value.func) in _RELATIONSHIP_CALLS
+            and target.attr not in cls.relationships
+        ):
+            cls.relationships[target.attr] = relationship_facts(
+                resolver, target.attr, value, None
+            )
 
 
 def imperative_facts(

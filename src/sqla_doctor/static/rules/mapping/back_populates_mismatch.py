@@ -175,8 +175,56 @@ class BackPopulatesMismatch(Rule):
                 party: Mapped[Person] = relationship(back_populates="notes")
             """
         ),
+        # The other side assigned to the class after its body, to name a class below it.
+        Valid(
+            """
+            from sqlalchemy import Column, ForeignKey, Integer
+            from sqlalchemy.orm import declarative_base, relationship
+
+            Base = declarative_base()
+
+            class Card(Base):
+                __tablename__ = "cards"
+                id = Column(Integer, primary_key=True)
+
+            class Article(Base):
+                __tablename__ = "articles"
+                id = Column(Integer, primary_key=True)
+                card_id = Column(Integer, ForeignKey("cards.id"))
+                card = relationship("Card", back_populates="articles")
+
+            Card.articles = relationship("Article", order_by=Article.id, back_populates="card")
+            """
+        ),
     )
     INVALID = (
+        # The same, the class body naming a partner the late side is not.
+        Invalid(
+            """
+            from sqlalchemy import Column, ForeignKey, Integer
+            from sqlalchemy.orm import declarative_base, relationship
+
+            Base = declarative_base()
+
+            class Card(Base):
+                __tablename__ = "cards"
+                id = Column(Integer, primary_key=True)
+
+            class Article(Base):
+                __tablename__ = "articles"
+                id = Column(Integer, primary_key=True)
+                card_id = Column(Integer, ForeignKey("cards.id"))
+                card = relationship("Card", back_populates="posts")
+
+            Card.articles = relationship("Article", back_populates="card")
+            """,
+            line=14,
+            expected_message=(
+                '`Article.card` has `back_populates="posts"` but `Card` (example.py:6) has no '
+                "attribute `posts` — name the relationship on `Card` that points back here "
+                "(`articles`?)"
+            ),
+        ),
         # The partner names an attribute that does not exist (in another module).
         Invalid(
             """

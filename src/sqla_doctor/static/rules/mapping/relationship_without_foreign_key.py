@@ -272,6 +272,28 @@ class RelationshipWithoutForeignKey(Rule):
                 email: Mapped[str]
             """
         ),
+        # SQLModel: many-to-many through a link model's table.
+        Valid(
+            """
+            from sqlmodel import Field, Relationship, SQLModel
+
+            class Membership(SQLModel, table=True):
+                project_id: int = Field(foreign_key="project.id", primary_key=True)
+                member_id: int = Field(foreign_key="member.id", primary_key=True)
+
+            class Project(SQLModel, table=True):
+                id: int | None = Field(default=None, primary_key=True)
+                members: list["Member"] = Relationship(
+                    back_populates="projects", link_model=Membership
+                )
+
+            class Member(SQLModel, table=True):
+                id: int | None = Field(default=None, primary_key=True)
+                projects: list[Project] = Relationship(
+                    back_populates="members", link_model=Membership
+                )
+            """
+        ),
     )
     INVALID = (
         Invalid(
