@@ -172,6 +172,14 @@ _CORE_FILES = {
 # A session method that ends or frames its transaction by hand: its writes are settled.
 _READS = frozenset({"execute", "scalars", "scalar", "get", "query", "exec"})
 _SETTLED = frozenset({"commit", "begin", "rollback", "begin_nested", "in_transaction"})
+# Class-based Flask views, and the methods that handle a request in them.
+_FLASK_VIEW_CLASSES = frozenset(
+    {
+        "flask.views.MethodView", "flask.views.View", "flask.MethodView",
+        "flask_restful.Resource", "flask_restx.Resource", "flask_restplus.Resource",
+    }
+)
+_VIEW_HANDLERS = frozenset({"get", "post", "put", "patch", "delete"})
 # Libraries a Flask view calls that never commit its session, whatever a method is named
 # (`request.args.get()`, `json.dumps()`); `flask.g` may hold the project's own objects.
 _INERT_LIBRARIES = frozenset(
@@ -273,7 +281,8 @@ class WriteWithoutCommit(Rule):
     `uow.commit()`, when the class's `__exit__`/`__aexit__` rolls back or closes that
     session and never commits it.
 
-    Flask views: a view (`@app.post(...)`, `@bp.route(...)`) that writes through
+    Flask views: a view (`@app.post(...)`, `@bp.route(...)`, the `post()` of a
+    `MethodView` or a Flask-RESTful/RESTX `Resource`) that writes through
     Flask-SQLAlchemy's `db.session` with no `db.session.commit()`, when nothing it calls
     or is decorated with may commit (a project function that commits, itself or through
     what it calls: see Known problems) and no `after_request`/`teardown_request`/
@@ -336,7 +345,10 @@ class WriteWithoutCommit(Rule):
     other libraries that cannot commit); a call on anything else named like a project
     function that may commit (`service.save()`), or any `commit()`, leaves the view
     alone. Flask-SQLAlchemy 2's `SQLALCHEMY_COMMIT_ON_TEARDOWN` (removed in 3.0) is not
-    read; class-based views (`MethodView`) are not judged.
+    read. Class-based views are judged the same way: the HTTP methods of a `MethodView`
+    or a Flask-RESTful / Flask-RESTX `Resource`, a `View`'s `dispatch_request`, unless
+    the class lists `decorators`/`method_decorators` that may commit or a base class of
+    the project overrides `dispatch_request` with something that may.
 
     ## Example
     ```python
@@ -952,6 +964,47 @@ class WriteWithoutCommit(Rule):
             path="app/views.py",
             files=_FLASK_FILES,
         ),
+        # Class-based views that commit, are decorated (every handler) with what commits,
+        # or inherit a dispatch_request() that commits; a helper method of a view class.
+        Valid(
+            """
+            from flask import request
+            from flask.views import MethodView
+            from flask_restx import Resource
+            from app.ext import db
+            from app.models import User
+            from app.store import transactional
+
+            class UserAPI(MethodView):
+                def post(self):
+                    db.session.add(User(name=request.form["name"]))
+                    db.session.commit()
+                    return "", 201
+
+                def stage(self, name):
+                    db.session.add(User(name=name))
+
+            class Users(Resource):
+                method_decorators = [transactional]
+
+                def post(self):
+                    db.session.add(User(name=request.json["name"]))
+                    return {}, 201
+
+            class CommittingResource(Resource):
+                def dispatch_request(self, *args, **kwargs):
+                    response = super().dispatch_request(*args, **kwargs)
+                    db.session.commit()
+                    return response
+
+            class Renames(CommittingResource):
+                def put(self, user_id):
+                    db.session.get(User, user_id).name = request.json["name"]
+                    return {}
+            """,
+            path="app/views.py",
+            files=_FLASK_FILES,
+        ),
         # An app whose teardown hook commits what the views wrote.
         Valid(
             """
@@ -1405,6 +1458,35 @@ class WriteWithoutCommit(Rule):
                 "`db.session.commit()` after the writes"
             ),
         ),
+        # The same in class-based views: a MethodView's handler, a Resource's through a
+        # base class of the project.
+        Invalid(
+            """
+            from flask import request
+            from flask.views import MethodView
+            from flask_restful import Resource
+            from app.ext import db
+            from app.models import User
+
+            class UserAPI(MethodView):
+                def post(self):
+                    db.session.add(User(name=request.form["name"]))
+                    return "", 201
+
+            class BaseResource(Resource):
+                decorators = []
+
+            class Renames(BaseResource):
+                def put(self, user_id):
+                    user = db.session.get(User, user_id)
+                    user.name = request.json["name"]
+                    return {}
+            """,
+            path="app/views.py",
+            files=_FLASK_FILES,
+            line=9,
+            count=2,
+        ),
     )
 
     @cached_property
@@ -1453,6 +1535,8 @@ class WriteWithoutCommit(Rule):
             for name, binding, value in flow.sessions():
                 if binding.kind == "param" and value.how == "depends":
                     self._check_dependency(flow, node, name, value)
+            self._check_flask_view(flow, node)
+        elif self._class_view_method(node):
             self._check_flask_view(flow, node)
         for name, bindings in flow.bindings.items():
             if len(bindings) == 1 and bindings[0].kind == "with":
@@ -1637,6 +1721,57 @@ class WriteWithoutCommit(Rule):
                 remedy=f"call `{key}.commit()` after the writes",
             )
             return
+
+    def _class_view_method(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+        """A handler of a class-based Flask view: an HTTP method of a `MethodView` (or a
+        Flask-RESTful / Flask-RESTX `Resource`), `dispatch_request` of a `View`, whose
+        class and project bases neither list decorators nor override `dispatch_request`
+        with anything that may commit."""
+        owner = self.ctx.parents.get(node)
+        if not isinstance(owner, ast.ClassDef):
+            return False
+        if node.name not in _VIEW_HANDLERS and node.name != "dispatch_request":
+            return False
+        committing = self.ctx.index.committing_names()
+        for statement in owner.body:
+            if (
+                isinstance(statement, ast.Assign)
+                and any(
+                    isinstance(t, ast.Name) and t.id in ("decorators", "method_decorators")
+                    for t in statement.targets
+                )
+                and any(
+                    call_tail(d.func if isinstance(d, ast.Call) else d) in committing
+                    or isinstance(d, ast.Lambda)
+                    for d in (
+                        statement.value.elts
+                        if isinstance(statement.value, (ast.List, ast.Tuple))
+                        else [statement.value]
+                    )
+                )
+            ):
+                return False  # a decorator of every handler may commit
+        bases = [self.ctx.names.qualify(base) for base in owner.bases]
+        return self._view_lineage([b for b in bases if b is not None], committing, 0)
+
+    def _view_lineage(self, bases: list[str], committing: frozenset[str], depth: int) -> bool:
+        """Whether one of ``bases`` is Flask's view class (through project classes whose
+        ``dispatch_request`` cannot commit)."""
+        index = self.ctx.index
+        for base in bases:
+            if base in _FLASK_VIEW_CLASSES:
+                return True
+            facts = index.class_facts(base)
+            if facts is None or depth > 5:
+                continue
+            dispatch = index.function(f"{base}.dispatch_request")
+            if dispatch is not None and (
+                dispatch.commits or not dispatch.calls.isdisjoint(committing)
+            ):
+                return False
+            if self._view_lineage(list(facts.bases), committing, depth + 1):
+                return True
+        return False
 
     def _call_may_commit(
         self, flow: FunctionFlow, call: ast.Call, keys: list[str], committing: frozenset[str]
