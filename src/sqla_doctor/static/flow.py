@@ -1900,7 +1900,7 @@ def _returns(
                     if (
                         isinstance(item.optional_vars, ast.Name)
                         and item.optional_vars.id == key
-                        and contains(with_node, ret)
+                        and _closed_by_with(with_node, load, ret)
                     ):
                         session_closed = True
                         made = _made_by(flow, item.optional_vars)
@@ -1932,6 +1932,15 @@ def _returns(
             return None
         found = found or facts
     return found
+
+
+def _closed_by_with(with_node: ast.With | ast.AsyncWith, load: ast.AST, ret: ast.AST) -> bool:
+    """Whether the session of ``with ... as session:`` is closed when ``ret`` returns what
+    ``load`` loaded: returned from inside the block, or loaded inside it and returned
+    after it (``user = session.get(User, 1)`` in the block, ``return user`` below)."""
+    if contains(with_node, ret):
+        return True
+    return contains(with_node, load) and _pos(ret) > _end(with_node)
 
 
 def _returned_query(

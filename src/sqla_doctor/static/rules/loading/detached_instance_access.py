@@ -113,6 +113,21 @@ _SERVICE_FILES = {
     users = UserService()
     """,
 }
+# A session's objects, loaded in its `with` block and returned after the block.
+_LOADED_THEN_RETURNED = """
+from sqlalchemy.orm import selectinload
+from app.db import SessionLocal
+from app.models import User
+
+def get_user(user_id):
+    with SessionLocal() as session:
+        user = session.get(User, user_id{options})
+    return user
+
+def post_titles(user_id):
+    user = get_user(user_id)
+    return [post.title for post in user.posts]
+"""
 _SERVICE_USE = """
 from app.service import users
 
@@ -366,8 +381,21 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # Loaded in the block and returned after it, with what the caller reads.
+        Valid(
+            _LOADED_THEN_RETURNED.format(options=", options=[selectinload(User.posts)]"),
+            path="app/views.py",
+            files=_FILES,
+        ),
     )
     INVALID = (
+        # Loaded in the block and returned after it: the block closed the session.
+        Invalid(
+            _LOADED_THEN_RETURNED.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=12,
+        ),
         Invalid(
             _SERVICE_USE.format(method="all_users"),
             path="app/views.py",
