@@ -228,8 +228,56 @@ class JoinedloadOfCollection(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # One collection joined, the other loaded by a second SELECT, in a loop.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import joinedload, selectinload
+            from app.models import User
+
+            def export(session):
+                stmt = select(User).options(joinedload(User.posts), selectinload(User.comments))
+                for user in session.scalars(stmt).unique():
+                    print(user.id, len(user.posts), len(user.comments))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
     )
     INVALID = (
+        # Two collections side by side, read by a loop with no fetching call.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import joinedload
+            from app.models import User
+
+            def export(session):
+                stmt = select(User).options(joinedload(User.posts), joinedload(User.comments))
+                for user in session.scalars(stmt).unique():
+                    print(user.id, len(user.posts), len(user.comments))
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=7,
+        ),
+        # Fetched with `.all()` and then looped over: reported once, at the fetch.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import joinedload
+            from app.models import User
+
+            def export(session):
+                stmt = select(User).options(joinedload(User.posts), joinedload(User.comments))
+                users = session.scalars(stmt).unique().all()
+                return [(u.id, len(u.posts)) for u in users]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=7,
+            count=1,
+        ),
         Invalid(
             """
             from sqlalchemy import select
@@ -342,19 +390,23 @@ class JoinedloadOfCollection(Rule):
         if not isinstance(func, ast.Attribute) or func.attr not in _FETCHING:
             if isinstance(func, ast.Name) and func.id in ("list", "tuple", "sorted") and node.args:
                 self._fetch(node, node.args[0], f"`{func.id}()`")
+                self._explosion_when_read_whole(node, node.args[0])
             return
         self._fetch(node, func.value, f"`.{func.attr}()`")
-        self._explosion(node)
+        self._explosion(node, func.value)
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         self._fetch(node, node.iter, "iterating it")
+        self._explosion_when_read_whole(node.iter, node.iter)
 
     visit_AsyncFor = visit_For
 
     def visit_ListComp(
         self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
     ) -> None:
-        self._fetch(node, node.generators[0].iter, "iterating it")
+        iterated = node.generators[0].iter
+        self._fetch(node, iterated, "iterating it")
+        self._explosion_when_read_whole(iterated, iterated)
 
     visit_SetComp = visit_ListComp
     visit_GeneratorExp = visit_ListComp
@@ -396,13 +448,23 @@ class JoinedloadOfCollection(Rule):
             problem=problem,
         )
 
-    def _explosion(self, node: ast.Call) -> None:
+    def _explosion_when_read_whole(self, node: ast.AST, result_expr: ast.expr) -> None:
+        """The explosion, for a result read whole without a fetching call (`for product in
+        session.scalars(stmt).unique():`, `list(session.scalars(stmt))`): a fetching call
+        (`.all()`) is checked where it is made, and a name is checked where it was bound."""
+        inner = result_expr.value if isinstance(result_expr, ast.Await) else result_expr
+        if not isinstance(inner, ast.Call):
+            return
+        func = inner.func
+        if isinstance(func, ast.Attribute) and func.attr in _FETCHING:
+            return
+        self._explosion(node, result_expr)
+
+    def _explosion(self, node: ast.AST, result_expr: ast.expr) -> None:
         """Several collections joined side by side in one statement (reported once, at
-        the call that fetches its rows)."""
-        func = node.func
-        assert isinstance(func, ast.Attribute)
+        the call that fetches its rows, or the result a loop reads)."""
         flow: FunctionFlow = flow_for(self.ctx, node)
-        value = flow.value(func.value)
+        value = flow.value(result_expr)
         stmt: StatementValue | None = None
         if isinstance(value, StatementValue) and value.kind == "query":
             stmt = value
