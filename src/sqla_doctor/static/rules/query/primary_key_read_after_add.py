@@ -128,6 +128,16 @@ def _filled_in_bulk(flow: FunctionFlow, name: str, binding: Binding, read: ast.A
     return False
 
 
+def _commits_owner_of(func: ast.Attribute, receiver: str | None) -> bool:
+    """``uow.commit()`` after ``uow.books.add(book)``, ``self.db.flush()`` after
+    ``self.repo.add(user)``: the object that holds the repository the object was added
+    through commits or flushes, and so flushes the session behind that repository."""
+    if func.attr not in ("commit", "flush") or receiver is None or "." not in receiver:
+        return False
+    key = receiver_key(func.value)
+    return key is not None and key.split(".")[0] == receiver.split(".")[0]
+
+
 def _pos(node: ast.AST) -> tuple[int, int]:
     return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
 
@@ -344,8 +354,40 @@ class PrimaryKeyReadAfterAdd(Rule):
             """,
             files=_FILES,
         ),
+        # Added through a unit of work's repository, then the unit of work commits.
+        Valid(
+            """
+            from app.models import User
+
+            def register(email, uow):
+                with uow:
+                    user = User(email=email)
+                    uow.users.add(user)
+                    uow.commit()
+                    return user.id
+            """,
+            path="app/services.py",
+            files=_FILES,
+        ),
     )
     INVALID = (
+        # Added through a unit of work's repository, read before the unit of work commits.
+        Invalid(
+            """
+            from app.models import User
+
+            def register(email, uow):
+                with uow:
+                    user = User(email=email)
+                    uow.users.add(user)
+                    user_id = user.id
+                    uow.commit()
+                    return user_id
+            """,
+            path="app/services.py",
+            files=_FILES,
+            line=7,
+        ),
         # Another object updated, or the dict updated and not the object.
         Invalid(
             """
@@ -602,6 +644,8 @@ class PrimaryKeyReadAfterAdd(Rule):
                 if func.attr not in _NOT_FLUSHING:
                     return True
                 continue
+            if isinstance(func, ast.Attribute) and _commits_owner_of(func, session):
+                return True
             for arg in (*call.args, *(kw.value for kw in call.keywords)):
                 if isinstance(arg, ast.Name) and arg.id in (session, name):
                     return True
