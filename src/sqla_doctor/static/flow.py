@@ -846,6 +846,13 @@ class FunctionFlow:
                 return None
             return self._entered(binding.value)
         if binding.kind in ("for", "comp"):
+            paired = self._paired(binding.value)
+            if paired is not None:
+                # `for i, user in enumerate(users)`, `for user, row in zip(users, rows)`.
+                if binding.element is None or binding.element >= len(paired):
+                    return None
+                source = paired[binding.element]
+                return None if source is None else self._element(self.value(source), None)
             iterable = self.value(binding.value)
             return self._element(iterable, binding.element)
         if binding.kind == "param":
@@ -856,8 +863,32 @@ class FunctionFlow:
             return None if qualified is None else self._global(binding.node, qualified)  # type: ignore[arg-type]
         return None
 
+    def _paired(self, node: ast.expr | None) -> list[ast.expr | None] | None:
+        """What each element of the tuples ``enumerate(rows)`` / ``zip(a, b)`` yield comes
+        from (None: a counter), or None when ``node`` is no such call of the builtin."""
+        if (
+            not isinstance(node, ast.Call)
+            or not isinstance(node.func, ast.Name)
+            or node.func.id not in ("enumerate", "zip")
+            or self.is_local(node.func.id)
+            or self.qualify(node.func) is not None
+            or not node.args
+            or any(isinstance(a, ast.Starred) for a in node.args)
+        ):
+            return None
+        if node.func.id == "enumerate":
+            return [None, node.args[0]]
+        return list(node.args)
+
     def iterated(self, node: ast.expr | None) -> ObjectsValue | None:
-        """The ORM objects a loop over ``node`` sees (a legacy Query runs when iterated)."""
+        """The ORM objects a loop over ``node`` sees (a legacy Query runs when iterated;
+        ``enumerate(rows)``, ``zip(rows, ...)``: those of the rows in it)."""
+        paired = self._paired(node)
+        if paired is not None:
+            return next(
+                (found for source in paired if (found := self.iterated(source)) is not None),
+                None,
+            )
         value = self.value(node)
         if isinstance(value, StatementValue) and value.kind == "query":
             value = ObjectsValue(

@@ -50,6 +50,18 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+# Rows read through enumerate() and zip().
+_NUMBERED = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+from app.models import User
+
+def ranking(session: Session, scores: list[int]):
+    users = session.scalars(select(User){options}).all()
+    for rank, user in enumerate(users, start=1):
+        print(rank, user.name, len(user.posts))
+    return [(user.name, score, len(user.posts)) for user, score in zip(users, scores)]
+"""
 # Serializers that read a collection only when asked (`is_admin=True`), one calling the
 # other without asking.
 _FLAG_MODELS = _MODELS.replace(
@@ -549,6 +561,12 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # Numbered or paired with other values, from a statement that loads the posts.
+        Valid(
+            _NUMBERED.format(options=".options(selectinload(User.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
         Valid(
             _AWAITED_LOOP.format(options=".options(selectinload(User.posts))"),
             path="app/views.py",
@@ -931,6 +949,18 @@ class RelationshipAccessInLoop(Rule):
     )
 
     INVALID = (
+        # Rows numbered by enumerate(), or paired with others by zip(): each is a row.
+        Invalid(
+            _NUMBERED.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=8,
+            count=2,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `enumerate(users, start=1)` "
+                "(loaded at line 6) — add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
         Invalid(
             _AWAITED_LOOP.format(options=""),
             path="app/views.py",
