@@ -34,11 +34,44 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# Flask's classic recipe: a scoped session's query property on the declarative base,
+# and a second base without one.
+_QUERY_PROPERTY_FILES = {
+    "app/__init__.py": "",
+    "app/database.py": """
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import declarative_base, scoped_session, sessionmaker
+
+    engine = create_engine("sqlite:///app.db")
+    db_session = scoped_session(sessionmaker(bind=engine))
+    Base = declarative_base()
+    Base.query = db_session.query_property()
+    Other = declarative_base()
+    """,
+    "app/models.py": """
+    from sqlalchemy import Column, Integer, String
+    from app.database import Base, Other
+
+    class Warehouse(Base):
+        __tablename__ = "warehouses"
+        id = Column(Integer, primary_key=True)
+        code = Column(String(10))
+
+    class Report(Other):
+        __tablename__ = "reports"
+        id = Column(Integer, primary_key=True)
+        query = Column(String(200))
+    """,
+}
+
+
 class LegacyQueryApi(Rule):
     """
     ## What it does
-    Checks for the legacy `Query` API: `session.query(...)` on a SQLAlchemy session, and
-    Flask-SQLAlchemy's `Model.query`.
+    Checks for the legacy `Query` API: `session.query(...)` on a SQLAlchemy session,
+    Flask-SQLAlchemy's `Model.query`, and `Model.query` of a model whose base got a
+    scoped session's `query_property()` (Flask's older recipe, `Base.query =
+    db_session.query_property()`, in any module).
 
     A session is anything known to be one: `Session(...)`, a `sessionmaker()` or
     `scoped_session()` product (defined in any module of the project), `with Session(engine)
@@ -93,9 +126,6 @@ class LegacyQueryApi(Rule):
     one, but not mechanically (`.count()`, `.delete()`, `.update()` and `.first()` each
     become something different).
 
-    `Model.query` is recognised for Flask-SQLAlchemy models; the older recipe that sets
-    `Base.query = db_session.query_property()` is not followed into other modules.
-
     A project whose requirements pin SQLAlchemy below 2.0 (`sqlalchemy==1.4.54`,
     `sqlalchemy<2`, Poetry's `^1.4`, in `pyproject.toml`, `setup.cfg`, `setup.py`,
     `Pipfile` or `requirements*.txt` at its top and the files they include, or its
@@ -118,6 +148,19 @@ class LegacyQueryApi(Rule):
     message = "`{call}` is the legacy Query API{note} — use `{session}.{verb}(select(...))`"
 
     VALID = (
+        # A model of a base with no query property: `Report.query` is its column.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.database import db_session
+            from app.models import Report
+
+            def saved(text):
+                return db_session.scalars(select(Report).where(Report.query.contains(text))).all()
+            """,
+            path="app/views.py",
+            files=_QUERY_PROPERTY_FILES,
+        ),
         Valid(
             """
             from sqlalchemy import select
@@ -243,6 +286,21 @@ class LegacyQueryApi(Rule):
         ),
     )
     INVALID = (
+        # `Base.query = db_session.query_property()` in another module.
+        Invalid(
+            """
+            from app.models import Warehouse
+
+            def codes():
+                return [w.code for w in Warehouse.query.order_by(Warehouse.code).all()]
+            """,
+            path="app/views.py",
+            files=_QUERY_PROPERTY_FILES,
+            line=4,
+            expected_message=(
+                "`Warehouse.query` is the legacy Query API — use `session.scalars(select(...))`"
+            ),
+        ),
         # An `upgrade()` that is no Alembic revision's: an application's own command.
         Invalid(
             """
@@ -538,9 +596,21 @@ class LegacyQueryApi(Rule):
         parent = self.ctx.parent(node)
         if not (isinstance(parent, ast.Attribute) and parent.attr in QUERY_METHODS):
             return
-        if not self.objects.flask_model(node.value):
+        flask = self.objects.flask_model(node.value)
+        if not flask and not self._query_property(node.value):
             return
         model = _short(source_segment(self.ctx, node.value), 30)
+        if not flask:
+            self.report(
+                node,
+                call=f"{model}.query",
+                note="",
+                session="session",
+                verb="scalars",
+                hint=f"rewrite as `session.scalars(select({model}).where(...))` on the scoped "
+                f"session whose `query_property()` gave `{model}.query`",
+            )
+            return
         self.report(
             node,
             call=f"{model}.query",
@@ -550,6 +620,16 @@ class LegacyQueryApi(Rule):
             hint=f"rewrite as `db.session.scalars(db.select({model}).where(...))`; "
             f"`{model}.query.get_or_404(pk)` becomes `db.get_or_404({model}, pk)`",
         )
+
+    def _query_property(self, owner: ast.expr) -> bool:
+        """``Warehouse.query``, a mapped class (of any module) whose base got a scoped
+        session's ``query_property()``: Flask's classic recipe, ``Base.query =
+        db_session.query_property()``."""
+        if not isinstance(owner, (ast.Name, ast.Attribute)):
+            return False
+        index = self.ctx.index
+        model = index.model(self.ctx.names.qualify(owner))
+        return model is not None and index.has_query_property(model)
 
     def _probably_session(self, receiver: ast.expr, call: ast.Call) -> bool:
         objects = self.objects
