@@ -1243,7 +1243,11 @@ class FunctionFlow:
             if found is not None:
                 return found
         qualified = self.qualify(func)
-        if qualified is None and isinstance(func, ast.Name) and func.id in _ITER_BUILTINS:
+        if (
+            qualified is None
+            and isinstance(func, ast.Name)
+            and (func.id in _ITER_BUILTINS or func.id == "filter")
+        ):
             # A builtin (the resolver names only imports and module-level definitions).
             qualified = None if self.is_local(func.id) else func.id
         if qualified is None:
@@ -1289,8 +1293,11 @@ class FunctionFlow:
                 qualified,
                 expire_on_commit=expire_on_commit(node),
             )
-        if qualified in _ITER_BUILTINS and node.args:
-            inner = self.value(node.args[0])
+        if (qualified in _ITER_BUILTINS and node.args) or (
+            qualified == "filter" and len(node.args) == 2
+        ):
+            # `filter(pred, rows)` yields some of the rows.
+            inner = self.value(node.args[-1] if qualified == "filter" else node.args[0])
             if (
                 isinstance(inner, ObjectsValue)
                 and inner.many

@@ -7,6 +7,7 @@ import ast
 from sqla_doctor.findings import Applicability, Fix, Related, Severity
 from sqla_doctor.static.context import FileContext
 from sqla_doctor.static.flow import Binding, FunctionFlow, ObjectsValue, flow_for, worth_analysing
+from sqla_doctor.static.index.functions import MAX_PATH
 from sqla_doctor.static.loader_fix import model_name_here, options_edits
 from sqla_doctor.static.navigation import (
     SCHEMA_DUMPERS,
@@ -50,6 +51,18 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+# Rows read by a lambda map() runs on each, and through filter().
+_MAPPED = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+from app.models import User
+
+def post_counts(session: Session):
+    users = session.scalars(select(User){options}).all()
+    counts = list(map(lambda user: len(user.posts), users))
+    named = [len(user.posts) for user in filter(lambda user: user.name, users)]
+    return counts, named
+"""
 # Rows read through enumerate() and zip().
 _NUMBERED = """
 from sqlalchemy import select
@@ -479,7 +492,9 @@ class RelationshipAccessInLoop(Rule):
     """
     ## What it does
     Checks for a lazy-loaded relationship read on every row of query results — in a
-    `for` loop, a comprehension, a generator, a helper function the rows are passed to,
+    `for` loop (also over `enumerate()`, `zip()` or `filter()` of the rows), a
+    comprehension, a generator, a lambda `map()` calls, a helper function the rows are
+    passed to,
     a repository method that returned them (called through `self.repo` too), a model
     method such as `to_dict()`, a Pydantic model (`model_validate`,
     `response_model`) or a marshmallow schema (`Schema.dump()`, nested fields,
@@ -561,6 +576,12 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # map() and filter() over rows whose statement loads the posts.
+        Valid(
+            _MAPPED.format(options=".options(selectinload(User.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
         # Numbered or paired with other values, from a statement that loads the posts.
         Valid(
             _NUMBERED.format(options=".options(selectinload(User.posts))"),
@@ -949,6 +970,18 @@ class RelationshipAccessInLoop(Rule):
     )
 
     INVALID = (
+        # A lambda map() calls once per row; a comprehension over filter()'s rows.
+        Invalid(
+            _MAPPED.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=7,
+            count=2,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `users` (loaded at line 6) — "
+                "add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
         # Rows numbered by enumerate(), or paired with others by zip(): each is a row.
         Invalid(
             _NUMBERED.format(options=""),
@@ -1628,6 +1661,9 @@ class RelationshipAccessInLoop(Rule):
         func = node.func
         if self._skip or not node.args or not isinstance(func, (ast.Name, ast.Attribute)):
             return
+        if isinstance(func, ast.Name) and func.id == "map":
+            self._mapped(node)
+            return
         tail = func.attr if isinstance(func, ast.Attribute) else func.id
         if tail not in self.ctx.index.element_readers() and tail not in SCHEMA_DUMPERS:
             return
@@ -1645,6 +1681,30 @@ class RelationshipAccessInLoop(Rule):
             element = _element(rows)
             for access in navigator.via_call(node, position, element, per_row=True, elements=True):
                 found.append((access, rows, arg))
+        self._emit(found)
+
+    def _mapped(self, node: ast.Call) -> None:
+        """``map(lambda t: t.author.name, rows)``: the lambda runs once per row."""
+        if len(node.args) != 2 or not isinstance(node.args[0], ast.Lambda):
+            return
+        function = node.args[0]
+        params = function.args.args
+        if len(params) != 1 or function.args.vararg or function.args.kwonlyargs:
+            return
+        flow = flow_for(self.ctx, node)
+        if flow.is_local("map") or flow.qualify(node.func) is not None:
+            return
+        rows = flow.value(node.args[1])
+        if not isinstance(rows, ObjectsValue) or not rows.many or rows.is_async:
+            return
+        if closed_before(flow, rows, node):
+            return
+        navigator = Navigator(flow, self.ctx.index, strict=False)
+        element = _element(rows)
+        found: list[tuple[LazyAccess, ObjectsValue, ast.expr]] = []
+        for first, attrs in _chains_on(function.body, params[0].arg):
+            for access in navigator.path(element, attrs, first, via=None, per_row=True):
+                found.append((access, rows, node.args[1]))
         self._emit(found)
 
     def visit_Return(self, node: ast.Return) -> None:
@@ -1858,6 +1918,34 @@ def _awaited_loads(flow: FunctionFlow, binding: Binding, region: ast.AST) -> lis
         ):
             found.append(node.value)
     return found
+
+
+def _chains_on(body: ast.expr, name: str) -> list[tuple[ast.Attribute, tuple[str, ...]]]:
+    """The attribute chains read on ``name`` in a lambda's body (``t.author.name`` →
+    (``t.author``, ("author", "name"))), a called last step marked "()"."""
+    outer: dict[int, ast.AST] = {}
+    for holder in ast.walk(body):
+        for child in ast.iter_child_nodes(holder):
+            outer[id(child)] = holder
+    chains: list[tuple[ast.Attribute, tuple[str, ...]]] = []
+    for node in ast.walk(body):
+        if not (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == name
+        ):
+            continue
+        attrs = [node.attr]
+        top: ast.AST = node
+        parent = outer.get(id(node))
+        while isinstance(parent, ast.Attribute) and len(attrs) < MAX_PATH:
+            attrs.append(parent.attr)
+            top = parent
+            parent = outer.get(id(parent))
+        if isinstance(parent, ast.Call) and parent.func is top:
+            attrs[-1] += "()"
+        chains.append((node, tuple(attrs)))
+    return chains
 
 
 def _loop_bindings(flow: FunctionFlow, loop: ast.AST, target: ast.expr) -> list[Binding]:
