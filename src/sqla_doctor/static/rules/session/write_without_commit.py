@@ -70,6 +70,43 @@ _FILES = {
     """,
 }
 
+# A model with a relationship collection, and a JSON list SQLAlchemy does not watch.
+_COLLECTION_FILES = {
+    **_FILES,
+    "app/models.py": """
+    from sqlalchemy import JSON, ForeignKey
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+    class Base(DeclarativeBase):
+        pass
+
+    class User(Base):
+        __tablename__ = "users"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+        posts: Mapped[list["Post"]] = relationship()
+
+    class Post(Base):
+        __tablename__ = "posts"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+        title: Mapped[str]
+    """,
+}
+_COLLECTION_CHANGE = """
+from app.db import SessionLocal
+from app.models import Post, User
+
+def add_post(user_id, title):
+    with SessionLocal() as session:
+        user = session.get(User, user_id)
+        user.posts.append(Post(title=title)){commit}
+
+def unlabel(user_id):
+    with SessionLocal() as session:
+        user = session.get(User, user_id)
+        user.labels.clear()
+"""
 
 # A Flask-SQLAlchemy app: `db.session` is removed (rolled back) when the request ends.
 _FLASK_FILES = {
@@ -265,7 +302,8 @@ class WriteWithoutCommit(Rule):
     Sessions: a session this function opens (`with SessionLocal() as s`, or
     `s = SessionLocal()`) that receives writes — `add()`, `add_all()`, `delete()`,
     `merge()`, `execute(insert/update/delete(...))`, or a column or relationship set on
-    an object it loaded (`user = session.get(User, id)` then `user.name = name`) — but
+    an object it loaded (`user = session.get(User, id)` then `user.name = name`), or a
+    relationship collection of it changed in place (`user.posts.append(post)`) — but
     is never committed: no `commit()`, no `begin()` block, no `SessionLocal.begin()`,
     and not the `with` block of a factory whose Session subclass commits in its
     `__exit__` (`sessionmaker(class_=ContextSession)`).
@@ -413,6 +451,13 @@ class WriteWithoutCommit(Rule):
     )
 
     VALID = (
+        # The collection change committed; a JSON list changed in place is no write the
+        # session sees (SQLAlchemy does not track it without MutableList).
+        Valid(
+            _COLLECTION_CHANGE.format(commit="\n        session.commit()"),
+            path="app/jobs.py",
+            files=_COLLECTION_FILES,
+        ),
         # A test that reads its writes back (autoflush) and lets the session roll them away.
         Valid(
             """
@@ -1372,6 +1417,18 @@ class WriteWithoutCommit(Rule):
             files=_CORE_FILES,
             line=5,
         ),
+        # A relationship collection of a loaded object changed in place, never committed.
+        Invalid(
+            _COLLECTION_CHANGE.format(commit=""),
+            path="app/jobs.py",
+            files=_COLLECTION_FILES,
+            line=7,
+            expected_message=(
+                "`user.posts.append(Post(title=title))` is never committed: `session` (line "
+                "5) is closed without `session.commit()`, which rolls the write back — "
+                "commit before the block ends, or open it with `.begin()`"
+            ),
+        ),
         # A loaded object changed and never committed: the classic forgotten commit of
         # an update, in a loop over results and on one object.
         Invalid(
@@ -1893,11 +1950,18 @@ class WriteWithoutCommit(Rule):
         found: ast.stmt | None = None
         for obj, attributes in flow.attr_loads.items():
             for attribute in attributes:
-                if not isinstance(attribute.ctx, ast.Store) or not contains(region, attribute):
+                if not contains(region, attribute):
                     continue
-                statement = flow.parent(attribute)
-                if not isinstance(statement, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                mutated = _collection_mutation(flow, attribute)
+                if mutated is not None:
+                    statement: ast.AST | None = mutated
+                elif isinstance(attribute.ctx, ast.Store):
+                    statement = flow.parent(attribute)
+                    if not isinstance(statement, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                        continue
+                else:
                     continue
+                assert isinstance(statement, ast.stmt)
                 if found is not None and _start(found) <= _start(statement):
                     continue
                 binding = flow.binding(obj, attribute)
@@ -1907,7 +1971,11 @@ class WriteWithoutCommit(Rule):
                 model = index.model(value.model)
                 if model is None or not _loaded_through(value, model, session):
                     continue
-                if (
+                if mutated is not None:
+                    rel = index.relationship(model, attribute.attr)
+                    if rel is None or rel.collection is not True:
+                        continue
+                elif (
                     index.column(model, attribute.attr) is None
                     and index.relationship(model, attribute.attr) is None
                 ):
@@ -2288,3 +2356,23 @@ def _literal_sql(statement: ast.expr) -> str | None:
     if isinstance(statement, ast.Constant) and isinstance(statement.value, str):
         return statement.value
     return None
+
+
+# list and set methods that change a relationship collection in place.
+_COLLECTION_MUTATORS = frozenset(
+    {"append", "extend", "insert", "remove", "pop", "clear", "add", "discard", "update"}
+)
+
+
+def _collection_mutation(flow: FunctionFlow, attribute: ast.Attribute) -> ast.Expr | None:
+    """The statement ``user.posts.append(post)`` (``.remove()``, ``.clear()``, ...) when
+    ``attribute`` is the ``user.posts`` it changes: the unit of work flushes that change
+    as an INSERT or UPDATE of the rows' foreign keys, as it does ``user.name = ...``."""
+    method = flow.parent(attribute)
+    if not isinstance(method, ast.Attribute) or method.attr not in _COLLECTION_MUTATORS:
+        return None
+    call = flow.parent(method)
+    if not isinstance(call, ast.Call) or call.func is not method:
+        return None
+    statement = flow.parent(call)
+    return statement if isinstance(statement, ast.Expr) else None
