@@ -280,6 +280,8 @@ class InstanceValue:
     """An instance of a project class (a repository, a unit of work)."""
 
     cls: str
+    # The call that made it (`InvoiceRepository(session)`), where the flow saw it.
+    made: ast.Call | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -1342,7 +1344,7 @@ class FunctionFlow:
         if function is not None:
             return self._returned(node, function)
         if self.index.class_facts(qualified) is not None and self.index.model(qualified) is None:
-            return InstanceValue(self.index.follow(qualified))
+            return InstanceValue(self.index.follow(qualified), node)
         return None
 
     def _returned(self, node: ast.Call, function: FunctionFacts) -> Value | None:
@@ -1626,6 +1628,15 @@ class FunctionFlow:
     def calls_on(self, key: str) -> list[ast.Call]:
         """Method calls on a receiver name (or ``self.attr``), in source order."""
         return self.receiver_calls.get(key, [])
+
+
+def loads_through_given_session(returns: ReturnFacts) -> bool:
+    """Whether a function's objects come from a session it does not make or close: one
+    it is given (a parameter annotated `Session`, or not annotated)."""
+    if returns.session_closed or returns.query is not None:
+        return False
+    factory = returns.factory
+    return factory is None or factory.rpartition(".")[2] in SESSION_TYPE_NAMES
 
 
 def receiver_key(node: ast.expr) -> str | None:

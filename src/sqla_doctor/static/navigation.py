@@ -269,7 +269,7 @@ class Navigator:
     ) -> Iterator[LazyAccess]:
         """Reads a project function or a Pydantic model makes on the argument at
         ``position`` (on its elements when ``elements``)."""
-        function = self._callee(call)
+        function = self.callee(call)
         if function is not None:
             reads = (
                 function.element_reads(position) if elements else function.direct_reads(position)
@@ -308,7 +308,7 @@ class Navigator:
     def _via_keyword(
         self, call: ast.Call, arg: str, objects: ObjectsValue, per_row: bool
     ) -> Iterator[LazyAccess]:
-        function = self._callee(call)
+        function = self.callee(call)
         if function is None:
             return
         position = function.param_position(arg)
@@ -471,7 +471,9 @@ class Navigator:
                 return function
         return None
 
-    def _callee(self, call: ast.Call) -> FunctionFacts | None:
+    def callee(self, call: ast.Call) -> FunctionFacts | None:
+        """The project function or method ``call`` calls (``self.repo.list()`` through
+        the instance the flow knows ``self.repo`` to be), or None."""
         func = call.func
         flow = self.flow
         if isinstance(func, ast.Attribute):

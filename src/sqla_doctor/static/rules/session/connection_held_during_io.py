@@ -9,14 +9,18 @@ from sqla_doctor.static.flow import (
     ClientValue,
     FactoryValue,
     FunctionFlow,
+    InstanceValue,
     SessionValue,
     contains,
     flow_for,
     io_kind,
+    loads_through_given_session,
     receiver_key,
     worth_analysing,
 )
+from sqla_doctor.static.index.functions import FunctionFacts
 from sqla_doctor.static.lifecycle import QUERIES, session_names
+from sqla_doctor.static.navigation import Navigator
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _RELEASE = frozenset({"commit", "rollback", "close", "remove"})
@@ -63,6 +67,56 @@ _FILES = {
     """,
 }
 
+# A helper that loads objects through the session it is given.
+_QUERY_FILES = {
+    **_FILES,
+    "app/queries.py": """
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from app.models import User
+
+    async def unverified(session: AsyncSession) -> list[User]:
+        return list(await session.scalars(select(User).where(User.verified.is_(False))))
+
+    class UserRepository:
+        def __init__(self, session: AsyncSession) -> None:
+            self.session = session
+
+        async def unverified(self) -> list[User]:
+            return list(await self.session.scalars(select(User).where(User.verified.is_(False))))
+    """,
+}
+# A service whose repository shares its session.
+_REPOSITORY_QUERY = """
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+from app.queries import UserRepository
+
+class Reminders:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.users = UserRepository(session)
+
+    async def send(self):
+        users = await self.users.unverified(){release}
+        async with httpx.AsyncClient() as client:
+            for user in users:
+                await client.post("https://mail.example.com/send", json={{"to": user.email}})
+                user.reminded = True
+        await self.session.commit()
+"""
+_HELPER_QUERY = """
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+from app.queries import unverified
+
+async def remind(session: AsyncSession):
+    emails = [user.email for user in await unverified(session)]{release}
+    async with httpx.AsyncClient() as client:
+        for email in emails:
+            await client.post("https://mail.example.com/send", json={{"to": email}})
+"""
+
 # A `scoped_session` registry used directly, as Flask's classic recipe does.
 _SCOPED = """
 import requests
@@ -85,7 +139,11 @@ class ConnectionHeldDuringIo(Rule):
     ## What it does
     Checks for an HTTP request (`httpx`, `requests`, `aiohttp`, `urllib`), an SMTP call
     or a sleep (`asyncio.sleep`, `time.sleep`) made after a session has run a query
-    and before it commits, rolls back or closes — directly, through a client such as
+    (itself, or in a project function it is passed to that returns what it loaded:
+    `users = active_users(session)`, or in a method of a repository made from it:
+    `self.users.unverified()` after `self.users = UserRepository(session)`) and before
+    it commits, rolls back or closes —
+    directly, through a client such as
     `httpx.AsyncClient`, or through a project function that makes the call itself
     (with its own client, or one it is handed: `http: aiohttp.ClientSession`). A
     coroutine scheduled with `asyncio.create_task()` (`ensure_future`, `start_soon`)
@@ -135,6 +193,18 @@ class ConnectionHeldDuringIo(Rule):
     )
 
     VALID = (
+        # The repository's query, then a commit, then the requests.
+        Valid(
+            _REPOSITORY_QUERY.format(release="\n        await self.session.commit()"),
+            path="app/reminders.py",
+            files=_QUERY_FILES,
+        ),
+        # The helper's query, then a commit, then the requests.
+        Valid(
+            _HELPER_QUERY.format(release="\n    await session.commit()"),
+            path="app/reminders.py",
+            files=_QUERY_FILES,
+        ),
         Valid(
             _SCOPED.format(release="\n    db_session.remove()"), path="app/views.py", files=_FILES
         ),
@@ -273,6 +343,26 @@ class ConnectionHeldDuringIo(Rule):
         ),
     )
     INVALID = (
+        # The query runs in a method of a repository made from the service's session.
+        Invalid(
+            _REPOSITORY_QUERY.format(release=""),
+            path="app/reminders.py",
+            files=_QUERY_FILES,
+            line=14,
+        ),
+        # The query runs in a helper of another module, given the session.
+        Invalid(
+            _HELPER_QUERY.format(release=""),
+            path="app/reminders.py",
+            files=_QUERY_FILES,
+            line=9,
+            expected_message=(
+                "`client.post(\"https://mail.example.com/send\", js...` (HTTP request) "
+                "runs while `session` holds a database connection (query at line 6, "
+                "transaction still open) — commit or close first, or make the call before "
+                "querying"
+            ),
+        ),
         Invalid(
             _SCOPED.format(release=""),
             path="app/views.py",
@@ -494,6 +584,10 @@ class ConnectionHeldDuringIo(Rule):
         for call in flow.calls:
             if not isinstance(call.func, (ast.Name, ast.Attribute)) or call in flow.calls_on(key):
                 continue
+            loader = Navigator(flow, self.ctx.index, strict=False).callee(call)
+            if loader is not None and _queries_given_session(flow, loader, call, key):
+                events.append(((call.lineno, call.col_offset), "query", call))
+                continue
             qualified = flow.qualify(call.func)
             function = self.ctx.index.function(qualified) if qualified else None
             if (
@@ -567,6 +661,50 @@ class ConnectionHeldDuringIo(Rule):
             inner = io_kind(function.io_call) or "external I/O"
             return f"{inner}, in `{function.name}()`"
         return None
+
+
+def _queries_given_session(
+    flow: FunctionFlow, function: FunctionFacts, call: ast.Call, key: str
+) -> bool:
+    """``users = active_users(session)``, ``self.invoices.unpaid()``: a project function
+    that returns objects it loaded through the session it is given, or a method of an
+    object built around this function's session (a repository made with
+    ``InvoiceRepository(session)``), has run a query on it, which checked a connection
+    out."""
+    returns = function.returns
+    if returns is None or not loads_through_given_session(returns) or function.commits:
+        return False
+    if any(
+        receiver_key(a) == key
+        for a in (*call.args, *(k.value for k in call.keywords))
+        if isinstance(a, (ast.Name, ast.Attribute))
+    ):
+        return True
+    return function.is_method and _built_around(flow, call, key)
+
+
+def _built_around(flow: FunctionFlow, call: ast.Call, key: str) -> bool:
+    """Whether the receiver of the method ``call`` is an instance made from the session
+    ``key`` names: here (``InvoiceRepository(session).unpaid()``), or in the method
+    that set the attribute (``self.session = session`` and ``self.invoices =
+    InvoiceRepository(session)`` in ``__init__``, for ``self.session``)."""
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        return False
+    instance = flow.value(func.value)
+    if not isinstance(instance, InstanceValue) or instance.made is None:
+        return False
+    made = instance.made
+    arguments = [
+        key_
+        for a in (*made.args, *(k.value for k in made.keywords))
+        if isinstance(a, (ast.Name, ast.Attribute)) and (key_ := receiver_key(a)) is not None
+    ]
+    if key in arguments:
+        return True
+    # Made in another method: its `session` is what it stored as `self.session`.
+    owner, _, attr = key.partition(".")
+    return owner == "self" and not contains(flow.node, made) and attr in arguments
 
 
 def _scoped_registries(flow: FunctionFlow) -> dict[str, SessionValue]:
