@@ -258,6 +258,13 @@ class Navigator:
                 if isinstance(call, ast.Call) and parent.arg is not None:
                     yield from self._via_keyword(call, parent.arg, objects, per_row)
 
+    def on_attribute(
+        self, attribute: ast.Attribute, objects: ObjectsValue, *, per_row: bool
+    ) -> Iterator[LazyAccess]:
+        """Reads of ``attribute`` (``get_user(1).posts``) and what follows it, on the
+        ``objects`` its value evaluates to."""
+        yield from self._chain(attribute, objects, per_row)
+
     def via_call(
         self,
         call: ast.Call,

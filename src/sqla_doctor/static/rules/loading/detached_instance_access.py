@@ -128,6 +128,19 @@ def post_titles(user_id):
     user = get_user(user_id)
     return [post.title for post in user.posts]
 """
+# A relationship read straight off the returned object.
+_READ_OFF_THE_CALL = """
+from sqlalchemy.orm import selectinload
+from app.db import SessionLocal
+from app.models import User
+
+def get_user(user_id):
+    with SessionLocal() as session:
+        return session.get(User, user_id{options})
+
+def post_titles(user_id):
+    return [post.title for post in get_user(user_id).posts]
+"""
 _SERVICE_USE = """
 from app.service import users
 
@@ -381,6 +394,12 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # Read straight off the call, eager-loaded by the query.
+        Valid(
+            _READ_OFF_THE_CALL.format(options=", options=[selectinload(User.posts)]"),
+            path="app/views.py",
+            files=_FILES,
+        ),
         # Loaded in the block and returned after it, with what the caller reads.
         Valid(
             _LOADED_THEN_RETURNED.format(options=", options=[selectinload(User.posts)]"),
@@ -389,6 +408,19 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        # Read straight off the call: `get_user(user_id).posts`.
+        Invalid(
+            _READ_OFF_THE_CALL.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `get_user(user_id)` after the session that "
+                "loaded it closed (`get_user()` at app/views.py:7 closes it): this raises "
+                "DetachedInstanceError — add `selectinload(User.posts)` to that query, or "
+                "read it before the session closes"
+            ),
+        ),
         # Loaded in the block and returned after it: the block closed the session.
         Invalid(
             _LOADED_THEN_RETURNED.format(options=""),
@@ -653,8 +685,44 @@ class DetachedInstanceAccess(Rule):
                 self._check(flow, navigator, binding, objects, region, where, commit)
         for with_node in flow.withs:
             self._check_added(flow, with_node)
+        for call in flow.calls:
+            self._check_call_result(flow, navigator, call)
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _check_call_result(self, flow: FunctionFlow, navigator: Navigator, call: ast.Call) -> None:
+        """``get_user(1).posts``: a relationship read straight off what a function returns
+        after closing the session that loaded it."""
+        attribute = flow.parent(call)
+        if not isinstance(attribute, ast.Attribute) or attribute.value is not call:
+            return
+        objects = flow.value(call)
+        if (
+            not isinstance(objects, ObjectsValue)
+            or objects.many
+            or objects.path
+            or objects.is_async
+            or objects.returns is None
+            or not objects.returns.session_closed
+        ):
+            return
+        where = (
+            f"`{objects.origin_name}()` at {objects.origin_path}:{objects.returns.line} closes it"
+        )
+        shown = self.ctx.text(call)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        for access in navigator.on_attribute(attribute, objects, per_row=False):
+            option = option_text(self.ctx.index, access.path, access.objects.options)
+            self.report(
+                access.node,
+                problem=(
+                    f"`{access.rel.name}` is lazy-loaded on `{shown}` after the session that "
+                    f"loaded it closed ({where}): this raises DetachedInstanceError — add "
+                    f"`{option}` to that query, or read it before the session closes"
+                ),
+            )
+            return
 
     def _check_added(self, flow: FunctionFlow, with_node: ast.With | ast.AsyncWith) -> None:
         """Objects made here and ``add()``-ed to the block's session, read after the
