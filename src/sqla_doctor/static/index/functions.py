@@ -251,55 +251,77 @@ def quotes_identifier(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
         body = body[1:]  # the docstring
     assigned: dict[str, list[ast.expr]] = {}
     returns: list[ast.expr] = []
-
-    def gather(statements: list[ast.stmt]) -> bool:
-        for statement in statements:
-            if isinstance(statement, ast.Return) and statement.value is not None:
-                returns.append(statement.value)
-            elif (
-                isinstance(statement, ast.Assign)
-                and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name)
-            ):
-                assigned.setdefault(statement.targets[0].id, []).append(statement.value)
-            elif isinstance(statement, ast.If):
-                if not (gather(statement.body) and gather(statement.orelse)):
-                    return False
-            else:
-                return False
-        return True
-
-    if not gather(body) or not returns:
+    if not _gather_returns(body, assigned, returns) or not returns:
         return False
-    escaped = False
+    escaped: list[bool] = []
+    return all(_quoted_text(value, assigned, escaped, 0) for value in returns) and any(escaped)
 
-    def safe(expr: ast.expr, depth: int = 0) -> bool:
-        nonlocal escaped
-        if isinstance(expr, ast.Constant):
-            return isinstance(expr.value, str)
-        if isinstance(expr, ast.Name):
-            values = assigned.get(expr.id)
-            return depth < 4 and bool(values) and all(safe(v, depth + 1) for v in values or ())
-        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
-            return safe(expr.left, depth) and safe(expr.right, depth)
-        if isinstance(expr, ast.JoinedStr):
-            return all(
-                safe(part.value if isinstance(part, ast.FormattedValue) else part, depth)
-                for part in expr.values
-            )
-        if isinstance(expr, ast.Call) and escapes_identifier_quotes(expr):
-            escaped = True
-            return True
-        if (
-            isinstance(expr, ast.Call)
-            and isinstance(expr.func, ast.Attribute)
-            and expr.func.attr == "replace"
-            and all(isinstance(a, ast.Constant) for a in expr.args)
+
+# Module-level, not nested: a recursive closure is a reference cycle, and these hold nodes
+# of the tree that reference counting must be able to free.
+def _gather_returns(
+    statements: list[ast.stmt], assigned: dict[str, list[ast.expr]], returns: list[ast.expr]
+) -> bool:
+    """Collect the returned values and the local names' assigned values; False for any
+    statement but a return, a plain assignment or an `if`."""
+    for statement in statements:
+        if isinstance(statement, ast.Return) and statement.value is not None:
+            returns.append(statement.value)
+        elif (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
         ):
-            return safe(expr.func.value, depth)  # more replacing, after the escape
-        return False
+            assigned.setdefault(statement.targets[0].id, []).append(statement.value)
+        elif isinstance(statement, ast.If):
+            if not (
+                _gather_returns(statement.body, assigned, returns)
+                and _gather_returns(statement.orelse, assigned, returns)
+            ):
+                return False
+        else:
+            return False
+    return True
 
-    return all(safe(value) for value in returns) and escaped
+
+def _quoted_text(
+    expr: ast.expr, assigned: dict[str, list[ast.expr]], escaped: list[bool], depth: int
+) -> bool:
+    """Text made of literals and escaped identifiers; ``escaped`` records an escape."""
+    if isinstance(expr, ast.Constant):
+        return isinstance(expr.value, str)
+    if isinstance(expr, ast.Name):
+        values = assigned.get(expr.id)
+        return (
+            depth < 4
+            and bool(values)
+            and all(_quoted_text(v, assigned, escaped, depth + 1) for v in values or ())
+        )
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        return _quoted_text(expr.left, assigned, escaped, depth) and _quoted_text(
+            expr.right, assigned, escaped, depth
+        )
+    if isinstance(expr, ast.JoinedStr):
+        return all(
+            _quoted_text(
+                part.value if isinstance(part, ast.FormattedValue) else part,
+                assigned,
+                escaped,
+                depth,
+            )
+            for part in expr.values
+        )
+    if isinstance(expr, ast.Call) and escapes_identifier_quotes(expr):
+        escaped.append(True)
+        return True
+    if (
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Attribute)
+        and expr.func.attr == "replace"
+        and all(isinstance(a, ast.Constant) for a in expr.args)
+    ):
+        return _quoted_text(expr.func.value, assigned, escaped, depth)  # more replacing
+    return False
 
 
 def _decorated(node: ast.FunctionDef | ast.AsyncFunctionDef, *names: str) -> bool:
