@@ -297,3 +297,41 @@ def test_a_start_response_taking_two_arguments_is_called_with_two(engine: Engine
     assert content.count(b":") == USERS
     unit, _ = units.only()
     assert [f.code for f in unit.findings] == ["SQD251"]
+
+
+def call_flask_app(app: Flask, path: str, *, close: bool) -> bytes:
+    """A hand-written harness: join the body, and close it only when told to."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "localhost"}
+    environ |= {"SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    body = app.wsgi_app(environ, lambda status, headers: lambda data: None)
+    content = b"".join(body)
+    if close:
+        body.close()  # type: ignore[attr-defined]
+    return content
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["never-closed", "closed"])
+def test_the_unit_ends_when_the_body_is_read_to_its_end(engine: Engine, close: bool) -> None:
+    # PEP 3333 has the server close the body; a harness joining the chunks does not, and
+    # the request's N+1 was never reported. Read to its end, the request is over; a
+    # close() after that reports nothing again.
+    units = Units()
+    app = flask_app(engine, on_unit=units)
+    torn_down: list[int] = []
+    app.teardown_request(lambda error: torn_down.append(len(units.seen)))
+
+    content = call_flask_app(app, "/users", close=close)
+
+    assert content.count(b":") == USERS
+    unit, context = units.only()
+    assert context == {"method": "GET", "route": "/users"}
+    assert [(f.code, f.location.line) for f in unit.findings] == [("SQD251", line_of("n+1"))]
+    assert torn_down == [0], "Flask's teardown runs inside the unit, before it ends"
+
+
+def test_a_body_read_to_its_end_without_a_pitfall_reports_nothing(engine: Engine) -> None:
+    units = Units()
+    content = call_flask_app(flask_app(engine, on_unit=units), "/users/fixed", close=False)
+    assert content.count(b":") == USERS
+    unit, _ = units.only()
+    assert unit.findings == []
