@@ -375,3 +375,50 @@ async def test_an_async_worker_loop_that_catches_the_pending_rollback_is_reporte
     finding = one(uow.findings, "SQD155")
     assert finding.location.line == line_of("async-worker-add")
     assert finding.fix_hint == "await session.rollback()"
+
+
+def test_one_message_after_the_failure_whose_pending_rollback_is_caught_is_reported(
+    engine: Engine,
+) -> None:
+    # One add() since the failure, its commit()'s PendingRollbackError caught, and the
+    # session closed: no second add() to report, and no error on its way out to explain.
+    # The object could never be written; the failed transaction's end reports its add().
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        failures = consume(session, [1000, 1, 1001], rollback=False)
+    assert failures == ["IntegrityError", "PendingRollbackError"]
+    finding = one(uow.findings, "SQD155")
+    assert finding.location.line == line_of("worker-add")
+    assert [r.location.line for r in finding.related] == [line_of("worker-commit")]
+    assert finding.fix_hint == "session.rollback()"
+
+
+def test_one_message_after_the_failure_installed_is_reported_once(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        assert consume(session, [1000, 1, 1001], rollback=False)[-1] == "PendingRollbackError"
+    assert one(sqla_doctor.collected(), "SQD155").location.line == line_of("worker-add")
+
+
+@pytest.mark.parametrize("rollback", [True, False], ids=["rolled-back", "nothing-added"])
+def test_a_failed_transaction_ending_with_nothing_added_since_is_silent(
+    engine: Engine, rollback: bool
+) -> None:
+    # The failure rolled back in the except block, or the session closed right after the
+    # caught failure: nothing was given to a session that could not write it.
+    messages = [1000, 1, 1001] if rollback else [1000, 1001, 1]
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        failures = consume(session, messages, rollback=rollback)
+    assert failures == ["IntegrityError"]
+    assert not of_code(uow.findings, "SQD155")
+
+
+def test_an_object_added_after_a_failure_caught_outside_its_savepoint_is_silent(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in (1, 1000):
+            with contextlib.suppress(IntegrityError), session.begin_nested():
+                session.add(User(id=user_id, name="imported"))
+        session.commit()
+        assert session.get(User, 1000) is not None
+    assert not of_code(uow.findings, "SQD155")

@@ -224,14 +224,19 @@ class FlushAfterFailure:
     """A flush begins on a session whose last flush failed and that was not rolled back
     since (``before_flush``; the flush is about to raise ``PendingRollbackError``), or a
     second new object is added to it since (``transient_to_pending``: add() raises
-    nothing, the commit() between the two did)."""
+    nothing, the commit() between the two did), or the failed transaction ends holding an
+    object added since the failure (``after_transaction_end``, ``ended``: nothing could
+    write it, and no PendingRollbackError is on its way out to be explained)."""
 
-    __slots__ = ("record", "session", "site")
+    __slots__ = ("ended", "record", "session", "site")
 
-    def __init__(self, session: Session, record: SessionRecord, site: CallSite | None) -> None:
+    def __init__(
+        self, session: Session, record: SessionRecord, site: CallSite | None, *, ended: bool = False
+    ) -> None:
         self.session = session
         self.record = record
         self.site = site
+        self.ended = ended
 
 
 class ConnectionWritesLost:

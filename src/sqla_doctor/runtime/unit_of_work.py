@@ -875,6 +875,7 @@ class FailedFlush:
         "driver_error",
         "earlier",
         "error",
+        "first_added",
         "in_savepoint",
         "reported",
         "site",
@@ -901,8 +902,10 @@ class FailedFlush:
         # What the transaction's earlier flushes wrote ("User inserted" -> 2): the failed
         # flush rolled it back with the rest, and rollback() discards it for good.
         self.earlier = earlier or {}
-        # New objects added to the session since (add() works on a failed session).
+        # New objects added to the session since (add() works on a failed session), and
+        # where the first one was, until the failed transaction ends.
         self.added_since = 0
+        self.first_added: CallSite | None = None
         # Whether a use of the session after it was reported (SQD155).
         self.reported = False
 

@@ -33,7 +33,11 @@ class SessionUsedAfterFailedFlush(Detector):
     exception. A program that catches that one too and goes on (a worker's loop of
     `add()` and `commit()` whose `except Exception` logs and continues) is reported at
     the `add()` of the next object but one after the failure: `add()` itself raises
-    nothing, and the `commit()` between them showed no event.
+    nothing, and the `commit()` between them showed no event. When only one object was
+    added since (the failure was the loop's last but one), it is reported where it was
+    added as the failed transaction ends (`close()`, the end of the `with` block), unless
+    a `PendingRollbackError` is on its way out then, which is explained where it was
+    raised.
 
     When the transaction had flushed rows before the one that failed (an import loop
     that skips the rows that fail), the fix named first is a SAVEPOINT per write:
@@ -108,7 +112,7 @@ class SessionUsedAfterFailedFlush(Detector):
 
     def on_flush_after_failure(self, flush: FlushAfterFailure) -> None:
         failed = flush.record.failed_flush
-        if failed is not None and _inactive(flush.session):
+        if failed is not None and (flush.ended or _inactive(flush.session)):
             self._report(flush.site, flush.record, failed)
 
     def on_error(self, seen: ErrorSeen) -> None:

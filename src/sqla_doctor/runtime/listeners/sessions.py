@@ -13,6 +13,7 @@ import weakref
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
 
@@ -46,6 +47,7 @@ from sqla_doctor.runtime.unit_of_work import (
     Detachment,
     FailedFlush,
     SessionRecord,
+    UnitOfWork,
     current,
     process,
 )
@@ -187,6 +189,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
         uow = record.owner
     try:
         if uow is not None:
+            _added_in_vain(session, record, uow)
             if outcome == "close" and not record.discarded_dirty:
                 record.discarded_dirty = _changes_left_behind(record, session)
             end = TransactionEnd(session, record, outcome, known_site=outcome == "close")
@@ -198,6 +201,26 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
         record.identity_map = session.identity_map
         record.identity_seq = process.row_updates
         record.sharing.new_transaction()
+
+
+def _added_in_vain(session: Session, record: SessionRecord, uow: UnitOfWork) -> None:
+    """A transaction whose flush failed ends (close(), rollback()) with an object added
+    since the failure: nothing could write it, and the commit() that tried raised
+    PendingRollbackError before any event. A program that caught that error too (a loop
+    of add() and commit() under `except Exception`) is reported where it added the object,
+    unless a use of the session was reported already. Not while a PendingRollbackError
+    is on its way out (the ``with`` block closing the session as it escapes): the error's
+    explanation reports it, at the line that raised it."""
+    failed = record.failed_flush
+    if failed is None or failed.first_added is None:
+        return
+    site, failed.first_added = failed.first_added, None
+    if failed.reported or failed.in_savepoint:
+        # Failed in a SAVEPOINT: the outer transaction may still have written the object.
+        return
+    if isinstance(sys.exc_info()[1], PendingRollbackError):
+        return
+    _dispatch(uow, "flush_after_failure", FlushAfterFailure(session, record, site, ended=True))
 
 
 @_guarded
@@ -220,6 +243,8 @@ def _on_transient_to_pending(session: Session, state: Any) -> None:
         # loop of add() and commit()): reported where it was added, unless a flush or a
         # query after the failure was reported already.
         failed.added_since += 1
+        if failed.added_since == 1:
+            failed.first_added = added.site
         uow = _session_unit(record) if failed.added_since == 2 and not failed.reported else None
         if uow is not None:
             _dispatch(uow, "flush_after_failure", FlushAfterFailure(session, record, added.site))
