@@ -115,3 +115,67 @@ async def test_async_merge_twin_is_silent(async_engine: AsyncEngine) -> None:
         merged = await job.merge(user)
         assert merged is not user
     assert not uow.findings
+
+
+def post_by(window: Session, engine: Engine, author: User, *, copy: bool) -> str | None:
+    """A desktop app's action: a post by the window's current user, in its own session;
+    the error is caught and shown, as a dialog would."""
+    try:
+        with Session(engine) as action, action.begin():
+            if copy:
+                author = action.get(User, author.id) or author
+            action.add(Post(author=author, title="hi"))  # line:cascade-add
+    except InvalidRequestError as error:
+        return type(error).__name__
+    return None
+
+
+def test_a_cascade_into_a_second_session_is_reported_even_when_caught(engine: Engine) -> None:
+    # add() cascades Post.author into the action's session; SQLAlchemy raises inside
+    # add() before any event, and the program catches it: seen as the Post is added.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as window:
+        current_user = window.get(User, 1)  # line:window-load
+        assert current_user is not None
+        assert post_by(window, engine, current_user, copy=False) == "InvalidRequestError"
+    finding = one(uow.findings, "SQD156")
+    here = relative(__file__)
+    assert finding.location.line == line_of("cascade-add")
+    assert finding.message == (
+        "User object reached through Post.author, added to a second session while still "
+        f"attached to the session that loaded it at {here}:{line_of('window-load')} — set "
+        "Post.author to this session's copy (merge() or get() it there), or set its foreign "
+        "key column instead, or close/expunge it from the first session first; keep one "
+        "session per unit of work"
+    )
+    assert finding.fix_hint is None
+
+
+def test_a_cascade_error_that_escapes_is_reported_once_and_explained(engine: Engine) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with (
+        pytest.raises(InvalidRequestError, match="already attached") as raised,
+        tracker,
+        Session(engine) as window,
+        Session(engine) as action,
+    ):
+        action.add(Post(author=window.get(User, 1), title="hi"))  # line:escaping-add
+    uow = tracker.last
+    assert uow is not None
+    finding = one(uow.findings, "SQD156")
+    assert finding.location.line == line_of("escaping-add")
+    assert "reached through Post.author" in finding.message
+    [note] = raised.value.__notes__
+    assert note.startswith(f"sqla-doctor: SQD156 {finding.message}\n")
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["own-copy", "first-closed"])
+def test_a_post_by_this_sessions_copy_or_a_detached_user_is_silent(
+    engine: Engine, closed: bool
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as window:
+        current_user = window.get(User, 1)
+        assert current_user is not None
+        if closed:
+            window.close()
+        assert post_by(window, engine, current_user, copy=not closed) is None
+    assert not uow.findings

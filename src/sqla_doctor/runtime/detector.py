@@ -69,6 +69,9 @@ EVENTS: Final = (
     # A flush is about to INSERT a new object whose primary key the session already holds
     # or another new object has (DuplicateIdentity).
     "duplicate_identity",
+    # add() of a new object whose save-update cascade is about to reach an object another
+    # live session holds: SQLAlchemy raises "already attached" next (AttachedElsewhere).
+    "attached_elsewhere",
     "checkin",
     "session_gc",
     # An exception left a unit of work (``track()``'s exit) or the program (``sqla-doctor
@@ -237,6 +240,24 @@ class FlushAfterFailure:
         self.record = record
         self.site = site
         self.ended = ended
+
+
+class AttachedElsewhere:
+    """``session.add(comment)`` of a new object whose relationship holds an object that
+    another live session holds (``comment.user``, loaded by the window's session): the
+    add's cascade is about to raise ``InvalidRequestError: Object ... is already attached
+    to session``. ``state`` is that object's, ``via`` the relationship that holds it
+    (``Comment.user``), ``site`` the add()."""
+
+    __slots__ = ("session", "site", "state", "via")
+
+    def __init__(
+        self, session: Session, state: InstanceState[Any], via: str, site: CallSite | None
+    ) -> None:
+        self.session = session
+        self.state = state
+        self.via = via
+        self.site = site
 
 
 class ConnectionWritesLost:

@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import PendingRollbackError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import instance_state
 
 from sqla_doctor.runtime import callsite, reads
-from sqla_doctor.runtime.detector import FlushAfterFailure, TransactionEnd
+from sqla_doctor.runtime.detector import AttachedElsewhere, FlushAfterFailure, TransactionEnd
 from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.listeners.connections import _autocommit, _last_checkout
 from sqla_doctor.runtime.listeners.endings import _lost_change
@@ -235,6 +235,11 @@ def _on_transient_to_pending(session: Session, state: Any) -> None:
         return
     added = Added(state.class_.__name__, callsite.find(1))
     record.add_pending(id(state), added)
+    held = _held_elsewhere(session, state)
+    if held is not None:
+        uow = _session_unit(record)
+        if uow is not None:
+            _dispatch(uow, "attached_elsewhere", AttachedElsewhere(session, *held, added.site))
     failed = record.failed_flush
     if failed is not None and not session.is_active:
         # add() works on a session that waits for rollback(), and the commit() after it
@@ -249,6 +254,28 @@ def _on_transient_to_pending(session: Session, state: Any) -> None:
         if uow is not None:
             _dispatch(uow, "flush_after_failure", FlushAfterFailure(session, record, added.site))
     _watch_unset_key(session, record, state)
+
+
+def _held_elsewhere(session: Session, state: Any) -> tuple[Any, str] | None:
+    """The state of an object another live session holds that add()'s save-update cascade
+    reaches from this new object's relationships, one level down, and the relationship
+    (``Comment.user``), or None. SQLAlchemy raises "already attached" for it before any
+    event, and a program that catches that error would see nothing; only what the
+    object's __dict__ holds is read (nothing loads)."""
+    dict_ = state.dict
+    for prop in state.mapper.relationships:
+        value = dict_.get(prop.key)
+        if value is None or not prop.cascade.save_update:
+            continue
+        if not prop.uselist:
+            value = (value,)
+        elif isinstance(value, dict):  # attribute_keyed_dict() and other dict collections
+            value = value.values()
+        for related in value:
+            other = object_session(related)
+            if other is not None and other is not session:
+                return instance_state(related), f"{state.class_.__name__}.{prop.key}"
+    return None
 
 
 def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> None:
