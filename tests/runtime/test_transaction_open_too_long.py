@@ -219,3 +219,54 @@ async def test_async_commit_before_await_is_the_silent_twin(async_engine: AsyncE
         await session.commit()
         await asyncio.sleep(PAUSE)
     assert not of_code(uow.findings, "SQD160")
+
+
+def slow_function(session: Session) -> None:
+    """slow(x): x after PAUSE seconds of work in the database (SQLite runs it)."""
+    dbapi = session.connection().connection.dbapi_connection  # line:slow-begin
+    assert dbapi is not None
+    dbapi.create_function("slow", 1, lambda x: time.sleep(PAUSE) or x)
+
+
+def test_a_transaction_that_is_one_slow_read_is_silent(engine: Engine) -> None:
+    # An analytics job: one slow aggregate in a short transaction. Committing sooner
+    # cannot shorten the statement; "commit in chunks of a few thousand rows" was the
+    # advice.
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        slow_function(session)
+        assert session.execute(text("SELECT slow(count(*)) FROM users")).scalar() == 5
+        session.commit()
+    assert not of_code(uow.findings, "SQD160")
+
+
+def test_a_slow_read_still_open_at_the_end_of_the_unit_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        session = Session(engine)
+        slow_function(session)
+        session.execute(text("SELECT slow(1)"))
+    session.close()
+    assert not of_code(uow.findings, "SQD160")
+
+
+def test_one_slow_write_is_still_told_to_commit_in_chunks(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        slow_function(session)
+        session.execute(text("UPDATE users SET name = slow(name) WHERE id = 1"))
+        session.commit()
+    finding = one(uow.findings, "SQD160")
+    assert finding.location.line == line_of("slow-begin")
+    assert "busy all along" in finding.message
+    assert finding.fix_hint == "commit in chunks: one transaction per few thousand rows"
+
+
+def test_a_slow_read_then_slow_work_in_the_transaction_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(engine) as session:
+        slow_function(session)
+        session.execute(text("SELECT slow(1)"))  # line:slow-read
+        time.sleep(PAUSE)  # waiting for the next message from a queue
+        session.execute(text("SELECT 1"))
+        session.commit()
+    finding = one(uow.findings, "SQD160")
+    assert f"idle after the statement at {relative(__file__)}:{line_of('slow-read')}" in (
+        finding.message
+    )

@@ -603,7 +603,8 @@ class TransactionSpan(_Resumption):
     transaction open, which the pool rolls back); ``duration`` runs from ``BEGIN``, at
     ``began_site``; ``idle`` is the longest time it sat between statements, after the
     statement at ``idle_site`` (the last one, at ``last_site``, unless an earlier gap was
-    longer); ``idle_total`` all its gaps together.
+    longer); ``idle_total`` all its gaps together; ``longest_statement`` how long its
+    longest statement ran; ``wrote`` whether it wrote (a Session's flush, a Core write).
     """
 
     __slots__ = (
@@ -613,8 +614,10 @@ class TransactionSpan(_Resumption):
         "idle_site",
         "idle_total",
         "last_site",
+        "longest_statement",
         "outcome",
         "record",
+        "wrote",
     )
 
     def __init__(
@@ -635,6 +638,8 @@ class TransactionSpan(_Resumption):
         self.idle_total = idle_total
         self.began_site = record.transaction_site
         self.last_site = record.last_site
+        self.longest_statement = record.longest_statement
+        self.wrote = record.wrote()
 
 
 class PoolCheckout:

@@ -960,6 +960,7 @@ class CheckoutRecord:
         "long_lived",
         "longest_idle",
         "longest_idle_after",
+        "longest_statement",
         "opened",
         "owner",
         "pool",
@@ -1016,6 +1017,9 @@ class CheckoutRecord:
         # All the gaps between its statements together: many short waits (a slow call
         # per row) make an idle transaction whose longest gap is short.
         self.idle_total = 0.0
+        # How long its longest statement ran (reset as a transaction begins): a
+        # transaction that is one slow read is the statement's time, not the program's.
+        self.longest_statement = 0.0
         # Writes a Connection (not a Session) ran in its open transaction, and where the
         # first one came from: lost if it closes without commit().
         self.core_writes = 0
@@ -1037,6 +1041,14 @@ class CheckoutRecord:
         """A transaction begins or ends: its idle stretches are no longer the news."""
         self.longest_idle, self.longest_idle_after = 0.0, None
         self.idle_total = 0.0
+
+    def wrote(self) -> bool:
+        """Whether its open transaction wrote: a Core write, or its Session's flush or
+        write statement (known only for a Session that checked it out itself)."""
+        if self.core_writes:
+            return True
+        session = self.session_record() if self.session_record is not None else None
+        return session is not None and session.writes > 0
 
     def idle_time(self, now: float) -> float:
         """How long the open transaction has sat between statements, until ``now``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from sqla_doctor.config import RuntimeConfig
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, TransactionSpan
@@ -24,6 +25,13 @@ _BUSY_FIX = (
     "one transaction for the whole batch holds its locks (and on PostgreSQL its snapshot) "
     "that long: commit in chunks of a few thousand rows, each in a transaction of its own"
 )
+
+
+def _one_slow_read(duration: float, longest: float, wrote: bool, config: RuntimeConfig) -> bool:
+    """A transaction that wrote nothing and is past the threshold only by its longest
+    statement (one slow report query): committing sooner cannot shorten a statement, and
+    a read holds its snapshot as long in any transaction."""
+    return not wrote and duration - longest < config.idle_transaction_seconds
 
 
 class TransactionOpenTooLong(Detector):
@@ -49,7 +57,10 @@ class TransactionOpenTooLong(Detector):
     makes a short slow call per row (60 ms of HTTP for each of a hundred rows) idles as
     long as one long call. A transaction that was busy all along (idle for less than a
     tenth of its time: a batch of thousands of INSERTs flushed at once) is told to commit
-    in chunks instead.
+    in chunks instead. A transaction that wrote nothing and is past the threshold only by
+    the time of its longest statement (one slow report query in a short transaction) is
+    not reported: committing sooner would not shorten that statement, whose plan
+    (`EXPLAIN ANALYZE`) is the place to look.
 
     ## Known problems
     A long batch job that keeps one transaction on purpose is reported too: allow it with
@@ -99,6 +110,8 @@ class TransactionOpenTooLong(Detector):
         ended = _ENDED.get(span.outcome, span.outcome)
         if site is not None:
             ended = f"{ended} at {self.where(site)}"
+        if _one_slow_read(span.duration, span.longest_statement, span.wrote, self.config):
+            return
         self._report(
             span.record,
             span.began_site,
@@ -116,6 +129,8 @@ class TransactionOpenTooLong(Detector):
         for record in list(self.uow.checkouts.values()):
             began = record.transaction_began
             if record.returned or not began or now - began < threshold:
+                continue
+            if _one_slow_read(now - began, record.longest_statement, record.wrote(), self.config):
                 continue
             ended = "and was still open at the end of the unit of work"
             self._report(

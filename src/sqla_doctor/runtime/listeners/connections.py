@@ -105,6 +105,7 @@ def _on_engine_begin(conn: Connection) -> None:
         return
     checkout.transaction_began = time.perf_counter()
     checkout.forget_idle()
+    checkout.longest_statement = 0.0
     execution = executing.get()
     if execution is not None and not execution.consumed:
         # A Session beginning for this query: its call site is known already.
@@ -139,8 +140,9 @@ def _autocommit(conn: Connection) -> bool:
 def _on_engine_commit(conn: Connection) -> None:
     checkout = _held(conn)
     if checkout is not None:
-        checkout.core_writes, checkout.core_ddl, checkout.core_write_site = 0, 0, None
+        # Its writes are news for SQD160 as the transaction ends, lost no more after.
         _connection_resumes(checkout, "commit", time.perf_counter())
+        checkout.core_writes, checkout.core_ddl, checkout.core_write_site = 0, 0, None
 
 
 @_guarded

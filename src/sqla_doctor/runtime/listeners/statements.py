@@ -357,6 +357,9 @@ def _statement_done(running: _Running, context_key: int, now: float) -> None:
         uow.durations[index] = now - start
     if checkout is not None and not checkout.returned:
         checkout.last_site = site
+        took = now - start
+        if took > checkout.longest_statement:
+            checkout.longest_statement = took
         flush = flushing.get()
         if flush is not None and flush.flushing:
             # The flush goes on computing its next statement: SQLAlchemy's own work, not
