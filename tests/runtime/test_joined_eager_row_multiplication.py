@@ -302,6 +302,38 @@ def test_a_many_to_many_whose_children_are_shared_counts_their_rows(
     assert ".options(selectinload(Author.genres))" in finding.message
 
 
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_parents_expired_by_the_transactions_end_are_counted_as_they_were(
+    eager_engine: Engine, end: str
+) -> None:
+    # A report that commits (or rolls back) before its next query: every author is still
+    # there, expired, their genres gone from their __dict__. The ones before the last
+    # were counted as the next loaded; the last, as the commit was about to expire it.
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        statement = select(Author).options(joinedload(Author.genres))
+        authors = session.scalars(statement).unique().all()  # line:expired-genres
+        assert sum(len(a.genres) for a in authors) == 3 * 20
+        if end == "commit":
+            session.commit()
+        else:
+            session.rollback()
+        session.scalars(select(Author).where(Author.id == 4)).all()
+        assert all("genres" not in vars(a) for a in authors)
+    finding = one(uow.findings, "SQD256")
+    assert finding.location.line == line_of("expired-genres")
+    assert "4 Author object(s) came back as 61 rows (15.2× per Author)" in finding.message
+
+
+def test_expired_parents_of_a_selectinload_are_the_silent_twin(eager_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
+        statement = select(Author).options(selectinload(Author.genres))
+        authors = session.scalars(statement).all()
+        assert sum(len(a.genres) for a in authors) == 3 * 20
+        session.commit()
+        session.scalars(select(Author).where(Author.id == 4)).all()
+    assert not of_code(uow.findings, "SQD256")
+
+
 def test_a_shared_many_to_many_selectinload_is_the_silent_twin(eager_engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(eager_engine) as session:
         assert genres_total(session, selectinload(Author.genres)) == 3 * 20

@@ -89,6 +89,10 @@ EVENTS: Final = (
     # An object of a mapper a detector asked listeners.watch_loads() about was loaded
     # (InstanceEvents.load, once per new identity; Loaded).
     "load",
+    # A Session's commit (with expire_on_commit) or rollback is about to expire the
+    # objects it holds: after_commit / after_rollback, before SQLAlchemy expires them
+    # (the Session).
+    "objects_expire",
 )
 
 _UNKNOWN: Final = "<unknown>"

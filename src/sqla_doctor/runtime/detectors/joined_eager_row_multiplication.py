@@ -172,6 +172,16 @@ class _Open:
         self.early.append(None)
         self.watch = _watch(state, self.tree, self.early)
 
+    def count_last(self) -> None:
+        """Count the rows of the last parent loaded so far, while its __dict__ holds them
+        (a commit is about to expire it)."""
+        if self.parents:
+            last = self.parents[-1]()
+            if last is not None:
+                counted = _rows(last.dict, self.tree, self.budget)
+                if counted is not None:
+                    self.early[-1] = counted
+
     def count(self, state: Any, path: Any) -> None:
         """Count the rows ``state``, loaded at ``path`` of the joined tree, stands for."""
         chain, keys = self.chain, self.keys
@@ -232,9 +242,9 @@ class JoinedEagerRowMultiplication(Detector):
     a number; a commit that expired it) was counted when the next parent loaded, which
     is exact when the database returned each parent's rows together, and too low
     otherwise; the last one is counted as it is freed, from weak references to its
-    collections. A last parent freed by the cycle collector (one in a reference cycle of
-    the program's own), or expired and still there, is not counted, and is assumed to be
-    like the others.
+    collections, or as a commit or rollback is about to expire it. A last parent freed
+    by the cycle collector (one in a reference cycle of the program's own) is not
+    counted, and is assumed to be like the others.
     One collection, or a nested chain, is also counted from the objects as they
     loaded, which misses children that were already in the session (the shared
     children of a many-to-many), and the larger count is taken. Parents that were
@@ -327,6 +337,11 @@ class JoinedEagerRowMultiplication(Detector):
             record.add_parent(state)
         record.count(state, path)
 
+    def on_objects_expire(self, session: Any) -> None:
+        # The parents counted when the next one loaded are; the last one is counted now.
+        for record in self.open.values():
+            record.count_last()
+
     def on_after_flush(self, flush: Flush) -> None:
         if self.open:
             self._measure_all()
@@ -345,7 +360,10 @@ class JoinedEagerRowMultiplication(Detector):
         budget = [_MAX_VISITS]
         for ref, early in zip(record.parents, record.early, strict=True):
             state = ref()
-            counted = early if state is None else _rows(state.dict, record.tree, budget)
+            counted = _rows(state.dict, record.tree, budget) if state is not None else None
+            if counted is None:
+                # Gone, or expired by a commit: as counted before (or not at all).
+                counted = early
             if counted is None:
                 continue
             parents += 1

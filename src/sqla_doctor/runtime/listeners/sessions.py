@@ -123,6 +123,7 @@ def _on_after_commit(session: Session) -> None:
     if session.get_nested_transaction() is None:
         record.outcome = "commit"
         if session.expire_on_commit:
+            _objects_expire(session, record)
             # Only such a commit expires the objects; without it, what a rollback
             # before it expired stays expired, and that rollback is still the cause.
             record.commit_site = callsite.find(1)
@@ -157,6 +158,7 @@ def _on_after_rollback(session: Session) -> None:
         if autoflush_of is not None:
             _autoflush_failed(session, record, autoflush_of)
     if session.get_nested_transaction() is None:
+        _objects_expire(session, record)
         record.outcome = "rollback"
         # A failed flush's rollback happened where that flush (or its autoflush) ran.
         failed = record.failed_flush if flush_failed else None
@@ -166,6 +168,14 @@ def _on_after_rollback(session: Session) -> None:
     else:
         # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
         record.roll_back_savepoint()
+
+
+def _objects_expire(session: Session, record: SessionRecord) -> None:
+    """SQLAlchemy expires the session's objects right after this event: what a detector
+    reads from their __dict__ later is gone then."""
+    uow = _session_unit(record)
+    if uow is not None and uow.handlers["objects_expire"]:
+        _dispatch(uow, "objects_expire", session, can_raise=False)
 
 
 @_guarded
