@@ -632,6 +632,37 @@ def test_an_object_from_session_get_is_told_its_options_argument(engine: Engine)
     assert not fixed.findings
 
 
+def users_reloaded(engine: Engine, options: list[Any]) -> list[User]:
+    with Session(engine) as session:
+        fresh = select(User).options(*options).execution_options(populate_existing=True)
+        return list(session.scalars(fresh))  # line:reloaded
+
+
+def test_a_query_with_execution_options_is_not_taken_for_session_get(engine: Engine) -> None:
+    """populate_existing (as yield_per and autoflush) reaches the event among the load
+    options session.get() passes: the query still takes .options(...)."""
+    tracker = sqla_doctor.track(mode="collect")
+
+    def read_posts() -> None:
+        with tracker:
+            print(users_reloaded(engine, [])[0].posts)  # line:reloaded-posts
+
+    with pytest.raises(DetachedInstanceError):
+        read_posts()
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    here = relative(__file__)
+    assert finding.location.line == line_of("reloaded-posts")
+    assert finding.message.endswith(
+        f"add .options(selectinload(User.posts)) to the query at {here}:"
+        f"{line_of('reloaded')}, or read User.posts inside the session block"
+    )
+    assert finding.fix_hint == ".options(selectinload(User.posts))"
+    with sqla_doctor.track(mode="collect") as fixed:
+        assert len(users_reloaded(engine, [selectinload(User.posts)])[0].posts) == 2
+    assert not fixed.findings
+
+
 class Repo(StaffBase):
     __tablename__ = "repo"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
+    joinedload,
     mapped_column,
     relationship,
     selectin_polymorphic,
@@ -355,6 +356,39 @@ async def test_an_object_from_session_get_is_told_its_options_argument(
     assert finding.fix_hint == "options=[selectinload(User.posts)]"
     tracker = sqla_doctor.track(mode="collect")
     assert await posts_of_one_user([selectinload(User.posts)]) == 2
+    assert tracker.last is not None
+    assert not tracker.last.findings
+
+
+async def test_an_object_from_a_stream_with_yield_per_is_told_the_query_option(
+    async_engine: AsyncEngine,
+) -> None:
+    """yield_per reaches the event among the load options session.get() passes: the
+    streamed query still takes .options(...)."""
+    tracker = sqla_doctor.track(mode="collect")
+
+    async def authors_of_posts(options: list[Any]) -> list[str]:
+        names = []
+        async with tracker, AsyncSession(async_engine) as session:
+            stmt = select(Post).options(*options).execution_options(yield_per=2)
+            async for post in await session.stream_scalars(stmt):  # line:stream
+                names.append(post.author.name)  # line:stream-author
+        return names
+
+    with pytest.raises((StatementError, MissingGreenlet)):
+        await authors_of_posts([])
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD255")
+    here = relative(__file__)
+    assert finding.location.line == line_of("stream-author")
+    assert finding.message.startswith(
+        "Post.author lazy-loaded in async code without await (the Post was loaded by the "
+        f"query at {here}:{line_of('stream')}) — add .options(joinedload(Post.author)) to "
+        "that query"
+    )
+    assert finding.fix_hint == ".options(joinedload(Post.author))"
+    tracker = sqla_doctor.track(mode="collect")
+    assert len(await authors_of_posts([joinedload(Post.author)])) == 10
     assert tracker.last is not None
     assert not tracker.last.findings
 

@@ -155,14 +155,32 @@ class OrmExecution:
         joins = getattr(state.statement, "_setup_joins", None) if kind is SELECT else None
         self.joined: tuple[Any, ...] = joined_targets(joins) if joins else ()
         self.polymorphic = with_polymorphic_selected(state.statement) if kind is SELECT else None
-        # Session.get() (its load on the primary key passes these load options; a
-        # select() does not): the fix passes it options=[...], it has no .options().
-        self.by_get = kind is SELECT and "_sa_orm_load_options" in state.local_execution_options
+        # Session.get(): the fix passes it options=[...], it has no .options().
+        self.by_get = kind is SELECT and _loads_by_primary_key(state)
         # A server-side cursor (yield_per, stream_results, AsyncSession.stream()): its rows
         # are fetched as the program iterates, and it holds the connection until the last.
         # Read from the two dictionaries as they are: ORMExecuteState.execution_options
         # builds their union, a new dictionary for every execution.
         self.streamed = kind is SELECT and _streamed(state)
+
+
+def _loads_by_primary_key(state: ORMExecuteState) -> bool:
+    """Whether the statement is Session.get()'s load on the primary key. Its load options
+    come in the local execution options, but so do those of a select() with yield_per,
+    populate_existing or autoflush among its execution options (the ORM moves them
+    there before the event): what only get() passes is its parameters, one per primary
+    key column, named as the mapper's primary-key clause names them."""
+    if "_sa_orm_load_options" not in state.local_execution_options:
+        return False
+    parameters = state.parameters
+    mapper = state.bind_mapper
+    if not isinstance(parameters, Mapping) or not parameters or mapper is None:
+        return False
+    try:
+        names = {parameter.key for parameter in mapper._get_clause[1].values()}
+    except Exception:  # a private attribute: read as SQLAlchemy 2.0 and 2.1 have it
+        return False
+    return names == set(parameters)
 
 
 def _streamed(state: ORMExecuteState) -> bool:
