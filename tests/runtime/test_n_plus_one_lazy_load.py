@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import jinja2
 import pytest
-from sqlalchemy import Engine, ForeignKey, create_engine, insert, select
+from sqlalchemy import Engine, ForeignKey, Select, create_engine, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -487,6 +487,79 @@ def test_the_recursive_option_is_the_silent_twin(tree: Engine) -> None:
         root = session.scalars(query.options(selectinload(Node.children, recursion_depth=-1))).one()
         assert render(root) == 10
     assert not uow.findings
+
+
+class Category(TreeBase):
+    __tablename__ = "categories"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id"))
+    parent: Mapped[Category | None] = relationship(remote_side=[id])
+
+
+@pytest.fixture
+def categories() -> Iterator[Engine]:
+    engine = create_engine("sqlite://")
+    TreeBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(Category(name="leaf", parent=Category(name="top")) for _ in range(4))
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def breadcrumbs(engine: Engine, query: Select[tuple[Category]]) -> list[str]:
+    with Session(engine) as session:
+        leaves = session.scalars(query).all()  # line:leaves
+        return [f"{leaf.parent.name}/{leaf.name}" for leaf in leaves if leaf.parent]  # line:crumb
+
+
+def test_a_self_referential_relationship_read_one_level_down_is_told_the_query_option(
+    categories: Engine,
+) -> None:
+    """Each leaf's parent is read once, none through another: no tree is walked, and the
+    leaves came from the query, not from the lazy loads of Category.parent."""
+    leaves = select(Category).where(Category.name == "leaf")
+    with sqla_doctor.track(mode="collect") as uow:
+        assert len(breadcrumbs(categories, leaves)) == 4
+    finding = one(uow.findings, "SQD251")
+    here = relative(__file__)
+    assert finding.location.line == line_of("crumb")
+    assert finding.message == (
+        f"Category.parent lazy-loaded 4× from {here}:{line_of('crumb')} (parents loaded by "
+        f"the query at {here}:{line_of('leaves')}) — add .options(joinedload(Category.parent)) "
+        "to that query"
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("leaves"), "the query that loaded the parents")
+    ]
+    with sqla_doctor.track(mode="collect") as fixed:
+        assert len(breadcrumbs(categories, leaves.options(joinedload(Category.parent)))) == 4
+    assert not fixed.findings
+
+
+def path_to_top(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        node = session.scalars(select(Category).where(Category.name == "c0")).one()
+        names = []
+        while node is not None:
+            names.append(node.name)
+            node = node.parent  # line:climb
+        return names
+
+
+def test_a_self_referential_relationship_climbed_level_by_level_is_still_a_tree(
+    categories: Engine,
+) -> None:
+    with Session(categories) as session:
+        chain = Category(name="c2", parent=Category(name="c3"))
+        session.add(Category(name="c0", parent=Category(name="c1", parent=chain)))
+        session.commit()
+    with sqla_doctor.track(mode="collect") as uow:
+        assert path_to_top(categories) == ["c0", "c1", "c2", "c3"]
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("climb")
+    assert finding.fix_hint == ".options(selectinload(Category.parent, recursion_depth=-1))"
 
 
 class PolyBase(DeclarativeBase):

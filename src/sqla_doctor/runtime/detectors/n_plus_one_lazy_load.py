@@ -66,6 +66,15 @@ def _in_ids_example(mapper: Any) -> str:
     return f" (e.g. select({name}).where({name}.{keys[0]}.in_(ids)))"
 
 
+def _loaded_through(state: Any, relationship: Any) -> bool:
+    """Whether the object of ``state`` was loaded through ``relationship`` (its load path,
+    ``Category -> Category.children -> Category``, passes it), not by a query of its own."""
+    try:
+        return any(element is relationship for element in state.load_path.path)
+    except Exception:  # a state without a load path: taken as loaded by a query
+        return False
+
+
 class _Group:
     __slots__ = (
         "latest",
@@ -77,8 +86,10 @@ class _Group:
         "refreshed",
         "relationship",
         "root",
+        "root_selected",
         "selected",
         "site",
+        "walked",
     )
 
     def __init__(
@@ -88,14 +99,20 @@ class _Group:
         origin: OrmExecution | None,
         selected: Any,
         root: OrmExecution | None = None,
+        root_selected: Any = None,
     ) -> None:
         self.relationship = relationship
         self.site = site
         self.origin = origin
         # The mapper the origin query selected (a superclass for a polymorphic query).
         self.selected = selected
-        # For a tree walked by lazy loads: the query that loaded its first level.
+        # For a tree walked by lazy loads: the query that loaded its first level, and the
+        # mapper it selected.
         self.root = root
+        self.root_selected = root_selected
+        # Whether a parent was itself loaded through the relationship (a tree walked
+        # level by level), not only by a query.
+        self.walked = False
         self.loads = 0
         self.parents: set[int] = set()
         self.overflow = 0
@@ -248,10 +265,14 @@ class NPlusOneLazyLoad(Detector):
                 return
             found = self.uow.origin_and_entity_for(parent.mapper)
             selected, origin = found if found is not None else (None, None)
-            root = None
+            root = root_selected = None
             if origin is not None and origin.relationship is relationship:
-                root = self.uow.origin_for(parent.mapper, query=True)
-            group = self.groups[key] = _Group(relationship, site, origin, selected, root)
+                found_root = self.uow.origin_and_entity_for(parent.mapper, query=True)
+                if found_root is not None:
+                    root_selected, root = found_root
+            group = self.groups[key] = _Group(
+                relationship, site, origin, selected, root, root_selected
+            )
             group.refreshed = inside_call(_REFRESH)
             marker = group.add(parent)
         else:
@@ -259,6 +280,8 @@ class NPlusOneLazyLoad(Detector):
             if marker is not None:
                 found = self.uow.origin_and_entity_for(parent.mapper)
                 group.saw_origin(found[1] if found is not None else None)
+        if not group.walked and _loaded_through(parent, relationship):
+            group.walked = True
         self.last = (group, marker)
 
     def on_error(self, seen: ErrorSeen) -> None:
@@ -279,7 +302,12 @@ class NPlusOneLazyLoad(Detector):
         relationship = group.relationship
         name = label(relationship)
         option = f"{loader_for(relationship)}({name})"
-        origin = group.origin
+        origin, selected, per_parent = group.origin, group.selected, group.one_query_per_parent
+        if origin is not None and origin.relationship is relationship and not group.walked:
+            # A self-referential load registers itself as the last load of its parents'
+            # class before the handlers see it, and took the place of the query that
+            # loaded them: no parent came through the relationship, so that query did.
+            origin, selected, per_parent = group.root, group.root_selected, False
         related: list[tuple[CallSite | None, str]] = []
         origin_text = ""
         parents = relationship.parent.class_.__name__
@@ -316,7 +344,7 @@ class NPlusOneLazyLoad(Detector):
                     fix += f" (at {self.where(root.site)})"
                     related.append((root.site, f"the query that loaded the first {top} objects"))
                 related.append((origin.site, f"the {verb} of {outer} that loaded the parents"))
-            elif group.one_query_per_parent:
+            elif per_parent:
                 # session.get() (or a query) per id: an option on it still runs two
                 # queries per parent; one query for all of them is the fix.
                 origin_text = f" (each {parents} loaded by its own query at {where})"
@@ -327,7 +355,7 @@ class NPlusOneLazyLoad(Detector):
                 related.append((origin.site, f"the query that loaded each {parents}"))
             else:
                 origin_text = f" (parents loaded by the query at {where})"
-                option, why = query_option(relationship, group.selected, origin.polymorphic)
+                option, why = query_option(relationship, selected, origin.polymorphic)
                 fix = f"add .options({option}) to that query{why}"
                 if not why and joins_relationship(origin.joined, relationship):
                     option = f"contains_eager({name})"
