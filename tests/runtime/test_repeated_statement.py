@@ -21,10 +21,11 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import Session, with_parent
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, with_parent
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -69,6 +70,59 @@ def test_gets_after_loading_the_rows_in_one_query_are_the_silent_twin(engine: En
         by_id = {user.id: user for user in session.scalars(select(User).where(User.id.in_(ids)))}
         names = [session.get(User, user_id).name for user_id in IDS]  # type: ignore[union-attr]
     assert names == [by_id[user_id].name for user_id in IDS]
+    assert uow.query_count == 1
+    assert not uow.findings
+
+
+class StockBase(DeclarativeBase):
+    pass
+
+
+class Stock(StockBase):
+    __tablename__ = "stock"
+    warehouse: Mapped[str] = mapped_column(primary_key=True)
+    sku: Mapped[str] = mapped_column(primary_key=True)
+    quantity: Mapped[int]
+
+
+STOCK_KEYS = [("north", f"sku{i}") for i in range(USERS)]
+
+
+@pytest.fixture
+def stock_engine() -> Iterator[Engine]:
+    stock_engine = create_engine("sqlite://")
+    StockBase.metadata.create_all(stock_engine)
+    with Session(stock_engine) as session:
+        session.add_all(Stock(warehouse=w, sku=s, quantity=2) for w, s in STOCK_KEYS)
+        session.commit()
+    yield stock_engine
+    stock_engine.dispose()
+
+
+def test_session_get_of_a_composite_key_in_a_loop_is_told_the_tuple_lookup(
+    stock_engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(stock_engine) as session:
+        total = sum(session.get_one(Stock, key).quantity for key in STOCK_KEYS)  # line:get-pair
+    assert total == 2 * USERS
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("get-pair")
+    assert finding.message.endswith(
+        "session.get() runs a SELECT for each Stock the session does not hold: load them in "
+        "one query, `by_key = {(stock.warehouse, stock.sku): stock for stock in "
+        "session.scalars(select(Stock).where(tuple_(Stock.warehouse, Stock.sku).in_(keys)))}`, "
+        "and look each one up there (while that result is kept, session.get() finds them in "
+        "the session without SQL)"
+    )
+
+
+def test_the_tuple_lookup_of_a_composite_key_is_the_silent_twin(stock_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(stock_engine) as session:
+        keys = STOCK_KEYS
+        found = session.scalars(select(Stock).where(tuple_(Stock.warehouse, Stock.sku).in_(keys)))
+        by_key = {(stock.warehouse, stock.sku): stock for stock in found}
+        total = sum(session.get_one(Stock, key).quantity for key in STOCK_KEYS)
+    assert total == 2 * USERS == sum(stock.quantity for stock in by_key.values())
     assert uow.query_count == 1
     assert not uow.findings
 

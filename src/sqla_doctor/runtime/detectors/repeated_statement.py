@@ -143,20 +143,27 @@ _GET = method_codes(Session, "get", "get_one")
 
 
 def _get_fix(mapper: Any, awaited: bool) -> str | None:
-    """What to do instead of session.get() with a SELECT per id (None: no single-column
-    primary key to name)."""
+    """What to do instead of session.get() with a SELECT per id (None: no primary key to
+    name). A composite key is looked up by its tuple, matched with tuple_(...).in_()."""
     keys = primary_key_attributes(mapper)
-    if len(keys) != 1:
+    if not keys:
         return None
     name = mapper.class_.__name__
     one = snake_case(name)
-    key = keys[0]
-    query = f"session.scalars(select({name}).where({name}.{key}.in_(ids)))"
+    if len(keys) == 1:
+        key = keys[0]
+        index, lookup = key, f"{one}.{key}"
+        where = f"{name}.{key}.in_(ids)"
+    else:
+        index = "key"
+        lookup = "(" + ", ".join(f"{one}.{key}" for key in keys) + ")"
+        where = "tuple_(" + ", ".join(f"{name}.{key}" for key in keys) + ").in_(keys)"
+    query = f"session.scalars(select({name}).where({where}))"
     if awaited:
         query = f"(await {query})"
     return (
         f"session.get() runs a SELECT for each {name} the session does not hold: load them "
-        f"in one query, `by_{key} = {{{one}.{key}: {one} for {one} in {query}}}`, and look "
+        f"in one query, `by_{index} = {{{lookup}: {one} for {one} in {query}}}`, and look "
         "each one up there (while that result is kept, session.get() finds them in the "
         "session without SQL)"
     )
@@ -328,7 +335,8 @@ class RepeatedStatement(Detector):
 
     `session.get()` in a loop is told to load the objects in one query into a dict by
     primary key and look each one up there: while that result is kept, `session.get()`
-    finds them in the session and runs no SQL.
+    finds them in the session and runs no SQL. A composite primary key is looked up by its
+    tuple: `select(Stock).where(tuple_(Stock.warehouse, Stock.sku).in_(keys))`.
 
     A SELECT of one aggregate (`select(func.count())...`) is named by it, `SELECT
     count(…) … FROM audit`, apart from the rows' SELECT of the same table, and told to
