@@ -16,6 +16,7 @@ from sqlalchemy.orm import (
     Session,
     aliased,
     contains_eager,
+    immediateload,
     joinedload,
     mapped_column,
     relationship,
@@ -140,6 +141,60 @@ def test_a_join_to_another_table_keeps_the_usual_option(engine: Engine) -> None:
         stmt = select(Post).join(Post.comments).where(Comment.body != "")
         assert all(post.author.name for post in session.scalars(stmt))
     assert ".options(joinedload(Post.author))" in one(uow.findings, "SQD251").message
+
+
+def test_immediateload_is_told_to_become_selectinload(engine: Engine) -> None:
+    """immediateload() looks eager, and runs a lazy load per parent as the rows load."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        stmt = select(User).options(immediateload(User.posts))
+        users = session.scalars(stmt).all()  # line:immediate
+    assert sum(len(user.posts) for user in users) == 2 * USERS
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("immediate")
+    assert finding.message.endswith(
+        "immediateload(User.posts) runs one SELECT per User: use "
+        ".options(selectinload(User.posts)) on that query instead"
+    )
+    assert finding.fix_hint == ".options(selectinload(User.posts))"
+    with sqla_doctor.track(mode="collect") as fixed, Session(engine) as session:
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+    assert sum(len(user.posts) for user in users) == 2 * USERS
+    assert not fixed.findings
+
+
+class ShelfBase(DeclarativeBase):
+    pass
+
+
+class Shelf(ShelfBase):
+    __tablename__ = "shelves"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    boxes: Mapped[list[Box]] = relationship(lazy="immediate")
+
+
+class Box(ShelfBase):
+    __tablename__ = "boxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shelf_id: Mapped[int] = mapped_column(ForeignKey("shelves.id"))
+
+
+def test_a_relationship_mapped_lazy_immediate_is_told_selectin() -> None:
+    engine = create_engine("sqlite://")
+    ShelfBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all(Shelf(boxes=[Box()]) for _ in range(3))
+        session.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert len(session.scalars(select(Shelf)).all()) == 3
+    assert one(uow.findings, "SQD251").message.endswith(
+        'Shelf.boxes is lazy="immediate", which runs one SELECT per Shelf: add '
+        '.options(selectinload(Shelf.boxes)) to that query, or declare the relationship '
+        'lazy="selectin"'
+    )
+    with sqla_doctor.track(mode="collect") as fixed, Session(engine) as session:
+        assert len(session.scalars(select(Shelf).options(selectinload(Shelf.boxes))).all()) == 3
+    assert not fixed.findings
+    engine.dispose()
 
 
 def test_one_parent_read_twice_is_not_an_n_plus_one(engine: Engine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.exc import MissingGreenlet
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, strategies
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
@@ -31,6 +31,13 @@ MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
 # session.refresh(obj, ["posts"]) loads a relationship it names with a lazy load.
 _REFRESH = method_codes(Session, "refresh")
+# immediateload() (or lazy="immediate") loads a relationship as each parent's row loads,
+# with a lazy load per parent: eager in name only.
+# (SQLAlchemy 2.1 named its class _ImmediateLoader.)
+_IMMEDIATE_LOADER = getattr(strategies, "_ImmediateLoader", None) or getattr(
+    strategies, "ImmediateLoader", None
+)
+_IMMEDIATE = method_codes(_IMMEDIATE_LOADER, "_load_for_path") if _IMMEDIATE_LOADER else frozenset()
 
 
 def _refresh_fix(relationship: Any, option: str) -> str:
@@ -42,6 +49,19 @@ def _refresh_fix(relationship: Any, option: str) -> str:
     return (
         f"reload all of them in one query instead: session.scalars(select({parents}){where}"
         f".options({option}).execution_options(populate_existing=True))"
+    )
+
+
+def _immediate_fix(relationship: Any, name: str, option: str) -> str:
+    parents = relationship.parent.class_.__name__
+    if relationship.lazy == "immediate":
+        return (
+            f'{name} is lazy="immediate", which runs one SELECT per {parents}: add '
+            f'.options({option}) to that query, or declare the relationship lazy="selectin"'
+        )
+    return (
+        f"immediateload({name}) runs one SELECT per {parents}: use .options({option}) on that "
+        "query instead"
     )
 
 
@@ -77,6 +97,7 @@ def _loaded_through(state: Any, relationship: Any) -> bool:
 
 class _Group:
     __slots__ = (
+        "immediate",
         "latest",
         "loads",
         "origin",
@@ -123,6 +144,8 @@ class _Group:
         self.origin_runs = 1 if origin is not None else 0
         # Loaded by session.refresh(obj, [key]) rather than by reading the attribute.
         self.refreshed = False
+        # Loaded by immediateload() as the query's rows loaded.
+        self.immediate = False
 
     def saw_origin(self, origin: OrmExecution | None) -> None:
         """``origin`` loaded the parent of a new lazy load."""
@@ -208,6 +231,9 @@ class NPlusOneLazyLoad(Detector):
     `session.scalars(select(User).where(User.id.in_(ids)).options(selectinload(User.posts))
     .execution_options(populate_existing=True))`.
 
+    `immediateload()` (or `lazy="immediate"`) loads the relationship as each parent's
+    row loads, with one SELECT per parent: the fix named is `selectinload()` in its place.
+
     When the query that loaded the parents already joins along the relationship itself
     (`join(User.posts)`, for a `where()` or an `order_by()`), the fix named is
     `contains_eager()`, which fills the relationship from that join at no extra cost;
@@ -274,6 +300,7 @@ class NPlusOneLazyLoad(Detector):
                 relationship, site, origin, selected, root, root_selected
             )
             group.refreshed = inside_call(_REFRESH)
+            group.immediate = not group.refreshed and inside_call(_IMMEDIATE)
             marker = group.add(parent)
         else:
             marker = group.add(parent)
@@ -357,7 +384,9 @@ class NPlusOneLazyLoad(Detector):
                 origin_text = f" (parents loaded by the query at {where})"
                 option, why = query_option(relationship, selected, origin.polymorphic)
                 fix = f"add .options({option}) to that query{why}"
-                if not why and joins_relationship(origin.joined, relationship):
+                if group.immediate and not why:
+                    fix = _immediate_fix(relationship, name, option)
+                elif not why and joins_relationship(origin.joined, relationship):
                     option = f"contains_eager({name})"
                     fix = _contains_eager_fix(relationship, name, option)
                 related.append((origin.site, "the query that loaded the parents"))
