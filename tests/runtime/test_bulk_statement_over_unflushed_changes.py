@@ -98,6 +98,68 @@ def test_new_objects_escape_a_bulk_delete(bulk_engine: Engine) -> None:
     )
 
 
+def test_a_bulk_delete_whose_where_compares_an_unflushed_change_is_reported(
+    bulk_engine: Engine,
+) -> None:
+    """The program deactivated account 2, then deleted the inactive accounts: the DELETE
+    chose its rows by the database's `active`, which the change had not reached."""
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        account = session.get(Account, 2)
+        assert account is not None
+        account.active = False
+        session.execute(delete(Account).where(Account.active.is_(False)))  # line:compared
+        session.commit()
+        # What the finding says happened: account 2 survived the DELETE.
+        assert session.get(Account, 2) is not None
+    finding = one(uow.findings, "SQD353")
+    assert finding.location.line == line_of("compared")
+    assert finding.message == (
+        f"`delete(Account)` at {HERE}:{line_of('compared')} ran without autoflush while the "
+        "session held unflushed changes to 1 Account object(s) (Account.active) that its "
+        "WHERE compares: it picked its rows by the values the database still had, not by "
+        "those changes — call session.flush() before the statement"
+    )
+    assert finding.details["compared_attributes"] == ["active"]
+
+
+def test_a_bulk_delete_whose_where_compares_no_changed_attribute_is_silent(
+    bulk_engine: Engine,
+) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        account = session.get(Account, 2)
+        assert account is not None
+        account.name = "Ada"
+        session.execute(delete(Account).where(Account.active.is_(False)))
+        session.commit()
+        assert session.get(Account, 2) is not None
+    assert not of_code(uow.findings, "SQD353")
+
+
+def test_a_bulk_update_whose_where_compares_an_unflushed_change_is_reported(
+    bulk_engine: Engine,
+) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(bulk_engine, autoflush=False) as session,
+    ):
+        account = session.get(Account, 3)
+        assert account is not None
+        account.email = "closed@example.com"
+        statement = update(Account).where(Account.email.like("closed%")).values(active=False)
+        session.execute(statement.execution_options(synchronize_session=False))  # line:where
+        session.commit()
+        assert account.active is True
+    finding = one(uow.findings, "SQD353")
+    assert finding.location.line == line_of("where")
+    assert "(Account.email) that its WHERE compares" in finding.message
+
+
 def test_execution_option_autoflush_false_is_reported(bulk_engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(bulk_engine) as session:
         account = session.get(Account, 2)

@@ -7,6 +7,7 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.detector import OTHER, Detector, OrmExecution
 from sqla_doctor.runtime.detectors.bulk_statement_skips_orm_events import (
+    attribute_key,
     set_keys,
     statement_mapper,
 )
@@ -32,6 +33,23 @@ def _changed_keys(obj: Any, keys: frozenset[str] | None) -> list[str]:
     return changed
 
 
+def _compared_keys(statement: Any, mapper: Any) -> frozenset[str]:
+    """The attributes of ``mapper`` whose columns the statement's WHERE clause reads."""
+    where = getattr(statement, "whereclause", None)
+    if where is None:
+        return frozenset()
+    from sqlalchemy.sql import visitors
+
+    tables = set(mapper.tables)
+    keys: set[str] = set()
+    for element in visitors.iterate(where):
+        if element.__visit_name__ == "column" and getattr(element, "table", None) in tables:
+            key = attribute_key(element, mapper)
+            if key is not None:
+                keys.add(key)
+    return frozenset(keys)
+
+
 class BulkStatementOverUnflushedChanges(Detector):
     """
     ## What it does
@@ -46,7 +64,12 @@ class BulkStatementOverUnflushedChanges(Detector):
       silently discarded; with `synchronize_session=False` the next flush writes the
       old change over the statement's value;
     - an UPDATE or DELETE while new objects of that class are pending: they are
-      inserted after the statement, so the statement never sees them.
+      inserted after the statement, so the statement never sees them;
+    - an UPDATE or DELETE whose `WHERE` compares an attribute the session holds an
+      unflushed change to (`session.execute(delete(Token).where(Token.revoked))` after
+      `token.revoked = True`): the statement picks its rows by the values the database
+      still has, so it misses the row the program just changed to match (or takes one
+      it changed not to).
 
     With autoflush on (the default), the session flushes those changes before a bulk
     statement and nothing is lost; that case is not reported.
@@ -57,10 +80,8 @@ class BulkStatementOverUnflushedChanges(Detector):
     statement misses the account created a line earlier.
 
     ## Known problems
-    A pending change to a column the statement only filters on (its `WHERE`) can make
-    the in-memory objects disagree with the rows the statement changed; that is not
-    reported. Changes deleted by a bulk DELETE are not reported either: the row is gone,
-    and a later flush of such an object fails loudly (`StaleDataError`).
+    Changes to other attributes of rows a bulk DELETE removes are not reported: the row
+    is gone, and a later flush of such an object fails loudly (`StaleDataError`).
 
     ## Example
     ```python
@@ -120,11 +141,10 @@ class BulkStatementOverUnflushedChanges(Detector):
         changed_objects = 0
         changed_keys: list[str] = []
         overwrite = ""
+        dirty = [obj for obj in list(session.dirty)[:_MAX_OBJECTS] if _of(obj, mapper)]
         if verb == "UPDATE":
             keys = set_keys(state, mapper)
-            for obj in list(session.dirty)[:_MAX_OBJECTS]:
-                if not _of(obj, mapper):
-                    continue
+            for obj in dirty:
                 changed = _changed_keys(obj, keys)
                 if changed:
                     changed_objects += 1
@@ -135,7 +155,16 @@ class BulkStatementOverUnflushedChanges(Detector):
                 if sync is False
                 else "the statement discards those changes (it expires the changed attributes)"
             )
-        if not (new or changed_objects):
+        compared_objects = 0
+        compared_keys: list[str] = []
+        compared = _compared_keys(state.statement, mapper) if dirty else frozenset()
+        if compared:
+            for obj in dirty:
+                changed = [k for k in _changed_keys(obj, compared) if k not in changed_keys]
+                if changed:
+                    compared_objects += 1
+                    compared_keys.extend(k for k in changed if k not in compared_keys)
+        if not (new or changed_objects or compared_objects):
             return
         if len(self.seen) >= _MAX_SEEN:
             return
@@ -147,6 +176,15 @@ class BulkStatementOverUnflushedChanges(Detector):
             named = ", ".join(f"{entity}.{k}" for k in changed_keys[:_MAX_NAMED])
             held.append(f"unflushed changes to {changed_objects} {entity} object(s) ({named})")
             consequences.append(overwrite)
+        if compared_objects:
+            named = ", ".join(f"{entity}.{k}" for k in compared_keys[:_MAX_NAMED])
+            held.append(
+                f"unflushed changes to {compared_objects} {entity} object(s) ({named}) "
+                "that its WHERE compares"
+            )
+            consequences.append(
+                "it picked its rows by the values the database still had, not by those changes"
+            )
         if new:
             held.append(f"{new} new {entity} object(s)")
             consequences.append("the new rows are inserted after the statement and escape it")
@@ -160,6 +198,8 @@ class BulkStatementOverUnflushedChanges(Detector):
                 "statement": verb,
                 "changed_objects": changed_objects,
                 "changed_attributes": changed_keys[:_MAX_NAMED],
+                "compared_objects": compared_objects,
+                "compared_attributes": compared_keys[:_MAX_NAMED],
                 "new_objects": new,
             },
             statement=f"{verb.lower()}({entity})",

@@ -61,18 +61,18 @@ def set_keys(state: Any, mapper: Any) -> frozenset[str] | None:
             values = found.keys() if isinstance(found, dict) else (k for k, _ in found)
             break
     for column in values:
-        key = _attribute_key(column, mapper)
+        key = attribute_key(column, mapper)
         if key is None:
             return None
         keys.add(key)
     if not keys:
         return None
     # Primary-key values of a bulk UPDATE by primary key say which rows, not what is set.
-    primary = {_attribute_key(c, mapper) for c in mapper.primary_key}
+    primary = {attribute_key(c, mapper) for c in mapper.primary_key}
     return frozenset(keys - primary) if keys - primary else frozenset(keys)
 
 
-def _attribute_key(column: Any, mapper: Any) -> str | None:
+def attribute_key(column: Any, mapper: Any) -> str | None:
     if isinstance(column, str):
         return column
     try:
