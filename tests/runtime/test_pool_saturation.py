@@ -237,10 +237,10 @@ def handle_request(engine: Engine, slow_call_inside: bool) -> list[Finding]:
     return uow.findings
 
 
-def serve(engine: Engine, slow_call_inside: bool) -> list[Finding]:
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        requests = [pool.submit(handle_request, engine, slow_call_inside) for _ in range(6)]
-        return [f for request in requests for f in request.result()]
+def serve(engine: Engine, slow_call_inside: bool, requests: int = 6) -> list[Finding]:
+    with ThreadPoolExecutor(max_workers=requests) as pool:
+        started = [pool.submit(handle_request, engine, slow_call_inside) for _ in range(requests)]
+        return [f for request in started for f in request.result()]
 
 
 @pytest.fixture
@@ -274,6 +274,33 @@ def test_a_pool_released_before_the_slow_call_is_the_silent_twin(
     patient_engine: Engine,
 ) -> None:
     assert not of_code(serve(patient_engine, False), "SQD451")
+
+
+def test_a_full_stretch_that_ends_with_the_last_holders_returning_is_reported(
+    patient_engine: Engine,
+) -> None:
+    """Four requests on a pool of two: the two that waited got their connections 0.15 s
+    in, under the threshold, and no checkout came after it; the pool was full 0.3 s."""
+    turns = [
+        f
+        for f in of_code(serve(patient_engine, True, requests=4), "SQD451")
+        if f.details["event"] == "turns"
+    ]
+    assert len(turns) == 1
+    finding = turns[0]
+    assert finding.location.line == line_of("turn-taker")
+    assert re.match(
+        rf"pool of {re.escape(repr(patient_engine.url))} has been full \(2/2 "
+        r"connections, pool_size 2 \+ max_overflow 0\) for 0\.\d\ds, its holders taking "
+        r"turns: \d checkout\(s\) waited for a connection another one returned",
+        finding.message,
+    ), finding.message
+
+
+def test_four_requests_released_before_the_slow_call_are_the_silent_twin(
+    patient_engine: Engine,
+) -> None:
+    assert not of_code(serve(patient_engine, False, requests=4), "SQD451")
 
 
 def test_two_holders_that_never_wait_for_each_other_are_silent(patient_engine: Engine) -> None:

@@ -559,15 +559,21 @@ class Loaded:
 class Checkin:
     """A pooled connection came back, or was garbage-collected while checked out."""
 
-    __slots__ = ("at_exit", "garbage_collected", "record")
+    __slots__ = ("at_exit", "ended", "garbage_collected", "record")
 
     def __init__(
-        self, record: CheckoutRecord, garbage_collected: bool, at_exit: bool = False
+        self,
+        record: CheckoutRecord,
+        garbage_collected: bool,
+        at_exit: bool = False,
+        ended: Fill | None = None,
     ) -> None:
         self.record = record
         self.garbage_collected = garbage_collected
         # Still checked out when the interpreter exits (reported as collected then).
         self.at_exit = at_exit
+        # The stretch of its pool being full that this return ended, if it ended one.
+        self.ended = ended
 
 
 class _Resumption:

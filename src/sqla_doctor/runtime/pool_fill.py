@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqla_doctor.runtime.callsite import CallSite
 
 # A waiting checkout wakes as soon as the returning thread lets go of the GIL (a switch
 # interval, 5 ms) and may revalidate its connection first; a pool refilled later than
@@ -24,10 +27,14 @@ _MAX_POOLS = 64
 class Fill:
     """One pool's current stretch of being full."""
 
-    __slots__ = ("handoffs", "pool", "reported", "returned_at", "since")
+    __slots__ = ("handoffs", "label", "last_site", "pool", "reported", "returned_at", "since")
 
     def __init__(self, pool: weakref.ref[Any], now: float) -> None:
         self.pool = pool
+        # The engine's URL (no password), pool_size and max_overflow, for the message of
+        # a report made when a connection comes back, where no checkout says them.
+        self.label: tuple[str, int, int] | None = None
+        self.last_site: CallSite | None = None  # the checkout that last filled the pool
         self.since = now
         self.handoffs = 0  # checkouts that took a connection just returned to the full pool
         self.returned_at = 0.0  # when the full pool last got a connection back, 0.0: full
@@ -64,11 +71,19 @@ def claim(fill: Fill) -> bool:
         return True
 
 
-def returned(pool: Any, now: float) -> None:
-    """A connection of ``pool`` came back: the pool has room until the next checkout."""
+def returned(pool: Any, now: float) -> Fill | None:
+    """A connection of ``pool`` came back: the pool has room until the next checkout.
+
+    The stretch that is over, when this is the second return in a row: nobody took the
+    connection returned before it (QueuePool hands it to a waiting checkout at once), so
+    nobody waits any more. None for a return a waiting checkout may still take."""
     fill = _fills.get(id(pool))
-    if fill is not None and not fill.returned_at and fill.pool() is pool:
+    if fill is None or fill.pool() is not pool:
+        return None
+    if not fill.returned_at:
         fill.returned_at = now
+        return None
+    return fill
 
 
 def _forget_dead() -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.pool import QueuePool
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime import pool_fill
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import Detector, ErrorSeen, PoolCheckout
+from sqla_doctor.runtime.detector import Checkin, Detector, ErrorSeen, PoolCheckout
 from sqla_doctor.runtime.engine_site import engine_created_at
 from sqla_doctor.runtime.pool_fill import Fill
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord, process
@@ -46,7 +46,9 @@ class PoolSaturation(Detector):
     turns: no one keeps a connection that long, but the pool has stayed full for
     `held-connection-seconds` because every connection returned went at once to a
     checkout waiting for it (six requests holding 0.6 s each on a pool of two wait up to
-    1.2 s for a connection). When a checkout fails with
+    1.2 s for a connection); that is told by the checkout that finds the pool full that
+    long, or else by the last holders giving their connections back (four jobs of 0.8 s
+    on a pool of two: full for 1.6 s). When a checkout fails with
     `TimeoutError: QueuePool limit of size N overflow M reached`, explains the error
     with the same list of holders. When the engine is a module-level global of the
     program (`engine = create_engine(...)`), the finding also points at that line, where
@@ -130,6 +132,29 @@ class PoolSaturation(Detector):
         # This checkout has only just got its connection: the others are the news.
         key = ("turns", id(saturation.pool), fill.since)
         self._report(site, key, what, holders, "turns", pool=saturation.pool)
+
+    def on_checkin(self, checkin: Checkin) -> None:
+        # The last holders gave their connections back with nobody waiting any more: no
+        # checkout after the threshold was there to see how long the pool stayed full
+        # (four jobs of 0.8 s on a pool of two: full for 1.6 s, the waiters served at 0.8 s).
+        fill = checkin.ended
+        if fill is None or not fill.handoffs or fill.label is None:
+            return
+        full_for = fill.returned_at - fill.since
+        if full_for < self.config.held_connection_seconds or not pool_fill.claim(fill):
+            return
+        name, size, max_overflow = fill.label
+        capacity = size + max_overflow
+        site = fill.last_site
+        what = (
+            f"pool of {name} has been full ({capacity}/{capacity} connections, pool_size "
+            f"{size} + max_overflow {max_overflow}) for {full_for:.2f}s, its holders taking "
+            f"turns: {fill.handoffs} checkout(s) waited for a connection another one "
+            f"returned, the last at {self.where(site)}"
+        )
+        pool = fill.pool()
+        holders = [checkin.record, *(process.holders(pool) if pool is not None else [])]
+        self._report(site, ("turns", id(pool), fill.since), what, holders, "turns", pool=pool)
 
     def checkpoint(self) -> None:
         # A full pool matters when it stays full: one of the connections held on for

@@ -265,6 +265,9 @@ def _on_engine_connect(conn: Connection) -> None:
     if checked_out < 2 or checked_out < runtime.pool_saturation_ratio * capacity:
         return
     fill = pool_fill.filled(pool, time.perf_counter()) if checked_out >= capacity else None
+    if fill is not None:
+        fill.label = (repr(conn.engine.url), size, max_overflow)
+        fill.last_site = checkout.opened[0] if checkout.opened else None
     # checkedout() already counts other threads' and tasks' checkouts whose events have
     # not run yet: count the holders that can be named, so that the report names them.
     checked_out = len(process.holders(pool))

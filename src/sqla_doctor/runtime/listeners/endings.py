@@ -89,8 +89,7 @@ def _checkout_done(
     record.returned = True
     record.returned_at = time.perf_counter()
     pool = record.pool() if record.pool is not None else None
-    if pool is not None:
-        pool_fill.returned(pool, record.returned_at)
+    ended = pool_fill.returned(pool, record.returned_at) if pool is not None else None
     process.unwatch(record)
     if process.checkouts.get(record.key) is record:
         del process.checkouts[record.key]
@@ -105,7 +104,8 @@ def _checkout_done(
     else:
         uow = None
     if uow is not None:
-        _dispatch(uow, "checkin", Checkin(record, garbage_collected, at_exit), can_raise=False)
+        checkin = Checkin(record, garbage_collected, at_exit, ended)
+        _dispatch(uow, "checkin", checkin, can_raise=False)
     _finish_implicit(record.implicit)
 
 
