@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -129,6 +130,27 @@ async def test_a_gather_over_another_session_is_not_named(async_engine: AsyncEng
         await asyncio.gather(*tasks)
     finding = one(uow.findings, "SQD158")
     assert len(finding.related) == 1
+
+
+async def test_tasks_of_an_anyio_task_group_read_as_two_tasks(async_engine: AsyncEngine) -> None:
+    """anyio (Starlette's task groups) names each task after the function it runs and
+    runs it in a coroutine of its own, TaskHandle._run_coro: that wrapper is not named,
+    and the second task of the same name is "another" one."""
+    async with (
+        sqla_doctor.track(mode="collect") as uow,
+        AsyncSession(async_engine) as session,
+        anyio.create_task_group() as group,
+    ):
+        for _ in range(2):
+            group.start_soon(load_users, session)
+    finding = one(uow.findings, "SQD158")
+    task = f"task {load_users.__module__}.load_users"
+    assert finding.message.startswith(
+        f"AsyncSession used by two asyncio tasks at once: {task} began an operation at "
+        f"{HERE}:{line_of('users')} while another {task}'s operation from "
+        f"{HERE}:{line_of('users')} was still waiting for the database"
+    )
+    assert finding.related[0].message == f"another {task}'s operation on the same session"
 
 
 async def test_sequential_awaits_on_one_session_are_silent(async_engine: AsyncEngine) -> None:

@@ -189,6 +189,19 @@ def classify(filename: str) -> int:
     return kind
 
 
+def task_label(task: Any) -> str:
+    """``task <name> (<coroutine>)`` for an asyncio task: its coroutine is named when it
+    is the program's own, not a library's wrapper (anyio runs each task in its
+    ``TaskHandle._run_coro`` and names the task after the function it runs)."""
+    name = task.get_name()
+    coroutine = task.get_coro()
+    code = getattr(coroutine, "cr_code", None)
+    if code is not None and classify(code.co_filename) != USER:
+        return f"task {name}"
+    qualname = getattr(coroutine, "__qualname__", None)
+    return f"task {name} ({qualname})" if qualname else f"task {name}"
+
+
 def _classify(filename: str) -> int:
     if filename.startswith("<"):
         return USER if filename.startswith(_USER_PSEUDO_FILES) else INTERNAL

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from sqla_doctor.config import Config, ConfigError, RuntimeConfig
 from sqla_doctor.findings import Finding, Kind
 from sqla_doctor.runtime import modes
-from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.callsite import CallSite, task_label
 from sqla_doctor.suppression import line_has_noqa
 
 if TYPE_CHECKING:
@@ -1074,9 +1074,7 @@ def _running() -> str:
         except RuntimeError:  # no running event loop in this thread
             task = None
         if task is not None:
-            coroutine = getattr(task.get_coro(), "__qualname__", None)
-            name = task.get_name()
-            return f"task {name} ({coroutine})" if coroutine else f"task {name}"
+            return task_label(task)
     return f"thread {threading.current_thread().name}"
 
 

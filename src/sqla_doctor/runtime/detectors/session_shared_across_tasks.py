@@ -145,9 +145,11 @@ class SessionSharedAcrossTasks(Detector):
     def _report_use(self, use: SharedUse, *, live: bool = False) -> Any:
         other = self.where(use.other_site) if use.other_site is not None else "elsewhere"
         here = self.where(use.site)
+        # Tasks named after the function they run (anyio's) read the same: "another".
+        other_task = f"another {use.other}" if use.other == use.who else use.other
         keys = {use.site.key if use.site else None, use.other_site.key if use.other_site else None}
         key = frozenset(keys)
-        related = [(use.other_site, f"{use.other}'s operation on the same session")]
+        related = [(use.other_site, f"{other_task}'s operation on the same session")]
         if live and key not in self._started and len(self._started) < _MAX_STARTED:
             # While the tasks run: the gather() or TaskGroup that started them is findable.
             from sqla_doctor.runtime import listeners
@@ -166,7 +168,7 @@ class SessionSharedAcrossTasks(Detector):
             details={"task": use.who, "other_task": use.other},
             what=(
                 f"AsyncSession used by two asyncio tasks at once: {use.who} began an "
-                f"operation at {here} while {use.other}'s operation from {other} was "
+                f"operation at {here} while {other_task}'s operation from {other} was "
                 "still waiting for the database"
             ),
             fix=_FIX.format(factory=factory),

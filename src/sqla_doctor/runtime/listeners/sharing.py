@@ -252,9 +252,7 @@ def _task_name(ref: weakref.ref[Any] | None) -> str:
     task = ref() if ref is not None else None
     if task is None:
         return "another task"
-    coroutine = getattr(task.get_coro(), "__qualname__", None)
-    name = task.get_name()
-    return f"task {name} ({coroutine})" if coroutine else f"task {name}"
+    return callsite.task_label(task)
 
 
 def _shared(record: SessionRecord, found: SharedUse, uow: UnitOfWork | None) -> None:
