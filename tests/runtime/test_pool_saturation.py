@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
@@ -218,6 +218,40 @@ async def test_async_pool_saturation_names_the_holder(tmp_path: Path) -> None:
         finding.message,
     ), finding.message
     await engine.dispose()
+
+
+def test_a_holder_whose_session_is_closing_is_not_said_to_run_a_statement(
+    tmp_path: Path,
+) -> None:
+    """The pool's reset of the closing Session's connection runs after its ROLLBACK and
+    before the checkin: a checkout there times out, the holder is giving it back."""
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'closing.db'}", pool_size=1, max_overflow=0, pool_timeout=0.01
+    )
+    timed_out: list[BaseException] = []
+
+    @event.listens_for(engine, "reset")
+    def check_out_during_reset(*args: object) -> None:
+        if not timed_out:
+            try:
+                engine.connect()
+            except PoolTimeoutError as error:
+                timed_out.append(error)
+                raise  # the pool logs it: the error is explained as logged
+
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.execute(text("SELECT 1"))  # line:closing
+    engine.dispose()
+    assert timed_out
+    finding = one(uow.findings, "SQD451")
+    here = relative(__file__)
+    assert re.search(
+        rf"held by: {re.escape(here)}:{line_of('closing')} in "
+        r"test_a_holder_whose_session_is_closing_is_not_said_to_run_a_statement \(Session, "
+        rf"held 0\.\d\ds, giving it back after its query at {re.escape(here)}:"
+        rf"{line_of('closing')}; thread MainThread\)",
+        finding.message,
+    ), finding.message
 
 
 # Holders that take turns: none keeps its connection `held-connection-seconds`, but the

@@ -261,7 +261,13 @@ class PoolSaturation(Detector):
         elif record.idle_since:
             last = f" since the query at {self.where(record.last_site)}" if record.last_site else ""
             text += f", idle {now - record.idle_since:.2f}s{last}"
-        elif record.transaction_began or record.last_site:
+        elif record.transaction_began:
+            text += ", running a statement"
+        elif record.session_owned and record.last_site:
+            # Its Session's transaction is over (commit, rollback, close), the connection
+            # not back in the pool yet: holders taking turns are often caught there.
+            text += f", giving it back after its query at {self.where(record.last_site)}"
+        elif record.last_site:
             text += ", running a statement"
         return f"{text}; {record.holder})"
 
