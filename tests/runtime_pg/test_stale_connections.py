@@ -60,6 +60,7 @@ def test_without_pre_ping_the_next_query_fails_and_is_explained(database_url: st
             "closed this pooled connection before the statement ran"
         )
         assert "pool_pre_ping=True" in finding.message
+        assert finding.fix_hint == "create_engine(..., pool_pre_ping=True)"
         if sys.version_info >= (3, 11):
             assert any(note.startswith("sqla-doctor: SQD452") for note in raised.value.__notes__)
         # SQLAlchemy invalidated the pool: the retry gets fresh connections.
@@ -121,6 +122,7 @@ async def test_a_stale_asyncpg_connection_is_explained(pg_database: object) -> N
         assert tracker.last is not None
         finding = one(tracker.last.findings, "SQD452")
         assert finding.location.line == line_of("async")
+        assert finding.fix_hint == "create_async_engine(..., pool_pre_ping=True)"
     finally:
         await engine.dispose()
 

@@ -96,7 +96,7 @@ class StaleConnectionExplained(Detector):
                 hint=(
                     "retry the whole transaction"
                     if pre_ping
-                    else "create_engine(..., pool_pre_ping=True)"
+                    else f"{_creator(engine)}(..., pool_pre_ping=True)"
                 ),
                 details={
                     "error": type(error).__name__,
@@ -108,6 +108,13 @@ class StaleConnectionExplained(Detector):
                 fix=_PRE_PING_FIX if pre_ping else _FIX,
             )
         )
+
+
+def _creator(engine: Any) -> str:
+    """The function that made the engine: an AsyncEngine's sync engine has an async
+    dialect (asyncpg, aiosqlite), and the program called create_async_engine()."""
+    is_async = getattr(getattr(engine, "dialect", None), "is_async", False) is True
+    return "create_async_engine" if is_async else "create_engine"
 
 
 def _engine_of(seen: ErrorSeen) -> Any:
