@@ -76,6 +76,7 @@ def test_locked_database_names_the_session_holding_the_lock(impatient_engine: En
         "and has not committed ("
     )
     assert [r.location.line for r in finding.related][:1] == [line_of("holder")]
+    assert finding.fix_hint == 'create_engine(url, connect_args={"timeout": 15})'
     assert any(n.startswith("sqla-doctor: SQD161") for n in raised.value.__notes__)
 
 
@@ -181,7 +182,7 @@ async def test_async_sessions_on_aiosqlite_name_the_session_holding_the_lock(
         assert tracker.last is not None
         return tracker.last
 
-    holder = asyncio.create_task(slow_writer())
+    holder = asyncio.create_task(slow_writer(), name="checkout")
     await taken.wait()
     try:
         uow = await second_writer()
@@ -192,10 +193,14 @@ async def test_async_sessions_on_aiosqlite_name_the_session_holding_the_lock(
     finding = one(uow.findings, "SQD161")
     here = relative(__file__)
     assert finding.location.line == line_of("async-blocked")
+    # The holder is the task that flushed, not the event loop's thread; the engine to
+    # give a busy timeout is made by create_async_engine().
     assert finding.message.startswith(
         f"SQLite database is locked at {here}:{line_of('async-blocked')}: the write lock is "
-        f"held by the Session that flushed writes at {here}:{line_of('async-holder')}"
+        f"held by the Session that flushed writes at {here}:{line_of('async-holder')} in task "
+        f"checkout ({slow_writer.__qualname__}) and has not committed"
     )
+    assert finding.fix_hint == 'create_async_engine(url, connect_args={"timeout": 15})'
 
 
 async def test_async_writers_that_commit_promptly_are_silent(tmp_path: Path) -> None:

@@ -23,6 +23,14 @@ _MAX_MODULES = 5_000
 _CREATE = r"\s*(?::[^=]*)?=\s*(?:[\w.]+\.)?create_(?:async_)?engine\s*\("
 
 
+def engine_factory(engine: Any) -> str:
+    """The function that made ``engine``: an AsyncEngine's sync engine (the one events and
+    errors see) has an async dialect (asyncpg, aiosqlite), and the program called
+    create_async_engine()."""
+    is_async = getattr(getattr(engine, "dialect", None), "is_async", False) is True
+    return "create_async_engine" if is_async else "create_engine"
+
+
 def engine_created_at(engine: Any = None, pool: Any = None) -> CallSite | None:
     """Where the program's module-level engine ``engine`` (or the one whose pool is
     ``pool``) was created, or None."""

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.callsite import CallSite, task_label
 from sqla_doctor.runtime.detector import Detector, ErrorSeen
+from sqla_doctor.runtime.engine_site import engine_factory
 from sqla_doctor.runtime.unit_of_work import SessionRecord, process
 
 _FIX = (
     "commit (or roll back) right after the writes, keep HTTP calls and slow work out of "
     "write transactions, and give SQLite a busy timeout and WAL mode: "
-    'create_engine(url, connect_args={"timeout": 15}) and PRAGMA journal_mode=WAL'
+    "{timeout} and PRAGMA journal_mode=WAL"
 )
+_TIMEOUT = '{factory}(url, connect_args={{"timeout": 15}})'
 
 
 class SqliteDatabaseLockedExplained(Detector):
@@ -27,8 +30,8 @@ class SqliteDatabaseLockedExplained(Detector):
     unit of work):
     which session in this process holds the write lock — the one that has flushed writes
     and not committed yet — where its writes were flushed, where its connection was
-    checked out, in which thread, and for how long it has held them. The explanation is
-    also added to the exception's notes.
+    checked out, in which thread (or asyncio task), and for how long it has held them.
+    The explanation is also added to the exception's notes.
 
     ## Why is this bad?
     SQLite allows one writer at a time: the first INSERT/UPDATE/DELETE of a transaction
@@ -102,17 +105,19 @@ class SqliteDatabaseLockedExplained(Detector):
             related.append((record.flush_site, "these writes hold SQLite's write lock"))
             if record.opened and record.opened[0] != record.flush_site:
                 related.append((record.opened[0], "that session's transaction began here"))
+        engine = next((c.engine for c in seen.locals_of_type(Connection)), None)
+        timeout = _TIMEOUT.format(factory=engine_factory(engine))
         seen.explain(
             self.report(
                 seen.site,
                 key=("locked", seen.site.key if seen.site is not None else None),
                 subject="SQLite",
                 related=related,
-                hint='create_engine(url, connect_args={"timeout": 15})',
+                hint=timeout,
                 details={"held_in_process": holder is not None},
                 site=self.where(seen.site),
                 holder=text,
-                fix=_FIX,
+                fix=_FIX.format(timeout=timeout),
             )
         )
 
@@ -124,7 +129,15 @@ def _holder(failing: set[int]) -> tuple[SessionRecord, str, float | None] | None
         if session is None or id(session) in failing:
             continue
         if record.writes and record.holds_connection and record.flush_site is not None:
-            threads = record.sharing.threads
-            thread = f" in thread {threads[0][1]}" if threads else ""
-            return record, thread, record.flushed_at
+            return record, _who(record), record.flushed_at
     return None
+
+
+def _who(record: SessionRecord) -> str:
+    """`` in task <name> (<coroutine>)`` for a session an asyncio task used last (an
+    AsyncSession's), else `` in thread <name>``."""
+    sharing = record.sharing
+    task = sharing.last_task() if sharing.last_task is not None else None
+    if task is not None:
+        return f" in {task_label(task)}"
+    return f" in thread {sharing.threads[0][1]}" if sharing.threads else ""

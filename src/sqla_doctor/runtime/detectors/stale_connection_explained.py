@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen
-from sqla_doctor.runtime.engine_site import engine_created_at
+from sqla_doctor.runtime.engine_site import engine_created_at, engine_factory
 
 _FIX = (
     "create the engine with pool_pre_ping=True (a cheap ping at checkout replaces dead "
@@ -96,7 +96,7 @@ class StaleConnectionExplained(Detector):
                 hint=(
                     "retry the whole transaction"
                     if pre_ping
-                    else f"{_creator(engine)}(..., pool_pre_ping=True)"
+                    else f"{engine_factory(engine)}(..., pool_pre_ping=True)"
                 ),
                 details={
                     "error": type(error).__name__,
@@ -108,13 +108,6 @@ class StaleConnectionExplained(Detector):
                 fix=_PRE_PING_FIX if pre_ping else _FIX,
             )
         )
-
-
-def _creator(engine: Any) -> str:
-    """The function that made the engine: an AsyncEngine's sync engine has an async
-    dialect (asyncpg, aiosqlite), and the program called create_async_engine()."""
-    is_async = getattr(getattr(engine, "dialect", None), "is_async", False) is True
-    return "create_async_engine" if is_async else "create_engine"
 
 
 def _engine_of(seen: ErrorSeen) -> Any:
