@@ -149,6 +149,14 @@ def post_counts():
 """
 
 
+def _detached_read(relationship: str, shown: str, where: str, option: str) -> str:
+    return (
+        f"`{relationship}` is lazy-loaded on `{shown}` after the session that loaded it "
+        f"closed ({where}): this raises DetachedInstanceError — add `{option}` to that "
+        "query, or read it before the session closes"
+    )
+
+
 class DetachedInstanceAccess(Rule):
     """
     ## What it does
@@ -716,11 +724,7 @@ class DetachedInstanceAccess(Rule):
             option = option_text(self.ctx.index, access.path, access.objects.options)
             self.report(
                 access.node,
-                problem=(
-                    f"`{access.rel.name}` is lazy-loaded on `{shown}` after the session that "
-                    f"loaded it closed ({where}): this raises DetachedInstanceError — add "
-                    f"`{option}` to that query, or read it before the session closes"
-                ),
+                problem=_detached_read(access.rel.name, shown, where, option),
             )
             return
 
@@ -908,11 +912,7 @@ class DetachedInstanceAccess(Rule):
             option = option_text(self.ctx.index, access.path, access.objects.options)
             self.report(
                 access.node,
-                problem=(
-                    f"`{access.rel.name}` is lazy-loaded on `{shown}` after the session that "
-                    f"loaded it closed ({where}): this raises DetachedInstanceError — add "
-                    f"`{option}` to that query, or read it before the session closes"
-                ),
+                problem=_detached_read(access.rel.name, shown, where, option),
             )
 
 
