@@ -22,6 +22,7 @@ from sqla_doctor.registry import registry
 from sqla_doctor.report import FORMATS, ReportContext, render
 
 if TYPE_CHECKING:
+    from sqla_doctor.static.declared_version import DeclaredPin
     from sqla_doctor.static.engine import Result
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -267,13 +268,15 @@ def _selection(args: argparse.Namespace, config: Config, errors: _Errors) -> set
 
 
 def _off_below_2(
-    args: argparse.Namespace, config: Config, project: Path, selected: set[str]
+    args: argparse.Namespace, config: Config, pin: DeclaredPin | None, selected: set[str]
 ) -> set[str]:
     """The selected rules about moving to SQLAlchemy 2.0 that a project pinned below it
-    did not ask for by code or name; said once on stderr."""
+    (by ``pin``) did not ask for by code or name; said once on stderr."""
     from sqla_doctor.registry import static_registry
-    from sqla_doctor.static.declared_version import pinned_below_2
     from sqla_doctor.static.rule import Rule
+
+    if pin is None:
+        return set()
 
     checks = static_registry()
     about_2 = {
@@ -291,8 +294,7 @@ def _off_below_2(
         if (found := checks.get(selector.strip())) is not None
     }
     off = about_2 - named
-    pin = pinned_below_2(project) if off else None
-    if pin is None:
+    if not off:
         return set()
     codes = ", ".join(sorted(off))
     print(
@@ -310,6 +312,7 @@ def _analyse(
     unsaved: Mapping[Path, bytes] | None = None,
 ) -> tuple[Config, Result]:
     from sqla_doctor.static.cache import CACHE_DIR_NAME
+    from sqla_doctor.static.declared_version import pinned_below_2
     from sqla_doctor.static.engine import Engine, Result
     from sqla_doctor.static.files import covers, project_root
 
@@ -328,11 +331,19 @@ def _analyse(
     existing = _existing_paths(paths, errors)
     if not existing:
         return config, Result()  # nothing named exists: not the project around it either
-    if project is not None:
-        selected -= _off_below_2(args, config, project, selected)
+    # Read once: it turns the 2.0 rules off here, and some rules' judgement in the engine.
+    pin = pinned_below_2(project) if project is not None else None
+    selected -= _off_below_2(args, config, pin, selected)
     cache_dir = None if args.no_cache else (args.cache_dir or config.root / CACHE_DIR_NAME)
     jobs = args.jobs or os.cpu_count() or 1
-    engine = Engine(config, selected, cache_dir=cache_dir, jobs=jobs, unsaved=unsaved)
+    engine = Engine(
+        config,
+        selected,
+        cache_dir=cache_dir,
+        jobs=jobs,
+        unsaved=unsaved,
+        sqlalchemy_below_2=None if project is None else pin is not None,
+    )
     # Files named alone are checked against the whole project's models and factories.
     around = project
     if project is None or covers(existing, project) or not covers([project], start):

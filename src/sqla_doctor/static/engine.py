@@ -271,8 +271,12 @@ class Engine:
         cache_dir: Path | None = None,
         jobs: int = 1,
         unsaved: Mapping[Path, bytes] | None = None,
+        sqlalchemy_below_2: bool | None = None,
     ) -> None:
         self.config = config
+        # Whether the project's requirements hold SQLAlchemy below 2.0 (the CLI has read
+        # them already); None: read them at the config's root when checking.
+        self.sqlalchemy_below_2 = sqlalchemy_below_2
         self.selected = selected
         self.cache_dir = cache_dir
         self.jobs = max(1, jobs)
@@ -347,7 +351,10 @@ class Engine:
             if item.facts is None and item.tree is not None:
                 item.facts = extract_facts(item)
         index = ProjectIndex.build(item.facts for item in everything if item.facts is not None)
-        index.sqlalchemy_below_2 = pinned_below_2(self.config.root) is not None
+        below_2 = self.sqlalchemy_below_2
+        if below_2 is None:
+            below_2 = pinned_below_2(self.config.root) is not None
+        index.sqlalchemy_below_2 = below_2
         findings_key = self._findings_key(everything, index)
         raw: list[Finding] = []
         pending: list[SourceFile] = []
