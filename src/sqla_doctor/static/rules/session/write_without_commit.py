@@ -292,6 +292,24 @@ def register(email):
 """
 
 
+def _decorator_may_commit(decorator: ast.expr, committing: frozenset[str]) -> bool:
+    """A decorator (`@transactional`, `@with_commit(...)`) named like a project function
+    that may commit."""
+    return call_tail(decorator.func if isinstance(decorator, ast.Call) else decorator) in committing
+
+
+def _class_decorators(view: ast.ClassDef) -> Iterator[ast.expr]:
+    """What a class-based view's `decorators = [...]` / `method_decorators = [...]` lists:
+    Flask applies them to every handler."""
+    for statement in view.body:
+        if isinstance(statement, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id in ("decorators", "method_decorators")
+            for t in statement.targets
+        ):
+            value = statement.value
+            yield from value.elts if isinstance(value, (ast.List, ast.Tuple)) else (value,)
+
+
 class WriteWithoutCommit(Rule):
     """
     ## What it does
@@ -1756,10 +1774,7 @@ class WriteWithoutCommit(Rule):
             return
         index = self.ctx.index
         committing = index.committing_names()
-        if any(
-            call_tail(d.func if isinstance(d, ast.Call) else d) in committing
-            for d in view.decorator_list
-        ):
+        if any(_decorator_may_commit(d, committing) for d in view.decorator_list):
             return
         if any(self._call_may_commit(flow, call, keys, committing) for call in _calls_in(view)):
             return
@@ -1782,32 +1797,19 @@ class WriteWithoutCommit(Rule):
     def _class_view_method(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
         """A handler of a class-based Flask view: an HTTP method of a `MethodView` (or a
         Flask-RESTful / Flask-RESTX `Resource`), `dispatch_request` of a `View`, whose
-        class and project bases neither list decorators nor override `dispatch_request`
-        with anything that may commit."""
+        class lists no decorators (`decorators`, `method_decorators`) that may commit and
+        whose project bases override `dispatch_request` with nothing that may."""
         owner = self.ctx.parents.get(node)
         if not isinstance(owner, ast.ClassDef):
             return False
         if node.name not in _VIEW_HANDLERS and node.name != "dispatch_request":
             return False
         committing = self.ctx.index.committing_names()
-        for statement in owner.body:
-            if (
-                isinstance(statement, ast.Assign)
-                and any(
-                    isinstance(t, ast.Name) and t.id in ("decorators", "method_decorators")
-                    for t in statement.targets
-                )
-                and any(
-                    call_tail(d.func if isinstance(d, ast.Call) else d) in committing
-                    or isinstance(d, ast.Lambda)
-                    for d in (
-                        statement.value.elts
-                        if isinstance(statement.value, (ast.List, ast.Tuple))
-                        else [statement.value]
-                    )
-                )
-            ):
-                return False  # a decorator of every handler may commit
+        if any(
+            isinstance(d, ast.Lambda) or _decorator_may_commit(d, committing)
+            for d in _class_decorators(owner)
+        ):
+            return False  # a decorator of every handler may commit
         bases = [self.ctx.names.qualify(base) for base in owner.bases]
         return self._view_lineage([b for b in bases if b is not None], committing, 0)
 
