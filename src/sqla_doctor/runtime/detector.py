@@ -19,6 +19,7 @@ import sys
 from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+from weakref import WeakKeyDictionary
 
 from sqla_doctor.findings import Finding, Kind, Location, Related
 from sqla_doctor.registry import Check
@@ -176,11 +177,20 @@ def _loads_by_primary_key(state: ORMExecuteState) -> bool:
     mapper = state.bind_mapper
     if not isinstance(parameters, Mapping) or not parameters or mapper is None:
         return False
-    try:
-        names = {parameter.key for parameter in mapper._get_clause[1].values()}
-    except Exception:  # a private attribute: read as SQLAlchemy 2.0 and 2.1 have it
-        return False
-    return names == set(parameters)
+    names = _GET_PARAMETER_NAMES.get(mapper)
+    if names is None:
+        try:
+            names = frozenset(parameter.key for parameter in mapper._get_clause[1].values())
+        except Exception:  # a private attribute: read as SQLAlchemy 2.0 and 2.1 have it
+            names = frozenset()
+        _GET_PARAMETER_NAMES[mapper] = names
+    return bool(names) and names == parameters.keys()
+
+
+# Session.get()'s parameter names per mapper: fixed once the mapper is configured, and
+# read on every ORM SELECT that carries load options. Weak, so a dropped registry's
+# mappers go with it.
+_GET_PARAMETER_NAMES: WeakKeyDictionary[Any, frozenset[str]] = WeakKeyDictionary()
 
 
 def _streamed(state: ORMExecuteState) -> bool:
