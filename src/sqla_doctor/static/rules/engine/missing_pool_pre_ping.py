@@ -64,7 +64,8 @@ class MissingPoolPrePing(Rule):
     (`settings.POSTGRES_DSN`). An engine whose URL is unknown and that has none of these
     stays silent.
 
-    SQLite (its URL, or `connect_args={"check_same_thread": ...}`),
+    SQLite (its URL, `connect_args={"check_same_thread": ...}`, or a `creator` /
+    `async_creator` that names SQLite),
     `poolclass=NullPool`/`StaticPool`, `pool_pre_ping=<anything but False>`,
     `**engine_options` and test code (`tests/`, `test_*.py`, `conftest.py`: a test run
     does not live long enough for its connections to go stale) are left alone.
@@ -140,6 +141,21 @@ class MissingPoolPrePing(Rule):
                 connect_args={"check_same_thread": False},
                 pool_size=10,
                 max_overflow=20,
+            )
+            """
+        ),
+        # Sized like a server's pool, but the connections come from SQLite.
+        Valid(
+            """
+            import sqlite3
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from app.db import sqlite_connection_factory
+            def file_engine(url, path):
+                return create_async_engine(
+                    url, async_creator=sqlite_connection_factory(path), pool_size=1
+                )
+            engine = create_engine(
+                settings.url, creator=lambda: sqlite3.connect(PATH), max_overflow=0
             )
             """
         ),
@@ -273,6 +289,16 @@ class MissingPoolPrePing(Rule):
                 return create_engine(
                     f"postgresql://{user}:{password}@{host}/{name}", pool_recycle=1800
                 )
+            """,
+        ),
+        # A creator that opens a server database's connections.
+        Invalid(
+            """
+            import psycopg
+            from sqlalchemy import create_engine
+            engine = create_engine(
+                settings.url, creator=lambda: psycopg.connect(settings.dsn), pool_size=10
+            )
             """,
         ),
         # URL.create with a server dialect, explicit QueuePool.
