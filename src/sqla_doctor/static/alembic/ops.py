@@ -15,9 +15,13 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from sqla_doctor.static.alembic.sql import PLACEHOLDER, SqlAction, classify
 from sqla_doctor.static.index.names import NameResolver
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.index import ProjectIndex
 
 UPGRADE = "upgrade"
 DOWNGRADE = "downgrade"
@@ -171,9 +175,13 @@ _TABLE_FACTORIES = frozenset({"table", "Table"})
 class Extractor:
     """Reads one migration module into operations."""
 
-    def __init__(self, tree: ast.Module, resolver: NameResolver) -> None:
+    def __init__(
+        self, tree: ast.Module, resolver: NameResolver, index: ProjectIndex | None = None
+    ) -> None:
         self.tree = tree
         self.resolver = resolver
+        # The project's models, for `sa.update(Span)` with Span imported from the app.
+        self.index = index
         self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
         self.module_values: dict[str, ast.expr] = {}
         for stmt in tree.body:
@@ -747,12 +755,30 @@ class Extractor:
             return None
         if isinstance(expr, ast.Name):
             value = state.values.get(expr.id, self.module_values.get(expr.id))
-            return self._table_name(value, state, depth + 1) if value is not None else None
+            if value is not None:
+                return self._table_name(value, state, depth + 1)
+            if expr.id in self.model_tables:
+                return self.model_tables[expr.id]
+            return self._project_table(expr)
         if isinstance(expr, ast.Call) and self.resolver.sqla_name(expr.func) in _TABLE_FACTORIES:
             return self._string(expr.args[0], state) if expr.args else None
-        if isinstance(expr, ast.Attribute) and expr.attr == "__table__":
-            return None
+        if isinstance(expr, ast.Attribute):
+            if expr.attr == "__table__":
+                return self._table_name(expr.value, state, depth + 1)
+            return self._project_table(expr)
         return self._string(expr, state) if isinstance(expr, ast.Constant) else None
+
+    def _project_table(self, expr: ast.Name | ast.Attribute) -> str | None:
+        """The table of a mapped class or module-level ``Table`` the revision imports from
+        the application (``from app.models import Span``)."""
+        if self.index is None:
+            return None
+        qualified = self.resolver.qualify(expr)
+        model = self.index.model(qualified)
+        if model is not None:
+            return model.table
+        table = self.index.table_facts(qualified)
+        return table.name if table is not None else None
 
     def _sql_text(self, expr: ast.expr, state: _State) -> str | None:
         if isinstance(expr, ast.Call):

@@ -92,7 +92,7 @@ class MigrationFile:
 
     @cached_property
     def operations(self) -> list[Operation]:
-        return Extractor(self.file.tree, self.file.ctx.names).run()
+        return Extractor(self.file.tree, self.file.ctx.names, self.file.ctx.index).run()
 
     def upgrade_operations(self) -> list[Operation]:
         return [op for op in self.operations if op.phase == "upgrade"]

@@ -217,6 +217,37 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 "a batched job"
             ),
         ),
+        # A bulk UPDATE built on the application's model is named by the model's table.
+        Invalid(
+            _HEAD
+            + """
+            from app.models import Span
+
+            def upgrade():
+                op.add_column("spans", sa.Column("tokens", sa.Integer(), nullable=True))
+                op.execute(sa.update(Span).values(tokens=Span.attributes["tokens"].as_float()))
+            """,
+            line=11,
+            files={
+                "app/__init__.py": "",
+                "app/models.py": """
+                    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+                    class Base(DeclarativeBase):
+                        pass
+
+                    class Span(Base):
+                        __tablename__ = "spans"
+                        id: Mapped[int] = mapped_column(primary_key=True)
+                """,
+            },
+            expected_message=(
+                "`UPDATE spans` runs in the same transaction as `op.add_column` on spans "
+                "(line 10), whose lock on spans is held until the data migration commits — "
+                "move the data migration to a revision of its own (with "
+                "`transaction_per_migration=True`) or a batched job"
+            ),
+        ),
         # Rows a new constraint would reject, deleted before it is added: they stay
         # locked while the ALTER waits for the table's writers.
         Invalid(
