@@ -29,6 +29,7 @@ _MYSQL = frozenset({"mysql", "mariadb"})
 # StaticPool, SingletonThreadPool, a custom one) is left alone.
 _QUEUE_POOLS = frozenset({"QueuePool", "AsyncAdaptedQueuePool"})
 # Options only a server database's pool is tuned with.
+_ONE_SHOT_FOLDERS = frozenset({"scripts", "benchmarks"})
 _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo")
 # Connection arguments of network drivers (libpq, asyncpg, PyMySQL, pyodbc).
 _SERVER_CONNECT_ARGS = frozenset(
@@ -67,8 +68,9 @@ class MissingPoolPrePing(Rule):
     SQLite (its URL, `connect_args={"check_same_thread": ...}`, or a `creator` /
     `async_creator` that names SQLite),
     `poolclass=NullPool`/`StaticPool`, `pool_pre_ping=<anything but False>`,
-    `**engine_options` and test code (`tests/`, `test_*.py`, `conftest.py`: a test run
-    does not live long enough for its connections to go stale) are left alone.
+    `**engine_options`, test code (`tests/`, `test_*.py`, `conftest.py`) and the programs
+    of `scripts/` and `benchmarks/` folders (they do not live long enough for their
+    connections to go stale) are left alone.
 
     ## Why is this bad?
     The pool keeps connections open between requests. Servers, proxies, load balancers and
@@ -202,6 +204,16 @@ class MissingPoolPrePing(Rule):
             """,
             path="tests/conftest.py",
         ),
+        # A one-shot script: it exits before its connection can go stale.
+        Valid(
+            """
+            from sqlalchemy import create_engine, text
+            engine = create_engine("postgresql+psycopg://postgres@localhost:5432/postgres")
+            with engine.connect() as conn:
+                print(conn.execute(text("SELECT count(*) FROM spans")).scalar())
+            """,
+            path="scripts/perf/count_spans.py",
+        ),
     )
     INVALID = (
         Invalid(
@@ -291,6 +303,14 @@ class MissingPoolPrePing(Rule):
                 )
             """,
         ),
+        # The application's engine, in a module named like a script.
+        Invalid(
+            """
+            from sqlalchemy import create_engine
+            engine = create_engine("postgresql+psycopg://app@db/app", pool_size=10)
+            """,
+            path="app/scripts.py",
+        ),
         # A creator that opens a server database's connections.
         Invalid(
             """
@@ -317,19 +337,15 @@ class MissingPoolPrePing(Rule):
         return StringFlow(self.ctx.dataflow)
 
     @cached_property
-    def in_tests(self) -> bool:
-        parts = self.ctx.path.split("/")
-        name = parts[-1]
-        return (
-            name == "conftest.py"
-            or name.startswith("test_")
-            or name.endswith("_test.py")
-            or any(part in ("tests", "test") for part in parts[:-1])
-        )
+    def short_lived(self) -> bool:
+        """Test code, and the one-shot programs of `scripts/` and `benchmarks/` folders:
+        they exit before an idle connection can go stale."""
+        folders = self.ctx.path.split("/")[:-1]
+        return self.ctx.in_tests or any(part in _ONE_SHOT_FOLDERS for part in folders)
 
     @calls_to(named=_ENGINE_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
-        if self.in_tests or has_star_kwargs(node):
+        if self.short_lived or has_star_kwargs(node):
             return
         factory = self.ctx.names.sqla_name(node.func)
         pre_ping = call_keyword(node, "pool_pre_ping")
