@@ -17,6 +17,9 @@ _EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "strea
 
 
 _NAMES_REMEDY = "table and column names cannot be bound parameters: choose them from a fixed set"
+_MIXED_REMEDY = (
+    "bind the values as parameters, and choose the table and column names from a fixed set"
+)
 _DDL_REMEDY = "a DDL statement takes no bound parameters: choose them from a fixed set"
 _SET_REMEDY = (
     "a SET statement takes no bound parameters: pass the value to `set_config()`, which does"
@@ -1362,7 +1365,7 @@ class SqlBuiltFromStrings(Rule):
                 "fixed set"
             ),
         ),
-        # A name and a value: the value is still to be bound.
+        # A name and a value: the value is to be bound, the name chosen.
         Invalid(
             """
             from sqlalchemy import text
@@ -1371,7 +1374,8 @@ class SqlBuiltFromStrings(Rule):
             """,
             expected_message=(
                 "`text()` receives SQL built with an f-string from `table`, `owner` "
-                "— bind them as parameters"
+                "— bind the values as parameters, and choose the table and column names "
+                "from a fixed set"
             ),
         ),
         Invalid(
@@ -1382,7 +1386,8 @@ class SqlBuiltFromStrings(Rule):
             """,
             expected_message=(
                 "`text()` receives SQL built by concatenation from `table`, `ids` "
-                "— bind them as parameters"
+                "— bind the values as parameters, and choose the table and column names "
+                "from a fixed set"
             ),
         ),
         # `.hex` of something that is not a new UUID.
@@ -1632,7 +1637,9 @@ class SqlBuiltFromStrings(Rule):
                 "`conn.dialect.identifier_preparer.quote(name)`"
             )
         else:
-            remedy = "bind them as parameters"
+            # Names and values side by side: each needs its own fix.
+            mixed = any(item.identifier for item in found)
+            remedy = _MIXED_REMEDY if mixed else "bind them as parameters"
             hint = f"{_BIND_HINT if label == 'text()' else _DRIVER_BIND_HINT}; {names}"
         self.report(node, sink=label, how=how, values=values, remedy=remedy, hint=hint)
 
