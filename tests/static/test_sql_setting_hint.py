@@ -51,6 +51,22 @@ def test_a_setting_is_bound_through_set_config(statement: str, hint: str) -> Non
     assert finding.fix_hint == hint
 
 
+def test_a_whole_setting_is_bound_through_set_config_name_and_value() -> None:
+    code = HEADER + '    session.execute(text(f"SET LOCAL {value};"))\n'
+    [finding] = run_example(SqlBuiltFromStrings, Invalid(code)).findings
+    assert "a SET statement takes no bound parameters" in finding.message
+    assert finding.fix_hint == (
+        '`text("SELECT set_config(:name, :value, true)")` with `{"name": ..., "value": ...}` '
+        "binds both, the name checked against the settings allowed"
+    )
+
+
+def test_a_statement_that_only_starts_like_set_is_not_a_setting() -> None:
+    code = HEADER + '    session.execute(text(f"SETTLE {value}"))\n'
+    [finding] = run_example(SqlBuiltFromStrings, Invalid(code)).findings
+    assert finding.message.endswith("bind them as parameters")
+
+
 def test_a_mysql_session_variable_is_told_to_bind_its_value() -> None:
     code = HEADER + '    session.execute(text(f"SET @limit = {value}"))\n'
     [finding] = run_example(SqlBuiltFromStrings, Invalid(code)).findings

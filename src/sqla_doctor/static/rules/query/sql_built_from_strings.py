@@ -35,6 +35,8 @@ _SET = re.compile(
     r"application_name|[a-z_]\w*\.[a-z_]\w*)\b",
     re.I,
 )
+# `SET LOCAL {option}`: the setting's name comes with the value.
+_SET_ANY = re.compile(r"\s*SET\s+(?:(?P<scope>SESSION|LOCAL)\s+)?$", re.I)
 # The setting's name where `SET` spells it otherwise.
 _SETTING_NAMES = {"role": "role", "time zone": "TimeZone"}
 _BIND_HINT = (
@@ -125,9 +127,10 @@ class SqlBuiltFromStrings(Rule):
     starts `CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT ON`, `GRANT` or `REVOKE`:
     DDL takes no bound parameters at all (`CREATE DATABASE x ENCODING '{encoding}'`);
     nor do PostgreSQL's `SET ROLE`, `SET search_path`, `SET TIME ZONE`, `SET
-    statement_timeout` and the like, or `SET LOCAL app.tenant = '...'` (a dotted name:
-    an extension's or the application's own setting), whose fix is `set_config()`, which
-    takes the value as a bound parameter.
+    statement_timeout` and the like, `SET LOCAL app.tenant = '...'` (a dotted name:
+    an extension's or the application's own setting) or `SET LOCAL {option}` (name and
+    value interpolated together), whose fix is `set_config()`, which takes the name and
+    the value as bound parameters.
 
     ## Example
     ```python
@@ -1628,6 +1631,14 @@ class SqlBuiltFromStrings(Rule):
                 f"`text(\"SELECT set_config('{name}', :value, {local})\")` with "
                 f"`{{\"value\": ...}}` sets `{name}` with the value bound ({local}: "
                 f"{'for this transaction only' if local == 'true' else 'for the session'})"
+            )
+        elif leading is not None and (setting := _SET_ANY.match(leading)) is not None:
+            remedy = _SET_REMEDY
+            local = "true" if (setting.group("scope") or "").upper() == "LOCAL" else "false"
+            hint = (
+                f"`text(\"SELECT set_config(:name, :value, {local})\")` with "
+                f"`{{\"name\": ..., \"value\": ...}}` binds both, the name checked against "
+                "the settings allowed"
             )
         elif leading is not None and _DDL.match(leading):
             remedy = _DDL_REMEDY
