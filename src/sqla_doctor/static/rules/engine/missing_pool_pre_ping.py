@@ -65,12 +65,12 @@ class MissingPoolPrePing(Rule):
     (`settings.POSTGRES_DSN`). An engine whose URL is unknown and that has none of these
     stays silent.
 
-    SQLite (its URL, `connect_args={"check_same_thread": ...}`, or a `creator` /
-    `async_creator` that names SQLite),
-    `poolclass=NullPool`/`StaticPool`, `pool_pre_ping=<anything but False>`,
-    `**engine_options`, test code (`tests/`, `test_*.py`, `conftest.py`) and the programs
-    of `scripts/` and `benchmarks/` folders (they do not live long enough for their
-    connections to go stale) are left alone.
+    Left alone: SQLite (its URL, `connect_args={"check_same_thread": ...}`, or a
+    `creator` / `async_creator` that names SQLite), `poolclass=NullPool`/`StaticPool`,
+    `pool_pre_ping=<anything but False>`, `**engine_options`, and engines that do not
+    live long enough for their connections to go stale: one its function disposes
+    (`finally: engine.dispose()`), test code (`tests/`, `test_*.py`, `conftest.py`) and
+    the programs of `scripts/` and `benchmarks/` folders.
 
     ## Why is this bad?
     The pool keeps connections open between requests. Servers, proxies, load balancers and
@@ -204,6 +204,21 @@ class MissingPoolPrePing(Rule):
             """,
             path="tests/conftest.py",
         ),
+        # An engine for one task, disposed by the function that made it.
+        Valid(
+            """
+            from sqlalchemy import create_engine
+            def blocked_models(url, query):
+                engine = None
+                try:
+                    engine = create_engine(url, pool_size=1)
+                    with engine.connect() as connection:
+                        return {row[0] for row in connection.execute(query)}
+                finally:
+                    if engine is not None:
+                        engine.dispose()
+            """
+        ),
         # A one-shot script: it exits before its connection can go stale.
         Valid(
             """
@@ -303,6 +318,16 @@ class MissingPoolPrePing(Rule):
                 )
             """,
         ),
+        # A function that makes the application's engine; the dispose is another engine's.
+        Invalid(
+            """
+            from sqlalchemy import create_engine
+            def make_engine(url, old):
+                engine = create_engine(url, pool_size=10)
+                old.dispose()
+                return engine
+            """,
+        ),
         # The application's engine, in a module named like a script.
         Invalid(
             """
@@ -345,7 +370,7 @@ class MissingPoolPrePing(Rule):
 
     @calls_to(named=_ENGINE_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
-        if self.short_lived or has_star_kwargs(node):
+        if self.short_lived or has_star_kwargs(node) or self._disposed_by_its_function(node):
             return
         factory = self.ctx.names.sqla_name(node.func)
         pre_ping = call_keyword(node, "pool_pre_ping")
@@ -379,6 +404,29 @@ class MissingPoolPrePing(Rule):
             + (", or `pool_recycle=` below the server's `wait_timeout`" if mysql else "")
             + "; behind PgBouncer or a proxy that closes idle connections, also set "
             "`pool_recycle` below its idle timeout",
+        )
+
+    def _disposed_by_its_function(self, call: ast.Call) -> bool:
+        """``engine = create_engine(...)`` in a function that also calls
+        ``engine.dispose()``: an engine for one task, whose pool never idles."""
+        statement = self.ctx.parent(call)
+        if not (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+        ):
+            return False
+        scope = self.ctx.enclosing_scope(call)
+        if scope is self.ctx.tree:
+            return False
+        name = statement.targets[0].id
+        return any(
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "dispose"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == name
+            for node in ast.walk(scope)
         )
 
     def _database(self, call: ast.Call, url: ast.expr) -> tuple[str | None, str | None]:
