@@ -9,6 +9,7 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
 from sqla_doctor.static.strings import StringFlow
+from sqla_doctor.static.syntax import call_keyword
 
 _APP = """
 from fastapi import FastAPI
@@ -31,7 +32,8 @@ class EngineNotDisposed(Rule):
     no module ever disposes: no `engine.dispose()` / `await engine.dispose()` in a lifespan, a
     shutdown handler or anywhere else. Async engines are reported in any such app; sync
     engines only where the app has shutdown hooks, since that is where the dispose
-    belongs, and not for SQLite (no server holds their connections).
+    belongs, and not for SQLite (no server holds their connections) nor with
+    `poolclass=NullPool` (no connection stays open to dispose of).
 
     ## Why is this bad?
     The pool keeps its connections open until the process dies: on every reload and
@@ -159,6 +161,17 @@ class EngineNotDisposed(Rule):
                 "app/main.py": _APP + "\n@app.on_event('shutdown')\ndef bye():\n    pass\n",
             },
         ),
+        # NullPool keeps no connection open between checkouts.
+        Valid(
+            """
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            engine = create_async_engine("postgresql+asyncpg://app@db/app", poolclass=NullPool)
+            """,
+            path="app/db.py",
+            files={"app/__init__.py": "", "app/main.py": _APP},
+        ),
         # A dispose on something we cannot name might be this engine.
         Valid(
             """
@@ -191,6 +204,19 @@ class EngineNotDisposed(Rule):
                 "`RuntimeError: Event loop is closed` — call `await engine.dispose()` when the "
                 "app shuts down (in its lifespan)"
             ),
+        ),
+        # A queue pool named explicitly keeps its connections.
+        Invalid(
+            """
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+            engine = create_async_engine(
+                "postgresql+asyncpg://app@db/app", poolclass=AsyncAdaptedQueuePool
+            )
+            """,
+            path="app/db.py",
+            files={"app/__init__.py": "", "app/main.py": _APP},
         ),
         # A lifespan exists but forgets the engine.
         Invalid(
@@ -294,6 +320,8 @@ class EngineNotDisposed(Rule):
                 and sqlite_engine(target, self.strings)
             ):
                 continue  # no server holds its connections; the process's exit closes them
+            if isinstance(target, ast.Call) and self._unpooled(target):
+                continue  # NullPool closes each connection when it is returned
             name = engine.qualname.rpartition(".")[2]
             extra = (
                 ", and an AsyncEngine collected after its event loop closed raises "
@@ -303,6 +331,13 @@ class EngineNotDisposed(Rule):
             )
             call = f"await {name}.dispose()" if engine.is_async else f"{name}.dispose()"
             self.report(target, engine=name, extra=extra, call=call)
+
+    def _unpooled(self, call: ast.Call) -> bool:
+        poolclass = call_keyword(call, "poolclass")
+        if poolclass is None:
+            return False
+        name = self.ctx.names.sqla_name(poolclass.value)
+        return name is not None and name.rpartition(".")[2] == "NullPool"
 
     @staticmethod
     def _node(module: ast.Module, line: int, col: int) -> ast.AST:
