@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import (
     Engine,
+    MetaData,
     bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     tuple_,
@@ -337,6 +339,29 @@ def test_one_helper_called_from_several_places_is_not_a_loop(engine: Engine) -> 
         name_of(session, 5)
         name_of(session, 1)
     assert not uow.findings
+
+
+def test_reflecting_the_schema_table_by_table_is_silent(engine: Engine) -> None:
+    """Reflection reads SQLite's schema table once per table: the library's loop."""
+    with engine.begin() as conn:
+        for name in ("r1", "r2", "r3", "r4", "r5", "r6"):
+            conn.execute(text(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY)"))
+    with sqla_doctor.track(mode="collect") as uow:
+        MetaData().reflect(engine)
+        inspector = inspect(engine)
+        columns = [inspector.get_columns(name) for name in inspector.get_table_names()]
+    assert columns
+    assert not uow.findings
+
+
+def test_a_table_of_the_program_named_like_a_catalog_is_still_counted(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE information (id INTEGER PRIMARY KEY, name TEXT)"))
+    lookup = text("SELECT name FROM information WHERE id = :id")
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as conn:
+        for key in IDS:
+            conn.execute(lookup, {"id": key})
+    assert one(uow.findings, "SQD252").message.startswith("SELECT … FROM information ran")
 
 
 def test_lazy_loads_are_left_to_the_lazy_load_detector(engine: Engine) -> None:

@@ -83,3 +83,17 @@ def test_a_session_flushing_on_an_autocommit_engine_loses_nothing(pg_engine: Eng
             assert kept.scalar_one() == 7
     finally:
         autocommit.dispose()
+
+
+def test_reflecting_the_catalog_table_by_table_is_no_repeated_query(pg_engine: Engine) -> None:
+    """Reflection reads pg_catalog once per table (SQD252 would call it a loop)."""
+    extra = MetaData()
+    for number in range(6):
+        Table(f"reflected_{number}", extra, Column("id", Integer, primary_key=True))
+    extra.create_all(pg_engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        inspector = inspect(pg_engine)
+        columns = [inspector.get_columns(name) for name in inspector.get_table_names()]
+        MetaData().reflect(pg_engine)
+    assert len(columns) >= 6
+    assert not [f for f in uow.findings if f.code == "SQD252"]

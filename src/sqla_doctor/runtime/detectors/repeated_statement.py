@@ -39,6 +39,14 @@ MAX_PARAMETER_SETS = 256
 MAX_PENDING = 64
 # Statements the session or the dialect issues on their own, not the user's queries.
 _NOT_QUERIES = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "PRAGMA", "SET ", "SHOW ")
+# The system catalogs that reflection and create_all() read once per table (SQLite's
+# schema table, PostgreSQL's pg_catalog and the standard information_schema): the
+# library's loop over the tables, not a query the program can batch.
+_CATALOG = re.compile(
+    r"\bFROM\s+(?:\"?main\"?\.)?(?:sqlite_(?:temp_)?(?:master|schema)\b|pg_catalog\.|"
+    r"information_schema\.)",
+    re.IGNORECASE,
+)
 _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 _SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
@@ -306,6 +314,8 @@ class RepeatedStatement(Detector):
     written into the SQL itself (an f-string, `literal_execute`, IN lists of different
     lengths) are masked in the key, so such a loop is one statement too. Lazy loads
     and attribute reloads are left to SQD251 and SQD253, which can name the relationship.
+    Reads of the system catalogs (`sqlite_master`, `pg_catalog`, `information_schema`)
+    are reflection's and `create_all()`'s own loop over the tables, and are not counted.
     A statement repeated with identical parameters counts only within one database
     transaction: a worker polling its queue once per transaction may see new rows each
     time.
@@ -443,7 +453,9 @@ class RepeatedStatement(Detector):
         if entry is None:
             if key in self.entries or len(self.entries) >= MAX_ENTRIES:
                 return  # a statement that is not a query, or no room left
-            if statement.sql.lstrip()[:9].upper().startswith(_NOT_QUERIES):
+            if statement.sql.lstrip()[:9].upper().startswith(_NOT_QUERIES) or _CATALOG.search(
+                statement.sql
+            ):
                 self.entries[key] = None
                 return
             example = statement.parameters if self.config.show_parameters else None
