@@ -331,6 +331,68 @@ def test_a_session_left_open_fails_at_teardown(project: pytest.Pytester) -> None
     )
 
 
+def test_writes_a_fixture_discards_at_teardown_are_not_a_forgotten_commit(
+    project: pytest.Pytester,
+) -> None:
+    """The fixture's close without commit() is how a test leaves the data as it found it;
+    a function of the application that closes its own session without one is still
+    losing its writes, whoever calls it."""
+    project.makepyfile(
+        service="""
+        from sqlalchemy.orm import Session
+
+        from models import User
+
+
+        def rename(engine, user_id, name):
+            with Session(engine) as session:
+                session.get(User, user_id).name = name
+                session.flush()
+        """
+    )
+    write_test(
+        project,
+        """
+        import pytest
+        from sqlalchemy import Connection, select, text
+        from sqlalchemy.orm import Session
+
+        from models import User
+        from service import rename
+
+
+        @pytest.fixture
+        def connection(engine):
+            with engine.connect() as connection:
+                yield connection
+
+
+        def test_writes_through_the_fixture(session):
+            session.add(User(name="new"))
+            assert session.scalars(select(User).where(User.name == "new")).one()
+
+
+        def test_core_writes_through_the_fixture(connection):
+            connection.execute(text("UPDATE users SET name = 'x'"))
+
+
+        def test_calls_the_service(engine):
+            rename(engine, 1, "renamed")
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_calls_the_service _*",
+            "service.py:7: SQD152 Session closed at service.py:7 without commit(): the "
+            "flushed writes (1 row(s) updated) were rolled back*",
+        ]
+    )
+
+
 def test_what_a_wider_scoped_fixture_opened_is_judged_when_it_is_torn_down(
     project: pytest.Pytester,
 ) -> None:

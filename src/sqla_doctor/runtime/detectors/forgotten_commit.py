@@ -26,6 +26,7 @@ from sqla_doctor.runtime.detectors.session_leak import (
     opened_as,
     scoped_proxy,
 )
+from sqla_doctor.runtime.generator_dependency import module_of
 from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
 
 _MAX_NAMED = 4
@@ -80,6 +81,19 @@ def _awaiting_user_site(frames: list[FrameType]) -> CallSite | None:
                 frame.f_globals.get("__name__"),
             )
     return None
+
+
+def closed_by_pytest_fixture(site: CallSite) -> bool:
+    """Whether the line at ``site`` is in a pytest fixture's function (``with
+    Session(engine) as s: yield s``): its teardown discards the test's writes on
+    purpose, so that the next test starts from the same data. Asked only when a close
+    lost writes."""
+    module = sys.modules.get(site.module) if site.module else module_of(site.filename)
+    function = module.__dict__.get(site.function) if module is not None else None
+    return function is not None and (
+        type(function).__name__ == "FixtureFunctionDefinition"  # pytest >= 8.4
+        or hasattr(function, "_pytestfixturefunction")  # earlier
+    )
 
 
 # ``with SessionLocal() as db:``, ``async with AsyncSession(engine) as session,``: each
@@ -182,7 +196,11 @@ class ForgottenCommit(Detector):
     reports through its events, so a forgotten delete is not detected. A pending object
     removed on purpose with `expunge()` before the session closes is reported. Sessions
     bound to a Connection their caller manages (the test-suite "join an external
-    transaction" recipe) are skipped: committing is the caller's business. In async
+    transaction" recipe) are skipped: committing is the caller's business. So are a
+    session or connection that a pytest fixture closes (`with Session(engine) as s:
+    yield s`, Flask's `with app.app_context(): yield`): discarding the test's writes is
+    how it gives the next test the same data. The price is that application code given
+    the fixture's session, which forgets its own commit, goes unnoticed in that test. In async
     code, an `async with AsyncSession()` block left by an exception is recognised, but
     `await session.close()` in an `except` block is not (the close runs in a greenlet
     that does not see the exception being handled) and is reported.
@@ -255,6 +273,8 @@ class ForgottenCommit(Detector):
                 if left_by_exception:
                     return
         if site is not None:
+            if closed_by_pytest_fixture(site):
+                return
             self._check(record, site, "closed at " + self.where(site))
         else:
             # Closed out of any of the program's frames: point at where the writes
@@ -267,6 +287,8 @@ class ForgottenCommit(Detector):
         # An AsyncConnection closes in a task of its own: no close site, and the write
         # was awaited.
         site = lost.site or lost.first
+        if lost.site is not None and closed_by_pytest_fixture(lost.site):
+            return
         ended = f"closed at {self.where(site)}" if lost.site is not None else "closed"
         awaited = site is not None and is_awaited(site)
         ddl = (
