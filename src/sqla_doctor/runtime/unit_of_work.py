@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from sqla_doctor.config import Config, ConfigError, RuntimeConfig
 from sqla_doctor.findings import Finding, Kind
@@ -214,6 +214,10 @@ class UnitOfWork:
     ``findings`` and ``query_count`` are what ``track()`` returns. ``statements`` keeps the
     SQL (never the parameters) of the first statements, for messages and budgets.
     """
+
+    # The unit of a loop's sessions (session_loops.LoopUnit): its detectors count what
+    # repeats across sessions, not within one.
+    across_sessions: ClassVar[bool] = False
 
     def __init__(
         self,

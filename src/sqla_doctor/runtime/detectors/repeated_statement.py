@@ -31,6 +31,7 @@ from sqla_doctor.runtime.loading import (
     snake_case,
 )
 from sqla_doctor.runtime.redact import shown_sql
+from sqla_doctor.runtime.unit_of_work import SessionRecord, process
 
 MAX_ENTRIES = 2_000
 MAX_PARAMETER_SETS = 256
@@ -253,6 +254,27 @@ def _core_fix(sql: str) -> str:
     )
 
 
+def _one_query(entry: _Entry) -> str | None:
+    """The one query that fetches what a query per item fetched, when its mapper and
+    the attribute it selects by are known (session.get(), a WHERE on one column)."""
+    if entry.fetched is not None:
+        mapper = entry.fetched
+        keys = primary_key_attributes(mapper)
+        if not keys:
+            return None
+        name = mapper.class_.__name__
+        if len(keys) == 1:
+            where = f"{name}.{keys[0]}.in_(ids)"
+        else:
+            where = "tuple_(" + ", ".join(f"{name}.{key}" for key in keys) + ").in_(keys)"
+        return f"session.scalars(select({name}).where({where}))"
+    if entry.filtered is not None:
+        mapper, key = entry.filtered[0], entry.filtered[1]
+        name = mapper.class_.__name__
+        return f"session.scalars(select({name}).where({name}.{key}.in_(ids)))"
+    return None
+
+
 def _fix_for_write(sql: str, orm: bool) -> str | None:
     """The fix for a write statement run once per item (None for a query)."""
     target = _TARGET.match(sql)
@@ -274,6 +296,8 @@ class _Entry:
         "most_in_transaction",
         "orm",
         "parameter_sets",
+        "session",
+        "sessions",
         "site",
         "sql",
         "transaction",
@@ -300,6 +324,11 @@ class _Entry:
         # leaks must stay collectable), and the most in any one.
         self.transaction: weakref.ref[Any] | None = None
         self.in_transaction = self.most_in_transaction = 0
+        # The session of its latest run (its record, weakly: it dies with the session),
+        # and how many sessions it ran in one after the other: a helper that opens a
+        # session per call runs it in a new one each time.
+        self.session: weakref.ref[SessionRecord] | None = None
+        self.sessions = 0
 
 
 class RepeatedStatement(Detector):
@@ -347,6 +376,26 @@ class RepeatedStatement(Detector):
     primary key and look each one up there: while that result is kept, `session.get()`
     finds them in the session and runs no SQL. A composite primary key is looked up by its
     tuple: `select(Stock).where(tuple_(Stock.warehouse, Stock.sku).in_(keys))`.
+
+    A helper that opens a session of its own on each call, called once per item by a
+    loop, runs its query once in each session:
+    ```python
+    def name_of(user_id):
+        with Session(engine) as session:
+            return session.get(User, user_id).name
+
+    names = [name_of(user_id) for user_id in user_ids]  # a session and a SELECT per id
+    ```
+    Outside `track()` each session is a unit of work of its own (a server's requests are
+    not one loop), so the sessions a helper opens are counted together only while the
+    frame that calls it, the loop, stays the same running frame, and only for queries:
+    not once the loop's sessions write (committing each item apart is often on purpose),
+    nor across a pause of a second or more between one session and the next (a consumer
+    waiting for its next message). The finding names the helper and the loop's line, and
+    tells to load the items in one query in one session (a helper that takes the list),
+    or at least to open one session around the loop and pass it in. The frame is marked
+    through its `f_trace`, never kept; under a debugger or a tracer that sets a trace
+    function, it is not marked and such loops go unseen outside `track()`.
 
     A SELECT of one aggregate (`select(func.count())...`) is named by it, `SELECT
     count(…) … FROM audit`, apart from the rows' SELECT of the same table, and told to
@@ -471,6 +520,12 @@ class RepeatedStatement(Detector):
             if known is None or known() is not transaction:
                 entry.transaction, entry.in_transaction = weakref.ref(transaction), 0
         entry.in_transaction += 1
+        if statement.orm is not None:
+            record = process.records.get(statement.orm.session_key)
+            if record is not None:
+                known = entry.session
+                if known is None or known() is not record:
+                    entry.session, entry.sessions = weakref.ref(record), entry.sessions + 1
         if entry.in_transaction > entry.most_in_transaction:
             entry.most_in_transaction = entry.in_transaction
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
@@ -498,6 +553,10 @@ class RepeatedStatement(Detector):
         for key, entry in self.entries.items():
             if entry is None or entry.count < threshold:
                 continue
+            if self.uow.across_sessions and (
+                entry.sessions < threshold or _TARGET.match(entry.sql) is not None
+            ):
+                continue  # repeated within a session: that session's unit says so
             if len(entry.parameter_sets) == 1 and entry.most_in_transaction < threshold:
                 continue  # polled once per transaction: each run may see other rows
             self._report(key, entry)
@@ -518,6 +577,11 @@ class RepeatedStatement(Detector):
             aggregate = _AGGREGATE.match(entry.sql)
             if write_fix is not None:
                 fix = write_fix
+            elif (
+                entry.sessions >= max(self.config.repeated_statement_threshold, 2)
+                and (per_call := self._session_per_call_fix(entry)) is not None
+            ):
+                fix = per_call
             elif entry.merged is not None:
                 fix = _merge_fix(entry.merged)
             elif entry.fetched is not None and (
@@ -576,6 +640,31 @@ class RepeatedStatement(Detector):
             site=self.where(entry.site),
             variants=variants,
             fix=fix,
+        )
+
+    def _session_per_call_fix(self, entry: _Entry) -> str | None:
+        """The fix for a query that a helper opening a session of its own runs once per
+        call, called once per item by a loop: each run is in a new session, so the
+        session-level fixes (a lookup dict while the result is kept) do not apply."""
+        site = entry.site
+        if site is None or site.caller is None or not site.function.isidentifier():
+            return None
+        helper = f"{site.function}()"
+        loop = self.where(CallSite(site.caller[0], site.caller[1], "?"))
+        query = _one_query(entry)
+        if query is not None and is_awaited(site):
+            query = f"(await {query})"
+        load = (
+            f"load them all in one query in one session instead, `{query}` (a {helper} that "
+            "takes the whole list)"
+            if query is not None
+            else "fetch the rows for all of them in one query in one session instead (e.g. "
+            ".where(Model.id.in_(ids)))"
+        )
+        return (
+            f"{helper} runs it in a new session on each call, and the loop at {loop} calls "
+            f"{helper} once per item: {load}, or at least open one session around the loop "
+            f"and pass it to {helper} rather than a session and a transaction per item"
         )
 
     def _count_so_far(self, entry: _Entry) -> str:

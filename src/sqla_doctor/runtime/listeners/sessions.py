@@ -40,6 +40,7 @@ from sqla_doctor.runtime.listeners.units import (
     _session_unit,
 )
 from sqla_doctor.runtime.loading import primary_key_attributes
+from sqla_doctor.runtime.session_loops import LoopUnit
 from sqla_doctor.runtime.unit_of_work import (
     MAX_DISCARDED_PER_SESSION,
     MAX_EXPUNGED_KEYS,
@@ -206,6 +207,10 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
             _dispatch(uow, "after_transaction_end", end)
             if not uow.explicit:
                 _checkpoint(uow)
+                loop = uow.parent
+                if isinstance(loop, LoopUnit) and loop.active:
+                    loop.session_ended(wrote=bool(record.writes or record.written))
+                    _checkpoint(loop)
     finally:
         record.reset_transaction()
         record.identity_map = session.identity_map

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from sqla_doctor.runtime import session_loops
 from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.modes import PitfallError, SqlaDoctorWarning
 from sqla_doctor.runtime.unit_of_work import (
@@ -75,7 +76,12 @@ def _implicit_unit(record: SessionRecord) -> UnitOfWork | None:
     if uow is None:
         if not process.installed or process.settings is None:
             return None
-        uow = record.implicit = UnitOfWork(process.settings, "session", explicit=False)
+        uow = record.implicit = UnitOfWork(
+            process.settings,
+            "session",
+            explicit=False,
+            parent=session_loops.loop_unit(process.settings),
+        )
     return uow
 
 
