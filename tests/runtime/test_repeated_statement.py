@@ -373,12 +373,14 @@ def test_lazy_loads_are_left_to_the_lazy_load_detector(engine: Engine) -> None:
 
 
 def test_flush_statements_are_not_counted(engine: Engine) -> None:
+    """A flush's INSERTs write what the program added: the flush per object is what
+    is reported, not its statement."""
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         for i in range(8):
             session.add(User(name=f"new{i}"))
             session.flush()
         session.rollback()
-    assert not of_code(uow.findings, "SQD252")
+    assert one(uow.findings, "SQD252").details["subject"] == "session.flush()"
 
 
 def test_show_parameters_adds_one_example(engine: Engine) -> None:
@@ -813,3 +815,111 @@ async def test_async_merge_in_a_loop_is_told_to_load_the_rows_first(
     finding = one(uow.findings, "SQD252")
     assert finding.location.line == line_of("async-merge")
     assert "— session.merge() loads each User the session does not hold" in finding.message
+
+
+def _add_and_flush_each(session: Session, names: list[str]) -> list[int]:
+    ids = []
+    for name in names:
+        user = User(name=name)
+        session.add(user)
+        session.flush()  # line:flush-per-row
+        ids.append(user.id)
+    return ids
+
+
+NEW_NAMES = [f"new{number}" for number in range(USERS)]
+
+
+def test_a_flush_per_new_object_is_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        ids = _add_and_flush_each(session, NEW_NAMES)
+        session.commit()
+    assert len(set(ids)) == USERS
+    finding = one(uow.findings, "SQD252")
+    here = relative(__file__)
+    assert finding.location.line == line_of("flush-per-row")
+    assert finding.message == (
+        f"session.flush() ran {USERS}× from {here}:{line_of('flush-per-row')} in one "
+        "transaction, inserting a User each time — add the User objects with "
+        "session.add_all() and flush once, after the loop: that flush sets every primary "
+        "key (user.id can be read then) and can send the rows in one batched INSERT "
+        "(insertmanyvalues) instead of a round trip and a unit-of-work pass per row; an "
+        "object that needs another's new key gets it through a relationship "
+        "(`child.parent = parent`), which the one flush fills in order (a flush per row to "
+        "catch each row's IntegrityError belongs in a SAVEPOINT per row, `with "
+        "session.begin_nested():`, which is not counted)"
+    )
+
+
+def test_a_flush_per_new_object_is_reported_under_install(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        _add_and_flush_each(session, NEW_NAMES)
+        session.commit()
+    assert one(sqla_doctor.collected(), "SQD252").message.startswith(
+        f"session.flush() ran at least {USERS}× from "
+    )
+
+
+def test_a_parent_and_child_flushed_per_row_name_both(engine: Engine) -> None:
+    """A loop that flushes the parent for its key, then the child: told the relationship."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for name in NEW_NAMES:
+            user = User(name=name)
+            session.add(user)
+            session.flush()
+            session.add(Post(title=f"{name}'s first", author_id=user.id))
+            session.flush()
+        session.commit()
+    messages = [f.message for f in of_code(uow.findings, "SQD252")]
+    assert len(messages) == 2
+    assert all("(`child.parent = parent`)" in message for message in messages)
+    assert any("inserting a Post each time" in message for message in messages)
+
+
+def test_add_all_and_one_flush_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = [User(name=name) for name in NEW_NAMES]
+        session.add_all(users)
+        session.flush()
+        ids = [user.id for user in users]
+        session.commit()
+    assert len(set(ids)) == USERS
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_a_flush_per_object_below_the_threshold_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        _add_and_flush_each(session, NEW_NAMES[:-1])
+        session.commit()
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_a_savepoint_per_row_is_not_a_flush_per_row(engine: Engine) -> None:
+    """Skipping the rows that fail needs each row in a SAVEPOINT of its own."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for name in NEW_NAMES:
+            with session.begin_nested():
+                session.add(User(name=name))
+        session.commit()
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_a_commit_per_row_is_not_a_flush_per_row(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for name in NEW_NAMES:
+            session.add(User(name=name))
+            session.commit()
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_flushes_that_change_loaded_objects_are_not_counted(engine: Engine) -> None:
+    """A flush per changed object writes an UPDATE the loop could batch too, but the
+    rule is about new objects whose keys the loop reads."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        for user in users:
+            user.name = f"{user.name}!"
+            session.flush()
+        session.commit()
+    assert not of_code(uow.findings, "SQD252")

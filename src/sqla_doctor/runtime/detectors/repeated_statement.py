@@ -16,8 +16,10 @@ from sqla_doctor.runtime.detector import (
     OTHER,
     SELECT,
     Detector,
+    Flush,
     OrmExecution,
     Statement,
+    a_or_an,
     inside_call,
     method_codes,
 )
@@ -331,6 +333,32 @@ class _Entry:
         self.sessions = 0
 
 
+class _FlushEntry:
+    """session.flush() called from one place, each time writing a new object or two."""
+
+    __slots__ = (
+        "count",
+        "entities",
+        "in_transaction",
+        "most_in_transaction",
+        "rows",
+        "site",
+        "transaction",
+    )
+
+    def __init__(self, site: CallSite) -> None:
+        self.site = site
+        self.count = self.rows = 0
+        # What the flushes inserted, by entity name (a few).
+        self.entities: dict[str, None] = {}
+        self.transaction: weakref.ref[Any] | None = None
+        self.in_transaction = self.most_in_transaction = 0
+
+
+# A flush per new object: at most this many objects inserted per flush, on average.
+_ROWS_PER_FLUSH = 2
+
+
 class RepeatedStatement(Detector):
     """
     ## What it does
@@ -454,6 +482,31 @@ class RepeatedStatement(Detector):
     session.execute(update(Invoice), [{"id": i.id, "pdf": render(i)} for i in invoices])
     ```
 
+    The statements a flush writes are not counted (they write what the program added),
+    but `session.flush()` called from one line once per new object, in one transaction,
+    is: each flush is a unit-of-work pass and an INSERT round trip of its own, often only
+    to read the new object's key.
+    ```python
+    for email in emails:
+        contact = Contact(email=email)
+        session.add(contact)
+        session.flush()  # one INSERT per contact
+        ids.append(contact.id)
+    ```
+
+    Use instead:
+    ```python
+    contacts = [Contact(email=email) for email in emails]
+    session.add_all(contacts)
+    session.flush()  # every key is set; PostgreSQL gets the rows in batched INSERTs
+    ids = [contact.id for contact in contacts]
+    ```
+    An object that needs another's new key (a child's foreign key) gets it through a
+    relationship, `child.parent = parent`, which one flush fills in order. Flushes by a
+    commit, inside a SAVEPOINT (`with session.begin_nested():` per row, to skip the rows
+    that fail) and autoflushes are not counted, nor flushes that only change loaded
+    objects.
+
     ## Options
     - `tool.sqla-doctor.runtime.repeated-statement-threshold`: executions from one place
       before it is reported (default 5).
@@ -483,6 +536,39 @@ class RepeatedStatement(Detector):
         # its parent alive). Per thread: workers sharing one session run their executions
         # between each other's do_orm_execute and cursor events.
         self.pending: dict[int, tuple[OrmExecution, Any, Any]] = {}
+        self.flushes: dict[tuple[Any, ...], _FlushEntry] = {}
+
+    def on_after_flush(self, flush: Flush) -> None:
+        """An explicit session.flush() that inserted: counted per place and transaction.
+        A commit's flush, a SAVEPOINT's (a row per savepoint, to skip the failing ones)
+        and an autoflush (SQD153's) are not a flush per row the program asked for."""
+        record = flush.record
+        site = flush.site
+        if (
+            flush.autoflush_of is not None
+            or record.committing
+            or record.nested_marks
+            or not flush.inserted
+            or site is None
+        ):
+            return
+        key = (site.filename, site.lineno, site.caller)
+        entry = self.flushes.get(key)
+        if entry is None:
+            if len(self.flushes) >= MAX_ENTRIES:
+                return
+            entry = self.flushes[key] = _FlushEntry(site)
+        entry.count += 1
+        entry.rows += sum(flush.inserted.values())
+        for name in flush.inserted:
+            if len(entry.entities) < 4:
+                entry.entities[name] = None
+        transaction = flush.session.get_transaction()
+        known = entry.transaction
+        if transaction is not None and (known is None or known() is not transaction):
+            entry.transaction, entry.in_transaction = weakref.ref(transaction), 0
+        entry.in_transaction += 1
+        entry.most_in_transaction = max(entry.most_in_transaction, entry.in_transaction)
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         state = execution.state
@@ -560,6 +646,40 @@ class RepeatedStatement(Detector):
             if len(entry.parameter_sets) == 1 and entry.most_in_transaction < threshold:
                 continue  # polled once per transaction: each run may see other rows
             self._report(key, entry)
+        for flush_key, flushes in self.flushes.items():
+            if (
+                flushes.most_in_transaction >= threshold
+                and flushes.rows <= _ROWS_PER_FLUSH * flushes.count
+                and not self.uow.across_sessions
+            ):
+                self._report_flushes(flush_key, flushes)
+
+    def _report_flushes(self, key: Any, entry: _FlushEntry) -> None:
+        names = list(entry.entities)
+        one = snake_case(names[0]) if len(names) == 1 else "obj"
+        each = " or ".join(a_or_an(name) for name in names)
+        objects = f"the {names[0]} objects" if len(names) == 1 else "the new objects"
+        fix = (
+            f"add {objects} with session.add_all() and flush once, after the loop: that "
+            f"flush sets every primary key ({one}.id can be read then) and can send the "
+            "rows in one batched INSERT (insertmanyvalues) instead of a round trip and a "
+            "unit-of-work pass per row; an object that needs another's new key gets it "
+            "through a relationship (`child.parent = parent`), which the one flush fills "
+            "in order (a flush per row to catch each row's IntegrityError belongs in a "
+            "SAVEPOINT per row, `with session.begin_nested():`, which is not counted)"
+        )
+        self.report(
+            entry.site,
+            key=("flush", key),
+            subject="session.flush()",
+            hint=fix,
+            details={"count": entry.count, "rows": entry.rows},
+            shape="session.flush()",
+            count=self._count_so_far_of(entry.count),
+            site=self.where(entry.site),
+            variants=f"in one transaction, inserting {each} each time",
+            fix=fix,
+        )
 
     def _report(self, key: Any, entry: _Entry) -> None:
         distinct = len(entry.parameter_sets)
@@ -668,9 +788,12 @@ class RepeatedStatement(Detector):
         )
 
     def _count_so_far(self, entry: _Entry) -> str:
+        return self._count_so_far_of(entry.count)
+
+    def _count_so_far_of(self, count: int) -> str:
         """How often it ran: an explicit unit reports at its end, the final count; a
         session's implicit one at the end of each transaction, where the loop may go on
         in the next one (a commit every 100 items)."""
         if self.uow.explicit or self.uow.closing:
-            return str(entry.count)
-        return f"at least {entry.count}"
+            return str(count)
+        return f"at least {count}"
