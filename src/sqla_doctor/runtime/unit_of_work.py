@@ -876,6 +876,7 @@ class FailedFlush:
 
     __slots__ = (
         "added_since",
+        "discarded_at",
         "driver_error",
         "earlier",
         "error",
@@ -912,6 +913,10 @@ class FailedFlush:
         self.first_added: CallSite | None = None
         # Whether a use of the session after it was reported (SQD155).
         self.reported = False
+        # Where the program's session.rollback() ended the failed transaction, discarding
+        # ``earlier`` with it; None once the session wrote again and that was reported
+        # (SQD165), or before.
+        self.discarded_at: CallSite | None = None
 
 
 # The key, in a DBAPI connection's ``info``, of the error that aborted its transaction.

@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import instance_state
 
 from sqla_doctor.runtime import callsite, reads
-from sqla_doctor.runtime.detector import AttachedElsewhere, FlushAfterFailure, TransactionEnd
+from sqla_doctor.runtime.detector import (
+    AttachedElsewhere,
+    FlushAfterFailure,
+    TransactionEnd,
+    calling_frame,
+    method_codes,
+)
 from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.listeners.connections import _autocommit, _last_checkout
 from sqla_doctor.runtime.listeners.endings import _lost_change
@@ -199,6 +205,7 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
     if uow is None and record.owner is not None and record.owner.active:
         uow = record.owner
     try:
+        _note_discarding_rollback(record)
         if uow is not None:
             _added_in_vain(session, record, uow)
             if outcome == "close" and not record.discarded_dirty:
@@ -216,6 +223,26 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
         record.identity_map = session.identity_map
         record.identity_seq = process.row_updates
         record.sharing.new_transaction()
+
+
+_ROLLBACK = method_codes(Session, "rollback")
+
+
+def _note_discarding_rollback(record: SessionRecord) -> None:
+    """The program's rollback() ends a transaction whose flush failed after earlier
+    flushes wrote rows: those rows go with it. Noted where it was called; SQD165 reports
+    it if the session writes again (the loop went on without them)."""
+    failed = record.failed_flush
+    if (
+        failed is None
+        or not failed.earlier
+        or failed.in_savepoint
+        or failed.discarded_at is not None
+        or failed.reported
+        or calling_frame(_ROLLBACK) is None
+    ):
+        return
+    failed.discarded_at = callsite.find(1) or failed.site
 
 
 def _added_in_vain(session: Session, record: SessionRecord, uow: UnitOfWork) -> None:
