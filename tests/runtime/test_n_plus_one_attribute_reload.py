@@ -45,6 +45,57 @@ def test_reading_objects_after_commit_is_reported_with_the_commit(engine: Engine
     assert finding.pitfalls == ("P01", "P05")
 
 
+def test_objects_expired_by_expire_all_name_that_call(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()  # line:loaded
+        session.expire_all()  # line:expire-all
+        names = [user.name for user in users]  # line:after-expire
+    assert len(names) == USERS
+    finding = one(uow.findings, "SQD253")
+    here = relative(__file__)
+    assert finding.message == (
+        f"User attributes (name) reloaded one object at a time {USERS}× from "
+        f"{here}:{line_of('after-expire')} — the session.expire_all() at "
+        f"{here}:{line_of('expire-all')} expired them, and each one reloads its own on first "
+        f"read: run the query at {here}:{line_of('loaded')} again after it (one query "
+        "refreshes every expired object it returns; their ids are expired too), or leave out "
+        "the session.expire_all() if nothing changed the rows behind the session's back"
+    )
+    assert [r.location.line for r in finding.related] == [line_of("expire-all")]
+
+
+def test_the_query_run_again_after_expire_all_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        session.expire_all()
+        assert session.scalars(select(User)).all() == users
+        assert [user.name for user in users]
+    assert not uow.findings
+
+
+def test_a_commit_after_expire_all_is_the_one_named(engine: Engine) -> None:
+    """The latest expiry is the cause: the commit's, not the expire_all() before it."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        session.expire_all()
+        session.scalars(select(User)).all()
+        session.commit()  # line:commit-after-expire
+        assert [user.name for user in users]
+    message = one(uow.findings, "SQD253").message
+    assert f"the commit at {relative(__file__)}:{line_of('commit-after-expire')}" in message
+    assert "expire_all" not in message
+
+
+def test_expire_per_object_names_the_expire_call(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        for user in users:
+            session.expire(user)  # line:expire-one
+        assert [user.name for user in users]
+    message = one(uow.findings, "SQD253").message
+    assert f"the session.expire() at {relative(__file__)}:{line_of('expire-one')}" in message
+
+
 def test_expire_on_commit_false_is_the_silent_twin(engine: Engine) -> None:
     factory = sessionmaker(engine, expire_on_commit=False)
     with sqla_doctor.track(mode="collect") as uow, factory() as session:

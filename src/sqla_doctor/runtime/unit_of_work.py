@@ -53,6 +53,9 @@ current: ContextVar[UnitOfWork | None] = ContextVar("sqla_doctor_unit_of_work", 
 # runs before the autoflush and before the statement, in the same thread or greenlet, so
 # the flush and the cursor event can tell which query they belong to.
 executing: ContextVar[OrmExecution | None] = ContextVar("sqla_doctor_executing", default=None)
+# The session whose commit or rollback is expiring its objects in this context (from
+# after_commit / after_rollback to the transaction's end): not the program's expire_all().
+expiring: ContextVar[SessionRecord | None] = ContextVar("sqla_doctor_expiring", default=None)
 # The session flushing in this context: its statements are the flush's, not the user's.
 flushing: ContextVar[SessionRecord | None] = ContextVar("sqla_doctor_flushing", default=None)
 
@@ -574,6 +577,8 @@ class SessionRecord:
         "discarded",
         "discarded_dirty",
         "exit_rollback",
+        "expire_call",
+        "expire_site",
         "external",
         "failed_flush",
         "flush_error",
@@ -664,6 +669,12 @@ class SessionRecord:
         self.commit_site: CallSite | None = None
         # The last rollback of the outermost transaction since the last commit.
         self.rollback_site: CallSite | None = None
+        # The program's last expire_all() or expire() since the last commit or rollback:
+        # where, and which call ("expire_all()"), with the id of that call's frame (its
+        # objects expire one by one; the first one finds the place).
+        self.expire_site: CallSite | None = None
+        self.expire_call: tuple[str, int] | None = None
+
         # A rollback a unit-of-work class's __exit__ made when its block ended without
         # an error: its __exit__ and the with block. It discards as a close does.
         self.exit_rollback: tuple[CallSite, CallSite] | None = None

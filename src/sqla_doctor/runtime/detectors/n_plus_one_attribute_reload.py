@@ -61,6 +61,7 @@ class _Group:
         "commit_site",
         "deferred",
         "entity",
+        "expire_site",
         "expired",
         "loads",
         "parents",
@@ -83,6 +84,9 @@ class _Group:
         self.deferred = False
         self.refreshed = False
         self.commit_site: CallSite | None = None
+        # The program's expire_all() or expire() that expired them, which it was, and
+        # the query that had loaded them.
+        self.expire_site: tuple[CallSite, str, CallSite | None] | None = None
         # The superclass a query selected, and that query, when the objects' own
         # table's columns were left out by it rather than expired.
         self.subclass_of: tuple[Any, OrmExecution] | None = None
@@ -116,6 +120,11 @@ class NPlusOneAttributeReload(Detector):
     session.commit()
     names = [user.name for user in users]
     ```
+
+    Objects expired by the program's own `session.expire_all()` (or `expire(obj)`) are
+    told where it was called, and to run the query that loaded them again after it: one
+    query refreshes every expired object it returns (their ids are expired too, so a
+    query built from `[user.id for user in users]` would reload each one first).
 
     A query of the base class of a joined-table hierarchy (`select(Employee)`) loads
     each subclass object without its own table's columns; reading one of them
@@ -190,7 +199,15 @@ class NPlusOneAttributeReload(Detector):
             if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
                 group.attributes.update(expired)
             record = self._record(state)
-            if record is not None and record.commit_site is not None:
+            if record is not None and record.expire_site is not None:
+                # Cleared by each commit or rollback: it came after the last one.
+                origin = self.uow.origin_for(mapper, query=True)
+                group.expire_site = (
+                    record.expire_site,
+                    record.expire_call[0],
+                    origin.site if origin is not None else None,
+                )
+            elif record is not None and record.commit_site is not None:
                 group.commit_site = record.commit_site
             return True
         unloaded = set(state.unloaded) & deferred
@@ -256,6 +273,21 @@ class NPlusOneAttributeReload(Detector):
             hint = ".execution_options(populate_existing=True)"
         elif group.subclass_of is not None:
             fix, hint = self._subclass_fix(group, group.subclass_of, related)
+        elif group.expired and group.expire_site is not None:
+            site, call, loaded_at = group.expire_site
+            query = (
+                f"the query at {self.where(loaded_at)}"
+                if loaded_at is not None
+                else "the query that loaded them"
+            )
+            fix = (
+                f"the {call} at {self.where(site)} expired them, and each one reloads its "
+                f"own on first read: run {query} again after it (one query refreshes every "
+                f"expired object it returns; their ids are expired too), or leave out the "
+                f"{call} if nothing changed the rows behind the session's back"
+            )
+            hint = f"session.scalars(select({group.entity})...).all() after {call}"
+            related.append((site, f"the {call} that expired the objects"))
         elif group.expired and group.commit_site is not None:
             hint = "sessionmaker(..., expire_on_commit=False)"
             create = "create the session with expire_on_commit=False"

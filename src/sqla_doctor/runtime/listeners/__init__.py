@@ -54,6 +54,7 @@ from sqla_doctor.runtime.listeners.flushes import (
 from sqla_doctor.runtime.listeners.objects import (
     _instrument_known_mappers,
     _load_watched,
+    _on_expire,
     _on_mapper_configured,
     _on_pickle,
     track_every_read,
@@ -120,6 +121,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Session, "persistent_to_detached", _on_persistent_to_detached, {"raw": True}),
     (Mapper, "mapper_configured", _on_mapper_configured, {}),
     (Mapper, "pickle", _on_pickle, {"raw": True}),
+    (Mapper, "expire", _on_expire, {"raw": True}),
     (Pool, "checkout", _on_checkout, {}),
     (Pool, "checkin", _on_checkin, {}),
 )

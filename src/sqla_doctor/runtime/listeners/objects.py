@@ -37,7 +37,13 @@ from sqla_doctor.runtime.listeners.units import (
     _registration_lock,
     _session_unit,
 )
-from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork, current, process
+from sqla_doctor.runtime.unit_of_work import (
+    SessionRecord,
+    UnitOfWork,
+    current,
+    expiring,
+    process,
+)
 
 _REPR_FUNCTIONS = frozenset({"__repr__", "__str__", "__format__"})
 # Frames looked at between a primary-key read and the user's line for a repr() running
@@ -77,6 +83,37 @@ def _instrument_mapper(mapper: Any) -> None:
             # wrapper of its own, which halves what each assignment pays for it.
             event.listen(attribute, "set", _on_column_set, raw=True, retval=True, include_key=True)
             _registered.append((attribute, "set", _on_column_set))
+
+
+_EXPIRE_CALLS = {
+    code: f"session.{name}()"
+    for name in ("expire_all", "expire")
+    for code in method_codes(Session, name)
+}
+
+
+def _on_expire(state: Any, keys: Any) -> None:
+    """An object's attributes expire: by the program's expire_all() or expire(), noted
+    where it called it (SQD253 names it); a commit's or rollback's expiry, refresh()'s
+    and a SAVEPOINT rollback's are not. A commit expires every object it holds: what
+    each one costs is one context variable read."""
+    # Guarded inline rather than by _guarded: this runs for every object a commit expires.
+    try:
+        if expiring.get() is not None:
+            return
+        session = state.session
+        record = process.records.get(id(session)) if session is not None else None
+        if record is None:
+            return
+        frame = calling_frame(_EXPIRE_CALLS, limit=8)
+        if frame is None:
+            return
+        call = (_EXPIRE_CALLS[frame.f_code], id(frame))
+        if call != record.expire_call:
+            record.expire_call = call
+            record.expire_site = callsite.find(1)
+    except Exception:
+        internal_error("_on_expire")
 
 
 @_guarded

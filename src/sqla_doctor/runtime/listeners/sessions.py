@@ -56,6 +56,7 @@ from sqla_doctor.runtime.unit_of_work import (
     SessionRecord,
     UnitOfWork,
     current,
+    expiring,
     process,
 )
 
@@ -180,6 +181,8 @@ def _on_after_rollback(session: Session) -> None:
 def _objects_expire(session: Session, record: SessionRecord) -> None:
     """SQLAlchemy expires the session's objects right after this event: what a detector
     reads from their __dict__ later is gone then."""
+    expiring.set(record)
+    record.expire_site = record.expire_call = None
     uow = _session_unit(record)
     if uow is not None and uow.handlers["objects_expire"]:
         _dispatch(uow, "objects_expire", session, can_raise=False)
@@ -219,6 +222,8 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
                     loop.session_ended(wrote=bool(record.writes or record.written))
                     _checkpoint(loop)
     finally:
+        if expiring.get() is not None:
+            expiring.set(None)
         record.reset_transaction()
         record.identity_map = session.identity_map
         record.identity_seq = process.row_updates
