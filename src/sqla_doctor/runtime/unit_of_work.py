@@ -36,6 +36,7 @@ from sqla_doctor.runtime.callsite import CallSite, task_label
 from sqla_doctor.suppression import line_has_noqa
 
 if TYPE_CHECKING:
+    from sqla_doctor.runtime.app_context import KeptInG
     from sqla_doctor.runtime.detector import Detector, OrmExecution
 
 # Caps that keep a unit of work's memory bounded.
@@ -590,6 +591,7 @@ class SessionRecord:
         "identity_map",
         "identity_seq",
         "implicit",
+        "kept_in",
         "key",
         "long_lived",
         "nested_marks",
@@ -616,6 +618,8 @@ class SessionRecord:
         self.owner: UnitOfWork | None = None
         # The user's frames when the session acquired its connection.
         self.opened: tuple[CallSite, ...] = ()
+        # The name flask.g held it under then, and the app's teardown functions.
+        self.kept_in: KeptInG | None = None
         self.holds_connection = False
         # Still alive when the interpreter exits (reported as if collected then).
         self.at_exit = False

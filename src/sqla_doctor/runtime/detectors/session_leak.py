@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.app_context import KeptInG, assignment_to_g
 from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, format_stack
 from sqla_doctor.runtime.detector import Detector
@@ -348,6 +349,13 @@ class SessionLeak(Detector):
     a literal) is not named. Only signatures and source are read; no annotation is
     evaluated.
 
+    A session a Flask app keeps in `flask.g` for the request (`g.db = Session(engine)`
+    in a `get_db()` helper) is traced to that assignment and to the app's
+    `teardown_appcontext` function, which is told to close it whatever happened (`db =
+    g.pop("db", None)`, then `db.close()`): Flask runs it after a failed request too,
+    with the error as its argument, and one that closes only when there was none leaks
+    the session of every failed request. An app with no such function is told to add one.
+
     When the program dies of an uncaught exception, a session still open at exit is not
     reported if a frame that exception unwound holds it (a local variable, an attribute
     of a local such as `self.session`, a module global, or the current session of a
@@ -430,6 +438,41 @@ class SessionLeak(Detector):
             when = "was still open at exit" if record.at_exit else "was garbage-collected"
             self._report(record, f"{when} while holding a connection (never closed)")
 
+    def _kept_in_g_fix(
+        self,
+        kept: KeptInG,
+        sites: tuple[CallSite, ...],
+        related: list[tuple[CallSite, str]],
+    ) -> tuple[str, str]:
+        """A session a Flask app kept in flask.g for the request: its teardown function
+        is where it closes, whether the request failed or not."""
+        name = kept.name
+        files = [site.filename for site in sites[:2]]
+        files += [t.filename for t in kept.teardowns if t.filename not in files]
+        made = assignment_to_g(files, name)
+        if made is not None:
+            related.insert(0, (made, f"the session was kept in flask.g.{name} here"))
+        held = f"it was kept in flask.g.{name} for the request" + (
+            f" ({self.where(made)})" if made is not None else ""
+        )
+        close = f'db = g.pop("{name}", None)` then `if db is not None: db.close()'
+        if kept.teardowns:
+            teardown = kept.teardowns[0]
+            related.append((teardown, "this teardown_appcontext function left it open"))
+            fix = (
+                f"{held}, and the app context ended without closing it: close it in "
+                f"{teardown.function}() ({self.where(teardown)}) whatever happened, `{close}`"
+                " — Flask runs teardown functions after a failed request too, with the "
+                "error as their argument"
+            )
+        else:
+            fix = (
+                f"{held}, and nothing closes it when the app context ends: add "
+                "`@app.teardown_appcontext def close_db(exc):` with "
+                f"`{close}` (it runs after failed requests too)"
+            )
+        return fix, f'db = g.pop("{name}", None)  # then db.close() unless it is None'
+
     def _report(self, record: SessionRecord, what: str) -> None:
         if self.code in record.reported or _close_interrupted(record):
             return
@@ -450,7 +493,10 @@ class SessionLeak(Detector):
                 related.insert(0, (used, "the program last used the session here"))
         proxy = scoped_proxy(sites[0] if sites else None)
         dependency = generator_dependency(sites) if proxy is None else None
-        if dependency is not None:
+        kept = record.kept_in
+        if kept is not None and proxy is None and dependency is None:
+            fix, hint = self._kept_in_g_fix(kept, sites, related)
+        elif dependency is not None:
             name = dependency.name
             with_ = "async with" if dependency.awaited else "with"
             # The dependency's own `db = SessionLocal()`, named back to the program.

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import instance_state
 
 from sqla_doctor.runtime import callsite, reads
+from sqla_doctor.runtime.app_context import kept_in_flask_g
 from sqla_doctor.runtime.detector import (
     AttachedElsewhere,
     FlushAfterFailure,
@@ -113,6 +114,7 @@ def _on_after_begin(session: Session, transaction: Any, connection: Connection) 
         # A connection the caller handed over: never this session's leak to report.
         site = callsite.find(1)
         record.opened = (site,) if site is not None else ()
+    record.kept_in = kept_in_flask_g(session)
     uow = _session_unit(record)
     if record.owner is None:
         record.owner = uow
