@@ -403,3 +403,57 @@ def test_a_pool_timeout_of_a_module_level_engine_points_at_its_create_engine_lin
     finding = one(tracker.last.findings, "SQD451")
     created = [r for r in finding.related if r.message == CREATED]
     assert [r.location.line for r in created] == [line_of("create")]
+
+
+def swallowing_job(engine: Engine, slow_call_inside: bool) -> str:
+    """A worker that turns any failure into its result, as a job runner's may."""
+    try:
+        with Session(engine) as session:
+            session.execute(text("SELECT 1"))  # line:swallowed
+            if slow_call_inside:
+                time.sleep(0.3)
+                return "ok"
+        time.sleep(0.3)
+        return "ok"
+    except Exception as error:
+        return type(error).__name__
+
+
+def run_jobs(engine: Engine, slow_call_inside: bool) -> list[str]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda _: swallowing_job(engine, slow_call_inside), range(4)))
+
+
+@pytest.fixture
+def impatient_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'impatient.db'}", pool_size=2, max_overflow=0, pool_timeout=0.1
+    )
+    yield engine
+    engine.dispose()
+
+
+def test_a_pool_timeout_a_worker_catches_is_explained_as_it_leaves_the_session(
+    impatient_engine: Engine,
+) -> None:
+    """The error never reaches a unit's end, the excepthook or a log: it is explained
+    as the session's `with` block passes it on."""
+    sqla_doctor.install(mode="collect")
+    results = run_jobs(impatient_engine, slow_call_inside=True)
+    assert sorted(results) == ["TimeoutError", "TimeoutError", "ok", "ok"]
+    finding = one(sqla_doctor.collected(), "SQD451")
+    here = relative(__file__)
+    assert finding.location.line == line_of("swallowed")
+    assert finding.message.startswith(
+        f"checkout at {here}:{line_of('swallowed')} timed out: QueuePool limit of size 2 "
+        f"overflow 0 reached — held by: {here}:{line_of('swallowed')} in swallowing_job "
+        "(Session, held "
+    )
+
+
+def test_workers_that_release_the_connection_before_the_slow_call_are_the_silent_twin(
+    impatient_engine: Engine,
+) -> None:
+    sqla_doctor.install(mode="collect")
+    assert run_jobs(impatient_engine, slow_call_inside=False) == ["ok"] * 4
+    assert not of_code(sqla_doctor.collected(), "SQD451")

@@ -329,19 +329,35 @@ def explain_raised(raised: BaseException, live: FrameType) -> None:
             (raised.__traceback__,) if raised.__traceback__ is not None else (),
             live,
         )
-        uow = current.get()
-        if uow is not None:
-            dispatch(uow, raised, payload, emit=True)
-            return
-        settings = process.settings
-        if not process.installed or settings is None:
-            return
-        uow = UnitOfWork(settings, "raised", explicit=False)
-        dispatch(uow, raised, payload, emit=True)
-        uow.end()
-        uow.release(final=True, can_raise=False)
+        _explain_now(raised, payload)
     except Exception:
         _internal_error(explain_raised)
+
+
+def explain_passing(raised: BaseException) -> None:
+    """Explain an error on its way out of the program's session (its ``with`` block
+    closing it), which the program may still catch and swallow: a worker thread that
+    returns the error's name. The user's line is the traceback's, where it was raised."""
+    try:
+        if not _explained(raised):
+            _explain_now(raised, seen(raised))
+    except Exception:
+        _internal_error(explain_passing)
+
+
+def _explain_now(raised: BaseException, payload: ErrorSeen) -> None:
+    """In the context's unit of work, or a short-lived implicit one."""
+    uow = current.get()
+    if uow is not None:
+        dispatch(uow, raised, payload, emit=True)
+        return
+    settings = process.settings
+    if not process.installed or settings is None:
+        return
+    uow = UnitOfWork(settings, "raised", explicit=False)
+    dispatch(uow, raised, payload, emit=True)
+    uow.end()
+    uow.release(final=True, can_raise=False)
 
 
 def _excepthook(

@@ -50,9 +50,12 @@ class PoolSaturation(Detector):
     long, or else by the last holders giving their connections back (four jobs of 0.8 s
     on a pool of two: full for 1.6 s). When a checkout fails with
     `TimeoutError: QueuePool limit of size N overflow M reached`, explains the error
-    with the same list of holders. When the engine is a module-level global of the
-    program (`engine = create_engine(...)`), the finding also points at that line, where
-    `pool_size` and `max_overflow` go.
+    with the same list of holders: as it reaches the end of a unit of work or the
+    program, or a log record, and, for a session's checkout, as the session's `with`
+    block closes it on the error's way out, so that a worker thread which catches it
+    (and returns its name, or retries) still gets the explanation. When the engine is a
+    module-level global of the program (`engine = create_engine(...)`), the finding also
+    points at that line, where `pool_size` and `max_overflow` go.
 
     ## Why is this bad?
     Once every connection is checked out, the next checkout waits `pool_timeout` (30 s)

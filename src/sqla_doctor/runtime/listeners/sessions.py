@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import instance_state
 
-from sqla_doctor.runtime import callsite, reads
+from sqla_doctor.runtime import callsite, errors, reads
 from sqla_doctor.runtime.app_context import kept_in_flask_g
 from sqla_doctor.runtime.detector import (
     AttachedElsewhere,
@@ -206,6 +207,11 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
     record.committing = False
     record.paused = None
     outcome = record.outcome or "close"
+    passing = sys.exc_info()[1]
+    if isinstance(passing, PoolTimeoutError):
+        # The checkout for this session timed out, and the `with` block closing it is
+        # passing the error on: a worker may catch it and say nothing (SQD451 explains).
+        errors.explain_passing(passing)
     uow = _session_unit(record)
     if uow is None and record.owner is not None and record.owner.active:
         uow = record.owner
