@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import gc
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import (
@@ -27,7 +29,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, with_parent
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+    with_parent,
+)
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
@@ -923,3 +933,37 @@ def test_flushes_that_change_loaded_objects_are_not_counted(engine: Engine) -> N
             session.flush()
         session.commit()
     assert not of_code(uow.findings, "SQD252")
+
+
+def _jobs_on_one_thread(
+    engine: Engine, job: Callable[[scoped_session[Session], Any], Any], inputs: list[Any]
+) -> None:
+    """A thread pool's worker running each job on its thread's scoped session, removed
+    only when the pool is done."""
+    registry = scoped_session(sessionmaker(engine))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        list(pool.map(functools.partial(job, registry), inputs))
+        pool.submit(registry.remove).result()
+
+
+def _name(registry: scoped_session[Session], user_id: int) -> str:
+    return registry.get(User, user_id).name  # type: ignore[union-attr]  # line:per-job
+
+
+def _names(registry: scoped_session[Session], user_ids: list[int]) -> list[str]:
+    return [registry.get(User, user_id).name for user_id in user_ids]  # type: ignore[union-attr]  # line:job-loop
+
+
+def test_jobs_a_thread_pool_runs_on_one_session_are_not_a_loop(engine: Engine) -> None:
+    """Each job is a call of the program's function by the pool's worker: one get()
+    per job, repeated by the pool, not by a loop of the program (the scoped session
+    never removed between jobs is SQD151's)."""
+    sqla_doctor.install(mode="collect")
+    _jobs_on_one_thread(engine, _name, IDS * 2)
+    assert not of_code(sqla_doctor.collected(), "SQD252")
+
+
+def test_a_loop_inside_a_job_the_pool_runs_is_reported(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    _jobs_on_one_thread(engine, _names, [IDS])
+    assert one(sqla_doctor.collected(), "SQD252").location.line == line_of("job-loop")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dis
 import importlib
 import os
 import re
@@ -639,3 +640,60 @@ def _installed_path(shown: str) -> str:
 def format_stack(frames: Iterable[CallSite], root: str) -> list[str]:
     """``path:line in function`` lines, for a finding's details."""
     return [f"{display_path(f.filename, root)}:{f.lineno} in {f.function}" for f in frames]
+
+
+# Code object -> the (start, end) offsets of its loops: a backward jump and its target.
+_loops: dict[CodeType, tuple[tuple[int, int], ...]] = {}
+
+
+def _loop_ranges(code: CodeType) -> tuple[tuple[int, int], ...]:
+    ranges = _loops.get(code)
+    if ranges is None:
+        ranges = tuple(
+            (instruction.argval, instruction.offset)
+            for instruction in dis.get_instructions(code)
+            if instruction.opcode in _JUMPS
+            and isinstance(instruction.argval, int)
+            and instruction.argval < instruction.offset
+        )
+        if len(_loops) >= _CACHE_LIMIT:
+            _loops.clear()
+        _loops[code] = ranges
+    return ranges
+
+
+# Jumps, but not the one an `await` or `yield from` loops with while it waits (3.11+).
+_JUMPS = (frozenset(dis.hasjrel) | frozenset(dis.hasjabs)) - {
+    dis.opmap.get("JUMP_BACKWARD_NO_INTERRUPT", -1)
+}
+
+
+def _in_loop(frame: FrameType) -> bool:
+    """Whether the frame is running an instruction inside one of its loops."""
+    at = frame.f_lasti
+    return any(start <= at <= end for start, end in _loop_ranges(frame.f_code))
+
+
+def called_again_by_library(site: CallSite) -> bool:
+    """Whether the statement at ``site``, running now, is in no loop of the program: no
+    frame of the program on the stack is inside a loop, and the outermost of them is a
+    function that installed code called (a thread pool's worker, a web framework, a job
+    runner), not the program's module. Its runs then come from that code calling the
+    program again, each call a job or a request of its own, not from the program
+    iterating. Walks the stack: ask once per repeated statement."""
+    frame: FrameType | None = sys._getframe(1)
+    greenlet: Any = None
+    outermost: FrameType | None = None
+    found = False
+    for _ in range(_MAX_FRAMES * 2):
+        if frame is None:
+            return outermost is not None and outermost.f_code.co_name != "<module>"
+        code = frame.f_code
+        if not found:
+            found = code.co_filename == site.filename and frame.f_lineno == site.lineno
+        if found and classify(code.co_filename) == USER:
+            if _in_loop(frame):
+                return False
+            outermost = frame
+        frame, greenlet = _next_frame(frame, greenlet)
+    return False  # deeper than that: nothing to say

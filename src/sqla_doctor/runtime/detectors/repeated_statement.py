@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import USER, CallSite, classify
+from sqla_doctor.runtime.callsite import USER, CallSite, called_again_by_library, classify
 from sqla_doctor.runtime.detector import (
     CORE,
     OTHER,
@@ -288,6 +288,7 @@ def _fix_for_write(sql: str, orm: bool) -> str | None:
 
 class _Entry:
     __slots__ = (
+        "by_library",
         "collection",
         "count",
         "example",
@@ -331,6 +332,9 @@ class _Entry:
         # session per call runs it in a new one each time.
         self.session: weakref.ref[SessionRecord] | None = None
         self.sessions = 0
+        # Run again by installed code calling the program's function anew (a thread
+        # pool's worker taking the next job), with no loop of the program on the stack.
+        self.by_library = False
 
 
 class _FlushEntry:
@@ -375,7 +379,10 @@ class RepeatedStatement(Detector):
     are reflection's and `create_all()`'s own loop over the tables, and are not counted.
     A statement repeated with identical parameters counts only within one database
     transaction: a worker polling its queue once per transaction may see new rows each
-    time.
+    time. Nor does a statement count when installed code runs it again by calling the
+    program's function anew, with no loop of the program on the stack: a thread pool's
+    worker taking its next job on the thread's `scoped_session`, never removed between
+    jobs (SQD151 says so), runs each job's one `session.get()` in the same session.
 
     `track()` reports at its end, with how often the statement ran. A session outside
     one (`install()`, `sqla-doctor run`) reports at the end of each of its transactions,
@@ -614,6 +621,8 @@ class RepeatedStatement(Detector):
                     entry.session, entry.sessions = weakref.ref(record), entry.sessions + 1
         if entry.in_transaction > entry.most_in_transaction:
             entry.most_in_transaction = entry.in_transaction
+        if entry.count == 2 and site.caller is not None and classify(site.caller[0]) != USER:
+            entry.by_library = called_again_by_library(site)
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
             mapper = pending[2]
@@ -637,7 +646,7 @@ class RepeatedStatement(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.repeated_statement_threshold, 2)
         for key, entry in self.entries.items():
-            if entry is None or entry.count < threshold:
+            if entry is None or entry.count < threshold or entry.by_library:
                 continue
             if self.uow.across_sessions and (
                 entry.sessions < threshold or _TARGET.match(entry.sql) is not None
