@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import (
+    Connection,
     Engine,
     MetaData,
     bindparam,
@@ -380,6 +381,71 @@ def test_lazy_loads_are_left_to_the_lazy_load_detector(engine: Engine) -> None:
             assert user.posts
     assert of_code(uow.findings, "SQD251")
     assert not of_code(uow.findings, "SQD252")
+
+
+def test_lazy_loads_each_in_a_savepoint_are_left_to_the_lazy_load_detector(
+    engine: Engine,
+) -> None:
+    # begin_nested() emits its SAVEPOINT as the lazy load takes the connection, after
+    # the load's do_orm_execute: the SAVEPOINT is not the load's statement.
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine) as session,
+        session.begin(),
+    ):
+        for user in session.scalars(select(User)).all():
+            with session.begin_nested():
+                assert user.posts
+    assert of_code(uow.findings, "SQD251")
+    assert not of_code(uow.findings, "SQD252")
+
+
+async def test_async_lazy_loads_each_in_a_savepoint_are_left_to_the_lazy_load_detector(
+    async_engine: AsyncEngine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as session, session.begin():
+            for user in (await session.scalars(select(User))).all():
+                async with session.begin_nested():
+                    assert await user.awaitable_attrs.posts
+    assert of_code(uow.findings, "SQD251")
+    assert not of_code(uow.findings, "SQD252")
+
+
+def test_lazy_loads_after_a_begin_listeners_begin_are_left_to_the_lazy_load_detector(
+    engine: Engine,
+) -> None:
+    # The pysqlite recipe for SAVEPOINT support: the "begin" event emits BEGIN itself,
+    # as the first statement of each transaction takes the connection.
+    event.listen(engine, "begin", _emit_begin)
+    try:
+        with (
+            sqla_doctor.track(mode="collect") as uow,
+            Session(engine, expire_on_commit=False) as session,
+        ):
+            for user in session.scalars(select(User)).all():
+                session.commit()
+                assert user.posts
+    finally:
+        event.remove(engine, "begin", _emit_begin)
+    assert of_code(uow.findings, "SQD251")
+    assert not of_code(uow.findings, "SQD252")
+
+
+def _emit_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def test_a_query_repeated_in_a_savepoint_per_item_is_still_reported(engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine) as session,
+        session.begin(),
+    ):
+        for user_id in IDS:
+            with session.begin_nested():
+                session.scalars(select(Post).where(Post.author_id == user_id)).all()  # line:nested
+    assert one(uow.findings, "SQD252").location.line == line_of("nested")
 
 
 def test_flush_statements_are_not_counted(engine: Engine) -> None:

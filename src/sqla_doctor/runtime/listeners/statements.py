@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import MissingGreenlet, SQLAlchemyError
 from sqlalchemy.orm import RelationshipProperty
+from sqlalchemy.sql.elements import SavepointClause
 
 from sqla_doctor.runtime import callsite, errors
 from sqla_doctor.runtime.detector import (
@@ -89,6 +90,19 @@ _KEYED_BY_CALLER = frozenset({SELECT, OTHER})
 # Above before_cursor_execute: Connection._exec_single_context (or its executemany
 # twin) and _execute_context.
 _CURSOR_FRAMES = 2
+# Driver SQL a "begin" listener emits (the pysqlite recipe's conn.exec_driver_sql("BEGIN")).
+_BEGIN_WORDS = ("BEGIN", "START")
+
+
+def _opens_transaction(context: Any, statement: str) -> bool:
+    """Whether the connection emits this statement on its own, to begin the transaction
+    or SAVEPOINT an ORM execution is about to run in: SQLAlchemy opens a begin_nested()'s
+    SAVEPOINT, and fires the "begin" event, only when that execution takes the connection,
+    after its do_orm_execute, so the execution's own statement is still to come."""
+    compiled = getattr(context, "compiled", None)
+    if compiled is not None:
+        return isinstance(compiled.statement, SavepointClause)
+    return statement.lstrip()[:5].upper().startswith(_BEGIN_WORDS)
 
 
 def _relationship_of(path: Any) -> RelationshipProperty[Any] | None:
@@ -202,7 +216,9 @@ def _on_before_cursor_execute(
         execution: OrmExecution | None = None
         if flush_record is None:
             execution = executing.get()
-            if execution is not None:
+            if execution is not None and _opens_transaction(context, statement):
+                execution = None
+            elif execution is not None:
                 executing.set(None)
                 if execution.consumed:
                     execution = None
