@@ -96,6 +96,38 @@ def test_expire_per_object_names_the_expire_call(engine: Engine) -> None:
     assert f"the session.expire() at {relative(__file__)}:{line_of('expire-one')}" in message
 
 
+def test_a_sessions_report_before_its_end_says_the_count_is_a_lower_bound(
+    engine: Engine,
+) -> None:
+    """Under install(), a loop that commits after each object (twice over them) is
+    reported at the first commit past the threshold, while it goes on reloading."""
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        for user in users * 2:
+            user.name = user.name.upper()
+            session.commit()
+    finding = one(sqla_doctor.collected(), "SQD253")
+    loads = finding.details["loads"]
+    assert loads < 2 * USERS - 1
+    assert finding.message.startswith(
+        f"User attributes (name) reloaded one object at a time at least {loads}× from "
+    )
+
+
+def test_an_explicit_unit_reports_the_final_count_of_a_loop_that_commits(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        for user in users * 2:
+            user.name = user.name.upper()
+            session.commit()
+    assert one(uow.findings, "SQD253").message.startswith(
+        f"User attributes (name) reloaded one object at a time {2 * USERS - 1}× from "
+    )
+
+
 def test_expire_on_commit_false_is_the_silent_twin(engine: Engine) -> None:
     factory = sessionmaker(engine, expire_on_commit=False)
     with sqla_doctor.track(mode="collect") as uow, factory() as session:

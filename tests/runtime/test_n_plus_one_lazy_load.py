@@ -56,6 +56,46 @@ def test_loop_over_users_reading_posts_is_reported_with_loop_query_and_fix(
     assert finding.pitfalls == ("P01",)
 
 
+def test_a_sessions_report_before_its_end_says_the_count_is_a_lower_bound(
+    engine: Engine,
+) -> None:
+    """Under install(), a session reports at the end of each transaction: a loop that
+    commits after each parent goes on lazy-loading after the first report."""
+    sqla_doctor.install(mode="collect")
+    with Session(engine, expire_on_commit=False) as session:
+        for user in session.scalars(select(User)).all():
+            assert user.posts
+            session.commit()
+    finding = one(sqla_doctor.collected(), "SQD251")
+    loads = finding.details["loads"]
+    assert loads < USERS
+    assert finding.message.startswith(f"User.posts lazy-loaded at least {loads}× from ")
+
+
+def test_a_sessions_report_at_its_end_gives_the_final_count(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            assert user.posts
+    finding = one(sqla_doctor.collected(), "SQD251")
+    assert finding.message.startswith(f"User.posts lazy-loaded {USERS}× from ")
+
+
+def test_an_explicit_unit_reports_the_final_count_of_a_loop_that_commits(
+    engine: Engine,
+) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine, expire_on_commit=False) as session,
+    ):
+        for user in session.scalars(select(User)).all():
+            assert user.posts
+            session.commit()
+    assert one(uow.findings, "SQD251").message.startswith(
+        f"User.posts lazy-loaded {USERS}× from "
+    )
+
+
 def test_selectinload_twin_is_silent(engine: Engine) -> None:
     """The fix from the message makes the finding go away."""
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:

@@ -317,6 +317,16 @@ def test_a_sessions_report_before_its_end_says_the_count_is_a_lower_bound(engine
     assert finding.details["count"] == USERS
 
 
+def test_a_sessions_report_as_it_closes_gives_the_final_count(engine: Engine) -> None:
+    """Under install(), the transaction close() ends is the session's last."""
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        for user_id in IDS:
+            session.execute(QUERY, {"id": user_id}).scalar()
+    finding = one(sqla_doctor.collected(), "SQD252")
+    assert finding.message.startswith(f"SELECT … FROM users ran {USERS}× from ")
+
+
 def test_an_explicit_unit_reports_the_final_count(engine: Engine) -> None:
     """The same loop in track(): reported at the unit's end, with how often it ran."""
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:

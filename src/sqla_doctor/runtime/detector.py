@@ -777,6 +777,14 @@ class Detector(Check):
         location = self.location(site)
         return f"{location.path}:{location.line}"
 
+    def count_so_far(self, count: int) -> str:
+        """How often it happened, for a message: an explicit unit reports at its end, the
+        final count; a session's implicit one at the end of each transaction, where the
+        loop may go on in the next one (a commit every 100 items)."""
+        if self.uow.explicit or self.uow.closing:
+            return str(count)
+        return f"at least {count}"
+
     def report(
         self,
         at: CallSite | None,

@@ -328,7 +328,7 @@ class NPlusOneAttributeReload(Detector):
             # Columns a base-class query left out, and deferred ones, were never loaded
             # before: the read is their first load, not a reload.
             verb="loaded" if group.subclass_of is not None or first_load else "reloaded",
-            count=group.loads,
+            count=self.count_so_far(group.loads),
             site=self.where(group.site),
             fix=fix,
         )

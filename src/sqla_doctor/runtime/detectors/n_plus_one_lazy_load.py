@@ -406,7 +406,7 @@ class NPlusOneLazyLoad(Detector):
                 "loader_option": option,
             },
             relationship=name,
-            count=group.loads,
+            count=self.count_so_far(group.loads),
             site=self.where(group.site),
             origin=origin_text,
             fix=fix,

@@ -684,7 +684,7 @@ class RepeatedStatement(Detector):
             hint=fix,
             details={"count": entry.count, "rows": entry.rows},
             shape="session.flush()",
-            count=self._count_so_far_of(entry.count),
+            count=self.count_so_far(entry.count),
             site=self.where(entry.site),
             variants=f"in one transaction, inserting {each} each time",
             fix=fix,
@@ -765,7 +765,7 @@ class RepeatedStatement(Detector):
             hint=fix,
             details=details,
             shape=statement_shape,
-            count=self._count_so_far(entry),
+            count=self.count_so_far(entry.count),
             site=self.where(entry.site),
             variants=variants,
             fix=fix,
@@ -795,14 +795,3 @@ class RepeatedStatement(Detector):
             f"{helper} once per item: {load}, or at least open one session around the loop "
             f"and pass it to {helper} rather than a session and a transaction per item"
         )
-
-    def _count_so_far(self, entry: _Entry) -> str:
-        return self._count_so_far_of(entry.count)
-
-    def _count_so_far_of(self, count: int) -> str:
-        """How often it ran: an explicit unit reports at its end, the final count; a
-        session's implicit one at the end of each transaction, where the loop may go on
-        in the next one (a commit every 100 items)."""
-        if self.uow.explicit or self.uow.closing:
-            return str(count)
-        return f"at least {count}"

@@ -224,7 +224,13 @@ def _on_after_transaction_end(session: Session, transaction: Any) -> None:
             end = TransactionEnd(session, record, outcome, known_site=outcome == "close")
             _dispatch(uow, "after_transaction_end", end)
             if not uow.explicit:
-                _checkpoint(uow)
+                # A transaction close() ended is the session's last: what its loops ran
+                # is the final count, not a lower bound (Detector.count_so_far).
+                uow.closing = outcome == "close"
+                try:
+                    _checkpoint(uow)
+                finally:
+                    uow.closing = False
                 loop = uow.parent
                 if isinstance(loop, LoopUnit) and loop.active:
                     loop.session_ended(wrote=bool(record.writes or record.written))
