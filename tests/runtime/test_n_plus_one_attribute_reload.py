@@ -43,6 +43,7 @@ def test_reading_objects_after_commit_is_reported_with_the_commit(engine: Engine
     )
     assert finding.related[0].location.line == line_of("commit")
     assert finding.pitfalls == ("P01", "P05")
+    assert finding.fix_hint == "sessionmaker(..., expire_on_commit=False)"
 
 
 def test_objects_expired_by_expire_all_name_that_call(engine: Engine) -> None:
@@ -183,7 +184,9 @@ async def test_async_awaitable_attrs_after_commit_is_reported(async_engine: Asyn
         await session.commit()
         for user in users:
             assert await user.awaitable_attrs.name  # line:async-reload
-    assert one(uow.findings, "SQD253").location.line == line_of("async-reload")
+    finding = one(uow.findings, "SQD253")
+    assert finding.location.line == line_of("async-reload")
+    assert finding.fix_hint == "async_sessionmaker(..., expire_on_commit=False)"
 
 
 async def test_async_expire_on_commit_false_twin_is_silent(async_engine: AsyncEngine) -> None:

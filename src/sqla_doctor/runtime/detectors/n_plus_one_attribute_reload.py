@@ -7,7 +7,7 @@ from typing import Any
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
-from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name
+from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name, is_async_session
 from sqla_doctor.runtime.loading import (
     left_out_by_base_query,
     primary_key_attributes,
@@ -57,6 +57,7 @@ def _identity(execution: OrmExecution, state: Any) -> int:
 
 class _Group:
     __slots__ = (
+        "async_session",
         "attributes",
         "commit_site",
         "deferred",
@@ -87,6 +88,9 @@ class _Group:
         # The program's expire_all() or expire() that expired them, which it was, and
         # the query that had loaded them.
         self.expire_site: tuple[CallSite, str, CallSite | None] | None = None
+        # Whether the committing session was an AsyncSession's: its factory is
+        # async_sessionmaker. Asked once, at the first commit seen.
+        self.async_session = False
         # The superclass a query selected, and that query, when the objects' own
         # table's columns were left out by it rather than expired.
         self.subclass_of: tuple[Any, OrmExecution] | None = None
@@ -208,6 +212,8 @@ class NPlusOneAttributeReload(Detector):
                     origin.site if origin is not None else None,
                 )
             elif record is not None and record.commit_site is not None:
+                if group.commit_site is None:
+                    group.async_session = is_async_session(record)
                 group.commit_site = record.commit_site
             return True
         unloaded = set(state.unloaded) & deferred
@@ -289,7 +295,8 @@ class NPlusOneAttributeReload(Detector):
             hint = f"session.scalars(select({group.entity})...).all() after {call}"
             related.append((site, f"the {call} that expired the objects"))
         elif group.expired and group.commit_site is not None:
-            hint = "sessionmaker(..., expire_on_commit=False)"
+            factory = "async_sessionmaker" if group.async_session else "sessionmaker"
+            hint = f"{factory}(..., expire_on_commit=False)"
             create = "create the session with expire_on_commit=False"
             if flask_sqlalchemy_name(group.commit_site) is not None:
                 # Flask-SQLAlchemy makes the sessionmaker: its options go to the extension.
