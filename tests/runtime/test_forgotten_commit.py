@@ -7,6 +7,7 @@ import contextlib
 import gc
 
 from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -154,6 +155,45 @@ def test_rows_of_a_rolled_back_savepoint_are_not_counted(engine: Engine) -> None
     finding = one(uow.findings, "SQD152")
     assert "the flushed writes (1 User inserted) were rolled back" in finding.message
     assert [r.location.line for r in finding.related] == [line_of("kept-flush")]
+
+
+def test_objects_a_failed_savepoint_undid_are_not_called_never_inserted(engine: Engine) -> None:
+    # An import skipping duplicates with a SAVEPOINT per row, the outer commit forgotten:
+    # the duplicate's savepoint rolled back and expunged it; that is not the lost part.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in (USERS + 1, 1, USERS + 2):
+            with contextlib.suppress(IntegrityError), session.begin_nested():
+                session.add(User(id=user_id, name=f"imported {user_id}"))  # line:nested-add
+    finding = one(uow.findings, "SQD152")
+    assert "the flushed writes (2 User inserted) were rolled back" in finding.message
+    assert "never inserted" not in finding.message
+    assert line_of("nested-add") not in [r.location.line for r in finding.related]
+
+
+async def test_objects_a_failed_async_savepoint_undid_are_not_called_never_inserted(
+    async_engine: AsyncEngine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as session:
+            for user_id in (USERS + 1, 1, USERS + 2):
+                with contextlib.suppress(IntegrityError):
+                    async with session.begin_nested():
+                        session.add(User(id=user_id, name=f"imported {user_id}"))
+    finding = one(uow.findings, "SQD152")
+    assert "the flushed writes (2 User inserted) were rolled back" in finding.message
+    assert "never inserted" not in finding.message
+
+
+def test_an_object_added_after_a_failed_savepoint_is_still_never_inserted(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        with contextlib.suppress(IntegrityError), session.begin_nested():
+            session.add(User(id=1, name="duplicate"))
+        session.add(User(name="late"))  # line:late-add
+    finding = one(uow.findings, "SQD152")
+    assert "1 added object(s) (1 User) were never inserted" in finding.message
+    assert [r.location.line for r in finding.related] == [line_of("late-add")]
 
 
 def test_writes_the_session_executed_itself_are_reported(engine: Engine) -> None:

@@ -605,6 +605,7 @@ class SessionRecord:
         "reported",
         "rollback_site",
         "root_active",
+        "savepoint_rolling_back",
         "sharing",
         "writes",
         "written",
@@ -649,6 +650,9 @@ class SessionRecord:
         self.flush_statement_site: CallSite | None = None
         # For each open SAVEPOINT, what the transaction had written when it began.
         self.nested_marks: list[SavepointMark] = []
+        # Between a SAVEPOINT's rollback and its end: the objects added since it began,
+        # which SQLAlchemy expunges then, were undone by it, not lost for want of a commit.
+        self.savepoint_rolling_back = False
         # Pending objects (by id of their InstanceState) not flushed yet.
         self.pending: dict[int, Added] = {}
         self.pending_overflow = 0
@@ -715,6 +719,7 @@ class SessionRecord:
         self.flush_site = None
         self.flushed_at = None
         self.nested_marks = []
+        self.savepoint_rolling_back = False
         self.discarded = []
         self.discarded_dirty = []
         self.exit_rollback = None
@@ -731,6 +736,7 @@ class SessionRecord:
     def roll_back_savepoint(self) -> None:
         """Forget what was written since the innermost SAVEPOINT began: its rollback
         undid it."""
+        self.savepoint_rolling_back = True
         if not self.nested_marks:
             return
         mark = self.nested_marks[-1]
@@ -749,6 +755,7 @@ class SessionRecord:
                     del self.changed_attributes[identity]
 
     def end_savepoint(self) -> None:
+        self.savepoint_rolling_back = False
         if self.nested_marks:
             self.nested_marks.pop()
         if not self.nested_marks:

@@ -390,6 +390,8 @@ def _on_pending_to_transient(session: Session, state: Any) -> None:
     if record is None:
         return
     added = record.pending.pop(id(state), None)
+    if record.savepoint_rolling_back:
+        return  # a SAVEPOINT's rollback (a failed row of `with begin_nested():`) undid it
     # rollback() sets the outcome before it expunges pending objects; close() does not,
     # nor does a unit of work's __exit__ discarding what its block did not commit.
     discards = record.outcome is None or record.exit_rollback is not None
