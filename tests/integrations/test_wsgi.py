@@ -329,6 +329,47 @@ def test_the_unit_ends_when_the_body_is_read_to_its_end(engine: Engine, close: b
     assert torn_down == [0], "Flask's teardown runs inside the unit, before it ends"
 
 
+def test_the_unit_ends_when_the_response_is_dropped_unread(engine: Engine) -> None:
+    # Werkzeug's test client pulls the first chunk and hands back the response; a test
+    # that only looks at the status drops it unread and unclosed.
+    units = Units()
+    app = flask_app(engine, on_unit=units)
+    assert app.test_client().get("/users").status_code == 200
+    unit, context = units.only()
+    assert context == {"method": "GET", "route": "/users"}
+    assert [(f.code, f.location.line) for f in unit.findings] == [("SQD251", line_of("n+1"))]
+
+
+def test_a_request_after_one_dropped_unread_is_a_unit_of_its_own(engine: Engine) -> None:
+    units = Units()
+    http = flask_app(engine, on_unit=units).test_client()
+    assert http.get("/users/fixed").status_code == 200
+    assert http.get("/users").status_code == 200
+    assert [context["route"] for _, context in units.seen] == ["/users/fixed", "/users"]
+    assert [f.code for f in units.seen[0][0].findings] == []
+    assert [f.code for f in units.seen[1][0].findings] == ["SQD251"]
+
+
+def test_a_response_dropped_in_another_thread_leaves_that_threads_unit_alone(
+    engine: Engine,
+) -> None:
+    # The cyclic collector may free a response anywhere: ending its request's unit there
+    # would reset the unit that thread is in.
+    units = Units()
+    responses = [flask_app(engine, on_unit=units).test_client().get("/users")]
+    seen: list[object] = []
+
+    def drop_it() -> None:
+        with sqla_doctor.track(mode="collect") as outer:
+            responses.clear()
+            seen.append(sqla_doctor.current_unit() is outer)
+
+    thread = threading.Thread(target=drop_it)
+    thread.start()
+    thread.join()
+    assert seen == [True]
+
+
 def test_a_body_read_to_its_end_without_a_pitfall_reports_nothing(engine: Engine) -> None:
     units = Units()
     content = call_flask_app(flask_app(engine, on_unit=units), "/users/fixed", close=False)

@@ -12,7 +12,9 @@ has read the response's last chunk, or closes it before that (a client that went
 a streamed body (a generator, ``stream_with_context``) is inside the unit to its last
 chunk, and so is Flask's request teardown, which runs as the middleware closes the
 application's iterable then, as PEP 3333 requires the server to do next. A test harness
-that joins the chunks and never calls ``close()`` still gets the request's findings.
+that joins the chunks and never calls ``close()`` still gets the request's findings, and
+so does a test that drops the response unread (``client.get("/").status_code``): the
+unit ends as the response is garbage-collected.
 
 ``mode`` and ``on_unit`` are the ASGI middleware's: ``"log"`` (default) logs each
 finding with the request's method and route, ``"raise"`` raises a ``PitfallError``,
@@ -30,6 +32,7 @@ Without those options nothing is held back.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -39,6 +42,7 @@ from sqla_doctor.integrations import UnitCallback
 from sqla_doctor.integrations._unit import callback_error
 from sqla_doctor.integrations._web import Request, Requests
 from sqla_doctor.runtime.internal_errors import internal_error
+from sqla_doctor.runtime.unit_of_work import current
 
 __all__ = ["SqlaDoctorMiddleware", "route_of"]
 
@@ -244,6 +248,26 @@ class _Response:
         deliberate = self._end()
         if deliberate is not None:
             raise deliberate
+
+    def __del__(self) -> None:
+        # A harness that takes the status and drops the response unread (Werkzeug's test
+        # client pulls the first chunk, and `client.get("/").status_code` is all a test
+        # looks at) neither reads the body to its end nor closes it: the request's unit
+        # would never end, its findings never be reported, and every later request of
+        # that context would look nested in it and go unwatched. Only in the request's own
+        # context, where its unit is still the current one: the cyclic collector may run
+        # this in any thread, and ending the unit from there would reset that thread's.
+        try:
+            request = getattr(self, "_request", None)
+            if (
+                request is not None
+                and not request.finished
+                and not sys.is_finalizing()
+                and current.get() is request.unit
+            ):
+                self._end()
+        except Exception:
+            internal_error("the end of a request whose response was dropped unread")
 
     def _send_status(self) -> None:
         if self.started or self._status is None:
