@@ -38,6 +38,7 @@ from sqla_doctor.static.index.models import (
     late_relationships,
     listener_facts,
     literal_str,
+    sql_casts,
     table_facts,
     watched_attributes,
 )
@@ -912,7 +913,11 @@ def _ddl_index(constant: ast.Constant, out: FileExtract) -> None:
     if match is None:
         return
     table = match.group(2).replace('"', "").split(".")[-1]
-    functions = tuple((f.lower(), c) for f, c in _DDL_FUNCTION.findall(match.group(3)))
+    body = match.group(3)
+    functions = tuple(
+        [(f.lower(), c) for f, c in _DDL_FUNCTION.findall(body) if f.lower() != "cast"]
+        + sql_casts(body)
+    )
     if functions:
         out.indexes.append(IndexFacts(line=constant.lineno, functions=functions, table=table))
 

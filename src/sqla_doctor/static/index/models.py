@@ -48,6 +48,15 @@ _OTHER_MAPPED_CALLS = frozenset(
 # `lazy=` literals other than strings, as relationship() reads them.
 _LAZY_LITERALS: dict[object, str] = {True: "select", False: "joined", None: "noload"}
 _TEXT_FUNCTION = re.compile(r"^\s*(\w+)\s*\(\s*\"?(\w+)\"?\s*(?:\)|,)")
+# A cast in an index's SQL: `CAST(created_at AS DATE)`, `(created_at::date)`.
+_SQL_CAST = re.compile(
+    r"\bCAST\s*\(\s*\"?(\w+)\"?\s+AS\b|\(\s*\"?(\w+)\"?\s*::", re.IGNORECASE
+)
+
+
+def sql_casts(sql: str) -> list[tuple[str, str]]:
+    """("cast", column) for each cast of a column in an index's SQL."""
+    return [("cast", a or b) for a, b in _SQL_CAST.findall(sql)]
 
 
 @dataclass(frozen=True)
@@ -714,6 +723,9 @@ def _index_part(resolver: NameResolver, node: ast.expr) -> tuple[str, str, str, 
         name = resolver.sqla_name(node.func)
         if name == "text" and node.args:
             raw = (literal_str(node.args[0]) or "").strip()
+            casts = sql_casts(f"({raw})")
+            if casts:
+                return "function", "cast", casts[0][1], None
             match = _TEXT_FUNCTION.match(raw)
             if match:
                 return "function", match.group(1).lower(), match.group(2), None
@@ -729,6 +741,10 @@ def _index_part(resolver: NameResolver, node: ast.expr) -> tuple[str, str, str, 
             inner = _index_part(resolver, node.args[0])
             if inner is not None:
                 return "function", func.attr.lower(), inner[2], inner[3]
+        if name == "cast" and len(node.args) == 2:
+            inner = _index_part(resolver, node.args[0])
+            if inner is not None:
+                return "function", "cast", inner[2], inner[3]
     return None
 
 

@@ -89,7 +89,8 @@ class FunctionOnIndexedColumn(Rule):
     """
     ## What it does
     Checks for `func.lower(Model.column)` (or any `func.<name>()` around a column, other than
-    an aggregate such as `count`) in a `where()`/`filter()` condition, when the column has
+    an aggregate such as `count`, and `cast(Model.column, Date)`) in a `where()`/`filter()`
+    condition, when the column has
     an index (`index=True`, `unique=True`, a primary key, `Index(...)`) but no index on that
     same expression —
     looking in `__table_args__`, module-level `Index(...)`, Alembic `op.create_index`
@@ -125,7 +126,7 @@ class FunctionOnIndexedColumn(Rule):
     severity = Severity.WARNING
     message = (
         "`{expr}` cannot use the index on `{table}.{column}` ({why}): the filter scans the "
-        'table — add `Index("ix_{table}_{column}_{function}", func.{function}({model}.{attr}))` '
+        'table — add `Index("ix_{table}_{column}_{function}", {indexed})` '
         "or compare the column itself"
     )
 
@@ -192,6 +193,32 @@ class FunctionOnIndexedColumn(Rule):
 
                 def upgrade():
                     op.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_email ON users (lower(email))")
+                """,
+            },
+        ),
+        # A cast of an indexed column, with an index on that cast (in the model, a
+        # migration's SQL) or on date() of it; a cast of a column without an index.
+        Valid(
+            """
+            from sqlalchemy import Date, Index, String, cast, select
+            from app.models import User
+
+            Index("ix_users_created_day", cast(User.created_at, Date))
+
+            def by_day(session, day, name):
+                on_day = cast(User.created_at, Date) == day
+                named = cast(User.nickname, String) == name
+                by_id = cast(User.id, String) == name
+                return session.scalars(select(User).where(on_day, named, by_id))
+            """,
+            path="app/views.py",
+            files={
+                **_FILES,
+                "migrations/versions/0004.py": """
+                from alembic import op
+
+                def upgrade():
+                    op.execute("CREATE INDEX ix_users_id_text ON users (CAST(id AS TEXT))")
                 """,
             },
         ),
@@ -310,6 +337,27 @@ class FunctionOnIndexedColumn(Rule):
             files=_FILES,
             line=6,
         ),
+        # cast() of an indexed timestamp to a date, compared to a day.
+        Invalid(
+            """
+            import sqlalchemy as sa
+            from app.models import User
+
+            def joined_on(session, day):
+                return session.scalars(
+                    sa.select(User).where(sa.cast(User.created_at, sa.Date) == day)
+                ).all()
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+            expected_message=(
+                "`sa.cast(User.created_at, sa.Date)` cannot use the index on "
+                "`users.created_at` (`index=True`): the filter scans the table — add "
+                '`Index("ix_users_created_at_date", cast(User.created_at, Date))` or compare '
+                "the column itself"
+            ),
+        ),
         # Flask-SQLAlchemy's db.func, on a column with index=True.
         Invalid(
             """
@@ -344,16 +392,10 @@ class FunctionOnIndexedColumn(Rule):
     )
 
     def visit_Call(self, node: ast.Call) -> None:
-        func = node.func
-        # One argument: `lower(email)`; `coalesce(a, b)` or `row(a, b)` are other expressions
-        # that no single-column index was meant for.
-        if not isinstance(func, ast.Attribute) or len(node.args) != 1 or node.keywords:
+        wrapped = self._wrapped_column(node)
+        if wrapped is None:
             return
-        if self.ctx.names.sqla_name(func.value) != "func" or func.attr.lower() in _AGGREGATES:
-            return
-        column = node.args[0]
-        if not isinstance(column, ast.Attribute):
-            return
+        column, function, type_name = wrapped
         index = self.ctx.index
         model = index.model_for_expr(self.ctx, column.value)
         facts = index.column(model, column.attr) if model is not None else None
@@ -364,8 +406,11 @@ class FunctionOnIndexedColumn(Rule):
             return
         if not index.is_indexed(model, column.attr):
             return
-        function = func.attr.lower()
-        if index.has_functional_index(model, function, column.attr) is not False:
+        if any(
+            index.has_functional_index(model, name, column.attr) is not False
+            # `cast(col, Date)` is served by an index on the cast or on `date(col)`.
+            for name in (function, type_name.lower()) if name
+        ):
             return
         why = (
             "primary key"
@@ -382,10 +427,41 @@ class FunctionOnIndexedColumn(Rule):
             table=model.table or model.name,
             column=facts.name,
             why=why,
-            function=function,
-            model=model.name,
-            attr=column.attr,
+            function=type_name.lower() if function == "cast" else function,
+            indexed=f"cast({model.name}.{column.attr}, {type_name})"
+            if function == "cast"
+            else f"func.{function}({model.name}.{column.attr})",
         )
+
+    def _wrapped_column(self, node: ast.Call) -> tuple[ast.Attribute, str, str] | None:
+        """``func.lower(Model.col)`` → (column, "lower", ""); ``cast(Model.col, Date)`` →
+        (column, "cast", "Date")."""
+        func = node.func
+        names = self.ctx.names
+        if (
+            len(node.args) == 2
+            and not node.keywords
+            and isinstance(func, (ast.Name, ast.Attribute))
+            and names.sqla_name(func) == "cast"
+            and isinstance(node.args[0], ast.Attribute)
+        ):
+            target = node.args[1]
+            if isinstance(target, ast.Call):
+                target = target.func  # `String(255)`
+            type_name = target.id if isinstance(target, ast.Name) else None
+            if isinstance(target, ast.Attribute):
+                type_name = target.attr
+            return (node.args[0], "cast", type_name) if type_name else None
+        # One argument: `lower(email)`; `coalesce(a, b)` or `row(a, b)` are other expressions
+        # that no single-column index was meant for.
+        if not isinstance(func, ast.Attribute) or len(node.args) != 1 or node.keywords:
+            return None
+        if names.sqla_name(func.value) != "func" or func.attr.lower() in _AGGREGATES:
+            return None
+        column = node.args[0]
+        if not isinstance(column, ast.Attribute):
+            return None
+        return column, func.attr.lower(), ""
 
     def _in_filter(self, node: ast.Call) -> bool:
         """Whether the call is compared inside a where()/filter() condition."""
