@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqla_doctor.static.children import KNOWN_REVERSED_FIELDS, reversed_fields_of
 from sqla_doctor.static.index.functions import (
+    SELF_MODEL,
     FunctionFacts,
     ReturnFacts,
     classmethod_receiver,
@@ -1143,6 +1144,11 @@ class FunctionFlow:
                 return evolve(owner, shape="list")
             if not owner.many:
                 return self._relationship(owner, node)
+        if owner is None and isinstance(base, ast.Name) and not self.is_local(base.id):
+            # `crud.user` of `from app import crud`: a module-level instance there.
+            found = self._global(node)
+            if isinstance(found, InstanceValue):
+                return found
         return None
 
     def _relationship(self, owner: ObjectsValue, node: ast.Attribute) -> Value | None:
@@ -1227,6 +1233,9 @@ class FunctionFlow:
         """The qualified model a class expression names (any class without an index)."""
         if not isinstance(node, (ast.Name, ast.Attribute)):
             return None
+        if self.index is None and self._instance_attribute(node):
+            assert isinstance(node, ast.Attribute)
+            return SELF_MODEL + node.attr
         if isinstance(node, ast.Name) and self.is_local(node.id):
             qualified = self._imported(node.id) or self._own_class(node.id)
         else:
@@ -1237,6 +1246,45 @@ class FunctionFlow:
             return qualified
         model = self.index.model(qualified)
         return model.qualname if model is not None else None
+
+    def _instance_attribute(self, node: ast.expr) -> bool:
+        """``self.model`` in a method: set per instance or per subclass."""
+        return (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and self._receiver_class(node.value.id, instance_receiver) is not None
+        )
+
+    def _instance_model(self, instance: InstanceValue) -> str | None:
+        """The one model a repository instance is for: a model among the arguments of the
+        call that made it (`Repository(session, User)`, `CRUDUser(User)`), else among
+        the classes its class and bases hand their bases (`UserRepo(Repository[User])`,
+        `model = User`, `super().__init__(session, User)`)."""
+        assert self.index is not None
+        made = instance.made
+        found: set[str] = set()
+        if made is not None:
+            for arg in (*made.args, *(k.value for k in made.keywords)):
+                named = self._model(arg)
+                if named is not None:
+                    found.add(named)
+        if not found:
+            for cls in self.index.mro(instance.cls):
+                facts = self.index.class_facts(cls)
+                for name in facts.type_args if facts is not None else ():
+                    model = self.index.model(name)
+                    if model is not None:
+                        found.add(model.qualname)
+        return found.pop() if len(found) == 1 else None
+
+    def _method_of(self, cls: str, method: str) -> FunctionFacts | None:
+        """The method an instance of ``cls`` calls, its own or a base's."""
+        assert self.index is not None
+        for owner in self.index.mro(cls):
+            function = self.index.function(f"{owner}.{method}")
+            if function is not None:
+                return function
+        return None
 
     def _call(self, node: ast.Call) -> Value | None:
         func = node.func
@@ -1347,11 +1395,16 @@ class FunctionFlow:
             return InstanceValue(self.index.follow(qualified), node)
         return None
 
-    def _returned(self, node: ast.Call, function: FunctionFacts) -> Value | None:
+    def _returned(
+        self, node: ast.Call, function: FunctionFacts, instance: InstanceValue | None = None
+    ) -> Value | None:
         returns = function.returns
         if returns is None or self.index is None:
             return None
-        model = self.index.model(returns.model)
+        name: str | None = returns.model
+        if returns.model.startswith(SELF_MODEL):
+            name = self._instance_model(instance) if instance is not None else None
+        model = self.index.model(name)
         if model is None:
             return None
         if returns.query:
@@ -1429,9 +1482,9 @@ class FunctionFlow:
             )
             return self._session_method(proxied, method, node)
         if isinstance(receiver, InstanceValue) and self.index is not None:
-            function = self.index.function(f"{receiver.cls}.{method}")
+            function = self._method_of(receiver.cls, method)
             if function is not None:
-                return self._returned(node, function)
+                return self._returned(node, function, receiver)
             return None
         if isinstance(receiver, ClientValue):
             return None

@@ -20,6 +20,9 @@ from sqla_doctor.static.loaders import Options
 # A path element ending in "()" is a method call: ("posts", "to_dict()").
 Read = tuple[int, bool, tuple[str, ...]]
 MAX_PATH = 4
+# The model of a generic repository's method (`select(self.model)`), named in its summary
+# as this prefix and the attribute; a caller resolves it from the instance it calls.
+SELF_MODEL = "<self>."
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,9 @@ class ClassFacts:
     line: int
     col: int = 0
     bases: tuple[str, ...] = ()  # qualified; "?" for what cannot be named
+    # Classes it hands its bases (`Repository[User]`, `model = User`, `super().__init__(
+    # session, User)`), qualified: a generic repository's model is among them.
+    type_args: tuple[str, ...] = ()
     decorators: tuple[str, ...] = ()
     table_kw: bool = False  # SQLModel's `table=True`
     metaclass: str | None = None
@@ -1003,6 +1006,34 @@ def _is_class_var(annotation: ast.expr) -> bool:
     )
 
 
+def _type_args(resolver: NameResolver, node: ast.ClassDef) -> tuple[str, ...]:
+    """The names in a class's generic bases, its class-level `name = Name` assignments
+    and its ``__init__``'s ``super().__init__(...)`` arguments, qualified."""
+    named: list[ast.expr] = []
+    for base in node.bases:
+        if isinstance(base, ast.Subscript):
+            inner = base.slice
+            named.extend(inner.elts if isinstance(inner, ast.Tuple) else [inner])
+    for stmt in node.body:
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+            named.append(stmt.value)
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == "__init__":
+            for call in ast.walk(stmt):
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "__init__"
+                    and isinstance(call.func.value, ast.Call)
+                    and isinstance(call.func.value.func, ast.Name)
+                    and call.func.value.func.id == "super"
+                ):
+                    named.extend([*call.args, *(k.value for k in call.keywords)])
+    found = (
+        resolver.qualify(expr) for expr in named if isinstance(expr, (ast.Name, ast.Attribute))
+    )
+    return tuple(name for name in found if name is not None)
+
+
 def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> ClassFacts:
     """Read one class body."""
     facts = ClassFacts(
@@ -1019,6 +1050,7 @@ def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> Clas
         )
         bases.append(qualified or "?")
     facts.bases = tuple(bases)
+    facts.type_args = _type_args(resolver, node)
     decorators: list[str] = []
     for decorator in node.decorator_list:
         target = decorator.func if isinstance(decorator, ast.Call) else decorator

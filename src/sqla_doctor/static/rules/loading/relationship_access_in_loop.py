@@ -159,6 +159,43 @@ class UserRepository:
         return list(self.session.scalars(stmt).all())
 """
 _REPOSITORY_FILES = {**_FILES, "app/repo.py": _REPOSITORY}
+# A generic repository base, its model given by a subclass's base, by the constructor or
+# by a class attribute (the full-stack template's `CRUDBase(Generic[ModelType])`).
+_GENERIC_REPOSITORY_FILES = {
+    **_FILES,
+    "app/repo.py": """
+from typing import Generic, TypeVar
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from app.models import Base, Post, User
+
+T = TypeVar("T", bound=Base)
+
+class Repository(Generic[T]):
+    def __init__(self, session: Session, model: type[T]) -> None:
+        self.session = session
+        self.model = model
+
+    def list(self) -> list[T]:
+        return list(self.session.scalars(select(self.model)))
+
+class UserRepo(Repository[User]):
+    def __init__(self, session: Session) -> None:
+        super().__init__(session, User)
+
+class CRUDBase(Generic[T]):
+    def __init__(self, model: type[T]) -> None:
+        self.model = model
+
+    def get_multi(self, db: Session, limit: int = 100) -> list[T]:
+        return db.query(self.model).limit(limit).all()
+
+class CRUDPost(CRUDBase[Post]):
+    pass
+
+post = CRUDPost(Post)
+""",
+}
 # A repository function that hands back a Query, filtered by what its caller passes.
 _LISTING_FILES = {
     **_FILES,
@@ -665,6 +702,19 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # A generic repository's rows read for their columns only.
+        Valid(
+            """
+            from app import repo
+            from app.models import User
+
+            def names(session):
+                users = repo.Repository(session, User).list()
+                return [u.name for u in users] + [p.title for p in repo.post.get_multi(session)]
+            """,
+            path="app/views.py",
+            files=_GENERIC_REPOSITORY_FILES,
+        ),
         # The repository method that loads the relationship up front.
         Valid(
             """
@@ -1023,6 +1073,24 @@ class RelationshipAccessInLoop(Rule):
                 "`Invoice.account` is lazy-loaded once per row of `session.query(Invoice)` "
                 "(loaded at line 5) — add `.options(joinedload(Invoice.account))` to that query"
             ),
+        ),
+        # The rows of a generic repository: its model comes from the subclass's base
+        # (`UserRepo(Repository[User])`), the constructor (`Repository(session, User)`)
+        # or a module-level instance's class (`post = CRUDPost(Post)`).
+        Invalid(
+            """
+            from app import repo
+            from app.models import User
+
+            def counts(session):
+                by_user = {u.name: len(u.posts) for u in repo.UserRepo(session).list()}
+                for u in repo.Repository(session, User).list():
+                    by_user[u.name] += len(u.posts)
+                return by_user, [p.author.name for p in repo.post.get_multi(session)]
+            """,
+            path="app/views.py",
+            files=_GENERIC_REPOSITORY_FILES,
+            count=3,
         ),
         # The flag passed, by keyword or by position: the collection is read per row.
         Invalid(
