@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqla_doctor.static.children import KNOWN_REVERSED_FIELDS, reversed_fields_of
 from sqla_doctor.static.index.functions import (
+    DELEGATED,
     SELF_MODEL,
     FunctionFacts,
     ReturnFacts,
@@ -38,7 +39,7 @@ from sqla_doctor.static.index.models import (
     literal_str,
     parse_annotation,
 )
-from sqla_doctor.static.index.names import ModuleNames, NameResolver
+from sqla_doctor.static.index.names import SQLA_ROOTS, ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import ProviderFacts, expire_on_commit
 from sqla_doctor.static.loaders import Options, parse_options
 
@@ -1865,6 +1866,9 @@ def summarise(
         returns = _returns(flow, node)
         if returns is not None and returns.query is not None:
             return returns, None
+        if returns is not None and returns.model.startswith(DELEGATED):
+            # `return helper(s)`: a session or objects, as the index will tell.
+            return returns, provider
         return None, provider
     returns = _returns(flow, node) if queries else None
     return returns, provider
@@ -1977,6 +1981,8 @@ def _returns(
     flow: FunctionFlow, node: ast.FunctionDef | ast.AsyncFunctionDef
 ) -> ReturnFacts | None:
     found: ReturnFacts | None = None
+    # What project functions return, resolved by the index (the one way out only).
+    delegations: set[ReturnFacts] = set()
     for ret in flow.returns:
         value = flow.value(ret.value)
         if isinstance(value, StatementValue):
@@ -1985,47 +1991,43 @@ def _returns(
                 return None
             found = facts
             continue
+        if value is None and isinstance(ret.value, ast.Call):
+            delegated = _delegated(flow, ret.value)
+            if delegated is not None:
+                callee, key = delegated
+                closed, committed, factory = _session_end(flow, key, ret.value, ret, None)
+                delegations.add(
+                    ReturnFacts(
+                        model=DELEGATED + callee,
+                        many=False,
+                        is_async=False,
+                        line=ret.lineno,
+                        session_closed=closed,
+                        committed=committed,
+                        factory=factory,
+                    )
+                )
+            continue
         if (
             not isinstance(value, ObjectsValue)
             or value.path
             or value.shape not in ("list", "object", "scalars")
         ):
             continue
-        key = value.receiver
-        load = value.node or ret
-        session_closed = False
-        committed = False
-        factory = value.session.source if value.session is not None else None
-        if key is not None:
-            for with_node in flow.withs:
-                for item in with_node.items:
-                    if (
-                        isinstance(item.optional_vars, ast.Name)
-                        and item.optional_vars.id == key
-                        and _closed_by_with(with_node, load, ret)
-                    ):
-                        session_closed = True
-                        made = _made_by(flow, item.optional_vars)
-                        factory = factory or (made[0] if made is not None else None)
-            if _closed_in_finally(flow, key):
-                session_closed = True
-                made = _made_by(
-                    flow, ast.Name(id=key, lineno=ret.lineno, col_offset=ret.col_offset)
-                )
-                factory = factory or (made[0] if made is not None else None)
-            committed = any(
-                isinstance(c.func, ast.Attribute)
-                and c.func.attr == "commit"
-                and _pos(load) < _pos(c) < _pos(ret)
-                for c in flow.calls_on(key)
-            )
+        closed, committed, factory = _session_end(
+            flow,
+            value.receiver,
+            value.node or ret,
+            ret,
+            value.session.source if value.session is not None else None,
+        )
         facts = ReturnFacts(
             model=value.model,
             many=value.many,
             is_async=value.is_async,
             line=value.line,
             options=value.options,
-            session_closed=session_closed,
+            session_closed=closed,
             committed=committed,
             factory=factory,
             pins=_parameter_pins(flow, node, value.model),
@@ -2033,7 +2035,75 @@ def _returns(
         if found is not None and (found.model != facts.model or found.many != facts.many):
             return None
         found = found or facts
+    if found is None and len(delegations) == 1:
+        return delegations.pop()
     return found
+
+
+def _session_end(
+    flow: FunctionFlow, key: str | None, load: ast.AST, ret: ast.Return, factory: str | None
+) -> tuple[bool, bool, str | None]:
+    """Whether the session named ``key`` that loaded the returned objects at ``load`` is
+    closed, or committed, by the time ``ret`` returns them, and its factory."""
+    session_closed = False
+    committed = False
+    if key is not None:
+        for with_node in flow.withs:
+            for item in with_node.items:
+                if (
+                    isinstance(item.optional_vars, ast.Name)
+                    and item.optional_vars.id == key
+                    and _closed_by_with(with_node, load, ret)
+                ):
+                    session_closed = True
+                    made = _made_by(flow, item.optional_vars)
+                    factory = factory or (made[0] if made is not None else None)
+        if _closed_in_finally(flow, key):
+            session_closed = True
+            made = _made_by(flow, ast.Name(id=key, lineno=ret.lineno, col_offset=ret.col_offset))
+            factory = factory or (made[0] if made is not None else None)
+        committed = any(
+            isinstance(c.func, ast.Attribute)
+            and c.func.attr == "commit"
+            and _pos(load) < _pos(c) < _pos(ret)
+            for c in flow.calls_on(key)
+        )
+    return session_closed, committed, factory
+
+
+def _delegated(flow: FunctionFlow, call: ast.Call) -> tuple[str, str] | None:
+    """``return by_number(s, n)`` / ``return InvoiceRepository(s).by_number(n)``: the
+    project function called and the name of the session handed to it, where the
+    function's summary cannot know yet what that function returns."""
+    func = call.func
+    qualified: str | None = None
+    handed = list(call.args)
+    if isinstance(func, (ast.Name, ast.Attribute)):
+        qualified = flow.qualify(func)
+    if (
+        qualified is None
+        and isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Call)
+        and isinstance(func.value.func, (ast.Name, ast.Attribute))
+    ):
+        owner = flow.qualify(func.value.func)
+        qualified = f"{owner}.{func.attr}" if owner is not None else None
+        handed = [*func.value.args, *handed]
+    if qualified is None or qualified.partition(".")[0] in SQLA_ROOTS:
+        return None
+    # A summary sees no index, so `with SessionLocal() as s` is a session by its `with`.
+    bound = {
+        item.optional_vars.id
+        for with_node in flow.withs
+        for item in with_node.items
+        if isinstance(item.optional_vars, ast.Name)
+    }
+    for arg in handed:
+        if isinstance(arg, ast.Name) and (
+            arg.id in bound or isinstance(flow.value(arg), SessionValue)
+        ):
+            return qualified, arg.id
+    return None
 
 
 def _closed_by_with(with_node: ast.With | ast.AsyncWith, load: ast.AST, ret: ast.AST) -> bool:

@@ -23,7 +23,12 @@ from sqla_doctor.static.index.extract import (
     ImportFacts,
     extract,
 )
-from sqla_doctor.static.index.functions import FunctionFacts, ReturnFacts
+from sqla_doctor.static.index.functions import (
+    DELEGATED,
+    SELF_MODEL,
+    FunctionFacts,
+    ReturnFacts,
+)
 from sqla_doctor.static.index.import_graph import ImportGraph
 from sqla_doctor.static.index.models import (
     ClassFacts,
@@ -1159,7 +1164,38 @@ class ProjectIndex:
             for facts in self.files.values():
                 for qualname, function in facts.orm.functions.items():
                     self._functions.setdefault(qualname, function)
+            for qualname, function in self._functions.items():
+                if function.returns is not None and function.returns.model.startswith(
+                    DELEGATED
+                ):
+                    self._functions[qualname] = replace(
+                        function, returns=self._delegated_returns(function.returns, 0)
+                    )
         return self._functions
+
+    def _delegated_returns(self, returns: ReturnFacts, depth: int) -> ReturnFacts | None:
+        """What a function returning another project function's objects returns: that
+        function's objects, the session closed or committed as the caller's is. A Query
+        not run yet, or a model its instance decides, is not followed."""
+        assert self._functions is not None
+        callee = self._functions.get(self.follow(returns.model[len(DELEGATED) :]))
+        found = callee.returns if callee is not None else None
+        if found is not None and found.model.startswith(DELEGATED) and depth < 4:
+            found = self._delegated_returns(found, depth + 1)
+        if (
+            found is None
+            or found.query is not None
+            or found.model.startswith((DELEGATED, SELF_MODEL))
+        ):
+            return None
+        return replace(
+            found,
+            line=returns.line,
+            session_closed=found.session_closed or returns.session_closed,
+            committed=found.committed or returns.committed,
+            factory=found.factory or returns.factory,
+            pins=(),
+        )
 
     def function(self, qualified: str | None) -> FunctionFacts | None:
         """A top-level function or a method (``app.repo.UserRepo.list``) of the project."""

@@ -471,6 +471,7 @@ def extract(
         elif (kind is ast.With or kind is ast.AsyncWith) and builder is not None:
             for item in node.items:  # type: ignore[attr-defined]
                 if isinstance(item.optional_vars, ast.Name):
+                    builder.with_names.add(item.optional_vars.id)
                     _client(walk_names, builder, item.optional_vars.id, item.context_expr)
         elif kind is ast.Assign and builder is not None:
             targets = node.targets  # type: ignore[attr-defined]
@@ -488,6 +489,10 @@ def extract(
             value = node.value  # type: ignore[attr-defined]
             if builder is not None and value is not None:
                 builder.flags.add("return")
+                if _hands_with_name(builder, value):
+                    # `return by_number(s, n)` in `with Session() as s:`: what the
+                    # helper returns, from a session about to close.
+                    builder.flags.add("query")
                 # `return SessionLocal()` in a small function: maybe a session provider.
                 if isinstance(value, (ast.Call, ast.Name)) and len(builder.node.body) <= 4:
                     builder.flags.add("hands-out")
@@ -920,6 +925,16 @@ def _ddl_index(constant: ast.Constant, out: FileExtract) -> None:
     )
     if functions:
         out.indexes.append(IndexFacts(line=constant.lineno, functions=functions, table=table))
+
+
+def _hands_with_name(builder: FunctionBuilder, value: ast.expr) -> bool:
+    """``helper(s, ...)`` or ``Repository(s).method(...)`` of a name a `with` bound."""
+    if not isinstance(value, ast.Call) or not builder.with_names:
+        return False
+    args = list(value.args)
+    if isinstance(value.func, ast.Attribute) and isinstance(value.func.value, ast.Call):
+        args.extend(value.func.value.args)
+    return any(isinstance(arg, ast.Name) and arg.id in builder.with_names for arg in args)
 
 
 def _summarise_function(

@@ -23,6 +23,10 @@ MAX_PATH = 4
 # The model of a generic repository's method (`select(self.model)`), named in its summary
 # as this prefix and the attribute; a caller resolves it from the instance it calls.
 SELF_MODEL = "<self>."
+# The model of what a function returns straight from another project function (`return
+# by_number(s, n)` in a `with` block): this prefix and that function, which the index
+# resolves once every summary is known.
+DELEGATED = "<returned-by>."
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class FunctionBuilder:
         "read_nodes",
         "reads",
         "tracked",
+        "with_names",
     )
 
     def __init__(
@@ -128,6 +133,8 @@ class FunctionBuilder:
         # Where each read of the first parameter is made, and the bare method calls.
         self.read_nodes: dict[tuple[str, ...], list[ast.AST]] = {}
         self.bare: set[tuple[str, ...]] = set()
+        # Names bound by `with ... as name` (a session a helper may be handed).
+        self.with_names: set[str] = set()
 
     def _root(self, node: ast.expr) -> tuple[int, bool, tuple[str, ...]] | None:
         attrs: list[str] = []

@@ -113,6 +113,47 @@ _SERVICE_FILES = {
     users = UserService()
     """,
 }
+# Loaders in one module returning what a helper of another module loads, some from
+# inside a `with` block that closes the session.
+_HELPER_FILES = {
+    **_FILES,
+    "app/repo.py": """
+    from sqlalchemy.orm import selectinload
+    from app.models import User
+
+    def by_id(session, user_id):
+        return session.get(User, user_id)
+
+    def with_posts(session, user_id):
+        return session.get(User, user_id, options=[selectinload(User.posts)])
+
+    class UserRepository:
+        def __init__(self, session):
+            self.session = session
+
+        def by_id(self, user_id):
+            return self.session.get(User, user_id)
+    """,
+    "app/loaders.py": """
+    from app.db import SessionLocal
+    from app.repo import UserRepository, by_id, with_posts
+
+    def load_user(user_id):
+        with SessionLocal() as session:
+            return by_id(session, user_id)
+
+    def load_through_repository(user_id):
+        with SessionLocal() as session:
+            return UserRepository(session).by_id(user_id)
+
+    def load_with_posts(user_id):
+        with SessionLocal() as session:
+            return with_posts(session, user_id)
+
+    def load_in(session, user_id):
+        return by_id(session, user_id)
+    """,
+}
 # A session's objects, loaded in its `with` block and returned after the block.
 _LOADED_THEN_RETURNED = """
 from sqlalchemy.orm import selectinload
@@ -402,6 +443,18 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # A helper's objects, eager-loaded by it, or returned while the session is open.
+        Valid(
+            """
+            from app.loaders import load_in, load_with_posts
+
+            def titles(session, user_id):
+                user = load_in(session, user_id)
+                return [p.title for p in load_with_posts(user_id).posts + user.posts]
+            """,
+            path="app/views.py",
+            files=_HELPER_FILES,
+        ),
         # Read straight off the call, eager-loaded by the query.
         Valid(
             _READ_OFF_THE_CALL.format(options=", options=[selectinload(User.posts)]"),
@@ -416,6 +469,19 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        # A helper (or a repository) of another module loads them in a `with` block.
+        Invalid(
+            """
+            from app.loaders import load_through_repository, load_user
+
+            def titles(user_id):
+                user = load_through_repository(user_id)
+                return [p.title for p in load_user(user_id).posts + user.posts]
+            """,
+            path="app/views.py",
+            files=_HELPER_FILES,
+            count=2,
+        ),
         # Read straight off the call: `get_user(user_id).posts`.
         Invalid(
             _READ_OFF_THE_CALL.format(options=""),
