@@ -272,6 +272,7 @@ class ObjectsValue:
     entities: tuple[str | None, ...] = ()
     returns: ReturnFacts | None = None  # when a project function returned them
     receiver: str | None = None  # the loading session's name (`s`, `self.session`)
+    via: str | None = None  # the repository whose method returned them (`uow.products`)
     # Columns a helper that returned them compared to what this call passes
     # (`get_comments(workout_id=...)` filtering `Comment.workout_id == workout_id`).
     pinned: frozenset[str] = frozenset()
@@ -1145,6 +1146,8 @@ class FunctionFlow:
                 return evolve(owner, shape="list")
             if not owner.many:
                 return self._relationship(owner, node)
+        if isinstance(owner, InstanceValue) and self.index is not None:
+            return self._held(owner, node.attr)
         if owner is None and isinstance(base, ast.Name) and not self.is_local(base.id):
             # `crud.user` of `from app import crud`: a module-level instance there.
             found = self._global(node)
@@ -1277,6 +1280,19 @@ class FunctionFlow:
                     if model is not None:
                         found.add(model.qualname)
         return found.pop() if len(found) == 1 else None
+
+    def _held(self, instance: InstanceValue, attr: str) -> InstanceValue | None:
+        """``uow.products``: the project object a unit of work (or a service) holds."""
+        assert self.index is not None
+        for owner in self.index.mro(instance.cls):
+            facts = self.index.class_facts(owner)
+            held = facts.held.get(attr) if facts is not None else None
+            if held is not None:
+                found = self.index.class_facts(held)
+                if found is None or self.index.model(held) is not None:
+                    return None
+                return InstanceValue(self.index.follow(held))
+        return None
 
     def _method_of(self, cls: str, method: str) -> FunctionFacts | None:
         """The method an instance of ``cls`` calls, its own or a base's."""
@@ -1484,9 +1500,12 @@ class FunctionFlow:
             return self._session_method(proxied, method, node)
         if isinstance(receiver, InstanceValue) and self.index is not None:
             function = self._method_of(receiver.cls, method)
-            if function is not None:
-                return self._returned(node, function, receiver)
-            return None
+            if function is None:
+                return None
+            found = self._returned(node, function, receiver)
+            if isinstance(found, ObjectsValue):
+                return evolve(found, via=receiver_key(func.value))
+            return found
         if isinstance(receiver, ClientValue):
             return None
         if receiver is None and isinstance(func.value, ast.Name):

@@ -170,6 +170,9 @@ class ClassFacts:
     # Classes it hands its bases (`Repository[User]`, `model = User`, `super().__init__(
     # session, User)`), qualified: a generic repository's model is among them.
     type_args: tuple[str, ...] = ()
+    # What its instances hold: `self.products = SqlAlchemyRepository(self.session)` in a
+    # method, or `products: AbstractRepository` in the body (attribute → class, qualified).
+    held: dict[str, str] = field(default_factory=dict)
     decorators: tuple[str, ...] = ()
     table_kw: bool = False  # SQLModel's `table=True`
     metaclass: str | None = None
@@ -1006,6 +1009,44 @@ def _is_class_var(annotation: ast.expr) -> bool:
     )
 
 
+def _held_instances(resolver: NameResolver, node: ast.ClassDef) -> dict[str, str]:
+    """``self.attr = Class(...)`` in the class's methods, else ``attr: Class`` in its
+    body: the attribute's class, when one class is named for it."""
+    declared: dict[str, str | None] = {}
+    made: dict[str, set[str | None]] = {}
+    for stmt in node.body:
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and stmt.value is None
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(stmt.annotation, (ast.Name, ast.Attribute))
+        ):
+            declared[stmt.target.id] = resolver.qualify(stmt.annotation)
+        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for assign in ast.walk(stmt):
+            if not isinstance(assign, ast.Assign) or len(assign.targets) != 1:
+                continue
+            target, value = assign.targets[0], assign.value
+            if (
+                isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id == "self"
+            ):
+                made.setdefault(target.attr, set()).add(
+                    resolver.qualify(value.func)
+                    if isinstance(value, ast.Call)
+                    and isinstance(value.func, (ast.Name, ast.Attribute))
+                    else None
+                )
+    held = {attr: cls for attr, cls in declared.items() if cls is not None and attr not in made}
+    for attr, classes in made.items():
+        only = next(iter(classes)) if len(classes) == 1 else None
+        if only is not None:
+            held[attr] = only
+    return held
+
+
 def _type_args(resolver: NameResolver, node: ast.ClassDef) -> tuple[str, ...]:
     """The names in a class's generic bases, its class-level `name = Name` assignments
     and its ``__init__``'s ``super().__init__(...)`` arguments, qualified."""
@@ -1051,6 +1092,7 @@ def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> Clas
         bases.append(qualified or "?")
     facts.bases = tuple(bases)
     facts.type_args = _type_args(resolver, node)
+    facts.held = _held_instances(resolver, node)
     decorators: list[str] = []
     for decorator in node.decorator_list:
         target = decorator.func if isinstance(decorator, ast.Call) else decorator

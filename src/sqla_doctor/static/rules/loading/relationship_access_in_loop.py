@@ -196,6 +196,26 @@ class CRUDPost(CRUDBase[Post]):
 post = CRUDPost(Post)
 """,
 }
+# A unit of work making its session and repository when entered (Cosmic Python).
+_UNIT_OF_WORK_FILES = {
+    **_REPOSITORY_FILES,
+    "app/uow.py": """
+from sqlalchemy.orm import Session
+from app.repo import UserRepository
+
+class UnitOfWork:
+    def __init__(self, factory):
+        self.factory = factory
+
+    def __enter__(self):
+        self.session: Session = self.factory()
+        self.users = UserRepository(self.session)
+        return self
+
+    def __exit__(self, *args):
+        self.session.close()
+""",
+}
 # A repository function that hands back a Query, filtered by what its caller passes.
 _LISTING_FILES = {
     **_FILES,
@@ -1073,6 +1093,20 @@ class RelationshipAccessInLoop(Rule):
                 "`Invoice.account` is lazy-loaded once per row of `session.query(Invoice)` "
                 "(loaded at line 5) — add `.options(joinedload(Invoice.account))` to that query"
             ),
+        ),
+        # The rows of the repository a unit of work holds, and of the one it eager-loads.
+        Invalid(
+            """
+            from app.uow import UnitOfWork
+
+            def titles(uow: UnitOfWork):
+                with uow:
+                    loaded = [[p.title for p in u.posts] for u in uow.users.with_posts()]
+                    return loaded + [[p.title for p in u.posts] for u in uow.users.all_users()]
+            """,
+            path="app/service.py",
+            files=_UNIT_OF_WORK_FILES,
+            line=6,
         ),
         # The rows of a generic repository: its model comes from the subclass's base
         # (`UserRepo(Repository[User])`), the constructor (`Repository(session, User)`)

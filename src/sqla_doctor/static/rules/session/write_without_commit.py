@@ -10,7 +10,6 @@ from functools import cached_property
 from sqla_doctor.findings import Applicability, Fix, Severity
 from sqla_doctor.static.alembic.sql import classify
 from sqla_doctor.static.dataflow import Binding, BindingKind
-from sqla_doctor.static.flow import Binding as FlowBinding
 from sqla_doctor.static.flow import (
     FunctionFlow,
     InstanceValue,
@@ -22,7 +21,7 @@ from sqla_doctor.static.flow import (
     receiver_key,
     worth_analysing,
 )
-from sqla_doctor.static.index import Model
+from sqla_doctor.static.index import Model, ProjectIndex
 from sqla_doctor.static.index.extract import declares_dependencies, dependency_targets
 from sqla_doctor.static.index.models import call_tail, keyword, literal_str
 from sqla_doctor.static.index.sessions import ENGINE_CALLS
@@ -292,6 +291,86 @@ def register(email):
 """
 
 
+# Cosmic Python's unit of work: an abstract base whose `__exit__` rolls back, a
+# SQLAlchemy one making its session and repository in `__enter__`; handlers get it as a
+# parameter and write through `uow.users` inside `with uow:`.
+_COSMIC_FILES = {
+    **_FILES,
+    "app/repository.py": """
+    from app.models import User
+
+    class SqlAlchemyRepository:
+        def __init__(self, session):
+            self.session = session
+
+        def add(self, user):
+            self.session.add(user)
+
+        def get(self, user_id):
+            return self.session.get(User, user_id)
+    """,
+    "app/unit_of_work.py": """
+    import abc
+    from app import repository
+    from app.db import SessionLocal
+
+    class AbstractUnitOfWork(abc.ABC):
+        users: repository.SqlAlchemyRepository
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            self.rollback()
+
+        def commit(self):
+            self._commit()
+
+        @abc.abstractmethod
+        def _commit(self): ...
+
+        @abc.abstractmethod
+        def rollback(self): ...
+
+    class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
+        def __init__(self, session_factory=SessionLocal):
+            self.session_factory = session_factory
+
+        def __enter__(self):
+            self.session = self.session_factory()
+            self.users = repository.SqlAlchemyRepository(self.session)
+            return super().__enter__()
+
+        def __exit__(self, *args):
+            super().__exit__(*args)
+            self.session.close()
+
+        def _commit(self):
+            self.session.commit()
+
+        def rollback(self):
+            self.session.rollback()
+    """,
+}
+_COSMIC_HANDLERS = """
+from app.models import User
+from app.unit_of_work import AbstractUnitOfWork, SqlAlchemyUnitOfWork
+
+def register(name: str, uow: AbstractUnitOfWork):
+    with uow:
+        uow.users.add(User(name=name)){commit}
+
+def rename(user_id: int, name: str, uow: SqlAlchemyUnitOfWork):
+    with uow:
+        user = uow.users.get(user_id)
+        user.name = name{commit}
+
+def greet(user_id: int, uow: SqlAlchemyUnitOfWork) -> str:
+    with uow:
+        return "hello " + uow.users.get(user_id).name
+"""
+
+
 def _decorator_may_commit(decorator: ast.expr, committing: frozenset[str]) -> bool:
     """A decorator (`@transactional`, `@with_commit(...)`) named like a project function
     that may commit."""
@@ -333,7 +412,9 @@ class WriteWithoutCommit(Rule):
     `exec_driver_sql(...)`, `metadata.create_all(conn)`, `run_sync(metadata.create_all)` —
     with no `conn.commit()` after it before the connection is closed.
 
-    Units of work: `with UnitOfWork() as uow:` writing through `uow.session` with no
+    Units of work: `with UnitOfWork() as uow:` (or `with uow:` on one the function is
+    given) writing through `uow.session`, or through a repository it holds
+    (`uow.products.add(...)`, a change to an object `uow.products.get()` loaded), with no
     `uow.commit()`, when the class's `__exit__`/`__aexit__` rolls back or closes that
     session and never commits it.
 
@@ -490,6 +571,13 @@ class WriteWithoutCommit(Rule):
             """,
             path="tests/test_users.py",
             files=_FILES,
+        ),
+        # Cosmic Python's handlers, each committing through the unit of work (or only
+        # reading in its block).
+        Valid(
+            _COSMIC_HANDLERS.format(commit="\n        uow.commit()"),
+            path="app/handlers.py",
+            files=_COSMIC_FILES,
         ),
         Valid(
             _UNIT_OF_WORK.format(exit="self.session.rollback()", commit="\n        uow.commit()"),
@@ -1092,6 +1180,19 @@ class WriteWithoutCommit(Rule):
         ),
     )
     INVALID = (
+        # `with uow:` on the unit of work a handler is given: an object added through its
+        # repository, and one its repository loaded then changed, never committed.
+        Invalid(
+            _COSMIC_HANDLERS.format(commit=""),
+            path="app/handlers.py",
+            files=_COSMIC_FILES,
+            count=2,
+            expected_message=(
+                "`uow.users.add(User(name=name))` is never committed: `uow` (line 5) ends in "
+                "`AbstractUnitOfWork.__exit__()` without `uow.commit()`, which rolls the "
+                "write back — call `uow.commit()` before the block ends"
+            ),
+        ),
         Invalid(
             _UNIT_OF_WORK.format(exit="self.session.rollback()", commit=""),
             path="app/services.py",
@@ -1615,19 +1716,41 @@ class WriteWithoutCommit(Rule):
             self._check_flask_view(flow, node)
         for name, bindings in flow.bindings.items():
             if len(bindings) == 1 and bindings[0].kind == "with":
-                self._check_unit_of_work(flow, name, bindings[0])
+                binding = bindings[0]
+                assert isinstance(binding.node, (ast.With, ast.AsyncWith))
+                if binding.value is not None:
+                    self._check_unit_of_work(
+                        flow, name, binding.value, binding.node, binding.pos[0]
+                    )
+        for block in flow.withs:
+            for item in block.items:
+                # `with uow:` on a unit of work the function was given (Cosmic Python).
+                expr = item.context_expr
+                if (
+                    item.optional_vars is None
+                    and isinstance(expr, ast.Name)
+                    and len(flow.bindings.get(expr.id, ())) == 1
+                ):
+                    self._check_unit_of_work(flow, expr.id, expr, block, block.lineno)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
-    def _check_unit_of_work(self, flow: FunctionFlow, name: str, binding: FlowBinding) -> None:
-        """``with UnitOfWork() as uow: uow.session.add(x)`` with no ``uow.commit()``, where
-        the class's ``__exit__`` rolls back or closes its session and never commits."""
-        if binding.value is None:
-            return
-        instance = flow.value(binding.value)
+    def _check_unit_of_work(
+        self,
+        flow: FunctionFlow,
+        name: str,
+        entered: ast.expr,
+        block: ast.With | ast.AsyncWith,
+        line: int,
+    ) -> None:
+        """``with UnitOfWork() as uow: uow.session.add(x)`` (or ``with uow:``, writing
+        through a repository it holds: ``uow.products.add(x)``, a change to an object
+        ``uow.products.get()`` loaded) with no ``uow.commit()``, where the class's
+        ``__exit__``/``__aexit__`` rolls back or closes its session and never commits."""
+        instance = flow.value(entered)
         if not isinstance(instance, InstanceValue) or escapes(flow, name):
             return
-        is_async = isinstance(binding.node, ast.AsyncWith)
+        is_async = isinstance(block, ast.AsyncWith)
         index = self.ctx.index
         exit_name = "__aexit__" if is_async else "__exit__"
         exit_method = next(
@@ -1647,23 +1770,31 @@ class WriteWithoutCommit(Rule):
             if position == 0 and not iterated and len(path) == 2
             if path[1] in ("rollback()", "close()")
         }
-        if not held or {m for m, _ in method_calls(flow, name)} & _SETTLED:
+        rolls_back = held or (0, False, ("rollback()",)) in exit_method.reads
+        if not rolls_back or {m for m, _ in method_calls(flow, name)} & _SETTLED:
             return
-        for attr in sorted(held):
-            write = self._lost_write(flow, f"{name}.{attr}", settled=_SETTLED)
-            if write is None:
-                continue
-            cls_name = instance.cls.rpartition(".")[2]
-            commit = f"{'await ' if is_async else ''}{name}.commit()"
-            self.report(
-                write,
-                write=_shorten(self.ctx.text(write)),
-                held=f"`{name}` (line {binding.pos[0]}) is closed by `{cls_name}.{exit_name}()`",
-                session=name,
-                after="",
-                remedy=f"call `{commit}` before the block ends",
-            )
+        writes = [
+            self._lost_write(flow, f"{name}.{attr}", settled=_SETTLED) for attr in sorted(held)
+        ]
+        writes.extend(
+            self._lost_write(flow, f"{name}.{attr}", settled=_SETTLED, changes_in=block)
+            for attr in _repositories(index, instance.cls, held)
+        )
+        lost = [write for write in writes if write is not None]
+        if not lost:
             return
+        write = min(lost, key=_start)
+        cls_name = instance.cls.rpartition(".")[2]
+        commit = f"{'await ' if is_async else ''}{name}.commit()"
+        ends = "is closed by" if held else "ends in"
+        self.report(
+            write,
+            write=_shorten(self.ctx.text(write)),
+            held=f"`{name}` (line {line}) {ends} `{cls_name}.{exit_name}()`",
+            session=name,
+            after="",
+            remedy=f"call `{commit}` before the block ends",
+        )
 
     def _check(self, flow: FunctionFlow, owned: OwnedSession) -> None:
         name = owned.name
@@ -2283,9 +2414,28 @@ def _flask_session_key(root: str) -> str:
     return f"{root.rpartition('.')[2]}.session"
 
 
+def _repositories(index: ProjectIndex, cls: str, sessions: set[str]) -> list[str]:
+    """The attributes of a unit of work holding project objects (its repositories:
+    ``self.products = SqlAlchemyRepository(self.session)``), its sessions aside."""
+    found: set[str] = set()
+    for owner in index.mro(cls):
+        facts = index.class_facts(owner)
+        for attr, held in facts.held.items() if facts is not None else ():
+            if (
+                attr not in sessions
+                and index.class_facts(held) is not None
+                and index.model(held) is None
+            ):
+                found.add(attr)
+    return sorted(found)
+
+
 def _loaded_through(value: ObjectsValue, model: Model, session: str) -> bool:
     """Whether ``value`` came from the session ``session``: its own query, or
-    Flask-SQLAlchemy's ``Model.query`` on the session of the model's ``db``."""
+    Flask-SQLAlchemy's ``Model.query`` on the session of the model's ``db``; or from a
+    method of the repository ``session`` names (``uow.products.get(sku)``)."""
+    if value.via is not None and value.via == session:
+        return True
     if value.receiver is not None:
         return value.receiver == session
     return (
