@@ -94,7 +94,9 @@ class FunctionOnIndexedColumn(Rule):
     an index (`index=True`, `unique=True`, a primary key, `Index(...)`) but no index on that
     same expression —
     looking in `__table_args__`, module-level `Index(...)`, Alembic `op.create_index`
-    and raw `CREATE INDEX` statements anywhere in the project.
+    and raw `CREATE INDEX` statements anywhere in the project. A cast compared to another
+    table's column (a join or a correlated subquery matching columns of two types) is
+    left alone: the database can use that column's index instead.
 
     ## Why is this bad?
     A B-tree index on `email` stores `email`, not `lower(email)`. The database cannot
@@ -221,6 +223,27 @@ class FunctionOnIndexedColumn(Rule):
                     op.execute("CREATE INDEX ix_users_id_text ON users (CAST(id AS TEXT))")
                 """,
             },
+        ),
+        # A cast matching another table's column of another type (a join, a correlated
+        # subquery): the database can drive it from that column's index.
+        Valid(
+            """
+            from sqlalchemy import String, cast, select
+            from sqlalchemy.orm import Mapped, mapped_column
+            from app.models import Base, User
+
+            class Profile(Base):
+                __tablename__ = "profiles"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                user_ref: Mapped[str] = mapped_column(index=True)
+
+            def profiles(session):
+                on = cast(User.id, String) == Profile.user_ref
+                mine = select(Profile.id).where(cast(User.email, String).in_([Profile.user_ref]))
+                return session.scalars(select(User).join(Profile, on).where(mine.exists()))
+            """,
+            path="app/views.py",
+            files=_FILES,
         ),
         # An aggregate in HAVING compares each group, not a row: no index serves it, and an
         # index expression may not hold one (pypi/warehouse's sole-owner check).
@@ -451,7 +474,9 @@ class FunctionOnIndexedColumn(Rule):
             type_name = target.id if isinstance(target, ast.Name) else None
             if isinstance(target, ast.Attribute):
                 type_name = target.attr
-            return (node.args[0], "cast", type_name) if type_name else None
+            if not type_name or self._compared_to_column(node):
+                return None
+            return node.args[0], "cast", type_name
         # One argument: `lower(email)`; `coalesce(a, b)` or `row(a, b)` are other expressions
         # that no single-column index was meant for.
         if not isinstance(func, ast.Attribute) or len(node.args) != 1 or node.keywords:
@@ -462,6 +487,26 @@ class FunctionOnIndexedColumn(Rule):
         if not isinstance(column, ast.Attribute):
             return None
         return column, func.attr.lower(), ""
+
+    def _compared_to_column(self, node: ast.Call) -> bool:
+        """``cast(Org.id, String) == Customer.external_id``: a join or a correlated
+        subquery matching two tables' columns of different types, which the database
+        can drive from the other side's index (or cast the other side instead)."""
+        parent = self.ctx.parent(node)
+        others: list[ast.expr] = []
+        if isinstance(parent, ast.Compare):
+            others = [e for e in (parent.left, *parent.comparators) if e is not node]
+        elif isinstance(parent, ast.Attribute):
+            call = self.ctx.parent(parent)
+            if isinstance(call, ast.Call) and call.func is parent:
+                others = [*call.args, *(k.value for k in call.keywords)]
+        index = self.ctx.index
+        return any(
+            isinstance(sub, ast.Attribute)
+            and index.model_for_expr(self.ctx, sub.value) is not None
+            for other in others
+            for sub in ast.walk(other)
+        )
 
     def _in_filter(self, node: ast.Call) -> bool:
         """Whether the call is compared inside a where()/filter() condition."""
