@@ -27,6 +27,7 @@ from sqla_doctor.static.dataflow import (
     node_position,
     string_annotation,
 )
+from sqla_doctor.static.index.extract import CallShape
 from sqla_doctor.static.index.functions import (
     escapes_identifier_quotes,
     instance_receiver,
@@ -214,6 +215,31 @@ HOW_JOIN = "`str.join()`"
 HOW_REPLACE = "`.replace()`"
 
 
+def _stand_in_call(name: str, shape: CallShape) -> ast.Call:
+    """A call of ``name`` with arguments of the kinds ``shape`` records (call_shape)."""
+    positional, keywords = shape
+    call = ast.Call(
+        func=ast.Name(id=name, ctx=ast.Load()),
+        args=[_stand_in(kind) for kind in positional],
+        keywords=[
+            ast.keyword(arg=None if arg == "*" else arg, value=_stand_in(kind))
+            for arg, kind in keywords
+        ],
+    )
+    return ast.fix_missing_locations(call)
+
+
+def _stand_in(kind: str) -> ast.expr:
+    unknown = ast.Name(id="<argument>", ctx=ast.Load())
+    if kind == "*":
+        return ast.Starred(value=unknown, ctx=ast.Load())
+    if kind == "text":
+        return ast.Constant(value="text")
+    if kind == "texts":
+        return ast.Tuple(elts=[ast.Constant(value="text")], ctx=ast.Load())
+    return unknown
+
+
 def is_constant_name(name: str) -> bool:
     """``MAX_ROWS``, ``_TABLE``: a name spelled as a module's constant."""
     return len(name.strip("_")) > 1 and bool(_UPPER.match(name))
@@ -273,6 +299,9 @@ class StringFlow:
         self._param_depth = 0
         self._root: StringFlow = self if root is None else root
         self._call_sites: dict[str, tuple[int, list[ast.Call]]] | None = None
+        # Stand-ins for other modules' calls of a helper, by the helper (kept: values are
+        # cached by node identity).
+        self._outside: dict[int, list[ast.Call]] = {}
 
     def value(self, expr: ast.expr) -> StringValue:
         cached = self._cache.get(id(expr))
@@ -720,7 +749,9 @@ class StringFlow:
             return None
         # Tests importing a helper to test it are no callers a request reaches.
         imported = ctx.index.imported_names(ctx.facts.module, by_tests=False)
-        if function.name in imported or "*" in imported:
+        if "*" in imported:
+            return None
+        if function.name in imported and self._outside_calls(function) is None:
             return None
         if not function.name.startswith("_") and not imported and not _alembic_revision(ctx.tree):
             # A module nothing in the project imports may be what outside callers import;
@@ -743,6 +774,23 @@ class StringFlow:
             bindings = self.flow.bindings(call.func)
             if len(bindings) != 1 or bindings[0].node is not function:
                 return []
+        return [*calls, *(self._outside_calls(function) or ())]
+
+    def _outside_calls(
+        self, function: ast.FunctionDef | ast.AsyncFunctionDef
+    ) -> list[ast.Call] | None:
+        """Other modules' calls of ``function``, each a stand-in call passing a literal
+        where they pass one and an unknown name elsewhere; None when one of them may use
+        the function otherwise."""
+        known = self._outside.get(id(function))
+        if known is not None:
+            return known
+        ctx = self.flow.ctx
+        shapes = ctx.index.outside_calls(f"{ctx.facts.module}.{function.name}")
+        if shapes is None:
+            return None
+        calls = [_stand_in_call(function.name, shape) for shape in shapes]
+        self._outside[id(function)] = calls
         return calls
 
     def _helper_summary(self, call: ast.Call) -> _Summary | None:

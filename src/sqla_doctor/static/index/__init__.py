@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqla_doctor.static.files import is_test_path
 from sqla_doctor.static.index.extract import (
+    CallShape,
     CreateAllFacts,
     Dependencies,
     FileExtract,
@@ -314,6 +315,7 @@ class ProjectIndex:
         self._flask_hooks_commit: bool | None = None
         self._column_aliases: dict[str, ColumnFacts] | None = None
         self._query_properties: frozenset[str] | None = None
+        self._outside_calls: dict[str, list[CallShape] | None] = {}
 
     @classmethod
     def build(cls, facts: Iterable[FileFacts]) -> ProjectIndex:
@@ -368,6 +370,7 @@ class ProjectIndex:
         self._flask_hooks_commit = None
         self._column_aliases = None
         self._query_properties = None
+        self._outside_calls = {}
 
     def import_graph(self) -> ImportGraph:
         """Which project modules import which."""
@@ -1320,6 +1323,46 @@ class ProjectIndex:
                 self._imported_outside_tests = self._import_table(tests=False)
             table = self._imported_outside_tests
         return frozenset(table.get(self._aliases.get(module, module), ()))
+
+    def outside_calls(self, qualified: str) -> list[CallShape] | None:
+        """The calls other modules (tests aside) make of the module-level function
+        ``qualified``, each as its arguments' kinds; None when one of them may use it
+        otherwise: hands it on, or reads it through the module (``models.helper``)."""
+        if qualified not in self._outside_calls:
+            self._outside_calls[qualified] = self._calls_from_outside(qualified)
+        return self._outside_calls[qualified]
+
+    def _calls_from_outside(self, qualified: str) -> list[CallShape] | None:
+        module, _, name = qualified.rpartition(".")
+        module = self._aliases.get(module, module)
+        found: list[CallShape] = []
+        for facts in self.files.values():
+            if facts.module == module or is_test_path(facts.path):
+                continue
+            for item in facts.orm.imports:
+                source = self._aliases.get(item.module, item.module)
+                if source == module and (name in item.names or "*" in item.names):
+                    shapes = facts.orm.import_calls.get(qualified)
+                    if shapes is None or item.in_function:
+                        return None
+                    found.extend(shapes)
+                elif self._reaches(facts, item, module, name):
+                    return None
+        return found
+
+    def _reaches(self, facts: FileFacts, item: ImportFacts, module: str, name: str) -> bool:
+        """Whether the file may read ``module.name`` through a module the import binds
+        (``import app.models as models``, ``from app import models``)."""
+        source = self._aliases.get(item.module, item.module)
+        targets = [source] if not item.names else [f"{source}.{n}" for n in item.names]
+        for position, target in enumerate(targets):
+            if self._aliases.get(target, target) != module:
+                continue
+            local = item.locals[position] if position < len(item.locals) else ""
+            reached = facts.orm.module_uses.get(local, ("*",)) if local else ("*",)
+            if name in reached or "*" in reached:
+                return True
+        return False
 
     def _import_table(self, *, tests: bool) -> dict[str, set[str]]:
         table: dict[str, set[str]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +205,10 @@ class FileExtract:
     # `MODE.set(value)` on a module-level name (a ContextVar): whether every value this
     # file sets is a literal, by the name's qualified spelling.
     literal_sets: dict[str, bool] = field(default_factory=dict)
+    # The calls of each function imported by name (`from app.models import helper`), by
+    # its qualified name, each as the kinds of its arguments (see call_shape); None when
+    # the file uses the name otherwise too (passes it on, decorates with it).
+    import_calls: dict[str, tuple[CallShape, ...] | None] = field(default_factory=dict)
     # FastAPI routers whose routes get dependencies beyond their own decorator's: made
     # with `dependencies=` (`router = APIRouter(dependencies=[...])`) or included with
     # them (`app.include_router(router, dependencies=[...])`): (router, what they name).
@@ -259,6 +264,10 @@ def extract(
     followed = _import_locals(tree)
     read_through: dict[str, set[str]] = {local: set() for local in followed}
     used_otherwise: set[str] = set()
+    # Every load of an imported name, and its calls: a name whose loads are all calls
+    # is never handed on.
+    name_loads: Counter[str] = Counter()
+    name_calls: dict[str, list[CallShape]] = {}
     push, name_node, ast_node = stack.append, ast.Name, ast.AST
     while stack:
         node, ctx = stack.pop()
@@ -267,6 +276,7 @@ def extract(
         if kind is ast.Name:
             if node.id in followed:  # type: ignore[attr-defined]
                 used_otherwise.add(node.id)  # type: ignore[attr-defined]
+                name_loads[node.id] += 1  # type: ignore[attr-defined]
             continue
         if kind is ast.Constant:
             value = node.value  # type: ignore[attr-defined]
@@ -284,6 +294,8 @@ def extract(
                 if isinstance(func, ast.Name)
                 else None
             )
+            if type(func) is ast.Name and func.id in followed:
+                name_calls.setdefault(func.id, []).append(call_shape(node))
             if builder is not None and tail is not None:
                 builder.called.add(tail)
                 if type(func) is ast.Name:
@@ -523,12 +535,19 @@ def extract(
                             push((child, ctx))
                     elif child.id in followed:
                         used_otherwise.add(child.id)
+                        name_loads[child.id] += 1
             elif held.__class__ is not name_node:
                 if isinstance(held, ast_node):
                     push((held, ctx))
             elif held.id in followed:
                 used_otherwise.add(held.id)
+                name_loads[held.id] += 1
 
+    for local, shapes in name_calls.items():
+        origin = imports.get(local)
+        if origin is not None:
+            counted = name_loads[local] == len(shapes)
+            out.import_calls[origin] = tuple(shapes) if counted else None
     out.module_uses = {
         local: tuple(sorted(attributes))
         for local, attributes in read_through.items()
@@ -587,6 +606,32 @@ def _finish_functions(
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 _ELEMENTS = (ast.Tuple, ast.List, ast.Set)
+
+
+# A call's arguments, as call_shape() spells them.
+CallShape = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+def call_shape(call: ast.Call) -> CallShape:
+    """What each argument of ``call`` is: "text" (a literal), "texts" (a tuple, list or set
+    of literals), "*" (unpacked: anything) or "" (anything else); positional ones, then
+    (keyword, kind) pairs (``**kwargs`` under the keyword "*")."""
+    return (
+        tuple(_argument_kind(arg) for arg in call.args),
+        tuple((k.arg or "*", _argument_kind(k.value)) for k in call.keywords),
+    )
+
+
+def _argument_kind(node: ast.expr) -> str:
+    if isinstance(node, ast.Starred):
+        return "*"
+    if isinstance(node, ast.Constant):
+        return "text"
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and all(
+        isinstance(e, ast.Constant) for e in node.elts
+    ):
+        return "texts"
+    return ""
 
 
 def _import_locals(tree: ast.Module) -> set[str]:

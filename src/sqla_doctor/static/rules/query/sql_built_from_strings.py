@@ -12,6 +12,16 @@ from sqla_doctor.static.strings import Interpolation, StringFlow
 from sqla_doctor.static.syntax import call_keyword, source_segment
 
 _MAX_SHOWN = 3
+# A helper building a counting subquery from table names, called in its module.
+_COUNT_HELPER = """
+from sqlalchemy import func, select, table, text
+
+def _count_property(parent, children, deferred=True):
+    condition = f"{children}.{parent}_id = {parent}.id"
+    return select(func.count()).select_from(table(children)).where(text(condition))
+
+host_services = _count_property("host", "service")
+"""
 # Methods that run a statement with parameters given beside it.
 _EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "stream_scalars"})
 
@@ -169,12 +179,14 @@ class SqlBuiltFromStrings(Rule):
     can be: a plain function of the module, undecorated, not in `__all__`, whose name
     the module uses only to call it (never passed on as a callback, e.g. to a
     scheduler or `Depends`) and no other module imports (tests aside: a test calling
-    a helper is no caller a request reaches); a function without a leading
+    a helper is no caller a request reaches), or that the other modules importing it
+    only call, passing literals for that parameter; a function without a leading
     underscore must moreover be in a module other modules import (one that nothing
     imports may be what outside callers use), or in an Alembic revision (which Alembic
     loads by its path, calling only `upgrade()` and `downgrade()`). Callers are
-    followed three functions up. Methods, and functions other modules import, are
-    still reported for any parameter interpolated; so is a value read from the database
+    followed three functions up. Methods, and functions other modules import and
+    call with other values or hand on, are still reported for any parameter
+    interpolated; so is a value read from the database
     (`conn.execute(...).scalar()`) passed as an argument. A module's `ContextVar` is
     trusted when its default and every `.set()` the project makes on it (by its name
     or a module attribute) store a literal; one handed around under another name and
@@ -700,6 +712,20 @@ class SqlBuiltFromStrings(Rule):
                 "app/models.py": "from app.migrations import migrate\n",
             },
         ),
+        # A private helper other modules import too, every call there passing literals
+        # (faraday's `_make_generic_count_property('host', 'service')`).
+        Valid(
+            _COUNT_HELPER,
+            path="app/models.py",
+            files={
+                "app/__init__.py": "",
+                "app/api.py": (
+                    "from app.models import _count_property\n"
+                    "def workspace_counts():\n"
+                    "    return _count_property('workspace', 'credential', deferred=False)\n"
+                ),
+            },
+        ),
         # Modules that import this one whole and read only other names through it.
         Valid(
             """
@@ -1155,6 +1181,25 @@ class SqlBuiltFromStrings(Rule):
                 columns = ", ".join(rows[0].keys())
                 session.execute(text(f"INSERT INTO t ({columns}) VALUES (1)"))
             """,
+        ),
+        # The helper's other module passes a request's value.
+        Invalid(
+            _COUNT_HELPER,
+            path="app/models.py",
+            files={
+                "app/__init__.py": "",
+                "app/api.py": (
+                    "from flask import request\n"
+                    "from app.models import _count_property\n"
+                    "def counts():\n"
+                    "    return _count_property('workspace', request.args['table'])\n"
+                ),
+            },
+            line=5,
+            expected_message=(
+                "`text()` receives SQL built with an f-string (line 4) from `children` — "
+                "bind them as parameters"
+            ),
         ),
         # One call of the helper passes a request's value for `new`.
         Invalid(
