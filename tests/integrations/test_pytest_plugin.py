@@ -393,6 +393,100 @@ def test_writes_a_fixture_discards_at_teardown_are_not_a_forgotten_commit(
     )
 
 
+WEB_APPS = """
+from fastapi import Depends, FastAPI
+from flask import Flask
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from models import Base, Post, User
+
+engine = create_engine(
+    "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+)
+Base.metadata.create_all(engine)
+with Session(engine) as session:
+    session.add_all([Post(title=f"p{i}", author=User(name=f"u{i}")) for i in range(6)])
+    session.commit()
+
+api = FastAPI()
+
+
+def get_session():
+    with Session(engine) as session:
+        yield session
+
+
+@api.get("/posts/{post_id}")
+def read_post(post_id: int, session: Session = Depends(get_session)):
+    post = session.get(Post, post_id)
+    return {"title": post.title, "author": post.author.name}
+
+
+@api.get("/posts")
+def list_posts(session: Session = Depends(get_session)):
+    return [{"author": post.author.name} for post in session.scalars(select(Post))]
+
+
+flask_app = Flask(__name__)
+
+
+@flask_app.get("/posts/<int:post_id>")
+def flask_read_post(post_id):
+    with Session(engine) as session:
+        post = session.get(Post, post_id)
+        return {"title": post.title, "author": post.author.name}
+"""
+
+
+def test_a_test_client_calling_an_endpoint_per_item_is_not_an_n_plus_one(
+    project: pytest.Pytester,
+) -> None:
+    """Six requests for six posts run the endpoint's get() and lazy load six times in
+    one test, each in a request of its own: no loop of the program runs them. A loop
+    inside one endpoint is still an N+1."""
+    project.makepyfile(web=WEB_APPS)
+    write_test(
+        project,
+        """
+        import warnings
+
+        with warnings.catch_warnings():
+            # Newer Starlette asks for httpx2, and this project's pytest.ini makes
+            # warnings errors.
+            warnings.simplefilter("ignore")
+            from fastapi.testclient import TestClient
+
+        from web import api, flask_app
+
+
+        def test_each_post_through_fastapi():
+            client = TestClient(api)
+            for post_id in range(1, 7):
+                assert client.get(f"/posts/{post_id}").status_code == 200
+
+
+        def test_each_post_through_flask():
+            client = flask_app.test_client()
+            for post_id in range(1, 7):
+                assert client.get(f"/posts/{post_id}").status_code == 200
+
+
+        def test_the_list_endpoint():
+            assert len(TestClient(api).get("/posts").json()) == 6
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*_ test_the_list_endpoint _*", "web.py:33: SQD251 Post.author lazy-loaded 6× *"]
+    )
+    assert "SQD252" not in result.stdout.str()
+
+
 def test_what_a_wider_scoped_fixture_opened_is_judged_when_it_is_torn_down(
     project: pytest.Pytester,
 ) -> None:

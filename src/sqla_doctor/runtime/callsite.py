@@ -674,26 +674,39 @@ def _in_loop(frame: FrameType) -> bool:
     return any(start <= at <= end for start, end in _loop_ranges(frame.f_code))
 
 
+def not_from_the_program(site: CallSite) -> bool:
+    """Whether installed code called the function holding ``site`` (a framework, a
+    worker pool), the cheap test before :func:`called_again_by_library`'s walk."""
+    return site.caller is not None and classify(site.caller[0]) != USER
+
+
 def called_again_by_library(site: CallSite) -> bool:
     """Whether the statement at ``site``, running now, is in no loop of the program: no
     frame of the program on the stack is inside a loop, and the outermost of them is a
     function that installed code called (a thread pool's worker, a web framework, a job
     runner), not the program's module. Its runs then come from that code calling the
     program again, each call a job or a request of its own, not from the program
-    iterating. Walks the stack: ask once per repeated statement."""
+    iterating. A loop that reaches the program through an in-process client (Flask's
+    or Starlette's test client, one request per item) is the caller's, not the
+    program's. Walks the stack: ask once per repeated statement."""
     frame: FrameType | None = sys._getframe(1)
     greenlet: Any = None
     outermost: FrameType | None = None
     found = False
+    through_client = False
     for _ in range(_MAX_FRAMES * 2):
         if frame is None:
             return outermost is not None and outermost.f_code.co_name != "<module>"
         code = frame.f_code
         if not found:
             found = code.co_filename == site.filename and frame.f_lineno == site.lineno
-        if found and classify(code.co_filename) == USER:
-            if _in_loop(frame):
-                return False
-            outermost = frame
+        if found:
+            kind = classify(code.co_filename)
+            if kind == BOUNDARY:
+                through_client = through_client or outermost is not None
+            elif kind == USER:
+                if _in_loop(frame):
+                    return through_client
+                outermost = frame
         frame, greenlet = _next_frame(frame, greenlet)
     return False  # deeper than that: nothing to say

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.callsite import CallSite, called_again_by_library
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
 from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name, is_async_session
 from sqla_doctor.runtime.loading import (
@@ -59,11 +59,13 @@ class _Group:
     __slots__ = (
         "async_session",
         "attributes",
+        "by_library",
         "commit_site",
         "deferred",
         "entity",
         "expire_site",
         "expired",
+        "first_session",
         "loads",
         "parents",
         "primary_key",
@@ -85,6 +87,10 @@ class _Group:
         self.deferred = False
         self.refreshed = False
         self.commit_site: CallSite | None = None
+        # Reloaded again by installed code calling the program's function anew (each
+        # request of a test client, each job of a worker), with no loop of the program.
+        self.by_library = False
+        self.first_session: int | None = None
         # The program's expire_all() or expire() that expired them, which it was, and
         # the query that had loaded them.
         self.expire_site: tuple[CallSite, str, CallSite | None] | None = None
@@ -175,8 +181,14 @@ class NPlusOneAttributeReload(Detector):
             return
         group.refreshed = group.refreshed or refreshed
         group.loads += 1
+        session = state.session_id if state is not None else None
+        if not group.parents:
+            group.first_session = session
         if len(group.parents) < MAX_PARENTS_TRACKED:
             group.parents.add(_identity(execution, state))
+            if len(group.parents) == 2 and session != group.first_session:
+                # Objects of two sessions (two requests, two jobs?): ask the stack once.
+                group.by_library = called_again_by_library(execution.site)
 
     def _explain(
         self, group: _Group, state: Any, mapper: Any, asked: frozenset[str] | None
@@ -258,7 +270,7 @@ class NPlusOneAttributeReload(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.attribute_reload_threshold, 2)
         for key, group in self.groups.items():
-            if len(group.parents) >= threshold:
+            if len(group.parents) >= threshold and not group.by_library:
                 self._report(key, group)
 
     def _report(self, key: Any, group: _Group) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.orm import Session, strategies
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.callsite import CallSite, called_again_by_library
 from sqla_doctor.runtime.detector import (
     LAZY_LOAD,
     RELATIONSHIP_LOAD,
@@ -97,6 +97,8 @@ def _loaded_through(state: Any, relationship: Any) -> bool:
 
 class _Group:
     __slots__ = (
+        "by_library",
+        "first_session",
         "immediate",
         "latest",
         "loads",
@@ -146,6 +148,10 @@ class _Group:
         self.refreshed = False
         # Loaded by immediateload() as the query's rows loaded.
         self.immediate = False
+        # Loaded again by installed code calling the program's function anew (each
+        # request of a test client, each job of a worker), with no loop of the program.
+        self.by_library = False
+        self.first_session: int | None = None
 
     def saw_origin(self, origin: OrmExecution | None) -> None:
         """``origin`` loaded the parent of a new lazy load."""
@@ -195,7 +201,11 @@ class NPlusOneLazyLoad(Detector):
 
     The line is where the attribute was read: often a loop, a comprehension, a
     serializer, a template or a `to_dict()` helper. Loads are counted per distinct parent,
-    so reading the same object's relationship twice is not an N+1.
+    so reading the same object's relationship twice is not an N+1. Parents of different
+    sessions whose loads come from the program's function called anew by installed code,
+    with no loop of the program between (each request a test client sends, each job a
+    worker pool takes), are requests of their own, not a loop: a test that calls an
+    endpoint once per item is not told its endpoint has an N+1.
 
     ## Why is this bad?
     Each lazy load is a round trip to the database. Listing 50 users with their posts runs
@@ -301,12 +311,16 @@ class NPlusOneLazyLoad(Detector):
             )
             group.refreshed = inside_call(_REFRESH)
             group.immediate = not group.refreshed and inside_call(_IMMEDIATE)
+            group.first_session = parent.session_id
             marker = group.add(parent)
         else:
             marker = group.add(parent)
             if marker is not None:
                 found = self.uow.origin_and_entity_for(parent.mapper)
                 group.saw_origin(found[1] if found is not None else None)
+                if len(group.parents) == 2 and parent.session_id != group.first_session:
+                    # Parents of two sessions (two requests, two jobs?): ask the stack once.
+                    group.by_library = called_again_by_library(site)
         if not group.walked and _loaded_through(parent, relationship):
             group.walked = True
         self.last = (group, marker)
@@ -322,7 +336,7 @@ class NPlusOneLazyLoad(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.n_plus_one_threshold, 2)
         for key, group in self.groups.items():
-            if group.distinct_parents >= threshold:
+            if group.distinct_parents >= threshold and not group.by_library:
                 self._report(key, group)
 
     def _report(self, key: Any, group: _Group) -> None:

@@ -10,7 +10,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.callsite import USER, CallSite, called_again_by_library, classify
+from sqla_doctor.runtime.callsite import (
+    USER,
+    CallSite,
+    called_again_by_library,
+    classify,
+    not_from_the_program,
+)
 from sqla_doctor.runtime.detector import (
     CORE,
     OTHER,
@@ -621,7 +627,7 @@ class RepeatedStatement(Detector):
                     entry.session, entry.sessions = weakref.ref(record), entry.sessions + 1
         if entry.in_transaction > entry.most_in_transaction:
             entry.most_in_transaction = entry.in_transaction
-        if entry.count == 2 and site.caller is not None and classify(site.caller[0]) != USER:
+        if entry.count == 2 and not_from_the_program(site):
             entry.by_library = called_again_by_library(site)
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
@@ -778,6 +784,8 @@ class RepeatedStatement(Detector):
         site = entry.site
         if site is None or site.caller is None or not site.function.isidentifier():
             return None
+        if classify(site.caller[0]) != USER:
+            return None  # a framework calls it (a request, a job): no loop of the program
         helper = f"{site.function}()"
         loop = self.where(CallSite(site.caller[0], site.caller[1], "?"))
         query = _one_query(entry)
