@@ -96,6 +96,56 @@ def test_an_explicit_unit_reports_the_final_count_of_a_loop_that_commits(
     )
 
 
+def test_a_selectinload_rerun_per_object_a_commit_expired_is_told_the_commit(
+    engine: Engine,
+) -> None:
+    """The query's option loaded the posts; a commit per user expired every User, and
+    each one read is reloaded alone, with a load of its posts: not immediateload()."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+        for user in users:
+            assert user.posts  # line:expired-read
+            session.commit()  # line:expiring-commit
+    finding = one(uow.findings, "SQD251")
+    here = relative(__file__)
+    assert finding.location.line == line_of("expired-read")
+    assert finding.message == (
+        f"User.posts lazy-loaded {USERS - 1}× from {here}:{line_of('expired-read')} as each "
+        f"expired User was reloaded, one at a time — the commit at "
+        f"{here}:{line_of('expiring-commit')} expired them: commit after the loop, or create "
+        "the session with expire_on_commit=False"
+    )
+    assert finding.fix_hint == "expire_on_commit=False"
+    assert [r.location.line for r in finding.related] == [line_of("expiring-commit")]
+
+
+async def test_an_async_selectinload_rerun_per_object_a_commit_expired_is_told_the_commit(
+    async_engine: AsyncEngine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as session:
+            query = select(User).options(selectinload(User.posts))
+            users = (await session.scalars(query)).all()
+            for user in users:
+                assert await user.awaitable_attrs.posts
+                await session.commit()  # line:async-expiring-commit
+    finding = one(uow.findings, "SQD251")
+    assert "as each expired User was reloaded, one at a time" in finding.message
+    assert finding.related[0].location.line == line_of("async-expiring-commit")
+
+
+def test_a_commit_per_object_without_expiring_them_is_the_silent_twin(engine: Engine) -> None:
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(engine, expire_on_commit=False) as session,
+    ):
+        users = session.scalars(select(User).options(selectinload(User.posts))).all()
+        for user in users:
+            assert user.posts
+            session.commit()
+    assert not of_code(uow.findings, "SQD251")
+
+
 def test_selectinload_twin_is_silent(engine: Engine) -> None:
     """The fix from the message makes the finding go away."""
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.exc import MissingGreenlet
-from sqlalchemy.orm import Session, strategies
+from sqlalchemy.orm import Session, loading, strategies
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, called_again_by_library
@@ -38,6 +38,24 @@ _IMMEDIATE_LOADER = getattr(strategies, "_ImmediateLoader", None) or getattr(
     strategies, "ImmediateLoader", None
 )
 _IMMEDIATE = method_codes(_IMMEDIATE_LOADER, "_load_for_path") if _IMMEDIATE_LOADER else frozenset()
+# Reading an attribute of an expired object reloads it (load_scalar_attributes) with the
+# loader options of the query that loaded it; a selectinload() among them then loads the
+# relationship for that one object, with an immediate load per object reloaded.
+# (SQLAlchemy 2.1 named it _load_scalar_attributes.)
+_LOAD_EXPIRED = getattr(loading, "_load_scalar_attributes", None) or getattr(
+    loading, "load_scalar_attributes", None
+)
+_EXPIRED_RELOAD = frozenset({_LOAD_EXPIRED.__code__}) if _LOAD_EXPIRED else frozenset()
+
+
+def _commit_site(parent: Any) -> CallSite | None:
+    """Where the parent's session last committed (what expired it, with the default
+    expire_on_commit=True), if the session is watched."""
+    from sqla_doctor.runtime.unit_of_work import process
+
+    session = parent.session
+    record = process.records.get(id(session)) if session is not None else None
+    return record.commit_site if record is not None else None
 
 
 def _refresh_fix(relationship: Any, option: str) -> str:
@@ -98,6 +116,8 @@ def _loaded_through(state: Any, relationship: Any) -> bool:
 class _Group:
     __slots__ = (
         "by_library",
+        "commit_site",
+        "expired_reload",
         "first_session",
         "immediate",
         "latest",
@@ -152,6 +172,10 @@ class _Group:
         # request of a test client, each job of a worker), with no loop of the program.
         self.by_library = False
         self.first_session: int | None = None
+        # Loaded as each expired parent was reloaded, by its query's eager option.
+        self.expired_reload = False
+        # The commit that expired the parents, if a commit did.
+        self.commit_site: CallSite | None = None
 
     def saw_origin(self, origin: OrmExecution | None) -> None:
         """``origin`` loaded the parent of a new lazy load."""
@@ -310,7 +334,12 @@ class NPlusOneLazyLoad(Detector):
                 relationship, site, origin, selected, root, root_selected
             )
             group.refreshed = inside_call(_REFRESH)
-            group.immediate = not group.refreshed and inside_call(_IMMEDIATE)
+            group.expired_reload = not group.refreshed and inside_call(_EXPIRED_RELOAD)
+            if group.expired_reload:
+                group.commit_site = _commit_site(parent)
+            group.immediate = (
+                not group.refreshed and not group.expired_reload and inside_call(_IMMEDIATE)
+            )
             group.first_session = parent.session_id
             marker = group.add(parent)
         else:
@@ -357,6 +386,18 @@ class NPlusOneLazyLoad(Detector):
             # An option on the query that first loaded them does not reload anything.
             origin_text = f" by session.refresh(), one {parents} at a time"
             fix = _refresh_fix(relationship, option)
+        elif group.expired_reload:
+            # The query's option did load them; the objects were expired since, and each
+            # one read is reloaded alone, its option with it.
+            origin_text = f" as each expired {parents} was reloaded, one at a time"
+            if group.commit_site is not None:
+                fix = (
+                    f"the commit at {self.where(group.commit_site)} expired them: commit "
+                    "after the loop, or create the session with expire_on_commit=False"
+                )
+                related.append((group.commit_site, "the commit that expired the parents"))
+            else:
+                fix = "they were expired: read what the loop needs before expiring them"
         elif origin is not None and origin.site is not None:
             where = self.where(origin.site)
             if origin.kind in (LAZY_LOAD, RELATIONSHIP_LOAD) and origin.relationship is not None:
@@ -405,6 +446,8 @@ class NPlusOneLazyLoad(Detector):
                     fix = _contains_eager_fix(relationship, name, option)
                 related.append((origin.site, "the query that loaded the parents"))
         hint = f".options({option})"
+        if group.expired_reload and group.commit_site is not None:
+            hint = "expire_on_commit=False"
         if group.refreshed:
             hint += ".execution_options(populate_existing=True)"
         self.report(
