@@ -442,6 +442,30 @@ def test_lazy_loads_after_a_begin_listeners_begin_are_left_to_the_lazy_load_dete
     assert not of_code(uow.findings, "SQD252")
 
 
+def test_lazy_loads_after_an_after_begin_listeners_sql_are_left_to_the_lazy_load_detector(
+    engine: Engine,
+) -> None:
+    # A per-transaction setting (PostgreSQL's SET LOCAL; here SQLite's
+    # defer_foreign_keys) runs as each transaction's first statement takes the connection.
+    event.listen(Session, "after_begin", _per_transaction_setting)
+    try:
+        with (
+            sqla_doctor.track(mode="collect") as uow,
+            Session(engine, expire_on_commit=False) as session,
+        ):
+            for user in session.scalars(select(User)).all():
+                session.commit()
+                assert user.posts
+    finally:
+        event.remove(Session, "after_begin", _per_transaction_setting)
+    assert of_code(uow.findings, "SQD251")
+    assert not of_code(uow.findings, "SQD252")
+
+
+def _per_transaction_setting(session: Session, transaction: object, connection: Connection) -> None:
+    connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+
+
 def _emit_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")
 

@@ -90,19 +90,16 @@ _KEYED_BY_CALLER = frozenset({SELECT, OTHER})
 # Above before_cursor_execute: Connection._exec_single_context (or its executemany
 # twin) and _execute_context.
 _CURSOR_FRAMES = 2
-# Driver SQL a "begin" listener emits (the pysqlite recipe's conn.exec_driver_sql("BEGIN")).
-_BEGIN_WORDS = ("BEGIN", "START")
 
 
-def _opens_transaction(context: Any, statement: str) -> bool:
-    """Whether the connection emits this statement on its own, to begin the transaction
-    or SAVEPOINT an ORM execution is about to run in: SQLAlchemy opens a begin_nested()'s
-    SAVEPOINT, and fires the "begin" event, only when that execution takes the connection,
-    after its do_orm_execute, so the execution's own statement is still to come."""
+def _not_the_executions(context: Any) -> bool:
+    """Whether the connection runs this statement on its own as an ORM execution takes it,
+    after the execution's do_orm_execute: the SAVEPOINT a begin_nested() opens then, and
+    driver SQL (exec_driver_sql()) of a "begin" or "after_begin" listener (the pysqlite
+    recipe's BEGIN, a SET LOCAL per transaction). An ORM execution's own statement is
+    always compiled; the execution's statement is still to come."""
     compiled = getattr(context, "compiled", None)
-    if compiled is not None:
-        return isinstance(compiled.statement, SavepointClause)
-    return statement.lstrip()[:5].upper().startswith(_BEGIN_WORDS)
+    return compiled is None or isinstance(compiled.statement, SavepointClause)
 
 
 def _relationship_of(path: Any) -> RelationshipProperty[Any] | None:
@@ -216,7 +213,7 @@ def _on_before_cursor_execute(
         execution: OrmExecution | None = None
         if flush_record is None:
             execution = executing.get()
-            if execution is not None and _opens_transaction(context, statement):
+            if execution is not None and _not_the_executions(context):
                 execution = None
             elif execution is not None:
                 executing.set(None)
