@@ -982,7 +982,19 @@ class FunctionFlow:
             return evolve(made, how="with", managed=True, commits=commits)
         if isinstance(made, ClientValue):
             return made
+        if isinstance(made, InstanceValue) and self._enters_self(made.cls):
+            # `with UnitOfWork() as uow:` whose `__enter__` returns the unit of work.
+            return made
         return None
+
+    def _enters_self(self, cls: str) -> bool:
+        if self.index is None:
+            return False
+        for owner in self.index.mro(cls):
+            facts = self.index.class_facts(owner)
+            if facts is not None and facts.enters_self is not None:
+                return facts.enters_self
+        return False
 
     def _exit_commits(self, source: str | None) -> bool:
         """Whether sessions from ``source`` (a factory made with ``class_=``, or the class

@@ -28,6 +28,8 @@ from sqla_doctor.static.strings import StringFlow
 
 if TYPE_CHECKING:
     from sqla_doctor.static.context import FileContext
+    from sqla_doctor.static.index import ProjectIndex
+    from sqla_doctor.static.index.functions import FunctionFacts
 
 CLOSERS = frozenset({"close", "remove", "invalidate"})
 WRITES = frozenset(
@@ -450,3 +452,24 @@ def sets_isolation(call: ast.Call) -> bool:
         kw.arg is None or kw.arg in ("isolation_level", "execution_options")
         for kw in call.keywords
     )
+
+
+def exit_method(index: ProjectIndex, cls: str, *, is_async: bool) -> FunctionFacts | None:
+    """The ``__exit__`` (``__aexit__``) a ``with`` block on an instance of the project
+    class ``cls`` runs: its own or a base's."""
+    name = "__aexit__" if is_async else "__exit__"
+    for owner in index.mro(cls):
+        found = index.function(f"{owner}.{name}")
+        if found is not None:
+            return found
+    return None
+
+
+def sessions_ended(exit: FunctionFacts, *ends: str) -> set[str]:
+    """The attributes of ``self`` an ``__exit__`` calls one of ``ends`` on
+    (``self.session.close()`` for "close()"): the sessions a unit of work holds."""
+    return {
+        path[0]
+        for position, iterated, path in exit.reads
+        if position == 0 and not iterated and len(path) == 2 and path[1] in ends
+    }

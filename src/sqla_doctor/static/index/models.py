@@ -173,6 +173,9 @@ class ClassFacts:
     # What its instances hold: `self.products = SqlAlchemyRepository(self.session)` in a
     # method, or `products: AbstractRepository` in the body (attribute → class, qualified).
     held: dict[str, str] = field(default_factory=dict)
+    # Its `__enter__` (`__aenter__`) returns the instance (`return self`, or a base's
+    # `return super().__enter__()`); None where it defines none.
+    enters_self: bool | None = None
     decorators: tuple[str, ...] = ()
     table_kw: bool = False  # SQLModel's `table=True`
     metaclass: str | None = None
@@ -1009,6 +1012,34 @@ def _is_class_var(annotation: ast.expr) -> bool:
     )
 
 
+def _enters_self(node: ast.ClassDef) -> bool | None:
+    """Whether every ``return`` of the class's ``__enter__``/``__aenter__`` gives the
+    instance: ``self``, or ``super().__enter__()`` (the base decides, and returns it)."""
+    for stmt in node.body:
+        if (
+            isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and stmt.name in ("__enter__", "__aenter__")
+        ):
+            returned = [n.value for n in ast.walk(stmt) if isinstance(n, ast.Return)]
+            return bool(returned) and all(_is_self(value) for value in returned)
+    return None
+
+
+def _is_self(value: ast.expr | None) -> bool:
+    if isinstance(value, ast.Await):
+        value = value.value
+    if isinstance(value, ast.Name):
+        return value.id == "self"
+    return (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr in ("__enter__", "__aenter__")
+        and isinstance(value.func.value, ast.Call)
+        and isinstance(value.func.value.func, ast.Name)
+        and value.func.value.func.id == "super"
+    )
+
+
 def _held_instances(resolver: NameResolver, node: ast.ClassDef) -> dict[str, str]:
     """``self.attr = Class(...)`` in the class's methods, else ``attr: Class`` in its
     body: the attribute's class, when one class is named for it."""
@@ -1093,6 +1124,7 @@ def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> Clas
     facts.bases = tuple(bases)
     facts.type_args = _type_args(resolver, node)
     facts.held = _held_instances(resolver, node)
+    facts.enters_self = _enters_self(node)
     decorators: list[str] = []
     for decorator in node.decorator_list:
         target = decorator.func if isinstance(decorator, ast.Call) else decorator

@@ -9,12 +9,14 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import (
     Binding,
     FunctionFlow,
+    InstanceValue,
     ObjectsValue,
     SessionValue,
     contains,
     flow_for,
     worth_analysing,
 )
+from sqla_doctor.static.lifecycle import exit_method, sessions_ended
 from sqla_doctor.static.navigation import Navigator, option_text
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
@@ -154,6 +156,37 @@ _HELPER_FILES = {
         return by_id(session, user_id)
     """,
 }
+# A unit of work whose `__exit__` closes its session, and its repository.
+_UNIT_OF_WORK_FILES = {
+    **_HELPER_FILES,
+    "app/uow.py": """
+    from app.db import SessionLocal
+    from app.repo import UserRepository
+
+    class UnitOfWork:
+        def __enter__(self):
+            self.session = SessionLocal()
+            self.users = UserRepository(self.session)
+            return self
+
+        def __exit__(self, *args):
+            self.session.rollback()
+            self.session.close()
+    """,
+}
+_THROUGH_UNIT_OF_WORK = """
+from app.uow import UnitOfWork
+
+def titles(user_id, uow: UnitOfWork):
+    with uow:
+        user = uow.users.by_id(user_id){inside}
+    return {after}
+
+def count(user_id):
+    with UnitOfWork() as uow:
+        user = uow.users.by_id(user_id){inside}
+    return {after}
+"""
 # A session's objects, loaded in its `with` block and returned after the block.
 _LOADED_THEN_RETURNED = """
 from sqlalchemy.orm import selectinload
@@ -202,8 +235,10 @@ class DetachedInstanceAccess(Rule):
     """
     ## What it does
     Checks for ORM objects used after the session that loaded them is closed — after
-    its `with` block, after `close()`, or returned by a function (in any module) that
-    loads them inside a session it closes — when the code then reads a relationship
+    its `with` block, after `close()`, after the `with uow:` block of a unit of work whose
+    `__exit__` closes its session (objects its repository loaded, `uow.users.get(id)`),
+    or returned by a function (in any module) that loads them inside a session it
+    closes, itself or through another function — when the code then reads a relationship
     the query did not eager-load, or reads any attribute after a commit expired them
     (`expire_on_commit=True`, the default): a `commit()` call, or the commit that ends a
     `with SessionLocal.begin()` block or a context manager that commits after its
@@ -443,6 +478,14 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # Read in the unit of work's block, before its `__exit__` closes the session.
+        Valid(
+            _THROUGH_UNIT_OF_WORK.format(
+                inside="\n        print([p.title for p in user.posts])", after="user.name"
+            ),
+            path="app/views.py",
+            files=_UNIT_OF_WORK_FILES,
+        ),
         # A helper's objects, eager-loaded by it, or returned while the session is open.
         Valid(
             """
@@ -469,6 +512,19 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        # Loaded by a unit of work's repository, read after `with uow:` closed its session.
+        Invalid(
+            _THROUGH_UNIT_OF_WORK.format(inside="", after="[p.title for p in user.posts]"),
+            path="app/views.py",
+            files=_UNIT_OF_WORK_FILES,
+            count=2,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `user` after the session that loaded it closed "
+                "(the `with` block at line 4 closed it in `UnitOfWork.__exit__()`): this raises "
+                "DetachedInstanceError — add `selectinload(User.posts)` to that query, or read "
+                "it before the session closes"
+            ),
+        ),
         # A helper (or a repository) of another module loads them in a `with` block.
         Invalid(
             """
@@ -868,6 +924,10 @@ class DetachedInstanceAccess(Rule):
         self, flow: FunctionFlow, binding: Binding, objects: ObjectsValue
     ) -> tuple[_Region, str, ast.Call | str | None] | None:
         """(region after the close, how it closed, the commit that expired them)."""
+        if objects.via is not None and objects.node is not None:
+            found = self._closed_by_unit_of_work(flow, objects.via, objects.node)
+            if found is not None:
+                return found
         returns = objects.returns
         if returns is not None:
             if not returns.session_closed:
@@ -912,6 +972,35 @@ class DetachedInstanceAccess(Rule):
                     region,
                     f"`{key}.close()` at line {call.lineno}",
                     self._commit(flow, key, load, region, objects.session),
+                )
+        return None
+
+    def _closed_by_unit_of_work(
+        self, flow: FunctionFlow, via: str, load: ast.AST
+    ) -> tuple[_Region, str, None] | None:
+        """Loaded by a repository of a unit of work (`uow.products.get(sku)`) inside
+        ``with uow:``, whose ``__exit__`` closes the session it holds."""
+        name = via.partition(".")[0]
+        for with_node in flow.withs:
+            if not contains(with_node, load):
+                continue
+            for item in with_node.items:
+                target = item.optional_vars if item.optional_vars is not None else item.context_expr
+                if not isinstance(target, ast.Name) or target.id != name:
+                    continue
+                instance = flow.value(item.context_expr)
+                if not isinstance(instance, InstanceValue):
+                    return None
+                is_async = isinstance(with_node, ast.AsyncWith)
+                exits = exit_method(self.ctx.index, instance.cls, is_async=is_async)
+                if exits is None or not sessions_ended(exits, "close()"):
+                    return None
+                cls_name = instance.cls.rpartition(".")[2]
+                return (
+                    _Region.after(with_node, flow.node),
+                    f"the `with` block at line {with_node.lineno} closed it in "
+                    f"`{cls_name}.{'__aexit__' if is_async else '__exit__'}()`",
+                    None,
                 )
         return None
 

@@ -37,9 +37,11 @@ from sqla_doctor.static.lifecycle import (
     Statements,
     bound_to_connection,
     escapes,
+    exit_method,
     method_calls,
     owned_connections,
     owned_sessions,
+    sessions_ended,
     sets_isolation,
     unbound,
 )
@@ -1753,24 +1755,12 @@ class WriteWithoutCommit(Rule):
         is_async = isinstance(block, ast.AsyncWith)
         index = self.ctx.index
         exit_name = "__aexit__" if is_async else "__exit__"
-        exit_method = next(
-            (
-                found
-                for cls in index.mro(instance.cls)
-                if (found := index.function(f"{cls}.{exit_name}")) is not None
-            ),
-            None,
-        )
-        if exit_method is None or "commit" in exit_method.calls:
+        exits = exit_method(index, instance.cls, is_async=is_async)
+        if exits is None or "commit" in exits.calls:
             return
         # The attributes its exit rolls back or closes: the sessions it holds.
-        held = {
-            path[0]
-            for position, iterated, path in exit_method.reads
-            if position == 0 and not iterated and len(path) == 2
-            if path[1] in ("rollback()", "close()")
-        }
-        rolls_back = held or (0, False, ("rollback()",)) in exit_method.reads
+        held = sessions_ended(exits, "rollback()", "close()")
+        rolls_back = held or (0, False, ("rollback()",)) in exits.reads
         if not rolls_back or {m for m, _ in method_calls(flow, name)} & _SETTLED:
             return
         writes = [
