@@ -60,3 +60,14 @@ def is_truthy_literal(node: ast.expr) -> bool:
 def is_false_literal(node: ast.expr) -> bool:
     """A literal that is false (``False``, ``0``, ``None``, ``""``)."""
     return isinstance(node, ast.Constant) and not node.value
+
+
+def assigned_name(statement: ast.AST | None) -> str | None:
+    """The name ``statement`` binds when it is ``name = <value>``, else None."""
+    if (
+        isinstance(statement, ast.Assign)
+        and len(statement.targets) == 1
+        and isinstance(statement.targets[0], ast.Name)
+    ):
+        return statement.targets[0].id
+    return None

@@ -10,7 +10,12 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
 from sqla_doctor.static.strings import StringFlow
-from sqla_doctor.static.syntax import call_keyword, has_star_kwargs, is_false_literal
+from sqla_doctor.static.syntax import (
+    assigned_name,
+    call_keyword,
+    has_star_kwargs,
+    is_false_literal,
+)
 
 _ENGINE_FACTORIES = frozenset({"create_engine", "create_async_engine"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\+[A-Za-z0-9_]+)?$")
@@ -409,17 +414,12 @@ class MissingPoolPrePing(Rule):
     def _disposed_by_its_function(self, call: ast.Call) -> bool:
         """``engine = create_engine(...)`` in a function that also calls
         ``engine.dispose()``: an engine for one task, whose pool never idles."""
-        statement = self.ctx.parent(call)
-        if not (
-            isinstance(statement, ast.Assign)
-            and len(statement.targets) == 1
-            and isinstance(statement.targets[0], ast.Name)
-        ):
+        name = assigned_name(self.ctx.parent(call))
+        if name is None:
             return False
         scope = self.ctx.enclosing_scope(call)
         if scope is self.ctx.tree:
             return False
-        name = statement.targets[0].id
         return any(
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)

@@ -9,7 +9,7 @@ from functools import cached_property
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 from sqla_doctor.static.strings import Interpolation, StringFlow
-from sqla_doctor.static.syntax import call_keyword, source_segment
+from sqla_doctor.static.syntax import assigned_name, call_keyword, source_segment
 
 _MAX_SHOWN = 3
 # A helper building a counting subquery from table names, called in its module.
@@ -1705,14 +1705,9 @@ class SqlBuiltFromStrings(Rule):
         name it is assigned to."""
         if self._binds(text_call):
             return True
-        parent = self.ctx.parent(text_call)
-        if not (
-            isinstance(parent, ast.Assign)
-            and len(parent.targets) == 1
-            and isinstance(parent.targets[0], ast.Name)
-        ):
+        target = assigned_name(self.ctx.parent(text_call))
+        if target is None:
             return False
-        target = parent.targets[0].id
         scope = self.ctx.enclosing_scope(text_call)
         return any(
             isinstance(use, ast.Name)
