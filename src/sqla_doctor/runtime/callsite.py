@@ -703,7 +703,12 @@ def called_again_by_library(site: CallSite) -> bool:
         if found:
             kind = classify(code.co_filename)
             if kind == BOUNDARY:
-                through_client = through_client or outermost is not None
+                # An in-process client, not the event loop: a loop around asyncio.run()
+                # is still the program's.
+                through_client = through_client or (
+                    outermost is not None
+                    and _norm(code.co_filename).endswith(_IN_PROCESS_CLIENT_FILES)
+                )
             elif kind == USER:
                 if _in_loop(frame):
                     return through_client
