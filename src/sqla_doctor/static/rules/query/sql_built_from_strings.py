@@ -1171,6 +1171,18 @@ class SqlBuiltFromStrings(Rule):
             """,
             count=3,
         ),
+        # A table name after VACUUM's options is a name too (buildbot's cleanup).
+        Invalid(
+            """
+            from sqlalchemy import text
+            def compact(conn, table):
+                conn.execute(text(f"VACUUM FULL {table}"))
+            """,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `table` — table and column "
+                "names cannot be bound parameters: choose them from a fixed set"
+            ),
+        ),
         # The first of a list of rows, one of them a request's own dict (its keys too).
         Invalid(
             """
