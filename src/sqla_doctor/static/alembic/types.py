@@ -158,8 +158,10 @@ def from_sql(text: str) -> ColumnType | None:
 
 
 def change_cost(old: ColumnType | None, new: ColumnType) -> str | None:
-    """ "rewrite", "scan", or None when PostgreSQL changes only the catalogue (or when the
-    old type is unknown and the new one accepts any old text type)."""
+    """ "rewrite", "scan", "rewrite unless UTC" (``timestamp`` to ``timestamptz`` or back,
+    which PostgreSQL 12+ changes in the catalogue alone when the session's TimeZone is
+    UTC), or None when PostgreSQL changes only the catalogue (or when the old type is
+    unknown and the new one accepts any old text type)."""
     if old is None:
         if new.family == "text" or (new.family == "varchar" and new.length is None):
             return None
@@ -198,4 +200,6 @@ def change_cost(old: ColumnType | None, new: ColumnType) -> str | None:
         return None if new.length is None else "scan"
     if (old.family, new.family) == ("cidr", "inet"):
         return None
+    if {old.family, new.family} == {"timestamp", "timestamptz"}:
+        return "rewrite unless UTC"
     return "rewrite"

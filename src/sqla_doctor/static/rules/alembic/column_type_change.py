@@ -57,7 +57,9 @@ class ColumnTypeChange(MigrationRule):
     and schema in `create_table`, `add_column` and `alter_column`, when every one of them
     is cheap to change from). A `postgresql_using=` (or raw SQL's `USING`) that only casts
     the column to the new kind of type (`"value::text"`, `CAST(value AS text)`) keeps such
-    a change cheap; any other expression rewrites.
+    a change cheap; any other expression rewrites. `DateTime` ↔ `DateTime(timezone=True)`
+    rewrites unless the migration's session runs in UTC, where PostgreSQL 12+ changes the
+    catalogue only: the message says so and gives the `SET LOCAL TimeZone = 'UTC'` fix.
 
     ## Why is this bad?
     `ALTER COLUMN ... TYPE` takes an ACCESS EXCLUSIVE lock, then rewrites every row and
@@ -96,8 +98,7 @@ class ColumnTypeChange(MigrationRule):
     severity = Severity.WARNING
     message = (
         "changing {target} {change} {cost} under an ACCESS EXCLUSIVE lock: every read "
-        "and write of {table} waits until it finishes — add a new column, backfill it, and "
-        "switch over instead"
+        "and write of {table} waits until it finishes — {remedy}"
     )
 
     VALID = (
@@ -437,6 +438,29 @@ class ColumnTypeChange(MigrationRule):
                 "waits until it finishes — add a new column, backfill it, and switch over instead"
             ),
         ),
+        # timestamp to timestamptz: no rewrite on PostgreSQL 12+ in a UTC session.
+        Invalid(
+            _HEAD
+            + """
+            from sqlalchemy.dialects import postgresql
+
+            def upgrade():
+                op.alter_column(
+                    "users",
+                    "updated_at",
+                    existing_type=postgresql.TIMESTAMP(),
+                    type_=postgresql.TIMESTAMP(timezone=True),
+                )
+            """,
+            expected_message=(
+                "changing users.updated_at from postgresql.TIMESTAMP() to "
+                "postgresql.TIMESTAMP(timezone=True) rewrites the table and its indexes under "
+                "an ACCESS EXCLUSIVE lock: every read and write of users waits until it "
+                "finishes — unless the session's TimeZone is UTC, where PostgreSQL 12+ changes "
+                "the catalogue only: run `op.execute(\"SET LOCAL TimeZone = 'UTC'\")` before "
+                "it, or add a new column, backfill it, and switch over"
+            ),
+        ),
         Invalid(
             _HEAD
             + """
@@ -516,14 +540,22 @@ class ColumnTypeChange(MigrationRule):
                 target=operation.shown_target,
                 table=operation.shown_table,
                 change=change,
-                cost=(
-                    "rewrites the table and its indexes"
-                    if cost == "rewrite"
-                    else "reads every row to check the new length"
+                cost=_COSTS[cost],
+                remedy=(
+                    "unless the session's TimeZone is UTC, where PostgreSQL 12+ changes the "
+                    "catalogue only: run `op.execute(\"SET LOCAL TimeZone = 'UTC'\")` before "
+                    "it, or add a new column, backfill it, and switch over"
+                    if cost == "rewrite unless UTC"
+                    else "add a new column, backfill it, and switch over instead"
                 ),
             )
 
 
+_COSTS = {
+    "rewrite": "rewrites the table and its indexes",
+    "scan": "reads every row to check the new length",
+    "rewrite unless UTC": "rewrites the table and its indexes",
+}
 _CAST = re.compile(
     r'^\s*(?:"?(?P<a>\w+)"?\s*::\s*(?P<t1>[\w ()]+?)'
     r'|CAST\s*\(\s*"?(?P<b>\w+)"?\s+AS\s+(?P<t2>[\w ()]+?)\s*\))\s*$',
