@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -159,6 +160,16 @@ _MERGE = method_codes(Session, "merge", "merge_all")
 _GET = method_codes(Session, "get", "get_one")
 
 
+def _by_primary_key(name: str, keys: Sequence[str]) -> str:
+    """The query for every object of ``name`` whose primary key is among the ones looked
+    up: ``ids`` for one key column, ``keys`` (tuples) matched with tuple_(...).in_()."""
+    if len(keys) == 1:
+        where = f"{name}.{keys[0]}.in_(ids)"
+    else:
+        where = "tuple_(" + ", ".join(f"{name}.{key}" for key in keys) + ").in_(keys)"
+    return f"session.scalars(select({name}).where({where}))"
+
+
 def _get_fix(mapper: Any, awaited: bool) -> str | None:
     """What to do instead of session.get() with a SELECT per id (None: no primary key to
     name). A composite key is looked up by its tuple, matched with tuple_(...).in_()."""
@@ -168,14 +179,11 @@ def _get_fix(mapper: Any, awaited: bool) -> str | None:
     name = mapper.class_.__name__
     one = snake_case(name)
     if len(keys) == 1:
-        key = keys[0]
-        index, lookup = key, f"{one}.{key}"
-        where = f"{name}.{key}.in_(ids)"
+        index, lookup = keys[0], f"{one}.{keys[0]}"
     else:
         index = "key"
         lookup = "(" + ", ".join(f"{one}.{key}" for key in keys) + ")"
-        where = "tuple_(" + ", ".join(f"{name}.{key}" for key in keys) + ").in_(keys)"
-    query = f"session.scalars(select({name}).where({where}))"
+    query = _by_primary_key(name, keys)
     if awaited:
         query = f"(await {query})"
     return (
@@ -266,16 +274,8 @@ def _one_query(entry: _Entry) -> str | None:
     """The one query that fetches what a query per item fetched, when its mapper and
     the attribute it selects by are known (session.get(), a WHERE on one column)."""
     if entry.fetched is not None:
-        mapper = entry.fetched
-        keys = primary_key_attributes(mapper)
-        if not keys:
-            return None
-        name = mapper.class_.__name__
-        if len(keys) == 1:
-            where = f"{name}.{keys[0]}.in_(ids)"
-        else:
-            where = "tuple_(" + ", ".join(f"{name}.{key}" for key in keys) + ").in_(keys)"
-        return f"session.scalars(select({name}).where({where}))"
+        keys = primary_key_attributes(entry.fetched)
+        return _by_primary_key(entry.fetched.class_.__name__, keys) if keys else None
     if entry.filtered is not None:
         mapper, key = entry.filtered[0], entry.filtered[1]
         name = mapper.class_.__name__
@@ -292,7 +292,28 @@ def _fix_for_write(sql: str, orm: bool) -> str | None:
     return _WRITE_FIX[verb, orm]
 
 
-class _Entry:
+class _PerTransaction:
+    """How often something ran in the transaction of its latest run (weakly: a connection
+    the program leaks must stay collectable), and the most in any one transaction."""
+
+    __slots__ = ("in_transaction", "most_in_transaction", "transaction")
+
+    def __init__(self) -> None:
+        self.transaction: weakref.ref[Any] | None = None
+        self.in_transaction = self.most_in_transaction = 0
+
+    def ran_in(self, transaction: Any) -> None:
+        """One more run, in ``transaction`` (None: not known, counted in the latest)."""
+        if transaction is not None:
+            known = self.transaction
+            if known is None or known() is not transaction:
+                self.transaction, self.in_transaction = weakref.ref(transaction), 0
+        self.in_transaction += 1
+        if self.in_transaction > self.most_in_transaction:
+            self.most_in_transaction = self.in_transaction
+
+
+class _Entry(_PerTransaction):
     __slots__ = (
         "by_library",
         "collection",
@@ -300,19 +321,17 @@ class _Entry:
         "example",
         "fetched",
         "filtered",
-        "in_transaction",
         "merged",
-        "most_in_transaction",
         "orm",
         "parameter_sets",
         "session",
         "sessions",
         "site",
         "sql",
-        "transaction",
     )
 
     def __init__(self, statement: Statement, example: Any) -> None:
+        super().__init__()
         self.sql = statement.sql
         self.site: CallSite | None = statement.site
         # Run through a Session (session.execute), not a Connection.
@@ -329,10 +348,6 @@ class _Entry:
         # Its mapper, the attribute its WHERE compares with a bound value, and the
         # one-to-many relationship whose foreign key that is (see loading.filtered_by).
         self.filtered: tuple[Any, str, Any, bool] | None = None
-        # Runs in the transaction of its latest run (weakly: a connection the program
-        # leaks must stay collectable), and the most in any one.
-        self.transaction: weakref.ref[Any] | None = None
-        self.in_transaction = self.most_in_transaction = 0
         # The session of its latest run (its record, weakly: it dies with the session),
         # and how many sessions it ran in one after the other: a helper that opens a
         # session per call runs it in a new one each time.
@@ -343,26 +358,17 @@ class _Entry:
         self.by_library = False
 
 
-class _FlushEntry:
+class _FlushEntry(_PerTransaction):
     """session.flush() called from one place, each time writing a new object or two."""
 
-    __slots__ = (
-        "count",
-        "entities",
-        "in_transaction",
-        "most_in_transaction",
-        "rows",
-        "site",
-        "transaction",
-    )
+    __slots__ = ("count", "entities", "rows", "site")
 
     def __init__(self, site: CallSite) -> None:
+        super().__init__()
         self.site = site
         self.count = self.rows = 0
         # What the flushes inserted, by entity name (a few).
         self.entities: dict[str, None] = {}
-        self.transaction: weakref.ref[Any] | None = None
-        self.in_transaction = self.most_in_transaction = 0
 
 
 # A flush per new object: at most this many objects inserted per flush, on average.
@@ -576,12 +582,7 @@ class RepeatedStatement(Detector):
         for name in flush.inserted:
             if len(entry.entities) < 4:
                 entry.entities[name] = None
-        transaction = flush.session.get_transaction()
-        known = entry.transaction
-        if transaction is not None and (known is None or known() is not transaction):
-            entry.transaction, entry.in_transaction = weakref.ref(transaction), 0
-        entry.in_transaction += 1
-        entry.most_in_transaction = max(entry.most_in_transaction, entry.in_transaction)
+        entry.ran_in(flush.session.get_transaction())
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         state = execution.state
@@ -613,20 +614,13 @@ class RepeatedStatement(Detector):
         # its queue, committing between runs) may well return new rows. A session's
         # commit ends its connection's transaction too, so this covers both.
         connection = statement.connection
-        transaction = connection.get_transaction() if connection is not None else None
-        if transaction is not None:
-            known = entry.transaction
-            if known is None or known() is not transaction:
-                entry.transaction, entry.in_transaction = weakref.ref(transaction), 0
-        entry.in_transaction += 1
+        entry.ran_in(connection.get_transaction() if connection is not None else None)
         if statement.orm is not None:
             record = process.records.get(statement.orm.session_key)
             if record is not None:
                 known = entry.session
                 if known is None or known() is not record:
                     entry.session, entry.sessions = weakref.ref(record), entry.sessions + 1
-        if entry.in_transaction > entry.most_in_transaction:
-            entry.most_in_transaction = entry.in_transaction
         if entry.count == 2 and not_from_the_program(site):
             entry.by_library = called_again_by_library(site)
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
