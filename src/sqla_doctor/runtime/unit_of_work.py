@@ -1209,3 +1209,9 @@ class _Process:
 
 
 process = _Process()
+
+
+def record_of_object(state: Any) -> SessionRecord | None:
+    """The record of the session an object (its InstanceState) belongs to, if watched."""
+    session = state.session
+    return process.records.get(id(session)) if session is not None else None

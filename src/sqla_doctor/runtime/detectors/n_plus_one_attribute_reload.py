@@ -13,6 +13,7 @@ from sqla_doctor.runtime.loading import (
     primary_key_attributes,
     subclass_left_out,
 )
+from sqla_doctor.runtime.unit_of_work import record_of_object
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -214,8 +215,12 @@ class NPlusOneAttributeReload(Detector):
             group.expired = True
             if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
                 group.attributes.update(expired)
-            record = self._record(state)
-            if record is not None and record.expire_site is not None:
+            record = record_of_object(state)
+            if (
+                record is not None
+                and record.expire_site is not None
+                and record.expire_call is not None
+            ):
                 # Cleared by each commit or rollback: it came after the last one.
                 origin = self.uow.origin_for(mapper, query=True)
                 group.expire_site = (
@@ -235,13 +240,6 @@ class NPlusOneAttributeReload(Detector):
                 group.attributes.update(unloaded)
             return True
         return False
-
-    @staticmethod
-    def _record(state: Any) -> Any:
-        from sqla_doctor.runtime.unit_of_work import process
-
-        session = state.session
-        return process.records.get(id(session)) if session is not None else None
 
     def _subclass_fix(
         self,

@@ -26,6 +26,7 @@ from sqla_doctor.runtime.loading import (
     primary_key_attributes,
     query_option,
 )
+from sqla_doctor.runtime.unit_of_work import record_of_object
 
 MAX_GROUPS = 1_000
 MAX_PARENTS_TRACKED = 4_096
@@ -46,16 +47,6 @@ _LOAD_EXPIRED = getattr(loading, "_load_scalar_attributes", None) or getattr(
     loading, "load_scalar_attributes", None
 )
 _EXPIRED_RELOAD = frozenset({_LOAD_EXPIRED.__code__}) if _LOAD_EXPIRED else frozenset()
-
-
-def _commit_site(parent: Any) -> CallSite | None:
-    """Where the parent's session last committed (what expired it, with the default
-    expire_on_commit=True), if the session is watched."""
-    from sqla_doctor.runtime.unit_of_work import process
-
-    session = parent.session
-    record = process.records.get(id(session)) if session is not None else None
-    return record.commit_site if record is not None else None
 
 
 def _refresh_fix(relationship: Any, option: str) -> str:
@@ -336,7 +327,9 @@ class NPlusOneLazyLoad(Detector):
             group.refreshed = inside_call(_REFRESH)
             group.expired_reload = not group.refreshed and inside_call(_EXPIRED_RELOAD)
             if group.expired_reload:
-                group.commit_site = _commit_site(parent)
+                # Where the parent's session last committed: what expired it.
+                record = record_of_object(parent)
+                group.commit_site = record.commit_site if record is not None else None
             group.immediate = (
                 not group.refreshed and not group.expired_reload and inside_call(_IMMEDIATE)
             )
