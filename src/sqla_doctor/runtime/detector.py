@@ -785,6 +785,11 @@ class Detector(Check):
             return str(count)
         return f"at least {count}"
 
+    def reported(self, key: Hashable) -> bool:
+        """Whether this unit has this detector's finding for ``key`` already: the first
+        report of a key is the one kept, so a checkpoint need not build it again."""
+        return self.uow.reported(self.code, key)
+
     def report(
         self,
         at: CallSite | None,

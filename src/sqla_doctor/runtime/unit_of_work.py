@@ -394,6 +394,11 @@ class UnitOfWork:
             self._unemitted.append(_Pending(finding, filename, module, immediate))
         process.collect(finding, self.settings)
 
+    def reported(self, code: str, key: Hashable) -> bool:
+        """Whether ``code`` reported ``key`` in this unit already (a later report of it is
+        dropped, so a detector re-reporting at each checkpoint can skip building it)."""
+        return (code, key) in self._keys
+
     def absorb(self, inner: UnitOfWork) -> None:
         """A nested unit ended: count its statements and list its (emitted) findings."""
         with self.lock:

@@ -268,7 +268,11 @@ class NPlusOneAttributeReload(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.attribute_reload_threshold, 2)
         for key, group in self.groups.items():
-            if len(group.parents) >= threshold and not group.by_library:
+            if (
+                len(group.parents) >= threshold
+                and not group.by_library
+                and not self.reported(key)
+            ):
                 self._report(key, group)
 
     def _report(self, key: Any, group: _Group) -> None:

@@ -358,7 +358,11 @@ class NPlusOneLazyLoad(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.n_plus_one_threshold, 2)
         for key, group in self.groups.items():
-            if group.distinct_parents >= threshold and not group.by_library:
+            if (
+                group.distinct_parents >= threshold
+                and not group.by_library
+                and not self.reported(key)
+            ):
                 self._report(key, group)
 
     def _report(self, key: Any, group: _Group) -> None:

@@ -646,7 +646,12 @@ class RepeatedStatement(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.repeated_statement_threshold, 2)
         for key, entry in self.entries.items():
-            if entry is None or entry.count < threshold or entry.by_library:
+            if (
+                entry is None
+                or entry.count < threshold
+                or entry.by_library
+                or self.reported(key)
+            ):
                 continue
             if self.uow.across_sessions and (
                 entry.sessions < threshold or _TARGET.match(entry.sql) is not None
@@ -660,6 +665,7 @@ class RepeatedStatement(Detector):
                 flushes.most_in_transaction >= threshold
                 and flushes.rows <= _ROWS_PER_FLUSH * flushes.count
                 and not self.uow.across_sessions
+                and not self.reported(("flush", flush_key))
             ):
                 self._report_flushes(flush_key, flushes)
 
