@@ -22,6 +22,7 @@ from sqlalchemy.orm import (
     relationship,
     selectin_polymorphic,
     selectinload,
+    sessionmaker,
     with_polymorphic,
 )
 
@@ -75,6 +76,16 @@ def test_a_sessions_report_before_its_end_says_the_count_is_a_lower_bound(
 def test_a_sessions_report_at_its_end_gives_the_final_count(engine: Engine) -> None:
     sqla_doctor.install(mode="collect")
     with Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            assert user.posts
+    finding = one(sqla_doctor.collected(), "SQD251")
+    assert finding.message.startswith(f"User.posts lazy-loaded {USERS}× from ")
+
+
+def test_a_sessionmaker_begin_block_reports_the_final_count(engine: Engine) -> None:
+    """`with SessionLocal.begin()`: the commit that ends the block ends the session too."""
+    sqla_doctor.install(mode="collect")
+    with sessionmaker(engine).begin() as session:
         for user in session.scalars(select(User)).all():
             assert user.posts
     finding = one(sqla_doctor.collected(), "SQD251")

@@ -327,6 +327,31 @@ def test_a_sessions_report_as_it_closes_gives_the_final_count(engine: Engine) ->
     assert finding.message.startswith(f"SELECT … FROM users ran {USERS}× from ")
 
 
+def test_a_sessionmaker_begin_block_reports_the_final_count(engine: Engine) -> None:
+    """`with SessionLocal.begin()` commits and then closes: its commit ends the session's
+    last transaction, so the count is not a lower bound."""
+    sqla_doctor.install(mode="collect")
+    with sessionmaker(engine).begin() as session:
+        for user_id in IDS:
+            session.execute(QUERY, {"id": user_id}).scalar()
+    finding = one(sqla_doctor.collected(), "SQD252")
+    assert finding.message.startswith(f"SELECT … FROM users ran {USERS}× from ")
+
+
+def test_a_begin_block_inside_a_longer_session_still_reports_a_lower_bound(
+    engine: Engine,
+) -> None:
+    """`with session.begin()` commits, and the session goes on to the next batch."""
+    sqla_doctor.install(mode="collect")
+    with Session(engine) as session:
+        for round_ in range(2):
+            with session.begin():
+                for user_id in IDS:
+                    session.execute(QUERY, {"id": user_id + round_}).scalar()
+    finding = one(sqla_doctor.collected(), "SQD252")
+    assert finding.message.startswith(f"SELECT … FROM users ran at least {USERS}× from ")
+
+
 def test_an_explicit_unit_reports_the_final_count(engine: Engine) -> None:
     """The same loop in track(): reported at the unit's end, with how often it ran."""
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:

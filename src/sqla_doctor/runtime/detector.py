@@ -21,6 +21,8 @@ from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 from weakref import WeakKeyDictionary
 
+from sqlalchemy.orm import Session
+
 from sqla_doctor.findings import Finding, Kind, Location, Related
 from sqla_doctor.registry import Check
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, display_path
@@ -29,7 +31,7 @@ from sqla_doctor.runtime.loading import joined_targets, with_polymorphic_selecte
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import ORMExecuteState, RelationshipProperty, Session
+    from sqlalchemy.orm import ORMExecuteState, RelationshipProperty
     from sqlalchemy.orm.state import InstanceState
 
     from sqla_doctor.config import RuntimeConfig
@@ -781,7 +783,12 @@ class Detector(Check):
         """How often it happened, for a message: an explicit unit reports at its end, the
         final count; a session's implicit one at the end of each transaction, where the
         loop may go on in the next one (a commit every 100 items)."""
-        if self.uow.explicit or self.uow.closing:
+        uow = self.uow
+        if uow.explicit or uow.closing:
+            return str(count)
+        if not uow.across_sessions and calling_frame(_CLOSES_AFTER_COMMIT) is not None:
+            # `with SessionLocal.begin() as session:` commits, then closes: this is the
+            # session's last transaction.
             return str(count)
         return f"at least {count}"
 
@@ -903,6 +910,13 @@ def calling_frame(
             return frame
         frame = frame.f_back
     return None
+
+
+# sessionmaker.begin()'s context manager, which closes the session right after its
+# commit. A generator: its frame is on the stack only while its exit runs.
+_CLOSES_AFTER_COMMIT: Final = frozenset(
+    {Session._maker_context_manager.__wrapped__.__code__}  # type: ignore[attr-defined]
+)
 
 
 def inside_call(codes: Collection[CodeType]) -> bool:
