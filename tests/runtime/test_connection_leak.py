@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
 
 import sqla_doctor
 
@@ -177,3 +179,50 @@ async def test_async_with_block_is_the_silent_twin(async_engine: AsyncEngine) ->
     async with sqla_doctor.track(mode="collect") as uow, async_engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
     assert not uow.findings
+
+
+def test_two_connections_a_static_pool_shares_are_each_seen_closed() -> None:
+    """StaticPool hands its one connection to a second checkout while the first holds
+    it, and fires one checkin for both, at the first return: the second return is told
+    by its reset event, not taken for a leak (nor for the garbage collector's)."""
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    with sqla_doctor.track(mode="collect") as uow:
+        first = engine.connect()
+        first.execute(text("SELECT 1"))
+        second = engine.connect()
+        second.execute(text("SELECT 2"))
+        second.close()
+        first.close()
+    del first, second
+    gc.collect()
+    assert of_code(uow.findings, "SQD154") == []
+    assert of_code(sqla_doctor.collected(), "SQD154") == []
+
+
+def test_a_static_pool_connection_left_open_while_another_came_and_went_is_reported() -> None:
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    with sqla_doctor.track(mode="collect") as uow:
+        first = engine.connect()  # line:first-open
+        first.execute(text("SELECT 1"))
+        with engine.connect() as second:
+            second.execute(text("SELECT 2"))
+    assert one(uow.findings, "SQD154").location.line == line_of("first-open")
+    first.close()
+
+
+def test_a_second_binds_connection_is_the_sessions_not_a_leak(tmp_path: Path) -> None:
+    """Session(binds={...}) begins a transaction on each bind's connection: the second
+    one is the session's too, and its leak (if any) is the session's (SQD151)."""
+    engines = [create_engine(f"sqlite:///{tmp_path / name}.db") for name in ("a", "b")]
+    for each in engines:
+        with each.begin() as connection:
+            connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+    session = Session()
+    try:
+        with sqla_doctor.track(mode="collect") as uow:
+            for each in engines:
+                session.execute(text("SELECT id FROM t"), bind_arguments={"bind": each})
+        assert of_code(uow.findings, "SQD154") == []
+        assert of_code(uow.findings, "SQD151") != []
+    finally:
+        session.close()

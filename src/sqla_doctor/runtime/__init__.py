@@ -173,6 +173,7 @@ def uninstall() -> None:
     process.records.clear()
     process.checkouts.clear()
     process.checkouts_by_fairy.clear()
+    process.shared.clear()
     process.dead.clear()
     process.watched.clear()
 

@@ -1125,6 +1125,11 @@ class _Process:
         self.records: dict[int, SessionRecord] = {}
         self.checkouts: dict[int, CheckoutRecord] = {}  # by id of the pool's connection record
         self.checkouts_by_fairy: dict[int, CheckoutRecord] = {}
+        # Checkouts out at once on one pool connection record (StaticPool and
+        # SingletonThreadPool hand their connection to a second checkout while the first
+        # holds it), by id of the record: the pool fires one checkin for them all, at the
+        # first return, so each return is told by its reset event instead.
+        self.shared: dict[int, list[CheckoutRecord]] = {}
         # Weak references whose object died, queued by the weakref callback (which may run
         # inside garbage collection, halfway through another handler) for the next safe
         # point; and the record of each watched object, by id of its weak reference.

@@ -44,6 +44,7 @@ from sqla_doctor.runtime.listeners.connections import (
     _on_engine_commit,
     _on_engine_connect,
     _on_engine_rollback,
+    _on_reset,
 )
 from sqla_doctor.runtime.listeners.endings import drain, end_unit, shutdown
 from sqla_doctor.runtime.listeners.flushes import (
@@ -124,6 +125,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Mapper, "expire", _on_expire, {"raw": True}),
     (Pool, "checkout", _on_checkout, {}),
     (Pool, "checkin", _on_checkin, {}),
+    (Pool, "reset", _on_reset, {}),
 )
 _atexit_registered = False
 

@@ -10,10 +10,12 @@ import sys
 import time
 import weakref
 from contextvars import ContextVar
+from types import FrameType
 from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool.base import _ConnectionFairy
 
 from sqla_doctor.runtime import callsite, core_writes, pool_fill, query_plans
 from sqla_doctor.runtime.detector import ConnectionWritesLost, PoolCheckout
@@ -57,8 +59,12 @@ def _on_checkout(dbapi_connection: Any, connection_record: Any, connection_proxy
         return
     if process.dead:
         drain()
-    record = CheckoutRecord(id(connection_record), connection_proxy, _opening_stack(uow), uow)
-    process.checkouts[id(connection_record)] = record
+    key = id(connection_record)
+    record = CheckoutRecord(key, connection_proxy, _opening_stack(uow), uow)
+    earlier = process.checkouts.get(key)
+    if earlier is not None and not earlier.returned and earlier.ref() is not None:
+        process.shared.setdefault(key, [earlier]).append(record)
+    process.checkouts[key] = record
     process.checkouts_by_fairy[id(connection_proxy)] = record
     _last_checkout.set(record)
     if uow is not None:
@@ -283,7 +289,39 @@ def _on_engine_connect(conn: Connection) -> None:
 
 @_guarded
 def _on_checkin(dbapi_connection: Any, connection_record: Any) -> None:
-    record = process.checkouts.get(id(connection_record))
-    if record is None:
-        return
+    key = id(connection_record)
+    record = process.checkouts.get(key)
+    if record is None or key in process.shared:
+        return  # a shared connection record's returns are each told by _on_reset
     _checkout_done(record, garbage_collected=record.garbage_collected)
+
+
+@_guarded
+def _on_reset(dbapi_connection: Any, connection_record: Any, reset_state: Any = None) -> None:
+    """A pooled connection is being returned. Only news for a connection record that
+    several checkouts share (process.shared): each of their returns resets it, and only
+    the first fires checkin."""
+    shared = process.shared.get(id(connection_record))
+    if shared is None:
+        return
+    fairy = _returning_fairy()
+    for record in shared:
+        if fairy is not None and record.ref() is fairy:
+            _checkout_done(record, garbage_collected=False)
+            return
+
+
+# _ConnectionFairy._reset, the frame that dispatches the reset event: its ``self`` is
+# the checkout being returned, which the event's arguments do not say.
+_RESET_CODE = getattr(getattr(_ConnectionFairy, "_reset", None), "__code__", None)
+
+
+def _returning_fairy() -> Any:
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_STACK_LIMIT):
+        if frame is None:
+            return None
+        if frame.f_code is _RESET_CODE:
+            return frame.f_locals.get("self")
+        frame = frame.f_back
+    return None

@@ -91,8 +91,13 @@ def _checkout_done(
     pool = record.pool() if record.pool is not None else None
     ended = pool_fill.returned(pool, record.returned_at) if pool is not None else None
     process.unwatch(record)
+    shared = process.shared.get(record.key)
+    if shared is not None:
+        _leaves_shared(record, shared)
     if process.checkouts.get(record.key) is record:
         del process.checkouts[record.key]
+        if shared:
+            process.checkouts[record.key] = shared[-1]
     if process.checkouts_by_fairy.get(record.fairy_key) is record:
         del process.checkouts_by_fairy[record.fairy_key]
     # A connection returned normally is news only to a unit of work still watching it;
@@ -107,6 +112,14 @@ def _checkout_done(
         checkin = Checkin(record, garbage_collected, at_exit, ended)
         _dispatch(uow, "checkin", checkin, can_raise=False)
     _finish_implicit(record.implicit)
+
+
+def _leaves_shared(record: CheckoutRecord, shared: list[CheckoutRecord]) -> None:
+    """A checkout of a shared connection record is returned: the others stay out."""
+    if record in shared:
+        shared.remove(record)
+    if not shared:
+        del process.shared[record.key]
 
 
 def end_unit(uow: UnitOfWork) -> None:

@@ -93,10 +93,8 @@ def _on_after_transaction_create(session: Session, transaction: Any) -> None:
 @_guarded
 def _on_after_begin(session: Session, transaction: Any, connection: Connection) -> None:
     record = _active(session)
-    if record is None or record.holds_connection:
+    if record is None:
         return
-    record.holds_connection = True
-    record.autocommit = _autocommit(connection)
     checkout = _last_checkout.get()
     fairy = connection.connection if not connection.closed else None
     # A session bound to a Connection the program checked out (a test's
@@ -106,6 +104,15 @@ def _on_after_begin(session: Session, transaction: Any, connection: Connection) 
     owned = (
         not handed_over and checkout is not None and fairy is not None and checkout.ref() is fairy
     )
+    if record.holds_connection:
+        # The connection of another bind (Session(binds={...}), Flask-SQLAlchemy's
+        # SQLALCHEMY_BINDS): the session returns it with the first one.
+        if checkout is not None and owned:
+            checkout.session_owned = True
+            checkout.session_record = weakref.ref(record)
+        return
+    record.holds_connection = True
+    record.autocommit = _autocommit(connection)
     record.external = handed_over or not owned
     if checkout is not None and owned:
         checkout.session_owned = True
