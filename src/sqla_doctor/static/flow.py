@@ -990,9 +990,8 @@ class FunctionFlow:
     def _enters_self(self, cls: str) -> bool:
         if self.index is None:
             return False
-        for owner in self.index.mro(cls):
-            facts = self.index.class_facts(owner)
-            if facts is not None and facts.enters_self is not None:
+        for facts in self.index.lineage(cls):
+            if facts.enters_self is not None:
                 return facts.enters_self
         return False
 
@@ -1005,11 +1004,7 @@ class FunctionFlow:
         session_class = factory.session_class if factory is not None else source
         if session_class is None:
             return False
-        for name in self.index.mro(self.index.follow(session_class)):
-            facts = self.index.class_facts(name)
-            if facts is not None and facts.exit_commits:
-                return True
-        return False
+        return any(facts.exit_commits for facts in self.index.lineage(session_class))
 
     def _param(self, arg: ast.arg, default: ast.expr | None) -> Value | None:
         annotation = parse_annotation(arg.annotation) if arg.annotation is not None else None
@@ -1285,9 +1280,8 @@ class FunctionFlow:
                 if named is not None:
                     found.add(named)
         if not found:
-            for cls in self.index.mro(instance.cls):
-                facts = self.index.class_facts(cls)
-                for name in facts.type_args if facts is not None else ():
+            for facts in self.index.lineage(instance.cls):
+                for name in facts.type_args:
                     model = self.index.model(name)
                     if model is not None:
                         found.add(model.qualname)
@@ -1296,23 +1290,13 @@ class FunctionFlow:
     def _held(self, instance: InstanceValue, attr: str) -> InstanceValue | None:
         """``uow.products``: the project object a unit of work (or a service) holds."""
         assert self.index is not None
-        for owner in self.index.mro(instance.cls):
-            facts = self.index.class_facts(owner)
-            held = facts.held.get(attr) if facts is not None else None
+        for facts in self.index.lineage(instance.cls):
+            held = facts.held.get(attr)
             if held is not None:
                 found = self.index.class_facts(held)
                 if found is None or self.index.model(held) is not None:
                     return None
                 return InstanceValue(self.index.follow(held))
-        return None
-
-    def _method_of(self, cls: str, method: str) -> FunctionFacts | None:
-        """The method an instance of ``cls`` calls, its own or a base's."""
-        assert self.index is not None
-        for owner in self.index.mro(cls):
-            function = self.index.function(f"{owner}.{method}")
-            if function is not None:
-                return function
         return None
 
     def _call(self, node: ast.Call) -> Value | None:
@@ -1511,7 +1495,7 @@ class FunctionFlow:
             )
             return self._session_method(proxied, method, node)
         if isinstance(receiver, InstanceValue) and self.index is not None:
-            function = self._method_of(receiver.cls, method)
+            function = self.index.method(receiver.cls, method)
             if function is None:
                 return None
             found = self._returned(node, function, receiver)

@@ -457,12 +457,7 @@ def sets_isolation(call: ast.Call) -> bool:
 def exit_method(index: ProjectIndex, cls: str, *, is_async: bool) -> FunctionFacts | None:
     """The ``__exit__`` (``__aexit__``) a ``with`` block on an instance of the project
     class ``cls`` runs: its own or a base's."""
-    name = "__aexit__" if is_async else "__exit__"
-    for owner in index.mro(cls):
-        found = index.function(f"{owner}.{name}")
-        if found is not None:
-            return found
-    return None
+    return index.method(cls, "__aexit__" if is_async else "__exit__")
 
 
 def sessions_ended(exit: FunctionFacts, *ends: str) -> set[str]:

@@ -14,6 +14,7 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.dataflow import (
@@ -1460,11 +1461,11 @@ class StringFlow:
         if qualified is None:
             return False
         index = self.flow.ctx.index
-        for ancestor in index.mro(qualified):
-            cls = index.class_facts(ancestor)
-            if cls is not None and any(index.follow(b) in _ENUM_BASES for b in cls.bases):
-                return True
-        return False
+        return any(
+            index.follow(base) in _ENUM_BASES
+            for cls in index.lineage(qualified)
+            for base in cls.bases
+        )
 
     def enum_typed(self, binding: Binding) -> bool:
         """A parameter that holds a member of a project enum: annotated with the enum
@@ -1567,9 +1568,8 @@ class StringFlow:
         if ctx.parent(cls) is not ctx.tree:
             return False
         qualname = f"{ctx.facts.module}.{cls.name}" if ctx.facts.module else cls.name
-        for ancestor in ctx.index.mro(qualname)[1:]:
-            facts = ctx.index.class_facts(ancestor)
-            if facts is not None and attr in facts.literals:
+        for facts in islice(ctx.index.lineage(qualname), 1, None):
+            if attr in facts.literals:
                 return facts.literals[attr]
         return False
 

@@ -1206,6 +1206,22 @@ class ProjectIndex:
             return None
         return self._function_table().get(self.follow(qualified))
 
+    def lineage(self, cls: str) -> Iterator[ClassFacts]:
+        """The facts of the project class ``cls`` and of its project bases, in (about)
+        method resolution order."""
+        table = self._class_table()
+        for owner in self.mro(cls):
+            yield table[owner][0]
+
+    def method(self, cls: str, name: str) -> FunctionFacts | None:
+        """The method ``name`` an instance of the project class ``cls`` calls: its own or
+        the nearest base's."""
+        for owner in self.mro(cls):
+            function = self.function(f"{owner}.{name}")
+            if function is not None:
+                return function
+        return None
+
     def _factory_table(self) -> dict[str, FactoryFacts]:
         if self._factories is None:
             self._factories = {}

@@ -2408,9 +2408,8 @@ def _repositories(index: ProjectIndex, cls: str, sessions: set[str]) -> list[str
     """The attributes of a unit of work holding project objects (its repositories:
     ``self.products = SqlAlchemyRepository(self.session)``), its sessions aside."""
     found: set[str] = set()
-    for owner in index.mro(cls):
-        facts = index.class_facts(owner)
-        for attr, held in facts.held.items() if facts is not None else ():
+    for facts in index.lineage(cls):
+        for attr, held in facts.held.items():
             if (
                 attr not in sessions
                 and index.class_facts(held) is not None
