@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from helpers import run_cli, write_tree
-from sqla_doctor.static.declared_version import DeclaredPin, declared_databases, pinned_below_2
+from sqla_doctor.static.declared_version import (
+    DeclaredPin,
+    declared_databases,
+    declared_drivers,
+    pinned_below_2,
+)
 
 
 @pytest.mark.parametrize(
@@ -194,6 +199,30 @@ def test_the_databases_a_project_installs_drivers_for(
 ) -> None:
     write_tree(tmp_path, files)
     assert declared_databases(tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"requirements.txt": "psycopg2-binary==2.9.10\n"}, {"psycopg2"}),
+        ({"requirements.txt": "-r deps/db.txt\n", "deps/db.txt": "psycopg[binary]\n"}, {"psycopg"}),
+        (
+            {
+                "pyproject.toml": (
+                    '[project]\ndependencies = ["sqlalchemy[postgresql_psycopg2binary]"]\n'
+                )
+            },
+            {"psycopg2"},
+        ),
+        ({"requirements/base.txt": "PyMySQL\nasyncpg==0.29\n"}, {"pymysql", "asyncpg"}),
+        ({"requirements.txt": "# psycopg2 is optional\npsycopg2-stubs\n"}, set()),
+    ],
+)
+def test_the_drivers_a_project_installs(
+    tmp_path: Path, files: dict[str, str], expected: set[str]
+) -> None:
+    write_tree(tmp_path, files)
+    assert declared_drivers(tmp_path) == expected
 
 
 def test_an_include_outside_the_project_is_not_read(tmp_path: Path) -> None:

@@ -64,6 +64,11 @@ _DRIVER = re.compile(
     re.IGNORECASE,
 )
 _EXTRAS = re.compile(r"[\w.-]\[([\w.,\s-]+)\]")
+# The module a driver's package installs, where the two names differ.
+_DRIVER_MODULE = {"psycopg2-binary": "psycopg2", "psycopg-binary": "psycopg"}
+# Drivers an extra names (`sqlalchemy[postgresql_psycopg2binary]`, `[asyncpg]`), longest
+# first: `psycopg2binary` holds `psycopg`.
+_EXTRA_DRIVERS = ("psycopg2", "psycopg", "asyncpg", "pg8000", "pymysql", "aiomysql", "asyncmy")
 _EXTRA_DATABASE = (
     ("mysql", "mysql"),
     ("mariadb", "mysql"),
@@ -258,19 +263,50 @@ def declared_databases(root: Path) -> frozenset[str]:
     return found or _databases(root, _folder_files(root))
 
 
-def _databases(root: Path, paths: list[Path]) -> frozenset[str]:
+def declared_drivers(root: Path) -> frozenset[str]:
+    """The database drivers the project's requirement files name (``psycopg2`` also for
+    ``psycopg2-binary``, ``psycopg`` for ``psycopg[binary]``, and those an extra pulls
+    in: ``sqlalchemy[postgresql_psycopg2binary]``), read where :func:`declared_databases`
+    reads."""
+    found = _drivers(root, _top_files(root))
+    return found or _drivers(root, _folder_files(root))
+
+
+def _drivers(root: Path, paths: list[Path]) -> frozenset[str]:
     found: set[str] = set()
+    for code in _code_lines(root, paths):
+        found.update(_module(m.group(1)) for m in _DRIVER.finditer(code))
+        for extras in _EXTRAS.finditer(code):
+            for extra in extras.group(1).lower().split(","):
+                module = next((d for d in _EXTRA_DRIVERS if d in extra), None)
+                if module is not None:
+                    found.add(module)
+    return frozenset(found)
+
+
+def _module(package: str) -> str:
+    name = package.lower()
+    return _DRIVER_MODULE.get(name, name)
+
+
+def _code_lines(root: Path, paths: list[Path]) -> Iterator[str]:
+    """Each requirement line of ``paths`` and what they include, less its comment."""
     for file in _files(root, paths):
         for line in _lines(file.text):
-            code = line.split(" #", 1)[0]
-            found.update(_DRIVER_DATABASE[m.group(1).lower()] for m in _DRIVER.finditer(code))
-            for extras in _EXTRAS.finditer(code):
-                found.update(
-                    database
-                    for extra in extras.group(1).split(",")
-                    for word, database in _EXTRA_DATABASE
-                    if word in extra.lower()
-                )
+            yield line.split(" #", 1)[0]
+
+
+def _databases(root: Path, paths: list[Path]) -> frozenset[str]:
+    found: set[str] = set()
+    for code in _code_lines(root, paths):
+        found.update(_DRIVER_DATABASE[m.group(1).lower()] for m in _DRIVER.finditer(code))
+        for extras in _EXTRAS.finditer(code):
+            found.update(
+                database
+                for extra in extras.group(1).split(",")
+                for word, database in _EXTRA_DATABASE
+                if word in extra.lower()
+            )
     return frozenset(found)
 
 

@@ -31,6 +31,7 @@ _SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": "
 # A file whose name Alembic would load as a revision (alembic.script.base._only_source_rev_file).
 _REVISION_FILE = re.compile(r"^(?!\.#|__init__)(.*\.py)$")
 _URL_DIALECT = re.compile(r"^\s*([A-Za-z0-9_]+)(?:\+[A-Za-z0-9_]+)?://")
+_URL_DRIVER = re.compile(r"^\s*[A-Za-z0-9_]+\+([A-Za-z0-9_]+)://")
 
 
 @dataclass
@@ -60,6 +61,16 @@ class ScriptLocation:
             if match and match.group(1) != "driver":  # the ini template's placeholder
                 found.add(_normalise_dialect(match.group(1)))
         return found
+
+    @property
+    def drivers(self) -> set[str]:
+        """Drivers the configs' ``sqlalchemy.url`` names (``psycopg2`` of
+        ``postgresql+psycopg2://``); a bare ``postgresql://`` names none."""
+        return {
+            match.group(1).lower()
+            for match in (_URL_DRIVER.match(url) for url in self.urls)
+            if match is not None
+        }
 
     def revision_files(self) -> list[Path]:
         files: list[Path] = []

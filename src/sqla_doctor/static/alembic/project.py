@@ -23,7 +23,7 @@ from sqla_doctor.static.alembic.models import MODEL_HINT, ModelIndex, ModuleMode
 from sqla_doctor.static.alembic.ops import Extractor, Operation, is_migration_module
 from sqla_doctor.static.alembic.revisions import Revision, RevisionGraph, parse_revision
 from sqla_doctor.static.context import FileContext, ProjectContext
-from sqla_doctor.static.declared_version import declared_databases
+from sqla_doctor.static.declared_version import declared_databases, declared_drivers
 from sqla_doctor.static.files import discover, module_for
 from sqla_doctor.static.index import FileFacts, ProjectIndex
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
@@ -283,6 +283,16 @@ class AlembicAnalysis:
     @cached_property
     def declared_databases(self) -> frozenset[str]:
         return declared_databases(self.root)
+
+    @cached_property
+    def declared_drivers(self) -> frozenset[str]:
+        return declared_drivers(self.root)
+
+    def drivers(self, migration: MigrationFile) -> frozenset[str]:
+        """The drivers a revision runs on, as far as the project says: those its config's
+        ``sqlalchemy.url`` names, or else those its requirement files name."""
+        named = migration.project.location.drivers if migration.project is not None else set()
+        return frozenset(named) or self.declared_drivers
 
     # Building ----------------------------------------------------------------------
     def _in_checked(self, path: Path) -> bool:

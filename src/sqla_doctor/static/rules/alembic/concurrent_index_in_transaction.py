@@ -29,6 +29,22 @@ run_migrations_online()
 """
 
 
+# hypothesis/h's recipe: end Alembic's transaction by hand, then build the index.
+_AFTER_COMMIT = """
+from alembic import op
+
+revision = "b2"
+down_revision = "a1"
+
+def upgrade():
+    # Creating a concurrent index does not work inside a transaction
+    op.execute("COMMIT")
+    op.create_index(
+        "ix_group_name", "group", ["name"], postgresql_concurrently=True
+    )
+"""
+
+
 class ConcurrentIndexInTransaction(MigrationRule):
     """
     ## What it does
@@ -43,10 +59,17 @@ class ConcurrentIndexInTransaction(MigrationRule):
     Alembic runs every migration inside a transaction on PostgreSQL. The statement fails
     with `ActiveSqlTransaction: CREATE INDEX CONCURRENTLY cannot run inside a transaction
     block`, usually only when the deploy reaches production (SQLite and offline `--sql`
-    runs do not complain). Executing `COMMIT` first does not help: the driver opens a new
-    transaction for the next statement. `autocommit_block()` commits the migration's work so
-    far, switches the connection to AUTOCOMMIT for the block, and resumes the transaction
-    after it.
+    runs do not complain). `autocommit_block()` commits the migration's work so far,
+    switches the connection to AUTOCOMMIT for the block, and resumes the transaction after
+    it.
+
+    Executing `COMMIT` first (`op.execute("COMMIT")`, the older recipe) works by a
+    driver's accident: psycopg2 and asyncpg (through SQLAlchemy's adapter) then run the
+    next statements outside any transaction, but psycopg 3 and pg8000 begin a new one, where
+    the statement fails. A concurrent statement after a `COMMIT` of the same function is
+    reported only when the project runs on psycopg 3 or pg8000 alone: its Alembic config's
+    `sqlalchemy.url` names the driver (`postgresql+psycopg://`), or else its requirement
+    files name it and neither psycopg2 nor asyncpg.
 
     An env.py that configures the connection with `isolation_level="AUTOCOMMIT"` runs every
     statement outside a transaction; migrations of such a project are not reported.
@@ -87,7 +110,7 @@ class ConcurrentIndexInTransaction(MigrationRule):
     severity = Severity.ERROR
     fix = Applicability.UNSAFE
     message = (
-        "`{what}` runs inside the migration's transaction, which PostgreSQL refuses"
+        "`{what}` runs inside {transaction}, which PostgreSQL refuses"
         " — wrap it in `op.get_context().autocommit_block()`"
     )
 
@@ -166,6 +189,8 @@ class ConcurrentIndexInTransaction(MigrationRule):
                 ),
             },
         ),
+        # A `COMMIT` first, on psycopg2: the index is built outside any transaction.
+        Valid(_AFTER_COMMIT, files={"requirements.txt": "alembic\npsycopg2==2.9.10\n"}),
         # Not a migration: no Alembic op.
         Valid(
             """
@@ -264,6 +289,17 @@ class ConcurrentIndexInTransaction(MigrationRule):
             count=3,
             line=9,
         ),
+        # The same `COMMIT` on psycopg 3, which begins a new transaction for the index.
+        Invalid(
+            _AFTER_COMMIT,
+            files={"requirements.txt": "alembic\npsycopg[binary]==3.2.9\n"},
+            expected_message=(
+                "`CREATE INDEX CONCURRENTLY ix_group_name ON group` runs inside the "
+                "transaction psycopg 3 begins again after the `COMMIT` at line 8, which "
+                "PostgreSQL refuses — wrap it in `op.get_context().autocommit_block()`"
+            ),
+            line=9,
+        ),
         # A migration found through alembic.ini; the env.py is the standard one.
         Invalid(
             """
@@ -290,7 +326,8 @@ class ConcurrentIndexInTransaction(MigrationRule):
         project = migration.project
         if project is not None and project.autocommit:
             return
-        for operation in self.operations(migration, phase=None):
+        operations = list(self.operations(migration, phase=None))
+        for position, operation in enumerate(operations):
             if operation.in_autocommit:
                 continue
             concurrent_index = operation.kind in ("create_index", "drop_index") and (
@@ -298,6 +335,16 @@ class ConcurrentIndexInTransaction(MigrationRule):
             )
             if not concurrent_index and operation.kind != "no_transaction":
                 continue
+            transaction = "the migration's transaction"
+            commit = _committed_before(operations[:position], operation)
+            if commit is not None:
+                reopening = _reopening_driver(shared.drivers(migration))
+                if reopening is None:
+                    continue  # psycopg2 or asyncpg, or a driver not named: no new transaction
+                transaction = (
+                    f"the transaction {reopening} begins again after the `COMMIT` at line "
+                    f"{commit.node.lineno}"  # type: ignore[attr-defined]
+                )
             node = operation.node
             fix = None
             if isinstance(node, ast.Call):
@@ -309,12 +356,42 @@ class ConcurrentIndexInTransaction(MigrationRule):
                 migration.file,
                 node,
                 what=what,
+                transaction=transaction,
                 fix=fix,
                 hint=(
                     "wrap it in `with op.get_context().autocommit_block():` (in a revision of "
                     "its own: the block commits the migration's earlier work)"
                 ),
             )
+
+
+# Drivers that begin a transaction again for the statement after a raw `COMMIT` (they ask
+# the server whether one is open); psycopg2 and SQLAlchemy's asyncpg adapter keep their
+# own flag, still set, so the next statements run outside any transaction.
+_REOPENING = {"psycopg": "psycopg 3", "pg8000": "pg8000"}
+_NOT_REOPENING = frozenset({"psycopg2", "psycopg2cffi", "asyncpg"})
+
+
+def _committed_before(earlier: list[Operation], operation: Operation) -> Operation | None:
+    """The `COMMIT` (or `END`, `ROLLBACK`) the same function ran before ``operation``
+    with no `BEGIN` after it."""
+    for candidate in reversed(earlier):
+        if candidate.phase != operation.phase or candidate.entry != operation.entry:
+            continue
+        if candidate.kind != "transaction":
+            continue
+        if candidate.verb in ("COMMIT", "END", "ROLLBACK"):
+            return candidate
+        return None  # BEGIN, START TRANSACTION: a transaction is open again
+    return None
+
+
+def _reopening_driver(drivers: frozenset[str]) -> str | None:
+    """The driver (as a message names it) that opens a new transaction after a raw
+    `COMMIT`, when the project runs on such drivers only."""
+    if drivers & _NOT_REOPENING:
+        return None
+    return next((_REOPENING[d] for d in sorted(drivers) if d in _REOPENING), None)
 
 
 def _what(operation: Operation) -> str:
