@@ -110,6 +110,20 @@ def _tests_for_none(flow: FunctionFlow, read: ast.Attribute) -> bool:
         node, parent = parent, flow.parent(parent)
 
 
+def _other_branch(flow: FunctionFlow, add: ast.AST, read: ast.AST) -> bool:
+    """Whether ``add`` and ``read`` sit in the two branches of one ``if`` (its body and
+    its ``elif``/``else``): a run that made the add never makes the read."""
+    node: ast.AST | None = flow.parent(add)
+    while node is not None:
+        if isinstance(node, ast.If) and not contains(node.test, add):
+            in_body = any(contains(stmt, add) for stmt in node.body)
+            other = node.orelse if in_body else node.body
+            if any(contains(stmt, read) for stmt in other):
+                return True
+        node = flow.parent(node)
+    return False
+
+
 def _filled_in_bulk(flow: FunctionFlow, name: str, binding: Binding, read: ast.Attribute) -> bool:
     """``ref.update(values)`` or ``setattr(ref, key, value)`` between the object's
     construction and the read: attributes set by name, the key maybe among them."""
@@ -206,6 +220,28 @@ class PrimaryKeyReadAfterAdd(Rule):
             """,
             path="app/repo.py",
             files=_ALIAS_FILES,
+        ),
+        # Read only in the branch that found the row (hypothesis/h's DocumentURI upsert): the
+        # object made and added in the other branch never reaches it.
+        Valid(
+            """
+            import logging
+            from app.models import User
+
+            log = logging.getLogger(__name__)
+
+            def create_or_update(session, email, name):
+                user = session.query(User).filter(User.email == email).first()
+                if user is None:
+                    user = User(email=email)
+                    session.add(user)
+                elif user.name != name:
+                    log.warning("User %s was renamed", user.id)
+                user.name = name
+                return user
+            """,
+            path="app/crud.py",
+            files=_FILES,
         ),
         # Tested for None: the code knows it may not be flushed yet (an upsert).
         Valid(
@@ -387,6 +423,28 @@ class PrimaryKeyReadAfterAdd(Rule):
             path="app/services.py",
             files=_FILES,
             line=7,
+        ),
+        # Read after the `if`/`else`, which the added object reaches.
+        Invalid(
+            """
+            import logging
+            from app.models import User
+
+            log = logging.getLogger(__name__)
+
+            def create_or_update(session, email, name):
+                user = session.query(User).filter(User.email == email).first()
+                if user is None:
+                    user = User(email=email)
+                    session.add(user)
+                elif user.name != name:
+                    log.warning("User %s was renamed", user.id)
+                log.info("User %s updated", user.id)
+                return user
+            """,
+            path="app/crud.py",
+            files=_FILES,
+            line=13,
         ),
         # Another object updated, or the dict updated and not the object.
         Invalid(
@@ -586,6 +644,8 @@ class PrimaryKeyReadAfterAdd(Rule):
         for read in sorted(flow.attr_loads.get(name, ()), key=_pos):
             if _pos(read) <= _pos(add) or read.attr not in keys:
                 continue
+            if _other_branch(flow, add, read):
+                continue  # `if ...: session.add(obj)` / `else: obj.id`: never after the add
             if flow.binding(name, read) is not binding:
                 return
             if not isinstance(read.ctx, ast.Load):
