@@ -372,6 +372,11 @@ class StringFlow:
             if lv.is_str or rv.is_str:
                 return self.build([(left, lv), (right, rv)], HOW_CONCAT, at)
         elif isinstance(op, ast.Mod) and lv.is_str:
+            # `query % holders` where `holders = {...}` (or a tuple) and nothing fills it
+            # later: the literal's own values are what is spliced in.
+            literal = self._unchanged_literal(right)
+            if isinstance(literal, (ast.Dict, ast.Tuple)):
+                right = literal
             operands: list[ast.expr]
             if isinstance(right, ast.Tuple):
                 operands = list(right.elts)

@@ -219,6 +219,21 @@ class SqlBuiltFromStrings(Rule):
                 session.execute(text("SELECT 100%% * hits FROM t WHERE r > %(r).2f" % {"r": ratio}))
             """
         ),
+        # `%` given a name bound to a literal that nothing fills (Kinto's storage, which
+        # formats every query with its `safe_holders`, here empty): no value is spliced in.
+        Valid(
+            """
+            import sqlalchemy as sa
+
+            def create(client, object_id, data):
+                query = "INSERT INTO objects (id, data) VALUES (:object_id, (:data)::JSONB)"
+                safe_holders = {}
+                order = ("id",)
+                with client.connect() as conn:
+                    conn.execute(sa.text(query % safe_holders), {"object_id": object_id})
+                    conn.execute(sa.text("SELECT * FROM objects ORDER BY %s" % order))
+            """
+        ),
         # Identifiers quoted with their quote character doubled inside (MSSQL brackets,
         # standard double quotes, MySQL backticks).
         Valid(
@@ -1529,6 +1544,20 @@ class SqlBuiltFromStrings(Rule):
                 "`text()` receives SQL built with `%` formatting from `column` — table and "
                 "column names cannot be bound parameters: choose them from a fixed set"
             ),
+        ),
+        # The same `safe_holders` filled from a parameter after it was bound.
+        Invalid(
+            """
+            import sqlalchemy as sa
+
+            def listing(client, sort):
+                query = "SELECT * FROM objects ORDER BY %(sorting)s"
+                safe_holders = {}
+                safe_holders["sorting"] = sort
+                with client.connect() as conn:
+                    return conn.execute(sa.text(query % safe_holders)).all()
+            """,
+            line=8,
         ),
         Invalid(
             """
