@@ -415,6 +415,7 @@ class StringFlow:
         if isinstance(expr, ast.JoinedStr):
             parts: list[tuple[ast.expr, StringValue]] = []
             previous: ast.expr | None = None
+            written = ""  # the literal text before the piece
             for number, piece in enumerate(expr.values):
                 if isinstance(piece, ast.FormattedValue):
                     spec = piece.format_spec
@@ -423,11 +424,16 @@ class StringFlow:
                     part = self.value(piece.value)
                     if _ends_with_bind_marker(previous, previous is expr.values[0]):
                         part = _as_placeholder(piece.value, part, HOW_FSTRING, expr)
-                    elif _before_identifier(previous) or _after_identifier(
-                        expr.values[number + 1] if number + 1 < len(expr.values) else None
+                    elif not _in_sql_string(written) and (
+                        _before_identifier(previous)
+                        or _after_identifier(
+                            expr.values[number + 1] if number + 1 < len(expr.values) else None
+                        )
                     ):
                         part = _as_identifier(piece.value, part, HOW_FSTRING, expr)
                     parts.append((piece.value, part))
+                elif isinstance(piece, ast.Constant) and isinstance(piece.value, str):
+                    written += piece.value
                 previous = piece
             return self.build(parts, HOW_FSTRING, expr)
         if isinstance(expr, ast.BinOp):
@@ -2138,9 +2144,19 @@ def _wants_name(template: str, span: tuple[int, int]) -> bool:
     """Whether SQL wants a table or column name at ``template[start:end]``
     (``SELECT * FROM %s``, ``FROM "{}"``)."""
     start, end = span
+    if _in_sql_string(template[:start]):
+        return False
     return bool(_IDENTIFIER_BEFORE.search(template[:start])) or bool(
         _IDENTIFIER_AFTER.match(template[end:])
     )
+
+
+def _in_sql_string(before: str) -> bool:
+    """Whether the literal text ``before`` leaves a single-quoted SQL string open
+    (``"... = '"``): what comes next is inside a string literal, a value, even where a
+    dot follows it (``'{region}.lms.org.'``). A doubled quote (``''``) is the escape and
+    keeps the count even."""
+    return before.count("'") % 2 == 1
 
 
 

@@ -1040,6 +1040,24 @@ class SqlBuiltFromStrings(Rule):
                 "parameters"
             ),
         ),
+        # A value inside a quoted string, though a dot follows it as one follows a schema
+        # (hypothesis/lms's public-id prefix): a value, which a parameter can carry.
+        Invalid(
+            """
+            import sqlalchemy as sa
+
+            def prefix_public_ids(conn, region):
+                conn.execute(
+                    sa.text(f"UPDATE organization SET public_id = '{region}.lms.org.' || public_id")
+                )
+                conn.execute(sa.text("UPDATE course SET public_id = '%s.c.' || public_id" % region))
+            """,
+            count=2,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `region` — bind them as "
+                "parameters"
+            ),
+        ),
         # The outer table is filled at run time, or a row holds a parameter.
         Invalid(
             """
