@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
@@ -44,7 +45,9 @@ class SqliteWithoutWal(Rule):
     that serves web requests (a FastAPI, Starlette, Litestar, Quart, Sanic, aiohttp or
     Flask app), when nothing in the project switches it to WAL mode: no `connect` event
     listener (where the pragma belongs), no `journal_mode` pragma anywhere, and no busy
-    timeout chosen (`connect_args={"timeout": ...}`; the driver's default is 5 seconds).
+    timeout chosen (`connect_args={"timeout": ...}`, or `?timeout=` in the URL, also in a
+    template such as `"sqlite:///{0}?timeout={1}".format(...)`; the driver's default is 5
+    seconds).
 
     In-memory databases, test code, projects without a web application and modules that
     no web application's modules import (a CLI or a tutorial script beside the app) are
@@ -166,6 +169,17 @@ class SqliteWithoutWal(Rule):
             app = FastAPI()
             """,
         ),
+        # The timeout in a URL template, after the path's value (pgAdmin's config database).
+        Valid(
+            """
+            from flask import Flask
+
+            app = Flask(__name__)
+            app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///{0}?timeout={1}".format(
+                SQLITE_PATH, SQLITE_TIMEOUT
+            )
+            """,
+        ),
         # In memory, another database, a URL from the environment.
         Valid(
             """
@@ -258,6 +272,16 @@ class SqliteWithoutWal(Rule):
             ),
             line=5,
         ),
+        # A URL template that sets another option.
+        Invalid(
+            """
+            from flask import Flask
+
+            app = Flask(__name__)
+            app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///{0}?mode=rwc".format(SQLITE_PATH)
+            """,
+            line=4,
+        ),
         # A Flask config class.
         Invalid(
             """
@@ -332,11 +356,26 @@ class SqliteWithoutWal(Rule):
             for key in connect_args.value.keys
         )
 
+    def _template_sets_timeout(self, url: ast.expr) -> bool:
+        """``"sqlite:///{0}?timeout={1}".format(path, seconds)``: the URL's literal text sets
+        the timeout past the first value, where its known prefix stops (also through a
+        name bound to such a template)."""
+        expressions = [url]
+        if isinstance(url, ast.Name):
+            expressions += [b.value for b in self.strings.flow.bindings(url) if b.value is not None]
+        return any(
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.search(r"[?&]timeout=", node.value) is not None
+            for expression in expressions
+            for node in ast.walk(expression)
+        )
+
     def _judge(self, node: ast.AST, url: ast.expr) -> None:
         prefixes = self.strings.prefixes(url)
         if not prefixes or not all(sqlite_file(p.text, p.complete) for p in prefixes):
             return
-        if any("timeout=" in p.text for p in prefixes):
+        if any("timeout=" in p.text for p in prefixes) or self._template_sets_timeout(url):
             return
         app = self.app
         if app is None:
