@@ -78,6 +78,9 @@ class FunctionFacts:
     optional_reads: frozenset[tuple[tuple[str, ...], str]] = frozenset()
     # Method-call paths (`("equipment_type", "serialize()")`) whose calls pass no argument.
     bare_calls: frozenset[tuple[str, ...]] = frozenset()
+    # Parameters it closes in a `finally` (`finally: session.close()`): a session handed to
+    # it is closed whatever the body raises.
+    closes: frozenset[str] = frozenset()
 
     def element_reads(self, position: int) -> set[tuple[str, ...]]:
         """Attribute paths read on each element of the argument at ``position``."""
@@ -186,6 +189,7 @@ class FunctionBuilder:
         self.facts.calls = frozenset(self.called)
         self.facts.bare_calls = frozenset(self.bare)
         self.facts.optional_reads = self._optional_reads()
+        self.facts.closes = _closed_in_finally(self.node, self.facts.params)
         return self.facts
 
     def _optional_reads(self) -> frozenset[tuple[tuple[str, ...], str]]:
@@ -215,6 +219,27 @@ class FunctionBuilder:
             if len(names) == 1 and (flag := names.pop()) is not None:
                 found.add((path, flag))
         return frozenset(found)
+
+
+def _closed_in_finally(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, params: tuple[str, ...]
+) -> frozenset[str]:
+    """The parameters whose ``close()`` a ``finally`` block of the function calls."""
+    closed: set[str] = set()
+    for inner in ast.walk(node):
+        if not isinstance(inner, ast.Try) or not inner.finalbody:
+            continue
+        for stmt in inner.finalbody:
+            for call in ast.walk(stmt):
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "close"
+                    and isinstance(call.func.value, ast.Name)
+                    and call.func.value.id in params
+                ):
+                    closed.add(call.func.value.id)
+    return frozenset(closed)
 
 
 def _falsy_defaults(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:

@@ -41,13 +41,41 @@ def main(url):
 """
 
 
+# hypothesis/h's streamer: one session for the worker's life, each message in a
+# transaction that a context manager of the project ends (and closes the session).
+_PER_MESSAGE = """
+from app.db import SessionLocal
+from app.transactions import read_only_transaction
+
+def process_work_queue(queue):
+    session = SessionLocal()
+    for message in queue:
+        with read_only_transaction(session):
+            message.handle(session)
+"""
+_TRANSACTIONS = """
+from contextlib import contextmanager
+
+@contextmanager
+def read_only_transaction(session):
+    try:
+        yield
+    except Exception:
+        session.rollback()
+    else:
+        session.commit(){close}
+"""
+
+
 class SessionNotClosed(Rule):
     """
     ## What it does
     Checks for a session made by calling a factory (`SessionLocal()`, `Session(engine)`,
     `AsyncSession(engine)`, a `sessionmaker` under any name or alias, in any module)
-    that is neither used as a context manager nor closed in a `finally` block, and does
-    not leave the function (returned, yielded, stored on an object).
+    that is neither used as a context manager nor closed in a `finally` block (its own,
+    or one of a project function it is handed to, such as a context manager that ends a
+    transaction per message: `with read_only_transaction(session):`), and does not leave
+    the function (returned, yielded, stored on an object).
 
     ## Why is this bad?
     A session that is not closed keeps its connection checked out until the garbage
@@ -91,6 +119,17 @@ class SessionNotClosed(Rule):
 
     VALID = (
         Valid(_LOCAL_FACTORY.format(open="with Session() as session:")),
+        # Closed by the project's context manager, in its `finally`, after each message.
+        Valid(
+            _PER_MESSAGE,
+            path="app/streamer.py",
+            files={
+                **_FILES,
+                "app/transactions.py": _TRANSACTIONS.format(
+                    close="\n    finally:\n        session.close()"
+                ),
+            },
+        ),
         # A session with nothing to connect to, used to see what add() cascades to.
         Valid(
             """
@@ -230,6 +269,13 @@ class SessionNotClosed(Rule):
         ),
     )
     INVALID = (
+        # The same context manager ends each transaction but never closes the session.
+        Invalid(
+            _PER_MESSAGE,
+            path="app/streamer.py",
+            files={**_FILES, "app/transactions.py": _TRANSACTIONS.format(close="")},
+            line=5,
+        ),
         Invalid(
             _LOCAL_FACTORY.format(open="session = Session()\n    if session:"),
             line=7,
@@ -376,6 +422,8 @@ class SessionNotClosed(Rule):
             assert call is not None
             if managed_by_with(flow, name) or closed_in_finally(flow, name) or escapes(flow, name):
                 continue
+            if self._closed_by_helper(flow, name):
+                continue
             if bound_to_connection(flow, call) or unbound(value, call):
                 continue
             # Rebound later to something else, or bound in a loop: stay simple.
@@ -405,6 +453,27 @@ class SessionNotClosed(Rule):
                 )
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _closed_by_helper(self, flow: FunctionFlow, name: str) -> bool:
+        """``with read_only_transaction(session):`` (or a plain call) of a project function
+        that closes that parameter in a ``finally``."""
+        index = self.ctx.index
+        for call in flow.calls:
+            positions = [
+                n for n, arg in enumerate(call.args) if isinstance(arg, ast.Name) and arg.id == name
+            ]
+            keywords = {
+                k.arg for k in call.keywords if isinstance(k.value, ast.Name) and k.value.id == name
+            }
+            if not positions and not keywords:
+                continue
+            function = index.function(flow.qualify(call.func))
+            if function is None or function.is_method or not function.closes:
+                continue
+            params = {function.params[n] for n in positions if n < len(function.params)}
+            if function.closes & (params | keywords):
+                return True
+        return False
 
     @staticmethod
     def _owns(value: SessionValue) -> bool:
