@@ -379,6 +379,28 @@ def _decorator_may_commit(decorator: ast.expr, committing: frozenset[str]) -> bo
     return call_tail(decorator.func if isinstance(decorator, ast.Call) else decorator) in committing
 
 
+# pgAdmin's revision 81c7ffeffeee: an ORM session on the migration's connection.
+_MIGRATION_SESSION = """
+from alembic import op
+from sqlalchemy.orm import Session
+from app.models import User
+
+revision = "81c7ffeffeee"
+down_revision = "398697dc9550"
+
+def upgrade():
+    session = Session(bind=op.get_bind())
+    old_setting = session.query(User).filter_by(name="new_browser_tab").first()
+    if old_setting:
+        session.delete(old_setting){flush}
+"""
+
+
+def _rolled_back(held: str, session: str, after: str) -> str:
+    """Why a write is lost when the session ends: ``held`` says how it ends."""
+    return f"{held} without `{session}.commit()`{after}, which rolls the write back"
+
+
 def _class_decorators(view: ast.ClassDef) -> Iterator[ast.expr]:
     """What a class-based view's `decorators = [...]` / `method_decorators = [...]` lists:
     Flask applies them to every handler."""
@@ -405,7 +427,11 @@ class WriteWithoutCommit(Rule):
     relationship collection of it changed in place (`user.posts.append(post)`) — but
     is never committed: no `commit()`, no `begin()` block, no `SessionLocal.begin()`,
     and not the `with` block of a factory whose Session subclass commits in its
-    `__exit__` (`sessionmaker(class_=ContextSession)`).
+    `__exit__` (`sessionmaker(class_=ContextSession)`). A session bound to a connection
+    the code was given (`Session(bind=op.get_bind())` in an Alembic revision) writes in
+    that connection's transaction, which its owner commits: there only objects that no
+    flush sends are lost (no query, `flush()` or `commit()` after them), and the message
+    says so.
 
     Connections: one opened with `engine.connect()` (`with engine.connect() as conn:`,
     `async with engine.connect() as conn:`, or `conn = engine.connect()` ...
@@ -546,12 +572,15 @@ class WriteWithoutCommit(Rule):
     pitfalls = ("P17",)
     severity = Severity.ERROR
     fix = Applicability.UNSAFE
-    message = (
-        "`{write}` is never committed: {held} without `{session}.commit()`{after}, which "
-        "rolls the write back — {remedy}"
-    )
+    message = "`{write}` is never {never}: {why} — {remedy}"
 
     VALID = (
+        # A migration's session on Alembic's connection, flushed after its writes.
+        Valid(
+            _MIGRATION_SESSION.format(flush="\n    session.flush()"),
+            path="migrations/versions/81c7ffeffeee_.py",
+            files=_FILES,
+        ),
         # The collection change committed; a JSON list changed in place is no write the
         # session sees (SQLAlchemy does not track it without MutableList).
         Valid(
@@ -1182,6 +1211,20 @@ class WriteWithoutCommit(Rule):
         ),
     )
     INVALID = (
+        # pgAdmin's revision deleting old preferences: no query runs after the deletes,
+        # so nothing flushes them, and the migration's transaction commits without them.
+        Invalid(
+            _MIGRATION_SESSION.format(flush=""),
+            path="migrations/versions/81c7ffeffeee_.py",
+            files=_FILES,
+            line=12,
+            expected_message=(
+                "`session.delete(old_setting)` is never flushed: `session` (line 9) is bound "
+                "to `op.get_bind()`, and nothing flushes it after this write, so the write is "
+                "never sent — call `session.flush()` (or `session.commit()`) after the last "
+                "write"
+            ),
+        ),
         # `with uow:` on the unit of work a handler is given: an object added through its
         # repository, and one its repository loaded then changed, never committed.
         Invalid(
@@ -1780,9 +1823,8 @@ class WriteWithoutCommit(Rule):
         self.report(
             write,
             write=_shorten(self.ctx.text(write)),
-            held=f"`{name}` (line {line}) {ends} `{cls_name}.{exit_name}()`",
-            session=name,
-            after="",
+            never="committed",
+            why=_rolled_back(f"`{name}` (line {line}) {ends} `{cls_name}.{exit_name}()`", name, ""),
             remedy=f"call `{commit}` before the block ends",
         )
 
@@ -1814,14 +1856,41 @@ class WriteWithoutCommit(Rule):
             # A test reading its writes back through autoflush, then rolling them away
             # with the session: isolation on purpose.
             return
+        line = owned.binding.node.lineno  # type: ignore[attr-defined]
+        if on_connection:
+            # Nothing closes or rolls back such a session: its pending objects are simply
+            # never sent, while the connection's owner commits what was.
+            self.report(
+                write,
+                write=_shorten(self.ctx.text(write)),
+                never="flushed",
+                why=(
+                    f"`{name}` (line {line}) is bound to {self._bind_text(owned)}, and nothing "
+                    "flushes it after this write, so the write is never sent"
+                ),
+                remedy=f"call `{name}.flush()` (or `{name}.commit()`) after the last write",
+            )
+            return
         self.report(
             write,
             write=_shorten(self.ctx.text(write)),
-            held=f"`{name}` (line {owned.binding.node.lineno}) is closed",  # type: ignore[attr-defined]
-            session=name,
-            after="",
+            never="committed",
+            why=_rolled_back(f"`{name}` (line {line}) is closed", name, ""),
             remedy="commit before the block ends, or open it with `.begin()`",
         )
+
+    def _bind_text(self, owned: OwnedSession) -> str:
+        """``op.get_bind()`` of ``Session(bind=op.get_bind())``, or what it is."""
+        made = owned.binding.value
+        if isinstance(made, ast.Await):
+            made = made.value
+        bind = None
+        if isinstance(made, ast.Call):
+            bind = next((k.value for k in made.keywords if k.arg == "bind"), None)
+            if bind is None and made.args:
+                bind = made.args[0]
+        text = " ".join(self.ctx.text(bind).split()) if bind is not None else ""
+        return f"`{text}`" if text and len(text) <= 40 else "a connection it was given"
 
     def _check_dependency(
         self,
@@ -1863,9 +1932,10 @@ class WriteWithoutCommit(Rule):
         self.report(
             write,
             write=_shorten(self.ctx.text(write)),
-            held=f"`{provider.name}()` ({where}) closes `{name}` when the request ends",
-            session=name,
-            after="",
+            never="committed",
+            why=_rolled_back(
+                f"`{provider.name}()` ({where}) closes `{name}` when the request ends", name, ""
+            ),
             remedy=(
                 f"call `{commit}` after the writes, or commit in `{provider.name}()` "
                 "after its `yield`"
@@ -1908,9 +1978,10 @@ class WriteWithoutCommit(Rule):
             self.report(
                 write,
                 write=_shorten(self.ctx.text(write)),
-                held=f"Flask-SQLAlchemy removes `{key}` when the request ends",
-                session=key,
-                after="",
+                never="committed",
+                why=_rolled_back(
+                    f"Flask-SQLAlchemy removes `{key}` when the request ends", key, ""
+                ),
                 remedy=f"call `{key}.commit()` after the writes",
             )
             return
@@ -2236,9 +2307,12 @@ class WriteWithoutCommit(Rule):
         self.report(
             lost,
             write=_shorten(self.ctx.text(lost)),
-            held=f"`{name}` (line {owned.binding.node.lineno}) is closed",  # type: ignore[attr-defined]
-            session=name,
-            after=" after it" if earlier else "",
+            never="committed",
+            why=_rolled_back(
+                f"`{name}` (line {owned.binding.node.lineno}) is closed",  # type: ignore[attr-defined]
+                name,
+                " after it" if earlier else "",
+            ),
             remedy=f"commit before the block ends, or open it with `{engine_text}.begin()`",
             hint=(
                 f"call `{commit}` after the last write, or open the connection with "
