@@ -324,6 +324,19 @@ class LegacyQueryApi(Rule):
                 "`session.execute(select(...))`"
             ),
         ),
+        # Columns unpacked from a list (hypothesis/lms's recursive CTE): several, maybe.
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            def ancestry(session: Session, Organization):
+                cols = [Organization.id, Organization.parent_id]
+                return session.query(*cols).all()
+            """,
+            expected_message=(
+                "`session.query(*cols)` is the legacy Query API — use "
+                "`session.execute(select(...))`"
+            ),
+        ),
         Invalid(
             """
             from sqlalchemy.orm import Session
@@ -564,7 +577,9 @@ class LegacyQueryApi(Rule):
         entities = ", ".join(_short(source_segment(self.ctx, a), 40) for a in node.args[:2])
         entities += ", ..." if len(node.args) > 2 else ""
         # Rows of several columns come from execute(); scalars() would keep the first.
-        verb = "execute" if len(node.args) > 1 else "scalars"
+        # `query(*cols)` may be several too.
+        several = len(node.args) > 1 or any(isinstance(a, ast.Starred) for a in node.args)
+        verb = "execute" if several else "scalars"
         if "get" in self._chained_methods(node) and len(node.args) == 1:
             hint = f"rewrite as `{session}.get({entities}, pk)`"
         else:
