@@ -29,6 +29,8 @@ QUERY_METHODS = frozenset(
 def _short(text: str, limit: int = 40) -> str:
     # A backslash continuation joins its lines: `gb.db\<newline>    .query(...)`.
     text = " ".join(re.sub(r"\\\n\s*", "", text).split())
+    # A chain broken before its dot, after a space and a backslash (`db.session \`).
+    text = re.sub(r"\s+\.(?=[A-Za-z_])", ".", text)
     # A call broken after or before its parenthesis: `query(\n    models.Service.binary,`.
     text = text.replace("( ", "(").replace(" )", ")")
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -322,6 +324,21 @@ class LegacyQueryApi(Rule):
             expected_message=(
                 "`session.query(Student.id, Student.total)` is the legacy Query API — use "
                 "`session.execute(select(...))`"
+            ),
+        ),
+        # A chain broken after a space and a backslash (pgAdmin's settings).
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            def last_state(session: Session, ApplicationState, uid):
+                result = session \\
+                    .query(ApplicationState) \\
+                    .filter(ApplicationState.uid == uid).first()
+                return result
+            """,
+            expected_message=(
+                "`session.query(ApplicationState)` is the legacy Query API — use "
+                "`session.scalars(select(...))`"
             ),
         ),
         # Columns unpacked from a list (hypothesis/lms's recursive CTE): several, maybe.
