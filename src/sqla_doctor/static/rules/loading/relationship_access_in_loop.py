@@ -1916,9 +1916,12 @@ class RelationshipAccessInLoop(Rule):
         rows_text = " ".join(self.ctx.text(iterable).split())
         if len(rows_text) > 40:
             rows_text = rows_text[:37] + "..."
+        # Rows reached through a relationship (`for row in build.package_builds`) came from
+        # the query that loaded their parent, the line the message names.
+        query = loaded.stmt.node if loaded.path and loaded.stmt is not None else loaded.node
         related = (
-            [Related(self.ctx.location(loaded.node), "the query that loaded the rows")]
-            if (loaded.node is not None and loaded.origin_path is None)
+            [Related(self.ctx.location(query), "the query that loaded the rows")]
+            if (query is not None and loaded.origin_path is None)
             else []
         )
         names = [f"`{a.rel.name}`" for a in accesses]
