@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
@@ -26,7 +28,19 @@ QUERY_METHODS = frozenset(
 )
 
 
+def _without_comments(text: str) -> str:
+    """The call's source without the comments written between its arguments."""
+    if "#" not in text:
+        return text
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    return tokenize.untokenize(t for t in tokens if t.type != tokenize.COMMENT)
+
+
 def _short(text: str, limit: int = 40) -> str:
+    text = _without_comments(text)
     # A backslash continuation joins its lines: `gb.db\<newline>    .query(...)`.
     text = " ".join(re.sub(r"\\\n\s*", "", text).split())
     # A chain broken before its dot, after a space and a backslash (`db.session \`).
@@ -324,6 +338,23 @@ class LegacyQueryApi(Rule):
             expected_message=(
                 "`session.query(Student.id, Student.total)` is the legacy Query API — use "
                 "`session.execute(select(...))`"
+            ),
+        ),
+        # A comment inside the call (hypothesis/h's document URIs).
+        Invalid(
+            """
+            from sqlalchemy.orm import Session
+            def type_uris(session: Session, DocumentURI):
+                return list(
+                    session.query(
+                        # The fields alone: no objects to build
+                        DocumentURI.type,
+                    ).all()
+                )
+            """,
+            expected_message=(
+                "`session.query(DocumentURI.type,)` is the legacy Query API — use "
+                "`session.scalars(select(...))`"
             ),
         ),
         # A chain broken after a space and a backslash (pgAdmin's settings).
