@@ -42,6 +42,36 @@ def upgrade():
     )
 """
 
+# Manila's initial revision: its tables built as `Table` objects, then created.
+_TABLES = """
+from alembic import op
+from sqlalchemy import Column, MetaData, String, Table
+
+revision = "a1"
+down_revision = None
+
+
+def upgrade():
+    meta = MetaData()
+    shares = Table(
+        "shares", meta,
+        Column("id", String(length=36), primary_key=True),
+        Column("volume_type_id", String(length={length})),
+    )
+    shares.create(op.get_bind())
+"""
+# A column renamed with its type restated, as MySQL's CHANGE COLUMN needs.
+_RENAMED = (
+    _HEAD
+    + """
+            def upgrade():
+                op.alter_column(
+                    "shares", "volume_type_id", new_column_name="share_type_id",
+                    type_=sa.String(length=36),
+                )
+"""
+)
+
 
 class ColumnTypeChange(MigrationRule):
     """
@@ -54,10 +84,11 @@ class ColumnTypeChange(MigrationRule):
     a wider `Numeric` with the same scale (read from `existing_type=`, which autogenerate
     writes, or from the type the revision's `downgrade()` changes the column back to, or
     else from the types the revisions below it give the column of that table
-    and schema in `create_table`, `add_column` and `alter_column`, when every one of them
-    is cheap to change from). A `postgresql_using=` (or raw SQL's `USING`) that only casts
-    the column to the new kind of type (`"value::text"`, `CAST(value AS text)`) keeps such
-    a change cheap; any other expression rewrites. `DateTime` ↔ `DateTime(timezone=True)`
+    and schema in `create_table`, `add_column`, `alter_column` and `Table(...)` objects
+    they build, when every one of them is cheap to change from). A `postgresql_using=`
+    (or raw SQL's `USING`) that only casts the column to the new kind of type
+    (`"value::text"`, `CAST(value AS text)`) keeps such a change cheap; any other
+    expression rewrites. `DateTime` ↔ `DateTime(timezone=True)`
     rewrites unless the migration's session runs in UTC, where PostgreSQL 12+ changes the
     catalogue only: the message says so and gives the `SET LOCAL TimeZone = 'UTC'` fix.
 
@@ -226,6 +257,12 @@ class ColumnTypeChange(MigrationRule):
             path="migrations/versions/b2.py",
             files={**_INI, "migrations/versions/a1.py": _CREATED},
         ),
+        # The type the revision below gives the column in a `Table(...)`: the same.
+        Valid(
+            _RENAMED,
+            path="migrations/versions/b2.py",
+            files={**_INI, "migrations/versions/a1.py": _TABLES.format(length=36)},
+        ),
         # Raw SQL that widens what the revision below created: the catalogue only.
         Valid(
             _HEAD
@@ -262,6 +299,13 @@ class ColumnTypeChange(MigrationRule):
         ),
     )
     INVALID = (
+        # The same rename, the `Table(...)` below it giving a longer type: a scan.
+        Invalid(
+            _RENAMED,
+            path="migrations/versions/b2.py",
+            files={**_INI, "migrations/versions/a1.py": _TABLES.format(length=64)},
+            line=8,
+        ),
         # The same widening with a USING that computes: every row is rewritten.
         Invalid(
             _HEAD
@@ -628,6 +672,42 @@ def _types_elsewhere(migration: MigrationFile, operation: Operation) -> list[Col
                 if parsed is None:
                     return []
                 found.append(parsed)
+        for node in _table_column_types(other, operation):
+            parsed = from_python(node, resolver)
+            if parsed is None:
+                return []
+            found.append(parsed)
+    return found
+
+
+def _table_column_types(migration: MigrationFile, operation: Operation) -> list[ast.expr]:
+    """The types a revision's ``Table("shares", meta, Column("volume_type_id",
+    String(36)), ...)`` gives the column: an initial revision that builds its tables as
+    ``Table`` objects and creates them (``table.create(conn)``), as OpenStack's do."""
+    resolver = migration.file.ctx.names
+    found: list[ast.expr] = []
+    for node in ast.walk(migration.file.tree):
+        if not (isinstance(node, ast.Call) and len(node.args) >= 2):
+            continue
+        qualified = resolver.qualify(node.func) or ""
+        if not qualified.startswith("sqlalchemy.") or qualified.rpartition(".")[2] != "Table":
+            continue
+        name = node.args[0]
+        if not (isinstance(name, ast.Constant) and name.value == operation.table):
+            continue
+        schema = next((k.value for k in node.keywords if k.arg == "schema"), None)
+        written = schema.value if isinstance(schema, ast.Constant) else None
+        if (schema is not None and written is None) or written != operation.schema:
+            continue
+        for column in node.args[2:]:
+            if (
+                isinstance(column, ast.Call)
+                and (resolver.qualify(column.func) or "").rpartition(".")[2] == "Column"
+                and len(column.args) >= 2
+                and isinstance(column.args[0], ast.Constant)
+                and column.args[0].value == operation.column
+            ):
+                found.append(column.args[1])
     return found
 
 
