@@ -184,6 +184,35 @@ def test_exclude_gitignore_and_virtualenvs_are_skipped(
     assert paths == {"src/app.py", "keep.tmp.py", "{data}/e.py"}
 
 
+def test_gitignore_escapes_brackets_and_a_reversed_range_matches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Flask-Admin's .gitignore names a pytest id with escaped brackets
+    (`file:test_x\\[with-SQLALiteProvider\\]`); read as a class, `[with-SQLA...]` was a
+    reversed range and the whole check stopped with an internal error."""
+    write_tree(
+        tmp_path,
+        {
+            ".gitignore": (
+                "/instance/file:test_x\\[with_session-SQLALiteProvider\\]\n"
+                "[z-a]*.py\n"
+                "gen_[0-9].py\n"
+                "lit\\[1\\].py\n"
+                "\\#hash.py\n"
+            ),
+            "app.py": MUTABLE,
+            "gen_1.py": MUTABLE,
+            "gen_x.py": MUTABLE,
+            "lit[1].py": MUTABLE,
+            "lit1.py": MUTABLE,
+            "#hash.py": MUTABLE,
+        },
+    )
+    result = run_cli(capsys, "check", "--format", "json", str(tmp_path))
+    paths = {f["location"]["path"] for f in json.loads(result.out)["findings"]}
+    assert paths == {"app.py", "gen_x.py", "lit1.py"}
+
+
 def test_default_path_is_the_project_around_the_cwd(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

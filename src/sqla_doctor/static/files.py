@@ -107,7 +107,11 @@ class GitIgnore:
             line = line.strip("/") if dir_only else line
             anchored = "/" in line.lstrip("/")[:-1] or line.startswith("/")
             line = line.lstrip("/")
-            self.patterns.append(_Pattern(_glob_regex(line, anchored), negated, dir_only))
+            try:
+                regex = _glob_regex(line, anchored)
+            except re.error:
+                continue  # `[z-a]`: a range git matches nothing with
+            self.patterns.append(_Pattern(regex, negated, dir_only))
 
     @classmethod
     def load(cls, directory: Path) -> GitIgnore | None:
@@ -134,6 +138,8 @@ class GitIgnore:
 
 
 def _glob_regex(pattern: str, anchored: bool) -> re.Pattern[str]:
+    """A gitignore glob as a regular expression; raises re.error for a pattern git would
+    never match (a range whose ends are reversed, ``[z-a]``)."""
     parts: list[str] = []
     i = 0
     while i < len(pattern):
@@ -152,20 +158,39 @@ def _glob_regex(pattern: str, anchored: bool) -> re.Pattern[str]:
         elif pattern[i] == "?":
             parts.append("[^/]")
             i += 1
-        elif pattern[i] == "[":
-            end = pattern.find("]", i + 1)
-            if end < 0:
-                parts.append(re.escape(pattern[i]))
-                i += 1
-            else:
-                parts.append(pattern[i : end + 1].replace("[!", "[^"))
-                i = end + 1
+        elif pattern[i] == "\\" and i + 1 < len(pattern):
+            parts.append(re.escape(pattern[i + 1]))  # `\[`, `\#`, `\ `: the character itself
+            i += 2
+        elif pattern[i] == "[" and (found := _bracket(pattern, i)) is not None:
+            regex, i = found
+            parts.append(regex)
         else:
             parts.append(re.escape(pattern[i]))
             i += 1
     body = "".join(parts)
     prefix = "" if anchored else "(?:.*/)?"
     return re.compile(f"^{prefix}{body}(?:/.*)?$")
+
+
+def _bracket(pattern: str, start: int) -> tuple[str, int] | None:
+    """The bracket expression opening at ``start`` (``[abc]``, ``[!0-9]``, ``[\\]]``) as a
+    regular expression's class, and the index after it; None when it never closes."""
+    i = start + 1
+    negated = i < len(pattern) and pattern[i] in "!^"
+    if negated:
+        i += 1
+    members: list[str] = []
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "]" and members:
+            return ("[^" if negated else "[") + "".join(members) + "]", i + 1
+        if char == "\\" and i + 1 < len(pattern):
+            members.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        members.append(char if char == "-" else re.escape(char))
+        i += 1
+    return None
 
 
 def _matches_any(relative: str, name: str, globs: Iterable[str]) -> bool:
