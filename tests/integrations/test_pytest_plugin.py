@@ -156,6 +156,55 @@ def test_an_n_plus_one_fails_the_test_with_the_finding_text(project: pytest.Pyte
     assert "test_fixed" not in result.stdout.str().split("short test summary")[1]
 
 
+def test_the_summary_and_the_query_counts_run_under_pytest_7(project: pytest.Pytester) -> None:
+    """pytest 7 has no Config.get_verbosity() (8.0 added it), and the plugin loads under any
+    pytest a project pins: sqlalchemy-utils' suite (pytest==7.4.4) ran every test under
+    --sqla-doctor, then died in the terminal summary with an AttributeError."""
+    project.makepyfile(
+        pytest7="""
+        import sys
+
+        import _pytest.config
+
+        _real = _pytest.config.Config.get_verbosity
+
+
+        def get_verbosity(self, *args, **kwargs):
+            if sys._getframe(1).f_globals["__name__"].startswith("sqla_doctor"):
+                raise AttributeError("'Config' object has no attribute 'get_verbosity'")
+            return _real(self, *args, **kwargs)
+
+
+        _pytest.config.Config.get_verbosity = get_verbosity
+        """
+    )
+    write_test(
+        project,
+        N_PLUS_ONE
+        + """
+
+def test_too_many(session, sqla_assert_num_queries):
+    with sqla_assert_num_queries(1):
+        session.scalars(select(User)).all()
+        session.scalars(select(User)).all()
+""",
+    )
+
+    result = run(project, "-p", "pytest7", "--sqla-doctor", "-v")
+
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "Expected to perform 1 queries but 2 were done",
+            "1. SELECT users.id, users.name FROM users",
+            "*- sqla-doctor -*",
+            "3 tests watched, * 1 finding in 1 test",
+            "test_app.py::test_n_plus_one",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
 def test_without_the_option_the_plugin_costs_nothing(project: pytest.Pytester) -> None:
     project.makepyfile(conftest="")
     write_test(

@@ -249,7 +249,7 @@ def _message(
     text = f"Expected to perform {expected} but {capture.count} were done"
     if capture.ignored and pattern is not None:
         text += f" (not counting {len(capture.ignored)} matching {pattern.pattern!r})"
-    if config.get_verbosity() <= 0:
+    if verbosity(config) <= 0:
         return text + " (add -v option to show queries)"
     lines = [text, "", "Queries:", "========", ""]
     for number, statement in enumerate(capture.statements, start=1):
@@ -259,6 +259,13 @@ def _message(
     for statement in capture.ignored:
         lines.append(f"(ignored) {_one_line(statement)}")
     return "\n".join(lines)
+
+
+def verbosity(config: pytest.Config) -> int:
+    """How many -v were given. Config.get_verbosity() came with pytest 8, and the plugin
+    loads under any pytest a project pins (sqlalchemy-utils' and sqladmin's 7.4.4)."""
+    verbose = config.getoption("verbose", 0)
+    return verbose if isinstance(verbose, int) else 0
 
 
 def _one_line(statement: str) -> str:

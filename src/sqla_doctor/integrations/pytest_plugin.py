@@ -41,6 +41,7 @@ from sqla_doctor.integrations.pytest_fixtures import (
     sqla_assert_num_queries,
     sqla_doctor_unit,
     state_key,
+    verbosity,
 )
 
 if TYPE_CHECKING:
@@ -309,7 +310,7 @@ class Doctor:
         problems = config_problems()
         if not (self.summary.watched or problems):
             return
-        verbose = self.config.get_verbosity() > 0
+        verbose = verbosity(self.config) > 0
         terminalreporter.section("sqla-doctor", sep="-")
         for problem in problems:
             # A typo must not switch the checks off without a word.
