@@ -536,6 +536,58 @@ def test_a_test_client_calling_an_endpoint_per_item_is_not_an_n_plus_one(
     assert "SQD252" not in result.stdout.str()
 
 
+def test_writes_a_fixture_finalizer_discards_are_not_a_forgotten_commit(
+    project: pytest.Pytester,
+) -> None:
+    """sqlalchemy-utils' session fixture hands pytest a teardown() through
+    request.addfinalizer(), which calls close_all_sessions(): a test that only add()s an
+    object failed with 'closed at conftest.py without commit()'. A session the test
+    function itself closes without a commit is still reported."""
+    write_test(
+        project,
+        """
+        import pytest
+        from sqlalchemy.orm import Session, close_all_sessions
+
+        from models import User
+
+
+        @pytest.fixture
+        def finalized_session(request, engine):
+            session = Session(engine)
+
+            def teardown():
+                close_all_sessions()
+
+            request.addfinalizer(teardown)
+            return session
+
+
+        def test_adds_through_the_fixture(finalized_session):
+            finalized_session.add(User(name="new"))
+            finalized_session.flush()
+
+
+        def test_closes_its_own_session(engine):
+            session = Session(engine)
+            session.add(User(name="lost"))
+            session.flush()
+            session.close()
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_closes_its_own_session _*",
+            "test_app.py:27: SQD152 Session closed at test_app.py:27 without commit(): the "
+            "flushed writes (1 User inserted) were rolled back*",
+        ]
+    )
+
+
 def test_what_a_wider_scoped_fixture_opened_is_judged_when_it_is_torn_down(
     project: pytest.Pytester,
 ) -> None:

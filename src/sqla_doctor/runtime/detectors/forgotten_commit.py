@@ -85,15 +85,35 @@ def _awaiting_user_site(frames: list[FrameType]) -> CallSite | None:
 
 def closed_by_pytest_fixture(site: CallSite) -> bool:
     """Whether the line at ``site`` is in a pytest fixture's function (``with
-    Session(engine) as s: yield s``): its teardown discards the test's writes on
-    purpose, so that the next test starts from the same data. Asked only when a close
-    lost writes."""
+    Session(engine) as s: yield s``), or runs while pytest tears a fixture down (a
+    ``teardown()`` the fixture handed to ``request.addfinalizer()``, a helper its code
+    after ``yield`` calls): its teardown discards the test's writes on purpose, so that
+    the next test starts from the same data. Asked only when a close lost writes."""
     module = sys.modules.get(site.module) if site.module else module_of(site.filename)
     function = module.__dict__.get(site.function) if module is not None else None
-    return function is not None and (
-        type(function).__name__ == "FixtureFunctionDefinition"  # pytest >= 8.4
-        or hasattr(function, "_pytestfixturefunction")  # earlier
-    )
+    return (
+        function is not None
+        and (
+            type(function).__name__ == "FixtureFunctionDefinition"  # pytest >= 8.4
+            or hasattr(function, "_pytestfixturefunction")  # earlier
+        )
+    ) or _in_fixture_teardown()
+
+
+_PYTEST_FIXTURES = ("_pytest/fixtures.py", "_pytest\\fixtures.py")
+
+
+def _in_fixture_teardown() -> bool:
+    """Whether pytest's FixtureDef.finish(), which runs a fixture's finalizers and the
+    code after its ``yield``, is on this thread's stack."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "finish" and code.co_filename.endswith(_PYTEST_FIXTURES):
+            return True
+        frame = frame.f_back
+    return False
+
 
 
 # ``with SessionLocal() as db:``, ``async with AsyncSession(engine) as session,``: each
@@ -198,8 +218,9 @@ class ForgottenCommit(Detector):
     bound to a Connection their caller manages (the test-suite "join an external
     transaction" recipe) are skipped: committing is the caller's business. So are a
     session or connection that a pytest fixture closes (`with Session(engine) as s:
-    yield s`, Flask's `with app.app_context(): yield`): discarding the test's writes is
-    how it gives the next test the same data. The price is that application code given
+    yield s`, Flask's `with app.app_context(): yield`, a `teardown()` handed to
+    `request.addfinalizer()` that calls `close_all_sessions()`): discarding the test's
+    writes is how it gives the next test the same data. The price is that application code given
     the fixture's session, which forgets its own commit, goes unnoticed in that test. In async
     code, an `async with AsyncSession()` block left by an exception is recognised, but
     `await session.close()` in an `except` block is not (the close runs in a greenlet
