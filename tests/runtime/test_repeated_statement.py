@@ -371,6 +371,36 @@ def test_below_the_threshold_is_silent(engine: Engine) -> None:
     assert not uow.findings
 
 
+def test_a_walk_of_the_table_one_page_after_another_is_silent(engine: Engine) -> None:
+    """Each page starts after the last key of the page before (fastcrud's
+    get_multi_by_cursor() in its test's while loop, the windowed range query that walks
+    a large table in batches): there is no one query to fetch them all in its place."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        names: list[str] = []
+        last = 0
+        while True:
+            page = session.scalars(
+                select(User).where(User.id > last).order_by(User.id).limit(1)
+            ).all()
+            if not page:
+                break
+            names += [user.name for user in page]
+            last = page[-1].id
+    assert len(names) == USERS
+    assert not uow.findings
+
+
+def test_a_page_of_each_parents_rows_in_a_loop_is_still_reported(engine: Engine) -> None:
+    """The keyset walk's near miss: the WHERE also matches each user's id, one query per
+    user where one query for all of them would do."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            page = select(Post).where(Post.author_id == user.id, Post.id > 0)
+            session.scalars(page.order_by(Post.id).limit(2)).all()  # line:page
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("page")
+
+
 def test_one_helper_called_from_several_places_is_not_a_loop(engine: Engine) -> None:
     """Statements are keyed on the line and its caller, as Prosopite keys on the stack."""
 

@@ -57,6 +57,18 @@ _CATALOG = re.compile(
     r"information_schema\.)",
     re.IGNORECASE,
 )
+# A page of a keyset walk: ``WHERE orders.id > ? ORDER BY orders.id LIMIT ?``, each page
+# starting after the last key of the one before (fastcrud's get_multi_by_cursor(), the
+# windowed range query that walks a large table in batches). A WHERE with an equality to
+# a bound value is left counted: ``user_id = ? AND created < ?`` is a page per user.
+_IDENTIFIER = r"(?:[\w\"`\[\]]+\.)?[\"`\[]?\w+[\"`\]]?"
+_KEYSET = re.compile(
+    rf"\bWHERE\b(?P<where>.*?)\bORDER\s+BY\s+(?P<key>{_IDENTIFIER})[^()]*?"
+    r"\b(?:LIMIT|FETCH\s+(?:FIRST|NEXT))\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_PLACEHOLDER_SQL = r"(?:\?|%s|%\(\w+\)s|\$\d+|:\w+)"
+_EQUALS_VALUE = re.compile(rf"(?<![<>!=])=\s*{_PLACEHOLDER_SQL}")
 _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 _SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
@@ -93,6 +105,18 @@ _PLACEHOLDER = r"(?:\?|%s|%\(\w+\)s|\$\d+|:\w+)"
 _LIST = re.compile(rf"\(\s*{_PLACEHOLDER}(?:\s*,\s*{_PLACEHOLDER})+\s*\)")
 _SHAPES: dict[str, str] = {}
 MAX_SHAPES = 4_096
+
+
+def is_keyset_page(sql: str) -> bool:
+    """Whether ``sql`` fetches the page after a key: it compares its first ORDER BY
+    column with a bound value by ``<`` or ``>`` and has a LIMIT, and compares no column
+    with a bound value by ``=``. Asked once per statement and place."""
+    found = _KEYSET.search(sql)
+    if found is None:
+        return False
+    where = found.group("where")
+    after = re.compile(rf"{re.escape(found.group('key'))}\s*[<>]=?\s*{_PLACEHOLDER_SQL}")
+    return after.search(where) is not None and _EQUALS_VALUE.search(where) is None
 
 
 def grouping_sql(sql: str) -> str:
@@ -395,6 +419,12 @@ class RepeatedStatement(Detector):
     program's function anew, with no loop of the program on the stack: a thread pool's
     worker taking its next job on the thread's `scoped_session`, never removed between
     jobs (SQD151 says so), runs each job's one `session.get()` in the same session.
+    Nor does a keyset walk, each page fetched after the last key of the one before
+    (`.where(Order.id > last).order_by(Order.id).limit(1000)` in a `while` loop, the way
+    to walk a large table in batches or a cursor-paginated API): a statement that
+    compares its first ORDER BY column with a bound value by `<` or `>`, has a LIMIT, and
+    compares no column with a bound value by `=` (a page of each parent's rows is a
+    query per parent, and counted).
 
     `track()` reports at its end, with how often the statement ran. A session outside
     one (`install()`, `sqla-doctor run`) reports at the end of each of its transactions,
@@ -602,8 +632,11 @@ class RepeatedStatement(Detector):
         if entry is None:
             if key in self.entries or len(self.entries) >= MAX_ENTRIES:
                 return  # a statement that is not a query, or no room left
-            if statement.sql.lstrip()[:9].upper().startswith(_NOT_QUERIES) or _CATALOG.search(
-                statement.sql
+            sql = statement.sql
+            if (
+                sql.lstrip()[:9].upper().startswith(_NOT_QUERIES)
+                or _CATALOG.search(sql)
+                or is_keyset_page(sql)
             ):
                 self.entries[key] = None
                 return
