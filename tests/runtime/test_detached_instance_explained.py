@@ -466,6 +466,47 @@ def test_an_error_the_program_catches_is_explained_while_raised(engine: Engine) 
     assert f"its session was closed at {here}:{line_of('caught-with')}" in finding.message
 
 
+def read_through_a_new_session(engine: Engine, obj: Any, key: str) -> Any:
+    """sqladmin's get_prop_value(): a detached object's attribute, read again in a new
+    session when the read fails."""
+    try:
+        return getattr(obj, key)  # line:by-name-access
+    except DetachedInstanceError:
+        with Session(engine) as session:
+            session.add(obj)
+            return getattr(obj, key)
+
+
+def test_an_error_the_program_catches_by_name_and_handles_is_not_explained(
+    engine: Engine,
+) -> None:
+    """sqladmin's own test of get_prop_value() failed under --sqla-doctor with 'User.posts
+    lazy-loaded on a detached User', a read its handler made succeed."""
+    sqla_doctor.install(config=RuntimeConfig(mode="collect", track_reads=True))
+    users = users_then_close(engine)
+    assert len(read_through_a_new_session(engine, users[0], "posts")) == 2
+    assert not of_code(sqla_doctor.collected(), "SQD254")
+
+
+def log_and_raise_again(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    with tracker:
+        users = users_then_close(engine)
+        try:
+            print(users[0].posts)
+        except DetachedInstanceError:
+            logging.getLogger(__name__).info("no posts")
+            raise
+
+
+def test_an_error_caught_by_name_then_raised_again_is_still_explained(engine: Engine) -> None:
+    """The near miss: a handler that names the error and raises it again hands it on."""
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        log_and_raise_again(engine, tracker)
+    assert tracker.last is not None
+    assert one(tracker.last.findings, "SQD254")
+
+
 def test_pydantic_turning_it_into_a_validation_error_is_explained(engine: Engine) -> None:
     pydantic = pytest.importorskip("pydantic")
 

@@ -31,6 +31,7 @@ from sqlalchemy.orm.exc import DetachedInstanceError
 from sqla_doctor.findings import Finding
 from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify, line_of
 from sqla_doctor.runtime.callsite import find as find_call_site
+from sqla_doctor.runtime.caught import caught_by_name
 from sqla_doctor.runtime.detector import _MAX_TRACEBACK, ErrorSeen, OrmExecution
 from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork, current, process
 
@@ -317,10 +318,12 @@ def explain_raised(raised: BaseException, live: FrameType) -> None:
     ``live`` is the frame that will receive it (the attribute read that failed). A
     finding is made in the context's unit of work, or in a short-lived implicit one, and
     noted on the exception: explaining it again when it reaches a unit's end, the
-    excepthook or a log record is then skipped.
+    excepthook or a log record is then skipped. An error that ``live`` or a frame that
+    called it catches by its class's name is the program's to handle, and left alone
+    unless it goes on to reach one of those.
     """
     try:
-        if _explained(raised):
+        if _explained(raised) or caught_by_name(live, type(raised).__name__):
             return
         payload = ErrorSeen(
             raised,

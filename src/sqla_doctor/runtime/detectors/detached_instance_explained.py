@@ -86,7 +86,10 @@ class DetachedInstanceExplained(Detector):
     for the classes whose objects left their session in it (unless `track-reads = false`),
     it is made as the read fails, so an error the program swallows (pydantic's
     `from_attributes` turning it into a `ValidationError`, an `except Exception:
-    print(...)`) is explained too.
+    print(...)`) is explained too. One the program catches by its class's name, `except
+    DetachedInstanceError:` around the read or in one of the few functions that called
+    it, is the program's to handle (sqladmin adds the object to a new session and reads
+    it again) and is explained only if it goes on to a unit's end, the top or a log.
 
     A subclass's own column that a query of the base class left out (`select(Employee)`
     loads no `Engineer.language`) is not blamed on a commit: the fix named is the option
