@@ -536,6 +536,89 @@ def test_a_test_client_calling_an_endpoint_per_item_is_not_an_n_plus_one(
     assert "SQD252" not in result.stdout.str()
 
 
+def test_requests_whose_helper_opens_a_session_per_call_are_not_a_loop(
+    project: pytest.Pytester,
+) -> None:
+    """sqladmin's views load their object through _run_query(), which opens a session
+    of its own: a test posting to the edit page five times failed with 'SELECT … FROM
+    users ran 8× ... _run_query() runs it in a new session on each call, and the loop at
+    sqladmin/models.py:924 calls _run_query() once per item', naming a line in no loop.
+    The same helper called per id inside one request is still reported."""
+    project.makepyfile(
+        web="""
+        from flask import Flask
+        from sqlalchemy import create_engine
+        from sqlalchemy.orm import Session
+        from sqlalchemy.pool import StaticPool
+
+        from models import Base, Post, User
+
+        engine = create_engine(
+            "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+        )
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            session.add_all([Post(title=f"p{i}", author=User(name=f"u{i}")) for i in range(6)])
+            session.commit()
+
+        app = Flask(__name__)
+
+
+        def title_of(post_id):
+            with Session(engine) as session:
+                return session.get(Post, post_id).title
+
+
+        @app.get("/posts/<int:post_id>")
+        def read_post(post_id):
+            return {"title": title_of(post_id)}
+
+
+        @app.get("/titles")
+        def titles():
+            return {"titles": [title_of(post_id) for post_id in range(1, 7)]}
+        """
+    )
+    write_test(
+        project,
+        """
+        from web import app
+
+
+        def test_each_post_in_turn():
+            client = app.test_client()
+            assert client.get("/posts/1").status_code == 200
+            assert client.get("/posts/2").status_code == 200
+            assert client.get("/posts/3").status_code == 200
+            assert client.get("/posts/1").status_code == 200
+            assert client.get("/posts/2").status_code == 200
+            assert client.get("/posts/3").status_code == 200
+
+
+        def test_each_post_in_a_loop():
+            client = app.test_client()
+            for post_id in range(1, 7):
+                assert client.get(f"/posts/{post_id}").status_code == 200
+
+
+        def test_the_titles_endpoint():
+            assert len(app.test_client().get("/titles").json["titles"]) == 6
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_the_titles_endpoint _*",
+            "web.py:21: SQD252 SELECT … FROM posts ran 6× from web.py:21 with 6 different "
+            "parameter sets — title_of() runs it in a new session on each call, and the "
+            "loop at web.py:31 calls title_of() once per item*",
+        ]
+    )
+
+
 def test_writes_a_fixture_finalizer_discards_are_not_a_forgotten_commit(
     project: pytest.Pytester,
 ) -> None:

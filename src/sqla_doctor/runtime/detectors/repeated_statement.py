@@ -418,7 +418,10 @@ class RepeatedStatement(Detector):
     time. Nor does a statement count when installed code runs it again by calling the
     program's function anew, with no loop of the program on the stack: a thread pool's
     worker taking its next job on the thread's `scoped_session`, never removed between
-    jobs (SQD151 says so), runs each job's one `session.get()` in the same session.
+    jobs (SQD151 says so), runs each job's one `session.get()` in the same session. The
+    stack is looked at too when a statement's second run is in another session: a view
+    whose helper opens a session of its own on each call (sqladmin's `_run_query()`) runs
+    it again at the next request, not in a loop.
     Nor does a keyset walk, each page fetched after the last key of the one before
     (`.where(Order.id > last).order_by(Order.id).limit(1000)` in a `while` loop, the way
     to walk a large table in batches or a cursor-paginated API): a statement that
@@ -654,7 +657,9 @@ class RepeatedStatement(Detector):
                 known = entry.session
                 if known is None or known() is not record:
                     entry.session, entry.sessions = weakref.ref(record), entry.sessions + 1
-        if entry.count == 2 and not_from_the_program(site):
+        if entry.count == 2 and (not_from_the_program(site) or entry.sessions > 1):
+            # A second run in another session: a request's helper opening a session of
+            # its own (sqladmin's _run_query()), run again by the next request.
             entry.by_library = called_again_by_library(site)
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
