@@ -619,6 +619,89 @@ def test_requests_whose_helper_opens_a_session_per_call_are_not_a_loop(
     )
 
 
+def test_a_loop_inside_each_requests_session_is_not_a_loop_over_requests(
+    project: pytest.Pytester,
+) -> None:
+    """sqladmin's edit view loads one object in its session and sets the form's fields
+    in a loop, the relationship field's setattr() lazy-loading the old collection: three
+    edits of the same user failed with 'User.addresses lazy-loaded 3× ... (each User
+    loaded by its own query)', since that loop was on the stack. It runs inside the one
+    session of each request; a loop that opens a session per item is still reported."""
+    project.makepyfile(
+        web="""
+        from flask import Flask
+        from sqlalchemy import create_engine
+        from sqlalchemy.orm import Session
+        from sqlalchemy.pool import StaticPool
+
+        from models import Base, Post, User
+
+        engine = create_engine(
+            "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+        )
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            session.add_all([User(name=f"u{i}", posts=[Post(title="p")]) for i in range(6)])
+            session.commit()
+
+        app = Flask(__name__)
+
+
+        def form_of(user):
+            form = {}
+            for name in ("name", "posts"):
+                value = getattr(user, name)
+                form[name] = value if isinstance(value, str) else len(value)
+            return form
+
+
+        @app.get("/users/<int:user_id>/form")
+        def edit_form(user_id):
+            with Session(engine) as session:
+                return form_of(session.get(User, user_id))
+
+
+        @app.get("/forms")
+        def forms():
+            found = []
+            for user_id in range(1, 7):
+                with Session(engine) as session:
+                    found.append(form_of(session.get(User, user_id)))
+            return {"forms": found}
+        """
+    )
+    write_test(
+        project,
+        """
+        from web import app
+
+
+        def test_the_same_form_three_times():
+            client = app.test_client()
+            assert client.get("/users/1/form").status_code == 200
+            assert client.get("/users/1/form").status_code == 200
+            assert client.get("/users/1/form").status_code == 200
+
+
+        def test_each_users_form():
+            client = app.test_client()
+            for user_id in range(1, 7):
+                assert client.get(f"/users/{user_id}/form").status_code == 200
+
+
+        def test_every_form_at_once():
+            assert len(app.test_client().get("/forms").json["forms"]) == 6
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*_ test_every_form_at_once _*", "web.py:22: SQD251 User.posts lazy-loaded 6× *"]
+    )
+
+
 def test_writes_a_fixture_finalizer_discards_are_not_a_forgotten_commit(
     project: pytest.Pytester,
 ) -> None:

@@ -23,7 +23,7 @@ import re
 import site
 import sys
 import sysconfig
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from inspect import CO_VARARGS
 from pathlib import Path
 from types import CodeType, FrameType
@@ -680,7 +680,7 @@ def not_from_the_program(site: CallSite) -> bool:
     return site.caller is not None and classify(site.caller[0]) != USER
 
 
-def called_again_by_library(site: CallSite) -> bool:
+def called_again_by_library(site: CallSite, held_by: Sequence[CallSite] = ()) -> bool:
     """Whether the statement at ``site``, running now, is in no loop of the program: no
     frame of the program on the stack is inside a loop, and the outermost of them is a
     function that installed code called (a thread pool's worker, a web framework, a job
@@ -688,15 +688,34 @@ def called_again_by_library(site: CallSite) -> bool:
     program again, each call a job or a request of its own, not from the program
     iterating. A loop that reaches the program through an in-process client (Flask's
     or Starlette's test client, one request per item) is the caller's, not the
-    program's. Walks the stack: ask once per repeated statement."""
+    program's. ``held_by``: where this run's session began its transaction, innermost
+    first (``SessionRecord.opened``); a loop in a function that the innermost of those
+    still on the stack called runs inside that one session, so it is not what ran the
+    statement again in another (sqladmin's loop over a form's fields, one object per
+    request). Walks the stack: ask once per repeated statement."""
+    frames: list[FrameType] = []
     frame: FrameType | None = sys._getframe(1)
     greenlet: Any = None
+    for _ in range(_MAX_FRAMES * 2):
+        if frame is None:
+            break
+        frames.append(frame)
+        frame, greenlet = _next_frame(frame, greenlet)
+    else:
+        return False  # deeper than that: nothing to say
+    holders = {(held.filename, held.function) for held in held_by}
+    inside = next(
+        (
+            index
+            for index, frame in enumerate(frames)
+            if (frame.f_code.co_filename, frame.f_code.co_name) in holders
+        ),
+        0,
+    )
     outermost: FrameType | None = None
     found = False
     through_client = False
-    for _ in range(_MAX_FRAMES * 2):
-        if frame is None:
-            return outermost is not None and outermost.f_code.co_name != "<module>"
+    for index, frame in enumerate(frames):
         code = frame.f_code
         if not found:
             found = code.co_filename == site.filename and frame.f_lineno == site.lineno
@@ -710,8 +729,7 @@ def called_again_by_library(site: CallSite) -> bool:
                     and _norm(code.co_filename).endswith(_IN_PROCESS_CLIENT_FILES)
                 )
             elif kind == USER:
-                if _in_loop(frame):
+                if index >= inside and _in_loop(frame):
                     return through_client
                 outermost = frame
-        frame, greenlet = _next_frame(frame, greenlet)
-    return False  # deeper than that: nothing to say
+    return outermost is not None and outermost.f_code.co_name != "<module>"

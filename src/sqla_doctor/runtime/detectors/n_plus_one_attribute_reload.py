@@ -189,7 +189,9 @@ class NPlusOneAttributeReload(Detector):
             group.parents.add(_identity(execution, state))
             if len(group.parents) == 2 and session != group.first_session:
                 # Objects of two sessions (two requests, two jobs?): ask the stack once.
-                group.by_library = called_again_by_library(execution.site)
+                record = record_of_object(state) if state is not None else None
+                held_by = record.opened if record is not None else ()
+                group.by_library = called_again_by_library(execution.site, held_by)
 
     def _explain(
         self, group: _Group, state: Any, mapper: Any, asked: frozenset[str] | None

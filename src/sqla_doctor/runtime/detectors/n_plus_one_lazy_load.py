@@ -220,7 +220,9 @@ class NPlusOneLazyLoad(Detector):
     sessions whose loads come from the program's function called anew by installed code,
     with no loop of the program between (each request a test client sends, each job a
     worker pool takes), are requests of their own, not a loop: a test that calls an
-    endpoint once per item is not told its endpoint has an N+1.
+    endpoint once per item is not told its endpoint has an N+1. A loop inside one
+    request's session (a view setting a form's fields one by one on the one object it
+    loaded) is not a loop over those requests; one that opens a session per item is.
 
     ## Why is this bad?
     Each lazy load is a round trip to the database. Listing 50 users with their posts runs
@@ -342,7 +344,9 @@ class NPlusOneLazyLoad(Detector):
                 group.saw_origin(found[1] if found is not None else None)
                 if len(group.parents) == 2 and parent.session_id != group.first_session:
                     # Parents of two sessions (two requests, two jobs?): ask the stack once.
-                    group.by_library = called_again_by_library(site)
+                    record = record_of_object(parent)
+                    held_by = record.opened if record is not None else ()
+                    group.by_library = called_again_by_library(site, held_by)
         if not group.walked and _loaded_through(parent, relationship):
             group.walked = True
         self.last = (group, marker)

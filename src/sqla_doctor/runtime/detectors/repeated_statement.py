@@ -660,7 +660,8 @@ class RepeatedStatement(Detector):
         if entry.count == 2 and (not_from_the_program(site) or entry.sessions > 1):
             # A second run in another session: a request's helper opening a session of
             # its own (sqladmin's _run_query()), run again by the next request.
-            entry.by_library = called_again_by_library(site)
+            held = entry.session() if entry.session is not None else None
+            entry.by_library = called_again_by_library(site, held.opened if held else ())
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
             mapper = pending[2]
