@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import unittest
 from collections.abc import AsyncIterator, Iterator
 
 import pydantic
@@ -131,6 +132,58 @@ def test_a_session_a_repository_made_in_init_is_traced_to_its_class(engine: Engi
     assert (made.location.path, made.location.line) == (here, line_of("repository-made"))
     assert made.message == "UserRepository made the session here"
     repository.close()
+
+
+class UserNamesTest(unittest.TestCase):
+    """sqlalchemy-mixins' TestTimestamps: a session per test made in setUp(), and a
+    tearDown() that drops the tables and leaves the session open."""
+
+    __test__ = False  # run by the tests below, under track()
+    engine: Engine
+
+    def setUp(self) -> None:
+        self.session = Session(self.engine)  # line:test-case-made
+
+    def test_names(self) -> None:
+        assert list(self.session.scalars(select(User.name)))  # line:test-case-query
+
+
+class ClosedUserNamesTest(UserNamesTest):
+    def setUp(self) -> None:
+        super().setUp()
+        self.addCleanup(self.session.close)
+
+
+def test_a_session_a_test_cases_setup_made_is_told_to_close_after_each_test(
+    engine: Engine,
+) -> None:
+    """A TestCase is no repository to give a close() or make a context manager: unittest
+    calls its cleanups and tearDown() after each test."""
+    UserNamesTest.engine = engine
+    with sqla_doctor.track(mode="collect") as uow:
+        result = UserNamesTest("test_names").run()
+    assert result is not None
+    assert result.wasSuccessful()
+    finding = one(uow.findings, "SQD151")
+    here = relative(__file__)
+    assert finding.location.line == line_of("test-case-query")
+    assert finding.message.endswith(
+        f" — UserNamesTest makes a session for each test at {here}:"
+        f"{line_of('test-case-made')} (`self.session = Session(self.engine)`) and nothing "
+        "closes it: close it after each test, `self.addCleanup(self.session.close)` on the "
+        "line after (or `self.session.close()` in tearDown())"
+    )
+
+
+def test_a_test_case_closing_its_session_in_a_cleanup_is_the_silent_twin(
+    engine: Engine,
+) -> None:
+    ClosedUserNamesTest.engine = engine
+    with sqla_doctor.track(mode="collect") as uow:
+        result = ClosedUserNamesTest("test_names").run()
+    assert result is not None
+    assert result.wasSuccessful()
+    assert not uow.findings
 
 
 def test_a_repository_closed_in_a_finally_block_is_the_silent_twin(engine: Engine) -> None:

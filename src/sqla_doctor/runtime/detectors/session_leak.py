@@ -46,6 +46,11 @@ _HELD_FIX = (
     "it: give {owner} a close() that calls `{close}`, called in a finally block (or make "
     "{owner} a context manager), or hand {owner} a session from `{with_} {call} as session:`"
 )
+_TEST_CASE_FIX = (
+    "{owner} makes a session for each test at {where} (`{name} = {call}`) and nothing "
+    "closes it: close it after each test, `self.{cleanup}({name}.close)` on the line after "
+    "(or `{close}` in tearDown())"
+)
 _CLASS = re.compile(r"^(\s*)class\s+([A-Za-z_]\w*)")
 _METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
 _FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
@@ -111,6 +116,16 @@ def held_on_self(site: CallSite) -> HeldOnSelf | None:
         if klass is not None and len(klass.group(1)) < indent:
             return HeldOnSelf(*made, klass.group(2)) if made is not None else None
     return None
+
+
+def is_test_case(site: CallSite, owner: str) -> bool:
+    """Whether the class ``owner`` of the module of ``site`` is a unittest.TestCase, whose
+    setUp() runs before each test and tearDown() (or a cleanup) after it."""
+    unittest = sys.modules.get("unittest")
+    found = _module_global(site, owner)
+    return (
+        unittest is not None and isinstance(found, type) and issubclass(found, unittest.TestCase)
+    )
 
 
 def _module_namespace(site: CallSite) -> Any:
@@ -388,7 +403,9 @@ class SessionLeak(Detector):
     reported line made it itself, on one line above it (`db = SessionLocal()`). A session
     the reported line uses as an attribute of `self`, made by another method of its
     class above it (a repository's `__init__`: `self.session = SessionLocal()`), is
-    traced to that line, and the class is told to close it or be handed a session. Any
+    traced to that line, and the class is told to close it or be handed a session (a
+    `unittest.TestCase` whose `setUp()` made it, to close it after each test with
+    `self.addCleanup(self.session.close)`). Any
     other session is told `with SessionLocal() as session:` after the one module-level
     `sessionmaker` of the reported line's module, else `with Session(engine) as session:`.
 
@@ -539,14 +556,24 @@ class SessionLeak(Detector):
                 made_at = CallSite(sites[0].filename, held.lineno, "?")
                 related.insert(0, (made_at, f"{held.owner} made the session here"))
                 hint = close
-                fix = _HELD_FIX.format(
-                    owner=held.owner,
-                    where=self.where(made_at),
-                    name=held.name,
-                    call=held.call,
-                    close=close,
-                    with_=with_,
-                )
+                if is_test_case(sites[0], held.owner):
+                    fix = _TEST_CASE_FIX.format(
+                        owner=held.owner,
+                        where=self.where(made_at),
+                        name=held.name,
+                        call=held.call,
+                        cleanup="addAsyncCleanup" if asynchronous else "addCleanup",
+                        close=close,
+                    )
+                else:
+                    fix = _HELD_FIX.format(
+                        owner=held.owner,
+                        where=self.where(made_at),
+                        name=held.name,
+                        call=held.call,
+                        close=close,
+                        with_=with_,
+                    )
             else:
                 # Made on another line: the module's one session factory, if it has one.
                 factory = module_factory(sites[0] if sites else None, asynchronous)
