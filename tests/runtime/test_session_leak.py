@@ -134,6 +134,43 @@ def test_a_session_a_repository_made_in_init_is_traced_to_its_class(engine: Engi
     repository.close()
 
 
+# sqlalchemy-mixins' test modules: one session for every test of the module.
+shared = Session()  # line:module-made
+
+
+def names_through_the_module_session() -> list[str]:
+    return list(shared.scalars(select(User.name)))  # line:module-query
+
+
+def test_a_module_level_session_is_named_and_told_to_end_each_use(engine: Engine) -> None:
+    """Told `with Session(engine) as session:` before, as if the reading function had
+    made the session it reads through."""
+    shared.bind = engine
+    with sqla_doctor.track(mode="collect") as uow:
+        names_through_the_module_session()
+    finding = one(uow.findings, "SQD151")
+    here = relative(__file__)
+    assert finding.location.line == line_of("module-query")
+    assert finding.message.endswith(
+        f" — shared is a module-level Session ({here}:{line_of('module-made')}), kept from "
+        "one use to the next with its transaction and connection: end each unit of work "
+        "with `shared.commit()` or `shared.close()` (a closed session can be used again), "
+        "or make a session for each one, `with Session() as session:`"
+    )
+    assert finding.fix_hint == "shared.close()"
+    shared.close()
+
+
+def test_a_module_level_session_closed_after_each_use_is_the_silent_twin(
+    engine: Engine,
+) -> None:
+    shared.bind = engine
+    with sqla_doctor.track(mode="collect") as uow:
+        names_through_the_module_session()
+        shared.close()
+    assert not uow.findings
+
+
 class UserNamesTest(unittest.TestCase):
     """sqlalchemy-mixins' TestTimestamps: a session per test made in setUp(), and a
     tearDown() that drops the tables and leaves the session open."""

@@ -51,6 +51,12 @@ _TEST_CASE_FIX = (
     "closes it: close it after each test, `self.{cleanup}({name}.close)` on the line after "
     "(or `{close}` in tearDown())"
 )
+_MODULE_SESSION_FIX = (
+    "{name} is a module-level Session{made}, kept from one use to the next with its "
+    "transaction and connection: end each unit of work with `{name}.commit()` or "
+    "`{name}.close()` (a closed session can be used again), or make a session for each "
+    "one, `with {call} as session:`"
+)
 _CLASS = re.compile(r"^(\s*)class\s+([A-Za-z_]\w*)")
 _METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
 _FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
@@ -115,6 +121,31 @@ def held_on_self(site: CallSite) -> HeldOnSelf | None:
         klass = _CLASS.match(text)
         if klass is not None and len(klass.group(1)) < indent:
             return HeldOnSelf(*made, klass.group(2)) if made is not None else None
+    return None
+
+
+class ModuleSession(NamedTuple):
+    """A Session a module-level name holds (``sess = Session(engine)``)."""
+
+    name: str
+    call: str | None  # as the module's line spells it, when found
+    lineno: int | None
+
+
+def module_session(site: CallSite) -> ModuleSession | None:
+    """The module-level Session the line at ``site`` calls a method of, looked up in its
+    module's dictionary, with the module's line that made it. Read only when reporting."""
+    line = linecache.getline(site.filename, site.lineno)
+    for name, method in _METHOD_CALLS.findall(line):
+        if "." in name or not hasattr(Session, method):
+            continue
+        if not isinstance(_module_global(site, name), Session):
+            continue
+        for number, text in enumerate(linecache.getlines(site.filename), start=1):
+            opened = _OPENED.match(text)
+            if opened is not None and opened.group("name") == name and not text[0].isspace():
+                return ModuleSession(name, opened.group("call"), number)
+        return ModuleSession(name, None, None)
     return None
 
 
@@ -405,7 +436,9 @@ class SessionLeak(Detector):
     class above it (a repository's `__init__`: `self.session = SessionLocal()`), is
     traced to that line, and the class is told to close it or be handed a session (a
     `unittest.TestCase` whose `setUp()` made it, to close it after each test with
-    `self.addCleanup(self.session.close)`). Any
+    `self.addCleanup(self.session.close)`). A Session a module-level name holds (`sess =
+    Session(engine)`, used by every function of the module) is named with the line that
+    made it, and told to end each unit of work with a commit or a close. Any
     other session is told `with SessionLocal() as session:` after the one module-level
     `sessionmaker` of the reported line's module, else `with Session(engine) as session:`.
 
@@ -574,6 +607,18 @@ class SessionLeak(Detector):
                         close=close,
                         with_=with_,
                     )
+            elif made is None and sites and (shared := module_session(sites[0])) is not None:
+                made_here = ""
+                if shared.lineno is not None:
+                    made_at = CallSite(sites[0].filename, shared.lineno, "?")
+                    related.insert(0, (made_at, "the module made the session here"))
+                    made_here = f" ({self.where(made_at)})"
+                hint = f"{shared.name}.close()"
+                fix = _MODULE_SESSION_FIX.format(
+                    name=shared.name,
+                    made=made_here,
+                    call=shared.call or module_factory(sites[0], asynchronous),
+                )
             else:
                 # Made on another line: the module's one session factory, if it has one.
                 factory = module_factory(sites[0] if sites else None, asynchronous)
