@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import sqla_doctor
 
+from .collection_models import Change, Ledger, Posting, create_and_seed_ledgers
 from .models import Post, User
 from .support import line_of, one, relative
 
@@ -178,4 +181,41 @@ def test_a_post_by_this_sessions_copy_or_a_detached_user_is_silent(
         if closed:
             window.close()
         assert post_by(window, engine, current_user, copy=not closed) is None
+    assert not uow.findings
+
+
+@pytest.fixture
+def ledgers(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'ledgers.db'}")
+    create_and_seed_ledgers(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_a_write_only_collection_member_of_another_session_is_reported(ledgers: Engine) -> None:
+    # A write_only (or dynamic) collection keeps a marker in __dict__, not its members:
+    # they are the attribute's pending history, which add()'s cascade follows too.
+    with (
+        sqla_doctor.track(mode="collect") as uow,
+        Session(ledgers) as first,
+        Session(ledgers) as second,
+    ):
+        posting = first.get(Posting, 1)  # line:posting-load
+        assert posting is not None
+        with pytest.raises(InvalidRequestError, match="already attached"):
+            second.add(Ledger(id=100, entries=[posting]))  # line:write-only-add
+    finding = one(uow.findings, "SQD156")
+    assert finding.location.line == line_of("write-only-add")
+    assert finding.message.startswith(
+        "Posting object reached through Ledger.entries, added to a second session while "
+        f"still attached to the session that loaded it at {relative(__file__)}:"
+        f"{line_of('posting-load')} — "
+    )
+
+
+def test_new_members_of_write_only_and_dynamic_collections_are_silent(ledgers: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(ledgers) as session:
+        session.add(Ledger(id=100, entries=[Posting()], changes=[Change(), Change()]))
+        session.commit()
+        assert session.scalar(select(func.count(Change.id)).where(Change.ledger_id == 100)) == 2
     assert not uow.findings

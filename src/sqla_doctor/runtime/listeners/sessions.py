@@ -47,7 +47,7 @@ from sqla_doctor.runtime.listeners.units import (
     _instrumented_mappers,
     _session_unit,
 )
-from sqla_doctor.runtime.loading import primary_key_attributes
+from sqla_doctor.runtime.loading import UNLOADABLE, primary_key_attributes
 from sqla_doctor.runtime.session_loops import LoopUnit
 from sqla_doctor.runtime.unit_of_work import (
     MAX_DISCARDED_PER_SESSION,
@@ -335,7 +335,12 @@ def _held_elsewhere(session: Session, state: Any) -> tuple[Any, str] | None:
         value = dict_.get(prop.key)
         if value is None or not prop.cascade.save_update:
             continue
-        if not prop.uselist:
+        if prop.lazy in UNLOADABLE:
+            # A write_only or dynamic collection keeps a marker in __dict__; its new
+            # members are the attribute's pending history (read without loading).
+            impl = state.manager[prop.key].impl
+            value = [obj for _, obj in impl.get_all_pending(state, dict_)]
+        elif not prop.uselist:
             value = (value,)
         elif isinstance(value, dict):  # attribute_keyed_dict() and other dict collections
             value = value.values()
