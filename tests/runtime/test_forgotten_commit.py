@@ -820,3 +820,74 @@ def test_an_object_never_flushed_on_an_autocommit_engine_is_still_lost(engine: E
         session.add(User(name="ada"))
     assert count_users(engine) == USERS
     assert "1 added object(s) (1 User) were never inserted" in one(uow.findings, "SQD152").message
+
+
+class InvalidEmail(Exception):
+    pass
+
+
+def check_email(email: str) -> None:
+    if "@" not in email:
+        raise InvalidEmail(email)
+
+
+def signup(engine: Engine, email: str) -> str:
+    """A form handler: the error it catches skips the commit in the same try body, and
+    the session's `with` block then ends normally, rolling the new user back."""
+    with Session(engine) as session:
+        try:
+            session.add(User(name=email))
+            check_email(email)
+            session.commit()
+        except InvalidEmail:
+            return "invalid email"
+    return "ok"
+
+
+def test_a_commit_skipped_by_an_error_the_block_catches_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        assert signup(engine, "ada-at-example") == "invalid email"
+        assert signup(engine, "ada@example.com") == "ok"
+    assert count_users(engine) == USERS + 1
+    assert not uow.findings
+
+
+async def test_an_async_commit_skipped_by_an_error_the_block_catches_is_silent(
+    async_engine: AsyncEngine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as session:
+            try:
+                session.add(User(name="ada"))
+                await session.flush()
+                check_email("ada")
+                await session.commit()
+            except InvalidEmail:
+                pass
+    assert not uow.findings
+
+
+def test_a_commit_in_a_branch_not_taken_still_reports_lost_writes(engine: Engine) -> None:
+    # Commits per batch of 100, and none after the loop: a short last batch is lost.
+    # The commit is in the code, but no error skipped it.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:  # line:batch-with
+        for number in range(3):
+            try:
+                session.add(User(name=f"user {number}"))
+                if number % 100 == 99:
+                    session.commit()
+            except IntegrityError:
+                session.rollback()
+    assert count_users(engine) == USERS, "the pitfall: the rows were silently lost"
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("batch-with")
+    assert "3 added object(s) (3 User) were never inserted" in finding.message
+
+
+def test_an_error_caught_with_no_commit_after_the_write_reports_lost_writes(engine: Engine) -> None:
+    # No commit follows the write in a try body: no error skipped one.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:  # line:after-try
+        session.add(User(name="ada"))
+        with contextlib.suppress(InvalidEmail):
+            check_email("ada")
+    assert one(uow.findings, "SQD152").location.line == line_of("after-try")

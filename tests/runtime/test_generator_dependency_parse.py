@@ -36,7 +36,7 @@ def test_a_parse_from_a_finalizer_leaves_the_programs_parse_alone(
             self.cycle = self
 
         def __del__(self) -> None:
-            nested.append(generator_dependency._parse("x = 1\n" * 50, "exec"))
+            nested.append(generator_dependency.parse_safely("x = 1\n" * 50, "exec"))
 
     source = Path(ast.__file__).read_text(encoding="utf-8")
     for _ in range(5):
@@ -48,5 +48,5 @@ def test_a_parse_from_a_finalizer_leaves_the_programs_parse_alone(
 
 
 def test_outside_a_collection_sources_are_parsed(collections_watched: None) -> None:
-    assert isinstance(generator_dependency._parse("yield_ = 1", "exec"), ast.Module)
-    assert generator_dependency._parse("def (", "exec") is None
+    assert isinstance(generator_dependency.parse_safely("yield_ = 1", "exec"), ast.Module)
+    assert generator_dependency.parse_safely("def (", "exec") is None

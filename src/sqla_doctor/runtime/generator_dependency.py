@@ -39,7 +39,7 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 
 
 def watch_collections() -> None:
-    """Know when the garbage collector runs (see ``_parse``); idempotent."""
+    """Know when the garbage collector runs (see ``parse_safely``); idempotent."""
     if _on_gc not in gc.callbacks:
         gc.callbacks.append(_on_gc)
 
@@ -51,7 +51,7 @@ def unwatch_collections() -> None:
     _collecting = False
 
 
-def _parse(source: str, mode: str) -> ast.AST | None:
+def parse_safely(source: str, mode: str) -> ast.AST | None:
     """``ast.parse``, or None where parsing could break another parse.
 
     CPython 3.11 keeps one recursion counter per interpreter while it turns source into
@@ -111,7 +111,7 @@ def _entered_context_manager(filename: str, line: int, function: Any) -> Generat
     (commit, close) does not run when the block raises.
 
     The ``with`` lines are found by indentation, reading the file's lines upwards (no
-    parse of the module: see ``_parse``).
+    parse of the module: see ``parse_safely``).
     """
     if function is not None:
         names = _globals_of(function)
@@ -303,13 +303,13 @@ def _metadata_dependencies(annotation: Any) -> list[Any]:
 def _annotation_in_text(text: str, names: dict[str, Any]) -> Any:
     """The object a string annotation names (``"Repo"``, ``"DbSession"``), when it is a
     plain or dotted name."""
-    tree = _parse(text, "eval")
+    tree = parse_safely(text, "eval")
     return _lookup(tree.body, names) if isinstance(tree, ast.Expression) else None
 
 
 def _dependencies_in_text(text: str, names: dict[str, Any]) -> list[Any]:
     """Dependencies in a string annotation, by reading it, not evaluating it."""
-    tree = _parse(text, "eval")
+    tree = parse_safely(text, "eval")
     if not isinstance(tree, ast.Expression):
         return []
     if isinstance(tree.body, (ast.Name, ast.Attribute)):
@@ -383,7 +383,7 @@ def _unguarded_generator(function: Any) -> GeneratorDependency | None:
         source = textwrap.dedent(inspect.getsource(function))
     except (OSError, TypeError):
         return None
-    tree = _parse(source, "exec")
+    tree = parse_safely(source, "exec")
     if tree is None:
         return None  # not judged now; maybe later
     found = _judge_generator(function, tree)

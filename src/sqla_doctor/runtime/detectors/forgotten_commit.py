@@ -27,6 +27,7 @@ from sqla_doctor.runtime.detectors.session_leak import (
     scoped_proxy,
 )
 from sqla_doctor.runtime.generator_dependency import module_of
+from sqla_doctor.runtime.skipped_commits import commit_skipped
 from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
 
 _MAX_NAMED = 4
@@ -157,6 +158,18 @@ def _unit_of_work_commit(block: CallSite | None, owner: str, awaited: bool) -> s
     return "commit()"
 
 
+def _skipped_by_a_caught_error(record: SessionRecord) -> bool:
+    """Whether every write the session lost was made in a ``try`` body whose later
+    ``commit()`` did not run: the error its handler caught skipped it (changes to loaded
+    objects leave no line, and are not judged)."""
+    if record.discarded_dirty:
+        return False
+    sites = [added.site for added in record.discarded]
+    if record.writes:
+        sites.append(record.flush_site)
+    return bool(sites) and all(site is not None and commit_skipped(site) for site in sites)
+
+
 class ForgottenCommit(Detector):
     """
     ## What it does
@@ -169,9 +182,14 @@ class ForgottenCommit(Detector):
     Session() as session:` block) and garbage collection of an unclosed session count;
     an explicit `rollback()` does not, and neither does a close while an exception
     unwinds (a `with` block left by a raise, a close in an `except` block): dropping
-    the writes is what that error path is for. The same goes for a session still open
-    when the program dies of an uncaught exception, held by a frame that exception
-    unwound whose code closes it (see SQD151): its `commit()` never ran either. A
+    the writes is what that error path is for. Nor does a `commit()` that an error the
+    block caught skipped: the writes were made in a `try` body whose later statement
+    commits, and its handler let the block end (`try: session.add(user);
+    check(user); session.commit()` / `except Invalid: return error_page`); a commit
+    in a branch not taken (`if count % 100 == 0:`) is no such path. The same goes for
+    a session still open when the program dies of an uncaught exception, held by a
+    frame that exception unwound whose code closes it (see SQD151): its `commit()`
+    never ran either. A
     module-level `scoped_session` (Flask-SQLAlchemy's `db.session`, a worker's
     `db_session`), whose `remove()` at the end of a request or job closes it, is named
     in the fix as the program spells it: `db.session.commit()`. When that close runs in
@@ -355,7 +373,7 @@ class ForgottenCommit(Detector):
         exit_site: CallSite | None = None,
         closed: bool = False,
     ) -> None:
-        if record.external:
+        if record.external or _skipped_by_a_caught_error(record):
             return
         lost: list[str] = []
         related: list[tuple[CallSite | None, str]] = []
