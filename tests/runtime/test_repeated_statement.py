@@ -375,18 +375,21 @@ def test_a_walk_of_the_table_one_page_after_another_is_silent(engine: Engine) ->
     """Each page starts after the last key of the page before (fastcrud's
     get_multi_by_cursor() in its test's while loop, the windowed range query that walks
     a large table in batches): there is no one query to fetch them all in its place."""
+    with Session(engine) as session:
+        session.add_all(User(name=f"more{i}") for i in range(USERS))
+        session.commit()
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         names: list[str] = []
         last = 0
         while True:
             page = session.scalars(
-                select(User).where(User.id > last).order_by(User.id).limit(1)
+                select(User).where(User.id > last).order_by(User.id).limit(2)
             ).all()
             if not page:
                 break
             names += [user.name for user in page]
             last = page[-1].id
-    assert len(names) == USERS
+    assert len(names) == 2 * USERS  # five pages, then the empty one that ends the walk
     assert not uow.findings
 
 
@@ -1122,3 +1125,88 @@ def test_a_loop_inside_a_job_the_pool_runs_is_reported(engine: Engine) -> None:
     sqla_doctor.install(mode="collect")
     _jobs_on_one_thread(engine, _names, [IDS])
     assert one(sqla_doctor.collected(), "SQD252").location.line == line_of("job-loop")
+
+
+class EventBase(DeclarativeBase):
+    pass
+
+
+class Event(EventBase):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str]
+
+
+EVENTS = 600
+
+
+@pytest.fixture
+def event_engine() -> Iterator[Engine]:
+    event_engine = create_engine("sqlite://")
+    EventBase.metadata.create_all(event_engine)
+    with event_engine.begin() as connection:
+        connection.execute(insert(Event), [{"kind": f"k{i % 7}"} for i in range(EVENTS)])
+    yield event_engine
+    event_engine.dispose()
+
+
+def export_by_keyset(session: Session, page_size: int) -> int:
+    """Pages through the table, each page after the last id of the one before."""
+    exported, last_id = 0, 0
+    while page := session.scalars(
+        select(Event).where(Event.id > last_id).order_by(Event.id).limit(page_size)
+    ).all():
+        exported += len(page)
+        last_id = page[-1].id
+    return exported
+
+
+def test_an_export_paging_by_keyset_is_silent(event_engine: Engine) -> None:
+    # One SELECT per page of 100 rows is how a table too big for one query is read.
+    with sqla_doctor.track(mode="collect") as uow, Session(event_engine) as session:
+        assert export_by_keyset(session, 100) == EVENTS
+    assert uow.query_count == EVENTS // 100 + 1
+    assert not uow.findings
+
+
+def test_a_walk_one_row_per_query_by_keyset_is_reported(event_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(event_engine) as session:
+        assert export_by_keyset(session, 1) == EVENTS
+    assert one(uow.findings, "SQD252").details["count"] == EVENTS + 1
+
+
+def test_an_export_paging_by_offset_is_silent(event_engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(event_engine) as session:
+        kinds = [
+            session.scalars(select(Event.kind).order_by(Event.id).offset(start).limit(50)).all()
+            for start in range(0, EVENTS, 50)
+        ]
+    assert sum(map(len, kinds)) == EVENTS
+    assert not uow.findings
+
+
+def test_ids_looked_up_in_chunks_are_silent(event_engine: Engine) -> None:
+    wanted = list(range(1, EVENTS + 1, 2))
+    with sqla_doctor.track(mode="collect") as uow, Session(event_engine) as session:
+        found = [
+            kind
+            for start in range(0, len(wanted), 50)
+            for kind in session.scalars(
+                select(Event.kind).where(Event.id.in_(wanted[start : start + 50]))
+            )
+        ]
+    assert len(found) == len(wanted)
+    assert not uow.findings
+
+
+def test_a_query_per_item_capped_by_a_limit_is_still_reported(event_engine: Engine) -> None:
+    # A LIMIT alone is a cap, not a page: each kind's latest events, one query per kind.
+    with sqla_doctor.track(mode="collect") as uow, Session(event_engine) as session:
+        latest = {
+            kind: session.scalars(  # line:capped
+                select(Event.id).where(Event.kind == kind).order_by(Event.id.desc()).limit(100)
+            ).all()
+            for kind in [f"k{i}" for i in range(7)]
+        }
+    assert len(latest) == 7
+    assert one(uow.findings, "SQD252").location.line == line_of("capped")

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime.batches import limit_of, rows_per_run
 from sqla_doctor.runtime.callsite import (
     USER,
     CallSite,
@@ -339,6 +340,7 @@ class _PerTransaction:
 
 class _Entry(_PerTransaction):
     __slots__ = (
+        "batch",
         "by_library",
         "collection",
         "count",
@@ -380,6 +382,8 @@ class _Entry(_PerTransaction):
         # Run again by installed code calling the program's function anew (a thread
         # pool's worker taking the next job), with no loop of the program on the stack.
         self.by_library = False
+        # The rows its second run was written to take on (an IN list, a page's LIMIT).
+        self.batch = 0
 
 
 class _FlushEntry(_PerTransaction):
@@ -397,6 +401,9 @@ class _FlushEntry(_PerTransaction):
 
 # A flush per new object: at most this many objects inserted per flush, on average.
 _ROWS_PER_FLUSH = 2
+# A statement written to take on this many rows a run (ids in chunks, a page of an
+# export) is one run per batch, the fix for a list too big for one query, not an N+1.
+_BATCH_ROWS = 50
 
 
 class RepeatedStatement(Detector):
@@ -425,9 +432,14 @@ class RepeatedStatement(Detector):
     Nor does a keyset walk, each page fetched after the last key of the one before
     (`.where(Order.id > last).order_by(Order.id).limit(1000)` in a `while` loop, the way
     to walk a large table in batches or a cursor-paginated API): a statement that
-    compares its first ORDER BY column with a bound value by `<` or `>`, has a LIMIT, and
-    compares no column with a bound value by `=` (a page of each parent's rows is a
-    query per parent, and counted).
+    compares its first ORDER BY column with a bound value by `<` or `>`, has a LIMIT
+    above one row, and compares no column with a bound value by `=` (a page of each
+    parent's rows is a query per parent, and counted; a walk one row per query too).
+    Nor does a statement written to take on 50 rows or more a run, a batch rather than
+    an item: ids looked up in chunks (`.where(Sku.id.in_(chunk))`, an IN list of 50
+    values or more), or the pages of an export by OFFSET, a LIMIT of 50 or more. A
+    LIMIT alone is a cap on each item's rows (the latest posts of each user), and is
+    still counted.
 
     `track()` reports at its end, with how often the statement ran. A session outside
     one (`install()`, `sqla-doctor run`) reports at the end of each of its transactions,
@@ -639,7 +651,7 @@ class RepeatedStatement(Detector):
             if (
                 sql.lstrip()[:9].upper().startswith(_NOT_QUERIES)
                 or _CATALOG.search(sql)
-                or is_keyset_page(sql)
+                or (is_keyset_page(sql) and limit_of(sql, statement.parameters) != 1)
             ):
                 self.entries[key] = None
                 return
@@ -657,11 +669,13 @@ class RepeatedStatement(Detector):
                 known = entry.session
                 if known is None or known() is not record:
                     entry.session, entry.sessions = weakref.ref(record), entry.sessions + 1
-        if entry.count == 2 and (not_from_the_program(site) or entry.sessions > 1):
-            # A second run in another session: a request's helper opening a session of
-            # its own (sqladmin's _run_query()), run again by the next request.
-            held = entry.session() if entry.session is not None else None
-            entry.by_library = called_again_by_library(site, held.opened if held else ())
+        if entry.count == 2:
+            if not_from_the_program(site) or entry.sessions > 1:
+                # A second run in another session: a request's helper opening a session
+                # of its own (sqladmin's _run_query()), run again by the next request.
+                held = entry.session() if entry.session is not None else None
+                entry.by_library = called_again_by_library(site, held.opened if held else ())
+            entry.batch = rows_per_run(statement.sql, statement.parameters)
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
             mapper = pending[2]
@@ -689,6 +703,7 @@ class RepeatedStatement(Detector):
                 entry is None
                 or entry.count < threshold
                 or entry.by_library
+                or entry.batch >= _BATCH_ROWS
                 or self.reported(key)
             ):
                 continue
