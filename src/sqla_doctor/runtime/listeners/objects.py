@@ -75,14 +75,29 @@ def _instrument_mapper(mapper: Any) -> None:
             handler = functools.partial(_on_init_scalar, prop.key)
             event.listen(attribute, "init_scalar", handler, raw=True, retval=True)
             _registered.append((attribute, "init_scalar", handler))
-        for prop in mapper.column_attrs:
-            attribute = mapper.class_.__dict__.get(prop.key)
+        for key in _column_keys(mapper):
+            attribute = mapper.class_.__dict__.get(key)
             if not isinstance(attribute, InstrumentedAttribute):
                 continue
             # include_key with raw and retval: SQLAlchemy calls the listener without a
             # wrapper of its own, which halves what each assignment pays for it.
             event.listen(attribute, "set", _on_column_set, raw=True, retval=True, include_key=True)
             _registered.append((attribute, "set", _on_column_set))
+
+
+def _column_keys(mapper: Any) -> dict[str, None]:
+    """The keys of the mapper's column attributes, read from its columns: not through
+    ``mapper.column_attrs``, whose first read configures every new mapper of the
+    registry, a side effect the program did not ask for (a mapper declared after the
+    others were configured, or one the program means to fail)."""
+    keys: dict[str, None] = {}
+    for column in mapper.columns:
+        try:
+            prop = mapper.get_property_by_column(column)
+        except Exception:
+            continue
+        keys[prop.key] = None
+    return keys
 
 
 _EXPIRE_CALLS = {

@@ -31,7 +31,9 @@ from sqla_doctor.runtime.unit_of_work import (
 
 # Exceptions that are the user's choice and must reach them.
 _DELIBERATE = (PitfallError, SqlaDoctorWarning)
-_registration_lock = threading.Lock()
+# Reentrant: reading a mapper while instrumenting it may configure the registry's new
+# mappers, whose mapper_configured listener instruments them in the same thread.
+_registration_lock = threading.RLock()
 _registered: list[tuple[Any, str, Callable[..., Any]]] = []
 _instrumented_mappers: set[Any] = set()
 _STACK_LIMIT = 12
