@@ -79,6 +79,38 @@ def test_explicit_rollback_is_a_choice_not_a_loss(engine: Engine) -> None:
     assert not uow.findings
 
 
+def finish_request(session: Session, other: Session, status: int) -> None:
+    """advanced-alchemy's Flask extension after each request: commit a success only."""
+    if status < 400:
+        session.commit()
+    session.close()
+
+
+def finish_the_other_session(session: Session, other: Session, status: int) -> None:
+    if status < 400:
+        other.commit()
+    session.close()  # line:other-close
+
+
+def test_a_close_after_a_commit_this_request_skipped_is_a_choice(engine: Engine) -> None:
+    """advanced-alchemy's own test_sync_no_autocommit_on_error failed under
+    --sqla-doctor with 'Session closed at advanced_alchemy/extensions/flask/config.py:133
+    without commit()', the failed request's writes its handler drops on purpose."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as other:
+        session = Session(engine)
+        session.add(User(name="failed request"))
+        finish_request(session, other, 500)
+    assert not uow.findings
+
+
+def test_a_close_after_another_sessions_commit_is_still_reported(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as other:
+        session = Session(engine)
+        session.add(User(name="failed request"))
+        finish_the_other_session(session, other, 500)
+    assert one(uow.findings, "SQD152").location.line == line_of("other-close")
+
+
 def test_changed_objects_discarded_by_close_are_reported(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:  # line:dirty-with
         user = session.get(User, 1)

@@ -101,6 +101,35 @@ def closed_by_pytest_fixture(site: CallSite) -> bool:
     ) or _in_fixture_teardown()
 
 
+# ``db_session.close()``, ``p.call(db_session.close)``: the session the line closes.
+_CLOSED = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*)\.close\b")
+_DEF = re.compile(r"^(\s*)(?:async\s+)?def\s")
+# Lines read upwards from a close to its function's ``def``, at most.
+_MAX_LINES_UP = 60
+
+
+def commit_skipped(site: CallSite) -> bool:
+    """Whether the close at ``site`` follows, in its function, a commit of the same
+    session that did not run this time: ``if 200 <= response.status_code < 300:
+    db_session.commit()`` then ``db_session.close()`` (advanced-alchemy's Flask
+    extension, committing after a successful response only) drops the writes of a
+    failed request on purpose. Read from the source only when a close lost writes."""
+    closed = _CLOSED.search(linecache.getline(site.filename, site.lineno))
+    if closed is None:
+        return False
+    commit = re.compile(rf"(?<![\w.]){re.escape(closed.group(1))}\.commit\b")
+    line = linecache.getline(site.filename, site.lineno)
+    indent = len(line) - len(line.lstrip())
+    for number in range(site.lineno - 1, max(site.lineno - _MAX_LINES_UP, 0), -1):
+        text = linecache.getline(site.filename, number)
+        if commit.search(text.split("#", 1)[0]):
+            return True
+        function = _DEF.match(text)
+        if function is not None and len(function.group(1)) < indent:
+            return False
+    return False
+
+
 _PYTEST_FIXTURES = ("_pytest/fixtures.py", "_pytest\\fixtures.py")
 
 
@@ -238,7 +267,10 @@ class ForgottenCommit(Detector):
     session or connection that a pytest fixture closes (`with Session(engine) as s:
     yield s`, Flask's `with app.app_context(): yield`, a `teardown()` handed to
     `request.addfinalizer()` that calls `close_all_sessions()`): discarding the test's
-    writes is how it gives the next test the same data. The price is that application code given
+    writes is how it gives the next test the same data. Nor is a close that follows, in
+    its function, a commit of the same session that did not run this time (`if
+    response.status_code < 400: db_session.commit()`, then `db_session.close()`): the
+    program chose to drop the writes of that request. The price is that application code given
     the fixture's session, which forgets its own commit, goes unnoticed in that test. In async
     code, an `async with AsyncSession()` block left by an exception is recognised, but
     `await session.close()` in an `except` block is not (the close runs in a greenlet
@@ -312,7 +344,7 @@ class ForgottenCommit(Detector):
                 if left_by_exception:
                     return
         if site is not None:
-            if closed_by_pytest_fixture(site):
+            if closed_by_pytest_fixture(site) or commit_skipped(site):
                 return
             self._check(record, site, "closed at " + self.where(site))
         else:
