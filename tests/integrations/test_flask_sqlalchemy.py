@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
@@ -105,6 +106,14 @@ def make_app(database: Path) -> Flask:
             if name.endswith("-rolled-back"):
                 db.session.rollback()
         return {"count": db.session.query(Author).count()}  # line:reuse
+
+    @app.cli.command("import-authors")
+    @click.option("--commit", is_flag=True)
+    def import_authors(commit: bool) -> None:
+        for number in range(3):
+            db.session.add(Author(name=f"imported{number}"))  # line:cli-add
+        if commit:
+            db.session.commit()
 
     return app
 
@@ -254,3 +263,23 @@ def test_an_object_kept_across_requests_is_explained_by_the_teardown(app: Flask)
     assert finding.message.endswith(
         "keep its key and load it again in each request (`db.session.get(Author, id)`)"
     )
+
+
+@pytest.mark.parametrize("commit", [False, True], ids=["forgotten", "committed"])
+def test_a_cli_command_run_by_the_test_cli_runner_points_at_the_command(
+    app: Flask, commit: bool
+) -> None:
+    # click's CliRunner.invoke() runs the command in-process, as a test client runs a
+    # view: the test's line that invokes it is not where the commit is missing.
+    with sqla_doctor.track(mode="collect") as uow:
+        result = app.test_cli_runner().invoke(
+            args=["import-authors", *(["--commit"] if commit else [])]
+        )
+    assert result.exit_code == 0, result.output
+    if commit:
+        assert not uow.findings
+        return
+    (finding,) = uow.findings
+    assert finding.code == "SQD152"
+    assert finding.location.line == line_of("cli-add")
+    assert finding.fix_hint == "db.session.commit()"

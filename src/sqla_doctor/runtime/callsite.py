@@ -173,6 +173,8 @@ _IN_PROCESS_CLIENT_FILES = tuple(
         ("starlette", "testclient.py"),
         ("werkzeug", "test.py"),
         ("django", "test", "client.py"),
+        # click's CliRunner.invoke (Flask's test_cli_runner(), typer's CliRunner).
+        ("click", "testing.py"),
     )
 )
 _STDLIB_DIRS = _stdlib_dirs()
