@@ -111,6 +111,25 @@ def test_a_close_after_another_sessions_commit_is_still_reported(engine: Engine)
     assert one(uow.findings, "SQD152").location.line == line_of("other-close")
 
 
+def import_in_batches(session: Session, names: list[str]) -> None:
+    for number, name in enumerate(names):
+        session.add(User(name=name))
+        if number % 100 == 99:
+            session.commit()
+    session.close()  # line:batch-close
+
+
+def test_a_close_after_a_commit_per_batch_still_reports_the_short_last_batch(
+    engine: Engine,
+) -> None:
+    """The commit above the close is in the loop: the rows after the last full batch
+    are lost, which no request chose."""
+    with sqla_doctor.track(mode="collect") as uow:
+        import_in_batches(Session(engine), [f"imported {n}" for n in range(3)])
+    assert count_users(engine) == USERS
+    assert one(uow.findings, "SQD152").location.line == line_of("batch-close")
+
+
 def test_changed_objects_discarded_by_close_are_reported(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:  # line:dirty-with
         user = session.get(User, 1)

@@ -108,26 +108,43 @@ _DEF = re.compile(r"^(\s*)(?:async\s+)?def\s")
 _MAX_LINES_UP = 60
 
 
-def commit_skipped(site: CallSite) -> bool:
+def conditional_commit_before(site: CallSite) -> bool:
     """Whether the close at ``site`` follows, in its function, a commit of the same
     session that did not run this time: ``if 200 <= response.status_code < 300:
     db_session.commit()`` then ``db_session.close()`` (advanced-alchemy's Flask
     extension, committing after a successful response only) drops the writes of a
-    failed request on purpose. Read from the source only when a close lost writes."""
-    closed = _CLOSED.search(linecache.getline(site.filename, site.lineno))
+    failed request on purpose. A commit inside a loop is a commit per batch, whose last
+    short batch the close loses: not this. Read from the source only when a close lost
+    writes."""
+    line = linecache.getline(site.filename, site.lineno)
+    closed = _CLOSED.search(line)
     if closed is None:
         return False
     commit = re.compile(rf"(?<![\w.]){re.escape(closed.group(1))}\.commit\b")
-    line = linecache.getline(site.filename, site.lineno)
     indent = len(line) - len(line.lstrip())
+    # Once the commit is found: the indentation of the innermost block holding it; a
+    # line above that is indented less opens a block around it.
+    enclosing: int | None = None
     for number in range(site.lineno - 1, max(site.lineno - _MAX_LINES_UP, 0), -1):
-        text = linecache.getline(site.filename, number)
-        if commit.search(text.split("#", 1)[0]):
-            return True
+        text = linecache.getline(site.filename, number).split("#", 1)[0]
+        if not text.strip():
+            continue
+        depth = len(text) - len(text.lstrip())
         function = _DEF.match(text)
         if function is not None and len(function.group(1)) < indent:
-            return False
+            return enclosing is not None
+        if enclosing is None:
+            if commit.search(text):
+                enclosing = depth
+        elif depth < enclosing:
+            if _LOOP.match(text):
+                return False
+            enclosing = depth
     return False
+
+
+# A ``for``/``while`` statement's first line.
+_LOOP = re.compile(r"^\s*(?:async\s+)?(?:for|while)\b")
 
 
 _PYTEST_FIXTURES = ("_pytest/fixtures.py", "_pytest\\fixtures.py")
@@ -344,7 +361,7 @@ class ForgottenCommit(Detector):
                 if left_by_exception:
                     return
         if site is not None:
-            if closed_by_pytest_fixture(site) or commit_skipped(site):
+            if closed_by_pytest_fixture(site) or conditional_commit_before(site):
                 return
             self._check(record, site, "closed at " + self.where(site))
         else:
