@@ -670,11 +670,16 @@ class RepeatedStatement(Detector):
                 if known is None or known() is not record:
                     entry.session, entry.sessions = weakref.ref(record), entry.sessions + 1
         if entry.count == 2:
-            if not_from_the_program(site) or entry.sessions > 1:
+            if entry.sessions > 1:
                 # A second run in another session: a request's helper opening a session
-                # of its own (sqladmin's _run_query()), run again by the next request.
+                # of its own (sqladmin's _run_query()), run again by the next request;
+                # loops inside this run's session are not what ran it again.
                 held = entry.session() if entry.session is not None else None
                 entry.by_library = called_again_by_library(site, held.opened if held else ())
+            elif not_from_the_program(site):
+                # Run again in the same session (a before_flush hook's loop): any loop of
+                # the program counts.
+                entry.by_library = called_again_by_library(site)
             entry.batch = rows_per_run(statement.sql, statement.parameters)
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
