@@ -942,3 +942,39 @@ def test_an_error_caught_with_no_commit_after_the_write_reports_lost_writes(engi
         with contextlib.suppress(InvalidEmail):
             check_email("ada")
     assert one(uow.findings, "SQD152").location.line == line_of("after-try")
+
+
+def copy_users(source: Session, target: Session) -> None:
+    for user in source.scalars(select(User)).all():
+        target.add(User(name=f"{user.name} (copy)"))
+
+
+def copy_step(engine: Engine) -> None:
+    with Session(engine) as src, Session(engine) as dst:  # line:copy-with
+        copy_users(src, dst)
+
+
+def test_of_two_sessions_made_on_one_with_line_the_fix_names_the_one_that_lost_writes(
+    engine: Engine,
+) -> None:
+    # An ETL step reads from one session and writes through the other, in a helper.
+    with sqla_doctor.track(mode="collect") as uow:
+        copy_step(engine)
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("copy-with")
+    assert finding.fix_hint == "dst.commit()"
+    assert finding.message.endswith(
+        "call `dst.commit()` before the session ends, or use "
+        "`with Session(engine) as dst, dst.begin():`"
+    )
+
+
+async def test_of_two_async_sessions_on_one_line_the_fix_names_the_one_that_wrote(
+    async_engine: AsyncEngine,
+) -> None:
+    # AsyncSession closes in a task of its own: the line that added says which one.
+    with sqla_doctor.track(mode="collect") as uow:
+        async with AsyncSession(async_engine) as src, AsyncSession(async_engine) as dst:
+            names = (await src.scalars(select(User.name))).all()
+            dst.add_all(User(name=f"{name} (copy)") for name in names)
+    assert one(uow.findings, "SQD152").fix_hint == "await dst.commit()"

@@ -529,6 +529,20 @@ def thread_in_frames(ident: int, frames: tuple[tuple[int, CodeType], ...], sessi
     return False
 
 
+def names_holding(site: CallSite, session: object, names: set[str]) -> set[str]:
+    """Which of ``names`` hold ``session`` (or the AsyncSession around it) in the frame
+    running the line at ``site``, if that frame is on this thread's stack."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            break
+        if frame.f_code.co_filename == site.filename and frame.f_lineno == site.lineno:
+            scope = frame.f_locals
+            return {name for name in names if _session_in(scope.get(name)) is session}
+        frame = frame.f_back
+    return set()
+
+
 def _holds_session(frame: FrameType, session: object) -> bool:
     """Whether ``frame``'s locals hold ``session`` (or the AsyncSession around it)."""
     return any(_session_in(value) is session for value in list(frame.f_locals.values()))

@@ -16,10 +16,12 @@ from sqla_doctor.runtime.callsite import (
     awaiting_frames,
     classify,
     line_of,
+    names_holding,
     unit_of_work_exit,
 )
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
 from sqla_doctor.runtime.detectors.session_leak import (
+    METHOD_CALLS,
     begin_block,
     is_async_session,
     is_awaited,
@@ -170,7 +172,9 @@ _WITH_ITEM = re.compile(
 )
 
 
-def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
+def _begin_block(
+    site: CallSite, asynchronous: bool, session: object, written: list[CallSite]
+) -> tuple[str, str] | None:
     """The program's own spelling of a block that commits, for the session that the
     line at ``site`` closed: ``("with SessionLocal.begin() as db:", "db")`` for a
     sessionmaker, ``("with Session(engine) as db, db.begin():", "db")`` for the class;
@@ -181,6 +185,8 @@ def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
         opened = opened_as(site)  # ``db.close()``: the assignment that made ``db``
         if opened is not None:
             made = [opened]
+    elif len(made) > 1:
+        made = _the_one_closed(made, site, session, written)
     with_ = "async with" if asynchronous else "with"
     for call, name in made:
         begin = begin_block(site, call, name)
@@ -192,6 +198,23 @@ def _begin_block(site: CallSite, asynchronous: bool) -> tuple[str, str] | None:
         call, name = made[0]
         return f"{with_} {call} as {name}, {name}.begin():", name
     return None
+
+
+def _the_one_closed(
+    made: list[tuple[str, str]], site: CallSite, session: object, written: list[CallSite]
+) -> list[tuple[str, str]]:
+    """Of the sessions one ``with`` line made (``with Session(a) as src, Session(b) as
+    dst:``), the one that lost the writes: the name that holds it in the frame closing
+    it, else the name the lines that wrote call (``dst.add(``: an AsyncSession closes
+    in a task of its own, off the stack); all of them when neither tells."""
+    names = {name for _, name in made}
+    held = names_holding(site, session, names)
+    if not held:
+        for where in written:
+            line = linecache.getline(where.filename, where.lineno)
+            held |= {name for name, _ in METHOD_CALLS.findall(line)} & names
+    chosen = [item for item in made if item[1] in held]
+    return chosen if len(chosen) == 1 else made
 
 
 def _unit_of_work_commit(block: CallSite | None, owner: str, awaited: bool) -> str:
@@ -249,7 +272,9 @@ class ForgottenCommit(Detector):
     db:` for a module-level `sessionmaker` or `async_sessionmaker`, `with
     Session(engine) as db, db.begin():` for the class, and the session's own `begin()`
     for a factory the module does not bind (`with session_factory() as db,
-    db.begin():` for a parameter).
+    db.begin():` for a parameter). Of two sessions made on one line (`with
+    Session(legacy) as src, Session(target) as dst:`), it names the one that lost the
+    writes.
 
     A unit-of-work class (the repository pattern's: it has a `commit()` method) whose
     `__exit__` or `__aexit__` calls `rollback()` or `close()` whatever happened is
@@ -363,7 +388,7 @@ class ForgottenCommit(Detector):
         if site is not None:
             if closed_by_pytest_fixture(site) or conditional_commit_before(site):
                 return
-            self._check(record, site, "closed at " + self.where(site))
+            self._check(record, site, "closed at " + self.where(site), session=end.session)
         else:
             # Closed out of any of the program's frames: point at where the writes
             # were made instead.
@@ -421,6 +446,7 @@ class ForgottenCommit(Detector):
         ended: str,
         exit_site: CallSite | None = None,
         closed: bool = False,
+        session: object = None,
     ) -> None:
         if record.external or _skipped_by_a_caught_error(record):
             return
@@ -469,7 +495,12 @@ class ForgottenCommit(Detector):
         else:
             asynchronous = is_async_session(record)
             awaited = "await " if asynchronous else ""
-            block = _begin_block(site, asynchronous) if site is not None else None
+            writers = [a.site for a in discarded if a.site is not None]
+            if record.writes and record.flush_site is not None:
+                writers.append(record.flush_site)
+            block = (
+                _begin_block(site, asynchronous, session, writers) if site is not None else None
+            )
             if block is not None:
                 begin, name = block
             else:

@@ -58,7 +58,7 @@ _MODULE_SESSION_FIX = (
     "one, `with {call} as session:`"
 )
 _CLASS = re.compile(r"^(\s*)class\s+([A-Za-z_]\w*)")
-_METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
+METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
 _FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
 _YIELD = re.compile(r"^\s*yield\s+([A-Za-z_]\w*)\s*(?:#.*)?$")
 # Lines read upwards from the reported line to its function's ``def``, at most.
@@ -74,7 +74,7 @@ def opened_as(site: CallSite) -> tuple[str, str] | None:
     line = linecache.getline(site.filename, site.lineno)
     # The names whose session methods the line calls (``session.execute(``): not a
     # statement's (``stmt.where(``), built by a call of its own above.
-    names = {name for name, method in _METHOD_CALLS.findall(line) if hasattr(Session, method)}
+    names = {name for name, method in METHOD_CALLS.findall(line) if hasattr(Session, method)}
     if not names:
         return None
     indent = len(line) - len(line.lstrip())
@@ -106,7 +106,7 @@ def held_on_self(site: CallSite) -> HeldOnSelf | None:
     line = linecache.getline(site.filename, site.lineno)
     names = {
         name
-        for name, method in _METHOD_CALLS.findall(line)
+        for name, method in METHOD_CALLS.findall(line)
         if name.startswith("self.") and hasattr(Session, method)
     }
     if not names:
@@ -136,7 +136,7 @@ def module_session(site: CallSite) -> ModuleSession | None:
     """The module-level Session the line at ``site`` calls a method of, looked up in its
     module's dictionary, with the module's line that made it. Read only when reporting."""
     line = linecache.getline(site.filename, site.lineno)
-    for name, method in _METHOD_CALLS.findall(line):
+    for name, method in METHOD_CALLS.findall(line):
         if "." in name or not hasattr(Session, method):
             continue
         if not isinstance(_module_global(site, name), Session):
