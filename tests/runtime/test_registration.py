@@ -10,27 +10,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, configure_mappers, 
 import sqla_doctor
 
 
-class LedgerBase(DeclarativeBase):
-    pass
-
-
-class Account(LedgerBase):
-    __tablename__ = "accounts"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(50))
-
-
-configure_mappers()
-
-
-class Invoice(LedgerBase):
-    """Declared once Account is configured: the registry has a new mapper again."""
-
-    __tablename__ = "invoices"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
-
-
 def test_listeners_register_while_a_mapper_declared_later_waits_for_configuration(
     engine: Engine,
 ) -> None:
@@ -39,6 +18,25 @@ def test_listeners_register_while_a_mapper_declared_later_waits_for_configuratio
     registry's new mappers first, and the doctor's own mapper_configured listener waited
     for the lock its registration held. The watchdog only keeps a deadlock from hanging
     the run; the twin behaviour is that Invoice, configured later, is still watched."""
+
+    class LedgerBase(DeclarativeBase):
+        pass
+
+    class Account(LedgerBase):
+        __tablename__ = "accounts"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(50))
+
+    configure_mappers()
+
+    class Invoice(LedgerBase):
+        """Declared once Account is configured: the registry has a new mapper again."""
+
+        __tablename__ = "invoices"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+
+    assert Account.__mapper__.configured
     assert not Invoice.__mapper__.configured
     LedgerBase.metadata.create_all(engine)
     found: list[str] = []
