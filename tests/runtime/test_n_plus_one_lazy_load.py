@@ -848,3 +848,32 @@ def test_a_relationship_to_the_base_class_is_chained_through_of_type(parties: En
         assert [len(club.members) for club in clubs] == [5]
         assert sum(total_of(club.members) for club in clubs) == 6
     assert not fixed.findings
+
+
+def posts_of_top_users(session: Session, option: Callable[[Any], Any] | None) -> int:
+    """A leaderboard: users ranked in a subquery, selected through aliased(User, ...)."""
+    ranked = select(User).order_by(User.id.desc()).limit(USERS).subquery()
+    top = aliased(User, ranked)
+    query = select(top) if option is None else select(top).options(option(top))
+    return sum(len(user.posts) for user in session.scalars(query))  # line:aliased
+
+
+def test_an_aliased_entity_is_told_the_path_through_the_alias(engine: Engine) -> None:
+    # select(top) raises ArgumentError for selectinload(User.posts): the path starts
+    # from the alias the query selects.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert posts_of_top_users(session, None) > 0
+    finding = one(uow.findings, "SQD251")
+    assert finding.location.line == line_of("aliased")
+    assert finding.fix_hint == ".options(selectinload(alias.posts))"
+    assert finding.message.endswith(
+        "add .options(selectinload(alias.posts)) to that query, alias being the "
+        "aliased(User) it selects: an option on User.posts alone does not apply to it"
+    )
+
+
+def test_the_option_through_the_alias_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        assert posts_of_top_users(session, lambda top: selectinload(top.posts)) > 0
+    assert not uow.findings
+    assert uow.query_count == 2

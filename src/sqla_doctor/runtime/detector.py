@@ -27,7 +27,7 @@ from sqla_doctor.findings import Finding, Kind, Location, Related
 from sqla_doctor.registry import Check
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, display_path
 from sqla_doctor.runtime.callsite import find as find_call_site
-from sqla_doctor.runtime.loading import joined_targets, with_polymorphic_selected
+from sqla_doctor.runtime.loading import aliased_selected, joined_targets
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -113,6 +113,7 @@ class OrmExecution:
     """
 
     __slots__ = (
+        "aliased",
         "by_get",
         "consumed",
         "in_flush",
@@ -120,7 +121,6 @@ class OrmExecution:
         "kind",
         "loaded",
         "parent",
-        "polymorphic",
         "relationship",
         "session_key",
         "site",
@@ -157,7 +157,7 @@ class OrmExecution:
         # of a relationship it already joins is told to use contains_eager().
         joins = getattr(state.statement, "_setup_joins", None) if kind is SELECT else None
         self.joined: tuple[Any, ...] = joined_targets(joins) if joins else ()
-        self.polymorphic = with_polymorphic_selected(state.statement) if kind is SELECT else None
+        self.aliased = aliased_selected(state.statement) if kind is SELECT else None
         # Session.get(): the fix passes it options=[...], it has no .options().
         self.by_get = kind is SELECT and _loads_by_primary_key(state)
         # A server-side cursor (yield_per, stream_results, AsyncSession.stream()): its rows

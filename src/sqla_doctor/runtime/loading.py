@@ -75,14 +75,34 @@ def _through_with_polymorphic(relationship: Any, selected: Any) -> str | None:
         return None
 
 
-def query_option(relationship: Any, selected: Any, polymorphic: Any) -> tuple[str, str]:
+def _through_alias(relationship: Any, selected: Any) -> bool:
+    """Whether a query selected ``aliased(User, ...)`` (not a with_polymorphic()) whose
+    class has ``relationship``."""
+    if selected is None or getattr(selected, "_is_with_polymorphic", False):
+        return False
+    try:
+        return bool(selected.mapper.isa(relationship.parent))
+    except Exception:
+        return False
+
+
+def query_option(relationship: Any, selected: Any, aliased: Any) -> tuple[str, str]:
     """The loader option for ``relationship`` on a query that selected the mapper
-    ``selected``, or the ``with_polymorphic()`` entity ``polymorphic``; and, when it is not
-    the plain option, why (to follow "add .options(...) to that query")."""
+    ``selected``, or the aliased entity ``aliased`` (a ``with_polymorphic()`` or an
+    ``aliased()`` class); and, when it is not the plain option, why (to follow "add
+    .options(...) to that query")."""
     name = label(relationship)
     option = f"{loader_for(relationship)}({name})"
     parents = relationship.parent.class_.__name__
-    through = _through_with_polymorphic(relationship, polymorphic)
+    if _through_alias(relationship, aliased):
+        # select(top) refuses selectinload(User.posts) too: the path starts from the
+        # alias. Its variable's name is the user's.
+        return (
+            f"{loader_for(relationship)}(alias.{relationship.key})",
+            f", alias being the aliased({aliased.mapper.class_.__name__}) it selects: an "
+            f"option on {name} alone does not apply to it",
+        )
+    through = _through_with_polymorphic(relationship, aliased)
     if through is not None:
         # select(poly) refuses selectinload(Engineer.repos): the option's path starts
         # from the entity it selects. Its variable's name is the user's.
@@ -480,14 +500,15 @@ def joined_targets(joins: Any) -> tuple[Any, ...]:
     return tuple(found)
 
 
-def with_polymorphic_selected(statement: Any) -> Any:
-    """The ``with_polymorphic(...)`` entity a SELECT selects, or None. Options must start
-    from it (``selectinload(poly.Engineer.repos)``): one on ``Engineer.repos`` alone
-    raises ArgumentError there."""
+def aliased_selected(statement: Any) -> Any:
+    """The aliased entity a SELECT selects, ``with_polymorphic(...)`` or ``aliased(User,
+    subquery)``, or None. Options must start from it (``selectinload(poly.Engineer.repos)``,
+    ``selectinload(top.posts)``): one on ``Engineer.repos`` alone raises ArgumentError
+    there."""
     try:
         for column in statement._raw_columns:
             entity = column._annotations.get("parententity")
-            if entity is not None and getattr(entity, "_is_with_polymorphic", False):
+            if entity is not None and getattr(entity, "is_aliased_class", False):
                 return entity
     except Exception:
         return None

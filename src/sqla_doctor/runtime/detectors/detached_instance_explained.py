@@ -324,4 +324,4 @@ class DetachedInstanceExplained(Detector):
         if origin.kind in (LAZY_LOAD, RELATIONSHIP_LOAD) and origin.relationship is not None:
             outer = origin.relationship
             return f"{loader_for(outer)}({label(outer)}).{option}", ""
-        return query_option(relationship, selected, origin.polymorphic)
+        return query_option(relationship, selected, origin.aliased)

@@ -173,7 +173,7 @@ class MissingGreenletExplained(Detector):
         if origin is not None and origin.site is not None:
             where = self.where(origin.site)
             if origin.relationship is None and found is not None:
-                option, why = query_option(relationship, found[0], origin.polymorphic)
+                option, why = query_option(relationship, found[0], origin.aliased)
             attach, loader, hint = attach_option(option, origin.by_get)
             origin_text = f" (the {parents} was loaded by the {loader} at {where})"
             query = f"that {loader}"

@@ -280,7 +280,8 @@ class NPlusOneLazyLoad(Detector):
     A query of a `with_polymorphic()` entity (`poly = with_polymorphic(Party,
     [Customer])`, `select(poly)`) is told the path through it,
     `selectinload(poly.Customer.orders)`: the option on `Customer.orders` alone raises
-    `ArgumentError` there.
+    `ArgumentError` there. So is a query of an `aliased()` class (`top = aliased(User,
+    ranked)`, `select(top)`): `selectinload(alias.posts)`, alias being that entity.
 
     ## Options
     - `tool.sqla-doctor.runtime.n-plus-one-threshold`: distinct parents from one line
@@ -438,7 +439,7 @@ class NPlusOneLazyLoad(Detector):
                 related.append((origin.site, f"the query that loaded each {parents}"))
             else:
                 origin_text = f" (parents loaded by the query at {where})"
-                option, why = query_option(relationship, selected, origin.polymorphic)
+                option, why = query_option(relationship, selected, origin.aliased)
                 fix = f"add .options({option}) to that query{why}"
                 if group.immediate and not why:
                     fix = _immediate_fix(relationship, name, option)
