@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import linecache
 import re
+from collections.abc import Iterator
 from types import FrameType
 
 # The frames looked at, from the one that will receive the error outwards.
@@ -44,23 +45,31 @@ def _indent(text: str) -> int:
     return len(text) - len(text.lstrip())
 
 
-def _inside_try_naming(filename: str, lineno: int, name: str) -> bool:
+def enclosing_headers(filename: str, lineno: int, limit: int) -> Iterator[tuple[int, int, str]]:
+    """The lines that open the blocks around line ``lineno`` of ``filename``, innermost
+    first, read upwards by indentation (no parse) at most ``limit`` lines: each as its
+    number, its indentation and its text without the indentation."""
     line = linecache.getline(filename, lineno)
     if not line.strip():
-        return False
+        return
     floor = _indent(line)
-    for number in range(lineno - 1, max(lineno - _MAX_LINES, 0), -1):
+    for number in range(lineno - 1, max(lineno - limit, 0), -1):
         text = linecache.getline(filename, number)
         stripped = text.strip()
         if not stripped or stripped.startswith("#") or _indent(text) >= floor:
             continue
         floor = _indent(text)
-        if stripped.startswith(("def ", "async def ", "class ")):
-            return False
-        if stripped.startswith("try:") and _clause_names(filename, number, floor, name):
-            return True
+        yield number, floor, stripped
         if floor == 0:
+            return
+
+
+def _inside_try_naming(filename: str, lineno: int, name: str) -> bool:
+    for number, indent, header in enclosing_headers(filename, lineno, _MAX_LINES):
+        if header.startswith(("def ", "async def ", "class ")):
             return False
+        if header.startswith("try:") and _clause_names(filename, number, indent, name):
+            return True
     return False
 
 

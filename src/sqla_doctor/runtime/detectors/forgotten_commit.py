@@ -19,6 +19,7 @@ from sqla_doctor.runtime.callsite import (
     names_holding,
     unit_of_work_exit,
 )
+from sqla_doctor.runtime.caught import enclosing_headers
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
 from sqla_doctor.runtime.detectors.session_leak import (
     METHOD_CALLS,
@@ -124,24 +125,20 @@ def conditional_commit_before(site: CallSite) -> bool:
         return False
     commit = re.compile(rf"(?<![\w.]){re.escape(closed.group(1))}\.commit\b")
     indent = len(line) - len(line.lstrip())
-    # Once the commit is found: the indentation of the innermost block holding it; a
-    # line above that is indented less opens a block around it.
-    enclosing: int | None = None
     for number in range(site.lineno - 1, max(site.lineno - _MAX_LINES_UP, 0), -1):
         text = linecache.getline(site.filename, number).split("#", 1)[0]
-        if not text.strip():
-            continue
-        depth = len(text) - len(text.lstrip())
         function = _DEF.match(text)
         if function is not None and len(function.group(1)) < indent:
-            return enclosing is not None
-        if enclosing is None:
-            if commit.search(text):
-                enclosing = depth
-        elif depth < enclosing:
-            if _LOOP.match(text):
-                return False
-            enclosing = depth
+            return False  # the close's own function has no commit above it
+        if commit.search(text):
+            break
+    else:
+        return False
+    for _, _, header in enclosing_headers(site.filename, number, _MAX_LINES_UP):
+        if header.startswith(("def ", "async def ")):
+            return True
+        if _LOOP.match(header):
+            return False
     return False
 
 
