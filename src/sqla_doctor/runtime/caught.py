@@ -7,17 +7,18 @@ sqladmin's ``get_prop_value()`` reads an attribute of a detached object that way
 it fails, adds the object to a new session and reads it again. Explaining that error
 would fail every test that reaches the handler, for a read that succeeded.
 
-The ``try`` around a frame's line is found by indentation, reading the file's lines
-upwards from it (no parse: see ``generator_dependency._parse``), and its ``except``
-clauses downwards. Asked only while such an error is raised.
+The ``try`` around a frame's line is found by indentation (``source_blocks``), and its
+``except`` clauses downwards. Asked only while such an error is raised.
 """
 
 from __future__ import annotations
 
 import linecache
 import re
-from collections.abc import Iterator
 from types import FrameType
+
+from sqla_doctor.runtime import source_blocks
+from sqla_doctor.runtime.source_blocks import SCOPES, enclosing_headers
 
 # The frames looked at, from the one that will receive the error outwards.
 _MAX_FRAMES = 6
@@ -41,32 +42,9 @@ def caught_by_name(live: FrameType, name: str) -> bool:
     return False
 
 
-def _indent(text: str) -> int:
-    return len(text) - len(text.lstrip())
-
-
-def enclosing_headers(filename: str, lineno: int, limit: int) -> Iterator[tuple[int, int, str]]:
-    """The lines that open the blocks around line ``lineno`` of ``filename``, innermost
-    first, read upwards by indentation (no parse) at most ``limit`` lines: each as its
-    number, its indentation and its text without the indentation."""
-    line = linecache.getline(filename, lineno)
-    if not line.strip():
-        return
-    floor = _indent(line)
-    for number in range(lineno - 1, max(lineno - limit, 0), -1):
-        text = linecache.getline(filename, number)
-        stripped = text.strip()
-        if not stripped or stripped.startswith("#") or _indent(text) >= floor:
-            continue
-        floor = _indent(text)
-        yield number, floor, stripped
-        if floor == 0:
-            return
-
-
 def _inside_try_naming(filename: str, lineno: int, name: str) -> bool:
     for number, indent, header in enclosing_headers(filename, lineno, _MAX_LINES):
-        if header.startswith(("def ", "async def ", "class ")):
+        if header.startswith(SCOPES):
             return False
         if header.startswith("try:") and _clause_names(filename, number, indent, name):
             return True
@@ -83,9 +61,9 @@ def _clause_names(filename: str, try_line: int, indent: int, name: str) -> bool:
         stripped = text.strip()
         if clause is not None:
             clause += " " + stripped
-        elif not stripped or stripped.startswith("#") or _indent(text) > indent:
+        elif not stripped or stripped.startswith("#") or source_blocks.indent(text) > indent:
             continue
-        elif _indent(text) < indent:
+        elif source_blocks.indent(text) < indent:
             return False
         elif stripped.startswith("except"):
             clause = stripped

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import gc
 import inspect
-import linecache
 import re
 import sys
 import textwrap
@@ -21,6 +20,7 @@ from types import CodeType, FrameType, ModuleType
 from typing import Any, Final, NamedTuple
 
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, module_file
+from sqla_doctor.runtime.source_blocks import SCOPES, enclosing_headers
 
 # Endpoint -> its dependency -> a sub-dependency ...: how deep the chain is followed.
 _MAX_DEPTH = 4
@@ -120,7 +120,7 @@ def _entered_context_manager(filename: str, line: int, function: Any) -> Generat
         if module is None:
             return None
         names = vars(module)
-    for called in _with_calls_around(linecache.getlines(filename), line - 1):
+    for called in _with_calls_around(filename, line):
         manager = _lookup_dotted(called, names)
         if not inspect.isfunction(manager):
             continue
@@ -133,34 +133,20 @@ def _entered_context_manager(filename: str, line: int, function: Any) -> Generat
 
 _WITH = re.compile(r"(?:async\s+)?with\s+(.*)")
 _CALLED = re.compile(r"(?:^|[,(]\s*)([A-Za-z_][\w.]*)\s*\(")
-_SCOPE = ("def ", "async def ", "class ")
 # Lines read upwards from the leaking one, at most: a function's length.
 _MAX_LINES_UP = 400
 
 
-def _with_calls_around(lines: list[str], index: int) -> list[str]:
-    """The names called by the ``with`` statements whose blocks hold line ``index``
-    (0-based), innermost first, up to the enclosing ``def``."""
-    if not 0 <= index < len(lines):
-        return []
-    current = lines[index]
-    indent = len(current) - len(current.lstrip())
+def _with_calls_around(filename: str, line: int) -> list[str]:
+    """The names called by the ``with`` statements whose blocks hold ``line``, innermost
+    first, up to the enclosing ``def``."""
     called: list[str] = []
-    for text in reversed(lines[max(0, index - _MAX_LINES_UP) : index]):
-        stripped = text.lstrip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        level = len(text) - len(stripped)
-        if level >= indent:
-            continue
-        indent = level
-        if stripped.startswith(_SCOPE):
+    for _, _, header in enclosing_headers(filename, line, _MAX_LINES_UP):
+        if header.startswith(SCOPES):
             break  # the function (or class) the line is in: no with above counts
-        header = _WITH.match(stripped)
-        if header is not None:
-            called.extend(_CALLED.findall(header.group(1)))
-        if level == 0:
-            break
+        statement = _WITH.match(header)
+        if statement is not None:
+            called.extend(_CALLED.findall(statement.group(1)))
     return called
 
 

@@ -19,7 +19,6 @@ from sqla_doctor.runtime.callsite import (
     names_holding,
     unit_of_work_exit,
 )
-from sqla_doctor.runtime.caught import enclosing_headers
 from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, TransactionEnd
 from sqla_doctor.runtime.detectors.session_leak import (
     METHOD_CALLS,
@@ -31,6 +30,7 @@ from sqla_doctor.runtime.detectors.session_leak import (
 )
 from sqla_doctor.runtime.generator_dependency import module_of
 from sqla_doctor.runtime.skipped_commits import commit_skipped
+from sqla_doctor.runtime.source_blocks import enclosing_headers
 from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
 
 _MAX_NAMED = 4
@@ -159,7 +159,6 @@ def _in_fixture_teardown() -> bool:
             return True
         frame = frame.f_back
     return False
-
 
 
 # ``with SessionLocal() as db:``, ``async with AsyncSession(engine) as session,``: each
@@ -495,9 +494,7 @@ class ForgottenCommit(Detector):
             writers = [a.site for a in discarded if a.site is not None]
             if record.writes and record.flush_site is not None:
                 writers.append(record.flush_site)
-            block = (
-                _begin_block(site, asynchronous, session, writers) if site is not None else None
-            )
+            block = _begin_block(site, asynchronous, session, writers) if site is not None else None
             if block is not None:
                 begin, name = block
             else:

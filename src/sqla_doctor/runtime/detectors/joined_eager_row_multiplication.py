@@ -434,7 +434,7 @@ class JoinedEagerRowMultiplication(Detector):
         if mapped:
             # Every query of the class joins it: the mapping is the one place to fix.
             fix += (
-                f", or map {_join(mapped)} with lazy=\"selectin\" (lazy=\"joined\" in the "
+                f', or map {_join(mapped)} with lazy="selectin" (lazy="joined" in the '
                 "mapping joins it into every query)"
             )
         self.report(

@@ -260,7 +260,7 @@ class NPlusOneAttributeReload(Detector):
                 option,
             )
         # Loaded through a relationship to the base class: the mapping loads them.
-        mapping = "__mapper_args__ = {..., \"polymorphic_load\": \"selectin\"}"
+        mapping = '__mapper_args__ = {..., "polymorphic_load": "selectin"}'
         return (
             f"they were loaded as {base} objects, which leaves {entity}'s own table out: "
             f"load it with them, {mapping} on {entity}",
@@ -270,11 +270,7 @@ class NPlusOneAttributeReload(Detector):
     def checkpoint(self) -> None:
         threshold = max(self.config.attribute_reload_threshold, 2)
         for key, group in self.groups.items():
-            if (
-                len(group.parents) >= threshold
-                and not group.by_library
-                and not self.reported(key)
-            ):
+            if len(group.parents) >= threshold and not group.by_library and not self.reported(key):
                 self._report(key, group)
 
     def _report(self, key: Any, group: _Group) -> None:

@@ -779,9 +779,7 @@ class RepeatedStatement(Detector):
             elif entry.merged is not None:
                 fix = _merge_fix(entry.merged)
             elif entry.fetched is not None and (
-                got := _get_fix(
-                    entry.fetched, entry.site is not None and is_awaited(entry.site)
-                )
+                got := _get_fix(entry.fetched, entry.site is not None and is_awaited(entry.site))
             ):
                 fix = got
             elif entry.collection is not None:

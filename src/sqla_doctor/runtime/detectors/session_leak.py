@@ -154,9 +154,7 @@ def is_test_case(site: CallSite, owner: str) -> bool:
     setUp() runs before each test and tearDown() (or a cleanup) after it."""
     unittest = sys.modules.get("unittest")
     found = _module_global(site, owner)
-    return (
-        unittest is not None and isinstance(found, type) and issubclass(found, unittest.TestCase)
-    )
+    return unittest is not None and isinstance(found, type) and issubclass(found, unittest.TestCase)
 
 
 def _module_namespace(site: CallSite) -> Any:

@@ -200,5 +200,3 @@ class SessionSharedAcrossTasks(Detector):
                 fix=_FIX.format(factory=factory),
             )
         )
-
-

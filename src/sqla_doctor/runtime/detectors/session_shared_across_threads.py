@@ -131,7 +131,7 @@ class SessionSharedAcrossThreads(Detector):
             what = (
                 f"Session used by two threads at once: {use.who} began an operation at "
                 f"{here} while {use.other}'s commit() from {other} was still under way "
-                "(SQLAlchemy refuses it until the COMMIT is done: \"This session is in "
+                '(SQLAlchemy refuses it until the COMMIT is done: "This session is in '
                 "'prepared' state; no further SQL can be emitted within this transaction\")"
             )
             note = f"{use.other}'s commit() on the same session, still under way"

@@ -248,7 +248,5 @@ def _connection_resumes(
     if began and now - began >= runtime.idle_transaction_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
-            span = TransactionSpan(
-                checkout, what, now - began, stretch, idle_total, known=known
-            )
+            span = TransactionSpan(checkout, what, now - began, stretch, idle_total, known=known)
             _dispatch(uow, "connection_transaction_end", span, can_raise=False)

@@ -363,11 +363,7 @@ def _watch_unset_key(session: Session, record: SessionRecord, state: Any) -> Non
     if not keys:
         return
     uow = _object_unit(session, record)
-    if (
-        uow is None
-        or not uow.handlers["init_scalar"]
-        or uow.settings.runtime.track_reads is False
-    ):
+    if uow is None or not uow.handlers["init_scalar"] or uow.settings.runtime.track_reads is False:
         return
     obj = state.obj()
     if obj is not None:
