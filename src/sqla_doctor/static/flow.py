@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -85,6 +85,7 @@ _STATEMENT_CHAIN = frozenset(
         "on_conflict_do_update",
         "on_duplicate_key_update",
         "from_select",
+        "from_statement",
         "inline",
         "with_dialect_options",
     }
@@ -728,8 +729,11 @@ class FunctionFlow:
 
     def _imported(self, name: str) -> str | None:
         """What a name bound only by one import inside this function names (`from
-        sqlalchemy import delete` in the body, to dodge an import cycle)."""
+        sqlalchemy import delete` in the body, to dodge an import cycle), or in a module's
+        flow by one ``class`` or ``def`` of the module (a script's code below its models)."""
         bindings = self.bindings.get(name, ())
+        if self._defined_once_here(bindings):
+            return self.resolver.qualify_name(name)
         if not bindings or any(b.kind != "import" for b in bindings):
             return None
         nodes = {id(b.node): b.node for b in bindings}
@@ -742,6 +746,15 @@ class FunctionFlow:
         scratch.add_import(node)
         target = scratch.imports.get(name)
         return self.resolver.follow(target) if target is not None else None
+
+    def _defined_once_here(self, bindings: Sequence[Binding]) -> bool:
+        """Bound once, by a ``class`` or ``def`` at the top of the module this flow is."""
+        return (
+            isinstance(self.node, ast.Module)
+            and len(bindings) == 1
+            and bindings[0].kind == "def"
+            and self.parents.get(bindings[0].node) is self.node
+        )
 
     def sqla_name(self, node: ast.expr) -> str | None:
         qualified = self.qualify(node)
@@ -1833,6 +1846,17 @@ def _worth_analysing(ctx: FileContext, node: ast.FunctionDef | ast.AsyncFunction
     if isinstance(parent, ast.ClassDef) and isinstance(ctx.parent(parent), ast.Module):
         return ctx.index.worth_analysing(f"{prefix}{parent.name}.{node.name}")
     return True
+
+
+# Top-level statements that make a module a script, with code of its own to analyse.
+_SCRIPT_STATEMENTS = (ast.With, ast.AsyncWith, ast.For, ast.AsyncFor, ast.While, ast.If, ast.Try)
+
+
+def runs_code(module: ast.Module) -> bool:
+    """Whether a module's top level does work (with blocks, loops, branches) that the
+    session rules check as they check a function's body; a module of definitions, or of
+    definitions and constants, does none."""
+    return any(isinstance(statement, _SCRIPT_STATEMENTS) for statement in module.body)
 
 
 def flow_for(ctx: FileContext, node: ast.AST) -> FunctionFlow:

@@ -154,19 +154,20 @@ class NameResolver:
         """``sa.orm.relationship`` → ``sqlalchemy.orm.relationship``; unknown → None."""
         if node.__class__ is ast.Name:
             # The commonest question, answered without building a dotted name.
-            return self._qualify_local(node.id)
+            return self.qualify_name(node.id)
         parts: list[str] = []
         while isinstance(node, ast.Attribute):
             parts.append(node.attr)
             node = node.value
         if not isinstance(node, ast.Name):
             return None
-        base = self._qualify_local(node.id)
+        base = self.qualify_name(node.id)
         if base is None:
             return None
         return ".".join([base, *reversed(parts)])
 
-    def _qualify_local(self, name: str) -> str | None:
+    def qualify_name(self, name: str) -> str | None:
+        """What a name of this module's namespace (imported or defined) names."""
         imported = self.names.imports.get(name)
         if imported is not None:
             return self.follow(imported)

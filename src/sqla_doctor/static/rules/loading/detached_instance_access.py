@@ -14,6 +14,7 @@ from sqla_doctor.static.flow import (
     SessionValue,
     contains,
     flow_for,
+    runs_code,
     worth_analysing,
 )
 from sqla_doctor.static.lifecycle import exit_method, sessions_ended
@@ -90,6 +91,7 @@ class _Region:
         ``scope``."""
         start = (getattr(node, "end_lineno", None) or 0, getattr(node, "end_col_offset", None) or 0)
         return cls(*start, *_end_of(scope))
+
 
 # A service object made once at module level, whose methods close their own session.
 _SERVICE_FILES = {
@@ -215,6 +217,20 @@ def get_user(user_id):
 def post_titles(user_id):
     return [post.title for post in get_user(user_id).posts]
 """
+# A script's top-level code reading what a helper returned from its closed session.
+_SCRIPT_AFTER_HELPER = """
+from sqlalchemy.orm import selectinload
+from app.db import SessionLocal
+from app.models import User
+
+def get_user(user_id):
+    with SessionLocal() as session:
+        return session.get(User, user_id{options})
+
+user = get_user(1)
+for post in user.posts:
+    print(post.title)
+"""
 _SERVICE_USE = """
 from app.service import users
 
@@ -289,6 +305,11 @@ class DetachedInstanceAccess(Rule):
     message = "{problem}"
 
     VALID = (
+        Valid(
+            _SCRIPT_AFTER_HELPER.format(options=", options=[selectinload(User.posts)]"),
+            path="scripts/titles.py",
+            files=_FILES,
+        ),
         Valid(
             _SERVICE_USE.format(method="all_users_with_posts"),
             path="app/views.py",
@@ -512,6 +533,12 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _SCRIPT_AFTER_HELPER.format(options=""),
+            path="scripts/titles.py",
+            files=_FILES,
+            line=10,
+        ),
         # Loaded by a unit of work's repository, read after `with uow:` closed its session.
         Invalid(
             _THROUGH_UNIT_OF_WORK.format(inside="", after="[p.title for p in user.posts]"),
@@ -796,9 +823,17 @@ class DetachedInstanceAccess(Rule):
         ),
     )
 
+    def visit_Module(self, node: ast.Module) -> None:
+        if runs_code(node):
+            self._check_scope(node)
+
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        if not worth_analysing(self.ctx, node):
-            return
+        if worth_analysing(self.ctx, node):
+            self._check_scope(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _check_scope(self, node: ast.Module | ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         flow = flow_for(self.ctx, node)
         navigator = Navigator(flow, self.ctx.index, strict=True)
         for bindings in list(flow.bindings.values()):
@@ -817,8 +852,6 @@ class DetachedInstanceAccess(Rule):
             self._check_added(flow, with_node)
         for call in flow.calls:
             self._check_call_result(flow, navigator, call)
-
-    visit_AsyncFunctionDef = visit_FunctionDef
 
     def _check_call_result(self, flow: FunctionFlow, navigator: Navigator, call: ast.Call) -> None:
         """``get_user(1).posts``: a relationship read straight off what a function returns

@@ -51,6 +51,42 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+# A script below the models it queries, all at the module's top level.
+_SCRIPT = """
+from sqlalchemy import ForeignKey, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import selectinload
+
+class Base(DeclarativeBase):
+    pass
+
+class Author(Base):
+    __tablename__ = "authors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    books: Mapped[list["Book"]] = relationship()
+
+class Book(Base):
+    __tablename__ = "books"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+
+engine = create_engine("sqlite://")
+with Session(engine) as session:
+    for author in session.scalars(select(Author){options}):
+        print(author.id, len(author.books))
+"""
+# Rows a hand-written SQL query maps onto the model.
+_FROM_STATEMENT = """
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, selectinload
+from app.models import User
+
+def active(session: Session):
+    users = session.scalars(
+        select(User).from_statement(text("SELECT * FROM users WHERE active")){options}
+    ).all()
+    return [(user.name, len(user.posts)) for user in users]
+"""
 # Rows read by a lambda map() runs on each, and through filter().
 _MAPPED = """
 from sqlalchemy import select
@@ -633,6 +669,12 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        Valid(_SCRIPT.format(options=".options(selectinload(Author.books))"), path="load.py"),
+        Valid(
+            _FROM_STATEMENT.format(options=".options(selectinload(User.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
         # map() and filter() over rows whose statement loads the posts.
         Valid(
             _MAPPED.format(options=".options(selectinload(User.posts))"),
@@ -1040,6 +1082,25 @@ class RelationshipAccessInLoop(Rule):
     )
 
     INVALID = (
+        # The models' own names, in the module's top-level code that queries them.
+        Invalid(
+            _SCRIPT.format(options=""),
+            path="load.py",
+            line=21,
+            expected_message=(
+                "`Author.books` is lazy-loaded once per row of "
+                "`session.scalars(select(Author))` (loaded at line 20) — add "
+                "`.options(selectinload(Author.books))` to that query"
+            ),
+        ),
+        # A FromStatement takes the option as a select() does.
+        Invalid(
+            _FROM_STATEMENT.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=9,
+            expected_fix=_FROM_STATEMENT.format(options=".options(selectinload(User.posts))"),
+        ),
         # A lambda map() calls once per row; a comprehension over filter()'s rows.
         Invalid(
             _MAPPED.format(options=""),

@@ -19,6 +19,7 @@ from sqla_doctor.static.flow import (
     contains,
     flow_for,
     receiver_key,
+    runs_code,
     worth_analysing,
 )
 from sqla_doctor.static.index import Model, ProjectIndex
@@ -70,6 +71,19 @@ _FILES = {
         name: Mapped[str]
     """,
 }
+
+# A copy script's top-level code: rows read from one database, added to another.
+_COPY_SCRIPT = """
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+from app.models import User
+
+legacy = create_engine("sqlite:///legacy.db")
+target = create_engine("sqlite:///app.db")
+with Session(legacy) as src, Session(target) as dst:
+    for user in src.scalars(select(User)):
+        dst.add(User(name=user.name)){commit}
+"""
 
 # A model with a relationship collection, and a JSON list SQLAlchemy does not watch.
 _COLLECTION_FILES = {
@@ -575,6 +589,11 @@ class WriteWithoutCommit(Rule):
     message = "`{write}` is never {never}: {why} — {remedy}"
 
     VALID = (
+        Valid(
+            _COPY_SCRIPT.format(commit="\n    dst.commit()"),
+            path="scripts/copy_users.py",
+            files=_FILES,
+        ),
         # A migration's session on Alembic's connection, flushed after its writes.
         Valid(
             _MIGRATION_SESSION.format(flush="\n    session.flush()"),
@@ -1211,6 +1230,17 @@ class WriteWithoutCommit(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _COPY_SCRIPT.format(commit=""),
+            path="scripts/copy_users.py",
+            files=_FILES,
+            line=9,
+            expected_message=(
+                "`dst.add(User(name=user.name))` is never committed: `dst` (line 7) is "
+                "closed without `dst.commit()`, which rolls the write back — commit before "
+                "the block ends, or open it with `.begin()`"
+            ),
+        ),
         # pgAdmin's revision deleting old preferences: no query runs after the deletes,
         # so nothing flushes them, and the migration's transaction commits without them.
         Invalid(
@@ -1734,21 +1764,23 @@ class WriteWithoutCommit(Rule):
         return not self.in_alembic and not self.ctx.index.sqlalchemy_below_2
 
     def visit_Module(self, node: ast.Module) -> None:
-        # Scripts open connections at module level (`with engine.connect() as conn:`).
-        if "connect" not in self.ctx.source or not self.judges_connections:
+        # Scripts open sessions and connections at module level (`with Session(engine)
+        # as session:`, `with engine.connect() as conn:`).
+        connections = "connect" in self.ctx.source and self.judges_connections
+        if not connections and not runs_code(node):
             return
         flow = flow_for(self.ctx, node)
-        for owned in owned_connections(flow):
-            self._check_connection(flow, owned)
+        if runs_code(node):
+            self._check_sessions(flow)
+        if connections:
+            for owned in owned_connections(flow):
+                self._check_connection(flow, owned)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         if not worth_analysing(self.ctx, node):
             return
         flow = flow_for(self.ctx, node)
-        for owned in owned_sessions(flow):
-            if owned.value.commits or owned.value.scoped or owned.value.how == "flask":
-                continue
-            self._check(flow, owned)
+        self._check_sessions(flow)
         if self.judges_connections:
             for connection in owned_connections(flow):
                 self._check_connection(flow, connection)
@@ -1779,6 +1811,12 @@ class WriteWithoutCommit(Rule):
                     self._check_unit_of_work(flow, expr.id, expr, block, block.lineno)
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _check_sessions(self, flow: FunctionFlow) -> None:
+        for owned in owned_sessions(flow):
+            if owned.value.commits or owned.value.scoped or owned.value.how == "flask":
+                continue
+            self._check(flow, owned)
 
     def _check_unit_of_work(
         self,
