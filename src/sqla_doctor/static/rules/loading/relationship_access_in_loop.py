@@ -75,6 +75,17 @@ with Session(engine) as session:
     for author in session.scalars(select(Author){options}):
         print(author.id, len(author.books))
 """
+# Every author loaded first, into the session the posts come from.
+_AUTHORS_FIRST = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from app.models import Post, User
+
+def bylines(session: Session):
+    authors = session.scalars(select(User){narrowed}).all()
+    posts = session.scalars(select(Post)).all()
+    return [f"{{post.title}} by {{post.author.name}}" for post in posts], len(authors)
+"""
 # Rows a hand-written SQL query maps onto the model.
 _FROM_STATEMENT = """
 from sqlalchemy import select, text
@@ -669,6 +680,8 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        # Each post's author is in the session's identity map already: no SQL per post.
+        Valid(_AUTHORS_FIRST.format(narrowed=""), path="app/views.py", files=_FILES),
         Valid(_SCRIPT.format(options=".options(selectinload(Author.books))"), path="load.py"),
         Valid(
             _FROM_STATEMENT.format(options=".options(selectinload(User.posts))"),
@@ -1092,6 +1105,13 @@ class RelationshipAccessInLoop(Rule):
                 "`session.scalars(select(Author))` (loaded at line 20) — add "
                 "`.options(selectinload(Author.books))` to that query"
             ),
+        ),
+        # Only some authors loaded first: the others are loaded one post at a time.
+        Invalid(
+            _AUTHORS_FIRST.format(narrowed=".where(User.name.in_(EDITORS))"),
+            path="app/views.py",
+            files=_FILES,
+            line=8,
         ),
         # A FromStatement takes the option as a select() does.
         Invalid(
@@ -1913,7 +1933,8 @@ class RelationshipAccessInLoop(Rule):
                             found.append((access, rows, iterable))
                     continue
                 for access in navigator.on_binding(binding, element, region, per_row=True):
-                    found.append((access, rows, iterable))
+                    if not _targets_held(flow, access, rows, loop):
+                        found.append((access, rows, iterable))
         self._emit(found)
 
     def _worth(self, node: ast.AST) -> bool:
@@ -2112,6 +2133,51 @@ def _chains_on(body: ast.expr, name: str) -> list[tuple[ast.Attribute, tuple[str
             attrs[-1] += "()"
         chains.append((node, tuple(attrs)))
     return chains
+
+
+# Statement methods after which a query no longer loads every row of its model.
+_NARROWING = frozenset(
+    {"where", "filter", "filter_by", "limit", "offset", "slice", "fetch", "join", "having"}
+)
+
+
+def _targets_held(
+    flow: FunctionFlow, access: LazyAccess, rows: ObjectsValue, loop: ast.AST
+) -> bool:
+    """A many-to-one read on each row whose every target the session already holds:
+    ``countries = session.scalars(select(Country)).all()`` earlier in the scope, in the
+    same session and kept in a name, makes each ``city.country`` an identity-map lookup
+    with no SQL."""
+    rel = access.rel
+    if rel.direction != "many-to-one" or rel.target is None or len(access.path) != 1:
+        return False
+    start = (getattr(loop, "lineno", 0), getattr(loop, "col_offset", 0))
+    for bindings in flow.bindings.values():
+        if len(bindings) != 1 or bindings[0].kind != "assign" or bindings[0].pos >= start:
+            continue
+        held = flow.binding_value(bindings[0])
+        if (
+            isinstance(held, ObjectsValue)
+            and held.many
+            and held.shape == "list"
+            and held.model == rel.target
+            and not held.path
+            and held.receiver is not None
+            and held.receiver == rows.receiver
+            and held.stmt is not None
+            and not _narrowed(held.stmt.node)
+        ):
+            return True
+    return False
+
+
+def _narrowed(statement: ast.expr) -> bool:
+    node: ast.expr = statement
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr in _NARROWING:
+            return True
+        node = node.func.value
+    return False
 
 
 def _loop_bindings(flow: FunctionFlow, loop: ast.AST, target: ast.expr) -> list[Binding]:
