@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pydantic
 import pytest
 from sqlalchemy import Engine, ForeignKey, create_engine, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -296,6 +296,50 @@ async def test_async_close_is_still_a_close(async_engine: AsyncEngine) -> None:
     finding = one(tracker.last.findings, "SQD254")
     assert "its session was closed" in finding.message
     assert "expunge" not in finding.message
+
+
+async def async_posts_after_the_block(
+    engine: AsyncEngine, tracker: sqla_doctor.Tracker, *, begin: bool, option: bool = False
+) -> int:
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    statement = select(User).options(selectinload(User.posts)) if option else select(User)
+    async with tracker:
+        if begin:
+            async with factory.begin() as session:  # line:async-begin-with
+                users = (await session.scalars(statement)).all()
+        else:
+            async with factory() as session:  # line:async-with
+                users = (await session.scalars(statement)).all()
+        return len(users[0].posts)  # line:async-access
+
+
+@pytest.mark.parametrize("begin", [False, True], ids=["session", "begin"])
+async def test_async_with_block_end_is_named(async_engine: AsyncEngine, begin: bool) -> None:
+    """AsyncSession.__aexit__ closes in a task of its own (shielded, and for begin() one
+    task deeper), off the program's stack: the line is the `async with` awaiting it."""
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        await async_posts_after_the_block(async_engine, tracker, begin=begin)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    here = relative(__file__)
+    block = line_of("async-begin-with" if begin else "async-with")
+    assert finding.location.line == line_of("async-access")
+    assert (
+        f"its session was closed when the `async with` block at {here}:{block} ended — "
+    ) in finding.message
+    assert (block, "its session was closed when this block ended") in [
+        (r.location.line, r.message) for r in finding.related
+    ]
+
+
+async def test_async_with_block_twin_with_the_loader_option_is_silent(
+    async_engine: AsyncEngine,
+) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    assert await async_posts_after_the_block(async_engine, tracker, begin=False, option=True) == 2
+    assert tracker.last is not None
+    assert not tracker.last.findings
 
 
 def bio_after_close(engine: Engine, tracker: sqla_doctor.Tracker) -> None:

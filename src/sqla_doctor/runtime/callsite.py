@@ -433,6 +433,63 @@ def awaiting_frames(task: Any, limit: int = 12) -> list[FrameType]:
     return frames
 
 
+# Tasks climbed from a task to the one awaiting it, at most: SQLAlchemy's begin() context
+# awaits a task that awaits the close task.
+_MAX_AWAITERS = 4
+
+
+def awaiter_site() -> CallSite | None:
+    """The program's line awaiting the task running now, when that task has none of the
+    program's frames: ``AsyncSession.__aexit__`` closes the session in a task of its own
+    (``await asyncio.shield(create_task(self.close()))``), so its stack ends in the event
+    loop, while the task that left the ``async with`` block waits for it.
+
+    asyncio keeps no public link from a task to its awaiter: the awaiter's wakeup is one
+    of the task's done callbacks (bound to that task), or one of the callbacks of the
+    future ``shield()`` made, which the shield's callback holds in its closure. Read
+    defensively; None when the shape differs. Asked once per close that detached objects
+    and had no call site."""
+    try:
+        task: Any = asyncio.current_task()
+    except RuntimeError:
+        return None
+    for _ in range(_MAX_AWAITERS):
+        task = _awaiter(task)
+        if task is None:
+            return None
+        frames = awaiting_frames(task)
+        for frame in reversed(frames):
+            if classify(frame.f_code.co_filename) == USER:
+                return _user_site(frame, caller=False)
+    return None
+
+
+def _awaiter(task: Any) -> Any:
+    """The task waiting for ``task`` (directly, or through one ``shield()``), else None."""
+    found = _waiting_task(getattr(task, "_callbacks", None))
+    if found is not None:
+        return found
+    for callback, _ in getattr(task, "_callbacks", None) or ():
+        for cell in getattr(callback, "__closure__", None) or ():
+            try:
+                held = cell.cell_contents
+            except ValueError:
+                continue
+            if isinstance(held, asyncio.Future):
+                found = _waiting_task(getattr(held, "_callbacks", None))
+                if found is not None:
+                    return found
+    return None
+
+
+def _waiting_task(callbacks: Any) -> Any:
+    for callback, _ in callbacks or ():
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            return owner
+    return None
+
+
 def thread_site(ident: int, limit: int = 64) -> CallSite | None:
     """The program's line another thread (``threading.get_ident()``) is running now: its
     outermost frame that called into SQLAlchemy (the ``session.commit()`` line, not an

@@ -782,7 +782,8 @@ class SavepointMark(NamedTuple):
 
 
 class Detachment:
-    """Objects left their session: where, and how (``close``, ``expunge_all`` or ``expunge``).
+    """Objects left their session: where, and how (``close``, ``expunge_all``, ``expunge``,
+    or ``async_with``: closed by an ``async with`` block's end, the line of ``site``).
 
     ``identity_map`` is the map they were in (``close()`` and ``expunge_all()`` replace
     it with a new one and leave the old one as it was); for ``expunge``, ``keys`` are the

@@ -76,8 +76,8 @@ class DetachedInstanceExplained(Detector):
     ## What it does
     Explains a `DetachedInstanceError` when it happens: which attribute of which entity
     could not load, where the object was loaded, where it left its session (the end of
-    the `with` block, `close()`, `expunge()`, `expunge_all()`), what expired it (a commit with
-    `expire_on_commit=True`), and the change that fixes it.
+    the `with` or `async with` block, `close()`, `expunge()`, `expunge_all()`), what
+    expired it (a commit with `expire_on_commit=True`), and the change that fixes it.
 
     The explanation is a finding at the line that read the attribute, and a note on the
     exception itself, so the traceback carries it in every mode. It is made when the
@@ -307,6 +307,9 @@ class DetachedInstanceExplained(Detector):
                 "its session, db.session, was removed when the app context of the request "
                 f"that loaded it ended ({where})"
             )
+        if detachment.how == "async_with":
+            related.append((detachment.site, "its session was closed when this block ended"))
+            return f"its session was closed when the `async with` block at {where} ended"
         related.append((detachment.site, "its session was closed here"))
         return f"its session was closed at {where}"
 

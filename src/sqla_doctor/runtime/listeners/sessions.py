@@ -20,6 +20,7 @@ from sqlalchemy.orm.attributes import instance_state
 
 from sqla_doctor.runtime import callsite, errors, reads
 from sqla_doctor.runtime.app_context import kept_in_flask_g
+from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.detector import (
     AttachedElsewhere,
     FlushAfterFailure,
@@ -471,13 +472,19 @@ def _detached(session: Session, state: Any) -> None:
             # only the session referenced is collected and leaves that map.
             record.discarded_dirty = _changes_left_behind(record, session)
         how = "expunge_all" if _expunge_all_called(sys._getframe(1)) else "close"
+        site = callsite.find(2)
+        if site is None and async_owner(session) is not None:
+            # Closed by AsyncSession.__aexit__ in a task of its own: the `async with`
+            # awaiting it is the program's line.
+            site = callsite.awaiter_site()
+            how = "async_with" if site is not None else how
         detachment = Detachment(
-            callsite.find(2), how, record.identity_map, record.commit_site, record.rollback_site
+            site, how, record.identity_map, record.commit_site, record.rollback_site
         )
         # The new map marks the batch: the next objects of this close() find it here.
         detachment.marker = replaced
         record.add_detachment(detachment)
-        if how == "close":
+        if how != "expunge_all":
             _close_begins(record, detachment.site)
         return
     # expunge(obj): one object leaves a map that stays.
