@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import jinja2
 import pytest
-from sqlalchemy import Engine, ForeignKey, Select, create_engine, insert, select
+from sqlalchemy import Engine, ForeignKey, Select, create_engine, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -165,6 +165,37 @@ def test_selectinload_twin_is_silent(engine: Engine) -> None:
             assert len(user.posts) == 2
     assert not uow.findings
     assert uow.query_count == 2
+
+
+def users_by_raw_sql(option: bool) -> Any:
+    statement = select(User).from_statement(text("SELECT * FROM users ORDER BY id"))
+    return statement.options(selectinload(User.posts)) if option else statement
+
+
+def test_parents_loaded_by_from_statement_text_name_that_query(engine: Engine) -> None:
+    """select(User).from_statement(text(...)) is no SELECT to ORMExecuteState.is_select,
+    yet it loads the parents: the message and the related lines name it."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(users_by_raw_sql(option=False)).all()  # line:raw-query
+        for user in users:
+            assert len(user.posts) == 2
+    finding = one(uow.findings, "SQD251")
+    here = relative(__file__)
+    assert f"(parents loaded by the query at {here}:{line_of('raw-query')}) — " in (
+        finding.message
+    )
+    assert finding.message.endswith("add .options(selectinload(User.posts)) to that query")
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("raw-query"), "the query that loaded the parents")
+    ]
+
+
+def test_from_statement_text_with_the_option_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(users_by_raw_sql(option=True)).all()
+        for user in users:
+            assert len(user.posts) == 2
+    assert not uow.findings
 
 
 def test_many_to_one_suggests_joinedload(engine: Engine) -> None:

@@ -161,7 +161,11 @@ def _on_do_orm_execute(state: Any) -> None:
         execution = OrmExecution(state, kind, site, relationship, parent, in_flush, uow)
         executing.set(execution)
         _note_use(record if record is not None else _record(state.session), site, uow)
-        if kind is not OTHER and kind is not COLUMN_LOAD:
+        if (kind is not OTHER and kind is not COLUMN_LOAD) or (
+            # select(User).from_statement(text(...)) loads Users, yet is no SELECT to
+            # is_select (one of a select() is, since SQLAlchemy 2.0.30).
+            kind is OTHER and getattr(state.statement, "is_from_statement", False) is True
+        ):
             mapper = state.bind_mapper
             if mapper is not None:
                 query = kind is not LAZY_LOAD and kind is not RELATIONSHIP_LOAD
