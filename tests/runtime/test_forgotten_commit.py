@@ -45,6 +45,28 @@ def test_added_object_discarded_by_close_is_reported(engine: Engine) -> None:
     assert finding.severity.value == "error"
 
 
+def test_objects_added_from_one_line_are_one_related_entry(engine: Engine) -> None:
+    """A loop adding three objects from one line: one entry with the count, not three."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.add(User(name="first"))  # line:single-add
+        for name in ("a", "b", "c"):
+            session.add(User(name=name))  # line:loop-add
+    finding = one(uow.findings, "SQD152")
+    assert "4 added object(s) (4 User) were never inserted" in finding.message
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("single-add"), "User added here"),
+        (line_of("loop-add"), "3 User added here"),
+    ]
+
+
+def test_objects_added_from_one_line_and_committed_are_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for name in ("a", "b", "c"):
+            session.add(User(name=name))
+        session.commit()
+    assert not uow.findings
+
+
 def test_commit_is_the_silent_twin(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         session.add(User(name="ada"))

@@ -460,8 +460,14 @@ class ForgottenCommit(Detector):
         if discarded:
             entities = _counted([a.entity for a in discarded])
             lost.append(f"{len(discarded)} added object(s) ({entities}) were never inserted")
-            for added in discarded[:_MAX_NAMED]:
-                related.append((added.site, f"{added.entity} added here"))
+            # One entry per line: a loop adds many objects from the same one.
+            by_line: dict[CallSite | None, list[str]] = {}
+            for added in discarded:
+                if added.site in by_line or len(by_line) < _MAX_NAMED:
+                    by_line.setdefault(added.site, []).append(added.entity)
+            for added_at, entities_there in by_line.items():
+                what = entities_there[0] if len(entities_there) == 1 else _counted(entities_there)
+                related.append((added_at, f"{what} added here"))
         began = record.opened[0] if record.opened else None
         if record.discarded_dirty:
             lost.append(f"changes to {_counted(record.discarded_dirty)} were never written")
