@@ -380,6 +380,54 @@ def test_a_session_left_open_fails_at_teardown(project: pytest.Pytester) -> None
     )
 
 
+def test_a_fixture_returning_a_connection_is_told_to_yield_it_from_a_with_block(
+    project: pytest.Pytester,
+) -> None:
+    """`with engine.connect() as connection:` around the fixture's `return` would close
+    the connection before the test runs: the fix is the `yield` inside that block."""
+    write_test(
+        project,
+        """
+        import pytest
+        from sqlalchemy import text
+
+
+        @pytest.fixture
+        def connection(engine):
+            return engine.connect()
+
+
+        @pytest.fixture
+        def closed_connection(engine):
+            with engine.connect() as connection:
+                yield connection
+
+
+        def test_returned(connection):
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+        def test_yielded(closed_connection):
+            assert closed_connection.execute(text("SELECT 1")).scalar() == 1
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_returned*",
+            "*test_app.py:7: SQD154 connection checked out at *test_app.py:7 is still checked "
+            "out at the end of the unit of work — the pytest fixture hands it out and never "
+            "closes it: `with engine.connect() as connection: yield connection` closes it at "
+            "the fixture's teardown, after the test",
+        ]
+    )
+    # The fixed twin: one error, test_returned's.
+    assert "ERROR at teardown of test_yielded" not in result.stdout.str()
+
+
 def test_writes_a_fixture_discards_at_teardown_are_not_a_forgotten_commit(
     project: pytest.Pytester,
 ) -> None:

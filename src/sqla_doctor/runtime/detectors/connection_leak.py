@@ -8,6 +8,7 @@ import re
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, format_stack
 from sqla_doctor.runtime.detector import Checkin, Detector
+from sqla_doctor.runtime.detectors.forgotten_commit import in_pytest_fixture
 from sqla_doctor.runtime.detectors.session_leak import is_awaited
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord
 
@@ -23,6 +24,10 @@ _RAW_HINT = "with contextlib.closing(engine.raw_connection()) as raw: ..."
 _ASYNC_FIX = (
     "close it: `async with {call} as {name}:` (or `await {name}.close()` in a finally block)"
 )
+_FIXTURE_FIX = (
+    "the pytest fixture hands it out and never closes it: `{hint}` closes it at the "
+    "fixture's teardown, after the test"
+)
 # ``conn = db_engine.connect()``, ``conn = await engine.connect()``: the line that checked
 # the connection out, whose call and name the fix repeats.
 _CONNECTED = re.compile(
@@ -31,13 +36,24 @@ _CONNECTED = re.compile(
 )
 
 
+# ``return engine.connect()``: a fixture (or helper) handing the connection out.
+_RETURNED = re.compile(
+    r"^\s*return\s+(?:await\s+)?(?P<call>[A-Za-z_][\w.]*\.connect\(\))\s*(?:#.*)?$"
+)
+
+
 def _connected_as(site: CallSite | None, default: tuple[str, str]) -> tuple[str, str]:
-    """The call and the name of ``conn = db_engine.connect()`` at ``site``, else
-    ``default``; read only when a finding is reported."""
+    """The call and the name of ``conn = db_engine.connect()`` (or the call of ``return
+    db_engine.connect()``) at ``site``, else ``default``; read only when a finding is
+    reported."""
     if site is not None:
-        found = _CONNECTED.match(linecache.getline(site.filename, site.lineno))
+        line = linecache.getline(site.filename, site.lineno)
+        found = _CONNECTED.match(line)
         if found is not None:
             return found.group("call"), found.group("name")
+        returned = _RETURNED.match(line)
+        if returned is not None:
+            return returned.group("call"), default[1]
     return default
 
 
@@ -54,7 +70,10 @@ class ConnectionLeak(Detector):
     A DBAPI connection from `engine.raw_connection()` is told to be closed itself
     (`raw.close()` in `finally`, or `contextlib.closing`). When the reported line
     assigns the connection (`db = warehouse.connect()`), the `with` fix repeats that
-    call and name: `with warehouse.connect() as db:`.
+    call and name: `with warehouse.connect() as db:`. A pytest fixture that returns the
+    connection (`return engine.connect()`) is told to yield it from a `with` block, which
+    closes it at the fixture's teardown: `with engine.connect() as connection: yield
+    connection`.
 
     ## Why is this bad?
     Until it is closed, a connection is unavailable to everyone else: under load the pool
@@ -112,6 +131,13 @@ class ConnectionLeak(Detector):
         raw = record.pool is None
         if raw:
             hint, fix = _RAW_HINT, _RAW_FIX
+        elif site is not None and in_pytest_fixture(site):
+            # A `with` block around a `return` would close it before the test runs: a
+            # fixture closes what it hands out after a `yield`, at its teardown.
+            with_ = "async with" if awaited else "with"
+            call, name = _connected_as(site, ("engine.connect()", "connection"))
+            hint = f"{with_} {call} as {name}: yield {name}"
+            fix = _FIXTURE_FIX.format(hint=hint)
         elif awaited:
             call, name = _connected_as(site, ("engine.connect()", "conn"))
             hint = f"async with {call} as {name}: ..."

@@ -93,15 +93,18 @@ def closed_by_pytest_fixture(site: CallSite) -> bool:
     ``teardown()`` the fixture handed to ``request.addfinalizer()``, a helper its code
     after ``yield`` calls): its teardown discards the test's writes on purpose, so that
     the next test starts from the same data. Asked only when a close lost writes."""
+    return in_pytest_fixture(site) or _in_fixture_teardown()
+
+
+def in_pytest_fixture(site: CallSite) -> bool:
+    """Whether the line at ``site`` is in a pytest fixture's function (one defined at
+    module level, found by its name in the module)."""
     module = sys.modules.get(site.module) if site.module else module_of(site.filename)
     function = module.__dict__.get(site.function) if module is not None else None
-    return (
-        function is not None
-        and (
-            type(function).__name__ == "FixtureFunctionDefinition"  # pytest >= 8.4
-            or hasattr(function, "_pytestfixturefunction")  # earlier
-        )
-    ) or _in_fixture_teardown()
+    return function is not None and (
+        type(function).__name__ == "FixtureFunctionDefinition"  # pytest >= 8.4
+        or hasattr(function, "_pytestfixturefunction")  # earlier
+    )
 
 
 # ``db_session.close()``, ``p.call(db_session.close)``: the session the line closes.
