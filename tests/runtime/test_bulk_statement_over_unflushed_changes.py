@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -225,6 +227,74 @@ def test_changes_to_another_class_are_silent(bulk_engine: Engine) -> None:
         session.execute(update(Label).values(text="x"))
         session.commit()
     assert not of_code(uow.findings, "SQD353")
+
+
+ACCOUNTS = Account.__table__
+
+
+def core_update_on_the_sessions_connection(
+    engine: Engine, *, change: str, statement: Any, rows: Any = None, flush: bool = False
+) -> tuple[list[Any], str | None]:
+    """Account 1's ``change`` attribute changed in the ORM, then a Core statement run
+    through session.connection(), which neither autoflushes nor expires anything."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        account = session.get(Account, 1)
+        assert account is not None
+        setattr(account, change, "Ada")
+        if flush:
+            session.flush()
+        session.connection().execute(statement, rows)  # line:core-update
+        session.commit()
+        name = _name(session, 1)
+    return of_code(uow.findings, "SQD353"), name
+
+
+@pytest.mark.parametrize(
+    ("statement", "rows"),
+    [
+        (update(ACCOUNTS).values(name="Bob"), None),
+        (
+            update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account_id")),
+            [{"account_id": 1, "name": "Bob"}],
+        ),
+    ],
+    ids=["values", "executemany"],
+)
+def test_a_core_update_on_the_sessions_connection_is_overwritten_by_the_flush(
+    bulk_engine: Engine, statement: Any, rows: Any
+) -> None:
+    findings, name = core_update_on_the_sessions_connection(
+        bulk_engine, change="name", statement=statement, rows=rows
+    )
+    # What the finding says happened: the flush at commit() wrote "Ada" over "Bob".
+    assert name == "Ada"
+    [finding] = findings
+    assert finding.location.line == line_of("core-update")
+    assert finding.message == (
+        f"`update(accounts)` at {HERE}:{line_of('core-update')} ran without autoflush while "
+        "the session held unflushed changes to 1 Account object(s) (Account.name): a Core "
+        "statement on the session's connection neither flushes nor expires anything: the "
+        "next flush writes those changes over the statement's values — call session.flush() "
+        "before the statement"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "statement", "flush"),
+    [
+        ("name", update(ACCOUNTS).values(name="Bob"), True),
+        ("email", update(ACCOUNTS).values(name="Bob"), False),
+        ("name", update(Label.__table__).values(text="x"), False),
+    ],
+    ids=["flushed-first", "another-column", "another-table"],
+)
+def test_a_core_update_over_nothing_it_loses_is_silent(
+    bulk_engine: Engine, change: str, statement: Any, flush: bool
+) -> None:
+    findings, _ = core_update_on_the_sessions_connection(
+        bulk_engine, change=change, statement=statement, flush=flush
+    )
+    assert findings == []
 
 
 async def test_async_no_autoflush_update_is_reported(bulk_async_engine: AsyncEngine) -> None:

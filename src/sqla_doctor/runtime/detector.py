@@ -213,7 +213,16 @@ class Statement:
     parameter sets, and must not keep them unless ``show_parameters`` is on.
     """
 
-    __slots__ = ("connection", "executemany", "in_flush", "orm", "parameters", "site", "sql")
+    __slots__ = (
+        "compiled",
+        "connection",
+        "executemany",
+        "in_flush",
+        "orm",
+        "parameters",
+        "site",
+        "sql",
+    )
 
     def __init__(
         self,
@@ -224,6 +233,7 @@ class Statement:
         orm: OrmExecution | None,
         in_flush: bool,
         connection: Connection | None = None,
+        compiled: Any = None,
     ) -> None:
         self.sql = sql
         self.parameters = parameters
@@ -233,6 +243,9 @@ class Statement:
         self.in_flush = in_flush
         # The Connection running it (its engine's URL and dialect); never to execute on.
         self.connection = connection
+        # The SQLAlchemy Compiled it came from (``.statement`` is the construct), None
+        # for driver SQL (exec_driver_sql()).
+        self.compiled = compiled
 
 
 class Flush:

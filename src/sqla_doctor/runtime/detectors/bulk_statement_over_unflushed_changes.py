@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.detector import OTHER, Detector, OrmExecution
+from sqla_doctor.runtime.callsite import CallSite
+from sqla_doctor.runtime.detector import CORE, OTHER, Detector, OrmExecution, Statement
 from sqla_doctor.runtime.detectors.bulk_statement_skips_orm_events import (
     attribute_key,
     set_keys,
     statement_mapper,
 )
+from sqla_doctor.runtime.unit_of_work import process
 
 _MAX_SEEN = 1_000
 # Objects looked at per statement; session.dirty and session.new are what the user
@@ -72,7 +74,11 @@ class BulkStatementOverUnflushedChanges(Detector):
       it changed not to).
 
     With autoflush on (the default), the session flushes those changes before a bulk
-    statement and nothing is lost; that case is not reported.
+    statement and nothing is lost; that case is not reported. A Core `update(table)` or
+    `delete(table)` run on the session's own connection
+    (`session.connection().execute(...)`) never autoflushes and expires nothing: it is
+    checked the same way, against the classes that map the table, and the changes it
+    would lose are written over its values by the next flush.
 
     ## Why is this bad?
     Two writes to the same row, one in memory and one in the database, and one of them
@@ -107,7 +113,7 @@ class BulkStatementOverUnflushedChanges(Detector):
     name = "bulk-statement-over-unflushed-changes"
     pitfalls = ("P32",)
     severity = Severity.ERROR
-    execution_kinds = frozenset({OTHER})
+    execution_kinds = frozenset({OTHER, CORE})
     message = (
         "`{statement}` at {site} ran without autoflush while the session held {held}: "
         "{consequence} — call session.flush() before the statement"
@@ -134,30 +140,69 @@ class BulkStatementOverUnflushedChanges(Detector):
         if mapper is None:
             return
         verb = "UPDATE" if state.is_update else "DELETE"
+        sync = state.execution_options.get("synchronize_session", "auto")
+        overwrite = (
+            "the next flush writes those changes over the statement's values"
+            if sync is False
+            else "the statement discards those changes (it expires the changed attributes)"
+        )
+        keys = set_keys(state, mapper) if verb == "UPDATE" else None
+        label = f"{verb.lower()}({mapper.class_.__name__})"
+        self._check(session, mapper, verb, keys, state.statement, site, label, overwrite)
+
+    def on_before_cursor_execute(self, statement: Statement) -> None:
+        """A Core UPDATE/DELETE of a mapped table run on the session's own connection
+        (``session.connection().execute(update(table))``): no ORM execution, so no
+        autoflush, and it expires nothing."""
+        site = statement.site
+        if statement.orm is not None or statement.in_flush or site is None:
+            return
+        clause: Any = getattr(statement.compiled, "statement", None)
+        if not getattr(clause, "is_dml", False) or not (clause.is_update or clause.is_delete):
+            return
+        table = getattr(clause, "table", None)
+        session = _session_of(statement.connection)
+        if table is None or session is None:
+            return
+        verb = "UPDATE" if clause.is_update else "DELETE"
+        overwrite = (
+            "a Core statement on the session's connection neither flushes nor expires "
+            "anything: the next flush writes those changes over the statement's values"
+        )
+        label = f"{verb.lower()}({getattr(table, 'name', 'table')})"
+        for mapper in _mappers_of(session, table):
+            keys = _core_set_keys(statement.compiled, table, mapper) if verb == "UPDATE" else None
+            if self._check(session, mapper, verb, keys, clause, site, label, overwrite):
+                return
+
+    def _check(
+        self,
+        session: Any,
+        mapper: Any,
+        verb: str,
+        keys: frozenset[str] | None,
+        statement: Any,
+        site: CallSite,
+        label: str,
+        overwrite: str,
+    ) -> bool:
+        """Report the statement if the session holds what it loses; whether it did."""
         key = (site.filename, site.lineno, verb)
         if key in self.seen:
-            return
+            return False
         new = sum(1 for obj in list(session.new)[:_MAX_OBJECTS] if _of(obj, mapper))
         changed_objects = 0
         changed_keys: list[str] = []
-        overwrite = ""
         dirty = [obj for obj in list(session.dirty)[:_MAX_OBJECTS] if _of(obj, mapper)]
         if verb == "UPDATE":
-            keys = set_keys(state, mapper)
             for obj in dirty:
                 changed = _changed_keys(obj, keys)
                 if changed:
                     changed_objects += 1
                     changed_keys.extend(k for k in changed if k not in changed_keys)
-            sync = state.execution_options.get("synchronize_session", "auto")
-            overwrite = (
-                "the next flush writes those changes over the statement's values"
-                if sync is False
-                else "the statement discards those changes (it expires the changed attributes)"
-            )
         compared_objects = 0
         compared_keys: list[str] = []
-        compared = _compared_keys(state.statement, mapper) if dirty else frozenset()
+        compared = _compared_keys(statement, mapper) if dirty else frozenset()
         if compared:
             for obj in dirty:
                 changed = [k for k in _changed_keys(obj, compared) if k not in changed_keys]
@@ -165,9 +210,9 @@ class BulkStatementOverUnflushedChanges(Detector):
                     compared_objects += 1
                     compared_keys.extend(k for k in changed if k not in compared_keys)
         if not (new or changed_objects or compared_objects):
-            return
+            return False
         if len(self.seen) >= _MAX_SEEN:
-            return
+            return False
         self.seen.add(key)
         entity = mapper.class_.__name__
         held: list[str] = []
@@ -202,11 +247,65 @@ class BulkStatementOverUnflushedChanges(Detector):
                 "compared_attributes": compared_keys[:_MAX_NAMED],
                 "new_objects": new,
             },
-            statement=f"{verb.lower()}({entity})",
+            statement=label,
             site=self.where(site),
             held=" and ".join(held),
             consequence="; ".join(consequences),
         )
+        return True
+
+
+def _session_of(connection: Any) -> Any:
+    """The Session whose transaction runs on this Connection (it checked it out), else
+    None: a Connection of the program's own."""
+    try:
+        fairy = connection.connection
+    except Exception:
+        return None
+    checkout = process.checkouts_by_fairy.get(id(fairy))
+    if checkout is None or not checkout.session_owned or checkout.session_record is None:
+        return None
+    record = checkout.session_record()
+    return record.session if record is not None else None
+
+
+def _mappers_of(session: Any, table: Any) -> list[Any]:
+    """The mappers of the session's new and changed objects that map ``table``."""
+    from sqlalchemy import inspect
+
+    found: list[Any] = []
+    for obj in [*list(session.dirty)[:_MAX_OBJECTS], *list(session.new)[:_MAX_OBJECTS]]:
+        try:
+            mapper = inspect(obj).mapper
+        except Exception:
+            continue
+        if mapper not in found and table in set(mapper.tables):
+            found.append(mapper)
+    return found
+
+
+def _core_set_keys(compiled: Any, table: Any, mapper: Any) -> frozenset[str]:
+    """The attributes of ``mapper`` a Core UPDATE of ``table`` sets: its ``.values()``
+    (``_values``/``_ordered_values``, as set_keys() reads them), else the parameter keys
+    it was compiled for (``execute(update(table), [{...}])``) that name its columns."""
+    statement = compiled.statement
+    names: list[Any] = []
+    for attribute in ("_values", "_ordered_values"):
+        found = getattr(statement, attribute, None)
+        if found:
+            names = list(found.keys()) if isinstance(found, dict) else [k for k, _ in found]
+            break
+    if not names:
+        names = list(getattr(compiled, "column_keys", None) or ())
+    keys: set[str] = set()
+    for name in names:
+        column = table.c.get(name) if isinstance(name, str) else name
+        if column is None:
+            continue  # a bindparam() of the WHERE clause, not a column it sets
+        key = attribute_key(column, mapper)
+        if key is not None:
+            keys.add(key)
+    return frozenset(keys)
 
 
 def _of(obj: Any, mapper: Any) -> bool:

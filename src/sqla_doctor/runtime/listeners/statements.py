@@ -264,6 +264,7 @@ def _on_before_cursor_execute(
                     execution,
                     flush_record is not None,
                     conn,
+                    getattr(context, "compiled", None),
                 )
                 for handler in handlers:
                     handler(payload)
