@@ -6,7 +6,9 @@ Importing ``app.models.user`` runs ``app/__init__.py`` and ``app/models/__init__
 moving a model import there is one way env.py loses its models). Imports inside functions
 are followed: env.py calls its functions, and following more only makes the check quieter.
 A module that imports by name at run time (``importlib.import_module``, ``__import__``,
-``pkgutil.walk_packages``) makes the result unknowable, and says so.
+``pkgutil.walk_packages``) makes the result unknowable, and says so, unless the name is a
+literal: ``importlib.import_module("app.models")`` and oslo's
+``importutils.try_import("app.models")`` import that module like an import statement.
 """
 
 from __future__ import annotations
@@ -41,6 +43,21 @@ class Reached:
     dynamic: list[str] = field(default_factory=list)
 
 
+# Calls whose first argument, a literal absolute module name, is the module they import.
+_LITERAL_IMPORTERS = frozenset({"import_module", "try_import", "__import__"})
+
+
+def _literal_import(node: ast.AST) -> str | None:
+    if not (isinstance(node, ast.Call) and call_tail(node.func) in _LITERAL_IMPORTERS):
+        return None
+    if not node.args or not isinstance(node.args[0], ast.Constant):
+        return None
+    name = node.args[0].value
+    if isinstance(name, str) and name and not name.startswith("."):
+        return name
+    return None
+
+
 def imported_names(
     tree: ast.Module, module: str, is_package: bool
 ) -> Iterator[tuple[str, tuple[str, ...]]]:
@@ -52,6 +69,8 @@ def imported_names(
         elif isinstance(node, ast.ImportFrom):
             base = resolve_relative(module, is_package, node.level, node.module)
             yield base, tuple(alias.name for alias in node.names)
+        elif (literal := _literal_import(node)) is not None:
+            yield literal, ()
 
 
 def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
@@ -67,7 +86,9 @@ def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
 
 def dynamic_import(tree: ast.Module) -> bool:
     return any(
-        isinstance(node, ast.Call) and call_tail(node.func) in DYNAMIC_IMPORT_CALLS
+        isinstance(node, ast.Call)
+        and call_tail(node.func) in DYNAMIC_IMPORT_CALLS
+        and _literal_import(node) is None
         for node in ast.walk(tree)
     )
 

@@ -194,6 +194,18 @@ class ModelsNotImportedInEnv(MigrationRule):
                 ),
             },
         ),
+        # Modules imported by a literal name (mistral's `importutils.try_import(...)`) are
+        # imported all the same.
+        Valid(
+            _ENV.replace(
+                "from app.db import Base",
+                "from oslo_utils import importutils\nfrom app.db import Base\n"
+                "importutils.try_import('app.models.user')\n"
+                "importutils.try_import('app.models.order')",
+            ),
+            path="migrations/env.py",
+            files=_PROJECT,
+        ),
         # The package runs a module of the project that is not there to read (generated,
         # git-ignored): what it imports is unknown, so silent.
         Valid(
@@ -312,6 +324,21 @@ class ModelsNotImportedInEnv(MigrationRule):
                 "(app/models/user.py): env.py never imports app.models.order, app.models.user, "
                 "so autogenerate does not see them — import app.models.order, app.models.user "
                 "in env.py"
+            ),
+        ),
+        # A literal importlib.import_module() is followed, not taken for a dynamic import.
+        Invalid(
+            _ENV.replace(
+                "from app.db import Base",
+                "import importlib\nfrom app.db import Base\n"
+                "importlib.import_module('app.models.user')",
+            ),
+            path="migrations/env.py",
+            files=_PROJECT,
+            expected_message=(
+                "target_metadata `Base.metadata` misses Order (app/models/order.py): env.py never "
+                "imports app.models.order, so autogenerate does not see it — import "
+                "app.models.order in env.py"
             ),
         ),
         # A model import moved under TYPE_CHECKING by a linter never runs.
