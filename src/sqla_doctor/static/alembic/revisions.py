@@ -65,6 +65,24 @@ def _as_tuple(value: object) -> tuple[str, ...] | None:
     return None
 
 
+def _branch_labels(node: ast.expr | None) -> tuple[str, ...]:
+    """The labels a ``branch_labels`` value gives; one given by a name
+    (``branch_labels = migration.EXPAND_BRANCH``, glance) is known by its expression: its
+    value is unknown, but the branch is labelled."""
+    if node is None:
+        return ()
+    known = _as_tuple(_literal(node))
+    if known is not None:
+        return known
+    elements = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return tuple(
+        element.value
+        if isinstance(element, ast.Constant) and isinstance(element.value, str)
+        else ast.unparse(element)
+        for element in elements
+    )
+
+
 def module_assignments(tree: ast.Module) -> Iterator[tuple[str, ast.expr, ast.stmt]]:
     """(name, value, statement) for every simple module-level assignment, in order."""
     for stmt in tree.body:
@@ -83,9 +101,12 @@ def module_assignments(tree: ast.Module) -> Iterator[tuple[str, ast.expr, ast.st
 def parse_revision(path: Path, display: str, tree: ast.Module) -> Revision | None:
     """The revision a file declares, or None when it declares none."""
     values: dict[str, tuple[object, ast.stmt]] = {}
+    labels_node: ast.expr | None = None
     for name, value, stmt in module_assignments(tree):
         if name in ("revision", "down_revision", "branch_labels", "depends_on"):
             values[name] = (_literal(value), stmt)
+        if name == "branch_labels":
+            labels_node = value
     if "revision" not in values:
         return None
     revision_value, revision_stmt = values["revision"]
@@ -93,7 +114,7 @@ def parse_revision(path: Path, display: str, tree: ast.Module) -> Revision | Non
         return None
     down_value, down_stmt = values.get("down_revision", (_UNKNOWN, revision_stmt))
     down = _as_tuple(down_value)
-    labels = _as_tuple(values.get("branch_labels", (None, revision_stmt))[0]) or ()
+    labels = _branch_labels(labels_node)
     depends_value, depends_stmt = values.get("depends_on", (None, revision_stmt))
     depends = _as_tuple(depends_value) or ()
     return Revision(

@@ -94,6 +94,21 @@ class MultipleHeads(MigrationRule):
                 "migrations/versions/x1.py": _revision("x1", None, 'branch_labels = ("audit",)'),
             },
         ),
+        # Expand and contract branches labelled by a constant of the project (glance's
+        # `branch_labels = migration.EXPAND_BRANCH`).
+        Valid(
+            _revision("a1", None),
+            path="migrations/versions/a1.py",
+            files={
+                **_INI,
+                "migrations/versions/e1.py": _revision(
+                    "e1", "a1", "branch_labels = migration.EXPAND_BRANCH"
+                ),
+                "migrations/versions/c1.py": _revision(
+                    "c1", "a1", 'branch_labels = ("ocata01", migration.CONTRACT_BRANCH)'
+                ),
+            },
+        ),
         # A branch labelled where it forks.
         Valid(
             _revision("a1", None),
