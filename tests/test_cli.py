@@ -184,6 +184,22 @@ def test_exclude_gitignore_and_virtualenvs_are_skipped(
     assert paths == {"src/app.py", "keep.tmp.py", "{data}/e.py"}
 
 
+def test_a_dangling_symlink_is_no_file_to_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pagure keeps `hooks/files/default_hook.py -> /does/not/exist` in git; the walk reported
+    it as SQD901 'cannot read file'. A symlink to a real file is still read."""
+    write_tree(tmp_path, {"app.py": MUTABLE, "real/target.py": MUTABLE})
+    (tmp_path / "hook.py").symlink_to("/does/not/exist")
+    (tmp_path / "linked.py").symlink_to(tmp_path / "real" / "target.py")
+    result = run_cli(capsys, "check", "--format", "json", str(tmp_path))
+    findings = json.loads(result.out)["findings"]
+    assert {(f["code"], f["location"]["path"]) for f in findings} == {
+        ("SQD501", "app.py"),
+        ("SQD501", "real/target.py"),
+    }
+
+
 def test_gitignore_escapes_brackets_and_a_reversed_range_matches_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

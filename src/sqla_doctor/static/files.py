@@ -276,6 +276,10 @@ def _walk(
                     continue
                 subdirs.append((path, active))
             elif entry.name.endswith(suffixes):
+                # A symlink to nothing (pagure's `default_hook.py -> /does/not/exist`) is no
+                # source to read; an unreadable regular file is still reported.
+                if entry.is_symlink() and not path.exists():
+                    continue
                 if _matches_any(relative, entry.name, exclude) or _ignored(active, path, False):
                     continue
                 resolved = path.resolve()
