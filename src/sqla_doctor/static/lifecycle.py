@@ -226,7 +226,8 @@ def unbound(value: SessionValue, made: ast.expr | None) -> bool:
 def bound_to_connection(flow: FunctionFlow, made: ast.expr | None, depth: int = 0) -> bool:
     """Whether a session is made on an existing connection (``Session(bind=conn)``,
     ``Session(op.get_bind())``, ``join_transaction_mode=``), also by a factory the function
-    made so (``factory = sessionmaker(conn)``, then ``factory()``): it holds no pool
+    made so (``factory = sessionmaker(conn)``, then ``factory()``) or by one the call binds
+    (``factory = sessionmaker()``, then ``factory(bind=conn)``): it holds no pool
     connection of its own, so not closing it leaks nothing."""
     if isinstance(made, ast.Await):
         made = made.value
@@ -240,8 +241,8 @@ def bound_to_connection(flow: FunctionFlow, made: ast.expr | None, depth: int = 
             and binding.element is None
             and isinstance(binding.value, ast.Call)
             and call_tail(binding.value.func) in ("sessionmaker", "async_sessionmaker")
-        ):
-            return bound_to_connection(flow, binding.value, depth + 1)
+        ) and bound_to_connection(flow, binding.value, depth + 1):
+            return True
     if any(kw.arg == "join_transaction_mode" for kw in made.keywords):
         return True
     bind = next((kw.value for kw in made.keywords if kw.arg == "bind"), None)

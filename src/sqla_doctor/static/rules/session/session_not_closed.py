@@ -250,6 +250,20 @@ class SessionNotClosed(Rule):
                 db_session.execute(sa.text("UPDATE users SET active = true"))
             """
         ),
+        # A factory without a bind, called on Alembic's connection (openstack watcher).
+        Valid(
+            """
+            from alembic import op
+            from sqlalchemy.orm import sessionmaker
+
+            def upgrade():
+                connection = op.get_bind()
+                session = sessionmaker()
+                s = session(bind=connection)
+                s.query(Audit).filter(Audit.name.is_(None)).update({"name": "x"})
+                s.commit()
+            """
+        ),
         # Async: `async with`, and `await s.close()` in a finally.
         Valid(
             """
@@ -269,6 +283,21 @@ class SessionNotClosed(Rule):
         ),
     )
     INVALID = (
+        # A factory without a bind, called on an engine: the session checks out a connection.
+        Invalid(
+            """
+            from sqlalchemy import create_engine
+            from sqlalchemy.orm import sessionmaker
+
+            def backfill(url):
+                engine = create_engine(url)
+                session = sessionmaker()
+                s = session(bind=engine)
+                s.query(Audit).filter(Audit.name.is_(None)).update({"name": "x"})
+                s.commit()
+            """,
+            line=7,
+        ),
         # The same context manager ends each transaction but never closes the session.
         Invalid(
             _PER_MESSAGE,
