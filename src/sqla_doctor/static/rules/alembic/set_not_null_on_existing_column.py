@@ -130,6 +130,39 @@ def upgrade():
     op.alter_column("user", "quota", existing_type=sa.Integer(), nullable=True)
 """
 
+# gnocchi: a column created nullable, backfilled and set NOT NULL, widened by a later
+# revision that repeats its NOT NULL.
+_SET_AFTER_CREATE = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "a1"
+down_revision = None
+
+
+def upgrade():
+    op.create_table(
+        "resource_type",
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("tablename", sa.String(18)),
+    )
+    op.execute("UPDATE resource_type SET tablename = name")
+    op.alter_column("resource_type", "tablename", existing_type=sa.String(18), nullable=False)
+"""
+_RELAXED_TABLENAME = _RELAXED.replace(
+    '"user", "quota", existing_type=sa.Integer()', '"resource_type", "tablename"'
+)
+_WIDENED = (
+    _HEAD
+    + """
+            def upgrade():
+                op.alter_column(
+                    "resource_type", "tablename",
+                    type_=sa.String(35), existing_type=sa.String(18), nullable=False,
+                )
+            """
+)
+
 
 class SetNotNullOnExistingColumn(MigrationRule):
     """
@@ -138,8 +171,9 @@ class SetNotNullOnExistingColumn(MigrationRule):
     `ALTER COLUMN ... SET NOT NULL`) on a table that already exists, unless another revision
     of the project already added a `CHECK (column IS NOT NULL)` constraint on that table,
     or the column is NOT NULL already: created so by a revision below this one, in the
-    same table and schema (`nullable=False`, a primary key), and made nullable, dropped
-    or replaced (another column renamed to its name) by none, or marked
+    same table and schema (`nullable=False`, a primary key) or set so by a later one
+    below, and made nullable, dropped or replaced (another column renamed to its name) by
+    none after that, or marked
     `existing_nullable=False` (often an `alter_column` that changes the type and repeats
     `nullable=False`), or left NOT NULL by the revision's own `downgrade()` (a rename
     that repeats `nullable=False` both ways).
@@ -247,8 +281,29 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 "migrations/versions/b2.py": _BETWEEN,
             },
         ),
+        # Set NOT NULL by a revision below, after the table was created with it nullable.
+        Valid(
+            _WIDENED,
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _SET_AFTER_CREATE,
+                "migrations/versions/b2.py": _BETWEEN,
+            },
+        ),
     )
     INVALID = (
+        # Set NOT NULL below, then made nullable again by a later revision below.
+        Invalid(
+            _WIDENED,
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _SET_AFTER_CREATE,
+                "migrations/versions/b2.py": _RELAXED_TABLENAME,
+            },
+            line=8,
+        ),
         # downgrade() makes the column nullable again: it was before upgrade(); the NOT
         # NULL it keeps is another column's.
         Invalid(
@@ -396,33 +451,44 @@ class SetNotNullOnExistingColumn(MigrationRule):
 
 
 def _created_not_null(migration: MigrationFile, operation: Operation) -> bool:
-    """A revision below this one creates the column NOT NULL (in ``create_table`` or
-    ``add_column``, same table and schema), and no revision of the project lets it hold
-    NULLs again: makes it nullable, creates it nullable, drops it, or renames another
-    column to its name (the old NOT NULL column replaced by a new one)."""
+    """The revisions below this one leave the column NOT NULL (same table and schema): the
+    last of them to decide created it so (``create_table``, ``add_column``) or set it so
+    (an earlier ``SET NOT NULL``, gnocchi's widened ``tablename``), and no revision that
+    is not below lets it hold NULLs (makes it nullable, creates it nullable, drops it, or
+    renames another column to its name: the old NOT NULL column replaced by a new one)."""
     project = migration.project
     if project is None or migration.revision is None:
         return False
-    below = project.graph.ancestors(migration.revision.revision)
+    graph = project.graph
+    below = graph.ancestors(migration.revision.revision)
     column = operation.column
-    created = False
+    decided: list[tuple[int, int, bool]] = []  # (depth, position in the revision, NOT NULL)
     for other in project.files:
-        for candidate in other.upgrade_operations():
+        revision = other.revision.revision if other.revision is not None else None
+        for position, candidate in enumerate(other.upgrade_operations()):
             if candidate.table != operation.table or candidate.schema != operation.schema:
                 continue
-            if _lets_nulls_in(candidate, column):
-                return False
-            if other.revision is None or other.revision.revision not in below:
+            nulls = _lets_nulls_in(candidate, column)
+            if revision is None or revision not in below:
+                if nulls:
+                    return False
                 continue
-            if (
-                candidate.kind == "create_table" and operation.column in candidate.not_null_columns
-            ) or (
-                candidate.kind == "add_column"
-                and candidate.column == operation.column
-                and candidate.not_null
-            ):
-                created = True
-    return created
+            not_null = (
+                (candidate.kind == "create_table" and column in candidate.not_null_columns)
+                or (
+                    candidate.kind == "add_column"
+                    and candidate.column == column
+                    and candidate.not_null
+                )
+                or (
+                    candidate.kind == "set_not_null"
+                    and candidate.column == column
+                    and operation.table is not None
+                )
+            )
+            if nulls or not_null:
+                decided.append((len(graph.ancestors(revision)), position, not nulls))
+    return bool(decided) and max(decided)[2]
 
 
 def _restored_not_null(migration: MigrationFile, operation: Operation) -> bool:
