@@ -110,7 +110,8 @@ class JoinedloadOfCollection(Rule):
     Checks for a collection loaded by JOIN (`joinedload()`, `contains_eager()`, or
     `lazy="joined"` on the relationship) in a 2.0-style statement whose result is read
     without `.unique()`; and for a statement that joins two or more collections side by
-    side.
+    side, however its rows are read (`.first()` too: the ORM reads every row of the
+    object it returns).
 
     ## Why is this bad?
     A joined collection repeats the parent row once per child. SQLAlchemy 2.0 refuses to
@@ -210,6 +211,24 @@ class JoinedloadOfCollection(Rule):
                 a = session.scalars(select(Post).options(*opts)).all()
                 b = session.scalars(select(Post).options(lazyload(Post.attachments))).all()
                 return a, b
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
+        # first() of one joined collection, the other loaded by a second SELECT.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import joinedload, selectinload
+            from app.models import User
+
+            def load(session, user_id):
+                stmt = (
+                    select(User)
+                    .options(joinedload(User.posts), selectinload(User.comments))
+                    .where(User.id == user_id)
+                )
+                return session.scalars(stmt).unique().first()
             """,
             path="app/views.py",
             files=_FILES,
@@ -362,6 +381,29 @@ class JoinedloadOfCollection(Rule):
                 "use `selectinload()` for all but one"
             ),
         ),
+        # first() needs no unique(), but still reads the customer's orders × addresses.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import joinedload
+            from app.models import User
+
+            class UserRepository:
+                def __init__(self, session):
+                    self.session = session
+
+                def with_activity(self, user_id):
+                    stmt = (
+                        select(User)
+                        .options(joinedload(User.posts), joinedload(User.comments))
+                        .where(User.id == user_id)
+                    )
+                    return self.session.scalars(stmt).unique().first()
+            """,
+            path="app/repository.py",
+            files=_FILES,
+            line=15,
+        ),
         # SQLModel's exec() returns a ScalarResult that needs unique() too.
         Invalid(
             """
@@ -394,6 +436,17 @@ class JoinedloadOfCollection(Rule):
             return
         self._fetch(node, func.value, f"`.{func.attr}()`")
         self._explosion(node, func.value)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        # first()/scalar() need no unique(), but the ORM still reads every row of the
+        # parent it returns: two joined collections are still their product.
+        parent = self.ctx.parent(node)
+        if (
+            node.attr in ("first", "scalar")
+            and isinstance(parent, ast.Call)
+            and parent.func is node
+        ):
+            self._explosion(parent, node.value)
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         self._fetch(node, node.iter, "iterating it")
