@@ -113,7 +113,8 @@ class LazyLoadInAsync(Rule):
     A lazy load needs to run SQL implicitly, which `asyncio` cannot do on attribute
     access: it raises `sqlalchemy.exc.MissingGreenlet: greenlet_spawn has not been
     called; can't call await_only() here`. Often only on the code path tests do not
-    reach.
+    reach. Read after the `async with` block (or the helper) that closed the session, it
+    raises `DetachedInstanceError` instead, and `awaitable_attrs` cannot load it either.
 
     ## Known problems
     Objects put in the session's identity map by another query (and so already loaded)
@@ -152,10 +153,27 @@ class LazyLoadInAsync(Rule):
     fix = Applicability.UNSAFE
     message = (
         "`{rel}` is lazy-loaded {where} in async code ({source}): this raises "
-        "MissingGreenlet — add {advice}{alternative}"
+        "{error} — add {advice}{alternative}"
     )
 
     VALID = (
+        # Loaded with the block's query, read after the block: nothing left to load.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import selectinload
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def post_counts():
+                async with SessionLocal() as session:
+                    stmt = select(User).options(selectinload(User.posts))
+                    users = (await session.scalars(stmt)).all()
+                return {u.id: len(u.posts) for u in users}
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
         Valid(
             _REPO_ROUTE.format(method="list_with_authors"), path="app/views.py", files=_REPO_FILES
         ),
@@ -249,6 +267,51 @@ class LazyLoadInAsync(Rule):
         ),
     )
     INVALID = (
+        # Read after the `async with` block closed the session: detached, not MissingGreenlet.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def post_counts():
+                async with SessionLocal() as session:
+                    users = (await session.scalars(select(User))).all()
+                return {u.id: len(u.posts) for u in users}
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=8,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `u` in async code (loaded at line 7): this "
+                "raises DetachedInstanceError (the `async with` block at line 6 closed its "
+                "session) — add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
+        # Returned by a helper whose `async with` closed the session.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from app.db import SessionLocal
+            from app.models import User
+
+            async def load_users():
+                async with SessionLocal() as session:
+                    return list((await session.scalars(select(User))).all())
+
+            async def post_counts():
+                users = await load_users()
+                return [len(u.posts) for u in users]
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=11,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `u` in async code (loaded by `load_users()` at "
+                "app/jobs.py:7): this raises DetachedInstanceError (`load_users()` closed its "
+                "session) — add `.options(selectinload(User.posts))` to that query"
+            ),
+        ),
         Invalid(
             """
             from sqlalchemy.ext.asyncio import AsyncSession
@@ -406,12 +469,12 @@ class LazyLoadInAsync(Rule):
                         self.ctx.index, access, objects.path
                     ):
                         continue
-                    self._report(access, binding.name, seen)
+                    self._report(access, binding.name, seen, _closed_by(flow, access))
         for ret in flow.returns:
             objects = flow.value(ret.value)
             if isinstance(objects, ObjectsValue) and objects.is_async:
                 for access in navigator.response_model(ret, objects):
-                    self._report(access, None, seen)
+                    self._report(access, None, seen, _closed_by(flow, access))
 
     @staticmethod
     def _loaded_explicitly(flow: FunctionFlow, name: str, access: LazyAccess) -> bool:
@@ -446,7 +509,13 @@ class LazyLoadInAsync(Rule):
                 return True
         return False
 
-    def _report(self, access: LazyAccess, obj: str | None, seen: set[tuple[int, str, str]]) -> None:
+    def _report(
+        self,
+        access: LazyAccess,
+        obj: str | None,
+        seen: set[tuple[int, str, str]],
+        closed: str | None = None,
+    ) -> None:
         rel = access.rel
         key = (id(access.node), rel.owner, rel.attr)
         if key in seen:
@@ -483,6 +552,11 @@ class LazyLoadInAsync(Rule):
         else:
             where = f"on `{obj}`" + (f" in {access.via}" if access.via else "")
         alternative = f" or use `await {obj}.awaitable_attrs.{rel.attr}`" if direct else ""
+        error = "MissingGreenlet"
+        if closed is not None:
+            # Detached, it cannot load at all: awaitable_attrs fails the same way.
+            error = f"DetachedInstanceError ({closed} closed its session)"
+            alternative = ""
         advice = f"`.options({option})` to that query"
         if stmt is None and loaded.origin_name is None and _session_get(loaded.node):
             # `session.get()` takes its loader options as a keyword, not `.options()`.
@@ -500,7 +574,31 @@ class LazyLoadInAsync(Rule):
             option=option,
             advice=advice,
             alternative=alternative,
+            error=error,
         )
+
+
+def _closed_by(flow: FunctionFlow, access: LazyAccess) -> str | None:
+    """How the session that loaded the objects was closed before this read: the
+    `async with` block around the load that the read comes after, or the helper that
+    loaded them and closed its session."""
+    loaded = access.objects
+    returns = loaded.returns
+    if returns is not None and returns.session_closed and loaded.origin_name is not None:
+        return f"`{loaded.origin_name}()`"
+    if loaded.node is None or loaded.receiver is None:
+        return None
+    for node in ast.walk(flow.node):
+        if not isinstance(node, ast.AsyncWith) or not contains(node, loaded.node):
+            continue
+        if contains(node, access.node) or not _before(node, access.node):
+            continue
+        if any(
+            isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == loaded.receiver
+            for item in node.items
+        ):
+            return f"the `async with` block at line {node.lineno}"
+    return None
 
 
 def _session_get(node: ast.AST | None) -> bool:
