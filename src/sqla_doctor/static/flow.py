@@ -1940,9 +1940,13 @@ def _provider(
             continue
         source, managed, commits, name = made
         if name is not None:
-            commits = commits or any(
-                isinstance(c.func, ast.Attribute) and c.func.attr == "commit"
-                for c in flow.calls_on(name)
+            commits = (
+                commits
+                or any(
+                    isinstance(c.func, ast.Attribute) and c.func.attr == "commit"
+                    for c in flow.calls_on(name)
+                )
+                or _begun_around(flow, value, name)
             )
             managed = managed or _closed_in_finally(flow, name)
         if style == "return" and name is not None and managed:
@@ -1953,6 +1957,25 @@ def _provider(
             is_async = True
         return ProviderFacts(facts.qualname, node.lineno, is_async, style, source, managed, commits)
     return None
+
+
+def _begun_around(flow: FunctionFlow, node: ast.AST, name: str) -> bool:
+    """``with session.begin(): yield session``: the block commits what the request wrote
+    when it ends without an error."""
+    for block in flow.withs:
+        if not contains(block, node):
+            continue
+        for item in block.items:
+            entered = item.context_expr
+            if (
+                isinstance(entered, ast.Call)
+                and isinstance(entered.func, ast.Attribute)
+                and entered.func.attr == "begin"
+                and isinstance(entered.func.value, ast.Name)
+                and entered.func.value.id == name
+            ):
+                return True
+    return False
 
 
 def _made_by(flow: FunctionFlow, value: ast.expr) -> tuple[str, bool, bool, str | None] | None:

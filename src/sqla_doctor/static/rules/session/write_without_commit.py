@@ -182,6 +182,11 @@ _DEPENDENCY_FILES = {
             yield session
             session.commit()
 
+    def get_transaction() -> Iterator[Session]:
+        with SessionLocal() as session:
+            with session.begin():
+                yield session
+
     def commit_after(db: Session = Depends(get_db)) -> Iterator[None]:
         yield
         db.commit()
@@ -649,7 +654,7 @@ class WriteWithoutCommit(Rule):
             from sqlalchemy import update
             from sqlalchemy.orm import Session
             from app.crud import save
-            from app.deps import get_db, get_unit_of_work
+            from app.deps import get_db, get_transaction, get_unit_of_work
             from app.models import User
 
             app = FastAPI()
@@ -670,6 +675,10 @@ class WriteWithoutCommit(Rule):
             @app.post("/d", dependencies=[Depends(commits_at_the_end)])
             def d(name: str, db: Session = Depends(get_db)):
                 db.execute(update(User).values(name=name))
+
+            @app.post("/e")
+            def e(name: str, db: Session = Depends(get_transaction)):
+                db.add(User(name=name))  # the dependency's begin() block commits it
 
             def not_a_route(name: str, db: Session = Depends(get_db)):
                 db.add(User(name=name))  # a dependency: the route it serves may commit
