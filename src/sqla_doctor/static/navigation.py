@@ -32,6 +32,9 @@ MAX_DEPTH = 4
 _VALIDATORS = frozenset({"model_validate", "from_orm", "validate", "parse_obj"})
 # marshmallow's Schema methods that read the object's attributes.
 SCHEMA_DUMPERS = frozenset({"dump", "dumps"})
+# Functions that read every field of a dataclass (a MappedAsDataclass model's
+# relationships are fields).
+_DATACLASS_WALKERS = frozenset({"dataclasses.asdict", "dataclasses.astuple"})
 _ROUTE_METHODS = frozenset(
     {"get", "post", "put", "patch", "delete", "api_route", "route", "head", "options"}
 )
@@ -298,6 +301,15 @@ class Navigator:
                     )
             return
         if elements:
+            return
+        if self.flow.qualify(func) in _DATACLASS_WALKERS:
+            # A MappedAsDataclass model: asdict() reads every field, relationships too.
+            model = self.index.model(objects.model)
+            if model is not None:
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                via = f"`{name}()`"
+                for rel in self.index.relationships(model):
+                    yield from self.path(objects, (rel.attr,), call, via=via, per_row=per_row)
             return
         if isinstance(func, ast.Attribute) and func.attr in _VALIDATORS:
             cls = self.flow.qualify(func.value)

@@ -86,6 +86,29 @@ def bylines(session: Session):
     posts = session.scalars(select(Post)).all()
     return [f"{{post.title}} by {{post.author.name}}" for post in posts], len(authors)
 """
+# Dataclass models turned into dicts: asdict() reads every field, relationships too.
+_DATACLASS_ROWS = """
+import dataclasses
+from sqlalchemy import ForeignKey, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, Session
+from sqlalchemy.orm import mapped_column, relationship, selectinload
+
+class Base(MappedAsDataclass, DeclarativeBase):
+    pass
+
+class Owner(Base):
+    __tablename__ = "owners"
+    id: Mapped[int] = mapped_column(primary_key=True, init=False)
+    pets: Mapped[list["Pet"]] = relationship(default_factory=list)
+
+class Pet(Base):
+    __tablename__ = "pets"
+    id: Mapped[int] = mapped_column(primary_key=True, init=False)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id"), init=False)
+
+def export(session: Session):
+    return [dataclasses.asdict(owner) for owner in session.scalars(select(Owner){options})]
+"""
 # Rows a hand-written SQL query maps onto the model.
 _FROM_STATEMENT = """
 from sqlalchemy import select, text
@@ -680,6 +703,10 @@ class RelationshipAccessInLoop(Rule):
     )
 
     VALID = (
+        Valid(
+            _DATACLASS_ROWS.format(options=".options(selectinload(Owner.pets))"),
+            path="app/export.py",
+        ),
         # Each post's author is in the session's identity map already: no SQL per post.
         Valid(_AUTHORS_FIRST.format(narrowed=""), path="app/views.py", files=_FILES),
         Valid(_SCRIPT.format(options=".options(selectinload(Author.books))"), path="load.py"),
@@ -1112,6 +1139,16 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_FILES,
             line=8,
+        ),
+        Invalid(
+            _DATACLASS_ROWS.format(options=""),
+            path="app/export.py",
+            line=20,
+            expected_message=(
+                "`Owner.pets` is lazy-loaded once per row of "
+                "`session.scalars(select(Owner))` in `asdict()` (loaded at line 20) — add "
+                "`.options(selectinload(Owner.pets))` to that query"
+            ),
         ),
         # A FromStatement takes the option as a select() does.
         Invalid(
