@@ -252,6 +252,13 @@ class Engineer(Employee):
     __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "engineer"}
 
 
+class Manager(Employee):
+    __tablename__ = "manager"
+    id: Mapped[int] = mapped_column(ForeignKey("employee.id"), primary_key=True)
+    budget: Mapped[int]
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "manager"}
+
+
 ENGINEERS = 5
 
 
@@ -295,6 +302,39 @@ def test_subclass_columns_a_base_class_query_left_out_are_told_selectin_polymorp
         names |= {"Employee": Employee, "Engineer": Engineer}
         query = eval(f"select(Employee){finding.fix_hint}", names)
         assert languages(session.scalars(query).all()) == ["py"] * ENGINEERS
+    assert not fixed.findings
+
+
+def test_two_subclasses_a_base_class_query_left_out_are_told_one_option_naming_both(
+    staff: Engine,
+) -> None:
+    """Engineers' languages and managers' budgets read after one select(Employee): each
+    finding's option names both subclasses, since the two one-subclass options together
+    raise InvalidRequestError ('Loader strategy replacement selectin_polymorphic(Employee)
+    is in conflict with existing strategy')."""
+
+    def read(staff: Iterable[Employee]) -> list[object]:
+        return [
+            e.language if isinstance(e, Engineer) else e.budget  # line:both
+            for e in staff
+            if isinstance(e, Engineer | Manager)
+        ]
+
+    with Session(staff) as session:
+        session.add_all(Manager(name=f"m{i}", budget=i) for i in range(ENGINEERS))
+        session.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(staff) as session:
+        assert len(read(session.scalars(select(Employee)).all())) == 2 * ENGINEERS
+    findings = [f for f in uow.findings if f.code == "SQD253"]
+    option = ".options(selectin_polymorphic(Employee, [Engineer, Manager]))"
+    assert {f.message.split(": ")[0].split(" ")[0] for f in findings} == {"Engineer", "Manager"}
+    assert all(f.location.line == line_of("both") for f in findings)
+    assert all(f.fix_hint == option and f.message.endswith(f"add {option} to it") for f in findings)
+    with sqla_doctor.track(mode="collect") as fixed, Session(staff) as session:
+        names = {"select": select, "selectin_polymorphic": selectin_polymorphic}
+        names |= {"Employee": Employee, "Engineer": Engineer, "Manager": Manager}
+        query = eval(f"select(Employee){option}", names)
+        assert len(read(session.scalars(query).all())) == 2 * ENGINEERS
     assert not fixed.findings
 
 

@@ -12,6 +12,7 @@ Also the other way round: the loader option a fix tells a query to take, and how
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 # Strategies that load a relationship with its parents (``lazy=`` values and options).
@@ -274,13 +275,22 @@ def _foreign_key_attribute(relationship: Any) -> str | None:
         return None
 
 
-def subclass_left_out(base: Any, entity: str) -> tuple[str, str]:
+def subclass_left_out(
+    base: Any, entity: str, loaded: Sequence[str] = ()
+) -> tuple[str, str]:
     """For a query that selected the mapper ``base`` and so left the subclass ``entity``'s
     own table out: the option that loads it with the query, and what the query did
-    ("selected Employee, which leaves Engineer's own table out")."""
+    ("selected Employee, which leaves Engineer's own table out").
+
+    ``loaded``: every subclass of that query read the same way, ``entity`` among them.
+    The option names them all, since a second ``selectin_polymorphic()`` of the same base
+    in one query raises InvalidRequestError ("Loader strategy replacement ... is in
+    conflict with existing strategy").
+    """
     name = base.class_.__name__
+    subclasses = ", ".join(sorted({entity, *loaded}))
     return (
-        f"selectin_polymorphic({name}, [{entity}])",
+        f"selectin_polymorphic({name}, [{subclasses}])",
         f"selected {name}, which leaves {entity}'s own table out",
     )
 

@@ -140,7 +140,9 @@ class NPlusOneAttributeReload(Detector):
     A query of the base class of a joined-table hierarchy (`select(Employee)`) loads
     each subclass object without its own table's columns; reading one of them
     (`engineer.language`) then loads it per object. The finding names the query and the
-    option that loads them with it, `selectin_polymorphic(Employee, [Engineer])`.
+    option that loads them with it, `selectin_polymorphic(Employee, [Engineer])`; when
+    several subclasses are read that way after one query, that option names them all
+    (`[Engineer, Manager]`), since two of them on one base conflict.
 
     ## Options
     - `tool.sqla-doctor.runtime.attribute-reload-threshold`: distinct objects reloaded
@@ -252,7 +254,9 @@ class NPlusOneAttributeReload(Detector):
         base, origin = subclass_of[0].class_.__name__, subclass_of[1]
         entity = group.entity
         if origin.relationship is None and origin.site is not None:
-            polymorphic, left_out = subclass_left_out(subclass_of[0], entity)
+            polymorphic, left_out = subclass_left_out(
+                subclass_of[0], entity, self._subclasses_left_out(subclass_of[0], origin.site)
+            )
             option = f".options({polymorphic})"
             related.append((origin.site, f"the query that selected {base}"))
             return (
@@ -266,6 +270,18 @@ class NPlusOneAttributeReload(Detector):
             f"load it with them, {mapping} on {entity}",
             mapping,
         )
+
+    def _subclasses_left_out(self, base: Any, site: CallSite) -> list[str]:
+        """The subclasses read one object at a time after the query at ``site`` selected
+        ``base`` (a Circle's radius and a Square's side after select(Shape))."""
+        return [
+            group.entity
+            for group in self.groups.values()
+            if group.subclass_of is not None
+            and group.subclass_of[0] is base
+            and group.subclass_of[1].site is not None
+            and group.subclass_of[1].site.key == site.key
+        ]
 
     def checkpoint(self) -> None:
         threshold = max(self.config.attribute_reload_threshold, 2)
