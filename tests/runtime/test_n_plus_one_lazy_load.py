@@ -784,6 +784,20 @@ class Order(PolyBase):
     total: Mapped[int]
 
 
+class Supplier(Party):
+    __tablename__ = "supplier"
+    id: Mapped[int] = mapped_column(ForeignKey("party.id"), primary_key=True)
+    invoices: Mapped[list[Invoice]] = relationship()
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "supplier"}
+
+
+class Invoice(PolyBase):
+    __tablename__ = "invoices"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    supplier_id: Mapped[int] = mapped_column(ForeignKey("supplier.id"))
+    total: Mapped[int]
+
+
 POLY_NAMES = {
     "select": select,
     "selectinload": selectinload,
@@ -792,6 +806,7 @@ POLY_NAMES = {
     "Club": Club,
     "Party": Party,
     "Customer": Customer,
+    "Supplier": Supplier,
 }
 
 
@@ -832,6 +847,44 @@ def test_a_base_class_query_is_told_to_load_the_subclass_with_its_relationship(
         assert total_of(session.scalars(query).all()) == 6
     assert not fixed.findings
     assert fixed.query_count == 3
+
+
+def test_relationships_of_two_subclasses_after_one_base_class_query_get_one_option(
+    parties: Engine,
+) -> None:
+    """Customers' orders and suppliers' invoices read after one select(Party): each
+    finding names both subclasses in one selectin_polymorphic(), since the two
+    one-subclass options together raise InvalidRequestError ('Loader strategy replacement
+    selectin_polymorphic(Party) is in conflict with existing strategy')."""
+
+    def totals(parties: Iterable[Party]) -> int:
+        return sum(
+            o.total
+            for p in parties
+            if isinstance(p, Customer | Supplier)
+            for o in (p.orders if isinstance(p, Customer) else p.invoices)  # line:both
+        )
+
+    with Session(parties) as session:
+        session.add_all(Supplier(invoices=[Invoice(total=10)]) for _ in range(3))
+        session.commit()
+    with sqla_doctor.track(mode="collect") as uow, Session(parties) as session:
+        assert totals(session.scalars(select(Party)).all()) == 36
+    findings = [f for f in uow.findings if f.code == "SQD251"]
+    option = (
+        "selectin_polymorphic(Party, [Customer, Supplier]), "
+        "selectinload(Customer.orders), selectinload(Supplier.invoices)"
+    )
+    assert sorted(f.details["relationship"] for f in findings) == [
+        "Customer.orders",
+        "Supplier.invoices",
+    ]
+    assert all(f.location.line == line_of("both") for f in findings)
+    assert all(f.fix_hint == f".options({option})" for f in findings)
+    with sqla_doctor.track(mode="collect") as fixed, Session(parties) as session:
+        query = eval(f"select(Party).options({option})", dict(POLY_NAMES))
+        assert totals(session.scalars(query).all()) == 36
+    assert not fixed.findings
 
 
 def test_a_with_polymorphic_query_is_told_the_path_through_its_entity(parties: Engine) -> None:

@@ -87,11 +87,17 @@ def _through_alias(relationship: Any, selected: Any) -> bool:
         return False
 
 
-def query_option(relationship: Any, selected: Any, aliased: Any) -> tuple[str, str]:
+def query_option(
+    relationship: Any, selected: Any, aliased: Any, others: Sequence[Any] = ()
+) -> tuple[str, str]:
     """The loader option for ``relationship`` on a query that selected the mapper
     ``selected``, or the aliased entity ``aliased`` (a ``with_polymorphic()`` or an
     ``aliased()`` class); and, when it is not the plain option, why (to follow "add
-    .options(...) to that query")."""
+    .options(...) to that query").
+
+    ``others``: the other relationships lazy-loaded from the objects of the same query,
+    whose subclasses' options join this one's (a Circle's marks and a Square's tags after
+    select(Shape))."""
     name = label(relationship)
     option = f"{loader_for(relationship)}({name})"
     parents = relationship.parent.class_.__name__
@@ -116,8 +122,13 @@ def query_option(relationship: Any, selected: Any, aliased: Any) -> tuple[str, s
         # select(Party) ignores selectinload(Customer.orders) on its own: the subclass's
         # rows must load with their own SELECT, which carries it.
         base = selected.class_.__name__
+        # Two selectin_polymorphic() of one base in a query raise InvalidRequestError
+        # ("Loader strategy replacement ... is in conflict"): one names every subclass.
+        loaded = [relationship, *(r for r in others if base_class_query(r, selected))]
+        subclasses = ", ".join(sorted({r.parent.class_.__name__ for r in loaded}))
+        options = ", ".join(sorted({f"{loader_for(r)}({label(r)})" for r in loaded}))
         return (
-            f"selectin_polymorphic({base}, [{parents}]), {option}",
+            f"selectin_polymorphic({base}, [{subclasses}]), {options}",
             f": it selects {base}, and an option on {name} alone is ignored there",
         )
     return option, ""

@@ -272,7 +272,9 @@ class NPlusOneLazyLoad(Detector):
     the relationship is declared on a subclass (`Customer.orders`), the option on the
     relationship alone is ignored: the fix named is
     `.options(selectin_polymorphic(Party, [Customer]), selectinload(Customer.orders))`,
-    which loads the subclass's rows with their own SELECT that carries it. (No such
+    which loads the subclass's rows with their own SELECT that carries it; relationships
+    of several subclasses read after one query get one option naming them all (two
+    `selectin_polymorphic()` of one base conflict). (No such
     advice when the subclass already loads with the base: `with_polymorphic` in the
     base's mapping, or `polymorphic_load="selectin"` on the subclass.) Below a
     relationship to the base class, the chained option goes through `of_type()`:
@@ -439,7 +441,15 @@ class NPlusOneLazyLoad(Detector):
                 related.append((origin.site, f"the query that loaded each {parents}"))
             else:
                 origin_text = f" (parents loaded by the query at {where})"
-                option, why = query_option(relationship, selected, origin.aliased)
+                others = [
+                    other.relationship
+                    for other in self.groups.values()
+                    if other.origin is not None
+                    and other.origin.site == origin.site
+                    and other.selected is selected
+                    and other.relationship is not relationship
+                ]
+                option, why = query_option(relationship, selected, origin.aliased, others)
                 fix = f"add .options({option}) to that query{why}"
                 if group.immediate and not why:
                     fix = _immediate_fix(relationship, name, option)
