@@ -87,6 +87,36 @@ def test_a_commit_after_expire_all_is_the_one_named(engine: Engine) -> None:
     assert "expire_all" not in message
 
 
+def test_expire_all_inside_the_reading_loop_is_told_to_move_before_the_loop(
+    engine: Engine,
+) -> None:
+    """Run again after each expire_all(), as the usual advice says, the query would load
+    every row once per object: the call is the thing to move."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()  # line:loop-loaded
+        names = []
+        for user in users:  # line:loop
+            session.expire_all()  # line:expire-in-loop
+            names.append(user.name)
+    assert len(names) == USERS
+    finding = one(uow.findings, "SQD253")
+    here = relative(__file__)
+    assert finding.message.endswith(
+        f"the session.expire_all() at {here}:{line_of('expire-in-loop')} runs inside the "
+        f"loop at {here}:{line_of('loop')}, before each read, so each object reloads its "
+        f"own: call it once, before the loop, then run the query at "
+        f"{here}:{line_of('loop-loaded')} again (one query refreshes every expired object "
+        "it returns), or leave it out if nothing changed the rows behind the session's back"
+    )
+    assert finding.fix_hint == "session.expire_all() once, before the loop"
+    with sqla_doctor.track(mode="collect") as fixed, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        session.expire_all()
+        users = session.scalars(select(User)).all()
+        assert [user.name for user in users]
+    assert not fixed.findings
+
+
 def test_expire_per_object_names_the_expire_call(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         users = session.scalars(select(User)).all()
@@ -95,6 +125,9 @@ def test_expire_per_object_names_the_expire_call(engine: Engine) -> None:
         assert [user.name for user in users]
     message = one(uow.findings, "SQD253").message
     assert f"the session.expire() at {relative(__file__)}:{line_of('expire-one')}" in message
+    # The loop expires, the reads come after it: run the query again after it.
+    assert "inside the loop" not in message
+    assert "again after it" in message
 
 
 def test_a_sessions_report_before_its_end_says_the_count_is_a_lower_bound(

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, called_again_by_library
+from sqla_doctor.runtime.caught import enclosing_headers
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
 from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name, is_async_session
 from sqla_doctor.runtime.loading import (
@@ -54,6 +55,29 @@ def _identity(execution: OrmExecution, state: Any) -> int:
         return hash(repr(parameters))
     except TypeError:
         return id(execution)
+
+
+# Lines read upwards from an expire call to the loop around it, at most.
+_MAX_LINES_UP = 60
+
+
+def _loop_around(expire: CallSite, read: CallSite) -> CallSite | None:
+    """The ``for``/``while`` line of the innermost loop, in the function around the
+    program's expire call, whose block holds the line that read the expired objects too
+    (`for user in users: session.expire_all(); user.name`); None when there is none."""
+    if expire.filename != read.filename or read.lineno <= expire.lineno:
+        return None
+    for number, _, header in enclosing_headers(expire.filename, expire.lineno, _MAX_LINES_UP):
+        if header.startswith(("def ", "async def ", "class ")):
+            return None
+        if header.startswith(("for ", "async for ", "while ")):
+            around = {
+                line for line, _, _ in enclosing_headers(read.filename, read.lineno, _MAX_LINES_UP)
+            }
+            if number in around:
+                return CallSite(expire.filename, number, expire.function, expire.module)
+            return None
+    return None
 
 
 class _Group:
@@ -135,7 +159,10 @@ class NPlusOneAttributeReload(Detector):
     Objects expired by the program's own `session.expire_all()` (or `expire(obj)`) are
     told where it was called, and to run the query that loaded them again after it: one
     query refreshes every expired object it returns (their ids are expired too, so a
-    query built from `[user.id for user in users]` would reload each one first).
+    query built from `[user.id for user in users]` would reload each one first). A call
+    inside the loop that reads them (`for user in users: session.expire_all();
+    user.name`) is told to move before the loop: the query run again after each call
+    would load every row once per object.
 
     A query of the base class of a joined-table hierarchy (`select(Employee)`) loads
     each subclass object without its own table's columns; reading one of them
@@ -314,13 +341,26 @@ class NPlusOneAttributeReload(Detector):
                 if loaded_at is not None
                 else "the query that loaded them"
             )
-            fix = (
-                f"the {call} at {self.where(site)} expired them, and each one reloads its "
-                f"own on first read: run {query} again after it (one query refreshes every "
-                f"expired object it returns; their ids are expired too), or leave out the "
-                f"{call} if nothing changed the rows behind the session's back"
-            )
-            hint = f"session.scalars(select({group.entity})...).all() after {call}"
+            loop = _loop_around(site, group.site) if group.site is not None else None
+            if loop is not None:
+                # Run again after each expiry, the query would load every row per object.
+                fix = (
+                    f"the {call} at {self.where(site)} runs inside the loop at "
+                    f"{self.where(loop)}, before each read, so each object reloads its own: "
+                    f"call it once, before the loop, then run {query} again (one query "
+                    "refreshes every expired object it returns), or leave it out if nothing "
+                    "changed the rows behind the session's back"
+                )
+                hint = f"{call} once, before the loop"
+            else:
+                fix = (
+                    f"the {call} at {self.where(site)} expired them, and each one reloads "
+                    f"its own on first read: run {query} again after it (one query "
+                    "refreshes every expired object it returns; their ids are expired too), "
+                    f"or leave out the {call} if nothing changed the rows behind the "
+                    "session's back"
+                )
+                hint = f"session.scalars(select({group.entity})...).all() after {call}"
             related.append((site, f"the {call} that expired the objects"))
         elif group.expired and group.commit_site is not None:
             factory = "async_sessionmaker" if group.async_session else "sessionmaker"
