@@ -5,12 +5,21 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
+from sqlalchemy.orm.exc import StaleDataError
 
 import sqla_doctor
 
@@ -59,6 +68,59 @@ def test_a_flush_after_a_caught_integrity_error_is_reported(engine: Engine) -> N
     finding = one(uow.findings, "SQD155")
     assert finding.location.line == line_of("import-flush")
     assert [r.location.line for r in finding.related] == [line_of("import-flush")]
+
+
+class VersionBase(DeclarativeBase):
+    pass
+
+
+class Counter(VersionBase):
+    __tablename__ = "counter"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int]
+    version: Mapped[int] = mapped_column()
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+
+
+def lose_the_race(engine: Engine, session: Session, roll_back: bool) -> None:
+    """Optimistic concurrency: another writer bumps the row's version first, so this
+    session's flush raises StaleDataError, raised by the unit of work, not a statement."""
+    VersionBase.metadata.create_all(engine)
+    with Session(engine) as setup:
+        setup.add(Counter(id=1, value=0))
+        setup.commit()
+    counter = session.get(Counter, 1)
+    assert counter is not None
+    with Session(engine) as other:
+        winner = other.get(Counter, 1)
+        assert winner is not None
+        winner.value = 5
+        other.commit()
+    counter.value = 1
+    try:
+        session.flush()  # line:stale-flush
+    except StaleDataError:
+        if roll_back:
+            session.rollback()
+
+
+def test_a_stale_version_flush_is_named_by_its_error(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        lose_the_race(engine, session, roll_back=False)
+        with pytest.raises(PendingRollbackError):
+            session.scalars(select(Counter)).all()
+    finding = one(uow.findings, "SQD155")
+    assert finding.message.startswith(
+        f"Session used again after its flush at {relative(__file__)}:{line_of('stale-flush')} "
+        "failed with StaleDataError and was not rolled back"
+    )
+
+
+def test_a_stale_version_flush_rolled_back_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        lose_the_race(engine, session, roll_back=True)
+        assert [c.value for c in session.scalars(select(Counter))] == [5]
+    assert not of_code(uow.findings, "SQD155")
 
 
 def test_a_flush_after_rollback_is_the_silent_twin(engine: Engine) -> None:

@@ -160,7 +160,7 @@ def _on_after_rollback(session: Session) -> None:
         # A failed flush rolls the transaction back and never reaches after_flush; the
         # session then refuses work until rollback() (PendingRollbackError).
         autoflush_of = record.autoflush_of
-        error, driver_error, sqlstate = record.flush_error or (None, None, None)
+        error, driver_error, sqlstate = record.flush_error or (_raised_name(), None, None)
         in_savepoint = session.get_nested_transaction() is not None
         record.failed_flush = FailedFlush(
             autoflush_of.site if autoflush_of is not None else callsite.find(1),
@@ -187,6 +187,14 @@ def _on_after_rollback(session: Session) -> None:
     else:
         # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
         record.roll_back_savepoint()
+
+
+def _raised_name() -> str | None:
+    """The class of an error that failed a flush with no statement raising it
+    (version_id_col's StaleDataError, a before_flush hook's own): SQLAlchemy rolls back
+    inside the except block that caught it. Its class only, never its message."""
+    raised = sys.exc_info()[1]
+    return type(raised).__name__ if raised is not None else None
 
 
 def _objects_expire(session: Session, record: SessionRecord) -> None:
