@@ -77,6 +77,21 @@ _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]
 
 # A SELECT of one aggregate (``collection.count()`` of a dynamic relationship): named
 # apart from the rows' SELECT of the same table, by the function alone (no literal).
+# An INSERT that updates or skips the row when it exists: PostgreSQL's and SQLite's ON
+# CONFLICT, MySQL's ON DUPLICATE KEY UPDATE.
+_UPSERT = re.compile(r"\bON\s+(?:CONFLICT\b|DUPLICATE\s+KEY\s+UPDATE\b)", re.IGNORECASE)
+# A SELECT's row lock, rendered last (SQLite renders none): with_for_update()'s arguments.
+_LOCK = re.compile(
+    r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b(?:\s+OF\s+[^;]*?)?"
+    r"(\s+NOWAIT|\s+SKIP\s+LOCKED)?\s*$",
+    re.IGNORECASE,
+)
+_LOCK_ARGUMENTS = {
+    "UPDATE": [],
+    "NO KEY UPDATE": ["key_share=True"],
+    "SHARE": ["read=True"],
+    "KEY SHARE": ["read=True", "key_share=True"],
+}
 _AGGREGATE = re.compile(r"^\s*SELECT\s+(count|sum|avg|min|max)\s*\(", re.IGNORECASE)
 
 
@@ -314,7 +329,35 @@ def _fix_for_write(sql: str, orm: bool) -> str | None:
     if target is None:
         return None
     verb = target.group(0).split(None, 1)[0].upper()
+    if verb == "INSERT" and _UPSERT.search(sql):
+        # insert(Model) with the rows would drop the ON CONFLICT clause: the upsert
+        # itself takes the list (an ORM bulk INSERT keeps it too).
+        run = "session.execute(stmt, rows)" if orm else "connection.execute(stmt, rows)"
+        return (
+            "build the upsert once, its new values taken from `stmt.excluded` (MySQL: "
+            f"`stmt.inserted`), and run it for every row in one executemany: `{run}` with "
+            "a list of parameter dicts, instead of one INSERT per iteration (insert(Model) "
+            "alone would drop its ON CONFLICT clause)"
+        )
     return _WRITE_FIX[verb, orm]
+
+
+def _lock_note(sql: str) -> str:
+    """For a repeated SELECT that locks its rows (``FOR UPDATE``): how the one query that
+    replaces it keeps the lock; '' for one that locks nothing."""
+    lock = _LOCK.search(sql)
+    if lock is None:
+        return ""
+    arguments = list(_LOCK_ARGUMENTS[" ".join(lock.group(1).upper().split())])
+    if lock.group(2):
+        nowait = "NOWAIT" in lock.group(2).upper()
+        arguments.append("nowait=True" if nowait else "skip_locked=True")
+    option = f".with_for_update({', '.join(arguments)})"
+    clause = " ".join(lock.group(0).split())
+    return (
+        f"; it locks the rows it reads ({clause}): add {option} to that one query so that "
+        "it still does"
+    )
 
 
 class _PerTransaction:
@@ -531,7 +574,11 @@ class RepeatedStatement(Detector):
     ```
 
     An INSERT, UPDATE or DELETE run once per item gets a write's fix: one executemany
-    with a list of parameter dicts.
+    with a list of parameter dicts. An upsert (`ON CONFLICT`, `ON DUPLICATE KEY UPDATE`)
+    is told to run itself that way, built once with `stmt.excluded`, since `insert(Model)`
+    would drop the clause; a repeated `SELECT ... FOR UPDATE` (`session.get(...,
+    with_for_update=True)` per id) is told the `.with_for_update(...)` that keeps the one
+    query locking its rows.
     ```python
     for invoice in invoices:
         connection.execute(text("UPDATE invoice SET pdf = :p WHERE id = :i"),
@@ -808,6 +855,8 @@ class RepeatedStatement(Detector):
                     "fetch the rows in one query (e.g. .where(Model.id.in_(ids)) or a loader "
                     "option) instead of one per iteration"
                 )
+            if write_fix is None:
+                fix += _lock_note(entry.sql)
         details: dict[str, Any] = {
             # Redacted before it is cut: a cut literal must not leave its value behind.
             "statement": shown_sql(entry.sql, self.config.show_parameters)[:1000],
