@@ -6,7 +6,6 @@ from typing import Any
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, called_again_by_library
-from sqla_doctor.runtime.caught import enclosing_headers
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
 from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name, is_async_session
 from sqla_doctor.runtime.loading import (
@@ -14,6 +13,7 @@ from sqla_doctor.runtime.loading import (
     primary_key_attributes,
     subclass_left_out,
 )
+from sqla_doctor.runtime.source_blocks import enclosing_headers
 from sqla_doctor.runtime.unit_of_work import record_of_object
 
 MAX_GROUPS = 1_000
