@@ -152,6 +152,19 @@ def _commits_owner_of(func: ast.Attribute, receiver: str | None) -> bool:
     return key is not None and key.split(".")[0] == receiver.split(".")[0]
 
 
+def _made(binding: Binding) -> ast.Call | None:
+    """The call whose result the name holds: `user = User(...)`, or its element of a
+    tuple made and unpacked at once (`a, b = User(...), User(...)`)."""
+    value = binding.value
+    if binding.element is not None:
+        if not isinstance(value, (ast.Tuple, ast.List)) or binding.element >= len(value.elts):
+            return None
+        if any(isinstance(e, ast.Starred) for e in value.elts):
+            return None
+        value = value.elts[binding.element]
+    return value if isinstance(value, ast.Call) else None
+
+
 def _pos(node: ast.AST) -> tuple[int, int]:
     return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
 
@@ -207,6 +220,22 @@ class PrimaryKeyReadAfterAdd(Rule):
     )
 
     VALID = (
+        # Unpacked from a helper's tuple, and a pair flushed before the read.
+        Valid(
+            """
+            from app.models import User
+
+            def create_pair(session, make_pair):
+                owner, guest = make_pair()
+                session.add_all([owner, guest])
+                first, second = User(email="a@x"), User(email="b@x")
+                session.add_all([first, second])
+                session.flush()
+                return owner.id, first.id
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
         Valid(_IMPERATIVE.format(flush="\n    session.flush()")),
         # An `Annotated` alias that is not a key.
         Valid(
@@ -407,6 +436,20 @@ class PrimaryKeyReadAfterAdd(Rule):
         ),
     )
     INVALID = (
+        # Made two at a time and unpacked.
+        Invalid(
+            """
+            from app.models import User
+
+            def create_pair(session):
+                owner, guest = User(email="a@x"), User(email="b@x")
+                session.add_all([owner, guest])
+                return {"owner": owner.id}
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+        ),
         # Added through a unit of work's repository, read before the unit of work commits.
         Invalid(
             """
@@ -599,9 +642,11 @@ class PrimaryKeyReadAfterAdd(Rule):
         index = self.ctx.index
         for name, bindings in flow.bindings.items():
             for binding in bindings:
-                if binding.kind != "assign" or not isinstance(binding.value, ast.Call):
+                if binding.kind != "assign":
                     continue
-                call = binding.value
+                call = _made(binding)
+                if call is None:
+                    continue
                 if not isinstance(call.func, (ast.Name, ast.Attribute)):
                     continue
                 model = index.model(flow.qualify(call.func))
