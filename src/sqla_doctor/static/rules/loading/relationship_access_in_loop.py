@@ -1133,6 +1133,25 @@ class RelationshipAccessInLoop(Rule):
                 "`.options(selectinload(Author.books))` to that query"
             ),
         ),
+        # Every author loaded first, but by another session, closed since.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import Session
+            from app.db import engine
+            from app.models import Post, User
+
+            def bylines():
+                with Session(engine) as session:
+                    authors = session.scalars(select(User)).all()
+                with Session(engine) as session:
+                    posts = session.scalars(select(Post)).all()
+                    return [f"{post.title} by {post.author.name}" for post in posts], authors
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=11,
+        ),
         # Only some authors loaded first: the others are loaded one post at a time.
         Invalid(
             _AUTHORS_FIRST.format(narrowed=".where(User.name.in_(EDITORS))"),
@@ -2199,13 +2218,23 @@ def _targets_held(
             and held.shape == "list"
             and held.model == rel.target
             and not held.path
-            and held.receiver is not None
-            and held.receiver == rows.receiver
             and held.stmt is not None
             and not _narrowed(held.stmt.node)
+            and _same_session(flow, held, rows)
         ):
             return True
     return False
+
+
+def _same_session(flow: FunctionFlow, one: ObjectsValue, other: ObjectsValue) -> bool:
+    """Loaded through the same binding of the same session name (not two ``with
+    Session() as session:`` blocks one after the other)."""
+    if one.receiver is None or one.receiver != other.receiver:
+        return False
+    if one.node is None or other.node is None:
+        return False
+    name = one.receiver.partition(".")[0]
+    return flow.binding(name, one.node) is flow.binding(name, other.node)
 
 
 def _narrowed(statement: ast.expr) -> bool:
