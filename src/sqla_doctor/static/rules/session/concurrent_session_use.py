@@ -40,6 +40,24 @@ _FILES = {
     """,
 }
 
+# Tasks sharing one session, each using it under a lock (or not).
+_LOCKED = """
+import asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+db_lock = asyncio.Lock()
+
+async def name_of(session: AsyncSession, uid: int):
+    await asyncio.sleep(0)
+    {first}
+    async with db_lock:
+        return await session.scalar(text("SELECT name FROM users WHERE id = :id"), {{"id": uid}})
+
+async def names(session: AsyncSession, ids: list[int]):
+    return await asyncio.gather(*(name_of(session, i) for i in ids))
+"""
+
 _REPO_FILES = {
     **_FILES,
     "app/stats.py": """
@@ -168,6 +186,8 @@ class ConcurrentSessionUse(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # Each task takes the lock around its use of the shared session: one at a time.
+        Valid(_LOCKED.format(first="pass"), path="app/views.py", files=_FILES),
         # Sequential awaits on one session.
         Valid(
             """
@@ -262,6 +282,13 @@ class ConcurrentSessionUse(Rule):
         ),
     )
     INVALID = (
+        # One use outside the lock: the tasks' statements overlap there.
+        Invalid(
+            _LOCKED.format(first="await session.execute(text('SELECT 1'))"),
+            path="app/views.py",
+            files=_FILES,
+            line=14,
+        ),
         # A repository whose methods both run on the session it holds.
         Invalid(
             _REPO_GATHER.format(cls="StatsRepository"),
@@ -483,9 +510,8 @@ class ConcurrentSessionUse(Rule):
                         return with_node
         return None
 
-    @staticmethod
     def _sessions_in(
-        flow: FunctionFlow, expr: ast.expr, sessions: Mapping[str, object]
+        self, flow: FunctionFlow, expr: ast.expr, sessions: Mapping[str, object]
     ) -> list[str]:
         """Session keys an awaitable expression uses: `s.execute(...)`, `f(s)`, `f(session=s)`,
         a comprehension of such calls."""
@@ -500,19 +526,69 @@ class ConcurrentSessionUse(Rule):
         func = expr.func
         candidates = [func.value] if isinstance(func, ast.Attribute) else []
         candidates += [*expr.args, *(kw.value for kw in expr.keywords)]
+        callee = self._own_coroutine(flow, func)
         for candidate in candidates:
             if not isinstance(candidate, (ast.Name, ast.Attribute)):
                 continue
             key = receiver_key(candidate)
             if key is None or key in found:
                 continue
-            if key in sessions or flow.session_of(candidate) is not None:
+            if (key in sessions or flow.session_of(candidate) is not None) and (
+                callee is None or not _serialized(callee, expr, candidate)
+            ):
                 found.append(key)
         if isinstance(func, ast.Name):
             found += [key for key in _closed_over(flow, func.id, sessions) if key not in found]
         elif isinstance(func, ast.Attribute):
             found += [key for key in _held_sessions(flow, func) if key not in found]
         return found
+
+
+    def _own_coroutine(self, flow: FunctionFlow, func: ast.expr) -> ast.AsyncFunctionDef | None:
+        """The ``async def`` a bare name calls, when this module defines it (at its top
+        level or inside the calling function)."""
+        if not isinstance(func, ast.Name):
+            return None
+        for scope in (flow.node, self.ctx.tree):
+            for node in ast.walk(scope):
+                if isinstance(node, ast.AsyncFunctionDef) and node.name == func.id:
+                    return node
+        return None
+
+
+def _serialized(function: ast.AsyncFunctionDef, call: ast.Call, session: ast.expr) -> bool:
+    """Whether ``function`` uses the session ``call`` passes it only inside ``async with``
+    blocks on a lock (``async with lock:``, ``async with self._db_lock:``): the tasks
+    take turns, one statement at a time."""
+    arguments = function.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    param: str | None = None
+    for position, arg in enumerate(call.args):
+        if arg is session and position < len(positional):
+            param = positional[position].arg
+    for keyword in call.keywords:
+        if keyword.value is session:
+            param = keyword.arg
+    if param is None:
+        return False
+    locked = [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.AsyncWith) and any(_is_lock(i.context_expr) for i in node.items)
+    ]
+    uses = [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.Name) and node.id == param and isinstance(node.ctx, ast.Load)
+    ]
+    return bool(uses) and all(any(contains(block, use) for block in locked) for use in uses)
+
+
+def _is_lock(expr: ast.expr) -> bool:
+    """``lock``, ``self._lock``, ``db_lock``: a name that says it is a lock (a semaphore
+    may let several tasks in at once)."""
+    name = expr.attr if isinstance(expr, ast.Attribute) else getattr(expr, "id", "")
+    return "lock" in name.lower()
 
 
 def _held_sessions(flow: FunctionFlow, func: ast.Attribute) -> list[str]:
