@@ -438,17 +438,20 @@ def awaiting_frames(task: Any, limit: int = 12) -> list[FrameType]:
 _MAX_AWAITERS = 4
 
 
-def awaiter_site() -> CallSite | None:
-    """The program's line awaiting the task running now, when that task has none of the
-    program's frames: ``AsyncSession.__aexit__`` closes the session in a task of its own
-    (``await asyncio.shield(create_task(self.close()))``), so its stack ends in the event
-    loop, while the task that left the ``async with`` block waits for it.
+def async_with_exit_site() -> CallSite | None:
+    """The program's ``async with`` line whose ``__aexit__`` awaits the task running now:
+    ``AsyncSession.__aexit__`` closes the session in a task of its own (``await
+    asyncio.shield(create_task(self.close()))``), so its stack ends in the event loop,
+    while the task that left the ``async with`` block waits for it.
 
     asyncio keeps no public link from a task to its awaiter: the awaiter's wakeup is one
     of the task's done callbacks (bound to that task), or one of the callbacks of the
-    future ``shield()`` made, which the shield's callback holds in its closure. Read
-    defensively; None when the shape differs. Asked once per close that detached objects
-    and had no call site."""
+    future ``shield()`` made, which the shield's callback holds in its closure. The line
+    is the program's frame awaiting SQLAlchemy's ``__aexit__`` in that task (or in the
+    task awaiting that one: ``sessionmaker.begin()``'s context closes one task deeper);
+    None when the shape differs or another library's frame awaits it (a framework's
+    exit stack closing a dependency's session). Asked once per close that detached
+    objects and had no call site."""
     try:
         task: Any = asyncio.current_task()
     except RuntimeError:
@@ -458,9 +461,13 @@ def awaiter_site() -> CallSite | None:
         if task is None:
             return None
         frames = awaiting_frames(task)
-        for frame in reversed(frames):
-            if classify(frame.f_code.co_filename) == USER:
-                return _user_site(frame, caller=False)
+        for index in range(len(frames) - 1, 0, -1):
+            code = frames[index].f_code
+            if code.co_name == "__aexit__" and classify(code.co_filename) == INTERNAL:
+                before = frames[index - 1]
+                if classify(before.f_code.co_filename) == USER:
+                    return _user_site(before, caller=False)
+                break
     return None
 
 

@@ -484,7 +484,7 @@ def _detached(session: Session, state: Any) -> None:
         if site is None and async_owner(session) is not None:
             # Closed by AsyncSession.__aexit__ in a task of its own: the `async with`
             # awaiting it is the program's line.
-            site = callsite.awaiter_site()
+            site = callsite.async_with_exit_site()
             how = "async_with" if site is not None else how
         detachment = Detachment(
             site, how, record.identity_map, record.commit_site, record.rollback_site
