@@ -74,9 +74,6 @@ _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 _SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 
-
-# A SELECT of one aggregate (``collection.count()`` of a dynamic relationship): named
-# apart from the rows' SELECT of the same table, by the function alone (no literal).
 # An INSERT that updates or skips the row when it exists: PostgreSQL's and SQLite's ON
 # CONFLICT, MySQL's ON DUPLICATE KEY UPDATE.
 _UPSERT = re.compile(r"\bON\s+(?:CONFLICT\b|DUPLICATE\s+KEY\s+UPDATE\b)", re.IGNORECASE)
@@ -92,6 +89,8 @@ _LOCK_ARGUMENTS = {
     "SHARE": ["read=True"],
     "KEY SHARE": ["read=True", "key_share=True"],
 }
+# A SELECT of one aggregate (``collection.count()`` of a dynamic relationship): named
+# apart from the rows' SELECT of the same table, by the function alone (no literal).
 _AGGREGATE = re.compile(r"^\s*SELECT\s+(count|sum|avg|min|max)\s*\(", re.IGNORECASE)
 
 
