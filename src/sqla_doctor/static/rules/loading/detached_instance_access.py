@@ -258,7 +258,8 @@ class DetachedInstanceAccess(Rule):
     the query did not eager-load, or reads any attribute after a commit expired them
     (`expire_on_commit=True`, the default): a `commit()` call, or the commit that ends a
     `with SessionLocal.begin()` block or a context manager that commits after its
-    `yield`. Objects the block makes and `add()`s are expired by that commit too.
+    `yield`. Objects the block makes and `add()`s are expired by that commit too. A
+    script's top-level code is checked as a function's body is.
 
     ## Why is this bad?
     A closed session cannot load anything: `DetachedInstanceError: Parent instance

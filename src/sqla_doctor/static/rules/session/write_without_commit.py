@@ -437,7 +437,8 @@ class WriteWithoutCommit(Rule):
     ## What it does
     Checks for a session (`with SessionLocal() as s`) or a Core connection
     (`with engine.connect() as conn`) that the code opens, writes through and closes
-    without committing the writes: no `commit()` after them, no `begin()` block.
+    without committing the writes: no `commit()` after them, no `begin()` block. A
+    script's top-level code is checked as a function's body is.
 
     Sessions: a session this function opens (`with SessionLocal() as s`, or
     `s = SessionLocal()`) that receives writes — `add()`, `add_all()`, `delete()`,
