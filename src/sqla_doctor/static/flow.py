@@ -1849,14 +1849,27 @@ def _worth_analysing(ctx: FileContext, node: ast.FunctionDef | ast.AsyncFunction
 
 
 # Top-level statements that make a module a script, with code of its own to analyse.
-_SCRIPT_STATEMENTS = (ast.With, ast.AsyncWith, ast.For, ast.AsyncFor, ast.While, ast.If, ast.Try)
+_SCRIPT_STATEMENTS = (ast.With, ast.AsyncWith, ast.For, ast.AsyncFor, ast.While)
 
 
 def runs_code(module: ast.Module) -> bool:
-    """Whether a module's top level does work (with blocks, loops, branches) that the
-    session rules check as they check a function's body; a module of definitions, or of
-    definitions and constants, does none."""
-    return any(isinstance(statement, _SCRIPT_STATEMENTS) for statement in module.body)
+    """Whether a module's top level does work (with blocks, loops; also inside an ``if
+    __name__ == "__main__":`` or a ``try``) that the session rules check as they check a
+    function's body. A module of definitions, constants and guarded imports (``if
+    TYPE_CHECKING:``, ``try: import ... except ImportError:``) does none."""
+    return any(_runs_code(statement) for statement in module.body)
+
+
+def _runs_code(statement: ast.stmt) -> bool:
+    if isinstance(statement, _SCRIPT_STATEMENTS):
+        return True
+    if isinstance(statement, ast.If):
+        return any(_runs_code(s) for s in (*statement.body, *statement.orelse))
+    if isinstance(statement, ast.Try):
+        handlers = [s for handler in statement.handlers for s in handler.body]
+        inner = (*statement.body, *handlers, *statement.orelse, *statement.finalbody)
+        return any(_runs_code(s) for s in inner)
+    return False
 
 
 def flow_for(ctx: FileContext, node: ast.AST) -> FunctionFlow:
