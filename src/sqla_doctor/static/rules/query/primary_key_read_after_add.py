@@ -165,6 +165,20 @@ def _made(binding: Binding) -> ast.Call | None:
     return value if isinstance(value, ast.Call) else None
 
 
+def _loops_over(flow: FunctionFlow, name: str, binding: Binding) -> list[Binding | None]:
+    """The loops and comprehensions that take their items from the list ``name`` holds."""
+    return [
+        loop
+        for loops in flow.bindings.values()
+        for loop in loops
+        if loop.kind in ("for", "comp")
+        and isinstance(loop.value, ast.Name)
+        and loop.value.id == name
+        and loop.element is None
+        and flow.binding(name, loop.value) is binding
+    ]
+
+
 def _pos(node: ast.AST) -> tuple[int, int]:
     return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
 
@@ -172,7 +186,8 @@ def _pos(node: ast.AST) -> tuple[int, int]:
 class PrimaryKeyReadAfterAdd(Rule):
     """
     ## What it does
-    Checks for an object of a mapped class that is created, `add()`ed to a session, and
+    Checks for an object of a mapped class that is created, `add()`ed to a session (or a
+    list of them made by a comprehension and `add_all()`ed, read in a loop), and
     then has its primary key read before anything flushes the session (`flush()`,
     `commit()`, a query with autoflush, `refresh()`).
 
@@ -220,6 +235,20 @@ class PrimaryKeyReadAfterAdd(Rule):
     )
 
     VALID = (
+        # Made in a list and added whole, flushed before the keys are read.
+        Valid(
+            """
+            from app.models import User
+
+            def create_many(session, emails):
+                users = [User(email=e) for e in emails]
+                session.add_all(users)
+                session.flush()
+                return [u.id for u in users]
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
         # Unpacked from a helper's tuple, and a pair flushed before the read.
         Valid(
             """
@@ -436,6 +465,20 @@ class PrimaryKeyReadAfterAdd(Rule):
         ),
     )
     INVALID = (
+        # A bulk-create endpoint: made in a list, added whole, keys read in a comprehension.
+        Invalid(
+            """
+            from app.models import User
+
+            def create_many(session, emails):
+                users = [User(email=e) for e in emails]
+                session.add_all(users)
+                return [u.id for u in users]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+        ),
         # Made two at a time and unpacked.
         Invalid(
             """
@@ -644,7 +687,16 @@ class PrimaryKeyReadAfterAdd(Rule):
             for binding in bindings:
                 if binding.kind != "assign":
                     continue
-                call = _made(binding)
+                made = binding.value
+                call: ast.Call | None
+                loops: list[Binding | None]
+                if isinstance(made, ast.ListComp) and isinstance(made.elt, ast.Call):
+                    # `users = [User(...) for ...]`, added whole: read through a loop over it.
+                    call, loops = made.elt, _loops_over(flow, name, binding)
+                    if not loops:
+                        continue
+                else:
+                    call, loops = _made(binding), [None]
                 if call is None:
                     continue
                 if not isinstance(call.func, (ast.Name, ast.Attribute)):
@@ -659,7 +711,10 @@ class PrimaryKeyReadAfterAdd(Rule):
                 ]
                 if not keys or any(kw.arg is None or kw.arg in keys for kw in call.keywords):
                     continue
-                self._check(flow, binding, name, keys, isinstance(node, ast.AsyncFunctionDef))
+                for loop in loops:
+                    self._check(
+                        flow, binding, name, keys, isinstance(node, ast.AsyncFunctionDef), loop
+                    )
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -680,31 +735,41 @@ class PrimaryKeyReadAfterAdd(Rule):
         return False
 
     def _check(
-        self, flow: FunctionFlow, binding: Binding, name: str, keys: list[str], is_async: bool
+        self,
+        flow: FunctionFlow,
+        binding: Binding,
+        name: str,
+        keys: list[str],
+        is_async: bool,
+        loop: Binding | None = None,
     ) -> None:
+        """``loop``: the objects are a list, read one by one through this loop over it."""
         add = self._add(flow, binding, name)
         if add is None:
             return
         session = receiver_key(add.func.value)  # type: ignore[attr-defined]
-        for read in sorted(flow.attr_loads.get(name, ()), key=_pos):
+        reader = loop or binding
+        for read in sorted(flow.attr_loads.get(reader.name, ()), key=_pos):
             if _pos(read) <= _pos(add) or read.attr not in keys:
                 continue
             if _other_branch(flow, add, read):
                 continue  # `if ...: session.add(obj)` / `else: obj.id`: never after the add
-            if flow.binding(name, read) is not binding:
+            if flow.binding(reader.name, read) is not reader:
+                if loop is not None:
+                    continue
                 return
             if not isinstance(read.ctx, ast.Load):
                 return  # the key is assigned by hand
             if _tests_for_none(flow, read):
                 continue  # `if not user.id: session.flush()` asks whether it is still None
-            if _filled_in_bulk(flow, name, binding, read):
+            if _filled_in_bulk(flow, reader.name, reader, read):
                 return
             if self._flushed_between(flow, add, read, session, name):
                 return
             flush = f"await {session}.flush()" if is_async else f"{session}.flush()"
             self.report(
                 read,
-                read=f"{name}.{read.attr}",
+                read=f"{reader.name}.{read.attr}",
                 add=self.ctx.text(add),
                 line=add.lineno,
                 flush=flush,
