@@ -1161,6 +1161,12 @@ class _Process:
         self.table: dict[str, list[Any]] | None = None
         self.table_limit = 0
 
+    def checkout_of(self, fairy: object) -> CheckoutRecord | None:
+        """The checkout record of a pool's connection proxy (a Connection's
+        ``.connection``), if it is this proxy's: an id is reused once a proxy is gone."""
+        checkout = self.checkouts_by_fairy.get(id(fairy))
+        return checkout if checkout is not None and checkout.ref() is fairy else None
+
     def watch(self, target: object, record: SessionRecord | CheckoutRecord) -> weakref.ref[Any]:
         ref = weakref.ref(target, self.dead.append)
         self.watched[id(ref)] = record

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import inspect
+
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import CORE, OTHER, Detector, OrmExecution, Statement
@@ -23,8 +25,6 @@ _MAX_NAMED = 4
 
 def _changed_keys(obj: Any, keys: frozenset[str] | None) -> list[str]:
     # AttributeState.history reads what the object holds and never loads.
-    from sqlalchemy import inspect
-
     attrs = inspect(obj).attrs
     names = keys if keys is not None else attrs.keys()
     changed: list[str] = []
@@ -262,7 +262,7 @@ def _session_of(connection: Any) -> Any:
         fairy = connection.connection
     except Exception:
         return None
-    checkout = process.checkouts_by_fairy.get(id(fairy))
+    checkout = process.checkout_of(fairy)
     if checkout is None or not checkout.session_owned or checkout.session_record is None:
         return None
     record = checkout.session_record()
@@ -271,8 +271,6 @@ def _session_of(connection: Any) -> Any:
 
 def _mappers_of(session: Any, table: Any) -> list[Any]:
     """The mappers of the session's new and changed objects that map ``table``."""
-    from sqlalchemy import inspect
-
     found: list[Any] = []
     for obj in [*list(session.dirty)[:_MAX_OBJECTS], *list(session.new)[:_MAX_OBJECTS]]:
         try:
@@ -309,8 +307,6 @@ def _core_set_keys(compiled: Any, table: Any, mapper: Any) -> frozenset[str]:
 
 
 def _of(obj: Any, mapper: Any) -> bool:
-    from sqlalchemy import inspect
-
     try:
         return bool(inspect(obj).mapper.isa(mapper))
     except Exception:

@@ -97,11 +97,8 @@ def _held(conn: Connection) -> CheckoutRecord | None:
     """The checkout a Connection holds, without revalidating an invalidated one."""
     if conn.closed or conn.invalidated:
         return None
-    fairy = conn.connection
-    checkout = process.checkouts_by_fairy.get(id(fairy))
-    if checkout is None or checkout.ref() is not fairy or checkout.returned:
-        return None
-    return checkout
+    checkout = process.checkout_of(conn.connection)
+    return checkout if checkout is not None and not checkout.returned else None
 
 
 @_guarded

@@ -312,9 +312,8 @@ def _statement_resumes(
 ) -> CheckoutRecord | None:
     """The statement's checkout; the time it sat idle before, if past the threshold."""
     # A connection running a statement is open and valid: no revalidation can happen.
-    fairy = conn.connection
-    checkout = process.checkouts_by_fairy.get(id(fairy))
-    if checkout is None or checkout.ref() is not fairy:
+    checkout = process.checkout_of(conn.connection)
+    if checkout is None:
         return None
     if checkout.idle_since:
         _idle_ends(checkout, uow, site)
@@ -408,10 +407,8 @@ def _core_unit(conn: Connection) -> UnitOfWork | None:
         fairy = conn.connection if not conn.closed else None
     except Exception:
         return None
-    record = process.checkouts_by_fairy.get(id(fairy)) if fairy is not None else None
-    if record is None or record.ref() is not fairy:
-        return None
-    return _checkout_unit(record)
+    record = process.checkout_of(fairy) if fairy is not None else None
+    return _checkout_unit(record) if record is not None else None
 
 
 @_guarded
