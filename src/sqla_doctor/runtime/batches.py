@@ -22,7 +22,9 @@ _ITEM = r"(?:%\(\w+\)s|[^()\s,])+"
 _IN_LIST = re.compile(rf"\bIN\s*\((?P<items>\s*(?:{_ITEM}\s*,\s*)+{_ITEM}\s*)\)", re.IGNORECASE)
 _LIMIT = re.compile(r"\bLIMIT\s+(?:(?P<literal>\d+)|(?=[?%$:]))", re.IGNORECASE)
 _OFFSET = re.compile(r"\bOFFSET\s+(?:(?P<literal>\d+)|(?=[?%$:]))", re.IGNORECASE)
-_RANGE = re.compile(r"(?<![<>])[<>]=?\s*(?:\?|%s|%\(\w+\)s|\$\d+|:\w+)")
+# Any one placeholder, as a pattern to embed.
+PLACEHOLDER_SQL = r"(?:\?|%s|%\(\w+\)s|\$\d+|:\w+)"
+_RANGE = re.compile(rf"(?<![<>])[<>]=?\s*{PLACEHOLDER_SQL}")
 
 
 def rows_per_run(sql: str, parameters: Any) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.runtime.batches import limit_of, rows_per_run
+from sqla_doctor.runtime.batches import PLACEHOLDER_SQL, limit_of, rows_per_run
 from sqla_doctor.runtime.callsite import (
     USER,
     CallSite,
@@ -68,8 +68,7 @@ _KEYSET = re.compile(
     r"\b(?:LIMIT|FETCH\s+(?:FIRST|NEXT))\b",
     re.IGNORECASE | re.DOTALL,
 )
-_PLACEHOLDER_SQL = r"(?:\?|%s|%\(\w+\)s|\$\d+|:\w+)"
-_EQUALS_VALUE = re.compile(rf"(?<![<>!=])=\s*{_PLACEHOLDER_SQL}")
+_EQUALS_VALUE = re.compile(rf"(?<![<>!=])=\s*{PLACEHOLDER_SQL}")
 _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 _SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
@@ -130,7 +129,7 @@ def is_keyset_page(sql: str) -> bool:
     if found is None:
         return False
     where = found.group("where")
-    after = re.compile(rf"{re.escape(found.group('key'))}\s*[<>]=?\s*{_PLACEHOLDER_SQL}")
+    after = re.compile(rf"{re.escape(found.group('key'))}\s*[<>]=?\s*{PLACEHOLDER_SQL}")
     return after.search(where) is not None and _EQUALS_VALUE.search(where) is None
 
 
