@@ -1975,20 +1975,24 @@ def _provider(
 def _begun_around(flow: FunctionFlow, node: ast.AST, name: str) -> bool:
     """``with session.begin(): yield session``: the block commits what the request wrote
     when it ends without an error."""
-    for block in flow.withs:
-        if not contains(block, node):
-            continue
-        for item in block.items:
-            entered = item.context_expr
-            if (
-                isinstance(entered, ast.Call)
-                and isinstance(entered.func, ast.Attribute)
-                and entered.func.attr == "begin"
-                and isinstance(entered.func.value, ast.Name)
-                and entered.func.value.id == name
-            ):
-                return True
-    return False
+    return any(
+        begins(item.context_expr, name)
+        for block in flow.withs
+        if contains(block, node)
+        for item in block.items
+    )
+
+
+def begins(entered: ast.expr, name: str) -> bool:
+    """Whether a ``with`` item is ``name.begin()``: its block commits the transaction of
+    the session (or connection) ``name`` when it ends without an error."""
+    return (
+        isinstance(entered, ast.Call)
+        and isinstance(entered.func, ast.Attribute)
+        and entered.func.attr == "begin"
+        and isinstance(entered.func.value, ast.Name)
+        and entered.func.value.id == name
+    )
 
 
 def _made_by(flow: FunctionFlow, value: ast.expr) -> tuple[str, bool, bool, str | None] | None:

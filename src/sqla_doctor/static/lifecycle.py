@@ -20,6 +20,7 @@ from sqla_doctor.static.flow import (
     Binding,
     FunctionFlow,
     SessionValue,
+    begins,
     contains,
     handed_over_in_finally,
 )
@@ -137,13 +138,7 @@ def managed_by_with(flow: FunctionFlow, name: str) -> bool:
             expr = item.context_expr
             if isinstance(expr, ast.Name) and expr.id == name:
                 return True
-            if (
-                isinstance(expr, ast.Call)
-                and isinstance(expr.func, ast.Attribute)
-                and expr.func.attr in ("begin",)
-                and isinstance(expr.func.value, ast.Name)
-                and expr.func.value.id == name
-            ):
+            if begins(expr, name):
                 return True
             if (
                 isinstance(expr, ast.Call)
