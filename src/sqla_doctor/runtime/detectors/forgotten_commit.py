@@ -9,6 +9,7 @@ import sys
 from types import FrameType
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime import source_blocks
 from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.callsite import (
     USER,
@@ -112,6 +113,8 @@ _CLOSED = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*)\.close\b")
 _DEF = re.compile(r"^(\s*)(?:async\s+)?def\s")
 # Lines read upwards from a close to its function's ``def``, at most.
 _MAX_LINES_UP = 60
+# A ``for``/``while`` statement's first line.
+_LOOP = re.compile(r"^\s*(?:async\s+)?(?:for|while)\b")
 
 
 def conditional_commit_before(site: CallSite) -> bool:
@@ -127,7 +130,7 @@ def conditional_commit_before(site: CallSite) -> bool:
     if closed is None:
         return False
     commit = re.compile(rf"(?<![\w.]){re.escape(closed.group(1))}\.commit\b")
-    indent = len(line) - len(line.lstrip())
+    indent = source_blocks.indent(line)
     for number in range(site.lineno - 1, max(site.lineno - _MAX_LINES_UP, 0), -1):
         text = linecache.getline(site.filename, number).split("#", 1)[0]
         function = _DEF.match(text)
@@ -143,10 +146,6 @@ def conditional_commit_before(site: CallSite) -> bool:
         if _LOOP.match(header):
             return False
     return False
-
-
-# A ``for``/``while`` statement's first line.
-_LOOP = re.compile(r"^\s*(?:async\s+)?(?:for|while)\b")
 
 
 _PYTEST_FIXTURES = ("_pytest/fixtures.py", "_pytest\\fixtures.py")
