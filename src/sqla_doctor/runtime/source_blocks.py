@@ -10,9 +10,15 @@ the lines above it with less indentation.
 from __future__ import annotations
 
 import linecache
+import re
 from collections.abc import Iterator
 
-SCOPES = ("def ", "async def ", "class ")
+FUNCTIONS = ("def ", "async def ")
+SCOPES = (*FUNCTIONS, "class ")
+# A ``def`` line, its indentation as group 1.
+FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
+# A ``for``/``while`` statement's first line (stripped or not).
+LOOP = re.compile(r"^\s*(?:async\s+)?(?:for|while)\b")
 
 
 def indent(text: str) -> int:

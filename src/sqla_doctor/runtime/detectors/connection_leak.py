@@ -8,8 +8,8 @@ import re
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite, format_stack
 from sqla_doctor.runtime.detector import Checkin, Detector
-from sqla_doctor.runtime.detectors.forgotten_commit import in_pytest_fixture
 from sqla_doctor.runtime.detectors.session_leak import is_awaited
+from sqla_doctor.runtime.pytest_fixtures import in_pytest_fixture
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord
 
 _FIX = "close it: `with {call} as {name}:` (or {name}.close() in a finally block)"

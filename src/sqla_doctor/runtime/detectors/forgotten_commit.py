@@ -29,7 +29,7 @@ from sqla_doctor.runtime.detectors.session_leak import (
     opened_as,
     scoped_proxy,
 )
-from sqla_doctor.runtime.generator_dependency import module_of
+from sqla_doctor.runtime.pytest_fixtures import closed_by_pytest_fixture
 from sqla_doctor.runtime.skipped_commits import commit_skipped
 from sqla_doctor.runtime.source_blocks import enclosing_headers
 from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
@@ -88,33 +88,10 @@ def _awaiting_user_site(frames: list[FrameType]) -> CallSite | None:
     return None
 
 
-def closed_by_pytest_fixture(site: CallSite) -> bool:
-    """Whether the line at ``site`` is in a pytest fixture's function (``with
-    Session(engine) as s: yield s``), or runs while pytest tears a fixture down (a
-    ``teardown()`` the fixture handed to ``request.addfinalizer()``, a helper its code
-    after ``yield`` calls): its teardown discards the test's writes on purpose, so that
-    the next test starts from the same data. Asked only when a close lost writes."""
-    return in_pytest_fixture(site) or _in_fixture_teardown()
-
-
-def in_pytest_fixture(site: CallSite) -> bool:
-    """Whether the line at ``site`` is in a pytest fixture's function (one defined at
-    module level, found by its name in the module)."""
-    module = sys.modules.get(site.module) if site.module else module_of(site.filename)
-    function = module.__dict__.get(site.function) if module is not None else None
-    return function is not None and (
-        type(function).__name__ == "FixtureFunctionDefinition"  # pytest >= 8.4
-        or hasattr(function, "_pytestfixturefunction")  # earlier
-    )
-
-
 # ``db_session.close()``, ``p.call(db_session.close)``: the session the line closes.
 _CLOSED = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*)\.close\b")
-_DEF = re.compile(r"^(\s*)(?:async\s+)?def\s")
 # Lines read upwards from a close to its function's ``def``, at most.
 _MAX_LINES_UP = 60
-# A ``for``/``while`` statement's first line.
-_LOOP = re.compile(r"^\s*(?:async\s+)?(?:for|while)\b")
 
 
 def conditional_commit_before(site: CallSite) -> bool:
@@ -133,7 +110,7 @@ def conditional_commit_before(site: CallSite) -> bool:
     indent = source_blocks.indent(line)
     for number in range(site.lineno - 1, max(site.lineno - _MAX_LINES_UP, 0), -1):
         text = linecache.getline(site.filename, number).split("#", 1)[0]
-        function = _DEF.match(text)
+        function = source_blocks.FUNCTION.match(text)
         if function is not None and len(function.group(1)) < indent:
             return False  # the close's own function has no commit above it
         if commit.search(text):
@@ -141,25 +118,10 @@ def conditional_commit_before(site: CallSite) -> bool:
     else:
         return False
     for _, _, header in enclosing_headers(site.filename, number, _MAX_LINES_UP):
-        if header.startswith(("def ", "async def ")):
+        if header.startswith(source_blocks.FUNCTIONS):
             return True
-        if _LOOP.match(header):
+        if source_blocks.LOOP.match(header):
             return False
-    return False
-
-
-_PYTEST_FIXTURES = ("_pytest/fixtures.py", "_pytest\\fixtures.py")
-
-
-def _in_fixture_teardown() -> bool:
-    """Whether pytest's FixtureDef.finish(), which runs a fixture's finalizers and the
-    code after its ``yield``, is on this thread's stack."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "finish" and code.co_filename.endswith(_PYTEST_FIXTURES):
-            return True
-        frame = frame.f_back
     return False
 
 

@@ -13,7 +13,7 @@ from sqla_doctor.runtime.loading import (
     primary_key_attributes,
     subclass_left_out,
 )
-from sqla_doctor.runtime.source_blocks import SCOPES, enclosing_headers
+from sqla_doctor.runtime.source_blocks import LOOP, SCOPES, enclosing_headers
 from sqla_doctor.runtime.unit_of_work import record_of_object
 
 MAX_GROUPS = 1_000
@@ -70,7 +70,7 @@ def _loop_around(expire: CallSite, read: CallSite) -> CallSite | None:
     for number, _, header in enclosing_headers(expire.filename, expire.lineno, _MAX_LINES_UP):
         if header.startswith(SCOPES):
             return None
-        if header.startswith(("for ", "async for ", "while ")):
+        if LOOP.match(header):
             around = {
                 line for line, _, _ in enclosing_headers(read.filename, read.lineno, _MAX_LINES_UP)
             }

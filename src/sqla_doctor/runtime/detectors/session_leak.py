@@ -17,6 +17,7 @@ from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, format_stack
 from sqla_doctor.runtime.detector import Detector
 from sqla_doctor.runtime.generator_dependency import generator_dependency, module_of
+from sqla_doctor.runtime.source_blocks import FUNCTION
 from sqla_doctor.runtime.unit_of_work import SessionRecord
 
 _FIX = "close it: `with {call} as {name}:` (or {name}.close() in a finally block)"
@@ -59,7 +60,6 @@ _MODULE_SESSION_FIX = (
 )
 _CLASS = re.compile(r"^(\s*)class\s+([A-Za-z_]\w*)")
 METHOD_CALLS = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\.(\w+)\(")
-_FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
 _YIELD = re.compile(r"^\s*yield\s+([A-Za-z_]\w*)\s*(?:#.*)?$")
 # Lines read upwards from the reported line to its function's ``def``, at most.
 _MAX_LINES_UP = 200
@@ -83,7 +83,7 @@ def opened_as(site: CallSite) -> tuple[str, str] | None:
         opened = _OPENED.match(text)
         if opened is not None and opened.group("name") in names:
             return opened.group("call"), opened.group("name")
-        function = _FUNCTION.match(text)
+        function = FUNCTION.match(text)
         if function is not None and len(function.group(1)) < indent:
             return None
     return None
@@ -234,7 +234,7 @@ def yielded_session(site: CallSite) -> tuple[str, str] | None:
         if not text:
             break
         if indent is None:
-            function = _FUNCTION.match(text)
+            function = FUNCTION.match(text)
             if function is not None:
                 indent = len(function.group(1))
             continue
