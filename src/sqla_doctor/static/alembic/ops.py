@@ -94,6 +94,9 @@ class Operation:
     # Raw `ALTER COLUMN ... TYPE ... USING`: "" for any expression, the type when it
     # only casts the column.
     using_sql: str | None = None
+    # Read once per name of a loop over literal strings (`for table in ("a", "b"):`):
+    # the same call gives one such operation per name.
+    unrolled: bool = False
 
     @property
     def via_sql(self) -> bool:
@@ -132,6 +135,7 @@ class _State:
     contexts: set[str] = field(default_factory=set)
     values: dict[str, ast.expr] = field(default_factory=dict)
     stack: tuple[str, ...] = ()
+    unrolled: bool = False
 
     def child(self, **changes: object) -> _State:
         copy = replace(self)
@@ -170,6 +174,8 @@ def is_migration_module(tree: ast.Module, resolver: NameResolver) -> bool:
 _TEXT_WRAPPERS = frozenset({"text", "DDL", "literal_column"})
 _DML_BUILDERS = {"update": "UPDATE", "insert": "INSERT", "delete": "DELETE"}
 _TABLE_FACTORIES = frozenset({"table", "Table"})
+# The most names a loop over literal strings is read once per name for.
+_UNROLLED_MAX = 64
 
 
 class Extractor:
@@ -262,6 +268,15 @@ class Extractor:
                 body_pg = dialect
                 self._body(stmt.body, state.child(postgresql=state.postgresql and body_pg))
                 self._body(stmt.orelse, state.child(postgresql=state.postgresql and not body_pg))
+        elif isinstance(stmt, ast.For) and (rows := self._literal_rows(stmt, state)):
+            # `for table in ("a", "b"): op.alter_column(table, ...)`: each table's own op.
+            # Not a child state: what the body binds is bound after the loop too.
+            outer, state.unrolled = state.unrolled, True
+            for row in rows:
+                state.values.update(row)
+                self._body(stmt.body, state)
+            state.unrolled = outer
+            self._body(stmt.orelse, state)
         elif isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
             if not isinstance(stmt, ast.While):
                 self._expression(stmt.iter, state)
@@ -290,6 +305,33 @@ class Extractor:
             for child in ast.iter_child_nodes(stmt):
                 if isinstance(child, ast.expr):
                     self._expression(child, state)
+
+    def _literal_rows(self, loop: ast.For, state: _State) -> list[dict[str, ast.expr]]:
+        """What each turn of a loop over literal strings binds: ``for table in ("a",
+        "b"):``, ``for table, column in (("a", "x"), ("b", "y")):``, the iterable written
+        there or bound to a name, at most _UNROLLED_MAX turns; none for any other loop."""
+        iterable: ast.expr | None = loop.iter
+        for _ in range(8):
+            if not isinstance(iterable, ast.Name):
+                break
+            iterable = state.values.get(iterable.id, self.module_values.get(iterable.id))
+        if not isinstance(iterable, (ast.Tuple, ast.List, ast.Set)):
+            return []
+        if len(iterable.elts) > _UNROLLED_MAX:
+            return []
+        target = loop.target
+        single = isinstance(target, ast.Name)
+        targets = [target] if single else getattr(target, "elts", [])
+        names = [name.id for name in targets if isinstance(name, ast.Name)]
+        if not names or len(names) != len(targets):
+            return []
+        rows = []
+        for element in iterable.elts:
+            values = [element] if single else getattr(element, "elts", [])
+            if len(values) != len(names) or not all(map(_is_string, values)):
+                return []
+            rows.append(dict(zip(names, values, strict=True)))
+        return rows
 
     def _bind(self, name: str, value: ast.expr, state: _State) -> None:
         state.values[name] = value
@@ -417,6 +459,7 @@ class Extractor:
             entry=state.stack[0] if state.stack else state.phase,
             in_autocommit=state.in_autocommit,
             postgresql=state.postgresql,
+            unrolled=state.unrolled,
             **facts,  # type: ignore[arg-type]
         )
 
@@ -624,6 +667,7 @@ class Extractor:
 
     def _column_facts(self, column: ast.expr | None, state: _State) -> dict[str, object]:
         """What ``sa.Column("name", type, ..., nullable=False, server_default=...)`` says."""
+        column = self._column_made(column, state)
         if not isinstance(column, ast.Call) or self.resolver.sqla_name(column.func) not in (
             "Column",
         ):
@@ -659,6 +703,22 @@ class Extractor:
             "references": references,
             "type_node": type_node,
         }
+
+    def _column_made(self, column: ast.expr | None, state: _State) -> ast.expr | None:
+        """The ``sa.Column(...)`` call behind a name bound to it or to a lambda that
+        returns it (gnocchi's ``temp_col = lambda: sa.Column(column_name + "_ts", ...)``
+        then ``op.add_column(table_name, temp_col())``)."""
+        for _ in range(4):
+            if isinstance(column, ast.Call) and isinstance(column.func, ast.Name):
+                bound = state.values.get(column.func.id)
+                if not isinstance(bound, ast.Lambda) or column.args or bound.args.args:
+                    return column
+                column = bound.body
+            elif isinstance(column, ast.Name) and column.id in state.values:
+                column = state.values[column.id]
+            else:
+                return column
+        return column
 
     def _execute(self, call: ast.Call, written: str, state: _State) -> None:
         statement = _arg(call, 0, "sqltext") or _arg(call, 0, "statement")
@@ -894,6 +954,10 @@ def _keyword(call: ast.Call, name: str) -> ast.expr | None:
     return None
 
 
+def _is_string(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
 def _is_none(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and node.value is None
 
@@ -930,6 +994,10 @@ def _dialect_test(test: ast.expr) -> bool | None:
     prefixes = _url_prefixes(test)
     if prefixes is not None:
         return any(prefix.startswith("postgres") for prefix in prefixes)
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        # `if bind and bind.engine.name == "mysql":`: no body on PostgreSQL. A conjunct
+        # that allows PostgreSQL says nothing: the else branch runs there when another fails.
+        return False if any(_dialect_test(value) is False for value in test.values) else None
     if not isinstance(test, ast.Compare) or len(test.ops) != 1:
         if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             inner = _dialect_test(test.operand)

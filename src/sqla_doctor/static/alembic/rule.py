@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -45,7 +46,7 @@ class MigrationRule(ProjectRule):
         for migration in shared.linted():
             if self.postgresql_only and not migration.postgresql_possible:
                 continue
-            yield from self.check_migration(migration, shared)
+            yield from _one_per_call(migration, self.check_migration(migration, shared))
 
     def check_alembic_project(
         self, project: AlembicProject, shared: AlembicAnalysis
@@ -84,6 +85,53 @@ class MigrationRule(ProjectRule):
         if severity is not None and severity is not finding.severity:
             finding = replace(finding, severity=severity)
         return finding
+
+
+def _one_per_call(migration: MigrationFile, findings: Iterable[Finding]) -> Iterator[Finding]:
+    """The findings of a call in a loop over literal names (``for table in ("a", "b"):
+    op.create_foreign_key(..., table, ...)``) as one: the first, naming the others. The
+    call is one line to change, and one fix edits it for every name."""
+    loops = {
+        migration.file.ctx.location(operation.node)
+        for operation in migration.operations
+        if operation.unrolled
+    }
+    if not loops:
+        yield from findings
+        return
+    merged: dict[tuple[object, str], list[Finding]] = {}
+    for finding in findings:
+        if finding.location in loops:
+            merged.setdefault((finding.location, finding.code), []).append(finding)
+        else:
+            yield finding
+    for first, *others in merged.values():
+        if others:
+            more = f"{len(others)} more value{'s' if len(others) > 1 else ''}"
+            shown = list(dict.fromkeys(filter(None, (_differs(first, o) for o in others))))
+            names = ", ".join(shown[:_NAMES_SHOWN]) + (", …" if len(shown) > _NAMES_SHOWN else "")
+            first = replace(
+                first,
+                message=f"{first.message} (its loop does the same for {more}"
+                + (f": {names})" if names else ")"),
+            )
+        yield first
+
+
+def _differs(first: Finding, other: Finding) -> str:
+    """What sets ``other``'s message apart from ``first``'s: the first name the loop gave
+    it (``identity``, ``db_dblog.metadata``, an index's name)."""
+    words = set(_WORD.findall(first.message))
+    tokens: list[str] = _DOTTED.findall(other.message)
+    for token in tokens:
+        if any(word not in words for word in _WORD.findall(token)):
+            return token.strip(".")
+    return ""
+
+
+_NAMES_SHOWN = 6
+_WORD = re.compile(r"\w+")
+_DOTTED = re.compile(r"[\w.]+")
 
 
 # Fixes -------------------------------------------------------------------------------

@@ -287,6 +287,16 @@ class ColumnTypeChange(MigrationRule):
                     op.alter_column("teams", "created", type_=mysql.DATETIME(fsp=6))
             """
         ),
+        # Only on MySQL, behind another condition too (gnocchi's timestamp revision).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                bind = op.get_bind()
+                if bind and bind.engine.name == "mysql":
+                    op.alter_column("resource", "started_at", type_=sa.DateTime())
+            """
+        ),
         # A helper's parameter: the revision does not say here which type it is.
         Valid(
             _HEAD
@@ -336,7 +346,7 @@ class ColumnTypeChange(MigrationRule):
                 "waits until it finishes — add a new column, backfill it, and switch over instead"
             ),
         ),
-        # The table comes from a loop: named as the migration names it.
+        # The table comes from a loop over literal names: one finding for the call.
         Invalid(
             _HEAD
             + """
@@ -349,12 +359,14 @@ class ColumnTypeChange(MigrationRule):
             """,
             line=9,
             expected_message=(
-                "changing id from sa.Integer() to sa.BigInteger() rewrites the table and "
-                "its indexes under an ACCESS EXCLUSIVE lock: every read and write of the table "
-                "waits until it finishes — add a new column, backfill it, and switch over instead"
+                "changing orders.id from sa.Integer() to sa.BigInteger() rewrites the table "
+                "and its indexes under an ACCESS EXCLUSIVE lock: every read and write of orders "
+                "waits until it finishes — add a new column, backfill it, and switch over "
+                "instead (its loop does the same for 1 more value: invoices.id)"
             ),
         ),
-        # Table and column both from a loop (aiida's TEXT to JSONB revision).
+        # Table and column both from a loop over literal pairs (aiida's TEXT to JSONB
+        # revision).
         Invalid(
             _HEAD
             + """
@@ -369,9 +381,10 @@ class ColumnTypeChange(MigrationRule):
             """,
             line=11,
             expected_message=(
-                "changing a column from sa.TEXT to postgresql.JSONB rewrites the table and its "
-                "indexes under an ACCESS EXCLUSIVE lock: every read and write of the table "
-                "waits until it finishes — add a new column, backfill it, and switch over instead"
+                "changing db_dbnode.attributes from sa.TEXT to postgresql.JSONB rewrites the "
+                "table and its indexes under an ACCESS EXCLUSIVE lock: every read and write of "
+                "db_dbnode waits until it finishes — add a new column, backfill it, and switch "
+                "over instead (its loop does the same for 1 more value: db_dblog.metadata)"
             ),
         ),
         # The URL tested for PostgreSQL, or a test about something else than the URL.
@@ -386,6 +399,21 @@ class ColumnTypeChange(MigrationRule):
                 name = op.get_context().opts.get("tag", "")
                 if name.startswith("mysql"):
                     op.alter_column("teams", "id", existing_type=sa.Integer, type_=sa.BigInteger)
+            """,
+            count=2,
+        ),
+        # A condition that lets PostgreSQL in; its else branch runs there too.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                bind = op.get_bind()
+                if bind and bind.engine.name != "mysql":
+                    op.alter_column("resource", "started_at", type_=sa.DateTime())
+                if bind and bind.engine.name == "postgresql":
+                    pass
+                else:
+                    op.alter_column("resource", "ended_at", type_=sa.DateTime())
             """,
             count=2,
         ),

@@ -213,7 +213,7 @@ class ConstraintWithoutNotValid(MigrationRule):
                 "scan — validate in a later revision (with `transaction_per_migration=True`)"
             ),
         ),
-        # Tables the migration loops over: the message names what it knows.
+        # Tables the migration loops over: one finding for the call, naming each table.
         Invalid(
             _HEAD
             + """
@@ -225,10 +225,11 @@ class ConstraintWithoutNotValid(MigrationRule):
             """,
             line=9,
             expected_message=(
-                "column revision_id is added with a foreign key, which is validated at once "
-                "under a SHARE ROW EXCLUSIVE lock on both tables — add the column without "
-                "`ForeignKey`, then `op.create_foreign_key(..., postgresql_not_valid=True)` and "
-                "validate it in a later revision"
+                "column package.revision_id is added with a foreign key, which is validated "
+                "at once under a SHARE ROW EXCLUSIVE lock on both tables — add the column "
+                "without `ForeignKey`, then `op.create_foreign_key(..., "
+                "postgresql_not_valid=True)` and validate it in a later revision (its loop "
+                "does the same for 1 more value: resource.revision_id)"
             ),
         ),
     )

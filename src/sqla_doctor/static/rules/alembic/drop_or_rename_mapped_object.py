@@ -129,6 +129,23 @@ class DropOrRenameMappedObject(MigrationRule):
             path="migrations/versions/b2.py",
             files=_FILES,
         ),
+        # A column swapped in under the old name, made by a lambda, per table and column
+        # of a loop (gnocchi's DECIMAL to timestamp revision).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                for table_name, column_name in (("users", "name"), ("orders", "note")):
+                    temp_col = lambda: sa.Column(column_name + "_ts", sa.DateTime())
+                    op.add_column(table_name, temp_col())
+                    op.drop_column(table_name, column_name)
+                    op.alter_column(
+                        table_name, column_name + "_ts", new_column_name=column_name
+                    )
+            """,
+            path="migrations/versions/b2.py",
+            files=_FILES,
+        ),
         # A rebuilt table swapped in under the old name.
         Valid(
             _HEAD

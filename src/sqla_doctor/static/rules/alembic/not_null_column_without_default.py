@@ -206,7 +206,23 @@ class NotNullColumnWithoutDefault(MigrationRule):
             },
             line=8,
         ),
-        # The table comes from a loop: named as the migration names it, never `None`.
+        # The table comes from a loop over names the revision does not spell out: named
+        # as the migration names it, never `None`.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                for table in op.get_bind().execute(sa.text("SELECT name FROM shards")).scalars():
+                    op.add_column(table, sa.Column("position", sa.Integer(), nullable=False))
+            """,
+            line=9,
+            expected_message=(
+                "`op.add_column(...)` adds NOT NULL column position without a server default: "
+                "the ALTER fails on a table with rows — give it a `server_default`, or add it "
+                "nullable, backfill, then set NOT NULL"
+            ),
+        ),
+        # A loop over literal names: one finding for the call, naming each table.
         Invalid(
             _HEAD
             + """
@@ -216,9 +232,10 @@ class NotNullColumnWithoutDefault(MigrationRule):
             """,
             line=9,
             expected_message=(
-                "`op.add_column(...)` adds NOT NULL column position without a server default: "
-                "the ALTER fails on a table with rows — give it a `server_default`, or add it "
-                "nullable, backfill, then set NOT NULL"
+                "`op.add_column(...)` adds NOT NULL column ports.position without a server "
+                "default: the ALTER fails on a table with rows — give it a `server_default`, or "
+                "add it nullable, backfill, then set NOT NULL (its loop does the same "
+                "for 1 more value: networks.position)"
             ),
         ),
         # SQLite refuses the ALTER on a table with rows, as PostgreSQL does.
@@ -322,7 +339,7 @@ class NotNullColumnWithoutDefault(MigrationRule):
                 call = "`ALTER TABLE ... ADD COLUMN`"
             elif operation.call.startswith("batch_op"):
                 call = "`batch_op.add_column(...)`"
-            elif operation.table is None:
+            elif operation.table is None or operation.unrolled:
                 call = f"`{operation.call}(...)`"
             else:
                 call = f'`{operation.call}("{operation.table}", ...)`'

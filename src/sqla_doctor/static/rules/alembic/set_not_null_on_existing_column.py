@@ -118,6 +118,24 @@ def upgrade():
     op.drop_column("user", "quota")
     op.alter_column("user", "new_quota", new_column_name="quota")
 """
+# Replaces user.quota with a nullable column, after the revision that sets it NOT NULL.
+_REPLACED_LATER = _REPLACED.replace(
+    'revision = "b2"\ndown_revision = "a1"', 'revision = "d4"\ndown_revision = "c3"'
+)
+# gnocchi: tables created in a loop over their names, their ids widened in another.
+_LOOP_CREATED = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "a1"
+down_revision = None
+
+
+def upgrade():
+    for table in ("ports", "networks"):
+        op.create_table(table, sa.Column("id", sa.Integer(), primary_key=True))
+    op.create_table("user", sa.Column("quota", sa.Integer(), nullable=False))
+"""
 _RELAXED = """
 import sqlalchemy as sa
 from alembic import op
@@ -281,6 +299,24 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 "migrations/versions/b2.py": _BETWEEN,
             },
         ),
+        # Created NOT NULL below, in a loop over the tables' names; made nullable only by
+        # a revision that runs after this one.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                for table in ("ports", "networks"):
+                    op.alter_column(table, "id", type_=sa.BigInteger(), nullable=False)
+                op.alter_column("user", "quota", existing_type=sa.Integer(), nullable=False)
+            """,
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _LOOP_CREATED,
+                "migrations/versions/b2.py": _BETWEEN,
+                "migrations/versions/d4.py": _REPLACED_LATER,
+            },
+        ),
         # Set NOT NULL by a revision below, after the table was created with it nullable.
         Valid(
             _WIDENED,
@@ -392,7 +428,8 @@ class SetNotNullOnExistingColumn(MigrationRule):
                 "then set NOT NULL"
             ),
         ),
-        # The table comes from a loop: named as the migration names it, never `None`.
+        # The table comes from a loop over literal names: one finding for the call, naming
+        # each table it fires for.
         Invalid(
             _HEAD
             + """
@@ -402,10 +439,11 @@ class SetNotNullOnExistingColumn(MigrationRule):
             """,
             line=9,
             expected_message=(
-                "SET NOT NULL on standard_attr_id reads every row under an ACCESS EXCLUSIVE lock "
-                "(reads and writes of the table wait) and fails if a NULL is left — add "
-                "`CHECK (standard_attr_id IS NOT NULL) NOT VALID`, validate it in a later "
-                "revision, then set NOT NULL"
+                "SET NOT NULL on ports.standard_attr_id reads every row under an ACCESS "
+                "EXCLUSIVE lock (reads and writes of ports wait) and fails if a NULL is left — "
+                "add `CHECK (standard_attr_id IS NOT NULL) NOT VALID`, validate it in a later "
+                "revision, then set NOT NULL (its loop does the same for 1 more value: "
+                "networks.standard_attr_id)"
             ),
         ),
         # The check constraint is added in the same transaction: the scan still blocks.
@@ -461,12 +499,16 @@ def _created_not_null(migration: MigrationFile, operation: Operation) -> bool:
         return False
     graph = project.graph
     below = graph.ancestors(migration.revision.revision)
+    # Run after this one: nothing they do was there when it ran.
+    above = graph.descendants(migration.revision.revision)
     column = operation.column
     decided: list[tuple[int, int, bool]] = []  # (depth, position in the revision, NOT NULL)
     for other in project.files:
         revision = other.revision.revision if other.revision is not None else None
         for position, candidate in enumerate(other.upgrade_operations()):
             if candidate.table != operation.table or candidate.schema != operation.schema:
+                continue
+            if revision is not None and revision in above:
                 continue
             nulls = _lets_nulls_in(candidate, column)
             if revision is None or revision not in below:
