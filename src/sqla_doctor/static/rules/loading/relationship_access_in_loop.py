@@ -51,6 +51,19 @@ class Tag(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+# A loop that returns from its first row, or, with the `continue`, reads each row's
+# author until one has a name.
+_FIRST_ROW = """
+from sqlalchemy import select
+from app.models import Post
+
+def first_byline(session, title):
+    for post in session.scalars(select(Post).where(Post.title == title)):
+        if not post.author.name:
+            {skip}
+        return f"{{post.title}} by {{post.author.name}}"
+    return None
+"""
 # A script below the models it queries, all at the module's top level.
 _SCRIPT = """
 from sqlalchemy import ForeignKey, create_engine, select
@@ -707,6 +720,11 @@ class RelationshipAccessInLoop(Rule):
             _DATACLASS_ROWS.format(options=".options(selectinload(Owner.pets))"),
             path="app/export.py",
         ),
+        # Every path through the body returns or raises: one row is read, one lazy load
+        # (packit-service's `for run in model.runs: return run.project_event`).
+        Valid(
+            _FIRST_ROW.format(skip="raise LookupError(title)"), path="app/views.py", files=_FILES
+        ),
         # Each post's author is in the session's identity map already: no SQL per post.
         Valid(_AUTHORS_FIRST.format(narrowed=""), path="app/views.py", files=_FILES),
         Valid(_SCRIPT.format(options=".options(selectinload(Author.books))"), path="load.py"),
@@ -1122,6 +1140,18 @@ class RelationshipAccessInLoop(Rule):
     )
 
     INVALID = (
+        # A `continue` goes on to the next row: each skipped post's author is loaded.
+        Invalid(
+            _FIRST_ROW.format(skip="continue"),
+            path="app/views.py",
+            files=_FILES,
+            line=6,
+            expected_message=(
+                "`Post.author` is lazy-loaded once per row of "
+                "`session.scalars(select(Post).where(Po...` (loaded at line 5) — add "
+                "`.options(joinedload(Post.author))` to that query"
+            ),
+        ),
         # The models' own names, in the module's top-level code that queries them.
         Invalid(
             _SCRIPT.format(options=""),
@@ -1882,6 +1912,8 @@ class RelationshipAccessInLoop(Rule):
         self._skip = ("upgrade" in names and "revision" in names) or self.ctx.in_tests
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        if _runs_once(node):
+            return
         self._loop(node, [(node.target, node.iter)], _body_region(node))
 
     visit_AsyncFor = visit_For
@@ -2135,6 +2167,38 @@ def _option_prefix(access: LazyAccess) -> tuple[str, ...]:
 
 def _position(node: ast.AST) -> tuple[int, int]:
     return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
+def _runs_once(loop: ast.For | ast.AsyncFor) -> bool:
+    """A loop whose body ends in ``return``, ``raise`` or ``break`` on every path, with
+    no ``continue`` of its own: it reads the first row only (``for run in model.runs:
+    return run.project_event``)."""
+    if not _always_exits(loop.body):
+        return False
+    stack: list[ast.AST] = list(loop.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Continue):
+            return False
+        if isinstance(
+            node, (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef, ast.AsyncFunctionDef)
+        ):
+            # Their `continue` is their own; the for/while's else runs in this loop.
+            stack.extend(getattr(node, "orelse", ()))
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return True
+
+
+def _always_exits(body: list[ast.stmt]) -> bool:
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, (ast.Return, ast.Raise, ast.Break)):
+        return True
+    if isinstance(last, ast.If):
+        return _always_exits(last.body) and _always_exits(last.orelse)
+    return False
 
 
 def _body_region(node: ast.For | ast.AsyncFor) -> ast.AST:
