@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqla_doctor.static.children import reversed_fields_of
@@ -575,6 +575,19 @@ def extract(
     return names, out
 
 
+def _add_factory(out: FileExtract, factory: FactoryFacts) -> None:
+    """``Session = scoped_session(Session)`` rebinds the factory's name to a registry of
+    it (in one branch of an ``if`` too): from there on ``Session()`` is the thread's
+    session, kept by the registry, so the name is that registry, with the options of the
+    factory it wraps."""
+    if factory.scoped and factory.wraps == factory.qualname:
+        for position, earlier in enumerate(out.factories):
+            if earlier.qualname == factory.qualname and not earlier.scoped:
+                out.factories[position] = replace(earlier, kind=factory.kind, scoped=True)
+                return
+    out.factories.append(factory)
+
+
 def _finish_functions(
     resolver: NameResolver,
     builders: list[FunctionBuilder],
@@ -809,7 +822,7 @@ def _module_statements(
         elif target is not None and name in FACTORY_CALLS:
             factory = factory_facts(resolver, prefix + target, value)
             if factory is not None:
-                out.factories.append(factory)
+                _add_factory(out, factory)
         elif target is not None and name == "Table":
             table = table_facts(resolver, prefix + target, value)
             if table is not None:

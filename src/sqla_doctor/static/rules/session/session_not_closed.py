@@ -26,6 +26,29 @@ SessionLocal = sessionmaker(bind=engine, expire_on_commit=False)
 ScopedSession = scoped_session(SessionLocal)
 """
 _FILES = {"app/__init__.py": "", "app/db.py": _DB}
+# The factory's name rebound to a registry of it, in one branch (packit-service's models):
+# `Session()` is then the thread's session, which the registry keeps and removes.
+_REBOUND = """
+import os
+from sqlalchemy import create_engine
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+engine = create_engine("postgresql+psycopg://app@db/app", pool_pre_ping=True)
+Session = sessionmaker(bind=engine)
+if os.environ.get("POOL") == "gevent":
+    singleton_session = Session()
+else:
+    {name} = scoped_session(Session)
+    singleton_session = None
+"""
+_THROUGH_REBOUND = """
+from app.models import Session
+
+def rename(user, name):
+    user.name = name
+    Session().add(user)
+    Session().commit()
+"""
 
 # A script that makes its factory in the function that uses it.
 _LOCAL_FACTORY = """
@@ -119,6 +142,11 @@ class SessionNotClosed(Rule):
 
     VALID = (
         Valid(_LOCAL_FACTORY.format(open="with Session() as session:")),
+        Valid(
+            _THROUGH_REBOUND,
+            path="app/views.py",
+            files={**_FILES, "app/models.py": _REBOUND.format(name="Session")},
+        ),
         # Closed by the project's context manager, in its `finally`, after each message.
         Valid(
             _PER_MESSAGE,
@@ -283,6 +311,14 @@ class SessionNotClosed(Rule):
         ),
     )
     INVALID = (
+        # The registry has a name of its own: `Session()` makes a new session each time.
+        Invalid(
+            _THROUGH_REBOUND,
+            path="app/views.py",
+            files={**_FILES, "app/models.py": _REBOUND.format(name="Registry")},
+            line=5,
+            count=2,
+        ),
         # A factory without a bind, called on an engine: the session checks out a connection.
         Invalid(
             """
