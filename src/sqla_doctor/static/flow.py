@@ -2074,7 +2074,9 @@ def _returns(
             delegated = _delegated(flow, ret.value)
             if delegated is not None:
                 callee, key = delegated
-                closed, committed, factory = _session_end(flow, key, ret.value, ret, None)
+                closed, committed, factory, closer = _session_end(
+                    flow, key, ret.value, ret, None
+                )
                 delegations.add(
                     ReturnFacts(
                         model=DELEGATED + callee,
@@ -2084,6 +2086,7 @@ def _returns(
                         session_closed=closed,
                         committed=committed,
                         factory=factory,
+                        closer=closer,
                     )
                 )
             continue
@@ -2093,7 +2096,7 @@ def _returns(
             or value.shape not in ("list", "object", "scalars")
         ):
             continue
-        closed, committed, factory = _session_end(
+        closed, committed, factory, closer = _session_end(
             flow,
             value.receiver,
             value.node or ret,
@@ -2109,6 +2112,7 @@ def _returns(
             session_closed=closed,
             committed=committed,
             factory=factory,
+            closer=closer,
             pins=_parameter_pins(flow, node, value.model),
         )
         if found is not None and (found.model != facts.model or found.many != facts.many):
@@ -2121,11 +2125,13 @@ def _returns(
 
 def _session_end(
     flow: FunctionFlow, key: str | None, load: ast.AST, ret: ast.Return, factory: str | None
-) -> tuple[bool, bool, str | None]:
+) -> tuple[bool, bool, str | None, str | None]:
     """Whether the session named ``key`` that loaded the returned objects at ``load`` is
-    closed, or committed, by the time ``ret`` returns them, and its factory."""
+    closed, or committed, by the time ``ret`` returns them, its factory, and the context
+    manager whose ``with`` alone was taken to close it (the index asks whether it does)."""
     session_closed = False
     committed = False
+    closers: set[str | None] = set()
     if key is not None:
         for with_node in flow.withs:
             for item in with_node.items:
@@ -2137,8 +2143,10 @@ def _session_end(
                     session_closed = True
                     made = _made_by(flow, item.optional_vars)
                     factory = factory or (made[0] if made is not None else None)
+                    closers.add(made[0] if made is not None else None)
         if _closed_in_finally(flow, key):
             session_closed = True
+            closers.add(None)
             made = _made_by(flow, ast.Name(id=key, lineno=ret.lineno, col_offset=ret.col_offset))
             factory = factory or (made[0] if made is not None else None)
         committed = any(
@@ -2147,7 +2155,8 @@ def _session_end(
             and _pos(load) < _pos(c) < _pos(ret)
             for c in flow.calls_on(key)
         )
-    return session_closed, committed, factory
+    closer = closers.pop() if len(closers) == 1 else None
+    return session_closed, committed, factory, closer
 
 
 def _delegated(flow: FunctionFlow, call: ast.Call) -> tuple[str, str] | None:

@@ -176,6 +176,8 @@ def closed_before(flow: FunctionFlow, objects: ObjectsValue, node: ast.AST) -> b
             continue
         for item in with_node.items:
             if isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == key:
+                if left_open(flow, item):
+                    return False
                 return (with_node.end_lineno or 0, with_node.end_col_offset or 0) <= at
     for call in flow.calls_on(key):
         func = call.func
@@ -187,6 +189,18 @@ def closed_before(flow: FunctionFlow, objects: ObjectsValue, node: ast.AST) -> b
         ):
             return True
     return False
+
+
+def left_open(flow: FunctionFlow, item: ast.withitem) -> bool:
+    """Whether the ``with`` item is a project context manager that leaves the session it
+    yields open as the block ends (one a scoped_session's registry keeps)."""
+    entered = item.context_expr
+    if flow.index is None or not isinstance(entered, ast.Call):
+        return False
+    func = entered.func
+    if not isinstance(func, (ast.Name, ast.Attribute)):
+        return False
+    return flow.index.keeps_session_open(flow.qualify(func))
 
 
 def loaded_by(

@@ -1168,6 +1168,17 @@ class ProjectIndex:
                 for qualname, function in facts.orm.functions.items():
                     self._functions.setdefault(qualname, function)
             for qualname, function in self._functions.items():
+                returns = function.returns
+                if (
+                    returns is not None
+                    and returns.session_closed
+                    and returns.closer
+                    and self._keeps_open(returns.closer)
+                ):
+                    self._functions[qualname] = replace(
+                        function, returns=replace(returns, session_closed=False)
+                    )
+            for qualname, function in self._functions.items():
                 if function.returns is not None and function.returns.model.startswith(
                     DELEGATED
                 ):
@@ -1175,6 +1186,38 @@ class ProjectIndex:
                         function, returns=self._delegated_returns(function.returns, 0)
                     )
         return self._functions
+
+    def keeps_session_open(self, qualified: str | None) -> bool:
+        """Whether ``with qualified() as session:`` leaves its session open when the block
+        ends (see ``_keeps_open``)."""
+        if not qualified:
+            return False
+        self._function_table()
+        return self._keeps_open(qualified)
+
+    def _keeps_open(self, closer: str) -> bool:
+        """Whether ``with closer() as session:`` leaves the session open: a project
+        context manager that never ends what it yields, a session a scoped_session's
+        registry or a module-level name keeps (packit-service's
+        ``session = singleton_session or Session()`` then ``yield session``)."""
+        assert self._functions is not None
+        function = self._functions.get(self.follow(closer))
+        if function is None or not function.yields_from:
+            return False
+        for source in function.yields_from:
+            kind, _, name = source.partition(":")
+            if kind == "call":
+                factory = self.factory(name)
+                if factory is None or not factory.scoped:
+                    return False
+                continue
+            origin = self.origin_of(name)
+            if origin is None or not origin.startswith("call:"):
+                return False
+            made = self.session_source(origin[5:])
+            if made is None or made.kind == "provider":
+                return False
+        return True
 
     def _delegated_returns(self, returns: ReturnFacts, depth: int) -> ReturnFacts | None:
         """What a function returning another project function's objects returns: that

@@ -18,6 +18,7 @@ from sqla_doctor.static.children import reversed_fields_of
 from sqla_doctor.static.index.functions import (
     FunctionBuilder,
     FunctionFacts,
+    kept_yield_sources,
     params_of,
     quotes_identifier,
 )
@@ -133,6 +134,7 @@ APP_CLASSES: dict[str, str] = {
     "aiohttp.web.Application": "asgi",
     "flask.Flask": "wsgi",
 }
+_CONTEXT_MANAGERS = frozenset({"contextmanager", "asynccontextmanager"})
 _APP_ROUTERS = frozenset({"fastapi.FastAPI", "fastapi.applications.FastAPI"})
 # The functions a FastAPI `dependencies=[...]` names (qualified), or None: not all known.
 Dependencies = tuple[str, ...] | None
@@ -611,6 +613,10 @@ def _finish_functions(
             _summarise_function(resolver, builder, queries, "hands-out" in builder.flags, flows)
         if not facts.is_method and not FACTORY_CALLS.isdisjoint(facts.calls):
             facts.factory = returned_factory(resolver, facts.qualname, builder.node)
+        if "yield" in builder.flags and any(
+            d.rpartition(".")[2] in _CONTEXT_MANAGERS for d in facts.decorators
+        ):
+            facts.yields_from = kept_yield_sources(resolver, builder.node)
         out.functions[facts.qualname] = facts
     if scans is not None:
         scans.update(flows.scans)

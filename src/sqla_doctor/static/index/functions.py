@@ -13,6 +13,7 @@ import ast
 from dataclasses import dataclass, field
 
 from sqla_doctor.static.index.models import call_tail
+from sqla_doctor.static.index.names import NameResolver
 from sqla_doctor.static.index.sessions import FactoryFacts, ProviderFacts
 from sqla_doctor.static.loaders import Options
 
@@ -41,6 +42,10 @@ class ReturnFacts:
     session_closed: bool = False  # the loading session is closed when the function returns
     committed: bool = False  # committed after loading (expire_on_commit expires them)
     factory: str | None = None  # the factory that made that session
+    # The project context manager whose `with ... as session:` block was taken to close
+    # that session (`sa_session_transaction`); the index clears session_closed when that
+    # context manager keeps the session open.
+    closer: str | None = None
     # A legacy Query not run yet, which the caller runs (and may add to): "session" for
     # `session.query(Model)`, "model" for Flask-SQLAlchemy's `Model.query`; None: objects.
     query: str | None = None
@@ -81,6 +86,9 @@ class FunctionFacts:
     # Parameters it closes in a `finally` (`finally: session.close()`): a session handed to
     # it is closed whatever the body raises.
     closes: frozenset[str] = frozenset()
+    # A @contextmanager that never ends the session it yields: where that session comes
+    # from, "call:<callee>" or "name:<module-level name>" (see kept_yield_sources).
+    yields_from: tuple[str, ...] = ()
 
     def element_reads(self, position: int) -> set[tuple[str, ...]]:
         """Attribute paths read on each element of the argument at ``position``."""
@@ -219,6 +227,89 @@ class FunctionBuilder:
             if len(names) == 1 and (flag := names.pop()) is not None:
                 found.add((path, flag))
         return frozenset(found)
+
+
+# Session (and registry) methods that close a session or detach its objects.
+_DETACHING = frozenset(
+    {
+        "close",
+        "aclose",
+        "remove",
+        "close_all",
+        "close_all_sessions",
+        "expunge",
+        "expunge_all",
+        "reset",
+        "invalidate",
+    }
+)
+
+
+def kept_yield_sources(
+    resolver: NameResolver, node: ast.FunctionDef | ast.AsyncFunctionDef
+) -> tuple[str, ...]:
+    """Where the session a context manager yields comes from, when nothing in it ends
+    that session: ``session = singleton_session or Session()`` then ``yield session``
+    gives ("name:app.db.singleton_session", "call:app.db.Session"). Empty when it may
+    close it: a ``with`` around the yield, a ``finally`` that calls anything, a call of
+    ``close()``/``remove()``/``expunge_all()``... anywhere, or a nested function."""
+    yielded: list[ast.Yield] = []
+    assigned: dict[str, list[ast.expr]] = {}
+    arguments = node.args
+    params = {
+        a.arg
+        for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+        + [a for a in (arguments.vararg, arguments.kwarg) if a is not None]
+    }
+    for inner in ast.walk(node):
+        if inner is not node and isinstance(
+            inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+        ):
+            return ()
+        if isinstance(inner, (ast.With, ast.AsyncWith)) and any(
+            isinstance(y, ast.Yield) for y in ast.walk(inner)
+        ):
+            return ()
+        if isinstance(inner, ast.Try) and any(
+            isinstance(c, ast.Call) for stmt in inner.finalbody for c in ast.walk(stmt)
+        ):
+            return ()
+        if isinstance(inner, ast.Call) and call_tail(inner.func) in _DETACHING:
+            return ()
+        if isinstance(inner, ast.YieldFrom):
+            return ()
+        if isinstance(inner, ast.Yield):
+            yielded.append(inner)
+        elif isinstance(inner, ast.Assign) and len(inner.targets) == 1:
+            target = inner.targets[0]
+            if isinstance(target, ast.Name):
+                assigned.setdefault(target.id, []).append(inner.value)
+    if len(yielded) != 1 or yielded[0].value is None:
+        return ()
+    value: ast.expr = yielded[0].value
+    if isinstance(value, ast.Name) and value.id in assigned:
+        values = assigned[value.id]
+        if len(values) != 1:
+            return ()
+        value = values[0]
+    if isinstance(value, ast.Await):
+        value = value.value
+    operands = (
+        value.values if isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or) else [value]
+    )
+    sources: list[str] = []
+    for operand in operands:
+        called = isinstance(operand, ast.Call)
+        target = operand.func if isinstance(operand, ast.Call) else operand
+        if not isinstance(target, (ast.Name, ast.Attribute)):
+            return ()
+        if isinstance(target, ast.Name) and (target.id in assigned or target.id in params):
+            return ()  # a local, not the module-level name
+        qualified = resolver.qualify(target)
+        if qualified is None:
+            return ()
+        sources.append(("call:" if called else "name:") + qualified)
+    return tuple(sources)
 
 
 def _closed_in_finally(

@@ -18,7 +18,7 @@ from sqla_doctor.static.flow import (
     worth_analysing,
 )
 from sqla_doctor.static.lifecycle import exit_method, sessions_ended
-from sqla_doctor.static.navigation import Navigator, option_text
+from sqla_doctor.static.navigation import Navigator, left_open, option_text
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _SETTINGS = """
@@ -231,6 +231,67 @@ user = get_user(1)
 for post in user.posts:
     print(post.title)
 """
+# A context manager over a scoped_session's registry (or a module-level session) that
+# frames a transaction but, without the cleanup, never closes the session it yields:
+# the registry keeps it, and its objects, after the block (packit-service).
+_REGISTRY_FILES = {
+    **_FILES,
+    "app/registry.py": """
+    import os
+    from contextlib import contextmanager
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    engine = create_engine("postgresql+psycopg://app@db/app")
+    Session = sessionmaker(bind=engine)
+    if os.environ.get("POOL") == "gevent":
+        singleton_session = Session()
+    else:
+        Session = scoped_session(Session)
+        singleton_session = None
+
+    @contextmanager
+    def sa_session_transaction(commit=False):
+        session = {make}
+        try:
+            yield session
+            if commit:
+                session.commit()
+        except Exception:
+            session.rollback()
+            raise{cleanup}
+    """,
+}
+_THROUGH_REGISTRY = """
+from app.models import User
+from app.registry import sa_session_transaction
+
+def get_user(user_id):
+    with sa_session_transaction() as session:
+        return session.get(User, user_id)
+
+def post_titles(user_id):
+    return [post.title for post in get_user(user_id).posts]
+"""
+# The objects read after the block in the function that loaded them.
+_AFTER_REGISTRY_BLOCK = """
+from app.models import User
+from app.registry import sa_session_transaction
+
+def post_count(user_id):
+    with sa_session_transaction() as session:
+        user = session.get(User, user_id)
+    return len(user.posts)
+"""
+_REMOVED = "\n        finally:\n            Session.remove()"
+
+
+def _registry_files(make: str, cleanup: str) -> dict[str, str]:
+    registry = _REGISTRY_FILES["app/registry.py"].format(make=make, cleanup=cleanup)
+    return {**_REGISTRY_FILES, "app/registry.py": registry}
+
+
 _SERVICE_USE = """
 from app.service import users
 
@@ -306,6 +367,16 @@ class DetachedInstanceAccess(Rule):
     message = "{problem}"
 
     VALID = (
+        Valid(
+            _THROUGH_REGISTRY,
+            path="app/views.py",
+            files=_registry_files("singleton_session or Session()", ""),
+        ),
+        Valid(
+            _AFTER_REGISTRY_BLOCK,
+            path="app/views.py",
+            files=_registry_files("Session()", ""),
+        ),
         Valid(
             _SCRIPT_AFTER_HELPER.format(options=", options=[selectinload(User.posts)]"),
             path="scripts/titles.py",
@@ -534,6 +605,25 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        # The same context manager removes the thread's session as the block ends.
+        Invalid(
+            _THROUGH_REGISTRY,
+            path="app/views.py",
+            files=_registry_files("singleton_session or Session()", _REMOVED),
+            line=9,
+            expected_message=_detached_read(
+                "User.posts",
+                "get_user(user_id)",
+                "`get_user()` at app/views.py:6 closes it",
+                "selectinload(User.posts)",
+            ),
+        ),
+        Invalid(
+            _AFTER_REGISTRY_BLOCK,
+            path="app/views.py",
+            files=_registry_files("Session()", _REMOVED),
+            line=7,
+        ),
         Invalid(
             _SCRIPT_AFTER_HELPER.format(options=""),
             path="scripts/titles.py",
@@ -991,6 +1081,8 @@ class DetachedInstanceAccess(Rule):
                 continue
             for item in with_node.items:
                 if isinstance(item.optional_vars, ast.Name) and item.optional_vars.id == key:
+                    if left_open(flow, item):
+                        return None
                     region = _Region.after(with_node, flow.node)
                     return (
                         region,
