@@ -861,6 +861,16 @@ class Extractor:
         depth: int = 0,
     ) -> str | None:
         """The text of a string expression (constants, names, f-strings, concatenation)."""
+        if (
+            isinstance(expr, ast.Call)
+            and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "f"
+            and isinstance(expr.func.value, ast.Name)
+            and expr.func.value.id in state.batch
+            and len(expr.args) == 1
+        ):
+            # `batch_op.f("ix_...")`: BatchOperations inherits op.f(), the name as given.
+            expr = expr.args[0]
         value = _string_value(expr, state.values, self.module_values, self.resolver, depth)
         if value is None or (not allow_placeholders and PLACEHOLDER in value):
             return None

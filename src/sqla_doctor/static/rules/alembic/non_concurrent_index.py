@@ -240,6 +240,12 @@ class NonConcurrentIndex(MigrationRule):
                 op.create_unique_constraint("uq_users_name", "users", ["name"])
             """,
             count=3,
+            # `batch_op.f()` marks the name final, as `op.f()` does (iib's revisions).
+            expected_message=(
+                "CREATE UNIQUE INDEX ix_users_email blocks every write to users until the "
+                "index is built — create it with `postgresql_concurrently=True` inside "
+                "`op.get_context().autocommit_block()`"
+            ),
         ),
         # Tables the migration loops over: the message names what it knows.
         Invalid(
