@@ -292,6 +292,22 @@ def _registry_files(make: str, cleanup: str) -> dict[str, str]:
     return {**_REGISTRY_FILES, "app/registry.py": registry}
 
 
+# The relationship read by a helper the detached object is handed to.
+_READ_BY_HELPER = """
+from app.db import SessionLocal
+from app.models import User
+
+def get_user(user_id):
+    with SessionLocal() as session:
+        return session.get(User, user_id)
+
+def titles(user):
+    return [p.title for p in user.posts]
+
+def post_titles(user_id):
+    user = get_user(user_id)
+    return titles(user)
+"""
 _SERVICE_USE = """
 from app.service import users
 
@@ -300,9 +316,13 @@ def post_counts():
 """
 
 
-def _detached_read(relationship: str, shown: str, where: str, option: str) -> str:
+def _detached_read(
+    relationship: str, shown: str, where: str, option: str, via: str | None = None
+) -> str:
+    # `via`: the helper that reads it, already quoted (`` `titles()` (app/views.py:8) ``).
+    on = f"`{shown}`" if via is None else f"`{shown}` in {via}"
     return (
-        f"`{relationship}` is lazy-loaded on `{shown}` after the session that loaded it "
+        f"`{relationship}` is lazy-loaded on {on} after the session that loaded it "
         f"closed ({where}): this raises DetachedInstanceError — add `{option}` to that "
         "query, or read it before the session closes"
     )
@@ -605,6 +625,19 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _READ_BY_HELPER,
+            path="app/views.py",
+            files=_FILES,
+            line=13,
+            expected_message=_detached_read(
+                "User.posts",
+                "user",
+                "`get_user()` at app/views.py:6 closes it",
+                "selectinload(User.posts)",
+                via="`titles()` (app/views.py:8)",
+            ),
+        ),
         # The same context manager removes the thread's session as the block ends.
         Invalid(
             _THROUGH_REGISTRY,
@@ -1189,11 +1222,10 @@ class DetachedInstanceAccess(Rule):
             if key in seen:
                 continue
             seen.add(key)
-            shown = name if access.via is None else f"{name}` in {access.via}`"
             option = option_text(self.ctx.index, access.path, access.objects.options)
             self.report(
                 access.node,
-                problem=_detached_read(access.rel.name, shown, where, option),
+                problem=_detached_read(access.rel.name, name, where, option, access.via),
             )
 
 
