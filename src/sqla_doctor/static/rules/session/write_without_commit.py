@@ -226,6 +226,19 @@ _CORE_FILES = {
 }
 
 
+# Tables made on a connection of a local engine whose URL is an f-string (singer-sdk's
+# test_bench_discovery), never committed.
+_DDL_ON_LOCAL_ENGINE = """
+import sqlalchemy
+
+def seed(path, host):
+    engine = sqlalchemy.create_engine({url})
+    with engine.connect() as conn:
+        for i in range(3):
+            conn.execute(sqlalchemy.text(f"CREATE TABLE table_{{i}} (id INTEGER PRIMARY KEY)"))
+"""
+
+
 # A session method that ends or frames its transaction by hand: its writes are settled.
 _READS = frozenset({"execute", "scalars", "scalar", "get", "query", "exec"})
 _SETTLED = frozenset({"commit", "begin", "rollback", "begin_nested", "in_transaction"})
@@ -595,6 +608,8 @@ class WriteWithoutCommit(Rule):
     message = "`{write}` is never {never}: {why} — {remedy}"
 
     VALID = (
+        # SQLite's driver runs the CREATE TABLE outside a transaction: it stays.
+        Valid(_DDL_ON_LOCAL_ENGINE.format(url='f"sqlite:///{path}/foo.db"')),
         Valid(
             _COPY_SCRIPT.format(commit="\n    dst.commit()"),
             path="scripts/copy_users.py",
@@ -1240,6 +1255,11 @@ class WriteWithoutCommit(Rule):
         ),
     )
     INVALID = (
+        # On PostgreSQL the CREATE TABLE is rolled back as the connection closes.
+        Invalid(
+            _DDL_ON_LOCAL_ENGINE.format(url='f"postgresql+psycopg://app@{host}/app"'),
+            line=7,
+        ),
         Invalid(
             _COPY_SCRIPT.format(commit=""),
             path="scripts/copy_users.py",
@@ -2440,7 +2460,13 @@ class WriteWithoutCommit(Rule):
         if self.ctx.names.sqla_name(func) in ENGINE_CALLS:
             if sets_isolation(call):
                 return None
-            url = literal_str(call.args[0]) if call.args else literal_str(keyword(call, "url"))
+            argument = call.args[0] if call.args else keyword(call, "url")
+            url = literal_str(argument)
+            if isinstance(argument, ast.JoinedStr):
+                # `f"sqlite:///{path}"`: the scheme is written out.
+                prefixes = self.statements.strings.prefixes(argument)
+                if prefixes and "://" in prefixes[0].text:
+                    url = prefixes[0].text
             return _Engine(url)
         kind = self.objects.kind_of(call)
         return _Engine(None) if kind is not None and kind.is_engine else None
