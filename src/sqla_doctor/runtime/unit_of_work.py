@@ -606,6 +606,7 @@ class SessionRecord:
         "paused",
         "pending",
         "pending_overflow",
+        "raised_response",
         "ref",
         "reported",
         "rollback_site",
@@ -691,6 +692,10 @@ class SessionRecord:
         # A rollback a unit-of-work class's __exit__ made when its block ended without
         # an error: its __exit__ and the with block. It discards as a close does.
         self.exit_rollback: tuple[CallSite, CallSite] | None = None
+        # A web framework's successful response raised as an exception that was passing
+        # when the outermost transaction rolled back ("falcon's HTTPSeeOther (303)"):
+        # that rollback discards as a close does (raised_responses.py).
+        self.raised_response: str | None = None
         # Where its objects were detached (close(), expunge_all(), expunge()), the latest
         # few, for explaining a DetachedInstanceError later.
         self.detachments: list[Detachment] = []
@@ -728,6 +733,7 @@ class SessionRecord:
         self.discarded = []
         self.discarded_dirty = []
         self.exit_rollback = None
+        self.raised_response = None
         self.holds_connection = False
         # ``failed_flush`` stays: a PendingRollbackError raised after the session closed
         # (the ``with`` block ended first) is still explained by it.

@@ -30,12 +30,32 @@ from sqla_doctor.runtime.detectors.session_leak import (
     scoped_proxy,
 )
 from sqla_doctor.runtime.pytest_fixtures import closed_by_pytest_fixture
+from sqla_doctor.runtime.raised_responses import passing_response, raised_response
 from sqla_doctor.runtime.skipped_commits import commit_skipped
 from sqla_doctor.runtime.source_blocks import enclosing_headers
 from sqla_doctor.runtime.unit_of_work import EXECUTED_WRITES, Added, SessionRecord
 
 _MAX_NAMED = 4
 _MAX_AWAIT_DEPTH = 64
+
+
+def _raised_fix(raised: str, hint: str, site: CallSite | None) -> str:
+    """What to do about writes a raised success response (``raised``) threw away at
+    ``site``: a ``with`` block (``Session.begin()``) rolls back on any exception, so the
+    raise moves after it; a plugin's ``finally: session.close()`` or ``except Exception:
+    session.rollback()`` has to commit when that exception passes (only then: Bottle's
+    HTTPError, a 4xx or 5xx, is a subclass of its HTTPResponse)."""
+    cls = raised.rpartition("'s ")[2].partition(" (")[0]
+    line = linecache.getline(site.filename, site.lineno).lstrip() if site is not None else ""
+    where = (
+        "raise it after the with block ends"
+        if line.startswith(("with ", "async with "))
+        else f"commit where the session ends when a {cls} with a status below 400 passes"
+    )
+    return (
+        f"a raised {cls} is a successful response, not an error, yet the session dropped "
+        f"the request's writes as for one: call `{hint}` before raising it, or {where}"
+    )
 
 
 def _counted(names: list[str]) -> str:
@@ -46,9 +66,10 @@ def _counted(names: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _async_with_exit(session: object) -> tuple[bool, CallSite | None] | None:
-    """The ``async with`` block whose ``__aexit__`` is closing this session: whether an
-    exception left it, and the program's line that awaits it (the ``async with``).
+def _async_with_exit(session: object) -> tuple[BaseException | None, CallSite | None] | None:
+    """The ``async with`` block whose ``__aexit__`` is closing this session: the
+    exception that left it, if one did, and the program's line that awaits it (the
+    ``async with``).
 
     ``AsyncSession.__aexit__`` closes in a task of its own, off the caller's stack and
     where ``sys.exc_info()`` is empty: the exception is the ``type_`` argument of that
@@ -70,7 +91,11 @@ def _async_with_exit(session: object) -> tuple[bool, CallSite | None] | None:
                 scope = frame.f_locals
                 closing = scope.get("self")
                 if closing is owner or getattr(closing, "async_session", None) is owner:
-                    return scope.get("type_") is not None, _awaiting_user_site(frames[:index])
+                    value = scope.get("value")
+                    left_by = value if isinstance(value, BaseException) else None
+                    if left_by is None and scope.get("type_") is not None:
+                        left_by = Exception()  # the class alone: an error all the same
+                    return left_by, _awaiting_user_site(frames[:index])
     return None
 
 
@@ -218,7 +243,13 @@ class ForgottenCommit(Detector):
     in a branch not taken (`if count % 100 == 0:`) is no such path. The same goes for
     a session still open when the program dies of an uncaught exception, held by a
     frame that exception unwound whose code closes it (see SQD151): its `commit()`
-    never ran either. A
+    never ran either. A web framework's successful response raised as an exception is
+    not such an error: Falcon's redirects (`raise falcon.HTTPSeeOther(url)`), Bottle's
+    `redirect()`, Pyramid's `raise HTTPFound(url)`, any exception whose class is named
+    for HTTP or a redirect and whose status is 2xx or 3xx. A `with Session.begin()`
+    block it leaves rolls back, and a plugin's `finally: session.close()` or `except
+    Exception: session.rollback()` drops the writes, while the client is told the
+    request succeeded: that is reported, with the fix to commit before raising it. A
     module-level `scoped_session` (Flask-SQLAlchemy's `db.session`, a worker's
     `db_session`), whose `remove()` at the end of a request or job closes it, is named
     in the fix as the program spells it: `db.session.commit()`. When that close runs in
@@ -319,9 +350,24 @@ class ForgottenCommit(Detector):
             )
             self._check(record, block, ended, exit_site)
             return
+        raised = record.raised_response if end.outcome == "rollback" else None
+        if raised is not None:
+            # `with Session.begin():` left by `raise HTTPSeeOther(url)` rolls back as for
+            # an error, and the client is told the request succeeded. `async with
+            # factory.begin()` rolls back in a task of its own, with no line of the program.
+            site = record.rollback_site
+            if site is None:
+                exit_ = _async_with_exit(end.session)
+                site = exit_[1] if exit_ is not None else None
+            if site is None:
+                return
+            ended = f"rolled back at {self.where(site)} as {raised} passed through it"
+            self._check(record, site, ended, session=end.session, raised=raised)
+            return
         if end.outcome != "close":
             return
-        if sys.exc_info()[1] is not None:
+        raised = passing_response()
+        if sys.exc_info()[1] is not None and raised is None:
             # Closed while an exception unwinds (a `with` block left by a raise, a close
             # in an except block): dropping the writes is what that error path means.
             return
@@ -342,11 +388,20 @@ class ForgottenCommit(Detector):
             # the task awaiting its __aexit__ holds the `async with` line.
             exit_ = _async_with_exit(end.session)
             if exit_ is not None:
-                left_by_exception, site = exit_
-                if left_by_exception:
+                left_by, site = exit_
+                raised = raised_response(left_by)
+                if left_by is not None and raised is None:
                     return
         if site is not None:
-            if closed_by_pytest_fixture(site) or conditional_commit_before(site):
+            if closed_by_pytest_fixture(site):
+                return
+            if raised is not None:
+                # The commit above the close did not run because the response was raised,
+                # not because a condition skipped it.
+                ended = f"closed at {self.where(site)} as {raised} passed through it"
+                self._check(record, site, ended, session=end.session, raised=raised)
+                return
+            if conditional_commit_before(site):
                 return
             self._check(record, site, "closed at " + self.where(site), session=end.session)
         else:
@@ -407,6 +462,7 @@ class ForgottenCommit(Detector):
         exit_site: CallSite | None = None,
         closed: bool = False,
         session: object = None,
+        raised: str | None = None,
     ) -> None:
         if record.external or _skipped_by_a_caught_error(record):
             return
@@ -478,7 +534,10 @@ class ForgottenCommit(Detector):
                     else "with Session(engine) as session, session.begin():"
                 )
             hint = f"{awaited}{name}.commit()"
-            fix = f"call `{hint}` before the session ends, or use `{begin}`"
+            if raised is not None:
+                fix = _raised_fix(raised, hint, site)
+            else:
+                fix = f"call `{hint}` before the session ends, or use `{begin}`"
         self.report(
             site,
             key=site.key if site is not None else id(record),

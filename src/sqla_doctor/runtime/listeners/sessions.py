@@ -49,6 +49,7 @@ from sqla_doctor.runtime.listeners.units import (
     _session_unit,
 )
 from sqla_doctor.runtime.loading import UNLOADABLE, primary_key_attributes
+from sqla_doctor.runtime.raised_responses import passing_response
 from sqla_doctor.runtime.session_loops import LoopUnit
 from sqla_doctor.runtime.unit_of_work import (
     MAX_DISCARDED_PER_SESSION,
@@ -184,6 +185,7 @@ def _on_after_rollback(session: Session) -> None:
         record.rollback_site = failed.site if failed is not None else callsite.find(1)
         if failed is None and (record.pending or record.writes):
             record.exit_rollback = callsite.unit_of_work_exit(1)
+            record.raised_response = passing_response()
     else:
         # Rolling back to a SAVEPOINT undoes only the writes flushed since it.
         record.roll_back_savepoint()
@@ -410,8 +412,13 @@ def _on_pending_to_transient(session: Session, state: Any) -> None:
     if record.savepoint_rolling_back:
         return  # a SAVEPOINT's rollback (a failed row of `with begin_nested():`) undid it
     # rollback() sets the outcome before it expunges pending objects; close() does not,
-    # nor does a unit of work's __exit__ discarding what its block did not commit.
-    discards = record.outcome is None or record.exit_rollback is not None
+    # nor does a unit of work's __exit__ discarding what its block did not commit, nor a
+    # rollback while a redirect raised as an exception passes (SQD152 reports those).
+    discards = (
+        record.outcome is None
+        or record.exit_rollback is not None
+        or record.raised_response is not None
+    )
     if discards and len(record.discarded) < MAX_DISCARDED_PER_SESSION:
         record.discarded.append(added or Added(state.class_.__name__, None))
 
