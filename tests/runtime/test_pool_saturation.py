@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
 from sqla_doctor.findings import Finding
 
+from .models import Base, User
 from .support import line_of, of_code, one, relative
 
 # A full pool is reported once a connection stays out this long after it filled.
@@ -457,3 +458,37 @@ def test_workers_that_release_the_connection_before_the_slow_call_are_the_silent
     sqla_doctor.install(mode="collect")
     assert run_jobs(impatient_engine, slow_call_inside=False) == ["ok"] * 4
     assert not of_code(sqla_doctor.collected(), "SQD451")
+
+
+def add_in_begin_block(session_factory: sessionmaker[Session]) -> str:
+    """`with factory.begin():` around an add(): the first checkout is the flush its exit
+    makes, so when the block passes the timeout on, the traceback holds no line of the
+    program yet."""
+    try:
+        with session_factory.begin() as session:  # line:begin-block
+            session.add(User(name="ada"))
+    except PoolTimeoutError as error:
+        return type(error).__name__
+    return "ok"
+
+
+def test_a_pool_timeout_raised_by_a_begin_blocks_commit_points_at_the_block(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'one.db'}", pool_size=1, max_overflow=0, pool_timeout=0.05
+    )
+    Base.metadata.create_all(engine)
+    sqla_doctor.install(mode="collect")
+    leaked = open_report_session(engine)
+    assert add_in_begin_block(sessionmaker(engine)) == "TimeoutError"
+    finding = one(sqla_doctor.collected(), "SQD451")
+    here = relative(__file__)
+    assert finding.location.line == line_of("begin-block")
+    assert finding.message.startswith(
+        f"checkout at {here}:{line_of('begin-block')} timed out: QueuePool limit of size 1 "
+        f"overflow 0 reached — held by: {here}:{line_of('holder')} in open_report_session "
+    )
+    leaked.close()
+    assert add_in_begin_block(sessionmaker(engine)) == "ok"
+    engine.dispose()

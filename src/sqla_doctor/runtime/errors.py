@@ -340,10 +340,16 @@ def explain_raised(raised: BaseException, live: FrameType) -> None:
 def explain_passing(raised: BaseException) -> None:
     """Explain an error on its way out of the program's session (its ``with`` block
     closing it), which the program may still catch and swallow: a worker thread that
-    returns the error's name. The user's line is the traceback's, where it was raised."""
+    returns the error's name. The user's line is the traceback's, where it was raised;
+    when that holds none, the program's frame on the stack: the `with` block whose exit
+    raised it (`with Session.begin():` committing, its checkout timing out) is not in
+    the traceback yet, since the error has not unwound to it."""
     try:
         if not _explained(raised):
-            _explain_now(raised, seen(raised))
+            payload = seen(raised)
+            if payload.site is None:
+                payload.site = find_call_site(1)
+            _explain_now(raised, payload)
     except Exception:
         _internal_error(explain_passing)
 
