@@ -1069,3 +1069,41 @@ def test_an_unknown_threshold_is_a_usage_error(project: pytest.Pytester) -> None
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*sqla_doctor_fail_on must be one of info, warning, error*"])
+
+
+def test_an_async_fixture_closing_its_session_discards_the_tests_writes_on_purpose(
+    project: pytest.Pytester,
+) -> None:
+    """pytest-asyncio tears an async ``yield`` fixture down by awaiting its generator's
+    ``__anext__()``: the ``async with`` closing the session is found through it, as a
+    sync fixture's ``with`` is on the stack. A test's own ``async with`` is reported."""
+    write_test(
+        project,
+        """
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        from models import User
+
+
+        async def test_adds_through_the_async_fixture(async_session):
+            async_session.add(User(name="new"))
+            await async_session.flush()
+
+
+        async def test_closes_its_own_async_session(async_session):
+            async with AsyncSession(async_session.bind) as session:
+                session.add(User(name="lost"))
+                await session.flush()
+        """,
+    )
+
+    result = run(project, "--sqla-doctor")
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_closes_its_own_async_session _*",
+            "test_app.py:12: SQD152 Session closed at test_app.py:12 without commit(): the "
+            "flushed writes (1 User inserted) were rolled back*",
+        ]
+    )

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dis
 import importlib
+import inspect
 import os
 import re
 import site
@@ -421,16 +422,41 @@ def _exit_argument(frame: FrameType) -> Any:
 
 def awaiting_frames(task: Any, limit: int = 12) -> list[FrameType]:
     """A suspended task's coroutine frames, outermost first, through ``cr_await``
-    (``Task.get_stack()`` gives only the outermost coroutine's)."""
+    (``Task.get_stack()`` gives only the outermost coroutine's), and into an async
+    generator that a frame drives with ``await gen.__anext__()`` (pytest-asyncio tearing
+    down a ``yield`` fixture, an ``async for``)."""
     frames: list[FrameType] = []
     awaited = task.get_coro()
     while awaited is not None and len(frames) < limit:
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        frame = (
+            getattr(awaited, "cr_frame", None)
+            or getattr(awaited, "gi_frame", None)
+            or getattr(awaited, "ag_frame", None)
+        )
         if frame is None:
             break
         frames.append(frame)
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        awaited = (
+            getattr(awaited, "cr_await", None)
+            or getattr(awaited, "gi_yieldfrom", None)
+            or getattr(awaited, "ag_await", None)
+        )
+        if type(awaited).__name__ == "async_generator_asend":
+            awaited = _driven_generator(frame)
     return frames
+
+
+def _driven_generator(frame: FrameType) -> Any:
+    """The async generator that ``frame`` awaits the ``__anext__()`` of: the awaitable
+    (``async_generator_asend``) has no link to its generator, but the frame holds it, and
+    of its async generators the one suspended in an ``await`` is the one it is driving."""
+    try:
+        for value in frame.f_locals.values():
+            if inspect.isasyncgen(value) and value.ag_await is not None:
+                return value
+    except Exception:  # f_locals of a frame that is running elsewhere
+        pass
+    return None
 
 
 # Tasks climbed from a task to the one awaiting it, at most: SQLAlchemy's begin() context

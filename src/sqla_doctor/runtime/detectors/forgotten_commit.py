@@ -298,7 +298,8 @@ class ForgottenCommit(Detector):
     bound to a Connection their caller manages (the test-suite "join an external
     transaction" recipe) are skipped: committing is the caller's business. So are a
     session or connection that a pytest fixture closes (`with Session(engine) as s:
-    yield s`, Flask's `with app.app_context(): yield`, a `teardown()` handed to
+    yield s`, pytest-asyncio's `async with AsyncSession(engine) as s: yield s`, Flask's
+    `with app.app_context(): yield`, a `teardown()` handed to
     `request.addfinalizer()` that calls `close_all_sessions()`): discarding the test's
     writes is how it gives the next test the same data. Nor is a close that follows, in
     its function, a commit of the same session that did not run this time (`if
