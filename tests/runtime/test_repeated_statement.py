@@ -633,6 +633,38 @@ def test_orm_updates_and_inserts_in_a_loop_name_the_orm_bulk_forms(engine: Engin
     assert not any("fetch the rows" in message for message in findings.values())
 
 
+def test_a_bulk_method_called_per_row_is_told_to_take_every_row_at_once(
+    engine: Engine,
+) -> None:
+    """bulk_insert_mappings() and bulk_save_objects() write through the unit of work, so
+    their INSERTs are a Connection's: the fix names the method the program called."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS:
+            session.bulk_insert_mappings(User, [{"name": f"new {user_id}"}])  # line:mappings
+            session.bulk_save_objects([User(name=f"saved {user_id}")])  # line:objects
+        session.commit()
+    findings = {f.location.line: f.message for f in of_code(uow.findings, "SQD252")}
+    assert set(findings) == {line_of("mappings"), line_of("objects")}
+    assert findings[line_of("mappings")].endswith(
+        "bulk_insert_mappings() takes a list: collect the rows and make one call, "
+        "`session.bulk_insert_mappings(User, rows)` (or `session.execute(insert(User), "
+        "rows)`), instead of one bulk_insert_mappings() per iteration"
+    )
+    assert findings[line_of("objects")].endswith(
+        "bulk_save_objects() takes a list: collect the rows and make one call, "
+        "`session.bulk_save_objects(objects)`, instead of one bulk_save_objects() per "
+        "iteration"
+    )
+
+
+def test_one_bulk_call_with_every_row_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        session.bulk_insert_mappings(User, [{"name": f"new {i}"} for i in IDS])
+        session.bulk_save_objects([User(name=f"saved {i}") for i in IDS])
+        session.commit()
+    assert not of_code(uow.findings, "SQD252")
+
+
 def test_one_executemany_of_updates_is_the_silent_twin(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, engine.begin() as connection:
         connection.execute(RENAME, [{"name": f"renamed {i}", "id": i} for i in IDS])

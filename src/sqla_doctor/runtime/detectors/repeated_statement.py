@@ -28,6 +28,7 @@ from sqla_doctor.runtime.detector import (
     OrmExecution,
     Statement,
     a_or_an,
+    calling_frame,
     inside_call,
     method_codes,
 )
@@ -197,6 +198,10 @@ _MERGE = method_codes(Session, "merge", "merge_all")
 # get() (and get_one()) SELECTs by primary key each object the session does not hold.
 _GET = method_codes(Session, "get", "get_one")
 
+# The legacy bulk methods write through the unit of work, not session.execute(): their
+# statements reach the doctor as a Connection's, and each call takes a list already.
+_BULK = method_codes(Session, "bulk_insert_mappings", "bulk_save_objects", "bulk_update_mappings")
+
 
 def _by_primary_key(name: str, keys: Sequence[str]) -> str:
     """The query for every object of ``name`` whose primary key is among the ones looked
@@ -340,6 +345,28 @@ def _fix_for_write(sql: str, orm: bool) -> str | None:
     return _WRITE_FIX[verb, orm]
 
 
+# What 2.0's session.execute() form of each legacy bulk method is.
+_BULK_EXECUTE = {
+    "bulk_insert_mappings": "session.execute(insert(Model), rows)",
+    "bulk_update_mappings": "session.execute(update(Model), rows)",
+}
+
+
+def _bulk_fix(method: str, model: str) -> str:
+    """For a Session bulk method called once per row: one call with every row."""
+    call = (
+        "session.bulk_save_objects(objects)"
+        if method == "bulk_save_objects"
+        else f"session.{method}({model}, rows)"
+    )
+    execute = _BULK_EXECUTE.get(method)
+    also = f" (or `{execute.replace('Model', model)}`)" if execute is not None else ""
+    return (
+        f"{method}() takes a list: collect the rows and make one call, `{call}`{also}, "
+        f"instead of one {method}() per iteration"
+    )
+
+
 def _lock_note(sql: str) -> str:
     """For a repeated SELECT that locks its rows (``FOR UPDATE``): how the one query that
     replaces it keeps the lock; '' for one that locks nothing."""
@@ -382,6 +409,7 @@ class _PerTransaction:
 class _Entry(_PerTransaction):
     __slots__ = (
         "batch",
+        "bulk",
         "by_library",
         "collection",
         "count",
@@ -412,6 +440,9 @@ class _Entry(_PerTransaction):
         self.merged: Any = None
         # The mapper whose objects session.get() loads with it, if get() runs it.
         self.fetched: Any = None
+        # The legacy bulk method of the Session that ran it (bulk_insert_mappings...),
+        # and the name of the class it wrote.
+        self.bulk: tuple[str, str] | None = None
         # Its mapper, the attribute its WHERE compares with a bound value, and the
         # one-to-many relationship whose foreign key that is (see loading.filtered_by).
         self.filtered: tuple[Any, str, Any, bool] | None = None
@@ -726,6 +757,13 @@ class RepeatedStatement(Detector):
                 # the program counts.
                 entry.by_library = called_again_by_library(site)
             entry.batch = rows_per_run(statement.sql, statement.parameters)
+        if entry.count == 2 and statement.orm is None:
+            bulk = calling_frame(_BULK, skip=1)
+            if bulk is not None:
+                # Its first argument: the mapped class (or a Mapper) the rows are for.
+                mapped = bulk.f_locals.get("mapper")
+                mapped = getattr(mapped, "class_", mapped)
+                entry.bulk = (bulk.f_code.co_name, getattr(mapped, "__name__", "Model"))
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
             mapper = pending[2]
@@ -804,6 +842,8 @@ class RepeatedStatement(Detector):
         distinct = len(entry.parameter_sets)
         statement_shape = shape(entry.sql)
         write_fix = _fix_for_write(entry.sql, entry.orm)
+        if write_fix is not None and entry.bulk is not None:
+            write_fix = _bulk_fix(*entry.bulk)
         if distinct == 1:
             variants = "with identical parameters"
             if write_fix is not None:
