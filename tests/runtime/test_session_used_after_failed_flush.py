@@ -484,3 +484,66 @@ def test_an_object_added_after_a_failure_caught_outside_its_savepoint_is_silent(
         session.commit()
         assert session.get(User, 1000) is not None
     assert not of_code(uow.findings, "SQD155")
+
+
+def import_rows(session: Session, *, roll_back_savepoint: bool) -> None:
+    """A row import that opens each row's SAVEPOINT with a plain begin_nested() call."""
+    for user_id in (None, 1, None):
+        savepoint = session.begin_nested()  # line:bare-savepoint
+        session.add(User(id=user_id, name="secret-value"))
+        try:
+            session.flush()  # line:bare-flush
+        except IntegrityError:
+            if roll_back_savepoint:
+                savepoint.rollback()
+
+
+def test_a_savepoint_begun_without_with_is_told_to_roll_it_back(engine: Engine) -> None:
+    # The error leaves the unit of work, as it would leave the program: the unit's end
+    # explains it (begin_nested() raises it before any statement runs).
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(PendingRollbackError), tracker, Session(engine) as session:
+        import_rows(session, roll_back_savepoint=False)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD155")
+    assert finding.location.line == line_of("bare-savepoint")
+    assert f"its flush at {relative(__file__)}:{line_of('bare-flush')}" in finding.message
+    assert finding.message.endswith(
+        "roll the failed SAVEPOINT back in the except block that caught the error "
+        "(`savepoint = session.begin_nested()`, then `savepoint.rollback()`), or use "
+        "`with session.begin_nested():` and catch the error outside that block"
+    )
+    assert finding.fix_hint == "savepoint.rollback()"
+
+
+def test_the_savepoint_rolled_back_in_the_except_block_is_the_silent_twin(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        import_rows(session, roll_back_savepoint=True)
+        session.commit()
+    assert not of_code(uow.findings, "SQD155")
+
+
+async def import_async(session: AsyncSession) -> None:
+    for user_id in (1, None):
+        await session.begin_nested()  # line:async-bare
+        session.add(User(id=user_id, name="secret-value"))
+        with contextlib.suppress(IntegrityError):
+            await session.flush()
+
+
+async def test_an_async_savepoint_begun_without_with_is_told_to_roll_it_back(
+    async_engine: AsyncEngine,
+) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(PendingRollbackError):
+        async with tracker, AsyncSession(async_engine) as session:
+            await import_async(session)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD155")
+    assert finding.location.line == line_of("async-bare")
+    assert (
+        "(`savepoint = await session.begin_nested()`, then `await savepoint.rollback()`), "
+        "or use `async with session.begin_nested():`"
+    ) in finding.message

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import linecache
+import re
 from typing import Any
 
 from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import Session
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.runtime import source_blocks
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, ErrorSeen, FlushAfterFailure, OrmExecution
 from sqla_doctor.runtime.detectors.session_leak import is_async_session, scoped_proxy
@@ -76,7 +79,10 @@ class SessionUsedAfterFailedFlush(Detector):
     To keep the rest of the transaction, put the write that may fail in a SAVEPOINT:
     `with session.begin_nested(): session.add(user)`, and catch the error outside that
     block (caught inside it, the failed SAVEPOINT is still the session's transaction, and
-    the message says so). Under `AsyncSession` the fix is `await session.rollback()`.
+    the message says so). A SAVEPOINT begun by a plain `session.begin_nested()` call
+    stays failed until the program rolls it back: the message says to keep it
+    (`savepoint = session.begin_nested()`) and call `savepoint.rollback()` in the except
+    block. Under `AsyncSession` the fix is `await session.rollback()`.
 
     When PostgreSQL failed the flush as the loser of a deadlock or a serialization
     conflict (SQLSTATE class 40), the fix named is `rollback()` and a retry of the whole
@@ -163,6 +169,16 @@ class SessionUsedAfterFailedFlush(Detector):
                 f"block that caught it, and `{awaited}{name}.remove()` when each job or "
                 "request ends (a worker: in a finally block)"
             )
+        elif failed.in_savepoint and _opened_without_with(failed.site):
+            # `session.begin_nested()` called as a statement: nothing rolls the failed
+            # SAVEPOINT back but the program.
+            savepoint = f"savepoint = {awaited}{name}.begin_nested()"
+            fix = (
+                f"roll the failed SAVEPOINT back in the except block that caught the error "
+                f"(`{savepoint}`, then `{awaited}savepoint.rollback()`), or use `{block} "
+                f"{name}.begin_nested():` and catch the error outside that block"
+            )
+            hint = f"{awaited}savepoint.rollback()"
         elif failed.in_savepoint:
             # The SAVEPOINT is there already: the error was caught inside its block, where
             # the nested transaction is still the failed one.
@@ -197,3 +213,25 @@ class SessionUsedAfterFailedFlush(Detector):
             error=error,
             fix=fix,
         )
+
+
+_BEGIN_NESTED = re.compile(r"\bbegin_nested\(")
+# Lines read upwards from a failed flush to the begin_nested() of its SAVEPOINT, at most.
+_MAX_LINES_UP = 40
+
+
+def _opened_without_with(site: CallSite | None) -> bool:
+    """Whether the nearest ``begin_nested()`` above the failed flush at ``site``, in its
+    function, is a statement (``session.begin_nested()``, ``sp = session.begin_nested()``)
+    rather than a ``with`` item. Read from the source only when reporting."""
+    if site is None:
+        return False
+    floor = source_blocks.indent(linecache.getline(site.filename, site.lineno))
+    for number in range(site.lineno - 1, max(site.lineno - _MAX_LINES_UP, 0), -1):
+        text = linecache.getline(site.filename, number)
+        stripped = text.strip()
+        if stripped.startswith(source_blocks.SCOPES) and source_blocks.indent(text) < floor:
+            return False
+        if _BEGIN_NESTED.search(stripped.split("#", 1)[0]):
+            return not stripped.startswith(("with ", "async with "))
+    return False
