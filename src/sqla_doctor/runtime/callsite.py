@@ -268,7 +268,7 @@ def _site_of(frame: FrameType) -> CallSite:
     )
 
 
-def _next_frame(frame: FrameType, greenlet: Any) -> tuple[FrameType | None, Any]:
+def next_frame(frame: FrameType, greenlet: Any) -> tuple[FrameType | None, Any]:
     """The caller of ``frame``, across greenlet switches; and the greenlet it runs in."""
     back = frame.f_back
     if back is None and _get_current_greenlet is not None:
@@ -349,7 +349,7 @@ def find(
             fallback = frame
         back = frame.f_back
         if back is None:
-            back, greenlet = _next_frame(frame, greenlet)
+            back, greenlet = next_frame(frame, greenlet)
         frame = back
         level += 1
     return _site_of(fallback) if fallback is not None else None
@@ -388,7 +388,7 @@ def unit_of_work_exit(depth: int = 1, limit: int = 3) -> tuple[CallSite, CallSit
             return None
         back = frame.f_back
         if back is None:
-            back, greenlet = _next_frame(frame, greenlet)
+            back, greenlet = next_frame(frame, greenlet)
         frame = back
     return None
 
@@ -695,7 +695,7 @@ def stack(depth: int = 1, limit: int = 12) -> tuple[CallSite, ...]:
             third_party.append(CallSite(code.co_filename, frame.f_lineno, code.co_name))
         back = frame.f_back
         if back is None:
-            back, greenlet = _next_frame(frame, greenlet)
+            back, greenlet = next_frame(frame, greenlet)
         frame = back
     return tuple(user or third_party)
 
@@ -806,7 +806,7 @@ def called_again_by_library(site: CallSite, held_by: Sequence[CallSite] = ()) ->
         if frame is None:
             break
         frames.append(frame)
-        frame, greenlet = _next_frame(frame, greenlet)
+        frame, greenlet = next_frame(frame, greenlet)
     else:
         return False  # deeper than that: nothing to say
     holders = {(held.filename, held.function) for held in held_by}

@@ -16,7 +16,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from sqla_doctor.runtime.callsite import _next_frame
+from sqla_doctor.runtime.callsite import next_frame
 
 # Where each framework keeps the status: Bottle and Falcon `status_code`, WebOb (Pyramid)
 # `status_int` and `code`, CherryPy's HTTPRedirect `status`, Falcon also "303 See Other".
@@ -44,7 +44,7 @@ def passing_response() -> str | None:
             value = frame.f_locals.get("value")
             if isinstance(value, BaseException):
                 return raised_response(value)
-        frame, greenlet = _next_frame(frame, greenlet)
+        frame, greenlet = next_frame(frame, greenlet)
     return None
 
 

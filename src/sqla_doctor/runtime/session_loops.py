@@ -22,8 +22,7 @@ import time
 from types import FrameType
 from typing import Any, ClassVar, Final
 
-from sqla_doctor.runtime.callsite import USER, classify
-from sqla_doctor.runtime.callsite import _next_frame as next_frame
+from sqla_doctor.runtime.callsite import USER, classify, next_frame
 from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.unit_of_work import _ENDED, Settings, UnitOfWork
 
