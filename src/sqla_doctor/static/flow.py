@@ -248,6 +248,8 @@ class StatementValue:
     # Columns of the entity a `where()`/`filter()`/`filter_by()` sets equal to one value
     # (`Post.author_id == uid`): every row shares what they point at.
     pinned: frozenset[str] = frozenset()
+    # Per entity, the name of a local `aliased()` entity (`top` of `select(top)`).
+    aliases: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,25 @@ class ObjectsValue:
     # Columns a helper that returned them compared to what this call passes
     # (`get_comments(workout_id=...)` filtering `Comment.workout_id == workout_id`).
     pinned: frozenset[str] = frozenset()
+    # Which entity of ``stmt`` the root objects are (`post, user` of `select(Post, User)`).
+    position: int = 0
+
+    @property
+    def entity(self) -> ast.expr | None:
+        """The root entity as the statement writes it, for an option that names it."""
+        stmt = self.stmt
+        if stmt is None or self.position == 0:
+            return stmt.entity if stmt is not None else None
+        args = stmt.root.args
+        return args[self.position] if self.position < len(args) else None
+
+    @property
+    def alias(self) -> str | None:
+        """The local ``aliased()`` entity the root objects were loaded as (`top`)."""
+        stmt = self.stmt
+        if stmt is None or self.position >= len(stmt.aliases):
+            return None
+        return stmt.aliases[self.position]
 
 
 @dataclass(frozen=True)
@@ -957,7 +978,13 @@ class FunctionFlow:
             if model is None:
                 return None
             return evolve(
-                iterable, model=model, root_model=model, many=False, shape="object", path=()
+                iterable,
+                model=model,
+                root_model=model,
+                many=False,
+                shape="object",
+                path=(),
+                position=position,
             )
         if position is not None:
             return None
@@ -1262,6 +1289,8 @@ class FunctionFlow:
             return SELF_MODEL + node.attr
         if isinstance(node, ast.Name) and self.is_local(node.id):
             qualified = self._imported(node.id) or self._own_class(node.id)
+            if qualified is None:
+                return self._aliased(node)
         else:
             qualified = self.resolver.qualify(node)
         if qualified is None or qualified.partition(".")[0] in ("sqlalchemy", "sqlmodel"):
@@ -1270,6 +1299,37 @@ class FunctionFlow:
             return qualified
         model = self.index.model(qualified)
         return model.qualname if model is not None else None
+
+    def _aliased(self, node: ast.Name) -> str | None:
+        """The model of ``ua`` bound by ``ua = aliased(User)`` or ``aliased(User, subq)``:
+        its rows are Users, but a loader option must name the alias (``selectinload(
+        ua.posts)``; ``selectinload(User.posts)`` on a query of the alias raises
+        ArgumentError)."""
+        binding = self.binding(node.id, node)
+        if binding is None or binding.kind != "assign" or binding.element is not None:
+            return None
+        call = binding.value
+        if (
+            not isinstance(call, ast.Call)
+            or not call.args
+            or isinstance(call.args[0], ast.Starred)
+            or self.sqla_name(call.func) != "aliased"
+        ):
+            return None
+        return self._model(call.args[0])
+
+    def alias_names(self, args: Sequence[ast.expr]) -> tuple[str | None, ...]:
+        """For each entity of ``select(...)``/``query(...)``: the alias's name, when it is
+        a local ``aliased()`` entity (None otherwise)."""
+        return tuple(
+            arg.id
+            if isinstance(arg, ast.Name)
+            and self.is_local(arg.id)
+            and self._imported(arg.id) is None
+            and self._aliased(arg) is not None
+            else None
+            for arg in args
+        )
 
     def _instance_attribute(self, node: ast.expr) -> bool:
         """``self.model`` in a method: set per instance or per subclass."""
@@ -1473,7 +1533,16 @@ class FunctionFlow:
         entities = tuple(self._model(arg) for arg in node.args)
         if not entities or entities[0] is None:
             return None
-        return StatementValue(entities[0], "select", node, node, node.args[0], Options(), entities)
+        return StatementValue(
+            entities[0],
+            "select",
+            node,
+            node,
+            node.args[0],
+            Options(),
+            entities,
+            aliases=self.alias_names(node.args),
+        )
 
     def _method_call(self, node: ast.Call, func: ast.Attribute) -> Value | None:
         method = func.attr
@@ -1605,7 +1674,16 @@ class FunctionFlow:
                 return None
             model = entities[0]
             return StatementValue(
-                model, "query", node, node, node.args[0], Options(), entities, session, receiver
+                model,
+                "query",
+                node,
+                node,
+                node.args[0],
+                Options(),
+                entities,
+                session,
+                receiver,
+                aliases=self.alias_names(node.args),
             )
         return None
 

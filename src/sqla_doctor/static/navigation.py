@@ -149,13 +149,18 @@ def option_steps(
 
 
 def option_text(
-    index: ProjectIndex, path: tuple[tuple[str, str], ...], options: Options | None = None
+    index: ProjectIndex,
+    path: tuple[tuple[str, str], ...],
+    options: Options | None = None,
+    alias: str | None = None,
 ) -> str:
     """The loader chain that eager-loads ``path``: ``selectinload(User.posts)``,
-    ``selectinload(User.posts).joinedload(Post.author)`` (see :func:`option_steps`)."""
+    ``selectinload(User.posts).joinedload(Post.author)`` (see :func:`option_steps`).
+    Its first step names ``alias``, the ``aliased()`` entity the rows were loaded as,
+    when given: ``selectinload(top.posts)``."""
     return ".".join(
-        f"{loader}({model.rpartition('.')[2]}.{attr})"
-        for loader, model, attr in option_steps(index, path, options)
+        f"{loader}({alias if depth == 0 and alias else model.rpartition('.')[2]}.{attr})"
+        for depth, (loader, model, attr) in enumerate(option_steps(index, path, options))
     )
 
 

@@ -625,6 +625,30 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        # Rows of an aliased entity: the option names the alias.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import aliased
+            from app.db import SessionLocal
+            from app.models import User
+
+            def first_titles():
+                with SessionLocal() as session:
+                    ua = aliased(User)
+                    user = session.scalars(select(ua).limit(1)).one()
+                return [p.title for p in user.posts]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `user` after the session that loaded it closed "
+                "(the `with` block at line 7 closed it): this raises DetachedInstanceError — "
+                "add `selectinload(ua.posts)` to that query, or read it before the session "
+                "closes"
+            ),
+        ),
         Invalid(
             _READ_BY_HELPER,
             path="app/views.py",
@@ -1000,7 +1024,9 @@ class DetachedInstanceAccess(Rule):
         if len(shown) > 40:
             shown = shown[:37] + "..."
         for access in navigator.on_attribute(attribute, objects, per_row=False):
-            option = option_text(self.ctx.index, access.path, access.objects.options)
+            option = option_text(
+                self.ctx.index, access.path, access.objects.options, access.objects.alias
+            )
             self.report(
                 access.node,
                 problem=_detached_read(access.rel.name, shown, where, option),
@@ -1222,7 +1248,9 @@ class DetachedInstanceAccess(Rule):
             if key in seen:
                 continue
             seen.add(key)
-            option = option_text(self.ctx.index, access.path, access.objects.options)
+            option = option_text(
+                self.ctx.index, access.path, access.objects.options, access.objects.alias
+            )
             self.report(
                 access.node,
                 problem=_detached_read(access.rel.name, name, where, option, access.via),

@@ -62,6 +62,20 @@ async def get_session():
         yield session
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS, "app/db.py": _DB}
+# Rows of an aliased entity: the option names the alias (`selectinload(User.posts)` on a
+# query of `ua` raises ArgumentError).
+_ALIASED = """
+from sqlalchemy import select
+from sqlalchemy.orm import aliased, selectinload
+from app.db import SessionLocal
+from app.models import User
+
+async def post_counts():
+    async with SessionLocal() as session:
+        ua = aliased(User)
+        users = (await session.scalars(select(ua){options})).all()
+        return {{u.id: len(u.posts) for u in users}}
+"""
 # A repository that FastAPI injects through an `Annotated[..., Depends()]` alias.
 _REPO_FILES = {
     **_FILES,
@@ -157,6 +171,11 @@ class LazyLoadInAsync(Rule):
     )
 
     VALID = (
+        Valid(
+            _ALIASED.format(options=".options(selectinload(ua.posts))"),
+            path="app/jobs.py",
+            files=_FILES,
+        ),
         # Loaded with the block's query, read after the block: nothing left to load.
         Valid(
             """
@@ -267,6 +286,18 @@ class LazyLoadInAsync(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _ALIASED.format(options=""),
+            path="app/jobs.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `u` in async code (loaded at line 9): this "
+                "raises MissingGreenlet — add `.options(selectinload(ua.posts))` to that "
+                "query or use `await u.awaitable_attrs.posts`"
+            ),
+            expected_fix=_ALIASED.format(options=".options(selectinload(ua.posts))"),
+        ),
         # Read after the `async with` block closed the session: detached, not MissingGreenlet.
         Invalid(
             """
@@ -522,17 +553,20 @@ class LazyLoadInAsync(Rule):
             return
         seen.add(key)
         loader = "selectinload" if rel.collection else "joinedload"
-        option = option_text(self.ctx.index, access.path, access.objects.options)
+        option = option_text(
+            self.ctx.index, access.path, access.objects.options, access.objects.alias
+        )
         loaded = access.objects
         stmt = loaded.stmt
         fix: Fix | None = None
+        entity = loaded.entity
         if (
             stmt is not None
             and loaded.origin_path is None
             and len(access.path) == 1
-            and stmt.entity is not None
+            and entity is not None
         ):
-            edits = loader_edits(self.ctx, stmt, loader, f"{self.ctx.text(stmt.entity)}.{rel.attr}")
+            edits = loader_edits(self.ctx, stmt, loader, f"{self.ctx.text(entity)}.{rel.attr}")
             if edits is not None:
                 option = edits[1]
                 fix = Fix(

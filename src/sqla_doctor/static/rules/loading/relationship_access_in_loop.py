@@ -88,6 +88,29 @@ with Session(engine) as session:
     for author in session.scalars(select(Author){options}):
         print(author.id, len(author.books))
 """
+# Rows of an aliased entity: an option must name the alias (`selectinload(User.posts)`
+# on a query of `top` raises ArgumentError).
+_ALIASED = """
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased, selectinload
+from app.models import Post, User
+
+def leaderboard(session: Session):
+    ranked = select(User).join(User.posts).group_by(User.id).order_by(func.count(Post.id))
+    top = aliased(User, ranked.limit(10).subquery())
+    for user in session.scalars(select(top){options}):
+        print(user.name, [p.title for p in user.posts])
+"""
+# The second entity of each row: its option names that entity, not the first.
+_PAIRS = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+from app.models import Post, User
+
+def pairs(session: Session):
+    for post, user in session.execute(select(Post, User).join(Post.author){options}):
+        print(post.title, len(user.posts))
+"""
 # Every author loaded first, into the session the posts come from.
 _AUTHORS_FIRST = """
 from sqlalchemy import select
@@ -717,6 +740,16 @@ class RelationshipAccessInLoop(Rule):
 
     VALID = (
         Valid(
+            _ALIASED.format(options=".options(selectinload(top.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
+        Valid(
+            _PAIRS.format(options=".options(selectinload(User.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
+        Valid(
             _DATACLASS_ROWS.format(options=".options(selectinload(Owner.pets))"),
             path="app/export.py",
         ),
@@ -1151,6 +1184,24 @@ class RelationshipAccessInLoop(Rule):
                 "`session.scalars(select(Post).where(Po...` (loaded at line 5) — add "
                 "`.options(joinedload(Post.author))` to that query"
             ),
+        ),
+        Invalid(
+            _ALIASED.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=9,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `session.scalars(select(top))` "
+                "(loaded at line 8) — add `.options(selectinload(top.posts))` to that query"
+            ),
+            expected_fix=_ALIASED.format(options=".options(selectinload(top.posts))"),
+        ),
+        Invalid(
+            _PAIRS.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=7,
+            expected_fix=_PAIRS.format(options=".options(selectinload(User.posts))"),
         ),
         # The models' own names, in the module's top-level code that queries them.
         Invalid(
@@ -2064,7 +2115,9 @@ class RelationshipAccessInLoop(Rule):
         # Every relationship read here needs its option (a `to_dict()` reading two needs
         # both), each continuing from what already loads the steps before it.
         optioned = _not_implied(accesses)
-        option = ", ".join(option_text(index, a.path, a.objects.options) for a in optioned)
+        option = ", ".join(
+            option_text(index, a.path, a.objects.options, a.objects.alias) for a in optioned
+        )
         fix: Fix | None = None
         loaded = access.objects
         stmt = loaded.stmt
@@ -2101,7 +2154,9 @@ class RelationshipAccessInLoop(Rule):
             rels = ", ".join(names[:-1]) + f" and {names[-1]} are"
         else:
             rels = ", ".join(names[:2]) + f" and {len(names) - 2} more relationships are"
-        options = ", ".join(option_text(index, a.path, a.objects.options) for a in optioned[:4])
+        options = ", ".join(
+            option_text(index, a.path, a.objects.options, a.objects.alias) for a in optioned[:4]
+        )
         self.report(
             access.node,
             fix=fix,
@@ -2123,13 +2178,18 @@ class RelationshipAccessInLoop(Rule):
         that loaded every row is in this file and each class an option names has a name
         here (the loaded entity as the statement writes it)."""
         stmt = accesses[0].objects.stmt
-        if stmt is None or stmt.entity is None:
+        written = accesses[0].objects.entity
+        if stmt is None or written is None:
             return None
-        entity = self.ctx.text(stmt.entity)
+        entity = self.ctx.text(written)
         chains: list[list[tuple[str, str]]] = []
         for access in accesses:
             loaded = access.objects
-            if loaded.stmt is not stmt or loaded.origin_path is not None:
+            if (
+                loaded.stmt is not stmt
+                or loaded.origin_path is not None
+                or loaded.position != accesses[0].objects.position
+            ):
                 return None
             chain: list[tuple[str, str]] = []
             steps = option_steps(self.ctx.index, access.path, loaded.options)
