@@ -40,7 +40,7 @@ from sqla_doctor.static.index.models import (
     parse_annotation,
 )
 from sqla_doctor.static.index.names import SQLA_ROOTS, ModuleNames, NameResolver
-from sqla_doctor.static.index.sessions import ProviderFacts, expire_on_commit
+from sqla_doctor.static.index.sessions import FactoryFacts, ProviderFacts, expire_on_commit
 from sqla_doctor.static.loaders import Options, parse_options
 
 if TYPE_CHECKING:
@@ -332,6 +332,14 @@ class Binding:
     scope: ast.AST | None = None  # a comprehension: only uses inside it see it
     element: int | None = None  # position in a tuple target
     default: ast.expr | None = None  # a parameter's default
+
+
+def _made(factory: FactoryFacts | None) -> FactoryValue | None:
+    """A factory a project function builds, as this function's value (not the module-level
+    name the index records it under)."""
+    if factory is None:
+        return None
+    return FactoryValue(factory.is_async, None, factory.scoped, factory.expire_on_commit)
 
 
 def _pos(node: ast.AST) -> tuple[int, int]:
@@ -878,6 +886,8 @@ class FunctionFlow:
             if binding.element is not None:
                 if isinstance(value, (ast.Tuple, ast.List)) and binding.element < len(value.elts):
                     return self.value(value.elts[binding.element])
+                if isinstance(value, ast.Call):
+                    return self._unpacked_factory(value, binding.element)
                 return None
             return self.value(value)
         if binding.kind == "with":
@@ -901,6 +911,17 @@ class FunctionFlow:
             qualified = self._imported(binding.name)
             return None if qualified is None else self._global(binding.node, qualified)  # type: ignore[arg-type]
         return None
+
+    def _unpacked_factory(self, call: ast.Call, position: int) -> FactoryValue | None:
+        """``engine, Session = make_db()``: the factory a project function returns at
+        that position of its tuple."""
+        qualified = self.qualify(call.func)
+        if self.index is None or qualified is None:
+            return None
+        function = self.index.function(qualified)
+        if function is None or position >= len(function.tuple_factories):
+            return None
+        return _made(function.tuple_factories[position])
 
     def _paired(self, node: ast.expr | None) -> list[ast.expr | None] | None:
         """What each element of the tuples ``enumerate(rows)`` / ``zip(a, b)`` yield comes
@@ -1476,6 +1497,10 @@ class FunctionFlow:
             )
         function = self.index.function(qualified)
         if function is not None:
+            if function.factory is not None:
+                # `Session = get_sessionmaker()` in a function (module-level ones come
+                # from the index).
+                return _made(function.factory)
             return self._returned(node, function)
         if self.index.class_facts(qualified) is not None and self.index.model(qualified) is None:
             return InstanceValue(self.index.follow(qualified), node)

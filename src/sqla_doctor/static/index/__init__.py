@@ -1276,20 +1276,27 @@ class ProjectIndex:
 
     def _returned_factories(self, known: dict[str, FactoryFacts]) -> dict[str, FactoryFacts]:
         """Module-level names bound to the call of a project function that builds and
-        returns a factory (an app factory's ``SessionLocal = get_sessionmaker()``)."""
-        builders = {
-            qualname: function.factory
-            for qualname, function in self._function_table().items()
-            if function.factory is not None
-        }
+        returns a factory (an app factory's ``SessionLocal = get_sessionmaker()``), or a
+        tuple holding one (``engine, SessionLocal = make_db()``)."""
+        functions = self._function_table()
+        if not any(f.factory is not None or f.tuple_factories for f in functions.values()):
+            return {}
         found: dict[str, FactoryFacts] = {}
-        if not builders:
-            return found
         for facts in self.files.values():
             for name, origin in facts.names.assigned.items():
-                if not origin.startswith("call:"):
-                    continue
-                made = builders.get(self.follow(origin[5:]))
+                made: FactoryFacts | None = None
+                if origin.startswith("call:"):
+                    builder = functions.get(self.follow(origin[5:]))
+                    made = builder.factory if builder is not None else None
+                elif origin.startswith("item:"):
+                    # `engine, SessionLocal = make_db()`: the factory at that position.
+                    _, number, called = origin.split(":", 2)
+                    builder = functions.get(self.follow(called))
+                    made = (
+                        builder.tuple_factories[int(number)]
+                        if builder is not None and int(number) < len(builder.tuple_factories)
+                        else None
+                    )
                 qualname = f"{facts.module}.{name}" if facts.module else name
                 if made is not None and qualname not in known:
                     found[qualname] = replace(made, qualname=qualname)

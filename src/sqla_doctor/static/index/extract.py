@@ -52,6 +52,7 @@ from sqla_doctor.static.index.sessions import (
     FactoryFacts,
     engine_facts,
     factory_facts,
+    returned_factories,
     returned_factory,
 )
 
@@ -613,6 +614,7 @@ def _finish_functions(
             _summarise_function(resolver, builder, queries, "hands-out" in builder.flags, flows)
         if not facts.is_method and not FACTORY_CALLS.isdisjoint(facts.calls):
             facts.factory = returned_factory(resolver, facts.qualname, builder.node)
+            facts.tuple_factories = returned_factories(resolver, facts.qualname, builder.node)
         if "yield" in builder.flags and any(
             d.rpartition(".")[2] in _CONTEXT_MANAGERS for d in facts.decorators
         ):

@@ -71,6 +71,9 @@ class FunctionFacts:
     # The session factory it builds and returns (`def get_sessionmaker(): return
     # sessionmaker(...)`), for the module-level names bound to its call.
     factory: FactoryFacts | None = None
+    # The factories in the tuple it returns, by position (`return engine,
+    # sessionmaker(engine)` for `engine, SessionLocal = make_db()`); empty: none.
+    tuple_factories: tuple[FactoryFacts | None, ...] = ()
     io_call: str | None = None  # first external I/O it makes itself (qualified)
     quotes: bool = False  # returns its argument quoted as an SQL identifier (quotes_identifier)
     commits: bool = False  # calls `.commit()` or `.rollback()` on something itself

@@ -52,7 +52,8 @@ class ModuleNames:
     is_package: bool = False
     imports: dict[str, str] = field(default_factory=dict)
     # Names bound at module level to something the resolver can name (a call's target,
-    # another name): ``engine = create_engine(...)`` → ``engine: call:sqlalchemy.create_engine``.
+    # another name): ``engine = create_engine(...)`` → ``engine: call:sqlalchemy.create_engine``;
+    # unpacked from a call's result: ``engine, Session = make()`` → ``Session: item:1:app.make``.
     assigned: dict[str, str] = field(default_factory=dict)
     defined: set[str] = field(default_factory=set)
     # The qualified bases of its top-level classes: `class AppDB(SQLAlchemy)` is one too.
@@ -104,6 +105,8 @@ class ModuleNames:
                         origin = self._origin(stmt.value)
                         if origin:
                             self.assigned[target.id] = origin
+                elif isinstance(target, ast.Tuple) and stmt.value is not None:
+                    self._collect_unpacked(target, stmt.value)
         elif isinstance(stmt, (ast.If, ast.Try)):
             # Conditional imports and `try: ... except ImportError:` definitions.
             for child in ast.iter_child_nodes(stmt):
@@ -112,6 +115,20 @@ class ModuleNames:
                 elif isinstance(child, ast.ExceptHandler):
                     for inner in child.body:
                         self._collect_definition(inner)
+
+    def _collect_unpacked(self, target: ast.Tuple, value: ast.expr) -> None:
+        """``engine, SessionLocal = make_db()``: each name is defined here, and one
+        unpacked from a call is remembered by its position (``item:1:app.db.make_db``)."""
+        call = None
+        if isinstance(value, ast.Call) and not any(
+            isinstance(e, ast.Starred) for e in target.elts
+        ):
+            call = NameResolver(self).qualify(value.func)
+        for number, element in enumerate(target.elts):
+            if isinstance(element, ast.Name):
+                self.defined.add(element.id)
+                if call:
+                    self.assigned[element.id] = f"item:{number}:{call}"
 
     def _origin(self, value: ast.expr) -> str | None:
         resolver = NameResolver(self)

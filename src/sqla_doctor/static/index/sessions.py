@@ -171,22 +171,60 @@ def returned_factory(
     Anything else (several returns, a factory chosen among others) is not a fact.
     """
     own = list(_own_nodes(function))
+    value = _returned(own)
+    return _built_factory(resolver, qualname, function, own, value)
+
+
+def returned_factories(
+    resolver: NameResolver, qualname: str, function: ast.FunctionDef | ast.AsyncFunctionDef
+) -> tuple[FactoryFacts | None, ...]:
+    """The factories in the tuple a function returns, by position: ``return engine,
+    sessionmaker(engine)`` gives ``(None, <sessionmaker>)`` for ``engine, SessionLocal =
+    make_db()``. Empty unless the function's one ``return`` gives a tuple literal (or a
+    name assigned it once) holding a factory."""
+    own = list(_own_nodes(function))
+    value = _returned(own)
+    if not isinstance(value, ast.Tuple):
+        return ()
+    found = tuple(
+        _built_factory(resolver, f"{qualname}.{number}", function, own, element)
+        for number, element in enumerate(value.elts)
+    )
+    return found if any(f is not None for f in found) else ()
+
+
+def _returned(own: list[ast.AST]) -> ast.expr | None:
+    """The one ``return``'s value, through a name the function assigns once."""
     returns = [n for n in own if isinstance(n, ast.Return)]
     if len(returns) != 1 or returns[0].value is None:
         return None
-    value: ast.expr | None = returns[0].value
-    if isinstance(value, ast.Name):
-        name = value.id
-        assigned = [
-            n.value
-            for n in own
-            if isinstance(n, (ast.Assign, ast.AnnAssign))
-            and any(
-                isinstance(t, ast.Name) and t.id == name
-                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
-            )
-        ]
-        value = assigned[0] if len(assigned) == 1 else None
+    return _assigned_once(own, returns[0].value)
+
+
+def _assigned_once(own: list[ast.AST], value: ast.expr | None) -> ast.expr | None:
+    if not isinstance(value, ast.Name):
+        return value
+    name = value.id
+    assigned = [
+        n.value
+        for n in own
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+        and any(
+            isinstance(t, ast.Name) and t.id == name
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+        )
+    ]
+    return assigned[0] if len(assigned) == 1 else None
+
+
+def _built_factory(
+    resolver: NameResolver,
+    qualname: str,
+    function: ast.FunctionDef | ast.AsyncFunctionDef,
+    own: list[ast.AST],
+    value: ast.expr | None,
+) -> FactoryFacts | None:
+    value = _assigned_once(own, value)
     if not isinstance(value, ast.Call):
         return None
     facts = factory_facts(resolver, qualname, value)

@@ -50,6 +50,50 @@ def rename(user, name):
     Session().commit()
 """
 
+# Factories a helper returns in a tuple, unpacked at module level: only the names bound
+# to a factory by that one `return` are factories.
+_TUPLE_DB = """
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
+def make_db(url):
+    engine = create_engine(url)
+    return engine, sessionmaker(engine)
+
+def make_async(url):
+    engine = create_async_engine(url)
+    factory = async_sessionmaker(engine, expire_on_commit=False)
+    return factory, engine
+
+def make_plain(url):
+    return create_engine(url), url
+
+def make_factory(url):
+    return sessionmaker(create_engine(url))
+
+def make_either(url, fast):
+    engine = create_engine(url)
+    if fast:
+        return engine, sessionmaker(engine)
+    return engine, None
+
+engine, SessionLocal = make_db("sqlite://")
+AsyncSessionLocal, async_engine = make_async("sqlite+aiosqlite://")
+plain_engine, NotAFactory = make_plain("sqlite://")
+either_engine, Either = make_either("sqlite://", True)
+"""
+_TUPLE_FILES = {"app/__init__.py": "", "app/db.py": _TUPLE_DB}
+_TUPLE_USE = """
+from sqlalchemy import text
+from app.db import {name}, make_db
+
+def count(url):
+    {unpack}
+    session = {name}()
+    return session.scalar(text("SELECT count(*) FROM users"))
+"""
+
 # A script that makes its factory in the function that uses it.
 _LOCAL_FACTORY = """
 from sqlalchemy import create_engine, text
@@ -141,6 +185,24 @@ class SessionNotClosed(Rule):
     message = "{problem}"
 
     VALID = (
+        # Not a factory at that position, or not one on every path of the helper.
+        Valid(
+            _TUPLE_USE.format(name="NotAFactory", unpack="pass"),
+            path="app/jobs.py",
+            files=_TUPLE_FILES,
+        ),
+        Valid(
+            _TUPLE_USE.format(name="Either", unpack="pass"),
+            path="app/jobs.py",
+            files=_TUPLE_FILES,
+        ),
+        Valid(
+            _TUPLE_USE.format(name="Local", unpack='Local, engine = make_db(url)').replace(
+                "from app.db import Local, ", "from app.db import "
+            ),
+            path="app/jobs.py",
+            files=_TUPLE_FILES,
+        ),
         Valid(_LOCAL_FACTORY.format(open="with Session() as session:")),
         Valid(
             _THROUGH_REBOUND,
@@ -318,6 +380,40 @@ class SessionNotClosed(Rule):
             files={**_FILES, "app/models.py": _REBOUND.format(name="Registry")},
             line=5,
             count=2,
+        ),
+        # A factory a helper returned in a tuple, unpacked at module level or here.
+        Invalid(
+            _TUPLE_USE.format(name="SessionLocal", unpack="pass"),
+            path="app/jobs.py",
+            files=_TUPLE_FILES,
+            line=6,
+            expected_message=(
+                "`session = SessionLocal()` is never closed: its connection stays checked out "
+                "until garbage collection — use `with SessionLocal() as session:` or close it "
+                "in a `finally`"
+            ),
+        ),
+        Invalid(
+            _TUPLE_USE.format(name="AsyncSessionLocal", unpack="pass"),
+            path="app/jobs.py",
+            files=_TUPLE_FILES,
+            line=6,
+        ),
+        Invalid(
+            _TUPLE_USE.format(name="Local", unpack='engine, Local = make_db(url)').replace(
+                "from app.db import Local, ", "from app.db import "
+            ),
+            path="app/jobs.py",
+            files=_TUPLE_FILES,
+            line=6,
+        ),
+        Invalid(
+            _TUPLE_USE.format(name="Local", unpack="Local = make_factory(url)").replace(
+                "from app.db import Local, make_db", "from app.db import make_factory"
+            ),
+            path="app/jobs.py",
+            files=_TUPLE_FILES,
+            line=6,
         ),
         # A factory without a bind, called on an engine: the session checks out a connection.
         Invalid(

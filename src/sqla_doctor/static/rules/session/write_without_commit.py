@@ -85,6 +85,28 @@ with Session(legacy) as src, Session(target) as dst:
         dst.add(User(name=user.name)){commit}
 """
 
+# A seed script whose factory a helper returns in a tuple (runtime scenario s82's setup).
+_TUPLE_FILES = {
+    **_FILES,
+    "app/setup.py": """
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    def setup(url="sqlite://"):
+        engine = create_engine(url)
+        factory = sessionmaker(engine)
+        return engine, factory
+    """,
+}
+_TUPLE_SCRIPT = """
+from app.models import User
+from app.setup import setup
+
+engine, Session = setup()
+with Session() as session:
+    session.add(User(name="admin")){commit}
+"""
+
 # A model with a relationship collection, and a JSON list SQLAlchemy does not watch.
 _COLLECTION_FILES = {
     **_FILES,
@@ -610,6 +632,11 @@ class WriteWithoutCommit(Rule):
     VALID = (
         # SQLite's driver runs the CREATE TABLE outside a transaction: it stays.
         Valid(_DDL_ON_LOCAL_ENGINE.format(url='f"sqlite:///{path}/foo.db"')),
+        Valid(
+            _TUPLE_SCRIPT.format(commit="\n    session.commit()"),
+            path="scripts/seed.py",
+            files=_TUPLE_FILES,
+        ),
         Valid(
             _COPY_SCRIPT.format(commit="\n    dst.commit()"),
             path="scripts/copy_users.py",
@@ -1259,6 +1286,17 @@ class WriteWithoutCommit(Rule):
         Invalid(
             _DDL_ON_LOCAL_ENGINE.format(url='f"postgresql+psycopg://app@{host}/app"'),
             line=7,
+        ),
+        Invalid(
+            _TUPLE_SCRIPT.format(commit=""),
+            path="scripts/seed.py",
+            files=_TUPLE_FILES,
+            line=6,
+            expected_message=(
+                '`session.add(User(name="admin"))` is never committed: `session` (line 5) is '
+                "closed without `session.commit()`, which rolls the write back — commit "
+                "before the block ends, or open it with `.begin()`"
+            ),
         ),
         Invalid(
             _COPY_SCRIPT.format(commit=""),
