@@ -250,6 +250,8 @@ class StatementValue:
     pinned: frozenset[str] = frozenset()
     # Per entity, the name of a local `aliased()` entity (`top` of `select(top)`).
     aliases: tuple[str | None, ...] = ()
+    # `insert(User).returning(User)`: an ORM INSERT/UPDATE/DELETE that returns the objects.
+    returning: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ class ObjectsValue:
     model: str
     many: bool
     # list (materialized) / scalars (a ScalarResult) / result (a Result of rows) /
-    # rows (a list of rows) / object / relationship (a loaded-on-access attribute) / page
+    # rows (a list of rows) / object / relationship (a loaded-on-access attribute) / page /
+    # partitions (`scalars.partitions()`: lists of objects)
     shape: str
     root_model: str
     path: tuple[tuple[str, str], ...]  # relationship steps from the loaded entity
@@ -991,6 +994,9 @@ class FunctionFlow:
             )
         if not isinstance(iterable, ObjectsValue) or not iterable.many:
             return None
+        if iterable.shape == "partitions":
+            # `for partition in result.scalars().partitions()`: each a list of the objects.
+            return evolve(iterable, shape="list") if position is None else None
         if iterable.shape in ("result", "rows"):
             # `for user, post in session.execute(select(User, Post))`.
             if position is None or position >= len(iterable.entities):
@@ -1639,7 +1645,9 @@ class FunctionFlow:
             if not node.args:
                 return None
             stmt = self.value(node.args[0])
-            if not isinstance(stmt, StatementValue) or stmt.kind not in ("select",):
+            if not isinstance(stmt, StatementValue) or (
+                stmt.kind != "select" and not stmt.returning
+            ):
                 return None
             shape = {
                 "scalars": "scalars",
@@ -1739,6 +1747,10 @@ class FunctionFlow:
             return evolve(stmt, node=node, joins=stmt.joins + tuple(joined))
         if method in ("where", "filter", "filter_by"):
             return evolve(stmt, node=node, pinned=stmt.pinned | self._pinned(stmt, node))
+        if method == "returning" and stmt.kind in ("insert", "update", "delete"):
+            # Only the statement's own entity, returned whole, loads ORM objects.
+            whole = len(node.args) == 1 and self._model(node.args[0]) == stmt.model
+            return evolve(stmt, node=node, returning=whole)
         if method in _STATEMENT_CHAIN:
             return evolve(stmt, node=node)
         if stmt.kind != "query":
@@ -1783,6 +1795,8 @@ class FunctionFlow:
         if result.shape == "scalars":
             if method in ("all", "fetchall"):
                 return evolve(result, shape="list")
+            if method == "partitions":
+                return evolve(result, shape="partitions")
             if method in ("first", "one", "one_or_none"):
                 return evolve(result, many=False, shape="object")
             if method == "yield_per":

@@ -64,6 +64,20 @@ async def get_session():
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS, "app/db.py": _DB}
 # Rows of an aliased entity: the option names the alias (`selectinload(User.posts)` on a
 # query of `ua` raises ArgumentError).
+# AsyncSession.stream() read in partitions (runtime scenario s159).
+_STREAMED = """
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+from app.db import SessionLocal
+from app.models import Post
+
+async def export():
+    async with SessionLocal() as session:
+        result = await session.stream(select(Post).execution_options(yield_per=100){options})
+        async for partition in result.scalars().partitions():
+            for post in partition:
+                print(post.author.name)
+"""
 _ALIASED = """
 from sqlalchemy import select
 from sqlalchemy.orm import aliased, selectinload
@@ -171,6 +185,11 @@ class LazyLoadInAsync(Rule):
     )
 
     VALID = (
+        Valid(
+            _STREAMED.format(options=".options(joinedload(Post.author))"),
+            path="app/export.py",
+            files=_FILES,
+        ),
         Valid(
             _ALIASED.format(options=".options(selectinload(ua.posts))"),
             path="app/jobs.py",
@@ -286,6 +305,13 @@ class LazyLoadInAsync(Rule):
         ),
     )
     INVALID = (
+        Invalid(
+            _STREAMED.format(options=""),
+            path="app/export.py",
+            files=_FILES,
+            line=11,
+            expected_fix=_STREAMED.format(options=".options(joinedload(Post.author))"),
+        ),
         Invalid(
             _ALIASED.format(options=""),
             path="app/jobs.py",

@@ -111,6 +111,28 @@ def pairs(session: Session):
     for post, user in session.execute(select(Post, User).join(Post.author){options}):
         print(post.title, len(user.posts))
 """
+# An ORM INSERT ... RETURNING of the entity loads the new objects (the option goes on it).
+_RETURNING = """
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, selectinload
+from app.models import User
+
+def import_users(session: Session, rows):
+    users = session.scalars(insert(User).returning({returned}){options}, rows).all()
+    return [len(u.posts) for u in users]
+"""
+# An export in partitions: each partition a list of the rows' objects.
+_PARTITIONS = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+from app.models import User
+
+def export(session: Session):
+    result = session.scalars(select(User){options}.execution_options(yield_per=100))
+    for partition in result.partitions():
+        for user in partition:
+            print(user.name, len(user.posts))
+"""
 # Every author loaded first, into the session the posts come from.
 _AUTHORS_FIRST = """
 from sqlalchemy import select
@@ -740,6 +762,22 @@ class RelationshipAccessInLoop(Rule):
 
     VALID = (
         Valid(
+            _RETURNING.format(returned="User", options=".options(selectinload(User.posts))"),
+            path="app/imports.py",
+            files=_FILES,
+        ),
+        # Columns returned, not the entity: no objects.
+        Valid(
+            _RETURNING.format(returned="User.id", options=""),
+            path="app/imports.py",
+            files=_FILES,
+        ),
+        Valid(
+            _PARTITIONS.format(options=".options(selectinload(User.posts))"),
+            path="app/export.py",
+            files=_FILES,
+        ),
+        Valid(
             _ALIASED.format(options=".options(selectinload(top.posts))"),
             path="app/views.py",
             files=_FILES,
@@ -1183,6 +1221,25 @@ class RelationshipAccessInLoop(Rule):
                 "`Post.author` is lazy-loaded once per row of "
                 "`session.scalars(select(Post).where(Po...` (loaded at line 5) — add "
                 "`.options(joinedload(Post.author))` to that query"
+            ),
+        ),
+        Invalid(
+            _RETURNING.format(returned="User", options=""),
+            path="app/imports.py",
+            files=_FILES,
+            line=7,
+            expected_fix=_RETURNING.format(
+                returned="User", options=".options(selectinload(User.posts))"
+            ),
+        ),
+        Invalid(
+            _PARTITIONS.format(options=""),
+            path="app/export.py",
+            files=_FILES,
+            line=9,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `partition` (loaded at line 6) — "
+                "add `.options(selectinload(User.posts))` to that query"
             ),
         ),
         Invalid(
