@@ -1324,7 +1324,7 @@ class FunctionFlow:
             return None
         if self.index is None:
             return qualified
-        model = self.index.model(qualified)
+        model = self.index.model(qualified) or self.index.aliased_model(qualified)
         return model.qualname if model is not None else None
 
     def _aliased(self, node: ast.Name) -> str | None:
@@ -1346,17 +1346,21 @@ class FunctionFlow:
         return self._model(call.args[0])
 
     def alias_names(self, args: Sequence[ast.expr]) -> tuple[str | None, ...]:
-        """For each entity of ``select(...)``/``query(...)``: the alias's name, when it is
-        a local ``aliased()`` entity (None otherwise)."""
-        return tuple(
-            arg.id
-            if isinstance(arg, ast.Name)
-            and self.is_local(arg.id)
-            and self._imported(arg.id) is None
-            and self._aliased(arg) is not None
-            else None
-            for arg in args
-        )
+        """For each entity of ``select(...)``/``query(...)``: the alias as written, when it
+        is an ``aliased()`` entity, local or module-level (None otherwise)."""
+        return tuple(self._alias_name(arg) for arg in args)
+
+    def _alias_name(self, arg: ast.expr) -> str | None:
+        if isinstance(arg, ast.Name) and self.is_local(arg.id):
+            if self._imported(arg.id) is None and self._aliased(arg) is not None:
+                return arg.id
+            return None
+        if self.index is None or not isinstance(arg, (ast.Name, ast.Attribute)):
+            return None
+        qualified = self.qualify(arg)
+        if qualified is None or self.index.aliased_model(qualified) is None:
+            return None
+        return ast.unparse(arg)
 
     def _instance_attribute(self, node: ast.expr) -> bool:
         """``self.model`` in a method: set per instance or per subclass."""

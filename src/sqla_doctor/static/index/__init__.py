@@ -314,6 +314,7 @@ class ProjectIndex:
         self._committing_names: frozenset[str] | None = None
         self._flask_hooks_commit: bool | None = None
         self._column_aliases: dict[str, ColumnFacts] | None = None
+        self._entity_aliases: dict[str, str] | None = None
         self._query_properties: frozenset[str] | None = None
         self._outside_calls: dict[str, list[CallShape] | None] = {}
 
@@ -369,6 +370,7 @@ class ProjectIndex:
         self._committing_names = None
         self._flask_hooks_commit = None
         self._column_aliases = None
+        self._entity_aliases = None
         self._query_properties = None
         self._outside_calls = {}
 
@@ -687,6 +689,15 @@ class ProjectIndex:
             )
         owners = self._query_properties
         return bool(owners) and (model.root in owners or not owners.isdisjoint(model.lineage))
+
+    def aliased_model(self, qualified: str) -> Model | None:
+        """The model a module-level ``parent = aliased(Node)`` aliases."""
+        if self._entity_aliases is None:
+            self._entity_aliases = {
+                name: target for facts in self for name, target in facts.orm.entity_aliases.items()
+            }
+        target = self._entity_aliases.get(self.follow(qualified))
+        return self.model(target) if target is not None else None
 
     def _with_alias(self, column: ColumnFacts) -> ColumnFacts:
         """``column`` with what its ``Mapped[alias]``'s ``mapped_column()`` adds, as

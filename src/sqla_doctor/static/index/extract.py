@@ -223,6 +223,8 @@ class FileExtract:
     app_dependencies: list[Dependencies] = field(default_factory=list)
     # `intpk = Annotated[int, mapped_column(primary_key=True)]`, by qualified name.
     column_aliases: dict[str, ColumnFacts] = field(default_factory=dict)
+    # `parent = aliased(Node)` at module level: the class each name aliases, qualified.
+    entity_aliases: dict[str, str] = field(default_factory=dict)
     # `Base.query = db_session.query_property()`: the classes (qualified) whose
     # subclasses get a legacy `Model.query` on that scoped session.
     query_properties: set[str] = field(default_factory=set)
@@ -831,6 +833,12 @@ def _module_statements(
             factory = factory_facts(resolver, prefix + target, value)
             if factory is not None:
                 _add_factory(out, factory)
+        elif target is not None and name == "aliased" and value.args:
+            aliased = value.args[0]
+            entity = isinstance(aliased, (ast.Name, ast.Attribute))
+            qualified = resolver.qualify(aliased) if entity else None
+            if qualified is not None:
+                out.entity_aliases[prefix + target] = qualified
         elif target is not None and name == "Table":
             table = table_facts(resolver, prefix + target, value)
             if table is not None:

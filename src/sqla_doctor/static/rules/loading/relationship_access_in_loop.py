@@ -101,6 +101,18 @@ def leaderboard(session: Session):
     for user in session.scalars(select(top){options}):
         print(user.name, [p.title for p in user.posts])
 """
+# A module-level alias, read in a function.
+_MODULE_ALIAS = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased, selectinload
+from app.models import User
+
+Author = aliased(User, name="author")
+
+def authors(session: Session):
+    for user in session.scalars(select(Author){options}).all():
+        print(len(user.posts))
+"""
 # The second entity of each row: its option names that entity, not the first.
 _PAIRS = """
 from sqlalchemy import select
@@ -783,6 +795,11 @@ class RelationshipAccessInLoop(Rule):
             files=_FILES,
         ),
         Valid(
+            _MODULE_ALIAS.format(options=".options(selectinload(Author.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
+        Valid(
             _PAIRS.format(options=".options(selectinload(User.posts))"),
             path="app/views.py",
             files=_FILES,
@@ -1252,6 +1269,13 @@ class RelationshipAccessInLoop(Rule):
                 "(loaded at line 8) — add `.options(selectinload(top.posts))` to that query"
             ),
             expected_fix=_ALIASED.format(options=".options(selectinload(top.posts))"),
+        ),
+        Invalid(
+            _MODULE_ALIAS.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=9,
+            expected_fix=_MODULE_ALIAS.format(options=".options(selectinload(Author.posts))"),
         ),
         Invalid(
             _PAIRS.format(options=""),
