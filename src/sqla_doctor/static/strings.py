@@ -2002,7 +2002,7 @@ def _ends_with_bind_marker(node: ast.expr | None, starts: bool = True) -> bool:
 # Literal text after which SQL wants a name: a table, a column list, a qualified name.
 _IDENTIFIER_BEFORE = re.compile(
     r"(?:\b(?:FROM|JOIN|INTO|UPDATE|TABLE|TRUNCATE|INDEX|VIEW|SEQUENCE|SCHEMA|EXISTS|CONCURRENTLY|"
-    r"SELECT|DISTINCT|ORDER\s+BY|GROUP\s+BY|RENAME\s+TO|COLUMN|ANALYZE|"
+    r"SELECT|DISTINCT|ORDER\s+BY|GROUP\s+BY|RENAME\s+TO|COLUMN|ANALYZE|SET|"
     r"VACUUM(?:\s+(?:FULL|FREEZE|VERBOSE|ANALYZE))*)\s+[\"`\[]?"
     r"|(?:^|[\w\"])\.\"?)$",
     re.IGNORECASE,

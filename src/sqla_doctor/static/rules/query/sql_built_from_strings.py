@@ -1393,7 +1393,7 @@ class SqlBuiltFromStrings(Rule):
             count=2,
         ),
         # A bind marker names a parameter, but the column name before it is a parameter's
-        # value, not the schema's.
+        # value, not the schema's: a name, which no bound parameter can be (aim's setter).
         Invalid(
             """
             from sqlalchemy import text
@@ -1402,8 +1402,8 @@ class SqlBuiltFromStrings(Rule):
                 return session.execute(stmt)
             """,
             expected_message=(
-                "`text()` receives SQL built with an f-string from `field` "
-                "— bind them as parameters"
+                "`text()` receives SQL built with an f-string from `field` — table and column "
+                "names cannot be bound parameters: choose them from a fixed set"
             ),
         ),
         # A bind marker whose value is never bound: the name is spliced in as SQL.
