@@ -102,6 +102,12 @@ class ScriptLocation:
         return self._resolved[1]
 
 
+def url_dialect(url: str) -> str | None:
+    """The database a URL names (``postgresql`` for ``postgres://`` too), if it names one."""
+    match = _URL_DIALECT.match(url)
+    return _normalise_dialect(match.group(1)) if match else None
+
+
 def _normalise_dialect(name: str) -> str:
     name = name.lower()
     return {"postgres": "postgresql", "pgsql": "postgresql", "mariadb": "mysql"}.get(name, name)

@@ -15,6 +15,7 @@ import ast
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from sqla_doctor.static.alembic.env_url import env_databases
 from sqla_doctor.static.alembic.ops import _string_value
 from sqla_doctor.static.index.names import NameResolver
 
@@ -47,10 +48,12 @@ class EnvFacts:
     autocommit: bool = False
     transaction_per_migration: bool = False
     online: bool = False
+    # The databases of the URLs env.py sets itself (see env_url); empty when unknown.
+    databases: frozenset[str] = frozenset()
 
 
 def analyse_env(tree: ast.Module, resolver: NameResolver) -> EnvFacts:
-    facts = EnvFacts(tree=tree)
+    facts = EnvFacts(tree=tree, databases=env_databases(tree, resolver))
     module_values = _module_values(tree)
     functions = {
         stmt.name: stmt

@@ -243,9 +243,13 @@ class AlembicProject:
     @property
     def databases(self) -> frozenset[str]:
         """The databases the revisions run on, as far as the project says: the dialects
-        of the configs' ``sqlalchemy.url``, or else those its requirement files name a
-        driver for (only ``PyMySQL``: a MySQL project); empty when unknown."""
-        return frozenset(self.location.dialects) or self.declared_databases
+        of the configs' ``sqlalchemy.url`` and of the URLs env.py sets itself, or else
+        those its requirement files name a driver for (only ``PyMySQL``: a MySQL project);
+        empty when unknown."""
+        configured = frozenset(self.location.dialects)
+        if self.env is not None:
+            configured |= self.env.facts.databases
+        return configured or self.declared_databases
 
     @property
     def postgresql_possible(self) -> bool:

@@ -18,6 +18,29 @@ _HEAD = """
             down_revision = "a1"
 """
 
+_ENV_URL = """\
+import os
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+DATABASE_URL = {url}
+
+
+def run_migrations_online():
+    ini_config = config.get_section(config.config_ini_section)
+    ini_config["sqlalchemy.url"] = DATABASE_URL
+    connectable = engine_from_config(ini_config, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    with connectable.connect() as connection:
+        context.configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()
+"""
+
 
 class NonConcurrentIndex(MigrationRule):
     """
@@ -29,7 +52,9 @@ class NonConcurrentIndex(MigrationRule):
     index the same way. Indexes on a table created by the same migration are not reported,
     nor are revisions that never run on PostgreSQL: a project whose `sqlalchemy.url` names
     another database (or, with no URL, whose requirement files name drivers of other
-    databases only: `PyMySQL`, `oslo.db[mysql]`), a branch under
+    databases only: `PyMySQL`, `oslo.db[mysql]`), one whose env.py writes the URL out
+    itself (`DATABASE_URL = f"sqlite:///{path}"` handed to the engine or to
+    `context.configure(url=...)`), a branch under
     `if dialect.name == "sqlite":` or `if str(bind.engine.url).startswith("mysql"):`,
     and a version folder named for another database
     (`versions/sqlite/` beside `versions/postgresql/`, or `mysql_versions/`).
@@ -169,6 +194,21 @@ class NonConcurrentIndex(MigrationRule):
                 "migrations/env.py": "",
             },
         ),
+        # No URL in alembic.ini: env.py sets a SQLite one itself (TrueNAS's config database).
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\n",
+                "migrations/env.py": _ENV_URL.format(
+                    url='f"sqlite:///{os.environ.get(\'APP_DATABASE\', \'/data/app.db\')}"'
+                ),
+            },
+        ),
         # ... and a folder per database beside env.py (bunkerweb's mysql_versions/).
         Valid(
             _HEAD
@@ -186,6 +226,22 @@ class NonConcurrentIndex(MigrationRule):
         ),
     )
     INVALID = (
+        # env.py's SQLite URL is only a fallback for the one the environment names.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.create_index("ix_orders_user_id", "orders", ["user_id"])
+            """,
+            path="migrations/versions/b2.py",
+            files={
+                "alembic.ini": "[alembic]\nscript_location = migrations\n",
+                "migrations/env.py": _ENV_URL.format(
+                    url='os.environ.get("DATABASE_URL", "sqlite:///app.db")'
+                ),
+            },
+            line=8,
+        ),
         # Drivers for both databases: it may run on PostgreSQL.
         Invalid(
             _HEAD
