@@ -21,7 +21,12 @@ from sqla_doctor.static.alembic.environment import EnvFacts, analyse_env
 from sqla_doctor.static.alembic.imports import ModuleMap
 from sqla_doctor.static.alembic.models import MODEL_HINT, ModelIndex, ModuleModels, scan_module
 from sqla_doctor.static.alembic.ops import Extractor, Operation, is_migration_module
-from sqla_doctor.static.alembic.revisions import Revision, RevisionGraph, parse_revision
+from sqla_doctor.static.alembic.revisions import (
+    Revision,
+    RevisionGraph,
+    identity_tree,
+    parse_revision,
+)
 from sqla_doctor.static.context import FileContext, ProjectContext
 from sqla_doctor.static.declared_version import declared_databases, declared_drivers
 from sqla_doctor.static.files import discover, module_for
@@ -57,12 +62,22 @@ class ParsedFile:
     ctx: FileContext
 
     @classmethod
-    def read(cls, path: Path, project: ProjectContext) -> ParsedFile | None:
+    def read(
+        cls, path: Path, project: ProjectContext, revision_file: bool = False
+    ) -> ParsedFile | None:
+        """The file parsed; for a revision file Python cannot parse (SQD901 reports it),
+        only its revision's identity (see :func:`identity_tree`)."""
         try:
             source = project.read_text(path)
-            tree = ast.parse(source, filename=str(path))
-        except (OSError, UnicodeError, SyntaxError, ValueError, RecursionError):
+        except (OSError, UnicodeError, ValueError):
             return None
+        try:
+            tree = ast.parse(source, filename=str(path))
+        except (SyntaxError, ValueError, RecursionError):
+            identity = identity_tree(source) if revision_file else None
+            if identity is None:
+                return None
+            tree = identity
         display = project.display(path)
         module, is_package = module_for(path)
         # Names only: the rules resolve imports; the ORM facts of a migration are not needed.
@@ -323,7 +338,7 @@ class AlembicAnalysis:
             )
             linted = self._linted_files(location)
             for path in location.revision_files():
-                parsed = ParsedFile.read(path, self.context)
+                parsed = ParsedFile.read(path, self.context, revision_file=True)
                 if parsed is None:
                     continue
                 revision = parse_revision(path, parsed.display, parsed.tree)

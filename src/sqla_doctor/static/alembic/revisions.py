@@ -10,11 +10,13 @@ not count).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _UNKNOWN = object()
+_IDENTITY_LINE = re.compile(r"(revision|down_revision|branch_labels|depends_on)\s*(:[^=]*)?=")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,31 @@ def module_assignments(tree: ast.Module) -> Iterator[tuple[str, ast.expr, ast.st
             and stmt.value is not None
         ):
             yield stmt.target.id, stmt.value, stmt
+
+
+def identity_tree(source: str) -> ast.Module | None:
+    """For a revision file this Python cannot parse (a Python 2 one with ``print x``): a
+    module of its top-level ``revision``/``down_revision``/... assignments alone, at their
+    own lines, so the graph still knows the revision Alembic (on its Python) loads."""
+    lines = source.splitlines()
+    kept = [""] * len(lines)
+    for start, line in enumerate(lines):
+        if not _IDENTITY_LINE.match(line):
+            continue
+        for end in range(start, min(start + 20, len(lines))):  # a value over a few lines
+            block = lines[start : end + 1]
+            try:
+                ast.parse("\n".join(block))
+            except SyntaxError:
+                continue
+            kept[start : end + 1] = block
+            break
+    if not any(kept):
+        return None
+    try:
+        return ast.parse("\n".join(kept))
+    except SyntaxError:
+        return None
 
 
 def parse_revision(path: Path, display: str, tree: ast.Module) -> Revision | None:

@@ -16,6 +16,14 @@ _INI = {
 }
 
 
+def _python2_revision(rev: str, down: str) -> str:
+    """A revision file of a Python 2 project: Python 3 cannot parse it (SQD901)."""
+    return (
+        f"from alembic import op\n\nrevision = {rev!r}\ndown_revision = {down!r}\n\n"
+        "def upgrade():\n    print 'Backfilling thread ids...'\n"
+    )
+
+
 def _revision(rev: str, down: object, extra: str = "") -> str:
     return (
         f"from alembic import op\n\nrevision = {rev!r}\ndown_revision = {down!r}\n{extra}\n"
@@ -89,8 +97,30 @@ class BrokenRevisionChain(MigrationRule):
                 "plugins/versions/p1.py": _revision("p1", "a1"),
             },
         ),
+        # b2 is declared by a file this Python cannot parse: Alembic, on the project's
+        # Python, loads it.
+        Valid(
+            _revision("c3", "b2"),
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _revision("a1", None),
+                "migrations/versions/b2.py": _python2_revision("b2", "a1"),
+            },
+        ),
     )
     INVALID = (
+        # ... but the unparsable file declares another revision.
+        Invalid(
+            _revision("c3", "b2"),
+            path="migrations/versions/c3.py",
+            files={
+                **_INI,
+                "migrations/versions/a1.py": _revision("a1", None),
+                "migrations/versions/b1.py": _python2_revision("b1", "a1"),
+            },
+            line=4,
+        ),
         Invalid(
             _revision("c3", "b2f1"),
             path="migrations/versions/c3_add_phone.py",
