@@ -68,8 +68,9 @@ _FAILING = frozenset(
 )
 # Methods that end the failed transaction: a closed Session starts a new one when used
 # again; a closed connection is done with (scoped_session's `remove()` closes its
-# session).
-_ENDING = frozenset({"rollback", "close", "remove"})
+# session); the `transaction` package's `abort()` rolls back every session joined to it
+# (zope.sqlalchemy, pyramid_tm).
+_ENDING = frozenset({"rollback", "close", "remove", "abort"})
 # Methods that are fine on a failed session.
 _SAFE = frozenset(
     {
@@ -175,8 +176,9 @@ class IntegrityErrorWithoutRollback(Rule):
     `DBAPIError`, psycopg's `UniqueViolation`, asyncpg's `UniqueViolationError`, …)
     around a `commit()`, `flush()` or statement, whose handler — or the code after the
     `try` when the handler swallows the error — uses the same session again, on some
-    path through it, before calling `rollback()` (or `close()`, or binding the name to
-    another session).
+    path through it, before calling `rollback()` (or `close()`, `transaction.abort()`
+    for a session joined to the `transaction` package, or binding the name to another
+    session).
 
     ## Why is this bad?
     After a failed flush the session's transaction is unusable. Any further use
@@ -226,6 +228,24 @@ class IntegrityErrorWithoutRollback(Rule):
     )
 
     VALID = (
+        # zope.sqlalchemy: the `transaction` package's `abort()` rolls back the session
+        # joined to it (Tracim's `initdb` command).
+        Valid(
+            """
+            import transaction
+            from sqlalchemy.exc import IntegrityError
+
+            def init_db(session, admin):
+                with transaction.manager:
+                    try:
+                        session.add(admin)
+                        transaction.commit()
+                    except IntegrityError as exc:
+                        transaction.abort()
+                        print("Database initialization failed")
+                        raise RuntimeError("already initialised") from exc
+            """
+        ),
         # On each path the handler ends the failed transaction: it closes the connection
         # and binds the name to a new one, or raises; a session closed is usable again.
         Valid(
@@ -490,6 +510,23 @@ class IntegrityErrorWithoutRollback(Rule):
                     session.commit()
             """,
             line=8,
+        ),
+        # The `transaction` package commits the session joined to it (zope.sqlalchemy),
+        # but the handler commits again without `transaction.abort()`.
+        Invalid(
+            """
+            import transaction
+            from sqlalchemy.exc import IntegrityError
+
+            def init_db(session, admin):
+                with transaction.manager:
+                    try:
+                        session.add(admin)
+                        transaction.commit()
+                    except IntegrityError:
+                        transaction.commit()
+            """,
+            line=10,
         ),
         # Flask-SQLAlchemy's db.session.
         Invalid(
