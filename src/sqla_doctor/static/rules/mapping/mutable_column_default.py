@@ -5,10 +5,14 @@ from __future__ import annotations
 import ast
 
 from sqla_doctor.findings import Applicability, Severity
+from sqla_doctor.static.alembic.ops import is_migration_module
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
 
 _COLUMN_FACTORIES = frozenset({"mapped_column", "Column"})
 _DEFAULT_KEYWORDS = ("default", "insert_default", "onupdate")
+# Alembic operations that read a Column for its DDL only: its Python-side default never
+# reaches a mapped object (nor the ALTER: SQD605's business).
+_DDL_OPS = frozenset({"add_column", "create_table", "alter_column"})
 _MUTABLE_CALLS = frozenset(
     {"list", "dict", "set", "bytearray", "defaultdict", "OrderedDict", "Counter", "deque"}
 )
@@ -35,6 +39,9 @@ class MutableColumnDefault(Rule):
     ## What it does
     Checks for a list, dict or set literal (or a `list()`/`dict()`/`set()` call) passed as
     `default=`, `insert_default=` or `onupdate=` to `mapped_column()` or `Column()`.
+    A column an Alembic revision hands to `op.add_column()`, `op.create_table()` or
+    `op.alter_column()` is not reported: only its DDL is used, and no object gets the
+    default.
 
     ## Why is this bad?
     The expression is evaluated once, when the class is defined. Every row inserted
@@ -91,6 +98,22 @@ class MutableColumnDefault(Rule):
             choices = Column(default=[])
             """
         ),
+        # An Alembic revision's column: the default is no object's (flexmeasures, Tracim).
+        Valid(
+            """
+            import sqlalchemy as sa
+            from alembic import op
+
+            def upgrade():
+                op.add_column("data_source", sa.Column("attributes", sa.JSON(), default={}))
+                op.create_table(
+                    "user_configs",
+                    sa.Column("user_id", sa.Integer(), primary_key=True),
+                    sa.Column("fields", sa.JSON(), nullable=False, default={}),
+                )
+            """,
+            path="migrations/versions/2ac7fb39ce0c_add_attributes.py",
+        ),
         # Pydantic and SQLModel copy field defaults per instance.
         Valid(
             """
@@ -101,6 +124,26 @@ class MutableColumnDefault(Rule):
         ),
     )
     INVALID = (
+        # ... but a model the revision declares for its data migration makes objects.
+        Invalid(
+            """
+            import sqlalchemy as sa
+            from alembic import op
+            from sqlalchemy.orm import declarative_base
+
+            Base = declarative_base()
+
+            class DataSource(Base):
+                __tablename__ = "data_source"
+                id = sa.Column(sa.Integer, primary_key=True)
+                attributes = sa.Column(sa.JSON(), default={})
+
+            def upgrade():
+                op.add_column("data_source", sa.Column("attributes", sa.JSON()))
+            """,
+            path="migrations/versions/2ac7fb39ce0c_add_attributes.py",
+            line=10,
+        ),
         Invalid(
             """
             from sqlalchemy import JSON
@@ -147,6 +190,14 @@ class MutableColumnDefault(Rule):
     @calls_to(named=_COLUMN_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
         if not node.keywords:
+            return
+        parent = self.ctx.parent(node)
+        if (
+            isinstance(parent, ast.Call)
+            and isinstance(parent.func, ast.Attribute)
+            and parent.func.attr in _DDL_OPS
+            and is_migration_module(self.ctx.tree, self.ctx.names)
+        ):
             return
         for keyword in node.keywords:
             if keyword.arg in _DEFAULT_KEYWORDS and _is_mutable(keyword.value):
