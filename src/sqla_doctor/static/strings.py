@@ -621,8 +621,7 @@ class StringFlow:
             if func.attr == "get" and len(call.args) <= 1 and self._literal_context_var(func.value):
                 default = [self.value(a) for a in call.args]
                 return self.either([_STATIC_STR, *default])
-            return _OPAQUE
-        if isinstance(func, ast.Name) and not self.flow.bindings(func):
+        elif isinstance(func, ast.Name) and not self.flow.bindings(func):
             if func.id in _NUMERIC_BUILTINS:
                 return _STATIC
             if (
@@ -661,15 +660,60 @@ class StringFlow:
             return None
         return node
 
+    def own_method(self, func: ast.expr) -> ast.FunctionDef | None:
+        """The method ``self.name(...)`` calls from another method of the same class: the
+        class body defines it once, undecorated, not async (a subclass overriding it is
+        not looked for)."""
+        if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Name):
+            return None
+        caller: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+        cls: ast.ClassDef | None = None
+        for ancestor in self.flow.ctx.ancestors(func):
+            if caller is None:
+                if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    caller = ancestor
+                elif isinstance(ancestor, (ast.Lambda, ast.ClassDef)):
+                    return None
+                continue
+            if isinstance(ancestor, ast.ClassDef):
+                cls = ancestor
+            break
+        if caller is None or cls is None:
+            return None
+        params = [*caller.args.posonlyargs, *caller.args.args]
+        if not params or params[0].arg != func.value.id or any(
+            isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
+            for d in caller.decorator_list
+        ):
+            return None
+        defined = [
+            stmt
+            for stmt in cls.body
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Assign))
+            and (
+                stmt.name == func.attr
+                if not isinstance(stmt, ast.Assign)
+                else any(isinstance(t, ast.Name) and t.id == func.attr for t in stmt.targets)
+            )
+        ]
+        if len(defined) != 1:
+            return None
+        method = defined[0]
+        if not isinstance(method, ast.FunctionDef) or method.decorator_list:
+            return None
+        return method
+
     def arguments(
-        self, call: ast.Call, function: ast.FunctionDef | ast.AsyncFunctionDef
+        self, call: ast.Call, function: ast.FunctionDef | ast.AsyncFunctionDef, bound: int = 0
     ) -> dict[str, ast.expr | None]:
         """What each named parameter of ``function`` receives at ``call``: the argument,
-        the default when none is passed, None when unknowable (``*args``, ``**kwargs``)."""
+        the default when none is passed, None when unknowable (``*args``, ``**kwargs``);
+        ``bound`` leading parameters are not passed (a method's ``self``)."""
         args = function.args
         positional = [*args.posonlyargs, *args.args]
         defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
         defaults.extend(args.defaults)
+        positional, defaults = positional[bound:], defaults[bound:]
         received: dict[str, ast.expr | None] = {}
         starred = any(isinstance(a, ast.Starred) for a in call.args)
         spread = any(k.arg is None for k in call.keywords)
@@ -810,11 +854,15 @@ class StringFlow:
         what this call passes: ``get_column_def(cols, "fee", "null")`` returns one of its
         arguments or a literal, so it is fixed text when those arguments are."""
         function = self.module_function(call.func)
+        bound = 0
+        if function is None:
+            function = self.own_method(call.func)
+            bound = 1
         if function is None:
             return None
         values: set[str] = set()
         elements: set[str] = set()
-        for name, argument in self.arguments(call, function).items():
+        for name, argument in self.arguments(call, function, bound).items():
             if argument is None:
                 continue
             if self.value(argument).state is ValueState.STATIC:

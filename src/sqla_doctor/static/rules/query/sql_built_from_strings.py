@@ -208,6 +208,33 @@ class SqlBuiltFromStrings(Rule):
     message = "`{sink}` receives SQL built {how} from {values} — {remedy}"
 
     VALID = (
+        # A method of the class that joins the caller's fixed filters (Tracim's content API).
+        Valid(
+            """
+            import typing
+            from sqlalchemy import text
+
+            class ContentApi:
+                def _filters(
+                    self, filters: typing.List[str], prefix: str = "where ", separator=" and "
+                ):
+                    if not filters:
+                        return ""
+                    return prefix + separator.join(filters)
+
+                def read_status(self, workspace, show_deleted):
+                    begin = []
+                    if workspace:
+                        begin.append("cr.workspace_id = :workspace_id")
+                        pass
+                    if not show_deleted:
+                        begin.append("not cr.is_deleted")
+                    sql = "select * from content_revisions cr {where}".format(
+                        where=self._filters(begin)
+                    )
+                    return self.session.execute(text(sql), {"workspace_id": workspace})
+            """
+        ),
         # `%d` / `%.2f` format numbers only (a string raises TypeError); `%%` is a literal.
         Valid(
             """
@@ -902,6 +929,34 @@ class SqlBuiltFromStrings(Rule):
         ),
     )
     INVALID = (
+        # ... but one of the filters holds a value from the caller.
+        Invalid(
+            """
+            import typing
+            from sqlalchemy import text
+
+            class ContentApi:
+                def _filters(
+                    self, filters: typing.List[str], prefix: str = "where ", separator=" and "
+                ):
+                    if not filters:
+                        return ""
+                    return prefix + separator.join(filters)
+
+                def read_status(self, workspace, show_deleted):
+                    begin = []
+                    if workspace:
+                        begin.append("cr.workspace_id = :workspace_id")
+                        begin.append(f"cr.label = '{workspace.label}'")
+                    if not show_deleted:
+                        begin.append("not cr.is_deleted")
+                    sql = "select * from content_revisions cr {where}".format(
+                        where=self._filters(begin)
+                    )
+                    return self.session.execute(text(sql), {"workspace_id": workspace})
+            """,
+            line=22,
+        ),
         # A row of the table holds a parameter; a table filled later is not literal.
         Invalid(
             """
