@@ -405,6 +405,55 @@ async def test_async_sleep_outside_the_session_is_the_silent_twin(
     assert not of_code(uow.findings, "SQD157")
 
 
+@pytest.fixture
+async def slow_async_engine(async_engine: AsyncEngine) -> AsyncEngine:
+    """The async engine with a ``sleep(seconds)`` SQL function, run in aiosqlite's thread."""
+
+    @event.listens_for(async_engine.sync_engine, "connect")
+    def add_sleep(dbapi_connection: object, record: object) -> None:
+        dbapi_connection.create_function("sleep", 1, time.sleep)  # type: ignore[attr-defined]
+
+    await async_engine.dispose()  # the seeding's pooled connection has no sleep()
+    return async_engine
+
+
+CANCELLED = RuntimeConfig(
+    mode="collect", held_connection_seconds=HELD, idle_transaction_seconds=HELD
+)
+
+
+async def test_a_query_cancelled_by_a_timeout_runs_on_and_is_not_idle(
+    slow_async_engine: AsyncEngine,
+) -> None:
+    # asyncio.timeout cancels the await, SQLAlchemy invalidates the connection, and
+    # closing it waits for aiosqlite's thread to finish the statement: the database's time.
+    async with sqla_doctor.track(config=CANCELLED) as uow:
+        try:
+            async with asyncio.timeout(0.05), AsyncSession(slow_async_engine) as session:
+                await session.execute(text("SELECT sleep(:s)"), {"s": PAUSE})
+        except TimeoutError:
+            pass
+        async with AsyncSession(slow_async_engine) as session:
+            await session.get(User, 1)
+    assert [f.code for f in uow.findings] == []
+
+
+async def test_a_slow_call_after_a_cancelled_query_in_a_new_session_is_still_reported(
+    slow_async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(config=CANCELLED) as uow:
+        try:
+            async with asyncio.timeout(0.05), AsyncSession(slow_async_engine) as session:
+                await session.execute(text("SELECT sleep(:s)"), {"s": PAUSE})
+        except TimeoutError:
+            pass
+        async with AsyncSession(slow_async_engine) as session:
+            await session.get(User, 1)
+            await asyncio.sleep(PAUSE)
+            await session.get(User, 2)  # line:after-cancelled
+    assert one(uow.findings, "SQD157").location.line == line_of("after-cancelled")
+
+
 async def test_concurrent_tasks_in_one_unit_report_only_the_waiting_one(
     async_engine: AsyncEngine,
 ) -> None:

@@ -996,6 +996,7 @@ class CheckoutRecord:
         "idle_since",
         "idle_total",
         "implicit",
+        "interrupted_since",
         "key",
         "last_site",
         "listening",
@@ -1063,6 +1064,9 @@ class CheckoutRecord:
         # How long its longest statement ran (reset as a transaction begins): a
         # transaction that is one slow read is the statement's time, not the program's.
         self.longest_statement = 0.0
+        # When a statement began that was cancelled while the database ran it (0.0:
+        # none): it may run on until the connection is closed.
+        self.interrupted_since = 0.0
         # Writes a Connection (not a Session) ran in its open transaction, and where the
         # first one came from: lost if it closes without commit().
         self.core_writes = 0

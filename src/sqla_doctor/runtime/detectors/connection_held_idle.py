@@ -78,10 +78,12 @@ class ConnectionHeldIdle(Detector):
     finding points at the line that used the connection again and names the last query
     before the gap and how long it lasted.
 
-    Time spent inside the database (a slow query) is not counted, nor is time after the
-    connection went back to the pool, nor the time a flush spends between its own
-    statements (SQLAlchemy ordering a batch of thousands of new objects and building
-    each INSERT's parameters, then updating the identity map): the clock stops when the
+    Time spent inside the database (a slow query) is not counted, nor is the time a
+    statement cancelled by `asyncio.timeout()` runs on until its connection is closed
+    (aiosqlite finishes it first), nor is time after the connection went back to the
+    pool, nor the time a flush spends between its own statements (SQLAlchemy ordering a
+    batch of thousands of new objects and building each INSERT's parameters, then
+    updating the identity map): the clock stops when the
     flush begins and starts again when it is over, or, for the flush of a `commit()`,
     when the commit is over: a Session's connection goes back to the pool as its commit
     or rollback ends (after SQLAlchemy released and expired the session's objects).

@@ -225,6 +225,11 @@ def _connection_resumes(
     committing in time is the common case.
     """
     runtime = _runtime_of(checkout)
+    if checkout.interrupted_since:
+        # A cancelled statement ran on until now (statements._interrupted).
+        took = now - checkout.interrupted_since
+        checkout.longest_statement = max(checkout.longest_statement, took)
+        checkout.interrupted_since = 0.0
     idle = checkout.idle_since
     began = checkout.transaction_began
     stretch = checkout.idle_stretch(now)
