@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, event, select, text
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import (
@@ -241,6 +243,73 @@ async def test_async_rollback_twin_is_silent(async_engine: AsyncEngine) -> None:
             await session.commit()
         await session.rollback()
         assert len((await session.scalars(select(User))).all()) == 5
+    assert not of_code(uow.findings, "SQD155")
+
+
+@pytest.fixture
+async def slow_async_engine(async_engine: AsyncEngine) -> AsyncEngine:
+    """The async engine with a ``sleep(seconds)`` SQL function, run in aiosqlite's thread."""
+
+    @event.listens_for(async_engine.sync_engine, "connect")
+    def add_sleep(dbapi_connection: object, record: object) -> None:
+        dbapi_connection.create_function("sleep", 1, time.sleep)  # type: ignore[attr-defined]
+
+    await async_engine.dispose()  # the seeding's pooled connection has no sleep()
+    return async_engine
+
+
+async def test_reuse_after_a_query_cancelled_by_a_timeout_is_explained(
+    slow_async_engine: AsyncEngine,
+) -> None:
+    units: list[Any] = []
+
+    async def cancel_then_query() -> None:
+        async with sqla_doctor.track(mode="collect") as uow, AsyncSession(slow_async_engine) as s:
+            units.append(uow)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await s.execute(text("SELECT sleep(0.3)"))  # line:cancelled
+            await s.scalars(select(User))  # line:after-cancel
+
+    with pytest.raises(PendingRollbackError):
+        await cancel_then_query()
+    finding = one(units[0].findings, "SQD155")
+    here = relative(__file__)
+    assert finding.location.line == line_of("after-cancel")
+    assert finding.message == (
+        f"Session used again after its statement at {here}:{line_of('cancelled')} failed with "
+        "CancelledError and was not rolled back — this raises PendingRollbackError; a "
+        "cancellation (asyncio.timeout(), a cancelled task) makes SQLAlchemy invalidate the "
+        "connection the statement ran on: call await session.rollback() in the except block "
+        "that caught it, or leave this session and use a new one"
+    )
+    assert finding.related[0].location.line == line_of("cancelled")
+    assert finding.fix_hint == "await session.rollback()"
+
+
+async def test_a_caught_reuse_after_a_cancelled_query_is_reported_where_it_ran(
+    slow_async_engine: AsyncEngine,
+) -> None:
+    # A framework answers 500 with the PendingRollbackError: reported as the query runs.
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(slow_async_engine) as s:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await s.execute(text("SELECT sleep(0.3)"))
+        with pytest.raises(PendingRollbackError):
+            await s.scalars(select(User))  # line:caught-after-cancel
+    assert one(uow.findings, "SQD155").location.line == line_of("caught-after-cancel")
+
+
+async def test_rollback_after_a_cancelled_query_is_the_silent_twin(
+    slow_async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(slow_async_engine) as s:
+        try:
+            async with asyncio.timeout(0.05):
+                await s.execute(text("SELECT sleep(0.3)"))
+        except TimeoutError:
+            await s.rollback()
+        assert len((await s.scalars(select(User))).all()) == 5
     assert not of_code(uow.findings, "SQD155")
 
 

@@ -574,6 +574,7 @@ class SessionRecord:
         "at_exit",
         "autocommit",
         "autoflush_of",
+        "cancelled",
         "changed_attributes",
         "changed_in_savepoints",
         "checkout",
@@ -703,6 +704,11 @@ class SessionRecord:
         # failed (leaving the transaction inactive until rollback()).
         self.flush_error: tuple[str, str | None, str | None] | None = None
         self.failed_flush: FailedFlush | None = None
+        # A statement of its cancelled while the database ran it (asyncio.timeout()), the
+        # exception's class and the session's transaction then: SQLAlchemy invalidated
+        # the connection, and the session raises PendingRollbackError until rollback()
+        # ends that transaction.
+        self.cancelled: tuple[CallSite | None, str, weakref.ref[Any]] | None = None
         # Codes already reported about this session, so that the end of a unit of work
         # and a later garbage collection do not report the same leak twice.
         self.reported: set[str] = set()

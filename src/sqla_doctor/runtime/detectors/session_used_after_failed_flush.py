@@ -42,6 +42,12 @@ class SessionUsedAfterFailedFlush(Detector):
     a `PendingRollbackError` is on its way out then, which is explained where it was
     raised.
 
+    A statement cancelled while the database ran it (`asyncio.timeout()` around an
+    `await session.execute(...)`, a cancelled task) leaves the session the same way:
+    SQLAlchemy invalidates its connection, and the next use raises `PendingRollbackError:
+    Can't reconnect until invalid transaction is rolled back`. That use is reported
+    with the cancelled statement's line.
+
     When the transaction had flushed rows before the one that failed (an import loop
     that skips the rows that fail), the fix named first is a SAVEPOINT per write:
     `rollback()` in the except block would make the session usable again but discard
@@ -104,17 +110,19 @@ class SessionUsedAfterFailedFlush(Detector):
     pitfalls = ("P04",)
     severity = Severity.ERROR
     message = (
-        "Session used again after its flush{flush} failed with {error} and was not rolled "
+        "Session used again after {what} failed with {error} and was not rolled "
         "back — this raises PendingRollbackError; {fix}"
     )
 
     def on_do_orm_execute(self, execution: OrmExecution) -> None:
         # A dictionary lookup per execution; the rest only after a failed flush.
         record = process.records.get(execution.session_key)
-        if record is None or record.failed_flush is None or execution.state is None:
+        if record is None or execution.state is None:
             return
-        if _inactive(execution.state.session):
+        if record.failed_flush is not None and _inactive(execution.state.session):
             self._report(execution.site, record, record.failed_flush)
+        elif _cancelled_on(record):
+            self._report_cancelled(execution.site, record)
 
     def on_flush_after_failure(self, flush: FlushAfterFailure) -> None:
         failed = flush.record.failed_flush
@@ -129,6 +137,33 @@ class SessionUsedAfterFailedFlush(Detector):
             if record is not None and record.failed_flush is not None:
                 seen.explain(self._report(seen.site, record, record.failed_flush))
                 return
+        for session in seen.locals_of_type(Session):
+            record = record_of(self.uow, session)
+            if record is not None and _cancelled_on(record):
+                seen.explain(self._report_cancelled(seen.site, record))
+                return
+
+    def _report_cancelled(self, site: CallSite | None, record: SessionRecord) -> Any:
+        assert record.cancelled is not None
+        cancelled, error, _ = record.cancelled
+        awaited = "await " if is_async_session(record) else ""
+        rollback = f"{awaited}session.rollback()"
+        what = f"its statement at {self.where(cancelled)}" if cancelled else "its statement"
+        return self.report(
+            site,
+            key=(site.key if site is not None else None),
+            subject="Session",
+            related=[(cancelled, "this statement was cancelled")],
+            hint=rollback,
+            details={"error": error, "driver_error": None},
+            what=what,
+            error=error,
+            fix=(
+                "a cancellation (asyncio.timeout(), a cancelled task) makes SQLAlchemy "
+                f"invalidate the connection the statement ran on: call {rollback} in the "
+                "except block that caught it, or leave this session and use a new one"
+            ),
+        )
 
     def _report(self, site: CallSite | None, record: SessionRecord, failed: FailedFlush) -> Any:
         failed.reported = True
@@ -209,10 +244,23 @@ class SessionUsedAfterFailedFlush(Detector):
             related=related,
             hint=hint,
             details={"error": failed.error, "driver_error": failed.driver_error},
-            flush=flush,
+            what=f"its flush{flush}",
             error=error,
             fix=fix,
         )
+
+
+def _cancelled_on(record: SessionRecord) -> bool:
+    """Whether the session is still in the transaction a cancelled statement of its ran
+    in (rollback() or close() ends it)."""
+    if record.cancelled is None:
+        return False
+    session = record.ref()
+    transaction = record.cancelled[2]()
+    if session is None or transaction is None or session.get_transaction() is not transaction:
+        record.cancelled = None
+        return False
+    return True
 
 
 _BEGIN_NESTED = re.compile(r"\bbegin_nested\(")

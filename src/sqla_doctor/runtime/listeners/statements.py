@@ -386,16 +386,21 @@ def _statement_done(running: _Running, context_key: int, now: float) -> None:
             checkout.idle_since = now
 
 
-def _interrupted(running: _Running, context_key: int) -> None:
+def _interrupted(running: _Running, context_key: int, error: BaseException) -> None:
     """A statement cancelled (``asyncio.timeout``, task cancellation) or interrupted
     (Ctrl-C) while the database ran it: SQLAlchemy invalidates the connection, but the
     statement may go on until the connection is closed (aiosqlite's thread finishes the
     query before it can close it). That wait is the statement's, not the program's idle
     time: it counts as the statement when the connection goes back."""
-    key, _, _, checkout, _, start, _, _ = running
+    key, _, _, checkout, site, start, _, _ = running
     if key == context_key and checkout is not None and not checkout.returned:
         checkout.idle_since = 0.0
         checkout.interrupted_since = start
+        record = checkout.session_record() if checkout.session_record is not None else None
+        session = record.ref() if record is not None else None
+        transaction = session.get_transaction() if session is not None else None
+        if record is not None and transaction is not None:
+            record.cancelled = (site, type(error).__name__, weakref.ref(transaction))
 
 
 def _tabulate(table: dict[str, list[Any]], statement: str) -> list[Any] | None:
@@ -436,7 +441,7 @@ def _on_handle_error(context: Any) -> None:
         _running.set(None)
         _statement_done(running, id(context.execution_context), time.perf_counter())
         if not isinstance(context.original_exception, Exception):
-            _interrupted(running, id(context.execution_context))
+            _interrupted(running, id(context.execution_context), context.original_exception)
     _note_flush_error(context)
     # Programs catch these (a framework's 500, a retry loop): explain them while raised.
     # A disconnect found by pool_pre_ping's own ping is recovered from, not raised.
