@@ -37,7 +37,7 @@ from sqla_doctor.static.index.models import class_literals
 from sqla_doctor.static.syntax import call_keyword
 
 if TYPE_CHECKING:
-    pass
+    from sqla_doctor.static.context import FileContext
 
 
 def _named_params(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
@@ -666,20 +666,10 @@ class StringFlow:
         not looked for)."""
         if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Name):
             return None
-        caller: ast.FunctionDef | ast.AsyncFunctionDef | None = None
-        cls: ast.ClassDef | None = None
-        for ancestor in self.flow.ctx.ancestors(func):
-            if caller is None:
-                if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    caller = ancestor
-                elif isinstance(ancestor, (ast.Lambda, ast.ClassDef)):
-                    return None
-                continue
-            if isinstance(ancestor, ast.ClassDef):
-                cls = ancestor
-            break
-        if caller is None or cls is None:
+        around = _method_around(self.flow.ctx, func)
+        if around is None:
             return None
+        caller, cls = around
         params = [*caller.args.posonlyargs, *caller.args.args]
         if not params or params[0].arg != func.value.id or any(
             isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
@@ -1586,20 +1576,10 @@ class StringFlow:
         if not isinstance(owner, ast.Name):
             return False
         ctx = self.flow.ctx
-        function: ast.FunctionDef | ast.AsyncFunctionDef | None = None
-        cls: ast.ClassDef | None = None
-        for ancestor in ctx.ancestors(expr):
-            if function is None:
-                if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    function = ancestor
-                elif isinstance(ancestor, (ast.Lambda, ast.ClassDef)):
-                    return False
-                continue
-            if isinstance(ancestor, ast.ClassDef):
-                cls = ancestor
-            break
-        if function is None or cls is None:
+        method = _method_around(ctx, expr)
+        if method is None:
             return False
+        function, cls = method
         params = [*function.args.posonlyargs, *function.args.args]
         receiver = bool(params) and params[0].arg == owner.id
         if receiver and any(
@@ -2085,6 +2065,23 @@ def _literal_text(node: ast.expr | None, last: bool) -> str | None:
         node = (pieces[-1] if last else pieces[0]) if pieces else None
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
+    return None
+
+
+def _method_around(
+    ctx: FileContext, node: ast.AST
+) -> tuple[ast.FunctionDef | ast.AsyncFunctionDef, ast.ClassDef] | None:
+    """The function ``node`` is in and the class whose body defines it; None when it is in
+    no function, a lambda or class comes first, or the function is not a class's."""
+    function: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+    for ancestor in ctx.ancestors(node):
+        if function is None:
+            if isinstance(ancestor, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                function = ancestor
+            elif isinstance(ancestor, (ast.Lambda, ast.ClassDef)):
+                return None
+            continue
+        return (function, ancestor) if isinstance(ancestor, ast.ClassDef) else None
     return None
 
 
