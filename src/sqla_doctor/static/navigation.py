@@ -164,6 +164,12 @@ def option_text(
     )
 
 
+def access_option(index: ProjectIndex, access: LazyAccess) -> str:
+    """The loader chain that eager-loads what ``access`` reads, its first step on the
+    entity the rows were loaded as (an ``aliased()`` one by its name)."""
+    return option_text(index, access.path, access.objects.options, access.objects.alias)
+
+
 def closed_before(flow: FunctionFlow, objects: ObjectsValue, node: ast.AST) -> bool:
     """Whether the session that loaded ``objects`` is closed before ``node`` runs: they
     were returned by a function that closes its session, or loaded inside a ``with``

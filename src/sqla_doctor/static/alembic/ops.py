@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sqla_doctor.static.alembic.sql import PLACEHOLDER, SqlAction, classify
+from sqla_doctor.static.index.models import literal_str
 from sqla_doctor.static.index.names import NameResolver
 
 if TYPE_CHECKING:
@@ -328,7 +329,7 @@ class Extractor:
         rows = []
         for element in iterable.elts:
             values = [element] if single else getattr(element, "elts", [])
-            if len(values) != len(names) or not all(map(_is_string, values)):
+            if len(values) != len(names) or any(literal_str(v) is None for v in values):
                 return []
             rows.append(dict(zip(names, values, strict=True)))
         return rows
@@ -962,10 +963,6 @@ def _keyword(call: ast.Call, name: str) -> ast.expr | None:
         if item.arg == name:
             return item.value
     return None
-
-
-def _is_string(node: ast.expr) -> bool:
-    return isinstance(node, ast.Constant) and isinstance(node.value, str)
 
 
 def _is_none(node: ast.expr) -> bool:

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from sqla_doctor.config import Config
+from sqla_doctor.findings import Location
 from sqla_doctor.static.alembic.discovery import ScriptLocation, find_script_locations
 from sqla_doctor.static.alembic.environment import EnvFacts, analyse_env
 from sqla_doctor.static.alembic.imports import ModuleMap
@@ -108,6 +109,16 @@ class MigrationFile:
     @cached_property
     def operations(self) -> list[Operation]:
         return Extractor(self.file.tree, self.file.ctx.names, self.file.ctx.index).run()
+
+    @cached_property
+    def unrolled_calls(self) -> frozenset[Location]:
+        """Where the calls are that a loop over literal names runs once per name
+        (``for table in ("a", "b"): op.alter_column(table, ...)``)."""
+        return frozenset(
+            self.file.ctx.location(operation.node)
+            for operation in self.operations
+            if operation.unrolled
+        )
 
     def upgrade_operations(self) -> list[Operation]:
         return [op for op in self.operations if op.phase == "upgrade"]

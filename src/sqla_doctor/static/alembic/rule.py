@@ -14,6 +14,7 @@ from sqla_doctor.findings import (
     Finding,
     Fix,
     Kind,
+    Location,
     Related,
     Severity,
 )
@@ -91,15 +92,11 @@ def _one_per_call(migration: MigrationFile, findings: Iterable[Finding]) -> Iter
     """The findings of a call in a loop over literal names (``for table in ("a", "b"):
     op.create_foreign_key(..., table, ...)``) as one: the first, naming the others. The
     call is one line to change, and one fix edits it for every name."""
-    loops = {
-        migration.file.ctx.location(operation.node)
-        for operation in migration.operations
-        if operation.unrolled
-    }
+    loops = migration.unrolled_calls
     if not loops:
         yield from findings
         return
-    merged: dict[tuple[object, str], list[Finding]] = {}
+    merged: dict[tuple[Location, str], list[Finding]] = {}
     for finding in findings:
         if finding.location in loops:
             merged.setdefault((finding.location, finding.code), []).append(finding)

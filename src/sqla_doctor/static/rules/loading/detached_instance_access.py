@@ -18,7 +18,7 @@ from sqla_doctor.static.flow import (
     worth_analysing,
 )
 from sqla_doctor.static.lifecycle import exit_method, sessions_ended
-from sqla_doctor.static.navigation import Navigator, left_open, option_text
+from sqla_doctor.static.navigation import Navigator, access_option, left_open
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _SETTINGS = """
@@ -1024,9 +1024,7 @@ class DetachedInstanceAccess(Rule):
         if len(shown) > 40:
             shown = shown[:37] + "..."
         for access in navigator.on_attribute(attribute, objects, per_row=False):
-            option = option_text(
-                self.ctx.index, access.path, access.objects.options, access.objects.alias
-            )
+            option = access_option(self.ctx.index, access)
             self.report(
                 access.node,
                 problem=_detached_read(access.rel.name, shown, where, option),
@@ -1248,9 +1246,7 @@ class DetachedInstanceAccess(Rule):
             if key in seen:
                 continue
             seen.add(key)
-            option = option_text(
-                self.ctx.index, access.path, access.objects.options, access.objects.alias
-            )
+            option = access_option(self.ctx.index, access)
             self.report(
                 access.node,
                 problem=_detached_read(access.rel.name, name, where, option, access.via),

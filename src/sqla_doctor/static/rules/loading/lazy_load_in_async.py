@@ -8,7 +8,7 @@ from sqla_doctor.findings import Applicability, Fix, Severity
 from sqla_doctor.static.flow import FunctionFlow, ObjectsValue, contains, flow_for, worth_analysing
 from sqla_doctor.static.index.models import literal_str
 from sqla_doctor.static.loader_fix import loader_edits
-from sqla_doctor.static.navigation import LazyAccess, Navigator, back_to_parent, option_text
+from sqla_doctor.static.navigation import LazyAccess, Navigator, access_option, back_to_parent
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _MODELS = """
@@ -579,9 +579,7 @@ class LazyLoadInAsync(Rule):
             return
         seen.add(key)
         loader = "selectinload" if rel.collection else "joinedload"
-        option = option_text(
-            self.ctx.index, access.path, access.objects.options, access.objects.alias
-        )
+        option = access_option(self.ctx.index, access)
         loaded = access.objects
         stmt = loaded.stmt
         fix: Fix | None = None

@@ -13,10 +13,10 @@ from sqla_doctor.static.navigation import (
     SCHEMA_DUMPERS,
     LazyAccess,
     Navigator,
+    access_option,
     back_to_parent,
     closed_before,
     option_steps,
-    option_text,
     shared_by_every_row,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
@@ -2196,9 +2196,7 @@ class RelationshipAccessInLoop(Rule):
         # Every relationship read here needs its option (a `to_dict()` reading two needs
         # both), each continuing from what already loads the steps before it.
         optioned = _not_implied(accesses)
-        option = ", ".join(
-            option_text(index, a.path, a.objects.options, a.objects.alias) for a in optioned
-        )
+        option = ", ".join(access_option(index, a) for a in optioned)
         fix: Fix | None = None
         loaded = access.objects
         stmt = loaded.stmt
@@ -2235,9 +2233,7 @@ class RelationshipAccessInLoop(Rule):
             rels = ", ".join(names[:-1]) + f" and {names[-1]} are"
         else:
             rels = ", ".join(names[:2]) + f" and {len(names) - 2} more relationships are"
-        options = ", ".join(
-            option_text(index, a.path, a.objects.options, a.objects.alias) for a in optioned[:4]
-        )
+        options = ", ".join(access_option(index, a) for a in optioned[:4])
         self.report(
             access.node,
             fix=fix,
