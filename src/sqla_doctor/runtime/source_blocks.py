@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 FUNCTIONS = ("def ", "async def ")
 SCOPES = (*FUNCTIONS, "class ")
+WITHS = ("with ", "async with ")
 # A ``def`` line, its indentation as group 1.
 FUNCTION = re.compile(r"^(\s*)(?:async\s+)?def\s")
 # A ``for``/``while`` statement's first line (stripped or not).

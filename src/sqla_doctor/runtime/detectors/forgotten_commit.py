@@ -49,7 +49,7 @@ def _raised_fix(raised: str, hint: str, site: CallSite | None) -> str:
     line = linecache.getline(site.filename, site.lineno).lstrip() if site is not None else ""
     where = (
         "raise it after the with block ends"
-        if line.startswith(("with ", "async with "))
+        if line.startswith(source_blocks.WITHS)
         else f"commit where the session ends when a {cls} with a status below 400 passes"
     )
     return (

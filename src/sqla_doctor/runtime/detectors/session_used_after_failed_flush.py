@@ -281,5 +281,5 @@ def _opened_without_with(site: CallSite | None) -> bool:
         if stripped.startswith(source_blocks.SCOPES) and source_blocks.indent(text) < floor:
             return False
         if _BEGIN_NESTED.search(stripped.split("#", 1)[0]):
-            return not stripped.startswith(("with ", "async with "))
+            return not stripped.startswith(source_blocks.WITHS)
     return False
