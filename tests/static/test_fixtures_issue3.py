@@ -21,6 +21,7 @@ CODES = {
     "SQD105",
     "SQD106",
     "SQD107",
+    "SQD108",
     "SQD201",
     "SQD202",
     "SQD203",

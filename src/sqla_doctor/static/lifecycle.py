@@ -131,6 +131,27 @@ def closed_in_finally(flow: FunctionFlow, name: str) -> bool:
     ) or handed_over_in_finally(flow, name)
 
 
+def closed_by_helper(index: ProjectIndex, flow: FunctionFlow, name: str) -> bool:
+    """``with read_only_transaction(session):`` (or a plain call) of a project function
+    that closes that parameter in a ``finally``."""
+    for call in flow.calls:
+        positions = [
+            n for n, arg in enumerate(call.args) if isinstance(arg, ast.Name) and arg.id == name
+        ]
+        keywords = {
+            k.arg for k in call.keywords if isinstance(k.value, ast.Name) and k.value.id == name
+        }
+        if not positions and not keywords:
+            continue
+        function = index.function(flow.qualify(call.func))
+        if function is None or function.is_method or not function.closes:
+            continue
+        params = {function.params[n] for n in positions if n < len(function.params)}
+        if function.closes & (params | keywords):
+            return True
+    return False
+
+
 def managed_by_with(flow: FunctionFlow, name: str) -> bool:
     """``with s:``, ``with s.begin():``, ``with closing(s):`` somewhere in the function."""
     for with_node in flow.withs:

@@ -9,6 +9,7 @@ from sqla_doctor.static.flow import FunctionFlow, SessionValue, flow_for, worth_
 from sqla_doctor.static.lifecycle import (
     CLOSERS,
     bound_to_connection,
+    closed_by_helper,
     closed_in_finally,
     escapes,
     managed_by_with,
@@ -583,7 +584,7 @@ class SessionNotClosed(Rule):
             assert call is not None
             if managed_by_with(flow, name) or closed_in_finally(flow, name) or escapes(flow, name):
                 continue
-            if self._closed_by_helper(flow, name):
+            if closed_by_helper(self.ctx.index, flow, name):
                 continue
             if bound_to_connection(flow, call) or unbound(value, call):
                 continue
@@ -614,27 +615,6 @@ class SessionNotClosed(Rule):
                 )
 
     visit_AsyncFunctionDef = visit_FunctionDef
-
-    def _closed_by_helper(self, flow: FunctionFlow, name: str) -> bool:
-        """``with read_only_transaction(session):`` (or a plain call) of a project function
-        that closes that parameter in a ``finally``."""
-        index = self.ctx.index
-        for call in flow.calls:
-            positions = [
-                n for n, arg in enumerate(call.args) if isinstance(arg, ast.Name) and arg.id == name
-            ]
-            keywords = {
-                k.arg for k in call.keywords if isinstance(k.value, ast.Name) and k.value.id == name
-            }
-            if not positions and not keywords:
-                continue
-            function = index.function(flow.qualify(call.func))
-            if function is None or function.is_method or not function.closes:
-                continue
-            params = {function.params[n] for n in positions if n < len(function.params)}
-            if function.closes & (params | keywords):
-                return True
-        return False
 
     @staticmethod
     def _owns(value: SessionValue) -> bool:
