@@ -733,6 +733,29 @@ def test_a_select_by_primary_key_per_item_is_told_to_look_them_up(engine: Engine
     )
 
 
+def test_a_select_by_another_column_per_item_names_its_values(engine: Engine) -> None:
+    with Session(engine) as session:
+        names = list(session.scalars(select(User.name).order_by(User.id)))
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for name in names:
+            session.scalars(select(User).where(User.name == name)).one()
+    message = one(uow.findings, "SQD252").message
+    assert message.endswith("`select(User).where(User.name.in_(names))`, and group them by name")
+    with Session(engine) as session:  # the advice, run
+        assert len(session.scalars(select(User).where(User.name.in_(names))).all()) == USERS
+
+
+def test_a_core_query_per_item_names_the_values_of_its_column(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        for user_id in IDS:
+            connection.execute(
+                text("SELECT id FROM users WHERE name = :name"), {"name": f"u{user_id}"}
+            )
+    message = one(uow.findings, "SQD252").message
+    assert '`WHERE name IN :names` with `text(...).bindparams(bindparam("names", ' in message
+    assert "(Core: `table.c.name.in_(names)`)" in message
+
+
 def interleave_first_executions(session: Session) -> None:
     """Hold each of two worker threads' first ORM execution until the other's has begun:
     both run between the other's do_orm_execute and its statement's cursor event, as

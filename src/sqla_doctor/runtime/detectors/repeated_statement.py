@@ -203,11 +203,23 @@ _GET = method_codes(Session, "get", "get_one")
 _BULK = method_codes(Session, "bulk_insert_mappings", "bulk_save_objects", "bulk_update_mappings")
 
 
+def _values(key: str) -> str:
+    """What the fix calls the values looked up by ``key``: ``ids`` for an id column
+    (``id``, ``customer_id``), the column's plural otherwise (``emails``, ``skus``)."""
+    if key.lower() == "id" or key.endswith(("_id", "Id")):
+        return "ids"
+    if key.endswith(("s", "x", "ch", "sh")):
+        return f"{key}es"
+    if key.endswith("y") and key[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return f"{key[:-1]}ies"
+    return f"{key}s"
+
+
 def _by_primary_key(name: str, keys: Sequence[str]) -> str:
     """The query for every object of ``name`` whose primary key is among the ones looked
     up: ``ids`` for one key column, ``keys`` (tuples) matched with tuple_(...).in_()."""
     if len(keys) == 1:
-        where = f"{name}.{keys[0]}.in_(ids)"
+        where = f"{name}.{keys[0]}.in_({_values(keys[0])})"
     else:
         where = "tuple_(" + ", ".join(f"{name}.{key}" for key in keys) + ").in_(keys)"
     return f"session.scalars(select({name}).where({where}))"
@@ -242,7 +254,7 @@ def _merge_fix(mapper: Any) -> str:
     name = mapper.class_.__name__
     keys = primary_key_attributes(mapper)
     key = keys[0] if len(keys) == 1 else None
-    where = f".where({name}.{key}.in_(ids))" if key is not None else ".where(...)"
+    where = f".where({name}.{key}.in_({_values(key)}))" if key is not None else ".where(...)"
     row = f'{{"{key}": ..., ...}}' if key is not None else "{...}"
     # The identity map holds objects weakly: a result nobody keeps is gone before the
     # merges look for it. load=False copies without history: the session writes nothing.
@@ -266,12 +278,13 @@ def _filtered_fix(
     it has other conditions, which stay."""
     name = mapper.class_.__name__
     column = f"{name}.{key}"
+    values = _values(key)
     others = ", ..." if more else ""
     if function is not None:
         call = "func.count()" if function == "count" else f"func.{function}(...)"
         return (
             f"compute the {function}() for all of them in one query grouped by {key}: "
-            f"`select({column}, {call}).where({column}.in_(ids){others}).group_by({column})`"
+            f"`select({column}, {call}).where({column}.in_({values}){others}).group_by({column})`"
         )
     # By primary key: one row each, looked up; by a foreign key: a parent's rows.
     then = (
@@ -281,7 +294,7 @@ def _filtered_fix(
     )
     fix = (
         f"fetch the {name} rows for all of them in one query instead of one per iteration, "
-        f"`select({name}).where({column}.in_(ids){others})`, and {then}"
+        f"`select({name}).where({column}.in_({values}){others})`, and {then}"
     )
     if relationship is not None and not more:  # its collection holds every row
         parents = relationship.parent.class_.__name__
@@ -305,11 +318,12 @@ def _core_fix(sql: str) -> str:
     Core): no entity, so no loader option."""
     compared = _COMPARED.search(sql)
     column = compared.group(1) if compared is not None else "id"
+    values = _values(column)
     return (
         "fetch the rows in one query instead of one per iteration: JOIN them into the query "
-        f"the loop reads, or ask for all of them at once, `WHERE {column} IN :ids` with "
-        f'`text(...).bindparams(bindparam("ids", expanding=True))` '
-        f"(Core: `table.c.{column}.in_(ids)`)"
+        f"the loop reads, or ask for all of them at once, `WHERE {column} IN :{values}` with "
+        f'`text(...).bindparams(bindparam("{values}", expanding=True))` '
+        f"(Core: `table.c.{column}.in_({values})`)"
     )
 
 
@@ -322,7 +336,7 @@ def _one_query(entry: _Entry) -> str | None:
     if entry.filtered is not None:
         mapper, key = entry.filtered[0], entry.filtered[1]
         name = mapper.class_.__name__
-        return f"session.scalars(select({name}).where({name}.{key}.in_(ids)))"
+        return f"session.scalars(select({name}).where({name}.{key}.in_({_values(key)})))"
     return None
 
 
