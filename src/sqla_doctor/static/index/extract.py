@@ -53,7 +53,6 @@ from sqla_doctor.static.index.sessions import (
     engine_facts,
     factory_facts,
     returned_factories,
-    returned_factory,
 )
 
 if TYPE_CHECKING:
@@ -615,8 +614,9 @@ def _finish_functions(
         if queries or "hands-out" in builder.flags:
             _summarise_function(resolver, builder, queries, "hands-out" in builder.flags, flows)
         if not facts.is_method and not FACTORY_CALLS.isdisjoint(facts.calls):
-            facts.factory = returned_factory(resolver, facts.qualname, builder.node)
-            facts.tuple_factories = returned_factories(resolver, facts.qualname, builder.node)
+            facts.factory, facts.tuple_factories = returned_factories(
+                resolver, facts.qualname, builder.node
+            )
         if "yield" in builder.flags and any(
             d.rpartition(".")[2] in _CONTEXT_MANAGERS for d in facts.decorators
         ):

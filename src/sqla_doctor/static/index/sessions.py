@@ -160,37 +160,28 @@ def engine_facts(resolver: NameResolver, qualname: str, call: ast.Call) -> Engin
     )
 
 
-def returned_factory(
+def returned_factories(
     resolver: NameResolver, qualname: str, function: ast.FunctionDef | ast.AsyncFunctionDef
-) -> FactoryFacts | None:
-    """The factory a function builds and returns, recorded under ``qualname`` (the
-    module-level name bound to its call: ``Session = get_sessionmaker()``).
+) -> tuple[FactoryFacts | None, tuple[FactoryFacts | None, ...]]:
+    """The factory a function builds and returns, and the factories in a tuple it returns.
 
-    ``return sessionmaker(bind=engine)``, or ``factory = async_sessionmaker(engine)`` then
-    ``return factory``: one ``return`` in the function, and that name assigned once.
-    Anything else (several returns, a factory chosen among others) is not a fact.
+    The first is recorded under ``qualname`` (the module-level name bound to its call:
+    ``Session = get_sessionmaker()``): ``return sessionmaker(bind=engine)``, or ``factory =
+    async_sessionmaker(engine)`` then ``return factory``. The second holds them by position
+    (``return engine, sessionmaker(engine)`` gives ``(None, <sessionmaker>)`` for ``engine,
+    SessionLocal = make_db()``), empty unless the tuple holds one. Both need one ``return``
+    in the function, and a name it returns assigned once; anything else (several returns,
+    a factory chosen among others) is not a fact.
     """
     own = list(_own_nodes(function))
     value = _returned(own)
-    return _built_factory(resolver, qualname, function, own, value)
-
-
-def returned_factories(
-    resolver: NameResolver, qualname: str, function: ast.FunctionDef | ast.AsyncFunctionDef
-) -> tuple[FactoryFacts | None, ...]:
-    """The factories in the tuple a function returns, by position: ``return engine,
-    sessionmaker(engine)`` gives ``(None, <sessionmaker>)`` for ``engine, SessionLocal =
-    make_db()``. Empty unless the function's one ``return`` gives a tuple literal (or a
-    name assigned it once) holding a factory."""
-    own = list(_own_nodes(function))
-    value = _returned(own)
     if not isinstance(value, ast.Tuple):
-        return ()
+        return _built_factory(resolver, qualname, function, own, value), ()
     found = tuple(
         _built_factory(resolver, f"{qualname}.{number}", function, own, element)
         for number, element in enumerate(value.elts)
     )
-    return found if any(f is not None for f in found) else ()
+    return None, found if any(f is not None for f in found) else ()
 
 
 def _returned(own: list[ast.AST]) -> ast.expr | None:
