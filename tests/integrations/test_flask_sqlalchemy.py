@@ -80,6 +80,13 @@ def make_app(database: Path) -> Flask:
             db.session.commit()
         return {}
 
+    @app.get("/authors/names")
+    def names() -> list[str]:
+        ids = request.args.getlist("id", type=int)
+        if request.args.get("session"):
+            return [db.session.get(Author, i).name for i in ids]  # line:names-get
+        return [db.get_or_404(Author, i).name for i in ids]  # line:names-get-or-404
+
     @app.post("/books/stamp")
     def stamp() -> list[str]:
         books = db.session.scalars(db.select(Book)).all()
@@ -190,6 +197,21 @@ def test_a_forgotten_commit_after_db_get_or_404_names_db_session(app: Flask) -> 
     assert finding.location.line == line_of("get-or-404")
     assert finding.fix_hint == "db.session.commit()"
     assert "call `db.session.commit()` before the request or job ends" in finding.message
+
+
+def test_db_get_or_404_per_id_is_named_as_written(app: Flask) -> None:
+    with app.app_context():
+        db.session.add_all(Author(name=f"more{i}") for i in range(AUTHORS))
+        db.session.commit()
+    ids = "&".join(f"id={i}" for i in range(1, 2 * AUTHORS + 1))
+    found = [f for f in findings(app, "GET", f"/authors/names?{ids}") if f.code == "SQD252"]
+    assert [f.location.line for f in found] == [line_of("names-get-or-404")]
+    assert "db.get_or_404() runs a SELECT for each Author" in found[0].message
+    found = [
+        f for f in findings(app, "GET", f"/authors/names?{ids}&session=1") if f.code == "SQD252"
+    ]
+    assert [f.location.line for f in found] == [line_of("names-get")]
+    assert "session.get() runs a SELECT for each Author" in found[0].message
 
 
 def test_a_commit_after_db_get_or_404_is_the_silent_twin(app: Flask) -> None:

@@ -121,7 +121,7 @@ def test_session_get_of_a_composite_key_in_a_loop_is_told_the_tuple_lookup(
     finding = one(uow.findings, "SQD252")
     assert finding.location.line == line_of("get-pair")
     assert finding.message.endswith(
-        "session.get() runs a SELECT for each Stock the session does not hold: load them in "
+        "session.get_one() runs a SELECT for each Stock the session does not hold: load them in "
         "one query, `by_key = {(stock.warehouse, stock.sku): stock for stock in "
         "session.scalars(select(Stock).where(tuple_(Stock.warehouse, Stock.sku).in_(keys)))}`, "
         "and look each one up there (while that result is kept, session.get() finds them in "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import re
 import threading
 import weakref
@@ -32,7 +33,7 @@ from sqla_doctor.runtime.detector import (
     inside_call,
     method_codes,
 )
-from sqla_doctor.runtime.detectors.session_leak import is_awaited
+from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name, is_awaited
 from sqla_doctor.runtime.loading import (
     collection_fix,
     collection_queried,
@@ -225,7 +226,21 @@ def _by_primary_key(name: str, keys: Sequence[str]) -> str:
     return f"session.scalars(select({name}).where({where}))"
 
 
-def _get_fix(mapper: Any, awaited: bool) -> str | None:
+_GET_CALL = re.compile(r"\.(get_or_404|get_one|get)\s*\(")
+
+
+def _get_call(site: CallSite | None) -> str:
+    """The get() the line at ``site`` calls, as the message names it: ``session.get()``,
+    ``session.get_one()``, Flask-SQLAlchemy's ``db.get_or_404()`` (read when reporting)."""
+    line = linecache.getline(site.filename, site.lineno) if site is not None else ""
+    called = _GET_CALL.search(line)
+    method = called.group(1) if called is not None else "get"
+    if method == "get_or_404":
+        return f"{flask_sqlalchemy_name(site) or 'db'}.get_or_404()"
+    return f"session.{method}()"
+
+
+def _get_fix(mapper: Any, site: CallSite | None) -> str | None:
     """What to do instead of session.get() with a SELECT per id (None: no primary key to
     name). A composite key is looked up by its tuple, matched with tuple_(...).in_()."""
     keys = primary_key_attributes(mapper)
@@ -239,10 +254,10 @@ def _get_fix(mapper: Any, awaited: bool) -> str | None:
         index = "key"
         lookup = "(" + ", ".join(f"{one}.{key}" for key in keys) + ")"
     query = _by_primary_key(name, keys)
-    if awaited:
+    if site is not None and is_awaited(site):
         query = f"(await {query})"
     return (
-        f"session.get() runs a SELECT for each {name} the session does not hold: load them "
+        f"{_get_call(site)} runs a SELECT for each {name} the session does not hold: load them "
         f"in one query, `by_{index} = {{{lookup}: {one} for {one} in {query}}}`, and look "
         "each one up there (while that result is kept, session.get() finds them in the "
         "session without SQL)"
@@ -878,7 +893,7 @@ class RepeatedStatement(Detector):
             elif entry.merged is not None:
                 fix = _merge_fix(entry.merged)
             elif entry.fetched is not None and (
-                got := _get_fix(entry.fetched, entry.site is not None and is_awaited(entry.site))
+                got := _get_fix(entry.fetched, entry.site)
             ):
                 fix = got
             elif entry.collection is not None:
