@@ -72,10 +72,16 @@ class JoinedCollection:
 
 
 def joined_collections(
-    index: ProjectIndex, model: str, options: Options, path: tuple[tuple[str, str], ...] = ()
+    index: ProjectIndex,
+    model: str,
+    options: Options,
+    path: tuple[tuple[str, str], ...] = (),
+    alias: str | None = None,
 ) -> list[JoinedCollection] | None:
     """Collections a statement on ``model`` loads by JOIN in its own rows (options and
-    mapping-level ``lazy="joined"``); None when the options cannot be read."""
+    mapping-level ``lazy="joined"``); None when the options cannot be read. A collection
+    of the statement's entity is named through ``alias``, the ``aliased()`` entity the
+    statement selects, as its option must be written (``joinedload(ua.posts)``)."""
     if options.opaque:
         return None
     found: list[JoinedCollection] = []
@@ -90,18 +96,24 @@ def joined_collections(
         if effective not in ("joined", "contains_eager") or rel.target is None:
             continue
         if rel.collection:
+            rel_name = f"{alias}.{rel.attr}" if alias and not path else rel.name
             if by_option:
                 where = (
-                    f"`{'joinedload' if effective == 'joined' else 'contains_eager'}({rel.name})`"
+                    f"`{'joinedload' if effective == 'joined' else 'contains_eager'}({rel_name})`"
                 )
             else:
                 where = f'`lazy="joined"` at {rel.path}:{rel.line}'
-            found.append(JoinedCollection(step, rel.name, by_option, where))
+            found.append(JoinedCollection(step, rel_name, by_option, where))
         deeper = joined_collections(index, rel.target, options, step)
         if deeper is None:
             return None
         found.extend(deeper)
     return found
+
+
+def _root_alias(stmt: StatementValue) -> str | None:
+    """The ``aliased()`` entity a statement selects first (``ua`` of ``select(ua)``)."""
+    return stmt.aliases[0] if stmt.aliases else None
 
 
 class JoinedloadOfCollection(Rule):
@@ -262,6 +274,21 @@ class JoinedloadOfCollection(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # The aliased() entity's joined collection, uniqued.
+        Valid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import aliased, joinedload
+            from app.models import User
+
+            def load(session):
+                author = aliased(User)
+                stmt = select(author).options(joinedload(author.posts))
+                return session.scalars(stmt).unique().all()
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
     )
     INVALID = (
         # Two collections side by side, read by a loop with no fetching call.
@@ -404,6 +431,26 @@ class JoinedloadOfCollection(Rule):
             files=_FILES,
             line=15,
         ),
+        # An aliased() entity's collection, named as the option wrote it.
+        Invalid(
+            """
+            from sqlalchemy import select
+            from sqlalchemy.orm import aliased, joinedload
+            from app.models import User
+
+            def load(session):
+                author = aliased(User)
+                return session.scalars(select(author).options(joinedload(author.posts))).all()
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=7,
+            expected_message=(
+                "`author.posts` is a collection joined-eager-loaded by "
+                "`joinedload(author.posts)`: `.all()` raises InvalidRequestError unless the "
+                "result is de-duplicated — call `.unique()` first (or use `selectinload()`)"
+            ),
+        ),
         # SQLModel's exec() returns a ScalarResult that needs unique() too.
         Invalid(
             """
@@ -478,7 +525,9 @@ class JoinedloadOfCollection(Rule):
             or result.stmt.kind != "select"
         ):
             return
-        joined = joined_collections(self.ctx.index, result.stmt.model, result.stmt.options)
+        joined = joined_collections(
+            self.ctx.index, result.stmt.model, result.stmt.options, alias=_root_alias(result.stmt)
+        )
         if not joined:
             return
         first = joined[0]
@@ -525,7 +574,9 @@ class JoinedloadOfCollection(Rule):
             stmt = value.stmt
         if stmt is None or stmt.kind not in ("select", "query"):
             return
-        joined = joined_collections(self.ctx.index, stmt.model, stmt.options)
+        joined = joined_collections(
+            self.ctx.index, stmt.model, stmt.options, alias=_root_alias(stmt)
+        )
         if not joined or not any(j.by_option for j in joined):
             return
         independent = [
