@@ -40,7 +40,12 @@ from sqla_doctor.static.index.models import (
     parse_annotation,
 )
 from sqla_doctor.static.index.names import SQLA_ROOTS, ModuleNames, NameResolver
-from sqla_doctor.static.index.sessions import FactoryFacts, ProviderFacts, expire_on_commit
+from sqla_doctor.static.index.sessions import (
+    CommitFlag,
+    FactoryFacts,
+    ProviderFacts,
+    expire_on_commit,
+)
 from sqla_doctor.static.loaders import Options, parse_options
 
 if TYPE_CHECKING:
@@ -2073,15 +2078,16 @@ def _provider(
         if made is None:
             continue
         source, managed, commits, name = made
+        flag: CommitFlag | None = None
         if name is not None:
-            commits = (
-                commits
-                or any(
-                    isinstance(c.func, ast.Attribute) and c.func.attr == "commit"
-                    for c in flow.calls_on(name)
-                )
-                or _begun_around(flow, value, name)
-            )
+            commit_calls = [
+                c
+                for c in flow.calls_on(name)
+                if isinstance(c.func, ast.Attribute) and c.func.attr == "commit"
+            ]
+            if not commits and not _begun_around(flow, value, name):
+                flag = _commit_flag(node, commit_calls)
+            commits = commits or bool(commit_calls) or _begun_around(flow, value, name)
             managed = managed or _closed_in_finally(flow, name)
         if style == "return" and name is not None and managed:
             # A session closed before the function returns it is no provider.
@@ -2089,8 +2095,52 @@ def _provider(
         is_async: bool | None = None
         if source.rpartition(".")[2] == "AsyncSession":
             is_async = True
-        return ProviderFacts(facts.qualname, node.lineno, is_async, style, source, managed, commits)
+        return ProviderFacts(
+            facts.qualname, node.lineno, is_async, style, source, managed, commits, flag
+        )
     return None
+
+
+def _commit_flag(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, commits: list[ast.Call]
+) -> CommitFlag | None:
+    """The parameter every one of the provider's ``commit()`` calls waits on (``if
+    commit: session.commit()``): a ``with`` block commits only when its call says so."""
+    if not commits:
+        return None
+    flags: set[str] = set()
+    for call in commits:
+        tests = [
+            inner.test.id
+            for inner in ast.walk(node)
+            if isinstance(inner, ast.If)
+            and isinstance(inner.test, ast.Name)
+            and any(contains(stmt, call) for stmt in inner.body)
+        ]
+        if not tests:
+            return None
+        flags.update(tests)
+    if len(flags) != 1:
+        return None
+    flag = flags.pop()
+    args = node.args
+    positional = [*args.posonlyargs, *args.args]
+    # A method's caller passes no `self`/`cls`.
+    bound = 1 if positional and positional[0].arg in ("self", "cls") else 0
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+    defaults += args.defaults
+    for number, param in enumerate(positional):
+        if param.arg == flag:
+            position = number - bound if number >= bound else None
+            return CommitFlag(flag, position, _truth(defaults[number]))
+    for param, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+        if param.arg == flag:
+            return CommitFlag(flag, None, _truth(default))
+    return None
+
+
+def _truth(default: ast.expr | None) -> bool | None:
+    return bool(default.value) if isinstance(default, ast.Constant) else None
 
 
 def _begun_around(flow: FunctionFlow, node: ast.AST, name: str) -> bool:

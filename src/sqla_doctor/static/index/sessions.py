@@ -56,6 +56,37 @@ class EngineFacts:
     options: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CommitFlag:
+    """The parameter a provider's only commit depends on: ``def session_scope(commit=False)``
+    whose body runs ``if commit: session.commit()`` after its ``yield``."""
+
+    name: str
+    position: int | None  # among the positional parameters a caller passes; None: keyword-only
+    default: bool | None  # the literal default's truth; None: no default, or not a literal
+
+    def argument(self, call: ast.Call) -> ast.expr | None:
+        """The expression ``call`` passes for the flag, if it passes one."""
+        for kw in call.keywords:
+            if kw.arg == self.name:
+                return kw.value
+        if self.position is not None and self.position < len(call.args):
+            return call.args[self.position]
+        return None
+
+    def commits(self, call: ast.Call) -> bool | None:
+        """Whether the ``with`` block ``call`` opens commits: the literal it passes, else
+        the default; None when that cannot be known (a variable, ``*args``, ``**kwargs``)."""
+        given = self.argument(call)
+        if given is not None:
+            return bool(given.value) if isinstance(given, ast.Constant) else None
+        if any(kw.arg is None for kw in call.keywords) or any(
+            isinstance(a, ast.Starred) for a in call.args
+        ):
+            return None
+        return self.default
+
+
 @dataclass
 class ProviderFacts:
     """A function that hands out a session: a generator dependency, a context manager, or
@@ -68,6 +99,7 @@ class ProviderFacts:
     source: str | None = None  # the factory or class called, qualified
     managed: bool = False  # closed by `with` or a `finally`
     commits: bool = False  # commits before handing control back (a unit of work)
+    commit_flag: CommitFlag | None = None  # when it commits only if a parameter says so
 
 
 def expire_on_commit(call: ast.Call, default: bool | None = True) -> bool | None:

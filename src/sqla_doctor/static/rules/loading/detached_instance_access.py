@@ -17,6 +17,7 @@ from sqla_doctor.static.flow import (
     runs_code,
     worth_analysing,
 )
+from sqla_doctor.static.index import ProjectIndex
 from sqla_doctor.static.lifecycle import exit_method, sessions_ended
 from sqla_doctor.static.navigation import Navigator, access_option, left_open
 from sqla_doctor.static.rule import Invalid, Rule, Valid
@@ -92,6 +93,25 @@ class _Region:
         start = (getattr(node, "end_lineno", None) or 0, getattr(node, "end_col_offset", None) or 0)
         return cls(*start, *_end_of(scope))
 
+
+# A context manager that commits only when its caller passes `commit=True`.
+_FLAG_FILES = {
+    **_FILES,
+    "app/scopes.py": """
+    from contextlib import contextmanager
+    from app.db import SessionLocal
+
+    @contextmanager
+    def scope(commit=False):
+        session = SessionLocal()
+        try:
+            yield session
+            if commit:
+                session.commit()
+        finally:
+            session.close()
+    """,
+}
 
 # A service object made once at module level, whose methods close their own session.
 _SERVICE_FILES = {
@@ -623,8 +643,58 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # The block's context manager commits only `if commit:`, and these calls leave
+        # it false: the objects are not expired, and their loaded columns stay readable.
+        Valid(
+            """
+            from app.models import User
+            from app.scopes import scope
+
+            def name_of(user_id):
+                with scope() as session:
+                    user = session.get(User, user_id)
+                return user.name
+
+            def create(name):
+                with scope(False) as session:
+                    user = User(name=name)
+                    session.add(user)
+                return user.name
+            """,
+            path="app/views.py",
+            files=_FLAG_FILES,
+        ),
     )
     INVALID = (
+        # The same context manager, told to commit (or maybe told to).
+        Invalid(
+            """
+            from app.models import User
+            from app.scopes import scope
+
+            def rename(user_id, name):
+                with scope(commit=True) as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                return user.name
+
+            def rename_if(user_id, name, save):
+                with scope(commit=save) as session:
+                    user = session.get(User, user_id)
+                    user.name = name
+                return user.name
+            """,
+            path="app/views.py",
+            files=_FLAG_FILES,
+            line=8,
+            count=2,
+            expected_message=(
+                "`user.name` is read after the commit that ends the `with` block at line 11 "
+                "(if `save` is true) expired `user` and the session closed: this raises "
+                "DetachedInstanceError — set `expire_on_commit=False` on the session factory, "
+                "or read it before the session closes"
+            ),
+        ),
         # Rows of an aliased entity: the option names the alias.
         Invalid(
             """
@@ -1058,7 +1128,7 @@ class DetachedInstanceAccess(Rule):
                 if binding is None or not self._made_here(flow, binding):
                     continue
                 commit = self._commit(flow, key, call, closed, session) or _block_commit(
-                    session, with_node
+                    self.ctx.index, session, with_node, item.context_expr
                 )
                 if commit is not None:
                     self._expired_read(flow, binding, closed, commit, key)
@@ -1145,7 +1215,9 @@ class DetachedInstanceAccess(Rule):
                         region,
                         f"the `with` block at line {with_node.lineno} closed it",
                         self._commit(flow, key, load, region, objects.session)
-                        or _block_commit(objects.session, with_node),
+                        or _block_commit(
+                            self.ctx.index, objects.session, with_node, item.context_expr
+                        ),
                     )
         for call in flow.calls_on(key):
             func = call.func
@@ -1253,12 +1325,30 @@ class DetachedInstanceAccess(Rule):
             )
 
 
-def _block_commit(session: SessionValue | None, with_node: ast.With | ast.AsyncWith) -> str | None:
+def _block_commit(
+    index: ProjectIndex,
+    session: SessionValue | None,
+    with_node: ast.With | ast.AsyncWith,
+    entered: ast.expr | None,
+) -> str | None:
     """The commit a ``with`` block makes as it ends (``Factory.begin()``, a provider that
-    commits after its ``yield``) when it expires what the session loaded."""
+    commits after its ``yield``) when it expires what the session loaded. A provider that
+    commits only ``if commit:`` commits a block whose call passes it true: not one that
+    leaves it out (`False` by default), and maybe one that passes a variable."""
     if session is None or not session.commits or session.expire_on_commit is not True:
         return None
-    return f"the commit that ends the `with` block at line {with_node.lineno}"
+    where = f"the commit that ends the `with` block at line {with_node.lineno}"
+    function = index.function(session.source) if isinstance(entered, ast.Call) else None
+    flag = function.provider.commit_flag if function and function.provider else None
+    if flag is None or not isinstance(entered, ast.Call):
+        return where
+    commits = flag.commits(entered)
+    if commits is None:
+        given = flag.argument(entered)
+        if given is None:
+            return None
+        return f"{where} (if `{ast.unparse(given)}` is true)"
+    return where if commits else None
 
 
 def _after(node: ast.AST, other: ast.AST) -> bool:
