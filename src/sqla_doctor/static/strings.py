@@ -2027,11 +2027,13 @@ def _ends_with_bind_marker(node: ast.expr | None, starts: bool = True) -> bool:
     return bool(_BIND_MARKER.search(text)) or (starts and text == ":")
 
 
-# Literal text after which SQL wants a name: a table, a column list, a qualified name.
+# Literal text after which SQL wants a name: a table, a column list, a qualified name,
+# SQLite's pragma and the table a pragma function reads (`PRAGMA table_info(users)`).
 _IDENTIFIER_BEFORE = re.compile(
     r"(?:\b(?:FROM|JOIN|INTO|UPDATE|TABLE|TRUNCATE|INDEX|VIEW|SEQUENCE|SCHEMA|EXISTS|CONCURRENTLY|"
-    r"SELECT|DISTINCT|ORDER\s+BY|GROUP\s+BY|RENAME\s+TO|COLUMN|ANALYZE|SET|"
+    r"SELECT|DISTINCT|ORDER\s+BY|GROUP\s+BY|RENAME\s+TO|COLUMN|ANALYZE|SET|PRAGMA|"
     r"VACUUM(?:\s+(?:FULL|FREEZE|VERBOSE|ANALYZE))*)\s+[\"`\[]?"
+    r"|\bPRAGMA\s+(?:\w+\.)?\w+\s*\(\s*[\"`\[]?"
     r"|(?:^|[\w\"])\.\"?)$",
     re.IGNORECASE,
 )

@@ -1015,6 +1015,27 @@ class SqlBuiltFromStrings(Rule):
             """,
             count=3,
         ),
+        # SQLite's pragma functions take a table's name, which no bound parameter can be
+        # (TrueNAS's revisions read `PRAGMA TABLE_INFO("{table_name}")`); the value of
+        # a WHERE clause in the same function still gets the bind advice.
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def columns(conn, table_name, schema):
+                info = conn.exec_driver_sql(f'PRAGMA TABLE_INFO("{table_name}")').all()
+                keys = conn.execute(text(f"pragma {schema}.foreign_key_list( {table_name} )"))
+                return info, keys.all()
+
+            def named(conn, table_name, name):
+                return conn.execute(text(f"SELECT * FROM t WHERE name = '{name}'")).all()
+            """,
+            count=3,
+            expected_message=(
+                "`exec_driver_sql()` receives SQL built with an f-string from `table_name` — "
+                "table and column names cannot be bound parameters: choose them from a fixed set"
+            ),
+        ),
         # DDL binds nothing, whatever the value's place (sqlalchemy-utils' create_database).
         Invalid(
             """
