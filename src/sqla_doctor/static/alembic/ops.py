@@ -98,6 +98,10 @@ class Operation:
     # Read once per name of a loop over literal strings (`for table in ("a", "b"):`):
     # the same call gives one such operation per name.
     unrolled: bool = False
+    # The table and the index or constraint name an f-string computes, as written
+    # (`{table_prefix}oauth_accounts`), for messages: `table` and `name` stay unknown.
+    table_written: str | None = None
+    name_written: str | None = None
 
     @property
     def via_sql(self) -> bool:
@@ -105,9 +109,15 @@ class Operation:
 
     @property
     def shown_table(self) -> str:
-        """The table for a message: its name, or "the table" when the migration computes
-        it (``for table in tables: op.create_index(name, table, ...)``)."""
-        return self.table or "the table"
+        """The table for a message: its name, the f-string that computes it as written
+        (``{table_prefix}users``), or "the table" when the migration computes it otherwise
+        (``for table in tables: op.create_index(name, table, ...)``)."""
+        return self.table or self.table_written or "the table"
+
+    @property
+    def shown_name(self) -> str | None:
+        """The index or constraint name for a message, as :attr:`shown_table` shows a table."""
+        return self.name or self.name_written
 
     @property
     def shown_target(self) -> str:
@@ -476,13 +486,24 @@ class Extractor:
         shift = 0 if batch else 1
         written = f"{'batch_op' if batch else 'op'}.{method}"
 
+        templates: dict[str, str] = {}
+
         def table_at(position: int, keyword: str = "table_name") -> str | None:
             if batch_table is not None:
                 return batch_table[0]
-            return self._string(_arg(call, position, keyword), state)
+            return named(position, keyword, "table_written")
 
         def string(position: int, keyword: str) -> str | None:
+            if keyword in ("index_name", "constraint_name"):
+                return named(position, keyword, "name_written")
             return self._string(_arg(call, position, keyword), state)
+
+        def named(position: int, keyword: str, shown: str) -> str | None:
+            expr = _arg(call, position, keyword)
+            value = self._string(expr, state)
+            if value is None and (template := self._template(expr, state)) is not None:
+                templates[shown] = template
+            return value
 
         def flag(keyword: str) -> bool:
             value = _keyword(call, keyword)
@@ -491,6 +512,7 @@ class Extractor:
         def emit(kind: str, **facts: object) -> None:
             if not batch:
                 facts.setdefault("schema", self._string(_keyword(call, "schema"), state))
+            facts.update(templates)
             self._emit(self._op(kind, call, written, state, **facts))
 
         if method == "create_table" and not batch:
@@ -853,6 +875,33 @@ class Extractor:
             ):
                 return self._sql_text(expr.func.value, state)
         return self._string(expr, state, allow_placeholders=True)
+
+    def _template(self, expr: ast.expr | None, state: _State) -> str | None:
+        """An f-string name as the migration writes it, what can be read filled in:
+        ``op.f(f"{table_prefix}oauth_accounts")`` gives ``{table_prefix}oauth_accounts``."""
+        if (
+            isinstance(expr, ast.Call)
+            and len(expr.args) == 1
+            and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "f"
+            and (
+                self._qualify(expr.func) == "alembic.op.f"
+                or (isinstance(expr.func.value, ast.Name) and expr.func.value.id in state.batch)
+            )
+        ):
+            expr = expr.args[0]
+        if isinstance(expr, ast.Name):
+            expr = state.values.get(expr.id, self.module_values.get(expr.id))
+        if not isinstance(expr, ast.JoinedStr):
+            return None
+        parts: list[str] = []
+        for value in expr.values:
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                parts.append(value.value)
+            elif isinstance(value, ast.FormattedValue):
+                known = self._string(value.value, state)
+                parts.append(known if known is not None else f"{{{ast.unparse(value.value)}}}")
+        return "".join(parts)
 
     def _string(
         self,

@@ -115,6 +115,21 @@ class NonConcurrentIndex(MigrationRule):
                     )
             """
         ),
+        # Names an f-string computes, the index built concurrently.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                prefix = op.get_context().opts["table_prefix"]
+                with op.get_context().autocommit_block():
+                    op.create_index(
+                        op.f(f"ix_{prefix}users_email"),
+                        f"{prefix}users",
+                        ["email"],
+                        postgresql_concurrently=True,
+                    )
+            """
+        ),
         # Indexes of a table created in the same migration (squawk#349).
         Valid(
             _HEAD
@@ -318,6 +333,29 @@ class NonConcurrentIndex(MigrationRule):
                 "`op.get_context().autocommit_block()`"
             ),
         ),
+        # Names an f-string computes (fief's table prefix), shown as the migration
+        # writes them.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                prefix = op.get_context().opts["table_prefix"]
+                op.create_unique_constraint(
+                    op.f(f"{prefix}oauth_accounts_provider_id_key"),
+                    f"{prefix}oauth_accounts",
+                    ["oauth_provider_id", "account_id"],
+                )
+                op.create_index(f"ix_{prefix}users_email", f"{prefix}users", ["email"])
+            """,
+            line=9,
+            count=2,
+            expected_message=(
+                "ADD CONSTRAINT {prefix}oauth_accounts_provider_id_key UNIQUE on "
+                "{prefix}oauth_accounts builds its index while blocking writes to the table — "
+                "build a unique index CONCURRENTLY in `autocommit_block()`, then ADD "
+                "CONSTRAINT ... USING INDEX"
+            ),
+        ),
         # The same layout's PostgreSQL folder.
         Invalid(
             _HEAD
@@ -341,7 +379,7 @@ class NonConcurrentIndex(MigrationRule):
             if migration.is_new_table(operation.table, at=operation) is not False:
                 continue
             if operation.kind == "create_index" and not operation.concurrently:
-                name = f" {operation.name}" if operation.name else ""
+                name = f" {operation.shown_name}" if operation.shown_name else ""
                 fix = None
                 if isinstance(operation.node, ast.Call) and not operation.via_sql:
                     fix = autocommit_fix(
@@ -374,7 +412,7 @@ class NonConcurrentIndex(MigrationRule):
                 kind = {"unique": "UNIQUE", "primary_key": "PRIMARY KEY", "exclude": "EXCLUDE"}[
                     operation.constraint or "unique"
                 ]
-                name = f" {operation.name}" if operation.name else ""
+                name = f" {operation.shown_name}" if operation.shown_name else ""
                 yield self.at(
                     migration.file,
                     operation.node,
