@@ -139,11 +139,19 @@ def _returned(function: ast.FunctionDef) -> tuple[ast.expr, ...]:
         if isinstance(node, (*NESTED_SCOPES, ast.Lambda)):
             continue
         stack.extend(ast.iter_child_nodes(node))
-    last = function.body[-1]
-    if not isinstance(last, (ast.Return, ast.Raise)):
+    if not _ends(function.body):
         # Falling off the end returns None, not text.
         return ()
     return tuple(found)
+
+
+def _ends(body: list[ast.stmt]) -> bool:
+    """Whether ``body`` never falls off its end: it ends in a return or a raise, or in an
+    ``if`` whose branches both do (``if exists: return url`` / ``else: raise``)."""
+    last = body[-1] if body else None
+    if isinstance(last, ast.If):
+        return _ends(last.body) and _ends(last.orelse)
+    return isinstance(last, (ast.Return, ast.Raise))
 
 
 # Strings ------------------------------------------------------------------------------
@@ -660,10 +668,11 @@ class StringFlow:
             return None
         return node
 
-    def own_method(self, func: ast.expr) -> ast.FunctionDef | None:
+    def own_method(self, func: ast.expr, static: bool = False) -> ast.FunctionDef | None:
         """The method ``self.name(...)`` calls from another method of the same class: the
-        class body defines it once, undecorated, not async (a subclass overriding it is
-        not looked for)."""
+        class body defines it once, undecorated (``static``: or a static or class
+        method, for a caller that reads only what it returns), not async (a subclass
+        overriding it is not looked for)."""
         if not isinstance(func, ast.Attribute) or not isinstance(func.value, ast.Name):
             return None
         around = _method_around(self.flow.ctx, func)
@@ -689,7 +698,10 @@ class StringFlow:
         if len(defined) != 1:
             return None
         method = defined[0]
-        if not isinstance(method, ast.FunctionDef) or method.decorator_list:
+        if not isinstance(method, ast.FunctionDef):
+            return None
+        allowed = ("staticmethod", "classmethod") if static else ()
+        if any(not (isinstance(d, ast.Name) and d.id in allowed) for d in method.decorator_list):
             return None
         return method
 
@@ -1586,7 +1598,12 @@ class StringFlow:
             isinstance(d, ast.Name) and d.id == "staticmethod" for d in function.decorator_list
         ):
             receiver = False
-        if not receiver and (owner.id != cls.name or self.flow.bindings(owner)):
+        if not receiver and (
+            owner.id != cls.name
+            # The name bound to something else than the class (its own `class` statement
+            # is the module's binding of it).
+            or any(b.node is not cls for b in self.flow.bindings(owner))
+        ):
             return False
         key = (id(cls), expr.attr)
         known = self._class_constants.get(key)
@@ -1884,9 +1901,21 @@ class StringFlow:
             for piece in expr.values:
                 if isinstance(piece, ast.Constant) and isinstance(piece.value, str):
                     text += piece.value
-                else:
+                    continue
+                # `f"{DB._DIALECT}:///{path}"`: a class constant's text is the code's.
+                inner = (
+                    self.prefixes(piece.value, depth + 1)
+                    if isinstance(piece, ast.FormattedValue)
+                    and piece.format_spec is None
+                    and piece.conversion in (-1, ord("s"))
+                    else []
+                )
+                if len(inner) != 1 or not inner[0].complete:
                     break
+                text += inner[0].text
             return [StringPrefix(text, expr, complete=False)] if text else []
+        if isinstance(expr, ast.Attribute):
+            return self._attribute_prefixes(expr, depth)
         if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Mod)):
             left = self.prefixes(expr.left, depth + 1)
             if isinstance(expr.op, ast.Mod):
@@ -1905,8 +1934,65 @@ class StringFlow:
             return self.prefixes(expr.body, depth + 1) + self.prefixes(expr.orelse, depth + 1)
         return []
 
+    def _attribute_prefixes(self, expr: ast.Attribute, depth: int) -> list[StringPrefix]:
+        """``DB._DIALECT`` or ``self.DB_NAME``, a class constant: its literal. ``self.url``
+        in a method: what the class's methods assign to it (``self.url =
+        self.get_url(path)`` in ``__init__``), when nothing else in the module does."""
+        if self.class_constant(expr):
+            around = _method_around(self.flow.ctx, expr)
+            literal = _class_string(around[1], expr.attr) if around is not None else None
+            return [StringPrefix(literal, expr, complete=True)] if literal is not None else []
+        owner = expr.value
+        around = _method_around(self.flow.ctx, expr)
+        if not isinstance(owner, ast.Name) or around is None:
+            return []
+        function, cls = around
+        params = [*function.args.posonlyargs, *function.args.args]
+        if not params or params[0].arg != owner.id or function.decorator_list:
+            return []
+        values: list[ast.expr] = []
+        stored = 0
+        for method in cls.body:
+            if not isinstance(method, ast.FunctionDef) or method.decorator_list:
+                continue
+            receiver = [*method.args.posonlyargs, *method.args.args][:1]
+            for node in ast.walk(method):
+                if (
+                    isinstance(node, ast.Assign)
+                    and len(node.targets) == 1
+                    and isinstance(target := node.targets[0], ast.Attribute)
+                    and target.attr == expr.attr
+                    and isinstance(target.value, ast.Name)
+                    and receiver
+                    and target.value.id == receiver[0].arg
+                ):
+                    values.append(node.value)
+        for node in ast.walk(self.flow.ctx.tree):
+            if (
+                not isinstance(node, ast.Attribute)
+                or node.attr != expr.attr
+                or not isinstance(node.ctx, (ast.Store, ast.Del))
+            ):
+                continue
+            place = _method_around(self.flow.ctx, node)
+            if place is not None and place[1] is not cls:
+                first = [*place[0].args.posonlyargs, *place[0].args.args][:1]
+                if first and isinstance(node.value, ast.Name) and node.value.id == first[0].arg:
+                    continue  # another class's own attribute of that name
+            stored += 1
+        if not values or stored != len(values):
+            return []  # assigned elsewhere too, or by unpacking: not only these values
+        found: list[StringPrefix] = []
+        for value in values:
+            found.extend(self.prefixes(value, depth + 1))
+        return found
+
     def _call_prefixes(self, call: ast.Call, depth: int) -> list[StringPrefix]:
         func = call.func
+        method = self.own_method(func, static=True)
+        if method is not None:
+            # `self.get_db_url(path)`: what the method returns starts as its text does.
+            return [p for r in _returned(method) for p in self.prefixes(r, depth + 1)]
         if isinstance(func, ast.Attribute):
             if func.attr == "format":
                 return [
@@ -2067,6 +2153,20 @@ def _literal_text(node: ast.expr | None, last: bool) -> str | None:
         node = (pieces[-1] if last else pieces[0]) if pieces else None
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
+    return None
+
+
+def _class_string(cls: ast.ClassDef, attr: str) -> str | None:
+    """The literal string the class body assigns to ``attr`` (``_DIALECT = "sqlite"``)."""
+    for stmt in cls.body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+            [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        )
+        value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+        if any(isinstance(t, ast.Name) and t.id == attr for t in targets):
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                return value.value
+            return None
     return None
 
 

@@ -137,6 +137,38 @@ class MissingPoolPrePing(Rule):
             c = create_engine(f"sqlite:///{DB_PATH}", pool_size=5)
             """
         ),
+        # A SQLite URL built in the class: an attribute its __init__ assigns, a static
+        # method returning an f-string that starts with a class constant (aim's DB).
+        Valid(
+            """
+            import os
+            from sqlalchemy import create_engine
+
+            class DB:
+                _DIALECT = "sqlite"
+                _DB_NAME = "run_metadata.sqlite"
+
+                def __init__(self, path):
+                    self.path = path
+                    self.db_url = self.get_db_url(path)
+                    self.engine = create_engine(self.db_url, pool_size=10, max_overflow=20)
+
+                @staticmethod
+                def get_db_url(path):
+                    if os.path.exists(path):
+                        db_url = f"{DB._DIALECT}:///{path}/{DB._DB_NAME}"
+                        return db_url
+                    else:
+                        raise RuntimeError(f"Cannot find database {path}")
+
+            class Cache:
+                DB_NAME = "cache.sqlite"
+
+                def __init__(self, path):
+                    self.url = f"sqlite:///{path}/{self.DB_NAME}"
+                    self.engine = create_engine(self.url, pool_size=5)
+            """
+        ),
         # A URL from a helper, sized like a server's pool, but `check_same_thread` is an
         # argument only the sqlite3 driver takes.
         Valid(
@@ -236,6 +268,28 @@ class MissingPoolPrePing(Rule):
         ),
     )
     INVALID = (
+        # The same class built on a PostgreSQL URL: named from the class constant.
+        Invalid(
+            """
+            from sqlalchemy import create_engine
+
+            class DB:
+                _DIALECT = "postgresql+psycopg"
+
+                def __init__(self, name):
+                    self.db_url = self.get_db_url(name)
+                    self.engine = create_engine(self.db_url, pool_size=10, max_overflow=20)
+
+                @staticmethod
+                def get_db_url(name):
+                    return f"{DB._DIALECT}://app@db/{name}"
+            """,
+            line=8,
+            expected_message=(
+                "`create_engine()` for PostgreSQL has no `pool_pre_ping=True` — a connection "
+                "the server dropped while idle fails the next request that checks it out"
+            ),
+        ),
         Invalid(
             """
             from sqlalchemy import create_engine
