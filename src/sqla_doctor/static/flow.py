@@ -325,7 +325,24 @@ class ClientValue:
     source: str
 
 
-Value = SessionValue | FactoryValue | StatementValue | ObjectsValue | InstanceValue | ClientValue
+@dataclass(frozen=True)
+class RowValue:
+    """One Row of a result whose statement selects entities (``for row in
+    session.execute(select(User, func.count()))``): ``row.User`` and ``row[0]`` are
+    the objects at that position, as unpacking it would give them."""
+
+    rows: ObjectsValue
+
+
+Value = (
+    SessionValue
+    | FactoryValue
+    | StatementValue
+    | ObjectsValue
+    | InstanceValue
+    | ClientValue
+    | RowValue
+)
 
 
 @dataclass(frozen=True)
@@ -829,6 +846,11 @@ class FunctionFlow:
             return self._attribute(node)
         if isinstance(node, ast.Subscript):
             base = self.value(node.value)
+            if isinstance(base, RowValue):
+                index = node.slice
+                if isinstance(index, ast.Constant) and type(index.value) is int:
+                    return self._element(base.rows, index.value)
+                return None
             if (
                 isinstance(base, ObjectsValue)
                 and base.many
@@ -1004,7 +1026,10 @@ class FunctionFlow:
             return evolve(iterable, shape="list") if position is None else None
         if iterable.shape in ("result", "rows"):
             # `for user, post in session.execute(select(User, Post))`.
-            if position is None or position >= len(iterable.entities):
+            if position is None:
+                # `for row in ...`: a Row, read by `row.User` or `row[0]`.
+                return RowValue(iterable) if any(iterable.entities) else None
+            if position >= len(iterable.entities):
                 return None
             model = iterable.entities[position]
             if model is None:
@@ -1220,6 +1245,8 @@ class FunctionFlow:
                     model, "query", node, root, base, Options(), (model,), model_query=True
                 )
         owner = self.value(base)
+        if isinstance(owner, RowValue):
+            return self._row_entity(owner.rows, node.attr)
         if isinstance(owner, ObjectsValue):
             if owner.shape == "page" and node.attr == "items":
                 return evolve(owner, shape="list")
@@ -1233,6 +1260,22 @@ class FunctionFlow:
             if isinstance(found, InstanceValue):
                 return found
         return None
+
+    def _row_entity(self, rows: ObjectsValue, attr: str) -> Value | None:
+        """``row.User``: a Row names an entity by its class (an ``aliased()`` one by the
+        name it was given, which is not looked for)."""
+        stmt = rows.stmt
+        aliases = stmt.aliases if stmt is not None else ()
+        positions = [
+            position
+            for position, model in enumerate(rows.entities)
+            if model is not None
+            and model.rpartition(".")[2] == attr
+            and (position >= len(aliases) or aliases[position] is None)
+        ]
+        if len(positions) != 1:
+            return None
+        return self._element(rows, positions[0])
 
     def _relationship(self, owner: ObjectsValue, node: ast.Attribute) -> Value | None:
         if self.index is None:

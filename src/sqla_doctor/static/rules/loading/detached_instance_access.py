@@ -11,6 +11,7 @@ from sqla_doctor.static.flow import (
     FunctionFlow,
     InstanceValue,
     ObjectsValue,
+    RowValue,
     SessionValue,
     contains,
     flow_for,
@@ -664,8 +665,62 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FLAG_FILES,
         ),
+        # Rows kept after the block: their columns and the entity's loaded columns read,
+        # the relationship loaded with the rows.
+        Valid(
+            """
+            from sqlalchemy import func, select
+            from sqlalchemy.orm import selectinload
+            from app.db import SessionLocal
+            from app.models import Post, User
+
+            def counts():
+                with SessionLocal() as session:
+                    stmt = select(User, func.count(Post.id).label("n")).join(User.posts)
+                    rows = session.execute(stmt.group_by(User.id)).all()
+                return [(row.User.name, row[0].id, row.n, row[1]) for row in rows]
+
+            def with_posts():
+                with SessionLocal() as session:
+                    stmt = select(User, func.length(User.name)).options(selectinload(User.posts))
+                    rows = session.execute(stmt).all()
+                for row in rows:
+                    print(len(row.User.posts), len(row[0].posts))
+            """,
+            path="app/views.py",
+            files=_FILES,
+        ),
     )
     INVALID = (
+        # The entity a Row holds, read by name or position after the block closed.
+        Invalid(
+            """
+            from sqlalchemy import func, select
+            from app.db import SessionLocal
+            from app.models import User
+
+            def export():
+                with SessionLocal() as session:
+                    rows = session.execute(select(User, func.length(User.name))).all()
+                for row in rows:
+                    print(len(row.User.posts))
+
+            def export_by_position():
+                with SessionLocal() as session:
+                    rows = session.execute(select(User, func.length(User.name))).all()
+                return [len(row[0].posts) for row in rows]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=9,
+            count=2,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `row.User` after the session that loaded it "
+                "closed (the `with` block at line 6 closed it): this raises "
+                "DetachedInstanceError — add `selectinload(User.posts)` to that query, or "
+                "read it before the session closes"
+            ),
+        ),
         # The same context manager, told to commit (or maybe told to).
         Invalid(
             """
@@ -1059,6 +1114,9 @@ class DetachedInstanceAccess(Rule):
                 if binding.kind not in ("assign", "for", "comp"):
                     continue
                 objects = flow.binding_value(binding)
+                if isinstance(objects, RowValue):
+                    self._check_row(flow, navigator, binding, objects.rows)
+                    continue
                 if not isinstance(objects, ObjectsValue) or objects.path:
                     continue
                 closed = self._closed(flow, binding, objects)
@@ -1070,6 +1128,49 @@ class DetachedInstanceAccess(Rule):
             self._check_added(flow, with_node)
         for call in flow.calls:
             self._check_call_result(flow, navigator, call)
+
+    def _check_row(
+        self, flow: FunctionFlow, navigator: Navigator, binding: Binding, rows: ObjectsValue
+    ) -> None:
+        """``for row in rows:`` then ``row.User.posts`` or ``row[0].posts``: the entity a
+        Row holds is detached with the session that loaded it, as an unpacked one is."""
+        if rows.path or rows.is_async:
+            return
+        closed = self._closed(flow, binding, rows)
+        if closed is None:
+            return
+        region, where, _ = closed
+        seen: set[tuple[str, str]] = set()
+        for load in flow.name_loads.get(binding.name, ()):
+            if (
+                not contains(region, load)  # type: ignore[arg-type]
+                or flow.binding(binding.name, load) is not binding
+            ):
+                continue
+            entity = flow.parent(load)
+            if not isinstance(entity, (ast.Attribute, ast.Subscript)):
+                continue
+            attribute = flow.parent(entity)
+            objects = flow.value(entity)
+            if (
+                not isinstance(attribute, ast.Attribute)
+                or attribute.value is not entity
+                or not isinstance(objects, ObjectsValue)
+                or objects.many
+            ):
+                continue
+            for access in navigator.on_attribute(attribute, objects, per_row=False):
+                key = (access.rel.owner, access.rel.attr)
+                if key in seen:
+                    continue
+                seen.add(key)
+                option = access_option(self.ctx.index, access)
+                self.report(
+                    access.node,
+                    problem=_detached_read(
+                        access.rel.name, self.ctx.text(entity), where, option
+                    ),
+                )
 
     def _check_call_result(self, flow: FunctionFlow, navigator: Navigator, call: ast.Call) -> None:
         """``get_user(1).posts``: a relationship read straight off what a function returns
