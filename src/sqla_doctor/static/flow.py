@@ -1598,7 +1598,8 @@ class FunctionFlow:
         return ObjectsValue(
             model=model.qualname,
             many=returns.many,
-            shape="list" if returns.many else "object",
+            shape="rows" if returns.entities else "list" if returns.many else "object",
+            entities=returns.entities,
             root_model=model.qualname,
             path=(),
             options=returns.options,
@@ -2307,7 +2308,7 @@ def _returns(
         if (
             not isinstance(value, ObjectsValue)
             or value.path
-            or value.shape not in ("list", "object", "scalars")
+            or value.shape not in ("list", "object", "scalars", "rows")
         ):
             continue
         closed, committed, factory, closer = _session_end(
@@ -2328,8 +2329,13 @@ def _returns(
             factory=factory,
             closer=closer,
             pins=_parameter_pins(flow, node, value.model),
+            entities=value.entities if value.shape == "rows" else (),
         )
-        if found is not None and (found.model != facts.model or found.many != facts.many):
+        if found is not None and (
+            found.model != facts.model
+            or found.many != facts.many
+            or found.entities != facts.entities
+        ):
             return None
         found = found or facts
     if found is None and len(delegations) == 1:

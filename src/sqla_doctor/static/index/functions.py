@@ -52,6 +52,9 @@ class ReturnFacts:
     # (column, parameter): the function compares the model's column to that parameter
     # (`Artifact.build_id == build_id`), so a caller passing it pins the column.
     pins: tuple[tuple[str, str], ...] = ()
+    # Rows, not objects (`session.execute(select(User, func.count())).all()`): the model
+    # of each entity of a row, by position (None for a column); () for objects.
+    entities: tuple[str | None, ...] = ()
 
 
 @dataclass

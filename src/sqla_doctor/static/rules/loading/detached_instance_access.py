@@ -114,6 +114,21 @@ _FLAG_FILES = {
     """,
 }
 
+# A helper returning rows that hold an entity, its session closed.
+_ROW_FILES = {
+    **_FILES,
+    "app/reports.py": """
+    from sqlalchemy import func, select
+    from app.db import SessionLocal
+    from app.models import User
+
+    def name_lengths():
+        with SessionLocal() as session:
+            stmt = select(User, func.length(User.name).label("len"))
+            return session.execute(stmt).all()
+    """,
+}
+
 # A service object made once at module level, whose methods close their own session.
 _SERVICE_FILES = {
     **_FILES,
@@ -665,6 +680,17 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FLAG_FILES,
         ),
+        # The same helper's rows, only their columns read.
+        Valid(
+            """
+            from app.reports import name_lengths
+
+            def export():
+                return [(row.len, row.User.name, row[0].id) for row in name_lengths()]
+            """,
+            path="app/views.py",
+            files=_ROW_FILES,
+        ),
         # Rows kept after the block: their columns and the entity's loaded columns read,
         # the relationship loaded with the rows.
         Valid(
@@ -692,6 +718,24 @@ class DetachedInstanceAccess(Rule):
         ),
     )
     INVALID = (
+        # Rows a helper returns from a session it closed: each row's entity is detached.
+        Invalid(
+            """
+            from app.reports import name_lengths
+
+            def export():
+                return [(row.len, len(row.User.posts)) for row in name_lengths()]
+            """,
+            path="app/views.py",
+            files=_ROW_FILES,
+            line=4,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `row.User` after the session that loaded it "
+                "closed (`name_lengths()` at app/reports.py:7 closes it): this raises "
+                "DetachedInstanceError — add `selectinload(User.posts)` to that query, or "
+                "read it before the session closes"
+            ),
+        ),
         # The entity a Row holds, read by name or position after the block closed.
         Invalid(
             """
