@@ -296,6 +296,8 @@ class StringFlow:
         self._cache: dict[int, StringValue] = {}
         self._cuts = 0
         self._class_constants: dict[tuple[int, str], bool] = {}
+        # `self.url`'s prefixes per (class, attribute); None while being computed.
+        self._attribute_urls: dict[tuple[int, str], list[StringPrefix] | None] = {}
         self._stored: frozenset[str] | None = None
         # Inside a helper's summary: what its parameters hold at the call being followed.
         self._assume = assume
@@ -1950,6 +1952,15 @@ class StringFlow:
         params = [*function.args.posonlyargs, *function.args.args]
         if not params or params[0].arg != owner.id or function.decorator_list:
             return []
+        key = (id(cls), expr.attr)
+        if key in self._attribute_urls:
+            return self._attribute_urls[key] or []  # None: `self.url = self.url + ...`
+        self._attribute_urls[key] = None
+        found = self._assigned_prefixes(cls, expr.attr, depth)
+        self._attribute_urls[key] = found
+        return found
+
+    def _assigned_prefixes(self, cls: ast.ClassDef, attr: str, depth: int) -> list[StringPrefix]:
         values: list[ast.expr] = []
         stored = 0
         for method in cls.body:
@@ -1961,7 +1972,7 @@ class StringFlow:
                     isinstance(node, ast.Assign)
                     and len(node.targets) == 1
                     and isinstance(target := node.targets[0], ast.Attribute)
-                    and target.attr == expr.attr
+                    and target.attr == attr
                     and isinstance(target.value, ast.Name)
                     and receiver
                     and target.value.id == receiver[0].arg
@@ -1970,7 +1981,7 @@ class StringFlow:
         for node in ast.walk(self.flow.ctx.tree):
             if (
                 not isinstance(node, ast.Attribute)
-                or node.attr != expr.attr
+                or node.attr != attr
                 or not isinstance(node.ctx, (ast.Store, ast.Del))
             ):
                 continue
