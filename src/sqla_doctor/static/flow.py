@@ -2129,9 +2129,10 @@ def _provider(
                 for c in flow.calls_on(name)
                 if isinstance(c.func, ast.Attribute) and c.func.attr == "commit"
             ]
-            if not commits and not _begun_around(flow, value, name):
+            begun = _begun_around(flow, value, name)
+            if not commits and not begun:
                 flag = _commit_flag(node, commit_calls)
-            commits = commits or bool(commit_calls) or _begun_around(flow, value, name)
+            commits = commits or bool(commit_calls) or begun
             managed = managed or _closed_in_finally(flow, name)
         if style == "return" and name is not None and managed:
             # A session closed before the function returns it is no provider.
