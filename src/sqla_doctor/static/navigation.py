@@ -307,7 +307,11 @@ class Navigator:
         function = self.callee(call)
         if function is not None:
             reads = (
-                function.element_reads(position) if elements else function.direct_reads(position)
+                function.element_reads(position)
+                if elements
+                else function.direct_reads(position)
+                if position != 0
+                else _unflagged(function, call, function.direct_reads(0))
             )
             via = f"`{function.name}()` ({self._where(function)})"
             for path in sorted(reads):
@@ -358,8 +362,11 @@ class Navigator:
         position = function.param_position(arg)
         if position is None:
             return
+        reads = function.direct_reads(position)
+        if position == 0:
+            reads = _unflagged(function, call, reads)
         via = f"`{function.name}()` ({self._where(function)})"
-        for path in sorted(function.direct_reads(position)):
+        for path in sorted(reads):
             yield from self.path(objects, path, call, via=via, per_row=per_row)
 
     def response_model(self, ret: ast.Return, objects: ObjectsValue) -> Iterator[LazyAccess]:
@@ -597,13 +604,43 @@ class Navigator:
 
 
 def _passes(function: FunctionFacts, call: ast.Call | None, bare: bool, flag: str) -> bool:
-    """Whether the call of method ``function`` may pass ``flag`` (unknown: it may)."""
+    """Whether the call of ``function`` may set ``flag`` to a true value (unknown: it
+    may): not when it passes a falsy literal for it, nor when it leaves off a flag whose
+    default is falsy (``bare`` says a call that is not seen passes no argument)."""
+    leaves_false = flag in function.falsy_defaults
     if call is None:
-        return not bare
-    if any(k.arg in (None, flag) for k in call.keywords):
-        return True
+        return not (bare and leaves_false)
+    for item in call.keywords:
+        if item.arg is None:
+            return True
+        if item.arg == flag:
+            return not _falsy_literal(item.value)
     if any(isinstance(a, ast.Starred) for a in call.args):
         return True
     position = function.param_position(flag)
-    # The instance is the first parameter; the call's arguments fill the rest.
-    return position is not None and position - 1 < len(call.args)
+    if position is None:
+        return True
+    # A method's instance is its first parameter; the call's arguments fill the rest.
+    index = position - 1 if function.is_method else position
+    if index < len(call.args):
+        return not _falsy_literal(call.args[index])
+    return not leaves_false
+
+
+def _falsy_literal(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and not node.value
+
+
+def _unflagged(
+    function: FunctionFacts, call: ast.Call, reads: set[tuple[str, ...]]
+) -> set[tuple[str, ...]]:
+    """The reads of a plain function's first parameter that ``call`` makes: not those
+    made only under ``if flag:`` for a flag the call leaves false."""
+    if function.is_method:
+        return reads
+    optional = dict(function.optional_reads)
+    return {
+        path
+        for path in reads
+        if (flag := optional.get(path)) is None or _passes(function, call, False, flag)
+    }

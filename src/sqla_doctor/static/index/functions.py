@@ -84,9 +84,11 @@ class FunctionFacts:
     # call nothing a database pitfall is made of.
     calls: frozenset[str] = frozenset()
     # (path, flag): a read of the first parameter made only under `if flag:`, where
-    # `flag` is a parameter whose default is falsy (`is_admin=False`): a call that does
-    # not pass it never makes the read.
+    # `flag` is another parameter: a call that passes it a falsy literal
+    # (`include_members=False`), or leaves off one whose default is falsy
+    # (`is_admin=False`, see falsy_defaults), never makes the read.
     optional_reads: frozenset[tuple[tuple[str, ...], str]] = frozenset()
+    falsy_defaults: frozenset[str] = frozenset()
     # Method-call paths (`("equipment_type", "serialize()")`) whose calls pass no argument.
     bare_calls: frozenset[tuple[str, ...]] = frozenset()
     # Parameters it closes in a `finally` (`finally: session.close()`): a session handed to
@@ -202,14 +204,15 @@ class FunctionBuilder:
         self.facts.reads = frozenset(self.reads)
         self.facts.calls = frozenset(self.called)
         self.facts.bare_calls = frozenset(self.bare)
+        self.facts.falsy_defaults = frozenset(_falsy_defaults(self.node))
         self.facts.optional_reads = self._optional_reads()
         self.facts.closes = _closed_in_finally(self.node, self.facts.params)
         return self.facts
 
     def _optional_reads(self) -> frozenset[tuple[tuple[str, ...], str]]:
-        """Reads of the first parameter made only inside ``if flag:`` bodies, ``flag`` a
-        parameter with a falsy literal default."""
-        flags = _falsy_defaults(self.node)
+        """Reads of the first parameter made only inside ``if flag:`` bodies, ``flag``
+        another parameter."""
+        flags = set(self.facts.params[1:])
         if not flags or not self.read_nodes:
             return frozenset()
         guarded: dict[int, str] = {}

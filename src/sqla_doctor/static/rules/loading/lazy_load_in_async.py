@@ -128,6 +128,29 @@ async def list_posts(repo: RepoDep):
 """
 
 
+# A serializer reading each relationship under a flag of its own.
+_FLAGGED_FILES = {
+    **_FILES,
+    "app/serializers.py": """
+        def dump_post(post, include_author=True, include_category=False):
+            data = {"title": post.title}
+            if include_author:
+                data["author"] = post.author.name
+            if include_category:
+                data["category"] = post.category.name
+            return data
+        """,
+}
+_FLAGGED_VIEW = """
+from app.models import Post
+from app.serializers import dump_post
+
+async def show(session, post_id):
+    post = await session.get(Post, post_id)
+    return dump_post({args})
+"""
+
+
 class LazyLoadInAsync(Rule):
     """
     ## What it does
@@ -148,6 +171,9 @@ class LazyLoadInAsync(Rule):
     Objects put in the session's identity map by another query (and so already loaded)
     are not tracked; a relationship loaded by `session.refresh(obj, ["rel"])` or read
     through `await obj.awaitable_attrs.rel` earlier in the function is accepted.
+    A helper that reads a relationship only under `if flag:` is not reported for a
+    call that passes that flag a false literal (`to_dto(project, include_members=False)`)
+    or leaves off one defaulting to `False` or `None`.
 
     ## Example
     ```python
@@ -302,6 +328,19 @@ class LazyLoadInAsync(Rule):
             """,
             path="app/views.py",
             files=_FILES,
+        ),
+        # A serializer reads a relationship only under `if flag:`, and the call leaves
+        # the flag false: passed False (dstack's `include_members=False`), or left at its
+        # False default.
+        Valid(
+            _FLAGGED_VIEW.format(args="post, include_author=False"),
+            path="app/views.py",
+            files=_FLAGGED_FILES,
+        ),
+        Valid(
+            _FLAGGED_VIEW.format(args="post, False"),
+            path="app/views.py",
+            files=_FLAGGED_FILES,
         ),
     )
     INVALID = (
@@ -504,6 +543,17 @@ class LazyLoadInAsync(Rule):
                 """,
             },
             line=6,
+        ),
+        # The helper reads each relationship only under its own flag: one call sets both.
+        Invalid(
+            _FLAGGED_VIEW.format(args="post, False, include_category=True"),
+            path="app/views.py",
+            files=_FLAGGED_FILES,
+            expected_message=(
+                "`Post.category` is lazy-loaded on `post` in `dump_post()` "
+                "(app/serializers.py:1) in async code (loaded at line 5): this raises "
+                "MissingGreenlet — add `options=[joinedload(Post.category)]` to that `get()`"
+            ),
         ),
     )
 

@@ -721,10 +721,12 @@ class RelationshipAccessInLoop(Rule):
     to the entity the statement joins is therefore not reported. Rows whose session is
     closed before the loop (after its `with` block, or returned by a function that
     closes it) raise DetachedInstanceError instead of querying: SQD204 reports those.
-    A method that reads a relationship only under `if flag:`, `flag` a parameter
-    defaulting to `False` or `None`, is not reported for a call that leaves it off
-    (`user.serialize()` where `serialize(self, is_admin=False)` reads `self.posts` for
-    admins); one passing it, by keyword or position, is.
+    A method (or a function handed the row) that reads a relationship only under
+    `if flag:`, `flag` another of its parameters, is not reported for a call that
+    passes it a false literal (`serialize(row, include_posts=False)`) or leaves it off
+    when it defaults to `False` or `None` (`user.serialize()` where
+    `serialize(self, is_admin=False)` reads `self.posts` for admins); one passing
+    anything else, by keyword or position, is.
 
     ## Example
     ```python
@@ -1221,6 +1223,21 @@ class RelationshipAccessInLoop(Rule):
 
             def posts(session):
                 return [p.serialize() for p in session.scalars(select(Post)).all()]
+            """,
+            path="app/views.py",
+            files=_FLAG_FILES,
+        ),
+        # The flag passed, but as a false literal: the read under it never runs.
+        Valid(
+            """
+            from sqlalchemy import select
+            from app.models import User
+
+            def users(session):
+                rows = session.scalars(select(User)).all()
+                return [u.serialize(is_admin=False) for u in rows] + [
+                    u.serialize(None) for u in rows
+                ]
             """,
             path="app/views.py",
             files=_FLAG_FILES,
