@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from sqla_doctor.static.index.names import NameResolver
+
+if TYPE_CHECKING:
+    from sqla_doctor.static.index import ProjectIndex
 
 _FAMILIES = {
     "string": "varchar",
@@ -87,8 +91,15 @@ def _int(node: ast.expr | None) -> int | None:
     return None
 
 
-def from_python(node: ast.expr | None, resolver: NameResolver) -> ColumnType | None:
-    """``sa.String(length=255)``, ``sa.VARCHAR(50)``, ``postgresql.TIMESTAMP(timezone=True)``."""
+def from_python(
+    node: ast.expr | None,
+    resolver: NameResolver,
+    index: ProjectIndex | None = None,
+    depth: int = 0,
+) -> ColumnType | None:
+    """``sa.String(length=255)``, ``sa.VARCHAR(50)``, ``postgresql.TIMESTAMP(timezone=True)``;
+    a ``TypeDecorator`` as the type its ``impl`` makes (the project's, read from ``index``,
+    or sqlalchemy-utils' ``ChoiceType``)."""
     if node is None:
         return None
     call = node if isinstance(node, ast.Call) else None
@@ -100,8 +111,13 @@ def from_python(node: ast.expr | None, resolver: NameResolver) -> ColumnType | N
         raw = qualified.rpartition(".")[2] if qualified else target.id
     else:
         return None
-    family = _FAMILIES.get(raw.lower(), raw.lower())
     text = ast.unparse(node)
+    if raw.lower() not in _FAMILIES and depth < 3:
+        impl = _decorated(target, call, resolver, index)
+        if impl is not None:
+            found = from_python(impl, resolver, index, depth + 1)
+            return replace(found, text=text) if found is not None else None
+    family = _FAMILIES.get(raw.lower(), raw.lower())
     if call is None:
         return ColumnType(family, text)
 
@@ -124,6 +140,35 @@ def from_python(node: ast.expr | None, resolver: NameResolver) -> ColumnType | N
         timezone=timezone if isinstance(timezone, bool) else None,
         name=_str(argument(-1, "name")) if family == "enum" else None,
     )
+
+
+def _decorated(
+    target: ast.expr, call: ast.Call | None, resolver: NameResolver, index: ProjectIndex | None
+) -> ast.expr | None:
+    """The type a ``TypeDecorator`` stores its values as: sqlalchemy-utils' ``ChoiceType``
+    (``Unicode(255)`` unless given an ``impl``), or a project class's ``impl =``, called
+    with the decorator's own arguments when it names a class (``TypeDecorator.__init__``
+    hands them on). None for a class whose ``__init__`` or ``load_dialect_impl`` decides."""
+    qualified = resolver.qualify(target)
+    if qualified is None:
+        return None
+    if qualified.partition(".")[0] == "sqlalchemy_utils" and qualified.endswith(".ChoiceType"):
+        given = None
+        if call is not None:
+            given = next((k.value for k in call.keywords if k.arg == "impl"), None)
+            if given is None and len(call.args) > 1:
+                given = call.args[1]
+        return given if given is not None else ast.parse("Unicode(255)", mode="eval").body
+    facts = index.class_facts(qualified) if index is not None else None
+    if facts is None or facts.impl is None or facts.methods & _DECIDING_METHODS:
+        return None
+    impl = ast.parse(facts.impl, mode="eval").body
+    if isinstance(impl, ast.Call) or call is None:
+        return impl  # an instance: the decorator's arguments do not reach it
+    return ast.Call(func=impl, args=call.args, keywords=call.keywords)
+
+
+_DECIDING_METHODS = frozenset({"__init__", "load_dialect_impl"})
 
 
 def _str(node: ast.expr | None) -> str | None:

@@ -205,6 +205,9 @@ class ClassFacts:
     # serializes, and whether every relationship of it is a field.
     schema_model: str | None = None
     include_relationships: bool = False
+    # A TypeDecorator's `impl = sa.DateTime` (or `= String(36)`), as written: the
+    # column type it stands for in the database.
+    impl: str | None = None
     # Flask-SQLAlchemy's `query_class = ...` may define its own `get()` (a different
     # signature, a filter added): then `Model.query.get()` is the project's method.
     query_class_get: bool = False
@@ -1140,6 +1143,17 @@ def class_facts(resolver: NameResolver, module: str, node: ast.ClassDef) -> Clas
     for stmt in node.body:
         _class_statement(resolver, facts, stmt, sqlmodel)
     facts.query_class_get = _query_class_get(node)
+    facts.impl = next(
+        (
+            ast.unparse(stmt.value)
+            for stmt in node.body
+            if isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and stmt.targets[0].id == "impl"
+        ),
+        None,
+    )
     facts.exit_commits = _exit_commits(node)
     return facts
 

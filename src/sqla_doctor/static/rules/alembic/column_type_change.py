@@ -73,6 +73,29 @@ _RENAMED = (
 )
 
 
+# The project's TypeDecorators (flaskbb's UTCDateTime), which migrations name.
+_DECORATORS = {
+    "app/__init__.py": "",
+    "app/types.py": """
+        import sqlalchemy as sa
+        from sqlalchemy import types
+
+        class UTCDateTime(types.TypeDecorator):
+            impl = types.DateTime
+            cache_ok = True
+
+        class Slug(sa.types.TypeDecorator):
+            impl = sa.String(255)
+
+        class Flexible(sa.types.TypeDecorator):
+            impl = sa.String(255)
+
+            def load_dialect_impl(self, dialect):
+                return dialect.type_descriptor(sa.Text())
+        """,
+}
+
+
 class ColumnTypeChange(MigrationRule):
     """
     ## What it does
@@ -91,6 +114,11 @@ class ColumnTypeChange(MigrationRule):
     expression rewrites. `DateTime` ↔ `DateTime(timezone=True)`
     rewrites unless the migration's session runs in UTC, where PostgreSQL 12+ changes the
     catalogue only: the message says so and gives the `SET LOCAL TimeZone = 'UTC'` fix.
+    A `TypeDecorator` counts as the type it stores: the project class's `impl`
+    (`impl = sa.DateTime` given the decorator's own arguments, so
+    `UTCDateTime(timezone=True)` is a `timestamptz`; not read when its `__init__` or
+    `load_dialect_impl()` decides), and sqlalchemy-utils' `ChoiceType` as
+    `Unicode(255)` unless given another `impl`.
 
     ## Why is this bad?
     `ALTER COLUMN ... TYPE` takes an ACCESS EXCLUSIVE lock, then rewrites every row and
@@ -307,8 +335,56 @@ class ColumnTypeChange(MigrationRule):
                 alter_column("object", "blob_name", type_=sa.String(collation="C"))
             """
         ),
+        # TypeDecorators stored as a longer varchar: sqlalchemy-utils' ChoiceType
+        # (Unicode(255), zou's role column) and the project's `impl = sa.String(255)`.
+        Valid(
+            _HEAD
+            + """
+            import sqlalchemy_utils
+            import app.types
+
+            def upgrade():
+                op.alter_column(
+                    "person", "role", existing_type=sa.VARCHAR(length=30),
+                    type_=sqlalchemy_utils.types.choice.ChoiceType(ROLE_TYPES),
+                )
+                op.alter_column(
+                    "post", "slug", existing_type=sa.String(100), type_=app.types.Slug()
+                )
+            """,
+            path="migrations/versions/b2.py",
+            files=_DECORATORS,
+        ),
     )
     INVALID = (
+        # A TypeDecorator over DateTime, given timezone=True: timestamp to timestamptz
+        # (flaskbb's UTCDateTime); one whose load_dialect_impl() decides is not read.
+        Invalid(
+            _HEAD
+            + """
+            import app.types
+
+            def upgrade():
+                op.alter_column(
+                    "users", "lastseen", existing_type=sa.DateTime(),
+                    type_=app.types.UTCDateTime(timezone=True),
+                )
+                op.alter_column(
+                    "post", "slug", existing_type=sa.String(100), type_=app.types.Flexible()
+                )
+            """,
+            path="migrations/versions/b2.py",
+            files=_DECORATORS,
+            count=2,
+            expected_message=(
+                "changing users.lastseen from sa.DateTime() to "
+                "app.types.UTCDateTime(timezone=True) rewrites the table and its indexes "
+                "under an ACCESS EXCLUSIVE lock: every read and write of users waits until it "
+                "finishes — unless the session's TimeZone is UTC, where PostgreSQL 12+ changes "
+                "the catalogue only: run `op.execute(\"SET LOCAL TimeZone = 'UTC'\")` before "
+                "it, or add a new column, backfill it, and switch over"
+            ),
+        ),
         # The same rename, the `Table(...)` below it giving a longer type: a scan.
         Invalid(
             _RENAMED,
@@ -581,8 +657,11 @@ class ColumnTypeChange(MigrationRule):
                 new_node = _assigned(migration, operation.type_node)
                 if isinstance(new_node, ast.Name) and resolver.qualify(new_node) is None:
                     continue  # a helper's parameter (`type_=type_`): which type is not said
-                new = from_python(new_node, resolver)
-                old = from_python(_assigned(migration, operation.existing_type_node), resolver)
+                index = migration.file.ctx.index
+                new = from_python(new_node, resolver, index)
+                old = from_python(
+                    _assigned(migration, operation.existing_type_node), resolver, index
+                )
                 using_node = (
                     next(
                         (k.value for k in operation.node.keywords if k.arg == "postgresql_using"),
@@ -665,7 +744,8 @@ def _restored_type(migration: MigrationFile, operation: Operation) -> ColumnType
     (candidate,) = restored
     if candidate.via_sql:
         return from_sql(candidate.type_text or "")
-    return from_python(_assigned(migration, candidate.type_node), migration.file.ctx.names)
+    ctx = migration.file.ctx
+    return from_python(_assigned(migration, candidate.type_node), ctx.names, ctx.index)
 
 
 def _types_elsewhere(migration: MigrationFile, operation: Operation) -> list[ColumnType]:
@@ -695,13 +775,13 @@ def _types_elsewhere(migration: MigrationFile, operation: Operation) -> list[Col
                 parsed = (
                     from_sql(candidate.type_text or "")
                     if candidate.via_sql
-                    else from_python(_assigned(other, node), resolver)
+                    else from_python(_assigned(other, node), resolver, other.file.ctx.index)
                 )
                 if parsed is None:
                     return []
                 found.append(parsed)
         for node in _table_column_types(other, operation):
-            parsed = from_python(node, resolver)
+            parsed = from_python(node, resolver, other.file.ctx.index)
             if parsed is None:
                 return []
             found.append(parsed)
