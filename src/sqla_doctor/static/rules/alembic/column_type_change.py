@@ -144,6 +144,10 @@ class ColumnTypeChange(MigrationRule):
     ```
     For text, widen instead: `String(50)` → `String(255)` or `Text` changes only the
     catalogue.
+    For an enum cast to another enum type (a new `sa.Enum`, or the
+    rename-create-cast-drop revision that adds a value), the message says
+    `ALTER TYPE ... ADD VALUE`: when the new type only adds values, that changes the
+    catalogue only, and PostgreSQL 12+ runs it inside the migration's transaction.
 
     ## References
     - [PostgreSQL: ALTER TABLE ... SET DATA TYPE](https://www.postgresql.org/docs/current/sql-altertable.html#SQL-ALTERTABLE-NOTES)
@@ -556,8 +560,47 @@ class ColumnTypeChange(MigrationRule):
                 "changing plugins.method from postgresql.ENUM('ui', 'manual', "
                 "name='methods_enum') to postgresql.ENUM('ui', 'manual', 'wizard', "
                 "name='methods_enum_v2') rewrites the table and its indexes under an ACCESS "
-                "EXCLUSIVE lock: every read and write of plugins waits until it finishes — add "
-                "a new column, backfill it, and switch over instead"
+                "EXCLUSIVE lock: every read and write of plugins waits until it finishes — if "
+                "the new type only adds values, add them to the old one instead (`ALTER TYPE "
+                "methods_enum ADD VALUE '...'` changes the catalogue only, and PostgreSQL 12+ "
+                "runs it in a transaction); else add a new column, backfill it, and switch over"
+            ),
+        ),
+        # An enum's values extended by renaming it and casting to a new one (fides); a
+        # varchar cast to that enum has no old type to extend.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.execute("alter type connectiontype rename to connectiontype_old")
+                op.execute("create type connectiontype as enum('postgres', 'mariadb')")
+                op.execute(
+                    "alter table connectionconfig alter column connection_type type "
+                    "connectiontype using connection_type::text::connectiontype"
+                )
+                op.execute("drop type connectiontype_old")
+                op.alter_column(
+                    "secrets", "kind", existing_type=sa.String(20),
+                    type_=sa.Enum("a", "b", name="connectiontype"),
+                )
+
+            def downgrade():
+                op.execute("alter type connectiontype rename to connectiontype_old")
+                op.execute("create type connectiontype as enum('postgres')")
+                op.execute(
+                    "alter table connectionconfig alter column connection_type type "
+                    "connectiontype using connection_type::text::connectiontype"
+                )
+            """,
+            count=2,
+            expected_message=(
+                "changing connectionconfig.connection_type from CONNECTIONTYPE to "
+                "CONNECTIONTYPE rewrites the table and its indexes under an ACCESS EXCLUSIVE "
+                "lock: every read and write of connectionconfig waits until it finishes — if "
+                "the new type only adds values, add them to the old one instead (`ALTER TYPE "
+                "connectiontype ADD VALUE '...'` changes the catalogue only, and PostgreSQL "
+                "12+ runs it in a transaction); else add a new column, backfill it, and switch "
+                "over"
             ),
         ),
         # The early return is for SQLite: PostgreSQL goes on to the change.
@@ -685,6 +728,22 @@ class ColumnTypeChange(MigrationRule):
             if cost is None:
                 continue
             change = f"from {old.text} to {new.text}" if old is not None else f"to {new.text}"
+            enum = _enum_swap(migration, old, new)
+            if cost == "rewrite unless UTC":
+                remedy = (
+                    "unless the session's TimeZone is UTC, where PostgreSQL 12+ changes the "
+                    "catalogue only: run `op.execute(\"SET LOCAL TimeZone = 'UTC'\")` before "
+                    "it, or add a new column, backfill it, and switch over"
+                )
+            elif enum is not None:
+                remedy = (
+                    f"if the new type only adds values, add them to the old one instead "
+                    f"(`ALTER TYPE {enum} ADD VALUE '...'` changes the catalogue only, and "
+                    "PostgreSQL 12+ runs it in a transaction); else add a new column, "
+                    "backfill it, and switch over"
+                )
+            else:
+                remedy = "add a new column, backfill it, and switch over instead"
             yield self.at(
                 migration.file,
                 operation.node,
@@ -692,13 +751,7 @@ class ColumnTypeChange(MigrationRule):
                 table=operation.shown_table,
                 change=change,
                 cost=_COSTS[cost],
-                remedy=(
-                    "unless the session's TimeZone is UTC, where PostgreSQL 12+ changes the "
-                    "catalogue only: run `op.execute(\"SET LOCAL TimeZone = 'UTC'\")` before "
-                    "it, or add a new column, backfill it, and switch over"
-                    if cost == "rewrite unless UTC"
-                    else "add a new column, backfill it, and switch over instead"
-                ),
+                remedy=remedy,
             )
 
 
@@ -712,6 +765,36 @@ _CAST = re.compile(
     r'|CAST\s*\(\s*"?(?P<b>\w+)"?\s+AS\s+(?P<t2>[\w ()]+?)\s*\))\s*$',
     re.IGNORECASE,
 )
+
+
+_CREATE_ENUM = re.compile(r"\bCREATE\s+TYPE\s+(?:\w+\.)?\"?(\w+)\"?\s+AS\s+ENUM\b", re.IGNORECASE)
+
+
+def _enum_swap(
+    migration: MigrationFile, old: ColumnType | None, new: ColumnType
+) -> str | None:
+    """The enum type to add values to, when an enum column is cast to another enum type
+    (``sa.Enum``, ``postgresql.ENUM``, or a type the revision's SQL creates ``AS ENUM``,
+    as in rename-create-cast-drop revisions); None otherwise."""
+    if old is None:
+        return None
+    created = {
+        match.lower()
+        for node in ast.walk(migration.file.tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        for match in _CREATE_ENUM.findall(node.value)
+    }
+
+    def enum_name(column: ColumnType) -> str | None:
+        if column.family == "enum":
+            return column.name or "..."
+        name = column.text.strip('"').lower()
+        return name if name in created else None
+
+    before, after = enum_name(old), enum_name(new)
+    if before is None or after is None:
+        return None
+    return before if before != "..." else after
 
 
 def _plain_cast(node: ast.expr, column: str | None, new: ColumnType) -> bool:
