@@ -74,8 +74,9 @@ class MissingPoolPrePing(Rule):
     `creator` / `async_creator` that names SQLite), `poolclass=NullPool`/`StaticPool`,
     `pool_pre_ping=<anything but False>`, `**engine_options`, and engines that do not
     live long enough for their connections to go stale: one its function disposes
-    (`finally: engine.dispose()`), test code (`tests/`, `test_*.py`, `conftest.py`) and
-    the programs of `scripts/` and `benchmarks/` folders.
+    (`finally: engine.dispose()`), one its function only reads `engine.dialect` of (to
+    compile DDL for that database, never connecting), test code (`tests/`, `test_*.py`,
+    `conftest.py`) and the programs of `scripts/` and `benchmarks/` folders.
 
     ## Why is this bad?
     The pool keeps connections open between requests. Servers, proxies, load balancers and
@@ -256,6 +257,20 @@ class MissingPoolPrePing(Rule):
                         engine.dispose()
             """
         ),
+        # Made only for its dialect, to render DDL: it never connects (privacyidea's
+        # seed SQL generator).
+        Valid(
+            """
+            from sqlalchemy import create_engine
+            from sqlalchemy.schema import CreateTable
+            def render_mysql(metadata):
+                engine = create_engine("mysql+pymysql://user:pass@localhost/db")
+                return [
+                    str(CreateTable(t).compile(dialect=engine.dialect))
+                    for t in metadata.sorted_tables
+                ]
+            """
+        ),
         # A one-shot script: it exits before its connection can go stale.
         Valid(
             """
@@ -377,6 +392,17 @@ class MissingPoolPrePing(Rule):
                 )
             """,
         ),
+        # Its dialect read, and the engine returned too: the caller may connect.
+        Invalid(
+            """
+            from sqlalchemy import create_engine
+            def make_engine():
+                engine = create_engine("postgresql+psycopg://app@db/app", pool_size=10)
+                print(engine.dialect.name)
+                return engine
+            """,
+            line=3,
+        ),
         # A function that makes the application's engine; the dispose is another engine's.
         Invalid(
             """
@@ -429,7 +455,12 @@ class MissingPoolPrePing(Rule):
 
     @calls_to(named=_ENGINE_FACTORIES)
     def visit_Call(self, node: ast.Call) -> None:
-        if self.short_lived or has_star_kwargs(node) or self._disposed_by_its_function(node):
+        if (
+            self.short_lived
+            or has_star_kwargs(node)
+            or self._disposed_by_its_function(node)
+            or self._dialect_only(node)
+        ):
             return
         factory = self.ctx.names.sqla_name(node.func)
         pre_ping = call_keyword(node, "pool_pre_ping")
@@ -481,6 +512,25 @@ class MissingPoolPrePing(Rule):
             and isinstance(node.func.value, ast.Name)
             and node.func.value.id == name
             for node in ast.walk(scope)
+        )
+
+    def _dialect_only(self, call: ast.Call) -> bool:
+        """``engine = create_engine(url)`` in a function that only reads
+        ``engine.dialect`` (to compile DDL for that database): no connection is ever
+        checked out, so none can go stale."""
+        name = assigned_name(self.ctx.parent(call))
+        scope = self.ctx.enclosing_scope(call)
+        if name is None or scope is self.ctx.tree:
+            return False
+        loads = [
+            node
+            for node in ast.walk(scope)
+            if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)
+        ]
+        return bool(loads) and all(
+            isinstance(parent := self.ctx.parent(node), ast.Attribute)
+            and parent.attr == "dialect"
+            for node in loads
         )
 
     def _database(self, call: ast.Call, url: ast.expr) -> tuple[str | None, str | None]:
