@@ -23,8 +23,8 @@ from sqla_doctor.static.dataflow import (
     string_annotation,
     walk_scope,
 )
+from sqla_doctor.static.index.extract import is_constant_name
 from sqla_doctor.static.index.functions import classmethod_receiver
-from sqla_doctor.static.strings import is_constant_name
 from sqla_doctor.static.syntax import call_keyword
 
 if TYPE_CHECKING:

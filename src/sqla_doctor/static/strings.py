@@ -28,7 +28,7 @@ from sqla_doctor.static.dataflow import (
     node_position,
     string_annotation,
 )
-from sqla_doctor.static.index.extract import CallShape
+from sqla_doctor.static.index.extract import CallShape, is_constant_name
 from sqla_doctor.static.index.functions import (
     escapes_identifier_quotes,
     instance_receiver,
@@ -194,7 +194,6 @@ class StringValue:
 _STATIC = StringValue(ValueState.STATIC, is_str=False)
 _STATIC_STR = StringValue(ValueState.STATIC, is_str=True)
 _OPAQUE = StringValue(ValueState.OPAQUE)
-_UPPER = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
 _ENUM_BASES = frozenset(
     {"enum.Enum", "enum.StrEnum", "enum.IntEnum", "enum.Flag", "enum.IntFlag", "enum.ReprEnum"}
 )
@@ -247,11 +246,6 @@ def _stand_in(kind: str) -> ast.expr:
     if kind == "texts":
         return ast.Tuple(elts=[ast.Constant(value="text")], ctx=ast.Load())
     return unknown
-
-
-def is_constant_name(name: str) -> bool:
-    """``MAX_ROWS``, ``_TABLE``: a name spelled as a module's constant."""
-    return len(name.strip("_")) > 1 and bool(_UPPER.match(name))
 
 
 @dataclass(frozen=True)

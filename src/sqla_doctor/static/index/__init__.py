@@ -273,6 +273,16 @@ def _lazy(rel: RelationshipFacts) -> str | None:
     return "select" if rel.lazy is None else rel.lazy
 
 
+def _rebinds(package: ModuleNames, name: str) -> bool:
+    """Whether a package's ``__init__`` binds ``name`` to something other than its
+    submodule of that name (``from .db import db``, ``db = SQLAlchemy()``)."""
+    submodule = f"{package.module}.{name}"
+    imported = package.imports.get(name)
+    if imported is not None:
+        return imported != submodule
+    return name in package.defined
+
+
 def _resolver_for(modules: dict[str, ModuleNames]) -> NameResolver:
     return NameResolver(ModuleNames(module=""), modules)
 
@@ -1432,8 +1442,14 @@ class ProjectIndex:
         (``import app.models as models``, ``from app import models``)."""
         source = self._aliases.get(item.module, item.module)
         targets = [source] if not item.names else [f"{source}.{n}" for n in item.names]
+        package = self.modules.get(source)
         for position, target in enumerate(targets):
             if self._aliases.get(target, target) != module:
+                continue
+            if item.names and package is not None and _rebinds(package, item.names[position]):
+                # `from app.models import db` where app/models/__init__.py does `from .db
+                # import db`: the name the package binds (the SQLAlchemy object), not the
+                # submodule of that name.
                 continue
             local = item.locals[position] if position < len(item.locals) else ""
             reached = facts.orm.module_uses.get(local, ("*",)) if local else ("*",)
@@ -1456,9 +1472,10 @@ class ProjectIndex:
                 bound = [uses.get(local, ("*",)) if local else ("*",) for local in item.locals]
                 if not item.names:
                     table.setdefault(source, set()).update(bound[0] if bound else ("*",))
+                package = self.modules.get(source)
                 for position, name in enumerate(item.names):
                     table.setdefault(source, set()).add(name)
-                    if name != "*":
+                    if name != "*" and not (package is not None and _rebinds(package, name)):
                         inner = f"{source}.{name}"
                         reached = bound[position] if position < len(bound) else ("*",)
                         table.setdefault(self._aliases.get(inner, inner), set()).update(reached)

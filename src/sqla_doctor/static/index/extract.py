@@ -635,10 +635,18 @@ _ELEMENTS = (ast.Tuple, ast.List, ast.Set)
 CallShape = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
+_UPPER = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
+
+
+def is_constant_name(name: str) -> bool:
+    """``MAX_ROWS``, ``_TABLE``: a name spelled as a module's constant."""
+    return len(name.strip("_")) > 1 and bool(_UPPER.match(name))
+
+
 def call_shape(call: ast.Call) -> CallShape:
-    """What each argument of ``call`` is: "text" (a literal), "texts" (a tuple, list or set
-    of literals), "*" (unpacked: anything) or "" (anything else); positional ones, then
-    (keyword, kind) pairs (``**kwargs`` under the keyword "*")."""
+    """What each argument of ``call`` is: "text" (a literal, or an UPPER_CASE name), "texts"
+    (a tuple, list or set of literals), "*" (unpacked: anything) or "" (anything else);
+    positional ones, then (keyword, kind) pairs (``**kwargs`` under the keyword "*")."""
     return (
         tuple(_argument_kind(arg) for arg in call.args),
         tuple((k.arg or "*", _argument_kind(k.value)) for k in call.keywords),
@@ -648,7 +656,10 @@ def call_shape(call: ast.Call) -> CallShape:
 def _argument_kind(node: ast.expr) -> str:
     if isinstance(node, ast.Starred):
         return "*"
-    if isinstance(node, ast.Constant):
+    if isinstance(node, ast.Constant) or (
+        # `SEQUENCE_NAME`: a module's constant, as StringFlow trusts one in its own module.
+        isinstance(node, ast.Name) and is_constant_name(node.id)
+    ):
         return "text"
     if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and all(
         isinstance(e, ast.Constant) for e in node.elts
