@@ -574,6 +574,11 @@ class StringFlow:
             return _STATIC_STR
         if self._new_uuid(call):
             return _STATIC  # str() of it is fixed-alphabet text
+        if self.flow.ctx.names.sqla_name(func) == "quoted_name" and call.args:
+            # A str subclass that only asks the compiler to quote it: spliced into text,
+            # it is its value as is.
+            inner = self.value(call.args[0])
+            return StringValue(inner.state, True, inner.interpolations)
         if self._word_characters_kept(call):
             return _STATIC_STR
         if isinstance(func, ast.Attribute):
@@ -923,13 +928,13 @@ class StringFlow:
     def _binding(self, binding: Binding) -> StringValue:
         return self._guarded(binding, self._binding_value)
 
-    def _allowlist_guards(self, name: ast.Name) -> list[ast.If]:
+    def _allowlist_guards(self, name: ast.Name) -> list[ast.stmt]:
         """The ``if`` statements of the function that let ``name`` past only as one of a
         fixed set of strings: an enclosing ``if x in ("asc", "desc"):`` (or ``and`` such a
         test) whose body holds the use, and an earlier ``if x not in ALLOWED:`` (or ``or``
         such a test) whose body binds ``x`` again or leaves (``raise``, ``return``…). A
         binding made before such a statement reaches the use only as a member."""
-        guards: list[ast.If] = []
+        guards: list[ast.stmt] = []
         ctx = self.flow.ctx
         child: ast.AST = name
         for ancestor in ctx.ancestors(name):
@@ -944,12 +949,56 @@ class StringFlow:
                 if not isinstance(block, list) or child not in block:
                     continue
                 for stmt in block[: block.index(child)]:
-                    if isinstance(stmt, ast.If) and self._narrows(stmt, name.id):
+                    if (
+                        isinstance(stmt, ast.If) and self._narrows(stmt, name.id)
+                    ) or self._validates(stmt, name.id):
                         guards.append(stmt)
             if isinstance(ancestor, NESTED_SCOPES):
                 break
             child = ancestor
         return guards
+
+    def _validates(self, stmt: ast.stmt, name: str) -> bool:
+        """``_validate(table, ALLOWED_TABLES, "table")`` as a statement (or its result
+        assigned): a helper of the module whose body starts by leaving unless the
+        parameter ``name`` is passed for is a member of what it is given (``if identifier
+        not in allowed: raise ValueError(...)``), called with a fixed set of strings."""
+        value = stmt.value if isinstance(stmt, (ast.Expr, ast.Assign)) else None
+        if not isinstance(value, ast.Call):
+            return False
+        function = self.module_function(value.func)
+        if function is None:
+            return False
+        received = self.arguments(value, function)
+        checked = [
+            param for param, arg in received.items()
+            if isinstance(arg, ast.Name) and arg.id == name
+        ]
+        for inner in function.body:
+            if isinstance(inner, ast.Expr) and isinstance(inner.value, ast.Constant):
+                continue  # the docstring
+            if not (
+                isinstance(inner, ast.If)
+                and not inner.orelse
+                and any(isinstance(s, ast.Raise) for s in inner.body)
+                and isinstance(inner.test, ast.Compare)
+                and len(inner.test.ops) == 1
+                and isinstance(inner.test.ops[0], ast.NotIn)
+                and isinstance(inner.test.left, ast.Name)
+                and inner.test.left.id in checked
+            ):
+                return False
+            allowed: ast.expr | None = inner.test.comparators[0]
+            if isinstance(allowed, ast.Name):
+                # The helper's parameter: what this call passes for it.
+                allowed = received.get(allowed.id)
+            elif not isinstance(allowed, (ast.Tuple, ast.List, ast.Set)):
+                return False
+            if allowed is None:
+                return False
+            elements = self.elements(allowed)
+            return bool(elements) and all(v.state is ValueState.STATIC for _, v in elements)
+        return False
 
     def _narrows(self, stmt: ast.If, name: str, depth: int = 0) -> bool:
         """Whether ``name`` leaves ``stmt`` only as a member of a fixed set of strings, or

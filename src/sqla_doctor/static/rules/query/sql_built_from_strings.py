@@ -64,6 +64,22 @@ def _short(text: str, limit: int = 30) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_VALIDATED = """
+import sqlalchemy as sa
+from sqlalchemy.sql import quoted_name
+ALLOWED_TABLES = frozenset({{"task_dependency", "digest_condition"}})
+
+def _validate_identifier(identifier, allowed, kind):
+    if identifier not in allowed:
+        {check}
+    return identifier
+
+def migrate_conditions(db, table_name):
+    _validate_identifier(table_name, ALLOWED_TABLES, "table name")
+    safe_table = quoted_name(table_name, quote=True)
+    db.execute(sa.text(f"SELECT id FROM {{safe_table}} WHERE parent_id IS NULL"))
+    db.execute(sa.text(f"DELETE FROM {{table_name}} WHERE parent_id IS NULL"))
+"""
 _SEQUENCE_HELPER = """
 from sqlalchemy import Column, Integer, text
 def sequence_id_column(sequence_name):
@@ -187,8 +203,12 @@ class SqlBuiltFromStrings(Rule):
     `and` of such a test), or after `if x not in ALLOWED:` whose body assigns `x` again
     or leaves (`raise`, `return`, `continue`), also when that check sits in each branch
     of an earlier `if`/`else` (`if x == "state": ... else: if x not in COLUMNS: x = "id"`).
-    A check in a helper, or one whose failure only logs, is not seen: map the input
-    through a literal dict instead (`column = SORTABLE[sort]`), or suppress the line.
+    So is a call, earlier in the block, of a helper of the module that starts with
+    `if identifier not in allowed: raise ...` and is handed the value and a fixed set
+    (`_validate_identifier(table, ALLOWED_TABLES)`). Any other check in a helper, or one
+    whose failure only logs, is not seen: map the input through a literal dict instead
+    (`column = SORTABLE[sort]`), or suppress the line. `quoted_name(x)` is `x` as is
+    (it asks the compiler to quote, which an f-string does not).
     Parameters annotated `int` are reported too (annotations are not checks); convert with
     `int(...)` where the value is interpolated, or bind it.
 
@@ -803,6 +823,9 @@ class SqlBuiltFromStrings(Rule):
             path="app/models/db.py",
             files=_sequence_files("from .db import db\n", "SEQUENCE_NAME"),
         ),
+        # Checked by a helper that raises unless the name is in the fixed set it is given,
+        # then wrapped in quoted_name() (fides' JSONB migration).
+        Valid(_VALIDATED.format(check="raise ValueError(identifier)")),
         # Modules that import this one whole and read only other names through it.
         Valid(
             """
@@ -964,6 +987,16 @@ class SqlBuiltFromStrings(Rule):
         ),
     )
     INVALID = (
+        # The same helper when a bad name only logs; quoted_name() of the raw input.
+        Invalid(_VALIDATED.format(check="log.warning(identifier)"), count=2),
+        Invalid(
+            """
+            import sqlalchemy as sa
+            from sqlalchemy.sql import quoted_name
+            def rows(db, table_name):
+                return db.execute(sa.text(f"SELECT id FROM {quoted_name(table_name, True)}"))
+            """,
+        ),
         # The same helper, the package binding the submodule itself: the module passed
         # on may be used any way. And a caller passing a name that is no constant.
         Invalid(
