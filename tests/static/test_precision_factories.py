@@ -11,7 +11,7 @@ from sqla_doctor.findings import Kind
 from sqla_doctor.registry import registry
 from sqla_doctor.static.engine import Engine, selected_codes
 from sqla_doctor.static.index.names import ModuleNames, NameResolver
-from sqla_doctor.static.index.sessions import FactoryFacts, returned_factory
+from sqla_doctor.static.index.sessions import FactoryFacts, returned_factories
 
 ALL_CODES = selected_codes(registry(), Config(), None, None, (Kind.STATIC,))
 
@@ -24,7 +24,7 @@ def _factory(source: str, function: str) -> FactoryFacts | None:
         for n in tree.body
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == function
     )
-    return returned_factory(resolver, "app.db.Session", node)
+    return returned_factories(resolver, "app.db.Session", node)[0]
 
 
 def test_a_returned_sessionmaker_is_a_factory_named_after_the_module_level_name() -> None:
