@@ -13,9 +13,12 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
+    defer,
+    load_only,
     mapped_column,
     relationship,
     selectin_polymorphic,
+    selectinload,
     sessionmaker,
     undefer,
     with_polymorphic,
@@ -23,7 +26,7 @@ from sqlalchemy.orm import (
 
 import sqla_doctor
 
-from .models import USERS, User
+from .models import USERS, Post, User
 from .support import line_of, of_code, one, relative
 
 
@@ -189,6 +192,101 @@ def test_undefer_is_the_silent_twin(engine: Engine) -> None:
     with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
         bios = [user.bio for user in session.scalars(select(User).options(undefer(User.bio))).all()]
     assert len(bios) == USERS
+    assert not uow.findings
+
+
+def test_a_column_load_only_left_out_is_told_to_name_it_in_load_only(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        posts = session.scalars(select(Post).options(load_only(Post.title))).all()  # line:lo-q
+        owners = [post.author_id for post in posts]  # line:lo-read
+    assert len(owners) == 2 * USERS
+    finding = one(uow.findings, "SQD253")
+    here = relative(__file__)
+    assert finding.location.line == line_of("lo-read")
+    assert finding.message == (
+        f"Post attributes (author_id) loaded one object at a time {2 * USERS}× from "
+        f"{here}:{line_of('lo-read')} — the load_only(Post.title) on the query at "
+        f"{here}:{line_of('lo-q')} left them out: name them in it too, "
+        ".options(load_only(Post.title, Post.author_id))"
+    )
+    assert finding.fix_hint == ".options(load_only(Post.title, Post.author_id))"
+    assert finding.related[0].location.line == line_of("lo-q")
+
+
+def test_load_only_naming_every_column_read_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        stmt = select(Post).options(load_only(Post.title, Post.author_id))
+        owners = [post.author_id for post in session.scalars(stmt).all()]
+        # One post's left-out column read once is no N+1.
+        assert session.scalars(select(Post).options(load_only(Post.title))).first().author_id
+    assert len(owners) == 2 * USERS
+    assert not uow.findings
+
+
+def test_a_column_deferred_by_a_defer_option_is_told_to_drop_it(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        posts = session.scalars(select(Post).options(defer(Post.title))).all()  # line:defer-q
+        titles = [post.title for post in posts]  # line:defer-read
+    assert len(titles) == 2 * USERS
+    finding = one(uow.findings, "SQD253")
+    here = relative(__file__)
+    assert finding.message == (
+        f"Post attributes (title) loaded one object at a time {2 * USERS}× from "
+        f"{here}:{line_of('defer-read')} — the defer(Post.title) on the query at "
+        f"{here}:{line_of('defer-q')} left them out: drop that option, they are read anyway"
+    )
+    assert finding.fix_hint == "remove defer(Post.title)"
+
+
+def test_load_only_chained_under_a_relationship_option_is_told_where_it_is(
+    engine: Engine,
+) -> None:
+    # The posts keep the users' load path: their column loads were taken for relationship
+    # loads, and went unreported.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        stmt = select(User).options(selectinload(User.posts).load_only(Post.title))
+        users = session.scalars(stmt).all()  # line:chained-q
+        owners = [post.author_id for user in users for post in user.posts]  # line:chained-read
+    assert len(owners) == 2 * USERS
+    finding = one(uow.findings, "SQD253")
+    here = relative(__file__)
+    assert finding.location.line == line_of("chained-read")
+    assert finding.message == (
+        f"Post attributes (author_id) loaded one object at a time {2 * USERS}× from "
+        f"{here}:{line_of('chained-read')} — the load_only(Post.title) chained under "
+        f"User.posts on the query at {here}:{line_of('chained-q')} left them out: name them "
+        "in it too, .load_only(Post.title, Post.author_id)"
+    )
+
+
+def test_the_chained_load_only_naming_the_column_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        option = selectinload(User.posts).load_only(Post.title, Post.author_id)
+        users = session.scalars(select(User).options(option)).all()
+        owners = [post.author_id for user in users for post in user.posts]
+    assert len(owners) == 2 * USERS
+    assert not uow.findings
+
+
+async def test_async_awaitable_attrs_of_a_load_only_query_are_reported(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, async_sessionmaker(async_engine)() as s:
+        posts = (await s.scalars(select(Post).options(load_only(Post.title)))).all()
+        for post in posts:
+            assert await post.awaitable_attrs.author_id  # line:async-lo
+    finding = one(uow.findings, "SQD253")
+    assert finding.location.line == line_of("async-lo")
+    assert finding.fix_hint == ".options(load_only(Post.title, Post.author_id))"
+
+
+async def test_async_load_only_naming_the_column_is_the_silent_twin(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, async_sessionmaker(async_engine)() as s:
+        stmt = select(Post).options(load_only(Post.title, Post.author_id))
+        for post in (await s.scalars(stmt)).all():
+            assert await post.awaitable_attrs.author_id
     assert not uow.findings
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 # Strategies that load a relationship with its parents (``lazy=`` values and options).
 EAGER = frozenset({"selectin", "joined", "subquery", "immediate"})
@@ -583,3 +583,54 @@ def is_superclass_of_declaring(relationship: Any, target: Any) -> bool:
         return target is not declaring and bool(declaring.isa(target))
     except Exception:
         return False
+
+
+
+class OptionDeferral(NamedTuple):
+    """How a ``load_only()`` or ``defer()`` left columns out (see deferred_by_option)."""
+
+    how: str  # "load_only" or "defer"
+    kept: list[str]  # the columns load_only() names
+    deferred: list[str]  # the columns defer() names, of those read
+    through: str  # the relationships it is chained under ("Author.books"), or ""
+
+
+def deferred_by_option(load_options: Any, mapper: Any, keys: set[str]) -> OptionDeferral | None:
+    """How the loader options an object was loaded with (``InstanceState.load_options``)
+    left out ``keys``, columns its mapping loads: a ``load_only()`` (a ``column:*``
+    wildcard deferring what it does not name) or a ``defer()`` of some of them, on the
+    query's entity or chained under a relationship; None when no option deferred them
+    (a pending object's unset columns, say)."""
+    kept: list[str] = []
+    deferred: list[str] = []
+    wildcard = False
+    through = ""
+    for option in load_options or ():
+        for element in getattr(option, "context", None) or ():
+            path = getattr(getattr(element, "path", None), "path", None)
+            strategy = getattr(element, "strategy", None)
+            # (entity, column or token), after (entity, relationship) pairs when chained
+            # under relationships: the option is the entity's before the last element.
+            if not path or not strategy or len(path) % 2 or not _is_root(path[-2], mapper):
+                continue
+            values = dict(strategy)
+            if "deferred" not in values:
+                continue
+            token = path[-1]
+            if isinstance(token, str):
+                if token.startswith("column:") and values["deferred"]:
+                    wildcard = True
+            elif isinstance(getattr(token, "key", None), str):
+                (deferred if values["deferred"] else kept).append(token.key)
+            else:
+                continue
+            through = ".".join(
+                f"{getattr(path[at], 'class_', path[at]).__name__}.{path[at + 1].key}"
+                for at in range(0, len(path) - 2, 2)
+                if hasattr(path[at + 1], "key")
+            )
+    if any(key in keys for key in deferred):
+        return OptionDeferral("defer", [], [key for key in deferred if key in keys], through)
+    if wildcard:
+        return OptionDeferral("load_only", [key for key in kept if key not in keys], [], through)
+    return None

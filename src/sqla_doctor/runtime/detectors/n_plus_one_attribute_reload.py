@@ -9,6 +9,8 @@ from sqla_doctor.runtime.callsite import CallSite, called_again_by_library
 from sqla_doctor.runtime.detector import COLUMN_LOAD, Detector, OrmExecution
 from sqla_doctor.runtime.detectors.session_leak import flask_sqlalchemy_name, is_async_session
 from sqla_doctor.runtime.loading import (
+    OptionDeferral,
+    deferred_by_option,
     left_out_by_base_query,
     primary_key_attributes,
     subclass_left_out,
@@ -87,6 +89,7 @@ class _Group:
         "by_library",
         "commit_site",
         "deferred",
+        "deferred_by",
         "entity",
         "expire_site",
         "expired",
@@ -110,6 +113,9 @@ class _Group:
         self.attributes: set[str] = set()
         self.expired = False
         self.deferred = False
+        # A load_only() or defer() that left them out, as deferred_by_option() says,
+        # and the query that had it.
+        self.deferred_by: tuple[OptionDeferral, CallSite | None] | None = None
         self.refreshed = False
         self.commit_site: CallSite | None = None
         # Reloaded again by installed code calling the program's function anew (each
@@ -163,6 +169,12 @@ class NPlusOneAttributeReload(Detector):
     inside the loop that reads them (`for user in users: session.expire_all();
     user.name`) is told to move before the loop: the query run again after each call
     would load every row once per object.
+
+    Columns a query's own `load_only()` or `defer()` left out are told that option
+    and its query: name them in the `load_only(...)` (chained, as
+    `selectinload(User.posts).load_only(Post.title, Post.author_id)`, when it loads
+    related objects), or drop the `defer(...)`; `undefer()` is the fix for a column
+    the mapping defers.
 
     A query of the base class of a joined-table hierarchy (`select(Employee)`) loads
     each subclass object without its own table's columns; reading one of them
@@ -270,7 +282,49 @@ class NPlusOneAttributeReload(Detector):
             if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
                 group.attributes.update(unloaded)
             return True
-        return False
+        # Columns the mapping loads, left out by the query's load_only() or defer().
+        by_option = deferred_by_option(
+            state.load_options, mapper, set(state.unloaded) & eager
+        )
+        if by_option is None:
+            return False
+        group.deferred = True
+        if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
+            group.attributes.update(
+                set(state.unloaded) & eager if by_option.how == "load_only" else by_option.deferred
+            )
+        if group.deferred_by is None:
+            # The query that had the option: the one that selected the object, or the
+            # one whose relationship option loaded it (load_path starts at its entity).
+            root = state.load_path[0] if len(state.load_path) else mapper
+            origin = self.uow.origin_for(getattr(root, "mapper", mapper), query=True)
+            group.deferred_by = (by_option, origin.site if origin is not None else None)
+        return True
+
+    def _option_fix(
+        self, group: _Group, names: list[str], related: list[tuple[CallSite | None, str]]
+    ) -> tuple[str, str]:
+        assert group.deferred_by is not None
+        option, site = group.deferred_by
+        query = f"the query at {self.where(site)}" if site is not None else "the query"
+        if site is not None:
+            related.append((site, "the query that left them out"))
+        entity = group.entity
+        on = f"chained under {option.through} on {query}" if option.through else f"on {query}"
+        if option.how == "load_only":
+            shown = ", ".join(f"{entity}.{name}" for name in option.kept)
+            columns = ", ".join(f"{entity}.{name}" for name in [*option.kept, *names])
+            fix = f"load_only({columns})"
+            fix = f".{fix}" if option.through else f".options({fix})"
+            return (
+                f"the load_only({shown}) {on} left them out: name them in it too, {fix}",
+                fix,
+            )
+        dropped = ", ".join(f"defer({entity}.{name})" for name in option.deferred)
+        return (
+            f"the {dropped} {on} left them out: drop that option, they are read anyway",
+            f"remove {dropped}",
+        )
 
     def _subclass_fix(
         self,
@@ -378,6 +432,8 @@ class NPlusOneAttributeReload(Detector):
         elif group.expired:
             fix = "they were expired: load the objects again with one query instead"
             hint = ".execution_options(populate_existing=True)"
+        elif group.deferred and group.deferred_by is not None:
+            fix, hint = self._option_fix(group, names, related)
         elif group.deferred:
             options = ", ".join(f"undefer({group.entity}.{name})" for name in names)
             fix = f"they were deferred: load them with the query, .options({options})"

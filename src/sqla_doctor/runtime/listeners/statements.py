@@ -119,13 +119,17 @@ def _classify(state: Any) -> tuple[str, RelationshipProperty[Any] | None, Any]:
 
     Ordered so that each kind costs two attribute reads: only ORM SELECTs have a loader
     path, relationship loads (lazy or batched) have a path that is not the root, and
-    column loads are root-path refreshes.
+    column loads are refreshes (root-path, or of an object a relationship loaded).
     """
     path = state.loader_strategy_path
     if path is None:
         return (SELECT if state.is_select else OTHER), None, None
     if path.is_root:
         return (COLUMN_LOAD if state.is_column_load else SELECT), None, None
+    if state.is_column_load:
+        # An object loaded through a relationship (a selectinload()ed book) keeps that
+        # load path: reloading its deferred or expired columns is no relationship load.
+        return COLUMN_LOAD, None, None
     parent = state.lazy_loaded_from
     kind = LAZY_LOAD if parent is not None else RELATIONSHIP_LOAD
     return kind, _relationship_of(path), parent
