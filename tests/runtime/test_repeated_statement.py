@@ -87,6 +87,26 @@ def test_gets_after_loading_the_rows_in_one_query_are_the_silent_twin(engine: En
     assert not uow.findings
 
 
+def test_a_statement_is_named_by_its_own_from_not_a_subquerys_in_its_columns(
+    engine: Engine,
+) -> None:
+    # A column_property count renders as a scalar subquery before the statement's FROM.
+    counted = text(
+        "SELECT users.name, (SELECT count(posts.id) FROM posts WHERE posts.author_id = users.id)"
+        " AS n FROM users WHERE users.id = :id"
+    )
+    derived = text("SELECT t.name FROM (SELECT name, id FROM users) AS t WHERE t.id = :id")
+    with sqla_doctor.track(mode="collect") as uow, engine.connect() as connection:
+        for user_id in IDS:
+            connection.execute(counted, {"id": user_id})  # line:counted
+        for user_id in IDS:
+            connection.execute(derived, {"id": user_id})  # line:derived
+    found = {f.location.line: f.message for f in of_code(uow.findings, "SQD252")}
+    assert found[line_of("counted")].startswith(f"SELECT … FROM users ran {USERS}×")
+    # Only a subquery names a table: it is still the one shown.
+    assert found[line_of("derived")].startswith(f"SELECT … FROM users ran {USERS}×")
+
+
 class StockBase(DeclarativeBase):
     pass
 

@@ -110,8 +110,20 @@ def shape(sql: str) -> str:
     aggregate = _AGGREGATE.match(sql)
     if aggregate:
         verb = f"SELECT {aggregate.group(1).lower()}(…)"
-    source = _FROM.search(sql)
-    return f"{verb} … FROM {source.group(1)}" if source else verb
+    return f"{verb} … FROM {source}" if (source := _outer_source(sql)) else verb
+
+
+def _outer_source(sql: str) -> str | None:
+    """The table the statement's own FROM names, not a scalar subquery's in its columns
+    (a ``column_property`` count: ``SELECT author.id, (SELECT count(book.id) FROM book
+    ...) AS anon_1 FROM author``)."""
+    first = None
+    for found in _FROM.finditer(sql):
+        before = sql[: found.start()]
+        if before.count("(") == before.count(")"):
+            return found.group(1)
+        first = first or found.group(1)
+    return first
 
 
 # Values written into the SQL itself (an f-string, literal_execute, an expanded IN list):
