@@ -95,3 +95,55 @@ def test_an_app_without_a_teardown_is_told_to_add_one(engine: Engine) -> None:
     assert "nothing closes it when the app context ends: add `@app.teardown_appcontext" in (
         message
     )
+
+
+def writing_app(engine: Engine, *, commit: bool) -> Flask:
+    app = Flask(__name__)
+
+    def get_session() -> Session:
+        if "db" not in g:
+            g.db = Session(engine)
+        return g.db  # type: ignore[no-any-return]
+
+    @app.teardown_appcontext
+    def close_session(exc: BaseException | None) -> None:
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()  # line:g-close
+
+    @app.post("/users")
+    def create() -> tuple[dict[str, Any], int]:
+        get_session().add(User(name="new"))  # line:g-add
+        if commit:
+            get_session().commit()
+        return {}, 201
+
+    return app
+
+
+def test_writes_a_teardown_closes_are_told_to_commit_not_a_with_block_of_g_pop(
+    engine: Engine,
+) -> None:
+    with writing_app(engine, commit=False).test_client() as client:
+        sqla_doctor.install(mode="collect")
+        assert client.post("/users").status_code == 201
+    findings = sqla_doctor.collected()
+    finding = one(findings, "SQD152")
+    assert finding.location.line == line_of("g-close")
+    # `db = g.pop("db", None)` fetched the session; `with g.pop(...) as db, db.begin():`
+    # was the advice.
+    assert finding.message.endswith(
+        "— commit where the writes are made, after them, or call `db.commit()` here before "
+        "it is closed when no error ended the request"
+    )
+    assert finding.fix_hint == "db.commit()"
+    assert [r.location.line for r in finding.related] == [line_of("g-add")]
+
+
+def test_the_view_that_commits_is_the_silent_twin_of_the_teardown_close(engine: Engine) -> None:
+    with writing_app(engine, commit=True).test_client() as client:
+        sqla_doctor.install(mode="collect")
+        assert client.post("/users").status_code == 201
+    assert not of_code(sqla_doctor.collected(), "SQD152")
+    with Session(engine) as session:
+        assert session.scalar(select(User).where(User.name == "new")) is not None

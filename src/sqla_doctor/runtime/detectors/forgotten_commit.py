@@ -24,6 +24,7 @@ from sqla_doctor.runtime.detector import ConnectionWritesLost, Detector, Transac
 from sqla_doctor.runtime.detectors.session_leak import (
     METHOD_CALLS,
     begin_block,
+    fetched_as,
     is_async_session,
     is_awaited,
     opened_as,
@@ -265,7 +266,9 @@ class ForgottenCommit(Detector):
     for a factory the module does not bind (`with session_factory() as db,
     db.begin():` for a parameter). Of two sessions made on one line (`with
     Session(legacy) as src, Session(target) as dst:`), it names the one that lost the
-    writes.
+    writes. A session a teardown fetched to close it (`db = g.pop("db", None)` in a Flask
+    `teardown_appcontext`) was made elsewhere: the fix is a commit after the writes, or
+    `db.commit()` there when no error ended the request.
 
     A unit-of-work class (the repository pattern's: it has a `commit()` method) whose
     `__exit__` or `__aexit__` calls `rollback()` or `close()` whatever happened is
@@ -522,8 +525,13 @@ class ForgottenCommit(Detector):
             if record.writes and record.flush_site is not None:
                 writers.append(record.flush_site)
             block = _begin_block(site, asynchronous, session, writers) if site is not None else None
+            fetched = fetched_as(site) if block is None and site is not None else None
             if block is not None:
                 begin, name = block
+            elif fetched is not None:
+                # Closed by a teardown that fetched it (`s = g.pop("db", None)`): the
+                # code that made and wrote through it is elsewhere, with no with block.
+                name = begin = fetched
             else:
                 # A session the function was handed: what made it is not known here.
                 # (sessionmaker.begin() makes one that commits; the Session class has
@@ -537,6 +545,11 @@ class ForgottenCommit(Detector):
             hint = f"{awaited}{name}.commit()"
             if raised is not None:
                 fix = _raised_fix(raised, hint, site)
+            elif fetched is not None:
+                fix = (
+                    "commit where the writes are made, after them, or call "
+                    f"`{hint}` here before it is closed when no error ended the request"
+                )
             else:
                 fix = f"call `{hint}` before the session ends, or use `{begin}`"
         self.report(

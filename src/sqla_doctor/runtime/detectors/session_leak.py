@@ -42,6 +42,8 @@ _OPENED = re.compile(
     r"^\s*(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*(?::[^=]+)?=\s*"
     r"(?P<call>[A-Za-z_][\w.]*\([^()]*\))\s*(?:#.*)?$"
 )
+# A call that fetches an object kept elsewhere (Flask's g, a dict, request.state).
+_LOOKUP = re.compile(r"(?:\.(?:pop|get|setdefault)|^getattr)\(")
 _HELD_FIX = (
     "{owner} keeps the session it made at {where} (`{name} = {call}`) and nothing closes "
     "it: give {owner} a close() that calls `{close}`, called in a finally block (or make "
@@ -71,6 +73,18 @@ def opened_as(site: CallSite) -> tuple[str, str] | None:
     that the fix names them. Read from the source, upwards from ``site`` to its
     function's ``def``, for an assignment to a name the reported line uses; asked only
     when a finding is reported."""
+    found = _assigned(site)
+    return None if found is None or _LOOKUP.search(found[0]) else found
+
+
+def fetched_as(site: CallSite) -> str | None:
+    """The name the function at ``site`` gave a session it fetched from where another
+    function keeps it (``s = g.pop("db", None)`` in a Flask teardown), not made."""
+    found = _assigned(site)
+    return found[1] if found is not None and _LOOKUP.search(found[0]) else None
+
+
+def _assigned(site: CallSite) -> tuple[str, str] | None:
     line = linecache.getline(site.filename, site.lineno)
     # The names whose session methods the line calls (``session.execute(``): not a
     # statement's (``stmt.where(``), built by a call of its own above.
