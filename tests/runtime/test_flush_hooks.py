@@ -7,11 +7,14 @@ loads or queries per object is an N+1 like any other, not the unit of work's own
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, joinedload
 
 import sqla_doctor
@@ -86,3 +89,78 @@ def test_the_flushs_own_statements_stay_the_flushs(engine: Engine, hooked: None)
         event.listen(AuditedSession, "before_flush", check_authors)
         retitle_posts(engine, joinedload(Post.author))
     assert not uow.findings
+
+
+def posts_by_same_author(mapper: Any, connection: Connection, target: Post) -> None:
+    same_author = select(func.count()).where(Post.author_id == target.author_id)
+    assert connection.scalar(same_author)  # line:mapper-hook
+
+
+def titles_only(mapper: Any, connection: Connection, target: Post) -> None:
+    assert target.title.endswith("!")
+
+
+@pytest.fixture
+def mapper_hooked() -> Iterator[None]:
+    yield
+    for hook in (posts_by_same_author, titles_only):
+        if event.contains(Post, "after_update", hook):
+            event.remove(Post, "after_update", hook)
+
+
+def test_a_select_per_row_in_a_mapper_listener_is_told_the_flush_calls_it_per_row(
+    engine: Engine, mapper_hooked: None
+) -> None:
+    # Run during the unit of work's own execution, these SELECTs were counted as the
+    # flush's statements, at the commit line, and never reported.
+    with sqla_doctor.track(mode="collect") as uow:
+        event.listen(Post, "after_update", posts_by_same_author)
+        retitle_posts(engine)
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("mapper-hook")
+    assert finding.message.endswith(
+        "— posts_by_same_author() is a mapper event listener the flush calls once per row: "
+        "use the values the row's object holds (`target`), or query for every flushed "
+        "object at once in an after_flush or before_flush session listener (session.new, "
+        "session.dirty)"
+    )
+
+
+def test_a_mapper_listener_reading_its_target_is_the_silent_twin(
+    engine: Engine, mapper_hooked: None
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        event.listen(Post, "after_update", titles_only)
+        retitle_posts(engine)
+    assert not uow.findings
+
+
+async def test_a_mapper_listeners_select_per_row_under_asyncio_is_reported(
+    async_engine: AsyncEngine, mapper_hooked: None
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow:
+        event.listen(Post, "after_update", posts_by_same_author)
+        async with AsyncSession(async_engine) as session:
+            for post in (await session.scalars(select(Post))).all():
+                post.title += "!"
+            await session.commit()
+    assert one(uow.findings, "SQD252").location.line == line_of("mapper-hook")
+
+
+def retitle_one(engine: Engine, post_id: int) -> None:
+    with Session(engine) as session:
+        post = session.get_one(Post, post_id)
+        post.title += "!"
+        session.commit()
+
+
+def test_a_mapper_listeners_select_once_per_job_is_the_silent_twin(
+    engine: Engine, mapper_hooked: None
+) -> None:
+    # One row per job, each job's own transaction, the pool's worker calling: each run
+    # is a job of its own, not the flush iterating.
+    with sqla_doctor.track(mode="collect") as uow:
+        event.listen(Post, "after_update", posts_by_same_author)
+        with ThreadPoolExecutor(1) as pool:
+            list(pool.map(functools.partial(retitle_one, engine), range(1, 7)))
+    assert not of_code(uow.findings, "SQD252")

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, persistence
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.batches import PLACEHOLDER_SQL, limit_of, rows_per_run
@@ -214,6 +214,15 @@ _GET = method_codes(Session, "get", "get_one")
 # The legacy bulk methods write through the unit of work, not session.execute(): their
 # statements reach the doctor as a Connection's, and each call takes a list already.
 _BULK = method_codes(Session, "bulk_insert_mappings", "bulk_save_objects", "bulk_update_mappings")
+
+# The flush's per-row writes (2.1 names them _save_obj, 2.0 save_obj): a mapper event
+# listener (after_update, before_insert...) they call runs once per row flushed.
+_FLUSH_ROWS = frozenset(
+    code
+    for name in ("save_obj", "delete_obj", "post_update")
+    for name in (name, f"_{name}")
+    if (code := getattr(getattr(persistence, name, None), "__code__", None)) is not None
+)
 
 
 def _values(key: str) -> str:
@@ -457,6 +466,7 @@ class _Entry(_PerTransaction):
         "example",
         "fetched",
         "filtered",
+        "hook",
         "merged",
         "orm",
         "parameter_sets",
@@ -481,6 +491,8 @@ class _Entry(_PerTransaction):
         self.merged: Any = None
         # The mapper whose objects session.get() loads with it, if get() runs it.
         self.fetched: Any = None
+        # Run by a mapper event listener the flush calls once per row.
+        self.hook = False
         # The legacy bulk method of the Session that ran it (bulk_insert_mappings...),
         # and the name of the class it wrote.
         self.bulk: tuple[str, str] | None = None
@@ -688,6 +700,12 @@ class RepeatedStatement(Detector):
     that fail) and autoflushes are not counted, nor flushes that only change loaded
     objects.
 
+    A SELECT that a mapper event listener (`after_update`, `before_insert`...) runs
+    through its connection is the program's, not the flush's: the flush calls the
+    listener once per row, so a query there runs once per object flushed, and is told to
+    use the values `target` holds or to query for every object at once in a
+    `before_flush`/`after_flush` session listener.
+
     ## Options
     - `tool.sqla-doctor.runtime.repeated-statement-threshold`: executions from one place
       before it is reported (default 5).
@@ -799,6 +817,7 @@ class RepeatedStatement(Detector):
                 entry.by_library = called_again_by_library(site)
             entry.batch = rows_per_run(statement.sql, statement.parameters)
         if entry.count == 2 and statement.orm is None:
+            entry.hook = inside_call(_FLUSH_ROWS)
             bulk = calling_frame(_BULK, skip=1)
             if bulk is not None:
                 # Its first argument: the mapped class (or a Mapper) the rows are for.
@@ -831,7 +850,12 @@ class RepeatedStatement(Detector):
             if (
                 entry is None
                 or entry.count < threshold
-                or entry.by_library
+                # A mapper listener's runs in one transaction are the flush calling it
+                # per row, whoever called the function that flushed.
+                or (
+                    entry.by_library
+                    and not (entry.hook and entry.most_in_transaction >= threshold)
+                )
                 or entry.batch >= _BATCH_ROWS
                 or self.reported(key)
             ):
@@ -897,6 +921,13 @@ class RepeatedStatement(Detector):
             aggregate = _AGGREGATE.match(entry.sql)
             if write_fix is not None:
                 fix = write_fix
+            elif entry.hook and entry.site is not None:
+                fix = (
+                    f"{entry.site.function}() is a mapper event listener the flush calls once "
+                    "per row: use the values the row's object holds (`target`), or query "
+                    "for every flushed object at once in an after_flush or before_flush "
+                    "session listener (session.new, session.dirty)"
+                )
             elif (
                 entry.sessions >= max(self.config.repeated_statement_threshold, 2)
                 and (per_call := self._session_per_call_fix(entry)) is not None

@@ -6,6 +6,7 @@ time, its unit of work, and errors explained while they are being raised).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import weakref
@@ -90,6 +91,7 @@ _KEYED_BY_CALLER = frozenset({SELECT, OTHER})
 # Above before_cursor_execute: Connection._exec_single_context (or its executemany
 # twin) and _execute_context.
 _CURSOR_FRAMES = 2
+_SELECT_SQL = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 
 
 def _not_the_executions(context: Any) -> bool:
@@ -218,6 +220,8 @@ def _on_before_cursor_execute(
                 flush_record = None
             elif not _in_unit_of_work(flush_record.session):
                 flush_record = None  # the program's before_flush hook: its own statement
+            elif _SELECT_SQL.match(statement) and _run_by_a_hook(flush_record):
+                flush_record = None
         execution: OrmExecution | None = None
         if flush_record is None:
             execution = executing.get()
@@ -556,6 +560,19 @@ def _note_flush_error(context: Any) -> None:
         f"{driver.__module__}.{driver.__qualname__}" if wrapped is not None else None,
         sqlstate_of(original),
     )
+
+
+def _run_by_a_hook(flush_record: Any) -> bool:
+    """Whether a SELECT during the unit of work's execution is the program's mapper
+    hook's (an ``after_update`` listener querying through its connection, once per row)
+    rather than the flush's own (a server default fetched back): the program's line
+    nearest to it is not the one that flushed. Asked for SELECTs only, which a flush
+    seldom runs itself."""
+    flushed_at = flush_record.flush_statement_site
+    if flushed_at is None:
+        flushed_at = flush_record.flush_statement_site = callsite.find(1)
+    here = callsite.find(1, _CURSOR_FRAMES)
+    return here is not None and flushed_at is not None and here.key != flushed_at.key
 
 
 def _in_unit_of_work(session: Any) -> bool:
