@@ -341,6 +341,36 @@ def test_refresh_in_a_loop_says_refresh(engine: Engine) -> None:
     )
 
 
+def test_a_locking_refresh_in_a_loop_is_told_the_one_query_that_keeps_the_lock(
+    engine: Engine,
+) -> None:
+    # Without .with_for_update() the one query would lock nothing.
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.scalars(select(User)).all():
+            session.refresh(user, with_for_update={"nowait": True})  # line:refresh-lock
+    finding = one(uow.findings, "SQD253")
+    assert finding.location.line == line_of("refresh-lock")
+    assert finding.message.endswith(
+        "session.refresh() one object at a time: reload them with one query, "
+        "select(User).where(User.id.in_(ids)).with_for_update(nowait=True)"
+        ".execution_options(populate_existing=True) (it locks the rows it reads: "
+        ".with_for_update(nowait=True) keeps the lock)"
+    )
+    assert finding.fix_hint == (
+        ".with_for_update(nowait=True).execution_options(populate_existing=True)"
+    )
+
+
+def test_the_one_locking_reload_is_the_locking_refresh_loops_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        users = session.scalars(select(User)).all()
+        ids = [user.id for user in users]
+        stmt = select(User).where(User.id.in_(ids)).with_for_update(nowait=True)
+        session.scalars(stmt.execution_options(populate_existing=True)).all()
+        assert all(user.name for user in users)
+    assert not uow.findings
+
+
 def test_one_reload_with_populate_existing_is_the_refresh_loops_silent_twin(
     engine: Engine,
 ) -> None:

@@ -47,6 +47,18 @@ def _refreshed(execution: OrmExecution) -> tuple[Any, frozenset[str] | None, boo
         return None, None, False
 
 
+def _lock_option(execution: OrmExecution) -> str:
+    """``.with_for_update(...)`` as the refresh that ran asked for it
+    (``refresh(obj, with_for_update=True)``), '' for one that locks nothing."""
+    statement = execution.state.statement if execution.state is not None else None
+    lock = getattr(statement, "_for_update_arg", None)
+    if lock is None:
+        return ""
+    names = ("read", "key_share", "nowait", "skip_locked")
+    arguments = [f"{name}=True" for name in names if getattr(lock, name, False) is True]
+    return f".with_for_update({', '.join(arguments)})"
+
+
 def _identity(execution: OrmExecution, state: Any) -> int:
     if state is not None and state.key is not None:
         return hash(state.key)
@@ -95,6 +107,7 @@ class _Group:
         "expired",
         "first_session",
         "loads",
+        "lock",
         "parents",
         "primary_key",
         "refreshed",
@@ -117,6 +130,8 @@ class _Group:
         # and the query that had it.
         self.deferred_by: tuple[OptionDeferral, CallSite | None] | None = None
         self.refreshed = False
+        # The row lock the refreshes took, as the one query must keep it.
+        self.lock = ""
         self.commit_site: CallSite | None = None
         # Reloaded again by installed code calling the program's function anew (each
         # request of a test client, each job of a worker), with no loop of the program.
@@ -170,6 +185,11 @@ class NPlusOneAttributeReload(Detector):
     user.name`) is told to move before the loop: the query run again after each call
     would load every row once per object.
 
+    `session.refresh(obj)` per object is told the one query that reloads them all,
+    `select(User).where(User.id.in_(ids)).execution_options(populate_existing=True)`,
+    with `.with_for_update(...)` as the refreshes asked (`refresh(obj,
+    with_for_update=True)`), so that it still locks the rows.
+
     Columns a query's own `load_only()` or `defer()` left out are told that option
     and its query: name them in the `load_only(...)` (chained, as
     `selectinload(User.posts).load_only(Post.title, Post.author_id)`, when it loads
@@ -221,6 +241,8 @@ class NPlusOneAttributeReload(Detector):
         state, asked, refreshed = _refreshed(execution)
         if state is not None and not self._explain(group, state, mapper, asked):
             return
+        if refreshed and not group.refreshed:
+            group.lock = _lock_option(execution)
         group.refreshed = group.refreshed or refreshed
         group.loads += 1
         session = state.session_id if state is not None else None
@@ -381,11 +403,15 @@ class NPlusOneAttributeReload(Detector):
                 if group.primary_key is not None
                 else ".where(...)"
             )
+            locks = (
+                f" (it locks the rows it reads: {group.lock} keeps the lock)" if group.lock else ""
+            )
             fix = (
                 "session.refresh() one object at a time: reload them with one query, "
-                f"select({entity}){where}.execution_options(populate_existing=True)"
+                f"select({entity}){where}{group.lock}.execution_options(populate_existing=True)"
+                + locks
             )
-            hint = ".execution_options(populate_existing=True)"
+            hint = f"{group.lock}.execution_options(populate_existing=True)"
         elif group.subclass_of is not None:
             fix, hint = self._subclass_fix(group, group.subclass_of, related)
         elif group.expired and group.expire_site is not None:
