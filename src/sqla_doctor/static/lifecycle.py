@@ -152,14 +152,16 @@ def closed_by_helper(index: ProjectIndex, flow: FunctionFlow, name: str) -> bool
     return False
 
 
-def managed_by_with(flow: FunctionFlow, name: str) -> bool:
-    """``with s:``, ``with s.begin():``, ``with closing(s):`` somewhere in the function."""
+def managed_by_with(flow: FunctionFlow, name: str, *, begin_counts: bool = True) -> bool:
+    """``with s:``, ``with s.begin():``, ``with closing(s):`` somewhere in the function.
+    ``begin_counts=False`` for a connection: ``with conn.begin():`` ends its transaction,
+    but the connection stays checked out after it."""
     for with_node in flow.withs:
         for item in with_node.items:
             expr = item.context_expr
             if isinstance(expr, ast.Name) and expr.id == name:
                 return True
-            if begins(expr, name):
+            if begin_counts and begins(expr, name):
                 return True
             if (
                 isinstance(expr, ast.Call)

@@ -13,6 +13,7 @@ from sqla_doctor.static.lifecycle import (
     closed_by_helper,
     closed_in_finally,
     escapes,
+    managed_by_with,
     method_calls,
 )
 from sqla_doctor.static.objects import SqlaObjects
@@ -342,7 +343,7 @@ class ConnectionNotClosed(Rule):
             if checkout is None:
                 continue
             if (
-                _with_block_closes(flow, name)
+                managed_by_with(flow, name, begin_counts=False)
                 or closed_in_finally(flow, name)
                 or escapes(flow, name)
                 or closed_by_helper(self.ctx.index, flow, name)
@@ -412,25 +413,6 @@ class ConnectionNotClosed(Rule):
 def _is_async_engine(objects: SqlaObjects, expr: ast.expr) -> bool:
     kind = objects.kind_of(expr)
     return kind is not None and kind.is_async
-
-
-def _with_block_closes(flow: FunctionFlow, name: str) -> bool:
-    """``with conn:`` or ``with closing(conn):``: the block closes the connection. Unlike a
-    session's, ``with conn.begin():`` only ends the transaction; the checkout stays."""
-    for block in flow.withs:
-        for item in block.items:
-            expr = item.context_expr
-            if isinstance(expr, ast.Name) and expr.id == name:
-                return True
-            if (
-                isinstance(expr, ast.Call)
-                and expr.args
-                and isinstance(expr.args[0], ast.Name)
-                and expr.args[0].id == name
-                and (flow.qualify(expr.func) or "").endswith("closing")
-            ):
-                return True
-    return False
 
 
 def _closed_on_both_ways(flow: FunctionFlow, closes: list[ast.Call]) -> bool:
