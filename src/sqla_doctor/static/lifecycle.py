@@ -436,32 +436,43 @@ def owned_connections(flow: FunctionFlow) -> Iterator[OwnedConnection]:
         for binding in bindings:
             if binding.kind not in ("with", "assign") or binding.element is not None:
                 continue
-            value = binding.value
-            if isinstance(value, ast.Await):
-                value = value.value
-            options: list[ast.Call] = []
-            while (
-                isinstance(value, ast.Call)
-                and isinstance(value.func, ast.Attribute)
-                and value.func.attr == "execution_options"
-            ):
-                options.append(value)
-                value = value.func.value
-            if isinstance(value, ast.Await):
-                value = value.value
-            if not (
-                isinstance(value, ast.Call)
-                and isinstance(value.func, ast.Attribute)
-                and value.func.attr == "connect"
-                and not value.args
-                and not value.keywords
-            ):
+            checkout = checkout_call(binding.value)
+            if checkout is None:
                 continue
+            value, options = checkout
             block = binding.node if binding.kind == "with" else None
             assert block is None or isinstance(block, (ast.With, ast.AsyncWith))
-            yield OwnedConnection(
-                name, binding, value, value.func.value, block, tuple(options)
-            )
+            assert isinstance(value.func, ast.Attribute)
+            yield OwnedConnection(name, binding, value, value.func.value, block, options)
+
+
+def checkout_call(
+    value: ast.expr | None, methods: frozenset[str] = frozenset({"connect"})
+) -> tuple[ast.Call, tuple[ast.Call, ...]] | None:
+    """The ``x.connect()`` call (no arguments; ``methods`` names others such as
+    ``raw_connection``) a bound value takes its connection from, through ``await`` and
+    ``.execution_options(...)``, with those option calls."""
+    if isinstance(value, ast.Await):
+        value = value.value
+    options: list[ast.Call] = []
+    while (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr == "execution_options"
+    ):
+        options.append(value)
+        value = value.func.value
+    if isinstance(value, ast.Await):
+        value = value.value
+    if (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr in methods
+        and not value.args
+        and not value.keywords
+    ):
+        return value, tuple(options)
+    return None
 
 
 def sets_isolation(call: ast.Call) -> bool:

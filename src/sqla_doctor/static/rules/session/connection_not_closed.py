@@ -10,6 +10,7 @@ from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import Binding, FunctionFlow, flow_for, worth_analysing
 from sqla_doctor.static.lifecycle import (
     CLOSERS,
+    checkout_call,
     closed_by_helper,
     closed_in_finally,
     escapes,
@@ -360,27 +361,13 @@ class ConnectionNotClosed(Rule):
         """The ``engine.connect()`` / ``engine.raw_connection()`` call a binding takes its
         connection from (``execution_options(...)`` and ``await`` on the way), on an
         expression known to be an engine."""
-        value = binding.value
-        if binding.element is not None or value is None:
+        if binding.element is not None:
             return None
-        if isinstance(value, ast.Await):
-            value = value.value
-        while (
-            isinstance(value, ast.Call)
-            and isinstance(value.func, ast.Attribute)
-            and value.func.attr == "execution_options"
-        ):
-            value = value.func.value
-        if isinstance(value, ast.Await):
-            value = value.value
-        if not (
-            isinstance(value, ast.Call)
-            and isinstance(value.func, ast.Attribute)
-            and value.func.attr in _CHECKOUTS
-            and not value.args
-            and not value.keywords
-        ):
+        checkout = checkout_call(binding.value, _CHECKOUTS)
+        if checkout is None:
             return None
+        value = checkout[0]
+        assert isinstance(value.func, ast.Attribute)
         kind = self.objects.kind_of(value.func.value)
         return value if kind is not None and kind.is_engine else None
 
