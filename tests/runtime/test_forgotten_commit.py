@@ -612,14 +612,38 @@ async def test_async_core_writes_closed_without_commit_get_the_async_fix(
     async_engine: AsyncEngine,
 ) -> None:
     async with sqla_doctor.track(mode="collect") as uow:
-        async with async_engine.connect() as conn:
+        async with async_engine.connect() as conn:  # line:async-core-with
             await conn.execute(insert(User).values(name="ada"))  # line:async-core
         async with async_engine.begin() as conn:
             await conn.execute(insert(User).values(name="bob"))
     finding = one(uow.findings, "SQD152")
-    assert finding.location.line == line_of("async-core")
+    # AsyncConnection closes in a shielded task of its own: the close is still the
+    # `async with` line that awaits it, as for a sync `with engine.connect()`.
+    assert finding.location.line == line_of("async-core-with")
+    assert f"closed at {relative(__file__)}:{line_of('async-core-with')} without" in (
+        finding.message
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("async-core"), "written here, never committed")
+    ]
     assert "`await conn.commit()`" in finding.message
     assert "`async with engine.begin() as conn:`" in finding.message
+
+
+async def test_async_core_block_left_by_an_exception_drops_its_writes_silently(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow:
+        with contextlib.suppress(LookupError):
+            async with async_engine.connect() as conn:
+                await conn.execute(insert(User).values(name="ada"))
+                raise LookupError("no such account")
+        conn = await async_engine.connect()
+        await conn.execute(insert(User).values(name="bob"))  # line:awaited-write
+        await conn.close()  # line:awaited-close
+    finding = one(uow.findings, "SQD152")
+    assert finding.location.line == line_of("awaited-close")
+    assert [r.location.line for r in finding.related] == [line_of("awaited-write")]
 
 
 # A web app's or worker's module-level scoped_session: remove() at the end of each

@@ -311,16 +311,18 @@ class ConnectionWritesLost:
     """A Connection closed with writes in its open transaction, never committed: the
     close rolled them back. ``first`` is where the first write ran, ``site`` the close."""
 
-    __slots__ = ("ddl", "first", "record", "site", "writes")
+    __slots__ = ("connection", "ddl", "first", "record", "site", "writes")
 
     def __init__(
         self,
+        connection: Connection,
         record: CheckoutRecord,
         writes: int,
         ddl: int,
         first: CallSite | None,
         site: CallSite | None,
     ) -> None:
+        self.connection = connection
         self.record = record
         self.writes = writes
         # Of the writes, DDL statements (CREATE TABLE...) on a database that rolls DDL back.

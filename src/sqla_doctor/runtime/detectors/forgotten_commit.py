@@ -6,6 +6,7 @@ import asyncio
 import linecache
 import re
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 from sqla_doctor.findings import Severity
@@ -80,6 +81,35 @@ def _async_with_exit(session: object) -> tuple[BaseException | None, CallSite | 
     owner = async_owner(session)
     if owner is None:
         return None
+    return _awaited_exit(
+        lambda closing: closing is owner or getattr(closing, "async_session", None) is owner
+    )
+
+
+def _async_connection_exit(
+    connection: object,
+) -> tuple[BaseException | None, CallSite | None] | None:
+    """The same for the ``async with engine.connect()`` block closing this Connection:
+    ``AsyncConnection.__aexit__`` also closes in a shielded task of its own."""
+    if "sqlalchemy.ext.asyncio" not in sys.modules:
+        return None
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    # By type(), never isinstance() or getattr() on whatever `self` an __aexit__ has.
+    return _awaited_exit(
+        lambda closing: (
+            issubclass(type(closing), AsyncConnection)
+            and getattr(closing, "sync_connection", None) is connection
+        )
+    )
+
+
+def _awaited_exit(
+    closes: Callable[[object], bool],
+) -> tuple[BaseException | None, CallSite | None] | None:
+    """The suspended ``__aexit__`` whose ``self`` ``closes`` accepts, in any task of the
+    running loop: the exception that left its block, if any, and the program's line
+    awaiting it."""
     try:
         loop = asyncio.get_running_loop()
         tasks = asyncio.all_tasks(loop)
@@ -90,8 +120,7 @@ def _async_with_exit(session: object) -> tuple[BaseException | None, CallSite | 
         for index, frame in enumerate(frames):
             if frame.f_code.co_name == "__aexit__":
                 scope = frame.f_locals
-                closing = scope.get("self")
-                if closing is owner or getattr(closing, "async_session", None) is owner:
+                if closes(scope.get("self")):
                     value = scope.get("value")
                     left_by = value if isinstance(value, BaseException) else None
                     if left_by is None and scope.get("type_") is not None:
@@ -416,12 +445,19 @@ class ForgottenCommit(Detector):
             self._check(record, record.flush_site or added or opened, "closed")
 
     def on_connection_writes_lost(self, lost: ConnectionWritesLost) -> None:
-        # An AsyncConnection closes in a task of its own: no close site, and the write
-        # was awaited.
-        site = lost.site or lost.first
-        if lost.site is not None and closed_by_pytest_fixture(lost.site):
+        closed_at = lost.site
+        if closed_at is None:
+            # An AsyncConnection closes in a shielded task of its own: the task awaiting
+            # its __aexit__ holds the `async with` line, and the error that left it.
+            exit_ = _async_connection_exit(lost.connection)
+            if exit_ is not None:
+                left_by, closed_at = exit_
+                if left_by is not None:
+                    return
+        site = closed_at or lost.first
+        if closed_at is not None and closed_by_pytest_fixture(closed_at):
             return
-        ended = f"closed at {self.where(site)}" if lost.site is not None else "closed"
+        ended = f"closed at {self.where(site)}" if closed_at is not None else "closed"
         awaited = site is not None and is_awaited(site)
         ddl = (
             f", {lost.ddl} of them DDL (the tables, columns or indexes they made are gone)"

@@ -153,7 +153,7 @@ def _on_engine_rollback(conn: Connection) -> None:
     checkout = _held(conn)
     if checkout is not None:
         if checkout.core_writes:
-            _core_writes_rolled_back(checkout)
+            _core_writes_rolled_back(conn, checkout)
         _connection_resumes(checkout, "rollback", time.perf_counter())
 
 
@@ -208,7 +208,7 @@ def _note_session_write(
         record.flushed_at = time.perf_counter()
 
 
-def _core_writes_rolled_back(checkout: CheckoutRecord) -> None:
+def _core_writes_rolled_back(conn: Connection, checkout: CheckoutRecord) -> None:
     """A Core connection's writes were rolled back: by ``rollback()`` on purpose, by an
     error path, or by ``close()`` (the end of ``with engine.connect()``) with no commit."""
     writes, ddl, first = checkout.core_writes, checkout.core_ddl, checkout.core_write_site
@@ -217,7 +217,7 @@ def _core_writes_rolled_back(checkout: CheckoutRecord) -> None:
         return
     uow = _checkout_unit(checkout)
     if uow is not None:
-        lost = ConnectionWritesLost(checkout, writes, ddl, first, callsite.find(2))
+        lost = ConnectionWritesLost(conn, checkout, writes, ddl, first, callsite.find(2))
         _dispatch(uow, "connection_writes_lost", lost, can_raise=False)
 
 
