@@ -13,6 +13,7 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
+    defaultload,
     defer,
     load_only,
     mapped_column,
@@ -181,11 +182,49 @@ def test_deferred_column_read_per_object_suggests_undefer(engine: Engine) -> Non
     finding = one(uow.findings, "SQD253")
     assert finding.location.line == line_of("deferred")
     # Never loaded before: the first load, not a reload (expired attributes are reloaded).
+    here = relative(__file__)
     assert finding.message == (
         f"User attributes (bio) loaded one object at a time {USERS}× from "
-        f"{relative(__file__)}:{line_of('deferred')} — they were deferred: load them with the "
-        "query, .options(undefer(User.bio))"
+        f"{here}:{line_of('deferred')} — they are deferred in the mapping: load them with the "
+        f"query at {here}:{line_of('deferred')}, .options(undefer(User.bio))"
     )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("deferred"), "the query that loaded them")
+    ]
+
+
+def test_deferred_column_of_related_objects_gets_the_option_chained_from_the_query(
+    engine: Engine,
+) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        posts = session.scalars(  # line:through-query
+            select(Post).options(selectinload(Post.author))
+        ).all()
+        bios = [post.author.bio for post in posts]  # line:through-read
+    assert len(bios) == 2 * USERS
+    finding = one(uow.findings, "SQD253")
+    assert finding.location.line == line_of("through-read")
+    # undefer(User.bio) alone on select(Post) raises ArgumentError: it must be chained.
+    option = ".options(defaultload(Post.author).undefer(User.bio))"
+    assert finding.message.endswith(
+        "they are deferred in the mapping and were loaded through Post.author: load them "
+        f"with the query at {relative(__file__)}:{line_of('through-query')}, {option}"
+    )
+    assert finding.fix_hint == option
+    assert [r.location.line for r in finding.related] == [line_of("through-query")]
+
+
+def test_the_chained_undefer_is_the_silent_twin(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        posts = session.scalars(
+            select(Post).options(
+                selectinload(Post.author), defaultload(Post.author).undefer(User.bio)
+            )
+        ).all()
+        bios = [post.author.bio for post in posts]
+    assert len(bios) == 2 * USERS
+    assert None not in bios
+    assert not uow.findings
 
 
 def test_undefer_is_the_silent_twin(engine: Engine) -> None:

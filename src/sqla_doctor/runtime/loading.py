@@ -286,9 +286,7 @@ def _foreign_key_attribute(relationship: Any) -> str | None:
         return None
 
 
-def subclass_left_out(
-    base: Any, entity: str, loaded: Sequence[str] = ()
-) -> tuple[str, str]:
+def subclass_left_out(base: Any, entity: str, loaded: Sequence[str] = ()) -> tuple[str, str]:
     """For a query that selected the mapper ``base`` and so left the subclass ``entity``'s
     own table out: the option that loads it with the query, and what the query did
     ("selected Employee, which leaves Engineer's own table out").
@@ -585,6 +583,16 @@ def is_superclass_of_declaring(relationship: Any, target: Any) -> bool:
         return False
 
 
+def relationship_chain(path: Sequence[Any]) -> list[str]:
+    """The relationships along an ORM path of (entity, relationship, ...) pairs, as the
+    code names them: ``["Author.books"]`` for an object loaded through ``Author.books``
+    (its ``InstanceState.load_path``), empty for one a query selected."""
+    return [
+        f"{getattr(path[at], 'class_', path[at]).__name__}.{path[at + 1].key}"
+        for at in range(0, len(path) - 1, 2)
+        if hasattr(path[at + 1], "key")
+    ]
+
 
 class OptionDeferral(NamedTuple):
     """How a ``load_only()`` or ``defer()`` left columns out (see deferred_by_option)."""
@@ -624,11 +632,7 @@ def deferred_by_option(load_options: Any, mapper: Any, keys: set[str]) -> Option
                 (deferred if values["deferred"] else kept).append(token.key)
             else:
                 continue
-            through = ".".join(
-                f"{getattr(path[at], 'class_', path[at]).__name__}.{path[at + 1].key}"
-                for at in range(0, len(path) - 2, 2)
-                if hasattr(path[at + 1], "key")
-            )
+            through = ".".join(relationship_chain(path[:-2]))
     if any(key in keys for key in deferred):
         return OptionDeferral("defer", [], [key for key in deferred if key in keys], through)
     if wildcard:

@@ -13,6 +13,7 @@ from sqla_doctor.runtime.loading import (
     deferred_by_option,
     left_out_by_base_query,
     primary_key_attributes,
+    relationship_chain,
     subclass_left_out,
 )
 from sqla_doctor.runtime.source_blocks import LOOP, SCOPES, enclosing_headers
@@ -106,6 +107,7 @@ class _Group:
         "expire_site",
         "expired",
         "first_session",
+        "loaded_by",
         "loads",
         "lock",
         "parents",
@@ -129,6 +131,9 @@ class _Group:
         # A load_only() or defer() that left them out, as deferred_by_option() says,
         # and the query that had it.
         self.deferred_by: tuple[OptionDeferral, CallSite | None] | None = None
+        # For columns the mapping defers: the relationships the objects were loaded
+        # through (empty when a query selected them), and the query at their root.
+        self.loaded_by: tuple[list[str], CallSite | None] | None = None
         self.refreshed = False
         # The row lock the refreshes took, as the one query must keep it.
         self.lock = ""
@@ -193,8 +198,11 @@ class NPlusOneAttributeReload(Detector):
     Columns a query's own `load_only()` or `defer()` left out are told that option
     and its query: name them in the `load_only(...)` (chained, as
     `selectinload(User.posts).load_only(Post.title, Post.author_id)`, when it loads
-    related objects), or drop the `defer(...)`; `undefer()` is the fix for a column
-    the mapping defers.
+    related objects), or drop the `defer(...)`. A column the mapping defers
+    (`deferred()`, `deferred=True`) is told `undefer()` on the query that loaded the
+    objects, chained from its entity when they came through a relationship
+    (`defaultload(Post.author).undefer(User.bio)`: `undefer(User.bio)` alone on
+    `select(Post)` raises `ArgumentError`).
 
     A query of the base class of a joined-table hierarchy (`select(Employee)`) loads
     each subclass object without its own table's columns; reading one of them
@@ -303,11 +311,12 @@ class NPlusOneAttributeReload(Detector):
             group.deferred = True
             if len(group.attributes) < MAX_ATTRIBUTES_SHOWN:
                 group.attributes.update(unloaded)
+            if group.loaded_by is None:
+                path = state.load_path.path if len(state.load_path) else ()
+                group.loaded_by = (relationship_chain(path), self._root_query(state, mapper))
             return True
         # Columns the mapping loads, left out by the query's load_only() or defer().
-        by_option = deferred_by_option(
-            state.load_options, mapper, set(state.unloaded) & eager
-        )
+        by_option = deferred_by_option(state.load_options, mapper, set(state.unloaded) & eager)
         if by_option is None:
             return False
         group.deferred = True
@@ -316,12 +325,15 @@ class NPlusOneAttributeReload(Detector):
                 set(state.unloaded) & eager if by_option.how == "load_only" else by_option.deferred
             )
         if group.deferred_by is None:
-            # The query that had the option: the one that selected the object, or the
-            # one whose relationship option loaded it (load_path starts at its entity).
-            root = state.load_path[0] if len(state.load_path) else mapper
-            origin = self.uow.origin_for(getattr(root, "mapper", mapper), query=True)
-            group.deferred_by = (by_option, origin.site if origin is not None else None)
+            group.deferred_by = (by_option, self._root_query(state, mapper))
         return True
+
+    def _root_query(self, state: Any, mapper: Any) -> CallSite | None:
+        """The query that loaded the object: the one that selected it, or the one whose
+        relationship option or lazy load brought it in (load_path starts at its entity)."""
+        root = state.load_path[0] if len(state.load_path) else mapper
+        origin = self.uow.origin_for(getattr(root, "mapper", mapper), query=True)
+        return origin.site if origin is not None else None
 
     def _option_fix(
         self, group: _Group, names: list[str], related: list[tuple[CallSite | None, str]]
@@ -347,6 +359,28 @@ class NPlusOneAttributeReload(Detector):
             f"the {dropped} {on} left them out: drop that option, they are read anyway",
             f"remove {dropped}",
         )
+
+    def _undefer_fix(
+        self, group: _Group, names: list[str], related: list[tuple[CallSite | None, str]]
+    ) -> tuple[str, str]:
+        """For columns the mapping defers (``deferred()``, ``deferred=True``)."""
+        chain, site = group.loaded_by if group.loaded_by is not None else ([], None)
+        undefers = [f"undefer({group.entity}.{name})" for name in names]
+        if chain:
+            # Chained from the root entity's query: undefer(Book.summary) alone on
+            # select(Author) raises ArgumentError. defaultload() keeps each relationship's
+            # own loading, lazy or eager, and reaches its lazy loads too.
+            path = ".".join(f"defaultload({name})" for name in chain)
+            tail = f".{undefers[0]}" if len(undefers) == 1 else f".options({', '.join(undefers)})"
+            option = f".options({path}{tail})"
+            how = f"they are deferred in the mapping and were loaded through {', '.join(chain)}"
+        else:
+            option = f".options({', '.join(undefers)})"
+            how = "they are deferred in the mapping"
+        if site is None:
+            return f"{how}: load them with the query, {option}", option
+        related.append((site, "the query that loaded them"))
+        return f"{how}: load them with the query at {self.where(site)}, {option}", option
 
     def _subclass_fix(
         self,
@@ -461,9 +495,7 @@ class NPlusOneAttributeReload(Detector):
         elif group.deferred and group.deferred_by is not None:
             fix, hint = self._option_fix(group, names, related)
         elif group.deferred:
-            options = ", ".join(f"undefer({group.entity}.{name})" for name in names)
-            fix = f"they were deferred: load them with the query, .options({options})"
-            hint = f".options({options})"
+            fix, hint = self._undefer_fix(group, names, related)
         else:
             fix = "load the objects with one query instead of one reload per object"
             hint = None
