@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import httpx
+import psycopg
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -203,6 +204,66 @@ def test_null_pool_core_connection_is_told_its_own_block(database_url: str) -> N
         "and open a new connection after"
     )
     assert "session" not in finding.message
+
+
+def locked_for_others(database_url: str, account_id: int) -> bool:
+    """Whether another transaction, on a connection of its own, finds the row locked."""
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo) as other:
+        try:
+            other.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE NOWAIT", (account_id,))
+        except psycopg.errors.LockNotAvailable:
+            return True
+        return False
+
+
+def test_rows_locked_before_the_slow_call_are_named_with_the_lock(
+    pg_engine: Engine, database_url: str
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(pg_engine) as session:
+        account = session.scalars(
+            select(Account).where(Account.id == 1).with_for_update()  # line:lock
+        ).one()
+        fee = session.get_one(Account, 2)  # line:fee
+        time.sleep(0.25)  # the payment provider
+        waited = locked_for_others(database_url, 1)
+        account.balance -= 10
+        fee.balance += 10
+        session.commit()  # line:lock-commit
+    assert waited
+    finding = one(uow.findings, "SQD157")
+    where = here(__file__)
+    assert finding.location.line == line_of("lock-commit")
+    assert finding.message.endswith(
+        f"; the rows the query at {where}:{line_of('lock') - 1} locked (FOR UPDATE) stay "
+        "locked meanwhile, so every other transaction that tries to update, delete or lock "
+        "them waits as long: take the lock after the slow call, just before the writes it "
+        "protects"
+    )
+    assert [(r.location.line, r.message) for r in finding.related] == [
+        (line_of("fee"), "last query before the gap"),
+        (line_of("lock") - 1, "connection checked out here"),
+        (line_of("lock") - 1, "rows locked here (FOR UPDATE)"),
+    ]
+
+
+def test_a_shared_lock_blocks_writers_and_a_committed_lock_is_not_mentioned(
+    pg_engine: Engine,
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(pg_engine) as session:
+        session.scalars(select(Account).with_for_update(read=True)).all()  # line:share
+        time.sleep(0.25)
+        session.commit()
+        session.scalars(select(Account).with_for_update()).all()  # line:relock
+        session.commit()  # the lock ends here, before the slow call
+        session.get_one(Account, 1)
+        time.sleep(0.25)
+        session.commit()  # line:unlocked-commit
+    shared, unlocked = sorted(of_code(uow.findings, "SQD157"), key=lambda f: f.location.line)
+    assert "locked (FOR SHARE)" in shared.message
+    assert "tries to update or delete them" in shared.message
+    assert unlocked.location.line == line_of("unlocked-commit")
+    assert "locked" not in unlocked.message
 
 
 def wait_for_jobs(engine: Engine, *, commit_first: bool) -> list[str]:

@@ -61,6 +61,9 @@ def test_idle_in_transaction_is_reported_and_matches_pg_stat_activity(
     assert f"after its last statement at {where}:{line_of('update')}, until commit at" in (
         finding.message
     )
+    # An UPDATE's row locks are the statement's own business: only SELECT ... FOR UPDATE
+    # and its kin are named.
+    assert "locked" not in finding.message
     # After the commit the server agrees the transaction is over (the pool holds the
     # connection, idle).
     assert server_view(database_url, pid)["state"] == "idle"
@@ -94,5 +97,43 @@ async def test_asyncpg_session_left_open_is_reported_at_the_end(
         assert finding.details["ended"] is None
         assert "and was still open at the end of the unit of work" in finding.message
         assert finding.details["idle_seconds"] >= seen["idle"] - 0.05
+    finally:
+        await session.close()
+
+
+def test_rows_locked_in_an_idle_transaction_are_named_with_their_lock(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow, Session(pg_engine) as session:
+        account = session.scalars(
+            select(Account).where(Account.id == 3).with_for_update(key_share=True)  # line:kl
+        ).one()
+        time.sleep(IDLE)  # the payment provider
+        account.balance -= 1
+        session.commit()
+    finding = one(uow.findings, "SQD160")
+    where = here(__file__)
+    assert finding.message.endswith(
+        f"; the rows the query at {where}:{line_of('kl') - 1} locked (FOR NO KEY UPDATE) stay "
+        "locked until the transaction ends, so every other transaction that tries to update, "
+        "delete or lock them waits as long"
+    )
+    assert (line_of("kl") - 1, "rows locked here (FOR NO KEY UPDATE)") in [
+        (r.location.line, r.message) for r in finding.related
+    ]
+
+
+async def test_asyncpg_session_left_open_with_a_shared_lock_names_it(
+    pg_async_engine: AsyncEngine,
+) -> None:
+    session = AsyncSession(pg_async_engine)
+    try:
+        async with sqla_doctor.track(config=CONFIG) as uow:
+            await session.scalars(select(Account).with_for_update(read=True))  # line:shared
+            await asyncio.sleep(IDLE)
+        finding = one(uow.findings, "SQD160")
+        assert "and was still open at the end of the unit of work" in finding.message
+        assert f"the rows the query at {here(__file__)}:{line_of('shared')} locked (FOR SHARE)" in (
+            finding.message
+        )
+        assert "tries to update or delete them" in finding.message
     finally:
         await session.close()

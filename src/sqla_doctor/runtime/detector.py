@@ -669,6 +669,7 @@ class TransactionSpan(_Resumption):
         "idle_site",
         "idle_total",
         "last_site",
+        "locked_rows",
         "longest_statement",
         "outcome",
         "record",
@@ -695,6 +696,7 @@ class TransactionSpan(_Resumption):
         self.last_site = record.last_site
         self.longest_statement = record.longest_statement
         self.wrote = record.wrote()
+        self.locked_rows = record.locked_rows
 
 
 class PoolCheckout:

@@ -1007,6 +1007,7 @@ class CheckoutRecord:
         "last_site",
         "listening",
         "loaded_before",
+        "locked_rows",
         "long_lived",
         "longest_idle",
         "longest_idle_after",
@@ -1060,6 +1061,9 @@ class CheckoutRecord:
         # When and where its current database transaction began (0.0: none open).
         self.transaction_began = 0.0
         self.transaction_site: CallSite | None = None
+        # The first statement of that transaction that locked rows (SELECT ... FOR
+        # UPDATE): where it ran and its lock clause. Other transactions wait on them.
+        self.locked_rows: tuple[CallSite | None, str] | None = None
         # The longest gap between two statements of that transaction, and the statement
         # it followed (the gap after the last statement is measured when it ends).
         self.longest_idle = 0.0

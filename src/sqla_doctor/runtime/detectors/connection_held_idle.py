@@ -8,6 +8,7 @@ from sqlalchemy.pool import NullPool
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.detector import Detector, IdleGap
+from sqla_doctor.runtime.row_locks import held_rows
 
 _NEXT = {
     "statement": "the next statement",
@@ -95,7 +96,9 @@ class ConnectionHeldIdle(Detector):
     slow service holds a connection, the pool runs dry and unrelated requests fail with
     `TimeoutError: QueuePool limit of size 5 overflow 10 reached`. With an open
     transaction the server also shows the connection as "idle in transaction", holding
-    its locks.
+    its locks. Rows the transaction locked before the gap (`with_for_update()`, `SELECT
+    ... FOR UPDATE` or `FOR SHARE`) are named with the query that locked them: every other
+    transaction that writes them (or, for `FOR UPDATE`, locks them) waits as long.
 
     Nor is the time SQLAlchemy spends building the objects of a large result (`.all()`
     of 200,000 rows): a gap after an ORM query is not reported when the session gained
@@ -193,10 +196,23 @@ class ConnectionHeldIdle(Detector):
             # commit() or close() would end the server-side cursor the loop still reads.
             last = f"the streamed query (yield_per/stream_results) at {self.where(last_site)}"
             fix, hint = _STREAMED_FIX, "keyset batches, each in its own short session"
+        opened = record.opened[0] if record.opened else None
+        related = [
+            (last_site, "last query before the gap"),
+            (opened, "connection checked out here"),
+        ]
+        if record.locked_rows is not None and not record.streamed:
+            # The transaction is still open: its row locks are held for the whole gap.
+            fix = (
+                f"{fix}; {held_rows(record.locked_rows, self.where, 'meanwhile')}: take the "
+                "lock after the slow call, just before the writes it protects"
+            )
+            lock_site, lock = record.locked_rows
+            if lock_site != last_site:
+                related.append((lock_site, f"rows locked here ({lock})"))
         following = _NEXT.get(idle.resumed, idle.resumed)
         if site is not None:
             following = f"{following} at {self.where(site)}"
-        opened = record.opened[0] if record.opened else None
         # A streamed query is read by the loop that does the slow work: point at it.
         at = (last_site or site) if record.streamed else (site or last_site)
         self.report(
@@ -205,10 +221,7 @@ class ConnectionHeldIdle(Detector):
             # query before it) and its next ones (after its own last statement) are one.
             key=(at.key if at else None, idle.resumed),
             subject=holder,
-            related=[
-                (last_site, "last query before the gap"),
-                (opened, "connection checked out here"),
-            ],
+            related=related,
             hint=hint,
             details={
                 "idle_seconds": gap,

@@ -8,6 +8,7 @@ from sqla_doctor.config import RuntimeConfig
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
 from sqla_doctor.runtime.detector import Detector, TransactionSpan
+from sqla_doctor.runtime.row_locks import held_rows
 from sqla_doctor.runtime.unit_of_work import CheckoutRecord
 
 _ENDED = {
@@ -121,6 +122,7 @@ class TransactionOpenTooLong(Detector):
             span.idle_total,
             ended,
             site,
+            span.locked_rows,
         )
 
     def end(self) -> None:
@@ -142,6 +144,7 @@ class TransactionOpenTooLong(Detector):
                 record.idle_time(now),
                 ended,
                 None,
+                record.locked_rows,
             )
 
     def _report(
@@ -154,6 +157,7 @@ class TransactionOpenTooLong(Detector):
         idle_total: float,
         ended: str,
         ended_site: CallSite | None,
+        locked: tuple[CallSite | None, str] | None,
     ) -> None:
         holder = "Session" if record.session_owned else "Connection"
         threshold = self.config.idle_transaction_seconds
@@ -186,6 +190,9 @@ class TransactionOpenTooLong(Detector):
             fix = _BUSY_FIX
             hint = "commit in chunks: one transaction per few thousand rows"
             related = [(last, "last statement in the transaction")]
+        elif locked is not None:
+            fix = f"{fix}; {held_rows(locked, self.where, 'until the transaction ends')}"
+            related.append((locked[0], f"rows locked here ({locked[1]})"))
         self.report(
             began or ended_site or last,
             key=(began.key if began else id(record), ended_site.key if ended_site else None),

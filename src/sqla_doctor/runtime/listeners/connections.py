@@ -107,6 +107,7 @@ def _on_engine_begin(conn: Connection) -> None:
     if checkout is None or _autocommit(conn):
         return
     checkout.transaction_began = time.perf_counter()
+    checkout.locked_rows = None
     checkout.forget_idle()
     checkout.longest_statement = 0.0
     execution = executing.get()

@@ -248,10 +248,9 @@ def _connection_resumes(
             gap = IdleGap(checkout, now - idle, what, known=known)
             _dispatch(uow, "connection_idle", gap, can_raise=False)
     checkout.transaction_began = 0.0
-    if runtime is None:
-        return
-    if began and now - began >= runtime.idle_transaction_seconds:
+    if runtime is not None and began and now - began >= runtime.idle_transaction_seconds:
         uow = _checkout_unit(checkout)
         if uow is not None:
             span = TransactionSpan(checkout, what, now - began, stretch, idle_total, known=known)
             _dispatch(uow, "connection_transaction_end", span, can_raise=False)
+    checkout.locked_rows = None

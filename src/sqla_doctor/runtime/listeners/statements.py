@@ -18,7 +18,7 @@ from sqlalchemy.exc import MissingGreenlet, SQLAlchemyError
 from sqlalchemy.orm import RelationshipProperty
 from sqlalchemy.sql.elements import SavepointClause
 
-from sqla_doctor.runtime import callsite, errors
+from sqla_doctor.runtime import callsite, errors, row_locks
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
     CORE,
@@ -286,6 +286,10 @@ def _on_before_cursor_execute(
         if checkout is not None:
             checkout.loaded_before = execution.loaded if execution is not None else -1
             checkout.streamed = execution is not None and execution.streamed
+            if checkout.locked_rows is None and checkout.transaction_began:
+                lock = row_locks.row_lock(statement)
+                if lock is not None:
+                    checkout.locked_rows = (last_site, lock)
             if not checkout.session_owned:
                 if kind is CORE:
                     _note_core_write(conn, checkout, statement, last_site)
