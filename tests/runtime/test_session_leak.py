@@ -466,7 +466,46 @@ async def test_an_async_scoped_session_is_told_to_await_remove(async_engine: Asy
     finding = one(uow.findings, "SQD151")
     assert finding.location.line == line_of("async-scoped")
     assert "`await async_db_session.remove()`" in finding.message
-    assert finding.fix_hint == "async_db_session.remove()"
+    assert finding.fix_hint == "await async_db_session.remove()"
+
+
+async def test_an_async_scoped_session_made_in_a_function_is_told_to_await_remove(
+    async_engine: AsyncEngine,
+) -> None:
+    Tasks = async_scoped_session(
+        async_sessionmaker(async_engine), scopefunc=asyncio.current_task
+    )
+
+    async def worker(name: str) -> User | None:
+        # The registry is a closure's local: the module's globals do not have it.
+        found = await Tasks.scalars(select(User).where(User.name == name))  # line:local-scoped
+        return found.first()
+
+    async with sqla_doctor.track(mode="collect") as uow:
+        await asyncio.gather(worker("user1"), worker("user2"))
+    for session in list(Tasks.registry.registry.values()):
+        await session.close()
+    found = of_code(uow.findings, "SQD151")
+    assert found
+    for finding in found:
+        assert finding.location.line == line_of("local-scoped")
+        assert "Tasks is a scoped_session: its session lives until `await Tasks.remove()`" in (
+            finding.message
+        )
+        assert finding.fix_hint == "await Tasks.remove()"
+
+
+async def test_a_local_name_that_is_not_a_scoped_session_gets_the_close_advice(
+    async_engine: AsyncEngine,
+) -> None:
+    Tasks = async_sessionmaker(async_engine)
+    session = Tasks()
+    async with sqla_doctor.track(mode="collect") as uow:
+        await session.scalars(select(User))  # line:local-plain
+    await session.close()
+    finding = one(uow.findings, "SQD151")
+    assert finding.location.line == line_of("local-plain")
+    assert "scoped_session" not in finding.message
 
 
 def test_a_session_scope_without_finally_is_named(engine: Engine) -> None:

@@ -17,7 +17,7 @@ from sqla_doctor.runtime.async_sessions import async_owner
 from sqla_doctor.runtime.callsite import USER, CallSite, classify, format_stack
 from sqla_doctor.runtime.detector import Detector
 from sqla_doctor.runtime.generator_dependency import generator_dependency, module_of
-from sqla_doctor.runtime.source_blocks import FUNCTION
+from sqla_doctor.runtime.source_blocks import FUNCTION, indent
 from sqla_doctor.runtime.unit_of_work import SessionRecord
 
 _FIX = "close it: `with {call} as {name}:` (or {name}.close() in a finally block)"
@@ -308,7 +308,7 @@ _NAMES = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\s*[.(]")
 
 def scoped_proxy(*sites: CallSite | None) -> ScopedProxy | None:
     """The ``scoped_session`` the line at the first of ``sites`` that names one used,
-    when a module-level name says so.
+    when a module-level name says so, or an assignment in a function around the line.
 
     Asked only when a finding is reported: the line's names are looked up in its module's
     globals (``db_session.query(...)``, Flask-SQLAlchemy's ``db.session.get(...)``).
@@ -334,6 +334,10 @@ def _scoped_proxy_at(site: CallSite, sync: type, asynchronous: type) -> ScopedPr
     for dotted in _NAMES.findall(line):
         first, _, attribute = dotted.partition(".")
         owner = module.__dict__.get(first)
+        if owner is None and first not in module.__dict__:
+            local = _enclosing_scoped_session(site, first)
+            if local is not None:
+                return local
         name, value = first, owner
         if attribute and not isinstance(value, (sync, asynchronous)):
             # Static lookup: a property of the user's object must not run (it might query).
@@ -352,6 +356,35 @@ def _scoped_proxy_at(site: CallSite, sync: type, asynchronous: type) -> ScopedPr
             return ScopedProxy(name, False)
         if isinstance(value, asynchronous):
             return ScopedProxy(name, True)
+    return None
+
+
+# ``Session = async_scoped_session(factory, scopefunc=current_task)``, in a function.
+_SCOPED_MADE = re.compile(
+    r"\s*(?P<name>[A-Za-z_]\w*)\s*(?::[^=]+)?=\s*(?:[\w.]+\.)?"
+    r"(?P<kind>async_scoped_session|scoped_session)\("
+)
+
+
+def _enclosing_scoped_session(site: CallSite, name: str) -> ScopedProxy | None:
+    """The scoped_session bound to ``name`` in the function around the line at
+    ``site``, or in a function around that one (a closure's registry): a local the
+    module's globals do not have. Read from the source, upwards, skipping the blocks
+    nested deeper than the ones the line sits in."""
+    line = linecache.getline(site.filename, site.lineno)
+    floor = indent(line)
+    for number in range(site.lineno - 1, max(site.lineno - _MAX_LINES_UP, 0), -1):
+        text = linecache.getline(site.filename, number)
+        stripped = text.strip()
+        width = indent(text)
+        if not stripped or stripped.startswith("#") or width > floor:
+            continue
+        if width == 0:
+            return None  # module level: its names are the globals already asked
+        made = _SCOPED_MADE.match(text)
+        if made is not None and made.group("name") == name:
+            return ScopedProxy(name, made.group("kind") == "async_scoped_session")
+        floor = width
     return None
 
 
@@ -440,7 +473,9 @@ class SessionLeak(Detector):
     `async with` fix) is read from the line that acquired its connection: an `await`
     there. A session of a `scoped_session` is told to call `remove()` on the name the
     reported line uses, when that name is a module-level `scoped_session` (or an
-    attribute of one, as Flask-SQLAlchemy's `db.session`); through a local alias the
+    attribute of one, as Flask-SQLAlchemy's `db.session`), or is assigned a
+    `scoped_session(...)` / `async_scoped_session(...)` call in the function around the
+    line (or around that function, for a closure); through any other local alias the
     plain `with` fix is given. The `with` fix names the call that made the session and
     the name it was given (`with SessionLocal() as db:`) when the function at the
     reported line made it itself, on one line above it (`db = SessionLocal()`). A session
@@ -589,7 +624,7 @@ class SessionLeak(Detector):
             )
             related.insert(0, (dependency.site, f"{name}() opened the session"))
         elif proxy is not None:
-            hint = f"{proxy.name}.remove()"
+            hint = f"{'await ' if proxy.awaited else ''}{proxy.name}.remove()"
             fix = _SCOPED_FIX.format(name=proxy.name, awaited="await " if proxy.awaited else "")
         else:
             asynchronous = is_async_session(record)
