@@ -51,7 +51,10 @@ _FAMILIES = {
     "float": "float",
     "double": "float",
     "double precision": "float",
+    "double_precision": "float",
     "real": "real",
+    "float4": "real",
+    "float8": "float",
     "uuid": "uuid",
     "uuid_": "uuid",
     "json": "json",
@@ -127,6 +130,8 @@ def from_python(
                 return item.value
         return call.args[position] if 0 <= position < len(call.args) else None
 
+    if family == "float" and raw.lower() == "float":
+        family = _float_family(_int(argument(0, "precision")))
     timezone_node = argument(0, "timezone") if family in ("timestamp", "time") else None
     timezone = timezone_node.value if isinstance(timezone_node, ast.Constant) else None
     if family == "timestamp" and timezone is True:
@@ -171,6 +176,12 @@ def _decorated(
 _DECIDING_METHODS = frozenset({"__init__", "load_dialect_impl"})
 
 
+def _float_family(precision: int | None) -> str:
+    """PostgreSQL's ``float(p)``: ``real`` for a precision of 1 to 24 binary digits,
+    ``double precision`` above that or without one (``Float(precision=3)`` is ``real``)."""
+    return "real" if precision is not None and 1 <= precision <= 24 else "float"
+
+
 def _str(node: ast.expr | None) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
@@ -187,7 +198,9 @@ def from_sql(text: str) -> ColumnType | None:
         return None
     name = " ".join(match.group("name").lower().split())
     family = _FAMILIES.get(name, name)
-    if name in ("timestamp with time zone",):
+    if name == "float":
+        family = _float_family(int(match.group("a")) if match.group("a") else None)
+    elif name in ("timestamp with time zone",):
         family = "timestamptz"
     elif name.startswith("timestamp"):
         family = "timestamp"

@@ -104,11 +104,13 @@ class ColumnTypeChange(MigrationRule):
     raw `ALTER COLUMN ... TYPE`), such as `Integer` → `BigInteger`, `String` → `Integer`,
     `DateTime` → `DateTime(timezone=True)`, or a shorter `String`. Changes PostgreSQL makes
     without touching the rows are not reported: a longer `String(n)`, `String` → `Text`,
-    a wider `Numeric` with the same scale (read from `existing_type=`, which autogenerate
-    writes, or from the type the revision's `downgrade()` changes the column back to, or
-    else from the types the revisions below it give the column of that table
-    and schema in `create_table`, `add_column`, `alter_column` and `Table(...)` objects
-    they build, when every one of them is cheap to change from). A `postgresql_using=`
+    a wider `Numeric` with the same scale, `REAL` → `Float(precision=3)` (PostgreSQL's
+    `float(p)` is `real` up to 24 bits, else `double precision`). The old type is read
+    from `existing_type=`, which autogenerate writes, or from the type the revision's
+    `downgrade()` changes the column back to, or else from the types the revisions below
+    it give the column of that table and schema in `create_table`, `add_column`,
+    `alter_column` and `Table(...)` objects they build, when every one of them is cheap
+    to change from. A `postgresql_using=`
     (or raw SQL's `USING`) that only casts the column to the new kind of type
     (`"value::text"`, `CAST(value AS text)`) keeps such a change cheap; any other
     expression rewrites. `DateTime` ↔ `DateTime(timezone=True)`
@@ -189,6 +191,27 @@ class ColumnTypeChange(MigrationRule):
                     batch_op.alter_column(
                         "fingerprint", existing_type=mysql.TINYTEXT(), type_=sa.TEXT()
                     )
+            """
+        ),
+        # Float(precision=3) is PostgreSQL's float(3), which is real; Float() and
+        # DOUBLE_PRECISION are both double precision (faraday's vulnerability.risk).
+        Valid(
+            _HEAD
+            + """
+            from sqlalchemy.dialects import postgresql
+
+            def upgrade():
+                op.alter_column(
+                    "vulnerability", "risk", existing_type=sa.REAL(),
+                    type_=sa.Float(precision=3, asdecimal=1),
+                )
+                op.alter_column(
+                    "rates", "value", existing_type=sa.Float(), type_=postgresql.DOUBLE_PRECISION()
+                )
+                op.execute("ALTER TABLE scores ALTER COLUMN value TYPE float(24)")
+
+            def downgrade():
+                op.execute("ALTER TABLE scores ALTER COLUMN value TYPE float4")
             """
         ),
         # The same enum type, before and after: its value was added by ALTER TYPE.
@@ -601,6 +624,25 @@ class ColumnTypeChange(MigrationRule):
                 "connectiontype ADD VALUE '...'` changes the catalogue only, and PostgreSQL "
                 "12+ runs it in a transaction); else add a new column, backfill it, and switch "
                 "over"
+            ),
+        ),
+        # real to double precision: Float() without a precision, or one above 24 bits.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("vulnerability", "risk", existing_type=sa.REAL(), type_=sa.Float())
+                op.alter_column(
+                    "vulnerability", "score", existing_type=sa.Float(precision=3),
+                    type_=sa.Float(precision=53),
+                )
+            """,
+            count=2,
+            expected_message=(
+                "changing vulnerability.risk from sa.REAL() to sa.Float() rewrites the table "
+                "and its indexes under an ACCESS EXCLUSIVE lock: every read and write of "
+                "vulnerability waits until it finishes — add a new column, backfill it, and "
+                "switch over instead"
             ),
         ),
         # The early return is for SQLite: PostgreSQL goes on to the change.
