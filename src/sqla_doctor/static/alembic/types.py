@@ -206,9 +206,15 @@ def from_sql(text: str) -> ColumnType | None:
         family = "timestamp"
     first = int(match.group("a")) if match.group("a") else None
     second = int(match.group("b")) if match.group("b") else None
+    # The tokenizer joins tokens with spaces: `VARCHAR ( 20 )` is shown `VARCHAR(20)`.
+    shown = re.sub(r"\s*\(\s*", "(", re.sub(r"\s*\)", ")", re.sub(r"\s*,\s*", ", ", text.strip())))
+    if family == name and name not in _FAMILIES and shown.isupper():
+        # A type of the database's own (an enum): the SQL tokenizer upper-cases words,
+        # PostgreSQL folds an unquoted name to lower case.
+        shown = shown.lower()
     return ColumnType(
         family,
-        text.strip(),
+        shown,
         length=first if family in ("varchar", "char") else None,
         precision=first if family == "numeric" else None,
         scale=second if family == "numeric" else None,

@@ -147,7 +147,8 @@ class ColumnTypeChange(MigrationRule):
     For text, widen instead: `String(50)` → `String(255)` or `Text` changes only the
     catalogue.
     For an enum cast to another enum type (a new `sa.Enum`, or the
-    rename-create-cast-drop revision that adds a value), the message says
+    rename-create-cast-drop revision that adds a value, in raw SQL or through a temporary
+    type `sa.Enum(..., name=...).create()` makes), the message says
     `ALTER TYPE ... ADD VALUE`: when the new type only adds values, that changes the
     catalogue only, and PostgreSQL 12+ runs it inside the migration's transaction.
 
@@ -617,8 +618,8 @@ class ColumnTypeChange(MigrationRule):
             """,
             count=2,
             expected_message=(
-                "changing connectionconfig.connection_type from CONNECTIONTYPE to "
-                "CONNECTIONTYPE rewrites the table and its indexes under an ACCESS EXCLUSIVE "
+                "changing connectionconfig.connection_type from connectiontype to "
+                "connectiontype rewrites the table and its indexes under an ACCESS EXCLUSIVE "
                 "lock: every read and write of connectionconfig waits until it finishes — if "
                 "the new type only adds values, add them to the old one instead (`ALTER TYPE "
                 "connectiontype ADD VALUE '...'` changes the catalogue only, and PostgreSQL "
@@ -643,6 +644,65 @@ class ColumnTypeChange(MigrationRule):
                 "and its indexes under an ACCESS EXCLUSIVE lock: every read and write of "
                 "vulnerability waits until it finishes — add a new column, backfill it, and "
                 "switch over instead"
+            ),
+        ),
+        # An enum's values extended through a temporary enum type that sa.Enum creates
+        # (faraday): each cast rewrites, and the type to add the value to is the one
+        # the column had before the first cast.
+        Invalid(
+            _HEAD
+            + """
+            ROLES = ["admin", "pentester", "client"]
+
+            def upgrade():
+                old_type = sa.Enum(*ROLES, name="user_roles")
+                new_type = sa.Enum(*sorted(ROLES + ["asset_owner"]), name="user_roles")
+                tmp_type = sa.Enum(*sorted(ROLES + ["asset_owner"]), name="_user_roles")
+                tmp_type.create(op.get_bind(), checkfirst=False)
+                op.execute(
+                    "ALTER TABLE faraday_user ALTER COLUMN role TYPE _user_roles"
+                    " USING role::text::_user_roles"
+                )
+                old_type.drop(op.get_bind(), checkfirst=False)
+                new_type.create(op.get_bind(), checkfirst=False)
+                op.execute(
+                    "ALTER TABLE faraday_user ALTER COLUMN role TYPE user_roles"
+                    " USING role::text::user_roles"
+                )
+                tmp_type.drop(op.get_bind(), checkfirst=False)
+
+            def downgrade():
+                op.execute(
+                    "ALTER TABLE faraday_user ALTER COLUMN role TYPE user_roles"
+                    " USING role::text::user_roles"
+                )
+            """,
+            count=2,
+            expected_message=(
+                "changing faraday_user.role from _user_roles to user_roles rewrites the "
+                "table and its indexes under an ACCESS EXCLUSIVE lock: every read and write "
+                "of faraday_user waits until it finishes — if the new type only adds values, "
+                "add them to the old one instead (`ALTER TYPE user_roles ADD VALUE '...'` "
+                "changes the catalogue only, and PostgreSQL 12+ runs it in a transaction); "
+                "else add a new column, backfill it, and switch over"
+            ),
+        ),
+        # A varchar cast to an enum type sa.Enum creates: no old enum to extend.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                sa.Enum("a", "b", name="kinds").create(op.get_bind())
+                op.execute("ALTER TABLE secrets ALTER COLUMN kind TYPE kinds USING kind::kinds")
+
+            def downgrade():
+                op.execute("ALTER TABLE secrets ALTER COLUMN kind TYPE varchar(20)")
+            """,
+            expected_message=(
+                "changing secrets.kind from VARCHAR(20) to kinds rewrites the table and its "
+                "indexes under an ACCESS EXCLUSIVE lock: every read and write of secrets "
+                "waits until it finishes — add a new column, backfill it, and switch over "
+                "instead"
             ),
         ),
         # The early return is for SQLite: PostgreSQL goes on to the change.
@@ -726,6 +786,10 @@ class ColumnTypeChange(MigrationRule):
         self, migration: MigrationFile, shared: AlembicAnalysis
     ) -> Iterable[Finding]:
         resolver = migration.file.ctx.names
+        # The type each column was last changed to in this upgrade(), and the one it
+        # had before the first change: a rename-create-cast-drop revision casts to a
+        # temporary enum, then to the new one.
+        changed: dict[_Column, tuple[ColumnType, ColumnType | None]] = {}
         for operation in self.operations(migration):
             if operation.kind != "alter_type":
                 continue
@@ -760,17 +824,24 @@ class ColumnTypeChange(MigrationRule):
                 )
             if new is None:
                 continue
-            if old is None:
-                old = _restored_type(migration, operation)
+            key = (operation.schema, operation.table, operation.column)
+            earlier = changed.get(key)
+            if earlier is not None:
+                old, original = earlier
+            else:
+                if old is None:
+                    old = _restored_type(migration, operation)
+                original = old
+            changed[key] = (new, original)
             if old is None and not using:
-                earlier = _types_elsewhere(migration, operation)
-                if earlier and all(change_cost(t, new) is None for t in earlier):
+                below = _types_elsewhere(migration, operation)
+                if below and all(change_cost(t, new) is None for t in below):
                     continue  # every type another revision gives the column: no rewrite
             cost = "rewrite" if using else change_cost(old, new)
             if cost is None:
                 continue
             change = f"from {old.text} to {new.text}" if old is not None else f"to {new.text}"
-            enum = _enum_swap(migration, old, new)
+            enum = _enum_swap(migration, original, new)
             if cost == "rewrite unless UTC":
                 remedy = (
                     "unless the session's TimeZone is UTC, where PostgreSQL 12+ changes the "
@@ -796,6 +867,8 @@ class ColumnTypeChange(MigrationRule):
                 remedy=remedy,
             )
 
+
+_Column = tuple[str | None, str | None, str | None]  # schema, table, column
 
 _COSTS = {
     "rewrite": "rewrites the table and its indexes",
@@ -825,7 +898,7 @@ def _enum_swap(
         for node in ast.walk(migration.file.tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
         for match in _CREATE_ENUM.findall(node.value)
-    }
+    } | _enum_names(migration)
 
     def enum_name(column: ColumnType) -> str | None:
         if column.family == "enum":
@@ -837,6 +910,27 @@ def _enum_swap(
     if before is None or after is None:
         return None
     return before if before != "..." else after
+
+
+def _enum_names(migration: MigrationFile) -> set[str]:
+    """The names the revision gives ``sa.Enum(..., name="user_roles")`` or
+    ``postgresql.ENUM`` types (created with ``.create(op.get_bind())`` and cast to in
+    raw SQL)."""
+    resolver = migration.file.ctx.names
+    names: set[str] = set()
+    for node in ast.walk(migration.file.tree):
+        if not isinstance(node, ast.Call):
+            continue
+        qualified = resolver.qualify(node.func) or ""
+        if qualified.partition(".")[0] != "sqlalchemy" or qualified.rpartition(".")[2] not in (
+            "Enum",
+            "ENUM",
+        ):
+            continue
+        name = next((k.value for k in node.keywords if k.arg == "name"), None)
+        if isinstance(name, ast.Constant) and isinstance(name.value, str):
+            names.add(name.value.lower())
+    return names
 
 
 def _plain_cast(node: ast.expr, column: str | None, new: ColumnType) -> bool:
