@@ -311,10 +311,13 @@ def test_a_version_folder_named_for_another_database(folder: str, other: bool) -
         ("UPDATE plugins SET type = 'core' WHERE id = 'crowdsec' AND type = 'external'", True),
         ("UPDATE t SET x = 1 WHERE id > 1 AND x IS NULL", False),
         ("UPDATE t SET x = s.x FROM (SELECT id, x FROM u) AS s WHERE t.id = s.id", False),
-        ("INSERT INTO t (id) VALUES (1)", False),
+        ("INSERT INTO t (id) VALUES (1), (2)", True),
+        ("INSERT INTO t (id) SELECT id FROM u", False),
+        ("INSERT INTO t (id) VALUES ((SELECT max(id) FROM u))", False),
     ],
 )
 def test_a_data_change_of_one_row_by_its_key(sql: str, one_row: bool) -> None:
-    """One row by its `id` is no backfill; any other condition may match every row."""
+    """One row by its `id`, or rows the statement writes out, is no backfill; any other
+    condition (or a query) may match every row."""
     (action,) = classify(sql)
     assert ("one_row" in action.extra) is one_row

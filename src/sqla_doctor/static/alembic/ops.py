@@ -91,7 +91,9 @@ class Operation:
     drops_not_null: bool = False
     # `alter_column(..., existing_nullable=False)`: the column is NOT NULL already.
     already_not_null: bool = False
-    one_row: bool = False  # an UPDATE or DELETE ... WHERE id = <literal>
+    # An UPDATE or DELETE ... WHERE id = <literal>, or an INSERT of rows the revision
+    # writes out (`VALUES (...)`, `op.bulk_insert(t, [{...}])`): no backfill.
+    one_row: bool = False
     # Raw `ALTER COLUMN ... TYPE ... USING`: "" for any expression, the type when it
     # only casts the column.
     using_sql: str | None = None
@@ -601,7 +603,15 @@ class Extractor:
         elif method == "execute":
             self._execute(call, written, state)
         elif method == "bulk_insert":
-            emit("dml", verb="INSERT", table=self._table_name(_arg(call, 0, "table"), state))
+            rows = _arg(call, 1, "rows")
+            emit(
+                "dml",
+                verb="INSERT",
+                table=self._table_name(_arg(call, 0, "table"), state),
+                # Rows written out in the revision: seed data, no backfill.
+                one_row=isinstance(rows, (ast.List, ast.Tuple))
+                and all(isinstance(row, ast.Dict) for row in rows.elts),
+            )
 
     def _not_null_columns(self, call: ast.Call, state: _State) -> tuple[str, ...]:
         """The columns ``op.create_table(...)`` creates NOT NULL: ``nullable=False``,

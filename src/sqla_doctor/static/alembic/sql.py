@@ -537,8 +537,16 @@ def _dml(reader: _Reader) -> SqlAction:
     emptied = verb == "TRUNCATE" or (
         verb == "DELETE" and not any(t.kind == "word" and t.value == "WHERE" for t in rest)
     )
-    extra = ("all_rows",) if emptied else ("one_row",) if _one_row(verb, rest) else ()
+    bounded = _one_row(verb, rest) or _literal_rows(verb, reader.tokens[reader.pos :])
+    extra = ("all_rows",) if emptied else ("one_row",) if bounded else ()
     return SqlAction("dml", verb=verb, table=table, extra=extra)
+
+
+def _literal_rows(verb: str, rest: Sequence[Token]) -> bool:
+    """``INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')``: rows written out in the
+    statement, no query of the table's rows (``INSERT ... SELECT``, a subquery)."""
+    words = {t.value for t in rest if t.kind == "word"}
+    return verb == "INSERT" and "VALUES" in words and "SELECT" not in words
 
 
 def _one_row(verb: str, rest: Sequence[Token]) -> bool:

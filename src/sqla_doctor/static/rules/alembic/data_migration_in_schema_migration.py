@@ -28,7 +28,8 @@ class DataMigrationInSchemaMigration(MigrationRule):
     or an ORM `Session` bound to `op.get_bind()`) and also changes the schema of an
     existing table in the same transaction: any table's before the data change, or the
     same table's after it. Seeding a table created by the same migration, one row changed
-    by its key (`WHERE id = 1`, a version row), and data changes inside
+    by its key (`WHERE id = 1`, a version row), rows the revision writes out
+    (`INSERT ... VALUES`, `op.bulk_insert(table, [{...}])`), and data changes inside
     `autocommit_block()` are not reported.
 
     ## Why is this bad?
@@ -134,6 +135,19 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 op.add_column("app_metadata", sa.Column("force_update", sa.Boolean()))
                 op.execute("UPDATE app_metadata SET force_update = false WHERE id = 1")
                 op.execute("UPDATE app_metadata SET version = '1.6.2' WHERE id = 1")
+            """
+        ),
+        # Rows written out in the revision (PowerDNS-Admin's new settings): seed data
+        # that takes no time under the ALTER's lock.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                with op.batch_alter_table("setting") as batch_op:
+                    batch_op.alter_column("value", existing_type=sa.String(256), type_=sa.Text())
+                setting = sa.sql.table("setting", sa.column("id"), sa.column("name"))
+                op.bulk_insert(setting, [{"id": 42, "name": "records_allow_edit"}])
+                op.execute("INSERT INTO setting (id, name) VALUES (43, 'otp'), (44, 'sso')")
             """
         ),
         # Queries and settings are not data changes.
@@ -276,6 +290,27 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 op.execute("UPDATE orders SET currency = 'EUR' WHERE status = 'open'")
             """,
             line=9,
+        ),
+        # Rows read from the table itself, or computed: as long as the table is big.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("setting", sa.Column("view", sa.String(64), nullable=True))
+                op.execute("INSERT INTO setting (name, view) SELECT name, 'basic' FROM setting")
+            """,
+            line=9,
+        ),
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("setting", sa.Column("view", sa.String(64), nullable=True))
+                setting = sa.sql.table("setting", sa.column("name"))
+                rows = op.get_bind().execute(sa.text("SELECT name FROM legacy_setting"))
+                op.bulk_insert(setting, [{"name": row.name} for row in rows])
+            """,
+            line=11,
         ),
         # In a loop, the UPDATE of one table runs after the ALTER of the one before.
         Invalid(
