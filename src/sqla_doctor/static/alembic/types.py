@@ -132,6 +132,9 @@ def from_python(
 
     if family == "float" and raw.lower() == "float":
         family = _float_family(_int(argument(0, "precision")))
+    native = next((k.value for k in call.keywords if k.arg == "native_enum"), None)
+    if family == "enum" and isinstance(native, ast.Constant) and native.value is False:
+        return ColumnType("varchar", text, length=_enum_length(call, resolver, index))
     timezone_node = argument(0, "timezone") if family in ("timestamp", "time") else None
     timezone = timezone_node.value if isinstance(timezone_node, ast.Constant) else None
     if family == "timestamp" and timezone is True:
@@ -180,6 +183,32 @@ def _float_family(precision: int | None) -> str:
     """PostgreSQL's ``float(p)``: ``real`` for a precision of 1 to 24 binary digits,
     ``double precision`` above that or without one (``Float(precision=3)`` is ``real``)."""
     return "real" if precision is not None and 1 <= precision <= 24 else "float"
+
+
+def _enum_length(
+    call: ast.Call, resolver: NameResolver, index: ProjectIndex | None
+) -> int | None:
+    """The length of the VARCHAR a non-native ``Enum`` is: ``length=``, else its longest
+    value (``Enum("a", "bb")``) or member name (``Enum(DocumentSource)``, a project enum
+    class whose members the index read); None when not known."""
+    given = next((k.value for k in call.keywords if k.arg == "length"), None)
+    if given is not None:
+        return _int(given)
+    values = [_str(a) for a in call.args]
+    if values and all(v is not None for v in values):
+        return max(len(v or "") for v in values)
+    if len(call.args) != 1 or any(k.arg == "values_callable" for k in call.keywords):
+        return None
+    qualified = resolver.qualify(call.args[0])
+    facts = index.class_facts(qualified) if index is not None and qualified else None
+    if facts is None or facts.methods & {"_generate_next_value_", "__new__"}:
+        return None
+    members = [
+        name
+        for name, literal in facts.literals.items()
+        if literal and not name.startswith("_")
+    ]
+    return max((len(name) for name in members), default=None)
 
 
 def _str(node: ast.expr | None) -> str | None:

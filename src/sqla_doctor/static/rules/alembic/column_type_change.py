@@ -96,6 +96,21 @@ _DECORATORS = {
 }
 
 
+_ENUM_CLASS = {
+    "app/__init__.py": "",
+    "app/constants.py": """
+        from enum import Enum
+
+        class DocumentSource(str, Enum):
+            SLACK = "slack"
+            GOOGLE_CLOUD_STORAGE = "google_cloud_storage"
+
+            def describe(self) -> str:
+                return self.value.title()
+    """,
+}
+
+
 class ColumnTypeChange(MigrationRule):
     """
     ## What it does
@@ -105,7 +120,9 @@ class ColumnTypeChange(MigrationRule):
     `DateTime` → `DateTime(timezone=True)`, or a shorter `String`. Changes PostgreSQL makes
     without touching the rows are not reported: a longer `String(n)`, `String` → `Text`,
     a wider `Numeric` with the same scale, `REAL` → `Float(precision=3)` (PostgreSQL's
-    `float(p)` is `real` up to 24 bits, else `double precision`). The old type is read
+    `float(p)` is `real` up to 24 bits, else `double precision`), a non-native `Enum`
+    (a VARCHAR as long as its longest value or member name) to a `String` at least as
+    long. The old type is read
     from `existing_type=`, which autogenerate writes, or from the type the revision's
     `downgrade()` changes the column back to, or else from the types the revisions below
     it give the column of that table and schema in `create_table`, `add_column`,
@@ -214,6 +231,27 @@ class ColumnTypeChange(MigrationRule):
             def downgrade():
                 op.execute("ALTER TABLE scores ALTER COLUMN value TYPE float4")
             """
+        ),
+        # A non-native Enum is a VARCHAR as long as its longest value, or member name of
+        # the project's enum class (onyx): a String at least that long widens it.
+        Valid(
+            _HEAD
+            + """
+            from app.constants import DocumentSource
+
+            def upgrade():
+                op.alter_column(
+                    "connector", "source",
+                    existing_type=sa.Enum(DocumentSource, native_enum=False),
+                    type_=sa.String(length=50),
+                )
+                op.alter_column(
+                    "persona", "recency_bias",
+                    existing_type=sa.Enum("auto", "favor_recent", native_enum=False),
+                    type_=sa.String(),
+                )
+            """,
+            files=_ENUM_CLASS,
         ),
         # The same enum type, before and after: its value was added by ALTER TYPE.
         Valid(
@@ -703,6 +741,33 @@ class ColumnTypeChange(MigrationRule):
                 "indexes under an ACCESS EXCLUSIVE lock: every read and write of secrets "
                 "waits until it finishes — add a new column, backfill it, and switch over "
                 "instead"
+            ),
+        ),
+        # Shorter than the enum's longest member name, or a varchar cut down to the
+        # longest value: every row is read.
+        Invalid(
+            _HEAD
+            + """
+            from app.constants import DocumentSource
+
+            def upgrade():
+                op.alter_column(
+                    "connector", "source",
+                    existing_type=sa.Enum(DocumentSource, native_enum=False),
+                    type_=sa.String(length=10),
+                )
+                op.alter_column(
+                    "cc_pair", "status", existing_type=sa.String(20),
+                    type_=sa.Enum("ACTIVE", "INITIAL_INDEXING", native_enum=False),
+                )
+            """,
+            files=_ENUM_CLASS,
+            count=2,
+            expected_message=(
+                "changing connector.source from sa.Enum(DocumentSource, native_enum=False) "
+                "to sa.String(length=10) reads every row to check the new length under an "
+                "ACCESS EXCLUSIVE lock: every read and write of connector waits until it "
+                "finishes — add a new column, backfill it, and switch over instead"
             ),
         ),
         # The early return is for SQLite: PostgreSQL goes on to the change.
