@@ -121,8 +121,9 @@ class BulkDmlSkipsOrmEvents(Rule):
     a statement a listener runs itself (in its body, or in a module helper only
     listeners call) for that listener. A listener
     whose body acts only when some attributes changed (`if inspect(target).attrs.email.
-    history.has_changes():`) is not reported for an update that sets none of them, nor
-    one whose body (or a function it defines, such as an `after_flush` hook) only
+    history.has_changes():`) is not reported for an update that sets none of them (its
+    `.values()` keys, or the string keys of a local dict it is given, `values["theme"] =
+    ...`), nor one whose body (or a function it defines, such as an `after_flush` hook) only
     bulk-deletes rows of models the function deletes by hand too.
 
     ## Example
@@ -286,6 +287,17 @@ class BulkDmlSkipsOrmEvents(Rule):
 
             def set_theme(session, account_id, theme):
                 session.execute(update(Account).where(Account.id == account_id).values(theme=theme))
+
+            def set_preferences(session, account_id, theme=None, aliases=None):
+                values: dict[str, str] = {}
+                if theme is not None:
+                    values["theme"] = theme
+                if aliases is not None:
+                    values["aliases"] = aliases
+                if values:
+                    session.execute(
+                        update(Account).where(Account.id == account_id).values(**values)
+                    )
             """
         ),
         # A delete on a class whose children are deleted by the database.
@@ -485,6 +497,41 @@ class BulkDmlSkipsOrmEvents(Rule):
             """,
             line=19,
         ),
+        # A dict of values that may hold the email, or keys the function does not write
+        # out: the listener may have to run.
+        Invalid(
+            """
+            from sqlalchemy import event, inspect, update
+            from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+            class Base(DeclarativeBase):
+                pass
+
+            class Account(Base):
+                __tablename__ = "accounts"
+                id: Mapped[int] = mapped_column(primary_key=True)
+                email: Mapped[str]
+                theme: Mapped[str]
+
+            @event.listens_for(Account, "before_update")
+            def released_on_update(mapper, connection, target):
+                if inspect(target).attrs.email.history.has_changes():
+                    print("email changed")
+
+            def set_preferences(session, account_id, theme=None, email=None):
+                values = {"theme": theme}
+                if email is not None:
+                    values["email"] = email
+                session.execute(update(Account).where(Account.id == account_id).values(values))
+
+            def set_fields(session, account_id, fields):
+                values = {}
+                for name, value in fields.items():
+                    values[name] = value
+                session.execute(update(Account).where(Account.id == account_id).values(**values))
+            """,
+            count=2,
+        ),
         # Children deleted after the parent, and a helper the application calls too.
         Invalid(
             """
@@ -624,11 +671,19 @@ class BulkDmlSkipsOrmEvents(Rule):
                 found = True
                 for kw in grand.keywords:
                     if kw.arg is None:
-                        return None
-                    keys.add(kw.arg)
+                        spread = self._dict_keys(kw.value)
+                        if spread is None:
+                            return None
+                        keys |= spread
+                    else:
+                        keys.add(kw.arg)
                 for arg in grand.args:
                     if not isinstance(arg, ast.Dict):
-                        return None
+                        given = self._dict_keys(arg)
+                        if given is None:
+                            return None
+                        keys |= given
+                        continue
                     for key in arg.keys:
                         name = literal_str(key) or (
                             key.attr if isinstance(key, ast.Attribute) else None
@@ -639,6 +694,41 @@ class BulkDmlSkipsOrmEvents(Rule):
             current = grand
             parent = self.ctx.parent(current)
         return keys if found else None
+
+    def _dict_keys(self, expr: ast.expr) -> set[str] | None:
+        """The keys a local dict can hold (``values = {}`` then ``values["a"] = ...``
+        under conditions): its function binds it only to dict literals with string keys
+        and stores only under string keys; None when it is used any other way (handed to
+        a call, updated, stored under a computed key)."""
+        if not isinstance(expr, ast.Name):
+            return None
+        scope = self.ctx.enclosing_scope(expr)
+        if not isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        keys: set[str] = set()
+        for node in ast.walk(scope):
+            if not (isinstance(node, ast.Name) and node.id == expr.id) or node is expr:
+                continue
+            parent = self.ctx.parent(node)
+            if isinstance(node.ctx, ast.Store):
+                value = parent.value if isinstance(parent, (ast.Assign, ast.AnnAssign)) else None
+                if not isinstance(value, ast.Dict) or (
+                    isinstance(parent, ast.Assign) and len(parent.targets) != 1
+                ):
+                    return None
+                for key in value.keys:
+                    name = literal_str(key) if key is not None else None
+                    if name is None:
+                        return None
+                    keys.add(name)
+            elif isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store):
+                name = literal_str(parent.slice)
+                if name is None:
+                    return None
+                keys.add(name)
+            elif not isinstance(parent, (ast.If, ast.While, ast.BoolOp, ast.UnaryOp)):
+                return None  # a read that may change it or hand it on
+        return keys
 
     def _run_by_listeners(self, node: ast.Call, names: set[str]) -> bool:
         """Whether ``node`` is in a module function that is one of the listeners
