@@ -116,7 +116,8 @@ class BulkDmlSkipsOrmEvents(Rule):
     ## Known problems
     Statements whose values include what a listener would set (an `updated_at=`) still
     fire; the rule cannot tell the logic was copied. A delete preceded in the same
-    function by a bulk delete of the cascade's children, or followed by one of every row
+    function (or in a helper of the module it calls first) by a bulk delete of the
+    cascade's children, or followed by one of every row
     of their table (the cascade done by hand), is not reported for that cascade, nor is
     a statement a listener runs itself (in its body, or in a module helper only
     listeners call) for that listener. A listener
@@ -206,6 +207,24 @@ class BulkDmlSkipsOrmEvents(Rule):
             def purge_legacy(session, ids):
                 session.query(Post).filter(Post.user_id.in_(ids)).delete()
                 session.query(User).filter(User.id.in_(ids)).delete()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # The children's rows deleted first by a helper of the module (onyx's chat
+        # sessions).
+        Valid(
+            """
+            from sqlalchemy import delete
+            from app.models import Post, User
+
+            def delete_posts_of(session, user_id):
+                session.execute(delete(Post).where(Post.user_id == user_id))
+                session.commit()
+
+            def purge(session, user_id):
+                delete_posts_of(session, user_id)
+                session.execute(delete(User).where(User.id == user_id))
             """,
             path="app/jobs.py",
             files=_FILES,
@@ -497,6 +516,23 @@ class BulkDmlSkipsOrmEvents(Rule):
             """,
             line=19,
         ),
+        # The helper deletes the children only after the parents, and only some of them.
+        Invalid(
+            """
+            from sqlalchemy import delete
+            from app.models import Post, User
+
+            def delete_posts_of(session, user_id):
+                session.execute(delete(Post).where(Post.user_id == user_id))
+
+            def purge(session, user_id):
+                session.execute(delete(User).where(User.id == user_id))
+                delete_posts_of(session, user_id)
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=8,
+        ),
         # A dict of values that may hold the email, or keys the function does not write
         # out: the listener may have to run.
         Invalid(
@@ -771,41 +807,71 @@ class BulkDmlSkipsOrmEvents(Rule):
         self, node: ast.Call, child: Model, *, anywhere: bool = False
     ) -> bool:
         """Whether the function deletes ``child`` rows in bulk itself: ``delete(Child)`` or
-        ``query(Child)....delete()`` before ``node`` (or after it, ``anywhere``), or every
-        row of the table after it (an unfiltered ``query(Child).delete()``,
-        ``delete(Child)`` with no ``.where``), which removes whatever the cascade would
-        have, in either order."""
+        ``query(Child)....delete()`` before ``node`` (or after it, ``anywhere``), directly
+        or in a helper of this module it calls first, or every row of the table after it
+        (an unfiltered ``query(Child).delete()``, ``delete(Child)`` with no ``.where``),
+        which removes whatever the cascade would have, in either order."""
         flow = flow_for(self.ctx, node)
-        index = self.ctx.index
         for call in flow.calls:
             if call is node:
                 continue
             before = anywhere or (call.lineno, call.col_offset) < (node.lineno, node.col_offset)
-            func = call.func
-            if isinstance(func, ast.Attribute) and func.attr == "delete":
-                query = flow.value(func.value)
-                if isinstance(query, StatementValue) and query.kind == "query":
-                    target = index.model(query.model)
-                    if (
-                        target is not None
-                        and target.qualname == child.qualname
-                        and (before or _unfiltered_query(func.value))
-                    ):
-                        return True
-            if (
-                isinstance(func, (ast.Name, ast.Attribute))
-                and flow.sqla_name(func) == "delete"
-                and call.args
-                and isinstance(call.args[0], (ast.Name, ast.Attribute))
+            if self._deletes(call, child, before=before):
+                return True
+            helper = self._module_helper(call) if before else None
+            if helper is not None and any(
+                self._deletes(inner, child, before=True)
+                for inner in ast.walk(helper)
+                if isinstance(inner, ast.Call)
             ):
-                target = index.model(flow.qualify(call.args[0]))
+                return True
+        return False
+
+    def _deletes(self, call: ast.Call, child: Model, *, before: bool) -> bool:
+        """``call`` deletes ``child`` rows in bulk: any of them when it runs ``before`` the
+        parents' delete, else every row."""
+        flow = flow_for(self.ctx, call)
+        index = self.ctx.index
+        func = call.func
+        if isinstance(func, ast.Attribute) and func.attr == "delete":
+            query = flow.value(func.value)
+            if isinstance(query, StatementValue) and query.kind == "query":
+                target = index.model(query.model)
                 if (
                     target is not None
                     and target.qualname == child.qualname
-                    and (before or not isinstance(self.ctx.parent(call), ast.Attribute))
+                    and (before or _unfiltered_query(func.value))
                 ):
                     return True
+        if (
+            isinstance(func, (ast.Name, ast.Attribute))
+            and flow.sqla_name(func) == "delete"
+            and call.args
+            and isinstance(call.args[0], (ast.Name, ast.Attribute))
+        ):
+            target = index.model(flow.qualify(call.args[0]))
+            if (
+                target is not None
+                and target.qualname == child.qualname
+                and (before or not isinstance(self.ctx.parent(call), ast.Attribute))
+            ):
+                return True
         return False
+
+    def _module_helper(self, call: ast.Call) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        """The undecorated module-level function of this file ``call`` calls by name
+        (``delete_messages(session_id, db)``)."""
+        if not isinstance(call.func, ast.Name):
+            return None
+        found = [
+            stmt
+            for stmt in self.ctx.tree.body
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and stmt.name == call.func.id
+        ]
+        if len(found) != 1 or found[0].decorator_list:
+            return None
+        return found[0]
 
     def _check(
         self, node: ast.Call, model: Model, verb: str, keys: set[str] | None, statement: str
