@@ -29,8 +29,8 @@ class DataMigrationInSchemaMigration(MigrationRule):
     existing table in the same transaction: any table's before the data change, or the
     same table's after it. Seeding a table created by the same migration, one row changed
     by its key (`WHERE id = 1`, a version row), rows the revision writes out
-    (`INSERT ... VALUES`, `op.bulk_insert(table, [{...}])`), and data changes inside
-    `autocommit_block()` are not reported.
+    (`INSERT ... VALUES` outside a loop, `op.bulk_insert(table, [{...}])`), and data
+    changes inside `autocommit_block()` are not reported.
 
     ## Why is this bad?
     A migration runs in one transaction, and PostgreSQL keeps every lock until commit:
@@ -312,6 +312,24 @@ class DataMigrationInSchemaMigration(MigrationRule):
             """,
             line=11,
         ),
+        # Rows written out, but once per row of a query: as many as the table has.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("slack_channel_config", sa.Column("is_default", sa.Boolean()))
+                conn = op.get_bind()
+                for bot in conn.execute(sa.text("SELECT id FROM slack_bot")).fetchall():
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO slack_channel_config (slack_bot_id, is_default) "
+                            "VALUES (:bot_id, TRUE)"
+                        ),
+                        {"bot_id": bot[0]},
+                    )
+            """,
+            line=11,
+        ),
         # In a loop, the UPDATE of one table runs after the ALTER of the one before.
         Invalid(
             _HEAD
@@ -353,8 +371,12 @@ class DataMigrationInSchemaMigration(MigrationRule):
         position = {id(op): index for index, op in enumerate(operations)}
         loops = _loops(migration.file.tree)
         for index, operation in enumerate(operations):
-            if operation.kind != "dml" or operation.in_autocommit or operation.one_row:
-                continue  # (one row by its key is no backfill)
+            if operation.kind != "dml" or operation.in_autocommit:
+                continue
+            if operation.one_row and not (
+                operation.verb == "INSERT" and loops.get(id(operation.node))
+            ):
+                continue  # one row by its key, or rows written out, is no backfill
             if migration.is_new_table(operation.table) is not False:
                 continue
             before = [
