@@ -295,3 +295,24 @@ def test_sqla_objects_know_flask_sqlalchemy(tmp_path: Path) -> None:
     post, plain = listed.elts
     assert objects.flask_model(post)
     assert not objects.flask_model(plain)
+
+
+def test_file_context_text_is_the_source_segment_ast_gives(tmp_path: Path) -> None:
+    """FileContext.text() splits the file once, where the parser counts lines (CRLF, a
+    lone CR; not a form feed, which str.splitlines() would split at) and gives what
+    ast.get_source_segment() gives for every node."""
+    source = (
+        "import sqlalchemy as sa\r\n"
+        "\x0cdef f(engine):\r\n"
+        "    name = 'naïve — é'\r"
+        "    with engine.connect() as c:\n"
+        "        return c.execute(\n"
+        "            sa.text('SELECT 1'), {'n': name}\n"
+        "        ).scalar()\n"
+    )
+    ctx = analyse(tmp_path, source)
+    nodes = [n for n in ast.walk(ctx.tree) if hasattr(n, "end_lineno")]
+    assert len(nodes) > 20
+    for node in nodes:
+        assert ctx.text(node) == (ast.get_source_segment(ctx.source, node) or "")
+    assert ctx.text(ctx.tree) == ""
