@@ -1719,6 +1719,34 @@ class WriteWithoutCommit(Rule):
                 "the block ends, or open it with `.begin()`"
             ),
         ),
+        # A session made and never closed (FlexGet's version checker): dropped with the
+        # function, it rolls back; one closed explicitly is told it is closed.
+        Invalid(
+            """
+            from app.db import SessionLocal
+            from app.models import User
+
+            def remember(name):
+                session = SessionLocal()
+                if session.query(User).filter_by(name=name).first():
+                    return
+                session.add(User(name=name))
+
+            def forget(name):
+                session = SessionLocal()
+                session.add(User(name=name))
+                session.close()
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            count=2,
+            expected_message=(
+                "`session.add(User(name=name))` is never committed: `session` (line 5) is "
+                "never closed, and is dropped without `session.commit()`, which rolls the "
+                "write back — commit after the last write, and close it: `with "
+                "SessionLocal() as session:`"
+            ),
+        ),
         # The same in a route, on the session of a dependency that only closes it.
         Invalid(
             """
@@ -1975,6 +2003,25 @@ class WriteWithoutCommit(Rule):
                     "flushes it after this write, so the write is never sent"
                 ),
                 remedy=f"call `{name}.flush()` (or `{name}.commit()`) after the last write",
+            )
+            return
+        if owned.block is None and not any(
+            method == "close" for method, _ in method_calls(flow, name)
+        ):
+            # Never closed: the pool rolls its connection back when the session is
+            # garbage-collected.
+            made = owned.binding.value
+            factory = _shorten(self.ctx.text(made)) if made is not None else "Session()"
+            self.report(
+                write,
+                write=_shorten(self.ctx.text(write)),
+                never="committed",
+                why=_rolled_back(
+                    f"`{name}` (line {line}) is never closed, and is dropped", name, ""
+                ),
+                remedy=(
+                    f"commit after the last write, and close it: `with {factory} as {name}:`"
+                ),
             )
             return
         self.report(
