@@ -770,6 +770,24 @@ class ColumnTypeChange(MigrationRule):
                 "finishes — add a new column, backfill it, and switch over instead"
             ),
         ),
+        # Two casts of a column that are no enum swap: branches for two databases, and
+        # raw SQL on tables of two schemas; each is judged from its own old type.
+        Invalid(
+            _HEAD
+            + """
+            from sqlalchemy import Float as FLOAT
+
+            def upgrade():
+                if use_alter():
+                    op.alter_column("recipes", "rating", existing_type=sa.INTEGER(), type_=FLOAT)
+                else:
+                    with op.batch_alter_table("recipes") as batch_op:
+                        batch_op.alter_column("rating", existing_type=sa.INTEGER(), type_=FLOAT)
+                op.execute("ALTER TABLE categories.settings ALTER COLUMN value TYPE jsonb")
+                op.execute("ALTER TABLE events.settings ALTER COLUMN value TYPE jsonb")
+            """,
+            count=4,
+        ),
         # The early return is for SQLite: PostgreSQL goes on to the change.
         Invalid(
             _HEAD
@@ -891,7 +909,14 @@ class ColumnTypeChange(MigrationRule):
                 continue
             key = (operation.schema, operation.table, operation.column)
             earlier = changed.get(key)
-            if earlier is not None:
+            # Only a cast to an enum type the revision creates is a step of such a
+            # swap; two casts to other types may be branches (`if postgresql: ... else:`)
+            # or tables of two schemas that raw SQL names alike.
+            if (
+                earlier is not None
+                and earlier[0].family != "enum"
+                and _enum_name(migration, earlier[0]) is not None
+            ):
                 old, original = earlier
             else:
                 if old is None:
@@ -958,23 +983,26 @@ def _enum_swap(
     as in rename-create-cast-drop revisions); None otherwise."""
     if old is None:
         return None
+    before, after = _enum_name(migration, old), _enum_name(migration, new)
+    if before is None or after is None:
+        return None
+    return before if before != "..." else after
+
+
+def _enum_name(migration: MigrationFile, column: ColumnType) -> str | None:
+    """The name of the enum type ``column`` is ("..." for an ``sa.Enum`` without one),
+    or None when it is no enum: an enum type of SQLAlchemy's, or a name the revision
+    creates (``CREATE TYPE x AS ENUM`` in its SQL, ``sa.Enum(..., name="x")``)."""
+    if column.family == "enum":
+        return column.name or "..."
     created = {
         match.lower()
         for node in ast.walk(migration.file.tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
         for match in _CREATE_ENUM.findall(node.value)
     } | _enum_names(migration)
-
-    def enum_name(column: ColumnType) -> str | None:
-        if column.family == "enum":
-            return column.name or "..."
-        name = column.text.strip('"').lower()
-        return name if name in created else None
-
-    before, after = enum_name(old), enum_name(new)
-    if before is None or after is None:
-        return None
-    return before if before != "..." else after
+    name = column.text.strip('"').lower()
+    return name if name in created else None
 
 
 def _enum_names(migration: MigrationFile) -> set[str]:
