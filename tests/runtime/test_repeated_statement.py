@@ -221,6 +221,41 @@ def test_text_in_a_loop_on_a_core_connection_is_reported(engine: Engine) -> None
         assert len(connection.execute(one_query, {"ids": IDS}).all()) == len(IDS)
 
 
+SQL_IN_ADVICE = (
+    "fetch the rows in one query instead of one per iteration: JOIN them into the "
+    "query the loop reads, or ask for all of them at once, `WHERE id IN :ids` with "
+    '`text(...).bindparams(bindparam("ids", expanding=True))` (Core: `table.c.id.in_(ids)`)'
+)
+
+
+def test_text_in_a_loop_through_a_session_is_told_the_sql_in_list(engine: Engine) -> None:
+    """session.execute(text(...)) goes through the ORM, but a text() statement has no
+    entity: `.where(Model.id.in_(ids))` or a loader option cannot apply to it."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user_id in IDS:
+            session.execute(QUERY, {"id": user_id}).scalar_one()  # line:session-text
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("session-text")
+    assert finding.message.endswith(SQL_IN_ADVICE)
+    one_query = text("SELECT name FROM users WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    with sqla_doctor.track(mode="collect") as twin, Session(engine) as session:
+        assert len(session.execute(one_query, {"ids": IDS}).all()) == len(IDS)
+    assert not twin.findings
+
+
+async def test_text_in_a_loop_through_an_async_session_is_told_the_sql_in_list(
+    async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(async_engine) as session:
+        for user_id in IDS:
+            (await session.execute(QUERY, {"id": user_id})).scalar_one()  # line:async-text
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("async-text")
+    assert finding.message.endswith(SQL_IN_ADVICE)
+
+
 def test_a_select_of_no_table_in_a_loop_is_not_told_to_fetch_rows(engine: Engine) -> None:
     """A value the database computes per item (`SELECT :n * 2`) has no rows to fetch in
     one query: the advice is to compute it once for all, or in Python."""
@@ -720,6 +755,27 @@ def test_a_count_and_a_fetch_from_one_line_are_told_apart(engine: Engine) -> Non
         "`select(Post.author_id, func.count()).where(Post.author_id.in_(ids))"
         ".group_by(Post.author_id)`"
     )
+
+
+def test_a_legacy_query_count_per_parent_is_told_the_column_to_group_by(engine: Engine) -> None:
+    """Query.count() wraps the query, `SELECT count(*) FROM (SELECT ... WHERE ...)`: the
+    column compared is read inside the subquery, as for select(func.count()).where()."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        for user in session.query(User).all():
+            n = session.query(Post).filter_by(author_id=user.id).count()  # line:query-count
+            assert n == 2
+    finding = one(uow.findings, "SQD252")
+    assert finding.location.line == line_of("query-count")
+    assert finding.message.endswith(
+        "compute the count() for all of them in one query grouped by author_id: "
+        "`select(Post.author_id, func.count()).where(Post.author_id.in_(ids))"
+        ".group_by(Post.author_id)`"
+    )
+    with sqla_doctor.track(mode="collect") as twin, Session(engine) as session:
+        stmt = select(Post.author_id, func.count()).where(Post.author_id.in_(IDS))
+        counts = dict(session.execute(stmt.group_by(Post.author_id)).all())
+    assert counts == dict.fromkeys(IDS, 2)
+    assert not twin.findings
 
 
 def test_a_query_per_parent_is_told_the_column_to_fetch_them_all_by(engine: Engine) -> None:

@@ -232,7 +232,16 @@ def filtered_by(statement: Any, mapper: Any) -> tuple[str, Any, bool] | None:
     try:
         where = getattr(statement, "whereclause", None)
         if where is None:
-            return None
+            # Query.count() wraps the query: `SELECT count(*) FROM (SELECT ... WHERE ...)`.
+            froms = statement.get_final_froms() if hasattr(statement, "get_final_froms") else []
+            inner = froms[0] if len(froms) == 1 else None
+            for _ in range(3):  # Alias -> Subquery -> Select
+                if inner is None or hasattr(inner, "whereclause"):
+                    break
+                inner = getattr(inner, "element", None)
+            where = getattr(inner, "whereclause", None)
+            if where is None:
+                return None
         from sqlalchemy.sql import operators, visitors
 
         compared = []

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, persistence
+from sqlalchemy.sql.elements import TextClause
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.batches import PLACEHOLDER_SQL, limit_of, rows_per_run
@@ -474,6 +475,7 @@ class _Entry(_PerTransaction):
         "sessions",
         "site",
         "sql",
+        "textual",
     )
 
     def __init__(self, statement: Statement, example: Any) -> None:
@@ -482,6 +484,8 @@ class _Entry(_PerTransaction):
         self.site: CallSite | None = statement.site
         # Run through a Session (session.execute), not a Connection.
         self.orm = statement.orm is not None
+        # A text() statement, through a Session or not: no entity, no loader option.
+        self.textual = False
         self.count = 0
         self.parameter_sets: set[int] = set()
         self.example = example
@@ -826,6 +830,7 @@ class RepeatedStatement(Detector):
                 entry.bulk = (bulk.f_code.co_name, getattr(mapped, "__name__", "Model"))
         if entry.count == 2 and pending is not None and pending[0] is statement.orm:
             # Repeated: what runs it, asked once (a statement run once never is).
+            entry.textual = isinstance(pending[1], TextClause)
             mapper = pending[2]
             if mapper is not None:
                 entry.collection = collection_queried(pending[1], mapper)
@@ -958,7 +963,7 @@ class RepeatedStatement(Detector):
                     "it reads no table: compute the values in Python, or all of them in one "
                     "statement, instead of one round trip per iteration"
                 )
-            elif not entry.orm:
+            elif not entry.orm or entry.textual:
                 fix = _core_fix(entry.sql)
             else:
                 fix = (
