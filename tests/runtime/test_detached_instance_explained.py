@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -257,6 +259,64 @@ def test_expunge_all_twin_with_the_loader_option_is_silent(engine: Engine) -> No
         cache = {u.id: u for u in session.scalars(statement)}
         session.expunge_all()
         assert len(cache[1].posts) == 2
+    assert not uow.findings
+
+
+def posts_of_an_unpickled_copy(engine: Engine, tracker: sqla_doctor.Tracker) -> None:
+    """A cache keeps the pickled user; a later read of the copy's posts."""
+    with tracker:
+        with Session(engine) as session:
+            user = session.scalars(select(User).where(User.id == 1)).one()  # line:pickled-query
+            blob = pickle.dumps(user)
+        cached = pickle.loads(blob)  # line:unpickle
+        print(cached.posts)  # line:unpickled-read
+
+
+def test_an_unpickled_copy_is_not_taken_for_an_object_the_program_created(
+    engine: Engine,
+) -> None:
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError):
+        posts_of_an_unpickled_copy(engine, tracker)
+    here = relative(__file__)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert finding.location.line == line_of("unpickled-read")
+    assert finding.message == (
+        f"User.posts lazy-loaded on a detached User: it is a copy made by pickle.loads() at "
+        f"{here}:{line_of('unpickle')}, which belongs to no session — add "
+        f".options(selectinload(User.posts)) to the query at {here}:{line_of('pickled-query')}, "
+        "or read User.posts before the object is pickled; to use it with a session again, "
+        "re-attach it: `user = session.merge(user, load=False)`"
+    )
+    assert (line_of("unpickle"), "pickle.loads() made the copy here") in [
+        (r.location.line, r.message) for r in finding.related
+    ]
+
+
+def test_a_deep_copy_is_named_as_such(engine: Engine) -> None:
+    with Session(engine) as session:
+        user = session.scalars(select(User).where(User.id == 1)).one()
+    tracker = sqla_doctor.track(mode="collect")
+    with pytest.raises(DetachedInstanceError), tracker:
+        print(copy.deepcopy(user).posts)
+    assert tracker.last is not None
+    finding = one(tracker.last.findings, "SQD254")
+    assert "it is a copy made by copy.deepcopy() at " in finding.message
+    assert "read User.posts before the object is copied" in finding.message
+
+
+def test_pickling_after_the_loader_option_or_merging_the_copy_is_silent(engine: Engine) -> None:
+    with sqla_doctor.track(mode="collect") as uow:
+        with Session(engine) as session:
+            statement = select(User).where(User.id == 1).options(selectinload(User.posts))
+            blob = pickle.dumps(session.scalars(statement).one())
+        assert len(pickle.loads(blob).posts) == 2
+        with Session(engine) as session:
+            blob = pickle.dumps(session.scalars(select(User).where(User.id == 1)).one())
+        with Session(engine) as session:
+            user = session.merge(pickle.loads(blob), load=False)
+            assert len(user.posts) == 2
     assert not uow.findings
 
 

@@ -47,6 +47,7 @@ MAX_DISCARDED_PER_SESSION = 64
 MAX_DETACHMENTS_PER_SESSION = 4
 MAX_UPDATED_ROWS = 4_096
 MAX_EXPUNGED_KEYS = 64
+MAX_UNPICKLED = 256
 
 _logger = logging.getLogger("sqla_doctor")
 current: ContextVar[UnitOfWork | None] = ContextVar("sqla_doctor_unit_of_work", default=None)
@@ -1172,6 +1173,10 @@ class _Process:
         # an object changed in one session and written through another (``merge()``)
         # is not a change the first one lost.
         self.updated_rows: dict[Any, tuple[int, int]] = {}
+        # Objects made by unpickling (pickle.loads() from a cache, copy.deepcopy()), by
+        # id: a weak reference, how they were made, and where (bounded). Such a copy
+        # belongs to no session and never did.
+        self.unpickled: dict[int, tuple[weakref.ref[Any], str, CallSite | None]] = {}
         # Counts those updates: a session's changes are excused only by a write made
         # after it began (``SessionRecord.identity_seq``), not by an older one.
         self.row_updates = 0
@@ -1180,6 +1185,13 @@ class _Process:
         # SQL -> [times run, first call site]: the statements table of `sqla-doctor run`.
         self.table: dict[str, list[Any]] | None = None
         self.table_limit = 0
+
+    def copied(self, obj: object) -> tuple[str, CallSite | None] | None:
+        """How and where ``obj`` was made by unpickling, if it was."""
+        entry = self.unpickled.get(id(obj))
+        if entry is None or entry[0]() is not obj:
+            return None
+        return entry[1], entry[2]
 
     def checkout_of(self, fairy: object) -> CheckoutRecord | None:
         """The checkout record of a pool's connection proxy (a Connection's

@@ -23,7 +23,7 @@ from sqla_doctor.runtime.loading import (
     snake_case,
     subclass_left_out,
 )
-from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork
+from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork, process
 
 # SQLAlchemy's own wording, stable since 1.4: "... lazy load operation of attribute 'posts'
 # cannot proceed", "deferred load operation of attribute 'bio'".
@@ -106,6 +106,11 @@ class DetachedInstanceExplained(Detector):
     `refresh(post)` loads it: the fix named is `session.refresh(post, ["author"])` after
     the commit, before the session closes.
 
+    A copy made by `pickle.loads()` (an object kept in a cache as bytes) or
+    `copy.deepcopy()` belongs to no session and never did: it is named as that copy, with
+    the line that made it, and the fix is the option that loads the attribute before the
+    object is pickled, or `session.merge(obj, load=False)` to attach the copy to a session.
+
     ## Why is this bad?
     An object's unloaded attributes load on first access, through its session. Once the
     session is closed there is nothing to load them with: a relationship that was never
@@ -175,7 +180,20 @@ class DetachedInstanceExplained(Detector):
             "expunge_all": "before session.expunge_all()",
             "expunge": "before session.expunge()",
         }.get(how or "", "inside the session block")
-        created = created_by_program(state)
+        obj = state.obj()
+        copied = process.copied(obj) if obj is not None and detachment is None else None
+        if copied is not None:
+            # pickle.loads() (a cache) made it: a copy no session ever held, whatever
+            # happened to the original, and not one the program created either.
+            made_by, made_at = copied
+            made_where = f" at {self.where(made_at)}" if made_at is not None else ""
+            cause = f"it is a copy made by {made_by}{made_where}, which belongs to no session"
+            related.append((made_at, f"{made_by} made the copy here"))
+            how = "copy"
+            inside = "before the object is copied" if "deepcopy" in made_by else (
+                "before the object is pickled"
+            )
+        created = created_by_program(state) and copied is None
         if isinstance(prop, RelationshipProperty) and (
             created or (not loaded_at and key in state.expired_attributes)
         ):
@@ -257,7 +275,7 @@ class DetachedInstanceExplained(Detector):
                 f"; an object kept past its request outlives db.session: keep its key and load "
                 f"it again in each request (`db.session.get({entity}, id)`)"
             )
-        if how in ("expunge", "expunge_all"):
+        if how in ("expunge", "expunge_all", "copy"):
             name = snake_case(entity)
             fix += (
                 f"; to use it with a session again, re-attach it: "

@@ -58,6 +58,7 @@ from sqla_doctor.runtime.listeners.objects import (
     _on_expire,
     _on_mapper_configured,
     _on_pickle,
+    _on_unpickle,
     track_every_read,
     watch_loads,
 )
@@ -122,6 +123,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Session, "persistent_to_detached", _on_persistent_to_detached, {"raw": True}),
     (Mapper, "mapper_configured", _on_mapper_configured, {}),
     (Mapper, "pickle", _on_pickle, {"raw": True}),
+    (Mapper, "unpickle", _on_unpickle, {"raw": True}),
     (Mapper, "expire", _on_expire, {"raw": True}),
     (Pool, "checkout", _on_checkout, {}),
     (Pool, "checkin", _on_checkin, {}),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+import weakref
 from types import FrameType
 from typing import Any
 
@@ -38,6 +39,7 @@ from sqla_doctor.runtime.listeners.units import (
     _session_unit,
 )
 from sqla_doctor.runtime.unit_of_work import (
+    MAX_UNPICKLED,
     SessionRecord,
     UnitOfWork,
     current,
@@ -139,6 +141,24 @@ def _on_pickle(state: Any, state_dict: Any) -> None:
     if obj is not None:
         manager = state.manager
         reads.read_whole(obj, [key for key in state.dict if key in manager])
+
+
+@_guarded
+def _on_unpickle(state: Any, state_dict: Any) -> None:
+    obj = state.obj()
+    if obj is None:
+        return
+    how = "pickle.loads()"
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "deepcopy" and frame.f_code.co_filename.endswith("copy.py"):
+            how = "copy.deepcopy()"
+            break
+        frame = frame.f_back
+    unpickled = process.unpickled
+    if len(unpickled) >= MAX_UNPICKLED:
+        del unpickled[next(iter(unpickled))]
+    unpickled[id(obj)] = (weakref.ref(obj), how, callsite.find(1))
 
 
 @_guarded
