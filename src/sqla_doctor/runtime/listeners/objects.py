@@ -150,7 +150,9 @@ def _on_unpickle(state: Any, state_dict: Any) -> None:
         return
     how = "pickle.loads()"
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
+    for _ in range(12):  # deepcopy() -> _reconstruct() -> __setstate__ -> dispatch: near
+        if frame is None:
+            break
         if frame.f_code.co_name == "deepcopy" and frame.f_code.co_filename.endswith("copy.py"):
             how = "copy.deepcopy()"
             break
