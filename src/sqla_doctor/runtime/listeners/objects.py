@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+import threading
 import weakref
 from types import FrameType
 from typing import Any
@@ -143,6 +144,9 @@ def _on_pickle(state: Any, state_dict: Any) -> None:
         reads.read_whole(obj, [key for key in state.dict if key in manager])
 
 
+_unpickled_lock = threading.Lock()
+
+
 @_guarded
 def _on_unpickle(state: Any, state_dict: Any) -> None:
     obj = state.obj()
@@ -157,10 +161,12 @@ def _on_unpickle(state: Any, state_dict: Any) -> None:
             how = "copy.deepcopy()"
             break
         frame = frame.f_back
+    made = (weakref.ref(obj), how, callsite.find(1))
     unpickled = process.unpickled
-    if len(unpickled) >= MAX_UNPICKLED:
-        del unpickled[next(iter(unpickled))]
-    unpickled[id(obj)] = (weakref.ref(obj), how, callsite.find(1))
+    with _unpickled_lock:  # threads unpickling at once (a shared cache's readers)
+        if len(unpickled) >= MAX_UNPICKLED:
+            del unpickled[next(iter(unpickled))]  # oldest first: dicts keep order
+        unpickled[id(obj)] = made
 
 
 @_guarded
