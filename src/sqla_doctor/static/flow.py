@@ -219,6 +219,9 @@ class SessionValue:
     commits: bool = False  # the context commits on exit (`.begin()`, a committing provider)
     managed: bool = False  # the context closes it (`with`, a provider)
     expire_on_commit: bool | None = True
+    # With `commits`, a provider that commits only `if commit:` and a call that passes the
+    # flag as a variable: its source (`save`); "" when `*args`/`**kwargs` may carry it.
+    commits_if: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1531,15 +1534,25 @@ class FunctionFlow:
             if source.kind == "provider" and source.style != "return":
                 # A context manager or generator: only `with provider() as s` yields it.
                 if source.style == "contextmanager":
+                    commits, commits_if = source.commits, None
+                    flag = self.index.commit_flag(source.qualname)
+                    if commits and flag is not None:
+                        # `with scope(commit=...)`: the call decides whether the block commits.
+                        verdict = flag.commits(node)
+                        given = flag.argument(node)
+                        commits = verdict is not False
+                        if verdict is None:
+                            commits_if = "" if given is None else ast.unparse(given)
                     return SessionValue(
                         source.is_async,
                         "call",
                         node,
                         source.qualname,
                         source.scoped,
-                        source.commits,
+                        commits,
                         False,
                         source.expire_on_commit,
+                        commits_if,
                     )
                 return None
             return SessionValue(

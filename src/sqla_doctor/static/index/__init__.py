@@ -47,6 +47,7 @@ from sqla_doctor.static.index.models import (
 from sqla_doctor.static.index.names import SQLA_ROOTS, ModuleNames, NameResolver
 from sqla_doctor.static.index.sessions import (
     SESSION_CLASSES,
+    CommitFlag,
     EngineFacts,
     FactoryFacts,
     ProviderFacts,
@@ -1269,6 +1270,12 @@ class ProjectIndex:
         if not qualified:
             return None
         return self._function_table().get(self.follow(qualified))
+
+    def commit_flag(self, provider: str | None) -> CommitFlag | None:
+        """The parameter a session provider's commit waits on (``if commit:
+        session.commit()``), which each ``with provider(...)`` call decides."""
+        function = self.function(provider)
+        return function.provider.commit_flag if function and function.provider else None
 
     def lineage(self, cls: str) -> Iterator[ClassFacts]:
         """The facts of the project class ``cls`` and of its project bases, in (about)

@@ -18,7 +18,6 @@ from sqla_doctor.static.flow import (
     runs_code,
     worth_analysing,
 )
-from sqla_doctor.static.index import ProjectIndex
 from sqla_doctor.static.lifecycle import exit_method, sessions_ended
 from sqla_doctor.static.navigation import Navigator, access_option, left_open
 from sqla_doctor.static.rule import Invalid, Rule, Valid
@@ -1273,7 +1272,7 @@ class DetachedInstanceAccess(Rule):
                 if binding is None or not self._made_here(flow, binding):
                     continue
                 commit = self._commit(flow, key, call, closed, session) or _block_commit(
-                    self.ctx.index, session, with_node, item.context_expr
+                    session, with_node
                 )
                 if commit is not None:
                     self._expired_read(flow, binding, closed, commit, key)
@@ -1360,9 +1359,7 @@ class DetachedInstanceAccess(Rule):
                         region,
                         f"the `with` block at line {with_node.lineno} closed it",
                         self._commit(flow, key, load, region, objects.session)
-                        or _block_commit(
-                            self.ctx.index, objects.session, with_node, item.context_expr
-                        ),
+                        or _block_commit(objects.session, with_node),
                     )
         for call in flow.calls_on(key):
             func = call.func
@@ -1470,30 +1467,17 @@ class DetachedInstanceAccess(Rule):
             )
 
 
-def _block_commit(
-    index: ProjectIndex,
-    session: SessionValue | None,
-    with_node: ast.With | ast.AsyncWith,
-    entered: ast.expr | None,
-) -> str | None:
+def _block_commit(session: SessionValue | None, with_node: ast.With | ast.AsyncWith) -> str | None:
     """The commit a ``with`` block makes as it ends (``Factory.begin()``, a provider that
     commits after its ``yield``) when it expires what the session loaded. A provider that
-    commits only ``if commit:`` commits a block whose call passes it true: not one that
-    leaves it out (`False` by default), and maybe one that passes a variable."""
+    commits only ``if commit:`` maybe commits a block whose call passes a variable, and
+    is not judged when ``*args``/``**kwargs`` may carry the flag."""
     if session is None or not session.commits or session.expire_on_commit is not True:
         return None
     where = f"the commit that ends the `with` block at line {with_node.lineno}"
-    function = index.function(session.source) if isinstance(entered, ast.Call) else None
-    flag = function.provider.commit_flag if function and function.provider else None
-    if flag is None or not isinstance(entered, ast.Call):
+    if session.commits_if is None:
         return where
-    commits = flag.commits(entered)
-    if commits is None:
-        given = flag.argument(entered)
-        if given is None:
-            return None
-        return f"{where} (if `{ast.unparse(given)}` is true)"
-    return where if commits else None
+    return f"{where} (if `{session.commits_if}` is true)" if session.commits_if else None
 
 
 def _after(node: ast.AST, other: ast.AST) -> bool:

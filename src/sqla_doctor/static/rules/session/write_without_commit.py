@@ -85,6 +85,34 @@ with Session(legacy) as src, Session(target) as dst:
         dst.add(User(name=user.name)){commit}
 """
 
+# A context manager that commits only when its caller passes `commit=True` (packit-service's
+# sa_session_transaction).
+_FLAG_FILES = {
+    **_FILES,
+    "app/scopes.py": """
+    from contextlib import contextmanager
+    from app.db import SessionLocal
+
+    @contextmanager
+    def scope(commit=False):
+        session = SessionLocal()
+        try:
+            yield session
+            if commit:
+                session.commit()
+        finally:
+            session.close()
+    """,
+}
+_FLAG_BLOCK = """
+from app.models import User
+from app.scopes import scope
+
+def create(name, save):
+    with scope({args}) as session:
+        session.add(User(name=name))
+"""
+
 # A seed script whose factory a helper returns in a tuple (runtime scenario s82's setup).
 _TUPLE_FILES = {
     **_FILES,
@@ -1280,8 +1308,30 @@ class WriteWithoutCommit(Rule):
             path="app/main.py",
             files=_FLASK_FILES,
         ),
+        # The block's context manager commits only `if commit:`, and these calls say
+        # true (or maybe: a variable, `**options`).
+        *(
+            Valid(_FLAG_BLOCK.format(args=args), path="app/views.py", files=_FLAG_FILES)
+            for args in ("commit=True", "True", "commit=save", "**options")
+        ),
     )
     INVALID = (
+        # The same context manager, left at its default False or told False.
+        *(
+            Invalid(
+                _FLAG_BLOCK.format(args=args),
+                path="app/views.py",
+                files=_FLAG_FILES,
+                line=6,
+                expected_message=(
+                    "`session.add(User(name=name))` is never committed: `session` (line 5) "
+                    "is closed without `session.commit()`, which rolls the write back — "
+                    "`scope()` commits only when `commit` is true: pass `commit=True`, or "
+                    "commit before the block ends"
+                ),
+            )
+            for args in ("", "commit=False")
+        ),
         # On PostgreSQL the CREATE TABLE is rolled back as the connection closes.
         Invalid(
             _DDL_ON_LOCAL_ENGINE.format(url='f"postgresql+psycopg://app@{host}/app"'),
@@ -2024,12 +2074,21 @@ class WriteWithoutCommit(Rule):
                 ),
             )
             return
+        remedy = "commit before the block ends, or open it with `.begin()`"
+        flag = self.ctx.index.commit_flag(owned.value.source)
+        entered = owned.value.node
+        if flag is not None and isinstance(entered, ast.Call):
+            # `with scope() as s:` whose provider commits only `if commit:`.
+            remedy = (
+                f"`{_shorten(self.ctx.text(entered.func))}()` commits only when `{flag.name}` "
+                f"is true: pass `{flag.name}=True`, or commit before the block ends"
+            )
         self.report(
             write,
             write=_shorten(self.ctx.text(write)),
             never="committed",
             why=_rolled_back(f"`{name}` (line {line}) is closed", name, ""),
-            remedy="commit before the block ends, or open it with `.begin()`",
+            remedy=remedy,
         )
 
     def _bind_text(self, owned: OwnedSession) -> str:
