@@ -125,16 +125,15 @@ class Operation:
     def shown_target(self) -> str:
         """``table.column`` for a message, or as much of it as the migration names (``for
         table in TABLES: op.alter_column(table, "standard_attr_id", ...)``: the column)."""
+        table = self.table or self.table_written
         if self.column is None:
-            return f"a column of {self.table}" if self.table else "a column"
-        return f"{self.table}.{self.column}" if self.table else self.column
+            return f"a column of {table}" if table else "a column"
+        return f"{table}.{self.column}" if table else self.column
 
     @property
     def shown_column(self) -> str:
         """``column table.name`` for a message, or as much of it as the migration names."""
-        if self.column is None:
-            return f"a column of {self.table}" if self.table else "a column"
-        return f"column {self.table}.{self.column}" if self.table else f"column {self.column}"
+        return self.shown_target if self.column is None else f"column {self.shown_target}"
 
 
 @dataclass
@@ -142,7 +141,8 @@ class _State:
     phase: str
     in_autocommit: bool = False
     postgresql: bool = True
-    batch: dict[str, str | None] = field(default_factory=dict)
+    # `with op.batch_alter_table(...) as batch_op`: its table, and its f-string as written.
+    batch: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     binds: set[str] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)
     contexts: set[str] = field(default_factory=set)
@@ -367,9 +367,11 @@ class Extractor:
                 return
             qualified = self._qualify(expr.func)
             if qualified == "alembic.op.batch_alter_table":
-                table = self._string(_arg(expr, 0, "table_name"), state)
+                given = _arg(expr, 0, "table_name")
+                table = self._string(given, state)
+                template = self._template(given, state) if table is None else None
                 if isinstance(item.optional_vars, ast.Name):
-                    state.batch[item.optional_vars.id] = table
+                    state.batch[item.optional_vars.id] = (table, template)
                 return
             if (
                 isinstance(expr.func.value, ast.Name)
@@ -436,7 +438,7 @@ class Extractor:
             return
         receiver = func.value
         if isinstance(receiver, ast.Name) and receiver.id in state.batch:
-            self._alembic(call, func.attr, state, batch_table=(state.batch[receiver.id],))
+            self._alembic(call, func.attr, state, batch_table=state.batch[receiver.id])
             return
         if func.attr in ("execute", "exec_driver_sql") and (
             self._is_bind(receiver, state)
@@ -481,7 +483,7 @@ class Extractor:
         call: ast.Call,
         method: str,
         state: _State,
-        batch_table: tuple[str | None] | None,
+        batch_table: tuple[str | None, str | None] | None,
     ) -> None:
         """An ``op.<method>(...)`` call, or ``batch_op.<method>(...)`` (no table argument)."""
         batch = batch_table is not None
@@ -492,7 +494,10 @@ class Extractor:
 
         def table_at(position: int, keyword: str = "table_name") -> str | None:
             if batch_table is not None:
-                return batch_table[0]
+                table, template = batch_table
+                if template is not None:
+                    templates["table_written"] = template
+                return table
             return named(position, keyword, "table_written")
 
         def string(position: int, keyword: str) -> str | None:
@@ -584,6 +589,7 @@ class Extractor:
                 state,
                 written,
                 None if batch else self._string(_keyword(call, "schema"), state),
+                templates,
             )
         elif method == "drop_column":
             emit("drop_column", table=table_at(0), column=string(shift, "column_name"))
@@ -652,6 +658,7 @@ class Extractor:
         state: _State,
         written: str,
         schema: str | None,
+        templates: dict[str, str],
     ) -> None:
         nullable_node = _keyword(call, "nullable")
         existing = _keyword(call, "existing_nullable")
@@ -662,6 +669,7 @@ class Extractor:
             "drops_not_null": isinstance(nullable_node, ast.Constant)
             and nullable_node.value is True,
             "already_not_null": isinstance(existing, ast.Constant) and existing.value is False,
+            **templates,
         }
         type_node = _keyword(call, "type_")
         emitted = False

@@ -287,8 +287,11 @@ class ConstraintWithoutNotValid(MigrationRule):
     def _unvalidated(self, migration: MigrationFile, operation: Operation) -> Finding:
         kind = _KINDS[operation.constraint or "check"]
         name = f" {operation.name}" if operation.name else ""
-        tables = operation.table or "the table"
-        if operation.constraint == "foreign_key" and operation.new_name not in (None, tables):
+        tables = operation.shown_table
+        if operation.constraint == "foreign_key" and operation.new_name not in (
+            None,
+            operation.table,
+        ):
             # (a self-referencing key locks its one table)
             tables = f"{operation.shown_table} and {operation.new_name}"
         fix = None

@@ -356,6 +356,22 @@ class NonConcurrentIndex(MigrationRule):
                 "CONSTRAINT ... USING INDEX"
             ),
         ),
+        # The same through `batch_alter_table(f"...")`: the index names its table so.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                prefix = op.get_context().opts["table_prefix"]
+                with op.batch_alter_table(f"{prefix}users") as batch_op:
+                    batch_op.create_index(batch_op.f(f"ix_{prefix}users_email"), ["email"])
+            """,
+            line=10,
+            expected_message=(
+                "CREATE INDEX ix_{prefix}users_email blocks every write to {prefix}users until "
+                "the index is built — create it with `postgresql_concurrently=True` inside "
+                "`op.get_context().autocommit_block()`"
+            ),
+        ),
         # The same layout's PostgreSQL folder.
         Invalid(
             _HEAD

@@ -329,6 +329,23 @@ class SetNotNullOnExistingColumn(MigrationRule):
         ),
     )
     INVALID = (
+        # A batch table an f-string names (fief's table prefix), shown as written.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                prefix = op.get_context().opts["table_prefix"]
+                with op.batch_alter_table(f"{prefix}users") as batch_op:
+                    batch_op.alter_column("email", existing_type=sa.String(50), nullable=False)
+            """,
+            line=10,
+            expected_message=(
+                "SET NOT NULL on {prefix}users.email reads every row under an ACCESS EXCLUSIVE "
+                "lock (reads and writes of {prefix}users wait) and fails if a NULL is left — "
+                "add `CHECK (email IS NOT NULL) NOT VALID`, validate it in a later revision, "
+                "then set NOT NULL"
+            ),
+        ),
         # Set NOT NULL below, then made nullable again by a later revision below.
         Invalid(
             _WIDENED,
