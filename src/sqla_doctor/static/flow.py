@@ -1265,20 +1265,37 @@ class FunctionFlow:
         return None
 
     def _row_entity(self, rows: ObjectsValue, attr: str) -> Value | None:
-        """``row.User``: a Row names an entity by its class (an ``aliased()`` one by the
-        name it was given, which is not looked for)."""
+        """``row.User``: a Row names an entity by its class, an ``aliased()`` one by the
+        name it was given (``aliased(User, name="author")``: ``row.author``; unnamed, it
+        has no key)."""
         stmt = rows.stmt
         aliases = stmt.aliases if stmt is not None else ()
         positions = [
             position
             for position, model in enumerate(rows.entities)
             if model is not None
-            and model.rpartition(".")[2] == attr
-            and (position >= len(aliases) or aliases[position] is None)
+            and (
+                self._alias_key(stmt, position)
+                if position < len(aliases) and aliases[position] is not None
+                else model.rpartition(".")[2]
+            )
+            == attr
         ]
         if len(positions) != 1:
             return None
         return self._element(rows, positions[0])
+
+    def _alias_key(self, stmt: StatementValue | None, position: int) -> str | None:
+        """The ``name=`` a local ``aliased()`` entity of ``stmt`` was given: its Row key."""
+        args = stmt.root.args if stmt is not None else []
+        arg = args[position] if position < len(args) else None
+        if not isinstance(arg, ast.Name):
+            return None
+        binding = self.binding(arg.id, arg)
+        if binding is None or binding.kind != "assign" or not isinstance(binding.value, ast.Call):
+            return None
+        name = next((k.value for k in binding.value.keywords if k.arg == "name"), None)
+        return literal_str(name) if name is not None else None
 
     def _relationship(self, owner: ObjectsValue, node: ast.Attribute) -> Value | None:
         if self.index is None:

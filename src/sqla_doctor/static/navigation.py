@@ -202,6 +202,25 @@ def closed_before(flow: FunctionFlow, objects: ObjectsValue, node: ast.AST) -> b
     return False
 
 
+def row_entity_reads(
+    flow: FunctionFlow, binding: Binding, region: ast.AST
+) -> Iterator[tuple[ast.expr, ast.Attribute, ObjectsValue]]:
+    """``for row in rows:`` then ``row.User.posts`` / ``row[0].posts`` inside ``region``:
+    each Row entity read (``row.User``), the attribute read on it, and its objects."""
+    for load in flow.name_loads.get(binding.name, ()):
+        if not contains(region, load) or flow.binding(binding.name, load) is not binding:
+            continue
+        entity = flow.parent(load)
+        if not isinstance(entity, (ast.Attribute, ast.Subscript)):
+            continue
+        attribute = flow.parent(entity)
+        if not isinstance(attribute, ast.Attribute) or attribute.value is not entity:
+            continue
+        objects = flow.value(entity)
+        if isinstance(objects, ObjectsValue) and not objects.many:
+            yield entity, attribute, objects
+
+
 def left_open(flow: FunctionFlow, item: ast.withitem) -> bool:
     """Whether the ``with`` item is a project context manager that leaves the session it
     yields open as the block ends (one a scoped_session's registry keeps)."""

@@ -19,7 +19,12 @@ from sqla_doctor.static.flow import (
     worth_analysing,
 )
 from sqla_doctor.static.lifecycle import exit_method, sessions_ended
-from sqla_doctor.static.navigation import Navigator, access_option, left_open
+from sqla_doctor.static.navigation import (
+    Navigator,
+    access_option,
+    left_open,
+    row_entity_reads,
+)
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _SETTINGS = """
@@ -691,12 +696,13 @@ class DetachedInstanceAccess(Rule):
             files=_ROW_FILES,
         ),
         # Rows kept after the block: their columns and the entity's loaded columns read,
-        # the relationship loaded with the rows.
+        # the relationship loaded with the rows (also under an alias's name), and a
+        # commit of a session that does not expire them.
         Valid(
             """
             from sqlalchemy import func, select
-            from sqlalchemy.orm import selectinload
-            from app.db import SessionLocal
+            from sqlalchemy.orm import aliased, selectinload
+            from app.db import ReadSession, SessionLocal
             from app.models import Post, User
 
             def counts():
@@ -711,12 +717,74 @@ class DetachedInstanceAccess(Rule):
                     rows = session.execute(stmt).all()
                 for row in rows:
                     print(len(row.User.posts), len(row[0].posts))
+
+            def by_author():
+                author = aliased(User, name="author")
+                with SessionLocal() as session:
+                    stmt = select(author, func.length(author.name)).options(
+                        selectinload(author.posts)
+                    )
+                    rows = session.execute(stmt).all()
+                return [len(row.author.posts) for row in rows]
+
+            def committed_unexpired():
+                with ReadSession() as session:
+                    rows = session.execute(select(User, func.length(User.name))).all()
+                    session.commit()
+                return [row.User.name for row in rows]
             """,
             path="app/views.py",
             files=_FILES,
         ),
     )
     INVALID = (
+        # A Row names an `aliased(..., name=...)` entity by that name.
+        Invalid(
+            """
+            from sqlalchemy import func, select
+            from sqlalchemy.orm import aliased
+            from app.db import SessionLocal
+            from app.models import User
+
+            def by_author():
+                author = aliased(User, name="author")
+                with SessionLocal() as session:
+                    rows = session.execute(select(author, func.length(author.name))).all()
+                return [len(row.author.posts) for row in rows]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `row.author` after the session that loaded it "
+                "closed (the `with` block at line 8 closed it): this raises "
+                "DetachedInstanceError — add `selectinload(author.posts)` to that query, or "
+                "read it before the session closes"
+            ),
+        ),
+        # A commit before the block closed expired the Row's entity: a column read fails.
+        Invalid(
+            """
+            from sqlalchemy import func, select
+            from app.db import SessionLocal
+            from app.models import User
+
+            def counts():
+                with SessionLocal() as session:
+                    rows = session.execute(select(User, func.length(User.name))).all()
+                    session.commit()
+                return [row.User.name for row in rows]
+            """,
+            path="app/views.py",
+            files=_FILES,
+            line=9,
+            expected_message=(
+                "`row.User.name` is read after `session.commit()` (line 8) expired `row.User` "
+                "and the session closed: this raises DetachedInstanceError — set "
+                "`expire_on_commit=False` on the session factory, or read it before the "
+                "session closes"
+            ),
+        ),
         # Rows a helper returns from a session it closed: each row's entity is detached.
         Invalid(
             """
@@ -1182,26 +1250,16 @@ class DetachedInstanceAccess(Rule):
         closed = self._closed(flow, binding, rows)
         if closed is None:
             return
-        region, where, _ = closed
+        region, where, commit = closed
         seen: set[tuple[str, str]] = set()
-        for load in flow.name_loads.get(binding.name, ()):
-            if (
-                not contains(region, load)  # type: ignore[arg-type]
-                or flow.binding(binding.name, load) is not binding
-            ):
-                continue
-            entity = flow.parent(load)
-            if not isinstance(entity, (ast.Attribute, ast.Subscript)):
-                continue
-            attribute = flow.parent(entity)
-            objects = flow.value(entity)
-            if (
-                not isinstance(attribute, ast.Attribute)
-                or attribute.value is not entity
-                or not isinstance(objects, ObjectsValue)
-                or objects.many
-            ):
-                continue
+        for entity, attribute, objects in row_entity_reads(flow, binding, region):  # type: ignore[arg-type]
+            if commit is not None:
+                # The commit expired the Row's objects: any attribute read refreshes.
+                problem = _expired(
+                    self.ctx.text(entity), attribute.attr, commit, objects.receiver or "session"
+                )
+                self.report(attribute, problem=problem)
+                return
             for access in navigator.on_attribute(attribute, objects, per_row=False):
                 key = (access.rel.owner, access.rel.attr)
                 if key in seen:
@@ -1288,18 +1346,10 @@ class DetachedInstanceAccess(Rule):
         """Report the first read in ``region`` of what ``binding`` holds, expired by
         ``commit`` (a call, or what committed) and detached since."""
         name = binding.name
-        by = commit if isinstance(commit, str) else f"`{session}.commit()` (line {commit.lineno})"
         for read in flow.reads_in(name, region):  # type: ignore[arg-type]
             if flow.binding(name, read) is not binding:
                 continue
-            self.report(
-                read,
-                problem=(
-                    f"`{name}.{read.attr}` is read after {by} expired `{name}` and the session "
-                    "closed: this raises DetachedInstanceError — set `expire_on_commit=False` on "
-                    "the session factory, or read it before the session closes"
-                ),
-            )
+            self.report(read, problem=_expired(name, read.attr, commit, session))
             return True
         return False
 
@@ -1465,6 +1515,16 @@ class DetachedInstanceAccess(Rule):
                 access.node,
                 problem=_detached_read(access.rel.name, name, where, option, access.via),
             )
+
+
+def _expired(shown: str, attr: str, commit: ast.Call | str, session: str) -> str:
+    """A read of ``shown.attr``, expired by ``commit`` (a call, or what committed)."""
+    by = commit if isinstance(commit, str) else f"`{session}.commit()` (line {commit.lineno})"
+    return (
+        f"`{shown}.{attr}` is read after {by} expired `{shown}` and the session closed: this "
+        "raises DetachedInstanceError — set `expire_on_commit=False` on the session factory, "
+        "or read it before the session closes"
+    )
 
 
 def _block_commit(session: SessionValue | None, with_node: ast.With | ast.AsyncWith) -> str | None:
