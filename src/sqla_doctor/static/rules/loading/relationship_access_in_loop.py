@@ -6,7 +6,14 @@ import ast
 
 from sqla_doctor.findings import Applicability, Fix, Related, Severity
 from sqla_doctor.static.context import FileContext
-from sqla_doctor.static.flow import Binding, FunctionFlow, ObjectsValue, flow_for, worth_analysing
+from sqla_doctor.static.flow import (
+    Binding,
+    FunctionFlow,
+    ObjectsValue,
+    RowValue,
+    flow_for,
+    worth_analysing,
+)
 from sqla_doctor.static.index.functions import MAX_PATH
 from sqla_doctor.static.loader_fix import model_name_here, options_edits
 from sqla_doctor.static.navigation import (
@@ -17,6 +24,7 @@ from sqla_doctor.static.navigation import (
     back_to_parent,
     closed_before,
     option_steps,
+    row_entity_reads,
     shared_by_every_row,
 )
 from sqla_doctor.static.rule import Invalid, Rule, Valid
@@ -100,6 +108,17 @@ def leaderboard(session: Session):
     top = aliased(User, ranked.limit(10).subquery())
     for user in session.scalars(select(top){options}):
         print(user.name, [p.title for p in user.posts])
+"""
+# Rows of an entity and a count, the entity read off each Row while the session is open.
+_ROWS = """
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+from app.models import Post, User
+
+def counts(session: Session):
+    stmt = select(User, func.count(Post.id).label("n")).join(User.posts).group_by(User.id){options}
+    for row in session.execute(stmt):
+        print(row.n, row.User.name, [p.title for p in row.User.posts], len(row[0].posts))
 """
 # A module-level alias, read in a function.
 _MODULE_ALIAS = """
@@ -1242,9 +1261,24 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_FLAG_FILES,
         ),
+        # The same rows with the collection eager-loaded: only the Row's columns and
+        # the entity's loaded ones are read per row.
+        Valid(_ROWS.format(options=".options(selectinload(User.posts))"), files=_FILES),
     )
 
     INVALID = (
+        # A Row's entity (`row.User`, `row[0]`) is read as an unpacked one is.
+        Invalid(
+            _ROWS.format(options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=8,
+            expected_message=(
+                "`User.posts` is lazy-loaded once per row of `session.execute(stmt)` (loaded "
+                "at line 6) — add `.options(selectinload(User.posts))` to that query"
+            ),
+            expected_fix=_ROWS.format(options=".options(selectinload(User.posts))"),
+        ),
         # A `continue` goes on to the next row: each skipped post's author is loaded.
         Invalid(
             _FIRST_ROW.format(skip="continue"),
@@ -2157,6 +2191,14 @@ class RelationshipAccessInLoop(Rule):
                 continue
             for binding in _loop_bindings(flow, loop, target):
                 element = flow.binding_value(binding)
+                if isinstance(element, RowValue) and not rows.is_async:
+                    # `for row in session.execute(select(User, ...))`: `row.User.posts`.
+                    navigator = Navigator(flow, self.ctx.index, strict=False)
+                    for _, attribute, entity in row_entity_reads(flow, binding, region):
+                        for access in navigator.on_attribute(attribute, entity, per_row=True):
+                            if not _targets_held(flow, access, rows, loop):
+                                found.append((access, rows, iterable))
+                    continue
                 if not isinstance(element, ObjectsValue):
                     continue
                 navigator = Navigator(flow, self.ctx.index, strict=False)
