@@ -106,7 +106,7 @@ class _EveryName(frozenset[str]):
 _EVERY_NAME = _EveryName()
 
 
-def _name_uses(tree: ast.Module) -> dict[str, tuple[int, list[ast.Call]]]:
+def name_uses(tree: ast.Module) -> dict[str, tuple[int, list[ast.Call]]]:
     """For each function defined at module level: how often its name is used in the
     module, and the calls made through that name."""
     wanted = {
@@ -122,6 +122,33 @@ def _name_uses(tree: ast.Module) -> dict[str, tuple[int, list[ast.Call]]]:
             if isinstance(func, ast.Name) and func.id in wanted:
                 calls.setdefault(func.id, []).append(node)
     return {name: (count, calls.get(name, [])) for name, count in uses.items()}
+
+
+def call_arguments(
+    call: ast.Call, function: ast.FunctionDef | ast.AsyncFunctionDef, bound: int = 0
+) -> dict[str, ast.expr | None]:
+    """What each named parameter of ``function`` receives at ``call``: the argument,
+    the default when none is passed, None when unknowable (``*args``, ``**kwargs``);
+    ``bound`` leading parameters are not passed (a method's ``self``)."""
+    args = function.args
+    positional = [*args.posonlyargs, *args.args]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+    defaults.extend(args.defaults)
+    positional, defaults = positional[bound:], defaults[bound:]
+    received: dict[str, ast.expr | None] = {}
+    starred = any(isinstance(a, ast.Starred) for a in call.args)
+    spread = any(k.arg is None for k in call.keywords)
+    keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+    for position, (param, default) in enumerate(zip(positional, defaults, strict=True)):
+        if starred or spread:
+            received[param.arg] = None
+        elif position < len(call.args):
+            received[param.arg] = call.args[position]
+        else:
+            received[param.arg] = keywords.get(param.arg, default)
+    for param, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+        received[param.arg] = None if spread else keywords.get(param.arg, default)
+    return received
 
 
 def _returned(function: ast.FunctionDef) -> tuple[ast.expr, ...]:
@@ -706,32 +733,6 @@ class StringFlow:
             return None
         return method
 
-    def arguments(
-        self, call: ast.Call, function: ast.FunctionDef | ast.AsyncFunctionDef, bound: int = 0
-    ) -> dict[str, ast.expr | None]:
-        """What each named parameter of ``function`` receives at ``call``: the argument,
-        the default when none is passed, None when unknowable (``*args``, ``**kwargs``);
-        ``bound`` leading parameters are not passed (a method's ``self``)."""
-        args = function.args
-        positional = [*args.posonlyargs, *args.args]
-        defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
-        defaults.extend(args.defaults)
-        positional, defaults = positional[bound:], defaults[bound:]
-        received: dict[str, ast.expr | None] = {}
-        starred = any(isinstance(a, ast.Starred) for a in call.args)
-        spread = any(k.arg is None for k in call.keywords)
-        keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
-        for position, (param, default) in enumerate(zip(positional, defaults, strict=True)):
-            if starred or spread:
-                received[param.arg] = None
-            elif position < len(call.args):
-                received[param.arg] = call.args[position]
-            else:
-                received[param.arg] = keywords.get(param.arg, default)
-        for param, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-            received[param.arg] = None if spread else keywords.get(param.arg, default)
-        return received
-
     def _fixed_elements(self, binding: Binding) -> bool:
         if binding.kind is not BindingKind.PARAMETER:
             return False
@@ -774,7 +775,7 @@ class StringFlow:
         try:
             fixed = True
             for call in calls:
-                argument = self.arguments(call, function).get(binding.name)
+                argument = call_arguments(call, function).get(binding.name)
                 if argument is None:
                     fixed = False
                 elif elements:
@@ -824,7 +825,7 @@ class StringFlow:
         """The calls of ``function`` in this module; [] when its name is used otherwise
         too (passed as a callback, stored, rebound), which callers we cannot see."""
         if self._call_sites is None:
-            self._call_sites = _name_uses(self.flow.ctx.tree)
+            self._call_sites = name_uses(self.flow.ctx.tree)
         uses, calls = self._call_sites.get(function.name, (0, []))
         if uses != len(calls):
             return []
@@ -865,7 +866,7 @@ class StringFlow:
             return None
         values: set[str] = set()
         elements: set[str] = set()
-        for name, argument in self.arguments(call, function, bound).items():
+        for name, argument in call_arguments(call, function, bound).items():
             if argument is None:
                 continue
             if self.value(argument).state is ValueState.STATIC:
@@ -969,7 +970,7 @@ class StringFlow:
         function = self.module_function(value.func)
         if function is None:
             return False
-        received = self.arguments(value, function)
+        received = call_arguments(value, function)
         checked = [
             param for param, arg in received.items()
             if isinstance(arg, ast.Name) and arg.id == name

@@ -19,6 +19,7 @@ from sqla_doctor.static.lifecycle import (
 )
 from sqla_doctor.static.objects import SqlaObjects
 from sqla_doctor.static.rule import Invalid, Rule, Valid
+from sqla_doctor.static.strings import call_arguments, name_uses
 
 _DB = """
 from sqlalchemy import create_engine
@@ -28,6 +29,19 @@ engine = create_engine("postgresql+psycopg://app@db/app", pool_size=5)
 async_engine = create_async_engine("postgresql+asyncpg://app@db/app")
 """
 _FILES = {"app/__init__.py": "", "app/db.py": _DB}
+# A helper taking its engine unannotated, and the module's calls of it.
+_ENGINE_PARAM = """
+from sqlalchemy import create_engine
+from app.db import engine
+
+def export(engine):
+    conn = engine.connect()
+    return conn.exec_driver_sql("SELECT 1").all()
+
+def main(url, settings):
+    export(create_engine(url))
+    {second}
+"""
 # What checks a connection out of the pool, and what a `with` of it is written as.
 _CHECKOUTS = frozenset({"connect", "raw_connection"})
 
@@ -40,7 +54,8 @@ class ConnectionNotClosed(Rule):
     neither used as a context manager nor closed in a `finally` block, and does not leave
     the function (returned, yielded, stored on an object, handed to a project function
     that closes it in its `finally`). The engine must be known as one: made by
-    `create_engine()` in this function or any module of the project, or annotated.
+    `create_engine()` in this function or any module of the project, annotated, or
+    passed an engine by every call of the function.
 
     ## Why is this bad?
     A `Connection` holds its pool connection until `close()`. When nothing closes it, or
@@ -52,10 +67,11 @@ class ConnectionNotClosed(Rule):
     out`. Unlike a session, a connection keeps its checkout across `commit()`.
 
     ## Known problems
-    An engine the function receives without an annotation (`def export(engine):`) is not
-    known to be one, and its connections are not judged. A connection stored on an object
-    (`self.conn = engine.connect()`) belongs to that object's lifetime and is not
-    reported.
+    An engine the function receives without an annotation (`def export(engine):`) is
+    known to be one only when the function is called from its own module alone, every
+    call passing a known engine; otherwise its connections are not judged. A connection
+    stored on an object (`self.conn = engine.connect()`) belongs to that object's
+    lifetime and is not reported.
 
     ## Example
     ```python
@@ -201,6 +217,18 @@ class ConnectionNotClosed(Rule):
                 return conn.exec_driver_sql("SELECT 1").all()
             """
         ),
+        # An unannotated engine parameter that some caller passes something else, or
+        # that another module's callers (not read here) pass.
+        Valid(
+            _ENGINE_PARAM.format(second="export(settings.target)"),
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        Valid(
+            _ENGINE_PARAM.format(second="export(engine)"),
+            path="app/jobs.py",
+            files={**_FILES, "app/cli.py": "from app.jobs import export\n"},
+        ),
         # Rebound in the function: each binding's life is its own story.
         Valid(
             """
@@ -217,6 +245,18 @@ class ConnectionNotClosed(Rule):
         ),
     )
     INVALID = (
+        # An unannotated engine parameter every caller in the project passes an engine.
+        Invalid(
+            _ENGINE_PARAM.format(second="export(engine)"),
+            path="app/jobs.py",
+            files=_FILES,
+            line=5,
+            expected_message=(
+                "`conn = engine.connect()` is never closed: its connection stays checked out "
+                "of the pool until garbage collection — use `with engine.connect() as conn:` "
+                "or close it in a `finally`"
+            ),
+        ),
         Invalid(
             """
             from sqlalchemy import select, table, column
@@ -340,7 +380,7 @@ class ConnectionNotClosed(Rule):
             # Rebound later, or bound in a loop: stay simple.
             if len(bindings) != 1 or bindings[0].kind != "assign":
                 continue
-            checkout = self._checkout(bindings[0])
+            checkout = self._checkout(flow, bindings[0])
             if checkout is None:
                 continue
             if (
@@ -357,7 +397,7 @@ class ConnectionNotClosed(Rule):
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
-    def _checkout(self, binding: Binding) -> ast.Call | None:
+    def _checkout(self, flow: FunctionFlow, binding: Binding) -> ast.Call | None:
         """The ``engine.connect()`` / ``engine.raw_connection()`` call a binding takes its
         connection from (``execution_options(...)`` and ``await`` on the way), on an
         expression known to be an engine."""
@@ -368,8 +408,41 @@ class ConnectionNotClosed(Rule):
             return None
         value = checkout[0]
         assert isinstance(value.func, ast.Attribute)
-        kind = self.objects.kind_of(value.func.value)
-        return value if kind is not None and kind.is_engine else None
+        engine = value.func.value
+        kind = self.objects.kind_of(engine)
+        if kind is not None and kind.is_engine:
+            return value
+        return value if self._engine_parameter(flow, engine) else None
+
+    def _engine_parameter(self, flow: FunctionFlow, engine: ast.expr) -> bool:
+        """``def export(engine):`` with no annotation, a module-level function called only
+        from this module, every call passing a known engine."""
+        function = flow.node
+        if (
+            not isinstance(engine, ast.Name)
+            or function not in self.ctx.tree.body
+            or function.decorator_list
+        ):
+            return False
+        binding = flow.binding(engine.id, engine)
+        if binding is None or binding.kind != "param" or binding.value is not None:
+            return False
+        imported = self.ctx.index.imported_names(self.ctx.facts.module)
+        if function.name in imported or "*" in imported:
+            return False  # called from modules whose arguments are not read here
+        uses, calls = self._call_sites.get(function.name, (0, []))
+        if not calls or uses != len(calls):
+            return False  # never called here, or handed on as a callback
+        for call in calls:
+            given = call_arguments(call, function).get(engine.id)
+            kind = self.objects.kind_of(given) if given is not None else None
+            if kind is None or not kind.is_engine:
+                return False
+        return True
+
+    @cached_property
+    def _call_sites(self) -> dict[str, tuple[int, list[ast.Call]]]:
+        return name_uses(self.ctx.tree)
 
     def _report(self, binding: Binding, checkout: ast.Call, closes: list[ast.Call]) -> None:
         assert binding.value is not None
