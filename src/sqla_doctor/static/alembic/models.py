@@ -82,6 +82,7 @@ class TableFacts:
     name: str
     metadata: str | None  # metadata key
     columns: set[str] = field(default_factory=set)
+    column_call: str | None = None  # its module's spelling (ModuleModels.column_call)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class MappedClass:
     table: str | None
     columns: set[str]
     schema: str | None = None
+    column_call: str | None = None  # its module's spelling (ModuleModels.column_call)
 
 
 @dataclass
@@ -107,6 +109,9 @@ class ModuleModels:
     tables: list[tuple[int, str | None, str | None, set[str]]] = field(default_factory=list)
     # module-level name → (kind, argument) for bases, registries, metadata objects
     factories: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    # How the module writes a column (`sa.Column`, `db.Column`, `mapped_column`), for
+    # advice in its own style.
+    column_call: str | None = None
 
 
 def camel_to_snake(name: str) -> str:
@@ -155,6 +160,14 @@ def scan_module(module: str, path: str, tree: ast.Module, resolver: NameResolver
                 table_name, metadata, columns = table
                 qualified = resolver.qualify(metadata) if metadata is not None else None
                 result.tables.append((stmt.lineno, table_name, qualified, columns))
+    result.column_call = next(
+        (
+            ast.unparse(node.func)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and resolver.sqla_name(node.func) in _COLUMN_CALLS
+        ),
+        None,
+    )
     return result
 
 
@@ -466,6 +479,7 @@ class ModelIndex:
                     table=table,
                     columns=set(self._columns(cls)),
                     schema=self._schema_of(cls),
+                    column_call=self.modules[cls.module].column_call,
                 )
             )
         return result
@@ -545,5 +559,10 @@ class ModelIndex:
             for line, name, metadata, columns in module.tables:
                 if name is not None:
                     key = self.metadata_key(metadata)
-                    found.append(TableFacts(module.module, module.path, line, name, key, columns))
+                    found.append(
+                        TableFacts(
+                            module.module, module.path, line, name, key, columns,
+                            module.column_call,
+                        )
+                    )
         return found

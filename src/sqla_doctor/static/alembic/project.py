@@ -590,7 +590,12 @@ class AlembicAnalysis:
             entry = tables.setdefault(
                 f"{mapped.schema}.{mapped.table}" if mapped.schema else mapped.table,
                 MappedTable(
-                    mapped.table, mapped.qualname, mapped.path, mapped.line, schema=mapped.schema
+                    mapped.table,
+                    mapped.qualname,
+                    mapped.path,
+                    mapped.line,
+                    schema=mapped.schema,
+                    column_call=mapped.column_call,
                 ),
             )
             for column in mapped.columns:
@@ -600,7 +605,13 @@ class AlembicAnalysis:
                 continue
             entry = tables.setdefault(
                 table.name,
-                MappedTable(table.name, f"Table({table.name!r})", table.path, table.line),
+                MappedTable(
+                    table.name,
+                    f"Table({table.name!r})",
+                    table.path,
+                    table.line,
+                    column_call=table.column_call,
+                ),
             )
             for column in table.columns:
                 entry.columns.setdefault(column, entry.owner)
@@ -660,6 +671,7 @@ class MappedTable:
     line: int
     columns: dict[str, str] = field(default_factory=dict)  # column → owning class
     schema: str | None = None  # the owning class's `__table_args__` schema, if written
+    column_call: str | None = None  # how its module writes a column: `sa.Column`, ...
 
     @property
     def owner_name(self) -> str:

@@ -49,6 +49,19 @@ _HEAD = """
             down_revision = "a1"
 """
 _FILES = {"app/__init__.py": "", "app/models.py": _MODELS}
+_COLUMN_MODELS = """
+import sqlalchemy as sa
+from sqlalchemy.orm import declarative_base
+
+Base = declarative_base()
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    name = sa.Column(sa.String(100))
+"""
 
 
 class DropOrRenameMappedObject(MigrationRule):
@@ -361,6 +374,22 @@ class DropOrRenameMappedObject(MigrationRule):
                 'new column and copy, or map the old name (`mapped_column("fullname")`) instead'
             ),
         ),
+        # Models written with `sa.Column` (Octavia's): the advice is written so too.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("users", "name", new_column_name="display_name")
+            """,
+            path="migrations/versions/b2.py",
+            files={"app/__init__.py": "", "app/models.py": _COLUMN_MODELS},
+            expected_message=(
+                "renames users.name to display_name, but User (app/models.py:7) still maps "
+                "name: every query of User fails with UndefinedColumn once this runs — map "
+                "the new name, or keep the column and map it under a new attribute "
+                '(`sa.Column("name", ...)`)'
+            ),
+        ),
     )
 
     def check_migration(
@@ -457,7 +486,7 @@ class DropOrRenameMappedObject(MigrationRule):
                         f"renames {table}.{old} to {new}, but {_owner(mapped)} still maps "
                         f"{old}: every query of {mapped.owner_name} fails with UndefinedColumn "
                         "once this runs — map the new name, or keep the column and map it "
-                        f'under a new attribute (`mapped_column("{old}")`)',
+                        f"under a new attribute (`{_mapping_of(mapped, old)}`)",
                     )
                 elif new in mapped.columns:
                     yield self._report(
@@ -467,7 +496,7 @@ class DropOrRenameMappedObject(MigrationRule):
                         f"renames {table}.{old} to {new}: the models map the new name, but the "
                         f"code still running during the deploy selects {table}.{old} and fails "
                         "— add the new column and copy, or map the old name "
-                        f'(`mapped_column("{old}")`) instead',
+                        f"(`{_mapping_of(mapped, old)}`) instead",
                         severity=Severity.WARNING,
                     )
             elif operation.kind == "rename_table":
@@ -572,6 +601,16 @@ def _sql_recreates(migration: MigrationFile, table: str, column: str | None) -> 
         any(re.search(rf"(?<![\w$]){re.escape(name)}(?![\w$])", text) for text in strings)
         for name in names
     )
+
+
+def _mapping_of(mapped: MappedTable, column: str | None) -> str:
+    """An attribute mapping the column ``column``, written as the models' module writes
+    its columns: ``mapped_column("name")``, or ``sa.Column("name", ...)``, which needs
+    its type."""
+    call = mapped.column_call or "mapped_column"
+    if call.rpartition(".")[2] == "mapped_column":
+        return f'{call}("{column}")'
+    return f'{call}("{column}", ...)'
 
 
 def _owner(mapped: MappedTable) -> str:
