@@ -75,6 +75,8 @@ class LazyAccess:
     path: tuple[tuple[str, str], ...]  # from the loaded entity to this relationship
     via: str | None = None  # "`render()` (app/views.py:3)" when read by a helper
     per_row: bool = True  # once per row of a collection (an N+1)
+    # The base class the rows were queried as, when ``rel`` is one of its subclasses'.
+    base: str | None = None
 
 
 def back_to_parent(
@@ -273,10 +275,15 @@ class Navigator:
     load repeated per row; an explicit ``lazyload()`` does not excuse it either.
     """
 
-    def __init__(self, flow: FunctionFlow, index: ProjectIndex, *, strict: bool) -> None:
+    def __init__(
+        self, flow: FunctionFlow, index: ProjectIndex, *, strict: bool, subclasses: bool = False
+    ) -> None:
         self.flow = flow
         self.index = index
         self.strict = strict
+        # Read a relationship only a mapped subclass has (`shape.marks`, a Circle's) on
+        # the rows of a base-class query as that subclass's.
+        self.subclasses = subclasses
 
     # Entry points --------------------------------------------------------------------
     def on_binding(
@@ -492,6 +499,12 @@ class Navigator:
                     )
                 return
             rel = self.index.relationship(current.model, attr)
+            base: str | None = None
+            if rel is None and self.subclasses and not current.path:
+                rel = self.index.subclass_relationship(current.model, attr)
+                if rel is not None:
+                    base = current.model
+                    current = evolve(current, model=rel.owner)
             if rel is None or rel.target is None or rel.collection is None:
                 return
             step = (*current.path, (current.model, attr))
@@ -504,7 +517,7 @@ class Navigator:
                 # first load; no reliable N+1 (contains_eager() would still save one).
                 loaded = True
             if not loaded and (per_row or self.strict):
-                yield LazyAccess(rel, at, current, step, via, per_row)
+                yield LazyAccess(rel, at, current, step, via, per_row, base)
             current = evolve(
                 current,
                 model=rel.target,

@@ -305,6 +305,7 @@ class ProjectIndex:
         self._all_models: list[Model] | None = None
         self._relationships: dict[tuple[str, str], Relationship | None] = {}
         self._backrefs: dict[str, dict[str, Relationship]] | None = None
+        self._subclasses: dict[str, list[str]] | None = None
         self._by_name: dict[tuple[str, str], list[str]] | None = None
         self._functions: dict[str, FunctionFacts] | None = None
         self._factories: dict[str, FactoryFacts] | None = None
@@ -362,6 +363,7 @@ class ProjectIndex:
         self._all_models = None
         self._relationships = {}
         self._backrefs = None
+        self._subclasses = None
         self._by_name = None
         self._functions = None
         self._factories = None
@@ -794,6 +796,28 @@ class ProjectIndex:
                     break
         self._relationships[key] = found
         return found
+
+    def subclass_relationship(self, model: str, attr: str) -> Relationship | None:
+        """``attr`` read on a ``model`` object when ``model`` has no such relationship but
+        one of its mapped subclasses does (``shape.marks`` of a Circle in a loop over
+        ``select(Shape)``): that subclass's; None when none or several (unrelated) do."""
+        if self._subclasses is None:
+            self._subclasses = {}
+            for item in self.models():
+                seen = {item.qualname}
+                ancestor = self.model(item.parent) if item.parent else None
+                while ancestor is not None and ancestor.qualname not in seen:
+                    seen.add(ancestor.qualname)
+                    self._subclasses.setdefault(ancestor.qualname, []).append(item.qualname)
+                    ancestor = self.model(ancestor.parent) if ancestor.parent else None
+        owners = [
+            sub
+            for sub in self._subclasses.get(self.follow(model), ())
+            if self.relationship(sub, attr) is not None
+        ]
+        # A sub-subclass inherits its parent's: the topmost owner is the one read.
+        top = [sub for sub in owners if (found := self.model(sub)) and found.parent not in owners]
+        return self.relationship(top[0], attr) if len(top) == 1 else None
 
     def relationships(self, model: Model) -> list[Relationship]:
         """Every relationship readable on a model, backrefs included."""

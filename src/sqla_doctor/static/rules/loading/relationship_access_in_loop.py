@@ -109,6 +109,55 @@ def leaderboard(session: Session):
     for user in session.scalars(select(top){options}):
         print(user.name, [p.title for p in user.posts])
 """
+# A joined-table hierarchy whose subclasses each have a collection (scenario s126).
+_SHAPES = """
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+class Base(DeclarativeBase):
+    pass
+
+class Shape(Base):
+    __tablename__ = "shapes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str]
+    __mapper_args__ = {"polymorphic_on": kind, "polymorphic_identity": "shape"}
+
+class Mark(Base):
+    __tablename__ = "marks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    circle_id: Mapped[int] = mapped_column(ForeignKey("circles.id"))
+
+class Tag(Base):
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    square_id: Mapped[int] = mapped_column(ForeignKey("squares.id"))
+
+class Circle(Shape):
+    __tablename__ = "circles"
+    id: Mapped[int] = mapped_column(ForeignKey("shapes.id"), primary_key=True)
+    marks: Mapped[list[Mark]] = relationship()
+    __mapper_args__ = {"polymorphic_identity": "circle"}
+
+class Square(Shape):
+    __tablename__ = "squares"
+    id: Mapped[int] = mapped_column(ForeignKey("shapes.id"), primary_key=True)
+    tags: Mapped[list[Tag]] = relationship()
+    __mapper_args__ = {"polymorphic_identity": "square"}
+"""
+_SHAPE_FILES = {"app/__init__.py": "", "app/models.py": _SHAPES}
+# A loop over the base class reading each subclass's collection after an isinstance().
+_SHAPE_LOOP = """
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectin_polymorphic, selectinload
+from app.models import Circle, Shape, Square
+
+def marked(session: Session) -> int:
+    n = 0
+    for shape in session.scalars(select(Shape){options}):
+        n += len(shape.marks) if isinstance(shape, Circle) else len(shape.tags)
+    return n
+"""
 # Rows of an entity and a count, the entity read off each Row while the session is open.
 _ROWS = """
 from sqlalchemy import func, select
@@ -1261,12 +1310,39 @@ class RelationshipAccessInLoop(Rule):
             path="app/views.py",
             files=_FLAG_FILES,
         ),
+        # The same loop over the base class with that option set (scenario s126f).
+        Valid(
+            _SHAPE_LOOP.format(
+                options=(
+                    ".options(selectin_polymorphic(Shape, [Circle, Square]), "
+                    "selectinload(Circle.marks), selectinload(Square.tags))"
+                )
+            ),
+            path="app/views.py",
+            files=_SHAPE_FILES,
+        ),
         # The same rows with the collection eager-loaded: only the Row's columns and
         # the entity's loaded ones are read per row.
         Valid(_ROWS.format(options=".options(selectinload(User.posts))"), files=_FILES),
     )
 
     INVALID = (
+        # Two subclasses' collections read on a base-class query's rows: each finding
+        # gives the one option set both need (two selectin_polymorphic(Shape, ...)
+        # options would conflict, and selectinload(Circle.marks) alone loads nothing).
+        Invalid(
+            _SHAPE_LOOP.format(options=""),
+            path="app/views.py",
+            files=_SHAPE_FILES,
+            line=8,
+            count=2,
+            expected_message=(
+                "`Circle.marks` is lazy-loaded once per row of "
+                "`session.scalars(select(Shape))` (loaded at line 7) — add `.options("
+                "selectin_polymorphic(Shape, [Circle, Square]), selectinload(Circle.marks), "
+                "selectinload(Square.tags))` to that query"
+            ),
+        ),
         # A Row's entity (`row.User`, `row[0]`) is read as an unpacked one is.
         Invalid(
             _ROWS.format(options=""),
@@ -2201,7 +2277,7 @@ class RelationshipAccessInLoop(Rule):
                     continue
                 if not isinstance(element, ObjectsValue):
                     continue
-                navigator = Navigator(flow, self.ctx.index, strict=False)
+                navigator = Navigator(flow, self.ctx.index, strict=False, subclasses=True)
                 if rows.is_async:
                     # Plain reads are SQD202's (MissingGreenlet); `await
                     # row.awaitable_attrs.rel` works, one SELECT per row.
@@ -2235,6 +2311,8 @@ class RelationshipAccessInLoop(Rule):
         first: dict[tuple[str, str], tuple[LazyAccess, ObjectsValue, ast.expr]] = {}
         for item in sorted(found, key=lambda i: _position(i[0].node)):
             first.setdefault((item[0].rel.owner, item[0].rel.attr), item)
+        # Subclasses' relationships on a base-class query's rows: one option set for all.
+        subclass_reads = [item[0] for item in first.values() if item[0].base is not None]
         by_node: dict[int, list[tuple[LazyAccess, ObjectsValue, ast.expr]]] = {}
         for item in first.values():
             by_node.setdefault(id(item[0].node), []).append(item)
@@ -2247,9 +2325,15 @@ class RelationshipAccessInLoop(Rule):
             if key in self._reported:
                 continue
             self._reported.add(key)
-            self._report([c[0] for c in chosen], chosen[0][1], chosen[0][2])
+            self._report([c[0] for c in chosen], chosen[0][1], chosen[0][2], subclass_reads)
 
-    def _report(self, accesses: list[LazyAccess], rows: ObjectsValue, iterable: ast.expr) -> None:
+    def _report(
+        self,
+        accesses: list[LazyAccess],
+        rows: ObjectsValue,
+        iterable: ast.expr,
+        subclass_reads: list[LazyAccess],
+    ) -> None:
         access = accesses[0]
         index = self.ctx.index
         # Every relationship read here needs its option (a `to_dict()` reading two needs
@@ -2260,6 +2344,10 @@ class RelationshipAccessInLoop(Rule):
         loaded = access.objects
         stmt = loaded.stmt
         chains = self._chains(optioned)
+        polymorphic = next((a for a in optioned if a.base is not None), None)
+        if polymorphic is not None:
+            option = self._polymorphic_option(polymorphic, optioned, subclass_reads)
+            chains = None
         if chains is not None and stmt is not None:
             existing = [_option_prefix(a) for a in optioned]
             edits = options_edits(self.ctx, stmt, chains, existing)
@@ -2292,7 +2380,11 @@ class RelationshipAccessInLoop(Rule):
             rels = ", ".join(names[:-1]) + f" and {names[-1]} are"
         else:
             rels = ", ".join(names[:2]) + f" and {len(names) - 2} more relationships are"
-        options = ", ".join(access_option(index, a) for a in optioned[:4])
+        options = (
+            option
+            if polymorphic is not None
+            else ", ".join(access_option(index, a) for a in optioned[:4])
+        )
         self.report(
             access.node,
             fix=fix,
@@ -2308,6 +2400,38 @@ class RelationshipAccessInLoop(Rule):
             option=option,
         )
 
+
+    def _polymorphic_option(
+        self, access: LazyAccess, optioned: list[LazyAccess], subclass_reads: list[LazyAccess]
+    ) -> str:
+        """``selectin_polymorphic(Shape, [Circle, Square]), selectinload(Circle.marks),
+        selectinload(Square.tags)``: one option set for every subclass relationship the
+        loop reads on the base-class query's rows. Separate ``selectin_polymorphic()``
+        options for one base conflict (InvalidRequestError), and ``selectinload(Circle.
+        marks)`` alone does not load it on a ``select(Shape)``."""
+        assert access.base is not None
+        same = [
+            read
+            for read in subclass_reads
+            if read.base == access.base and read.objects.stmt is access.objects.stmt
+        ]
+        same += [read for read in optioned if read not in same]
+        subclasses = dict.fromkeys(read.rel.owner for read in same if read.base is not None)
+        written = access.objects.entity
+        base = (
+            self.ctx.text(written)
+            if written is not None
+            else model_name_here(self.ctx, access.base) or access.base.rpartition(".")[2]
+        )
+        shown = ", ".join(
+            model_name_here(self.ctx, sub) or sub.rpartition(".")[2] for sub in subclasses
+        )
+        loaders = ", ".join(access_option(self.ctx.index, read) for read in same)
+        scope = self.ctx.enclosing_scope(access.node)
+        if "selectin_polymorphic(" in self.ctx.text(scope):
+            # The query has one already: a second for the same base would conflict.
+            return loaders
+        return f"selectin_polymorphic({base}, [{shown}]), {loaders}"
 
     def _chains(self, accesses: list[LazyAccess]) -> list[list[tuple[str, str]]] | None:
         """The options as (loader, attribute text) steps, for a fix: when the statement
