@@ -299,7 +299,7 @@ def extract(
                 else None
             )
             if type(func) is ast.Name and func.id in followed:
-                name_calls.setdefault(func.id, []).append(call_shape(node))
+                name_calls.setdefault(func.id, []).append(call_shape(node, walk_names))
             if builder is not None and tail is not None:
                 builder.called.add(tail)
                 if type(func) is ast.Name:
@@ -643,17 +643,23 @@ def is_constant_name(name: str) -> bool:
     return len(name.strip("_")) > 1 and bool(_UPPER.match(name))
 
 
-def call_shape(call: ast.Call) -> CallShape:
+def call_shape(call: ast.Call, names: NameResolver | None = None) -> CallShape:
     """What each argument of ``call`` is: "text" (a literal, or an UPPER_CASE name), "texts"
-    (a tuple, list or set of literals), "*" (unpacked: anything) or "" (anything else);
-    positional ones, then (keyword, kind) pairs (``**kwargs`` under the keyword "*")."""
+    (a tuple, list or set of literals), "*" (unpacked: anything), ``ENGINE_MADE`` (a
+    ``create_engine()`` call), "=" and the qualified name a module-level name or attribute
+    names (``=app.db.engine``), or "" (anything else); positional ones, then (keyword,
+    kind) pairs (``**kwargs`` under the keyword "*")."""
     return (
-        tuple(_argument_kind(arg) for arg in call.args),
-        tuple((k.arg or "*", _argument_kind(k.value)) for k in call.keywords),
+        tuple(_argument_kind(arg, names) for arg in call.args),
+        tuple((k.arg or "*", _argument_kind(k.value, names)) for k in call.keywords),
     )
 
 
-def _argument_kind(node: ast.expr) -> str:
+# call_shape()'s kind for an engine made in the call (`export(create_engine(url))`).
+ENGINE_MADE = "=create_engine()"
+
+
+def _argument_kind(node: ast.expr, names: NameResolver | None = None) -> str:
     if isinstance(node, ast.Starred):
         return "*"
     if isinstance(node, ast.Constant) or (
@@ -665,6 +671,15 @@ def _argument_kind(node: ast.expr) -> str:
         isinstance(e, ast.Constant) for e in node.elts
     ):
         return "texts"
+    if names is not None:
+        if isinstance(node, ast.Call) and names.sqla_name(node.func) in (
+            "create_engine",
+            "create_async_engine",
+        ):
+            return ENGINE_MADE
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            qualified = names.qualify(node)
+            return "" if qualified is None else f"={qualified}"
     return ""
 
 

@@ -8,6 +8,7 @@ from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import Binding, FunctionFlow, flow_for, worth_analysing
+from sqla_doctor.static.index.extract import ENGINE_MADE, CallShape
 from sqla_doctor.static.lifecycle import (
     CLOSERS,
     checkout_call,
@@ -68,8 +69,9 @@ class ConnectionNotClosed(Rule):
 
     ## Known problems
     An engine the function receives without an annotation (`def export(engine):`) is
-    known to be one only when the function is called from its own module alone, every
-    call passing a known engine; otherwise its connections are not judged. A connection
+    known to be one only when every call of the function in the project passes a known
+    engine (`create_engine(...)`, or a module's engine by its name); otherwise its
+    connections are not judged. A connection
     stored on an object (`self.conn = engine.connect()`) belongs to that object's
     lifetime and is not reported.
 
@@ -217,8 +219,8 @@ class ConnectionNotClosed(Rule):
                 return conn.exec_driver_sql("SELECT 1").all()
             """
         ),
-        # An unannotated engine parameter that some caller passes something else, or
-        # that another module's callers (not read here) pass.
+        # An unannotated engine parameter that some caller passes something else: here,
+        # or in another module.
         Valid(
             _ENGINE_PARAM.format(second="export(settings.target)"),
             path="app/jobs.py",
@@ -227,7 +229,10 @@ class ConnectionNotClosed(Rule):
         Valid(
             _ENGINE_PARAM.format(second="export(engine)"),
             path="app/jobs.py",
-            files={**_FILES, "app/cli.py": "from app.jobs import export\n"},
+            files={
+                **_FILES,
+                "app/cli.py": "from app.jobs import export\nexport(make_engine())\n",
+            },
         ),
         # Rebound in the function: each binding's life is its own story.
         Valid(
@@ -245,11 +250,18 @@ class ConnectionNotClosed(Rule):
         ),
     )
     INVALID = (
-        # An unannotated engine parameter every caller in the project passes an engine.
+        # An unannotated engine parameter every caller in the project passes an engine:
+        # here, and in another module (the engine app.db makes).
         Invalid(
             _ENGINE_PARAM.format(second="export(engine)"),
             path="app/jobs.py",
-            files=_FILES,
+            files={
+                **_FILES,
+                "app/cli.py": (
+                    "from app.db import engine\nfrom app.jobs import export\n"
+                    "export(engine=engine)\n"
+                ),
+            },
             line=5,
             expected_message=(
                 "`conn = engine.connect()` is never closed: its connection stays checked out "
@@ -427,16 +439,31 @@ class ConnectionNotClosed(Rule):
         binding = flow.binding(engine.id, engine)
         if binding is None or binding.kind != "param" or binding.value is not None:
             return False
-        imported = self.ctx.index.imported_names(self.ctx.facts.module)
-        if function.name in imported or "*" in imported:
-            return False  # called from modules whose arguments are not read here
+        index = self.ctx.index
+        outside: list[CallShape] = []
+        imported = index.imported_names(self.ctx.facts.module)
+        if "*" in imported:
+            return False
+        if function.name in imported:
+            # Other modules' calls, each argument as the index recorded it.
+            shapes = index.outside_calls(f"{self.ctx.facts.module}.{function.name}")
+            if shapes is None:
+                return False
+            outside = shapes
         uses, calls = self._call_sites.get(function.name, (0, []))
-        if not calls or uses != len(calls):
-            return False  # never called here, or handed on as a callback
+        if uses != len(calls) or not (calls or outside):
+            return False  # handed on as a callback, or never called
         for call in calls:
             given = call_arguments(call, function).get(engine.id)
             kind = self.objects.kind_of(given) if given is not None else None
             if kind is None or not kind.is_engine:
+                return False
+        for shape in outside:
+            given_kind = _shape_argument(shape, function, engine.id)
+            if given_kind is None or not (
+                given_kind == ENGINE_MADE
+                or (given_kind.startswith("=") and index.engine(given_kind[1:]) is not None)
+            ):
                 return False
         return True
 
@@ -468,6 +495,20 @@ class ConnectionNotClosed(Rule):
                 f"of the pool until garbage collection — {use}"
             )
         self.report(binding.value, problem=problem)
+
+
+def _shape_argument(
+    shape: CallShape, function: ast.FunctionDef | ast.AsyncFunctionDef, param: str
+) -> str | None:
+    """The kind (index.extract.call_shape) of what a recorded call passes ``param``; None
+    when it passes nothing or may pass it unpacked."""
+    positional, keywords = shape
+    if "*" in positional or any(arg == "*" for arg, _ in keywords):
+        return None
+    names = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+    if param in names and names.index(param) < len(positional):
+        return positional[names.index(param)]
+    return next((kind for arg, kind in keywords if arg == param), None)
 
 
 def _is_async_engine(objects: SqlaObjects, expr: ast.expr) -> bool:
