@@ -9,17 +9,22 @@ from typing import Final
 
 from sqla_doctor.runtime.callsite import CallSite
 
-# A SELECT's row lock, rendered last by PostgreSQL and MySQL (SQLite renders none).
-_ROW_LOCK: Final = re.compile(r"\bFOR\s+(NO\s+KEY\s+UPDATE|KEY\s+SHARE|UPDATE|SHARE)\b")
+# A SELECT's row lock, rendered last (SQLite renders none): the lock, then
+# with_for_update()'s NOWAIT or SKIP LOCKED.
+LOCK_CLAUSE: Final = re.compile(
+    r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b(?:\s+OF\s+[^;]*?)?"
+    r"(\s+NOWAIT|\s+SKIP\s+LOCKED)?\s*$",
+    re.IGNORECASE,
+)
 
 
 def row_lock(statement: str) -> str | None:
     """The row lock a statement takes until its transaction ends (``FOR UPDATE``, ``FOR
     SHARE``...), else None. One substring test for the statements that take none."""
-    if "FOR " not in statement:
+    if "FOR " not in statement and "for " not in statement:
         return None
-    found = _ROW_LOCK.search(statement)
-    return " ".join(f"FOR {found[1]}".split()) if found is not None else None
+    found = LOCK_CLAUSE.search(statement)
+    return f"FOR {' '.join(found[1].upper().split())}" if found is not None else None
 
 
 def held_rows(

@@ -44,6 +44,7 @@ from sqla_doctor.runtime.loading import (
     snake_case,
 )
 from sqla_doctor.runtime.redact import shown_sql
+from sqla_doctor.runtime.row_locks import LOCK_CLAUSE
 from sqla_doctor.runtime.unit_of_work import SessionRecord, process
 
 MAX_ENTRIES = 2_000
@@ -79,12 +80,7 @@ _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]
 # An INSERT that updates or skips the row when it exists: PostgreSQL's and SQLite's ON
 # CONFLICT, MySQL's ON DUPLICATE KEY UPDATE.
 _UPSERT = re.compile(r"\bON\s+(?:CONFLICT\b|DUPLICATE\s+KEY\s+UPDATE\b)", re.IGNORECASE)
-# A SELECT's row lock, rendered last (SQLite renders none): with_for_update()'s arguments.
-_LOCK = re.compile(
-    r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b(?:\s+OF\s+[^;]*?)?"
-    r"(\s+NOWAIT|\s+SKIP\s+LOCKED)?\s*$",
-    re.IGNORECASE,
-)
+# with_for_update()'s arguments for each lock of row_locks.LOCK_CLAUSE.
 _LOCK_ARGUMENTS = {
     "UPDATE": [],
     "NO KEY UPDATE": ["key_share=True"],
@@ -421,7 +417,7 @@ def _bulk_fix(method: str, model: str) -> str:
 def _lock_note(sql: str) -> str:
     """For a repeated SELECT that locks its rows (``FOR UPDATE``): how the one query that
     replaces it keeps the lock; '' for one that locks nothing."""
-    lock = _LOCK.search(sql)
+    lock = LOCK_CLAUSE.search(sql)
     if lock is None:
         return ""
     arguments = list(_LOCK_ARGUMENTS[" ".join(lock.group(1).upper().split())])
@@ -858,8 +854,7 @@ class RepeatedStatement(Detector):
                 # A mapper listener's runs in one transaction are the flush calling it
                 # per row, whoever called the function that flushed.
                 or (
-                    entry.by_library
-                    and not (entry.hook and entry.most_in_transaction >= threshold)
+                    entry.by_library and not (entry.hook and entry.most_in_transaction >= threshold)
                 )
                 or entry.batch >= _BATCH_ROWS
                 or self.reported(key)
@@ -940,9 +935,7 @@ class RepeatedStatement(Detector):
                 fix = per_call
             elif entry.merged is not None:
                 fix = _merge_fix(entry.merged)
-            elif entry.fetched is not None and (
-                got := _get_fix(entry.fetched, entry.site)
-            ):
+            elif entry.fetched is not None and (got := _get_fix(entry.fetched, entry.site)):
                 fix = got
             elif entry.collection is not None:
                 function = aggregate.group(1).lower() if aggregate is not None else None
