@@ -17,6 +17,8 @@ TEMP_TABLE: Final = "temp_table"
 LISTEN: Final = "listen"
 UNLISTEN: Final = "unlisten"
 
+# A statement that reads: a plain SELECT (not one behind a WITH).
+SELECT_SQL: Final = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _WRITES: Final = ("INSERT", "UPDATE", "DELETE", "MERGE", "REPLAC")
 _DDL: Final = ("CREATE", "ALTER ", "DROP ", "TRUNCA", "COMMEN")
 # Databases whose DDL runs inside the transaction, and so is rolled back with it; MySQL

@@ -21,6 +21,7 @@ from sqla_doctor.runtime.callsite import (
     classify,
     not_from_the_program,
 )
+from sqla_doctor.runtime.core_writes import SELECT_SQL
 from sqla_doctor.runtime.detector import (
     CORE,
     OTHER,
@@ -74,7 +75,6 @@ _KEYSET = re.compile(
 )
 _EQUALS_VALUE = re.compile(rf"(?<![<>!=])=\s*{PLACEHOLDER_SQL}")
 _FROM = re.compile(r"\bFROM\s+([\w.\"`\[\]]+)", re.IGNORECASE)
-_SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+([\w.\"`\[\]]+)", re.IGNORECASE)
 
 # An INSERT that updates or skips the row when it exists: PostgreSQL's and SQLite's ON
@@ -950,7 +950,7 @@ class RepeatedStatement(Detector):
                     f"tells them apart (`select(Model.parent_id, func.{function}(...))"
                     ".group_by(Model.parent_id)`) instead of one per iteration"
                 )
-            elif _FROM.search(entry.sql) is None and _SELECT.match(entry.sql):
+            elif _FROM.search(entry.sql) is None and SELECT_SQL.match(entry.sql):
                 # `SELECT :n * 2`, `SELECT nextval('ids')`: there are no rows to fetch.
                 fix = (
                     "it reads no table: compute the values in Python, or all of them in one "

@@ -6,7 +6,6 @@ time, its unit of work, and errors explained while they are being raised).
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 import weakref
@@ -18,7 +17,7 @@ from sqlalchemy.exc import MissingGreenlet, SQLAlchemyError
 from sqlalchemy.orm import RelationshipProperty
 from sqlalchemy.sql.elements import SavepointClause
 
-from sqla_doctor.runtime import callsite, errors, row_locks
+from sqla_doctor.runtime import callsite, core_writes, errors, row_locks
 from sqla_doctor.runtime.detector import (
     COLUMN_LOAD,
     CORE,
@@ -91,7 +90,6 @@ _KEYED_BY_CALLER = frozenset({SELECT, OTHER})
 # Above before_cursor_execute: Connection._exec_single_context (or its executemany
 # twin) and _execute_context.
 _CURSOR_FRAMES = 2
-_SELECT_SQL = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 
 
 def _not_the_executions(context: Any) -> bool:
@@ -220,7 +218,7 @@ def _on_before_cursor_execute(
                 flush_record = None
             elif not _in_unit_of_work(flush_record.session):
                 flush_record = None  # the program's before_flush hook: its own statement
-            elif _SELECT_SQL.match(statement) and _run_by_a_hook(flush_record):
+            elif core_writes.SELECT_SQL.match(statement) and _run_by_a_hook(flush_record):
                 flush_record = None
         execution: OrmExecution | None = None
         if flush_record is None:
