@@ -86,6 +86,9 @@ EVENTS: Final = (
     "connection_idle",
     "connection_transaction_end",
     "pool_saturated",
+    # A process checked out a pooled connection that another process opened: the program
+    # forked with it in the pool (InheritedCheckout).
+    "connection_inherited",
     # One session used by two asyncio tasks or two threads at once, or by threads taking
     # turns inside one transaction (SharedUse). See listeners/sharing.py.
     "session_shared",
@@ -737,6 +740,30 @@ class PoolCheckout:
         self.capacity = size + max_overflow
         # The stretch the pool has been full for, when this checkout left it full.
         self.fill = fill
+
+
+class InheritedCheckout:
+    """``record`` checked out, in this process, a pooled connection that process
+    ``opened_by`` opened (first checked out at ``opened_at``, when known): the program
+    forked while the connection was in the pool. ``pool`` is the Pool; ``sqlite`` says
+    whether the DBAPI connection is SQLite's.
+    """
+
+    __slots__ = ("opened_at", "opened_by", "pool", "record", "sqlite")
+
+    def __init__(
+        self,
+        record: CheckoutRecord,
+        opened_by: int,
+        opened_at: CallSite | None,
+        pool: object,
+        sqlite: bool,
+    ) -> None:
+        self.record = record
+        self.opened_by = opened_by
+        self.opened_at = opened_at
+        self.pool = pool
+        self.sqlite = sqlite
 
 
 _handled: dict[type[Detector], tuple[str, ...]] = {}

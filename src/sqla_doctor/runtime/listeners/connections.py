@@ -6,6 +6,7 @@ transaction, and what Core writes it made that a rollback or a lost connection u
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import weakref
@@ -14,11 +15,11 @@ from types import FrameType
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import QueuePool, SingletonThreadPool, StaticPool
 from sqlalchemy.pool.base import _ConnectionFairy
 
 from sqla_doctor.runtime import callsite, core_writes, pool_fill, query_plans
-from sqla_doctor.runtime.detector import ConnectionWritesLost, PoolCheckout
+from sqla_doctor.runtime.detector import ConnectionWritesLost, InheritedCheckout, PoolCheckout
 from sqla_doctor.runtime.listeners.endings import (
     _checkout_done,
     _connection_resumes,
@@ -69,6 +70,56 @@ def _on_checkout(dbapi_connection: Any, connection_record: Any, connection_proxy
     _last_checkout.set(record)
     if uow is not None:
         uow.adopt_checkout(record)
+    opened = _opened_elsewhere(connection_record, record)
+    if opened is not None:
+        _inherited(dbapi_connection, record, opened, connection_proxy)
+
+
+# Keys of a pool entry's ``info``, the dictionary SQLAlchemy keeps per DBAPI connection
+# (cleared when it is closed or invalidated) for listeners' own notes: the process that
+# first checked the connection out and where, and the last process told that it came
+# from another.
+_OPENED_BY = "sqla_doctor.opened_by"
+_REPORTED_IN = "sqla_doctor.inherited_in_pid"
+
+
+def _opened_elsewhere(
+    connection_record: Any, record: CheckoutRecord
+) -> tuple[int, callsite.CallSite | None] | None:
+    """The process that opened this pooled connection, and where, when it is not this
+    process and this one has not been told yet. A connection's first checkout follows
+    its connect in the same process, so the first checkout seen stands for the connect."""
+    info = connection_record.info
+    pid = os.getpid()
+    opened = info.get(_OPENED_BY)
+    if opened is None:
+        info[_OPENED_BY] = (pid, record.opened[0] if record.opened else None)
+        return None
+    if opened[0] == pid or info.get(_REPORTED_IN) == pid:
+        return None
+    info[_REPORTED_IN] = pid
+    return opened  # type: ignore[no-any-return]
+
+
+def _inherited(
+    dbapi_connection: Any,
+    record: CheckoutRecord,
+    opened: tuple[int, callsite.CallSite | None],
+    connection_proxy: Any,
+) -> None:
+    # No public attribute names a checkout's pool; the proxy keeps it in ``_pool``.
+    pool = getattr(connection_proxy, "_pool", None)
+    sqlite = "sqlite" in type(dbapi_connection).__module__
+    if sqlite and isinstance(pool, (StaticPool, SingletonThreadPool)):
+        # An in-memory database (these pools' use): the child has a copy of it, with no
+        # file and no lock to share.
+        return
+    uow = _checkout_unit(record)
+    if uow is not None:
+        inherited = InheritedCheckout(record, opened[0], opened[1], pool, sqlite)
+        # Never raised from inside the checkout: SQLAlchemy would close the connection
+        # on the way out, ending the parent's server session on the shared socket.
+        _dispatch(uow, "connection_inherited", inherited, can_raise=False)
 
 
 def _opening_stack(uow: UnitOfWork | None) -> tuple[callsite.CallSite, ...]:
