@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import logging
 import pickle
 import sys
@@ -461,6 +463,160 @@ def test_uncaught_exception_is_explained_on_the_installed_path(engine: Engine) -
     assert f"its session was closed at {here}:{line_of('installed-close')}" in notes[0]
     assert f"the query at {here}:{line_of('installed-query')}" in notes[0]
     assert one(sqla_doctor.collected(), "SQD254").location.line == line_of("installed-access")
+
+
+_CACHE: dict[int, User] = {}
+
+
+def cached_user(session: Session, user_id: int) -> User:
+    if user_id not in _CACHE:
+        user = session.get(User, user_id)  # line:cache-get
+        assert user is not None
+        _CACHE[user_id] = user
+    return _CACHE[user_id]
+
+
+def first_request(engine: Engine, user_id: int) -> None:
+    with Session(engine) as session:  # line:cache-first
+        cached_user(session, user_id)
+
+
+def first_requests(engine: Engine) -> None:
+    """Two requests fill the cache; the second's statements let the doctor see the first
+    session collected (and drop its record), as a running program's next ones do."""
+    first_request(engine, 1)
+    gc.collect()
+    first_request(engine, 2)
+    gc.collect()
+
+
+def posts_in_a_later_request(engine: Engine) -> list[str]:
+    """The second request's session is open; the cached User's session is gone."""
+    with Session(engine) as session:
+        author = cached_user(session, 1)
+        try:
+            return [post.title for post in author.posts]  # line:cache-read
+        except DetachedInstanceError as error:
+            explained = errors.explain_uncaught(error)
+            return [f.message for f in explained]
+
+
+def test_an_object_cached_past_its_collected_session_is_told_to_merge(engine: Engine) -> None:
+    """s521: a module-level cache keeps an object after its session was closed and
+    garbage-collected; a later session's block reads its relationship."""
+    sqla_doctor.install(mode="collect")
+    _CACHE.clear()
+    first_requests(engine)
+
+    [message] = posts_in_a_later_request(engine)
+
+    here = relative(__file__)
+    assert message == (
+        "User.posts lazy-loaded on a detached User: its session was closed at "
+        f"{here}:{line_of('cache-first')} — pass options=[selectinload(User.posts)] to the "
+        f"session.get() at {here}:{line_of('cache-get')}, or read User.posts inside the "
+        "session block; it outlived its session and is read inside another session's block "
+        "(`session`, in posts_in_a_later_request()): re-attach it there with "
+        "`author = session.merge(author, load=False)`, or cache its key and load it in each "
+        "session"
+    )
+    _CACHE.clear()
+
+
+def test_the_cached_object_is_told_to_merge_when_explained_while_raised(engine: Engine) -> None:
+    """`sqla-doctor run` notes reads: the error is explained as it is raised, while the
+    frames that hold the later session are still on the stack."""
+    sqla_doctor.install(config=RuntimeConfig(mode="collect", track_reads=True))
+    _CACHE.clear()
+    first_requests(engine)
+
+    def later_request() -> None:
+        with Session(engine) as db:
+            cached = cached_user(db, 1)
+            with contextlib.suppress(DetachedInstanceError):
+                print(cached.posts)  # line:cache-read-raised
+
+    later_request()
+    finding = one(sqla_doctor.collected(), "SQD254")
+    assert finding.location.line == line_of("cache-read-raised")
+    assert finding.message.endswith(
+        "it outlived its session and is read inside another session's block (`db`, in "
+        "later_request()): re-attach it there with `cached = db.merge(cached, load=False)`, "
+        "or cache its key and load it in each session"
+    )
+    _CACHE.clear()
+
+
+def posts_for_a_view(db: Session) -> list[str]:
+    """A framework's request session, handed in: open for the whole view."""
+    author = cached_user(db, 1)
+    try:
+        return [post.title for post in author.posts]
+    except DetachedInstanceError as error:
+        return [f.message for f in errors.explain_uncaught(error)]
+
+
+def posts_after_an_earlier_block(engine: Engine) -> list[str]:
+    """``session`` is left over from a block that ended: the read is in no session."""
+    with Session(engine) as session:
+        session.get(User, 2)
+    author = _CACHE[1]
+    try:
+        return [post.title for post in author.posts]
+    except DetachedInstanceError as error:
+        return [f.message for f in errors.explain_uncaught(error)]
+
+
+def test_a_session_handed_in_is_the_one_told_to_merge_and_a_leftover_one_is_not(
+    engine: Engine,
+) -> None:
+    sqla_doctor.install(mode="collect")
+    _CACHE.clear()
+    first_requests(engine)
+
+    with Session(engine) as request_session:
+        [in_view] = posts_for_a_view(request_session)
+    [after_block] = posts_after_an_earlier_block(engine)
+
+    assert in_view.endswith(
+        "(`db`, in posts_for_a_view()): re-attach it there with "
+        "`author = db.merge(author, load=False)`, or cache its key and load it in each session"
+    )
+    assert after_block.endswith("or read User.posts inside the session block")
+    _CACHE.clear()
+
+
+def test_an_object_of_a_collected_session_read_outside_any_session_is_not_told_to_merge(
+    engine: Engine,
+) -> None:
+    sqla_doctor.install(mode="collect")
+    _CACHE.clear()
+    first_requests(engine)
+
+    author = _CACHE[1]
+    try:
+        print(author.posts)
+    except DetachedInstanceError as error:
+        [finding] = errors.explain_uncaught(error)
+    here = relative(__file__)
+    assert finding.message.endswith(
+        f"its session was closed at {here}:{line_of('cache-first')} — pass "
+        f"options=[selectinload(User.posts)] to the session.get() at "
+        f"{here}:{line_of('cache-get')}, or read User.posts inside the session block"
+    )
+    _CACHE.clear()
+
+
+def test_the_cached_object_merged_into_the_later_session_is_silent(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    _CACHE.clear()
+    first_requests(engine)
+
+    with Session(engine) as session:
+        author = session.merge(cached_user(session, 1), load=False)
+        assert len(author.posts) == 2
+    assert not of_code(sqla_doctor.collected(), "SQD254")
+    _CACHE.clear()
 
 
 def test_excepthook_chains_to_the_previous_hook(engine: Engine) -> None:

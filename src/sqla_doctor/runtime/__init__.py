@@ -171,6 +171,7 @@ def uninstall() -> None:
     process.on_finding = []
     listeners.unregister()
     process.records.clear()
+    process.gone_sessions.clear()
     process.checkouts.clear()
     process.checkouts_by_fairy.clear()
     process.shared.clear()

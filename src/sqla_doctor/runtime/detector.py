@@ -485,6 +485,14 @@ class ErrorSeen:
         """
         return _traceback_frames(self.tracebacks[0]) if self.tracebacks else []
 
+    def stack(self) -> list[FrameType]:
+        """``frames()``, then, for an error seen while it is being raised, the frames
+        still on the stack from there outwards: every frame it went or will go through."""
+        frames = self.frames()
+        if self.live is not None:
+            frames += _outward_frames(self.live)
+        return frames
+
     @staticmethod
     def _locals_of_type(frames: list[FrameType], kind: type[_T]) -> Iterator[_T]:
         for frame in frames:

@@ -33,7 +33,13 @@ from sqla_doctor.runtime.callsite import THIRD_PARTY, USER, CallSite, classify, 
 from sqla_doctor.runtime.callsite import find as find_call_site
 from sqla_doctor.runtime.caught import caught_by_name
 from sqla_doctor.runtime.detector import _MAX_TRACEBACK, ErrorSeen, OrmExecution
-from sqla_doctor.runtime.unit_of_work import SessionRecord, UnitOfWork, current, process
+from sqla_doctor.runtime.unit_of_work import (
+    SessionRecord,
+    UnitOfWork,
+    current,
+    origin_in,
+    process,
+)
 
 __all__ = [
     "NOTE_PREFIX",
@@ -489,10 +495,11 @@ def uninstall_log_hook() -> None:
 
 
 def session_records(uow: UnitOfWork) -> list[SessionRecord]:
-    """The sessions this unit saw, then every live one the process knows."""
+    """The sessions this unit saw, then every live one the process knows, then the
+    latest ones collected after detaching objects."""
     seen_ids: set[int] = set()
     out: list[SessionRecord] = []
-    for record in [*uow.sessions.values(), *process.records.values()]:
+    for record in [*uow.sessions.values(), *process.records.values(), *process.gone_sessions]:
         if id(record) not in seen_ids:
             seen_ids.add(id(record))
             out.append(record)
@@ -525,12 +532,14 @@ def origin_and_entity_of(
     """As ``origin_of``, with the mapper that execution selected (``mapper``, or a
     superclass for a query of the base class)."""
     found = uow.origin_and_entity_for(mapper)
-    if found is None and record is not None:
-        for other in (record.owner, record.implicit):
-            if other is not None and other is not uow and other.active:
-                found = other.origin_and_entity_for(mapper)
-                if found is not None:
-                    break
-    if found is not None and record is not None and found[1].session_key != record.key:
-        return None
-    return found
+    if record is None or (found is not None and found[1].session_key == record.key):
+        return found
+    if record.origins_kept is not None:
+        # A collected session: its implicit unit ended, this is what it saw.
+        return origin_in(record.origins_kept, mapper)
+    for other in (record.owner, record.implicit):
+        if other is not None and other is not uow and other.active:
+            found = other.origin_and_entity_for(mapper)
+            if found is not None:
+                return found if found[1].session_key == record.key else None
+    return None

@@ -45,6 +45,7 @@ MAX_RECORDS_PER_UNIT = 10_000
 MAX_PENDING_PER_SESSION = 256
 MAX_DISCARDED_PER_SESSION = 64
 MAX_DETACHMENTS_PER_SESSION = 4
+MAX_GONE_SESSIONS = 16
 MAX_UPDATED_ROWS = 4_096
 MAX_EXPUNGED_KEYS = 64
 MAX_UNPICKLED = 256
@@ -306,12 +307,7 @@ class UnitOfWork:
     ) -> tuple[Any, OrmExecution] | None:
         """The last execution that loaded ``mapper``'s objects, with the mapper it
         selected: ``mapper`` itself, or a superclass for a polymorphic query."""
-        origins = self.query_origins if query else self.origins
-        for candidate in mapper.iterate_to_root():
-            origin = origins.get(candidate)
-            if origin is not None:
-                return candidate, origin
-        return None
+        return origin_in(self.query_origins if query else self.origins, mapper)
 
     def note_leak(self, site: CallSite | None) -> None:
         """Keep whole stacks for the next resources opened where this one leaked."""
@@ -603,6 +599,7 @@ class SessionRecord:
         "long_lived",
         "nested_marks",
         "opened",
+        "origins_kept",
         "outcome",
         "owner",
         "paused",
@@ -701,6 +698,9 @@ class SessionRecord:
         # Where its objects were detached (close(), expunge_all(), expunge()), the latest
         # few, for explaining a DetachedInstanceError later.
         self.detachments: list[Detachment] = []
+        # Once the session is collected (process.gone_sessions): what its implicit unit
+        # saw load each mapper's objects, which that unit forgets as it ends.
+        self.origins_kept: dict[Any, OrmExecution] | None = None
         # The error of the flush running now (from handle_error), and the last flush that
         # failed (leaving the transaction inactive until rollback()).
         self.flush_error: tuple[str, str | None, str | None] | None = None
@@ -1145,6 +1145,10 @@ class _Process:
         self.exiting = False  # shutdown() runs: the program will read nothing more
         self.settings: Settings | None = None
         self.records: dict[int, SessionRecord] = {}
+        # The latest sessions garbage-collected after detaching objects (closed), so that
+        # an object that outlived its session (a module-level cache) is still explained
+        # with where it was loaded and where the session closed.
+        self.gone_sessions: deque[SessionRecord] = deque(maxlen=MAX_GONE_SESSIONS)
         self.checkouts: dict[int, CheckoutRecord] = {}  # by id of the pool's connection record
         self.checkouts_by_fairy: dict[int, CheckoutRecord] = {}
         # Checkouts out at once on one pool connection record (StaticPool and
@@ -1258,6 +1262,16 @@ class _Process:
 
 
 process = _Process()
+
+
+def origin_in(origins: Mapping[Any, OrmExecution], mapper: Any) -> tuple[Any, OrmExecution] | None:
+    """The execution ``origins`` names for ``mapper``'s objects, with the mapper it
+    selected: ``mapper`` itself, or a superclass for a polymorphic query."""
+    for candidate in mapper.iterate_to_root():
+        origin = origins.get(candidate)
+        if origin is not None:
+            return candidate, origin
+    return None
 
 
 def record_of_object(state: Any) -> SessionRecord | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from types import FrameType
+from typing import Any, NamedTuple
 
-from sqlalchemy.orm import ColumnProperty, RelationshipProperty
+from sqlalchemy.orm import ColumnProperty, RelationshipProperty, Session
 from sqlalchemy.orm.attributes import QueryableAttribute
 from sqlalchemy.orm.exc import DetachedInstanceError
 from sqlalchemy.orm.state import InstanceState
@@ -23,11 +24,14 @@ from sqla_doctor.runtime.loading import (
     snake_case,
     subclass_left_out,
 )
+from sqla_doctor.runtime.source_blocks import FUNCTIONS, WITHS, enclosing_headers
 from sqla_doctor.runtime.unit_of_work import Detachment, SessionRecord, UnitOfWork, process
 
 # SQLAlchemy's own wording, stable since 1.4: "... lazy load operation of attribute 'posts'
 # cannot proceed", "deferred load operation of attribute 'bio'".
 _ATTRIBUTE = re.compile(r"operation of attribute '([^']+)'")
+# How far above a read its function's `with` blocks are looked for.
+_MAX_LINES_UP = 200
 
 
 def attribute_key(seen: ErrorSeen) -> str | None:
@@ -62,6 +66,59 @@ def session_of(uow: UnitOfWork, state: InstanceState[Any]) -> SessionRecord | No
     if session is not None:
         return record_of(uow, session)
     return detachment_of(uow, state)[0]
+
+
+class Reader(NamedTuple):
+    """A session the program's frames hold where a detached object is read."""
+
+    session_name: str
+    function: str
+    awaited: str
+    object_name: str | None
+
+
+def reading_session(seen: ErrorSeen, obj: object, closed: object) -> Reader | None:
+    """The open session, other than ``closed`` (the one ``obj`` left), of the program's
+    code where ``obj`` was read (innermost frame first), and the name that frame gives
+    ``obj``; None when no frame is inside such a session's block.
+
+    Types and identities only: no attribute of the program's objects is read.
+    """
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    object_name: str | None = None
+    for frame in seen.stack():
+        if classify(frame.f_code.co_filename) != USER:
+            continue
+        names = list(frame.f_locals.items())
+        if object_name is None:
+            object_name = next((name for name, value in names if value is obj), None)
+        for name, value in names:
+            if isinstance(value, AsyncSession):
+                awaited, session = "await ", value.sync_session
+            elif isinstance(value, Session):
+                awaited, session = "", value
+            else:
+                continue
+            if session is not closed and _open_in(frame, name):
+                return Reader(name, frame.f_code.co_name, awaited, object_name)
+    return None
+
+
+def _open_in(frame: FrameType, name: str) -> bool:
+    """Whether the session ``name`` names is open for the line ``frame`` runs: a
+    parameter (a request's session handed in), or bound by a ``with`` block around the
+    line (`with Session() as name:`). A local left over from an earlier block is not."""
+    code = frame.f_code
+    if name in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]:
+        return True
+    bound = re.compile(rf"\bas\s+{re.escape(name)}\b")
+    for _, _, header in enclosing_headers(code.co_filename, frame.f_lineno, _MAX_LINES_UP):
+        if header.startswith(FUNCTIONS):
+            return False
+        if header.startswith(WITHS) and bound.search(header):
+            return True
+    return False
 
 
 def created_by_program(state: Any) -> bool:
@@ -110,6 +167,13 @@ class DetachedInstanceExplained(Detector):
     `copy.deepcopy()` belongs to no session and never did: it is named as that copy, with
     the line that made it, and the fix is the option that loads the attribute before the
     object is pickled, or `session.merge(obj, load=False)` to attach the copy to a session.
+
+    An object kept past its session (a module-level cache filled by one request) is
+    explained even after that session was garbage-collected: the latest 16 such sessions
+    keep where they loaded and closed. When it is read inside another session's `with`
+    block, or in a function that was handed a session, the fix also names that session:
+    `product = session.merge(product, load=False)` re-attaches it without a query, or
+    the cache keeps keys and each session loads its own objects.
 
     ## Why is this bad?
     An object's unloaded attributes load on first access, through its session. Once the
@@ -190,8 +254,10 @@ class DetachedInstanceExplained(Detector):
             cause = f"it is a copy made by {made_by}{made_where}, which belongs to no session"
             related.append((made_at, f"{made_by} made the copy here"))
             how = "copy"
-            inside = "before the object is copied" if "deepcopy" in made_by else (
-                "before the object is pickled"
+            inside = (
+                "before the object is copied"
+                if "deepcopy" in made_by
+                else ("before the object is pickled")
             )
         created = created_by_program(state) and copied is None
         if isinstance(prop, RelationshipProperty) and (
@@ -275,7 +341,22 @@ class DetachedInstanceExplained(Detector):
                 f"; an object kept past its request outlives db.session: keep its key and load "
                 f"it again in each request (`db.session.get({entity}, id)`)"
             )
-        if how in ("expunge", "expunge_all", "copy"):
+        reader = (
+            reading_session(seen, obj, record.session)
+            if record is not None and how in ("close", "async_with") and obj is not None
+            else None
+        )
+        if reader is not None:
+            # Kept past its session (a cache) and read in another session's block: that
+            # session can re-attach it without a query.
+            name = reader.object_name or snake_case(entity)
+            fix += (
+                f"; it outlived its session and is read inside another session's block "
+                f"(`{reader.session_name}`, in {reader.function}()): re-attach it there with "
+                f"`{name} = {reader.awaited}{reader.session_name}.merge({name}, load=False)`, "
+                "or cache its key and load it in each session"
+            )
+        elif how in ("expunge", "expunge_all", "copy"):
             name = snake_case(entity)
             fix += (
                 f"; to use it with a session again, re-attach it: "

@@ -55,6 +55,15 @@ def drain() -> None:
 def _session_collected(record: SessionRecord) -> None:
     if process.records.get(record.key) is record:
         del process.records[record.key]
+    if record.detachments and not process.exiting:
+        implicit = record.implicit
+        if implicit is not None and implicit.active:
+            record.origins_kept = {
+                mapper: execution
+                for mapper, execution in implicit.origins.items()
+                if execution.session_key == record.key
+            }
+        process.gone_sessions.append(record)
     old = record.identity_map
     if old is not None and not record.discarded_dirty and old.check_modified():
         # Whether close() replaced this map or the session died with it, these changes
