@@ -115,6 +115,19 @@ def test_a_child_that_disposes_the_inherited_pool_first_is_silent(tmp_path: Path
     engine.dispose()
 
 
+def test_a_child_closing_its_copy_of_a_sqlite_connection_is_silent(tmp_path: Path) -> None:
+    """Closing releases only the child's own file locks: engine.dispose() is no harm here."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    used_by_the_parent(engine)
+
+    def work() -> None:
+        engine.dispose()
+        query_twice(engine)
+
+    assert "SQD166" not in codes(in_child(work))
+    engine.dispose()
+
+
 def test_a_child_with_an_engine_of_its_own_is_silent(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'app.db'}"
     engine = create_engine(url)

@@ -98,3 +98,29 @@ def test_workers_that_dispose_the_inherited_pool_are_silent(
     assert capfd.readouterr().out.strip() == "300"
     assert [f["code"] for f in findings] == []
     assert code == 0
+
+
+def test_workers_that_dispose_with_close_end_the_parents_sessions_and_are_reported(
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, findings = run(tmp_path, database_url, init="engine.dispose()")
+
+    assert capfd.readouterr().out.strip() == "300"
+    assert code == 1
+    [finding] = [f for f in findings if f["code"] == "SQD166"]
+    dispose = line(tmp_path, "engine.dispose()")
+    assert (finding["location"]["path"], finding["location"]["line"]) == ("prog.py", dispose)  # type: ignore[index]
+    assert finding["message"] == (
+        f"Pooled connection inherited across fork: this process closed, at prog.py:{dispose}, "
+        "a pooled connection its parent process opened — closing it ends the parent's "
+        "server session too (the driver says goodbye to the server on the socket both "
+        "processes share), so the parent's next statement on it fails with \"server closed "
+        'the connection unexpectedly" — pass close=False: engine.dispose(close=False) drops '
+        "the inherited pool without touching the parent's connections, and this process "
+        "opens its own"
+    )
+    assert finding["fix_hint"] == "engine.dispose(close=False)"

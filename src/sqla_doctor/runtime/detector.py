@@ -86,8 +86,8 @@ EVENTS: Final = (
     "connection_idle",
     "connection_transaction_end",
     "pool_saturated",
-    # A process checked out a pooled connection that another process opened: the program
-    # forked with it in the pool (InheritedCheckout).
+    # A process checked out, or is closing, a pooled connection that another process
+    # opened: the program forked with it in the pool (InheritedConnection).
     "connection_inherited",
     # One session used by two asyncio tasks or two threads at once, or by threads taking
     # turns inside one transaction (SharedUse). See listeners/sharing.py.
@@ -750,28 +750,33 @@ class PoolCheckout:
         self.fill = fill
 
 
-class InheritedCheckout:
-    """``record`` checked out, in this process, a pooled connection that process
-    ``opened_by`` opened (first checked out at ``opened_at``, when known): the program
-    forked while the connection was in the pool. ``pool`` is the Pool; ``sqlite`` says
-    whether the DBAPI connection is SQLite's.
+class InheritedConnection:
+    """This process checked out (``record``), or is closing (``closing``, at ``site``), a
+    pooled connection that process ``opened_by`` opened (first checked out at
+    ``opened_at``, when known): the program forked while the connection was in the pool.
+    ``pool`` is the Pool; ``sqlite`` says whether the DBAPI connection is SQLite's.
     """
 
-    __slots__ = ("opened_at", "opened_by", "pool", "record", "sqlite")
+    __slots__ = ("closing", "opened_at", "opened_by", "pool", "record", "site", "sqlite")
 
     def __init__(
         self,
-        record: CheckoutRecord,
+        record: CheckoutRecord | None,
+        site: CallSite | None,
         opened_by: int,
         opened_at: CallSite | None,
         pool: object,
         sqlite: bool,
+        *,
+        closing: bool = False,
     ) -> None:
         self.record = record
+        self.site = site
         self.opened_by = opened_by
         self.opened_at = opened_at
         self.pool = pool
         self.sqlite = sqlite
+        self.closing = closing
 
 
 _handled: dict[type[Detector], tuple[str, ...]] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
-from sqla_doctor.runtime.detector import Detector, InheritedCheckout
+from sqla_doctor.runtime.detector import Detector, InheritedConnection
 from sqla_doctor.runtime.engine_site import engine_created_at
 
 _SERVER = (
@@ -17,6 +17,15 @@ _SQLITE = (
     "SQLite's file locks belong to the process that opened the database, so a connection "
     "carried across fork() lets both processes think they hold the lock, and their writes "
     "can corrupt the file"
+)
+_CLOSED = (
+    "closing it ends the parent's server session too (the driver says goodbye to the "
+    "server on the socket both processes share), so the parent's next statement on it "
+    'fails with "server closed the connection unexpectedly"'
+)
+_CLOSE_FIX = (
+    "pass close=False: engine.dispose(close=False) drops the inherited pool without "
+    "touching the parent's connections, and this process opens its own"
 )
 _FIX = (
     "call engine.dispose(close=False) first thing in each child (multiprocessing's "
@@ -40,6 +49,12 @@ class ConnectionInheritedAcrossFork(Detector):
     creates its own engine, opens connections of its own and is not reported; neither is
     an in-memory SQLite database (a `StaticPool` or `SingletonThreadPool` connection),
     which the child gets a copy of.
+
+    A child that closes a server database's connection its parent opened is reported
+    too, at its line: `engine.dispose()` without `close=False` (the fix people try
+    first) closes every connection in the inherited pool, and the driver's goodbye on
+    the shared socket ends the parent's server session. Closing a SQLite connection
+    releases only the child's own locks and is not reported.
 
     ## Why is this bad?
     A forked child gets a copy of every open file descriptor, so the parent's and the
@@ -91,14 +106,10 @@ class ConnectionInheritedAcrossFork(Detector):
     name = "connection-inherited-across-fork"
     pitfalls = ("P33",)
     severity = Severity.ERROR
-    message = (
-        "Pooled connection inherited across fork: this process checked out, at {site}, a "
-        "connection its parent process opened — {why} — {fix}"
-    )
+    message = "Pooled connection inherited across fork: {what} — {why} — {fix}"
 
-    def on_connection_inherited(self, inherited: InheritedCheckout) -> None:
-        record = inherited.record
-        site = record.opened[0] if record.opened else None
+    def on_connection_inherited(self, inherited: InheritedConnection) -> None:
+        site = inherited.site
         related: list[tuple[CallSite | None, str]] = []
         if inherited.opened_at is not None:
             related.append((inherited.opened_at, "the parent process opened the connection here"))
@@ -110,14 +121,31 @@ class ConnectionInheritedAcrossFork(Detector):
                     "the engine is created here, before the fork: each process needs its own pool",
                 )
             )
+        if inherited.closing:
+            what = (
+                f"this process closed, at {self.where(site)}, a pooled connection its parent "
+                "process opened"
+            )
+            why, fix, hint = _CLOSED, _CLOSE_FIX, "engine.dispose(close=False)"
+        else:
+            what = (
+                f"this process checked out, at {self.where(site)}, a connection its parent "
+                "process opened"
+            )
+            why = _SQLITE if inherited.sqlite else _SERVER
+            fix, hint = _FIX, "engine.dispose(close=False) at the start of each child"
         self.report(
             site,
-            key=("inherited", site.key if site is not None else None),
+            key=("inherited", inherited.closing, site.key if site is not None else None),
             subject="Pool",
             related=related,
-            hint="engine.dispose(close=False) at the start of each child",
-            details={"opened_by_pid": inherited.opened_by, "sqlite": inherited.sqlite},
-            site=self.where(site),
-            why=_SQLITE if inherited.sqlite else _SERVER,
-            fix=_FIX,
+            hint=hint,
+            details={
+                "opened_by_pid": inherited.opened_by,
+                "sqlite": inherited.sqlite,
+                "event": "close" if inherited.closing else "checkout",
+            },
+            what=what,
+            why=why,
+            fix=fix,
         )

@@ -39,6 +39,7 @@ from sqla_doctor.runtime import errors, generator_dependency, reads
 from sqla_doctor.runtime.listeners.connections import (
     _on_checkin,
     _on_checkout,
+    _on_close,
     _on_do_connect,
     _on_engine_begin,
     _on_engine_commit,
@@ -128,6 +129,7 @@ _LISTENERS: tuple[tuple[Any, str, Callable[..., Any], dict[str, Any]], ...] = (
     (Pool, "checkout", _on_checkout, {}),
     (Pool, "checkin", _on_checkin, {}),
     (Pool, "reset", _on_reset, {}),
+    (Pool, "close", _on_close, {}),
 )
 _atexit_registered = False
 

@@ -19,7 +19,7 @@ from sqlalchemy.pool import QueuePool, SingletonThreadPool, StaticPool
 from sqlalchemy.pool.base import _ConnectionFairy
 
 from sqla_doctor.runtime import callsite, core_writes, pool_fill, query_plans
-from sqla_doctor.runtime.detector import ConnectionWritesLost, InheritedCheckout, PoolCheckout
+from sqla_doctor.runtime.detector import ConnectionWritesLost, InheritedConnection, PoolCheckout
 from sqla_doctor.runtime.listeners.endings import (
     _checkout_done,
     _connection_resumes,
@@ -31,6 +31,7 @@ from sqla_doctor.runtime.listeners.units import (
     _bump,
     _checkout_unit,
     _dispatch,
+    _finish_implicit,
     _guarded,
 )
 from sqla_doctor.runtime.unit_of_work import (
@@ -72,7 +73,7 @@ def _on_checkout(dbapi_connection: Any, connection_record: Any, connection_proxy
         uow.adopt_checkout(record)
     opened = _opened_elsewhere(connection_record, record)
     if opened is not None:
-        _inherited(dbapi_connection, record, opened, connection_proxy)
+        _inherited(dbapi_connection, connection_proxy, opened, record)
 
 
 # Keys of a pool entry's ``info``, the dictionary SQLAlchemy keeps per DBAPI connection
@@ -81,10 +82,13 @@ def _on_checkout(dbapi_connection: Any, connection_record: Any, connection_proxy
 # from another.
 _OPENED_BY = "sqla_doctor.opened_by"
 _REPORTED_IN = "sqla_doctor.inherited_in_pid"
+# Above a pool's close event: the listener collection, _ConnectionRecord.__close or
+# Pool._close_connection.
+_CLOSE_FRAMES = 2
 
 
 def _opened_elsewhere(
-    connection_record: Any, record: CheckoutRecord
+    connection_record: Any, record: CheckoutRecord | None
 ) -> tuple[int, callsite.CallSite | None] | None:
     """The process that opened this pooled connection, and where, when it is not this
     process and this one has not been told yet. A connection's first checkout follows
@@ -93,7 +97,8 @@ def _opened_elsewhere(
     pid = os.getpid()
     opened = info.get(_OPENED_BY)
     if opened is None:
-        info[_OPENED_BY] = (pid, record.opened[0] if record.opened else None)
+        if record is not None:
+            info[_OPENED_BY] = (pid, record.opened[0] if record.opened else None)
         return None
     if opened[0] == pid or info.get(_REPORTED_IN) == pid:
         return None
@@ -101,25 +106,48 @@ def _opened_elsewhere(
     return opened  # type: ignore[no-any-return]
 
 
+@_guarded
+def _on_close(dbapi_connection: Any, connection_record: Any) -> None:
+    """A pooled connection is about to be closed: by a child of the process that opened
+    it (``engine.dispose()`` there), that ends the parent's server session."""
+    if process.installed or current.get() is not None:
+        opened = _opened_elsewhere(connection_record, None)
+        if opened is not None:
+            _inherited(dbapi_connection, None, opened, None)
+
+
 def _inherited(
     dbapi_connection: Any,
-    record: CheckoutRecord,
-    opened: tuple[int, callsite.CallSite | None],
     connection_proxy: Any,
+    opened: tuple[int, callsite.CallSite | None],
+    record: CheckoutRecord | None,
 ) -> None:
     # No public attribute names a checkout's pool; the proxy keeps it in ``_pool``.
     pool = getattr(connection_proxy, "_pool", None)
     sqlite = "sqlite" in type(dbapi_connection).__module__
-    if sqlite and isinstance(pool, (StaticPool, SingletonThreadPool)):
+    if sqlite and (record is None or isinstance(pool, (StaticPool, SingletonThreadPool))):
         # An in-memory database (these pools' use): the child has a copy of it, with no
-        # file and no lock to share.
+        # file and no lock to share. Closing a file database's connection releases only
+        # this process's locks.
         return
-    uow = _checkout_unit(record)
-    if uow is not None:
-        inherited = InheritedCheckout(record, opened[0], opened[1], pool, sqlite)
-        # Never raised from inside the checkout: SQLAlchemy would close the connection
-        # on the way out, ending the parent's server session on the shared socket.
-        _dispatch(uow, "connection_inherited", inherited, can_raise=False)
+    if record is not None:
+        uow = _checkout_unit(record)
+        site = record.opened[0] if record.opened else None
+    else:
+        uow = current.get()
+        if uow is None and process.settings is not None:
+            uow = UnitOfWork(process.settings, "connection", explicit=False)
+        site = callsite.find(2, _CLOSE_FRAMES)
+    if uow is None:
+        return
+    inherited = InheritedConnection(
+        record, site, opened[0], opened[1], pool, sqlite, closing=record is None
+    )
+    # Never raised from inside the checkout: SQLAlchemy would close the connection on the
+    # way out, ending the parent's server session on the shared socket.
+    _dispatch(uow, "connection_inherited", inherited, can_raise=False)
+    if record is None:
+        _finish_implicit(uow)
 
 
 def _opening_stack(uow: UnitOfWork | None) -> tuple[callsite.CallSite, ...]:
