@@ -10,6 +10,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import pytest
@@ -659,3 +660,88 @@ async def test_session_closed_in_another_task_is_not_a_leak(engine: Engine) -> N
         users(session)
         await asyncio.ensure_future(close())
     assert not of_code(outer.findings, "SQD151")
+
+
+def name_of(shared: Session, user_id: int) -> str | None:
+    user = shared.get(User, user_id)  # line:pooled
+    return user.name if user is not None else None
+
+
+def run_pool(
+    engine: Engine, submit: Callable[[ThreadPoolExecutor, Session], list[Any]], *, workers: int = 3
+) -> list[Any]:
+    """The caller's session, used first by the caller, then handed to pool tasks."""
+    shared = Session(engine)
+    with sqla_doctor.track(mode="collect") as uow:
+        users(shared)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            names = submit(pool, shared)
+        assert sorted(names) == ["user0", "user1", "user2"]
+    shared.close()
+    return of_code(uow.findings, "SQD159")
+
+
+def mapped(pool: ThreadPoolExecutor, shared: Session) -> list[Any]:
+    return list(pool.map(lambda user_id: name_of(shared, user_id), [1, 2, 3]))
+
+
+def name_then_work(shared: Session, user_id: int) -> str | None:
+    name = name_of(shared, user_id)
+    time.sleep(0.05)  # rendering, uploading: the task is not done with its row yet
+    return name
+
+
+def completed(pool: ThreadPoolExecutor, shared: Session) -> list[Any]:
+    futures = [pool.submit(name_then_work, shared, user_id) for user_id in [1, 2, 3]]
+    return [future.result() for future in as_completed(futures)]
+
+
+def one_at_a_time(pool: ThreadPoolExecutor, shared: Session) -> list[Any]:
+    return [pool.submit(name_of, shared, user_id).result() for user_id in [1, 2, 3]]
+
+
+def test_pool_map_tasks_handed_one_session_are_reported_however_they_interleave(
+    engine: Engine,
+) -> None:
+    """s08: three quick tasks may well run one after another on one worker; they were
+    still submitted to run in parallel, with one session. Every run is reported."""
+    pooled = 0
+    for _ in range(5):
+        [finding] = run_pool(engine, mapped)
+        assert finding.location.line == line_of("pooled")
+        if finding.message.startswith("Session used by two threads at once"):
+            continue  # two of the tasks' statements did overlap this time
+        pooled += 1
+        assert finding.message.startswith(
+            "Session handed to thread-pool tasks that run in parallel: thread ThreadPoolExecutor-"
+        )
+        assert (
+            f"began an operation at {HERE}:{line_of('pooled')} in one of several tasks given "
+            "the same session and submitted together (Executor.map(), as_completed(), wait()) "
+            "to a pool of 3 threads"
+        ) in finding.message
+        # The caller's query, or another task's, whichever used the session last.
+        assert [r.location.line for r in finding.related] in (
+            [line_of("users")],
+            [line_of("pooled")],
+        )
+    assert pooled
+
+
+def test_submitted_tasks_still_working_with_one_session_are_reported(engine: Engine) -> None:
+    """Tasks given the session by submit() and gathered with as_completed(): each is
+    still busy with its row when the next one queries."""
+    for _ in range(3):
+        [finding] = run_pool(engine, completed)
+        assert finding.location.line == line_of("pooled")
+
+
+def test_pool_tasks_handed_the_session_one_at_a_time_are_silent(engine: Engine) -> None:
+    """Each task is awaited before the next is submitted: turns, not parallel work."""
+    for _ in range(3):
+        assert not run_pool(engine, one_at_a_time)
+
+
+def test_a_pool_of_one_thread_mapping_over_one_session_is_silent(engine: Engine) -> None:
+    for _ in range(3):
+        assert not run_pool(engine, mapped, workers=1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dis
+import functools
 import importlib
 import inspect
 import os
@@ -24,11 +25,12 @@ import re
 import site
 import sys
 import sysconfig
+import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from inspect import CO_VARARGS
 from pathlib import Path
 from types import CodeType, FrameType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy
 from sqlalchemy.orm import Session
@@ -584,6 +586,143 @@ def thread_inside(ident: int, site: CallSite, session: object = None, limit: int
             return session is None or not _holds_other_session(frame, session)
         frame = frame.f_back
     return False
+
+
+# concurrent.futures' _WorkItem.run: the frame of a pool worker running a submitted task.
+_WORK_ITEM_FILE = os.sep + os.path.join("concurrent", "futures", "thread.py")
+
+
+def thread_task_holds(ident: int, session: object, limit: int = 64) -> bool:
+    """Whether another thread is running a task a ``ThreadPoolExecutor`` (or an event
+    loop's ``run_in_executor()``) was handed with ``session``: as an argument, in the
+    function's closure (``pool.map(lambda pid: work(session, pid), ids)``), bound in a
+    ``functools.partial`` or as the method's owner (``pool.submit(session.execute, q)``).
+    Such tasks run in parallel whenever the pool can; a worker between two statements
+    of its task is still using the session. Asked only when a session changes threads
+    inside a transaction."""
+    frame = _working_frame(ident)
+    for _ in range(limit):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name == "run" and code.co_filename.endswith(_WORK_ITEM_FILE):
+            item = frame.f_locals.get("self")
+            return _hands(
+                getattr(item, "fn", None),
+                getattr(item, "args", ()),
+                getattr(item, "kwargs", {}),
+                session,
+            )
+        frame = frame.f_back
+    return False
+
+
+# concurrent.futures' functions that wait for several futures at once, each with its
+# futures in the local ``fs``: Executor.map()'s result iterator, as_completed(), wait().
+_FUTURES_BASE_FILE = os.sep + os.path.join("concurrent", "futures", "_base.py")
+_AWAITING_TOGETHER = frozenset({"result_iterator", "as_completed", "wait"})
+
+
+class PoolTask(NamedTuple):
+    """A thread-pool task this thread runs: its work item (``fn``, ``future``) and how
+    many threads its pool may run at once (0 when unknown)."""
+
+    item: Any
+    workers: int
+
+
+def pool_task(session: object) -> PoolTask | None:
+    """The thread-pool task this thread is running, when it was handed ``session`` (see
+    :func:`thread_task_holds`); else None."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_MAX_FRAMES):
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code.co_name == "run" and code.co_filename.endswith(_WORK_ITEM_FILE):
+            item = frame.f_locals.get("self")
+            fn, args, kwargs = (getattr(item, name, None) for name in ("fn", "args", "kwargs"))
+            if not _hands(fn, args or (), kwargs or {}, session):
+                return None
+            return PoolTask(item, _pool_workers(frame.f_back))
+        frame = frame.f_back
+    return None
+
+
+def _pool_workers(frame: FrameType | None) -> int:
+    """How many threads the pool whose ``_worker`` runs in ``frame`` may start. No
+    public attribute says: ThreadPoolExecutor keeps it in ``_max_workers``."""
+    if frame is None or frame.f_code.co_name != "_worker":
+        return 0
+    reference = frame.f_locals.get("executor_reference")
+    executor = reference() if callable(reference) else None
+    workers = getattr(executor, "_max_workers", 0)
+    return workers if isinstance(workers, int) else 0
+
+
+def awaited_together(item: Any, session: object, limit: int = 32) -> bool:
+    """Whether another thread submits or waits for the task of work item ``item``
+    together with others: in ``Executor.map()`` (still submitting its calls of the same
+    function, or in its results), in ``submit()`` of another task handed ``session``,
+    in ``as_completed()`` or ``wait()``. Tasks submitted that way are meant to run in
+    parallel. Walks every thread's stack; asked only when a session moves from one pool
+    task to another inside a transaction."""
+    me = threading.get_ident()
+    future, fn = getattr(item, "future", None), getattr(item, "fn", None)
+    for ident, frame in list(sys._current_frames().items()):
+        if ident == me:
+            continue
+        walked: FrameType | None = frame
+        # Waiting for this very future now (Future.result(), map()'s _result_or_cancel()),
+        # which map()'s result iterator took off its list.
+        waiting = False
+        for _ in range(limit):
+            if walked is None:
+                break
+            code = walked.f_code
+            if code.co_name == "submit" and code.co_filename.endswith(_WORK_ITEM_FILE):
+                scope = walked.f_locals
+                # Another task handed the session; not this very one, whose submit() may
+                # still be starting its thread (map() above it is asked next).
+                if scope.get("f") is not future and _hands(
+                    scope.get("fn"), scope.get("args", ()), scope.get("kwargs", {}), session
+                ):
+                    return True
+            if code.co_filename.endswith(_FUTURES_BASE_FILE):
+                scope = walked.f_locals
+                if code.co_name == "map" and fn is not None and scope.get("fn") is fn:
+                    return True
+                waiting = waiting or scope.get("self") is future or scope.get("fut") is future
+                futures = scope.get("fs")
+                if code.co_name in _AWAITING_TOGETHER and isinstance(
+                    futures, (list, set, frozenset, tuple)
+                ):
+                    listed = any(other is future for other in futures)
+                    return len(futures) + (waiting and not listed) >= 2 and (listed or waiting)
+            walked = walked.f_back
+    return False
+
+
+def _hands(fn: Any, args: Any, kwargs: Any, session: object) -> bool:
+    """Whether a call of ``fn(*args, **kwargs)`` is handed ``session``: as an argument,
+    bound, in its closure or a module global it names. Identities only."""
+    values = [*args, *kwargs.values()] if isinstance(kwargs, dict) else list(args)
+    for _ in range(4):  # partial(partial(f, ...), ...)
+        if issubclass(type(fn), functools.partial):
+            values += [*fn.args, *fn.keywords.values()]
+            fn = fn.func
+            continue
+        break
+    values.append(getattr(fn, "__self__", None))
+    for cell in getattr(fn, "__closure__", None) or ():
+        with contextlib.suppress(ValueError):  # a cell not filled yet
+            values.append(cell.cell_contents)
+    code = getattr(fn, "__code__", None)
+    scope = getattr(fn, "__globals__", None)
+    if code is not None and isinstance(scope, dict):
+        # A module-level session a function names (a lambda in a script's `with` block).
+        values += [scope.get(name) for name in code.co_names]
+    return any(_session_in(value) is session for value in values)
 
 
 def task_frames(depth: int = 1, limit: int = 16) -> tuple[tuple[int, CodeType], ...]:

@@ -539,6 +539,8 @@ class SharedUse:
     ``committing``: the other's ``commit()`` was under way (threads only), which
     SQLAlchemy refuses as "This session is in 'prepared' state". ``midway``: the other
     thread was still running the function of its last operation (threads only).
+    ``pool_workers``: this thread runs one of several thread-pool tasks handed the session
+    and submitted together, on a pool of that many threads.
     """
 
     __slots__ = (
@@ -548,6 +550,7 @@ class SharedUse:
         "midway",
         "other",
         "other_site",
+        "pool_workers",
         "record",
         "site",
         "tasks",
@@ -567,11 +570,13 @@ class SharedUse:
         connecting: bool = False,
         committing: bool = False,
         midway: bool = False,
+        pool_workers: int = 0,
     ) -> None:
         self.record = record
         self.connecting = connecting
         self.committing = committing
         self.midway = midway
+        self.pool_workers = pool_workers
         self.site = site
         self.other_site = other_site
         self.who = who

@@ -41,6 +41,14 @@ class SessionSharedAcrossThreads(Detector):
     `result()` or a queue for the work it handed over. One finding per transaction of
     the session.
 
+    Thread-pool tasks handed one session are reported however this run's timing fell:
+    a `ThreadPoolExecutor` (or `run_in_executor()`) task given the session as an
+    argument, in its function's closure or through a module global it names, while
+    another such task is still running, or while the caller submits or awaits several
+    of them together (`Executor.map()`, `as_completed()`, `wait()`) on a pool of more
+    than one thread. Tasks submitted and awaited one at a time
+    (`pool.submit(work, session).result()`) take turns and are not reported.
+
     Threads that take turns, one after another, are not reported: a web framework
     iterating a sync generator (Starlette's `StreamingResponse`), running a dependency
     and its teardown, or `run_in_threadpool` hands one session from thread to thread
@@ -135,6 +143,15 @@ class SessionSharedAcrossThreads(Detector):
                 "'prepared' state; no further SQL can be emitted within this transaction\")"
             )
             note = f"{use.other}'s commit() on the same session, still under way"
+        elif use.pool_workers:
+            what = (
+                f"Session handed to thread-pool tasks that run in parallel: {use.who} began "
+                f"an operation at {here} in one of several tasks given the same session and "
+                "submitted together (Executor.map(), as_completed(), wait()) to a pool of "
+                f"{use.pool_workers} threads, which runs them at the same time whenever it "
+                "can, however this run's timing fell"
+            )
+            note = f"{use.other} used the same session here, in the same transaction"
         elif use.midway:
             what = (
                 f"Session used by two threads at once: {use.who} began an operation at "

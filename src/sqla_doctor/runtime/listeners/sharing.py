@@ -95,12 +95,14 @@ def _changed_hands(
             running = None
         task = weakref.ref(running) if running is not None else None
     frames = sharing.last_frames
+    pool_task: Any = None
     if sharing.last_thread != thread:
         # A thread takes the session: the work it uses it in, for the next thread to ask
         # whether it is still in it. Not for the main thread, whose script or main()
         # holding a session runs on after handing it to a worker.
         main = threading.main_thread().ident
         frames = () if thread == main else callsite.task_frames(2)
+        pool_task = None if thread == main else callsite.pool_task(record.session)
     found: SharedUse | None = None
     with _sharing_lock:
         previous = sharing.last() if sharing.last is not None else None
@@ -116,7 +118,7 @@ def _changed_hands(
                     concurrent=True,
                 )
         else:
-            found = _thread_sharing(record, thread, site)
+            found = _thread_sharing(record, thread, site, pool_task)
         threads = sharing.threads
         if len(threads) < MAX_THREADS_PER_TRANSACTION and all(t != thread for t, _ in threads):
             if not threads:
@@ -136,9 +138,11 @@ def _changed_hands(
 
 
 def _thread_sharing(
-    record: SessionRecord, thread: int, site: callsite.CallSite | None
+    record: SessionRecord, thread: int, site: callsite.CallSite | None, pool_task: Any = None
 ) -> SharedUse | None:
-    """This thread uses the session: is another one in a statement, or did it take turns?"""
+    """This thread uses the session: is another one in a statement, or did it take turns?
+    ``pool_task`` is the work item of the thread-pool task this thread runs, if that task
+    was handed the session."""
     sharing = record.sharing
     busy = sharing.busy() if sharing.busy is not None else None
     if busy is not None and sharing.busy_thread != thread and _alive(busy):
@@ -213,6 +217,40 @@ def _thread_sharing(
             concurrent=True,
             midway=True,
         )
+    if last and last != thread and callsite.thread_task_holds(last, record.session):
+        # The other thread is still running a task a thread pool was handed with this
+        # session (pool.map() over rows, each task given the caller's session): the pool
+        # runs those in parallel, whether or not two statements happen to overlap.
+        return SharedUse(
+            record,
+            site,
+            other_site,
+            _thread_name(record, thread),
+            _thread_name(record, last),
+            tasks=False,
+            concurrent=True,
+            midway=True,
+        )
+    if (
+        last
+        and last != thread
+        and pool_task is not None
+        and pool_task.workers > 1
+        and callsite.awaited_together(pool_task.item, record.session)
+    ):
+        # This thread runs one of several tasks handed this session and submitted
+        # together to a pool of several threads: they run at the same time whenever the
+        # pool can, even if this run's tasks happened to take turns.
+        return SharedUse(
+            record,
+            site,
+            other_site,
+            _thread_name(record, thread),
+            _thread_name(record, last),
+            tasks=False,
+            concurrent=True,
+            pool_workers=pool_task.workers,
+        )
     if last and last != thread and any(t == thread for t, _ in sharing.threads):
         # This thread used it earlier in this transaction, another one since: turns
         # taken, not a hand-over.
@@ -259,7 +297,12 @@ def _shared(record: SessionRecord, found: SharedUse, uow: UnitOfWork | None) -> 
     record.sharing.seen = found
     if uow is None:
         uow = _session_unit(record)
-    if uow is not None:
+    if uow is None and record.owner is not None and record.owner.active:
+        # A thread that did not inherit the unit watching this transaction (a pool
+        # worker started inside track()): that unit reports it, and raises, if it is to,
+        # in its own thread at its end, not in this one.
+        _dispatch(record.owner, "session_shared", found, can_raise=False)
+    elif uow is not None:
         _dispatch(uow, "session_shared", found)
 
 
