@@ -2393,6 +2393,50 @@ def _format_identifiers(template: ast.expr, call: ast.Call) -> set[int]:
 _FORMAT_FIELD = re.compile(r"\{\{|\}\}|\{(?P<field>[^{}]*)\}")
 
 
+def template_slots(expr: ast.expr) -> list[tuple[ast.expr, str]]:
+    """Each value an f-string or a literal template's ``.format()`` splices in, with the
+    template's literal text before it (``f"... RESTART WITH {n}"`` gives ``(n, "...
+    RESTART WITH ")``); [] for any other expression, and a value whose field cannot be
+    matched to an argument is left out."""
+    if isinstance(expr, ast.JoinedStr):
+        slots: list[tuple[ast.expr, str]] = []
+        before = ""
+        for part in expr.values:
+            if isinstance(part, ast.Constant):
+                before += str(part.value)
+            elif isinstance(part, ast.FormattedValue):
+                slots.append((part.value, before))
+                before += "\x00"  # the value's text: no quote, no keyword
+        return slots
+    if not (
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Attribute)
+        and expr.func.attr == "format"
+        and isinstance(expr.func.value, ast.Constant)
+        and isinstance(expr.func.value.value, str)
+    ):
+        return []
+    text = expr.func.value.value
+    keywords = {k.arg: k.value for k in expr.keywords if k.arg is not None}
+    found: list[tuple[ast.expr, str]] = []
+    automatic = 0
+    for match in _FORMAT_FIELD.finditer(text):
+        field = match.group("field")
+        if field is None:
+            continue
+        key = re.split(r"[.\[!:]", field, maxsplit=1)[0]
+        if key == "":
+            key, automatic = str(automatic), automatic + 1
+        if key.isdigit():
+            argument = expr.args[int(key)] if int(key) < len(expr.args) else None
+        else:
+            argument = keywords.get(key)
+        if argument is not None and not isinstance(argument, ast.Starred):
+            found.append((argument, _FORMAT_FIELD.sub("\x00", text[: match.start()])))
+    return found
+
+
+
 def _numeric_format(spec: ast.JoinedStr) -> bool:
     text = "".join(
         str(p.value) for p in spec.values if isinstance(p, ast.Constant)

@@ -8,7 +8,7 @@ from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
-from sqla_doctor.static.strings import Interpolation, StringFlow
+from sqla_doctor.static.strings import Interpolation, StringFlow, template_slots
 from sqla_doctor.static.syntax import assigned_name, call_keyword, source_segment
 
 _MAX_SHOWN = 3
@@ -31,6 +31,17 @@ _MIXED_REMEDY = (
     "bind the values as parameters, and choose the table and column names from a fixed set"
 )
 _DDL_REMEDY = "a DDL statement takes no bound parameters: choose them from a fixed set"
+_DDL_NUMBER_REMEDY = (
+    "a DDL statement takes no bound parameters: convert the number with `int()` where it "
+    "is interpolated"
+)
+# Where DDL wants a number: a sequence's options (`ALTER SEQUENCE s RESTART WITH {n}`),
+# MySQL's `AUTO_INCREMENT = {n}`.
+_NUMBER_WANTED = re.compile(
+    r"\b(?:(?:RESTART|START)(?:\s+WITH)?|INCREMENT(?:\s+BY)?|MINVALUE|MAXVALUE|CACHE|"
+    r"AUTO_INCREMENT\s*=?)\s*$",
+    re.IGNORECASE,
+)
 _SET_REMEDY = (
     "a SET statement takes no bound parameters: pass the value to `set_config()`, which does"
 )
@@ -176,7 +187,9 @@ class SqlBuiltFromStrings(Rule):
     f-string, `+`, `%` or `.format()` puts it there, the message says so and the fix is
     to choose the name from a fixed set. So it does for any value of a statement that
     starts `CREATE`, `ALTER`, `DROP`, `TRUNCATE`, `COMMENT ON`, `GRANT` or `REVOKE`:
-    DDL takes no bound parameters at all (`CREATE DATABASE x ENCODING '{encoding}'`);
+    DDL takes no bound parameters at all (`CREATE DATABASE x ENCODING '{encoding}'`),
+    and where it wants a number (`ALTER SEQUENCE s RESTART WITH {n}`, `INCREMENT BY`,
+    MySQL's `AUTO_INCREMENT =`) the fix is `int()` where the value is interpolated;
     nor do PostgreSQL's `SET ROLE`, `SET search_path`, `SET TIME ZONE`, `SET
     statement_timeout` and the like, `SET LOCAL app.tenant = '...'` (a dotted name:
     an extension's or the application's own setting) or `SET LOCAL {option}` (name and
@@ -1852,6 +1865,25 @@ class SqlBuiltFromStrings(Rule):
             """,
             files={"app/__init__.py": "", "app/db.py": "from sqlalchemy import text\n"},
         ),
+        # A sequence restarted at a number read elsewhere (freqtrade's migrations): the
+        # fix is int(), as a bound parameter is no more allowed than in other DDL; the
+        # twin, `{int(order_id)}`, stays silent.
+        Invalid(
+            """
+            from sqlalchemy import text
+
+            def set_sequence_ids(engine, order_id, trade_id):
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER SEQUENCE orders_id_seq RESTART WITH {order_id}"))
+                    conn.execute(text(f"ALTER SEQUENCE trades_id_seq RESTART {int(trade_id)}"))
+            """,
+            line=5,
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `order_id` — a DDL statement "
+                "takes no bound parameters: convert the number with `int()` where it is "
+                "interpolated"
+            ),
+        ),
     )
 
     @cached_property
@@ -1880,6 +1912,10 @@ class SqlBuiltFromStrings(Rule):
         how, values = self._describe(node, found)
         names = "map table or column names from input through a dict of allowed names"
         leading = self.strings.leading_text(argument)
+        numbers = {
+            id(value) for value, before in template_slots(argument)
+            if _NUMBER_WANTED.search(before)
+        }
         if all(item.identifier for item in found):
             # A bound parameter stands for a value, never for a name: that advice would fail.
             remedy = _NAMES_REMEDY
@@ -1902,6 +1938,14 @@ class SqlBuiltFromStrings(Rule):
                 f"`{{\"name\": ..., \"value\": ...}}` binds both, the name checked against "
                 "the settings allowed"
             )
+        elif (
+            leading is not None
+            and _DDL.match(leading)
+            and all(id(item.value) in numbers for item in found)
+        ):
+            remedy = _DDL_NUMBER_REMEDY
+            shown = source_segment(self.ctx, found[0].value)
+            hint = f"`{{int({shown})}}` lets only a number into the statement"
         elif leading is not None and _DDL.match(leading):
             remedy = _DDL_REMEDY
             hint = (
