@@ -455,7 +455,7 @@ class StringFlow:
                     part = self.value(piece.value)
                     if _ends_with_bind_marker(previous, previous is expr.values[0]):
                         part = _as_placeholder(piece.value, part, HOW_FSTRING, expr)
-                    elif not _in_sql_string(written) and (
+                    elif not in_sql_string(written) and (
                         _before_identifier(previous)
                         or _after_identifier(
                             expr.values[number + 1] if number + 1 < len(expr.values) else None
@@ -2346,14 +2346,14 @@ def _wants_name(template: str, span: tuple[int, int]) -> bool:
     """Whether SQL wants a table or column name at ``template[start:end]``
     (``SELECT * FROM %s``, ``FROM "{}"``)."""
     start, end = span
-    if _in_sql_string(template[:start]):
+    if in_sql_string(template[:start]):
         return False
     return bool(_IDENTIFIER_BEFORE.search(template[:start])) or bool(
         _IDENTIFIER_AFTER.match(template[end:])
     )
 
 
-def _in_sql_string(before: str) -> bool:
+def in_sql_string(before: str) -> bool:
     """Whether the literal text ``before`` leaves a single-quoted SQL string open
     (``"... = '"``): what comes next is inside a string literal, a value, even where a
     dot follows it (``'{region}.lms.org.'``). A doubled quote (``''``) is the escape and

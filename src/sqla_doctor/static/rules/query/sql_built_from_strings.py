@@ -7,8 +7,10 @@ import re
 from functools import cached_property
 
 from sqla_doctor.findings import Severity
+from sqla_doctor.static.dataflow import BindingKind
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
-from sqla_doctor.static.strings import Interpolation, StringFlow, template_slots
+from sqla_doctor.static.rules.engine._sqlite import sqlite_engine
+from sqla_doctor.static.strings import Interpolation, StringFlow, in_sql_string, template_slots
 from sqla_doctor.static.syntax import assigned_name, call_keyword, source_segment
 
 _MAX_SHOWN = 3
@@ -154,7 +156,12 @@ class SqlBuiltFromStrings(Rule):
     underscores (`re.sub(r"[^a-zA-Z0-9_]", "", name)`), and SQL that SQLAlchemy compiled
     (`str(stmt.compile(...))`, `.string` of it or of a helper named `compile_query()`),
     whose values its compiler escapes, and a `ZoneInfo`'s `key` (a zone of the tz
-    database: `ZoneInfo()` raises for any other name).
+    database: `ZoneInfo()` raises for any other name). On a connection of an SQLite
+    engine the function or module creates (`with engine.begin() as conn:`), a value
+    spliced inside a single-quoted string with its quotes doubled (`"ATTACH '{}' AS
+    b".format(path.replace("'", "''"))`) stays silent too: SQLite reads no backslash
+    escape, so it cannot close the string; MySQL's `\\'` can, so on any other engine it
+    is reported.
 
     Two more kinds of text stay silent. Bind-parameter names: a value spliced in right
     after a `:` (`f":{name}"`) names a parameter, and is accepted when that `text()` has
@@ -997,6 +1004,22 @@ class SqlBuiltFromStrings(Rule):
                         _threshold: ClassVar[float] = 0.5
                 """,
             },
+        ),
+        # A path escaped for a single-quoted string (its quotes doubled) on a connection
+        # of an SQLite engine, which reads no backslash escape (calibre-web's ATTACH).
+        Valid(
+            """
+            from sqlalchemy import create_engine, text
+
+            def attach(dbpath):
+                engine = create_engine("sqlite://")
+                with engine.begin() as conn:
+                    conn.execute(text("attach database '{}' as calibre;".format(
+                        dbpath.replace("'", "''"))))
+                    conn.exec_driver_sql("attach database '{0}' as b".format(
+                        dbpath.replace("'", "''")))
+                return engine
+            """,
         ),
     )
     INVALID = (
@@ -1884,6 +1907,39 @@ class SqlBuiltFromStrings(Rule):
                 "interpolated"
             ),
         ),
+        # Quotes doubled, but on an engine that may be MySQL's, whose backslash escapes
+        # let `\\'` close the string.
+        Invalid(
+            """
+            from sqlalchemy import create_engine, text
+
+            def attach(url, dbpath):
+                engine = create_engine(url)
+                with engine.begin() as conn:
+                    conn.execute(text("ATTACH '{}' AS c".format(dbpath.replace("'", "''"))))
+            """,
+            line=6,
+            expected_message=(
+                "`text()` receives SQL built with `.format()` from `dbpath.replace(\"'\", \"''\")` "
+                "— bind them as parameters"
+            ),
+        ),
+        # On SQLite, a value spliced outside the quotes is not escaped by doubling them.
+        Invalid(
+            """
+            from sqlalchemy import create_engine, text
+
+            def attach(dbpath):
+                engine = create_engine("sqlite://")
+                with engine.begin() as conn:
+                    conn.execute(text("ATTACH {} AS c".format(dbpath.replace("'", "''"))))
+            """,
+            line=6,
+            expected_message=(
+                "`text()` receives SQL built with `.format()` from `dbpath.replace(\"'\", \"''\")` "
+                "— bind them as parameters"
+            ),
+        ),
     )
 
     @cached_property
@@ -1909,6 +1965,10 @@ class SqlBuiltFromStrings(Rule):
             found = tuple(i for i in found if not i.placeholder)
             if not found:
                 return
+        escaped = self._sqlite_literals(node, argument)
+        found = tuple(i for i in found if id(i.value) not in escaped)
+        if not found:
+            return
         how, values = self._describe(node, found)
         names = "map table or column names from input through a dict of allowed names"
         leading = self.strings.leading_text(argument)
@@ -1959,6 +2019,67 @@ class SqlBuiltFromStrings(Rule):
             remedy = _MIXED_REMEDY if mixed else "bind them as parameters"
             hint = f"{_BIND_HINT if label == 'text()' else _DRIVER_BIND_HINT}; {names}"
         self.report(node, sink=label, how=how, values=values, remedy=remedy, hint=hint)
+
+    def _sqlite_literals(self, sink: ast.Call, argument: ast.expr) -> set[int]:
+        """The ``id()`` of the values ``argument`` splices inside a single-quoted string,
+        escaped by doubling their quotes (``'{}'.format(path.replace("'", "''"))``), when
+        ``sink`` runs on a connection of a local SQLite engine (``with engine.begin() as
+        conn: conn.execute(text(...))``): SQLite reads no backslash escape, so such a
+        value cannot close the string. MySQL's backslash escapes can (``\\'``): elsewhere
+        the value is reported."""
+        escaped = {
+            id(value)
+            for value, before in template_slots(argument)
+            if in_sql_string(before) and _doubles_quotes(value)
+        }
+        if not escaped or not self._on_sqlite(sink):
+            return set()
+        return escaped
+
+    def _on_sqlite(self, sink: ast.Call) -> bool:
+        """``conn.execute(sink)`` or ``sink``, ``conn.exec_driver_sql(...)``, where every
+        binding of ``conn`` is ``with engine.begin()/connect() as conn`` of an engine the
+        function or module binds to an SQLite ``create_engine()``."""
+        run = sink
+        if not (isinstance(sink.func, ast.Attribute) and sink.func.attr == "exec_driver_sql"):
+            parent = self.ctx.parent(sink)
+            if not (
+                isinstance(parent, ast.Call)
+                and isinstance(parent.func, ast.Attribute)
+                and parent.func.attr in _EXECUTING
+                and parent.args
+                and parent.args[0] is sink
+            ):
+                return False
+            run = parent
+        assert isinstance(run.func, ast.Attribute)
+        receiver = run.func.value
+        if not isinstance(receiver, ast.Name):
+            return False
+        flow = self.ctx.dataflow
+        connections = flow.bindings(receiver)
+        if not connections:
+            return False
+        for binding in connections:
+            opened = binding.value
+            if not (
+                binding.kind is BindingKind.WITH
+                and isinstance(opened, ast.Call)
+                and isinstance(opened.func, ast.Attribute)
+                and opened.func.attr in ("begin", "connect")
+                and isinstance(opened.func.value, ast.Name)
+            ):
+                return False
+            engines = flow.bindings(opened.func.value)
+            if not engines or not all(
+                b.kind is BindingKind.ASSIGN
+                and isinstance(b.value, ast.Call)
+                and self.ctx.names.sqla_name(b.value.func) == "create_engine"
+                and sqlite_engine(b.value, self.strings)
+                for b in engines
+            ):
+                return False
+        return True
 
     def _bound(self, text_call: ast.Call) -> bool:
         """Whether the parameters of this ``text()`` are bound: ``.bindparams(...)`` on it,
@@ -2025,3 +2146,16 @@ class SqlBuiltFromStrings(Rule):
         if len(names) > _MAX_SHOWN:
             shown += f" and {len(names) - _MAX_SHOWN} more"
         return how, shown
+
+
+def _doubles_quotes(value: ast.expr) -> bool:
+    """``x.replace("'", "''")``: text escaped for a single-quoted SQL string."""
+    return (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr == "replace"
+        and len(value.args) == 2
+        and not value.keywords
+        and all(isinstance(a, ast.Constant) for a in value.args)
+        and [a.value for a in value.args] == ["'", "''"]  # type: ignore[attr-defined]
+    )
