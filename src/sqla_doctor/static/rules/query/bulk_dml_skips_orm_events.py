@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from sqla_doctor.findings import Severity
-from sqla_doctor.static.flow import StatementValue, flow_for
+from sqla_doctor.static.flow import ObjectsValue, SessionValue, StatementValue, flow_for
 from sqla_doctor.static.index import Model
 from sqla_doctor.static.index.models import literal_str
 from sqla_doctor.static.rule import Invalid, Rule, Valid, calls_to
@@ -117,8 +117,11 @@ class BulkDmlSkipsOrmEvents(Rule):
     Statements whose values include what a listener would set (an `updated_at=`) still
     fire; the rule cannot tell the logic was copied. A delete preceded in the same
     function (or in a helper of the module it calls first) by a bulk delete of the
-    cascade's children, or followed by one of every row
-    of their table (the cascade done by hand), is not reported for that cascade, nor is
+    cascade's children, or followed by one of every row of their table, or beside a
+    loop that `session.delete()`s children it loaded by a statement comparing a column
+    to a value the parents' statement compares too (`User.id == user.id`, then
+    `Post.user_id == user.id`) (the cascade done by hand), is not reported for that
+    cascade, nor is
     a statement a listener runs itself (in its body, or in a module helper only
     listeners call) for that listener. A listener
     whose body acts only when some attributes changed (`if inspect(target).attrs.email.
@@ -225,6 +228,27 @@ class BulkDmlSkipsOrmEvents(Rule):
             def purge(session, user_id):
                 delete_posts_of(session, user_id)
                 session.execute(delete(User).where(User.id == user_id))
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        # The children of the same parents (picked by the value the parents' statement
+        # compares too) loaded and deleted through the session, after or before
+        # (calibre-web's user deletion and its Kobo reading states).
+        Valid(
+            """
+            from sqlalchemy import delete, select
+            from app.models import Post, User
+
+            def purge(session, user):
+                session.query(User).filter(User.id == user.id).delete()
+                for post in session.query(Post).filter(Post.user_id == user.id).all():
+                    session.delete(post)
+
+            def purge_core(session, ids):
+                for post in session.scalars(select(Post).where(Post.user_id.in_(ids))):
+                    session.delete(post)
+                session.execute(delete(User).where(User.id.in_(ids)))
             """,
             path="app/jobs.py",
             files=_FILES,
@@ -453,6 +477,21 @@ class BulkDmlSkipsOrmEvents(Rule):
             path="app/jobs.py",
             files=_FILES,
             count=2,
+        ),
+        # Children deleted one by one, but picked by another value than the parents: not
+        # (only) theirs.
+        Invalid(
+            """
+            from app.models import Post, User
+
+            def purge(session, user, title):
+                session.query(User).filter(User.id == user.id).delete()
+                for post in session.query(Post).filter(Post.title == title).all():
+                    session.delete(post)
+            """,
+            path="app/jobs.py",
+            files=_FILES,
+            line=4,
         ),
         # `delete` and the model imported inside the function (an import cycle dodged).
         Invalid(
@@ -816,7 +855,7 @@ class BulkDmlSkipsOrmEvents(Rule):
             if call is node:
                 continue
             before = anywhere or (call.lineno, call.col_offset) < (node.lineno, node.col_offset)
-            if self._deletes(call, child, before=before):
+            if self._deletes(call, child, before=before) or self._deletes_loaded(call, child, node):
                 return True
             helper = self._module_helper(call) if before else None
             if helper is not None and any(
@@ -857,6 +896,77 @@ class BulkDmlSkipsOrmEvents(Rule):
             ):
                 return True
         return False
+
+    def _deletes_loaded(self, call: ast.Call, child: Model, parents: ast.Call) -> bool:
+        """``session.delete(obj)`` of ``child`` objects the function loaded by a statement
+        that compares a column to a value the parents' statement compares too (calibre-web:
+        `query(ReadBook).filter(content.id == ReadBook.user_id).delete()`, then each
+        `query(KoboReadingState).filter(KoboReadingState.user_id == content.id)` row
+        `session.delete()`d): the children of those parents, deleted with their own ORM
+        cascades, before or after."""
+        func = call.func
+        if not (
+            isinstance(func, ast.Attribute)
+            and func.attr == "delete"
+            and len(call.args) == 1
+            and not call.keywords
+        ):
+            return False
+        flow = flow_for(self.ctx, call)
+        deleted = flow.value(call.args[0])
+        if not (
+            isinstance(deleted, ObjectsValue)
+            and (target := self.ctx.index.model(deleted.model)) is not None
+            and target.qualname == child.qualname
+        ):
+            return False
+        loaded = deleted.stmt.node if deleted.stmt is not None else deleted.node
+        # The session that loaded them (`ub.session`, a module's, unknown to the flow).
+        receiver = deleted.receiver or (deleted.stmt.receiver if deleted.stmt else None)
+        if loaded is None or not (
+            isinstance(flow.value(func.value), SessionValue)
+            or receiver == ast.unparse(func.value)
+        ):
+            return False
+        return bool(self._compared(loaded) & self._compared(self._chain(parents)))
+
+    def _chain(self, node: ast.expr) -> ast.expr:
+        """The whole method chain ``node`` starts: ``delete(User).where(...)`` for
+        ``delete(User)``."""
+        while True:
+            parent = self.ctx.parent(node)
+            if not isinstance(parent, ast.Attribute):
+                return node
+            call = self.ctx.parent(parent)
+            if not (isinstance(call, ast.Call) and call.func is parent):
+                return node
+            node = call
+
+    def _compared(self, statement: ast.AST) -> set[str]:
+        """The source of what ``statement``'s comparisons compare columns to: ``user.id``
+        in ``Post.user_id == user.id``, ``ids`` in ``Post.user_id.in_(ids)``."""
+        flow = flow_for(self.ctx, statement)
+        index = self.ctx.index
+        operands: list[ast.expr] = []
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Compare) and len(node.ops) == 1:
+                operands.extend((node.left, node.comparators[0]))
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "in_"
+                and len(node.args) == 1
+            ):
+                operands.append(node.args[0])
+        return {
+            ast.unparse(operand)
+            for operand in operands
+            if not isinstance(operand, ast.Constant)
+            and not (
+                isinstance(operand, ast.Attribute)
+                and index.model(flow.qualify(operand.value)) is not None
+            )
+        }
 
     def _module_helper(self, call: ast.Call) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
         """The undecorated module-level function of this file ``call`` calls by name
