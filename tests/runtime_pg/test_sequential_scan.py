@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -249,3 +250,23 @@ def test_plan_text_is_redacted() -> None:
     assert redact("((members.id > 42) AND (members.score < -1.5) AND (col2 = $1))") == (
         "((members.id > ?) AND (members.score < ?) AND (col2 = $1))"
     )
+
+
+def test_a_psycopg2_program_is_explained_without_psycopg_3(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The most common install has psycopg2 only: SQLAlchemy's psycopg dialect class
+    imports without its driver, so the plan's connection falls back when the driver
+    itself is missing (it did not: no plan, no finding)."""
+    pytest.importorskip("psycopg2")
+    engine = create_engine(url.replace("+psycopg:", "+psycopg2:"))
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # psycopg 3 not installed
+    try:
+        with sqla_doctor.track(mode="collect", config=EXPLAIN) as uow, Session(engine) as session:
+            session.scalars(select(Member).where(func.lower(Member.email) == SECRET)).all()
+            session.scalars(select(Tiny).where(Tiny.code == "c1")).all()
+    finally:
+        engine.dispose()
+    [finding] = of_code(uow.findings, "SQD355")
+    assert "cannot serve lower(email)" in finding.message
+    assert planner.explained == 2

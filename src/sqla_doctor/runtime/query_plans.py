@@ -167,16 +167,19 @@ def _connect(url: URL, driver: str, connect: tuple[list[Any], dict[str, Any]] | 
     sync = url.set(drivername="postgresql+psycopg")
     try:
         dialect_class = sync.get_dialect()
-    except Exception:
+        # The dialect class imports without its driver: psycopg itself may be missing.
+        dbapi = dialect_class.import_dbapi()
+    except ImportError:
         sync = url.set(drivername="postgresql+psycopg2")
         dialect_class = sync.get_dialect()
+        dbapi = dialect_class.import_dbapi()
     url_args, url_kwargs = dialect_class().create_connect_args(sync)
     args, kwargs = (
         _libpq_params(driver, connect, url_args, url_kwargs)
         if connect is not None
         else (url_args, url_kwargs)
     )
-    connection = dialect_class.import_dbapi().connect(*args, **{"connect_timeout": 2, **kwargs})
+    connection = dbapi.connect(*args, **{"connect_timeout": 2, **kwargs})
     connection.autocommit = True
     return connection
 
