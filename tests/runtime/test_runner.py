@@ -545,6 +545,50 @@ def test_an_error_the_program_catches_and_prints_is_explained(project: Path) -> 
     assert "its session was closed at cli.py:4" in finding["message"]
 
 
+
+REPLACED_HOOK = """
+import sys
+from sqlalchemy.exc import IntegrityError
+from models import User, Session, make_engine
+
+def pretty(kind, value, tb):  # a CLI framework's own printer (typer with rich)
+    print("Error:", kind.__name__, file=sys.stderr)
+
+engine = make_engine()
+sys.excepthook = pretty
+with Session(engine) as session:
+    for user_id in (1, 9):
+        session.add(User(id=user_id, name="again"))
+        try:
+            session.commit()  # line 15
+        except IntegrityError:
+            {handler}
+"""
+
+
+def test_a_fatal_error_is_explained_when_a_framework_replaced_the_excepthook(
+    project: Path,
+) -> None:
+    """typer (with rich installed) sets its own sys.excepthook when the app runs, and it
+    does not chain to the one before: the PendingRollbackError the program dies of is
+    explained at exit instead, into the report."""
+    (project / "cli.py").write_text(REPLACED_HOOK.format(handler="print('duplicate')"))
+    out = project / "report.json"
+    assert runner.main(["cli.py"], fail=False, fmt="json", output=str(out)) == 1
+    [finding] = report(out)["findings"]
+    assert finding["code"] == "SQD155"
+    assert (finding["location"]["path"], finding["location"]["line"]) == ("cli.py", 15)
+
+
+def test_an_unrelated_fatal_error_under_a_replaced_excepthook_is_silent(project: Path) -> None:
+    (project / "cli.py").write_text(
+        REPLACED_HOOK.format(handler="session.rollback()") + "raise ValueError('bad input')\n"
+    )
+    out = project / "report.json"
+    assert runner.main(["cli.py"], fail=False, fmt="json", output=str(out)) == 1
+    assert report(out)["findings"] == []
+
+
 WIDE = (
     """
 from sqlalchemy import create_engine, select

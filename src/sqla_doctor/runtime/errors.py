@@ -44,6 +44,7 @@ from sqla_doctor.runtime.unit_of_work import (
 __all__ = [
     "NOTE_PREFIX",
     "dispatch",
+    "explain_fatal",
     "explain_uncaught",
     "install_hooks",
     "install_log_hook",
@@ -64,6 +65,8 @@ _previous_excepthook: Callable[..., Any] | None = None
 _previous_threading_hook: Callable[..., Any] | None = None
 _previous_record_factory: Callable[..., logging.LogRecord] | None = None
 _log_hook_installed = False
+# The id of the last exception explain_uncaught() was given: explain_fatal() skips it.
+_uncaught_seen: int | None = None
 # Set while a logged error is explained: what explaining logs is not explained again.
 _logging_explains = threading.local()
 
@@ -301,6 +304,8 @@ def explain_uncaught(raised: BaseException) -> list[Finding]:
     The unit of work is the context's own if one is open, else a short-lived implicit one
     whose detectors read what the process still knows (live sessions' records).
     """
+    global _uncaught_seen
+    _uncaught_seen = id(raised)
     try:
         uow = current.get()
         if uow is None:
@@ -316,6 +321,18 @@ def explain_uncaught(raised: BaseException) -> list[Finding]:
     except Exception:
         _internal_error(explain_uncaught)
         return []
+
+
+def explain_fatal(raised: BaseException) -> None:
+    """Explain, at exit, the exception the program died of when the excepthook never
+    saw it: a framework replaced ``sys.excepthook`` after install without chaining to
+    the hook before it (typer with rich prints its own traceback). The traceback is
+    printed already; the findings still reach the report. Only when the hook installed
+    was replaced: under it, the exception was explained already or not SQLAlchemy's (a
+    test runner's ``sys.last_value`` is a failed test's, explained in its own unit)."""
+    replaced = _previous_excepthook is not None and sys.excepthook is not _excepthook
+    if replaced and id(raised) != _uncaught_seen and not _explained(raised):
+        explain_uncaught(raised)
 
 
 def explain_raised(raised: BaseException, live: FrameType) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqla_doctor.runtime import crash, pool_fill
+from sqla_doctor.runtime import crash, errors, pool_fill
 from sqla_doctor.runtime.detector import Checkin, IdleGap, TransactionSpan
 from sqla_doctor.runtime.internal_errors import internal_error
 from sqla_doctor.runtime.listeners.units import (
@@ -154,6 +154,9 @@ def shutdown() -> None:
     process.exiting = True
     try:
         drain()
+        fatal = crash.fatal_exception()
+        if fatal is not None:
+            errors.explain_fatal(fatal)
         # Sessions the frames an uncaught exception unwound would have closed: their
         # close() and commit() never ran because of the crash, which is explained already.
         left_by_crash = crash.sessions_left_by_crash() if process.records else set()
