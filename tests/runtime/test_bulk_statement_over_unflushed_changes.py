@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy import Engine, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -322,3 +322,84 @@ async def test_async_flush_first_twin_is_silent(bulk_async_engine: AsyncEngine) 
         await session.execute(update(Account).values(name="Bob"))
         await session.commit()
     assert not of_code(uow.findings, "SQD353")
+
+
+def sql_update_on_the_sessions_connection(
+    engine: Engine, sql: str, *, driver: bool, flush: bool = False
+) -> tuple[list[Any], str | None]:
+    """Account 1's name changed in the ORM, then an UPDATE written as SQL run through
+    session.connection(): no autoflush, nothing expired."""
+    with sqla_doctor.track(mode="collect") as uow, Session(engine) as session:
+        account = session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        if flush:
+            session.flush()
+        connection = session.connection()
+        if driver:
+            connection.exec_driver_sql(sql)  # line:sql-update
+        else:
+            connection.execute(text(sql))  # line:text-update
+        session.commit()
+        name = _name(session, 1)
+    return of_code(uow.findings, "SQD353"), name
+
+
+@pytest.mark.parametrize(
+    ("sql", "driver", "line"),
+    [
+        ("UPDATE accounts SET name = 'Bob' WHERE id = 1", False, "text-update"),
+        ('update "accounts" set active = 1, "name" = upper(name) || \'!\'', True, "sql-update"),
+    ],
+    ids=["text", "exec_driver_sql"],
+)
+def test_an_update_written_as_sql_on_the_sessions_connection_is_reported(
+    bulk_engine: Engine, sql: str, driver: bool, line: str
+) -> None:
+    findings, name = sql_update_on_the_sessions_connection(bulk_engine, sql, driver=driver)
+    assert name == "Ada"  # the flush at commit() wrote the ORM change over the statement's
+    [finding] = findings
+    assert finding.location.line == line_of(line)
+    assert finding.message.startswith(
+        f"`UPDATE accounts` at {HERE}:{line_of(line)} ran without autoflush while the session "
+        "held unflushed changes to 1 Account object(s) (Account.name): SQL run on the "
+        "session's connection neither flushes nor expires anything"
+    )
+    assert "'Bob'" not in repr(finding)
+
+
+@pytest.mark.parametrize(
+    ("sql", "flush"),
+    [
+        ("UPDATE accounts SET name = 'Bob' WHERE id = 1", True),
+        ("UPDATE accounts SET email = 'x@example.com' WHERE name = 'Ada'", False),
+        ("UPDATE accounts SET active = (name = 'Bob')", False),
+        ("UPDATE labels SET text = 'name'", False),
+        ("DELETE FROM labels WHERE text = 'name'", False),
+        ("SELECT name FROM accounts WHERE id = 1", False),
+    ],
+    ids=[
+        "flushed-first",
+        "another-column",
+        "name-in-an-expression",
+        "another-table",
+        "delete-another-table",
+        "select",
+    ],
+)
+def test_sql_over_nothing_it_loses_is_silent(bulk_engine: Engine, sql: str, flush: bool) -> None:
+    findings, _ = sql_update_on_the_sessions_connection(bulk_engine, sql, driver=True, flush=flush)
+    assert findings == []
+
+
+async def test_async_sql_update_on_the_sessions_connection_is_reported(
+    bulk_async_engine: AsyncEngine,
+) -> None:
+    async with sqla_doctor.track(mode="collect") as uow, AsyncSession(bulk_async_engine) as session:
+        account = await session.get(Account, 1)
+        assert account is not None
+        account.name = "Ada"
+        connection = await session.connection()
+        await connection.execute(text("UPDATE accounts SET name = 'Bob'"))  # line:async-sql
+        await session.commit()
+    assert one(uow.findings, "SQD353").location.line == line_of("async-sql")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import inspect
+from sqlalchemy.sql.elements import TextClause
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.runtime.callsite import CallSite
@@ -78,7 +80,10 @@ class BulkStatementOverUnflushedChanges(Detector):
     `delete(table)` run on the session's own connection
     (`session.connection().execute(...)`) never autoflushes and expires nothing: it is
     checked the same way, against the classes that map the table, and the changes it
-    would lose are written over its values by the next flush.
+    would lose are written over its values by the next flush. So is an `UPDATE` or
+    `DELETE` written as SQL on that connection (`text()`, `exec_driver_sql()`): its
+    table and the columns its `SET` list assigns are read from the SQL (a statement they
+    cannot be read from is left alone, and its `WHERE` is not read).
 
     ## Why is this bad?
     Two writes to the same row, one in memory and one in the database, and one of them
@@ -158,6 +163,9 @@ class BulkStatementOverUnflushedChanges(Detector):
         if statement.orm is not None or statement.in_flush or site is None:
             return
         clause: Any = getattr(statement.compiled, "statement", None)
+        if clause is None or isinstance(clause, TextClause):
+            self._check_sql(statement, site)
+            return
         if not getattr(clause, "is_dml", False) or not (clause.is_update or clause.is_delete):
             return
         table = getattr(clause, "table", None)
@@ -174,6 +182,34 @@ class BulkStatementOverUnflushedChanges(Detector):
             keys = _core_set_keys(statement.compiled, table, mapper) if verb == "UPDATE" else None
             if self._check(session, mapper, verb, keys, clause, site, label, overwrite):
                 return
+
+    def _check_sql(self, statement: Statement, site: CallSite) -> None:
+        """An UPDATE/DELETE written as SQL (``text()``, ``exec_driver_sql()``) on the
+        session's own connection: its table and the columns its SET assigns are read
+        from the SQL; a statement they cannot be read from is left alone."""
+        found = _SQL_DML.match(statement.sql)
+        if found is None:
+            return
+        session = _session_of(statement.connection)
+        if session is None:
+            return
+        verb = "UPDATE" if found.group("verb") else "DELETE"
+        name = found.group("table")
+        schema = found.group("schema")
+        overwrite = (
+            "SQL run on the session's connection neither flushes nor expires anything: the "
+            "next flush writes those changes over the statement's values"
+        )
+        for table in _tables_named(session, name, schema):
+            for mapper in _mappers_of(session, table):
+                keys = (
+                    _sql_set_keys(found.group("rest"), table, mapper)
+                    if verb == "UPDATE"
+                    else None
+                )
+                label = f"{verb} {table.name}"
+                if self._check(session, mapper, verb, keys, None, site, label, overwrite):
+                    return
 
     def _check(
         self,
@@ -301,6 +337,61 @@ def _core_set_keys(compiled: Any, table: Any, mapper: Any) -> frozenset[str]:
         if column is None:
             continue  # a bindparam() of the WHERE clause, not a column it sets
         key = attribute_key(column, mapper)
+        if key is not None:
+            keys.add(key)
+    return frozenset(keys)
+
+
+# `UPDATE [ONLY] [schema.]table [[AS] alias] SET ...` / `DELETE FROM [ONLY] [schema.]table`,
+# names bare or double-quoted.
+_NAME = r'(?:"(?:[^"]|"")+"|\w+)'
+_SQL_DML = re.compile(
+    rf"\s*(?:(?P<verb>UPDATE)|(?P<delete>DELETE)\s+FROM)\s+(?:ONLY\s+)?"
+    rf"(?:(?P<schema>{_NAME})\s*\.\s*)?(?P<table>{_NAME})(?P<rest>.*)\Z",
+    re.IGNORECASE | re.DOTALL,
+)
+# `col =` at the start of the SET list or after a comma, not `==`, `<=`, `>=`, `!=`.
+_SET_ITEM = re.compile(rf"(?:\bSET\s+|,\s*)(?P<column>{_NAME})\s*=(?!=)", re.IGNORECASE)
+_SET_END = re.compile(r"\b(?:WHERE|FROM|RETURNING)\b", re.IGNORECASE)
+
+
+def _unquoted(name: str | None) -> str | None:
+    if name is None or not name.startswith('"'):
+        return name.lower() if name is not None else None
+    return name[1:-1].replace('""', '"')
+
+
+def _tables_named(session: Any, name: str, schema: str | None) -> list[Any]:
+    """The tables of the session's new and changed objects' mappers that the SQL names
+    (an unquoted name matches case-insensitively, as the database folds it)."""
+    wanted, wanted_schema = _unquoted(name), _unquoted(schema)
+    quoted = name.startswith('"')
+    found: list[Any] = []
+    for obj in [*list(session.dirty)[:_MAX_OBJECTS], *list(session.new)[:_MAX_OBJECTS]]:
+        try:
+            tables = inspect(obj).mapper.tables
+        except Exception:
+            continue
+        for table in tables:
+            table_name = table.name if quoted else table.name.lower()
+            if table in found or table_name != wanted:
+                continue
+            if wanted_schema is not None and (table.schema or "").lower() != wanted_schema:
+                continue
+            found.append(table)
+    return found
+
+
+def _sql_set_keys(rest: str, table: Any, mapper: Any) -> frozenset[str]:
+    """The attributes of ``mapper`` whose columns an UPDATE's SET list assigns, read
+    from the SQL after the table name (up to WHERE/FROM/RETURNING)."""
+    end = _SET_END.search(rest)
+    assignments = rest[: end.start()] if end is not None else rest
+    keys: set[str] = set()
+    for item in _SET_ITEM.finditer(assignments):
+        column_name = _unquoted(item.group("column"))
+        column = next((c for c in table.c if c.name.lower() == column_name), None)
+        key = attribute_key(column, mapper) if column is not None else None
         if key is not None:
             keys.add(key)
     return frozenset(keys)
