@@ -14,6 +14,7 @@ import urllib.request
 
 import httpx
 import psycopg
+import pytest
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from sqlalchemy.pool import NullPool
 import sqla_doctor
 from sqla_doctor.config import RuntimeConfig
 from sqla_doctor.findings import Finding
+from sqla_doctor.runtime import row_locks
 
 from .conftest import HTTP_DELAY, POOL
 from .models import Account
@@ -289,3 +291,51 @@ def test_listen_connection_waiting_inside_a_transaction_is_reported(pg_engine: E
     with sqla_doctor.track(config=CONFIG) as uow:
         wait_for_jobs(pg_engine, commit_first=False)
     assert one(uow.findings, "SQD157")
+
+
+def run_job_under_advisory_lock(engine: Engine, *, autocommit: bool, unlock_first: bool) -> None:
+    """A cron job's single-instance guard: a session-level advisory lock kept on a
+    dedicated connection while the job's own short transactions run elsewhere."""
+    options = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    with engine.connect().execution_options(**options) as guard:
+        assert guard.scalar(text("SELECT pg_try_advisory_lock(4242)"))
+        if unlock_first:
+            guard.execute(text("SELECT pg_advisory_unlock(4242)"))
+        time.sleep(0.3)  # the job's work, in other sessions
+        guard.execute(text("SELECT pg_advisory_unlock_all()"))  # line:unlock
+
+
+def test_connection_keeping_a_session_advisory_lock_stays_silent(pg_engine: Engine) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        run_job_under_advisory_lock(pg_engine, autocommit=True, unlock_first=False)
+    assert not of_code(uow.findings, "SQD157")
+
+
+@pytest.mark.parametrize(
+    ("autocommit", "unlock_first"),
+    [(False, False), (True, True)],
+    ids=["in-transaction", "released"],
+)
+def test_advisory_lock_inside_a_transaction_or_released_is_reported(
+    pg_engine: Engine, autocommit: bool, unlock_first: bool
+) -> None:
+    with sqla_doctor.track(config=CONFIG) as uow:
+        run_job_under_advisory_lock(pg_engine, autocommit=autocommit, unlock_first=unlock_first)
+    assert one(uow.findings, "SQD157").location.line == line_of("unlock")
+
+
+@pytest.mark.parametrize(
+    ("statement", "held", "after"),
+    [
+        ("SELECT pg_advisory_lock(1)", 0, 1),
+        ("select PG_TRY_ADVISORY_LOCK_SHARED(1, 2)", 1, 2),
+        ("SELECT pg_advisory_xact_lock(1)", 0, 0),
+        ("SELECT pg_advisory_unlock(1)", 2, 1),
+        ("SELECT pg_advisory_unlock_all()", 3, 0),
+        ("SELECT 1", 1, 1),
+    ],
+)
+def test_session_advisory_locks_are_counted_from_the_sql(
+    statement: str, held: int, after: int
+) -> None:
+    assert row_locks.advisory_locks(statement, held) == after

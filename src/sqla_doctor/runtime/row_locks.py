@@ -27,6 +27,26 @@ def row_lock(statement: str) -> str | None:
     return f"FOR {' '.join(found[1].upper().split())}" if found is not None else None
 
 
+# PostgreSQL's session-level advisory locks, held until unlocked or the connection closes
+# (not pg_advisory_xact_lock(), which its transaction's end releases).
+_TAKE_ADVISORY: Final = re.compile(r"\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(", re.IGNORECASE)
+_RELEASE_ADVISORY: Final = re.compile(r"\bpg_advisory_unlock(?:_shared)?\s*\(", re.IGNORECASE)
+_RELEASE_ALL_ADVISORY: Final = re.compile(r"\bpg_advisory_unlock_all\s*\(", re.IGNORECASE)
+
+
+def advisory_locks(statement: str, held: int) -> int:
+    """How many session-level advisory locks a connection holding ``held`` holds after
+    ``statement`` (a ``pg_try_advisory_lock()`` counts as taken). One substring test
+    for the statements that take or release none."""
+    if "advisory" not in statement and "ADVISORY" not in statement:
+        return held
+    if _RELEASE_ALL_ADVISORY.search(statement):
+        return 0
+    taken = len(_TAKE_ADVISORY.findall(statement))
+    released = len(_RELEASE_ADVISORY.findall(statement))
+    return max(held + taken - released, 0)
+
+
 def held_rows(
     locked: tuple[CallSite | None, str], where: Callable[[CallSite], str], until: str
 ) -> str:

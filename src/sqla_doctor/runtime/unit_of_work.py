@@ -994,6 +994,7 @@ class CheckoutRecord:
 
     __slots__ = (
         "__weakref__",
+        "advisory_locks",
         "checked_out_at",
         "core_ddl",
         "core_write_site",
@@ -1057,6 +1058,8 @@ class CheckoutRecord:
         self.loaded_before = -1
         # Whether it ran PostgreSQL's LISTEN (and no UNLISTEN since): held to wait.
         self.listening = False
+        # Session-level advisory locks it holds (pg_advisory_lock()): held on purpose.
+        self.advisory_locks = 0
         # Whether that statement was an ORM query read through a server-side cursor.
         self.streamed = False
         # When and where its current database transaction began (0.0: none open).

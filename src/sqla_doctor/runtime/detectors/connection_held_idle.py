@@ -107,7 +107,10 @@ class ConnectionHeldIdle(Detector):
 
     A connection that ran PostgreSQL's `LISTEN` and waits for notifications outside a
     transaction is held on purpose, and is not reported (inside a transaction it is: the
-    server delivers no notification until that transaction ends).
+    server delivers no notification until that transaction ends). Nor is one that keeps
+    a session-level advisory lock (`pg_advisory_lock()`, `pg_try_advisory_lock()`, not
+    yet unlocked) outside a transaction: a job's single-instance guard, held on purpose
+    while the job's own short transactions run on other connections.
 
     Under `NullPool` (a worker that opens a connection per task) no request waits for
     the pool; the message says what the gap costs there instead: the server's backend and
@@ -166,12 +169,13 @@ class ConnectionHeldIdle(Detector):
         if idle.gap < threshold or _building_objects(idle):
             return
         record = idle.record
-        if record.listening and (
+        if (record.listening or record.advisory_locks) and (
             not record.transaction_began
             or record.transaction_began > time.perf_counter() - idle.gap
         ):
-            # A LISTEN connection waiting for notifications outside a transaction: held
-            # on purpose, and no transaction is open on the server.
+            # A LISTEN connection waiting for notifications, or one keeping a
+            # session-level advisory lock (a job's single-instance guard), outside a
+            # transaction: held on purpose, and no transaction is open on the server.
             return
         # Rounded once: the message and the details show the same number.
         gap = round(idle.gap, 2)
