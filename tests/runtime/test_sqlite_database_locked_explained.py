@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
@@ -219,3 +221,72 @@ async def test_async_writers_that_commit_promptly_are_silent(tmp_path: Path) -> 
     found = await asyncio.gather(*(writer(name) for name in "abc"))
     await engine.dispose()
     assert not of_code([f for unit in found for f in unit], "SQD161")
+
+
+def reading_engine(path: Path, *, wal: bool) -> Engine:
+    """SQLite whose reads begin a transaction too (SQLAlchemy's pysqlite recipe for
+    real transactions), in the rollback-journal mode or in WAL."""
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.1})
+    create_and_seed(engine)
+    engine.dispose()
+    if wal:
+        raw = engine.raw_connection()
+        raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+        raw.close()
+        engine.dispose()
+
+    @event.listens_for(engine, "connect")
+    def _no_pysqlite_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def read_slowly(engine: Engine, reading: threading.Event, done: threading.Event) -> None:
+    # Another request, in its own unit of work (as the middleware would make it).
+    with sqla_doctor.track(mode="collect"), Session(engine) as session:
+        session.scalars(select(User)).all()  # line:reader
+        reading.set()
+        done.wait(10)  # a report rendered while the read transaction is open
+        session.commit()
+
+
+@pytest.mark.parametrize("tracked", [True, False], ids=["track", "install"])
+@pytest.mark.parametrize("wal", [False, True], ids=["rollback-journal", "wal"])
+def test_a_commit_blocked_by_a_read_transaction_names_the_reader(
+    tmp_path: Path, tracked: bool, wal: bool
+) -> None:
+    engine = reading_engine(tmp_path / "app.db", wal=wal)
+    config = RuntimeConfig(mode="collect")
+    attempts: list[str] = []
+    reading, done = threading.Event(), threading.Event()
+    reader = threading.Thread(target=read_slowly, args=(engine, reading, done), name="report")
+    if not tracked:
+        sqla_doctor.install(config=config)
+    try:
+        with sqla_doctor.track(config=config) if tracked else contextlib.nullcontext() as uow:
+            reader.start()
+            assert reading.wait(10)
+            retrying_writer(engine, attempts)
+    finally:
+        done.set()
+        reader.join()
+        engine.dispose()
+    findings = uow.findings if uow is not None else sqla_doctor.collected()
+    if wal:  # the silent twin: in WAL, readers never block the writer's commit
+        assert attempts == ["written"]
+        assert not of_code(findings, "SQD161")
+        return
+    assert attempts == ["retry later"]
+    finding = one(findings, "SQD161")
+    assert finding.location.line == line_of("caught")
+    assert (
+        "the COMMIT needs SQLite's exclusive lock, and the Session whose read transaction "
+        f"began at {relative(__file__)}:{line_of('reader')} in thread report ("
+    ) in finding.message
+    assert "enable WAL mode, where readers never block a commit" in finding.message
+    assert finding.fix_hint == "PRAGMA journal_mode=WAL"

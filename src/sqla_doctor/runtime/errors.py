@@ -45,6 +45,7 @@ __all__ = [
     "NOTE_PREFIX",
     "dispatch",
     "explain_fatal",
+    "explain_now",
     "explain_uncaught",
     "install_hooks",
     "install_log_hook",
@@ -355,7 +356,7 @@ def explain_raised(raised: BaseException, live: FrameType) -> None:
             (raised.__traceback__,) if raised.__traceback__ is not None else (),
             live,
         )
-        _explain_now(raised, payload)
+        explain_now(raised, payload)
     except Exception:
         _internal_error(explain_raised)
 
@@ -372,12 +373,12 @@ def explain_passing(raised: BaseException) -> None:
             payload = seen(raised)
             if payload.site is None:
                 payload.site = find_call_site(1)
-            _explain_now(raised, payload)
+            explain_now(raised, payload)
     except Exception:
         _internal_error(explain_passing)
 
 
-def _explain_now(raised: BaseException, payload: ErrorSeen) -> None:
+def explain_now(raised: BaseException, payload: ErrorSeen) -> None:
     """In the context's unit of work, or a short-lived implicit one."""
     uow = current.get()
     if uow is not None:

@@ -479,6 +479,10 @@ def _on_handle_error(context: Any) -> None:
             uow = uow or running[1]
         if uow is not None and uow.active:
             _explain_while_raised(context, uow, site)
+        elif uow is None and context.execution_context is None and _sqlite_locked(original):
+            # A COMMIT refused, outside any statement and any track(): explained in a
+            # short-lived unit, as an error on its way out of a session is.
+            _explain_while_raised(context, None, site)
 
 
 def _note_transaction_abort(context: Any, execution: Any, running: Any) -> bool:
@@ -525,7 +529,9 @@ def _sqlite_locked(error: BaseException) -> bool:
     return type(error).__module__ == "sqlite3" and str(error).startswith("database is locked")
 
 
-def _explain_while_raised(context: Any, uow: UnitOfWork, site: callsite.CallSite | None) -> None:
+def _explain_while_raised(
+    context: Any, uow: UnitOfWork | None, site: callsite.CallSite | None
+) -> None:
     """Explain an error now, while the frames that raised it are still on the stack.
 
     Web frameworks catch what a request raises and answer 500: an error explained only
@@ -546,7 +552,11 @@ def _explain_while_raised(context: Any, uow: UnitOfWork, site: callsite.CallSite
     # This frame's caller is SQLAlchemy's: the frames of the statement's execution, then
     # those of the attribute read that needed it, up to the program's line.
     live = sys._getframe(1)
-    errors.dispatch(uow, raised, ErrorSeen(raised, error, site, tracebacks, live))
+    payload = ErrorSeen(raised, error, site, tracebacks, live)
+    if uow is None:
+        errors.explain_now(raised, payload)
+    else:
+        errors.dispatch(uow, raised, payload)
 
 
 def _note_flush_error(context: Any) -> None:
