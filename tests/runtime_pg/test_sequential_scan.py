@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
 import threading
 from collections.abc import Iterator
@@ -43,6 +44,12 @@ class Visit(Base):
     member: Mapped[Member] = relationship(back_populates="visits")
 
 
+class Booking(Base):
+    __tablename__ = "bookings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    made_at: Mapped[datetime.datetime] = mapped_column(index=True)
+
+
 class Tiny(Base):
     __tablename__ = "tiny"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -69,6 +76,11 @@ def url(pg_database: Any) -> str:
             Visit.__table__.insert(), [{"member_id": 1 + i % ROWS} for i in range(ROWS)]
         )
         connection.execute(Tiny.__table__.insert(), [{"code": f"c{i}"} for i in range(10)])
+        start = datetime.datetime(2026, 1, 1)
+        connection.execute(
+            Booking.__table__.insert(),
+            [{"made_at": start + datetime.timedelta(minutes=7 * i)} for i in range(ROWS)],
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("ANALYZE"))
     engine.dispose()
@@ -269,4 +281,23 @@ def test_a_psycopg2_program_is_explained_without_psycopg_3(
         engine.dispose()
     [finding] = of_code(uow.findings, "SQD355")
     assert "cannot serve lower(email)" in finding.message
+    assert planner.explained == 2
+
+
+def test_date_of_an_indexed_timestamp_is_told_the_range_the_index_serves(engine: Engine) -> None:
+    day = datetime.date(2026, 1, 3)
+    start = datetime.datetime(2026, 1, 3)
+    with sqla_doctor.track(mode="collect", config=EXPLAIN) as uow, Session(engine) as session:
+        session.scalars(select(Booking).where(func.date(Booking.made_at) == day)).all()
+        session.scalars(  # the silent twin: the range the index serves
+            select(Booking).where(
+                Booking.made_at >= start, Booking.made_at < start + datetime.timedelta(days=1)
+            )
+        ).all()
+    [finding] = of_code(uow.findings, "SQD355")
+    assert (
+        "the index ix_bookings_made_at on (made_at) cannot serve date(made_at); compare the "
+        "bare column with a half-open range, which that index serves: `Model.made_at >= "
+        "start, Model.made_at < start + timedelta(days=1)`"
+    ) in finding.message
     assert planner.explained == 2

@@ -137,6 +137,17 @@ def _fix(scan: Scan) -> str:
     if applied is not None:
         function, column = applied
         plain = scan.plain_index_on(column)
+        if plain is not None and function == "date":
+            # A day's rows are a range of the bare column, which its index serves; an
+            # index on date(column) cannot even be made for a timestamptz column (the
+            # day depends on the session's time zone).
+            return (
+                f"the index {plain.name} on ({column}) cannot serve date({column}); compare "
+                f"the bare column with a half-open range, which that index serves: "
+                f"`Model.{column} >= start, Model.{column} < start + timedelta(days=1)` "
+                f"({column} >= :day AND {column} < :day + 1 day), or add an index on the "
+                f"expression (timestamp without time zone only): {_index_hint(scan)}"
+            )
         if plain is not None:
             return (
                 f"the index {plain.name} on ({column}) cannot serve {function}({column}); "
