@@ -36,10 +36,8 @@ _RELEASE_ALL_ADVISORY: Final = re.compile(r"\bpg_advisory_unlock_all\s*\(", re.I
 
 def advisory_locks(statement: str, held: int) -> int:
     """How many session-level advisory locks a connection holding ``held`` holds after
-    ``statement`` (a ``pg_try_advisory_lock()`` counts as taken). One substring test
-    for the statements that take or release none."""
-    if "advisory" not in statement and "ADVISORY" not in statement:
-        return held
+    ``statement`` (a ``pg_try_advisory_lock()`` counts as taken). The statement
+    listener calls it only for statements that say "advisory": most say nothing of it."""
     if _RELEASE_ALL_ADVISORY.search(statement):
         return 0
     taken = len(_TAKE_ADVISORY.findall(statement))

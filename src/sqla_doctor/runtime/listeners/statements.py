@@ -288,7 +288,10 @@ def _on_before_cursor_execute(
                 lock = row_locks.row_lock(statement)
                 if lock is not None:
                     checkout.locked_rows = (last_site, lock)
-            checkout.advisory_locks = row_locks.advisory_locks(statement, checkout.advisory_locks)
+            if "advisory" in statement or "ADVISORY" in statement:  # no call per statement
+                checkout.advisory_locks = row_locks.advisory_locks(
+                    statement, checkout.advisory_locks
+                )
             if not checkout.session_owned:
                 if kind is CORE:
                     _note_core_write(conn, checkout, statement, last_site)
