@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqla_doctor.static.files import is_test_path
 from sqla_doctor.static.index.extract import (
+    PUBLIC_NAMES,
     CallShape,
     CreateAllFacts,
     Dependencies,
@@ -1486,6 +1487,8 @@ class ProjectIndex:
             reached = facts.orm.module_uses.get(local, ("*",)) if local else ("*",)
             if name in reached or "*" in reached:
                 return True
+            if PUBLIC_NAMES in reached and not name.startswith("_"):
+                return True
         return False
 
     def _import_table(self, *, tests: bool) -> dict[str, set[str]]:
@@ -1502,15 +1505,29 @@ class ProjectIndex:
                 # attributes (`import app.data as data`, `from app import data`).
                 bound = [uses.get(local, ("*",)) if local else ("*",) for local in item.locals]
                 if not item.names:
-                    table.setdefault(source, set()).update(bound[0] if bound else ("*",))
+                    reached = bound[0] if bound else ("*",)
+                    table.setdefault(source, set()).update(self._names_of(source, reached))
                 package = self.modules.get(source)
                 for position, name in enumerate(item.names):
                     table.setdefault(source, set()).add(name)
                     if name != "*" and not (package is not None and _rebinds(package, name)):
-                        inner = f"{source}.{name}"
+                        inner = self._aliases.get(f"{source}.{name}", f"{source}.{name}")
                         reached = bound[position] if position < len(bound) else ("*",)
-                        table.setdefault(self._aliases.get(inner, inner), set()).update(reached)
+                        table.setdefault(inner, set()).update(self._names_of(inner, reached))
         return table
+
+    def _names_of(self, module: str, reached: Iterable[str]) -> set[str]:
+        """``reached`` with PUBLIC_NAMES spelled out as the module's public names."""
+        names = set(reached)
+        if PUBLIC_NAMES in names:
+            names.discard(PUBLIC_NAMES)
+            bound = self.modules.get(module)
+            if bound is None:
+                names.add("*")
+            else:
+                every = (*bound.imports, *bound.assigned, *bound.defined)
+                names.update(n for n in every if not n.startswith("_"))
+        return names
 
     def sets_only_literals(self, qualified: str) -> bool:
         """Whether every ``name.set(value)`` in the project (a ContextVar's) sets a literal;

@@ -229,6 +229,10 @@ class FileExtract:
     query_properties: set[str] = field(default_factory=set)
 
 
+# In FileExtract.module_uses: the file reads every public name of the module, by
+# reflection (`getattr(models, name)` over `dir(models)`'s names not starting with "_").
+PUBLIC_NAMES = "+public"
+
 _MODULE, _CLASS, _FUNCTION = 0, 1, 2
 
 
@@ -268,6 +272,9 @@ def extract(
     followed = _import_locals(tree)
     read_through: dict[str, set[str]] = {local: set() for local in followed}
     used_otherwise: set[str] = set()
+    # The module names of `getattr(models, name)` in a loop over `dir(models)`'s public
+    # names (see _public_reflection), by id: what they reach is PUBLIC_NAMES.
+    reflective: set[int] = set()
     # Every load of an imported name, and its calls: a name whose loads are all calls
     # is never handed on.
     name_loads: Counter[str] = Counter()
@@ -278,7 +285,7 @@ def extract(
         kind = type(node)
         # The commonest nodes first: a third of them are names.
         if kind is ast.Name:
-            if node.id in followed:  # type: ignore[attr-defined]
+            if node.id in followed and id(node) not in reflective:  # type: ignore[attr-defined]
                 used_otherwise.add(node.id)  # type: ignore[attr-defined]
                 name_loads[node.id] += 1  # type: ignore[attr-defined]
             continue
@@ -497,6 +504,11 @@ def extract(
             assert isinstance(node, (ast.For, ast.AsyncFor))
             if builder is not None:
                 builder.loop(node.target, node.iter)
+            if followed:
+                public = _public_reflection(node, followed)
+                if public is not None:
+                    read_through[public[0]].add(PUBLIC_NAMES)
+                    reflective.update(id(n) for n in public[1])
         elif kind in _COMPREHENSIONS:
             if builder is not None:
                 for generator in node.generators:  # type: ignore[attr-defined]
@@ -537,13 +549,13 @@ def extract(
                     if child.__class__ is not name_node:
                         if isinstance(child, ast_node):
                             push((child, ctx))
-                    elif child.id in followed:
+                    elif child.id in followed and id(child) not in reflective:
                         used_otherwise.add(child.id)
                         name_loads[child.id] += 1
             elif held.__class__ is not name_node:
                 if isinstance(held, ast_node):
                     push((held, ctx))
-            elif held.id in followed:
+            elif held.id in followed and id(held) not in reflective:
                 used_otherwise.add(held.id)
                 name_loads[held.id] += 1
 
@@ -693,6 +705,81 @@ def _import_locals(tree: ast.Module) -> set[str]:
                 if local:
                     found.add(local)
     return found
+
+
+def _public_reflection(
+    loop: ast.For | ast.AsyncFor, followed: set[str]
+) -> tuple[str, list[ast.Name]] | None:
+    """For ``for name in dir(models): if name[0] == "_": continue ... getattr(models,
+    name)``, which reads only the module's public names: the module's local name and
+    the uses of it the loop makes (``dir(models)``, each ``getattr(models, name)``)."""
+    iterable, target = loop.iter, loop.target
+    if not (
+        isinstance(iterable, ast.Call)
+        and isinstance(iterable.func, ast.Name)
+        and iterable.func.id == "dir"
+        and len(iterable.args) == 1
+        and not iterable.keywords
+        and isinstance(iterable.args[0], ast.Name)
+        and iterable.args[0].id in followed
+        and isinstance(target, ast.Name)
+        and loop.body
+        and _skips_private(loop.body[0], target.id)
+    ):
+        return None
+    module = iterable.args[0].id
+    uses = [iterable.args[0]]
+    for stmt in loop.body:
+        for sub in ast.walk(stmt):
+            if isinstance(sub, ast.Name) and sub.id == target.id and isinstance(sub.ctx, ast.Store):
+                return None  # the name rebound: no longer only a public one
+            if (
+                isinstance(sub, ast.Call)
+                and isinstance(sub.func, ast.Name)
+                and sub.func.id == "getattr"
+                and len(sub.args) in (2, 3)
+                and isinstance(sub.args[0], ast.Name)
+                and sub.args[0].id == module
+                and isinstance(sub.args[1], ast.Name)
+                and sub.args[1].id == target.id
+            ):
+                uses.append(sub.args[0])
+    return module, uses
+
+
+def _skips_private(stmt: ast.stmt, name: str) -> bool:
+    """``if name[0] == "_": continue`` or ``if name.startswith("_"): continue``."""
+    if not (
+        isinstance(stmt, ast.If)
+        and not stmt.orelse
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], ast.Continue)
+    ):
+        return False
+    test = stmt.test
+    if isinstance(test, ast.Call):
+        return (
+            isinstance(test.func, ast.Attribute)
+            and test.func.attr == "startswith"
+            and isinstance(test.func.value, ast.Name)
+            and test.func.value.id == name
+            and len(test.args) == 1
+            and not test.keywords
+            and isinstance(test.args[0], ast.Constant)
+            and test.args[0].value == "_"
+        )
+    return (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Eq)
+        and isinstance(test.left, ast.Subscript)
+        and isinstance(test.left.value, ast.Name)
+        and test.left.value.id == name
+        and isinstance(test.left.slice, ast.Constant)
+        and test.left.slice.value == 0
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "_"
+    )
 
 
 def _note_uses(

@@ -24,6 +24,20 @@ def _count_property(parent, children, deferred=True):
 
 host_services = _count_property("host", "service")
 """
+# A module that reads every name of app.models whose test `skip` does not pass.
+_PUBLIC_WALK = """from sqlalchemy.orm import class_mapper
+from app import models
+def mappers():
+    found = []
+    for attr in dir(models):
+        if {skip}:
+            continue
+        try:
+            found.append(class_mapper(getattr(models, attr)))
+        except Exception:
+            pass
+    return found
+"""
 # Methods that run a statement with parameters given beside it.
 _EXECUTING = frozenset({"execute", "exec", "scalar", "scalars", "stream", "stream_scalars"})
 
@@ -871,6 +885,17 @@ class SqlBuiltFromStrings(Rule):
                 ),
             },
         ),
+        # A module walked by reflection over its public names only (faraday's schema
+        # diagram: `getattr(models, attr)` for each name of `dir(models)` not starting
+        # with "_"): its private helpers stay the module's own.
+        Valid(
+            _COUNT_HELPER,
+            path="app/models.py",
+            files={
+                "app/__init__.py": "",
+                "app/diagram.py": _PUBLIC_WALK.format(skip='attr[0] == "_"'),
+            },
+        ),
         # A helper that a test imports besides its callers in the module; the test's own
         # SQL built from fixtures.
         Valid(
@@ -1530,6 +1555,20 @@ class SqlBuiltFromStrings(Rule):
                     "    return getattr(data, '_select_from_' + name)(session, name)\n"
                 ),
             },
+        ),
+        # The same walk reaches a public helper, and without the `continue` any name.
+        Invalid(
+            _COUNT_HELPER.replace("_count_property", "count_property"),
+            path="app/models.py",
+            files={
+                "app/__init__.py": "",
+                "app/diagram.py": _PUBLIC_WALK.format(skip='attr.startswith("_")'),
+            },
+        ),
+        Invalid(
+            _COUNT_HELPER,
+            path="app/models.py",
+            files={"app/__init__.py": "", "app/diagram.py": _PUBLIC_WALK.format(skip="not attr")},
         ),
         # Checks that do not hold the value to the allowlist: a failure that only logs,
         # a value taken again after the check, an `or` that lets anything through.
