@@ -768,7 +768,7 @@ class StringFlow:
             return False
         calls = self._calls_of(function)
         if not calls:
-            return False
+            return self._never_called(function)
         self._params[key] = None
         self._param_depth += 1
         cuts = self._cuts
@@ -805,7 +805,9 @@ class StringFlow:
             ):
                 function = stmt
                 break
-        if function is None or function.decorator_list:
+        if function is None:
+            return self._local_function(binding)
+        if function.decorator_list:
             return None
         # Tests importing a helper to test it are no callers a request reaches.
         imported = ctx.index.imported_names(ctx.facts.module, by_tests=False)
@@ -821,9 +823,79 @@ class StringFlow:
             return None
         return function
 
+    def _never_called(self, function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+        """Whether nothing in the project can call the private module-level ``function``:
+        its name is not used in the module nor by other modules (tests aside), and the
+        module looks up no name of its own at run time (``globals()``, ``vars()``,
+        ``sys.modules``). Nothing passes its parameters anything."""
+        if not function.name.startswith("_") or function not in self.flow.ctx.tree.body:
+            return False
+        if self._call_sites is None:
+            self._call_sites = name_uses(self.flow.ctx.tree)
+        if function.name in self._call_sites or self._outside_calls(function) != []:
+            return False
+        return not any(
+            (isinstance(node, ast.Name) and node.id in ("globals", "vars"))
+            or (
+                isinstance(node, ast.Attribute)
+                and node.attr == "modules"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"
+            )
+            for node in ast.walk(self.flow.ctx.tree)
+        )
+
+    def _local_function(self, binding: Binding) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        """The undecorated function defined in another function whose parameter
+        ``binding`` is (``def _sev_expr(severity):`` in a method): only the enclosing
+        function can call it, unless it hands it on (see _calls_of)."""
+        ctx = self.flow.ctx
+        arguments = ctx.parent(binding.node)
+        function = ctx.parent(arguments) if arguments is not None else None
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        if function.decorator_list or self._enclosing(function) is None:
+            return None
+        return function
+
+    def _enclosing(
+        self, function: ast.FunctionDef | ast.AsyncFunctionDef
+    ) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        return next(
+            (
+                a for a in self.flow.ctx.ancestors(function)
+                if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef))
+            ),
+            None,
+        )
+
+    def _local_calls(self, function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Call]:
+        """The calls of a function defined in another, in the enclosing function; []
+        when its name is used otherwise there (returned, passed on, stored)."""
+        scope = self._enclosing(function)
+        assert scope is not None
+        calls = [
+            node for node in ast.walk(scope)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == function.name
+        ]
+        uses = sum(
+            1 for node in ast.walk(scope) if isinstance(node, ast.Name) and node.id == function.name
+        )
+        return calls if uses == len(calls) else []
+
     def _calls_of(self, function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Call]:
         """The calls of ``function`` in this module; [] when its name is used otherwise
         too (passed as a callback, stored, rebound), which callers we cannot see."""
+        if function not in self.flow.ctx.tree.body:
+            calls = self._local_calls(function)
+            for call in calls:
+                assert isinstance(call.func, ast.Name)
+                bindings = self.flow.bindings(call.func)
+                if len(bindings) != 1 or bindings[0].node is not function:
+                    return []
+            return calls
         if self._call_sites is None:
             self._call_sites = name_uses(self.flow.ctx.tree)
         uses, calls = self._call_sites.get(function.name, (0, []))

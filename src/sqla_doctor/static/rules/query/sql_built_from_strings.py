@@ -24,6 +24,26 @@ def _count_property(parent, children, deferred=True):
 
 host_services = _count_property("host", "service")
 """
+# A counting subquery built by a function defined in the method that uses it.
+_LOCAL_HELPER = """
+from sqlalchemy import func, select, table, text
+
+class Command:
+    @classmethod
+    def with_severity_counts(cls, query, name):
+        def _sev_expr(severity):
+            condition = text(f"vulnerability.severity = '{{severity}}'")
+            return select(func.count()).select_from(table("vulnerability")).where(condition)
+        return query.options(_sev_expr("high"), _sev_expr({second})){tail}
+"""
+# A helper with no call in the module.
+_UNCALLED_HELPER = """
+from sqlalchemy import func, select, text
+
+def {name}(severity):
+    condition = text(f"vulnerability.severity = '{{severity}}'")
+    return select(func.count()).select_from(text("vulnerability")).where(condition)
+{tail}"""
 # A module that reads every name of app.models whose test `skip` does not pass.
 _PUBLIC_WALK = """from sqlalchemy.orm import class_mapper
 from app import models
@@ -885,6 +905,12 @@ class SqlBuiltFromStrings(Rule):
                 ),
             },
         ),
+        # A function defined in a method, called there with literals only (faraday's
+        # `Command.with_severity_counts`).
+        Valid(_LOCAL_HELPER.format(second='"low"', tail="")),
+        # A private helper nothing calls: no value reaches its parameter (faraday's
+        # `_make_vuln_generic_count_by_severity`).
+        Valid(_UNCALLED_HELPER.format(name="_count_by_severity", tail="")),
         # A module walked by reflection over its public names only (faraday's schema
         # diagram: `getattr(models, attr)` for each name of `dir(models)` not starting
         # with "_"): its private helpers stay the module's own.
@@ -1555,6 +1581,17 @@ class SqlBuiltFromStrings(Rule):
                     "    return getattr(data, '_select_from_' + name)(session, name)\n"
                 ),
             },
+        ),
+        # The same local helper given the method's parameter, or handed on.
+        Invalid(_LOCAL_HELPER.format(second="name", tail=""), line=7),
+        Invalid(_LOCAL_HELPER.format(second='"low"', tail=", _sev_expr"), line=7),
+        # The same helper public, or looked up by name in the module's globals().
+        Invalid(_UNCALLED_HELPER.format(name="count_by_severity", tail="")),
+        Invalid(
+            _UNCALLED_HELPER.format(
+                name="_count_by_severity",
+                tail="def count(kind):\n    return globals()['_count_by_' + kind](kind)\n",
+            )
         ),
         # The same walk reaches a public helper, and without the `continue` any name.
         Invalid(
