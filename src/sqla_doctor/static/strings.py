@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqla_doctor.static.dataflow import (
     MAX_DEPTH,
@@ -289,6 +289,8 @@ class _Assumption:
 _CallKey = tuple[int, frozenset[str], frozenset[str]]
 # What a helper returns at such a call: its value, and whether its elements are fixed.
 _Summary = tuple["StringValue", bool]
+# What a parameter must be at every call: fixed text, an iterable of it, a dict of it.
+_Part = Literal["value", "elements", "values"]
 # How many helpers deep a call's result is followed (a helper calling a helper ...).
 _MAX_CALL_DEPTH = 3
 
@@ -327,7 +329,7 @@ class StringFlow:
         self._calls: dict[_CallKey, _Summary | None] = {} if calls is None else calls
         self._depth = depth
         # Parameters fixed by every call of their function (None: being computed).
-        self._params: dict[tuple[int, str, bool], bool | None] = {}
+        self._params: dict[tuple[int, str, _Part], bool | None] = {}
         self._param_depth = 0
         self._root: StringFlow = self if root is None else root
         self._call_sites: dict[str, tuple[int, list[ast.Call]]] | None = None
@@ -739,24 +741,25 @@ class StringFlow:
         assumed = self._assumed(binding)
         if assumed is not None:
             return assumed in ("elements", "both")
-        return self._parameter_fixed(binding, elements=True)
+        return self._parameter_fixed(binding, "elements")
 
-    def _parameter_fixed(self, binding: Binding, *, elements: bool) -> bool:
+    def _parameter_fixed(self, binding: Binding, part: _Part) -> bool:
         """Whether every call of the parameter's function passes fixed text for it (or,
-        with ``elements``, an iterable of fixed text): a helper of this module that no
-        other module imports and that nothing uses but by calling it here."""
+        for ``part`` "elements", an iterable of fixed text; "values", a dict literal of
+        fixed text values): a helper of this module that no other module imports and that
+        nothing uses but by calling it here."""
         root = self._root
         cuts = root._cuts
-        fixed = root._parameter_fixed_here(binding, elements)
+        fixed = root._parameter_fixed_here(binding, part)
         if root is not self and root._cuts != cuts:
             self._cuts += 1
         return fixed
 
-    def _parameter_fixed_here(self, binding: Binding, elements: bool) -> bool:
+    def _parameter_fixed_here(self, binding: Binding, part: _Part) -> bool:
         function = self._internal_function(binding)
         if function is None:
             return False
-        key = (id(function), binding.name, elements)
+        key = (id(function), binding.name, part)
         if key in self._params:
             known = self._params[key]
             if known is None:
@@ -778,8 +781,14 @@ class StringFlow:
                 argument = call_arguments(call, function).get(binding.name)
                 if argument is None:
                     fixed = False
-                elif elements:
+                elif part == "elements":
                     fixed = all(v.state is ValueState.STATIC for _, v in self.elements(argument))
+                elif part == "values":
+                    if isinstance(argument, ast.Name):
+                        argument = self._single_literal(argument) or argument
+                    fixed = isinstance(argument, ast.Dict) and all(
+                        self.value(v).state is ValueState.STATIC for v in argument.values
+                    )
                 else:
                     fixed = self.value(argument).state is ValueState.STATIC
                 if not fixed:
@@ -1141,7 +1150,7 @@ class StringFlow:
         if kind is BindingKind.PARAMETER:
             assumed = self._assumed(binding)
             if assumed in ("value", "both") or (
-                assumed is None and self._parameter_fixed(binding, elements=False)
+                assumed is None and self._parameter_fixed(binding, "value")
             ):
                 return _STATIC_STR
         return _OPAQUE
@@ -1587,6 +1596,17 @@ class StringFlow:
             if isinstance(mapping, ast.Dict) and not rest:
                 chosen = mapping.keys if head == 0 else mapping.values
                 return self.either([self.value(e) for e in chosen if e is not None])
+            if isinstance(mapping, ast.Name) and not rest:
+                # A helper's dict parameter, each caller passing a literal one (faraday's
+                # `join_filters={'type': "'vulnerability_web'"}`).
+                held = self.flow.bindings(mapping)
+                if (
+                    len(held) == 1
+                    and held[0].kind is BindingKind.PARAMETER
+                    and self._assumed(held[0]) is None
+                    and self._parameter_fixed(held[0], "elements" if head == 0 else "values")
+                ):
+                    return _STATIC_STR
             return _OPAQUE
         source = iterable
         if isinstance(source, ast.Name):

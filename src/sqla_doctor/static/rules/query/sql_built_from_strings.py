@@ -36,6 +36,19 @@ class Command:
             return select(func.count()).select_from(table("vulnerability")).where(condition)
         return query.options(_sev_expr("high"), _sev_expr({second})){tail}
 """
+# A helper joining a condition per item of a dict, called with `filters`.
+_JOINED_HELPER = """
+from sqlalchemy import text
+
+def _count_joined(conn, join_filters):
+    conditions = ["vulnerability.id = command_object.object_id"]
+    for attr, value in join_filters.items():
+        conditions.append(f"vulnerability.{{attr}} = {{value}}")
+    return conn.execute(text(" and ".join(conditions)))
+
+def web_counts(conn, kind):
+    return _count_joined(conn, {filters})
+"""
 # A helper with no call in the module.
 _UNCALLED_HELPER = """
 from sqlalchemy import func, select, text
@@ -908,6 +921,9 @@ class SqlBuiltFromStrings(Rule):
         # A function defined in a method, called there with literals only (faraday's
         # `Command.with_severity_counts`).
         Valid(_LOCAL_HELPER.format(second='"low"', tail="")),
+        # A helper's dict of conditions, each caller passing a literal dict (faraday's
+        # `_make_created_objects_sum_joined`).
+        Valid(_JOINED_HELPER.format(filters="{'type': \"'vulnerability_web'\"}")),
         # A private helper nothing calls: no value reaches its parameter (faraday's
         # `_make_vuln_generic_count_by_severity`).
         Valid(_UNCALLED_HELPER.format(name="_count_by_severity", tail="")),
@@ -1585,6 +1601,9 @@ class SqlBuiltFromStrings(Rule):
         # The same local helper given the method's parameter, or handed on.
         Invalid(_LOCAL_HELPER.format(second="name", tail=""), line=7),
         Invalid(_LOCAL_HELPER.format(second='"low"', tail=", _sev_expr"), line=7),
+        # The same dict given a value, or a key, from the caller's parameter.
+        Invalid(_JOINED_HELPER.format(filters="{'type': kind}"), line=7),
+        Invalid(_JOINED_HELPER.format(filters="{kind: 'true'}"), line=7),
         # The same helper public, or looked up by name in the module's globals().
         Invalid(_UNCALLED_HELPER.format(name="count_by_severity", tail="")),
         Invalid(
