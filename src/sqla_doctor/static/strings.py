@@ -289,6 +289,8 @@ class _Assumption:
 _CallKey = tuple[int, frozenset[str], frozenset[str]]
 # What a helper returns at such a call: its value, and whether its elements are fixed.
 _Summary = tuple["StringValue", bool]
+# A bind parameter's name in SQL text (`:key_`), not a PostgreSQL cast (`::int`).
+_PLACEHOLDER = re.compile(r"(?<![:\w]):[A-Za-z_]")
 # What a parameter must be at every call: fixed text, an iterable of it, a dict of it.
 _Part = Literal["value", "elements", "values"]
 # How many helpers deep a call's result is followed (a helper calling a helper ...).
@@ -1524,6 +1526,31 @@ class StringFlow:
         if isinstance(iterable, (ast.List, ast.Tuple, ast.Set)):
             return _unpacked(iterable.elts, path)
         return None
+
+    def binding_helper(self, expr: ast.expr) -> ast.FunctionDef | None:
+        """The helper of this module whose result ``expr`` is (its call, or a name assigned
+        once from it) when every string it returns is an f-string naming bind parameters
+        (``f"({table}.{field} ->> :key_{n}) {op} :value_{n}"``): its caller binds the
+        values, and what it splices in besides is the statement's structure."""
+        call = self._single_literal(expr) if isinstance(expr, ast.Name) else expr
+        if not isinstance(call, ast.Call):
+            return None
+        function = self.module_function(call.func)
+        if function is None:
+            return None
+        returned = _returned(function)
+        if not returned or not all(
+            isinstance(r, ast.JoinedStr)
+            and any(
+                isinstance(part, ast.Constant)
+                and isinstance(part.value, str)
+                and _PLACEHOLDER.search(part.value)
+                for part in r.values
+            )
+            for r in returned
+        ):
+            return None
+        return function
 
     def leading_text(self, expr: ast.expr, depth: int = 0) -> str | None:
         """The literal text a string expression starts with (``"CREATE DATABASE {}"`` of

@@ -49,6 +49,18 @@ def _count_joined(conn, join_filters):
 def web_counts(conn, kind):
     return _count_joined(conn, {filters})
 """
+# A helper returning a condition on a JSON column that names its bind parameters.
+_JSON_FILTER = """
+from sqlalchemy import text
+
+def json_condition(table, field, op, counter):
+    return f"({{table}}.{{field}} ->> :key_{{counter}}) {{op}} :value_{{counter}}"
+
+def json_filter(conn, field, op, key, value):
+    params = {{"key_1": key, "value_1": value}}
+    query = json_condition("vulnerability", field, op, 1)
+    return conn.execute(text(f"{{query}}"){bound})
+"""
 # A helper with no call in the module.
 _UNCALLED_HELPER = """
 from sqlalchemy import func, select, text
@@ -1601,6 +1613,25 @@ class SqlBuiltFromStrings(Rule):
         # The same local helper given the method's parameter, or handed on.
         Invalid(_LOCAL_HELPER.format(second="name", tail=""), line=7),
         Invalid(_LOCAL_HELPER.format(second='"low"', tail=", _sev_expr"), line=7),
+        # A helper splicing a column and an operator around the bind parameters it names,
+        # the statement bound by its caller (faraday's get_json_query()): only the
+        # structure is left to choose.
+        Invalid(
+            _JSON_FILTER.format(bound=".bindparams(**params)"),
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `query` — its values are "
+                "bound already; the names and operators `json_condition()` splices in cannot "
+                "be: choose them from a fixed set"
+            ),
+        ),
+        # The same statement run without its parameters bound.
+        Invalid(
+            _JSON_FILTER.format(bound=""),
+            expected_message=(
+                "`text()` receives SQL built with an f-string from `query` — bind them as "
+                "parameters"
+            ),
+        ),
         # The same dict given a value, or a key, from the caller's parameter.
         Invalid(_JOINED_HELPER.format(filters="{'type': kind}"), line=7),
         Invalid(_JOINED_HELPER.format(filters="{kind: 'true'}"), line=7),
@@ -1703,8 +1734,7 @@ class SqlBuiltFromStrings(Rule):
                 return session.execute(text(f"SELECT * FROM settings WHERE name = :{key}"))
             """,
             expected_message=(
-                "`text()` receives SQL built with an f-string from `key` "
-                "— bind them as parameters"
+                "`text()` receives SQL built with an f-string from `key` — bind them as parameters"
             ),
         ),
         # `.name` of user data (a request model), not of a schema object.
@@ -2015,7 +2045,7 @@ class SqlBuiltFromStrings(Rule):
             """,
             line=6,
             expected_message=(
-                "`text()` receives SQL built with `.format()` from `dbpath.replace(\"'\", \"''\")` "
+                '`text()` receives SQL built with `.format()` from `dbpath.replace("\'", "\'\'")` '
                 "— bind them as parameters"
             ),
         ),
@@ -2031,7 +2061,7 @@ class SqlBuiltFromStrings(Rule):
             """,
             line=6,
             expected_message=(
-                "`text()` receives SQL built with `.format()` from `dbpath.replace(\"'\", \"''\")` "
+                '`text()` receives SQL built with `.format()` from `dbpath.replace("\'", "\'\'")` '
                 "— bind them as parameters"
             ),
         ),
@@ -2068,10 +2098,17 @@ class SqlBuiltFromStrings(Rule):
         names = "map table or column names from input through a dict of allowed names"
         leading = self.strings.leading_text(argument)
         numbers = {
-            id(value) for value, before in template_slots(argument)
-            if _NUMBER_WANTED.search(before)
+            id(value) for value, before in template_slots(argument) if _NUMBER_WANTED.search(before)
         }
-        if all(item.identifier for item in found):
+        helpers = self._binding_helpers(node, found)
+        if helpers is not None:
+            # The values are bound: what is left to choose is the statement's structure.
+            remedy = (
+                f"its values are bound already; the names and operators {helpers} splices "
+                "in cannot be: choose them from a fixed set"
+            )
+            hint = f"{names} (`column = SORTABLE[sort]`), and operators from a dict too"
+        elif all(item.identifier for item in found):
             # A bound parameter stands for a value, never for a name: that advice would fail.
             remedy = _NAMES_REMEDY
             hint = f"{names} (`column = SORTABLE[sort]`), or build it with `table()`/`column()`"
@@ -2082,15 +2119,15 @@ class SqlBuiltFromStrings(Rule):
             local = "true" if (setting.group("scope") or "").upper() == "LOCAL" else "false"
             hint = (
                 f"`text(\"SELECT set_config('{name}', :value, {local})\")` with "
-                f"`{{\"value\": ...}}` sets `{name}` with the value bound ({local}: "
+                f'`{{"value": ...}}` sets `{name}` with the value bound ({local}: '
                 f"{'for this transaction only' if local == 'true' else 'for the session'})"
             )
         elif leading is not None and (setting := _SET_ANY.match(leading)) is not None:
             remedy = _SET_REMEDY
             local = "true" if (setting.group("scope") or "").upper() == "LOCAL" else "false"
             hint = (
-                f"`text(\"SELECT set_config(:name, :value, {local})\")` with "
-                f"`{{\"name\": ..., \"value\": ...}}` binds both, the name checked against "
+                f'`text("SELECT set_config(:name, :value, {local})")` with '
+                f'`{{"name": ..., "value": ...}}` binds both, the name checked against '
                 "the settings allowed"
             )
         elif (
@@ -2175,6 +2212,22 @@ class SqlBuiltFromStrings(Rule):
             ):
                 return False
         return True
+
+    def _binding_helpers(self, node: ast.Call, found: tuple[Interpolation, ...]) -> str | None:
+        """The helpers (`` `get_json_query()` ``) whose results make up all of what the
+        bound statement ``node`` splices in, each returning SQL that names its bind
+        parameters (see StringFlow.binding_helper); None otherwise."""
+        if not found or not self._bound(node):
+            return None
+        helpers: list[str] = []
+        for item in found:
+            function = self.strings.binding_helper(item.value)
+            if function is None:
+                return None
+            shown = f"`{function.name}()`"
+            if shown not in helpers:
+                helpers.append(shown)
+        return ", ".join(helpers)
 
     def _bound(self, text_call: ast.Call) -> bool:
         """Whether the parameters of this ``text()`` are bound: ``.bindparams(...)`` on it,
