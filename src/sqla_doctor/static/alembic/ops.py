@@ -94,6 +94,9 @@ class Operation:
     # An UPDATE or DELETE ... WHERE id = <literal>, or an INSERT of rows the revision
     # writes out (`VALUES (...)`, `op.bulk_insert(t, [{...}])`): no backfill.
     one_row: bool = False
+    # One row by a bound key (`WHERE id = %s`) in a statement run with one set of
+    # parameters (also one_row); in a loop, one row per run.
+    bound_key: bool = False
     # Raw `ALTER COLUMN ... TYPE ... USING`: "" for any expression, the type when it
     # only casts the column.
     using_sql: str | None = None
@@ -810,7 +813,10 @@ class Extractor:
             sql=text,
             condition=text if action.constraint == "check" else None,
             all_rows="all_rows" in action.extra,
-            one_row="one_row" in action.extra,
+            one_row="one_row" in action.extra or (
+                "bound_key" in action.extra and _one_execution(node)
+            ),
+            bound_key="bound_key" in action.extra,
         )
 
     def _session_delete(self, query: ast.expr, state: _State) -> tuple[str | None, bool] | None:
@@ -1012,6 +1018,15 @@ def _strip_formats(text: str) -> str:
 
     text = re.sub(r"\{[^{}]*\}", PLACEHOLDER, text)
     return re.sub(r"%(\([^)]*\))?[sdr]", PLACEHOLDER, text)
+
+
+def _one_execution(node: ast.AST) -> bool:
+    """``conn.execute(sql, (a, b))`` or ``(sql, {"id": a})``: the statement run once, with
+    one set of parameters written out (a list of them would be executemany)."""
+    if not isinstance(node, ast.Call):
+        return False
+    parameters = _arg(node, 1, "parameters")
+    return isinstance(parameters, (ast.Tuple, ast.Dict))
 
 
 def _arg(call: ast.Call, position: int, keyword: str) -> ast.expr | None:

@@ -537,8 +537,14 @@ def _dml(reader: _Reader) -> SqlAction:
     emptied = verb == "TRUNCATE" or (
         verb == "DELETE" and not any(t.kind == "word" and t.value == "WHERE" for t in rest)
     )
-    bounded = _one_row(verb, rest) or _literal_rows(verb, reader.tokens[reader.pos :])
-    extra = ("all_rows",) if emptied else ("one_row",) if bounded else ()
+    key = _one_row(verb, rest)
+    bounded = key == "literal" or _literal_rows(verb, reader.tokens[reader.pos :])
+    extra = (
+        ("all_rows",) if emptied
+        else ("one_row",) if bounded
+        else ("bound_key",) if key == "bound"
+        else ()
+    )
     return SqlAction("dml", verb=verb, table=table, extra=extra)
 
 
@@ -549,14 +555,16 @@ def _literal_rows(verb: str, rest: Sequence[Token]) -> bool:
     return verb == "INSERT" and "VALUES" in words and "SELECT" not in words
 
 
-def _one_row(verb: str, rest: Sequence[Token]) -> bool:
-    """``UPDATE t SET ... WHERE id = 1``: one row, by its key."""
+def _one_row(verb: str, rest: Sequence[Token]) -> str | None:
+    """``UPDATE t SET ... WHERE id = 1``: one row, by its key ("literal"); ``WHERE id =
+    %s`` (``?``, ``:id``, ``%(id)s``, ``$1``): one row for each set of parameters it is
+    run with ("bound")."""
     where = next((i for i, t in enumerate(rest) if t == Token("word", "WHERE")), None)
     if verb not in ("UPDATE", "DELETE") or where is None:
-        return False
+        return None
     tail = [t for t in rest[where + 1 :] if t != Token("punct", ";")]
     if Token("word", "OR") in tail:
-        return False
+        return None
     # Conditions joined by AND: one of them `id = <literal>` is enough.
     conditions: list[list[Token]] = [[]]
     for token in tail:
@@ -564,13 +572,35 @@ def _one_row(verb: str, rest: Sequence[Token]) -> bool:
             conditions.append([])
         else:
             conditions[-1].append(token)
-    return any(
-        len(c) == 3
+    keyed = [
+        c[2:]
+        for c in conditions
+        if len(c) >= 3
         and c[0].kind in ("word", "ident")
         and c[0].name == "id"
         and c[1] == Token("punct", "=")
-        and c[2].kind in ("number", "string")
-        for c in conditions
+    ]
+    if any(len(v) == 1 and v[0].kind in ("number", "string") for v in keyed):
+        return "literal"
+    if any(_parameter(v) for v in keyed):
+        return "bound"
+    return None
+
+
+def _parameter(tokens: Sequence[Token]) -> bool:
+    """A bind parameter as the drivers spell one: ``%s``, ``?``, ``:id``, ``%(id)s``,
+    ``$1``."""
+    spelled = [(t.kind, t.value) for t in tokens]
+    percent, s = ("punct", "%"), ("word", "S")
+    return (
+        spelled in ([percent, s], [("punct", "?")], [("word", PLACEHOLDER.upper())])
+        or (len(spelled) == 2 and spelled[0] == ("punct", ":") and spelled[1][0] == "word")
+        or (
+            len(spelled) == 5
+            and spelled[:2] == [percent, ("punct", "(")]
+            and spelled[2][0] == "word"
+            and spelled[3:] == [("punct", ")"), s]
+        )
     )
 
 

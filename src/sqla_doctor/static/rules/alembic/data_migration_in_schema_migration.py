@@ -18,6 +18,19 @@ _HEAD = """
             revision = "b2"
             down_revision = "a1"
 """
+# A column added, then one category row updated by a key bound as `run` executes `sql`.
+_BOUND_KEY = (
+    _HEAD
+    + """
+            def upgrade():
+                op.add_column("categories", sa.Column("badge_id", sa.Integer(), nullable=True))
+                conn = op.get_bind()
+                badge_id = conn.execute("SELECT max(id) FROM templates").scalar()
+                root_id = 1
+                sql = "UPDATE categories SET badge_id = %s WHERE id = %s"
+                {run}
+"""
+)
 
 
 class DataMigrationInSchemaMigration(MigrationRule):
@@ -135,6 +148,23 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 op.add_column("app_metadata", sa.Column("force_update", sa.Boolean()))
                 op.execute("UPDATE app_metadata SET force_update = false WHERE id = 1")
                 op.execute("UPDATE app_metadata SET version = '1.6.2' WHERE id = 1")
+            """
+        ),
+        # One row by a bound key, run once with its parameters (indico's default badge:
+        # `WHERE id = %s` with `(badge_id, root_id)`), in each driver's spelling.
+        Valid(_BOUND_KEY.format(run='conn.execute(sql, (badge_id, root_id))')),
+        Valid(
+            _BOUND_KEY.replace("%s", "?").format(run="conn.execute(sql, (badge_id, root_id))")
+        ),
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.add_column("categories", sa.Column("badge_id", sa.Integer(), nullable=True))
+                op.get_bind().execute(
+                    sa.text("UPDATE categories SET badge_id = :badge WHERE id = :root"),
+                    {"badge": 7, "root": 1},
+                )
             """
         ),
         # Rows written out in the revision (PowerDNS-Admin's new settings): seed data
@@ -281,6 +311,15 @@ class DataMigrationInSchemaMigration(MigrationRule):
                 "`transaction_per_migration=True`) or a batched job"
             ),
         ),
+        # The same statement run for a list of parameter sets, or once per row in a loop.
+        Invalid(_BOUND_KEY.format(run="conn.execute(sql, [(badge_id, root_id), (2, 3)])")),
+        Invalid(
+            _BOUND_KEY.format(
+                run="for row in conn.execute('SELECT id FROM categories').fetchall():\n"
+                + " " * 20
+                + "conn.execute(sql, (badge_id, row[0]))"
+            )
+        ),
         # A condition on another column may match every row.
         Invalid(
             _HEAD
@@ -374,7 +413,8 @@ class DataMigrationInSchemaMigration(MigrationRule):
             if operation.kind != "dml" or operation.in_autocommit:
                 continue
             if operation.one_row and not (
-                operation.verb == "INSERT" and loops.get(id(operation.node))
+                (operation.verb == "INSERT" or operation.bound_key)
+                and loops.get(id(operation.node))
             ):
                 continue  # one row by its key, or rows written out, is no backfill
             if migration.is_new_table(operation.table) is not False:
