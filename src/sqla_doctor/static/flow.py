@@ -1286,9 +1286,15 @@ class FunctionFlow:
         return self._element(rows, positions[0])
 
     def _alias_key(self, stmt: StatementValue | None, position: int) -> str | None:
-        """The ``name=`` a local ``aliased()`` entity of ``stmt`` was given: its Row key."""
+        """The ``name=`` an ``aliased()`` entity of ``stmt`` was given, local or at module
+        level: its Row key."""
         args = stmt.root.args if stmt is not None else []
         arg = args[position] if position < len(args) else None
+        if isinstance(arg, (ast.Name, ast.Attribute)) and not (
+            isinstance(arg, ast.Name) and self.is_local(arg.id)
+        ):
+            qualified = self.qualify(arg) if self.index is not None else None
+            return self.index.alias_key(qualified) if self.index and qualified else None
         if not isinstance(arg, ast.Name):
             return None
         binding = self.binding(arg.id, arg)

@@ -713,6 +713,14 @@ class ProjectIndex:
         target = self._entity_aliases.get(self.follow(qualified))
         return self.model(target) if target is not None else None
 
+    def alias_key(self, qualified: str) -> str | None:
+        """The literal ``name=`` of a module-level ``aliased(..., name="author")``."""
+        followed = self.follow(qualified)
+        return next(
+            (facts.orm.alias_keys[followed] for facts in self if followed in facts.orm.alias_keys),
+            None,
+        )
+
     def _with_alias(self, column: ColumnFacts) -> ColumnFacts:
         """``column`` with what its ``Mapped[alias]``'s ``mapped_column()`` adds, as
         SQLAlchemy merges an ``Annotated`` alias's column into the attribute's."""

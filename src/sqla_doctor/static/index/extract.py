@@ -224,6 +224,9 @@ class FileExtract:
     column_aliases: dict[str, ColumnFacts] = field(default_factory=dict)
     # `parent = aliased(Node)` at module level: the class each name aliases, qualified.
     entity_aliases: dict[str, str] = field(default_factory=dict)
+    # `author = aliased(User, name="author")` at module level: the name= of each alias
+    # (a Row's key for it), by the alias's qualified name.
+    alias_keys: dict[str, str] = field(default_factory=dict)
     # `Base.query = db_session.query_property()`: the classes (qualified) whose
     # subclasses get a legacy `Model.query` on that scoped session.
     query_properties: set[str] = field(default_factory=set)
@@ -952,6 +955,9 @@ def _module_statements(
             qualified = resolver.qualify(aliased) if entity else None
             if qualified is not None:
                 out.entity_aliases[prefix + target] = qualified
+                key = next((k.value for k in value.keywords if k.arg == "name"), None)
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    out.alias_keys[prefix + target] = key.value
         elif target is not None and name == "Table":
             table = table_facts(resolver, prefix + target, value)
             if table is not None:

@@ -100,6 +100,20 @@ class _Region:
 
 
 # A context manager that commits only when its caller passes `commit=True`.
+# A module-level alias named `key`, its rows' collection read after the block.
+_MODULE_ALIAS = """
+from sqlalchemy import func, select
+from sqlalchemy.orm import aliased, selectinload
+from app.db import SessionLocal
+from app.models import User
+
+author = aliased(User, name="{key}")
+
+def by_author():
+    with SessionLocal() as session:
+        rows = session.execute(select(author, func.length(author.name)){options}).all()
+    return [len(row.author.posts) for row in rows]
+"""
 _FLAG_FILES = {
     **_FILES,
     "app/scopes.py": """
@@ -736,8 +750,29 @@ class DetachedInstanceAccess(Rule):
             path="app/views.py",
             files=_FILES,
         ),
+        # The module-level alias's collection loaded with the rows, or a Row whose alias
+        # is keyed by another name (`row.author` is no entity of it).
+        Valid(
+            _MODULE_ALIAS.format(key="author", options=".options(selectinload(author.posts))"),
+            path="app/views.py",
+            files=_FILES,
+        ),
+        Valid(_MODULE_ALIAS.format(key="writer", options=""), path="app/views.py", files=_FILES),
     )
     INVALID = (
+        # A module-level alias too; its Row key is the name= it was given.
+        Invalid(
+            _MODULE_ALIAS.format(key="author", options=""),
+            path="app/views.py",
+            files=_FILES,
+            line=11,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `row.author` after the session that loaded it "
+                "closed (the `with` block at line 9 closed it): this raises "
+                "DetachedInstanceError — add `selectinload(author.posts)` to that query, or "
+                "read it before the session closes"
+            ),
+        ),
         # A Row names an `aliased(..., name=...)` entity by that name.
         Invalid(
             """
