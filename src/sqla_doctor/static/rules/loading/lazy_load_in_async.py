@@ -5,10 +5,23 @@ from __future__ import annotations
 import ast
 
 from sqla_doctor.findings import Applicability, Fix, Severity
-from sqla_doctor.static.flow import FunctionFlow, ObjectsValue, contains, flow_for, worth_analysing
+from sqla_doctor.static.flow import (
+    FunctionFlow,
+    ObjectsValue,
+    RowValue,
+    contains,
+    flow_for,
+    worth_analysing,
+)
 from sqla_doctor.static.index.models import literal_str
 from sqla_doctor.static.loader_fix import loader_edits
-from sqla_doctor.static.navigation import LazyAccess, Navigator, access_option, back_to_parent
+from sqla_doctor.static.navigation import (
+    LazyAccess,
+    Navigator,
+    access_option,
+    back_to_parent,
+    row_entity_reads,
+)
 from sqla_doctor.static.rule import Invalid, Rule, Valid
 
 _MODELS = """
@@ -89,6 +102,19 @@ async def post_counts():
         ua = aliased(User)
         users = (await session.scalars(select(ua){options})).all()
         return {{u.id: len(u.posts) for u in users}}
+"""
+# Rows of an awaited execute() of an entity and a count, read by entity.
+_ROWS = """
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+from app.db import SessionLocal
+from app.models import User
+
+async def post_counts():
+    async with SessionLocal() as session:
+        stmt = select(User, func.length(User.name)){options}
+        rows = (await session.execute(stmt)).all()
+        return {{row.User.id: len({entity}.posts) for row in rows}}
 """
 # A repository that FastAPI injects through an `Annotated[..., Depends()]` alias.
 _REPO_FILES = {
@@ -342,8 +368,32 @@ class LazyLoadInAsync(Rule):
             path="app/views.py",
             files=_FLAGGED_FILES,
         ),
+        # The Rows' collection loaded with them, or a Row read for its count only.
+        Valid(
+            _ROWS.format(options=".options(selectinload(User.posts))", entity="row.User"),
+            path="app/jobs.py",
+            files=_FILES,
+        ),
+        Valid(
+            _ROWS.format(options="", entity="row.User").replace("len(row.User.posts)", "row[1]"),
+            path="app/jobs.py",
+            files=_FILES,
+        ),
     )
     INVALID = (
+        # A Row's entity, by its class's name or its position.
+        Invalid(
+            _ROWS.format(options="", entity="row.User"),
+            path="app/jobs.py",
+            files=_FILES,
+            line=10,
+            expected_message=(
+                "`User.posts` is lazy-loaded on `row.User` in async code (loaded at line 8): "
+                "this raises MissingGreenlet — add `.options(selectinload(User.posts))` to "
+                "that query or use `await row.User.awaitable_attrs.posts`"
+            ),
+        ),
+        Invalid(_ROWS.format(options="", entity="row[0]"), path="app/jobs.py", files=_FILES),
         Invalid(
             _STREAMED.format(options=""),
             path="app/export.py",
@@ -568,9 +618,17 @@ class LazyLoadInAsync(Rule):
                 if binding.kind not in ("assign", "for", "comp", "with"):
                     continue
                 objects = flow.binding_value(binding)
+                region = binding.scope or flow.node
+                if isinstance(objects, RowValue) and objects.rows.is_async:
+                    # `row.User.posts` / `row.author.posts` of an awaited execute()'s Rows.
+                    for entity, attribute, loaded in row_entity_reads(flow, binding, region):
+                        for access in navigator.on_attribute(attribute, loaded, per_row=False):
+                            if not back_to_parent(self.ctx.index, access, loaded.path):
+                                closed = _closed_by(flow, access)
+                                self._report(access, self.ctx.text(entity), seen, closed)
+                    continue
                 if not isinstance(objects, ObjectsValue) or not objects.is_async:
                     continue
-                region = binding.scope or flow.node
                 for access in navigator.on_binding(binding, objects, region, per_row=False):
                     if self._loaded_explicitly(flow, binding.name, access) or back_to_parent(
                         self.ctx.index, access, objects.path
