@@ -268,7 +268,7 @@ def _stand_in(kind: str) -> ast.expr:
     unknown = ast.Name(id="<argument>", ctx=ast.Load())
     if kind == "*":
         return ast.Starred(value=unknown, ctx=ast.Load())
-    if kind == "text":
+    if kind == "text" or kind.startswith("text="):
         return ast.Constant(value="text")
     if kind == "texts":
         return ast.Tuple(elts=[ast.Constant(value="text")], ctx=ast.Load())

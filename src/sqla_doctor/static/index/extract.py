@@ -278,6 +278,8 @@ def extract(
     # The module names of `getattr(models, name)` in a loop over `dir(models)`'s public
     # names (see _public_reflection), by id: what they reach is PUBLIC_NAMES.
     reflective: set[int] = set()
+    # The engines each function makes in a local name, by the function's id.
+    local_engines: dict[int, frozenset[str]] = {}
     # Every load of an imported name, and its calls: a name whose loads are all calls
     # is never handed on.
     name_loads: Counter[str] = Counter()
@@ -309,7 +311,16 @@ def extract(
                 else None
             )
             if type(func) is ast.Name and func.id in followed:
-                name_calls.setdefault(func.id, []).append(call_shape(node, walk_names))
+                engines: frozenset[str] = frozenset()
+                if builder is not None and any(
+                    isinstance(a, ast.Name) for a in (*node.args, *(k.value for k in node.keywords))
+                ):
+                    known = local_engines.get(id(builder.node))
+                    if known is None:
+                        known = _local_engines(builder.node, walk_names)
+                        local_engines[id(builder.node)] = known
+                    engines = known
+                name_calls.setdefault(func.id, []).append(call_shape(node, walk_names, engines))
             if builder is not None and tail is not None:
                 builder.called.add(tail)
                 if type(func) is ast.Name:
@@ -658,29 +669,49 @@ def is_constant_name(name: str) -> bool:
     return len(name.strip("_")) > 1 and bool(_UPPER.match(name))
 
 
-def call_shape(call: ast.Call, names: NameResolver | None = None) -> CallShape:
-    """What each argument of ``call`` is: "text" (a literal, or an UPPER_CASE name), "texts"
-    (a tuple, list or set of literals), "*" (unpacked: anything), ``ENGINE_MADE`` (a
-    ``create_engine()`` call), "=" and the qualified name a module-level name or attribute
-    names (``=app.db.engine``), or "" (anything else); positional ones, then (keyword,
-    kind) pairs (``**kwargs`` under the keyword "*")."""
+def call_shape(
+    call: ast.Call, names: NameResolver | None = None, engines: frozenset[str] = frozenset()
+) -> CallShape:
+    """What each argument of ``call`` is: "text" (a literal), "text=" and the qualified
+    name of an UPPER_CASE name (a module's constant, ``text=app.db.ENGINE``), "texts" (a
+    tuple, list or set of literals), "*" (unpacked: anything), ``ENGINE_MADE`` (a
+    ``create_engine()`` call, or a local name in ``engines``, which the calling function
+    binds only to one), "=" and the qualified name a module-level name or attribute names
+    (``=app.db.engine``), or "" (anything else); positional ones, then (keyword, kind)
+    pairs (``**kwargs`` under the keyword "*")."""
     return (
-        tuple(_argument_kind(arg, names) for arg in call.args),
-        tuple((k.arg or "*", _argument_kind(k.value, names)) for k in call.keywords),
+        tuple(_argument_kind(arg, names, engines) for arg in call.args),
+        tuple((k.arg or "*", _argument_kind(k.value, names, engines)) for k in call.keywords),
     )
+
+
+def shape_name(kind: str) -> str | None:
+    """The qualified name a call_shape() kind names (``=app.db.engine``,
+    ``text=app.db.ENGINE``), or None."""
+    if kind.startswith("="):
+        return kind[1:]
+    if kind.startswith("text="):
+        return kind[5:]
+    return None
 
 
 # call_shape()'s kind for an engine made in the call (`export(create_engine(url))`).
 ENGINE_MADE = "=create_engine()"
 
 
-def _argument_kind(node: ast.expr, names: NameResolver | None = None) -> str:
+def _argument_kind(
+    node: ast.expr, names: NameResolver | None = None, engines: frozenset[str] = frozenset()
+) -> str:
     if isinstance(node, ast.Starred):
         return "*"
-    if isinstance(node, ast.Constant) or (
-        # `SEQUENCE_NAME`: a module's constant, as StringFlow trusts one in its own module.
-        isinstance(node, ast.Name) and is_constant_name(node.id)
-    ):
+    if isinstance(node, ast.Name) and node.id in engines:
+        return ENGINE_MADE
+    if isinstance(node, ast.Name) and is_constant_name(node.id):
+        # `SEQUENCE_NAME`: a module's constant, as StringFlow trusts one in its own module;
+        # `ENGINE`, an engine the index may know by its name.
+        qualified = names.qualify(node) if names is not None else None
+        return "text" if qualified is None else f"text={qualified}"
+    if isinstance(node, ast.Constant):
         return "text"
     if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and all(
         isinstance(e, ast.Constant) for e in node.elts
@@ -696,6 +727,30 @@ def _argument_kind(node: ast.expr, names: NameResolver | None = None) -> str:
             qualified = names.qualify(node)
             return "" if qualified is None else f"={qualified}"
     return ""
+
+
+def _local_engines(function: ast.AST, resolver: NameResolver) -> frozenset[str]:
+    """The local names ``function`` binds only to a ``create_engine()`` /
+    ``create_async_engine()`` call (``engine = create_engine(url)``), not a parameter."""
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return frozenset()
+    made: Counter[str] = Counter()
+    stores: Counter[str] = Counter()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            stores[node.id] += 1
+        elif (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Call)
+            and resolver.sqla_name(node.value.func) in ("create_engine", "create_async_engine")
+        ):
+            made[node.targets[0].id] += 1
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            stores.update(dict.fromkeys(node.names, 2))
+    params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    return frozenset(n for n, count in made.items() if stores[n] == count and n not in params)
 
 
 def _import_locals(tree: ast.Module) -> set[str]:

@@ -8,7 +8,7 @@ from functools import cached_property
 
 from sqla_doctor.findings import Severity
 from sqla_doctor.static.flow import Binding, FunctionFlow, flow_for, worth_analysing
-from sqla_doctor.static.index.extract import ENGINE_MADE, CallShape
+from sqla_doctor.static.index.extract import ENGINE_MADE, CallShape, shape_name
 from sqla_doctor.static.lifecycle import (
     CLOSERS,
     checkout_call,
@@ -30,6 +30,21 @@ engine = create_engine("postgresql+psycopg://app@db/app", pool_size=5)
 async_engine = create_async_engine("postgresql+asyncpg://app@db/app")
 """
 _FILES = {"app/__init__.py": "", "app/db.py": _DB}
+# A module calling app.jobs.export() from main(url), whose body is `body`.
+_CLI = """from sqlalchemy import create_engine
+from app import settings
+from app.jobs import export
+
+ENGINE = create_engine("sqlite://")
+TARGET = "sqlite://"
+
+def main(url):
+    {body}
+"""
+_REBOUND_ENGINE = (
+    "engine = create_engine(url)\n    if not url:\n        engine = settings.target\n"
+    "    export(engine)"
+)
 # A helper taking its engine unannotated, and the module's calls of it.
 _ENGINE_PARAM = """
 from sqlalchemy import create_engine
@@ -234,6 +249,21 @@ class ConnectionNotClosed(Rule):
                 "app/cli.py": "from app.jobs import export\nexport(make_engine())\n",
             },
         ),
+        # Another module's caller passing a local name bound to something else too, or an
+        # UPPER_CASE name that is no engine.
+        Valid(
+            _ENGINE_PARAM.format(second="export(engine)"),
+            path="app/jobs.py",
+            files={
+                **_FILES,
+                "app/cli.py": _CLI.format(body=_REBOUND_ENGINE),
+            },
+        ),
+        Valid(
+            _ENGINE_PARAM.format(second="export(engine)"),
+            path="app/jobs.py",
+            files={**_FILES, "app/cli.py": _CLI.format(body="export(TARGET)")},
+        ),
         # Rebound in the function: each binding's life is its own story.
         Valid(
             """
@@ -268,6 +298,23 @@ class ConnectionNotClosed(Rule):
                 "of the pool until garbage collection — use `with engine.connect() as conn:` "
                 "or close it in a `finally`"
             ),
+        ),
+        # Another module's caller passing the engine it makes in a local name, or its
+        # UPPER_CASE module-level engine.
+        Invalid(
+            _ENGINE_PARAM.format(second="export(engine)"),
+            path="app/jobs.py",
+            files={
+                **_FILES,
+                "app/cli.py": _CLI.format(body="engine = create_engine(url)\n    export(engine)"),
+            },
+            line=5,
+        ),
+        Invalid(
+            _ENGINE_PARAM.format(second="export(engine)"),
+            path="app/jobs.py",
+            files={**_FILES, "app/cli.py": _CLI.format(body="export(ENGINE)")},
+            line=5,
         ),
         Invalid(
             """
@@ -460,9 +507,9 @@ class ConnectionNotClosed(Rule):
                 return False
         for shape in outside:
             given_kind = _shape_argument(shape, function, engine.id)
+            named = shape_name(given_kind) if given_kind is not None else None
             if given_kind is None or not (
-                given_kind == ENGINE_MADE
-                or (given_kind.startswith("=") and index.engine(given_kind[1:]) is not None)
+                given_kind == ENGINE_MADE or (named is not None and index.engine(named) is not None)
             ):
                 return False
         return True
