@@ -68,6 +68,7 @@ class ClassFacts:
     columns: dict[str, str] = field(default_factory=dict)  # attribute → column name
     metadata_attr: str | None = None  # `metadata = X` in the class body (qualified X)
     mapped_by: str | None = None  # `@reg.mapped` → qualified reg
+    column_call: str | None = None  # how its body writes a column (ModuleModels.column_call)
 
     @property
     def qualname(self) -> str:
@@ -105,8 +106,11 @@ class ModuleModels:
     module: str
     path: str
     classes: list[ClassFacts] = field(default_factory=list)
-    # (line, table name, qualified metadata expression, column names)
-    tables: list[tuple[int, str | None, str | None, set[str]]] = field(default_factory=list)
+    # (line, table name, qualified metadata expression, column names, how its columns
+    # are written)
+    tables: list[tuple[int, str | None, str | None, set[str], str | None]] = field(
+        default_factory=list
+    )
     # module-level name → (kind, argument) for bases, registries, metadata objects
     factories: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     # How the module writes a column (`sa.Column`, `db.Column`, `mapped_column`), for
@@ -153,22 +157,29 @@ def scan_module(module: str, path: str, tree: ast.Module, resolver: NameResolver
                 if table is not None:
                     table_name, metadata, columns = table
                     qualified = resolver.qualify(metadata) if metadata is not None else None
-                    result.tables.append((stmt.lineno, table_name, qualified, columns))
+                    spelled = _column_call(value, resolver)
+                    result.tables.append((stmt.lineno, table_name, qualified, columns, spelled))
         elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
             table = _table_call(stmt.value, resolver)
             if table is not None:
                 table_name, metadata, columns = table
                 qualified = resolver.qualify(metadata) if metadata is not None else None
-                result.tables.append((stmt.lineno, table_name, qualified, columns))
-    result.column_call = next(
+                spelled = _column_call(stmt.value, resolver)
+                result.tables.append((stmt.lineno, table_name, qualified, columns, spelled))
+    result.column_call = _column_call(tree, resolver)
+    return result
+
+
+def _column_call(node: ast.AST, resolver: NameResolver) -> str | None:
+    """The first Column/mapped_column callee in ``node``, as written (``sa.Column``)."""
+    return next(
         (
-            ast.unparse(node.func)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and resolver.sqla_name(node.func) in _COLUMN_CALLS
+            ast.unparse(sub.func)
+            for sub in ast.walk(node)
+            if isinstance(sub, ast.Call) and resolver.sqla_name(sub.func) in _COLUMN_CALLS
         ),
         None,
     )
-    return result
 
 
 def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
@@ -247,6 +258,7 @@ def _class_facts(node: ast.ClassDef, module: str, path: str, resolver: NameResol
         line=node.lineno,
         bases=bases,
         unresolved_bases=unresolved,
+        column_call=_column_call(node, resolver),
     )
     for keyword in node.keywords:
         if keyword.arg == "table" and isinstance(keyword.value, ast.Constant):
@@ -479,7 +491,9 @@ class ModelIndex:
                     table=table,
                     columns=set(self._columns(cls)),
                     schema=self._schema_of(cls),
-                    column_call=self.modules[cls.module].column_call,
+                    # A class that declares no column of its own (a subclass, columns
+                    # from mixins): its module's spelling.
+                    column_call=cls.column_call or self.modules[cls.module].column_call,
                 )
             )
         return result
@@ -556,13 +570,13 @@ class ModelIndex:
     def tables(self) -> list[TableFacts]:
         found = []
         for module in self.modules.values():
-            for line, name, metadata, columns in module.tables:
+            for line, name, metadata, columns, spelled in module.tables:
                 if name is not None:
                     key = self.metadata_key(metadata)
                     found.append(
                         TableFacts(
                             module.module, module.path, line, name, key, columns,
-                            module.column_call,
+                            spelled or module.column_call,
                         )
                     )
         return found

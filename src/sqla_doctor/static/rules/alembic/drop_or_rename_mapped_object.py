@@ -63,6 +63,50 @@ class User(Base):
     name = sa.Column(sa.String(100))
 """
 
+# A module of both spellings: a legacy model with sa.Column, then a typed one.
+_MIXED_MODELS = """
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Legacy(Base):
+    __tablename__ = "legacy"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    code = sa.Column(sa.String(20))
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+"""
+# The typed model, then a Table written with sa.Column.
+_TABLE_AFTER_MODELS = (
+    _MIXED_MODELS.split("class Legacy")[0]
+    + """class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+tags = sa.Table("tags", Base.metadata, sa.Column("id", sa.Integer), sa.Column("label", sa.Text))
+"""
+)
+# A revision renaming `table`.`column` to new_name.
+_RENAME = (
+    _HEAD
+    + """
+            def upgrade():
+                op.alter_column("{table}", "{column}", new_column_name="new_name")
+            """
+)
+
 
 class DropOrRenameMappedObject(MigrationRule):
     """
@@ -388,6 +432,41 @@ class DropOrRenameMappedObject(MigrationRule):
                 "name: every query of User fails with UndefinedColumn once this runs — map "
                 "the new name, or keep the column and map it under a new attribute "
                 '(`sa.Column("name", ...)`)'
+            ),
+        ),
+        # A module of both spellings: the advice follows the class (or Table) the rename
+        # is about.
+        Invalid(
+            _RENAME.format(table="users", column="name"),
+            path="migrations/versions/b2.py",
+            files={"app/__init__.py": "", "app/models.py": _MIXED_MODELS},
+            expected_message=(
+                "renames users.name to new_name, but User (app/models.py:16) still maps "
+                "name: every query of User fails with UndefinedColumn once this runs — map "
+                "the new name, or keep the column and map it under a new attribute "
+                '(`mapped_column("name")`)'
+            ),
+        ),
+        Invalid(
+            _RENAME.format(table="legacy", column="code"),
+            path="migrations/versions/b2.py",
+            files={"app/__init__.py": "", "app/models.py": _MIXED_MODELS},
+            expected_message=(
+                "renames legacy.code to new_name, but Legacy (app/models.py:9) still maps "
+                "code: every query of Legacy fails with UndefinedColumn once this runs — map "
+                "the new name, or keep the column and map it under a new attribute "
+                '(`sa.Column("code", ...)`)'
+            ),
+        ),
+        Invalid(
+            _RENAME.format(table="tags", column="label"),
+            path="migrations/versions/b2.py",
+            files={"app/__init__.py": "", "app/models.py": _TABLE_AFTER_MODELS},
+            expected_message=(
+                "renames tags.label to new_name, but Table('tags') (app/models.py:15) still "
+                "maps label: every query of Table('tags') fails with UndefinedColumn once this "
+                "runs — map the new name, or keep the column and map it under a new attribute "
+                '(`sa.Column("label", ...)`)'
             ),
         ),
     )
