@@ -62,6 +62,9 @@ class Operation:
     table: str | None = None
     # The `schema=` an op.* call names (None: not written, the search path's).
     schema: str | None = None
+    # The schema raw SQL's `ALTER TABLE categories.settings` names (kept apart from
+    # `schema`, which the other rules match to the models').
+    sql_schema: str | None = None
     column: str | None = None
     new_name: str | None = None
     name: str | None = None
@@ -812,6 +815,7 @@ class Extractor:
             what=action.what or ("REINDEX CONCURRENTLY" if action.kind == "reindex" else None),
             sql=text,
             condition=text if action.constraint == "check" else None,
+            sql_schema=action.schema,
             all_rows="all_rows" in action.extra,
             one_row="one_row" in action.extra or (
                 "bound_key" in action.extra and _one_execution(node)

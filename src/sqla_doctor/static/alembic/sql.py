@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # A Python expression interpolated into SQL (f-string, .format, %): an unknown name.
 PLACEHOLDER = "__sqd_expr__"
@@ -159,6 +159,8 @@ class SqlAction:
     verb: str | None = None
     what: str | None = None
     extra: tuple[str, ...] = field(default=())
+    # The schema `ALTER TABLE categories.settings ...` names the table in.
+    schema: str | None = None
 
 
 class _Reader:
@@ -167,6 +169,8 @@ class _Reader:
     def __init__(self, tokens: Sequence[Token]) -> None:
         self.tokens = list(tokens)
         self.pos = 0
+        # What qualified the last name read (`categories` of `categories.settings`).
+        self.qualifier: str | None = None
 
     def peek(self, offset: int = 0) -> Token | None:
         index = self.pos + offset
@@ -195,12 +199,13 @@ class _Reader:
             return None
         self.pos += 1
         last = token.name
+        self.qualifier = None
         while self.peek() is not None and self.peek() == Token("punct", "."):
             following = self.peek(1)
             if following is None or following.kind not in ("word", "ident"):
                 break
             self.pos += 2
-            last = following.name
+            self.qualifier, last = last, following.name
         # `{prefix}users` is a name the migration computes: not one to report.
         return None if PLACEHOLDER in last else last
 
@@ -403,8 +408,9 @@ def _alter_table(reader: _Reader) -> Iterator[SqlAction]:
         else:
             yield SqlAction("ddl_other", table=table, verb="ALTER TABLE")
         return
+    schema = reader.qualifier
     for part in reader.rest_split_on_commas():
-        yield _alter_action(table, _Reader(part))
+        yield replace(_alter_action(table, _Reader(part)), schema=schema)
 
 
 def _alter_action(table: str | None, reader: _Reader) -> SqlAction:

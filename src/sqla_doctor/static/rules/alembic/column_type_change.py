@@ -11,6 +11,7 @@ from sqla_doctor.static.alembic.ops import Operation
 from sqla_doctor.static.alembic.project import AlembicAnalysis, MigrationFile
 from sqla_doctor.static.alembic.rule import MigrationRule
 from sqla_doctor.static.alembic.types import ColumnType, change_cost, from_python, from_sql
+from sqla_doctor.static.dataflow import contains_node
 from sqla_doctor.static.rule import Invalid, Valid
 
 _HEAD = """
@@ -421,6 +422,15 @@ class ColumnTypeChange(MigrationRule):
             path="migrations/versions/b2.py",
             files=_DECORATORS,
         ),
+        # Cast twice in a row, each step only widening: from VARCHAR(20) to unbounded.
+        Valid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("pairs", "status", existing_type=sa.String(16), type_=sa.String(20))
+                op.execute("ALTER TABLE pairs ALTER COLUMN status TYPE varchar")
+            """
+        ),
     )
     INVALID = (
         # A TypeDecorator over DateTime, given timezone=True: timestamp to timestamptz
@@ -770,6 +780,22 @@ class ColumnTypeChange(MigrationRule):
                 "finishes — add a new column, backfill it, and switch over instead"
             ),
         ),
+        # Cast twice in a row (onyx's d961aca62eb3: to text, then to VARCHAR(20)): the
+        # second starts from the first's type, a length check, not a rewrite.
+        Invalid(
+            _HEAD
+            + """
+            def upgrade():
+                op.alter_column("pairs", "status", existing_type=sa.String(16), type_=sa.Text())
+                op.execute("ALTER TABLE pairs ALTER COLUMN status TYPE VARCHAR(20)")
+            """,
+            expected_message=(
+                "changing pairs.status from sa.Text() to VARCHAR(20) reads every row to check "
+                "the new length under an ACCESS EXCLUSIVE lock: every read and write of pairs "
+                "waits until it finishes — add a new column, backfill it, and switch over "
+                "instead"
+            ),
+        ),
         # Two casts of a column that are no enum swap: branches for two databases, and
         # raw SQL on tables of two schemas; each is judged from its own old type.
         Invalid(
@@ -872,7 +898,7 @@ class ColumnTypeChange(MigrationRule):
         # The type each column was last changed to in this upgrade(), and the one it
         # had before the first change: a rename-create-cast-drop revision casts to a
         # temporary enum, then to the new one.
-        changed: dict[_Column, tuple[ColumnType, ColumnType | None]] = {}
+        changed: dict[_Column, tuple[ColumnType, ColumnType | None, ast.AST]] = {}
         for operation in self.operations(migration):
             if operation.kind != "alter_type":
                 continue
@@ -907,22 +933,17 @@ class ColumnTypeChange(MigrationRule):
                 )
             if new is None:
                 continue
-            key = (operation.schema, operation.table, operation.column)
+            key = (operation.schema or operation.sql_schema, operation.table, operation.column)
             earlier = changed.get(key)
-            # Only a cast to an enum type the revision creates is a step of such a
-            # swap; two casts to other types may be branches (`if postgresql: ... else:`)
-            # or tables of two schemas that raw SQL names alike.
-            if (
-                earlier is not None
-                and earlier[0].family != "enum"
-                and _enum_name(migration, earlier[0]) is not None
-            ):
-                old, original = earlier
+            # An earlier cast of the column in this upgrade() is where this one starts,
+            # unless the two are branches (`if postgresql: ... else:`) of which one runs.
+            if earlier is not None and not _alternatives(migration, earlier[2], operation.node):
+                old, original = earlier[0], earlier[1]
             else:
                 if old is None:
                     old = _restored_type(migration, operation)
                 original = old
-            changed[key] = (new, original)
+            changed[key] = (new, original, operation.node)
             if old is None and not using:
                 below = _types_elsewhere(migration, operation)
                 if below and all(change_cost(t, new) is None for t in below):
@@ -959,6 +980,23 @@ class ColumnTypeChange(MigrationRule):
 
 
 _Column = tuple[str | None, str | None, str | None]  # schema, table, column
+
+
+def _alternatives(migration: MigrationFile, first: ast.AST, second: ast.AST) -> bool:
+    """Whether ``first`` and ``second`` lie in different branches of one ``if``."""
+    for node in ast.walk(migration.file.tree):
+        if not isinstance(node, ast.If):
+            continue
+        sides = [
+            (
+                any(contains_node(s, op) for s in node.body),
+                any(contains_node(s, op) for s in node.orelse),
+            )
+            for op in (first, second)
+        ]
+        if (sides[0][0] and sides[1][1]) or (sides[0][1] and sides[1][0]):
+            return True
+    return False
 
 _COSTS = {
     "rewrite": "rewrites the table and its indexes",
