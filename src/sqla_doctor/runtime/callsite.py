@@ -592,7 +592,7 @@ def thread_inside(ident: int, site: CallSite, session: object = None, limit: int
 _WORK_ITEM_FILE = os.sep + os.path.join("concurrent", "futures", "thread.py")
 
 
-def thread_task_holds(ident: int, session: object, limit: int = 64) -> bool:
+def thread_task_holds(ident: int, session: object) -> bool:
     """Whether another thread is running a task a ``ThreadPoolExecutor`` (or an event
     loop's ``run_in_executor()``) was handed with ``session``: as an argument, in the
     function's closure (``pool.map(lambda pid: work(session, pid), ids)``), bound in a
@@ -600,21 +600,26 @@ def thread_task_holds(ident: int, session: object, limit: int = 64) -> bool:
     Such tasks run in parallel whenever the pool can; a worker between two statements
     of its task is still using the session. Asked only when a session changes threads
     inside a transaction."""
-    frame = _working_frame(ident)
-    for _ in range(limit):
+    found = _work_item(_working_frame(ident))
+    return found is not None and _handed(found[0], session)
+
+
+def _work_item(frame: FrameType | None) -> tuple[Any, FrameType] | None:
+    """The concurrent.futures work item a stack, from ``frame`` outwards, is running,
+    with the frame of its ``_WorkItem.run``."""
+    for _ in range(_MAX_FRAMES):
         if frame is None:
-            return False
+            return None
         code = frame.f_code
         if code.co_name == "run" and code.co_filename.endswith(_WORK_ITEM_FILE):
-            item = frame.f_locals.get("self")
-            return _hands(
-                getattr(item, "fn", None),
-                getattr(item, "args", ()),
-                getattr(item, "kwargs", {}),
-                session,
-            )
+            return frame.f_locals.get("self"), frame
         frame = frame.f_back
-    return False
+    return None
+
+
+def _handed(item: Any, session: object) -> bool:
+    fn, args, kwargs = (getattr(item, name, None) for name in ("fn", "args", "kwargs"))
+    return _hands(fn, args or (), kwargs or {}, session)
 
 
 # concurrent.futures' functions that wait for several futures at once, each with its
@@ -634,19 +639,10 @@ class PoolTask(NamedTuple):
 def pool_task(session: object) -> PoolTask | None:
     """The thread-pool task this thread is running, when it was handed ``session`` (see
     :func:`thread_task_holds`); else None."""
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(_MAX_FRAMES):
-        if frame is None:
-            return None
-        code = frame.f_code
-        if code.co_name == "run" and code.co_filename.endswith(_WORK_ITEM_FILE):
-            item = frame.f_locals.get("self")
-            fn, args, kwargs = (getattr(item, name, None) for name in ("fn", "args", "kwargs"))
-            if not _hands(fn, args or (), kwargs or {}, session):
-                return None
-            return PoolTask(item, _pool_workers(frame.f_back))
-        frame = frame.f_back
-    return None
+    found = _work_item(sys._getframe(1))
+    if found is None or not _handed(found[0], session):
+        return None
+    return PoolTask(found[0], _pool_workers(found[1].f_back))
 
 
 def _pool_workers(frame: FrameType | None) -> int:

@@ -193,34 +193,26 @@ def _thread_sharing(
     if (
         last
         and last != thread
-        and other_site is not None
         and (
-            callsite.thread_inside(last, other_site, record.session)
-            or (
-                sharing.last_frames
-                and callsite.thread_in_frames(last, sharing.last_frames, record.session)
+            (
+                other_site is not None
+                and (
+                    callsite.thread_inside(last, other_site, record.session)
+                    or (
+                        sharing.last_frames
+                        and callsite.thread_in_frames(last, sharing.last_frames, record.session)
+                    )
+                )
             )
+            or callsite.thread_task_holds(last, record.session)
         )
     ):
         # The other thread is still in the work it used the session for (not waiting
         # for this one in join() or result()): in the function that used it, or past it
         # in the rest of the work whose locals hold it (a helper looked the row up; the
-        # task renders it now). Two workers sharing it between statements, which overlap
-        # only now and then in the driver (a ThreadPoolExecutor's map()).
-        return SharedUse(
-            record,
-            site,
-            other_site,
-            _thread_name(record, thread),
-            _thread_name(record, last),
-            tasks=False,
-            concurrent=True,
-            midway=True,
-        )
-    if last and last != thread and callsite.thread_task_holds(last, record.session):
-        # The other thread is still running a task a thread pool was handed with this
-        # session (pool.map() over rows, each task given the caller's session): the pool
-        # runs those in parallel, whether or not two statements happen to overlap.
+        # task renders it now), or in a task a thread pool was handed with the session
+        # (pool.map() over rows, each given the caller's session). Two workers sharing
+        # it between statements, which overlap only now and then in the driver.
         return SharedUse(
             record,
             site,
