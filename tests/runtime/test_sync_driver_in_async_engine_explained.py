@@ -108,8 +108,10 @@ def test_a_sync_engine_missing_its_driver_is_not_explained() -> None:
 
 
 @pytest.mark.skipif(SQLALCHEMY_2_1, reason="postgresql:// is psycopg (3) since 2.1")
-@pytest.mark.skipif(_installed("psycopg2"), reason="psycopg2 is installed")
-def test_postgresql_without_a_driver_is_psycopg2_on_sqlalchemy_2_0() -> None:
+def test_postgresql_without_a_driver_is_psycopg2_on_sqlalchemy_2_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # not installed, whether it is or not
     tracker = sqla_doctor.track(mode="collect")
     with pytest.raises(ModuleNotFoundError, match="psycopg2"), tracker:
         create_async_engine("postgresql://app:s3cret@db/app")  # line:pg
