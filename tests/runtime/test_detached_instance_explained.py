@@ -556,6 +556,38 @@ def posts_for_a_view(db: Session) -> list[str]:
         return [f.message for f in errors.explain_uncaught(error)]
 
 
+class UnboundProxy:
+    """A context-local proxy outside its context (Flask's ``current_user``): reading its
+    ``__class__``, as isinstance() does, raises."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        raise RuntimeError("Working outside of request context.")
+
+
+def posts_for_a_view_with_a_proxy(user: object, db: Session) -> list[str]:
+    """``user``, a local before ``db``, is looked at first."""
+    author = cached_user(db, 1)
+    try:
+        return [post.title for post in author.posts]
+    except DetachedInstanceError as error:
+        return [f.message for f in errors.explain_uncaught(error)]
+
+
+def test_a_proxy_among_the_reading_frames_locals_is_not_resolved(engine: Engine) -> None:
+    sqla_doctor.install(mode="collect")
+    _CACHE.clear()
+    first_requests(engine)
+
+    with Session(engine) as request_session:
+        [message] = posts_for_a_view_with_a_proxy(UnboundProxy(), request_session)
+
+    assert message.endswith(
+        "`author = db.merge(author, load=False)`, or cache its key and load it in each session"
+    )
+    _CACHE.clear()
+
+
 def posts_after_an_earlier_block(engine: Engine) -> list[str]:
     """``session`` is left over from a block that ended: the read is in no session."""
     with Session(engine) as session:

@@ -94,9 +94,12 @@ def reading_session(seen: ErrorSeen, obj: object, closed: object) -> Reader | No
         if object_name is None:
             object_name = next((name for name, value in names if value is obj), None)
         for name, value in names:
-            if isinstance(value, AsyncSession):
+            # type(), never isinstance(): that reads ``__class__``, which a proxy among
+            # the locals (Flask's ``current_user``) resolves by running its code.
+            kind = type(value)
+            if issubclass(kind, AsyncSession):
                 awaited, session = "await ", value.sync_session
-            elif isinstance(value, Session):
+            elif issubclass(kind, Session):
                 awaited, session = "", value
             else:
                 continue
