@@ -693,8 +693,10 @@ def awaited_together(item: Any, session: object, limit: int = 32) -> bool:
                 if code.co_name in _AWAITING_TOGETHER and isinstance(
                     futures, (list, set, frozenset, tuple)
                 ):
-                    listed = any(other is future for other in futures)
-                    return len(futures) + (waiting and not listed) >= 2 and (listed or waiting)
+                    if any(other is future for other in futures):
+                        return len(futures) >= 2
+                    # Taken off the list and awaited now: together with those left.
+                    return waiting and len(futures) >= 1
             walked = walked.f_back
     return False
 

@@ -260,7 +260,7 @@ class DetachedInstanceExplained(Detector):
             inside = (
                 "before the object is copied"
                 if "deepcopy" in made_by
-                else ("before the object is pickled")
+                else "before the object is pickled"
             )
         created = created_by_program(state) and copied is None
         if isinstance(prop, RelationshipProperty) and (

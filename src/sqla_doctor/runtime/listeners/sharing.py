@@ -95,7 +95,7 @@ def _changed_hands(
             running = None
         task = weakref.ref(running) if running is not None else None
     frames = sharing.last_frames
-    pool_task: Any = None
+    pool_task: callsite.PoolTask | None = None
     if sharing.last_thread != thread:
         # A thread takes the session: the work it uses it in, for the next thread to ask
         # whether it is still in it. Not for the main thread, whose script or main()
@@ -138,7 +138,10 @@ def _changed_hands(
 
 
 def _thread_sharing(
-    record: SessionRecord, thread: int, site: callsite.CallSite | None, pool_task: Any = None
+    record: SessionRecord,
+    thread: int,
+    site: callsite.CallSite | None,
+    pool_task: callsite.PoolTask | None = None,
 ) -> SharedUse | None:
     """This thread uses the session: is another one in a statement, or did it take turns?
     ``pool_task`` is the work item of the thread-pool task this thread runs, if that task
